@@ -1,0 +1,163 @@
+"""Datasets and dataloaders.
+
+Registered into torchtitan's dataset registry (`torchtitan.hf_datasets.text_datasets.DATASETS`), so
+`training.dataset` / `validation.dataset` can name them:
+- `fineweb_edu_ascii` / `fineweb_edu_ascii_validation`: HuggingFaceFW/fineweb-edu, config
+  sample-100BT, streamed; every non-ASCII character removed, documents left empty skipped. The
+  first `FINEWEB_VALIDATION_DOCS` documents of the filtered stream are validation, the rest training.
+  Read through torchtitan's own `HuggingFaceTextDataset`.
+- `embedded_docs` / `embedded_docs_validation`: the embedded corpus (see corpus.py), same filter,
+  held-out whole documents. Read by `PackedTokenDataset`: the corpus is tokenized once in memory and
+  cut into sequences of seq_len + 1 tokens whose order is a seeded permutation, dealt round-robin
+  to the data-parallel ranks, so 2 ranks with local batch b see exactly the sequences that 1 rank
+  with local batch 2b sees. Its position is saved in torchtitan's checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from functools import partial
+
+import numpy as np
+import torch
+from datasets import Dataset, load_dataset
+from torch.distributed.checkpoint.stateful import Stateful
+from torch.utils.data import IterableDataset
+from torchtitan.components.dataloader import ParallelAwareDataloader
+from torchtitan.hf_datasets import DatasetConfig
+from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDataset
+from torchtitan.tools.logging import logger
+
+from .corpus import ascii_only, embedded_split
+
+FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
+FINEWEB_EDU_CONFIG = "sample-100BT"
+FINEWEB_VALIDATION_DOCS = 20_000
+EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
+
+
+def _ascii_text(sample: dict) -> dict:
+    return {"text": ascii_only(sample["text"])}
+
+
+def load_fineweb_edu_ascii(path: str, split: str):
+    """Stream FineWeb-Edu (or a local folder of its parquet/JSONL files), ASCII-filtered."""
+    if os.path.isdir(path):
+        ds = load_dataset(path, split="train", streaming=True)
+    else:
+        ds = load_dataset(path, name=FINEWEB_EDU_CONFIG, split="train", streaming=True)
+    ds = ds.map(_ascii_text).filter(lambda s: bool(s["text"].strip()))
+    if split == "validation":
+        return ds.take(FINEWEB_VALIDATION_DOCS)
+    return ds.skip(FINEWEB_VALIDATION_DOCS)
+
+
+def load_embedded(path: str, split: str) -> Dataset:
+    del path  # the embedded corpus lives in the Python installation
+    return Dataset.from_dict({"text": embedded_split(split)})
+
+
+def _text(sample: dict) -> str:
+    return sample["text"]
+
+
+def register_datasets() -> None:
+    for name, split in (("fineweb_edu_ascii", "train"), ("fineweb_edu_ascii_validation", "validation")):
+        DATASETS[name] = DatasetConfig(
+            path=FINEWEB_EDU, loader=partial(load_fineweb_edu_ascii, split=split), sample_processor=_text
+        )
+    for name, split in EMBEDDED_DATASETS.items():
+        DATASETS[name] = DatasetConfig(
+            path="embedded", loader=partial(load_embedded, split=split), sample_processor=_text
+        )
+
+
+def pack_documents(docs, tokenizer) -> np.ndarray:
+    """One token stream: BOS + document + EOS for each document, as torchtitan's loader encodes."""
+    pieces = [tokenizer.encode(d, add_bos=True, add_eos=True) for d in docs]
+    return np.fromiter((t for p in pieces for t in p), dtype=np.int64)
+
+
+class PackedTokenDataset(IterableDataset, Stateful):
+    """Sequences of seq_len + 1 tokens cut from one token stream; rank r reads every W-th of them.
+
+    With a seed the order is a fresh permutation per epoch and the position is resumable; without
+    one (validation) every pass reads the same sequences from the start.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, dp_rank: int = 0, dp_world_size: int = 1,
+                 seed: int | None = 0, infinite: bool = True):
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.num_sequences = len(tokens) // (seq_len + 1)
+        self.per_rank = self.num_sequences // dp_world_size  # equal on every rank: no hangs
+        if self.per_rank == 0:
+            raise ValueError(
+                f"the corpus has {len(tokens)} tokens: too few for one sequence of "
+                f"training.seq_len + 1 = {seq_len + 1} tokens per data-parallel rank ({dp_world_size})"
+            )
+        self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
+        self.seed, self.infinite = seed, infinite
+        self.epoch, self.position = 0, 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self.seed is None:  # fixed order (validation)
+            order = np.arange(self.num_sequences)
+        else:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_sequences)
+        return order[self.dp_rank :: self.dp_world_size][: self.per_rank]
+
+    def __iter__(self):
+        if self.seed is None:
+            self.epoch, self.position = 0, 0
+        while True:
+            order = self._order(self.epoch)
+            while self.position < self.per_rank:
+                start = int(order[self.position]) * (self.seq_len + 1)
+                self.position += 1
+                x = torch.from_numpy(self.tokens[start : start + self.seq_len + 1])
+                yield {"input": x[:-1]}, x[1:]
+            if not self.infinite:
+                return
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state_dict):
+        self.epoch, self.position = state_dict["epoch"], state_dict["position"]
+
+
+def _allowed() -> str:
+    return ", ".join(sorted(DATASETS))
+
+
+def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank: int,
+                  dp_world_size: int, seed: int | None, infinite: bool, setting: str):
+    name = name.lower()
+    if name in EMBEDDED_DATASETS:
+        tokens = pack_documents(embedded_split(EMBEDDED_DATASETS[name]), tokenizer)
+        logger.info(f"{name}: {len(tokens):,} tokens packed into sequences of {seq_len + 1}")
+        return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite)
+    if name not in DATASETS:
+        raise ValueError(f"{setting} must be one of: {_allowed()}; got {name!r}")
+    return HuggingFaceTextDataset(name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite)
+
+
+def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infinite: bool = True):
+    t = job_config.training
+    seed = job_config.debug.seed if job_config.debug.seed is not None else 0
+    ds = build_dataset(t.dataset, t.dataset_path, tokenizer, t.seq_len, dp_rank, dp_world_size,
+                       seed, infinite, "training.dataset")
+    return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
+                                   **asdict(t.dataloader), batch_size=t.local_batch_size)
+
+
+def build_prefix_validation_dataloader(dp_world_size, dp_rank, tokenizer, job_config,
+                                       infinite: bool = False):
+    v = job_config.validation
+    ds = build_dataset(v.dataset, v.dataset_path, tokenizer, v.seq_len, dp_rank, dp_world_size,
+                       None, infinite, "validation.dataset")
+    return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
+                                   **asdict(v.dataloader), batch_size=v.local_batch_size)

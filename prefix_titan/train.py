@@ -1,0 +1,39 @@
+"""Launcher: `python -m prefix_titan.train --job.config_file FILE [torchtitan CLI overrides]`.
+
+Runs torchtitan's own `train` main unchanged. On a machine with a GPU this is exactly
+`python -m torchtitan.train`; without one it first adapts torchtitan's device layer to the CPU
+(see cpu.py). Works alone (one process) or under `torchrun --nproc_per_node=N`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def _single_process_env() -> None:
+    """torchtitan reads torchrun's variables; supply a world of one when started directly."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def main() -> None:
+    from .cpu import has_accelerator, use_cpu
+
+    _single_process_env()
+    if not has_accelerator():
+        use_cpu()
+    import prefix_titan  # noqa: F401  (registers the TrainSpec and datasets)
+    from torchtitan.train import Trainer
+    from torchtitan.train import main as torchtitan_main
+
+    torchtitan_main(Trainer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""TrainSpec `prefix_llama3`: torchtitan's Llama-3 with our loss, data, validator and metrics.
+
+Everything else (model, FSDP2/TP/PP parallelisation, torch.compile, activation checkpointing,
+optimizers, LR schedules, distributed checkpointing, HF state-dict adapter) is torchtitan's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from torchtitan.components.lr_scheduler import build_lr_schedulers
+from torchtitan.components.optimizer import build_optimizers
+from torchtitan.distributed.pipeline_parallel import pipeline_llm
+from torchtitan.models.llama3 import Transformer, TransformerModelArgs, llama3_args, parallelize_llama
+from torchtitan.models.llama3.model.args import RoPEScalingArgs
+from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
+from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
+
+from .data import build_prefix_dataloader
+from .loss import build_target_loss
+from .metrics import build_prefix_metrics_processor
+from .tokenizer import EMBEDDED_VOCAB_SIZE, build_tokenizer
+from .validate import build_plain_ce_validator
+
+TRAIN_SPEC_NAME = "prefix_llama3"
+NO_ROPE_SCALING = RoPEScalingArgs(scaling_factor=1.0)  # trained from scratch at 2K: plain RoPE
+
+prefix_llama3_args: dict[str, TransformerModelArgs] = {
+    **{name: replace(args) for name, args in llama3_args.items()},
+    # Llama-3 style at ~0.5B with the Llama-3 vocabulary; README states the exact count.
+    "500M": TransformerModelArgs(
+        dim=1024, n_layers=18, n_heads=16, n_kv_heads=8, vocab_size=128256,
+        ffn_dim_multiplier=1.3, multiple_of=256, rope_theta=500000,
+        rope_scaling_args=NO_ROPE_SCALING,
+    ),
+    # The embedded default: trains on 2 CPU cores in minutes with the embedded BPE vocabulary.
+    "tiny": TransformerModelArgs(
+        dim=128, n_layers=4, n_heads=4, n_kv_heads=2, vocab_size=EMBEDDED_VOCAB_SIZE,
+        multiple_of=64, rope_theta=10000, rope_scaling_args=NO_ROPE_SCALING,
+    ),
+}
+
+
+def model_vocab_size(job_config) -> int:
+    flavor = job_config.model.flavor
+    if flavor not in prefix_llama3_args:
+        raise ValueError(
+            f"model.flavor must be one of {', '.join(prefix_llama3_args)} for {TRAIN_SPEC_NAME}; "
+            f"got {flavor!r}"
+        )
+    return prefix_llama3_args[flavor].vocab_size
+
+
+def get_train_spec() -> TrainSpec:
+    return TrainSpec(
+        model_cls=Transformer,
+        model_args=prefix_llama3_args,
+        parallelize_fn=parallelize_llama,
+        pipelining_fn=pipeline_llm,
+        build_optimizers_fn=build_optimizers,
+        build_lr_schedulers_fn=build_lr_schedulers,
+        build_dataloader_fn=build_prefix_dataloader,
+        build_tokenizer_fn=build_tokenizer,
+        build_loss_fn=build_target_loss,
+        build_validator_fn=build_plain_ce_validator,
+        build_metrics_processor_fn=build_prefix_metrics_processor,
+        state_dict_adapter=Llama3StateDictAdapter,
+    )
+
+
+def register() -> None:
+    register_train_spec(TRAIN_SPEC_NAME, get_train_spec())

@@ -90,5 +90,15 @@ def _set(module_name: str, **names) -> None:
         setattr(module, name, value)
 
 
+def use_sum_reductions(model: torch.nn.Module) -> None:
+    """FSDP2 reduces gradients with PREMUL_SUM when torchtitan sets a divide factor; gloo has only
+    plain SUM, so ask FSDP2 for SUM plus separate scaling (same result)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_force_sum_reduction_for_comms(True)
+
+
 def has_accelerator() -> bool:
     return torch.cuda.is_available()

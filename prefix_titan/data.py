@@ -129,8 +129,9 @@ class PackedTokenDataset(IterableDataset, Stateful):
         self.epoch, self.position = state_dict["epoch"], state_dict["position"]
 
 
-def _allowed() -> str:
-    return ", ".join(sorted(DATASETS))
+def check_dataset_name(name: str, setting: str) -> None:
+    if name.lower() not in DATASETS:
+        raise ValueError(f"{setting} must be one of: {', '.join(sorted(DATASETS))}; got {name!r}")
 
 
 def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank: int,
@@ -140,8 +141,7 @@ def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank:
         tokens = pack_documents(embedded_split(EMBEDDED_DATASETS[name]), tokenizer)
         logger.info(f"{name}: {len(tokens):,} tokens packed into sequences of {seq_len + 1}")
         return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite)
-    if name not in DATASETS:
-        raise ValueError(f"{setting} must be one of: {_allowed()}; got {name!r}")
+    check_dataset_name(name, setting)
     return HuggingFaceTextDataset(name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite)
 
 

@@ -161,17 +161,8 @@ def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
     from .tokenizer import build_tokenizer
     from .train_spec import model_vocab_size
 
-    del kwargs
+    del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
     spec = job_config.prefix.spec().validate()
-    if (
-        parallel_dims is not None
-        and parallel_dims.tp_enabled
-        and not job_config.parallelism.disable_loss_parallel
-    ):
-        raise ValueError(
-            "prefix_titan's loss needs whole-vocabulary logits, but tensor parallel with loss "
-            "parallel shards them over the vocabulary: set parallelism.disable_loss_parallel = true"
-        )
     start = time.perf_counter()
     texts = token_texts(build_tokenizer(job_config), model_vocab_size(job_config))
     table = build_target_table(texts, spec)

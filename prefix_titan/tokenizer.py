@@ -47,8 +47,14 @@ def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE
 
 
 def build_tokenizer(job_config):
-    """TrainSpec tokenizer builder: torchtitan's HF tokenizer, creating the embedded one if needed."""
+    """TrainSpec tokenizer builder: torchtitan's HF tokenizer, creating the embedded one if needed.
+
+    torchtitan calls this hook first, so it also checks the whole job config.
+    """
+    from .config import check_job_config
     from .data import EMBEDDED_DATASETS
+
+    check_job_config(job_config)
 
     path = job_config.model.hf_assets_path
     if job_config.training.dataset in EMBEDDED_DATASETS and not os.path.exists(

@@ -33,6 +33,28 @@ def main() -> None:
     from torchtitan.train import main as torchtitan_main
 
     torchtitan_main(Trainer)
+    _report_checkpoint()
+
+
+def _report_checkpoint() -> None:
+    """Say where the run's distributed checkpoint went (torchtitan only logs the folder)."""
+    import sys
+
+    from torchtitan.config import ConfigManager
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    config = ConfigManager().parse_args(sys.argv[1:])
+    if not config.checkpoint.enable:
+        return
+    folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
+    steps = sorted(
+        (d for d in os.listdir(folder) if d.startswith("step-")), key=lambda d: int(d[5:])
+    ) if os.path.isdir(folder) else []
+    if steps:
+        print(f"DCP checkpoint written to {os.path.join(folder, steps[-1])}", flush=True)
+    else:
+        print(f"no checkpoint was written under {folder}", flush=True)
 
 
 if __name__ == "__main__":

@@ -51,11 +51,23 @@ def model_vocab_size(job_config) -> int:
     return prefix_llama3_args[flavor].vocab_size
 
 
+def parallelize_prefix_llama(model, parallel_dims, job_config):
+    """torchtitan's parallelize_llama; on CPU (gloo) FSDP2 is told to reduce with plain sums."""
+    from torchtitan.tools import utils
+
+    from .cpu import use_sum_reductions
+
+    model = parallelize_llama(model, parallel_dims, job_config)
+    if utils.device_type == "cpu":
+        use_sum_reductions(model)
+    return model
+
+
 def get_train_spec() -> TrainSpec:
     return TrainSpec(
         model_cls=Transformer,
         model_args=prefix_llama3_args,
-        parallelize_fn=parallelize_llama,
+        parallelize_fn=parallelize_prefix_llama,
         pipelining_fn=pipeline_llm,
         build_optimizers_fn=build_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,

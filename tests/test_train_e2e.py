@@ -1,0 +1,87 @@
+"""Through torchtitan's real `train` main on CPU, via our launcher (one process or torchrun)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEP = re.compile(r"step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
+CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
+VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexity")
+
+
+def train(tmp, *overrides, nproc=1, name="run", check=True):
+    """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
+    args = [
+        "-m", "prefix_titan.train", "--job.config_file", "train_configs/embedded_default.toml",
+        "--job.dump_folder", str(tmp / name), "--model.hf_assets_path", str(tmp / "tokenizer"),
+        "--metrics.log_freq", "1", "--metrics.disable_color_printing",
+        "--training.seq_len", "64", "--training.local_batch_size", "4", "--training.steps", "4",
+        "--validation.seq_len", "64",
+        "--lr_scheduler.warmup_steps", "2", "--validation.no-enable", "--checkpoint.no-enable",
+        *overrides,
+    ]
+    if nproc > 1:
+        args = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", *args]
+    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    log = out.stdout + out.stderr
+    if check:
+        assert out.returncode == 0, log[-4000:]
+    losses = {}
+    for step, loss in STEP.findall(log):
+        losses.setdefault(int(step), float(loss))  # with 2 ranks both log the same global value
+    return log, losses
+
+
+@pytest.mark.parametrize("objective", ["label_smoothing", "prefix"])
+def test_objectives_train_and_log_plain_ce(tmp_path, objective):
+    log, losses = train(tmp_path, "--prefix.objective", objective, "--training.steps", "12",
+                        "--validation.enable", "--validation.freq", "6", "--validation.steps", "2")
+    assert sorted(losses) == list(range(1, 13))
+    assert all(v == v and v < 20 for v in losses.values())  # finite
+    ce = {int(s): float(v) for s, v in CE.findall(log)}
+    assert sorted(ce) == list(range(1, 13))
+    # The objective is not plain CE (soft targets), but both fall as the model learns.
+    assert losses[12] < losses[1] - 0.5 and ce[12] < ce[1] - 0.5
+    assert any(abs(losses[s] - ce[s]) > 1e-3 for s in ce)
+    val = [float(v) for _, v in VAL.findall(log)]
+    assert len(val) == 3 and val[-1] < val[0]  # steps 1, 6, 12
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    common = ("--checkpoint.enable", "--checkpoint.interval", "4", "--lr_scheduler.total_steps", "8",
+              "--prefix.tau", "0.2")
+    _, full = train(tmp_path, *common, "--training.steps", "8", name="full")
+    _, first = train(tmp_path, *common, "--training.steps", "4", name="stopped")
+    log, resumed = train(tmp_path, *common, "--training.steps", "8", name="stopped")
+    assert "Training starts at step 5" in log
+    assert sorted(resumed) == [5, 6, 7, 8]
+    for step in range(1, 9):
+        got = first[step] if step <= 4 else resumed[step]
+        assert got == pytest.approx(full[step], rel=1e-5, abs=1e-5), step
+
+
+def test_two_ranks_match_one_rank(tmp_path):
+    # Both runs start from one seed checkpoint (sharded init draws different random numbers).
+    train(tmp_path, "--checkpoint.enable", "--checkpoint.create_seed_checkpoint",
+          "--parallelism.data_parallel_shard_degree", "1", name="seed")
+    seed = str(tmp_path / "seed" / "checkpoint" / "step-0")
+    common = ("--checkpoint.enable", "--checkpoint.initial_load_path", seed, "--training.steps", "3")
+    _, one = train(tmp_path, *common, "--training.local_batch_size", "4", name="one")
+    log, two = train(tmp_path, *common, "--training.local_batch_size", "2", nproc=2, name="two")
+    assert "dp_shard=2" in log  # FSDP2 over 2 gloo ranks
+    assert sorted(one) == sorted(two) == [1, 2, 3]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-4), step
+
+
+def test_bad_setting_fails_before_training(tmp_path):
+    log, losses = train(tmp_path, "--prefix.support", "everything", check=False)
+    assert "prefix.support must be one of prefix, vocab; got 'everything'" in log
+    assert not losses

@@ -1,16 +1,16 @@
 """One loss for every objective: loss = logsumexp(z) - b * sum_v z_v - sum_k w_k * z[idx_k].
 
 With p = b + scatter(w) the table's target (it sums to 1), this equals -sum_v p_v log softmax(z)_v
-without ever building p as an [N, V] tensor; its gradient is softmax(z) - p.
+without ever building p as an [N, V] tensor; its gradient is softmax(z) - p, which is
+softmax(z) - b everywhere except at the K sparse ids, where it is softmax(z) - p(idx).
 
-Three implementations of the same formula:
-- `reference_loss`: materialises the dense target (tests only).
-- `_ChunkedTargetLoss`: the eager fast path. Walks row chunks in fp32, saves only the per-row
-  logsumexp, and writes the gradient straight into one tensor of the logits' dtype: less memory
-  than torch's cross-entropy, which keeps an fp32 copy and an fp32 log-softmax of the logits.
-- `target_loss_formula`: the same terms as plain torch ops, for `torch.compile` (inductor fuses
-  the row reductions and the backward into single passes over the logits).
-Each returns (objective sum, plain cross-entropy sum) over labels != -100, like torchtitan's
+`_TargetLossFunction` is the kernel. Forward reads the logits once per row (logsumexp, row sum,
+K gathers) and saves only the per-row logsumexp; backward writes softmax(z) - b in one pass, in the
+logits' dtype, then overwrites the K sparse entries with their exact values (one rounding each).
+Eagerly it walks cache-sized row chunks in fp32; under torch.compile it is one chunk and inductor
+fuses each pass into single kernels. Nothing [N, V]-sized is kept beyond the gradient itself,
+while torch's cross-entropy also keeps fp32 copies. `reference_loss` builds the dense target, for tests.
+Both return (objective sum, plain cross-entropy sum) over labels != -100, like torchtitan's
 `cross_entropy_loss` (reduction="sum"), so torchtitan's global token normalisation still applies.
 """
 
@@ -24,7 +24,10 @@ import torch
 from .targets import TargetTable
 
 IGNORE_INDEX = -100
-CHUNK_BYTES = 256 * 2**20  # fp32 working set per chunk in the eager path
+# fp32 working set per eager chunk: on CPU a cache-sized chunk is fastest (measured with
+# scripts/bench_loss.py); on GPU larger chunks mean fewer kernel launches.
+CHUNK_BYTES = {"cpu": 4 * 2**20}
+DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 
 def reference_loss(logits: torch.Tensor, labels: torch.Tensor, table: TargetTable):
@@ -38,63 +41,71 @@ def reference_loss(logits: torch.Tensor, labels: torch.Tensor, table: TargetTabl
     return -(target * log_p).sum(), -log_p.gather(1, y[:, None]).sum()
 
 
-def _row_terms(z, y, idx, weight, background):
-    """Per-row objective and CE for fp32 logits z [n, V] and in-range labels y [n]."""
+def _forward_rows(logits, y, keep, idx, weight, background):
+    """(objective sum, CE sum, per-row logsumexp) of a block of rows."""
+    z = logits.float()
     lse = torch.logsumexp(z, dim=-1)
     gathered = z.gather(1, idx[y])
     objective = lse - background[y] * z.sum(-1) - (weight[y] * gathered).sum(-1)
-    return objective, lse - gathered[:, 0], lse
+    ce = lse - gathered[:, 0]
+    return torch.where(keep, objective, 0.0).sum(), torch.where(keep, ce, 0.0).sum(), lse
 
 
-def target_loss_formula(logits, labels, idx, weight, background):
-    """The formula in plain ops over [N, V] logits and [N] labels (the compiled path)."""
-    keep = labels != IGNORE_INDEX
-    y = torch.where(keep, labels, 0)
-    objective, ce, _ = _row_terms(logits.float(), y, idx, weight, background)
-    zero = objective.new_zeros(())
-    return torch.where(keep, objective, zero).sum(), torch.where(keep, ce, zero).sum().detach()
+def _backward_rows(logits, y, scale, lse, idx, background, target_at_idx):
+    """Gradient of a block of rows, in the logits' dtype; `scale` is 0 on ignored rows."""
+    z = logits.float()
+    grad = ((torch.exp(z - lse[:, None]) - background[y, None]) * scale[:, None]).to(logits.dtype)
+    ids = idx[y]
+    exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - target_at_idx[y]) * scale[:, None]
+    return grad.scatter_(1, ids, exact.to(logits.dtype))
 
 
-class _ChunkedTargetLoss(torch.autograd.Function):
+def _chunk_rows(logits: torch.Tensor, chunk_bytes: int | None) -> int:
+    if torch.compiler.is_compiling():
+        return logits.shape[0]  # inductor fuses the passes: no fp32 intermediate to bound
+    if chunk_bytes is None:
+        chunk_bytes = CHUNK_BYTES.get(logits.device.type, DEFAULT_CHUNK_BYTES)
+    return max(1, chunk_bytes // (4 * logits.shape[-1]))
+
+
+class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, idx, weight, background, chunk_rows: int):
+    def forward(ctx, logits, labels, idx, weight, background, target_at_idx, chunk_rows: int):
         keep = labels != IGNORE_INDEX
         y = torch.where(keep, labels, 0)
-        lse = torch.empty(logits.shape[0], device=logits.device, dtype=torch.float32)
-        objective_sum = torch.zeros((), device=logits.device, dtype=torch.float32)
-        ce_sum = torch.zeros_like(objective_sum)
-        for start in range(0, logits.shape[0], chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            objective, ce, lse[rows] = _row_terms(
-                logits[rows].float(), y[rows], idx, weight, background
-            )
-            objective_sum += torch.where(keep[rows], objective, 0.0).sum()
-            ce_sum += torch.where(keep[rows], ce, 0.0).sum()
-        ctx.save_for_backward(logits, y, keep, lse, idx, weight, background)
+        parts = [
+            _forward_rows(logits[r], y[r], keep[r], idx, weight, background)
+            for r in (slice(i, i + chunk_rows) for i in range(0, logits.shape[0], chunk_rows))
+        ]
+        objective = torch.stack([p[0] for p in parts]).sum()
+        ce = torch.stack([p[1] for p in parts]).sum()
+        lse = torch.cat([p[2] for p in parts])
+        ctx.save_for_backward(logits, y, keep, lse, idx, background, target_at_idx)
         ctx.chunk_rows = chunk_rows
-        ctx.mark_non_differentiable(ce_sum)
-        return objective_sum, ce_sum
+        ctx.mark_non_differentiable(ce)
+        return objective, ce
 
     @staticmethod
     def backward(ctx, grad_objective, _grad_ce):
-        logits, y, keep, lse, idx, weight, background = ctx.saved_tensors
-        grad = torch.empty_like(logits)
-        for start in range(0, logits.shape[0], ctx.chunk_rows):
-            rows = slice(start, start + ctx.chunk_rows)
-            yr = y[rows]
-            # d/dz = softmax(z) - b - scatter(w), scaled by the upstream gradient; 0 on ignored rows.
-            g = torch.exp(logits[rows].float() - lse[rows, None])
-            g.sub_(background[yr, None])
-            g.scatter_add_(1, idx[yr], -weight[yr])
-            g.mul_(torch.where(keep[rows], grad_objective, 0.0)[:, None])
-            grad[rows] = g
-        return grad, None, None, None, None, None
+        logits, y, keep, lse, idx, background, target_at_idx = ctx.saved_tensors
+        scale = torch.where(keep, grad_objective, 0.0)
+        rows = ctx.chunk_rows
+        if rows >= logits.shape[0]:
+            grad = _backward_rows(logits, y, scale, lse, idx, background, target_at_idx)
+        else:
+            grad = torch.empty_like(logits)
+            for i in range(0, logits.shape[0], rows):
+                r = slice(i, i + rows)
+                grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], idx, background,
+                                         target_at_idx)
+        return grad, None, None, None, None, None, None
 
 
-def chunked_target_loss(logits, labels, idx, weight, background, chunk_bytes: int = CHUNK_BYTES):
-    """The eager fast path over [N, V] logits and [N] labels."""
-    chunk_rows = max(1, chunk_bytes // (4 * logits.shape[-1]))
-    return _ChunkedTargetLoss.apply(logits, labels, idx, weight, background, chunk_rows)
+def target_loss(logits, labels, idx, weight, background, target_at_idx,
+                chunk_bytes: int | None = None):
+    """(objective sum, CE sum) for [N, V] logits and [N] labels; tensors from a TargetTable."""
+    rows = _chunk_rows(logits, chunk_bytes)
+    return _TargetLossFunction.apply(logits, labels, idx, weight, background, target_at_idx, rows)
 
 
 class TargetLoss:
@@ -109,14 +120,13 @@ class TargetLoss:
         self.table = table
         self.meter = meter
         self.plain_ce = False  # validation switches the returned value to plain cross-entropy
-        self._kernel = (
-            torch.compile(target_loss_formula, backend=backend) if compile else chunked_target_loss
-        )
+        self._tensors = (table.idx, table.weight, table.background, table.target_at_idx())
+        self._kernel = torch.compile(target_loss, backend=backend) if compile else target_loss
 
-    def _table_on(self, device: torch.device) -> TargetTable:
-        if self.table.idx.device != device:
-            self.table = self.table.to(device)
-        return self.table
+    def _tensors_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if self._tensors[0].device != device:
+            self._tensors = tuple(t.to(device) for t in self._tensors)
+        return self._tensors
 
     def check_labels(self, labels: torch.Tensor) -> None:
         V = self.table.vocab_size
@@ -141,9 +151,8 @@ class TargetLoss:
         if pred.shape[-1] != V:
             raise ValueError(f"logits have {pred.shape[-1]} classes but the target table has {V}")
         self.check_labels(labels)
-        t = self._table_on(pred.device)
         objective, ce = self._kernel(
-            pred.reshape(-1, V), labels.reshape(-1), t.idx, t.weight, t.background
+            pred.reshape(-1, V), labels.reshape(-1), *self._tensors_on(pred.device)
         )
         if self.plain_ce:
             return ce

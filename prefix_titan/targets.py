@@ -78,6 +78,16 @@ class TargetTable:
     def to(self, device: torch.device | str) -> "TargetTable":
         return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
 
+    def target_at_idx(self) -> torch.Tensor:
+        """[V, K]: the target probability p(idx[y, k]) = b[y] + all of row y's weight on that id
+        (an id may repeat in a row: padding repeats the gold id with weight 0)."""
+        out = torch.empty_like(self.weight)
+        for rows in torch.arange(self.vocab_size).split(2048):  # [rows, K, K] stays small
+            idx, w = self.idx[rows], self.weight[rows]
+            same = idx.unsqueeze(2) == idx.unsqueeze(1)
+            out[rows] = self.background[rows, None] + (same * w.unsqueeze(1)).sum(2)
+        return out
+
     def dense(self, labels: torch.Tensor) -> torch.Tensor:
         """The full [N, V] target for 1-D labels (reference and inspection only: never in training)."""
         target = self.background[labels].unsqueeze(1).expand(-1, self.vocab_size).clone()
@@ -104,6 +114,25 @@ def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:
     for i, text in enumerate(decoded):
         if i not in special and text and text.isascii():
             texts[i] = text
+    return texts
+
+
+def tiktoken_texts(path: str, vocab_size: int) -> list[str | None]:
+    """Token texts from a tiktoken rank file ("<base64 bytes> <id>" per line), the format of
+    Meta's `original/tokenizer.model`. Ids past the file (Llama-3's 256 special tokens) are None."""
+    import base64
+
+    texts: list[str | None] = [None] * vocab_size
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            token, rank = line.split()
+            if int(rank) >= vocab_size:
+                raise ValueError(f"{path} has token id {rank}, past model vocab_size {vocab_size}")
+            raw = base64.b64decode(token)
+            if raw and raw.isascii():
+                texts[int(rank)] = raw.decode("ascii")
     return texts
 
 

@@ -81,3 +81,16 @@ def test_loss_parallel_is_refused():
     with pytest.raises(ValueError, match="parallelism.disable_loss_parallel = true"):
         check_job_config(config)
     check_job_config(parse(ROOT / "train_configs" / "ce.toml", "--parallelism.tensor_parallel_degree", "2"))
+
+
+def test_readme_states_the_exact_parameter_counts():
+    import torch
+    from torchtitan.models.llama3 import Transformer
+
+    from prefix_titan.train_spec import prefix_llama3_args
+
+    readme = (ROOT / "README.md").read_text()
+    for flavor in ("500M", "tiny"):
+        with torch.device("meta"):
+            n = sum(p.numel() for p in Transformer(prefix_llama3_args[flavor]).parameters())
+        assert f"{n:,}" in readme, flavor

@@ -4,9 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prefix_titan.loss import (
-    IGNORE_INDEX, TargetLoss, chunked_target_loss, reference_loss, target_loss_formula,
-)
+from prefix_titan.loss import IGNORE_INDEX, TargetLoss, reference_loss, target_loss
 from prefix_titan.targets import SUPPORTS, TAU_SWEEP, ObjectiveSpec, build_target_table
 
 SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
@@ -37,9 +35,14 @@ def run(fn, logits, labels):
     return objective.detach().double(), ce.double(), x.grad.float()
 
 
+def kernel_args(table):
+    return table.idx, table.weight, table.background, table.target_at_idx()
+
+
 def check_against_reference(fn, table, dtype):
     logits, labels, seed = fresh_batch(table.vocab_size, dtype=dtype)
-    got = run(lambda x, y: fn(x, y, table.idx, table.weight, table.background), logits, labels)
+    args = kernel_args(table)
+    got = run(lambda x, y: fn(x, y, *args), logits, labels)
     ref = run(lambda x, y: reference_loss(x, y, table), logits, labels)
     tol = TOL[dtype]
     for g, r, what in zip(got, ref, ("objective", "plain CE", "gradient")):
@@ -49,29 +52,25 @@ def check_against_reference(fn, table, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("spec", SPECS, ids=str)
-def test_chunked_matches_reference(tables, spec, dtype):
+@pytest.mark.parametrize("chunk_rows", [10, None], ids=["10-row-chunks", "default-chunks"])
+def test_kernel_matches_reference(tables, spec, dtype, chunk_rows):
     table = tables[str(spec)]
-    # A small chunk so that rows split into several chunks with a ragged last one.
-    fn = lambda *a: chunked_target_loss(*a, chunk_bytes=10 * 4 * table.vocab_size)  # noqa: E731
-    check_against_reference(fn, table, dtype)
+    # 10-row chunks: rows split into several chunks with a ragged last one.
+    chunk_bytes = None if chunk_rows is None else chunk_rows * 4 * table.vocab_size
+    check_against_reference(lambda *a: target_loss(*a, chunk_bytes=chunk_bytes), table, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("spec", SPECS[:3] + SPECS[-4:], ids=str)
-def test_formula_matches_reference(tables, spec, dtype):
-    check_against_reference(target_loss_formula, tables[str(spec)], dtype)
-
-
-@pytest.mark.parametrize("spec", [SPECS[0], SPECS[-1]], ids=str)
-def test_compiled_formula_matches_reference(tables, spec):
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[2], SPECS[-1]], ids=str)
+def test_compiled_kernel_matches_reference(tables, spec, dtype):
     torch._dynamo.reset()
-    check_against_reference(torch.compile(target_loss_formula), tables[str(spec)], torch.float32)
+    check_against_reference(torch.compile(target_loss), tables[str(spec)], dtype)
 
 
 def test_ce_equals_torch_cross_entropy(tables):
     table = tables[str(SPECS[0])]
     logits, labels, _ = fresh_batch(table.vocab_size)
-    objective, ce = chunked_target_loss(logits, labels, table.idx, table.weight, table.background)
+    objective, ce = target_loss(logits, labels, *kernel_args(table))
     expected = F.cross_entropy(logits, labels, reduction="sum", ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(objective, expected, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(ce, expected, rtol=1e-5, atol=1e-3)
@@ -82,7 +81,7 @@ def test_label_smoothing_equals_torch(bpe_texts, eps):
     table = build_target_table(bpe_texts, ObjectiveSpec("label_smoothing", epsilon=eps))
     logits, labels, _ = fresh_batch(table.vocab_size)
     x, x_ref = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    objective, _ = chunked_target_loss(x, labels, table.idx, table.weight, table.background)
+    objective, _ = target_loss(x, labels, *kernel_args(table))
     expected = F.cross_entropy(x_ref, labels, reduction="sum", ignore_index=IGNORE_INDEX,
                                label_smoothing=eps)
     objective.backward(), expected.backward()
@@ -94,8 +93,7 @@ def test_extreme_logits_stay_finite(tables):
     table = tables[str(ObjectiveSpec("prefix", 0.05, False, "vocab"))]
     logits, labels, _ = fresh_batch(table.vocab_size, scale=1e4)
     objective, ce, grad = run(
-        lambda x, y: chunked_target_loss(x, y, table.idx, table.weight, table.background),
-        logits, labels)
+        lambda x, y: target_loss(x, y, *kernel_args(table)), logits, labels)
     assert torch.isfinite(objective) and torch.isfinite(ce) and torch.isfinite(grad).all()
 
 

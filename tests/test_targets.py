@@ -142,3 +142,10 @@ def test_describe_target_totals_one(bpe_texts):
 
 def test_objectives_constant():
     assert OBJECTIVES == ("ce", "label_smoothing", "prefix")
+
+
+@pytest.mark.parametrize("spec", [ALL_SPECS[0], ALL_SPECS[1], ALL_SPECS[-1]], ids=str)
+def test_target_at_idx_is_the_dense_target_there(bpe_texts, spec):
+    table = build_target_table(bpe_texts, spec)
+    dense = table.dense(torch.arange(table.vocab_size))
+    torch.testing.assert_close(table.target_at_idx(), dense.gather(1, table.idx))

@@ -1,0 +1,182 @@
+"""Forward+backward time and peak memory of every objective vs torchtitan's cross_entropy_loss.
+
+    python scripts/bench_loss.py [--tokens 2048] [--vocab 128256] [--dtype bfloat16]
+                                 [--vocab-file tokenizer.model | --hf-assets-path DIR]
+                                 [--modes eager compiled] [--repeats 5]
+
+Same [N, V] logits and labels for every row. Each case runs in fresh processes: one for time, one
+for memory, so that its peak memory is its own: on CUDA the allocator's peak, on CPU the peak
+resident set (with malloc returning large blocks to the system, which would distort timings);
+both are reported above the memory the inputs already hold. Without a vocabulary file, prefix tables are synthetic
+with --k entries per row (the kernel's cost depends on V and K, not on the texts; Llama-3 has K = 86).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CASES = {
+    "torchtitan_ce": None,
+    "ce": dict(objective="ce"),
+    "label_smoothing": dict(objective="label_smoothing", epsilon=0.1),
+    "prefix_tau0.5": dict(objective="prefix", tau=0.5),
+    "prefix_norm_tau2.0_vocab": dict(objective="prefix", tau=2.0, normalize=True, support="vocab"),
+}
+
+
+def _table(spec_kwargs, a):
+    import torch
+
+    from prefix_titan.targets import ObjectiveSpec, TargetTable, build_target_table, tiktoken_texts
+
+    spec = ObjectiveSpec(**spec_kwargs)
+    if a.vocab_file or a.hf_assets_path:
+        if a.vocab_file:
+            texts = tiktoken_texts(a.vocab_file, a.vocab)
+        else:
+            from tokenizers import Tokenizer
+
+            from prefix_titan.targets import token_texts
+
+            texts = token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
+        return build_target_table(texts, spec)
+    if spec.objective != "prefix":
+        return build_target_table([None] * a.vocab, spec)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, a.vocab, (a.vocab, a.k), generator=g)
+    idx[:, 0] = torch.arange(a.vocab)
+    w = torch.rand(a.vocab, a.k, generator=g)
+    back = torch.full((a.vocab,), 0.5 / a.vocab if spec.support == "vocab" else 0.0)
+    w = w / w.sum(1, keepdim=True) * (1 - back * a.vocab)[:, None]
+    return TargetTable(idx, w, back)
+
+
+def run_case(name: str, mode: str, measure: str, a) -> dict:
+    import torch
+    from torchtitan.components.loss import cross_entropy_loss
+
+    from prefix_titan.loss import TargetLoss
+
+    device = torch.device(a.device)
+    dtype = getattr(torch, a.dtype)
+    if CASES[name] is None:
+        fn = torch.compile(cross_entropy_loss) if mode == "compiled" else cross_entropy_loss
+    else:
+        fn = TargetLoss(_table(CASES[name], a).to(device), compile=mode == "compiled")
+    g = torch.Generator(device=device).manual_seed(1)
+    logits = torch.randn(1, a.tokens, a.vocab, device=device, dtype=dtype, generator=g)
+    labels = torch.randint(0, a.vocab, (1, a.tokens), device=device, generator=g)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step():
+        x = logits.detach().requires_grad_()
+        fn(x, labels).backward()
+        return x
+
+    for _ in range(2):  # warm-up (and compilation)
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _rss_now()
+    times = []
+    for _ in range(a.repeats if measure == "time" else 1):
+        start = time.perf_counter()
+        x = step()
+        sync()
+        times.append(time.perf_counter() - start)
+        del x
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"case": name, "mode": mode, "ms": 1e3 * statistics.median(times), "peak_bytes": peak}
+
+
+def _rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokens", type=int, default=2048)
+    p.add_argument("--vocab", type=int, default=128256)
+    p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--vocab-file", default=None, help="tiktoken rank file (Meta's tokenizer.model)")
+    p.add_argument("--hf-assets-path", default=None)
+    p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--one", nargs=3, metavar=("CASE", "MODE", "MEASURE"), help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.device is None:
+        import torch
+
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.one:
+        print(json.dumps(run_case(*a.one, a)))
+        return
+
+    rows = []
+    for mode in a.modes:
+        for name in a.cases:
+            row = {}
+            for measure in ("time", "memory"):
+                env = dict(os.environ)
+                if measure == "memory":  # malloc hands large blocks back: RSS tracks live tensors
+                    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+                cmd = [sys.executable, __file__, "--one", name, mode, measure, *sys.argv[1:]]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit(f"{name} {mode} failed:\n{out.stderr[-3000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                row.update(result if measure == "time" else {"peak_bytes": result["peak_bytes"]})
+            rows.append(row)
+            print(f"  {name:26s} {mode:8s} {row['ms']:9.1f} ms {row['peak_bytes'] / 2**20:8.0f} MiB",
+                  file=sys.stderr, flush=True)
+
+    import torch
+
+    where = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    logits_mb = a.tokens * a.vocab * (2 if a.dtype == "bfloat16" else 4) / 2**20
+    source = a.vocab_file or a.hf_assets_path or f"synthetic, K={a.k}"
+    print(f"\nN={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
+          f"prefix tables: {source}; median of {a.repeats}\n")
+    print("| objective | mode | fwd+bwd ms | vs torchtitan CE | peak extra MiB | vs torchtitan CE |")
+    print("|---|---|---:|---:|---:|---:|")
+    for mode in a.modes:
+        ref = next(r for r in rows if r["case"] == "torchtitan_ce" and r["mode"] == mode) \
+            if "torchtitan_ce" in a.cases else None
+        for r in (r for r in rows if r["mode"] == mode):
+            t_ratio = f"{r['ms'] / ref['ms']:.2f}x" if ref else "-"
+            m_ratio = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}x" if ref and ref["peak_bytes"] > 0 else "-"
+            print(f"| {r['case']} | {mode} | {r['ms']:.1f} | {t_ratio} | "
+                  f"{r['peak_bytes'] / 2**20:.0f} | {m_ratio} |")
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import prefix_titan  # noqa: F401  (registers datasets)
+from prefix_titan.corpus import ascii_only, embedded_documents, embedded_split
+from prefix_titan.data import PackedTokenDataset, load_fineweb_edu_ascii
+
+
+def test_ascii_only_removes_every_non_ascii_character():
+    assert ascii_only("naïve café — 10 °C ✓ 日本") == "nave caf  10 C  "
+    assert ascii_only("plain text\n\t~") == "plain text\n\t~"
+
+
+def test_embedded_corpus_is_ascii_split_and_deterministic():
+    docs = embedded_documents()
+    assert len(docs) > 1000 and sum(map(len, docs)) > 1_000_000
+    assert all(d and d.isascii() for d in docs)
+    train, val = embedded_split("train"), embedded_split("validation")
+    assert set(train).isdisjoint(val) and len(train) + len(val) == len(docs)
+    assert 0.02 < len(val) / len(docs) < 0.1
+    with pytest.raises(ValueError, match="'train' or 'validation'"):
+        embedded_split("test")
+
+
+def test_embedded_tokenizer_is_deterministic(embedded_tokenizer_dir, tmp_path):
+    from prefix_titan.tokenizer import train_embedded_tokenizer
+
+    again = train_embedded_tokenizer(str(tmp_path / "again"))
+    assert open(f"{again}/tokenizer.json").read() == open(f"{embedded_tokenizer_dir}/tokenizer.json").read()
+
+
+def stream(n_seq, seq_len=7):
+    return np.arange(n_seq * (seq_len + 1), dtype=np.int64)
+
+
+def take(ds, n):
+    it = iter(ds)
+    return [next(it)[1][0].item() // 8 for _ in range(n)]  # sequence index from its first label
+
+
+def test_ranks_read_disjoint_sequences_covering_the_stream():
+    per_rank = [take(PackedTokenDataset(stream(40), 7, r, 4, seed=3, infinite=False), 10) for r in range(4)]
+    flat = [s for seqs in per_rank for s in seqs]
+    assert sorted(flat) == list(range(40))
+    # Global batch order is rank-count independent: 1 rank reads what 4 ranks read, interleaved.
+    single = take(PackedTokenDataset(stream(40), 7, 0, 1, seed=3, infinite=False), 40)
+    assert single == [per_rank[i % 4][i // 4] for i in range(40)]
+
+
+def test_order_depends_on_seed_and_epoch():
+    a = take(PackedTokenDataset(stream(50), 7, seed=1), 100)
+    b = take(PackedTokenDataset(stream(50), 7, seed=2), 100)
+    assert a != b and sorted(a[:50]) == sorted(a[50:]) == list(range(50)) and a[:50] != a[50:]
+
+
+def test_resume_continues_with_the_next_sequence():
+    ds = PackedTokenDataset(stream(30), 7, seed=5)
+    it = iter(ds)
+    for _ in range(37):  # into the second epoch
+        next(it)
+    state = ds.state_dict()
+    expected = [next(it)[1].tolist() for _ in range(5)]
+    fresh = PackedTokenDataset(stream(30), 7, seed=5)
+    fresh.load_state_dict(state)
+    it = iter(fresh)
+    assert [next(it)[1].tolist() for _ in range(5)] == expected
+
+
+def test_inputs_and_labels_are_shifted():
+    x, y = next(iter(PackedTokenDataset(stream(3), 7, seed=None)))
+    assert torch.equal(x["input"][1:], y[:-1]) and len(y) == 7
+
+
+def test_validation_order_restarts_each_pass():
+    ds = PackedTokenDataset(stream(6), 7, seed=None, infinite=False)
+    assert take(ds, 6) == take(ds, 6) == list(range(6))
+
+
+def test_too_small_corpus_is_refused():
+    with pytest.raises(ValueError, match="training.seq_len"):
+        PackedTokenDataset(stream(1), 7, 0, 2)
+
+
+@pytest.fixture
+def fineweb_folder(tmp_path):
+    rows = [{"text": "Caf\u00e9 culture \u2014 an essay.", "id": "a", "url": "u", "score": 3.1},
+            {"text": "\u65e5\u672c\u8a9e", "id": "b", "url": "u", "score": 3.0},  # nothing left
+            {"text": "Plain text.", "id": "c", "url": "u", "score": 2.9}]
+    with open(tmp_path / "part-0.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return str(tmp_path)
+
+
+def test_fineweb_loader_filters_ascii_and_skips_empty(fineweb_folder, monkeypatch):
+    monkeypatch.setattr("prefix_titan.data.FINEWEB_VALIDATION_DOCS", 1)
+    train = [s["text"] for s in load_fineweb_edu_ascii(fineweb_folder, "train")]
+    val = [s["text"] for s in load_fineweb_edu_ascii(fineweb_folder, "validation")]
+    assert val == ["Caf culture  an essay."] and train == ["Plain text."]
+
+
+def test_fineweb_through_torchtitans_text_dataset(fineweb_folder, embedded_tokenizer_dir):
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.hf_datasets.text_datasets import HuggingFaceTextDataset
+
+    tok = HuggingFaceTokenizer(embedded_tokenizer_dir)
+    ds = HuggingFaceTextDataset("fineweb_edu_ascii_validation", fineweb_folder, tok, seq_len=4)
+    x, y = next(iter(ds))
+    assert tok.decode(x["input"].tolist()).startswith("<|begin_of_text|>Caf cul")
+
+
+def test_inspect_cli(embedded_tokenizer_dir):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(f"{embedded_tokenizer_dir}/tokenizer.json")
+    longest = max((t for t in (tok.decode([i]) for i in range(tok.get_vocab_size()))
+                   if t.isascii() and t.startswith(" ")), key=len)
+    cmd = [sys.executable, "-m", "prefix_titan.targets", "--hf-assets-path", embedded_tokenizer_dir,
+           "--token", longest, "--tau", "0.5", "--normalize", "--support", "vocab", "--json"]
+    info = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    assert info["gold_text"] == longest and abs(info["total"] - 1) < 1e-5
+    assert len(info["entries"]) > 1 and all(longest.startswith(e["text"]) for e in info["entries"])
+    assert info["background_per_token"] > 0 and info["background_tokens"] == 4096 - len(info["entries"])
+    text = subprocess.run(cmd[:-1] + ["--token-id", "0"][:0], capture_output=True, text=True).stdout
+    assert "background" in text and repr(longest) in text
+    bad = subprocess.run(cmd[:-1] + ["--tau", "-1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "prefix.tau must be a finite number > 0" in bad.stderr
+    missing = subprocess.run(cmd[:5] + ["--token", "no such token here"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "is not one ASCII vocabulary token" in missing.stderr

@@ -180,5 +180,7 @@ def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
         f"per row, built in {time.perf_counter() - start:.2f}s"
     )
     compile_loss = job_config.compile.enable and "loss" in job_config.compile.components
+    if compile_loss:
+        logger.info("Compiling the loss function with torch.compile")
     return TargetLoss(table, compile=compile_loss, backend=job_config.compile.backend,
                       meter=TRAIN_CE_METER)

@@ -110,7 +110,8 @@ def test_fineweb_through_torchtitans_text_dataset(fineweb_folder, embedded_token
     tok = HuggingFaceTokenizer(embedded_tokenizer_dir)
     ds = HuggingFaceTextDataset("fineweb_edu_ascii_validation", fineweb_folder, tok, seq_len=4)
     x, y = next(iter(ds))
-    assert tok.decode(x["input"].tolist()).startswith("<|begin_of_text|>Caf cul")
+    expected = tok.encode("Caf culture  an essay.", add_bos=True, add_eos=True)
+    assert expected[0] == tok.bos_id and x["input"].tolist() == expected[:4]
 
 
 def test_inspect_cli(embedded_tokenizer_dir):

@@ -85,3 +85,14 @@ def test_bad_setting_fails_before_training(tmp_path):
     log, losses = train(tmp_path, "--prefix.support", "everything", check=False)
     assert "prefix.support must be one of prefix, vocab; got 'everything'" in log
     assert not losses
+
+
+def test_compiled_loss_trains_like_eager(tmp_path):
+    common = ("--prefix.normalize", "--prefix.support", "vocab", "--training.steps", "3")
+    _, eager = train(tmp_path, *common, name="eager")
+    log, compiled = train(tmp_path, *common, "--compile.enable", "--compile.components", "loss",
+                          name="compiled")
+    assert "Compiling the loss function with torch.compile" in log
+    assert sorted(compiled) == [1, 2, 3]
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step

@@ -6,29 +6,8 @@ from .targets import ObjectiveSpec
 
 
 @dataclass
-class Prefix:
-    objective: str = "prefix"
-    """Training target: ce | label_smoothing | prefix"""
-
-    tau: float = 0.5
-    """Softmax temperature of the prefix scores (finite, > 0)"""
-
-    normalize: bool = False
-    """Score len(t)/len(s) instead of len(t)"""
-
-    support: str = "prefix"
-    """prefix: softmax over the prefix set only; vocab: every other token scores 0 (weight e^0)"""
-
-    epsilon: float = 0.1
-    """Label-smoothing mass for objective = label_smoothing, in [0, 1)"""
-
-    def spec(self) -> ObjectiveSpec:
-        return ObjectiveSpec(self.objective, self.tau, self.normalize, self.support, self.epsilon)
-
-
-@dataclass
 class JobConfig:
-    prefix: Prefix = field(default_factory=Prefix)
+    prefix: ObjectiveSpec = field(default_factory=ObjectiveSpec)
 
 
 def check_job_config(job_config) -> None:
@@ -40,7 +19,7 @@ def check_job_config(job_config) -> None:
         raise ValueError(
             'the [prefix] section is missing: set [job] custom_config_module = "prefix_titan.config"'
         )
-    job_config.prefix.spec().validate()
+    job_config.prefix.validate()
     model_vocab_size(job_config)  # checks model.flavor
     p = job_config.parallelism
     if p.tensor_parallel_degree > 1 and not p.disable_loss_parallel:

@@ -171,7 +171,7 @@ def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
     from .train_spec import model_vocab_size
 
     del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
-    spec = job_config.prefix.spec().validate()
+    spec = job_config.prefix.validate()
     start = time.perf_counter()
     texts = token_texts(build_tokenizer(job_config), model_vocab_size(job_config))
     table = build_target_table(texts, spec)

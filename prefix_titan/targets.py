@@ -32,15 +32,24 @@ SUPPORTS = ("prefix", "vocab")
 TAU_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ObjectiveSpec:
-    """What the model is trained to predict; mirrors the `[prefix]` job-config section."""
+    """What the model is trained to predict: the `[prefix]` job-config section (config.py)."""
 
     objective: str = "prefix"
+    """Training target: ce | label_smoothing | prefix"""
+
     tau: float = 0.5
+    """Softmax temperature of the prefix scores (finite, > 0)"""
+
     normalize: bool = False
+    """Score len(t)/len(s) instead of len(t)"""
+
     support: str = "prefix"
+    """prefix: softmax over the prefix set only; vocab: every other token scores 0 (weight e^0)"""
+
     epsilon: float = 0.1
+    """Label-smoothing mass for objective = label_smoothing, in [0, 1)"""
 
     def validate(self) -> "ObjectiveSpec":
         if self.objective not in OBJECTIVES:

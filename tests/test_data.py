@@ -126,8 +126,9 @@ def test_inspect_cli(embedded_tokenizer_dir):
     assert info["gold_text"] == longest and abs(info["total"] - 1) < 1e-5
     assert len(info["entries"]) > 1 and all(longest.startswith(e["text"]) for e in info["entries"])
     assert info["background_per_token"] > 0 and info["background_tokens"] == 4096 - len(info["entries"])
-    text = subprocess.run(cmd[:-1] + ["--token-id", "0"][:0], capture_output=True, text=True).stdout
-    assert "background" in text and repr(longest) in text
+    by_id = cmd[:5] + ["--token-id", str(info["gold_id"]), "--tau", "0.5", "--normalize", "--support", "vocab"]
+    text = subprocess.run(by_id, capture_output=True, text=True, check=True).stdout
+    assert repr(longest) in text and "background:" in text and "total 1.0000" in text
     bad = subprocess.run(cmd[:-1] + ["--tau", "-1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "prefix.tau must be a finite number > 0" in bad.stderr
     missing = subprocess.run(cmd[:5] + ["--token", "no such token here"], capture_output=True, text=True)

@@ -96,3 +96,22 @@ def test_compiled_loss_trains_like_eager(tmp_path):
     assert sorted(compiled) == [1, 2, 3]
     for step in eager:
         assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
+
+
+def test_validation_reports_plain_ce_whatever_the_objective(tmp_path):
+    # lr = 0 keeps the seeded initial weights, so validation after step 1 must not depend on the
+    # objective, while the training losses (the objectives themselves) do.
+    vals, losses = {}, {}
+    for objective, extra in (("ce", ()), ("label_smoothing", ("--prefix.epsilon", "0.5")),
+                             ("prefix", ("--prefix.normalize", "--prefix.tau", "2.0",
+                                         "--prefix.support", "vocab"))):
+        log, loss = train(tmp_path, "--prefix.objective", objective, *extra, "--optimizer.lr", "0",
+                          "--training.steps", "1", "--validation.enable", "--validation.steps", "2",
+                          name=objective)
+        vals[objective] = float(VAL.findall(log)[0][1])
+        losses[objective] = loss[1]
+    assert vals["ce"] == pytest.approx(vals["label_smoothing"], abs=1e-4)
+    assert vals["ce"] == pytest.approx(vals["prefix"], abs=1e-4)
+    # The objectives do differ (at init predictions are near uniform, so all are near log V).
+    assert abs(losses["ce"] - losses["label_smoothing"]) > 0.5
+    assert abs(losses["ce"] - losses["prefix"]) > 3e-3

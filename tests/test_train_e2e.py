@@ -113,5 +113,5 @@ def test_validation_reports_plain_ce_whatever_the_objective(tmp_path):
     assert vals["ce"] == pytest.approx(vals["label_smoothing"], abs=1e-4)
     assert vals["ce"] == pytest.approx(vals["prefix"], abs=1e-4)
     # The objectives do differ (at init predictions are near uniform, so all are near log V).
-    assert abs(losses["ce"] - losses["label_smoothing"]) > 0.5
+    assert abs(losses["ce"] - losses["label_smoothing"]) > 3e-3
     assert abs(losses["ce"] - losses["prefix"]) > 3e-3

@@ -3,9 +3,11 @@
 Registered into torchtitan's dataset registry (`torchtitan.hf_datasets.text_datasets.DATASETS`), so
 `training.dataset` / `validation.dataset` can name them:
 - `fineweb_edu_ascii` / `fineweb_edu_ascii_validation`: HuggingFaceFW/fineweb-edu, config
-  sample-100BT, streamed; every non-ASCII character removed, documents left empty skipped. The
-  first `FINEWEB_VALIDATION_DOCS` documents of the filtered stream are validation, the rest training.
-  Read through torchtitan's own `HuggingFaceTextDataset`.
+  sample-100BT (its `sample/100BT/*.parquet` files), streamed; every non-ASCII character removed,
+  documents left empty skipped. The last data file (by name) is validation, the others training: a
+  split by whole files stays disjoint however torchtitan and the DataLoader shard the stream
+  (a `take`/`skip` split would not: `datasets` splits a skip among shards). Read through
+  torchtitan's own `HuggingFaceTextDataset`.
 - `embedded_docs` / `embedded_docs_validation`: the embedded corpus (see corpus.py), same filter,
   held-out whole documents. Read by `PackedTokenDataset`: the corpus is tokenized once in memory and
   cut into sequences of seq_len + 1 tokens whose order is a seeded permutation, dealt round-robin
@@ -15,7 +17,9 @@ Registered into torchtitan's dataset registry (`torchtitan.hf_datasets.text_data
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import pathlib
 from dataclasses import asdict
 from functools import partial
 
@@ -32,8 +36,8 @@ from torchtitan.tools.logging import logger
 from .corpus import ascii_only, embedded_split
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
-FINEWEB_EDU_CONFIG = "sample-100BT"
-FINEWEB_VALIDATION_DOCS = 20_000
+FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
+DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
 
 
@@ -41,16 +45,32 @@ def _ascii_text(sample: dict) -> dict:
     return {"text": ascii_only(sample["text"])}
 
 
-def load_fineweb_edu_ascii(path: str, split: str):
-    """Stream FineWeb-Edu (or a local folder of its parquet/JSONL files), ASCII-filtered."""
+def fineweb_files(path: str) -> list[str]:
+    """Sorted data files: a local folder of parquet/JSONL files, or the hub repository's sample."""
     if os.path.isdir(path):
-        ds = load_dataset(path, split="train", streaming=True)
+        files = sorted(str(p) for p in pathlib.Path(path).rglob("*") if p.suffix in DATA_SUFFIXES)
     else:
-        ds = load_dataset(path, name=FINEWEB_EDU_CONFIG, split="train", streaming=True)
-    ds = ds.map(_ascii_text).filter(lambda s: bool(s["text"].strip()))
-    if split == "validation":
-        return ds.take(FINEWEB_VALIDATION_DOCS)
-    return ds.skip(FINEWEB_VALIDATION_DOCS)
+        from huggingface_hub import HfApi
+
+        names = HfApi().list_repo_files(path, repo_type="dataset")
+        files = [f"hf://datasets/{path}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
+    if len(files) < 2:
+        raise ValueError(
+            f"training.dataset_path {path!r} holds {len(files)} data files (.parquet/.jsonl/.json): "
+            "FineWeb-Edu needs at least 2, the last of which is held out for validation"
+        )
+    return files
+
+
+def load_fineweb_edu_ascii(path: str, split: str):
+    """Stream FineWeb-Edu (or a local folder in its schema), ASCII-filtered, empty documents dropped."""
+    files = fineweb_files(path)
+    files = files[-1:] if split == "validation" else files[:-1]
+    formats = {DATA_SUFFIXES[pathlib.PurePath(f).suffix] for f in files}
+    if len(formats) != 1:
+        raise ValueError(f"FineWeb-Edu files at {path!r} mix formats {sorted(formats)}: use one")
+    ds = load_dataset(formats.pop(), data_files=files, split="train", streaming=True)
+    return ds.map(_ascii_text).filter(lambda s: bool(s["text"].strip()))
 
 
 def load_embedded(path: str, split: str) -> Dataset:

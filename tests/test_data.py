@@ -86,21 +86,39 @@ def test_too_small_corpus_is_refused():
         PackedTokenDataset(stream(1), 7, 0, 2)
 
 
-@pytest.fixture
-def fineweb_folder(tmp_path):
-    rows = [{"text": "Caf\u00e9 culture \u2014 an essay.", "id": "a", "url": "u", "score": 3.1},
-            {"text": "\u65e5\u672c\u8a9e", "id": "b", "url": "u", "score": 3.0},  # nothing left
-            {"text": "Plain text.", "id": "c", "url": "u", "score": 2.9}]
-    with open(tmp_path / "part-0.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+def write_fineweb(folder, name, rows, fmt):
+    """A FineWeb-Edu-schema file (text, id, url, score, ...)."""
+    rows = [{"text": t, "id": f"{name}-{i}", "url": "https://example.org", "score": 3.0,
+             "int_score": 3, "language": "en"} for i, t in enumerate(rows)]
+    if fmt == "jsonl":
+        with open(folder / f"{name}.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
+
+
+@pytest.fixture(params=["jsonl", "parquet"])
+def fineweb_folder(tmp_path, request):
+    write_fineweb(tmp_path, "000_00000", ["Caf\u00e9 culture \u2014 an essay.", "\u65e5\u672c\u8a9e",
+                                          "Plain text."], request.param)
+    write_fineweb(tmp_path, "000_00001", ["Held \u00bd out.", "\u2603"], request.param)
     return str(tmp_path)
 
 
-def test_fineweb_loader_filters_ascii_and_skips_empty(fineweb_folder, monkeypatch):
-    monkeypatch.setattr("prefix_titan.data.FINEWEB_VALIDATION_DOCS", 1)
+def test_fineweb_loader_filters_ascii_and_splits_by_file(fineweb_folder):
     train = [s["text"] for s in load_fineweb_edu_ascii(fineweb_folder, "train")]
     val = [s["text"] for s in load_fineweb_edu_ascii(fineweb_folder, "validation")]
-    assert val == ["Caf culture  an essay."] and train == ["Plain text."]
+    assert train == ["Caf culture  an essay.", "Plain text."]  # the CJK-only document is dropped
+    assert val == ["Held  out."]
+
+
+def test_fineweb_loader_refuses_a_single_file(tmp_path):
+    write_fineweb(tmp_path, "only", ["text"], "jsonl")
+    with pytest.raises(ValueError, match="at least 2, the last of which is held out"):
+        load_fineweb_edu_ascii(str(tmp_path), "train")
 
 
 def test_fineweb_through_torchtitans_text_dataset(fineweb_folder, embedded_tokenizer_dir):
@@ -108,7 +126,7 @@ def test_fineweb_through_torchtitans_text_dataset(fineweb_folder, embedded_token
     from torchtitan.hf_datasets.text_datasets import HuggingFaceTextDataset
 
     tok = HuggingFaceTokenizer(embedded_tokenizer_dir)
-    ds = HuggingFaceTextDataset("fineweb_edu_ascii_validation", fineweb_folder, tok, seq_len=4)
+    ds = HuggingFaceTextDataset("fineweb_edu_ascii", fineweb_folder, tok, seq_len=4)
     x, y = next(iter(ds))
     expected = tok.encode("Caf culture  an essay.", add_bos=True, add_eos=True)
     assert expected[0] == tok.bos_id and x["input"].tolist() == expected[:4]

@@ -6,8 +6,15 @@ from .targets import ObjectiveSpec
 
 
 @dataclass
+class DataOptions:
+    document_mask: bool = False
+    """Token datasets: per-document RoPE positions and no cross-document targets (block_causal flavors)"""
+
+
+@dataclass
 class JobConfig:
     prefix: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    data: DataOptions = field(default_factory=DataOptions)
 
 
 def check_job_config(job_config) -> None:
@@ -28,6 +35,23 @@ def check_job_config(job_config) -> None:
             "parallel shards them over the vocabulary: set parallelism.disable_loss_parallel = true"
         )
     check_dataset_name(job_config.training.dataset, "training.dataset")
+    if job_config.data.document_mask:
+        from .data import TOKEN_DATASETS
+        from .train_spec import prefix_llama3_args
+
+        if prefix_llama3_args[job_config.model.flavor].attn_mask_type != "block_causal":
+            block = [n for n, a in prefix_llama3_args.items() if a.attn_mask_type == "block_causal"]
+            raise ValueError(
+                f"data.document_mask = true needs a block_causal flavor ({', '.join(block)}); "
+                f"model.flavor {job_config.model.flavor!r} attends across documents"
+            )
+        if job_config.training.dataset not in TOKEN_DATASETS:
+            raise ValueError(f"data.document_mask works with the token datasets "
+                             f"({', '.join(TOKEN_DATASETS)}); training.dataset is "
+                             f"{job_config.training.dataset!r}")
+        if p.pipeline_parallel_degree > 1:
+            raise ValueError("data.document_mask passes positions to the first pipeline stage only: "
+                             "set parallelism.pipeline_parallel_degree = 1")
     if job_config.validation.enable:
         check_dataset_name(job_config.validation.dataset, "validation.dataset")
         if job_config.validation.seq_len > job_config.training.seq_len:

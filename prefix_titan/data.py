@@ -13,6 +13,14 @@ Registered into torchtitan's dataset registry (`torchtitan.hf_datasets.text_data
   cut into sequences of seq_len + 1 tokens whose order is a seeded permutation, dealt round-robin
   to the data-parallel ranks, so 2 ranks with local batch b see exactly the sequences that 1 rank
   with local batch 2b sees. Its position is saved in torchtitan's checkpoint.
+- `fineweb_edu_ascii_tokens`: token shards written by `python -m prefix_titan.prepare` (the shard
+  directory as `training.dataset_path` / `validation.dataset_path`; the training loader reads the
+  `train` split, the validation loader the `validation` split), read the same way as the embedded
+  corpus: arms with the same seed see the same tokens in the same order.
+
+With `[data] document_mask = true` the token datasets also yield per-document RoPE `positions`
+and ignore the one cross-document target after each EOS, for torchtitan's block_causal flavors
+(which find document boundaries from EOS themselves).
 """
 
 from __future__ import annotations
@@ -34,26 +42,34 @@ from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDatase
 from torchtitan.tools.logging import logger
 
 from .corpus import ascii_only, embedded_split
+from .loss import IGNORE_INDEX
+from .shards import ShardedTokens
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
 FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
 DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
+SHARD_DATASETS = ("fineweb_edu_ascii_tokens",)
+TOKEN_DATASETS = (*EMBEDDED_DATASETS, *SHARD_DATASETS)
 
 
 def _ascii_text(sample: dict) -> dict:
     return {"text": ascii_only(sample["text"])}
 
 
-def fineweb_files(path: str) -> list[str]:
+def list_data_files(path: str) -> list[str]:
     """Sorted data files: a local folder of parquet/JSONL files, or the hub repository's sample."""
     if os.path.isdir(path):
-        files = sorted(str(p) for p in pathlib.Path(path).rglob("*") if p.suffix in DATA_SUFFIXES)
-    else:
-        from huggingface_hub import HfApi
+        return sorted(str(p) for p in pathlib.Path(path).rglob("*") if p.suffix in DATA_SUFFIXES)
+    from huggingface_hub import HfApi
 
-        names = HfApi().list_repo_files(path, repo_type="dataset")
-        files = [f"hf://datasets/{path}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
+    names = HfApi().list_repo_files(path, repo_type="dataset")
+    return [f"hf://datasets/{path}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
+
+
+def fineweb_files(path: str) -> list[str]:
+    """The data files of a streamed FineWeb-Edu: at least 2 (the last is validation)."""
+    files = list_data_files(path)
     if len(files) < 2:
         raise ValueError(
             f"training.dataset_path {path!r} holds {len(files)} data files (.parquet/.jsonl/.json): "
@@ -82,6 +98,13 @@ def _text(sample: dict) -> str:
     return sample["text"]
 
 
+def _shards_need_our_loader(path: str):
+    raise ValueError(
+        "fineweb_edu_ascii_tokens holds pre-tokenized shards, read by the prefix_llama3 TrainSpec's "
+        "loader: set [model] name = \"prefix_llama3\""
+    )
+
+
 def register_datasets() -> None:
     for name, split in (("fineweb_edu_ascii", "train"), ("fineweb_edu_ascii_validation", "validation")):
         DATASETS[name] = DatasetConfig(
@@ -91,6 +114,8 @@ def register_datasets() -> None:
         DATASETS[name] = DatasetConfig(
             path="embedded", loader=partial(load_embedded, split=split), sample_processor=_text
         )
+    for name in SHARD_DATASETS:
+        DATASETS[name] = DatasetConfig(path="", loader=_shards_need_our_loader, sample_processor=_text)
 
 
 def pack_documents(docs, tokenizer) -> np.ndarray:
@@ -106,9 +131,10 @@ class PackedTokenDataset(IterableDataset, Stateful):
     one (validation) every pass reads the same sequences from the start.
     """
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, dp_rank: int = 0, dp_world_size: int = 1,
-                 seed: int | None = 0, infinite: bool = True):
-        self.tokens = tokens
+    def __init__(self, tokens, seq_len: int, dp_rank: int = 0, dp_world_size: int = 1,
+                 seed: int | None = 0, infinite: bool = True, document_eos: int | None = None):
+        self.tokens = tokens  # 1-D int array or ShardedTokens
+        self.document_eos = document_eos  # set: yield per-document positions, no cross-doc targets
         self.seq_len = seq_len
         self.num_sequences = len(tokens) // (seq_len + 1)
         self.per_rank = self.num_sequences // dp_world_size  # equal on every rank: no hangs
@@ -136,11 +162,20 @@ class PackedTokenDataset(IterableDataset, Stateful):
             while self.position < self.per_rank:
                 start = int(order[self.position]) * (self.seq_len + 1)
                 self.position += 1
-                x = torch.from_numpy(self.tokens[start : start + self.seq_len + 1])
-                yield {"input": x[:-1]}, x[1:]
+                yield self._sample(np.asarray(self.tokens[start : start + self.seq_len + 1], np.int64))
             if not self.infinite:
                 return
             self.epoch, self.position = self.epoch + 1, 0
+
+    def _sample(self, x: np.ndarray):
+        inputs, labels = torch.from_numpy(x[:-1]), torch.from_numpy(x[1:].copy())
+        if self.document_eos is None:
+            return {"input": inputs}, labels
+        after_eos = np.concatenate([[False], x[:-2] == self.document_eos])  # a document starts
+        idx = np.arange(len(after_eos))
+        positions = idx - np.maximum.accumulate(np.where(after_eos, idx, 0))
+        labels[inputs == self.document_eos] = IGNORE_INDEX  # EOS -> next document's BOS
+        return {"input": inputs, "positions": torch.from_numpy(positions)}, labels
 
     def state_dict(self):
         return {"epoch": self.epoch, "position": self.position}
@@ -154,22 +189,36 @@ def check_dataset_name(name: str, setting: str) -> None:
         raise ValueError(f"{setting} must be one of: {', '.join(sorted(DATASETS))}; got {name!r}")
 
 
-def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank: int,
-                  dp_world_size: int, seed: int | None, infinite: bool, setting: str):
-    name = name.lower()
+def token_stream(name: str, path: str | None, split: str, tokenizer, dp_rank: int, dp_world_size: int):
+    """The token array of a token dataset: the embedded corpus (tokenized now) or shards on disk."""
     if name in EMBEDDED_DATASETS:
         tokens = pack_documents(embedded_split(EMBEDDED_DATASETS[name]), tokenizer)
-        logger.info(f"{name}: {len(tokens):,} tokens packed into sequences of {seq_len + 1}")
-        return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite)
+    else:
+        if not path:
+            raise ValueError(f"{name} needs the shard directory as dataset_path "
+                             "(written by `python -m prefix_titan.prepare`)")
+        tokens = ShardedTokens(path, split, tokenizer, verify_rank=dp_rank, verify_world=dp_world_size)
+    logger.info(f"{name} ({split}): {len(tokens):,} tokens")
+    return tokens
+
+
+def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank: int,
+                  dp_world_size: int, seed: int | None, infinite: bool, setting: str, split: str,
+                  document_mask: bool = False):
+    name = name.lower()
     check_dataset_name(name, setting)
-    return HuggingFaceTextDataset(name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite)
+    if name not in TOKEN_DATASETS:
+        return HuggingFaceTextDataset(name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite)
+    tokens = token_stream(name, path, split, tokenizer, dp_rank, dp_world_size)
+    eos = tokenizer.eos_id if document_mask else None
+    return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite, eos)
 
 
 def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infinite: bool = True):
     t = job_config.training
     seed = job_config.debug.seed if job_config.debug.seed is not None else 0
     ds = build_dataset(t.dataset, t.dataset_path, tokenizer, t.seq_len, dp_rank, dp_world_size,
-                       seed, infinite, "training.dataset")
+                       seed, infinite, "training.dataset", "train", job_config.data.document_mask)
     return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
                                    **asdict(t.dataloader), batch_size=t.local_batch_size)
 
@@ -178,6 +227,7 @@ def build_prefix_validation_dataloader(dp_world_size, dp_rank, tokenizer, job_co
                                        infinite: bool = False):
     v = job_config.validation
     ds = build_dataset(v.dataset, v.dataset_path, tokenizer, v.seq_len, dp_rank, dp_world_size,
-                       None, infinite, "validation.dataset")
+                       None, infinite, "validation.dataset", "validation",
+                       job_config.data.document_mask)
     return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
                                    **asdict(v.dataloader), batch_size=v.local_batch_size)

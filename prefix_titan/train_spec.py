@@ -39,6 +39,11 @@ prefix_llama3_args: dict[str, TransformerModelArgs] = {
         multiple_of=64, rope_theta=10000, rope_scaling_args=NO_ROPE_SCALING,
     ),
 }
+# Document-masked variants (flex attention, block_causal) for `[data] document_mask = true`.
+for _name in ("500M", "tiny"):
+    prefix_llama3_args[f"{_name}_flex"] = replace(
+        prefix_llama3_args[_name], attn_type="flex", attn_mask_type="block_causal"
+    )
 
 
 def model_vocab_size(job_config) -> int:

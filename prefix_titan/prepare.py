@@ -1,0 +1,308 @@
+"""Tokenize FineWeb-Edu once into token shards (see shards.py); resumable after interruption.
+
+    python -m prefix_titan.prepare --tokenizer DIR --out DIR --tokens 20e9 --val-tokens 50e6
+        [--source HuggingFaceFW/fineweb-edu | LOCAL_DIR | embedded] [--val-every 100]
+
+Documents are read in a fixed order (data files sorted by name, rows in file order), every
+non-ASCII character is removed, documents left empty are dropped, and each document goes whole to
+validation when crc32(id) % val_every == 0 (while the validation budget lasts; later ones are
+dropped, so validation documents are never trained on) or else to training, until the training
+budget is reached. Tokenization runs on every core (the tokenizers library's batch encoder).
+
+Interruption: after every batch the shards are flushed and `progress.json` is replaced atomically;
+a re-run truncates the shards to the recorded lengths and continues from the recorded document, so
+no document is lost or duplicated. The manifest is written last: its presence marks a finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zlib
+
+from .corpus import ascii_only
+from .shards import MANIFEST, FORMAT, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
+
+PROGRESS = "progress.json"
+DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
+
+
+def encode_documents(tokenizer, texts: list[str]) -> list[list[int]]:
+    """torchtitan's `encode(text, add_bos=True, add_eos=True)` for a batch, on every core."""
+    tok = tokenizer.tokenizer
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    out = []
+    for enc in encode(texts):
+        ids = enc.ids
+        if not tokenizer.hf_adds_bos and tokenizer.bos_id is not None:
+            ids.insert(0, tokenizer.bos_id)
+        if not tokenizer.hf_adds_eos and tokenizer.eos_id is not None:
+            ids.append(tokenizer.eos_id)
+        out.append(ids)
+    return out
+
+
+def _open(path: str):
+    if path.startswith("hf://"):
+        from huggingface_hub import HfFileSystem
+
+        return HfFileSystem().open(path[len("hf://"):], "rb")
+    return open(path, "rb")
+
+
+def iter_rows(path: str, start: int):
+    """(row index, id, text) of one data file from row `start` on."""
+    if path == "embedded":
+        from .corpus import embedded_documents
+
+        for i, text in enumerate(embedded_documents()[start:], start):
+            yield i, f"embedded-{i}", text
+    elif path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with _open(path) as f:
+            row = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=["text", "id"]):
+                n = batch.num_rows
+                if row + n > start:
+                    cols = batch.to_pydict()
+                    for k in range(max(0, start - row), n):
+                        yield row + k, cols["id"][k], cols["text"][k]
+                row += n
+    else:  # JSON lines
+        with _open(path) as f:
+            for i, line in enumerate(f):
+                if i >= start:
+                    doc = json.loads(line)
+                    yield i, doc["id"], doc["text"]
+
+
+def source_files(source: str) -> tuple[list[str], str]:
+    """(sorted data files, revision) of a hub dataset, a local folder, or the embedded corpus."""
+    from .data import list_data_files
+
+    if source == "embedded":
+        import platform
+
+        return ["embedded"], f"python-{platform.python_version()}"
+    files = list_data_files(source)
+    if not files:
+        raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json files")
+    if os.path.isdir(source):
+        return files, "local"
+    from huggingface_hub import HfApi
+
+    return files, HfApi().dataset_info(source).sha
+
+
+class _Writer:
+    """Appends tokens of one split to fixed-size shards."""
+
+    def __init__(self, out: str, split: str, dtype, shard_tokens: int, state: dict):
+        self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
+        self.shards: list[int] = state.get("shards", [])  # token count per shard
+        self.tokens, self.docs = state.get("tokens", 0), state.get("docs", 0)
+        for i, n in enumerate(self.shards):  # drop whatever a killed run wrote past its record
+            with open(self._path(i), "ab") as f:
+                f.truncate(n * self.dtype.itemsize)
+        self._file = None
+
+    def _path(self, i: int) -> str:
+        return os.path.join(self.out, shard_name(self.split, i))
+
+    def write(self, ids: list[int]) -> None:
+        import numpy as np
+
+        arr = np.asarray(ids, dtype=self.dtype)
+        while len(arr):
+            if not self.shards or self.shards[-1] == self.shard_tokens:
+                self.close()
+                self.shards.append(0)
+                # "wb": a killed run may have left a file here that its record never counted.
+                self._file = open(self._path(len(self.shards) - 1), "wb")
+            if self._file is None:
+                self._file = open(self._path(len(self.shards) - 1), "ab")
+            take = min(len(arr), self.shard_tokens - self.shards[-1])
+            self._file.write(arr[:take].tobytes())
+            self.shards[-1] += take
+            arr = arr[take:]
+        self.tokens += len(ids)
+        self.docs += 1
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def state(self) -> dict:
+        return {"shards": list(self.shards), "tokens": self.tokens, "docs": self.docs}
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: int,
+            val_every: int = 100, shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_docs: int = 1024,
+            progress: bool = True) -> dict:
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    for name, value, low in (("--tokens", tokens, 1), ("--val-tokens", val_tokens, 0),
+                             ("--val-every", val_every, 1), ("--shard-tokens", shard_tokens, 1),
+                             ("--batch-docs", batch_docs, 1)):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}; got {value}")
+    tokenizer = HuggingFaceTokenizer(tokenizer_dir)
+    vocab = tokenizer.get_vocab_size()
+    dtype = token_dtype(vocab)
+    files, revision = source_files(source)
+    settings = {"source": source, "revision": revision, "files": files,
+                "tokenizer_sha256": tokenizer_hash(tokenizer), "vocab_size": vocab,
+                "dtype": dtype.name, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
+                "budget_tokens": tokens, "budget_val_tokens": val_tokens, "val_every": val_every,
+                "shard_tokens": shard_tokens}
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(os.path.join(out, MANIFEST)):
+        raise ValueError(f"{out!r} already holds finished shards ({MANIFEST}); choose another --out")
+    state_path = os.path.join(out, PROGRESS)
+    state = {"settings": settings, "file": 0, "row": 0, "splits": {}, "chars_removed": 0,
+             "docs_read": 0, "docs_empty": 0, "docs_val_over_budget": 0}
+    if os.path.exists(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+        if state["settings"] != settings:
+            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            raise ValueError(f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
+                             "re-run with the same settings or choose another --out")
+    writers = {s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS}
+
+    bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
+    batch: list[tuple[int, int, str, str]] = []
+
+    def commit(next_file: int, next_row: int) -> None:
+        texts = [t for _, _, _, t in batch]
+        for (_, _, split, _), ids in zip(batch, encode_documents(tokenizer, texts) if texts else []):
+            writers[split].write(ids)
+        for w in writers.values():
+            w.flush()
+        state.update(file=next_file, row=next_row,
+                     splits={s: w.state() for s, w in writers.items()})
+        _write_json(state_path, state)
+        bar.update(writers["train"].tokens, len(batch))
+        batch.clear()
+
+    # Budgets are checked against committed counts and commits fall at fixed boundaries (every
+    # batch_docs kept documents, and at each file's end), so a resumed run decides identically.
+    done = writers["train"].tokens >= tokens
+    for f in range(state["file"], len(files)):
+        if done:
+            break
+        for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
+            state["docs_read"] += 1
+            clean = ascii_only(text)
+            state["chars_removed"] += len(text) - len(clean)
+            if not clean.strip():  # nothing but whitespace left: dropped, as in data.py
+                state["docs_empty"] += 1
+            elif zlib.crc32(str(doc_id).encode()) % val_every != 0:
+                batch.append((f, row, "train", clean))
+            elif writers["validation"].tokens < val_tokens:
+                batch.append((f, row, "validation", clean))
+            else:
+                state["docs_val_over_budget"] += 1
+            if len(batch) >= batch_docs:
+                commit(f, row + 1)
+                if writers["train"].tokens >= tokens:
+                    done = True
+                    break
+        else:
+            commit(f + 1, 0)
+            done = writers["train"].tokens >= tokens
+    commit(state["file"], state["row"])
+    for w in writers.values():
+        w.close()
+    bar.close()
+
+    manifest = {"format": FORMAT, **settings, "splits": {}}
+    for split, w in writers.items():
+        manifest["splits"][split] = {
+            "tokens": w.tokens, "documents": w.docs,
+            "shards": [{"name": shard_name(split, i), "tokens": n,
+                        "crc32": file_crc32(os.path.join(out, shard_name(split, i)))}
+                       for i, n in enumerate(w.shards)],
+        }
+    manifest.update(documents_read=state["docs_read"], documents_empty_dropped=state["docs_empty"],
+                    documents_validation_over_budget=state["docs_val_over_budget"],
+                    characters_removed=state["chars_removed"],
+                    stopped_at={"file": state["file"], "row": state["row"]})
+    _write_json(os.path.join(out, MANIFEST), manifest)
+    os.remove(state_path)
+    return manifest
+
+
+class _Progress:
+    """One line on stderr: tokens, docs/s, tokens/s, ETA to the training budget."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.start, self.enabled = total, start, enabled
+        self.t0, self.docs, self.last = time.perf_counter(), 0, 0.0
+
+    def update(self, done: int, docs: int) -> None:
+        self.docs += docs
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < 1.0:
+            return
+        self.last = now
+        dt = max(now - self.t0, 1e-9)
+        rate = (done - self.start) / dt
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        sys.stderr.write(f"\r{done:,}/{self.total:,} train tokens  {self.docs / dt:,.0f} docs/s  "
+                         f"{rate:,.0f} tok/s  ETA {eta / 60:,.1f} min   ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.last = 0.0
+            sys.stderr.write("\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m prefix_titan.prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default="HuggingFaceFW/fineweb-edu",
+                   help="hub dataset (its sample/100BT files), a local folder, or 'embedded'")
+    p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (hf_assets_path)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokens", type=float, required=True, help="training token budget, e.g. 20e9")
+    p.add_argument("--val-tokens", type=float, default=50e6)
+    p.add_argument("--val-every", type=int, default=100, help="1 in N documents is validation")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    p.add_argument("--batch-docs", type=int, default=1024, help="documents per commit")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        m = prepare(a.source, a.tokenizer, a.out, int(a.tokens), int(a.val_tokens), a.val_every,
+                    a.shard_tokens, a.batch_docs, progress=not a.no_progress)
+    except ValueError as e:
+        p.error(str(e))
+    t, v = m["splits"]["train"], m["splits"]["validation"]
+    print(f"{a.out}: train {t['tokens']:,} tokens / {t['documents']:,} docs in {len(t['shards'])} shards; "
+          f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
+          f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed")
+
+
+if __name__ == "__main__":
+    main()

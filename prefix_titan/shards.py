@@ -1,0 +1,104 @@
+"""Pre-tokenized token shards: the on-disk format that `prepare.py` writes and training reads.
+
+A shard directory holds `manifest.json` and, per split (`train`, `validation`), flat token files
+`{split}_{i:05d}.bin` (numpy memmap, uint16 when the vocabulary fits, else uint32), each document
+written as BOS + tokens + EOS exactly as torchtitan's text loader encodes it. The manifest records
+the source and its revision, the tokenizer's hash, counts, and each shard's token count and CRC32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+FORMAT = "prefix_titan.token_shards.v1"
+SPLITS = ("train", "validation")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """sha256 of the tokenizer's serialized form (vocabulary, merges, special tokens)."""
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:05d}.bin"
+
+
+def file_crc32(path: str, block: int = 1 << 24) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def load_manifest(directory: str) -> dict:
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{directory!r} has no {MANIFEST}: not a finished shard directory "
+            "(write one with `python -m prefix_titan.prepare`, which resumes an interrupted run)"
+        )
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+class ShardedTokens:
+    """One split's shards as a single read-only token array: `len(t)` and `t[a:b]` (int64)."""
+
+    def __init__(self, directory: str, split: str, tokenizer=None, verify_rank: int = 0,
+                 verify_world: int = 1):
+        if split not in SPLITS:
+            raise ValueError(f"shard split must be one of {', '.join(SPLITS)}; got {split!r}")
+        manifest = load_manifest(directory)
+        if tokenizer is not None and manifest["tokenizer_sha256"] != tokenizer_hash(tokenizer):
+            raise ValueError(
+                f"{directory!r} was tokenized with a different tokenizer (sha256 "
+                f"{manifest['tokenizer_sha256'][:12]}...) than this run's model.hf_assets_path "
+                f"({tokenizer_hash(tokenizer)[:12]}...): prepare the shards with the run's tokenizer"
+            )
+        dtype = np.dtype(manifest["dtype"])
+        self.arrays, starts = [], [0]
+        for i, shard in enumerate(manifest["splits"][split]["shards"]):
+            path = os.path.join(directory, shard["name"])
+            expected = shard["tokens"] * dtype.itemsize
+            size = os.path.getsize(path) if os.path.exists(path) else -1
+            if size != expected:
+                raise ValueError(
+                    f"shard {path} is truncated or missing: {size} bytes, the manifest says "
+                    f"{expected} ({shard['tokens']} tokens)"
+                )
+            # Each rank checks the CRC of every verify_world-th shard: a full check, shared out.
+            if i % verify_world == verify_rank and file_crc32(path) != shard["crc32"]:
+                raise ValueError(f"shard {path} is corrupt: its CRC32 differs from the manifest's")
+            self.arrays.append(np.memmap(path, dtype=dtype, mode="r"))
+            starts.append(starts[-1] + shard["tokens"])
+        self.starts = np.array(starts, dtype=np.int64)
+        self.manifest = manifest
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        start, stop, _ = index.indices(len(self))
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pieces = []
+        while start < stop:
+            local = start - self.starts[first]
+            take = min(stop - start, len(self.arrays[first]) - local)
+            pieces.append(self.arrays[first][local : local + take])
+            start, first = start + take, first + 1
+        return np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)

@@ -1,0 +1,345 @@
+"""Pre-tokenized shards: prepare (local FineWeb-Edu-schema fixtures) and the training reader."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import prefix_titan  # noqa: F401  (registers datasets)
+from prefix_titan.corpus import ascii_only
+from prefix_titan.data import PackedTokenDataset, build_prefix_dataloader
+from prefix_titan.prepare import prepare
+from prefix_titan.shards import ShardedTokens, load_manifest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = "the of strawberry personality person ünïcödé — café 日本 data token model letter".split()
+
+
+def make_corpus(folder, n_files=3, docs_per_file=400, fmt="jsonl", seed=0):
+    """FineWeb-Edu-schema files with non-ASCII text, some documents that filter to nothing."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    docs = []
+    for f in range(n_files):
+        rows = []
+        for i in range(docs_per_file):
+            if i % 97 == 5:
+                text = "日本語 — ✓"  # nothing ASCII but spaces: dropped
+            else:
+                text = " ".join(rng.choice(WORDS, size=int(rng.integers(5, 120)))) + "."
+            rows.append({"text": text, "id": f"<urn:uuid:{f:03d}-{i:05d}>", "dump": "CC-MAIN",
+                         "url": f"https://example.org/{f}/{i}", "score": 3.5, "int_score": 4})
+        if fmt == "jsonl":
+            with open(os.path.join(folder, f"{f:03d}_00000.jsonl"), "w") as out:
+                out.writelines(json.dumps(r) + "\n" for r in rows)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), os.path.join(folder, f"{f:03d}_00000.parquet"),
+                           row_group_size=128)
+        docs.extend(rows)
+    return docs
+
+
+def expected_split(docs, tokenizer, val_every, tokens, val_tokens, batch_docs):
+    """What prepare must write, computed independently (same rules, plain loops)."""
+    train, val, t_tok, v_tok, batch, out_t, out_v = [], [], 0, 0, [], [], []
+    for d in docs:
+        text = ascii_only(d["text"])
+        if not text.strip():
+            continue
+        if zlib.crc32(d["id"].encode()) % val_every != 0:
+            batch.append(("t", text))
+        elif v_tok < val_tokens:
+            batch.append(("v", text))
+        if len(batch) >= batch_docs or d is docs[-1]:
+            for which, text in batch:
+                ids = tokenizer.encode(text, add_bos=True, add_eos=True)
+                (out_t if which == "t" else out_v).append(ids)
+                if which == "t":
+                    t_tok += len(ids)
+                else:
+                    v_tok += len(ids)
+            batch = []
+            if t_tok >= tokens:
+                break
+    return out_t, out_v
+
+
+@pytest.fixture(scope="module")
+def tokenizer(embedded_tokenizer_dir):
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    return HuggingFaceTokenizer(embedded_tokenizer_dir)
+
+
+def split_documents(tokens, bos, eos):
+    docs, current = [], []
+    for t in tokens.tolist():
+        current.append(t)
+        if t == eos:
+            docs.append(current)
+            current = []
+    assert not current and all(d[0] == bos for d in docs)
+    return docs
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_shards_hold_the_ascii_filtered_documents(tmp_path, tokenizer, embedded_tokenizer_dir, fmt):
+    docs = make_corpus(tmp_path / "src", fmt=fmt)
+    m = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), tokens=10**9,
+                val_tokens=10**9, val_every=10, shard_tokens=3000, batch_docs=50, progress=False)
+    want_train, want_val = expected_split(docs, tokenizer, 10, 10**9, 10**9, 50)
+    for split, want in (("train", want_train), ("validation", want_val)):
+        tokens = ShardedTokens(str(tmp_path / "out"), split, tokenizer)
+        assert split_documents(tokens[:], tokenizer.bos_id, tokenizer.eos_id) == want
+        assert m["splits"][split]["documents"] == len(want) and len(tokens) == sum(map(len, want))
+    assert len(m["splits"]["train"]["shards"]) > 3  # several fixed-size shards
+    assert all(s["tokens"] == 3000 for s in m["splits"]["train"]["shards"][:-1])
+    empty = sum(1 for d in docs if not ascii_only(d["text"]).strip())
+    assert m["documents_empty_dropped"] == empty > 0
+    assert m["characters_removed"] == sum(len(d["text"]) - len(ascii_only(d["text"])) for d in docs)
+    assert m["dtype"] == "uint16" and m["revision"] == "local" and len(m["files"]) == 3
+    # Validation documents are whole documents that never appear in training.
+    val_texts = {tokenizer.decode(d) for d in want_val}
+    assert val_texts and not val_texts & {tokenizer.decode(d) for d in want_train}
+
+
+def test_budgets_stop_the_run(tmp_path, tokenizer, embedded_tokenizer_dir):
+    docs = make_corpus(tmp_path / "src")
+    m = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), tokens=20_000,
+                val_tokens=1_000, val_every=10, shard_tokens=4096, batch_docs=16, progress=False)
+    want_train, want_val = expected_split(docs, tokenizer, 10, 20_000, 1_000, 16)
+    assert m["splits"]["train"]["tokens"] == sum(map(len, want_train)) >= 20_000
+    assert m["splits"]["train"]["tokens"] < 20_000 + 16 * 130  # stops within one batch
+    assert m["splits"]["validation"]["tokens"] == sum(map(len, want_val))
+    assert m["documents_validation_over_budget"] > 0 and m["documents_read"] < len(docs)
+
+
+def test_two_prepares_are_identical(tmp_path, embedded_tokenizer_dir):
+    make_corpus(tmp_path / "src", fmt="parquet")
+    outs = [str(tmp_path / name) for name in ("a", "b")]
+    for out in outs:
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, out, tokens=10**9, val_tokens=10**9,
+                val_every=10, shard_tokens=5000, batch_docs=64, progress=False)
+    assert sorted(os.listdir(outs[0])) == sorted(os.listdir(outs[1]))
+    for name in os.listdir(outs[0]):
+        a, b = (open(os.path.join(o, name), "rb").read() for o in outs)
+        assert a == b, name
+
+
+def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_tokenizer_dir):
+    make_corpus(tmp_path / "src", n_files=4, docs_per_file=1500)
+    args = ["--source", str(tmp_path / "src"), "--tokenizer", embedded_tokenizer_dir,
+            "--tokens", "1e9", "--val-tokens", "1e9", "--val-every", "10", "--shard-tokens", "7000",
+            "--batch-docs", "8", "--no-progress"]
+    cmd = [sys.executable, "-m", "prefix_titan.prepare", *args]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    subprocess.run(cmd + ["--out", str(tmp_path / "clean")], check=True, env=env, capture_output=True)
+
+    progress = tmp_path / "killed" / "progress.json"
+    killed_at = None
+    for _ in range(3):  # kill mid-run (retry if the machine was too quick to catch it)
+        proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if progress.exists():
+                state = json.loads(progress.read_text())
+                if state["splits"].get("train", {}).get("docs", 0) > 200:
+                    proc.send_signal(signal.SIGKILL)
+                    killed_at = state["splits"]["train"]["docs"]
+                    break
+            time.sleep(0.005)
+        proc.wait()
+        if killed_at is not None:
+            break
+    assert killed_at is not None and not (tmp_path / "killed" / "manifest.json").exists()
+    subprocess.run(cmd + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True)
+    for name in os.listdir(tmp_path / "clean"):
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
+
+
+def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embedded_tokenizer_dir):
+    make_corpus(tmp_path / "src", n_files=1, docs_per_file=50)
+    kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)
+    os.makedirs(tmp_path / "out")
+    (tmp_path / "out" / "progress.json").write_text(json.dumps(
+        {"settings": {"val_every": 3}, "file": 0, "row": 0, "splits": {}}))
+    with pytest.raises(ValueError, match="unfinished run with other settings"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
+    with pytest.raises(ValueError, match="already holds finished shards"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
+    with pytest.raises(ValueError, match="--val-every must be >= 1"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "x"), **{**kw, "val_every": 0})
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory, embedded_tokenizer_dir):
+    out = tmp_path_factory.mktemp("shards")
+    make_corpus(out / "src")
+    prepare(str(out / "src"), embedded_tokenizer_dir, str(out / "shards"), tokens=10**9,
+            val_tokens=10**9, val_every=10, shard_tokens=2500, batch_docs=32, progress=False)
+    return str(out / "shards")
+
+
+def test_reads_across_shard_boundaries(shard_dir, tokenizer):
+    t = ShardedTokens(shard_dir, "train", tokenizer)
+    whole = np.concatenate([np.fromfile(os.path.join(shard_dir, f"train_{i:05d}.bin"), np.uint16)
+                            for i in range(len(t.arrays))]).astype(np.int64)
+    assert len(t) == len(whole)
+    for a, b in ((0, 10), (2490, 2510), (2400, 7600), (len(t) - 5, len(t))):
+        assert np.array_equal(t[a:b], whole[a:b])
+
+
+def copy_shards(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_refuses_other_tokenizer(shard_dir, tmp_path):
+    from tokenizers import Tokenizer, models
+
+    class Other:
+        tokenizer = Tokenizer(models.BPE())
+
+    with pytest.raises(ValueError, match="different tokenizer"):
+        ShardedTokens(shard_dir, "train", Other())
+
+
+def test_refuses_truncated_corrupt_and_unfinished(shard_dir, tmp_path, tokenizer):
+    d = copy_shards(shard_dir, tmp_path / "truncated")
+    with open(os.path.join(d, "train_00001.bin"), "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="train_00001.bin is truncated or missing"):
+        ShardedTokens(d, "train", tokenizer)
+
+    d = copy_shards(shard_dir, tmp_path / "corrupt")
+    with open(os.path.join(d, "train_00002.bin"), "r+b") as f:
+        f.seek(77)
+        byte = f.read(1)
+        f.seek(77)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ValueError, match="train_00002.bin is corrupt"):
+        ShardedTokens(d, "train", tokenizer)
+    # Ranks share the CRC checks: rank 1 of 2 checks odd shards only... and finds it.
+    with pytest.raises(ValueError, match="corrupt"):
+        ShardedTokens(d, "train", tokenizer, verify_rank=0, verify_world=2)
+    ShardedTokens(d, "train", tokenizer, verify_rank=1, verify_world=2)  # shard 2 is rank 0's
+
+    d = copy_shards(shard_dir, tmp_path / "unfinished")
+    os.remove(os.path.join(d, "manifest.json"))
+    with pytest.raises(ValueError, match="no manifest.json"):
+        load_manifest(d)
+
+
+class Config:
+    """The fields of torchtitan's JobConfig that the prefix dataloader reads."""
+
+    def __init__(self, path, local_batch_size, document_mask=False, seed=7):
+        from torchtitan.config import JobConfig
+
+        from prefix_titan.config import DataOptions
+
+        c = JobConfig()
+        c.training.dataset, c.training.dataset_path = "fineweb_edu_ascii_tokens", path
+        c.training.seq_len, c.training.local_batch_size = 32, local_batch_size
+        c.debug.seed = seed
+        self.training, self.debug, self.data = c.training, c.debug, DataOptions(document_mask)
+
+
+def batches(loader, n):
+    it = iter(loader)
+    return [next(it) for _ in range(n)]
+
+
+def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):
+    one = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 5)
+    two = [batches(build_prefix_dataloader(2, r, tokenizer, Config(shard_dir, 2)), 5) for r in range(2)]
+    for step in range(5):
+        rank_rows = [two[r][step][1] for r in range(2)]
+        # global batch of 4 = rows 0, 2 from rank 0 and 1, 3 from rank 1
+        merged = torch.stack([rank_rows[i % 2][i // 2] for i in range(4)])
+        assert torch.equal(merged, one[step][1])
+    seen = [tuple(row.tolist()) for r in range(2) for _, y in two[r] for row in y]
+    assert len(seen) == len(set(seen))
+
+
+def test_same_seed_same_order_across_arms(shard_dir, tokenizer):
+    a = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4, seed=7)), 3)
+    b = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4, seed=7)), 3)
+    c = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4, seed=8)), 3)
+    assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not all(torch.equal(x[1], y[1]) for x, y in zip(a, c))
+
+
+def test_loader_resumes_with_the_next_batch(shard_dir, tokenizer):
+    loader = build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4))
+    it = iter(loader)
+    for _ in range(3):
+        next(it)
+    state = loader.state_dict()
+    expected = [next(it)[1] for _ in range(2)]
+    fresh = build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4))
+    fresh.load_state_dict(state)
+    it = iter(fresh)
+    assert all(torch.equal(next(it)[1], e) for e in expected)
+
+
+def test_document_mask_positions_and_labels(shard_dir, tokenizer):
+    x, y = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 8, document_mask=True)), 1)[0]
+    inputs, positions, eos, bos = x["input"], x["positions"], tokenizer.eos_id, tokenizer.bos_id
+    assert positions.shape == inputs.shape
+    for row in range(inputs.shape[0]):
+        inp, pos, lab = inputs[row].tolist(), positions[row].tolist(), y[row].tolist()
+        for i in range(len(inp)):
+            if i > 0 and inp[i - 1] == eos:
+                assert pos[i] == 0 and inp[i] == bos  # a new document restarts RoPE positions
+            elif i > 0:
+                assert pos[i] == pos[i - 1] + 1
+            assert (lab[i] == -100) == (inp[i] == eos)  # no target across a document boundary
+    assert (inputs == eos).any()
+
+
+def test_model_consumes_document_positions(shard_dir, tokenizer):
+    from torchtitan.models.llama3 import Transformer
+
+    from prefix_titan.train_spec import prefix_llama3_args
+
+    torch.manual_seed(0)
+    model = Transformer(prefix_llama3_args["tiny"])
+    with torch.no_grad():
+        model.init_weights()
+    x, _ = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 8, document_mask=True)), 1)[0]
+    restarts = [(r, int(i)) for r in range(8) for i in (x["positions"][r] == 0).nonzero()[:, 0] if i > 0]
+    assert restarts, "no document boundary in the batch"
+    row, start = restarts[0]
+    with torch.no_grad():
+        plain = model(x["input"][row : row + 1])
+        per_doc = model(x["input"][row : row + 1], positions=x["positions"][row : row + 1])
+    torch.testing.assert_close(plain[0, :start], per_doc[0, :start])  # same positions so far
+    assert not torch.allclose(plain[0, start:], per_doc[0, start:])  # positions restarted
+
+
+def test_document_mask_needs_block_causal_flavor():
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.config import check_job_config
+
+    config = ConfigManager().parse_args(["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml",
+                                         "--data.document_mask"])
+    with pytest.raises(ValueError, match="needs a block_causal flavor"):
+        check_job_config(config)
+    config.model.flavor = "tiny_flex"
+    check_job_config(config)

@@ -179,8 +179,8 @@ def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: 
     if os.path.exists(os.path.join(out, MANIFEST)):
         raise ValueError(f"{out!r} already holds finished shards ({MANIFEST}); choose another --out")
     state_path = os.path.join(out, PROGRESS)
-    state = {"settings": settings, "file": 0, "row": 0, "splits": {}, "chars_removed": 0,
-             "docs_read": 0, "docs_empty": 0, "docs_val_over_budget": 0}
+    state = {"settings": settings, "file": 0, "row": 0, "splits": {}, "chars_read": 0,
+             "chars_removed": 0, "docs_read": 0, "docs_empty": 0, "docs_val_over_budget": 0}
     if os.path.exists(state_path):
         with open(state_path) as f:
             state = json.load(f)
@@ -213,6 +213,7 @@ def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: 
             break
         for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
             state["docs_read"] += 1
+            state["chars_read"] += len(text)
             clean = ascii_only(text)
             state["chars_removed"] += len(text) - len(clean)
             if not clean.strip():  # nothing but whitespace left: dropped, as in data.py
@@ -246,7 +247,7 @@ def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: 
         }
     manifest.update(documents_read=state["docs_read"], documents_empty_dropped=state["docs_empty"],
                     documents_validation_over_budget=state["docs_val_over_budget"],
-                    characters_removed=state["chars_removed"],
+                    characters_read=state["chars_read"], characters_removed=state["chars_removed"],
                     stopped_at={"file": state["file"], "row": state["row"]})
     _write_json(os.path.join(out, MANIFEST), manifest)
     os.remove(state_path)

@@ -1,0 +1,127 @@
+"""Throughput of `prefix_titan.prepare` and of the shard loader, on a generated local corpus.
+
+    python scripts/bench_data.py [--docs 40000] [--files 8] [--tokenizer DIR] [--source DIR]
+                                 [--seq-len 2048] [--batch 16] [--ranks 8]
+
+The corpus is FineWeb-Edu-schema parquet made from the embedded documents with some non-ASCII
+text mixed in (--source DIR benchmarks real files instead, and then the ASCII-filter fractions
+describe real data). Without --tokenizer the embedded byte-level BPE is trained and used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import resource
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NON_ASCII = ["é", "—", "’", "“", "”", "°", "½", "日本", "ü", "✓"]
+
+
+def generate(folder: str, docs: int, files: int, seed: int = 0) -> int:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from prefix_titan.corpus import embedded_documents
+
+    pool = embedded_documents()
+    rng = np.random.default_rng(seed)
+    size = 0
+    for f in range(files):
+        rows = []
+        for i in range(docs // files):
+            words = pool[int(rng.integers(len(pool)))].split(" ")
+            for _ in range(int(rng.integers(0, 4))):  # sprinkle non-ASCII characters
+                k = int(rng.integers(len(words)))
+                words[k] += NON_ASCII[int(rng.integers(len(NON_ASCII)))]
+            text = " ".join(words)
+            size += len(text.encode())
+            rows.append({"text": text, "id": f"<urn:uuid:{f:04d}-{i:07d}>", "url": "https://example.org",
+                         "score": 3.0, "int_score": 3})
+        pq.write_table(pa.Table.from_pylist(rows), os.path.join(folder, f"{f:03d}_00000.parquet"))
+    return size
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=40000)
+    p.add_argument("--files", type=int, default=8)
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--source", default=None)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--ranks", type=int, default=8, help="loader measured as rank 0 of this many")
+    p.add_argument("--batches", type=int, default=300)
+    a = p.parse_args()
+
+    from torchtitan.components.dataloader import ParallelAwareDataloader
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    from prefix_titan.data import PackedTokenDataset
+    from prefix_titan.prepare import prepare
+    from prefix_titan.shards import ShardedTokens
+    from prefix_titan.tokenizer import train_embedded_tokenizer
+
+    work = tempfile.mkdtemp(prefix="bench_data_")
+    tok_dir = a.tokenizer or train_embedded_tokenizer(os.path.join(work, "tokenizer"))
+    if a.source:
+        src = a.source
+        size = sum(f.stat().st_size for f in pathlib.Path(src).rglob("*") if f.is_file())
+        what = f"{src} ({size / 2**20:.0f} MiB on disk)"
+    else:
+        src = os.path.join(work, "corpus")
+        os.makedirs(src)
+        size = generate(src, a.docs, a.files)
+        what = f"generated: {a.docs:,} docs in {a.files} parquet files, {size / 2**20:.0f} MiB of text"
+
+    cores = os.cpu_count()
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    m = prepare(src, tok_dir, os.path.join(work, "shards"), tokens=10**12, val_tokens=10**7,
+                val_every=100, progress=False)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    total = m["splits"]["train"]["tokens"] + m["splits"]["validation"]["tokens"]
+    mb = m["characters_read"] / 2**20
+
+    tokenizer = HuggingFaceTokenizer(tok_dir)
+    tokens = ShardedTokens(os.path.join(work, "shards"), "train", tokenizer)
+    ds = PackedTokenDataset(tokens, a.seq_len, 0, a.ranks, seed=0)
+    loader = ParallelAwareDataloader(ds, dp_rank=0, dp_world_size=a.ranks, batch_size=a.batch)
+    it = iter(loader)
+    latencies = []
+    for _ in range(min(a.batches, ds.per_rank // a.batch)):
+        start = time.perf_counter()
+        next(it)
+        latencies.append(time.perf_counter() - start)
+    lat = sorted(latencies)
+    per_batch = a.batch * a.seq_len
+
+    print(f"\ncorpus: {what}; tokenizer: {tok_dir} (vocab {m['vocab_size']:,}); {cores} cores\n")
+    print("| measurement | value |")
+    print("|---|---:|")
+    print(f"| prepare: wall time | {wall:.1f} s |")
+    print(f"| prepare: input text | {mb / wall:.1f} MB/s ({mb / wall / cores:.1f} MB/s per core) |")
+    print(f"| prepare: tokens written | {total / wall:,.0f} tok/s ({total / wall / cores:,.0f} per core) |")
+    print(f"| prepare: CPU busy | {cpu / wall:.2f} of {cores} cores |")
+    print(f"| loader ({a.batch} x {a.seq_len + 1} tokens, rank 0 of {a.ranks}) | "
+          f"{per_batch * len(lat) / sum(lat):,.0f} tok/s per rank |")
+    print(f"| loader latency per batch | median {1e3 * statistics.median(lat):.3f} ms, "
+          f"p99 {1e3 * lat[int(0.99 * (len(lat) - 1))]:.3f} ms |")
+    print(f"| ASCII filter: characters removed | {m['characters_removed'] / m['characters_read']:.3%} |")
+    print(f"| ASCII filter: documents dropped (empty) | {m['documents_empty_dropped'] / m['documents_read']:.3%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -54,9 +54,23 @@ def test_objectives_train_and_log_plain_ce(tmp_path, objective):
     assert len(val) == 3 and val[-1] < val[0]  # steps 1, 6, 12
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path):
+def prepare_shards(tmp_path):
+    """Token shards of the embedded corpus, written by the prepare command."""
+    train(tmp_path, "--training.steps", "1", name="make_tokenizer")  # creates tmp/tokenizer
+    out = tmp_path / "shards"
+    subprocess.run([sys.executable, "-m", "prefix_titan.prepare", "--source", "embedded",
+                    "--tokenizer", str(tmp_path / "tokenizer"), "--out", str(out), "--tokens", "2e5",
+                    "--val-tokens", "2e4", "--val-every", "20", "--shard-tokens", "50000",
+                    "--no-progress"], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, check=True,
+                   capture_output=True)
+    return ("--training.dataset", "fineweb_edu_ascii_tokens", "--training.dataset_path", str(out),
+            "--validation.dataset", "fineweb_edu_ascii_tokens", "--validation.dataset_path", str(out))
+
+
+@pytest.mark.parametrize("data", ["embedded_docs", "token_shards"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, data):
     common = ("--checkpoint.enable", "--checkpoint.interval", "4", "--lr_scheduler.total_steps", "8",
-              "--prefix.tau", "0.2")
+              "--prefix.tau", "0.2", *(prepare_shards(tmp_path) if data == "token_shards" else ()))
     _, full = train(tmp_path, *common, "--training.steps", "8", name="full")
     _, first = train(tmp_path, *common, "--training.steps", "4", name="stopped")
     log, resumed = train(tmp_path, *common, "--training.steps", "8", name="stopped")

@@ -1,0 +1,188 @@
+"""Export a `prefix_llama3` checkpoint to a Hugging Face folder that transformers loads unchanged.
+
+    python -m prefix_titan.export --config train_configs/prefix_tau0.5.toml --out hf/prefix_tau0.5
+        [--checkpoint DIR] [--dtype bf16|fp32] [--overwrite]
+
+--checkpoint is a torchtitan DCP step folder (`.../checkpoint/step-N`) or the final step saved with
+`checkpoint.last_save_in_hf = true`; by default the newest step under the run's dump folder. The
+output holds `model.safetensors` (HF key names via torchtitan's Llama3StateDictAdapter, metadata
+format=pt), a `config.json` that matches the flavor exactly (RoPE theta and scaling included: a
+mismatch is silent and grows with sequence length), the tokenizer files and generation_config.json.
+It is written to a temporary folder and renamed into place, so no half-written folder is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _log(message: str) -> None:
+    print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+def latest_step(folder: str) -> str:
+    steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
+    if not steps:
+        raise ValueError(f"no step-N checkpoint folders in {folder!r}")
+    return max(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
+
+
+def model_args_for(flavor: str):
+    from .train_spec import prefix_llama3_args
+
+    if flavor not in prefix_llama3_args:
+        raise ValueError(f"model.flavor must be one of {', '.join(prefix_llama3_args)}; got {flavor!r}")
+    return prefix_llama3_args[flavor]
+
+
+def load_torchtitan_state(checkpoint: str, model_args) -> dict[str, torch.Tensor]:
+    """torchtitan-named model weights (fp32) from a DCP folder or an HF-format last save."""
+    from torchtitan.models.llama3 import Transformer
+    from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
+
+    hf_files = sorted(glob.glob(os.path.join(checkpoint, "*.safetensors")))
+    if hf_files:
+        from safetensors.torch import load_file
+
+        hf_state = {}
+        for f in hf_files:
+            hf_state.update(load_file(f))
+        return {k: v.float() for k, v in Llama3StateDictAdapter(model_args, None).from_hf(hf_state).items()}
+    import torch.distributed.checkpoint as dcp
+
+    if not os.path.exists(os.path.join(checkpoint, ".metadata")):
+        raise ValueError(f"{checkpoint!r} is neither a DCP checkpoint (.metadata) nor holds *.safetensors")
+    with torch.device("meta"):
+        names = Transformer(model_args).state_dict()
+    state = {k: torch.empty(v.shape, dtype=torch.float32) for k, v in names.items()
+             if not k.startswith("freqs_cis")}
+    dcp.load(state, checkpoint_id=checkpoint)  # reads only the model's tensors
+    return state
+
+
+def hf_config(model_args, state: dict[str, torch.Tensor], tokenizer, max_positions: int,
+              dtype: torch.dtype) -> dict:
+    a = model_args
+    n_kv = a.n_kv_heads or a.n_heads
+    scaling = a.rope_scaling_args
+    rope_scaling = None
+    if scaling.scaling_factor != 1.0:  # torchtitan applies Llama-3.1 scaling: HF must too
+        rope_scaling = {"rope_type": "llama3", "factor": scaling.scaling_factor,
+                        "low_freq_factor": scaling.low_freq_factor,
+                        "high_freq_factor": scaling.high_freq_factor,
+                        "original_max_position_embeddings": scaling.original_max_position_embeddings}
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": a.vocab_size, "hidden_size": a.dim,
+        "intermediate_size": state["layers.0.feed_forward.w1.weight"].shape[0],
+        "num_hidden_layers": a.n_layers, "num_attention_heads": a.n_heads,
+        "num_key_value_heads": n_kv, "head_dim": a.dim // a.n_heads, "hidden_act": "silu",
+        "rms_norm_eps": a.norm_eps, "rope_theta": a.rope_theta, "rope_scaling": rope_scaling,
+        "max_position_embeddings": max_positions, "tie_word_embeddings": False,
+        "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
+        "initializer_range": 0.02, "pretraining_tp": 1, "use_cache": True,
+        "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
+        "dtype": "bfloat16" if dtype == torch.bfloat16 else "float32",
+    }
+
+
+def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int) -> None:
+    shutil.copy(os.path.join(hf_assets_path, "tokenizer.json"), out)
+    config_path = os.path.join(hf_assets_path, "tokenizer_config.json")
+    config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+    config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    config.setdefault("model_max_length", max_positions)
+    config.setdefault("clean_up_tokenization_spaces", False)
+    for key, token in (("bos_token", tokenizer.bos_token), ("eos_token", tokenizer.eos_token)):
+        if token is not None:
+            config.setdefault(key, token)
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def write_hf_folder(state: dict[str, torch.Tensor], model_args, hf_assets_path: str, out: str,
+                    max_positions: int, dtype: str = "fp32", overwrite: bool = False) -> str:
+    """Write torchtitan-named weights as a transformers-loadable folder (atomically)."""
+    from safetensors.torch import save_file
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
+
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise ValueError(f"--out {out!r} exists and is not empty (pass --overwrite to replace it)")
+    tokenizer = HuggingFaceTokenizer(hf_assets_path)
+    if tokenizer.get_vocab_size() > model_args.vocab_size:
+        raise ValueError(f"the tokenizer at {hf_assets_path} has {tokenizer.get_vocab_size()} "
+                         f"tokens, more than the model's {model_args.vocab_size}")
+    _log(f"converting {len(state)} tensors to Hugging Face names ({dtype})")
+    hf_state = Llama3StateDictAdapter(model_args, None).to_hf(state)
+    hf_state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
+        _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
+        save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(tmp, "config.json"), "w") as f:
+            json.dump(hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]), f, indent=2)
+        with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+            json.dump({"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}, f, indent=2)
+        _log("writing tokenizer files")
+        write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _log(f"done: {out}")
+    return out
+
+
+def export(config_args: list[str], out: str, checkpoint: str | None = None, dtype: str = "fp32",
+           overwrite: bool = False) -> str:
+    """Export the run described by `config_args` (torchtitan CLI form) to `out`."""
+    from torchtitan.config import ConfigManager
+
+    import prefix_titan  # noqa: F401  (registers the [prefix] section's TrainSpec and datasets)
+
+    config = ConfigManager().parse_args(config_args)
+    model_args = model_args_for(config.model.flavor)
+    if checkpoint is None:
+        checkpoint = latest_step(os.path.join(config.job.dump_folder, config.checkpoint.folder))
+    _log(f"loading {config.model.flavor} weights from {checkpoint}")
+    state = load_torchtitan_state(checkpoint, model_args)
+    return write_hf_folder(state, model_args, config.model.hf_assets_path, out,
+                           config.training.seq_len, dtype, overwrite)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m prefix_titan.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the run's TOML (flavor, tokenizer, dump folder)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", default=None, help="step folder (default: the newest)")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    p.add_argument("--overwrite", action="store_true")
+    a, overrides = p.parse_known_args(argv)  # extra --section.key value pairs override the TOML
+    try:
+        export(["--job.config_file", a.config, *overrides], a.out, a.checkpoint, a.dtype, a.overwrite)
+    except ValueError as e:
+        p.error(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""HF export: transformers loads it unchanged and its logits equal torchtitan's (fp32, length 1024)."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+import transformers
+
+from prefix_titan.export import load_torchtitan_state, write_hf_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEQ = 1024
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny run through torchtitan's main: DCP checkpoint at step 2, HF-format last save at 3."""
+    tmp = tmp_path_factory.mktemp("run")
+    cmd = [sys.executable, "-m", "prefix_titan.train", "--job.config_file",
+           "train_configs/embedded_default.toml", "--job.dump_folder", str(tmp / "run"),
+           "--model.hf_assets_path", str(tmp / "tokenizer"), "--training.seq_len", "64",
+           "--validation.seq_len", "64", "--validation.no-enable", "--training.local_batch_size", "4",
+           "--training.steps", "3", "--checkpoint.interval", "2", "--checkpoint.last_save_model_only",
+           "--checkpoint.last_save_in_hf", "--lr_scheduler.warmup_steps", "1"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp
+
+
+def config_args(run_dir):
+    return ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml",
+            "--job.dump_folder", str(run_dir / "run"), "--model.hf_assets_path", str(run_dir / "tokenizer")]
+
+
+def torchtitan_logits(state, model_args, tokens):
+    from torchtitan.models.llama3 import Transformer
+
+    model = Transformer(replace(model_args, max_seq_len=tokens.shape[1]))
+    model.load_state_dict(state)
+    with torch.no_grad():
+        return model.eval()(tokens)
+
+
+def hf_logits(folder, tokens, dtype=torch.float32):
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    with torch.no_grad():
+        return model(tokens).logits.float()
+
+
+def tiny():
+    from prefix_titan.train_spec import prefix_llama3_args
+
+    return prefix_llama3_args["tiny"]
+
+
+@pytest.mark.parametrize("which", ["step-2", "step-3"], ids=["dcp", "last_save_in_hf"])
+def test_exported_logits_equal_torchtitans(run_dir, tmp_path, which):
+    from prefix_titan.export import export
+
+    checkpoint = str(run_dir / "run" / "checkpoint" / which)
+    if which == "step-3":
+        assert any(f.endswith(".safetensors") for f in os.listdir(checkpoint))  # torchtitan's HF save
+    out = export(config_args(run_dir), str(tmp_path / "hf"), checkpoint=checkpoint)
+    tokens = torch.randint(0, tiny().vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(0))
+    expected = torchtitan_logits(load_torchtitan_state(checkpoint, tiny()), tiny(), tokens)
+    got = hf_logits(out, tokens)
+    assert (got - expected).abs().max().item() < 1e-4
+    assert expected.abs().max().item() > 1  # real, trained logits, not zeros
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".export-")] == []  # no leftovers
+
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    ours = HuggingFaceTokenizer(str(run_dir / "tokenizer"))
+    text = "Return the number of items in a container."
+    assert tok(text)["input_ids"] == ours.encode(text, add_bos=False, add_eos=False)
+    assert tok.bos_token_id == ours.bos_id and tok.eos_token_id == ours.eos_id
+
+
+def test_newest_step_is_the_default(run_dir, tmp_path, capsys):
+    from prefix_titan.export import export
+
+    export(config_args(run_dir), str(tmp_path / "hf"))
+    assert "step-3" in capsys.readouterr().err
+
+
+def test_bf16_export(run_dir, tmp_path):
+    from prefix_titan.export import export
+
+    checkpoint = str(run_dir / "run" / "checkpoint" / "step-2")
+    out = export(config_args(run_dir), str(tmp_path / "hf"), checkpoint=checkpoint, dtype="bf16")
+    assert json.load(open(os.path.join(out, "config.json")))["dtype"] == "bfloat16"
+    tokens = torch.randint(0, tiny().vocab_size, (1, 256), generator=torch.Generator().manual_seed(1))
+    expected = torchtitan_logits(load_torchtitan_state(checkpoint, tiny()), tiny(), tokens)
+    got = hf_logits(out, tokens, dtype=torch.bfloat16)
+    assert (got - expected).abs().max().item() < 0.25  # bf16 weights and activations
+
+
+def test_rope_scaling_is_exported(run_dir, tmp_path):
+    """A flavor with Llama-3.1 RoPE scaling: config.json must carry it, or logits drift."""
+    from torchtitan.models.llama3.model.args import RoPEScalingArgs
+
+    args = replace(tiny(), rope_scaling_args=RoPEScalingArgs(), max_seq_len=SEQ)  # factor 8, 8192
+    # Trained weights with sharpened attention (q, k x 8): the scaled low-frequency RoPE bands
+    # barely turn over 1024 positions, so only a position-sensitive model shows the difference.
+    state = load_torchtitan_state(str(run_dir / "run" / "checkpoint" / "step-2"), args)
+    state = {k: v * 8 if k.endswith(("wq.weight", "wk.weight")) else v for k, v in state.items()}
+    out = write_hf_folder(state, args, str(run_dir / "tokenizer"), str(tmp_path / "hf"), SEQ)
+    assert json.load(open(os.path.join(out, "config.json")))["rope_scaling"]["rope_type"] == "llama3"
+    tokens = torch.randint(0, args.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(2))
+    expected = torchtitan_logits(state, args, tokens)
+    assert (hf_logits(out, tokens) - expected).abs().max().item() < 1e-4
+    # Negative control: without the scaling entry the same weights give different logits.
+    config = json.load(open(os.path.join(out, "config.json")))
+    config["rope_scaling"] = None
+    json.dump(config, open(os.path.join(out, "config.json"), "w"))
+    off = (hf_logits(out, tokens) - expected).abs().max().item()
+    assert off > 1e-2, off
+
+
+def test_refusals(run_dir, tmp_path):
+    from prefix_titan.export import export
+
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        export(config_args(run_dir), str(tmp_path / "busy"))
+    with pytest.raises(ValueError, match="neither a DCP checkpoint"):
+        export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path))
+    with pytest.raises(ValueError, match="--dtype must be one of bf16, fp32"):
+        export(config_args(run_dir), str(tmp_path / "out"), dtype="fp16")

@@ -1,0 +1,137 @@
+"""Zero-shot lm-eval-harness evaluation of an exported model (or of every checkpoint of a run).
+
+    python -m prefix_titan.eval --model DIR [--tasks hellaswag piqa winogrande_debiased arc_easy]
+        [--limit N] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
+    python -m prefix_titan.eval --all-checkpoints RUN_DIR --config TRAIN_TOML [--tasks ...]
+
+Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/tasks:
+winogrande_debiased). Results go to DIR/eval_results.json; a short table is printed. --data-dir
+reads each task's documents from DIR/<task>.jsonl instead of the hub (an offline copy in the
+task's own schema). --all-checkpoints exports every step-N of the run to RUN_DIR/hf/step-N and
+evaluates it, writing RUN_DIR/eval_curve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
+RESULTS = "eval_results.json"
+
+
+def task_specs(tasks: list[str], data_dir: str | None, task_manager) -> list:
+    """Task names, or (with --data-dir) each task's own config reading a local JSONL file."""
+    if data_dir is None:
+        return list(tasks)
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    specs = []
+    for task in tasks:
+        path = os.path.join(data_dir, f"{task}.jsonl")
+        if not os.path.exists(path):
+            raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+        entry = task_manager.task_index.get(task)
+        if entry is None or entry.yaml_path is None:
+            raise ValueError(f"--tasks: {task!r} is not a YAML-defined lm-eval task")
+        # A dict spec is built as a new task, so start from the registered task's own YAML.
+        config = load_yaml(entry.yaml_path, resolve_func=True)
+        config.update(dataset_path="json", dataset_name=None,
+                      # Every split name points at the file: whichever split the task reads exists.
+                      dataset_kwargs={"data_files": {s: path for s in ("train", "validation", "test")}})
+        specs.append(config)
+    return specs
+
+
+def evaluate(model_dir: str, tasks: list[str] = DEFAULT_TASKS, limit: int | None = None,
+             data_dir: str | None = None, batch_size: str = "auto", dtype: str = "bfloat16") -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        raise ValueError(f"--model {model_dir!r} is not an exported model folder (no config.json)")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if batch_size == "auto" and not cuda:
+        batch_size = "8"  # lm-eval's auto batch size probes GPU memory
+    task_manager = TaskManager(include_path=TASKS_DIR)
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        # Training documents start with BOS; score the same way.
+        model_args={"pretrained": model_dir, "dtype": dtype, "add_bos_token": True,
+                    "device": "cuda" if cuda else "cpu"},
+        tasks=task_specs(tasks, data_dir, task_manager),
+        num_fewshot=0,
+        batch_size=batch_size,
+        limit=limit,
+        task_manager=task_manager,
+    )
+    results = {"model": model_dir, "tasks": tasks, "limit": limit, "results": out["results"],
+               "versions": out.get("versions", {}), "n_samples": out.get("n-samples", {})}
+    with open(os.path.join(model_dir, RESULTS), "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    return results
+
+
+def table(results: dict) -> str:
+    rows = ["| task | acc | acc_norm |", "|---|---:|---:|"]
+    for task, metrics in results["results"].items():
+        acc, norm = metrics.get("acc,none"), metrics.get("acc_norm,none")
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        rows.append(f"| {task} | {fmt(acc)} | {fmt(norm)} |")
+    return "\n".join(rows)
+
+
+def evaluate_run(run_dir: str, config: str, **kwargs) -> dict:
+    """Export and evaluate every checkpoint of a run: the downstream learning curve."""
+    from .export import export
+
+    folder = os.path.join(run_dir, "checkpoint")
+    steps = sorted((d for d in os.listdir(folder) if d.startswith("step-")), key=lambda d: int(d[5:]))
+    if not steps:
+        raise ValueError(f"no step-N checkpoints in {folder!r}")
+    curve = {}
+    for step in steps:
+        out = os.path.join(run_dir, "hf", step)
+        if not os.path.exists(os.path.join(out, "config.json")):
+            export(["--job.config_file", config, "--job.dump_folder", run_dir], out,
+                   checkpoint=os.path.join(folder, step))
+        curve[int(step[5:])] = evaluate(out, **kwargs)["results"]
+        print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
+    with open(os.path.join(run_dir, "eval_curve.json"), "w") as f:
+        json.dump(curve, f, indent=2, default=str)
+    return curve
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m prefix_titan.eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="an exported model folder")
+    which.add_argument("--all-checkpoints", metavar="RUN_DIR", help="a run's dump folder")
+    p.add_argument("--config", help="the run's TOML (with --all-checkpoints)")
+    p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
+    p.add_argument("--limit", type=int, default=None, help="documents per task (quick checks)")
+    p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
+    p.add_argument("--batch-size", default="auto")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    a = p.parse_args(argv)
+    kwargs = dict(tasks=a.tasks, limit=a.limit, data_dir=a.data_dir, batch_size=a.batch_size,
+                  dtype=a.dtype)
+    try:
+        if a.model:
+            print(table(evaluate(a.model, **kwargs)))
+        else:
+            if not a.config:
+                p.error("--all-checkpoints needs --config (the run's TOML)")
+            evaluate_run(a.all_checkpoints, a.config, **kwargs)
+    except ValueError as e:
+        p.error(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""lm-eval end to end through our command, offline: local JSONL in each task's exact schema."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FIXTURES = {
+    "hellaswag": [{"ind": i, "activity_label": "Cooking", "ctx_a": "A man takes a pan.",
+                   "ctx_b": "he", "ctx": "A man takes a pan. he", "source_id": f"s{i}",
+                   "split": "val", "split_type": "indomain", "label": str(i % 4),
+                   "endings": ["puts it on the stove.", "reads the [title] manual.",
+                               "returns the value.", "raises an exception."]} for i in range(6)],
+    "piqa": [{"goal": "To open a file for reading,", "sol1": "call open with mode r.",
+              "sol2": "call close first.", "label": i % 2} for i in range(6)],
+    "winogrande_debiased": [{"sentence": "The list was longer than the tuple because _ had more items.",
+                             "option1": "the list", "option2": "the tuple", "answer": str(1 + i % 2)}
+                            for i in range(6)],
+    "arc_easy": [{"id": f"q{i}", "question": "Which function returns the length of a list?",
+                  "choices": {"text": ["len", "sum", "max", "sorted"], "label": ["A", "B", "C", "D"]},
+                  "answerKey": "ABCD"[i % 4]} for i in range(6)],
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
+    tmp = tmp_path_factory.mktemp("eval")
+    run = [sys.executable, "-m", "prefix_titan.train", "--job.config_file",
+           "train_configs/embedded_default.toml", "--job.dump_folder", str(tmp / "run"),
+           "--model.hf_assets_path", str(tmp / "tokenizer"), "--training.seq_len", "64",
+           "--validation.seq_len", "64", "--validation.no-enable", "--training.steps", "4",
+           "--checkpoint.interval", "2", "--training.local_batch_size", "4"]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    subprocess.run(run, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    from prefix_titan.export import export
+
+    config = ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml", "--job.dump_folder",
+              str(tmp / "run"), "--model.hf_assets_path", str(tmp / "tokenizer")]
+    export(config, str(tmp / "hf"), checkpoint=str(tmp / "run" / "checkpoint" / "step-4"))
+    data = tmp / "data"
+    data.mkdir()
+    for task, rows in FIXTURES.items():
+        (data / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp
+
+
+def test_eval_command_end_to_end(exported):
+    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
+                          "--data-dir", str(exported / "data"), "--dtype", "float32"],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
+    assert set(results) == set(FIXTURES)
+    for task, metrics in results.items():
+        assert 0.0 <= metrics["acc,none"] <= 1.0
+    assert "acc_norm,none" in results["hellaswag"] and "acc_norm,none" not in results["winogrande_debiased"]
+    assert "| winogrande_debiased |" in out.stdout and "| task | acc | acc_norm |" in out.stdout
+
+
+def test_loglikelihood_matches_torchtitan(exported):
+    """One example's log-likelihood as lm-eval computes it == our own from the torchtitan model."""
+    from lm_eval.models.huggingface import HFLM
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.models.llama3 import Transformer
+
+    from prefix_titan.export import load_torchtitan_state
+    from prefix_titan.train_spec import prefix_llama3_args
+
+    lm = HFLM(pretrained=str(exported / "hf"), dtype="float32", add_bos_token=True, batch_size=1,
+              device="cpu")
+    context, continuation = "Question: To open a file for reading,\nAnswer:", " call open with mode r."
+    [(lm_ll, _)] = lm.loglikelihood([_Request(context, continuation)])
+
+    tok = HuggingFaceTokenizer(str(exported / "tokenizer"))
+    ctx = tok.encode(context, add_bos=True, add_eos=False)
+    whole = tok.encode(context + continuation, add_bos=True, add_eos=False)
+    assert whole[: len(ctx)] == ctx  # the continuation starts on a token boundary here
+    args = replace(prefix_llama3_args["tiny"], max_seq_len=64)
+    model = Transformer(args)
+    model.load_state_dict(load_torchtitan_state(str(exported / "run" / "checkpoint" / "step-4"), args))
+    with torch.no_grad():
+        logp = torch.log_softmax(model.eval()(torch.tensor([whole[:-1]])).double(), -1)[0]
+    ours = sum(logp[i - 1, whole[i]].item() for i in range(len(ctx), len(whole)))
+    assert math.isfinite(ours) and ours < 0
+    assert lm_ll == pytest.approx(ours, abs=1e-3)
+
+
+class _Request:
+    """The part of lm-eval's Instance that `loglikelihood` reads."""
+
+    def __init__(self, context, continuation):
+        self.args = (context, continuation)
+
+
+def test_missing_fixture_is_refused(exported, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
+                          "--data-dir", str(tmp_path), "--tasks", "piqa"], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
+    assert out.returncode == 2 and "has no piqa.jsonl" in out.stderr

@@ -5,7 +5,8 @@
     python -m prefix_titan.eval --all-checkpoints RUN_DIR --config TRAIN_TOML [--tasks ...]
 
 Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/tasks:
-winogrande_debiased). Results go to DIR/eval_results.json; a short table is printed. --data-dir
+winogrande_debiased and the character probes, `--tasks char_probes` or char_spell, ...; their
+documents are generated from the model's tokenizer into DIR/char_probes). Results go to DIR/eval_results.json; a short table is printed. --data-dir
 reads each task's documents from DIR/<task>.jsonl instead of the hub (an offline copy in the
 task's own schema). --all-checkpoints exports every step-N of the run to RUN_DIR/hf/step-N and
 evaluates it, writing RUN_DIR/eval_curve.json.
@@ -23,17 +24,42 @@ DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
 RESULTS = "eval_results.json"
 
 
-def task_specs(tasks: list[str], data_dir: str | None, task_manager) -> list:
-    """Task names, or (with --data-dir) each task's own config reading a local JSONL file."""
-    if data_dir is None:
-        return list(tasks)
+def expand(tasks: list[str]) -> list[str]:
+    from .probes import PROBE_TASKS
+
+    out = []
+    for task in tasks:
+        out.extend(PROBE_TASKS if task == "char_probes" else [task])
+    return out
+
+
+def local_files(tasks: list[str], model_dir: str, data_dir: str | None) -> dict[str, str]:
+    """{task: jsonl} for tasks read from local files: character probes (generated from the model's
+    tokenizer into model_dir/char_probes) and, with --data-dir, every other task."""
+    from .probes import PROBE_TASKS, write_probes
+
+    files = {}
+    if any(t in PROBE_TASKS for t in tasks):
+        generated = write_probes(model_dir, os.path.join(model_dir, "char_probes"))
+        files.update({t: generated[t] for t in tasks if t in PROBE_TASKS})
+    for task in tasks:
+        if task not in files and data_dir is not None:
+            path = os.path.join(data_dir, f"{task}.jsonl")
+            if not os.path.exists(path):
+                raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+            files[task] = path
+    return files
+
+
+def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
+    """Task names, or the task's own config reading a local JSONL file."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     specs = []
     for task in tasks:
-        path = os.path.join(data_dir, f"{task}.jsonl")
-        if not os.path.exists(path):
-            raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+        if task not in files:
+            specs.append(task)
+            continue
         entry = task_manager.task_index.get(task)
         if entry is None or entry.yaml_path is None:
             raise ValueError(f"--tasks: {task!r} is not a YAML-defined lm-eval task")
@@ -41,7 +67,7 @@ def task_specs(tasks: list[str], data_dir: str | None, task_manager) -> list:
         config = load_yaml(entry.yaml_path, resolve_func=True)
         config.update(dataset_path="json", dataset_name=None,
                       # Every split name points at the file: whichever split the task reads exists.
-                      dataset_kwargs={"data_files": {s: path for s in ("train", "validation", "test")}})
+                      dataset_kwargs={"data_files": {s: files[task] for s in ("train", "validation", "test")}})
         specs.append(config)
     return specs
 
@@ -58,13 +84,15 @@ def evaluate(model_dir: str, tasks: list[str] = DEFAULT_TASKS, limit: int | None
     cuda = torch.cuda.is_available()
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
+    tasks = expand(tasks)
     task_manager = TaskManager(include_path=TASKS_DIR)
+    specs = task_specs(tasks, local_files(tasks, model_dir, data_dir), task_manager)
     out = lm_eval.simple_evaluate(
         model="hf",
         # Training documents start with BOS; score the same way.
         model_args={"pretrained": model_dir, "dtype": dtype, "add_bos_token": True,
                     "device": "cuda" if cuda else "cpu"},
-        tasks=task_specs(tasks, data_dir, task_manager),
+        tasks=specs,
         num_fewshot=0,
         batch_size=batch_size,
         limit=limit,
@@ -78,11 +106,11 @@ def evaluate(model_dir: str, tasks: list[str] = DEFAULT_TASKS, limit: int | None
 
 
 def table(results: dict) -> str:
-    rows = ["| task | acc | acc_norm |", "|---|---:|---:|"]
-    for task, metrics in results["results"].items():
-        acc, norm = metrics.get("acc,none"), metrics.get("acc_norm,none")
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        rows.append(f"| {task} | {fmt(acc)} | {fmt(norm)} |")
+    rows = ["| task | acc | acc_norm | bits/byte |", "|---|---:|---:|---:|"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for task, m in results["results"].items():
+        rows.append(f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
+                    f"{fmt(m.get('bits_per_byte,none'))} |")
     return "\n".join(rows)
 
 

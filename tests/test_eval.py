@@ -63,7 +63,25 @@ def test_eval_command_end_to_end(exported):
     for task, metrics in results.items():
         assert 0.0 <= metrics["acc,none"] <= 1.0
     assert "acc_norm,none" in results["hellaswag"] and "acc_norm,none" not in results["winogrande_debiased"]
-    assert "| winogrande_debiased |" in out.stdout and "| task | acc | acc_norm |" in out.stdout
+    assert "| winogrande_debiased |" in out.stdout and "| task | acc | acc_norm | bits/byte |" in out.stdout
+
+
+def test_character_probes_end_to_end(exported):
+    from prefix_titan.probes import PROBE_TASKS
+
+    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
+                          "--tasks", "char_probes", "--limit", "40", "--dtype", "float32"],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
+    assert set(results) == set(PROBE_TASKS)
+    for task, m in results.items():
+        assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
+    # The documents were generated from the exported tokenizer, 600 per task.
+    for task in PROBE_TASKS:
+        lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
+        assert len(lines) == 600
 
 
 def test_loglikelihood_matches_torchtitan(exported):

@@ -7,7 +7,10 @@ token normalisation as torchtitan's `global_avg_loss` (global sum / global token
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 
 import torch
 from torchtitan.components.metrics import MetricsProcessor
@@ -34,7 +37,27 @@ class PlainCEMeter:
 TRAIN_CE_METER = PlainCEMeter()
 
 
+RUN_CONFIG = "run_config.json"
+METRICS_LOG = "prefix_metrics.jsonl"
+
+
 class PrefixMetricsProcessor(MetricsProcessor):
+    """Also writes, on the logging rank, the job config and one JSON line per logged step into the
+    dump folder: the records `python -m prefix_titan.report` reads."""
+
+    def __init__(self, job_config, parallel_dims, tag=None):
+        super().__init__(job_config, parallel_dims, tag)
+        self._record = _is_logging_rank(job_config, parallel_dims)
+        if self._record:
+            os.makedirs(job_config.job.dump_folder, exist_ok=True)
+            with open(os.path.join(job_config.job.dump_folder, RUN_CONFIG), "w") as f:
+                json.dump(dataclasses.asdict(job_config), f, indent=2, default=str)
+
+    def _append(self, row: dict) -> None:
+        if self._record:
+            with open(os.path.join(self.job_config.job.dump_folder, METRICS_LOG), "a") as f:
+                f.write(json.dumps(row) + "\n")
+
     def should_log(self, step: int) -> bool:
         # The trainer asks once per step, after the step's forward/backward: a step that is not
         # logged drops its CE so that the logged value covers exactly the logged step's batch.
@@ -56,6 +79,8 @@ class PrefixMetricsProcessor(MetricsProcessor):
                 extra["loss_metrics/plain_ppl"] = math.exp(min(ce_sum / tokens, 80.0))
         meter.reset()
         super().log(step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=extra)
+        self._append({"step": step, "loss": global_avg_loss,
+                      "plain_ce": extra.get("loss_metrics/plain_ce"), "lr": extra.get("lr")})
         if "loss_metrics/plain_ce" in extra:
             logger.info(f"step: {step:2}  plain_ce: {extra['loss_metrics/plain_ce']:8.5f}")
 
@@ -63,7 +88,17 @@ class PrefixMetricsProcessor(MetricsProcessor):
         # The validator reports plain CE (see validate.py); perplexity is its exponential.
         extra = {"validation_metrics/perplexity": math.exp(min(loss, 80.0)), **(extra_metrics or {})}
         super().log_validation(loss, step, extra_metrics=extra)
+        self._append({"step": step, "validation_plain_ce": loss})
         logger.info(f"validate step: {step:2}  plain_ce: {loss:7.4f}  perplexity: {math.exp(min(loss, 80.0)):9.3f}")
+
+
+def _is_logging_rank(job_config, parallel_dims) -> bool:
+    """The rank torchtitan logs metrics on (rank 0, or the last pipeline stage's first rank)."""
+    import torch
+    from torchtitan.components.metrics import _get_metrics_rank
+
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return rank == _get_metrics_rank(parallel_dims, job_config)
 
 
 def build_prefix_metrics_processor(job_config, parallel_dims, model_args=None, tag=None):

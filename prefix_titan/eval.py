@@ -2,11 +2,12 @@
 
     python -m prefix_titan.eval --model DIR [--tasks hellaswag piqa winogrande_debiased arc_easy]
         [--limit N] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
-    python -m prefix_titan.eval --all-checkpoints RUN_DIR --config TRAIN_TOML [--tasks ...]
+    python -m prefix_titan.eval --all-checkpoints RUN_DIR [--tasks ...]
 
 Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/tasks:
-winogrande_debiased and the character probes, `--tasks char_probes` or char_spell, ...; their
-documents are generated from the model's tokenizer into DIR/char_probes). Results go to DIR/eval_results.json; a short table is printed. --data-dir
+winogrande_debiased; the character probes, `--tasks char_probes` or char_spell, ..., whose
+documents are generated from the model's tokenizer into DIR/char_probes; and CUTE, `--tasks cute`
+or cute_spell, ..., read from the hub's leukas/cute). Results go to DIR/eval_results.json; a short table is printed. --data-dir
 reads each task's documents from DIR/<task>.jsonl instead of the hub (an offline copy in the
 task's own schema). --all-checkpoints exports every step-N of the run to RUN_DIR/hf/step-N and
 evaluates it, writing RUN_DIR/eval_curve.json.
@@ -24,13 +25,17 @@ DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
 RESULTS = "eval_results.json"
 
 
+CUTE_TASKS = [f"cute_{t}" for t in ("spell", "spell_inverse", "contains_char", "contains_word",
+                                    "orth", "sem", "ins_char", "ins_word", "del_char", "del_word",
+                                    "sub_char", "sub_word", "swap_char", "swap_word")]
+
+
 def expand(tasks: list[str]) -> list[str]:
+    """Task names with our groups spelled out: char_probes (ours), cute (optional, from the hub)."""
     from .probes import PROBE_TASKS
 
-    out = []
-    for task in tasks:
-        out.extend(PROBE_TASKS if task == "char_probes" else [task])
-    return out
+    groups = {"char_probes": PROBE_TASKS, "cute": CUTE_TASKS}
+    return [t for task in tasks for t in groups.get(task, [task])]
 
 
 def local_files(tasks: list[str], model_dir: str, data_dir: str | None) -> dict[str, str]:
@@ -65,9 +70,12 @@ def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
             raise ValueError(f"--tasks: {task!r} is not a YAML-defined lm-eval task")
         # A dict spec is built as a new task, so start from the registered task's own YAML.
         config = load_yaml(entry.yaml_path, resolve_func=True)
+        # Every split name the task knows points at the file: whichever split it reads exists.
+        splits = {"train", "validation", "test"} | {
+            config[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split")
+            if config.get(k)}
         config.update(dataset_path="json", dataset_name=None,
-                      # Every split name points at the file: whichever split the task reads exists.
-                      dataset_kwargs={"data_files": {s: files[task] for s in ("train", "validation", "test")}})
+                      dataset_kwargs={"data_files": {s: files[task] for s in sorted(splits)}})
         specs.append(config)
     return specs
 
@@ -114,20 +122,33 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def evaluate_run(run_dir: str, config: str, **kwargs) -> dict:
-    """Export and evaluate every checkpoint of a run: the downstream learning curve."""
-    from .export import export
+def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
+    """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
+    settings come from its run_config.json (written while training), else from `config`."""
+    from .export import export, export_run
+    from .metrics import RUN_CONFIG
 
-    folder = os.path.join(run_dir, "checkpoint")
-    steps = sorted((d for d in os.listdir(folder) if d.startswith("step-")), key=lambda d: int(d[5:]))
+    recorded = os.path.join(run_dir, RUN_CONFIG)
+    if os.path.exists(recorded):
+        rc = json.load(open(recorded))
+        folder = os.path.join(run_dir, rc["checkpoint"]["folder"])
+    elif config is not None:
+        rc, folder = None, os.path.join(run_dir, "checkpoint")
+    else:
+        raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
+    steps = sorted((d for d in os.listdir(folder) if d.startswith("step-")), key=lambda d: int(d[5:])) \
+        if os.path.isdir(folder) else []
     if not steps:
         raise ValueError(f"no step-N checkpoints in {folder!r}")
     curve = {}
     for step in steps:
-        out = os.path.join(run_dir, "hf", step)
+        out, ckpt = os.path.join(run_dir, "hf", step), os.path.join(folder, step)
         if not os.path.exists(os.path.join(out, "config.json")):
-            export(["--job.config_file", config, "--job.dump_folder", run_dir], out,
-                   checkpoint=os.path.join(folder, step))
+            if rc is not None:
+                export_run(rc["model"]["flavor"], rc["model"]["hf_assets_path"],
+                           rc["training"]["seq_len"], folder, out, checkpoint=ckpt)
+            else:
+                export(["--job.config_file", config, "--job.dump_folder", run_dir], out, checkpoint=ckpt)
         curve[int(step[5:])] = evaluate(out, **kwargs)["results"]
         print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
     with open(os.path.join(run_dir, "eval_curve.json"), "w") as f:
@@ -141,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="an exported model folder")
     which.add_argument("--all-checkpoints", metavar="RUN_DIR", help="a run's dump folder")
-    p.add_argument("--config", help="the run's TOML (with --all-checkpoints)")
+    p.add_argument("--config", help="the run's TOML, for runs without run_config.json")
     p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
     p.add_argument("--limit", type=int, default=None, help="documents per task (quick checks)")
     p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
@@ -154,8 +175,6 @@ def main(argv: list[str] | None = None) -> None:
         if a.model:
             print(table(evaluate(a.model, **kwargs)))
         else:
-            if not a.config:
-                p.error("--all-checkpoints needs --config (the run's TOML)")
             evaluate_run(a.all_checkpoints, a.config, **kwargs)
     except ValueError as e:
         p.error(str(e))

@@ -160,13 +160,19 @@ def export(config_args: list[str], out: str, checkpoint: str | None = None, dtyp
     import prefix_titan  # noqa: F401  (registers the [prefix] section's TrainSpec and datasets)
 
     config = ConfigManager().parse_args(config_args)
-    model_args = model_args_for(config.model.flavor)
-    if checkpoint is None:
-        checkpoint = latest_step(os.path.join(config.job.dump_folder, config.checkpoint.folder))
-    _log(f"loading {config.model.flavor} weights from {checkpoint}")
+    return export_run(config.model.flavor, config.model.hf_assets_path, config.training.seq_len,
+                      os.path.join(config.job.dump_folder, config.checkpoint.folder), out,
+                      checkpoint, dtype, overwrite)
+
+
+def export_run(flavor: str, hf_assets_path: str, seq_len: int, checkpoint_folder: str, out: str,
+               checkpoint: str | None = None, dtype: str = "fp32", overwrite: bool = False) -> str:
+    """Export from the run's settings; `checkpoint` defaults to the newest step in the folder."""
+    model_args = model_args_for(flavor)
+    checkpoint = checkpoint or latest_step(checkpoint_folder)
+    _log(f"loading {flavor} weights from {checkpoint}")
     state = load_torchtitan_state(checkpoint, model_args)
-    return write_hf_folder(state, model_args, config.model.hf_assets_path, out,
-                           config.training.seq_len, dtype, overwrite)
+    return write_hf_folder(state, model_args, hf_assets_path, out, seq_len, dtype, overwrite)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -112,6 +112,31 @@ def test_loglikelihood_matches_torchtitan(exported):
     assert lm_ll == pytest.approx(ours, abs=1e-3)
 
 
+def test_cute_task_offline(exported, tmp_path):
+    rows = [{"prompt": 'Spell out the word "cat", based on the following examples:\n\n'
+                       'Spell out the word "dog": d o g\nSpell out the word "cat":', "answer": " c a t"}] * 3
+    (tmp_path / "cute_spell.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
+                          "--data-dir", str(tmp_path), "--tasks", "cute_spell", "--dtype", "float32"],
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.load(open(exported / "hf" / "eval_results.json"))["results"]["cute_spell"]
+    assert metrics["exact_match,none"] in (0.0, 1.0)  # three identical documents
+
+
+def test_all_checkpoints_gives_a_curve(exported):
+    from prefix_titan.eval import evaluate_run
+
+    # The run's own run_config.json says which flavor and tokenizer it used: no TOML needed.
+    curve = evaluate_run(str(exported / "run"), tasks=["piqa", "arc_easy"], limit=3,
+                         data_dir=str(exported / "data"), dtype="float32")
+    assert sorted(curve) == [2, 4]
+    saved = json.load(open(exported / "run" / "eval_curve.json"))
+    assert sorted(saved) == ["2", "4"] and set(saved["4"]) == {"piqa", "arc_easy"}
+    assert (exported / "run" / "hf" / "step-2" / "config.json").exists()
+
+
 class _Request:
     """The part of lm-eval's Instance that `loglikelihood` reads."""
 

@@ -10,7 +10,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, train
+
+
+def run_eval(*args, check=True):
+    """`python -m prefix_titan.eval ARGS` in a subprocess; returns the CompletedProcess."""
+    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", *args], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                         timeout=600)
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
 
 FIXTURES = {
     "hellaswag": [{"ind": i, "activity_label": "Cooking", "ctx_a": "A man takes a pan.",
@@ -33,13 +43,7 @@ FIXTURES = {
 def exported(tmp_path_factory):
     """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
     tmp = tmp_path_factory.mktemp("eval")
-    run = [sys.executable, "-m", "prefix_titan.train", "--job.config_file",
-           "train_configs/embedded_default.toml", "--job.dump_folder", str(tmp / "run"),
-           "--model.hf_assets_path", str(tmp / "tokenizer"), "--training.seq_len", "64",
-           "--validation.seq_len", "64", "--validation.no-enable", "--training.steps", "4",
-           "--checkpoint.interval", "2", "--training.local_batch_size", "4"]
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    subprocess.run(run, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    train(tmp, "--checkpoint.enable", "--checkpoint.interval", "2")  # steps 2 and 4
     from prefix_titan.export import export
 
     config = ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml", "--job.dump_folder",
@@ -53,11 +57,8 @@ def exported(tmp_path_factory):
 
 
 def test_eval_command_end_to_end(exported):
-    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
-                          "--data-dir", str(exported / "data"), "--dtype", "float32"],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_eval("--model", str(exported / "hf"), "--data-dir", str(exported / "data"),
+                   "--dtype", "float32")
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
     assert set(results) == set(FIXTURES)
     for task, metrics in results.items():
@@ -69,11 +70,8 @@ def test_eval_command_end_to_end(exported):
 def test_character_probes_end_to_end(exported):
     from prefix_titan.probes import PROBE_TASKS
 
-    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
-                          "--tasks", "char_probes", "--limit", "40", "--dtype", "float32"],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_eval("--model", str(exported / "hf"), "--tasks", "char_probes", "--limit", "40",
+             "--dtype", "float32")
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
     assert set(results) == set(PROBE_TASKS)
     for task, m in results.items():
@@ -116,11 +114,8 @@ def test_cute_task_offline(exported, tmp_path):
     rows = [{"prompt": 'Spell out the word "cat", based on the following examples:\n\n'
                        'Spell out the word "dog": d o g\nSpell out the word "cat":', "answer": " c a t"}] * 3
     (tmp_path / "cute_spell.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
-                          "--data-dir", str(tmp_path), "--tasks", "cute_spell", "--dtype", "float32"],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_eval("--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "cute_spell",
+             "--dtype", "float32")
     metrics = json.load(open(exported / "hf" / "eval_results.json"))["results"]["cute_spell"]
     assert metrics["exact_match,none"] in (0.0, 1.0)  # three identical documents
 
@@ -145,7 +140,6 @@ class _Request:
 
 
 def test_missing_fixture_is_refused(exported, tmp_path):
-    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", "--model", str(exported / "hf"),
-                          "--data-dir", str(tmp_path), "--tasks", "piqa"], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True)
+    out = run_eval("--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa",
+                   check=False)
     assert out.returncode == 2 and "has no piqa.jsonl" in out.stderr

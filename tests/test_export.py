@@ -2,17 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
 import torch
 import transformers
 
+from conftest import ROOT, train
 from prefix_titan.export import load_torchtitan_state, write_hf_folder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ = 1024
 
 
@@ -20,15 +18,9 @@ SEQ = 1024
 def run_dir(tmp_path_factory):
     """A tiny run through torchtitan's main: DCP checkpoint at step 2, HF-format last save at 3."""
     tmp = tmp_path_factory.mktemp("run")
-    cmd = [sys.executable, "-m", "prefix_titan.train", "--job.config_file",
-           "train_configs/embedded_default.toml", "--job.dump_folder", str(tmp / "run"),
-           "--model.hf_assets_path", str(tmp / "tokenizer"), "--training.seq_len", "64",
-           "--validation.seq_len", "64", "--validation.no-enable", "--training.local_batch_size", "4",
-           "--training.steps", "3", "--checkpoint.interval", "2", "--checkpoint.last_save_model_only",
-           "--checkpoint.last_save_in_hf", "--lr_scheduler.warmup_steps", "1"]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": ROOT}, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    train(tmp, "--training.steps", "3", "--checkpoint.enable", "--checkpoint.interval", "2",
+          "--checkpoint.last_save_model_only", "--checkpoint.last_save_in_hf",
+          "--lr_scheduler.warmup_steps", "1")
     return tmp
 
 

@@ -1,43 +1,12 @@
 """Through torchtitan's real `train` main on CPU, via our launcher (one process or torchrun)."""
 
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEP = re.compile(r"step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
-CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
-VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexity")
-
-
-def train(tmp, *overrides, nproc=1, name="run", check=True):
-    """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
-    args = [
-        "-m", "prefix_titan.train", "--job.config_file", "train_configs/embedded_default.toml",
-        "--job.dump_folder", str(tmp / name), "--model.hf_assets_path", str(tmp / "tokenizer"),
-        "--metrics.log_freq", "1", "--metrics.disable_color_printing",
-        "--training.seq_len", "64", "--training.local_batch_size", "4", "--training.steps", "4",
-        "--validation.seq_len", "64",
-        "--lr_scheduler.warmup_steps", "2", "--validation.no-enable", "--checkpoint.no-enable",
-        *overrides,
-    ]
-    if nproc > 1:
-        args = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", *args]
-    env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
-    log = out.stdout + out.stderr
-    if check:
-        assert out.returncode == 0, log[-4000:]
-    losses = {}
-    for step, loss in STEP.findall(log):
-        losses.setdefault(int(step), float(loss))  # with 2 ranks both log the same global value
-    return log, losses
-
+from conftest import CE, ROOT, VAL, train
 
 @pytest.mark.parametrize("objective", ["label_smoothing", "prefix"])
 def test_objectives_train_and_log_plain_ce(tmp_path, objective):

@@ -4,13 +4,13 @@
         [--limit N] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
     python -m prefix_titan.eval --all-checkpoints RUN_DIR [--tasks ...]
 
-Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/tasks:
-winogrande_debiased; the character probes, `--tasks char_probes` or char_spell, ..., whose
-documents are generated from the model's tokenizer into DIR/char_probes; and CUTE, `--tasks cute`
-or cute_spell, ..., read from the hub's leukas/cute). Results go to DIR/eval_results.json; a short table is printed. --data-dir
-reads each task's documents from DIR/<task>.jsonl instead of the hub (an offline copy in the
-task's own schema). --all-checkpoints exports every step-N of the run to RUN_DIR/hf/step-N and
-evaluates it, writing RUN_DIR/eval_curve.json.
+Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/tasks):
+winogrande_debiased; the character probes (`--tasks char_probes`, or char_spell, ...), whose
+documents are generated from the model's tokenizer into DIR/char_probes; and CUTE (`--tasks cute`,
+or cute_spell, ...), read from the hub's leukas/cute. Results go to DIR/eval_results.json and a
+short table is printed. --data-dir reads each task's documents from DIR/<task>.jsonl instead of
+the hub (an offline copy in the task's own schema). --all-checkpoints exports every step-N of the
+run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import sys
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
 RESULTS = "eval_results.json"
-
-
 CUTE_TASKS = [f"cute_{t}" for t in ("spell", "spell_inverse", "contains_char", "contains_word",
                                     "orth", "sem", "ins_char", "ins_word", "del_char", "del_word",
                                     "sub_char", "sub_word", "swap_char", "swap_word")]

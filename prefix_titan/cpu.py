@@ -7,6 +7,7 @@ Each change below points one of those names at the CPU; nothing else in torchtit
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 from types import SimpleNamespace
@@ -37,8 +38,6 @@ class CPUDeviceModule:
     @staticmethod
     def get_device_properties(device=None):
         del device
-        import os
-
         return SimpleNamespace(total_memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
     @staticmethod

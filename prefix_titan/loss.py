@@ -165,15 +165,17 @@ def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
     """TrainSpec loss builder: the `[prefix]` objective over the run's tokenizer vocabulary."""
     from torchtitan.tools.logging import logger
 
+    from torchtitan.components.tokenizer import build_hf_tokenizer
+
     from .metrics import TRAIN_CE_METER
     from .targets import build_target_table, token_texts
-    from .tokenizer import build_tokenizer
     from .train_spec import model_vocab_size
 
     del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
     spec = job_config.prefix.validate()
     start = time.perf_counter()
-    texts = token_texts(build_tokenizer(job_config), model_vocab_size(job_config))
+    # The TrainSpec's tokenizer hook has run (and checked the config): just load the tokenizer.
+    texts = token_texts(build_hf_tokenizer(job_config), model_vocab_size(job_config))
     table = build_target_table(texts, spec)
     logger.info(
         f"Target table for {spec}: vocab {table.vocab_size}, {table.idx.shape[1]} sparse entries "

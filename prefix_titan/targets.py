@@ -254,7 +254,7 @@ def _main(argv: list[str] | None = None) -> None:
         spec.validate()
         tok = Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json")
         texts = token_texts(tok, a.vocab_size)
-    except (ValueError, OSError, Exception) as e:  # tokenizers raises plain Exception
+    except Exception as e:  # bad settings (ValueError), a missing file; tokenizers raises Exception
         p.error(str(e))
     if a.token is not None:
         ids = [i for i, t in enumerate(texts) if t == a.token]

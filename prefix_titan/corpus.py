@@ -25,6 +25,11 @@ def ascii_only(text: str) -> str:
     return text.encode("ascii", "ignore").decode("ascii")
 
 
+def has_text(text: str) -> bool:
+    """A filtered document is kept unless nothing but whitespace is left."""
+    return bool(text.strip())
+
+
 def _stdlib_docstrings() -> list[str]:
     root = sysconfig.get_paths()["stdlib"]
     docs = []

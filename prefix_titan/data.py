@@ -41,7 +41,7 @@ from torchtitan.hf_datasets import DatasetConfig
 from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDataset
 from torchtitan.tools.logging import logger
 
-from .corpus import ascii_only, embedded_split
+from .corpus import ascii_only, embedded_split, has_text
 from .loss import IGNORE_INDEX
 from .shards import ShardedTokens
 
@@ -86,7 +86,7 @@ def load_fineweb_edu_ascii(path: str, split: str):
     if len(formats) != 1:
         raise ValueError(f"FineWeb-Edu files at {path!r} mix formats {sorted(formats)}: use one")
     ds = load_dataset(formats.pop(), data_files=files, split="train", streaming=True)
-    return ds.map(_ascii_text).filter(lambda s: bool(s["text"].strip()))
+    return ds.map(_ascii_text).filter(lambda s: has_text(s["text"]))
 
 
 def load_embedded(path: str, split: str) -> Dataset:

@@ -123,7 +123,7 @@ def table(results: dict) -> str:
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
     settings come from its run_config.json (written while training), else from `config`."""
-    from .export import export, export_run
+    from .export import checkpoint_steps, export, export_run
     from .metrics import RUN_CONFIG
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
@@ -134,13 +134,13 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
     else:
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
-    steps = sorted((d for d in os.listdir(folder) if d.startswith("step-")), key=lambda d: int(d[5:])) \
-        if os.path.isdir(folder) else []
+    steps = checkpoint_steps(folder)
     if not steps:
         raise ValueError(f"no step-N checkpoints in {folder!r}")
     curve = {}
-    for step in steps:
-        out, ckpt = os.path.join(run_dir, "hf", step), os.path.join(folder, step)
+    for ckpt in steps:
+        step = os.path.basename(ckpt)
+        out = os.path.join(run_dir, "hf", step)
         if not os.path.exists(os.path.join(out, "config.json")):
             if rc is not None:
                 export_run(rc["model"]["flavor"], rc["model"]["hf_assets_path"],

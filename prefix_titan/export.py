@@ -30,11 +30,17 @@ def _log(message: str) -> None:
     print(f"[export] {message}", file=sys.stderr, flush=True)
 
 
-def latest_step(folder: str) -> str:
+def checkpoint_steps(folder: str) -> list[str]:
+    """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
     steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
+    return sorted(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
+
+
+def latest_step(folder: str) -> str:
+    steps = checkpoint_steps(folder)
     if not steps:
         raise ValueError(f"no step-N checkpoint folders in {folder!r}")
-    return max(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
+    return steps[-1]
 
 
 def model_args_for(flavor: str):

@@ -23,7 +23,7 @@ import sys
 import time
 import zlib
 
-from .corpus import ascii_only
+from .corpus import ascii_only, has_text
 from .shards import MANIFEST, FORMAT, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
 
 PROGRESS = "progress.json"
@@ -216,7 +216,7 @@ def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: 
             state["chars_read"] += len(text)
             clean = ascii_only(text)
             state["chars_removed"] += len(text) - len(clean)
-            if not clean.strip():  # nothing but whitespace left: dropped, as in data.py
+            if not has_text(clean):
                 state["docs_empty"] += 1
             elif zlib.crc32(str(doc_id).encode()) % val_every != 0:
                 batch.append((f, row, "train", clean))

@@ -47,12 +47,12 @@ def _report_checkpoint() -> None:
     config = ConfigManager().parse_args(sys.argv[1:])
     if not config.checkpoint.enable:
         return
+    from .export import checkpoint_steps
+
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
-    steps = sorted(
-        (d for d in os.listdir(folder) if d.startswith("step-")), key=lambda d: int(d[5:])
-    ) if os.path.isdir(folder) else []
+    steps = checkpoint_steps(folder)
     if steps:
-        print(f"DCP checkpoint written to {os.path.join(folder, steps[-1])}", flush=True)
+        print(f"DCP checkpoint written to {steps[-1]}", flush=True)
     else:
         print(f"no checkpoint was written under {folder}", flush=True)
 

@@ -29,6 +29,21 @@ def check_job_config(job_config) -> None:
     job_config.prefix.validate()
     model_vocab_size(job_config)  # checks model.flavor
     p = job_config.parallelism
+    if job_config.prefix.fused_loss:
+        for name, degree, why in (
+            ("tensor_parallel_degree", p.tensor_parallel_degree,
+             "tensor parallel would give each rank's head a slice of the vocabulary"),
+            ("pipeline_parallel_degree", p.pipeline_parallel_degree,
+             "labels reach only the first pipeline stage"),
+            ("context_parallel_degree", p.context_parallel_degree,
+             "context parallel shards the sequence but not the labels the head receives"),
+        ):
+            if degree > 1:
+                raise ValueError(
+                    f"prefix.fused_loss = true computes the loss in the model's head over the whole "
+                    f"vocabulary, and {why}: set parallelism.{name} = 1, or prefix.fused_loss = "
+                    f"false (the unfused loss)"
+                )
     if p.tensor_parallel_degree > 1 and not p.disable_loss_parallel:
         raise ValueError(
             "prefix_titan's loss needs whole-vocabulary logits, but tensor parallel with loss "

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from datasets import Dataset, load_dataset
 from torch.distributed.checkpoint.stateful import Stateful
-from torch.utils.data import IterableDataset
+from torch.utils.data import IterableDataset, default_collate
 from torchtitan.components.dataloader import ParallelAwareDataloader
 from torchtitan.hf_datasets import DatasetConfig
 from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDataset
@@ -214,13 +214,26 @@ def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank:
     return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite, eos)
 
 
+def collate_with_labels(samples):
+    """Batches whose model inputs also hold the labels: the fused head computes the loss (head.py).
+    torchtitan passes every input_dict entry but "input" to the model as a keyword argument."""
+    input_dict, labels = default_collate(samples)
+    input_dict["labels"] = labels
+    return input_dict, labels
+
+
+def _loader(ds, dp_rank, dp_world_size, options, batch_size, job_config):
+    collate = {"collate_fn": collate_with_labels} if job_config.prefix.fused_loss else {}
+    return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
+                                   **asdict(options), batch_size=batch_size, **collate)
+
+
 def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infinite: bool = True):
     t = job_config.training
     seed = job_config.debug.seed if job_config.debug.seed is not None else 0
     ds = build_dataset(t.dataset, t.dataset_path, tokenizer, t.seq_len, dp_rank, dp_world_size,
                        seed, infinite, "training.dataset", "train", job_config.data.document_mask)
-    return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
-                                   **asdict(t.dataloader), batch_size=t.local_batch_size)
+    return _loader(ds, dp_rank, dp_world_size, t.dataloader, t.local_batch_size, job_config)
 
 
 def build_prefix_validation_dataloader(dp_world_size, dp_rank, tokenizer, job_config,
@@ -229,5 +242,4 @@ def build_prefix_validation_dataloader(dp_world_size, dp_rank, tokenizer, job_co
     ds = build_dataset(v.dataset, v.dataset_path, tokenizer, v.seq_len, dp_rank, dp_world_size,
                        None, infinite, "validation.dataset", "validation",
                        job_config.data.document_mask)
-    return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
-                                   **asdict(v.dataloader), batch_size=v.local_batch_size)
+    return _loader(ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config)

@@ -60,7 +60,8 @@ def _backward_rows(logits, y, scale, lse, idx, background, target_at_idx):
     return grad.scatter_(1, ids, exact.to(logits.dtype))
 
 
-def _chunk_rows(logits: torch.Tensor, chunk_bytes: int | None) -> int:
+def chunk_rows(logits: torch.Tensor, chunk_bytes: int | None = None) -> int:
+    """Rows per block of the element-wise passes: a bounded fp32 working set when eager."""
     if torch.compiler.is_compiling():
         return logits.shape[0]  # inductor fuses the passes: no fp32 intermediate to bound
     if chunk_bytes is None:
@@ -68,20 +69,38 @@ def _chunk_rows(logits: torch.Tensor, chunk_bytes: int | None) -> int:
     return max(1, chunk_bytes // (4 * logits.shape[-1]))
 
 
+def _blocks(n: int, rows: int):
+    return (slice(i, i + rows) for i in range(0, n, rows))
+
+
+def row_statistics(logits, y, keep, idx, weight, background, rows: int):
+    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits, `rows` rows at a time."""
+    parts = [_forward_rows(logits[r], y[r], keep[r], idx, weight, background)
+             for r in _blocks(logits.shape[0], rows)]
+    if len(parts) == 1:
+        return parts[0]
+    return (torch.stack([p[0] for p in parts]).sum(), torch.stack([p[1] for p in parts]).sum(),
+            torch.cat([p[2] for p in parts]))
+
+
+def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, rows: int):
+    """d(objective)/d(logits) times `scale` per row, in the logits' dtype, `rows` rows at a time."""
+    if rows >= logits.shape[0]:
+        return _backward_rows(logits, y, scale, lse, idx, background, target_at_idx)
+    grad = torch.empty_like(logits)
+    for r in _blocks(logits.shape[0], rows):
+        grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], idx, background, target_at_idx)
+    return grad
+
+
 class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, idx, weight, background, target_at_idx, chunk_rows: int):
+    def forward(ctx, logits, labels, idx, weight, background, target_at_idx, rows: int):
         keep = labels != IGNORE_INDEX
         y = torch.where(keep, labels, 0)
-        parts = [
-            _forward_rows(logits[r], y[r], keep[r], idx, weight, background)
-            for r in (slice(i, i + chunk_rows) for i in range(0, logits.shape[0], chunk_rows))
-        ]
-        objective = torch.stack([p[0] for p in parts]).sum()
-        ce = torch.stack([p[1] for p in parts]).sum()
-        lse = torch.cat([p[2] for p in parts])
+        objective, ce, lse = row_statistics(logits, y, keep, idx, weight, background, rows)
         ctx.save_for_backward(logits, y, keep, lse, idx, background, target_at_idx)
-        ctx.chunk_rows = chunk_rows
+        ctx.rows = rows
         ctx.mark_non_differentiable(ce)
         return objective, ce
 
@@ -89,36 +108,39 @@ class _TargetLossFunction(torch.autograd.Function):
     def backward(ctx, grad_objective, _grad_ce):
         logits, y, keep, lse, idx, background, target_at_idx = ctx.saved_tensors
         scale = torch.where(keep, grad_objective, 0.0)
-        rows = ctx.chunk_rows
-        if rows >= logits.shape[0]:
-            grad = _backward_rows(logits, y, scale, lse, idx, background, target_at_idx)
-        else:
-            grad = torch.empty_like(logits)
-            for i in range(0, logits.shape[0], rows):
-                r = slice(i, i + rows)
-                grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], idx, background,
-                                         target_at_idx)
+        grad = row_gradient(logits, y, scale, lse, idx, background, target_at_idx, ctx.rows)
         return grad, None, None, None, None, None, None
 
 
 def target_loss(logits, labels, idx, weight, background, target_at_idx,
                 chunk_bytes: int | None = None):
     """(objective sum, CE sum) for [N, V] logits and [N] labels; tensors from a TargetTable."""
-    rows = _chunk_rows(logits, chunk_bytes)
+    rows = chunk_rows(logits, chunk_bytes)
     return _TargetLossFunction.apply(logits, labels, idx, weight, background, target_at_idx, rows)
+
+
+def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
+    bad = ((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= vocab_size)
+    if bool(bad.any()):
+        found = labels[bad].unique()[:8].tolist()
+        raise ValueError(
+            f"labels must be token ids in [0, {vocab_size}) or {IGNORE_INDEX} (ignored); found {found}"
+        )
 
 
 class TargetLoss:
     """torchtitan loss function: (pred [..., V], labels [...]) -> objective summed over tokens.
 
     `meter`, when given, receives the batch's plain cross-entropy sum and token count so that
-    training logs report CE beside the objective.
+    training logs report CE beside the objective. With `fused=True` the model's head has already
+    computed both sums (head.py): pred is that (objective sum, CE sum) pair.
     """
 
     def __init__(self, table: TargetTable, *, compile: bool = False, backend: str = "inductor",
-                 meter=None):
+                 meter=None, fused: bool = False):
         self.table = table
         self.meter = meter
+        self.fused = fused
         self.plain_ce = False  # validation switches the returned value to plain cross-entropy
         self._tensors = (table.idx, table.weight, table.background, table.target_at_idx())
         self._kernel = torch.compile(target_loss, backend=backend) if compile else target_loss
@@ -127,15 +149,6 @@ class TargetLoss:
         if self._tensors[0].device != device:
             self._tensors = tuple(t.to(device) for t in self._tensors)
         return self._tensors
-
-    def check_labels(self, labels: torch.Tensor) -> None:
-        V = self.table.vocab_size
-        bad = ((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= V)
-        if bool(bad.any()):
-            found = labels[bad].unique()[:8].tolist()
-            raise ValueError(
-                f"labels must be token ids in [0, {V}) or {IGNORE_INDEX} (ignored); found {found}"
-            )
 
     @contextlib.contextmanager
     def reporting_plain_ce(self):
@@ -146,14 +159,24 @@ class TargetLoss:
         finally:
             self.plain_ce = False
 
-    def __call__(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        V = self.table.vocab_size
-        if pred.shape[-1] != V:
-            raise ValueError(f"logits have {pred.shape[-1]} classes but the target table has {V}")
-        self.check_labels(labels)
-        objective, ce = self._kernel(
-            pred.reshape(-1, V), labels.reshape(-1), *self._tensors_on(pred.device)
-        )
+    def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
+        if self.fused != isinstance(pred, tuple):
+            raise TypeError(
+                "[prefix] fused_loss = true needs the model to return (objective, CE) sums from its "
+                "head (labels among the model inputs)" if self.fused else
+                "the model returned loss sums, not logits: it was given labels, but "
+                "[prefix] fused_loss is false"
+            )
+        if self.fused:
+            objective, ce = pred
+        else:
+            V = self.table.vocab_size
+            if pred.shape[-1] != V:
+                raise ValueError(f"logits have {pred.shape[-1]} classes but the target table has {V}")
+            check_labels(labels, V)
+            objective, ce = self._kernel(
+                pred.reshape(-1, V), labels.reshape(-1), *self._tensors_on(pred.device)
+            )
         if self.plain_ce:
             return ce
         if self.meter is not None:
@@ -161,27 +184,46 @@ class TargetLoss:
         return objective
 
 
+_TABLES: dict[tuple, TargetTable] = {}
+
+
+def load_target_table(job_config) -> TargetTable:
+    """The `[prefix]` objective's table over the run's vocabulary, built once per process (the loss
+    and, with fused_loss, the model's head share it)."""
+    from torchtitan.components.tokenizer import build_hf_tokenizer
+    from torchtitan.tools.logging import logger
+
+    from .targets import build_target_table, token_texts
+    from .train_spec import model_vocab_size
+
+    spec = job_config.prefix.validate()
+    key = (job_config.model.hf_assets_path, model_vocab_size(job_config), spec.objective, spec.tau,
+           spec.normalize, spec.support, spec.epsilon)
+    if key not in _TABLES:
+        start = time.perf_counter()
+        # The TrainSpec's tokenizer hook has run (and checked the config): just load the tokenizer.
+        texts = token_texts(build_hf_tokenizer(job_config), key[1])
+        table = _TABLES[key] = build_target_table(texts, spec)
+        logger.info(
+            f"Target table for {spec}: vocab {table.vocab_size}, {table.idx.shape[1]} sparse "
+            f"entries per row, built in {time.perf_counter() - start:.2f}s"
+        )
+    return _TABLES[key]
+
+
 def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
     """TrainSpec loss builder: the `[prefix]` objective over the run's tokenizer vocabulary."""
     from torchtitan.tools.logging import logger
 
-    from torchtitan.components.tokenizer import build_hf_tokenizer
-
     from .metrics import TRAIN_CE_METER
-    from .targets import build_target_table, token_texts
-    from .train_spec import model_vocab_size
 
     del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
-    spec = job_config.prefix.validate()
-    start = time.perf_counter()
-    # The TrainSpec's tokenizer hook has run (and checked the config): just load the tokenizer.
-    texts = token_texts(build_hf_tokenizer(job_config), model_vocab_size(job_config))
-    table = build_target_table(texts, spec)
-    logger.info(
-        f"Target table for {spec}: vocab {table.vocab_size}, {table.idx.shape[1]} sparse entries "
-        f"per row, built in {time.perf_counter() - start:.2f}s"
-    )
+    table = load_target_table(job_config)
     compile_loss = job_config.compile.enable and "loss" in job_config.compile.components
+    if job_config.prefix.fused_loss:
+        logger.info("Fused loss: the model's head computes the loss, chunked over tokens"
+                    + (" (chunk kernel compiled with torch.compile)" if compile_loss else ""))
+        return TargetLoss(table, meter=TRAIN_CE_METER, fused=True)
     if compile_loss:
         logger.info("Compiling the loss function with torch.compile")
     return TargetLoss(table, compile=compile_loss, backend=job_config.compile.backend,

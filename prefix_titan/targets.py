@@ -51,6 +51,9 @@ class ObjectiveSpec:
     epsilon: float = 0.1
     """Label-smoothing mass for objective = label_smoothing, in [0, 1)"""
 
+    fused_loss: bool = False
+    """Run the output projection and the loss together, chunked over tokens (never the full logits)"""
+
     def validate(self) -> "ObjectiveSpec":
         if self.objective not in OBJECTIVES:
             raise ValueError(
@@ -66,6 +69,8 @@ class ObjectiveSpec:
             raise ValueError(f"prefix.tau must be a finite number > 0; got {self.tau!r}")
         if not isinstance(self.normalize, bool):
             raise ValueError(f"prefix.normalize must be true or false; got {self.normalize!r}")
+        if not isinstance(self.fused_loss, bool):
+            raise ValueError(f"prefix.fused_loss must be true or false; got {self.fused_loss!r}")
         eps = self.epsilon
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= eps < 1.0):
             raise ValueError(f"prefix.epsilon must be a number in [0, 1); got {eps!r}")

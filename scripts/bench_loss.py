@@ -1,10 +1,15 @@
 """Forward+backward time and peak memory of every objective vs torchtitan's cross_entropy_loss.
 
-    python scripts/bench_loss.py [--tokens 2048] [--vocab 128256] [--dtype bfloat16]
+    python scripts/bench_loss.py [--tokens 2048] [--dim 1024] [--vocab 128256] [--dtype bfloat16]
                                  [--vocab-file tokenizer.model | --hf-assets-path DIR]
-                                 [--modes eager compiled] [--repeats 5]
+                                 [--modes eager compiled] [--repeats 5] [--cases ...]
 
-Same [N, V] logits and labels for every row. Each case runs in fresh processes: one for time, one
+With --dim D > 0 (the default) each case is the LM head plus the loss: hidden states h [N, D] and
+the head weight W [V, D] in, gradients of both out. Unfused cases build the [N, V] logits with
+F.linear (torchtitan's head) and apply the loss; `fused_*` cases run prefix_titan's fused head
+(head.py); `torch_linear_ce` is torch's own chunked linear_cross_entropy (plain CE only), where
+the installed torch has it. With --dim 0 the cases start from the logits (loss alone).
+Same inputs for every row. Each case runs in fresh processes: one for time, one
 for memory, so that its peak memory is its own: on CUDA the allocator's peak, on CPU the peak
 resident set (with malloc returning large blocks to the system, which would distort timings);
 both are reported above the memory the inputs already hold. Without a vocabulary file, prefix tables are synthetic
@@ -27,13 +32,14 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CASES = {
-    "torchtitan_ce": None,
+OBJECTIVES = {
     "ce": dict(objective="ce"),
     "label_smoothing": dict(objective="label_smoothing", epsilon=0.1),
     "prefix_tau0.5": dict(objective="prefix", tau=0.5),
     "prefix_norm_tau2.0_vocab": dict(objective="prefix", tau=2.0, normalize=True, support="vocab"),
 }
+HEAD_ONLY = ["torch_linear_ce", *(f"fused_{name}" for name in OBJECTIVES)]
+CASES = ["torchtitan_ce", *OBJECTIVES, *HEAD_ONLY]
 
 
 def _table(spec_kwargs, a):
@@ -63,30 +69,58 @@ def _table(spec_kwargs, a):
     return TargetTable(idx, w, back)
 
 
-def run_case(name: str, mode: str, measure: str, a) -> dict:
+def _loss_fn(name: str, mode: str, a, device):
+    """loss(h, W, labels) for head mode, or loss(logits, labels) for --dim 0."""
     import torch
+    import torch.nn.functional as F
     from torchtitan.components.loss import cross_entropy_loss
 
+    from prefix_titan.head import _chunk_statistics, fused_target_loss
     from prefix_titan.loss import TargetLoss
+
+    compiled = mode == "compiled"
+    if name == "torch_linear_ce":
+        options = torch.nn.LinearCrossEntropyOptions()
+        return lambda h, w, y: F.linear_cross_entropy(h, w, y.reshape(-1), reduction="sum",
+                                                      options=options)
+    if name.startswith("fused_"):
+        t = _table(OBJECTIVES[name[len("fused_"):]], a).to(device)
+        tensors = (t.idx, t.weight, t.background, t.target_at_idx())
+        step = torch.compile(_chunk_statistics, dynamic=False) if compiled else _chunk_statistics
+        return lambda h, w, y: fused_target_loss(h, w, y.reshape(-1), *tensors,
+                                                 chunk_tokens=a.chunk_tokens, step=step)[0]
+    if name == "torchtitan_ce":
+        loss = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
+    else:
+        loss = TargetLoss(_table(OBJECTIVES[name], a).to(device), compile=compiled)
+    if a.dim == 0:
+        return loss
+    return lambda h, w, y: loss(F.linear(h, w).unsqueeze(0), y.unsqueeze(0))
+
+
+def run_case(name: str, mode: str, measure: str, a) -> dict:
+    import torch
 
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
-    if CASES[name] is None:
-        fn = torch.compile(cross_entropy_loss) if mode == "compiled" else cross_entropy_loss
-    else:
-        fn = TargetLoss(_table(CASES[name], a).to(device), compile=mode == "compiled")
+    fn = _loss_fn(name, mode, a, device)
     g = torch.Generator(device=device).manual_seed(1)
-    logits = torch.randn(1, a.tokens, a.vocab, device=device, dtype=dtype, generator=g)
-    labels = torch.randint(0, a.vocab, (1, a.tokens), device=device, generator=g)
+    labels = torch.randint(0, a.vocab, (a.tokens,), device=device, generator=g)
+    if a.dim == 0:
+        inputs = [torch.randn(1, a.tokens, a.vocab, device=device, dtype=dtype, generator=g)]
+        labels = labels.unsqueeze(0)
+    else:
+        inputs = [torch.randn(a.tokens, a.dim, device=device, dtype=dtype, generator=g),
+                  torch.randn(a.vocab, a.dim, device=device, dtype=dtype, generator=g) * a.dim**-0.5]
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     def step():
-        x = logits.detach().requires_grad_()
-        fn(x, labels).backward()
-        return x
+        xs = [x.detach().requires_grad_() for x in inputs]
+        fn(*xs, labels).backward()
+        return xs
 
     for _ in range(2):  # warm-up (and compilation)
         step()
@@ -100,10 +134,10 @@ def run_case(name: str, mode: str, measure: str, a) -> dict:
     times = []
     for _ in range(a.repeats if measure == "time" else 1):
         start = time.perf_counter()
-        x = step()
+        xs = step()
         sync()
         times.append(time.perf_counter() - start)
-        del x
+        del xs
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
@@ -119,6 +153,8 @@ def _rss_now() -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=2048)
+    p.add_argument("--dim", type=int, default=1024, help="hidden size; 0: loss alone on logits")
+    p.add_argument("--chunk-tokens", type=int, default=None, help="fused head chunk (default: per device)")
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
@@ -126,7 +162,7 @@ def main() -> None:
     p.add_argument("--vocab-file", default=None, help="tiktoken rank file (Meta's tokenizer.model)")
     p.add_argument("--hf-assets-path", default=None)
     p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=None, choices=CASES)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--one", nargs=3, metavar=("CASE", "MODE", "MEASURE"), help=argparse.SUPPRESS)
@@ -138,6 +174,14 @@ def main() -> None:
     if a.one:
         print(json.dumps(run_case(*a.one, a)))
         return
+    if a.cases is None:
+        import torch
+
+        a.cases = [c for c in CASES if a.dim > 0 or c not in HEAD_ONLY]
+        if a.dim > 0 and not hasattr(torch.nn.functional, "linear_cross_entropy"):
+            a.cases.remove("torch_linear_ce")  # torch < 2.13
+    elif a.dim == 0 and set(a.cases) & set(HEAD_ONLY):
+        sys.exit(f"--dim 0 (loss alone) cannot run {sorted(set(a.cases) & set(HEAD_ONLY))}")
 
     rows = []
     for mode in a.modes:
@@ -162,7 +206,8 @@ def main() -> None:
     where = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     logits_mb = a.tokens * a.vocab * (2 if a.dtype == "bfloat16" else 4) / 2**20
     source = a.vocab_file or a.hf_assets_path or f"synthetic, K={a.k}"
-    print(f"\nN={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
+    what = f"LM head (d={a.dim}) + loss" if a.dim else "loss alone"
+    print(f"\n{what}, N={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
           f"prefix tables: {source}; median of {a.repeats}\n")
     print("| objective | mode | fwd+bwd ms | vs torchtitan CE | peak extra MiB | vs torchtitan CE |")
     print("|---|---|---:|---:|---:|---:|")

@@ -83,6 +83,20 @@ def test_loss_parallel_is_refused():
     check_job_config(parse(ROOT / "train_configs" / "ce.toml", "--parallelism.tensor_parallel_degree", "2"))
 
 
+@pytest.mark.parametrize("setting,why", [
+    ("tensor_parallel_degree", "slice of the vocabulary"),
+    ("pipeline_parallel_degree", "labels reach only the first pipeline stage"),
+    ("context_parallel_degree", "shards the sequence but not the labels"),
+])
+def test_fused_loss_refuses_what_it_does_not_support(setting, why):
+    config = parse(ROOT / "train_configs" / "ce.toml", "--prefix.fused_loss",
+                   f"--parallelism.{setting}", "2")
+    with pytest.raises(ValueError) as e:
+        check_job_config(config)
+    assert why in str(e.value) and f"set parallelism.{setting} = 1" in str(e.value)
+    assert "prefix.fused_loss = false" in str(e.value)
+
+
 def test_readme_states_the_exact_parameter_counts():
     import torch
     from torchtitan.models.llama3 import Transformer

@@ -247,16 +247,18 @@ def test_refuses_truncated_corrupt_and_unfinished(shard_dir, tmp_path, tokenizer
 class Config:
     """The fields of torchtitan's JobConfig that the prefix dataloader reads."""
 
-    def __init__(self, path, local_batch_size, document_mask=False, seed=7):
+    def __init__(self, path, local_batch_size, document_mask=False, seed=7, fused_loss=False):
         from torchtitan.config import JobConfig
 
         from prefix_titan.config import DataOptions
+        from prefix_titan.targets import ObjectiveSpec
 
         c = JobConfig()
         c.training.dataset, c.training.dataset_path = "fineweb_edu_ascii_tokens", path
         c.training.seq_len, c.training.local_batch_size = 32, local_batch_size
         c.debug.seed = seed
         self.training, self.debug, self.data = c.training, c.debug, DataOptions(document_mask)
+        self.prefix = ObjectiveSpec(fused_loss=fused_loss)
 
 
 def batches(loader, n):
@@ -274,6 +276,15 @@ def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):
         assert torch.equal(merged, one[step][1])
     seen = [tuple(row.tolist()) for r in range(2) for _, y in two[r] for row in y]
     assert len(seen) == len(set(seen))
+
+
+def test_fused_loss_batches_carry_the_labels_to_the_model(shard_dir, tokenizer):
+    plain = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 2)
+    fused = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4, fused_loss=True)), 2)
+    for (x, y), (fx, fy) in zip(plain, fused):
+        assert set(x) == {"input"} and set(fx) == {"input", "labels"}
+        assert torch.equal(fx["input"], x["input"]) and torch.equal(fy, y)
+        assert torch.equal(fx["labels"], y)
 
 
 def test_same_seed_same_order_across_arms(shard_dir, tokenizer):

@@ -114,7 +114,7 @@ def test_label_smoothing_row():
     ("support", "all", "prefix, vocab"),
     ("tau", 0.0, "> 0"), ("tau", -1.0, "> 0"), ("tau", float("inf"), "> 0"), ("tau", float("nan"), "> 0"),
     ("epsilon", 1.0, "[0, 1)"), ("epsilon", -0.1, "[0, 1)"),
-    ("normalize", "yes", "true or false"),
+    ("normalize", "yes", "true or false"), ("fused_loss", 1, "true or false"),
 ])
 def test_bad_settings_name_the_setting(field, value, allowed):
     with pytest.raises(ValueError) as e:

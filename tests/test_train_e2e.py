@@ -98,3 +98,34 @@ def test_validation_reports_plain_ce_whatever_the_objective(tmp_path):
     # The objectives do differ (at init predictions are near uniform, so all are near log V).
     assert abs(losses["ce"] - losses["label_smoothing"]) > 3e-3
     assert abs(losses["ce"] - losses["prefix"]) > 3e-3
+
+
+def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path):
+    # 2 gloo ranks (FSDP2 shards the head's weight), full activation checkpointing, 2 micro-batches
+    # per step; validation through the fused head too.
+    common = ("--prefix.normalize", "--prefix.support", "vocab", "--training.steps", "4",
+              "--training.local_batch_size", "2", "--training.global_batch_size", "8",
+              "--activation_checkpoint.mode", "full", "--validation.enable",
+              "--validation.freq", "2", "--validation.steps", "2")
+    log_u, unfused = train(tmp_path, *common, nproc=2, name="unfused")
+    log_f, fused = train(tmp_path, *common, "--prefix.fused_loss", nproc=2, name="fused")
+    assert "dp_shard=2" in log_f and "Fused loss: the model's head computes the loss" in log_f
+    assert sorted(fused) == sorted(unfused) == [1, 2, 3, 4]
+    for step in unfused:
+        assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step
+    for pattern in (CE, VAL):
+        got = [float(v) for _, v in pattern.findall(log_f)]
+        want = [float(v) for _, v in pattern.findall(log_u)]
+        assert len(got) == len(want) > 0 and got == pytest.approx(want, rel=1e-5)
+
+
+def test_fused_loss_with_compiled_model_and_kernel(tmp_path):
+    common = ("--prefix.fused_loss", "--prefix.tau", "0.2", "--training.steps", "3")
+    _, eager = train(tmp_path, *common, name="eager")
+    log, compiled = train(tmp_path, *common, "--compile.enable", "--compile.components",
+                          "model,loss", name="compiled")
+    assert "chunk kernel compiled with torch.compile" in log
+    assert "Compiling each TransformerBlock with torch.compile" in log
+    assert sorted(compiled) == [1, 2, 3]
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step

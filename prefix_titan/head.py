@@ -38,7 +38,7 @@ def reference_fused_loss(h: torch.Tensor, weight: torch.Tensor, labels: torch.Te
     return reference_loss(h.reshape(-1, h.shape[-1]) @ weight.t(), labels, table)
 
 
-def _chunk_statistics(z, y, keep, idx, weight, background, target_at_idx, want_grad: bool):
+def chunk_statistics(z, y, keep, idx, weight, background, target_at_idx, want_grad: bool):
     """(objective sum, CE sum, gradient of the objective w.r.t. z or None) of one chunk: the
     unfused kernel's two passes (loss.py), in its cache-sized row blocks when eager."""
     rows = chunk_rows(z)
@@ -47,6 +47,13 @@ def _chunk_statistics(z, y, keep, idx, weight, background, target_at_idx, want_g
         return objective, ce, None
     return objective, ce, row_gradient(z, y, keep.float(), lse, idx, background, target_at_idx,
                                        rows)
+
+
+def build_chunk_step(compile: bool, backend: str = "inductor"):
+    """`chunk_statistics`, compiled (element-wise passes fused; the matmuls stay eager) or not."""
+    if not compile:
+        return chunk_statistics
+    return torch.compile(chunk_statistics, backend=backend, dynamic=False)
 
 
 class _FusedHeadLossFunction(torch.autograd.Function):
@@ -96,7 +103,7 @@ class _FusedHeadLossFunction(torch.autograd.Function):
 
 
 def fused_target_loss(h, head_weight, labels, idx, weight, background, target_at_idx,
-                      chunk_tokens: int | None = None, step=_chunk_statistics):
+                      chunk_tokens: int | None = None, step=chunk_statistics):
     """(objective sum, CE sum) of hidden states h [N, d] through head_weight [V, d], never
     holding more than `chunk_tokens` rows of logits; table tensors as for `loss.target_loss`."""
     if chunk_tokens is None:
@@ -117,16 +124,7 @@ class FusedLMHead(nn.Linear):
                  compile: bool = False, backend: str = "inductor"):
         super().__init__(dim, vocab_size, bias=False)
         self.table = table  # a plain attribute: no state dict entry, untouched by FSDP/to_empty
-        self._tensors: tuple[torch.Tensor, ...] | None = None
-        self._step = (torch.compile(_chunk_statistics, backend=backend, dynamic=False)
-                      if compile else _chunk_statistics)
-
-    def _tensors_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        if self._tensors is None or self._tensors[0].device != device:
-            t = self.table
-            self._tensors = tuple(x.to(device) for x in
-                                  (t.idx, t.weight, t.background, t.target_at_idx()))
-        return self._tensors
+        self._step = build_chunk_step(compile, backend)
 
     def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None):
         if labels is None:
@@ -136,7 +134,7 @@ class FusedLMHead(nn.Linear):
                                "with [prefix] fused_loss = true, which gives it one")
         check_labels(labels, self.out_features)
         return fused_target_loss(h.reshape(-1, h.shape[-1]), self.weight, labels.reshape(-1),
-                                 *self._tensors_on(h.device), step=self._step)
+                                 *self.table.kernel_tensors(h.device), step=self._step)
 
 
 class FusedHeadTransformer(Transformer):
@@ -144,10 +142,8 @@ class FusedHeadTransformer(Transformer):
 
     def __init__(self, model_args):
         super().__init__(model_args)
-        self.output = FusedLMHead(model_args.dim, model_args.vocab_size,
-                                  getattr(model_args, "fused_targets", None),
-                                  compile=getattr(model_args, "fused_compile", False),
-                                  backend=getattr(model_args, "fused_compile_backend", "inductor"))
+        self.output = FusedLMHead(model_args.dim, model_args.vocab_size, model_args.fused_targets,
+                                  model_args.fused_compile, model_args.fused_compile_backend)
 
     def forward(self, tokens, attention_masks=None, positions=None, labels=None):
         if labels is None:

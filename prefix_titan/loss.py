@@ -142,13 +142,7 @@ class TargetLoss:
         self.meter = meter
         self.fused = fused
         self.plain_ce = False  # validation switches the returned value to plain cross-entropy
-        self._tensors = (table.idx, table.weight, table.background, table.target_at_idx())
         self._kernel = torch.compile(target_loss, backend=backend) if compile else target_loss
-
-    def _tensors_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        if self._tensors[0].device != device:
-            self._tensors = tuple(t.to(device) for t in self._tensors)
-        return self._tensors
 
     @contextlib.contextmanager
     def reporting_plain_ce(self):
@@ -175,7 +169,7 @@ class TargetLoss:
                 raise ValueError(f"logits have {pred.shape[-1]} classes but the target table has {V}")
             check_labels(labels, V)
             objective, ce = self._kernel(
-                pred.reshape(-1, V), labels.reshape(-1), *self._tensors_on(pred.device)
+                pred.reshape(-1, V), labels.reshape(-1), *self.table.kernel_tensors(pred.device)
             )
         if self.plain_ce:
             return ce
@@ -211,6 +205,11 @@ def load_target_table(job_config) -> TargetTable:
     return _TABLES[key]
 
 
+def compiles_loss(job_config) -> bool:
+    """`compile.components` includes the loss (for the fused head: its chunk kernel)."""
+    return job_config.compile.enable and "loss" in job_config.compile.components
+
+
 def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
     """TrainSpec loss builder: the `[prefix]` objective over the run's tokenizer vocabulary."""
     from torchtitan.tools.logging import logger
@@ -219,7 +218,7 @@ def build_target_loss(job_config, parallel_dims=None, **kwargs) -> TargetLoss:
 
     del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
     table = load_target_table(job_config)
-    compile_loss = job_config.compile.enable and "loss" in job_config.compile.components
+    compile_loss = compiles_loss(job_config)
     if job_config.prefix.fused_loss:
         logger.info("Fused loss: the model's head computes the loss, chunked over tokens"
                     + (" (chunk kernel compiled with torch.compile)" if compile_loss else ""))

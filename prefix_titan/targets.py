@@ -22,7 +22,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -84,6 +84,7 @@ class TargetTable:
     idx: torch.Tensor
     weight: torch.Tensor
     background: torch.Tensor
+    _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def vocab_size(self) -> int:
@@ -91,6 +92,15 @@ class TargetTable:
 
     def to(self, device: torch.device | str) -> "TargetTable":
         return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
+
+    def kernel_tensors(self, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+        """(idx, weight, background, target_at_idx) on `device`, the loss kernels' table arguments;
+        made once per device."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            tensors = (self.idx, self.weight, self.background, self.target_at_idx())
+            self._on_device[device] = tuple(t.to(device) for t in tensors)
+        return self._on_device[device]
 
     def target_at_idx(self) -> torch.Tensor:
         """[V, K]: the target probability p(idx[y, k]) = b[y] + all of row y's weight on that id

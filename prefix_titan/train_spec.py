@@ -21,8 +21,9 @@ from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
 from .data import build_prefix_dataloader
 from .head import FusedHeadTransformer
-from .loss import build_target_loss, load_target_table
+from .loss import build_target_loss, compiles_loss, load_target_table
 from .metrics import build_prefix_metrics_processor
+from .targets import TargetTable
 from .tokenizer import EMBEDDED_VOCAB_SIZE, build_tokenizer
 from .validate import build_plain_ce_validator
 
@@ -35,18 +36,19 @@ NO_ROPE_SCALING = RoPEScalingArgs(scaling_factor=1.0)  # trained from scratch at
 class PrefixModelArgs(TransformerModelArgs):
     """Llama-3 args; with `[prefix] fused_loss` the head also gets the target table (head.py)."""
 
-    fused_loss: bool = False
     fused_compile: bool = False
     fused_compile_backend: str = "inductor"
 
+    def __post_init__(self) -> None:
+        # A plain attribute, not a field: the args are logged as JSON.
+        self.fused_targets: TargetTable | None = None
+
     def update_from_config(self, job_config, **kwargs) -> None:
         super().update_from_config(job_config, **kwargs)
-        self.fused_loss = job_config.prefix.fused_loss
-        c = job_config.compile
-        self.fused_compile = c.enable and "loss" in c.components
-        self.fused_compile_backend = c.backend
-        # A plain attribute, not a field: the args are logged as JSON.
-        self.fused_targets = load_target_table(job_config) if self.fused_loss else None
+        self.fused_compile = compiles_loss(job_config)
+        self.fused_compile_backend = job_config.compile.backend
+        if job_config.prefix.fused_loss:
+            self.fused_targets = load_target_table(job_config)
 
 
 def _prefix_args(args: TransformerModelArgs) -> PrefixModelArgs:

@@ -75,7 +75,7 @@ def _loss_fn(name: str, mode: str, a, device):
     import torch.nn.functional as F
     from torchtitan.components.loss import cross_entropy_loss
 
-    from prefix_titan.head import _chunk_statistics, fused_target_loss
+    from prefix_titan.head import build_chunk_step, fused_target_loss
     from prefix_titan.loss import TargetLoss
 
     compiled = mode == "compiled"
@@ -85,8 +85,8 @@ def _loss_fn(name: str, mode: str, a, device):
                                                       options=options)
     if name.startswith("fused_"):
         t = _table(OBJECTIVES[name[len("fused_"):]], a).to(device)
-        tensors = (t.idx, t.weight, t.background, t.target_at_idx())
-        step = torch.compile(_chunk_statistics, dynamic=False) if compiled else _chunk_statistics
+        tensors = t.kernel_tensors(device)
+        step = build_chunk_step(compiled)
         return lambda h, w, y: fused_target_loss(h, w, y.reshape(-1), *tensors,
                                                  chunk_tokens=a.chunk_tokens, step=step)[0]
     if name == "torchtitan_ce":

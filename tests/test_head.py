@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from prefix_titan.head import (FusedHeadTransformer, FusedLMHead, _chunk_statistics,
-                               fused_target_loss, reference_fused_loss)
+from prefix_titan.head import (FusedHeadTransformer, FusedLMHead, build_chunk_step,
+                               chunk_statistics, fused_target_loss, reference_fused_loss)
 from prefix_titan.loss import IGNORE_INDEX, reference_loss
 from prefix_titan.targets import SUPPORTS, TAU_SWEEP, ObjectiveSpec, build_target_table
 
@@ -44,10 +44,6 @@ def run(fn, h, w, labels):
     return objective.detach().double(), ce.double(), h.grad.float(), w.grad.float()
 
 
-def table_tensors(table):
-    return table.idx, table.weight, table.background, table.target_at_idx()
-
-
 def check(fn, table, dtype):
     h, w, labels, seed = fresh_inputs(table.vocab_size, dtype=dtype)
     got = run(fn, h, w, labels)
@@ -62,7 +58,7 @@ def check(fn, table, dtype):
 @pytest.mark.parametrize("chunk", [32, None], ids=["32-token-chunks", "default-chunks"])
 def test_fused_matches_reference(tables, spec, dtype, chunk):
     table = tables[str(spec)]
-    args = table_tensors(table)
+    args = table.kernel_tensors("cpu")
     # 32-token chunks: 150 rows in 5 chunks, the last one ragged.
     check(lambda h, w, y: fused_target_loss(h, w, y, *args, chunk_tokens=chunk), table, dtype)
 
@@ -71,8 +67,8 @@ def test_fused_matches_reference(tables, spec, dtype, chunk):
 @pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=str)
 def test_compiled_chunk_step_matches_reference(tables, spec, dtype):
     table = tables[str(spec)]
-    args = table_tensors(table)
-    step = torch.compile(_chunk_statistics, dynamic=False)
+    args = table.kernel_tensors("cpu")
+    step = build_chunk_step(compile=True)
     check(lambda h, w, y: fused_target_loss(h, w, y, *args, chunk_tokens=64, step=step), table,
           dtype)
 
@@ -84,10 +80,11 @@ def test_no_grad_gives_the_same_sums_and_no_gradient_work(tables):
 
     def step(*a):
         calls.append(a[-1])  # want_grad
-        return _chunk_statistics(*a)
+        return chunk_statistics(*a)
 
     with torch.no_grad():
-        got = fused_target_loss(h, w, labels, *table_tensors(table), chunk_tokens=64, step=step)
+        got = fused_target_loss(h, w, labels, *table.kernel_tensors("cpu"), chunk_tokens=64,
+                                step=step)
     ref = reference_fused_loss(h, w, labels, table)
     assert calls == [False, False, False]
     for g, r in zip(got, ref):
@@ -98,7 +95,7 @@ def test_frozen_head_weight_gets_no_gradient(tables):
     table = tables[str(SPECS[2])]
     h, w, labels, _ = fresh_inputs(table.vocab_size)
     h.requires_grad_()
-    objective, _ = fused_target_loss(h, w, labels, *table_tensors(table), chunk_tokens=64)
+    objective, _ = fused_target_loss(h, w, labels, *table.kernel_tensors("cpu"), chunk_tokens=64)
     objective.backward()
     ref_h = h.detach().clone().requires_grad_()
     reference_fused_loss(ref_h, w, labels, table)[0].backward()
@@ -110,7 +107,7 @@ def test_second_backward_is_refused(tables):
     table = tables[str(SPECS[0])]
     h, w, labels, _ = fresh_inputs(table.vocab_size)
     h.requires_grad_()
-    objective, _ = fused_target_loss(h, w, labels, *table_tensors(table))
+    objective, _ = fused_target_loss(h, w, labels, *table.kernel_tensors("cpu"))
     objective.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="differentiated twice"):
         objective.backward()
@@ -122,7 +119,7 @@ def test_autocast_head_matches_the_unfused_autocast_path(tables):
     table = tables[str(SPECS[-1])]
     h, w, labels, _ = fresh_inputs(table.vocab_size)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = run(lambda *x: fused_target_loss(*x, *table_tensors(table)), h, w, labels)
+        got = run(lambda *x: fused_target_loss(*x, *table.kernel_tensors("cpu")), h, w, labels)
         ref = run(lambda a, b, y: reference_fused_loss(a, b, y, table), h, w, labels)
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, **TOL[torch.bfloat16])

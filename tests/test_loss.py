@@ -35,13 +35,9 @@ def run(fn, logits, labels):
     return objective.detach().double(), ce.double(), x.grad.float()
 
 
-def kernel_args(table):
-    return table.idx, table.weight, table.background, table.target_at_idx()
-
-
 def check_against_reference(fn, table, dtype):
     logits, labels, seed = fresh_batch(table.vocab_size, dtype=dtype)
-    args = kernel_args(table)
+    args = table.kernel_tensors("cpu")
     got = run(lambda x, y: fn(x, y, *args), logits, labels)
     ref = run(lambda x, y: reference_loss(x, y, table), logits, labels)
     tol = TOL[dtype]
@@ -70,7 +66,7 @@ def test_compiled_kernel_matches_reference(tables, spec, dtype):
 def test_ce_equals_torch_cross_entropy(tables):
     table = tables[str(SPECS[0])]
     logits, labels, _ = fresh_batch(table.vocab_size)
-    objective, ce = target_loss(logits, labels, *kernel_args(table))
+    objective, ce = target_loss(logits, labels, *table.kernel_tensors("cpu"))
     expected = F.cross_entropy(logits, labels, reduction="sum", ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(objective, expected, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(ce, expected, rtol=1e-5, atol=1e-3)
@@ -81,7 +77,7 @@ def test_label_smoothing_equals_torch(bpe_texts, eps):
     table = build_target_table(bpe_texts, ObjectiveSpec("label_smoothing", epsilon=eps))
     logits, labels, _ = fresh_batch(table.vocab_size)
     x, x_ref = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    objective, _ = target_loss(x, labels, *kernel_args(table))
+    objective, _ = target_loss(x, labels, *table.kernel_tensors("cpu"))
     expected = F.cross_entropy(x_ref, labels, reduction="sum", ignore_index=IGNORE_INDEX,
                                label_smoothing=eps)
     objective.backward(), expected.backward()
@@ -93,7 +89,7 @@ def test_extreme_logits_stay_finite(tables):
     table = tables[str(ObjectiveSpec("prefix", 0.05, False, "vocab"))]
     logits, labels, _ = fresh_batch(table.vocab_size, scale=1e4)
     objective, ce, grad = run(
-        lambda x, y: target_loss(x, y, *kernel_args(table)), logits, labels)
+        lambda x, y: target_loss(x, y, *table.kernel_tensors("cpu")), logits, labels)
     assert torch.isfinite(objective) and torch.isfinite(ce) and torch.isfinite(grad).all()
 
 

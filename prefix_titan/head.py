@@ -25,11 +25,16 @@ from .loss import (IGNORE_INDEX, check_labels, chunk_rows, reference_loss, row_g
                    row_statistics)
 from .targets import TargetTable
 
-# Tokens per chunk. On GPU 2048 rows keep the chunk's matmuls efficient while its logits
-# (0.5 GiB bf16 at V = 128256) stay small next to the unfused [N, V] tensors. On CPU 128 rows
-# ran as fast as 512 with a third of the memory (scripts/bench_loss.py).
-CHUNK_TOKENS = {"cpu": 128}
-DEFAULT_CHUNK_TOKENS = 2048
+
+def default_chunk_tokens(device: torch.device, dim: int) -> int:
+    """Tokens per chunk. GPU: 2048 rows keep the chunk's matmuls efficient while its logits
+    (0.5 GiB bf16 at V = 128256) stay small next to the unfused [N, V] tensors. CPU (fp32,
+    scripts/bench_loss.py): once d >= 512 the three matmuls with W need 512 rows to run at full
+    speed (d = 1024: 6.0 ms per token at 512 rows, 8.1 at 128); below that, 128 rows are as fast
+    with a quarter of the memory."""
+    if device.type != "cpu":
+        return 2048
+    return 512 if dim >= 512 else 128
 
 
 def reference_fused_loss(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -107,7 +112,7 @@ def fused_target_loss(h, head_weight, labels, idx, weight, background, target_at
     """(objective sum, CE sum) of hidden states h [N, d] through head_weight [V, d], never
     holding more than `chunk_tokens` rows of logits; table tensors as for `loss.target_loss`."""
     if chunk_tokens is None:
-        chunk_tokens = CHUNK_TOKENS.get(h.device.type, DEFAULT_CHUNK_TOKENS)
+        chunk_tokens = default_chunk_tokens(h.device, h.shape[-1])
     if h.dtype != head_weight.dtype:  # e.g. fp32 weights under autocast: what F.linear would do
         dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(
             h.device.type) else torch.promote_types(h.dtype, head_weight.dtype)

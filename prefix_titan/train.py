@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 
 
 def _single_process_env() -> None:
@@ -20,6 +21,14 @@ def _single_process_env() -> None:
         port = s.getsockname()[1]
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def local_command(*args: str, nproc: int = 1) -> list[str]:
+    """The command that runs this launcher with `args` on this machine, under torchrun (one
+    rendezvous on a free local port) when nproc > 1: for scripts and tests that start runs."""
+    torchrun = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0"] if nproc > 1 else []
+    return [sys.executable, *torchrun, "-m", "prefix_titan.train", *args]
 
 
 def main() -> None:
@@ -38,8 +47,6 @@ def main() -> None:
 
 def _report_checkpoint() -> None:
     """Say where the run's distributed checkpoint went (torchtitan only logs the folder)."""
-    import sys
-
     from torchtitan.config import ConfigManager
 
     if os.environ.get("RANK", "0") != "0":

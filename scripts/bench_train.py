@@ -26,20 +26,20 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from prefix_titan.train import local_command  # noqa: E402
 STEP = re.compile(r"step:\s*(\d+)\s+loss:.*?memory:\s*([\d.]+)GiB.*?tps:\s*([\d,]+)")
 
 
 def run(a, fused: bool, batch: int, tmp: str) -> dict:
-    args = [sys.executable, "-m", "prefix_titan.train", "--job.config_file", a.config,
-            "--job.dump_folder", os.path.join(tmp, f"{'fused' if fused else 'unfused'}_{batch}"),
-            "--model.flavor", a.flavor, "--training.seq_len", str(a.seq_len),
-            "--training.local_batch_size", str(batch), "--training.global_batch_size", "-1",
-            "--training.steps", str(a.steps), "--metrics.log_freq", "1",
-            "--metrics.disable_color_printing", "--validation.no-enable", "--checkpoint.no-enable",
-            *(["--prefix.fused_loss"] if fused else []), *a.overrides]
-    if a.nproc > 1:
-        args[1:3] = ["-m", "torch.distributed.run", f"--nproc_per_node={a.nproc}",
-                     "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", "-m", "prefix_titan.train"]
+    args = local_command(
+        "--job.config_file", a.config,
+        "--job.dump_folder", os.path.join(tmp, f"{'fused' if fused else 'unfused'}_{batch}"),
+        "--model.flavor", a.flavor, "--training.seq_len", str(a.seq_len),
+        "--training.local_batch_size", str(batch), "--training.global_batch_size", "-1",
+        "--training.steps", str(a.steps), "--metrics.log_freq", "1",
+        "--metrics.disable_color_printing", "--validation.no-enable", "--checkpoint.no-enable",
+        *(["--prefix.fused_loss"] if fused else []), *a.overrides, nproc=a.nproc)
     out = subprocess.run(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          capture_output=True, text=True)
     log = out.stdout + out.stderr

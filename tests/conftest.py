@@ -7,6 +7,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from prefix_titan.train import local_command  # noqa: E402
 STEP = re.compile(r"step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
 CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
 VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexity")
@@ -14,20 +15,17 @@ VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexi
 
 def train(tmp, *overrides, nproc=1, name="run", check=True):
     """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
-    args = [
-        "-m", "prefix_titan.train", "--job.config_file", "train_configs/embedded_default.toml",
+    args = local_command(
+        "--job.config_file", "train_configs/embedded_default.toml",
         "--job.dump_folder", str(tmp / name), "--model.hf_assets_path", str(tmp / "tokenizer"),
         "--metrics.log_freq", "1", "--metrics.disable_color_printing",
         "--training.seq_len", "64", "--training.local_batch_size", "4", "--training.steps", "4",
         "--validation.seq_len", "64",
         "--lr_scheduler.warmup_steps", "2", "--validation.no-enable", "--checkpoint.no-enable",
-        *overrides,
-    ]
-    if nproc > 1:
-        args = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", *args]
+        *overrides, nproc=nproc,
+    )
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)
     log = out.stdout + out.stderr
     if check:

@@ -26,11 +26,11 @@ def tables(bpe_texts):
     return {str(s): build_target_table(bpe_texts, s) for s in SPECS}
 
 
-def fresh_inputs(V, n=150, dtype=torch.float32):
+def fresh_inputs(V, n=150, dtype=torch.float32, dim=DIM):
     """Hidden states, head weight and labels from a new seed each call; ~10% ignored."""
     seed = torch.seed()
-    h = torch.randn(n, DIM).to(dtype)
-    w = (torch.randn(V, DIM) * 0.5).to(dtype)  # logits of std ~3.5: peaked softmaxes too
+    h = torch.randn(n, dim).to(dtype)
+    w = (torch.randn(V, dim) * 3.5 / dim**0.5).to(dtype)  # logits of std ~3.5: peaked softmaxes too
     labels = torch.randint(0, V, (n,))
     labels[torch.rand(n) < 0.1] = IGNORE_INDEX
     return h, w, labels, seed
@@ -44,8 +44,8 @@ def run(fn, h, w, labels):
     return objective.detach().double(), ce.double(), h.grad.float(), w.grad.float()
 
 
-def check(fn, table, dtype):
-    h, w, labels, seed = fresh_inputs(table.vocab_size, dtype=dtype)
+def check(fn, table, dtype, **shape):
+    h, w, labels, seed = fresh_inputs(table.vocab_size, dtype=dtype, **shape)
     got = run(fn, h, w, labels)
     ref = run(lambda *x: reference_fused_loss(*x, table), h, w, labels)
     for g, r, what in zip(got, ref, ("objective", "plain CE", "grad h", "grad W")):
@@ -61,6 +61,13 @@ def test_fused_matches_reference(tables, spec, dtype, chunk):
     args = table.kernel_tensors("cpu")
     # 32-token chunks: 150 rows in 5 chunks, the last one ragged.
     check(lambda h, w, y: fused_target_loss(h, w, y, *args, chunk_tokens=chunk), table, dtype)
+
+
+def test_default_chunks_at_a_wide_head(tables):
+    # On CPU a head of width >= 512 walks 512-token chunks: 1100 rows are 3 chunks, one ragged.
+    table = tables[str(SPECS[-1])]
+    args = table.kernel_tensors("cpu")
+    check(lambda h, w, y: fused_target_loss(h, w, y, *args), table, torch.float32, n=1100, dim=512)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

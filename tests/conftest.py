@@ -8,6 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from prefix_titan.train import local_command  # noqa: E402
+
 STEP = re.compile(r"step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
 CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
 VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexity")

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from prefix_titan.head import (FusedHeadTransformer, FusedLMHead, build_chunk_step,
-                               chunk_statistics, fused_target_loss, reference_fused_loss)
+                               chunk_statistics, default_chunk_tokens, fused_target_loss,
+                               reference_fused_loss)
 from prefix_titan.loss import IGNORE_INDEX, reference_loss
 from prefix_titan.targets import SUPPORTS, TAU_SWEEP, ObjectiveSpec, build_target_table
 
@@ -65,6 +66,7 @@ def test_fused_matches_reference(tables, spec, dtype, chunk):
 
 def test_default_chunks_at_a_wide_head(tables):
     # On CPU a head of width >= 512 walks 512-token chunks: 1100 rows are 3 chunks, one ragged.
+    assert default_chunk_tokens(torch.device("cpu"), 512) == 512
     table = tables[str(SPECS[-1])]
     args = table.kernel_tensors("cpu")
     check(lambda h, w, y: fused_target_loss(h, w, y, *args), table, torch.float32, n=1100, dim=512)

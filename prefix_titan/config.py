@@ -1,8 +1,18 @@
-"""Job-config extension: the `[prefix]` section (`[job] custom_config_module = "prefix_titan.config"`)."""
+"""Job-config extension (`[job] custom_config_module = "prefix_titan.config"`) and its checks.
+
+Adds `[objective]` (what the model is trained to predict: objectives/spec.py) and `[data]`.
+`check_job_config` refuses bad settings; torchtitan runs it before any work (train_spec.py).
+"""
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from .targets import ObjectiveSpec
+import tyro
+
+from .data import TOKEN_DATASETS, check_dataset_name
+from .model.flavors import FLAVORS, flavor_args
+from .objectives.families import resolve_family
+from .objectives.spec import ObjectiveSpec
 
 
 @dataclass
@@ -12,38 +22,71 @@ class DataOptions:
 
 
 @dataclass
+class RenamedPrefixSection:
+    """`[prefix]`, the former name of `[objective]`: kept only to refuse it, with a message that
+    says how to rename it, while torchtitan reads the TOML (before any TrainSpec exists)."""
+
+    objective: tyro.conf.Suppress[Any] = None
+    tau: tyro.conf.Suppress[Any] = None
+    normalize: tyro.conf.Suppress[Any] = None
+    support: tyro.conf.Suppress[Any] = None
+    epsilon: tyro.conf.Suppress[Any] = None
+    fused_loss: tyro.conf.Suppress[Any] = None
+
+    def __post_init__(self):
+        if any(value is not None for value in vars(self).values()):
+            raise ValueError(
+                "the [prefix] section was renamed [objective], and its key `objective` to `name`: "
+                "rename both in the TOML (the configs in train_configs/ show the new form)"
+            )
+
+
+@dataclass
 class JobConfig:
-    prefix: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
     data: DataOptions = field(default_factory=DataOptions)
+    prefix: RenamedPrefixSection = field(default_factory=RenamedPrefixSection)
 
 
 def check_job_config(job_config) -> None:
-    """Refuse bad settings before any work: called from the first TrainSpec hook torchtitan runs."""
-    from .data import check_dataset_name
-    from .train_spec import model_vocab_size
-
-    if not hasattr(job_config, "prefix"):
+    """Refuse bad settings, naming the setting and what is allowed."""
+    if not hasattr(job_config, "objective"):
         raise ValueError(
-            'the [prefix] section is missing: set [job] custom_config_module = "prefix_titan.config"'
+            'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
         )
-    job_config.prefix.validate()
-    model_vocab_size(job_config)  # checks model.flavor
+    spec = job_config.objective.validate()
+    resolve_family(spec.name)
+    flavor = flavor_args(job_config.model.flavor)
     p = job_config.parallelism
-    if job_config.prefix.fused_loss:
+    if spec.fused_loss:
         for name, degree, why in (
-            ("tensor_parallel_degree", p.tensor_parallel_degree,
-             "tensor parallel would give each rank's head a slice of the vocabulary"),
-            ("pipeline_parallel_degree", p.pipeline_parallel_degree,
-             "labels reach only the first pipeline stage"),
-            ("context_parallel_degree", p.context_parallel_degree,
-             "context parallel shards the sequence but not the labels the head receives"),
+            (
+                "tensor_parallel_degree",
+                p.tensor_parallel_degree,
+                "tensor parallel would give each rank's head a slice of the vocabulary",
+            ),
+            (
+                "pipeline_parallel_degree",
+                p.pipeline_parallel_degree,
+                "labels reach only the first pipeline stage",
+            ),
+            (
+                "context_parallel_degree",
+                p.context_parallel_degree,
+                "context parallel shards the sequence but not the labels the head receives",
+            ),
         ):
             if degree > 1:
                 raise ValueError(
-                    f"prefix.fused_loss = true computes the loss in the model's head over the whole "
-                    f"vocabulary, and {why}: set parallelism.{name} = 1, or prefix.fused_loss = "
-                    f"false (the unfused loss)"
+                    f"objective.fused_loss = true computes the loss in the model's head over the "
+                    f"whole vocabulary, and {why}: set parallelism.{name} = 1, or "
+                    f"objective.fused_loss = false (the unfused loss)"
                 )
+    if spec.position_gamma is not None and p.context_parallel_degree > 1:
+        raise ValueError(
+            "objective.position_gamma weights each target by its position in the sequence, but "
+            "context parallel shards the sequence: set parallelism.context_parallel_degree = 1"
+        )
     if p.tensor_parallel_degree > 1 and not p.disable_loss_parallel:
         raise ValueError(
             "prefix_titan's loss needs whole-vocabulary logits, but tensor parallel with loss "
@@ -51,22 +94,23 @@ def check_job_config(job_config) -> None:
         )
     check_dataset_name(job_config.training.dataset, "training.dataset")
     if job_config.data.document_mask:
-        from .data import TOKEN_DATASETS
-        from .train_spec import prefix_llama3_args
-
-        if prefix_llama3_args[job_config.model.flavor].attn_mask_type != "block_causal":
-            block = [n for n, a in prefix_llama3_args.items() if a.attn_mask_type == "block_causal"]
+        if flavor.attn_mask_type != "block_causal":
+            block = [n for n, a in FLAVORS.items() if a.attn_mask_type == "block_causal"]
             raise ValueError(
                 f"data.document_mask = true needs a block_causal flavor ({', '.join(block)}); "
                 f"model.flavor {job_config.model.flavor!r} attends across documents"
             )
         if job_config.training.dataset not in TOKEN_DATASETS:
-            raise ValueError(f"data.document_mask works with the token datasets "
-                             f"({', '.join(TOKEN_DATASETS)}); training.dataset is "
-                             f"{job_config.training.dataset!r}")
+            raise ValueError(
+                f"data.document_mask works with the token datasets "
+                f"({', '.join(TOKEN_DATASETS)}); training.dataset is "
+                f"{job_config.training.dataset!r}"
+            )
         if p.pipeline_parallel_degree > 1:
-            raise ValueError("data.document_mask passes positions to the first pipeline stage only: "
-                             "set parallelism.pipeline_parallel_degree = 1")
+            raise ValueError(
+                "data.document_mask passes positions to the first pipeline stage only: "
+                "set parallelism.pipeline_parallel_degree = 1"
+            )
     if job_config.validation.enable:
         check_dataset_name(job_config.validation.dataset, "validation.dataset")
         if job_config.validation.seq_len > job_config.training.seq_len:

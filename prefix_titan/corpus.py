@@ -18,6 +18,9 @@ import zlib
 _SKIP_DIRS = {"test", "tests", "site-packages", "idlelib", "turtledemo", "lib2to3", "__pycache__"}
 MIN_DOC_CHARS = 200  # shorter docstrings are mostly signatures and one-liners
 VALIDATION_EVERY = 20  # one document in 20 (chosen by a hash of its text) is held out
+EMBEDDED_VOCAB_SIZE = (
+    4096  # the byte-level BPE trained on this corpus (tokenizer.py, flavor "tiny")
+)
 
 
 def ascii_only(text: str) -> str:
@@ -44,7 +47,9 @@ def _stdlib_docstrings() -> list[str]:
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
             for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if isinstance(
+                    node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+                ):
                     doc = ast.get_docstring(node)
                     if doc and len(doc) >= MIN_DOC_CHARS:
                         docs.append(doc)

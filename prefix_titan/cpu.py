@@ -38,7 +38,9 @@ class CPUDeviceModule:
     @staticmethod
     def get_device_properties(device=None):
         del device
-        return SimpleNamespace(total_memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        return SimpleNamespace(
+            total_memory=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        )
 
     @staticmethod
     def memory_stats(device=None) -> dict:
@@ -46,8 +48,12 @@ class CPUDeviceModule:
         # the allocator's peak; it cannot be reset, so it is the peak since start.
         del device
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return {"active_bytes.all.peak": peak, "reserved_bytes.all.peak": peak,
-                "num_alloc_retries": 0, "num_ooms": 0}
+        return {
+            "active_bytes.all.peak": peak,
+            "reserved_bytes.all.peak": peak,
+            "num_alloc_retries": 0,
+            "num_ooms": 0,
+        }
 
     @staticmethod
     def reset_peak_memory_stats(device=None) -> None:

@@ -42,7 +42,7 @@ from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDatase
 from torchtitan.tools.logging import logger
 
 from .corpus import ascii_only, embedded_split, has_text
-from .loss import IGNORE_INDEX
+from .objectives.kernel import IGNORE_INDEX
 from .shards import ShardedTokens
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
@@ -101,21 +101,29 @@ def _text(sample: dict) -> str:
 def _shards_need_our_loader(path: str):
     raise ValueError(
         "fineweb_edu_ascii_tokens holds pre-tokenized shards, read by the prefix_llama3 TrainSpec's "
-        "loader: set [model] name = \"prefix_llama3\""
+        'loader: set [model] name = "prefix_llama3"'
     )
 
 
 def register_datasets() -> None:
-    for name, split in (("fineweb_edu_ascii", "train"), ("fineweb_edu_ascii_validation", "validation")):
+    """Add our datasets to torchtitan's DATASETS (done once, by importing train_spec)."""
+    for name, split in (
+        ("fineweb_edu_ascii", "train"),
+        ("fineweb_edu_ascii_validation", "validation"),
+    ):
         DATASETS[name] = DatasetConfig(
-            path=FINEWEB_EDU, loader=partial(load_fineweb_edu_ascii, split=split), sample_processor=_text
+            path=FINEWEB_EDU,
+            loader=partial(load_fineweb_edu_ascii, split=split),
+            sample_processor=_text,
         )
     for name, split in EMBEDDED_DATASETS.items():
         DATASETS[name] = DatasetConfig(
             path="embedded", loader=partial(load_embedded, split=split), sample_processor=_text
         )
     for name in SHARD_DATASETS:
-        DATASETS[name] = DatasetConfig(path="", loader=_shards_need_our_loader, sample_processor=_text)
+        DATASETS[name] = DatasetConfig(
+            path="", loader=_shards_need_our_loader, sample_processor=_text
+        )
 
 
 def pack_documents(docs, tokenizer) -> np.ndarray:
@@ -131,8 +139,16 @@ class PackedTokenDataset(IterableDataset, Stateful):
     one (validation) every pass reads the same sequences from the start.
     """
 
-    def __init__(self, tokens, seq_len: int, dp_rank: int = 0, dp_world_size: int = 1,
-                 seed: int | None = 0, infinite: bool = True, document_eos: int | None = None):
+    def __init__(
+        self,
+        tokens,
+        seq_len: int,
+        dp_rank: int = 0,
+        dp_world_size: int = 1,
+        seed: int | None = 0,
+        infinite: bool = True,
+        document_eos: int | None = None,
+    ):
         self.tokens = tokens  # 1-D int array or ShardedTokens
         self.document_eos = document_eos  # set: yield per-document positions, no cross-doc targets
         self.seq_len = seq_len
@@ -162,7 +178,9 @@ class PackedTokenDataset(IterableDataset, Stateful):
             while self.position < self.per_rank:
                 start = int(order[self.position]) * (self.seq_len + 1)
                 self.position += 1
-                yield self._sample(np.asarray(self.tokens[start : start + self.seq_len + 1], np.int64))
+                yield self._sample(
+                    np.asarray(self.tokens[start : start + self.seq_len + 1], np.int64)
+                )
             if not self.infinite:
                 return
             self.epoch, self.position = self.epoch + 1, 0
@@ -184,38 +202,60 @@ class PackedTokenDataset(IterableDataset, Stateful):
         self.epoch, self.position = state_dict["epoch"], state_dict["position"]
 
 
+OUR_DATASETS = ("fineweb_edu_ascii", "fineweb_edu_ascii_validation", *TOKEN_DATASETS)
+
+
 def check_dataset_name(name: str, setting: str) -> None:
-    if name.lower() not in DATASETS:
-        raise ValueError(f"{setting} must be one of: {', '.join(sorted(DATASETS))}; got {name!r}")
+    known = set(DATASETS) | set(OUR_DATASETS)
+    if name.lower() not in known:
+        raise ValueError(f"{setting} must be one of: {', '.join(sorted(known))}; got {name!r}")
 
 
-def token_stream(name: str, path: str | None, split: str, tokenizer, dp_rank: int, dp_world_size: int):
+def token_stream(
+    name: str, path: str | None, split: str, tokenizer, dp_rank: int, dp_world_size: int
+):
     """The token array of a token dataset: the embedded corpus (tokenized now) or shards on disk."""
     if name in EMBEDDED_DATASETS:
         tokens = pack_documents(embedded_split(EMBEDDED_DATASETS[name]), tokenizer)
     else:
         if not path:
-            raise ValueError(f"{name} needs the shard directory as dataset_path "
-                             "(written by `python -m prefix_titan.prepare`)")
-        tokens = ShardedTokens(path, split, tokenizer, verify_rank=dp_rank, verify_world=dp_world_size)
+            raise ValueError(
+                f"{name} needs the shard directory as dataset_path "
+                "(written by `python -m prefix_titan.prepare`)"
+            )
+        tokens = ShardedTokens(
+            path, split, tokenizer, verify_rank=dp_rank, verify_world=dp_world_size
+        )
     logger.info(f"{name} ({split}): {len(tokens):,} tokens")
     return tokens
 
 
-def build_dataset(name: str, path: str | None, tokenizer, seq_len: int, dp_rank: int,
-                  dp_world_size: int, seed: int | None, infinite: bool, setting: str, split: str,
-                  document_mask: bool = False):
+def build_dataset(
+    name: str,
+    path: str | None,
+    tokenizer,
+    seq_len: int,
+    dp_rank: int,
+    dp_world_size: int,
+    seed: int | None,
+    infinite: bool,
+    setting: str,
+    split: str,
+    document_mask: bool = False,
+):
     name = name.lower()
     check_dataset_name(name, setting)
     if name not in TOKEN_DATASETS:
-        return HuggingFaceTextDataset(name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite)
+        return HuggingFaceTextDataset(
+            name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite
+        )
     tokens = token_stream(name, path, split, tokenizer, dp_rank, dp_world_size)
     eos = tokenizer.eos_id if document_mask else None
     return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite, eos)
 
 
 def collate_with_labels(samples):
-    """Batches whose model inputs also hold the labels: the fused head computes the loss (head.py).
+    """Batches whose model inputs also hold the labels: the fused head computes the loss (model/transformer.py).
     torchtitan passes every input_dict entry but "input" to the model as a keyword argument."""
     input_dict, labels = default_collate(samples)
     input_dict["labels"] = labels
@@ -223,23 +263,51 @@ def collate_with_labels(samples):
 
 
 def _loader(ds, dp_rank, dp_world_size, options, batch_size, job_config):
-    collate = {"collate_fn": collate_with_labels} if job_config.prefix.fused_loss else {}
-    return ParallelAwareDataloader(ds, dp_rank=dp_rank, dp_world_size=dp_world_size,
-                                   **asdict(options), batch_size=batch_size, **collate)
+    collate = {"collate_fn": collate_with_labels} if job_config.objective.fused_loss else {}
+    return ParallelAwareDataloader(
+        ds,
+        dp_rank=dp_rank,
+        dp_world_size=dp_world_size,
+        **asdict(options),
+        batch_size=batch_size,
+        **collate,
+    )
 
 
 def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infinite: bool = True):
     t = job_config.training
     seed = job_config.debug.seed if job_config.debug.seed is not None else 0
-    ds = build_dataset(t.dataset, t.dataset_path, tokenizer, t.seq_len, dp_rank, dp_world_size,
-                       seed, infinite, "training.dataset", "train", job_config.data.document_mask)
+    ds = build_dataset(
+        t.dataset,
+        t.dataset_path,
+        tokenizer,
+        t.seq_len,
+        dp_rank,
+        dp_world_size,
+        seed,
+        infinite,
+        "training.dataset",
+        "train",
+        job_config.data.document_mask,
+    )
     return _loader(ds, dp_rank, dp_world_size, t.dataloader, t.local_batch_size, job_config)
 
 
-def build_prefix_validation_dataloader(dp_world_size, dp_rank, tokenizer, job_config,
-                                       infinite: bool = False):
+def build_prefix_validation_dataloader(
+    dp_world_size, dp_rank, tokenizer, job_config, infinite: bool = False
+):
     v = job_config.validation
-    ds = build_dataset(v.dataset, v.dataset_path, tokenizer, v.seq_len, dp_rank, dp_world_size,
-                       None, infinite, "validation.dataset", "validation",
-                       job_config.data.document_mask)
+    ds = build_dataset(
+        v.dataset,
+        v.dataset_path,
+        tokenizer,
+        v.seq_len,
+        dp_rank,
+        dp_world_size,
+        None,
+        infinite,
+        "validation.dataset",
+        "validation",
+        job_config.data.document_mask,
+    )
     return _loader(ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config)

@@ -20,12 +20,29 @@ import json
 import os
 import sys
 
+from .run_folder import EVAL_CURVE, EVAL_RESULTS, EXPORTS, RUN_CONFIG, checkpoint_steps
+
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
-RESULTS = "eval_results.json"
-CUTE_TASKS = [f"cute_{t}" for t in ("spell", "spell_inverse", "contains_char", "contains_word",
-                                    "orth", "sem", "ins_char", "ins_word", "del_char", "del_word",
-                                    "sub_char", "sub_word", "swap_char", "swap_word")]
+CUTE_TASKS = [
+    f"cute_{t}"
+    for t in (
+        "spell",
+        "spell_inverse",
+        "contains_char",
+        "contains_word",
+        "orth",
+        "sem",
+        "ins_char",
+        "ins_word",
+        "del_char",
+        "del_word",
+        "sub_char",
+        "sub_word",
+        "swap_char",
+        "swap_word",
+    )
+]
 
 
 def expand(tasks: list[str]) -> list[str]:
@@ -70,16 +87,27 @@ def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
         config = load_yaml(entry.yaml_path, resolve_func=True)
         # Every split name the task knows points at the file: whichever split it reads exists.
         splits = {"train", "validation", "test"} | {
-            config[k] for k in ("training_split", "validation_split", "test_split", "fewshot_split")
-            if config.get(k)}
-        config.update(dataset_path="json", dataset_name=None,
-                      dataset_kwargs={"data_files": {s: files[task] for s in sorted(splits)}})
+            config[k]
+            for k in ("training_split", "validation_split", "test_split", "fewshot_split")
+            if config.get(k)
+        }
+        config.update(
+            dataset_path="json",
+            dataset_name=None,
+            dataset_kwargs={"data_files": {s: files[task] for s in sorted(splits)}},
+        )
         specs.append(config)
     return specs
 
 
-def evaluate(model_dir: str, tasks: list[str] = DEFAULT_TASKS, limit: int | None = None,
-             data_dir: str | None = None, batch_size: str = "auto", dtype: str = "bfloat16") -> dict:
+def evaluate(
+    model_dir: str,
+    tasks: list[str] = DEFAULT_TASKS,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    batch_size: str = "auto",
+    dtype: str = "bfloat16",
+) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -96,17 +124,27 @@ def evaluate(model_dir: str, tasks: list[str] = DEFAULT_TASKS, limit: int | None
     out = lm_eval.simple_evaluate(
         model="hf",
         # Training documents start with BOS; score the same way.
-        model_args={"pretrained": model_dir, "dtype": dtype, "add_bos_token": True,
-                    "device": "cuda" if cuda else "cpu"},
+        model_args={
+            "pretrained": model_dir,
+            "dtype": dtype,
+            "add_bos_token": True,
+            "device": "cuda" if cuda else "cpu",
+        },
         tasks=specs,
         num_fewshot=0,
         batch_size=batch_size,
         limit=limit,
         task_manager=task_manager,
     )
-    results = {"model": model_dir, "tasks": tasks, "limit": limit, "results": out["results"],
-               "versions": out.get("versions", {}), "n_samples": out.get("n-samples", {})}
-    with open(os.path.join(model_dir, RESULTS), "w") as f:
+    results = {
+        "model": model_dir,
+        "tasks": tasks,
+        "limit": limit,
+        "results": out["results"],
+        "versions": out.get("versions", {}),
+        "n_samples": out.get("n-samples", {}),
+    }
+    with open(os.path.join(model_dir, EVAL_RESULTS), "w") as f:
         json.dump(results, f, indent=2, default=str)
     return results
 
@@ -115,16 +153,17 @@ def table(results: dict) -> str:
     rows = ["| task | acc | acc_norm | bits/byte |", "|---|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for task, m in results["results"].items():
-        rows.append(f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
-                    f"{fmt(m.get('bits_per_byte,none'))} |")
+        rows.append(
+            f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
+            f"{fmt(m.get('bits_per_byte,none'))} |"
+        )
     return "\n".join(rows)
 
 
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
     settings come from its run_config.json (written while training), else from `config`."""
-    from .export import checkpoint_steps, export, export_run
-    from .metrics import RUN_CONFIG
+    from .export import export, export_run
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):
@@ -140,23 +179,36 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     curve = {}
     for ckpt in steps:
         step = os.path.basename(ckpt)
-        out = os.path.join(run_dir, "hf", step)
+        out = os.path.join(run_dir, EXPORTS, step)
         if not os.path.exists(os.path.join(out, "config.json")):
             if rc is not None:
-                export_run(rc["model"]["flavor"], rc["model"]["hf_assets_path"],
-                           rc["training"]["seq_len"], folder, out, checkpoint=ckpt)
+                export_run(
+                    rc["model"]["flavor"],
+                    rc["model"]["hf_assets_path"],
+                    rc["training"]["seq_len"],
+                    folder,
+                    out,
+                    checkpoint=ckpt,
+                )
             else:
-                export(["--job.config_file", config, "--job.dump_folder", run_dir], out, checkpoint=ckpt)
+                export(
+                    ["--job.config_file", config, "--job.dump_folder", run_dir],
+                    out,
+                    checkpoint=ckpt,
+                )
         curve[int(step[5:])] = evaluate(out, **kwargs)["results"]
         print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
-    with open(os.path.join(run_dir, "eval_curve.json"), "w") as f:
+    with open(os.path.join(run_dir, EVAL_CURVE), "w") as f:
         json.dump(curve, f, indent=2, default=str)
     return curve
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m prefix_titan.eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="an exported model folder")
     which.add_argument("--all-checkpoints", metavar="RUN_DIR", help="a run's dump folder")
@@ -167,8 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", default="auto")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     a = p.parse_args(argv)
-    kwargs = dict(tasks=a.tasks, limit=a.limit, data_dir=a.data_dir, batch_size=a.batch_size,
-                  dtype=a.dtype)
+    kwargs = dict(
+        tasks=a.tasks, limit=a.limit, data_dir=a.data_dir, batch_size=a.batch_size, dtype=a.dtype
+    )
     try:
         if a.model:
             print(table(evaluate(a.model, **kwargs)))

@@ -23,6 +23,9 @@ import tempfile
 
 import torch
 
+from .model.flavors import flavor_args
+from .run_folder import checkpoint_steps
+
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -30,25 +33,11 @@ def _log(message: str) -> None:
     print(f"[export] {message}", file=sys.stderr, flush=True)
 
 
-def checkpoint_steps(folder: str) -> list[str]:
-    """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
-    steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
-    return sorted(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
-
-
 def latest_step(folder: str) -> str:
     steps = checkpoint_steps(folder)
     if not steps:
         raise ValueError(f"no step-N checkpoint folders in {folder!r}")
     return steps[-1]
-
-
-def model_args_for(flavor: str):
-    from .train_spec import prefix_llama3_args
-
-    if flavor not in prefix_llama3_args:
-        raise ValueError(f"model.flavor must be one of {', '.join(prefix_llama3_args)}; got {flavor!r}")
-    return prefix_llama3_args[flavor]
 
 
 def load_torchtitan_state(checkpoint: str, model_args) -> dict[str, torch.Tensor]:
@@ -63,43 +52,63 @@ def load_torchtitan_state(checkpoint: str, model_args) -> dict[str, torch.Tensor
         hf_state = {}
         for f in hf_files:
             hf_state.update(load_file(f))
-        return {k: v.float() for k, v in Llama3StateDictAdapter(model_args, None).from_hf(hf_state).items()}
+        return {
+            k: v.float()
+            for k, v in Llama3StateDictAdapter(model_args, None).from_hf(hf_state).items()
+        }
     import torch.distributed.checkpoint as dcp
 
     if not os.path.exists(os.path.join(checkpoint, ".metadata")):
-        raise ValueError(f"{checkpoint!r} is neither a DCP checkpoint (.metadata) nor holds *.safetensors")
+        raise ValueError(
+            f"{checkpoint!r} is neither a DCP checkpoint (.metadata) nor holds *.safetensors"
+        )
     with torch.device("meta"):
         names = Transformer(model_args).state_dict()
-    state = {k: torch.empty(v.shape, dtype=torch.float32) for k, v in names.items()
-             if not k.startswith("freqs_cis")}
+    state = {
+        k: torch.empty(v.shape, dtype=torch.float32)
+        for k, v in names.items()
+        if not k.startswith("freqs_cis")
+    }
     dcp.load(state, checkpoint_id=checkpoint)  # reads only the model's tensors
     return state
 
 
-def hf_config(model_args, state: dict[str, torch.Tensor], tokenizer, max_positions: int,
-              dtype: torch.dtype) -> dict:
+def hf_config(
+    model_args, state: dict[str, torch.Tensor], tokenizer, max_positions: int, dtype: torch.dtype
+):
+    """transformers' LlamaConfig for the flavor (RoPE theta and Llama-3.1 scaling included: a
+    mismatch is silent and grows with sequence length)."""
+    from transformers import LlamaConfig
+
     a = model_args
-    n_kv = a.n_kv_heads or a.n_heads
     scaling = a.rope_scaling_args
     rope_scaling = None
     if scaling.scaling_factor != 1.0:  # torchtitan applies Llama-3.1 scaling: HF must too
-        rope_scaling = {"rope_type": "llama3", "factor": scaling.scaling_factor,
-                        "low_freq_factor": scaling.low_freq_factor,
-                        "high_freq_factor": scaling.high_freq_factor,
-                        "original_max_position_embeddings": scaling.original_max_position_embeddings}
-    return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": a.vocab_size, "hidden_size": a.dim,
-        "intermediate_size": state["layers.0.feed_forward.w1.weight"].shape[0],
-        "num_hidden_layers": a.n_layers, "num_attention_heads": a.n_heads,
-        "num_key_value_heads": n_kv, "head_dim": a.dim // a.n_heads, "hidden_act": "silu",
-        "rms_norm_eps": a.norm_eps, "rope_theta": a.rope_theta, "rope_scaling": rope_scaling,
-        "max_position_embeddings": max_positions, "tie_word_embeddings": False,
-        "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
-        "initializer_range": 0.02, "pretraining_tp": 1, "use_cache": True,
-        "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id,
-        "dtype": "bfloat16" if dtype == torch.bfloat16 else "float32",
-    }
+        rope_scaling = {
+            "rope_type": "llama3",
+            "factor": scaling.scaling_factor,
+            "low_freq_factor": scaling.low_freq_factor,
+            "high_freq_factor": scaling.high_freq_factor,
+            "original_max_position_embeddings": scaling.original_max_position_embeddings,
+        }
+    return LlamaConfig(
+        vocab_size=a.vocab_size,
+        hidden_size=a.dim,
+        intermediate_size=state["layers.0.feed_forward.w1.weight"].shape[0],
+        num_hidden_layers=a.n_layers,
+        num_attention_heads=a.n_heads,
+        num_key_value_heads=a.n_kv_heads or a.n_heads,
+        head_dim=a.dim // a.n_heads,
+        rms_norm_eps=a.norm_eps,
+        rope_theta=a.rope_theta,
+        rope_scaling=rope_scaling,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        architectures=["LlamaForCausalLM"],
+        torch_dtype=dtype,
+    )
 
 
 def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int) -> None:
@@ -116,8 +125,15 @@ def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int
         json.dump(config, f, indent=2)
 
 
-def write_hf_folder(state: dict[str, torch.Tensor], model_args, hf_assets_path: str, out: str,
-                    max_positions: int, dtype: str = "fp32", overwrite: bool = False) -> str:
+def write_hf_folder(
+    state: dict[str, torch.Tensor],
+    model_args,
+    hf_assets_path: str,
+    out: str,
+    max_positions: int,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+) -> str:
     """Write torchtitan-named weights as a transformers-loadable folder (atomically)."""
     from safetensors.torch import save_file
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
@@ -129,8 +145,10 @@ def write_hf_folder(state: dict[str, torch.Tensor], model_args, hf_assets_path: 
         raise ValueError(f"--out {out!r} exists and is not empty (pass --overwrite to replace it)")
     tokenizer = HuggingFaceTokenizer(hf_assets_path)
     if tokenizer.get_vocab_size() > model_args.vocab_size:
-        raise ValueError(f"the tokenizer at {hf_assets_path} has {tokenizer.get_vocab_size()} "
-                         f"tokens, more than the model's {model_args.vocab_size}")
+        raise ValueError(
+            f"the tokenizer at {hf_assets_path} has {tokenizer.get_vocab_size()} "
+            f"tokens, more than the model's {model_args.vocab_size}"
+        )
     _log(f"converting {len(state)} tensors to Hugging Face names ({dtype})")
     hf_state = Llama3StateDictAdapter(model_args, None).to_hf(state)
     hf_state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
@@ -142,10 +160,11 @@ def write_hf_folder(state: dict[str, torch.Tensor], model_args, hf_assets_path: 
         n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
         _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
         save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]), f, indent=2)
+        hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]).save_pretrained(tmp)
         with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-            json.dump({"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}, f, indent=2)
+            json.dump(
+                {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}, f, indent=2
+            )
         _log("writing tokenizer files")
         write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
         if os.path.exists(out):
@@ -158,23 +177,41 @@ def write_hf_folder(state: dict[str, torch.Tensor], model_args, hf_assets_path: 
     return out
 
 
-def export(config_args: list[str], out: str, checkpoint: str | None = None, dtype: str = "fp32",
-           overwrite: bool = False) -> str:
+def export(
+    config_args: list[str],
+    out: str,
+    checkpoint: str | None = None,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+) -> str:
     """Export the run described by `config_args` (torchtitan CLI form) to `out`."""
     from torchtitan.config import ConfigManager
 
-    import prefix_titan  # noqa: F401  (registers the [prefix] section's TrainSpec and datasets)
-
     config = ConfigManager().parse_args(config_args)
-    return export_run(config.model.flavor, config.model.hf_assets_path, config.training.seq_len,
-                      os.path.join(config.job.dump_folder, config.checkpoint.folder), out,
-                      checkpoint, dtype, overwrite)
+    return export_run(
+        config.model.flavor,
+        config.model.hf_assets_path,
+        config.training.seq_len,
+        os.path.join(config.job.dump_folder, config.checkpoint.folder),
+        out,
+        checkpoint,
+        dtype,
+        overwrite,
+    )
 
 
-def export_run(flavor: str, hf_assets_path: str, seq_len: int, checkpoint_folder: str, out: str,
-               checkpoint: str | None = None, dtype: str = "fp32", overwrite: bool = False) -> str:
+def export_run(
+    flavor: str,
+    hf_assets_path: str,
+    seq_len: int,
+    checkpoint_folder: str,
+    out: str,
+    checkpoint: str | None = None,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+) -> str:
     """Export from the run's settings; `checkpoint` defaults to the newest step in the folder."""
-    model_args = model_args_for(flavor)
+    model_args = flavor_args(flavor)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
     _log(f"loading {flavor} weights from {checkpoint}")
     state = load_torchtitan_state(checkpoint, model_args)
@@ -182,16 +219,23 @@ def export_run(flavor: str, hf_assets_path: str, seq_len: int, checkpoint_folder
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m prefix_titan.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="the run's TOML (flavor, tokenizer, dump folder)")
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", required=True, help="the run's TOML (flavor, tokenizer, dump folder)"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None, help="step folder (default: the newest)")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     p.add_argument("--overwrite", action="store_true")
     a, overrides = p.parse_known_args(argv)  # extra --section.key value pairs override the TOML
     try:
-        export(["--job.config_file", a.config, *overrides], a.out, a.checkpoint, a.dtype, a.overwrite)
+        export(
+            ["--job.config_file", a.config, *overrides], a.out, a.checkpoint, a.dtype, a.overwrite
+        )
     except ValueError as e:
         p.error(str(e))
 

@@ -1,8 +1,9 @@
 """Training metrics: torchtitan's, plus the batch's plain cross-entropy beside the objective loss.
 
 The arms of a sweep optimise different objectives, so their training losses are not comparable;
-their plain CE is. The loss function feeds `TRAIN_CE_METER`; the processor logs it with the same
-token normalisation as torchtitan's `global_avg_loss` (global sum / global token count).
+their plain CE is. The training loss feeds a `PlainCEMeter` that get_train_spec hands to both the
+loss and this processor, which logs it with the same token normalisation as torchtitan's
+`global_avg_loss` (global sum / global token count).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
+
+from .run_folder import METRICS_LOG, RUN_CONFIG
 
 
 class PlainCEMeter:
@@ -33,25 +36,20 @@ class PlainCEMeter:
         self.tokens = tokens if self.tokens is None else self.tokens + tokens
 
 
-# One trainer per process: the training loss writes here, the metrics processor reads.
-TRAIN_CE_METER = PlainCEMeter()
-
-
-RUN_CONFIG = "run_config.json"
-METRICS_LOG = "prefix_metrics.jsonl"
-
-
 class PrefixMetricsProcessor(MetricsProcessor):
     """Also writes, on the logging rank, the job config and one JSON line per logged step into the
     dump folder: the records `python -m prefix_titan.report` reads."""
 
-    def __init__(self, job_config, parallel_dims, tag=None):
+    def __init__(self, job_config, parallel_dims, meter: PlainCEMeter, tag=None):
         super().__init__(job_config, parallel_dims, tag)
+        self.meter = meter
         self._record = _is_logging_rank(job_config, parallel_dims)
         if self._record:
             os.makedirs(job_config.job.dump_folder, exist_ok=True)
             with open(os.path.join(job_config.job.dump_folder, RUN_CONFIG), "w") as f:
-                json.dump(dataclasses.asdict(job_config), f, indent=2, default=str)
+                config = dataclasses.asdict(job_config)
+                config.pop("prefix", None)  # the refused former section name: always empty
+                json.dump(config, f, indent=2, default=str)
 
     def _append(self, row: dict) -> None:
         if self._record:
@@ -63,12 +61,12 @@ class PrefixMetricsProcessor(MetricsProcessor):
         # logged drops its CE so that the logged value covers exactly the logged step's batch.
         should = super().should_log(step)
         if not should:
-            TRAIN_CE_METER.reset()
+            self.meter.reset()
         return should
 
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
         extra = dict(extra_metrics or {})
-        meter = TRAIN_CE_METER
+        meter = self.meter
         if meter.ce_sum is not None:
             mesh = self.parallel_dims.get_optional_mesh("loss")
             mesh = mesh if self.parallel_dims.dp_cp_enabled else None
@@ -79,28 +77,41 @@ class PrefixMetricsProcessor(MetricsProcessor):
                 extra["loss_metrics/plain_ppl"] = math.exp(min(ce_sum / tokens, 80.0))
         meter.reset()
         super().log(step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=extra)
-        self._append({"step": step, "loss": global_avg_loss,
-                      "plain_ce": extra.get("loss_metrics/plain_ce"), "lr": extra.get("lr")})
+        self._append(
+            {
+                "step": step,
+                "loss": global_avg_loss,
+                "plain_ce": extra.get("loss_metrics/plain_ce"),
+                "lr": extra.get("lr"),
+            }
+        )
         if "loss_metrics/plain_ce" in extra:
             logger.info(f"step: {step:2}  plain_ce: {extra['loss_metrics/plain_ce']:8.5f}")
 
     def log_validation(self, loss: float, step: int, extra_metrics=None):
         # The validator reports plain CE (see validate.py); perplexity is its exponential.
-        extra = {"validation_metrics/perplexity": math.exp(min(loss, 80.0)), **(extra_metrics or {})}
+        extra = {
+            "validation_metrics/perplexity": math.exp(min(loss, 80.0)),
+            **(extra_metrics or {}),
+        }
         super().log_validation(loss, step, extra_metrics=extra)
         self._append({"step": step, "validation_plain_ce": loss})
-        logger.info(f"validate step: {step:2}  plain_ce: {loss:7.4f}  perplexity: {math.exp(min(loss, 80.0)):9.3f}")
+        logger.info(
+            f"validate step: {step:2}  plain_ce: {loss:7.4f}  perplexity: {math.exp(min(loss, 80.0)):9.3f}"
+        )
 
 
 def _is_logging_rank(job_config, parallel_dims) -> bool:
     """The rank torchtitan logs metrics on (rank 0, or the last pipeline stage's first rank)."""
-    import torch
     from torchtitan.components.metrics import _get_metrics_rank
 
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     return rank == _get_metrics_rank(parallel_dims, job_config)
 
 
-def build_prefix_metrics_processor(job_config, parallel_dims, model_args=None, tag=None):
-    TRAIN_CE_METER.reset()
-    return PrefixMetricsProcessor(job_config, parallel_dims, tag)
+def build_prefix_metrics_processor(
+    job_config, parallel_dims, model_args=None, tag=None, *, meter: PlainCEMeter
+):
+    """TrainSpec metrics builder (the meter bound by get_train_spec, shared with the loss)."""
+    meter.reset()
+    return PrefixMetricsProcessor(job_config, parallel_dims, meter, tag)

@@ -24,7 +24,7 @@ import time
 import zlib
 
 from .corpus import ascii_only, has_text
-from .shards import MANIFEST, FORMAT, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
+from .shards import FORMAT, MANIFEST, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
 
 PROGRESS = "progress.json"
 DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
@@ -49,7 +49,7 @@ def _open(path: str):
     if path.startswith("hf://"):
         from huggingface_hub import HfFileSystem
 
-        return HfFileSystem().open(path[len("hf://"):], "rb")
+        return HfFileSystem().open(path[len("hf://") :], "rb")
     return open(path, "rb")
 
 
@@ -156,38 +156,72 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: int,
-            val_every: int = 100, shard_tokens: int = DEFAULT_SHARD_TOKENS, batch_docs: int = 1024,
-            progress: bool = True) -> dict:
+def prepare(
+    source: str,
+    tokenizer_dir: str,
+    out: str,
+    tokens: int,
+    val_tokens: int,
+    val_every: int = 100,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    batch_docs: int = 1024,
+    progress: bool = True,
+) -> dict:
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
-    for name, value, low in (("--tokens", tokens, 1), ("--val-tokens", val_tokens, 0),
-                             ("--val-every", val_every, 1), ("--shard-tokens", shard_tokens, 1),
-                             ("--batch-docs", batch_docs, 1)):
+    for name, value, low in (
+        ("--tokens", tokens, 1),
+        ("--val-tokens", val_tokens, 0),
+        ("--val-every", val_every, 1),
+        ("--shard-tokens", shard_tokens, 1),
+        ("--batch-docs", batch_docs, 1),
+    ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}; got {value}")
     tokenizer = HuggingFaceTokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
     files, revision = source_files(source)
-    settings = {"source": source, "revision": revision, "files": files,
-                "tokenizer_sha256": tokenizer_hash(tokenizer), "vocab_size": vocab,
-                "dtype": dtype.name, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
-                "budget_tokens": tokens, "budget_val_tokens": val_tokens, "val_every": val_every,
-                "shard_tokens": shard_tokens}
+    settings = {
+        "source": source,
+        "revision": revision,
+        "files": files,
+        "tokenizer_sha256": tokenizer_hash(tokenizer),
+        "vocab_size": vocab,
+        "dtype": dtype.name,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        "budget_tokens": tokens,
+        "budget_val_tokens": val_tokens,
+        "val_every": val_every,
+        "shard_tokens": shard_tokens,
+    }
     os.makedirs(out, exist_ok=True)
     if os.path.exists(os.path.join(out, MANIFEST)):
-        raise ValueError(f"{out!r} already holds finished shards ({MANIFEST}); choose another --out")
+        raise ValueError(
+            f"{out!r} already holds finished shards ({MANIFEST}); choose another --out"
+        )
     state_path = os.path.join(out, PROGRESS)
-    state = {"settings": settings, "file": 0, "row": 0, "splits": {}, "chars_read": 0,
-             "chars_removed": 0, "docs_read": 0, "docs_empty": 0, "docs_val_over_budget": 0}
+    state = {
+        "settings": settings,
+        "file": 0,
+        "row": 0,
+        "splits": {},
+        "chars_read": 0,
+        "chars_removed": 0,
+        "docs_read": 0,
+        "docs_empty": 0,
+        "docs_val_over_budget": 0,
+    }
     if os.path.exists(state_path):
         with open(state_path) as f:
             state = json.load(f)
         if state["settings"] != settings:
             changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-            raise ValueError(f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
-                             "re-run with the same settings or choose another --out")
+            raise ValueError(
+                f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
+                "re-run with the same settings or choose another --out"
+            )
     writers = {s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS}
 
     bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
@@ -195,12 +229,15 @@ def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: 
 
     def commit(next_file: int, next_row: int) -> None:
         texts = [t for _, _, _, t in batch]
-        for (_, _, split, _), ids in zip(batch, encode_documents(tokenizer, texts) if texts else []):
+        for (_, _, split, _), ids in zip(
+            batch, encode_documents(tokenizer, texts) if texts else []
+        ):
             writers[split].write(ids)
         for w in writers.values():
             w.flush()
-        state.update(file=next_file, row=next_row,
-                     splits={s: w.state() for s, w in writers.items()})
+        state.update(
+            file=next_file, row=next_row, splits={s: w.state() for s, w in writers.items()}
+        )
         _write_json(state_path, state)
         bar.update(writers["train"].tokens, len(batch))
         batch.clear()
@@ -240,15 +277,25 @@ def prepare(source: str, tokenizer_dir: str, out: str, tokens: int, val_tokens: 
     manifest = {"format": FORMAT, **settings, "splits": {}}
     for split, w in writers.items():
         manifest["splits"][split] = {
-            "tokens": w.tokens, "documents": w.docs,
-            "shards": [{"name": shard_name(split, i), "tokens": n,
-                        "crc32": file_crc32(os.path.join(out, shard_name(split, i)))}
-                       for i, n in enumerate(w.shards)],
+            "tokens": w.tokens,
+            "documents": w.docs,
+            "shards": [
+                {
+                    "name": shard_name(split, i),
+                    "tokens": n,
+                    "crc32": file_crc32(os.path.join(out, shard_name(split, i))),
+                }
+                for i, n in enumerate(w.shards)
+            ],
         }
-    manifest.update(documents_read=state["docs_read"], documents_empty_dropped=state["docs_empty"],
-                    documents_validation_over_budget=state["docs_val_over_budget"],
-                    characters_read=state["chars_read"], characters_removed=state["chars_removed"],
-                    stopped_at={"file": state["file"], "row": state["row"]})
+    manifest.update(
+        documents_read=state["docs_read"],
+        documents_empty_dropped=state["docs_empty"],
+        documents_validation_over_budget=state["docs_val_over_budget"],
+        characters_read=state["chars_read"],
+        characters_removed=state["chars_removed"],
+        stopped_at={"file": state["file"], "row": state["row"]},
+    )
     _write_json(os.path.join(out, MANIFEST), manifest)
     os.remove(state_path)
     return manifest
@@ -270,8 +317,10 @@ class _Progress:
         dt = max(now - self.t0, 1e-9)
         rate = (done - self.start) / dt
         eta = (self.total - done) / rate if rate > 0 else float("inf")
-        sys.stderr.write(f"\r{done:,}/{self.total:,} train tokens  {self.docs / dt:,.0f} docs/s  "
-                         f"{rate:,.0f} tok/s  ETA {eta / 60:,.1f} min   ")
+        sys.stderr.write(
+            f"\r{done:,}/{self.total:,} train tokens  {self.docs / dt:,.0f} docs/s  "
+            f"{rate:,.0f} tok/s  ETA {eta / 60:,.1f} min   "
+        )
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -281,10 +330,16 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m prefix_titan.prepare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", default="HuggingFaceFW/fineweb-edu",
-                   help="hub dataset (its sample/100BT files), a local folder, or 'embedded'")
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--source",
+        default="HuggingFaceFW/fineweb-edu",
+        help="hub dataset (its sample/100BT files), a local folder, or 'embedded'",
+    )
     p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (hf_assets_path)")
     p.add_argument("--out", required=True)
     p.add_argument("--tokens", type=float, required=True, help="training token budget, e.g. 20e9")
@@ -295,14 +350,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     try:
-        m = prepare(a.source, a.tokenizer, a.out, int(a.tokens), int(a.val_tokens), a.val_every,
-                    a.shard_tokens, a.batch_docs, progress=not a.no_progress)
+        m = prepare(
+            a.source,
+            a.tokenizer,
+            a.out,
+            int(a.tokens),
+            int(a.val_tokens),
+            a.val_every,
+            a.shard_tokens,
+            a.batch_docs,
+            progress=not a.no_progress,
+        )
     except ValueError as e:
         p.error(str(e))
     t, v = m["splits"]["train"], m["splits"]["validation"]
-    print(f"{a.out}: train {t['tokens']:,} tokens / {t['documents']:,} docs in {len(t['shards'])} shards; "
-          f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
-          f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed")
+    print(
+        f"{a.out}: train {t['tokens']:,} tokens / {t['documents']:,} docs in {len(t['shards'])} shards; "
+        f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
+        f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed"
+    )
 
 
 if __name__ == "__main__":

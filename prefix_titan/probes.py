@@ -27,8 +27,14 @@ import string
 
 import numpy as np
 
-PROBE_TASKS = ["char_spell", "char_first_letter", "char_last_letter", "char_count", "char_contains",
-               "char_prefix"]
+PROBE_TASKS = [
+    "char_spell",
+    "char_first_letter",
+    "char_last_letter",
+    "char_count",
+    "char_contains",
+    "char_prefix",
+]
 ITEMS_PER_TASK = 600
 SEED = 1234
 LETTERS = string.ascii_lowercase
@@ -63,9 +69,9 @@ def _near_misses(word: str, rng) -> list[str]:
             chars[i], chars[j] = chars[j], chars[i]
             cand = "".join(chars)
         elif kind == 1:
-            cand = word[:i] + rng.choice([c for c in LETTERS if c != word[i]]) + word[i + 1:]
+            cand = word[:i] + rng.choice([c for c in LETTERS if c != word[i]]) + word[i + 1 :]
         else:
-            cand = word[:i] + word[i + 1:] if len(word) > 3 else word + word[-1]
+            cand = word[:i] + word[i + 1 :] if len(word) > 3 else word + word[-1]
         if cand != word and cand not in out:
             out.append(cand)
         elif kind == 0 and len(set(word)) == 1:
@@ -81,7 +87,7 @@ def _choice_item(query: str, gold: str, wrong: list[str], slot: int) -> dict:
 
 def build_probes(token_texts: list[str | None], n: int = ITEMS_PER_TASK, seed: int = SEED) -> dict:
     """{task: [documents]} with `query`, `choices` (answers start with a space) and `gold`."""
-    from .targets import prefix_sets
+    from .objectives.families import prefix_sets
 
     rng = np.random.default_rng(seed)
     words = derive_words(token_texts)
@@ -91,18 +97,37 @@ def build_probes(token_texts: list[str | None], n: int = ITEMS_PER_TASK, seed: i
     tasks: dict[str, list[dict]] = {t: [] for t in PROBE_TASKS}
     for k, w in enumerate(pick):
         slot4, yes = k % 4, k % 2 == 0  # balanced gold positions and yes/no answers
-        tasks["char_spell"].append(_choice_item(
-            f"Spell the word \"{w}\" letter by letter.\nAnswer:", f" {_spell(w)}",
-            [f" {_spell(x)}" for x in _near_misses(w, rng)], slot4))
-        for task, letter, where in (("char_first_letter", w[0], "first"), ("char_last_letter", w[-1], "last")):
+        tasks["char_spell"].append(
+            _choice_item(
+                f'Spell the word "{w}" letter by letter.\nAnswer:',
+                f" {_spell(w)}",
+                [f" {_spell(x)}" for x in _near_misses(w, rng)],
+                slot4,
+            )
+        )
+        for task, letter, where in (
+            ("char_first_letter", w[0], "first"),
+            ("char_last_letter", w[-1], "last"),
+        ):
             others = rng.choice([c for c in LETTERS if c != letter], size=3, replace=False)
-            tasks[task].append(_choice_item(
-                f"What is the {where} letter of the word \"{w}\"?\nAnswer:", f" {letter}",
-                [f" {c}" for c in others], slot4))
-        target = w[int(rng.integers(len(w)))] if yes else rng.choice([c for c in LETTERS if c not in w])
-        tasks["char_contains"].append({
-            "query": f"Does the word \"{w}\" contain the letter \"{target}\"?\nAnswer:",
-            "choices": [" no", " yes"], "gold": int(yes)})
+            tasks[task].append(
+                _choice_item(
+                    f'What is the {where} letter of the word "{w}"?\nAnswer:',
+                    f" {letter}",
+                    [f" {c}" for c in others],
+                    slot4,
+                )
+            )
+        target = (
+            w[int(rng.integers(len(w)))] if yes else rng.choice([c for c in LETTERS if c not in w])
+        )
+        tasks["char_contains"].append(
+            {
+                "query": f'Does the word "{w}" contain the letter "{target}"?\nAnswer:',
+                "choices": [" no", " yes"],
+                "gold": int(yes),
+            }
+        )
     # char_count: gold counts cycle 1, 2, 3 (a letter occurring once is far the most common
     # case, so picking words per item keeps the answers balanced); options are always 1-4.
     by_count: dict[int, list[tuple[str, str]]] = {1: [], 2: [], 3: []}
@@ -112,13 +137,19 @@ def build_probes(token_texts: list[str | None], n: int = ITEMS_PER_TASK, seed: i
                 by_count[w.count(letter)].append((w, letter))
     for c, pool in by_count.items():
         if len(pool) < n // 3 + 1:
-            raise ValueError(f"only {len(pool)} words with a letter occurring {c} times; need {n // 3 + 1}")
+            raise ValueError(
+                f"only {len(pool)} words with a letter occurring {c} times; need {n // 3 + 1}"
+            )
     for k in range(n):
         count = 1 + k % 3
         w, letter = by_count[count][k // 3]
-        tasks["char_count"].append({
-            "query": f"How many times does the letter \"{letter}\" appear in \"{w}\"?\nAnswer:",
-            "choices": [" 1", " 2", " 3", " 4"], "gold": count - 1})
+        tasks["char_count"].append(
+            {
+                "query": f'How many times does the letter "{letter}" appear in "{w}"?\nAnswer:',
+                "choices": [" 1", " 2", " 3", " 4"],
+                "gold": count - 1,
+            }
+        )
     # char_prefix: yes = a vocabulary token that is a proper prefix of a single-token word.
     index = {t: i for i, t in enumerate(token_texts) if t}
     sets = prefix_sets(token_texts)
@@ -134,11 +165,18 @@ def build_probes(token_texts: list[str | None], n: int = ITEMS_PER_TASK, seed: i
     for k, (w, p) in enumerate(pairs[:n]):
         yes = k % 2 == 0
         if not yes:  # same length, not a prefix: the start of another word
-            p = next(o[: len(p)] for o in (pairs[(k + j) % len(pairs)][0] for j in range(1, len(pairs)))
-                     if len(o) >= len(p) and not w.startswith(o[: len(p)]))
-        tasks["char_prefix"].append({
-            "query": f"Does the word \"{w}\" start with \"{p}\"?\nAnswer:",
-            "choices": [" no", " yes"], "gold": int(yes)})
+            p = next(
+                o[: len(p)]
+                for o in (pairs[(k + j) % len(pairs)][0] for j in range(1, len(pairs)))
+                if len(o) >= len(p) and not w.startswith(o[: len(p)])
+            )
+        tasks["char_prefix"].append(
+            {
+                "query": f'Does the word "{w}" start with "{p}"?\nAnswer:',
+                "choices": [" no", " yes"],
+                "gold": int(yes),
+            }
+        )
     return tasks
 
 
@@ -146,7 +184,7 @@ def write_probes(tokenizer_dir: str, out_dir: str, n: int = ITEMS_PER_TASK) -> d
     """Generate the probe documents for a tokenizer folder; returns {task: jsonl path}."""
     from tokenizers import Tokenizer
 
-    from .targets import token_texts
+    from .objectives.table import token_texts
 
     texts = token_texts(Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json")))
     os.makedirs(out_dir, exist_ok=True)

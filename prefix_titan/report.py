@@ -6,7 +6,7 @@ Each run folder (a job.dump_folder) holds `run_config.json` and `prefix_metrics.
 during training, and evaluation results: `eval_curve.json` (eval --all-checkpoints; its newest
 step is used) or `eval_results.json` files below it (the newest step-N). The table has one row per
 arm, CE and label smoothing first, the best value per column in bold. The report also checks the
-compute-matched invariants: every setting outside [prefix] (and the dump folder) must be equal
+compute-matched invariants: every setting outside [objective] (and the dump folder) must be equal
 across runs, and it names the runs and settings that break them.
 """
 
@@ -18,12 +18,13 @@ import os
 import re
 import sys
 
-from .metrics import METRICS_LOG, RUN_CONFIG
+from .eval import DEFAULT_TASKS
 from .probes import PROBE_TASKS
+from .run_folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG
 
-DOWNSTREAM = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
+DOWNSTREAM = DEFAULT_TASKS
 # Settings that may differ between arms: the objective itself and where the run writes.
-ARM_KEYS = ("prefix.", "job.dump_folder", "job.description", "job.config_file")
+ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -53,23 +54,40 @@ def load_run(folder: str) -> dict:
         if "validation_plain_ce" in r:
             val[r["step"]] = r["validation_plain_ce"]  # a resumed run may repeat a step: last wins
     evals, eval_step = {}, None
-    curve = os.path.join(folder, "eval_curve.json")
+    curve = os.path.join(folder, EVAL_CURVE)
     if os.path.exists(curve):
         data = json.load(open(curve))
         eval_step = max(data, key=int)
         evals = data[eval_step]
     else:
-        found = [os.path.join(d, "eval_results.json") for d, _, files in os.walk(folder)
-                 if "eval_results.json" in files]
+        found = [
+            os.path.join(d, EVAL_RESULTS)
+            for d, _, files in os.walk(folder)
+            if EVAL_RESULTS in files
+        ]
         if found:
             newest = max(found, key=_step_of)
             evals, eval_step = json.load(open(newest))["results"], _step_of(newest)
-    p = config["prefix"]
-    name = p["objective"] if p["objective"] != "prefix" else (
-        f"prefix{'_norm' if p['normalize'] else ''}_tau{p['tau']}"
-        f"{'_vocab' if p['support'] == 'vocab' else ''}")
-    return {"folder": folder, "name": name, "config": config, "prefix": p,
-            "val": dict(sorted(val.items())), "evals": evals, "eval_step": eval_step}
+    p = config["objective"]
+    name = (
+        p["name"]
+        if p["name"] != "prefix"
+        else (
+            f"prefix{'_norm' if p['normalize'] else ''}_tau{p['tau']}"
+            f"{'_vocab' if p['support'] == 'vocab' else ''}"
+        )
+    )
+    if p.get("position_gamma") is not None:
+        name += f"_gamma{p['position_gamma']}"
+    return {
+        "folder": folder,
+        "name": name,
+        "config": config,
+        "objective": p,
+        "val": dict(sorted(val.items())),
+        "evals": evals,
+        "eval_step": eval_step,
+    }
 
 
 def find_runs(runs_dir: str) -> list[dict]:
@@ -77,13 +95,20 @@ def find_runs(runs_dir: str) -> list[dict]:
     if not runs:
         raise ValueError(f"no runs (folders with {RUN_CONFIG}) under {runs_dir!r}")
     order = {"ce": 0, "label_smoothing": 1}
-    return sorted(runs, key=lambda r: (order.get(r["prefix"]["objective"], 2),
-                                       r["prefix"]["normalize"], r["prefix"]["support"],
-                                       r["prefix"]["tau"], r["name"]))
+    return sorted(
+        runs,
+        key=lambda r: (
+            order.get(r["objective"]["name"], 2),
+            r["objective"]["normalize"],
+            r["objective"]["support"],
+            r["objective"]["tau"],
+            r["name"],
+        ),
+    )
 
 
 def invariant_violations(runs: list[dict]) -> list[str]:
-    """Settings outside [prefix] that differ between runs, naming the runs that differ."""
+    """Settings outside [objective] that differ between runs, naming the runs that differ."""
     flat = [_flatten(r["config"]) for r in runs]
     keys = sorted({k for f in flat for k in f if not k.startswith(ARM_KEYS)})
     problems = []
@@ -144,14 +169,22 @@ def plots(runs: list[dict], out: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    baselines = [r for r in runs if r["prefix"]["objective"] != "prefix"]
-    sweeps = {norm: sorted((r for r in runs if r["prefix"]["objective"] == "prefix"
-                            and r["prefix"]["normalize"] == norm), key=lambda r: r["prefix"]["tau"])
-              for norm in (False, True)}
+    baselines = [r for r in runs if r["objective"]["name"] != "prefix"]
+    sweeps = {
+        norm: sorted(
+            (
+                r
+                for r in runs
+                if r["objective"]["name"] == "prefix" and r["objective"]["normalize"] == norm
+            ),
+            key=lambda r: r["objective"]["tau"],
+        )
+        for norm in (False, True)
+    }
 
     def against_tau(ax, metric, title):
         for norm, rs in sweeps.items():
-            pts = [(r["prefix"]["tau"], metric(r)) for r in rs if metric(r) is not None]
+            pts = [(r["objective"]["tau"], metric(r)) for r in rs if metric(r) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label="normalized" if norm else "unnormalized")
         for r, style in zip(baselines, ("--", ":")):
@@ -178,9 +211,14 @@ def plots(runs: list[dict], out: str) -> list[str]:
     files.append(_save(fig, out, "validation_ce.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    against_tau(axes[0], lambda r: _probe_mean(r["evals"], "acc,none"), "character probes: accuracy")
-    against_tau(axes[1], lambda r: _probe_mean(r["evals"], "bits_per_byte,none"),
-                "character probes: bits/byte")
+    against_tau(
+        axes[0], lambda r: _probe_mean(r["evals"], "acc,none"), "character probes: accuracy"
+    )
+    against_tau(
+        axes[1],
+        lambda r: _probe_mean(r["evals"], "bits_per_byte,none"),
+        "character probes: bits/byte",
+    )
     files.append(_save(fig, out, "char_probes_vs_tau.png"))
     return files
 
@@ -200,12 +238,23 @@ def report(runs_dir: str, out: str | None = None) -> str:
     out = out or os.path.join(runs_dir, "report")
     os.makedirs(out, exist_ok=True)
     problems = invariant_violations(runs)
-    lines = [f"# Sweep report: {len(runs)} runs under `{runs_dir}`", "", markdown(runs), "",
-             "val CE: final validation plain cross-entropy. Downstream: acc_norm where the task has it, "
-             "else acc (0-shot). Char probes: mean over the six probes. Best per column in bold.", ""]
+    lines = [
+        f"# Sweep report: {len(runs)} runs under `{runs_dir}`",
+        "",
+        markdown(runs),
+        "",
+        "val CE: final validation plain cross-entropy. Downstream: acc_norm where the task has it, "
+        "else acc (0-shot). Char probes: mean over the six probes. Best per column in bold.",
+        "",
+    ]
     lines += ["## Compute-matched invariants", ""]
-    lines += ([f"- {p}" for p in problems] if problems else
-              ["All runs share every setting outside [prefix] (flavor, data, tokens, seed, schedule)."])
+    lines += (
+        [f"- {p}" for p in problems]
+        if problems
+        else [
+            "All runs share every setting outside [objective] (flavor, data, tokens, seed, schedule)."
+        ]
+    )
     missing = [r["name"] for r in runs if not r["evals"]]
     if missing:
         lines += ["", f"No evaluation results yet for: {', '.join(missing)}."]
@@ -217,8 +266,11 @@ def report(runs_dir: str, out: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m prefix_titan.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("runs_dir")
     p.add_argument("--out", default=None, help="default: RUNS_DIR/report")
     a = p.parse_args(argv)

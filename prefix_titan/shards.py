@@ -59,8 +59,14 @@ def load_manifest(directory: str) -> dict:
 class ShardedTokens:
     """One split's shards as a single read-only token array: `len(t)` and `t[a:b]` (int64)."""
 
-    def __init__(self, directory: str, split: str, tokenizer=None, verify_rank: int = 0,
-                 verify_world: int = 1):
+    def __init__(
+        self,
+        directory: str,
+        split: str,
+        tokenizer=None,
+        verify_rank: int = 0,
+        verify_world: int = 1,
+    ):
         if split not in SPLITS:
             raise ValueError(f"shard split must be one of {', '.join(SPLITS)}; got {split!r}")
         manifest = load_manifest(directory)

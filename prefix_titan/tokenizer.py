@@ -15,15 +15,15 @@ import tempfile
 from torchtitan.components.tokenizer import build_hf_tokenizer
 from torchtitan.tools.logging import logger
 
+from .corpus import EMBEDDED_VOCAB_SIZE, embedded_split
+from .data import EMBEDDED_DATASETS
+
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
-EMBEDDED_VOCAB_SIZE = 4096
 
 
 def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE) -> str:
     """Train the byte-level BPE on the embedded corpus and write tokenizer.json (+ config)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from .corpus import embedded_split
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -38,7 +38,10 @@ def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE
     os.makedirs(out_dir, exist_ok=True)
     config = {"bos_token": BOS, "eos_token": EOS, "add_bos_token": False, "add_eos_token": False}
     # Write to temporary names then rename, so ranks racing to create it never read a half file.
-    for name, text in (("tokenizer.json", tok.to_str()), ("tokenizer_config.json", json.dumps(config))):
+    for name, text in (
+        ("tokenizer.json", tok.to_str()),
+        ("tokenizer_config.json", json.dumps(config)),
+    ):
         fd, tmp = tempfile.mkstemp(dir=out_dir)
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -47,15 +50,7 @@ def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE
 
 
 def build_tokenizer(job_config):
-    """TrainSpec tokenizer builder: torchtitan's HF tokenizer, creating the embedded one if needed.
-
-    torchtitan calls this hook first, so it also checks the whole job config.
-    """
-    from .config import check_job_config
-    from .data import EMBEDDED_DATASETS
-
-    check_job_config(job_config)
-
+    """torchtitan's HF tokenizer, creating the embedded one first if an embedded-corpus run has none."""
     path = job_config.model.hf_assets_path
     if job_config.training.dataset in EMBEDDED_DATASETS and not os.path.exists(
         os.path.join(path, "tokenizer.json")

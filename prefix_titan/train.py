@@ -8,36 +8,32 @@ Runs torchtitan's own `train` main unchanged. On a machine with a GPU this is ex
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 
-def _single_process_env() -> None:
-    """torchtitan reads torchrun's variables; supply a world of one when started directly."""
-    if "RANK" in os.environ:
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
-
 def local_command(*args: str, nproc: int = 1) -> list[str]:
-    """The command that runs this launcher with `args` on this machine, under torchrun (one
-    rendezvous on a free local port) when nproc > 1: for scripts and tests that start runs."""
-    torchrun = ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0"] if nproc > 1 else []
-    return [sys.executable, *torchrun, "-m", "prefix_titan.train", *args]
+    """The command that runs this launcher with `args` on this machine: `nproc` ranks under
+    torchrun's standalone mode (one rendezvous on a free local port)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "prefix_titan.train",
+        *args,
+    ]
 
 
 def main() -> None:
     from .cpu import has_accelerator, use_cpu
 
-    _single_process_env()
+    if "RANK" not in os.environ:  # started directly: a world of one, through torchrun
+        command = local_command(*sys.argv[1:])
+        os.execv(command[0], command)
     if not has_accelerator():
         use_cpu()
-    import prefix_titan  # noqa: F401  (registers the TrainSpec and datasets)
     from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 
@@ -54,7 +50,7 @@ def _report_checkpoint() -> None:
     config = ConfigManager().parse_args(sys.argv[1:])
     if not config.checkpoint.enable:
         return
-    from .export import checkpoint_steps
+    from .run_folder import checkpoint_steps
 
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
     steps = checkpoint_steps(folder)

@@ -44,8 +44,15 @@ def generate(folder: str, docs: int, files: int, seed: int = 0) -> int:
                 words[k] += NON_ASCII[int(rng.integers(len(NON_ASCII)))]
             text = " ".join(words)
             size += len(text.encode())
-            rows.append({"text": text, "id": f"<urn:uuid:{f:04d}-{i:07d}>", "url": "https://example.org",
-                         "score": 3.0, "int_score": 3})
+            rows.append(
+                {
+                    "text": text,
+                    "id": f"<urn:uuid:{f:04d}-{i:07d}>",
+                    "url": "https://example.org",
+                    "score": 3.0,
+                    "int_score": 3,
+                }
+            )
         pq.write_table(pa.Table.from_pylist(rows), os.path.join(folder, f"{f:03d}_00000.parquet"))
     return size
 
@@ -56,7 +63,9 @@ def cpu_seconds() -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--docs", type=int, default=40000)
     p.add_argument("--files", type=int, default=8)
     p.add_argument("--tokenizer", default=None)
@@ -85,12 +94,21 @@ def main() -> None:
         src = os.path.join(work, "corpus")
         os.makedirs(src)
         size = generate(src, a.docs, a.files)
-        what = f"generated: {a.docs:,} docs in {a.files} parquet files, {size / 2**20:.0f} MiB of text"
+        what = (
+            f"generated: {a.docs:,} docs in {a.files} parquet files, {size / 2**20:.0f} MiB of text"
+        )
 
     cores = os.cpu_count()
     t0, c0 = time.perf_counter(), cpu_seconds()
-    m = prepare(src, tok_dir, os.path.join(work, "shards"), tokens=10**12, val_tokens=10**7,
-                val_every=100, progress=False)
+    m = prepare(
+        src,
+        tok_dir,
+        os.path.join(work, "shards"),
+        tokens=10**12,
+        val_tokens=10**7,
+        val_every=100,
+        progress=False,
+    )
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     total = m["splits"]["train"]["tokens"] + m["splits"]["validation"]["tokens"]
     mb = m["characters_read"] / 2**20
@@ -113,14 +131,24 @@ def main() -> None:
     print("|---|---:|")
     print(f"| prepare: wall time | {wall:.1f} s |")
     print(f"| prepare: input text | {mb / wall:.1f} MB/s ({mb / wall / cores:.1f} MB/s per core) |")
-    print(f"| prepare: tokens written | {total / wall:,.0f} tok/s ({total / wall / cores:,.0f} per core) |")
+    print(
+        f"| prepare: tokens written | {total / wall:,.0f} tok/s ({total / wall / cores:,.0f} per core) |"
+    )
     print(f"| prepare: CPU busy | {cpu / wall:.2f} of {cores} cores |")
-    print(f"| loader ({a.batch} x {a.seq_len + 1} tokens, rank 0 of {a.ranks}) | "
-          f"{per_batch * len(lat) / sum(lat):,.0f} tok/s per rank |")
-    print(f"| loader latency per batch | median {1e3 * statistics.median(lat):.3f} ms, "
-          f"p99 {1e3 * lat[int(0.99 * (len(lat) - 1))]:.3f} ms |")
-    print(f"| ASCII filter: characters removed | {m['characters_removed'] / m['characters_read']:.3%} |")
-    print(f"| ASCII filter: documents dropped (empty) | {m['documents_empty_dropped'] / m['documents_read']:.3%} |")
+    print(
+        f"| loader ({a.batch} x {a.seq_len + 1} tokens, rank 0 of {a.ranks}) | "
+        f"{per_batch * len(lat) / sum(lat):,.0f} tok/s per rank |"
+    )
+    print(
+        f"| loader latency per batch | median {1e3 * statistics.median(lat):.3f} ms, "
+        f"p99 {1e3 * lat[int(0.99 * (len(lat) - 1))]:.3f} ms |"
+    )
+    print(
+        f"| ASCII filter: characters removed | {m['characters_removed'] / m['characters_read']:.3%} |"
+    )
+    print(
+        f"| ASCII filter: documents dropped (empty) | {m['documents_empty_dropped'] / m['documents_read']:.3%} |"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 With --dim D > 0 (the default) each case is the LM head plus the loss: hidden states h [N, D] and
 the head weight W [V, D] in, gradients of both out. Unfused cases build the [N, V] logits with
 F.linear (torchtitan's head) and apply the loss; `fused_*` cases run prefix_titan's fused head
-(head.py); `torch_linear_ce` is torch's own chunked linear_cross_entropy (plain CE only), where
+(objectives/fused.py); `torch_linear_ce` is torch's own chunked linear_cross_entropy (plain CE only), where
 the installed torch has it. With --dim 0 the cases start from the logits (loss alone).
 Same inputs for every row. Each case runs in fresh processes: one for time, one
 for memory, so that its peak memory is its own: on CUDA the allocator's peak, on CPU the peak
@@ -33,10 +33,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 OBJECTIVES = {
-    "ce": dict(objective="ce"),
-    "label_smoothing": dict(objective="label_smoothing", epsilon=0.1),
-    "prefix_tau0.5": dict(objective="prefix", tau=0.5),
-    "prefix_norm_tau2.0_vocab": dict(objective="prefix", tau=2.0, normalize=True, support="vocab"),
+    "ce": dict(name="ce"),
+    "label_smoothing": dict(name="label_smoothing", epsilon=0.1),
+    "prefix_tau0.5": dict(name="prefix", tau=0.5),
+    "prefix_norm_tau2.0_vocab": dict(name="prefix", tau=2.0, normalize=True, support="vocab"),
 }
 HEAD_ONLY = ["torch_linear_ce", *(f"fused_{name}" for name in OBJECTIVES)]
 CASES = ["torchtitan_ce", *OBJECTIVES, *HEAD_ONLY]
@@ -45,7 +45,12 @@ CASES = ["torchtitan_ce", *OBJECTIVES, *HEAD_ONLY]
 def _table(spec_kwargs, a):
     import torch
 
-    from prefix_titan.targets import ObjectiveSpec, TargetTable, build_target_table, tiktoken_texts
+    from prefix_titan.objectives import (
+        ObjectiveSpec,
+        TargetTable,
+        build_target_table,
+        tiktoken_texts,
+    )
 
     spec = ObjectiveSpec(**spec_kwargs)
     if a.vocab_file or a.hf_assets_path:
@@ -54,7 +59,7 @@ def _table(spec_kwargs, a):
         else:
             from tokenizers import Tokenizer
 
-            from prefix_titan.targets import token_texts
+            from prefix_titan.objectives import token_texts
 
             texts = token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
         return build_target_table(texts, spec)
@@ -75,20 +80,22 @@ def _loss_fn(name: str, mode: str, a, device):
     import torch.nn.functional as F
     from torchtitan.components.loss import cross_entropy_loss
 
-    from prefix_titan.head import build_chunk_step, fused_target_loss
     from prefix_titan.loss import TargetLoss
+    from prefix_titan.objectives.fused import build_chunk_step, fused_target_loss
 
     compiled = mode == "compiled"
     if name == "torch_linear_ce":
         options = torch.nn.LinearCrossEntropyOptions()
-        return lambda h, w, y: F.linear_cross_entropy(h, w, y.reshape(-1), reduction="sum",
-                                                      options=options)
+        return lambda h, w, y: F.linear_cross_entropy(
+            h, w, y.reshape(-1), reduction="sum", options=options
+        )
     if name.startswith("fused_"):
-        t = _table(OBJECTIVES[name[len("fused_"):]], a).to(device)
+        t = _table(OBJECTIVES[name[len("fused_") :]], a).to(device)
         tensors = t.kernel_tensors(device)
         step = build_chunk_step(compiled)
-        return lambda h, w, y: fused_target_loss(h, w, y.reshape(-1), *tensors,
-                                                 chunk_tokens=a.chunk_tokens, step=step)[0]
+        return lambda h, w, y: fused_target_loss(
+            h, w, y.reshape(-1), *tensors, chunk_tokens=a.chunk_tokens, step=step
+        )[0]
     if name == "torchtitan_ce":
         loss = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
     else:
@@ -110,8 +117,10 @@ def run_case(name: str, mode: str, measure: str, a) -> dict:
         inputs = [torch.randn(1, a.tokens, a.vocab, device=device, dtype=dtype, generator=g)]
         labels = labels.unsqueeze(0)
     else:
-        inputs = [torch.randn(a.tokens, a.dim, device=device, dtype=dtype, generator=g),
-                  torch.randn(a.vocab, a.dim, device=device, dtype=dtype, generator=g) * a.dim**-0.5]
+        inputs = [
+            torch.randn(a.tokens, a.dim, device=device, dtype=dtype, generator=g),
+            torch.randn(a.vocab, a.dim, device=device, dtype=dtype, generator=g) * a.dim**-0.5,
+        ]
 
     def sync():
         if device.type == "cuda":
@@ -151,17 +160,23 @@ def _rss_now() -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--dim", type=int, default=1024, help="hidden size; 0: loss alone on logits")
-    p.add_argument("--chunk-tokens", type=int, default=None, help="fused head chunk (default: per device)")
+    p.add_argument(
+        "--chunk-tokens", type=int, default=None, help="fused head chunk (default: per device)"
+    )
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--vocab-file", default=None, help="tiktoken rank file (Meta's tokenizer.model)")
     p.add_argument("--hf-assets-path", default=None)
-    p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    p.add_argument(
+        "--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"]
+    )
     p.add_argument("--cases", nargs="+", default=None, choices=CASES)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None, help="also write the rows here")
@@ -198,27 +213,47 @@ def main() -> None:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 row.update(result if measure == "time" else {"peak_bytes": result["peak_bytes"]})
             rows.append(row)
-            print(f"  {name:26s} {mode:8s} {row['ms']:9.1f} ms {row['peak_bytes'] / 2**20:8.0f} MiB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {name:26s} {mode:8s} {row['ms']:9.1f} ms {row['peak_bytes'] / 2**20:8.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
 
     import torch
 
-    where = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    where = (
+        torch.cuda.get_device_name()
+        if a.device == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     logits_mb = a.tokens * a.vocab * (2 if a.dtype == "bfloat16" else 4) / 2**20
     source = a.vocab_file or a.hf_assets_path or f"synthetic, K={a.k}"
     what = f"LM head (d={a.dim}) + loss" if a.dim else "loss alone"
-    print(f"\n{what}, N={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
-          f"prefix tables: {source}; median of {a.repeats}\n")
-    print("| objective | mode | fwd+bwd ms | vs torchtitan CE | peak extra MiB | vs torchtitan CE |")
+    print(
+        f"\n{what}, N={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
+        f"prefix tables: {source}; median of {a.repeats}\n"
+    )
+    print(
+        "| objective | mode | fwd+bwd ms | vs torchtitan CE | peak extra MiB | vs torchtitan CE |"
+    )
     print("|---|---|---:|---:|---:|---:|")
     for mode in a.modes:
-        ref = next(r for r in rows if r["case"] == "torchtitan_ce" and r["mode"] == mode) \
-            if "torchtitan_ce" in a.cases else None
+        ref = (
+            next(r for r in rows if r["case"] == "torchtitan_ce" and r["mode"] == mode)
+            if "torchtitan_ce" in a.cases
+            else None
+        )
         for r in (r for r in rows if r["mode"] == mode):
             t_ratio = f"{r['ms'] / ref['ms']:.2f}x" if ref else "-"
-            m_ratio = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}x" if ref and ref["peak_bytes"] > 0 else "-"
-            print(f"| {r['case']} | {mode} | {r['ms']:.1f} | {t_ratio} | "
-                  f"{r['peak_bytes'] / 2**20:.0f} | {m_ratio} |")
+            m_ratio = (
+                f"{r['peak_bytes'] / ref['peak_bytes']:.2f}x"
+                if ref and ref["peak_bytes"] > 0
+                else "-"
+            )
+            print(
+                f"| {r['case']} | {mode} | {r['ms']:.1f} | {t_ratio} | "
+                f"{r['peak_bytes'] / 2**20:.0f} | {m_ratio} |"
+            )
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -34,15 +34,32 @@ STEP = re.compile(r"step:\s*(\d+)\s+loss:.*?memory:\s*([\d.]+)GiB.*?tps:\s*([\d,
 
 def run(a, fused: bool, batch: int, tmp: str) -> dict:
     args = local_command(
-        "--job.config_file", a.config,
-        "--job.dump_folder", os.path.join(tmp, f"{'fused' if fused else 'unfused'}_{batch}"),
-        "--model.flavor", a.flavor, "--training.seq_len", str(a.seq_len),
-        "--training.local_batch_size", str(batch), "--training.global_batch_size", "-1",
-        "--training.steps", str(a.steps), "--metrics.log_freq", "1",
-        "--metrics.disable_color_printing", "--validation.no-enable", "--checkpoint.no-enable",
-        *(["--prefix.fused_loss"] if fused else []), *a.overrides, nproc=a.nproc)
-    out = subprocess.run(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True)
+        "--job.config_file",
+        a.config,
+        "--job.dump_folder",
+        os.path.join(tmp, f"{'fused' if fused else 'unfused'}_{batch}"),
+        "--model.flavor",
+        a.flavor,
+        "--training.seq_len",
+        str(a.seq_len),
+        "--training.local_batch_size",
+        str(batch),
+        "--training.global_batch_size",
+        "-1",
+        "--training.steps",
+        str(a.steps),
+        "--metrics.log_freq",
+        "1",
+        "--metrics.disable_color_printing",
+        "--validation.no-enable",
+        "--checkpoint.no-enable",
+        *(["--objective.fused_loss"] if fused else []),
+        *a.overrides,
+        nproc=a.nproc,
+    )
+    out = subprocess.run(
+        args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
     log = out.stdout + out.stderr
     steps = {int(s): (float(m), int(t.replace(",", ""))) for s, m, t in STEP.findall(log)}
     if out.returncode != 0 or len(steps) < a.steps:
@@ -51,19 +68,29 @@ def run(a, fused: bool, batch: int, tmp: str) -> dict:
     tps = [t for s, (_, t) in steps.items() if s > 2] or [t for _, t in steps.values()]
     peak = max(m for m, _ in steps.values())
     fits = a.budget_gib is None or peak <= a.budget_gib
-    return {"ok": fits, "why": "" if fits else f"peak {peak:.2f} GiB > budget", "tps": statistics.median(tps),
-            "peak_gib": peak}
+    return {
+        "ok": fits,
+        "why": "" if fits else f"peak {peak:.2f} GiB > budget",
+        "tps": statistics.median(tps),
+        "peak_gib": peak,
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="train_configs/embedded_default.toml")
     p.add_argument("--flavor", default="tiny_128k")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--budget-gib", type=float, default=None,
-                   help="count a batch as fitting only below this peak (CPU has no OOM to hit)")
+    p.add_argument(
+        "--budget-gib",
+        type=float,
+        default=None,
+        help="count a batch as fitting only below this peak (CPU has no OOM to hit)",
+    )
     p.add_argument("--nproc", type=int, default=1)
     p.add_argument("overrides", nargs="*", help="after --: more torchtitan settings")
     a = p.parse_args()
@@ -71,21 +98,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for fused in (False, True):
             for batch in a.batches:
-                r = {"loss": "fused" if fused else "unfused", "batch": batch, **run(a, fused, batch, tmp)}
+                r = {
+                    "loss": "fused" if fused else "unfused",
+                    "batch": batch,
+                    **run(a, fused, batch, tmp),
+                }
                 rows.append(r)
-                print(f"  {r['loss']:8s} batch {batch:4d}: " + (
-                    f"{r['tps']:>10,.0f} tok/s  {r['peak_gib']:6.2f} GiB  {r['why']}"
-                    if "tps" in r else r["why"]), file=sys.stderr, flush=True)
+                print(
+                    f"  {r['loss']:8s} batch {batch:4d}: "
+                    + (
+                        f"{r['tps']:>10,.0f} tok/s  {r['peak_gib']:6.2f} GiB  {r['why']}"
+                        if "tps" in r
+                        else r["why"]
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if not r["ok"]:
                     break
-    print(f"\n{a.flavor}, seq_len {a.seq_len}, {a.nproc} rank(s), config {a.config}"
-          + (f", budget {a.budget_gib} GiB" if a.budget_gib else "") + "\n")
+    print(
+        f"\n{a.flavor}, seq_len {a.seq_len}, {a.nproc} rank(s), config {a.config}"
+        + (f", budget {a.budget_gib} GiB" if a.budget_gib else "")
+        + "\n"
+    )
     print("| loss | local batch | tokens/s per rank | peak GiB | fits |")
     print("|---|---:|---:|---:|---|")
     for r in rows:
         tps = f"{r['tps']:,.0f}" if "tps" in r else "-"
         peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "-"
-        print(f"| {r['loss']} | {r['batch']} | {tps} | {peak} | {'yes' if r['ok'] else 'no: ' + r['why']} |")
+        print(
+            f"| {r['loss']} | {r['batch']} | {tps} | {peak} | {'yes' if r['ok'] else 'no: ' + r['why']} |"
+        )
     for loss in ("unfused", "fused"):
         fit = [r["batch"] for r in rows if r["loss"] == loss and r["ok"]]
         print(f"\nlargest local batch that fits, {loss}: {max(fit) if fit else 'none'}", end="")

@@ -34,7 +34,9 @@ def batch_override(arm: str, world: int) -> list[str]:
     if local * world <= global_:
         return []
     if global_ % world:
-        raise SystemExit(f"{world} GPUs cannot split the global batch of {global_} sequences evenly")
+        raise SystemExit(
+            f"{world} GPUs cannot split the global batch of {global_} sequences evenly"
+        )
     return ["--training.local_batch_size", str(global_ // world)]
 
 
@@ -42,9 +44,19 @@ def command(arm: str, a, extra: list[str]) -> list[str]:
     extra = batch_override(arm, a.nnodes * a.nproc_per_node) + extra
     cmd = ["torchrun", f"--nproc_per_node={a.nproc_per_node}", f"--nnodes={a.nnodes}"]
     if a.nnodes > 1:
-        cmd += [f"--node_rank={a.node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint={a.rdzv_endpoint}",
-                f"--rdzv_id=prefix_titan_{arm}"]
-    return cmd + ["-m", "torchtitan.train", "--job.config_file", f"train_configs/{arm}.toml", *extra]
+        cmd += [
+            f"--node_rank={a.node_rank}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={a.rdzv_endpoint}",
+            f"--rdzv_id=prefix_titan_{arm}",
+        ]
+    return cmd + [
+        "-m",
+        "torchtitan.train",
+        "--job.config_file",
+        f"train_configs/{arm}.toml",
+        *extra,
+    ]
 
 
 def finished(arm: str) -> bool:
@@ -56,7 +68,9 @@ def finished(arm: str) -> bool:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--arms", nargs="+", default=list(arms()), choices=list(arms()), metavar="ARM")
     p.add_argument("--nproc-per-node", type=int, default=8)
     p.add_argument("--nnodes", type=int, default=1)

@@ -1,6 +1,6 @@
 """Train the embedded default's byte-level BPE on the embedded corpus (deterministic).
 
-    python scripts/train_tokenizer.py [--out assets/embedded_tokenizer] [--vocab-size 4096]
+python scripts/train_tokenizer.py [--out assets/embedded_tokenizer] [--vocab-size 4096]
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from prefix_titan.tokenizer import EMBEDDED_VOCAB_SIZE, train_embedded_tokenizer
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="assets/embedded_tokenizer")
     p.add_argument("--vocab-size", type=int, default=EMBEDDED_VOCAB_SIZE)
     a = p.parse_args()

@@ -13,17 +13,27 @@ import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from prefix_titan.targets import (  # noqa: E402
-    SUPPORTS, TAU_SWEEP, ObjectiveSpec, build_target_table, describe_target, tiktoken_texts, token_texts,
+from prefix_titan.objectives import (  # noqa: E402
+    SUPPORTS,
+    TAU_SWEEP,
+    ObjectiveSpec,
+    build_target_table,
+    describe_target,
+    tiktoken_texts,
+    token_texts,
 )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--vocab-file")
     src.add_argument("--hf-assets-path")
-    p.add_argument("--vocab", type=int, default=None, help="model vocab size (default: the tokenizer's)")
+    p.add_argument(
+        "--vocab", type=int, default=None, help="model vocab size (default: the tokenizer's)"
+    )
     p.add_argument("--token", default=" personality")
     a = p.parse_args()
     if a.vocab_file:
@@ -34,7 +44,11 @@ def main() -> None:
         texts = token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
     gold = texts.index(a.token)
     print(f"gold {a.token!r} (id {gold}), V = {len(texts)}: gold-token probability\n")
-    print("| τ | " + " | ".join(f"{'norm' if n else 'unnorm'}, {s}" for n in (False, True) for s in SUPPORTS) + " |")
+    print(
+        "| τ | "
+        + " | ".join(f"{'norm' if n else 'unnorm'}, {s}" for n in (False, True) for s in SUPPORTS)
+        + " |"
+    )
     print("|---:|" + "---:|" * 4)
     for tau in TAU_SWEEP:
         cells = []

@@ -1,13 +1,21 @@
 import os
+import random
 import re
 import subprocess
 import sys
+import zlib
 
+import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from prefix_titan.train import local_command  # noqa: E402
+
+SEED = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
+"""Base of every test's random seed: PREFIX_TITAN_TEST_SEED=N pytest ... reruns with other draws."""
+ODD_VOCAB = 4099  # the embedded BPE's 4,096 tokens padded to a size that is not a power of two
 
 STEP = re.compile(r"step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
 CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
@@ -17,17 +25,32 @@ VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexi
 def train(tmp, *overrides, nproc=1, name="run", check=True):
     """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
     args = local_command(
-        "--job.config_file", "train_configs/embedded_default.toml",
-        "--job.dump_folder", str(tmp / name), "--model.hf_assets_path", str(tmp / "tokenizer"),
-        "--metrics.log_freq", "1", "--metrics.disable_color_printing",
-        "--training.seq_len", "64", "--training.local_batch_size", "4", "--training.steps", "4",
-        "--validation.seq_len", "64",
-        "--lr_scheduler.warmup_steps", "2", "--validation.no-enable", "--checkpoint.no-enable",
-        *overrides, nproc=nproc,
+        "--job.config_file",
+        "train_configs/embedded_default.toml",
+        "--job.dump_folder",
+        str(tmp / name),
+        "--model.hf_assets_path",
+        str(tmp / "tokenizer"),
+        "--metrics.log_freq",
+        "1",
+        "--metrics.disable_color_printing",
+        "--training.seq_len",
+        "64",
+        "--training.local_batch_size",
+        "4",
+        "--training.steps",
+        "4",
+        "--validation.seq_len",
+        "64",
+        "--lr_scheduler.warmup_steps",
+        "2",
+        "--validation.no-enable",
+        "--checkpoint.no-enable",
+        *overrides,
+        nproc=nproc,
     )
     env = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr
     if check:
         assert out.returncode == 0, log[-4000:]
@@ -50,6 +73,32 @@ def bpe_texts(embedded_tokenizer_dir):
     """Decoded texts of a real BPE vocabulary (None for special / non-ASCII tokens)."""
     from tokenizers import Tokenizer
 
-    from prefix_titan.targets import token_texts
+    from prefix_titan.objectives import token_texts
 
     return token_texts(Tokenizer.from_file(os.path.join(embedded_tokenizer_dir, "tokenizer.json")))
+
+
+@pytest.fixture(autouse=True)
+def seed(request):
+    """Seeds torch, numpy and random for each test from SEED and the test's id; returns the seed
+    (kernel tests name it in their failure messages)."""
+    value = (SEED + zlib.crc32(request.node.nodeid.encode())) % 2**31
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+    return value
+
+
+def pytest_report_header(config):
+    return f"test seed base: {SEED} (set PREFIX_TITAN_TEST_SEED to change it)"
+
+
+@pytest.fixture(scope="session")
+def odd_texts(embedded_tokenizer_dir):
+    """The embedded BPE's texts in a model vocabulary of ODD_VOCAB ids (the padding has no text)."""
+    from tokenizers import Tokenizer
+
+    from prefix_titan.objectives import token_texts
+
+    tok = Tokenizer.from_file(os.path.join(embedded_tokenizer_dir, "tokenizer.json"))
+    return token_texts(tok, ODD_VOCAB)

@@ -1,11 +1,11 @@
 import pathlib
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
-import prefix_titan  # noqa: F401  (registers datasets / TrainSpec)
+import prefix_titan.train_spec  # noqa: F401  (registers datasets / TrainSpec)
 from prefix_titan.config import check_job_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -21,14 +21,18 @@ def parse(path, *overrides):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_parses_through_torchtitan(path):
     config = parse(path)
-    check_job_config(config)  # [prefix], flavor and datasets are all valid
+    check_job_config(config)  # [objective], flavor and datasets are all valid
     assert config.model.name == "prefix_llama3"
-    assert config.experimental.custom_import == "prefix_titan"
+    assert config.experimental.custom_import == "prefix_titan.train_spec"
 
 
 def test_generated_configs_do_not_drift():
-    out = subprocess.run([sys.executable, "scripts/make_configs.py", "--check"], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/make_configs.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -36,20 +40,23 @@ def test_sweep_is_complete():
     names = {p.stem for p in CONFIGS}
     taus = ["0.05", "0.1", "0.2", "0.5", "1.0", "2.0"]
     assert {"ce", "label_smoothing"} | {f"prefix_tau{t}" for t in taus} | {
-        f"prefix_norm_tau{t}" for t in taus} <= names
+        f"prefix_norm_tau{t}" for t in taus
+    } <= names
 
 
 def test_arms_differ_only_in_objective_and_dump_folder():
     sweep = [p for p in CONFIGS if p.name != "embedded_default.toml"]
     assert len(sweep) == 14
-    stripped, prefixes, folders = [], set(), set()
+    stripped, objectives, folders = [], set(), set()
     for p in sweep:
         d = tomllib.loads(p.read_text())
-        prefixes.add(tuple(sorted(d.pop("prefix").items())))
+        objectives.add(tuple(sorted(d.pop("objective").items())))
         folders.add(d["job"].pop("dump_folder"))
         stripped.append(d)
     assert all(d == stripped[0] for d in stripped)
-    assert len(prefixes) == len(folders) == 14  # every arm distinct, none sharing an output folder
+    assert (
+        len(objectives) == len(folders) == 14
+    )  # every arm distinct, none sharing an output folder
 
 
 def test_sweep_reaches_20b_tokens():
@@ -58,17 +65,38 @@ def test_sweep_reaches_20b_tokens():
     assert 20e9 <= tokens < 20e9 + c.training.global_batch_size * c.training.seq_len
 
 
-@pytest.mark.parametrize("override,message", [
-    (["--prefix.objective", "focal"], "prefix.objective must be one of ce, label_smoothing, prefix"),
-    (["--prefix.support", "all"], "prefix.support must be one of prefix, vocab"),
-    (["--prefix.tau", "0"], "prefix.tau must be a finite number > 0"),
-    (["--prefix.tau", "nan"], "prefix.tau must be a finite number > 0"),
-    (["--prefix.epsilon", "1.0"], "prefix.epsilon must be a number in [0, 1)"),
-    (["--model.flavor", "3B"], "model.flavor must be one of"),
-    (["--training.dataset", "c5"], "training.dataset must be one of"),
-    (["--validation.dataset", "c5"], "validation.dataset must be one of"),
-    (["--validation.seq_len", "4096"], "validation.seq_len (4096) must be <= training.seq_len (256)"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (
+            ["--objective.name", "focal"],
+            "objective.name must be one of ce, label_smoothing, prefix",
+        ),
+        (["--objective.support", "all"], "objective.support must be one of prefix, vocab"),
+        (["--objective.tau", "0"], "objective.tau must be a finite number > 0"),
+        (["--objective.tau", "nan"], "objective.tau must be a finite number > 0"),
+        (["--objective.epsilon", "1.0"], "objective.epsilon must be a number in [0, 1)"),
+        (
+            ["--objective.position_gamma", "0"],
+            "objective.position_gamma must be a number in (0, 1]",
+        ),
+        (
+            ["--objective.position_gamma", "1.01"],
+            "objective.position_gamma must be a number in (0, 1]",
+        ),
+        (
+            ["--objective.name", "my_lab_missing.targets:suffix"],
+            "cannot import 'my_lab_missing.targets'",
+        ),
+        (["--model.flavor", "3B"], "model.flavor must be one of"),
+        (["--training.dataset", "c5"], "training.dataset must be one of"),
+        (["--validation.dataset", "c5"], "validation.dataset must be one of"),
+        (
+            ["--validation.seq_len", "4096"],
+            "validation.seq_len (4096) must be <= training.seq_len (256)",
+        ),
+    ],
+)
 def test_bad_settings_are_refused(override, message):
     with pytest.raises(ValueError) as e:
         check_job_config(parse(ROOT / "train_configs" / "embedded_default.toml", *override))
@@ -76,35 +104,88 @@ def test_bad_settings_are_refused(override, message):
 
 
 def test_loss_parallel_is_refused():
-    config = parse(ROOT / "train_configs" / "ce.toml", "--parallelism.tensor_parallel_degree", "2",
-                   "--parallelism.no-disable-loss-parallel")
+    config = parse(
+        ROOT / "train_configs" / "ce.toml",
+        "--parallelism.tensor_parallel_degree",
+        "2",
+        "--parallelism.no-disable-loss-parallel",
+    )
     with pytest.raises(ValueError, match="parallelism.disable_loss_parallel = true"):
         check_job_config(config)
-    check_job_config(parse(ROOT / "train_configs" / "ce.toml", "--parallelism.tensor_parallel_degree", "2"))
+    check_job_config(
+        parse(ROOT / "train_configs" / "ce.toml", "--parallelism.tensor_parallel_degree", "2")
+    )
 
 
-@pytest.mark.parametrize("setting,why", [
-    ("tensor_parallel_degree", "slice of the vocabulary"),
-    ("pipeline_parallel_degree", "labels reach only the first pipeline stage"),
-    ("context_parallel_degree", "shards the sequence but not the labels"),
-])
+@pytest.mark.parametrize(
+    "setting,why",
+    [
+        ("tensor_parallel_degree", "slice of the vocabulary"),
+        ("pipeline_parallel_degree", "labels reach only the first pipeline stage"),
+        ("context_parallel_degree", "shards the sequence but not the labels"),
+    ],
+)
 def test_fused_loss_refuses_what_it_does_not_support(setting, why):
-    config = parse(ROOT / "train_configs" / "ce.toml", "--prefix.fused_loss",
-                   f"--parallelism.{setting}", "2")
+    config = parse(
+        ROOT / "train_configs" / "ce.toml",
+        "--objective.fused_loss",
+        f"--parallelism.{setting}",
+        "2",
+    )
     with pytest.raises(ValueError) as e:
         check_job_config(config)
     assert why in str(e.value) and f"set parallelism.{setting} = 1" in str(e.value)
-    assert "prefix.fused_loss = false" in str(e.value)
+    assert "objective.fused_loss = false" in str(e.value)
 
 
 def test_readme_states_the_exact_parameter_counts():
     import torch
     from torchtitan.models.llama3 import Transformer
 
-    from prefix_titan.train_spec import prefix_llama3_args
+    from prefix_titan.model.flavors import FLAVORS
 
     readme = (ROOT / "README.md").read_text()
     for flavor in ("500M", "tiny"):
         with torch.device("meta"):
-            n = sum(p.numel() for p in Transformer(prefix_llama3_args[flavor]).parameters())
+            n = sum(p.numel() for p in Transformer(FLAVORS[flavor]).parameters())
         assert f"{n:,}" in readme, flavor
+
+
+def test_a_position_gamma_and_an_import_path_parse_from_the_command_line():
+    config = parse(
+        ROOT / "train_configs" / "embedded_default.toml",
+        "--objective.position_gamma",
+        "0.99",
+        "--objective.name",
+        "prefix_titan.objectives.families:ce_targets",
+    )
+    check_job_config(config)
+    assert config.objective.position_gamma == 0.99
+    assert parse(ROOT / "train_configs" / "ce.toml").objective.position_gamma is None
+
+
+def test_position_gamma_refuses_context_parallel():
+    config = parse(
+        ROOT / "train_configs" / "ce.toml",
+        "--objective.position_gamma",
+        "0.9",
+        "--parallelism.context_parallel_degree",
+        "2",
+    )
+    with pytest.raises(ValueError, match="set parallelism.context_parallel_degree = 1"):
+        check_job_config(config)
+
+
+def test_a_config_with_the_former_prefix_section_is_refused(tmp_path):
+    old = (
+        (ROOT / "train_configs" / "ce.toml")
+        .read_text()
+        .replace('[objective]\nname = "ce"', '[prefix]\nobjective = "ce"')
+    )
+    assert "[prefix]" in old
+    path = tmp_path / "old.toml"
+    path.write_text(old)
+    with pytest.raises(ValueError) as e:
+        parse(path)
+    assert "the [prefix] section was renamed [objective]" in str(e.value)
+    assert "`objective` to `name`" in str(e.value)

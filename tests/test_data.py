@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import prefix_titan  # noqa: F401  (registers datasets)
+import prefix_titan.train_spec  # noqa: F401  (registers datasets)
 from prefix_titan.corpus import ascii_only, embedded_documents, embedded_split
 from prefix_titan.data import PackedTokenDataset, load_fineweb_edu_ascii
 
@@ -31,7 +31,10 @@ def test_embedded_tokenizer_is_deterministic(embedded_tokenizer_dir, tmp_path):
     from prefix_titan.tokenizer import train_embedded_tokenizer
 
     again = train_embedded_tokenizer(str(tmp_path / "again"))
-    assert open(f"{again}/tokenizer.json").read() == open(f"{embedded_tokenizer_dir}/tokenizer.json").read()
+    assert (
+        open(f"{again}/tokenizer.json").read()
+        == open(f"{embedded_tokenizer_dir}/tokenizer.json").read()
+    )
 
 
 def stream(n_seq, seq_len=7):
@@ -44,7 +47,9 @@ def take(ds, n):
 
 
 def test_ranks_read_disjoint_sequences_covering_the_stream():
-    per_rank = [take(PackedTokenDataset(stream(40), 7, r, 4, seed=3, infinite=False), 10) for r in range(4)]
+    per_rank = [
+        take(PackedTokenDataset(stream(40), 7, r, 4, seed=3, infinite=False), 10) for r in range(4)
+    ]
     flat = [s for seqs in per_rank for s in seqs]
     assert sorted(flat) == list(range(40))
     # Global batch order is rank-count independent: 1 rank reads what 4 ranks read, interleaved.
@@ -88,8 +93,17 @@ def test_too_small_corpus_is_refused():
 
 def write_fineweb(folder, name, rows, fmt):
     """A FineWeb-Edu-schema file (text, id, url, score, ...)."""
-    rows = [{"text": t, "id": f"{name}-{i}", "url": "https://example.org", "score": 3.0,
-             "int_score": 3, "language": "en"} for i, t in enumerate(rows)]
+    rows = [
+        {
+            "text": t,
+            "id": f"{name}-{i}",
+            "url": "https://example.org",
+            "score": 3.0,
+            "int_score": 3,
+            "language": "en",
+        }
+        for i, t in enumerate(rows)
+    ]
     if fmt == "jsonl":
         with open(folder / f"{name}.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -102,8 +116,12 @@ def write_fineweb(folder, name, rows, fmt):
 
 @pytest.fixture(params=["jsonl", "parquet"])
 def fineweb_folder(tmp_path, request):
-    write_fineweb(tmp_path, "000_00000", ["Caf\u00e9 culture \u2014 an essay.", "\u65e5\u672c\u8a9e",
-                                          "Plain text."], request.param)
+    write_fineweb(
+        tmp_path,
+        "000_00000",
+        ["Caf\u00e9 culture \u2014 an essay.", "\u65e5\u672c\u8a9e", "Plain text."],
+        request.param,
+    )
     write_fineweb(tmp_path, "000_00001", ["Held \u00bd out.", "\u2603"], request.param)
     return str(tmp_path)
 
@@ -136,18 +154,49 @@ def test_inspect_cli(embedded_tokenizer_dir):
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(f"{embedded_tokenizer_dir}/tokenizer.json")
-    longest = max((t for t in (tok.decode([i]) for i in range(tok.get_vocab_size()))
-                   if t.isascii() and t.startswith(" ")), key=len)
-    cmd = [sys.executable, "-m", "prefix_titan.targets", "--hf-assets-path", embedded_tokenizer_dir,
-           "--token", longest, "--tau", "0.5", "--normalize", "--support", "vocab", "--json"]
+    longest = max(
+        (
+            t
+            for t in (tok.decode([i]) for i in range(tok.get_vocab_size()))
+            if t.isascii() and t.startswith(" ")
+        ),
+        key=len,
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefix_titan.targets",
+        "--hf-assets-path",
+        embedded_tokenizer_dir,
+        "--token",
+        longest,
+        "--tau",
+        "0.5",
+        "--normalize",
+        "--support",
+        "vocab",
+        "--json",
+    ]
     info = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert info["gold_text"] == longest and abs(info["total"] - 1) < 1e-5
     assert len(info["entries"]) > 1 and all(longest.startswith(e["text"]) for e in info["entries"])
-    assert info["background_per_token"] > 0 and info["background_tokens"] == 4096 - len(info["entries"])
-    by_id = cmd[:5] + ["--token-id", str(info["gold_id"]), "--tau", "0.5", "--normalize", "--support", "vocab"]
+    assert info["background_per_token"] > 0 and info["background_tokens"] == 4096 - len(
+        info["entries"]
+    )
+    by_id = cmd[:5] + [
+        "--token-id",
+        str(info["gold_id"]),
+        "--tau",
+        "0.5",
+        "--normalize",
+        "--support",
+        "vocab",
+    ]
     text = subprocess.run(by_id, capture_output=True, text=True, check=True).stdout
     assert repr(longest) in text and "background:" in text and "total 1.0000" in text
     bad = subprocess.run(cmd[:-1] + ["--tau", "-1"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "prefix.tau must be a finite number > 0" in bad.stderr
-    missing = subprocess.run(cmd[:5] + ["--token", "no such token here"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "objective.tau must be a finite number > 0" in bad.stderr
+    missing = subprocess.run(
+        cmd[:5] + ["--token", "no such token here"], capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "is not one ASCII vocabulary token" in missing.stderr

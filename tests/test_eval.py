@@ -9,33 +9,72 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from conftest import ROOT, train
 
 
 def run_eval(*args, check=True):
     """`python -m prefix_titan.eval ARGS` in a subprocess; returns the CompletedProcess."""
-    out = subprocess.run([sys.executable, "-m", "prefix_titan.eval", *args], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.eval", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
 
+
 FIXTURES = {
-    "hellaswag": [{"ind": i, "activity_label": "Cooking", "ctx_a": "A man takes a pan.",
-                   "ctx_b": "he", "ctx": "A man takes a pan. he", "source_id": f"s{i}",
-                   "split": "val", "split_type": "indomain", "label": str(i % 4),
-                   "endings": ["puts it on the stove.", "reads the [title] manual.",
-                               "returns the value.", "raises an exception."]} for i in range(6)],
-    "piqa": [{"goal": "To open a file for reading,", "sol1": "call open with mode r.",
-              "sol2": "call close first.", "label": i % 2} for i in range(6)],
-    "winogrande_debiased": [{"sentence": "The list was longer than the tuple because _ had more items.",
-                             "option1": "the list", "option2": "the tuple", "answer": str(1 + i % 2)}
-                            for i in range(6)],
-    "arc_easy": [{"id": f"q{i}", "question": "Which function returns the length of a list?",
-                  "choices": {"text": ["len", "sum", "max", "sorted"], "label": ["A", "B", "C", "D"]},
-                  "answerKey": "ABCD"[i % 4]} for i in range(6)],
+    "hellaswag": [
+        {
+            "ind": i,
+            "activity_label": "Cooking",
+            "ctx_a": "A man takes a pan.",
+            "ctx_b": "he",
+            "ctx": "A man takes a pan. he",
+            "source_id": f"s{i}",
+            "split": "val",
+            "split_type": "indomain",
+            "label": str(i % 4),
+            "endings": [
+                "puts it on the stove.",
+                "reads the [title] manual.",
+                "returns the value.",
+                "raises an exception.",
+            ],
+        }
+        for i in range(6)
+    ],
+    "piqa": [
+        {
+            "goal": "To open a file for reading,",
+            "sol1": "call open with mode r.",
+            "sol2": "call close first.",
+            "label": i % 2,
+        }
+        for i in range(6)
+    ],
+    "winogrande_debiased": [
+        {
+            "sentence": "The list was longer than the tuple because _ had more items.",
+            "option1": "the list",
+            "option2": "the tuple",
+            "answer": str(1 + i % 2),
+        }
+        for i in range(6)
+    ],
+    "arc_easy": [
+        {
+            "id": f"q{i}",
+            "question": "Which function returns the length of a list?",
+            "choices": {"text": ["len", "sum", "max", "sorted"], "label": ["A", "B", "C", "D"]},
+            "answerKey": "ABCD"[i % 4],
+        }
+        for i in range(6)
+    ],
 }
 
 
@@ -46,8 +85,14 @@ def exported(tmp_path_factory):
     train(tmp, "--checkpoint.enable", "--checkpoint.interval", "2")  # steps 2 and 4
     from prefix_titan.export import export
 
-    config = ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml", "--job.dump_folder",
-              str(tmp / "run"), "--model.hf_assets_path", str(tmp / "tokenizer")]
+    config = [
+        "--job.config_file",
+        f"{ROOT}/train_configs/embedded_default.toml",
+        "--job.dump_folder",
+        str(tmp / "run"),
+        "--model.hf_assets_path",
+        str(tmp / "tokenizer"),
+    ]
     export(config, str(tmp / "hf"), checkpoint=str(tmp / "run" / "checkpoint" / "step-4"))
     data = tmp / "data"
     data.mkdir()
@@ -57,21 +102,36 @@ def exported(tmp_path_factory):
 
 
 def test_eval_command_end_to_end(exported):
-    out = run_eval("--model", str(exported / "hf"), "--data-dir", str(exported / "data"),
-                   "--dtype", "float32")
+    out = run_eval(
+        "--model", str(exported / "hf"), "--data-dir", str(exported / "data"), "--dtype", "float32"
+    )
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
     assert set(results) == set(FIXTURES)
-    for task, metrics in results.items():
+    for metrics in results.values():
         assert 0.0 <= metrics["acc,none"] <= 1.0
-    assert "acc_norm,none" in results["hellaswag"] and "acc_norm,none" not in results["winogrande_debiased"]
-    assert "| winogrande_debiased |" in out.stdout and "| task | acc | acc_norm | bits/byte |" in out.stdout
+    assert (
+        "acc_norm,none" in results["hellaswag"]
+        and "acc_norm,none" not in results["winogrande_debiased"]
+    )
+    assert (
+        "| winogrande_debiased |" in out.stdout
+        and "| task | acc | acc_norm | bits/byte |" in out.stdout
+    )
 
 
 def test_character_probes_end_to_end(exported):
     from prefix_titan.probes import PROBE_TASKS
 
-    run_eval("--model", str(exported / "hf"), "--tasks", "char_probes", "--limit", "40",
-             "--dtype", "float32")
+    run_eval(
+        "--model",
+        str(exported / "hf"),
+        "--tasks",
+        "char_probes",
+        "--limit",
+        "40",
+        "--dtype",
+        "float32",
+    )
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
     assert set(results) == set(PROBE_TASKS)
     for task, m in results.items():
@@ -89,20 +149,30 @@ def test_loglikelihood_matches_torchtitan(exported):
     from torchtitan.models.llama3 import Transformer
 
     from prefix_titan.export import load_torchtitan_state
-    from prefix_titan.train_spec import prefix_llama3_args
+    from prefix_titan.model.flavors import FLAVORS
 
-    lm = HFLM(pretrained=str(exported / "hf"), dtype="float32", add_bos_token=True, batch_size=1,
-              device="cpu")
-    context, continuation = "Question: To open a file for reading,\nAnswer:", " call open with mode r."
+    lm = HFLM(
+        pretrained=str(exported / "hf"),
+        dtype="float32",
+        add_bos_token=True,
+        batch_size=1,
+        device="cpu",
+    )
+    context, continuation = (
+        "Question: To open a file for reading,\nAnswer:",
+        " call open with mode r.",
+    )
     [(lm_ll, _)] = lm.loglikelihood([_Request(context, continuation)])
 
     tok = HuggingFaceTokenizer(str(exported / "tokenizer"))
     ctx = tok.encode(context, add_bos=True, add_eos=False)
     whole = tok.encode(context + continuation, add_bos=True, add_eos=False)
     assert whole[: len(ctx)] == ctx  # the continuation starts on a token boundary here
-    args = replace(prefix_llama3_args["tiny"], max_seq_len=64)
+    args = replace(FLAVORS["tiny"], max_seq_len=64)
     model = Transformer(args)
-    model.load_state_dict(load_torchtitan_state(str(exported / "run" / "checkpoint" / "step-4"), args))
+    model.load_state_dict(
+        load_torchtitan_state(str(exported / "run" / "checkpoint" / "step-4"), args)
+    )
     with torch.no_grad():
         logp = torch.log_softmax(model.eval()(torch.tensor([whole[:-1]])).double(), -1)[0]
     ours = sum(logp[i - 1, whole[i]].item() for i in range(len(ctx), len(whole)))
@@ -111,11 +181,24 @@ def test_loglikelihood_matches_torchtitan(exported):
 
 
 def test_cute_task_offline(exported, tmp_path):
-    rows = [{"prompt": 'Spell out the word "cat", based on the following examples:\n\n'
-                       'Spell out the word "dog": d o g\nSpell out the word "cat":', "answer": " c a t"}] * 3
+    rows = [
+        {
+            "prompt": 'Spell out the word "cat", based on the following examples:\n\n'
+            'Spell out the word "dog": d o g\nSpell out the word "cat":',
+            "answer": " c a t",
+        }
+    ] * 3
     (tmp_path / "cute_spell.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_eval("--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "cute_spell",
-             "--dtype", "float32")
+    run_eval(
+        "--model",
+        str(exported / "hf"),
+        "--data-dir",
+        str(tmp_path),
+        "--tasks",
+        "cute_spell",
+        "--dtype",
+        "float32",
+    )
     metrics = json.load(open(exported / "hf" / "eval_results.json"))["results"]["cute_spell"]
     assert metrics["exact_match,none"] in (0.0, 1.0)  # three identical documents
 
@@ -124,8 +207,13 @@ def test_all_checkpoints_gives_a_curve(exported):
     from prefix_titan.eval import evaluate_run
 
     # The run's own run_config.json says which flavor and tokenizer it used: no TOML needed.
-    curve = evaluate_run(str(exported / "run"), tasks=["piqa", "arc_easy"], limit=3,
-                         data_dir=str(exported / "data"), dtype="float32")
+    curve = evaluate_run(
+        str(exported / "run"),
+        tasks=["piqa", "arc_easy"],
+        limit=3,
+        data_dir=str(exported / "data"),
+        dtype="float32",
+    )
     assert sorted(curve) == [2, 4]
     saved = json.load(open(exported / "run" / "eval_curve.json"))
     assert sorted(saved) == ["2", "4"] and set(saved["4"]) == {"piqa", "arc_easy"}
@@ -140,6 +228,7 @@ class _Request:
 
 
 def test_missing_fixture_is_refused(exported, tmp_path):
-    out = run_eval("--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa",
-                   check=False)
+    out = run_eval(
+        "--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa", check=False
+    )
     assert out.returncode == 2 and "has no piqa.jsonl" in out.stderr

@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 import transformers
-
 from conftest import ROOT, train
+
 from prefix_titan.export import load_torchtitan_state, write_hf_folder
 
 SEQ = 1024
@@ -18,15 +18,30 @@ SEQ = 1024
 def run_dir(tmp_path_factory):
     """A tiny run through torchtitan's main: DCP checkpoint at step 2, HF-format last save at 3."""
     tmp = tmp_path_factory.mktemp("run")
-    train(tmp, "--training.steps", "3", "--checkpoint.enable", "--checkpoint.interval", "2",
-          "--checkpoint.last_save_model_only", "--checkpoint.last_save_in_hf",
-          "--lr_scheduler.warmup_steps", "1")
+    train(
+        tmp,
+        "--training.steps",
+        "3",
+        "--checkpoint.enable",
+        "--checkpoint.interval",
+        "2",
+        "--checkpoint.last_save_model_only",
+        "--checkpoint.last_save_in_hf",
+        "--lr_scheduler.warmup_steps",
+        "1",
+    )
     return tmp
 
 
 def config_args(run_dir):
-    return ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml",
-            "--job.dump_folder", str(run_dir / "run"), "--model.hf_assets_path", str(run_dir / "tokenizer")]
+    return [
+        "--job.config_file",
+        f"{ROOT}/train_configs/embedded_default.toml",
+        "--job.dump_folder",
+        str(run_dir / "run"),
+        "--model.hf_assets_path",
+        str(run_dir / "tokenizer"),
+    ]
 
 
 def torchtitan_logits(state, model_args, tokens):
@@ -45,9 +60,9 @@ def hf_logits(folder, tokens, dtype=torch.float32):
 
 
 def tiny():
-    from prefix_titan.train_spec import prefix_llama3_args
+    from prefix_titan.model.flavors import FLAVORS
 
-    return prefix_llama3_args["tiny"]
+    return FLAVORS["tiny"]
 
 
 @pytest.mark.parametrize("which", ["step-2", "step-3"], ids=["dcp", "last_save_in_hf"])
@@ -56,9 +71,13 @@ def test_exported_logits_equal_torchtitans(run_dir, tmp_path, which):
 
     checkpoint = str(run_dir / "run" / "checkpoint" / which)
     if which == "step-3":
-        assert any(f.endswith(".safetensors") for f in os.listdir(checkpoint))  # torchtitan's HF save
+        assert any(
+            f.endswith(".safetensors") for f in os.listdir(checkpoint)
+        )  # torchtitan's HF save
     out = export(config_args(run_dir), str(tmp_path / "hf"), checkpoint=checkpoint)
-    tokens = torch.randint(0, tiny().vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, tiny().vocab_size, (2, SEQ), generator=torch.Generator().manual_seed(0)
+    )
     expected = torchtitan_logits(load_torchtitan_state(checkpoint, tiny()), tiny(), tokens)
     got = hf_logits(out, tokens)
     assert (got - expected).abs().max().item() < 1e-4
@@ -91,7 +110,9 @@ def test_bf16_export(run_dir, tmp_path):
     checkpoint = str(run_dir / "run" / "checkpoint" / "step-2")
     out = export(config_args(run_dir), str(tmp_path / "hf"), checkpoint=checkpoint, dtype="bf16")
     assert json.load(open(os.path.join(out, "config.json")))["dtype"] == "bfloat16"
-    tokens = torch.randint(0, tiny().vocab_size, (1, 256), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(
+        0, tiny().vocab_size, (1, 256), generator=torch.Generator().manual_seed(1)
+    )
     expected = torchtitan_logits(load_torchtitan_state(checkpoint, tiny()), tiny(), tokens)
     got = hf_logits(out, tokens, dtype=torch.bfloat16)
     assert (got - expected).abs().max().item() < 0.25  # bf16 weights and activations
@@ -107,13 +128,18 @@ def test_rope_scaling_is_exported(run_dir, tmp_path):
     state = load_torchtitan_state(str(run_dir / "run" / "checkpoint" / "step-2"), args)
     state = {k: v * 8 if k.endswith(("wq.weight", "wk.weight")) else v for k, v in state.items()}
     out = write_hf_folder(state, args, str(run_dir / "tokenizer"), str(tmp_path / "hf"), SEQ)
-    assert json.load(open(os.path.join(out, "config.json")))["rope_scaling"]["rope_type"] == "llama3"
+    config = json.load(open(os.path.join(out, "config.json")))
+    key = "rope_parameters" if "rope_parameters" in config else "rope_scaling"  # transformers 5 / 4
+    assert config[key]["rope_type"] == "llama3"
     tokens = torch.randint(0, args.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(2))
     expected = torchtitan_logits(state, args, tokens)
     assert (hf_logits(out, tokens) - expected).abs().max().item() < 1e-4
     # Negative control: without the scaling entry the same weights give different logits.
-    config = json.load(open(os.path.join(out, "config.json")))
-    config["rope_scaling"] = None
+    config[key] = (
+        {"rope_type": "default", "rope_theta": args.rope_theta}
+        if key == "rope_parameters"
+        else None
+    )
     json.dump(config, open(os.path.join(out, "config.json"), "w"))
     off = (hf_logits(out, tokens) - expected).abs().max().item()
     assert off > 1e-2, off

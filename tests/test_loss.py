@@ -1,31 +1,42 @@
-"""Every implementation of the loss against the dense reference, on fresh random inputs."""
+"""The loss kernel and its torchtitan adapters against the dense reference, on seeded random inputs
+over a vocabulary of 4,099 ids (not a power of two)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from prefix_titan.loss import IGNORE_INDEX, TargetLoss, reference_loss, target_loss
-from prefix_titan.targets import SUPPORTS, TAU_SWEEP, ObjectiveSpec, build_target_table
+from prefix_titan.objectives import (
+    IGNORE_INDEX,
+    SUPPORTS,
+    TAU_SWEEP,
+    ObjectiveSpec,
+    build_target_table,
+    target_loss,
+)
+from prefix_titan.objectives.kernel import position_weights, row_weights
+from prefix_titan.objectives.reference import reference_loss
 
 SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
     ObjectiveSpec("prefix", tau, norm, support)
-    for tau in TAU_SWEEP for norm in (False, True) for support in SUPPORTS
+    for tau in TAU_SWEEP
+    for norm in (False, True)
+    for support in SUPPORTS
 ]
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=2e-3, rtol=2e-2)}
+GAMMAS = [None, 0.9, 1.0]
 
 
 @pytest.fixture(scope="module")
-def tables(bpe_texts):
-    return {str(s): build_target_table(bpe_texts, s) for s in SPECS}
+def tables(odd_texts):
+    return {str(s): build_target_table(odd_texts, s) for s in SPECS}
 
 
-def fresh_batch(V, n=97, dtype=torch.float32, scale=4.0):
-    """Random logits and labels (a new seed each call); ~10% ignored, many prefix-rich golds."""
-    seed = torch.seed()
-    logits = (torch.randn(n, V) * scale).to(dtype)
-    labels = torch.randint(0, V, (n,))
-    labels[torch.rand(n) < 0.1] = IGNORE_INDEX
-    return logits, labels, seed
+def fresh_batch(V, batch=97, seq=1, dtype=torch.float32, scale=4.0):
+    """Random logits [batch, seq, V] and labels; ~10% ignored."""
+    logits = (torch.randn(batch, seq, V) * scale).to(dtype)
+    labels = torch.randint(0, V, (batch, seq))
+    labels[torch.rand(batch, seq) < 0.1] = IGNORE_INDEX
+    return logits, labels
 
 
 def run(fn, logits, labels):
@@ -35,37 +46,84 @@ def run(fn, logits, labels):
     return objective.detach().double(), ce.double(), x.grad.float()
 
 
-def check_against_reference(fn, table, dtype):
-    logits, labels, seed = fresh_batch(table.vocab_size, dtype=dtype)
+def kernel_fn(table, gamma=None, kernel=target_loss, **kw):
     args = table.kernel_tensors("cpu")
-    got = run(lambda x, y: fn(x, y, *args), logits, labels)
-    ref = run(lambda x, y: reference_loss(x, y, table), logits, labels)
-    tol = TOL[dtype]
+
+    def fn(x, y):
+        return kernel(x.reshape(-1, x.shape[-1]), y.reshape(-1), *args, row_weights(y, gamma), **kw)
+
+    return fn
+
+
+def check_against_reference(fn, table, dtype, seed, gamma=None, seq=1):
+    logits, labels = fresh_batch(
+        table.vocab_size, batch=97 if seq == 1 else 5, seq=seq, dtype=dtype
+    )
+    got = run(fn, logits, labels)
+    ref = run(lambda x, y: reference_loss(x, y, table, gamma), logits, labels)
     for g, r, what in zip(got, ref, ("objective", "plain CE", "gradient")):
-        torch.testing.assert_close(g, r, **tol, msg=lambda m: f"{what} (seed {seed}): {m}")
+        torch.testing.assert_close(
+            g, r, **TOL[dtype], msg=lambda m, what=what: f"{what} (seed {seed}): {m}"
+        )
     assert got[2].dtype == torch.float32 and torch.isfinite(got[2]).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("spec", SPECS, ids=str)
 @pytest.mark.parametrize("chunk_rows", [10, None], ids=["10-row-chunks", "default-chunks"])
-def test_kernel_matches_reference(tables, spec, dtype, chunk_rows):
+def test_kernel_matches_reference(tables, spec, dtype, chunk_rows, seed):
     table = tables[str(spec)]
     # 10-row chunks: rows split into several chunks with a ragged last one.
     chunk_bytes = None if chunk_rows is None else chunk_rows * 4 * table.vocab_size
-    check_against_reference(lambda *a: target_loss(*a, chunk_bytes=chunk_bytes), table, dtype)
+    check_against_reference(kernel_fn(table, chunk_bytes=chunk_bytes), table, dtype, seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[2], SPECS[-1]], ids=str)
-def test_compiled_kernel_matches_reference(tables, spec, dtype):
+def test_compiled_kernel_matches_reference(tables, spec, dtype, seed):
     torch._dynamo.reset()
-    check_against_reference(torch.compile(target_loss), tables[str(spec)], dtype)
+    table = tables[str(spec)]
+    check_against_reference(kernel_fn(table, kernel=torch.compile(target_loss)), table, dtype, seed)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.9, 1.0], ids=lambda g: f"gamma{g}")
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_position_weighted_kernel_matches_reference(tables, spec, gamma, dtype, seed):
+    table = tables[str(spec)]
+    chunk_bytes = 7 * 4 * table.vocab_size  # 7-row chunks: sequences of 23 cross chunk borders
+    check_against_reference(
+        kernel_fn(table, gamma, chunk_bytes=chunk_bytes), table, dtype, seed, gamma, seq=23
+    )
+
+
+@pytest.mark.parametrize("gamma", [0.9, 1.0], ids=lambda g: f"gamma{g}")
+def test_compiled_position_weighted_kernel_matches_reference(tables, gamma, seed):
+    torch._dynamo.reset()
+    table = tables[str(SPECS[-1])]
+    fn = kernel_fn(table, gamma, kernel=torch.compile(target_loss))
+    check_against_reference(fn, table, torch.float32, seed, gamma, seq=23)
+
+
+def test_position_weights_hand_checked():
+    # gamma = 0.5, L = 3: w = 1, 1.5, 1.75 (mean 17/12); gamma = 1: w = k.
+    torch.testing.assert_close(
+        position_weights(3, 0.5), torch.tensor([1.0, 1.5, 1.75]) / (4.25 / 3)
+    )
+    torch.testing.assert_close(position_weights(4, 1.0), torch.tensor([1.0, 2, 3, 4]) / 2.5)
+    assert position_weights(5, None) is None
+    for gamma in (1e-3, 0.5, 0.999, 1.0):
+        w = position_weights(2048, gamma)
+        assert w.mean().item() == pytest.approx(1.0, abs=1e-5) and (w > 0).all()
+        assert (w[1:] >= w[:-1]).all()  # later positions never weigh less
+    with pytest.raises(ValueError, match=r"position_gamma must be in \(0, 1\]"):
+        position_weights(8, 0.0)
 
 
 def test_ce_equals_torch_cross_entropy(tables):
     table = tables[str(SPECS[0])]
-    logits, labels, _ = fresh_batch(table.vocab_size)
+    logits, labels = fresh_batch(table.vocab_size)
+    logits, labels = logits[:, 0], labels[:, 0]
     objective, ce = target_loss(logits, labels, *table.kernel_tensors("cpu"))
     expected = F.cross_entropy(logits, labels, reduction="sum", ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(objective, expected, rtol=1e-5, atol=1e-3)
@@ -73,52 +131,107 @@ def test_ce_equals_torch_cross_entropy(tables):
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
-def test_label_smoothing_equals_torch(bpe_texts, eps):
-    table = build_target_table(bpe_texts, ObjectiveSpec("label_smoothing", epsilon=eps))
-    logits, labels, _ = fresh_batch(table.vocab_size)
+def test_label_smoothing_equals_torch(odd_texts, eps):
+    table = build_target_table(odd_texts, ObjectiveSpec("label_smoothing", epsilon=eps))
+    logits, labels = fresh_batch(table.vocab_size)
+    logits, labels = logits[:, 0], labels[:, 0]
     x, x_ref = logits.clone().requires_grad_(), logits.clone().requires_grad_()
     objective, _ = target_loss(x, labels, *table.kernel_tensors("cpu"))
-    expected = F.cross_entropy(x_ref, labels, reduction="sum", ignore_index=IGNORE_INDEX,
-                               label_smoothing=eps)
+    expected = F.cross_entropy(
+        x_ref, labels, reduction="sum", ignore_index=IGNORE_INDEX, label_smoothing=eps
+    )
     objective.backward(), expected.backward()
     torch.testing.assert_close(objective, expected, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_extreme_logits_stay_finite(tables):
-    table = tables[str(ObjectiveSpec("prefix", 0.05, False, "vocab"))]
-    logits, labels, _ = fresh_batch(table.vocab_size, scale=1e4)
-    objective, ce, grad = run(
-        lambda x, y: target_loss(x, y, *table.kernel_tensors("cpu")), logits, labels)
-    assert torch.isfinite(objective) and torch.isfinite(ce) and torch.isfinite(grad).all()
+@pytest.mark.parametrize(
+    "spec", [SPECS[1], ObjectiveSpec("prefix", 0.05, False, "vocab"), SPECS[-1]], ids=str
+)
+@pytest.mark.parametrize("scale", [1e2, 1e4])
+def test_extreme_logits_match_an_fp64_reference(tables, spec, scale, seed):
+    """Logits spread over +-1e4: every softmax is one-hot, log-probabilities reach -1e4. The fp32
+    kernel must agree with a float64 reference, not just stay finite."""
+    table = tables[str(spec)]
+    logits, labels = fresh_batch(table.vocab_size, scale=scale)
+    got = run(kernel_fn(table), logits, labels)
+    ref = run(
+        lambda x, y: reference_loss(x, y, table, dtype=torch.float64), logits.double(), labels
+    )
+    # fp32 logits of size ~4 * scale carry an ulp of ~scale * 5e-7; the sums add ~90 rows; the
+    # gradient's probabilities are exp(z - lse) with z - lse exact only to that ulp.
+    atols = (scale * 1e-5, scale * 1e-5, 3e-5 + scale * 1e-7)
+    for g, r, atol, what in zip(got, ref, atols, ("objective", "plain CE", "gradient")):
+        torch.testing.assert_close(
+            g,
+            r.to(g.dtype),
+            rtol=1e-6,
+            atol=atol,
+            msg=lambda m, what=what: f"{what} (seed {seed}, scale {scale}): {m}",
+        )
 
 
-def test_target_loss_callable(tables):
+# The torchtitan adapters.
+
+
+def test_target_loss_feeds_the_meter_and_plain_ce_is_unweighted(tables):
+    from prefix_titan.loss import TargetLoss
     from prefix_titan.metrics import PlainCEMeter
 
     table = tables[str(SPECS[-1])]
     meter = PlainCEMeter()
-    loss = TargetLoss(table, meter=meter)
-    logits, labels, _ = fresh_batch(table.vocab_size, n=2 * 33)
-    pred, labels = logits.view(2, 33, -1), labels.view(2, 33)
-    ref_objective, ref_ce = reference_loss(pred, labels, table)
+    loss = TargetLoss(table, position_gamma=0.9, meter=meter)
+    pred, labels = fresh_batch(table.vocab_size, batch=2, seq=33)
+    ref_objective, ref_ce = reference_loss(pred, labels, table, 0.9)
     torch.testing.assert_close(loss(pred, labels), ref_objective, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(meter.ce_sum, ref_ce, rtol=1e-5, atol=1e-3)
     assert meter.tokens == (labels != IGNORE_INDEX).sum()
-    with loss.reporting_plain_ce():
-        torch.testing.assert_close(loss(pred, labels), ref_ce, rtol=1e-5, atol=1e-3)
+    validation = loss.plain_ce()
+    torch.testing.assert_close(validation(pred, labels), ref_ce, rtol=1e-5, atol=1e-3)
     assert meter.tokens == (labels != IGNORE_INDEX).sum()  # validation feeds no meter
+    unweighted, _ = reference_loss(pred, labels, table)
+    assert not torch.allclose(ref_objective, unweighted)  # the weighting did change the objective
 
 
-@pytest.mark.parametrize("bad", [-1, -101, 4096, 10**6])
+def test_fused_head_loss_reads_the_heads_sums():
+    from prefix_titan.loss import FusedHeadLoss
+    from prefix_titan.metrics import PlainCEMeter
+
+    meter = PlainCEMeter()
+    labels = torch.tensor([[1, 2, IGNORE_INDEX]])
+    sums = (torch.tensor(3.0), torch.tensor(2.0))
+    loss = FusedHeadLoss(meter)
+    assert loss(sums, labels) is sums[0]
+    assert meter.ce_sum == 2.0 and meter.tokens == 2
+    assert loss.plain_ce()(sums, labels) is sums[1]
+    with pytest.raises(TypeError, match="fused_loss = true needs the model to return"):
+        loss(torch.zeros(1, 3, 8), labels)
+
+
+def test_logits_loss_refuses_the_heads_sums(tables):
+    from prefix_titan.loss import TargetLoss
+
+    with pytest.raises(TypeError, match="fused_loss is false"):
+        TargetLoss(tables[str(SPECS[0])])(
+            (torch.tensor(1.0), torch.tensor(1.0)), torch.zeros(1, 4, dtype=torch.long)
+        )
+
+
+@pytest.mark.parametrize("bad", [-1, -101, 4099, 10**6])
 def test_labels_out_of_range_are_refused(tables, bad):
+    from prefix_titan.loss import TargetLoss
+
     loss = TargetLoss(tables[str(SPECS[0])])
     labels = torch.zeros(1, 8, dtype=torch.long)
     labels[0, 3] = bad
-    with pytest.raises(ValueError, match=r"labels must be token ids in \[0, 4096\) or -100"):
-        loss(torch.randn(1, 8, 4096), labels)
+    with pytest.raises(ValueError, match=r"labels must be token ids in \[0, 4099\) or -100"):
+        loss(torch.randn(1, 8, 4099), labels)
 
 
 def test_logit_width_mismatch_is_refused(tables):
-    with pytest.raises(ValueError, match="4000 classes but the target table has 4096"):
-        TargetLoss(tables[str(SPECS[0])])(torch.randn(1, 2, 4000), torch.zeros(1, 2, dtype=torch.long))
+    from prefix_titan.loss import TargetLoss
+
+    with pytest.raises(ValueError, match="4000 classes but the target table has 4099"):
+        TargetLoss(tables[str(SPECS[0])])(
+            torch.randn(1, 2, 4000), torch.zeros(1, 2, dtype=torch.long)
+        )

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import prefix_titan  # noqa: F401  (registers datasets)
+import prefix_titan.train_spec  # noqa: F401  (registers datasets)
 from prefix_titan.corpus import ascii_only
-from prefix_titan.data import PackedTokenDataset, build_prefix_dataloader
+from prefix_titan.data import build_prefix_dataloader
 from prefix_titan.prepare import prepare
 from prefix_titan.shards import ShardedTokens, load_manifest
 
@@ -34,8 +34,16 @@ def make_corpus(folder, n_files=3, docs_per_file=400, fmt="jsonl", seed=0):
                 text = "日本語 — ✓"  # nothing ASCII but spaces: dropped
             else:
                 text = " ".join(rng.choice(WORDS, size=int(rng.integers(5, 120)))) + "."
-            rows.append({"text": text, "id": f"<urn:uuid:{f:03d}-{i:05d}>", "dump": "CC-MAIN",
-                         "url": f"https://example.org/{f}/{i}", "score": 3.5, "int_score": 4})
+            rows.append(
+                {
+                    "text": text,
+                    "id": f"<urn:uuid:{f:03d}-{i:05d}>",
+                    "dump": "CC-MAIN",
+                    "url": f"https://example.org/{f}/{i}",
+                    "score": 3.5,
+                    "int_score": 4,
+                }
+            )
         if fmt == "jsonl":
             with open(os.path.join(folder, f"{f:03d}_00000.jsonl"), "w") as out:
                 out.writelines(json.dumps(r) + "\n" for r in rows)
@@ -43,15 +51,18 @@ def make_corpus(folder, n_files=3, docs_per_file=400, fmt="jsonl", seed=0):
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist(rows), os.path.join(folder, f"{f:03d}_00000.parquet"),
-                           row_group_size=128)
+            pq.write_table(
+                pa.Table.from_pylist(rows),
+                os.path.join(folder, f"{f:03d}_00000.parquet"),
+                row_group_size=128,
+            )
         docs.extend(rows)
     return docs
 
 
 def expected_split(docs, tokenizer, val_every, tokens, val_tokens, batch_docs):
     """What prepare must write, computed independently (same rules, plain loops)."""
-    train, val, t_tok, v_tok, batch, out_t, out_v = [], [], 0, 0, [], [], []
+    t_tok, v_tok, batch, out_t, out_v = 0, 0, [], [], []
     for d in docs:
         text = ascii_only(d["text"])
         if not text.strip():
@@ -95,8 +106,17 @@ def split_documents(tokens, bos, eos):
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_shards_hold_the_ascii_filtered_documents(tmp_path, tokenizer, embedded_tokenizer_dir, fmt):
     docs = make_corpus(tmp_path / "src", fmt=fmt)
-    m = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), tokens=10**9,
-                val_tokens=10**9, val_every=10, shard_tokens=3000, batch_docs=50, progress=False)
+    m = prepare(
+        str(tmp_path / "src"),
+        embedded_tokenizer_dir,
+        str(tmp_path / "out"),
+        tokens=10**9,
+        val_tokens=10**9,
+        val_every=10,
+        shard_tokens=3000,
+        batch_docs=50,
+        progress=False,
+    )
     want_train, want_val = expected_split(docs, tokenizer, 10, 10**9, 10**9, 50)
     for split, want in (("train", want_train), ("validation", want_val)):
         tokens = ShardedTokens(str(tmp_path / "out"), split, tokenizer)
@@ -115,8 +135,17 @@ def test_shards_hold_the_ascii_filtered_documents(tmp_path, tokenizer, embedded_
 
 def test_budgets_stop_the_run(tmp_path, tokenizer, embedded_tokenizer_dir):
     docs = make_corpus(tmp_path / "src")
-    m = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), tokens=20_000,
-                val_tokens=1_000, val_every=10, shard_tokens=4096, batch_docs=16, progress=False)
+    m = prepare(
+        str(tmp_path / "src"),
+        embedded_tokenizer_dir,
+        str(tmp_path / "out"),
+        tokens=20_000,
+        val_tokens=1_000,
+        val_every=10,
+        shard_tokens=4096,
+        batch_docs=16,
+        progress=False,
+    )
     want_train, want_val = expected_split(docs, tokenizer, 10, 20_000, 1_000, 16)
     assert m["splits"]["train"]["tokens"] == sum(map(len, want_train)) >= 20_000
     assert m["splits"]["train"]["tokens"] < 20_000 + 16 * 130  # stops within one batch
@@ -128,8 +157,17 @@ def test_two_prepares_are_identical(tmp_path, embedded_tokenizer_dir):
     make_corpus(tmp_path / "src", fmt="parquet")
     outs = [str(tmp_path / name) for name in ("a", "b")]
     for out in outs:
-        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, out, tokens=10**9, val_tokens=10**9,
-                val_every=10, shard_tokens=5000, batch_docs=64, progress=False)
+        prepare(
+            str(tmp_path / "src"),
+            embedded_tokenizer_dir,
+            out,
+            tokens=10**9,
+            val_tokens=10**9,
+            val_every=10,
+            shard_tokens=5000,
+            batch_docs=64,
+            progress=False,
+        )
     assert sorted(os.listdir(outs[0])) == sorted(os.listdir(outs[1]))
     for name in os.listdir(outs[0]):
         a, b = (open(os.path.join(o, name), "rb").read() for o in outs)
@@ -138,18 +176,38 @@ def test_two_prepares_are_identical(tmp_path, embedded_tokenizer_dir):
 
 def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_tokenizer_dir):
     make_corpus(tmp_path / "src", n_files=4, docs_per_file=1500)
-    args = ["--source", str(tmp_path / "src"), "--tokenizer", embedded_tokenizer_dir,
-            "--tokens", "1e9", "--val-tokens", "1e9", "--val-every", "10", "--shard-tokens", "7000",
-            "--batch-docs", "8", "--no-progress"]
+    args = [
+        "--source",
+        str(tmp_path / "src"),
+        "--tokenizer",
+        embedded_tokenizer_dir,
+        "--tokens",
+        "1e9",
+        "--val-tokens",
+        "1e9",
+        "--val-every",
+        "10",
+        "--shard-tokens",
+        "7000",
+        "--batch-docs",
+        "8",
+        "--no-progress",
+    ]
     cmd = [sys.executable, "-m", "prefix_titan.prepare", *args]
     env = {**os.environ, "PYTHONPATH": ROOT}
-    subprocess.run(cmd + ["--out", str(tmp_path / "clean")], check=True, env=env, capture_output=True)
+    subprocess.run(
+        cmd + ["--out", str(tmp_path / "clean")], check=True, env=env, capture_output=True
+    )
 
     progress = tmp_path / "killed" / "progress.json"
     killed_at = None
     for _ in range(3):  # kill mid-run (retry if the machine was too quick to catch it)
-        proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd + ["--out", str(tmp_path / "killed")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if progress.exists():
@@ -163,39 +221,62 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
         if killed_at is not None:
             break
     assert killed_at is not None and not (tmp_path / "killed" / "manifest.json").exists()
-    subprocess.run(cmd + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True)
+    subprocess.run(
+        cmd + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True
+    )
     for name in os.listdir(tmp_path / "clean"):
-        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes(), name
+        assert (tmp_path / "clean" / name).read_bytes() == (
+            tmp_path / "killed" / name
+        ).read_bytes(), name
 
 
 def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embedded_tokenizer_dir):
     make_corpus(tmp_path / "src", n_files=1, docs_per_file=50)
     kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)
     os.makedirs(tmp_path / "out")
-    (tmp_path / "out" / "progress.json").write_text(json.dumps(
-        {"settings": {"val_every": 3}, "file": 0, "row": 0, "splits": {}}))
+    (tmp_path / "out" / "progress.json").write_text(
+        json.dumps({"settings": {"val_every": 3}, "file": 0, "row": 0, "splits": {}})
+    )
     with pytest.raises(ValueError, match="unfinished run with other settings"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
     prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
     with pytest.raises(ValueError, match="already holds finished shards"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
     with pytest.raises(ValueError, match="--val-every must be >= 1"):
-        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "x"), **{**kw, "val_every": 0})
+        prepare(
+            str(tmp_path / "src"),
+            embedded_tokenizer_dir,
+            str(tmp_path / "x"),
+            **{**kw, "val_every": 0},
+        )
 
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory, embedded_tokenizer_dir):
     out = tmp_path_factory.mktemp("shards")
     make_corpus(out / "src")
-    prepare(str(out / "src"), embedded_tokenizer_dir, str(out / "shards"), tokens=10**9,
-            val_tokens=10**9, val_every=10, shard_tokens=2500, batch_docs=32, progress=False)
+    prepare(
+        str(out / "src"),
+        embedded_tokenizer_dir,
+        str(out / "shards"),
+        tokens=10**9,
+        val_tokens=10**9,
+        val_every=10,
+        shard_tokens=2500,
+        batch_docs=32,
+        progress=False,
+    )
     return str(out / "shards")
 
 
 def test_reads_across_shard_boundaries(shard_dir, tokenizer):
     t = ShardedTokens(shard_dir, "train", tokenizer)
-    whole = np.concatenate([np.fromfile(os.path.join(shard_dir, f"train_{i:05d}.bin"), np.uint16)
-                            for i in range(len(t.arrays))]).astype(np.int64)
+    whole = np.concatenate(
+        [
+            np.fromfile(os.path.join(shard_dir, f"train_{i:05d}.bin"), np.uint16)
+            for i in range(len(t.arrays))
+        ]
+    ).astype(np.int64)
     assert len(t) == len(whole)
     for a, b in ((0, 10), (2490, 2510), (2400, 7600), (len(t) - 5, len(t))):
         assert np.array_equal(t[a:b], whole[a:b])
@@ -251,14 +332,14 @@ class Config:
         from torchtitan.config import JobConfig
 
         from prefix_titan.config import DataOptions
-        from prefix_titan.targets import ObjectiveSpec
+        from prefix_titan.objectives import ObjectiveSpec
 
         c = JobConfig()
         c.training.dataset, c.training.dataset_path = "fineweb_edu_ascii_tokens", path
         c.training.seq_len, c.training.local_batch_size = 32, local_batch_size
         c.debug.seed = seed
         self.training, self.debug, self.data = c.training, c.debug, DataOptions(document_mask)
-        self.prefix = ObjectiveSpec(fused_loss=fused_loss)
+        self.objective = ObjectiveSpec(fused_loss=fused_loss)
 
 
 def batches(loader, n):
@@ -268,7 +349,9 @@ def batches(loader, n):
 
 def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):
     one = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 5)
-    two = [batches(build_prefix_dataloader(2, r, tokenizer, Config(shard_dir, 2)), 5) for r in range(2)]
+    two = [
+        batches(build_prefix_dataloader(2, r, tokenizer, Config(shard_dir, 2)), 5) for r in range(2)
+    ]
     for step in range(5):
         rank_rows = [two[r][step][1] for r in range(2)]
         # global batch of 4 = rows 0, 2 from rank 0 and 1, 3 from rank 1
@@ -280,7 +363,9 @@ def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):
 
 def test_fused_loss_batches_carry_the_labels_to_the_model(shard_dir, tokenizer):
     plain = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 2)
-    fused = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4, fused_loss=True)), 2)
+    fused = batches(
+        build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4, fused_loss=True)), 2
+    )
     for (x, y), (fx, fy) in zip(plain, fused):
         assert set(x) == {"input"} and set(fx) == {"input", "labels"}
         assert torch.equal(fx["input"], x["input"]) and torch.equal(fy, y)
@@ -309,7 +394,9 @@ def test_loader_resumes_with_the_next_batch(shard_dir, tokenizer):
 
 
 def test_document_mask_positions_and_labels(shard_dir, tokenizer):
-    x, y = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 8, document_mask=True)), 1)[0]
+    x, y = batches(
+        build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 8, document_mask=True)), 1
+    )[0]
     inputs, positions, eos, bos = x["input"], x["positions"], tokenizer.eos_id, tokenizer.bos_id
     assert positions.shape == inputs.shape
     for row in range(inputs.shape[0]):
@@ -326,14 +413,18 @@ def test_document_mask_positions_and_labels(shard_dir, tokenizer):
 def test_model_consumes_document_positions(shard_dir, tokenizer):
     from torchtitan.models.llama3 import Transformer
 
-    from prefix_titan.train_spec import prefix_llama3_args
+    from prefix_titan.model.flavors import FLAVORS
 
     torch.manual_seed(0)
-    model = Transformer(prefix_llama3_args["tiny"])
+    model = Transformer(FLAVORS["tiny"])
     with torch.no_grad():
         model.init_weights()
-    x, _ = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 8, document_mask=True)), 1)[0]
-    restarts = [(r, int(i)) for r in range(8) for i in (x["positions"][r] == 0).nonzero()[:, 0] if i > 0]
+    x, _ = batches(
+        build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 8, document_mask=True)), 1
+    )[0]
+    restarts = [
+        (r, int(i)) for r in range(8) for i in (x["positions"][r] == 0).nonzero()[:, 0] if i > 0
+    ]
     assert restarts, "no document boundary in the batch"
     row, start = restarts[0]
     with torch.no_grad():
@@ -348,8 +439,9 @@ def test_document_mask_needs_block_causal_flavor():
 
     from prefix_titan.config import check_job_config
 
-    config = ConfigManager().parse_args(["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml",
-                                         "--data.document_mask"])
+    config = ConfigManager().parse_args(
+        ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml", "--data.document_mask"]
+    )
     with pytest.raises(ValueError, match="needs a block_causal flavor"):
         check_job_config(config)
     config.model.flavor = "tiny_flex"

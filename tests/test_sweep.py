@@ -6,8 +6,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def dry_run(*args):
-    out = subprocess.run([sys.executable, "scripts/launch_sweep.py", "--dry-run", *args], cwd=ROOT,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/launch_sweep.py", "--dry-run", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     return out.returncode, out.stdout.splitlines(), out.stderr
 
 
@@ -15,13 +19,27 @@ def test_dry_run_lists_every_arm_baselines_first():
     rc, lines, _ = dry_run()
     assert rc == 0 and len(lines) == 14
     assert lines[0].endswith("train_configs/ce.toml") and lines[1].endswith("label_smoothing.toml")
-    assert all(l.startswith("torchrun --nproc_per_node=8 --nnodes=1 -m torchtitan.train") for l in lines)
-    assert sum("prefix_norm_tau" in l for l in lines) == 6
+    assert all(
+        line.startswith("torchrun --nproc_per_node=8 --nnodes=1 -m torchtitan.train")
+        for line in lines
+    )
+    assert sum("prefix_norm_tau" in line for line in lines) == 6
 
 
 def test_multi_node_keeps_the_global_batch():
-    rc, lines, _ = dry_run("--nnodes", "4", "--node-rank", "2", "--rdzv-endpoint", "head:29500",
-                           "--arms", "ce", "--", "--metrics.log_freq", "1")
+    rc, lines, _ = dry_run(
+        "--nnodes",
+        "4",
+        "--node-rank",
+        "2",
+        "--rdzv-endpoint",
+        "head:29500",
+        "--arms",
+        "ce",
+        "--",
+        "--metrics.log_freq",
+        "1",
+    )
     assert rc == 0 and len(lines) == 1
     assert "--node_rank=2 --rdzv_backend=c10d --rdzv_endpoint=head:29500" in lines[0]
     # 32 GPUs x 16 > 256: local batch 8 keeps 256 x 2048 tokens per step.

@@ -3,14 +3,21 @@ import math
 import pytest
 import torch
 
-from prefix_titan.targets import (
-    OBJECTIVES, SUPPORTS, TAU_SWEEP, ObjectiveSpec, build_target_table, describe_target,
-    prefix_sets, token_texts,
+from prefix_titan.objectives import (
+    SUPPORTS,
+    TAU_SWEEP,
+    ObjectiveSpec,
+    build_target_table,
+    describe_target,
+    prefix_sets,
+    token_texts,
 )
 
 ALL_SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
     ObjectiveSpec("prefix", tau, norm, support)
-    for tau in TAU_SWEEP for norm in (False, True) for support in SUPPORTS
+    for tau in TAU_SWEEP
+    for norm in (False, True)
+    for support in SUPPORTS
 ]
 
 # A hand-made vocabulary: index -> text (None = special token).
@@ -43,8 +50,11 @@ def test_personality_vocab_support_hand_checked():
     tau, V = 1.0, len(HAND)
     score = {i: n / tau for i, n in {0: 2, 1: 4, 2: 7, 3: 9, 4: 12}.items()}
     z = sum(math.exp(s) for s in score.values()) + (V - len(score))  # e^0 for the others
-    target = build_target_table(HAND, ObjectiveSpec("prefix", tau, False, "vocab")).dense(
-        torch.tensor([GOLD]))[0].double()
+    target = (
+        build_target_table(HAND, ObjectiveSpec("prefix", tau, False, "vocab"))
+        .dense(torch.tensor([GOLD]))[0]
+        .double()
+    )
     for i in range(V):
         assert target[i].item() == pytest.approx(math.exp(score.get(i, 0.0)) / z, rel=1e-6)
 
@@ -55,8 +65,9 @@ def test_rows_sum_to_one_on_real_bpe(bpe_texts, spec):
     dense = table.dense(torch.arange(table.vocab_size)).double()
     assert torch.isfinite(dense).all()
     assert (dense >= 0).all()
-    torch.testing.assert_close(dense.sum(1), torch.ones(table.vocab_size, dtype=torch.float64),
-                               atol=2e-6, rtol=0)
+    torch.testing.assert_close(
+        dense.sum(1), torch.ones(table.vocab_size, dtype=torch.float64), atol=2e-6, rtol=0
+    )
     assert (table.idx[:, 0] == torch.arange(table.vocab_size)).all()  # gold in column 0
 
 
@@ -66,8 +77,9 @@ def test_small_tau_is_one_hot(bpe_texts, support, normalize):
     table = build_target_table(bpe_texts, ObjectiveSpec("prefix", 1e-3, normalize, support))
     golds = torch.tensor([i for i, t in enumerate(bpe_texts) if t is not None])
     dense = table.dense(golds)
-    torch.testing.assert_close(dense, torch.nn.functional.one_hot(golds, table.vocab_size).float(),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        dense, torch.nn.functional.one_hot(golds, table.vocab_size).float(), atol=1e-6, rtol=0
+    )
 
 
 def test_prefix_objective_spreads_mass(bpe_texts):
@@ -75,8 +87,11 @@ def test_prefix_objective_spreads_mass(bpe_texts):
     # weight, so the gold keeps at most 1 / (1 + e^-1).
     table = build_target_table(bpe_texts, ObjectiveSpec("prefix", 1.0, False, "prefix"))
     sets = prefix_sets(bpe_texts)
-    near = [y for y, s in enumerate(sets)
-            if any(len(bpe_texts[t]) == len(bpe_texts[y]) - 1 for t in s[1:])]
+    near = [
+        y
+        for y, s in enumerate(sets)
+        if any(len(bpe_texts[t]) == len(bpe_texts[y]) - 1 for t in s[1:])
+    ]
     assert len(near) > 1000  # most BPE tokens extend a token by one character
     gold_mass = table.dense(torch.tensor(near)).gather(1, torch.tensor(near)[:, None])
     assert (gold_mass <= 1 / (1 + math.exp(-1)) + 1e-6).all() and (gold_mass > 0).all()
@@ -87,8 +102,9 @@ def test_tokens_without_text_get_one_hot(bpe_texts, spec):
     table = build_target_table(bpe_texts, spec)
     no_text = torch.tensor([i for i, t in enumerate(bpe_texts) if t is None])
     assert len(no_text) >= 2  # BOS/EOS at least, plus partial UTF-8 bytes
-    torch.testing.assert_close(table.dense(no_text),
-                               torch.nn.functional.one_hot(no_text, table.vocab_size).float())
+    torch.testing.assert_close(
+        table.dense(no_text), torch.nn.functional.one_hot(no_text, table.vocab_size).float()
+    )
 
 
 @pytest.mark.parametrize("tau", TAU_SWEEP)
@@ -98,28 +114,44 @@ def test_long_tokens_do_not_overflow(tau, support):
     texts = ["a" * n for n in range(1, 121)] + [None]
     for normalize in (False, True):
         dense = build_target_table(texts, ObjectiveSpec("prefix", tau, normalize, support)).dense(
-            torch.arange(len(texts)))
+            torch.arange(len(texts))
+        )
         assert torch.isfinite(dense).all()
-        torch.testing.assert_close(dense.double().sum(1), torch.ones(len(texts), dtype=torch.float64),
-                                   atol=2e-6, rtol=0)
+        torch.testing.assert_close(
+            dense.double().sum(1), torch.ones(len(texts), dtype=torch.float64), atol=2e-6, rtol=0
+        )
 
 
 def test_label_smoothing_row():
     table = build_target_table(["a", "b", "c", "d"], ObjectiveSpec("label_smoothing", epsilon=0.2))
-    torch.testing.assert_close(table.dense(torch.tensor([1]))[0], torch.tensor([0.05, 0.85, 0.05, 0.05]))
+    torch.testing.assert_close(
+        table.dense(torch.tensor([1]))[0], torch.tensor([0.05, 0.85, 0.05, 0.05])
+    )
 
 
-@pytest.mark.parametrize("field,value,allowed", [
-    ("objective", "focal", "ce, label_smoothing, prefix"),
-    ("support", "all", "prefix, vocab"),
-    ("tau", 0.0, "> 0"), ("tau", -1.0, "> 0"), ("tau", float("inf"), "> 0"), ("tau", float("nan"), "> 0"),
-    ("epsilon", 1.0, "[0, 1)"), ("epsilon", -0.1, "[0, 1)"),
-    ("normalize", "yes", "true or false"), ("fused_loss", 1, "true or false"),
-])
+@pytest.mark.parametrize(
+    "field,value,allowed",
+    [
+        ("name", "", "ce, label_smoothing, prefix"),
+        ("support", "all", "prefix, vocab"),
+        ("tau", 0.0, "> 0"),
+        ("tau", -1.0, "> 0"),
+        ("tau", float("inf"), "> 0"),
+        ("tau", float("nan"), "> 0"),
+        ("epsilon", 1.0, "[0, 1)"),
+        ("epsilon", -0.1, "[0, 1)"),
+        ("normalize", "yes", "true or false"),
+        ("fused_loss", 1, "true or false"),
+        ("position_gamma", 0.0, "(0, 1]"),
+        ("position_gamma", 1.5, "(0, 1]"),
+        ("position_gamma", float("nan"), "(0, 1]"),
+        ("position_gamma", True, "(0, 1]"),
+    ],
+)
 def test_bad_settings_name_the_setting(field, value, allowed):
     with pytest.raises(ValueError) as e:
         ObjectiveSpec(**{field: value}).validate()
-    assert f"prefix.{field}" in str(e.value) and allowed in str(e.value)
+    assert f"objective.{field}" in str(e.value) and allowed in str(e.value)
 
 
 def test_tokenizer_larger_than_model_vocab(embedded_tokenizer_dir):
@@ -134,14 +166,11 @@ def test_tokenizer_larger_than_model_vocab(embedded_tokenizer_dir):
 
 def test_describe_target_totals_one(bpe_texts):
     gold = max((i for i, t in enumerate(bpe_texts) if t), key=lambda i: len(bpe_texts[i]))
-    info = describe_target(build_target_table(bpe_texts, ObjectiveSpec("prefix", 0.5, True, "vocab")),
-                           bpe_texts, gold)
+    info = describe_target(
+        build_target_table(bpe_texts, ObjectiveSpec("prefix", 0.5, True, "vocab")), bpe_texts, gold
+    )
     assert info["total"] == pytest.approx(1.0, abs=1e-5)
     assert info["entries"][0]["id"] == gold and len(info["entries"]) > 1
-
-
-def test_objectives_constant():
-    assert OBJECTIVES == ("ce", "label_smoothing", "prefix")
 
 
 @pytest.mark.parametrize("spec", [ALL_SPECS[0], ALL_SPECS[1], ALL_SPECS[-1]], ids=str)

@@ -5,13 +5,23 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CE, ROOT, VAL, train
+
 
 @pytest.mark.parametrize("objective", ["label_smoothing", "prefix"])
 def test_objectives_train_and_log_plain_ce(tmp_path, objective):
-    log, losses = train(tmp_path, "--prefix.objective", objective, "--training.steps", "12",
-                        "--validation.enable", "--validation.freq", "6", "--validation.steps", "2")
+    log, losses = train(
+        tmp_path,
+        "--objective.name",
+        objective,
+        "--training.steps",
+        "12",
+        "--validation.enable",
+        "--validation.freq",
+        "6",
+        "--validation.steps",
+        "2",
+    )
     assert sorted(losses) == list(range(1, 13))
     assert all(v == v and v < 20 for v in losses.values())  # finite
     ce = {int(s): float(v) for s, v in CE.findall(log)}
@@ -27,19 +37,56 @@ def prepare_shards(tmp_path):
     """Token shards of the embedded corpus, written by the prepare command."""
     train(tmp_path, "--training.steps", "1", name="make_tokenizer")  # creates tmp/tokenizer
     out = tmp_path / "shards"
-    subprocess.run([sys.executable, "-m", "prefix_titan.prepare", "--source", "embedded",
-                    "--tokenizer", str(tmp_path / "tokenizer"), "--out", str(out), "--tokens", "2e5",
-                    "--val-tokens", "2e4", "--val-every", "20", "--shard-tokens", "50000",
-                    "--no-progress"], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, check=True,
-                   capture_output=True)
-    return ("--training.dataset", "fineweb_edu_ascii_tokens", "--training.dataset_path", str(out),
-            "--validation.dataset", "fineweb_edu_ascii_tokens", "--validation.dataset_path", str(out))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefix_titan.prepare",
+            "--source",
+            "embedded",
+            "--tokenizer",
+            str(tmp_path / "tokenizer"),
+            "--out",
+            str(out),
+            "--tokens",
+            "2e5",
+            "--val-tokens",
+            "2e4",
+            "--val-every",
+            "20",
+            "--shard-tokens",
+            "50000",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        check=True,
+        capture_output=True,
+    )
+    return (
+        "--training.dataset",
+        "fineweb_edu_ascii_tokens",
+        "--training.dataset_path",
+        str(out),
+        "--validation.dataset",
+        "fineweb_edu_ascii_tokens",
+        "--validation.dataset_path",
+        str(out),
+    )
 
 
 @pytest.mark.parametrize("data", ["embedded_docs", "token_shards"])
 def test_resume_reproduces_uninterrupted_run(tmp_path, data):
-    common = ("--checkpoint.enable", "--checkpoint.interval", "4", "--lr_scheduler.total_steps", "8",
-              "--prefix.tau", "0.2", *(prepare_shards(tmp_path) if data == "token_shards" else ()))
+    common = (
+        "--checkpoint.enable",
+        "--checkpoint.interval",
+        "4",
+        "--lr_scheduler.total_steps",
+        "8",
+        "--objective.tau",
+        "0.2",
+        *(prepare_shards(tmp_path) if data == "token_shards" else ()),
+    )
     _, full = train(tmp_path, *common, "--training.steps", "8", name="full")
     _, first = train(tmp_path, *common, "--training.steps", "4", name="stopped")
     log, resumed = train(tmp_path, *common, "--training.steps", "8", name="stopped")
@@ -52,10 +99,22 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data):
 
 def test_two_ranks_match_one_rank(tmp_path):
     # Both runs start from one seed checkpoint (sharded init draws different random numbers).
-    train(tmp_path, "--checkpoint.enable", "--checkpoint.create_seed_checkpoint",
-          "--parallelism.data_parallel_shard_degree", "1", name="seed")
+    train(
+        tmp_path,
+        "--checkpoint.enable",
+        "--checkpoint.create_seed_checkpoint",
+        "--parallelism.data_parallel_shard_degree",
+        "1",
+        name="seed",
+    )
     seed = str(tmp_path / "seed" / "checkpoint" / "step-0")
-    common = ("--checkpoint.enable", "--checkpoint.initial_load_path", seed, "--training.steps", "3")
+    common = (
+        "--checkpoint.enable",
+        "--checkpoint.initial_load_path",
+        seed,
+        "--training.steps",
+        "3",
+    )
     _, one = train(tmp_path, *common, "--training.local_batch_size", "4", name="one")
     log, two = train(tmp_path, *common, "--training.local_batch_size", "2", nproc=2, name="two")
     assert "dp_shard=2" in log  # FSDP2 over 2 gloo ranks
@@ -65,16 +124,17 @@ def test_two_ranks_match_one_rank(tmp_path):
 
 
 def test_bad_setting_fails_before_training(tmp_path):
-    log, losses = train(tmp_path, "--prefix.support", "everything", check=False)
-    assert "prefix.support must be one of prefix, vocab; got 'everything'" in log
+    log, losses = train(tmp_path, "--objective.support", "everything", check=False)
+    assert "objective.support must be one of prefix, vocab; got 'everything'" in log
     assert not losses
 
 
 def test_compiled_loss_trains_like_eager(tmp_path):
-    common = ("--prefix.normalize", "--prefix.support", "vocab", "--training.steps", "3")
+    common = ("--objective.normalize", "--objective.support", "vocab", "--training.steps", "3")
     _, eager = train(tmp_path, *common, name="eager")
-    log, compiled = train(tmp_path, *common, "--compile.enable", "--compile.components", "loss",
-                          name="compiled")
+    log, compiled = train(
+        tmp_path, *common, "--compile.enable", "--compile.components", "loss", name="compiled"
+    )
     assert "Compiling the loss function with torch.compile" in log
     assert sorted(compiled) == [1, 2, 3]
     for step in eager:
@@ -85,12 +145,28 @@ def test_validation_reports_plain_ce_whatever_the_objective(tmp_path):
     # lr = 0 keeps the seeded initial weights, so validation after step 1 must not depend on the
     # objective, while the training losses (the objectives themselves) do.
     vals, losses = {}, {}
-    for objective, extra in (("ce", ()), ("label_smoothing", ("--prefix.epsilon", "0.5")),
-                             ("prefix", ("--prefix.normalize", "--prefix.tau", "2.0",
-                                         "--prefix.support", "vocab"))):
-        log, loss = train(tmp_path, "--prefix.objective", objective, *extra, "--optimizer.lr", "0",
-                          "--training.steps", "1", "--validation.enable", "--validation.steps", "2",
-                          name=objective)
+    for objective, extra in (
+        ("ce", ()),
+        ("label_smoothing", ("--objective.epsilon", "0.5")),
+        (
+            "prefix",
+            ("--objective.normalize", "--objective.tau", "2.0", "--objective.support", "vocab"),
+        ),
+    ):
+        log, loss = train(
+            tmp_path,
+            "--objective.name",
+            objective,
+            *extra,
+            "--optimizer.lr",
+            "0",
+            "--training.steps",
+            "1",
+            "--validation.enable",
+            "--validation.steps",
+            "2",
+            name=objective,
+        )
         vals[objective] = float(VAL.findall(log)[0][1])
         losses[objective] = loss[1]
     assert vals["ce"] == pytest.approx(vals["label_smoothing"], abs=1e-4)
@@ -103,12 +179,26 @@ def test_validation_reports_plain_ce_whatever_the_objective(tmp_path):
 def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path):
     # 2 gloo ranks (FSDP2 shards the head's weight), full activation checkpointing, 2 micro-batches
     # per step; validation through the fused head too.
-    common = ("--prefix.normalize", "--prefix.support", "vocab", "--training.steps", "4",
-              "--training.local_batch_size", "2", "--training.global_batch_size", "8",
-              "--activation_checkpoint.mode", "full", "--validation.enable",
-              "--validation.freq", "2", "--validation.steps", "2")
+    common = (
+        "--objective.normalize",
+        "--objective.support",
+        "vocab",
+        "--training.steps",
+        "4",
+        "--training.local_batch_size",
+        "2",
+        "--training.global_batch_size",
+        "8",
+        "--activation_checkpoint.mode",
+        "full",
+        "--validation.enable",
+        "--validation.freq",
+        "2",
+        "--validation.steps",
+        "2",
+    )
     log_u, unfused = train(tmp_path, *common, nproc=2, name="unfused")
-    log_f, fused = train(tmp_path, *common, "--prefix.fused_loss", nproc=2, name="fused")
+    log_f, fused = train(tmp_path, *common, "--objective.fused_loss", nproc=2, name="fused")
     assert "dp_shard=2" in log_f and "Fused loss: the model's head computes the loss" in log_f
     assert sorted(fused) == sorted(unfused) == [1, 2, 3, 4]
     for step in unfused:
@@ -120,12 +210,43 @@ def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path)
 
 
 def test_fused_loss_with_compiled_model_and_kernel(tmp_path):
-    common = ("--prefix.fused_loss", "--prefix.tau", "0.2", "--training.steps", "3")
+    common = ("--objective.fused_loss", "--objective.tau", "0.2", "--training.steps", "3")
     _, eager = train(tmp_path, *common, name="eager")
-    log, compiled = train(tmp_path, *common, "--compile.enable", "--compile.components",
-                          "model,loss", name="compiled")
+    log, compiled = train(
+        tmp_path, *common, "--compile.enable", "--compile.components", "model,loss", name="compiled"
+    )
     assert "chunk kernel compiled with torch.compile" in log
     assert "Compiling each TransformerBlock with torch.compile" in log
     assert sorted(compiled) == [1, 2, 3]
     for step in eager:
         assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
+
+
+def test_position_weighting_is_the_same_fused_and_unfused_and_leaves_plain_ce_unweighted(tmp_path):
+    # lr = 0 keeps the seeded initial weights: every run sees the same model and batches, so the
+    # weighted objective must differ from the unweighted one while the logged plain CE and the
+    # validation CE (plain, unweighted) must not.
+    common = (
+        "--optimizer.lr",
+        "0",
+        "--training.steps",
+        "2",
+        "--validation.enable",
+        "--validation.freq",
+        "2",
+        "--validation.steps",
+        "2",
+    )
+    log_plain, plain = train(tmp_path, *common, name="plain")
+    gamma = ("--objective.position_gamma", "0.9")
+    log_u, unfused = train(tmp_path, *common, *gamma, name="unfused")
+    log_f, fused = train(tmp_path, *common, *gamma, "--objective.fused_loss", name="fused")
+    assert sorted(fused) == sorted(unfused) == [1, 2]
+    for step in unfused:
+        assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step
+        assert abs(unfused[step] - plain[step]) > 1e-4, step
+    for pattern in (CE, VAL):
+        want = [float(v) for _, v in pattern.findall(log_plain)]
+        assert len(want) >= 2  # CE also matches the validation lines
+        for log in (log_u, log_f):
+            assert [float(v) for _, v in pattern.findall(log)] == pytest.approx(want, rel=1e-5)

@@ -1,0 +1,33 @@
+"""The objectives floor: plain PyTorch (and `tokenizers`), no torchtitan.
+
+Target families build a target table (idx, w, b) from the vocabulary's token texts; two autograd
+kernels compute the objective from it, from logits (`target_loss`) or from hidden states through
+the LM head (`fused_target_loss`); `reference` holds their dense references.
+"""
+
+from .families import FAMILIES, build_target_table, prefix_sets, resolve_family
+from .fused import fused_target_loss
+from .kernel import IGNORE_INDEX, check_labels, position_weights, row_weights, target_loss
+from .spec import SUPPORTS, TAU_SWEEP, ObjectiveSpec
+from .table import TargetTable, check_table, describe_target, tiktoken_texts, token_texts
+
+__all__ = [
+    "FAMILIES",
+    "IGNORE_INDEX",
+    "SUPPORTS",
+    "TAU_SWEEP",
+    "ObjectiveSpec",
+    "TargetTable",
+    "build_target_table",
+    "check_labels",
+    "check_table",
+    "describe_target",
+    "fused_target_loss",
+    "position_weights",
+    "prefix_sets",
+    "resolve_family",
+    "row_weights",
+    "target_loss",
+    "tiktoken_texts",
+    "token_texts",
+]

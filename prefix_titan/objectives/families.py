@@ -1,0 +1,132 @@
+"""Target families: vocabulary token texts + an ObjectiveSpec -> the target table (idx, w, b).
+
+    ce:              idx = [y], w = [1],       b = 0
+    label_smoothing: idx = [y], w = [1 - eps], b = eps / V        (torch's definition)
+    prefix:          idx = S(y) (y first), w = softmax(score / tau) over S, b = 0   (support="prefix")
+                     or the literal formula where every token outside S scores 0 and keeps
+                     weight e^0: b = 1/Z, w = (e^(score/tau) - 1)/Z                 (support="vocab")
+
+S(y) = vocabulary tokens whose decoded text is a non-empty prefix of decode(y). Ids without text
+(special tokens, tokens whose text is not pure ASCII, model-vocabulary padding) never join S and
+get a one-hot target. Weights are computed in float64 log space: tau = 0.05 with a 100-character
+token is e^2000.
+
+`objective.name` picks a family from FAMILIES, or names one by import path
+("package.module:function"): a function (texts, spec) -> TargetTable, checked by `check_table`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .spec import ObjectiveSpec
+from .table import TargetTable, check_table
+
+TargetFamily = Callable[[list, ObjectiveSpec], TargetTable]
+
+
+def ce_targets(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
+    """One-hot on the gold id."""
+    V = len(texts)
+    return TargetTable(torch.arange(V).unsqueeze(1), torch.ones(V, 1), torch.zeros(V))
+
+
+def label_smoothing_targets(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
+    """(1 - epsilon) on the gold id plus epsilon / V on every id."""
+    V = len(texts)
+    return TargetTable(
+        torch.arange(V).unsqueeze(1),
+        torch.full((V, 1), 1.0 - spec.epsilon),
+        torch.full((V,), spec.epsilon / V),
+    )
+
+
+def prefix_sets(texts: list[str | None]) -> list[list[int]]:
+    """S(y) for every id, gold first; [y] alone for ids without text."""
+    by_text: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        if t is not None:
+            by_text.setdefault(t, []).append(i)
+    sets = []
+    for y, s in enumerate(texts):
+        members = [y]
+        if s is not None:
+            for n in range(1, len(s) + 1):
+                members.extend(t for t in by_text.get(s[:n], ()) if t != y)
+        sets.append(members)
+    return sets
+
+
+def prefix_targets(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
+    """Prefix-aware label smoothing (seconds for a 128K vocabulary)."""
+    V = len(texts)
+    sets = prefix_sets(texts)
+    K = max(len(s) for s in sets)
+    idx = np.repeat(np.arange(V, dtype=np.int64)[:, None], K, axis=1)  # padding repeats gold
+    logit = np.full((V, K), -np.inf)
+    has_text = np.array([t is not None for t in texts])
+    logit[~has_text, 0] = 0.0  # keeps the log-space arithmetic finite; overwritten below
+    for y, members in enumerate(sets):
+        if texts[y] is None:
+            continue
+        lengths = np.array([len(texts[t]) for t in members], dtype=np.float64)
+        score = lengths / len(texts[y]) if spec.normalize else lengths
+        idx[y, : len(members)] = members
+        logit[y, : len(members)] = score / spec.tau
+
+    row_max = logit.max(axis=1, keepdims=True)
+    log_mass = row_max[:, 0] + np.log(np.exp(logit - row_max).sum(axis=1))  # log sum over S
+    if spec.support == "prefix":
+        log_z = log_mass
+        back = np.zeros(V)
+    else:  # the V - |S| tokens outside S each keep weight e^0
+        outside = np.array([V - len(s) for s in sets], dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            log_z = np.logaddexp(log_mass, np.log(outside))
+        back = np.exp(-log_z)
+    weight = np.exp(logit - log_z[:, None]) - back[:, None]
+    weight[np.isneginf(logit)] = 0.0
+    # Gold ids without text: one-hot, whatever the support.
+    weight[~has_text] = 0.0
+    weight[~has_text, 0] = 1.0
+    back[~has_text] = 0.0
+    return TargetTable(
+        torch.from_numpy(idx), torch.from_numpy(weight).float(), torch.from_numpy(back).float()
+    )
+
+
+FAMILIES: dict[str, TargetFamily] = {
+    "ce": ce_targets,
+    "label_smoothing": label_smoothing_targets,
+    "prefix": prefix_targets,
+}
+"""The built-in target families, by `objective.name`."""
+
+
+def resolve_family(name: str) -> TargetFamily:
+    """The family `objective.name` names: a FAMILIES key, or "package.module:function"."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    allowed = f'{", ".join(FAMILIES)}, or an import path "package.module:function"'
+    module_name, sep, attr = name.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"objective.name must be one of {allowed}; got {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"objective.name {name!r}: cannot import {module_name!r} ({e})") from e
+    family = getattr(module, attr, None)
+    if not callable(family):
+        raise ValueError(f"objective.name {name!r}: {module_name} has no function {attr!r}")
+    return family
+
+
+def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
+    """The checked target table of `spec`'s family over the vocabulary `texts`."""
+    spec.validate()
+    table = resolve_family(spec.name)(texts, spec)
+    return check_table(table, len(texts), spec.name)

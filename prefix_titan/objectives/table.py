@@ -1,0 +1,153 @@
+"""The target table: every objective as "uniform background b plus K sparse weights" per gold id.
+
+For gold id y the training target is   p(v) = b[y] + sum_k w[y, k] * [v == idx[y, k]],
+with idx[y, 0] == y always. Target families (families.py) build one; the loss kernels read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+MAX_ENTRIES = 1024
+"""Most sparse entries per row (K) a family may return: the kernels gather K logits per token."""
+
+
+@dataclass
+class TargetTable:
+    """idx [V, K] int64 (column 0 is the gold id), weight [V, K] float32, background [V] float32."""
+
+    idx: torch.Tensor
+    weight: torch.Tensor
+    background: torch.Tensor
+    _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.idx.shape[0]
+
+    def to(self, device: torch.device | str) -> TargetTable:
+        return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
+
+    def kernel_tensors(self, device: torch.device | str) -> tuple[torch.Tensor, ...]:
+        """(idx, weight, background, target_at_idx) on `device`, the loss kernels' table arguments;
+        made once per device."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            tensors = (self.idx, self.weight, self.background, self.target_at_idx())
+            self._on_device[device] = tuple(t.to(device) for t in tensors)
+        return self._on_device[device]
+
+    def target_at_idx(self) -> torch.Tensor:
+        """[V, K]: the target probability p(idx[y, k]) = b[y] + all of row y's weight on that id
+        (an id may repeat in a row: padding repeats the gold id with weight 0)."""
+        out = torch.empty_like(self.weight)
+        for rows in torch.arange(self.vocab_size).split(2048):  # [rows, K, K] stays small
+            idx, w = self.idx[rows], self.weight[rows]
+            same = idx.unsqueeze(2) == idx.unsqueeze(1)
+            out[rows] = self.background[rows, None] + (same * w.unsqueeze(1)).sum(2)
+        return out
+
+    def dense(self, labels: torch.Tensor) -> torch.Tensor:
+        """The full [N, V] target for 1-D labels (reference and inspection only: never in training)."""
+        target = self.background[labels].unsqueeze(1).expand(-1, self.vocab_size).clone()
+        return target.scatter_add_(1, self.idx[labels], self.weight[labels])
+
+
+def check_table(table, vocab_size: int, family: str) -> TargetTable:
+    """Refuse a table that is not a target distribution per gold id, naming the family."""
+
+    def bad(what: str):
+        return ValueError(f"target family {family!r} returned a table where {what}")
+
+    if not isinstance(table, TargetTable):
+        raise bad(f"the result is a {type(table).__name__}, not a TargetTable")
+    idx, w, b = table.idx, table.weight, table.background
+    if idx.dtype != torch.int64 or idx.dim() != 2 or idx.shape[0] != vocab_size:
+        raise bad(f"idx is {tuple(idx.shape)} {idx.dtype}; it must be int64 [{vocab_size}, K]")
+    K = idx.shape[1]
+    if not 1 <= K <= MAX_ENTRIES:
+        raise bad(f"rows have {K} sparse entries; allowed: 1 to {MAX_ENTRIES}")
+    if w.shape != idx.shape or not w.is_floating_point():
+        raise bad(f"weight is {tuple(w.shape)} {w.dtype}; it must be floating [{vocab_size}, {K}]")
+    if b.shape != (vocab_size,) or not b.is_floating_point():
+        raise bad(f"background is {tuple(b.shape)} {b.dtype}; it must be floating [{vocab_size}]")
+    if bool(((idx < 0) | (idx >= vocab_size)).any()):
+        raise bad(f"idx holds ids outside [0, {vocab_size})")
+    if not bool((idx[:, 0] == torch.arange(vocab_size)).all()):
+        raise bad("idx[y, 0] is not the gold id y in every row")
+    if not bool(torch.isfinite(w).all() and torch.isfinite(b).all()):
+        raise bad("weights are not all finite")
+    if bool((w < 0).any() or (b < 0).any()):
+        raise bad("some weights are negative (every weight and background must be >= 0)")
+    total = b.double() * vocab_size + w.double().sum(1)
+    worst = int((total - 1).abs().argmax())
+    if abs(float(total[worst]) - 1) > 1e-4:
+        raise bad(f"row {worst} sums to {float(total[worst]):.6g}, not 1")
+    return table
+
+
+def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:
+    """Decoded text of every id, or None where the id can never be a prefix target.
+
+    `tokenizer` is a `tokenizers.Tokenizer` (torchtitan's HuggingFaceTokenizer keeps one in
+    `.tokenizer`). Ids past the tokenizer's size (model vocabulary padding) are None.
+    """
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    n = tok.get_vocab_size(with_added_tokens=True)
+    size = n if vocab_size is None else vocab_size
+    if n > size:
+        raise ValueError(
+            f"the tokenizer has {n} tokens but model.vocab_size is {size}: the model's "
+            f"vocabulary must hold every token id (choose a flavor whose vocab_size >= {n})"
+        )
+    special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    decoded = tok.decode_batch([[i] for i in range(n)], skip_special_tokens=False)
+    texts: list[str | None] = [None] * size
+    for i, text in enumerate(decoded):
+        if i not in special and text and text.isascii():
+            texts[i] = text
+    return texts
+
+
+def tiktoken_texts(path: str, vocab_size: int) -> list[str | None]:
+    """Token texts from a tiktoken rank file ("<base64 bytes> <id>" per line), the format of
+    Meta's `original/tokenizer.model`. Ids past the file (Llama-3's 256 special tokens) are None."""
+    import base64
+
+    texts: list[str | None] = [None] * vocab_size
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            token, rank = line.split()
+            if int(rank) >= vocab_size:
+                raise ValueError(f"{path} has token id {rank}, past model vocab_size {vocab_size}")
+            raw = base64.b64decode(token)
+            if raw and raw.isascii():
+                texts[int(rank)] = raw.decode("ascii")
+    return texts
+
+
+def describe_target(table: TargetTable, texts: list[str | None], gold: int) -> dict:
+    """Non-zero sparse entries of one gold id's target, largest first, plus the background."""
+    b = float(table.background[gold])
+    entries = {}
+    for i, w in zip(table.idx[gold].tolist(), table.weight[gold].tolist()):
+        if w != 0.0 or i == gold:
+            entries[i] = entries.get(i, b) + w
+    rows = [
+        {"id": i, "text": texts[i], "prob": p}
+        for i, p in sorted(entries.items(), key=lambda kv: -kv[1])
+    ]
+    others = table.vocab_size - len(rows)
+    return {
+        "gold_id": gold,
+        "gold_text": texts[gold],
+        "entries": rows,
+        "background_per_token": b,
+        "background_tokens": others,
+        "background_mass": b * others,
+        "total": sum(r["prob"] for r in rows) + b * others,
+    }

@@ -1,0 +1,132 @@
+"""The registry of target families: built-ins by name, a user's family by import path, checked."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from prefix_titan.objectives import (
+    FAMILIES,
+    ObjectiveSpec,
+    TargetTable,
+    build_target_table,
+    resolve_family,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+HAND = [" p", " per", " person", " personal", " personality", "x", None, "y"]
+
+
+def test_builtin_families_are_registry_entries():
+    assert set(FAMILIES) == {"ce", "label_smoothing", "prefix"}
+    for name, family in FAMILIES.items():
+        assert resolve_family(name) is family
+
+
+@pytest.fixture
+def docs_family(tmp_path, monkeypatch):
+    """The example family of docs/objectives.md, written out as the module `my_lab.targets`."""
+    text = (ROOT / "docs" / "objectives.md").read_text()
+    section = text[text.index("## Add a target family") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 20
+    (tmp_path / "my_lab").mkdir()
+    (tmp_path / "my_lab" / "__init__.py").write_text("")
+    (tmp_path / "my_lab" / "targets.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_lab.targets:suffix_targets"
+    for name in ("my_lab.targets", "my_lab"):
+        sys.modules.pop(name, None)
+
+
+def test_the_documented_family_builds_a_checked_table(docs_family):
+    # The documented family: tokens whose text is a suffix of the gold's share epsilon.
+    texts = ["ing", "s", "walking", "walks", None, "king"]
+    table = build_target_table(texts, ObjectiveSpec(docs_family, epsilon=0.2))
+    dense = table.dense(torch.arange(len(texts)))
+    torch.testing.assert_close(dense.sum(1), torch.ones(len(texts)))
+    # "walking": suffixes "ing" and "king" share 0.2; the gold keeps 0.8.
+    torch.testing.assert_close(dense[2], torch.tensor([0.1, 0, 0.8, 0, 0, 0.1]))
+    torch.testing.assert_close(dense[3], torch.tensor([0, 0.2, 0, 0.8, 0, 0]))  # "walks" <- "s"
+    torch.testing.assert_close(dense[4], torch.tensor([0, 0, 0, 0, 1.0, 0]))  # no text: one-hot
+
+
+def test_the_documented_family_trains_through_the_kernel(docs_family, odd_texts):
+    from prefix_titan.objectives import target_loss
+    from prefix_titan.objectives.reference import reference_loss
+
+    table = build_target_table(odd_texts, ObjectiveSpec(docs_family))
+    logits = torch.randn(64, table.vocab_size, requires_grad=True)
+    labels = torch.randint(0, table.vocab_size, (64,))
+    got = target_loss(logits, labels, *table.kernel_tensors("cpu"))
+    ref = reference_loss(logits, labels, table)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-3)
+
+
+def _family(**table):
+    def family(texts, spec):
+        V = len(texts)
+        base = dict(
+            idx=torch.arange(V)[:, None], weight=torch.ones(V, 1), background=torch.zeros(V)
+        )
+        return TargetTable(**{**base, **{k: v(V) for k, v in table.items()}})
+
+    return family
+
+
+@pytest.mark.parametrize(
+    "family,message",
+    [
+        (lambda texts, spec: {"idx": None}, "the result is a dict, not a TargetTable"),
+        (_family(weight=lambda V: torch.full((V, 1), 0.5)), "row 0 sums to 0.5, not 1"),
+        (
+            _family(
+                weight=lambda V: torch.full((V, 1), 2.0),
+                background=lambda V: torch.full((V,), -1 / V),
+            ),
+            "some weights are negative",
+        ),
+        (
+            _family(idx=lambda V: torch.zeros(V, 1, dtype=torch.long)),
+            "idx[y, 0] is not the gold id",
+        ),
+        (
+            _family(
+                idx=lambda V: torch.arange(V)[:, None].repeat(1, 2000),
+                weight=lambda V: torch.full((V, 2000), 1 / 2000),
+            ),
+            "rows have 2000 sparse entries",
+        ),
+        (
+            _family(
+                idx=lambda V: torch.stack([torch.arange(V), torch.full((V,), V)], 1),
+                weight=lambda V: torch.tensor([[1.0, 0.0]]).repeat(V, 1),
+            ),
+            "ids outside [0, 4)",
+        ),
+        (_family(weight=lambda V: torch.full((V, 1), float("nan"))), "not all finite"),
+    ],
+)
+def test_a_bad_family_is_refused_by_name(monkeypatch, family, message):
+    module = type(sys)("bad_lab")
+    module.bad = family
+    monkeypatch.setitem(sys.modules, "bad_lab", module)
+    with pytest.raises(ValueError) as e:
+        build_target_table(["a", "b", "c", "d"], ObjectiveSpec("bad_lab:bad"))
+    assert "target family 'bad_lab:bad'" in str(e.value) and message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("focal", "objective.name must be one of ce, label_smoothing, prefix, or an import path"),
+        ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
+        ("math:no_such_function", "math has no function 'no_such_function'"),
+        ("math:", "objective.name must be one of"),
+    ],
+)
+def test_unknown_family_names_are_refused(name, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_family(name)

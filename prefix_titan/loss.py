@@ -107,7 +107,6 @@ class FusedHeadLoss:
 
     def __init__(self, meter=None):
         self.meter = meter
-        self.pipeline_validation = False  # fused_loss refuses pipeline parallel: never set
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         objective, ce = _head_sums(pred)

@@ -16,6 +16,8 @@ the plain CE is never weighted.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 IGNORE_INDEX = -100
@@ -27,18 +29,15 @@ DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 def position_weights(seq_len: int, gamma: float | None, device=None) -> torch.Tensor | None:
     """[seq_len] weights w_k = (1 - gamma^k)/(1 - gamma) for k = 1..seq_len (gamma = 1: k),
-    divided by their mean so that they average 1; None when gamma is None (no weighting)."""
+    divided by their mean so that they average 1; None when gamma is None (no weighting).
+    Computed in float64 on `device` (no host-to-device copy per batch)."""
     if gamma is None:
         return None
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"position_gamma must be in (0, 1]; got {gamma!r}")
-    k = torch.arange(1, seq_len + 1, dtype=torch.float64)
-    w = (
-        k
-        if gamma == 1.0
-        else -torch.expm1(k * torch.log(torch.tensor(gamma, dtype=torch.float64))) / (1.0 - gamma)
-    )
-    return (w / w.mean()).float().to(device)
+    k = torch.arange(1, seq_len + 1, dtype=torch.float64, device=device)
+    w = k if gamma == 1.0 else -torch.expm1(k * math.log(gamma)) / (1.0 - gamma)
+    return (w / w.mean()).float()
 
 
 def row_weights(labels: torch.Tensor, gamma: float | None) -> torch.Tensor | None:

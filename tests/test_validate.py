@@ -1,0 +1,55 @@
+"""The validator's two torchtitan 0.2.2 workarounds, each confined to its call."""
+
+import torch
+import torchtitan.components.validate as titan_validate
+from torchtitan.components.validate import Validator
+
+from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_target_table
+from prefix_titan.objectives.reference import reference_loss
+
+
+def test_the_dataloader_builder_is_ours_only_during_init(monkeypatch):
+    from prefix_titan import validate
+
+    builtin = titan_validate.build_text_validation_dataloader
+    seen = []
+
+    def init(self, **kwargs):
+        seen.append((titan_validate.build_text_validation_dataloader, kwargs["loss_fn"]))
+
+    monkeypatch.setattr(Validator, "__init__", init)
+    loss = _loss()
+    validate.PlainCEValidator(loss_fn=loss, job_config=None)
+    assert seen[0][0] is validate.build_prefix_validation_dataloader
+    assert type(seen[0][1]).__name__ == "PlainCELoss"  # not the training loss
+    assert titan_validate.build_text_validation_dataloader is builtin
+
+
+def _loss():
+    from prefix_titan.loss import TargetLoss
+
+    texts = ["a", "ab", "abc", "b", None]
+    return TargetLoss(build_target_table(texts, ObjectiveSpec("prefix", 0.5)), position_gamma=0.9)
+
+
+def test_with_pipeline_parallel_the_training_loss_returns_plain_ce_during_validation(monkeypatch):
+    from prefix_titan.validate import PlainCEValidator
+
+    loss = _loss()
+    logits = torch.randn(2, 6, 5)
+    labels = torch.randint(0, 5, (2, 6))
+    labels[0, 0] = IGNORE_INDEX
+    objective, ce = reference_loss(logits, labels, loss.table, 0.9)
+    during = []
+    # A pipeline schedule holds the training loss and calls it itself.
+    monkeypatch.setattr(
+        Validator, "validate", lambda self, parts, step: during.append(loss(logits, labels))
+    )
+    validator = PlainCEValidator.__new__(PlainCEValidator)
+    validator.training_loss, validator.pp_schedule = loss, object()
+    validator.validate([], 1)
+    torch.testing.assert_close(during[0], ce)  # plain CE while validating
+    torch.testing.assert_close(loss(logits, labels), objective)  # the objective again after
+    validator.pp_schedule = None
+    validator.validate([], 2)
+    torch.testing.assert_close(during[1], objective)  # without PP the schedule path is not taken

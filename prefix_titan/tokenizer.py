@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import tempfile
 
 from torchtitan.components.tokenizer import build_hf_tokenizer
@@ -19,6 +20,29 @@ from .corpus import EMBEDDED_VOCAB_SIZE, embedded_split
 from .data import EMBEDDED_DATASETS
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_tokenizer_files(out_dir: str, tokenizer, config: dict) -> str:
+    """tokenizer.json and tokenizer_config.json for a `tokenizers.Tokenizer`, each written to a
+    temporary name and renamed (ranks racing to create it never read a half file), with the
+    modes the umask gives new files."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name, text in (
+        ("tokenizer.json", tokenizer.to_str()),
+        ("tokenizer_config.json", json.dumps(config, indent=2)),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=out_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, os.path.join(out_dir, name))
+    return out_dir
 
 
 def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE) -> str:
@@ -35,18 +59,52 @@ def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE
         show_progress=False,
     )
     tok.train_from_iterator(embedded_split("train"), trainer=trainer)
-    os.makedirs(out_dir, exist_ok=True)
     config = {"bos_token": BOS, "eos_token": EOS, "add_bos_token": False, "add_eos_token": False}
-    # Write to temporary names then rename, so ranks racing to create it never read a half file.
-    for name, text in (
-        ("tokenizer.json", tok.to_str()),
-        ("tokenizer_config.json", json.dumps(config)),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=out_dir)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, os.path.join(out_dir, name))
-    return out_dir
+    return write_tokenizer_files(out_dir, tok, config)
+
+
+LLAMA3_EXTRA = 'pip install -e ".[llama3]"'
+
+
+def llama3_tokenizer_files():
+    """(tiktoken rank file, pre-tokenizer pattern, special tokens by id) of the Llama-3 tokenizer
+    that Meta's `llama-models` package ships (PyPI, no hub access)."""
+    try:
+        from llama_models.llama3 import tokenizer as meta
+    except ImportError as e:
+        raise ImportError(f"the llama-models package is missing: {LLAMA3_EXTRA}") from e
+    path = os.path.join(os.path.dirname(meta.__file__), "tokenizer.model")
+    reference = meta.Tokenizer(pathlib.Path(path))
+    specials = sorted(reference.special_tokens, key=reference.special_tokens.__getitem__)
+    return path, meta.Tokenizer.pat_str, specials, reference
+
+
+def convert_llama3_tokenizer(out_dir: str) -> str:
+    """Write the Llama-3 tokenizer as tokenizer.json + tokenizer_config.json (BOS
+    <|begin_of_text|> = 128000, EOS <|end_of_text|> = 128001), converted from `llama-models`'
+    tiktoken ranks with transformers' TikTokenConverter; it encodes exactly like tiktoken."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    path, pattern, specials, reference = llama3_tokenizer_files()
+    tok = TikTokenConverter(
+        vocab_file=path, pattern=pattern, extra_special_tokens=specials
+    ).converted()
+    for token in specials:
+        if tok.token_to_id(token) != reference.special_tokens[token]:
+            raise RuntimeError(
+                f"converted tokenizer puts {token} at {tok.token_to_id(token)}, "
+                f"llama-models at {reference.special_tokens[token]}"
+            )
+    config = {
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 131072,
+    }
+    return write_tokenizer_files(out_dir, tok, config)
 
 
 def build_tokenizer(job_config):

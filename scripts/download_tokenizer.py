@@ -1,22 +1,40 @@
-"""Download the Llama-3 tokenizer files (tokenizer.json, tokenizer_config.json) for the sweep.
+"""Get the Llama-3 tokenizer files (tokenizer.json, tokenizer_config.json) for the sweep, either way:
 
-huggingface-cli login          # the Meta Llama repositories are gated: accept the licence first
-python scripts/download_tokenizer.py [--repo-id meta-llama/Llama-3.1-8B] [--out assets/hf/Llama-3.1-8B]
+python scripts/download_tokenizer.py [--out assets/hf/Llama-3.1-8B]
+    from the gated hub repository (huggingface-cli login; accept the licence first)
+python scripts/download_tokenizer.py --source llama-models [--out assets/hf/Llama-3.1-8B]
+    converted from the tokenizer Meta ships in the `llama-models` PyPI package
+    (pip install -e ".[llama3]"; no hub access). Same ids as tiktoken with Llama-3's ranks,
+    pattern and 256 special tokens (BOS <|begin_of_text|> = 128000, EOS <|end_of_text|> = 128001).
 """
 
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--repo-id", default="meta-llama/Llama-3.1-8B")
+    p.add_argument("--source", default="hub", choices=["hub", "llama-models"])
+    p.add_argument("--repo-id", default="meta-llama/Llama-3.1-8B", help="--source hub only")
     p.add_argument("--out", default="assets/hf/Llama-3.1-8B")
     p.add_argument("--token", default=None, help="HF access token (default: the logged-in one)")
     a = p.parse_args()
+    if a.source == "llama-models":
+        from prefix_titan.tokenizer import convert_llama3_tokenizer
+
+        try:
+            path = convert_llama3_tokenizer(a.out)
+        except ImportError as e:
+            p.error(str(e))
+        print(f"tokenizer files in {path} (converted from the llama-models package)")
+        return
     from huggingface_hub import snapshot_download
 
     path = snapshot_download(

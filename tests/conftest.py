@@ -102,3 +102,28 @@ def odd_texts(embedded_tokenizer_dir):
 
     tok = Tokenizer.from_file(os.path.join(embedded_tokenizer_dir, "tokenizer.json"))
     return token_texts(tok, ODD_VOCAB)
+
+
+@pytest.fixture(scope="session")
+def llama3_dir(tmp_path_factory):
+    """The real Llama-3 tokenizer, converted once per session from the llama-models package."""
+    from prefix_titan.tokenizer import convert_llama3_tokenizer
+
+    return convert_llama3_tokenizer(str(tmp_path_factory.mktemp("llama3_tokenizer")))
+
+
+@pytest.fixture(scope="session")
+def llama3_texts(llama3_dir):
+    from tokenizers import Tokenizer
+
+    from prefix_titan.objectives import token_texts
+
+    return token_texts(Tokenizer.from_file(os.path.join(llama3_dir, "tokenizer.json")))
+
+
+@pytest.fixture(scope="session")
+def llama3_prefix_table(llama3_texts):
+    """The prefix objective's table (tau 0.5) over the real vocabulary, built once per session."""
+    from prefix_titan.objectives import ObjectiveSpec, build_target_table
+
+    return build_target_table(llama3_texts, ObjectiveSpec("prefix", 0.5, True, "vocab"))

@@ -1,0 +1,248 @@
+"""The real Llama-3 tokenizer, converted offline from the llama-models package, and everything
+that depends on the real vocabulary: prefix sets (K = 86), the README's table, the kernel on real
+prefix sets, uint32 shards, the character probes and an export's tokenizer."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prefix_titan.corpus import embedded_documents
+from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_target_table, target_loss
+from prefix_titan.objectives.reference import reference_loss
+
+ROOT = Path(__file__).resolve().parent.parent
+V = 128256
+PERSONALITY = " personality"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from prefix_titan.tokenizer import llama3_tokenizer_files
+
+    return llama3_tokenizer_files()[3]  # llama-models' own tiktoken tokenizer
+
+
+@pytest.fixture(scope="module")
+def hf(llama3_dir):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(os.path.join(llama3_dir, "tokenizer.json"))
+
+
+def varied_text() -> str:
+    """The embedded corpus, plus what stresses a pre-tokenizer: non-ASCII scripts and emoji,
+    digit runs, whitespace runs, contractions in both cases, punctuation runs."""
+    extra = [
+        "héllo wörld — naïve café, Straße, 東京タワー, Привет мир, مرحبا, 😀🚀👍🏽",
+        "1 12 123 1234 12345 3.14159 2026-11-23 0x1F 1e-05 100,000,000",
+        "a  b   c    d\t\te\n\n\nf \n \n g      \r\n\r\nend   ",
+        "it's I'm you're we've they'll she'd IT'S DON'T We'Ve",
+        "!!! ??? ... ---- ==== ((())) {{}} <<>> ~~~ ``` '' \"\" ;;",
+    ]
+    return "\n\n".join([*embedded_documents(), *extra])
+
+
+def test_converted_tokenizer_encodes_exactly_like_tiktoken(reference, hf):
+    text = varied_text()
+    assert len(text) > 1_000_000
+    want = reference.model.encode(text, allowed_special=set(), disallowed_special=())
+    got = hf.encode(text, add_special_tokens=False).ids
+    assert got == want
+    for line in varied_text().splitlines()[-12:]:  # short strings too (edge of the pattern)
+        assert hf.encode(line, add_special_tokens=False).ids == reference.model.encode(
+            line, allowed_special=set(), disallowed_special=()
+        )
+
+
+def test_every_special_token_has_its_id(reference, hf, llama3_dir):
+    assert len(reference.special_tokens) == 256
+    for token, token_id in reference.special_tokens.items():
+        assert hf.encode(token, add_special_tokens=False).ids == [token_id]
+        assert hf.id_to_token(token_id) == token
+    assert hf.get_vocab_size(with_added_tokens=True) == V
+
+
+def test_torchtitan_and_transformers_load_it_with_bos_and_eos(llama3_dir):
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from transformers import AutoTokenizer
+
+    titan = HuggingFaceTokenizer(llama3_dir)
+    assert (titan.bos_id, titan.eos_id, titan.get_vocab_size()) == (128000, 128001, V)
+    assert titan.encode("hello", add_bos=True, add_eos=True) == [128000, 15339, 128001]
+    auto = AutoTokenizer.from_pretrained(llama3_dir)
+    assert (auto.bos_token_id, auto.eos_token_id) == (128000, 128001)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in Path(llama3_dir).iterdir()}
+    assert all(m == oct(0o666 & ~_umask()) for m in modes.values()), modes
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_script_writes_it(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "scripts/download_tokenizer.py",
+            "--source",
+            "llama-models",
+            "--out",
+            str(tmp_path / "l3"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "l3" / "tokenizer_config.json").read_text())
+    assert config["bos_token"] == "<|begin_of_text|>" and config["eos_token"] == "<|end_of_text|>"
+    assert (tmp_path / "l3" / "tokenizer.json").stat().st_size > 5_000_000
+
+
+def test_prefix_table_has_86_entries_per_row(llama3_prefix_table):
+    assert llama3_prefix_table.vocab_size == V
+    assert llama3_prefix_table.idx.shape[1] == 86
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_personality_row_hand_checked(llama3_texts, normalize):
+    gold = llama3_texts.index(PERSONALITY)
+    members = [i for i, t in enumerate(llama3_texts) if t and PERSONALITY.startswith(t)]
+    assert len(members) == 10  # " ", " p", " pe", " per", " pers", " person", ...
+    tau = 0.5
+    score = {i: len(llama3_texts[i]) / (len(PERSONALITY) if normalize else 1) for i in members}
+    z = sum(math.exp(s / tau) for s in score.values())
+    table = build_target_table(llama3_texts, ObjectiveSpec("prefix", tau, normalize, "prefix"))
+    row = table.dense(torch.tensor([gold]))[0].double()
+    for i in members:
+        assert row[i].item() == pytest.approx(math.exp(score[i] / tau) / z, rel=1e-5, abs=1e-12)
+    assert row.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert row[gold] == row.max()
+
+
+def test_readme_vocab_support_table_is_what_the_script_computes(
+    llama3_dir, llama3_prefix_table, llama3_texts
+):
+    out = subprocess.run(
+        [sys.executable, "scripts/vocab_support_mass.py", "--hf-assets-path", llama3_dir],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if re.match(r"\| \d", line)]
+    assert len(rows) == 6
+    readme = (ROOT / "README.md").read_text()
+    for row in rows:
+        assert row in readme, row
+    # The script's shortcut (only the gold's prefix set keeps its text) against the full table.
+    gold = llama3_texts.index(PERSONALITY)
+    full = llama3_prefix_table.dense(torch.tensor([gold]))[0, gold].item()
+    assert f"| 0.5 | 0.997 | 0.997 | 0.246 | {full:.3g} |" in rows
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [ObjectiveSpec("prefix", 0.05, False, "prefix"), ObjectiveSpec("prefix", 0.5, True, "vocab")],
+    ids=str,
+)
+def test_kernel_matches_reference_on_real_prefix_sets(
+    llama3_texts, llama3_prefix_table, spec, seed
+):
+    table = (
+        llama3_prefix_table
+        if spec == ObjectiveSpec("prefix", 0.5, True, "vocab")
+        else build_target_table(llama3_texts, spec)
+    )
+    rich = torch.argsort((table.weight > 0).sum(1), descending=True)[:40]  # long prefix sets
+    labels = torch.cat([rich, torch.randint(0, V, (8,)), torch.tensor([IGNORE_INDEX] * 2)])
+    logits = (torch.randn(len(labels), V) * 4).requires_grad_()
+    ref_logits = logits.detach().double().requires_grad_()  # float64: the reference is exact
+    got = target_loss(logits, labels, *table.kernel_tensors("cpu"))
+    ref = reference_loss(ref_logits, labels, table, dtype=torch.float64)
+    (got[0] * 0.5).backward()
+    (ref[0] * 0.5).backward()
+    for g, r, what in (
+        (got[0], ref[0], "objective"),
+        (got[1], ref[1], "plain CE"),
+        (logits.grad, ref_logits.grad, "gradient"),
+    ):
+        torch.testing.assert_close(
+            g.double(),
+            r,
+            atol=2e-5,
+            rtol=2e-5,
+            msg=lambda m, what=what: f"{what} (seed {seed}): {m}",
+        )
+
+
+def test_prepare_writes_uint32_shards_the_loader_reads(llama3_dir, tmp_path):
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    from prefix_titan.prepare import prepare
+    from prefix_titan.shards import ShardedTokens
+
+    m = prepare(
+        "embedded",
+        llama3_dir,
+        str(tmp_path / "shards"),
+        tokens=200_000,
+        val_tokens=20_000,
+        val_every=20,
+        shard_tokens=50_000,
+        progress=False,
+    )
+    assert m["dtype"] == "uint32"
+    tok = HuggingFaceTokenizer(llama3_dir)
+    tokens = ShardedTokens(str(tmp_path / "shards"), "train", tok)
+    ids = tokens[:]
+    assert len(ids) >= 200_000 and ids.max() < V and (ids > 65535).any()  # needs 32 bits
+    ends = np.flatnonzero(ids == tok.eos_id)
+    first = ids[: ends[0] + 1].tolist()
+    assert first[0] == tok.bos_id
+    text = tok.decode(first[1:-1])
+    assert text in set(embedded_documents())
+    assert tok.encode(text, add_bos=True, add_eos=True) == first
+
+
+def test_character_probes_from_the_real_vocabulary(llama3_texts):
+    from prefix_titan.probes import PROBE_TASKS, build_probes
+
+    probes = build_probes(llama3_texts)
+    assert set(probes) == set(PROBE_TASKS)
+    assert all(len(docs) >= 500 for docs in probes.values())
+    vocab = {t for t in llama3_texts if t}
+    yes = [re.findall(r'"(.+?)"', d["query"]) for d in probes["char_prefix"] if d["gold"] == 1]
+    assert yes and all(f" {w}" in vocab and f" {p}" in vocab for w, p in yes)
+
+
+def test_an_export_tokenizes_like_torchtitan(llama3_dir, tmp_path):
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.models.llama3 import Transformer
+    from transformers import AutoTokenizer
+
+    from prefix_titan.export import write_hf_folder
+    from prefix_titan.model.flavors import FLAVORS
+
+    args = FLAVORS["tiny_128k"]
+    with torch.device("meta"):
+        names = Transformer(args).state_dict()
+    state = {k: torch.zeros(v.shape) for k, v in names.items() if not k.startswith("freqs_cis")}
+    out = write_hf_folder(state, args, llama3_dir, str(tmp_path / "hf"), 256)
+    auto = AutoTokenizer.from_pretrained(out)
+    titan = HuggingFaceTokenizer(llama3_dir)
+    for text in varied_text().splitlines()[-5:] + ["The personality of strawberries."]:
+        assert auto(text)["input_ids"] == titan.encode(text, add_bos=False, add_eos=False)
+    assert auto.bos_token_id == 128000 and auto.eos_token_id == 128001

@@ -122,8 +122,13 @@ def llama3_texts(llama3_dir):
 
 
 @pytest.fixture(scope="session")
-def llama3_prefix_table(llama3_texts):
-    """The prefix objective's table (tau 0.5) over the real vocabulary, built once per session."""
+def llama3_tables(llama3_texts):
+    """Prefix tables over the real vocabulary, built once per session (seconds each): tau 0.5,
+    unnormalized with prefix support, and normalized with vocab support."""
     from prefix_titan.objectives import ObjectiveSpec, build_target_table
 
-    return build_target_table(llama3_texts, ObjectiveSpec("prefix", 0.5, True, "vocab"))
+    specs = (
+        ObjectiveSpec("prefix", 0.5, False, "prefix"),
+        ObjectiveSpec("prefix", 0.5, True, "vocab"),
+    )
+    return {s.normalize: (s, build_target_table(llama3_texts, s)) for s in specs}

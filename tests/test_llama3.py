@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from prefix_titan.corpus import embedded_documents
-from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_target_table, target_loss
+from prefix_titan.objectives import IGNORE_INDEX, target_loss
 from prefix_titan.objectives.reference import reference_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,29 +110,40 @@ def test_the_script_writes_it(tmp_path):
     assert (tmp_path / "l3" / "tokenizer.json").stat().st_size > 5_000_000
 
 
-def test_prefix_table_has_86_entries_per_row(llama3_prefix_table):
-    assert llama3_prefix_table.vocab_size == V
-    assert llama3_prefix_table.idx.shape[1] == 86
+def test_prefix_table_has_86_entries_per_row(llama3_tables):
+    for _, table in llama3_tables.values():
+        assert table.vocab_size == V
+        assert table.idx.shape[1] == 86
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_personality_row_hand_checked(llama3_texts, normalize):
+@pytest.mark.parametrize(
+    "normalize", [False, True], ids=["unnormalized-prefix", "normalized-vocab"]
+)
+def test_personality_row_hand_checked(llama3_texts, llama3_tables, normalize):
+    spec, table = llama3_tables[normalize]
     gold = llama3_texts.index(PERSONALITY)
     members = [i for i, t in enumerate(llama3_texts) if t and PERSONALITY.startswith(t)]
     assert len(members) == 10  # " ", " p", " pe", " per", " pers", " person", ...
-    tau = 0.5
     score = {i: len(llama3_texts[i]) / (len(PERSONALITY) if normalize else 1) for i in members}
-    z = sum(math.exp(s / tau) for s in score.values())
-    table = build_target_table(llama3_texts, ObjectiveSpec("prefix", tau, normalize, "prefix"))
+    # support "vocab": the V - |S| other tokens score 0 and keep weight e^0 each.
+    outside = V - len(members) if spec.support == "vocab" else 0
+    z = sum(math.exp(s / spec.tau) for s in score.values()) + outside
     row = table.dense(torch.tensor([gold]))[0].double()
     for i in members:
-        assert row[i].item() == pytest.approx(math.exp(score[i] / tau) / z, rel=1e-5, abs=1e-12)
+        want = math.exp(score[i] / spec.tau) / z
+        assert row[i].item() == pytest.approx(want, rel=1e-5, abs=1e-12)
+    others = [i for i in range(V) if i not in members]
+    torch.testing.assert_close(
+        row[others],
+        torch.full((len(others),), outside and 1 / z, dtype=torch.float64),
+        rtol=1e-5,
+        atol=1e-12,
+    )
     assert row.sum().item() == pytest.approx(1.0, abs=1e-6)
-    assert row[gold] == row.max()
 
 
 def test_readme_vocab_support_table_is_what_the_script_computes(
-    llama3_dir, llama3_prefix_table, llama3_texts
+    llama3_dir, llama3_tables, llama3_texts
 ):
     out = subprocess.run(
         [sys.executable, "scripts/vocab_support_mass.py", "--hf-assets-path", llama3_dir],
@@ -147,25 +158,19 @@ def test_readme_vocab_support_table_is_what_the_script_computes(
     readme = (ROOT / "README.md").read_text()
     for row in rows:
         assert row in readme, row
-    # The script's shortcut (only the gold's prefix set keeps its text) against the full table.
+    # The script's shortcut (only the gold's prefix set keeps its text) against the full tables.
     gold = llama3_texts.index(PERSONALITY)
-    full = llama3_prefix_table.dense(torch.tensor([gold]))[0, gold].item()
-    assert f"| 0.5 | 0.997 | 0.997 | 0.246 | {full:.3g} |" in rows
+    full = [
+        f"{t.dense(torch.tensor([gold]))[0, gold].item():.3g}" for _, t in llama3_tables.values()
+    ]
+    assert f"| 0.5 | {full[0]} | 0.997 | 0.246 | {full[1]} |" in rows
 
 
 @pytest.mark.parametrize(
-    "spec",
-    [ObjectiveSpec("prefix", 0.05, False, "prefix"), ObjectiveSpec("prefix", 0.5, True, "vocab")],
-    ids=str,
+    "normalize", [False, True], ids=["unnormalized-prefix", "normalized-vocab"]
 )
-def test_kernel_matches_reference_on_real_prefix_sets(
-    llama3_texts, llama3_prefix_table, spec, seed
-):
-    table = (
-        llama3_prefix_table
-        if spec == ObjectiveSpec("prefix", 0.5, True, "vocab")
-        else build_target_table(llama3_texts, spec)
-    )
+def test_kernel_matches_reference_on_real_prefix_sets(llama3_tables, normalize, seed):
+    _, table = llama3_tables[normalize]
     rich = torch.argsort((table.weight > 0).sum(1), descending=True)[:40]  # long prefix sets
     labels = torch.cat([rich, torch.randint(0, V, (8,)), torch.tensor([IGNORE_INDEX] * 2)])
     logits = (torch.randn(len(labels), V) * 4).requires_grad_()

@@ -4,6 +4,8 @@ Adds `[objective]` (what the model is trained to predict: objectives/spec.py) an
 `check_job_config` refuses bad settings; torchtitan runs it before any work (train_spec.py).
 """
 
+import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,13 @@ from .data import TOKEN_DATASETS, check_dataset_name
 from .model.flavors import FLAVORS, flavor_args
 from .objectives.families import resolve_family
 from .objectives.spec import ObjectiveSpec
+from .run_folder import (
+    RESUME_MAY_CHANGE,
+    RUN_CONFIG,
+    checkpoint_steps,
+    resume_conflicts,
+    run_record,
+)
 
 
 @dataclass
@@ -49,7 +58,8 @@ class JobConfig:
 
 
 def check_job_config(job_config) -> None:
-    """Refuse bad settings, naming the setting and what is allowed."""
+    """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
+    written with other settings (check_resume)."""
     if not hasattr(job_config, "objective"):
         raise ValueError(
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
@@ -118,3 +128,24 @@ def check_job_config(job_config) -> None:
                 f"validation.seq_len ({job_config.validation.seq_len}) must be <= training.seq_len "
                 f"({job_config.training.seq_len}): the model's RoPE table is sized by training.seq_len"
             )
+    check_resume(job_config)
+
+
+def check_resume(job_config) -> None:
+    """Refuse to resume a checkpoint in job.dump_folder that a run with other settings wrote
+    (a re-run with another objective would relabel the finished run)."""
+    folder = job_config.job.dump_folder
+    record = os.path.join(folder, RUN_CONFIG)
+    steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))
+    if not (job_config.checkpoint.enable and steps and os.path.exists(record)):
+        return
+    with open(record) as f:
+        conflicts = resume_conflicts(json.load(f), run_record(job_config))
+    if conflicts:
+        raise ValueError(
+            f"{folder} holds a checkpoint ({os.path.basename(steps[-1])}) of a run with other "
+            f"settings, and resuming it would train (and record) them as this run's:\n  "
+            + "\n  ".join(conflicts)
+            + f"\nA resumed run may change only: {', '.join(RESUME_MAY_CHANGE)}. To start a fresh "
+            f"run, give it another job.dump_folder (or remove {os.path.dirname(steps[-1])})."
+        )

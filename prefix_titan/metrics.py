@@ -8,7 +8,6 @@ loss and this processor, which logs it with the same token normalisation as torc
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -18,7 +17,7 @@ from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
-from .run_folder import METRICS_LOG, RUN_CONFIG
+from .run_folder import METRICS_LOG, RUN_CONFIG, run_record
 
 
 class PlainCEMeter:
@@ -47,9 +46,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
         if self._record:
             os.makedirs(job_config.job.dump_folder, exist_ok=True)
             with open(os.path.join(job_config.job.dump_folder, RUN_CONFIG), "w") as f:
-                config = dataclasses.asdict(job_config)
-                config.pop("prefix", None)  # the refused former section name: always empty
-                json.dump(config, f, indent=2, default=str)
+                json.dump(run_record(job_config), f, indent=2)
 
     def _append(self, row: dict) -> None:
         if self._record:

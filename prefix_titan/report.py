@@ -20,21 +20,11 @@ import sys
 
 from .eval import DEFAULT_TASKS
 from .probes import PROBE_TASKS
-from .run_folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG
+from .run_folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, flatten
 
 DOWNSTREAM = DEFAULT_TASKS
 # Settings that may differ between arms: the objective itself and where the run writes.
 ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _step_of(path: str) -> int:
@@ -109,7 +99,7 @@ def find_runs(runs_dir: str) -> list[dict]:
 
 def invariant_violations(runs: list[dict]) -> list[str]:
     """Settings outside [objective] that differ between runs, naming the runs that differ."""
-    flat = [_flatten(r["config"]) for r in runs]
+    flat = [flatten(r["config"]) for r in runs]
     keys = sorted({k for f in flat for k in f if not k.startswith(ARM_KEYS)})
     problems = []
     for key in keys:

@@ -3,7 +3,9 @@ read by the report: their names live here and nowhere else."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import json
 import os
 
 RUN_CONFIG = "run_config.json"
@@ -22,3 +24,51 @@ def checkpoint_steps(folder: str) -> list[str]:
     """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
     steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
     return sorted(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
+
+
+def run_record(job_config) -> dict:
+    """The job config as RUN_CONFIG records it (JSON types; the refused `[prefix]` left out)."""
+    config = dataclasses.asdict(job_config)
+    config.pop("prefix", None)
+    return json.loads(json.dumps(config, default=str))
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"section.key": value} of a nested config dict."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+RESUME_MAY_CHANGE = (
+    "training.steps",
+    "metrics.",
+    "checkpoint.interval",
+    "checkpoint.keep_latest_k",
+    "checkpoint.load_step",
+    "validation.",
+    "job.description",
+    "job.config_file",
+    "job.print_config",
+    "profiling.",
+    "comm.",
+)
+"""Settings a resumed run may change: how long it runs, what it logs, saves and validates. Every
+other setting (the objective above all, model, data, batch, optimizer, schedule, seed) must equal
+the record of the run whose checkpoint it resumes."""
+
+
+def resume_conflicts(recorded: dict, current: dict) -> list[str]:
+    """`setting: recorded -> current` for each setting outside RESUME_MAY_CHANGE that differs,
+    objective settings first."""
+    old, new = flatten(recorded), flatten(current)
+    keys = sorted(set(old) | set(new), key=lambda k: (not k.startswith("objective."), k))
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in keys
+        if not k.startswith(RESUME_MAY_CHANGE) and old.get(k) != new.get(k)
+    ]

@@ -189,3 +189,72 @@ def test_a_config_with_the_former_prefix_section_is_refused(tmp_path):
         parse(path)
     assert "the [prefix] section was renamed [objective]" in str(e.value)
     assert "`objective` to `name`" in str(e.value)
+
+
+def _record_run(folder, config, with_checkpoint=True):
+    import json
+
+    from prefix_titan.run_folder import RUN_CONFIG, run_record
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RUN_CONFIG).write_text(json.dumps(run_record(config)))
+    if with_checkpoint:
+        (folder / "checkpoint" / "step-300").mkdir(parents=True)
+
+
+def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    _record_run(folder, parse(default, "--job.dump_folder", str(folder)))
+    with pytest.raises(ValueError) as e:
+        check_job_config(
+            parse(
+                default,
+                "--job.dump_folder",
+                str(folder),
+                "--objective.name",
+                "ce",
+                "--optimizer.lr",
+                "1e-3",
+            )
+        )
+    message = str(e.value)
+    assert "holds a checkpoint (step-300) of a run with other settings" in message
+    lines = message.splitlines()
+    assert lines[1].strip() == "objective.name: 'prefix' -> 'ce'"  # the objective first
+    assert "optimizer.lr: 0.003 -> 0.001" in message
+    assert "give it another job.dump_folder" in message
+    # What a resumed run may change: steps, logging, checkpointing and validation cadence.
+    check_job_config(
+        parse(
+            default,
+            "--job.dump_folder",
+            str(folder),
+            "--training.steps",
+            "600",
+            "--metrics.log_freq",
+            "5",
+            "--checkpoint.interval",
+            "50",
+            "--validation.freq",
+            "50",
+        )
+    )
+    # A fresh folder, a folder without a checkpoint, or checkpointing off: nothing to resume.
+    check_job_config(
+        parse(default, "--job.dump_folder", str(tmp_path / "new"), "--objective.name", "ce")
+    )
+    _record_run(tmp_path / "empty", parse(default), with_checkpoint=False)
+    check_job_config(
+        parse(default, "--job.dump_folder", str(tmp_path / "empty"), "--objective.name", "ce")
+    )
+    check_job_config(
+        parse(
+            default,
+            "--job.dump_folder",
+            str(folder),
+            "--objective.name",
+            "ce",
+            "--checkpoint.no-enable",
+        )
+    )

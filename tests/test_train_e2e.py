@@ -250,3 +250,18 @@ def test_position_weighting_is_the_same_fused_and_unfused_and_leaves_plain_ce_un
         assert len(want) >= 2  # CE also matches the validation lines
         for log in (log_u, log_f):
             assert [float(v) for _, v in pattern.findall(log)] == pytest.approx(want, rel=1e-5)
+
+
+def test_a_finished_run_is_never_relabelled_by_a_rerun_with_another_objective(tmp_path):
+    import json
+
+    common = ("--checkpoint.enable", "--checkpoint.interval", "2", "--training.steps", "2")
+    train(tmp_path, *common, name="run")
+    record = tmp_path / "run" / "run_config.json"
+    assert json.loads(record.read_text())["objective"]["name"] == "prefix"
+    log, losses = train(tmp_path, *common, "--objective.name", "ce", name="run", check=False)
+    assert "holds a checkpoint (step-2) of a run with other settings" in log
+    assert "objective.name: 'prefix' -> 'ce'" in log and not losses
+    assert json.loads(record.read_text())["objective"]["name"] == "prefix"  # untouched
+    log, losses = train(tmp_path, *common[:-1], "4", name="run")  # more steps: allowed
+    assert "Training starts at step 3" in log and sorted(losses) == [3, 4]

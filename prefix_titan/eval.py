@@ -20,7 +20,15 @@ import json
 import os
 import sys
 
-from .run_folder import EVAL_CURVE, EVAL_RESULTS, EXPORTS, RUN_CONFIG, checkpoint_steps
+from .run_folder import (
+    EVAL_CURVE,
+    EVAL_RESULTS,
+    EVALS,
+    EXPORT_RECORD,
+    EXPORTS,
+    RUN_CONFIG,
+    checkpoint_steps,
+)
 
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
@@ -146,7 +154,30 @@ def evaluate(
     }
     with open(os.path.join(model_dir, EVAL_RESULTS), "w") as f:
         json.dump(results, f, indent=2, default=str)
+    file_with_run(model_dir, results)
     return results
+
+
+def file_with_run(model_dir: str, results: dict) -> str | None:
+    """Also write the results into the run folder the model was exported from
+    (RUN/evals/step-N/), where the report finds them; None if the model records no run or
+    already lies inside it."""
+    record = os.path.join(model_dir, EXPORT_RECORD)
+    if not os.path.exists(record):
+        return None
+    with open(record) as f:
+        source = json.load(f)
+    run_dir, step = source["run_dir"], source.get("step")
+    model = os.path.abspath(model_dir)
+    if not os.path.isdir(run_dir) or model.startswith(os.path.join(run_dir, "")):
+        return None
+    out = os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, EVAL_RESULTS)
+    with open(path, "w") as f:
+        json.dump({**results, "exported_to": model}, f, indent=2, default=str)
+    print(f"results filed with the run: {path}", file=sys.stderr, flush=True)
+    return path
 
 
 def table(results: dict) -> str:
@@ -189,6 +220,7 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
                     folder,
                     out,
                     checkpoint=ckpt,
+                    run_dir=run_dir,
                 )
             else:
                 export(

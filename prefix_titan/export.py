@@ -24,7 +24,7 @@ import tempfile
 import torch
 
 from .model.flavors import flavor_args
-from .run_folder import checkpoint_steps
+from .run_folder import EXPORT_RECORD, checkpoint_steps, step_number
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -133,8 +133,11 @@ def write_hf_folder(
     max_positions: int,
     dtype: str = "fp32",
     overwrite: bool = False,
+    source: dict | None = None,
 ) -> str:
-    """Write torchtitan-named weights as a transformers-loadable folder (atomically)."""
+    """Write torchtitan-named weights as a transformers-loadable folder (atomically, with the
+    modes the umask gives new files); `source` (run folder, checkpoint, step) is recorded in
+    EXPORT_RECORD so that evaluation results can be filed with the run."""
     from safetensors.torch import save_file
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
     from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
@@ -167,6 +170,10 @@ def write_hf_folder(
             )
         _log("writing tokenizer files")
         write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
+        if source is not None:
+            with open(os.path.join(tmp, EXPORT_RECORD), "w") as f:
+                json.dump(source, f, indent=2)
+        _public_modes(tmp)
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -175,6 +182,15 @@ def write_hf_folder(
         raise
     _log(f"done: {out}")
     return out
+
+
+def _public_modes(folder: str) -> None:
+    """What a new folder and its files get from the umask (mkdtemp makes both private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for name in os.listdir(folder):
+        os.chmod(os.path.join(folder, name), 0o666 & ~mask)
 
 
 def export(
@@ -197,6 +213,7 @@ def export(
         checkpoint,
         dtype,
         overwrite,
+        run_dir=config.job.dump_folder,
     )
 
 
@@ -209,13 +226,24 @@ def export_run(
     checkpoint: str | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
+    run_dir: str | None = None,
 ) -> str:
-    """Export from the run's settings; `checkpoint` defaults to the newest step in the folder."""
+    """Export from the run's settings; `checkpoint` defaults to the newest step in the folder.
+    With `run_dir` the export records the run folder, checkpoint and step it came from."""
     model_args = flavor_args(flavor)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
     _log(f"loading {flavor} weights from {checkpoint}")
     state = load_torchtitan_state(checkpoint, model_args)
-    return write_hf_folder(state, model_args, hf_assets_path, out, seq_len, dtype, overwrite)
+    source = None
+    if run_dir is not None:
+        source = {
+            "run_dir": os.path.abspath(run_dir),
+            "checkpoint": os.path.abspath(checkpoint),
+            "step": step_number(checkpoint),
+        }
+    return write_hf_folder(
+        state, model_args, hf_assets_path, out, seq_len, dtype, overwrite, source=source
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,12 +18,22 @@ EVAL_CURVE = "eval_curve.json"
 """{step: results} of every checkpoint (eval --all-checkpoints)"""
 EXPORTS = "hf"
 """Sub-folder of the run where eval --all-checkpoints exports each step-N"""
+EVALS = "evals"
+"""Sub-folder of the run where eval files the results of a model exported elsewhere: step-N/"""
+EXPORT_RECORD = "export_source.json"
+"""In an exported model folder: the run folder, checkpoint and step it was exported from"""
 
 
 def checkpoint_steps(folder: str) -> list[str]:
     """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
     steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
     return sorted(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
+
+
+def step_number(path: str) -> int | None:
+    """N of a `.../step-N` checkpoint path, or None."""
+    name = os.path.basename(os.path.normpath(path))
+    return int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
 
 
 def run_record(job_config) -> dict:

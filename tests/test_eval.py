@@ -232,3 +232,56 @@ def test_missing_fixture_is_refused(exported, tmp_path):
         "--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa", check=False
     )
     assert out.returncode == 2 and "has no piqa.jsonl" in out.stderr
+
+
+def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
+    """README: export the run to a folder outside it, evaluate there, report on the runs' folder."""
+    from prefix_titan.probes import PROBE_TASKS
+
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    hf = tmp_path / "hf" / "embedded_default"
+    config = [
+        "--config",
+        f"{ROOT}/train_configs/embedded_default.toml",
+        "--job.dump_folder",
+        str(exported / "run"),
+        "--model.hf_assets_path",
+        str(exported / "tokenizer"),
+    ]
+    subprocess.run(
+        [sys.executable, "-m", "prefix_titan.export", *config, "--out", str(hf)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    assert oct(hf.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not a private folder
+    for f in hf.iterdir():
+        assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~_umask()), f.name
+    source = json.loads((hf / "export_source.json").read_text())
+    assert source["step"] == 4 and source["run_dir"] == str(exported / "run")
+    run_eval("--model", str(hf), "--tasks", "char_probes", "--limit", "20", "--dtype", "float32")
+    filed = exported / "run" / "evals" / "step-4" / "eval_results.json"
+    assert set(json.loads(filed.read_text())["results"]) == set(PROBE_TASKS)
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.report", str(exported)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = (exported / "report" / "report.md").read_text()
+    assert "No evaluation results yet" not in report, report
+    row = next(line for line in report.splitlines() if line.startswith("| prefix_tau0.5 "))
+    probe_acc, probe_bpb = [float(c.strip(" *")) for c in row.split("|")[-3:-1]]  # the last two
+    assert 0 <= probe_acc <= 1 and probe_bpb > 0, row
+    assert out.returncode == 0
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -258,3 +258,17 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             "--checkpoint.no-enable",
         )
     )
+
+
+def test_a_config_without_an_objective_is_refused(tmp_path):
+    import re
+
+    text = (ROOT / "train_configs" / "embedded_default.toml").read_text()
+    path = tmp_path / "no_objective.toml"
+    path.write_text(re.sub(r"\[objective\]\n(.+\n)+", "", text))
+    assert "[objective]" not in path.read_text()
+    with pytest.raises(
+        ValueError, match="objective.name is not set: every run names its objective"
+    ):
+        check_job_config(parse(path))
+    check_job_config(parse(path, "--objective.name", "ce"))  # named on the command line

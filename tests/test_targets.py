@@ -133,6 +133,7 @@ def test_label_smoothing_row():
     "field,value,allowed",
     [
         ("name", "", "ce, label_smoothing, prefix"),
+        ("name", None, "every run names its objective"),
         ("support", "all", "prefix, vocab"),
         ("tau", 0.0, "> 0"),
         ("tau", -1.0, "> 0"),
@@ -150,7 +151,7 @@ def test_label_smoothing_row():
 )
 def test_bad_settings_name_the_setting(field, value, allowed):
     with pytest.raises(ValueError) as e:
-        ObjectiveSpec(**{field: value}).validate()
+        ObjectiveSpec(**{"name": "prefix", field: value}).validate()
     assert f"objective.{field}" in str(e.value) and allowed in str(e.value)
 
 

@@ -18,9 +18,9 @@ class ObjectiveSpec:
     """One objective: a target family and its options. Read by the families (families.py), the
     loss kernels (position weighting) and the torchtitan adapters (fused_loss)."""
 
-    name: str = "prefix"
+    name: str | None = None
     """Target family: ce | label_smoothing | prefix | an import path "package.module:function"
-    (see docs/objectives.md, "Add a target family")"""
+    (see docs/objectives.md, "Add a target family"); required: every run names its objective"""
 
     tau: float = 0.5
     """prefix: softmax temperature of the prefix scores (finite, > 0)"""
@@ -45,6 +45,12 @@ class ObjectiveSpec:
 
     def validate(self) -> ObjectiveSpec:
         """Check every option's type and range (not the family's import: families.resolve_family)."""
+        if self.name is None:
+            raise ValueError(
+                "objective.name is not set: every run names its objective in its TOML's "
+                "[objective] section (or --objective.name): ce, label_smoothing, prefix or an "
+                'import path "package.module:function"'
+            )
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(
                 "objective.name must be ce, label_smoothing, prefix or an import path "

@@ -22,8 +22,26 @@ CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
 VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexity")
 
 
+_EMBEDDED_BPE: list[str] = []  # one trained copy per test process, copied where runs want it
+
+
+def embedded_tokenizer_at(path) -> str:
+    """The embedded BPE at `path` (runs refuse to create it anywhere but its documented place)."""
+    import shutil
+    import tempfile
+
+    from prefix_titan.tokenizer import train_embedded_tokenizer
+
+    if not os.path.exists(os.path.join(path, "tokenizer.json")):
+        if not _EMBEDDED_BPE:
+            _EMBEDDED_BPE.append(train_embedded_tokenizer(tempfile.mkdtemp(prefix="embedded_bpe_")))
+        shutil.copytree(_EMBEDDED_BPE[0], path, dirs_exist_ok=True)
+    return str(path)
+
+
 def train(tmp, *overrides, nproc=1, name="run", check=True):
     """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
+    embedded_tokenizer_at(tmp / "tokenizer")
     args = local_command(
         "--job.config_file",
         "train_configs/embedded_default.toml",

@@ -200,3 +200,25 @@ def test_inspect_cli(embedded_tokenizer_dir):
         cmd[:5] + ["--token", "no such token here"], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "is not one ASCII vocabulary token" in missing.stderr
+
+
+def _tokenizer_job(path, dataset="embedded_docs"):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        model=SimpleNamespace(hf_assets_path=str(path)), training=SimpleNamespace(dataset=dataset)
+    )
+
+
+def test_a_missing_tokenizer_is_created_only_at_the_documented_place(tmp_path, monkeypatch):
+    from prefix_titan.tokenizer import EMBEDDED_TOKENIZER, build_tokenizer
+
+    monkeypatch.chdir(tmp_path)  # the documented place is relative to where the run starts
+    with pytest.raises(ValueError) as e:
+        build_tokenizer(_tokenizer_job("./assets/embeded_tokenizer"))  # a typo
+    assert "python scripts/train_tokenizer.py --out ./assets/embeded_tokenizer" in str(e.value)
+    assert not (tmp_path / "assets" / "embeded_tokenizer").exists()
+    with pytest.raises(ValueError, match="download_tokenizer.py --source llama-models"):
+        build_tokenizer(_tokenizer_job("./assets/hf/missing", dataset="fineweb_edu_ascii_tokens"))
+    tok = build_tokenizer(_tokenizer_job(EMBEDDED_TOKENIZER))
+    assert tok.get_vocab_size() == 4096 and (tmp_path / "assets" / "embedded_tokenizer").is_dir()

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CE, ROOT, VAL, train
+from conftest import CE, ROOT, VAL, embedded_tokenizer_at, train
 
 
 @pytest.mark.parametrize("objective", ["label_smoothing", "prefix"])
@@ -35,7 +35,7 @@ def test_objectives_train_and_log_plain_ce(tmp_path, objective):
 
 def prepare_shards(tmp_path):
     """Token shards of the embedded corpus, written by the prepare command."""
-    train(tmp_path, "--training.steps", "1", name="make_tokenizer")  # creates tmp/tokenizer
+    embedded_tokenizer_at(tmp_path / "tokenizer")
     out = tmp_path / "shards"
     subprocess.run(
         [

@@ -95,7 +95,7 @@ class TargetLoss:
         if self.pipeline_validation:
             return self.sums(pred, labels, weighted=False)[1]
         objective, ce = self.sums(pred, labels)
-        _feed(self.meter, ce, labels)
+        _feed(self.meter, ce, labels, objective)
         return objective
 
     def plain_ce(self) -> PlainCELoss:
@@ -110,7 +110,7 @@ class FusedHeadLoss:
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         objective, ce = _head_sums(pred)
-        _feed(self.meter, ce, labels)
+        _feed(self.meter, ce, labels, objective)
         return objective
 
     def plain_ce(self) -> PlainCELoss:
@@ -139,9 +139,9 @@ def _head_sums(pred):
     return pred
 
 
-def _feed(meter, ce: torch.Tensor, labels: torch.Tensor) -> None:
+def _feed(meter, ce: torch.Tensor, labels: torch.Tensor, objective: torch.Tensor) -> None:
     if meter is not None:
-        meter.add(ce.detach(), (labels != IGNORE_INDEX).sum())
+        meter.add(ce.detach(), (labels != IGNORE_INDEX).sum(), objective.detach())
 
 
 def build_target_loss(job_config, parallel_dims=None, *, tables: TargetTables, meter, **kwargs):

@@ -21,18 +21,38 @@ from .run_folder import METRICS_LOG, RUN_CONFIG, run_record
 
 
 class PlainCEMeter:
-    """Sums plain CE and token counts over the micro-batches of one optimizer step."""
+    """Sums plain CE, the objective and token counts over the micro-batches of one step."""
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
         self.ce_sum: torch.Tensor | None = None
+        self.objective_sum: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
 
-    def add(self, ce_sum: torch.Tensor, tokens: torch.Tensor) -> None:
+    def add(self, ce_sum: torch.Tensor, tokens: torch.Tensor, objective_sum=None) -> None:
         self.ce_sum = ce_sum if self.ce_sum is None else self.ce_sum + ce_sum
         self.tokens = tokens if self.tokens is None else self.tokens + tokens
+        if objective_sum is not None:
+            self.objective_sum = (
+                objective_sum if self.objective_sum is None else self.objective_sum + objective_sum
+            )
+
+    def check_finite(self, step: int) -> None:
+        """Raise if this step's loss is NaN or infinite (one host sync per step)."""
+        sums = [t for t in (self.objective_sum, self.ce_sum) if t is not None]
+        if sums and not bool(torch.isfinite(torch.stack([t.float() for t in sums])).all()):
+            raise FloatingPointError(
+                f"step {step}: the training loss is not finite (objective sum "
+                f"{_value(self.objective_sum)}, plain CE sum {_value(self.ce_sum)}). The run stops "
+                f"here, before any checkpoint of this step is saved; resume from the last "
+                f"checkpoint, for example with a lower optimizer.lr or training.max_norm."
+            )
+
+
+def _value(t) -> str:
+    return "-" if t is None else f"{float(t):.6g}"
 
 
 class PrefixMetricsProcessor(MetricsProcessor):
@@ -56,12 +76,18 @@ class PrefixMetricsProcessor(MetricsProcessor):
     def should_log(self, step: int) -> bool:
         # The trainer asks once per step, after the step's forward/backward: a step that is not
         # logged drops its CE so that the logged value covers exactly the logged step's batch.
+        self.meter.check_finite(step)  # before the trainer can save this step's checkpoint
         should = super().should_log(step)
         if not should:
             self.meter.reset()
         return should
 
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
+        if not math.isfinite(float(grad_norm)):
+            raise FloatingPointError(
+                f"step {step}: the gradient norm is {float(grad_norm)}. The run stops here, "
+                f"before any checkpoint of this step is saved; resume from the last checkpoint."
+            )
         extra = dict(extra_metrics or {})
         meter = self.meter
         if meter.ce_sum is not None:

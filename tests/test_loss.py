@@ -235,3 +235,19 @@ def test_logit_width_mismatch_is_refused(tables):
         TargetLoss(tables[str(SPECS[0])])(
             torch.randn(1, 2, 4000), torch.zeros(1, 2, dtype=torch.long)
         )
+
+
+def test_the_meter_refuses_a_non_finite_step():
+    from prefix_titan.metrics import PlainCEMeter
+
+    meter = PlainCEMeter()
+    meter.add(torch.tensor(2.0), torch.tensor(3), torch.tensor(2.5))
+    meter.check_finite(7)
+    meter.add(torch.tensor(1.0), torch.tensor(3), torch.tensor(float("nan")))
+    with pytest.raises(
+        FloatingPointError,
+        match=r"step 8: the training loss is not finite \(objective sum nan, plain CE sum 3\)",
+    ):
+        meter.check_finite(8)
+    meter.reset()
+    meter.check_finite(9)  # nothing measured: nothing to refuse

@@ -1,6 +1,7 @@
 """Through torchtitan's real `train` main on CPU, via our launcher (one process or torchrun)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -265,3 +266,24 @@ def test_a_finished_run_is_never_relabelled_by_a_rerun_with_another_objective(tm
     assert json.loads(record.read_text())["objective"]["name"] == "prefix"  # untouched
     log, losses = train(tmp_path, *common[:-1], "4", name="run")  # more steps: allowed
     assert "Training starts at step 3" in log and sorted(losses) == [3, 4]
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_step_and_saves_nothing_after(tmp_path):
+    log, losses = train(
+        tmp_path,
+        "--checkpoint.enable",
+        "--checkpoint.interval",
+        "1",
+        "--training.steps",
+        "6",
+        "--optimizer.lr",
+        "1e30",
+        "--training.max_norm",
+        "1e30",
+        check=False,
+    )
+    assert re.search(
+        r"FloatingPointError: step 2: the (gradient norm|training loss) is (nan|not finite)", log
+    )
+    assert sorted(losses) == [1]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoint")) == ["step-1"]

@@ -1,7 +1,7 @@
 """Get the Llama-3 tokenizer files (tokenizer.json, tokenizer_config.json) for the sweep, either way:
 
 python scripts/download_tokenizer.py [--out assets/hf/Llama-3.1-8B]
-    from the gated hub repository (huggingface-cli login; accept the licence first)
+    from the gated hub repository (hf auth login; accept the licence first)
 python scripts/download_tokenizer.py --source llama-models [--out assets/hf/Llama-3.1-8B]
     converted from the tokenizer Meta ships in the `llama-models` PyPI package
     (pip install -e ".[llama3]"; no hub access). Same ids as tiktoken with Llama-3's ranks,

@@ -3,8 +3,9 @@
     python -m prefix_titan.report RUNS_DIR [--out RUNS_DIR/report]
 
 Each run folder (a job.dump_folder) holds `run_config.json` and `prefix_metrics.jsonl`, written
-during training, and evaluation results: `eval_curve.json` (eval --all-checkpoints; its newest
-step is used) or `eval_results.json` files below it (the newest step-N). The table has one row per
+during training, and evaluation results: `eval_curve.json` (eval --all-checkpoints) and the
+`eval_results.json` files below it (RUN/hf/step-N, RUN/evals/step-N), merged by task; the newest
+evaluated step is reported. The table has one row per
 arm, CE and label smoothing first, the best value per column in bold. The report also checks the
 compute-matched invariants: every setting outside [objective] (and the dump folder) must be equal
 across runs, and it names the runs and settings that break them.
@@ -43,21 +44,19 @@ def load_run(folder: str) -> dict:
     for r in rows:
         if "validation_plain_ce" in r:
             val[r["step"]] = r["validation_plain_ce"]  # a resumed run may repeat a step: last wins
-    evals, eval_step = {}, None
+    # Every evaluation of the run, by step: eval --all-checkpoints' curve and each
+    # eval_results.json below the run folder (RUN/hf/step-N, RUN/evals/step-N), merged by task.
+    by_step: dict[int, dict] = {}
+    for d, _, files in sorted(os.walk(folder)):
+        if EVAL_RESULTS in files:
+            path = os.path.join(d, EVAL_RESULTS)
+            by_step.setdefault(_step_of(path), {}).update(json.load(open(path))["results"])
     curve = os.path.join(folder, EVAL_CURVE)
     if os.path.exists(curve):
-        data = json.load(open(curve))
-        eval_step = max(data, key=int)
-        evals = data[eval_step]
-    else:
-        found = [
-            os.path.join(d, EVAL_RESULTS)
-            for d, _, files in os.walk(folder)
-            if EVAL_RESULTS in files
-        ]
-        if found:
-            newest = max(found, key=_step_of)
-            evals, eval_step = json.load(open(newest))["results"], _step_of(newest)
+        for step, results in json.load(open(curve)).items():
+            by_step.setdefault(int(step), {}).update(results)
+    eval_step = max(by_step) if by_step else None
+    evals = by_step.get(eval_step, {})
     p = config["objective"]
     name = (
         p["name"]

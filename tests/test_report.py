@@ -115,3 +115,20 @@ def test_position_weighted_and_user_family_arms_are_named(tmp_path):
     names = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")][1:]
     assert names == ["ce", "ce_gamma0.99", "my_lab.targets:suffix_targets"]
     assert "All runs share every setting outside [objective]" in text
+
+
+def test_evaluations_of_one_step_from_several_places_are_merged(tmp_path):
+    # eval --all-checkpoints wrote the downstream tasks; a later eval of an export, filed with
+    # the run, added the character probes for the same step.
+    folder = make_run(tmp_path, "ce", {"name": "ce"}, 0.0)
+    curve = json.loads((folder / "eval_curve.json").read_text())
+    probes = {t: v for t, v in curve["2000"].items() if t.startswith("char_")}
+    curve["2000"] = {t: v for t, v in curve["2000"].items() if t not in probes}
+    (folder / "eval_curve.json").write_text(json.dumps(curve))
+    (folder / "evals" / "step-2000").mkdir(parents=True)
+    (folder / "evals" / "step-2000" / "eval_results.json").write_text(
+        json.dumps({"results": probes})
+    )
+    assert probes and curve["2000"]
+    row = next(line for line in report(str(tmp_path)).splitlines() if line.startswith("| ce "))
+    assert " - " not in row, row

@@ -186,8 +186,9 @@ def write_hf_folder(
 
 def _public_modes(folder: str) -> None:
     """What a new folder and its files get from the umask (mkdtemp makes both private)."""
-    mask = os.umask(0)
-    os.umask(mask)
+    from .tokenizer import current_umask
+
+    mask = current_umask()
     os.chmod(folder, 0o777 & ~mask)
     for name in os.listdir(folder):
         os.chmod(os.path.join(folder, name), 0o666 & ~mask)

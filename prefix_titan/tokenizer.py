@@ -22,7 +22,8 @@ from .data import EMBEDDED_DATASETS
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: it is put back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -40,7 +41,7 @@ def write_tokenizer_files(out_dir: str, tokenizer, config: dict) -> str:
         fd, tmp = tempfile.mkstemp(dir=out_dir)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, os.path.join(out_dir, name))
     return out_dir
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import tyro
 
+from .checkpoints import complete_steps, verify_step
 from .data import TOKEN_DATASETS, check_dataset_name
 from .model.flavors import FLAVORS, flavor_args
 from .objectives.families import resolve_family
@@ -148,4 +149,36 @@ def check_resume(job_config) -> None:
             + "\n  ".join(conflicts)
             + f"\nA resumed run may change only: {', '.join(RESUME_MAY_CHANGE)}. To start a fresh "
             f"run, give it another job.dump_folder (or remove {os.path.dirname(steps[-1])})."
+        )
+
+
+def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
+    """Verify the checkpoint step torchtitan is about to resume (checkpoint.load_step, or the
+    newest finished step) against the checksums recorded when it was saved; raise naming the
+    damaged file and the newest intact earlier step. The ranks share the hashing."""
+    ckpt = job_config.checkpoint
+    folder = os.path.join(job_config.job.dump_folder, ckpt.folder)
+    if not (ckpt.enable and os.path.isdir(folder)):
+        return
+    if ckpt.load_step == -1:
+        steps = complete_steps(folder)
+        if not steps:
+            return
+        step_dir = steps[-1]
+    else:
+        step_dir = os.path.join(folder, f"step-{ckpt.load_step}")
+        if not os.path.isdir(step_dir):
+            found = ", ".join(os.path.basename(d) for d in checkpoint_steps(folder)) or "none"
+            raise ValueError(
+                f"checkpoint.load_step = {ckpt.load_step}, but {step_dir} does not exist "
+                f"(steps in {folder}: {found})"
+            )
+    unverified = verify_step(step_dir, rank, world)
+    if unverified and rank == 0:
+        from torchtitan.tools.logging import logger
+
+        logger.warning(
+            f"{step_dir}: {', '.join(unverified)} has no recorded checksum (the run that saved it "
+            f"stopped before recording one); its size matches the checkpoint metadata, but its "
+            f"content is unverified"
         )

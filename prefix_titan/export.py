@@ -23,7 +23,8 @@ import tempfile
 
 import torch
 
-from .model.flavors import flavor_args
+from .checkpoints import complete_steps, verify_step
+from .model.flavors import FLAVORS, flavor_args
 from .run_folder import EXPORT_RECORD, checkpoint_steps, step_number
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -34,15 +35,17 @@ def _log(message: str) -> None:
 
 
 def latest_step(folder: str) -> str:
-    steps = checkpoint_steps(folder)
+    steps = complete_steps(folder)
     if not steps:
-        raise ValueError(f"no step-N checkpoint folders in {folder!r}")
+        raise ValueError(f"no finished step-N checkpoint folders in {folder!r}")
     return steps[-1]
 
 
-def load_torchtitan_state(checkpoint: str, model_args) -> dict[str, torch.Tensor]:
-    """torchtitan-named model weights (fp32) from a DCP folder or an HF-format last save."""
-    from torchtitan.models.llama3 import Transformer
+def load_torchtitan_state(
+    checkpoint: str, model_args, flavor: str = "given"
+) -> dict[str, torch.Tensor]:
+    """torchtitan-named model weights (fp32) from a DCP folder or an HF-format last save;
+    `flavor` names `model_args` in the refusal of a checkpoint of other shapes."""
     from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 
     hf_files = sorted(glob.glob(os.path.join(checkpoint, "*.safetensors")))
@@ -62,15 +65,50 @@ def load_torchtitan_state(checkpoint: str, model_args) -> dict[str, torch.Tensor
         raise ValueError(
             f"{checkpoint!r} is neither a DCP checkpoint (.metadata) nor holds *.safetensors"
         )
-    with torch.device("meta"):
-        names = Transformer(model_args).state_dict()
-    state = {
-        k: torch.empty(v.shape, dtype=torch.float32)
-        for k, v in names.items()
-        if not k.startswith("freqs_cis")
-    }
+    state = {k: torch.empty(shape, dtype=torch.float32) for k, shape in _shapes(model_args).items()}
+    _check_flavor(checkpoint, state, flavor)
     dcp.load(state, checkpoint_id=checkpoint)  # reads only the model's tensors
     return state
+
+
+def _shapes(model_args) -> dict[str, torch.Size]:
+    from torchtitan.models.llama3 import Transformer
+
+    with torch.device("meta"):
+        names = Transformer(model_args).state_dict()
+    return {k: v.shape for k, v in names.items() if not k.startswith("freqs_cis")}
+
+
+def _check_flavor(checkpoint: str, state: dict[str, torch.Tensor], flavor: str) -> None:
+    """Refuse a DCP checkpoint whose model tensors do not have `flavor`'s shapes, naming the
+    flavors they do match."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    saved = {
+        k: tuple(md.size)
+        for k, md in FileSystemReader(checkpoint).read_metadata().state_dict_metadata.items()
+        if hasattr(md, "size")
+    }
+
+    def differs(shapes) -> list[str]:
+        return [k for k, shape in shapes.items() if saved.get(k) != tuple(shape)]
+
+    bad = differs({k: v.shape for k, v in state.items()})
+    if not bad:
+        return
+    k = bad[0]
+    matching = [name for name in FLAVORS if not differs(_shapes(flavor_args(name)))]
+    hint = (
+        f"it matches model.flavor {', '.join(map(repr, matching))}"
+        if matching
+        else "it matches no flavor of this version"
+    )
+    raise ValueError(
+        f"checkpoint {checkpoint} was not written by model.flavor {flavor!r}: {k} is "
+        f"{list(saved[k]) if k in saved else 'absent'} there, {list(state[k].shape)} in "
+        f"{flavor!r} ({len(bad)} tensors differ); {hint}. Export with the run's own config "
+        f"(or --model.flavor NAME)."
+    )
 
 
 def hf_config(
@@ -233,8 +271,25 @@ def export_run(
     With `run_dir` the export records the run folder, checkpoint and step it came from."""
     model_args = flavor_args(flavor)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
+    if not os.path.isdir(checkpoint):
+        near = checkpoint_steps(os.path.dirname(os.path.normpath(checkpoint))) or checkpoint_steps(
+            checkpoint_folder
+        )
+        raise ValueError(
+            f"--checkpoint {checkpoint} does not exist; "
+            + (
+                f"step folders nearby: {', '.join(near)}"
+                if near
+                else f"no step folders in {checkpoint_folder}"
+            )
+        )
+    unverified = verify_step(checkpoint, what="export")
+    if unverified:
+        _log(
+            f"warning: {', '.join(unverified)} in {checkpoint} has no recorded checksum; unverified"
+        )
     _log(f"loading {flavor} weights from {checkpoint}")
-    state = load_torchtitan_state(checkpoint, model_args)
+    state = load_torchtitan_state(checkpoint, model_args, flavor)
     source = None
     if run_dir is not None:
         source = {

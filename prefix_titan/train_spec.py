@@ -21,7 +21,7 @@ from torchtitan.models.llama3 import parallelize_llama
 from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
-from .config import check_job_config
+from .config import check_checkpoint_to_load, check_job_config
 from .cpu import use_sum_reductions
 from .data import build_prefix_dataloader, register_datasets
 from .loss import TargetTables, build_target_loss, compiles_loss
@@ -35,9 +35,16 @@ TRAIN_SPEC_NAME = "prefix_llama3"
 
 
 def check_config_then_build_tokenizer(job_config):
-    """The tokenizer hook is the first one torchtitan calls: the config checks run here, before
-    any work, then torchtitan's HF tokenizer is built."""
+    """The tokenizer hook is the first one torchtitan calls: the config checks and the checksum
+    check of the checkpoint to resume run here, before any work, then torchtitan's HF tokenizer
+    is built."""
+    import torch.distributed as dist
+
     check_job_config(job_config)
+    if dist.is_initialized():
+        check_checkpoint_to_load(job_config, dist.get_rank(), dist.get_world_size())
+    else:
+        check_checkpoint_to_load(job_config)
     return build_tokenizer(job_config)
 
 

@@ -96,13 +96,16 @@ def test_kernel_files_import_nothing_from_torchtitan():
         assert not torchtitan_imports(name, path), f"{name} imports torchtitan"
 
 
-LEAVES = tuple(f"prefix_titan.{m}" for m in ("corpus", "shards", "run_folder", "tasks"))
+LEAVES = tuple(
+    f"prefix_titan.{m}" for m in ("corpus", "shards", "run_folder", "tasks", "checkpoints")
+)
 ADAPTERS = tuple(
     f"prefix_titan.{m}"
     for m in ("config", "loss", "validate", "metrics", "tokenizer", "data", "cpu")
 )
 FLOORS = {  # floor: the package modules (prefixes) it may import
     **{leaf: (leaf,) for leaf in LEAVES},
+    "prefix_titan.checkpoints": ("prefix_titan.checkpoints", "prefix_titan.run_folder"),
     "prefix_titan.objectives": ("prefix_titan.objectives",),
     "prefix_titan.model": ("prefix_titan.model", "prefix_titan.objectives", *LEAVES),
     **{a: ("prefix_titan.model", "prefix_titan.objectives", *LEAVES, *ADAPTERS) for a in ADAPTERS},

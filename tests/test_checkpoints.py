@@ -1,0 +1,133 @@
+"""Checkpoint checksums: recorded after a save, verified before a load; damage is named."""
+
+import os
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+
+from prefix_titan.checkpoints import (
+    ChecksumRecorder,
+    DamagedCheckpoint,
+    check_step,
+    recorded_sums,
+    verify_step,
+)
+from prefix_titan.config import check_checkpoint_to_load
+
+
+def save_step(folder, step, seed=0):
+    g = torch.Generator().manual_seed(seed + step)
+    state = {"w": torch.randn(37, 11, generator=g), "b": torch.randn(5, generator=g)}
+    dcp.save(state, checkpoint_id=str(folder / f"step-{step}"), no_dist=True)
+    return folder / f"step-{step}"
+
+
+def flip_byte(path, at=-7):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    recorder = ChecksumRecorder(str(folder), rank=0)
+    for step in (2, 4):
+        save_step(folder, step)
+    assert [os.path.basename(d) for d in recorder.record_pending()] == ["step-2", "step-4"]
+    assert recorder.record_pending() == []  # each save once
+    return folder
+
+
+def test_recorded_sums_are_sha256sum_files_of_every_file(recorded):
+    step = recorded / "step-4"
+    assert sorted(recorded_sums(str(step))) == [".metadata", "__0_0.distcp"]
+    check = subprocess.run(
+        "cat sha256sums-*.txt | sha256sum -c", shell=True, cwd=step, capture_output=True, text=True
+    )
+    assert check.returncode == 0 and check.stdout.count(": OK") == 2
+    assert check_step(str(step)) == ([], [])
+
+
+def test_a_flipped_byte_of_the_same_size_is_named_with_the_intact_earlier_step(recorded):
+    flip_byte(recorded / "step-4" / "__0_0.distcp")
+    with pytest.raises(DamagedCheckpoint) as e:
+        verify_step(str(recorded / "step-4"))
+    message = str(e.value)
+    assert "__0_0.distcp differs from the checksum recorded when it was saved" in message
+    assert f"newest intact earlier step is {recorded / 'step-2'}" in message
+    assert "--checkpoint.load_step 2" in message
+
+
+def test_the_ranks_share_the_hashing_and_together_find_the_damage(recorded):
+    flip_byte(recorded / "step-4" / "__0_0.distcp")
+    found = [bool(check_step(str(recorded / "step-4"), rank, 2)[0]) for rank in (0, 1)]
+    assert sorted(found) == [False, True]  # exactly one rank hashes that file
+
+
+def test_a_truncated_file_is_named_even_without_recorded_checksums(tmp_path):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    save_step(folder, 1)
+    step = save_step(folder, 3)
+    data = step / "__0_0.distcp"
+    data.write_bytes(data.read_bytes()[:100])
+    problems, unverified = check_step(str(step))
+    assert problems and "__0_0.distcp is 100 bytes" in problems[0] and "truncated" in problems[0]
+    assert unverified == [".metadata", "__0_0.distcp"]
+    with pytest.raises(DamagedCheckpoint, match="newest intact earlier step is .*step-1"):
+        verify_step(str(step))
+    (step / ".metadata").write_bytes(b"\x80\x04")  # a truncated pickle
+    assert ".metadata does not read" in check_step(str(step))[0][0]
+
+
+def test_no_intact_step_says_to_start_again(recorded):
+    for step in (2, 4):
+        flip_byte(recorded / f"step-{step}" / ".metadata", at=-1)
+    with pytest.raises(DamagedCheckpoint, match="No earlier step under it is intact"):
+        verify_step(str(recorded / "step-4"))
+
+
+def test_steps_found_at_start_are_not_blessed_unless_saved_again(recorded):
+    step = recorded / "step-4"
+    for f in step.glob("sha256sums-*"):
+        f.unlink()
+    recorder = ChecksumRecorder(str(recorded), rank=0)
+    assert recorder.record_pending() == []  # found complete at start: not this run's save
+    save_step(recorded, 4, seed=99)  # a resumed run saves step 4 again: new content
+    os.utime(step / ".metadata", ns=(1, 1))  # a distinct stamp whatever the clock resolution
+    assert recorder.record_pending() == [str(step)]
+    assert check_step(str(step)) == ([], [])
+
+
+def job(tmp_path, load_step=-1, enable=True):
+    return SimpleNamespace(
+        job=SimpleNamespace(dump_folder=str(tmp_path)),
+        checkpoint=SimpleNamespace(enable=enable, folder="checkpoint", load_step=load_step),
+    )
+
+
+def test_resume_verifies_the_step_torchtitan_would_load(recorded):
+    run = recorded.parent
+    check_checkpoint_to_load(job(run))  # intact
+    flip_byte(recorded / "step-4" / "__0_0.distcp")
+    with pytest.raises(DamagedCheckpoint, match="step-4 is damaged and will not be loaded"):
+        check_checkpoint_to_load(job(run))
+    check_checkpoint_to_load(job(run, load_step=2))  # the advice works
+    check_checkpoint_to_load(job(run, enable=False))  # nothing is loaded
+    with pytest.raises(
+        ValueError,
+        match=r"load_step = 3, but .*step-3 does not exist \(steps in .*: step-2, step-4\)",
+    ):
+        check_checkpoint_to_load(job(run, load_step=3))
+
+
+def test_an_unfinished_newest_step_is_not_the_one_verified(recorded):
+    unfinished = recorded / "step-6"
+    unfinished.mkdir()
+    (unfinished / "__0_0.distcp").write_bytes(b"partial")
+    check_checkpoint_to_load(job(recorded.parent))  # torchtitan loads step-4, which is intact

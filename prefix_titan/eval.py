@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from .hub import explain
 from .run_folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
@@ -79,6 +80,26 @@ def local_files(tasks: list[str], model_dir: str, data_dir: str | None) -> dict[
     return files
 
 
+def check_tasks(tasks: list[str], known: list[str]) -> None:
+    """Refuse task names lm-eval does not know (before any model is loaded), listing ours, the
+    defaults and the nearest known names."""
+    import difflib
+
+    from .probes import PROBE_TASKS
+
+    unknown = [t for t in tasks if t not in known]
+    if not unknown:
+        return
+    near = sorted({m for t in unknown for m in difflib.get_close_matches(t, known, n=3)})
+    raise ValueError(
+        f"--tasks: no task named {', '.join(map(repr, unknown))}"
+        + (f" (did you mean {', '.join(near)}?)" if near else "")
+        + f". Ours: char_probes ({', '.join(PROBE_TASKS)}), winogrande_debiased, cute "
+        f"(cute_spell, ...; from the hub). The defaults: {' '.join(DEFAULT_TASKS)}. "
+        f"Every lm-eval task: python -m lm_eval ls tasks"
+    )
+
+
 def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
     """Task names, or the task's own config reading a local JSONL file."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -128,6 +149,7 @@ def evaluate(
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
     tasks = expand(tasks)
     task_manager = TaskManager(include_path=TASKS_DIR)
+    check_tasks(tasks, task_manager.all_tasks)
     specs = task_specs(tasks, local_files(tasks, model_dir, data_dir), task_manager)
     out = lm_eval.simple_evaluate(
         model="hf",
@@ -261,6 +283,21 @@ def main(argv: list[str] | None = None) -> None:
             evaluate_run(a.all_checkpoints, a.config, **kwargs)
     except ValueError as e:
         p.error(str(e))
+    except Exception as e:
+        offline = explain(
+            e,
+            f"download the datasets of --tasks {' '.join(a.tasks)}",
+            [
+                "--tasks char_probes: the character probes, generated from the model's tokenizer",
+                "--data-dir DIR: each task's documents as DIR/<task>.jsonl (as the task's hub "
+                "dataset has them)",
+                "or run once where the hub is reachable: the datasets stay in the cache "
+                "(HF_HOME), and HF_DATASETS_OFFLINE=1 then reads them from there",
+            ],
+        )
+        if offline is None:
+            raise
+        p.exit(1, f"{p.prog}: error: {offline}\n")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Documents are read in a fixed order (data files sorted by name, rows in file ord
 non-ASCII character is removed, documents left empty are dropped, and each document goes whole to
 validation when crc32(id) % val_every == 0 (while the validation budget lasts; later ones are
 dropped, so validation documents are never trained on) or else to training, until the training
-budget is reached. Tokenization runs on every core (the tokenizers library's batch encoder).
+budget is reached: documents stay whole, so the training split ends with the document that
+reaches the budget (over it by less than one document), and the splits do not depend on
+--batch-docs. Tokenization runs on every core (the tokenizers library's batch encoder).
 
 Interruption: after every batch the shards are flushed and `progress.json` is replaced atomically;
 a re-run truncates the shards to the recorded lengths and continues from the recorded document, so
@@ -24,6 +26,7 @@ import time
 import zlib
 
 from .corpus import ascii_only, has_text
+from .hub import explain
 from .shards import FORMAT, MANIFEST, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
 
 PROGRESS = "progress.json"
@@ -225,14 +228,35 @@ def prepare(
     writers = {s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS}
 
     bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
-    batch: list[tuple[int, int, str, str]] = []
+    # Every row read since the last commit: (file, row, kind, ASCII text, characters read).
+    batch: list[tuple[int, int, str, str, int]] = []
 
-    def commit(next_file: int, next_row: int) -> None:
-        texts = [t for _, _, _, t in batch]
-        for (_, _, split, _), ids in zip(
-            batch, encode_documents(tokenizer, texts) if texts else []
-        ):
-            writers[split].write(ids)
+    def commit(next_file: int, next_row: int) -> bool:
+        """Write the batch's documents in order and record where reading goes on; a budget is
+        checked before each document against what is written, so the splits (and the statistics)
+        do not depend on the batch size, and a resumed run decides identically. True when the
+        training budget is reached (at the document that reaches it, whose successor is next)."""
+        kept = [clean for _, _, kind, clean, _ in batch if kind != "empty"]
+        encoded = iter(encode_documents(tokenizer, kept) if kept else [])
+        reached = False
+        for f, row, kind, clean, n_read in batch:
+            state["docs_read"] += 1
+            state["chars_read"] += n_read
+            state["chars_removed"] += n_read - len(clean)
+            if kind == "empty":
+                state["docs_empty"] += 1
+                continue
+            ids = next(encoded)
+            if kind == "validation":
+                if writers["validation"].tokens < val_tokens:
+                    writers["validation"].write(ids)
+                else:
+                    state["docs_val_over_budget"] += 1
+                continue
+            writers["train"].write(ids)
+            if writers["train"].tokens >= tokens:
+                next_file, next_row, reached = f, row + 1, True
+                break
         for w in writers.values():
             w.flush()
         state.update(
@@ -241,38 +265,29 @@ def prepare(
         _write_json(state_path, state)
         bar.update(writers["train"].tokens, len(batch))
         batch.clear()
+        return reached
 
-    # Budgets are checked against committed counts and commits fall at fixed boundaries (every
-    # batch_docs kept documents, and at each file's end), so a resumed run decides identically.
     done = writers["train"].tokens >= tokens
     for f in range(state["file"], len(files)):
         if done:
             break
         for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
-            state["docs_read"] += 1
-            state["chars_read"] += len(text)
             clean = ascii_only(text)
-            state["chars_removed"] += len(text) - len(clean)
             if not has_text(clean):
-                state["docs_empty"] += 1
-            elif zlib.crc32(str(doc_id).encode()) % val_every != 0:
-                batch.append((f, row, "train", clean))
-            elif writers["validation"].tokens < val_tokens:
-                batch.append((f, row, "validation", clean))
+                kind = "empty"
+            elif zlib.crc32(str(doc_id).encode()) % val_every == 0:
+                kind = "validation"
             else:
-                state["docs_val_over_budget"] += 1
-            if len(batch) >= batch_docs:
-                commit(f, row + 1)
-                if writers["train"].tokens >= tokens:
-                    done = True
-                    break
+                kind = "train"
+            batch.append((f, row, kind, clean, len(text)))
+            if len(batch) >= batch_docs and commit(f, row + 1):
+                done = True
+                break
         else:
-            commit(f + 1, 0)
-            done = writers["train"].tokens >= tokens
-    commit(state["file"], state["row"])
+            done = commit(f + 1, 0)
     for w in writers.values():
         w.close()
-    bar.close()
+    bar.close(writers["train"].tokens)
 
     manifest = {"format": FORMAT, **settings, "splits": {}}
     for split, w in writers.items():
@@ -316,17 +331,21 @@ class _Progress:
         self.last = now
         dt = max(now - self.t0, 1e-9)
         rate = (done - self.start) / dt
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        eta = max(self.total - done, 0) / rate if rate > 0 else float("inf")
         sys.stderr.write(
             f"\r{done:,}/{self.total:,} train tokens  {self.docs / dt:,.0f} docs/s  "
             f"{rate:,.0f} tok/s  ETA {eta / 60:,.1f} min   "
         )
         sys.stderr.flush()
 
-    def close(self) -> None:
+    def close(self, done: int) -> None:
         if self.enabled:
-            self.last = 0.0
-            sys.stderr.write("\n")
+            minutes = (time.perf_counter() - self.t0) / 60
+            sys.stderr.write(
+                f"\r{done:,}/{self.total:,} train tokens  done in {minutes:,.1f} min"
+                + " " * 30
+                + "\n"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -342,8 +361,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (hf_assets_path)")
     p.add_argument("--out", required=True)
-    p.add_argument("--tokens", type=float, required=True, help="training token budget, e.g. 20e9")
-    p.add_argument("--val-tokens", type=float, default=50e6)
+    p.add_argument(
+        "--tokens",
+        type=float,
+        required=True,
+        help="training token budget, e.g. 20e9; documents stay whole, so the training split ends "
+        "with the document that reaches it (over by less than one document)",
+    )
+    p.add_argument(
+        "--val-tokens",
+        type=float,
+        default=50e6,
+        help="validation budget: validation documents are taken while it is not yet reached",
+    )
     p.add_argument("--val-every", type=int, default=100, help="1 in N documents is validation")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
     p.add_argument("--batch-docs", type=int, default=1024, help="documents per commit")
@@ -363,9 +393,23 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as e:
         p.error(str(e))
+    except Exception as e:
+        offline = explain(
+            e,
+            f"list and read the files of {a.source}",
+            [
+                "--source DIR: a folder of the dataset's parquet or jsonl files (for FineWeb-Edu, "
+                "the files of sample/100BT copied from a machine that has the hub)",
+                "--source embedded: the small corpus in this package (for trying things out)",
+            ],
+        )
+        if offline is None:
+            raise
+        p.exit(1, f"{p.prog}: error: {offline}\n")
     t, v = m["splits"]["train"], m["splits"]["validation"]
     print(
-        f"{a.out}: train {t['tokens']:,} tokens / {t['documents']:,} docs in {len(t['shards'])} shards; "
+        f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; the last document "
+        f"reaches it) / {t['documents']:,} docs in {len(t['shards'])} shards; "
         f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
         f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed"
     )

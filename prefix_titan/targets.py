@@ -52,8 +52,15 @@ def _main(argv: list[str] | None = None) -> None:
     if a.token is not None:
         ids = [i for i, t in enumerate(texts) if t == a.token]
         if not ids:
-            pieces = [tok.id_to_token(i) for i in tok.encode(a.token, add_special_tokens=False).ids]
-            p.error(f"{a.token!r} is not one ASCII vocabulary token; it tokenizes as {pieces}")
+            pieces = [
+                (i, texts[i] if i < len(texts) and texts[i] is not None else tok.id_to_token(i))
+                for i in tok.encode(a.token, add_special_tokens=False).ids
+            ]
+            p.error(
+                f"{a.token!r} is not one ASCII vocabulary token; it tokenizes as "
+                + " + ".join(f"{t!r} (id {i})" for i, t in pieces)
+                + ". Pass one of those with --token, or an id with --token-id."
+            )
         gold = ids[0]
     else:
         gold = a.token_id

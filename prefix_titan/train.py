@@ -26,29 +26,136 @@ def local_command(*args: str, nproc: int = 1) -> list[str]:
     ]
 
 
-def main() -> None:
-    from .cpu import has_accelerator, use_cpu
+CONFIG_FLAGS = ("--job.config_file", "--job.config-file")
+SWITCH_WORDS = ("yes", "no", "true", "false", "on", "off", "1", "0")
 
+
+def config_file(args: list[str]) -> str | None:
+    """The value of --job.config_file in `args` (either `--flag FILE` or `--flag=FILE`)."""
+    for i, arg in enumerate(args):
+        key, eq, value = arg.partition("=")
+        if key in CONFIG_FLAGS:
+            return value if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return None
+
+
+def check_config_file(args: list[str]) -> str | None:
+    """Why `args` cannot start a run before torchtitan is even loaded (no config, a missing file,
+    TOML that does not parse), or None."""
+    if any(a in ("-h", "--help") for a in args):
+        return None
+    path = config_file(args)
+    if path is None:
+        return (
+            "python -m prefix_titan.train needs --job.config_file FILE, a TOML from "
+            "train_configs/ (for example train_configs/embedded_default.toml, which trains on a "
+            "CPU without downloads); torchtitan CLI overrides (--section.key value) come after it"
+        )
+    if not os.path.isfile(path):
+        return f"--job.config_file {path}: no such file"
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        return f"{path} is not valid TOML: {e}"
+    return None
+
+
+def explain_config_error(args: list[str], error: BaseException) -> str | None:
+    """A message naming the file, the setting and the allowed form for torchtitan's config
+    parse errors: an unknown TOML key, or a switch given a value (`--x.flag yes`)."""
+    import re
+
+    path = config_file(args)
+    m = re.search(r"Invalid field names in <class '[\w.]*?(\w+)'> data: (\{.*?\})", str(error))
+    if m:
+        section = _section_of(m.group(1))
+        return (
+            f"{path}: [{section}] has no setting {m.group(2)[1:-1]}. List every setting with "
+            f"`python -m prefix_titan.train --job.config_file {path} --help`."
+        )
+    if isinstance(error, SystemExit):
+        for i, arg in enumerate(args[:-1]):
+            if arg.startswith("--") and args[i + 1].lower() in SWITCH_WORDS:
+                section, _, key = arg[2:].partition(".")
+                if _is_switch(section, key):
+                    return (
+                        f"{arg} is a switch and takes no value ({args[i + 1]!r}): write {arg} to "
+                        f"turn it on, --{section}.no-{key} to turn it off (in a TOML: {key} = "
+                        f"true / false)"
+                    )
+    return None
+
+
+def _job_config_fields():
+    import dataclasses
+
+    from torchtitan.config import JobConfig as TitanJobConfig
+
+    from .config import JobConfig
+
+    return [*dataclasses.fields(TitanJobConfig), *dataclasses.fields(JobConfig)]
+
+
+def _section_of(class_name: str) -> str:
+    for f in _job_config_fields():
+        if getattr(f.type, "__name__", None) == class_name:
+            return f.name
+    return class_name
+
+
+def _is_switch(section: str, key: str) -> bool:
+    import dataclasses
+
+    for f in _job_config_fields():
+        if f.name == section and dataclasses.is_dataclass(f.type):
+            for g in dataclasses.fields(f.type):
+                if g.name == key.replace("-", "_"):
+                    return g.type in (bool, "bool")
+    return False
+
+
+def parse_config(args: list[str]):
+    """torchtitan's config parse of `args`; its errors explained (explain_config_error) on
+    rank 0, ending the process with status 2."""
+    from torchtitan.config import ConfigManager
+
+    try:
+        return ConfigManager().parse_args(args)
+    except (ValueError, SystemExit) as e:
+        message = explain_config_error(args, e)
+        if message is None:
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
     if "RANK" not in os.environ:  # started directly: a world of one, through torchrun
+        problem = check_config_file(sys.argv[1:])
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            raise SystemExit(2)
         command = local_command(*sys.argv[1:])
         os.execv(command[0], command)
+    from .cpu import has_accelerator, use_cpu
+
     if not has_accelerator():
         use_cpu()
     from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 
+    config = parse_config(sys.argv[1:])
     torchtitan_main(Trainer)
-    _report_checkpoint()
+    _report_checkpoint(config)
 
 
-def _report_checkpoint() -> None:
+def _report_checkpoint(config) -> None:
     """Say where the run's distributed checkpoint went (torchtitan only logs the folder)."""
-    from torchtitan.config import ConfigManager
-
-    if os.environ.get("RANK", "0") != "0":
-        return
-    config = ConfigManager().parse_args(sys.argv[1:])
-    if not config.checkpoint.enable:
+    if os.environ.get("RANK", "0") != "0" or not config.checkpoint.enable:
         return
     from .run_folder import checkpoint_steps
 

@@ -37,17 +37,32 @@ def main() -> None:
         return
     from huggingface_hub import snapshot_download
 
-    path = snapshot_download(
-        repo_id=a.repo_id,
-        allow_patterns=[
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "config.json",
-            "generation_config.json",
-        ],
-        local_dir=a.out,
-        token=a.token,
-    )
+    from prefix_titan.hub import explain
+
+    try:
+        path = snapshot_download(
+            repo_id=a.repo_id,
+            allow_patterns=[
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "config.json",
+                "generation_config.json",
+            ],
+            local_dir=a.out,
+            token=a.token,
+        )
+    except Exception as e:
+        offline = explain(
+            e,
+            f"download the tokenizer of {a.repo_id}",
+            [
+                f"python scripts/download_tokenizer.py --source llama-models --out {a.out}: the "
+                "same tokenizer, converted from the llama-models PyPI package",
+            ],
+        )
+        if offline is None:
+            raise
+        p.exit(1, f"{p.prog}: error: {offline}\n")
     print(f"tokenizer files in {path}")
 
 

@@ -97,7 +97,7 @@ def test_kernel_files_import_nothing_from_torchtitan():
 
 
 LEAVES = tuple(
-    f"prefix_titan.{m}" for m in ("corpus", "shards", "run_folder", "tasks", "checkpoints")
+    f"prefix_titan.{m}" for m in ("corpus", "shards", "run_folder", "tasks", "checkpoints", "hub")
 )
 ADAPTERS = tuple(
     f"prefix_titan.{m}"

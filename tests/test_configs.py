@@ -272,3 +272,55 @@ def test_a_config_without_an_objective_is_refused(tmp_path):
     ):
         check_job_config(parse(path))
     check_job_config(parse(path, "--objective.name", "ce"))  # named on the command line
+
+
+def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tmp_path):
+    from prefix_titan.train import check_config_file
+
+    no_config = check_config_file(["--training.steps", "3"])
+    assert "needs --job.config_file FILE" in no_config and "embedded_default.toml" in no_config
+    assert check_config_file(["--job.config_file", str(tmp_path / "x.toml")]).endswith(
+        "x.toml: no such file"
+    )
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[training\nsteps = 3\n")
+    assert f"{broken} is not valid TOML: " in check_config_file([f"--job.config_file={broken}"])
+    assert "(at line 1" in check_config_file(["--job.config_file", str(broken)])
+    assert check_config_file(["--job.config_file", str(CONFIGS[0])]) is None
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.train"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "needs --job.config_file FILE" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_an_unknown_toml_key_names_the_file_the_section_and_our_help(tmp_path, capsys):
+    from prefix_titan.train import parse_config
+
+    config = tmp_path / "typo.toml"
+    config.write_text(
+        pathlib.Path(ROOT, "train_configs/embedded_default.toml")
+        .read_text()
+        .replace("[training]\n", "[training]\nstepz = 3\n")
+    )
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--job.config_file", str(config)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{config}: [training] has no setting 'stepz'" in err
+    assert "python -m prefix_titan.train --job.config_file" in err and "--help" in err
+    assert "run_train.sh" not in err
+
+
+def test_a_switch_given_a_value_says_how_to_write_it(capsys):
+    from prefix_titan.train import parse_config
+
+    with pytest.raises(SystemExit):
+        parse_config(["--job.config_file", str(CONFIGS[0]), "--objective.fused_loss", "yes"])
+    err = capsys.readouterr().err
+    assert "--objective.fused_loss is a switch and takes no value ('yes')" in err
+    assert "--objective.no-fused_loss to turn it off" in err

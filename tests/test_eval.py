@@ -234,6 +234,30 @@ def test_missing_fixture_is_refused(exported, tmp_path):
     assert out.returncode == 2 and "has no piqa.jsonl" in out.stderr
 
 
+def test_a_task_typo_names_the_tasks_that_exist(exported):
+    out = run_eval(
+        "--model", str(exported / "hf"), "--tasks", "hellswag", "--limit", "1", check=False
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no task named 'hellswag' (did you mean hellaswag" in out.stderr
+    assert (
+        "char_probes" in out.stderr and "hellaswag piqa winogrande_debiased arc_easy" in out.stderr
+    )
+
+
+def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(exported / "empty_hf_home"))
+    out = run_eval("--model", str(exported / "hf"), "--tasks", "piqa", "--limit", "1", check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert (
+        "could not reach the Hugging Face hub to download the datasets of --tasks piqa"
+        in out.stderr
+    )
+    assert "--tasks char_probes" in out.stderr and "--data-dir DIR" in out.stderr
+
+
 def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
     """README: export the run to a folder outside it, evaluate there, report on the runs' folder."""
     from prefix_titan.probes import PROBE_TASKS

@@ -156,3 +156,25 @@ def test_refusals(run_dir, tmp_path):
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path))
     with pytest.raises(ValueError, match="--dtype must be one of bf16, fp32"):
         export(config_args(run_dir), str(tmp_path / "out"), dtype="fp16")
+
+
+def test_a_missing_checkpoint_lists_the_steps_nearby(run_dir, tmp_path):
+    from prefix_titan.export import export
+
+    missing = run_dir / "run" / "checkpoint" / "step-7"
+    with pytest.raises(
+        ValueError,
+        match=r"--checkpoint .*step-7 does not exist; step folders nearby: .*step-2, .*step-3",
+    ):
+        export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(missing))
+
+
+def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
+    from prefix_titan.export import export
+
+    step = str(run_dir / "run" / "checkpoint" / "step-2")
+    with pytest.raises(
+        ValueError, match=r"not written by model.flavor 'small'.*it matches model.flavor 'tiny'"
+    ):
+        export([*config_args(run_dir), "--model.flavor", "small"], str(tmp_path / "o"), step)
+    assert not (tmp_path / "o").exists()

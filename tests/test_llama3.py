@@ -251,3 +251,17 @@ def test_an_export_tokenizes_like_torchtitan(llama3_dir, tmp_path):
     for text in varied_text().splitlines()[-5:] + ["The personality of strawberries."]:
         assert auto(text)["input_ids"] == titan.encode(text, add_bos=False, add_eos=False)
     assert auto.bos_token_id == 128000 and auto.eos_token_id == 128001
+
+
+def test_an_unreachable_hub_points_to_the_offline_conversion(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "scripts/download_tokenizer.py", "--out", str(tmp_path / "l3")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")},
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "could not reach the Hugging Face hub to download the tokenizer" in out.stderr
+    assert "--source llama-models" in out.stderr

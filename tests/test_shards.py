@@ -60,29 +60,24 @@ def make_corpus(folder, n_files=3, docs_per_file=400, fmt="jsonl", seed=0):
     return docs
 
 
-def expected_split(docs, tokenizer, val_every, tokens, val_tokens, batch_docs):
-    """What prepare must write, computed independently (same rules, plain loops)."""
-    t_tok, v_tok, batch, out_t, out_v = 0, 0, [], [], []
-    for d in docs:
+def expected_split(docs, tokenizer, val_every, tokens, val_tokens):
+    """What prepare must write, computed independently (same rules, one document at a time), and
+    the index of the document that reached the training budget (None: never reached)."""
+    t_tok, v_tok, out_t, out_v = 0, 0, [], []
+    for n, d in enumerate(docs):
         text = ascii_only(d["text"])
         if not text.strip():
             continue
+        ids = tokenizer.encode(text, add_bos=True, add_eos=True)
         if zlib.crc32(d["id"].encode()) % val_every != 0:
-            batch.append(("t", text))
-        elif v_tok < val_tokens:
-            batch.append(("v", text))
-        if len(batch) >= batch_docs or d is docs[-1]:
-            for which, text in batch:
-                ids = tokenizer.encode(text, add_bos=True, add_eos=True)
-                (out_t if which == "t" else out_v).append(ids)
-                if which == "t":
-                    t_tok += len(ids)
-                else:
-                    v_tok += len(ids)
-            batch = []
+            out_t.append(ids)
+            t_tok += len(ids)
             if t_tok >= tokens:
-                break
-    return out_t, out_v
+                return out_t, out_v, n
+        elif v_tok < val_tokens:
+            out_v.append(ids)
+            v_tok += len(ids)
+    return out_t, out_v, None
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +112,7 @@ def test_shards_hold_the_ascii_filtered_documents(tmp_path, tokenizer, embedded_
         batch_docs=50,
         progress=False,
     )
-    want_train, want_val = expected_split(docs, tokenizer, 10, 10**9, 10**9, 50)
+    want_train, want_val, _ = expected_split(docs, tokenizer, 10, 10**9, 10**9)
     for split, want in (("train", want_train), ("validation", want_val)):
         tokens = ShardedTokens(str(tmp_path / "out"), split, tokenizer)
         assert split_documents(tokens[:], tokenizer.bos_id, tokenizer.eos_id) == want
@@ -133,7 +128,10 @@ def test_shards_hold_the_ascii_filtered_documents(tmp_path, tokenizer, embedded_
     assert val_texts and not val_texts & {tokenizer.decode(d) for d in want_train}
 
 
-def test_budgets_stop_the_run(tmp_path, tokenizer, embedded_tokenizer_dir):
+@pytest.mark.parametrize("batch_docs", [16, 7])
+def test_budgets_stop_at_the_document_that_reaches_them(
+    tmp_path, tokenizer, embedded_tokenizer_dir, batch_docs
+):
     docs = make_corpus(tmp_path / "src")
     m = prepare(
         str(tmp_path / "src"),
@@ -143,14 +141,18 @@ def test_budgets_stop_the_run(tmp_path, tokenizer, embedded_tokenizer_dir):
         val_tokens=1_000,
         val_every=10,
         shard_tokens=4096,
-        batch_docs=16,
+        batch_docs=batch_docs,  # the splits do not depend on it
         progress=False,
     )
-    want_train, want_val = expected_split(docs, tokenizer, 10, 20_000, 1_000, 16)
-    assert m["splits"]["train"]["tokens"] == sum(map(len, want_train)) >= 20_000
-    assert m["splits"]["train"]["tokens"] < 20_000 + 16 * 130  # stops within one batch
+    want_train, want_val, last = expected_split(docs, tokenizer, 10, 20_000, 1_000)
+    assert m["splits"]["train"]["tokens"] == sum(map(len, want_train))
+    assert 0 <= m["splits"]["train"]["tokens"] - 20_000 < len(want_train[-1])  # < one document
     assert m["splits"]["validation"]["tokens"] == sum(map(len, want_val))
+    assert m["splits"]["validation"]["tokens"] - 1_000 < len(want_val[-1])
     assert m["documents_validation_over_budget"] > 0 and m["documents_read"] < len(docs)
+    assert m["documents_read"] == last + 1  # reading stops right after it
+    f, row = docs[last]["id"][10:-1].split("-")
+    assert m["stopped_at"] == {"file": int(f), "row": int(row) + 1}
 
 
 def test_two_prepares_are_identical(tmp_path, embedded_tokenizer_dir):
@@ -446,3 +448,28 @@ def test_document_mask_needs_block_causal_flavor():
         check_job_config(config)
     config.model.flavor = "tiny_flex"
     check_job_config(config)
+
+
+def test_an_unreachable_hub_names_the_offline_sources(tmp_path, embedded_tokenizer_dir):
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.prepare", "--tokenizer", embedded_tokenizer_dir]
+        + ["--out", str(tmp_path / "out"), "--tokens", "1e4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "could not reach the Hugging Face hub to list and read the files of" in out.stderr
+    assert "--source DIR" in out.stderr and "--source embedded" in out.stderr
+
+
+def test_progress_ends_with_a_summary_not_a_negative_eta(capsys):
+    from prefix_titan.prepare import _Progress
+
+    bar = _Progress(total=100, start=0, enabled=True)
+    bar.update(130, 3)  # the last document went past the budget
+    bar.close(130)
+    err = capsys.readouterr().err
+    assert "ETA -" not in err and "ETA 0.0 min" in err and "130/100 train tokens  done in" in err

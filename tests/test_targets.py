@@ -179,3 +179,38 @@ def test_target_at_idx_is_the_dense_target_there(bpe_texts, spec):
     table = build_target_table(bpe_texts, spec)
     dense = table.dense(torch.arange(table.vocab_size))
     torch.testing.assert_close(table.target_at_idx(), dense.gather(1, table.idx))
+
+
+def _targets_cli(*args):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run(
+        [sys.executable, "-m", "prefix_titan.targets", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_the_cli_works_with_the_embedded_tokenizer_and_prints_no_warning(
+    embedded_tokenizer_dir, bpe_texts
+):
+    word = next(t for t in bpe_texts if t and t.startswith(" ") and len(t) >= 5 and t[1:].isalpha())
+    out = _targets_cli("--hf-assets-path", embedded_tokenizer_dir, "--token", word, "--tau", "0.5")
+    assert out.returncode == 0, out.stderr
+    assert "Warning" not in out.stderr  # no runpy RuntimeWarning, nothing else
+    assert out.stdout.startswith(f"gold {bpe_texts.index(word)} {word!r}")
+    assert f"{word[:2]!r}" in out.stdout  # its one-letter prefix gets mass
+
+
+def test_a_text_that_is_not_one_token_is_shown_as_its_tokens(embedded_tokenizer_dir, bpe_texts):
+    out = _targets_cli("--hf-assets-path", embedded_tokenizer_dir, "--token", " personality!?")
+    assert out.returncode == 2
+    assert "' personality!?' is not one ASCII vocabulary token; it tokenizes as ' " in out.stderr
+    assert "(id " in out.stderr and "Ġ" not in out.stderr and "--token-id" in out.stderr

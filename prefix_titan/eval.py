@@ -20,6 +20,7 @@ import json
 import os
 import sys
 
+from .checkpoints import complete_steps
 from .hub import explain
 from .run_folder import (
     EVAL_CURVE,
@@ -28,7 +29,6 @@ from .run_folder import (
     EXPORT_RECORD,
     EXPORTS,
     RUN_CONFIG,
-    checkpoint_steps,
 )
 
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
@@ -226,9 +226,9 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
     else:
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
-    steps = checkpoint_steps(folder)
+    steps = complete_steps(folder)
     if not steps:
-        raise ValueError(f"no step-N checkpoints in {folder!r}")
+        raise ValueError(f"no finished step-N checkpoints in {folder!r}")
     curve = {}
     for ckpt in steps:
         step = os.path.basename(ckpt)
@@ -254,7 +254,17 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
     with open(os.path.join(run_dir, EVAL_CURVE), "w") as f:
         json.dump(curve, f, indent=2, default=str)
+    print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
     return curve
+
+
+def quiet() -> None:
+    """No progress bars (tqdm reads TQDM_DISABLE when it is imported: before lm-eval, datasets
+    and transformers load it) and only lm-eval's errors: the table and the results path remain."""
+    import logging
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,13 +282,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
     p.add_argument("--batch-size", default="auto")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument(
+        "--progress", action="store_true", help="show the progress bars and lm-eval's log lines"
+    )
     a = p.parse_args(argv)
+    if not a.progress:
+        quiet()
     kwargs = dict(
         tasks=a.tasks, limit=a.limit, data_dir=a.data_dir, batch_size=a.batch_size, dtype=a.dtype
     )
     try:
         if a.model:
             print(table(evaluate(a.model, **kwargs)))
+            print(f"results written to {os.path.join(a.model, EVAL_RESULTS)}", flush=True)
         else:
             evaluate_run(a.all_checkpoints, a.config, **kwargs)
     except ValueError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import torch
 from torchtitan.components.metrics import MetricsProcessor
@@ -62,6 +63,10 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def __init__(self, job_config, parallel_dims, meter: PlainCEMeter, tag=None):
         super().__init__(job_config, parallel_dims, tag)
+        if not sys.stdout.isatty():  # colour codes only on a terminal, never in a log file
+            from torchtitan.tools.utils import NoColor
+
+            self.color = NoColor()
         self.meter = meter
         ckpt = job_config.checkpoint
         self.checksums = (

@@ -121,7 +121,10 @@ def build_tokenizer(job_config):
     if not os.path.exists(os.path.join(path, "tokenizer.json")):
         embedded = job_config.training.dataset in EMBEDDED_DATASETS
         if embedded and os.path.abspath(path) == os.path.abspath(EMBEDDED_TOKENIZER):
-            logger.info(f"No tokenizer at {path}: training the embedded byte-level BPE there")
+            logger.info(
+                f"No tokenizer at {path} yet (so the warning above that it does not exist is "
+                f"expected on a first run): training the embedded byte-level BPE there"
+            )
             train_embedded_tokenizer(path)
         elif embedded:
             raise ValueError(

@@ -13,13 +13,17 @@ import sys
 
 def local_command(*args: str, nproc: int = 1) -> list[str]:
     """The command that runs this launcher with `args` on this machine: `nproc` ranks under
-    torchrun's standalone mode (one rendezvous on a free local port)."""
+    torchrun's standalone mode (one rendezvous on a free local port). Several ranks print only
+    rank 0's output (torchrun's --local-ranks-filter); LOG_RANK=0,1 or LOG_RANK=all asks for more."""
+    ranks = os.environ.get("LOG_RANK", "0")
+    show = [] if nproc == 1 or ranks == "all" else [f"--local-ranks-filter={ranks}"]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
+        *show,
         "-m",
         "prefix_titan.train",
         *args,
@@ -145,6 +149,9 @@ def main() -> None:
 
     if not has_accelerator():
         use_cpu()
+        os.environ.pop(
+            "TORCH_NCCL_ASYNC_ERROR_HANDLING", None
+        )  # torchrun's NCCL setting: no NCCL here
     from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 

@@ -22,8 +22,9 @@ from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAda
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
 from .config import check_checkpoint_to_load, check_job_config
-from .cpu import use_sum_reductions
+from .cpu import has_accelerator, use_sum_reductions
 from .data import build_prefix_dataloader, register_datasets
+from .logs import quiet_logs
 from .loss import TargetTables, build_target_loss, compiles_loss
 from .metrics import PlainCEMeter, build_prefix_metrics_processor
 from .model.flavors import FLAVORS
@@ -40,6 +41,7 @@ def check_config_then_build_tokenizer(job_config):
     is built."""
     import torch.distributed as dist
 
+    quiet_logs(cpu=not has_accelerator())
     check_job_config(job_config)
     if dist.is_initialized():
         check_checkpoint_to_load(job_config, dist.get_rank(), dist.get_world_size())

@@ -15,6 +15,7 @@ local batch is lowered so that every run keeps the same global batch (tokens per
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import shlex
 import subprocess
@@ -43,6 +44,11 @@ def batch_override(arm: str, world: int) -> list[str]:
 def command(arm: str, a, extra: list[str]) -> list[str]:
     extra = batch_override(arm, a.nnodes * a.nproc_per_node) + extra
     cmd = ["torchrun", f"--nproc_per_node={a.nproc_per_node}", f"--nnodes={a.nnodes}"]
+    ranks = os.environ.get(
+        "LOG_RANK", "0"
+    )  # each node prints local rank 0's log; "all": every rank
+    if ranks != "all":
+        cmd.append(f"--local-ranks-filter={ranks}")
     if a.nnodes > 1:
         cmd += [
             f"--node_rank={a.node_rank}",

@@ -51,7 +51,6 @@ def train(tmp, *overrides, nproc=1, name="run", check=True):
         str(tmp / "tokenizer"),
         "--metrics.log_freq",
         "1",
-        "--metrics.disable_color_printing",
         "--training.seq_len",
         "64",
         "--training.local_batch_size",
@@ -74,7 +73,7 @@ def train(tmp, *overrides, nproc=1, name="run", check=True):
         assert out.returncode == 0, log[-4000:]
     losses = {}
     for step, loss in STEP.findall(log):
-        losses.setdefault(int(step), float(loss))  # with 2 ranks both log the same global value
+        losses.setdefault(int(step), float(loss))
     return log, losses
 
 

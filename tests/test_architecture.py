@@ -101,7 +101,7 @@ LEAVES = tuple(
 )
 ADAPTERS = tuple(
     f"prefix_titan.{m}"
-    for m in ("config", "loss", "validate", "metrics", "tokenizer", "data", "cpu")
+    for m in ("config", "loss", "validate", "metrics", "tokenizer", "data", "cpu", "logs")
 )
 FLOORS = {  # floor: the package modules (prefixes) it may import
     **{leaf: (leaf,) for leaf in LEAVES},

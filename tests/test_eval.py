@@ -117,6 +117,9 @@ def test_eval_command_end_to_end(exported):
         "| winogrande_debiased |" in out.stdout
         and "| task | acc | acc_norm | bits/byte |" in out.stdout
     )
+    assert f"results written to {exported / 'hf' / 'eval_results.json'}" in out.stdout
+    for noise in ("Generating ", "Loading weights", "Overwriting default num_fewshot"):
+        assert noise not in out.stderr, noise
 
 
 def test_character_probes_end_to_end(exported):

@@ -20,7 +20,9 @@ def test_dry_run_lists_every_arm_baselines_first():
     assert rc == 0 and len(lines) == 14
     assert lines[0].endswith("train_configs/ce.toml") and lines[1].endswith("label_smoothing.toml")
     assert all(
-        line.startswith("torchrun --nproc_per_node=8 --nnodes=1 -m torchtitan.train")
+        line.startswith(
+            "torchrun --nproc_per_node=8 --nnodes=1 --local-ranks-filter=0 -m torchtitan.train"
+        )
         for line in lines
     )
     assert sum("prefix_norm_tau" in line for line in lines) == 6

@@ -32,6 +32,11 @@ def test_objectives_train_and_log_plain_ce(tmp_path, objective):
     assert any(abs(losses[s] - ce[s]) > 1e-3 for s in ce)
     val = [float(v) for _, v in VAL.findall(log)]
     assert len(val) == 3 and val[-1] < val[0]  # steps 1, 6, 12
+    # The log a person reads: no colour codes in a file, no known-harmless warnings, no MFU
+    # against an A100's peak on a CPU.
+    assert "\x1b[" not in log and "mfu: n/a" in log and "mfu: 0" not in log
+    for noise in ("lspci", "Peak flops undefined", "set_vital", "CPU autocast", "TORCH_NCCL"):
+        assert noise not in log, noise
 
 
 def prepare_shards(tmp_path):
@@ -119,6 +124,7 @@ def test_two_ranks_match_one_rank(tmp_path):
     _, one = train(tmp_path, *common, "--training.local_batch_size", "4", name="one")
     log, two = train(tmp_path, *common, "--training.local_batch_size", "2", nproc=2, name="two")
     assert "dp_shard=2" in log  # FSDP2 over 2 gloo ranks
+    assert len(re.findall(r"step:  2  loss", log)) == 1  # rank 0's log only
     assert sorted(one) == sorted(two) == [1, 2, 3]
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4), step

@@ -1,0 +1,49 @@
+"""torchtitan's log, kept in its own format, without what is known to be harmless here.
+
+`quiet_logs` adds one filter to torchtitan's logger (and two targeted warning filters):
+- on a CPU, torchtitan looks for a GPU model (`lspci`) and, finding none, computes MFU against an
+  A100's peak: the lookup warnings are dropped and MFU is printed as `n/a`;
+- "model.safetensors.index.json not found at hf_assets_path" only says that an HF-format save
+  (if any) will be one file: dropped;
+- torchdata's `set_vital` deprecation and CPU autocast's "dtype is not supported" (training on a
+  CPU runs in float32 anyway) are Python warnings raised on every run: ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+DROPPED = ("model.safetensors.index.json not found at hf_assets_path",)
+DROPPED_ON_CPU = ("Error running lspci", "Peak flops undefined for: CPU")
+_MFU = re.compile(r"mfu: [-\d.,]+%")
+
+
+class QuietLog(logging.Filter):
+    def __init__(self, cpu: bool):
+        super().__init__()
+        self.cpu = cpu
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(DROPPED) or (self.cpu and message.startswith(DROPPED_ON_CPU)):
+            return False
+        if self.cpu and message.startswith("Peak FLOPS used for computing MFU"):
+            record.msg, record.args = "MFU: n/a on a CPU (no peak FLOPS to compare with)", ()
+        elif self.cpu and "mfu:" in message:
+            record.msg, record.args = _MFU.sub("mfu: n/a", message), ()
+        return True
+
+
+def quiet_logs(cpu: bool) -> None:
+    """Install the filter on torchtitan's logger (once) and the two warning filters."""
+    from torchtitan.tools.logging import logger
+
+    if not any(isinstance(f, QuietLog) for f in logger.filters):
+        logger.addFilter(QuietLog(cpu))
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+    if cpu:
+        warnings.filterwarnings(
+            "ignore", message="In CPU autocast, but the target dtype is not supported"
+        )

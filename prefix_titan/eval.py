@@ -24,6 +24,7 @@ from .checkpoints import complete_steps
 from .hub import explain
 from .run_folder import (
     EVAL_CURVE,
+    EVAL_ITEMS,
     EVAL_RESULTS,
     EVALS,
     EXPORT_RECORD,
@@ -165,6 +166,7 @@ def evaluate(
         batch_size=batch_size,
         limit=limit,
         task_manager=task_manager,
+        log_samples=True,
     )
     results = {
         "model": model_dir,
@@ -176,11 +178,59 @@ def evaluate(
     }
     with open(os.path.join(model_dir, EVAL_RESULTS), "w") as f:
         json.dump(results, f, indent=2, default=str)
-    file_with_run(model_dir, results)
+    items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
+    write_items(model_dir, items)
+    file_with_run(model_dir, results, items)
     return results
 
 
-def file_with_run(model_dir: str, results: dict) -> str | None:
+def item_outcomes(samples: list[dict]) -> list[dict]:
+    """One record per item from lm-eval's per-sample log: whether the model chose the gold answer
+    (`correct`: acc_norm where the task has it, else acc, as in the results table), both
+    accuracies, and the gold answer's log-likelihood; in doc_id order."""
+    rows = []
+    for s in sorted(samples, key=lambda s: s["doc_id"]):
+        acc, acc_norm = s.get("acc"), s.get("acc_norm")
+        gold, resps = s.get("target"), s.get("filtered_resps")
+        loglik = None
+        if isinstance(gold, int) and isinstance(resps, list) and 0 <= gold < len(resps):
+            first = resps[gold]
+            loglik = float(first[0] if isinstance(first, (list, tuple)) else first)
+        rows.append(
+            {
+                "doc_id": s["doc_id"],
+                "correct": acc_norm if acc_norm is not None else acc,
+                "acc": acc,
+                "acc_norm": acc_norm,
+                "gold_loglik": loglik,
+            }
+        )
+    return rows
+
+
+def write_items(folder: str, items: dict[str, list[dict]]) -> None:
+    """EVAL_ITEMS/<task>.jsonl under `folder`."""
+    out = os.path.join(folder, EVAL_ITEMS)
+    os.makedirs(out, exist_ok=True)
+    for task, rows in items.items():
+        with open(os.path.join(out, f"{task}.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def read_items(folder: str) -> dict[str, list[dict]]:
+    """{task: per-item records} written by write_items (empty if none)."""
+    out = os.path.join(folder, EVAL_ITEMS)
+    if not os.path.isdir(out):
+        return {}
+    items = {}
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".jsonl"):
+            with open(os.path.join(out, name)) as f:
+                items[name[: -len(".jsonl")]] = [json.loads(line) for line in f if line.strip()]
+    return items
+
+
+def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> str | None:
     """Also write the results into the run folder the model was exported from
     (RUN/evals/step-N/), where the report finds them; None if the model records no run or
     already lies inside it."""
@@ -198,6 +248,7 @@ def file_with_run(model_dir: str, results: dict) -> str | None:
     path = os.path.join(out, EVAL_RESULTS)
     with open(path, "w") as f:
         json.dump({**results, "exported_to": model}, f, indent=2, default=str)
+    write_items(out, items or {})
     print(f"results filed with the run: {path}", file=sys.stderr, flush=True)
     return path
 

@@ -9,7 +9,13 @@ import prefix_titan.train_spec  # noqa: F401  (registers datasets / TrainSpec)
 from prefix_titan.config import check_job_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIGS = sorted((ROOT / "train_configs").glob("*.toml"))
+CONFIGS = sorted((ROOT / "train_configs").rglob("*.toml"))
+sys.path.insert(0, str(ROOT))
+from scripts.make_configs import SCALES, arms  # noqa: E402
+
+
+def scale_configs(scale):
+    return sorted(p for p in (ROOT / SCALES[scale].out).glob("*.toml") if p.stem in arms())
 
 
 def parse(path, *overrides):
@@ -18,7 +24,7 @@ def parse(path, *overrides):
     return ConfigManager().parse_args(["--job.config_file", str(path), *overrides])
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "train_configs")))
 def test_every_config_parses_through_torchtitan(path):
     config = parse(path)
     check_job_config(config)  # [objective], flavor and datasets are all valid
@@ -36,16 +42,18 @@ def test_generated_configs_do_not_drift():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_sweep_is_complete():
-    names = {p.stem for p in CONFIGS}
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_sweep_is_complete(scale):
+    names = {p.stem for p in scale_configs(scale)}
     taus = ["0.05", "0.1", "0.2", "0.5", "1.0", "2.0"]
     assert {"ce", "label_smoothing"} | {f"prefix_tau{t}" for t in taus} | {
         f"prefix_norm_tau{t}" for t in taus
-    } <= names
+    } == names
 
 
-def test_arms_differ_only_in_objective_and_dump_folder():
-    sweep = [p for p in CONFIGS if p.name != "embedded_default.toml"]
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_arms_differ_only_in_objective_and_dump_folder(scale):
+    sweep = scale_configs(scale)
     assert len(sweep) == 14
     stripped, objectives, folders = [], set(), set()
     for p in sweep:
@@ -57,6 +65,56 @@ def test_arms_differ_only_in_objective_and_dump_folder():
     assert (
         len(objectives) == len(folders) == 14
     )  # every arm distinct, none sharing an output folder
+    assert folders == {f"{SCALES[scale].sweep}/{arm}" for arm in arms()}
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_the_pilot_is_the_500m_recipe_at_another_size():
+    """Only the model size, the budget it sets and what fits one GPU may differ."""
+    size = (
+        "model.flavor",
+        "training.steps",
+        "training.local_batch_size",
+        "lr_scheduler.warmup_steps",
+        "activation_checkpoint.",
+        "checkpoint.interval",
+        "checkpoint.keep_latest_k",
+        "validation.freq",
+        "validation.steps",
+        "validation.local_batch_size",
+        "job.",
+    )
+    big, pilot = (
+        _flat(tomllib.loads(p.read_text()))
+        for p in (ROOT / "train_configs" / "ce.toml", ROOT / "train_configs" / "pilot" / "ce.toml")
+    )
+    differ = {k for k in set(big) | set(pilot) if big.get(k) != pilot.get(k)}
+    assert differ and all(k.startswith(size) for k in differ), differ
+    # the same number of validation sequences
+    assert big["validation.steps"] * big["validation.local_batch_size"] == (
+        pilot["validation.steps"] * pilot["validation.local_batch_size"]
+    )
+
+
+def test_the_pilot_trains_20_tokens_per_parameter():
+    import torch
+    from torchtitan.models.llama3 import Transformer
+
+    from prefix_titan.model.flavors import FLAVORS
+
+    c = parse(ROOT / "train_configs" / "pilot" / "ce.toml")
+    with torch.device("meta"):
+        n = sum(p.numel() for p in Transformer(FLAVORS[c.model.flavor]).parameters())
+    per_step = c.training.global_batch_size * c.training.seq_len
+    tokens = c.training.steps * per_step
+    assert 20 * n <= tokens < 20 * n + per_step
+    assert c.training.global_batch_size % c.training.local_batch_size == 0
 
 
 def test_sweep_reaches_20b_tokens():
@@ -145,10 +203,14 @@ def test_readme_states_the_exact_parameter_counts():
     from prefix_titan.model.flavors import FLAVORS
 
     readme = (ROOT / "README.md").read_text()
-    for flavor in ("500M", "tiny"):
+    for flavor in ("500M", "pilot", "tiny"):
         with torch.device("meta"):
-            n = sum(p.numel() for p in Transformer(FLAVORS[flavor]).parameters())
+            model = Transformer(FLAVORS[flavor])
+        n = sum(p.numel() for p in model.parameters())
         assert f"{n:,}" in readme, flavor
+        if flavor == "pilot":
+            embeddings = model.tok_embeddings.weight.numel() + model.output.weight.numel()
+            assert f"{n - embeddings:,}" in readme, "pilot without embeddings"
 
 
 def test_a_position_gamma_and_an_import_path_parse_from_the_command_line():

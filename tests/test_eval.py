@@ -118,6 +118,16 @@ def test_eval_command_end_to_end(exported):
         and "| task | acc | acc_norm | bits/byte |" in out.stdout
     )
     assert f"results written to {exported / 'hf' / 'eval_results.json'}" in out.stdout
+    # Every item's outcome beside the results: the table's metric is their mean.
+    from prefix_titan.eval import read_items
+
+    items = read_items(str(exported / "hf"))
+    assert set(items) == set(FIXTURES)
+    for task, rows in items.items():
+        metric = results[task].get("acc_norm,none", results[task]["acc,none"])
+        assert [r["doc_id"] for r in rows] == list(range(len(rows))) and len(rows) > 1
+        assert sum(r["correct"] for r in rows) / len(rows) == pytest.approx(metric)
+        assert all(r["gold_loglik"] < 0 and math.isfinite(r["gold_loglik"]) for r in rows)
     for noise in ("Generating ", "Loading weights", "Overwriting default num_fewshot"):
         assert noise not in out.stderr, noise
 

@@ -1,16 +1,23 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def dry_run(*args):
+def dry_run(*args, gpus=None):
+    env = dict(os.environ)
+    if gpus is not None:  # the GPUs the node shows ("": none)
+        env["CUDA_VISIBLE_DEVICES"] = gpus
     out = subprocess.run(
         [sys.executable, "scripts/launch_sweep.py", "--dry-run", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
+        env=env,
     )
     return out.returncode, out.stdout.splitlines(), out.stderr
 
@@ -18,7 +25,8 @@ def dry_run(*args):
 def test_dry_run_lists_every_arm_baselines_first():
     rc, lines, _ = dry_run()
     assert rc == 0 and len(lines) == 14
-    assert lines[0].endswith("train_configs/ce.toml") and lines[1].endswith("label_smoothing.toml")
+    assert "train_configs/ce.toml --debug.seed 1234" in lines[0]
+    assert "train_configs/label_smoothing.toml --debug.seed 1234" in lines[1]
     assert all(
         line.startswith(
             "torchrun --nproc_per_node=8 --nnodes=1 --local-ranks-filter=0 -m torchtitan.train"
@@ -46,6 +54,7 @@ def test_multi_node_keeps_the_global_batch():
     assert "--node_rank=2 --rdzv_backend=c10d --rdzv_endpoint=head:29500" in lines[0]
     # 32 GPUs x 16 > 256: local batch 8 keeps 256 x 2048 tokens per step.
     assert lines[0].endswith("--training.local_batch_size 8 --metrics.log_freq 1")
+    assert "--rdzv_id=prefix_titan_500M_ce_seed1234" in lines[0]
 
 
 def test_bad_launch_settings_are_refused():
@@ -55,3 +64,97 @@ def test_bad_launch_settings_are_refused():
     assert rc == 2 and "--node-rank must be in [0, 2)" in err
     rc, _, err = dry_run("--arms", "prefix_tau3.0")
     assert rc == 2 and "invalid choice" in err
+
+
+def test_every_run_has_its_seed_and_its_own_folder():
+    rc, lines, _ = dry_run("--arms", "ce", "prefix_tau0.5")
+    assert rc == 0 and len(lines) == 2  # the config's own seed
+    assert lines[0].endswith(
+        "train_configs/ce.toml --debug.seed 1234 --job.dump_folder ./outputs/sweep_500M/ce/seed1234"
+    )
+
+
+def test_paired_seeds_run_every_arm_once_per_seed():
+    seeds = ["1234", "1235", "1236"]
+    rc, lines, _ = dry_run("--arms", "ce", "label_smoothing", "prefix_tau0.5", "--seeds", *seeds)
+    assert rc == 0 and len(lines) == 9
+    runs = set()
+    for line in lines:
+        args = line.split()
+        arm = args[args.index("--job.config_file") + 1].split("/")[-1][: -len(".toml")]
+        seed = args[args.index("--debug.seed") + 1]
+        assert args[args.index("--job.dump_folder") + 1] == f"./outputs/sweep_500M/{arm}/seed{seed}"
+        runs.add((arm, seed))
+    assert runs == {(a, s) for a in ("ce", "label_smoothing", "prefix_tau0.5") for s in seeds}
+
+
+def test_pilot_runs_side_by_side_one_gpu_each():
+    rc, lines, _ = dry_run("--scale", "pilot", "--arms", "ce", "--seeds", "1", "2", "3", gpus="4,5")
+    assert rc == 0 and len(lines) == 3
+    assert [line.split()[0] for line in lines] == [
+        "CUDA_VISIBLE_DEVICES=4",
+        "CUDA_VISIBLE_DEVICES=5",
+        "CUDA_VISIBLE_DEVICES=4",  # queued behind the first
+    ]
+    assert all(
+        " torchrun --standalone --nproc_per_node=1 -m torchtitan.train "
+        "--job.config_file train_configs/pilot/ce.toml" in line
+        for line in lines
+    )
+    rc, lines, err = dry_run(
+        "--scale", "pilot", "--arms", "ce", "--gpus-per-run", "2", gpus="0,1,2"
+    )
+    assert rc == 0 and lines[0].startswith("CUDA_VISIBLE_DEVICES=0,1 torchrun --standalone")
+    assert "--nproc_per_node=2 --local-ranks-filter=0" in lines[0]
+    assert "1 of 3 GPUs stay idle" in err
+
+
+def test_the_500m_scale_keeps_one_run_over_the_node():
+    rc, lines, _ = dry_run("--arms", "ce", "--seeds", "7", gpus="0")
+    assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=8 --nnodes=1")
+
+
+def test_smoke_runs_on_a_cpu_through_our_launcher():
+    rc, lines, _ = dry_run("--scale", "smoke", "--arms", "ce", "--seeds", "1", "2", gpus="")
+    assert rc == 0 and len(lines) == 2
+    assert lines[0].startswith(
+        "torchrun --standalone --nproc_per_node=1 -m prefix_titan.train "
+        "--job.config_file train_configs/smoke/ce.toml --debug.seed 1 "
+        "--job.dump_folder ./outputs/sweep_smoke/ce/seed1"
+    )
+
+
+@pytest.mark.parametrize(
+    "args,gpus,message",
+    [
+        (["--seeds", "1", "2", "1"], None, "--seeds must be distinct: 1 repeated"),
+        (["--scale", "pilot", "--gpus-per-run", "3"], "0,1", "--gpus-per-run 3 needs 3 GPUs, but"),
+        (["--scale", "pilot"], "", "no GPU is visible"),
+        (["--gpus-per-run", "two"], "0", "--gpus-per-run must be 'node' or a whole number >= 1"),
+        (["--scale", "large"], None, "invalid choice: 'large'"),
+    ],
+)
+def test_bad_sweep_settings_are_refused(args, gpus, message):
+    rc, _, err = dry_run(*args, gpus=gpus)
+    assert rc == 2 and message in err, err
+
+
+def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    from scripts.launch_sweep import run_queue
+
+    def job(name, code):
+        script = f"import os, sys; print(os.environ['CUDA_VISIBLE_DEVICES']); sys.exit({code})"
+        return (name, tmp_path / name / "launch.log", [sys.executable, "-c", script])
+
+    jobs = [job("a", 0), job("b", 3), job("c", 0), job("d", 0)]
+    failed = run_queue(jobs, [["0"], ["1"]])
+    assert failed == [f"b (exit 3, log {tmp_path / 'b' / 'launch.log'})"]
+    devices = {n: (tmp_path / n / "launch.log").read_text().strip() for n in "abcd"}
+    assert devices["a"] == "0" and devices["b"] == "1" and set(devices.values()) == {"0", "1"}
+    failed = run_queue([job("e", 1), job("f", 0), job("g", 0)], [["0"]], stop_on_failure=True)
+    assert failed == [
+        f"e (exit 1, log {tmp_path / 'e' / 'launch.log'})",
+        "f (not started)",
+        "g (not started)",
+    ]

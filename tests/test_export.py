@@ -174,7 +174,8 @@ def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
 
     step = str(run_dir / "run" / "checkpoint" / "step-2")
     with pytest.raises(
-        ValueError, match=r"not written by model.flavor 'debugmodel'.*it matches model.flavor 'tiny'"
+        ValueError,
+        match=r"not written by model.flavor 'debugmodel'.*it matches model.flavor 'tiny'",
     ):
         export([*config_args(run_dir), "--model.flavor", "debugmodel"], str(tmp_path / "o"), step)
     assert not (tmp_path / "o").exists()

@@ -97,7 +97,8 @@ def test_kernel_files_import_nothing_from_torchtitan():
 
 
 LEAVES = tuple(
-    f"prefix_titan.{m}" for m in ("corpus", "shards", "run_folder", "tasks", "checkpoints", "hub")
+    f"prefix_titan.{m}"
+    for m in ("corpus", "shards", "run_folder", "tasks", "checkpoints", "hub", "stats")
 )
 ADAPTERS = tuple(
     f"prefix_titan.{m}"

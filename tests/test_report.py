@@ -1,105 +1,209 @@
-"""The sweep report on small fake run folders."""
+"""The sweep report on small fake run folders: arms paired by seed, intervals, verdict."""
 
 import dataclasses
 import json
-import os
+import zlib
+from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.stats import t as student_t
 
+from prefix_titan.eval import write_items
 from prefix_titan.probes import PROBE_TASKS
 from prefix_titan.report import report
 from prefix_titan.run_folder import METRICS_LOG
+from prefix_titan.stats import paired_bootstrap, paired_over_seeds, t_interval
 
 ROOT = Path(__file__).resolve().parent.parent
+TASKS = ("hellaswag", "piqa", "winogrande_debiased", "arc_easy")
+ITEMS = 400
+
+
+@lru_cache(maxsize=1)
+def _base_config_json():
+    from torchtitan.config import ConfigManager
+
+    config = ConfigManager().parse_args(
+        ["--job.config_file", str(ROOT / "train_configs" / "ce.toml")]
+    )
+    return json.dumps(dataclasses.asdict(config), default=str)
 
 
 def base_config():
-    from torchtitan.config import ConfigManager
-
-    return dataclasses.asdict(
-        ConfigManager().parse_args(["--job.config_file", str(ROOT / "train_configs" / "ce.toml")])
-    )
+    return json.loads(_base_config_json())
 
 
-def make_run(root, name, objective, score, seed=1234, eval_kind="curve"):
-    folder = root / name
+def make_run(root, name, objective, score, seed=1234, eval_kind="results", lr=None):
+    """A finished run: validation CE 3.5 − score, and per-item outcomes whose accuracy is about
+    0.3/0.5 + score (drawn with a generator seeded by the seed: the same items are hard in every
+    arm of a seed), the results being their means."""
+    folder = root / name / f"seed{seed}"
     folder.mkdir(parents=True)
     config = base_config()
     config["objective"].update(objective)
     config["job"]["dump_folder"] = str(folder)
     config["debug"]["seed"] = seed
+    if lr is not None:
+        config["optimizer"]["lr"] = lr
     (folder / "run_config.json").write_text(json.dumps(config))
     rows = [{"step": s, "loss": 5.0, "plain_ce": 4.0} for s in (1000, 2000)]
+    own = np.random.default_rng([seed, zlib.crc32(name.encode())])  # this run's own noise
+    noise = own.normal(0, 0.01)
     rows += [
-        {"step": 1000, "validation_plain_ce": 4.0 - score},
-        {"step": 2000, "validation_plain_ce": 3.5 - score},
+        {"step": 1000, "validation_plain_ce": 4.0 - score + noise},
+        {"step": 2000, "validation_plain_ce": 3.5 - score + noise},
     ]
     (folder / METRICS_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    results = {
-        t: {"acc,none": 0.3 + score, "acc_norm,none": 0.35 + score}
-        for t in ("hellaswag", "piqa", "arc_easy")
-    }
-    results["winogrande_debiased"] = {"acc,none": 0.5 + score}
-    results.update(
-        {t: {"acc,none": 0.25 + score, "bits_per_byte,none": 2.0 - score} for t in PROBE_TASKS}
-    )
+    rng = np.random.default_rng(seed)
+    items, results = {}, {}
+    for task in (*TASKS, *PROBE_TASKS):
+        base = 0.5 if task == "winogrande_debiased" else 0.3
+        difficulty = rng.random(ITEMS)  # the same per seed in every arm: paired items
+        correct = (difficulty + own.normal(0, 0.05, ITEMS) < base + score).astype(float)
+        items[task] = [
+            {"doc_id": i, "correct": c, "acc": c, "acc_norm": None, "gold_loglik": -1.0}
+            for i, c in enumerate(correct)
+        ]
+        results[task] = {"acc,none": float(correct.mean())}
+        if task in PROBE_TASKS:
+            results[task]["bits_per_byte,none"] = 2.0 - score
     if eval_kind == "curve":
         (folder / "eval_curve.json").write_text(json.dumps({"1000": {}, "2000": results}))
-    else:
-        (folder / "hf" / "step-2000").mkdir(parents=True)
-        (folder / "hf" / "step-2000" / "eval_results.json").write_text(
-            json.dumps({"results": results})
-        )
+    elif eval_kind == "results":
+        out = folder / "hf" / "step-2000"
+        out.mkdir(parents=True)
+        (out / "eval_results.json").write_text(json.dumps({"results": results}))
+        write_items(str(out), items)
     return folder
 
 
+ARMS = {
+    "ce": ({"name": "ce"}, 0.0),
+    "label_smoothing": ({"name": "label_smoothing"}, 0.0),
+    "prefix_tau0.5": ({"name": "prefix", "tau": 0.5}, 0.15),  # clearly better
+    "prefix_norm_tau0.1": ({"name": "prefix", "tau": 0.1, "normalize": True}, 0.0),  # the same
+}
+
+
 @pytest.fixture
-def runs(tmp_path):
-    make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "tau": 0.5}, 0.03)
-    make_run(tmp_path, "ce", {"name": "ce"}, 0.0)
-    make_run(
-        tmp_path,
-        "prefix_norm_tau0.1",
-        {"name": "prefix", "tau": 0.1, "normalize": True},
-        0.05,
-        eval_kind="results",
-    )
-    make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.01)
-    make_run(tmp_path, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.02)
+def sweep(tmp_path):
+    for seed in (1, 2, 3):
+        for name, (objective, score) in ARMS.items():
+            make_run(tmp_path, name, objective, score, seed=seed)
     return tmp_path
 
 
-def test_table_orders_baselines_first_and_marks_the_best(runs):
-    text = report(str(runs))
-    table = [line for line in text.splitlines() if line.startswith("| ")]
-    names = [line.split("|")[1].strip() for line in table[1:]]
-    assert names == [
-        "ce",
-        "label_smoothing",
-        "prefix_tau0.5",
-        "prefix_tau1.0",
-        "prefix_norm_tau0.1",
-    ]
-    best_row = next(line for line in table if line.startswith("| prefix_norm_tau0.1 "))
-    assert best_row.count("**") == 2 * 7  # best in every column (lowest CE and bits/byte)
-    assert "| ce | 3.5000 |" in text
-    assert "All runs share every setting outside [objective]" in text
+def table(text, title):
+    """The rows of the first markdown table after `title`: {arm: [cells]}."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    rows = {}
+    for line in lines[start:]:
+        if line.startswith("| ") and not line.startswith("| arm "):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def test_per_arm_means_and_t_intervals_over_seeds(sweep):
+    text = report(str(sweep))
+    assert text.startswith("# Sweep report: 4 arms × 3 seeds (1, 2, 3)")
+    rows = table(text, "## Per arm")
+    assert list(rows) == ["ce", "label_smoothing", "prefix_tau0.5", "prefix_norm_tau0.1"]
+    ce = [3.5 + np.random.default_rng([s, zlib.crc32(b"ce")]).normal(0, 0.01) for s in (1, 2, 3)]
+    half = student_t.ppf(0.975, 2) * np.std(ce, ddof=1) / np.sqrt(3)
+    mean = np.mean(ce)
+    assert rows["ce"][0] == f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
+    assert not any("**" in line for line in text.splitlines() if line.startswith("|"))  # no bold
     for png in ("accuracy_vs_tau.png", "validation_ce.png", "char_probes_vs_tau.png"):
-        assert (runs / "report" / png).stat().st_size > 5000
+        assert (sweep / "report" / png).stat().st_size > 5000
 
 
-def test_invariant_breakers_are_named(runs):
-    make_run(runs, "prefix_tau2.0", {"name": "prefix", "tau": 2.0}, 0.0, seed=7)
-    text = report(str(runs))
-    assert "`debug.seed` differs from 1234 in: prefix_tau2.0 (7)" in text
+def test_a_real_difference_is_marked_and_an_equal_arm_is_not(sweep):
+    text = report(str(sweep))
+    by_items = table(text.split("## Against label_smoothing")[1], "Over items")
+    assert all(c.endswith("▲") for c in by_items["prefix_tau0.5"])  # every task and probe
+    assert not any(c.endswith(("▲", "▼")) for c in by_items["prefix_norm_tau0.1"])
+    by_seeds = table(text.split("## Against label_smoothing")[1], "Over seeds")
+    assert by_seeds["prefix_tau0.5"][0].endswith("▲")  # val CE 0.15 lower: better
+    verdict = text.split("## Against label_smoothing")[1].split("### Verdict")[1].split("###")[0]
+    assert "better than label_smoothing: prefix_tau0.5 on hellaswag (+0.1" in verdict
+    assert "**validation CE**: better than label_smoothing: prefix_tau0.5 (-0.1" in verdict
+    assert "prefix_norm_tau0.1" not in verdict.split("inconclusive")[0]
+    assert "## Against ce" in text
+
+
+def test_item_differences_are_a_paired_bootstrap_over_items_pooled_over_seeds(sweep):
+    from prefix_titan.eval import read_items
+
+    def outcomes(arm):
+        return np.array(
+            [
+                [
+                    r["correct"]
+                    for r in read_items(str(sweep / arm / f"seed{s}/hf/step-2000"))["piqa"]
+                ]
+                for s in (1, 2, 3)
+            ]
+        )
+
+    want = paired_bootstrap(outcomes("prefix_norm_tau0.1"), outcomes("label_smoothing"))
+    text = report(str(sweep))
+    rows = table(text, "Over items")  # the first: against label_smoothing
+    header = next(line for line in text.splitlines() if line.startswith("| arm | hellaswag"))
+    column = [c.strip() for c in header.strip("|").split("|")][1:].index("piqa")
+    assert rows["prefix_norm_tau0.1"][column] == (
+        f"{want.mean:+.4f} [{want.low:+.4f}, {want.high:+.4f}]"
+    )
+
+
+def test_one_seed_says_so(tmp_path):
+    for name, (objective, score) in ARMS.items():
+        make_run(tmp_path, name, objective, score, seed=1234)
+    text = report(str(tmp_path))
+    assert table(text, "## Per arm")["ce"][0].endswith("(n=1)")
+    assert "One seed: training noise is not measured" in text
+    assert "better than label_smoothing: prefix_tau0.5 on hellaswag" in text  # items alone
+
+
+def test_the_power_note_gives_each_metric_its_resolution(sweep):
+    text = report(str(sweep))
+    power = text.split("### Power")[1].split("##")[0]
+    assert "- hellaswag: ±" in power and f"over {ITEMS:,} items × 3 seeds" in power
+    assert "- val CE: ±" in power and "over 3 seeds" in power
+
+
+def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
+    text = report(str(sweep))
+    assert "All runs share every setting outside [objective]" in text and "debug.seed" not in text
+    make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=1, lr=3e-4)
+    for seed in (2, 3):
+        make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
+    text = report(str(sweep))
+    assert "`optimizer.lr` differs from 0.001 in: prefix_tau1.0 seed 1 (0.0003)" in text
+
+
+def test_arms_with_other_seeds_or_a_repeated_seed_are_refused(sweep, tmp_path_factory):
+    make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=1)
+    with pytest.raises(ValueError, match="not run with the same seeds") as e:
+        report(str(sweep))
+    assert "prefix_tau1.0: seeds 1\n" in str(e.value) and "ce: seeds 1, 2, 3" in str(e.value)
+    other = tmp_path_factory.mktemp("repeated")
+    make_run(other, "ce", {"name": "ce"}, 0.0, seed=5)
+    make_run(other / "again", "ce", {"name": "ce"}, 0.0, seed=5)
+    with pytest.raises(ValueError, match="two runs of arm ce with seed 5"):
+        report(str(other))
 
 
 def test_missing_evaluations_are_listed(tmp_path):
-    folder = make_run(tmp_path, "ce", {"name": "ce"}, 0.0)
-    os.remove(folder / "eval_curve.json")
+    make_run(tmp_path, "ce", {"name": "ce"}, 0.0, eval_kind="none")
     text = report(str(tmp_path))
-    assert "No evaluation results yet for: ce." in text and "| ce | **3.5000** | - |" in text
+    assert "No evaluation results yet for: ce seed 1234." in text
+    assert table(text, "## Per arm")["ce"][1] == "-"
 
 
 def test_empty_folder_is_refused(tmp_path):
@@ -112,15 +216,18 @@ def test_position_weighted_and_user_family_arms_are_named(tmp_path):
     make_run(tmp_path, "ce_gamma", {"name": "ce", "position_gamma": 0.99}, 0.01)
     make_run(tmp_path, "suffix", {"name": "my_lab.targets:suffix_targets"}, 0.02)
     text = report(str(tmp_path))
-    names = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")][1:]
-    assert names == ["ce", "ce_gamma0.99", "my_lab.targets:suffix_targets"]
+    assert list(table(text, "## Per arm")) == [
+        "ce",
+        "ce_gamma0.99",
+        "my_lab.targets:suffix_targets",
+    ]
     assert "All runs share every setting outside [objective]" in text
 
 
 def test_evaluations_of_one_step_from_several_places_are_merged(tmp_path):
     # eval --all-checkpoints wrote the downstream tasks; a later eval of an export, filed with
     # the run, added the character probes for the same step.
-    folder = make_run(tmp_path, "ce", {"name": "ce"}, 0.0)
+    folder = make_run(tmp_path, "ce", {"name": "ce"}, 0.0, eval_kind="curve")
     curve = json.loads((folder / "eval_curve.json").read_text())
     probes = {t: v for t, v in curve["2000"].items() if t.startswith("char_")}
     curve["2000"] = {t: v for t, v in curve["2000"].items() if t not in probes}
@@ -130,5 +237,28 @@ def test_evaluations_of_one_step_from_several_places_are_merged(tmp_path):
         json.dumps({"results": probes})
     )
     assert probes and curve["2000"]
-    row = next(line for line in report(str(tmp_path)).splitlines() if line.startswith("| ce "))
-    assert " - " not in row, row
+    assert "-" not in table(report(str(tmp_path)), "## Per arm")["ce"]
+
+
+def test_t_interval_and_paired_seeds_by_hand():
+    iv = t_interval([1.0, 2.0, 3.0, 4.0])
+    half = student_t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2
+    assert (iv.mean, iv.low, iv.high, iv.n) == pytest.approx((2.5, 2.5 - half, 2.5 + half, 4))
+    assert t_interval([7.0]).low is None and not t_interval([7.0]).excludes_zero
+    d = paired_over_seeds({1: 1.0, 2: 2.0, 3: 4.0, 9: 0.0}, {1: 0.5, 2: 1.0, 3: 3.0})
+    assert d.n == 3 and d.mean == pytest.approx((0.5 + 1.0 + 1.0) / 3)  # seed 9 has no pair
+
+
+def test_the_bootstrap_matches_the_normal_approximation_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    a = (rng.random((2, 3000)) < 0.6).astype(float)
+    b = (rng.random((2, 3000)) < 0.5).astype(float)
+    iv = paired_bootstrap(a, b)
+    d = (a - b).mean(axis=0)
+    normal = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    assert iv.mean == pytest.approx(d.mean()) and iv.half_width == pytest.approx(normal, rel=0.1)
+    assert iv == paired_bootstrap(a, b)  # fixed seed
+    same = paired_bootstrap(a, a)
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="two equal"):
+        paired_bootstrap(a, b[:, :10])

@@ -129,6 +129,12 @@ def check_job_config(job_config) -> None:
                 f"validation.seq_len ({job_config.validation.seq_len}) must be <= training.seq_len "
                 f"({job_config.training.seq_len}): the model's RoPE table is sized by training.seq_len"
             )
+    ckpt = job_config.checkpoint
+    if ckpt.enable and ckpt.keep_latest_k == 1:
+        raise ValueError(
+            "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2 (torchtitan keeps the "
+            "step being saved besides the newest finished one); got 1"
+        )
     check_resume(job_config)
 
 

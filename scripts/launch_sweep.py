@@ -7,9 +7,10 @@
         [-- extra torchtitan overrides]
 
 Runs. Each (arm, seed) trains the scale's generated config (make_configs.py) with
-`--debug.seed S` into its own dump folder, `<sweep>/<arm>/seed<S>`. The seed sets both the
-initialisation and the data order, so seed S is the same in every arm: the arms of one seed
-differ only in the objective (paired seeds). Without --seeds, the config's own seed.
+`--debug.seed S` into its own dump folder, `<sweep>/<arm>/seed<S>` (--sweep-dir moves <sweep>).
+The seed sets both the initialisation and the data order, so seed S is the same in every arm:
+the arms of one seed differ only in the objective (paired seeds). Without --seeds, the config's
+own seed.
 
 Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke: 1):
 - node: one run at a time over every GPU of the node(s), FSDP2 (torchrun --nproc-per-node, and
@@ -60,8 +61,12 @@ def batch_override(config: dict, world: int) -> list[str]:
     return ["--training.local_batch_size", str(global_ // world)]
 
 
-def run_folder(config: dict, seed: int) -> str:
-    return f"{config['job']['dump_folder']}/seed{seed}"
+def run_folder(config: dict, seed: int, sweep_dir: str | None = None) -> str:
+    """`<sweep>/<arm>/seed<S>`: the config's dump folder (or sweep_dir/<arm>) per seed."""
+    folder = config["job"]["dump_folder"]
+    if sweep_dir is not None:
+        folder = os.path.join(sweep_dir, os.path.basename(folder.rstrip("/")))
+    return f"{folder}/seed{seed}"
 
 
 def last_override(extra: list[str], flag: str) -> str | None:
@@ -74,21 +79,22 @@ def last_override(extra: list[str], flag: str) -> str | None:
     return value
 
 
-def finished(config: dict, seed: int, extra: list[str]) -> bool:
+def finished(config: dict, seed: int, extra: list[str], sweep_dir: str | None) -> bool:
     """The run's final step has a complete checkpoint (torchtitan's `.metadata`)."""
     steps = last_override(extra, "--training.steps") or config["training"]["steps"]
-    folder = ROOT / run_folder(config, seed) / config["checkpoint"]["folder"] / f"step-{steps}"
+    run = ROOT / run_folder(config, seed, sweep_dir)  # an absolute sweep_dir stays itself
+    folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
     return (folder / ".metadata").is_file() or (folder / "model.safetensors.index.json").is_file()
 
 
-def train_args(scale: str, arm: str, config: dict, seed: int, world: int, extra: list[str]):
+def train_args(scale, arm, config, seed, world, extra, sweep_dir):
     return [
         "--job.config_file",
         str(config_path(scale, arm).relative_to(ROOT)),
         "--debug.seed",
         str(seed),
         "--job.dump_folder",
-        run_folder(config, seed),
+        run_folder(config, seed, sweep_dir),
         *batch_override(config, world),
         *extra,
     ]
@@ -112,16 +118,21 @@ def node_command(a, scale: str, arm: str, seed: int, extra: list[str]) -> list[s
             f"--rdzv_id=prefix_titan_{scale}_{arm}_seed{seed}",
         ]
     world = a.nnodes * a.nproc_per_node
-    return cmd + ["-m", "torchtitan.train", *train_args(scale, arm, config, seed, world, extra)]
+    args = train_args(scale, arm, config, seed, world, extra, a.sweep_dir)
+    return cmd + ["-m", "torchtitan.train", *args]
 
 
-def slot_command(scale: str, arm: str, seed: int, gpus: int, extra: list[str]) -> list[str]:
+def slot_command(scale, arm, seed, gpus: int, extra, sweep_dir) -> list[str]:
     """One run on `gpus` GPUs of this node (0: a CPU run through prefix_titan's launcher)."""
     config = load_config(scale, arm)
     module = "torchtitan.train" if gpus else "prefix_titan.train"
     cmd = ["torchrun", "--standalone", f"--nproc_per_node={max(gpus, 1)}"]
     cmd += ranks_filter() if gpus > 1 else []
-    return cmd + ["-m", module, *train_args(scale, arm, config, seed, max(gpus, 1), extra)]
+    return cmd + [
+        "-m",
+        module,
+        *train_args(scale, arm, config, seed, max(gpus, 1), extra, sweep_dir),
+    ]
 
 
 def visible_gpus() -> list[str]:
@@ -191,6 +202,9 @@ def main() -> int:
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
+    p.add_argument(
+        "--sweep-dir", default=None, help="put the runs in DIR/<arm>/seed<S> (default: the scale's)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--stop-on-failure", action="store_true", help="start no run after a failure")
     a, extra = p.parse_known_args()
@@ -227,7 +241,7 @@ def main() -> int:
             if a.dry_run:
                 print(shlex.join(cmd))
                 continue
-            if finished(load_config(a.scale, arm), seed, extra):
+            if finished(load_config(a.scale, arm), seed, extra, a.sweep_dir):
                 print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
@@ -253,7 +267,7 @@ def main() -> int:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
         jobs = []
         for i, (arm, seed) in enumerate(runs):
-            cmd = slot_command(a.scale, arm, seed, k if gpus else 0, extra)
+            cmd = slot_command(a.scale, arm, seed, k if gpus else 0, extra, a.sweep_dir)
             if a.dry_run:  # placement shown as if every run took equally long
                 devices = ",".join(groups[i % len(groups)])
                 print(
@@ -261,10 +275,10 @@ def main() -> int:
                     if not devices
                     else f"CUDA_VISIBLE_DEVICES={devices} " + shlex.join(cmd)
                 )
-            elif finished(load_config(a.scale, arm), seed, extra):
+            elif finished(load_config(a.scale, arm), seed, extra, a.sweep_dir):
                 print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
             else:
-                log = ROOT / run_folder(load_config(a.scale, arm), seed) / "launch.log"
+                log = ROOT / run_folder(load_config(a.scale, arm), seed, a.sweep_dir) / "launch.log"
                 jobs.append((f"{arm} seed {seed}", log, cmd))
         failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure)
     if failed:

@@ -127,6 +127,10 @@ def test_sweep_reaches_20b_tokens():
     "override,message",
     [
         (
+            ["--checkpoint.keep_latest_k", "1"],
+            "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2",
+        ),
+        (
             ["--objective.name", "focal"],
             "objective.name must be one of ce, label_smoothing, prefix",
         ),

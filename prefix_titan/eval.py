@@ -137,9 +137,11 @@ def evaluate(
     data_dir: str | None = None,
     batch_size: str = "auto",
     dtype: str = "bfloat16",
+    task_manager=None,
 ) -> dict:
+    """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
+    passed to reuse its index of every task, which takes seconds to build."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(f"--model {model_dir!r} is not an exported model folder (no config.json)")
@@ -149,7 +151,7 @@ def evaluate(
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
     tasks = expand(tasks)
-    task_manager = TaskManager(include_path=TASKS_DIR)
+    task_manager = task_manager or task_index()
     check_tasks(tasks, task_manager.all_tasks)
     specs = task_specs(tasks, local_files(tasks, model_dir, data_dir), task_manager)
     out = lm_eval.simple_evaluate(
@@ -191,7 +193,7 @@ def item_outcomes(samples: list[dict]) -> list[dict]:
     rows = []
     for s in sorted(samples, key=lambda s: s["doc_id"]):
         acc, acc_norm = s.get("acc"), s.get("acc_norm")
-        gold, resps = s.get("target"), s.get("filtered_resps")
+        gold, resps = _gold_index(s), s.get("filtered_resps")
         loglik = None
         if isinstance(gold, int) and isinstance(resps, list) and 0 <= gold < len(resps):
             first = resps[gold]
@@ -206,6 +208,19 @@ def item_outcomes(samples: list[dict]) -> list[dict]:
             }
         )
     return rows
+
+
+def _gold_index(sample: dict) -> int | None:
+    """The gold choice's index: lm-eval's target, or for WinoGrande's partial scoring (whose
+    target is the shared continuation) the index of the gold context."""
+    if isinstance(sample.get("target"), int):
+        return sample["target"]
+    doc = sample.get("doc") or {}
+    if {"option1", "option2", "answer"} <= set(doc):
+        from .tasks.winogrande_utils import doc_to_text
+
+        return doc_to_text(doc)
+    return None
 
 
 def write_items(folder: str, items: dict[str, list[dict]]) -> None:
@@ -264,10 +279,20 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def task_index():
+    """lm-eval's TaskManager with our task folder on its include path."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=TASKS_DIR)
+
+
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
-    settings come from its run_config.json (written while training), else from `config`."""
+    settings come from its run_config.json (written while training), else from `config`. One
+    task index serves every step (kwargs["task_manager"], or built here)."""
     from .export import export, export_run
+
+    kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):

@@ -131,3 +131,11 @@ def test_an_unfinished_newest_step_is_not_the_one_verified(recorded):
     unfinished.mkdir()
     (unfinished / "__0_0.distcp").write_bytes(b"partial")
     check_checkpoint_to_load(job(recorded.parent))  # torchtitan loads step-4, which is intact
+
+
+def test_a_step_saved_just_before_a_kill_resumes_unverified_with_a_warning(recorded, caplog):
+    # killed after torchtitan's save and before the checksums were recorded
+    for f in (recorded / "step-4").glob("sha256sums-*"):
+        f.unlink()
+    check_checkpoint_to_load(job(recorded.parent))  # resumes: the sizes match the metadata
+    assert "has no recorded checksum" in caplog.text and "content is unverified" in caplog.text

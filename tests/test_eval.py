@@ -240,22 +240,27 @@ class _Request:
         self.args = (context, continuation)
 
 
-def test_missing_fixture_is_refused(exported, tmp_path):
-    out = run_eval(
-        "--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa", check=False
-    )
-    assert out.returncode == 2 and "has no piqa.jsonl" in out.stderr
+def run_main(capsys, *args):
+    """`python -m prefix_titan.eval ARGS` in this process: (exit status, stderr)."""
+    from prefix_titan.eval import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code, capsys.readouterr().err
 
 
-def test_a_task_typo_names_the_tasks_that_exist(exported):
-    out = run_eval(
-        "--model", str(exported / "hf"), "--tasks", "hellswag", "--limit", "1", check=False
+def test_missing_fixture_is_refused(exported, tmp_path, capsys):
+    code, err = run_main(
+        capsys, "--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa"
     )
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "no task named 'hellswag' (did you mean hellaswag" in out.stderr
-    assert (
-        "char_probes" in out.stderr and "hellaswag piqa winogrande_debiased arc_easy" in out.stderr
-    )
+    assert code == 2 and "has no piqa.jsonl" in err
+
+
+def test_a_task_typo_names_the_tasks_that_exist(exported, capsys):
+    code, err = run_main(capsys, "--model", str(exported / "hf"), "--tasks", "hellswag")
+    assert code == 2 and "Traceback" not in err
+    assert "no task named 'hellswag' (did you mean hellaswag" in err
+    assert "char_probes" in err and "hellaswag piqa winogrande_debiased arc_easy" in err
 
 
 def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch):
@@ -313,7 +318,7 @@ def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
     report = (exported / "report" / "report.md").read_text()
     assert "No evaluation results yet" not in report, report
     row = next(line for line in report.splitlines() if line.startswith("| prefix_tau0.5 "))
-    probe_acc, probe_bpb = [float(c.strip(" *")) for c in row.split("|")[-3:-1]]  # the last two
+    probe_acc, probe_bpb = [float(c.split()[0]) for c in row.split("|")[-3:-1]]  # the last two
     assert 0 <= probe_acc <= 1 and probe_bpb > 0, row
     assert out.returncode == 0
 

@@ -29,9 +29,9 @@ def launch(tmp_path, sweep):
         "--model.hf_assets_path",
         str(tmp_path / "tokenizer"),
         "--training.steps",
-        "20",
+        "10",
         "--checkpoint.interval",
-        "20",
+        "10",
         "--validation.freq",
         "10",
     ]
@@ -45,7 +45,7 @@ def first_plain_ce(run):
 
 
 def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path):
-    from prefix_titan.eval import evaluate_run
+    from prefix_titan.eval import evaluate_run, task_index
     from prefix_titan.report import report
 
     embedded_tokenizer_at(tmp_path / "tokenizer")
@@ -57,7 +57,7 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
     )
     assert out.returncode == 0, out.stdout + out.stderr + logs
     for run in runs.values():
-        assert (run / "checkpoint" / "step-20" / ".metadata").is_file()
+        assert (run / "checkpoint" / "step-10" / ".metadata").is_file()
     # Paired seeds: the same initialisation and first batch in both arms of a seed (so the same
     # plain CE before any update), another one for the other seed.
     ce1 = {key: first_plain_ce(run) for key, run in runs.items()}
@@ -71,14 +71,16 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
     data.mkdir()
     for task, rows in FIXTURES.items():
         (data / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = task_index()  # one index of lm-eval's tasks for every evaluation
     for run in runs.values():
         evaluate_run(
             str(run),
             tasks=["char_probes", *FIXTURES],
             data_dir=str(data),
-            limit=30,
+            limit=12,
             batch_size="8",
             dtype="float32",
+            task_manager=index,
         )
     text = report(str(sweep))
     assert text.startswith("# Sweep report: 2 arms × 2 seeds (1, 2)")

@@ -158,3 +158,19 @@ def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
         "f (not started)",
         "g (not started)",
     ]
+
+
+def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    import scripts.launch_sweep as launch
+    from scripts.make_configs import Scale
+
+    empty = Scale("scripts/pilot_base.toml", "train_configs/not_generated", "./outputs/x", 1)
+    monkeypatch.setitem(launch.SCALES, "pilot", empty)
+    monkeypatch.setattr(sys, "argv", ["launch_sweep.py", "--dry-run", "--scale", "pilot"])
+    with pytest.raises(SystemExit) as e:
+        launch.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--scale pilot has no configs for ce, label_smoothing" in err
+    assert "run python scripts/make_configs.py" in err

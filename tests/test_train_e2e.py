@@ -81,7 +81,7 @@ def prepare_shards(tmp_path):
     )
 
 
-@pytest.mark.parametrize("data", ["embedded_docs", "token_shards"])
+@pytest.mark.parametrize("data", ["embedded_docs"])  # token shards' resume: test_shards.py
 def test_resume_reproduces_uninterrupted_run(tmp_path, data):
     common = (
         "--checkpoint.enable",
@@ -326,5 +326,4 @@ def test_a_damaged_checkpoint_is_named_and_never_trained_on_or_exported(tmp_path
     with pytest.raises(ValueError, match="step-4 is damaged and will not be exported"):
         export(config, str(tmp_path / "hf"))
     assert not (tmp_path / "hf").exists()
-    log, losses = train(tmp_path, *common[:-1], "6", "--checkpoint.load_step", "2", name="run")
-    assert "Training starts at step 3" in log and sorted(losses) == [3, 4, 5, 6]
+    # (--checkpoint.load_step 2 then passes the check: test_checkpoints.py)

@@ -27,19 +27,6 @@ FLAVORS: dict[str, TransformerModelArgs] = {
         rope_theta=500000,
         rope_scaling_args=NO_ROPE_SCALING,
     ),
-    # The pilot sweep's model: the 500M's rules at dim 512 x 8 layers, Llama-3 vocabulary;
-    # one (arm, seed) per GPU. README states its parameter counts and budget.
-    "pilot": TransformerModelArgs(
-        dim=512,
-        n_layers=8,
-        n_heads=8,
-        n_kv_heads=4,
-        vocab_size=LLAMA3_VOCAB_SIZE,
-        ffn_dim_multiplier=1.3,
-        multiple_of=256,
-        rope_theta=500000,
-        rope_scaling_args=NO_ROPE_SCALING,
-    ),
     # The embedded default: trains on 2 CPU cores in minutes with the embedded BPE vocabulary.
     "tiny": TransformerModelArgs(
         dim=128,
@@ -52,6 +39,9 @@ FLAVORS: dict[str, TransformerModelArgs] = {
         rope_scaling_args=NO_ROPE_SCALING,
     ),
 }
+# The pilot sweep's model: the 500M's rules at dim 512 x 8 layers (one (arm, seed) per GPU);
+# README states its parameter counts and budget.
+FLAVORS["pilot"] = replace(FLAVORS["500M"], dim=512, n_layers=8, n_heads=8, n_kv_heads=4)
 # The tiny body with Llama-3's vocabulary size: quick runs with the real tokenizer, and a
 # head-dominated model for benchmarking the fused loss on small machines.
 FLAVORS["tiny_128k"] = replace(FLAVORS["tiny"], vocab_size=LLAMA3_VOCAB_SIZE)

@@ -9,11 +9,13 @@ the head weight W [V, D] in, gradients of both out. Unfused cases build the [N, 
 F.linear (torchtitan's head) and apply the loss; `fused_*` cases run prefix_titan's fused head
 (objectives/fused.py); `torch_linear_ce` is torch's own chunked linear_cross_entropy (plain CE only), where
 the installed torch has it. With --dim 0 the cases start from the logits (loss alone).
-Same inputs for every row. Each case runs in fresh processes: one for time, one
-for memory, so that its peak memory is its own: on CUDA the allocator's peak, on CPU the peak
-resident set (with malloc returning large blocks to the system, which would distort timings);
-both are reported above the memory the inputs already hold. Without a vocabulary file, prefix tables are synthetic
-with --k entries per row (the kernel's cost depends on V and K, not on the texts; Llama-3 has K = 86).
+Same inputs for every row. The cases of one mode run in one process, its peak memory reset before
+each case: on CUDA the allocator's peak (torch.cuda.reset_peak_memory_stats), measured in the same
+runs as the time; on CPU the peak resident set (Linux's VmHWM, reset through /proc/self/clear_refs)
+in a second process whose malloc returns large blocks to the system (which would distort the
+timings of the first). Both are reported above the memory live when the case starts. Without a
+vocabulary file, prefix tables are synthetic with --k entries per row (the kernel's cost depends
+on V and K, not on the texts; Llama-3 has K = 86).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def _table(spec_kwargs, a):
 
             texts = token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
         return build_target_table(texts, spec)
-    if spec.objective != "prefix":
+    if spec.name != "prefix":
         return build_target_table([None] * a.vocab, spec)
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, a.vocab, (a.vocab, a.k), generator=g)
@@ -140,8 +141,9 @@ def run_case(name: str, mode: str, measure: str, a) -> dict:
         torch.cuda.reset_peak_memory_stats()
     else:
         base = _rss_now()
+        _reset_peak_rss()
     times = []
-    for _ in range(a.repeats if measure == "time" else 1):
+    for _ in range(1 if measure == "memory" else a.repeats):
         start = time.perf_counter()
         xs = step()
         sync()
@@ -150,8 +152,31 @@ def run_case(name: str, mode: str, measure: str, a) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = _peak_rss() - base
     return {"case": name, "mode": mode, "ms": 1e3 * statistics.median(times), "peak_bytes": peak}
+
+
+def run_mode(mode: str, measure: str, a) -> None:
+    """Every case of one mode in this process: one JSON line each on stdout."""
+    import torch
+
+    for name in a.cases:
+        print(json.dumps(run_case(name, mode, measure, a)), flush=True)
+        if mode == "compiled":
+            torch._dynamo.reset()  # each case compiles afresh, as in its own process
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak resident set (Linux)
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM: peak memory needs Linux")
 
 
 def _rss_now() -> int:
@@ -180,15 +205,12 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", default=None, choices=CASES)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None, help="also write the rows here")
-    p.add_argument("--one", nargs=3, metavar=("CASE", "MODE", "MEASURE"), help=argparse.SUPPRESS)
+    p.add_argument("--mode-run", nargs=2, metavar=("MODE", "MEASURE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.device is None:
         import torch
 
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if a.one:
-        print(json.dumps(run_case(*a.one, a)))
-        return
     if a.cases is None:
         import torch
 
@@ -198,20 +220,43 @@ def main() -> None:
     elif a.dim == 0 and set(a.cases) & set(HEAD_ONLY):
         sys.exit(f"--dim 0 (loss alone) cannot run {sorted(set(a.cases) & set(HEAD_ONLY))}")
 
+    if a.mode_run:
+        run_mode(*a.mode_run, a)
+        return
+
     rows = []
     for mode in a.modes:
+        # CUDA: time and memory from the same runs; CPU: memory in a second process (see above).
+        measures = ["both"] if a.device == "cuda" else ["time", "memory"]
+        found: dict[str, dict] = {name: {} for name in a.cases}
+        for measure in measures:
+            env = dict(os.environ)
+            if measure == "memory":  # malloc hands large blocks back: RSS tracks live tensors
+                env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+            cmd = [
+                sys.executable,
+                __file__,
+                *sys.argv[1:],
+                "--device",
+                a.device,
+                "--cases",
+                *a.cases,
+                "--mode-run",
+                mode,
+                measure,
+            ]
+            out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{mode} ({measure}) failed with exit status {out.returncode}")
+            for line in out.stdout.splitlines():
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    if measure == "memory":
+                        found[r["case"]]["peak_bytes"] = r["peak_bytes"]
+                    else:
+                        found[r["case"]].update(r)
         for name in a.cases:
-            row = {}
-            for measure in ("time", "memory"):
-                env = dict(os.environ)
-                if measure == "memory":  # malloc hands large blocks back: RSS tracks live tensors
-                    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-                cmd = [sys.executable, __file__, "--one", name, mode, measure, *sys.argv[1:]]
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if out.returncode != 0:
-                    sys.exit(f"{name} {mode} failed:\n{out.stderr[-3000:]}")
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                row.update(result if measure == "time" else {"peak_bytes": result["peak_bytes"]})
+            row = found[name]
             rows.append(row)
             print(
                 f"  {name:26s} {mode:8s} {row['ms']:9.1f} ms {row['peak_bytes'] / 2**20:8.0f} MiB",

@@ -1,0 +1,32 @@
+"""scripts/bench_loss.py runs every case of a mode in one process and measures each case's own
+peak memory (tiny sizes on a CPU: whether it works, not how fast)."""
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_bench_loss_prints_a_measured_row_per_case():
+    out = subprocess.run(
+        [sys.executable, "scripts/bench_loss.py", "--tokens", "512", "--dim", "64"]
+        + ["--vocab", "4099", "--k", "9", "--dtype", "float32", "--repeats", "2"]
+        + ["--modes", "eager", "--cases", "torchtitan_ce", "prefix_tau0.5", "fused_prefix_tau0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {
+        m.group(1): (float(m.group(2)), int(m.group(3)))
+        for m in re.finditer(
+            r"^\| ([\w.]+) \| eager \| ([\d.]+) \| [^|]+ \| (\d+) \|", out.stdout, re.M
+        )
+    }
+    assert set(rows) == {"torchtitan_ce", "prefix_tau0.5", "fused_prefix_tau0.5"}, out.stdout
+    assert all(ms > 0 for ms, _ in rows.values())
+    logits_mib = 512 * 4099 * 4 / 2**20  # 8 MiB: the unfused cases hold at least the logits
+    assert rows["torchtitan_ce"][1] >= logits_mib and rows["prefix_tau0.5"][1] >= logits_mib
+    assert rows["fused_prefix_tau0.5"][1] < rows["torchtitan_ce"][1]  # never the [N, V] logits

@@ -8,8 +8,11 @@ non-ASCII character is removed, documents left empty are dropped, and each docum
 validation when crc32(id) % val_every == 0 (while the validation budget lasts; later ones are
 dropped, so validation documents are never trained on) or else to training, until the training
 budget is reached: documents stay whole, so the training split ends with the document that
-reaches the budget (over it by less than one document), and the splits do not depend on
---batch-docs. Tokenization runs on every core (the tokenizers library's batch encoder).
+reaches the budget (over it by less than one document), and the splits depend neither on
+--batch-docs nor on --workers. This process reads the files and writes the shards; --workers N
+processes (default: one per core but one, at most 16) filter and encode batches of documents,
+which are written in reading order. With --workers 0 everything runs here, the encoding on every
+core (the tokenizers library's batch encoder).
 
 Interruption: after every batch the shards are flushed and `progress.json` is replaced atomically;
 a re-run truncates the shards to the recorded lengths and continues from the recorded document, so
@@ -19,8 +22,10 @@ no document is lost or duplicated. The manifest is written last: its presence ma
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import resource
 import sys
 import time
 import zlib
@@ -150,6 +155,84 @@ class _Writer:
         return {"shards": list(self.shards), "tokens": self.tokens, "docs": self.docs}
 
 
+def process_rows(rows: list, tokenizer, val_every: int) -> list:
+    """Filter, classify and encode raw rows (file, row, id, text): (file, row, kind, characters
+    read, characters kept, token ids or None) each, kind being empty, validation or train."""
+    import numpy as np
+
+    out, texts = [], []
+    for f, row, doc_id, text in rows:
+        clean = ascii_only(text)
+        if not has_text(clean):
+            kind = "empty"
+        elif zlib.crc32(str(doc_id).encode()) % val_every == 0:
+            kind = "validation"
+        else:
+            kind = "train"
+        out.append([f, row, kind, len(text), len(clean), None])
+        if kind != "empty":
+            texts.append(clean)
+    encoded = iter(encode_documents(tokenizer, texts) if texts else [])
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    for r in out:
+        if r[2] != "empty":
+            r[5] = np.asarray(next(encoded), dtype=dtype)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer(tokenizer_dir: str):
+    """One tokenizer per worker process (loaded on its first batch)."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    return HuggingFaceTokenizer(tokenizer_dir)
+
+
+def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
+    return process_rows(rows, _tokenizer(tokenizer_dir), val_every)
+
+
+class _Workers:
+    """Batches processed in order: in this process (workers = 0) or by a pool of worker processes
+    (spawned, each encoding on one thread), with at most 2 x workers batches in flight."""
+
+    def __init__(self, workers: int, tokenizer, tokenizer_dir: str, val_every: int):
+        self.workers, self.tokenizer, self.val_every = workers, tokenizer, val_every
+        self.tokenizer_dir, self.pool = tokenizer_dir, None
+
+    def __enter__(self):
+        if self.workers:
+            import multiprocessing as mp
+
+            os.environ.setdefault("RAYON_NUM_THREADS", "1")  # inherited by the spawned workers
+            self.pool = mp.get_context("spawn").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+    def map_in_order(self, batches):
+        """(processed rows, next file, next row) for each (raw rows, next file, next row)."""
+        import collections
+
+        if self.pool is None:
+            for rows, f, row in batches:
+                yield process_rows(rows, self.tokenizer, self.val_every), f, row
+            return
+        pending = collections.deque()
+        for rows, f, row in batches:
+            args = (rows, self.tokenizer_dir, self.val_every)
+            pending.append((self.pool.apply_async(_process_in_worker, args), f, row))
+            if len(pending) > 2 * self.workers:
+                result, f0, r0 = pending.popleft()
+                yield result.get(), f0, r0
+        while pending:
+            result, f0, r0 = pending.popleft()
+            yield result.get(), f0, r0
+
+
 def _write_json(path: str, data: dict) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -169,6 +252,7 @@ def prepare(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     batch_docs: int = 1024,
     progress: bool = True,
+    workers: int = 0,
 ) -> dict:
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
@@ -178,6 +262,7 @@ def prepare(
         ("--val-every", val_every, 1),
         ("--shard-tokens", shard_tokens, 1),
         ("--batch-docs", batch_docs, 1),
+        ("--workers", workers, 0),
     ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}; got {value}")
@@ -228,63 +313,57 @@ def prepare(
     writers = {s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS}
 
     bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
-    # Every row read since the last commit: (file, row, kind, ASCII text, characters read).
-    batch: list[tuple[int, int, str, str, int]] = []
 
-    def commit(next_file: int, next_row: int) -> bool:
-        """Write the batch's documents in order and record where reading goes on; a budget is
-        checked before each document against what is written, so the splits (and the statistics)
-        do not depend on the batch size, and a resumed run decides identically. True when the
-        training budget is reached (at the document that reaches it, whose successor is next)."""
-        kept = [clean for _, _, kind, clean, _ in batch if kind != "empty"]
-        encoded = iter(encode_documents(tokenizer, kept) if kept else [])
+    def commit(processed: list, next_file: int, next_row: int) -> bool:
+        """Write the documents of processed rows (process_rows) in order and record where reading
+        goes on; a budget is checked before each document against what is written, so the splits
+        (and the statistics) depend neither on the batch size nor on the workers, and a resumed
+        run decides identically. True when the training budget is reached (at the document that
+        reaches it, whose successor is next)."""
         reached = False
-        for f, row, kind, clean, n_read in batch:
+        for f, row, kind, n_read, n_clean, ids in processed:
             state["docs_read"] += 1
             state["chars_read"] += n_read
-            state["chars_removed"] += n_read - len(clean)
+            state["chars_removed"] += n_read - n_clean
             if kind == "empty":
                 state["docs_empty"] += 1
-                continue
-            ids = next(encoded)
-            if kind == "validation":
+            elif kind == "validation":
                 if writers["validation"].tokens < val_tokens:
                     writers["validation"].write(ids)
                 else:
                     state["docs_val_over_budget"] += 1
-                continue
-            writers["train"].write(ids)
-            if writers["train"].tokens >= tokens:
-                next_file, next_row, reached = f, row + 1, True
-                break
+            else:
+                writers["train"].write(ids)
+                if writers["train"].tokens >= tokens:
+                    next_file, next_row, reached = f, row + 1, True
+                    break
         for w in writers.values():
             w.flush()
         state.update(
             file=next_file, row=next_row, splits={s: w.state() for s, w in writers.items()}
         )
         _write_json(state_path, state)
-        bar.update(writers["train"].tokens, len(batch))
-        batch.clear()
+        bar.update(writers["train"].tokens, len(processed))
         return reached
 
+    def batches():
+        """(raw rows, file, row to go on from) of batch_docs rows each, and at each file's end."""
+        rows = []
+        for f in range(state["file"], len(files)):
+            for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
+                rows.append((f, row, doc_id, text))
+                if len(rows) >= batch_docs:
+                    yield rows, f, row + 1
+                    rows = []
+            yield rows, f + 1, 0
+            rows = []
+
     done = writers["train"].tokens >= tokens
-    for f in range(state["file"], len(files)):
-        if done:
-            break
-        for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
-            clean = ascii_only(text)
-            if not has_text(clean):
-                kind = "empty"
-            elif zlib.crc32(str(doc_id).encode()) % val_every == 0:
-                kind = "validation"
-            else:
-                kind = "train"
-            batch.append((f, row, kind, clean, len(text)))
-            if len(batch) >= batch_docs and commit(f, row + 1):
-                done = True
-                break
-        else:
-            done = commit(f + 1, 0)
+    if not done:
+        with _Workers(workers, tokenizer, tokenizer_dir, val_every) as pool:
+            for processed, next_file, next_row in pool.map_in_order(batches()):
+                if commit(processed, next_file, next_row):
+                    break
     for w in writers.values():
         w.close()
     bar.close(writers["train"].tokens)
@@ -377,8 +456,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-every", type=int, default=100, help="1 in N documents is validation")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
     p.add_argument("--batch-docs", type=int, default=1024, help="documents per commit")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=max(0, min(16, (os.cpu_count() or 1) - 1)),
+        help="processes that filter and encode (0: all in this one); the output is the same",
+    )
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    start = time.perf_counter()
     try:
         m = prepare(
             a.source,
@@ -390,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
             a.shard_tokens,
             a.batch_docs,
             progress=not a.no_progress,
+            workers=a.workers,
         )
     except ValueError as e:
         p.error(str(e))
@@ -406,12 +493,15 @@ def main(argv: list[str] | None = None) -> None:
         if offline is None:
             raise
         p.exit(1, f"{p.prog}: error: {offline}\n")
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]
     print(
         f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; the last document "
         f"reaches it) / {t['documents']:,} docs in {len(t['shards'])} shards; "
         f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
-        f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed"
+        f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed; "
+        f"{busy:.1f} cores busy on average ({a.workers} workers)"
     )
 
 

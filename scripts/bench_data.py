@@ -58,8 +58,9 @@ def generate(folder: str, docs: int, files: int, seed: int = 0) -> int:
 
 
 def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """CPU time of this process and of its finished children (prepare's workers)."""
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(r.ru_utime + r.ru_stime for r in usage)
 
 
 def main() -> None:
@@ -74,6 +75,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--ranks", type=int, default=8, help="loader measured as rank 0 of this many")
     p.add_argument("--batches", type=int, default=300)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=max(0, min(16, (os.cpu_count() or 1) - 1)),
+        help="prepare's worker processes (as its --workers)",
+    )
     a = p.parse_args()
 
     from torchtitan.components.dataloader import ParallelAwareDataloader
@@ -108,6 +115,7 @@ def main() -> None:
         val_tokens=10**7,
         val_every=100,
         progress=False,
+        workers=a.workers,
     )
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     total = m["splits"]["train"]["tokens"] + m["splits"]["validation"]["tokens"]
@@ -134,7 +142,7 @@ def main() -> None:
     print(
         f"| prepare: tokens written | {total / wall:,.0f} tok/s ({total / wall / cores:,.0f} per core) |"
     )
-    print(f"| prepare: CPU busy | {cpu / wall:.2f} of {cores} cores |")
+    print(f"| prepare: CPU busy | {cpu / wall:.2f} of {cores} cores ({a.workers} workers) |")
     print(
         f"| loader ({a.batch} x {a.seq_len + 1} tokens, rank 0 of {a.ranks}) | "
         f"{per_batch * len(lat) / sum(lat):,.0f} tok/s per rank |"

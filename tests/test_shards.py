@@ -473,3 +473,28 @@ def test_progress_ends_with_a_summary_not_a_negative_eta(capsys):
     bar.close(130)
     err = capsys.readouterr().err
     assert "ETA -" not in err and "ETA 0.0 min" in err and "130/100 train tokens  done in" in err
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path, embedded_tokenizer_dir):
+    make_corpus(tmp_path / "src", fmt="parquet")
+    outs = {}
+    for workers in (0, 2):
+        out = str(tmp_path / f"w{workers}")
+        prepare(
+            str(tmp_path / "src"),
+            embedded_tokenizer_dir,
+            out,
+            tokens=20_000,
+            val_tokens=2_000,
+            val_every=10,
+            shard_tokens=5000,
+            batch_docs=64,
+            progress=False,
+            workers=workers,
+        )
+        outs[workers] = out
+    names = sorted(os.listdir(outs[0]))
+    assert names == sorted(os.listdir(outs[2])) and len(names) > 3
+    for name in names:
+        a, b = (open(os.path.join(outs[w], name), "rb").read() for w in (0, 2))
+        assert a == b, name

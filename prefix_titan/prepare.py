@@ -188,6 +188,12 @@ def _tokenizer(tokenizer_dir: str):
     return HuggingFaceTokenizer(tokenizer_dir)
 
 
+def _one_thread() -> None:
+    """A worker encodes on one thread (the workers are the parallelism), set before its first
+    encode creates the tokenizers library's thread pool."""
+    os.environ["RAYON_NUM_THREADS"] = "1"
+
+
 def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
     return process_rows(rows, _tokenizer(tokenizer_dir), val_every)
 
@@ -204,8 +210,7 @@ class _Workers:
         if self.workers:
             import multiprocessing as mp
 
-            os.environ.setdefault("RAYON_NUM_THREADS", "1")  # inherited by the spawned workers
-            self.pool = mp.get_context("spawn").Pool(self.workers)
+            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_one_thread)
         return self
 
     def __exit__(self, *exc):

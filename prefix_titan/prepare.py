@@ -9,10 +9,10 @@ validation when crc32(id) % val_every == 0 (while the validation budget lasts; l
 dropped, so validation documents are never trained on) or else to training, until the training
 budget is reached: documents stay whole, so the training split ends with the document that
 reaches the budget (over it by less than one document), and the splits depend neither on
---batch-docs nor on --workers. This process reads the files and writes the shards; --workers N
-processes (default: one per core but one, at most 16) filter and encode batches of documents,
-which are written in reading order. With --workers 0 everything runs here, the encoding on every
-core (the tokenizers library's batch encoder).
+--batch-docs nor on --workers. This process reads the files and writes the shards. By default
+(--workers 0) it also filters, and encodes on every core (the tokenizers library's batch
+encoder); with --workers N, N processes filter and encode batches of documents on one thread
+each, and the batches are written in reading order.
 
 Interruption: after every batch the shards are flushed and `progress.json` is replaced atomically;
 a re-run truncates the shards to the recorded lengths and continues from the recorded document, so
@@ -464,8 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=max(0, min(16, (os.cpu_count() or 1) - 1)),
-        help="processes that filter and encode (0: all in this one); the output is the same",
+        default=0,
+        help="processes that filter and encode, one thread each (0: all in this process, the "
+        "encoding on every core); the output is the same. For many-core machines: measure",
     )
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)

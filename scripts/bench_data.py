@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=max(0, min(16, (os.cpu_count() or 1) - 1)),
+        default=0,
         help="prepare's worker processes (as its --workers)",
     )
     a = p.parse_args()

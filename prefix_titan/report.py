@@ -93,7 +93,7 @@ def load_run(folder: str) -> dict:
         task: {r["doc_id"]: r["correct"] for r in rows if r.get("correct") is not None}
         for task, rows in items_by_step.get(eval_step, {}).items()
     }
-    return {
+    run = {
         "folder": folder,
         "name": name,
         "seed": config.get("debug", {}).get("seed"),
@@ -104,6 +104,8 @@ def load_run(folder: str) -> dict:
         "eval_step": eval_step,
         "items": items,
     }
+    run["values"] = values(run)  # every metric of the run, once
+    return run
 
 
 def _order(r: dict):
@@ -203,7 +205,7 @@ def values(run: dict) -> dict:
 
 
 def per_seed(arm: dict[int, dict], metric: str) -> dict[int, float]:
-    return {s: v for s, r in arm.items() if (v := values(r)[metric]) is not None}
+    return {s: v for s, r in arm.items() if (v := r["values"][metric]) is not None}
 
 
 def item_matrix(arm: dict[int, dict], task: str, seeds: list[int], doc_ids: list[int]):

@@ -41,6 +41,7 @@ import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from prefix_titan.checkpoints import is_complete  # noqa: E402
 from scripts.make_configs import SCALES, arms, config_path  # noqa: E402
 
 
@@ -80,11 +81,11 @@ def last_override(extra: list[str], flag: str) -> str | None:
 
 
 def finished(config: dict, seed: int, extra: list[str], sweep_dir: str | None) -> bool:
-    """The run's final step has a complete checkpoint (torchtitan's `.metadata`)."""
+    """The run's final step has a complete checkpoint (torchtitan's rule: checkpoints.is_complete)."""
     steps = last_override(extra, "--training.steps") or config["training"]["steps"]
     run = ROOT / run_folder(config, seed, sweep_dir)  # an absolute sweep_dir stays itself
     folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
-    return (folder / ".metadata").is_file() or (folder / "model.safetensors.index.json").is_file()
+    return is_complete(str(folder))
 
 
 def train_args(scale, arm, config, seed, world, extra, sweep_dir):

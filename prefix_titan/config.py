@@ -58,6 +58,21 @@ class JobConfig:
     prefix: RenamedPrefixSection = field(default_factory=RenamedPrefixSection)
 
 
+def check_triton_device() -> None:
+    """objective.kernel = "triton" needs a CUDA GPU (or Triton's CPU interpreter, for tests)."""
+    import torch
+
+    from .objectives.triton_rows import interpreting
+
+    if not torch.cuda.is_available() and not interpreting():
+        raise ValueError(
+            "objective.kernel = 'triton' runs the loss's row passes as Triton kernels on a CUDA "
+            "GPU, and none is visible: use objective.kernel = 'pytorch' (the default) on this "
+            "machine (TRITON_INTERPRET=1 runs the Triton kernels in Triton's CPU interpreter, "
+            "for tests only: it is slow)"
+        )
+
+
 def check_job_config(job_config) -> None:
     """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
     written with other settings (check_resume)."""
@@ -93,6 +108,8 @@ def check_job_config(job_config) -> None:
                     f"whole vocabulary, and {why}: set parallelism.{name} = 1, or "
                     f"objective.fused_loss = false (the unfused loss)"
                 )
+    if spec.kernel == "triton":
+        check_triton_device()
     if spec.position_gamma is not None and p.context_parallel_degree > 1:
         raise ValueError(
             "objective.position_gamma weights each target by its position in the sequence, but "

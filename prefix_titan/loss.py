@@ -9,6 +9,7 @@ the training log. `PlainCELoss` is validation's loss: plain, unweighted CE whate
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import torch
 
@@ -66,12 +67,17 @@ class TargetLoss:
         position_gamma: float | None = None,
         compile: bool = False,
         backend: str = "inductor",
+        kernel: str = "pytorch",
         meter=None,
     ):
         self.table = table
         self.position_gamma = position_gamma
         self.meter = meter
-        self.kernel = torch.compile(target_loss, backend=backend) if compile else target_loss
+        # The Triton row kernels are already one kernel per pass: nothing for torch.compile to fuse.
+        loss = partial(target_loss, kernel=kernel)
+        self.kernel = (
+            torch.compile(loss, backend=backend) if compile and kernel == "pytorch" else loss
+        )
         # Set only by PlainCEValidator, and only with pipeline parallel (see validate.py).
         self.pipeline_validation = False
 
@@ -150,18 +156,21 @@ def build_target_loss(job_config, parallel_dims=None, *, tables: TargetTables, m
 
     del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
     spec = job_config.objective
+    if spec.kernel == "triton":
+        how = " (row passes: Triton kernels)"
+    elif compiles_loss(job_config):
+        how = " (row passes compiled with torch.compile)"
+    else:
+        how = ""
     if spec.fused_loss:
-        logger.info(
-            "Fused loss: the model's head computes the loss, chunked over tokens"
-            + (" (chunk kernel compiled with torch.compile)" if compiles_loss(job_config) else "")
-        )
+        logger.info(f"Fused loss: the model's head computes the loss, chunked over tokens{how}")
         return FusedHeadLoss(meter)
-    if compiles_loss(job_config):
-        logger.info("Compiling the loss function with torch.compile")
+    logger.info(f"Loss: {spec.name} on the model's logits{how}")
     return TargetLoss(
         tables.for_job(job_config),
         position_gamma=spec.position_gamma,
         compile=compiles_loss(job_config),
         backend=job_config.compile.backend,
+        kernel=spec.kernel,
         meter=meter,
     )

@@ -42,6 +42,8 @@ from .stats import (
 DOWNSTREAM = DEFAULT_TASKS
 # Settings that may differ between arms: the objective itself and where the run writes.
 ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
+# ... except how the loss is computed, which the arms share.
+SHARED_OBJECTIVE_KEYS = ("objective.fused_loss", "objective.kernel")
 # ... and between the runs of one arm: the seed, which pairs the arms.
 SEED_KEY = "debug.seed"
 BASELINES = ("label_smoothing", "ce")
@@ -152,7 +154,14 @@ def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
 def invariant_violations(runs: list[dict]) -> list[str]:
     """Settings outside [objective] (and the seed) that differ between runs, naming the runs."""
     flat = [flatten(r["config"]) for r in runs]
-    keys = sorted({k for f in flat for k in f if not k.startswith(ARM_KEYS) and k != SEED_KEY})
+    keys = sorted(
+        {
+            k
+            for f in flat
+            for k in f
+            if (not k.startswith(ARM_KEYS) or k in SHARED_OBJECTIVE_KEYS) and k != SEED_KEY
+        }
+    )
     problems = []
     for key in keys:
         values = [json.dumps(f.get(key), sort_keys=True, default=str) for f in flat]

@@ -63,6 +63,7 @@ def parallelize_prefix_llama(model, parallel_dims, job_config, *, tables: Target
                 spec.position_gamma,
                 compiles_loss(job_config),
                 job_config.compile.backend,
+                spec.kernel,
             )
         )
     model = parallelize_llama(model, parallel_dims, job_config)

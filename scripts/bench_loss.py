@@ -7,8 +7,10 @@
 With --dim D > 0 (the default) each case is the LM head plus the loss: hidden states h [N, D] and
 the head weight W [V, D] in, gradients of both out. Unfused cases build the [N, V] logits with
 F.linear (torchtitan's head) and apply the loss; `fused_*` cases run prefix_titan's fused head
-(objectives/fused.py); `torch_linear_ce` is torch's own chunked linear_cross_entropy (plain CE only), where
-the installed torch has it. With --dim 0 the cases start from the logits (loss alone).
+(objectives/fused.py); `*triton_*` cases run the row passes as Triton kernels (objective.kernel =
+"triton": a GPU, left out without one); `torch_linear_ce` is torch's own chunked
+linear_cross_entropy (plain CE only), where the installed torch has it. With --dim 0 the cases
+start from the logits (loss alone).
 Same inputs for every row. The cases of one mode run in one process, its peak memory reset before
 each case: on CUDA the allocator's peak (torch.cuda.reset_peak_memory_stats), measured in the same
 runs as the time; on CPU the peak resident set (Linux's VmHWM, reset through /proc/self/clear_refs)
@@ -39,8 +41,22 @@ OBJECTIVES = {
     "prefix_tau0.5": dict(name="prefix", tau=0.5),
     "prefix_norm_tau2.0_vocab": dict(name="prefix", tau=2.0, normalize=True, support="vocab"),
 }
-HEAD_ONLY = ["torch_linear_ce", *(f"fused_{name}" for name in OBJECTIVES)]
-CASES = ["torchtitan_ce", *OBJECTIVES, *HEAD_ONLY]
+TRITON = [f"triton_{name}" for name in OBJECTIVES]
+HEAD_ONLY = [
+    "torch_linear_ce",
+    *(f"fused_{name}" for name in OBJECTIVES),
+    *(f"fused_{name}" for name in TRITON),
+]
+CASES = ["torchtitan_ce", *OBJECTIVES, *TRITON, *HEAD_ONLY]
+
+
+def _split(name: str) -> tuple[bool, str, str]:
+    """(fused head?, row kernel, objective) of a case name such as fused_triton_prefix_tau0.5."""
+    fused = name.startswith("fused_")
+    rest = name[len("fused_") :] if fused else name
+    if rest.startswith("triton_"):
+        return fused, "triton", rest[len("triton_") :]
+    return fused, "pytorch", rest
 
 
 def _table(spec_kwargs, a):
@@ -90,17 +106,19 @@ def _loss_fn(name: str, mode: str, a, device):
         return lambda h, w, y: F.linear_cross_entropy(
             h, w, y.reshape(-1), reduction="sum", options=options
         )
-    if name.startswith("fused_"):
-        t = _table(OBJECTIVES[name[len("fused_") :]], a).to(device)
+    fused, kernel, objective = _split(name)
+    if fused:
+        t = _table(OBJECTIVES[objective], a).to(device)
         tensors = t.kernel_tensors(device)
-        step = build_chunk_step(compiled)
+        step = build_chunk_step(compiled, kernel=kernel)
         return lambda h, w, y: fused_target_loss(
             h, w, y.reshape(-1), *tensors, chunk_tokens=a.chunk_tokens, step=step
         )[0]
     if name == "torchtitan_ce":
         loss = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
-    else:
-        loss = TargetLoss(_table(OBJECTIVES[name], a).to(device), compile=compiled)
+    else:  # with the Triton kernel TargetLoss does not compile: its passes are single kernels
+        table = _table(OBJECTIVES[objective], a).to(device)
+        loss = TargetLoss(table, compile=compiled, kernel=kernel)
     if a.dim == 0:
         return loss
     return lambda h, w, y: loss(F.linear(h, w).unsqueeze(0), y.unsqueeze(0))
@@ -211,14 +229,25 @@ def main() -> None:
         import torch
 
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    from prefix_titan.objectives.triton_rows import interpreting
+
+    triton_here = a.device == "cuda" or interpreting()
     if a.cases is None:
         import torch
 
         a.cases = [c for c in CASES if a.dim > 0 or c not in HEAD_ONLY]
         if a.dim > 0 and not hasattr(torch.nn.functional, "linear_cross_entropy"):
             a.cases.remove("torch_linear_ce")  # torch < 2.13
+        if not triton_here:
+            a.cases = [c for c in a.cases if _split(c)[1] != "triton"]
+            print("no GPU: the Triton cases are left out", file=sys.stderr)
     elif a.dim == 0 and set(a.cases) & set(HEAD_ONLY):
         sys.exit(f"--dim 0 (loss alone) cannot run {sorted(set(a.cases) & set(HEAD_ONLY))}")
+    elif not triton_here and any(_split(c)[1] == "triton" for c in a.cases):
+        sys.exit(
+            "the triton_* cases run Triton kernels, which need --device cuda "
+            "(or TRITON_INTERPRET=1: Triton's CPU interpreter, slow, for checking only)"
+        )
 
     if a.mode_run:
         run_mode(*a.mode_run, a)

@@ -200,6 +200,17 @@ def test_fused_loss_refuses_what_it_does_not_support(setting, why):
     assert "objective.fused_loss = false" in str(e.value)
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU refusal")
+def test_triton_kernel_is_refused_at_start_up_without_a_gpu(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    config = parse(ROOT / "train_configs" / "ce.toml", "--objective.kernel", "triton")
+    with pytest.raises(ValueError, match="no[n]e is visible: use objective.kernel = 'pytorch'"):
+        check_job_config(config)
+    config = parse(ROOT / "train_configs" / "ce.toml", "--objective.kernel", "cuda")
+    with pytest.raises(ValueError, match="objective.kernel must be one of pytorch, triton"):
+        check_job_config(config)
+
+
 def test_readme_states_the_exact_parameter_counts():
     import torch
     from torchtitan.models.llama3 import Transformer

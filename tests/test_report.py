@@ -187,6 +187,17 @@ def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
     assert "`optimizer.lr` differs from 0.001 in: prefix_tau1.0 seed 1 (0.0003)" in text
 
 
+def test_arms_must_compute_the_loss_the_same_way(tmp_path):
+    """objective.fused_loss and objective.kernel sit in [objective] but are not the objective."""
+    make_run(tmp_path, "ce", {"name": "ce"}, 0.0)
+    make_run(tmp_path, "label_smoothing", {"name": "label_smoothing", "kernel": "triton"}, 0.0)
+    make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "fused_loss": True}, 0.0)
+    text = report(str(tmp_path))
+    assert "`objective.kernel` differs from 'pytorch' in: label_smoothing seed 1234" in text
+    assert "`objective.fused_loss` differs from False in: prefix_tau0.5 seed 1234" in text
+    assert "objective.tau" not in text.split("## Per arm")[0]
+
+
 def test_arms_with_other_seeds_or_a_repeated_seed_are_refused(sweep, tmp_path_factory):
     make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=1)
     with pytest.raises(ValueError, match="not run with the same seeds") as e:

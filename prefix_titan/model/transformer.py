@@ -31,6 +31,8 @@ class HeadObjective:
     compile: bool = False
     """Compile the chunk's element-wise passes with torch.compile"""
     backend: str = "inductor"
+    kernel: str = "pytorch"
+    """The chunk's row passes: pytorch or triton (objectives.kernel.KERNELS)"""
 
 
 class FusedLMHead(nn.Linear):
@@ -45,7 +47,7 @@ class FusedLMHead(nn.Linear):
 
     def set_objective(self, objective: HeadObjective) -> None:
         self.objective = objective
-        self._step = build_chunk_step(objective.compile, objective.backend)
+        self._step = build_chunk_step(objective.compile, objective.backend, objective.kernel)
 
     @contextlib.contextmanager
     def ending_in_loss(self, labels: torch.Tensor):

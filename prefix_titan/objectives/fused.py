@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from .kernel import IGNORE_INDEX, chunk_rows, row_gradient, row_scale, row_statistics
+from .kernel import (
+    IGNORE_INDEX,
+    check_kernel,
+    chunk_rows,
+    row_gradient,
+    row_scale,
+    row_statistics,
+)
 
 
 def default_chunk_tokens(device: torch.device, dim: int) -> int:
@@ -38,8 +45,14 @@ def chunk_statistics(
     return objective, ce, row_gradient(z, y, scale, lse, idx, background, target_at_idx, rows)
 
 
-def build_chunk_step(compile: bool, backend: str = "inductor"):
-    """`chunk_statistics`, compiled (element-wise passes fused; the matmuls stay eager) or not."""
+def build_chunk_step(compile: bool, backend: str = "inductor", kernel: str = "pytorch"):
+    """`chunk_statistics`, compiled (element-wise passes fused; the matmuls stay eager) or not;
+    with kernel="triton" the Triton row kernels' step (triton_rows.chunk_statistics), which is
+    the same in both modes: its passes are already single kernels."""
+    if check_kernel(kernel) == "triton":
+        from .triton_rows import chunk_statistics as triton_step
+
+        return triton_step
     if not compile:
         return chunk_statistics
     return torch.compile(chunk_statistics, backend=backend, dynamic=False)

@@ -12,6 +12,9 @@ cache-sized row chunks in fp32; under torch.compile it is one chunk and inductor
 An optional per-row weight (position weighting, `position_weights`) scales each row's objective
 and gradient. Both kernels return (objective sum, plain cross-entropy sum) over labels != -100;
 the plain CE is never weighted.
+
+`kernel="triton"` runs the two row passes as Triton kernels instead (triton_rows.py: one program
+per row, no fp32 copy of the logits at all); the PyTorch passes here are their reference.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import math
 import torch
 
 IGNORE_INDEX = -100
+KERNELS = ("pytorch", "triton")
+"""Implementations of the row passes: PyTorch (this file, the default) or Triton (triton_rows.py)."""
 # fp32 working set per eager chunk: on CPU a cache-sized chunk is fastest (measured with
 # scripts/bench_loss.py); on GPU larger chunks mean fewer kernel launches.
 CHUNK_BYTES = {"cpu": 4 * 2**20}
@@ -129,28 +134,60 @@ def row_scale(keep: torch.Tensor, row_weight: torch.Tensor | None) -> torch.Tens
     return scale if row_weight is None else scale * row_weight
 
 
+def check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"objective.kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+    return kernel
+
+
+def _statistics(kernel, logits, y, keep, idx, weight, background, rows, row_weight):
+    if kernel == "triton":
+        from .triton_rows import row_statistics as triton_statistics
+
+        return triton_statistics(logits, y, keep, idx, weight, background, row_weight)
+    return row_statistics(logits, y, keep, idx, weight, background, rows, row_weight)
+
+
+def _gradient(kernel, logits, y, scale, lse, idx, background, target_at_idx, rows):
+    if kernel == "triton":
+        from .triton_rows import row_gradient as triton_gradient
+
+        return triton_gradient(logits, y, scale, lse, idx, background, target_at_idx)
+    return row_gradient(logits, y, scale, lse, idx, background, target_at_idx, rows)
+
+
 class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, idx, weight, background, target_at_idx, row_weight, rows: int):
+    def forward(
+        ctx, logits, labels, idx, weight, background, target_at_idx, row_weight, rows: int, kernel
+    ):
         keep = labels != IGNORE_INDEX
         y = torch.where(keep, labels, 0)
-        objective, ce, lse = row_statistics(
-            logits, y, keep, idx, weight, background, rows, row_weight
+        objective, ce, lse = _statistics(
+            kernel, logits, y, keep, idx, weight, background, rows, row_weight
         )
         ctx.save_for_backward(
             logits, y, row_scale(keep, row_weight), lse, idx, background, target_at_idx
         )
-        ctx.rows = rows
+        ctx.rows, ctx.kernel = rows, kernel
         ctx.mark_non_differentiable(ce)
         return objective, ce
 
     @staticmethod
     def backward(ctx, grad_objective, _grad_ce):
         logits, y, scale, lse, idx, background, target_at_idx = ctx.saved_tensors
-        grad = row_gradient(
-            logits, y, scale * grad_objective, lse, idx, background, target_at_idx, ctx.rows
+        grad = _gradient(
+            ctx.kernel,
+            logits,
+            y,
+            scale * grad_objective,
+            lse,
+            idx,
+            background,
+            target_at_idx,
+            ctx.rows,
         )
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def target_loss(
@@ -162,10 +199,20 @@ def target_loss(
     target_at_idx,
     row_weight=None,
     chunk_bytes: int | None = None,
+    kernel: str = "pytorch",
 ):
     """(objective sum, CE sum) for [N, V] logits and [N] labels; table tensors from
-    `TargetTable.kernel_tensors`, `row_weight` [N] or None (every row weighs 1)."""
+    `TargetTable.kernel_tensors`, `row_weight` [N] or None (every row weighs 1); `kernel` one of
+    KERNELS."""
     rows = chunk_rows(logits, chunk_bytes)
     return _TargetLossFunction.apply(
-        logits, labels, idx, weight, background, target_at_idx, row_weight, rows
+        logits,
+        labels,
+        idx,
+        weight,
+        background,
+        target_at_idx,
+        row_weight,
+        rows,
+        check_kernel(kernel),
     )

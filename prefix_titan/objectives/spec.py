@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .kernel import KERNELS
+
 SUPPORTS = ("prefix", "vocab")
 TAU_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -38,6 +40,10 @@ class ObjectiveSpec:
     fused_loss: bool = False
     """Run the output projection and the loss together, chunked over tokens (never the full logits)"""
 
+    kernel: str = "pytorch"
+    """How the loss's row passes run: `pytorch` (the default) or `triton` (Triton kernels, a CUDA
+    GPU; opt-in: see docs/fused_loss.md). Not part of the objective: arms of a sweep share it"""
+
     position_gamma: float | None = None
     """Discounted position weighting: the target at position k of its sequence weighs
     (1 - gamma^k)/(1 - gamma) (gamma = 1: k), rescaled to average 1 over the sequence;
@@ -66,6 +72,10 @@ class ObjectiveSpec:
             raise ValueError(f"objective.normalize must be true or false; got {self.normalize!r}")
         if not isinstance(self.fused_loss, bool):
             raise ValueError(f"objective.fused_loss must be true or false; got {self.fused_loss!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(
+                f"objective.kernel must be one of {', '.join(KERNELS)}; got {self.kernel!r}"
+            )
         eps = self.epsilon
         if not _is_number(eps) or not (0.0 <= eps < 1.0):
             raise ValueError(f"objective.epsilon must be a number in [0, 1); got {eps!r}")

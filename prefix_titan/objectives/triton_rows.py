@@ -1,0 +1,235 @@
+"""Triton kernels for the loss's two row passes (`objective.kernel = "triton"`).
+
+The same arithmetic as `kernel._forward_rows` / `kernel._backward_rows`, one program per row:
+
+- forward: one read of the row's logits, keeping a running max and sum of exponentials
+  (logsumexp) and the row sum, then K gathers: per row the objective
+  lse - b * sum_v z_v - sum_k w_k * z[idx_k] (times the row weight), the plain CE lse - z[y], and
+  the lse kept for backward;
+- backward: one read and one write, (softmax(z) - b) * scale in the gradient's dtype, then the K
+  sparse entries overwritten with (softmax(z)[idx_k] - p(idx_k)) * scale. The K logits are read
+  before the row is written, so the gradient may overwrite the logits in place (the fused head
+  does).
+
+Sums over rows are taken afterwards in PyTorch, in a fixed order. Nothing [N, V] is allocated in
+fp32. On a CUDA GPU the kernels are compiled by Triton; on a CPU they run only in Triton's
+interpreter (TRITON_INTERPRET=1), which is how the tests check them on every machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_V = 4096
+"""Logits per row read at a time (a vocabulary of 4,099 ids takes two blocks, the second ragged)."""
+
+
+def _forward_rows(
+    z_ptr,
+    z_row_stride,
+    keep_ptr,
+    y_ptr,
+    idx_ptr,
+    weight_ptr,
+    background_ptr,
+    row_weight_ptr,
+    objective_ptr,
+    ce_ptr,
+    lse_ptr,
+    V,
+    K,
+    HAS_ROW_WEIGHT: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    z_row = z_ptr + row * z_row_stride
+    cols = tl.arange(0, BLOCK)
+    # The first block always holds a column, so the running max is finite from then on and a
+    # masked lane (-inf) adds exp(-inf) = 0.
+    m = tl.max(tl.load(z_row + cols, mask=cols < V, other=float("-inf")).to(tl.float32), 0)
+    s = tl.zeros([], dtype=tl.float32)
+    total = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, V, BLOCK):
+        mask = start + cols < V
+        z = tl.load(z_row + start + cols, mask=mask, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(z, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+        m = m_new
+        total += tl.where(mask, z, 0.0)
+    lse = m + tl.log(s)
+
+    keep = tl.load(keep_ptr + row) != 0
+    y = tl.load(y_ptr + row)
+    ks = tl.arange(0, BLOCK_K)
+    kmask = ks < K
+    ids = tl.load(idx_ptr + y * K + ks, mask=kmask, other=0)
+    w = tl.load(weight_ptr + y * K + ks, mask=kmask, other=0.0)
+    gathered = tl.load(z_row + ids, mask=kmask, other=0.0).to(tl.float32)
+    b = tl.load(background_ptr + y)
+    objective = lse - b * tl.sum(total, 0) - tl.sum(w * gathered, 0)
+    if HAS_ROW_WEIGHT:
+        objective = objective * tl.load(row_weight_ptr + row)
+    ce = lse - tl.load(z_row + y).to(tl.float32)
+    tl.store(objective_ptr + row, tl.where(keep, objective, 0.0))
+    tl.store(ce_ptr + row, tl.where(keep, ce, 0.0))
+    tl.store(lse_ptr + row, lse)
+
+
+def _backward_rows(
+    z_ptr,
+    z_row_stride,
+    g_ptr,
+    g_row_stride,
+    y_ptr,
+    scale_ptr,
+    lse_ptr,
+    idx_ptr,
+    background_ptr,
+    target_ptr,
+    V,
+    K,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    z_row = z_ptr + row * z_row_stride
+    g_row = g_ptr + row * g_row_stride
+    y = tl.load(y_ptr + row)
+    scale = tl.load(scale_ptr + row)
+    lse = tl.load(lse_ptr + row)
+    b = tl.load(background_ptr + y)
+    ks = tl.arange(0, BLOCK_K)
+    kmask = ks < K
+    ids = tl.load(idx_ptr + y * K + ks, mask=kmask, other=0)
+    target = tl.load(target_ptr + y * K + ks, mask=kmask, other=0.0)
+    z_k = tl.load(z_row + ids, mask=kmask, other=0.0).to(tl.float32)
+    exact = (tl.exp(z_k - lse) - target) * scale  # read before the row is (maybe) overwritten
+    cols = tl.arange(0, BLOCK)
+    for start in range(0, V, BLOCK):
+        mask = start + cols < V
+        z = tl.load(z_row + start + cols, mask=mask, other=0.0).to(tl.float32)
+        grad = (tl.exp(z - lse) - b) * scale
+        tl.store(g_row + start + cols, grad.to(g_ptr.dtype.element_ty), mask=mask)
+    tl.debug_barrier()  # the row's dense writes land before the sparse ones replace theirs
+    tl.store(g_row + ids, exact.to(g_ptr.dtype.element_ty), mask=kmask)
+
+
+def interpreting() -> bool:
+    """Triton's CPU interpreter is on (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@functools.cache
+def _kernels(interpret: bool):
+    if interpret:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return InterpretedFunction(_forward_rows), InterpretedFunction(_backward_rows)
+    return triton.jit(_forward_rows), triton.jit(_backward_rows)
+
+
+def check_device(t: torch.Tensor) -> None:
+    """The Triton kernels run on a CUDA GPU, or anywhere in Triton's CPU interpreter."""
+    if t.device.type != "cuda" and not interpreting():
+        raise RuntimeError(
+            f"objective.kernel = 'triton' runs on a CUDA GPU, and the logits are on "
+            f"{t.device.type}: use objective.kernel = 'pytorch' there (TRITON_INTERPRET=1 runs the "
+            f"Triton kernels in Triton's CPU interpreter, for testing)"
+        )
+
+
+def block_v(vocab_size: int, block: int | None = None) -> int:
+    """Logits per row read at a time: `block` (default BLOCK_V), never more than the vocabulary
+    needs."""
+    return min(block or BLOCK_V, triton.next_power_of_2(vocab_size))
+
+
+def _rows_ready(logits: torch.Tensor) -> torch.Tensor:
+    if logits.dim() != 2:
+        raise ValueError(f"the row kernels take [N, V] logits; got {tuple(logits.shape)}")
+    return logits if logits.stride(1) == 1 else logits.contiguous()
+
+
+def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, block=None):
+    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits: `kernel.row_statistics`."""
+    check_device(logits)
+    logits = _rows_ready(logits)
+    N, V = logits.shape
+    K = idx.shape[1]
+    objective = torch.empty(N, dtype=torch.float32, device=logits.device)
+    ce = torch.empty_like(objective)
+    lse = torch.empty_like(objective)
+    if N:
+        forward, _ = _kernels(interpreting())
+        forward[(N,)](
+            logits,
+            logits.stride(0),
+            keep,
+            y,
+            idx,
+            weight,
+            background,
+            row_weight if row_weight is not None else objective,
+            objective,
+            ce,
+            lse,
+            V,
+            K,
+            HAS_ROW_WEIGHT=row_weight is not None,
+            BLOCK=block_v(V, block),
+            BLOCK_K=triton.next_power_of_2(K),
+        )
+    return objective.sum(), ce.sum(), lse
+
+
+def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None, block=None):
+    """d(objective)/d(logits) times `scale` per row, in the logits' dtype: `kernel.row_gradient`.
+    `out` receives it (it may be `logits` itself); by default a new tensor."""
+    check_device(logits)
+    logits = _rows_ready(logits)
+    N, V = logits.shape
+    if out is None:
+        out = torch.empty_like(logits)
+    elif out.shape != logits.shape or out.stride(1) != 1:
+        raise ValueError("row_gradient's out must have the logits' shape and contiguous rows")
+    K = idx.shape[1]
+    if N:
+        _, backward = _kernels(interpreting())
+        backward[(N,)](
+            logits,
+            logits.stride(0),
+            out,
+            out.stride(0),
+            y,
+            scale.float().contiguous(),
+            lse,
+            idx,
+            background,
+            target_at_idx,
+            V,
+            K,
+            BLOCK=block_v(V, block),
+            BLOCK_K=triton.next_power_of_2(K),
+        )
+    return out
+
+
+def chunk_statistics(
+    z, y, keep, idx, weight, background, target_at_idx, row_weight, want_grad: bool
+):
+    """The fused head's chunk step (`fused.chunk_statistics`) on the Triton kernels: the
+    gradient overwrites the chunk's logits in place, so a chunk needs no second [c, V] buffer."""
+    objective, ce, lse = row_statistics(z, y, keep, idx, weight, background, row_weight)
+    if not want_grad:
+        return objective, ce, None
+    scale = keep.float() if row_weight is None else keep.float() * row_weight
+    return objective, ce, row_gradient(z, y, scale, lse, idx, background, target_at_idx, out=z)
+
+
+__all__ = ["chunk_statistics", "interpreting", "row_gradient", "row_statistics"]

@@ -1,0 +1,307 @@
+"""The Triton row kernels (objectives/triton_rows.py) against the PyTorch passes and the dense
+reference: values and gradients, fp32 and bf16, a vocabulary of 4,099 ids, odd row counts, ignored
+labels, position weighting, tau = 0.05 on the vocabulary's longest tokens, and the fused head whose
+gradient overwrites its logits in place.
+
+Without a GPU the kernels run in Triton's CPU interpreter, which Triton chooses when it is
+imported: `test_kernels_in_the_triton_interpreter` runs this file again in a child pytest with
+TRITON_INTERPRET=1, and the tests below it run there (or directly on a GPU, or when the suite
+itself was started with TRITON_INTERPRET=1)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from prefix_titan.objectives import (
+    IGNORE_INDEX,
+    ObjectiveSpec,
+    build_target_table,
+    fused_target_loss,
+    row_weights,
+    target_loss,
+)
+from prefix_titan.objectives.fused import build_chunk_step
+from prefix_titan.objectives.reference import reference_fused_loss, reference_loss
+from prefix_titan.objectives.triton_rows import interpreting
+
+INTERPRETED = interpreting()
+DEVICE = "cpu" if INTERPRETED or not torch.cuda.is_available() else "cuda"
+needs_triton = pytest.mark.skipif(
+    DEVICE == "cpu" and not INTERPRETED,
+    reason="no GPU: these run in the child pytest of test_kernels_in_the_triton_interpreter",
+)
+
+SPECS = {
+    "ce": ObjectiveSpec("ce"),
+    "label_smoothing": ObjectiveSpec("label_smoothing", epsilon=0.1),
+    "prefix_tau0.05": ObjectiveSpec("prefix", tau=0.05),
+    "prefix_norm_tau2_vocab": ObjectiveSpec("prefix", tau=2.0, normalize=True, support="vocab"),
+}
+# bf16: both kernels round the same fp32 gradient once; the lse may differ in its last fp32 bit,
+# which can move a rounding by one bf16 ulp.
+TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=4e-3, rtol=2e-2)}
+
+
+def test_kernels_in_the_triton_interpreter():
+    """Runs the kernel tests of this file in Triton's CPU interpreter (where no GPU is)."""
+    if INTERPRETED or DEVICE == "cuda":
+        pytest.skip("the kernel tests run directly in this process")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    passed = int(re.search(r"(\d+) passed", out.stdout).group(1))
+    assert passed >= 20 and "failed" not in out.stdout, out.stdout[-3000:]
+
+
+@pytest.fixture(scope="module")
+def tables(odd_texts):
+    return {name: build_target_table(odd_texts, s) for name, s in SPECS.items()}
+
+
+@pytest.fixture(scope="module")
+def long_ids(odd_texts):
+    """The 40 longest tokens: the most prefixes, and at tau = 0.05 weights from ~1 down to e^-200."""
+    lengths = torch.tensor([len(t) if t else 0 for t in odd_texts])
+    return lengths.argsort(descending=True)[:40]
+
+
+def fresh_batch(V, batch, seq, dtype, gold=None):
+    """Logits [batch, seq, V] of std 4, labels (from `gold` when given), ~15% ignored."""
+    logits = (torch.randn(batch, seq, V) * 4).to(dtype)
+    if gold is None:
+        labels = torch.randint(0, V, (batch, seq))
+    else:
+        labels = gold[torch.randint(0, len(gold), (batch, seq))]
+    labels[torch.rand(batch, seq) < 0.15] = IGNORE_INDEX
+    return logits.to(DEVICE), labels.to(DEVICE)
+
+
+def run(fn, logits, labels):
+    x = logits.clone().requires_grad_()
+    objective, ce = fn(x, labels)
+    (objective * 0.37).backward()  # a non-unit upstream gradient
+    assert x.grad.dtype == logits.dtype
+    return objective.detach().double().cpu(), ce.double().cpu(), x.grad.float().cpu()
+
+
+def kernel_fn(table, gamma, kernel):
+    args = table.kernel_tensors(DEVICE)
+
+    def fn(x, y):
+        rw = row_weights(y, gamma)
+        return target_loss(x.reshape(-1, x.shape[-1]), y.reshape(-1), *args, rw, kernel=kernel)
+
+    return fn
+
+
+def assert_all_close(got, want, tol, seed, what):
+    for g, w, part in zip(got, want, ("objective", "plain CE", "gradient")):
+        torch.testing.assert_close(
+            g, w, **tol, msg=lambda m, p=part: f"{what} {p} (seed {seed}): {m}"
+        )
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("gamma", [None, 0.9], ids=["unweighted", "gamma0.9"])
+def test_row_kernels_match_pytorch_and_reference(tables, long_ids, name, gamma, dtype, seed):
+    table = tables[name]
+    gold = long_ids if name.startswith("prefix") else None
+    logits, labels = fresh_batch(table.vocab_size, 3, 11, dtype, gold)  # 33 rows, ragged blocks
+    got = run(kernel_fn(table, gamma, "triton"), logits, labels)
+    torch_path = run(kernel_fn(table, gamma, "pytorch"), logits, labels)
+    ref = run(lambda x, y: reference_loss(x, y, table.to(DEVICE), gamma), logits, labels)
+    assert_all_close(got, torch_path, TOL[dtype], seed, "triton vs pytorch:")
+    assert_all_close(got, ref, TOL[dtype], seed, "triton vs reference:")
+    assert torch.isfinite(got[2]).all()
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("name", ["ce", "prefix_tau0.05", "prefix_norm_tau2_vocab"])
+def test_fused_head_on_triton_matches_reference(tables, long_ids, name, dtype, seed):
+    """The Triton chunk step writes each chunk's gradient over its logits: 37 tokens in chunks of
+    16 (a ragged last chunk), an odd hidden size, position weighting on one objective."""
+    table = tables[name]
+    gamma = 0.9 if name == "ce" else None
+    dim, n = 29, 37
+    h = torch.randn(1, n, dim).to(dtype).to(DEVICE)
+    w = (torch.randn(table.vocab_size, dim) * 4 / dim**0.5).to(dtype).to(DEVICE)
+    gold = long_ids if name.startswith("prefix") else None
+    _, labels = fresh_batch(table.vocab_size, 1, n, dtype, gold)
+    step = build_chunk_step(False, kernel="triton")
+    tensors = table.kernel_tensors(DEVICE)
+
+    def go(fn):
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        objective, ce = fn(hh, ww)
+        (objective * 0.37).backward()
+        assert hh.grad.dtype == dtype and ww.grad.dtype == dtype
+        return [t.detach().double().cpu() for t in (objective, ce, hh.grad, ww.grad)]
+
+    got = go(
+        lambda a, b: fused_target_loss(
+            a.reshape(n, dim),
+            b,
+            labels.reshape(-1),
+            *tensors,
+            row_weights(labels, gamma),
+            chunk_tokens=16,
+            step=step,
+        )
+    )
+    ref = go(lambda a, b: reference_fused_loss(a, b, labels, table.to(DEVICE), gamma))
+    tol = TOL[dtype] if dtype == torch.float32 else dict(atol=2e-2, rtol=3e-2)
+    for g, r, part in zip(got, ref, ("objective", "plain CE", "grad h", "grad W")):
+        torch.testing.assert_close(g, r, **tol, msg=lambda m, p=part: f"{p} (seed {seed}): {m}")
+
+
+@needs_triton
+@pytest.mark.parametrize("V", [64, 192, 50], ids=["one-block", "three-full-blocks", "short-block"])
+def test_block_edges(V, seed):
+    """Vocabularies that fill their blocks exactly, or fall short of one, with blocks of 64."""
+    from prefix_titan.objectives import kernel, triton_rows
+
+    K = 5
+    idx = torch.randint(0, V, (V, K))
+    idx[:, 0] = torch.arange(V)
+    idx[:, -1] = idx[:, 0]  # a repeated id, as padding makes
+    weight = torch.rand(V, K)
+    weight[:, -1] = 0
+    weight = weight / weight.sum(1, keepdim=True) * 0.8
+    background = torch.full((V,), 0.2 / V)
+    from prefix_titan.objectives import TargetTable
+
+    table = TargetTable(idx, weight, background)
+    idx, weight, background, target = table.kernel_tensors(DEVICE)
+    z = (torch.randn(9, V) * 3).to(DEVICE)
+    labels = torch.randint(0, V, (9,), device=DEVICE)
+    labels[4] = IGNORE_INDEX
+    keep = labels != IGNORE_INDEX
+    y = torch.where(keep, labels, 0)
+    got = triton_rows.row_statistics(z, y, keep, idx, weight, background, None, block=64)
+    want = kernel.row_statistics(z, y, keep, idx, weight, background, 9)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=2e-5)
+    scale = keep.float() * 0.5
+    g = triton_rows.row_gradient(z, y, scale, got[2], idx, background, target, block=64)
+    w = kernel.row_gradient(z, y, scale, want[2], idx, background, target, 9)
+    torch.testing.assert_close(g, w, atol=2e-6, rtol=2e-5)
+    assert (g[4] == 0).all()  # the ignored row
+
+
+@needs_triton
+def test_strided_rows_and_all_ignored(tables, seed):
+    """Logits whose rows are a view into a wider tensor; a batch with every label ignored."""
+    table = tables["label_smoothing"]
+    V = table.vocab_size
+    wide = (torch.randn(13, V + 7) * 4).to(DEVICE)
+    logits = wide[:, :V]
+    labels = torch.randint(0, V, (13,), device=DEVICE)
+    got = run(kernel_fn(table, None, "triton"), logits, labels)
+    want = run(kernel_fn(table, None, "pytorch"), logits.contiguous(), labels)
+    assert_all_close(got, want, TOL[torch.float32], seed, "strided:")
+    ignored = torch.full_like(labels, IGNORE_INDEX)
+    objective, ce, grad = run(kernel_fn(table, None, "triton"), logits, ignored)
+    assert objective.item() == 0 and ce.item() == 0 and (grad == 0).all()
+
+
+@needs_triton
+def test_the_torchtitan_loss_and_the_fused_head_run_on_triton(tables, seed):
+    """The adapters pass objective.kernel down: the logits loss (never compiled over Triton) and
+    the fused head's chunk step, each against its PyTorch twin."""
+    from prefix_titan.loss import TargetLoss
+    from prefix_titan.model.transformer import FusedLMHead, HeadObjective
+    from prefix_titan.objectives import triton_rows
+
+    table = tables["prefix_tau0.05"]
+    V = table.vocab_size
+    logits, labels = fresh_batch(V, 2, 9, torch.float32)
+    losses = [TargetLoss(table, compile=k == "triton", kernel=k) for k in ("pytorch", "triton")]
+    assert not hasattr(losses[1].kernel, "_torchdynamo_orig_callable")
+    sums = [loss.sums(logits, labels) for loss in losses]
+    torch.testing.assert_close(sums[0], sums[1], atol=2e-5, rtol=2e-5)
+
+    heads = []
+    for kernel in ("pytorch", "triton"):
+        torch.manual_seed(seed)
+        head = FusedLMHead(23, V).to(DEVICE)
+        head.set_objective(HeadObjective(table, kernel=kernel))
+        heads.append(head)
+    assert heads[1]._step is triton_rows.chunk_statistics
+    h = torch.randn(2, 9, 23, device=DEVICE)
+    outs = []
+    for head in heads:
+        with head.ending_in_loss(labels):
+            objective, ce = head(h)
+        objective.backward()
+        outs.append((objective.detach(), ce, head.weight.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+def test_triton_kernel_is_refused_on_a_cpu_without_the_interpreter(tables, monkeypatch):
+    from prefix_titan.config import check_triton_device
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    table = tables["ce"]
+    logits, labels = torch.randn(4, table.vocab_size), torch.randint(0, table.vocab_size, (4,))
+    with pytest.raises(RuntimeError, match="runs on a CUDA GPU, and the logits are on cpu"):
+        target_loss(logits, labels, *table.kernel_tensors("cpu"), kernel="triton")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="objective.kernel = 'pytorch'"):
+            check_triton_device()
+
+
+def test_unknown_kernel_is_refused(tables):
+    with pytest.raises(
+        ValueError, match="objective.kernel must be one of pytorch, triton; got 'cuda'"
+    ):
+        ObjectiveSpec("ce", kernel="cuda").validate()
+    table = tables["ce"]
+    logits, labels = torch.randn(4, table.vocab_size), torch.randint(0, table.vocab_size, (4,))
+    with pytest.raises(ValueError, match="objective.kernel must be one of"):
+        target_loss(logits, labels, *table.kernel_tensors("cpu"), kernel="Triton")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused-head"])
+def test_triton_on_gpu_at_llama3_vocabulary(fused, seed):
+    """Llama-3's vocabulary size, bf16, 4,096 tokens: Triton and the PyTorch passes agree."""
+    V, n, dim, K = 128256, 4096, 256, 86
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, V, (V, K), generator=g)
+    idx[:, 0] = torch.arange(V)
+    weight = torch.rand(V, K, generator=g)
+    weight = weight / weight.sum(1, keepdim=True)
+    from prefix_titan.objectives import TargetTable
+
+    tensors = TargetTable(idx, weight, torch.zeros(V)).kernel_tensors("cuda")
+    h = torch.randn(n, dim, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(V, dim, device="cuda", dtype=torch.bfloat16) * dim**-0.5 * 3
+    labels = torch.randint(0, V, (n,), device="cuda")
+    labels[::7] = IGNORE_INDEX
+    results = []
+    for kernel in ("pytorch", "triton"):
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        if fused:
+            step = build_chunk_step(False, kernel=kernel)
+            objective, ce = fused_target_loss(hh, ww, labels, *tensors, step=step)
+        else:
+            objective, ce = target_loss(hh @ ww.t(), labels, *tensors, kernel=kernel)
+        objective.backward()
+        results.append([t.detach().float() for t in (objective, ce, hh.grad, ww.grad)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)

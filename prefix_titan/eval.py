@@ -21,7 +21,7 @@ import os
 import sys
 
 from .checkpoints import complete_steps
-from .hub import explain
+from .hub import exit_if_unreachable
 from .run_folder import (
     EVAL_CURVE,
     EVAL_ITEMS,
@@ -367,29 +367,24 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = dict(
         tasks=a.tasks, limit=a.limit, data_dir=a.data_dir, batch_size=a.batch_size, dtype=a.dtype
     )
+    offline = [
+        "--tasks char_probes: the character probes, generated from the model's tokenizer",
+        "--data-dir DIR: each task's documents as DIR/<task>.jsonl (as the task's hub dataset "
+        "has them)",
+        "or run once where the hub is reachable: the datasets stay in the cache (HF_HOME), and "
+        "HF_DATASETS_OFFLINE=1 then reads them from there",
+    ]
     try:
-        if a.model:
-            print(table(evaluate(a.model, **kwargs)))
-            print(f"results written to {os.path.join(a.model, EVAL_RESULTS)}", flush=True)
-        else:
-            evaluate_run(a.all_checkpoints, a.config, **kwargs)
+        with exit_if_unreachable(
+            p, f"download the datasets of --tasks {' '.join(a.tasks)}", offline
+        ):
+            if a.model:
+                print(table(evaluate(a.model, **kwargs)))
+                print(f"results written to {os.path.join(a.model, EVAL_RESULTS)}", flush=True)
+            else:
+                evaluate_run(a.all_checkpoints, a.config, **kwargs)
     except ValueError as e:
         p.error(str(e))
-    except Exception as e:
-        offline = explain(
-            e,
-            f"download the datasets of --tasks {' '.join(a.tasks)}",
-            [
-                "--tasks char_probes: the character probes, generated from the model's tokenizer",
-                "--data-dir DIR: each task's documents as DIR/<task>.jsonl (as the task's hub "
-                "dataset has them)",
-                "or run once where the hub is reachable: the datasets stay in the cache "
-                "(HF_HOME), and HF_DATASETS_OFFLINE=1 then reads them from there",
-            ],
-        )
-        if offline is None:
-            raise
-        p.exit(1, f"{p.prog}: error: {offline}\n")
 
 
 if __name__ == "__main__":

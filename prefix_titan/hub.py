@@ -4,6 +4,8 @@ what works offline instead of ending in the HTTP client's traceback."""
 
 from __future__ import annotations
 
+import contextlib
+
 UNREACHABLE = (
     "ConnectError",
     "ConnectTimeout",
@@ -43,3 +45,16 @@ def explain(error: BaseException, what: str, offline: list[str]) -> HubUnreachab
         f"could not reach the Hugging Face hub to {what} ({type(cause).__name__}: {reason}).\n"
         "Without the hub:\n  " + "\n  ".join(offline)
     )
+
+
+@contextlib.contextmanager
+def exit_if_unreachable(parser, what: str, offline: list[str]):
+    """Within the block, an error that means the hub was not reached ends the command through
+    `parser` (exit status 1) with `explain`'s message instead of a traceback; others propagate."""
+    try:
+        yield
+    except Exception as e:
+        message = explain(e, what, offline)
+        if message is None:
+            raise
+        parser.exit(1, f"{parser.prog}: error: {message}\n")

@@ -31,7 +31,7 @@ import time
 import zlib
 
 from .corpus import ascii_only, has_text
-from .hub import explain
+from .hub import exit_if_unreachable
 from .shards import FORMAT, MANIFEST, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
 
 PROGRESS = "progress.json"
@@ -471,34 +471,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     start = time.perf_counter()
+    offline = [
+        "--source DIR: a folder of the dataset's parquet or jsonl files (for FineWeb-Edu, the "
+        "files of sample/100BT copied from a machine that has the hub)",
+        "--source embedded: the small corpus in this package (for trying things out)",
+    ]
     try:
-        m = prepare(
-            a.source,
-            a.tokenizer,
-            a.out,
-            int(a.tokens),
-            int(a.val_tokens),
-            a.val_every,
-            a.shard_tokens,
-            a.batch_docs,
-            progress=not a.no_progress,
-            workers=a.workers,
-        )
+        with exit_if_unreachable(p, f"list and read the files of {a.source}", offline):
+            m = prepare(
+                a.source,
+                a.tokenizer,
+                a.out,
+                int(a.tokens),
+                int(a.val_tokens),
+                a.val_every,
+                a.shard_tokens,
+                a.batch_docs,
+                progress=not a.no_progress,
+                workers=a.workers,
+            )
     except ValueError as e:
         p.error(str(e))
-    except Exception as e:
-        offline = explain(
-            e,
-            f"list and read the files of {a.source}",
-            [
-                "--source DIR: a folder of the dataset's parquet or jsonl files (for FineWeb-Edu, "
-                "the files of sample/100BT copied from a machine that has the hub)",
-                "--source embedded: the small corpus in this package (for trying things out)",
-            ],
-        )
-        if offline is None:
-            raise
-        p.exit(1, f"{p.prog}: error: {offline}\n")
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]

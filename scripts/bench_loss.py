@@ -3,6 +3,7 @@
     python scripts/bench_loss.py [--tokens 2048] [--dim 1024] [--vocab 128256] [--dtype bfloat16]
                                  [--vocab-file tokenizer.model | --hf-assets-path DIR]
                                  [--modes eager compiled] [--repeats 5] [--cases ...]
+                                 [--chunk-tokens 1024 2048 4096]
 
 With --dim D > 0 (the default) each case is the LM head plus the loss: hidden states h [N, D] and
 the head weight W [V, D] in, gradients of both out. Unfused cases build the [N, V] logits with
@@ -17,7 +18,8 @@ runs as the time; on CPU the peak resident set (Linux's VmHWM, reset through /pr
 in a second process whose malloc returns large blocks to the system (which would distort the
 timings of the first). Both are reported above the memory live when the case starts. Without a
 vocabulary file, prefix tables are synthetic with --k entries per row (the kernel's cost depends
-on V and K, not on the texts; Llama-3 has K = 86).
+on V and K, not on the texts; Llama-3 has K = 86). Several --chunk-tokens values give each fused
+case a row per chunk size (`fused_ce @2048`): how the fused head's chunk size is chosen for a device.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def _table(spec_kwargs, a):
     return TargetTable(idx, w, back)
 
 
-def _loss_fn(name: str, mode: str, a, device):
+def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
     """loss(h, W, labels) for head mode, or loss(logits, labels) for --dim 0."""
     import torch
     import torch.nn.functional as F
@@ -112,7 +114,7 @@ def _loss_fn(name: str, mode: str, a, device):
         tensors = t.kernel_tensors(device)
         step = build_chunk_step(compiled, kernel=kernel)
         return lambda h, w, y: fused_target_loss(
-            h, w, y.reshape(-1), *tensors, chunk_tokens=a.chunk_tokens, step=step
+            h, w, y.reshape(-1), *tensors, chunk_tokens=chunk_tokens, step=step
         )[0]
     if name == "torchtitan_ce":
         loss = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
@@ -124,12 +126,12 @@ def _loss_fn(name: str, mode: str, a, device):
     return lambda h, w, y: loss(F.linear(h, w).unsqueeze(0), y.unsqueeze(0))
 
 
-def run_case(name: str, mode: str, measure: str, a) -> dict:
+def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
     import torch
 
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
-    fn = _loss_fn(name, mode, a, device)
+    fn = _loss_fn(name, mode, a, device, chunk_tokens)
     g = torch.Generator(device=device).manual_seed(1)
     labels = torch.randint(0, a.vocab, (a.tokens,), device=device, generator=g)
     if a.dim == 0:
@@ -171,17 +173,37 @@ def run_case(name: str, mode: str, measure: str, a) -> dict:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = _peak_rss() - base
-    return {"case": name, "mode": mode, "ms": 1e3 * statistics.median(times), "peak_bytes": peak}
+    return {
+        "case": name,
+        "chunk_tokens": chunk_tokens,
+        "mode": mode,
+        "ms": 1e3 * statistics.median(times),
+        "peak_bytes": peak,
+    }
 
 
 def run_mode(mode: str, measure: str, a) -> None:
     """Every case of one mode in this process: one JSON line each on stdout."""
     import torch
 
-    for name in a.cases:
-        print(json.dumps(run_case(name, mode, measure, a)), flush=True)
+    for name, chunk_tokens in _rows(a):
+        print(json.dumps(run_case(name, mode, measure, a, chunk_tokens)), flush=True)
         if mode == "compiled":
             torch._dynamo.reset()  # each case compiles afresh, as in its own process
+
+
+def _rows(a) -> list[tuple[str, int | None]]:
+    """(case, chunk tokens): each fused case once per --chunk-tokens value."""
+    return [
+        (name, chunk)
+        for name in a.cases
+        for chunk in (a.chunk_tokens if _split(name)[0] else [None])
+    ]
+
+
+def _label(row: dict) -> str:
+    chunk = row.get("chunk_tokens")
+    return row["case"] if chunk is None else f"{row['case']} @{chunk}"
 
 
 def _reset_peak_rss() -> None:
@@ -209,7 +231,11 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--dim", type=int, default=1024, help="hidden size; 0: loss alone on logits")
     p.add_argument(
-        "--chunk-tokens", type=int, default=None, help="fused head chunk (default: per device)"
+        "--chunk-tokens",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="fused head chunk sizes to try, a row each (default: the per-device default)",
     )
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
@@ -257,7 +283,7 @@ def main() -> None:
     for mode in a.modes:
         # CUDA: time and memory from the same runs; CPU: memory in a second process (see above).
         measures = ["both"] if a.device == "cuda" else ["time", "memory"]
-        found: dict[str, dict] = {name: {} for name in a.cases}
+        found: dict[tuple, dict] = {row: {} for row in _rows(a)}
         for measure in measures:
             env = dict(os.environ)
             if measure == "memory":  # malloc hands large blocks back: RSS tracks live tensors
@@ -280,15 +306,16 @@ def main() -> None:
             for line in out.stdout.splitlines():
                 if line.startswith("{"):
                     r = json.loads(line)
+                    key = (r["case"], r["chunk_tokens"])
                     if measure == "memory":
-                        found[r["case"]]["peak_bytes"] = r["peak_bytes"]
+                        found[key]["peak_bytes"] = r["peak_bytes"]
                     else:
-                        found[r["case"]].update(r)
-        for name in a.cases:
-            row = found[name]
+                        found[key].update(r)
+        for row in found.values():
             rows.append(row)
             print(
-                f"  {name:26s} {mode:8s} {row['ms']:9.1f} ms {row['peak_bytes'] / 2**20:8.0f} MiB",
+                f"  {_label(row):32s} {mode:8s} {row['ms']:9.1f} ms "
+                f"{row['peak_bytes'] / 2**20:8.0f} MiB",
                 file=sys.stderr,
                 flush=True,
             )
@@ -325,7 +352,7 @@ def main() -> None:
                 else "-"
             )
             print(
-                f"| {r['case']} | {mode} | {r['ms']:.1f} | {t_ratio} | "
+                f"| {_label(r)} | {mode} | {r['ms']:.1f} | {t_ratio} | "
                 f"{r['peak_bytes'] / 2**20:.0f} | {m_ratio} |"
             )
     if a.json:

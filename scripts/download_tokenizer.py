@@ -37,9 +37,13 @@ def main() -> None:
         return
     from huggingface_hub import snapshot_download
 
-    from prefix_titan.hub import explain
+    from prefix_titan.hub import exit_if_unreachable
 
-    try:
+    offline = [
+        f"python scripts/download_tokenizer.py --source llama-models --out {a.out}: the same "
+        "tokenizer, converted from the llama-models PyPI package",
+    ]
+    with exit_if_unreachable(p, f"download the tokenizer of {a.repo_id}", offline):
         path = snapshot_download(
             repo_id=a.repo_id,
             allow_patterns=[
@@ -51,18 +55,6 @@ def main() -> None:
             local_dir=a.out,
             token=a.token,
         )
-    except Exception as e:
-        offline = explain(
-            e,
-            f"download the tokenizer of {a.repo_id}",
-            [
-                f"python scripts/download_tokenizer.py --source llama-models --out {a.out}: the "
-                "same tokenizer, converted from the llama-models PyPI package",
-            ],
-        )
-        if offline is None:
-            raise
-        p.exit(1, f"{p.prog}: error: {offline}\n")
     print(f"tokenizer files in {path}")
 
 

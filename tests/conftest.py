@@ -79,9 +79,13 @@ def train(tmp, *overrides, nproc=1, name="run", check=True):
 
 @pytest.fixture(scope="session")
 def embedded_tokenizer_dir(tmp_path_factory):
-    """The embedded default's byte-level BPE, trained the way scripts/train_tokenizer.py does."""
+    """The embedded default's byte-level BPE, trained the way scripts/train_tokenizer.py does (a
+    child pytest is handed its parent's through PREFIX_TITAN_TEST_TOKENIZER)."""
     from prefix_titan.tokenizer import train_embedded_tokenizer
 
+    given = os.environ.get("PREFIX_TITAN_TEST_TOKENIZER")
+    if given:
+        return given
     return train_embedded_tokenizer(str(tmp_path_factory.mktemp("embedded_tokenizer")))
 
 

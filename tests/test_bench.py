@@ -13,7 +13,8 @@ def test_bench_loss_prints_a_measured_row_per_case():
     out = subprocess.run(
         [sys.executable, "scripts/bench_loss.py", "--tokens", "512", "--dim", "64"]
         + ["--vocab", "4099", "--k", "9", "--dtype", "float32", "--repeats", "2"]
-        + ["--modes", "eager", "--cases", "torchtitan_ce", "prefix_tau0.5", "fused_prefix_tau0.5"],
+        + ["--modes", "eager", "--cases", "torchtitan_ce", "prefix_tau0.5", "fused_prefix_tau0.5"]
+        + ["--chunk-tokens", "128", "512"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -23,14 +24,16 @@ def test_bench_loss_prints_a_measured_row_per_case():
     rows = {
         m.group(1): (float(m.group(2)), int(m.group(3)))
         for m in re.finditer(
-            r"^\| ([\w.]+) \| eager \| ([\d.]+) \| [^|]+ \| (\d+) \|", out.stdout, re.M
+            r"^\| ([\w.]+(?: @\d+)?) \| eager \| ([\d.]+) \| [^|]+ \| (\d+) \|", out.stdout, re.M
         )
     }
-    assert set(rows) == {"torchtitan_ce", "prefix_tau0.5", "fused_prefix_tau0.5"}, out.stdout
+    fused = ["fused_prefix_tau0.5 @128", "fused_prefix_tau0.5 @512"]  # a row per chunk size
+    assert set(rows) == {"torchtitan_ce", "prefix_tau0.5", *fused}, out.stdout
     assert all(ms > 0 for ms, _ in rows.values())
     logits_mib = 512 * 4099 * 4 / 2**20  # 8 MiB: the unfused cases hold at least the logits
     assert rows["torchtitan_ce"][1] >= logits_mib and rows["prefix_tau0.5"][1] >= logits_mib
-    assert rows["fused_prefix_tau0.5"][1] < rows["torchtitan_ce"][1]  # never the [N, V] logits
+    for case in fused:  # never the [N, V] logits
+        assert rows[case][1] < rows["torchtitan_ce"][1], case
 
 
 def test_bench_loss_triton_cases_need_a_gpu_or_the_interpreter():

@@ -46,11 +46,11 @@ SPECS = {
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=4e-3, rtol=2e-2)}
 
 
-def test_kernels_in_the_triton_interpreter():
+def test_kernels_in_the_triton_interpreter(embedded_tokenizer_dir):
     """Runs the kernel tests of this file in Triton's CPU interpreter (where no GPU is)."""
     if INTERPRETED or DEVICE == "cuda":
         pytest.skip("the kernel tests run directly in this process")
-    env = dict(os.environ, TRITON_INTERPRET="1")
+    env = dict(os.environ, TRITON_INTERPRET="1", PREFIX_TITAN_TEST_TOKENIZER=embedded_tokenizer_dir)
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
         env=env,
@@ -249,6 +249,22 @@ def test_the_torchtitan_loss_and_the_fused_head_run_on_triton(tables, seed):
         outs.append((objective.detach(), ce, head.weight.grad))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+@needs_triton
+def test_the_train_spec_loss_builder_passes_the_kernel_down(embedded_tokenizer_dir):
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.loss import TargetTables, build_target_loss
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = ConfigManager().parse_args(
+        ["--job.config_file", os.path.join(root, "train_configs", "embedded_default.toml")]
+        + ["--model.hf_assets_path", embedded_tokenizer_dir, "--objective.kernel", "triton"]
+        + ["--compile.enable", "--compile.components", "model,loss"]
+    )
+    loss = build_target_loss(config, tables=TargetTables(), meter=None)
+    assert loss.kernel.keywords == {"kernel": "triton"}  # and not wrapped in torch.compile
 
 
 def test_triton_kernel_is_refused_on_a_cpu_without_the_interpreter(tables, monkeypatch):

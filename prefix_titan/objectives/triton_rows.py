@@ -8,8 +8,8 @@ The same arithmetic as `kernel._forward_rows` / `kernel._backward_rows`, one pro
   the lse kept for backward;
 - backward: one read and one write, (softmax(z) - b) * scale in the gradient's dtype, then the K
   sparse entries overwritten with (softmax(z)[idx_k] - p(idx_k)) * scale. The K logits are read
-  before the row is written, so the gradient may overwrite the logits in place (the fused head
-  does).
+  before the row is written (a barrier between), so the gradient may overwrite the logits in
+  place (the fused head does).
 
 Sums over rows are taken afterwards in PyTorch, in a fixed order. Nothing [N, V] is allocated in
 fp32. On a CUDA GPU the kernels are compiled by Triton; on a CPU they run only in Triton's
@@ -109,7 +109,10 @@ def _backward_rows(
     ids = tl.load(idx_ptr + y * K + ks, mask=kmask, other=0)
     target = tl.load(target_ptr + y * K + ks, mask=kmask, other=0.0)
     z_k = tl.load(z_row + ids, mask=kmask, other=0.0).to(tl.float32)
-    exact = (tl.exp(z_k - lse) - target) * scale  # read before the row is (maybe) overwritten
+    exact = (tl.exp(z_k - lse) - target) * scale
+    # In place (g is z), one thread's gather may read a logit that another thread's dense loop
+    # writes: every gather completes before any write.
+    tl.debug_barrier()
     cols = tl.arange(0, BLOCK)
     for start in range(0, V, BLOCK):
         mask = start + cols < V

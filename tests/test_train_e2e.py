@@ -171,38 +171,6 @@ def test_compiled_loss_and_compiled_fused_head_train_like_eager(tmp_path):
             assert run[step] == pytest.approx(eager[step], rel=1e-4), step
 
 
-def test_validation_reports_plain_ce_whatever_the_objective(tmp_path):
-    # lr = 0 keeps the seeded initial weights, so validation after step 1 must not depend on the
-    # objective, while the training losses (the objectives themselves) do.
-    vals, losses = {}, {}
-    for objective, extra in (
-        ("ce", ()),
-        (
-            "prefix",
-            ("--objective.normalize", "--objective.tau", "2.0", "--objective.support", "vocab"),
-        ),
-    ):
-        log, loss = train(
-            tmp_path,
-            "--objective.name",
-            objective,
-            *extra,
-            "--optimizer.lr",
-            "0",
-            "--training.steps",
-            "1",
-            "--validation.enable",
-            "--validation.steps",
-            "2",
-            name=objective,
-        )
-        vals[objective] = float(VAL.findall(log)[0][1])
-        losses[objective] = loss[1]
-    assert vals["ce"] == pytest.approx(vals["prefix"], abs=1e-4)
-    # The objectives do differ (at init predictions are near uniform, so both are near log V).
-    assert abs(losses["ce"] - losses["prefix"]) > 3e-3
-
-
 def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path):
     # 2 gloo ranks (FSDP2 shards the head's weight), full activation checkpointing, 2 micro-batches
     # per step; validation through the fused head too.
@@ -236,10 +204,10 @@ def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path)
         assert len(got) == len(want) > 0 and got == pytest.approx(want, rel=1e-5)
 
 
-def test_position_weighting_is_the_same_fused_and_unfused_and_leaves_plain_ce_unweighted(tmp_path):
+def test_plain_ce_and_validation_ignore_the_objective_and_position_weighting(tmp_path):
     # lr = 0 keeps the seeded initial weights: every run sees the same model and batches, so the
-    # weighted objective must differ from the unweighted one while the logged plain CE and the
-    # validation CE (plain, unweighted) must not.
+    # objectives (ce, prefix, prefix position-weighted, fused or not) must differ while the logged
+    # plain CE and the validation CE (plain, unweighted) must not.
     common = (
         "--optimizer.lr",
         "0",
@@ -259,10 +227,13 @@ def test_position_weighting_is_the_same_fused_and_unfused_and_leaves_plain_ce_un
     for step in unfused:
         assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step
         assert abs(unfused[step] - plain[step]) > 1e-4, step
+    log_ce, ce = train(tmp_path, *common, "--objective.name", "ce", name="ce")
+    # At init predictions are near uniform, so both objectives are near log V, yet differ.
+    assert abs(ce[1] - plain[1]) > 3e-3
     for pattern in (CE, VAL):
         want = [float(v) for _, v in pattern.findall(log_plain)]
         assert len(want) >= 2  # CE also matches the validation lines
-        for log in (log_u, log_f):
+        for log in (log_u, log_f, log_ce):
             assert [float(v) for _, v in pattern.findall(log)] == pytest.approx(want, rel=1e-5)
 
 

@@ -10,6 +10,8 @@ as unfused. Memory: one chunk of logits and its working set, grad_h and an fp32 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from .kernel import (
@@ -33,26 +35,39 @@ def default_chunk_tokens(device: torch.device, dim: int) -> int:
 
 
 def chunk_statistics(
-    z, y, keep, idx, weight, background, target_at_idx, row_weight, want_grad: bool
+    z,
+    y,
+    keep,
+    idx,
+    weight,
+    background,
+    target_at_idx,
+    row_weight,
+    want_grad: bool,
+    kernel: str = "pytorch",
 ):
     """(objective sum, CE sum, gradient of the objective w.r.t. z or None) of one chunk: the
-    unfused kernel's two passes, in its cache-sized row blocks when eager."""
+    unfused kernel's two passes, in its cache-sized row blocks when eager. The chunk's logits
+    are not needed afterwards: the Triton kernel writes the gradient over them."""
     rows = chunk_rows(z)
-    objective, ce, lse = row_statistics(z, y, keep, idx, weight, background, rows, row_weight)
+    objective, ce, lse = row_statistics(
+        z, y, keep, idx, weight, background, rows, row_weight, kernel
+    )
     if not want_grad:
         return objective, ce, None
     scale = row_scale(keep, row_weight)
-    return objective, ce, row_gradient(z, y, scale, lse, idx, background, target_at_idx, rows)
+    grad = row_gradient(
+        z, y, scale, lse, idx, background, target_at_idx, rows, kernel, may_overwrite=True
+    )
+    return objective, ce, grad
 
 
 def build_chunk_step(compile: bool, backend: str = "inductor", kernel: str = "pytorch"):
     """`chunk_statistics`, compiled (element-wise passes fused; the matmuls stay eager) or not;
-    with kernel="triton" the Triton row kernels' step (triton_rows.chunk_statistics), which is
-    the same in both modes: its passes are already single kernels."""
+    with kernel="triton" on the Triton row kernels, the same in both modes: their passes are
+    already single kernels."""
     if check_kernel(kernel) == "triton":
-        from .triton_rows import chunk_statistics as triton_step
-
-        return triton_step
+        return partial(chunk_statistics, kernel="triton")
     if not compile:
         return chunk_statistics
     return torch.compile(chunk_statistics, backend=backend, dynamic=False)

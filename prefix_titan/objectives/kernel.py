@@ -103,8 +103,15 @@ def _part(t, r):
     return None if t is None else t[r]
 
 
-def row_statistics(logits, y, keep, idx, weight, background, rows: int, row_weight=None):
-    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits, `rows` rows at a time."""
+def row_statistics(
+    logits, y, keep, idx, weight, background, rows: int, row_weight=None, kernel: str = "pytorch"
+):
+    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits, `rows` rows at a time (the
+    Triton kernel, one program per row, needs no blocks)."""
+    if kernel == "triton":
+        from .triton_rows import row_statistics as triton_statistics
+
+        return triton_statistics(logits, y, keep, idx, weight, background, row_weight)
     parts = [
         _forward_rows(logits[r], y[r], keep[r], idx, weight, background, _part(row_weight, r))
         for r in _blocks(logits.shape[0], rows)
@@ -118,8 +125,26 @@ def row_statistics(logits, y, keep, idx, weight, background, rows: int, row_weig
     )
 
 
-def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, rows: int):
-    """d(objective)/d(logits) times `scale` per row, in the logits' dtype, `rows` rows at a time."""
+def row_gradient(
+    logits,
+    y,
+    scale,
+    lse,
+    idx,
+    background,
+    target_at_idx,
+    rows: int,
+    kernel: str = "pytorch",
+    may_overwrite: bool = False,
+):
+    """d(objective)/d(logits) times `scale` per row, in the logits' dtype, `rows` rows at a time.
+    `may_overwrite`: the logits are not needed afterwards, so a kernel that can write the
+    gradient over them may (the Triton one does; the PyTorch passes always write a new tensor)."""
+    if kernel == "triton":
+        from .triton_rows import row_gradient as triton_gradient
+
+        out = logits if may_overwrite else None
+        return triton_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=out)
     if rows >= logits.shape[0]:
         return _backward_rows(logits, y, scale, lse, idx, background, target_at_idx)
     grad = torch.empty_like(logits)
@@ -140,22 +165,6 @@ def check_kernel(kernel: str) -> str:
     return kernel
 
 
-def _statistics(kernel, logits, y, keep, idx, weight, background, rows, row_weight):
-    if kernel == "triton":
-        from .triton_rows import row_statistics as triton_statistics
-
-        return triton_statistics(logits, y, keep, idx, weight, background, row_weight)
-    return row_statistics(logits, y, keep, idx, weight, background, rows, row_weight)
-
-
-def _gradient(kernel, logits, y, scale, lse, idx, background, target_at_idx, rows):
-    if kernel == "triton":
-        from .triton_rows import row_gradient as triton_gradient
-
-        return triton_gradient(logits, y, scale, lse, idx, background, target_at_idx)
-    return row_gradient(logits, y, scale, lse, idx, background, target_at_idx, rows)
-
-
 class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -163,8 +172,8 @@ class _TargetLossFunction(torch.autograd.Function):
     ):
         keep = labels != IGNORE_INDEX
         y = torch.where(keep, labels, 0)
-        objective, ce, lse = _statistics(
-            kernel, logits, y, keep, idx, weight, background, rows, row_weight
+        objective, ce, lse = row_statistics(
+            logits, y, keep, idx, weight, background, rows, row_weight, kernel
         )
         ctx.save_for_backward(
             logits, y, row_scale(keep, row_weight), lse, idx, background, target_at_idx
@@ -176,8 +185,7 @@ class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_objective, _grad_ce):
         logits, y, scale, lse, idx, background, target_at_idx = ctx.saved_tensors
-        grad = _gradient(
-            ctx.kernel,
+        grad = row_gradient(
             logits,
             y,
             scale * grad_objective,
@@ -186,6 +194,7 @@ class _TargetLossFunction(torch.autograd.Function):
             background,
             target_at_idx,
             ctx.rows,
+            ctx.kernel,
         )
         return grad, None, None, None, None, None, None, None, None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .kernel import KERNELS
+from .kernel import check_kernel
 
 SUPPORTS = ("prefix", "vocab")
 TAU_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -72,10 +72,7 @@ class ObjectiveSpec:
             raise ValueError(f"objective.normalize must be true or false; got {self.normalize!r}")
         if not isinstance(self.fused_loss, bool):
             raise ValueError(f"objective.fused_loss must be true or false; got {self.fused_loss!r}")
-        if self.kernel not in KERNELS:
-            raise ValueError(
-                f"objective.kernel must be one of {', '.join(KERNELS)}; got {self.kernel!r}"
-            )
+        check_kernel(self.kernel)
         eps = self.epsilon
         if not _is_number(eps) or not (0.0 <= eps < 1.0):
             raise ValueError(f"objective.epsilon must be a number in [0, 1); got {eps!r}")

@@ -9,7 +9,7 @@ The same arithmetic as `kernel._forward_rows` / `kernel._backward_rows`, one pro
 - backward: one read and one write, (softmax(z) - b) * scale in the gradient's dtype, then the K
   sparse entries overwritten with (softmax(z)[idx_k] - p(idx_k)) * scale. The K logits are read
   before the row is written (a barrier between), so the gradient may overwrite the logits in
-  place (the fused head does).
+  place (the fused head's chunks do: kernel.row_gradient's may_overwrite).
 
 Sums over rows are taken afterwards in PyTorch, in a fixed order. Nothing [N, V] is allocated in
 fp32. On a CUDA GPU the kernels are compiled by Triton; on a CPU they run only in Triton's
@@ -223,16 +223,4 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
     return out
 
 
-def chunk_statistics(
-    z, y, keep, idx, weight, background, target_at_idx, row_weight, want_grad: bool
-):
-    """The fused head's chunk step (`fused.chunk_statistics`) on the Triton kernels: the
-    gradient overwrites the chunk's logits in place, so a chunk needs no second [c, V] buffer."""
-    objective, ce, lse = row_statistics(z, y, keep, idx, weight, background, row_weight)
-    if not want_grad:
-        return objective, ce, None
-    scale = keep.float() if row_weight is None else keep.float() * row_weight
-    return objective, ce, row_gradient(z, y, scale, lse, idx, background, target_at_idx, out=z)
-
-
-__all__ = ["chunk_statistics", "interpreting", "row_gradient", "row_statistics"]
+__all__ = ["interpreting", "row_gradient", "row_statistics"]

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 
-from .run_folder import checkpoint_steps, step_number
+from .run_folder import checkpoint_steps, step_number, write_atomically
 
 SUMS = "sha256sums-rank{rank}.txt"
 """The checksum file of one rank, inside each step folder"""
@@ -70,14 +70,9 @@ def sha256(path: str, block: int = 1 << 23) -> str:
 
 
 def record_step(step_dir: str, rank: int) -> None:
-    """Write this rank's checksum file for a finished step (atomically: temporary file, rename)."""
+    """Write this rank's checksum file for a finished step (atomically)."""
     lines = [f"{sha256(os.path.join(step_dir, n))}  {n}\n" for n in files_of_rank(step_dir, rank)]
-    path = os.path.join(step_dir, SUMS.format(rank=rank))
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
+    write_atomically(os.path.join(step_dir, SUMS.format(rank=rank)), "".join(lines))
 
 
 def recorded_sums(step_dir: str) -> dict[str, str]:

@@ -164,7 +164,11 @@ def check_resume(job_config) -> None:
     if not (job_config.checkpoint.enable and steps and os.path.exists(record)):
         return
     with open(record) as f:
-        conflicts = resume_conflicts(json.load(f), run_record(job_config))
+        recorded = json.load(f)
+    # A setting added to the package after the run was recorded, left at its default, is no
+    # conflict: the run trained with what that default does.
+    defaults = run_record(type(job_config)())
+    conflicts = resume_conflicts(recorded, run_record(job_config), defaults)
     if conflicts:
         raise ValueError(
             f"{folder} holds a checkpoint ({os.path.basename(steps[-1])}) of a run with other "

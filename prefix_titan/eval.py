@@ -30,6 +30,8 @@ from .run_folder import (
     EXPORT_RECORD,
     EXPORTS,
     RUN_CONFIG,
+    write_atomically,
+    write_json,
 )
 
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
@@ -178,10 +180,10 @@ def evaluate(
         "versions": out.get("versions", {}),
         "n_samples": out.get("n-samples", {}),
     }
-    with open(os.path.join(model_dir, EVAL_RESULTS), "w") as f:
-        json.dump(results, f, indent=2, default=str)
+    # The per-item files first: the results file, written last, says the evaluation finished.
     items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
     write_items(model_dir, items)
+    write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
     file_with_run(model_dir, results, items)
     return results
 
@@ -228,8 +230,9 @@ def write_items(folder: str, items: dict[str, list[dict]]) -> None:
     out = os.path.join(folder, EVAL_ITEMS)
     os.makedirs(out, exist_ok=True)
     for task, rows in items.items():
-        with open(os.path.join(out, f"{task}.jsonl"), "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        write_atomically(
+            os.path.join(out, f"{task}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
+        )
 
 
 def read_items(folder: str) -> dict[str, list[dict]]:
@@ -261,9 +264,8 @@ def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> s
     out = os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, EVAL_RESULTS)
-    with open(path, "w") as f:
-        json.dump({**results, "exported_to": model}, f, indent=2, default=str)
     write_items(out, items or {})
+    write_json(path, {**results, "exported_to": model}, default=str)
     print(f"results filed with the run: {path}", file=sys.stderr, flush=True)
     return path
 
@@ -296,7 +298,8 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):
-        rc = json.load(open(recorded))
+        with open(recorded) as f:
+            rc = json.load(f)
         folder = os.path.join(run_dir, rc["checkpoint"]["folder"])
     elif config is not None:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
@@ -328,8 +331,7 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
                 )
         curve[int(step[5:])] = evaluate(out, **kwargs)["results"]
         print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
-    with open(os.path.join(run_dir, EVAL_CURVE), "w") as f:
-        json.dump(curve, f, indent=2, default=str)
+    write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)
     print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
     return curve
 

@@ -152,7 +152,10 @@ def hf_config(
 def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int) -> None:
     shutil.copy(os.path.join(hf_assets_path, "tokenizer.json"), out)
     config_path = os.path.join(hf_assets_path, "tokenizer_config.json")
-    config = json.load(open(config_path)) if os.path.exists(config_path) else {}
+    config = {}
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     config.setdefault("model_max_length", max_positions)
     config.setdefault("clean_up_tokenization_spaces", False)

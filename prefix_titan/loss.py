@@ -15,6 +15,7 @@ import torch
 
 from .model.flavors import flavor_args
 from .objectives.families import build_target_table
+from .objectives.fused import default_chunk_tokens
 from .objectives.kernel import IGNORE_INDEX, check_labels, row_weights, target_loss
 from .objectives.table import TargetTable, token_texts
 
@@ -163,7 +164,19 @@ def build_target_loss(job_config, parallel_dims=None, *, tables: TargetTables, m
     else:
         how = ""
     if spec.fused_loss:
-        logger.info(f"Fused loss: the model's head computes the loss, chunked over tokens{how}")
+        from torchtitan.tools.utils import device_type
+
+        chunk = spec.fused_chunk_tokens
+        if chunk is None:
+            dim = flavor_args(job_config.model.flavor).dim
+            chunk = default_chunk_tokens(torch.device(device_type), dim)
+            source = f"the default on {device_type}"
+        else:
+            source = "objective.fused_chunk_tokens"
+        logger.info(
+            f"Fused loss: the model's head computes the loss in chunks of {chunk} tokens "
+            f"({source}){how}"
+        )
         return FusedHeadLoss(meter)
     logger.info(f"Loss: {spec.name} on the model's logits{how}")
     return TargetLoss(

@@ -19,7 +19,7 @@ from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
 from .checkpoints import ChecksumRecorder
-from .run_folder import METRICS_LOG, RUN_CONFIG, run_record
+from .run_folder import METRICS_LOG, RUN_CONFIG, drop_torn_line, run_record, write_json
 
 
 class PlainCEMeter:
@@ -80,8 +80,8 @@ class PrefixMetricsProcessor(MetricsProcessor):
         self._record = _is_logging_rank(job_config, parallel_dims)
         if self._record:
             os.makedirs(job_config.job.dump_folder, exist_ok=True)
-            with open(os.path.join(job_config.job.dump_folder, RUN_CONFIG), "w") as f:
-                json.dump(run_record(job_config), f, indent=2)
+            write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), run_record(job_config))
+            drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 
     def _append(self, row: dict) -> None:
         if self._record:

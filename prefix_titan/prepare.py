@@ -32,6 +32,7 @@ import zlib
 
 from .corpus import ascii_only, has_text
 from .hub import exit_if_unreachable
+from .run_folder import write_json
 from .shards import FORMAT, MANIFEST, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
 
 PROGRESS = "progress.json"
@@ -238,15 +239,6 @@ class _Workers:
             yield result.get(), f0, r0
 
 
-def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def prepare(
     source: str,
     tokenizer_dir: str,
@@ -347,7 +339,7 @@ def prepare(
         state.update(
             file=next_file, row=next_row, splits={s: w.state() for s, w in writers.items()}
         )
-        _write_json(state_path, state)
+        write_json(state_path, state, sort_keys=True)
         bar.update(writers["train"].tokens, len(processed))
         return reached
 
@@ -395,7 +387,7 @@ def prepare(
         characters_removed=state["chars_removed"],
         stopped_at={"file": state["file"], "row": state["row"]},
     )
-    _write_json(os.path.join(out, MANIFEST), manifest)
+    write_json(os.path.join(out, MANIFEST), manifest, sort_keys=True)
     os.remove(state_path)
     return manifest
 

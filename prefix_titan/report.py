@@ -30,7 +30,7 @@ import numpy as np
 
 from .eval import DEFAULT_TASKS, read_items
 from .probes import PROBE_TASKS
-from .run_folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, flatten
+from .run_folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, flatten, read_log
 from .stats import (
     BOOTSTRAP_RESAMPLES,
     Interval,
@@ -43,7 +43,11 @@ DOWNSTREAM = DEFAULT_TASKS
 # Settings that may differ between arms: the objective itself and where the run writes.
 ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
 # ... except how the loss is computed, which the arms share.
-SHARED_OBJECTIVE_KEYS = ("objective.fused_loss", "objective.kernel")
+SHARED_OBJECTIVE_KEYS = (
+    "objective.fused_loss",
+    "objective.fused_chunk_tokens",
+    "objective.kernel",
+)
 # ... and between the runs of one arm: the seed, which pairs the arms.
 SEED_KEY = "debug.seed"
 BASELINES = ("label_smoothing", "ce")
@@ -59,8 +63,7 @@ def load_run(folder: str) -> dict:
         config = json.load(f)
     rows = []
     if os.path.exists(os.path.join(folder, METRICS_LOG)):
-        with open(os.path.join(folder, METRICS_LOG)) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = read_log(os.path.join(folder, METRICS_LOG))
     val = {}
     for r in rows:
         if "validation_plain_ce" in r:

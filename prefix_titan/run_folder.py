@@ -27,6 +27,41 @@ EXPORT_RECORD = "export_source.json"
 """In an exported model folder: the run folder, checkpoint and step it was exported from"""
 
 
+def write_atomically(path: str, text: str) -> None:
+    """Write `text` to `path` so that a crash leaves the old file or the new one, never half of
+    one: a temporary file beside it, flushed to disk, then renamed over it."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str, data, **dump_options) -> None:
+    """json.dumps(data, indent=2, **dump_options) to `path`, atomically (write_atomically)."""
+    write_atomically(path, json.dumps(data, indent=2, **dump_options))
+
+
+def read_log(path: str) -> list[dict]:
+    """The rows of an append-only JSON-lines log such as METRICS_LOG; a last line without its
+    newline (an append cut short by a crash) is not a row."""
+    with open(path) as f:
+        text = f.read()
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
+def drop_torn_line(path: str) -> None:
+    """Before appending to a log that a crashed run may have left mid-line: cut that line off, so
+    that the next row starts a line of its own."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def checkpoint_steps(folder: str) -> list[str]:
     """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
     steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
@@ -75,13 +110,17 @@ other setting (the objective above all, model, data, batch, optimizer, schedule,
 the record of the run whose checkpoint it resumes."""
 
 
-def resume_conflicts(recorded: dict, current: dict) -> list[str]:
+def resume_conflicts(recorded: dict, current: dict, defaults: dict | None = None) -> list[str]:
     """`setting: recorded -> current` for each setting outside RESUME_MAY_CHANGE that differs,
-    objective settings first."""
+    objective settings first. With `defaults` (the record of a default job config), a setting
+    the record lacks (one newer than the run) conflicts only if set away from its default."""
     old, new = flatten(recorded), flatten(current)
+    default = flatten(defaults or {})
     keys = sorted(set(old) | set(new), key=lambda k: (not k.startswith("objective."), k))
     return [
-        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        f"{k}: {old.get(k, '(not recorded)')!r} -> {new.get(k)!r}"
         for k in keys
-        if not k.startswith(RESUME_MAY_CHANGE) and old.get(k) != new.get(k)
+        if not k.startswith(RESUME_MAY_CHANGE)
+        and old.get(k) != new.get(k)
+        and not (k not in old and k in default and new.get(k) == default[k])
     ]

@@ -64,6 +64,7 @@ def parallelize_prefix_llama(model, parallel_dims, job_config, *, tables: Target
                 compiles_loss(job_config),
                 job_config.compile.backend,
                 spec.kernel,
+                spec.fused_chunk_tokens,
             )
         )
     model = parallelize_llama(model, parallel_dims, job_config)

@@ -20,6 +20,13 @@ timings of the first). Both are reported above the memory live when the case sta
 vocabulary file, prefix tables are synthetic with --k entries per row (the kernel's cost depends
 on V and K, not on the texts; Llama-3 has K = 86). Several --chunk-tokens values give each fused
 case a row per chunk size (`fused_ce @2048`): how the fused head's chunk size is chosen for a device.
+`head_matmuls` is the floor: the head's three matmuls alone, no loss.
+
+After the table come the goals, each loss row held to torchtitan's CE measured in the same run:
+unfused eager <= 1.0x eager CE time at <= 0.4x its memory; the fused head, eager and compiled,
+<= 1.05x compiled CE time at <= 0.25x its memory; and each row's ratio to the floor (stretch:
+<= 1.2x). With several --chunk-tokens, the fastest chunk size within the memory goal, per row
+kernel: the value for `objective.fused_chunk_tokens` on this device.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ OBJECTIVES = {
 }
 TRITON = [f"triton_{name}" for name in OBJECTIVES]
 HEAD_ONLY = [
+    "head_matmuls",
     "torch_linear_ce",
     *(f"fused_{name}" for name in OBJECTIVES),
     *(f"fused_{name}" for name in TRITON),
@@ -103,6 +111,8 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
     from prefix_titan.objectives.fused import build_chunk_step, fused_target_loss
 
     compiled = mode == "compiled"
+    if name == "head_matmuls":
+        return _head_matmuls(a, device)
     if name == "torch_linear_ce":
         options = torch.nn.LinearCrossEntropyOptions()
         return lambda h, w, y: F.linear_cross_entropy(
@@ -124,6 +134,28 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
     if a.dim == 0:
         return loss
     return lambda h, w, y: loss(F.linear(h, w).unsqueeze(0), y.unsqueeze(0))
+
+
+def _head_matmuls(a, device):
+    """The floor: the head's three matmuls alone (z = h W^T; then g W and g^T h for a fixed
+    gradient g of z, made once), no loss. Same in both modes: nothing to compile."""
+    import torch
+
+    g = torch.randn(a.tokens, a.vocab, device=device, dtype=getattr(torch, a.dtype))
+
+    class HeadMatmuls(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, h, w):
+            ctx.save_for_backward(h, w)
+            z = h @ w.t()
+            return z[0, 0].to(torch.float32, copy=True)  # z itself is freed here
+
+        @staticmethod
+        def backward(ctx, _):
+            h, w = ctx.saved_tensors
+            return g @ w, g.t() @ h
+
+    return lambda h, w, y: HeadMatmuls.apply(h, w)
 
 
 def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
@@ -180,6 +212,98 @@ def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
         "ms": 1e3 * statistics.median(times),
         "peak_bytes": peak,
     }
+
+
+# The targets against torchtitan's cross_entropy_loss in the same run: (which rows, the mode of
+# the torchtitan row they are held to, time bound, peak-memory bound).
+GOALS = (
+    ("unfused", "eager", "eager", 1.0, 0.4),
+    ("fused", "eager", "compiled", 1.05, 0.25),
+    ("fused", "compiled", "compiled", 1.05, 0.25),
+)
+FLOOR_BOUND = 1.2  # stretch: head + loss within 1.2x the head's matmuls alone
+
+
+def goal_rows(rows: list[dict]) -> list[dict]:
+    """Each measured loss row held to its goal: time and memory ratios to torchtitan's CE (the
+    reference mode's row), the ratio to the matmul floor of its own mode, and whether it meets
+    both bounds. Rows without a torchtitan row to compare with are left out."""
+    ref = {r["mode"]: r for r in rows if r["case"] == "torchtitan_ce"}
+    floor = {r["mode"]: r for r in rows if r["case"] == "head_matmuls"}
+    out = []
+    for kind, mode, ref_mode, t_bound, m_bound in GOALS:
+        base = ref.get(ref_mode)
+        if base is None:
+            continue
+        for r in rows:
+            fused, _, objective = _split(r["case"])
+            if r["mode"] != mode or objective not in OBJECTIVES or fused != (kind == "fused"):
+                continue
+            t = r["ms"] / base["ms"]
+            m = r["peak_bytes"] / base["peak_bytes"] if base["peak_bytes"] > 0 else float("inf")
+            f = floor.get(mode)
+            out.append(
+                {
+                    "row": r,
+                    "goal": f"<= {t_bound:.2f}x {ref_mode} CE time, <= {m_bound:.2f}x its memory",
+                    "time": t,
+                    "memory": m,
+                    "floor": r["ms"] / f["ms"] if f else None,
+                    "met": t <= t_bound and m <= m_bound,
+                }
+            )
+    return out
+
+
+def chunk_choice(rows: list[dict]) -> dict[str, int | None]:
+    """Per row kernel measured at several chunk sizes, the one whose fused rows (all objectives
+    and modes) meet the memory goal and take the least time in total; None if none meets it."""
+    ref = next((r for r in rows if r["case"] == "torchtitan_ce" and r["mode"] == "compiled"), None)
+    bound = None if ref is None else GOALS[-1][4] * ref["peak_bytes"]
+    by_kernel: dict[str, dict[int, list[dict]]] = {}
+    for r in rows:
+        fused, kernel, _ = _split(r["case"])
+        if fused and r["chunk_tokens"] is not None:
+            by_kernel.setdefault(kernel, {}).setdefault(r["chunk_tokens"], []).append(r)
+    choice = {}
+    for kernel, chunks in by_kernel.items():
+        fits = {
+            c: sum(r["ms"] for r in rs)
+            for c, rs in chunks.items()
+            if bound is None or all(r["peak_bytes"] <= bound for r in rs)
+        }
+        if len(chunks) > 1:
+            choice[kernel] = min(fits, key=fits.get) if fits else None
+    return choice
+
+
+def print_goals(rows: list[dict]) -> None:
+    held = goal_rows(rows)
+    if held:
+        print("\nGoals, against torchtitan's CE in this run (floor: the head's matmuls alone)\n")
+        print("| objective | mode | goal | time | memory | vs floor | met |")
+        print("|---|---|---|---:|---:|---:|---|")
+        for g in held:
+            floor = "-" if g["floor"] is None else f"{g['floor']:.2f}x"
+            print(
+                f"| {_label(g['row'])} | {g['row']['mode']} | {g['goal']} | {g['time']:.2f}x | "
+                f"{g['memory']:.2f}x | {floor} | {'yes' if g['met'] else 'no'} |"
+            )
+    held_to = (
+        "within the memory goal"
+        if any(r["case"] == "torchtitan_ce" and r["mode"] == "compiled" for r in rows)
+        else "(memory not held to the goal: no compiled torchtitan_ce row)"
+    )
+    for kernel, chunk in sorted(chunk_choice(rows).items()):
+        if chunk is None:
+            print(
+                f"\nFused head, {kernel} row passes: no measured chunk size meets the memory goal"
+            )
+            continue
+        print(
+            f"\nFused head, {kernel} row passes: {chunk} tokens per chunk is the fastest measured "
+            f"chunk size {held_to} on this device (objective.fused_chunk_tokens = {chunk})"
+        )
 
 
 def run_mode(mode: str, measure: str, a) -> None:
@@ -355,6 +479,7 @@ def main() -> None:
                 f"| {_label(r)} | {mode} | {r['ms']:.1f} | {t_ratio} | "
                 f"{r['peak_bytes'] / 2**20:.0f} | {m_ratio} |"
             )
+    print_goals(rows)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -6,15 +6,17 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
-def test_bench_loss_prints_a_measured_row_per_case():
+def test_bench_loss_prints_a_measured_row_per_case(tmp_path):
     out = subprocess.run(
         [sys.executable, "scripts/bench_loss.py", "--tokens", "512", "--dim", "64"]
         + ["--vocab", "4099", "--k", "9", "--dtype", "float32", "--repeats", "2"]
-        + ["--modes", "eager", "--cases", "torchtitan_ce", "prefix_tau0.5", "fused_prefix_tau0.5"]
-        + ["--chunk-tokens", "128", "512"],
+        + ["--modes", "eager", "--cases", "torchtitan_ce", "head_matmuls", "prefix_tau0.5"]
+        + ["fused_prefix_tau0.5"]
+        + ["--chunk-tokens", "128", "512", "--json", str(tmp_path / "rows.json")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -28,12 +30,77 @@ def test_bench_loss_prints_a_measured_row_per_case():
         )
     }
     fused = ["fused_prefix_tau0.5 @128", "fused_prefix_tau0.5 @512"]  # a row per chunk size
-    assert set(rows) == {"torchtitan_ce", "prefix_tau0.5", *fused}, out.stdout
+    assert set(rows) == {"torchtitan_ce", "head_matmuls", "prefix_tau0.5", *fused}, out.stdout
     assert all(ms > 0 for ms, _ in rows.values())
     logits_mib = 512 * 4099 * 4 / 2**20  # 8 MiB: the unfused cases hold at least the logits
     assert rows["torchtitan_ce"][1] >= logits_mib and rows["prefix_tau0.5"][1] >= logits_mib
     for case in fused:  # never the [N, V] logits
         assert rows[case][1] < rows["torchtitan_ce"][1], case
+    # The goals: the unfused eager row held to torchtitan's eager CE, with its ratio to the floor
+    # (the fused rows are held to a compiled CE row, not measured here).
+    goals = re.findall(
+        r"^\| (\S+) \| eager \| <= 1.00x eager CE time.* \| ([\d.]+)x \| (yes|no) \|$",
+        out.stdout,
+        re.M,
+    )
+    assert [case for case, _, _ in goals] == ["prefix_tau0.5"], out.stdout
+    ms = {r["case"]: r["ms"] for r in json.loads((tmp_path / "rows.json").read_text())}
+    assert float(goals[0][1]) == pytest.approx(ms["prefix_tau0.5"] / ms["head_matmuls"], abs=0.006)
+
+
+def _row(case, mode, ms, mib, chunk=None):
+    return {"case": case, "mode": mode, "ms": ms, "peak_bytes": mib * 2**20, "chunk_tokens": chunk}
+
+
+def test_goals_hold_each_row_to_torchtitans_ce_in_the_mode_the_goal_names():
+    from scripts.bench_loss import chunk_choice, goal_rows
+
+    rows = [
+        _row("torchtitan_ce", "eager", 52.0, 24000),
+        _row("torchtitan_ce", "compiled", 22.0, 8000),
+        _row("head_matmuls", "eager", 16.0, 4000),
+        _row("ce", "eager", 50.0, 9000),  # faster, 0.375x memory: met
+        _row("triton_ce", "eager", 53.0, 9000),  # 1.02x time: not met
+        _row("ce", "compiled", 23.0, 8000),  # no goal for compiled unfused
+        _row("fused_ce", "eager", 23.0, 2000, 2048),  # held to compiled CE: 1.045x, 0.25x: met
+        _row("fused_ce", "compiled", 22.0, 2100, 2048),  # 0.26x memory: not met
+        _row("fused_ce", "eager", 25.0, 1500, 1024),
+        _row("fused_ce", "compiled", 24.0, 1500, 1024),
+        _row("fused_triton_ce", "compiled", 21.0, 3000, 4096),
+        _row("fused_triton_ce", "compiled", 21.5, 1900, 2048),
+    ]
+    held = {(_label_of(g["row"]), g["row"]["mode"]): g for g in goal_rows(rows)}
+    assert set(held) == {
+        ("ce", "eager"),
+        ("triton_ce", "eager"),
+        ("fused_ce @2048", "eager"),
+        ("fused_ce @2048", "compiled"),
+        ("fused_ce @1024", "eager"),
+        ("fused_ce @1024", "compiled"),
+        ("fused_triton_ce @4096", "compiled"),
+        ("fused_triton_ce @2048", "compiled"),
+    }
+    assert held["ce", "eager"]["met"] and held["ce", "eager"]["floor"] == 50.0 / 16.0
+    assert not held["triton_ce", "eager"]["met"]
+    assert held["fused_ce @2048", "eager"]["met"]
+    assert held["fused_ce @2048", "eager"]["time"] == pytest.approx(23.0 / 22.0)
+    assert held["fused_ce @2048", "eager"]["floor"] == 23.0 / 16.0
+    assert not held["fused_ce @2048", "compiled"]["met"]
+    assert held["fused_ce @2048", "compiled"]["floor"] is None  # no compiled floor row
+    # pytorch: 2048 is faster in total but over the memory bound in compiled mode -> 1024;
+    # triton: 4096 is over the bound -> 2048.
+    assert chunk_choice(rows) == {"pytorch": 1024, "triton": 2048}
+    heavier = [{**r, "peak_bytes": 2500 * 2**20} if r["chunk_tokens"] == 1024 else r for r in rows]
+    assert chunk_choice(heavier) == {
+        "pytorch": None,  # no measured chunk size fits
+        "triton": 2048,
+    }
+
+
+def _label_of(row):
+    from scripts.bench_loss import _label
+
+    return _label(row)
 
 
 def test_bench_loss_triton_cases_need_a_gpu_or_the_interpreter():

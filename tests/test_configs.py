@@ -337,6 +337,27 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
     )
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    """A record without objective.kernel and objective.fused_chunk_tokens (a run from before
+    they existed): resuming at their defaults is the same run, setting one is not."""
+    import json
+
+    from prefix_titan.run_folder import RUN_CONFIG
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder), "--objective.fused_loss")
+    _record_run(folder, parse(default, *args))
+    record = json.loads((folder / RUN_CONFIG).read_text())
+    del record["objective"]["kernel"], record["objective"]["fused_chunk_tokens"]
+    (folder / RUN_CONFIG).write_text(json.dumps(record))
+    check_job_config(parse(default, *args))
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, *args, "--objective.fused_chunk_tokens", "512"))
+    assert "objective.fused_chunk_tokens: '(not recorded)' -> 512" in str(e.value)
+    assert "objective.kernel" not in str(e.value)
+
+
 def test_a_config_without_an_objective_is_refused(tmp_path):
     import re
 

@@ -232,3 +232,24 @@ def test_model_with_labels_returns_the_loss_of_its_own_logits(tables, gamma):
     ref_objective, ref_ce = reference_loss(logits, labels, table, gamma)
     torch.testing.assert_close(objective, ref_objective, atol=1e-3, rtol=1e-5)
     torch.testing.assert_close(ce, ref_ce, atol=1e-3, rtol=1e-5)
+
+
+def test_head_walks_the_chunk_size_its_objective_names(tables, seed):
+    """objective.fused_chunk_tokens reaches the head: 150 rows in chunks of 40 (the last one 30)."""
+    table = tables[str(SPECS[2])]
+    head = FusedLMHead(DIM, table.vocab_size)
+    head.set_objective(HeadObjective(table, chunk_tokens=40))
+    rows, step = [], head._step
+
+    def recording_step(z, *args):
+        rows.append(z.shape[0])
+        return step(z, *args)
+
+    head._step = recording_step
+    h, _, labels = fresh_inputs(table.vocab_size)
+    with head.ending_in_loss(labels):
+        got = head(h)
+    assert rows == [40, 40, 40, 30]
+    ref = reference_fused_loss(h, head.weight, labels, table)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-5)

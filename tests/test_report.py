@@ -188,11 +188,16 @@ def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
 
 
 def test_arms_must_compute_the_loss_the_same_way(tmp_path):
-    """objective.fused_loss and objective.kernel sit in [objective] but are not the objective."""
+    """objective.fused_loss, fused_chunk_tokens and kernel sit in [objective] but are not the
+    objective."""
     make_run(tmp_path, "ce", {"name": "ce"}, 0.0)
     make_run(tmp_path, "label_smoothing", {"name": "label_smoothing", "kernel": "triton"}, 0.0)
     make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "fused_loss": True}, 0.0)
+    make_run(
+        tmp_path, "prefix_tau1.0", {"name": "prefix", "tau": 1.0, "fused_chunk_tokens": 4096}, 0.0
+    )
     text = report(str(tmp_path))
+    assert "`objective.fused_chunk_tokens` differs from None in: prefix_tau1.0 seed 1234" in text
     assert "`objective.kernel` differs from 'pytorch' in: label_smoothing seed 1234" in text
     assert "`objective.fused_loss` differs from False in: prefix_tau0.5 seed 1234" in text
     assert "objective.tau" not in text.split("## Per arm")[0]
@@ -273,3 +278,43 @@ def test_the_bootstrap_matches_the_normal_approximation_and_is_reproducible():
     assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="two equal"):
         paired_bootstrap(a, b[:, :10])
+
+
+def test_a_crash_mid_append_costs_the_torn_line_only(sweep):
+    """A run killed while appending a metrics row: the report reads the rows before it, and the
+    resumed run's first append starts a line of its own."""
+    from prefix_titan.run_folder import drop_torn_line, read_log
+
+    log = sweep / "ce" / "seed1" / METRICS_LOG
+    rows = read_log(str(log))
+    with open(log, "a") as f:
+        f.write('{"step": 3000, "validation_pla')  # the crash
+    assert read_log(str(log)) == rows
+    report(str(sweep))  # reads the run as it was
+    drop_torn_line(str(log))
+    with open(log, "a") as f:
+        f.write(json.dumps({"step": 3000, "loss": 4.0}) + "\n")
+    assert read_log(str(log)) == rows + [{"step": 3000, "loss": 4.0}]
+    drop_torn_line(str(log))  # a whole file is left as it is
+    assert read_log(str(log)) == rows + [{"step": 3000, "loss": 4.0}]
+
+
+def test_run_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    import os
+
+    from prefix_titan.run_folder import write_json
+
+    path = tmp_path / "eval_results.json"
+    write_json(str(path), {"a": 1})
+
+    def crash(*args):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_json(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}  # the old file, whole
+    monkeypatch.undo()
+    write_json(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_results.json"]

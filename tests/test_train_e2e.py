@@ -162,7 +162,7 @@ def test_compiled_loss_and_compiled_fused_head_train_like_eager(tmp_path):
         "model,loss",
         name="compiled_fused",
     )
-    assert "Fused loss: the model's head computes the loss" in log_f
+    assert "Fused loss: the model's head computes the loss in chunks of 128 tokens (the " in log_f
     assert "row passes compiled with torch.compile" in log_f
     assert "Compiling each TransformerBlock with torch.compile" in log_f
     for run in (compiled, fused):
@@ -193,8 +193,13 @@ def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path)
         "2",
     )
     log_u, unfused = train(tmp_path, *common, nproc=2, name="unfused")
-    log_f, fused = train(tmp_path, *common, "--objective.fused_loss", nproc=2, name="fused")
-    assert "dp_shard=2" in log_f and "Fused loss: the model's head computes the loss" in log_f
+    # 40-token chunks: not the CPU default (128), and they cut across sequences.
+    chunks = ("--objective.fused_chunk_tokens", "40")
+    log_f, fused = train(
+        tmp_path, *common, "--objective.fused_loss", *chunks, nproc=2, name="fused"
+    )
+    assert "dp_shard=2" in log_f
+    assert "the loss in chunks of 40 tokens (objective.fused_chunk_tokens)" in log_f
     assert sorted(fused) == sorted(unfused) == [1, 2, 3, 4]
     for step in unfused:
         assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step

@@ -33,6 +33,8 @@ class HeadObjective:
     backend: str = "inductor"
     kernel: str = "pytorch"
     """The chunk's row passes: pytorch or triton (objectives.kernel.KERNELS)"""
+    chunk_tokens: int | None = None
+    """Tokens per chunk of logits; None: the device's default (fused.default_chunk_tokens)"""
 
 
 class FusedLMHead(nn.Linear):
@@ -76,6 +78,7 @@ class FusedLMHead(nn.Linear):
             labels.reshape(-1),
             *objective.table.kernel_tensors(h.device),
             row_weights(labels, objective.position_gamma),
+            chunk_tokens=objective.chunk_tokens,
             step=self._step,
         )
 

@@ -40,6 +40,11 @@ class ObjectiveSpec:
     fused_loss: bool = False
     """Run the output projection and the loss together, chunked over tokens (never the full logits)"""
 
+    fused_chunk_tokens: int | None = None
+    """fused_loss: tokens per chunk of logits (an integer >= 1; unset = the device's default, see
+    objectives/fused.py). `scripts/bench_loss.py --chunk-tokens ...` measures the choices on a
+    device. Not part of the objective: arms of a sweep share it"""
+
     kernel: str = "pytorch"
     """How the loss's row passes run: `pytorch` (the default) or `triton` (Triton kernels, a CUDA
     GPU; opt-in: see docs/fused_loss.md). Not part of the objective: arms of a sweep share it"""
@@ -72,6 +77,19 @@ class ObjectiveSpec:
             raise ValueError(f"objective.normalize must be true or false; got {self.normalize!r}")
         if not isinstance(self.fused_loss, bool):
             raise ValueError(f"objective.fused_loss must be true or false; got {self.fused_loss!r}")
+        chunk = self.fused_chunk_tokens
+        if chunk is not None:
+            if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+                raise ValueError(
+                    "objective.fused_chunk_tokens must be an integer >= 1 (unset: the device's "
+                    f"default); got {chunk!r}"
+                )
+            if not self.fused_loss:
+                raise ValueError(
+                    "objective.fused_chunk_tokens sets the fused head's chunk size, and "
+                    "objective.fused_loss is false: set objective.fused_loss = true, or leave "
+                    "objective.fused_chunk_tokens unset"
+                )
         check_kernel(self.kernel)
         eps = self.epsilon
         if not _is_number(eps) or not (0.0 <= eps < 1.0):

@@ -22,6 +22,7 @@ from prefix_titan.objectives.fused import (
     default_chunk_tokens,
     fused_target_loss,
 )
+from prefix_titan.objectives.kernel import chunk_rows, row_gradient, row_statistics
 from prefix_titan.objectives.reference import reference_fused_loss, reference_loss
 
 SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
@@ -253,3 +254,29 @@ def test_head_walks_the_chunk_size_its_objective_names(tables, seed):
     ref = reference_fused_loss(h, head.weight, labels, table)
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_eager_chunk_step_writes_the_gradient_over_the_chunks_logits(tables, dtype, seed):
+    """Eager, a chunk of 600 rows walks 3 blocks of 255 (4 MiB of fp32 at V = 4,099): the gradient
+    replaces the logits block by block, equal to the one written into a new tensor."""
+    table = tables[str(SPECS[2])]
+    V = table.vocab_size
+    z = (torch.randn(600, V) * 3.5).to(dtype)
+    labels = torch.randint(0, V, (600,))
+    labels[torch.rand(600) < 0.1] = IGNORE_INDEX
+    keep = labels != IGNORE_INDEX
+    y = torch.where(keep, labels, 0)
+    idx, weight, background, target_at_idx = table.kernel_tensors("cpu")
+    args = (y, keep, idx, weight, background, target_at_idx, None, True)
+    assert chunk_rows(z) == 255
+    logits = z.clone()
+    objective, ce, grad = chunk_statistics(logits, *args)
+    assert grad.data_ptr() == logits.data_ptr()  # in place
+    _, _, lse = row_statistics(z, y, keep, idx, weight, background, 255)
+    new = row_gradient(z, y, keep.float(), lse, idx, background, target_at_idx, 255)
+    assert new.data_ptr() != z.data_ptr()
+    torch.testing.assert_close(grad, new, atol=0, rtol=0)
+    ref_objective, ref_ce = reference_loss(z.float(), labels, table)
+    torch.testing.assert_close(objective.double(), ref_objective.double(), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(ce.double(), ref_ce.double(), rtol=1e-5, atol=1e-3)

@@ -48,7 +48,8 @@ def chunk_statistics(
 ):
     """(objective sum, CE sum, gradient of the objective w.r.t. z or None) of one chunk: the
     unfused kernel's two passes, in its cache-sized row blocks when eager. The chunk's logits
-    are not needed afterwards: the Triton kernel writes the gradient over them."""
+    are not needed afterwards: the gradient is written over them (Triton, and eager PyTorch
+    passes over several blocks), so a chunk holds one [c, V] tensor, not two."""
     rows = chunk_rows(z)
     objective, ce, lse = row_statistics(
         z, y, keep, idx, weight, background, rows, row_weight, kernel

@@ -138,8 +138,10 @@ def row_gradient(
     may_overwrite: bool = False,
 ):
     """d(objective)/d(logits) times `scale` per row, in the logits' dtype, `rows` rows at a time.
-    `may_overwrite`: the logits are not needed afterwards, so a kernel that can write the
-    gradient over them may (the Triton one does; the PyTorch passes always write a new tensor)."""
+    `may_overwrite`: the logits are not needed afterwards, so the gradient may be written over
+    them: the Triton kernel does, and so do the PyTorch passes when they walk several blocks (each
+    block's gradient is computed out of place, then replaces that block); a single block, as under
+    torch.compile, writes a new tensor."""
     if kernel == "triton":
         from .triton_rows import row_gradient as triton_gradient
 
@@ -147,7 +149,7 @@ def row_gradient(
         return triton_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=out)
     if rows >= logits.shape[0]:
         return _backward_rows(logits, y, scale, lse, idx, background, target_at_idx)
-    grad = torch.empty_like(logits)
+    grad = logits if may_overwrite else torch.empty_like(logits)
     for r in _blocks(logits.shape[0], rows):
         grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], idx, background, target_at_idx)
     return grad

@@ -6,7 +6,8 @@ gradient overwrites its logits in place.
 Without a GPU the kernels run in Triton's CPU interpreter, which Triton chooses when it is
 imported: `test_kernels_in_the_triton_interpreter` runs this file again in a child pytest with
 TRITON_INTERPRET=1, and the tests below it run there (or directly on a GPU, or when the suite
-itself was started with TRITON_INTERPRET=1)."""
+itself was started with TRITON_INTERPRET=1). Everywhere, the kernels are also compiled for the
+H100 and the A100 with Triton's real compiler, which needs no GPU."""
 
 import os
 import re
@@ -288,6 +289,67 @@ def test_unknown_kernel_is_refused(tables):
     logits, labels = torch.randn(4, table.vocab_size), torch.randint(0, table.vocab_size, (4,))
     with pytest.raises(ValueError, match="objective.kernel must be one of"):
         target_loss(logits, labels, *table.kernel_tensors("cpu"), kernel="Triton")
+
+
+# Compiles the kernels with Triton's own compiler and ptxas (they ship in its wheel; no GPU needed)
+# for one architecture, at Llama-3's vocabulary, printing ptxas' resource report after a
+# "== kernel dtype" line per kernel.
+_COMPILE = """
+import inspect, sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from prefix_titan.objectives import triton_rows as tr
+
+arch = int(sys.argv[1])
+block, block_k = tr.block_v(128256), triton.next_power_of_2(86)
+values = {"BLOCK": block, "BLOCK_K": block_k, "HAS_ROW_WEIGHT": True}
+for dtype in ("bf16", "fp32"):
+    for fn in (tr._forward_rows, tr._backward_rows):
+        names = inspect.signature(fn).parameters
+        const = [n for n, p in names.items() if "constexpr" in str(p.annotation)]
+        types = {
+            n: "constexpr" if n in const else
+            f"*{dtype}" if n in ("z_ptr", "g_ptr") else
+            "*i1" if n == "keep_ptr" else
+            "*i64" if n in ("y_ptr", "idx_ptr") else
+            "*fp32" if n.endswith("_ptr") else "i32"
+            for n in names
+        }
+        print(f"== {fn.__name__} {dtype}", flush=True)
+        src = ASTSource(triton.jit(fn), types, constexprs={n: values[n] for n in const})
+        triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": tr.num_warps(block)})
+"""
+
+
+@pytest.mark.skipif(INTERPRETED, reason="compiles for GPUs with Triton's compiler: the parent does")
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm_90-h100", "sm_80-a100"])
+def test_kernels_compile_for_the_gpu_without_spills(arch, tmp_path):
+    """Triton's real compiler (not the interpreter) builds both kernels, bf16 and fp32, for the
+    H100 and the A100 at Llama-3's vocabulary: ptxas spills no register, and each thread uses few
+    enough that at least half of an SM's 64 warps can be resident (memory-bound row passes need
+    many loads in flight)."""
+    from prefix_titan.objectives.triton_rows import block_v, num_warps
+
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path), TRITON_DUMP_PTXAS_LOG="1")
+    env.pop("TRITON_INTERPRET", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPILE, str(arch)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    reports = out.stdout.split("== ")[1:]
+    assert len(reports) == 4, out.stdout[-3000:]
+    warps = num_warps(block_v(128256))
+    for report in reports:
+        name = report.splitlines()[0]
+        assert re.search(r"\b0 bytes spill stores, 0 bytes spill loads", report), report
+        regs = int(re.search(r"Used (\d+) registers", report).group(1))
+        per_warp = -(-regs * 32 // 256) * 256  # registers are allocated per warp, 256 at a time
+        resident = min(64, 65536 // (per_warp * warps) * warps)
+        assert resident >= 32, f"{name}: {regs} registers a thread, {resident} warps resident"
 
 
 @pytest.mark.cuda

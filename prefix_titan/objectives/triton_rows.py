@@ -153,6 +153,13 @@ def block_v(vocab_size: int, block: int | None = None) -> int:
     return min(block or BLOCK_V, triton.next_power_of_2(vocab_size))
 
 
+def num_warps(block: int) -> int:
+    """Warps per program for rows read `block` logits at a time: one per 256 logits, 4 to 16.
+    Fewer warps hold more logits per thread, and at 4,096 logits Triton's default of 4 needs so
+    many registers that few programs fit on an SM (docs/fused_loss.md has ptxas' counts)."""
+    return max(4, min(16, block // 256))
+
+
 def _rows_ready(logits: torch.Tensor) -> torch.Tensor:
     if logits.dim() != 2:
         raise ValueError(f"the row kernels take [N, V] logits; got {tuple(logits.shape)}")
@@ -185,8 +192,9 @@ def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, bl
             V,
             K,
             HAS_ROW_WEIGHT=row_weight is not None,
-            BLOCK=block_v(V, block),
+            BLOCK=(b := block_v(V, block)),
             BLOCK_K=triton.next_power_of_2(K),
+            num_warps=num_warps(b),
         )
     return objective.sum(), ce.sum(), lse
 
@@ -217,10 +225,11 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
             target_at_idx,
             V,
             K,
-            BLOCK=block_v(V, block),
+            BLOCK=(b := block_v(V, block)),
             BLOCK_K=triton.next_power_of_2(K),
+            num_warps=num_warps(b),
         )
     return out
 
 
-__all__ = ["interpreting", "row_gradient", "row_statistics"]
+__all__ = ["interpreting", "num_warps", "row_gradient", "row_statistics"]

@@ -177,6 +177,7 @@ def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, bl
     lse = torch.empty_like(objective)
     if N:
         forward, _ = _kernels(interpreting())
+        b = block_v(V, block)
         forward[(N,)](
             logits,
             logits.stride(0),
@@ -192,7 +193,7 @@ def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, bl
             V,
             K,
             HAS_ROW_WEIGHT=row_weight is not None,
-            BLOCK=(b := block_v(V, block)),
+            BLOCK=b,
             BLOCK_K=triton.next_power_of_2(K),
             num_warps=num_warps(b),
         )
@@ -212,6 +213,7 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
     K = idx.shape[1]
     if N:
         _, backward = _kernels(interpreting())
+        b = block_v(V, block)
         backward[(N,)](
             logits,
             logits.stride(0),
@@ -225,7 +227,7 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
             target_at_idx,
             V,
             K,
-            BLOCK=(b := block_v(V, block)),
+            BLOCK=b,
             BLOCK_K=triton.next_power_of_2(K),
             num_warps=num_warps(b),
         )

@@ -12,8 +12,28 @@ import json
 import time
 
 from .objectives.families import FAMILIES, build_target_table
-from .objectives.spec import SUPPORTS, ObjectiveSpec
+from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
+
+
+def add_target_options(parser: argparse.ArgumentParser, spec_class=ObjectiveSpec) -> list[str]:
+    """One option per setting the target depends on (the spec's TARGET fields, the family aside:
+    --objective): a switch for a boolean, the allowed values where they are a closed list.
+    Returns the field names."""
+    names = []
+    for f in spec_class.fields_of(TARGET):
+        if f.name == "name":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", default=f.default)
+        else:
+            kind = type(f.default) if f.default is not None else str
+            parser.add_argument(
+                flag, dest=f.name, type=kind, default=f.default, choices=f.metadata["choices"]
+            )
+        names.append(f.name)
+    return names
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -32,17 +52,14 @@ def _main(argv: list[str] | None = None) -> None:
         default="prefix",
         help=f'{", ".join(FAMILIES)}, or a family\'s import path "module:function"',
     )
-    p.add_argument("--tau", type=float, default=0.5)
-    p.add_argument("--normalize", action="store_true")
-    p.add_argument("--support", default="prefix", choices=SUPPORTS)
-    p.add_argument("--epsilon", type=float, default=0.1)
+    options = add_target_options(p)
     p.add_argument(
         "--vocab-size", type=int, default=None, help="model vocab (default: tokenizer's)"
     )
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
 
-    spec = ObjectiveSpec(a.objective, a.tau, a.normalize, a.support, a.epsilon)
+    spec = ObjectiveSpec(name=a.objective, **{name: getattr(a, name) for name in options})
     try:
         spec.validate()
         tok = Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json")

@@ -145,7 +145,7 @@ def main() -> None:
             raise SystemExit(2)
         command = local_command(*sys.argv[1:])
         os.execv(command[0], command)
-    from .cpu import has_accelerator, use_cpu
+    from .titan.cpu import has_accelerator, use_cpu
 
     if not has_accelerator():
         use_cpu()
@@ -164,7 +164,7 @@ def _report_checkpoint(config) -> None:
     """Say where the run's distributed checkpoint went (torchtitan only logs the folder)."""
     if os.environ.get("RANK", "0") != "0" or not config.checkpoint.enable:
         return
-    from .run_folder import checkpoint_steps
+    from .runs.folder import checkpoint_steps
 
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
     steps = checkpoint_steps(folder)

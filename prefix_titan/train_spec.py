@@ -6,8 +6,9 @@ out-of-tree TrainSpec reaches torchtitan 0.2.x (`[experimental] custom_import =
 
 Everything else (model, FSDP2/TP/PP parallelisation, torch.compile, activation checkpointing,
 optimizers, LR schedules, distributed checkpointing, HF state-dict adapter) is torchtitan's own.
-The hooks that share run data get it bound here: one `TargetTables` (the loss and the fused head
-use the same table) and one `PlainCEMeter` (the loss fills it, the metrics processor logs it).
+The hooks that share run data get it bound here: one `LossPlans` (the loss and the fused head
+use the same plan and table) and one `PlainCEMeter` (the loss fills it, the metrics processor
+logs it).
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from torchtitan.models.llama3 import parallelize_llama
 from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
-from .config import check_checkpoint_to_load, check_job_config
-from .cpu import has_accelerator, use_sum_reductions
-from .data import build_prefix_dataloader, register_datasets
-from .logs import quiet_logs
-from .loss import TargetTables, build_target_loss, compiles_loss
-from .metrics import PlainCEMeter, build_prefix_metrics_processor
 from .model.flavors import FLAVORS
-from .model.transformer import FusedHeadTransformer, HeadObjective
-from .tokenizer import build_tokenizer
-from .validate import build_plain_ce_validator
+from .model.transformer import FusedHeadTransformer
+from .titan.checks import check_checkpoint_to_load, check_job_config
+from .titan.cpu import has_accelerator, use_sum_reductions
+from .titan.datasets import build_prefix_dataloader, register_datasets
+from .titan.logs import quiet_logs
+from .titan.loss import LossPlans, build_target_loss
+from .titan.metrics import PlainCEMeter, build_prefix_metrics_processor
+from .titan.tokenizer import build_tokenizer
+from .titan.validate import build_plain_ce_validator
 
 TRAIN_SPEC_NAME = "prefix_llama3"
 
@@ -50,23 +51,14 @@ def check_config_then_build_tokenizer(job_config):
     return build_tokenizer(job_config)
 
 
-def parallelize_prefix_llama(model, parallel_dims, job_config, *, tables: TargetTables):
-    """torchtitan's parallelize_llama, after giving a fused head its objective; on CPU (gloo)
-    FSDP2 is told to reduce with plain sums."""
+def parallelize_prefix_llama(model, parallel_dims, job_config, *, plans: LossPlans):
+    """torchtitan's parallelize_llama, after giving a fused head the run's loss plan; on CPU
+    (gloo) FSDP2 is told to reduce with plain sums."""
     from torchtitan.tools import utils
 
-    spec = job_config.objective
-    if spec.fused_loss:
-        model.output.set_objective(
-            HeadObjective(
-                tables.for_job(job_config),
-                spec.position_gamma,
-                compiles_loss(job_config),
-                job_config.compile.backend,
-                spec.kernel,
-                spec.fused_chunk_tokens,
-            )
-        )
+    plan = plans.for_job(job_config)
+    if plan.fused:
+        model.output.set_plan(plan)
     model = parallelize_llama(model, parallel_dims, job_config)
     if utils.device_type == "cpu":
         use_sum_reductions(model)
@@ -74,17 +66,17 @@ def parallelize_prefix_llama(model, parallel_dims, job_config, *, tables: Target
 
 
 def get_train_spec() -> TrainSpec:
-    tables, meter = TargetTables(), PlainCEMeter()
+    plans, meter = LossPlans(), PlainCEMeter()
     return TrainSpec(
         model_cls=FusedHeadTransformer,
         model_args=FLAVORS,
-        parallelize_fn=partial(parallelize_prefix_llama, tables=tables),
+        parallelize_fn=partial(parallelize_prefix_llama, plans=plans),
         pipelining_fn=pipeline_llm,
         build_optimizers_fn=build_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
         build_dataloader_fn=build_prefix_dataloader,
         build_tokenizer_fn=check_config_then_build_tokenizer,
-        build_loss_fn=partial(build_target_loss, tables=tables, meter=meter),
+        build_loss_fn=partial(build_target_loss, plans=plans, meter=meter),
         build_validator_fn=build_plain_ce_validator,
         build_metrics_processor_fn=partial(build_prefix_metrics_processor, meter=meter),
         state_dict_adapter=Llama3StateDictAdapter,

@@ -15,12 +15,10 @@ import os
 import pathlib
 import resource
 import statistics
-import sys
 import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 NON_ASCII = ["é", "—", "’", "“", "”", "°", "½", "日本", "ü", "✓"]
 
@@ -30,7 +28,7 @@ def generate(folder: str, docs: int, files: int, seed: int = 0) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prefix_titan.corpus import embedded_documents
+    from prefix_titan.data.corpus import embedded_documents
 
     pool = embedded_documents()
     rng = np.random.default_rng(seed)
@@ -86,10 +84,10 @@ def main() -> None:
     from torchtitan.components.dataloader import ParallelAwareDataloader
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
-    from prefix_titan.data import PackedTokenDataset
-    from prefix_titan.prepare import prepare
-    from prefix_titan.shards import ShardedTokens
-    from prefix_titan.tokenizer import train_embedded_tokenizer
+    from prefix_titan.data.prepare import prepare
+    from prefix_titan.data.shards import ShardedTokens
+    from prefix_titan.data.tokenizers import train_embedded_tokenizer
+    from prefix_titan.titan.datasets import PackedTokenDataset
 
     work = tempfile.mkdtemp(prefix="bench_data_")
     tok_dir = a.tokenizer or train_embedded_tokenizer(os.path.join(work, "tokenizer"))

@@ -42,7 +42,6 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 OBJECTIVES = {
     "ce": dict(name="ce"),
@@ -107,8 +106,8 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
     import torch.nn.functional as F
     from torchtitan.components.loss import cross_entropy_loss
 
-    from prefix_titan.loss import TargetLoss
-    from prefix_titan.objectives.fused import build_chunk_step, fused_target_loss
+    from prefix_titan.objectives import ObjectiveSpec, build_plan
+    from prefix_titan.titan.loss import TargetLoss
 
     compiled = mode == "compiled"
     if name == "head_matmuls":
@@ -119,18 +118,21 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
             h, w, y.reshape(-1), reduction="sum", options=options
         )
     fused, kernel, objective = _split(name)
-    if fused:
-        t = _table(OBJECTIVES[objective], a).to(device)
-        tensors = t.kernel_tensors(device)
-        step = build_chunk_step(compiled, kernel=kernel)
-        return lambda h, w, y: fused_target_loss(
-            h, w, y.reshape(-1), *tensors, chunk_tokens=chunk_tokens, step=step
-        )[0]
     if name == "torchtitan_ce":
         loss = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
-    else:  # with the Triton kernel TargetLoss does not compile: its passes are single kernels
+    else:  # the run's loss plan: with the Triton kernel nothing is compiled (single kernels)
+        spec = ObjectiveSpec(
+            **OBJECTIVES[objective],
+            kernel=kernel,
+            fused_loss=fused,
+            fused_chunk_tokens=chunk_tokens if fused else None,
+        )
+        device_type = torch.device(device).type
         table = _table(OBJECTIVES[objective], a).to(device)
-        loss = TargetLoss(table, compile=compiled, kernel=kernel)
+        plan = build_plan(spec, table, device_type=device_type, dim=a.dim, compile=compiled)
+        if fused:
+            return lambda h, w, y: plan.fused_loss(h, w, y.reshape(-1))[0]
+        loss = TargetLoss(plan)
     if a.dim == 0:
         return loss
     return lambda h, w, y: loss(F.linear(h, w).unsqueeze(0), y.unsqueeze(0))

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 
+from prefix_titan.train import local_command
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from prefix_titan.train import local_command  # noqa: E402
 
 STEP = re.compile(r"step:\s*(\d+)\s+loss:.*?memory:\s*([\d.]+)GiB.*?tps:\s*([\d,]+)")
 
@@ -57,9 +57,7 @@ def run(a, fused: bool, batch: int, tmp: str) -> dict:
         *a.overrides,
         nproc=a.nproc,
     )
-    out = subprocess.run(
-        args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
-    )
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     log = out.stdout + out.stderr
     steps = {int(s): (float(m), int(t.replace(",", ""))) for s, m, t in STEP.findall(log)}
     if out.returncode != 0 or len(steps) < a.steps:

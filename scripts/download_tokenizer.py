@@ -11,10 +11,6 @@ python scripts/download_tokenizer.py --source llama-models [--out assets/hf/Llam
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
@@ -27,7 +23,7 @@ def main() -> None:
     p.add_argument("--token", default=None, help="HF access token (default: the logged-in one)")
     a = p.parse_args()
     if a.source == "llama-models":
-        from prefix_titan.tokenizer import convert_llama3_tokenizer
+        from prefix_titan.data.tokenizers import convert_llama3_tokenizer
 
         try:
             path = convert_llama3_tokenizer(a.out)
@@ -37,7 +33,7 @@ def main() -> None:
         return
     from huggingface_hub import snapshot_download
 
-    from prefix_titan.hub import exit_if_unreachable
+    from prefix_titan.data.hub import exit_if_unreachable
 
     offline = [
         f"python scripts/download_tokenizer.py --source llama-models --out {a.out}: the same "

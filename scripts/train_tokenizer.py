@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from prefix_titan.tokenizer import EMBEDDED_VOCAB_SIZE, train_embedded_tokenizer  # noqa: E402
+from prefix_titan.data.corpus import EMBEDDED_VOCAB_SIZE
+from prefix_titan.data.tokenizers import train_embedded_tokenizer
 
 
 def main() -> None:

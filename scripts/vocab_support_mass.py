@@ -9,11 +9,8 @@
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from prefix_titan.objectives import (  # noqa: E402
+from prefix_titan.objectives import (
     SUPPORTS,
     TAU_SWEEP,
     ObjectiveSpec,

@@ -1,7 +1,11 @@
-"""The package's floors (docs/architecture.md), read from the source: no import cycle (imports
-inside functions included), kernels without torchtitan, lower floors never import higher ones."""
+"""The package's floors, read from the source and from docs/architecture.md: each folder of the
+package is a floor, the top-level modules (the commands) the highest; the doc's floor table lists
+every folder in order, and a module imports only from its own floor or lower ones (imports inside
+functions included). Also: no import cycle, kernels and the objectives floor without torchtitan,
+no sys.path edits."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +57,7 @@ GRAPH = {name: package_imports(name, path) for name, path in MODULES.items()}
 
 
 def test_the_walk_sees_imports_inside_functions():
-    assert "prefix_titan.export" in GRAPH["prefix_titan.eval"]  # imported inside evaluate_run
+    assert "prefix_titan.evaluation.export" in GRAPH["prefix_titan.evaluation.harness"]
     assert "prefix_titan.objectives.kernel" in GRAPH["prefix_titan.objectives.fused"]
 
 
@@ -96,37 +100,78 @@ def test_kernel_files_import_nothing_from_torchtitan():
         assert not torchtitan_imports(name, path), f"{name} imports torchtitan"
 
 
-LEAVES = tuple(
-    f"prefix_titan.{m}"
-    for m in ("corpus", "shards", "run_folder", "tasks", "checkpoints", "hub", "stats")
-)
-ADAPTERS = tuple(
-    f"prefix_titan.{m}"
-    for m in ("config", "loss", "validate", "metrics", "tokenizer", "data", "cpu", "logs")
-)
-FLOORS = {  # floor: the package modules (prefixes) it may import
-    **{leaf: (leaf,) for leaf in LEAVES},
-    "prefix_titan.checkpoints": ("prefix_titan.checkpoints", "prefix_titan.run_folder"),
-    "prefix_titan.objectives": ("prefix_titan.objectives",),
-    "prefix_titan.model": ("prefix_titan.model", "prefix_titan.objectives", *LEAVES),
-    **{a: ("prefix_titan.model", "prefix_titan.objectives", *LEAVES, *ADAPTERS) for a in ADAPTERS},
-}
+COMMANDS = "(top level)"
 
 
-@pytest.mark.parametrize("floor", sorted(FLOORS))
+def documented_floors() -> list[str]:
+    """The floor table of docs/architecture.md, lowest first: `N  folder/` lines (or
+    `N  (top level)` for the commands) in its first fenced block."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    block = doc.split("```")[1]
+    rows = re.findall(r"^\s*(\d+)\s+(\(top level\)|[a-z_]+/)", block, re.M)
+    assert rows, "docs/architecture.md's first fenced block lists no floors"
+    floors = [name.rstrip("/") for _, name in sorted(rows, key=lambda r: int(r[0]))]
+    assert [int(n) for n, _ in sorted(rows, key=lambda r: int(r[0]))] == list(range(len(rows)))
+    return floors
+
+
+FOLDERS = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+FLOORS = documented_floors()
+
+
+def floor_of(module: str) -> str:
+    """A module's floor: the package folder it is in, or the commands for a top-level module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in FOLDERS) else COMMANDS
+
+
+def test_the_documented_floors_are_the_folders():
+    assert sorted(f for f in FLOORS if f != COMMANDS) == FOLDERS
+    assert FLOORS[-1] == COMMANDS
+
+
+@pytest.mark.parametrize("floor", FLOORS)
 def test_lower_floors_never_import_higher_ones(floor):
-    for name, deps in GRAPH.items():
-        if name == floor or name.startswith(floor + "."):
-            bad = [d for d in deps if not d.startswith(FLOORS[floor])]
-            assert not bad, f"{name} (floor {floor}) imports {bad}"
-    objectives = [n for n in MODULES if n.startswith("prefix_titan.objectives")]
-    for name in objectives:
-        assert not torchtitan_imports(name, MODULES[name]), f"{name} imports torchtitan"
+    rank = {f: i for i, f in enumerate(FLOORS)}
+    modules = [name for name in GRAPH if floor_of(name) == floor]
+    assert modules, f"no module on floor {floor}"
+    for name in modules:
+        higher = [d for d in GRAPH[name] if rank[floor_of(d)] > rank[floor]]
+        assert not higher, f"{name} (floor {floor}) imports higher floors: {higher}"
+
+
+def test_the_objectives_floor_stands_alone():
+    """objectives/ imports nothing else of the package, and no torchtitan."""
+    for name, path in MODULES.items():
+        if floor_of(name) == "objectives":
+            others = [d for d in GRAPH[name] if floor_of(d) != "objectives"]
+            assert not others, f"{name} imports {others}"
+            assert not torchtitan_imports(name, path), f"{name} imports torchtitan"
+
+
+@pytest.mark.parametrize("floor", ["runs", "objectives", "sweep"])
+def test_floors_without_torchtitan(floor):
+    for name, path in MODULES.items():
+        if floor_of(name) == floor:
+            assert not torchtitan_imports(name, path), f"{name} imports torchtitan"
 
 
 def test_nothing_in_the_package_imports_the_train_spec():
     importers = [n for n, deps in GRAPH.items() if "prefix_titan.train_spec" in deps]
     assert importers == []
+
+
+def test_no_sys_path_edits():
+    """The package is installed (pip install -e .): nothing adds to sys.path to find it."""
+    edits = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in (*PACKAGE.rglob("*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tests/*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr in ("insert", "append", "extend")
+        and ast.unparse(node.value) == "sys.path"
+    ]
+    assert edits == []
 
 
 def test_the_objectives_load_without_torchtitan():

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT, load_script
 
 
+@pytest.mark.slow
 def test_bench_loss_prints_a_measured_row_per_case(tmp_path):
     out = subprocess.run(
         [sys.executable, "scripts/bench_loss.py", "--tokens", "512", "--dim", "64"]
@@ -53,7 +54,8 @@ def _row(case, mode, ms, mib, chunk=None):
 
 
 def test_goals_hold_each_row_to_torchtitans_ce_in_the_mode_the_goal_names():
-    from scripts.bench_loss import chunk_choice, goal_rows
+    bench = load_script("bench_loss")
+    chunk_choice, goal_rows = bench.chunk_choice, bench.goal_rows
 
     rows = [
         _row("torchtitan_ce", "eager", 52.0, 24000),
@@ -98,11 +100,12 @@ def test_goals_hold_each_row_to_torchtitans_ce_in_the_mode_the_goal_names():
 
 
 def _label_of(row):
-    from scripts.bench_loss import _label
+    _label = load_script("bench_loss")._label
 
     return _label(row)
 
 
+@pytest.mark.slow
 def test_bench_loss_triton_cases_need_a_gpu_or_the_interpreter():
     """On a CPU the triton cases are refused by name; in Triton's interpreter one mode's process
     runs them (one process, not the whole table: the interpreter is slow)."""

@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from prefix_titan.checkpoints import (
+from prefix_titan.runs.checkpoints import (
     ChecksumRecorder,
     DamagedCheckpoint,
     check_step,
     recorded_sums,
     verify_step,
 )
-from prefix_titan.config import check_checkpoint_to_load
+from prefix_titan.titan.checks import check_checkpoint_to_load
 
 
 def save_step(folder, step, seed=0):

@@ -1,14 +1,12 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets)
-from prefix_titan.corpus import ascii_only, embedded_documents, embedded_split
-from prefix_titan.data import PackedTokenDataset, load_fineweb_edu_ascii
+from prefix_titan.data.corpus import ascii_only, embedded_documents, embedded_split
+from prefix_titan.titan.datasets import PackedTokenDataset, load_fineweb_edu_ascii
 
 
 def test_ascii_only_removes_every_non_ascii_character():
@@ -28,7 +26,7 @@ def test_embedded_corpus_is_ascii_split_and_deterministic():
 
 
 def test_embedded_tokenizer_is_deterministic(embedded_tokenizer_dir, tmp_path):
-    from prefix_titan.tokenizer import train_embedded_tokenizer
+    from prefix_titan.data.tokenizers import train_embedded_tokenizer
 
     again = train_embedded_tokenizer(str(tmp_path / "again"))
     assert (
@@ -150,8 +148,11 @@ def test_fineweb_through_torchtitans_text_dataset(fineweb_folder, embedded_token
     assert expected[0] == tok.bos_id and x["input"].tolist() == expected[:4]
 
 
-def test_inspect_cli(embedded_tokenizer_dir):
+def test_inspect_cli(embedded_tokenizer_dir, capsys):
+    """python -m prefix_titan.targets, in this process (test_targets runs the command itself)."""
     from tokenizers import Tokenizer
+
+    from prefix_titan.targets import _main
 
     tok = Tokenizer.from_file(f"{embedded_tokenizer_dir}/tokenizer.json")
     longest = max(
@@ -162,44 +163,30 @@ def test_inspect_cli(embedded_tokenizer_dir):
         ),
         key=len,
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "prefix_titan.targets",
-        "--hf-assets-path",
-        embedded_tokenizer_dir,
-        "--token",
-        longest,
-        "--tau",
-        "0.5",
-        "--normalize",
-        "--support",
-        "vocab",
-        "--json",
-    ]
-    info = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    where = ["--hf-assets-path", embedded_tokenizer_dir]
+    options = ["--tau", "0.5", "--normalize", "--support", "vocab"]
+
+    def run(*args):
+        try:
+            _main([*where, *args])
+        except SystemExit as e:
+            return e.code, capsys.readouterr()
+        return 0, capsys.readouterr()
+
+    code, out = run("--token", longest, *options, "--json")
+    info = json.loads(out.out)
     assert info["gold_text"] == longest and abs(info["total"] - 1) < 1e-5
     assert len(info["entries"]) > 1 and all(longest.startswith(e["text"]) for e in info["entries"])
     assert info["background_per_token"] > 0 and info["background_tokens"] == 4096 - len(
         info["entries"]
     )
-    by_id = cmd[:5] + [
-        "--token-id",
-        str(info["gold_id"]),
-        "--tau",
-        "0.5",
-        "--normalize",
-        "--support",
-        "vocab",
-    ]
-    text = subprocess.run(by_id, capture_output=True, text=True, check=True).stdout
-    assert repr(longest) in text and "background:" in text and "total 1.0000" in text
-    bad = subprocess.run(cmd[:-1] + ["--tau", "-1"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "objective.tau must be a finite number > 0" in bad.stderr
-    missing = subprocess.run(
-        cmd[:5] + ["--token", "no such token here"], capture_output=True, text=True
-    )
-    assert missing.returncode == 2 and "is not one ASCII vocabulary token" in missing.stderr
+    code, out = run("--token-id", str(info["gold_id"]), *options)
+    assert code == 0 and repr(longest) in out.out and "background:" in out.out
+    assert "total 1.0000" in out.out
+    code, out = run("--token", longest, "--tau", "-1")
+    assert code == 2 and "objective.tau must be a finite number > 0" in out.err
+    code, out = run("--token", "no such token here")
+    assert code == 2 and "is not one ASCII vocabulary token" in out.err
 
 
 def _tokenizer_job(path, dataset="embedded_docs"):
@@ -211,7 +198,7 @@ def _tokenizer_job(path, dataset="embedded_docs"):
 
 
 def test_a_missing_tokenizer_is_created_only_at_the_documented_place(tmp_path, monkeypatch):
-    from prefix_titan.tokenizer import EMBEDDED_TOKENIZER, build_tokenizer
+    from prefix_titan.titan.tokenizer import EMBEDDED_TOKENIZER, build_tokenizer
 
     monkeypatch.chdir(tmp_path)  # the documented place is relative to where the run starts
     with pytest.raises(ValueError) as e:

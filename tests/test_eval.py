@@ -9,7 +9,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import ROOT, train
+from helpers import ROOT, train
+
+pytestmark = pytest.mark.slow  # evaluates a trained and exported model
 
 
 def run_eval(*args, check=True):
@@ -17,7 +19,6 @@ def run_eval(*args, check=True):
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.eval", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
         capture_output=True,
         text=True,
         timeout=600,
@@ -83,7 +84,7 @@ def exported(tmp_path_factory):
     """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
     tmp = tmp_path_factory.mktemp("eval")
     train(tmp, "--checkpoint.enable", "--checkpoint.interval", "2")  # steps 2 and 4
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     config = [
         "--job.config_file",
@@ -119,7 +120,7 @@ def test_eval_command_end_to_end(exported):
     )
     assert f"results written to {exported / 'hf' / 'eval_results.json'}" in out.stdout
     # Every item's outcome beside the results: the table's metric is their mean.
-    from prefix_titan.eval import read_items
+    from prefix_titan.evaluation.harness import read_items
 
     items = read_items(str(exported / "hf"))
     assert set(items) == set(FIXTURES)
@@ -133,7 +134,7 @@ def test_eval_command_end_to_end(exported):
 
 
 def test_character_probes_end_to_end(exported):
-    from prefix_titan.probes import PROBE_TASKS
+    from prefix_titan.evaluation.probes import PROBE_TASKS
 
     run_eval(
         "--model",
@@ -161,7 +162,7 @@ def test_loglikelihood_matches_torchtitan(exported):
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
     from torchtitan.models.llama3 import Transformer
 
-    from prefix_titan.export import load_torchtitan_state
+    from prefix_titan.evaluation.export import load_torchtitan_state
     from prefix_titan.model.flavors import FLAVORS
 
     lm = HFLM(
@@ -217,7 +218,7 @@ def test_cute_task_offline(exported, tmp_path):
 
 
 def test_all_checkpoints_gives_a_curve(exported):
-    from prefix_titan.eval import evaluate_run
+    from prefix_titan.evaluation.harness import evaluate_run
 
     # The run's own run_config.json says which flavor and tokenizer it used: no TOML needed.
     curve = evaluate_run(
@@ -277,10 +278,10 @@ def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch
 
 
 def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
-    """README: export the run to a folder outside it, evaluate there, report on the runs' folder."""
-    from prefix_titan.probes import PROBE_TASKS
+    """docs/evaluation.md: export the run to a folder outside it, evaluate there, report on the runs' folder."""
+    from prefix_titan.evaluation.probes import PROBE_TASKS
 
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     hf = tmp_path / "hf" / "embedded_default"
     config = [
         "--config",

@@ -7,9 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 import transformers
-from conftest import ROOT, train
+from helpers import ROOT, train
 
-from prefix_titan.export import load_torchtitan_state, write_hf_folder
+from prefix_titan.evaluation.export import load_torchtitan_state, write_hf_folder
+
+pytestmark = pytest.mark.slow  # exports a trained model
 
 SEQ = 1024
 
@@ -67,7 +69,7 @@ def tiny():
 
 @pytest.mark.parametrize("which", ["step-2", "step-3"], ids=["dcp", "last_save_in_hf"])
 def test_exported_logits_equal_torchtitans(run_dir, tmp_path, which):
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     checkpoint = str(run_dir / "run" / "checkpoint" / which)
     if which == "step-3":
@@ -98,14 +100,14 @@ def test_exported_logits_equal_torchtitans(run_dir, tmp_path, which):
 
 
 def test_newest_step_is_the_default(run_dir, tmp_path, capsys):
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     export(config_args(run_dir), str(tmp_path / "hf"))
     assert "step-3" in capsys.readouterr().err
 
 
 def test_bf16_export(run_dir, tmp_path):
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     checkpoint = str(run_dir / "run" / "checkpoint" / "step-2")
     out = export(config_args(run_dir), str(tmp_path / "hf"), checkpoint=checkpoint, dtype="bf16")
@@ -146,7 +148,7 @@ def test_rope_scaling_is_exported(run_dir, tmp_path):
 
 
 def test_refusals(run_dir, tmp_path):
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
@@ -159,7 +161,7 @@ def test_refusals(run_dir, tmp_path):
 
 
 def test_a_missing_checkpoint_lists_the_steps_nearby(run_dir, tmp_path):
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     missing = run_dir / "run" / "checkpoint" / "step-7"
     with pytest.raises(
@@ -170,7 +172,7 @@ def test_a_missing_checkpoint_lists_the_steps_nearby(run_dir, tmp_path):
 
 
 def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     step = str(run_dir / "run" / "checkpoint" / "step-2")
     with pytest.raises(

@@ -6,31 +6,29 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-
-from prefix_titan.model.transformer import FusedHeadTransformer, FusedLMHead, HeadObjective
-from prefix_titan.objectives import (
-    IGNORE_INDEX,
-    SUPPORTS,
-    TAU_SWEEP,
-    ObjectiveSpec,
-    build_target_table,
-    row_weights,
+from helpers import (
+    HEAD_PARTS,
+    assert_parts_close,
+    fresh_head,
+    fused_fn,
+    plan_of,
+    reference_head_fn,
+    run_head,
+    sweep_specs,
 )
+
+from prefix_titan.model.transformer import FusedHeadTransformer, FusedLMHead
+from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_target_table
 from prefix_titan.objectives.fused import (
     build_chunk_step,
     chunk_statistics,
     default_chunk_tokens,
     fused_target_loss,
 )
-from prefix_titan.objectives.kernel import chunk_rows, row_gradient, row_statistics
+from prefix_titan.objectives.kernel import PyTorchRows, chunk_rows
 from prefix_titan.objectives.reference import reference_fused_loss, reference_loss
 
-SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
-    ObjectiveSpec("prefix", tau, norm, support)
-    for tau in (TAU_SWEEP[0], 0.5, TAU_SWEEP[-1])
-    for norm in (False, True)
-    for support in SUPPORTS
-]
+SPECS = sweep_specs(taus=(0.05, 0.5, 2.0))
 # bf16: the reference rounds the logits' gradient and then W's gradient once each, the fused
 # head rounds its per-chunk gradient and sums W's gradient in fp32: a few bf16 ulps apart.
 TOL = {torch.float32: dict(atol=3e-5, rtol=3e-5), torch.bfloat16: dict(atol=1e-2, rtol=2e-2)}
@@ -42,69 +40,45 @@ def tables(odd_texts):
     return {str(s): build_target_table(odd_texts, s) for s in SPECS}
 
 
-def fresh_inputs(V, n=150, dtype=torch.float32, dim=DIM, device="cpu"):
-    """Hidden states, head weight and labels [n] from the test's seeded generator; ~10% ignored."""
-    h = torch.randn(n, dim).to(dtype)
-    w = (torch.randn(V, dim) * 3.5 / dim**0.5).to(dtype)  # logits of std ~3.5: peaked softmaxes too
-    labels = torch.randint(0, V, (n,))
-    labels[torch.rand(n) < 0.1] = IGNORE_INDEX
-    return h.to(device), w.to(device), labels.to(device)
-
-
-def run(fn, h, w, labels):
-    h, w = h.clone().requires_grad_(), w.clone().requires_grad_()
-    objective, ce = fn(h, w, labels)
-    (objective * 0.37).backward()  # a non-unit upstream gradient
-    assert h.grad.dtype == h.dtype and w.grad.dtype == w.dtype
-    return objective.detach().double(), ce.double(), h.grad.float(), w.grad.float()
-
-
 def check(fn, table, dtype, seed, gamma=None, seq=1, **shape):
     """fn(h [N, d], w, labels [N // seq, seq]) against the reference; labels keep their sequence
     shape for position weighting."""
-    h, w, labels = fresh_inputs(table.vocab_size, dtype=dtype, **shape)
+    h, w, labels = fresh_head(table.vocab_size, dtype=dtype, **{"dim": DIM, **shape})
     labels = labels.view(-1, seq)
-    got = run(fn, h, w, labels)
-    ref = run(lambda a, b, y: reference_fused_loss(a, b, y, table, gamma), h, w, labels)
-    for g, r, what in zip(got, ref, ("objective", "plain CE", "grad h", "grad W")):
-        torch.testing.assert_close(
-            g, r, **TOL[dtype], msg=lambda m, what=what: f"{what} (seed {seed}): {m}"
-        )
-        assert torch.isfinite(g).all()
+    got = run_head(fn, h, w, labels)
+    ref = run_head(reference_head_fn(table, gamma), h, w, labels)
+    assert_parts_close(got, ref, TOL[dtype], seed, parts=HEAD_PARTS)
+
+
+def head_with(table, spec):
+    head = FusedLMHead(DIM, table.vocab_size)
+    head.set_plan(plan_of(table, spec, dim=DIM))
+    return head
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("spec", SPECS, ids=ObjectiveSpec.arm_name)
 @pytest.mark.parametrize("chunk", [32, None], ids=["32-token-chunks", "default-chunks"])
 def test_fused_matches_reference(tables, spec, dtype, chunk, seed):
     table = tables[str(spec)]
     # 32-token chunks: 150 rows in 5 chunks, the last one ragged.
-    check(fused(table, chunk_tokens=chunk), table, dtype, seed)
-
-
-def fused(table, gamma=None, device="cpu", **kw):
-    args = table.kernel_tensors(device)
-
-    def fn(h, w, y):
-        return fused_target_loss(h, w, y.reshape(-1), *args, row_weights(y, gamma), **kw)
-
-    return fn
+    check(fused_fn(table, chunk_tokens=chunk), table, dtype, seed)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.9, 1.0], ids=lambda g: f"gamma{g}")
-@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=str)
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=ObjectiveSpec.arm_name)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_position_weighted_fused_matches_reference(tables, spec, gamma, dtype, seed):
     table = tables[str(spec)]
     # 6 sequences of 25 tokens in 32-token chunks: chunks cut across sequences.
-    check(fused(table, gamma, chunk_tokens=32), table, dtype, seed, gamma, seq=25)
+    check(fused_fn(table, gamma, chunk_tokens=32), table, dtype, seed, gamma, seq=25)
 
 
 def test_default_chunks_at_a_wide_head(tables, seed):
     # On CPU a head of width >= 512 walks 512-token chunks: 1100 rows are 3 chunks, one ragged.
-    assert default_chunk_tokens(torch.device("cpu"), 513) == 512
+    assert default_chunk_tokens("cpu", 513) == 512
     table = tables[str(SPECS[-1])]
-    check(fused(table), table, torch.float32, seed, n=1100, dim=513)
+    check(fused_fn(table), table, torch.float32, seed, n=1100, dim=513)
 
 
 @pytest.mark.cuda
@@ -113,36 +87,33 @@ def test_default_chunks_at_a_wide_head(tables, seed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_gpu_default_chunks_match_reference(tables, dtype, gamma, seed):
     """The GPU's default 2,048-token chunks: 4,500 rows are 3 chunks, one ragged."""
-    assert default_chunk_tokens(torch.device("cuda"), 1023) == 2048
+    assert default_chunk_tokens("cuda", 1023) == 2048
     table = tables[str(SPECS[-1])]
-    h, w, labels = fresh_inputs(table.vocab_size, n=4500, dtype=dtype, dim=1023, device="cuda")
+    h, w, labels = (t.cuda() for t in fresh_head(table.vocab_size, 4500, dtype, dim=1023))
     labels = labels.view(-1, 50)
-    got = run(fused(table, gamma, device="cuda"), h, w, labels)
-    ref = run(lambda a, b, y: reference_fused_loss(a, b, y, table.to("cuda"), gamma), h, w, labels)
+    got = run_head(fused_fn(table, gamma, device="cuda"), h, w, labels)
+    ref = run_head(reference_head_fn(table, gamma, device="cuda"), h, w, labels)
     tol = dict(atol=1e-3, rtol=1e-4) if dtype == torch.float32 else TOL[dtype]  # TF32-free sums
-    for g, r, what in zip(got, ref, ("objective", "plain CE", "grad h", "grad W")):
-        torch.testing.assert_close(
-            g, r, **tol, msg=lambda m, what=what: f"{what} (seed {seed}): {m}"
-        )
+    assert_parts_close(got, ref, tol, seed, parts=HEAD_PARTS)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=str)
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=ObjectiveSpec.arm_name)
 def test_compiled_chunk_step_matches_reference(tables, spec, dtype, seed):
     table = tables[str(spec)]
     step = build_chunk_step(compile=True)
-    check(fused(table, chunk_tokens=64, step=step), table, dtype, seed)
+    check(fused_fn(table, chunk_tokens=64, step=step), table, dtype, seed)
 
 
 def test_compiled_position_weighted_chunk_step_matches_reference(tables, seed):
     table = tables[str(SPECS[-1])]
     step = build_chunk_step(compile=True)
-    check(fused(table, 0.9, chunk_tokens=64, step=step), table, torch.float32, seed, 0.9, seq=25)
+    check(fused_fn(table, 0.9, chunk_tokens=64, step=step), table, torch.float32, seed, 0.9, seq=25)
 
 
 def test_no_grad_gives_the_same_sums_and_no_gradient_work(tables):
     table = tables[str(SPECS[-1])]
-    h, w, labels = fresh_inputs(table.vocab_size)
+    h, w, labels = fresh_head(table.vocab_size, dim=DIM)
     calls = []
 
     def step(*a):
@@ -150,9 +121,7 @@ def test_no_grad_gives_the_same_sums_and_no_gradient_work(tables):
         return chunk_statistics(*a)
 
     with torch.no_grad():
-        got = fused_target_loss(
-            h, w, labels, *table.kernel_tensors("cpu"), chunk_tokens=64, step=step
-        )
+        got = fused_target_loss(h, w, labels, table.tensors("cpu"), chunk_tokens=64, step=step)
     ref = reference_fused_loss(h, w, labels, table)
     assert calls == [False, False, False]
     for g, r in zip(got, ref):
@@ -161,9 +130,9 @@ def test_no_grad_gives_the_same_sums_and_no_gradient_work(tables):
 
 def test_frozen_head_weight_gets_no_gradient(tables):
     table = tables[str(SPECS[2])]
-    h, w, labels = fresh_inputs(table.vocab_size)
+    h, w, labels = fresh_head(table.vocab_size, dim=DIM)
     h.requires_grad_()
-    objective, _ = fused_target_loss(h, w, labels, *table.kernel_tensors("cpu"), chunk_tokens=64)
+    objective, _ = fused_target_loss(h, w, labels, table.tensors("cpu"), chunk_tokens=64)
     objective.backward()
     ref_h = h.detach().clone().requires_grad_()
     reference_fused_loss(ref_h, w, labels, table)[0].backward()
@@ -171,11 +140,11 @@ def test_frozen_head_weight_gets_no_gradient(tables):
     torch.testing.assert_close(h.grad, ref_h.grad, atol=3e-5, rtol=3e-5)
 
 
-def test_second_backward_is_refused(tables):
+def test_second_backward_is_refused_fn(tables):
     table = tables[str(SPECS[0])]
-    h, w, labels = fresh_inputs(table.vocab_size)
+    h, w, labels = fresh_head(table.vocab_size, dim=DIM)
     h.requires_grad_()
-    objective, _ = fused_target_loss(h, w, labels, *table.kernel_tensors("cpu"))
+    objective, _ = fused_target_loss(h, w, labels, table.tensors("cpu"))
     objective.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="differentiated twice"):
         objective.backward()
@@ -185,19 +154,21 @@ def test_autocast_head_matches_the_unfused_autocast_path(tables):
     """fp32 weights under bf16 autocast: the fused head multiplies in bf16 like F.linear would,
     and returns gradients in the parameters' fp32."""
     table = tables[str(SPECS[-1])]
-    h, w, labels = fresh_inputs(table.vocab_size)
+    h, w, labels = fresh_head(table.vocab_size, dim=DIM)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = run(lambda *x: fused_target_loss(*x, *table.kernel_tensors("cpu")), h, w, labels)
-        ref = run(lambda a, b, y: reference_fused_loss(a, b, y, table), h, w, labels)
+        got = run_head(lambda *x: fused_target_loss(*x, table.tensors("cpu")), h, w, labels)
+        ref = run_head(reference_head_fn(table), h, w, labels)
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r, **TOL[torch.bfloat16])
 
 
 def test_head_module_is_a_linear_outside_a_labelled_forward(tables):
-    table = tables[str(SPECS[-1])]
-    head = FusedLMHead(DIM, table.vocab_size)
-    head.set_objective(HeadObjective(table, position_gamma=0.9))
-    h, _, labels = fresh_inputs(table.vocab_size)
+    spec = SPECS[-1]
+    table = tables[str(spec)]
+    head = head_with(
+        table, ObjectiveSpec(**{**vars(spec), "position_gamma": 0.9, "fused_loss": True})
+    )
+    h, _, labels = fresh_head(table.vocab_size, dim=DIM)
     assert list(head.state_dict()) == ["weight"]  # same checkpoint key as nn.Linear
     torch.testing.assert_close(head(h), F.linear(h, head.weight))
     with head.ending_in_loss(labels.view(3, 50)):
@@ -212,16 +183,20 @@ def test_head_module_is_a_linear_outside_a_labelled_forward(tables):
     with pytest.raises(RuntimeError, match="fused_loss = true"):
         with FusedLMHead(DIM, table.vocab_size).ending_in_loss(labels):
             pass
+    with pytest.raises(ValueError, match="takes a fused loss plan"):
+        FusedLMHead(DIM, table.vocab_size).set_plan(plan_of(table, spec))
 
 
 @pytest.mark.parametrize("gamma", [None, 0.9])
 def test_model_with_labels_returns_the_loss_of_its_own_logits(tables, gamma):
     from prefix_titan.model.flavors import FLAVORS
 
-    table = tables[str(SPECS[-1])]
+    spec = SPECS[-1]
+    table = tables[str(spec)]
     args = dataclasses.replace(FLAVORS["tiny"], vocab_size=table.vocab_size, max_seq_len=32)
     model = FusedHeadTransformer(args)
-    model.output.set_objective(HeadObjective(table, position_gamma=gamma))
+    spec = ObjectiveSpec(**{**vars(spec), "position_gamma": gamma, "fused_loss": True})
+    model.output.set_plan(plan_of(table, spec, dim=args.dim))
     with torch.no_grad():
         model.init_weights()
     tokens = torch.randint(0, table.vocab_size, (2, 32))
@@ -237,17 +212,19 @@ def test_model_with_labels_returns_the_loss_of_its_own_logits(tables, gamma):
 
 def test_head_walks_the_chunk_size_its_objective_names(tables, seed):
     """objective.fused_chunk_tokens reaches the head: 150 rows in chunks of 40 (the last one 30)."""
-    table = tables[str(SPECS[2])]
-    head = FusedLMHead(DIM, table.vocab_size)
-    head.set_objective(HeadObjective(table, chunk_tokens=40))
-    rows, step = [], head._step
+    spec = SPECS[2]
+    table = tables[str(spec)]
+    head = head_with(
+        table, ObjectiveSpec(**{**vars(spec), "fused_loss": True, "fused_chunk_tokens": 40})
+    )
+    rows, step = [], head.plan.chunk_step
 
     def recording_step(z, *args):
         rows.append(z.shape[0])
         return step(z, *args)
 
-    head._step = recording_step
-    h, _, labels = fresh_inputs(table.vocab_size)
+    head.plan.__dict__["chunk_step"] = recording_step  # the plan's cached step, replaced
+    h, _, labels = fresh_head(table.vocab_size, dim=DIM)
     with head.ending_in_loss(labels):
         got = head(h)
     assert rows == [40, 40, 40, 30]
@@ -267,14 +244,13 @@ def test_eager_chunk_step_writes_the_gradient_over_the_chunks_logits(tables, dty
     labels[torch.rand(600) < 0.1] = IGNORE_INDEX
     keep = labels != IGNORE_INDEX
     y = torch.where(keep, labels, 0)
-    idx, weight, background, target_at_idx = table.kernel_tensors("cpu")
-    args = (y, keep, idx, weight, background, target_at_idx, None, True)
+    tensors = table.tensors("cpu")
     assert chunk_rows(z) == 255
     logits = z.clone()
-    objective, ce, grad = chunk_statistics(logits, *args)
+    objective, ce, grad = chunk_statistics(logits, y, keep, tensors, None, True)
     assert grad.data_ptr() == logits.data_ptr()  # in place
-    _, _, lse = row_statistics(z, y, keep, idx, weight, background, 255)
-    new = row_gradient(z, y, keep.float(), lse, idx, background, target_at_idx, 255)
+    _, _, lse = PyTorchRows.statistics(z, y, keep, tensors, None, 255)
+    new = PyTorchRows.gradient(z, y, keep.float(), lse, tensors, 255)
     assert new.data_ptr() != z.data_ptr()
     torch.testing.assert_close(grad, new, atol=0, rtol=0)
     ref_objective, ref_ce = reference_loss(z.float(), labels, table)

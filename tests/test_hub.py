@@ -1,6 +1,6 @@
 """Telling an unreachable hub apart from other failures."""
 
-from prefix_titan.hub import explain, unreachable
+from prefix_titan.data.hub import explain, unreachable
 
 
 class ConnectError(Exception):  # the HTTP client's class name, as httpx spells it

@@ -1,6 +1,7 @@
 """The real Llama-3 tokenizer, converted offline from the llama-models package, and everything
-that depends on the real vocabulary: prefix sets (K = 86), the README's table, the kernel on real
-prefix sets, uint32 shards, the character probes and an export's tokenizer."""
+that depends on the real vocabulary: prefix sets (K = 86), the vocab-support table of
+docs/objectives.md, the kernel on real prefix sets, uint32 shards, the character probes and an
+export's tokenizer."""
 
 import json
 import math
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from prefix_titan.corpus import embedded_documents
+from prefix_titan.data.corpus import embedded_documents
 from prefix_titan.objectives import IGNORE_INDEX, target_loss
 from prefix_titan.objectives.reference import reference_loss
+
+pytestmark = pytest.mark.slow  # the real Llama-3 vocabulary: 128K-entry tables
 
 ROOT = Path(__file__).resolve().parent.parent
 V = 128256
@@ -25,7 +28,7 @@ PERSONALITY = " personality"
 
 @pytest.fixture(scope="module")
 def reference():
-    from prefix_titan.tokenizer import llama3_tokenizer_files
+    from prefix_titan.data.tokenizers import llama3_tokenizer_files
 
     return llama3_tokenizer_files()[3]  # llama-models' own tiktoken tokenizer
 
@@ -142,7 +145,7 @@ def test_personality_row_hand_checked(llama3_texts, llama3_tables, normalize):
     assert row.sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_readme_vocab_support_table_is_what_the_script_computes(
+def test_the_vocab_support_table_is_what_the_script_computes(
     llama3_dir, llama3_tables, llama3_texts
 ):
     out = subprocess.run(
@@ -155,9 +158,9 @@ def test_readme_vocab_support_table_is_what_the_script_computes(
     ).stdout
     rows = [line for line in out.splitlines() if re.match(r"\| \d", line)]
     assert len(rows) == 6
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "objectives.md").read_text()
     for row in rows:
-        assert row in readme, row
+        assert row in page, row
     # The script's shortcut (only the gold's prefix set keeps its text) against the full tables.
     gold = llama3_texts.index(PERSONALITY)
     full = [
@@ -175,7 +178,7 @@ def test_kernel_matches_reference_on_real_prefix_sets(llama3_tables, normalize, 
     labels = torch.cat([rich, torch.randint(0, V, (8,)), torch.tensor([IGNORE_INDEX] * 2)])
     logits = (torch.randn(len(labels), V) * 4).requires_grad_()
     ref_logits = logits.detach().double().requires_grad_()  # float64: the reference is exact
-    got = target_loss(logits, labels, *table.kernel_tensors("cpu"))
+    got = target_loss(logits, labels, table.tensors("cpu"))
     ref = reference_loss(ref_logits, labels, table, dtype=torch.float64)
     (got[0] * 0.5).backward()
     (ref[0] * 0.5).backward()
@@ -196,8 +199,8 @@ def test_kernel_matches_reference_on_real_prefix_sets(llama3_tables, normalize, 
 def test_prepare_writes_uint32_shards_the_loader_reads(llama3_dir, tmp_path):
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
-    from prefix_titan.prepare import prepare
-    from prefix_titan.shards import ShardedTokens
+    from prefix_titan.data.prepare import prepare
+    from prefix_titan.data.shards import ShardedTokens
 
     m = prepare(
         "embedded",
@@ -223,7 +226,7 @@ def test_prepare_writes_uint32_shards_the_loader_reads(llama3_dir, tmp_path):
 
 
 def test_character_probes_from_the_real_vocabulary(llama3_texts):
-    from prefix_titan.probes import PROBE_TASKS, build_probes
+    from prefix_titan.evaluation.probes import PROBE_TASKS, build_probes
 
     probes = build_probes(llama3_texts)
     assert set(probes) == set(PROBE_TASKS)
@@ -238,7 +241,7 @@ def test_an_export_tokenizes_like_torchtitan(llama3_dir, tmp_path):
     from torchtitan.models.llama3 import Transformer
     from transformers import AutoTokenizer
 
-    from prefix_titan.export import write_hf_folder
+    from prefix_titan.evaluation.export import write_hf_folder
     from prefix_titan.model.flavors import FLAVORS
 
     args = FLAVORS["tiny_128k"]

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from prefix_titan.logs import QuietLog
+from prefix_titan.titan.logs import QuietLog
 
 
 def passes(message, cpu=True):

@@ -4,26 +4,22 @@ over a vocabulary of 4,099 ids (not a power of two)."""
 import pytest
 import torch
 import torch.nn.functional as F
-
-from prefix_titan.objectives import (
-    IGNORE_INDEX,
-    SUPPORTS,
-    TAU_SWEEP,
-    ObjectiveSpec,
-    build_target_table,
-    target_loss,
+from helpers import (
+    assert_parts_close,
+    fresh_logits,
+    kernel_fn,
+    plan_of,
+    reference_fn,
+    run_logits,
+    sweep_specs,
 )
-from prefix_titan.objectives.kernel import position_weights, row_weights
+
+from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_target_table, target_loss
+from prefix_titan.objectives.kernel import position_weights
 from prefix_titan.objectives.reference import reference_loss
 
-SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
-    ObjectiveSpec("prefix", tau, norm, support)
-    for tau in TAU_SWEEP
-    for norm in (False, True)
-    for support in SUPPORTS
-]
+SPECS = sweep_specs()
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=2e-3, rtol=2e-2)}
-GAMMAS = [None, 0.9, 1.0]
 
 
 @pytest.fixture(scope="module")
@@ -31,45 +27,16 @@ def tables(odd_texts):
     return {str(s): build_target_table(odd_texts, s) for s in SPECS}
 
 
-def fresh_batch(V, batch=97, seq=1, dtype=torch.float32, scale=4.0):
-    """Random logits [batch, seq, V] and labels; ~10% ignored."""
-    logits = (torch.randn(batch, seq, V) * scale).to(dtype)
-    labels = torch.randint(0, V, (batch, seq))
-    labels[torch.rand(batch, seq) < 0.1] = IGNORE_INDEX
-    return logits, labels
-
-
-def run(fn, logits, labels):
-    x = logits.clone().requires_grad_()
-    objective, ce = fn(x, labels)
-    (objective * 0.37).backward()  # a non-unit upstream gradient
-    return objective.detach().double(), ce.double(), x.grad.float()
-
-
-def kernel_fn(table, gamma=None, kernel=target_loss, **kw):
-    args = table.kernel_tensors("cpu")
-
-    def fn(x, y):
-        return kernel(x.reshape(-1, x.shape[-1]), y.reshape(-1), *args, row_weights(y, gamma), **kw)
-
-    return fn
-
-
 def check_against_reference(fn, table, dtype, seed, gamma=None, seq=1):
-    logits, labels = fresh_batch(
-        table.vocab_size, batch=97 if seq == 1 else 5, seq=seq, dtype=dtype
-    )
-    got = run(fn, logits, labels)
-    ref = run(lambda x, y: reference_loss(x, y, table, gamma), logits, labels)
-    for g, r, what in zip(got, ref, ("objective", "plain CE", "gradient")):
-        torch.testing.assert_close(
-            g, r, **TOL[dtype], msg=lambda m, what=what: f"{what} (seed {seed}): {m}"
-        )
-    assert got[2].dtype == torch.float32 and torch.isfinite(got[2]).all()
+    batch = 97 if seq == 1 else 5
+    logits, labels = fresh_logits(table.vocab_size, batch=batch, seq=seq, dtype=dtype)
+    got = run_logits(fn, logits, labels)
+    ref = run_logits(reference_fn(table, gamma), logits, labels)
+    assert_parts_close(got, ref, TOL[dtype], seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("spec", SPECS, ids=str)
+@pytest.mark.parametrize("spec", SPECS, ids=ObjectiveSpec.arm_name)
 @pytest.mark.parametrize("chunk_rows", [10, None], ids=["10-row-chunks", "default-chunks"])
 def test_kernel_matches_reference(tables, spec, dtype, chunk_rows, seed):
     table = tables[str(spec)]
@@ -79,15 +46,18 @@ def test_kernel_matches_reference(tables, spec, dtype, chunk_rows, seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[2], SPECS[-1]], ids=str)
+@pytest.mark.parametrize(
+    "spec", [SPECS[0], SPECS[1], SPECS[2], SPECS[-1]], ids=ObjectiveSpec.arm_name
+)
 def test_compiled_kernel_matches_reference(tables, spec, dtype, seed):
     torch._dynamo.reset()
     table = tables[str(spec)]
-    check_against_reference(kernel_fn(table, kernel=torch.compile(target_loss)), table, dtype, seed)
+    fn = kernel_fn(table, loss=torch.compile(target_loss))
+    check_against_reference(fn, table, dtype, seed)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.9, 1.0], ids=lambda g: f"gamma{g}")
-@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=str)
+@pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=ObjectiveSpec.arm_name)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_position_weighted_kernel_matches_reference(tables, spec, gamma, dtype, seed):
     table = tables[str(spec)]
@@ -101,7 +71,7 @@ def test_position_weighted_kernel_matches_reference(tables, spec, gamma, dtype, 
 def test_compiled_position_weighted_kernel_matches_reference(tables, gamma, seed):
     torch._dynamo.reset()
     table = tables[str(SPECS[-1])]
-    fn = kernel_fn(table, gamma, kernel=torch.compile(target_loss))
+    fn = kernel_fn(table, gamma, loss=torch.compile(target_loss))
     check_against_reference(fn, table, torch.float32, seed, gamma, seq=23)
 
 
@@ -122,9 +92,9 @@ def test_position_weights_hand_checked():
 
 def test_ce_equals_torch_cross_entropy(tables):
     table = tables[str(SPECS[0])]
-    logits, labels = fresh_batch(table.vocab_size)
+    logits, labels = fresh_logits(table.vocab_size)
     logits, labels = logits[:, 0], labels[:, 0]
-    objective, ce = target_loss(logits, labels, *table.kernel_tensors("cpu"))
+    objective, ce = target_loss(logits, labels, table.tensors("cpu"))
     expected = F.cross_entropy(logits, labels, reduction="sum", ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(objective, expected, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(ce, expected, rtol=1e-5, atol=1e-3)
@@ -133,10 +103,10 @@ def test_ce_equals_torch_cross_entropy(tables):
 @pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
 def test_label_smoothing_equals_torch(odd_texts, eps):
     table = build_target_table(odd_texts, ObjectiveSpec("label_smoothing", epsilon=eps))
-    logits, labels = fresh_batch(table.vocab_size)
+    logits, labels = fresh_logits(table.vocab_size)
     logits, labels = logits[:, 0], labels[:, 0]
     x, x_ref = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    objective, _ = target_loss(x, labels, *table.kernel_tensors("cpu"))
+    objective, _ = target_loss(x, labels, table.tensors("cpu"))
     expected = F.cross_entropy(
         x_ref, labels, reduction="sum", ignore_index=IGNORE_INDEX, label_smoothing=eps
     )
@@ -146,18 +116,16 @@ def test_label_smoothing_equals_torch(odd_texts, eps):
 
 
 @pytest.mark.parametrize(
-    "spec", [SPECS[1], ObjectiveSpec("prefix", 0.05, False, "vocab"), SPECS[-1]], ids=str
+    "spec", [SPECS[1], ObjectiveSpec("prefix", tau=0.05, support="vocab"), SPECS[-1]], ids=str
 )
 @pytest.mark.parametrize("scale", [1e2, 1e4])
 def test_extreme_logits_match_an_fp64_reference(tables, spec, scale, seed):
     """Logits spread over +-1e4: every softmax is one-hot, log-probabilities reach -1e4. The fp32
     kernel must agree with a float64 reference, not just stay finite."""
     table = tables[str(spec)]
-    logits, labels = fresh_batch(table.vocab_size, scale=scale)
-    got = run(kernel_fn(table), logits, labels)
-    ref = run(
-        lambda x, y: reference_loss(x, y, table, dtype=torch.float64), logits.double(), labels
-    )
+    logits, labels = fresh_logits(table.vocab_size, scale=scale)
+    got = run_logits(kernel_fn(table), logits, labels)
+    ref = run_logits(reference_fn(table, dtype=torch.float64), logits.double(), labels)
     # fp32 logits of size ~4 * scale carry an ulp of ~scale * 5e-7; the sums add ~90 rows; the
     # gradient's probabilities are exp(z - lse) with z - lse exact only to that ulp.
     atols = (scale * 1e-5, scale * 1e-5, 3e-5 + scale * 1e-7)
@@ -175,13 +143,15 @@ def test_extreme_logits_match_an_fp64_reference(tables, spec, scale, seed):
 
 
 def test_target_loss_feeds_the_meter_and_plain_ce_is_unweighted(tables):
-    from prefix_titan.loss import TargetLoss
-    from prefix_titan.metrics import PlainCEMeter
+    from prefix_titan.titan.loss import TargetLoss
+    from prefix_titan.titan.metrics import PlainCEMeter
 
-    table = tables[str(SPECS[-1])]
+    spec = SPECS[-1]
+    table = tables[str(spec)]
     meter = PlainCEMeter()
-    loss = TargetLoss(table, position_gamma=0.9, meter=meter)
-    pred, labels = fresh_batch(table.vocab_size, batch=2, seq=33)
+    spec = ObjectiveSpec(**{**vars(spec), "position_gamma": 0.9})
+    loss = TargetLoss(plan_of(table, spec), meter=meter)
+    pred, labels = fresh_logits(table.vocab_size, batch=2, seq=33)
     ref_objective, ref_ce = reference_loss(pred, labels, table, 0.9)
     torch.testing.assert_close(loss(pred, labels), ref_objective, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(meter.ce_sum, ref_ce, rtol=1e-5, atol=1e-3)
@@ -194,8 +164,8 @@ def test_target_loss_feeds_the_meter_and_plain_ce_is_unweighted(tables):
 
 
 def test_fused_head_loss_reads_the_heads_sums():
-    from prefix_titan.loss import FusedHeadLoss
-    from prefix_titan.metrics import PlainCEMeter
+    from prefix_titan.titan.loss import FusedHeadLoss
+    from prefix_titan.titan.metrics import PlainCEMeter
 
     meter = PlainCEMeter()
     labels = torch.tensor([[1, 2, IGNORE_INDEX]])
@@ -209,19 +179,19 @@ def test_fused_head_loss_reads_the_heads_sums():
 
 
 def test_logits_loss_refuses_the_heads_sums(tables):
-    from prefix_titan.loss import TargetLoss
+    from prefix_titan.titan.loss import TargetLoss
 
     with pytest.raises(TypeError, match="fused_loss is false"):
-        TargetLoss(tables[str(SPECS[0])])(
+        TargetLoss(plan_of(tables[str(SPECS[0])], SPECS[0]))(
             (torch.tensor(1.0), torch.tensor(1.0)), torch.zeros(1, 4, dtype=torch.long)
         )
 
 
 @pytest.mark.parametrize("bad", [-1, -101, 4099, 10**6])
 def test_labels_out_of_range_are_refused(tables, bad):
-    from prefix_titan.loss import TargetLoss
+    from prefix_titan.titan.loss import TargetLoss
 
-    loss = TargetLoss(tables[str(SPECS[0])])
+    loss = TargetLoss(plan_of(tables[str(SPECS[0])], SPECS[0]))
     labels = torch.zeros(1, 8, dtype=torch.long)
     labels[0, 3] = bad
     with pytest.raises(ValueError, match=r"labels must be token ids in \[0, 4099\) or -100"):
@@ -229,25 +199,32 @@ def test_labels_out_of_range_are_refused(tables, bad):
 
 
 def test_logit_width_mismatch_is_refused(tables):
-    from prefix_titan.loss import TargetLoss
+    from prefix_titan.titan.loss import TargetLoss
 
     with pytest.raises(ValueError, match="4000 classes but the target table has 4099"):
-        TargetLoss(tables[str(SPECS[0])])(
+        TargetLoss(plan_of(tables[str(SPECS[0])], SPECS[0]))(
             torch.randn(1, 2, 4000), torch.zeros(1, 2, dtype=torch.long)
         )
 
 
-def test_the_meter_refuses_a_non_finite_step():
-    from prefix_titan.metrics import PlainCEMeter
+def test_a_non_finite_step_is_refused():
+    from prefix_titan.titan.metrics import PlainCEMeter
+    from prefix_titan.titan.step_checks import check_finite_grads, check_finite_loss
 
     meter = PlainCEMeter()
     meter.add(torch.tensor(2.0), torch.tensor(3), torch.tensor(2.5))
-    meter.check_finite(7)
+    check_finite_loss(meter, 7)
     meter.add(torch.tensor(1.0), torch.tensor(3), torch.tensor(float("nan")))
     with pytest.raises(
         FloatingPointError,
         match=r"step 8: the training loss is not finite \(objective sum nan, plain CE sum 3\)",
     ):
-        meter.check_finite(8)
+        check_finite_loss(meter, 8)
     meter.reset()
-    meter.check_finite(9)  # nothing measured: nothing to refuse
+    check_finite_loss(meter, 9)  # nothing measured: nothing to refuse
+    model = torch.nn.Linear(3, 2)
+    model.weight.grad = torch.ones(2, 3)
+    check_finite_grads([model], 10)
+    model.weight.grad[1, 2] = float("inf")
+    with pytest.raises(FloatingPointError, match="step 11: a gradient is not finite"):
+        check_finite_grads([model], 11)

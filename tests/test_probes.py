@@ -2,7 +2,7 @@ import collections
 
 import pytest
 
-from prefix_titan.probes import PROBE_TASKS, build_probes
+from prefix_titan.evaluation.probes import PROBE_TASKS, build_probes
 
 
 @pytest.fixture(scope="module")

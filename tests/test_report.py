@@ -1,83 +1,16 @@
 """The sweep report on small fake run folders: arms paired by seed, intervals, verdict."""
 
-import dataclasses
 import json
 import zlib
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ITEMS, make_run
 from scipy.stats import t as student_t
 
-from prefix_titan.eval import write_items
-from prefix_titan.probes import PROBE_TASKS
-from prefix_titan.report import report
-from prefix_titan.run_folder import METRICS_LOG
-from prefix_titan.stats import paired_bootstrap, paired_over_seeds, t_interval
-
-ROOT = Path(__file__).resolve().parent.parent
-TASKS = ("hellaswag", "piqa", "winogrande_debiased", "arc_easy")
-ITEMS = 400
-
-
-@lru_cache(maxsize=1)
-def _base_config_json():
-    from torchtitan.config import ConfigManager
-
-    config = ConfigManager().parse_args(
-        ["--job.config_file", str(ROOT / "train_configs" / "ce.toml")]
-    )
-    return json.dumps(dataclasses.asdict(config), default=str)
-
-
-def base_config():
-    return json.loads(_base_config_json())
-
-
-def make_run(root, name, objective, score, seed=1234, eval_kind="results", lr=None):
-    """A finished run: validation CE 3.5 − score, and per-item outcomes whose accuracy is about
-    0.3/0.5 + score (drawn with a generator seeded by the seed: the same items are hard in every
-    arm of a seed), the results being their means."""
-    folder = root / name / f"seed{seed}"
-    folder.mkdir(parents=True)
-    config = base_config()
-    config["objective"].update(objective)
-    config["job"]["dump_folder"] = str(folder)
-    config["debug"]["seed"] = seed
-    if lr is not None:
-        config["optimizer"]["lr"] = lr
-    (folder / "run_config.json").write_text(json.dumps(config))
-    rows = [{"step": s, "loss": 5.0, "plain_ce": 4.0} for s in (1000, 2000)]
-    own = np.random.default_rng([seed, zlib.crc32(name.encode())])  # this run's own noise
-    noise = own.normal(0, 0.01)
-    rows += [
-        {"step": 1000, "validation_plain_ce": 4.0 - score + noise},
-        {"step": 2000, "validation_plain_ce": 3.5 - score + noise},
-    ]
-    (folder / METRICS_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rng = np.random.default_rng(seed)
-    items, results = {}, {}
-    for task in (*TASKS, *PROBE_TASKS):
-        base = 0.5 if task == "winogrande_debiased" else 0.3
-        difficulty = rng.random(ITEMS)  # the same per seed in every arm: paired items
-        correct = (difficulty + own.normal(0, 0.05, ITEMS) < base + score).astype(float)
-        items[task] = [
-            {"doc_id": i, "correct": c, "acc": c, "acc_norm": None, "gold_loglik": -1.0}
-            for i, c in enumerate(correct)
-        ]
-        results[task] = {"acc,none": float(correct.mean())}
-        if task in PROBE_TASKS:
-            results[task]["bits_per_byte,none"] = 2.0 - score
-    if eval_kind == "curve":
-        (folder / "eval_curve.json").write_text(json.dumps({"1000": {}, "2000": results}))
-    elif eval_kind == "results":
-        out = folder / "hf" / "step-2000"
-        out.mkdir(parents=True)
-        (out / "eval_results.json").write_text(json.dumps({"results": results}))
-        write_items(str(out), items)
-    return folder
-
+from prefix_titan.runs.folder import METRICS_LOG
+from prefix_titan.sweep.report import report
+from prefix_titan.sweep.stats import paired_bootstrap, paired_over_seeds, t_interval
 
 ARMS = {
     "ce": ({"name": "ce"}, 0.0),
@@ -138,7 +71,7 @@ def test_a_real_difference_is_marked_and_an_equal_arm_is_not(sweep):
 
 
 def test_item_differences_are_a_paired_bootstrap_over_items_pooled_over_seeds(sweep):
-    from prefix_titan.eval import read_items
+    from prefix_titan.evaluation.harness import read_items
 
     def outcomes(arm):
         return np.array(
@@ -283,7 +216,7 @@ def test_the_bootstrap_matches_the_normal_approximation_and_is_reproducible():
 def test_a_crash_mid_append_costs_the_torn_line_only(sweep):
     """A run killed while appending a metrics row: the report reads the rows before it, and the
     resumed run's first append starts a line of its own."""
-    from prefix_titan.run_folder import drop_torn_line, read_log
+    from prefix_titan.runs.folder import drop_torn_line, read_log
 
     log = sweep / "ce" / "seed1" / METRICS_LOG
     rows = read_log(str(log))
@@ -302,7 +235,7 @@ def test_a_crash_mid_append_costs_the_torn_line_only(sweep):
 def test_run_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     import os
 
-    from prefix_titan.run_folder import write_json
+    from prefix_titan.runs.folder import write_json
 
     path = tmp_path / "eval_results.json"
     write_json(str(path), {"a": 1})

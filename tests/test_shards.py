@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets)
-from prefix_titan.corpus import ascii_only
-from prefix_titan.data import build_prefix_dataloader
-from prefix_titan.prepare import prepare
-from prefix_titan.shards import ShardedTokens, load_manifest
+from prefix_titan.data.corpus import ascii_only
+from prefix_titan.data.prepare import prepare
+from prefix_titan.data.shards import ShardedTokens, load_manifest
+from prefix_titan.titan.datasets import build_prefix_dataloader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = "the of strawberry personality person ünïcödé — café 日本 data token model letter".split()
@@ -176,6 +176,7 @@ def test_two_prepares_are_identical(tmp_path, embedded_tokenizer_dir):
         assert a == b, name
 
 
+@pytest.mark.slow
 def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_tokenizer_dir):
     make_corpus(tmp_path / "src", n_files=4, docs_per_file=1500)
     args = [
@@ -196,7 +197,7 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
         "--no-progress",
     ]
     cmd = [sys.executable, "-m", "prefix_titan.prepare", *args]
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     subprocess.run(
         cmd + ["--out", str(tmp_path / "clean")], check=True, env=env, capture_output=True
     )
@@ -439,7 +440,7 @@ def test_model_consumes_document_positions(shard_dir, tokenizer):
 def test_document_mask_needs_block_causal_flavor():
     from torchtitan.config import ConfigManager
 
-    from prefix_titan.config import check_job_config
+    from prefix_titan.titan.checks import check_job_config
 
     config = ConfigManager().parse_args(
         ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml", "--data.document_mask"]
@@ -450,6 +451,7 @@ def test_document_mask_needs_block_causal_flavor():
     check_job_config(config)
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_names_the_offline_sources(tmp_path, embedded_tokenizer_dir):
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.prepare", "--tokenizer", embedded_tokenizer_dir]
@@ -458,7 +460,7 @@ def test_an_unreachable_hub_names_the_offline_sources(tmp_path, embedded_tokeniz
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert "could not reach the Hugging Face hub to list and read the files of" in out.stderr
@@ -466,7 +468,7 @@ def test_an_unreachable_hub_names_the_offline_sources(tmp_path, embedded_tokeniz
 
 
 def test_progress_ends_with_a_summary_not_a_negative_eta(capsys):
-    from prefix_titan.prepare import _Progress
+    from prefix_titan.data.prepare import _Progress
 
     bar = _Progress(total=100, start=0, enabled=True)
     bar.update(130, 3)  # the last document went past the budget
@@ -475,6 +477,7 @@ def test_progress_ends_with_a_summary_not_a_negative_eta(capsys):
     assert "ETA -" not in err and "ETA 0.0 min" in err and "130/100 train tokens  done in" in err
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_bytes(tmp_path, embedded_tokenizer_dir):
     make_corpus(tmp_path / "src", fmt="parquet")
     outs = {}

@@ -7,8 +7,11 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, embedded_tokenizer_at
+import pytest
+from helpers import ROOT, embedded_tokenizer_at
 from test_eval import FIXTURES
+
+pytestmark = pytest.mark.slow  # the whole loop at smoke scale
 
 ARMS, SEEDS = ("ce", "prefix_tau0.5"), (1, 2)
 
@@ -16,7 +19,9 @@ ARMS, SEEDS = ("ce", "prefix_tau0.5"), (1, 2)
 def launch(tmp_path, sweep):
     command = [
         sys.executable,
-        "scripts/launch_sweep.py",
+        "-m",
+        "prefix_titan.sweep",
+        "launch",
         "--scale",
         "smoke",
         "--arms",
@@ -35,7 +40,7 @@ def launch(tmp_path, sweep):
         "--validation.freq",
         "10",
     ]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
 
 
@@ -45,8 +50,8 @@ def first_plain_ce(run):
 
 
 def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path):
-    from prefix_titan.eval import evaluate_run, task_index
-    from prefix_titan.report import report
+    from prefix_titan.evaluation.harness import evaluate_run, task_index
+    from prefix_titan.sweep.report import report
 
     embedded_tokenizer_at(tmp_path / "tokenizer")
     sweep = tmp_path / "sweep"

@@ -1,25 +1,37 @@
+"""The sweep launcher's plans (`python -m prefix_titan.sweep launch --dry-run`), its refusals and
+its queue; the dry runs run in this process (the command itself is run by the last tests)."""
+
+import contextlib
+import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+from prefix_titan.sweep import launch
 
 
 def dry_run(*args, gpus=None):
-    env = dict(os.environ)
-    if gpus is not None:  # the GPUs the node shows ("": none)
-        env["CUDA_VISIBLE_DEVICES"] = gpus
-    out = subprocess.run(
-        [sys.executable, "scripts/launch_sweep.py", "--dry-run", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    return out.returncode, out.stdout.splitlines(), out.stderr
+    """(exit status, stdout lines, stderr) of `launch --dry-run ARGS` on a node that shows `gpus`
+    (CUDA_VISIBLE_DEVICES; "": none, None: as this machine)."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = launch.main(["--dry-run", "--root", str(ROOT), *args])
+            except SystemExit as e:
+                code = e.code
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+    return code, out.getvalue().splitlines(), err.getvalue()
 
 
 def test_dry_run_lists_every_arm_baselines_first():
@@ -140,8 +152,7 @@ def test_bad_sweep_settings_are_refused(args, gpus, message):
 
 
 def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    from scripts.launch_sweep import run_queue
+    from prefix_titan.sweep.launch import run_queue
 
     def job(name, code):
         script = f"import os, sys; print(os.environ['CUDA_VISIBLE_DEVICES']); sys.exit({code})"
@@ -161,16 +172,54 @@ def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
 
 
 def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
-    sys.path.insert(0, str(ROOT))
-    import scripts.launch_sweep as launch
-    from scripts.make_configs import Scale
+    from prefix_titan.sweep.configs import Scale
 
-    empty = Scale("scripts/pilot_base.toml", "train_configs/not_generated", "./outputs/x", 1)
+    empty = Scale("pilot.toml", "train_configs/not_generated", "./outputs/x", 1)
     monkeypatch.setitem(launch.SCALES, "pilot", empty)
-    monkeypatch.setattr(sys, "argv", ["launch_sweep.py", "--dry-run", "--scale", "pilot"])
     with pytest.raises(SystemExit) as e:
-        launch.main()
+        launch.main(["--dry-run", "--scale", "pilot", "--root", str(ROOT)])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--scale pilot has no configs for ce, label_smoothing" in err
-    assert "run python scripts/make_configs.py" in err
+    assert "run python -m prefix_titan.sweep configs" in err
+
+
+def test_a_folder_without_configs_is_refused(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.sweep", "launch", "--dry-run"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert "--root . holds no train_configs/ folder" in out.stderr, out.stderr
+
+
+def test_the_scripts_still_run_the_sweep_for_one_release(tmp_path):
+    """scripts/launch_sweep.py and scripts/make_configs.py wrap the package's commands and find
+    the project from wherever they are started."""
+    wrapped = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "launch_sweep.py"), "--dry-run", "--arms", "ce"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    _, lines, _ = dry_run("--arms", "ce")
+    assert wrapped.returncode == 0 and wrapped.stdout.splitlines() == lines
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_configs.py"), "--check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0 and "up to date" in check.stdout, check.stdout + check.stderr
+
+
+def test_the_sweep_command_names_its_subcommands(capsys):
+    from prefix_titan.sweep.__main__ import main
+
+    assert main(["lanch"]) == 2
+    assert (
+        "the first argument must be one of configs, launch; got 'lanch'" in capsys.readouterr().err
+    )
+    assert main(["--help"]) == 0 and "configs" in capsys.readouterr().out

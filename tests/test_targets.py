@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from helpers import sweep_specs
 
 from prefix_titan.objectives import (
     SUPPORTS,
@@ -13,12 +14,7 @@ from prefix_titan.objectives import (
     token_texts,
 )
 
-ALL_SPECS = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)] + [
-    ObjectiveSpec("prefix", tau, norm, support)
-    for tau in TAU_SWEEP
-    for norm in (False, True)
-    for support in SUPPORTS
-]
+ALL_SPECS = sweep_specs()
 
 # A hand-made vocabulary: index -> text (None = special token).
 HAND = [" p", " per", " person", " personal", " personality", "x", None, "y"]
@@ -59,7 +55,7 @@ def test_personality_vocab_support_hand_checked():
         assert target[i].item() == pytest.approx(math.exp(score.get(i, 0.0)) / z, rel=1e-6)
 
 
-@pytest.mark.parametrize("spec", ALL_SPECS, ids=str)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ObjectiveSpec.arm_name)
 def test_rows_sum_to_one_on_real_bpe(bpe_texts, spec):
     table = build_target_table(bpe_texts, spec)
     dense = table.dense(torch.arange(table.vocab_size)).double()
@@ -74,7 +70,9 @@ def test_rows_sum_to_one_on_real_bpe(bpe_texts, spec):
 @pytest.mark.parametrize("support", SUPPORTS)
 @pytest.mark.parametrize("normalize", [False, True])
 def test_small_tau_is_one_hot(bpe_texts, support, normalize):
-    table = build_target_table(bpe_texts, ObjectiveSpec("prefix", 1e-3, normalize, support))
+    table = build_target_table(
+        bpe_texts, ObjectiveSpec("prefix", tau=1e-3, normalize=normalize, support=support)
+    )
     golds = torch.tensor([i for i, t in enumerate(bpe_texts) if t is not None])
     dense = table.dense(golds)
     torch.testing.assert_close(
@@ -85,7 +83,7 @@ def test_small_tau_is_one_hot(bpe_texts, support, normalize):
 def test_prefix_objective_spreads_mass(bpe_texts):
     # Gold with a prefix one character shorter: at tau = 1 that prefix gets e^-1 of the gold's
     # weight, so the gold keeps at most 1 / (1 + e^-1).
-    table = build_target_table(bpe_texts, ObjectiveSpec("prefix", 1.0, False, "prefix"))
+    table = build_target_table(bpe_texts, ObjectiveSpec("prefix", tau=1.0))
     sets = prefix_sets(bpe_texts)
     near = [
         y
@@ -97,7 +95,7 @@ def test_prefix_objective_spreads_mass(bpe_texts):
     assert (gold_mass <= 1 / (1 + math.exp(-1)) + 1e-6).all() and (gold_mass > 0).all()
 
 
-@pytest.mark.parametrize("spec", ALL_SPECS[2:], ids=str)
+@pytest.mark.parametrize("spec", ALL_SPECS[2:], ids=ObjectiveSpec.arm_name)
 def test_tokens_without_text_get_one_hot(bpe_texts, spec):
     table = build_target_table(bpe_texts, spec)
     no_text = torch.tensor([i for i, t in enumerate(bpe_texts) if t is None])
@@ -172,13 +170,19 @@ def test_tokenizer_larger_than_model_vocab(embedded_tokenizer_dir):
 def test_describe_target_totals_one(bpe_texts):
     gold = max((i for i, t in enumerate(bpe_texts) if t), key=lambda i: len(bpe_texts[i]))
     info = describe_target(
-        build_target_table(bpe_texts, ObjectiveSpec("prefix", 0.5, True, "vocab")), bpe_texts, gold
+        build_target_table(
+            bpe_texts, ObjectiveSpec("prefix", tau=0.5, normalize=True, support="vocab")
+        ),
+        bpe_texts,
+        gold,
     )
     assert info["total"] == pytest.approx(1.0, abs=1e-5)
     assert info["entries"][0]["id"] == gold and len(info["entries"]) > 1
 
 
-@pytest.mark.parametrize("spec", [ALL_SPECS[0], ALL_SPECS[1], ALL_SPECS[-1]], ids=str)
+@pytest.mark.parametrize(
+    "spec", [ALL_SPECS[0], ALL_SPECS[1], ALL_SPECS[-1]], ids=ObjectiveSpec.arm_name
+)
 def test_target_at_idx_is_the_dense_target_there(bpe_texts, spec):
     table = build_target_table(bpe_texts, spec)
     dense = table.dense(torch.arange(table.vocab_size))
@@ -186,16 +190,14 @@ def test_target_at_idx_is_the_dense_target_there(bpe_texts, spec):
 
 
 def _targets_cli(*args):
-    import os
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     return subprocess.run(
         [sys.executable, "-m", "prefix_titan.targets", *args],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CE, ROOT, VAL, embedded_tokenizer_at, train
+from helpers import CE, ROOT, VAL, embedded_tokenizer_at, train
+
+pytestmark = pytest.mark.slow  # end-to-end trainings
 
 
 @pytest.mark.parametrize("objective", ["label_smoothing", "prefix"])
@@ -65,7 +67,6 @@ def prepare_shards(tmp_path):
             "--no-progress",
         ],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
         check=True,
         capture_output=True,
     )
@@ -245,7 +246,7 @@ def test_plain_ce_and_validation_ignore_the_objective_and_position_weighting(tmp
 def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_path):
     import json
 
-    from prefix_titan.export import export
+    from prefix_titan.evaluation.export import export
 
     common = ("--checkpoint.enable", "--checkpoint.interval", "2", "--training.steps", "4")
     train(tmp_path, *common, "--checkpoint.keep_latest_k", "0", name="run")

@@ -16,17 +16,29 @@ import sys
 
 import pytest
 import torch
+from helpers import (
+    FOUR_SPECS,
+    HEAD_PARTS,
+    assert_parts_close,
+    fresh_logits,
+    fused_fn,
+    kernel_fn,
+    plan_of,
+    reference_fn,
+    reference_head_fn,
+    run_head,
+    run_logits,
+)
 
 from prefix_titan.objectives import (
     IGNORE_INDEX,
     ObjectiveSpec,
+    RowKernel,
     build_target_table,
     fused_target_loss,
-    row_weights,
     target_loss,
 )
 from prefix_titan.objectives.fused import build_chunk_step
-from prefix_titan.objectives.reference import reference_fused_loss, reference_loss
 from prefix_titan.objectives.triton_rows import interpreting
 
 INTERPRETED = interpreting()
@@ -36,17 +48,14 @@ needs_triton = pytest.mark.skipif(
     reason="no GPU: these run in the child pytest of test_kernels_in_the_triton_interpreter",
 )
 
-SPECS = {
-    "ce": ObjectiveSpec("ce"),
-    "label_smoothing": ObjectiveSpec("label_smoothing", epsilon=0.1),
-    "prefix_tau0.05": ObjectiveSpec("prefix", tau=0.05),
-    "prefix_norm_tau2_vocab": ObjectiveSpec("prefix", tau=2.0, normalize=True, support="vocab"),
-}
+SPECS = FOUR_SPECS
+PYTORCH, TRITON = RowKernel.PYTORCH, RowKernel.TRITON
 # bf16: both kernels round the same fp32 gradient once; the lse may differ in its last fp32 bit,
 # which can move a rounding by one bf16 ulp.
 TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=4e-3, rtol=2e-2)}
 
 
+@pytest.mark.slow
 def test_kernels_in_the_triton_interpreter(embedded_tokenizer_dir):
     """Runs the kernel tests of this file in Triton's CPU interpreter (where no GPU is)."""
     if INTERPRETED or DEVICE == "cuda":
@@ -77,39 +86,13 @@ def long_ids(odd_texts):
 
 
 def fresh_batch(V, batch, seq, dtype, gold=None):
-    """Logits [batch, seq, V] of std 4, labels (from `gold` when given), ~15% ignored."""
-    logits = (torch.randn(batch, seq, V) * 4).to(dtype)
-    if gold is None:
-        labels = torch.randint(0, V, (batch, seq))
-    else:
-        labels = gold[torch.randint(0, len(gold), (batch, seq))]
-    labels[torch.rand(batch, seq) < 0.15] = IGNORE_INDEX
+    """Logits [batch, seq, V] of std 4 on the test's device, ~15% of the labels ignored."""
+    logits, labels = fresh_logits(V, batch, seq, dtype, ignored=0.15, gold=gold)
     return logits.to(DEVICE), labels.to(DEVICE)
 
 
-def run(fn, logits, labels):
-    x = logits.clone().requires_grad_()
-    objective, ce = fn(x, labels)
-    (objective * 0.37).backward()  # a non-unit upstream gradient
-    assert x.grad.dtype == logits.dtype
-    return objective.detach().double().cpu(), ce.double().cpu(), x.grad.float().cpu()
-
-
-def kernel_fn(table, gamma, kernel):
-    args = table.kernel_tensors(DEVICE)
-
-    def fn(x, y):
-        rw = row_weights(y, gamma)
-        return target_loss(x.reshape(-1, x.shape[-1]), y.reshape(-1), *args, rw, kernel=kernel)
-
-    return fn
-
-
-def assert_all_close(got, want, tol, seed, what):
-    for g, w, part in zip(got, want, ("objective", "plain CE", "gradient")):
-        torch.testing.assert_close(
-            g, w, **tol, msg=lambda m, p=part: f"{what} {p} (seed {seed}): {m}"
-        )
+def triton_fn(table, gamma, kernel):
+    return kernel_fn(table, gamma, kernel, device=DEVICE)
 
 
 @needs_triton
@@ -120,12 +103,11 @@ def test_row_kernels_match_pytorch_and_reference(tables, long_ids, name, gamma, 
     table = tables[name]
     gold = long_ids if name.startswith("prefix") else None
     logits, labels = fresh_batch(table.vocab_size, 3, 11, dtype, gold)  # 33 rows, ragged blocks
-    got = run(kernel_fn(table, gamma, "triton"), logits, labels)
-    torch_path = run(kernel_fn(table, gamma, "pytorch"), logits, labels)
-    ref = run(lambda x, y: reference_loss(x, y, table.to(DEVICE), gamma), logits, labels)
-    assert_all_close(got, torch_path, TOL[dtype], seed, "triton vs pytorch:")
-    assert_all_close(got, ref, TOL[dtype], seed, "triton vs reference:")
-    assert torch.isfinite(got[2]).all()
+    got = run_logits(triton_fn(table, gamma, TRITON), logits, labels)
+    torch_path = run_logits(triton_fn(table, gamma, PYTORCH), logits, labels)
+    ref = run_logits(reference_fn(table, gamma, device=DEVICE), logits, labels)
+    assert_parts_close(got, torch_path, TOL[dtype], seed, "triton vs pytorch: ")
+    assert_parts_close(got, ref, TOL[dtype], seed, "triton vs reference: ")
 
 
 @needs_triton
@@ -141,38 +123,19 @@ def test_fused_head_on_triton_matches_reference(tables, long_ids, name, dtype, s
     w = (torch.randn(table.vocab_size, dim) * 4 / dim**0.5).to(dtype).to(DEVICE)
     gold = long_ids if name.startswith("prefix") else None
     _, labels = fresh_batch(table.vocab_size, 1, n, dtype, gold)
-    step = build_chunk_step(False, kernel="triton")
-    tensors = table.kernel_tensors(DEVICE)
-
-    def go(fn):
-        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
-        objective, ce = fn(hh, ww)
-        (objective * 0.37).backward()
-        assert hh.grad.dtype == dtype and ww.grad.dtype == dtype
-        return [t.detach().double().cpu() for t in (objective, ce, hh.grad, ww.grad)]
-
-    got = go(
-        lambda a, b: fused_target_loss(
-            a.reshape(n, dim),
-            b,
-            labels.reshape(-1),
-            *tensors,
-            row_weights(labels, gamma),
-            chunk_tokens=16,
-            step=step,
-        )
-    )
-    ref = go(lambda a, b: reference_fused_loss(a, b, labels, table.to(DEVICE), gamma))
+    step = build_chunk_step(TRITON)
+    got = run_head(fused_fn(table, gamma, DEVICE, chunk_tokens=16, step=step), h, w, labels)
+    ref = run_head(reference_head_fn(table, gamma, DEVICE), h, w, labels)
     tol = TOL[dtype] if dtype == torch.float32 else dict(atol=2e-2, rtol=3e-2)
-    for g, r, part in zip(got, ref, ("objective", "plain CE", "grad h", "grad W")):
-        torch.testing.assert_close(g, r, **tol, msg=lambda m, p=part: f"{p} (seed {seed}): {m}")
+    assert_parts_close(got, ref, tol, seed, parts=HEAD_PARTS)
 
 
 @needs_triton
 @pytest.mark.parametrize("V", [64, 192, 50], ids=["one-block", "three-full-blocks", "short-block"])
 def test_block_edges(V, seed):
     """Vocabularies that fill their blocks exactly, or fall short of one, with blocks of 64."""
-    from prefix_titan.objectives import kernel, triton_rows
+    from prefix_titan.objectives import triton_rows
+    from prefix_titan.objectives.kernel import PyTorchRows
 
     K = 5
     idx = torch.randint(0, V, (V, K))
@@ -184,20 +147,19 @@ def test_block_edges(V, seed):
     background = torch.full((V,), 0.2 / V)
     from prefix_titan.objectives import TargetTable
 
-    table = TargetTable(idx, weight, background)
-    idx, weight, background, target = table.kernel_tensors(DEVICE)
+    tensors = TargetTable(idx, weight, background).tensors(DEVICE)
     z = (torch.randn(9, V) * 3).to(DEVICE)
     labels = torch.randint(0, V, (9,), device=DEVICE)
     labels[4] = IGNORE_INDEX
     keep = labels != IGNORE_INDEX
     y = torch.where(keep, labels, 0)
-    got = triton_rows.row_statistics(z, y, keep, idx, weight, background, None, block=64)
-    want = kernel.row_statistics(z, y, keep, idx, weight, background, 9)
+    got = triton_rows.row_statistics(z, y, keep, tensors, None, block=64)
+    want = PyTorchRows.statistics(z, y, keep, tensors, None, 9)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=2e-5, rtol=2e-5)
     scale = keep.float() * 0.5
-    g = triton_rows.row_gradient(z, y, scale, got[2], idx, background, target, block=64)
-    w = kernel.row_gradient(z, y, scale, want[2], idx, background, target, 9)
+    g = triton_rows.row_gradient(z, y, scale, got[2], tensors, block=64)
+    w = PyTorchRows.gradient(z, y, scale, want[2], tensors, 9)
     torch.testing.assert_close(g, w, atol=2e-6, rtol=2e-5)
     assert (g[4] == 0).all()  # the ignored row
 
@@ -210,36 +172,41 @@ def test_strided_rows_and_all_ignored(tables, seed):
     wide = (torch.randn(13, V + 7) * 4).to(DEVICE)
     logits = wide[:, :V]
     labels = torch.randint(0, V, (13,), device=DEVICE)
-    got = run(kernel_fn(table, None, "triton"), logits, labels)
-    want = run(kernel_fn(table, None, "pytorch"), logits.contiguous(), labels)
-    assert_all_close(got, want, TOL[torch.float32], seed, "strided:")
+    got = run_logits(triton_fn(table, None, TRITON), logits, labels)
+    want = run_logits(triton_fn(table, None, PYTORCH), logits.contiguous(), labels)
+    assert_parts_close(got, want, TOL[torch.float32], seed, "strided: ")
     ignored = torch.full_like(labels, IGNORE_INDEX)
-    objective, ce, grad = run(kernel_fn(table, None, "triton"), logits, ignored)
+    objective, ce, grad = run_logits(triton_fn(table, None, TRITON), logits, ignored)
     assert objective.item() == 0 and ce.item() == 0 and (grad == 0).all()
 
 
 @needs_triton
 def test_the_torchtitan_loss_and_the_fused_head_run_on_triton(tables, seed):
-    """The adapters pass objective.kernel down: the logits loss (never compiled over Triton) and
-    the fused head's chunk step, each against its PyTorch twin."""
-    from prefix_titan.loss import TargetLoss
-    from prefix_titan.model.transformer import FusedLMHead, HeadObjective
+    """The loss plan passes objective.kernel down: the logits loss (never compiled over Triton)
+    and the fused head's chunk step, each against its PyTorch twin."""
+    from prefix_titan.model.transformer import FusedLMHead
+    from prefix_titan.titan.loss import TargetLoss
 
     table = tables["prefix_tau0.05"]
     V = table.vocab_size
     logits, labels = fresh_batch(V, 2, 9, torch.float32)
-    losses = [TargetLoss(table, compile=k == "triton", kernel=k) for k in ("pytorch", "triton")]
-    assert not hasattr(losses[1].kernel, "_torchdynamo_orig_callable")
-    sums = [loss.sums(logits, labels) for loss in losses]
+    plans = [
+        plan_of(table, ObjectiveSpec("prefix", tau=0.05, kernel=k.value), compile=k is TRITON)
+        for k in (PYTORCH, TRITON)
+    ]
+    assert plans[1].kernel is TRITON
+    assert not hasattr(plans[1]._target_loss, "_torchdynamo_orig_callable")  # not compiled
+    sums = [TargetLoss(plan).sums(logits, labels) for plan in plans]
     torch.testing.assert_close(sums[0], sums[1], atol=2e-5, rtol=2e-5)
 
     heads = []
-    for kernel in ("pytorch", "triton"):
+    for k in (PYTORCH, TRITON):
         torch.manual_seed(seed)
         head = FusedLMHead(23, V).to(DEVICE)
-        head.set_objective(HeadObjective(table, kernel=kernel))
+        spec = ObjectiveSpec("prefix", tau=0.05, kernel=k.value, fused_loss=True)
+        head.set_plan(plan_of(table, spec, dim=23))
         heads.append(head)
-    assert heads[1]._step.keywords == {"kernel": "triton"}
+    assert heads[1].plan.chunk_step.keywords["passes"].__name__ == "TritonRows"
     h = torch.randn(2, 9, 23, device=DEVICE)
     outs = []
     for head in heads:
@@ -255,7 +222,7 @@ def test_the_torchtitan_loss_and_the_fused_head_run_on_triton(tables, seed):
 def test_the_train_spec_loss_builder_passes_the_kernel_down(embedded_tokenizer_dir):
     from torchtitan.config import ConfigManager
 
-    from prefix_titan.loss import TargetTables, build_target_loss
+    from prefix_titan.titan.loss import LossPlans, build_target_loss
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     config = ConfigManager().parse_args(
@@ -263,18 +230,19 @@ def test_the_train_spec_loss_builder_passes_the_kernel_down(embedded_tokenizer_d
         + ["--model.hf_assets_path", embedded_tokenizer_dir, "--objective.kernel", "triton"]
         + ["--compile.enable", "--compile.components", "model,loss"]
     )
-    loss = build_target_loss(config, tables=TargetTables(), meter=None)
-    assert loss.kernel.keywords == {"kernel": "triton"}  # and not wrapped in torch.compile
+    loss = build_target_loss(config, plans=LossPlans(), meter=None)
+    assert loss.plan.kernel is TRITON and loss.plan.compile
+    assert loss.plan._target_loss.keywords == {"kernel": TRITON}  # not wrapped in torch.compile
 
 
 def test_triton_kernel_is_refused_on_a_cpu_without_the_interpreter(tables, monkeypatch):
-    from prefix_titan.config import check_triton_device
+    from prefix_titan.titan.checks import check_triton_device
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     table = tables["ce"]
     logits, labels = torch.randn(4, table.vocab_size), torch.randint(0, table.vocab_size, (4,))
     with pytest.raises(RuntimeError, match="runs on a CUDA GPU, and the logits are on cpu"):
-        target_loss(logits, labels, *table.kernel_tensors("cpu"), kernel="triton")
+        target_loss(logits, labels, table.tensors("cpu"), kernel=TRITON)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="objective.kernel = 'pytorch'"):
             check_triton_device()
@@ -285,10 +253,10 @@ def test_unknown_kernel_is_refused(tables):
         ValueError, match="objective.kernel must be one of pytorch, triton; got 'cuda'"
     ):
         ObjectiveSpec("ce", kernel="cuda").validate()
-    table = tables["ce"]
-    logits, labels = torch.randn(4, table.vocab_size), torch.randint(0, table.vocab_size, (4,))
     with pytest.raises(ValueError, match="objective.kernel must be one of"):
-        target_loss(logits, labels, *table.kernel_tensors("cpu"), kernel="Triton")
+        RowKernel.parse("Triton")
+    with pytest.raises(ValueError, match="objective.kernel must be one of"):
+        plan_of(tables["ce"], ObjectiveSpec("ce", kernel="Triton"))
 
 
 # Compiles the kernels with Triton's own compiler and ptxas (they ship in its wheel; no GPU needed)
@@ -365,19 +333,19 @@ def test_triton_on_gpu_at_llama3_vocabulary(fused, seed):
     weight = weight / weight.sum(1, keepdim=True)
     from prefix_titan.objectives import TargetTable
 
-    tensors = TargetTable(idx, weight, torch.zeros(V)).kernel_tensors("cuda")
+    tensors = TargetTable(idx, weight, torch.zeros(V)).tensors("cuda")
     h = torch.randn(n, dim, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(V, dim, device="cuda", dtype=torch.bfloat16) * dim**-0.5 * 3
     labels = torch.randint(0, V, (n,), device="cuda")
     labels[::7] = IGNORE_INDEX
     results = []
-    for kernel in ("pytorch", "triton"):
+    for kernel in (PYTORCH, TRITON):
         hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
         if fused:
-            step = build_chunk_step(False, kernel=kernel)
-            objective, ce = fused_target_loss(hh, ww, labels, *tensors, step=step)
+            step = build_chunk_step(kernel)
+            objective, ce = fused_target_loss(hh, ww, labels, tensors, step=step)
         else:
-            objective, ce = target_loss(hh @ ww.t(), labels, *tensors, kernel=kernel)
+            objective, ce = target_loss(hh @ ww.t(), labels, tensors, kernel=kernel)
         objective.backward()
         results.append([t.detach().float() for t in (objective, ce, hh.grad, ww.grad)])
     for a, b in zip(*results):

@@ -4,12 +4,12 @@ import torch
 import torchtitan.components.validate as titan_validate
 from torchtitan.components.validate import Validator
 
-from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_target_table
+from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_plan, build_target_table
 from prefix_titan.objectives.reference import reference_loss
 
 
 def test_the_dataloader_builder_is_ours_only_during_init(monkeypatch):
-    from prefix_titan import validate
+    from prefix_titan.titan import validate
 
     builtin = titan_validate.build_text_validation_dataloader
     seen = []
@@ -26,20 +26,21 @@ def test_the_dataloader_builder_is_ours_only_during_init(monkeypatch):
 
 
 def _loss():
-    from prefix_titan.loss import TargetLoss
+    from prefix_titan.titan.loss import TargetLoss
 
     texts = ["a", "ab", "abc", "b", None]
-    return TargetLoss(build_target_table(texts, ObjectiveSpec("prefix", 0.5)), position_gamma=0.9)
+    spec = ObjectiveSpec("prefix", tau=0.5, position_gamma=0.9)
+    return TargetLoss(build_plan(spec, build_target_table(texts, spec)))
 
 
 def test_with_pipeline_parallel_the_training_loss_returns_plain_ce_during_validation(monkeypatch):
-    from prefix_titan.validate import PlainCEValidator
+    from prefix_titan.titan.validate import PlainCEValidator
 
     loss = _loss()
     logits = torch.randn(2, 6, 5)
     labels = torch.randint(0, 5, (2, 6))
     labels[0, 0] = IGNORE_INDEX
-    objective, ce = reference_loss(logits, labels, loss.table, 0.9)
+    objective, ce = reference_loss(logits, labels, loss.plan.table, 0.9)
     during = []
     # A pipeline schedule holds the training loss and calls it itself.
     monkeypatch.setattr(

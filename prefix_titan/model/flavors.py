@@ -7,7 +7,7 @@ from dataclasses import replace
 from torchtitan.models.llama3 import TransformerModelArgs, llama3_args
 from torchtitan.models.llama3.model.args import RoPEScalingArgs
 
-from ..corpus import EMBEDDED_VOCAB_SIZE
+from ..data.corpus import EMBEDDED_VOCAB_SIZE
 
 NO_ROPE_SCALING = RoPEScalingArgs(scaling_factor=1.0)  # trained from scratch at 2K: plain RoPE
 LLAMA3_VOCAB_SIZE = 128256

@@ -11,84 +11,65 @@ as unfused. Memory: one chunk of logits and its working set, grad_h and an fp32 
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import torch
 
-from .kernel import (
-    IGNORE_INDEX,
-    check_kernel,
-    chunk_rows,
-    row_gradient,
-    row_scale,
-    row_statistics,
-)
+from .kernel import IGNORE_INDEX, PyTorchRows, RowKernel, chunk_rows, row_scale
+from .table import TableTensors
 
 
-def default_chunk_tokens(device: torch.device, dim: int) -> int:
-    """Tokens per chunk. GPU: 2048 rows keep the chunk's matmuls efficient while its logits stay
-    small next to the unfused [N, V] tensors. CPU (fp32, measured with scripts/bench_loss.py):
-    once d >= 512 the three matmuls with W need 512 rows to run at full speed; below that, 128
-    rows are as fast with a quarter of the memory."""
-    if device.type != "cpu":
+def default_chunk_tokens(device_type: str, dim: int) -> int:
+    """Tokens per chunk on a device type ("cpu", "cuda", ...) for a head of width `dim`. GPU: 2048
+    rows keep the chunk's matmuls efficient while its logits stay small next to the unfused
+    [N, V] tensors. CPU (fp32, measured with scripts/bench_loss.py): once d >= 512 the three
+    matmuls with W need 512 rows to run at full speed; below that, 128 rows are as fast with a
+    quarter of the memory."""
+    if device_type != "cpu":
         return 2048
     return 512 if dim >= 512 else 128
 
 
 def chunk_statistics(
-    z,
-    y,
-    keep,
-    idx,
-    weight,
-    background,
-    target_at_idx,
-    row_weight,
-    want_grad: bool,
-    kernel: str = "pytorch",
+    z, y, keep, table: TableTensors, row_weight, want_grad: bool, passes=PyTorchRows
 ):
     """(objective sum, CE sum, gradient of the objective w.r.t. z or None) of one chunk: the
     unfused kernel's two passes, in its cache-sized row blocks when eager. The chunk's logits
     are not needed afterwards: the gradient is written over them (Triton, and eager PyTorch
     passes over several blocks), so a chunk holds one [c, V] tensor, not two."""
     rows = chunk_rows(z)
-    objective, ce, lse = row_statistics(
-        z, y, keep, idx, weight, background, rows, row_weight, kernel
-    )
+    objective, ce, lse = passes.statistics(z, y, keep, table, row_weight, rows)
     if not want_grad:
         return objective, ce, None
     scale = row_scale(keep, row_weight)
-    grad = row_gradient(
-        z, y, scale, lse, idx, background, target_at_idx, rows, kernel, may_overwrite=True
-    )
+    grad = passes.gradient(z, y, scale, lse, table, rows, may_overwrite=True)
     return objective, ce, grad
 
 
-def build_chunk_step(compile: bool, backend: str = "inductor", kernel: str = "pytorch"):
-    """`chunk_statistics`, compiled (element-wise passes fused; the matmuls stay eager) or not;
-    with kernel="triton" on the Triton row kernels, the same in both modes: their passes are
-    already single kernels."""
-    if check_kernel(kernel) == "triton":
-        return partial(chunk_statistics, kernel="triton")
-    if not compile:
-        return chunk_statistics
-    return torch.compile(chunk_statistics, backend=backend, dynamic=False)
+def build_chunk_step(
+    kernel: RowKernel = RowKernel.PYTORCH, compile: bool = False, backend: str = "inductor"
+):
+    """`chunk_statistics` on `kernel`'s row passes, compiled (element-wise passes fused; the
+    matmuls stay eager) or not; the Triton passes are the same in both modes: they are single
+    kernels already."""
+    step = partial(chunk_statistics, passes=kernel.passes())
+    if not (compile and kernel.compiles):
+        return step
+    return torch.compile(step, backend=backend, dynamic=False)
+
+
+class FusedHead(NamedTuple):
+    """What the fused autograd function needs besides its tensors: the table, the tokens per
+    chunk and the chunk step (`build_chunk_step`)."""
+
+    table: TableTensors
+    chunk_tokens: int
+    step: object
 
 
 class _FusedHeadLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx,
-        h,
-        head_weight,
-        labels,
-        idx,
-        weight,
-        background,
-        target_at_idx,
-        row_weight,
-        chunk_tokens: int,
-        step,
-    ):
+    def forward(ctx, h, head_weight, labels, row_weight, head: FusedHead):
         keep = labels != IGNORE_INDEX
         y = torch.where(keep, labels, 0)
         grad_h_wanted, grad_w_wanted = ctx.needs_input_grad[:2]
@@ -101,11 +82,11 @@ class _FusedHeadLossFunction(torch.autograd.Function):
         )
         objective = h.new_zeros((), dtype=torch.float32)
         ce = h.new_zeros((), dtype=torch.float32)
-        for i in range(0, h.shape[0], chunk_tokens):
-            r = slice(i, i + chunk_tokens)
+        for i in range(0, h.shape[0], head.chunk_tokens):
+            r = slice(i, i + head.chunk_tokens)
             z = h[r] @ head_weight.t()
             rw = None if row_weight is None else row_weight[r]
-            o, c, g = step(z, y[r], keep[r], idx, weight, background, target_at_idx, rw, want_grad)
+            o, c, g = head.step(z, y[r], keep[r], head.table, rw, want_grad)
             objective += o
             ce += c
             del z
@@ -134,26 +115,25 @@ class _FusedHeadLossFunction(torch.autograd.Function):
             grad_h = grad_h.mul_(scale.to(grad_h.dtype))
         if grad_w is not None:
             grad_w = grad_w.mul_(scale).to(ctx.weight_dtype)
-        return grad_h, grad_w, None, None, None, None, None, None, None, None
+        return grad_h, grad_w, None, None, None
 
 
 def fused_target_loss(
     h,
     head_weight,
     labels,
-    idx,
-    weight,
-    background,
-    target_at_idx,
+    table: TableTensors,
     row_weight=None,
+    *,
     chunk_tokens: int | None = None,
-    step=chunk_statistics,
+    step=None,
 ):
     """(objective sum, CE sum) of hidden states h [N, d] through head_weight [V, d], never
-    holding more than `chunk_tokens` rows of logits; table tensors and `row_weight` as for
-    `kernel.target_loss`."""
+    holding more than `chunk_tokens` rows of logits (None: `default_chunk_tokens` for h's device
+    and width; a run's LossPlan always names it); `table` and `row_weight` as for
+    `kernel.target_loss`; `step` from `build_chunk_step` (None: the eager PyTorch passes)."""
     if chunk_tokens is None:
-        chunk_tokens = default_chunk_tokens(h.device, h.shape[-1])
+        chunk_tokens = default_chunk_tokens(h.device.type, h.shape[-1])
     if h.dtype != head_weight.dtype:  # e.g. fp32 weights under autocast: what F.linear would do
         dtype = (
             torch.get_autocast_dtype(h.device.type)
@@ -161,15 +141,5 @@ def fused_target_loss(
             else torch.promote_types(h.dtype, head_weight.dtype)
         )
         h, head_weight = h.to(dtype), head_weight.to(dtype)
-    return _FusedHeadLossFunction.apply(
-        h,
-        head_weight,
-        labels,
-        idx,
-        weight,
-        background,
-        target_at_idx,
-        row_weight,
-        chunk_tokens,
-        step,
-    )
+    head = FusedHead(table, chunk_tokens, step or build_chunk_step())
+    return _FusedHeadLossFunction.apply(h, head_weight, labels, row_weight, head)

@@ -13,19 +13,22 @@ An optional per-row weight (position weighting, `position_weights`) scales each 
 and gradient. Both kernels return (objective sum, plain cross-entropy sum) over labels != -100;
 the plain CE is never weighted.
 
-`kernel="triton"` runs the two row passes as Triton kernels instead (triton_rows.py: one program
-per row, no fp32 copy of the logits at all); the PyTorch passes here are their reference.
+The two row passes have two implementations, chosen once by `RowKernel` (objective.kernel):
+`PyTorchRows` here, the default and the reference, and `TritonRows` (triton_rows.py: one program
+per row, no fp32 copy of the logits at all).
 """
 
 from __future__ import annotations
 
+import enum
 import math
+from typing import NamedTuple
 
 import torch
 
+from .table import TableTensors
+
 IGNORE_INDEX = -100
-KERNELS = ("pytorch", "triton")
-"""Implementations of the row passes: PyTorch (this file, the default) or Triton (triton_rows.py)."""
 # fp32 working set per eager chunk: on CPU a cache-sized chunk is fastest (measured with
 # scripts/bench_loss.py); on GPU larger chunks mean fewer kernel launches.
 CHUNK_BYTES = {"cpu": 4 * 2**20}
@@ -56,6 +59,42 @@ def row_weights(labels: torch.Tensor, gamma: float | None) -> torch.Tensor | Non
     return w.expand(labels.shape).reshape(-1)
 
 
+class RowKernel(str, enum.Enum):
+    """How the loss's row passes run (`objective.kernel`)."""
+
+    PYTORCH = "pytorch"
+    TRITON = "triton"
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(k.value for k in cls)
+
+    @classmethod
+    def parse(cls, value) -> RowKernel:
+        """The kernel `objective.kernel` names; a clear error for any other value."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(
+                f"objective.kernel must be one of {', '.join(cls.names())}; got {value!r}"
+            ) from None
+
+    def passes(self):
+        """The implementation of the two row passes (PyTorchRows or TritonRows): the one place
+        the choice is dispatched. Triton is imported only when chosen."""
+        if self is RowKernel.TRITON:
+            from .triton_rows import TritonRows
+
+            return TritonRows
+        return PyTorchRows
+
+    @property
+    def compiles(self) -> bool:
+        """torch.compile can fuse these passes (the Triton kernels are one kernel per pass
+        already: nothing for it to fuse)."""
+        return self is RowKernel.PYTORCH
+
+
 def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
     bad = ((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= vocab_size)
     if bool(bad.any()):
@@ -65,24 +104,26 @@ def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
         )
 
 
-def _forward_rows(logits, y, keep, idx, weight, background, row_weight):
+def _forward_rows(logits, y, keep, table: TableTensors, row_weight):
     """(objective sum, CE sum, per-row logsumexp) of a block of rows."""
     z = logits.float()
     lse = torch.logsumexp(z, dim=-1)
-    gathered = z.gather(1, idx[y])
-    objective = lse - background[y] * z.sum(-1) - (weight[y] * gathered).sum(-1)
+    gathered = z.gather(1, table.idx[y])
+    objective = lse - table.background[y] * z.sum(-1) - (table.weight[y] * gathered).sum(-1)
     if row_weight is not None:
         objective = objective * row_weight
     ce = lse - gathered[:, 0]
     return torch.where(keep, objective, 0.0).sum(), torch.where(keep, ce, 0.0).sum(), lse
 
 
-def _backward_rows(logits, y, scale, lse, idx, background, target_at_idx):
+def _backward_rows(logits, y, scale, lse, table: TableTensors):
     """Gradient of a block of rows, in the logits' dtype; `scale` is 0 on ignored rows."""
     z = logits.float()
-    grad = ((torch.exp(z - lse[:, None]) - background[y, None]) * scale[:, None]).to(logits.dtype)
-    ids = idx[y]
-    exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - target_at_idx[y]) * scale[:, None]
+    grad = ((torch.exp(z - lse[:, None]) - table.background[y, None]) * scale[:, None]).to(
+        logits.dtype
+    )
+    ids = table.idx[y]
+    exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - table.target_at_idx[y]) * scale[:, None]
     return grad.scatter_(1, ids, exact.to(logits.dtype))
 
 
@@ -103,56 +144,37 @@ def _part(t, r):
     return None if t is None else t[r]
 
 
-def row_statistics(
-    logits, y, keep, idx, weight, background, rows: int, row_weight=None, kernel: str = "pytorch"
-):
-    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits, `rows` rows at a time (the
-    Triton kernel, one program per row, needs no blocks)."""
-    if kernel == "triton":
-        from .triton_rows import row_statistics as triton_statistics
+class PyTorchRows:
+    """The row passes in plain PyTorch, `rows` rows at a time (cache-sized fp32 blocks when
+    eager, one block under torch.compile, where inductor fuses each pass)."""
 
-        return triton_statistics(logits, y, keep, idx, weight, background, row_weight)
-    parts = [
-        _forward_rows(logits[r], y[r], keep[r], idx, weight, background, _part(row_weight, r))
-        for r in _blocks(logits.shape[0], rows)
-    ]
-    if len(parts) == 1:
-        return parts[0]
-    return (
-        torch.stack([p[0] for p in parts]).sum(),
-        torch.stack([p[1] for p in parts]).sum(),
-        torch.cat([p[2] for p in parts]),
-    )
+    @staticmethod
+    def statistics(logits, y, keep, table: TableTensors, row_weight, rows: int):
+        """(objective sum, CE sum, per-row logsumexp) of [N, V] logits."""
+        parts = [
+            _forward_rows(logits[r], y[r], keep[r], table, _part(row_weight, r))
+            for r in _blocks(logits.shape[0], rows)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        return (
+            torch.stack([p[0] for p in parts]).sum(),
+            torch.stack([p[1] for p in parts]).sum(),
+            torch.cat([p[2] for p in parts]),
+        )
 
-
-def row_gradient(
-    logits,
-    y,
-    scale,
-    lse,
-    idx,
-    background,
-    target_at_idx,
-    rows: int,
-    kernel: str = "pytorch",
-    may_overwrite: bool = False,
-):
-    """d(objective)/d(logits) times `scale` per row, in the logits' dtype, `rows` rows at a time.
-    `may_overwrite`: the logits are not needed afterwards, so the gradient may be written over
-    them: the Triton kernel does, and so do the PyTorch passes when they walk several blocks (each
-    block's gradient is computed out of place, then replaces that block); a single block, as under
-    torch.compile, writes a new tensor."""
-    if kernel == "triton":
-        from .triton_rows import row_gradient as triton_gradient
-
-        out = logits if may_overwrite else None
-        return triton_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=out)
-    if rows >= logits.shape[0]:
-        return _backward_rows(logits, y, scale, lse, idx, background, target_at_idx)
-    grad = logits if may_overwrite else torch.empty_like(logits)
-    for r in _blocks(logits.shape[0], rows):
-        grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], idx, background, target_at_idx)
-    return grad
+    @staticmethod
+    def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
+        """d(objective)/d(logits) times `scale` per row, in the logits' dtype. `may_overwrite`:
+        the logits are not needed afterwards, so over several blocks each block's gradient,
+        computed out of place, replaces that block; a single block (as under torch.compile)
+        writes a new tensor."""
+        if rows >= logits.shape[0]:
+            return _backward_rows(logits, y, scale, lse, table)
+        grad = logits if may_overwrite else torch.empty_like(logits)
+        for r in _blocks(logits.shape[0], rows):
+            grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], table)
+        return grad
 
 
 def row_scale(keep: torch.Tensor, row_weight: torch.Tensor | None) -> torch.Tensor:
@@ -161,69 +183,44 @@ def row_scale(keep: torch.Tensor, row_weight: torch.Tensor | None) -> torch.Tens
     return scale if row_weight is None else scale * row_weight
 
 
-def check_kernel(kernel: str) -> str:
-    if kernel not in KERNELS:
-        raise ValueError(f"objective.kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
-    return kernel
+class RowPasses(NamedTuple):
+    """What the autograd function needs besides its tensors: the table, the implementation
+    (`RowKernel.passes()`) and the rows per block."""
+
+    table: TableTensors
+    passes: type
+    rows: int
 
 
 class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
-    def forward(
-        ctx, logits, labels, idx, weight, background, target_at_idx, row_weight, rows: int, kernel
-    ):
+    def forward(ctx, logits, labels, row_weight, how: RowPasses):
         keep = labels != IGNORE_INDEX
         y = torch.where(keep, labels, 0)
-        objective, ce, lse = row_statistics(
-            logits, y, keep, idx, weight, background, rows, row_weight, kernel
-        )
-        ctx.save_for_backward(
-            logits, y, row_scale(keep, row_weight), lse, idx, background, target_at_idx
-        )
-        ctx.rows, ctx.kernel = rows, kernel
+        objective, ce, lse = how.passes.statistics(logits, y, keep, how.table, row_weight, how.rows)
+        ctx.save_for_backward(logits, y, row_scale(keep, row_weight), lse)
+        ctx.how = how
         ctx.mark_non_differentiable(ce)
         return objective, ce
 
     @staticmethod
     def backward(ctx, grad_objective, _grad_ce):
-        logits, y, scale, lse, idx, background, target_at_idx = ctx.saved_tensors
-        grad = row_gradient(
-            logits,
-            y,
-            scale * grad_objective,
-            lse,
-            idx,
-            background,
-            target_at_idx,
-            ctx.rows,
-            ctx.kernel,
-        )
-        return grad, None, None, None, None, None, None, None, None
+        logits, y, scale, lse = ctx.saved_tensors
+        how = ctx.how
+        grad = how.passes.gradient(logits, y, scale * grad_objective, lse, how.table, how.rows)
+        return grad, None, None, None
 
 
 def target_loss(
     logits,
     labels,
-    idx,
-    weight,
-    background,
-    target_at_idx,
+    table: TableTensors,
     row_weight=None,
+    *,
     chunk_bytes: int | None = None,
-    kernel: str = "pytorch",
+    kernel: RowKernel = RowKernel.PYTORCH,
 ):
-    """(objective sum, CE sum) for [N, V] logits and [N] labels; table tensors from
-    `TargetTable.kernel_tensors`, `row_weight` [N] or None (every row weighs 1); `kernel` one of
-    KERNELS."""
-    rows = chunk_rows(logits, chunk_bytes)
-    return _TargetLossFunction.apply(
-        logits,
-        labels,
-        idx,
-        weight,
-        background,
-        target_at_idx,
-        row_weight,
-        rows,
-        check_kernel(kernel),
-    )
+    """(objective sum, CE sum) for [N, V] logits and [N] labels; `table` from
+    `TargetTable.tensors`, `row_weight` [N] or None (every row weighs 1)."""
+    how = RowPasses(table, kernel.passes(), chunk_rows(logits, chunk_bytes))
+    return _TargetLossFunction.apply(logits, labels, row_weight, how)

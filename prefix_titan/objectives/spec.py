@@ -1,58 +1,175 @@
-"""What the model is trained to predict: the settings of one objective (the `[objective]` section)."""
+"""What the model is trained to predict: the settings of one objective (the `[objective]` section).
+
+Each field says what it is part of, in its metadata (`option(...)`), and the spec answers from
+that alone:
+
+- `TARGET` fields decide the target table (`target_key()`: the table cache's key),
+- `WEIGHTING` fields weigh the targets but leave the table as it is,
+- both together are the objective, which names the arm of a sweep (`arm_name()`),
+- `EXECUTION` fields say how the loss is computed; the arms of a sweep share them
+  (`execution_fields()`, which the report checks).
+
+A new option is one field here with its role and a check in `validate()`: the table key, the arm
+name, the sweep's generated configs, the report's grouping and the TOML / command line follow.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .kernel import check_kernel
+from .kernel import RowKernel
 
 SUPPORTS = ("prefix", "vocab")
 TAU_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+TARGET = "target"
+WEIGHTING = "weighting"
+EXECUTION = "execution"
+ROLES = (TARGET, WEIGHTING, EXECUTION)
+
+
+def option(default, role: str, *, families=None, label=None, order: int = 100, choices=None):
+    """A field of ObjectiveSpec and what it is part of.
+
+    role: TARGET, WEIGHTING or EXECUTION (see the module docstring).
+    families: the built-in families that read it (None: every family); the arm name shows it only
+      for those (a family named by import path may read any field: it shows every one set away
+      from its default).
+    label: value -> the arm name's part, or None for none; by default `<field><value>` when the
+      value is not the default. order: the part's place in the name (smaller first).
+    choices: the allowed values, where they are a closed list (the inspect CLI offers them).
+    """
+    if role not in ROLES:
+        raise ValueError(f"option role must be one of {', '.join(ROLES)}; got {role!r}")
+    metadata = {"role": role, "families": families, "label": label, "order": order}
+    return field(default=default, metadata={**metadata, "choices": choices})
 
 
 def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
+def _default_label(f: dataclasses.Field, value) -> str | None:
+    if value == f.default:
+        return None
+    if isinstance(value, bool):
+        return f.name if value else f"no_{f.name}"
+    return f"{f.name}{value}"
+
+
 @dataclass
 class ObjectiveSpec:
     """One objective: a target family and its options. Read by the families (families.py), the
-    loss kernels (position weighting) and the torchtitan adapters (fused_loss)."""
+    loss plan (plan.py) and the torchtitan adapters."""
 
-    name: str | None = None
+    name: str | None = option(None, TARGET, order=0)
     """Target family: ce | label_smoothing | prefix | an import path "package.module:function"
     (see docs/objectives.md, "Add a target family"); required: every run names its objective"""
 
-    tau: float = 0.5
+    tau: float = option(0.5, TARGET, families=("prefix",), label=lambda v: f"tau{v}", order=2)
     """prefix: softmax temperature of the prefix scores (finite, > 0)"""
 
-    normalize: bool = False
+    normalize: bool = option(
+        False, TARGET, families=("prefix",), label=lambda v: "norm" if v else None, order=1
+    )
     """prefix: score len(t)/len(s) instead of len(t)"""
 
-    support: str = "prefix"
+    support: str = option(
+        "prefix",
+        TARGET,
+        families=("prefix",),
+        label=lambda v: None if v == "prefix" else v,
+        order=3,
+        choices=SUPPORTS,
+    )
     """prefix: `prefix` spreads mass over the prefix set only; `vocab` lets every other token score 0
     (weight e^0)"""
 
-    epsilon: float = 0.1
+    epsilon: float = option(0.1, TARGET, families=("label_smoothing",), order=4)
     """label_smoothing: the smoothing mass, in [0, 1)"""
 
-    fused_loss: bool = False
+    fused_loss: bool = option(False, EXECUTION)
     """Run the output projection and the loss together, chunked over tokens (never the full logits)"""
 
-    fused_chunk_tokens: int | None = None
+    fused_chunk_tokens: int | None = option(None, EXECUTION)
     """fused_loss: tokens per chunk of logits (an integer >= 1; unset = the device's default, see
     objectives/fused.py). `scripts/bench_loss.py --chunk-tokens ...` measures the choices on a
     device. Not part of the objective: arms of a sweep share it"""
 
-    kernel: str = "pytorch"
+    kernel: str = option(RowKernel.PYTORCH.value, EXECUTION, choices=RowKernel.names())
     """How the loss's row passes run: `pytorch` (the default) or `triton` (Triton kernels, a CUDA
     GPU; opt-in: see docs/fused_loss.md). Not part of the objective: arms of a sweep share it"""
 
-    position_gamma: float | None = None
+    position_gamma: float | None = option(
+        None, WEIGHTING, label=lambda v: None if v is None else f"gamma{v}", order=50
+    )
     """Discounted position weighting: the target at position k of its sequence weighs
     (1 - gamma^k)/(1 - gamma) (gamma = 1: k), rescaled to average 1 over the sequence;
     0 < gamma <= 1, unset = every position weighs 1"""
+
+    # -- what the fields are part of ---------------------------------------------------------
+
+    @classmethod
+    def fields_of(cls, *roles: str) -> tuple[dataclasses.Field, ...]:
+        """The fields whose role is one of `roles`, in declaration order."""
+        return tuple(f for f in dataclasses.fields(cls) if f.metadata.get("role") in roles)
+
+    @classmethod
+    def execution_fields(cls) -> tuple[str, ...]:
+        """Names of the settings that say how the loss is computed, not what it is: the arms of
+        a sweep must share them."""
+        return tuple(f.name for f in cls.fields_of(EXECUTION))
+
+    def target_key(self) -> tuple:
+        """(field, value) of every setting the target table depends on: two specs with the same
+        key share one table."""
+        return tuple((f.name, getattr(self, f.name)) for f in self.fields_of(TARGET))
+
+    def objective(self) -> dict:
+        """{field: value} of the objective (target and weighting settings), None-valued ones
+        left out: what a sweep's arm writes into its [objective] section."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in self.fields_of(TARGET, WEIGHTING)
+            if getattr(self, f.name) is not None
+        }
+
+    def arm_name(self) -> str:
+        """The arm's name: the family, then a part for each objective setting that shows (its
+        label; in `order`), joined by `_`: `ce`, `label_smoothing`, `prefix_tau0.5`,
+        `prefix_norm_tau2.0_vocab`, `prefix_tau0.5_gamma0.9`. Used by the sweep's configs and
+        folders and by the report, which groups runs by it."""
+        if self.name is None:
+            raise ValueError("objective.name is not set: an arm needs an objective")
+        built_in = ":" not in self.name
+        parts = []
+        fields = [f for f in self.fields_of(TARGET, WEIGHTING) if f.name != "name"]
+        for f in sorted(fields, key=lambda f: f.metadata["order"]):
+            value = getattr(self, f.name)
+            label = f.metadata["label"] or (lambda v, f=f: _default_label(f, v))
+            if built_in:
+                families = f.metadata["families"]
+                part = None if families and self.name not in families else label(value)
+            else:  # a family of its own may read any setting: show each one set
+                part = None if value == f.default else label(value)
+            if part:
+                parts.append(part)
+        return "_".join([self.name, *parts])
+
+    @classmethod
+    def from_record(cls, record: dict, where: str = "the record") -> ObjectiveSpec:
+        """The spec a run recorded (its run_config.json's `objective`): settings it lacks (newer
+        than the run) take their defaults; one this version does not know is refused."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise ValueError(
+                f"{where} has objective settings this version of prefix_titan does not know: "
+                f"{', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        return cls(**record)
 
     def validate(self) -> ObjectiveSpec:
         """Check every option's type and range (not the family's import: families.resolve_family)."""
@@ -90,7 +207,7 @@ class ObjectiveSpec:
                     "objective.fused_loss is false: set objective.fused_loss = true, or leave "
                     "objective.fused_chunk_tokens unset"
                 )
-        check_kernel(self.kernel)
+        RowKernel.parse(self.kernel)
         eps = self.epsilon
         if not _is_number(eps) or not (0.0 <= eps < 1.0):
             raise ValueError(f"objective.epsilon must be a number in [0, 1); got {eps!r}")

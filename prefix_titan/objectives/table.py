@@ -7,11 +7,25 @@ with idx[y, 0] == y always. Target families (families.py) build one; the loss ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 MAX_ENTRIES = 1024
 """Most sparse entries per row (K) a family may return: the kernels gather K logits per token."""
+
+
+class TableTensors(NamedTuple):
+    """A table on one device, as the loss kernels read it."""
+
+    idx: torch.Tensor
+    """[V, K] int64: the sparse ids of each gold id's target (column 0: the gold id)"""
+    weight: torch.Tensor
+    """[V, K] float32: their weights (the target is background + weight at each id)"""
+    background: torch.Tensor
+    """[V] float32: the target's mass on every id"""
+    target_at_idx: torch.Tensor
+    """[V, K] float32: the whole target probability at each sparse id (TargetTable.target_at_idx)"""
 
 
 @dataclass
@@ -30,13 +44,12 @@ class TargetTable:
     def to(self, device: torch.device | str) -> TargetTable:
         return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
 
-    def kernel_tensors(self, device: torch.device | str) -> tuple[torch.Tensor, ...]:
-        """(idx, weight, background, target_at_idx) on `device`, the loss kernels' table arguments;
-        made once per device."""
+    def tensors(self, device: torch.device | str) -> TableTensors:
+        """The table on `device`, as the loss kernels read it; made once per device."""
         device = torch.device(device)
         if device not in self._on_device:
             tensors = (self.idx, self.weight, self.background, self.target_at_idx())
-            self._on_device[device] = tuple(t.to(device) for t in tensors)
+            self._on_device[device] = TableTensors(*(t.to(device) for t in tensors))
         return self._on_device[device]
 
     def target_at_idx(self) -> torch.Tensor:

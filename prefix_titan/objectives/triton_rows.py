@@ -1,6 +1,7 @@
 """Triton kernels for the loss's two row passes (`objective.kernel = "triton"`).
 
-The same arithmetic as `kernel._forward_rows` / `kernel._backward_rows`, one program per row:
+The same arithmetic as `kernel.PyTorchRows` (its `_forward_rows` / `_backward_rows`), one program
+per row, chosen by `kernel.RowKernel.TRITON`:
 
 - forward: one read of the row's logits, keeping a running max and sum of exponentials
   (logsumexp) and the row sum, then K gathers: per row the objective
@@ -9,7 +10,7 @@ The same arithmetic as `kernel._forward_rows` / `kernel._backward_rows`, one pro
 - backward: one read and one write, (softmax(z) - b) * scale in the gradient's dtype, then the K
   sparse entries overwritten with (softmax(z)[idx_k] - p(idx_k)) * scale. The K logits are read
   before the row is written (a barrier between), so the gradient may overwrite the logits in
-  place (the fused head's chunks do: kernel.row_gradient's may_overwrite).
+  place (the fused head's chunks do: `TritonRows.gradient`'s may_overwrite).
 
 Sums over rows are taken afterwards in PyTorch, in a fixed order. Nothing [N, V] is allocated in
 fp32. On a CUDA GPU the kernels are compiled by Triton; on a CPU they run only in Triton's
@@ -24,6 +25,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from .table import TableTensors
 
 BLOCK_V = 4096
 """Logits per row read at a time (a vocabulary of 4,099 ids takes two blocks, the second ragged)."""
@@ -166,12 +169,12 @@ def _rows_ready(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.stride(1) == 1 else logits.contiguous()
 
 
-def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, block=None):
-    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits: `kernel.row_statistics`."""
+def row_statistics(logits, y, keep, table: TableTensors, row_weight=None, block=None):
+    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits: `PyTorchRows.statistics`."""
     check_device(logits)
     logits = _rows_ready(logits)
     N, V = logits.shape
-    K = idx.shape[1]
+    K = table.idx.shape[1]
     objective = torch.empty(N, dtype=torch.float32, device=logits.device)
     ce = torch.empty_like(objective)
     lse = torch.empty_like(objective)
@@ -183,9 +186,9 @@ def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, bl
             logits.stride(0),
             keep,
             y,
-            idx,
-            weight,
-            background,
+            table.idx,
+            table.weight,
+            table.background,
             row_weight if row_weight is not None else objective,
             objective,
             ce,
@@ -200,9 +203,10 @@ def row_statistics(logits, y, keep, idx, weight, background, row_weight=None, bl
     return objective.sum(), ce.sum(), lse
 
 
-def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None, block=None):
-    """d(objective)/d(logits) times `scale` per row, in the logits' dtype: `kernel.row_gradient`.
-    `out` receives it (it may be `logits` itself); by default a new tensor."""
+def row_gradient(logits, y, scale, lse, table: TableTensors, out=None, block=None):
+    """d(objective)/d(logits) times `scale` per row, in the logits' dtype:
+    `PyTorchRows.gradient`. `out` receives it (it may be `logits` itself); by default a new
+    tensor."""
     check_device(logits)
     logits = _rows_ready(logits)
     N, V = logits.shape
@@ -210,7 +214,7 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
         out = torch.empty_like(logits)
     elif out.shape != logits.shape or out.stride(1) != 1:
         raise ValueError("row_gradient's out must have the logits' shape and contiguous rows")
-    K = idx.shape[1]
+    K = table.idx.shape[1]
     if N:
         _, backward = _kernels(interpreting())
         b = block_v(V, block)
@@ -222,9 +226,9 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
             y,
             scale.float().contiguous(),
             lse,
-            idx,
-            background,
-            target_at_idx,
+            table.idx,
+            table.background,
+            table.target_at_idx,
             V,
             K,
             BLOCK=b,
@@ -234,4 +238,20 @@ def row_gradient(logits, y, scale, lse, idx, background, target_at_idx, out=None
     return out
 
 
-__all__ = ["interpreting", "num_warps", "row_gradient", "row_statistics"]
+class TritonRows:
+    """The row passes as Triton kernels (`objective.kernel = "triton"`): one program per row, so
+    the rows per block are not used; the gradient overwrites the logits when they are not needed
+    afterwards."""
+
+    @staticmethod
+    def statistics(logits, y, keep, table: TableTensors, row_weight, rows: int):
+        del rows
+        return row_statistics(logits, y, keep, table, row_weight)
+
+    @staticmethod
+    def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
+        del rows
+        return row_gradient(logits, y, scale, lse, table, out=logits if may_overwrite else None)
+
+
+__all__ = ["TritonRows", "interpreting", "num_warps", "row_gradient", "row_statistics"]

@@ -43,7 +43,7 @@ LETTERS = string.ascii_lowercase
 def derive_words(token_texts: list[str | None], min_count: int = 3) -> list[str]:
     """Lowercase words (3-14 letters) seen >= min_count times in the embedded corpus; single-token
     words (" word" is in the vocabulary) first, each group sorted."""
-    from .corpus import embedded_documents
+    from ..data.corpus import embedded_documents
 
     counts = collections.Counter(
         w for d in embedded_documents() for w in re.findall(r"\b[a-z]{3,14}\b", d)
@@ -87,7 +87,7 @@ def _choice_item(query: str, gold: str, wrong: list[str], slot: int) -> dict:
 
 def build_probes(token_texts: list[str | None], n: int = ITEMS_PER_TASK, seed: int = SEED) -> dict:
     """{task: [documents]} with `query`, `choices` (answers start with a space) and `gold`."""
-    from .objectives.families import prefix_sets
+    from ..objectives.families import prefix_sets
 
     rng = np.random.default_rng(seed)
     words = derive_words(token_texts)
@@ -184,7 +184,7 @@ def write_probes(tokenizer_dir: str, out_dir: str, n: int = ITEMS_PER_TASK) -> d
     """Generate the probe documents for a tokenizer folder; returns {task: jsonl path}."""
     from tokenizers import Tokenizer
 
-    from .objectives.table import token_texts
+    from ..objectives.table import token_texts
 
     texts = token_texts(Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json")))
     os.makedirs(out_dir, exist_ok=True)

@@ -25,8 +25,6 @@ and ignore the one cross-document target after each EOS, for torchtitan's block_
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import pathlib
 from dataclasses import asdict
 from functools import partial
@@ -41,13 +39,11 @@ from torchtitan.hf_datasets import DatasetConfig
 from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDataset
 from torchtitan.tools.logging import logger
 
-from .corpus import ascii_only, embedded_split, has_text
-from .objectives.kernel import IGNORE_INDEX
-from .shards import ShardedTokens
+from ..data.corpus import ascii_only, embedded_split, has_text
+from ..data.fineweb import DATA_SUFFIXES, FINEWEB_EDU, list_data_files
+from ..data.shards import ShardedTokens
+from ..objectives.kernel import IGNORE_INDEX
 
-FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
-FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
-DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
 SHARD_DATASETS = ("fineweb_edu_ascii_tokens",)
 TOKEN_DATASETS = (*EMBEDDED_DATASETS, *SHARD_DATASETS)
@@ -55,16 +51,6 @@ TOKEN_DATASETS = (*EMBEDDED_DATASETS, *SHARD_DATASETS)
 
 def _ascii_text(sample: dict) -> dict:
     return {"text": ascii_only(sample["text"])}
-
-
-def list_data_files(path: str) -> list[str]:
-    """Sorted data files: a local folder of parquet/JSONL files, or the hub repository's sample."""
-    if os.path.isdir(path):
-        return sorted(str(p) for p in pathlib.Path(path).rglob("*") if p.suffix in DATA_SUFFIXES)
-    from huggingface_hub import HfApi
-
-    names = HfApi().list_repo_files(path, repo_type="dataset")
-    return [f"hf://datasets/{path}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
 
 
 def fineweb_files(path: str) -> list[str]:

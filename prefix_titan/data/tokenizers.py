@@ -1,9 +1,9 @@
-"""Tokenizers: the run's HF tokenizer, and the byte-level BPE trained on the embedded corpus.
+"""The tokenizer files a run reads (`model.hf_assets_path`): the byte-level BPE trained on the
+embedded corpus, and Llama-3's converted from Meta's `llama-models` package.
 
-Experiments load the Llama-3 tokenizer from `model.hf_assets_path` through torchtitan's own
-`HuggingFaceTokenizer`. The embedded default trains a small byte-level BPE deterministically on
-the embedded corpus's training split (`scripts/train_tokenizer.py`, or automatically the first
-time an embedded-corpus run finds no tokenizer at its `hf_assets_path`).
+The embedded default trains a small byte-level BPE deterministically on the embedded corpus's
+training split (`scripts/train_tokenizer.py`, or automatically the first time an embedded-corpus
+run finds no tokenizer at its `hf_assets_path`: titan/tokenizer.py). No torchtitan here.
 """
 
 from __future__ import annotations
@@ -13,20 +13,10 @@ import os
 import pathlib
 import tempfile
 
-from torchtitan.components.tokenizer import build_hf_tokenizer
-from torchtitan.tools.logging import logger
-
+from ..runs.folder import current_umask
 from .corpus import EMBEDDED_VOCAB_SIZE, embedded_split
-from .data import EMBEDDED_DATASETS
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
-
-
-def current_umask() -> int:
-    """The process's umask (reading it means setting it: it is put back at once)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_tokenizer_files(out_dir: str, tokenizer, config: dict) -> str:
@@ -106,36 +96,3 @@ def convert_llama3_tokenizer(out_dir: str) -> str:
         "model_max_length": 131072,
     }
     return write_tokenizer_files(out_dir, tok, config)
-
-
-EMBEDDED_TOKENIZER = "./assets/embedded_tokenizer"
-"""Where the embedded default keeps its BPE (train_configs/embedded_default.toml): the one place a
-run creates a missing tokenizer by itself."""
-
-
-def build_tokenizer(job_config):
-    """torchtitan's HF tokenizer. An embedded-corpus run whose model.hf_assets_path is the
-    documented EMBEDDED_TOKENIZER and holds no tokenizer yet trains the embedded BPE there first;
-    any other path without tokenizer.json is refused (a typo must not create a new tokenizer)."""
-    path = job_config.model.hf_assets_path
-    if not os.path.exists(os.path.join(path, "tokenizer.json")):
-        embedded = job_config.training.dataset in EMBEDDED_DATASETS
-        if embedded and os.path.abspath(path) == os.path.abspath(EMBEDDED_TOKENIZER):
-            logger.info(
-                f"No tokenizer at {path} yet (so the warning above that it does not exist is "
-                f"expected on a first run): training the embedded byte-level BPE there"
-            )
-            train_embedded_tokenizer(path)
-        elif embedded:
-            raise ValueError(
-                f"model.hf_assets_path {path!r} holds no tokenizer.json. The embedded BPE is created "
-                f"by itself only at {EMBEDDED_TOKENIZER}; to create it at {path!r}, run "
-                f"python scripts/train_tokenizer.py --out {path}"
-            )
-        else:
-            raise ValueError(
-                f"model.hf_assets_path {path!r} holds no tokenizer.json: get the Llama-3 "
-                f"tokenizer there with python scripts/download_tokenizer.py --source llama-models "
-                f"--out {path}"
-            )
-    return build_hf_tokenizer(job_config)

@@ -13,7 +13,7 @@ import contextlib
 import torchtitan.components.validate as titan_validate
 from torchtitan.components.validate import Validator
 
-from .data import build_prefix_validation_dataloader
+from .datasets import build_prefix_validation_dataloader
 
 
 @contextlib.contextmanager

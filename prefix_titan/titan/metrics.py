@@ -18,8 +18,8 @@ from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
-from .checkpoints import ChecksumRecorder
-from .run_folder import METRICS_LOG, RUN_CONFIG, drop_torn_line, run_record, write_json
+from ..runs.folder import METRICS_LOG, RUN_CONFIG, drop_torn_line, run_record, write_json
+from .step_checks import StepChecks
 
 
 class PlainCEMeter:
@@ -41,21 +41,6 @@ class PlainCEMeter:
                 objective_sum if self.objective_sum is None else self.objective_sum + objective_sum
             )
 
-    def check_finite(self, step: int) -> None:
-        """Raise if this step's loss is NaN or infinite (one host sync per step)."""
-        sums = [t for t in (self.objective_sum, self.ce_sum) if t is not None]
-        if sums and not bool(torch.isfinite(torch.stack([t.float() for t in sums])).all()):
-            raise FloatingPointError(
-                f"step {step}: the training loss is not finite (objective sum "
-                f"{_value(self.objective_sum)}, plain CE sum {_value(self.ce_sum)}). The run stops "
-                f"here, before any checkpoint of this step is saved; resume from the last "
-                f"checkpoint, for example with a lower optimizer.lr or training.max_norm."
-            )
-
-
-def _value(t) -> str:
-    return "-" if t is None else f"{float(t):.6g}"
-
 
 class PrefixMetricsProcessor(MetricsProcessor):
     """Also writes, on the logging rank, the job config and one JSON line per logged step into the
@@ -68,15 +53,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
             self.color = NoColor()
         self.meter = meter
-        ckpt = job_config.checkpoint
-        self.checksums = (
-            ChecksumRecorder(
-                os.path.join(job_config.job.dump_folder, ckpt.folder),
-                torch.distributed.get_rank() if torch.distributed.is_initialized() else 0,
-            )
-            if ckpt.enable
-            else None
-        )
+        self.step_checks = StepChecks(job_config, meter)
         self._record = _is_logging_rank(job_config, parallel_dims)
         if self._record:
             os.makedirs(job_config.job.dump_folder, exist_ok=True)
@@ -89,39 +66,17 @@ class PrefixMetricsProcessor(MetricsProcessor):
                 f.write(json.dumps(row) + "\n")
 
     def should_log(self, step: int) -> bool:
-        # The trainer asks once per step, after the step's forward/backward: a step that is not
-        # logged drops its CE so that the logged value covers exactly the logged step's batch.
-        # It is also the first hook after the previous step's checkpoint save: record its checksums.
-        if self.checksums is not None:
-            self.checksums.record_pending()
-        self.meter.check_finite(step)  # before the trainer can save this step's checkpoint
-        self.check_finite_grads(step)
+        # torchtitan asks once per step, after the optimizer update and before the step's save:
+        # the step checks run here (step_checks.py). A step that is not logged drops its CE so
+        # that the logged value covers exactly the logged step's batch.
+        self.step_checks.after_update(step, getattr(self, "model_parts", None))
         should = super().should_log(step)
         if not should:
             self.meter.reset()
         return should
 
-    def check_finite_grads(self, step: int) -> None:
-        """Raise if a gradient of this step holds NaN or inf: the optimizer has already applied it,
-        so the weights are no longer finite, and this step's checkpoint must not be saved. One
-        norm over this rank's gradient shards."""
-        grads = []
-        for model in getattr(self, "model_parts", None) or []:
-            for p in model.parameters():
-                if p.grad is not None:
-                    g = p.grad
-                    grads.append(g.to_local() if hasattr(g, "to_local") else g)
-        if grads and not math.isfinite(float(torch.nn.utils.get_total_norm(grads, foreach=True))):
-            raise FloatingPointError(
-                f"step {step}: a gradient is not finite (NaN or inf), and the optimizer has "
-                f"applied it. The run stops here, before any checkpoint of this step is saved; "
-                f"resume from the last checkpoint, for example with a lower optimizer.lr or "
-                f"training.max_norm."
-            )
-
     def close(self) -> None:
-        if self.checksums is not None:
-            self.checksums.record_pending()  # the last step's checkpoint
+        self.step_checks.record_checksums()  # the last step's checkpoint
         super().close()
 
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):

@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 
-from .run_folder import checkpoint_steps, step_number, write_atomically
+from .folder import checkpoint_steps, step_number, write_atomically
 
 SUMS = "sha256sums-rank{rank}.txt"
 """The checksum file of one rank, inside each step folder"""

@@ -27,6 +27,13 @@ EXPORT_RECORD = "export_source.json"
 """In an exported model folder: the run folder, checkpoint and step it was exported from"""
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: it is put back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str, text: str) -> None:
     """Write `text` to `path` so that a crash leaves the old file or the new one, never half of
     one: a temporary file beside it, flushed to disk, then renamed over it."""

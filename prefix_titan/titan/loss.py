@@ -1,7 +1,8 @@
-"""torchtitan loss adapters over the objectives floor, and the run's target tables.
+"""torchtitan loss adapters over the objectives floor, and the run's loss plan.
 
 torchtitan calls the loss as loss_fn(pred, labels) and normalises the returned sum by the global
-token count. `TargetLoss` takes logits; `FusedHeadLoss` takes the (objective sum, CE sum) that the
+token count. Both read the run's LossPlan (objectives/plan.py), built once by `LossPlans`.
+`TargetLoss` takes logits; `FusedHeadLoss` takes the (objective sum, CE sum) that the
 fused head already computed (model/transformer.py). Both feed the batch's plain CE to a meter for
 the training log. `PlainCELoss` is validation's loss: plain, unweighted CE whatever the objective.
 """
@@ -9,39 +10,32 @@ the training log. `PlainCELoss` is validation's loss: plain, unweighted CE whate
 from __future__ import annotations
 
 import time
-from functools import partial
 
 import torch
 
-from .model.flavors import flavor_args
-from .objectives.families import build_target_table
-from .objectives.fused import default_chunk_tokens
-from .objectives.kernel import IGNORE_INDEX, check_labels, row_weights, target_loss
-from .objectives.table import TargetTable, token_texts
+from ..model.flavors import flavor_args
+from ..objectives.families import build_target_table
+from ..objectives.kernel import IGNORE_INDEX
+from ..objectives.plan import LossPlan, build_plan
+from ..objectives.table import TargetTable, token_texts
 
 
-class TargetTables:
-    """The run's target tables, built once per process and setting (the loss and the fused head
-    share one). Made by get_train_spec and handed to the builders that need it."""
+class LossPlans:
+    """The run's loss plan, built once per process and setting (the loss and the fused head
+    share one) with its target table (built once per table setting: `ObjectiveSpec.target_key`).
+    Made by get_train_spec and handed to the hooks that need it."""
 
     def __init__(self):
         self._tables: dict[tuple, TargetTable] = {}
+        self._plans: dict[tuple, LossPlan] = {}
 
-    def for_job(self, job_config) -> TargetTable:
+    def table_for(self, job_config) -> TargetTable:
         from torchtitan.components.tokenizer import build_hf_tokenizer
         from torchtitan.tools.logging import logger
 
         spec = job_config.objective.validate()
         vocab_size = flavor_args(job_config.model.flavor).vocab_size
-        key = (
-            job_config.model.hf_assets_path,
-            vocab_size,
-            spec.name,
-            spec.tau,
-            spec.normalize,
-            spec.support,
-            spec.epsilon,
-        )
+        key = (job_config.model.hf_assets_path, vocab_size, spec.target_key())
         if key not in self._tables:
             start = time.perf_counter()
             texts = token_texts(build_hf_tokenizer(job_config), vocab_size)
@@ -52,6 +46,34 @@ class TargetTables:
             )
         return self._tables[key]
 
+    def for_job(self, job_config) -> LossPlan:
+        """The plan of the job's [objective] on torchtitan's device; logged when first built."""
+        from torchtitan.tools.logging import logger
+        from torchtitan.tools.utils import device_type
+
+        spec = job_config.objective.validate()
+        dim = flavor_args(job_config.model.flavor).dim
+        key = (
+            job_config.model.hf_assets_path,
+            job_config.model.flavor,
+            tuple(vars(spec).items()),
+            compiles_loss(job_config),
+            job_config.compile.backend,
+            device_type,
+        )
+        if key not in self._plans:
+            plan = build_plan(
+                spec,
+                self.table_for(job_config),
+                device_type=device_type,
+                dim=dim,
+                compile=compiles_loss(job_config),
+                backend=job_config.compile.backend,
+            )
+            self._plans[key] = plan
+            logger.info(plan.describe())
+        return self._plans[key]
+
 
 def compiles_loss(job_config) -> bool:
     """`compile.components` includes the loss (for the fused head: its chunk kernel)."""
@@ -61,42 +83,20 @@ def compiles_loss(job_config) -> bool:
 class TargetLoss:
     """(logits [..., V], labels [...]) -> the objective summed over tokens (labels != -100)."""
 
-    def __init__(
-        self,
-        table: TargetTable,
-        *,
-        position_gamma: float | None = None,
-        compile: bool = False,
-        backend: str = "inductor",
-        kernel: str = "pytorch",
-        meter=None,
-    ):
-        self.table = table
-        self.position_gamma = position_gamma
+    def __init__(self, plan: LossPlan, meter=None):
+        self.plan = plan
         self.meter = meter
-        # The Triton row kernels are already one kernel per pass: nothing for torch.compile to fuse.
-        loss = partial(target_loss, kernel=kernel)
-        self.kernel = (
-            torch.compile(loss, backend=backend) if compile and kernel == "pytorch" else loss
-        )
         # Set only by PlainCEValidator, and only with pipeline parallel (see validate.py).
         self.pipeline_validation = False
 
     def sums(self, pred: torch.Tensor, labels: torch.Tensor, weighted: bool = True):
         """(objective sum, plain CE sum) of logits `pred` for `labels`."""
-        V = self.table.vocab_size
         if isinstance(pred, tuple):
             raise TypeError(
                 "the model returned loss sums, not logits: it was given labels, but "
                 "objective.fused_loss is false"
             )
-        if pred.shape[-1] != V:
-            raise ValueError(f"logits have {pred.shape[-1]} classes but the target table has {V}")
-        check_labels(labels, V)
-        rw = row_weights(labels, self.position_gamma) if weighted else None
-        return self.kernel(
-            pred.reshape(-1, V), labels.reshape(-1), *self.table.kernel_tensors(pred.device), rw
-        )
+        return self.plan.logits_loss(pred, labels, weighted)
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         if self.pipeline_validation:
@@ -151,39 +151,8 @@ def _feed(meter, ce: torch.Tensor, labels: torch.Tensor, objective: torch.Tensor
         meter.add(ce.detach(), (labels != IGNORE_INDEX).sum(), objective.detach())
 
 
-def build_target_loss(job_config, parallel_dims=None, *, tables: TargetTables, meter, **kwargs):
-    """TrainSpec loss builder (tables and meter bound by get_train_spec)."""
-    from torchtitan.tools.logging import logger
-
-    del parallel_dims, kwargs  # loss parallel is refused earlier, in config.check_job_config
-    spec = job_config.objective
-    if spec.kernel == "triton":
-        how = " (row passes: Triton kernels)"
-    elif compiles_loss(job_config):
-        how = " (row passes compiled with torch.compile)"
-    else:
-        how = ""
-    if spec.fused_loss:
-        from torchtitan.tools.utils import device_type
-
-        chunk = spec.fused_chunk_tokens
-        if chunk is None:
-            dim = flavor_args(job_config.model.flavor).dim
-            chunk = default_chunk_tokens(torch.device(device_type), dim)
-            source = f"the default on {device_type}"
-        else:
-            source = "objective.fused_chunk_tokens"
-        logger.info(
-            f"Fused loss: the model's head computes the loss in chunks of {chunk} tokens "
-            f"({source}){how}"
-        )
-        return FusedHeadLoss(meter)
-    logger.info(f"Loss: {spec.name} on the model's logits{how}")
-    return TargetLoss(
-        tables.for_job(job_config),
-        position_gamma=spec.position_gamma,
-        compile=compiles_loss(job_config),
-        backend=job_config.compile.backend,
-        kernel=spec.kernel,
-        meter=meter,
-    )
+def build_target_loss(job_config, parallel_dims=None, *, plans: LossPlans, meter, **kwargs):
+    """TrainSpec loss builder (the plans and the meter bound by get_train_spec)."""
+    del parallel_dims, kwargs  # loss parallel is refused earlier, in checks.check_job_config
+    plan = plans.for_job(job_config)
+    return FusedHeadLoss(meter) if plan.fused else TargetLoss(plan, meter)

@@ -1,0 +1,23 @@
+"""Where FineWeb-Edu's documents come from: the hub's `sample/100BT` parquet files, or a local
+folder of files in its schema. Read by prepare (data/prepare.py) and by the streamed datasets
+(titan/datasets.py)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import pathlib
+
+FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
+FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
+DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+
+
+def list_data_files(path: str) -> list[str]:
+    """Sorted data files: a local folder of parquet/JSONL files, or the hub repository's sample."""
+    if os.path.isdir(path):
+        return sorted(str(p) for p in pathlib.Path(path).rglob("*") if p.suffix in DATA_SUFFIXES)
+    from huggingface_hub import HfApi
+
+    names = HfApi().list_repo_files(path, repo_type="dataset")
+    return [f"hf://datasets/{path}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]

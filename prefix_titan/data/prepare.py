@@ -1,0 +1,404 @@
+"""Tokenize FineWeb-Edu once into token shards (shards.py), resumably: `prepare(...)`, the command
+`python -m prefix_titan.prepare` (prefix_titan/prepare.py, whose docstring says what it writes and
+how an interrupted run continues)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+import zlib
+
+from ..runs.folder import write_json
+from .corpus import ascii_only, has_text
+from .shards import FORMAT, MANIFEST, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
+
+PROGRESS = "progress.json"
+DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
+
+
+def encode_documents(tokenizer, texts: list[str]) -> list[list[int]]:
+    """torchtitan's `encode(text, add_bos=True, add_eos=True)` for a batch, on every core."""
+    tok = tokenizer.tokenizer
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    out = []
+    for enc in encode(texts):
+        ids = enc.ids
+        if not tokenizer.hf_adds_bos and tokenizer.bos_id is not None:
+            ids.insert(0, tokenizer.bos_id)
+        if not tokenizer.hf_adds_eos and tokenizer.eos_id is not None:
+            ids.append(tokenizer.eos_id)
+        out.append(ids)
+    return out
+
+
+def _open(path: str):
+    if path.startswith("hf://"):
+        from huggingface_hub import HfFileSystem
+
+        return HfFileSystem().open(path[len("hf://") :], "rb")
+    return open(path, "rb")
+
+
+def iter_rows(path: str, start: int):
+    """(row index, id, text) of one data file from row `start` on."""
+    if path == "embedded":
+        from .corpus import embedded_documents
+
+        for i, text in enumerate(embedded_documents()[start:], start):
+            yield i, f"embedded-{i}", text
+    elif path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        with _open(path) as f:
+            row = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=["text", "id"]):
+                n = batch.num_rows
+                if row + n > start:
+                    cols = batch.to_pydict()
+                    for k in range(max(0, start - row), n):
+                        yield row + k, cols["id"][k], cols["text"][k]
+                row += n
+    else:  # JSON lines
+        with _open(path) as f:
+            for i, line in enumerate(f):
+                if i >= start:
+                    doc = json.loads(line)
+                    yield i, doc["id"], doc["text"]
+
+
+def source_files(source: str) -> tuple[list[str], str]:
+    """(sorted data files, revision) of a hub dataset, a local folder, or the embedded corpus."""
+    from .fineweb import list_data_files
+
+    if source == "embedded":
+        import platform
+
+        return ["embedded"], f"python-{platform.python_version()}"
+    files = list_data_files(source)
+    if not files:
+        raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json files")
+    if os.path.isdir(source):
+        return files, "local"
+    from huggingface_hub import HfApi
+
+    return files, HfApi().dataset_info(source).sha
+
+
+class _Writer:
+    """Appends tokens of one split to fixed-size shards."""
+
+    def __init__(self, out: str, split: str, dtype, shard_tokens: int, state: dict):
+        self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
+        self.shards: list[int] = state.get("shards", [])  # token count per shard
+        self.tokens, self.docs = state.get("tokens", 0), state.get("docs", 0)
+        for i, n in enumerate(self.shards):  # drop whatever a killed run wrote past its record
+            with open(self._path(i), "ab") as f:
+                f.truncate(n * self.dtype.itemsize)
+        self._file = None
+
+    def _path(self, i: int) -> str:
+        return os.path.join(self.out, shard_name(self.split, i))
+
+    def write(self, ids: list[int]) -> None:
+        import numpy as np
+
+        arr = np.asarray(ids, dtype=self.dtype)
+        while len(arr):
+            if not self.shards or self.shards[-1] == self.shard_tokens:
+                self.close()
+                self.shards.append(0)
+                # "wb": a killed run may have left a file here that its record never counted.
+                self._file = open(self._path(len(self.shards) - 1), "wb")
+            if self._file is None:
+                self._file = open(self._path(len(self.shards) - 1), "ab")
+            take = min(len(arr), self.shard_tokens - self.shards[-1])
+            self._file.write(arr[:take].tobytes())
+            self.shards[-1] += take
+            arr = arr[take:]
+        self.tokens += len(ids)
+        self.docs += 1
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def state(self) -> dict:
+        return {"shards": list(self.shards), "tokens": self.tokens, "docs": self.docs}
+
+
+def process_rows(rows: list, tokenizer, val_every: int) -> list:
+    """Filter, classify and encode raw rows (file, row, id, text): (file, row, kind, characters
+    read, characters kept, token ids or None) each, kind being empty, validation or train."""
+    import numpy as np
+
+    out, texts = [], []
+    for f, row, doc_id, text in rows:
+        clean = ascii_only(text)
+        if not has_text(clean):
+            kind = "empty"
+        elif zlib.crc32(str(doc_id).encode()) % val_every == 0:
+            kind = "validation"
+        else:
+            kind = "train"
+        out.append([f, row, kind, len(text), len(clean), None])
+        if kind != "empty":
+            texts.append(clean)
+    encoded = iter(encode_documents(tokenizer, texts) if texts else [])
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    for r in out:
+        if r[2] != "empty":
+            r[5] = np.asarray(next(encoded), dtype=dtype)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer(tokenizer_dir: str):
+    """One tokenizer per worker process (loaded on its first batch)."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    return HuggingFaceTokenizer(tokenizer_dir)
+
+
+def _one_thread() -> None:
+    """A worker encodes on one thread (the workers are the parallelism), set before its first
+    encode creates the tokenizers library's thread pool."""
+    os.environ["RAYON_NUM_THREADS"] = "1"
+
+
+def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
+    return process_rows(rows, _tokenizer(tokenizer_dir), val_every)
+
+
+class _Workers:
+    """Batches processed in order: in this process (workers = 0) or by a pool of worker processes
+    (spawned, each encoding on one thread), with at most 2 x workers batches in flight."""
+
+    def __init__(self, workers: int, tokenizer, tokenizer_dir: str, val_every: int):
+        self.workers, self.tokenizer, self.val_every = workers, tokenizer, val_every
+        self.tokenizer_dir, self.pool = tokenizer_dir, None
+
+    def __enter__(self):
+        if self.workers:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_one_thread)
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+    def map_in_order(self, batches):
+        """(processed rows, next file, next row) for each (raw rows, next file, next row)."""
+        import collections
+
+        if self.pool is None:
+            for rows, f, row in batches:
+                yield process_rows(rows, self.tokenizer, self.val_every), f, row
+            return
+        pending = collections.deque()
+        for rows, f, row in batches:
+            args = (rows, self.tokenizer_dir, self.val_every)
+            pending.append((self.pool.apply_async(_process_in_worker, args), f, row))
+            if len(pending) > 2 * self.workers:
+                result, f0, r0 = pending.popleft()
+                yield result.get(), f0, r0
+        while pending:
+            result, f0, r0 = pending.popleft()
+            yield result.get(), f0, r0
+
+
+def prepare(
+    source: str,
+    tokenizer_dir: str,
+    out: str,
+    tokens: int,
+    val_tokens: int,
+    val_every: int = 100,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    batch_docs: int = 1024,
+    progress: bool = True,
+    workers: int = 0,
+) -> dict:
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    for name, value, low in (
+        ("--tokens", tokens, 1),
+        ("--val-tokens", val_tokens, 0),
+        ("--val-every", val_every, 1),
+        ("--shard-tokens", shard_tokens, 1),
+        ("--batch-docs", batch_docs, 1),
+        ("--workers", workers, 0),
+    ):
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}; got {value}")
+    tokenizer = HuggingFaceTokenizer(tokenizer_dir)
+    vocab = tokenizer.get_vocab_size()
+    dtype = token_dtype(vocab)
+    files, revision = source_files(source)
+    settings = {
+        "source": source,
+        "revision": revision,
+        "files": files,
+        "tokenizer_sha256": tokenizer_hash(tokenizer),
+        "vocab_size": vocab,
+        "dtype": dtype.name,
+        "bos_id": tokenizer.bos_id,
+        "eos_id": tokenizer.eos_id,
+        "budget_tokens": tokens,
+        "budget_val_tokens": val_tokens,
+        "val_every": val_every,
+        "shard_tokens": shard_tokens,
+    }
+    os.makedirs(out, exist_ok=True)
+    if os.path.exists(os.path.join(out, MANIFEST)):
+        raise ValueError(
+            f"{out!r} already holds finished shards ({MANIFEST}); choose another --out"
+        )
+    state_path = os.path.join(out, PROGRESS)
+    state = {
+        "settings": settings,
+        "file": 0,
+        "row": 0,
+        "splits": {},
+        "chars_read": 0,
+        "chars_removed": 0,
+        "docs_read": 0,
+        "docs_empty": 0,
+        "docs_val_over_budget": 0,
+    }
+    if os.path.exists(state_path):
+        with open(state_path) as f:
+            state = json.load(f)
+        if state["settings"] != settings:
+            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            raise ValueError(
+                f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
+                "re-run with the same settings or choose another --out"
+            )
+    writers = {s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS}
+
+    bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
+
+    def commit(processed: list, next_file: int, next_row: int) -> bool:
+        """Write the documents of processed rows (process_rows) in order and record where reading
+        goes on; a budget is checked before each document against what is written, so the splits
+        (and the statistics) depend neither on the batch size nor on the workers, and a resumed
+        run decides identically. True when the training budget is reached (at the document that
+        reaches it, whose successor is next)."""
+        reached = False
+        for f, row, kind, n_read, n_clean, ids in processed:
+            state["docs_read"] += 1
+            state["chars_read"] += n_read
+            state["chars_removed"] += n_read - n_clean
+            if kind == "empty":
+                state["docs_empty"] += 1
+            elif kind == "validation":
+                if writers["validation"].tokens < val_tokens:
+                    writers["validation"].write(ids)
+                else:
+                    state["docs_val_over_budget"] += 1
+            else:
+                writers["train"].write(ids)
+                if writers["train"].tokens >= tokens:
+                    next_file, next_row, reached = f, row + 1, True
+                    break
+        for w in writers.values():
+            w.flush()
+        state.update(
+            file=next_file, row=next_row, splits={s: w.state() for s, w in writers.items()}
+        )
+        write_json(state_path, state, sort_keys=True)
+        bar.update(writers["train"].tokens, len(processed))
+        return reached
+
+    def batches():
+        """(raw rows, file, row to go on from) of batch_docs rows each, and at each file's end."""
+        rows = []
+        for f in range(state["file"], len(files)):
+            for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
+                rows.append((f, row, doc_id, text))
+                if len(rows) >= batch_docs:
+                    yield rows, f, row + 1
+                    rows = []
+            yield rows, f + 1, 0
+            rows = []
+
+    done = writers["train"].tokens >= tokens
+    if not done:
+        with _Workers(workers, tokenizer, tokenizer_dir, val_every) as pool:
+            for processed, next_file, next_row in pool.map_in_order(batches()):
+                if commit(processed, next_file, next_row):
+                    break
+    for w in writers.values():
+        w.close()
+    bar.close(writers["train"].tokens)
+
+    manifest = {"format": FORMAT, **settings, "splits": {}}
+    for split, w in writers.items():
+        manifest["splits"][split] = {
+            "tokens": w.tokens,
+            "documents": w.docs,
+            "shards": [
+                {
+                    "name": shard_name(split, i),
+                    "tokens": n,
+                    "crc32": file_crc32(os.path.join(out, shard_name(split, i))),
+                }
+                for i, n in enumerate(w.shards)
+            ],
+        }
+    manifest.update(
+        documents_read=state["docs_read"],
+        documents_empty_dropped=state["docs_empty"],
+        documents_validation_over_budget=state["docs_val_over_budget"],
+        characters_read=state["chars_read"],
+        characters_removed=state["chars_removed"],
+        stopped_at={"file": state["file"], "row": state["row"]},
+    )
+    write_json(os.path.join(out, MANIFEST), manifest, sort_keys=True)
+    os.remove(state_path)
+    return manifest
+
+
+class _Progress:
+    """One line on stderr: tokens, docs/s, tokens/s, ETA to the training budget."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.total, self.start, self.enabled = total, start, enabled
+        self.t0, self.docs, self.last = time.perf_counter(), 0, 0.0
+
+    def update(self, done: int, docs: int) -> None:
+        self.docs += docs
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < 1.0:
+            return
+        self.last = now
+        dt = max(now - self.t0, 1e-9)
+        rate = (done - self.start) / dt
+        eta = max(self.total - done, 0) / rate if rate > 0 else float("inf")
+        sys.stderr.write(
+            f"\r{done:,}/{self.total:,} train tokens  {self.docs / dt:,.0f} docs/s  "
+            f"{rate:,.0f} tok/s  ETA {eta / 60:,.1f} min   "
+        )
+        sys.stderr.flush()
+
+    def close(self, done: int) -> None:
+        if self.enabled:
+            minutes = (time.perf_counter() - self.t0) / 60
+            sys.stderr.write(
+                f"\r{done:,}/{self.total:,} train tokens  done in {minutes:,.1f} min"
+                + " " * 30
+                + "\n"
+            )

@@ -1,0 +1,301 @@
+"""Export a `prefix_llama3` checkpoint to a Hugging Face folder that transformers loads unchanged
+(the command: `python -m prefix_titan.export`, prefix_titan/export.py).
+
+The folder holds `model.safetensors` (HF key names via torchtitan's Llama3StateDictAdapter),
+a `config.json` that matches the flavor exactly (RoPE theta and scaling included: a mismatch is
+silent and grows with sequence length), the tokenizer files, generation_config.json and the
+record of the run, checkpoint and step it came from. It is written to a temporary folder and
+renamed into place, so no half-written folder is left.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import torch
+
+from ..model.flavors import FLAVORS, flavor_args
+from ..runs.checkpoints import complete_steps, verify_step
+from ..runs.folder import EXPORT_RECORD, checkpoint_steps, step_number
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def _log(message: str) -> None:
+    print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+def latest_step(folder: str) -> str:
+    steps = complete_steps(folder)
+    if not steps:
+        raise ValueError(f"no finished step-N checkpoint folders in {folder!r}")
+    return steps[-1]
+
+
+def load_torchtitan_state(
+    checkpoint: str, model_args, flavor: str = "given"
+) -> dict[str, torch.Tensor]:
+    """torchtitan-named model weights (fp32) from a DCP folder or an HF-format last save;
+    `flavor` names `model_args` in the refusal of a checkpoint of other shapes."""
+    from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
+
+    hf_files = sorted(glob.glob(os.path.join(checkpoint, "*.safetensors")))
+    if hf_files:
+        from safetensors.torch import load_file
+
+        hf_state = {}
+        for f in hf_files:
+            hf_state.update(load_file(f))
+        return {
+            k: v.float()
+            for k, v in Llama3StateDictAdapter(model_args, None).from_hf(hf_state).items()
+        }
+    import torch.distributed.checkpoint as dcp
+
+    if not os.path.exists(os.path.join(checkpoint, ".metadata")):
+        raise ValueError(
+            f"{checkpoint!r} is neither a DCP checkpoint (.metadata) nor holds *.safetensors"
+        )
+    state = {k: torch.empty(shape, dtype=torch.float32) for k, shape in _shapes(model_args).items()}
+    _check_flavor(checkpoint, state, flavor)
+    dcp.load(state, checkpoint_id=checkpoint)  # reads only the model's tensors
+    return state
+
+
+def _shapes(model_args) -> dict[str, torch.Size]:
+    from torchtitan.models.llama3 import Transformer
+
+    with torch.device("meta"):
+        names = Transformer(model_args).state_dict()
+    return {k: v.shape for k, v in names.items() if not k.startswith("freqs_cis")}
+
+
+def _check_flavor(checkpoint: str, state: dict[str, torch.Tensor], flavor: str) -> None:
+    """Refuse a DCP checkpoint whose model tensors do not have `flavor`'s shapes, naming the
+    flavors they do match."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    saved = {
+        k: tuple(md.size)
+        for k, md in FileSystemReader(checkpoint).read_metadata().state_dict_metadata.items()
+        if hasattr(md, "size")
+    }
+
+    def differs(shapes) -> list[str]:
+        return [k for k, shape in shapes.items() if saved.get(k) != tuple(shape)]
+
+    bad = differs({k: v.shape for k, v in state.items()})
+    if not bad:
+        return
+    k = bad[0]
+    matching = [name for name in FLAVORS if not differs(_shapes(flavor_args(name)))]
+    hint = (
+        f"it matches model.flavor {', '.join(map(repr, matching))}"
+        if matching
+        else "it matches no flavor of this version"
+    )
+    raise ValueError(
+        f"checkpoint {checkpoint} was not written by model.flavor {flavor!r}: {k} is "
+        f"{list(saved[k]) if k in saved else 'absent'} there, {list(state[k].shape)} in "
+        f"{flavor!r} ({len(bad)} tensors differ); {hint}. Export with the run's own config "
+        f"(or --model.flavor NAME)."
+    )
+
+
+def hf_config(
+    model_args, state: dict[str, torch.Tensor], tokenizer, max_positions: int, dtype: torch.dtype
+):
+    """transformers' LlamaConfig for the flavor (RoPE theta and Llama-3.1 scaling included: a
+    mismatch is silent and grows with sequence length)."""
+    from transformers import LlamaConfig
+
+    a = model_args
+    scaling = a.rope_scaling_args
+    rope_scaling = None
+    if scaling.scaling_factor != 1.0:  # torchtitan applies Llama-3.1 scaling: HF must too
+        rope_scaling = {
+            "rope_type": "llama3",
+            "factor": scaling.scaling_factor,
+            "low_freq_factor": scaling.low_freq_factor,
+            "high_freq_factor": scaling.high_freq_factor,
+            "original_max_position_embeddings": scaling.original_max_position_embeddings,
+        }
+    return LlamaConfig(
+        vocab_size=a.vocab_size,
+        hidden_size=a.dim,
+        intermediate_size=state["layers.0.feed_forward.w1.weight"].shape[0],
+        num_hidden_layers=a.n_layers,
+        num_attention_heads=a.n_heads,
+        num_key_value_heads=a.n_kv_heads or a.n_heads,
+        head_dim=a.dim // a.n_heads,
+        rms_norm_eps=a.norm_eps,
+        rope_theta=a.rope_theta,
+        rope_scaling=rope_scaling,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        architectures=["LlamaForCausalLM"],
+        torch_dtype=dtype,
+    )
+
+
+def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int) -> None:
+    shutil.copy(os.path.join(hf_assets_path, "tokenizer.json"), out)
+    config_path = os.path.join(hf_assets_path, "tokenizer_config.json")
+    config = {}
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+    config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
+    config.setdefault("model_max_length", max_positions)
+    config.setdefault("clean_up_tokenization_spaces", False)
+    for key, token in (("bos_token", tokenizer.bos_token), ("eos_token", tokenizer.eos_token)):
+        if token is not None:
+            config.setdefault(key, token)
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def write_hf_folder(
+    state: dict[str, torch.Tensor],
+    model_args,
+    hf_assets_path: str,
+    out: str,
+    max_positions: int,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+    source: dict | None = None,
+) -> str:
+    """Write torchtitan-named weights as a transformers-loadable folder (atomically, with the
+    modes the umask gives new files); `source` (run folder, checkpoint, step) is recorded in
+    EXPORT_RECORD so that evaluation results can be filed with the run."""
+    from safetensors.torch import save_file
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
+
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise ValueError(f"--out {out!r} exists and is not empty (pass --overwrite to replace it)")
+    tokenizer = HuggingFaceTokenizer(hf_assets_path)
+    if tokenizer.get_vocab_size() > model_args.vocab_size:
+        raise ValueError(
+            f"the tokenizer at {hf_assets_path} has {tokenizer.get_vocab_size()} "
+            f"tokens, more than the model's {model_args.vocab_size}"
+        )
+    _log(f"converting {len(state)} tensors to Hugging Face names ({dtype})")
+    hf_state = Llama3StateDictAdapter(model_args, None).to_hf(state)
+    hf_state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
+        _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
+        save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]).save_pretrained(tmp)
+        with open(os.path.join(tmp, "generation_config.json"), "w") as f:
+            json.dump(
+                {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}, f, indent=2
+            )
+        _log("writing tokenizer files")
+        write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
+        if source is not None:
+            with open(os.path.join(tmp, EXPORT_RECORD), "w") as f:
+                json.dump(source, f, indent=2)
+        _public_modes(tmp)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _log(f"done: {out}")
+    return out
+
+
+def _public_modes(folder: str) -> None:
+    """What a new folder and its files get from the umask (mkdtemp makes both private)."""
+    from ..runs.folder import current_umask
+
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for name in os.listdir(folder):
+        os.chmod(os.path.join(folder, name), 0o666 & ~mask)
+
+
+def export(
+    config_args: list[str],
+    out: str,
+    checkpoint: str | None = None,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+) -> str:
+    """Export the run described by `config_args` (torchtitan CLI form) to `out`."""
+    from torchtitan.config import ConfigManager
+
+    config = ConfigManager().parse_args(config_args)
+    return export_run(
+        config.model.flavor,
+        config.model.hf_assets_path,
+        config.training.seq_len,
+        os.path.join(config.job.dump_folder, config.checkpoint.folder),
+        out,
+        checkpoint,
+        dtype,
+        overwrite,
+        run_dir=config.job.dump_folder,
+    )
+
+
+def export_run(
+    flavor: str,
+    hf_assets_path: str,
+    seq_len: int,
+    checkpoint_folder: str,
+    out: str,
+    checkpoint: str | None = None,
+    dtype: str = "fp32",
+    overwrite: bool = False,
+    run_dir: str | None = None,
+) -> str:
+    """Export from the run's settings; `checkpoint` defaults to the newest step in the folder.
+    With `run_dir` the export records the run folder, checkpoint and step it came from."""
+    model_args = flavor_args(flavor)
+    checkpoint = checkpoint or latest_step(checkpoint_folder)
+    if not os.path.isdir(checkpoint):
+        near = checkpoint_steps(os.path.dirname(os.path.normpath(checkpoint))) or checkpoint_steps(
+            checkpoint_folder
+        )
+        raise ValueError(
+            f"--checkpoint {checkpoint} does not exist; "
+            + (
+                f"step folders nearby: {', '.join(near)}"
+                if near
+                else f"no step folders in {checkpoint_folder}"
+            )
+        )
+    unverified = verify_step(checkpoint, what="export")
+    if unverified:
+        _log(
+            f"warning: {', '.join(unverified)} in {checkpoint} has no recorded checksum; unverified"
+        )
+    _log(f"loading {flavor} weights from {checkpoint}")
+    state = load_torchtitan_state(checkpoint, model_args, flavor)
+    source = None
+    if run_dir is not None:
+        source = {
+            "run_dir": os.path.abspath(run_dir),
+            "checkpoint": os.path.abspath(checkpoint),
+            "step": step_number(checkpoint),
+        }
+    return write_hf_folder(
+        state, model_args, hf_assets_path, out, seq_len, dtype, overwrite, source=source
+    )

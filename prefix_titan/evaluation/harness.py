@@ -1,0 +1,328 @@
+"""Zero-shot lm-eval-harness evaluation of an exported model, or of every checkpoint of a run (the
+command: `python -m prefix_titan.eval`, prefix_titan/eval.py).
+
+lm-eval's `hf` backend runs with our task folder (evaluation/tasks) on its include path:
+winogrande_debiased, the character probes (documents generated from the model's tokenizer:
+probes.py) and CUTE. Results go to eval_results.json beside the model, each item's outcome to
+eval_items/, and, for a model exported from a run, a copy into the run folder (RUN/evals/step-N).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..runs.checkpoints import complete_steps
+from ..runs.folder import (
+    EVAL_CURVE,
+    EVAL_ITEMS,
+    EVAL_RESULTS,
+    EVALS,
+    EXPORT_RECORD,
+    EXPORTS,
+    RUN_CONFIG,
+    write_atomically,
+    write_json,
+)
+
+TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
+CUTE_TASKS = [
+    f"cute_{t}"
+    for t in (
+        "spell",
+        "spell_inverse",
+        "contains_char",
+        "contains_word",
+        "orth",
+        "sem",
+        "ins_char",
+        "ins_word",
+        "del_char",
+        "del_word",
+        "sub_char",
+        "sub_word",
+        "swap_char",
+        "swap_word",
+    )
+]
+
+
+def expand(tasks: list[str]) -> list[str]:
+    """Task names with our groups spelled out: char_probes (ours), cute (optional, from the hub)."""
+    from .probes import PROBE_TASKS
+
+    groups = {"char_probes": PROBE_TASKS, "cute": CUTE_TASKS}
+    return [t for task in tasks for t in groups.get(task, [task])]
+
+
+def local_files(tasks: list[str], model_dir: str, data_dir: str | None) -> dict[str, str]:
+    """{task: jsonl} for tasks read from local files: character probes (generated from the model's
+    tokenizer into model_dir/char_probes) and, with --data-dir, every other task."""
+    from .probes import PROBE_TASKS, write_probes
+
+    files = {}
+    if any(t in PROBE_TASKS for t in tasks):
+        generated = write_probes(model_dir, os.path.join(model_dir, "char_probes"))
+        files.update({t: generated[t] for t in tasks if t in PROBE_TASKS})
+    for task in tasks:
+        if task not in files and data_dir is not None:
+            path = os.path.join(data_dir, f"{task}.jsonl")
+            if not os.path.exists(path):
+                raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+            files[task] = path
+    return files
+
+
+def check_tasks(tasks: list[str], known: list[str]) -> None:
+    """Refuse task names lm-eval does not know (before any model is loaded), listing ours, the
+    defaults and the nearest known names."""
+    import difflib
+
+    from .probes import PROBE_TASKS
+
+    unknown = [t for t in tasks if t not in known]
+    if not unknown:
+        return
+    near = sorted({m for t in unknown for m in difflib.get_close_matches(t, known, n=3)})
+    raise ValueError(
+        f"--tasks: no task named {', '.join(map(repr, unknown))}"
+        + (f" (did you mean {', '.join(near)}?)" if near else "")
+        + f". Ours: char_probes ({', '.join(PROBE_TASKS)}), winogrande_debiased, cute "
+        f"(cute_spell, ...; from the hub). The defaults: {' '.join(DEFAULT_TASKS)}. "
+        f"Every lm-eval task: python -m lm_eval ls tasks"
+    )
+
+
+def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
+    """Task names, or the task's own config reading a local JSONL file."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    specs = []
+    for task in tasks:
+        if task not in files:
+            specs.append(task)
+            continue
+        entry = task_manager.task_index.get(task)
+        if entry is None or entry.yaml_path is None:
+            raise ValueError(f"--tasks: {task!r} is not a YAML-defined lm-eval task")
+        # A dict spec is built as a new task, so start from the registered task's own YAML.
+        config = load_yaml(entry.yaml_path, resolve_func=True)
+        # Every split name the task knows points at the file: whichever split it reads exists.
+        splits = {"train", "validation", "test"} | {
+            config[k]
+            for k in ("training_split", "validation_split", "test_split", "fewshot_split")
+            if config.get(k)
+        }
+        config.update(
+            dataset_path="json",
+            dataset_name=None,
+            dataset_kwargs={"data_files": {s: files[task] for s in sorted(splits)}},
+        )
+        specs.append(config)
+    return specs
+
+
+def evaluate(
+    model_dir: str,
+    tasks: list[str] = DEFAULT_TASKS,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    batch_size: str = "auto",
+    dtype: str = "bfloat16",
+    task_manager=None,
+) -> dict:
+    """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
+    passed to reuse its index of every task, which takes seconds to build."""
+    import lm_eval
+
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        raise ValueError(f"--model {model_dir!r} is not an exported model folder (no config.json)")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if batch_size == "auto" and not cuda:
+        batch_size = "8"  # lm-eval's auto batch size probes GPU memory
+    tasks = expand(tasks)
+    task_manager = task_manager or task_index()
+    check_tasks(tasks, task_manager.all_tasks)
+    specs = task_specs(tasks, local_files(tasks, model_dir, data_dir), task_manager)
+    out = lm_eval.simple_evaluate(
+        model="hf",
+        # Training documents start with BOS; score the same way.
+        model_args={
+            "pretrained": model_dir,
+            "dtype": dtype,
+            "add_bos_token": True,
+            "device": "cuda" if cuda else "cpu",
+        },
+        tasks=specs,
+        num_fewshot=0,
+        batch_size=batch_size,
+        limit=limit,
+        task_manager=task_manager,
+        log_samples=True,
+    )
+    results = {
+        "model": model_dir,
+        "tasks": tasks,
+        "limit": limit,
+        "results": out["results"],
+        "versions": out.get("versions", {}),
+        "n_samples": out.get("n-samples", {}),
+    }
+    # The per-item files first: the results file, written last, says the evaluation finished.
+    items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
+    write_items(model_dir, items)
+    write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
+    file_with_run(model_dir, results, items)
+    return results
+
+
+def item_outcomes(samples: list[dict]) -> list[dict]:
+    """One record per item from lm-eval's per-sample log: whether the model chose the gold answer
+    (`correct`: acc_norm where the task has it, else acc, as in the results table), both
+    accuracies, and the gold answer's log-likelihood; in doc_id order."""
+    rows = []
+    for s in sorted(samples, key=lambda s: s["doc_id"]):
+        acc, acc_norm = s.get("acc"), s.get("acc_norm")
+        gold, resps = _gold_index(s), s.get("filtered_resps")
+        loglik = None
+        if isinstance(gold, int) and isinstance(resps, list) and 0 <= gold < len(resps):
+            first = resps[gold]
+            loglik = float(first[0] if isinstance(first, (list, tuple)) else first)
+        rows.append(
+            {
+                "doc_id": s["doc_id"],
+                "correct": acc_norm if acc_norm is not None else acc,
+                "acc": acc,
+                "acc_norm": acc_norm,
+                "gold_loglik": loglik,
+            }
+        )
+    return rows
+
+
+def _gold_index(sample: dict) -> int | None:
+    """The gold choice's index: lm-eval's target, or for WinoGrande's partial scoring (whose
+    target is the shared continuation) the index of the gold context."""
+    if isinstance(sample.get("target"), int):
+        return sample["target"]
+    doc = sample.get("doc") or {}
+    if {"option1", "option2", "answer"} <= set(doc):
+        from .tasks.winogrande_utils import doc_to_text
+
+        return doc_to_text(doc)
+    return None
+
+
+def write_items(folder: str, items: dict[str, list[dict]]) -> None:
+    """EVAL_ITEMS/<task>.jsonl under `folder`."""
+    out = os.path.join(folder, EVAL_ITEMS)
+    os.makedirs(out, exist_ok=True)
+    for task, rows in items.items():
+        write_atomically(
+            os.path.join(out, f"{task}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
+        )
+
+
+def read_items(folder: str) -> dict[str, list[dict]]:
+    """{task: per-item records} written by write_items (empty if none)."""
+    out = os.path.join(folder, EVAL_ITEMS)
+    if not os.path.isdir(out):
+        return {}
+    items = {}
+    for name in sorted(os.listdir(out)):
+        if name.endswith(".jsonl"):
+            with open(os.path.join(out, name)) as f:
+                items[name[: -len(".jsonl")]] = [json.loads(line) for line in f if line.strip()]
+    return items
+
+
+def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> str | None:
+    """Also write the results into the run folder the model was exported from
+    (RUN/evals/step-N/), where the report finds them; None if the model records no run or
+    already lies inside it."""
+    record = os.path.join(model_dir, EXPORT_RECORD)
+    if not os.path.exists(record):
+        return None
+    with open(record) as f:
+        source = json.load(f)
+    run_dir, step = source["run_dir"], source.get("step")
+    model = os.path.abspath(model_dir)
+    if not os.path.isdir(run_dir) or model.startswith(os.path.join(run_dir, "")):
+        return None
+    out = os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, EVAL_RESULTS)
+    write_items(out, items or {})
+    write_json(path, {**results, "exported_to": model}, default=str)
+    print(f"results filed with the run: {path}", file=sys.stderr, flush=True)
+    return path
+
+
+def table(results: dict) -> str:
+    rows = ["| task | acc | acc_norm | bits/byte |", "|---|---:|---:|---:|"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for task, m in results["results"].items():
+        rows.append(
+            f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
+            f"{fmt(m.get('bits_per_byte,none'))} |"
+        )
+    return "\n".join(rows)
+
+
+def task_index():
+    """lm-eval's TaskManager with our task folder on its include path."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=TASKS_DIR)
+
+
+def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
+    """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
+    settings come from its run_config.json (written while training), else from `config`. One
+    task index serves every step (kwargs["task_manager"], or built here)."""
+    from .export import export, export_run
+
+    kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
+
+    recorded = os.path.join(run_dir, RUN_CONFIG)
+    if os.path.exists(recorded):
+        with open(recorded) as f:
+            rc = json.load(f)
+        folder = os.path.join(run_dir, rc["checkpoint"]["folder"])
+    elif config is not None:
+        rc, folder = None, os.path.join(run_dir, "checkpoint")
+    else:
+        raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
+    steps = complete_steps(folder)
+    if not steps:
+        raise ValueError(f"no finished step-N checkpoints in {folder!r}")
+    curve = {}
+    for ckpt in steps:
+        step = os.path.basename(ckpt)
+        out = os.path.join(run_dir, EXPORTS, step)
+        if not os.path.exists(os.path.join(out, "config.json")):
+            if rc is not None:
+                export_run(
+                    rc["model"]["flavor"],
+                    rc["model"]["hf_assets_path"],
+                    rc["training"]["seq_len"],
+                    folder,
+                    out,
+                    checkpoint=ckpt,
+                    run_dir=run_dir,
+                )
+            else:
+                export(
+                    ["--job.config_file", config, "--job.dump_folder", run_dir],
+                    out,
+                    checkpoint=ckpt,
+                )
+        curve[int(step[5:])] = evaluate(out, **kwargs)["results"]
+        print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
+    write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)
+    print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
+    return curve

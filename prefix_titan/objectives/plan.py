@@ -1,0 +1,139 @@
+"""One loss plan per run: every decision about how the objective is computed, made once.
+
+`build_plan(spec, table, ...)` turns an ObjectiveSpec and its target table into a `LossPlan`: the
+table (its tensors per device), the position weighting, fused or not with the chunk size resolved
+(and where it came from), the row implementation (`RowKernel`, dispatched once to its passes),
+torch.compile or not, and the line the run logs at start-up. The logits loss (`logits_loss`) and
+the fused head (`fused_loss`) take the same plan. Plain PyTorch: the torchtitan adapters build it
+from a job config (titan/loss.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, partial
+
+import torch
+
+from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss
+from .kernel import RowKernel, check_labels, row_weights, target_loss
+from .spec import ObjectiveSpec
+from .table import TableTensors, TargetTable
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """How one run computes its objective (build it with `build_plan`)."""
+
+    spec: ObjectiveSpec
+    """The objective (validated)"""
+    table: TargetTable
+    """Its target table"""
+    kernel: RowKernel
+    """The row passes' implementation"""
+    compile: bool = False
+    """The row passes run under torch.compile (PyTorch passes only: the Triton ones are kernels)"""
+    backend: str = "inductor"
+    """torch.compile's backend"""
+    chunk_tokens: int | None = None
+    """Fused head: tokens per chunk of logits, resolved; None: the loss takes the logits"""
+    chunk_source: str = ""
+    """Where chunk_tokens came from (the setting, or the device's default)"""
+
+    @property
+    def fused(self) -> bool:
+        return self.chunk_tokens is not None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.table.vocab_size
+
+    def tensors(self, device) -> TableTensors:
+        return self.table.tensors(device)
+
+    def row_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Per-row weights of labels [batch, seq] (position weighting), or None."""
+        return row_weights(labels, self.spec.position_gamma)
+
+    @cached_property
+    def _target_loss(self):
+        loss = partial(target_loss, kernel=self.kernel)
+        if self.compile and self.kernel.compiles:
+            return torch.compile(loss, backend=self.backend)
+        return loss
+
+    @cached_property
+    def chunk_step(self):
+        """The fused head's per-chunk step (compiled when the plan compiles)."""
+        return build_chunk_step(self.kernel, self.compile, self.backend)
+
+    def logits_loss(self, logits, labels, weighted: bool = True):
+        """(objective sum, plain CE sum) of logits [..., V] for labels [...]; `weighted=False`
+        leaves the position weighting out (it never touches the plain CE)."""
+        V = self.vocab_size
+        if logits.shape[-1] != V:
+            raise ValueError(f"logits have {logits.shape[-1]} classes but the target table has {V}")
+        check_labels(labels, V)
+        rw = self.row_weights(labels) if weighted else None
+        return self._target_loss(
+            logits.reshape(-1, V), labels.reshape(-1), self.tensors(logits.device), rw
+        )
+
+    def fused_loss(self, h, head_weight, labels):
+        """(objective sum, plain CE sum) of hidden states h [..., d] through the head's weight
+        [V, d], chunk_tokens rows of logits at a time."""
+        if not self.fused:
+            raise RuntimeError("this loss plan is not fused (objective.fused_loss = false)")
+        check_labels(labels, head_weight.shape[0])
+        return fused_target_loss(
+            h.reshape(-1, h.shape[-1]),
+            head_weight,
+            labels.reshape(-1),
+            self.tensors(h.device),
+            self.row_weights(labels),
+            chunk_tokens=self.chunk_tokens,
+            step=self.chunk_step,
+        )
+
+    def describe(self) -> str:
+        """The line a run logs at start-up: what computes the loss, and how."""
+        if self.kernel is RowKernel.TRITON:
+            how = " (row passes: Triton kernels)"
+        elif self.compile:
+            how = " (row passes compiled with torch.compile)"
+        else:
+            how = ""
+        if self.fused:
+            return (
+                f"Fused loss: the model's head computes the loss in chunks of {self.chunk_tokens} "
+                f"tokens ({self.chunk_source}){how}"
+            )
+        return f"Loss: {self.spec.name} on the model's logits{how}"
+
+
+def build_plan(
+    spec: ObjectiveSpec,
+    table: TargetTable,
+    *,
+    device_type: str = "cpu",
+    dim: int | None = None,
+    compile: bool = False,
+    backend: str = "inductor",
+) -> LossPlan:
+    """The plan of `spec` over `table` on a device type ("cpu", "cuda") for a model of width
+    `dim` (needed for the fused head's default chunk size)."""
+    spec.validate()
+    kernel = RowKernel.parse(spec.kernel)
+    chunk, source = None, ""
+    if spec.fused_loss:
+        if spec.fused_chunk_tokens is not None:
+            chunk, source = spec.fused_chunk_tokens, "objective.fused_chunk_tokens"
+        else:
+            if dim is None:
+                raise ValueError("the fused head's default chunk size needs the model's width")
+            chunk = default_chunk_tokens(device_type, dim)
+            source = f"the default on {device_type}"
+    return LossPlan(spec, table, kernel, compile, backend, chunk, source)
+
+
+__all__ = ["LossPlan", "build_plan"]

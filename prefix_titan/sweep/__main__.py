@@ -1,0 +1,62 @@
+"""`python -m prefix_titan.sweep configs|launch ...`: write (or check) the sweep's configs, or run
+the sweep (`python -m prefix_titan.sweep launch --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from . import launch
+from .configs import write_configs
+
+PROG = "python -m prefix_titan.sweep"
+
+
+def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -> int:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Write every scale's configs (train_configs/, train_configs/pilot/, "
+        "train_configs/smoke/) from prefix_titan/sweep/bases/, one file per arm.",
+    )
+    p.add_argument("--check", action="store_true", help="compare instead of writing")
+    p.add_argument(
+        "--root", default=".", help="the project folder that holds train_configs/ (default: here)"
+    )
+    a = p.parse_args(argv)
+    root = pathlib.Path(a.root)
+    if not (root / "train_configs").is_dir():
+        p.error(f"--root {root} holds no train_configs/ folder: run from the project folder")
+    written, stale = write_configs(root, check=a.check)
+    if stale:
+        print(f"out of date (run {PROG} configs): {', '.join(stale)}")
+        return 1
+    print("sweep configs are up to date" if a.check else f"wrote {written} configs")
+    return 0
+
+
+COMMANDS = {"configs": configs_main, "launch": launch.main}
+
+
+USAGE = f"""usage: {PROG} {{{",".join(COMMANDS)}}} ...
+  configs  write (--check: compare) the sweep's generated configs
+  launch   run every arm once per seed (--dry-run: print the commands)"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:], prog=f"{PROG} {argv[0]}")
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    got = f"; got {argv[0]!r}" if argv else ""
+    print(
+        f"{USAGE}\nerror: the first argument must be one of {', '.join(COMMANDS)}{got}",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""Run a sweep: every chosen arm once per seed, at one scale (or print the commands).
+
+    python -m prefix_titan.sweep launch --dry-run [--scale 500M|pilot|smoke] [--seeds 1234 1235 1236]
+    python -m prefix_titan.sweep launch [--scale pilot] [--arms ce label_smoothing prefix_tau0.5 ...]
+        [--seeds S ...] [--gpus-per-run K|node] [--nproc-per-node 8]
+        [--nnodes 4 --node-rank R --rdzv-endpoint HOST:29500] [--stop-on-failure]
+        [--root DIR] [-- extra torchtitan overrides]
+
+Runs. Each (arm, seed) trains the scale's generated config (configs.py) with
+`--debug.seed S` into its own dump folder, `<sweep>/<arm>/seed<S>` (--sweep-dir moves <sweep>).
+The seed sets both the initialisation and the data order, so seed S is the same in every arm:
+the arms of one seed differ only in the objective (paired seeds). Without --seeds, the config's
+own seed.
+
+Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke: 1):
+- node: one run at a time over every GPU of the node(s), FSDP2 (torchrun --nproc-per-node, and
+  --nnodes with a rendezvous; every node runs this same command with its own --node-rank, as
+  scripts/sweep.sbatch does). The run's log is printed.
+- K: independent runs side by side on this node, each on K of the visible GPUs
+  (CUDA_VISIBLE_DEVICES, or all that nvidia-smi lists), queueing the rest; each run's log goes to
+  `<run>/launch.log`. Without GPUs (the smoke scale on a CPU) the runs go one after another.
+In both, the local batch is lowered where more GPUs than global batch / local batch would change
+the global batch (tokens per step), so every run of a scale trains on the same tokens per step.
+
+A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
+a sweep. A failed run is reported at the end and does not stop the others, unless
+--stop-on-failure. The exit status is 1 when any run failed.
+
+The project root (--root, default: the current folder) holds train_configs/; the runs start there,
+so the configs' relative paths (./assets, ./data, ./outputs) resolve against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+
+from ..runs.checkpoints import is_complete
+from .configs import SCALES, arms, config_path, load_config
+
+
+def batch_override(config: dict, world: int) -> list[str]:
+    """Keep the global batch (tokens per step) when more GPUs would overshoot it."""
+    t = config["training"]
+    local, global_ = t["local_batch_size"], t.get("global_batch_size", -1)
+    if global_ <= 0 or local * world <= global_:  # no global batch set: local x world
+        return []
+    if global_ % world:
+        raise SystemExit(
+            f"{world} GPUs cannot split the global batch of {global_} sequences evenly"
+        )
+    return ["--training.local_batch_size", str(global_ // world)]
+
+
+def run_folder(config: dict, seed: int, sweep_dir: str | None = None) -> str:
+    """`<sweep>/<arm>/seed<S>`: the config's dump folder (or sweep_dir/<arm>) per seed."""
+    folder = config["job"]["dump_folder"]
+    if sweep_dir is not None:
+        folder = os.path.join(sweep_dir, os.path.basename(folder.rstrip("/")))
+    return f"{folder}/seed{seed}"
+
+
+def last_override(extra: list[str], flag: str) -> str | None:
+    value = None
+    for i, x in enumerate(extra):
+        if x == flag and i + 1 < len(extra):
+            value = extra[i + 1]
+        elif x.startswith(flag + "="):
+            value = x.split("=", 1)[1]
+    return value
+
+
+def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | None) -> bool:
+    """The run's final step has a complete checkpoint (torchtitan's rule: checkpoints.is_complete)."""
+    steps = last_override(extra, "--training.steps") or config["training"]["steps"]
+    run = pathlib.Path(root) / run_folder(config, seed, sweep_dir)  # an absolute one stays itself
+    folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
+    return is_complete(str(folder))
+
+
+def train_args(scale, arm, config, seed, world, extra, sweep_dir):
+    return [
+        "--job.config_file",
+        str(config_path(pathlib.Path("."), scale, arm)),
+        "--debug.seed",
+        str(seed),
+        "--job.dump_folder",
+        run_folder(config, seed, sweep_dir),
+        *batch_override(config, world),
+        *extra,
+    ]
+
+
+def ranks_filter() -> list[str]:
+    ranks = os.environ.get("LOG_RANK", "0")  # local rank 0's log; LOG_RANK=all: every rank
+    return [] if ranks == "all" else [f"--local-ranks-filter={ranks}"]
+
+
+def node_command(a, scale: str, arm: str, seed: int, extra: list[str]) -> list[str]:
+    """One run over every GPU of the node(s)."""
+    config = load_config(a.root, scale, arm)
+    cmd = ["torchrun", f"--nproc_per_node={a.nproc_per_node}", f"--nnodes={a.nnodes}"]
+    cmd += ranks_filter()
+    if a.nnodes > 1:
+        cmd += [
+            f"--node_rank={a.node_rank}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={a.rdzv_endpoint}",
+            f"--rdzv_id=prefix_titan_{scale}_{arm}_seed{seed}",
+        ]
+    world = a.nnodes * a.nproc_per_node
+    args = train_args(scale, arm, config, seed, world, extra, a.sweep_dir)
+    return cmd + ["-m", "torchtitan.train", *args]
+
+
+def slot_command(root, scale, arm, seed, gpus: int, extra, sweep_dir) -> list[str]:
+    """One run on `gpus` GPUs of this node (0: a CPU run through prefix_titan's launcher)."""
+    config = load_config(root, scale, arm)
+    module = "torchtitan.train" if gpus else "prefix_titan.train"
+    cmd = ["torchrun", "--standalone", f"--nproc_per_node={max(gpus, 1)}"]
+    cmd += ranks_filter() if gpus > 1 else []
+    return cmd + [
+        "-m",
+        module,
+        *train_args(scale, arm, config, seed, max(gpus, 1), extra, sweep_dir),
+    ]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this node offers: CUDA_VISIBLE_DEVICES if set, else every one nvidia-smi lists."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def slots(gpus: list[str], per_run: int) -> list[list[str]]:
+    """Disjoint groups of `per_run` GPUs ([[]]: one CPU slot)."""
+    if not gpus:
+        return [[]]
+    return [gpus[i : i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
+
+
+def run_queue(
+    jobs: list[tuple[str, pathlib.Path, list[str]]], groups, stop_on_failure=False, root="."
+):
+    """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
+    slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
+    never-started ones."""
+    pending, running, failed = list(jobs), {}, []
+    free = list(range(len(groups)))
+    while pending or running:
+        while pending and free and not (failed and stop_on_failure):
+            slot = free.pop(0)
+            name, log, cmd = pending.pop(0)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ)
+            if groups[slot]:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot])
+            with open(log, "ab") as f:
+                proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
+            where = f"GPU {','.join(groups[slot])}" if groups[slot] else "CPU"
+            print(f"[sweep] {name}: started on {where}, log {log}", flush=True)
+            running[proc] = (slot, name, log)
+        if not running:
+            break
+        time.sleep(0.2)
+        for proc in [p for p in running if p.poll() is not None]:
+            slot, name, log = running.pop(proc)
+            free.append(slot)
+            if proc.returncode == 0:
+                print(f"[sweep] {name}: finished", flush=True)
+            else:
+                failed.append(f"{name} (exit {proc.returncode}, log {log})")
+                print(f"[sweep] {name}: FAILED, exit {proc.returncode}", flush=True)
+    return failed + [f"{name} (not started)" for name, _, _ in pending]
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.sweep launch") -> int:
+    p = argparse.ArgumentParser(
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--scale", default="500M", choices=list(SCALES))
+    p.add_argument("--arms", nargs="+", default=list(arms()), choices=list(arms()), metavar="ARM")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S")
+    p.add_argument(
+        "--gpus-per-run",
+        default=None,
+        help="'node' (one run over all GPUs) or K (runs side by side, K GPUs each)",
+    )
+    p.add_argument("--nproc-per-node", type=int, default=8, help="with --gpus-per-run node")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
+    p.add_argument(
+        "--sweep-dir", default=None, help="put the runs in DIR/<arm>/seed<S> (default: the scale's)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument(
+        "--root", default=".", help="the project folder that holds train_configs/ (default: here)"
+    )
+    p.add_argument("--stop-on-failure", action="store_true", help="start no run after a failure")
+    a, extra = p.parse_known_args(argv)
+    extra = [x for x in extra if x != "--"]
+    scale = SCALES[a.scale]
+    a.root = pathlib.Path(a.root)
+    if not (a.root / "train_configs").is_dir():
+        p.error(
+            f"--root {a.root} holds no train_configs/ folder: run from the project folder, or "
+            f"pass it with --root DIR"
+        )
+    missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
+    if missing:
+        p.error(
+            f"--scale {a.scale} has no configs for {', '.join(missing)} in {scale.out}: run "
+            f"python -m prefix_titan.sweep configs"
+        )
+    seeds = a.seeds or [load_config(a.root, a.scale, a.arms[0])["debug"]["seed"]]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        p.error(f"--seeds must be distinct: {', '.join(map(str, repeated))} repeated")
+    if any(s < 0 for s in seeds):
+        p.error("--seeds must be >= 0")
+    per_run = a.gpus_per_run or ("node" if scale.gpus_per_run is None else str(scale.gpus_per_run))
+    if per_run != "node" and not (per_run.isdigit() and int(per_run) >= 1):
+        p.error(f"--gpus-per-run must be 'node' or a whole number >= 1; got {per_run!r}")
+    if per_run != "node" and a.nnodes > 1:
+        p.error("--gpus-per-run K runs on this node only: use --gpus-per-run node with --nnodes")
+    if a.nnodes > 1 and not a.rdzv_endpoint:
+        p.error("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address)")
+    if not 0 <= a.node_rank < a.nnodes:
+        p.error(f"--node-rank must be in [0, {a.nnodes}); got {a.node_rank}")
+    # Baselines first, then the arms in generator order; each arm over all its seeds.
+    runs = [(arm, seed) for arm in a.arms for seed in seeds]
+
+    if per_run == "node":
+        failed = []
+        for arm, seed in runs:
+            cmd = node_command(a, a.scale, arm, seed, extra)
+            if a.dry_run:
+                print(shlex.join(cmd))
+                continue
+            if finished(a.root, load_config(a.root, a.scale, arm), seed, extra, a.sweep_dir):
+                print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
+                continue
+            print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
+            code = subprocess.run(cmd, cwd=a.root).returncode
+            if code:
+                failed.append(f"{arm} seed {seed} (exit {code})")
+                if a.stop_on_failure:
+                    break
+    else:
+        k, gpus = int(per_run), visible_gpus()
+        if gpus and k > len(gpus):
+            p.error(
+                f"--gpus-per-run {k} needs {k} GPUs, but this node shows {len(gpus)} "
+                f"({','.join(gpus)}): lower it, or use --gpus-per-run node"
+            )
+        if not gpus and a.scale != "smoke":
+            p.error(
+                f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
+                f"GPUs; --scale smoke runs on a CPU"
+            )
+        groups = slots(gpus, k)
+        if gpus and len(gpus) % k:
+            print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
+        jobs = []
+        for i, (arm, seed) in enumerate(runs):
+            cmd = slot_command(a.root, a.scale, arm, seed, k if gpus else 0, extra, a.sweep_dir)
+            if a.dry_run:  # placement shown as if every run took equally long
+                devices = ",".join(groups[i % len(groups)])
+                print(
+                    shlex.join(cmd)
+                    if not devices
+                    else f"CUDA_VISIBLE_DEVICES={devices} " + shlex.join(cmd)
+                )
+            elif finished(a.root, load_config(a.root, a.scale, arm), seed, extra, a.sweep_dir):
+                print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
+            else:
+                config = load_config(a.root, a.scale, arm)
+                log = a.root / run_folder(config, seed, a.sweep_dir) / "launch.log"
+                jobs.append((f"{arm} seed {seed}", log, cmd))
+        failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
+    if failed:
+        print("[sweep] failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+    return 1 if failed else 0

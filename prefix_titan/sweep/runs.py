@@ -1,0 +1,138 @@
+"""A sweep's runs as the report reads them: each run folder's record, metrics and evaluations,
+named by its arm (ObjectiveSpec.arm_name of the recorded objective), grouped by arm and paired by
+seed, with the settings that must be equal across runs checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from ..evaluation.harness import read_items
+from ..objectives.spec import ObjectiveSpec
+from ..runs.folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, flatten, read_log
+
+# Settings that may differ between arms: the objective itself and where the run writes (how the
+# loss is computed, ObjectiveSpec.execution_fields, excepted: the arms share it) ...
+ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
+# ... and between the runs of one arm: the seed, which pairs the arms.
+SEED_KEY = "debug.seed"
+
+
+def _step_of(path: str) -> int:
+    m = re.search(r"step-(\d+)", path)
+    return int(m.group(1)) if m else -1
+
+
+def load_run(folder: str) -> dict:
+    """One run folder: its recorded config and objective (arm name), validation CE by step, and
+    the evaluation results and per-item outcomes of its newest evaluated step."""
+    with open(os.path.join(folder, RUN_CONFIG)) as f:
+        config = json.load(f)
+    rows = []
+    if os.path.exists(os.path.join(folder, METRICS_LOG)):
+        rows = read_log(os.path.join(folder, METRICS_LOG))
+    val = {}
+    for r in rows:
+        if "validation_plain_ce" in r:
+            val[r["step"]] = r["validation_plain_ce"]  # a resumed run may repeat a step: last wins
+    # Every evaluation of the run, by step: eval --all-checkpoints' curve and each
+    # eval_results.json below the run folder (RUN/hf/step-N, RUN/evals/step-N), merged by task,
+    # with the per-item outcomes written beside them.
+    by_step: dict[int, dict] = {}
+    items_by_step: dict[int, dict] = {}
+    for d, _, files in sorted(os.walk(folder)):
+        if EVAL_RESULTS in files:
+            path = os.path.join(d, EVAL_RESULTS)
+            by_step.setdefault(_step_of(path), {}).update(json.load(open(path))["results"])
+            items_by_step.setdefault(_step_of(path), {}).update(read_items(d))
+    curve = os.path.join(folder, EVAL_CURVE)
+    if os.path.exists(curve):
+        for step, results in json.load(open(curve)).items():
+            by_step.setdefault(int(step), {}).update(results)
+    eval_step = max(by_step) if by_step else None
+    spec = ObjectiveSpec.from_record(config["objective"], os.path.join(folder, RUN_CONFIG))
+    items = {
+        task: {r["doc_id"]: r["correct"] for r in rows if r.get("correct") is not None}
+        for task, rows in items_by_step.get(eval_step, {}).items()
+    }
+    run = {
+        "folder": folder,
+        "name": spec.arm_name(),
+        "seed": config.get("debug", {}).get("seed"),
+        "config": config,
+        "objective": vars(spec),
+        "val": dict(sorted(val.items())),
+        "evals": by_step.get(eval_step, {}),
+        "eval_step": eval_step,
+        "items": items,
+    }
+    return run
+
+
+def _order(r: dict):
+    o = r["objective"]
+    return (
+        {"ce": 0, "label_smoothing": 1}.get(o["name"], 2),
+        o["normalize"],
+        o["support"],
+        o["tau"],
+        r["name"],
+    )
+
+
+def find_runs(runs_dir: str) -> list[dict]:
+    runs = [load_run(d) for d, _, files in os.walk(runs_dir) if RUN_CONFIG in files]
+    if not runs:
+        raise ValueError(f"no runs (folders with {RUN_CONFIG}) under {runs_dir!r}")
+    return sorted(runs, key=lambda r: (_order(r), r["seed"]))
+
+
+def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
+    """{arm: {seed: run}} in report order. Refuses two runs of one (arm, seed) and arms whose seed
+    lists differ (the paired comparisons need every arm at every seed)."""
+    arms: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        seeds = arms.setdefault(r["name"], {})
+        if r["seed"] in seeds:
+            raise ValueError(
+                f"two runs of arm {r['name']} with seed {r['seed']}: {seeds[r['seed']]['folder']} "
+                f"and {r['folder']}; report one of them (move the other out of the folder)"
+            )
+        seeds[r["seed"]] = r
+    lists = {name: sorted(seeds) for name, seeds in arms.items()}
+    if len({tuple(v) for v in lists.values()}) > 1:
+        raise ValueError(
+            "the arms were not run with the same seeds, so they cannot be paired:\n  "
+            + "\n  ".join(f"{name}: seeds {', '.join(map(str, v))}" for name, v in lists.items())
+            + "\nFinish the missing runs (`python -m prefix_titan.sweep launch` skips finished ones), or report a "
+            "folder that holds complete seeds only."
+        )
+    return arms
+
+
+def invariant_violations(runs: list[dict]) -> list[str]:
+    """Settings outside the objective (and the seed) that differ between runs, naming the runs:
+    the execution settings of [objective] (ObjectiveSpec.execution_fields) count as outside."""
+    flat = [flatten(r["config"]) for r in runs]
+    shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
+    keys = sorted(
+        {
+            k
+            for f in flat
+            for k in f
+            if (not k.startswith(ARM_KEYS) or k in shared) and k != SEED_KEY
+        }
+    )
+    problems = []
+    for key in keys:
+        values = [json.dumps(f.get(key), sort_keys=True, default=str) for f in flat]
+        if len(set(values)) > 1:
+            common = max(set(values), key=values.count)
+            odd = [
+                f"{r['name']} seed {r['seed']} ({json.loads(v)!r})"
+                for r, v in zip(runs, values)
+                if v != common
+            ]
+            problems.append(f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}")
+    return problems

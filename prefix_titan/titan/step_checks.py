@@ -1,0 +1,80 @@
+"""The checks between a training step's optimizer update and torchtitan's save of that step.
+
+torchtitan 0.2.2's trainer runs, per step: forward/backward, the optimizer update, then
+`metrics_processor.should_log(step)`, then the checkpoint save. That call is the only hook after
+the update and before the save, so the metrics processor hands it to `StepChecks.after_update`,
+which:
+
+1. records the checksums of the checkpoint step saved since the last call (checkpoints.py), and
+2. stops the run (FloatingPointError naming the step) when the step's loss or a gradient is not
+   finite, before any checkpoint of that step is saved.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..runs.checkpoints import ChecksumRecorder
+
+RESUME_ADVICE = (
+    "The run stops here, before any checkpoint of this step is saved; resume from the last "
+    "checkpoint, for example with a lower optimizer.lr or training.max_norm."
+)
+
+
+class StepChecks:
+    """One rank's checks after each optimizer update (run state: made by the metrics builder)."""
+
+    def __init__(self, job_config, meter):
+        ckpt = job_config.checkpoint
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        folder = os.path.join(job_config.job.dump_folder, ckpt.folder)
+        self.checksums = ChecksumRecorder(folder, rank) if ckpt.enable else None
+        self.meter = meter
+
+    def after_update(self, step: int, model_parts) -> None:
+        """Record the previous save's checksums, then refuse a non-finite loss or gradient."""
+        self.record_checksums()
+        check_finite_loss(self.meter, step)
+        check_finite_grads(model_parts, step)
+
+    def record_checksums(self) -> None:
+        """Checksums of every checkpoint step saved since the last call (and, at the end of the
+        run, of the last one)."""
+        if self.checksums is not None:
+            self.checksums.record_pending()
+
+
+def _value(t) -> str:
+    return "-" if t is None else f"{float(t):.6g}"
+
+
+def check_finite_loss(meter, step: int) -> None:
+    """Raise if this step's objective or plain CE sum (the meter's) is NaN or infinite (one host
+    sync per step)."""
+    sums = [t for t in (meter.objective_sum, meter.ce_sum) if t is not None]
+    if sums and not bool(torch.isfinite(torch.stack([t.float() for t in sums])).all()):
+        raise FloatingPointError(
+            f"step {step}: the training loss is not finite (objective sum "
+            f"{_value(meter.objective_sum)}, plain CE sum {_value(meter.ce_sum)}). {RESUME_ADVICE}"
+        )
+
+
+def check_finite_grads(model_parts, step: int) -> None:
+    """Raise if a gradient of this step holds NaN or inf: the optimizer has already applied it,
+    so the weights are no longer finite, and this step's checkpoint must not be saved. One norm
+    over this rank's gradient shards."""
+    grads = []
+    for model in model_parts or []:
+        for p in model.parameters():
+            if p.grad is not None:
+                g = p.grad
+                grads.append(g.to_local() if hasattr(g, "to_local") else g)
+    if grads and not math.isfinite(float(torch.nn.utils.get_total_norm(grads, foreach=True))):
+        raise FloatingPointError(
+            f"step {step}: a gradient is not finite (NaN or inf), and the optimizer has applied "
+            f"it. {RESUME_ADVICE}"
+        )

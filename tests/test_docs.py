@@ -1,0 +1,59 @@
+"""The README and docs/ as a newcomer reads them: every link leads somewhere, every documented
+`python -m prefix_titan...` command and `python scripts/...` script exists, the README stays a
+short path (the measured numbers in the pages are checked by the tests of what they measure:
+test_configs, test_llama3, test_bench)."""
+
+import importlib.util
+import re
+
+import pytest
+from helpers import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _name(page):
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_links_lead_to_files_and_sections(page):
+    text = page.read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        assert dest.exists(), f"{_name(page)} links to {target}, which does not exist"
+        if anchor and dest.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", dest.read_text(), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in slugs, f"{_name(page)} links to {target}: no such section"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_documented_commands_exist(page):
+    text = page.read_text()
+    for module in set(re.findall(r"python -m (prefix_titan(?:\.[a-z_]+)*)(?!\w|\.\w)", text)):
+        spec = importlib.util.find_spec(module)
+        assert spec is not None, f"{_name(page)}: python -m {module}: no such module"
+        if spec.submodule_search_locations:  # a package runs its __main__
+            spec = importlib.util.find_spec(f"{module}.__main__")
+            assert spec is not None, (
+                f"{_name(page)}: python -m {module}: a package without __main__"
+            )
+        source = open(spec.origin).read()
+        assert '__name__ == "__main__"' in source, (
+            f"{_name(page)}: {module} does not run as a command"
+        )
+    for script in set(re.findall(r"python (scripts/[\w./]+\.py)", text)):
+        assert (ROOT / script).is_file(), f"{_name(page)}: {script} does not exist"
+
+
+def test_the_readme_is_a_short_path():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 220, f"README.md has {len(lines)} lines"
+    headings = [line for line in lines if line.startswith("## ")]
+    for wanted in ("Set up and test", "Train the embedded default", "The experiment"):
+        assert any(wanted in h for h in headings), wanted
+    assert '-m "not slow"' in "\n".join(lines)  # the fast tier is printed beside the full command

@@ -1,0 +1,130 @@
+"""ObjectiveSpec answers its own questions: the table key, the arm name, the shared execution
+settings. A dummy field added to the spec is followed, without any other edit, by the key, the
+name, the sweep's configs, the report's grouping and invariants, and the inspect CLI."""
+
+import argparse
+import dataclasses
+
+import pytest
+from helpers import make_run
+
+from prefix_titan.objectives import ObjectiveSpec
+from prefix_titan.objectives.spec import EXECUTION, TARGET, WEIGHTING, option
+from prefix_titan.sweep import runs
+from prefix_titan.sweep.configs import arms, render
+from prefix_titan.targets import add_target_options
+
+
+@dataclasses.dataclass
+class SpecWithDummy(ObjectiveSpec):
+    dummy: int = option(3, TARGET)
+    """a target option no version of the package has"""
+
+
+@dataclasses.dataclass
+class SpecWithExecutionDummy(ObjectiveSpec):
+    dummy_impl: str = option("a", EXECUTION)
+    """an execution setting no version of the package has"""
+
+
+def test_the_roles_of_the_fields():
+    assert [f.name for f in ObjectiveSpec.fields_of(TARGET)] == [
+        "name",
+        "tau",
+        "normalize",
+        "support",
+        "epsilon",
+    ]
+    assert [f.name for f in ObjectiveSpec.fields_of(WEIGHTING)] == ["position_gamma"]
+    assert ObjectiveSpec.execution_fields() == ("fused_loss", "fused_chunk_tokens", "kernel")
+    every = {f.name for f in dataclasses.fields(ObjectiveSpec)}
+    assert every == {f.name for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING, EXECUTION)}
+
+
+@pytest.mark.parametrize(
+    "spec,name",
+    [
+        (ObjectiveSpec("ce"), "ce"),
+        (ObjectiveSpec("ce", tau=2.0, epsilon=0.3), "ce"),  # options ce does not read
+        (ObjectiveSpec("label_smoothing"), "label_smoothing"),
+        (ObjectiveSpec("label_smoothing", epsilon=0.2), "label_smoothing_epsilon0.2"),
+        (ObjectiveSpec("prefix"), "prefix_tau0.5"),
+        (ObjectiveSpec("prefix", tau=0.05, normalize=True), "prefix_norm_tau0.05"),
+        (
+            ObjectiveSpec("prefix", tau=2.0, normalize=True, support="vocab"),
+            "prefix_norm_tau2.0_vocab",
+        ),
+        (ObjectiveSpec("prefix", position_gamma=0.9), "prefix_tau0.5_gamma0.9"),
+        (ObjectiveSpec("prefix", fused_loss=True, kernel="triton"), "prefix_tau0.5"),
+        (ObjectiveSpec("my_lab.targets:suffix", epsilon=0.2), "my_lab.targets:suffix_epsilon0.2"),
+    ],
+    ids=str,
+)
+def test_arm_names(spec, name):
+    assert spec.arm_name() == name
+
+
+def test_the_table_key_holds_the_target_settings_only():
+    a = ObjectiveSpec("prefix", tau=0.5)
+    assert a.target_key() == ObjectiveSpec("prefix", tau=0.5, position_gamma=0.9).target_key()
+    assert a.target_key() == ObjectiveSpec("prefix", fused_loss=True, kernel="triton").target_key()
+    assert a.target_key() != ObjectiveSpec("prefix", tau=0.2).target_key()
+    assert a.target_key() != ObjectiveSpec("prefix", support="vocab").target_key()
+
+
+def test_the_sweeps_arms_are_named_by_the_spec():
+    names = list(arms())
+    assert names[:3] == ["ce", "label_smoothing", "prefix_tau0.05"]
+    assert len(names) == len(set(names)) == 14
+    assert all(spec.arm_name() == name for name, spec in arms().items())
+
+
+def test_records_of_older_and_newer_versions():
+    """A record without a setting takes its default; one with an unknown setting is refused."""
+    spec = ObjectiveSpec.from_record({"name": "prefix", "tau": 0.2})
+    assert spec.arm_name() == "prefix_tau0.2" and spec.kernel == "pytorch"
+    with pytest.raises(
+        ValueError, match="run_config.json has objective settings .* not know: zeta"
+    ):
+        ObjectiveSpec.from_record({"name": "ce", "zeta": 1}, "run_config.json")
+
+
+def test_a_new_target_field_reaches_key_name_configs_and_cli():
+    spec = SpecWithDummy("prefix", dummy=5)
+    # the table key: two values, two tables
+    assert ("dummy", 5) in spec.target_key()
+    assert spec.target_key() != SpecWithDummy("prefix").target_key()
+    # the arm name: shown when set away from its default
+    assert SpecWithDummy("prefix").arm_name() == "prefix_tau0.5"
+    assert spec.arm_name() == "prefix_tau0.5_dummy5"
+    # the sweep's config: in [objective], and the arm's own folder
+    text = render(spec, "smoke")
+    assert "\ndummy = 5\n" in text.split("\n[objective]\n")[1].split("\n[")[0]
+    assert 'dump_folder = "./outputs/sweep_smoke/prefix_tau0.5_dummy5"' in text
+    # the inspect CLI offers it
+    parser = argparse.ArgumentParser()
+    names = add_target_options(parser, SpecWithDummy)
+    assert "dummy" in names and parser.parse_args(["--dummy", "7"]).dummy == 7
+
+
+def test_the_report_groups_and_checks_by_the_spec(tmp_path, monkeypatch):
+    """Two runs differing only in the new target field are two arms (not 'two runs of one arm');
+    a new execution field that differs between arms is named by the invariants check."""
+    make_run(tmp_path, "a", {"name": "prefix", "dummy": 3}, 0.0)
+    make_run(tmp_path, "b", {"name": "prefix", "dummy": 5}, 0.0)
+    monkeypatch.setattr(runs, "ObjectiveSpec", SpecWithDummy)
+    found = runs.find_runs(str(tmp_path))
+    assert sorted(runs.group_arms(found)) == ["prefix_tau0.5", "prefix_tau0.5_dummy5"]
+    assert runs.invariant_violations(found) == []  # an objective setting may differ
+
+    monkeypatch.setattr(runs, "ObjectiveSpec", ObjectiveSpec)
+    with pytest.raises(ValueError, match="objective settings this version .* not know: dummy"):
+        runs.find_runs(str(tmp_path))
+
+    other = tmp_path / "execution"
+    make_run(other, "c", {"name": "ce", "dummy_impl": "a"}, 0.0)
+    make_run(other, "d", {"name": "label_smoothing", "dummy_impl": "b"}, 0.0)
+    monkeypatch.setattr(runs, "ObjectiveSpec", SpecWithExecutionDummy)
+    found = runs.find_runs(str(other))
+    problems = runs.invariant_violations(found)
+    assert len(problems) == 1 and problems[0].startswith("`objective.dummy_impl` differs"), problems

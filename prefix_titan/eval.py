@@ -4,7 +4,7 @@
         [--limit N] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
     python -m prefix_titan.eval --all-checkpoints RUN_DIR [--tasks ...]
 
-Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/tasks):
+Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/evaluation/tasks):
 winogrande_debiased; the character probes (`--tasks char_probes`, or char_spell, ...), whose
 documents are generated from the model's tokenizer into DIR/char_probes; and CUTE (`--tasks cute`,
 or cute_spell, ...), read from the hub's leukas/cute. Results go to DIR/eval_results.json and a
@@ -20,7 +20,9 @@ import os
 import sys
 
 from .data.hub import exit_if_unreachable
-from .evaluation.harness import DEFAULT_TASKS, evaluate, evaluate_run, table
+from .evaluation.harness import DEFAULT_TASKS, ProbeOptions, evaluate, evaluate_run, table
+from .evaluation.probes import ITEMS_PER_TASK
+from .evaluation.probes import SEED as PROBE_SEED
 from .runs.folder import EVAL_RESULTS
 
 
@@ -51,11 +53,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--progress", action="store_true", help="show the progress bars and lm-eval's log lines"
     )
+    p.add_argument(
+        "--probe-words",
+        metavar="SHARD_DIR",
+        default=None,
+        help="character probes: take the words from this shard folder (written by prepare); "
+        "default: the embedded corpus, or with --all-checkpoints the run's training shards",
+    )
+    p.add_argument(
+        "--probe-items", type=int, default=ITEMS_PER_TASK, help="character probes: items per probe"
+    )
+    p.add_argument("--probe-seed", type=int, default=PROBE_SEED, help="character probes: seed")
     a = p.parse_args(argv)
     if not a.progress:
         quiet()
+    if a.probe_items < 1:
+        p.error(f"--probe-items must be >= 1; got {a.probe_items}")
+    if a.probe_words is not None and not os.path.isdir(a.probe_words):
+        p.error(f"--probe-words {a.probe_words!r} is not a folder (a shard folder of prepare)")
+    probes = ProbeOptions(a.probe_words, a.probe_items, a.probe_seed)
     kwargs = dict(
-        tasks=a.tasks, limit=a.limit, data_dir=a.data_dir, batch_size=a.batch_size, dtype=a.dtype
+        tasks=a.tasks,
+        limit=a.limit,
+        data_dir=a.data_dir,
+        batch_size=a.batch_size,
+        dtype=a.dtype,
+        probes=probes,
     )
     offline = [
         "--tasks char_probes: the character probes, generated from the model's tokenizer",

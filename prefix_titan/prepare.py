@@ -1,4 +1,4 @@
-"""Tokenize FineWeb-Edu once into token shards (see shards.py); resumable after interruption.
+"""Tokenize FineWeb-Edu once into token shards (data/shards.py); resumable after interruption.
 
     python -m prefix_titan.prepare --tokenizer DIR --out DIR --tokens 20e9 --val-tokens 50e6
         [--source HuggingFaceFW/fineweb-edu | LOCAL_DIR | embedded] [--val-every 100]

@@ -234,14 +234,14 @@ def base_config():
     return json.loads(_base_config_json())
 
 
-def make_run(root, name, objective, score, seed=1234, eval_kind="results", lr=None):
+def make_run(root, name, objective, score, seed=1234, eval_kind="results", lr=None, gains=None):
     """A finished run: validation CE 3.5 − score, and per-item outcomes whose accuracy is about
     0.3/0.5 + score (drawn with a generator seeded by the seed: the same items are hard in every
-    arm of a seed), the results being their means."""
+    arm of a seed), the results being their means; `gains` overrides `score` for given tasks."""
     import numpy as np
 
     from prefix_titan.evaluation.harness import write_items
-    from prefix_titan.evaluation.probes import PROBE_TASKS
+    from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS
     from prefix_titan.runs.folder import METRICS_LOG
 
     folder = root / name / f"seed{seed}"
@@ -263,17 +263,22 @@ def make_run(root, name, objective, score, seed=1234, eval_kind="results", lr=No
     (folder / METRICS_LOG).write_text("".join(json.dumps(r) + "\n" for r in rows))
     rng = np.random.default_rng(seed)
     items, results = {}, {}
-    for task in (*TASKS, *PROBE_TASKS):
+    for task in (*TASKS, *PROBE_TASKS, *BLANK_TASKS):
         base = 0.5 if task == "winogrande_debiased" else 0.3
+        gain = 0.0 if task in BLANK_TASKS else score  # the blank twins cannot read the word
+        gain = (gains or {}).get(task, gain)
         difficulty = rng.random(ITEMS)  # the same per seed in every arm: paired items
-        correct = (difficulty + own.normal(0, 0.05, ITEMS) < base + score).astype(float)
+        correct = (difficulty + own.normal(0, 0.05, ITEMS) < base + gain).astype(float)
         items[task] = [
             {"doc_id": i, "correct": c, "acc": c, "acc_norm": None, "gold_loglik": -1.0}
             for i, c in enumerate(correct)
         ]
         results[task] = {"acc,none": float(correct.mean())}
-        if task in PROBE_TASKS:
-            results[task]["bits_per_byte,none"] = 2.0 - score
+        if task in PROBE_TASKS or task in BLANK_TASKS:
+            results[task]["bits_per_byte,none"] = 2.0 - gain
+    results["embedding_probe"] = {  # the probe's letter macro-F1 (per run; no items)
+        f"{m}_letters,none": 0.3 + score + own.normal(0, 0.005) for m in ("input", "output")
+    }
     if eval_kind == "curve":
         (folder / "eval_curve.json").write_text(json.dumps({"1000": {}, "2000": results}))
     elif eval_kind == "results":

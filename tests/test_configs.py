@@ -1,8 +1,8 @@
 import subprocess
 import sys
+import tomllib
 
 import pytest
-import tomllib
 from helpers import ROOT
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets / TrainSpec)
@@ -421,3 +421,14 @@ def test_a_switch_given_a_value_says_how_to_write_it(capsys):
     err = capsys.readouterr().err
     assert "--objective.fused_loss is a switch and takes no value ('yes')" in err
     assert "--objective.no-fused_loss to turn it off" in err
+
+
+def test_the_pilot_keeps_the_checkpoints_of_an_evaluation_curve():
+    """At least four evenly spaced steps and the last are kept (keep_latest_k = 0: all), so that
+    eval --all-checkpoints draws a learning curve and the report can average the last ones."""
+    c = parse(ROOT / "train_configs" / "pilot" / "ce.toml")
+    steps, interval = c.training.steps, c.checkpoint.interval
+    assert c.checkpoint.enable and c.checkpoint.keep_latest_k == 0
+    saved = [s for s in range(interval, steps + 1, interval)] + [steps]
+    assert len(set(saved)) >= 5 and saved[-1] == steps
+    assert all(b - a == interval for a, b in zip(saved[:-2], saved[1:-1]))

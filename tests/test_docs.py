@@ -32,6 +32,13 @@ def test_links_lead_to_files_and_sections(page):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=_name)
+def test_no_path_leads_outside_the_repository(page):
+    text = page.read_text()
+    outside = re.findall(r"\.\./[\w./-]+", text)
+    assert not [p for p in outside if not (page.parent / p).resolve().is_relative_to(ROOT)], outside
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_documented_commands_exist(page):
     text = page.read_text()
     for module in set(re.findall(r"python -m (prefix_titan(?:\.[a-z_]+)*)(?!\w|\.\w)", text)):

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -134,7 +135,8 @@ def test_eval_command_end_to_end(exported):
 
 
 def test_character_probes_end_to_end(exported):
-    from prefix_titan.evaluation.probes import PROBE_TASKS
+    from prefix_titan.evaluation.harness import read_items
+    from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS
 
     run_eval(
         "--model",
@@ -147,13 +149,72 @@ def test_character_probes_end_to_end(exported):
         "float32",
     )
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
-    assert set(results) == set(PROBE_TASKS)
+    assert set(results) == set(PROBE_TASKS) | set(BLANK_TASKS)
     for task, m in results.items():
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
-    # The documents were generated from the exported tokenizer, 600 per task.
-    for task in PROBE_TASKS:
+        assert 0.0 <= m["acc_norm,none"] <= 1.0, task
+    # The documents were generated from the exported tokenizer, 2,000 per task; each item's
+    # outcome keeps its word, queried letter and token count, and every choice's log-likelihood.
+    for task in PROBE_TASKS + BLANK_TASKS:
         lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
-        assert len(lines) == 600
+        assert len(lines) == 2000
+    items = read_items(str(exported / "hf"))
+    for task in PROBE_TASKS:
+        docs = [json.loads(x) for x in (exported / "hf" / "char_probes" / f"{task}.jsonl").open()]
+        rows = items[task]
+        assert len(rows) == 40 and [r["correct"] for r in rows] == [r["acc"] for r in rows]
+        for r in rows:
+            doc = docs[r["doc_id"]]
+            assert r["word"] == doc["word"] and r["tokens"] == doc["tokens"]
+            assert r.get("letter") == doc.get("letter")
+            assert len(r["logliks"]) == len(doc["choices"]) and r["gold_loglik"] < 0
+            assert r["gold_loglik"] == r["logliks"][doc["gold"]]
+            assert r["gold_bytes"] == len(doc["choices"][doc["gold"]].encode())
+
+
+def test_embedding_probe_on_an_export_and_on_a_run_folder(exported, tmp_path):
+    """`eval --tasks embedding_probe` beside an lm-eval task, and the command on the run folder:
+    both read the same step-4 weights, so they give the same scores."""
+    from prefix_titan.evaluation.embedding_probe import TASKS
+
+    hf = tmp_path / "hf"
+    shutil.copytree(exported / "hf", hf)
+    run_eval(
+        "--model",
+        str(hf),
+        "--tasks",
+        "embedding_probe",
+        "piqa",
+        "--data-dir",
+        str(exported / "data"),
+        "--dtype",
+        "float32",
+    )
+    results = json.load(open(hf / "eval_results.json"))["results"]
+    assert set(results) == {"embedding_probe", "piqa"}
+    probe = results["embedding_probe"]
+    assert probe["tokens"] > 1000
+    for vectors in ("input", "output"):
+        for task in TASKS:
+            score = probe[f"{vectors}_{task},none"]
+            assert probe[f"{vectors}_{task}_low"] <= score <= probe[f"{vectors}_{task}_high"]
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.embedding_probe", str(exported / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    assert "| input | trained |" in out.stdout and "| output | fresh init |" in out.stdout
+    filed = json.loads((exported / "run" / "evals" / "step-4" / "embedding_probe.json").read_text())
+    assert filed["input"]["trained"]["letters"][0] == pytest.approx(probe["input_letters,none"])
+    bad = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.embedding_probe", str(exported / "data")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "neither an exported model folder" in bad.stderr
 
 
 def test_loglikelihood_matches_torchtitan(exported):
@@ -279,7 +340,7 @@ def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch
 
 def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
     """docs/evaluation.md: export the run to a folder outside it, evaluate there, report on the runs' folder."""
-    from prefix_titan.evaluation.probes import PROBE_TASKS
+    from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS
 
     env = dict(os.environ)
     hf = tmp_path / "hf" / "embedded_default"
@@ -306,7 +367,7 @@ def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
     assert source["step"] == 4 and source["run_dir"] == str(exported / "run")
     run_eval("--model", str(hf), "--tasks", "char_probes", "--limit", "20", "--dtype", "float32")
     filed = exported / "run" / "evals" / "step-4" / "eval_results.json"
-    assert set(json.loads(filed.read_text())["results"]) == set(PROBE_TASKS)
+    assert set(json.loads(filed.read_text())["results"]) == set(PROBE_TASKS) | set(BLANK_TASKS)
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.report", str(exported)],
         cwd=ROOT,
@@ -318,9 +379,14 @@ def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
     )
     report = (exported / "report" / "report.md").read_text()
     assert "No evaluation results yet" not in report, report
-    row = next(line for line in report.splitlines() if line.startswith("| prefix_tau0.5 "))
-    probe_acc, probe_bpb = [float(c.split()[0]) for c in row.split("|")[-3:-1]]  # the last two
-    assert 0 <= probe_acc <= 1 and probe_bpb > 0, row
+    lines = report.splitlines()
+    header = [c.strip() for c in next(x for x in lines if x.startswith("| arm |")).split("|")]
+    row = [c.strip() for c in next(x for x in lines if x.startswith("| prefix_tau0.5 ")).split("|")]
+    cell = {
+        name: float(value.split()[0]) for name, value in zip(header, row) if value[:1].isdigit()
+    }
+    assert 0 <= cell["char acc"] <= 1 and 0 <= cell["char acc, blank"] <= 1, row
+    assert cell["char bits/byte"] > 0 and 0 <= cell["prefix-shaped acc"] <= 1, row
     assert out.returncode == 0
 
 

@@ -225,15 +225,42 @@ def test_prepare_writes_uint32_shards_the_loader_reads(llama3_dir, tmp_path):
     assert tok.encode(text, add_bos=True, add_eos=True) == first
 
 
-def test_character_probes_from_the_real_vocabulary(llama3_texts):
-    from prefix_titan.evaluation.probes import PROBE_TASKS, build_probes
+def test_character_probes_from_the_real_vocabulary(llama3_dir, llama3_texts):
+    """The probes built for Llama-3's vocabulary: 2,000 items each, single- and multi-token
+    words, prefixes that are Llama-3 tokens, and every answer-only shortcut within 5 points of
+    chance; docs/probes.md shows the table that scripts/probe_shortcuts.py prints."""
+    from tokenizers import Tokenizer
 
-    probes = build_probes(llama3_texts)
-    assert set(probes) == set(PROBE_TASKS)
-    assert all(len(docs) >= 500 for docs in probes.values())
+    from prefix_titan.evaluation.probes import PROBE_TASKS, build_probes, embedded_word_counts
+    from prefix_titan.evaluation.shortcuts import letter_priors, shortcut_accuracies
+
+    tok = Tokenizer.from_file(os.path.join(llama3_dir, "tokenizer.json"))
+    probes = build_probes(tok)
     vocab = {t for t in llama3_texts if t}
-    yes = [re.findall(r'"(.+?)"', d["query"]) for d in probes["char_prefix"] if d["gold"] == 1]
-    assert yes and all(f" {w}" in vocab and f" {p}" in vocab for w, p in yes)
+    priors = letter_priors(embedded_word_counts())
+    encode = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    for task in PROBE_TASKS:
+        items = probes[task]
+        assert len(items) == 2000, task
+        tokens = {min(i["tokens"], 2) for i in items}
+        assert tokens == {1, 2}, task  # single- and multi-token words
+        chance = 1 / len(items[0]["choices"])
+        shortcuts = shortcut_accuracies(items, encode, priors)
+        off = {k: v for k, v in shortcuts.items() if v is not None and abs(v - chance) > 0.05}
+        assert not off, (task, off)
+    yes = [d for d in probes["char_prefix"] if d["gold"] == 1]
+    assert yes and all(f" {d['letter']}" in vocab for d in yes)
+    out = subprocess.run(
+        [sys.executable, "scripts/probe_shortcuts.py", "--hf-assets-path", llama3_dir],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    page = (ROOT / "docs" / "probes.md").read_text()
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(rows) >= 10 and all(row in page for row in rows), out
 
 
 def test_an_export_tokenizes_like_torchtitan(llama3_dir, tmp_path):

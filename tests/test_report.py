@@ -70,6 +70,30 @@ def test_a_real_difference_is_marked_and_an_equal_arm_is_not(sweep):
     assert "## Against ce" in text
 
 
+def test_a_prefix_shaped_gain_does_not_carry_the_character_verdict(tmp_path):
+    """An arm better only on the prefix-shaped probes (as a generic lift of prefix tokens would
+    make it) is named under the prefix-shaped probes, not the character probes."""
+    from prefix_titan.evaluation.probes import PREFIX_SHAPED
+
+    gains = {t: 0.15 for t in PREFIX_SHAPED}
+    for seed in (1, 2, 3):
+        make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "prefix_tau0.5", {"name": "prefix"}, 0.0, seed=seed, gains=gains)
+    text = report(str(tmp_path))
+    verdict = text.split("## Against label_smoothing")[1].split("### Verdict")[1].split("###")[0]
+    lines = {line.split("**")[1]: line for line in verdict.splitlines() if line.startswith("- **")}
+    assert "better than label_smoothing: none" in lines["character probes"]
+    assert (
+        "better than label_smoothing: prefix_tau0.5 on char_first_letter"
+        in lines["prefix-shaped probes"]
+    )
+    per_arm = table(text, "## Per arm")
+    header = text.split("## Per arm")[1].split("\n\n")[1].splitlines()[0]
+    columns = [c.strip() for c in header.split("|")[2:-1]]
+    assert "char acc, blank" in columns and "prefix-shaped acc" in columns
+    assert len(per_arm["prefix_tau0.5"]) == len(columns)
+
+
 def test_item_differences_are_a_paired_bootstrap_over_items_pooled_over_seeds(sweep):
     from prefix_titan.evaluation.harness import read_items
 

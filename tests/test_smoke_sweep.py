@@ -94,6 +94,6 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
     items = text.split("Over items")[1].split("###")[0]
     row = next(line for line in items.splitlines() if line.startswith("| prefix_tau0.5 "))
     assert "| - " not in row  # every task and probe compared item by item
-    for family in ("validation CE", "downstream tasks", "character probes"):
+    for family in ("validation CE", "downstream tasks", "character probes", "prefix-shaped probes"):
         assert f"- **{family}**: better than ce:" in text
     assert "- hellaswag: ±" in text and "items × 2 seeds" in text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict, dataclass
 
 from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
@@ -25,7 +26,11 @@ from ..runs.folder import (
     write_atomically,
     write_json,
 )
+from .probes import ITEMS_PER_TASK
+from .probes import SEED as PROBE_SEED
 
+EMBEDDING_PROBE = "embedding_probe"
+"""The task name of the token-vector probes (embedding_probe.py), run beside lm-eval's tasks"""
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
 CUTE_TASKS = [
@@ -50,22 +55,44 @@ CUTE_TASKS = [
 
 
 def expand(tasks: list[str]) -> list[str]:
-    """Task names with our groups spelled out: char_probes (ours), cute (optional, from the hub)."""
-    from .probes import PROBE_TASKS
+    """Task names with our groups spelled out: char_probes (ours: the six probes and their blank
+    twins), cute (optional, from the hub)."""
+    from .probes import BLANK_TASKS, PROBE_TASKS
 
-    groups = {"char_probes": PROBE_TASKS, "cute": CUTE_TASKS}
+    groups = {"char_probes": PROBE_TASKS + BLANK_TASKS, "cute": CUTE_TASKS}
     return [t for task in tasks for t in groups.get(task, [task])]
 
 
-def local_files(tasks: list[str], model_dir: str, data_dir: str | None) -> dict[str, str]:
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How the character probes are built (evaluation/probes.py)."""
+
+    words_from: str | None = None
+    """A shard folder written by prepare to take the words from (None: the embedded corpus)"""
+    items: int = ITEMS_PER_TASK
+    """Items per probe"""
+    seed: int = PROBE_SEED
+    """The seed of the word sample, the distractors and the order"""
+
+
+def local_files(
+    tasks: list[str], model_dir: str, data_dir: str | None, probes: ProbeOptions = ProbeOptions()
+) -> dict[str, str]:
     """{task: jsonl} for tasks read from local files: character probes (generated from the model's
     tokenizer into model_dir/char_probes) and, with --data-dir, every other task."""
-    from .probes import PROBE_TASKS, write_probes
+    from .probes import BLANK_TASKS, PROBE_TASKS, write_probes
 
     files = {}
-    if any(t in PROBE_TASKS for t in tasks):
-        generated = write_probes(model_dir, os.path.join(model_dir, "char_probes"))
-        files.update({t: generated[t] for t in tasks if t in PROBE_TASKS})
+    ours = set(PROBE_TASKS + BLANK_TASKS)
+    if any(t in ours for t in tasks):
+        generated = write_probes(
+            model_dir,
+            os.path.join(model_dir, "char_probes"),
+            probes.items,
+            probes.seed,
+            probes.words_from,
+        )
+        files.update({t: generated[t] for t in tasks if t in ours})
     for task in tasks:
         if task not in files and data_dir is not None:
             path = os.path.join(data_dir, f"{task}.jsonl")
@@ -89,7 +116,8 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
     raise ValueError(
         f"--tasks: no task named {', '.join(map(repr, unknown))}"
         + (f" (did you mean {', '.join(near)}?)" if near else "")
-        + f". Ours: char_probes ({', '.join(PROBE_TASKS)}), winogrande_debiased, cute "
+        + f". Ours: char_probes ({', '.join(PROBE_TASKS)} and their _blank twins), "
+        f"embedding_probe (linear probes of the token vectors), winogrande_debiased, cute "
         f"(cute_spell, ...; from the hub). The defaults: {' '.join(DEFAULT_TASKS)}. "
         f"Every lm-eval task: python -m lm_eval ls tasks"
     )
@@ -132,23 +160,77 @@ def evaluate(
     batch_size: str = "auto",
     dtype: str = "bfloat16",
     task_manager=None,
+    probes: ProbeOptions = ProbeOptions(),
 ) -> dict:
     """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
-    passed to reuse its index of every task, which takes seconds to build."""
-    import lm_eval
-
+    passed to reuse its index of every task, which takes seconds to build; `probes` says how the
+    character probes are built. `embedding_probe` among the tasks runs embedding_probe.py on the
+    model's token vectors (its results under that name)."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
-        raise ValueError(f"--model {model_dir!r} is not an exported model folder (no config.json)")
+        raise ValueError(
+            f"--model {model_dir!r} is not an exported model folder (no config.json): export a "
+            "run's checkpoint first (python -m prefix_titan.export), or evaluate a run folder "
+            "with --all-checkpoints"
+        )
+    tasks = expand(tasks)
+    probe_embeddings = EMBEDDING_PROBE in tasks
+    harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
+    task_manager = task_manager or task_index()
+    check_tasks(harness_tasks, task_manager.all_tasks)
+    if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
+        # Imported here: torch brings tqdm, which reads TQDM_DISABLE once (eval.quiet).
+        from .embedding_probe import flat_results, hf_matrices, probe_matrices
+
+        matrices = hf_matrices(model_dir)
+    out = {"results": {}, "samples": {}}
+    if harness_tasks:
+        out = _harness(
+            model_dir, harness_tasks, limit, data_dir, batch_size, dtype, task_manager, probes
+        )
+    if probe_embeddings:
+        texts = token_texts(model_dir, matrices["input"].shape[0])
+        out["results"][EMBEDDING_PROBE] = flat_results(probe_matrices(matrices, texts))
+    results = {
+        "model": model_dir,
+        "tasks": tasks,
+        "limit": limit,
+        "results": out["results"],
+        "probes": asdict(probes),
+        "versions": out.get("versions", {}),
+        "n_samples": out.get("n-samples", {}),
+    }
+    # The per-item files first: the results file, written last, says the evaluation finished.
+    items = {task: item_outcomes(samples, task) for task, samples in out.get("samples", {}).items()}
+    write_items(model_dir, items)
+    write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
+    file_with_run(model_dir, results, items)
+    return results
+
+
+def token_texts(model_dir: str, vocab_size: int) -> list[str | None]:
+    """The token texts of an exported model folder's tokenizer (objectives.table.token_texts)."""
+    from tokenizers import Tokenizer
+
+    from ..objectives.table import token_texts as texts_of
+
+    path = os.path.join(model_dir, "tokenizer.json")
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{model_dir!r} has no tokenizer.json: the probes need the model's tokenizer"
+        )
+    return texts_of(Tokenizer.from_file(path), vocab_size)
+
+
+def _harness(model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager, probes) -> dict:
+    """lm-eval's simple_evaluate of `tasks` on the exported model, per-sample logs kept."""
+    import lm_eval
     import torch
 
     cuda = torch.cuda.is_available()
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
-    tasks = expand(tasks)
-    task_manager = task_manager or task_index()
-    check_tasks(tasks, task_manager.all_tasks)
-    specs = task_specs(tasks, local_files(tasks, model_dir, data_dir), task_manager)
-    out = lm_eval.simple_evaluate(
+    specs = task_specs(tasks, local_files(tasks, model_dir, data_dir, probes), task_manager)
+    return lm_eval.simple_evaluate(
         model="hf",
         # Training documents start with BOS; score the same way.
         model_args={
@@ -164,44 +246,69 @@ def evaluate(
         task_manager=task_manager,
         log_samples=True,
     )
-    results = {
-        "model": model_dir,
-        "tasks": tasks,
-        "limit": limit,
-        "results": out["results"],
-        "versions": out.get("versions", {}),
-        "n_samples": out.get("n-samples", {}),
-    }
-    # The per-item files first: the results file, written last, says the evaluation finished.
-    items = {task: item_outcomes(samples) for task, samples in out.get("samples", {}).items()}
-    write_items(model_dir, items)
-    write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
-    file_with_run(model_dir, results, items)
-    return results
 
 
-def item_outcomes(samples: list[dict]) -> list[dict]:
+def primary_metric(task: str, metrics) -> str:
+    """The accuracy a task is reported by: acc for our character probes (their choices are of one
+    length, or yes/no), else acc_norm where the task has it, else acc."""
+    from .probes import BLANK_TASKS, PROBE_TASKS
+
+    if task in PROBE_TASKS or task in BLANK_TASKS:
+        return "acc"
+    return "acc_norm" if "acc_norm" in metrics or "acc_norm,none" in metrics else "acc"
+
+
+ITEM_FIELDS = ("word", "letter", "tokens")
+"""Fields of a probe item copied into its outcome, so that results break down by them"""
+
+
+def item_outcomes(samples: list[dict], task: str = "") -> list[dict]:
     """One record per item from lm-eval's per-sample log: whether the model chose the gold answer
-    (`correct`: acc_norm where the task has it, else acc, as in the results table), both
-    accuracies, and the gold answer's log-likelihood; in doc_id order."""
+    (`correct`, by the task's primary_metric, as in the results table), both accuracies, every
+    choice's log-likelihood, the gold's (`gold_loglik`) and its length in bytes (`gold_bytes`:
+    bits per byte = -gold_loglik / gold_bytes / ln 2), and the probes' ITEM_FIELDS; in doc_id
+    order."""
     rows = []
     for s in sorted(samples, key=lambda s: s["doc_id"]):
         acc, acc_norm = s.get("acc"), s.get("acc_norm")
         gold, resps = _gold_index(s), s.get("filtered_resps")
-        loglik = None
-        if isinstance(gold, int) and isinstance(resps, list) and 0 <= gold < len(resps):
-            first = resps[gold]
-            loglik = float(first[0] if isinstance(first, (list, tuple)) else first)
-        rows.append(
-            {
-                "doc_id": s["doc_id"],
-                "correct": acc_norm if acc_norm is not None else acc,
-                "acc": acc,
-                "acc_norm": acc_norm,
-                "gold_loglik": loglik,
-            }
-        )
+        logliks = _logliks(resps)
+        ok = isinstance(gold, int) and logliks is not None and 0 <= gold < len(logliks)
+        metric = primary_metric(task, s)
+        row = {
+            "doc_id": s["doc_id"],
+            "correct": s.get(metric) if s.get(metric) is not None else acc,
+            "acc": acc,
+            "acc_norm": acc_norm,
+            "gold_loglik": logliks[gold] if ok else None,
+            "gold_bytes": _gold_bytes(s, gold) if ok else None,
+            "logliks": logliks,
+        }
+        doc = s.get("doc") or {}
+        row.update({k: doc[k] for k in ITEM_FIELDS if k in doc})
+        rows.append(row)
     return rows
+
+
+def _logliks(resps) -> list[float] | None:
+    """Each choice's log-likelihood from lm-eval's filtered responses ((loglik, is_greedy) or a
+    number per choice); None for generation tasks, whose responses are text."""
+    if not isinstance(resps, list) or not resps:
+        return None
+    values = [r[0] if isinstance(r, (list, tuple)) and r else r for r in resps]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _gold_bytes(sample: dict, gold: int) -> int | None:
+    """Bytes of the gold continuation lm-eval scored (its request's second argument)."""
+    args = sample.get("arguments")
+    if isinstance(args, (list, tuple)) and gold < len(args):
+        request = args[gold]
+        if isinstance(request, (list, tuple)) and len(request) >= 2:
+            return len(str(request[1]).encode("utf-8"))
+    return None
 
 
 def _gold_index(sample: dict) -> int | None:
@@ -280,6 +387,17 @@ def task_index():
     return TaskManager(include_path=TASKS_DIR)
 
 
+def run_shards(record: dict | None) -> str | None:
+    """The shard folder a recorded run trained on, if it trained on shards and the folder is here."""
+    if not record:
+        return None
+    training = record.get("training", {})
+    path = training.get("dataset_path")
+    if training.get("dataset") == "fineweb_edu_ascii_tokens" and path and os.path.isdir(path):
+        return path
+    return None
+
+
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
     settings come from its run_config.json (written while training), else from `config`. One
@@ -297,6 +415,11 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
     else:
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
+    probes = kwargs.get("probes") or ProbeOptions()
+    shards = run_shards(rc)
+    if probes.words_from is None and shards is not None:
+        kwargs["probes"] = probes = ProbeOptions(shards, probes.items, probes.seed)
+        print(f"character probes: words from the run's training shards {shards}", flush=True)
     steps = complete_steps(folder)
     if not steps:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")

@@ -1,20 +1,39 @@
 """Character probes: does the model know the letters inside its tokens? (lm-eval tasks)
 
-Six multiple-choice tasks scored by log-likelihood, so that a 500M base model gives a measurable
-signal (accuracy, and bits per byte of the gold answer):
+Six multiple-choice tasks scored by log-likelihood, k-shot (SHOTS fixed exemplars, never probed):
 
-    char_spell          which spelling is right ("p e r s o n" vs near misses)
-    char_first_letter   first letter of a word
-    char_last_letter    last letter of a word
-    char_count          how many times a letter occurs ("how many r in strawberry")
+    char_spell          which spelling is right (" a p p l e" against permutations of its letters)
+    char_first_letter   the first letter of a word                       (prefix-shaped)
+    char_last_letter    the last letter of a word
+    char_count          how many times a letter occurs (0 to 3)
     char_contains       does the word contain a letter (yes/no)
-    char_prefix         does the word start with a given vocabulary token's text (yes/no) - the
-                        relation prefix-aware smoothing trains on
+    char_prefix         does the word start with a vocabulary token's text (yes/no) (prefix-shaped)
 
-The documents are generated offline and deterministically (fixed seed) from the run's tokenizer
-and a word list derived from the embedded corpus: lowercase words that are one vocabulary token
-(with a leading space) come first. Gold answers are balanced over positions / yes-no / counts.
-The task definitions are data: prefix_titan/tasks/char_*.yaml.
+Each has a content-free twin, `<task>_blank`: the same items with the word replaced by BLANK
+("calibrate before use"): what the model answers without reading the word.
+
+Every answer-only shortcut is made useless by construction, not by hope:
+- words are sampled (seeded) from a word list, stratified over the letter the probe asks about,
+  length and token count; no letter over MAX_LETTER_SHARE of a probe, >= MIN_LETTERS of them;
+- letter probes: each letter is a distractor exactly three times as often as it is the gold
+  answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps;
+- char_contains: the queried letters of yes and no items have the same distribution (each letter
+  queried as often with a yes as with a no), the no word matched in length to the yes word;
+- char_count: each letter queried equally often at counts 0, 1, 2 and 3, the words matched in
+  length; the options are exactly the possible counts;
+- char_spell: the distractors are transpositions of the word's letters that keep the first
+  letter: same length, same letters, same first token;
+- char_prefix: each queried prefix appears once with a yes and once with a no (a word with the
+  same first letter where there is one);
+- gold positions are balanced, and the items are in a seeded random order (a `--limit` sample is
+  a random one).
+tests/test_probes.py computes the shortcuts (alphabetical order, shortest choice, fewest
+tokens, English letter priors, the probe's own gold-letter prior, a fixed position, always-yes)
+and requires each within 5 points of chance.
+
+Words come from a FineWeb-Edu shard folder written by prepare where one is given, otherwise
+from the embedded corpus. Each item records `word`, the queried `letter` where there is one and
+`tokens`, the word's token count (" word"), so that results break down by them.
 """
 
 from __future__ import annotations
@@ -24,6 +43,7 @@ import json
 import os
 import re
 import string
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -35,162 +55,465 @@ PROBE_TASKS = [
     "char_contains",
     "char_prefix",
 ]
-ITEMS_PER_TASK = 600
+PREFIX_SHAPED = ("char_first_letter", "char_prefix")
+"""Probes whose gold answer is a vocabulary prefix of the word: prefix targets raise such tokens'
+probabilities in general, so these are reported apart from the others"""
+BLANK = "N/A"
+BLANK_TASKS = [f"{t}_blank" for t in PROBE_TASKS]
+ITEMS_PER_TASK = 2000
+SHOTS = 3
 SEED = 1234
+MAX_LETTER_SHARE = 0.12
+MIN_LETTERS = 20
+MIN_COUNT = 2
+"""A word is listed once it occurs this often in the source (fewer: typos and fragments)"""
+SHARD_TOKENS = 20_000_000
+"""Tokens of a shard folder's training split read for its words"""
 LETTERS = string.ascii_lowercase
+WORD = re.compile(r"\b[a-z]{3,14}\b")
+QUESTIONS = {
+    "char_spell": 'Spell the word "{w}" letter by letter.',
+    "char_first_letter": 'What is the first letter of the word "{w}"?',
+    "char_last_letter": 'What is the last letter of the word "{w}"?',
+    "char_count": 'How many times does the letter "{l}" appear in the word "{w}"?',
+    "char_contains": 'Does the word "{w}" contain the letter "{l}"?',
+    "char_prefix": 'Does the word "{w}" start with "{l}"?',
+}
+YES_NO = [" no", " yes"]
+COUNTS = [" 0", " 1", " 2", " 3"]
 
 
-def derive_words(token_texts: list[str | None], min_count: int = 3) -> list[str]:
-    """Lowercase words (3-14 letters) seen >= min_count times in the embedded corpus; single-token
-    words (" word" is in the vocabulary) first, each group sorted."""
+# -- the word list ------------------------------------------------------------------------------
+
+
+def count_words(texts: Iterable[str]) -> collections.Counter:
+    """Lowercase words of 3-14 letters in `texts`, with their counts."""
+    counts: collections.Counter = collections.Counter()
+    for text in texts:
+        counts.update(WORD.findall(text))
+    return counts
+
+
+def embedded_word_counts() -> collections.Counter:
     from ..data.corpus import embedded_documents
 
-    counts = collections.Counter(
-        w for d in embedded_documents() for w in re.findall(r"\b[a-z]{3,14}\b", d)
-    )
+    return count_words(embedded_documents())
+
+
+def shard_word_counts(shard_dir: str, tokenizer, max_tokens: int = SHARD_TOKENS):
+    """Words of the first `max_tokens` tokens of a shard folder's training split (decoded one
+    document at a time), with their counts; the tokenizer must be the one that wrote them."""
+    from ..data.shards import ShardedTokens
+
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    tokens = ShardedTokens(shard_dir, "train")
+    ids = tokens[0 : min(len(tokens), max_tokens)]
+    eos = tok.token_to_id("<|end_of_text|>")
+    cuts = np.flatnonzero(ids == eos) + 1 if eos is not None else np.array([], dtype=np.int64)
+    documents = [d.tolist() for d in np.split(ids, cuts) if len(d)]
+    return count_words(tok.decode_batch(documents, skip_special_tokens=True))
+
+
+def word_pool(tokenizer, counts: collections.Counter, min_count: int = MIN_COUNT) -> dict:
+    """{word: token count of " word"} of the words seen at least `min_count` times."""
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
     words = sorted(w for w, c in counts.items() if c >= min_count)
-    vocab = {t for t in token_texts if t}
-    single = [w for w in words if f" {w}" in vocab]
-    return single + [w for w in words if f" {w}" not in vocab]
+    encoded = tok.encode_batch([f" {w}" for w in words], add_special_tokens=False)
+    return {w: len(e.ids) for w, e in zip(words, encoded)}
 
 
-def _spell(word: str) -> str:
-    return " ".join(word)
+# -- sampling ------------------------------------------------------------------------------------
 
 
-def _near_misses(word: str, rng) -> list[str]:
-    """Three distinct wrong spellings: two letters swapped, one substituted, one dropped/doubled."""
+def _bucket(n: int, edges: tuple[int, ...]) -> int:
+    return sum(n >= e for e in edges)
+
+
+def stratified(words, n: int, rng, letter: Callable[[str], str], tokens: dict) -> list[str]:
+    """Up to n distinct words, one at a time from each stratum (the letter asked about, length
+    3-5/6-8/9+, 1/2/3+ tokens) in a seeded round robin; a letter that reaches MAX_LETTER_SHARE
+    of n takes no more, nor does a first letter."""
+    strata = collections.defaultdict(list)
+    for w in sorted(words):
+        strata[(letter(w), _bucket(len(w), (6, 9)), _bucket(tokens[w], (2, 3)))].append(w)
+    keys = sorted(strata)
+    for k in keys:
+        rng.shuffle(strata[k])
+    order = [keys[i] for i in rng.permutation(len(keys))]
+    limit = max(1, int(MAX_LETTER_SHARE * n))
+    asked, first = collections.Counter(), collections.Counter()
     out: list[str] = []
-    while len(out) < 3:
-        kind, i = len(out), int(rng.integers(len(word)))
-        if kind == 0 and len(word) > 1:
-            j = (i + 1) % len(word)
-            chars = list(word)
-            chars[i], chars[j] = chars[j], chars[i]
-            cand = "".join(chars)
-        elif kind == 1:
-            cand = word[:i] + rng.choice([c for c in LETTERS if c != word[i]]) + word[i + 1 :]
-        else:
-            cand = word[:i] + word[i + 1 :] if len(word) > 3 else word + word[-1]
-        if cand != word and cand not in out:
-            out.append(cand)
-        elif kind == 0 and len(set(word)) == 1:
-            out.append(word + word[-1])
+    while len(out) < n:
+        progressed = False
+        for k in order:
+            while strata[k] and first[strata[k][-1][0]] >= limit:
+                strata[k].pop()
+            if not strata[k] or asked[k[0]] >= limit:
+                continue
+            w = strata[k].pop()
+            out.append(w)
+            asked[k[0]] += 1
+            first[w[0]] += 1
+            progressed = True
+            if len(out) == n:
+                break
+        if not progressed:
+            break
     return out
 
 
-def _choice_item(query: str, gold: str, wrong: list[str], slot: int) -> dict:
+def balanced_distractors(golds: list[str], k: int, rng, max_rounds: int = 100) -> list[list[str]]:
+    """k distractors per item such that every letter is a distractor exactly k times as often as
+    it is gold (no letter is more likely gold than any other when offered), none equal to the
+    item's gold, none repeated within an item. The letters are dealt at random, then conflicts
+    are swapped away with random other items."""
+    n = len(golds)
+    pool = [g for g in golds for _ in range(k)]
+    rng.shuffle(pool)
+    groups = [pool[i * k : (i + 1) * k] for i in range(n)]
+
+    def conflicts(i: int) -> int:
+        g = groups[i]
+        return sum(x == golds[i] for x in g) + len(g) - len(set(g))
+
+    for _ in range(max_rounds):
+        bad = [i for i in range(n) if conflicts(i)]
+        if not bad:
+            return groups
+        for i in bad:
+            for _ in range(100):
+                if not conflicts(i):
+                    break
+                j, p, q = int(rng.integers(n)), int(rng.integers(k)), int(rng.integers(k))
+                if j == i:
+                    continue
+                before = conflicts(i) + conflicts(j)
+                groups[i][p], groups[j][q] = groups[j][q], groups[i][p]
+                if conflicts(i) + conflicts(j) >= before:
+                    groups[i][p], groups[j][q] = groups[j][q], groups[i][p]
+    raise ValueError("could not place the distractors: one letter is gold too often (> 1/(k+1))")
+
+
+def _choice_item(word, tokens, gold_text, wrong, slot, **fields) -> dict:
     choices = list(wrong)
-    choices.insert(slot, gold)
-    return {"query": query, "choices": choices, "gold": slot}
+    choices.insert(slot, gold_text)
+    return {"word": word, "tokens": tokens, "choices": choices, "gold": slot, **fields}
 
 
-def build_probes(token_texts: list[str | None], n: int = ITEMS_PER_TASK, seed: int = SEED) -> dict:
-    """{task: [documents]} with `query`, `choices` (answers start with a space) and `gold`."""
-    from ..objectives.families import prefix_sets
+# -- the probes ----------------------------------------------------------------------------------
 
-    rng = np.random.default_rng(seed)
-    words = derive_words(token_texts)
-    if len(words) < n:
-        raise ValueError(f"only {len(words)} probe words; {n} needed per task")
-    pick = words[:n]  # single-token words first
-    tasks: dict[str, list[dict]] = {t: [] for t in PROBE_TASKS}
-    for k, w in enumerate(pick):
-        slot4, yes = k % 4, k % 2 == 0  # balanced gold positions and yes/no answers
-        tasks["char_spell"].append(
-            _choice_item(
-                f'Spell the word "{w}" letter by letter.\nAnswer:',
-                f" {_spell(w)}",
-                [f" {_spell(x)}" for x in _near_misses(w, rng)],
-                slot4,
-            )
-        )
-        for task, letter, where in (
-            ("char_first_letter", w[0], "first"),
-            ("char_last_letter", w[-1], "last"),
-        ):
-            others = rng.choice([c for c in LETTERS if c != letter], size=3, replace=False)
-            tasks[task].append(
-                _choice_item(
-                    f'What is the {where} letter of the word "{w}"?\nAnswer:',
-                    f" {letter}",
-                    [f" {c}" for c in others],
-                    slot4,
+
+def _letter_items(words, tokens, position: int, rng) -> list[dict]:
+    golds = [w[position] for w in words]
+    wrong = balanced_distractors(golds, 3, rng)
+    return [
+        _choice_item(w, tokens[w], f" {g}", [f" {c}" for c in rng.permutation(d)], i % 4, letter=g)
+        for i, (w, g, d) in enumerate(zip(words, golds, wrong))
+    ]
+
+
+def _transpositions(word: str, below: int, rng) -> list[str] | None:
+    """Three distinct misspellings that swap two letters after the first, `below` of them
+    alphabetically before the word (None if the word has too few of either kind). A swap of
+    positions i < j comes before the word exactly when word[j] < word[i]."""
+    pairs = [(i, j) for i in range(1, len(word)) for j in range(i + 1, len(word))]
+    kinds: dict[bool, list[str]] = {True: [], False: []}
+    for p in rng.permutation(len(pairs)):
+        i, j = pairs[int(p)]
+        if word[i] == word[j]:
+            continue
+        chars = list(word)
+        chars[i], chars[j] = chars[j], chars[i]
+        cand = "".join(chars)
+        if cand not in kinds[word[j] < word[i]]:
+            kinds[word[j] < word[i]].append(cand)
+    if len(kinds[True]) < below or len(kinds[False]) < 3 - below:
+        return None
+    return kinds[True][:below] + kinds[False][: 3 - below]
+
+
+def _spell_items(words, tokens, rng) -> list[dict]:
+    """The gold's alphabetical rank among its choices is balanced over the items (each word
+    takes the rank used least so far that its letters allow): neither alphabetical order nor the
+    middle of it finds the gold."""
+    items, ranks = [], collections.Counter({r: 0 for r in range(4)})
+    for w in words:
+        for below in sorted(range(4), key=lambda r: (ranks[r], r)):
+            wrong = _transpositions(w, below, rng)
+            if wrong is not None:
+                ranks[below] += 1
+                spelled = [" " + " ".join(x) for x in rng.permutation(wrong)]
+                gold = " " + " ".join(w)
+                items.append(_choice_item(w, tokens[w], gold, spelled, len(items) % 4))
+                break
+    return items
+
+
+def _nearest_length(candidates: list[str], length: int, used: set, first: collections.Counter):
+    """The unused candidate closest in length (preferring a first letter used less so far)."""
+    best = None
+    for w in candidates:
+        if w in used:
+            continue
+        key = (abs(len(w) - length), first[w[0]])
+        if best is None or key < best[0]:
+            best = (key, w)
+            if key == (0, 0):
+                break
+    return None if best is None else best[1]
+
+
+def _count_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
+    """Quadruples per letter: words holding it 3, 2, 1 and 0 times, of matched lengths."""
+    by = {(letter, c): [] for letter in LETTERS for c in range(4)}
+    for w in pool:
+        for letter in LETTERS:
+            c = w.count(letter)
+            if c <= 3:
+                by[(letter, c)].append(w)
+    for ws in by.values():
+        rng.shuffle(ws)
+    quads, first = [], collections.Counter()
+    letters = [letter for letter in LETTERS if by[(letter, 3)]]
+    used = {letter: set() for letter in letters}
+    while len(quads) * 4 < n:
+        progressed = False
+        for letter in [letters[i] for i in rng.permutation(len(letters))]:
+            threes = [w for w in by[(letter, 3)] if w not in used[letter]]
+            if not threes:
+                continue
+            w3 = threes[0]
+            quad = [w3]
+            for c in (2, 1, 0):
+                w = _nearest_length(by[(letter, c)], len(w3), used[letter] | set(quad), first)
+                if w is None:
+                    break
+                quad.append(w)
+            used[letter].update(quad)
+            if len(quad) < 4:
+                continue
+            quads.append((letter, quad))
+            first.update(w[0] for w in quad)
+            progressed = True
+            if len(quads) * 4 >= n:
+                break
+        if not progressed:
+            break
+    return [
+        [
+            {
+                "word": w,
+                "tokens": tokens[w],
+                "letter": letter,
+                "choices": COUNTS,
+                "gold": w.count(letter),
+            }
+            for w in quad
+        ]
+        for letter, quad in quads
+    ]
+
+
+def _contains_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
+    """Pairs per letter: a word that holds it (yes) and one of the nearest length that does not
+    (no); letters in a seeded round robin."""
+    yes = {c: [w for w in pool if c in w] for c in LETTERS}
+    no = {c: [w for w in pool if c not in w] for c in LETTERS}
+    for c in LETTERS:
+        rng.shuffle(yes[c])
+        rng.shuffle(no[c])
+    used, first, items = set(), collections.Counter(), []
+    while len(items) < n:
+        progressed = False
+        for letter in [LETTERS[i] for i in rng.permutation(26)]:
+            w_yes = next((w for w in yes[letter] if w not in used), None)
+            if w_yes is None:
+                continue
+            w_no = _nearest_length(no[letter], len(w_yes), used | {w_yes}, first)
+            if w_no is None:
+                continue
+            for w, answer in ((w_yes, 1), (w_no, 0)):
+                used.add(w)
+                first[w[0]] += 1
+                items.append(
+                    {
+                        "word": w,
+                        "tokens": tokens[w],
+                        "letter": letter,
+                        "choices": YES_NO,
+                        "gold": answer,
+                    }
                 )
-            )
-        target = (
-            w[int(rng.integers(len(w)))] if yes else rng.choice([c for c in LETTERS if c not in w])
-        )
-        tasks["char_contains"].append(
-            {
-                "query": f'Does the word "{w}" contain the letter "{target}"?\nAnswer:',
-                "choices": [" no", " yes"],
-                "gold": int(yes),
-            }
-        )
-    # char_count: gold counts cycle 1, 2, 3 (a letter occurring once is far the most common
-    # case, so picking words per item keeps the answers balanced); options are always 1-4.
-    by_count: dict[int, list[tuple[str, str]]] = {1: [], 2: [], 3: []}
+            progressed = True
+            if len(items) >= n:
+                break
+        if not progressed:
+            break
+    return [items[i : i + 2] for i in range(0, len(items), 2)]
+
+
+def _prefix_items(pool: list[str], tokens, vocab: set[str], n: int, rng) -> list[list[dict]]:
+    """Pairs per prefix: a word that starts with a vocabulary token's text (2+ letters, shorter
+    than the word: yes) and a word of the nearest length with the same first letter that does
+    not (no)."""
+    prefixes: dict[str, list[str]] = collections.defaultdict(list)
+    for w in pool:
+        found = [w[:k] for k in range(2, len(w)) if f" {w[:k]}" in vocab]
+        if found:
+            prefixes[found[int(rng.integers(len(found)))]].append(w)
+    by_first = collections.defaultdict(list)
+    for w in pool:
+        by_first[w[0]].append(w)
+    keys = sorted(prefixes)
+    for k in keys:
+        rng.shuffle(prefixes[k])
+    used, first, items = set(), collections.Counter(), []
+    while len(items) < n:
+        progressed = False
+        for p in [keys[i] for i in rng.permutation(len(keys))]:
+            w_yes = next((w for w in prefixes[p] if w not in used), None)
+            if w_yes is None:
+                continue
+            others = [w for w in by_first[p[0]] if not w.startswith(p)] or [
+                w for w in pool if not w.startswith(p)
+            ]
+            w_no = _nearest_length(others, len(w_yes), used | {w_yes}, first)
+            if w_no is None:
+                continue
+            for w, answer in ((w_yes, 1), (w_no, 0)):
+                used.add(w)
+                first[w[0]] += 1
+                items.append(
+                    {"word": w, "tokens": tokens[w], "letter": p, "choices": YES_NO, "gold": answer}
+                )
+            progressed = True
+            if len(items) >= n:
+                break
+        if not progressed:
+            break
+    return [items[i : i + 2] for i in range(0, len(items), 2)]
+
+
+def _question(task: str, item: dict, word: str) -> str:
+    return QUESTIONS[task].format(w=word, l=item.get("letter", ""))
+
+
+def _prompt(shots: list[str], question: str) -> str:
+    return "".join(f"{s}\n\n" for s in shots) + f"{question}\nAnswer:"
+
+
+def _letter_probe(words, tokens, position: int, n: int, shots: int, rng):
+    """(exemplars, items) of a letter probe: exemplars with different letters taken out first,
+    so that the distractors are balanced over exactly the probed items."""
+    shot_words, seen = [], set()
     for w in words:
-        for letter in sorted(set(w)):
-            if w.count(letter) in by_count:
-                by_count[w.count(letter)].append((w, letter))
-    for c, pool in by_count.items():
-        if len(pool) < n // 3 + 1:
-            raise ValueError(
-                f"only {len(pool)} words with a letter occurring {c} times; need {n // 3 + 1}"
-            )
-    for k in range(n):
-        count = 1 + k % 3
-        w, letter = by_count[count][k // 3]
-        tasks["char_count"].append(
-            {
-                "query": f'How many times does the letter "{letter}" appear in "{w}"?\nAnswer:',
-                "choices": [" 1", " 2", " 3", " 4"],
-                "gold": count - 1,
-            }
-        )
-    # char_prefix: yes = a vocabulary token that is a proper prefix of a single-token word.
-    index = {t: i for i, t in enumerate(token_texts) if t}
-    sets = prefix_sets(token_texts)
-    pairs = []
-    for w in words:
-        if f" {w}" in index:
-            prefixes = [token_texts[t].strip() for t in sets[index[f" {w}"]][1:]]
-            prefixes = [p for p in prefixes if 2 <= len(p) < len(w)]
-            if prefixes:
-                pairs.append((w, max(prefixes, key=len)))
-    if len(pairs) < n:
-        raise ValueError(f"only {len(pairs)} word/prefix-token pairs for char_prefix; {n} needed")
-    for k, (w, p) in enumerate(pairs[:n]):
-        yes = k % 2 == 0
-        if not yes:  # same length, not a prefix: the start of another word
-            p = next(
-                o[: len(p)]
-                for o in (pairs[(k + j) % len(pairs)][0] for j in range(1, len(pairs)))
-                if len(o) >= len(p) and not w.startswith(o[: len(p)])
-            )
-        tasks["char_prefix"].append(
-            {
-                "query": f'Does the word "{w}" start with "{p}"?\nAnswer:',
-                "choices": [" no", " yes"],
-                "gold": int(yes),
-            }
-        )
-    return tasks
+        if len(shot_words) < shots and w[position] not in seen:
+            shot_words.append(w)
+            seen.add(w[position])
+    rest = [w for w in words if w not in shot_words][:n]
+    exemplars = [
+        {"word": w, "letter": w[position], "choices": [f" {w[position]}"], "gold": 0}
+        for w in shot_words
+    ]
+    return exemplars, _letter_items(rest, tokens, position, rng)
 
 
-def write_probes(tokenizer_dir: str, out_dir: str, n: int = ITEMS_PER_TASK) -> dict[str, str]:
-    """Generate the probe documents for a tokenizer folder; returns {task: jsonl path}."""
-    from tokenizers import Tokenizer
+def _split(units: list[list[dict]], shots: int) -> tuple[list[dict], list[dict]]:
+    """(exemplars, items): the exemplars from the first whole units (a quadruple or yes/no pair
+    is never split between them and the probe), the items from the rest."""
+    taken, u = [], 0
+    while len(taken) < shots and u < len(units):
+        taken += units[u]
+        u += 1
+    shot_words = {i["word"] for i in taken[:shots]}  # nor in a later unit (count reuses words)
+    rest = [unit for unit in units[u:] if not shot_words & {i["word"] for i in unit}]
+    return taken[:shots], [i for unit in rest for i in unit]
 
+
+def build_probes(
+    tokenizer,
+    n: int = ITEMS_PER_TASK,
+    seed: int = SEED,
+    shots: int = SHOTS,
+    word_counts: collections.Counter | None = None,
+    min_count: int = MIN_COUNT,
+    source: str = "the embedded corpus",
+    partial: bool = False,
+) -> dict[str, list[dict]]:
+    """{task: items} for the six probes and their blank twins. Each item: `query` (k-shot),
+    `choices` (answers start with a space), `gold`, `word`, `tokens`, and `letter` where the
+    probe asks about one. `tokenizer`: a `tokenizers.Tokenizer` (or an object holding one as
+    `.tokenizer`); `word_counts`: the word list (default: the embedded corpus's)."""
     from ..objectives.table import token_texts
 
-    texts = token_texts(Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json")))
+    if shots < 0:
+        raise ValueError(f"probe shots must be >= 0; got {shots}")
+    counts = embedded_word_counts() if word_counts is None else word_counts
+    tokens = word_pool(tokenizer, counts, min_count)
+    vocab = {t for t in token_texts(tokenizer) if t}
+    rng = np.random.default_rng(seed)
+    words = sorted(tokens)
+    n_first = len({w[0] for w in words})
+    if len(words) < n or n_first < MIN_LETTERS:
+        raise ValueError(
+            f"{source} has {len(words):,} words seen >= {min_count} times with {n_first} "
+            f"first letters; the probes need at least {n:,} (the items per probe) with "
+            f"{MIN_LETTERS} first letters: give a larger source or fewer items"
+        )
+    spell = stratified([w for w in words if len(w) >= 4], n + n // 10, rng, lambda w: w[0], tokens)
+    built = {
+        # a few words have too few distinct transpositions: 10% more are drawn
+        "char_spell": _split([[i] for i in _spell_items(spell, tokens, rng)], shots),
+        "char_first_letter": _letter_probe(
+            stratified(words, n + shots, rng, lambda w: w[0], tokens), tokens, 0, n, shots, rng
+        ),
+        "char_last_letter": _letter_probe(
+            stratified(words, n + shots, rng, lambda w: w[-1], tokens), tokens, -1, n, shots, rng
+        ),
+        "char_count": _split(_count_items(words, tokens, n + 4 * shots, rng), shots),
+        "char_contains": _split(_contains_items(words, tokens, n + 2 * shots, rng), shots),
+        "char_prefix": _split(_prefix_items(words, tokens, vocab, n + 2 * shots, rng), shots),
+    }
+    out: dict[str, list[dict]] = {}
+    for task, (shot_items, items) in built.items():
+        probed = items[:n]
+        if len(probed) < n and not partial:
+            raise ValueError(
+                f"{task}: {source} gives {len(probed):,} items, {n:,} wanted: give a larger "
+                "word source (a shard folder) or fewer items"
+            )
+        demo = [
+            f"{_question(task, s, s['word'])}\nAnswer:{s['choices'][s['gold']]}" for s in shot_items
+        ]
+        order = rng.permutation(len(probed))
+        real, blank = [], []
+        for i in order:
+            item = probed[int(i)]
+            real.append({**item, "query": _prompt(demo, _question(task, item, item["word"]))})
+            blank.append({**item, "query": _prompt(demo, _question(task, item, BLANK))})
+        out[task], out[f"{task}_blank"] = real, blank
+    return out
+
+
+def write_probes(
+    tokenizer_dir: str,
+    out_dir: str,
+    n: int = ITEMS_PER_TASK,
+    seed: int = SEED,
+    words_from: str | None = None,
+) -> dict[str, str]:
+    """Generate the probe documents (and their blank twins) for a tokenizer folder, the words
+    from a shard folder (`words_from`) or the embedded corpus; returns {task: jsonl path}."""
+    from tokenizers import Tokenizer
+
+    from ..runs.folder import write_atomically
+
+    tok = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
+    counts = shard_word_counts(words_from, tok) if words_from else None
+    source = f"shard folder {words_from!r}" if words_from else "the embedded corpus"
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
-    for task, docs in build_probes(texts, n).items():
+    for task, docs in build_probes(tok, n, seed, word_counts=counts, source=source).items():
         paths[task] = os.path.join(out_dir, f"{task}.jsonl")
-        with open(paths[task], "w") as f:
-            f.writelines(json.dumps(d) + "\n" for d in docs)
+        write_atomically(paths[task], "".join(json.dumps(d) + "\n" for d in docs))
     return paths

@@ -59,7 +59,7 @@ def row_weights(labels: torch.Tensor, gamma: float | None) -> torch.Tensor | Non
     return w.expand(labels.shape).reshape(-1)
 
 
-class RowKernel(str, enum.Enum):
+class RowKernel(enum.StrEnum):
     """How the loss's row passes run (`objective.kernel`)."""
 
     PYTORCH = "pytorch"

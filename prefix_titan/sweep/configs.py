@@ -13,9 +13,8 @@ train_configs/pilot/) and smoke (bases/smoke.toml -> train_configs/smoke/).
 from __future__ import annotations
 
 import pathlib
-from dataclasses import dataclass
-
 import tomllib
+from dataclasses import dataclass
 
 from ..objectives.spec import TAU_SWEEP, ObjectiveSpec
 

@@ -9,8 +9,8 @@ from statistics import median
 
 import numpy as np
 
-from ..evaluation.harness import DEFAULT_TASKS
-from ..evaluation.probes import PROBE_TASKS
+from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, primary_metric
+from ..evaluation.probes import PREFIX_SHAPED, PROBE_TASKS
 from .runs import find_runs, group_arms, invariant_violations
 from .stats import (
     BOOTSTRAP_RESAMPLES,
@@ -26,29 +26,56 @@ BASELINES = ("label_smoothing", "ce")
 
 def _metric(evals: dict, task: str) -> float | None:
     m = evals.get(task, {})
-    return m.get("acc_norm,none", m.get("acc,none"))
+    return m.get(f"{primary_metric(task, m)},none")
 
 
-def _probe_mean(evals: dict, key: str) -> float | None:
-    values = [evals[t][key] for t in PROBE_TASKS if t in evals and key in evals[t]]
+def _probe_mean(evals: dict, key: str, tasks) -> float | None:
+    values = [evals[t][key] for t in tasks if t in evals and key in evals[t]]
     return sum(values) / len(values) if values else None
 
 
+# The probes whose answer is not a vocabulary prefix of the word carry the character verdict;
+# the prefix-shaped ones, which prefix targets favour without any knowledge of the word, apart.
+CHAR_PROBES = [t for t in PROBE_TASKS if t not in PREFIX_SHAPED]
+CHAR_MEANS = {
+    "char acc": (CHAR_PROBES, "acc,none"),
+    "char acc, blank": ([f"{t}_blank" for t in CHAR_PROBES], "acc,none"),
+    "char bits/byte": (CHAR_PROBES, "bits_per_byte,none"),
+    "prefix-shaped acc": (list(PREFIX_SHAPED), "acc,none"),
+    "prefix-shaped acc, blank": ([f"{t}_blank" for t in PREFIX_SHAPED], "acc,none"),
+}
+# The embedding probe's letter macro-F1 (evaluation/embedding_probe.py), where it was run.
+EMBEDDING = {"emb letters, in": "input_letters,none", "emb letters, out": "output_letters,none"}
 # (column, lower is better, family): the per-arm table's metrics.
 SUMMARY = [
     ("val CE", True, "validation CE"),
     *[(t, False, "downstream tasks") for t in DOWNSTREAM],
-    ("char probes acc", False, "character probes"),
-    ("char probes bits/byte", True, "character probes"),
+    ("char acc", False, "character probes"),
+    ("char acc, blank", False, "character probes"),
+    ("char bits/byte", True, "character probes"),
+    ("prefix-shaped acc", False, "prefix-shaped probes"),
+    ("prefix-shaped acc, blank", False, "prefix-shaped probes"),
+    *[(name, False, "embedding probe") for name in EMBEDDING],
 ]
 # The paired comparisons: validation CE, each downstream task and each probe.
 COMPARED = [
     ("val CE", True, "validation CE"),
     *[(t, False, "downstream tasks") for t in DOWNSTREAM],
-    *[(t, False, "character probes") for t in PROBE_TASKS],
+    *[(t, False, "character probes") for t in CHAR_PROBES],
+    *[(t, False, "prefix-shaped probes") for t in PREFIX_SHAPED],
+    *[(name, False, "embedding probe") for name in EMBEDDING],
 ]
+FAMILIES = (
+    "validation CE",
+    "downstream tasks",
+    "character probes",
+    "prefix-shaped probes",
+    "embedding probe",
+)
 LOWER_IS_BETTER = {m for m, low, _ in SUMMARY + COMPARED if low}
-ITEM_METRICS = [m for m, _, family in COMPARED if family != "validation CE"]
+ITEM_METRICS = [
+    m for m, _, family in COMPARED if family not in ("validation CE", "embedding probe")
+]
 
 
 def values(run: dict) -> dict:
@@ -56,8 +83,11 @@ def values(run: dict) -> dict:
     out = {"val CE": run["val"][max(run["val"])] if run["val"] else None}
     for task in [*DOWNSTREAM, *PROBE_TASKS]:
         out[task] = _metric(run["evals"], task)
-    out["char probes acc"] = _probe_mean(run["evals"], "acc,none")
-    out["char probes bits/byte"] = _probe_mean(run["evals"], "bits_per_byte,none")
+    for name, (tasks, key) in CHAR_MEANS.items():
+        out[name] = _probe_mean(run["evals"], key, tasks)
+    probe = run["evals"].get(EMBEDDING_PROBE, {})
+    for name, key in EMBEDDING.items():
+        out[name] = probe.get(key)
     return out
 
 
@@ -146,7 +176,7 @@ def direction(seeds: Interval | None, items: Interval | None, lower: bool) -> st
 
 def verdict(diffs: dict, base: str, n_seeds: int) -> list[str]:
     lines = []
-    for family in ("validation CE", "downstream tasks", "character probes"):
+    for family in FAMILIES:
         found = {"better": [], "worse": []}
         inconclusive = 0
         for name, row in diffs.items():
@@ -272,8 +302,8 @@ def plots(arms: dict, out: str) -> list[str]:
     files.append(_save(fig, out, "validation_ce.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    against_tau(axes[0], "char probes acc", "character probes: accuracy")
-    against_tau(axes[1], "char probes bits/byte", "character probes: bits/byte")
+    against_tau(axes[0], "char acc", "character probes (not prefix-shaped): accuracy")
+    against_tau(axes[1], "char bits/byte", "character probes (not prefix-shaped): bits/byte")
     files.append(_save(fig, out, "char_probes_vs_tau.png"))
     return files
 
@@ -306,7 +336,10 @@ def report(runs_dir: str, out: str | None = None) -> str:
         "",
         "Mean over seeds [95% t-interval] (n=1: one seed, no interval). val CE: final validation "
         "plain cross-entropy. Downstream: acc_norm where the task has it, else acc (0-shot). "
-        "Char probes: mean over the six probes.",
+        "char: mean over the character probes whose answer is not a vocabulary prefix of the "
+        f"word ({', '.join(CHAR_PROBES)}); prefix-shaped: {', '.join(PREFIX_SHAPED)}, which "
+        "prefix targets favour without knowing the word; blank: the same probes with the word "
+        "replaced by a placeholder (what is answered without reading it).",
         "",
     ]
     present = [b for b in BASELINES if b in arms]

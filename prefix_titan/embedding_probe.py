@@ -1,0 +1,76 @@
+"""Do a model's token vectors encode the letters of their tokens? Linear probes on its input
+embeddings and its output rows (prefix_titan/evaluation/embedding_probe.py says how).
+
+    python -m prefix_titan.embedding_probe RUN_OR_MODEL_DIR [--checkpoint STEP_DIR]
+        [--folds 3] [--seed 0]
+
+RUN_OR_MODEL_DIR is an exported model folder (python -m prefix_titan.export) or a run folder
+(job.dump_folder: its newest finished checkpoint, or --checkpoint). Prints a table and writes
+embedding_probe.json beside the model (a run folder: RUN/evals/step-N/). `python -m
+prefix_titan.eval --tasks embedding_probe ...` runs the same probe with the other tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .evaluation.embedding_probe import (
+    FOLDS,
+    SEED,
+    hf_matrices,
+    probe_matrices,
+    run_matrices,
+    table,
+)
+from .runs.folder import EVALS, RUN_CONFIG, step_number, write_json
+
+RESULT = "embedding_probe.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.embedding_probe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", metavar="RUN_OR_MODEL_DIR")
+    p.add_argument("--checkpoint", default=None, help="a run's step folder (default: the newest)")
+    p.add_argument("--folds", type=int, default=FOLDS, help="folds over tokens (>= 2)")
+    p.add_argument("--seed", type=int, default=SEED)
+    a = p.parse_args(argv)
+    from tokenizers import Tokenizer
+
+    from .objectives.table import token_texts
+
+    try:
+        if os.path.exists(os.path.join(a.folder, "config.json")):
+            if a.checkpoint:
+                p.error("--checkpoint is for a run folder; this is an exported model folder")
+            matrices, tokenizer_dir, out = hf_matrices(a.folder), a.folder, a.folder
+        elif os.path.exists(os.path.join(a.folder, RUN_CONFIG)):
+            matrices, step, tokenizer_dir = run_matrices(a.folder, a.checkpoint)
+            out = os.path.join(a.folder, EVALS, f"step-{step_number(step)}")
+        else:
+            p.error(
+                f"{a.folder!r} is neither an exported model folder (config.json) nor a run folder "
+                f"({RUN_CONFIG})"
+            )
+        path = os.path.join(tokenizer_dir, "tokenizer.json")
+        if not os.path.exists(path):
+            p.error(f"no tokenizer at {path}: the probe labels the tokens by their text")
+        vocab = matrices["input"].shape[0]
+        texts = token_texts(Tokenizer.from_file(path), vocab)
+        result = probe_matrices(matrices, texts, folds=a.folds, seed=a.seed)
+    except ValueError as e:
+        p.error(str(e))
+    print(table(result))
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, RESULT), json.loads(json.dumps(result)))
+    print(f"written to {os.path.join(out, RESULT)}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Do a model's token vectors encode the letters of their tokens? Linear probes on the embeddings.
+
+For every ASCII word-like token of the vocabulary (" apple", "ing": letters only, with or without
+a leading space) a linear probe reads the token's input embedding, and separately its output
+(unembedding) row, and predicts
+- `letters`: which of the 26 letters the token contains (26 binary tasks; macro-F1),
+- `first`: its first letter (26 classes; accuracy),
+- `length`: its length in letters, 1 to 9 and 10+ (10 classes; accuracy).
+The probe is a logistic regression with an L2 penalty (one linear map, the three tasks' losses
+summed; features standardised on the training folds), fitted with L-BFGS and scored k-fold over
+tokens (every token predicted by a probe that never saw it). Each score has a 95% bootstrap
+interval over tokens. Two controls show what the probe finds where there is nothing to find:
+the same vectors with the labels shuffled over tokens, and freshly initialised weights (a
+Gaussian matrix of the same shape and scale, seeded), each over the same tokens (a macro-F1's
+chance level depends on how many tokens the probe is fitted on). On a GPU the fits run there.
+Kaushal & Mahowald 2022 ("What do tokens know about their characters and how do they know it?")
+probe GPT-style embeddings this way.
+Plain PyTorch and numpy.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+LETTERS = string.ascii_lowercase
+WORD_LIKE = re.compile(r" ?[A-Za-z]+")
+LENGTHS = 10
+"""Length classes: 1 to 9 letters, and 10 or more"""
+FOLDS = 3
+L2 = 1e-3
+ITERATIONS = 30
+RESAMPLES = 1000
+SEED = 0
+TASKS = ("letters", "first", "length")
+
+
+@dataclass
+class Labels:
+    """The word-like tokens of a vocabulary and what the probes predict about them."""
+
+    ids: np.ndarray
+    """[n] token ids"""
+    letters: np.ndarray
+    """[n, 26] 0/1: the letter occurs in the token"""
+    first: np.ndarray
+    """[n] the first letter, 0-25"""
+    length: np.ndarray
+    """[n] length class, 0-9 (1 to 9 letters, 10+)"""
+
+    def shuffled(self, rng) -> Labels:
+        """The same labels dealt to other tokens (a control with the marginals kept)."""
+        p = rng.permutation(len(self.ids))
+        return Labels(self.ids, self.letters[p], self.first[p], self.length[p])
+
+
+def word_like_tokens(texts: list[str | None]) -> Labels:
+    """The tokens whose text is letters only (a leading space allowed), lower-cased for labels."""
+    ids, letters, first, length = [], [], [], []
+    for i, text in enumerate(texts):
+        if text is None or not WORD_LIKE.fullmatch(text):
+            continue
+        word = text.strip().lower()
+        ids.append(i)
+        letters.append([c in word for c in LETTERS])
+        first.append(LETTERS.index(word[0]))
+        length.append(min(len(word), LENGTHS) - 1)
+    if not ids:
+        raise ValueError("the vocabulary has no word-like tokens (letters only) to probe")
+    return Labels(
+        np.array(ids),
+        np.array(letters, dtype=np.float32),
+        np.array(first),
+        np.array(length),
+    )
+
+
+def _fit(x: torch.Tensor, labels: Labels, rows: np.ndarray, l2: float, iterations: int):
+    """(W, b) of the joint logistic probe fitted on `rows` of x (standardised)."""
+    d = x.shape[1]
+    out = len(LETTERS) * 2 + LENGTHS
+    w = torch.zeros(d, out, device=x.device, requires_grad=True)
+    b = torch.zeros(out, device=x.device, requires_grad=True)
+    rows = torch.from_numpy(rows).to(x.device)
+    xs = x[rows]
+    yl = torch.from_numpy(labels.letters).to(x.device)[rows]
+    yf = torch.from_numpy(labels.first).to(x.device)[rows]
+    yn = torch.from_numpy(labels.length).to(x.device)[rows]
+    opt = torch.optim.LBFGS([w, b], max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        z = xs @ w + b
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(z[:, :26], yl) * 26
+            + torch.nn.functional.cross_entropy(z[:, 26:52], yf)
+            + torch.nn.functional.cross_entropy(z[:, 52:], yn)
+            + l2 * (w * w).sum()
+        )
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def out_of_fold(matrix: torch.Tensor, labels: Labels, folds: int, seed: int, **fit) -> dict:
+    """Every token's prediction by a probe fitted on the other folds: {"letters": [n, 26] 0/1,
+    "first": [n], "length": [n]}."""
+    x = matrix[torch.from_numpy(labels.ids).to(matrix.device)].float()
+    n = len(labels.ids)
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    pred = {
+        "letters": np.zeros((n, 26), dtype=np.float32),
+        "first": np.zeros(n, dtype=np.int64),
+        "length": np.zeros(n, dtype=np.int64),
+    }
+    for k in range(folds):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        on = torch.from_numpy(train).to(x.device)
+        mean, std = x[on].mean(0), x[on].std(0).clamp_min(1e-6)
+        xs = (x - mean) / std
+        w, b = _fit(xs, labels, train, **fit)
+        with torch.no_grad():
+            z = (xs[torch.from_numpy(test).to(x.device)] @ w + b).cpu()
+        pred["letters"][test] = (z[:, :26] > 0).float().numpy()
+        pred["first"][test] = z[:, 26:52].argmax(1).numpy()
+        pred["length"][test] = z[:, 52:].argmax(1).numpy()
+    return pred
+
+
+def _macro_f1(pred: np.ndarray, gold: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the 26 letters, for each row of bootstrap `weights` [B, n]."""
+    tp = weights @ (pred * gold)
+    fp = weights @ (pred * (1 - gold))
+    fn = weights @ ((1 - pred) * gold)
+    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12), 0.0)
+    return f1.mean(1)
+
+
+def scores(pred: dict, labels: Labels, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """{task: (score, low, high)}: macro-F1 (letters) or accuracy, with a 95% percentile interval
+    from a bootstrap over tokens."""
+    n = len(labels.ids)
+    rng = np.random.default_rng(seed)
+    gold = {"first": labels.first, "length": labels.length}
+    draws: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
+    ones = np.ones((1, n), dtype=np.float64)
+    point = {
+        "letters": float(_macro_f1(pred["letters"], labels.letters, ones)[0]),
+        **{t: float((pred[t] == gold[t]).mean()) for t in ("first", "length")},
+    }
+    for start in range(0, resamples, 100):
+        b = min(100, resamples - start)
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=b).astype(np.float64)
+        draws["letters"].append(_macro_f1(pred["letters"], labels.letters, weights))
+        for t in ("first", "length"):
+            draws[t].append(weights @ (pred[t] == gold[t]) / n)
+    out = {}
+    for t in TASKS:
+        d = np.concatenate(draws[t])
+        out[t] = (point[t], float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975)))
+    return out
+
+
+def chance(labels: Labels) -> dict:
+    """What guessing the majority achieves: the letters' macro-F1 of always answering "contains"
+    for a letter (the better constant), and the majority class of first letter and length."""
+    p = labels.letters.mean(0)
+    f1_yes = 2 * p / (1 + p)
+    return {
+        "letters": float(f1_yes.mean()),
+        "first": float(np.bincount(labels.first).max() / len(labels.ids)),
+        "length": float(np.bincount(labels.length).max() / len(labels.ids)),
+    }
+
+
+def probe_matrices(
+    matrices: dict[str, torch.Tensor],
+    texts: list[str | None],
+    folds: int = FOLDS,
+    seed: int = SEED,
+    l2: float = L2,
+    iterations: int = ITERATIONS,
+    resamples: int = RESAMPLES,
+) -> dict:
+    """{matrix name: {"trained" | "shuffled labels" | "fresh init": {task: (score, low, high)}},
+    "chance": {task: score}, "tokens": n} for matrices [V, d] (input embeddings, output rows)."""
+    if folds < 2:
+        raise ValueError(f"the embedding probe needs at least 2 folds; got {folds}")
+    labels = word_like_tokens(texts)
+    rng = np.random.default_rng(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    fit = dict(l2=l2, iterations=iterations)
+    out: dict = {"tokens": len(labels.ids), "chance": chance(labels)}
+    for name, matrix in matrices.items():
+        matrix = matrix.detach().float().to(device)
+        gen = torch.Generator().manual_seed(seed)
+        fresh = (torch.randn(matrix.shape, generator=gen) * matrix.std().item()).to(device)
+        shuffled = labels.shuffled(rng)
+        out[name] = {
+            "trained": scores(out_of_fold(matrix, labels, folds, seed, **fit), labels, resamples),
+            "shuffled labels": scores(
+                out_of_fold(matrix, shuffled, folds, seed, **fit), shuffled, resamples
+            ),
+            "fresh init": scores(out_of_fold(fresh, labels, folds, seed, **fit), labels, resamples),
+        }
+    return out
+
+
+def table(result: dict) -> str:
+    """A markdown table of probe_matrices' result."""
+    lines = [
+        f"Word-like tokens probed: {result['tokens']:,}; k-fold over tokens, 95% bootstrap intervals.",
+        "",
+        "| vectors | weights | letters (macro-F1) | first letter (acc) | length (acc) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, rows in result.items():
+        if name in ("tokens", "chance"):
+            continue
+        for control, s in rows.items():
+            cells = [f"{s[t][0]:.3f} [{s[t][1]:.3f}, {s[t][2]:.3f}]" for t in TASKS]
+            lines.append(f"| {name} | {control} | " + " | ".join(cells) + " |")
+    c = result["chance"]
+    lines.append(f"| majority | - | {c['letters']:.3f} | {c['first']:.3f} | {c['length']:.3f} |")
+    return "\n".join(lines)
+
+
+def hf_matrices(model_dir: str) -> dict[str, torch.Tensor]:
+    """{"input", "output"}: the embedding and unembedding matrices of an exported model folder."""
+    import glob
+    import os
+
+    from safetensors import safe_open
+
+    files = sorted(glob.glob(os.path.join(model_dir, "*.safetensors")))
+    if not files:
+        raise ValueError(f"{model_dir!r} holds no *.safetensors: not an exported model folder")
+    names = {"input": "model.embed_tokens.weight", "output": "lm_head.weight"}
+    found: dict[str, torch.Tensor] = {}
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            for key, name in names.items():
+                if name in f.keys():
+                    found[key] = f.get_tensor(name)
+    missing = [names[k] for k in names if k not in found]
+    if missing:
+        raise ValueError(f"{model_dir!r} has no {', '.join(missing)} in its safetensors files")
+    return found
+
+
+def run_matrices(run_dir: str, checkpoint: str | None = None) -> tuple[dict, str, str]:
+    """({"input", "output"}, checkpoint step folder, tokenizer folder) of a run folder's newest
+    finished checkpoint (or `checkpoint`), verified against its recorded checksums."""
+    import json
+    import os
+
+    from ..model.flavors import flavor_args
+    from ..runs.checkpoints import verify_step
+    from ..runs.folder import RUN_CONFIG
+    from .export import latest_step, load_torchtitan_state
+
+    with open(os.path.join(run_dir, RUN_CONFIG)) as f:
+        record = json.load(f)
+    folder = os.path.join(run_dir, record["checkpoint"]["folder"])
+    step = checkpoint or latest_step(folder)
+    verify_step(step)
+    flavor = record["model"]["flavor"]
+    state = load_torchtitan_state(step, flavor_args(flavor), flavor)
+    matrices = {"input": state["tok_embeddings.weight"], "output": state["output.weight"]}
+    return matrices, step, record["model"]["hf_assets_path"]
+
+
+def flat_results(result: dict) -> dict:
+    """The result as evaluation metrics: {"<vectors>_<task>,none": score, ..._low/_high, and the
+    controls' scores}, the shape eval_results.json gives every task."""
+    out = {"tokens": result["tokens"]}
+    for name, rows in result.items():
+        if name in ("tokens", "chance"):
+            continue
+        for control, s in rows.items():
+            tag = "" if control == "trained" else "_" + control.replace(" ", "_")
+            for t in TASKS:
+                out[f"{name}_{t}{tag},none"] = s[t][0]
+                out[f"{name}_{t}{tag}_low"] = s[t][1]
+                out[f"{name}_{t}{tag}_high"] = s[t][2]
+    out.update({f"majority_{t}": v for t, v in result["chance"].items()})
+    return out

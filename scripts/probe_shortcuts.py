@@ -1,0 +1,42 @@
+"""How well each character probe is answered without reading its word: every answer-only shortcut
+of prefix_titan/evaluation/shortcuts.py on the probes built for a tokenizer, as a markdown table
+(docs/probes.md shows it for the Llama-3 vocabulary; a test checks each cell within 5 points of
+chance).
+
+    python scripts/probe_shortcuts.py --hf-assets-path assets/hf/Llama-3.1-8B [--words-from SHARDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from tokenizers import Tokenizer
+
+from prefix_titan.evaluation.probes import (
+    ITEMS_PER_TASK,
+    PROBE_TASKS,
+    SEED,
+    build_probes,
+    embedded_word_counts,
+    shard_word_counts,
+)
+from prefix_titan.evaluation.shortcuts import letter_priors, shortcut_table
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--hf-assets-path", required=True, help="folder holding tokenizer.json")
+    p.add_argument("--words-from", default=None, help="a shard folder written by prepare")
+    p.add_argument("--items", type=int, default=ITEMS_PER_TASK)
+    p.add_argument("--seed", type=int, default=SEED)
+    a = p.parse_args(argv)
+    tok = Tokenizer.from_file(os.path.join(a.hf_assets_path, "tokenizer.json"))
+    counts = shard_word_counts(a.words_from, tok) if a.words_from else None
+    probes = build_probes(tok, a.items, a.seed, word_counts=counts)
+    encode = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
+    print(shortcut_table(probes, encode, letter_priors(embedded_word_counts()), PROBE_TASKS))
+
+
+if __name__ == "__main__":
+    main()

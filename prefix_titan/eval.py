@@ -21,8 +21,9 @@ import sys
 
 from .data.hub import exit_if_unreachable
 from .evaluation.harness import DEFAULT_TASKS, ProbeOptions, evaluate, evaluate_run, table
-from .evaluation.probes import ITEMS_PER_TASK
+from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS
 from .evaluation.probes import SEED as PROBE_SEED
+from .evaluation.probes import SHOTS as PROBE_SHOTS
 from .runs.folder import EVAL_RESULTS
 
 
@@ -64,14 +65,24 @@ def main(argv: list[str] | None = None) -> None:
         "--probe-items", type=int, default=ITEMS_PER_TASK, help="character probes: items per probe"
     )
     p.add_argument("--probe-seed", type=int, default=PROBE_SEED, help="character probes: seed")
+    p.add_argument(
+        "--probe-shots",
+        type=int,
+        default=PROBE_SHOTS,
+        help=f"character probes: exemplars before each question (0 to {MAX_SHOTS})",
+    )
     a = p.parse_args(argv)
     if not a.progress:
         quiet()
     if a.probe_items < 1:
         p.error(f"--probe-items must be >= 1; got {a.probe_items}")
+    if not 0 <= a.probe_shots <= MAX_SHOTS:
+        p.error(
+            f"--probe-shots must be between 0 and {MAX_SHOTS} (the exemplar pool); got {a.probe_shots}"
+        )
     if a.probe_words is not None and not os.path.isdir(a.probe_words):
         p.error(f"--probe-words {a.probe_words!r} is not a folder (a shard folder of prepare)")
-    probes = ProbeOptions(a.probe_words, a.probe_items, a.probe_seed)
+    probes = ProbeOptions(a.probe_words, a.probe_items, a.probe_seed, a.probe_shots)
     kwargs = dict(
         tasks=a.tasks,
         limit=a.limit,

@@ -7,8 +7,9 @@ out-of-tree TrainSpec reaches torchtitan 0.2.x (`[experimental] custom_import =
 Everything else (model, FSDP2/TP/PP parallelisation, torch.compile, activation checkpointing,
 optimizers, LR schedules, distributed checkpointing, HF state-dict adapter) is torchtitan's own.
 The hooks that share run data get it bound here: one `LossPlans` (the loss and the fused head
-use the same plan and table) and one `PlainCEMeter` (the loss fills it, the metrics processor
-logs it).
+use the same plan and table), one `PlainCEMeter` (the loss fills it, the metrics processor logs
+it) and one `ValidationMeter` (validation's loss or the fused head fills it at each validation;
+the metrics processor sums it over ranks and logs it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .titan.cpu import has_accelerator, use_sum_reductions
 from .titan.datasets import build_prefix_dataloader, register_datasets
 from .titan.logs import quiet_logs
 from .titan.loss import LossPlans, build_target_loss
-from .titan.metrics import PlainCEMeter, build_prefix_metrics_processor
+from .titan.metrics import PlainCEMeter, ValidationMeter, build_prefix_metrics_processor
 from .titan.tokenizer import build_tokenizer
 from .titan.validate import build_plain_ce_validator
 
@@ -51,14 +52,16 @@ def check_config_then_build_tokenizer(job_config):
     return build_tokenizer(job_config)
 
 
-def parallelize_prefix_llama(model, parallel_dims, job_config, *, plans: LossPlans):
-    """torchtitan's parallelize_llama, after giving a fused head the run's loss plan; on CPU
-    (gloo) FSDP2 is told to reduce with plain sums."""
+def parallelize_prefix_llama(
+    model, parallel_dims, job_config, *, plans: LossPlans, validation_meter=None
+):
+    """torchtitan's parallelize_llama, after giving a fused head the run's loss plan (and the
+    validation meter); on CPU (gloo) FSDP2 is told to reduce with plain sums."""
     from torchtitan.tools import utils
 
     plan = plans.for_job(job_config)
     if plan.fused:
-        model.output.set_plan(plan)
+        model.output.set_plan(plan, validation_meter)
     model = parallelize_llama(model, parallel_dims, job_config)
     if utils.device_type == "cpu":
         use_sum_reductions(model)
@@ -66,19 +69,23 @@ def parallelize_prefix_llama(model, parallel_dims, job_config, *, plans: LossPla
 
 
 def get_train_spec() -> TrainSpec:
-    plans, meter = LossPlans(), PlainCEMeter()
+    plans, meter, validation = LossPlans(), PlainCEMeter(), ValidationMeter()
     return TrainSpec(
         model_cls=FusedHeadTransformer,
         model_args=FLAVORS,
-        parallelize_fn=partial(parallelize_prefix_llama, plans=plans),
+        parallelize_fn=partial(parallelize_prefix_llama, plans=plans, validation_meter=validation),
         pipelining_fn=pipeline_llm,
         build_optimizers_fn=build_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
         build_dataloader_fn=build_prefix_dataloader,
         build_tokenizer_fn=check_config_then_build_tokenizer,
-        build_loss_fn=partial(build_target_loss, plans=plans, meter=meter),
+        build_loss_fn=partial(
+            build_target_loss, plans=plans, meter=meter, validation_meter=validation
+        ),
         build_validator_fn=build_plain_ce_validator,
-        build_metrics_processor_fn=partial(build_prefix_metrics_processor, meter=meter),
+        build_metrics_processor_fn=partial(
+            build_prefix_metrics_processor, meter=meter, validation_meter=validation
+        ),
         state_dict_adapter=Llama3StateDictAdapter,
     )
 

@@ -215,7 +215,7 @@ def train(tmp, *overrides, nproc=1, name="run", check=True):
 
 # -- fake run folders, as training and evaluation write them ------------------------------------
 
-TASKS = ("hellaswag", "piqa", "winogrande_debiased", "arc_easy")
+TASKS = ("hellaswag", "piqa", "winogrande_debiased", "arc_easy", "arc_challenge", "sciq")
 ITEMS = 400
 
 
@@ -269,8 +269,15 @@ def make_run(root, name, objective, score, seed=1234, eval_kind="results", lr=No
         gain = (gains or {}).get(task, gain)
         difficulty = rng.random(ITEMS)  # the same per seed in every arm: paired items
         correct = (difficulty + own.normal(0, 0.05, ITEMS) < base + gain).astype(float)
-        items[task] = [
-            {"doc_id": i, "correct": c, "acc": c, "acc_norm": None, "gold_loglik": -1.0}
+        items[task] = [  # the gold's log-likelihood: higher when the item is answered right
+            {
+                "doc_id": i,
+                "correct": c,
+                "acc": c,
+                "acc_norm": None,
+                "gold_loglik": -8.0 + 4.0 * c,
+                "gold_bytes": 8,
+            }
             for i, c in enumerate(correct)
         ]
         results[task] = {"acc,none": float(correct.mean())}

@@ -80,6 +80,33 @@ FIXTURES = {
 }
 
 
+SECONDARY_FIXTURES = {
+    "arc_challenge": [
+        {
+            "id": f"c{i}",
+            "question": "Which keyword defines a function in Python?",
+            "choices": {
+                "text": ["def", "class", "lambda", "return"],
+                "label": ["A", "B", "C", "D"],
+            },
+            "answerKey": "ABCD"[i % 4],
+        }
+        for i in range(6)
+    ],
+    "sciq": [
+        {
+            "question": "What does a list comprehension build?",
+            "distractor1": "a tuple",
+            "distractor2": "a module",
+            "distractor3": "a thread",
+            "correct_answer": "a list",
+            "support": "A list comprehension builds a new list from an iterable.",
+        }
+        for _ in range(6)
+    ],
+}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
@@ -98,7 +125,7 @@ def exported(tmp_path_factory):
     export(config, str(tmp / "hf"), checkpoint=str(tmp / "run" / "checkpoint" / "step-4"))
     data = tmp / "data"
     data.mkdir()
-    for task, rows in FIXTURES.items():
+    for task, rows in {**FIXTURES, **SECONDARY_FIXTURES}.items():
         (data / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp
 
@@ -170,6 +197,37 @@ def test_character_probes_end_to_end(exported):
             assert len(r["logliks"]) == len(doc["choices"]) and r["gold_loglik"] < 0
             assert r["gold_loglik"] == r["logliks"][doc["gold"]]
             assert r["gold_bytes"] == len(doc["choices"][doc["gold"]].encode())
+
+
+def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path):
+    """`--tasks secondary` (ARC-Challenge, SciQ) offline; every item records its gold answer's
+    log-likelihood and bytes, whose ratio the report gives as bits per byte."""
+    from prefix_titan.evaluation.harness import read_items
+    from prefix_titan.sweep.runs import bits_per_byte
+
+    hf = tmp_path / "hf"
+    shutil.copytree(exported / "hf", hf)
+    (hf / "export_source.json").unlink()  # not filed with the run: this test's own copy
+    run_eval(
+        "--model",
+        str(hf),
+        "--tasks",
+        "secondary",
+        "--data-dir",
+        str(exported / "data"),
+        "--dtype",
+        "float32",
+    )
+    results = json.load(open(hf / "eval_results.json"))["results"]
+    assert set(results) == set(SECONDARY_FIXTURES)
+    items = {t: read_items(str(hf))[t] for t in SECONDARY_FIXTURES}  # (the copy holds others)
+    for task, rows in items.items():
+        assert len(rows) == 6 and all(r["gold_bytes"] > 0 for r in rows), task
+        bpb = bits_per_byte(rows)
+        nats = -sum(r["gold_loglik"] for r in rows) / sum(r["gold_bytes"] for r in rows)
+        assert bpb == pytest.approx(nats / math.log(2)) and bpb > 0, task
+    # SciQ's gold is "a list" after lm-eval's space: 7 bytes.
+    assert {r["gold_bytes"] for r in items["sciq"]} == {len(" a list")}
 
 
 def test_embedding_probe_on_an_export_and_on_a_run_folder(exported, tmp_path):

@@ -199,3 +199,15 @@ def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
         build_probes(
             tok, n=400, word_counts=shard_word_counts(small, tok), source="shard folder 'x'"
         )
+
+
+def test_bad_probe_settings_are_refused(tok):
+    with pytest.raises(ValueError, match="--probe-shots must be between 0 and 8"):
+        build_probes(tok, n=100, shots=9)
+    with pytest.raises(ValueError, match="--probe-items must be >= 1"):
+        build_probes(tok, n=0)
+    zero_shot = build_probes(tok, n=100, shots=0)
+    assert all(
+        "\nAnswer:" == i["query"][-8:] and i["query"].count("Answer:") == 1
+        for i in zero_shot["char_count"]
+    )

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from helpers import ROOT, embedded_tokenizer_at
-from test_eval import FIXTURES
+from test_eval import FIXTURES, SECONDARY_FIXTURES
 
 pytestmark = pytest.mark.slow  # the whole loop at smoke scale
 
@@ -74,13 +74,13 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
 
     data = tmp_path / "data"
     data.mkdir()
-    for task, rows in FIXTURES.items():
+    for task, rows in {**FIXTURES, **SECONDARY_FIXTURES}.items():
         (data / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     index = task_index()  # one index of lm-eval's tasks for every evaluation
     for run in runs.values():
         evaluate_run(
             str(run),
-            tasks=["char_probes", *FIXTURES],
+            tasks=["pilot"],  # what the pilot evaluates: tasks, probes, embedding probe
             data_dir=str(data),
             limit=12,
             batch_size="8",
@@ -94,6 +94,17 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
     items = text.split("Over items")[1].split("###")[0]
     row = next(line for line in items.splitlines() if line.startswith("| prefix_tau0.5 "))
     assert "| - " not in row  # every task and probe compared item by item
-    for family in ("validation CE", "downstream tasks", "character probes", "prefix-shaped probes"):
+    per_arm = text.split("## Per arm")[1].split("\n\n")[1]
+    row = next(line for line in per_arm.splitlines() if line.startswith("| prefix_tau0.5 "))
+    assert "| - " not in row  # every metric: accuracies, bits/byte, probes, embedding probe
+    families = (
+        "validation CE",
+        "downstream tasks",
+        "secondary tasks",
+        "character probes",
+        "prefix-shaped probes",
+        "embedding probe",
+    )
+    for family in families:
         assert f"- **{family}**: better than ce:" in text
     assert "- hellaswag: ±" in text and "items × 2 seeds" in text

@@ -1,5 +1,6 @@
 """Through torchtitan's real `train` main on CPU, via our launcher (one process or torchrun)."""
 
+import json
 import os
 import re
 import subprocess
@@ -121,14 +122,30 @@ def test_two_ranks_match_one_rank(tmp_path):
         seed,
         "--training.steps",
         "3",
+        "--validation.enable",
+        "--validation.freq",
+        "3",
+        "--validation.steps",
+        "2",
     )
-    _, one = train(tmp_path, *common, "--training.local_batch_size", "4", name="one")
-    log, two = train(tmp_path, *common, "--training.local_batch_size", "2", nproc=2, name="two")
+    per_rank = ("--training.local_batch_size", "--validation.local_batch_size")
+    _, one = train(tmp_path, *common, *(x for f in per_rank for x in (f, "4")), name="one")
+    log, two = train(
+        tmp_path, *common, *(x for f in per_rank for x in (f, "2")), nproc=2, name="two"
+    )
     assert "dp_shard=2" in log  # FSDP2 over 2 gloo ranks
     assert len(re.findall(r"step:  2  loss", log)) == 1  # rank 0's log only
     assert sorted(one) == sorted(two) == [1, 2, 3]
     for step in one:
         assert two[step] == pytest.approx(one[step], rel=1e-4), step
+    # The validation metrics, summed over the two ranks, are those of one rank on the same tokens.
+    rows = {}
+    for name in ("one", "two"):
+        log_rows = (tmp_path / name / "prefix_metrics.jsonl").read_text().splitlines()
+        rows[name] = next(r for r in map(json.loads, log_rows) if "validation_top1" in r)
+    assert len(rows["one"]) >= 14 and set(rows["one"]) == set(rows["two"])
+    for key, value in rows["one"].items():
+        assert rows["two"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
 def test_bad_setting_fails_before_training(tmp_path):

@@ -28,11 +28,15 @@ from ..runs.folder import (
 )
 from .probes import ITEMS_PER_TASK
 from .probes import SEED as PROBE_SEED
+from .probes import SHOTS as PROBE_SHOTS
 
 EMBEDDING_PROBE = "embedding_probe"
 """The task name of the token-vector probes (embedding_probe.py), run beside lm-eval's tasks"""
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
+"""The mission's downstream tasks"""
+SECONDARY_TASKS = ["arc_challenge", "sciq"]
+"""A secondary set (`--tasks secondary`): off by default, on in the pilot's evaluation"""
 CUTE_TASKS = [
     f"cute_{t}"
     for t in (
@@ -56,11 +60,18 @@ CUTE_TASKS = [
 
 def expand(tasks: list[str]) -> list[str]:
     """Task names with our groups spelled out: char_probes (ours: the six probes and their blank
-    twins), cute (optional, from the hub)."""
+    twins), secondary (ARC-Challenge, SciQ), pilot (the pilot's evaluation: the mission's tasks,
+    the secondary ones, the probes and the embedding probe), cute (optional, from the hub)."""
     from .probes import BLANK_TASKS, PROBE_TASKS
 
-    groups = {"char_probes": PROBE_TASKS + BLANK_TASKS, "cute": CUTE_TASKS}
-    return [t for task in tasks for t in groups.get(task, [task])]
+    groups = {
+        "char_probes": PROBE_TASKS + BLANK_TASKS,
+        "cute": CUTE_TASKS,
+        "secondary": SECONDARY_TASKS,
+        "pilot": [*DEFAULT_TASKS, *SECONDARY_TASKS, *PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE],
+    }
+    out = [t for task in tasks for t in groups.get(task, [task])]
+    return list(dict.fromkeys(out))  # each once, in order
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,8 @@ class ProbeOptions:
     """Items per probe"""
     seed: int = PROBE_SEED
     """The seed of the word sample, the distractors and the order"""
+    shots: int = PROBE_SHOTS
+    """Exemplars before each question (k-shot)"""
 
 
 def local_files(
@@ -91,6 +104,7 @@ def local_files(
             probes.items,
             probes.seed,
             probes.words_from,
+            probes.shots,
         )
         files.update({t: generated[t] for t in tasks if t in ours})
     for task in tasks:
@@ -117,7 +131,8 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
         f"--tasks: no task named {', '.join(map(repr, unknown))}"
         + (f" (did you mean {', '.join(near)}?)" if near else "")
         + f". Ours: char_probes ({', '.join(PROBE_TASKS)} and their _blank twins), "
-        f"embedding_probe (linear probes of the token vectors), winogrande_debiased, cute "
+        f"embedding_probe (linear probes of the token vectors), winogrande_debiased, "
+        f"secondary ({' '.join(SECONDARY_TASKS)}), pilot (all of these and the defaults), cute "
         f"(cute_spell, ...; from the hub). The defaults: {' '.join(DEFAULT_TASKS)}. "
         f"Every lm-eval task: python -m lm_eval ls tasks"
     )
@@ -418,7 +433,7 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     probes = kwargs.get("probes") or ProbeOptions()
     shards = run_shards(rc)
     if probes.words_from is None and shards is not None:
-        kwargs["probes"] = probes = ProbeOptions(shards, probes.items, probes.seed)
+        kwargs["probes"] = probes = ProbeOptions(shards, probes.items, probes.seed, probes.shots)
         print(f"character probes: words from the run's training shards {shards}", flush=True)
     steps = complete_steps(folder)
     if not steps:

@@ -39,6 +39,8 @@ from the embedded corpus. Each item records `word`, the queried `letter` where t
 from __future__ import annotations
 
 import collections
+import functools
+import hashlib
 import json
 import os
 import re
@@ -62,6 +64,8 @@ BLANK = "N/A"
 BLANK_TASKS = [f"{t}_blank" for t in PROBE_TASKS]
 ITEMS_PER_TASK = 2000
 SHOTS = 3
+MAX_SHOTS = 8
+"""The exemplar pool: each probe's exemplars come from its first units, at most this many"""
 SEED = 1234
 MAX_LETTER_SHARE = 0.12
 MIN_LETTERS = 20
@@ -446,8 +450,12 @@ def build_probes(
     `.tokenizer`); `word_counts`: the word list (default: the embedded corpus's)."""
     from ..objectives.table import token_texts
 
-    if shots < 0:
-        raise ValueError(f"probe shots must be >= 0; got {shots}")
+    if not 0 <= shots <= MAX_SHOTS:
+        raise ValueError(
+            f"--probe-shots must be between 0 and {MAX_SHOTS} (the exemplar pool); got {shots}"
+        )
+    if n < 1:
+        raise ValueError(f"--probe-items must be >= 1; got {n}")
     counts = embedded_word_counts() if word_counts is None else word_counts
     tokens = word_pool(tokenizer, counts, min_count)
     vocab = {t for t in token_texts(tokenizer) if t}
@@ -495,25 +503,38 @@ def build_probes(
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _built(digest: str, path: str, n: int, seed: int, shots: int, words_from: str | None):
+    """build_probes for a tokenizer file (by its digest): the checkpoints of a run, which share
+    their tokenizer, are probed with items built once per process."""
+    from tokenizers import Tokenizer
+
+    del digest  # the cache key: the file's content, not its path
+    tok = Tokenizer.from_file(path)
+    counts = shard_word_counts(words_from, tok) if words_from else None
+    source = f"shard folder {words_from!r}" if words_from else "the embedded corpus"
+    return build_probes(tok, n, seed, shots, word_counts=counts, source=source)
+
+
 def write_probes(
     tokenizer_dir: str,
     out_dir: str,
     n: int = ITEMS_PER_TASK,
     seed: int = SEED,
     words_from: str | None = None,
+    shots: int = SHOTS,
 ) -> dict[str, str]:
     """Generate the probe documents (and their blank twins) for a tokenizer folder, the words
     from a shard folder (`words_from`) or the embedded corpus; returns {task: jsonl path}."""
-    from tokenizers import Tokenizer
-
     from ..runs.folder import write_atomically
 
-    tok = Tokenizer.from_file(os.path.join(tokenizer_dir, "tokenizer.json"))
-    counts = shard_word_counts(words_from, tok) if words_from else None
-    source = f"shard folder {words_from!r}" if words_from else "the embedded corpus"
+    path = os.path.join(tokenizer_dir, "tokenizer.json")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    built = _built(digest, path, n, seed, shots, words_from)
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
-    for task, docs in build_probes(tok, n, seed, word_counts=counts, source=source).items():
+    for task, docs in built.items():
         paths[task] = os.path.join(out_dir, f"{task}.jsonl")
         write_atomically(paths[task], "".join(json.dumps(d) + "\n" for d in docs))
     return paths

@@ -27,12 +27,16 @@ class FusedLMHead(nn.Linear):
         super().__init__(dim, vocab_size, bias=False)
         # Plain attributes: no state-dict entries, untouched by FSDP and to_empty.
         self.plan: LossPlan | None = None
+        self.validation_meter = None
         self._labels: torch.Tensor | None = None
 
-    def set_plan(self, plan: LossPlan) -> None:
-        """The run's loss plan (fused): what the head computes when it ends in the loss."""
+    def set_plan(self, plan: LossPlan, validation_meter=None) -> None:
+        """The run's loss plan (fused): what the head computes when it ends in the loss. With a
+        validation meter (titan.metrics.ValidationMeter), a pass without gradients (validation)
+        also adds the validation metrics' sums of its chunks to it."""
         if not plan.fused:
             raise ValueError("the fused head takes a fused loss plan (objective.fused_loss = true)")
+        self.validation_meter = validation_meter
         self.plan = plan
 
     @contextlib.contextmanager
@@ -54,7 +58,11 @@ class FusedLMHead(nn.Linear):
         labels = self._labels
         if labels is None:
             return F.linear(h, self.weight)
-        return self.plan.fused_loss(h, self.weight, labels)
+        sink = None
+        if self.validation_meter is not None and not torch.is_grad_enabled():
+            if self.plan.mechanism is not None:
+                sink = self.validation_meter.sink(h.device)
+        return self.plan.fused_loss(h, self.weight, labels, sink=sink)
 
 
 class FusedHeadTransformer(Transformer):

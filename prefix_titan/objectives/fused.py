@@ -67,36 +67,44 @@ class FusedHead(NamedTuple):
     step: object
 
 
+def _fused_pass(h, head_weight, labels, row_weight, head: FusedHead, grad_h_wanted, grad_w_wanted):
+    """(objective sum, CE sum, grad h or None, fp32 grad W or None): the chunk loop."""
+    keep = labels != IGNORE_INDEX
+    y = torch.where(keep, labels, 0)
+    want_grad = grad_h_wanted or grad_w_wanted
+    grad_h = torch.empty_like(h) if grad_h_wanted else None
+    grad_w = (
+        torch.zeros(head_weight.shape, dtype=torch.float32, device=h.device)
+        if grad_w_wanted
+        else None
+    )
+    objective = h.new_zeros((), dtype=torch.float32)
+    ce = h.new_zeros((), dtype=torch.float32)
+    for i in range(0, h.shape[0], head.chunk_tokens):
+        r = slice(i, i + head.chunk_tokens)
+        z = h[r] @ head_weight.t()
+        rw = None if row_weight is None else row_weight[r]
+        o, c, g = head.step(z, y[r], keep[r], head.table, rw, want_grad)
+        objective += o
+        ce += c
+        del z
+        if grad_h is not None:
+            grad_h[r] = g @ head_weight
+        if grad_w is not None:
+            if g.dtype == grad_w.dtype:
+                grad_w.addmm_(g.t(), h[r])
+            else:  # low-precision head: sum chunks in fp32, round once at the end
+                grad_w += g.t() @ h[r]
+    return objective, ce, grad_h, grad_w
+
+
 class _FusedHeadLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, head_weight, labels, row_weight, head: FusedHead):
-        keep = labels != IGNORE_INDEX
-        y = torch.where(keep, labels, 0)
         grad_h_wanted, grad_w_wanted = ctx.needs_input_grad[:2]
-        want_grad = grad_h_wanted or grad_w_wanted
-        grad_h = torch.empty_like(h) if grad_h_wanted else None
-        grad_w = (
-            torch.zeros(head_weight.shape, dtype=torch.float32, device=h.device)
-            if grad_w_wanted
-            else None
+        objective, ce, grad_h, grad_w = _fused_pass(
+            h, head_weight, labels, row_weight, head, grad_h_wanted, grad_w_wanted
         )
-        objective = h.new_zeros((), dtype=torch.float32)
-        ce = h.new_zeros((), dtype=torch.float32)
-        for i in range(0, h.shape[0], head.chunk_tokens):
-            r = slice(i, i + head.chunk_tokens)
-            z = h[r] @ head_weight.t()
-            rw = None if row_weight is None else row_weight[r]
-            o, c, g = head.step(z, y[r], keep[r], head.table, rw, want_grad)
-            objective += o
-            ce += c
-            del z
-            if grad_h is not None:
-                grad_h[r] = g @ head_weight
-            if grad_w is not None:
-                if g.dtype == grad_w.dtype:
-                    grad_w.addmm_(g.t(), h[r])
-                else:  # low-precision head: sum chunks in fp32, round once at the end
-                    grad_w += g.t() @ h[r]
         ctx.grads, ctx.weight_dtype = (grad_h, grad_w), head_weight.dtype
         ctx.mark_non_differentiable(ce)
         return objective, ce
@@ -142,4 +150,6 @@ def fused_target_loss(
         )
         h, head_weight = h.to(dtype), head_weight.to(dtype)
     head = FusedHead(table, chunk_tokens, step or build_chunk_step())
+    if not torch.is_grad_enabled():  # no gradient wanted (validation): no gradient work
+        return _fused_pass(h, head_weight, labels, row_weight, head, False, False)[:2]
     return _FusedHeadLossFunction.apply(h, head_weight, labels, row_weight, head)

@@ -17,6 +17,7 @@ import torch
 
 from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss
 from .kernel import RowKernel, check_labels, row_weights, target_loss
+from .mechanism import MechanismTables, mechanism_sums, observing_step
 from .spec import ObjectiveSpec
 from .table import TableTensors, TargetTable
 
@@ -39,6 +40,8 @@ class LossPlan:
     """Fused head: tokens per chunk of logits, resolved; None: the loss takes the logits"""
     chunk_source: str = ""
     """Where chunk_tokens came from (the setting, or the device's default)"""
+    mechanism: MechanismTables | None = None
+    """The vocabulary's tables for the validation metrics (mechanism.py); None: plain CE only"""
 
     @property
     def fused(self) -> bool:
@@ -50,6 +53,38 @@ class LossPlan:
 
     def tensors(self, device) -> TableTensors:
         return self.table.tensors(device)
+
+    @cached_property
+    def has_background(self) -> bool:
+        """The target has a uniform part (label smoothing, prefix with vocab support)."""
+        return bool((self.table.background != 0).any())
+
+    @cached_property
+    def _mechanism_on(self) -> dict:
+        return {}
+
+    def mechanism_on(self, device) -> MechanismTables:
+        if self.mechanism is None:
+            raise RuntimeError("this loss plan has no mechanism tables (built without texts)")
+        device = torch.device(device)
+        if device not in self._mechanism_on:
+            self._mechanism_on[device] = self.mechanism.to(device)
+        return self._mechanism_on[device]
+
+    def validation_sums(self, logits, labels) -> torch.Tensor:
+        """The validation metrics' sums (mechanism.LAYOUT) of logits [..., V] for labels [...]:
+        plain CE and its breakdowns, prefix mass, top-1, Brier, calibration, and the objective
+        (weighted as in training)."""
+        V = self.vocab_size
+        check_labels(labels, V)
+        return mechanism_sums(
+            logits.reshape(-1, V),
+            labels.reshape(-1),
+            self.mechanism_on(logits.device),
+            self.tensors(logits.device),
+            self.row_weights(labels),
+            self.has_background,
+        )
 
     def row_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Per-row weights of labels [batch, seq] (position weighting), or None."""
@@ -79,12 +114,17 @@ class LossPlan:
             logits.reshape(-1, V), labels.reshape(-1), self.tensors(logits.device), rw
         )
 
-    def fused_loss(self, h, head_weight, labels):
+    def fused_loss(self, h, head_weight, labels, sink: torch.Tensor | None = None):
         """(objective sum, plain CE sum) of hidden states h [..., d] through the head's weight
-        [V, d], chunk_tokens rows of logits at a time."""
+        [V, d], chunk_tokens rows of logits at a time. With `sink` (a mechanism.LAYOUT vector;
+        passes without gradients only) each chunk's validation sums are added to it, from the
+        same pass over the chunk."""
         if not self.fused:
             raise RuntimeError("this loss plan is not fused (objective.fused_loss = false)")
         check_labels(labels, head_weight.shape[0])
+        step = self.chunk_step
+        if sink is not None:
+            step = observing_step(sink, self.mechanism_on(h.device), self.has_background)
         return fused_target_loss(
             h.reshape(-1, h.shape[-1]),
             head_weight,
@@ -92,7 +132,7 @@ class LossPlan:
             self.tensors(h.device),
             self.row_weights(labels),
             chunk_tokens=self.chunk_tokens,
-            step=self.chunk_step,
+            step=step,
         )
 
     def describe(self) -> str:
@@ -119,9 +159,11 @@ def build_plan(
     dim: int | None = None,
     compile: bool = False,
     backend: str = "inductor",
+    mechanism: MechanismTables | None = None,
 ) -> LossPlan:
     """The plan of `spec` over `table` on a device type ("cpu", "cuda") for a model of width
-    `dim` (needed for the fused head's default chunk size)."""
+    `dim` (needed for the fused head's default chunk size); `mechanism` (mechanism_tables of the
+    vocabulary) enables the validation metrics."""
     spec.validate()
     kernel = RowKernel.parse(spec.kernel)
     chunk, source = None, ""
@@ -133,7 +175,7 @@ def build_plan(
                 raise ValueError("the fused head's default chunk size needs the model's width")
             chunk = default_chunk_tokens(device_type, dim)
             source = f"the default on {device_type}"
-    return LossPlan(spec, table, kernel, compile, backend, chunk, source)
+    return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism)
 
 
 __all__ = ["LossPlan", "build_plan"]

@@ -9,7 +9,7 @@ from statistics import median
 
 import numpy as np
 
-from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, primary_metric
+from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS, primary_metric
 from ..evaluation.probes import PREFIX_SHAPED, PROBE_TASKS
 from .runs import find_runs, group_arms, invariant_violations
 from .stats import (
@@ -50,6 +50,8 @@ EMBEDDING = {"emb letters, in": "input_letters,none", "emb letters, out": "outpu
 SUMMARY = [
     ("val CE", True, "validation CE"),
     *[(t, False, "downstream tasks") for t in DOWNSTREAM],
+    *[(f"{t} bits/byte", True, "downstream tasks") for t in DOWNSTREAM],
+    *[(t, False, "secondary tasks") for t in SECONDARY_TASKS],
     ("char acc", False, "character probes"),
     ("char acc, blank", False, "character probes"),
     ("char bits/byte", True, "character probes"),
@@ -61,6 +63,8 @@ SUMMARY = [
 COMPARED = [
     ("val CE", True, "validation CE"),
     *[(t, False, "downstream tasks") for t in DOWNSTREAM],
+    *[(f"{t} bits/byte", True, "downstream tasks") for t in DOWNSTREAM],
+    *[(t, False, "secondary tasks") for t in SECONDARY_TASKS],
     *[(t, False, "character probes") for t in CHAR_PROBES],
     *[(t, False, "prefix-shaped probes") for t in PREFIX_SHAPED],
     *[(name, False, "embedding probe") for name in EMBEDDING],
@@ -68,21 +72,27 @@ COMPARED = [
 FAMILIES = (
     "validation CE",
     "downstream tasks",
+    "secondary tasks",
     "character probes",
     "prefix-shaped probes",
     "embedding probe",
 )
 LOWER_IS_BETTER = {m for m, low, _ in SUMMARY + COMPARED if low}
+# Compared item by item as well: the accuracies (per-item outcomes are correct or not).
 ITEM_METRICS = [
-    m for m, _, family in COMPARED if family not in ("validation CE", "embedding probe")
+    m
+    for m, _, family in COMPARED
+    if family not in ("validation CE", "embedding probe") and not m.endswith("bits/byte")
 ]
 
 
 def values(run: dict) -> dict:
     """{metric: value or None} of one run."""
     out = {"val CE": run["val"][max(run["val"])] if run["val"] else None}
-    for task in [*DOWNSTREAM, *PROBE_TASKS]:
+    for task in [*DOWNSTREAM, *SECONDARY_TASKS, *PROBE_TASKS]:
         out[task] = _metric(run["evals"], task)
+    for task in DOWNSTREAM:
+        out[f"{task} bits/byte"] = run["bits_per_byte"].get(task)
     for name, (tasks, key) in CHAR_MEANS.items():
         out[name] = _probe_mean(run["evals"], key, tasks)
     probe = run["evals"].get(EMBEDDING_PROBE, {})

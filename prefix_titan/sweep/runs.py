@@ -5,6 +5,7 @@ seed, with the settings that must be equal across runs checked."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -17,6 +18,7 @@ from ..runs.folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, fla
 ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
 # ... and between the runs of one arm: the seed, which pairs the arms.
 SEED_KEY = "debug.seed"
+LN2 = math.log(2)
 
 
 def _step_of(path: str) -> int:
@@ -52,10 +54,12 @@ def load_run(folder: str) -> dict:
             by_step.setdefault(int(step), {}).update(results)
     eval_step = max(by_step) if by_step else None
     spec = ObjectiveSpec.from_record(config["objective"], os.path.join(folder, RUN_CONFIG))
+    outcomes = items_by_step.get(eval_step, {})
     items = {
         task: {r["doc_id"]: r["correct"] for r in rows if r.get("correct") is not None}
-        for task, rows in items_by_step.get(eval_step, {}).items()
+        for task, rows in outcomes.items()
     }
+    bpb = {task: bits_per_byte(rows) for task, rows in outcomes.items()}
     run = {
         "folder": folder,
         "name": spec.arm_name(),
@@ -66,8 +70,18 @@ def load_run(folder: str) -> dict:
         "evals": by_step.get(eval_step, {}),
         "eval_step": eval_step,
         "items": items,
+        "bits_per_byte": {t: v for t, v in bpb.items() if v is not None},
     }
     return run
+
+
+def bits_per_byte(rows: list[dict]) -> float | None:
+    """The gold answers' bits per byte over a task's items: -sum(log-likelihood) / sum(bytes) /
+    ln 2 (lm-eval's bits_per_byte); None where the items do not record both."""
+    scored = [r for r in rows if r.get("gold_loglik") is not None and r.get("gold_bytes")]
+    if not scored:
+        return None
+    return -sum(r["gold_loglik"] for r in scored) / sum(r["gold_bytes"] for r in scored) / LN2
 
 
 def _order(r: dict):

@@ -16,6 +16,7 @@ import torch
 from ..model.flavors import flavor_args
 from ..objectives.families import build_target_table
 from ..objectives.kernel import IGNORE_INDEX
+from ..objectives.mechanism import LAYOUT, MechanismTables, mechanism_tables
 from ..objectives.plan import LossPlan, build_plan
 from ..objectives.table import TargetTable, token_texts
 
@@ -26,11 +27,29 @@ class LossPlans:
     Made by get_train_spec and handed to the hooks that need it."""
 
     def __init__(self):
+        self._texts: dict[tuple, list] = {}
         self._tables: dict[tuple, TargetTable] = {}
+        self._mechanism: dict[tuple, MechanismTables] = {}
         self._plans: dict[tuple, LossPlan] = {}
 
-    def table_for(self, job_config) -> TargetTable:
+    def texts_for(self, job_config) -> list[str | None]:
+        """The token texts of the job's tokenizer in its model's vocabulary (read once)."""
         from torchtitan.components.tokenizer import build_hf_tokenizer
+
+        vocab_size = flavor_args(job_config.model.flavor).vocab_size
+        key = (job_config.model.hf_assets_path, vocab_size)
+        if key not in self._texts:
+            self._texts[key] = token_texts(build_hf_tokenizer(job_config), vocab_size)
+        return self._texts[key]
+
+    def mechanism_for(self, job_config) -> MechanismTables:
+        """The vocabulary's tables for the validation metrics (objectives/mechanism.py)."""
+        key = (job_config.model.hf_assets_path, flavor_args(job_config.model.flavor).vocab_size)
+        if key not in self._mechanism:
+            self._mechanism[key] = mechanism_tables(self.texts_for(job_config))
+        return self._mechanism[key]
+
+    def table_for(self, job_config) -> TargetTable:
         from torchtitan.tools.logging import logger
 
         spec = job_config.objective.validate()
@@ -38,7 +57,7 @@ class LossPlans:
         key = (job_config.model.hf_assets_path, vocab_size, spec.target_key())
         if key not in self._tables:
             start = time.perf_counter()
-            texts = token_texts(build_hf_tokenizer(job_config), vocab_size)
+            texts = self.texts_for(job_config)
             table = self._tables[key] = build_target_table(texts, spec)
             logger.info(
                 f"Target table for {spec.name}: vocab {table.vocab_size}, {table.idx.shape[1]} "
@@ -69,6 +88,7 @@ class LossPlans:
                 dim=dim,
                 compile=compiles_loss(job_config),
                 backend=job_config.compile.backend,
+                mechanism=self.mechanism_for(job_config),
             )
             self._plans[key] = plan
             logger.info(plan.describe())
@@ -83,9 +103,10 @@ def compiles_loss(job_config) -> bool:
 class TargetLoss:
     """(logits [..., V], labels [...]) -> the objective summed over tokens (labels != -100)."""
 
-    def __init__(self, plan: LossPlan, meter=None):
+    def __init__(self, plan: LossPlan, meter=None, validation_meter=None):
         self.plan = plan
         self.meter = meter
+        self.validation_meter = validation_meter
         # Set only by PlainCEValidator, and only with pipeline parallel (see validate.py).
         self.pipeline_validation = False
 
@@ -106,7 +127,7 @@ class TargetLoss:
         return objective
 
     def plain_ce(self) -> PlainCELoss:
-        return PlainCELoss(self)
+        return PlainCELoss(self.plan, self.validation_meter)
 
 
 class FusedHeadLoss:
@@ -121,20 +142,30 @@ class FusedHeadLoss:
         return objective
 
     def plain_ce(self) -> PlainCELoss:
-        return PlainCELoss(None)
+        return PlainCELoss(None)  # the head records the validation metrics itself
 
 
 class PlainCELoss:
-    """Validation: the plain CE sum, from logits (through the training loss's kernel and table)
-    or from the fused head's sums. Feeds no meter."""
+    """Validation's loss: the plain CE sum whatever the objective, from the logits or from the
+    fused head's sums. With a ValidationMeter the same pass over the logits also gives the
+    validation metrics' sums (objectives/mechanism.py), which go to the meter."""
 
-    def __init__(self, logits_loss: TargetLoss | None):
-        self.logits_loss = logits_loss
+    def __init__(self, plan: LossPlan | None, meter=None):
+        self.plan = plan
+        self.meter = meter
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
-        if self.logits_loss is None:
+        if self.plan is None:
             return _head_sums(pred)[1]
-        return self.logits_loss.sums(pred, labels, weighted=False)[1]
+        if isinstance(pred, tuple):
+            raise TypeError(
+                "validation got the head's loss sums, but objective.fused_loss is false"
+            )
+        if self.meter is None or self.plan.mechanism is None:
+            return self.plan.logits_loss(pred, labels, weighted=False)[1]
+        stats = self.plan.validation_sums(pred, labels)
+        self.meter.add(stats)
+        return stats[LAYOUT["ce"]][0].float()
 
 
 def _head_sums(pred):
@@ -151,8 +182,10 @@ def _feed(meter, ce: torch.Tensor, labels: torch.Tensor, objective: torch.Tensor
         meter.add(ce.detach(), (labels != IGNORE_INDEX).sum(), objective.detach())
 
 
-def build_target_loss(job_config, parallel_dims=None, *, plans: LossPlans, meter, **kwargs):
-    """TrainSpec loss builder (the plans and the meter bound by get_train_spec)."""
+def build_target_loss(
+    job_config, parallel_dims=None, *, plans: LossPlans, meter, validation_meter=None, **kwargs
+):
+    """TrainSpec loss builder (the plans and the meters bound by get_train_spec)."""
     del parallel_dims, kwargs  # loss parallel is refused earlier, in checks.check_job_config
     plan = plans.for_job(job_config)
-    return FusedHeadLoss(meter) if plan.fused else TargetLoss(plan, meter)
+    return FusedHeadLoss(meter) if plan.fused else TargetLoss(plan, meter, validation_meter)

@@ -1,9 +1,12 @@
-"""Training metrics: torchtitan's, plus the batch's plain cross-entropy beside the objective loss.
+"""Training metrics: torchtitan's, plus the batch's plain cross-entropy beside the objective loss,
+and at every validation the validation metrics of objectives/mechanism.py.
 
 The arms of a sweep optimise different objectives, so their training losses are not comparable;
 their plain CE is. The training loss feeds a `PlainCEMeter` that get_train_spec hands to both the
 loss and this processor, which logs it with the same token normalisation as torchtitan's
-`global_avg_loss` (global sum / global token count).
+`global_avg_loss` (global sum / global token count). Validation's loss (or the fused head) feeds a
+`ValidationMeter`; the processor sums it over the data-parallel ranks when torchtitan logs the
+validation, and writes its metrics to the metrics log and TensorBoard.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
+from ..objectives.mechanism import SIZE, mechanism_metrics
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, drop_torn_line, run_record, write_json
 from .step_checks import StepChecks
 
@@ -42,12 +46,46 @@ class PlainCEMeter:
             )
 
 
+class ValidationMeter:
+    """Sums the validation metrics (objectives/mechanism.py LAYOUT vectors) over the batches of
+    one validation pass on one rank."""
+
+    def __init__(self):
+        self.sums: torch.Tensor | None = None
+
+    def add(self, stats: torch.Tensor) -> None:
+        self.sums = stats.clone() if self.sums is None else self.sums + stats
+
+    def sink(self, device) -> torch.Tensor:
+        """The running sums, for a fused head to add into in place."""
+        if self.sums is None:
+            self.sums = torch.zeros(SIZE, dtype=torch.float64, device=device)
+        return self.sums
+
+    def take(self, mesh=None, objective: bool = True) -> dict[str, float]:
+        """The pass's metrics, its sums added over `mesh` (a collective: every rank calls it);
+        then starts afresh. Empty when nothing was measured."""
+        sums, self.sums = self.sums, None
+        if mesh is None:
+            return {} if sums is None else mechanism_metrics(sums, objective)
+        if sums is None:  # a rank that measured nothing still joins the sum
+            from torchtitan.tools.utils import device_type
+
+            sums = torch.zeros(SIZE, dtype=torch.float64, device=device_type)
+        from torch.distributed import _functional_collectives as funcol
+
+        return mechanism_metrics(funcol.all_reduce(sums, reduceOp="sum", group=mesh), objective)
+
+
 class PrefixMetricsProcessor(MetricsProcessor):
     """Also writes, on the logging rank, the job config and one JSON line per logged step into the
     dump folder: the records `python -m prefix_titan.report` reads."""
 
-    def __init__(self, job_config, parallel_dims, meter: PlainCEMeter, tag=None):
+    def __init__(
+        self, job_config, parallel_dims, meter: PlainCEMeter, tag=None, validation_meter=None
+    ):
         super().__init__(job_config, parallel_dims, tag)
+        self.validation_meter = validation_meter
         if not sys.stdout.isatty():  # colour codes only on a terminal, never in a log file
             from torchtitan.tools.utils import NoColor
 
@@ -110,12 +148,20 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def log_validation(self, loss: float, step: int, extra_metrics=None):
         # The validator reports plain CE (see validate.py); perplexity is its exponential.
+        measured = {}
+        if self.validation_meter is not None:
+            mesh = self.parallel_dims.get_optional_mesh("loss")
+            mesh = mesh if self.parallel_dims.dp_cp_enabled else None
+            measured = self.validation_meter.take(mesh)
         extra = {
             "validation_metrics/perplexity": math.exp(min(loss, 80.0)),
+            **{f"validation_metrics/{k}": v for k, v in measured.items() if k != "ce"},
             **(extra_metrics or {}),
         }
         super().log_validation(loss, step, extra_metrics=extra)
-        self._append({"step": step, "validation_plain_ce": loss})
+        row = {"step": step, "validation_plain_ce": loss}
+        row.update({f"validation_{k}": v for k, v in measured.items() if k != "ce"})
+        self._append(row)
         logger.info(
             f"validate step: {step:2}  plain_ce: {loss:7.4f}  perplexity: {math.exp(min(loss, 80.0)):9.3f}"
         )
@@ -130,8 +176,14 @@ def _is_logging_rank(job_config, parallel_dims) -> bool:
 
 
 def build_prefix_metrics_processor(
-    job_config, parallel_dims, model_args=None, tag=None, *, meter: PlainCEMeter
+    job_config,
+    parallel_dims,
+    model_args=None,
+    tag=None,
+    *,
+    meter: PlainCEMeter,
+    validation_meter: ValidationMeter | None = None,
 ):
-    """TrainSpec metrics builder (the meter bound by get_train_spec, shared with the loss)."""
+    """TrainSpec metrics builder (the meters bound by get_train_spec, shared with the losses)."""
     meter.reset()
-    return PrefixMetricsProcessor(job_config, parallel_dims, meter, tag)
+    return PrefixMetricsProcessor(job_config, parallel_dims, meter, tag, validation_meter)

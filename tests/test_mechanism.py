@@ -1,0 +1,167 @@
+"""The validation metrics (objectives/mechanism.py) against a dense reference: each computed from
+the full softmax of every token, over a real BPE vocabulary padded to 4,099 ids."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import fresh_head, fresh_logits
+
+from prefix_titan.objectives import IGNORE_INDEX, ObjectiveSpec, build_plan, build_target_table
+from prefix_titan.objectives.families import prefix_sets
+from prefix_titan.objectives.kernel import row_weights
+from prefix_titan.objectives.mechanism import (
+    ECE_BINS,
+    LAYOUT,
+    mechanism_metrics,
+    mechanism_sums,
+    mechanism_tables,
+)
+from prefix_titan.objectives.reference import reference_loss
+
+SPECS = [
+    ObjectiveSpec("prefix", tau=0.5, normalize=True),
+    ObjectiveSpec("label_smoothing", epsilon=0.1, position_gamma=0.9),
+]
+
+
+@pytest.fixture(scope="module")
+def mt(odd_texts):
+    return mechanism_tables(odd_texts)
+
+
+def reference(logits, labels, texts, table, gamma):
+    """Every metric from the dense softmax, token by token."""
+    z = logits.reshape(-1, logits.shape[-1]).double()
+    y = labels.reshape(-1)
+    keep = y != IGNORE_INDEX
+    p = torch.softmax(z[keep], -1)
+    y = y[keep]
+    n = len(y)
+    ce = -torch.log(p[torch.arange(n), y])
+    sets = prefix_sets(texts)
+    strict = torch.tensor([sum(p[i, t] for t in sets[g][1:]) for i, g in enumerate(y.tolist())])
+    conf, top = p.max(-1)
+    correct = (top == y).double()
+    brier = ((p - torch.nn.functional.one_hot(y, p.shape[1]).double()) ** 2).sum(-1)
+    order = np.argsort(conf.numpy(), kind="stable")
+    ece = sum(
+        abs(conf.numpy()[g].sum() - correct.numpy()[g].sum()) / n
+        for g in np.array_split(order, ECE_BINS)
+    )
+    objective, _ = reference_loss(logits, labels, table, gamma, dtype=torch.float64)
+    out = {
+        "ce": float(ce.mean()),
+        "prefix_mass": float(strict.mean()),
+        "top1": float(correct.mean()),
+        "brier": float(brier.mean()),
+        "ece": float(ece),
+        "objective": float(objective) / n,
+    }
+    lengths = [len(texts[g]) if texts[g] else 0 for g in y.tolist()]
+    for name, lo, hi in (
+        ("1", 1, 1),
+        ("2-3", 2, 3),
+        ("4-6", 4, 6),
+        ("7+", 7, 99),
+        ("no_text", 0, 0),
+    ):
+        sel = torch.tensor([lo <= n_ <= hi for n_ in lengths])
+        if sel.any():
+            out[f"ce_len_{name}"] = float(ce[sel].mean())
+    sizes = [len(sets[g]) for g in y.tolist()]
+    for name, lo, hi in (("1", 1, 1), ("2-3", 2, 3), ("4+", 4, 10**6)):
+        sel = torch.tensor([lo <= k <= hi for k in sizes])
+        if sel.any():
+            out[f"ce_set_{name}"] = float(ce[sel].mean())
+    return out
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=ObjectiveSpec.arm_name)
+def test_every_metric_matches_the_dense_reference(odd_texts, mt, spec, seed):
+    table = build_target_table(odd_texts, spec)
+    gamma = spec.position_gamma
+    # Gold ids drawn so that every length and prefix-set bucket is filled.
+    logits, labels = fresh_logits(table.vocab_size, batch=6, seq=40, scale=3.0)
+    labels[0, :8] = torch.tensor([4098, 0, 1, 2, 3, 4, 5, 6])  # padding (no text) among them
+    rw = row_weights(labels, gamma)
+    stats = mechanism_sums(
+        logits.reshape(-1, table.vocab_size), labels.reshape(-1), mt, table.tensors("cpu"), rw
+    )
+    got = mechanism_metrics(stats)
+    want = reference(logits, labels, odd_texts, table, gamma)
+    assert set(want) <= set(got), set(want) - set(got)
+    for key, value in want.items():
+        tol = 2e-3 if key == "ece" else 1e-5  # the ECE's bins are cut from a histogram
+        assert got[key] == pytest.approx(value, abs=tol, rel=1e-5), (key, seed)
+
+
+def test_the_sums_add_over_batches_and_ignore_ignored_tokens(odd_texts, mt):
+    table = build_target_table(odd_texts, SPECS[0])
+    logits, labels = fresh_logits(table.vocab_size, batch=50, seq=1, ignored=0.2)
+    z, y = logits[:, 0], labels[:, 0]
+    whole = mechanism_sums(z, y, mt, table.tensors("cpu"))
+    parts = sum(
+        mechanism_sums(z[s], y[s], mt, table.tensors("cpu")) for s in (slice(0, 17), slice(17, 50))
+    )
+    torch.testing.assert_close(whole, parts, rtol=1e-12, atol=1e-9)
+    assert int(whole[LAYOUT["tokens"]]) == int((y != IGNORE_INDEX).sum())
+    flipped = y.clone()
+    flipped[y == IGNORE_INDEX] = 0  # had the ignored ones counted, the sums would change
+    assert not torch.equal(mechanism_sums(z, flipped, mt, table.tensors("cpu")), whole)
+
+
+def test_the_fused_head_records_the_same_metrics_in_validation_only(odd_texts, mt, seed):
+    from prefix_titan.model.transformer import FusedLMHead
+    from prefix_titan.titan.metrics import ValidationMeter
+
+    spec = ObjectiveSpec(
+        "prefix", tau=0.5, fused_loss=True, fused_chunk_tokens=32, position_gamma=0.9
+    )
+    table = build_target_table(odd_texts, spec)
+    plan = build_plan(spec, table, dim=47, mechanism=mt)
+    head = FusedLMHead(47, table.vocab_size)
+    meter = ValidationMeter()
+    head.set_plan(plan, meter)
+    h, w, labels = fresh_head(table.vocab_size, n=150, dim=47)
+    labels = labels.view(3, 50)
+    with torch.no_grad():
+        head.weight.copy_(w)
+    with head.ending_in_loss(labels):
+        trained, _ = head(h)
+    trained.backward()  # a training pass records nothing
+    assert meter.sums is None
+    with torch.no_grad(), head.ending_in_loss(labels):
+        objective, ce = head(h)
+    logits = h @ w.t()
+    want = mechanism_sums(
+        logits, labels.reshape(-1), mt, table.tensors("cpu"), row_weights(labels, 0.9)
+    )
+    torch.testing.assert_close(meter.sums, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ce.double(), want[LAYOUT["ce"]][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        objective.double(), want[LAYOUT["objective"]][0], rtol=1e-5, atol=1e-4
+    )
+    metrics = meter.take()
+    kept = int((labels != IGNORE_INDEX).sum())
+    assert meter.sums is None and metrics["ce"] == pytest.approx(float(ce) / kept, rel=1e-5)
+
+
+def test_validation_loss_feeds_the_meter_from_the_same_pass(odd_texts, mt):
+    from prefix_titan.titan.loss import TargetLoss
+    from prefix_titan.titan.metrics import ValidationMeter
+
+    spec = SPECS[1]
+    table = build_target_table(odd_texts, spec)
+    plan = build_plan(spec, table, mechanism=mt)
+    meter = ValidationMeter()
+    validation = TargetLoss(plan, validation_meter=meter).plain_ce()
+    logits, labels = fresh_logits(table.vocab_size, batch=3, seq=20)
+    ce = validation(logits, labels)
+    _, ref_ce = reference_loss(logits, labels, table)
+    torch.testing.assert_close(ce.double(), ref_ce.double(), rtol=1e-5, atol=1e-3)
+    validation(logits, labels)
+    metrics = meter.take()
+    assert metrics["ce"] == pytest.approx(
+        float(ref_ce) / (labels != IGNORE_INDEX).sum().item(), rel=1e-5
+    )
+    assert meter.take() == {}  # taken: the next validation starts afresh

@@ -1,20 +1,20 @@
-"""The sweep's answer, with its uncertainty: markdown tables, a verdict and three plots from a
-folder of runs.
+"""The sweep's answer: the pre-registered analysis plan applied to a folder of runs.
 
-    python -m prefix_titan.report RUNS_DIR [--out RUNS_DIR/report]
+    python -m prefix_titan.report RUNS_DIR [--out RUNS_DIR/report] [--plan FILE] [--checkpoints K]
+    python -m prefix_titan.report --metrics        # the metrics a plan may name
 
 Each run folder (a job.dump_folder, for example <sweep>/<arm>/seed<S>) holds `run_config.json`
-and `prefix_metrics.jsonl`, written during training, and evaluation results: `eval_curve.json`
-(eval --all-checkpoints) and the `eval_results.json` files below it (RUN/hf/step-N,
-RUN/evals/step-N) with their per-item outcomes (eval_items/), merged by task; the newest evaluated
-step is reported. Runs are grouped into arms by objective and paired by seed (`debug.seed`).
+and `prefix_metrics.jsonl`, written during training, and the `eval_results.json` files of its
+evaluated checkpoints (RUN/hf/step-N, RUN/evals/step-N) with their per-item outcomes. Runs are
+grouped into arms by objective and paired by seed (`debug.seed`); each run's metrics are the
+mean over its last K evaluated checkpoints (the plan's `checkpoints`, default 3).
 
-The report gives, per arm and metric, the mean over seeds with a 95% t-interval; every arm against
-label smoothing and against CE, the paired difference with its 95% interval over seeds (paired by
-seed) and over items (a paired bootstrap of per-item correctness pooled over seeds); a verdict in
-words; the smallest difference each metric can resolve (power note); and plots with error bars.
-It checks the compute-matched invariants: every setting outside [objective] (and the dump folder)
-must be equal across runs, the seed excepted, and every arm must have the same seeds.
+report.md opens with the one-line answer to the plan's question, then prints the plan; for each
+family, every arm of the contrast against the baseline (two-way arm x seed model, pooled
+variance, Holm), the claims, the trend over tau, what the targets imply for plain CE with the
+A/A checks of the CE-equivalent arms, the power reached, the compute-matched invariants and
+plots. report.json holds the same numbers and the list of claims. Runs evaluated at different
+steps, with different --limit or task versions are refused, naming them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .sweep.metrics import METRICS
 from .sweep.report import report
 
 
@@ -31,11 +32,28 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("runs_dir")
+    p.add_argument("runs_dir", nargs="?")
     p.add_argument("--out", default=None, help="default: RUNS_DIR/report")
+    p.add_argument("--plan", default=None, help="an analysis plan (default: the package's)")
+    p.add_argument(
+        "--checkpoints",
+        type=int,
+        default=None,
+        help="average each run over its last K evaluated checkpoints (default: the plan's)",
+    )
+    p.add_argument("--metrics", action="store_true", help="list the metrics and exit")
     a = p.parse_args(argv)
+    if a.metrics:
+        for m in METRICS.values():
+            better = "lower" if m.lower_is_better else "higher"
+            print(f"{m.name}: {m.description} ({better} is better)")
+        return
+    if a.runs_dir is None:
+        p.error("give RUNS_DIR (or --metrics)")
+    if a.checkpoints is not None and a.checkpoints < 1:
+        p.error(f"--checkpoints must be >= 1; got {a.checkpoints}")
     try:
-        print(report(a.runs_dir, a.out))
+        print(report(a.runs_dir, a.out, a.plan, a.checkpoints))
     except ValueError as e:
         p.error(str(e))
 

@@ -64,3 +64,16 @@ def test_the_readme_is_a_short_path():
     for wanted in ("Set up and test", "Train the embedded default", "The experiment"):
         assert any(wanted in h for h in headings), wanted
     assert '-m "not slow"' in "\n".join(lines)  # the fast tier is printed beside the full command
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_the_readme_shows_the_power_command_as_it_prints(seeds, capsys):
+    """README, "Run the pilot": the tables are the power command's output for 3 and 5 seeds."""
+    from prefix_titan.power import main
+
+    main(["--scale", "pilot", "--seeds", str(seeds)])
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Run the pilot")[1].split(f"With {seeds} seeds")[1]
+    shown = [line for line in section.split("\n\n")[1].splitlines() if line.startswith("|")]
+    assert shown == printed

@@ -49,7 +49,10 @@ def reference(logits, labels, texts, table, gamma):
         for g in np.array_split(order, ECE_BINS)
     )
     objective, _ = reference_loss(logits, labels, table, gamma, dtype=torch.float64)
+    gold_mass = table.dense(y).double()[torch.arange(n), y]
     out = {
+        "target_gold_mass": float(gold_mass.mean()),
+        "implied_ce": float(-torch.log(gold_mass).mean()),
         "ce": float(ce.mean()),
         "prefix_mass": float(strict.mean()),
         "top1": float(correct.mean()),

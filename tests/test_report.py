@@ -1,16 +1,17 @@
-"""The sweep report on small fake run folders: arms paired by seed, intervals, verdict."""
+"""The sweep report on small fake run folders: arms paired by seed, intervals, claims, the
+compute-matched invariants. Its decision rule's error rates: test_verdict.py."""
 
 import json
 import zlib
 
 import numpy as np
 import pytest
-from helpers import ITEMS, make_run
+from helpers import make_run
 from scipy.stats import t as student_t
 
 from prefix_titan.runs.folder import METRICS_LOG
 from prefix_titan.sweep.report import report
-from prefix_titan.sweep.stats import paired_bootstrap, paired_over_seeds, t_interval
+from prefix_titan.sweep.stats import t_interval
 
 ARMS = {
     "ce": ({"name": "ce"}, 0.0),
@@ -45,93 +46,72 @@ def table(text, title):
 def test_per_arm_means_and_t_intervals_over_seeds(sweep):
     text = report(str(sweep))
     assert text.startswith("# Sweep report: 4 arms × 3 seeds (1, 2, 3)")
+    assert text.splitlines()[2].startswith("**Answer.** ")
     rows = table(text, "## Per arm")
     assert list(rows) == ["ce", "label_smoothing", "prefix_tau0.5", "prefix_norm_tau0.1"]
-    ce = [3.5 + np.random.default_rng([s, zlib.crc32(b"ce")]).normal(0, 0.01) for s in (1, 2, 3)]
+    header = [
+        c.strip()
+        for c in text.split("## Per arm")[1].split("\n\n")[1].splitlines()[0].split("|")[2:-1]
+    ]
+    assert header[:3] == ["char composite", "downstream bits/byte", "val CE"]
+    # val CE: the mean of each run's last 3 validation rows (it has two: 4.0 and 3.5 + noise)
+    ce = [3.75 + np.random.default_rng([s, zlib.crc32(b"ce")]).normal(0, 0.01) for s in (1, 2, 3)]
     half = student_t.ppf(0.975, 2) * np.std(ce, ddof=1) / np.sqrt(3)
     mean = np.mean(ce)
-    assert rows["ce"][0] == f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
-    assert not any("**" in line for line in text.splitlines() if line.startswith("|"))  # no bold
-    for png in ("accuracy_vs_tau.png", "validation_ce.png", "char_probes_vs_tau.png"):
+    assert rows["ce"][2] == f"{mean:.4f} [{mean - half:.4f}, {mean + half:.4f}]"
+    for png in ("differences_vs_tau.png", "validation_ce.png"):
         assert (sweep / "report" / png).stat().st_size > 5000
 
 
-def test_a_real_difference_is_marked_and_an_equal_arm_is_not(sweep):
+def test_a_real_difference_is_claimed_and_an_equal_arm_is_not(sweep):
     text = report(str(sweep))
-    by_items = table(text.split("## Against label_smoothing")[1], "Over items")
-    assert all(c.endswith("▲") for c in by_items["prefix_tau0.5"])  # every task and probe
-    assert not any(c.endswith(("▲", "▼")) for c in by_items["prefix_norm_tau0.1"])
-    by_seeds = table(text.split("## Against label_smoothing")[1], "Over seeds")
-    assert by_seeds["prefix_tau0.5"][0].endswith("▲")  # val CE 0.15 lower: better
-    verdict = text.split("## Against label_smoothing")[1].split("### Verdict")[1].split("###")[0]
-    assert "better than label_smoothing: prefix_tau0.5 on hellaswag (+0.1" in verdict
-    assert "**validation CE**: better than label_smoothing: prefix_tau0.5 (-0.1" in verdict
-    assert "prefix_norm_tau0.1" not in verdict.split("inconclusive")[0]
-    assert "## Against ce" in text
+    answer = text.splitlines()[2]
+    assert answer.startswith("**Answer.** Yes, on char composite: prefix_tau0.5 (+0.")
+    assert "prefix_norm_tau0.1" not in answer
+    claims = text.split("### Claims")[1].split("###")[0]
+    assert "prefix_tau0.5 is better than label_smoothing on char composite" in claims
+    assert "prefix_tau0.5 is better than label_smoothing on val CE (-0.1" in claims
+    assert "prefix_norm_tau0.1" not in claims
+    data = json.loads((sweep / "report" / "report.json").read_text())
+    assert {(c["arm"], c["metric"], c["direction"], c["primary"]) for c in data["claims"]} >= {
+        ("prefix_tau0.5", "char composite", "better", True),
+        ("prefix_tau0.5", "val CE", "better", True),
+    }
+    assert all(c["arm"] == "prefix_tau0.5" for c in data["claims"] if not c["aa_check"])
 
 
 def test_a_prefix_shaped_gain_does_not_carry_the_character_verdict(tmp_path):
     """An arm better only on the prefix-shaped probes (as a generic lift of prefix tokens would
-    make it) is named under the prefix-shaped probes, not the character probes."""
+    make it) gets no character claim: the composite leaves those probes out."""
     from prefix_titan.evaluation.probes import PREFIX_SHAPED
 
     gains = {t: 0.15 for t in PREFIX_SHAPED}
     for seed in (1, 2, 3):
         make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
         make_run(tmp_path, "prefix_tau0.5", {"name": "prefix"}, 0.0, seed=seed, gains=gains)
+        make_run(tmp_path, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
     text = report(str(tmp_path))
-    verdict = text.split("## Against label_smoothing")[1].split("### Verdict")[1].split("###")[0]
-    lines = {line.split("**")[1]: line for line in verdict.splitlines() if line.startswith("- **")}
-    assert "better than label_smoothing: none" in lines["character probes"]
-    assert (
-        "better than label_smoothing: prefix_tau0.5 on char_first_letter"
-        in lines["prefix-shaped probes"]
-    )
-    per_arm = table(text, "## Per arm")
-    header = text.split("## Per arm")[1].split("\n\n")[1].splitlines()[0]
-    columns = [c.strip() for c in header.split("|")[2:-1]]
-    assert "char acc, blank" in columns and "prefix-shaped acc" in columns
-    assert len(per_arm["prefix_tau0.5"]) == len(columns)
+    assert "**Answer.** No difference found" in text
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert not [c for c in data["claims"] if c["metric"] == "char composite"]
+    shaped = data["per_arm"]["prefix-shaped acc"]
+    assert shaped["prefix_tau0.5"]["mean"] > shaped["label_smoothing"]["mean"] + 0.1
 
 
-def test_item_differences_are_a_paired_bootstrap_over_items_pooled_over_seeds(sweep):
-    from prefix_titan.evaluation.harness import read_items
-
-    def outcomes(arm):
-        return np.array(
-            [
-                [
-                    r["correct"]
-                    for r in read_items(str(sweep / arm / f"seed{s}/hf/step-2000"))["piqa"]
-                ]
-                for s in (1, 2, 3)
-            ]
-        )
-
-    want = paired_bootstrap(outcomes("prefix_norm_tau0.1"), outcomes("label_smoothing"))
-    text = report(str(sweep))
-    rows = table(text, "Over items")  # the first: against label_smoothing
-    header = next(line for line in text.splitlines() if line.startswith("| arm | hellaswag"))
-    column = [c.strip() for c in header.strip("|").split("|")][1:].index("piqa")
-    assert rows["prefix_norm_tau0.1"][column] == (
-        f"{want.mean:+.4f} [{want.low:+.4f}, {want.high:+.4f}]"
-    )
-
-
-def test_one_seed_says_so(tmp_path):
+def test_one_seed_says_so_and_claims_nothing(tmp_path):
     for name, (objective, score) in ARMS.items():
         make_run(tmp_path, name, objective, score, seed=1234)
     text = report(str(tmp_path))
     assert table(text, "## Per arm")["ce"][0].endswith("(n=1)")
-    assert "One seed: training noise is not measured" in text
-    assert "better than label_smoothing: prefix_tau0.5 on hellaswag" in text  # items alone
+    assert "**Answer.** No claim can be made: with one seed" in text
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["claims"] == []
 
 
-def test_the_power_note_gives_each_metric_its_resolution(sweep):
+def test_the_power_section_gives_each_primary_its_resolution(sweep):
     text = report(str(sweep))
-    power = text.split("### Power")[1].split("##")[0]
-    assert "- hellaswag: ±" in power and f"over {ITEMS:,} items × 3 seeds" in power
-    assert "- val CE: ±" in power and "over 3 seeds" in power
+    power = text.split("## Power")[1].split("##")[0]
+    assert "- char composite: ±" in power and "pooled over 4 arms, 6 degrees of freedom" in power
+    assert "- val CE: ±" in power
 
 
 def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
@@ -218,28 +198,11 @@ def test_evaluations_of_one_step_from_several_places_are_merged(tmp_path):
     assert all(v != "-" for k, v in cells.items() if not k.endswith("bits/byte")), cells
 
 
-def test_t_interval_and_paired_seeds_by_hand():
+def test_t_interval_by_hand():
     iv = t_interval([1.0, 2.0, 3.0, 4.0])
     half = student_t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2
     assert (iv.mean, iv.low, iv.high, iv.n) == pytest.approx((2.5, 2.5 - half, 2.5 + half, 4))
     assert t_interval([7.0]).low is None and not t_interval([7.0]).excludes_zero
-    d = paired_over_seeds({1: 1.0, 2: 2.0, 3: 4.0, 9: 0.0}, {1: 0.5, 2: 1.0, 3: 3.0})
-    assert d.n == 3 and d.mean == pytest.approx((0.5 + 1.0 + 1.0) / 3)  # seed 9 has no pair
-
-
-def test_the_bootstrap_matches_the_normal_approximation_and_is_reproducible():
-    rng = np.random.default_rng(0)
-    a = (rng.random((2, 3000)) < 0.6).astype(float)
-    b = (rng.random((2, 3000)) < 0.5).astype(float)
-    iv = paired_bootstrap(a, b)
-    d = (a - b).mean(axis=0)
-    normal = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
-    assert iv.mean == pytest.approx(d.mean()) and iv.half_width == pytest.approx(normal, rel=0.1)
-    assert iv == paired_bootstrap(a, b)  # fixed seed
-    same = paired_bootstrap(a, a)
-    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match="two equal"):
-        paired_bootstrap(a, b[:, :10])
 
 
 def test_a_crash_mid_append_costs_the_torn_line_only(sweep):

@@ -26,7 +26,7 @@ from ..runs.folder import (
     write_atomically,
     write_json,
 )
-from .probes import ITEMS_PER_TASK
+from .probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 from .probes import SEED as PROBE_SEED
 from .probes import SHOTS as PROBE_SHOTS
 
@@ -266,8 +266,6 @@ def _harness(model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager,
 def primary_metric(task: str, metrics) -> str:
     """The accuracy a task is reported by: acc for our character probes (their choices are of one
     length, or yes/no), else acc_norm where the task has it, else acc."""
-    from .probes import BLANK_TASKS, PROBE_TASKS
-
     if task in PROBE_TASKS or task in BLANK_TASKS:
         return "acc"
     return "acc_norm" if "acc_norm" in metrics or "acc_norm,none" in metrics else "acc"

@@ -8,7 +8,10 @@ Per validation token (label != -100), from its logits z and gold y:
 - prefix mass: the model's probability on the gold's strict prefixes, sum over S(y) \\ {y} of p(t);
 - top-1 accuracy, the Brier score sum_v (p_v - [v = y])^2, and the expected calibration error of
   the top-1 confidence over ECE_BINS equal-mass bins;
-- the objective's own loss (weighted as in training) where a target table is given.
+- the objective's own loss (weighted as in training) where a target table is given, and what the
+  target itself puts on the gold token: its mass there (`target_gold_mass`) and the plain CE a
+  model matching the target exactly would have, -log of that mass (`implied_ce`): the part of a
+  difference in plain CE that is there by construction.
 
 Everything is a sum, kept in one float64 vector (`LAYOUT`), so a pass over several batches, ranks
 and fused-head chunks adds vectors and gives the same metrics as one pass over all tokens. The
@@ -32,7 +35,16 @@ HISTOGRAM = 4096
 CPU_BLOCK_BYTES = 32 * 2**20
 """fp32 working set of one row block on a CPU: larger than the loss kernel's, since this pass
 does a dozen small operations per block besides its reads of the block"""
-_SCALARS = ("tokens", "ce", "objective", "top1", "brier", "prefix_mass")
+_SCALARS = (
+    "tokens",
+    "ce",
+    "objective",
+    "top1",
+    "brier",
+    "prefix_mass",
+    "target_gold_mass",
+    "implied_ce",
+)
 
 
 def _layout() -> dict[str, slice]:
@@ -122,6 +134,9 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
         if row_weight is not None:
             objective = objective * row_weight
         out[LAYOUT["objective"]] += (objective.double() * k).sum()
+        gold_mass = table.target_at_idx[y, 0].double()  # column 0 holds the gold id
+        out[LAYOUT["target_gold_mass"]] += (gold_mass * k).sum()
+        out[LAYOUT["implied_ce"]] += (-torch.log(gold_mass.clamp_min(1e-300)) * k).sum()
     for name, bucket, n in (
         ("length", mt.length_bucket[y], len(LENGTHS)),
         ("set", mt.set_bucket[y], len(PREFIX_SETS)),
@@ -207,7 +222,7 @@ def mechanism_metrics(stats: torch.Tensor, objective: bool = True) -> dict[str, 
 
     out = {k: mean(k) for k in ("ce", "prefix_mass", "top1", "brier")}
     if objective:
-        out["objective"] = mean("objective")
+        out.update({k: mean(k) for k in ("objective", "target_gold_mass", "implied_ce")})
     for name, labels in (("len", LENGTHS), ("set", PREFIX_SETS)):
         key = "length" if name == "len" else "set"
         tokens, ce = s[LAYOUT[f"{key}_tokens"]], s[LAYOUT[f"{key}_ce"]]

@@ -50,6 +50,15 @@ def write_json(path: str, data, **dump_options) -> None:
     write_atomically(path, json.dumps(data, indent=2, **dump_options))
 
 
+def read_json(path: str):
+    """A JSON file the package wrote, parsed; a file that does not parse is named in the error."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged") from None
+
+
 def read_log(path: str) -> list[dict]:
     """The rows of an append-only JSON-lines log such as METRICS_LOG; a last line without its
     newline (an append cut short by a crash) is not a row."""

@@ -1,320 +1,478 @@
-"""The sweep's answer, with its uncertainty: `report(runs_dir)` writes markdown tables, a verdict
-and plots from a folder of runs (runs.py reads them). The command is `python -m prefix_titan.report`
-(prefix_titan/report.py, whose docstring says what the report holds and checks)."""
+"""The sweep's answer, with its uncertainty: `report(runs_dir)` applies the analysis plan
+(analysis.py) to a folder of runs (runs.py reads them) and writes report.md (opening with the
+one-line answer), report.json (the plan, every estimate and comparison, the claims) and plots.
+The command is `python -m prefix_titan.report` (prefix_titan/report.py)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from statistics import median
+from dataclasses import asdict
 
-import numpy as np
-
-from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS, primary_metric
-from ..evaluation.probes import PREFIX_SHAPED, PROBE_TASKS
+from ..evaluation.harness import DEFAULT_TASKS
+from ..runs.folder import write_atomically, write_json
+from .analysis import (
+    CE_EQUIVALENT,
+    SUMMARY,
+    Analysis,
+    analyse,
+    detectable_here,
+    load_plan,
+    plan_text,
+)
+from .metrics import metric
 from .runs import find_runs, group_arms, invariant_violations
-from .stats import (
-    BOOTSTRAP_RESAMPLES,
-    Interval,
-    paired_bootstrap,
-    paired_over_seeds,
-    t_interval,
-)
+from .stats import t_interval
 
-DOWNSTREAM = DEFAULT_TASKS
 BASELINES = ("label_smoothing", "ce")
+# The per-arm table: the plan's primary metrics, then these (where the plan has them).
 
 
-def _metric(evals: dict, task: str) -> float | None:
-    m = evals.get(task, {})
-    return m.get(f"{primary_metric(task, m)},none")
-
-
-def _probe_mean(evals: dict, key: str, tasks) -> float | None:
-    values = [evals[t][key] for t in tasks if t in evals and key in evals[t]]
-    return sum(values) / len(values) if values else None
-
-
-# The probes whose answer is not a vocabulary prefix of the word carry the character verdict;
-# the prefix-shaped ones, which prefix targets favour without any knowledge of the word, apart.
-CHAR_PROBES = [t for t in PROBE_TASKS if t not in PREFIX_SHAPED]
-CHAR_MEANS = {
-    "char acc": (CHAR_PROBES, "acc,none"),
-    "char acc, blank": ([f"{t}_blank" for t in CHAR_PROBES], "acc,none"),
-    "char bits/byte": (CHAR_PROBES, "bits_per_byte,none"),
-    "prefix-shaped acc": (list(PREFIX_SHAPED), "acc,none"),
-    "prefix-shaped acc, blank": ([f"{t}_blank" for t in PREFIX_SHAPED], "acc,none"),
-}
-# The embedding probe's letter macro-F1 (evaluation/embedding_probe.py), where it was run.
-EMBEDDING = {"emb letters, in": "input_letters,none", "emb letters, out": "output_letters,none"}
-# (column, lower is better, family): the per-arm table's metrics.
-SUMMARY = [
-    ("val CE", True, "validation CE"),
-    *[(t, False, "downstream tasks") for t in DOWNSTREAM],
-    *[(f"{t} bits/byte", True, "downstream tasks") for t in DOWNSTREAM],
-    *[(t, False, "secondary tasks") for t in SECONDARY_TASKS],
-    ("char acc", False, "character probes"),
-    ("char acc, blank", False, "character probes"),
-    ("char bits/byte", True, "character probes"),
-    ("prefix-shaped acc", False, "prefix-shaped probes"),
-    ("prefix-shaped acc, blank", False, "prefix-shaped probes"),
-    *[(name, False, "embedding probe") for name in EMBEDDING],
-]
-# The paired comparisons: validation CE, each downstream task and each probe.
-COMPARED = [
-    ("val CE", True, "validation CE"),
-    *[(t, False, "downstream tasks") for t in DOWNSTREAM],
-    *[(f"{t} bits/byte", True, "downstream tasks") for t in DOWNSTREAM],
-    *[(t, False, "secondary tasks") for t in SECONDARY_TASKS],
-    *[(t, False, "character probes") for t in CHAR_PROBES],
-    *[(t, False, "prefix-shaped probes") for t in PREFIX_SHAPED],
-    *[(name, False, "embedding probe") for name in EMBEDDING],
-]
-FAMILIES = (
-    "validation CE",
-    "downstream tasks",
-    "secondary tasks",
-    "character probes",
-    "prefix-shaped probes",
-    "embedding probe",
-)
-LOWER_IS_BETTER = {m for m, low, _ in SUMMARY + COMPARED if low}
-# Compared item by item as well: the accuracies (per-item outcomes are correct or not).
-ITEM_METRICS = [
-    m
-    for m, _, family in COMPARED
-    if family not in ("validation CE", "embedding probe") and not m.endswith("bits/byte")
-]
-
-
-def values(run: dict) -> dict:
-    """{metric: value or None} of one run."""
-    out = {"val CE": run["val"][max(run["val"])] if run["val"] else None}
-    for task in [*DOWNSTREAM, *SECONDARY_TASKS, *PROBE_TASKS]:
-        out[task] = _metric(run["evals"], task)
-    for task in DOWNSTREAM:
-        out[f"{task} bits/byte"] = run["bits_per_byte"].get(task)
-    for name, (tasks, key) in CHAR_MEANS.items():
-        out[name] = _probe_mean(run["evals"], key, tasks)
-    probe = run["evals"].get(EMBEDDING_PROBE, {})
-    for name, key in EMBEDDING.items():
-        out[name] = probe.get(key)
-    return out
-
-
-def per_seed(arm: dict[int, dict], metric: str) -> dict[int, float]:
-    return {s: v for s, r in arm.items() if (v := r["values"][metric]) is not None}
-
-
-def item_matrix(arm: dict[int, dict], task: str, seeds: list[int], doc_ids: list[int]):
-    return np.array([[arm[s]["items"][task][i] for i in doc_ids] for s in seeds])
-
-
-def item_difference(arm: dict, base: dict, task: str) -> Interval | None:
-    """The paired bootstrap over the items both arms have at every seed (None: no items)."""
-    seeds = sorted(set(arm) & set(base))
-    tables = [r["items"].get(task) for s in seeds for r in (arm[s], base[s])]
-    if not seeds or any(not t for t in tables):
-        return None
-    doc_ids = sorted(set.intersection(*(set(t) for t in tables)))
-    if not doc_ids:
-        return None
-    return paired_bootstrap(
-        item_matrix(arm, task, seeds, doc_ids), item_matrix(base, task, seeds, doc_ids)
-    )
-
-
-def _num(v: float, signed: bool = False) -> str:
+def _num(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "-"
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
-def cell(iv: Interval | None, signed: bool = False, lower_is_better: bool = False) -> str:
+def _interval(values) -> dict | None:
+    values = list(values)
+    if not values:
+        return None
+    iv = t_interval(values)
+    return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
+
+
+def _cell(iv: dict | None) -> str:
     if iv is None:
         return "-"
-    if iv.low is None:
-        return f"{_num(iv.mean, signed)} (n=1)"
-    mark = ""
-    if signed and iv.excludes_zero:
-        mark = " ▲" if (iv.mean < 0) == lower_is_better else " ▼"
-    return f"{_num(iv.mean, signed)} [{_num(iv.low, signed)}, {_num(iv.high, signed)}]{mark}"
+    if iv["low"] is None:
+        return f"{_num(iv['mean'])} (n=1)"
+    return f"{_num(iv['mean'])} [{_num(iv['low'])}, {_num(iv['high'])}]"
 
 
-def summary_table(arms: dict) -> str:
-    names = [m for m, _, _ in SUMMARY]
+def per_arm(a: Analysis, names: list[str]) -> dict[str, dict[str, dict | None]]:
+    """{metric: {arm: interval of its mean over seeds}} of the plan's averages."""
+    return {
+        name: {arm: _interval(a.tables[name].get(arm, {}).values()) for arm in a.arms}
+        for name in names
+        if name in a.tables
+    }
+
+
+def _summary_names(a: Analysis) -> list[str]:
+    names = [f.primary for f in a.plan.families]
+    return names + [n for n in SUMMARY if n in a.tables and n not in names]
+
+
+def summary_table(a: Analysis, names: list[str]) -> str:
+    intervals = per_arm(a, names)
     lines = ["| arm | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for name, arm in arms.items():
+    for arm in a.arms:
+        lines.append(f"| {arm} | " + " | ".join(_cell(intervals[n][arm]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def _ci(c) -> str:
+    return f"{_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}]"
+
+
+def _mark(c) -> str:
+    return {"better": " ▲", "worse": " ▼"}.get(c.direction, "") if c.claimed else ""
+
+
+def primary_table(a: Analysis, family) -> str:
+    """Each arm of the contrast against the baseline on the family's primary: the difference
+    with its interval, p, Holm p, the claim, and the same difference at the final step alone."""
+    rows = [
+        c
+        for c in a.comparisons
+        if c.family == family.name and c.primary and not c.aa_check and not c.final
+    ]
+    if not rows:
+        return "Nothing compared (see the notes)."
+    final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
+    implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
+    head = f"| arm | {family.primary} − {a.plan.baseline} [95% CI] | p | Holm p | claim | final step alone |"
+    lines = [head + (" targets imply |" if implied else ""), "|---|---:|---:|---:|---|---:|"]
+    lines[1] += "---:|" if implied else ""
+    for c in rows:
+        p = "-" if c.p is None else f"{c.p:.3g}"
+        adj = "-" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"
+        claim = {"better": "▲ better", "worse": "▼ worse"}.get(c.direction, "") if c.claimed else ""
+        last = _ci(final[c.arm]) if c.arm in final else "-"
+        line = f"| {c.arm} | {_ci(c)} | {p} | {adj} | {claim} | {last} |"
+        if implied:
+            line += f" {_num(_mean_of(a, 'implied CE', c.arm) - _mean_of(a, 'implied CE', c.baseline), True)} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _mean_of(a: Analysis, name: str, arm: str) -> float:
+    values = list(a.final[name].get(arm, {}).values())
+    return sum(values) / len(values) if values else float("nan")
+
+
+def exploratory_table(a: Analysis, family) -> str:
+    """The exploratory metrics' differences from the baseline, one column per metric (▲/▼: claimed
+    after the arm's primary claim)."""
+    rows = [c for c in a.comparisons if c.family == family.name and not c.primary]
+    names = [n for n in family.exploratory if any(c.metric == n for c in rows)]
+    if not names:
+        return ""
+    cell = {(c.arm, c.metric): c for c in rows}
+    arms = list(dict.fromkeys(c.arm for c in rows))
+    lines = ["| arm | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for arm in arms:
+        cells = [
+            f"{_num(cell[arm, n].estimate, True)}{_mark(cell[arm, n])}" if (arm, n) in cell else "-"
+            for n in names
+        ]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def claim_lines(a: Analysis) -> list[str]:
+    claims = [c for c in a.claims if not c.aa_check]
+    if not claims:
+        return ["No claims."]
+    return [
+        f"- **{c.family}**: {c.arm} is {c.direction} than {c.baseline} on {c.metric} "
+        f"({_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}], Holm p = "
+        f"{c.p_adjusted:.3g}){'' if c.primary else ' (exploratory, after its primary claim)'}"
+        for c in claims
+    ]
+
+
+def targets_table(a: Analysis) -> str:
+    lines = [
+        "| arm | target's gold mass | implied plain CE | measured val CE | |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for arm in a.arms:
         cells = []
-        for m in names:
-            v = per_seed(arm, m)
-            cells.append(cell(t_interval(v.values()) if v else None))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def differences(arms: dict, base: str) -> dict:
-    """{arm: {metric: (over seeds, over items)}} for every arm but `base`."""
-    out = {}
-    for name, arm in arms.items():
-        if name == base:
-            continue
-        out[name] = {}
-        for m, _, _ in COMPARED:
-            seeds = paired_over_seeds(per_seed(arm, m), per_seed(arms[base], m))
-            items = item_difference(arm, arms[base], m) if m in ITEM_METRICS else None
-            out[name][m] = (seeds, items)
-    return out
-
-
-def difference_table(diffs: dict, which: int) -> str:
-    metrics = [m for m, _, _ in COMPARED if which == 0 or m in ITEM_METRICS]
-    lines = ["| arm | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
-    for name, row in diffs.items():
-        cells = [cell(row[m][which], True, m in LOWER_IS_BETTER) for m in metrics]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def direction(seeds: Interval | None, items: Interval | None, lower: bool) -> str | None:
-    """'better', 'worse' or None (inconclusive). With several seeds a difference counts when its
-    interval over seeds excludes zero and, where items exist, so does the one over items, in the
-    same direction; with one seed, the items' interval alone decides."""
-    tests = [iv for iv in (seeds, items) if iv is not None and iv.low is not None]
-    if not tests or not all(iv.excludes_zero for iv in tests):
-        return None
-    signs = {(iv.mean < 0) == lower for iv in tests}
-    return None if len(signs) > 1 else ("better" if signs.pop() else "worse")
-
-
-def verdict(diffs: dict, base: str, n_seeds: int) -> list[str]:
-    lines = []
-    for family in FAMILIES:
-        found = {"better": [], "worse": []}
-        inconclusive = 0
-        for name, row in diffs.items():
-            for m, lower, fam in COMPARED:
-                if fam != family:
-                    continue
-                seeds, items = row[m]
-                if seeds is None and items is None:
-                    continue
-                d = direction(seeds, items, lower)
-                if d is None:
-                    inconclusive += 1
-                    continue
-                where = "" if family == "validation CE" else f" on {m}"
-                iv = items if items is not None and (seeds is None or seeds.low is None) else seeds
-                found[d].append(f"{name}{where} ({cell(iv, True, lower).rstrip(' ▲▼')})")
-        parts = [
-            f"better than {base}: {'; '.join(found['better']) or 'none'}",
-            f"worse: {'; '.join(found['worse']) or 'none'}",
-            f"inconclusive: {inconclusive} comparison{'s' if inconclusive != 1 else ''}",
-        ]
-        lines.append(f"- **{family}**: " + ". ".join(parts) + ".")
-    if n_seeds == 1:
+        for name in ("target gold mass", "implied CE", "val CE"):
+            values = list(a.final.get(name, {}).get(arm, {}).values())
+            cells.append(_num(sum(values) / len(values)) if values else "-")
+        mass = a.final.get("target gold mass", {}).get(arm, {})
+        ce_like = mass and sum(mass.values()) / len(mass) >= CE_EQUIVALENT and arm != "ce"
         lines.append(
-            "- One seed: training noise is not measured, so the downstream and probe verdicts "
-            "rest on the items alone and validation CE has no interval; run more seeds "
-            "(`python -m prefix_titan.sweep launch --seeds ...`)."
+            f"| {arm} | " + " | ".join(cells) + f" | {'CE-equivalent' if ce_like else ''} |"
         )
+    return "\n".join(lines)
+
+
+def aa_lines(a: Analysis) -> list[str]:
+    checks = [c for c in a.comparisons if c.aa_check]
+    if not checks:
+        return ["No CE-equivalent arm (or no ce arm): no A/A check."]
+    lines = [
+        "Holm over every check below together (one family at alpha).",
+        "",
+        "| family | metric | arm − ce [95% CI] | Holm p | |",
+        "|---|---|---:|---:|---|",
+    ]
+    for c in checks:
+        adj = "-" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"
+        flag = "**differs**" if c.claimed else "agrees"
+        ci = f"{_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}]"
+        lines.append(f"| {c.family} | {c.metric} | {c.arm}: {ci} | {adj} | {flag} |")
     return lines
 
 
-def power_note(diffs: dict, arms: dict) -> list[str]:
-    """The median half-width of the intervals against the baseline, per metric."""
-    n_seeds = len(next(iter(arms.values())))
+def trend_lines(a: Analysis) -> list[str]:
+    if not a.trends:
+        return ["Too few tau arms for a trend."]
+    lines = [
+        "| family | metric | prefix family | slope per log tau [95% CI] | p | Holm p |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for t in a.trends:
+        p = "-" if t["p"] is None else f"{t['p']:.3g}"
+        adj = "-" if t["p_adjusted"] is None else f"{t['p_adjusted']:.3g}"
+        ci = f"{_num(t['estimate'], True)} [{_num(t['low'], True)}, {_num(t['high'], True)}]"
+        lines.append(f"| {t['family']} | {t['metric']} | {t['kind']} | {ci} | {p} | {adj} |")
+    return lines
+
+
+def power_lines(a: Analysis) -> list[str]:
+    contrast = sum(1 for arm in a.arms if a.kinds[arm] in a.plan.contrast)
     lines = []
-    for m, _, _ in COMPARED:
-        seed_w = [
-            w for row in diffs.values() if row[m][0] and (w := row[m][0].half_width) is not None
+    names = [f.primary for f in a.plan.families] + [t for t in DEFAULT_TASKS]
+    for name in names:
+        if name in a.fits:
+            d = detectable_here(a, name, contrast)
+            if d is not None:
+                fit = a.fits[name]
+                lines.append(
+                    f"- {name}: ±{d:.4f} (run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
+                    f"{len(fit.means)} arms, {fit.df} degrees of freedom)"
+                )
+    return lines or ["Not measurable: fewer than two seeds, or no variance."]
+
+
+def report_json(a: Analysis, runs_dir: str, invariants: list[str]) -> dict:
+    names = sorted(a.tables)
+    return {
+        "runs_dir": runs_dir,
+        "answer": a.answer,
+        "plan": asdict(a.plan),
+        "arms": a.arms,
+        "seeds": a.seeds,
+        "steps": a.steps,
+        "per_arm": per_arm(a, names),
+        "per_arm_final": {
+            name: {arm: _interval(a.final[name].get(arm, {}).values()) for arm in a.arms}
+            for name in names
+        },
+        "comparisons": [asdict(c) for c in a.comparisons],
+        "claims": [
+            {
+                "arm": c.arm,
+                "baseline": c.baseline,
+                "metric": c.metric,
+                "family": c.family,
+                "direction": c.direction,
+                "primary": c.primary,
+                "aa_check": c.aa_check,
+                "estimate": c.estimate,
+                "low": c.low,
+                "high": c.high,
+                "p": c.p,
+                "p_adjusted": c.p_adjusted,
+            }
+            for c in a.claims
+        ],
+        "trends": a.trends,
+        "notes": a.notes,
+        "invariant_violations": invariants,
+    }
+
+
+def report(
+    runs_dir: str, out: str | None = None, plan: str | None = None, checkpoints: int | None = None
+) -> str:
+    plan_ = load_plan(plan)
+    runs = find_runs(runs_dir)
+    arms = group_arms(runs)
+    a = analyse(arms, plan_, checkpoints)
+    out = out or os.path.join(runs_dir, "report")
+    os.makedirs(out, exist_ok=True)
+    last = plan_.checkpoints if checkpoints is None else checkpoints
+    seeds = a.seeds
+    steps = ", ".join(map(str, a.steps)) if a.steps else "none evaluated"
+    lines = [
+        f"# Sweep report: {len(a.arms)} arm{'s' if len(a.arms) != 1 else ''} × {len(seeds)} "
+        f"seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) under `{runs_dir}`",
+        "",
+        f"**Answer.** {a.answer}",
+        "",
+        "## Analysis plan",
+        "",
+        *plan_text(plan_),
+        "",
+        f"Evaluated checkpoints averaged (the last {last} of every run): {steps}; validation "
+        f"metrics: each run's last {last} validation rows.",
+        "",
+        "## Per arm",
+        "",
+        summary_table(a, _summary_names(a)),
+        "",
+        "Mean over seeds [95% t-interval over seeds] (n=1: one seed, no interval). char acc: the "
+        "probes that are not prefix-shaped; prefix-shaped acc: first letter and prefix; blank: the "
+        "same probes with the word replaced by a placeholder. report.json holds every metric, also "
+        "at the final step alone.",
+        "",
+    ]
+    if plan_.baseline in a.arms:
+        lines += [f"## Against {plan_.baseline}", ""]
+        for f in plan_.families:
+            lines += [f"### {f.name}", "", primary_table(a, f), ""]
+            explored = exploratory_table(a, f)
+            if explored:
+                lines += [f"Exploratory (difference from {plan_.baseline}):", "", explored, ""]
+        lines += [
+            "Difference arm − baseline from the two-way arm × seed model (seed-paired, residual "
+            "variance pooled over arms), 95% interval, two-sided p. Primary: Holm over the "
+            "contrast's arms, claimed (▲/▼) where Holm p ≤ alpha; 'final step alone' is the same "
+            "comparison without checkpoint averaging (a sensitivity check, never claimed); "
+            "'targets imply' is the part of a CE difference the two targets cost by construction. "
+            "Exploratory (▲/▼): Holm over every exploratory comparison of the family, claimed "
+            "only for an arm claimed on its family's primary; report.json has every interval "
+            "and p.",
+            "",
+            "### Claims",
+            "",
+            *claim_lines(a),
+            "",
+            "### Trend over τ",
+            "",
+            *trend_lines(a),
+            "",
         ]
-        item_w = [row[m][1].half_width for row in diffs.values() if row[m][1] is not None]
-        n_items = max((row[m][1].n for row in diffs.values() if row[m][1] is not None), default=0)
-        parts = []
-        if seed_w:
-            parts.append(f"±{median(seed_w):.4f} over {n_seeds} seeds")
-        if item_w:
-            parts.append(f"±{median(item_w):.4f} over {n_items:,} items × {n_seeds} seeds")
-        if parts:
-            lines.append(f"- {m}: " + "; ".join(parts))
-    return lines
+    lines += [
+        "## What the targets imply",
+        "",
+        "The target's mass on the gold token and the plain CE a model matching the target exactly "
+        f"would have (−log of that mass), over the validation tokens, beside the measured "
+        f"validation CE: the part of a CE difference that is there by construction. Arms whose "
+        f"target keeps ≥ {CE_EQUIVALENT} on the gold are in effect CE, and compared with ce as "
+        "A/A checks (a difference there is a warning, not a finding about the objective).",
+        "",
+        targets_table(a),
+        "",
+        *aa_lines(a),
+        "",
+        "## Power",
+        "",
+        "The difference each comparison with the baseline detects with 80% power here (two-way "
+        "model, the pooled variance measured in this sweep, Holm's strictest level); smaller "
+        "differences read as 'not found', not 'absent'. `python -m prefix_titan.power --from "
+        f"{runs_dir}` gives the seeds a given effect needs.",
+        "",
+        *power_lines(a),
+        "",
+    ]
+    problems = invariant_violations(runs)
+    lines += ["## Compute-matched invariants", ""]
+    lines += (
+        [f"- {p}" for p in problems]
+        if problems
+        else [
+            "All runs share every setting outside [objective] (flavor, data, tokens, schedule), "
+            "the seed excepted, and every arm has the same seeds."
+        ]
+    )
+    missing = [f"{r['name']} seed {r['seed']}" for r in runs if not r["steps"]]
+    if missing:
+        lines += ["", f"No evaluation results yet for: {', '.join(missing)}."]
+    if a.notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in a.notes]]
+    files = plots(a, arms, out)
+    lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]]
+    text = "\n".join(lines) + "\n"
+    write_json(os.path.join(out, "report.json"), report_json(a, runs_dir, problems))
+    write_atomically(os.path.join(out, "report.md"), text)
+    return text
 
 
-def plots(arms: dict, out: str) -> list[str]:
+STYLES = ("-", "--", "-.", ":")
+
+
+def arm_styles(a: Analysis) -> dict[str, dict]:
+    """A line style per arm that tells every arm apart: the colour by tau (one per tau of the
+    sweep), the line by objective family (solid, dashed, ...); arms without a tau get black,
+    grey and then the other lines."""
+    taus = sorted({t for t in a.taus.values() if t})
+    colors = [f"C{i % 10}" for i in range(len(taus))]
+    kinds = list(dict.fromkeys(a.kinds[arm] for arm in a.arms if a.taus.get(arm)))
+    styles, plain = {}, 0
+    for arm in a.arms:
+        tau = a.taus.get(arm)
+        if tau:
+            k = kinds.index(a.kinds[arm])
+            styles[arm] = {
+                "color": colors[taus.index(tau)],
+                "linestyle": STYLES[k % len(STYLES)],
+                "marker": "osD^v"[k % 5],
+            }
+        else:
+            styles[arm] = {
+                "color": ("black", "dimgray")[plain % 2],
+                "linestyle": STYLES[(plain // 2) % len(STYLES)],
+                "marker": None,
+            }
+            plain += 1
+    return styles
+
+
+def plots(a: Analysis, arms: dict, out: str) -> list[str]:
+    """The paired differences from the baseline against tau for each family's primary metric,
+    with the analysis' own intervals (the verdict's numbers), and the validation CE curves, one
+    style per arm."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def objective(arm):
-        return next(iter(arm.values()))["objective"]
-
-    baselines = {n: a for n, a in arms.items() if objective(a)["name"] in BASELINES}
-    sweeps = {
-        norm: sorted(
-            (
-                a
-                for a in arms.values()
-                if objective(a)["name"] == "prefix"
-                and objective(a)["normalize"] == norm
-                and objective(a).get("position_gamma") is None
-                and objective(a)["support"] == "prefix"
-            ),
-            key=lambda a: objective(a)["tau"],
-        )
-        for norm in (False, True)
-    }
-
-    def against_tau(ax, metric, title):
-        for norm, arms_ in sweeps.items():
-            pts = [
-                (objective(a)["tau"], t_interval(v.values()))
-                for a in arms_
-                if (v := per_seed(a, metric))
-            ]
-            if pts:
-                taus = [t for t, _ in pts]
-                means = [iv.mean for _, iv in pts]
-                err = [iv.half_width or 0.0 for _, iv in pts]
-                ax.errorbar(
-                    taus,
-                    means,
-                    yerr=err,
-                    marker="o",
-                    capsize=3,
-                    label="normalized" if norm else "unnormalized",
-                )
-        for (name, arm), color in zip(baselines.items(), ("gray", "tan")):
-            v = per_seed(arm, metric)
-            if v:
-                iv = t_interval(v.values())
-                ax.axhline(iv.mean, color=color, linestyle="--", label=name)
-                if iv.low is not None:
-                    ax.axhspan(iv.low, iv.high, color=color, alpha=0.25)
-        ax.set_xscale("log")
-        ax.set_xlabel("τ")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-
     files = []
-    fig, axes = plt.subplots(1, len(DOWNSTREAM), figsize=(4 * len(DOWNSTREAM), 3.2))
-    for ax, task in zip(axes, DOWNSTREAM):
-        against_tau(ax, task, task)
-    files.append(_save(fig, out, "accuracy_vs_tau.png"))
+    families = [f for f in a.plan.families if any(c.family == f.name for c in a.comparisons)]
+    if families:
+        fig, axes = plt.subplots(
+            1, len(families), figsize=(4.5 * len(families), 3.4), squeeze=False
+        )
+        for ax, f in zip(axes[0], families):
+            drawn = False
+            for i, kind in enumerate(a.plan.contrast):
+                cs = sorted(
+                    (
+                        c
+                        for c in a.comparisons
+                        if c.family == f.name
+                        and c.metric == f.primary
+                        and not c.aa_check
+                        and not c.final
+                        and a.kinds[c.arm] == kind
+                        and a.taus.get(c.arm)
+                    ),
+                    key=lambda c: a.taus[c.arm],
+                )
+                if not cs:
+                    continue
+                nudge = 1.04 ** (i - (len(a.plan.contrast) - 1) / 2)  # side by side per tau
+                x = [a.taus[c.arm] * nudge for c in cs]
+                y = [c.estimate for c in cs]
+                lo = [c.estimate - c.low if c.low is not None else 0 for c in cs]
+                hi = [c.high - c.estimate if c.high is not None else 0 for c in cs]
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=[lo, hi],
+                    marker="osD^v"[i % 5],
+                    capsize=3,
+                    label=kind,
+                    linestyle=STYLES[i % len(STYLES)],
+                    color=f"C{i % 10}",
+                )
+                claimed = [c for c in cs if c.claimed]
+                if claimed:
+                    ax.scatter(
+                        [a.taus[c.arm] * nudge for c in claimed],
+                        [c.estimate for c in claimed],
+                        s=120,
+                        facecolors="none",
+                        edgecolors="black",
+                        zorder=3,
+                        label="claimed" if i == 0 else None,
+                    )
+                drawn = True
+            ax.axhline(0, color="gray", linewidth=0.8)
+            ax.set_xscale("log")
+            ax.set_xlabel("τ")
+            lower = metric(f.primary).lower_is_better
+            ax.set_title(
+                f"{f.primary} − {a.plan.baseline} ({'lower' if lower else 'higher'} is better)",
+                fontsize=8,
+            )
+            if drawn:
+                ax.legend(fontsize=7)
+        files.append(_save(fig, out, "differences_vs_tau.png"))
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    styles = arm_styles(a)
+    drawn = False
     for name, arm in arms.items():
         steps = sorted(set.intersection(*(set(r["val"]) for r in arm.values())))
         if steps:
-            mean = [float(np.mean([r["val"][s] for r in arm.values()])) for s in steps]
-            ax.plot(steps, mean, label=name)
+            mean = [sum(r["val"][s] for r in arm.values()) / len(arm) for s in steps]
+            style = {**styles[name], "marker": None}
+            ax.plot(steps, mean, label=name, linewidth=1.2, **style)
+            drawn = True
     ax.set_xlabel("step")
     ax.set_ylabel("validation plain CE (mean over seeds)")
-    ax.legend(fontsize=6, ncol=2)
+    if drawn:
+        ax.legend(fontsize=6, ncol=2)
     files.append(_save(fig, out, "validation_ce.png"))
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    against_tau(axes[0], "char acc", "character probes (not prefix-shaped): accuracy")
-    against_tau(axes[1], "char bits/byte", "character probes (not prefix-shaped): bits/byte")
-    files.append(_save(fig, out, "char_probes_vs_tau.png"))
     return files
 
 
@@ -328,81 +486,6 @@ def _save(fig, out: str, name: str) -> str:
     return path
 
 
-def report(runs_dir: str, out: str | None = None) -> str:
-    runs = find_runs(runs_dir)
-    for run in runs:
-        run["values"] = values(run)  # every metric of the run, once
-    arms = group_arms(runs)
-    seeds = sorted(next(iter(arms.values())))
-    out = out or os.path.join(runs_dir, "report")
-    os.makedirs(out, exist_ok=True)
-    lines = [
-        f"# Sweep report: {len(arms)} arms × {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
-        f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
-        "",
-        "## Per arm",
-        "",
-        summary_table(arms),
-        "",
-        "Mean over seeds [95% t-interval] (n=1: one seed, no interval). val CE: final validation "
-        "plain cross-entropy. Downstream: acc_norm where the task has it, else acc (0-shot). "
-        "char: mean over the character probes whose answer is not a vocabulary prefix of the "
-        f"word ({', '.join(CHAR_PROBES)}); prefix-shaped: {', '.join(PREFIX_SHAPED)}, which "
-        "prefix targets favour without knowing the word; blank: the same probes with the word "
-        "replaced by a placeholder (what is answered without reading it).",
-        "",
-    ]
-    present = [b for b in BASELINES if b in arms]
-    for base in present:
-        diffs = differences(arms, base)
-        if not diffs:
-            continue
-        lines += [
-            f"## Against {base}",
-            "",
-            f"Paired difference arm − {base} with its 95% interval. ▲ better, ▼ worse: the "
-            "interval excludes zero (for val CE and bits/byte lower is better). Nothing is marked "
-            "for being the largest.",
-            "",
-            f"Over seeds (paired by seed, t-interval over the {len(seeds)} per-seed differences):",
-            "",
-            difference_table(diffs, 0),
-            "",
-            f"Over items (paired bootstrap of per-item correctness pooled over seeds, "
-            f"{BOOTSTRAP_RESAMPLES:,} resamples, fixed seed):",
-            "",
-            difference_table(diffs, 1),
-            "",
-            "### Verdict",
-            "",
-            *verdict(diffs, base, len(seeds)),
-            "",
-            "### Power",
-            "",
-            "The smallest difference each metric can tell from zero here (median half-width of "
-            f"the intervals against {base}); a difference below it reads as 'no difference "
-            "found', not 'no difference':",
-            "",
-            *power_note(diffs, arms),
-            "",
-        ]
-    if not present:
-        lines += ["No label_smoothing or ce arm: no paired comparisons.", ""]
-    problems = invariant_violations(runs)
-    lines += ["## Compute-matched invariants", ""]
-    lines += (
-        [f"- {p}" for p in problems]
-        if problems
-        else [
-            "All runs share every setting outside [objective] (flavor, data, tokens, schedule), "
-            "the seed excepted, and every arm has the same seeds."
-        ]
-    )
-    missing = [f"{r['name']} seed {r['seed']}" for r in runs if not r["evals"]]
-    if missing:
-        lines += ["", f"No evaluation results yet for: {', '.join(missing)}."]
-    lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in plots(arms, out)]]
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(text)
-    return text
+def load_report_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)

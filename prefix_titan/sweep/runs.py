@@ -11,7 +11,15 @@ import re
 
 from ..evaluation.harness import read_items
 from ..objectives.spec import ObjectiveSpec
-from ..runs.folder import EVAL_CURVE, EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, flatten, read_log
+from ..runs.folder import (
+    EVAL_CURVE,
+    EVAL_RESULTS,
+    METRICS_LOG,
+    RUN_CONFIG,
+    flatten,
+    read_json,
+    read_log,
+)
 
 # Settings that may differ between arms: the objective itself and where the run writes (how the
 # loss is computed, ObjectiveSpec.execution_fields, excepted: the arms share it) ...
@@ -22,57 +30,69 @@ LN2 = math.log(2)
 
 
 def _step_of(path: str) -> int:
-    m = re.search(r"step-(\d+)", path)
+    """N of the first `step-N` in a run-relative path (-1: none)."""
+    m = re.search(r"(?:^|/)step-(\d+)(?:/|$)", path)
     return int(m.group(1)) if m else -1
 
 
 def load_run(folder: str) -> dict:
-    """One run folder: its recorded config and objective (arm name), validation CE by step, and
-    the evaluation results and per-item outcomes of its newest evaluated step."""
-    with open(os.path.join(folder, RUN_CONFIG)) as f:
-        config = json.load(f)
+    """One run folder: its recorded config and objective (arm name); its validation rows by step
+    (plain CE and the validation metrics); and, by evaluated step, the evaluation results, the
+    per-item outcomes (with the bits per byte they give), and the --limit and task version each
+    result was made with."""
+    config = read_json(os.path.join(folder, RUN_CONFIG))
+    if not isinstance(config, dict) or "objective" not in config:
+        raise ValueError(f"{os.path.join(folder, RUN_CONFIG)} is not a run record (no objective)")
     rows = []
     if os.path.exists(os.path.join(folder, METRICS_LOG)):
         rows = read_log(os.path.join(folder, METRICS_LOG))
-    val = {}
+    val, validation = {}, {}
     for r in rows:
         if "validation_plain_ce" in r:
             val[r["step"]] = r["validation_plain_ce"]  # a resumed run may repeat a step: last wins
-    # Every evaluation of the run, by step: eval --all-checkpoints' curve and each
-    # eval_results.json below the run folder (RUN/hf/step-N, RUN/evals/step-N), merged by task,
-    # with the per-item outcomes written beside them.
-    by_step: dict[int, dict] = {}
-    items_by_step: dict[int, dict] = {}
+            validation[r["step"]] = {k: v for k, v in r.items() if k.startswith("validation_")}
+    # Every evaluation of the run, by step: each eval_results.json below the run folder
+    # (RUN/hf/step-N, RUN/evals/step-N) and eval --all-checkpoints' curve, merged by task, with
+    # the per-item outcomes written beside them. The step is read from the run-relative path.
+    steps: dict[int, dict] = {}
+
+    def entry(step: int) -> dict:
+        return steps.setdefault(
+            step, {"results": {}, "items": {}, "limits": {}, "versions": {}, "files": {}}
+        )
+
     for d, _, files in sorted(os.walk(folder)):
         if EVAL_RESULTS in files:
             path = os.path.join(d, EVAL_RESULTS)
-            by_step.setdefault(_step_of(path), {}).update(json.load(open(path))["results"])
-            items_by_step.setdefault(_step_of(path), {}).update(read_items(d))
+            data = read_json(path)
+            e = entry(_step_of(os.path.relpath(path, folder)))
+            for task, metrics in data["results"].items():
+                e["results"][task] = metrics
+                e["limits"][task] = data.get("limit")
+                e["versions"][task] = (data.get("versions") or {}).get(task)
+                e["files"][task] = path
+            e["items"].update(read_items(d))
     curve = os.path.join(folder, EVAL_CURVE)
     if os.path.exists(curve):
-        for step, results in json.load(open(curve)).items():
-            by_step.setdefault(int(step), {}).update(results)
-    eval_step = max(by_step) if by_step else None
+        for step, results in read_json(curve).items():
+            e = entry(int(step))
+            for task, metrics in results.items():
+                e["results"].setdefault(task, metrics)
+                e["files"].setdefault(task, curve)
+    for e in steps.values():
+        bpb = {task: bits_per_byte(rows) for task, rows in e["items"].items()}
+        e["bits_per_byte"] = {t: v for t, v in bpb.items() if v is not None}
     spec = ObjectiveSpec.from_record(config["objective"], os.path.join(folder, RUN_CONFIG))
-    outcomes = items_by_step.get(eval_step, {})
-    items = {
-        task: {r["doc_id"]: r["correct"] for r in rows if r.get("correct") is not None}
-        for task, rows in outcomes.items()
-    }
-    bpb = {task: bits_per_byte(rows) for task, rows in outcomes.items()}
-    run = {
+    return {
         "folder": folder,
         "name": spec.arm_name(),
         "seed": config.get("debug", {}).get("seed"),
         "config": config,
         "objective": vars(spec),
         "val": dict(sorted(val.items())),
-        "evals": by_step.get(eval_step, {}),
-        "eval_step": eval_step,
-        "items": items,
-        "bits_per_byte": {t: v for t, v in bpb.items() if v is not None},
+        "validation": dict(sorted(validation.items())),
+        "steps": dict(sorted(steps.items())),
     }
-    return run
 
 
 def bits_per_byte(rows: list[dict]) -> float | None:
@@ -84,7 +104,8 @@ def bits_per_byte(rows: list[dict]) -> float | None:
     return -sum(r["gold_loglik"] for r in scored) / sum(r["gold_bytes"] for r in scored) / LN2
 
 
-def _order(r: dict):
+def run_order(r: dict):
+    """Where a run goes in a report: ce, label smoothing, then the other families; by tau."""
     o = r["objective"]
     return (
         {"ce": 0, "label_smoothing": 1}.get(o["name"], 2),
@@ -99,7 +120,7 @@ def find_runs(runs_dir: str) -> list[dict]:
     runs = [load_run(d) for d, _, files in os.walk(runs_dir) if RUN_CONFIG in files]
     if not runs:
         raise ValueError(f"no runs (folders with {RUN_CONFIG}) under {runs_dir!r}")
-    return sorted(runs, key=lambda r: (_order(r), r["seed"]))
+    return sorted(runs, key=lambda r: (run_order(r), r["seed"]))
 
 
 def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:

@@ -1,0 +1,107 @@
+"""Power before the run: the difference the sweep's report can detect, and the seeds an effect needs.
+
+    python -m prefix_titan.power --scale pilot --seeds 3
+    python -m prefix_titan.power --scale pilot --seeds 3 --from outputs/sweep_pilot
+    python -m prefix_titan.power --scale pilot --seeds 3 --effect "char composite=0.03"
+
+For each primary endpoint of the analysis plan and each of the mission's tasks: a run's sd
+(published defaults, or measured in a finished sweep with --from), the difference from the
+baseline detected with 80% power by the report's test at the planned seeds (the scale's arms,
+Holm over the arms compared, two-sided), and the seeds needed for an effect (--effect, in the
+metric's units: accuracy as a fraction, bits per byte, nats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from .evaluation.harness import DEFAULT_TASKS
+from .sweep.analysis import analyse, arm_kind, load_plan
+from .sweep.configs import SCALES, arms
+from .sweep.power import plan_rows
+
+EFFECTS = {
+    "char composite": 0.05,
+    "downstream bits/byte": 0.01,
+    "downstream acc": 0.01,
+    "val CE": 0.01,
+    **{t: 0.01 for t in DEFAULT_TASKS},
+}
+"""The effect each row's last column is for, unless --effect says otherwise"""
+
+
+def _effect(text: str) -> tuple[str, float]:
+    name, _, value = text.rpartition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--effect {text!r}: give METRIC=VALUE, e.g. 'char composite=0.03'"
+        ) from None
+
+
+def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float], str]:
+    """The pooled residual sd of each metric in a finished sweep (the report's own fit)."""
+    from .sweep.runs import find_runs, group_arms
+
+    a = analyse(group_arms(find_runs(runs_dir)), plan)
+    out = {}
+    for name in names:  # the metrics of the plan's families (others keep their defaults)
+        f = a.fits.get(name)
+        if f is not None and f.df > 0 and f.sigma2 > 0:
+            out[name] = math.sqrt(f.sigma2)
+    return out, f"{len(a.arms)} arms x {len(a.seeds)} seeds under {runs_dir}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.power",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scale", default="pilot", choices=list(SCALES), help="default: pilot")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm planned (>= 2)")
+    p.add_argument("--from", dest="runs_dir", default=None, help="a finished sweep's folder")
+    p.add_argument("--plan", default=None, help="the analysis plan (default: the package's)")
+    p.add_argument("--effect", type=_effect, action="append", default=[], metavar="METRIC=VALUE")
+    a = p.parse_args(argv)
+    if a.seeds < 2:
+        p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
+    try:
+        plan = load_plan(a.plan)
+        names = [f.primary for f in plan.families] + ["downstream acc", *DEFAULT_TASKS]
+        effects = {**EFFECTS, **dict(a.effect)}
+        unknown = [n for n in dict(a.effect) if n not in names]
+        if unknown:
+            p.error(f"--effect names {', '.join(unknown)}; the metrics here: {', '.join(names)}")
+        measured, where = measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None)
+    except ValueError as e:
+        p.error(str(e))
+    sweep = arms()
+    compared = sum(1 for s in sweep.values() if arm_kind(vars(s)) in plan.contrast)
+    rows = plan_rows(names, a.seeds, len(sweep), compared, plan.alpha, measured, effects)
+    print(
+        f"Power before the run: scale {a.scale}, {len(sweep)} arms ({compared} compared with "
+        f"{plan.baseline}), {a.seeds} seeds; two-way arm x seed model, Holm at familywise alpha "
+        f"{plan.alpha} (its strictest step: {plan.alpha}/{compared}), two-sided, power 80%."
+    )
+    print(f"Run sd: {'measured in ' + where + ', else ' if where else ''}published defaults.\n")
+    print(f"| metric | run sd | detectable at {a.seeds} seeds | effect | seeds for it | sd from |")
+    print("|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        if r.sd is None:
+            print(f"| {r.metric} | - | - | - | - | {r.source} |")
+            continue
+        need = "-" if r.effect is None else (str(r.seeds_for) if r.seeds_for else "> 100")
+        effect = "-" if r.effect is None else f"{r.effect:g}"
+        print(f"| {r.metric} | {r.sd:.4f} | {r.detectable:.4f} | {effect} | {need} | {r.source} |")
+    print(
+        "\nThe primaries are tested first; a task (exploratory) is claimed only for an arm claimed "
+        "on its family's primary. Differences below `detectable` read as 'not found', not 'absent'."
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""The sweep's decisions: the pre-registered plan (analysis_plan.toml) applied to the runs.
+
+For each family of the plan, its primary metric is compared, arm by arm, for every arm of the
+contrast (the prefix families) against the baseline (label smoothing): estimates, intervals and
+p-values from the two-way arm x seed model (inference.py) with the residual variance pooled over
+all arms, Holm's adjustment over the contrast's arms, a claim where the adjusted p is at most
+alpha. An exploratory metric of the family is claimed only for an arm whose primary metric was,
+and only where its p survives Holm over every exploratory comparison of the family (all arms,
+all its exploratory metrics): a false claim of any kind needs a false primary claim or a Holm
+rejection of a true null, so the familywise rate of false claims stays at alpha, also when some
+arms truly differ.
+Everything else is reported, not claimed: every comparison's raw and adjusted p, the trend over
+tau of each prefix family, the CE-equivalent arms against ce (A/A checks), what the targets
+imply for plain CE. With one seed nothing is tested and nothing claimed.
+
+Each run's metrics are averaged over its last `checkpoints` evaluated steps (the final step is
+shown too); runs evaluated at other steps, with another --limit or another task version, are
+refused, naming them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..evaluation.harness import EMBEDDING_PROBE
+from . import inference
+from .metrics import METRICS, evaluated_steps, metric, run_value
+
+PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
+CE_EQUIVALENT = 0.99
+"""An arm whose target keeps at least this mass on the gold token (on average over the validation
+tokens) is in effect plain CE: compared with ce as an A/A check"""
+AA_METRIC = {"val CE": "val CE excess"}
+"""The metric an A/A check compares in place of a family's primary: validation CE less the part
+the target costs by construction"""
+SUMMARY = ("char acc", "char acc, blank", "prefix-shaped acc", "downstream acc", "emb letters, in")
+"""Shown per arm in every report beside the plan's primaries (descriptive, never tested)"""
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    primary: str
+    exploratory: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    question: str
+    alpha: float
+    baseline: str
+    checkpoints: int
+    contrast: tuple[str, ...]
+    families: tuple[Family, ...]
+    source: str = PLAN
+
+
+def load_plan(path: str | None = None) -> Plan:
+    """The analysis plan (the package's by default), every name checked."""
+    path = path or PLAN
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--plan {path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"--plan {path} is not valid TOML: {e}") from None
+    try:
+        families = tuple(
+            Family(f["name"], f["primary"], tuple(f.get("exploratory", ()))) for f in data["family"]
+        )
+        plan = Plan(
+            data["question"],
+            float(data["alpha"]),
+            data["baseline"],
+            int(data["checkpoints"]),
+            tuple(data["contrast"]),
+            families,
+            path,
+        )
+    except KeyError as e:
+        raise ValueError(f"--plan {path} lacks the setting {e.args[0]!r}") from None
+    if not 0 < plan.alpha < 1:
+        raise ValueError(f"{path}: alpha must be in (0, 1); got {plan.alpha}")
+    if plan.checkpoints < 1:
+        raise ValueError(f"{path}: checkpoints must be >= 1; got {plan.checkpoints}")
+    if not plan.families:
+        raise ValueError(f"{path}: the plan names no [[family]]")
+    for f in plan.families:
+        for name in (f.primary, *f.exploratory):
+            if name not in METRICS:
+                raise ValueError(
+                    f"{path}: family {f.name!r} names the metric {name!r}, which does not "
+                    f"exist; the metrics: {', '.join(METRICS)}"
+                )
+    return plan
+
+
+def plan_text(plan: Plan) -> list[str]:
+    lines = [
+        f"Question: {plan.question}",
+        f"Baseline: {plan.baseline}. Contrast: every arm of {', '.join(plan.contrast)} against it. "
+        f"Familywise alpha {plan.alpha} per family (Holm over the contrast's arms; an exploratory "
+        f"metric is claimed only for an arm whose primary metric was, Holm over all the family's "
+        f"exploratory comparisons). Metrics: the mean of each "
+        f"run's last {plan.checkpoints} evaluated checkpoints.",
+        "",
+        "| family | primary | exploratory |",
+        "|---|---|---|",
+    ]
+    for f in plan.families:
+        lines.append(f"| {f.name} | {f.primary} | {', '.join(f.exploratory) or '-'} |")
+    return lines
+
+
+def arm_kind(objective: dict) -> str:
+    """The objective family an arm belongs to: prefix (unnormalized), prefix_norm, or its name."""
+    if objective.get("name") == "prefix":
+        return "prefix_norm" if objective.get("normalize") else "prefix"
+    return objective.get("name")
+
+
+@dataclass
+class Comparison:
+    family: str
+    metric: str
+    arm: str
+    baseline: str
+    primary: bool
+    estimate: float
+    low: float | None
+    high: float | None
+    p: float | None
+    p_adjusted: float | None = None
+    direction: str | None = None
+    """better / worse where claimed, else None"""
+    claimed: bool = False
+    aa_check: bool = False
+    """a CE-equivalent arm against ce: a claim here is a warning about the pipeline"""
+    final: bool = False
+    """at the final evaluated step alone (a sensitivity check: never claimed)"""
+
+
+@dataclass
+class Analysis:
+    plan: Plan
+    arms: list[str]
+    seeds: list
+    steps: list[int]
+    kinds: dict[str, str]
+    taus: dict[str, float]
+    tables: dict[str, dict[str, dict]] = field(default_factory=dict)
+    """{metric: {arm: {seed: value}}}: the plan's averages"""
+    final: dict[str, dict[str, dict]] = field(default_factory=dict)
+    """the same at the final evaluated step (validation: the last row)"""
+    fits: dict[str, inference.Fit] = field(default_factory=dict)
+    comparisons: list[Comparison] = field(default_factory=list)
+    trends: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    answer: str = ""
+
+    @property
+    def claims(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.claimed]
+
+
+def _check_evaluations(runs: list[dict], last: int) -> list[int]:
+    """The evaluated steps every run's averages use; refuses runs evaluated at other steps, with
+    another --limit or another task version (naming them)."""
+    evaluated = [r for r in runs if evaluated_steps(r)]
+    if not evaluated:
+        return []
+    used = {r["folder"]: tuple(evaluated_steps(r)[-last:]) for r in evaluated}
+    if len(set(used.values())) > 1:
+        lines = [f"  {folder}: steps {', '.join(map(str, s))}" for folder, s in used.items()]
+        raise ValueError(
+            f"the runs were evaluated at different steps, so their metrics cannot be compared "
+            f"(the analysis averages each run's last {last}):\n" + "\n".join(lines) + "\nEvaluate "
+            "every run at the same checkpoints (eval --all-checkpoints), or pass --checkpoints 1 "
+            "if only the final steps agree."
+        )
+    steps = list(next(iter(used.values())))
+    probed = [
+        r["folder"]
+        for r in evaluated
+        if all(EMBEDDING_PROBE in r["steps"][s]["results"] for s in steps)
+    ]
+    if probed and len(probed) < len(evaluated):
+        lacking = [r["folder"] for r in evaluated if r["folder"] not in probed]
+        raise ValueError(
+            f"the embedding probe (part of char composite) was run at steps "
+            f"{', '.join(map(str, steps))} for some runs only; without it: {', '.join(lacking)}. "
+            "Run it for every run (eval --tasks embedding_probe) or for none."
+        )
+    for what in ("limits", "versions"):
+        seen: dict[str, dict] = {}
+        for r in evaluated:
+            for s in steps:
+                for task, value in r["steps"][s][what].items():
+                    seen.setdefault(task, {})[f"{r['folder']} step {s}"] = value
+        for task, values in seen.items():
+            if len(set(map(str, values.values()))) > 1:
+                name = "--limit" if what == "limits" else "task version"
+                detail = "\n".join(f"  {k}: {v}" for k, v in values.items())
+                raise ValueError(
+                    f"{task} was evaluated with different {name}s, so the runs cannot be "
+                    f"compared on it:\n{detail}\nEvaluate them again with the same {name}."
+                )
+    return steps
+
+
+def _table(
+    runs_by_arm: dict, m, last: int, notes: list[str], steps: list[int] | None = None
+) -> dict[str, dict]:
+    """{arm: {seed: value}} of metric `m`; a metric read at different steps in different runs
+    (evaluated with other task sets at some checkpoints) is left out, with a note, and one read
+    at fewer of the evaluated `steps` than the others is noted."""
+    out: dict[str, dict] = {}
+    used: dict[tuple, list[str]] = {}
+    for arm, by_seed in runs_by_arm.items():
+        out[arm] = {}
+        for seed, run in by_seed.items():
+            v, read_at = run_value(run, m, last)
+            if v is None:
+                continue
+            used.setdefault(read_at, []).append(run["folder"])
+            if not math.isfinite(v):
+                notes.append(f"{m.name} is not finite for {arm} seed {seed} ({run['folder']})")
+                continue
+            out[arm][seed] = v
+    if len(used) > 1:
+        where = "; ".join(f"{', '.join(map(str, s))} in {len(f)} run(s)" for s, f in used.items())
+        notes.append(
+            f"{m.name} left out: the runs have it at different steps ({where}); evaluate every "
+            "run at the same checkpoints with the same tasks"
+        )
+        return {arm: {} for arm in out}
+    if used and steps and m.source != "validation" and list(next(iter(used))) != list(steps):
+        notes.append(
+            f"{m.name}: evaluated at step(s) {', '.join(map(str, next(iter(used))))} only of "
+            f"{', '.join(map(str, steps))}; averaged over those"
+        )
+    return out
+
+
+def _complete(table: dict[str, dict], seeds: list) -> list[str]:
+    return [a for a, v in table.items() if all(s in v for s in seeds)]
+
+
+def _direction(estimate: float, lower_is_better: bool) -> str:
+    return "better" if (estimate < 0) == lower_is_better else "worse"
+
+
+def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -> Analysis:
+    """The plan applied to {arm: {seed: run}} (runs.group_arms)."""
+    last = plan.checkpoints if last is None else last
+    arms = list(runs_by_arm)
+    seeds = sorted(next(iter(runs_by_arm.values())))
+    runs = [r for by_seed in runs_by_arm.values() for r in by_seed.values()]
+    steps = _check_evaluations(runs, last)
+    first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
+    result = Analysis(
+        plan,
+        arms,
+        seeds,
+        steps,
+        {a: arm_kind(r["objective"]) for a, r in first.items()},
+        {  # tau, for the arms of the contrast's families (where it is the axis)
+            a: r["objective"].get("tau") if arm_kind(r["objective"]) in plan.contrast else None
+            for a, r in first.items()
+        },
+    )
+    wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
+    wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
+    for name in wanted:
+        m = metric(name)
+        result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps)
+        result.final[name] = _table(runs_by_arm, m, 1, [])
+    baseline = plan.baseline
+    contrast = [a for a in arms if result.kinds[a] in plan.contrast]
+    if baseline not in arms:
+        result.notes.append(f"no {baseline} arm: nothing is compared or claimed")
+        result.answer = f"No claim: the sweep has no {baseline} arm to compare with."
+        return result
+    if len(seeds) < 2:
+        result.answer = (
+            "No claim can be made: with one seed the training noise is not measured. Run more "
+            "seeds (`python -m prefix_titan.sweep launch --seeds ...`)."
+        )
+    gold_mass = result.final.get("target gold mass", {})
+    equivalent = [
+        a
+        for a in arms
+        if a != "ce" and gold_mass.get(a) and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
+    ]
+    for family in plan.families:
+        _decide_family(result, family, contrast, seeds)
+    _aa_checks(result, equivalent, seeds)
+    if not result.answer:
+        result.answer = _answer(result, contrast)
+    return result
+
+
+def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):
+    table = (result.final if final else result.tables)[name]
+    complete = _complete(table, seeds)
+    if len(complete) < 2:
+        return None, complete
+    f = inference.fit(np.array([[table[a][s] for s in seeds] for a in complete]))
+    if not final:
+        result.fits[name] = f
+    return f, complete
+
+
+def _versus(f, complete, arms, baseline, **fields) -> list[Comparison]:
+    """Each of `arms` (those measured) against the baseline, Holm over them."""
+    rows = []
+    for arm in arms:
+        if arm in complete:
+            t = inference.versus(f, complete.index(arm), complete.index(baseline))
+            rows.append(
+                Comparison(
+                    arm=arm,
+                    baseline=baseline,
+                    estimate=t.estimate,
+                    low=t.low,
+                    high=t.high,
+                    p=t.p,
+                    **fields,
+                )
+            )
+    for c, adj in zip(rows, inference.holm([c.p for c in rows])):
+        c.p_adjusted = adj
+    return rows
+
+
+def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
+    plan, baseline = result.plan, result.plan.baseline
+    primary_claims: set[str] = set()
+    gated: list[Comparison] = []
+    for name in (family.primary, *family.exploratory):
+        primary = name == family.primary
+        m = metric(name)
+        f, complete = _fit_for(result, name, seeds)
+        if f is None or baseline not in complete:
+            if primary:
+                result.notes.append(
+                    f"{family.name}: {name} is not available for every run of {baseline} and "
+                    f"another arm: nothing compared"
+                )
+            continue
+        fields = {"family": family.name, "metric": name, "primary": primary}
+        rows = _versus(f, complete, contrast, baseline, **fields)
+        result.comparisons.extend(rows)
+        if not primary:
+            gated.extend(rows)
+            continue
+        for c in rows:
+            if c.p_adjusted is not None and c.p_adjusted <= plan.alpha:
+                c.claimed, c.direction = True, _direction(c.estimate, m.lower_is_better)
+                primary_claims.add(c.arm)
+        _trends(result, family, name, f, complete)
+        f1, complete1 = _fit_for(result, name, seeds, final=True)
+        if f1 is not None and baseline in complete1:
+            result.comparisons.extend(
+                _versus(f1, complete1, contrast, baseline, final=True, **fields)
+            )
+    # Exploratory: Holm over every exploratory comparison of the family (all arms, all metrics),
+    # claimed only for an arm whose primary metric was.
+    for c, adj in zip(gated, inference.holm([c.p for c in gated])):
+        c.p_adjusted = adj
+        if c.arm in primary_claims and adj is not None and adj <= plan.alpha:
+            c.claimed, c.direction = True, _direction(c.estimate, metric(c.metric).lower_is_better)
+
+
+def _trends(result: Analysis, family: Family, name: str, f, complete: list[str]) -> None:
+    tests = []
+    for kind in result.plan.contrast:
+        arms = [a for a in complete if result.kinds[a] == kind and result.taus.get(a)]
+        if len(arms) < 3:
+            continue
+        t = inference.trend(
+            f, [complete.index(a) for a in arms], [math.log(result.taus[a]) for a in arms]
+        )
+        tests.append(
+            {"family": family.name, "metric": name, "kind": kind, "arms": arms, **asdict(t)}
+        )
+    for t, adj in zip(tests, inference.holm([t["p"] for t in tests])):
+        t["p_adjusted"] = adj
+    result.trends.extend(tests)
+
+
+def _aa_checks(result: Analysis, equivalent: list[str], seeds: list) -> None:
+    """The CE-equivalent arms against ce on every family's primary (validation CE less its
+    by-construction part), Holm over all of them: one family of checks at alpha."""
+    rows = []
+    for family in result.plan.families:
+        name = AA_METRIC.get(family.primary, family.primary)
+        f, complete = _fit_for(result, name, seeds)
+        if f is None or "ce" not in complete:
+            continue
+        fields = {"family": family.name, "metric": name, "primary": True, "aa_check": True}
+        rows += _versus(f, complete, equivalent, "ce", **fields)
+    for c, adj in zip(rows, inference.holm([c.p for c in rows])):
+        c.p_adjusted = adj
+        if adj is not None and adj <= result.plan.alpha:  # a failed A/A check is a warning
+            c.claimed = True
+            c.direction = _direction(c.estimate, metric(c.metric).lower_is_better)
+    result.comparisons.extend(rows)
+
+
+def detectable_here(result: Analysis, name: str, comparisons: int) -> float | None:
+    """The 80%-power detectable difference for a metric with this sweep's pooled variance."""
+    f = result.fits.get(name)
+    if f is None or f.df <= 0 or not f.sigma2 > 0:
+        return None
+    return inference.detectable(
+        math.sqrt(f.sigma2), f.seeds, len(f.means), max(1, comparisons), result.plan.alpha
+    )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:+.4f}"
+
+
+def _answer(result: Analysis, contrast: list[str]) -> str:
+    plan = result.plan
+    family = plan.families[0]
+    claims = [c for c in result.claims if c.family == family.name and c.primary and not c.aa_check]
+    better = [c for c in claims if c.direction == "better"]
+    worse = [c for c in claims if c.direction == "worse"]
+
+    def listed(cs):
+        return "; ".join(
+            f"{c.arm} ({_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}], Holm p = "
+            f"{c.p_adjusted:.3g})"
+            for c in cs
+        )
+
+    if better:
+        answer = (
+            f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at familywise "
+            f"alpha {plan.alpha}."
+        )
+        if worse:
+            answer += f" Worse: {listed(worse)}."
+        return answer
+    if worse:
+        return f"No: {listed(worse)} below {plan.baseline} on {family.primary}, at familywise alpha {plan.alpha}."
+    d = detectable_here(result, family.primary, len(contrast))
+    tail = f" (the difference this sweep detects with 80% power: {d:.4f})" if d else ""
+    return (
+        f"No difference found: no arm of {', '.join(plan.contrast)} differs from {plan.baseline} "
+        f"on {family.primary} at familywise alpha {plan.alpha}{tail}."
+    )

@@ -1,0 +1,145 @@
+"""The report's inference: a two-way (arm x seed) model of per-run metrics, contrasts of arms with
+a baseline from it, Holm's adjustment, a trend test over tau, and the detectable effect at a
+power. numpy and scipy; nothing of the package.
+
+Model: y[a, s] = mu + arm[a] + seed[s] + e[a, s], e ~ N(0, sigma^2), over A arms that all have the
+same S seeds. The seed term takes out what a seed shares across arms (its initialisation and data
+order: the pairing of a paired design); sigma^2 is estimated from every arm's residuals together
+(pooled: (A - 1)(S - 1) degrees of freedom, where one pair of arms alone has S - 1). A contrast
+sum_a c[a] * mean_a (sum c = 0) has standard error sigma * sqrt(sum c^2 / S) and a t distribution
+with the residual degrees of freedom.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+POWER = 0.8
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The two-way model fitted to a table y[arms, seeds]."""
+
+    means: np.ndarray
+    """[A] each arm's mean over the seeds"""
+    sigma2: float
+    """the pooled residual variance (nan with one seed)"""
+    df: int
+    """its degrees of freedom, (A - 1)(S - 1)"""
+    seeds: int
+
+
+def fit(y: np.ndarray) -> Fit:
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 1:
+        raise ValueError(f"the two-way model needs [arms >= 2, seeds >= 1] values; got {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("the two-way model got a value that is not finite")
+    a, s = y.shape
+    df = (a - 1) * (s - 1)
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    sigma2 = float((resid**2).sum() / df) if df > 0 else float("nan")
+    if sigma2 < (1e-10 * float(np.abs(y).max())) ** 2:  # rounding error only: no variance at all
+        sigma2 = 0.0
+    return Fit(y.mean(1), sigma2, df, s)
+
+
+@dataclass(frozen=True)
+class Test:
+    """A contrast's estimate, its interval and its two-sided p-value (None: not testable, with
+    one seed or no residual variance)."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+    p: float | None
+    se: float | None
+    df: int
+
+
+def contrast(f: Fit, weights: np.ndarray, level: float = LEVEL) -> Test:
+    from scipy.special import stdtr, stdtrit  # the t distribution's cdf and its inverse
+
+    w = np.asarray(weights, dtype=np.float64)
+    estimate = float(w @ f.means)
+    if f.df <= 0 or not f.sigma2 > 0:  # one seed, or identical differences: no interval
+        return Test(estimate, None, None, None, None, f.df)
+    se = math.sqrt(f.sigma2 * float(w @ w) / f.seeds)
+    half = float(stdtrit(f.df, 0.5 + level / 2)) * se
+    p = float(2 * stdtr(f.df, -abs(estimate) / se))
+    return Test(estimate, estimate - half, estimate + half, p, se, f.df)
+
+
+def versus(f: Fit, arm: int, baseline: int, level: float = LEVEL) -> Test:
+    """arm - baseline."""
+    w = np.zeros(len(f.means))
+    w[arm], w[baseline] = 1.0, -1.0
+    return contrast(f, w, level)
+
+
+def trend(f: Fit, arms: list[int], x: list[float], level: float = LEVEL) -> Test:
+    """The least-squares slope of the arms' means on x (e.g. log tau): a linear contrast."""
+    xs = np.asarray(x, dtype=np.float64)
+    c = (xs - xs.mean()) / ((xs - xs.mean()) ** 2).sum()
+    w = np.zeros(len(f.means))
+    w[arms] = c
+    return contrast(f, w, level)
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values (None stays None and is not counted)."""
+    tested = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    m = len(tested)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def detectable(
+    sd: float, seeds: int, arms: int, comparisons: int, alpha: float = 0.05, power: float = POWER
+) -> float:
+    """The smallest arm - baseline difference the two-way test detects with `power`, at the
+    Bonferroni level alpha / comparisons (Holm's first step, its strictest), for a run-level
+    residual sd, `seeds` seeds and `arms` arms: the noncentral t's power solved for the effect."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct, t
+
+    df = (arms - 1) * (seeds - 1)
+    if df <= 0:
+        return float("inf")
+    se = sd * math.sqrt(2 / seeds)
+    crit = float(t.ppf(1 - alpha / comparisons / 2, df))
+
+    def gap(delta: float) -> float:
+        nc = delta / se
+        lower = float(nct.cdf(-crit, df, nc))  # the wrong-sign rejections (nan far out: 0)
+        return float(nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
+
+    high = se
+    while gap(high) < 0:
+        high *= 2
+    return brentq(gap, 0.0, high)
+
+
+def seeds_needed(
+    effect: float,
+    sd: float,
+    arms: int,
+    comparisons: int,
+    alpha: float = 0.05,
+    power: float = POWER,
+    most: int = 100,
+) -> int | None:
+    """The fewest seeds at which `effect` is detectable (None: more than `most`)."""
+    for s in range(2, most + 1):
+        if detectable(sd, s, arms, comparisons, alpha, power) <= effect:
+            return s
+    return None

@@ -1,0 +1,224 @@
+"""What the report can measure on a run: every metric by name, how to read it from a run
+(runs.load_run's record, or the simulator's), and which way is better.
+
+Evaluation metrics are read at evaluated steps and averaged over the steps asked for (the last
+k evaluated checkpoints, or the final one); validation metrics (from the metrics log) over the
+last k validation rows. A metric missing at any of those steps is missing (None) for the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..evaluation.harness import (
+    DEFAULT_TASKS,
+    EMBEDDING_PROBE,
+    SECONDARY_TASKS,
+    primary_metric,
+)
+from ..evaluation.probes import PREFIX_SHAPED, PROBE_TASKS
+
+CHAR_PROBES = [t for t in PROBE_TASKS if t not in PREFIX_SHAPED]
+CHANCE = {
+    "char_spell": 0.25,
+    "char_first_letter": 0.25,
+    "char_last_letter": 0.25,
+    "char_count": 0.25,
+    "char_contains": 0.5,
+    "char_prefix": 0.5,
+}
+"""Each probe's chance accuracy (its number of choices)"""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    lower_is_better: bool
+    source: str
+    """"eval" (read at evaluated steps) or "validation" (the metrics log's validation rows)"""
+    read: Callable[[dict], float | None]
+    """One step's value from that step's record ({"results", "bits_per_byte", ...}) or from a
+    validation row"""
+    description: str
+
+
+def _task(task: str):
+    def read(step: dict):
+        m = step["results"].get(task)
+        return None if m is None else m.get(f"{primary_metric(task, m)},none")
+
+    return read
+
+
+def _bpb(task: str):
+    def read(step: dict):
+        return step.get("bits_per_byte", {}).get(task)
+
+    return read
+
+
+def _mean(reads: list[Callable]):
+    def read(step: dict):
+        values = [r(step) for r in reads]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    return read
+
+
+def _embedding(key: str):
+    def read(step: dict):
+        return (step["results"].get(EMBEDDING_PROBE) or {}).get(key)
+
+    return read
+
+
+def _composite(step: dict) -> float | None:
+    """The chance-corrected accuracy (acc - chance) / (1 - chance) of the character probes that
+    are not prefix-shaped, averaged, with the embedding probe's input-row letters F1 above its
+    shuffled-label control, (F1 - control) / (1 - control), as one more part where it was run."""
+    parts = []
+    for task in CHAR_PROBES:
+        acc = _task(task)(step)
+        if acc is None:
+            return None
+        parts.append((acc - CHANCE[task]) / (1 - CHANCE[task]))
+    probe = step["results"].get(EMBEDDING_PROBE) or {}
+    f1, control = probe.get("input_letters,none"), probe.get("input_letters_shuffled_labels,none")
+    if f1 is not None and control is not None and control < 1:
+        parts.append((f1 - control) / (1 - control))
+    return sum(parts) / len(parts)
+
+
+def _difference(a: Callable, b: Callable):
+    def read(step: dict):
+        x, y = a(step), b(step)
+        return None if x is None or y is None else x - y
+
+    return read
+
+
+def _validation(key: str):
+    def read(row: dict):
+        return row.get(key)
+
+    return read
+
+
+def _catalogue() -> dict[str, Metric]:
+    out: dict[str, Metric] = {}
+
+    def add(name, lower, source, read, description):
+        out[name] = Metric(name, lower, source, read, description)
+
+    add("val CE", True, "validation", _validation("validation_plain_ce"), "validation plain CE")
+    add(
+        "val CE excess",
+        True,
+        "validation",
+        _difference(_validation("validation_plain_ce"), _validation("validation_implied_ce")),
+        "validation plain CE minus what the target implies (the A/A check's CE)",
+    )
+    for key, name, lower, what in (
+        ("validation_prefix_mass", "val prefix mass", False, "probability on the gold's prefixes"),
+        ("validation_top1", "val top1", False, "validation top-1 accuracy"),
+        ("validation_ece", "val ECE", True, "validation expected calibration error"),
+        ("validation_brier", "val Brier", True, "validation Brier score"),
+        ("validation_target_gold_mass", "target gold mass", False, "the target's gold mass"),
+        ("validation_implied_ce", "implied CE", True, "plain CE a perfect target-matcher has"),
+    ):
+        add(name, lower, "validation", _validation(key), what)
+    for task in [*DEFAULT_TASKS, *SECONDARY_TASKS]:
+        add(task, False, "eval", _task(task), f"{task} accuracy (acc_norm where it has it)")
+        add(f"{task} bits/byte", True, "eval", _bpb(task), f"{task}: bits per byte of the gold")
+    add(
+        "downstream acc",
+        False,
+        "eval",
+        _mean([_task(t) for t in DEFAULT_TASKS]),
+        "mean accuracy of the mission's four tasks",
+    )
+    add(
+        "downstream bits/byte",
+        True,
+        "eval",
+        _mean([_bpb(t) for t in DEFAULT_TASKS]),
+        "mean bits per byte of the mission's four tasks' gold answers",
+    )
+    for task in PROBE_TASKS:
+        add(task, False, "eval", _task(task), f"{task} accuracy")
+        add(f"{task}_blank", False, "eval", _task(f"{task}_blank"), f"{task} with the word blanked")
+    add(
+        "char acc",
+        False,
+        "eval",
+        _mean([_task(t) for t in CHAR_PROBES]),
+        "mean accuracy of the probes that are not prefix-shaped",
+    )
+    add(
+        "char acc, blank",
+        False,
+        "eval",
+        _mean([_task(f"{t}_blank") for t in CHAR_PROBES]),
+        "the same on their blank twins",
+    )
+    add(
+        "prefix-shaped acc",
+        False,
+        "eval",
+        _mean([_task(t) for t in PREFIX_SHAPED]),
+        "mean accuracy of the prefix-shaped probes",
+    )
+    add(
+        "char composite",
+        False,
+        "eval",
+        _composite,
+        "chance-corrected character probes (and embedding probe), averaged",
+    )
+    add(
+        "emb letters, in",
+        False,
+        "eval",
+        _embedding("input_letters,none"),
+        "embedding probe: letters macro-F1 from the input embeddings",
+    )
+    add(
+        "emb letters, out",
+        False,
+        "eval",
+        _embedding("output_letters,none"),
+        "embedding probe: letters macro-F1 from the output rows",
+    )
+    return out
+
+
+METRICS = _catalogue()
+
+
+def metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise ValueError(f"no metric named {name!r}; the metrics: {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def evaluated_steps(run: dict) -> list[int]:
+    """The steps of a run with evaluation results."""
+    return sorted(s for s, e in run["steps"].items() if s >= 0 and e["results"])
+
+
+def run_value(run: dict, m: Metric, last: int) -> tuple[float | None, tuple]:
+    """(the run's value of `m` averaged over its `last` evaluated steps or validation rows, the
+    steps it was read at): a step without `m` (another task set evaluated there) is left out,
+    so the caller checks that every run used the same steps."""
+    if m.source == "validation":
+        rows = list(run["validation"].items())[-last:]
+    else:
+        rows = [(s, run["steps"][s]) for s in evaluated_steps(run)[-last:]]
+    read = [(s, m.read(r)) for s, r in rows]
+    read = [(s, v) for s, v in read if v is not None]
+    if not read:
+        return None, ()
+    value = sum(v for _, v in read) / len(read)
+    return (value if math.isfinite(value) else float("nan")), tuple(s for s, _ in read)

@@ -1,0 +1,375 @@
+"""Synthetic sweeps, for calibrating the report's decisions: runs made from a model of how
+evaluations vary, as run records (what runs.load_run returns) or as run folders (what training
+and evaluation write), so that analysis.analyse and report.report run on them unchanged.
+
+The model, per task (logits; `Noise` holds the spreads):
+
+    correct[run, step, item] ~ Bernoulli(g + (1 - g) * sigmoid(level + ability + easiness[item]
+                                          + seed_item[seed, item] + model_item[run, item]))
+    ability = seed[seed] + run[run] + run_task[run, task] + growth * step_index + shift[arm, task]
+
+g is the guessing rate (1 / choices). Easiness is shared by every run; seed and seed_item by the
+runs of one seed (what initialisation and data order share across arms: the pairing); run,
+run_task and model_item are the run's own (training noise, and the items a model happens to
+get). Each evaluated step draws its answers again. shift is a planted effect: `effects` gives
+it in accuracy points, solved for the logit shift that raises the arm's expected accuracy by
+that much. Blank twins of the probes get no shift (they cannot read the word). The gold answer's
+log-likelihood follows the same logit, so bits per byte moves with accuracy.
+
+Validation rows: plain CE = ce_level + seed + run + row noise, plus, with construction_cost,
+the plain CE the arm's target costs by construction (-log of its gold mass, GOLD_MASS); an
+effect on "val CE" adds to it. The targets' gold masses are illustrative values of the right
+order (prefix targets at small tau keep >= 0.99 on the gold), not measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS, write_items
+from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
+from ..objectives.spec import ObjectiveSpec
+from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_json
+from .configs import arm_specs
+from .runs import run_order
+
+
+@dataclass(frozen=True)
+class Task:
+    items: int
+    choices: int
+    level: float
+    """the mean logit of an item for a model at step 0 (sets the accuracy above guessing)"""
+
+
+TASKS = {
+    "hellaswag": Task(10042, 4, -3.2),
+    "piqa": Task(1838, 2, -1.8),
+    "winogrande_debiased": Task(1267, 2, -4.5),
+    "arc_easy": Task(2376, 4, -1.8),
+    "arc_challenge": Task(1172, 4, -4.5),
+    "sciq": Task(1000, 4, -0.2),
+    **{
+        t: Task(ITEMS_PER_TASK, 2 if t in ("char_contains", "char_prefix") else 4, -3.0)
+        for t in PROBE_TASKS
+    },
+    **{
+        t: Task(ITEMS_PER_TASK, 2 if t[:-6] in ("char_contains", "char_prefix") else 4, -4.5)
+        for t in BLANK_TASKS
+    },
+}
+"""The evaluated tasks with their real item counts and choices"""
+
+GROUPS = {
+    "char": [t for t in PROBE_TASKS if t not in PREFIX_SHAPED],
+    "prefix-shaped": list(PREFIX_SHAPED),
+    "downstream": list(DEFAULT_TASKS),
+}
+"""Names an effect may give for several tasks at once"""
+
+
+@dataclass(frozen=True)
+class Noise:
+    easiness: float = 1.5
+    """sd of the items' easiness (logits), shared by every run"""
+    seed: float = 0.05
+    """sd of a seed's ability shift, shared by every arm of that seed"""
+    seed_item: float = 0.3
+    """sd of a seed's per-item component (what its data order taught), shared by its arms"""
+    run: float = 0.03
+    """sd of a run's own ability (training noise), on every task"""
+    run_task: float = 0.03
+    """sd of a run's own ability on one task"""
+    model_item: float = 0.5
+    """sd of a run's own per-item component"""
+    growth: float = 0.1
+    """ability gained per evaluated checkpoint"""
+    val_seed: float = 0.01
+    """sd of a seed's validation-CE shift (nats), shared by its arms"""
+    val_run: float = 0.01
+    """sd of a run's own validation-CE shift (nats)"""
+    val_row: float = 0.003
+    """sd of a validation row's own noise (nats)"""
+
+
+GOLD_MASS = {
+    "ce": 1.0,
+    "label_smoothing": 0.9,
+    **{
+        f"prefix_tau{t}": m
+        for t, m in zip((0.05, 0.1, 0.2, 0.5, 1.0, 2.0), (0.9999, 0.999, 0.996, 0.97, 0.9, 0.8))
+    },
+    **{
+        f"prefix_norm_tau{t}": m
+        for t, m in zip((0.05, 0.1, 0.2, 0.5, 1.0, 2.0), (0.95, 0.9, 0.79, 0.6, 0.45, 0.38))
+    },
+}
+"""Illustrative mean gold mass of each arm's target (not measured)"""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What to simulate."""
+
+    arms: tuple[ObjectiveSpec, ...] = tuple(arm_specs())
+    seeds: tuple[int, ...] = (1, 2, 3)
+    steps: tuple[int, ...] = (1200, 2400, 3600)
+    """the evaluated checkpoints (validation rows every 300 steps up to the last)"""
+    effects: tuple[tuple[str, str, float], ...] = ()
+    """(arm, task or group or "val CE", effect): accuracy points as a fraction (0.05 = +5
+    points), or nats for "val CE"; groups: GROUPS"""
+    tasks: tuple[str, ...] = (*DEFAULT_TASKS, *SECONDARY_TASKS, *PROBE_TASKS, *BLANK_TASKS)
+    items: int | None = None
+    """items per task (None: each task's real count); the error rates do not depend on it"""
+    noise: Noise = Noise()
+    construction_cost: bool = False
+    """add to each arm's validation CE what its target costs by construction"""
+    embedding_probe: bool = True
+    ce_level: float = 3.6
+
+
+def _effects(sweep: Sweep) -> dict[tuple[str, str], float]:
+    names = {s.arm_name() for s in sweep.arms}
+    out: dict[tuple[str, str], float] = {}
+    for arm, what, value in sweep.effects:
+        if arm not in names:
+            raise ValueError(
+                f"effect on {arm!r}: no such arm; the arms: {', '.join(sorted(names))}"
+            )
+        tasks = GROUPS.get(what, [what])
+        for t in tasks:
+            if t != "val CE" and t not in sweep.tasks:
+                raise ValueError(
+                    f"effect on {what!r}: not a simulated task or group; allowed: "
+                    f"{', '.join(sweep.tasks)}, {', '.join(GROUPS)}, val CE"
+                )
+            out[(arm, t)] = out.get((arm, t), 0.0) + value
+    return out
+
+
+_NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(24)
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+
+def _expected_accuracy(task: Task, logits: np.ndarray, sd: float) -> float:
+    g = 1 / task.choices
+    p = 1 / (1 + np.exp(-(logits[:, None] + sd * _NODES[None, :])))
+    return float(g + (1 - g) * (p @ _WEIGHTS).mean())
+
+
+def logit_shift(task: Task, easiness: np.ndarray, sd: float, points: float) -> float:
+    """The ability shift that raises the expected accuracy on these items by `points`."""
+    base = _expected_accuracy(task, task.level + easiness, sd)
+    if not 0 < base + points < 1:
+        raise ValueError(f"an effect of {points} from accuracy {base:.3f} leaves [0, 1]")
+    lo, hi = -20.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _expected_accuracy(task, task.level + easiness + mid, sd) < base + points:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
+    """One synthetic sweep as run records (runs.load_run's form, folders named "sim/...";
+    each step's `items` holds arrays: correct, gold_loglik, gold_bytes per item)."""
+    rng = np.random.default_rng(seed)
+    noise = sweep.noise
+    effects = _effects(sweep)
+    # Every task's items in one vector; `starts` splits it back.
+    tasks = list(sweep.tasks)
+    sizes = np.array([sweep.items or TASKS[t].items for t in tasks])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    which = np.repeat(np.arange(len(tasks)), sizes)
+    n = int(sizes.sum())
+    level = np.array([TASKS[t].level for t in tasks])[which]
+    guess = np.array([1 / TASKS[t].choices for t in tasks])[which]
+    easiness = rng.normal(0, noise.easiness, n)
+    gold_bytes = rng.integers(8, 120, n)
+    bytes_per_task = np.add.reduceat(gold_bytes, starts)
+    item_sd = math.hypot(noise.seed_item, noise.model_item)
+    shift = {}
+    for (arm, t), v in effects.items():
+        if t != "val CE":
+            i = tasks.index(t)
+            part = slice(starts[i], starts[i] + sizes[i])
+            shift.setdefault(arm, np.zeros(len(tasks)))[i] = logit_shift(
+                TASKS[t], easiness[part], item_sd, v
+            )
+    char = GROUPS["char"]
+    val_steps = list(range(300, sweep.steps[-1] + 1, 300))
+    runs = []
+    for s in sweep.seeds:
+        seed_part = rng.normal(0, noise.seed) + rng.normal(0, noise.seed_item, n)
+        seed_val = rng.normal(0, noise.val_seed)
+        seed_emb = rng.normal(0, 0.005)
+        for spec in sweep.arms:
+            arm = spec.arm_name()
+            own = rng.normal(0, noise.run) + rng.normal(0, noise.run_task, len(tasks))
+            if arm in shift:
+                own = own + shift[arm]
+            logit0 = level + easiness + seed_part + own[which] + rng.normal(0, noise.model_item, n)
+            steps = {}
+            for k, step in enumerate(sweep.steps):
+                logit = logit0 + noise.growth * k
+                correct = rng.random(n) < guess + (1 - guess) / (1 + np.exp(-logit))
+                # the gold answer's log-likelihood: bytes x (a floor + how unsure the model is)
+                loglik = -gold_bytes * (0.5 + 0.3 * np.logaddexp(0, -logit))
+                acc = np.add.reduceat(correct, starts) / sizes
+                bpb = -np.add.reduceat(loglik, starts) / bytes_per_task / math.log(2)
+                results = {t: {"acc,none": float(acc[i])} for i, t in enumerate(tasks)}
+                if sweep.embedding_probe:
+                    gain = sum(effects.get((arm, t), 0.0) for t in char) / len(char)
+                    results[EMBEDDING_PROBE] = {
+                        "input_letters,none": 0.35 + gain + seed_emb + rng.normal(0, 0.005),
+                        "input_letters_shuffled_labels,none": 0.1 + rng.normal(0, 0.005),
+                        "output_letters,none": 0.3 + gain + seed_emb + rng.normal(0, 0.005),
+                    }
+                steps[step] = {
+                    "results": results,
+                    "items": {
+                        t: {
+                            "correct": correct[part],
+                            "gold_loglik": loglik[part],
+                            "gold_bytes": gold_bytes[part],
+                        }
+                        for t, part in (
+                            (t, slice(starts[i], starts[i] + sizes[i])) for i, t in enumerate(tasks)
+                        )
+                    },
+                    "limits": {t: sweep.items for t in results},
+                    "versions": {t: 1 for t in results},
+                    "files": {},
+                    "bits_per_byte": {t: float(bpb[i]) for i, t in enumerate(tasks)},
+                }
+            mass = GOLD_MASS.get(arm, 1.0)
+            cost = -math.log(mass) if sweep.construction_cost else 0.0
+            base = seed_val + rng.normal(0, noise.val_run) + cost + effects.get((arm, "val CE"), 0)
+            validation = {}
+            for i, step in enumerate(val_steps):
+                ce = (
+                    sweep.ce_level
+                    + 0.5 * (1 - (i + 1) / len(val_steps))
+                    + base
+                    + rng.normal(0, noise.val_row)
+                )
+                validation[step] = {
+                    "validation_plain_ce": ce,
+                    "validation_top1": 0.3 - 0.05 * (ce - sweep.ce_level) + rng.normal(0, 0.002),
+                    "validation_ece": 0.02 + abs(rng.normal(0, 0.002)),
+                    "validation_brier": 0.8 + 0.02 * (ce - sweep.ce_level) + rng.normal(0, 0.002),
+                    "validation_prefix_mass": 0.05 + rng.normal(0, 0.002),
+                    "validation_target_gold_mass": mass,
+                    "validation_implied_ce": -math.log(mass),
+                }
+            runs.append(_record(spec, s, steps, validation))
+    return sorted(runs, key=lambda r: (run_order(r), r["seed"]))  # as runs.find_runs orders them
+
+
+def _record(spec: ObjectiveSpec, seed: int, steps: dict, validation: dict) -> dict:
+    folder = os.path.join("sim", spec.arm_name(), f"seed{seed}")
+    config = {
+        "objective": spec.objective(),
+        "debug": {"seed": seed},
+        "job": {"dump_folder": folder, "description": "synthetic sweep (prefix_titan.simulate)"},
+    }
+    return {
+        "folder": folder,
+        "name": spec.arm_name(),
+        "seed": seed,
+        "config": config,
+        "objective": vars(spec),
+        "val": {s: r["validation_plain_ce"] for s, r in validation.items()},
+        "validation": validation,
+        "steps": steps,
+    }
+
+
+def group(runs: list[dict]) -> dict[str, dict[int, dict]]:
+    """{arm: {seed: run}} in the sweep's order (runs.group_arms' form)."""
+    out: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        out.setdefault(r["name"], {})[r["seed"]] = r
+    return out
+
+
+def write(runs: list[dict], root: str) -> list[str]:
+    """The runs as run folders under root (<arm>/seed<S>: run_config.json, the metrics log with
+    the validation rows, and hf/step-N/eval_results.json with its per-item outcomes), as
+    training and `eval` write them. Returns the folders."""
+    folders = []
+    for r in runs:
+        folder = os.path.join(root, r["name"], f"seed{r['seed']}")
+        os.makedirs(folder, exist_ok=True)
+        config = {**r["config"], "job": {**r["config"]["job"], "dump_folder": folder}}
+        write_json(os.path.join(folder, RUN_CONFIG), config)
+        with open(os.path.join(folder, METRICS_LOG), "w") as f:
+            for step, row in r["validation"].items():
+                f.write(json.dumps({"step": step, **row}) + "\n")
+        for step, e in r["steps"].items():
+            out = os.path.join(folder, "hf", f"step-{step}")
+            os.makedirs(out, exist_ok=True)
+            limit = next(iter(e["limits"].values()), None)
+            write_json(
+                os.path.join(out, EVAL_RESULTS),
+                {"results": e["results"], "limit": limit, "versions": e["versions"]},
+            )
+            write_items(out, {t: _item_rows(v) for t, v in e["items"].items()})
+        folders.append(folder)
+    return folders
+
+
+def _item_rows(v: dict) -> list[dict]:
+    return [
+        {"doc_id": i, "correct": float(c), "gold_loglik": float(ll), "gold_bytes": int(b)}
+        for i, (c, ll, b) in enumerate(zip(v["correct"], v["gold_loglik"], v["gold_bytes"]))
+    ]
+
+
+def moved_metrics(what: str) -> set[str]:
+    """The report's metrics that an effect on `what` (a task, a GROUPS name or "val CE") moves:
+    the tasks themselves, their bits per byte and the composites built from them."""
+    if what == "val CE":
+        return {"val CE", "val CE excess"}
+    tasks = set(GROUPS.get(what, [what]))
+    out = tasks | {f"{t} bits/byte" for t in tasks}
+    if tasks & set(GROUPS["char"]):
+        out |= {"char composite", "char acc", "emb letters, in", "emb letters, out"}
+    if tasks & set(GROUPS["prefix-shaped"]):
+        out.add("prefix-shaped acc")
+    if tasks & set(GROUPS["downstream"]):
+        out |= {"downstream bits/byte", "downstream acc"}
+    return out
+
+
+def claims(sweep: Sweep, plan, sweeps: int, seed: int = 0) -> list[list]:
+    """The report's claims (analysis.analyse, the A/A checks' included) on `sweeps` simulated
+    sweeps: one list of Comparison per sweep."""
+    from .analysis import analyse
+
+    return [analyse(group(simulate(sweep, seed=(seed, i))), plan).claims for i in range(sweeps)]
+
+
+def rate(hits: int, n: int) -> str:
+    """hits / n as a percentage with its exact (Clopper-Pearson) 95% interval."""
+    from scipy.stats import beta
+
+    low = beta.ppf(0.025, hits, n - hits + 1) if hits else 0.0
+    high = beta.ppf(0.975, hits + 1, n - hits) if hits < n else 1.0
+    return f"{100 * hits / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}] ({hits}/{n})"
+
+
+def familywise(found: list[list], plan) -> dict[str, int]:
+    """Per family of the plan, the number of sweeps with at least one claim about the objective
+    (the A/A checks excepted): under a global null, every such claim is false."""
+    return {
+        f.name: sum(any(c.family == f.name and not c.aa_check for c in cs) for cs in found)
+        for f in plan.families
+    }

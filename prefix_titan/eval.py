@@ -1,7 +1,8 @@
 """Zero-shot lm-eval-harness evaluation of an exported model (or of every checkpoint of a run).
 
     python -m prefix_titan.eval --model DIR [--tasks hellaswag piqa winogrande_debiased arc_easy]
-        [--limit N] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
+        [--limit N [--limit-seed S]] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
+        [--progress]
     python -m prefix_titan.eval --all-checkpoints RUN_DIR [--tasks ...]
 
 Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/evaluation/tasks):
@@ -11,6 +12,10 @@ or cute_spell, ...), read from the hub's leukas/cute. Results go to DIR/eval_res
 short table is printed. --data-dir reads each task's documents from DIR/<task>.jsonl instead of
 the hub (an offline copy in the task's own schema). --all-checkpoints exports every step-N of the
 run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json.
+
+--limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
+documents for every model evaluated with the same N and seed; the results record both), not the
+first N. Progress bars and lm-eval's log lines are shown only with --progress.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ import os
 import sys
 
 from .data.hub import exit_if_unreachable
-from .evaluation.harness import DEFAULT_TASKS, ProbeOptions, evaluate, evaluate_run, table
+from .evaluation.harness import (
+    DEFAULT_TASKS,
+    LIMIT_SEED,
+    ProbeOptions,
+    evaluate,
+    evaluate_run,
+    table,
+)
 from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS
 from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
@@ -28,12 +40,28 @@ from .runs.folder import EVAL_RESULTS
 
 
 def quiet() -> None:
-    """No progress bars (tqdm reads TQDM_DISABLE when it is imported: before lm-eval, datasets
-    and transformers load it) and only lm-eval's errors: the table and the results path remain."""
+    """No progress bars and only lm-eval's errors: the table and the results path remain.
+    TQDM_DISABLE only changes tqdm's default, and lm-eval passes `disable=` itself, so every bar
+    of this process is made disabled; the hub's bars have their own switch."""
+    import functools
     import logging
 
+    import tqdm.std
+
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    init = tqdm.std.tqdm.__init__
+    if getattr(init, "silenced", False):
+        return
+
+    @functools.wraps(init)
+    def silenced(self, *args, **kwargs):
+        kwargs["disable"] = True
+        init(self, *args, **kwargs)
+
+    silenced.silenced = True
+    tqdm.std.tqdm.__init__ = silenced
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +75,18 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--all-checkpoints", metavar="RUN_DIR", help="a run's dump folder")
     p.add_argument("--config", help="the run's TOML, for runs without run_config.json")
     p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
-    p.add_argument("--limit", type=int, default=None, help="documents per task (quick checks)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="a random sample of N documents per task (quick checks)",
+    )
+    p.add_argument(
+        "--limit-seed",
+        type=int,
+        default=LIMIT_SEED,
+        help=f"the seed of the --limit sample (default {LIMIT_SEED})",
+    )
     p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
     p.add_argument("--batch-size", default="auto")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
@@ -74,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if not a.progress:
         quiet()
+    if a.limit is not None and a.limit < 1:
+        p.error(f"--limit must be >= 1 (documents per task); got {a.limit}")
     if a.probe_items < 1:
         p.error(f"--probe-items must be >= 1; got {a.probe_items}")
     if not 0 <= a.probe_shots <= MAX_SHOTS:
@@ -86,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = dict(
         tasks=a.tasks,
         limit=a.limit,
+        limit_seed=a.limit_seed,
         data_dir=a.data_dir,
         batch_size=a.batch_size,
         dtype=a.dtype,

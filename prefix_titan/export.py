@@ -1,7 +1,7 @@
 """Export a `prefix_llama3` checkpoint to a Hugging Face folder that transformers loads unchanged.
 
     python -m prefix_titan.export --config train_configs/prefix_tau0.5.toml --out hf/prefix_tau0.5
-        [--checkpoint DIR] [--dtype bf16|fp32] [--overwrite]
+        [--checkpoint DIR] [--dtype bf16|fp32] [--overwrite] [--accept-unverified]
 
 --checkpoint is a torchtitan DCP step folder (`.../checkpoint/step-N`) or the final step saved with
 `checkpoint.last_save_in_hf = true`; by default the newest step under the run's dump folder. The
@@ -9,13 +9,20 @@ output holds `model.safetensors` (HF key names via torchtitan's Llama3StateDictA
 format=pt), a `config.json` that matches the flavor exactly (RoPE theta and scaling included: a
 mismatch is silent and grows with sequence length), the tokenizer files and generation_config.json.
 It is written to a temporary folder and renamed into place, so no half-written folder is left.
+
+--overwrite replaces only an earlier export (a folder holding export_source.json); --out may never
+be, hold or lie inside the run folder or checkpoint it reads. A step is exported only if its files
+match the checksums recorded when it was saved; a step saved without them (the run was killed
+first) is refused unless --accept-unverified (or sealed: python -m prefix_titan.runs.checkpoints
+seal STEP_DIR).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .evaluation.export import DTYPES, export
+DTYPE_NAMES = ("bf16", "fp32")
+"""The --dtype choices (evaluation/export.py's DTYPES, named here so that --help needs no torch)"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,12 +36,24 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None, help="step folder (default: the newest)")
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
+    p.add_argument(
+        "--accept-unverified",
+        action="store_true",
+        help="export a step whose files have no recorded checksum (size-checked only)",
+    )
     a, overrides = p.parse_known_args(argv)  # extra --section.key value pairs override the TOML
+    from .evaluation.export import export
+
     try:
         export(
-            ["--job.config_file", a.config, *overrides], a.out, a.checkpoint, a.dtype, a.overwrite
+            ["--job.config_file", a.config, *overrides],
+            a.out,
+            a.checkpoint,
+            a.dtype,
+            a.overwrite,
+            accept_unverified=a.accept_unverified,
         )
     except ValueError as e:
         p.error(str(e))

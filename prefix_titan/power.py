@@ -21,6 +21,7 @@ from .evaluation.harness import DEFAULT_TASKS
 from .sweep.analysis import analyse, arm_kind, load_plan
 from .sweep.configs import SCALES, arms
 from .sweep.power import plan_rows
+from .sweep.report import plural
 
 EFFECTS = {
     "char composite": 0.05,
@@ -52,7 +53,7 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
         f = a.fits.get(name)
         if f is not None and f.df > 0 and f.sigma2 > 0:
             out[name] = math.sqrt(f.sigma2)
-    return out, f"{len(a.arms)} arms x {len(a.seeds)} seeds under {runs_dir}"
+    return out, f"{plural(len(a.arms), 'arm')} x {plural(len(a.seeds), 'seed')} under {runs_dir}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         p.error(str(e))
     sweep = arms()
     compared = sum(1 for s in sweep.values() if arm_kind(vars(s)) in plan.contrast)
+    if compared == 0:
+        p.error(
+            f"the plan's contrast ({', '.join(plan.contrast) or 'none'}) names no arm of the "
+            f"{a.scale} sweep: nothing is compared, so there is no power to compute"
+        )
     rows = plan_rows(names, a.seeds, len(sweep), compared, plan.alpha, measured, effects)
     print(
         f"Power before the run: scale {a.scale}, {len(sweep)} arms ({compared} compared with "

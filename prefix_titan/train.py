@@ -12,9 +12,12 @@ import sys
 
 
 def local_command(*args: str, nproc: int = 1) -> list[str]:
-    """The command that runs this launcher with `args` on this machine: `nproc` ranks under
-    torchrun's standalone mode (one rendezvous on a free local port). Several ranks print only
-    rank 0's output (torchrun's --local-ranks-filter); LOG_RANK=0,1 or LOG_RANK=all asks for more."""
+    """The command that runs this launcher with `args` on this machine: one rank in this
+    launcher's own process (a world of one), or `nproc` ranks under torchrun's standalone mode (one
+    rendezvous on a free local port). Several ranks print only rank 0's output (torchrun's
+    --local-ranks-filter); LOG_RANK=0,1 or LOG_RANK=all asks for more."""
+    if nproc == 1:
+        return [sys.executable, "-m", "prefix_titan.train", *args]
     ranks = os.environ.get("LOG_RANK", "0")
     show = [] if nproc == 1 or ranks == "all" else [f"--local-ranks-filter={ranks}"]
     return [
@@ -47,7 +50,7 @@ def check_config_file(args: list[str]) -> str | None:
     """Why `args` cannot start a run before torchtitan is even loaded (no config, a missing file,
     TOML that does not parse), or None."""
     if any(a in ("-h", "--help") for a in args):
-        return None
+        return None  # (main adds the [objective] section to a help without a config)
     path = config_file(args)
     if path is None:
         return (
@@ -57,13 +60,12 @@ def check_config_file(args: list[str]) -> str | None:
         )
     if not os.path.isfile(path):
         return f"--job.config_file {path}: no such file"
-    import tomllib
+    from .runs.folder import read_toml
 
     try:
-        with open(path, "rb") as f:
-            tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        return f"{path} is not valid TOML: {e}"
+        read_toml(path, "the job config")
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -124,8 +126,11 @@ def _is_switch(section: str, key: str) -> bool:
 def parse_config(args: list[str]):
     """torchtitan's config parse of `args`; its errors explained (explain_config_error) on
     rank 0, ending the process with status 2."""
+    import logging
+
     from torchtitan.config import ConfigManager
 
+    logging.disable(logging.WARNING)  # torchtitan's parse warns again, once, in its own main
     try:
         return ConfigManager().parse_args(args)
     except (ValueError, SystemExit) as e:
@@ -135,16 +140,44 @@ def parse_config(args: list[str]):
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def world_of_one() -> None:
+    """The environment torchrun gives a world of one rank, set in this process (a free local port
+    for the rendezvous): started directly, the launcher trains in its own process, so that a
+    refused setting is one message and an exit status, not torchrun's failure report around it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(
+        RANK="0",
+        LOCAL_RANK="0",
+        WORLD_SIZE="1",
+        LOCAL_WORLD_SIZE="1",
+        GROUP_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
 
 
 def main() -> None:
-    if "RANK" not in os.environ:  # started directly: a world of one, through torchrun
+    args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args) and config_file(args) is None:
+        # torchtitan lists a TOML's custom sections only: name ours so that --help shows them
+        from torchtitan.config import ConfigManager
+
+        ConfigManager().parse_args(["--job.custom_config_module", "prefix_titan.config", *args])
+        return
+    if "RANK" not in os.environ:  # started directly: a world of one, in this process
         problem = check_config_file(sys.argv[1:])
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             raise SystemExit(2)
-        command = local_command(*sys.argv[1:])
-        os.execv(command[0], command)
+        world_of_one()
     from .titan.cpu import has_accelerator, use_cpu
 
     if not has_accelerator():

@@ -25,12 +25,19 @@ from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
 from .model.flavors import FLAVORS
 from .model.transformer import FusedHeadTransformer
-from .titan.checks import check_checkpoint_to_load, check_job_config
+from .runs.lock import FolderBusy
+from .titan.checks import (
+    check_checkpoint_to_load,
+    check_job_config,
+    check_paths,
+    hold_run_folder,
+)
 from .titan.cpu import has_accelerator, use_sum_reductions
 from .titan.datasets import build_prefix_dataloader, register_datasets
 from .titan.logs import quiet_logs
 from .titan.loss import LossPlans, build_target_loss
 from .titan.metrics import PlainCEMeter, ValidationMeter, build_prefix_metrics_processor
+from .titan.refusal import refuse, refusing
 from .titan.tokenizer import build_tokenizer
 from .titan.validate import build_plain_ce_validator
 
@@ -38,18 +45,24 @@ TRAIN_SPEC_NAME = "prefix_llama3"
 
 
 def check_config_then_build_tokenizer(job_config):
-    """The tokenizer hook is the first one torchtitan calls: the config checks and the checksum
-    check of the checkpoint to resume run here, before any work, then torchtitan's HF tokenizer
-    is built."""
+    """The tokenizer hook is the first one torchtitan calls: rank 0 takes the run folder's
+    writer's lock, and the config checks and the checksum check of the checkpoint to resume run
+    here, before any work (a refusal is one message and exit status 2), then torchtitan's HF
+    tokenizer is built."""
     import torch.distributed as dist
 
     quiet_logs(cpu=not has_accelerator())
-    check_job_config(job_config)
-    if dist.is_initialized():
-        check_checkpoint_to_load(job_config, dist.get_rank(), dist.get_world_size())
-    else:
-        check_checkpoint_to_load(job_config)
-    return build_tokenizer(job_config)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    lock = None
+    try:
+        if rank == 0:
+            lock = hold_run_folder(job_config)
+        check_job_config(job_config)
+        check_paths(job_config)
+        check_checkpoint_to_load(job_config, rank, world)
+        return build_tokenizer(job_config)
+    except (ValueError, FolderBusy) as e:
+        refuse(job_config, e, rank, lock)
 
 
 def parallelize_prefix_llama(
@@ -77,7 +90,7 @@ def get_train_spec() -> TrainSpec:
         pipelining_fn=pipeline_llm,
         build_optimizers_fn=build_optimizers,
         build_lr_schedulers_fn=build_lr_schedulers,
-        build_dataloader_fn=build_prefix_dataloader,
+        build_dataloader_fn=refusing(build_prefix_dataloader),
         build_tokenizer_fn=check_config_then_build_tokenizer,
         build_loss_fn=partial(
             build_target_loss, plans=plans, meter=meter, validation_meter=validation

@@ -44,8 +44,21 @@ def seed(request):
     return value
 
 
+def seed_line() -> str:
+    return (
+        f"test seed base: {SEED} (each test seeds torch, numpy and random with the base plus a "
+        "hash of its id; PREFIX_TITAN_TEST_SEED=N python -m pytest ... reruns with other draws)"
+    )
+
+
 def pytest_report_header(config):
-    return f"test seed base: {SEED} (set PREFIX_TITAN_TEST_SEED to change it)"
+    return seed_line()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The seed line where the header is not printed (-q, --no-header)."""
+    if config.get_verbosity() < 0 or config.getoption("no_header", False):
+        terminalreporter.write_line(seed_line())
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,10 @@ import torch.distributed.checkpoint as dcp
 from prefix_titan.runs.checkpoints import (
     ChecksumRecorder,
     DamagedCheckpoint,
+    UnverifiedCheckpoint,
     check_step,
     recorded_sums,
+    seal_step,
     verify_step,
 )
 from prefix_titan.titan.checks import check_checkpoint_to_load
@@ -133,9 +135,16 @@ def test_an_unfinished_newest_step_is_not_the_one_verified(recorded):
     check_checkpoint_to_load(job(recorded.parent))  # torchtitan loads step-4, which is intact
 
 
-def test_a_step_saved_just_before_a_kill_resumes_unverified_with_a_warning(recorded, caplog):
+def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
     # killed after torchtitan's save and before the checksums were recorded
     for f in (recorded / "step-4").glob("sha256sums-*"):
         f.unlink()
-    check_checkpoint_to_load(job(recorded.parent))  # resumes: the sizes match the metadata
-    assert "has no recorded checksum" in caplog.text and "content is unverified" in caplog.text
+    with pytest.raises(UnverifiedCheckpoint) as e:
+        check_checkpoint_to_load(job(recorded.parent))
+    message = str(e.value)
+    assert "step-4 is unverified and will not be loaded" in message
+    assert "has no recorded checksum" in message
+    assert f"python -m prefix_titan.runs.checkpoints seal {recorded / 'step-4'}" in message
+    assert seal_step(str(recorded / "step-4")) == [".metadata", "__0_0.distcp"]
+    check_checkpoint_to_load(job(recorded.parent))  # accepted: resumes
+    assert check_step(str(recorded / "step-4")) == ([], [])

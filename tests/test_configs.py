@@ -316,24 +316,17 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             "50",
         )
     )
-    # A fresh folder, a folder without a checkpoint, or checkpointing off: nothing to resume.
+    # A fresh folder: nothing to resume. A folder without a checkpoint, or checkpointing off:
+    # still another run's record and metrics, so still refused (one arm per folder).
     check_job_config(
         parse(default, "--job.dump_folder", str(tmp_path / "new"), "--objective.name", "ce")
     )
     _record_run(tmp_path / "empty", parse(default), with_checkpoint=False)
-    check_job_config(
-        parse(default, "--job.dump_folder", str(tmp_path / "empty"), "--objective.name", "ce")
-    )
-    check_job_config(
-        parse(
-            default,
-            "--job.dump_folder",
-            str(folder),
-            "--objective.name",
-            "ce",
-            "--checkpoint.no-enable",
-        )
-    )
+    for folder_, off in ((tmp_path / "empty", ()), (folder, ("--checkpoint.no-enable",))):
+        with pytest.raises(ValueError, match="holds the record .* of a run with other settings"):
+            check_job_config(
+                parse(default, "--job.dump_folder", str(folder_), "--objective.name", "ce", *off)
+            )
 
 
 def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path):
@@ -381,7 +374,7 @@ def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tm
     )
     broken = tmp_path / "broken.toml"
     broken.write_text("[training\nsteps = 3\n")
-    assert f"{broken} is not valid TOML: " in check_config_file([f"--job.config_file={broken}"])
+    assert f"{broken} is not valid TOML (" in check_config_file([f"--job.config_file={broken}"])
     assert "(at line 1" in check_config_file(["--job.config_file", str(broken)])
     assert check_config_file(["--job.config_file", str(CONFIGS[0])]) is None
     out = subprocess.run(

@@ -199,6 +199,39 @@ def test_character_probes_end_to_end(exported):
             assert r["gold_bytes"] == len(doc["choices"][doc["gold"]].encode())
 
 
+def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
+    """--limit N evaluates N documents drawn with --limit-seed (recorded with the results, each
+    item under its own document index), and without --progress no progress bar is printed."""
+    from prefix_titan.evaluation.harness import LIMIT_SEED, read_items, sample_docs
+
+    hf = tmp_path / "hf"
+    shutil.copytree(exported / "hf", hf)
+    (hf / "export_source.json").unlink()  # not filed with the run: this test's own copy
+    out = run_eval(
+        "--model",
+        str(hf),
+        "--tasks",
+        "piqa",
+        "char_first_letter",
+        "--data-dir",
+        str(exported / "data"),
+        "--limit",
+        "3",
+        "--dtype",
+        "float32",
+    )
+    recorded = json.load(open(hf / "eval_results.json"))
+    assert recorded["limit"] == 3 and recorded["limit_seed"] == LIMIT_SEED
+    items = read_items(str(hf))
+    assert [r["doc_id"] for r in items["piqa"]] == sample_docs(6, 3, LIMIT_SEED, "piqa")
+    letter = [r["doc_id"] for r in items["char_first_letter"]]
+    assert letter == sample_docs(2000, 3, LIMIT_SEED, "char_first_letter") != [0, 1, 2]
+    docs = (hf / "char_probes" / "char_first_letter.jsonl").read_text().splitlines()
+    for r in items["char_first_letter"]:  # each item under its own document's index
+        assert r["word"] == json.loads(docs[r["doc_id"]])["word"]
+    assert "it/s]" not in out.stderr and "%|" not in out.stderr, out.stderr[-2000:]
+
+
 def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path):
     """`--tasks secondary` (ARC-Challenge, SciQ) offline; every item records its gold answer's
     log-likelihood and bytes, whose ratio the report gives as bits per byte."""

@@ -154,7 +154,10 @@ def test_refusals(run_dir, tmp_path):
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(ValueError, match="exists and is not empty"):
         export(config_args(run_dir), str(tmp_path / "busy"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a DCP checkpoint"):
+        export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="lies inside the checkpoint"):  # never written into
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path))
     with pytest.raises(ValueError, match="--dtype must be one of bf16, fp32"):
         export(config_args(run_dir), str(tmp_path / "out"), dtype="fp16")
@@ -181,3 +184,20 @@ def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
     ):
         export([*config_args(run_dir), "--model.flavor", "debugmodel"], str(tmp_path / "o"), step)
     assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_path):
+    from prefix_titan.evaluation.export import export
+    from prefix_titan.runs.folder import EXPORT_RECORD, read_json
+
+    step = str(run_dir / "run" / "checkpoint" / "step-2")
+    out = str(tmp_path / "hf")
+    export(config_args(run_dir), out, step)
+    record = read_json(os.path.join(out, EXPORT_RECORD), expect=dict)
+    assert record["step"] == 2 and record["verified"] is True
+    export(config_args(run_dir), out, step, overwrite=True)  # an earlier export: replaced
+    assert sorted(os.listdir(tmp_path)) == ["hf"]  # nothing left aside
+    before = sorted(os.listdir(run_dir / "run"))
+    with pytest.raises(ValueError, match=r"is the run folder .* that the export reads from"):
+        export(config_args(run_dir), str(run_dir / "run"), step, overwrite=True)
+    assert sorted(os.listdir(run_dir / "run")) == before

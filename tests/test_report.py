@@ -243,3 +243,68 @@ def test_run_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     write_json(str(path), {"a": 2})
     assert json.loads(path.read_text()) == {"a": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_results.json"]
+
+
+def test_counts_of_one_read_in_the_singular(tmp_path):
+    for seed in (1, 2):
+        make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "tau": 0.5}, 0.0, seed=seed)
+    text = report(str(tmp_path))
+    assert "pooled over 2 arms, 1 degree of freedom)" in text
+    assert "1 degrees" not in text and "1 arms" not in text
+    one = tmp_path / "one"
+    make_run(one, "ce", {"name": "ce"}, 0.0)
+    assert report(str(one)).startswith("# Sweep report: 1 arm × 1 seed (1234)")
+
+
+def test_an_empty_power_section_says_why_in_one_line(tmp_path):
+    make_run(tmp_path, "ce", {"name": "ce"}, 0.0, seed=1)
+    make_run(tmp_path, "ce", {"name": "ce"}, 0.0, seed=2)
+    power = report(str(tmp_path)).split("## Power\n\n")[1].split("\n\n## ")[0].strip()
+    assert power == "Nothing to show: the sweep has no label_smoothing arm, so nothing is compared."
+    other = tmp_path / "baselines"
+    for seed in (1, 2):
+        for arm in ("ce", "label_smoothing"):
+            make_run(other, arm, {"name": arm}, 0.0, seed=seed)
+    power = report(str(other)).split("## Power\n\n")[1].split("\n\n## ")[0].strip()
+    assert power.startswith("Nothing to show: no arm of prefix") and "\n" not in power
+
+
+def test_nothing_to_plot_leaves_the_figure_out_and_says_so(tmp_path, recwarn, caplog):
+    import logging
+
+    for arm in ("ce", "label_smoothing", "prefix_tau0.5"):
+        objective = {"name": "prefix", "tau": 0.5} if arm.startswith("prefix") else {"name": arm}
+        folder = make_run(tmp_path, arm, objective, 0.0, eval_kind="none")
+        (folder / METRICS_LOG).write_text(json.dumps({"step": 10, "loss": 5.0}) + "\n")
+    with caplog.at_level(logging.WARNING):
+        text = report(str(tmp_path))
+    assert not (tmp_path / "report" / "validation_ce.png").exists()
+    assert not (tmp_path / "report" / "differences_vs_tau.png").exists()
+    assert "Not plotted: the validation CE curves (no arm has validation rows" in text
+    assert "Not plotted: the difference from label_smoothing against τ for" in text
+    assert ".png)" not in text
+    legend = [r for r in caplog.records if "legend" in r.getMessage()]
+    assert not legend and not [w for w in recwarn if "legend" in str(w.message)]
+
+
+def test_unfinished_runs_are_marked(sweep):
+    text = report(str(sweep))
+    assert "**Unfinished: 12 runs** below the configured training.steps" in text
+    assert "ce seed 1 (step 2000 of 38147)" in text
+    data = json.loads((sweep / "report" / "report.json").read_text())
+    assert {"arm": "ce", "seed": 1, "last_step": 2000, "steps": 38147} in data["unfinished_runs"]
+    from prefix_titan.runs.checkpoints import DCP_METADATA
+
+    for config_file in sweep.glob("*/seed*/run_config.json"):
+        config = json.loads(config_file.read_text())
+        config["training"]["steps"] = 3000
+        config_file.write_text(json.dumps(config))
+        step = config_file.parent / config["checkpoint"]["folder"] / "step-3000"
+        step.mkdir(parents=True)
+        (step / DCP_METADATA).write_text("")  # the final step's checkpoint is complete
+    ce = sweep / "ce" / "seed1" / "checkpoint" / "step-3000" / DCP_METADATA
+    ce.unlink()
+    text = report(str(sweep))
+    assert "**Unfinished: 1 run** below the configured training.steps" in text
+    assert "ce seed 1 (step 2000 of 3000)." in text

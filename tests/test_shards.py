@@ -350,6 +350,63 @@ def batches(loader, n):
     return [next(it) for _ in range(n)]
 
 
+def test_an_edited_or_damaged_manifest_is_refused(shard_dir, tmp_path):
+    from prefix_titan.data.shards import manifest_sha256
+
+    path = os.path.join(shard_dir, "manifest.json")
+    manifest = load_manifest(shard_dir)
+    assert manifest["sha256"] == manifest_sha256(manifest)
+
+    d = copy_shards(shard_dir, tmp_path / "edited")
+    edited = {**manifest, "budget_tokens": 5}
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        json.dump(edited, f)
+    with pytest.raises(
+        ValueError, match=r"manifest.json was changed after prepare.*prepare` again"
+    ):
+        load_manifest(d)
+
+    d = copy_shards(shard_dir, tmp_path / "torn")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(os.path.join(d, "manifest.json"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"torn/manifest.json is not valid JSON.*prepare"):
+        ShardedTokens(d, "train")
+
+    d = copy_shards(shard_dir, tmp_path / "shared")
+    shared = json.loads(json.dumps(manifest))
+    shared["splits"]["validation"]["shards"].append(shared["splits"]["train"]["shards"][0])
+    shared["sha256"] = manifest_sha256(shared)
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        json.dump(shared, f)
+    with pytest.raises(ValueError, match=r"shard train_00000.bin in both train and validation"):
+        load_manifest(d)
+
+    d = copy_shards(shard_dir, tmp_path / "older")  # written before the checksum: no check
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        json.dump({k: v for k, v in manifest.items() if k != "sha256"}, f)
+    assert len(ShardedTokens(d, "train")) == manifest["splits"]["train"]["tokens"]
+
+
+def test_a_split_shorter_than_asked_is_reported(tmp_path, embedded_tokenizer_dir, capsys):
+    make_corpus(tmp_path / "src", n_files=1, docs_per_file=60)
+    manifest = prepare(
+        str(tmp_path / "src"),
+        embedded_tokenizer_dir,
+        str(tmp_path / "out"),
+        tokens=10**9,
+        val_tokens=20_000,
+        val_every=10,
+        progress=False,
+    )
+    err = capsys.readouterr().err
+    got = manifest["splits"]["validation"]["tokens"]
+    assert 0 < got < 20_000
+    assert f"the validation split holds {got:,} tokens, fewer than the 20,000 asked" in err
+    assert "(--val-tokens)" in err and "the train split holds" in err
+
+
 def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):
     one = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 5)
     two = [

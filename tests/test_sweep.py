@@ -141,7 +141,9 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
     [
         (["--seeds", "1", "2", "1"], None, "--seeds must be distinct: 1 repeated"),
         (["--scale", "pilot", "--gpus-per-run", "3"], "0,1", "--gpus-per-run 3 needs 3 GPUs, but"),
-        (["--scale", "pilot"], "", "no GPU is visible"),
+        (["--scale", "pilot", "--gpus", "0"], "", "--gpus 0: the pilot scale needs GPUs"),
+        (["--gpus", "0"], "", "--gpus 0: the 500M scale runs over every GPU of the node"),
+        (["--gpus", "-1"], "", "--gpus must be >= 0; got -1"),
         (["--gpus-per-run", "two"], "0", "--gpus-per-run must be 'node' or a whole number >= 1"),
         (["--scale", "large"], None, "invalid choice: 'large'"),
     ],
@@ -149,6 +151,50 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
 def test_bad_sweep_settings_are_refused(args, gpus, message):
     rc, _, err = dry_run(*args, gpus=gpus)
     assert rc == 2 and message in err, err
+
+
+def test_a_dry_run_plans_without_a_gpu():
+    """Sweeps are planned where no GPU is (a login node): 8 GPUs unless --gpus says otherwise."""
+    seeds = ["1234", "1235", "1236"]
+    rc, lines, err = dry_run("--scale", "pilot", "--seeds", *seeds, gpus="")
+    assert rc == 0 and len(lines) == 14 * 3, err
+    assert "plan for 8 GPUs (no GPU is visible here; --gpus N changes it)" in err
+    assert [line.split()[0] for line in lines[:9]] == [
+        f"CUDA_VISIBLE_DEVICES={i % 8}" for i in range(9)
+    ]
+    rc, lines, err = dry_run("--scale", "pilot", "--arms", "ce", "--seeds", *seeds, "--gpus", "2")
+    assert rc == 0 and "plan for 2 GPUs (--gpus)" in err
+    assert [line.split()[0] for line in lines] == [
+        "CUDA_VISIBLE_DEVICES=0",
+        "CUDA_VISIBLE_DEVICES=1",
+        "CUDA_VISIBLE_DEVICES=0",
+    ]
+    rc, lines, err = dry_run("--arms", "ce", "--gpus", "4", gpus="")
+    assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=4 --nnodes=1")
+    assert "plan for 4 GPUs per node" in err
+
+
+def launch_here(*args, gpus=""):
+    """(exit status, stderr) of a real `launch ARGS` on a node that shows `gpus`."""
+    err = io.StringIO()
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    try:
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+            launch.main(["--root", str(ROOT), *args])
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
+    return e.value.code, err.getvalue()
+
+
+def test_a_real_launch_still_needs_the_gpus():
+    rc, err = launch_here("--scale", "pilot", "--arms", "ce")
+    assert rc == 2 and "no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)" in err, err
+    rc, err = launch_here("--scale", "pilot", "--arms", "ce", "--gpus", "2")
+    assert rc == 2 and "--gpus 2 plans a --dry-run only" in err, err
 
 
 def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):

@@ -20,7 +20,7 @@ def test_the_dataloader_builder_is_ours_only_during_init(monkeypatch):
     monkeypatch.setattr(Validator, "__init__", init)
     loss = _loss()
     validate.PlainCEValidator(loss_fn=loss, job_config=None)
-    assert seen[0][0] is validate.build_prefix_validation_dataloader
+    assert seen[0][0].__wrapped__ is validate.build_prefix_validation_dataloader  # refusing()
     assert type(seen[0][1]).__name__ == "PlainCELoss"  # not the training loss
     assert titan_validate.build_text_validation_dataloader is builtin
 

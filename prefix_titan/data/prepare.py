@@ -11,9 +11,18 @@ import sys
 import time
 import zlib
 
-from ..runs.folder import write_json
+from ..runs.folder import read_json, write_json
 from .corpus import ascii_only, has_text
-from .shards import FORMAT, MANIFEST, SPLITS, file_crc32, shard_name, token_dtype, tokenizer_hash
+from .shards import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    file_crc32,
+    manifest_sha256,
+    shard_name,
+    token_dtype,
+    tokenizer_hash,
+)
 
 PROGRESS = "progress.json"
 DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
@@ -65,8 +74,16 @@ def iter_rows(path: str, start: int):
         with _open(path) as f:
             for i, line in enumerate(f):
                 if i >= start:
-                    doc = json.loads(line)
-                    yield i, doc["id"], doc["text"]
+                    try:
+                        doc = json.loads(line)
+                        doc_id, text = doc["id"], doc["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        raise ValueError(
+                            f"{path} line {i + 1} is not a JSON object with `id` and `text` "
+                            f"({type(e).__name__}: {e}): repair the file or leave it out of "
+                            f"--source"
+                        ) from None
+                    yield i, doc_id, text
 
 
 def source_files(source: str) -> tuple[list[str], str]:
@@ -279,8 +296,12 @@ def prepare(
         "docs_val_over_budget": 0,
     }
     if os.path.exists(state_path):
-        with open(state_path) as f:
-            state = json.load(f)
+        state = read_json(state_path, "the record of an unfinished prepare", expect=dict)
+        if not isinstance(state.get("settings"), dict):
+            raise ValueError(
+                f"{state_path} is not the record of a prepare (no settings): it is damaged; "
+                f"remove {out} and prepare again"
+            )
         if state["settings"] != settings:
             changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
             raise ValueError(
@@ -367,9 +388,36 @@ def prepare(
         characters_removed=state["chars_removed"],
         stopped_at={"file": state["file"], "row": state["row"]},
     )
+    manifest["sha256"] = manifest_sha256(manifest)
+    warn_short_splits(manifest, tokens, val_tokens, out)
     write_json(os.path.join(out, MANIFEST), manifest, sort_keys=True)
     os.remove(state_path)
     return manifest
+
+
+def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:
+    """A line for each split that holds fewer tokens than asked (the source ran out)."""
+    lines = []
+    asked = {"train": (tokens, "--tokens"), "validation": (val_tokens, "--val-tokens")}
+    for split, (want, option) in asked.items():
+        got = manifest["splits"][split]["tokens"]
+        if got < want:
+            why = (
+                f"every {manifest['val_every']}th document is held out for validation (--val-every)"
+                if split == "validation"
+                else "the other documents are training"
+            )
+            lines.append(
+                f"warning: the {split} split holds {got:,} tokens, fewer than the {want:,} asked "
+                f"({option}): the source ran out after {manifest['documents_read']:,} documents"
+                f"{why}; use a larger --source or ask for fewer tokens"
+            )
+    return lines
+
+
+def warn_short_splits(manifest: dict, tokens: int, val_tokens: int, out: str) -> None:
+    for line in short_splits(manifest, tokens, val_tokens):
+        print(f"[prepare] {out}: {line}", file=sys.stderr, flush=True)
 
 
 class _Progress:

@@ -3,7 +3,10 @@
 A shard directory holds `manifest.json` and, per split (`train`, `validation`), flat token files
 `{split}_{i:05d}.bin` (numpy memmap, uint16 when the vocabulary fits, else uint32), each document
 written as BOS + tokens + EOS exactly as torchtitan's text loader encodes it. The manifest records
-the source and its revision, the tokenizer's hash, counts, and each shard's token count and CRC32.
+the source and its revision, the tokenizer's hash, counts, each shard's token count and CRC32, and
+`sha256`: the SHA-256 of its own canonical content (manifest_sha256), so that an edited or damaged
+manifest is refused. A manifest written before that field existed is read without that check (its
+shards' sizes and CRC32s are still checked).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import os
 import zlib
 
 import numpy as np
+
+from ..runs.folder import read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "prefix_titan.token_shards.v1"
@@ -42,17 +47,66 @@ def file_crc32(path: str, block: int = 1 << 24) -> int:
     return crc
 
 
+def manifest_sha256(manifest: dict) -> str:
+    """SHA-256 of a manifest's canonical JSON (sorted keys, compact), its `sha256` field left out."""
+    content = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(
+        json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+REPREPARE = (
+    "run `python -m prefix_titan.prepare` again into a fresh --out "
+    "(or restore the folder from a copy)"
+)
+
+
 def load_manifest(directory: str) -> dict:
+    """The manifest of a finished shard directory, checked: it parses, its checksum matches its
+    content, and it lists each split's shards by plain file name, no shard in both splits."""
     path = os.path.join(directory, MANIFEST)
     if not os.path.exists(path):
         raise ValueError(
             f"{directory!r} has no {MANIFEST}: not a finished shard directory "
             "(write one with `python -m prefix_titan.prepare`, which resumes an interrupted run)"
         )
-    with open(path) as f:
-        manifest = json.load(f)
+    try:
+        manifest = read_json(path, "the shard manifest", expect=dict)
+    except ValueError as e:
+        raise ValueError(f"{e}; {REPREPARE}") from None
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if "sha256" in manifest and manifest["sha256"] != manifest_sha256(manifest):
+        raise ValueError(
+            f"{path} was changed after prepare wrote it (its content no longer matches its "
+            f"sha256): the shard list and counts cannot be trusted; {REPREPARE}"
+        )
+    names = {}
+    for split in SPLITS:
+        try:
+            shards = manifest["splits"][split]["shards"]
+            listed = [(sh["name"], sh["tokens"], sh["crc32"]) for sh in shards]
+        except (KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path} does not list the {split} shards ({type(e).__name__}: {e}): the "
+                f"manifest is damaged; {REPREPARE}"
+            ) from None
+        for name, _, _ in listed:
+            if (
+                not isinstance(name, str)
+                or os.path.basename(name) != name
+                or name in ("", ".", "..")
+            ):
+                raise ValueError(
+                    f"{path} lists {name!r} as a {split} shard: not a file of the shard "
+                    f"directory; {REPREPARE}"
+                )
+            if name in names:
+                raise ValueError(
+                    f"{path} lists shard {name} in both {names[name]} and {split}: validation "
+                    f"must be held out of training; {REPREPARE}"
+                )
+            names[name] = split
     return manifest
 
 

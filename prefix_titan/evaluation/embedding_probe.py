@@ -274,16 +274,14 @@ def hf_matrices(model_dir: str) -> dict[str, torch.Tensor]:
 def run_matrices(run_dir: str, checkpoint: str | None = None) -> tuple[dict, str, str]:
     """({"input", "output"}, checkpoint step folder, tokenizer folder) of a run folder's newest
     finished checkpoint (or `checkpoint`), verified against its recorded checksums."""
-    import json
     import os
 
     from ..model.flavors import flavor_args
     from ..runs.checkpoints import verify_step
-    from ..runs.folder import RUN_CONFIG
+    from ..runs.folder import RUN_CONFIG, read_json
     from .export import latest_step, load_torchtitan_state
 
-    with open(os.path.join(run_dir, RUN_CONFIG)) as f:
-        record = json.load(f)
+    record = read_json(os.path.join(run_dir, RUN_CONFIG), "the run's record", expect=dict)
     folder = os.path.join(run_dir, record["checkpoint"]["folder"])
     step = checkpoint or latest_step(folder)
     verify_step(step)

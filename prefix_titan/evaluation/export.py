@@ -4,24 +4,27 @@
 The folder holds `model.safetensors` (HF key names via torchtitan's Llama3StateDictAdapter),
 a `config.json` that matches the flavor exactly (RoPE theta and scaling included: a mismatch is
 silent and grows with sequence length), the tokenizer files, generation_config.json and the
-record of the run, checkpoint and step it came from. It is written to a temporary folder and
-renamed into place, so no half-written folder is left.
+record of the run, checkpoint and step it came from (EXPORT_RECORD). It is written to a temporary
+folder and renamed into place, so no half-written folder is left. --overwrite replaces only an
+earlier export (a folder holding EXPORT_RECORD), and no --out may be, hold or lie inside the run
+folder or checkpoint the export reads (except a new folder of the run outside its checkpoints,
+such as RUN/hf/step-N).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 import torch
 
 from ..model.flavors import FLAVORS, flavor_args
 from ..runs.checkpoints import complete_steps, verify_step
-from ..runs.folder import EXPORT_RECORD, checkpoint_steps, step_number
+from ..runs.folder import EXPORT_RECORD, checkpoint_steps, read_json, step_number, write_json
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -63,7 +66,9 @@ def load_torchtitan_state(
         )
     state = {k: torch.empty(shape, dtype=torch.float32) for k, shape in _shapes(model_args).items()}
     _check_flavor(checkpoint, state, flavor)
-    dcp.load(state, checkpoint_id=checkpoint)  # reads only the model's tensors
+    with warnings.catch_warnings():  # "torch.distributed is disabled ...": one process is meant
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=checkpoint)  # reads only the model's tensors
     return state
 
 
@@ -150,16 +155,14 @@ def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int
     config_path = os.path.join(hf_assets_path, "tokenizer_config.json")
     config = {}
     if os.path.exists(config_path):
-        with open(config_path) as f:
-            config = json.load(f)
+        config = read_json(config_path, "the tokenizer's config", expect=dict)
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
     config.setdefault("model_max_length", max_positions)
     config.setdefault("clean_up_tokenization_spaces", False)
     for key, token in (("bos_token", tokenizer.bos_token), ("eos_token", tokenizer.eos_token)):
         if token is not None:
             config.setdefault(key, token)
-    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    write_json(os.path.join(out, "tokenizer_config.json"), config)
 
 
 def write_hf_folder(
@@ -171,18 +174,20 @@ def write_hf_folder(
     dtype: str = "fp32",
     overwrite: bool = False,
     source: dict | None = None,
+    reads_from: tuple = (),
 ) -> str:
     """Write torchtitan-named weights as a transformers-loadable folder (atomically, with the
     modes the umask gives new files); `source` (run folder, checkpoint, step) is recorded in
-    EXPORT_RECORD so that evaluation results can be filed with the run."""
+    EXPORT_RECORD so that evaluation results can be filed with the run. `out` is checked against
+    the folders the weights were read from (`reads_from`: run folder, checkpoint folder, step)
+    by check_out."""
     from safetensors.torch import save_file
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
     from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise ValueError(f"--out {out!r} exists and is not empty (pass --overwrite to replace it)")
+    check_out(out, overwrite, *reads_from)
     tokenizer = HuggingFaceTokenizer(hf_assets_path)
     if tokenizer.get_vocab_size() > model_args.vocab_size:
         raise ValueError(
@@ -201,24 +206,79 @@ def write_hf_folder(
         _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
         save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
         hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]).save_pretrained(tmp)
-        with open(os.path.join(tmp, "generation_config.json"), "w") as f:
-            json.dump(
-                {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}, f, indent=2
-            )
+        write_json(
+            os.path.join(tmp, "generation_config.json"),
+            {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id},
+        )
         _log("writing tokenizer files")
         write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
         if source is not None:
-            with open(os.path.join(tmp, EXPORT_RECORD), "w") as f:
-                json.dump(source, f, indent=2)
+            write_json(os.path.join(tmp, EXPORT_RECORD), source)
         _public_modes(tmp)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        check_out(out, overwrite, *reads_from)  # again: the folder may have changed meanwhile
+        _replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _log(f"done: {out}")
     return out
+
+
+def check_out(out: str, overwrite: bool, *reads_from: str | None) -> None:
+    """Refuse an --out that is, holds or lies inside a folder the export reads from (`reads_from`:
+    run folder, checkpoint folder, checkpoint step; the run folder may hold new folders, such as
+    RUN/hf/step-N, but not be replaced), that is a link or a file, or that is not empty, except,
+    with `overwrite`, an earlier export (it holds EXPORT_RECORD)."""
+    if os.path.islink(out):
+        raise ValueError(
+            f"--out {out} is a symbolic link: give the folder it points to, or another"
+        )
+    real = os.path.realpath(out)
+    run_dir = reads_from[0] if reads_from else None
+    labels = ("the run folder", "the checkpoint folder", "the checkpoint")
+    suggestion = f" (e.g. {os.path.join(run_dir, 'hf', 'step-N')})" if run_dir else ""
+    for folder, what in zip(reads_from, labels):
+        if not folder:
+            continue
+        held = os.path.realpath(folder)
+        inside = what != "the run folder" and real.startswith(os.path.join(held, ""))
+        if real == held or held.startswith(os.path.join(real, "")) or inside:
+            relation = "is" if real == held else "lies inside" if inside else "holds"
+            raise ValueError(
+                f"--out {out} {relation} {what} {folder} that the export reads from; an export "
+                f"never writes there or replaces it: choose another --out{suggestion}"
+            )
+    if not os.path.lexists(out):
+        return
+    if not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file, not a folder: choose another --out")
+    if not os.listdir(out):
+        return
+    if not overwrite:
+        raise ValueError(
+            f"--out {out!r} exists and is not empty (pass --overwrite to replace an earlier export)"
+        )
+    if not os.path.isfile(os.path.join(out, EXPORT_RECORD)):
+        raise ValueError(
+            f"--out {out} exists and is not an earlier export (it holds no {EXPORT_RECORD}): "
+            f"--overwrite replaces only an export; move the folder away or choose another --out"
+        )
+
+
+def _replace_folder(new: str, out: str) -> None:
+    """Put folder `new` at `out`: an earlier folder there is moved aside first and deleted only
+    once `new` is in place (it is put back if that fails)."""
+    if not os.path.lexists(out):
+        os.replace(new, out)
+        return
+    old = f"{new}.old"
+    os.rename(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _public_modes(folder: str) -> None:
@@ -237,6 +297,7 @@ def export(
     checkpoint: str | None = None,
     dtype: str = "fp32",
     overwrite: bool = False,
+    accept_unverified: bool = False,
 ) -> str:
     """Export the run described by `config_args` (torchtitan CLI form) to `out`."""
     from torchtitan.config import ConfigManager
@@ -252,6 +313,7 @@ def export(
         dtype,
         overwrite,
         run_dir=config.job.dump_folder,
+        accept_unverified=accept_unverified,
     )
 
 
@@ -265,10 +327,13 @@ def export_run(
     dtype: str = "fp32",
     overwrite: bool = False,
     run_dir: str | None = None,
+    accept_unverified: bool = False,
 ) -> str:
     """Export from the run's settings; `checkpoint` defaults to the newest step in the folder.
-    With `run_dir` the export records the run folder, checkpoint and step it came from."""
+    With `run_dir` the export records the run folder, checkpoint and step it came from. A step
+    without recorded checksums is refused unless `accept_unverified` (runs/checkpoints.py)."""
     model_args = flavor_args(flavor)
+    check_out(out, overwrite, run_dir, checkpoint_folder, checkpoint)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
     if not os.path.isdir(checkpoint):
         near = checkpoint_steps(os.path.dirname(os.path.normpath(checkpoint))) or checkpoint_steps(
@@ -282,10 +347,13 @@ def export_run(
                 else f"no step folders in {checkpoint_folder}"
             )
         )
-    unverified = verify_step(checkpoint, what="export")
+    reads_from = (run_dir, checkpoint_folder, checkpoint)
+    check_out(out, overwrite, *reads_from)
+    unverified = verify_step(checkpoint, what="export", accept_unverified=accept_unverified)
     if unverified:
         _log(
-            f"warning: {', '.join(unverified)} in {checkpoint} has no recorded checksum; unverified"
+            f"warning: {', '.join(unverified)} in {checkpoint} has no recorded checksum; "
+            f"exported unverified (--accept-unverified)"
         )
     _log(f"loading {flavor} weights from {checkpoint}")
     state = load_torchtitan_state(checkpoint, model_args, flavor)
@@ -295,7 +363,16 @@ def export_run(
             "run_dir": os.path.abspath(run_dir),
             "checkpoint": os.path.abspath(checkpoint),
             "step": step_number(checkpoint),
+            "verified": not unverified,
         }
     return write_hf_folder(
-        state, model_args, hf_assets_path, out, seq_len, dtype, overwrite, source=source
+        state,
+        model_args,
+        hf_assets_path,
+        out,
+        seq_len,
+        dtype,
+        overwrite,
+        source=source,
+        reads_from=reads_from,
     )

@@ -23,9 +23,12 @@ from ..runs.folder import (
     EXPORT_RECORD,
     EXPORTS,
     RUN_CONFIG,
+    read_json,
+    read_log,
     write_atomically,
     write_json,
 )
+from ..runs.lock import FolderBusy, RunLock
 from .probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 from .probes import SEED as PROBE_SEED
 from .probes import SHOTS as PROBE_SHOTS
@@ -33,6 +36,8 @@ from .probes import SHOTS as PROBE_SHOTS
 EMBEDDING_PROBE = "embedding_probe"
 """The task name of the token-vector probes (embedding_probe.py), run beside lm-eval's tasks"""
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
+LIMIT_SEED = 1234
+"""The default seed of a --limit sample (eval --limit-seed)"""
 DEFAULT_TASKS = ["hellaswag", "piqa", "winogrande_debiased", "arc_easy"]
 """The mission's downstream tasks"""
 SECONDARY_TASKS = ["arc_challenge", "sciq"]
@@ -176,17 +181,17 @@ def evaluate(
     dtype: str = "bfloat16",
     task_manager=None,
     probes: ProbeOptions = ProbeOptions(),
+    limit_seed: int = LIMIT_SEED,
 ) -> dict:
     """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
     passed to reuse its index of every task, which takes seconds to build; `probes` says how the
-    character probes are built. `embedding_probe` among the tasks runs embedding_probe.py on the
-    model's token vectors (its results under that name)."""
+    character probes are built. `limit` evaluates a random sample of that many documents per task
+    (seeded by `limit_seed`; the same documents for every model). `embedding_probe` among the
+    tasks runs embedding_probe.py on the model's token vectors (its results under that name)."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
-        raise ValueError(
-            f"--model {model_dir!r} is not an exported model folder (no config.json): export a "
-            "run's checkpoint first (python -m prefix_titan.export), or evaluate a run folder "
-            "with --all-checkpoints"
-        )
+        raise ValueError(not_exported(model_dir))
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
     tasks = expand(tasks)
     probe_embeddings = EMBEDDING_PROBE in tasks
     harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
@@ -200,7 +205,15 @@ def evaluate(
     out = {"results": {}, "samples": {}}
     if harness_tasks:
         out = _harness(
-            model_dir, harness_tasks, limit, data_dir, batch_size, dtype, task_manager, probes
+            model_dir,
+            harness_tasks,
+            limit,
+            data_dir,
+            batch_size,
+            dtype,
+            task_manager,
+            probes,
+            limit_seed,
         )
     if probe_embeddings:
         texts = token_texts(model_dir, matrices["input"].shape[0])
@@ -209,6 +222,7 @@ def evaluate(
         "model": model_dir,
         "tasks": tasks,
         "limit": limit,
+        "limit_seed": None if limit is None else limit_seed,
         "results": out["results"],
         "probes": asdict(probes),
         "versions": out.get("versions", {}),
@@ -220,6 +234,58 @@ def evaluate(
     write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
     file_with_run(model_dir, results, items)
     return results
+
+
+def not_exported(model_dir: str) -> str:
+    """Why `model_dir` cannot be evaluated, with the command that exports it where it is a run
+    folder."""
+    record = os.path.join(model_dir, RUN_CONFIG)
+    if not os.path.exists(record):
+        return (
+            f"--model {model_dir!r} is not an exported model folder (no config.json): export a "
+            "run's checkpoint first (python -m prefix_titan.export --config RUN.toml "
+            "--job.dump_folder RUN_DIR --out hf/NAME), or evaluate a run folder with "
+            "--all-checkpoints RUN_DIR"
+        )
+    try:
+        with open(record) as f:
+            config_file = json.load(f).get("job", {}).get("config_file") or "RUN.toml"
+    except (OSError, ValueError, AttributeError):
+        config_file = "RUN.toml"
+    run = os.path.normpath(model_dir)
+    name = "_".join(p for p in run.split(os.sep)[-2:] if p not in ("", ".", ".."))
+    out = os.path.join(EXPORTS, name or "model")
+    return (
+        f"--model {model_dir!r} is a run folder, not an exported model: export its newest "
+        f"checkpoint first,\n  python -m prefix_titan.export --config {config_file} "
+        f"--job.dump_folder {model_dir} --out {out}\nthen evaluate it with --model {out}; or "
+        f"export and evaluate every checkpoint of the run with --all-checkpoints {model_dir}"
+    )
+
+
+def sample_docs(n_docs: int, limit: int, seed: int, task: str) -> list[int]:
+    """The indices of a --limit sample of a task's `n_docs` documents: `limit` of them drawn at
+    random, seeded by the seed and the task's name (the same for every model), in document
+    order (lm-eval maps its k-th evaluated document to the k-th index); every document when
+    `limit` >= n_docs."""
+    import random
+
+    if limit >= n_docs:
+        return list(range(n_docs))
+    return sorted(random.Random(f"{seed}/{task}").sample(range(n_docs), limit))
+
+
+def limit_samples(specs: list, task_manager, limit: int, seed: int) -> tuple[list, dict]:
+    """The tasks loaded once, and lm-eval's `samples` argument ({task: document indices}) that
+    evaluates a seeded random `limit` of each task's documents rather than the first ones."""
+    loaded = task_manager.load(specs)
+    samples = {
+        name: sample_docs(len(task.eval_docs), limit, seed, name)
+        for name, task in loaded["tasks"].items()
+    }
+    # Groups aggregate their tasks: pass the specs again to keep them, else the loaded tasks.
+    tasks = specs if loaded.get("groups") else list(loaded["tasks"].values())
+    return tasks, samples
 
 
 def token_texts(model_dir: str, vocab_size: int) -> list[str | None]:
@@ -236,8 +302,20 @@ def token_texts(model_dir: str, vocab_size: int) -> list[str | None]:
     return texts_of(Tokenizer.from_file(path), vocab_size)
 
 
-def _harness(model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager, probes) -> dict:
-    """lm-eval's simple_evaluate of `tasks` on the exported model, per-sample logs kept."""
+def _harness(
+    model_dir,
+    tasks,
+    limit,
+    data_dir,
+    batch_size,
+    dtype,
+    task_manager,
+    probes,
+    limit_seed=LIMIT_SEED,
+) -> dict:
+    """lm-eval's simple_evaluate of `tasks` on the exported model, per-sample logs kept; a
+    `limit` is a seeded random sample of each task's documents (lm-eval's `samples`; it logs
+    each item under its document's own index)."""
     import lm_eval
     import torch
 
@@ -245,6 +323,9 @@ def _harness(model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager,
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
     specs = task_specs(tasks, local_files(tasks, model_dir, data_dir, probes), task_manager)
+    samples = None
+    if limit is not None:
+        specs, samples = limit_samples(specs, task_manager, limit, limit_seed)
     return lm_eval.simple_evaluate(
         model="hf",
         # Training documents start with BOS; score the same way.
@@ -257,7 +338,7 @@ def _harness(model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager,
         tasks=specs,
         num_fewshot=0,
         batch_size=batch_size,
-        limit=limit,
+        samples=samples,
         task_manager=task_manager,
         log_samples=True,
     )
@@ -355,8 +436,7 @@ def read_items(folder: str) -> dict[str, list[dict]]:
     items = {}
     for name in sorted(os.listdir(out)):
         if name.endswith(".jsonl"):
-            with open(os.path.join(out, name)) as f:
-                items[name[: -len(".jsonl")]] = [json.loads(line) for line in f if line.strip()]
+            items[name[: -len(".jsonl")]] = read_log(os.path.join(out, name))
     return items
 
 
@@ -367,17 +447,25 @@ def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> s
     record = os.path.join(model_dir, EXPORT_RECORD)
     if not os.path.exists(record):
         return None
-    with open(record) as f:
-        source = json.load(f)
-    run_dir, step = source["run_dir"], source.get("step")
+    source = read_json(record, "the export's record", expect=dict)
+    run_dir, step = source.get("run_dir"), source.get("step")
+    if not isinstance(run_dir, str):
+        raise ValueError(f"{record} names no run_dir: the export's record is damaged")
     model = os.path.abspath(model_dir)
     if not os.path.isdir(run_dir) or model.startswith(os.path.join(run_dir, "")):
         return None
     out = os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
-    os.makedirs(out, exist_ok=True)
     path = os.path.join(out, EVAL_RESULTS)
-    write_items(out, items or {})
-    write_json(path, {**results, "exported_to": model}, default=str)
+    try:
+        with RunLock(run_dir):
+            os.makedirs(out, exist_ok=True)
+            write_items(out, items or {})
+            write_json(path, {**results, "exported_to": model}, default=str)
+    except FolderBusy as e:
+        raise ValueError(
+            f"{e}\nThe results are in {os.path.join(model_dir, EVAL_RESULTS)}; run the same "
+            "eval again once that writer has finished to file them with the run."
+        ) from None
     print(f"results filed with the run: {path}", file=sys.stderr, flush=True)
     return path
 
@@ -415,14 +503,12 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
     settings come from its run_config.json (written while training), else from `config`. One
     task index serves every step (kwargs["task_manager"], or built here)."""
-    from .export import export, export_run
 
     kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):
-        with open(recorded) as f:
-            rc = json.load(f)
+        rc = read_json(recorded, "the run's record", expect=dict)
         folder = os.path.join(run_dir, rc["checkpoint"]["folder"])
     elif config is not None:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
@@ -436,6 +522,16 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     steps = complete_steps(folder)
     if not steps:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")
+    try:
+        with RunLock(run_dir):
+            return _evaluate_steps(run_dir, config, rc, folder, steps, kwargs)
+    except FolderBusy as e:
+        raise ValueError(str(e)) from None
+
+
+def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
+    from .export import export, export_run
+
     curve = {}
     for ckpt in steps:
         step = os.path.basename(ckpt)

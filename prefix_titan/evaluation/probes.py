@@ -25,8 +25,8 @@ Every answer-only shortcut is made useless by construction, not by hope:
   letter: same length, same letters, same first token;
 - char_prefix: each queried prefix appears once with a yes and once with a no (a word with the
   same first letter where there is one);
-- gold positions are balanced, and the items are in a seeded random order (a `--limit` sample is
-  a random one).
+- gold positions are balanced, and the items are in a seeded random order (eval's `--limit`
+  draws its own seeded sample of them, --limit-seed).
 tests/test_probes.py computes the shortcuts (alphabetical order, shortest choice, fewest
 tokens, English letter priors, the probe's own gold-letter prior, a fixed position, always-yes)
 and requires each within 5 points of chance.

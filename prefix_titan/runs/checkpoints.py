@@ -5,9 +5,18 @@ Each rank records the SHA-256 of the files it wrote into `step-N/sha256sums-rank
 (`sha256sum` format, so `cat sha256sums-*.txt | sha256sum -c` checks a step by hand): rank R its
 `__R_*.distcp` files, rank 0 also `.metadata` and any other file of the step. A step is recorded
 once it is complete (torchtitan's rule: `.metadata`, or the index of a last save in HF format).
+Each checksum file starts with the line `# prefix_titan checkpoint step N rank R`: a comment,
+which `sha256sum -c` skips, so the by-hand check still works while the file binds its sums to
+step N (a step folder holding another step's files and sums fails verification). A checksum file
+with a line that is neither a comment nor `<sha256>  <name>` is damage, not absence.
 
-Verification also checks what needs no record: `.metadata` reads, and every file it points into
-exists and is long enough (a truncated file is named even in a step saved without checksums).
+A step without checksums (saved just before the run was killed) is refused as unverified until it
+is accepted: `python -m prefix_titan.runs.checkpoints seal STEP_DIR` (seal_step) records the
+checksums of its files as they are now; export also takes `--accept-unverified`.
+
+Verification also checks what needs no record: `.metadata` reads (after its checksum, where one is
+recorded, matches: torch unpickles it), and every file it points into exists and is long enough (a
+truncated file is named even in a step saved without checksums).
 Plain Python and torch; no torchtitan.
 """
 
@@ -69,21 +78,71 @@ def sha256(path: str, block: int = 1 << 23) -> str:
     return h.hexdigest()
 
 
+def sums_header(step: int | None, rank: int) -> str:
+    """The first line of a checksum file (a comment to `sha256sum -c`)."""
+    return f"# prefix_titan checkpoint step {'?' if step is None else step} rank {rank}\n"
+
+
+_HEADER = re.compile(r"# prefix_titan checkpoint step (\d+|\?) rank (\d+)$")
+_SUM_LINE = re.compile(r"([0-9a-f]{64})  (\S.*)$")
+
+
 def record_step(step_dir: str, rank: int) -> None:
-    """Write this rank's checksum file for a finished step (atomically)."""
+    """Write this rank's checksum file for a finished step (atomically), bound to its step."""
     lines = [f"{sha256(os.path.join(step_dir, n))}  {n}\n" for n in files_of_rank(step_dir, rank)]
-    write_atomically(os.path.join(step_dir, SUMS.format(rank=rank)), "".join(lines))
+    header = sums_header(step_number(step_dir), rank)
+    write_atomically(os.path.join(step_dir, SUMS.format(rank=rank)), header + "".join(lines))
+
+
+def read_sums(step_dir: str) -> tuple[dict[str, str], list[str]]:
+    """({file name: sha256} from every rank's checksum file of a step, problems): a line that does
+    not parse, a missing header, or a header of another step or rank is a problem."""
+    sums, problems = {}, []
+    step = step_number(step_dir)
+    for path in sorted(glob.glob(os.path.join(step_dir, "sha256sums-rank*.txt"))):
+        name = os.path.basename(path)
+        rank = name[len("sha256sums-rank") : -len(".txt")]
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{name} cannot be read ({e})")
+            continue
+        if lines and lines[-1] == "":
+            lines.pop()
+        header = _HEADER.match(lines[0]) if lines else None
+        if header is None:
+            problems.append(
+                f"{name} does not start with its `# prefix_titan checkpoint step N rank R` line: "
+                f"it is damaged, or was written before checksum files named their step (then "
+                f"check the step with `sha256sum -c {name}` in it, delete {name} and seal the step)"
+            )
+        else:
+            recorded_step, recorded_rank = header.groups()
+            if step is not None and recorded_step != str(step):
+                problems.append(
+                    f"{name} records the checksums of step {recorded_step}, but the folder is "
+                    f"step-{step}: it holds another step's files"
+                )
+            if recorded_rank != rank:
+                problems.append(f"{name} records the checksums of rank {recorded_rank}")
+        for number, line in enumerate(lines[1:] if header else lines, 2 if header else 1):
+            if line.startswith("#"):
+                continue
+            m = _SUM_LINE.match(line)
+            if m is None:
+                problems.append(f"{name} line {number} is not `<sha256>  <file>`: {line[:60]!r}")
+            else:
+                sums[m.group(2)] = m.group(1)
+    return sums, problems
 
 
 def recorded_sums(step_dir: str) -> dict[str, str]:
-    """{file name: sha256} from every rank's checksum file of a step."""
-    sums = {}
-    for path in glob.glob(os.path.join(step_dir, "sha256sums-rank*.txt")):
-        with open(path) as f:
-            for line in f:
-                digest, _, name = line.rstrip("\n").partition("  ")
-                if name:
-                    sums[name] = digest
+    """{file name: sha256} from every rank's checksum file of a step; DamagedCheckpoint if one
+    does not parse or belongs to another step."""
+    sums, problems = read_sums(step_dir)
+    if problems:
+        raise DamagedCheckpoint(damage_message(step_dir, problems, "load"))
     return sums
 
 
@@ -126,11 +185,18 @@ def _stamp(step_dir: str):
 def check_step(step_dir: str, rank: int = 0, world: int = 1) -> tuple[list[str], list[str]]:
     """(problems, unverified files) of a step. `rank`/`world` split the hashing between ranks
     (each hashes every world-th recorded file); the structural checks run on every rank."""
-    problems = []
     if not os.path.isdir(step_dir):
         return [f"{step_dir} does not exist"], []
+    sums, problems = read_sums(step_dir)
     files = set(_files(step_dir))
-    needed = _needed_sizes(step_dir, problems)
+    hashed = set()
+    metadata_ok = not problems
+    if DCP_METADATA in sums and os.path.isfile(os.path.join(step_dir, DCP_METADATA)):
+        hashed.add(DCP_METADATA)
+        if sha256(os.path.join(step_dir, DCP_METADATA)) != sums[DCP_METADATA]:
+            problems.append(f"{DCP_METADATA} differs from the checksum recorded when it was saved")
+            metadata_ok = False
+    needed = _needed_sizes(step_dir, problems) if metadata_ok else {}
     for name, size in sorted(needed.items()):
         if name not in files:
             problems.append(f"{name} is missing (the checkpoint metadata points into it)")
@@ -139,9 +205,8 @@ def check_step(step_dir: str, rank: int = 0, world: int = 1) -> tuple[list[str],
                 f"{name} is {actual:,} bytes, shorter than the {size:,} the checkpoint metadata "
                 f"needs: it is truncated"
             )
-    sums = recorded_sums(step_dir)
     for i, (name, digest) in enumerate(sorted(sums.items())):
-        if i % world != rank:
+        if i % world != rank or name in hashed:
             continue
         path = os.path.join(step_dir, name)
         if not os.path.isfile(path):
@@ -152,9 +217,19 @@ def check_step(step_dir: str, rank: int = 0, world: int = 1) -> tuple[list[str],
     return problems, sorted(files - set(sums))
 
 
+METADATA_LIMIT = 1 << 30
+"""The most bytes a `.metadata` may hold before it is unpickled (torchtitan's are kilobytes)"""
+
+
 def _needed_sizes(step_dir: str, problems: list[str]) -> dict[str, int]:
-    """{file: bytes the DCP metadata needs}; a `.metadata` that does not read is a problem."""
-    if not os.path.isfile(os.path.join(step_dir, DCP_METADATA)):
+    """{file: bytes the DCP metadata needs}; a `.metadata` that is empty, implausibly large or
+    does not read is a problem. Callers compare its recorded checksum first."""
+    path = os.path.join(step_dir, DCP_METADATA)
+    if not os.path.isfile(path):
+        return {}
+    size = os.path.getsize(path)
+    if size == 0 or size > METADATA_LIMIT:
+        problems.append(f"{DCP_METADATA} is {size:,} bytes: it is damaged")
         return {}
     from torch.distributed.checkpoint import FileSystemReader
 
@@ -174,18 +249,63 @@ class DamagedCheckpoint(ValueError):
     pass
 
 
-def verify_step(step_dir: str, rank: int = 0, world: int = 1, what: str = "load") -> list[str]:
+class UnverifiedCheckpoint(ValueError):
+    """A step whose files (some or all) have no recorded checksum and that was not accepted."""
+
+
+def verify_step(
+    step_dir: str,
+    rank: int = 0,
+    world: int = 1,
+    what: str = "load",
+    accept_unverified: bool = False,
+) -> list[str]:
     """Raise DamagedCheckpoint naming the damaged files of `step_dir` and the newest intact earlier
-    step; return the files that have no recorded checksum (verified by size only)."""
+    step; raise UnverifiedCheckpoint for files without a recorded checksum unless
+    `accept_unverified`, then return them (verified by size only)."""
     problems, unverified = check_step(step_dir, rank, world)
     if problems:
         raise DamagedCheckpoint(damage_message(step_dir, problems, what))
+    if unverified and not accept_unverified:
+        raise UnverifiedCheckpoint(unverified_message(step_dir, unverified, what))
+    return unverified
+
+
+def unverified_message(step_dir: str, unverified: list[str], what: str) -> str:
+    accept = "; or export it as it is with --accept-unverified" if what == "export" else ""
+    return (
+        f"checkpoint {step_dir} is unverified and will not be {what}ed: "
+        f"{', '.join(unverified)} has no recorded checksum (the run that saved it stopped before "
+        f"recording one, or the files were added later), so its content cannot be checked; its "
+        f"sizes match the checkpoint metadata.\nTo accept the step as it is now, record its "
+        f"checksums with `python -m prefix_titan.runs.checkpoints seal {step_dir}` and "
+        f"{what} again{accept}."
+    )
+
+
+def seal_step(step_dir: str) -> list[str]:
+    """Accept a step whose files lack checksums: after the checks that need no record pass (and
+    the recorded checksums match), write the checksum file of every rank that has unrecorded
+    files. Returns the files newly recorded; DamagedCheckpoint if the step is damaged."""
+    problems, unverified = check_step(step_dir)
+    if problems:
+        raise DamagedCheckpoint(damage_message(step_dir, problems, "seal"))
+    if not is_complete(step_dir):
+        raise ValueError(
+            f"{step_dir} is not a finished step (no {DCP_METADATA} or {HF_INDEX}): it cannot be "
+            f"sealed"
+        )
+    ranks = {0} | {int(m.group(1)) for n in _files(step_dir) if (m := _RANK_FILE.match(n))}
+    for rank in sorted(ranks):
+        if set(files_of_rank(step_dir, rank)) & set(unverified):
+            record_step(step_dir, rank)
     return unverified
 
 
 def damage_message(step_dir: str, problems: list[str], what: str) -> str:
     folder = os.path.dirname(os.path.normpath(step_dir))
-    earlier = [d for d in complete_steps(folder) if step_number(d) < step_number(step_dir)]
+    n = step_number(step_dir)
+    earlier = [d for d in complete_steps(folder) if n is not None and step_number(d) < n]
     intact = next((d for d in reversed(earlier) if not check_step(d)[0]), None)
     if intact is None:
         advice = "No earlier step under it is intact: start the run again in a fresh dump folder."
@@ -201,3 +321,34 @@ def damage_message(step_dir: str, problems: list[str], what: str) -> str:
         + "\n  ".join(problems)
         + f"\n{advice}"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m prefix_titan.runs.checkpoints",
+        description="check a checkpoint step against its checksums, or seal (accept) a step "
+        "saved without them",
+    )
+    p.add_argument("command", choices=["check", "seal"])
+    p.add_argument("step_dir", nargs="+")
+    a = p.parse_args(argv)
+    failed = False
+    for step_dir in a.step_dir:
+        try:
+            if a.command == "seal":
+                done = seal_step(step_dir)
+                print(f"{step_dir}: " + (f"sealed {', '.join(done)}" if done else "already sealed"))
+            else:
+                verify_step(step_dir, what="check")
+                print(f"{step_dir}: OK")
+        except ValueError as e:
+            print(str(e), file=sys.stderr)
+            failed = True
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

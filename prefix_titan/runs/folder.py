@@ -3,10 +3,13 @@ read by the report: their names live here and nowhere else."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import glob
 import json
 import os
+import tempfile
 
 RUN_CONFIG = "run_config.json"
 """The run's whole job config, written when training starts"""
@@ -28,21 +31,47 @@ EXPORT_RECORD = "export_source.json"
 
 
 def current_umask() -> int:
-    """The process's umask (reading it means setting it: it is put back at once)."""
+    """The process's umask: read from /proc where Linux shows it, else by setting it and putting
+    it back at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+def _refuse_symlink(path: str) -> None:
+    if os.path.islink(path):
+        raise ValueError(
+            f"{path} is a symbolic link (to {os.readlink(path)}): the package does not write "
+            f"through links; remove the link (or move the file it points to into its place)"
+        )
+
+
 def write_atomically(path: str, text: str) -> None:
     """Write `text` to `path` so that a crash leaves the old file or the new one, never half of
-    one: a temporary file beside it, flushed to disk, then renamed over it."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    one: a temporary file created exclusively beside it (a fresh name, links not followed),
+    flushed to disk, then renamed over it. A `path` that is a symbolic link is refused; the new
+    file gets the modes the umask gives new files."""
+    _refuse_symlink(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
 
 
 def write_json(path: str, data, **dump_options) -> None:
@@ -50,29 +79,117 @@ def write_json(path: str, data, **dump_options) -> None:
     write_atomically(path, json.dumps(data, indent=2, **dump_options))
 
 
-def read_json(path: str):
-    """A JSON file the package wrote, parsed; a file that does not parse is named in the error."""
+def _open_nofollow(path: str, flags: int, mode: int = 0o666) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            _refuse_symlink(path)
+        raise
+
+
+def append_line(path: str, text: str) -> None:
+    """Append one line (`text`, its newline added) to a JSON-lines log such as METRICS_LOG, in
+    one write, creating the file if needed; a `path` that is a symbolic link is refused."""
+    line = text if text.endswith("\n") else text + "\n"
+    fd = _open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "w") as f:
+        f.write(line)
+
+
+def _the_file(what: str | None) -> str:
+    return f"the file ({what})" if what else "the file"
+
+
+def read_json(path: str, what: str | None = None, expect: type | None = None):
+    """A JSON file the package wrote, parsed. A file that cannot be read, does not parse or (with
+    `expect`, e.g. dict) holds another type is refused in a ValueError naming it (`what` says
+    what the file is); a missing file raises FileNotFoundError."""
+    the_file = _the_file(what)
     try:
         with open(path) as f:
-            return json.load(f)
+            data = json.load(f)
+    except FileNotFoundError:
+        raise
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}): the file is damaged") from None
+        raise ValueError(f"{path} is not valid JSON ({e}): {the_file} is damaged") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not text ({e}): {the_file} is damaged") from None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror or e}): {the_file}") from None
+    if expect is not None and not isinstance(data, expect):
+        raise ValueError(
+            f"{path} holds a JSON {type(data).__name__}, not the {_json_type(expect)} expected: "
+            f"{the_file} is damaged or is not the file it is named after"
+        )
+    return data
+
+
+def _json_type(expect) -> str:
+    names = {dict: "object", list: "array", str: "string"}
+    types = expect if isinstance(expect, tuple) else (expect,)
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def read_toml(path: str, what: str | None = None) -> dict:
+    """A TOML file, parsed; a file that cannot be read or does not parse is refused in a
+    ValueError naming it (`what` says what the file is); a missing file raises
+    FileNotFoundError."""
+    import tomllib
+
+    the_file = _the_file(what)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path} is not valid TOML ({e}): correct {the_file}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}): {the_file} is damaged") from None
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read ({e.strerror or e}): {the_file}") from None
 
 
 def read_log(path: str) -> list[dict]:
-    """The rows of an append-only JSON-lines log such as METRICS_LOG; a last line without its
-    newline (an append cut short by a crash) is not a row."""
-    with open(path) as f:
-        text = f.read()
-    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+    """The rows of an append-only JSON-lines log such as METRICS_LOG. A last line without its
+    newline (an append cut short by a crash) is not a row; any other line that is not a JSON
+    object is damage, refused naming the file and the line number."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
+    rows = []
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path} line {number} is not valid JSON ({e}): a torn or overwritten line in the "
+                f"middle of the log; repair or remove that line"
+            ) from None
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"{path} line {number} holds a JSON {type(row).__name__}, not an object: the log "
+                f"is damaged; repair or remove that line"
+            )
+        rows.append(row)
+    return rows
 
 
 def drop_torn_line(path: str) -> None:
     """Before appending to a log that a crashed run may have left mid-line: cut that line off, so
-    that the next row starts a line of its own."""
-    if not os.path.exists(path):
+    that the next row starts a line of its own. A `path` that is a symbolic link is refused."""
+    try:
+        fd = _open_nofollow(path, os.O_RDWR)
+    except FileNotFoundError:
         return
-    with open(path, "rb+") as f:
+    with os.fdopen(fd, "rb+") as f:
         data = f.read()
         if data and not data.endswith(b"\n"):
             f.truncate(data.rfind(b"\n") + 1)

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
+from ..runs.folder import read_toml
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
 
@@ -64,12 +64,9 @@ def load_plan(path: str | None = None) -> Plan:
     """The analysis plan (the package's by default), every name checked."""
     path = path or PLAN
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(path, "the analysis plan (--plan)")
     except FileNotFoundError:
         raise ValueError(f"--plan {path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"--plan {path} is not valid TOML: {e}") from None
     try:
         families = tuple(
             Family(f["name"], f["primary"], tuple(f.get("exploratory", ()))) for f in data["family"]

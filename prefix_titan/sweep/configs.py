@@ -13,10 +13,10 @@ train_configs/pilot/) and smoke (bases/smoke.toml -> train_configs/smoke/).
 from __future__ import annotations
 
 import pathlib
-import tomllib
 from dataclasses import dataclass
 
 from ..objectives.spec import TAU_SWEEP, ObjectiveSpec
+from ..runs.folder import read_toml
 
 BASES = pathlib.Path(__file__).resolve().parent / "bases"
 """The scales' base TOMLs (package data)"""
@@ -69,7 +69,7 @@ def config_path(root: pathlib.Path, scale: str, arm: str) -> pathlib.Path:
 
 
 def load_config(root: pathlib.Path, scale: str, arm: str) -> dict:
-    return tomllib.loads(config_path(root, scale, arm).read_text())
+    return read_toml(str(config_path(root, scale, arm)), "a generated config")
 
 
 def render(spec: ObjectiveSpec, scale: str = "500M") -> str:

@@ -1,6 +1,7 @@
 """Run a sweep: every chosen arm once per seed, at one scale (or print the commands).
 
     python -m prefix_titan.sweep launch --dry-run [--scale 500M|pilot|smoke] [--seeds 1234 1235 1236]
+        [--gpus N]
     python -m prefix_titan.sweep launch [--scale pilot] [--arms ce label_smoothing prefix_tau0.5 ...]
         [--seeds S ...] [--gpus-per-run K|node] [--nproc-per-node 8]
         [--nnodes 4 --node-rank R --rdzv-endpoint HOST:29500] [--stop-on-failure]
@@ -21,6 +22,10 @@ Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke:
   `<run>/launch.log`. Without GPUs (the smoke scale on a CPU) the runs go one after another.
 In both, the local batch is lowered where more GPUs than global batch / local batch would change
 the global batch (tokens per step), so every run of a scale trains on the same tokens per step.
+
+--dry-run prints the plan and needs no GPU (a login node plans as well as a GPU node): it places
+the runs on --gpus N GPUs (default: the GPUs visible here, or 8 when none is; the smoke scale
+without visible GPUs: on the CPU, as it would run here). A real launch uses the visible GPUs.
 
 A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
 a sweep. A failed run is reported at the end and does not stop the others, unless
@@ -143,6 +148,22 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def planned_gpus(visible: list[str], wanted: int | None, scale: str) -> tuple[list[str], str]:
+    """The GPUs a --dry-run places its runs on, and the plan's heading: `wanted` GPUs (0..N-1)
+    where given, else the visible ones, else 8 (the smoke scale: none, the CPU)."""
+    if wanted is not None:
+        gpus, why = [str(i) for i in range(wanted)], "--gpus"
+    elif visible:
+        return visible, f"the {len(visible)} visible GPU{'s' if len(visible) != 1 else ''}"
+    elif scale == "smoke":
+        return [], "the CPU (no GPU is visible; --gpus N plans for N GPUs)"
+    else:
+        gpus, why = [str(i) for i in range(8)], "no GPU is visible here; --gpus N changes it"
+    if not gpus:
+        return [], "the CPU (--gpus 0)"
+    return gpus, f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({why})"
+
+
 def slots(gpus: list[str], per_run: int) -> list[list[str]]:
     """Disjoint groups of `per_run` GPUs ([[]]: one CPU slot)."""
     if not gpus:
@@ -197,7 +218,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         default=None,
         help="'node' (one run over all GPUs) or K (runs side by side, K GPUs each)",
     )
-    p.add_argument("--nproc-per-node", type=int, default=8, help="with --gpus-per-run node")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="with --gpus-per-run node (default: --gpus with --dry-run, else 8)",
+    )
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
@@ -205,6 +231,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         "--sweep-dir", default=None, help="put the runs in DIR/<arm>/seed<S> (default: the scale's)"
     )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --dry-run: plan for N GPUs per node (default: the visible GPUs, or 8 when "
+        "none is visible)",
+    )
     p.add_argument(
         "--root", default=".", help="the project folder that holds train_configs/ (default: here)"
     )
@@ -239,10 +273,32 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address)")
     if not 0 <= a.node_rank < a.nnodes:
         p.error(f"--node-rank must be in [0, {a.nnodes}); got {a.node_rank}")
+    if a.gpus is not None and not a.dry_run:
+        p.error(
+            f"--gpus {a.gpus} plans a --dry-run only; a real launch uses the GPUs visible here "
+            "(choose them with CUDA_VISIBLE_DEVICES)"
+        )
+    if a.gpus is not None and a.gpus < 0:
+        p.error(f"--gpus must be >= 0; got {a.gpus}")
+    if a.nproc_per_node is not None and a.nproc_per_node < 1:
+        p.error(f"--nproc-per-node must be >= 1; got {a.nproc_per_node}")
     # Baselines first, then the arms in generator order; each arm over all its seeds.
     runs = [(arm, seed) for arm in a.arms for seed in seeds]
 
     if per_run == "node":
+        if a.gpus == 0:
+            p.error(
+                f"--gpus 0: the {a.scale} scale runs over every GPU of the node; plan for some "
+                "with --gpus N"
+            )
+        if a.nproc_per_node is None:
+            a.nproc_per_node = a.gpus or 8
+        if a.dry_run:
+            nodes = f" x {a.nnodes} nodes" if a.nnodes > 1 else ""
+            print(
+                f"[sweep] plan for {a.nproc_per_node} GPUs per node{nodes}, one run at a time",
+                file=sys.stderr,
+            )
         failed = []
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
@@ -260,15 +316,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                     break
     else:
         k, gpus = int(per_run), visible_gpus()
+        shown = f"this node shows {len(gpus)} ({','.join(gpus)})"
+        if a.dry_run:
+            planned = a.gpus is not None or not gpus  # else the visible ones
+            gpus, where = planned_gpus(gpus, a.gpus, a.scale)
+            if not gpus and a.scale != "smoke":
+                p.error(
+                    f"--gpus 0: the {a.scale} scale needs GPUs; plan for some with --gpus N "
+                    "(--scale smoke runs on a CPU)"
+                )
+            if planned:
+                shown = f"the plan has {len(gpus)}"
+            print(f"[sweep] plan for {where}", file=sys.stderr)
         if gpus and k > len(gpus):
             p.error(
-                f"--gpus-per-run {k} needs {k} GPUs, but this node shows {len(gpus)} "
-                f"({','.join(gpus)}): lower it, or use --gpus-per-run node"
+                f"--gpus-per-run {k} needs {k} GPUs, but {shown}: lower it, or use "
+                f"--gpus-per-run node" + (", or plan for more with --gpus N" if a.dry_run else "")
             )
         if not gpus and a.scale != "smoke":
             p.error(
                 f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
-                f"GPUs; --scale smoke runs on a CPU"
+                f"GPUs; --scale smoke runs on a CPU, and --dry-run plans without GPUs"
             )
         groups = slots(gpus, k)
         if gpus and len(gpus) % k:

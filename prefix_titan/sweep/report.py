@@ -5,13 +5,12 @@ The command is `python -m prefix_titan.report` (prefix_titan/report.py)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict
 
 from ..evaluation.harness import DEFAULT_TASKS
-from ..runs.folder import write_atomically, write_json
+from ..runs.folder import read_json, write_atomically, write_json
 from .analysis import (
     CE_EQUIVALENT,
     SUMMARY,
@@ -27,6 +26,11 @@ from .stats import t_interval
 
 BASELINES = ("label_smoothing", "ce")
 # The per-arm table: the plan's primary metrics, then these (where the plan has them).
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`n word`, the word in the plural (`many`, else word + "s") unless n is 1."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def _num(v: float | None, signed: bool = False) -> str:
@@ -196,7 +200,10 @@ def trend_lines(a: Analysis) -> list[str]:
 
 
 def power_lines(a: Analysis) -> list[str]:
+    """One line per primary (and default task) with the difference detected with 80% power."""
     contrast = sum(1 for arm in a.arms if a.kinds[arm] in a.plan.contrast)
+    if not contrast or a.plan.baseline not in a.arms:
+        return []
     lines = []
     names = [f.primary for f in a.plan.families] + [t for t in DEFAULT_TASKS]
     for name in names:
@@ -206,12 +213,77 @@ def power_lines(a: Analysis) -> list[str]:
                 fit = a.fits[name]
                 lines.append(
                     f"- {name}: ±{d:.4f} (run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
-                    f"{len(fit.means)} arms, {fit.df} degrees of freedom)"
+                    f"{plural(len(fit.means), 'arm')}, {plural(fit.df, 'degree')} of freedom)"
                 )
-    return lines or ["Not measurable: fewer than two seeds, or no variance."]
+    return lines
 
 
-def report_json(a: Analysis, runs_dir: str, invariants: list[str]) -> dict:
+def no_power_line(a: Analysis) -> str:
+    """Why the Power section has nothing to show."""
+    baseline = a.plan.baseline
+    if baseline not in a.arms:
+        return f"Nothing to show: the sweep has no {baseline} arm, so nothing is compared."
+    if not any(a.kinds[arm] in a.plan.contrast for arm in a.arms):
+        kinds = ", ".join(a.plan.contrast)
+        return f"Nothing to show: no arm of {kinds} is in the sweep, so nothing is compared."
+    if len(a.seeds) < 2:
+        return (
+            f"Nothing to show: with {plural(len(a.seeds), 'seed')} the training noise is not "
+            "measured (run two or more seeds)."
+        )
+    return (
+        "Nothing to show: no primary metric has a measured variance (no evaluated or "
+        "validated metric in every run, or no spread between seeds)."
+    )
+
+
+def last_steps(run: dict) -> tuple[int | None, int | None]:
+    """(the last step the run recorded: its latest complete checkpoint, metrics log row,
+    validation or evaluation; the configured training.steps), None where unknown."""
+    from ..runs.checkpoints import complete_steps
+    from ..runs.folder import METRICS_LOG, read_log
+
+    config = run.get("config") or {}
+    steps = (config.get("training") or {}).get("steps")
+    seen = [*run.get("val", {}), *(s for s in run.get("steps", {}) if s >= 0)]
+    folder = run.get("folder")
+    checkpoint = (config.get("checkpoint") or {}).get("folder")
+    if folder and checkpoint:
+        for d in complete_steps(os.path.join(folder, checkpoint)):
+            name = os.path.basename(d)
+            if name[5:].isdigit():
+                seen.append(int(name[5:]))
+    if folder and os.path.exists(os.path.join(folder, METRICS_LOG)):
+        seen += [r["step"] for r in read_log(os.path.join(folder, METRICS_LOG)) if "step" in r]
+    return (max(seen) if seen else None), steps
+
+
+def unfinished_runs(runs: list[dict]) -> list[dict]:
+    """The runs whose last recorded step is below their configured training.steps."""
+    out = []
+    for r in runs:
+        last, steps = last_steps(r)
+        if isinstance(steps, int) and steps > 0 and (last is None or last < steps):
+            out.append({"arm": r["name"], "seed": r["seed"], "last_step": last, "steps": steps})
+    return out
+
+
+def unfinished_line(unfinished: list[dict]) -> str:
+    listed = ", ".join(
+        f"{u['arm']} seed {u['seed']} (step {'-' if u['last_step'] is None else u['last_step']} "
+        f"of {u['steps']})"
+        for u in unfinished
+    )
+    return (
+        f"**Unfinished: {plural(len(unfinished), 'run')}** below the configured training.steps "
+        f"(still running, or stopped): their numbers above, 'final step' ones included, are not "
+        f"those of the finished runs: {listed}."
+    )
+
+
+def report_json(
+    a: Analysis, runs_dir: str, invariants: list[str], unfinished: list[dict] | None = None
+) -> dict:
     names = sorted(a.tables)
     return {
         "runs_dir": runs_dir,
@@ -246,6 +318,7 @@ def report_json(a: Analysis, runs_dir: str, invariants: list[str]) -> dict:
         "trends": a.trends,
         "notes": a.notes,
         "invariant_violations": invariants,
+        "unfinished_runs": unfinished or [],
     }
 
 
@@ -257,13 +330,19 @@ def report(
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
     out = out or os.path.join(runs_dir, "report")
+    if os.path.islink(out):
+        raise ValueError(
+            f"{out} is a symbolic link (to {os.readlink(out)}): the report is not written through "
+            "it; remove the link, or name the real folder with --out"
+        )
     os.makedirs(out, exist_ok=True)
     last = plan_.checkpoints if checkpoints is None else checkpoints
     seeds = a.seeds
     steps = ", ".join(map(str, a.steps)) if a.steps else "none evaluated"
+    unfinished = unfinished_runs(runs)
     lines = [
-        f"# Sweep report: {len(a.arms)} arm{'s' if len(a.arms) != 1 else ''} × {len(seeds)} "
-        f"seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}) under `{runs_dir}`",
+        f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
+        f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
         "",
         f"**Answer.** {a.answer}",
         "",
@@ -284,6 +363,8 @@ def report(
         "at the final step alone.",
         "",
     ]
+    if unfinished:
+        lines += [unfinished_line(unfinished), ""]
     if plan_.baseline in a.arms:
         lines += [f"## Against {plan_.baseline}", ""]
         for f in plan_.families:
@@ -310,6 +391,7 @@ def report(
             *trend_lines(a),
             "",
         ]
+    power = power_lines(a)
     lines += [
         "## What the targets imply",
         "",
@@ -325,14 +407,19 @@ def report(
         "",
         "## Power",
         "",
-        "The difference each comparison with the baseline detects with 80% power here (two-way "
-        "model, the pooled variance measured in this sweep, Holm's strictest level); smaller "
-        "differences read as 'not found', not 'absent'. `python -m prefix_titan.power --from "
-        f"{runs_dir}` gives the seeds a given effect needs.",
-        "",
-        *power_lines(a),
-        "",
     ]
+    if power:
+        lines += [
+            "The difference each comparison with the baseline detects with 80% power here "
+            "(two-way model, the pooled variance measured in this sweep, Holm's strictest "
+            "level); smaller differences read as 'not found', not 'absent'. `python -m "
+            f"prefix_titan.power --from {runs_dir}` gives the seeds a given effect needs.",
+            "",
+            *power,
+            "",
+        ]
+    else:
+        lines += [no_power_line(a), ""]
     problems = invariant_violations(runs)
     lines += ["## Compute-matched invariants", ""]
     lines += (
@@ -348,10 +435,13 @@ def report(
         lines += ["", f"No evaluation results yet for: {', '.join(missing)}."]
     if a.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in a.notes]]
-    files = plots(a, arms, out)
+    skipped: list[str] = []
+    files = plots(a, arms, out, skipped)
     lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]]
+    if skipped:
+        lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
-    write_json(os.path.join(out, "report.json"), report_json(a, runs_dir, problems))
+    write_json(os.path.join(out, "report.json"), report_json(a, runs_dir, problems, unfinished))
     write_atomically(os.path.join(out, "report.md"), text)
     return text
 
@@ -386,37 +476,55 @@ def arm_styles(a: Analysis) -> dict[str, dict]:
     return styles
 
 
-def plots(a: Analysis, arms: dict, out: str) -> list[str]:
+def _contrast_points(a: Analysis, family) -> list[tuple[str, list]]:
+    """(kind, its comparisons on the family's primary, by tau) for each kind of the contrast
+    with at least one arm that has a tau."""
+    out = []
+    for kind in a.plan.contrast:
+        cs = sorted(
+            (
+                c
+                for c in a.comparisons
+                if c.family == family.name
+                and c.metric == family.primary
+                and not c.aa_check
+                and not c.final
+                and a.kinds[c.arm] == kind
+                and a.taus.get(c.arm)
+            ),
+            key=lambda c: a.taus[c.arm],
+        )
+        if cs:
+            out.append((kind, cs))
+    return out
+
+
+def _legend(ax, **kwargs) -> None:
+    """A legend only where something drawn has a label."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
+def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -> list[str]:
     """The paired differences from the baseline against tau for each family's primary metric,
     with the analysis' own intervals (the verdict's numbers), and the validation CE curves, one
-    style per arm."""
+    style per arm. A panel or figure with nothing to draw is left out (its stale file removed),
+    and why is appended to `skipped`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    skipped = [] if skipped is None else skipped
     files = []
-    families = [f for f in a.plan.families if any(c.family == f.name for c in a.comparisons)]
-    if families:
-        fig, axes = plt.subplots(
-            1, len(families), figsize=(4.5 * len(families), 3.4), squeeze=False
-        )
-        for ax, f in zip(axes[0], families):
-            drawn = False
+    panels = [(f, _contrast_points(a, f)) for f in a.plan.families]
+    empty = [f.name for f, points in panels if not points]
+    panels = [(f, points) for f, points in panels if points]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
+        for ax, (f, points) in zip(axes[0], panels):
             for i, kind in enumerate(a.plan.contrast):
-                cs = sorted(
-                    (
-                        c
-                        for c in a.comparisons
-                        if c.family == f.name
-                        and c.metric == f.primary
-                        and not c.aa_check
-                        and not c.final
-                        and a.kinds[c.arm] == kind
-                        and a.taus.get(c.arm)
-                    ),
-                    key=lambda c: a.taus[c.arm],
-                )
+                cs = dict(points).get(kind)
                 if not cs:
                     continue
                 nudge = 1.04 ** (i - (len(a.plan.contrast) - 1) / 2)  # side by side per tau
@@ -445,7 +553,6 @@ def plots(a: Analysis, arms: dict, out: str) -> list[str]:
                         zorder=3,
                         label="claimed" if i == 0 else None,
                     )
-                drawn = True
             ax.axhline(0, color="gray", linewidth=0.8)
             ax.set_xscale("log")
             ax.set_xlabel("τ")
@@ -454,26 +561,46 @@ def plots(a: Analysis, arms: dict, out: str) -> list[str]:
                 f"{f.primary} − {a.plan.baseline} ({'lower' if lower else 'higher'} is better)",
                 fontsize=8,
             )
-            if drawn:
-                ax.legend(fontsize=7)
+            _legend(ax, fontsize=7)
         files.append(_save(fig, out, "differences_vs_tau.png"))
+    else:
+        _remove_stale(out, "differences_vs_tau.png")
+    if empty:
+        skipped.append(
+            f"the difference from {a.plan.baseline} against τ for "
+            f"{', '.join(empty)} (no arm of {', '.join(a.plan.contrast)} with a τ was compared "
+            f"with {a.plan.baseline} on the family's primary metric)"
+        )
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     styles = arm_styles(a)
-    drawn = False
+    curves = []
     for name, arm in arms.items():
         steps = sorted(set.intersection(*(set(r["val"]) for r in arm.values())))
         if steps:
             mean = [sum(r["val"][s] for r in arm.values()) / len(arm) for s in steps]
+            curves.append((name, steps, mean))
+    if curves:
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        for name, steps, mean in curves:
             style = {**styles[name], "marker": None}
             ax.plot(steps, mean, label=name, linewidth=1.2, **style)
-            drawn = True
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation plain CE (mean over seeds)")
-    if drawn:
-        ax.legend(fontsize=6, ncol=2)
-    files.append(_save(fig, out, "validation_ce.png"))
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation plain CE (mean over seeds)")
+        _legend(ax, fontsize=6, ncol=2)
+        files.append(_save(fig, out, "validation_ce.png"))
+    else:
+        _remove_stale(out, "validation_ce.png")
+        skipped.append(
+            "the validation CE curves (no arm has validation rows at steps common to its runs)"
+        )
     return files
+
+
+def _remove_stale(out: str, name: str) -> None:
+    """Remove a plot an earlier report wrote that this one does not draw."""
+    path = os.path.join(out, name)
+    if os.path.exists(path):
+        os.remove(path)
 
 
 def _save(fig, out: str, name: str) -> str:
@@ -487,5 +614,4 @@ def _save(fig, out: str, name: str) -> str:
 
 
 def load_report_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path, "the report's report.json", expect=dict)

@@ -40,8 +40,8 @@ def load_run(folder: str) -> dict:
     (plain CE and the validation metrics); and, by evaluated step, the evaluation results, the
     per-item outcomes (with the bits per byte they give), and the --limit and task version each
     result was made with."""
-    config = read_json(os.path.join(folder, RUN_CONFIG))
-    if not isinstance(config, dict) or "objective" not in config:
+    config = read_json(os.path.join(folder, RUN_CONFIG), "the run record", expect=dict)
+    if not isinstance(config.get("objective"), dict):
         raise ValueError(f"{os.path.join(folder, RUN_CONFIG)} is not a run record (no objective)")
     rows = []
     if os.path.exists(os.path.join(folder, METRICS_LOG)):
@@ -64,17 +64,22 @@ def load_run(folder: str) -> dict:
     for d, _, files in sorted(os.walk(folder)):
         if EVAL_RESULTS in files:
             path = os.path.join(d, EVAL_RESULTS)
-            data = read_json(path)
+            data = read_json(path, "evaluation results", expect=dict)
+            if not isinstance(data.get("results"), dict):
+                raise ValueError(
+                    f"{path} holds no `results` object: it is damaged or not lm-eval's results; "
+                    f"evaluate that model again (or move the file out of the run folder)"
+                )
             e = entry(_step_of(os.path.relpath(path, folder)))
             for task, metrics in data["results"].items():
                 e["results"][task] = metrics
-                e["limits"][task] = data.get("limit")
+                e["limits"][task] = _sample(data)
                 e["versions"][task] = (data.get("versions") or {}).get(task)
                 e["files"][task] = path
             e["items"].update(read_items(d))
     curve = os.path.join(folder, EVAL_CURVE)
     if os.path.exists(curve):
-        for step, results in read_json(curve).items():
+        for step, results in read_json(curve, "the learning curve", expect=dict).items():
             e = entry(int(step))
             for task, metrics in results.items():
                 e["results"].setdefault(task, metrics)
@@ -171,3 +176,13 @@ def invariant_violations(runs: list[dict]) -> list[str]:
             ]
             problems.append(f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}")
     return problems
+
+
+def _sample(results: dict) -> str | None:
+    """Which items an evaluation read: all (None), or a --limit sample with its seed (results
+    written before samples were seeded took the first N)."""
+    limit = results.get("limit")
+    if limit is None:
+        return None
+    seed = results.get("limit_seed")
+    return f"{limit} (the first {limit})" if seed is None else f"{limit} (seed {seed})"

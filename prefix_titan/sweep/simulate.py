@@ -34,7 +34,7 @@ import numpy as np
 from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS, write_items
 from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
-from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_json
+from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_atomically, write_json
 from .configs import arm_specs
 from .runs import run_order
 
@@ -310,9 +310,8 @@ def write(runs: list[dict], root: str) -> list[str]:
         os.makedirs(folder, exist_ok=True)
         config = {**r["config"], "job": {**r["config"]["job"], "dump_folder": folder}}
         write_json(os.path.join(folder, RUN_CONFIG), config)
-        with open(os.path.join(folder, METRICS_LOG), "w") as f:
-            for step, row in r["validation"].items():
-                f.write(json.dumps({"step": step, **row}) + "\n")
+        rows = [json.dumps({"step": step, **row}) + "\n" for step, row in r["validation"].items()]
+        write_atomically(os.path.join(folder, METRICS_LOG), "".join(rows))
         for step, e in r["steps"].items():
             out = os.path.join(folder, "hf", f"step-{step}")
             os.makedirs(out, exist_ok=True)

@@ -2,7 +2,7 @@
 from the first TrainSpec hook torchtitan calls), and the resume checks (settings recorded by the
 run, checksums of the step to load)."""
 
-import json
+import math
 import os
 
 from ..model.flavors import FLAVORS, flavor_args
@@ -13,10 +13,12 @@ from ..runs.folder import (
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
     checkpoint_steps,
+    read_json,
     resume_conflicts,
     run_record,
 )
-from .datasets import TOKEN_DATASETS, check_dataset_name
+from ..runs.lock import RunLock
+from .datasets import EMBEDDED_DATASETS, TOKEN_DATASETS, check_dataset_name
 
 
 def check_triton_device() -> None:
@@ -34,6 +36,87 @@ def check_triton_device() -> None:
         )
 
 
+def hold_run_folder(job_config) -> RunLock:
+    """Take job.dump_folder's writer's lock for the life of this process (released at exit; a
+    killed holder's lock is taken over by the next run on this host)."""
+    import atexit
+
+    lock = RunLock(job_config.job.dump_folder).acquire()
+    atexit.register(lock.release)
+    return lock
+
+
+def _bad_number(value, rule: str) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return True
+    return {
+        "> 0": value <= 0,
+        ">= 0": value < 0,
+        "[0, 1]": not 0 <= value <= 1,
+        "(0, 1)": not 0 < value < 1,
+        ">= 1 or -1": value != -1 and value < 1,
+    }[rule]
+
+
+TITAN_NUMBERS = (
+    ("training", "steps", "> 0"),
+    ("training", "local_batch_size", "> 0"),
+    ("training", "seq_len", "> 0"),
+    ("training", "max_norm", "> 0"),
+    ("optimizer", "lr", ">= 0"),  # 0 keeps the initial weights (a check, not a run)
+    ("optimizer", "eps", "> 0"),
+    ("optimizer", "beta1", "[0, 1]"),
+    ("optimizer", "beta2", "[0, 1]"),
+    ("optimizer", "weight_decay", ">= 0"),
+    ("lr_scheduler", "warmup_steps", ">= 0"),
+    ("lr_scheduler", "min_lr_factor", "[0, 1]"),
+    ("checkpoint", "interval", "> 0"),
+    ("checkpoint", "keep_latest_k", ">= 0"),
+    ("checkpoint", "load_step", ">= 1 or -1"),
+    ("metrics", "log_freq", "> 0"),
+    ("validation", "freq", "> 0"),
+    ("validation", "local_batch_size", "> 0"),
+    ("validation", "seq_len", "> 0"),
+    ("validation", "steps", ">= 1 or -1"),
+)
+"""torchtitan's own numeric settings that a run depends on, with what each allows"""
+
+
+def check_titan_numbers(job_config) -> None:
+    """torchtitan's numeric settings, checked before any work (torchtitan itself takes a NaN
+    learning rate or zero steps and fails later, or not at all)."""
+    for section, key, rule in TITAN_NUMBERS:
+        value = getattr(getattr(job_config, section), key)
+        if _bad_number(value, rule):
+            raise ValueError(f"{section}.{key} must be a number {rule}; got {value!r}")
+
+
+def relative_hint(path: str) -> str:
+    """For a relative path that does not exist: where it was looked for, and what to do."""
+    if os.path.isabs(path):
+        return ""
+    return (
+        f" (a relative path is read from the working directory, {os.getcwd()}: start the run "
+        "from the folder the config's paths are relative to, normally the repository root, or "
+        "give an absolute path)"
+    )
+
+
+def check_paths(job_config) -> None:
+    """The data folders a run reads exist (named with the setting, and where a relative path
+    was looked for)."""
+    t, v = job_config.training, job_config.validation
+    for setting, dataset, path, on in (
+        ("training.dataset_path", t.dataset, t.dataset_path, True),
+        ("validation.dataset_path", v.dataset, v.dataset_path, v.enable),
+    ):
+        if on and path and dataset.lower() not in EMBEDDED_DATASETS and not os.path.exists(path):
+            raise ValueError(
+                f"{setting} {path!r} does not exist{relative_hint(path)}. Prepare it with "
+                "python -m prefix_titan.prepare, or set it to the folder that holds the data"
+            )
+
+
 def check_job_config(job_config) -> None:
     """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
     written with other settings (check_resume)."""
@@ -41,6 +124,7 @@ def check_job_config(job_config) -> None:
         raise ValueError(
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
         )
+    check_titan_numbers(job_config)
     spec = job_config.objective.validate()
     resolve_family(spec.name)
     flavor = flavor_args(job_config.model.flavor)
@@ -117,27 +201,53 @@ def check_job_config(job_config) -> None:
 
 
 def check_resume(job_config) -> None:
-    """Refuse to resume a checkpoint in job.dump_folder that a run with other settings wrote
-    (a re-run with another objective would relabel the finished run)."""
+    """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
+    whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
+    other settings would relabel the finished run. The folder itself may have moved (it is
+    compared by real path, and a move is only noted)."""
     folder = job_config.job.dump_folder
     record = os.path.join(folder, RUN_CONFIG)
-    steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))
-    if not (job_config.checkpoint.enable and steps and os.path.exists(record)):
+    if not os.path.exists(record):
         return
-    with open(record) as f:
-        recorded = json.load(f)
+    recorded = _read_record(record)
+    current = run_record(job_config)
+    was = (recorded.get("job") or {}).get("dump_folder")
+    if isinstance(was, str) and os.path.realpath(was) != os.path.realpath(folder):
+        from torchtitan.tools.logging import logger
+
+        logger.warning(
+            f"{folder}: the run was recorded in {was}; it has moved (or is named from another "
+            "folder), and its record is updated"
+        )
+    for r in (recorded, current):
+        (r.get("job") or {}).pop("dump_folder", None)
     # A setting added to the package after the run was recorded, left at its default, is no
     # conflict: the run trained with what that default does.
     defaults = run_record(type(job_config)())
-    conflicts = resume_conflicts(recorded, run_record(job_config), defaults)
-    if conflicts:
-        raise ValueError(
-            f"{folder} holds a checkpoint ({os.path.basename(steps[-1])}) of a run with other "
-            f"settings, and resuming it would train (and record) them as this run's:\n  "
-            + "\n  ".join(conflicts)
-            + f"\nA resumed run may change only: {', '.join(RESUME_MAY_CHANGE)}. To start a fresh "
-            f"run, give it another job.dump_folder (or remove {os.path.dirname(steps[-1])})."
-        )
+    conflicts = resume_conflicts(recorded, current, defaults)
+    if not conflicts:
+        return
+    steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))
+    held = (
+        f"a checkpoint ({os.path.basename(steps[-1])}) of a run with other settings, and "
+        "resuming it would train (and record) them as this run's"
+        if steps and job_config.checkpoint.enable
+        else f"the record ({RUN_CONFIG}) and metrics of a run with other settings, and this run "
+        "would overwrite its record and mix its metrics with them"
+    )
+    raise ValueError(
+        f"{folder} holds {held}:\n  "
+        + "\n  ".join(conflicts)
+        + f"\nA resumed run may change only: {', '.join(RESUME_MAY_CHANGE)}. To start a fresh "
+        "run, give it another job.dump_folder."
+    )
+
+
+def _read_record(path: str) -> dict:
+    try:
+        return read_json(path, "the run's record", expect=dict)
+    except ValueError as e:
+        raise ValueError(f"{e}. Restore it, or give this run another job.dump_folder") from None
 
 
 def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
@@ -161,12 +271,4 @@ def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
                 f"checkpoint.load_step = {ckpt.load_step}, but {step_dir} does not exist "
                 f"(steps in {folder}: {found})"
             )
-    unverified = verify_step(step_dir, rank, world)
-    if unverified and rank == 0:
-        from torchtitan.tools.logging import logger
-
-        logger.warning(
-            f"{step_dir}: {', '.join(unverified)} has no recorded checksum (the run that saved it "
-            f"stopped before recording one); its size matches the checkpoint metadata, but its "
-            f"content is unverified"
-        )
+    verify_step(step_dir, rank, world)  # a step without checksums is refused, with the fix

@@ -18,6 +18,24 @@ import warnings
 DROPPED = ("model.safetensors.index.json not found at hf_assets_path",)
 DROPPED_ON_CPU = ("Error running lspci", "Peak flops undefined for: CPU")
 _MFU = re.compile(r"mfu: [-\d.,]+%")
+_BUILDING = re.compile(r"^Building (\S+) (\S+?)with (\{.*\})$", re.S)
+
+
+def one_line_model(message: str) -> str | None:
+    """torchtitan's "Building llama3 tinywith {<20 lines of JSON>}" as one line (the whole model
+    config is in the run's run_config.json), or None for another message."""
+    import json
+
+    m = _BUILDING.match(message)
+    if not m:
+        return None
+    try:
+        args = json.loads(m.group(3))
+    except json.JSONDecodeError:
+        return None
+    keys = ("dim", "n_layers", "n_heads", "vocab_size", "max_seq_len")
+    shown = ", ".join(f"{k} {args[k]}" for k in keys if k in args)
+    return f"Building {m.group(1)} {m.group(2)}: {shown}"
 
 
 class QuietLog(logging.Filter):
@@ -29,7 +47,9 @@ class QuietLog(logging.Filter):
         message = record.getMessage()
         if message.startswith(DROPPED) or (self.cpu and message.startswith(DROPPED_ON_CPU)):
             return False
-        if self.cpu and message.startswith("Peak FLOPS used for computing MFU"):
+        if (line := one_line_model(message)) is not None:
+            record.msg, record.args = line, ()
+        elif self.cpu and message.startswith("Peak FLOPS used for computing MFU"):
             record.msg, record.args = "MFU: n/a on a CPU (no peak FLOPS to compare with)", ()
         elif self.cpu and "mfu:" in message:
             record.msg, record.args = _MFU.sub("mfu: n/a", message), ()

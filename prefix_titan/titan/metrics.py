@@ -22,7 +22,14 @@ from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
 from ..objectives.mechanism import SIZE, mechanism_metrics
-from ..runs.folder import METRICS_LOG, RUN_CONFIG, drop_torn_line, run_record, write_json
+from ..runs.folder import (
+    METRICS_LOG,
+    RUN_CONFIG,
+    append_line,
+    drop_torn_line,
+    run_record,
+    write_json,
+)
 from .step_checks import StepChecks
 
 
@@ -100,8 +107,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def _append(self, row: dict) -> None:
         if self._record:
-            with open(os.path.join(self.job_config.job.dump_folder, METRICS_LOG), "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(os.path.join(self.job_config.job.dump_folder, METRICS_LOG), json.dumps(row))
 
     def should_log(self, step: int) -> bool:
         # torchtitan asks once per step, after the optimizer update and before the step's save:

@@ -9,6 +9,7 @@ from torchtitan.components.tokenizer import build_hf_tokenizer
 from torchtitan.tools.logging import logger
 
 from ..data.tokenizers import train_embedded_tokenizer
+from .checks import relative_hint
 from .datasets import EMBEDDED_DATASETS
 
 EMBEDDED_TOKENIZER = "./assets/embedded_tokenizer"
@@ -31,14 +32,14 @@ def build_tokenizer(job_config):
             train_embedded_tokenizer(path)
         elif embedded:
             raise ValueError(
-                f"model.hf_assets_path {path!r} holds no tokenizer.json. The embedded BPE is created "
-                f"by itself only at {EMBEDDED_TOKENIZER}; to create it at {path!r}, run "
-                f"python scripts/train_tokenizer.py --out {path}"
+                f"model.hf_assets_path {path!r} holds no tokenizer.json{relative_hint(path)}. The "
+                f"embedded BPE is created by itself only at {EMBEDDED_TOKENIZER}; to create it at "
+                f"{path!r}, run python scripts/train_tokenizer.py --out {path}"
             )
         else:
             raise ValueError(
-                f"model.hf_assets_path {path!r} holds no tokenizer.json: get the Llama-3 "
-                f"tokenizer there with python scripts/download_tokenizer.py --source llama-models "
-                f"--out {path}"
+                f"model.hf_assets_path {path!r} holds no tokenizer.json{relative_hint(path)}: get "
+                f"the Llama-3 tokenizer there with python scripts/download_tokenizer.py --source "
+                f"llama-models --out {path}"
             )
     return build_hf_tokenizer(job_config)

@@ -14,6 +14,7 @@ import torchtitan.components.validate as titan_validate
 from torchtitan.components.validate import Validator
 
 from .datasets import build_prefix_validation_dataloader
+from .refusal import refusing
 
 
 @contextlib.contextmanager
@@ -22,7 +23,7 @@ def _prefix_validation_loader():
     `build_text_validation_dataloader`, with no way to pass another builder. For that call only,
     the name points at ours, which takes the same arguments (and reads our token datasets)."""
     builtin = titan_validate.build_text_validation_dataloader
-    titan_validate.build_text_validation_dataloader = build_prefix_validation_dataloader
+    titan_validate.build_text_validation_dataloader = refusing(build_prefix_validation_dataloader)
     try:
         yield
     finally:

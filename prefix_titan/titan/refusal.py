@@ -1,0 +1,60 @@
+"""A refused run ends as one message and exit status 2, printed once, with no traceback around it
+and no empty folders left behind."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def refuse(job_config, error: BaseException, rank: int | None = None, lock=None):
+    """End the process with status 2 after printing `error` once (on rank 0). `lock` (the run
+    folder's writer's lock, runs/lock.py) is released, and the folders made for the run before the
+    refusal are removed while they are empty."""
+    if (_rank() if rank is None else rank) == 0:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        if lock is not None:
+            lock.release()
+        _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
+    raise SystemExit(2)
+
+
+def _remove_empty(folder: str, traces: str) -> None:
+    """The traces folder, the dump folder and, for a relative dump folder, its parents named in it
+    (./outputs/sweep/arm), each while it is empty: nothing a refused run made is left behind."""
+    paths = [os.path.join(folder, traces), folder]
+    if not os.path.isabs(folder):
+        parent = os.path.dirname(os.path.normpath(folder))
+        while parent not in ("", ".", ".."):
+            paths.append(parent)
+            parent = os.path.dirname(parent)
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:  # not there, or not empty: stop at a folder that holds something
+            if os.path.exists(path):
+                return
+
+
+def refusing(builder):
+    """A TrainSpec builder whose ValueError (a refused setting or input) ends the run as refuse()
+    does; the builder takes the job config as `job_config`."""
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        try:
+            return builder(*args, **kwargs)
+        except ValueError as e:
+            job_config = kwargs.get("job_config")
+            if job_config is None:
+                job_config = next(a for a in args if hasattr(a, "job"))
+            refuse(job_config, e)
+
+    return build

@@ -1,0 +1,279 @@
+"""One writer per run folder, one arm per record, torchtitan's numbers checked up front, and a
+refused training that says so once."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, embedded_tokenizer_at, train
+
+from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock
+
+
+def _job(*overrides, folder=None):
+    from torchtitan.config import ConfigManager
+
+    args = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+    if folder is not None:
+        args += ["--job.dump_folder", str(folder)]
+    return ConfigManager().parse_args([*args, *overrides])
+
+
+# -- the writer's lock ---------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    with RunLock(str(tmp_path / "run"), command="train prefix_tau0.5"):
+        record = json.loads((tmp_path / "run" / LOCK).read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        with pytest.raises(FolderBusy, match=rf"pid {os.getpid()} on .*train prefix_tau0.5"):
+            RunLock(str(tmp_path / "run")).acquire()
+    assert not (tmp_path / "run" / LOCK).exists()  # released
+    RunLock(str(tmp_path / "run")).acquire().release()
+
+
+def test_a_dead_holders_lock_is_taken_over_with_a_warning(tmp_path, capsys):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    pid = int(dead.stdout)  # a process that has exited
+    (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+    lock = RunLock(str(tmp_path)).acquire()
+    err = capsys.readouterr().err
+    assert f"pid {pid}" in err and "taking it over" in err
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_a_lock_from_another_host_or_without_a_holder_is_refused_naming_the_file(tmp_path):
+    (tmp_path / LOCK).write_text(json.dumps({"host": "node-17", "pid": 1, "command": "train"}))
+    with pytest.raises(FolderBusy, match=rf"another host: .*remove {tmp_path / LOCK}"):
+        RunLock(str(tmp_path)).acquire()
+    (tmp_path / LOCK).write_text("{not json")
+    with pytest.raises(FolderBusy, match="does not name its holder"):
+        RunLock(str(tmp_path)).acquire()
+
+
+def test_a_symlinked_lock_is_not_followed(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep")
+    (tmp_path / "run").mkdir()
+    os.symlink(target, tmp_path / "run" / LOCK)
+    with pytest.raises(FolderBusy, match="not a plain lock file"):
+        RunLock(str(tmp_path / "run")).acquire()
+    assert target.read_text() == "keep"
+
+
+# -- settings checked up front ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting, value, allowed",
+    [
+        ("optimizer.lr", "nan", ">= 0"),
+        ("optimizer.lr", "-1e-3", ">= 0"),
+        ("training.steps", "0", "> 0"),
+        ("training.local_batch_size", "0", "> 0"),
+        ("training.max_norm", "nan", "> 0"),
+        ("checkpoint.interval", "0", "> 0"),
+        ("checkpoint.keep_latest_k", "-1", ">= 0"),
+        ("lr_scheduler.warmup_steps", "-5", ">= 0"),
+        ("optimizer.weight_decay", "nan", ">= 0"),
+        ("lr_scheduler.min_lr_factor", "1.5", "[0, 1]"),
+    ],
+)
+def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed):
+    from prefix_titan.titan.checks import check_job_config
+
+    with pytest.raises(ValueError) as e:
+        check_job_config(_job(f"--{setting}", value))
+    assert str(e.value).startswith(f"{setting} must be a number {allowed}; got")
+
+
+def _record(folder, *overrides):
+    from prefix_titan.runs.folder import run_record
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run_config.json").write_text(json.dumps(run_record(_job(*overrides, folder=folder))))
+
+
+def test_another_arm_is_refused_whatever_the_checkpoint_settings(tmp_path):
+    from prefix_titan.titan.checks import check_job_config
+
+    _record(tmp_path / "run")  # a finished prefix run, checkpointing off
+    for extra in ([], ["--checkpoint.enable", "--checkpoint.folder", "elsewhere"]):
+        with pytest.raises(ValueError, match="objective.name: 'prefix' -> 'ce'"):
+            check_job_config(_job("--objective.name", "ce", *extra, folder=tmp_path / "run"))
+    check_job_config(_job("--training.steps", "500", folder=tmp_path / "run"))  # may change
+
+
+def test_a_moved_or_respelled_run_folder_is_the_same_run(tmp_path, caplog):
+    from prefix_titan.titan.checks import check_job_config
+
+    _record(tmp_path / "old" / "run", "--objective.tau", "0.2")
+    os.rename(tmp_path / "old", tmp_path / "new")
+    moved = tmp_path / "new" / "run"
+    check_job_config(_job("--objective.tau", "0.2", folder=moved))
+    assert "it has moved" in caplog.text
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path / "new")
+        check_job_config(_job("--objective.tau", "0.2", folder="run/"))
+    finally:
+        os.chdir(cwd)
+
+
+def test_a_damaged_record_is_named(tmp_path):
+    from prefix_titan.titan.checks import check_job_config
+
+    (tmp_path / "run").mkdir()
+    for text, what in (("{torn", "is not valid JSON"), ("[1, 2]", "holds a JSON list")):
+        (tmp_path / "run" / "run_config.json").write_text(text)
+        with pytest.raises(ValueError, match=f"run_config.json {what}"):
+            check_job_config(_job(folder=tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_validation_shorter_than_one_batch_is_refused(tmp_path, capsys):
+    from prefix_titan.titan.datasets import build_prefix_validation_dataloader
+    from prefix_titan.titan.refusal import refusing
+    from prefix_titan.titan.tokenizer import build_tokenizer
+
+    job = _job(
+        "--validation.enable",
+        "--validation.local_batch_size",
+        "100000",
+        "--model.hf_assets_path",
+        embedded_tokenizer_at(tmp_path / "tokenizer"),
+        folder=tmp_path / "run",
+    )
+    tokenizer = build_tokenizer(job)
+    with pytest.raises(SystemExit) as e:
+        refusing(build_prefix_validation_dataloader)(
+            job_config=job, dp_world_size=1, dp_rank=0, tokenizer=tokenizer
+        )
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "fewer than one batch (validation.local_batch_size = 100000)" in err
+    assert err.count("error:") == 1
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+
+def _only_the_message(log: str, message: str) -> None:
+    assert log.count(message) == 1, log[-3000:]
+    assert "Traceback" not in log and "ChildFailedError" not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_a_refused_training_says_so_once_and_leaves_no_folder(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prefix_titan.train",
+            "--job.config_file",
+            "train_configs/embedded_default.toml",
+            "--job.dump_folder",
+            str(tmp_path / "run"),
+            "--objective.name",
+            "nope",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 2
+    log = out.stdout + out.stderr
+    _only_the_message(log, "error: objective.name must be one of")
+    assert log.count("HF assets path") <= 1  # torchtitan's warning, not repeated by our parse
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_second_training_into_a_busy_folder_is_refused_and_changes_nothing(tmp_path):
+    (tmp_path / "run").mkdir()
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": "train other arm"}
+    (tmp_path / "run" / LOCK).write_text(json.dumps(holder))
+    log, losses = train(tmp_path, "--objective.name", "ce", check=False)
+    assert not losses
+    _only_the_message(log, f"is being written by pid {os.getpid()}")
+    assert sorted(os.listdir(tmp_path / "run")) == [LOCK]
+    assert json.loads((tmp_path / "run" / LOCK).read_text()) == holder
+    # the holder gone: the next run takes the folder, trains, and releases it
+    (tmp_path / "run" / LOCK).unlink()
+    log, losses = train(tmp_path, "--objective.name", "ce")
+    assert sorted(losses) == [1, 2, 3, 4] and not (tmp_path / "run" / LOCK).exists()
+
+
+@pytest.mark.slow
+def test_from_another_working_directory_a_relative_path_is_named_with_where_it_was_read(tmp_path):
+    """The 500M config started from a folder other than the repository root (as from a
+    torchtitan checkout): refused once, naming the setting, the working directory and the fix."""
+    config = ROOT / "train_configs" / "prefix_tau0.5.toml"
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.train", "--job.config_file", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 2, log[-3000:]
+    _only_the_message(
+        log,
+        f"error: training.dataset_path './data/fineweb_edu_ascii_llama3' does not exist (a "
+        f"relative path is read from the working directory, {tmp_path}",
+    )
+    assert os.listdir(tmp_path) == []  # no outputs/ nor empty run folder left behind
+
+
+def test_torchtitans_model_config_dump_is_one_line():
+    from prefix_titan.titan.logs import one_line_model
+
+    dump = 'Building llama3 tinywith {\n  "dim": 64,\n  "n_layers": 2,\n  "vocab_size": 4096\n}'
+    assert one_line_model(dump) == "Building llama3 tiny: dim 64, n_layers 2, vocab_size 4096"
+    assert one_line_model("Building the model") is None
+
+
+@pytest.mark.slow
+def test_help_lists_the_objective_without_a_config_and_export_help_needs_no_torch():
+    from prefix_titan.evaluation.export import DTYPES
+    from prefix_titan.export import DTYPE_NAMES
+
+    assert tuple(DTYPES) == DTYPE_NAMES
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.train", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and "--objective.tau" in out.stdout, out.stderr[-2000:]
+    code = (
+        "import sys, prefix_titan.export as e\n"
+        "try: e.main(['--help'])\nexcept SystemExit: pass\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip().endswith("False"), out.stdout[-500:] + out.stderr[-500:]
+
+
+def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
+    from prefix_titan.sweep import simulate as sim
+    from prefix_titan.sweep.report import report
+
+    sim.write(
+        sim.simulate(sim.Sweep(items=20, seeds=(1, 2), tasks=("hellaswag",)), 0),
+        str(tmp_path / "s"),
+    )
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "s" / "report")
+    with pytest.raises(ValueError, match="report is a symbolic link"):
+        report(str(tmp_path / "s"))
+    assert os.listdir(tmp_path / "elsewhere") == []

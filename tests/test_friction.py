@@ -1,0 +1,162 @@
+"""The first hour with the commands: eval's --limit sample, its quiet output and its refusals,
+the test seed line, without a model (lm-eval's own evaluation is faked where it would need one)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from helpers import ROOT
+
+from prefix_titan.evaluation import harness
+from prefix_titan.evaluation.harness import LIMIT_SEED, sample_docs
+
+
+def test_a_limit_is_a_seeded_random_sample_not_the_first_documents():
+    first = sample_docs(2000, 40, LIMIT_SEED, "char_first_letter")
+    assert first != list(range(40)) and first == sorted(set(first)) and len(first) == 40
+    assert all(0 <= i < 2000 for i in first) and max(first) > 1000
+    assert first == sample_docs(2000, 40, LIMIT_SEED, "char_first_letter")  # every model alike
+    assert first != sample_docs(2000, 40, LIMIT_SEED + 1, "char_first_letter")
+    assert first != sample_docs(2000, 40, LIMIT_SEED, "char_spell")  # each task its own draw
+    assert sample_docs(5, 40, LIMIT_SEED, "piqa") == [0, 1, 2, 3, 4]
+
+
+class FakeTask:
+    def __init__(self, n):
+        self.eval_docs = [{"word": f"w{i}"} for i in range(n)]
+
+
+class FakeTaskManager:
+    all_tasks = ["hellaswag", "piqa"]
+
+    def __init__(self):
+        self.tasks = {"hellaswag": FakeTask(100), "piqa": FakeTask(3)}
+
+    def load(self, specs):
+        return {"tasks": {t: self.tasks[t] for t in specs}, "groups": {}}
+
+
+def test_the_limit_reaches_lm_eval_as_a_sample_and_is_recorded(tmp_path, monkeypatch):
+    import lm_eval
+
+    calls = []
+
+    def simple_evaluate(**kwargs):
+        """lm-eval logs each sampled item under its document's index."""
+        calls.append(kwargs)
+        chosen = kwargs["samples"] or {}
+        samples = {
+            name: [
+                {"doc_id": i, "acc": 1.0, "doc": manager.tasks[name].eval_docs[i]} for i in indices
+            ]
+            for name, indices in chosen.items()
+        }
+        results = {t: {"acc,none": 1.0} for t in samples}
+        return {"results": results, "samples": samples, "n-samples": {}}
+
+    manager = FakeTaskManager()
+    monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
+    (tmp_path / "config.json").write_text("{}")
+    out = harness.evaluate(str(tmp_path), ["hellaswag", "piqa"], limit=5, task_manager=manager)
+    (call,) = calls
+    chosen = sample_docs(100, 5, LIMIT_SEED, "hellaswag")
+    assert call.get("limit") is None and call["samples"] == {"hellaswag": chosen, "piqa": [0, 1, 2]}
+    assert call["tasks"] == [manager.tasks["hellaswag"], manager.tasks["piqa"]]
+    recorded = json.loads((tmp_path / "eval_results.json").read_text())
+    assert recorded["limit"] == out["limit"] == 5 and recorded["limit_seed"] == LIMIT_SEED
+    items = harness.read_items(str(tmp_path))
+    assert [r["doc_id"] for r in items["hellaswag"]] == chosen  # the documents' own indices
+    harness.evaluate(str(tmp_path), ["piqa"], task_manager=manager)
+    assert calls[-1]["samples"] is None
+    assert json.loads((tmp_path / "eval_results.json").read_text())["limit_seed"] is None
+
+
+@pytest.mark.slow
+def test_a_sample_is_read_in_document_order(tmp_path):
+    """lm-eval reads a sample in document order and logs its k-th document under the k-th
+    index: the indices must be sorted (checked against the installed lm-eval)."""
+    rows = [{"goal": f"goal {i}", "sol1": "a", "sol2": "b", "label": i % 2} for i in range(6)]
+    path = tmp_path / "piqa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manager = harness.task_index()
+    specs = harness.task_specs(["piqa"], {"piqa": str(path)}, manager)
+    tasks, samples = harness.limit_samples(specs, manager, 2, LIMIT_SEED)
+    chosen = samples["piqa"]
+    assert len(chosen) == 2 and chosen == sorted(chosen)
+    got = list(tasks[0].doc_iterator(samples=chosen))
+    assert [j for j, _ in got] == [0, 1]
+    assert [doc["goal"] for _, doc in got] == [f"goal {i}" for i in chosen]
+
+
+def test_a_bad_limit_is_refused(capsys):
+    from prefix_titan.eval import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "nowhere", "--limit", "0", "--progress"])
+    assert e.value.code == 2
+    assert "--limit must be >= 1 (documents per task); got 0" in capsys.readouterr().err
+
+
+def test_a_run_folder_without_an_export_names_the_export_command(tmp_path, capsys):
+    from prefix_titan.eval import main
+
+    run = tmp_path / "sweep" / "ce" / "seed1234"
+    run.mkdir(parents=True)
+    config = {"job": {"config_file": "train_configs/pilot/ce.toml"}, "objective": {}}
+    (run / "run_config.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(run), "--progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "is a run folder, not an exported model: export its newest checkpoint first" in err
+    assert (
+        f"python -m prefix_titan.export --config train_configs/pilot/ce.toml --job.dump_folder "
+        f"{run} --out hf/ce_seed1234\nthen evaluate it with --model hf/ce_seed1234" in err
+    )
+    assert f"--all-checkpoints {run}" in err
+
+
+def test_eval_without_progress_shows_no_bar():
+    """lm-eval passes tqdm's `disable` itself, which TQDM_DISABLE does not override."""
+    script = textwrap.dedent(
+        """
+        from prefix_titan.eval import quiet
+        quiet()
+        from tqdm import tqdm
+        from tqdm.auto import tqdm as auto
+        list(tqdm(range(3), disable=False, desc="explicit"))
+        list(auto(range(3), desc="auto"))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+@pytest.mark.slow
+def test_quiet_pytest_names_its_seed():
+    """`pytest -q` prints no header, so the seed line comes with the summary."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{ROOT}/tests/test_friction.py::test_a_limit_is_a_seeded_random_sample_not_the_first_documents",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREFIX_TITAN_TEST_SEED": "7"},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "test seed base: 7 (" in out.stdout
+    assert "PREFIX_TITAN_TEST_SEED=N python -m pytest" in out.stdout

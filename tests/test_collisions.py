@@ -29,10 +29,23 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     with RunLock(str(tmp_path / "run"), command="train prefix_tau0.5"):
         record = json.loads((tmp_path / "run" / LOCK).read_text())
         assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-        with pytest.raises(FolderBusy, match=rf"pid {os.getpid()} on .*train prefix_tau0.5"):
+        with RunLock(str(tmp_path / "run")):  # nested in this process (export inside eval)
+            pass
+        assert (tmp_path / "run" / LOCK).exists()  # still the outer writer's
+    assert not (tmp_path / "run").exists()  # released, with the folder it made (empty)
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process of this host holds it
+        (tmp_path / "run" / LOCK).write_text(
+            json.dumps({"host": socket.gethostname(), "pid": holder.pid, "command": "train ce"})
+        )
+        with pytest.raises(
+            FolderBusy, match=rf"is being written by pid {holder.pid} on .*train ce"
+        ):
             RunLock(str(tmp_path / "run")).acquire()
-    assert not (tmp_path / "run" / LOCK).exists()  # released
-    RunLock(str(tmp_path / "run")).acquire().release()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_dead_holders_lock_is_taken_over_with_a_warning(tmp_path, capsys):

@@ -13,6 +13,7 @@ such as RUN/hf/step-N).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -25,6 +26,7 @@ import torch
 from ..model.flavors import FLAVORS, flavor_args
 from ..runs.checkpoints import complete_steps, verify_step
 from ..runs.folder import EXPORT_RECORD, checkpoint_steps, read_json, step_number, write_json
+from ..runs.lock import RunLock
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -181,7 +183,6 @@ def write_hf_folder(
     EXPORT_RECORD so that evaluation results can be filed with the run. `out` is checked against
     the folders the weights were read from (`reads_from`: run folder, checkpoint folder, step)
     by check_out."""
-    from safetensors.torch import save_file
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
     from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 
@@ -197,6 +198,44 @@ def write_hf_folder(
     _log(f"converting {len(state)} tensors to Hugging Face names ({dtype})")
     hf_state = Llama3StateDictAdapter(model_args, None).to_hf(state)
     hf_state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
+
+    run_dir = reads_from[0] if reads_from else None
+    inside = run_dir is not None and os.path.abspath(out).startswith(
+        os.path.join(os.path.abspath(run_dir), "")
+    )
+    with RunLock(run_dir) if inside else contextlib.nullcontext():  # a writer in the run folder
+        _write_folder(
+            hf_state,
+            state,
+            model_args,
+            hf_assets_path,
+            out,
+            max_positions,
+            dtype,
+            tokenizer,
+            source,
+            overwrite,
+            reads_from,
+        )
+    _log(f"done: {out}")
+    return out
+
+
+def _write_folder(
+    hf_state,
+    state,
+    model_args,
+    hf_assets_path,
+    out,
+    max_positions,
+    dtype,
+    tokenizer,
+    source,
+    overwrite,
+    reads_from,
+) -> None:
+    """write_hf_folder's files: a temporary folder beside `out`, renamed over it when complete."""
+    from safetensors.torch import save_file
 
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
@@ -220,8 +259,6 @@ def write_hf_folder(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _log(f"done: {out}")
-    return out
 
 
 def check_out(out: str, overwrite: bool, *reads_from: str | None) -> None:

@@ -5,7 +5,8 @@ The lock is `<folder>/.writer.lock`, created exclusively (O_CREAT | O_EXCL, neve
 symlink) and holding the holder's host, pid and command as JSON. A second writer is refused naming
 the holder. A lock left by a process that is gone (killed, out of memory) on this host is taken
 over with a warning; one from another host cannot be checked from here and is refused, naming the
-file to remove once that holder is known to be gone. Plain Python; no torch, no torchtitan.
+file to remove once that holder is known to be gone. Within one process the lock nests: a writer
+inside another (an export inside an evaluation of the run) shares its lock. Plain Python; no torch, no torchtitan.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ LOCK = ".writer.lock"
 """The lock file's name inside the run folder"""
 
 
-class FolderBusy(RuntimeError):
+class FolderBusy(ValueError):
     """Another live process writes into the folder."""
 
 
@@ -52,6 +53,14 @@ def _holder(path: str) -> dict | None:
     except json.JSONDecodeError:
         return {}  # written half by a killed process: the pid is unknown
     return record if isinstance(record, dict) else {}
+
+
+def _is_this_process(holder: dict | None) -> bool:
+    return (
+        bool(holder)
+        and holder.get("pid") == os.getpid()
+        and holder.get("host") == socket.gethostname()
+    )
 
 
 def describe(holder: dict) -> str:
@@ -92,6 +101,9 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
+                holder = _holder(self.path)
+                if _is_this_process(holder):  # nested (an export inside an evaluation): held
+                    return self
                 self._take_over_if_stale()
                 continue
             with os.fdopen(fd, "w") as f:

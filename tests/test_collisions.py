@@ -290,3 +290,28 @@ def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
     with pytest.raises(ValueError, match="report is a symbolic link"):
         report(str(tmp_path / "s"))
     assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys):
+    """A setting every run would refuse, and one run's folder held by a live writer: refused in
+    the launcher's own process, each run named, before any torchrun starts (nothing written)."""
+    from prefix_titan.sweep.launch import main
+
+    common = ["--scale", "smoke", "--arms", "ce", "label_smoothing", "--seeds", "7"]
+    common += ["--root", str(ROOT), "--sweep-dir", str(tmp_path / "sweep")]
+    assert main([*common, "--", "--optimizer.lr", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "[sweep] refused before any run started:" in err
+    for arm in ("ce", "label_smoothing"):
+        assert f"{arm} seed 7: optimizer.lr must be a number >= 0; got nan" in err
+    assert not (tmp_path / "sweep").exists()
+    held = tmp_path / "sweep" / "ce" / "seed7"
+    held.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (held / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
+        assert main(common) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"ce seed 7: {held} is being written by pid {holder.pid}" in capsys.readouterr().err

@@ -27,6 +27,10 @@ the global batch (tokens per step), so every run of a scale trains on the same t
 the runs on --gpus N GPUs (default: the GPUs visible here, or 8 when none is; the smoke scale
 without visible GPUs: on the CPU, as it would run here). A real launch uses the visible GPUs.
 
+Before any run starts, every run that would start is checked in this process (the job config's
+checks, its data folders, a live writer on its dump folder): a refusal names each run and nothing
+starts (exit status 2), instead of one torchrun failure report per run.
+
 A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
 a sweep. A failed run is reported at the end and does not stop the others, unless
 --stop-on-failure. The exit status is 1 when any run failed.
@@ -99,6 +103,36 @@ def train_args(scale, arm, config, seed, world, extra, sweep_dir):
         *batch_override(config, world),
         *extra,
     ]
+
+
+def preflight(root, runs: list[tuple[str, list[str]]]) -> list[str]:
+    """`name: problem` for each run (name, its train_args) that its training would refuse, found
+    here before any torchrun starts: the job config's checks, the data and tokenizer folders
+    (read from `root`) and a live writer's lock on its dump folder."""
+    import logging
+
+    from torchtitan.config import ConfigManager
+
+    from ..runs.lock import LOCK, FolderBusy, RunLock
+    from ..titan.checks import check_job_config, check_paths
+
+    problems, cwd = [], os.getcwd()
+    logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
+    try:
+        os.chdir(root)
+        for name, args in runs:
+            try:
+                job = ConfigManager().parse_args(list(args))
+                check_job_config(job)
+                check_paths(job)
+                if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
+                    RunLock(job.job.dump_folder).acquire().release()  # refused if held
+            except (ValueError, FolderBusy, SystemExit) as e:
+                problems.append(f"{name}: {e}")
+    finally:
+        os.chdir(cwd)
+        logging.disable(logging.NOTSET)
+    return problems
 
 
 def ranks_filter() -> list[str]:
@@ -206,6 +240,25 @@ def run_queue(
     return failed + [f"{name} (not started)" for name, _, _ in pending]
 
 
+def _refused(a, runs, extra, world: int) -> int:
+    """Check every run that would start (preflight); print the refusals and return 2 if any."""
+    todo = []
+    for arm, seed in runs:
+        config = load_config(a.root, a.scale, arm)
+        if not finished(a.root, config, seed, extra, a.sweep_dir):
+            args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
+            todo.append((f"{arm} seed {seed}", args))
+    problems = preflight(a.root, todo)
+    if problems:
+        print(
+            "[sweep] refused before any run started:\n  " + "\n  ".join(problems),
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.sweep launch") -> int:
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -300,6 +353,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 file=sys.stderr,
             )
         failed = []
+        if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
+            return refused
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
             if a.dry_run:
@@ -338,6 +393,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
                 f"GPUs; --scale smoke runs on a CPU, and --dry-run plans without GPUs"
             )
+        if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
+            return refused
         groups = slots(gpus, k)
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)

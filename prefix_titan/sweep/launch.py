@@ -42,6 +42,7 @@ so the configs' relative paths (./assets, ./data, ./outputs) resolve against it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import shlex
@@ -107,32 +108,19 @@ def train_args(scale, arm, config, seed, world, extra, sweep_dir):
 
 def preflight(root, runs: list[tuple[str, list[str]]]) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
-    here before any torchrun starts: the job config's checks, the data and tokenizer folders
-    (read from `root`) and a live writer's lock on its dump folder."""
-    import logging
-
-    from torchtitan.config import ConfigManager
-
-    from ..runs.lock import LOCK, FolderBusy, RunLock
-    from ..titan.checks import check_job_config, check_paths
-
-    problems, cwd = [], os.getcwd()
-    logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
-    try:
-        os.chdir(root)
-        for name, args in runs:
-            try:
-                job = ConfigManager().parse_args(list(args))
-                check_job_config(job)
-                check_paths(job)
-                if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
-                    RunLock(job.job.dump_folder).acquire().release()  # refused if held
-            except (ValueError, FolderBusy, SystemExit) as e:
-                problems.append(f"{name}: {e}")
-    finally:
-        os.chdir(cwd)
-        logging.disable(logging.NOTSET)
-    return problems
+    before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
+    import torchtitan): the job config's checks, the data folders, a live writer on its folder."""
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.titan.preflight"],
+        input=json.dumps(runs),
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        tail = "\n    ".join(out.stderr.strip().splitlines()[-5:])
+        return [f"the checks before the runs could not run (exit {out.returncode}):\n    {tail}"]
+    return json.loads(out.stdout)
 
 
 def ranks_filter() -> list[str]:

@@ -183,6 +183,7 @@ def write_hf_folder(
     EXPORT_RECORD so that evaluation results can be filed with the run. `out` is checked against
     the folders the weights were read from (`reads_from`: run folder, checkpoint folder, step)
     by check_out."""
+    from safetensors.torch import save_file
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
     from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 
@@ -200,65 +201,36 @@ def write_hf_folder(
     hf_state = {k: v.to(DTYPES[dtype]).contiguous() for k, v in hf_state.items()}
 
     run_dir = reads_from[0] if reads_from else None
-    inside = run_dir is not None and os.path.abspath(out).startswith(
-        os.path.join(os.path.abspath(run_dir), "")
+    inside = run_dir is not None and os.path.realpath(out).startswith(
+        os.path.join(os.path.realpath(run_dir), "")
     )
     with RunLock(run_dir) if inside else contextlib.nullcontext():  # a writer in the run folder
-        _write_folder(
-            hf_state,
-            state,
-            model_args,
-            hf_assets_path,
-            out,
-            max_positions,
-            dtype,
-            tokenizer,
-            source,
-            overwrite,
-            reads_from,
-        )
+        parent = os.path.dirname(os.path.abspath(out))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+        try:
+            n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
+            _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
+            save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+            hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]).save_pretrained(
+                tmp
+            )
+            write_json(
+                os.path.join(tmp, "generation_config.json"),
+                {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id},
+            )
+            _log("writing tokenizer files")
+            write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
+            if source is not None:
+                write_json(os.path.join(tmp, EXPORT_RECORD), source)
+            _public_modes(tmp)
+            check_out(out, overwrite, *reads_from)  # again: the folder may have changed meanwhile
+            _replace_folder(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _log(f"done: {out}")
     return out
-
-
-def _write_folder(
-    hf_state,
-    state,
-    model_args,
-    hf_assets_path,
-    out,
-    max_positions,
-    dtype,
-    tokenizer,
-    source,
-    overwrite,
-    reads_from,
-) -> None:
-    """write_hf_folder's files: a temporary folder beside `out`, renamed over it when complete."""
-    from safetensors.torch import save_file
-
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
-        n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
-        _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
-        save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-        hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]).save_pretrained(tmp)
-        write_json(
-            os.path.join(tmp, "generation_config.json"),
-            {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id},
-        )
-        _log("writing tokenizer files")
-        write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
-        if source is not None:
-            write_json(os.path.join(tmp, EXPORT_RECORD), source)
-        _public_modes(tmp)
-        check_out(out, overwrite, *reads_from)  # again: the folder may have changed meanwhile
-        _replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def check_out(out: str, overwrite: bool, *reads_from: str | None) -> None:

@@ -74,7 +74,7 @@ def parallelize_prefix_llama(
 
     plan = plans.for_job(job_config)
     if plan.fused:
-        model.output.set_plan(plan, validation_meter)
+        model.output.set_plan(plan, validation_meter, defer_label_check=True)
     model = parallelize_llama(model, parallel_dims, job_config)
     if utils.device_type == "cpu":
         use_sum_reductions(model)

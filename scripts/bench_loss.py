@@ -22,6 +22,14 @@ on V and K, not on the texts; Llama-3 has K = 86). Several --chunk-tokens values
 case a row per chunk size (`fused_ce @2048`): how the fused head's chunk size is chosen for a device.
 `head_matmuls` is the floor: the head's three matmuls alone, no loss.
 
+Each row also gives the spread of its time over the repeats (fastest-slowest), the peak memory's
+spread, and on CUDA the allocator's reserved memory beside the peak (what the process holds from
+the GPU, cached blocks included); and the bytes its row work moves per logit
+(objectives/traffic.py): eager cases counted from the operations that run (reads and writes of
+vocabulary-wide tensors, matmuls apart), compiled cases from inductor's own count of its kernels,
+the Triton kernels by construction (forward reads each logit once, backward reads and writes it
+once).
+
 After the table come the goals, each loss row held to torchtitan's CE measured in the same run:
 unfused eager <= 1.0x eager CE time at <= 0.4x its memory; the fused head, eager and compiled,
 <= 1.05x compiled CE time at <= 0.25x its memory; and each row's ratio to the floor (stretch:
@@ -160,6 +168,30 @@ def _head_matmuls(a, device):
     return lambda h, w, y: HeadMatmuls.apply(h, w)
 
 
+def bytes_per_logit(name: str, mode: str, step, a, chunk_tokens=None) -> float | None:
+    """Bytes per logit moved by one forward+backward of a case's row work (see the docstring);
+    None where there is no row work (head_matmuls), where it is one operation the counter cannot
+    see into (torch_linear_ce) or where inductor does not count."""
+    from prefix_titan.objectives.traffic import compiled_traffic, count_traffic
+
+    if name in ("head_matmuls", "torch_linear_ce"):  # no row work; one opaque operation
+        return None
+    logits = a.tokens * a.vocab
+    kernel_bytes = 0.0
+    if _split(name)[1] == "triton":  # the kernels' own loads and stores of the logits
+        kernel_bytes = 3 * (2 if a.dtype == "bfloat16" else 4)
+    if mode == "compiled" and _split(name)[1] != "triton":
+        moved = compiled_traffic(step)
+        if _split(name)[0]:  # each chunk shape's graph is counted once, however often it runs
+            from prefix_titan.objectives.fused import default_chunk_tokens
+
+            chunk = chunk_tokens or default_chunk_tokens(a.device.split(":")[0], a.dim)
+            rows = min(chunk, a.tokens) + (a.tokens % chunk if a.tokens > chunk else 0)
+            logits = rows * a.vocab
+        return None if moved is None else moved / logits
+    return count_traffic(step, a.vocab).per_logit(logits) + kernel_bytes
+
+
 def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
     import torch
 
@@ -186,33 +218,43 @@ def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
         fn(*xs, labels).backward()
         return xs
 
+    traffic = None
+    if measure != "memory":
+        traffic = bytes_per_logit(name, mode, step, a, chunk_tokens)
     for _ in range(2):  # warm-up (and compilation)
         step()
     sync()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = _rss_now()
-        _reset_peak_rss()
-    times = []
-    for _ in range(1 if measure == "memory" else a.repeats):
+    times, peaks, reserved = [], [], []
+    for _ in range(a.repeats):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            base = _rss_now()
+            _reset_peak_rss()
         start = time.perf_counter()
         xs = step()
         sync()
         times.append(time.perf_counter() - start)
         del xs
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = _peak_rss() - base
+        if device.type == "cuda":
+            peaks.append(torch.cuda.max_memory_allocated() - base)
+            reserved.append(torch.cuda.max_memory_reserved() - base_reserved)
+        else:
+            peaks.append(_peak_rss() - base)
     return {
         "case": name,
         "chunk_tokens": chunk_tokens,
         "mode": mode,
         "ms": 1e3 * statistics.median(times),
-        "peak_bytes": peak,
+        "ms_min": 1e3 * min(times),
+        "ms_max": 1e3 * max(times),
+        "peak_bytes": statistics.median(peaks),
+        "peak_min": min(peaks),
+        "peak_max": max(peaks),
+        "reserved_bytes": max(reserved) if reserved else None,
+        "bytes_per_logit": traffic,
     }
 
 
@@ -225,6 +267,26 @@ GOALS = (
     ("fused", "compiled", "compiled", 1.05, FUSED_MEMORY_BOUND),
 )
 FLOOR_BOUND = 1.2  # stretch: head + loss within 1.2x the head's matmuls alone
+# Bytes per bf16 logit the row work may move: (fused head?, row kernel, mode or None for both).
+BYTES_GOALS = (
+    (False, "pytorch", "eager", 50.0),
+    (True, "pytorch", None, 20.0),
+    (True, "triton", None, 6.0),
+)
+
+
+def traffic_goals(rows: list[dict]) -> list[dict]:
+    """Each row with a byte count held to its path's bound (BYTES_GOALS, bf16 logits)."""
+    out = []
+    for r in rows:
+        fused, kernel, objective = _split(r["case"])
+        moved = r.get("bytes_per_logit")
+        if moved is None or objective not in OBJECTIVES:
+            continue
+        for g_fused, g_kernel, g_mode, bound in BYTES_GOALS:
+            if (fused, kernel) == (g_fused, g_kernel) and g_mode in (None, r["mode"]):
+                out.append({"row": r, "bound": bound, "met": moved <= bound})
+    return out
 
 
 def _row_of(rows: list[dict], case: str, mode: str) -> dict | None:
@@ -282,6 +344,22 @@ def chunk_choice(rows: list[dict]) -> dict[str, int | None]:
     return choice
 
 
+def print_traffic_goals(rows: list[dict], dtype: str) -> None:
+    held = traffic_goals(rows)
+    if not held:
+        return
+    if dtype != "bfloat16":
+        print(f"\nBytes per logit: the goals are for bf16 logits; these are {dtype}")
+        return
+    print("\nBytes per logit of the row work, against its path's goal\n")
+    print("| objective | mode | B/logit | goal | met |")
+    print("|---|---|---:|---:|---|")
+    for g in held:
+        r = g["row"]
+        met = "yes" if g["met"] else "no"
+        print(f"| {_label(r)} | {r['mode']} | {_bytes(r)} | <= {g['bound']:.0f} | {met} |")
+
+
 def print_goals(rows: list[dict]) -> None:
     held = goal_rows(rows)
     if held:
@@ -331,6 +409,11 @@ def _rows(a) -> list[tuple[str, int | None]]:
         for name in a.cases
         for chunk in (a.chunk_tokens if _split(name)[0] else [None])
     ]
+
+
+def _bytes(row: dict) -> str:
+    b = row.get("bytes_per_logit")
+    return "-" if b is None else f"{b:.1f}"
 
 
 def _label(row: dict) -> str:
@@ -440,14 +523,15 @@ def main() -> None:
                     r = json.loads(line)
                     key = (r["case"], r["chunk_tokens"])
                     if measure == "memory":
-                        found[key]["peak_bytes"] = r["peak_bytes"]
+                        for k in ("peak_bytes", "peak_min", "peak_max"):
+                            found[key][k] = r[k]
                     else:
-                        found[key].update(r)
+                        found[key].update({k: v for k, v in r.items() if not k.startswith("peak")})
         for row in found.values():
             rows.append(row)
             print(
                 f"  {_label(row):32s} {mode:8s} {row['ms']:9.1f} ms "
-                f"{row['peak_bytes'] / 2**20:8.0f} MiB",
+                f"{row['peak_bytes'] / 2**20:8.0f} MiB {_bytes(row):>6s} B/logit",
                 file=sys.stderr,
                 flush=True,
             )
@@ -464,12 +548,15 @@ def main() -> None:
     what = f"LM head (d={a.dim}) + loss" if a.dim else "loss alone"
     print(
         f"\n{what}, N={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
-        f"prefix tables: {source}; median of {a.repeats}\n"
+        f"prefix tables: {source}; median of {a.repeats} (spread: fastest-slowest, least-most); "
+        "reserved: the allocator's reserved memory above the case's start (CUDA); B/logit: bytes "
+        "the row work moves per logit\n"
     )
     print(
-        "| objective | mode | fwd+bwd ms | vs torchtitan CE | peak extra MiB | vs torchtitan CE |"
+        "| objective | mode | fwd+bwd ms | spread ms | vs torchtitan CE | peak extra MiB "
+        "| spread MiB | reserved MiB | vs torchtitan CE | B/logit |"
     )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode in a.modes:
         ref = (
             next(r for r in rows if r["case"] == "torchtitan_ce" and r["mode"] == mode)
@@ -483,11 +570,16 @@ def main() -> None:
                 if ref and ref["peak_bytes"] > 0
                 else "-"
             )
+            reserved = r.get("reserved_bytes")
             print(
-                f"| {_label(r)} | {mode} | {r['ms']:.1f} | {t_ratio} | "
-                f"{r['peak_bytes'] / 2**20:.0f} | {m_ratio} |"
+                f"| {_label(r)} | {mode} | {r['ms']:.1f} | {r['ms_min']:.1f}-{r['ms_max']:.1f} | "
+                f"{t_ratio} | {r['peak_bytes'] / 2**20:.0f} | "
+                f"{r['peak_min'] / 2**20:.0f}-{r['peak_max'] / 2**20:.0f} | "
+                f"{'-' if reserved is None else f'{reserved / 2**20:.0f}'} | {m_ratio} | "
+                f"{_bytes(r)} |"
             )
     print_goals(rows)
+    print_traffic_goals(rows, a.dtype)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 

@@ -27,7 +27,9 @@ def test_bench_loss_prints_a_measured_row_per_case(tmp_path):
     rows = {
         m.group(1): (float(m.group(2)), int(m.group(3)))
         for m in re.finditer(
-            r"^\| ([\w.]+(?: @\d+)?) \| eager \| ([\d.]+) \| [^|]+ \| (\d+) \|", out.stdout, re.M
+            r"^\| ([\w.]+(?: @\d+)?) \| eager \| ([\d.]+) \| [\d.]+-[\d.]+ \| [^|]+ \| (\d+) \|",
+            out.stdout,
+            re.M,
         )
     }
     fused = ["fused_prefix_tau0.5 @128", "fused_prefix_tau0.5 @512"]  # a row per chunk size
@@ -45,8 +47,17 @@ def test_bench_loss_prints_a_measured_row_per_case(tmp_path):
         re.M,
     )
     assert [case for case, _, _ in goals] == ["prefix_tau0.5"], out.stdout
-    ms = {r["case"]: r["ms"] for r in json.loads((tmp_path / "rows.json").read_text())}
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    ms = {r["case"]: r["ms"] for r in saved}
     assert float(goals[0][1]) == pytest.approx(ms["prefix_tau0.5"] / ms["head_matmuls"], abs=0.006)
+    # Spread and bytes: fp32 logits, the synthetic prefix table has no uniform part, so the
+    # eager unfused passes move 24 + 24 bytes per logit (objectives/kernel.py's passes)
+    for r in saved:
+        assert r["ms_min"] <= r["ms"] <= r["ms_max"] and r["peak_min"] <= r["peak_max"], r
+    moved = {r["case"]: r["bytes_per_logit"] for r in saved}
+    assert moved["prefix_tau0.5"] == pytest.approx(48.0, abs=0.05)
+    assert moved["head_matmuls"] is None and moved["torchtitan_ce"] > 0
+    assert "the goals are for bf16 logits; these are float32" in out.stdout
 
 
 def _row(case, mode, ms, mib, chunk=None):
@@ -96,6 +107,25 @@ def test_goals_hold_each_row_to_torchtitans_ce_in_the_mode_the_goal_names():
     assert chunk_choice(heavier) == {
         "pytorch": None,  # no measured chunk size fits
         "triton": 2048,
+    }
+
+
+def test_traffic_goals_hold_each_path_to_its_bytes_per_logit():
+    bench = load_script("bench_loss")
+    rows = [
+        {**_row("ce", "eager", 1, 1), "bytes_per_logit": 40.0},  # unfused eager: <= 50
+        {**_row("ce", "compiled", 1, 1), "bytes_per_logit": 8.1},  # no goal for it
+        {**_row("fused_ce", "eager", 1, 1, 64), "bytes_per_logit": 26.0},  # fused: <= 20
+        {**_row("fused_ce", "compiled", 1, 1, 64), "bytes_per_logit": 8.1},
+        {**_row("fused_triton_ce", "eager", 1, 1, 64), "bytes_per_logit": 6.0},  # <= 6
+        {**_row("head_matmuls", "eager", 1, 1), "bytes_per_logit": None},
+    ]
+    held = {(bench._label(g["row"]), g["row"]["mode"]): g["met"] for g in bench.traffic_goals(rows)}
+    assert held == {
+        ("ce", "eager"): True,
+        ("fused_ce @64", "eager"): False,
+        ("fused_ce @64", "compiled"): True,
+        ("fused_triton_ce @64", "eager"): True,
     }
 
 

@@ -292,6 +292,7 @@ def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
     assert os.listdir(tmp_path / "elsewhere") == []
 
 
+@pytest.mark.slow
 def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys):
     """A setting every run would refuse, and one run's folder held by a live writer: refused in
     the launcher's own process, each run named, before any torchrun starts (nothing written)."""

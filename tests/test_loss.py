@@ -170,7 +170,7 @@ def test_fused_head_loss_reads_the_heads_sums():
     meter = PlainCEMeter()
     labels = torch.tensor([[1, 2, IGNORE_INDEX]])
     sums = (torch.tensor(3.0), torch.tensor(2.0))
-    loss = FusedHeadLoss(meter)
+    loss = FusedHeadLoss(8, meter)
     assert loss(sums, labels) is sums[0]
     assert meter.ce_sum == 2.0 and meter.tokens == 2
     assert loss.plain_ce()(sums, labels) is sums[1]
@@ -198,6 +198,52 @@ def test_labels_out_of_range_are_refused(tables, bad):
         loss(torch.randn(1, 8, 4099), labels)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["logits", "fused-head"])
+def test_bad_labels_in_a_training_step_are_counted_on_the_device_and_refused_after_it(
+    tables, fused
+):
+    """With a meter (a training step) the loss does not check the labels on the host: it scores
+    bad rows as ignored, the meter counts them on the device, and the step checks refuse them,
+    naming the count, the smallest and the largest and the allowed range."""
+    from prefix_titan.titan.loss import build_target_loss
+    from prefix_titan.titan.metrics import PlainCEMeter
+    from prefix_titan.titan.step_checks import check_step_sums
+
+    spec = ObjectiveSpec(**{**vars(SPECS[2]), "fused_loss": fused})
+    table = tables[str(SPECS[2])]
+    plan = plan_of(table, spec)
+    meter = PlainCEMeter()
+
+    class Plans:
+        def for_job(self, job_config):
+            return plan
+
+    loss = build_target_loss(None, plans=Plans(), meter=meter)
+    labels = torch.randint(0, 4099, (2, 8))
+    good = labels.clone()
+    labels[0, 3], labels[1, 5] = 4099, -7
+    good[0, 3] = good[1, 5] = IGNORE_INDEX
+    if fused:
+        h, w = torch.randn(16, 24), torch.randn(4099, 24) * 0.2
+        got = loss(plan.fused_loss(h, w, labels, check=False), labels)
+        want = plan.fused_loss(h, w, good)[0]
+    else:
+        logits = torch.randn(2, 8, 4099)
+        got = loss(logits, labels)
+        want = plan.logits_loss(logits, good)[0]
+    torch.testing.assert_close(got, want)  # bad rows scored as ignored: finite, no index error
+    assert meter.bad_labels.tolist() == [2, -7, 4099]
+    with pytest.raises(
+        ValueError,
+        match=r"step 5: 2 label\(s\) .* smallest -7, largest 4099\. Labels must be token ids in "
+        r"\[0, 4099\) or -100",
+    ):
+        check_step_sums(meter, 5)
+    meter.reset()
+    loss(plan.fused_loss(h, w, good) if fused else logits, good)
+    check_step_sums(meter, 6)  # good labels: nothing to refuse
+
+
 def test_logit_width_mismatch_is_refused(tables):
     from prefix_titan.titan.loss import TargetLoss
 
@@ -209,7 +255,8 @@ def test_logit_width_mismatch_is_refused(tables):
 
 def test_a_non_finite_step_is_refused():
     from prefix_titan.titan.metrics import PlainCEMeter
-    from prefix_titan.titan.step_checks import check_finite_grads, check_finite_loss
+    from prefix_titan.titan.step_checks import check_finite_grads
+    from prefix_titan.titan.step_checks import check_step_sums as check_finite_loss
 
     meter = PlainCEMeter()
     meter.add(torch.tensor(2.0), torch.tensor(3), torch.tensor(2.5))

@@ -28,15 +28,19 @@ class FusedLMHead(nn.Linear):
         # Plain attributes: no state-dict entries, untouched by FSDP and to_empty.
         self.plan: LossPlan | None = None
         self.validation_meter = None
+        self.defer_label_check = False
         self._labels: torch.Tensor | None = None
 
-    def set_plan(self, plan: LossPlan, validation_meter=None) -> None:
+    def set_plan(self, plan: LossPlan, validation_meter=None, defer_label_check=False) -> None:
         """The run's loss plan (fused): what the head computes when it ends in the loss. With a
         validation meter (titan.metrics.ValidationMeter), a pass without gradients (validation)
-        also adds the validation metrics' sums of its chunks to it."""
+        also adds the validation metrics' sums of its chunks to it. `defer_label_check`: in a
+        pass with gradients (a training step) the labels are not checked here, with a host
+        sync, but by the loss's meter on the device, and refused after the step."""
         if not plan.fused:
             raise ValueError("the fused head takes a fused loss plan (objective.fused_loss = true)")
         self.validation_meter = validation_meter
+        self.defer_label_check = defer_label_check
         self.plan = plan
 
     @contextlib.contextmanager
@@ -59,10 +63,12 @@ class FusedLMHead(nn.Linear):
         if labels is None:
             return F.linear(h, self.weight)
         sink = None
-        if self.validation_meter is not None and not torch.is_grad_enabled():
+        training = torch.is_grad_enabled()
+        if self.validation_meter is not None and not training:
             if self.plan.mechanism is not None:
                 sink = self.validation_meter.sink(h.device)
-        return self.plan.fused_loss(h, self.weight, labels, sink=sink)
+        check = not (self.defer_label_check and training)
+        return self.plan.fused_loss(h, self.weight, labels, sink=sink, check=check)
 
 
 class FusedHeadTransformer(Transformer):

@@ -3,19 +3,29 @@
 Per token:  loss = lse(z) - b * sum_v z_v - sum_k w_k * z[idx_k],   z = h W^T.
 Each chunk of c tokens computes z_c = h_c W^T ([c, V], the head's dtype), the row statistics of
 the unfused kernel (kernel.py), and, when gradients are wanted, the gradient g = softmax(z_c) - p
-right away: grad_h[c] = g W and grad_W += g^T h_c (fp32 accumulator). Backward then only scales
-both by the incoming gradient, so the vocabulary is walked once and the head's matmuls cost 6NdV
-as unfused. Memory: one chunk of logits and its working set, grad_h and an fp32 [V, d] accumulator.
+right away: grad_h[c] = g W and grad_W += g^T h_c, summed in fp32 (`add_weight_grad`). Backward
+then only scales both by the incoming gradient, so the vocabulary is walked once and the head's
+matmuls cost 6NdV as unfused. Memory: one chunk of logits and its working set, grad_h and an fp32
+[V, d] accumulator.
 """
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import NamedTuple
 
 import torch
 
-from .kernel import IGNORE_INDEX, PyTorchRows, RowKernel, chunk_rows, row_scale
+from .kernel import (
+    PyTorchRows,
+    RowKernel,
+    check_labels,
+    chunk_rows,
+    compiled_chunk_passes,
+    row_scale,
+    scored_rows,
+)
 from .table import TableTensors
 
 
@@ -34,28 +44,38 @@ def chunk_statistics(
     z, y, keep, table: TableTensors, row_weight, want_grad: bool, passes=PyTorchRows
 ):
     """(objective sum, CE sum, gradient of the objective w.r.t. z or None) of one chunk: the
-    unfused kernel's two passes, in its cache-sized row blocks when eager. The chunk's logits
-    are not needed afterwards: the gradient is written over them (Triton, and eager PyTorch
-    passes over several blocks), so a chunk holds one [c, V] tensor, not two."""
+    unfused kernel's passes, in its cache-sized row blocks when eager. The chunk's logits are not
+    needed afterwards: the gradient is written over them (Triton, and the eager PyTorch passes,
+    which compute it in the statistics' walk over each block), so a chunk holds one [c, V]
+    tensor, not two."""
     rows = chunk_rows(z)
-    objective, ce, lse = passes.statistics(z, y, keep, table, row_weight, rows)
     if not want_grad:
-        return objective, ce, None
+        return passes.statistics(z, y, keep, table, row_weight, rows)[:2] + (None,)
     scale = row_scale(keep, row_weight)
-    grad = passes.gradient(z, y, scale, lse, table, rows, may_overwrite=True)
-    return objective, ce, grad
+    return passes.statistics_and_gradient(z, y, keep, table, row_weight, scale, rows)
 
 
 def build_chunk_step(
     kernel: RowKernel = RowKernel.PYTORCH, compile: bool = False, backend: str = "inductor"
 ):
-    """`chunk_statistics` on `kernel`'s row passes, compiled (element-wise passes fused; the
-    matmuls stay eager) or not; the Triton passes are the same in both modes: they are single
-    kernels already."""
-    step = partial(chunk_statistics, passes=kernel.passes())
+    """`chunk_statistics` on `kernel`'s row passes, or compiled (`compiled_chunk_step`: the
+    element-wise passes fused, the matmuls eager); the Triton passes are the same in both modes:
+    they are single kernels already."""
     if not (compile and kernel.compiles):
-        return step
-    return torch.compile(step, backend=backend, dynamic=False)
+        return partial(chunk_statistics, passes=kernel.passes())
+    passes = torch.compile(compiled_chunk_passes, backend=backend, dynamic=False)
+    return partial(compiled_chunk_step, passes)
+
+
+def compiled_chunk_step(passes, z, y, keep, table: TableTensors, row_weight, want_grad: bool):
+    """`chunk_statistics` through the compiled `kernel.compiled_chunk_passes`: the dense
+    gradient is written over the chunk's logits by the fused kernel, and the K sparse entries
+    per row are put in here, so a chunk holds one [c, V] tensor."""
+    scale = row_scale(keep, row_weight) if want_grad else None
+    objective, ce, ids, exact = passes(z, y, keep, table, row_weight, scale)
+    if exact is None:
+        return objective, ce, None
+    return objective, ce, z.scatter_(1, ids, exact)
 
 
 class FusedHead(NamedTuple):
@@ -67,34 +87,67 @@ class FusedHead(NamedTuple):
     step: object
 
 
+def fp32_output_matmul(device: torch.device, dtype: torch.dtype) -> bool:
+    """torch multiplies `dtype` matrices on `device` straight into an fp32 output and adds to an
+    fp32 one (`torch.addmm(..., out_dtype=torch.float32)`): CUDA with a torch that takes an fp32
+    accumulator (checked once, on a 1 x 1 product). Elsewhere, a low-precision chunk's product
+    is rounded to its dtype before the fp32 sum (no CPU kernel has an fp32 output)."""
+    if dtype == torch.float32:
+        return True
+    if device.type != "cuda":
+        return False
+    return _cuda_addmm_fp32(device, dtype)
+
+
+@functools.cache
+def _cuda_addmm_fp32(device: torch.device, dtype: torch.dtype) -> bool:
+    a = torch.ones(1, 1, device=device, dtype=dtype)
+    acc = torch.ones(1, 1, device=device, dtype=torch.float32)
+    try:
+        torch.mm(a, a, out_dtype=torch.float32)
+        torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
+    except (RuntimeError, TypeError):
+        return False
+    return True
+
+
+def add_weight_grad(acc, g, h, fp32_output: bool):
+    """acc + g^T h in fp32, acc None for the first chunk (no zero-filled accumulator). With
+    `fp32_output` the product goes straight into the fp32 accumulator; otherwise a
+    low-precision product is made in g's dtype and added (one [V, d] temporary, rounded)."""
+    if g.dtype == torch.float32:
+        return torch.mm(g.t(), h) if acc is None else acc.addmm_(g.t(), h)
+    if fp32_output:
+        if acc is None:
+            return torch.mm(g.t(), h, out_dtype=torch.float32)
+        return torch.addmm(acc, g.t(), h, out_dtype=torch.float32, out=acc)
+    product = g.t() @ h
+    return product.float() if acc is None else acc.add_(product)
+
+
 def _fused_pass(h, head_weight, labels, row_weight, head: FusedHead, grad_h_wanted, grad_w_wanted):
     """(objective sum, CE sum, grad h or None, fp32 grad W or None): the chunk loop."""
-    keep = labels != IGNORE_INDEX
-    y = torch.where(keep, labels, 0)
+    keep, y = scored_rows(labels, head_weight.shape[0])
     want_grad = grad_h_wanted or grad_w_wanted
     grad_h = torch.empty_like(h) if grad_h_wanted else None
-    grad_w = (
-        torch.zeros(head_weight.shape, dtype=torch.float32, device=h.device)
-        if grad_w_wanted
-        else None
-    )
-    objective = h.new_zeros((), dtype=torch.float32)
-    ce = h.new_zeros((), dtype=torch.float32)
+    grad_w = None
+    fp32_output = grad_w_wanted and fp32_output_matmul(h.device, h.dtype)
+    objective = ce = None
     for i in range(0, h.shape[0], head.chunk_tokens):
         r = slice(i, i + head.chunk_tokens)
         z = h[r] @ head_weight.t()
         rw = None if row_weight is None else row_weight[r]
         o, c, g = head.step(z, y[r], keep[r], head.table, rw, want_grad)
-        objective += o
-        ce += c
+        objective, ce = (o, c) if objective is None else (objective + o, ce + c)
         del z
         if grad_h is not None:
-            grad_h[r] = g @ head_weight
-        if grad_w is not None:
-            if g.dtype == grad_w.dtype:
-                grad_w.addmm_(g.t(), h[r])
-            else:  # low-precision head: sum chunks in fp32, round once at the end
-                grad_w += g.t() @ h[r]
+            torch.mm(g, head_weight, out=grad_h[r])
+        if grad_w_wanted:
+            grad_w = add_weight_grad(grad_w, g, h[r], fp32_output)
+    if objective is None:  # no tokens
+        objective = ce = h.new_zeros((), dtype=torch.float32)
+        if grad_w_wanted:
+            grad_w = torch.zeros(head_weight.shape, dtype=torch.float32, device=h.device)
     return objective, ce, grad_h, grad_w
 
 
@@ -121,8 +174,11 @@ class _FusedHeadLossFunction(torch.autograd.Function):
         scale = grad_objective.float()
         if grad_h is not None:
             grad_h = grad_h.mul_(scale.to(grad_h.dtype))
-        if grad_w is not None:
-            grad_w = grad_w.mul_(scale).to(ctx.weight_dtype)
+        if grad_w is not None:  # one pass: scaled in fp32, rounded once into the weight's dtype
+            out = grad_w if ctx.weight_dtype == grad_w.dtype else None
+            if out is None:
+                out = torch.empty(grad_w.shape, dtype=ctx.weight_dtype, device=grad_w.device)
+            grad_w = torch.mul(grad_w, scale, out=out)
         return grad_h, grad_w, None, None, None
 
 
@@ -135,17 +191,22 @@ def fused_target_loss(
     *,
     chunk_tokens: int | None = None,
     step=None,
+    check: bool = True,
 ):
     """(objective sum, CE sum) of hidden states h [N, d] through head_weight [V, d], never
     holding more than `chunk_tokens` rows of logits (None: `default_chunk_tokens` for h's device
     and width; a run's LossPlan always names it); `table` and `row_weight` as for
-    `kernel.target_loss`; `step` from `build_chunk_step` (None: the eager PyTorch passes)."""
+    `kernel.target_loss`; `step` from `build_chunk_step` (None: the eager PyTorch passes);
+    `check` as for `kernel.target_loss`."""
+    if check:
+        check_labels(labels, head_weight.shape[0])
     if chunk_tokens is None:
         chunk_tokens = default_chunk_tokens(h.device.type, h.shape[-1])
-    if h.dtype != head_weight.dtype:  # e.g. fp32 weights under autocast: what F.linear would do
+    autocast = torch.is_autocast_enabled(h.device.type)
+    if autocast or h.dtype != head_weight.dtype:  # what F.linear would do (autocast casts both)
         dtype = (
             torch.get_autocast_dtype(h.device.type)
-            if torch.is_autocast_enabled(h.device.type)
+            if autocast
             else torch.promote_types(h.dtype, head_weight.dtype)
         )
         h, head_weight = h.to(dtype), head_weight.to(dtype)

@@ -4,10 +4,13 @@ With p = b + scatter(w) the table's target (it sums to 1), this equals -sum_v p_
 without ever building p as an [N, V] tensor; its gradient is softmax(z) - p, which is
 softmax(z) - b everywhere except at the K sparse ids, where it is softmax(z) - p(idx).
 
-`_TargetLossFunction` reads the logits once per row in forward (logsumexp, row sum, K gathers) and
-saves only the per-row logsumexp; backward writes softmax(z) - b in one pass, in the logits' dtype,
-then overwrites the K sparse entries with their exact values (one rounding each). Eagerly it walks
-cache-sized row chunks in fp32; under torch.compile it is one chunk and inductor fuses each pass.
+`_TargetLossFunction` computes the per-row logsumexp, row sum and K gathers in forward and
+saves only the logsumexp; backward writes softmax(z) - b, in the logits' dtype, then overwrites
+the K sparse entries with their exact values (one rounding each). Under torch.compile each of the
+two is one block that inductor fuses. Eagerly they are the fewest element-wise passes that keep
+fp32 arithmetic (`_eager_statistics`, `_eager_gradient`: each pass is named with its traffic per
+logit), over cache-sized row blocks of one reused fp32 buffer; the fused head's chunks compute
+their gradient in the statistics' pass (`statistics_and_gradient`).
 
 An optional per-row weight (position weighting, `position_weights`) scales each row's objective
 and gradient. Both kernels return (objective sum, plain cross-entropy sum) over labels != -100;
@@ -95,17 +98,37 @@ class RowKernel(enum.StrEnum):
         return self is RowKernel.PYTORCH
 
 
+def bad_labels(labels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Where labels are neither a token id in [0, vocab_size) nor IGNORE_INDEX (no host sync)."""
+    return ((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= vocab_size)
+
+
+def label_error(labels: torch.Tensor, vocab_size: int) -> ValueError:
+    """The error that names the bad labels among `labels` (reads them on the host)."""
+    found = labels[bad_labels(labels, vocab_size)].unique()[:8].tolist()
+    return ValueError(
+        f"labels must be token ids in [0, {vocab_size}) or {IGNORE_INDEX} (ignored); found {found}"
+    )
+
+
 def check_labels(labels: torch.Tensor, vocab_size: int) -> None:
-    bad = ((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= vocab_size)
-    if bool(bad.any()):
-        found = labels[bad].unique()[:8].tolist()
-        raise ValueError(
-            f"labels must be token ids in [0, {vocab_size}) or {IGNORE_INDEX} (ignored); found {found}"
-        )
+    """Refuse labels outside [0, vocab_size) other than IGNORE_INDEX: one host sync. Training
+    steps count them on the device instead (`bad_labels`), and refuse them after the step."""
+    if bool(bad_labels(labels, vocab_size).any()):
+        raise label_error(labels, vocab_size)
+
+
+def scored_rows(labels: torch.Tensor, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep, y): the rows that are scored (a label in [0, vocab_size)) and the labels with every
+    other row set to 0, a valid index. A label that is neither an id nor IGNORE_INDEX is not scored
+    either: the caller refuses it (check_labels, or the deferred count of `bad_labels`)."""
+    keep = (labels >= 0) & (labels < vocab_size)
+    return keep, torch.where(keep, labels, 0)
 
 
 def _forward_rows(logits, y, keep, table: TableTensors, row_weight):
-    """(objective sum, CE sum, per-row logsumexp) of a block of rows."""
+    """(objective sum, CE sum, per-row logsumexp) of a block of rows: the form torch.compile
+    fuses (one block, no bound on its fp32 intermediates)."""
     z = logits.float()
     lse = torch.logsumexp(z, dim=-1)
     gathered = z.gather(1, table.idx[y])
@@ -117,7 +140,8 @@ def _forward_rows(logits, y, keep, table: TableTensors, row_weight):
 
 
 def _backward_rows(logits, y, scale, lse, table: TableTensors):
-    """Gradient of a block of rows, in the logits' dtype; `scale` is 0 on ignored rows."""
+    """Gradient of a block of rows, in the logits' dtype; `scale` is 0 on ignored rows: the form
+    torch.compile fuses."""
     z = logits.float()
     grad = ((torch.exp(z - lse[:, None]) - table.background[y, None]) * scale[:, None]).to(
         logits.dtype
@@ -125,6 +149,74 @@ def _backward_rows(logits, y, scale, lse, table: TableTensors):
     ids = table.idx[y]
     exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - table.target_at_idx[y]) * scale[:, None]
     return grad.scatter_(1, ids, exact.to(logits.dtype))
+
+
+def compiled_chunk_passes(logits, y, keep, table: TableTensors, row_weight, scale):
+    """The form torch.compile fuses for a chunk whose logits are not needed afterwards:
+    (objective sum, CE sum, sparse ids [c, K], their exact gradient [c, K] or None). With `scale`
+    the dense gradient (softmax - b) * scale is written over the logits, in place: inductor writes
+    it straight into the logits' memory (a scatter inside the graph would make it materialise the
+    gradient as a second [c, V] tensor first), and the caller puts the K exact entries in after."""
+    objective, ce, lse = _forward_rows(logits, y, keep, table, row_weight)
+    ids = table.idx[y]
+    if scale is None:
+        return objective, ce, ids, None
+    z = logits.float()
+    exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - table.target_at_idx[y]) * scale[:, None]
+    logits.copy_((torch.exp(z - lse[:, None]) - table.background[y, None]) * scale[:, None])
+    return objective, ce, ids, exact.to(logits.dtype)
+
+
+# The eager passes. Traffic per logit is given for bf16 logits (2 B) and the fp32 block `buf`
+# (4 B): reads + writes of [rows, V] tensors; per-row vectors and the K gathers are negligible.
+# `objectives/traffic.py` counts the same from the operations that actually run.
+
+
+def _eager_statistics(logits, y, keep, table: TableTensors, row_weight, buf, grad_scale=None):
+    """(objective sum, CE sum, per-row logsumexp) of a block of rows, eagerly, through the fp32
+    block `buf` ([rows, V]); with `grad_scale` ([rows]) the gradient times grad_scale is also
+    written over `logits`, in the same pass (the fused head's chunks, whose logits are not needed
+    afterwards)."""
+    ids = table.idx[y]
+    gathered = logits.gather(1, ids).float()  # before any write over the logits
+    m = logits.amax(-1, keepdim=True).float()  # pass 1: read 2 B
+    e = torch.sub(logits, m, out=buf)  # pass 2: read 2, write 4: 6 B (fp32 from here)
+    e.exp_()  # pass 3: read 4, write 4: 8 B
+    s = e.sum(-1, keepdim=True)  # pass 4: read 4 B
+    lse = m.squeeze(1) + s.squeeze(1).log()
+    objective = lse - (table.weight[y] * gathered).sum(-1)
+    if table.has_background:  # pass 5 (a uniform part only): read 2 B
+        objective = objective - table.background[y] * logits.sum(-1, dtype=torch.float32)
+    if row_weight is not None:
+        objective = objective * row_weight
+    ce = lse - gathered[:, 0]
+    if grad_scale is not None:  # pass 6: read 4, write 2: 6 B
+        _write_gradient(logits, e, grad_scale, 1.0 / s, ids, gathered, lse, y, table)
+    return torch.where(keep, objective, 0.0).sum(), torch.where(keep, ce, 0.0).sum(), lse
+
+
+def _eager_gradient(logits, y, scale, lse, table: TableTensors, buf, out):
+    """Write the gradient of a block of rows times `scale` into `out` (the logits' dtype; it may
+    be `logits` itself), eagerly, through the fp32 block `buf`."""
+    ids = table.idx[y]
+    gathered = logits.gather(1, ids).float()  # before any write over the logits
+    e = torch.sub(logits, lse[:, None], out=buf)  # pass 1: read 2, write 4: 6 B
+    e.exp_()  # pass 2: read 4, write 4: 8 B
+    _write_gradient(out, e, scale, None, ids, gathered, lse, y, table)  # pass 3: 6 B
+
+
+def _write_gradient(out, e, scale, inv_sum, ids, gathered, lse, y, table: TableTensors):
+    """out = (e * inv_sum - b) * scale, rounded once to out's dtype (one pass: read e's 4 B,
+    write 2), where e * inv_sum is softmax(z) (inv_sum None: e already is); then the K sparse
+    entries (softmax - p) * scale from the logits gathered beforehand."""
+    scale = scale[:, None]
+    factor = scale if inv_sum is None else scale * inv_sum
+    if table.has_background:
+        torch.addcmul(-table.background[y, None] * scale, e, factor, out=out)
+    else:
+        torch.mul(e, factor, out=out)
+    exact = (torch.exp(gathered - lse[:, None]) - table.target_at_idx[y]) * scale
+    out.scatter_(1, ids, exact.to(out.dtype))
 
 
 def chunk_rows(logits: torch.Tensor, chunk_bytes: int | None = None) -> int:
@@ -137,44 +229,90 @@ def chunk_rows(logits: torch.Tensor, chunk_bytes: int | None = None) -> int:
 
 
 def _blocks(n: int, rows: int):
-    return (slice(i, i + rows) for i in range(0, n, rows))
+    return (slice(i, min(i + rows, n)) for i in range(0, n, rows))
 
 
 def _part(t, r):
     return None if t is None else t[r]
 
 
+def _buffer(logits, rows: int) -> torch.Tensor:
+    """The eager passes' fp32 block, reused by every block of rows."""
+    return torch.empty(
+        (min(rows, logits.shape[0]), logits.shape[1]), dtype=torch.float32, device=logits.device
+    )
+
+
+def _sum_parts(parts):
+    if len(parts) == 1:
+        return parts[0]
+    return (
+        torch.stack([p[0] for p in parts]).sum(),
+        torch.stack([p[1] for p in parts]).sum(),
+        torch.cat([p[2] for p in parts]),
+    )
+
+
 class PyTorchRows:
-    """The row passes in plain PyTorch, `rows` rows at a time (cache-sized fp32 blocks when
-    eager, one block under torch.compile, where inductor fuses each pass)."""
+    """The row passes in plain PyTorch: eagerly, `rows` rows at a time through one fp32 block
+    (`_eager_statistics`, `_eager_gradient`); under torch.compile one block in the form inductor
+    fuses (`_forward_rows`, `_backward_rows`)."""
 
     @staticmethod
     def statistics(logits, y, keep, table: TableTensors, row_weight, rows: int):
         """(objective sum, CE sum, per-row logsumexp) of [N, V] logits."""
-        parts = [
-            _forward_rows(logits[r], y[r], keep[r], table, _part(row_weight, r))
-            for r in _blocks(logits.shape[0], rows)
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        return (
-            torch.stack([p[0] for p in parts]).sum(),
-            torch.stack([p[1] for p in parts]).sum(),
-            torch.cat([p[2] for p in parts]),
+        if torch.compiler.is_compiling():
+            return _forward_rows(logits, y, keep, table, row_weight)
+        buf = _buffer(logits, rows)
+        return _sum_parts(
+            [
+                _eager_statistics(
+                    logits[r], y[r], keep[r], table, _part(row_weight, r), buf[: r.stop - r.start]
+                )
+                for r in _blocks(logits.shape[0], rows)
+            ]
         )
 
     @staticmethod
     def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
         """d(objective)/d(logits) times `scale` per row, in the logits' dtype. `may_overwrite`:
-        the logits are not needed afterwards, so over several blocks each block's gradient,
-        computed out of place, replaces that block; a single block (as under torch.compile)
-        writes a new tensor."""
-        if rows >= logits.shape[0]:
+        the logits are not needed afterwards, so eagerly each block's gradient replaces that
+        block; under torch.compile it is a new tensor."""
+        if torch.compiler.is_compiling():
             return _backward_rows(logits, y, scale, lse, table)
         grad = logits if may_overwrite else torch.empty_like(logits)
+        buf = _buffer(logits, rows)
         for r in _blocks(logits.shape[0], rows):
-            grad[r] = _backward_rows(logits[r], y[r], scale[r], lse[r], table)
+            n = r.stop - r.start
+            _eager_gradient(logits[r], y[r], scale[r], lse[r], table, buf[:n], grad[r])
         return grad
+
+    @staticmethod
+    def statistics_and_gradient(logits, y, keep, table: TableTensors, row_weight, scale, rows):
+        """(objective sum, CE sum, gradient times `scale`) of [N, V] logits that are not needed
+        afterwards (the fused head's chunk): eagerly one walk over the rows, the gradient written
+        over the logits block by block; under torch.compile the fused passes
+        (`compiled_chunk_passes`, which the fused head compiles on their own)."""
+        if torch.compiler.is_compiling():
+            objective, ce, ids, exact = compiled_chunk_passes(
+                logits, y, keep, table, row_weight, scale
+            )
+            return objective, ce, logits.scatter_(1, ids, exact)
+        buf = _buffer(logits, rows)
+        parts = [
+            _eager_statistics(
+                logits[r],
+                y[r],
+                keep[r],
+                table,
+                _part(row_weight, r),
+                buf[: r.stop - r.start],
+                grad_scale=scale[r],
+            )
+            for r in _blocks(logits.shape[0], rows)
+        ]
+        objective, ce, _ = _sum_parts(parts)
+        return objective, ce, logits
 
 
 def row_scale(keep: torch.Tensor, row_weight: torch.Tensor | None) -> torch.Tensor:
@@ -195,8 +333,7 @@ class RowPasses(NamedTuple):
 class _TargetLossFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, row_weight, how: RowPasses):
-        keep = labels != IGNORE_INDEX
-        y = torch.where(keep, labels, 0)
+        keep, y = scored_rows(labels, how.table.idx.shape[0])
         objective, ce, lse = how.passes.statistics(logits, y, keep, how.table, row_weight, how.rows)
         ctx.save_for_backward(logits, y, row_scale(keep, row_weight), lse)
         ctx.how = how
@@ -219,8 +356,13 @@ def target_loss(
     *,
     chunk_bytes: int | None = None,
     kernel: RowKernel = RowKernel.PYTORCH,
+    check: bool = True,
 ):
     """(objective sum, CE sum) for [N, V] logits and [N] labels; `table` from
-    `TargetTable.tensors`, `row_weight` [N] or None (every row weighs 1)."""
+    `TargetTable.tensors`, `row_weight` [N] or None (every row weighs 1). `check`: refuse labels
+    outside [0, V) other than IGNORE_INDEX (one host sync); with False the caller refuses them
+    (rows with such a label are not scored)."""
+    if check:
+        check_labels(labels, logits.shape[-1])
     how = RowPasses(table, kernel.passes(), chunk_rows(logits, chunk_bytes))
     return _TargetLossFunction.apply(logits, labels, row_weight, how)

@@ -92,7 +92,7 @@ class LossPlan:
 
     @cached_property
     def _target_loss(self):
-        loss = partial(target_loss, kernel=self.kernel)
+        loss = partial(target_loss, kernel=self.kernel, check=False)  # checked by logits_loss
         if self.compile and self.kernel.compiles:
             return torch.compile(loss, backend=self.backend)
         return loss
@@ -102,26 +102,33 @@ class LossPlan:
         """The fused head's per-chunk step (compiled when the plan compiles)."""
         return build_chunk_step(self.kernel, self.compile, self.backend)
 
-    def logits_loss(self, logits, labels, weighted: bool = True):
+    def logits_loss(self, logits, labels, weighted: bool = True, *, check: bool = True):
         """(objective sum, plain CE sum) of logits [..., V] for labels [...]; `weighted=False`
-        leaves the position weighting out (it never touches the plain CE)."""
+        leaves the position weighting out (it never touches the plain CE). `check=False` leaves
+        the labels' check to the caller (a training step counts bad labels on the device,
+        `kernel.bad_labels`, and refuses them after the step: no host sync here); rows with a
+        bad label are not scored meanwhile."""
         V = self.vocab_size
         if logits.shape[-1] != V:
             raise ValueError(f"logits have {logits.shape[-1]} classes but the target table has {V}")
-        check_labels(labels, V)
+        if check:
+            check_labels(labels, V)
         rw = self.row_weights(labels) if weighted else None
         return self._target_loss(
             logits.reshape(-1, V), labels.reshape(-1), self.tensors(logits.device), rw
         )
 
-    def fused_loss(self, h, head_weight, labels, sink: torch.Tensor | None = None):
+    def fused_loss(
+        self, h, head_weight, labels, sink: torch.Tensor | None = None, *, check: bool = True
+    ):
         """(objective sum, plain CE sum) of hidden states h [..., d] through the head's weight
         [V, d], chunk_tokens rows of logits at a time. With `sink` (a mechanism.LAYOUT vector;
         passes without gradients only) each chunk's validation sums are added to it, from the
-        same pass over the chunk."""
+        same pass over the chunk. `check` as for `logits_loss`."""
         if not self.fused:
             raise RuntimeError("this loss plan is not fused (objective.fused_loss = false)")
-        check_labels(labels, head_weight.shape[0])
+        if check:
+            check_labels(labels, head_weight.shape[0])
         step = self.chunk_step
         if sink is not None:
             step = observing_step(sink, self.mechanism_on(h.device), self.has_background)
@@ -133,6 +140,7 @@ class LossPlan:
             self.row_weights(labels),
             chunk_tokens=self.chunk_tokens,
             step=step,
+            check=False,  # checked above, or by the caller
         )
 
     def describe(self) -> str:

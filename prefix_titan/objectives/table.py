@@ -26,6 +26,8 @@ class TableTensors(NamedTuple):
     """[V] float32: the target's mass on every id"""
     target_at_idx: torch.Tensor
     """[V, K] float32: the whole target probability at each sparse id (TargetTable.target_at_idx)"""
+    has_background: bool = True
+    """Some id's target has a uniform part (else the row passes skip the row sum)"""
 
 
 @dataclass
@@ -49,7 +51,10 @@ class TargetTable:
         device = torch.device(device)
         if device not in self._on_device:
             tensors = (self.idx, self.weight, self.background, self.target_at_idx())
-            self._on_device[device] = TableTensors(*(t.to(device) for t in tensors))
+            has_background = bool((self.background != 0).any())  # on the host, once
+            self._on_device[device] = TableTensors(
+                *(t.to(device) for t in tensors), has_background=has_background
+            )
         return self._on_device[device]
 
     def target_at_idx(self) -> torch.Tensor:

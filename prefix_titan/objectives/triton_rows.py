@@ -169,37 +169,75 @@ def _rows_ready(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.stride(1) == 1 else logits.contiguous()
 
 
+def forward_launch(
+    logits, y, keep, table: TableTensors, row_weight, objective, ce, lse, block=None
+):
+    """(arguments, keyword arguments) of the forward kernel's launch over [N, V] logits, writing
+    `objective`, `ce` and `lse` [N]. The one place they are made: the register test compiles the
+    kernels for what a launch passes (Triton specialises on the arguments' alignment)."""
+    V = logits.shape[1]
+    K = table.idx.shape[1]
+    b = block_v(V, block)
+    args = (
+        logits,
+        logits.stride(0),
+        keep,
+        y,
+        table.idx,
+        table.weight,
+        table.background,
+        row_weight if row_weight is not None else objective,
+        objective,
+        ce,
+        lse,
+        V,
+        K,
+    )
+    kwargs = dict(
+        HAS_ROW_WEIGHT=row_weight is not None,
+        BLOCK=b,
+        BLOCK_K=triton.next_power_of_2(K),
+        num_warps=num_warps(b),
+    )
+    return args, kwargs
+
+
+def backward_launch(logits, out, y, scale, lse, table: TableTensors, block=None):
+    """(arguments, keyword arguments) of the backward kernel's launch: the gradient of [N, V]
+    logits times `scale` [N] (fp32, contiguous) into `out`."""
+    V = logits.shape[1]
+    K = table.idx.shape[1]
+    b = block_v(V, block)
+    args = (
+        logits,
+        logits.stride(0),
+        out,
+        out.stride(0),
+        y,
+        scale,
+        lse,
+        table.idx,
+        table.background,
+        table.target_at_idx,
+        V,
+        K,
+    )
+    kwargs = dict(BLOCK=b, BLOCK_K=triton.next_power_of_2(K), num_warps=num_warps(b))
+    return args, kwargs
+
+
 def row_statistics(logits, y, keep, table: TableTensors, row_weight=None, block=None):
     """(objective sum, CE sum, per-row logsumexp) of [N, V] logits: `PyTorchRows.statistics`."""
     check_device(logits)
     logits = _rows_ready(logits)
-    N, V = logits.shape
-    K = table.idx.shape[1]
+    N = logits.shape[0]
     objective = torch.empty(N, dtype=torch.float32, device=logits.device)
     ce = torch.empty_like(objective)
     lse = torch.empty_like(objective)
     if N:
         forward, _ = _kernels(interpreting())
-        b = block_v(V, block)
-        forward[(N,)](
-            logits,
-            logits.stride(0),
-            keep,
-            y,
-            table.idx,
-            table.weight,
-            table.background,
-            row_weight if row_weight is not None else objective,
-            objective,
-            ce,
-            lse,
-            V,
-            K,
-            HAS_ROW_WEIGHT=row_weight is not None,
-            BLOCK=b,
-            BLOCK_K=triton.next_power_of_2(K),
-            num_warps=num_warps(b),
-        )
+        args, kwargs = forward_launch(logits, y, keep, table, row_weight, objective, ce, lse, block)
+        forward[(N,)](*args, **kwargs)
     return objective.sum(), ce.sum(), lse
 
 
@@ -214,27 +252,11 @@ def row_gradient(logits, y, scale, lse, table: TableTensors, out=None, block=Non
         out = torch.empty_like(logits)
     elif out.shape != logits.shape or out.stride(1) != 1:
         raise ValueError("row_gradient's out must have the logits' shape and contiguous rows")
-    K = table.idx.shape[1]
     if N:
         _, backward = _kernels(interpreting())
-        b = block_v(V, block)
-        backward[(N,)](
-            logits,
-            logits.stride(0),
-            out,
-            out.stride(0),
-            y,
-            scale.float().contiguous(),
-            lse,
-            table.idx,
-            table.background,
-            table.target_at_idx,
-            V,
-            K,
-            BLOCK=b,
-            BLOCK_K=triton.next_power_of_2(K),
-            num_warps=num_warps(b),
-        )
+        scale = scale.float().contiguous()
+        args, kwargs = backward_launch(logits, out, y, scale, lse, table, block)
+        backward[(N,)](*args, **kwargs)
     return out
 
 
@@ -252,6 +274,13 @@ class TritonRows:
     def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
         del rows
         return row_gradient(logits, y, scale, lse, table, out=logits if may_overwrite else None)
+
+    @staticmethod
+    def statistics_and_gradient(logits, y, keep, table: TableTensors, row_weight, scale, rows):
+        """The two kernels on logits not needed afterwards: the gradient overwrites them."""
+        del rows
+        objective, ce, lse = row_statistics(logits, y, keep, table, row_weight)
+        return objective, ce, row_gradient(logits, y, scale, lse, table, out=logits)
 
 
 __all__ = ["TritonRows", "interpreting", "num_warps", "row_gradient", "row_statistics"]

@@ -4,7 +4,9 @@ torchtitan calls the loss as loss_fn(pred, labels) and normalises the returned s
 token count. Both read the run's LossPlan (objectives/plan.py), built once by `LossPlans`.
 `TargetLoss` takes logits; `FusedHeadLoss` takes the (objective sum, CE sum) that the
 fused head already computed (model/transformer.py). Both feed the batch's plain CE to a meter for
-the training log. `PlainCELoss` is validation's loss: plain, unweighted CE whatever the objective.
+the training log, and with it the count of bad labels, made on the device: a training step never
+waits for the host (the meter's count is refused after the step, titan/step_checks.py).
+`PlainCELoss` is validation's loss: plain, unweighted CE whatever the objective.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 
 from ..model.flavors import flavor_args
 from ..objectives.families import build_target_table
-from ..objectives.kernel import IGNORE_INDEX
+from ..objectives.kernel import IGNORE_INDEX, check_labels
 from ..objectives.mechanism import LAYOUT, MechanismTables, mechanism_tables
 from ..objectives.plan import LossPlan, build_plan
 from ..objectives.table import TargetTable, token_texts
@@ -117,13 +119,15 @@ class TargetLoss:
                 "the model returned loss sums, not logits: it was given labels, but "
                 "objective.fused_loss is false"
             )
-        return self.plan.logits_loss(pred, labels, weighted)
+        # A training step with a meter leaves the labels to the meter's deferred check.
+        check = self.meter is None or not weighted
+        return self.plan.logits_loss(pred, labels, weighted, check=check)
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         if self.pipeline_validation:
             return self.sums(pred, labels, weighted=False)[1]
         objective, ce = self.sums(pred, labels)
-        _feed(self.meter, ce, labels, objective)
+        _feed(self.meter, ce, labels, objective, self.plan.vocab_size)
         return objective
 
     def plain_ce(self) -> PlainCELoss:
@@ -131,18 +135,21 @@ class TargetLoss:
 
 
 class FusedHeadLoss:
-    """pred is the fused head's (objective sum, CE sum): -> the objective sum."""
+    """pred is the fused head's (objective sum, CE sum) for labels of ids in [0, vocab_size):
+    -> the objective sum."""
 
-    def __init__(self, meter=None):
+    def __init__(self, vocab_size: int, meter=None):
+        self.vocab_size = vocab_size
         self.meter = meter
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         objective, ce = _head_sums(pred)
-        _feed(self.meter, ce, labels, objective)
+        _feed(self.meter, ce, labels, objective, self.vocab_size)
         return objective
 
     def plain_ce(self) -> PlainCELoss:
-        return PlainCELoss(None)  # the head records the validation metrics itself
+        # the head records the validation metrics itself; the labels are checked here
+        return PlainCELoss(None, vocab_size=self.vocab_size)
 
 
 class PlainCELoss:
@@ -150,12 +157,15 @@ class PlainCELoss:
     fused head's sums. With a ValidationMeter the same pass over the logits also gives the
     validation metrics' sums (objectives/mechanism.py), which go to the meter."""
 
-    def __init__(self, plan: LossPlan | None, meter=None):
+    def __init__(self, plan: LossPlan | None, meter=None, vocab_size: int | None = None):
         self.plan = plan
         self.meter = meter
+        self.vocab_size = vocab_size
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         if self.plan is None:
+            if self.vocab_size is not None:
+                check_labels(labels, self.vocab_size)
             return _head_sums(pred)[1]
         if isinstance(pred, tuple):
             raise TypeError(
@@ -177,9 +187,10 @@ def _head_sums(pred):
     return pred
 
 
-def _feed(meter, ce: torch.Tensor, labels: torch.Tensor, objective: torch.Tensor) -> None:
+def _feed(meter, ce, labels: torch.Tensor, objective, vocab_size: int) -> None:
     if meter is not None:
-        meter.add(ce.detach(), (labels != IGNORE_INDEX).sum(), objective.detach())
+        tokens = (labels != IGNORE_INDEX).sum()
+        meter.add(ce.detach(), tokens, objective.detach(), (labels, vocab_size))
 
 
 def build_target_loss(
@@ -188,4 +199,6 @@ def build_target_loss(
     """TrainSpec loss builder (the plans and the meters bound by get_train_spec)."""
     del parallel_dims, kwargs  # loss parallel is refused earlier, in checks.check_job_config
     plan = plans.for_job(job_config)
-    return FusedHeadLoss(meter) if plan.fused else TargetLoss(plan, meter, validation_meter)
+    if plan.fused:
+        return FusedHeadLoss(plan.vocab_size, meter)
+    return TargetLoss(plan, meter, validation_meter)

@@ -21,6 +21,7 @@ from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
+from ..objectives.kernel import bad_labels
 from ..objectives.mechanism import SIZE, mechanism_metrics
 from ..runs.folder import (
     METRICS_LOG,
@@ -34,7 +35,9 @@ from .step_checks import StepChecks
 
 
 class PlainCEMeter:
-    """Sums plain CE, the objective and token counts over the micro-batches of one step."""
+    """Sums plain CE, the objective and token counts over the micro-batches of one step, and
+    keeps, on the device, how many labels were neither a token id nor ignored (with the
+    smallest and largest of them) for the step checks to refuse."""
 
     def __init__(self):
         self.reset()
@@ -43,14 +46,43 @@ class PlainCEMeter:
         self.ce_sum: torch.Tensor | None = None
         self.objective_sum: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
+        self.bad_labels: torch.Tensor | None = None
+        """int64 [3] on the device: count, smallest and largest bad label (None: none fed)"""
+        self.vocab_size: int | None = None
 
-    def add(self, ce_sum: torch.Tensor, tokens: torch.Tensor, objective_sum=None) -> None:
+    def add(self, ce_sum: torch.Tensor, tokens: torch.Tensor, objective_sum=None, labels=None):
+        """Add a micro-batch's sums; `labels` = (labels, vocab_size) adds its labels that are
+        neither an id in [0, vocab_size) nor -100 to the bad-label count (no host sync)."""
         self.ce_sum = ce_sum if self.ce_sum is None else self.ce_sum + ce_sum
         self.tokens = tokens if self.tokens is None else self.tokens + tokens
         if objective_sum is not None:
             self.objective_sum = (
                 objective_sum if self.objective_sum is None else self.objective_sum + objective_sum
             )
+        if labels is not None:
+            self._add_bad(*labels)
+
+    def _add_bad(self, labels: torch.Tensor, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        bad = bad_labels(labels, vocab_size)
+        far = torch.iinfo(torch.int64).max
+        found = torch.stack(
+            [
+                bad.sum(),
+                torch.where(bad, labels.long(), far).min(),
+                torch.where(bad, labels.long(), -far).max(),
+            ]
+        )
+        if self.bad_labels is not None:
+            old = self.bad_labels
+            found = torch.stack(
+                [
+                    old[0] + found[0],
+                    torch.minimum(old[1], found[1]),
+                    torch.maximum(old[2], found[2]),
+                ]
+            )
+        self.bad_labels = found
 
 
 class ValidationMeter:

@@ -6,8 +6,11 @@ the update and before the save, so the metrics processor hands it to `StepChecks
 which:
 
 1. records the checksums of the checkpoint step saved since the last call (checkpoints.py), and
-2. stops the run (FloatingPointError naming the step) when the step's loss or a gradient is not
-   finite, before any checkpoint of that step is saved.
+2. stops the run, before any checkpoint of that step is saved, when the step's batch held a
+   label that is neither a token id nor ignored (ValueError naming them: the loss counts them
+   on the device, so the step itself never waits for the host, and scores those rows as
+   ignored) or when its loss or a gradient is not finite (FloatingPointError naming the step).
+   Both read the step's sums in one host sync.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class StepChecks:
     def after_update(self, step: int, model_parts) -> None:
         """Record the previous save's checksums, then refuse a non-finite loss or gradient."""
         self.record_checksums()
-        check_finite_loss(self.meter, step)
+        check_step_sums(self.meter, step)
         check_finite_grads(model_parts, step)
 
     def record_checksums(self) -> None:
@@ -52,11 +55,24 @@ def _value(t) -> str:
     return "-" if t is None else f"{float(t):.6g}"
 
 
-def check_finite_loss(meter, step: int) -> None:
-    """Raise if this step's objective or plain CE sum (the meter's) is NaN or infinite (one host
-    sync per step)."""
+def check_step_sums(meter, step: int) -> None:
+    """Raise if this step's batch held bad labels (the meter's device-side count) or its
+    objective or plain CE sum is NaN or infinite: one host sync per step, for both."""
     sums = [t for t in (meter.objective_sum, meter.ce_sum) if t is not None]
-    if sums and not bool(torch.isfinite(torch.stack([t.float() for t in sums])).all()):
+    bad = getattr(meter, "bad_labels", None)
+    parts = [t.double().reshape(1) for t in sums] + ([] if bad is None else [bad.double()])
+    if not parts:
+        return
+    values = torch.cat(parts).tolist()  # the one host sync
+    if bad is not None and values[len(sums)] > 0:
+        count, low, high = (int(v) for v in values[len(sums) :])
+        raise ValueError(
+            f"step {step}: {count} label(s) of the batch were neither a token id of the model's "
+            f"vocabulary nor -100 (ignored): smallest {low}, largest {high}. Labels must be token "
+            f"ids in [0, {meter.vocab_size}) or -100: check the dataset's tokenizer against the "
+            f"model's vocab_size. {RESUME_ADVICE}"
+        )
+    if not all(math.isfinite(v) for v in values[: len(sums)]):
         raise FloatingPointError(
             f"step {step}: the training loss is not finite (objective sum "
             f"{_value(meter.objective_sum)}, plain CE sum {_value(meter.ce_sum)}). {RESUME_ADVICE}"

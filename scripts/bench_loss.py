@@ -115,7 +115,6 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
     from torchtitan.components.loss import cross_entropy_loss
 
     from prefix_titan.objectives import ObjectiveSpec, build_plan
-    from prefix_titan.titan.loss import TargetLoss
 
     compiled = mode == "compiled"
     if name == "head_matmuls":
@@ -128,7 +127,8 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
     fused, kernel, objective = _split(name)
     if name == "torchtitan_ce":
         loss = torch.compile(cross_entropy_loss) if compiled else cross_entropy_loss
-    else:  # the run's loss plan: with the Triton kernel nothing is compiled (single kernels)
+    else:  # the run's loss plan: with the Triton kernel nothing is compiled (single kernels);
+        # labels left unchecked on the host, as in a training step (the meter counts them)
         spec = ObjectiveSpec(
             **OBJECTIVES[objective],
             kernel=kernel,
@@ -139,8 +139,11 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
         table = _table(OBJECTIVES[objective], a).to(device)
         plan = build_plan(spec, table, device_type=device_type, dim=a.dim, compile=compiled)
         if fused:
-            return lambda h, w, y: plan.fused_loss(h, w, y.reshape(-1))[0]
-        loss = TargetLoss(plan)
+            return lambda h, w, y: plan.fused_loss(h, w, y.reshape(-1), check=False)[0]
+
+        def loss(logits, labels):
+            return plan.logits_loss(logits, labels, check=False)[0]
+
     if a.dim == 0:
         return loss
     return lambda h, w, y: loss(F.linear(h, w).unsqueeze(0), y.unsqueeze(0))
@@ -411,6 +414,17 @@ def _rows(a) -> list[tuple[str, int | None]]:
     ]
 
 
+def merge_measure(row: dict, measured: dict, measure: str) -> None:
+    """Add one process's measurement of a case to its row: "time" and "both" (CUDA: time and
+    memory from the same runs) give everything; "memory" (CPU, a second process run after the
+    timed one) replaces the peaks."""
+    if measure == "memory":
+        for k in ("peak_bytes", "peak_min", "peak_max"):
+            row[k] = measured[k]
+    else:
+        row.update(measured)
+
+
 def _bytes(row: dict) -> str:
     b = row.get("bytes_per_logit")
     return "-" if b is None else f"{b:.1f}"
@@ -521,12 +535,7 @@ def main() -> None:
             for line in out.stdout.splitlines():
                 if line.startswith("{"):
                     r = json.loads(line)
-                    key = (r["case"], r["chunk_tokens"])
-                    if measure == "memory":
-                        for k in ("peak_bytes", "peak_min", "peak_max"):
-                            found[key][k] = r[k]
-                    else:
-                        found[key].update({k: v for k, v in r.items() if not k.startswith("peak")})
+                    merge_measure(found[(r["case"], r["chunk_tokens"])], r, measure)
         for row in found.values():
             rows.append(row)
             print(

@@ -129,6 +129,18 @@ def test_traffic_goals_hold_each_path_to_its_bytes_per_logit():
     }
 
 
+def test_a_measurement_keeps_time_and_memory_from_the_runs_that_measured_them():
+    merge = load_script("bench_loss").merge_measure
+    timed = {"case": "ce", "ms": 5.0, "peak_bytes": 7, "peak_min": 6, "peak_max": 8}
+    row: dict = {}
+    merge(row, timed, "both")  # CUDA: one process measures both
+    assert row == timed
+    row = {}
+    merge(row, timed, "time")  # CPU: the timed run, then the memory run's peaks
+    merge(row, {**timed, "ms": 99.0, "peak_bytes": 3, "peak_min": 2, "peak_max": 4}, "memory")
+    assert row == {"case": "ce", "ms": 5.0, "peak_bytes": 3, "peak_min": 2, "peak_max": 4}
+
+
 def _label_of(row):
     _label = load_script("bench_loss")._label
 

@@ -223,10 +223,18 @@ def test_bad_labels_in_a_training_step_are_counted_on_the_device_and_refused_aft
     good = labels.clone()
     labels[0, 3], labels[1, 5] = 4099, -7
     good[0, 3] = good[1, 5] = IGNORE_INDEX
-    if fused:
-        h, w = torch.randn(16, 24), torch.randn(4099, 24) * 0.2
-        got = loss(plan.fused_loss(h, w, labels, check=False), labels)
-        want = plan.fused_loss(h, w, good)[0]
+    if fused:  # the TrainSpec's head: it defers the check in a pass with gradients
+        from prefix_titan.model.transformer import FusedLMHead
+
+        head = FusedLMHead(24, 4099)
+        head.set_plan(plan, defer_label_check=True)
+        h = torch.randn(16, 24)
+        with head.ending_in_loss(labels.reshape(-1)):
+            got = loss(head(h), labels)
+        want = plan.fused_loss(h, head.weight, good)[0]
+        with torch.no_grad(), head.ending_in_loss(labels.reshape(-1)):  # validation: refused
+            with pytest.raises(ValueError, match=r"labels must be token ids in \[0, 4099\)"):
+                head(h)
     else:
         logits = torch.randn(2, 8, 4099)
         got = loss(logits, labels)
@@ -240,8 +248,47 @@ def test_bad_labels_in_a_training_step_are_counted_on_the_device_and_refused_aft
     ):
         check_step_sums(meter, 5)
     meter.reset()
-    loss(plan.fused_loss(h, w, good) if fused else logits, good)
+    loss(plan.fused_loss(h, head.weight, good) if fused else logits, good)
     check_step_sums(meter, 6)  # good labels: nothing to refuse
+
+
+def test_without_a_meter_the_losses_check_labels_on_the_host(tables):
+    """No meter, no deferred count: the training losses refuse a bad label themselves."""
+    from prefix_titan.titan.loss import FusedHeadLoss
+
+    labels = torch.tensor([[1, 2, 8]])
+    with pytest.raises(ValueError, match=r"labels must be token ids in \[0, 8\) or -100"):
+        FusedHeadLoss(8)((torch.tensor(1.0), torch.tensor(1.0)), labels)
+
+
+def _bad_label_on_one_rank(rank, world, path):
+    from prefix_titan.titan.metrics import PlainCEMeter
+    from prefix_titan.titan.step_checks import check_step_sums
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{path}", rank=rank, world_size=world
+    )
+    try:
+        meter = PlainCEMeter()
+        labels = torch.tensor([3, 4, 5]) if rank == 0 else torch.tensor([3, 9, -2])
+        meter.add(torch.tensor(1.0), torch.tensor(3), torch.tensor(1.0), (labels, 8))
+        with pytest.raises(ValueError, match=r"step 4: 2 label\(s\) .* smallest -2, largest 9"):
+            check_step_sums(meter, 4)
+        meter.reset()  # a rank that fed no labels at all still joins, and nothing is refused
+        if rank == 1:
+            meter.add(torch.tensor(1.0), torch.tensor(3), torch.tensor(1.0), (labels[:1], 8))
+        check_step_sums(meter, 5)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_bad_label_on_one_rank_stops_every_rank(tmp_path):
+    """Two gloo ranks, the bad labels on rank 1 only: both ranks raise (else rank 0 would go on
+    into the checkpoint's collectives and wait there)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_bad_label_on_one_rank, args=(2, str(tmp_path / "store")), nprocs=2, join=True)
 
 
 def test_logit_width_mismatch_is_refused(tables):

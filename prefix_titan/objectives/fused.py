@@ -12,6 +12,7 @@ matmuls cost 6NdV as unfused. Memory: one chunk of logits and its working set, g
 from __future__ import annotations
 
 import functools
+import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -106,8 +107,16 @@ def _cuda_addmm_fp32(device: torch.device, dtype: torch.dtype) -> bool:
     try:
         torch.mm(a, a, out_dtype=torch.float32)
         torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError) as e:
+        warnings.warn(
+            f"torch {torch.__version__} has no {dtype} matmul into an fp32 accumulator on "
+            f"{device} ({e}): the fused head sums its weight gradient from {dtype} chunk "
+            "products, rounded once per chunk",
+            stacklevel=2,
+        )
         return False
+    if acc.item() != 2.0:  # once per process and device
+        raise RuntimeError(f"torch.addmm(..., out_dtype=torch.float32) on {device} gave {acc}")
     return True
 
 

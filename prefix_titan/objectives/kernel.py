@@ -13,8 +13,9 @@ logit), over cache-sized row blocks of one reused fp32 buffer; the fused head's 
 their gradient in the statistics' pass (`statistics_and_gradient`).
 
 An optional per-row weight (position weighting, `position_weights`) scales each row's objective
-and gradient. Both kernels return (objective sum, plain cross-entropy sum) over labels != -100;
-the plain CE is never weighted.
+and gradient. Both kernels return (objective sum, plain cross-entropy sum) over the rows whose
+label is a token id in [0, V) (-100 marks a row ignored; any other label is refused, on the host
+or, in a training step, after it: `bad_labels`); the plain CE is never weighted.
 
 The two row passes have two implementations, chosen once by `RowKernel` (objective.kernel):
 `PyTorchRows` here, the default and the reference, and `TritonRows` (triton_rows.py: one program

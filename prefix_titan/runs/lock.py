@@ -104,7 +104,7 @@ class RunLock:
                 holder = _holder(self.path)
                 if _is_this_process(holder):  # nested (an export inside an evaluation): held
                     return self
-                self._take_over_if_stale()
+                self._take_over_if_stale(holder)
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(record))
@@ -114,8 +114,9 @@ class RunLock:
             return self
         raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")
 
-    def _take_over_if_stale(self) -> None:
-        holder = _holder(self.path)
+    def _take_over_if_stale(self, holder: dict | None) -> None:
+        """Remove the lock file if `holder` (its record, as just read) is a process gone from
+        this host; else refuse, naming the holder."""
         if holder is None:  # released meanwhile
             return
         here = socket.gethostname()

@@ -238,24 +238,10 @@ def no_power_line(a: Analysis) -> str:
 
 
 def last_steps(run: dict) -> tuple[int | None, int | None]:
-    """(the last step the run recorded: its latest complete checkpoint, metrics log row,
-    validation or evaluation; the configured training.steps), None where unknown."""
-    from ..runs.checkpoints import complete_steps
-    from ..runs.folder import METRICS_LOG, read_log
-
-    config = run.get("config") or {}
-    steps = (config.get("training") or {}).get("steps")
-    seen = [*run.get("val", {}), *(s for s in run.get("steps", {}) if s >= 0)]
-    folder = run.get("folder")
-    checkpoint = (config.get("checkpoint") or {}).get("folder")
-    if folder and checkpoint:
-        for d in complete_steps(os.path.join(folder, checkpoint)):
-            name = os.path.basename(d)
-            if name[5:].isdigit():
-                seen.append(int(name[5:]))
-    if folder and os.path.exists(os.path.join(folder, METRICS_LOG)):
-        seen += [r["step"] for r in read_log(os.path.join(folder, METRICS_LOG)) if "step" in r]
-    return (max(seen) if seen else None), steps
+    """(the last step the run recorded, as runs.load_run found it; the configured
+    training.steps), None where unknown."""
+    steps = ((run.get("config") or {}).get("training") or {}).get("steps")
+    return run.get("last_step"), steps
 
 
 def unfinished_runs(runs: list[dict]) -> list[dict]:

@@ -11,6 +11,7 @@ import re
 
 from ..evaluation.harness import read_items
 from ..objectives.spec import ObjectiveSpec
+from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
@@ -19,6 +20,7 @@ from ..runs.folder import (
     flatten,
     read_json,
     read_log,
+    step_number,
 )
 
 # Settings that may differ between arms: the objective itself and where the run writes (how the
@@ -37,9 +39,10 @@ def _step_of(path: str) -> int:
 
 def load_run(folder: str) -> dict:
     """One run folder: its recorded config and objective (arm name); its validation rows by step
-    (plain CE and the validation metrics); and, by evaluated step, the evaluation results, the
+    (plain CE and the validation metrics); by evaluated step, the evaluation results, the
     per-item outcomes (with the bits per byte they give), and the --limit and task version each
-    result was made with."""
+    result was made with; and the last step it recorded (`last_step`: its latest complete
+    checkpoint, metrics log row, validation or evaluation; None if none)."""
     config = read_json(os.path.join(folder, RUN_CONFIG), "the run record", expect=dict)
     if not isinstance(config.get("objective"), dict):
         raise ValueError(f"{os.path.join(folder, RUN_CONFIG)} is not a run record (no objective)")
@@ -88,6 +91,12 @@ def load_run(folder: str) -> dict:
         bpb = {task: bits_per_byte(rows) for task, rows in e["items"].items()}
         e["bits_per_byte"] = {t: v for t, v in bpb.items() if v is not None}
     spec = ObjectiveSpec.from_record(config["objective"], os.path.join(folder, RUN_CONFIG))
+    seen = [r["step"] for r in rows if isinstance(r.get("step"), int)]
+    seen += [s for s in steps if s >= 0]
+    checkpoint = (config.get("checkpoint") or {}).get("folder")
+    if checkpoint:
+        found = (step_number(d) for d in complete_steps(os.path.join(folder, checkpoint)))
+        seen += [s for s in found if s is not None]
     return {
         "folder": folder,
         "name": spec.arm_name(),
@@ -97,6 +106,7 @@ def load_run(folder: str) -> dict:
         "val": dict(sorted(val.items())),
         "validation": dict(sorted(validation.items())),
         "steps": dict(sorted(steps.items())),
+        "last_step": max(seen, default=None),
     }
 
 

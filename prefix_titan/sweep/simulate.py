@@ -289,6 +289,7 @@ def _record(spec: ObjectiveSpec, seed: int, steps: dict, validation: dict) -> di
         "val": {s: r["validation_plain_ce"] for s, r in validation.items()},
         "validation": validation,
         "steps": steps,
+        "last_step": max([*steps, *validation], default=None),
     }
 
 

@@ -144,12 +144,14 @@ class FusedHeadLoss:
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         objective, ce = _head_sums(pred)
+        if self.meter is None:  # no deferred count: refuse bad labels here
+            check_labels(labels, self.vocab_size)
         _feed(self.meter, ce, labels, objective, self.vocab_size)
         return objective
 
     def plain_ce(self) -> PlainCELoss:
-        # the head records the validation metrics itself; the labels are checked here
-        return PlainCELoss(None, vocab_size=self.vocab_size)
+        # the head records the validation metrics, and checks the labels, itself (no gradients)
+        return PlainCELoss(None)
 
 
 class PlainCELoss:
@@ -157,15 +159,12 @@ class PlainCELoss:
     fused head's sums. With a ValidationMeter the same pass over the logits also gives the
     validation metrics' sums (objectives/mechanism.py), which go to the meter."""
 
-    def __init__(self, plan: LossPlan | None, meter=None, vocab_size: int | None = None):
+    def __init__(self, plan: LossPlan | None, meter=None):
         self.plan = plan
         self.meter = meter
-        self.vocab_size = vocab_size
 
     def __call__(self, pred, labels: torch.Tensor) -> torch.Tensor:
         if self.plan is None:
-            if self.vocab_size is not None:
-                check_labels(labels, self.vocab_size)
             return _head_sums(pred)[1]
         if isinstance(pred, tuple):
             raise TypeError(

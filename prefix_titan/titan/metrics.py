@@ -64,6 +64,8 @@ class PlainCEMeter:
 
     def _add_bad(self, labels: torch.Tensor, vocab_size: int) -> None:
         self.vocab_size = vocab_size
+        if labels.numel() == 0:
+            return
         bad = bad_labels(labels, vocab_size)
         far = torch.iinfo(torch.int64).max
         found = torch.stack(

@@ -39,7 +39,8 @@ class StepChecks:
         self.meter = meter
 
     def after_update(self, step: int, model_parts) -> None:
-        """Record the previous save's checksums, then refuse a non-finite loss or gradient."""
+        """Record the previous save's checksums, then refuse bad labels, a non-finite loss or a
+        non-finite gradient."""
         self.record_checksums()
         check_step_sums(self.meter, step)
         check_finite_grads(model_parts, step)
@@ -56,10 +57,11 @@ def _value(t) -> str:
 
 
 def check_step_sums(meter, step: int) -> None:
-    """Raise if this step's batch held bad labels (the meter's device-side count) or its
-    objective or plain CE sum is NaN or infinite: one host sync per step, for both."""
+    """Raise if this step's batch held bad labels (the meter's device-side count, summed over
+    the ranks so that every rank stops) or its objective or plain CE sum is NaN or infinite: one
+    host sync per step, for both."""
     sums = [t for t in (meter.objective_sum, meter.ce_sum) if t is not None]
-    bad = getattr(meter, "bad_labels", None)
+    bad = bad_labels_of_all_ranks(getattr(meter, "bad_labels", None), sums)
     parts = [t.double().reshape(1) for t in sums] + ([] if bad is None else [bad.double()])
     if not parts:
         return
@@ -69,14 +71,40 @@ def check_step_sums(meter, step: int) -> None:
         raise ValueError(
             f"step {step}: {count} label(s) of the batch were neither a token id of the model's "
             f"vocabulary nor -100 (ignored): smallest {low}, largest {high}. Labels must be token "
-            f"ids in [0, {meter.vocab_size}) or -100: check the dataset's tokenizer against the "
-            f"model's vocab_size. {RESUME_ADVICE}"
+            f"ids in [0, {getattr(meter, 'vocab_size', None) or 'vocab_size'}) or -100: check the "
+            f"dataset's tokenizer against the model's vocab_size. {RESUME_ADVICE}"
         )
     if not all(math.isfinite(v) for v in values[: len(sums)]):
         raise FloatingPointError(
             f"step {step}: the training loss is not finite (objective sum "
             f"{_value(meter.objective_sum)}, plain CE sum {_value(meter.ce_sum)}). {RESUME_ADVICE}"
         )
+
+
+FAR = torch.iinfo(torch.int64).max
+
+
+def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:
+    """The meter's [count, smallest, largest] of bad labels over every rank (each calls this
+    once per step; one that saw none, or no labels at all, joins with zeros), so that a bad label
+    on one rank stops every rank, not one while the others wait in the checkpoint's collectives.
+    Without torch.distributed: `bad` itself."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return bad
+    if bad is None:
+        if like:
+            device = like[0].device
+        elif torch.cuda.is_available():
+            device = torch.device("cuda", torch.cuda.current_device())
+        else:
+            device = torch.device("cpu")
+        bad = torch.tensor([0, FAR, -FAR], device=device)
+    count = bad[:1].clone()
+    extremes = torch.stack([-bad[1], bad[2]])
+    dist.all_reduce(count)
+    dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+    return torch.cat([count, torch.stack([-extremes[0], extremes[1]])])
 
 
 def check_finite_grads(model_parts, step: int) -> None:

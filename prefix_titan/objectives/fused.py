@@ -184,9 +184,11 @@ class _FusedHeadLossFunction(torch.autograd.Function):
         if grad_h is not None:
             grad_h = grad_h.mul_(scale.to(grad_h.dtype))
         if grad_w is not None:  # one pass: scaled in fp32, rounded once into the weight's dtype
-            out = grad_w if ctx.weight_dtype == grad_w.dtype else None
-            if out is None:
-                out = torch.empty(grad_w.shape, dtype=ctx.weight_dtype, device=grad_w.device)
+            out = (
+                grad_w
+                if ctx.weight_dtype == grad_w.dtype
+                else torch.empty(grad_w.shape, dtype=ctx.weight_dtype, device=grad_w.device)
+            )
             grad_w = torch.mul(grad_w, scale, out=out)
         return grad_h, grad_w, None, None, None
 

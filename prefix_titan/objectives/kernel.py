@@ -244,7 +244,22 @@ def _buffer(logits, rows: int) -> torch.Tensor:
     )
 
 
-def _sum_parts(parts):
+def _eager_walk(logits, y, keep, table: TableTensors, row_weight, rows: int, scale=None):
+    """(objective sum, CE sum, per-row logsumexp) of [N, V] logits, `rows` rows at a time
+    through one fp32 block; with `scale` each block's gradient is written over it as well."""
+    buf = _buffer(logits, rows)
+    parts = [
+        _eager_statistics(
+            logits[r],
+            y[r],
+            keep[r],
+            table,
+            _part(row_weight, r),
+            buf[: r.stop - r.start],
+            grad_scale=_part(scale, r),
+        )
+        for r in _blocks(logits.shape[0], rows)
+    ]
     if len(parts) == 1:
         return parts[0]
     return (
@@ -264,15 +279,7 @@ class PyTorchRows:
         """(objective sum, CE sum, per-row logsumexp) of [N, V] logits."""
         if torch.compiler.is_compiling():
             return _forward_rows(logits, y, keep, table, row_weight)
-        buf = _buffer(logits, rows)
-        return _sum_parts(
-            [
-                _eager_statistics(
-                    logits[r], y[r], keep[r], table, _part(row_weight, r), buf[: r.stop - r.start]
-                )
-                for r in _blocks(logits.shape[0], rows)
-            ]
-        )
+        return _eager_walk(logits, y, keep, table, row_weight, rows)
 
     @staticmethod
     def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
@@ -299,20 +306,7 @@ class PyTorchRows:
                 logits, y, keep, table, row_weight, scale
             )
             return objective, ce, logits.scatter_(1, ids, exact)
-        buf = _buffer(logits, rows)
-        parts = [
-            _eager_statistics(
-                logits[r],
-                y[r],
-                keep[r],
-                table,
-                _part(row_weight, r),
-                buf[: r.stop - r.start],
-                grad_scale=scale[r],
-            )
-            for r in _blocks(logits.shape[0], rows)
-        ]
-        objective, ce, _ = _sum_parts(parts)
+        objective, ce, _ = _eager_walk(logits, y, keep, table, row_weight, rows, scale)
         return objective, ce, logits
 
 

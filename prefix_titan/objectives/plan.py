@@ -54,10 +54,10 @@ class LossPlan:
     def tensors(self, device) -> TableTensors:
         return self.table.tensors(device)
 
-    @cached_property
+    @property
     def has_background(self) -> bool:
         """The target has a uniform part (label smoothing, prefix with vocab support)."""
-        return bool((self.table.background != 0).any())
+        return self.table.has_background
 
     @cached_property
     def _mechanism_on(self) -> dict:

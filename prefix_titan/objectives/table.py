@@ -7,6 +7,7 @@ with idx[y, 0] == y always. Target families (families.py) build one; the loss ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
@@ -43,6 +44,12 @@ class TargetTable:
     def vocab_size(self) -> int:
         return self.idx.shape[0]
 
+    @cached_property
+    def has_background(self) -> bool:
+        """The target has a uniform part (label smoothing, prefix with vocab support): read on
+        the host, once."""
+        return bool((self.background != 0).any())
+
     def to(self, device: torch.device | str) -> TargetTable:
         return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
 
@@ -51,9 +58,8 @@ class TargetTable:
         device = torch.device(device)
         if device not in self._on_device:
             tensors = (self.idx, self.weight, self.background, self.target_at_idx())
-            has_background = bool((self.background != 0).any())  # on the host, once
             self._on_device[device] = TableTensors(
-                *(t.to(device) for t in tensors), has_background=has_background
+                *(t.to(device) for t in tensors), has_background=self.has_background
             )
         return self._on_device[device]
 

@@ -35,8 +35,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-aten = torch.ops.aten
-
 MATMULS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_scaled_mm", "addmm_"}
 SPARSE = {
     "gather",

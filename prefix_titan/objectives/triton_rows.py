@@ -169,15 +169,21 @@ def _rows_ready(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.stride(1) == 1 else logits.contiguous()
 
 
+def _sizes(logits, table: TableTensors, block):
+    """(V, K, the launch options both kernels take) for [N, V] logits."""
+    V = logits.shape[1]
+    K = table.idx.shape[1]
+    b = block_v(V, block)
+    return V, K, dict(BLOCK=b, BLOCK_K=triton.next_power_of_2(K), num_warps=num_warps(b))
+
+
 def forward_launch(
     logits, y, keep, table: TableTensors, row_weight, objective, ce, lse, block=None
 ):
     """(arguments, keyword arguments) of the forward kernel's launch over [N, V] logits, writing
     `objective`, `ce` and `lse` [N]. The one place they are made: the register test compiles the
     kernels for what a launch passes (Triton specialises on the arguments' alignment)."""
-    V = logits.shape[1]
-    K = table.idx.shape[1]
-    b = block_v(V, block)
+    V, K, options = _sizes(logits, table, block)
     args = (
         logits,
         logits.stride(0),
@@ -193,21 +199,13 @@ def forward_launch(
         V,
         K,
     )
-    kwargs = dict(
-        HAS_ROW_WEIGHT=row_weight is not None,
-        BLOCK=b,
-        BLOCK_K=triton.next_power_of_2(K),
-        num_warps=num_warps(b),
-    )
-    return args, kwargs
+    return args, dict(HAS_ROW_WEIGHT=row_weight is not None, **options)
 
 
 def backward_launch(logits, out, y, scale, lse, table: TableTensors, block=None):
     """(arguments, keyword arguments) of the backward kernel's launch: the gradient of [N, V]
     logits times `scale` [N] (fp32, contiguous) into `out`."""
-    V = logits.shape[1]
-    K = table.idx.shape[1]
-    b = block_v(V, block)
+    V, K, options = _sizes(logits, table, block)
     args = (
         logits,
         logits.stride(0),
@@ -222,8 +220,7 @@ def backward_launch(logits, out, y, scale, lse, table: TableTensors, block=None)
         V,
         K,
     )
-    kwargs = dict(BLOCK=b, BLOCK_K=triton.next_power_of_2(K), num_warps=num_warps(b))
-    return args, kwargs
+    return args, options
 
 
 def row_statistics(logits, y, keep, table: TableTensors, row_weight=None, block=None):

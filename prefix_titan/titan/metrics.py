@@ -31,7 +31,7 @@ from ..runs.folder import (
     run_record,
     write_json,
 )
-from .step_checks import StepChecks
+from .step_checks import FAR, StepChecks
 
 
 class PlainCEMeter:
@@ -67,12 +67,11 @@ class PlainCEMeter:
         if labels.numel() == 0:
             return
         bad = bad_labels(labels, vocab_size)
-        far = torch.iinfo(torch.int64).max
         found = torch.stack(
             [
                 bad.sum(),
-                torch.where(bad, labels.long(), far).min(),
-                torch.where(bad, labels.long(), -far).max(),
+                torch.where(bad, labels.long(), FAR).min(),
+                torch.where(bad, labels.long(), -FAR).max(),
             ]
         )
         if self.bad_labels is not None:

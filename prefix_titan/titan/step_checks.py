@@ -81,7 +81,7 @@ def check_step_sums(meter, step: int) -> None:
         )
 
 
-FAR = torch.iinfo(torch.int64).max
+FAR = torch.iinfo(torch.int64).max  # beyond any label: the smallest and largest of none
 
 
 def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:

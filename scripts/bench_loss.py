@@ -3,7 +3,7 @@
     python scripts/bench_loss.py [--tokens 2048] [--dim 1024] [--vocab 128256] [--dtype bfloat16]
                                  [--vocab-file tokenizer.model | --hf-assets-path DIR]
                                  [--modes eager compiled] [--repeats 5] [--cases ...]
-                                 [--chunk-tokens 1024 2048 4096]
+                                 [--chunk-tokens 1024 2048 4096] [--row-block-mib 32 64 256]
 
 With --dim D > 0 (the default) each case is the LM head plus the loss: hidden states h [N, D] and
 the head weight W [V, D] in, gradients of both out. Unfused cases build the [N, V] logits with
@@ -20,6 +20,10 @@ timings of the first). Both are reported above the memory live when the case sta
 vocabulary file, prefix tables are synthetic with --k entries per row (the kernel's cost depends
 on V and K, not on the texts; Llama-3 has K = 86). Several --chunk-tokens values give each fused
 case a row per chunk size (`fused_ce @2048`): how the fused head's chunk size is chosen for a device.
+Several --row-block-mib values give each eager PyTorch case (unfused and fused) a row per size of the
+fp32 block its row passes walk the logits through (`prefix_tau0.5 /64MiB`): the same bytes, in
+cache or not, in more or fewer kernel launches; the fastest is the device's
+`objective.row_block_mib`.
 `head_matmuls` is the floor: the head's three matmuls alone, no loss.
 
 Each row also gives the spread of its time over the repeats (fastest-slowest), the peak memory's
@@ -108,7 +112,7 @@ def _table(spec_kwargs, a):
     return TargetTable(idx, w, back)
 
 
-def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
+def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None, row_block_mib=None):
     """loss(h, W, labels) for head mode, or loss(logits, labels) for --dim 0."""
     import torch
     import torch.nn.functional as F
@@ -134,6 +138,7 @@ def _loss_fn(name: str, mode: str, a, device, chunk_tokens=None):
             kernel=kernel,
             fused_loss=fused,
             fused_chunk_tokens=chunk_tokens if fused else None,
+            row_block_mib=row_block_mib,
         )
         device_type = torch.device(device).type
         table = _table(OBJECTIVES[objective], a).to(device)
@@ -195,12 +200,12 @@ def bytes_per_logit(name: str, mode: str, step, a, chunk_tokens=None) -> float |
     return count_traffic(step, a.vocab).per_logit(logits) + kernel_bytes
 
 
-def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
+def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None, row_block_mib=None) -> dict:
     import torch
 
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
-    fn = _loss_fn(name, mode, a, device, chunk_tokens)
+    fn = _loss_fn(name, mode, a, device, chunk_tokens, row_block_mib)
     g = torch.Generator(device=device).manual_seed(1)
     labels = torch.randint(0, a.vocab, (a.tokens,), device=device, generator=g)
     if a.dim == 0:
@@ -249,6 +254,7 @@ def run_case(name: str, mode: str, measure: str, a, chunk_tokens=None) -> dict:
     return {
         "case": name,
         "chunk_tokens": chunk_tokens,
+        "row_block_mib": row_block_mib,
         "mode": mode,
         "ms": 1e3 * statistics.median(times),
         "ms_min": 1e3 * min(times),
@@ -331,7 +337,7 @@ def chunk_choice(rows: list[dict]) -> dict[str, int | None]:
     ref = _row_of(rows, "torchtitan_ce", "compiled")
     bound = None if ref is None else FUSED_MEMORY_BOUND * ref["peak_bytes"]
     by_kernel: dict[str, dict[int, list[dict]]] = {}
-    for r in rows:
+    for r in fastest_blocks(rows):
         fused, kernel, _ = _split(r["case"])
         if fused and r["chunk_tokens"] is not None:
             by_kernel.setdefault(kernel, {}).setdefault(r["chunk_tokens"], []).append(r)
@@ -345,6 +351,30 @@ def chunk_choice(rows: list[dict]) -> dict[str, int | None]:
         if len(chunks) > 1:
             choice[kernel] = min(fits, key=fits.get) if fits else None
     return choice
+
+
+def fastest_blocks(rows: list[dict]) -> list[dict]:
+    """The rows with, of each case, chunk size and mode measured at several row blocks, only the
+    fastest block's."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        key = (r["case"], r.get("chunk_tokens"), r["mode"])
+        if key not in best or r["ms"] < best[key]["ms"]:
+            best[key] = r
+    return list(best.values())
+
+
+def block_choice(rows: list[dict]) -> dict[str, int]:
+    """Per eager PyTorch path ("unfused", "fused") measured at several row blocks: the block
+    (MiB) whose rows (all objectives and chunk sizes) take the least time in total."""
+    by_path: dict[str, dict[int, float]] = {}
+    for r in rows:
+        fused, kernel, _ = _split(r["case"])
+        block = r.get("row_block_mib")
+        if block is not None and kernel == "pytorch" and r["mode"] == "eager":
+            times = by_path.setdefault("fused" if fused else "unfused", {})
+            times[block] = times.get(block, 0.0) + r["ms"]
+    return {path: min(t, key=t.get) for path, t in by_path.items() if len(t) > 1}
 
 
 def print_traffic_goals(rows: list[dict], dtype: str) -> None:
@@ -393,25 +423,37 @@ def print_goals(rows: list[dict]) -> None:
             f"\nFused head, {kernel} row passes: {chunk} tokens per chunk is the fastest measured "
             f"chunk size {held_to} on this device (objective.fused_chunk_tokens = {chunk})"
         )
+    for path, block in sorted(block_choice(rows).items()):
+        print(
+            f"\n{path.capitalize()} eager PyTorch row passes: {block} MiB blocks are the fastest "
+            f"measured on this device (objective.row_block_mib = {block})"
+        )
 
 
 def run_mode(mode: str, measure: str, a) -> None:
     """Every case of one mode in this process: one JSON line each on stdout."""
     import torch
 
-    for name, chunk_tokens in _rows(a):
-        print(json.dumps(run_case(name, mode, measure, a, chunk_tokens)), flush=True)
+    for name, chunk_tokens, block in _rows(a, mode):
+        print(json.dumps(run_case(name, mode, measure, a, chunk_tokens, block)), flush=True)
         if mode == "compiled":
             torch._dynamo.reset()  # each case compiles afresh, as in its own process
 
 
-def _rows(a) -> list[tuple[str, int | None]]:
-    """(case, chunk tokens): each fused case once per --chunk-tokens value."""
+def _rows(a, mode: str) -> list[tuple[str, int | None, int | None]]:
+    """(case, chunk tokens, row block MiB): each fused case once per --chunk-tokens value, each
+    eager PyTorch loss case once per --row-block-mib value."""
     return [
-        (name, chunk)
+        (name, chunk, block)
         for name in a.cases
         for chunk in (a.chunk_tokens if _split(name)[0] else [None])
+        for block in (a.row_block_mib if _has_row_blocks(name, mode) else [None])
     ]
+
+
+def _has_row_blocks(name: str, mode: str) -> bool:
+    """The case's loss runs the eager PyTorch row passes (the only ones walked in blocks)."""
+    return mode == "eager" and _split(name)[1] == "pytorch" and _split(name)[2] in OBJECTIVES
 
 
 def merge_measure(row: dict, measured: dict, measure: str) -> None:
@@ -431,8 +473,9 @@ def _bytes(row: dict) -> str:
 
 
 def _label(row: dict) -> str:
-    chunk = row.get("chunk_tokens")
-    return row["case"] if chunk is None else f"{row['case']} @{chunk}"
+    chunk, block = row.get("chunk_tokens"), row.get("row_block_mib")
+    label = row["case"] if chunk is None else f"{row['case']} @{chunk}"
+    return label if block is None else f"{label} /{block}MiB"
 
 
 def _reset_peak_rss() -> None:
@@ -465,6 +508,13 @@ def main() -> None:
         nargs="+",
         default=[None],
         help="fused head chunk sizes to try, a row each (default: the per-device default)",
+    )
+    p.add_argument(
+        "--row-block-mib",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="eager PyTorch row blocks to try (MiB of fp32), a row each (default: the device's)",
     )
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
@@ -512,7 +562,7 @@ def main() -> None:
     for mode in a.modes:
         # CUDA: time and memory from the same runs; CPU: memory in a second process (see above).
         measures = ["both"] if a.device == "cuda" else ["time", "memory"]
-        found: dict[tuple, dict] = {row: {} for row in _rows(a)}
+        found: dict[tuple, dict] = {row: {} for row in _rows(a, mode)}
         for measure in measures:
             env = dict(os.environ)
             if measure == "memory":  # malloc hands large blocks back: RSS tracks live tensors
@@ -535,7 +585,8 @@ def main() -> None:
             for line in out.stdout.splitlines():
                 if line.startswith("{"):
                     r = json.loads(line)
-                    merge_measure(found[(r["case"], r["chunk_tokens"])], r, measure)
+                    key = (r["case"], r["chunk_tokens"], r["row_block_mib"])
+                    merge_measure(found[key], r, measure)
         for row in found.values():
             rows.append(row)
             print(

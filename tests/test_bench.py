@@ -1,6 +1,7 @@
 """scripts/bench_loss.py runs every case of a mode in one process and measures each case's own
 peak memory (tiny sizes on a CPU: whether it works, not how fast)."""
 
+import argparse
 import json
 import re
 import subprocess
@@ -127,6 +128,48 @@ def test_traffic_goals_hold_each_path_to_its_bytes_per_logit():
         ("fused_ce @64", "compiled"): True,
         ("fused_triton_ce @64", "eager"): True,
     }
+
+
+def test_row_blocks_are_tried_on_the_eager_pytorch_cases_and_the_fastest_named():
+    bench = load_script("bench_loss")
+    a = argparse.Namespace(
+        cases=["torchtitan_ce", "ce", "triton_ce", "fused_ce", "head_matmuls"],
+        chunk_tokens=[1024, 2048],
+        row_block_mib=[32, 256],
+    )
+    eager = bench._rows(a, "eager")
+    assert ("torchtitan_ce", None, None) in eager and ("triton_ce", None, None) in eager
+    assert ("head_matmuls", None, None) in eager
+    assert {r for r in eager if r[0] == "ce"} == {("ce", None, 32), ("ce", None, 256)}
+    assert {r for r in eager if r[0] == "fused_ce"} == {
+        ("fused_ce", c, b) for c in (1024, 2048) for b in (32, 256)
+    }
+    assert all(block is None for _, _, block in bench._rows(a, "compiled"))
+
+    def row(case, ms, chunk=None, block=None):
+        return {**_row(case, "eager", ms, 1, chunk), "row_block_mib": block}
+
+    rows = [
+        row("ce", 50.0, block=32),
+        row("ce", 60.0, block=256),
+        row("label_smoothing", 55.0, block=32),
+        row("label_smoothing", 40.0, block=256),  # unfused in total: 32: 105 ms, 256: 100 ms
+        row("fused_ce", 20.0, 1024, 32),
+        row("fused_ce", 25.0, 1024, 256),
+        row("fused_ce", 24.0, 2048, 32),  # fused in total: 32: 44 ms, 256: 46 ms
+        row("fused_ce", 21.0, 2048, 256),
+        row("triton_ce", 10.0),
+    ]
+    assert bench.block_choice(rows) == {"unfused": 256, "fused": 32}
+    best = {(r["case"], r["chunk_tokens"]): r["row_block_mib"] for r in bench.fastest_blocks(rows)}
+    assert best == {
+        ("ce", None): 32,
+        ("label_smoothing", None): 256,
+        ("fused_ce", 1024): 32,
+        ("fused_ce", 2048): 256,
+        ("triton_ce", None): None,
+    }
+    assert bench._label(rows[4]) == "fused_ce @1024 /32MiB"
 
 
 def test_a_measurement_keeps_time_and_memory_from_the_runs_that_measured_them():

@@ -136,6 +136,11 @@ def test_sweep_reaches_20b_tokens():
         (["--objective.tau", "0"], "objective.tau must be a finite number > 0"),
         (["--objective.tau", "nan"], "objective.tau must be a finite number > 0"),
         (["--objective.epsilon", "1.0"], "objective.epsilon must be a number in [0, 1)"),
+        (["--objective.row_block_mib", "0"], "objective.row_block_mib must be an integer >= 1"),
+        (
+            ["--objective.row_block_mib", "8", "--compile.enable", "--compile.components", "loss"],
+            "objective.row_block_mib sets the eager row passes' block, and the loss is compiled",
+        ),
         (
             ["--objective.position_gamma", "0"],
             "objective.position_gamma must be a number in (0, 1]",

@@ -113,6 +113,15 @@ def test_the_sums_add_over_batches_and_ignore_ignored_tokens(odd_texts, mt):
     assert not torch.equal(mechanism_sums(z, flipped, mt, table.tensors("cpu")), whole)
 
 
+@pytest.mark.parametrize("bad", [-1, 4099])
+def test_the_sums_refuse_a_label_that_is_no_token_id(odd_texts, mt, bad):
+    table = build_target_table(odd_texts, SPECS[0])
+    logits, labels = fresh_logits(table.vocab_size, batch=8, seq=1)
+    labels[3, 0] = bad
+    with pytest.raises(ValueError, match=str(bad)):
+        mechanism_sums(logits[:, 0], labels[:, 0], mt, table.tensors("cpu"))
+
+
 def test_the_fused_head_records_the_same_metrics_in_validation_only(odd_texts, mt, seed):
     from prefix_titan.model.transformer import FusedLMHead
     from prefix_titan.titan.metrics import ValidationMeter

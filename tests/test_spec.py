@@ -36,7 +36,12 @@ def test_the_roles_of_the_fields():
         "epsilon",
     ]
     assert [f.name for f in ObjectiveSpec.fields_of(WEIGHTING)] == ["position_gamma"]
-    assert ObjectiveSpec.execution_fields() == ("fused_loss", "fused_chunk_tokens", "kernel")
+    assert ObjectiveSpec.execution_fields() == (
+        "fused_loss",
+        "fused_chunk_tokens",
+        "kernel",
+        "row_block_mib",
+    )
     every = {f.name for f in dataclasses.fields(ObjectiveSpec)}
     assert every == {f.name for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING, EXECUTION)}
 
@@ -128,3 +133,22 @@ def test_the_report_groups_and_checks_by_the_spec(tmp_path, monkeypatch):
     found = runs.find_runs(str(other))
     problems = runs.invariant_violations(found)
     assert len(problems) == 1 and problems[0].startswith("`objective.dummy_impl` differs"), problems
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"row_block_mib": 0}, "objective.row_block_mib must be an integer >= 1"),
+        ({"row_block_mib": 2.5}, "objective.row_block_mib must be an integer >= 1"),
+        ({"row_block_mib": True}, "objective.row_block_mib must be an integer >= 1"),
+        (
+            {"row_block_mib": 8, "kernel": "triton"},
+            "objective.kernel is 'triton' (one kernel per row, no block)",
+        ),
+    ],
+    ids=str,
+)
+def test_the_row_block_refuses_what_it_cannot_size(settings, message):
+    with pytest.raises(ValueError) as e:
+        ObjectiveSpec("ce", **settings).validate()
+    assert message in str(e.value)

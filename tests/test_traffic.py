@@ -286,3 +286,44 @@ def test_a_cuda_training_step_never_synchronizes(tables, fused):
         _train_step(model, loss_fn, tokens, labels, fused)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_the_row_block_setting_sizes_the_eager_blocks(tables, fused):
+    """objective.row_block_mib = 1 walks V = 4,099 in blocks of 63 rows (1 MiB of fp32) where the
+    CPU's default of 4 MiB walks 255: more blocks, the same bytes, the same values; a compiled
+    loss refuses it (no block to size)."""
+
+    def run(mib):
+        spec = dataclasses.replace(
+            SPECS["prefix_tau0.5"],
+            fused_loss=fused,
+            fused_chunk_tokens=N if fused else None,
+            row_block_mib=mib,
+        )
+        plan = plan_of(tables["prefix_tau0.5"], spec, dim=32)
+        if mib is not None:
+            assert f"{mib} MiB blocks" in plan.describe()
+        step = _step(plan, fused)
+        return count_traffic(step, V), _objective(plan, fused)
+
+    default, value = run(None)
+    small, small_value = run(1)
+    walks = 1 if fused else 2  # statistics (and gradient) walks
+    assert default.calls["exp_"] == walks * -(-N // 255)
+    assert small.calls["exp_"] == walks * -(-N // 63)
+    assert small.total == default.total
+    torch.testing.assert_close(small_value, value, rtol=1e-6, atol=1e-4)
+    spec = dataclasses.replace(SPECS["ce"], row_block_mib=1)
+    with pytest.raises(ValueError, match="the loss is compiled"):
+        plan_of(tables["ce"], spec, compile=True)
+
+
+def _objective(plan, fused):
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(N, 32, generator=g).bfloat16()
+    w = (torch.randn(V, 32, generator=g) * 32**-0.5).bfloat16()
+    labels = torch.randint(0, V, (N,), generator=g)
+    if fused:
+        return plan.fused_loss(h, w, labels)[0]
+    return plan.logits_loss(h @ w.t(), labels)[0]

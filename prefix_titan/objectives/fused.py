@@ -42,14 +42,22 @@ def default_chunk_tokens(device_type: str, dim: int) -> int:
 
 
 def chunk_statistics(
-    z, y, keep, table: TableTensors, row_weight, want_grad: bool, passes=PyTorchRows
+    z,
+    y,
+    keep,
+    table: TableTensors,
+    row_weight,
+    want_grad: bool,
+    passes=PyTorchRows,
+    chunk_bytes: int | None = None,
 ):
     """(objective sum, CE sum, gradient of the objective w.r.t. z or None) of one chunk: the
     unfused kernel's passes, in its cache-sized row blocks when eager. The chunk's logits are not
     needed afterwards: the gradient is written over them (Triton, and the eager PyTorch passes,
     which compute it in the statistics' walk over each block), so a chunk holds one [c, V]
-    tensor, not two."""
-    rows = chunk_rows(z)
+    tensor, not two. `chunk_bytes`: the eager row blocks' fp32 size (None: the device's
+    default)."""
+    rows = chunk_rows(z, chunk_bytes)
     if not want_grad:
         return passes.statistics(z, y, keep, table, row_weight, rows)[:2] + (None,)
     scale = row_scale(keep, row_weight)
@@ -57,13 +65,17 @@ def chunk_statistics(
 
 
 def build_chunk_step(
-    kernel: RowKernel = RowKernel.PYTORCH, compile: bool = False, backend: str = "inductor"
+    kernel: RowKernel = RowKernel.PYTORCH,
+    compile: bool = False,
+    backend: str = "inductor",
+    chunk_bytes: int | None = None,
 ):
-    """`chunk_statistics` on `kernel`'s row passes, or compiled (`compiled_chunk_step`: the
+    """`chunk_statistics` on `kernel`'s row passes (eager PyTorch ones through `chunk_bytes`
+    fp32 blocks, None: the device's default), or compiled (`compiled_chunk_step`: the
     element-wise passes fused, the matmuls eager); the Triton passes are the same in both modes:
     they are single kernels already."""
     if not (compile and kernel.compiles):
-        return partial(chunk_statistics, passes=kernel.passes())
+        return partial(chunk_statistics, passes=kernel.passes(), chunk_bytes=chunk_bytes)
     passes = torch.compile(compiled_chunk_passes, backend=backend, dynamic=False)
     return partial(compiled_chunk_step, passes)
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from .kernel import IGNORE_INDEX, chunk_rows
+from .kernel import check_labels, chunk_rows, scored_rows
 from .table import TableTensors
 
 LENGTHS = ("1", "2-3", "4-6", "7+", "no text")
@@ -174,9 +174,10 @@ def mechanism_sums(
     row_weight: torch.Tensor | None = None,
     background: bool = True,
 ) -> torch.Tensor:
-    """The LAYOUT vector of logits [N, V] for labels [N] (-100: ignored)."""
-    keep = labels != IGNORE_INDEX
-    y = torch.where(keep, labels, 0)
+    """The LAYOUT vector of logits [N, V] for labels [N] (-100: ignored; anything else outside
+    [0, V) is refused)."""
+    check_labels(labels, logits.shape[-1])
+    keep, y = scored_rows(labels, logits.shape[-1])
     return chunk_sums(logits, y, keep, mt, table, row_weight, background)
 
 

@@ -48,6 +48,13 @@ class LossPlan:
         return self.chunk_tokens is not None
 
     @property
+    def row_block_bytes(self) -> int | None:
+        """The eager PyTorch row passes' fp32 block (objective.row_block_mib); None: the
+        device's default."""
+        mib = self.spec.row_block_mib
+        return None if mib is None else mib * 2**20
+
+    @property
     def vocab_size(self) -> int:
         return self.table.vocab_size
 
@@ -76,8 +83,7 @@ class LossPlan:
         plain CE and its breakdowns, prefix mass, top-1, Brier, calibration, and the objective
         (weighted as in training)."""
         V = self.vocab_size
-        check_labels(labels, V)
-        return mechanism_sums(
+        return mechanism_sums(  # refuses bad labels
             logits.reshape(-1, V),
             labels.reshape(-1),
             self.mechanism_on(logits.device),
@@ -92,7 +98,9 @@ class LossPlan:
 
     @cached_property
     def _target_loss(self):
-        loss = partial(target_loss, kernel=self.kernel, check=False)  # checked by logits_loss
+        loss = partial(  # labels checked by logits_loss
+            target_loss, kernel=self.kernel, chunk_bytes=self.row_block_bytes, check=False
+        )
         if self.compile and self.kernel.compiles:
             return torch.compile(loss, backend=self.backend)
         return loss
@@ -100,7 +108,7 @@ class LossPlan:
     @cached_property
     def chunk_step(self):
         """The fused head's per-chunk step (compiled when the plan compiles)."""
-        return build_chunk_step(self.kernel, self.compile, self.backend)
+        return build_chunk_step(self.kernel, self.compile, self.backend, self.row_block_bytes)
 
     def logits_loss(self, logits, labels, weighted: bool = True, *, check: bool = True):
         """(objective sum, plain CE sum) of logits [..., V] for labels [...]; `weighted=False`
@@ -149,6 +157,8 @@ class LossPlan:
             how = " (row passes: Triton kernels)"
         elif self.compile:
             how = " (row passes compiled with torch.compile)"
+        elif self.spec.row_block_mib is not None:
+            how = f" (row passes through {self.spec.row_block_mib} MiB blocks)"
         else:
             how = ""
         if self.fused:
@@ -157,6 +167,17 @@ class LossPlan:
                 f"tokens ({self.chunk_source}){how}"
             )
         return f"Loss: {self.spec.name} on the model's logits{how}"
+
+
+def check_row_block(spec: ObjectiveSpec, compile: bool) -> None:
+    """Refuse objective.row_block_mib where the loss is compiled: torch.compile fuses the row
+    passes, there is no block to size."""
+    if compile and spec.row_block_mib is not None:
+        raise ValueError(
+            "objective.row_block_mib sets the eager row passes' block, and the loss is compiled "
+            "(torch.compile fuses the passes: no block): leave objective.row_block_mib unset, "
+            "or take 'loss' out of compile.components"
+        )
 
 
 def build_plan(
@@ -174,6 +195,7 @@ def build_plan(
     vocabulary) enables the validation metrics."""
     spec.validate()
     kernel = RowKernel.parse(spec.kernel)
+    check_row_block(spec, compile)
     chunk, source = None, ""
     if spec.fused_loss:
         if spec.fused_chunk_tokens is not None:
@@ -186,4 +208,4 @@ def build_plan(
     return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism)
 
 
-__all__ = ["LossPlan", "build_plan"]
+__all__ = ["LossPlan", "build_plan", "check_row_block"]

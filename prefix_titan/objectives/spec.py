@@ -102,6 +102,14 @@ class ObjectiveSpec:
     """How the loss's row passes run: `pytorch` (the default) or `triton` (Triton kernels, a CUDA
     GPU; opt-in: see docs/fused_loss.md). Not part of the objective: arms of a sweep share it"""
 
+    row_block_mib: int | None = option(None, EXECUTION)
+    """kernel = pytorch, not compiled: MiB of the fp32 block the eager row passes walk the logits
+    through, as many rows at a time as fit (an integer >= 1; unset = the device's default: 4 on
+    CPU, 256 on a GPU, see objectives/kernel.py). The bytes moved are the same at any size; a
+    block that stays in cache moves fewer of them to memory, and each block costs its kernel
+    launches: `scripts/bench_loss.py --row-block-mib ...` measures the choices on a device. Not
+    part of the objective: arms of a sweep share it"""
+
     position_gamma: float | None = option(
         None, WEIGHTING, label=lambda v: None if v is None else f"gamma{v}", order=50
     )
@@ -207,7 +215,21 @@ class ObjectiveSpec:
                     "objective.fused_loss is false: set objective.fused_loss = true, or leave "
                     "objective.fused_chunk_tokens unset"
                 )
-        RowKernel.parse(self.kernel)
+        kernel = RowKernel.parse(self.kernel)
+        block = self.row_block_mib
+        if block is not None:
+            if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+                raise ValueError(
+                    "objective.row_block_mib must be an integer >= 1 (unset: the device's "
+                    f"default); got {block!r}"
+                )
+            if kernel is not RowKernel.PYTORCH:
+                raise ValueError(
+                    "objective.row_block_mib sets the PyTorch row passes' block, and "
+                    f"objective.kernel is {kernel.value!r} (one kernel per row, no block): "
+                    "leave objective.row_block_mib unset, or set objective.kernel = "
+                    f"{RowKernel.PYTORCH.value!r}"
+                )
         eps = self.epsilon
         if not _is_number(eps) or not (0.0 <= eps < 1.0):
             raise ValueError(f"objective.epsilon must be a number in [0, 1); got {eps!r}")

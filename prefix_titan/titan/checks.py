@@ -8,6 +8,7 @@ import os
 from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import resolve_family
 from ..objectives.kernel import RowKernel
+from ..objectives.plan import check_row_block
 from ..runs.checkpoints import complete_steps, verify_step
 from ..runs.folder import (
     RESUME_MAY_CHANGE,
@@ -19,6 +20,7 @@ from ..runs.folder import (
 )
 from ..runs.lock import RunLock
 from .datasets import EMBEDDED_DATASETS, TOKEN_DATASETS, check_dataset_name
+from .loss import compiles_loss
 
 
 def check_triton_device() -> None:
@@ -155,6 +157,7 @@ def check_job_config(job_config) -> None:
                 )
     if RowKernel.parse(spec.kernel) is RowKernel.TRITON:
         check_triton_device()
+    check_row_block(spec, compiles_loss(job_config))
     if spec.position_gamma is not None and p.context_parallel_degree > 1:
         raise ValueError(
             "objective.position_gamma weights each target by its position in the sequence, but "

@@ -25,7 +25,7 @@ from prefix_titan.objectives.fused import (
     default_chunk_tokens,
     fused_target_loss,
 )
-from prefix_titan.objectives.kernel import PyTorchRows, chunk_rows
+from prefix_titan.objectives.kernel import PyTorchRows, chunk_rows, target_loss
 from prefix_titan.objectives.reference import reference_fused_loss, reference_loss
 
 SPECS = sweep_specs(taus=(0.05, 0.5, 2.0))
@@ -138,6 +138,58 @@ def test_frozen_head_weight_gets_no_gradient(tables):
     reference_fused_loss(ref_h, w, labels, table)[0].backward()
     assert w.grad is None
     torch.testing.assert_close(h.grad, ref_h.grad, atol=3e-5, rtol=3e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_no_tokens_give_zero_sums_that_still_backpropagate(tables, fused):
+    """A batch with no rows (an empty shard's last micro-batch): zero objective and CE, and a
+    backward that gives zero gradients, fused or not."""
+    table = tables[str(SPECS[2])]
+    V = table.vocab_size
+    h = torch.randn(0, DIM, requires_grad=True)
+    w = torch.randn(V, DIM, requires_grad=True)
+    labels = torch.zeros(0, dtype=torch.long)
+    if fused:
+        objective, ce = fused_target_loss(h, w, labels, table.tensors("cpu"))
+    else:
+        objective, ce = target_loss(h @ w.t(), labels, table.tensors("cpu"))
+    assert objective.item() == 0.0 and ce.item() == 0.0
+    assert objective.requires_grad and not ce.requires_grad
+    objective.backward()
+    assert h.grad.shape == (0, DIM) and torch.count_nonzero(w.grad) == 0
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
+def test_a_table_of_another_width_is_refused(tables, fused):
+    """Logits (or a head) wider than the table: labels between the two widths would be neither
+    scored nor refused; the call is refused, naming both widths."""
+    table = tables[str(SPECS[2])]
+    V = table.vocab_size
+    h, w = torch.randn(4, DIM), torch.randn(V + 8, DIM)
+    labels = torch.tensor([0, 1, V + 2, 3])
+    with pytest.raises(ValueError, match=f"{V + 8} .* {V}"):
+        if fused:
+            fused_target_loss(h, w, labels, table.tensors("cpu"))
+        else:
+            target_loss(h @ w.t(), labels, table.tensors("cpu"))
+
+
+def test_the_hidden_states_gradient_is_scaled_in_fp32(tables):
+    """bf16: backward scales the fused head's gradients by the incoming one (1/3 here, as
+    1/tokens in a run) in fp32, rounding each element once: no bf16 rounding of the scale
+    itself, which would shift every element of grad h alike (bf16(1/3) is 0.19% off)."""
+    table = tables[str(SPECS[2])]
+    h, w, labels = fresh_head(table.vocab_size, dim=DIM, dtype=torch.bfloat16)
+    grads = []
+    for scale in (1.0, 1.0 / 3.0):
+        hh = h.detach().requires_grad_()
+        objective, _ = fused_target_loss(hh, w, labels, table.tensors("cpu"), chunk_tokens=64)
+        (objective * scale).backward()
+        grads.append(hh.grad.float())
+    want = grads[0] / 3.0  # the unscaled gradient, scaled in fp32
+    ratio = (grads[1][want.abs() > 1e-6] / want[want.abs() > 1e-6]).median()
+    assert abs(ratio.item() - 1.0) < 2e-4, ratio
+    torch.testing.assert_close(grads[1], want, atol=0.0, rtol=2**-8)
 
 
 def test_second_backward_is_refused_fn(tables):

@@ -214,6 +214,7 @@ def _training_parts(table, fused: bool, compile: bool = False, device="cpu"):
     with torch.no_grad():
         model.init_weights()
     plan = plan_of(table, spec, dim=args.dim, compile=compile)
+    plan.prepare(device)  # as parallelize_prefix_llama does
     if fused:
         model.output.set_plan(plan, defer_label_check=True)  # as parallelize_prefix_llama does
     meter = PlainCEMeter()
@@ -235,18 +236,19 @@ def _train_step(model, loss_fn, tokens, labels, fused):
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
-def test_a_training_step_never_waits_for_the_host(tables, fused):
+def test_a_training_step_never_waits_for_the_host(fused):
     """Forward, loss and backward of a step, twice (two micro-batches) as the TrainSpec builds
-    them: no .item(), bool(), .tolist() or data-dependent shape anywhere (the labels are counted
-    on the device); the step checks afterwards read everything in one sync."""
+    them, the first step of a run included (a new table, prepared on the device at start-up as
+    parallelize_prefix_llama does): no .item(), bool(), .tolist() or data-dependent shape
+    anywhere (the labels are counted on the device); the step checks afterwards read everything
+    in one sync."""
     from prefix_titan.titan.step_checks import check_step_sums
 
-    model, loss_fn, meter = _training_parts(tables["prefix_tau0.5"], fused)
+    table = build_target_table(_texts(), SPECS["prefix_tau0.5"])
+    model, loss_fn, meter = _training_parts(table, fused)
     tokens = torch.randint(0, V, (2, 32))
     labels = torch.randint(0, V, (2, 32))
     labels[0, :4] = IGNORE_INDEX
-    _train_step(model, loss_fn, tokens, labels, fused)  # first step: tables made on the device
-    meter.reset()
     with HostSyncs() as syncs:
         for _ in range(2):
             _train_step(model, loss_fn, tokens, labels, fused)
@@ -272,18 +274,20 @@ def test_host_sync_counter_sees_what_syncs():
 @pytest.mark.cuda
 @pytest.mark.parametrize("fused", [False, True], ids=["unfused", "fused"])
 def test_a_cuda_training_step_never_synchronizes(tables, fused):
-    """On a GPU, torch's own sync detector: a step under set_sync_debug_mode("error") raises on
-    any synchronizing call."""
+    """On a GPU, torch's own sync detector: the first two steps after start-up (the plan
+    prepared on the device) under set_sync_debug_mode("error"), which raises on any
+    synchronizing call."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    model, loss_fn, meter = _training_parts(tables["prefix_tau0.5"], fused, device="cuda")
+    table = build_target_table(_texts(), SPECS["prefix_tau0.5"])
+    model, loss_fn, meter = _training_parts(table, fused, device="cuda")
     tokens = torch.randint(0, V, (2, 32), device="cuda")
     labels = torch.randint(0, V, (2, 32), device="cuda")
-    _train_step(model, loss_fn, tokens, labels, fused)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _train_step(model, loss_fn, tokens, labels, fused)
+        for _ in range(2):
+            _train_step(model, loss_fn, tokens, labels, fused)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

@@ -112,6 +112,13 @@ def fp32_output_matmul(device: torch.device, dtype: torch.dtype) -> bool:
     return _cuda_addmm_fp32(device, dtype)
 
 
+def prepare_device(device: torch.device) -> None:
+    """Ask `fp32_output_matmul` on `device` for every low-precision dtype now, at start-up: its
+    CUDA probe reads a result back (a host sync), which then never happens in a training step."""
+    for dtype in (torch.bfloat16, torch.float16):
+        fp32_output_matmul(device, dtype)
+
+
 @functools.cache
 def _cuda_addmm_fp32(device: torch.device, dtype: torch.dtype) -> bool:
     a = torch.ones(1, 1, device=device, dtype=dtype)
@@ -166,7 +173,8 @@ def _fused_pass(h, head_weight, labels, row_weight, head: FusedHead, grad_h_want
         if grad_w_wanted:
             grad_w = add_weight_grad(grad_w, g, h[r], fp32_output)
     if objective is None:  # no tokens
-        objective = ce = h.new_zeros((), dtype=torch.float32)
+        objective = h.new_zeros((), dtype=torch.float32)
+        ce = torch.zeros_like(objective)  # its own tensor: ce is marked non-differentiable
         if grad_w_wanted:
             grad_w = torch.zeros(head_weight.shape, dtype=torch.float32, device=h.device)
     return objective, ce, grad_h, grad_w
@@ -193,8 +201,9 @@ class _FusedHeadLossFunction(torch.autograd.Function):
         grad_h, grad_w = ctx.grads
         ctx.grads = None
         scale = grad_objective.float()
-        if grad_h is not None:
-            grad_h = grad_h.mul_(scale.to(grad_h.dtype))
+        if grad_h is not None:  # scaled in fp32 (a 1-element tensor takes part in the dtype),
+            # rounded once in place
+            grad_h = torch.mul(grad_h, scale.reshape(1), out=grad_h)
         if grad_w is not None:  # one pass: scaled in fp32, rounded once into the weight's dtype
             out = (
                 grad_w
@@ -221,6 +230,11 @@ def fused_target_loss(
     and width; a run's LossPlan always names it); `table` and `row_weight` as for
     `kernel.target_loss`; `step` from `build_chunk_step` (None: the eager PyTorch passes);
     `check` as for `kernel.target_loss`."""
+    if head_weight.shape[0] != table.idx.shape[0]:
+        raise ValueError(
+            f"the head has {head_weight.shape[0]} rows but the target table has "
+            f"{table.idx.shape[0]}"
+        )
     if check:
         check_labels(labels, head_weight.shape[0])
     if chunk_tokens is None:

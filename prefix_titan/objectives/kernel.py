@@ -247,6 +247,9 @@ def _buffer(logits, rows: int) -> torch.Tensor:
 def _eager_walk(logits, y, keep, table: TableTensors, row_weight, rows: int, scale=None):
     """(objective sum, CE sum, per-row logsumexp) of [N, V] logits, `rows` rows at a time
     through one fp32 block; with `scale` each block's gradient is written over it as well."""
+    if logits.shape[0] == 0:  # no rows: sums of nothing
+        zero = logits.new_zeros((), dtype=torch.float32)
+        return zero, zero.clone(), logits.new_empty((0,), dtype=torch.float32)
     buf = _buffer(logits, rows)
     parts = [
         _eager_statistics(
@@ -282,13 +285,11 @@ class PyTorchRows:
         return _eager_walk(logits, y, keep, table, row_weight, rows)
 
     @staticmethod
-    def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
-        """d(objective)/d(logits) times `scale` per row, in the logits' dtype. `may_overwrite`:
-        the logits are not needed afterwards, so eagerly each block's gradient replaces that
-        block; under torch.compile it is a new tensor."""
+    def gradient(logits, y, scale, lse, table: TableTensors, rows: int):
+        """d(objective)/d(logits) times `scale` per row, in the logits' dtype (a new tensor)."""
         if torch.compiler.is_compiling():
             return _backward_rows(logits, y, scale, lse, table)
-        grad = logits if may_overwrite else torch.empty_like(logits)
+        grad = torch.empty_like(logits)
         buf = _buffer(logits, rows)
         for r in _blocks(logits.shape[0], rows):
             n = r.stop - r.start
@@ -357,6 +358,10 @@ def target_loss(
     `TargetTable.tensors`, `row_weight` [N] or None (every row weighs 1). `check`: refuse labels
     outside [0, V) other than IGNORE_INDEX (one host sync); with False the caller refuses them
     (rows with such a label are not scored)."""
+    if logits.shape[-1] != table.idx.shape[0]:
+        raise ValueError(
+            f"logits have {logits.shape[-1]} classes but the target table has {table.idx.shape[0]}"
+        )
     if check:
         check_labels(labels, logits.shape[-1])
     how = RowPasses(table, kernel.passes(), chunk_rows(logits, chunk_bytes))

@@ -15,7 +15,7 @@ from functools import cached_property, partial
 
 import torch
 
-from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss
+from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss, prepare_device
 from .kernel import RowKernel, check_labels, row_weights, target_loss
 from .mechanism import MechanismTables, mechanism_sums, observing_step
 from .spec import ObjectiveSpec
@@ -77,6 +77,15 @@ class LossPlan:
         if device not in self._mechanism_on:
             self._mechanism_on[device] = self.mechanism.to(device)
         return self._mechanism_on[device]
+
+    def prepare(self, device) -> None:
+        """Make on `device`, at start-up, what a training step would otherwise make in its first
+        call: the target table's tensors and (fused head) the answer to whether its weight
+        gradient can be summed straight into fp32; both read values on the host once."""
+        device = torch.device(device)
+        self.tensors(device)
+        if self.fused:
+            prepare_device(device)
 
     def validation_sums(self, logits, labels) -> torch.Tensor:
         """The validation metrics' sums (mechanism.LAYOUT) of logits [..., V] for labels [...]:

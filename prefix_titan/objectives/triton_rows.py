@@ -10,7 +10,7 @@ per row, chosen by `kernel.RowKernel.TRITON`:
 - backward: one read and one write, (softmax(z) - b) * scale in the gradient's dtype, then the K
   sparse entries overwritten with (softmax(z)[idx_k] - p(idx_k)) * scale. The K logits are read
   before the row is written (a barrier between), so the gradient may overwrite the logits in
-  place (the fused head's chunks do: `TritonRows.gradient`'s may_overwrite).
+  place (the fused head's chunks do: `TritonRows.statistics_and_gradient`).
 
 Sums over rows are taken afterwards in PyTorch, in a fixed order. Nothing [N, V] is allocated in
 fp32. On a CUDA GPU the kernels are compiled by Triton; on a CPU they run only in Triton's
@@ -268,9 +268,9 @@ class TritonRows:
         return row_statistics(logits, y, keep, table, row_weight)
 
     @staticmethod
-    def gradient(logits, y, scale, lse, table: TableTensors, rows: int, may_overwrite=False):
+    def gradient(logits, y, scale, lse, table: TableTensors, rows: int):
         del rows
-        return row_gradient(logits, y, scale, lse, table, out=logits if may_overwrite else None)
+        return row_gradient(logits, y, scale, lse, table)
 
     @staticmethod
     def statistics_and_gradient(logits, y, keep, table: TableTensors, row_weight, scale, rows):

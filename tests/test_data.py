@@ -14,6 +14,7 @@ def test_ascii_only_removes_every_non_ascii_character():
     assert ascii_only("plain text\n\t~") == "plain text\n\t~"
 
 
+@pytest.mark.slow
 def test_embedded_corpus_is_ascii_split_and_deterministic():
     docs = embedded_documents()
     assert len(docs) > 1000 and sum(map(len, docs)) > 1_000_000

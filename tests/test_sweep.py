@@ -241,6 +241,7 @@ def test_a_folder_without_configs_is_refused(tmp_path):
     assert "--root . holds no train_configs/ folder" in out.stderr, out.stderr
 
 
+@pytest.mark.slow
 def test_the_scripts_still_run_the_sweep_for_one_release(tmp_path):
     """scripts/launch_sweep.py and scripts/make_configs.py wrap the package's commands and find
     the project from wherever they are started."""

@@ -269,6 +269,7 @@ def test_written_folders_read_back_as_the_records(tmp_path):
 # -- the report's claims ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_json_and_report_md_state_the_same_claims(tmp_path):
     runs = sim.simulate(
         sim.Sweep(

@@ -232,7 +232,8 @@ def test_the_train_spec_loss_builder_passes_the_kernel_down(embedded_tokenizer_d
     )
     loss = build_target_loss(config, plans=LossPlans(), meter=None)
     assert loss.plan.kernel is TRITON and loss.plan.compile
-    assert loss.plan._target_loss.keywords == {"kernel": TRITON, "check": False}  # not compiled
+    keywords = {"kernel": TRITON, "chunk_bytes": None, "check": False}
+    assert loss.plan._target_loss.keywords == keywords  # not compiled
 
 
 def test_triton_kernel_is_refused_on_a_cpu_without_the_interpreter(tables, monkeypatch):

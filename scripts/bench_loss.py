@@ -22,8 +22,10 @@ on V and K, not on the texts; Llama-3 has K = 86). Several --chunk-tokens values
 case a row per chunk size (`fused_ce @2048`): how the fused head's chunk size is chosen for a device.
 Several --row-block-mib values give each eager PyTorch case (unfused and fused) a row per size of the
 fp32 block its row passes walk the logits through (`prefix_tau0.5 /64MiB`): the same bytes, in
-cache or not, in more or fewer kernel launches; the fastest is the device's
-`objective.row_block_mib`.
+cache or not, in more or fewer kernel launches. A block that walks the same rows as a smaller one
+(both as large as the chunk, or as all the tokens) is the same computation and is left out. The
+fastest block of the unfused rows is the device's `objective.row_block_mib` for unfused runs; the
+fused head's chunk size and block are chosen together, as the fastest measured pair.
 `head_matmuls` is the floor: the head's three matmuls alone, no loss.
 
 Each row also gives the spread of its time over the repeats (fastest-slowest), the peak memory's
@@ -37,8 +39,9 @@ once).
 After the table come the goals, each loss row held to torchtitan's CE measured in the same run:
 unfused eager <= 1.0x eager CE time at <= 0.4x its memory; the fused head, eager and compiled,
 <= 1.05x compiled CE time at <= 0.25x its memory; and each row's ratio to the floor (stretch:
-<= 1.2x). With several --chunk-tokens, the fastest chunk size within the memory goal, per row
-kernel: the value for `objective.fused_chunk_tokens` on this device.
+<= 1.2x). With several --chunk-tokens (or --row-block-mib), the fastest chunk size (and block)
+within the memory goal, per row kernel: the value for `objective.fused_chunk_tokens` (and
+`objective.row_block_mib`) on this device.
 """
 
 from __future__ import annotations
@@ -331,50 +334,50 @@ def goal_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def chunk_choice(rows: list[dict]) -> dict[str, int | None]:
-    """Per row kernel measured at several chunk sizes, the one whose fused rows (all objectives
-    and modes) meet the memory goal and take the least time in total; None if none meets it."""
+def chunk_choice(rows: list[dict]) -> dict[str, tuple[int, int | None] | None]:
+    """Per row kernel measured at several chunk sizes or row blocks: the (chunk tokens, row
+    block MiB) pair whose fused rows (every objective, both modes: a compiled row counts at its
+    chunk size whatever the block, it has none) meet the memory goal and take the least time in
+    total; None if no pair meets it. The block is None where the kernel's rows have none."""
     ref = _row_of(rows, "torchtitan_ce", "compiled")
     bound = None if ref is None else FUSED_MEMORY_BOUND * ref["peak_bytes"]
-    by_kernel: dict[str, dict[int, list[dict]]] = {}
-    for r in fastest_blocks(rows):
+    by_kernel: dict[str, list[dict]] = {}
+    for r in rows:
         fused, kernel, _ = _split(r["case"])
         if fused and r["chunk_tokens"] is not None:
-            by_kernel.setdefault(kernel, {}).setdefault(r["chunk_tokens"], []).append(r)
+            by_kernel.setdefault(kernel, []).append(r)
     choice = {}
-    for kernel, chunks in by_kernel.items():
-        fits = {
-            c: sum(r["ms"] for r in rs)
-            for c, rs in chunks.items()
-            if bound is None or all(r["peak_bytes"] <= bound for r in rs)
-        }
-        if len(chunks) > 1:
-            choice[kernel] = min(fits, key=fits.get) if fits else None
+    for kernel, rs in by_kernel.items():
+        pairs = {(r["chunk_tokens"], r.get("row_block_mib")) for r in rs}
+        blocks = {b for _, b in pairs if b is not None}
+        if len(pairs - {(c, None) for c, _ in pairs if blocks}) < 2:
+            continue  # one pair measured: nothing to choose
+        fits = {}
+        for chunk, block in pairs:
+            if block is None and blocks:
+                continue  # the blocked rows' pairs carry the unblocked (compiled) rows
+            members = [
+                r
+                for r in rs
+                if r["chunk_tokens"] == chunk and r.get("row_block_mib") in (block, None)
+            ]
+            if bound is None or all(r["peak_bytes"] <= bound for r in members):
+                fits[chunk, block] = sum(r["ms"] for r in members)
+        choice[kernel] = min(fits, key=fits.get) if fits else None
     return choice
 
 
-def fastest_blocks(rows: list[dict]) -> list[dict]:
-    """The rows with, of each case, chunk size and mode measured at several row blocks, only the
-    fastest block's."""
-    best: dict[tuple, dict] = {}
-    for r in rows:
-        key = (r["case"], r.get("chunk_tokens"), r["mode"])
-        if key not in best or r["ms"] < best[key]["ms"]:
-            best[key] = r
-    return list(best.values())
-
-
-def block_choice(rows: list[dict]) -> dict[str, int]:
-    """Per eager PyTorch path ("unfused", "fused") measured at several row blocks: the block
-    (MiB) whose rows (all objectives and chunk sizes) take the least time in total."""
-    by_path: dict[str, dict[int, float]] = {}
+def block_choice(rows: list[dict]) -> int | None:
+    """The unfused eager PyTorch rows measured at several row blocks: the block (MiB) whose rows
+    (every objective) take the least time in total; None if fewer than two blocks were measured
+    (the fused head's block is chosen with its chunk size: `chunk_choice`)."""
+    times: dict[int, float] = {}
     for r in rows:
         fused, kernel, _ = _split(r["case"])
         block = r.get("row_block_mib")
-        if block is not None and kernel == "pytorch" and r["mode"] == "eager":
-            times = by_path.setdefault("fused" if fused else "unfused", {})
+        if block is not None and not fused and kernel == "pytorch" and r["mode"] == "eager":
             times[block] = times.get(block, 0.0) + r["ms"]
-    return {path: min(t, key=t.get) for path, t in by_path.items() if len(t) > 1}
+    return min(times, key=times.get) if len(times) > 1 else None
 
 
 def print_traffic_goals(rows: list[dict], dtype: str) -> None:
@@ -413,20 +416,31 @@ def print_goals(rows: list[dict]) -> None:
         if _row_of(rows, "torchtitan_ce", "compiled")
         else "(memory not held to the goal: no compiled torchtitan_ce row)"
     )
-    for kernel, chunk in sorted(chunk_choice(rows).items()):
-        if chunk is None:
+    for kernel, pair in sorted(chunk_choice(rows).items()):
+        if pair is None:
             print(
                 f"\nFused head, {kernel} row passes: no measured chunk size meets the memory goal"
             )
             continue
+        chunk, block = pair
+        if block is None:
+            print(
+                f"\nFused head, {kernel} row passes: {chunk} tokens per chunk is the fastest "
+                f"measured chunk size {held_to} on this device "
+                f"(objective.fused_chunk_tokens = {chunk})"
+            )
+        else:
+            print(
+                f"\nFused head, {kernel} row passes: {chunk} tokens per chunk in {block} MiB row "
+                f"blocks is the fastest measured pair {held_to} on this device "
+                f"(objective.fused_chunk_tokens = {chunk}; eager: objective.row_block_mib = "
+                f"{block})"
+            )
+    block = block_choice(rows)
+    if block is not None:
         print(
-            f"\nFused head, {kernel} row passes: {chunk} tokens per chunk is the fastest measured "
-            f"chunk size {held_to} on this device (objective.fused_chunk_tokens = {chunk})"
-        )
-    for path, block in sorted(block_choice(rows).items()):
-        print(
-            f"\n{path.capitalize()} eager PyTorch row passes: {block} MiB blocks are the fastest "
-            f"measured on this device (objective.row_block_mib = {block})"
+            f"\nUnfused eager PyTorch row passes: {block} MiB blocks are the fastest measured on "
+            f"this device (objective.row_block_mib = {block})"
         )
 
 
@@ -440,15 +454,41 @@ def run_mode(mode: str, measure: str, a) -> None:
             torch._dynamo.reset()  # each case compiles afresh, as in its own process
 
 
-def _rows(a, mode: str) -> list[tuple[str, int | None, int | None]]:
+def _rows(a, mode: str, left_out: list | None = None) -> list[tuple[str, int | None, int | None]]:
     """(case, chunk tokens, row block MiB): each fused case once per --chunk-tokens value, each
-    eager PyTorch loss case once per --row-block-mib value."""
-    return [
-        (name, chunk, block)
-        for name in a.cases
-        for chunk in (a.chunk_tokens if _split(name)[0] else [None])
-        for block in (a.row_block_mib if _has_row_blocks(name, mode) else [None])
-    ]
+    eager PyTorch loss case once per --row-block-mib value, except a block that walks the same
+    rows as an earlier one (blocks as large as the chunk, or as all the tokens, are one and the
+    same computation): those go to `left_out`."""
+    out = []
+    for name in a.cases:
+        for chunk in a.chunk_tokens if _split(name)[0] else [None]:
+            if not _has_row_blocks(name, mode):
+                out.append((name, chunk, None))
+                continue
+            walked = set()
+            for block in a.row_block_mib:
+                rows = _block_rows(a, name, chunk, block)
+                if rows in walked:
+                    if left_out is not None:
+                        left_out.append((name, chunk, block))
+                    continue
+                walked.add(rows)
+                out.append((name, chunk, block))
+    return out
+
+
+def _block_rows(a, name: str, chunk: int | None, block: int | None) -> int:
+    """Rows per block the eager passes of a case walk: `block` MiB of fp32 (None: the device's
+    default, objectives/kernel.py), at most a chunk's rows (fused) or all the tokens."""
+    from prefix_titan.objectives.fused import default_chunk_tokens
+    from prefix_titan.objectives.kernel import CHUNK_BYTES, DEFAULT_CHUNK_BYTES
+
+    device_type = a.device.split(":")[0]
+    nbytes = CHUNK_BYTES.get(device_type, DEFAULT_CHUNK_BYTES) if block is None else block * 2**20
+    most = a.tokens
+    if _split(name)[0]:
+        most = min(most, chunk or default_chunk_tokens(device_type, a.dim))
+    return min(max(1, nbytes // (4 * a.vocab)), most)
 
 
 def _has_row_blocks(name: str, mode: str) -> bool:
@@ -562,7 +602,14 @@ def main() -> None:
     for mode in a.modes:
         # CUDA: time and memory from the same runs; CPU: memory in a second process (see above).
         measures = ["both"] if a.device == "cuda" else ["time", "memory"]
-        found: dict[tuple, dict] = {row: {} for row in _rows(a, mode)}
+        left_out: list = []
+        found: dict[tuple, dict] = {row: {} for row in _rows(a, mode, left_out)}
+        for name, chunk, block in left_out:
+            where = name if chunk is None else f"{name} @{chunk}"
+            print(
+                f"  {where} /{block}MiB left out: the same rows per block as a smaller block",
+                file=sys.stderr,
+            )
         for measure in measures:
             env = dict(os.environ)
             if measure == "memory":  # malloc hands large blocks back: RSS tracks live tensors

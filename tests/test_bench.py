@@ -103,11 +103,11 @@ def test_goals_hold_each_row_to_torchtitans_ce_in_the_mode_the_goal_names():
     assert held["fused_ce @2048", "compiled"]["floor"] is None  # no compiled floor row
     # pytorch: 2048 is faster in total but over the memory bound in compiled mode -> 1024;
     # triton: 4096 is over the bound -> 2048.
-    assert chunk_choice(rows) == {"pytorch": 1024, "triton": 2048}
+    assert chunk_choice(rows) == {"pytorch": (1024, None), "triton": (2048, None)}
     heavier = [{**r, "peak_bytes": 2500 * 2**20} if r["chunk_tokens"] == 1024 else r for r in rows]
     assert chunk_choice(heavier) == {
         "pytorch": None,  # no measured chunk size fits
-        "triton": 2048,
+        "triton": (2048, None),
     }
 
 
@@ -134,42 +134,52 @@ def test_row_blocks_are_tried_on_the_eager_pytorch_cases_and_the_fastest_named()
     bench = load_script("bench_loss")
     a = argparse.Namespace(
         cases=["torchtitan_ce", "ce", "triton_ce", "fused_ce", "head_matmuls"],
-        chunk_tokens=[1024, 2048],
-        row_block_mib=[32, 256],
+        chunk_tokens=[64, 2048],
+        row_block_mib=[32, 64, 256],
+        device="cuda",
+        vocab=128256,
+        tokens=16384,
+        dim=1024,
     )
-    eager = bench._rows(a, "eager")
+    left_out = []
+    eager = bench._rows(a, "eager", left_out)
     assert ("torchtitan_ce", None, None) in eager and ("triton_ce", None, None) in eager
     assert ("head_matmuls", None, None) in eager
-    assert {r for r in eager if r[0] == "ce"} == {("ce", None, 32), ("ce", None, 256)}
+    # 32 MiB walks 65 rows of V = 128,256, 64 MiB 130, 256 MiB 523: three blocks unfused
+    assert {r for r in eager if r[0] == "ce"} == {("ce", None, b) for b in (32, 64, 256)}
+    # a 64-token chunk is one block at any of them: measured once, at the first
     assert {r for r in eager if r[0] == "fused_ce"} == {
-        ("fused_ce", c, b) for c in (1024, 2048) for b in (32, 256)
+        ("fused_ce", 64, 32),
+        *(("fused_ce", 2048, b) for b in (32, 64, 256)),
     }
+    assert left_out == [("fused_ce", 64, 64), ("fused_ce", 64, 256)]
     assert all(block is None for _, _, block in bench._rows(a, "compiled"))
 
-    def row(case, ms, chunk=None, block=None):
-        return {**_row(case, "eager", ms, 1, chunk), "row_block_mib": block}
+    def row(case, mode, ms, chunk=None, block=None, mib=1):
+        return {**_row(case, mode, ms, mib, chunk), "row_block_mib": block}
 
     rows = [
-        row("ce", 50.0, block=32),
-        row("ce", 60.0, block=256),
-        row("label_smoothing", 55.0, block=32),
-        row("label_smoothing", 40.0, block=256),  # unfused in total: 32: 105 ms, 256: 100 ms
-        row("fused_ce", 20.0, 1024, 32),
-        row("fused_ce", 25.0, 1024, 256),
-        row("fused_ce", 24.0, 2048, 32),  # fused in total: 32: 44 ms, 256: 46 ms
-        row("fused_ce", 21.0, 2048, 256),
-        row("triton_ce", 10.0),
+        row("torchtitan_ce", "compiled", 22.0, mib=8000),
+        row("ce", "eager", 50.0, block=32),
+        row("ce", "eager", 60.0, block=256),
+        row("label_smoothing", "eager", 55.0, block=32),
+        row("label_smoothing", "eager", 40.0, block=256),  # in total: 32: 105 ms, 256: 100 ms
+        row("fused_ce", "eager", 9.0, 1024, 32),
+        row("fused_ce", "eager", 12.0, 1024, 256),
+        row("fused_ce", "eager", 13.0, 2048, 32),
+        row("fused_ce", "eager", 11.0, 2048, 256),
+        row("fused_ce", "compiled", 5.0, 1024),  # no block: counts with every pair at 1024
+        row("fused_ce", "compiled", 4.0, 2048),
+        row("triton_ce", "eager", 10.0),
     ]
-    assert bench.block_choice(rows) == {"unfused": 256, "fused": 32}
-    best = {(r["case"], r["chunk_tokens"]): r["row_block_mib"] for r in bench.fastest_blocks(rows)}
-    assert best == {
-        ("ce", None): 32,
-        ("label_smoothing", None): 256,
-        ("fused_ce", 1024): 32,
-        ("fused_ce", 2048): 256,
-        ("triton_ce", None): None,
-    }
-    assert bench._label(rows[4]) == "fused_ce @1024 /32MiB"
+    assert bench.block_choice(rows) == 256
+    # pairs in total, eager + compiled: (1024, 32) 14 ms, (1024, 256) 17, (2048, 32) 17,
+    # (2048, 256) 15: the fastest pair measured
+    assert bench.chunk_choice(rows) == {"pytorch": (1024, 32)}
+    rows[5]["peak_bytes"] = 3000 * 2**20  # over 0.25x of torchtitan's 8000 MiB
+    assert bench.chunk_choice(rows) == {"pytorch": (2048, 256)}
+    assert bench._label(rows[5]) == "fused_ce @1024 /32MiB"
+    assert bench.block_choice([r for r in rows if r["row_block_mib"] != 256]) is None
 
 
 def test_a_measurement_keeps_time_and_memory_from_the_runs_that_measured_them():

@@ -331,3 +331,16 @@ def _objective(plan, fused):
     if fused:
         return plan.fused_loss(h, w, labels)[0]
     return plan.logits_loss(h @ w.t(), labels)[0]
+
+
+def test_a_device_named_without_an_index_is_the_current_one(monkeypatch):
+    """`LossPlan.prepare("cuda")` must make what a step on cuda:N looks up: the table's tensors
+    and the fp32-accumulator answer are cached by the indexed device (simulated here: naming a
+    device needs no GPU)."""
+    from prefix_titan.objectives.table import indexed
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert indexed("cuda") == torch.device("cuda", 3)
+    assert indexed(torch.device("cuda")) == torch.device("cuda", 3)
+    assert indexed("cuda:1") == torch.device("cuda", 1)
+    assert indexed("cpu") == torch.device("cpu") and indexed("meta") == torch.device("meta")

@@ -27,7 +27,7 @@ from .kernel import (
     row_scale,
     scored_rows,
 )
-from .table import TableTensors
+from .table import TableTensors, indexed
 
 
 def default_chunk_tokens(device_type: str, dim: int) -> int:
@@ -109,7 +109,7 @@ def fp32_output_matmul(device: torch.device, dtype: torch.dtype) -> bool:
         return True
     if device.type != "cuda":
         return False
-    return _cuda_addmm_fp32(device, dtype)
+    return _cuda_addmm_fp32(indexed(device), dtype)
 
 
 def prepare_device(device: torch.device) -> None:

@@ -19,7 +19,7 @@ from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss, pr
 from .kernel import RowKernel, check_labels, row_weights, target_loss
 from .mechanism import MechanismTables, mechanism_sums, observing_step
 from .spec import ObjectiveSpec
-from .table import TableTensors, TargetTable
+from .table import TableTensors, TargetTable, indexed
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class LossPlan:
     def mechanism_on(self, device) -> MechanismTables:
         if self.mechanism is None:
             raise RuntimeError("this loss plan has no mechanism tables (built without texts)")
-        device = torch.device(device)
+        device = indexed(device)
         if device not in self._mechanism_on:
             self._mechanism_on[device] = self.mechanism.to(device)
         return self._mechanism_on[device]
@@ -82,7 +82,7 @@ class LossPlan:
         """Make on `device`, at start-up, what a training step would otherwise make in its first
         call: the target table's tensors and (fused head) the answer to whether its weight
         gradient can be summed straight into fp32; both read values on the host once."""
-        device = torch.device(device)
+        device = indexed(device)
         self.tensors(device)
         if self.fused:
             prepare_device(device)

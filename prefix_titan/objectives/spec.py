@@ -107,8 +107,9 @@ class ObjectiveSpec:
     through, as many rows at a time as fit (an integer >= 1; unset = the device's default: 4 on
     CPU, 256 on a GPU, see objectives/kernel.py). The bytes moved are the same at any size; a
     block that stays in cache moves fewer of them to memory, and each block costs its kernel
-    launches: `scripts/bench_loss.py --row-block-mib ...` measures the choices on a device. Not
-    part of the objective: arms of a sweep share it"""
+    launches: `scripts/bench_loss.py --row-block-mib ...` measures the choices on a device. The
+    training loss's passes only: the validation metrics walk blocks of their own. Not part of
+    the objective: arms of a sweep share it"""
 
     position_gamma: float | None = option(
         None, WEIGHTING, label=lambda v: None if v is None else f"gamma{v}", order=50

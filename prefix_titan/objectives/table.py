@@ -16,6 +16,17 @@ MAX_ENTRIES = 1024
 """Most sparse entries per row (K) a family may return: the kernels gather K logits per token."""
 
 
+def indexed(device: torch.device | str) -> torch.device:
+    """`device` with its index: torch.device("cuda") is the current CUDA device's cuda:N, as a
+    tensor there reports it, so that what is cached by device is found again."""
+    device = torch.device(device)
+    if device.index is None and device.type not in ("cpu", "meta"):
+        module = getattr(torch, device.type, None)
+        if module is not None and hasattr(module, "current_device"):
+            device = torch.device(device.type, module.current_device())
+    return device
+
+
 class TableTensors(NamedTuple):
     """A table on one device, as the loss kernels read it."""
 
@@ -55,7 +66,7 @@ class TargetTable:
 
     def tensors(self, device: torch.device | str) -> TableTensors:
         """The table on `device`, as the loss kernels read it; made once per device."""
-        device = torch.device(device)
+        device = indexed(device)
         if device not in self._on_device:
             tensors = (self.idx, self.weight, self.background, self.target_at_idx())
             self._on_device[device] = TableTensors(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch
 from torchtitan.components.lr_scheduler import build_lr_schedulers
 from torchtitan.components.optimizer import build_optimizers
 from torchtitan.distributed.pipeline_parallel import pipeline_llm
@@ -74,20 +73,13 @@ def parallelize_prefix_llama(
     from torchtitan.tools import utils
 
     plan = plans.for_job(job_config)
-    plan.prepare(_device(utils))
+    plan.prepare(utils.device_type)  # this rank's device: the current one of its type
     if plan.fused:
         model.output.set_plan(plan, validation_meter, defer_label_check=True)
     model = parallelize_llama(model, parallel_dims, job_config)
     if utils.device_type == "cpu":
         use_sum_reductions(model)
     return model
-
-
-def _device(utils) -> torch.device:
-    """This rank's device, as torchtitan set it before building the model."""
-    if utils.device_type == "cpu":
-        return torch.device("cpu")
-    return torch.device(utils.device_type, utils.device_module.current_device())
 
 
 def get_train_spec() -> TrainSpec:

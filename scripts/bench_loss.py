@@ -349,13 +349,12 @@ def chunk_choice(rows: list[dict]) -> dict[str, tuple[int, int | None] | None]:
     choice = {}
     for kernel, rs in by_kernel.items():
         pairs = {(r["chunk_tokens"], r.get("row_block_mib")) for r in rs}
-        blocks = {b for _, b in pairs if b is not None}
-        if len(pairs - {(c, None) for c, _ in pairs if blocks}) < 2:
+        # where eager rows have blocks, their pairs carry the unblocked (compiled) rows too
+        candidates = {p for p in pairs if p[1] is not None} or pairs
+        if len(candidates) < 2:
             continue  # one pair measured: nothing to choose
         fits = {}
-        for chunk, block in pairs:
-            if block is None and blocks:
-                continue  # the blocked rows' pairs carry the unblocked (compiled) rows
+        for chunk, block in candidates:
             members = [
                 r
                 for r in rs
@@ -481,14 +480,14 @@ def _block_rows(a, name: str, chunk: int | None, block: int | None) -> int:
     """Rows per block the eager passes of a case walk: `block` MiB of fp32 (None: the device's
     default, objectives/kernel.py), at most a chunk's rows (fused) or all the tokens."""
     from prefix_titan.objectives.fused import default_chunk_tokens
-    from prefix_titan.objectives.kernel import CHUNK_BYTES, DEFAULT_CHUNK_BYTES
+    from prefix_titan.objectives.kernel import rows_per_block
 
     device_type = a.device.split(":")[0]
-    nbytes = CHUNK_BYTES.get(device_type, DEFAULT_CHUNK_BYTES) if block is None else block * 2**20
     most = a.tokens
     if _split(name)[0]:
         most = min(most, chunk or default_chunk_tokens(device_type, a.dim))
-    return min(max(1, nbytes // (4 * a.vocab)), most)
+    nbytes = None if block is None else block * 2**20
+    return min(rows_per_block(a.vocab, device_type, nbytes), most)
 
 
 def _has_row_blocks(name: str, mode: str) -> bool:

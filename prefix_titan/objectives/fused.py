@@ -22,6 +22,7 @@ from .kernel import (
     PyTorchRows,
     RowKernel,
     check_labels,
+    check_width,
     chunk_rows,
     compiled_chunk_passes,
     row_scale,
@@ -230,11 +231,7 @@ def fused_target_loss(
     and width; a run's LossPlan always names it); `table` and `row_weight` as for
     `kernel.target_loss`; `step` from `build_chunk_step` (None: the eager PyTorch passes);
     `check` as for `kernel.target_loss`."""
-    if head_weight.shape[0] != table.idx.shape[0]:
-        raise ValueError(
-            f"the head has {head_weight.shape[0]} rows but the target table has "
-            f"{table.idx.shape[0]}"
-        )
+    check_width(head_weight.shape[0], table, "the head has {} rows")
     if check:
         check_labels(labels, head_weight.shape[0])
     if chunk_tokens is None:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import torch
 
-from .table import TableTensors
+from .table import TableTensors, TargetTable
 
 IGNORE_INDEX = -100
 # fp32 working set per eager chunk: on CPU a cache-sized chunk is fastest (measured with
@@ -224,9 +224,22 @@ def chunk_rows(logits: torch.Tensor, chunk_bytes: int | None = None) -> int:
     """Rows per block of the element-wise passes: a bounded fp32 working set when eager."""
     if torch.compiler.is_compiling():
         return logits.shape[0]  # inductor fuses the passes: no fp32 intermediate to bound
+    return rows_per_block(logits.shape[-1], logits.device.type, chunk_bytes)
+
+
+def rows_per_block(vocab_size: int, device_type: str, chunk_bytes: int | None = None) -> int:
+    """Rows of `vocab_size` logits in an fp32 block of `chunk_bytes` (None: the device type's
+    default, CHUNK_BYTES), at least one."""
     if chunk_bytes is None:
-        chunk_bytes = CHUNK_BYTES.get(logits.device.type, DEFAULT_CHUNK_BYTES)
-    return max(1, chunk_bytes // (4 * logits.shape[-1]))
+        chunk_bytes = CHUNK_BYTES.get(device_type, DEFAULT_CHUNK_BYTES)
+    return max(1, chunk_bytes // (4 * vocab_size))
+
+
+def check_width(width: int, table: TableTensors | TargetTable, what: str) -> None:
+    """Refuse logits (or a head) whose vocabulary is not the table's: labels between the two
+    widths would be neither scored nor refused. `what` names the width: "logits have {} classes"."""
+    if width != table.idx.shape[0]:
+        raise ValueError(f"{what.format(width)} but the target table has {table.idx.shape[0]}")
 
 
 def _blocks(n: int, rows: int):
@@ -358,10 +371,7 @@ def target_loss(
     `TargetTable.tensors`, `row_weight` [N] or None (every row weighs 1). `check`: refuse labels
     outside [0, V) other than IGNORE_INDEX (one host sync); with False the caller refuses them
     (rows with such a label are not scored)."""
-    if logits.shape[-1] != table.idx.shape[0]:
-        raise ValueError(
-            f"logits have {logits.shape[-1]} classes but the target table has {table.idx.shape[0]}"
-        )
+    check_width(logits.shape[-1], table, "logits have {} classes")
     if check:
         check_labels(labels, logits.shape[-1])
     how = RowPasses(table, kernel.passes(), chunk_rows(logits, chunk_bytes))

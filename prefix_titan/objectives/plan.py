@@ -16,7 +16,7 @@ from functools import cached_property, partial
 import torch
 
 from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss, prepare_device
-from .kernel import RowKernel, check_labels, row_weights, target_loss
+from .kernel import RowKernel, check_labels, check_width, row_weights, target_loss
 from .mechanism import MechanismTables, mechanism_sums, observing_step
 from .spec import ObjectiveSpec
 from .table import TableTensors, TargetTable, indexed
@@ -126,8 +126,7 @@ class LossPlan:
         `kernel.bad_labels`, and refuses them after the step: no host sync here); rows with a
         bad label are not scored meanwhile."""
         V = self.vocab_size
-        if logits.shape[-1] != V:
-            raise ValueError(f"logits have {logits.shape[-1]} classes but the target table has {V}")
+        check_width(logits.shape[-1], self.table, "logits have {} classes")
         if check:
             check_labels(labels, V)
         rw = self.row_weights(labels) if weighted else None

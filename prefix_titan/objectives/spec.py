@@ -51,6 +51,18 @@ def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
+def _check_count(name: str, value) -> bool:
+    """Whether the optional setting objective.<name> is set; refused unless it is an integer
+    >= 1 or unset (the device's default)."""
+    if value is None:
+        return False
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"objective.{name} must be an integer >= 1 (unset: the device's default); got {value!r}"
+        )
+    return True
+
+
 def _default_label(f: dataclasses.Field, value) -> str | None:
     if value == f.default:
         return None
@@ -203,13 +215,7 @@ class ObjectiveSpec:
             raise ValueError(f"objective.normalize must be true or false; got {self.normalize!r}")
         if not isinstance(self.fused_loss, bool):
             raise ValueError(f"objective.fused_loss must be true or false; got {self.fused_loss!r}")
-        chunk = self.fused_chunk_tokens
-        if chunk is not None:
-            if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-                raise ValueError(
-                    "objective.fused_chunk_tokens must be an integer >= 1 (unset: the device's "
-                    f"default); got {chunk!r}"
-                )
+        if _check_count("fused_chunk_tokens", self.fused_chunk_tokens):
             if not self.fused_loss:
                 raise ValueError(
                     "objective.fused_chunk_tokens sets the fused head's chunk size, and "
@@ -217,13 +223,7 @@ class ObjectiveSpec:
                     "objective.fused_chunk_tokens unset"
                 )
         kernel = RowKernel.parse(self.kernel)
-        block = self.row_block_mib
-        if block is not None:
-            if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-                raise ValueError(
-                    "objective.row_block_mib must be an integer >= 1 (unset: the device's "
-                    f"default); got {block!r}"
-                )
+        if _check_count("row_block_mib", self.row_block_mib):
             if kernel is not RowKernel.PYTORCH:
                 raise ValueError(
                     "objective.row_block_mib sets the PyTorch row passes' block, and "

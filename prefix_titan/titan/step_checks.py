@@ -20,6 +20,7 @@ import os
 
 import torch
 
+from ..objectives.table import indexed
 from ..runs.checkpoints import ChecksumRecorder
 
 RESUME_ADVICE = (
@@ -93,12 +94,7 @@ def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:
     if not (dist.is_available() and dist.is_initialized()):
         return bad
     if bad is None:
-        if like:
-            device = like[0].device
-        elif torch.cuda.is_available():
-            device = torch.device("cuda", torch.cuda.current_device())
-        else:
-            device = torch.device("cpu")
+        device = like[0].device if like else indexed("cuda" if torch.cuda.is_available() else "cpu")
         bad = torch.tensor([0, FAR, -FAR], device=device)
     count = bad[:1].clone()
     extremes = torch.stack([-bad[1], bad[2]])

@@ -177,6 +177,18 @@ def test_weight_gradient_sums_chunks_in_fp32(seed):
     torch.testing.assert_close(acc.double(), bf, rtol=2e-2, atol=0.1)
 
 
+def test_the_fp32_accumulator_calls_of_cuda_are_well_formed():
+    """The calls the CUDA path makes (bf16 chunk products into a new fp32 tensor, then into that
+    one in place: `out_dtype=torch.float32`) have no CPU kernel, but torch's meta kernels check
+    them: the dtypes, the shape and the in-place sum are checked on every run; the arithmetic
+    only on a GPU (the test below)."""
+    g = torch.empty(64, 40, dtype=torch.bfloat16, device="meta")
+    h = torch.empty(64, 16, dtype=torch.bfloat16, device="meta")
+    acc = add_weight_grad(None, g, h, fp32_output=True)
+    assert acc.dtype == torch.float32 and acc.shape == (40, 16)
+    assert add_weight_grad(acc, g, h, fp32_output=True) is acc
+
+
 @pytest.mark.cuda
 def test_weight_gradient_goes_straight_into_fp32_on_cuda(seed):
     """On CUDA the bf16 chunks' products are accumulated into the fp32 buffer by the matmul

@@ -83,15 +83,18 @@ def test_default_chunks_at_a_wide_head(tables, seed):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 @pytest.mark.parametrize("gamma", [None, 0.9], ids=["unweighted", "gamma0.9"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_gpu_default_chunks_match_reference(tables, dtype, gamma, seed):
-    """The GPU's default 2,048-token chunks: 4,500 rows are 3 chunks, one ragged."""
+def test_gpu_default_chunks_match_reference(tables, dtype, gamma, compiled, seed):
+    """The GPU's default 2,048-token chunks: 4,500 rows are 3 chunks, one ragged; eager, and
+    through the compiled chunk step (inductor's GPU code, with the torch at hand)."""
     assert default_chunk_tokens("cuda", 1023) == 2048
     table = tables[str(SPECS[-1])]
     h, w, labels = (t.cuda() for t in fresh_head(table.vocab_size, 4500, dtype, dim=1023))
     labels = labels.view(-1, 50)
-    got = run_head(fused_fn(table, gamma, device="cuda"), h, w, labels)
+    step = build_chunk_step(compile=True) if compiled else None
+    got = run_head(fused_fn(table, gamma, device="cuda", step=step), h, w, labels)
     ref = run_head(reference_head_fn(table, gamma, device="cuda"), h, w, labels)
     tol = dict(atol=1e-3, rtol=1e-4) if dtype == torch.float32 else TOL[dtype]  # TF32-free sums
     assert_parts_close(got, ref, tol, seed, parts=HEAD_PARTS)
@@ -311,3 +314,24 @@ def test_eager_chunk_step_writes_the_gradient_over_the_chunks_logits(tables, dty
     ref_objective, ref_ce = reference_loss(z.float(), labels, table)
     torch.testing.assert_close(objective.double(), ref_objective.double(), rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(ce.double(), ref_ce.double(), rtol=1e-5, atol=1e-3)
+
+
+def test_the_chunk_step_traced_into_a_larger_graph_matches_eager(tables, seed):
+    """Traced by torch.compile as part of a larger function (a head compiled whole), the chunk's
+    statistics and gradient come from the compiled form, the gradient as a new tensor (a write
+    over the logits in a graph that also reads them would leave the order to inductor): the
+    same values as the eager walk."""
+    table = tables[str(SPECS[1])]  # label smoothing: a uniform part
+    V = table.vocab_size
+    z = torch.randn(48, V)
+    labels = torch.randint(0, V, (48,))
+    labels[::7] = IGNORE_INDEX
+    keep = labels != IGNORE_INDEX
+    y = torch.where(keep, labels, 0)
+    tensors = table.tensors("cpu")
+    eager = chunk_statistics(z.clone(), y, keep, tensors, None, True)
+    logits = z.clone()
+    compiled = torch.compile(chunk_statistics, dynamic=False)(logits, y, keep, tensors, None, True)
+    assert torch.equal(logits, z)  # read only
+    for got, want in zip(compiled, eager):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -24,7 +24,8 @@ from .kernel import (
     check_labels,
     check_width,
     chunk_rows,
-    compiled_chunk_passes,
+    compiled_chunk_statistics,
+    compiled_gradient_write,
     row_scale,
     scored_rows,
 )
@@ -77,18 +78,24 @@ def build_chunk_step(
     they are single kernels already."""
     if not (compile and kernel.compiles):
         return partial(chunk_statistics, passes=kernel.passes(), chunk_bytes=chunk_bytes)
-    passes = torch.compile(compiled_chunk_passes, backend=backend, dynamic=False)
-    return partial(compiled_chunk_step, passes)
+    statistics, write = (
+        torch.compile(fn, backend=backend, dynamic=False)
+        for fn in (compiled_chunk_statistics, compiled_gradient_write)
+    )
+    return partial(compiled_chunk_step, statistics, write)
 
 
-def compiled_chunk_step(passes, z, y, keep, table: TableTensors, row_weight, want_grad: bool):
-    """`chunk_statistics` through the compiled `kernel.compiled_chunk_passes`: the dense
-    gradient is written over the chunk's logits by the fused kernel, and the K sparse entries
-    per row are put in here, so a chunk holds one [c, V] tensor."""
+def compiled_chunk_step(
+    statistics, write, z, y, keep, table: TableTensors, row_weight, want_grad: bool
+):
+    """`chunk_statistics` through the two compiled graphs of kernel.py: `statistics` reads the
+    chunk's logits, `write` puts the dense gradient over them, and the K sparse entries per row
+    are put in here, so a chunk holds one [c, V] tensor."""
     scale = row_scale(keep, row_weight) if want_grad else None
-    objective, ce, ids, exact = passes(z, y, keep, table, row_weight, scale)
+    objective, ce, lse, ids, exact = statistics(z, y, keep, table, row_weight, scale)
     if exact is None:
         return objective, ce, None
+    write(z, lse, table.background[y], scale)
     return objective, ce, z.scatter_(1, ids, exact)
 
 

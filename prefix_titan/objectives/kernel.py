@@ -7,7 +7,8 @@ softmax(z) - b everywhere except at the K sparse ids, where it is softmax(z) - p
 `_TargetLossFunction` computes the per-row logsumexp, row sum and K gathers in forward and
 saves only the logsumexp; backward writes softmax(z) - b, in the logits' dtype, then overwrites
 the K sparse entries with their exact values (one rounding each). Under torch.compile each of the
-two is one block that inductor fuses. Eagerly they are the fewest element-wise passes that keep
+two is one block that inductor fuses; the fused head's chunks compile two of their own
+(`compiled_chunk_statistics`, `compiled_gradient_write`). Eagerly they are the fewest element-wise passes that keep
 fp32 arithmetic (`_eager_statistics`, `_eager_gradient`: each pass is named with its traffic per
 logit), over cache-sized row blocks of one reused fp32 buffer; the fused head's chunks compute
 their gradient in the statistics' pass (`statistics_and_gradient`).
@@ -140,32 +141,49 @@ def _forward_rows(logits, y, keep, table: TableTensors, row_weight):
     return torch.where(keep, objective, 0.0).sum(), torch.where(keep, ce, 0.0).sum(), lse
 
 
+def _dense_gradient(z, lse, background, scale):
+    """(softmax(z) - b) * scale of fp32 rows z, b and scale per row."""
+    return (torch.exp(z - lse[:, None]) - background[:, None]) * scale[:, None]
+
+
+def _exact_gradient(z, ids, lse, table: TableTensors, y, scale):
+    """(softmax(z) - p) * scale at the K sparse ids of each row: [rows, K], fp32."""
+    return (torch.exp(z.gather(1, ids) - lse[:, None]) - table.target_at_idx[y]) * scale[:, None]
+
+
 def _backward_rows(logits, y, scale, lse, table: TableTensors):
-    """Gradient of a block of rows, in the logits' dtype; `scale` is 0 on ignored rows: the form
-    torch.compile fuses."""
+    """Gradient of a block of rows, in the logits' dtype (a new tensor); `scale` is 0 on ignored
+    rows: the form torch.compile fuses."""
     z = logits.float()
-    grad = ((torch.exp(z - lse[:, None]) - table.background[y, None]) * scale[:, None]).to(
-        logits.dtype
-    )
+    grad = _dense_gradient(z, lse, table.background[y], scale).to(logits.dtype)
     ids = table.idx[y]
-    exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - table.target_at_idx[y]) * scale[:, None]
-    return grad.scatter_(1, ids, exact.to(logits.dtype))
+    return grad.scatter_(1, ids, _exact_gradient(z, ids, lse, table, y, scale).to(logits.dtype))
 
 
-def compiled_chunk_passes(logits, y, keep, table: TableTensors, row_weight, scale):
-    """The form torch.compile fuses for a chunk whose logits are not needed afterwards:
-    (objective sum, CE sum, sparse ids [c, K], their exact gradient [c, K] or None). With `scale`
-    the dense gradient (softmax - b) * scale is written over the logits, in place: inductor writes
-    it straight into the logits' memory (a scatter inside the graph would make it materialise the
-    gradient as a second [c, V] tensor first), and the caller puts the K exact entries in after."""
+# The fused head's chunk under torch.compile: two graphs, so that its gradient can be written over
+# its logits. In one graph that both reads the logits (reductions, gathers) and writes over them,
+# inductor must order every read before the write; torch 2.11's CPU code did not (objective and
+# CE off by 1-2 %). Split, the first graph only reads and the second reads each logit only to
+# write its own gradient in its place: correct in any order.
+
+
+def compiled_chunk_statistics(logits, y, keep, table: TableTensors, row_weight, scale):
+    """The first graph, reads only: (objective sum, CE sum, per-row logsumexp, sparse ids
+    [c, K], their exact gradient [c, K] in the logits' dtype, or None without `scale`)."""
     objective, ce, lse = _forward_rows(logits, y, keep, table, row_weight)
     ids = table.idx[y]
     if scale is None:
-        return objective, ce, ids, None
-    z = logits.float()
-    exact = (torch.exp(z.gather(1, ids) - lse[:, None]) - table.target_at_idx[y]) * scale[:, None]
-    logits.copy_((torch.exp(z - lse[:, None]) - table.background[y, None]) * scale[:, None])
-    return objective, ce, ids, exact.to(logits.dtype)
+        return objective, ce, lse, ids, None
+    exact = _exact_gradient(logits.float(), ids, lse, table, y, scale)
+    return objective, ce, lse, ids, exact.to(logits.dtype)
+
+
+def compiled_gradient_write(logits, lse, background, scale):
+    """The second graph: (softmax - b) * scale written over the logits, element by element
+    (inductor writes it straight into their memory; a scatter in the same graph would make it
+    materialise the gradient as a second [c, V] tensor first: the caller puts the K exact entries
+    in after). `background`: b of each row."""
+    logits.copy_(_dense_gradient(logits.float(), lse, background, scale))
 
 
 # The eager passes. Traffic per logit is given for bf16 logits (2 B) and the fp32 block `buf`
@@ -313,13 +331,13 @@ class PyTorchRows:
     def statistics_and_gradient(logits, y, keep, table: TableTensors, row_weight, scale, rows):
         """(objective sum, CE sum, gradient times `scale`) of [N, V] logits that are not needed
         afterwards (the fused head's chunk): eagerly one walk over the rows, the gradient written
-        over the logits block by block; under torch.compile the fused passes
-        (`compiled_chunk_passes`, which the fused head compiles on their own)."""
+        over the logits block by block. Traced into a larger graph (a head compiled whole; the
+        fused head's own compiled step is `compiled_chunk_statistics` then
+        `compiled_gradient_write`, two graphs) the gradient is a new tensor: a write over the
+        logits inside a graph that also reads them is left to inductor's ordering."""
         if torch.compiler.is_compiling():
-            objective, ce, ids, exact = compiled_chunk_passes(
-                logits, y, keep, table, row_weight, scale
-            )
-            return objective, ce, logits.scatter_(1, ids, exact)
+            objective, ce, lse = _forward_rows(logits, y, keep, table, row_weight)
+            return objective, ce, _backward_rows(logits, y, scale, lse, table)
         objective, ce, _ = _eager_walk(logits, y, keep, table, row_weight, rows, scale)
         return objective, ce, logits
 

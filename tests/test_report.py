@@ -98,6 +98,26 @@ def test_a_prefix_shaped_gain_does_not_carry_the_character_verdict(tmp_path):
     assert shaped["prefix_tau0.5"]["mean"] > shaped["label_smoothing"]["mean"] + 0.1
 
 
+def test_an_unmeasured_primary_is_no_claim_not_no_difference(tmp_path):
+    """Without the character probes on the baseline nothing is compared on the first family's
+    primary: the answer says so, not "no difference found"; with one arm unmeasured the answer
+    names it and speaks of the arms compared only."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for seed in (1, 2, 3):
+        unevaluated = dict(seed=seed, eval_kind=None)
+        make_run(a, "label_smoothing", {"name": "label_smoothing"}, 0.0, **unevaluated)
+        make_run(a, "prefix_tau0.5", {"name": "prefix"}, 0.0, seed=seed)
+        make_run(b, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(b, "prefix_tau0.5", {"name": "prefix"}, 0.0, seed=seed)
+        make_run(b, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, **unevaluated)
+    answer = report(str(a)).splitlines()[2]
+    assert answer.startswith("**Answer.** No claim: char composite is not measured"), answer
+    assert "No difference" not in answer
+    answer = report(str(b)).splitlines()[2]
+    assert answer.startswith("**Answer.** No difference found: no arm compared differs"), answer
+    assert answer.endswith("not measured on every seed: prefix_tau1.0."), answer
+
+
 def test_one_seed_says_so_and_claims_nothing(tmp_path):
     for name, (objective, score) in ARMS.items():
         make_run(tmp_path, name, objective, score, seed=1234)

@@ -428,6 +428,16 @@ def _fmt(v: float) -> str:
 def _answer(result: Analysis, contrast: list[str]) -> str:
     plan = result.plan
     family = plan.families[0]
+    compared = {
+        c.arm
+        for c in result.comparisons
+        if c.family == family.name and c.primary and not c.aa_check and not c.final
+    }
+    if not compared:
+        return (
+            f"No claim: {family.primary} is not measured on every seed of {plan.baseline} and "
+            f"another arm, so nothing was compared (see the notes)."
+        )
     claims = [c for c in result.claims if c.family == family.name and c.primary and not c.aa_check]
     better = [c for c in claims if c.direction == "better"]
     worse = [c for c in claims if c.direction == "worse"]
@@ -449,9 +459,16 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         return answer
     if worse:
         return f"No: {listed(worse)} below {plan.baseline} on {family.primary}, at familywise alpha {plan.alpha}."
-    d = detectable_here(result, family.primary, len(contrast))
+    d = detectable_here(result, family.primary, len(compared))
     tail = f" (the difference this sweep detects with 80% power: {d:.4f})" if d else ""
+    unmeasured = [a for a in contrast if a not in compared]
+    if unmeasured:
+        tail += (
+            f"; not compared, {family.primary} not measured on every seed: "
+            f"{', '.join(unmeasured)}"
+        )
+    which = f"of {', '.join(plan.contrast)}" if not unmeasured else "compared"
     return (
-        f"No difference found: no arm of {', '.join(plan.contrast)} differs from {plan.baseline} "
+        f"No difference found: no arm {which} differs from {plan.baseline} "
         f"on {family.primary} at familywise alpha {plan.alpha}{tail}."
     )

@@ -69,6 +69,18 @@ def test_multi_node_keeps_the_global_batch():
     assert "--rdzv_id=prefix_titan_500M_ce_seed1234" in lines[0]
 
 
+def test_the_local_batch_is_lowered_to_one_that_keeps_the_global_batch():
+    """torchtitan needs global = local x world x accumulation steps: a local batch that does not
+    divide the global batch per GPU is lowered to the largest that does, never raised."""
+    config = {"training": {"local_batch_size": 32, "global_batch_size": 384}}
+    assert launch.batch_override(config, 2) == []  # 384 = 32 x 2 x 6
+    assert launch.batch_override(config, 8) == ["--training.local_batch_size", "24"]  # 24 x 8 x 2
+    assert launch.batch_override(config, 16) == ["--training.local_batch_size", "24"]  # x 1
+    with pytest.raises(SystemExit, match="5 GPUs per run cannot split the global batch of 384"):
+        launch.batch_override(config, 5)
+    assert launch.batch_override({"training": {"local_batch_size": 4}}, 3) == []  # no global
+
+
 def test_bad_launch_settings_are_refused():
     rc, _, err = dry_run("--nnodes", "2")
     assert rc == 2 and "--rdzv-endpoint" in err
@@ -141,6 +153,13 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
     [
         (["--seeds", "1", "2", "1"], None, "--seeds must be distinct: 1 repeated"),
         (["--scale", "pilot", "--gpus-per-run", "3"], "0,1", "--gpus-per-run 3 needs 3 GPUs, but"),
+        (
+            ["--scale", "pilot", "--gpus-per-run", "3"],
+            "0,1,2",
+            "3 GPUs per run cannot split the global batch of 256 sequences "
+            "(training.global_batch_size) evenly; GPU counts that can: 1, 2, 4, 8, 16, 32, 64",
+        ),
+        (["--gpus", "6"], "", "6 GPUs per run cannot split the global batch of 256"),
         (["--scale", "pilot", "--gpus", "0"], "", "--gpus 0: the pilot scale needs GPUs"),
         (["--gpus", "0"], "", "--gpus 0: the 500M scale runs over every GPU of the node"),
         (["--gpus", "-1"], "", "--gpus must be >= 0; got -1"),

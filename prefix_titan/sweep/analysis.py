@@ -464,8 +464,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     unmeasured = [a for a in contrast if a not in compared]
     if unmeasured:
         tail += (
-            f"; not compared, {family.primary} not measured on every seed: "
-            f"{', '.join(unmeasured)}"
+            f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
         )
     which = f"of {', '.join(plan.contrast)}" if not unmeasured else "compared"
     return (

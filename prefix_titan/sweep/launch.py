@@ -20,8 +20,9 @@ Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke:
 - K: independent runs side by side on this node, each on K of the visible GPUs
   (CUDA_VISIBLE_DEVICES, or all that nvidia-smi lists), queueing the rest; each run's log goes to
   `<run>/launch.log`. Without GPUs (the smoke scale on a CPU) the runs go one after another.
-In both, the local batch is lowered where more GPUs than global batch / local batch would change
-the global batch (tokens per step), so every run of a scale trains on the same tokens per step.
+In both, the local batch is lowered where the GPUs of a run times the config's local batch do not
+divide the global batch (which torchtitan needs), so every run of a scale trains on the same
+tokens per step; a GPU count that cannot divide it is refused before anything starts.
 
 --dry-run prints the plan and needs no GPU (a login node plans as well as a GPU node): it places
 the runs on --gpus N GPUs (default: the GPUs visible here, or 8 when none is; the smoke scale
@@ -55,16 +56,32 @@ from .configs import SCALES, arms, config_path, load_config
 
 
 def batch_override(config: dict, world: int) -> list[str]:
-    """Keep the global batch (tokens per step) when more GPUs would overshoot it."""
+    """Keep the global batch (sequences, so tokens, per step) on `world` GPUs. torchtitan needs
+    it to be local batch x world x gradient-accumulation steps: where the config's local batch
+    does not fit, it is lowered to the largest size that does (at most the config's, so the
+    memory per GPU never grows); a world that cannot split the global batch is refused."""
     t = config["training"]
     local, global_ = t["local_batch_size"], t.get("global_batch_size", -1)
-    if global_ <= 0 or local * world <= global_:  # no global batch set: local x world
+    if global_ <= 0 or global_ % (local * world) == 0:  # no global batch set: local x world
         return []
     if global_ % world:
+        fits = [n for n in range(1, min(global_, 64) + 1) if global_ % n == 0]
         raise SystemExit(
-            f"{world} GPUs cannot split the global batch of {global_} sequences evenly"
+            f"{world} GPUs per run cannot split the global batch of {global_} sequences "
+            f"(training.global_batch_size) evenly; GPU counts that can: "
+            f"{', '.join(map(str, fits))}"
         )
-    return ["--training.local_batch_size", str(global_ // world)]
+    fit = max(n for n in range(1, local + 1) if global_ % (n * world) == 0)
+    return ["--training.local_batch_size", str(fit)]
+
+
+def _check_batch(p: argparse.ArgumentParser, a, world: int) -> None:
+    """Refuse, before anything starts, a world size that cannot keep an arm's global batch."""
+    for arm in a.arms:
+        try:
+            batch_override(load_config(a.root, a.scale, arm), world)
+        except SystemExit as e:
+            p.error(f"{e} (--scale {a.scale})")
 
 
 def run_folder(config: dict, seed: int, sweep_dir: str | None = None) -> str:
@@ -334,6 +351,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             )
         if a.nproc_per_node is None:
             a.nproc_per_node = a.gpus or 8
+        _check_batch(p, a, a.nnodes * a.nproc_per_node)
         if a.dry_run:
             nodes = f" x {a.nnodes} nodes" if a.nnodes > 1 else ""
             print(
@@ -381,6 +399,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
                 f"GPUs; --scale smoke runs on a CPU, and --dry-run plans without GPUs"
             )
+        _check_batch(p, a, k if gpus else 1)
         if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
             return refused
         groups = slots(gpus, k)

@@ -1,8 +1,8 @@
 """Zero-shot lm-eval-harness evaluation of an exported model (or of every checkpoint of a run).
 
     python -m prefix_titan.eval --model DIR [--tasks hellaswag piqa winogrande_debiased arc_easy]
-        [--limit N [--limit-seed S]] [--data-dir DIR] [--batch-size auto] [--dtype bfloat16]
-        [--progress]
+        [--limit N [--limit-seed S]] [--data-dir DIR] [--batch-size auto]
+        [--dtype bfloat16|float32] [--progress]
     python -m prefix_titan.eval --all-checkpoints RUN_DIR [--tasks ...]
 
 Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/evaluation/tasks):
@@ -15,7 +15,9 @@ run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
-first N. Progress bars and lm-eval's log lines are shown only with --progress.
+first N. Progress bars and lm-eval's log lines are shown only with --progress. --dtype: the
+model's weights and activations (default: bfloat16 on a GPU, float32 on a CPU, where bf16 matmuls
+are much slower); log-likelihoods are summed from an fp32 log-softmax either way.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def quiet() -> None:
     tqdm.std.tqdm.__init__ = silenced
 
 
+def default_dtype() -> str:
+    """The evaluation's dtype unless --dtype names one: bfloat16 on a GPU, float32 on a CPU."""
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() else "float32"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m prefix_titan.eval",
@@ -89,7 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
     p.add_argument("--batch-size", default="auto")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["bfloat16", "float32"],
+        help="the model's dtype (default: bfloat16 on a GPU, float32 on a CPU)",
+    )
     p.add_argument(
         "--progress", action="store_true", help="show the progress bars and lm-eval's log lines"
     )
@@ -130,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         limit_seed=a.limit_seed,
         data_dir=a.data_dir,
         batch_size=a.batch_size,
-        dtype=a.dtype,
+        dtype=a.dtype or default_dtype(),
         probes=probes,
     )
     offline = [

@@ -487,3 +487,17 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("cuda,want", [(True, "bfloat16"), (False, "float32")])
+def test_the_dtype_follows_the_device_unless_named(monkeypatch, tmp_path, cuda, want):
+    """bf16 on a GPU, fp32 on a CPU (whose bf16 matmuls are slow); --dtype overrides both."""
+    import prefix_titan.eval as cli
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(cli, "evaluate", lambda model, **kw: seen.append(kw["dtype"]) or {})
+    monkeypatch.setattr(cli, "table", lambda results: "")
+    cli.main(["--model", str(tmp_path), "--tasks", "char_probes"])
+    cli.main(["--model", str(tmp_path), "--tasks", "char_probes", "--dtype", "bfloat16"])
+    assert seen == [want, "bfloat16"]

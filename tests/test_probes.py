@@ -211,3 +211,16 @@ def test_bad_probe_settings_are_refused(tok):
         "\nAnswer:" == i["query"][-8:] and i["query"].count("Answer:") == 1
         for i in zero_shot["char_count"]
     )
+
+
+def test_the_word_list_does_not_depend_on_the_running_python(monkeypatch):
+    """The probes' default words are the shipped list, not the running Python's documentation
+    (whose text differs between versions): another corpus changes nothing."""
+    from prefix_titan.data import corpus
+    from prefix_titan.evaluation import probes
+
+    shipped = probes.embedded_word_counts()
+    assert len(shipped) > 4000 and min(shipped.values()) >= 1
+    monkeypatch.setattr(corpus, "embedded_documents", lambda: ("other words entirely",))
+    assert probes.corpus_word_counts() == {"other": 1, "words": 1, "entirely": 1}
+    assert probes.embedded_word_counts() == shipped

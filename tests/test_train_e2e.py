@@ -251,8 +251,9 @@ def test_plain_ce_and_validation_ignore_the_objective_and_position_weighting(tmp
         assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step
         assert abs(unfused[step] - plain[step]) > 1e-4, step
     log_ce, ce = train(tmp_path, *common, "--objective.name", "ce", name="ce")
-    # At init predictions are near uniform, so both objectives are near log V, yet differ.
-    assert abs(ce[1] - plain[1]) > 3e-3
+    # At init predictions are near uniform, so both objectives are near log V, yet differ (by
+    # 1.4e-3 nats with CPython 3.12's embedded corpus; the log shows 5 decimals).
+    assert abs(ce[1] - plain[1]) > 5e-4
     for pattern in (CE, VAL):
         want = [float(v) for _, v in pattern.findall(log_plain)]
         assert len(want) >= 2  # CE also matches the validation lines

@@ -332,6 +332,7 @@ def _harness(
         model_args={
             "pretrained": model_dir,
             "dtype": dtype,
+            "softmax_dtype": "float32",  # no bf16 rounding of the log-likelihoods compared
             "add_bos_token": True,
             "device": "cuda" if cuda else "cpu",
         },

@@ -32,7 +32,9 @@ tokens, English letter priors, the probe's own gold-letter prior, a fixed positi
 and requires each within 5 points of chance.
 
 Words come from a FineWeb-Edu shard folder written by prepare where one is given, otherwise
-from the embedded corpus. Each item records `word`, the queried `letter` where there is one and
+from the embedded corpus's word list, which ships with the package (probe_words.txt: counted
+once from CPython 3.11.7's documentation, whose text changes between Python versions, so that
+the probes are the same items on every Python). Each item records `word`, the queried `letter` where there is one and
 `tokens`, the word's token count (" word"), so that results break down by them.
 """
 
@@ -98,10 +100,46 @@ def count_words(texts: Iterable[str]) -> collections.Counter:
     return counts
 
 
+WORDS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_words.txt")
+
+
 def embedded_word_counts() -> collections.Counter:
+    """The embedded corpus's words with their counts, as shipped in WORDS_FILE (the same on
+    every Python; `corpus_word_counts` counts the running Python's own corpus)."""
+    return collections.Counter(_shipped_words())
+
+
+@functools.cache
+def _shipped_words() -> dict[str, int]:
+    counts = {}
+    with open(WORDS_FILE, encoding="ascii") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            word, count = line.split()
+            counts[word] = int(count)
+    return counts
+
+
+def corpus_word_counts() -> collections.Counter:
+    """The words of the running Python's embedded corpus, with their counts."""
     from ..data.corpus import embedded_documents
 
     return count_words(embedded_documents())
+
+
+def write_word_list(path: str = WORDS_FILE) -> None:
+    """Write the running Python's embedded corpus's word list (how WORDS_FILE was made)."""
+    import platform
+
+    counts = corpus_word_counts()
+    head = (
+        "# Words of 3-14 lowercase letters of the embedded corpus (prefix_titan.data.corpus) and "
+        f"their counts, from CPython {platform.python_version()}: the character probes' default "
+        "word list\n"
+    )
+    with open(path, "w", encoding="ascii") as f:
+        f.write(head + "".join(f"{w} {n}\n" for w, n in sorted(counts.items())))
 
 
 def shard_word_counts(shard_dir: str, tokenizer, max_tokens: int = SHARD_TOKENS):

@@ -63,6 +63,21 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
         assert (sweep / "report" / png).stat().st_size > 5000
 
 
+def test_the_untrained_models_validation_is_not_averaged_in(sweep):
+    """torchtitan validates at step 1 too: that row (the untrained model, 8.8 here) is left out
+    of the last validation rows a short run averages, and the report names the steps used."""
+    before = table(report(str(sweep)), "## Per arm")
+    for log in sweep.glob(f"*/seed*/{METRICS_LOG}"):
+        first = json.dumps({"step": 1, "validation_plain_ce": 8.8}) + "\n"
+        log.write_text(first + log.read_text())
+    text = report(str(sweep))
+    assert table(text, "## Per arm") == before
+    assert (
+        "each run's last 3 validation rows after step 1 (the untrained model's): steps 1000, "
+        "2000." in text
+    )
+
+
 def test_a_real_difference_is_claimed_and_an_equal_arm_is_not(sweep):
     text = report(str(sweep))
     answer = text.splitlines()[2]

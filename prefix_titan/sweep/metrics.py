@@ -3,7 +3,8 @@
 
 Evaluation metrics are read at evaluated steps and averaged over the steps asked for (the last
 k evaluated checkpoints, or the final one); validation metrics (from the metrics log) over the
-last k validation rows. A metric missing at any of those steps is missing (None) for the run.
+last k validation rows after step 1 (the untrained model). A metric missing at any of those
+steps is missing (None) for the run.
 """
 
 from __future__ import annotations
@@ -208,12 +209,19 @@ def evaluated_steps(run: dict) -> list[int]:
     return sorted(s for s, e in run["steps"].items() if s >= 0 and e["results"])
 
 
+def validation_steps(run: dict, last: int) -> list[int]:
+    """The steps of a run's last `last` validation rows after step 1: torchtitan validates the
+    untrained model at step 1 too, which measures no training (a short run's last rows would
+    otherwise average it in)."""
+    return [s for s in run["validation"] if s > 1][-last:]
+
+
 def run_value(run: dict, m: Metric, last: int) -> tuple[float | None, tuple]:
     """(the run's value of `m` averaged over its `last` evaluated steps or validation rows, the
     steps it was read at): a step without `m` (another task set evaluated there) is left out,
     so the caller checks that every run used the same steps."""
     if m.source == "validation":
-        rows = list(run["validation"].items())[-last:]
+        rows = [(s, run["validation"][s]) for s in validation_steps(run, last)]
     else:
         rows = [(s, run["steps"][s]) for s in evaluated_steps(run)[-last:]]
     read = [(s, m.read(r)) for s, r in rows]

@@ -20,7 +20,7 @@ from .analysis import (
     load_plan,
     plan_text,
 )
-from .metrics import metric
+from .metrics import metric, validation_steps
 from .runs import find_runs, group_arms, invariant_violations
 from .stats import t_interval
 
@@ -244,6 +244,16 @@ def last_steps(run: dict) -> tuple[int | None, int | None]:
     return run.get("last_step"), steps
 
 
+def _validation_steps(runs: list[dict], last: int) -> str:
+    """The validation steps the runs' averages use: one list when they agree."""
+    used = {tuple(validation_steps(r, last)) for r in runs}
+    if not used or used == {()}:
+        return "none"
+    if len(used) == 1:
+        return "steps " + ", ".join(map(str, next(iter(used))))
+    return "steps that differ between runs (see the notes)"
+
+
 def unfinished_runs(runs: list[dict]) -> list[dict]:
     """The runs whose last recorded step is below their configured training.steps."""
     out = []
@@ -337,7 +347,8 @@ def report(
         *plan_text(plan_),
         "",
         f"Evaluated checkpoints averaged (the last {last} of every run): {steps}; validation "
-        f"metrics: each run's last {last} validation rows.",
+        f"metrics: each run's last {last} validation rows after step 1 (the untrained model's): "
+        f"{_validation_steps(runs, last)}.",
         "",
         "## Per arm",
         "",

@@ -183,6 +183,7 @@ def test_metadata_is_checked_before_it_is_unpickled(recorded, tmp_path, monkeypa
     assert check_step(str(recorded / "step-2"))[0][0].startswith(".metadata differs")
 
 
+@pytest.mark.slow
 def test_an_unverified_step_says_how_to_accept_it_and_seal_accepts_it(recorded):
     step = recorded / "step-4"
     (step / SUMS.format(rank=0)).unlink()

@@ -102,6 +102,7 @@ def test_gpu_default_chunks_match_reference(tables, dtype, gamma, compiled, seed
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("spec", [SPECS[0], SPECS[1], SPECS[-1]], ids=ObjectiveSpec.arm_name)
+@pytest.mark.slow
 def test_compiled_chunk_step_matches_reference(tables, spec, dtype, seed):
     table = tables[str(spec)]
     step = build_chunk_step(compile=True)

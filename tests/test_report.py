@@ -63,6 +63,7 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
         assert (sweep / "report" / png).stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_the_untrained_models_validation_is_not_averaged_in(sweep):
     """torchtitan validates at step 1 too: that row (the untrained model, 8.8 here) is left out
     of the last validation rows a short run averages, and the report names the steps used."""
@@ -113,6 +114,7 @@ def test_a_prefix_shaped_gain_does_not_carry_the_character_verdict(tmp_path):
     assert shaped["prefix_tau0.5"]["mean"] > shaped["label_smoothing"]["mean"] + 0.1
 
 
+@pytest.mark.slow
 def test_an_unmeasured_primary_is_no_claim_not_no_difference(tmp_path):
     """Without the character probes on the baseline nothing is compared on the first family's
     primary: the answer says so, not "no difference found"; with one arm unmeasured the answer
@@ -149,6 +151,7 @@ def test_the_power_section_gives_each_primary_its_resolution(sweep):
     assert "- val CE: ±" in power
 
 
+@pytest.mark.slow
 def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
     text = report(str(sweep))
     assert "All runs share every setting outside [objective]" in text and "debug.seed" not in text
@@ -159,6 +162,7 @@ def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
     assert "`optimizer.lr` differs from 0.001 in: prefix_tau1.0 seed 1 (0.0003)" in text
 
 
+@pytest.mark.slow
 def test_arms_must_compute_the_loss_the_same_way(tmp_path):
     """objective.fused_loss, fused_chunk_tokens and kernel sit in [objective] but are not the
     objective."""
@@ -323,6 +327,7 @@ def test_nothing_to_plot_leaves_the_figure_out_and_says_so(tmp_path, recwarn, ca
     assert not legend and not [w for w in recwarn if "legend" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_marked(sweep):
     text = report(str(sweep))
     assert "**Unfinished: 12 runs** below the configured training.steps" in text

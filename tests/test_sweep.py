@@ -249,6 +249,7 @@ def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
     assert "run python -m prefix_titan.sweep configs" in err
 
 
+@pytest.mark.slow
 def test_a_folder_without_configs_is_refused(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.sweep", "launch", "--dry-run"],

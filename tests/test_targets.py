@@ -204,6 +204,7 @@ def _targets_cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_the_cli_works_with_the_embedded_tokenizer_and_prints_no_warning(
     embedded_tokenizer_dir, bpe_texts
 ):
@@ -215,6 +216,7 @@ def test_the_cli_works_with_the_embedded_tokenizer_and_prints_no_warning(
     assert f"{word[:2]!r}" in out.stdout  # its one-letter prefix gets mass
 
 
+@pytest.mark.slow
 def test_a_text_that_is_not_one_token_is_shown_as_its_tokens(embedded_tokenizer_dir, bpe_texts):
     out = _targets_cli("--hf-assets-path", embedded_tokenizer_dir, "--token", " personality!?")
     assert out.returncode == 2

@@ -102,6 +102,7 @@ def test_the_detectable_effect_has_the_power_it_claims(seed):
 # -- the plan --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
     runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2), tasks=TASKS), seed=0)
     sim.write(runs, str(tmp_path / "sweep"))
@@ -318,6 +319,7 @@ def test_the_plots_give_every_arm_its_own_style():
 # -- the commands ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys):
     from prefix_titan.power import main
 
@@ -356,6 +358,7 @@ def test_the_power_command_refuses_bad_settings(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
     from prefix_titan.simulate import main
 

@@ -66,13 +66,6 @@ def quiet() -> None:
     tqdm.std.tqdm.__init__ = silenced
 
 
-def default_dtype() -> str:
-    """The evaluation's dtype unless --dtype names one: bfloat16 on a GPU, float32 on a CPU."""
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() else "float32"
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m prefix_titan.eval",
@@ -144,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         limit_seed=a.limit_seed,
         data_dir=a.data_dir,
         batch_size=a.batch_size,
-        dtype=a.dtype or default_dtype(),
+        dtype=a.dtype,
         probes=probes,
     )
     offline = [

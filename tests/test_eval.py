@@ -491,13 +491,17 @@ def _umask():
 
 @pytest.mark.parametrize("cuda,want", [(True, "bfloat16"), (False, "float32")])
 def test_the_dtype_follows_the_device_unless_named(monkeypatch, tmp_path, cuda, want):
-    """bf16 on a GPU, fp32 on a CPU (whose bf16 matmuls are slow); --dtype overrides both."""
+    """bf16 on a GPU, fp32 on a CPU (whose bf16 matmuls are slow); --dtype overrides both; the
+    log-likelihoods come from an fp32 log-softmax either way."""
     import prefix_titan.eval as cli
+    from prefix_titan.evaluation.harness import model_args
 
     seen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(cli, "evaluate", lambda model, **kw: seen.append(kw["dtype"]) or {})
     monkeypatch.setattr(cli, "table", lambda results: "")
     cli.main(["--model", str(tmp_path), "--tasks", "char_probes"])
     cli.main(["--model", str(tmp_path), "--tasks", "char_probes", "--dtype", "bfloat16"])
-    assert seen == [want, "bfloat16"]
+    resolved = [model_args("m", dtype, cuda) for dtype in seen]
+    assert [args["dtype"] for args in resolved] == [want, "bfloat16"]
+    assert all(args["softmax_dtype"] == "float32" for args in resolved)
+    assert resolved[0]["device"] == ("cuda" if cuda else "cpu")

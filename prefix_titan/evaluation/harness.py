@@ -178,7 +178,7 @@ def evaluate(
     limit: int | None = None,
     data_dir: str | None = None,
     batch_size: str = "auto",
-    dtype: str = "bfloat16",
+    dtype: str | None = None,
     task_manager=None,
     probes: ProbeOptions = ProbeOptions(),
     limit_seed: int = LIMIT_SEED,
@@ -186,8 +186,9 @@ def evaluate(
     """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
     passed to reuse its index of every task, which takes seconds to build; `probes` says how the
     character probes are built. `limit` evaluates a random sample of that many documents per task
-    (seeded by `limit_seed`; the same documents for every model). `embedding_probe` among the
-    tasks runs embedding_probe.py on the model's token vectors (its results under that name)."""
+    (seeded by `limit_seed`; the same documents for every model). `dtype`: see `model_args`.
+    `embedding_probe` among the tasks runs embedding_probe.py on the model's token vectors (its
+    results under that name)."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
     if limit is not None and limit < 1:
@@ -328,14 +329,7 @@ def _harness(
         specs, samples = limit_samples(specs, task_manager, limit, limit_seed)
     return lm_eval.simple_evaluate(
         model="hf",
-        # Training documents start with BOS; score the same way.
-        model_args={
-            "pretrained": model_dir,
-            "dtype": dtype,
-            "softmax_dtype": "float32",  # no bf16 rounding of the log-likelihoods compared
-            "add_bos_token": True,
-            "device": "cuda" if cuda else "cpu",
-        },
+        model_args=model_args(model_dir, dtype, cuda),
         tasks=specs,
         num_fewshot=0,
         batch_size=batch_size,
@@ -343,6 +337,19 @@ def _harness(
         task_manager=task_manager,
         log_samples=True,
     )
+
+
+def model_args(model_dir: str, dtype: str | None, cuda: bool) -> dict:
+    """lm-eval's `hf` model arguments: the model in `dtype` (None: bfloat16 on a GPU, float32 on
+    a CPU, whose bf16 matmuls are slow), its log-likelihoods from an fp32 log-softmax (no bf16
+    rounding of the scores compared), BOS prepended as training documents start with it."""
+    return {
+        "pretrained": model_dir,
+        "dtype": dtype or ("bfloat16" if cuda else "float32"),
+        "softmax_dtype": "float32",
+        "add_bos_token": True,
+        "device": "cuda" if cuda else "cpu",
+    }
 
 
 def primary_metric(task: str, metrics) -> str:

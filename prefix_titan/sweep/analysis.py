@@ -165,6 +165,15 @@ class Analysis:
     def claims(self) -> list[Comparison]:
         return [c for c in self.comparisons if c.claimed]
 
+    def primary_comparisons(self, family: str) -> list[Comparison]:
+        """A family's comparisons of each arm with the baseline on its primary metric (not the
+        A/A checks, not the final step alone)."""
+        return [
+            c
+            for c in self.comparisons
+            if c.family == family and c.primary and not c.aa_check and not c.final
+        ]
+
 
 def _check_evaluations(runs: list[dict], last: int) -> list[int]:
     """The evaluated steps every run's averages use; refuses runs evaluated at other steps, with
@@ -428,17 +437,14 @@ def _fmt(v: float) -> str:
 def _answer(result: Analysis, contrast: list[str]) -> str:
     plan = result.plan
     family = plan.families[0]
-    compared = {
-        c.arm
-        for c in result.comparisons
-        if c.family == family.name and c.primary and not c.aa_check and not c.final
-    }
+    primary = result.primary_comparisons(family.name)
+    compared = {c.arm for c in primary}
     if not compared:
         return (
             f"No claim: {family.primary} is not measured on every seed of {plan.baseline} and "
             f"another arm, so nothing was compared (see the notes)."
         )
-    claims = [c for c in result.claims if c.family == family.name and c.primary and not c.aa_check]
+    claims = [c for c in primary if c.claimed]  # the final step alone is never claimed
     better = [c for c in claims if c.direction == "better"]
     worse = [c for c in claims if c.direction == "worse"]
 

@@ -88,11 +88,7 @@ def _mark(c) -> str:
 def primary_table(a: Analysis, family) -> str:
     """Each arm of the contrast against the baseline on the family's primary: the difference
     with its interval, p, Holm p, the claim, and the same difference at the final step alone."""
-    rows = [
-        c
-        for c in a.comparisons
-        if c.family == family.name and c.primary and not c.aa_check and not c.final
-    ]
+    rows = a.primary_comparisons(family.name)
     if not rows:
         return "Nothing compared (see the notes)."
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}

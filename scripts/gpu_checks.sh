@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run: the cuda-marked tests (values and gradients of the
 # loss paths, the fp32 weight-gradient accumulation, no host sync in a training step), the rest of
-# the Triton row kernels' tests, compiled for the GPU, then the loss benchmark at the 500M flavor's head size with
-# two chunk sizes the fused head's default is chosen from, and three sizes of the eager PyTorch
-# row passes' fp32 block (32 MiB fits an H100's 50 MB L2 cache, 64 MiB does not, 256 MiB is
-# today's GPU default). Writes everything under OUT_DIR
-# (default gpu-checks/): pytest's report, the benchmark's table and its JSON rows.
+# the Triton row kernels' tests, compiled for the GPU, then the loss benchmark at the 500M
+# flavor's head size with two chunk sizes the fused head's default is chosen from, and three
+# sizes of the eager PyTorch row passes' fp32 block (32 MiB fits an H100's 50 MB L2 cache,
+# 64 MiB does not, 256 MiB is today's GPU default). Writes everything under OUT_DIR (default
+# gpu-checks/): pytest's report, the benchmark's table and its JSON rows.
 #
 #     bash scripts/gpu_checks.sh [OUT_DIR]
 #
@@ -33,7 +33,7 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
     export PYTHONPATH="$PYTHONPATH:$site"
 fi
 "$py" -c "import torch, triton, torchtitan; print(torch.__version__, triton.__version__, \
-torchtitan.__version__ if hasattr(torchtitan, '__version__') else '', torch.cuda.get_device_name())" \
+getattr(torchtitan, '__version__', ''), torch.cuda.get_device_name())" \
     | tee "$out/versions.txt" || exit 1
 mapfile -t cuda_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
 status=0

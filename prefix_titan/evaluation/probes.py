@@ -34,8 +34,9 @@ and requires each within 5 points of chance.
 Words come from a FineWeb-Edu shard folder written by prepare where one is given, otherwise
 from the embedded corpus's word list, which ships with the package (probe_words.txt: counted
 once from CPython 3.11.7's documentation, whose text changes between Python versions, so that
-the probes are the same items on every Python). Each item records `word`, the queried `letter` where there is one and
-`tokens`, the word's token count (" word"), so that results break down by them.
+the probes are the same items on every Python). Each item records `word`, the queried `letter`
+where there is one and `tokens`, the word's token count (" word"), so that results break down
+by them.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ softmax(z) - b everywhere except at the K sparse ids, where it is softmax(z) - p
 saves only the logsumexp; backward writes softmax(z) - b, in the logits' dtype, then overwrites
 the K sparse entries with their exact values (one rounding each). Under torch.compile each of the
 two is one block that inductor fuses; the fused head's chunks compile two of their own
-(`compiled_chunk_statistics`, `compiled_gradient_write`). Eagerly they are the fewest element-wise passes that keep
-fp32 arithmetic (`_eager_statistics`, `_eager_gradient`: each pass is named with its traffic per
-logit), over cache-sized row blocks of one reused fp32 buffer; the fused head's chunks compute
-their gradient in the statistics' pass (`statistics_and_gradient`).
+(`compiled_chunk_statistics`, `compiled_gradient_write`). Eagerly they are the fewest
+element-wise passes that keep fp32 arithmetic (`_eager_statistics`, `_eager_gradient`: each pass
+is named with its traffic per logit), over cache-sized row blocks of one reused fp32 buffer; the
+fused head's chunks compute their gradient in the statistics' pass (`statistics_and_gradient`).
 
 An optional per-row weight (position weighting, `position_weights`) scales each row's objective
 and gradient. Both kernels return (objective sum, plain cross-entropy sum) over the rows whose

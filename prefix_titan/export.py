@@ -2,6 +2,11 @@
 
     python -m prefix_titan.export --config train_configs/prefix_tau0.5.toml --out hf/prefix_tau0.5
         [--checkpoint DIR] [--dtype bf16|fp32] [--overwrite] [--accept-unverified]
+        [--section.key VALUE ...]
+
+Any further --section.key VALUE pair overrides the TOML as it does for training: the run folder
+of a run launched with an override is given the same way (--job.dump_folder RUN), and so is a
+tokenizer at another path (--model.hf_assets_path DIR).
 
 --checkpoint is a torchtitan DCP step folder (`.../checkpoint/step-N`) or the final step saved with
 `checkpoint.last_save_in_hf = true`; by default the newest step under the run's dump folder. The
@@ -11,10 +16,12 @@ mismatch is silent and grows with sequence length), the tokenizer files and gene
 It is written to a temporary folder and renamed into place, so no half-written folder is left.
 
 --overwrite replaces only an earlier export (a folder holding export_source.json); --out may never
-be, hold or lie inside the run folder or checkpoint it reads. A step is exported only if its files
-match the checksums recorded when it was saved; a step saved without them (the run was killed
-first) is refused unless --accept-unverified (or sealed: python -m prefix_titan.runs.checkpoints
-seal STEP_DIR).
+be, hold or lie inside the run folder or checkpoint it reads. A --checkpoint of another run than
+the config's is refused (its results would be filed with the wrong arm), and so are a flavor or
+tokenizer other than the ones the run recorded when it trained. A step is exported only if its
+files match the checksums recorded when it was saved; a step saved without them (the run was
+killed first) is refused unless --accept-unverified (or sealed: python -m
+prefix_titan.runs.checkpoints seal STEP_DIR).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -95,7 +96,10 @@ def test_exported_logits_equal_torchtitans(run_dir, tmp_path, which):
 
     ours = HuggingFaceTokenizer(str(run_dir / "tokenizer"))
     text = "Return the number of items in a container."
-    assert tok(text)["input_ids"] == ours.encode(text, add_bos=False, add_eos=False)
+    # as training encoded its documents: BOS first, with no setting passed to transformers
+    assert tok(text)["input_ids"] == ours.encode(text, add_bos=True, add_eos=False)
+    assert tok(text, add_special_tokens=False)["input_ids"] == ours.encode(text, add_bos=False)
+    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
     assert tok.bos_token_id == ours.bos_id and tok.eos_token_id == ours.eos_id
 
 
@@ -177,13 +181,87 @@ def test_a_missing_checkpoint_lists_the_steps_nearby(run_dir, tmp_path):
 def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
     from prefix_titan.evaluation.export import export
 
+    other_flavor = [*config_args(run_dir), "--model.flavor", "debugmodel"]
     step = str(run_dir / "run" / "checkpoint" / "step-2")
+    with pytest.raises(ValueError, match=r"trained model.flavor 'tiny', the config gives 'debug"):
+        export(other_flavor, str(tmp_path / "o"), step)  # the run's record says so
+    # A run folder without its record: the checkpoint's own shapes say so.
+    copy = tmp_path / "unrecorded"
+    shutil.copytree(run_dir / "run" / "checkpoint" / "step-2", copy / "checkpoint" / "step-2")
+    unrecorded = [*other_flavor, "--job.dump_folder", str(copy)]
     with pytest.raises(
         ValueError,
         match=r"not written by model.flavor 'debugmodel'.*it matches model.flavor 'tiny'",
     ):
-        export([*config_args(run_dir), "--model.flavor", "debugmodel"], str(tmp_path / "o"), step)
+        export(unrecorded, str(tmp_path / "o"), str(copy / "checkpoint" / "step-2"))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_of_another_run_is_refused(run_dir, tmp_path):
+    """Exporting arm B's checkpoint under arm A's config would file B's results with A."""
+    from prefix_titan.evaluation.export import export
+    from prefix_titan.runs.folder import EXPORT_RECORD, RUN_CONFIG, read_json, write_json
+
+    other = tmp_path / "ce_run"
+    shutil.copytree(run_dir / "run", other)
+    record = read_json(str(other / RUN_CONFIG), expect=dict)
+    record["objective"]["name"] = "ce"
+    write_json(str(other / RUN_CONFIG), record)
+    step = str(other / "checkpoint" / "step-2")
+    with pytest.raises(
+        ValueError,
+        match=rf"--checkpoint {step} belongs to the run {other} \(objective name ce.*"
+        rf"not to the run of --config .*--job.dump_folder {other}",
+    ):
+        export(config_args(run_dir), str(tmp_path / "hf"), step)
+    assert not (tmp_path / "hf").exists()
+    # With that run's folder the same export goes through and is recorded with that run.
+    out = export(
+        [*config_args(run_dir), "--job.dump_folder", str(other)], str(tmp_path / "hf"), step
+    )
+    assert read_json(os.path.join(out, EXPORT_RECORD), expect=dict)["run_dir"] == str(other)
+
+    # A checkpoint in no recorded run is exported, recorded with no run, and filed with none.
+    loose = tmp_path / "loose" / "step-2"
+    shutil.copytree(run_dir / "run" / "checkpoint" / "step-2", loose)
+    out = export(config_args(run_dir), str(tmp_path / "hf2"), str(loose))
+    source = read_json(os.path.join(out, EXPORT_RECORD), expect=dict)
+    assert source["run_dir"] is None and source["checkpoint"] == str(loose)
+    from prefix_titan.evaluation.harness import file_with_run
+
+    assert file_with_run(out, {"results": {}}) is None
+    assert not (run_dir / "run" / "evals").exists()
+
+
+def test_a_tokenizer_the_run_did_not_train_with_is_refused(run_dir, tmp_path):
+    from tokenizers import Tokenizer
+
+    from prefix_titan.evaluation.export import export
+
+    step = str(run_dir / "run" / "checkpoint" / "step-2")
+    relaid = tmp_path / "relaid"  # the same tokenizer, its JSON laid out anew: accepted
+    shutil.copytree(run_dir / "tokenizer", relaid)
+    tok = Tokenizer.from_file(str(relaid / "tokenizer.json"))
+    tok.save(str(relaid / "tokenizer.json"), pretty=True)
+    assert (relaid / "tokenizer.json").read_bytes() != (
+        run_dir / "tokenizer" / "tokenizer.json"
+    ).read_bytes()
+    export(
+        [*config_args(run_dir), "--model.hf_assets_path", str(relaid)], str(tmp_path / "a"), step
+    )
+
+    other = tmp_path / "other"  # two tokens' ids swapped: refused
+    shutil.copytree(run_dir / "tokenizer", other)
+    data = json.loads((other / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = (next(t for t, i in vocab.items() if i == n) for n in (300, 301))
+    vocab[a], vocab[b] = 301, 300
+    (other / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"is not the one the run .* trained with"):
+        export(
+            [*config_args(run_dir), "--model.hf_assets_path", str(other)], str(tmp_path / "b"), step
+        )
+    assert not (tmp_path / "b").exists()
 
 
 def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_path):

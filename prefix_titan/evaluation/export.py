@@ -25,7 +25,14 @@ import torch
 
 from ..model.flavors import FLAVORS, flavor_args
 from ..runs.checkpoints import complete_steps, verify_step
-from ..runs.folder import EXPORT_RECORD, checkpoint_steps, read_json, step_number, write_json
+from ..runs.folder import (
+    EXPORT_RECORD,
+    RUN_CONFIG,
+    checkpoint_steps,
+    read_json,
+    step_number,
+    write_json,
+)
 from ..runs.lock import RunLock
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -33,6 +40,94 @@ DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 def _log(message: str) -> None:
     print(f"[export] {message}", file=sys.stderr, flush=True)
+
+
+def owning_run(path: str) -> str | None:
+    """The run folder `path` lies in: its nearest enclosing folder that holds RUN_CONFIG (None if
+    there is none)."""
+    folder = os.path.realpath(path)
+    while True:
+        if os.path.isfile(os.path.join(folder, RUN_CONFIG)):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _objective_words(record: dict) -> str:
+    objective = record.get("objective")
+    if not isinstance(objective, dict):
+        return "objective not recorded"
+    return "objective " + ", ".join(
+        f"{k} {objective[k]}" for k in ("name", "tau", "epsilon") if k in objective
+    )
+
+
+def _same_tokenizer(a: str, b: str) -> bool:
+    """Whether two tokenizer.json files hold the same tokenizer (vocabulary, merges, special
+    tokens, normalizer and pre-tokenizer), however their JSON is laid out."""
+    from tokenizers import Tokenizer
+
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return Tokenizer.from_file(a).to_str() == Tokenizer.from_file(b).to_str()
+
+
+def check_run(
+    run_dir: str, checkpoint_folder: str, checkpoint: str, flavor: str, hf_assets_path: str
+) -> str | None:
+    """The run folder an export of `checkpoint` is recorded (and its evaluation filed) under:
+    `run_dir`, the run of the config, when the checkpoint lies in its checkpoint folder or in no
+    recorded run; None (recorded under no run) when it lies elsewhere and in no recorded run. A
+    checkpoint of another run is refused, and so are a flavor or tokenizer other than the ones
+    the run recorded (RUN_CONFIG) when it trained: the model would be written with shapes, RoPE
+    or a vocabulary it was not trained with, or its results filed with another arm."""
+    owner = owning_run(checkpoint)
+    here = os.path.realpath(run_dir)
+    if owner is not None and owner != here:
+        record = read_json(os.path.join(owner, RUN_CONFIG), "the run's record", expect=dict)
+        config_file = record.get("job", {}).get("config_file") or "that run's TOML"
+        raise ValueError(
+            f"--checkpoint {checkpoint} belongs to the run {owner} ({_objective_words(record)}), "
+            f"not to the run of --config ({run_dir}): its export would be recorded, and its "
+            f"evaluation filed, with the wrong run. Export it with that run's settings: "
+            f"--config {config_file} --job.dump_folder {owner}"
+        )
+    inside = os.path.realpath(checkpoint).startswith(
+        os.path.join(os.path.realpath(checkpoint_folder), "")
+    )
+    if owner is None and not inside:
+        _log(
+            f"note: {checkpoint} lies outside the run folder {run_dir} and in no recorded run: "
+            f"the export records no run, and its evaluation is filed with none"
+        )
+        return None
+    recorded = os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.isfile(recorded):
+        return run_dir
+    record = read_json(recorded, "the run's record", expect=dict)
+    model = record.get("model", {})
+    if model.get("flavor") not in (None, flavor):
+        raise ValueError(
+            f"the run {run_dir} trained model.flavor {model['flavor']!r}, the config gives "
+            f"{flavor!r}: export with the run's own flavor (--model.flavor {model['flavor']})"
+        )
+    trained_with = os.path.join(str(model.get("hf_assets_path")), "tokenizer.json")
+    given = os.path.join(hf_assets_path, "tokenizer.json")
+    if not os.path.isfile(trained_with):
+        _log(
+            f"note: the tokenizer the run recorded ({model.get('hf_assets_path')}) is not here, "
+            f"so {hf_assets_path} cannot be checked against it"
+        )
+    elif os.path.isfile(given) and not _same_tokenizer(trained_with, given):
+        raise ValueError(
+            f"the tokenizer at {hf_assets_path} is not the one the run {run_dir} trained with "
+            f"({model['hf_assets_path']}): their tokenizer.json files hold different tokenizers; "
+            f"export with "
+            f"--model.hf_assets_path {model['hf_assets_path']}"
+        )
+    return run_dir
 
 
 def latest_step(folder: str) -> str:
@@ -153,7 +248,26 @@ def hf_config(
 
 
 def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int) -> None:
-    shutil.copy(os.path.join(hf_assets_path, "tokenizer.json"), out)
+    """tokenizer.json and tokenizer_config.json in `out`. Training documents start with BOS
+    (torchtitan's encode(add_bos=True)), so the exported tokenizer prepends it by itself, as the
+    Llama-3 tokenizer on the hub does: a tokenizer that does not is given a post-processor that
+    does (its own kept before it), and transformers' AutoTokenizer then encodes as training did."""
+    source = os.path.join(hf_assets_path, "tokenizer.json")
+    if tokenizer.hf_adds_bos or tokenizer.bos_token is None:
+        shutil.copy(source, out)
+    else:
+        from tokenizers import Tokenizer, processors
+
+        tok = Tokenizer.from_file(source)
+        bos = tokenizer.bos_token
+        template = processors.TemplateProcessing(
+            single=f"{bos} $A",
+            pair=f"{bos} $A {bos} $B:1",
+            special_tokens=[(bos, tokenizer.bos_id)],
+        )
+        before = tok.post_processor
+        tok.post_processor = template if before is None else processors.Sequence([before, template])
+        tok.save(os.path.join(out, "tokenizer.json"))
     config_path = os.path.join(hf_assets_path, "tokenizer_config.json")
     config = {}
     if os.path.exists(config_path):
@@ -339,8 +453,9 @@ def export_run(
     accept_unverified: bool = False,
 ) -> str:
     """Export from the run's settings; `checkpoint` defaults to the newest step in the folder.
-    With `run_dir` the export records the run folder, checkpoint and step it came from. A step
-    without recorded checksums is refused unless `accept_unverified` (runs/checkpoints.py)."""
+    With `run_dir` the export records the run folder, checkpoint and step it came from (check_run
+    refuses a checkpoint of another run, or a flavor or tokenizer the run did not train with). A
+    step without recorded checksums is refused unless `accept_unverified` (runs/checkpoints.py)."""
     model_args = flavor_args(flavor)
     check_out(out, overwrite, run_dir, checkpoint_folder, checkpoint)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
@@ -356,6 +471,9 @@ def export_run(
                 else f"no step folders in {checkpoint_folder}"
             )
         )
+    recorded = run_dir is not None
+    if recorded:
+        run_dir = check_run(run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path)
     reads_from = (run_dir, checkpoint_folder, checkpoint)
     check_out(out, overwrite, *reads_from)
     unverified = verify_step(checkpoint, what="export", accept_unverified=accept_unverified)
@@ -367,9 +485,9 @@ def export_run(
     _log(f"loading {flavor} weights from {checkpoint}")
     state = load_torchtitan_state(checkpoint, model_args, flavor)
     source = None
-    if run_dir is not None:
+    if recorded:
         source = {
-            "run_dir": os.path.abspath(run_dir),
+            "run_dir": os.path.abspath(run_dir) if run_dir is not None else None,
             "checkpoint": os.path.abspath(checkpoint),
             "step": step_number(checkpoint),
             "verified": not unverified,

@@ -456,8 +456,10 @@ def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> s
     if not os.path.exists(record):
         return None
     source = read_json(record, "the export's record", expect=dict)
-    run_dir, step = source.get("run_dir"), source.get("step")
-    if not isinstance(run_dir, str):
+    run_dir, step = source.get("run_dir", ""), source.get("step")
+    if run_dir is None:  # exported from a checkpoint that lies in no recorded run
+        return None
+    if not isinstance(run_dir, str) or not run_dir:
         raise ValueError(f"{record} names no run_dir: the export's record is damaged")
     model = os.path.abspath(model_dir)
     if not os.path.isdir(run_dir) or model.startswith(os.path.join(run_dir, "")):

@@ -199,7 +199,8 @@ def _tokenizer_job(path, dataset="embedded_docs"):
 
 
 def test_a_missing_tokenizer_is_created_only_at_the_documented_place(tmp_path, monkeypatch):
-    from prefix_titan.titan.tokenizer import EMBEDDED_TOKENIZER, build_tokenizer
+    from prefix_titan.titan.checks import EMBEDDED_TOKENIZER
+    from prefix_titan.titan.tokenizer import build_tokenizer
 
     monkeypatch.chdir(tmp_path)  # the documented place is relative to where the run starts
     with pytest.raises(ValueError) as e:

@@ -4,8 +4,10 @@ its queue; the dry runs run in this process (the command itself is run by the la
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 from helpers import ROOT
@@ -13,17 +15,23 @@ from helpers import ROOT
 from prefix_titan.sweep import launch
 
 
-def dry_run(*args, gpus=None):
+def dry_run(*args, gpus=None, root=ROOT, checks=False):
     """(exit status, stdout lines, stderr) of `launch --dry-run ARGS` on a node that shows `gpus`
-    (CUDA_VISIBLE_DEVICES; "": none, None: as this machine)."""
+    (CUDA_VISIBLE_DEVICES; "": none, None: as this machine); the checks a launch would make
+    (preflight, a process of its own) only with `checks`, else none is found."""
     out, err = io.StringIO(), io.StringIO()
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    preflight = launch.preflight if checks else lambda root, runs: []
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            mock.patch.object(launch, "preflight", preflight),
+        ):
             try:
-                code = launch.main(["--dry-run", "--root", str(ROOT), *args])
+                code = launch.main(["--dry-run", "--root", str(root), *args])
             except SystemExit as e:
                 code = e.code
     finally:
@@ -170,6 +178,25 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
 def test_bad_sweep_settings_are_refused(args, gpus, message):
     rc, _, err = dry_run(*args, gpus=gpus)
     assert rc == 2 and message in err, err
+
+
+@pytest.mark.slow  # two processes that import torchtitan
+def test_a_dry_run_says_what_a_launch_from_here_would_refuse(tmp_path):
+    """A plan made where the data and tokenizer are not prepared yet ends with the launch's own
+    refusals (exit status 2); where everything is in place it is only the plan."""
+    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    rc, lines, err = dry_run(
+        "--scale", "pilot", "--arms", "ce", "--seeds", "1", "2", gpus="", root=tmp_path, checks=True
+    )
+    assert rc == 2 and len(lines) == 2, err  # the plan is printed first, whole
+    refusals = err.split("a launch from here would be refused before any run started:")[1]
+    assert refusals.count("ce seed") == 2, err
+    assert "model.hf_assets_path './assets/hf/Llama-3.1-8B' holds no tokenizer.json" in err
+    assert "download_tokenizer.py" in err
+    rc, lines, err = dry_run(
+        "--scale", "smoke", "--arms", "ce", "--seeds", "1", gpus="", root=tmp_path, checks=True
+    )
+    assert rc == 0 and len(lines) == 1 and "refused" not in err, err  # embedded data: all there
 
 
 def test_a_dry_run_plans_without_a_gpu():

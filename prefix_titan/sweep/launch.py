@@ -29,8 +29,10 @@ the runs on --gpus N GPUs (default: the GPUs visible here, or 8 when none is; th
 without visible GPUs: on the CPU, as it would run here). A real launch uses the visible GPUs.
 
 Before any run starts, every run that would start is checked in this process (the job config's
-checks, its data folders, a live writer on its dump folder): a refusal names each run and nothing
-starts (exit status 2), instead of one torchrun failure report per run.
+checks, its data folders and tokenizer, a live writer on its dump folder): a refusal names each
+run and nothing starts (exit status 2), instead of one torchrun failure report per run. A
+--dry-run makes the same checks after printing its plan, and exits 2 with the same list where a
+launch from here would be refused (data not prepared yet, a tokenizer missing).
 
 A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
 a sweep. A failed run is reported at the end and does not stop the others, unless
@@ -246,7 +248,8 @@ def run_queue(
 
 
 def _refused(a, runs, extra, world: int) -> int:
-    """Check every run that would start (preflight); print the refusals and return 2 if any."""
+    """Check every run that would start (preflight); print the refusals and return 2 if any (a
+    --dry-run prints them after its plan: what a launch from here would refuse)."""
     todo = []
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
@@ -255,8 +258,13 @@ def _refused(a, runs, extra, world: int) -> int:
             todo.append((f"{arm} seed {seed}", args))
     problems = preflight(a.root, todo)
     if problems:
+        heading = (
+            "a launch from here would be refused before any run started"
+            if a.dry_run
+            else "refused before any run started"
+        )
         print(
-            "[sweep] refused before any run started:\n  " + "\n  ".join(problems),
+            f"[sweep] {heading}:\n  " + "\n  ".join(problems),
             file=sys.stderr,
             flush=True,
         )
@@ -364,7 +372,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
             if a.dry_run:
-                print(shlex.join(cmd))
+                print(shlex.join(cmd), flush=True)
                 continue
             if finished(a.root, load_config(a.root, a.scale, arm), seed, extra, a.sweep_dir):
                 print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
@@ -422,6 +430,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 log = a.root / run_folder(config, seed, a.sweep_dir) / "launch.log"
                 jobs.append((f"{arm} seed {seed}", log, cmd))
         failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
+    if a.dry_run:
+        sys.stdout.flush()
+        world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
+        return _refused(a, runs, extra, world)
     if failed:
         print("[sweep] failed:\n  " + "\n  ".join(failed), file=sys.stderr)
     return 1 if failed else 0

@@ -104,9 +104,39 @@ def relative_hint(path: str) -> str:
     )
 
 
+EMBEDDED_TOKENIZER = "./assets/embedded_tokenizer"
+"""Where the embedded default keeps its BPE (train_configs/embedded_default.toml): the one place a
+run creates a missing tokenizer by itself (titan/tokenizer.py)."""
+
+
+def tokenizer_missing(job_config) -> str | None:
+    """Why the run's tokenizer cannot be had (model.hf_assets_path holds no tokenizer.json, and it
+    is not the embedded default's, which a run trains by itself), naming how to get it; None when
+    it can."""
+    path = job_config.model.hf_assets_path
+    if os.path.exists(os.path.join(path, "tokenizer.json")):
+        return None
+    embedded = job_config.training.dataset in EMBEDDED_DATASETS
+    if embedded and os.path.abspath(path) == os.path.abspath(EMBEDDED_TOKENIZER):
+        return None
+    if embedded:
+        return (
+            f"model.hf_assets_path {path!r} holds no tokenizer.json{relative_hint(path)}. The "
+            f"embedded BPE is created by itself only at {EMBEDDED_TOKENIZER}; to create it at "
+            f"{path!r}, run python scripts/train_tokenizer.py --out {path}"
+        )
+    return (
+        f"model.hf_assets_path {path!r} holds no tokenizer.json{relative_hint(path)}: get "
+        f"the Llama-3 tokenizer there with python scripts/download_tokenizer.py --source "
+        f"llama-models --out {path}"
+    )
+
+
 def check_paths(job_config) -> None:
-    """The data folders a run reads exist (named with the setting, and where a relative path
-    was looked for)."""
+    """The data folders and the tokenizer a run reads exist (named with the setting, and where a
+    relative path was looked for)."""
+    if (problem := tokenizer_missing(job_config)) is not None:
+        raise ValueError(problem)
     t, v = job_config.training, job_config.validation
     for setting, dataset, path, on in (
         ("training.dataset_path", t.dataset, t.dataset_path, True),

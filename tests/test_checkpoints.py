@@ -148,3 +148,18 @@ def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
     assert seal_step(str(recorded / "step-4")) == [".metadata", "__0_0.distcp"]
     check_checkpoint_to_load(job(recorded.parent))  # accepted: resumes
     assert check_step(str(recorded / "step-4")) == ([], [])
+
+
+def test_purge_older_steps_keeps_the_newest(tmp_path):
+    from prefix_titan.runs.checkpoints import purge_older_steps
+
+    for n in (2, 10, 4, 6):  # numeric order, not the names' order
+        (tmp_path / f"step-{n}").mkdir()
+        (tmp_path / f"step-{n}" / ".metadata").write_text("x")
+    (tmp_path / "other").mkdir()
+    deleted = purge_older_steps(str(tmp_path), 2)
+    assert [os.path.basename(d) for d in deleted] == ["step-2", "step-4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "step-10", "step-6"]
+    assert purge_older_steps(str(tmp_path), 2) == []
+    with pytest.raises(ValueError, match="keep must be >= 1; got 0"):
+        purge_older_steps(str(tmp_path), 0)

@@ -261,6 +261,17 @@ def test_plain_ce_and_validation_ignore_the_objective_and_position_weighting(tmp
             assert [float(v) for _, v in pattern.findall(log)] == pytest.approx(want, rel=1e-5)
 
 
+def test_keep_latest_k_keeps_that_many_steps(tmp_path):
+    """torchtitan purges after every save but the last; the run's end deletes the one left over."""
+    common = ("--checkpoint.enable", "--checkpoint.interval", "1", "--training.steps", "4")
+    log, _ = train(tmp_path, *common, "--checkpoint.keep_latest_k", "2", name="run")
+    folder = tmp_path / "run" / "checkpoint"
+    assert sorted(p.name for p in folder.iterdir()) == ["step-3", "step-4"], log[-2000:]
+    assert "checkpoint.keep_latest_k = 2 keeps the newest 2 steps" in log
+    for step in ("step-3", "step-4"):
+        assert (folder / step / "sha256sums-rank0.txt").is_file()
+
+
 def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_path):
     import json
 

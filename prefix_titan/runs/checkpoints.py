@@ -26,6 +26,7 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 
 from .folder import checkpoint_steps, step_number, write_atomically
 
@@ -171,6 +172,25 @@ class ChecksumRecorder:
             self.seen[step_dir] = stamp
             done.append(step_dir)
         return done
+
+
+def purge_older_steps(folder: str, keep: int) -> list[str]:
+    """Delete the `step-N` folders of `folder` older than its newest `keep` (keep >= 1), as
+    torchtitan's `checkpoint.keep_latest_k` does after every save but the last one; returns the
+    deleted. Each is renamed aside before it is deleted, so a crash leaves no half-deleted step-N
+    that a loader could pick."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1; got {keep}")
+    deleted = []
+    for step_dir in checkpoint_steps(folder)[:-keep]:
+        aside = os.path.join(folder, f".purged-{os.path.basename(step_dir)}")
+        try:
+            os.rename(step_dir, aside)
+        except FileNotFoundError:  # deleted meanwhile
+            continue
+        shutil.rmtree(aside)
+        deleted.append(step_dir)
+    return deleted
 
 
 def _stamp(step_dir: str):

@@ -153,7 +153,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
         return should
 
     def close(self) -> None:
-        self.step_checks.record_checksums()  # the last step's checkpoint
+        self.step_checks.finish()  # the last step's checkpoint: checksums, then keep_latest_k
         super().close()
 
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):

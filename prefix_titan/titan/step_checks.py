@@ -19,9 +19,10 @@ import math
 import os
 
 import torch
+from torchtitan.tools.logging import logger
 
 from ..objectives.table import indexed
-from ..runs.checkpoints import ChecksumRecorder
+from ..runs.checkpoints import ChecksumRecorder, purge_older_steps
 
 RESUME_ADVICE = (
     "The run stops here, before any checkpoint of this step is saved; resume from the last "
@@ -34,9 +35,10 @@ class StepChecks:
 
     def __init__(self, job_config, meter):
         ckpt = job_config.checkpoint
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        folder = os.path.join(job_config.job.dump_folder, ckpt.folder)
-        self.checksums = ChecksumRecorder(folder, rank) if ckpt.enable else None
+        self.rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.folder = os.path.join(job_config.job.dump_folder, ckpt.folder)
+        self.checksums = ChecksumRecorder(self.folder, self.rank) if ckpt.enable else None
+        self.keep = ckpt.keep_latest_k if ckpt.enable else 0
         self.meter = meter
 
     def after_update(self, step: int, model_parts) -> None:
@@ -51,6 +53,18 @@ class StepChecks:
         run, of the last one)."""
         if self.checksums is not None:
             self.checksums.record_pending()
+
+    def finish(self) -> None:
+        """At the end of the run (after torchtitan's checkpointer has closed): the last step's
+        checksums, then, on rank 0, the older steps beyond `checkpoint.keep_latest_k` deleted,
+        which torchtitan leaves one too many (it purges after every save but the last)."""
+        self.record_checksums()
+        if self.keep > 0 and self.rank == 0:
+            for step_dir in purge_older_steps(self.folder, self.keep):
+                logger.info(
+                    f"Deleted {step_dir}: checkpoint.keep_latest_k = {self.keep} keeps the newest "
+                    f"{self.keep} steps"
+                )
 
 
 def _value(t) -> str:

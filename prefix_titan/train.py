@@ -165,6 +165,9 @@ def world_of_one() -> None:
 
 
 def main() -> None:
+    sys.argv[0] = (
+        "python -m prefix_titan.train"  # the command tyro's errors tell to rerun with --help
+    )
     args = sys.argv[1:]
     if any(a in ("-h", "--help") for a in args) and config_file(args) is None:
         # torchtitan lists a TOML's custom sections only: name ours so that --help shows them

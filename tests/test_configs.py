@@ -393,6 +393,22 @@ def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tm
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # a process that imports torchtitan
+def test_a_misspelt_option_points_at_our_command_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.train", "--job.config_file", str(CONFIGS[0])]
+        + ["--objective.tauu", "0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "--objective.tau FLOAT" in text, text[-2000:]
+    assert "run python -m prefix_titan.train --help" in " ".join(text.split())
+    assert "train.py" not in text
+
+
 def test_an_unknown_toml_key_names_the_file_the_section_and_our_help(tmp_path, capsys):
     from prefix_titan.train import parse_config
 

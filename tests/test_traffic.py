@@ -196,6 +196,12 @@ def test_weight_gradient_sums_chunks_in_fp32(seed):
     torch.testing.assert_close(acc.double(), bf, rtol=2e-2, atol=0.1)
 
 
+@pytest.mark.xfail(
+    tuple(int(x) for x in torch.__version__.split(".")[:2]) == (2, 11),
+    reason="torch 2.11's meta decomposition of addmm takes out_dtype for beta (dtype * Tensor)",
+    raises=TypeError,
+    strict=True,
+)
 def test_the_fp32_accumulator_calls_of_cuda_are_well_formed():
     """The calls the CUDA path makes (bf16 chunk products into a new fp32 tensor, then into that
     one in place: `out_dtype=torch.float32`) have no CPU kernel, but torch's meta kernels check

@@ -278,6 +278,8 @@ def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int
     for key, token in (("bos_token", tokenizer.bos_token), ("eos_token", tokenizer.eos_token)):
         if token is not None:
             config.setdefault(key, token)
+    if tokenizer.bos_token is not None:
+        config["add_bos_token"] = True  # what the exported tokenizer.json does, said in its config
     write_json(os.path.join(out, "tokenizer_config.json"), config)
 
 

@@ -348,3 +348,34 @@ def test_unfinished_runs_are_marked(sweep):
     text = report(str(sweep))
     assert "**Unfinished: 1 run** below the configured training.steps" in text
     assert "ce seed 1 (step 2000 of 3000)." in text
+
+
+def test_an_exported_model_is_counted_at_the_step_its_record_names(tmp_path):
+    """An export's folder name is the user's; the step is the one its export_source.json records.
+    A model exported from another run (or from none) inside this run folder is refused."""
+    import shutil
+
+    from prefix_titan.sweep.runs import load_run
+
+    run = make_run(tmp_path / "a", "ce", {"name": "ce"}, 0.0)
+    shutil.move(run / "hf" / "step-2000", run / "hf" / "step-10")  # named after the wrong step
+    record = {"run_dir": str(run), "checkpoint": str(run / "checkpoint" / "step-2000")}
+    (run / "hf" / "step-10" / "export_source.json").write_text(json.dumps({**record, "step": 2000}))
+    assert sorted(load_run(str(run))["steps"]) == [2000]
+
+    copy = tmp_path / "copied"  # the same run copied elsewhere: its exports still count
+    shutil.copytree(run, copy)
+    assert sorted(load_run(str(copy))["steps"]) == [2000]
+    moved = tmp_path / "moved"
+    shutil.move(copy, moved)
+    assert sorted(load_run(str(moved))["steps"]) == [2000]
+
+    other = make_run(tmp_path / "b", "label_smoothing", {"name": "label_smoothing"}, 0.0)
+    stray = run / "hf" / "other"
+    shutil.copytree(other / "hf" / "step-2000", stray)
+    (stray / "export_source.json").write_text(json.dumps({"run_dir": str(other), "step": 2000}))
+    with pytest.raises(ValueError, match=r"exported from another run \(.*b/label_smoothing"):
+        load_run(str(run))
+    (stray / "export_source.json").write_text(json.dumps({"run_dir": None, "step": 2000}))
+    with pytest.raises(ValueError, match=r"exported from no recorded run, inside the run folder"):
+        load_run(str(run))

@@ -15,6 +15,7 @@ from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
+    EXPORT_RECORD,
     METRICS_LOG,
     RUN_CONFIG,
     flatten,
@@ -37,6 +38,35 @@ def _step_of(path: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def _evaluated_step(folder: str, results_dir: str) -> int:
+    """The step an evaluation in `results_dir` (below run `folder`) is of: an exported model
+    folder says so in its EXPORT_RECORD, whatever the folder is named; elsewhere (RUN/evals/step-N,
+    written from that record) the run-relative path says it. A model exported from another run
+    (one whose folder is here with another record) or from no run is refused: its results would
+    be counted as this run's. A run folder moved or copied keeps its exports."""
+    record = os.path.join(results_dir, EXPORT_RECORD)
+    if not os.path.isfile(record):
+        return _step_of(os.path.relpath(results_dir, folder))
+    source = read_json(record, "the export's record", expect=dict)
+    run_dir = source.get("run_dir")
+    if run_dir is not None and not isinstance(run_dir, str):
+        raise ValueError(f"{record} names no run_dir: the export's record is damaged")
+    other = run_dir is None
+    if not other and os.path.realpath(run_dir) != os.path.realpath(folder):
+        theirs = os.path.join(run_dir, RUN_CONFIG)
+        other = os.path.isfile(theirs) and read_json(theirs, "the run record") != read_json(
+            os.path.join(folder, RUN_CONFIG), "the run record"
+        )
+    if other:
+        raise ValueError(
+            f"{results_dir} holds the evaluation of a model exported from "
+            f"{'no recorded run' if run_dir is None else f'another run ({run_dir})'}, inside the "
+            f"run folder {folder}: its results would be counted as this run's; move it out"
+        )
+    step = source.get("step")
+    return step if isinstance(step, int) else -1
+
+
 def load_run(folder: str) -> dict:
     """One run folder: its recorded config and objective (arm name); its validation rows by step
     (plain CE and the validation metrics); by evaluated step, the evaluation results, the
@@ -56,7 +86,8 @@ def load_run(folder: str) -> dict:
             validation[r["step"]] = {k: v for k, v in r.items() if k.startswith("validation_")}
     # Every evaluation of the run, by step: each eval_results.json below the run folder
     # (RUN/hf/step-N, RUN/evals/step-N) and eval --all-checkpoints' curve, merged by task, with
-    # the per-item outcomes written beside them. The step is read from the run-relative path.
+    # the per-item outcomes written beside them. The step is read from the export's record or
+    # the run-relative path (_evaluated_step).
     steps: dict[int, dict] = {}
 
     def entry(step: int) -> dict:
@@ -73,7 +104,7 @@ def load_run(folder: str) -> dict:
                     f"{path} holds no `results` object: it is damaged or not lm-eval's results; "
                     f"evaluate that model again (or move the file out of the run folder)"
                 )
-            e = entry(_step_of(os.path.relpath(path, folder)))
+            e = entry(_evaluated_step(folder, d))
             for task, metrics in data["results"].items():
                 e["results"][task] = metrics
                 e["limits"][task] = _sample(data)

@@ -183,16 +183,30 @@ def test_bad_sweep_settings_are_refused(args, gpus, message):
 @pytest.mark.slow  # two processes that import torchtitan
 def test_a_dry_run_says_what_a_launch_from_here_would_refuse(tmp_path):
     """A plan made where the data and tokenizer are not prepared yet ends with the launch's own
-    refusals (exit status 2); where everything is in place it is only the plan."""
+    refusals (exit status 2): every problem once, with the runs it stops; a shard folder that
+    prepare has not finished is one. Where everything is in place it is only the plan."""
     shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    (tmp_path / "data" / "fineweb_edu_ascii_llama3").mkdir(parents=True)  # begun, not finished
     rc, lines, err = dry_run(
-        "--scale", "pilot", "--arms", "ce", "--seeds", "1", "2", gpus="", root=tmp_path, checks=True
+        "--scale",
+        "pilot",
+        "--arms",
+        "ce",
+        "label_smoothing",
+        "--seeds",
+        "1",
+        gpus="",
+        root=tmp_path,
+        checks=True,
     )
     assert rc == 2 and len(lines) == 2, err  # the plan is printed first, whole
-    refusals = err.split("a launch from here would be refused before any run started:")[1]
-    assert refusals.count("ce seed") == 2, err
-    assert "model.hf_assets_path './assets/hf/Llama-3.1-8B' holds no tokenizer.json" in err
-    assert "download_tokenizer.py" in err
+    refusals = err.split("a launch from here would be refused before any run started:\n")[1]
+    problems = refusals.strip().split("\n")
+    assert len(problems) == 3, err  # the tokenizer, the training data, the validation data
+    assert all(p.strip().startswith("ce seed 1, label_smoothing seed 1: ") for p in problems), err
+    assert "model.hf_assets_path './assets/hf/Llama-3.1-8B' holds no tokenizer.json" in problems[0]
+    assert "download_tokenizer.py" in problems[0]
+    assert "training.dataset_path: './data/fineweb_edu_ascii_llama3' has no manifest.json" in err
     rc, lines, err = dry_run(
         "--scale", "smoke", "--arms", "ce", "--seeds", "1", gpus="", root=tmp_path, checks=True
     )

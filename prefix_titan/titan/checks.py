@@ -5,6 +5,7 @@ run, checksums of the step to load)."""
 import math
 import os
 
+from ..data.shards import load_manifest
 from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import resolve_family
 from ..objectives.kernel import RowKernel
@@ -19,7 +20,7 @@ from ..runs.folder import (
     run_record,
 )
 from ..runs.lock import RunLock
-from .datasets import EMBEDDED_DATASETS, TOKEN_DATASETS, check_dataset_name
+from .datasets import EMBEDDED_DATASETS, SHARD_DATASETS, TOKEN_DATASETS, check_dataset_name
 from .loss import compiles_loss
 
 
@@ -132,21 +133,42 @@ def tokenizer_missing(job_config) -> str | None:
     )
 
 
+class PathProblems(ValueError):
+    """Every problem check_paths found (`problems`), one per line."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 def check_paths(job_config) -> None:
-    """The data folders and the tokenizer a run reads exist (named with the setting, and where a
-    relative path was looked for)."""
-    if (problem := tokenizer_missing(job_config)) is not None:
-        raise ValueError(problem)
+    """The tokenizer and the data folders a run reads are there (named with the setting, and
+    where a relative path was looked for), a token shard folder finished (its manifest checked:
+    data/shards.py); every problem found is named, in one ValueError."""
+    problems = [p] if (p := tokenizer_missing(job_config)) is not None else []
     t, v = job_config.training, job_config.validation
+    prepare = (
+        f"python -m prefix_titan.prepare --tokenizer {job_config.model.hf_assets_path} --out "
+        "{path} --tokens N [--val-tokens N] (README: the pilot's and the 500M sweep's sizes)"
+    )
     for setting, dataset, path, on in (
         ("training.dataset_path", t.dataset, t.dataset_path, True),
         ("validation.dataset_path", v.dataset, v.dataset_path, v.enable),
     ):
-        if on and path and dataset.lower() not in EMBEDDED_DATASETS and not os.path.exists(path):
-            raise ValueError(
+        if not on or not path or dataset.lower() in EMBEDDED_DATASETS:
+            continue
+        if not os.path.exists(path):
+            problems.append(
                 f"{setting} {path!r} does not exist{relative_hint(path)}. Prepare it with "
-                "python -m prefix_titan.prepare, or set it to the folder that holds the data"
+                f"{prepare.format(path=path)}, or set it to the folder that holds the data"
             )
+        elif dataset.lower() in SHARD_DATASETS:
+            try:
+                load_manifest(path)
+            except ValueError as e:
+                problems.append(f"{setting}: {e}")
+    if problems:
+        raise PathProblems(problems)
 
 
 def check_job_config(job_config) -> None:

@@ -12,14 +12,15 @@ import sys
 
 
 def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
-    """`name: problem` for each run whose training would refuse: the job config's checks, its data
-    folders (relative to the working directory) and a live writer's lock on its dump folder."""
+    """`names: problem` for each problem a run's training would refuse with (the job config's
+    checks, its tokenizer and data folders, relative to the working directory, and a live
+    writer's lock on its dump folder), the runs that share a problem named together."""
     from torchtitan.config import ConfigManager
 
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import check_job_config, check_paths
 
-    problems = []
+    problems: dict[str, list[str]] = {}
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
         for name, args in runs:
@@ -30,10 +31,16 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
                     RunLock(job.job.dump_folder).acquire().release()  # refused if held
             except (ValueError, FolderBusy, SystemExit) as e:
-                problems.append(f"{name}: {e}")
+                for problem in getattr(e, "problems", None) or [str(e)]:
+                    problems.setdefault(problem, []).append(name)
     finally:
         logging.disable(logging.NOTSET)
-    return problems
+    def who(names: list[str]) -> str:
+        if len(names) == len(runs) > 2:
+            return f"all {len(names)} runs"
+        return ", ".join(names)
+
+    return [f"{who(names)}: {problem}" for problem, names in problems.items()]
 
 
 def main() -> None:

@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--dtype",
         default=None,
-        choices=["bfloat16", "float32"],
-        help="the model's dtype (default: bfloat16 on a GPU, float32 on a CPU)",
+        choices=["bfloat16", "float32", "bf16", "fp32"],
+        help="the model's dtype (default: bfloat16 on a GPU, float32 on a CPU; bf16 and fp32, "
+        "export's spellings, are the same)",
     )
     p.add_argument(
         "--progress", action="store_true", help="show the progress bars and lm-eval's log lines"
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         limit_seed=a.limit_seed,
         data_dir=a.data_dir,
         batch_size=a.batch_size,
-        dtype=a.dtype,
+        dtype={"bf16": "bfloat16", "fp32": "float32"}.get(a.dtype, a.dtype),
         probes=probes,
     )
     offline = [

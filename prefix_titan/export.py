@@ -15,8 +15,10 @@ format=pt), a `config.json` that matches the flavor exactly (RoPE theta and scal
 mismatch is silent and grows with sequence length), the tokenizer files and generation_config.json.
 It is written to a temporary folder and renamed into place, so no half-written folder is left.
 
---overwrite replaces only an earlier export (a folder holding export_source.json); --out may never
-be, hold or lie inside the run folder or checkpoint it reads. A --checkpoint of another run than
+--overwrite replaces only an earlier export (a folder holding export_source.json). --out is never
+the run folder or a folder that holds it, and never is, holds or lies inside the checkpoint folder
+or the step it reads; a new folder of the run, such as RUN/hf/step-N, is fine (named step-N, it
+must be the step exported). A --checkpoint of another run than
 the config's is refused (its results would be filed with the wrong arm), and so are a flavor or
 tokenizer other than the ones the run recorded when it trained. A step is exported only if its
 files match the checksums recorded when it was saved; a step saved without them (the run was
@@ -27,9 +29,12 @@ prefix_titan.runs.checkpoints seal STEP_DIR).
 from __future__ import annotations
 
 import argparse
+import difflib
 
 DTYPE_NAMES = ("bf16", "fp32")
 """The --dtype choices (evaluation/export.py's DTYPES, named here so that --help needs no torch)"""
+SPELLED_OUT = {"bfloat16": "bf16", "float32": "fp32"}
+"""eval's spellings of the same dtypes, taken too"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,12 +43,15 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--config", required=True, help="the run's TOML (flavor, tokenizer, dump folder)"
-    )
+    p.add_argument("--config", help="the run's TOML (flavor, tokenizer, dump folder); required")
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", default=None, help="step folder (default: the newest)")
-    p.add_argument("--dtype", default="fp32", choices=DTYPE_NAMES)
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=[*DTYPE_NAMES, *SPELLED_OUT],
+        help="the exported weights' dtype (bfloat16 and float32, eval's spellings, are the same)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
     p.add_argument(
         "--accept-unverified",
@@ -51,6 +59,14 @@ def main(argv: list[str] | None = None) -> None:
         help="export a step whose files have no recorded checksum (size-checked only)",
     )
     a, overrides = p.parse_known_args(argv)  # extra --section.key value pairs override the TOML
+    ours = [s for action in p._actions for s in action.option_strings if s.startswith("--")]
+    for flag in (x.split("=", 1)[0] for x in overrides if x.startswith("--")):
+        if "." not in flag:  # not a --section.key override: a misspelt flag of this command
+            near = difflib.get_close_matches(flag, ours, n=1)
+            hint = f"; did you mean {near[0]}?" if near else f"; its flags: {', '.join(ours)}"
+            p.error(f"unrecognized argument {flag}{hint}")
+    if a.config is None:
+        p.error("the following argument is required: --config (the run's TOML)")
     from .evaluation.export import export
 
     try:
@@ -58,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             ["--job.config_file", a.config, *overrides],
             a.out,
             a.checkpoint,
-            a.dtype,
+            SPELLED_OUT.get(a.dtype, a.dtype),
             a.overwrite,
             accept_unverified=a.accept_unverified,
         )

@@ -501,7 +501,8 @@ def test_the_dtype_follows_the_device_unless_named(monkeypatch, tmp_path, cuda, 
     monkeypatch.setattr(cli, "table", lambda results: "")
     cli.main(["--model", str(tmp_path), "--tasks", "char_probes"])
     cli.main(["--model", str(tmp_path), "--tasks", "char_probes", "--dtype", "bfloat16"])
+    cli.main(["--model", str(tmp_path), "--tasks", "char_probes", "--dtype", "fp32"])  # export's
     resolved = [model_args("m", dtype, cuda) for dtype in seen]
-    assert [args["dtype"] for args in resolved] == [want, "bfloat16"]
+    assert [args["dtype"] for args in resolved] == [want, "bfloat16", "float32"]
     assert all(args["softmax_dtype"] == "float32" for args in resolved)
     assert resolved[0]["device"] == ("cuda" if cuda else "cpu")

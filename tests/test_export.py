@@ -165,6 +165,17 @@ def test_refusals(run_dir, tmp_path):
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path))
     with pytest.raises(ValueError, match="--dtype must be one of bf16, fp32"):
         export(config_args(run_dir), str(tmp_path / "out"), dtype="fp16")
+    with pytest.raises(ValueError, match=r"model.hf_assets_path '/nonexistent' holds no tokenizer"):
+        export(
+            [*config_args(run_dir), "--model.hf_assets_path", "/nonexistent"], str(tmp_path / "o")
+        )
+    step2 = str(run_dir / "run" / "checkpoint" / "step-2")
+    with pytest.raises(  # a folder named after one step never holds another
+        ValueError, match=r"named after step 10, but the checkpoint exported is step 3 .*step-3"
+    ):
+        export(config_args(run_dir), str(tmp_path / "step-10"))
+    export(config_args(run_dir), str(tmp_path / "step-2"), step2)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
 
 
 def test_a_missing_checkpoint_lists_the_steps_nearby(run_dir, tmp_path):

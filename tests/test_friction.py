@@ -160,3 +160,24 @@ def test_quiet_pytest_names_its_seed():
     assert out.returncode == 0, out.stdout[-2000:]
     assert "test seed base: 7 (" in out.stdout
     assert "PREFIX_TITAN_TEST_SEED=N python -m pytest" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (
+            ["--confg", "c.toml", "--out", "o"],
+            "unrecognized argument --confg; did you mean --config?",
+        ),
+        (["--config", "c.toml", "--out", "o", "--checkpiont", "s"], "did you mean --checkpoint?"),
+        (["--out", "o"], "the following argument is required: --config"),
+        (["--config", "c.toml", "--out", "o", "--dtype", "fp16"], "invalid choice: 'fp16'"),
+    ],
+)
+def test_a_misspelt_export_flag_is_named_before_anything_loads(capsys, argv, says):
+    from prefix_titan.export import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert says in capsys.readouterr().err

@@ -130,6 +130,16 @@ def check_run(
     return run_dir
 
 
+def check_tokenizer(hf_assets_path: str) -> None:
+    """Refuse, before any weight is read, a model.hf_assets_path without tokenizer.json."""
+    if not os.path.isfile(os.path.join(hf_assets_path, "tokenizer.json")):
+        where = "" if os.path.isabs(hf_assets_path) else f" (relative to {os.getcwd()})"
+        raise ValueError(
+            f"model.hf_assets_path {hf_assets_path!r}{where} holds no tokenizer.json: give the "
+            f"folder of the tokenizer the run trained with (--model.hf_assets_path DIR)"
+        )
+
+
 def latest_step(folder: str) -> str:
     steps = complete_steps(folder)
     if not steps:
@@ -306,6 +316,7 @@ def write_hf_folder(
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     check_out(out, overwrite, *reads_from)
+    check_tokenizer(hf_assets_path)
     tokenizer = HuggingFaceTokenizer(hf_assets_path)
     if tokenizer.get_vocab_size() > model_args.vocab_size:
         raise ValueError(
@@ -460,6 +471,7 @@ def export_run(
     step without recorded checksums is refused unless `accept_unverified` (runs/checkpoints.py)."""
     model_args = flavor_args(flavor)
     check_out(out, overwrite, run_dir, checkpoint_folder, checkpoint)
+    check_tokenizer(hf_assets_path)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
     if not os.path.isdir(checkpoint):
         near = checkpoint_steps(os.path.dirname(os.path.normpath(checkpoint))) or checkpoint_steps(
@@ -474,6 +486,12 @@ def export_run(
             )
         )
     recorded = run_dir is not None
+    named, step = step_number(out), step_number(checkpoint)
+    if named is not None and step is not None and named != step:
+        raise ValueError(
+            f"--out {out} is named after step {named}, but the checkpoint exported is step {step} "
+            f"({checkpoint}): name it step-{step}, or pass --checkpoint for step {named}"
+        )
     if recorded:
         run_dir = check_run(run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path)
     reads_from = (run_dir, checkpoint_folder, checkpoint)

@@ -35,6 +35,7 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
                     problems.setdefault(problem, []).append(name)
     finally:
         logging.disable(logging.NOTSET)
+
     def who(names: list[str]) -> str:
         if len(names) == len(runs) > 2:
             return f"all {len(names)} runs"

@@ -20,6 +20,7 @@ steps, with different --limit or task versions are refused, naming them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .sweep.metrics import METRICS
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         print(report(a.runs_dir, a.out, a.plan, a.checkpoints))
     except ValueError as e:
         p.error(str(e))
+    out = a.out or os.path.join(a.runs_dir, "report")
+    print(f"written to {os.path.join(out, 'report.md')} (and report.json, plots)", file=sys.stderr)
 
 
 if __name__ == "__main__":

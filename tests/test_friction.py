@@ -181,3 +181,19 @@ def test_a_misspelt_export_flag_is_named_before_anything_loads(capsys, argv, say
         main(argv)
     assert e.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
+    from helpers import make_run
+
+    from prefix_titan.report import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "sweep_pilot")])
+    assert e.value.code == 2
+    assert f"'{tmp_path / 'sweep_pilot'}' does not exist" in capsys.readouterr().err
+    make_run(tmp_path / "sweep", "ce", {"name": "ce"}, 0.0)
+    main([str(tmp_path / "sweep")])
+    err = capsys.readouterr().err
+    assert f"written to {tmp_path / 'sweep' / 'report' / 'report.md'}" in err
+    assert (tmp_path / "sweep" / "report" / "report.md").is_file()

@@ -15,7 +15,7 @@ from prefix_titan.evaluation.probes import PROBE_TASKS
 from prefix_titan.sweep import inference
 from prefix_titan.sweep import simulate as sim
 from prefix_titan.sweep.analysis import analyse, load_plan
-from prefix_titan.sweep.metrics import metric, run_value
+from prefix_titan.sweep.metrics import METRICS, metric, run_value
 from prefix_titan.sweep.report import report
 from prefix_titan.sweep.runs import _step_of, find_runs, group_arms
 
@@ -466,3 +466,19 @@ def test_the_ce_equivalent_arms_are_not_claimed_different_from_ce(seed):
     assert binomtest(any_aa, sweeps, ALPHA, alternative="greater").pvalue > 0.01
     checked = analyse(sim.group(sim.simulate(sweep, seed=seed)), PLAN)
     assert {c.arm for c in checked.comparisons if c.aa_check} == set(equivalent)
+
+
+def test_validation_metrics_at_other_steps_share_one_note_with_the_training_fix():
+    """Validation rows come from training: runs validated at other steps are named once, with
+    every metric they take out, and the fix is in training's settings, not in evaluation."""
+    runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2), tasks=TASKS), seed=1)
+    run = runs[0]
+    run["val"] = {s + 1: v for s, v in run["val"].items()}
+    run["validation"] = {s + 1: v for s, v in run["validation"].items()}
+    a = analyse(sim.group(runs), PLAN)
+    left = [n for n in a.notes if "left out: the runs have it at different steps" in n]
+    assert len(left) == 1, a.notes
+    assert left[0].endswith("train every run with the same training.steps and validation.freq")
+    validation = [m.name for m in METRICS.values() if m.source == "validation"]
+    assert len(validation) > 1
+    assert [name for name in validation if name in left[0].split(" left out")[0]] == validation

@@ -241,10 +241,18 @@ def _table(
             out[arm][seed] = v
     if len(used) > 1:
         where = "; ".join(f"{', '.join(map(str, s))} in {len(f)} run(s)" for s, f in used.items())
-        notes.append(
-            f"{m.name} left out: the runs have it at different steps ({where}); evaluate every "
-            "run at the same checkpoints with the same tasks"
+        fix = (
+            "train every run with the same training.steps and validation.freq"
+            if m.source == "validation"
+            else "evaluate every run at the same checkpoints with the same tasks"
         )
+        said = f" left out: the runs have it at different steps ({where}); {fix}"
+        for i, note in enumerate(notes):  # metrics read at the same steps share one note
+            if note.endswith(said):
+                notes[i] = f"{note[: -len(said)]}, {m.name}{said}"
+                break
+        else:
+            notes.append(f"{m.name}{said}")
         return {arm: {} for arm in out}
     if used and steps and m.source != "validation" and list(next(iter(used))) != list(steps):
         notes.append(

@@ -221,7 +221,7 @@ def test_a_checkpoint_of_another_run_is_refused(run_dir, tmp_path):
     step = str(other / "checkpoint" / "step-2")
     with pytest.raises(
         ValueError,
-        match=rf"--checkpoint {step} belongs to the run {other} \(objective name ce.*"
+        match=rf"--checkpoint {step} belongs to the run {other} \(objective ce\).*"
         rf"not to the run of --config .*--job.dump_folder {other}",
     ):
         export(config_args(run_dir), str(tmp_path / "hf"), step)

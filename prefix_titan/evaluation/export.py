@@ -55,13 +55,17 @@ def owning_run(path: str) -> str | None:
         folder = parent
 
 
-def _objective_words(record: dict) -> str:
+def _objective_words(record: dict, path: str) -> str:
+    """The arm a run's record names (`objective prefix_tau0.5`)."""
+    from ..objectives.spec import ObjectiveSpec
+
     objective = record.get("objective")
     if not isinstance(objective, dict):
         return "objective not recorded"
-    return "objective " + ", ".join(
-        f"{k} {objective[k]}" for k in ("name", "tau", "epsilon") if k in objective
-    )
+    try:
+        return f"objective {ObjectiveSpec.from_record(objective, path).arm_name()}"
+    except ValueError:
+        return f"objective {objective.get('name')!r}"
 
 
 def _same_tokenizer(a: str, b: str) -> bool:
@@ -89,7 +93,8 @@ def check_run(
         record = read_json(os.path.join(owner, RUN_CONFIG), "the run's record", expect=dict)
         config_file = record.get("job", {}).get("config_file") or "that run's TOML"
         raise ValueError(
-            f"--checkpoint {checkpoint} belongs to the run {owner} ({_objective_words(record)}), "
+            f"--checkpoint {checkpoint} belongs to the run {owner} "
+            f"({_objective_words(record, os.path.join(owner, RUN_CONFIG))}), "
             f"not to the run of --config ({run_dir}): its export would be recorded, and its "
             f"evaluation filed, with the wrong run. Export it with that run's settings: "
             f"--config {config_file} --job.dump_folder {owner}"

@@ -144,8 +144,14 @@ def test_eval_command_end_to_end(exported):
     )
     assert (
         "| winogrande_debiased |" in out.stdout
-        and "| task | acc | acc_norm | bits/byte |" in out.stdout
+        and "| task | acc | acc_norm | chance | bits/byte |" in out.stdout
     )
+    # Each task beside a uniform guess among its items' choices: WinoGrande and PIQA have two,
+    # HellaSwag and ARC-Easy four (the fixtures' own counts).
+    chance = json.load(open(exported / "hf" / "eval_results.json"))["chance"]
+    want = {"winogrande_debiased": 0.5, "piqa": 0.5, "hellaswag": 0.25, "arc_easy": 0.25}
+    assert chance == pytest.approx(want)
+    assert "| winogrande_debiased |" in out.stdout and "| 0.5000 |" in out.stdout
     assert f"results written to {exported / 'hf' / 'eval_results.json'}" in out.stdout
     # Every item's outcome beside the results: the table's metric is their mean.
     from prefix_titan.evaluation.harness import read_items

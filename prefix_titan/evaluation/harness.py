@@ -231,6 +231,7 @@ def evaluate(
     }
     # The per-item files first: the results file, written last, says the evaluation finished.
     items = {task: item_outcomes(samples, task) for task, samples in out.get("samples", {}).items()}
+    results["chance"] = {task: chance_level(rows) for task, rows in items.items()}
     write_items(model_dir, items)
     write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
     file_with_run(model_dir, results, items)
@@ -480,13 +481,23 @@ def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> s
     return path
 
 
+def chance_level(rows: list[dict]) -> float | None:
+    """The accuracy of a uniform guess among each item's choices, over a task's item outcomes
+    (None for a task without choices: generation)."""
+    counts = [len(r["logliks"]) for r in rows if r.get("logliks")]
+    return sum(1 / n for n in counts) / len(counts) if counts else None
+
+
 def table(results: dict) -> str:
-    rows = ["| task | acc | acc_norm | bits/byte |", "|---|---:|---:|---:|"]
+    """The results as a Markdown table, beside each task's chance level (`results["chance"]`,
+    where the evaluation recorded it)."""
+    rows = ["| task | acc | acc_norm | chance | bits/byte |", "|---|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    chance = results.get("chance") or {}
     for task, m in results["results"].items():
         rows.append(
             f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
-            f"{fmt(m.get('bits_per_byte,none'))} |"
+            f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none'))} |"
         )
     return "\n".join(rows)
 

@@ -217,11 +217,15 @@ def test_seal_refuses_a_damaged_step(recorded):
 
 
 def export_to(recorded, out, **kw):
+    """An export refused before it reads the tokenizer (whose file is only a placeholder)."""
     from prefix_titan.evaluation.export import export_run
 
+    unread = recorded.parent.parent / "unread-tokenizer"  # outside the run folder
+    unread.mkdir(exist_ok=True)
+    (unread / "tokenizer.json").write_text("{}")
     return export_run(
         "tiny",
-        str(recorded.parent / "no-tokenizer"),
+        str(unread),
         64,
         str(recorded),
         str(out),

@@ -227,7 +227,8 @@ def test_a_second_training_into_a_busy_folder_is_refused_and_changes_nothing(tmp
 @pytest.mark.slow
 def test_from_another_working_directory_a_relative_path_is_named_with_where_it_was_read(tmp_path):
     """The 500M config started from a folder other than the repository root (as from a
-    torchtitan checkout): refused once, naming the setting, the working directory and the fix."""
+    torchtitan checkout): refused once, naming every missing path's setting and fix, then the
+    working directory they were read from."""
     config = ROOT / "train_configs" / "prefix_tau0.5.toml"
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.train", "--job.config_file", str(config)],
@@ -240,9 +241,12 @@ def test_from_another_working_directory_a_relative_path_is_named_with_where_it_w
     assert out.returncode == 2, log[-3000:]
     _only_the_message(
         log,
-        f"error: training.dataset_path './data/fineweb_edu_ascii_llama3' does not exist (a "
-        f"relative path is read from the working directory, {tmp_path}",
+        "error: model.hf_assets_path './assets/hf/Llama-3.1-8B' holds no tokenizer.json: get the "
+        "Llama-3 tokenizer there with python scripts/download_tokenizer.py",
     )
+    assert "\ntraining.dataset_path './data/fineweb_edu_ascii_llama3' does not exist. " in log
+    assert "--out ./data/fineweb_edu_ascii_llama3 --tokens N" in log
+    assert log.count(f"read from the working directory, {tmp_path}: start the run") == 1, log
     assert os.listdir(tmp_path) == []  # no outputs/ nor empty run folder left behind
 
 

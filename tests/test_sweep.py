@@ -202,7 +202,8 @@ def test_a_dry_run_says_what_a_launch_from_here_would_refuse(tmp_path):
     assert rc == 2 and len(lines) == 2, err  # the plan is printed first, whole
     refusals = err.split("a launch from here would be refused before any run started:\n")[1]
     problems = refusals.strip().split("\n")
-    assert len(problems) == 3, err  # the tokenizer, the training data, the validation data
+    assert len(problems) == 4, err  # the tokenizer, both data folders, then where from
+    assert f"the relative paths above are read from the working directory, {tmp_path}" in err
     assert all(p.strip().startswith("ce seed 1, label_smoothing seed 1: ") for p in problems), err
     assert "model.hf_assets_path './assets/hf/Llama-3.1-8B' holds no tokenizer.json" in problems[0]
     assert "download_tokenizer.py" in problems[0]

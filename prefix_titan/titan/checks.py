@@ -94,15 +94,18 @@ def check_titan_numbers(job_config) -> None:
             raise ValueError(f"{section}.{key} must be a number {rule}; got {value!r}")
 
 
+def working_directory_note(paths: str = "a relative path is") -> str:
+    """Where relative paths are read from, and what to do."""
+    return (
+        f"{paths} read from the working directory, {os.getcwd()}: start the run from the folder "
+        "the config's paths are relative to, normally the repository root, or give an absolute "
+        "path"
+    )
+
+
 def relative_hint(path: str) -> str:
     """For a relative path that does not exist: where it was looked for, and what to do."""
-    if os.path.isabs(path):
-        return ""
-    return (
-        f" (a relative path is read from the working directory, {os.getcwd()}: start the run "
-        "from the folder the config's paths are relative to, normally the repository root, or "
-        "give an absolute path)"
-    )
+    return "" if os.path.isabs(path) else f" ({working_directory_note()})"
 
 
 EMBEDDED_TOKENIZER = "./assets/embedded_tokenizer"
@@ -110,11 +113,12 @@ EMBEDDED_TOKENIZER = "./assets/embedded_tokenizer"
 run creates a missing tokenizer by itself (titan/tokenizer.py)."""
 
 
-def tokenizer_missing(job_config) -> str | None:
+def tokenizer_missing(job_config, hint: bool = True) -> str | None:
     """Why the run's tokenizer cannot be had (model.hf_assets_path holds no tokenizer.json, and it
-    is not the embedded default's, which a run trains by itself), naming how to get it; None when
-    it can."""
+    is not the embedded default's, which a run trains by itself), naming how to get it (with
+    `hint`, where a relative path was read from); None when it can."""
     path = job_config.model.hf_assets_path
+    where = relative_hint(path) if hint else ""
     if os.path.exists(os.path.join(path, "tokenizer.json")):
         return None
     embedded = job_config.training.dataset in EMBEDDED_DATASETS
@@ -122,12 +126,12 @@ def tokenizer_missing(job_config) -> str | None:
         return None
     if embedded:
         return (
-            f"model.hf_assets_path {path!r} holds no tokenizer.json{relative_hint(path)}. The "
+            f"model.hf_assets_path {path!r} holds no tokenizer.json{where}. The "
             f"embedded BPE is created by itself only at {EMBEDDED_TOKENIZER}; to create it at "
             f"{path!r}, run python scripts/train_tokenizer.py --out {path}"
         )
     return (
-        f"model.hf_assets_path {path!r} holds no tokenizer.json{relative_hint(path)}: get "
+        f"model.hf_assets_path {path!r} holds no tokenizer.json{where}: get "
         f"the Llama-3 tokenizer there with python scripts/download_tokenizer.py --source "
         f"llama-models --out {path}"
     )
@@ -145,7 +149,8 @@ def check_paths(job_config) -> None:
     """The tokenizer and the data folders a run reads are there (named with the setting, and
     where a relative path was looked for), a token shard folder finished (its manifest checked:
     data/shards.py); every problem found is named, in one ValueError."""
-    problems = [p] if (p := tokenizer_missing(job_config)) is not None else []
+    problems = [p] if (p := tokenizer_missing(job_config, hint=False)) is not None else []
+    relative = bool(problems) and not os.path.isabs(job_config.model.hf_assets_path)
     t, v = job_config.training, job_config.validation
     prepare = (
         f"python -m prefix_titan.prepare --tokenizer {job_config.model.hf_assets_path} --out "
@@ -158,8 +163,9 @@ def check_paths(job_config) -> None:
         if not on or not path or dataset.lower() in EMBEDDED_DATASETS:
             continue
         if not os.path.exists(path):
+            relative = relative or not os.path.isabs(path)
             problems.append(
-                f"{setting} {path!r} does not exist{relative_hint(path)}. Prepare it with "
+                f"{setting} {path!r} does not exist. Prepare it with "
                 f"{prepare.format(path=path)}, or set it to the folder that holds the data"
             )
         elif dataset.lower() in SHARD_DATASETS:
@@ -167,6 +173,8 @@ def check_paths(job_config) -> None:
                 load_manifest(path)
             except ValueError as e:
                 problems.append(f"{setting}: {e}")
+    if relative:  # once: where every relative path above was read from
+        problems.append(working_directory_note("the relative paths above are"))
     if problems:
         raise PathProblems(problems)
 

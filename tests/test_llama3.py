@@ -279,7 +279,11 @@ def test_an_export_tokenizes_like_torchtitan(llama3_dir, tmp_path):
     auto = AutoTokenizer.from_pretrained(out)
     titan = HuggingFaceTokenizer(llama3_dir)
     for text in varied_text().splitlines()[-5:] + ["The personality of strawberries."]:
-        assert auto(text)["input_ids"] == titan.encode(text, add_bos=False, add_eos=False)
+        # as training encoded documents: BOS first, added by the exported tokenizer itself
+        assert auto(text)["input_ids"] == titan.encode(text, add_bos=True, add_eos=False)
+        assert auto(text, add_special_tokens=False)["input_ids"] == titan.encode(
+            text, add_bos=False, add_eos=False
+        )
     assert auto.bos_token_id == 128000 and auto.eos_token_id == 128001
 
 

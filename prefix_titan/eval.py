@@ -38,6 +38,7 @@ from .evaluation.harness import (
 from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS
 from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
+from .export import SPELLED_OUT
 from .runs.folder import EVAL_RESULTS
 
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--dtype",
         default=None,
-        choices=["bfloat16", "float32", "bf16", "fp32"],
+        choices=[*SPELLED_OUT, *SPELLED_OUT.values()],
         help="the model's dtype (default: bfloat16 on a GPU, float32 on a CPU; bf16 and fp32, "
         "export's spellings, are the same)",
     )
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         limit_seed=a.limit_seed,
         data_dir=a.data_dir,
         batch_size=a.batch_size,
-        dtype={"bf16": "bfloat16", "fp32": "float32"}.get(a.dtype, a.dtype),
+        dtype={short: long for long, short in SPELLED_OUT.items()}.get(a.dtype, a.dtype),
         probes=probes,
     )
     offline = [

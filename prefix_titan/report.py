@@ -24,7 +24,7 @@ import os
 import sys
 
 from .sweep.metrics import METRICS
-from .sweep.report import report
+from .sweep.report import report, report_folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         print(report(a.runs_dir, a.out, a.plan, a.checkpoints))
     except ValueError as e:
         p.error(str(e))
-    out = a.out or os.path.join(a.runs_dir, "report")
-    print(f"written to {os.path.join(out, 'report.md')} (and report.json, plots)", file=sys.stderr)
+    out = os.path.join(report_folder(a.runs_dir, a.out), "report.md")
+    print(f"written to {out} (and report.json, plots)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ from ..runs.folder import (
     EVAL_ITEMS,
     EVAL_RESULTS,
     EVALS,
-    EXPORT_RECORD,
     EXPORTS,
     RUN_CONFIG,
+    read_export_record,
     read_json,
     read_log,
     write_atomically,
@@ -453,15 +453,10 @@ def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> s
     """Also write the results into the run folder the model was exported from
     (RUN/evals/step-N/), where the report finds them; None if the model records no run or
     already lies inside it."""
-    record = os.path.join(model_dir, EXPORT_RECORD)
-    if not os.path.exists(record):
+    source = read_export_record(model_dir)
+    if source is None or source["run_dir"] is None:  # no record, or exported from no run
         return None
-    source = read_json(record, "the export's record", expect=dict)
-    run_dir, step = source.get("run_dir", ""), source.get("step")
-    if run_dir is None:  # exported from a checkpoint that lies in no recorded run
-        return None
-    if not isinstance(run_dir, str) or not run_dir:
-        raise ValueError(f"{record} names no run_dir: the export's record is damaged")
+    run_dir, step = source["run_dir"], source.get("step")
     model = os.path.abspath(model_dir)
     if not os.path.isdir(run_dir) or model.startswith(os.path.join(run_dir, "")):
         return None

@@ -196,6 +196,20 @@ def drop_torn_line(path: str) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def read_export_record(model_dir: str) -> dict | None:
+    """An exported model folder's EXPORT_RECORD (None where the folder has none), its `run_dir`
+    checked: a path, or null for a checkpoint that lay in no recorded run; anything else is
+    damage, refused naming the file."""
+    path = os.path.join(model_dir, EXPORT_RECORD)
+    if not os.path.isfile(path):
+        return None
+    source = read_json(path, "the export's record", expect=dict)
+    run_dir = source.get("run_dir", "")
+    if run_dir is not None and (not isinstance(run_dir, str) or not run_dir):
+        raise ValueError(f"{path} names no run_dir: the export's record is damaged")
+    return source
+
+
 def checkpoint_steps(folder: str) -> list[str]:
     """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
     steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]

@@ -250,6 +250,11 @@ def _validation_steps(runs: list[dict], last: int) -> str:
     return "steps that differ between runs (see the notes)"
 
 
+def report_folder(runs_dir: str, out: str | None = None) -> str:
+    """Where the report of `runs_dir` is written: `out`, else RUNS_DIR/report."""
+    return out or os.path.join(runs_dir, "report")
+
+
 def unfinished_runs(runs: list[dict]) -> list[dict]:
     """The runs whose last recorded step is below their configured training.steps."""
     out = []
@@ -321,7 +326,7 @@ def report(
     runs = find_runs(runs_dir)
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
-    out = out or os.path.join(runs_dir, "report")
+    out = report_folder(runs_dir, out)
     if os.path.islink(out):
         raise ValueError(
             f"{out} is a symbolic link (to {os.readlink(out)}): the report is not written through "

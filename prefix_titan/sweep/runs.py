@@ -15,10 +15,10 @@ from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
-    EXPORT_RECORD,
     METRICS_LOG,
     RUN_CONFIG,
     flatten,
+    read_export_record,
     read_json,
     read_log,
     step_number,
@@ -38,25 +38,21 @@ def _step_of(path: str) -> int:
     return int(m.group(1)) if m else -1
 
 
-def _evaluated_step(folder: str, results_dir: str) -> int:
+def _evaluated_step(folder: str, results_dir: str, record: dict) -> int:
     """The step an evaluation in `results_dir` (below run `folder`) is of: an exported model
     folder says so in its EXPORT_RECORD, whatever the folder is named; elsewhere (RUN/evals/step-N,
     written from that record) the run-relative path says it. A model exported from another run
     (one whose folder is here with another record) or from no run is refused: its results would
-    be counted as this run's. A run folder moved or copied keeps its exports."""
-    record = os.path.join(results_dir, EXPORT_RECORD)
-    if not os.path.isfile(record):
+    be counted as this run's. A run folder moved or copied keeps its exports. `record`: the run's
+    own RUN_CONFIG."""
+    source = read_export_record(results_dir)
+    if source is None:
         return _step_of(os.path.relpath(results_dir, folder))
-    source = read_json(record, "the export's record", expect=dict)
-    run_dir = source.get("run_dir")
-    if run_dir is not None and not isinstance(run_dir, str):
-        raise ValueError(f"{record} names no run_dir: the export's record is damaged")
+    run_dir = source["run_dir"]
     other = run_dir is None
     if not other and os.path.realpath(run_dir) != os.path.realpath(folder):
         theirs = os.path.join(run_dir, RUN_CONFIG)
-        other = os.path.isfile(theirs) and read_json(theirs, "the run record") != read_json(
-            os.path.join(folder, RUN_CONFIG), "the run record"
-        )
+        other = os.path.isfile(theirs) and read_json(theirs, "the run record") != record
     if other:
         raise ValueError(
             f"{results_dir} holds the evaluation of a model exported from "
@@ -104,7 +100,7 @@ def load_run(folder: str) -> dict:
                     f"{path} holds no `results` object: it is damaged or not lm-eval's results; "
                     f"evaluate that model again (or move the file out of the run folder)"
                 )
-            e = entry(_evaluated_step(folder, d))
+            e = entry(_evaluated_step(folder, d, config))
             for task, metrics in data["results"].items():
                 e["results"][task] = metrics
                 e["limits"][task] = _sample(data)

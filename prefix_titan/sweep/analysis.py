@@ -221,11 +221,17 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
 
 
 def _table(
-    runs_by_arm: dict, m, last: int, notes: list[str], steps: list[int] | None = None
+    runs_by_arm: dict,
+    m,
+    last: int,
+    notes: list[str],
+    steps: list[int] | None = None,
+    left_out: dict[str, list[str]] | None = None,
 ) -> dict[str, dict]:
     """{arm: {seed: value}} of metric `m`; a metric read at different steps in different runs
-    (evaluated with other task sets at some checkpoints) is left out, with a note, and one read
-    at fewer of the evaluated `steps` than the others is noted."""
+    (evaluated with other task sets at some checkpoints) is left out, its name filed in
+    `left_out` under the reason (metrics left out for the same reason share one note), and one
+    read at fewer of the evaluated `steps` than the others is noted."""
     out: dict[str, dict] = {}
     used: dict[tuple, list[str]] = {}
     for arm, by_seed in runs_by_arm.items():
@@ -246,13 +252,10 @@ def _table(
             if m.source == "validation"
             else "evaluate every run at the same checkpoints with the same tasks"
         )
-        said = f" left out: the runs have it at different steps ({where}); {fix}"
-        for i, note in enumerate(notes):  # metrics read at the same steps share one note
-            if note.endswith(said):
-                notes[i] = f"{note[: -len(said)]}, {m.name}{said}"
-                break
-        else:
-            notes.append(f"{m.name}{said}")
+        if left_out is not None:
+            left_out.setdefault(f"the runs have it at different steps ({where}); {fix}", []).append(
+                m.name
+            )
         return {arm: {} for arm in out}
     if used and steps and m.source != "validation" and list(next(iter(used))) != list(steps):
         notes.append(
@@ -291,10 +294,12 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     )
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
-    for name in wanted:
+    left_out: dict[str, list[str]] = {}
+    for name in sorted(wanted):
         m = metric(name)
-        result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps)
+        result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps, left_out)
         result.final[name] = _table(runs_by_arm, m, 1, [])
+    result.notes += [f"{', '.join(names)} left out: {why}" for why, names in left_out.items()]
     baseline = plan.baseline
     contrast = [a for a in arms if result.kinds[a] in plan.contrast]
     if baseline not in arms:

@@ -1,7 +1,7 @@
 """How well each character probe is answered without reading its word: every answer-only shortcut
 of prefix_titan/evaluation/shortcuts.py on the probes built for a tokenizer, as a markdown table
 (docs/probes.md shows it for the Llama-3 vocabulary; a test checks each cell within 5 points of
-chance).
+chance, the lookups not above it).
 
     python scripts/probe_shortcuts.py --hf-assets-path assets/hf/Llama-3.1-8B [--words-from SHARDS]
 """
@@ -21,7 +21,7 @@ from prefix_titan.evaluation.probes import (
     embedded_word_counts,
     shard_word_counts,
 )
-from prefix_titan.evaluation.shortcuts import letter_priors, shortcut_table
+from prefix_titan.evaluation.shortcuts import reference, shortcut_table
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     tok = Tokenizer.from_file(os.path.join(a.hf_assets_path, "tokenizer.json"))
     counts = shard_word_counts(a.words_from, tok) if a.words_from else None
     probes = build_probes(tok, a.items, a.seed, word_counts=counts)
-    encode = lambda s: tok.encode(s, add_special_tokens=False).ids  # noqa: E731
-    print(shortcut_table(probes, encode, letter_priors(embedded_word_counts()), PROBE_TASKS))
+    pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
+    ref = reference(counts if counts is not None else embedded_word_counts())
+    print(shortcut_table(probes, pieces, ref, PROBE_TASKS))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ def test_a_limit_is_a_seeded_random_sample_not_the_first_documents():
     assert first == sample_docs(2000, 40, LIMIT_SEED, "char_first_letter")  # every model alike
     assert first != sample_docs(2000, 40, LIMIT_SEED + 1, "char_first_letter")
     assert first != sample_docs(2000, 40, LIMIT_SEED, "char_spell")  # each task its own draw
+    # a blank twin holds its task's items in the same order: it is compared on the same ones
+    assert sample_docs(2000, 40, LIMIT_SEED, "char_first_letter_blank") == first
     assert sample_docs(5, 40, LIMIT_SEED, "piqa") == [0, 1, 2, 3, 4]
 
 

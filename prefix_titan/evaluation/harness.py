@@ -98,7 +98,7 @@ def local_files(
 ) -> dict[str, str]:
     """{task: jsonl} for tasks read from local files: character probes (generated from the model's
     tokenizer into model_dir/char_probes) and, with --data-dir, every other task."""
-    from .probes import BLANK_TASKS, PROBE_TASKS, write_probes
+    from .probes import BLANK_TASKS, PROBE_TASKS, probe_shortfalls, write_probes
 
     files = {}
     ours = set(PROBE_TASKS + BLANK_TASKS)
@@ -112,6 +112,8 @@ def local_files(
             probes.shots,
         )
         files.update({t: generated[t] for t in tasks if t in ours})
+        for line in probe_shortfalls({t: generated[t] for t in tasks if t in ours}, probes.items):
+            print(f"character probes: {line}", flush=True)
     for task in tasks:
         if task not in files and data_dir is not None:
             path = os.path.join(data_dir, f"{task}.jsonl")
@@ -269,11 +271,13 @@ def sample_docs(n_docs: int, limit: int, seed: int, task: str) -> list[int]:
     """The indices of a --limit sample of a task's `n_docs` documents: `limit` of them drawn at
     random, seeded by the seed and the task's name (the same for every model), in document
     order (lm-eval maps its k-th evaluated document to the k-th index); every document when
-    `limit` >= n_docs."""
+    `limit` >= n_docs. A probe's blank twin (`<task>_blank`, the same items in the same order)
+    draws the same documents as its task, so the two are compared item for item."""
     import random
 
     if limit >= n_docs:
         return list(range(n_docs))
+    task = task.removesuffix("_blank") if task.startswith("char_") else task
     return sorted(random.Random(f"{seed}/{task}").sample(range(n_docs), limit))
 
 

@@ -2,7 +2,7 @@
 
 Six multiple-choice tasks scored by log-likelihood, k-shot (SHOTS fixed exemplars, never probed):
 
-    char_spell          which spelling is right (" a p p l e" against permutations of its letters)
+    char_spell          which spelling is the word's (" a p p l e" against three other words)
     char_first_letter   the first letter of a word                       (prefix-shaped)
     char_last_letter    the last letter of a word
     char_count          how many times a letter occurs (0 to 3)
@@ -13,30 +13,41 @@ Each has a content-free twin, `<task>_blank`: the same items with the word repla
 ("calibrate before use"): what the model answers without reading the word.
 
 Every answer-only shortcut is made useless by construction, not by hope:
+- the word stands after a space in the question (`the word apple`), so the model reads it as the
+  tokens of " apple", the tokenization each item records;
 - words are sampled (seeded) from a word list, stratified over the letter the probe asks about,
   length and token count; no letter over MAX_LETTER_SHARE of a probe, >= MIN_LETTERS of them;
 - letter probes: each letter is a distractor exactly three times as often as it is the gold
-  answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps;
+  answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps; no
+  word whose first (last) token is the asked letter alone, which the answer would copy;
 - char_contains: the queried letters of yes and no items have the same distribution (each letter
-  queried as often with a yes as with a no), the no word matched in length to the yes word;
-- char_count: each letter queried equally often at counts 0, 1, 2 and 3, the words matched in
-  length; the options are exactly the possible counts;
-- char_spell: the distractors are transpositions of the word's letters that keep the first
-  letter: same length, same letters, same first token;
+  queried as often with a yes as with a no); the no word has the yes word's first letter and the
+  nearest length, and no word starts with the queried letter (a reader of first letters only is
+  at chance);
+- char_count: each letter queried equally often at counts 0, 1, 2 and 3 by four words of one
+  first letter (never the queried one) and matched lengths; each word is asked about once; the
+  options are exactly the possible counts;
+- char_spell: the three distractors are the spellings of other listed words of the same length,
+  first letter and token count: every choice is a real word's spelling, so neither a lexicon nor a
+  letter model of the choices finds the gold, and the blank twin is at chance even for a model
+  that spells every word;
 - char_prefix: each queried prefix appears once with a yes and once with a no (a word with the
-  same first letter where there is one);
+  same first letter where there is one); a yes prefix ends inside a token of the word, never at a
+  token boundary, so comparing the prefix's tokens with the word's does not answer it;
 - gold positions are balanced, and the items are in a seeded random order (eval's `--limit`
-  draws its own seeded sample of them, --limit-seed).
-tests/test_probes.py computes the shortcuts (alphabetical order, shortest choice, fewest
-tokens, English letter priors, the probe's own gold-letter prior, a fixed position, always-yes)
-and requires each within 5 points of chance.
+  draws its own seeded sample of them, --limit-seed; a blank twin the same items as its task).
+shortcuts.py computes the shortcuts (answer-only scorers: alphabetical order, shortest choice,
+fewest tokens, letter priors, a letter model and a lexicon of the choices, a fixed position,
+always-yes; cross-validated lookups from what the word is besides its letters: length, token
+count, frequency, and for the probes that are not prefix-shaped its first letter; token copies)
+and tests/test_probes.py requires each within 5 points of chance.
 
 Words come from a FineWeb-Edu shard folder written by prepare where one is given, otherwise
 from the embedded corpus's word list, which ships with the package (probe_words.txt: counted
 once from CPython 3.11.7's documentation, whose text changes between Python versions, so that
 the probes are the same items on every Python). Each item records `word`, the queried `letter`
-where there is one and `tokens`, the word's token count (" word"), so that results break down
-by them.
+where there is one and `tokens`, the word's token count (" word", as the question holds it), so
+that results break down by them.
 """
 
 from __future__ import annotations
@@ -79,13 +90,16 @@ SHARD_TOKENS = 20_000_000
 LETTERS = string.ascii_lowercase
 WORD = re.compile(r"\b[a-z]{3,14}\b")
 QUESTIONS = {
-    "char_spell": 'Spell the word "{w}" letter by letter.',
-    "char_first_letter": 'What is the first letter of the word "{w}"?',
-    "char_last_letter": 'What is the last letter of the word "{w}"?',
-    "char_count": 'How many times does the letter "{l}" appear in the word "{w}"?',
-    "char_contains": 'Does the word "{w}" contain the letter "{l}"?',
-    "char_prefix": 'Does the word "{w}" start with "{l}"?',
+    "char_spell": "Spell the word {w} letter by letter.",
+    "char_first_letter": "What is the first letter of the word {w}?",
+    "char_last_letter": "What is the last letter of the word {w}?",
+    "char_count": 'How many times does the letter "{l}" appear in the word {w}?',
+    "char_contains": 'Does the word {w} contain the letter "{l}"?',
+    "char_prefix": 'Does the word {w} start with "{l}"?',
 }
+"""The word follows a space and no quote: the model reads the tokens of " word", which is what
+`tokens` counts and where the token boundaries below are taken (a quote before it would be read
+as part of its first token by Llama-3's pre-tokenizer)"""
 YES_NO = [" no", " yes"]
 COUNTS = [" 0", " 1", " 2", " 3"]
 
@@ -163,6 +177,19 @@ def word_pool(tokenizer, counts: collections.Counter, min_count: int = MIN_COUNT
     words = sorted(w for w, c in counts.items() if c >= min_count)
     encoded = tok.encode_batch([f" {w}" for w in words], add_special_tokens=False)
     return {w: len(e.ids) for w, e in zip(words, encoded)}
+
+
+def word_tokens(tokenizer, counts: collections.Counter, min_count: int = MIN_COUNT) -> dict:
+    """{word: the letters after which each of its tokens ends} for " word" (the space counts
+    with the first token): " person" + "ality" gives (6, 11) for "personality"."""
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    words = sorted(w for w, c in counts.items() if c >= min_count)
+    encoded = tok.encode_batch([f" {w}" for w in words], add_special_tokens=False)
+    out = {}
+    for w, e in zip(words, encoded):
+        ends = sorted({min(max(end - 1, 0), len(w)) for _, end in e.offsets})
+        out[w] = tuple(end for end in ends if end > 0) or (len(w),)
+    return out
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -246,45 +273,65 @@ def _choice_item(word, tokens, gold_text, wrong, slot, **fields) -> dict:
 # -- the probes ----------------------------------------------------------------------------------
 
 
+def _length_groups(words: list[str], golds: list[str], least: int = 40) -> list[list[int]]:
+    """The indices of `words` in groups of neighbouring lengths, each of at least `least` words
+    (a length is never split) and with no letter gold in over a quarter of them (so that three
+    distractors per item can be balanced inside the group)."""
+
+    def dealable(group: list[int]) -> bool:
+        most = max(collections.Counter(golds[i] for i in group).values())
+        return len(group) >= least and 4 * most <= len(group)
+
+    order = sorted(range(len(words)), key=lambda i: (len(words[i]), i))
+    groups: list[list[int]] = [[]]
+    for n, i in enumerate(order):
+        groups[-1].append(i)
+        last = n + 1 == len(order)
+        if not last and len(words[order[n + 1]]) > len(words[i]) and dealable(groups[-1]):
+            groups.append([])
+    while len(groups) > 1 and not dealable(groups[-1]):
+        groups[-2:] = [groups[-2] + groups[-1]]
+    return groups
+
+
 def _letter_items(words, tokens, position: int, rng) -> list[dict]:
+    """Letter items whose distractors are balanced within each group of neighbouring word
+    lengths: neither a letter's prior nor the word's length tells the gold."""
     golds = [w[position] for w in words]
-    wrong = balanced_distractors(golds, 3, rng)
+    wrong: list = [None] * len(words)
+    for group in _length_groups(words, golds):
+        for i, d in zip(group, balanced_distractors([golds[i] for i in group], 3, rng)):
+            wrong[i] = d
     return [
         _choice_item(w, tokens[w], f" {g}", [f" {c}" for c in rng.permutation(d)], i % 4, letter=g)
         for i, (w, g, d) in enumerate(zip(words, golds, wrong))
     ]
 
 
-def _transpositions(word: str, below: int, rng) -> list[str] | None:
-    """Three distinct misspellings that swap two letters after the first, `below` of them
-    alphabetically before the word (None if the word has too few of either kind). A swap of
-    positions i < j comes before the word exactly when word[j] < word[i]."""
-    pairs = [(i, j) for i in range(1, len(word)) for j in range(i + 1, len(word))]
-    kinds: dict[bool, list[str]] = {True: [], False: []}
-    for p in rng.permutation(len(pairs)):
-        i, j = pairs[int(p)]
-        if word[i] == word[j]:
-            continue
-        chars = list(word)
-        chars[i], chars[j] = chars[j], chars[i]
-        cand = "".join(chars)
-        if cand not in kinds[word[j] < word[i]]:
-            kinds[word[j] < word[i]].append(cand)
-    if len(kinds[True]) < below or len(kinds[False]) < 3 - below:
-        return None
-    return kinds[True][:below] + kinds[False][: 3 - below]
+def _copies_letter(word: str, ends: tuple[int, ...], position: int) -> bool:
+    """Whether the word's first (position 0) or last (-1) token is that letter alone (" a" +
+    "pple", "tabl" + "e"): the answer would be a copy of a token, not a reading of one."""
+    return ends[0] == 1 if position == 0 else len(ends) > 1 and ends[-2] == len(word) - 1
 
 
-def _spell_items(words, tokens, rng) -> list[dict]:
-    """The gold's alphabetical rank among its choices is balanced over the items (each word
-    takes the rank used least so far that its letters allow): neither alphabetical order nor the
-    middle of it finds the gold."""
+def _spell_items(words, tokens, pool: list[str], rng) -> list[dict]:
+    """Each word against the spellings of three other listed words of its length, first letter
+    and token count (1, 2, 3+): every choice spells a real word, with the gold's letters only in
+    the gold. The gold's alphabetical rank among its choices is balanced over the items (each
+    word takes the rank used least so far that its neighbours allow): neither alphabetical order
+    nor the middle of it finds the gold. A word with too few neighbours is skipped."""
+    like = collections.defaultdict(list)
+    for w in pool:
+        like[(len(w), w[0], _bucket(tokens[w], (2, 3)))].append(w)
     items, ranks = [], collections.Counter({r: 0 for r in range(4)})
     for w in words:
+        others = [x for x in like[(len(w), w[0], _bucket(tokens[w], (2, 3)))] if x != w]
+        others = [others[int(i)] for i in rng.permutation(len(others))]
+        before, after = [x for x in others if x < w], [x for x in others if x > w]
         for below in sorted(range(4), key=lambda r: (ranks[r], r)):
-            wrong = _transpositions(w, below, rng)
-            if wrong is not None:
+            if len(before) >= below and len(after) >= 3 - below:
                 ranks[below] += 1
+                wrong = before[:below] + after[: 3 - below]
                 spelled = [" " + " ".join(x) for x in rng.permutation(wrong)]
                 gold = " " + " ".join(w)
                 items.append(_choice_item(w, tokens[w], gold, spelled, len(items) % 4))
@@ -292,56 +339,47 @@ def _spell_items(words, tokens, rng) -> list[dict]:
     return items
 
 
-def _nearest_length(candidates: list[str], length: int, used: set, first: collections.Counter):
-    """The unused candidate closest in length (preferring a first letter used less so far)."""
+def _nearest_length(candidates: list[str], length: int, used: set) -> str | None:
+    """The unused candidate closest in length (the first of them in the candidates' order)."""
     best = None
     for w in candidates:
         if w in used:
             continue
-        key = (abs(len(w) - length), first[w[0]])
-        if best is None or key < best[0]:
-            best = (key, w)
-            if key == (0, 0):
+        if best is None or abs(len(w) - length) < abs(len(best) - length):
+            best = w
+            if len(w) == length:
                 break
-    return None if best is None else best[1]
+    return best
 
 
-def _count_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
-    """Quadruples per letter: words holding it 3, 2, 1 and 0 times, of matched lengths."""
-    by = {(letter, c): [] for letter in LETTERS for c in range(4)}
+def _count_items(pool: list[str], tokens, n: int, rng, reuse: int = 2) -> list[list[dict]]:
+    """Quadruples per letter: words holding it 3, 2, 1 and 0 times, of one first letter (never
+    the queried one, so a reader of first letters learns nothing; none over MAX_LETTER_SHARE of
+    the items) and lengths within one letter of each other. A word is asked about at most `reuse` times, each time with
+    another letter. Words holding a letter three times are few: a small word list gives fewer
+    than n items (the cap on a first letter then applies to the items it gives)."""
+    by = {(letter, c): collections.defaultdict(list) for letter in LETTERS for c in range(4)}
     for w in pool:
         for letter in LETTERS:
             c = w.count(letter)
-            if c <= 3:
-                by[(letter, c)].append(w)
-    for ws in by.values():
-        rng.shuffle(ws)
-    quads, first = [], collections.Counter()
-    letters = [letter for letter in LETTERS if by[(letter, 3)]]
-    used = {letter: set() for letter in letters}
-    while len(quads) * 4 < n:
-        progressed = False
-        for letter in [letters[i] for i in rng.permutation(len(letters))]:
-            threes = [w for w in by[(letter, 3)] if w not in used[letter]]
-            if not threes:
-                continue
-            w3 = threes[0]
-            quad = [w3]
-            for c in (2, 1, 0):
-                w = _nearest_length(by[(letter, c)], len(w3), used[letter] | set(quad), first)
-                if w is None:
-                    break
-                quad.append(w)
-            used[letter].update(quad)
-            if len(quad) < 4:
-                continue
-            quads.append((letter, quad))
-            first.update(w[0] for w in quad)
-            progressed = True
-            if len(quads) * 4 >= n:
-                break
-        if not progressed:
+            if c <= 3 and w[0] != letter:
+                by[(letter, c)][w[0]].append(w)
+    for groups in by.values():
+        for ws in groups.values():
+            rng.shuffle(ws)
+    threes = {
+        letter: [w for f in sorted(by[(letter, 3)]) for w in by[(letter, 3)][f]]
+        for letter in LETTERS
+    }
+    for letter in LETTERS:
+        rng.shuffle(threes[letter])
+    order = [rng.permutation(len(LETTERS)) for _ in range(n)]  # the round robin's, fixed
+    target = n
+    while True:
+        quads = _count_quads(by, threes, n, max(4, int(MAX_LETTER_SHARE * target)), order, reuse)
+        if len(quads) * 4 >= target or len(quads) * 4 == 0:
             break
+        target = len(quads) * 4  # fewer items: the first-letter cap is a share of those
     return [
         [
             {
@@ -357,27 +395,74 @@ def _count_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
     ]
 
 
+def _count_quads(by, threes, n: int, limit: int, order, reuse: int) -> list[tuple[str, list]]:
+    letters = [letter for letter in LETTERS if threes[letter]]
+    left = {letter: list(ws) for letter, ws in threes.items()}
+    quads, asked, first = [], collections.Counter(), collections.Counter()
+    pairs: dict[str, set] = collections.defaultdict(set)  # the words asked about each letter
+    rounds = iter(order)
+    while len(quads) * 4 < n:
+        progressed = False
+        for letter in [LETTERS[i] for i in next(rounds) if LETTERS[i] in letters]:
+            for w3 in left[letter]:
+                if asked[w3] >= reuse or first[w3[0]] + 4 > limit:
+                    continue
+                quad = [w3]
+                for c in (2, 1, 0):
+                    taken = {w for w in by[(letter, c)][w3[0]] if asked[w] >= reuse}
+                    taken |= pairs[letter]
+                    w = _nearest_length(by[(letter, c)][w3[0]], len(w3), taken | set(quad))
+                    if w is None or abs(len(w) - len(w3)) > 1:
+                        break
+                    quad.append(w)
+                if len(quad) == 4:
+                    break
+            else:
+                continue
+            asked.update(quad)
+            pairs[letter].update(quad)
+            first[w3[0]] += 4
+            left[letter].remove(w3)
+            quads.append((letter, quad))
+            progressed = True
+            if len(quads) * 4 >= n:
+                break
+        if not progressed:
+            break
+    return quads
+
+
 def _contains_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
-    """Pairs per letter: a word that holds it (yes) and one of the nearest length that does not
-    (no); letters in a seeded round robin."""
-    yes = {c: [w for w in pool if c in w] for c in LETTERS}
-    no = {c: [w for w in pool if c not in w] for c in LETTERS}
+    """Pairs per letter: a word that holds it (yes) and one with the same first letter and the
+    nearest length that does not (no); neither starts with the letter, so the word's first
+    letter says nothing of the answer (and none is the first letter of over MAX_LETTER_SHARE of
+    the items). Letters in a seeded round robin."""
+    yes = {c: [w for w in pool if c in w and w[0] != c] for c in LETTERS}
+    no = {c: collections.defaultdict(list) for c in LETTERS}
+    for w in pool:
+        for c in LETTERS:
+            if c not in w:
+                no[c][w[0]].append(w)
     for c in LETTERS:
         rng.shuffle(yes[c])
-        rng.shuffle(no[c])
-    used, first, items = set(), collections.Counter(), []
+        for ws in no[c].values():
+            rng.shuffle(ws)
+    used, items, first = set(), [], collections.Counter()
+    limit = max(2, int(MAX_LETTER_SHARE * n))
     while len(items) < n:
         progressed = False
         for letter in [LETTERS[i] for i in rng.permutation(26)]:
-            w_yes = next((w for w in yes[letter] if w not in used), None)
-            if w_yes is None:
+            for w_yes in yes[letter]:
+                if w_yes in used or first[w_yes[0]] + 2 > limit:
+                    continue
+                w_no = _nearest_length(no[letter][w_yes[0]], len(w_yes), used | {w_yes})
+                if w_no is not None:
+                    break
+            else:
                 continue
-            w_no = _nearest_length(no[letter], len(w_yes), used | {w_yes}, first)
-            if w_no is None:
-                continue
+            first[w_yes[0]] += 2
             for w, answer in ((w_yes, 1), (w_no, 0)):
                 used.add(w)
-                first[w[0]] += 1
                 items.append(
                     {
                         "word": w,
@@ -395,13 +480,14 @@ def _contains_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
     return [items[i : i + 2] for i in range(0, len(items), 2)]
 
 
-def _prefix_items(pool: list[str], tokens, vocab: set[str], n: int, rng) -> list[list[dict]]:
+def _prefix_items(pool: list[str], tokens, ends, vocab: set[str], n: int, rng) -> list[list[dict]]:
     """Pairs per prefix: a word that starts with a vocabulary token's text (2+ letters, shorter
-    than the word: yes) and a word of the nearest length with the same first letter that does
-    not (no)."""
+    than the word, ending inside one of the word's tokens: yes) and a word with the same first
+    letter and token count and the nearest length that does not (no); the token count matched
+    because the yes words, whose prefix ends inside a token, are more often single tokens."""
     prefixes: dict[str, list[str]] = collections.defaultdict(list)
     for w in pool:
-        found = [w[:k] for k in range(2, len(w)) if f" {w[:k]}" in vocab]
+        found = [w[:k] for k in range(2, len(w)) if f" {w[:k]}" in vocab and k not in ends[w]]
         if found:
             prefixes[found[int(rng.integers(len(found)))]].append(w)
     by_first = collections.defaultdict(list)
@@ -410,22 +496,21 @@ def _prefix_items(pool: list[str], tokens, vocab: set[str], n: int, rng) -> list
     keys = sorted(prefixes)
     for k in keys:
         rng.shuffle(prefixes[k])
-    used, first, items = set(), collections.Counter(), []
+    used, items = set(), []
     while len(items) < n:
         progressed = False
         for p in [keys[i] for i in rng.permutation(len(keys))]:
             w_yes = next((w for w in prefixes[p] if w not in used), None)
             if w_yes is None:
                 continue
-            others = [w for w in by_first[p[0]] if not w.startswith(p)] or [
-                w for w in pool if not w.startswith(p)
-            ]
-            w_no = _nearest_length(others, len(w_yes), used | {w_yes}, first)
+            same = [w for w in by_first[p[0]] if not w.startswith(p)]
+            others = [w for w in same if tokens[w] == tokens[w_yes]] or same
+            others = others or [w for w in pool if not w.startswith(p)]
+            w_no = _nearest_length(others, len(w_yes), used | {w_yes})
             if w_no is None:
                 continue
             for w, answer in ((w_yes, 1), (w_no, 0)):
                 used.add(w)
-                first[w[0]] += 1
                 items.append(
                     {"word": w, "tokens": tokens[w], "letter": p, "choices": YES_NO, "gold": answer}
                 )
@@ -485,8 +570,11 @@ def build_probes(
 ) -> dict[str, list[dict]]:
     """{task: items} for the six probes and their blank twins. Each item: `query` (k-shot),
     `choices` (answers start with a space), `gold`, `word`, `tokens`, and `letter` where the
-    probe asks about one. `tokenizer`: a `tokenizers.Tokenizer` (or an object holding one as
-    `.tokenizer`); `word_counts`: the word list (default: the embedded corpus's)."""
+    probe asks about one. Each probe has n items but char_count, which has as many as the word
+    list's words holding a letter three times allow, up to n and at least half of it (the
+    embedded corpus's: about 1,150 of 2,000); `probe_shortfalls` names such a probe.
+    `tokenizer`: a `tokenizers.Tokenizer` (or an object holding one as `.tokenizer`);
+    `word_counts`: the word list (default: the embedded corpus's)."""
     from ..objectives.table import token_texts
 
     if not 0 <= shots <= MAX_SHOTS:
@@ -507,27 +595,35 @@ def build_probes(
             f"first letters; the probes need at least {n:,} (the items per probe) with "
             f"{MIN_LETTERS} first letters: give a larger source or fewer items"
         )
-    spell = stratified([w for w in words if len(w) >= 4], n + n // 10, rng, lambda w: w[0], tokens)
+    ends = word_tokens(tokenizer, counts, min_count)
+    kind = collections.Counter((len(w), w[0], _bucket(tokens[w], (2, 3))) for w in words)
+    spellable = [
+        w for w in words if len(w) >= 4 and kind[(len(w), w[0], _bucket(tokens[w], (2, 3)))] >= 4
+    ]
+    # a few words' neighbours allow no rank that is still short: 10% more are drawn
+    spell = stratified(spellable, n + n // 10, rng, lambda w: w[0], tokens)
+
+    def letter_words(position: int) -> list[str]:
+        readable = [w for w in words if not _copies_letter(w, ends[w], position)]
+        return stratified(readable, n + shots, rng, lambda w: w[position], tokens)
+
     built = {
-        # a few words have too few distinct transpositions: 10% more are drawn
-        "char_spell": _split([[i] for i in _spell_items(spell, tokens, rng)], shots),
-        "char_first_letter": _letter_probe(
-            stratified(words, n + shots, rng, lambda w: w[0], tokens), tokens, 0, n, shots, rng
-        ),
-        "char_last_letter": _letter_probe(
-            stratified(words, n + shots, rng, lambda w: w[-1], tokens), tokens, -1, n, shots, rng
-        ),
+        "char_spell": _split([[i] for i in _spell_items(spell, tokens, words, rng)], shots),
+        "char_first_letter": _letter_probe(letter_words(0), tokens, 0, n, shots, rng),
+        "char_last_letter": _letter_probe(letter_words(-1), tokens, -1, n, shots, rng),
         "char_count": _split(_count_items(words, tokens, n + 4 * shots, rng), shots),
         "char_contains": _split(_contains_items(words, tokens, n + 2 * shots, rng), shots),
-        "char_prefix": _split(_prefix_items(words, tokens, vocab, n + 2 * shots, rng), shots),
+        "char_prefix": _split(_prefix_items(words, tokens, ends, vocab, n + 2 * shots, rng), shots),
     }
     out: dict[str, list[dict]] = {}
     for task, (shot_items, items) in built.items():
         probed = items[:n]
-        if len(probed) < n and not partial:
+        least = n if task != "char_count" else -(-n // 2)
+        if len(probed) < least and not partial:
+            also = f" (char_count takes from {least:,})" if task == "char_count" else ""
             raise ValueError(
-                f"{task}: {source} gives {len(probed):,} items, {n:,} wanted: give a larger "
-                "word source (a shard folder) or fewer items"
+                f"{task}: {source} gives {len(probed):,} items, {n:,} wanted{also}: give a "
+                "larger word source (a shard folder) or fewer items"
             )
         demo = [
             f"{_question(task, s, s['word'])}\nAnswer:{s['choices'][s['gold']]}" for s in shot_items
@@ -577,3 +673,20 @@ def write_probes(
         paths[task] = os.path.join(out_dir, f"{task}.jsonl")
         write_atomically(paths[task], "".join(json.dumps(d) + "\n" for d in docs))
     return paths
+
+
+def probe_shortfalls(paths: dict[str, str], n: int) -> list[str]:
+    """A line for each written probe (write_probes' paths) with fewer than n items."""
+    out = []
+    for task, path in paths.items():
+        if task.endswith("_blank"):
+            continue
+        with open(path, encoding="utf-8") as f:
+            got = sum(1 for line in f if line.strip())
+        if got < n:
+            out.append(
+                f"{task}: {got:,} items of the {n:,} asked for: the word list has no more "
+                "words holding a letter three times in matched quadruples; a larger word "
+                "source (eval --probe-words SHARD_DIR) gives more"
+            )
+    return out

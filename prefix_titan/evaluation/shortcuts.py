@@ -1,13 +1,22 @@
 """Answer-only shortcuts of the character probes: how well each probe is answered without reading
-its word (or by reading only the word's length). Each shortcut scores the choices and picks the
-best; a tie gives the gold's share of it (a random pick among the tied). A probe measures
-characters only if every shortcut stays at chance (tests/test_probes.py: within 5 points).
+the letters of its word. Each shortcut scores the choices and picks the best; a tie gives the
+gold's share of it (a random pick among the tied). A probe measures characters only if every
+shortcut stays at chance (tests/test_probes.py and test_llama3.py: within 5 points).
 
     python scripts/probe_shortcuts.py --hf-assets-path DIR   (a table, as in docs/probes.md)
 
-English letter priors are counted over the running words of the embedded corpus (every
-occurrence, any position / first / last letter); the probe's own gold prior is the distribution of
-letters over the probe's gold answers.
+Three kinds:
+- the choices alone: alphabetical order, length, token counts (spaced and with the letters
+  joined), English letter priors (any / first / last position, over the running words of the
+  reference word list), the probe's own gold-letter prior, a letter-bigram model of the word list
+  and whether the choice spells a listed word (a model's lexicon), a fixed position, always yes;
+- what the word is besides its letters, by a lookup learned on the other items (5-fold, the
+  answer most often gold for the feature's value among the items that offer it): its length, its
+  token count, its frequency in the word list and, for the probes that are not prefix-shaped, its
+  first letter (what prefix targets teach: a reader of first letters only must be at chance
+  there); the queried letter's commonness and the word's length by rank (yes/no and count);
+- copies of tokens: the answer letter is a token of the word alone (" a" + "pple"), or the
+  queried prefix ends where one of the word's tokens does (comparing tokens answers it).
 """
 
 from __future__ import annotations
@@ -15,6 +24,10 @@ from __future__ import annotations
 import collections
 import math
 import string
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
 
 LETTERS = string.ascii_lowercase
 SHORTCUTS = (
@@ -22,15 +35,57 @@ SHORTCUTS = (
     "alphabetically last choice",
     "shortest choice",
     "fewest tokens",
+    "fewest tokens, letters joined",
     "English letters, any position",
     "English letters, first position",
     "English letters, last position",
     "the probe's gold-letter prior",
+    "letter bigrams of the word list",
+    "choice spells a listed word",
+    "choice spells the most frequent word",
     "best fixed position",
     "always yes",
     "queried letter is common (yes/no, count)",
     "word length (yes/no, count)",
+    "lookup: word length",
+    "lookup: word token count",
+    "lookup: word frequency",
+    "lookup: word first letter (not prefix-shaped probes)",
+    "copy: answer letter is a token of the word",
+    "copy: prefix ends at a token boundary",
 )
+FOLDS = 5
+PREFIX_SHAPED = ("char_first_letter", "char_prefix")
+TOLERANCE = 0.05
+"""A probe passes when every shortcut is within this of chance (the lookups: not above it)"""
+
+
+@dataclass
+class Reference:
+    """What a shortcut may know without the probed word: a word list and what it implies."""
+
+    counts: collections.Counter
+    """The word list with its counts (the probes' source)"""
+    priors: dict
+    """letter_priors of it"""
+    bigrams: dict
+    """{(a, b): log p(b | a)} over its words ("^" starts, "$" ends), add-one"""
+
+
+def reference(word_counts: collections.Counter) -> Reference:
+    """The Reference of a word list."""
+    pairs, firsts = collections.Counter(), collections.Counter()
+    for w in word_counts:
+        s = f"^{w}$"
+        pairs.update(zip(s, s[1:]))
+        firsts.update(s[:-1])
+    symbols = len(LETTERS) + 1
+    bigrams = {
+        (a, b): math.log((pairs[(a, b)] + 1) / (firsts[a] + symbols))
+        for a in "^" + LETTERS
+        for b in LETTERS + "$"
+    }
+    return Reference(word_counts, letter_priors(word_counts), bigrams)
 
 
 def letter_priors(word_counts: collections.Counter) -> dict[str, dict[str, float]]:
@@ -76,10 +131,39 @@ def _rank_answers(values: list[float], answers: list[int]) -> list[int]:
     return out
 
 
-def shortcut_accuracies(items: list[dict], encode, priors) -> dict[str, float | None]:
+def _bigram_log(bigrams: dict, letters: str) -> float:
+    s = f"^{letters}$"
+    return math.fsum(bigrams.get(pair, -30.0) for pair in zip(s, s[1:]))
+
+
+def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
+    """The accuracy of a lookup from feature(item) to the answer, each item scored by a table
+    of the other folds: the smoothed share of items offering a choice (by text) with that
+    feature's value in which it is gold."""
+    fold = np.random.default_rng(0).permutation(len(items)) % FOLDS
+    keys = [feature(it) for it in items]
+    right = 0.0
+    for f in range(FOLDS):
+        gold, offered = collections.Counter(), collections.Counter()
+        for it, key, g in zip(items, keys, fold):
+            if g != f:
+                offered.update((key, c) for c in it["choices"])
+                gold[(key, it["choices"][it["gold"]])] += 1
+        for it, key, g in zip(items, keys, fold):
+            if g == f:
+                k = len(it["choices"])
+                scores = [(gold[(key, c)] + 1) / (offered[(key, c)] + k) for c in it["choices"]]
+                right += _pick(scores, it["gold"])
+    return right / len(items)
+
+
+def shortcut_accuracies(
+    items: list[dict], pieces: Callable[[str], list[str]], ref: Reference, task: str
+) -> dict[str, float | None]:
     """{shortcut: accuracy} on one probe's items (None where the shortcut does not apply);
-    `encode(text) -> token ids`, `priors` from letter_priors."""
+    `pieces(text) -> its tokens' texts`, `ref` from reference(word list), `task` the probe."""
     n = len(items)
+    priors = ref.priors
     gold_letters = collections.Counter(
         ch for it in items for ch in _letters(it["choices"][it["gold"]])
     )
@@ -89,11 +173,15 @@ def shortcut_accuracies(items: list[dict], encode, priors) -> dict[str, float | 
         "alphabetically first choice": lambda c: [-ord(ch) for ch in c] + [0] * (64 - len(c)),
         "alphabetically last choice": lambda c: [ord(ch) for ch in c],
         "shortest choice": lambda c: -len(c),
-        "fewest tokens": lambda c: -len(encode(c)),
+        "fewest tokens": lambda c: -len(pieces(c)),
+        "fewest tokens, letters joined": lambda c: -len(pieces(" " + _letters(c))),
         "English letters, any position": lambda c: _log(priors["any"], _letters(c)),
         "English letters, first position": lambda c: _log(priors["first"], _letters(c)[:1]),
         "English letters, last position": lambda c: _log(priors["last"], _letters(c)[-1:]),
         "the probe's gold-letter prior": lambda c: _log(gold_prior, _letters(c)),
+        "letter bigrams of the word list": lambda c: _bigram_log(ref.bigrams, _letters(c)),
+        "choice spells a listed word": lambda c: _letters(c) in ref.counts,
+        "choice spells the most frequent word": lambda c: ref.counts.get(_letters(c), 0),
     }
     out: dict[str, float | None] = {}
     for name, score in scorers.items():
@@ -119,12 +207,56 @@ def shortcut_accuracies(items: list[dict], encode, priors) -> dict[str, float | 
     else:
         out["queried letter is common (yes/no, count)"] = None
         out["word length (yes/no, count)"] = None
+    # lookups learn an answer per choice text: only where the items share their choices
+    shared = len({c for it in items for c in it["choices"]}) <= len(LETTERS)
+    lookups = {
+        "lookup: word length": lambda it: len(it["word"]),
+        "lookup: word token count": lambda it: min(it["tokens"], 4),
+        "lookup: word frequency": lambda it: int(math.log2(ref.counts.get(it["word"], 1))),
+        "lookup: word first letter (not prefix-shaped probes)": lambda it: it["word"][0],
+    }
+    for name, feature in lookups.items():
+        skip = not shared or (name.startswith("lookup: word first") and task in PREFIX_SHAPED)
+        out[name] = None if skip else _lookup(items, feature)
+    tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
+    if all(len(_letters(c)) == 1 for it in items for c in it["choices"]) and not yes_no:
+        out["copy: answer letter is a token of the word"] = (
+            sum(
+                _pick([c.strip() in parts for c in it["choices"]], it["gold"])
+                for it, parts in zip(items, tokens)
+            )
+            / n
+        )
+    else:
+        out["copy: answer letter is a token of the word"] = None
+    if task == "char_prefix":
+        bounds = [{"".join(parts[:j]) for j in range(1, len(parts) + 1)} for parts in tokens]
+        guesses = [int(it["letter"] in b) for it, b in zip(items, bounds)]
+        out["copy: prefix ends at a token boundary"] = (
+            sum(g == it["gold"] for g, it in zip(guesses, items)) / n
+        )
+    else:
+        out["copy: prefix ends at a token boundary"] = None
     return out
 
 
-def shortcut_table(probes: dict[str, list[dict]], encode, priors, tasks) -> str:
+def off_chance(accuracies: dict[str, float | None], items: list[dict]) -> dict[str, float]:
+    """The shortcuts of `accuracies` further than TOLERANCE from the probe's chance: either side
+    for the scorers of answers (one far below chance is one far above, reversed), above chance
+    only for the lookups (one learned on the other folds of an exactly balanced design falls
+    below chance by construction: a held-out item's answer is the one its fold has least of)."""
+    chance = 1 / len(items[0]["choices"])
+    return {
+        name: value
+        for name, value in accuracies.items()
+        if value is not None
+        and (value - chance > TOLERANCE or (chance - value > TOLERANCE and "lookup" not in name))
+    }
+
+
+def shortcut_table(probes: dict[str, list[dict]], pieces, ref: Reference, tasks) -> str:
     """A markdown table: a row per shortcut, a column per probe (its chance in the header)."""
-    results = {t: shortcut_accuracies(probes[t], encode, priors) for t in tasks}
+    results = {t: shortcut_accuracies(probes[t], pieces, ref, t) for t in tasks}
     chance = {t: 1 / len(probes[t][0]["choices"]) for t in tasks}
     head = "| shortcut | " + " | ".join(f"{t} (chance {chance[t]:.2f})" for t in tasks) + " |"
     lines = [head, "|---|" + "---:|" * len(tasks)]

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import tempfile
 import tomllib
 
 import pytest
@@ -17,9 +18,17 @@ def scale_configs(scale):
 
 
 def parse(path, *overrides):
+    """The config as torchtitan parses it; its run folder (job.dump_folder) a fresh one of its
+    own unless the overrides name one: a run the user trained from the config (in ./outputs)
+    must not change what the checks here see."""
     from torchtitan.config import ConfigManager
 
+    if "--job.dump_folder" not in overrides:
+        overrides = (*overrides, "--job.dump_folder", tempfile.mkdtemp(dir=_RUNS.name))
     return ConfigManager().parse_args(["--job.config_file", str(path), *overrides])
+
+
+_RUNS = tempfile.TemporaryDirectory(prefix="prefix_titan_configs_")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "train_configs")))

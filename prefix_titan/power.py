@@ -18,7 +18,7 @@ import math
 import sys
 
 from .evaluation.harness import DEFAULT_TASKS
-from .sweep.analysis import analyse, arm_kind, load_plan
+from .sweep.analysis import analyse, arm_kind, first_share, load_plan
 from .sweep.configs import SCALES, arms
 from .sweep.power import plan_rows
 from .sweep.report import plural
@@ -87,25 +87,37 @@ def main(argv: list[str] | None = None) -> None:
             f"the plan's contrast ({', '.join(plan.contrast) or 'none'}) names no arm of the "
             f"{a.scale} sweep: nothing is compared, so there is no power to compute"
         )
-    rows = plan_rows(names, a.seeds, len(sweep), compared, plan.alpha, measured, effects)
+    shares = {n: first_share(plan, n, compared) for n in names}
+    k = {n: s[0] for n, s in shares.items()}
+    rows = plan_rows(names, a.seeds, len(sweep), k, plan.alpha, measured, effects)
     print(
         f"Power before the run: scale {a.scale}, {len(sweep)} arms ({compared} compared with "
-        f"{plan.baseline}), {a.seeds} seeds; two-way arm x seed model, Holm at familywise alpha "
-        f"{plan.alpha} (its strictest step: {plan.alpha}/{compared}), two-sided, power 80%."
+        f"{plan.baseline}), {a.seeds} seeds; two-way arm x seed model, two-sided, power 80%, "
+        f"each metric at the first share of familywise alpha {plan.alpha} the report's "
+        f"procedure gives it (column 'tested at')."
     )
     print(f"Run sd: {'measured in ' + where + ', else ' if where else ''}published defaults.\n")
-    print(f"| metric | run sd | detectable at {a.seeds} seeds | effect | seeds for it | sd from |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(
+        f"| metric | tested at | run sd | detectable at {a.seeds} seeds | effect | seeds for it "
+        "| sd from |"
+    )
+    print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
+        at = f"{shares[r.metric][1]}, alpha/{shares[r.metric][0]}"
         if r.sd is None:
-            print(f"| {r.metric} | - | - | - | - | {r.source} |")
+            print(f"| {r.metric} | {at} | - | - | - | - | {r.source} |")
             continue
         need = "-" if r.effect is None else (str(r.seeds_for) if r.seeds_for else "> 100")
         effect = "-" if r.effect is None else f"{r.effect:g}"
-        print(f"| {r.metric} | {r.sd:.4f} | {r.detectable:.4f} | {effect} | {need} | {r.source} |")
+        print(
+            f"| {r.metric} | {at} | {r.sd:.4f} | {r.detectable:.4f} | {effect} | {need} "
+            f"| {r.source} |"
+        )
     print(
-        "\nThe primaries are tested first; a task (exploratory) is claimed only for an arm claimed "
-        "on its family's primary. Differences below `detectable` read as 'not found', not 'absent'."
+        "\nThe primaries are tested first; an exploratory metric (a task) is tested only for an "
+        "arm claimed on its family's primary, first at its share of that arm's alpha (more as "
+        "the arm's other exploratory metrics are claimed). Differences below `detectable` read as "
+        "'not found', not 'absent'."
     )
 
 

@@ -11,7 +11,7 @@ from helpers import make_run
 from prefix_titan.objectives import ObjectiveSpec
 from prefix_titan.objectives.spec import EXECUTION, TARGET, WEIGHTING, option
 from prefix_titan.sweep import runs
-from prefix_titan.sweep.configs import arms, render
+from prefix_titan.sweep.configs import arm_specs, arms, render
 from prefix_titan.targets import add_target_options
 
 
@@ -80,7 +80,7 @@ def test_the_table_key_holds_the_target_settings_only():
 def test_the_sweeps_arms_are_named_by_the_spec():
     names = list(arms())
     assert names[:3] == ["ce", "label_smoothing", "prefix_tau0.05"]
-    assert len(names) == len(set(names)) == 14
+    assert len(names) == len(arm_specs()) == 14  # no two objectives share a name
     assert all(spec.arm_name() == name for name, spec in arms().items())
 
 
@@ -152,3 +152,35 @@ def test_the_row_block_refuses_what_it_cannot_size(settings, message):
     with pytest.raises(ValueError) as e:
         ObjectiveSpec("ce", **settings).validate()
     assert message in str(e.value)
+
+
+def test_two_objectives_with_one_arm_name_are_refused(monkeypatch):
+    """A family whose options are not labelled for it (tau's families= names prefix only) would
+    give its arms one name, and one config would silently hold the last of them."""
+    from prefix_titan.sweep import configs
+
+    specs = [ObjectiveSpec("ce"), ObjectiveSpec("label_smoothing", epsilon=0.1)]
+    monkeypatch.setattr(configs, "arm_specs", lambda: [*specs, ObjectiveSpec("label_smoothing")])
+    with pytest.raises(ValueError, match="two arms 'label_smoothing': the same objective"):
+        configs.arms()
+    twins = [ObjectiveSpec("my.mod:f", tau=0.2), ObjectiveSpec("my.mod:f", tau=0.2, epsilon=0.3)]
+    monkeypatch.setattr(configs, "arm_specs", lambda: twins)
+    assert len(configs.arms()) == 2  # a family by import path shows every setting it is given
+    monkeypatch.setattr(
+        ObjectiveSpec, "arm_name", lambda self: self.name if self.name != "ce" else "ce"
+    )
+    monkeypatch.setattr(configs, "arm_specs", lambda: twins)
+    with pytest.raises(ValueError, match="differ in epsilon, which the arm name leaves out"):
+        configs.arms()
+
+
+def test_a_setting_the_family_does_not_read_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"'prefix' does not read objective.epsilon = 0.5 \(read by label_smoothing\)",
+    ):
+        ObjectiveSpec("prefix", epsilon=0.5).validate()
+    with pytest.raises(ValueError, match="'ce' does not read objective.tau = 0.2"):
+        ObjectiveSpec("ce", tau=0.2).validate()
+    ObjectiveSpec("prefix", epsilon=0.1, tau=0.2).validate()  # at the default: fine
+    ObjectiveSpec("my.mod:f", epsilon=0.5, tau=0.2).validate()  # import path: reads any

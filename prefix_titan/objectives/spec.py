@@ -240,4 +240,24 @@ class ObjectiveSpec:
                 f"objective.position_gamma must be a number in (0, 1] (unset: no position "
                 f"weighting); got {gamma!r}"
             )
+        self._check_read()
         return self
+
+    def _check_read(self) -> None:
+        """Refuse a setting away from its default that the built-in family named does not read
+        (`--objective.epsilon 0.5` for prefix trained exactly as without it)."""
+        options = [f for f in dataclasses.fields(self) if f.metadata.get("families")]
+        built_in = {"ce", *(name for f in options for name in f.metadata["families"])}
+        if self.name not in built_in:
+            return  # a family named by import path may read any setting
+        unread = [
+            f"objective.{f.name} = {getattr(self, f.name)!r} (read by "
+            f"{', '.join(f.metadata['families'])})"
+            for f in options
+            if self.name not in f.metadata["families"] and getattr(self, f.name) != f.default
+        ]
+        if unread:
+            raise ValueError(
+                f"objective.name = {self.name!r} does not read {'; '.join(unread)}: leave "
+                "them at their defaults (or unset), or name the family that reads them"
+            )

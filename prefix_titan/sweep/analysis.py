@@ -3,12 +3,14 @@
 For each family of the plan, its primary metric is compared, arm by arm, for every arm of the
 contrast (the prefix families) against the baseline (label smoothing): estimates, intervals and
 p-values from the two-way arm x seed model (inference.py) with the residual variance pooled over
-all arms, Holm's adjustment over the contrast's arms, a claim where the adjusted p is at most
-alpha. An exploratory metric of the family is claimed only for an arm whose primary metric was,
-and only where its p survives Holm over every exploratory comparison of the family (all arms,
-all its exploratory metrics): a false claim of any kind needs a false primary claim or a Holm
-rejection of a true null, so the familywise rate of false claims stays at alpha, also when some
-arms truly differ.
+all arms, and one graphical multiple-testing procedure per family (Bretz et al. 2009) over its
+primary and exploratory comparisons together: alpha starts split equally over the primary
+comparisons (Holm's procedure among them), a claimed primary passes half of its share to its
+arm's exploratory metrics and half to the other primaries, so an exploratory metric is claimed
+only for an arm claimed on the primary, and the familywise rate of false claims of the whole
+family is at most alpha whatever is true (the former gate, Holm over the exploratory comparisons
+beside Holm over the primaries, reached 8% when most arms truly differed). A claim where the
+adjusted p is at most alpha.
 Everything else is reported, not claimed: every comparison's raw and adjusted p, the trend over
 tau of each prefix family, the CE-equivalent arms against ce (A/A checks), what the targets
 imply for plain CE. With one seed nothing is tested and nothing claimed.
@@ -35,6 +37,9 @@ PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.t
 CE_EQUIVALENT = 0.99
 """An arm whose target keeps at least this mass on the gold token (on average over the validation
 tokens) is in effect plain CE: compared with ce as an A/A check"""
+EXPLORATORY_SHARE = 0.5
+"""The part of a claimed primary's share of alpha that passes to its arm's exploratory metrics
+(the rest passes to the other arms' primaries)"""
 AA_METRIC = {"val CE": "val CE excess"}
 """The metric an A/A check compares in place of a family's primary: validation CE less the part
 the target costs by construction"""
@@ -102,9 +107,10 @@ def plan_text(plan: Plan) -> list[str]:
     lines = [
         f"Question: {plan.question}",
         f"Baseline: {plan.baseline}. Contrast: every arm of {', '.join(plan.contrast)} against it. "
-        f"Familywise alpha {plan.alpha} per family (Holm over the contrast's arms; an exploratory "
-        f"metric is claimed only for an arm whose primary metric was, Holm over all the family's "
-        f"exploratory comparisons). Metrics: the mean of each "
+        f"Familywise alpha {plan.alpha} per family, over its primary and exploratory claims "
+        f"together (a graphical procedure: alpha split over the contrast's arms on the primary, "
+        f"a claimed arm's share passed half to its exploratory metrics, half to the other arms). "
+        f"Metrics: the mean of each "
         f"run's last {plan.checkpoints} evaluated checkpoints.",
         "",
         "| family | primary | exploratory |",
@@ -317,6 +323,14 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         for a in arms
         if a != "ce" and gold_mass.get(a) and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
     ]
+    outside = [a for a in arms if a not in (baseline, "ce", *contrast, *equivalent)]
+    if outside:
+        kinds = sorted({result.kinds[a] for a in outside})
+        result.notes.append(
+            f"not compared with {baseline}, their kind ({', '.join(kinds)}) not in the plan's "
+            f"contrast ({', '.join(plan.contrast)}): {', '.join(outside)}; a plan (--plan FILE) "
+            "whose contrast names it compares them"
+        )
     for family in plan.families:
         _decide_family(result, family, contrast, seeds)
     _aa_checks(result, equivalent, seeds)
@@ -360,11 +374,10 @@ def _versus(f, complete, arms, baseline, **fields) -> list[Comparison]:
 
 def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
     plan, baseline = result.plan, result.plan.baseline
-    primary_claims: set[str] = set()
+    primaries: list[Comparison] = []
     gated: list[Comparison] = []
     for name in (family.primary, *family.exploratory):
         primary = name == family.primary
-        m = metric(name)
         f, complete = _fit_for(result, name, seeds)
         if f is None or baseline not in complete:
             if primary:
@@ -379,22 +392,46 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
         if not primary:
             gated.extend(rows)
             continue
-        for c in rows:
-            if c.p_adjusted is not None and c.p_adjusted <= plan.alpha:
-                c.claimed, c.direction = True, _direction(c.estimate, m.lower_is_better)
-                primary_claims.add(c.arm)
+        primaries = rows
         _trends(result, family, name, f, complete)
         f1, complete1 = _fit_for(result, name, seeds, final=True)
         if f1 is not None and baseline in complete1:
             result.comparisons.extend(
                 _versus(f1, complete1, contrast, baseline, final=True, **fields)
             )
-    # Exploratory: Holm over every exploratory comparison of the family (all arms, all metrics),
-    # claimed only for an arm whose primary metric was.
-    for c, adj in zip(gated, inference.holm([c.p for c in gated])):
+    rows = primaries + gated
+    for c, adj in zip(rows, inference.graph_adjusted([c.p for c in rows], *_graph(rows))):
         c.p_adjusted = adj
-        if c.arm in primary_claims and adj is not None and adj <= plan.alpha:
+        if adj is not None and adj <= plan.alpha:
             c.claimed, c.direction = True, _direction(c.estimate, metric(c.metric).lower_is_better)
+
+
+def _graph(rows: list[Comparison]) -> tuple[list[float], list[list[float]]]:
+    """The weights and transitions of a family's graphical procedure over its comparisons
+    (inference.graph_adjusted): alpha is split equally over the primary comparisons; a rejected
+    primary passes EXPLORATORY_SHARE of its share to its own arm's exploratory comparisons
+    (equally) and the rest to the other primaries (equally: Holm's step-down among them); a
+    rejected exploratory comparison passes its share to the other exploratory comparisons of its
+    arm (the last one of an arm: to the other primaries). An exploratory comparison holds no share
+    until its arm's primary is rejected, so it is claimed only for an arm claimed on the primary,
+    and the familywise rate of false claims over the whole family is alpha whatever is true."""
+    n = len(rows)
+    primary = [i for i, c in enumerate(rows) if c.primary]
+    own = {c.arm: [i for i, e in enumerate(rows) if not e.primary and e.arm == c.arm] for c in rows}
+    weights = [1 / len(primary) if c.primary else 0.0 for c in rows]
+    g = [[0.0] * n for _ in range(n)]
+    for i, c in enumerate(rows):
+        others = [j for j in primary if j != i and rows[j].arm != c.arm]
+        explored = [j for j in own[c.arm] if j != i]
+        if c.primary:
+            to_explored = (EXPLORATORY_SHARE if others else 1.0) if explored else 0.0
+        else:
+            to_explored = 1.0 if explored else 0.0
+        for j in explored:
+            g[i][j] = to_explored / len(explored)
+        for j in others:
+            g[i][j] = (1.0 - to_explored) / len(others)
+    return weights, g
 
 
 def _trends(result: Analysis, family: Family, name: str, f, complete: list[str]) -> None:
@@ -443,6 +480,20 @@ def detectable_here(result: Analysis, name: str, comparisons: int) -> float | No
     )
 
 
+def first_share(plan: Plan, name: str, compared: int) -> tuple[int, str]:
+    """(k, role): the first share of alpha a comparison of metric `name` is tested at is alpha / k
+    in this plan's graphical procedure, with `compared` arms of the contrast. A primary: alpha /
+    compared (then more, as other arms are claimed); an exploratory metric: only once its arm is
+    claimed on the primary, first at EXPLORATORY_SHARE of that arm's share split over the
+    family's exploratory metrics; a metric in no family is never claimed (its k as a primary's)."""
+    for f in plan.families:
+        if name == f.primary:
+            return compared, "primary"
+        if name in f.exploratory:
+            return round(compared * len(f.exploratory) / EXPLORATORY_SHARE), "exploratory"
+    return compared, "not in the plan"
+
+
 def _fmt(v: float) -> str:
     return f"{v:+.4f}"
 
@@ -463,7 +514,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
 
     def listed(cs):
         return "; ".join(
-            f"{c.arm} ({_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}], Holm p = "
+            f"{c.arm} ({_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}], adj. p = "
             f"{c.p_adjusted:.3g})"
             for c in cs
         )
@@ -476,9 +527,15 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         if worse:
             answer += f" Worse: {listed(worse)}."
         return answer
-    if worse:
-        return f"No: {listed(worse)} below {plan.baseline} on {family.primary}, at familywise alpha {plan.alpha}."
     d = detectable_here(result, family.primary, len(compared))
+    if worse:
+        rest = len(compared) - len(worse)
+        power = f" (this sweep detects {d:.4f} with 80% power)" if d else ""
+        return (
+            f"No arm is better than {plan.baseline} on {family.primary}; worse: {listed(worse)}, "
+            f"at familywise alpha {plan.alpha}. The other {rest} arm(s) compared: no difference "
+            f"found{power}."
+        )
     tail = f" (the difference this sweep detects with 80% power: {d:.4f})" if d else ""
     unmeasured = [a for a in contrast if a not in compared]
     if unmeasured:

@@ -51,8 +51,24 @@ def arm_specs() -> list[ObjectiveSpec]:
 
 
 def arms() -> dict[str, ObjectiveSpec]:
-    """Arm name -> its objective, in launch order."""
-    return {spec.arm_name(): spec for spec in arm_specs()}
+    """Arm name -> its objective, in launch order; two objectives with one name are refused
+    (each arm's configs and runs are found by its name)."""
+    out: dict[str, ObjectiveSpec] = {}
+    for spec in arm_specs():
+        name = spec.arm_name()
+        if name in out:
+            first, second = out[name].objective(), spec.objective()
+            differ = sorted(k for k in {*first, *second} if first.get(k) != second.get(k))
+            why = (
+                f"their objectives differ in {', '.join(differ)}, which the arm name leaves out "
+                f"for family {spec.name!r}: add {spec.name!r} to that option's families= in "
+                "prefix_titan/objectives/spec.py"
+                if differ
+                else "the same objective is listed twice"
+            )
+            raise ValueError(f"arm_specs() names two arms {name!r}: {why}")
+        out[name] = spec
+    return out
 
 
 def _toml_value(v) -> str:

@@ -103,6 +103,52 @@ def holm(pvalues: list[float | None]) -> list[float | None]:
     return out
 
 
+def graph_adjusted(
+    pvalues: list[float | None], weights: list[float], transitions: list[list[float]]
+) -> list[float | None]:
+    """Adjusted p-values of the sequentially rejective graphical procedure of Bretz et al. (2009,
+    2011): hypothesis i starts with a share weights[i] of alpha; when one is rejected its share
+    passes on, transitions[i][j] of it to hypothesis j (each row sums to at most 1), and the
+    graph is updated so that shares keep flowing past rejected hypotheses. It controls the
+    familywise error rate strongly at alpha for any weights and transitions; a hypothesis is
+    rejected at alpha exactly when its adjusted p is at most alpha. Equal weights with every
+    share passed equally to all the others is Holm's procedure. None (not testable) stays None
+    and is never rejected."""
+    n = len(pvalues)
+    w = [float(x) for x in weights]
+    g = [[float(x) for x in row] for row in transitions]
+    if len(w) != n or len(g) != n or any(len(row) != n for row in g):
+        raise ValueError("graph_adjusted: weights and transitions must match the p-values")
+    if sum(w) > 1 + 1e-12 or any(sum(row) > 1 + 1e-12 for row in g):
+        raise ValueError("graph_adjusted: the weights and each row of transitions sum to <= 1")
+    left = [i for i in range(n) if pvalues[i] is not None]
+    out: list[float | None] = [None] * n
+    running = 0.0
+    while left:
+        ratio = {i: (pvalues[i] / w[i] if w[i] > 0 else math.inf) for i in left}
+        j = min(left, key=lambda i: (ratio[i], i))
+        if ratio[j] == math.inf:  # no share of alpha reaches the rest: never rejected
+            for i in left:
+                out[i] = 1.0
+            break
+        running = max(running, min(1.0, ratio[j]))
+        out[j] = running
+        left.remove(j)
+        for i in left:
+            w[i] += w[j] * g[j][i]
+        new = [row[:] for row in g]
+        for i in left:
+            for k in left:
+                if i == k:
+                    new[i][k] = 0.0
+                    continue
+                denom = 1.0 - g[i][j] * g[j][i]
+                new[i][k] = (g[i][k] + g[i][j] * g[j][k]) / denom if denom > 1e-12 else 0.0
+        g = new
+        w[j] = 0.0
+    return out
+
+
 def detectable(
     sd: float, seeds: int, arms: int, comparisons: int, alpha: float = 0.05, power: float = POWER
 ) -> float:

@@ -79,14 +79,15 @@ def plan_rows(
     metrics: list[str],
     seeds: int,
     arms: int,
-    comparisons: int,
+    comparisons: int | dict[str, int],
     alpha: float,
     measured: dict[str, float] | None = None,
     effects: dict[str, float] | None = None,
     probe_items: int = ITEMS_PER_TASK,
 ) -> list[Row]:
     """One row per metric: its sd (measured, else the published default), the 80%-power
-    detectable difference at `seeds`, and the seeds needed for the effect asked for."""
+    detectable difference at `seeds`, and the seeds needed for the effect asked for; each tested
+    at alpha / comparisons (one number, or one per metric: analysis.first_share)."""
     known = defaults(probe_items)
     rows = []
     for name in metrics:
@@ -100,7 +101,8 @@ def plan_rows(
             )
             continue
         effect = (effects or {}).get(name)
-        d = inference.detectable(sd, seeds, arms, comparisons, alpha)
-        need = inference.seeds_needed(effect, sd, arms, comparisons, alpha) if effect else None
+        k = comparisons[name] if isinstance(comparisons, dict) else comparisons
+        d = inference.detectable(sd, seeds, arms, k, alpha)
+        need = inference.seeds_needed(effect, sd, arms, k, alpha) if effect else None
         rows.append(Row(name, sd, source, d, need, effect))
     return rows

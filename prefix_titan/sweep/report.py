@@ -17,6 +17,7 @@ from .analysis import (
     Analysis,
     analyse,
     detectable_here,
+    first_share,
     load_plan,
     plan_text,
 )
@@ -87,13 +88,13 @@ def _mark(c) -> str:
 
 def primary_table(a: Analysis, family) -> str:
     """Each arm of the contrast against the baseline on the family's primary: the difference
-    with its interval, p, Holm p, the claim, and the same difference at the final step alone."""
+    with its interval, p, adjusted p, the claim, and the same difference at the final step alone."""
     rows = a.primary_comparisons(family.name)
     if not rows:
         return "Nothing compared (see the notes)."
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
     implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
-    head = f"| arm | {family.primary} − {a.plan.baseline} [95% CI] | p | Holm p | claim | final step alone |"
+    head = f"| arm | {family.primary} − {a.plan.baseline} [95% CI] | p | adj. p | claim | final step alone |"
     lines = [head + (" targets imply |" if implied else ""), "|---|---:|---:|---:|---|---:|"]
     lines[1] += "---:|" if implied else ""
     for c in rows:
@@ -138,7 +139,7 @@ def claim_lines(a: Analysis) -> list[str]:
         return ["No claims."]
     return [
         f"- **{c.family}**: {c.arm} is {c.direction} than {c.baseline} on {c.metric} "
-        f"({_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}], Holm p = "
+        f"({_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}], adj. p = "
         f"{c.p_adjusted:.3g}){'' if c.primary else ' (exploratory, after its primary claim)'}"
         for c in claims
     ]
@@ -204,12 +205,14 @@ def power_lines(a: Analysis) -> list[str]:
     names = [f.primary for f in a.plan.families] + [t for t in DEFAULT_TASKS]
     for name in names:
         if name in a.fits:
-            d = detectable_here(a, name, contrast)
+            k, role = first_share(a.plan, name, contrast)
+            d = detectable_here(a, name, k)
             if d is not None:
                 fit = a.fits[name]
                 lines.append(
-                    f"- {name}: ±{d:.4f} (run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
-                    f"{plural(len(fit.means), 'arm')}, {plural(fit.df, 'degree')} of freedom)"
+                    f"- {name}: ±{d:.4f} ({role}, at alpha/{k}; run-level sd "
+                    f"{math.sqrt(fit.sigma2):.4f} pooled over {plural(len(fit.means), 'arm')}, "
+                    f"{plural(fit.df, 'degree')} of freedom)"
                 )
     return lines
 
@@ -372,13 +375,15 @@ def report(
                 lines += [f"Exploratory (difference from {plan_.baseline}):", "", explored, ""]
         lines += [
             "Difference arm − baseline from the two-way arm × seed model (seed-paired, residual "
-            "variance pooled over arms), 95% interval, two-sided p. Primary: Holm over the "
-            "contrast's arms, claimed (▲/▼) where Holm p ≤ alpha; 'final step alone' is the same "
-            "comparison without checkpoint averaging (a sensitivity check, never claimed); "
-            "'targets imply' is the part of a CE difference the two targets cost by construction. "
-            "Exploratory (▲/▼): Holm over every exploratory comparison of the family, claimed "
-            "only for an arm claimed on its family's primary; report.json has every interval "
-            "and p.",
+            "variance pooled over arms), 95% interval, two-sided p. Claimed (▲/▼) where the "
+            "adjusted p ≤ alpha, adjusted per family by one graphical procedure over its primary "
+            "and exploratory comparisons (alpha split over the arms on the primary; a claimed "
+            "arm passes half of its share to its exploratory metrics, half to the other arms: "
+            "an exploratory claim only for an arm claimed on the primary, the family's "
+            "familywise rate at most alpha); 'final step alone' is the same comparison without "
+            "checkpoint averaging (Holm over the arms; a sensitivity check, never claimed); "
+            "'targets imply' is the part of a CE difference the two targets cost by "
+            "construction. report.json has every interval and p.",
             "",
             "### Claims",
             "",
@@ -409,8 +414,10 @@ def report(
     if power:
         lines += [
             "The difference each comparison with the baseline detects with 80% power here "
-            "(two-way model, the pooled variance measured in this sweep, Holm's strictest "
-            "level); smaller differences read as 'not found', not 'absent'. `python -m "
+            "(two-way model, the pooled variance measured in this sweep, at the first share of "
+            "alpha its comparison gets: a primary alpha over the arms compared; an exploratory "
+            "metric only for an arm claimed on its primary, at its share of that arm's); smaller "
+            "differences read as 'not found', not 'absent'. `python -m "
             f"prefix_titan.power --from {runs_dir}` gives the seeds a given effect needs.",
             "",
             *power,

@@ -79,6 +79,22 @@ def test_the_untrained_models_validation_is_not_averaged_in(sweep):
     )
 
 
+def test_an_analysis_chosen_after_the_results_says_so_in_its_answer(sweep, tmp_path):
+    """Another K than the plan's, or another plan: the answer says it is an exploratory
+    re-analysis, not the pre-registered test (its alpha does not hold for a choice made after
+    seeing the results)."""
+    from prefix_titan.sweep.analysis import PLAN
+
+    answer = report(str(sweep), checkpoints=1).splitlines()[2]
+    assert answer.startswith("**Answer.** (An exploratory re-analysis, not the pre-registered")
+    assert "last 1 checkpoints, where the plan says 3" in answer and "Yes, on" in answer
+    plan = tmp_path / "plan.toml"
+    plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
+    answer = report(str(sweep), plan=str(plan)).splitlines()[2]
+    assert "a plan other than the package's (it differs in alpha)" in answer
+    assert not report(str(sweep), checkpoints=3).splitlines()[2].startswith("**Answer.** (An")
+
+
 def test_a_real_difference_is_claimed_and_an_equal_arm_is_not(sweep):
     text = report(str(sweep))
     answer = text.splitlines()[2]

@@ -430,11 +430,16 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         if line.startswith("| ") and not line.startswith("| metric")
     }
     fit = analyse(group_arms(find_runs(str(tmp_path))), PLAN).fits
-    for name in ("char composite", "downstream bits/byte", "val CE", "hellaswag"):
+    # the primaries at alpha / 12 arms; a task (exploratory, 11 in its family) at its first
+    # share once its arm is claimed: half of alpha / 12 over 11 metrics
+    for name, k in (("char composite", 12), ("downstream bits/byte", 12), ("val CE", 12)) + (
+        ("hellaswag", 264),
+    ):
         sd = math.sqrt(fit[name].sigma2)
-        assert rows[name][0].strip() == f"{sd:.4f}" and "measured" in rows[name][-1]
-        want = inference.detectable(sd, 4, 14, 12, ALPHA)
-        assert rows[name][1].strip() == f"{want:.4f}"
+        assert rows[name][0].strip().endswith(f"alpha/{k}")
+        assert rows[name][1].strip() == f"{sd:.4f}" and "measured" in rows[name][-1]
+        want = inference.detectable(sd, 4, 14, k, ALPHA)
+        assert rows[name][2].strip() == f"{want:.4f}"
     assert "detectable at 4 seeds" in out
 
 

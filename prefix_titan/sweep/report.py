@@ -322,6 +322,22 @@ def report_json(
     }
 
 
+def plan_deviations(plan_, checkpoints: int | None) -> list[str]:
+    """How an analysis departs from the package's pre-registered plan (analysis_plan.toml):
+    another plan, or another number of checkpoints averaged."""
+    shipped, given = asdict(load_plan()), asdict(plan_)
+    differ = [k for k in shipped if k != "source" and shipped[k] != given.get(k)]
+    out = []
+    if differ:
+        out.append(f"a plan other than the package's (it differs in {', '.join(differ)})")
+    if checkpoints is not None and checkpoints != plan_.checkpoints:
+        out.append(
+            f"each run averaged over its last {checkpoints} checkpoints, where the plan says "
+            f"{plan_.checkpoints}"
+        )
+    return out
+
+
 def report(
     runs_dir: str, out: str | None = None, plan: str | None = None, checkpoints: int | None = None
 ) -> str:
@@ -329,6 +345,13 @@ def report(
     runs = find_runs(runs_dir)
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
+    deviations = plan_deviations(plan_, checkpoints)
+    if deviations:
+        a.answer = (
+            f"(An exploratory re-analysis, not the pre-registered test: {'; '.join(deviations)}; "
+            f"its familywise alpha holds for one analysis chosen before the results, not for "
+            f"one chosen after them.) {a.answer}"
+        )
     out = report_folder(runs_dir, out)
     if os.path.islink(out):
         raise ValueError(

@@ -598,3 +598,37 @@ def test_an_arm_outside_the_plans_contrast_is_named_not_silently_left_out(seed, 
     [note] = [n for n in a.notes if "not in the plan's contrast" in n]
     assert "my_lab.targets:suffix" in note and "prefix_tau" not in note and "--plan" in note
     assert not any(c.arm.startswith("my_lab") for c in a.comparisons)
+
+
+def test_the_simulator_refuses_an_arm_whose_target_it_does_not_know():
+    from prefix_titan.objectives import ObjectiveSpec
+
+    mine = ObjectiveSpec("my_lab.targets:suffix")
+    sweep = sim.Sweep(arms=(ObjectiveSpec("ce"), mine), items=20, tasks=("piqa",), seeds=(1, 2))
+    with pytest.raises(ValueError, match="no target gold mass for my_lab.targets:suffix"):
+        sim.simulate(sweep)
+    runs = sim.simulate(
+        sim.Sweep(**{**vars(sweep), "gold_mass": (("my_lab.targets:suffix", 0.8),)}), seed=1
+    )
+    assert len(runs) == 4
+
+
+def test_a_baseline_far_noisier_than_the_other_arms_is_named(seed, tmp_path):
+    """The pooled test assumes equal variances; the report screens the baseline (and claimed
+    arms) at the 99% level: rarely named when variances are equal, often at 4x the sd."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    plan = _one_family_plan(tmp_path, "hellaswag", [])
+    specs = arm_specs()
+    base = [s.arm_name() for s in specs].index("label_smoothing")
+    rng = np.random.default_rng(seed)
+    named = {}
+    for k in (1, 4):
+        hits = 0
+        for _ in range(100):
+            y = 0.5 + 0.01 * (rng.normal(size=(len(specs), 3)) + rng.normal(size=(1, 3)))
+            y[base] = 0.5 + 0.01 * k * rng.normal(size=3)
+            notes = analyse(_records({"hellaswag": y}, specs), plan).notes
+            hits += any("residual variance of label_smoothing" in n for n in notes)
+        named[k] = hits / 100
+    assert named[1] <= 0.06 and named[4] >= 0.4, named

@@ -410,6 +410,10 @@ def report(
             "",
             "### Claims",
             "",
+            f"Familywise alpha {plan_.alpha} holds per family; over the report's "
+            f"{len(plan_.families)} families a false claim somewhere is up to "
+            f"{len(plan_.families)} × alpha likely (the answer reads the first family only).",
+            "",
             *claim_lines(a),
             "",
             "### Trend over τ",

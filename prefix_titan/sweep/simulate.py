@@ -131,6 +131,8 @@ class Sweep:
     """add to each arm's validation CE what its target costs by construction"""
     embedding_probe: bool = True
     ce_level: float = 3.6
+    gold_mass: tuple[tuple[str, float], ...] = ()
+    """(arm, mean gold mass of its target) for arms GOLD_MASS does not know"""
 
 
 def _effects(sweep: Sweep) -> dict[tuple[str, str], float]:
@@ -183,6 +185,14 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     noise = sweep.noise
     effects = _effects(sweep)
+    masses = {**GOLD_MASS, **dict(sweep.gold_mass)}
+    unknown = [s.arm_name() for s in sweep.arms if s.arm_name() not in masses]
+    if unknown:
+        raise ValueError(
+            f"the simulator knows no target gold mass for {', '.join(unknown)} (GOLD_MASS): give "
+            "Sweep(gold_mass=((arm, mass), ...)); taking 1.0 would make such an arm plain CE, "
+            "compared with ce as an A/A check"
+        )
     # Every task's items in one vector; `starts` splits it back.
     tasks = list(sweep.tasks)
     sizes = np.array([sweep.items or TASKS[t].items for t in tasks])
@@ -249,7 +259,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                     "files": {},
                     "bits_per_byte": {t: float(bpb[i]) for i, t in enumerate(tasks)},
                 }
-            mass = GOLD_MASS.get(arm, 1.0)
+            mass = masses[arm]
             cost = -math.log(mass) if sweep.construction_cost else 0.0
             base = seed_val + rng.normal(0, noise.val_run) + cost + effects.get((arm, "val CE"), 0)
             validation = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -122,10 +123,13 @@ def plan_text(plan: Plan) -> list[str]:
 
 
 def arm_kind(objective: dict) -> str:
-    """The objective family an arm belongs to: prefix (unnormalized), prefix_norm, or its name."""
-    if objective.get("name") == "prefix":
-        return "prefix_norm" if objective.get("normalize") else "prefix"
-    return objective.get("name")
+    """The kind of an arm: its name without the tau part (prefix_tau0.5 -> prefix,
+    prefix_norm_tau2.0 -> prefix_norm, prefix_tau0.5_vocab -> prefix_vocab, ce -> ce): the arms
+    that differ only in tau, which a trend over tau joins and a plan's contrast names."""
+    from ..objectives import ObjectiveSpec
+
+    name = ObjectiveSpec.from_record(objective).arm_name()
+    return re.sub(r"_tau[^_]+(?=_|$)", "", name)
 
 
 @dataclass

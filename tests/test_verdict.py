@@ -305,6 +305,22 @@ def test_runs_evaluated_with_another_limit_or_task_version_are_refused(small):
         report(str(small))
 
 
+def test_embedding_probes_of_two_versions_are_not_compared(small):
+    """Version 1 of the embedding probe (folds over tokens) recorded no version: a run probed
+    by version 2 (folds over stems) beside it is refused, as a task of another version is."""
+    from prefix_titan.evaluation.embedding_probe import VERSION
+
+    path = _results(small / "ce" / "seed1", 3600)
+    data = json.loads(path.read_text())
+    path.write_text(
+        json.dumps({**data, "versions": {**data["versions"], EMBEDDING_PROBE: VERSION}})
+    )
+    with pytest.raises(
+        ValueError, match="embedding_probe was evaluated with different task version"
+    ):
+        report(str(small))
+
+
 def test_an_embedding_probe_run_for_some_runs_only_is_refused(small):
     path = _results(small / "ce" / "seed1", 3600)
     data = json.loads(path.read_text())
@@ -659,3 +675,22 @@ def test_an_effect_of_the_predicted_detectable_size_is_claimed_with_the_predicte
         hits += any(c.arm == "prefix_tau0.5" and c.direction == "better" for c in claims)
     print(f"effect {d:.4f} (detectable at 80%): claimed {sim.rate(hits, sweeps)}")
     assert 0.72 <= hits / sweeps <= 0.88
+
+
+def test_the_composite_reads_the_embedding_letters_above_their_own_chance():
+    """Clustered vectors lift a letters macro-F1 with no information in it: the composite
+    measures the F1 above the probe's own predictions dealt at random (version 2), not above
+    the shuffled-label control, which version 1 only had."""
+    from prefix_titan.sweep.metrics import CHANCE, CHAR_PROBES, _composite
+
+    probe = {
+        "input_letters,none": 0.5,
+        "input_letters_shuffled_labels,none": 0.1,
+        "input_letters_predictions_permuted,none": 0.5,
+    }
+    step = {
+        "results": {**{t: {"acc,none": CHANCE[t]} for t in CHAR_PROBES}, EMBEDDING_PROBE: probe}
+    }
+    assert _composite(step) == pytest.approx(0.0)
+    del probe["input_letters_predictions_permuted,none"]
+    assert _composite(step) == pytest.approx((0.5 - 0.1) / 0.9 / (len(CHAR_PROBES) + 1))

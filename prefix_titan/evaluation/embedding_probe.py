@@ -8,13 +8,21 @@ a leading space) a linear probe reads the token's input embedding, and separatel
 - `length`: its length in letters, 1 to 9 and 10+ (10 classes; accuracy).
 The probe is a logistic regression with an L2 penalty (one linear map, the three tasks' losses
 summed; features standardised on the training folds), fitted with L-BFGS on at most TRAIN_TOKENS
-of a fold's training tokens and scored k-fold over tokens (every token predicted by a probe that
-never saw it). Each score has a 95% bootstrap
-interval over tokens. Two controls show what the probe finds where there is nothing to find:
-the same vectors with the labels shuffled over tokens, and freshly initialised weights (a seeded
-Gaussian matrix of the same shape: after standardisation its scale does not matter, so one serves
-both the input and the output rows), each over the same tokens (a macro-F1's chance level
-depends on how many tokens the probe is fitted on). On a GPU the fits run there.
+of a fold's training tokens and scored k-fold: every token predicted by a probe that saw neither
+it nor any token of its group. A group is the tokens whose lower-cased, space-stripped forms share
+their first STEM letters (" Apple", "apple", " apples", "applied"): a trained embedding puts a
+word's case/space variants and the words of one stem near one another for reasons that have
+nothing to do with spelling, and dealt to different folds they let a probe read a token's letters
+off its relatives' identity (vectors holding only which form a token is beat the controls under
+folds over tokens; docs/probes.md has the numbers). The groups, in a seeded order, are cut into
+k folds of about equal token count. Each score has a 95% bootstrap interval over the groups
+(Poisson weights per group). Three controls show what the probe finds where there is nothing to
+find: the same vectors with the labels shuffled over tokens, freshly initialised weights (a
+seeded Gaussian matrix of the same shape: after standardisation its scale does not matter, so one
+serves both the input and the output rows), and the trained probe's own predictions dealt to the
+tokens at random (clustered vectors make a probe say "contains" more often, which a macro-F1
+rewards without any information: this is the letters score's chance level). Each is over the same
+tokens and folds. On a GPU the fits run there.
 Kaushal & Mahowald 2022 ("What do tokens know about their characters and how do they know it?")
 probe GPT-style embeddings this way.
 Plain PyTorch and numpy.
@@ -33,7 +41,14 @@ LETTERS = string.ascii_lowercase
 WORD_LIKE = re.compile(r" ?[A-Za-z]+")
 LENGTHS = 10
 """Length classes: 1 to 9 letters, and 10 or more"""
+VERSION = 2
+"""1: folds over tokens, the shuffled-label control; 2: folds over stems, the bootstrap over them,
+and the trained probe's own predictions dealt to the tokens at random as the letters' control"""
 FOLDS = 3
+STEM = 4
+"""Tokens whose normalised forms (lower-cased, spaces stripped) share their first STEM letters are
+one group ("Apple", " apple", " apples", "applied"); a form shorter than STEM letters is a group
+of its own variants ("app", " App"). A group is never split between folds"""
 L2 = 1e-3
 ITERATIONS = 30
 TRAIN_TOKENS = 20_000
@@ -57,16 +72,27 @@ class Labels:
     """[n] the first letter, 0-25"""
     length: np.ndarray
     """[n] length class, 0-9 (1 to 9 letters, 10+)"""
+    group: np.ndarray
+    """[n] the token's group, 0 to groups-1: tokens of one group (case/space variants of a form,
+    forms of one stem) share one fold and are resampled together by the bootstrap"""
 
     def shuffled(self, rng) -> Labels:
-        """The same labels dealt to other tokens (a control with the marginals kept)."""
+        """The same labels dealt to other tokens (a control with the marginals kept); each token
+        keeps its group, so the folds are those of the unshuffled labels."""
         p = rng.permutation(len(self.ids))
-        return Labels(self.ids, self.letters[p], self.first[p], self.length[p])
+        return Labels(self.ids, self.letters[p], self.first[p], self.length[p], self.group)
 
 
-def word_like_tokens(texts: list[str | None]) -> Labels:
-    """The tokens whose text is letters only (a leading space allowed), lower-cased for labels."""
-    ids, letters, first, length = [], [], [], []
+def group_key(word: str, stem: int | None = STEM) -> str:
+    """The group of a normalised form: its first `stem` letters (the form itself when shorter, or
+    when `stem` is None)."""
+    return word if stem is None else word[:stem]
+
+
+def word_like_tokens(texts: list[str | None], stem: int | None = STEM) -> Labels:
+    """The tokens whose text is letters only (a leading space allowed), lower-cased for labels,
+    grouped by the first `stem` letters of that lower-cased form (None: by the whole form)."""
+    ids, letters, first, length, keys = [], [], [], [], []
     for i, text in enumerate(texts):
         if text is None or not WORD_LIKE.fullmatch(text):
             continue
@@ -75,6 +101,7 @@ def word_like_tokens(texts: list[str | None]) -> Labels:
         letters.append([c in word for c in LETTERS])
         first.append(LETTERS.index(word[0]))
         length.append(min(len(word), LENGTHS) - 1)
+        keys.append(group_key(word, stem))
     if not ids:
         raise ValueError("the vocabulary has no word-like tokens (letters only) to probe")
     return Labels(
@@ -82,7 +109,27 @@ def word_like_tokens(texts: list[str | None]) -> Labels:
         np.array(letters, dtype=np.float32),
         np.array(first),
         np.array(length),
+        np.unique(np.array(keys), return_inverse=True)[1].reshape(-1),
     )
+
+
+def group_folds(group: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """[n] each token's fold, 0 to folds-1: the groups in a seeded random order, cut into `folds`
+    runs of about equal token count (each differs from n/folds by at most the largest group), a
+    group never split."""
+    sizes = np.bincount(group)
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    ends = np.cumsum(sizes[order])
+    middle = ends - sizes[order] / 2  # a group goes where its middle token falls
+    fold_of = np.empty(len(sizes), dtype=np.int64)
+    fold_of[order] = np.minimum((middle * folds / ends[-1]).astype(np.int64), folds - 1)
+    fold = fold_of[group]
+    if len(np.unique(fold)) < folds:
+        raise ValueError(
+            f"the {len(group)} word-like tokens form {len(sizes)} groups: too few to fill "
+            f"{folds} folds"
+        )
+    return fold
 
 
 def _fit(x: torch.Tensor, labels: Labels, rows: np.ndarray, l2: float, iterations: int):
@@ -121,7 +168,7 @@ def out_of_fold(
     "first": [n], "length": [n]}."""
     x = matrix[torch.from_numpy(labels.ids).to(matrix.device)].float()
     n = len(labels.ids)
-    fold = np.random.default_rng(seed).permutation(n) % folds
+    fold = group_folds(labels.group, folds, seed)
     pred = {
         "letters": np.zeros((n, 26), dtype=np.float32),
         "first": np.zeros(n, dtype=np.int64),
@@ -155,8 +202,9 @@ def _macro_f1(pred: np.ndarray, gold: np.ndarray, weights: np.ndarray) -> np.nda
 
 def scores(pred: dict, labels: Labels, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
     """{task: (score, low, high)}: macro-F1 (letters) or accuracy, with a 95% percentile interval
-    from a (Poisson) bootstrap over tokens."""
+    from a (Poisson) bootstrap over the tokens' groups (each group's draw weighs all its tokens)."""
     n = len(labels.ids)
+    groups = int(labels.group.max()) + 1
     rng = np.random.default_rng(seed)
     gold = {"first": labels.first, "length": labels.length}
     draws: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
@@ -167,12 +215,12 @@ def scores(pred: dict, labels: Labels, resamples: int = RESAMPLES, seed: int = S
     }
     for start in range(0, resamples, 100):
         b = min(100, resamples - start)
-        # Poisson(1) weights per token: the bootstrap's resampling, for large n, without the
-        # cost of drawing multinomials.
-        weights = rng.poisson(1.0, size=(b, n)).astype(np.float32)  # counts: exact in fp32
+        # Poisson(1) weights per group, every token of a group weighed by its group's: the
+        # bootstrap's resampling of groups, for many groups, without the cost of multinomials.
+        weights = rng.poisson(1.0, size=(b, groups)).astype(np.float32)[:, labels.group]
         draws["letters"].append(_macro_f1(pred["letters"], labels.letters, weights))
         for t in ("first", "length"):
-            draws[t].append(weights @ (pred[t] == gold[t]) / weights.sum(1))
+            draws[t].append(weights @ (pred[t] == gold[t]) / np.maximum(weights.sum(1), 1))
     out = {}
     for t in TASKS:
         d = np.concatenate(draws[t])
@@ -200,12 +248,14 @@ def probe_matrices(
     l2: float = L2,
     iterations: int = ITERATIONS,
     resamples: int = RESAMPLES,
+    stem: int | None = STEM,
 ) -> dict:
     """{matrix name: {"trained" | "shuffled labels" | "fresh init": {task: (score, low, high)}},
-    "chance": {task: score}, "tokens": n} for matrices [V, d] (input embeddings, output rows)."""
+    "chance": {task: score}, "tokens": n} for matrices [V, d] (input embeddings, output rows);
+    folds by groups of one `stem` (word_like_tokens)."""
     if folds < 2:
         raise ValueError(f"the embedding probe needs at least 2 folds; got {folds}")
-    labels = word_like_tokens(texts)
+    labels = word_like_tokens(texts, stem)
     rng = np.random.default_rng(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fit = dict(l2=l2, iterations=iterations)
@@ -219,10 +269,15 @@ def probe_matrices(
             fresh_scores = scores(out_of_fold(fresh, labels, folds, seed, **fit), labels, resamples)
             del fresh
         shuffled = labels.shuffled(rng)
+        pred = out_of_fold(matrix, labels, folds, seed, **fit)
+        order = rng.permutation(len(labels.ids))
         out[name] = {
-            "trained": scores(out_of_fold(matrix, labels, folds, seed, **fit), labels, resamples),
+            "trained": scores(pred, labels, resamples),
             "shuffled labels": scores(
                 out_of_fold(matrix, shuffled, folds, seed, **fit), shuffled, resamples
+            ),
+            "predictions permuted": scores(
+                {t: p[order] for t, p in pred.items()}, labels, resamples
             ),
             "fresh init": fresh_scores,
         }
@@ -232,7 +287,8 @@ def probe_matrices(
 def table(result: dict) -> str:
     """A markdown table of probe_matrices' result."""
     lines = [
-        f"Word-like tokens probed: {result['tokens']:,}; k-fold over tokens, 95% bootstrap intervals.",
+        f"Word-like tokens probed: {result['tokens']:,}; k-fold over groups of tokens (one stem), "
+        "95% bootstrap intervals over the groups.",
         "",
         "| vectors | weights | letters (macro-F1) | first letter (acc) | length (acc) |",
         "|---|---|---:|---:|---:|",

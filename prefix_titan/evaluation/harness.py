@@ -202,6 +202,7 @@ def evaluate(
     check_tasks(harness_tasks, task_manager.all_tasks)
     if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
         # Imported here: torch brings tqdm, which reads TQDM_DISABLE once (eval.quiet).
+        from .embedding_probe import VERSION as PROBE_VERSION
         from .embedding_probe import flat_results, hf_matrices, probe_matrices
 
         matrices = hf_matrices(model_dir)
@@ -221,6 +222,7 @@ def evaluate(
     if probe_embeddings:
         texts = token_texts(model_dir, matrices["input"].shape[0])
         out["results"][EMBEDDING_PROBE] = flat_results(probe_matrices(matrices, texts))
+        out.setdefault("versions", {})[EMBEDDING_PROBE] = PROBE_VERSION
     results = {
         "model": model_dir,
         "tasks": tasks,

@@ -217,7 +217,10 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
         seen: dict[str, dict] = {}
         for r in evaluated:
             for s in steps:
-                for task, value in r["steps"][s][what].items():
+                values = dict(r["steps"][s][what])
+                if what == "versions" and EMBEDDING_PROBE in r["steps"][s]["results"]:
+                    values.setdefault(EMBEDDING_PROBE, 1)  # version 1 recorded none
+                for task, value in values.items():
                     seen.setdefault(task, {})[f"{r['folder']} step {s}"] = value
         for task, values in seen.items():
             if len(set(map(str, values.values()))) > 1:

@@ -78,7 +78,9 @@ def _embedding(key: str):
 def _composite(step: dict) -> float | None:
     """The chance-corrected accuracy (acc - chance) / (1 - chance) of the character probes that
     are not prefix-shaped, averaged, with the embedding probe's input-row letters F1 above its
-    shuffled-label control, (F1 - control) / (1 - control), as one more part where it was run."""
+    control, (F1 - control) / (1 - control), as one more part where it was run: the control is
+    its own predictions dealt to the tokens at random (the shuffled-label control in version 1
+    of the probe, which recorded none)."""
     parts = []
     for task in CHAR_PROBES:
         acc = _task(task)(step)
@@ -86,7 +88,10 @@ def _composite(step: dict) -> float | None:
             return None
         parts.append((acc - CHANCE[task]) / (1 - CHANCE[task]))
     probe = step["results"].get(EMBEDDING_PROBE) or {}
-    f1, control = probe.get("input_letters,none"), probe.get("input_letters_shuffled_labels,none")
+    f1 = probe.get("input_letters,none")
+    control = probe.get(
+        "input_letters_predictions_permuted,none", probe.get("input_letters_shuffled_labels,none")
+    )
     if f1 is not None and control is not None and control < 1:
         parts.append((f1 - control) / (1 - control))
     return sum(parts) / len(parts)

@@ -197,12 +197,12 @@ class ObjectiveSpec:
         if self.name is None:
             raise ValueError(
                 "objective.name is not set: every run names its objective in its TOML's "
-                "[objective] section (or --objective.name): ce, label_smoothing, prefix or an "
+                f"[objective] section (or --objective.name): {', '.join(self.built_in())} or an "
                 'import path "package.module:function"'
             )
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(
-                "objective.name must be ce, label_smoothing, prefix or an import path "
+                f"objective.name must be {', '.join(self.built_in())} or an import path "
                 f'"package.module:function"; got {self.name!r}'
             )
         if self.support not in SUPPORTS:
@@ -243,12 +243,17 @@ class ObjectiveSpec:
         self._check_read()
         return self
 
+    @classmethod
+    def built_in(cls) -> list[str]:
+        """The built-in families the options know: ce and every family an option names."""
+        named = (n for f in dataclasses.fields(cls) for n in (f.metadata.get("families") or ()))
+        return ["ce", *sorted(set(named) - {"ce"})]
+
     def _check_read(self) -> None:
         """Refuse a setting away from its default that the built-in family named does not read
         (`--objective.epsilon 0.5` for prefix trained exactly as without it)."""
         options = [f for f in dataclasses.fields(self) if f.metadata.get("families")]
-        built_in = {"ce", *(name for f in options for name in f.metadata["families"])}
-        if self.name not in built_in:
+        if self.name not in self.built_in():
             return  # a family named by import path may read any setting
         unread = [
             f"objective.{f.name} = {getattr(self, f.name)!r} (read by "

@@ -186,11 +186,13 @@ def test_character_probes_end_to_end(exported):
     for task, m in results.items():
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task
-    # The documents were generated from the exported tokenizer, 2,000 per task; each item's
-    # outcome keeps its word, queried letter and token count, and every choice's log-likelihood.
+    # The documents were generated from the exported tokenizer, 2,000 per task (char_count: as
+    # many as the embedded word list allows, about 1,150); each item's outcome keeps its word,
+    # queried letter and token count, and every choice's log-likelihood.
     for task in PROBE_TASKS + BLANK_TASKS:
         lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
-        assert len(lines) == 2000
+        want = range(2000, 2001) if not task.startswith("char_count") else range(1000, 2000)
+        assert len(lines) in want, (task, len(lines))
     items = read_items(str(exported / "hf"))
     for task in PROBE_TASKS:
         docs = [json.loads(x) for x in (exported / "hf" / "char_probes" / f"{task}.jsonl").open()]

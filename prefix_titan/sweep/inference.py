@@ -115,37 +115,37 @@ def graph_adjusted(
     share passed equally to all the others is Holm's procedure. None (not testable) stays None
     and is never rejected."""
     n = len(pvalues)
-    w = [float(x) for x in weights]
-    g = [[float(x) for x in row] for row in transitions]
-    if len(w) != n or len(g) != n or any(len(row) != n for row in g):
+    w = np.array(weights, dtype=np.float64)
+    g = np.array(transitions, dtype=np.float64).reshape(-1, n) if n else np.zeros((0, 0))
+    if w.shape != (n,) or g.shape != (n, n):
         raise ValueError("graph_adjusted: weights and transitions must match the p-values")
-    if sum(w) > 1 + 1e-12 or any(sum(row) > 1 + 1e-12 for row in g):
+    if w.sum() > 1 + 1e-12 or (g.sum(1) > 1 + 1e-12).any():
         raise ValueError("graph_adjusted: the weights and each row of transitions sum to <= 1")
-    left = [i for i in range(n) if pvalues[i] is not None]
+    p = np.array([math.inf if x is None else x for x in pvalues], dtype=np.float64)
+    left = np.array([x is not None for x in pvalues])
     out: list[float | None] = [None] * n
     running = 0.0
-    while left:
-        ratio = {i: (pvalues[i] / w[i] if w[i] > 0 else math.inf) for i in left}
-        j = min(left, key=lambda i: (ratio[i], i))
+    while left.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(left & (w > 0), p / np.where(w > 0, w, 1.0), math.inf)
+        j = int(np.argmin(ratio))  # the first of the smallest
         if ratio[j] == math.inf:  # no share of alpha reaches the rest: never rejected
-            for i in left:
-                out[i] = 1.0
+            for i in np.flatnonzero(left):
+                out[int(i)] = 1.0
             break
-        running = max(running, min(1.0, ratio[j]))
+        running = max(running, min(1.0, float(ratio[j])))
         out[j] = running
-        left.remove(j)
-        for i in left:
-            w[i] += w[j] * g[j][i]
-        new = [row[:] for row in g]
-        for i in left:
-            for k in left:
-                if i == k:
-                    new[i][k] = 0.0
-                    continue
-                denom = 1.0 - g[i][j] * g[j][i]
-                new[i][k] = (g[i][k] + g[i][j] * g[j][k]) / denom if denom > 1e-12 else 0.0
-        g = new
-        w[j] = 0.0
+        left[j] = False
+        w = np.where(left, w + w[j] * g[j], 0.0)
+        # g[i][k] <- (g[i][k] + g[i][j] g[j][k]) / (1 - g[i][j] g[j][i]) among the rest, i != k
+        denom = 1.0 - g[:, j] * g[j, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = np.where(
+                (denom > 1e-12)[:, None], (g + np.outer(g[:, j], g[j, :])) / denom[:, None], 0.0
+            )
+        keep = np.outer(left, left)
+        np.fill_diagonal(keep, False)
+        g = np.where(keep, new, 0.0)
     return out
 
 

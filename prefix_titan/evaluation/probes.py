@@ -314,6 +314,11 @@ def _copies_letter(word: str, ends: tuple[int, ...], position: int) -> bool:
     return ends[0] == 1 if position == 0 else len(ends) > 1 and ends[-2] == len(word) - 1
 
 
+def _spell_class(word: str, tokens: dict) -> tuple:
+    """What a spelling's distractors share with it: length, first letter, token count (1, 2, 3+)."""
+    return len(word), word[0], _bucket(tokens[word], (2, 3))
+
+
 def _spell_items(words, tokens, pool: list[str], rng) -> list[dict]:
     """Each word against the spellings of three other listed words of its length, first letter
     and token count (1, 2, 3+): every choice spells a real word, with the gold's letters only in
@@ -322,10 +327,10 @@ def _spell_items(words, tokens, pool: list[str], rng) -> list[dict]:
     nor the middle of it finds the gold. A word with too few neighbours is skipped."""
     like = collections.defaultdict(list)
     for w in pool:
-        like[(len(w), w[0], _bucket(tokens[w], (2, 3)))].append(w)
+        like[_spell_class(w, tokens)].append(w)
     items, ranks = [], collections.Counter({r: 0 for r in range(4)})
     for w in words:
-        others = [x for x in like[(len(w), w[0], _bucket(tokens[w], (2, 3)))] if x != w]
+        others = [x for x in like[_spell_class(w, tokens)] if x != w]
         others = [others[int(i)] for i in rng.permutation(len(others))]
         before, after = [x for x in others if x < w], [x for x in others if x > w]
         for below in sorted(range(4), key=lambda r: (ranks[r], r)):
@@ -596,10 +601,8 @@ def build_probes(
             f"{MIN_LETTERS} first letters: give a larger source or fewer items"
         )
     ends = word_tokens(tokenizer, counts, min_count)
-    kind = collections.Counter((len(w), w[0], _bucket(tokens[w], (2, 3))) for w in words)
-    spellable = [
-        w for w in words if len(w) >= 4 and kind[(len(w), w[0], _bucket(tokens[w], (2, 3)))] >= 4
-    ]
+    kind = collections.Counter(_spell_class(w, tokens) for w in words)
+    spellable = [w for w in words if len(w) >= 4 and kind[_spell_class(w, tokens)] >= 4]
     # a few words' neighbours allow no rank that is still short: 10% more are drawn
     spell = stratified(spellable, n + n // 10, rng, lambda w: w[0], tokens)
 

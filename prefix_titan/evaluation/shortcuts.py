@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .probes import PREFIX_SHAPED
+
 LETTERS = string.ascii_lowercase
 SHORTCUTS = (
     "alphabetically first choice",
@@ -55,7 +57,6 @@ SHORTCUTS = (
     "copy: prefix ends at a token boundary",
 )
 FOLDS = 5
-PREFIX_SHAPED = ("char_first_letter", "char_prefix")
 TOLERANCE = 0.05
 """A probe passes when every shortcut is within this of chance (the lookups: not above it)"""
 

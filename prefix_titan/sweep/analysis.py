@@ -355,8 +355,7 @@ def arm_variances(result: Analysis, name: str) -> dict[str, float]:
     f = result.fits.get(name)
     if f is None or len(complete) != len(f.means) or not f.sigma2 or f.df <= 0:
         return {}
-    y = np.array([[table[a][s] for s in result.seeds] for a in complete])
-    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    resid = inference.residuals(np.array([[table[a][s] for s in result.seeds] for a in complete]))
     per_arm_df = f.df / len(complete)
     return {a: float((r**2).sum() / per_arm_df / f.sigma2) for a, r in zip(complete, resid)}
 

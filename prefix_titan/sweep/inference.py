@@ -34,6 +34,12 @@ class Fit:
     seeds: int
 
 
+def residuals(y: np.ndarray) -> np.ndarray:
+    """The two-way model's residuals of a table y[arms, seeds]: each value less its arm's and its
+    seed's mean, plus the grand mean."""
+    return y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+
+
 def fit(y: np.ndarray) -> Fit:
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2 or y.shape[0] < 2 or y.shape[1] < 1:
@@ -42,7 +48,7 @@ def fit(y: np.ndarray) -> Fit:
         raise ValueError("the two-way model got a value that is not finite")
     a, s = y.shape
     df = (a - 1) * (s - 1)
-    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    resid = residuals(y)
     sigma2 = float((resid**2).sum() / df) if df > 0 else float("nan")
     if sigma2 < (1e-10 * float(np.abs(y).max())) ** 2:  # rounding error only: no variance at all
         sigma2 = 0.0

@@ -79,7 +79,7 @@ def plan_rows(
     metrics: list[str],
     seeds: int,
     arms: int,
-    comparisons: int | dict[str, int],
+    comparisons: dict[str, int],
     alpha: float,
     measured: dict[str, float] | None = None,
     effects: dict[str, float] | None = None,
@@ -87,7 +87,7 @@ def plan_rows(
 ) -> list[Row]:
     """One row per metric: its sd (measured, else the published default), the 80%-power
     detectable difference at `seeds`, and the seeds needed for the effect asked for; each tested
-    at alpha / comparisons (one number, or one per metric: analysis.first_share)."""
+    at alpha / comparisons[metric] (analysis.first_share)."""
     known = defaults(probe_items)
     rows = []
     for name in metrics:
@@ -101,8 +101,9 @@ def plan_rows(
             )
             continue
         effect = (effects or {}).get(name)
-        k = comparisons[name] if isinstance(comparisons, dict) else comparisons
-        d = inference.detectable(sd, seeds, arms, k, alpha)
-        need = inference.seeds_needed(effect, sd, arms, k, alpha) if effect else None
+        d = inference.detectable(sd, seeds, arms, comparisons[name], alpha)
+        need = (
+            inference.seeds_needed(effect, sd, arms, comparisons[name], alpha) if effect else None
+        )
         rows.append(Row(name, sd, source, d, need, effect))
     return rows

@@ -1,5 +1,7 @@
 import os
 import random
+import shutil
+import tempfile
 import zlib
 
 import numpy as np
@@ -9,6 +11,19 @@ from helpers import ODD_VOCAB
 
 SEED = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
 """Base of every test's random seed: PREFIX_TITAN_TEST_SEED=N pytest ... reruns with other draws."""
+
+# The evaluations' JSONL tasks are cached by `datasets` under a key of their path, new in every
+# session: a cache of the session's own (inherited by the evaluations it starts), removed after
+# it, keeps the user's ~/.cache from growing with every run. A cache the caller set is kept.
+_OWN_DATASETS_CACHE = None
+if "HF_DATASETS_CACHE" not in os.environ:
+    _OWN_DATASETS_CACHE = tempfile.mkdtemp(prefix="prefix_titan_test_datasets_")
+    os.environ["HF_DATASETS_CACHE"] = _OWN_DATASETS_CACHE
+
+
+def pytest_unconfigure(config):
+    if _OWN_DATASETS_CACHE is not None:
+        shutil.rmtree(_OWN_DATASETS_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +93,17 @@ def llama3_dir(tmp_path_factory):
     from prefix_titan.data.tokenizers import convert_llama3_tokenizer
 
     return convert_llama3_tokenizer(str(tmp_path_factory.mktemp("llama3_tokenizer")))
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """A folder shared by one module's tests, removed after them unless one of them failed (the
+    suite's disk use then stays that of one module, not the sum of all)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -108,9 +108,9 @@ SECONDARY_FIXTURES = {
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(module_tmp):
     """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
-    tmp = tmp_path_factory.mktemp("eval")
+    tmp = module_tmp
     train(tmp, "--checkpoint.enable", "--checkpoint.interval", "2")  # steps 2 and 4
     from prefix_titan.evaluation.export import export
 

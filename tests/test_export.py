@@ -18,9 +18,9 @@ SEQ = 1024
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(module_tmp):
     """A tiny run through torchtitan's main: DCP checkpoint at step 2, HF-format last save at 3."""
-    tmp = tmp_path_factory.mktemp("run")
+    tmp = module_tmp
     train(
         tmp,
         "--training.steps",

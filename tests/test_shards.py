@@ -255,8 +255,8 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
 
 
 @pytest.fixture(scope="module")
-def shard_dir(tmp_path_factory, embedded_tokenizer_dir):
-    out = tmp_path_factory.mktemp("shards")
+def shard_dir(module_tmp, embedded_tokenizer_dir):
+    out = module_tmp
     make_corpus(out / "src")
     prepare(
         str(out / "src"),

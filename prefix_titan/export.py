@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 
 DTYPE_NAMES = ("bf16", "fp32")
 """The --dtype choices (evaluation/export.py's DTYPES, named here so that --help needs no torch)"""
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
             p.error(f"unrecognized argument {flag}{hint}")
     if a.config is None:
         p.error("the following argument is required: --config (the run's TOML)")
+    if not os.path.isfile(a.config):
+        p.error(f"--config {a.config}: no such file")
     from .evaluation.export import export
 
     try:

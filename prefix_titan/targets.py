@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from .objectives.families import FAMILIES, build_target_table
@@ -62,7 +63,13 @@ def _main(argv: list[str] | None = None) -> None:
     spec = ObjectiveSpec(name=a.objective, **{name: getattr(a, name) for name in options})
     try:
         spec.validate()
-        tok = Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json")
+        path = os.path.join(a.hf_assets_path, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"--hf-assets-path {a.hf_assets_path}: no tokenizer.json there (the folder a "
+                "run's [model] hf_assets_path names, e.g. assets/embedded_tokenizer)"
+            )
+        tok = Tokenizer.from_file(path)
         texts = token_texts(tok, a.vocab_size)
     except Exception as e:  # bad settings (ValueError), a missing file; tokenizers raises Exception
         p.error(str(e))

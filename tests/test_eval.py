@@ -377,7 +377,7 @@ def test_cute_task_offline(exported, tmp_path):
     assert metrics["exact_match,none"] in (0.0, 1.0)  # three identical documents
 
 
-def test_all_checkpoints_gives_a_curve(exported):
+def test_all_checkpoints_gives_a_curve(exported, capsys):
     from prefix_titan.evaluation.harness import evaluate_run
 
     # The run's own run_config.json says which flavor and tokenizer it used: no TOML needed.
@@ -392,6 +392,9 @@ def test_all_checkpoints_gives_a_curve(exported):
     saved = json.load(open(exported / "run" / "eval_curve.json"))
     assert sorted(saved) == ["2", "4"] and set(saved["4"]) == {"piqa", "arc_easy"}
     assert (exported / "run" / "hf" / "step-2" / "config.json").exists()
+    # Each step's table gives the tasks' chance levels (PIQA: two choices), as --model's does.
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| piqa |")]
+    assert len(rows) == 2 and all(r.split("|")[4].strip() == "0.5000" for r in rows), rows
 
 
 class _Request:

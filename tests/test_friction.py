@@ -199,3 +199,24 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"written to {tmp_path / 'sweep' / 'report' / 'report.md'}" in err
     assert (tmp_path / "sweep" / "report" / "report.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "command, argv, says",
+    [
+        ("targets", ["--hf-assets-path", "{tmp}/assets", "--token", " x"], "no tokenizer.json"),
+        ("export", ["--config", "{tmp}/run.toml", "--out", "{tmp}/hf"], "no such file"),
+        ("eval", ["--all-checkpoints", "{tmp}/run", "--tasks", "char_probes"], "no such folder"),
+    ],
+)
+def test_a_missing_file_or_folder_is_named_with_its_flag(tmp_path, capsys, command, argv, says):
+    import importlib
+
+    module = importlib.import_module(f"prefix_titan.{command}")
+    main = getattr(module, "main", None) or module._main
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{argv[0]} {argv[1]}: {says}" in err, err
+    assert "Traceback" not in err and not os.listdir(tmp_path)  # nothing made on the way

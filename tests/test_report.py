@@ -6,7 +6,7 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers import make_run
+from helpers import ROOT, make_run
 from scipy.stats import t as student_t
 
 from prefix_titan.runs.folder import METRICS_LOG
@@ -395,3 +395,32 @@ def test_an_exported_model_is_counted_at_the_step_its_record_names(tmp_path):
     (stray / "export_source.json").write_text(json.dumps({"run_dir": None, "step": 2000}))
     with pytest.raises(ValueError, match=r"exported from no recorded run, inside the run folder"):
         load_run(str(run))
+
+
+def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
+    from prefix_titan.sweep.report import report
+
+    text = report(str(sweep))
+    # one evaluated step per run, where the plan averages three; every item read
+    assert "Each run has 1 evaluated checkpoint, where the plan averages the last 3" in text
+    assert "--limit sample" not in text
+    assert json.load(open(sweep / "report" / "report.json"))["sampled_tasks"] == {}
+    for results in sweep.glob("*/seed*/hf/step-2000/eval_results.json"):
+        data = json.loads(results.read_text())
+        results.write_text(json.dumps({**data, "limit": 20, "limit_seed": 1234}))
+    text = report(str(sweep))
+    assert "Evaluated on a --limit sample of items, not the whole task: arc_challenge 20" in text
+    sampled = json.load(open(sweep / "report" / "report.json"))["sampled_tasks"]
+    # the embedding probe reads every word-like token whatever the --limit
+    assert sampled["char_spell"] == "20 (seed 1234)" and "embedding_probe" not in sampled
+    assert "the plan averages" not in report(str(sweep), checkpoints=1)
+    assert "smoke-sweep runs" not in text
+    for record in sweep.glob("*/seed*/run_config.json"):  # runs of the smoke sweep's configs
+        config = json.loads(record.read_text())
+        config["job"]["description"] = "prefix_titan smoke sweep arm (see [objective])"
+        record.write_text(json.dumps(config))
+    assert "their numbers and claims say nothing about the objectives" in report(str(sweep))
+    from prefix_titan.sweep import report as report_module
+
+    base = ROOT / "prefix_titan" / "sweep" / "bases" / "smoke.toml"  # a template, not TOML yet
+    assert f'description = "{report_module.SMOKE_DESCRIPTION}"' in base.read_text().splitlines()

@@ -173,6 +173,12 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
         (["--gpus", "-1"], "", "--gpus must be >= 0; got -1"),
         (["--gpus-per-run", "two"], "0", "--gpus-per-run must be 'node' or a whole number >= 1"),
         (["--scale", "large"], None, "invalid choice: 'large'"),
+        # overrides after -- apply to every arm: none may change an arm's objective, seed or folder
+        (["--", "--objective.name", "label_smoothing"], None, "--objective.name after --"),
+        (["--", "--objective.tau=2"], None, "--objective.tau after --: the launcher sets these"),
+        (["--", "--objective.position-gamma", "0.9"], None, "--objective.position_gamma after"),
+        (["--", "--debug.seed", "3"], None, "--debug.seed after --"),
+        (["--", "--job.dump_folder", "x"], None, "--job.dump_folder after --"),
     ],
 )
 def test_bad_sweep_settings_are_refused(args, gpus, message):

@@ -495,10 +495,25 @@ def table(results: dict) -> str:
     rows = ["| task | acc | acc_norm | chance | bits/byte |", "|---|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     chance = results.get("chance") or {}
+    probe = None
     for task, m in results["results"].items():
+        if task == EMBEDDING_PROBE:  # scores of its own: a line of their own below
+            probe = m
+            continue
         rows.append(
             f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
             f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none'))} |"
+        )
+    if probe is not None:
+        rows.append(
+            f"{EMBEDDING_PROBE} (trained vectors; majority class in brackets): "
+            + ", ".join(
+                f"{vectors}_{task} {probe[f'{vectors}_{task},none']:.4f} "
+                f"({fmt(probe.get(f'majority_{task}'))})"
+                for vectors in ("input", "output")
+                for task in ("letters", "first", "length")
+                if f"{vectors}_{task},none" in probe
+            )
         )
     return "\n".join(rows)
 
@@ -526,6 +541,10 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     settings come from its run_config.json (written while training), else from `config`. One
     task index serves every step (kwargs["task_manager"], or built here)."""
 
+    if not os.path.isdir(run_dir):
+        raise ValueError(f"--all-checkpoints {run_dir}: no such folder")
+    if config is not None and not os.path.isfile(config):
+        raise ValueError(f"--config {config}: no such file")
     kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
@@ -575,8 +594,9 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
                     out,
                     checkpoint=ckpt,
                 )
-        curve[int(step[5:])] = evaluate(out, **kwargs)["results"]
-        print(f"step {step[5:]}:\n{table({'results': curve[int(step[5:])]})}", flush=True)
+        results = evaluate(out, **kwargs)
+        curve[int(step[5:])] = results["results"]
+        print(f"step {step[5:]}:\n{table(results)}", flush=True)
     write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)
     print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
     return curve

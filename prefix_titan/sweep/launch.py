@@ -94,6 +94,17 @@ def run_folder(config: dict, seed: int, sweep_dir: str | None = None) -> str:
     return f"{folder}/seed{seed}"
 
 
+def owned_overrides(extra: list[str]) -> list[str]:
+    """The flags among the extra overrides that would change what the launcher decides: an arm's
+    objective (its target and weighting settings: the arm's name), its seed, its folder."""
+    from ..objectives.spec import TARGET, WEIGHTING, ObjectiveSpec
+
+    owned = {f"--objective.{f.name}" for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)}
+    owned |= {"--debug.seed", "--job.dump_folder", "--job.config_file"}
+    flags = (x.split("=", 1)[0].replace("-", "_").replace("__", "--", 1) for x in extra)
+    return [f for f in flags if f in owned]
+
+
 def last_override(extra: list[str], flag: str) -> str | None:
     value = None
     for i, x in enumerate(extra):
@@ -311,6 +322,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     p.add_argument("--stop-on-failure", action="store_true", help="start no run after a failure")
     a, extra = p.parse_known_args(argv)
     extra = [x for x in extra if x != "--"]
+    if owned := owned_overrides(extra):
+        p.error(
+            f"{', '.join(owned)} after --: the launcher sets these (each arm's objective is its "
+            "config's, the seed comes from --seeds, the folder is <sweep>/<arm>/seed<S>); extra "
+            "overrides apply to every arm alike. Another objective is another arm: add it to "
+            "configs.arm_specs() (docs/objectives.md)"
+        )
     scale = SCALES[a.scale]
     a.root = pathlib.Path(a.root)
     if not (a.root / "train_configs").is_dir():

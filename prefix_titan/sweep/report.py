@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import asdict
 
-from ..evaluation.harness import DEFAULT_TASKS
+from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE
 from ..runs.folder import read_json, write_atomically, write_json
 from .analysis import (
     CE_EQUIVALENT,
@@ -268,6 +268,50 @@ def unfinished_runs(runs: list[dict]) -> list[dict]:
     return out
 
 
+SMOKE_DESCRIPTION = "prefix_titan smoke sweep arm (see [objective])"
+"""job.description of the smoke sweep's configs (sweep/bases/smoke.toml)"""
+
+
+def sampled_tasks(runs: list[dict], steps: list[int]) -> dict[str, str]:
+    """{task: its --limit sample} of the tasks the averaged steps evaluated on a sample of their
+    items (the analysis has checked that every run and step used the same one; the embedding
+    probe reads every word-like token whatever the limit)."""
+    out = {}
+    for r in runs:
+        for s in steps:
+            if s in r["steps"]:
+                limits = r["steps"][s]["limits"].items()
+                out.update({t: v for t, v in limits if v is not None and t != EMBEDDING_PROBE})
+    return dict(sorted(out.items()))
+
+
+def evaluation_caveats(runs: list[dict], steps: list[int], last: int) -> list[str]:
+    """What the averaged evaluations are short of: fewer checkpoints than the plan averages, and
+    tasks read on a --limit sample (their intervals and claims are about those items only)."""
+    out = []
+    described = {r["config"].get("job", {}).get("description") for r in runs}
+    if described == {SMOKE_DESCRIPTION}:
+        out.append(
+            "These are smoke-sweep runs (the tiny flavor, a few dozen steps on the embedded "
+            "corpus): they check that train, export, evaluate and report hold together; their "
+            "numbers and claims say nothing about the objectives."
+        )
+    if steps and len(steps) < last:
+        out.append(
+            f"Each run has {plural(len(steps), 'evaluated checkpoint')}, where the plan averages "
+            f"the last {last}: its metrics are {'that one' if len(steps) == 1 else 'those'} alone."
+        )
+    sampled = sampled_tasks(runs, steps)
+    if sampled:
+        listed = "; ".join(f"{t} {v}" for t, v in sampled.items())
+        out.append(
+            f"Evaluated on a --limit sample of items, not the whole task: {listed}. Their "
+            "intervals and claims are about those items only, and the power section's item "
+            "counts do not hold for them."
+        )
+    return out
+
+
 def unfinished_line(unfinished: list[dict]) -> str:
     listed = ", ".join(
         f"{u['arm']} seed {u['seed']} (step {'-' if u['last_step'] is None else u['last_step']} "
@@ -282,7 +326,11 @@ def unfinished_line(unfinished: list[dict]) -> str:
 
 
 def report_json(
-    a: Analysis, runs_dir: str, invariants: list[str], unfinished: list[dict] | None = None
+    a: Analysis,
+    runs_dir: str,
+    invariants: list[str],
+    unfinished: list[dict] | None = None,
+    runs: list[dict] | None = None,
 ) -> dict:
     names = sorted(a.tables)
     return {
@@ -292,6 +340,7 @@ def report_json(
         "arms": a.arms,
         "seeds": a.seeds,
         "steps": a.steps,
+        "sampled_tasks": sampled_tasks(runs, a.steps) if runs else {},
         "per_arm": per_arm(a, names),
         "per_arm_final": {
             name: {arm: _interval(a.final[name].get(arm, {}).values()) for arm in a.arms}
@@ -377,6 +426,7 @@ def report(
         f"metrics: each run's last {last} validation rows after step 1 (the untrained model's): "
         f"{_validation_steps(runs, last)}.",
         "",
+        *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last)),
         "## Per arm",
         "",
         summary_table(a, _summary_names(a)),
@@ -473,7 +523,9 @@ def report(
     if skipped:
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
-    write_json(os.path.join(out, "report.json"), report_json(a, runs_dir, problems, unfinished))
+    write_json(
+        os.path.join(out, "report.json"), report_json(a, runs_dir, problems, unfinished, runs)
+    )
     write_atomically(os.path.join(out, "report.md"), text)
     return text
 

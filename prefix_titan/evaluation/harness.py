@@ -505,14 +505,16 @@ def table(results: dict) -> str:
             f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none'))} |"
         )
     if probe is not None:
+        from .embedding_probe import TASKS  # (torch is loaded by now: an evaluation has run)
+
+        # "<vectors>_<task>,none" are the trained vectors' scores (the controls' carry a tag)
+        trained = [k[: -len(",none")] for k in probe if k.endswith(",none")]
+        trained = [k for k in trained if k.partition("_")[2] in TASKS]
         rows.append(
             f"{EMBEDDING_PROBE} (trained vectors; majority class in brackets): "
             + ", ".join(
-                f"{vectors}_{task} {probe[f'{vectors}_{task},none']:.4f} "
-                f"({fmt(probe.get(f'majority_{task}'))})"
-                for vectors in ("input", "output")
-                for task in ("letters", "first", "length")
-                if f"{vectors}_{task},none" in probe
+                f"{k} {probe[k + ',none']:.4f} ({fmt(probe.get('majority_' + k.partition('_')[2]))})"
+                for k in trained
             )
         )
     return "\n".join(rows)

@@ -101,8 +101,9 @@ def owned_overrides(extra: list[str]) -> list[str]:
 
     owned = {f"--objective.{f.name}" for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)}
     owned |= {"--debug.seed", "--job.dump_folder", "--job.config_file"}
-    flags = (x.split("=", 1)[0].replace("-", "_").replace("__", "--", 1) for x in extra)
-    return [f for f in flags if f in owned]
+    flags = [x.split("=", 1)[0] for x in extra if x.startswith("--")]
+    spelled = ["--" + f[2:].replace("-", "_") for f in flags]  # tyro takes either spelling
+    return [f for f in spelled if f in owned]
 
 
 def last_override(extra: list[str], flag: str) -> str | None:

@@ -285,9 +285,12 @@ def sampled_tasks(runs: list[dict], steps: list[int]) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def evaluation_caveats(runs: list[dict], steps: list[int], last: int) -> list[str]:
-    """What the averaged evaluations are short of: fewer checkpoints than the plan averages, and
-    tasks read on a --limit sample (their intervals and claims are about those items only)."""
+def evaluation_caveats(
+    runs: list[dict], steps: list[int], last: int, sampled: dict[str, str]
+) -> list[str]:
+    """What the runs and their averaged evaluations are short of: smoke-sweep runs, fewer
+    checkpoints than the plan averages, and tasks read on a --limit sample (`sampled`, from
+    sampled_tasks: their intervals and claims are about those items only)."""
     out = []
     described = {r["config"].get("job", {}).get("description") for r in runs}
     if described == {SMOKE_DESCRIPTION}:
@@ -301,7 +304,6 @@ def evaluation_caveats(runs: list[dict], steps: list[int], last: int) -> list[st
             f"Each run has {plural(len(steps), 'evaluated checkpoint')}, where the plan averages "
             f"the last {last}: its metrics are {'that one' if len(steps) == 1 else 'those'} alone."
         )
-    sampled = sampled_tasks(runs, steps)
     if sampled:
         listed = "; ".join(f"{t} {v}" for t, v in sampled.items())
         out.append(
@@ -330,7 +332,7 @@ def report_json(
     runs_dir: str,
     invariants: list[str],
     unfinished: list[dict] | None = None,
-    runs: list[dict] | None = None,
+    sampled: dict[str, str] | None = None,
 ) -> dict:
     names = sorted(a.tables)
     return {
@@ -340,7 +342,7 @@ def report_json(
         "arms": a.arms,
         "seeds": a.seeds,
         "steps": a.steps,
-        "sampled_tasks": sampled_tasks(runs, a.steps) if runs else {},
+        "sampled_tasks": sampled or {},
         "per_arm": per_arm(a, names),
         "per_arm_final": {
             name: {arm: _interval(a.final[name].get(arm, {}).values()) for arm in a.arms}
@@ -412,6 +414,7 @@ def report(
     seeds = a.seeds
     steps = ", ".join(map(str, a.steps)) if a.steps else "none evaluated"
     unfinished = unfinished_runs(runs)
+    sampled = sampled_tasks(runs, a.steps)
     lines = [
         f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
         f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
@@ -426,7 +429,7 @@ def report(
         f"metrics: each run's last {last} validation rows after step 1 (the untrained model's): "
         f"{_validation_steps(runs, last)}.",
         "",
-        *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last)),
+        *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled)),
         "## Per arm",
         "",
         summary_table(a, _summary_names(a)),
@@ -524,7 +527,7 @@ def report(
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
     write_json(
-        os.path.join(out, "report.json"), report_json(a, runs_dir, problems, unfinished, runs)
+        os.path.join(out, "report.json"), report_json(a, runs_dir, problems, unfinished, sampled)
     )
     write_atomically(os.path.join(out, "report.md"), text)
     return text

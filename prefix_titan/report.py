@@ -1,6 +1,7 @@
 """The sweep's answer: the pre-registered analysis plan applied to a folder of runs.
 
     python -m prefix_titan.report RUNS_DIR [--out RUNS_DIR/report] [--plan FILE] [--checkpoints K]
+                                  [--seeds S ...] [--arms ARM ...]
     python -m prefix_titan.report --metrics        # the metrics a plan may name
 
 Each run folder (a job.dump_folder, for example <sweep>/<arm>/seed<S>) holds `run_config.json`
@@ -15,6 +16,10 @@ variance, Holm), the claims, the trend over tau, what the targets imply for plai
 A/A checks of the CE-equivalent arms, the power reached, the compute-matched invariants and
 plots. report.json holds the same numbers and the list of claims. Runs evaluated at different
 steps, with different --limit or task versions are refused, naming them.
+
+A run missing (crashed, not finished): --seeds names the seeds every arm has, and the report is
+still the plan's analysis (of the complete pairs). Leaving out an arm, or a seed every arm has,
+makes it an exploratory re-analysis, and the answer says so.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="average each run over its last K evaluated checkpoints (default: the plan's)",
     )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="report these seeds only (default: all)"
+    )
+    p.add_argument("--arms", nargs="+", default=None, help="report these arms only (default: all)")
     p.add_argument("--metrics", action="store_true", help="list the metrics and exit")
     a = p.parse_args(argv)
     if a.metrics:
@@ -54,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.checkpoints is not None and a.checkpoints < 1:
         p.error(f"--checkpoints must be >= 1; got {a.checkpoints}")
     try:
-        print(report(a.runs_dir, a.out, a.plan, a.checkpoints))
+        print(report(a.runs_dir, a.out, a.plan, a.checkpoints, a.seeds, a.arms))
     except ValueError as e:
         p.error(str(e))
     out = os.path.join(report_folder(a.runs_dir, a.out), "report.md")

@@ -78,9 +78,19 @@ def explain_config_error(args: list[str], error: BaseException) -> str | None:
     m = re.search(r"Invalid field names in <class '[\w.]*?(\w+)'> data: (\{.*?\})", str(error))
     if m:
         section = _section_of(m.group(1))
+        names = re.findall(r"'([^']*)'", m.group(2))
+        if section.endswith("JobConfig"):  # the top level: a section name
+            sections = [f.name for f in _job_config_fields()]
+            hints = [_did_you_mean(name, sections) for name in names]
+            return (
+                f"{path} has no section {', '.join(f'[{n}]' for n in names)}.{''.join(hints)} "
+                f"List every setting with `python -m prefix_titan.train --job.config_file "
+                f"{path} --help`."
+            )
+        hints = [_did_you_mean(name, _settings_of(section)) for name in names]
         return (
-            f"{path}: [{section}] has no setting {m.group(2)[1:-1]}. List every setting with "
-            f"`python -m prefix_titan.train --job.config_file {path} --help`."
+            f"{path}: [{section}] has no setting {m.group(2)[1:-1]}.{''.join(hints)} List every "
+            f"setting with `python -m prefix_titan.train --job.config_file {path} --help`."
         )
     if isinstance(error, SystemExit):
         for i, arg in enumerate(args[:-1]):
@@ -110,6 +120,23 @@ def _section_of(class_name: str) -> str:
         if getattr(f.type, "__name__", None) == class_name:
             return f.name
     return class_name
+
+
+def _settings_of(section: str) -> list[str]:
+    import dataclasses
+
+    for f in _job_config_fields():
+        if f.name == section and dataclasses.is_dataclass(f.type):
+            return [g.name for g in dataclasses.fields(f.type)]
+    return []
+
+
+def _did_you_mean(name: str, settings: list[str]) -> str:
+    """` Did you mean 'tau'?` for a misspelt `name` close to one of `settings`, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, settings, n=2, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)} (for {name!r})?" if close else ""
 
 
 def _is_switch(section: str, key: str) -> bool:

@@ -436,6 +436,35 @@ def test_an_unknown_toml_key_names_the_file_the_section_and_our_help(tmp_path, c
     assert "run_train.sh" not in err
 
 
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            "tau = 0.5",
+            "tua = 0.5",
+            "[objective] has no setting 'tua'. Did you mean 'tau' (for 'tua')?",
+        ),
+        (
+            "[objective]\n",
+            "[objectve]\n",
+            "has no section [objectve]. Did you mean 'objective' (for 'objectve')?",
+        ),
+        ("[training]\n", "[training]\nzzz = 3\n", "[training] has no setting 'zzz'. List"),
+    ],
+)
+def test_a_misspelt_toml_name_gets_the_close_ones(tmp_path, capsys, old, new, message):
+    from prefix_titan.train import parse_config
+
+    text = (ROOT / "train_configs/embedded_default.toml").read_text()
+    assert text.count(old) == 1
+    config = tmp_path / "typo.toml"
+    config.write_text(text.replace(old, new))
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--job.config_file", str(config)])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_a_switch_given_a_value_says_how_to_write_it(capsys):
     from prefix_titan.train import parse_config
 

@@ -199,6 +199,12 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"written to {tmp_path / 'sweep' / 'report' / 'report.md'}" in err
     assert (tmp_path / "sweep" / "report" / "report.md").is_file()
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "sweep"), "--seeds", "1234", "7"])
+    assert e.value.code == 2
+    assert "--seeds 7: no run has that; the runs have 1234" in capsys.readouterr().err
+    main([str(tmp_path / "sweep"), "--seeds", "1234", "--arms", "ce"])
+    assert "# Sweep report: 1 arm × 1 seed (1234)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

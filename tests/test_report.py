@@ -207,6 +207,46 @@ def test_arms_with_other_seeds_or_a_repeated_seed_are_refused(sweep, tmp_path_fa
         report(str(other))
 
 
+def test_a_missing_run_is_reported_on_the_complete_seeds_a_chosen_subset_is_exploratory(sweep):
+    for seed in (1, 2):  # seed 3 of this arm crashed
+        make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
+    with pytest.raises(ValueError, match=r"report the seeds every arm has \(--seeds 1 2\)"):
+        report(str(sweep))
+    text = report(str(sweep), seeds=[1, 2])
+    assert text.startswith("# Sweep report: 5 arms × 2 seeds (1, 2)")
+    assert "**Answer.** (An exploratory" not in text
+    assert "Left out of this report (4 runs): ce seed 3, label_smoothing seed 3," in text
+    assert "Seed 3 left out because a reported arm has no run there" in text
+    saved = json.loads((sweep / "report" / "report.json").read_text())
+    assert saved["seeds"] == [1, 2] and saved["deviations"] == []
+    assert {(r["arm"], r["seed"]) for r in saved["left_out"]} == {(arm, 3) for arm in ARMS}
+    # leaving out the incomplete arm instead changes the family: exploratory
+    text = report(str(sweep), arms=list(ARMS))
+    assert text.startswith("# Sweep report: 4 arms × 3 seeds")
+    assert (
+        "**Answer.** (An exploratory re-analysis, not the pre-registered test: arms left " in text
+    )
+    assert "arms left out (prefix_tau1.0)" in text
+    # and so does leaving out a seed every reported arm has
+    text = report(str(sweep), seeds=[1, 3], arms=list(ARMS))
+    assert "seeds at which every reported arm has a run left out (2)" in text
+    assert "Seed 2 left out because" not in text
+
+
+@pytest.mark.parametrize(
+    "subset, message",
+    [
+        ({"seeds": [9]}, "--seeds 9: no run has that; the runs have 1, 2, 3"),
+        ({"arms": ["ce", "cee"]}, "--arms cee: no run has that; the runs have ce, label_smoothing"),
+    ],
+)
+def test_a_subset_naming_no_run_is_refused(sweep, subset, message):
+    with pytest.raises(ValueError) as e:
+        report(str(sweep), **subset)
+    assert message in str(e.value)
+    assert not (sweep / "report").exists()
+
+
 def test_missing_evaluations_are_listed(tmp_path):
     make_run(tmp_path, "ce", {"name": "ce"}, 0.0, eval_kind="none")
     text = report(str(tmp_path))

@@ -6,6 +6,7 @@ tests use fewer items than the real tasks where the rate they check does not dep
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -270,11 +271,17 @@ def test_a_metric_missing_at_some_checkpoints_is_averaged_where_it_is_or_left_ou
 # -- integrity -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small(tmp_path):
+@pytest.fixture(scope="module")
+def small_sweep(module_tmp):
     runs = sim.simulate(sim.Sweep(items=30, seeds=(1, 2), tasks=TASKS), seed=2)
-    sim.write(runs, str(tmp_path / "sweep"))
-    return tmp_path / "sweep"
+    sim.write(runs, str(module_tmp / "sweep"))
+    return module_tmp / "sweep"
+
+
+@pytest.fixture
+def small(small_sweep, tmp_path):
+    """A copy of one small simulated sweep's folder, the test's to change."""
+    return shutil.copytree(small_sweep, tmp_path / "sweep")
 
 
 def _results(folder, step):
@@ -340,6 +347,22 @@ def test_the_step_is_read_from_the_run_relative_path(tmp_path):
     sim.write(runs, str(root))
     loaded = find_runs(str(root))
     assert all(sorted(r["steps"]) == [1200, 2400, 3600] for r in loaded)
+
+
+def test_a_checkpoint_evaluated_twice_with_other_results_is_refused(small):
+    run = small / "ce" / "seed1"
+    copy = run / "evals" / "step-3600"
+    shutil.copytree(run / "hf" / "step-3600", copy)  # the same results twice: read once
+    assert sorted(find_runs(str(small))[0]["steps"]) == [1200, 2400, 3600]
+    data = json.loads((copy / "eval_results.json").read_text())
+    data["results"]["piqa"]["acc,none"] += 0.01
+    (copy / "eval_results.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError) as e:
+        report(str(small))
+    assert (
+        f"run folder {run} holds two evaluations of piqa at step 3600 that differ: "
+        f"{run}/evals/step-3600/eval_results.json and {run}/hf/step-3600/eval_results.json"
+    ) in str(e.value)
 
 
 def test_a_nan_metric_is_named(small):

@@ -22,7 +22,7 @@ from .analysis import (
     plan_text,
 )
 from .metrics import metric, validation_steps
-from .runs import find_runs, group_arms, invariant_violations
+from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
 from .stats import t_interval
 
 BASELINES = ("label_smoothing", "ce")
@@ -389,14 +389,61 @@ def plan_deviations(plan_, checkpoints: int | None) -> list[str]:
     return out
 
 
+def subset_lines(runs: list[dict], left_out: list[dict]) -> tuple[list[str], list[str]]:
+    """(notes, deviations) of a report on a subset of the runs found (--seeds, --arms). The
+    plan's rule for missing runs is to pair the seeds every arm has: leaving out a seed at which
+    a reported arm has no run keeps the pre-registered analysis; leaving out any arm, or a seed
+    at which every reported arm has a run, changes it (the arms set the family and the pooled
+    variance), so that report is exploratory."""
+    if not left_out:
+        return [], []
+    names = list(dict.fromkeys(r["name"] for r in runs))
+    every = complete_seeds(runs + [r for r in left_out if r["name"] in names])
+    out_seeds = sorted({r["seed"] for r in left_out} - {r["seed"] for r in runs})
+    out_arms = list(dict.fromkeys(r["name"] for r in left_out if r["name"] not in names))
+    deviations = []
+    if out_arms:
+        deviations.append(f"arms left out ({', '.join(out_arms)})")
+    dropped_complete = [s for s in out_seeds if s in every]
+    if dropped_complete:
+        deviations.append(
+            f"seeds at which every reported arm has a run left out "
+            f"({', '.join(map(str, dropped_complete))})"
+        )
+    missing = [s for s in out_seeds if s not in every]
+    notes = [
+        f"Left out of this report ({plural(len(left_out), 'run')}): "
+        + ", ".join(f"{r['name']} seed {r['seed']}" for r in left_out)
+        + "."
+    ]
+    if missing:
+        notes.append(
+            f"Seed {', '.join(map(str, missing))} left out because a reported arm has no run "
+            "there: the plan pairs the seeds every arm has, so this is its analysis of the "
+            "complete pairs (unbiased if the missing runs are missing for reasons other than "
+            "their results)."
+        )
+    return notes, deviations
+
+
 def report(
-    runs_dir: str, out: str | None = None, plan: str | None = None, checkpoints: int | None = None
+    runs_dir: str,
+    out: str | None = None,
+    plan: str | None = None,
+    checkpoints: int | None = None,
+    seeds: list[int] | None = None,
+    arms: list[str] | None = None,
 ) -> str:
+    """Write report.md, report.json and the plots for the runs under `runs_dir` (those of
+    `seeds` and `arms` only, where given) and return report.md's text."""
     plan_ = load_plan(plan)
-    runs = find_runs(runs_dir)
+    runs, left_out = select_runs(find_runs(runs_dir), seeds, arms)
+    if not runs:
+        raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
+    subset_notes, subset_deviations = subset_lines(runs, left_out)
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
-    deviations = plan_deviations(plan_, checkpoints)
+    deviations = plan_deviations(plan_, checkpoints) + subset_deviations
     if deviations:
         a.answer = (
             f"(An exploratory re-analysis, not the pre-registered test: {'; '.join(deviations)}; "
@@ -429,6 +476,7 @@ def report(
         f"metrics: each run's last {last} validation rows after step 1 (the untrained model's): "
         f"{_validation_steps(runs, last)}.",
         "",
+        *(f"**Note.** {c}\n" for c in subset_notes),
         *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled)),
         "## Per arm",
         "",
@@ -526,9 +574,12 @@ def report(
     if skipped:
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
-    write_json(
-        os.path.join(out, "report.json"), report_json(a, runs_dir, problems, unfinished, sampled)
-    )
+    data = report_json(a, runs_dir, problems, unfinished, sampled)
+    data["left_out"] = [
+        {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
+    ]
+    data["deviations"] = deviations
+    write_json(os.path.join(out, "report.json"), data)
     write_atomically(os.path.join(out, "report.md"), text)
     return text
 

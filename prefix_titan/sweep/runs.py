@@ -63,6 +63,10 @@ def _evaluated_step(folder: str, results_dir: str, record: dict) -> int:
     return step if isinstance(step, int) else -1
 
 
+def _text(metrics) -> str:
+    return json.dumps(metrics, sort_keys=True, default=str)
+
+
 def load_run(folder: str) -> dict:
     """One run folder: its recorded config and objective (arm name); its validation rows by step
     (plain CE and the validation metrics); by evaluated step, the evaluation results, the
@@ -100,8 +104,15 @@ def load_run(folder: str) -> dict:
                     f"{path} holds no `results` object: it is damaged or not lm-eval's results; "
                     f"evaluate that model again (or move the file out of the run folder)"
                 )
-            e = entry(_evaluated_step(folder, d, config))
+            step = _evaluated_step(folder, d, config)
+            e = entry(step)
             for task, metrics in data["results"].items():
+                if task in e["files"] and _text(e["results"][task]) != _text(metrics):
+                    raise ValueError(
+                        f"run folder {folder} holds two evaluations of {task} at step {step} "
+                        f"that differ: {e['files'][task]} and {path}; the report reads one per "
+                        f"checkpoint: move the other out of the run folder"
+                    )
                 e["results"][task] = metrics
                 e["limits"][task] = _sample(data)
                 e["versions"][task] = (data.get("versions") or {}).get(task)
@@ -168,6 +179,37 @@ def find_runs(runs_dir: str) -> list[dict]:
     return sorted(runs, key=lambda r: (run_order(r), r["seed"]))
 
 
+def select_runs(
+    runs: list[dict], seeds: list[int] | None = None, arms: list[str] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """(kept, left out): the runs of the given seeds and arms (None: every one). Refuses a seed
+    or an arm that no run has, naming those the runs have."""
+    for flag, wanted, key in (("--seeds", seeds, "seed"), ("--arms", arms, "name")):
+        found = list(dict.fromkeys(r[key] for r in runs))
+        unknown = [w for w in wanted or [] if w not in found]
+        if unknown:
+            raise ValueError(
+                f"{flag} {' '.join(map(str, unknown))}: no run has "
+                f"{'that' if len(unknown) == 1 else 'these'}; the runs have "
+                f"{', '.join(map(str, sorted(found, key=str)))}"
+            )
+    kept = [
+        r
+        for r in runs
+        if (seeds is None or r["seed"] in seeds) and (arms is None or r["name"] in arms)
+    ]
+    return kept, [r for r in runs if r not in kept]
+
+
+def complete_seeds(runs: list[dict]) -> list[int]:
+    """The seeds at which every arm of `runs` has a run."""
+    names = {r["name"] for r in runs}
+    by_seed: dict[int, set] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], set()).add(r["name"])
+    return sorted(s for s, have in by_seed.items() if have == names)
+
+
 def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
     """{arm: {seed: run}} in report order. Refuses two runs of one (arm, seed) and arms whose seed
     lists differ (the paired comparisons need every arm at every seed)."""
@@ -182,11 +224,17 @@ def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
         seeds[r["seed"]] = r
     lists = {name: sorted(seeds) for name, seeds in arms.items()}
     if len({tuple(v) for v in lists.values()}) > 1:
+        complete = complete_seeds(runs)
+        subset = (
+            f", or report the seeds every arm has (--seeds {' '.join(map(str, complete))})"
+            if complete
+            else ""
+        )
         raise ValueError(
             "the arms were not run with the same seeds, so they cannot be paired:\n  "
             + "\n  ".join(f"{name}: seeds {', '.join(map(str, v))}" for name, v in lists.items())
-            + "\nFinish the missing runs (`python -m prefix_titan.sweep launch` skips finished ones), or report a "
-            "folder that holds complete seeds only."
+            + "\nFinish the missing runs (`python -m prefix_titan.sweep launch` skips finished "
+            f"ones){subset}."
         )
     return arms
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 import pytest
-from helpers import make_run
+from helpers import ROOT, make_run
 
 from prefix_titan.objectives import ObjectiveSpec
 from prefix_titan.objectives.spec import EXECUTION, TARGET, WEIGHTING, option
@@ -110,6 +110,17 @@ def test_a_new_target_field_reaches_key_name_configs_and_cli():
     parser = argparse.ArgumentParser()
     names = add_target_options(parser, SpecWithDummy)
     assert "dummy" in names and parser.parse_args(["--dummy", "7"]).dummy == 7
+
+
+def test_an_import_path_arm_is_filed_without_its_colon():
+    from prefix_titan.sweep.configs import config_path
+
+    spec = ObjectiveSpec("prefix_titan.objectives.families:ce_targets")
+    assert spec.arm_name() == "prefix_titan.objectives.families:ce_targets"  # the report's name
+    folder = "./outputs/sweep_smoke/prefix_titan.objectives.families-ce_targets"
+    assert f'dump_folder = "{folder}"' in render(spec, "smoke")
+    path = config_path(ROOT, "smoke", spec.arm_name())
+    assert path.name == "prefix_titan.objectives.families-ce_targets.toml"
 
 
 def test_the_report_groups_and_checks_by_the_spec(tmp_path, monkeypatch):

@@ -44,7 +44,14 @@ EXPLORATORY_SHARE = 0.5
 AA_METRIC = {"val CE": "val CE excess"}
 """The metric an A/A check compares in place of a family's primary: validation CE less the part
 the target costs by construction"""
-SUMMARY = ("char acc", "char acc, blank", "prefix-shaped acc", "downstream acc", "emb letters, in")
+SUMMARY = (
+    "char acc",
+    "char acc, blank",
+    "char acc - blank",
+    "prefix-shaped acc",
+    "downstream acc",
+    "emb letters, in",
+)
 """Shown per arm in every report beside the plan's primaries (descriptive, never tested)"""
 
 

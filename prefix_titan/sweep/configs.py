@@ -79,9 +79,16 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
+def file_name(arm: str) -> str:
+    """An arm's name as a file or folder name: the `:` of an import-path family
+    (`my_lab.targets:suffix`), which scp, PATH-like lists and some file systems read as a
+    separator, becomes `-`, which no module path holds."""
+    return arm.replace(":", "-")
+
+
 def config_path(root: pathlib.Path, scale: str, arm: str) -> pathlib.Path:
     """Where the config of `arm` at `scale` is, under the project root."""
-    return pathlib.Path(root) / SCALES[scale].out / f"{arm}.toml"
+    return pathlib.Path(root) / SCALES[scale].out / f"{file_name(arm)}.toml"
 
 
 def load_config(root: pathlib.Path, scale: str, arm: str) -> dict:
@@ -100,7 +107,7 @@ def render(spec: ObjectiveSpec, scale: str = "500M") -> str:
         f"prefix_titan/sweep/bases/{sc.base}: edit that, not this.\n"
     )
     text = (BASES / sc.base).read_text().replace("{objective_section}\n", section)
-    return header + text.replace("{dump_folder}", f"{sc.sweep}/{spec.arm_name()}")
+    return header + text.replace("{dump_folder}", f"{sc.sweep}/{file_name(spec.arm_name())}")
 
 
 def write_configs(root: pathlib.Path, check: bool = False) -> tuple[int, list[str]]:

@@ -54,7 +54,7 @@ import sys
 import time
 
 from ..runs.checkpoints import is_complete
-from .configs import SCALES, arms, config_path, load_config
+from .configs import SCALES, arms, config_path, file_name, load_config
 
 
 def batch_override(config: dict, world: int) -> list[str]:
@@ -169,7 +169,7 @@ def node_command(a, scale: str, arm: str, seed: int, extra: list[str]) -> list[s
             f"--node_rank={a.node_rank}",
             "--rdzv_backend=c10d",
             f"--rdzv_endpoint={a.rdzv_endpoint}",
-            f"--rdzv_id=prefix_titan_{scale}_{arm}_seed{seed}",
+            f"--rdzv_id=prefix_titan_{scale}_{file_name(arm)}_seed{seed}",
         ]
     world = a.nnodes * a.nproc_per_node
     args = train_args(scale, arm, config, seed, world, extra, a.sweep_dir)

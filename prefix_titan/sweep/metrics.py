@@ -170,6 +170,17 @@ def _catalogue() -> dict[str, Metric]:
         "the same on their blank twins",
     )
     add(
+        "char acc - blank",
+        False,
+        "eval",
+        _difference(
+            _mean([_task(t) for t in CHAR_PROBES]),
+            _mean([_task(f"{t}_blank") for t in CHAR_PROBES]),
+        ),
+        "char acc minus char acc, blank: what reading the word adds (about 0: the probes are "
+        "answered without it)",
+    )
+    add(
         "prefix-shaped acc",
         False,
         "eval",

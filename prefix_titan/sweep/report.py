@@ -147,7 +147,7 @@ def claim_lines(a: Analysis) -> list[str]:
 
 def targets_table(a: Analysis) -> str:
     lines = [
-        "| arm | target's gold mass | implied plain CE | measured val CE | |",
+        "| arm | target's gold mass | implied plain CE | measured val CE, final step | |",
         "|---|---:|---:|---:|---|",
     ]
     for arm in a.arms:
@@ -484,8 +484,9 @@ def report(
         "",
         "Mean over seeds [95% t-interval over seeds] (n=1: one seed, no interval). char acc: the "
         "probes that are not prefix-shaped; prefix-shaped acc: first letter and prefix; blank: the "
-        "same probes with the word replaced by a placeholder. report.json holds every metric, also "
-        "at the final step alone.",
+        "same probes with the word replaced by a placeholder; char acc - blank: what reading the "
+        "word adds (an interval around 0: the arm answers those probes without the word). "
+        "report.json holds every metric, also at the final step alone.",
         "",
     ]
     if unfinished:
@@ -528,7 +529,8 @@ def report(
         "",
         "The target's mass on the gold token and the plain CE a model matching the target exactly "
         f"would have (−log of that mass), over the validation tokens, beside the measured "
-        f"validation CE: the part of a CE difference that is there by construction. Arms whose "
+        f"validation CE (all three at the final step, mean over seeds; the per-arm table's val CE "
+        f"averages the last validations): the part of a CE difference that is there by construction. Arms whose "
         f"target keeps ≥ {CE_EQUIVALENT} on the gold are in effect CE, and compared with ce as "
         "A/A checks (a difference there is a warning, not a finding about the objective).",
         "",

@@ -95,7 +95,39 @@ def test_bad_launch_settings_are_refused():
     rc, _, err = dry_run("--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1")
     assert rc == 2 and "--node-rank must be in [0, 2)" in err
     rc, _, err = dry_run("--arms", "prefix_tau3.0")
-    assert rc == 2 and "invalid choice" in err
+    assert rc == 2 and "--arms prefix_tau3.0: no such arm; the arms are ce, label_smoothing" in err
+
+
+def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path):
+    """sweep_arms.toml in the project folder: configs writes each arm's config at every scale,
+    launch runs it like a built-in arm; a table that sets more than the objective is refused."""
+    from prefix_titan.sweep.__main__ import configs_main
+
+    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    arms = tmp_path / "sweep_arms.toml"
+    arms.write_text(
+        '[[arm]]\nname = "prefix"\ntau = 0.3\nposition_gamma = 0.99\n\n'
+        '[[arm]]\nname = "prefix_titan.objectives.families:ce_targets"\n'
+    )
+    assert configs_main(["--check", "--root", str(tmp_path)]) == 1  # their configs not written yet
+    assert configs_main(["--root", str(tmp_path)]) == 0
+    assert configs_main(["--check", "--root", str(tmp_path)]) == 0
+    config = tmp_path / "train_configs" / "smoke" / "prefix_tau0.3_gamma0.99.toml"
+    assert "\nposition_gamma = 0.99\n" in config.read_text()
+    rc, lines, err = dry_run("--scale", "smoke", "--seeds", "3", gpus="", root=tmp_path)
+    assert rc == 0 and len(lines) == 16, err  # the 14 built-in arms, then the file's two
+    assert "train_configs/smoke/prefix_tau0.3_gamma0.99.toml --debug.seed 3" in lines[14]
+    assert "sweep_smoke/prefix_titan.objectives.families-ce_targets/seed3" in lines[15]
+    for table, says in [
+        ('[[arm]]\nname = "prefix"\nkernel = "triton"\n', "arm 1 sets kernel; an arm sets"),
+        ("[[arm]]\ntau = 0.3\n", "arm 1 has no name"),
+        ('[[arm]]\nname = "prefix"\ntau = -1.0\n', "arm 1 (prefix): objective.tau must be"),
+        ('name = "prefix"\n', "write one [[arm]] table per arm"),
+        ('[[arm]]\nname = "ce"\n', "name two arms 'ce': the same objective is listed twice"),
+    ]:
+        arms.write_text(table)
+        rc, _, err = dry_run("--scale", "smoke", gpus="", root=tmp_path)
+        assert rc == 2 and f"{arms}: " * ("two arms" not in says) in err and says in err, err
 
 
 def test_every_run_has_its_seed_and_its_own_folder():

@@ -1,7 +1,8 @@
 """The sweep's arms and scales, and the configs generated from them: one TOML per arm and scale.
 
 Arms (`arms()`): ce, label_smoothing, and prefix for every tau of the sweep, unnormalized and
-normalized; each is an ObjectiveSpec, named by `ObjectiveSpec.arm_name()`. Within a scale the
+normalized, then the arms of the project's own `sweep_arms.toml` (ARMS_FILE) where it has one;
+each is an ObjectiveSpec, named by `ObjectiveSpec.arm_name()`. Within a scale the
 arms differ only in [objective] (the spec's objective settings) and job.dump_folder. Scales
 (SCALES): 500M (bases/500M.toml -> train_configs/), pilot (bases/pilot.toml ->
 train_configs/pilot/) and smoke (bases/smoke.toml -> train_configs/smoke/).
@@ -15,7 +16,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
-from ..objectives.spec import TAU_SWEEP, ObjectiveSpec
+from ..objectives.spec import TARGET, TAU_SWEEP, WEIGHTING, ObjectiveSpec
 from ..runs.folder import read_toml
 
 BASES = pathlib.Path(__file__).resolve().parent / "bases"
@@ -50,11 +51,46 @@ def arm_specs() -> list[ObjectiveSpec]:
     return specs
 
 
-def arms() -> dict[str, ObjectiveSpec]:
-    """Arm name -> its objective, in launch order; two objectives with one name are refused
+ARMS_FILE = "sweep_arms.toml"
+"""A project's own arms, in its root folder: one `[[arm]]` table of objective settings each"""
+
+
+def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
+    """The arms of `root`/sweep_arms.toml (none where there is no such file), each checked as
+    a run would check it; a table that sets anything but the objective is refused."""
+    path = pathlib.Path(root or ".") / ARMS_FILE
+    if root is None or not path.is_file():
+        return []
+    data = read_toml(str(path), "the sweep's arms file")
+    tables = data.get("arm")
+    if set(data) != {"arm"} or not isinstance(tables, list) or not tables:
+        raise ValueError(
+            f"{path}: write one [[arm]] table per arm (name = ..., its settings); it holds "
+            f"{', '.join(sorted(data)) or 'nothing'}"
+        )
+    allowed = [f.name for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)]
+    specs = []
+    for i, table in enumerate(tables, 1):
+        unknown = sorted(set(table) - set(allowed))
+        if unknown or "name" not in table:
+            why = f"sets {', '.join(unknown)}" if unknown else "has no name"
+            raise ValueError(
+                f"{path}: arm {i} {why}; an arm sets its objective only ({', '.join(allowed)}): "
+                "settings every arm shares go in the sweep's bases or after `--` at launch"
+            )
+        try:
+            specs.append(ObjectiveSpec(**table).validate())
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: arm {i} ({table['name']}): {e}") from None
+    return specs
+
+
+def arms(root: pathlib.Path | str | None = None) -> dict[str, ObjectiveSpec]:
+    """Arm name -> its objective, in launch order: the built-in arms (arm_specs), then, given
+    the project `root`, those of its sweep_arms.toml. Two objectives with one name are refused
     (each arm's configs and runs are found by its name)."""
     out: dict[str, ObjectiveSpec] = {}
-    for spec in arm_specs():
+    for spec in [*arm_specs(), *user_arm_specs(root)]:
         name = spec.arm_name()
         if name in out:
             first, second = out[name].objective(), spec.objective()
@@ -66,7 +102,7 @@ def arms() -> dict[str, ObjectiveSpec]:
                 if differ
                 else "the same objective is listed twice"
             )
-            raise ValueError(f"arm_specs() names two arms {name!r}: {why}")
+            raise ValueError(f"the sweep's arms name two arms {name!r}: {why}")
         out[name] = spec
     return out
 
@@ -114,8 +150,9 @@ def write_configs(root: pathlib.Path, check: bool = False) -> tuple[int, list[st
     """Write every scale's configs under `root` (check: compare instead); returns (files
     written, files out of date)."""
     stale, written = [], 0
+    named = arms(root)
     for scale in SCALES:
-        for name, spec in arms().items():
+        for name, spec in named.items():
             path, text = config_path(root, scale, name), render(spec, scale)
             if check:
                 if not path.exists() or path.read_text() != text:

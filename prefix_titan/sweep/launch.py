@@ -11,7 +11,9 @@ Runs. Each (arm, seed) trains the scale's generated config (configs.py) with
 `--debug.seed S` into its own dump folder, `<sweep>/<arm>/seed<S>` (--sweep-dir moves <sweep>).
 The seed sets both the initialisation and the data order, so seed S is the same in every arm:
 the arms of one seed differ only in the objective (paired seeds). Without --seeds, the config's
-own seed.
+own seed. The arms: the built-in ones (configs.arm_specs), then the `[[arm]]` tables of
+`sweep_arms.toml` in the project root (--arms picks some; their configs are written by
+`python -m prefix_titan.sweep configs` like the built-in arms').
 
 Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke: 1):
 - node: one run at a time over every GPU of the node(s), FSDP2 (torchrun --nproc-per-node, and
@@ -289,7 +291,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--scale", default="500M", choices=list(SCALES))
-    p.add_argument("--arms", nargs="+", default=list(arms()), choices=list(arms()), metavar="ARM")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        metavar="ARM",
+        help="the arms to run (default: every one: the built-in arms, then sweep_arms.toml's)",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S")
     p.add_argument(
         "--gpus-per-run",
@@ -327,8 +335,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error(
             f"{', '.join(owned)} after --: the launcher sets these (each arm's objective is its "
             "config's, the seed comes from --seeds, the folder is <sweep>/<arm>/seed<S>); extra "
-            "overrides apply to every arm alike. Another objective is another arm: add it to "
-            "configs.arm_specs() (docs/objectives.md)"
+            "overrides apply to every arm alike. Another objective is another arm: add an [[arm]] "
+            "to sweep_arms.toml in the project folder (docs/objectives.md)"
         )
     scale = SCALES[a.scale]
     a.root = pathlib.Path(a.root)
@@ -337,6 +345,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             f"--root {a.root} holds no train_configs/ folder: run from the project folder, or "
             f"pass it with --root DIR"
         )
+    try:
+        known = list(arms(a.root))
+    except ValueError as e:
+        p.error(str(e))
+    unknown = [arm for arm in a.arms or [] if arm not in known]
+    if unknown:
+        p.error(
+            f"--arms {' '.join(unknown)}: no such arm; the arms are {', '.join(known)} (add one "
+            "as an [[arm]] of sweep_arms.toml in the project folder)"
+        )
+    a.arms = a.arms or known
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:
         p.error(

@@ -2,6 +2,7 @@
 compute-matched invariants. Its decision rule's error rates: test_verdict.py."""
 
 import json
+import shutil
 import zlib
 
 import numpy as np
@@ -98,6 +99,36 @@ def test_an_analysis_chosen_after_the_results_says_so_in_its_answer(sweep, tmp_p
     answer = report(str(sweep), plan=str(plan)).splitlines()[2]
     assert "a plan other than the package's (it differs in alpha)" in answer
     assert not report(str(sweep), checkpoints=3).splitlines()[2].startswith("**Answer.** (An")
+
+
+def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
+    sweep, tmp_path_factory
+):
+    """launch registers the plan in the sweep folder before the first run: the report applies
+    it as the pre-registered analysis, and any other plan (the package's too) is exploratory.
+    A plan is registered once, and not into a folder whose runs began before it."""
+    from prefix_titan.sweep.analysis import PLAN, register_plan
+
+    plan = tmp_path_factory.mktemp("plans") / "plan.toml"
+    plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
+    assert register_plan(str(sweep), str(plan)) is None  # the runs began before it: none
+    new = tmp_path_factory.mktemp("launched") / "sweep"
+    path = register_plan(str(new), str(plan), " on a test day")
+    assert path == str(new / "analysis_plan.toml")
+    assert "registered by `python -m prefix_titan.sweep launch` on a test day" in open(path).read()
+    assert register_plan(str(new), str(plan)) == path  # the same plan again: a resumed launch
+    with pytest.raises(ValueError, match="the sweep registered another analysis plan"):
+        register_plan(str(new), None)
+    for run in sweep.iterdir():  # the runs of a sweep launched with that plan
+        shutil.move(str(run), str(new / run.name))
+    text = report(str(new))
+    assert "**Answer.** (An exploratory" not in text
+    assert f"The plan the sweep registered when it was launched, before its runs ({path})" in text
+    assert "Familywise alpha 0.1" in text
+    answer = report(str(new), plan=PLAN).splitlines()[2]
+    assert "a plan other than the one the sweep registered (it differs in alpha)" in answer
+    saved = json.loads((new / "report" / "report.json").read_text())
+    assert saved["registered_plan"] == path and saved["deviations"]
 
 
 def test_a_real_difference_is_claimed_and_an_equal_arm_is_not(sweep):

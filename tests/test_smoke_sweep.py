@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # the whole loop at smoke scale
 ARMS, SEEDS = ("ce", "prefix_tau0.5"), (1, 2)
 
 
-def launch(tmp_path, sweep):
+def launch(tmp_path, sweep, plan):
     command = [
         sys.executable,
         "-m",
@@ -30,6 +30,8 @@ def launch(tmp_path, sweep):
         *map(str, SEEDS),
         "--sweep-dir",
         str(sweep),
+        "--plan",
+        str(plan),
         "--",
         "--model.hf_assets_path",
         str(tmp_path / "tokenizer"),
@@ -51,11 +53,16 @@ def first_plain_ce(run):
 
 def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path):
     from prefix_titan.evaluation.harness import evaluate_run, task_index
+    from prefix_titan.sweep.analysis import PLAN
     from prefix_titan.sweep.report import report
 
     embedded_tokenizer_at(tmp_path / "tokenizer")
+    # The package's analysis plan with ce as the baseline (the smoke sweep has no label
+    # smoothing), registered with the sweep by its launch.
+    plan = tmp_path / "plan.toml"
+    plan.write_text(open(PLAN).read().replace('baseline = "label_smoothing"', 'baseline = "ce"'))
     sweep = tmp_path / "sweep"
-    out = launch(tmp_path, sweep)
+    out = launch(tmp_path, sweep, plan)
     runs = {(arm, seed): sweep / arm / f"seed{seed}" for arm in ARMS for seed in SEEDS}
     logs = "".join(
         (r / "launch.log").read_text()[-3000:] for r in runs.values() if (r / "launch.log").exists()
@@ -69,7 +76,8 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
     for seed in SEEDS:
         assert ce1[("ce", seed)] == ce1[("prefix_tau0.5", seed)]
     assert ce1[("ce", 1)] != ce1[("ce", 2)]
-    again = launch(tmp_path, sweep)  # finished runs are skipped
+    assert 'baseline = "ce"\n' in (sweep / "analysis_plan.toml").read_text()
+    again = launch(tmp_path, sweep, plan)  # finished runs are skipped
     assert again.returncode == 0 and again.stdout.count("finished already, skipped") == 4
 
     data = tmp_path / "data"
@@ -87,13 +95,10 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
             dtype="float32",
             task_manager=index,
         )
-    # The package's analysis plan with ce as the baseline (the smoke sweep has no label smoothing).
-    from prefix_titan.sweep.analysis import PLAN
-
-    plan = tmp_path / "plan.toml"
-    plan.write_text(open(PLAN).read().replace('baseline = "label_smoothing"', 'baseline = "ce"'))
-    text = report(str(sweep), plan=str(plan))
+    text = report(str(sweep))  # the plan the sweep registered: the pre-registered analysis
     assert text.startswith("# Sweep report: 2 arms × 2 seeds (1, 2)")
+    assert "**Answer.** (An exploratory" not in text
+    assert f"The plan the sweep registered when it was launched, before its runs ({sweep}" in text
     assert "## Against ce" in text and "No evaluation results" not in text
     assert "All runs share every setting outside [objective]" in text
     per_arm = text.split("## Per arm")[1].split("\n\n")[1]

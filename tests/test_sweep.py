@@ -296,6 +296,34 @@ def test_a_real_launch_still_needs_the_gpus():
     assert rc == 2 and "--gpus 2 plans a --dry-run only" in err, err
 
 
+def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch, capsys):
+    from prefix_titan.sweep.analysis import PLAN
+
+    started = []
+
+    def run_queue(jobs, groups, stop_on_failure, root):
+        started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
+        return []
+
+    monkeypatch.setattr(launch, "preflight", lambda root, runs: [])
+    monkeypatch.setattr(launch, "run_queue", run_queue)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
+    args = ["--root", str(ROOT), "--scale", "smoke", "--arms", "ce", "--seeds", "1"]
+    args += ["--sweep-dir", str(tmp_path / "sweep")]
+    assert launch.main([*args, "--plan", str(plan)]) == 0 and started == [True]
+    assert "\nalpha = 0.1 " in (tmp_path / "sweep" / "analysis_plan.toml").read_text()
+    assert f"analysis plan: {tmp_path / 'sweep' / 'analysis_plan.toml'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # another plan for the same sweep
+        launch.main(args)
+    assert e.value.code == 2 and started == [True]
+    assert "the sweep registered another analysis plan" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        launch.main([*args, "--plan", str(tmp_path / "none.toml"), "--dry-run"])
+    assert f"--plan {tmp_path / 'none.toml'}: no such file" in capsys.readouterr().err
+
+
 def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
     from prefix_titan.sweep.launch import run_queue
 

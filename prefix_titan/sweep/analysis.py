@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
-from ..runs.folder import read_toml
+from ..runs.folder import read_toml, write_atomically
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
 
@@ -109,6 +109,50 @@ def load_plan(path: str | None = None) -> Plan:
                     f"exist; the metrics: {', '.join(METRICS)}"
                 )
     return plan
+
+
+REGISTERED = "analysis_plan.toml"
+"""The plan a sweep registered: `sweep launch` writes it into the sweep folder before its runs"""
+
+
+def registered_plan(runs_dir: str) -> str | None:
+    """The plan `runs_dir` (a sweep folder) registered at launch, or None."""
+    path = os.path.join(runs_dir, REGISTERED)
+    return path if os.path.isfile(path) else None
+
+
+def _same_plan(a: Plan, b: Plan) -> bool:
+    return {**asdict(a), "source": None} == {**asdict(b), "source": None}
+
+
+def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> str | None:
+    """Write the analysis plan (the package's by default) into the sweep folder before its
+    runs: the plan its report applies, and compares any other plan with. The same plan again
+    (a resumed or multi-node launch) is fine; another is refused. A sweep folder whose runs
+    began before any plan was registered gets none (None): registering one after the runs
+    began would not be pre-registration."""
+    given = load_plan(plan)
+    path = os.path.join(sweep_dir, REGISTERED)
+    if os.path.exists(path):
+        if _same_plan(load_plan(path), given):
+            return path
+        raise ValueError(
+            f"{path}: the sweep registered another analysis plan before its runs; a plan is "
+            f"registered once (report --plan {plan or PLAN} applies this one to the sweep, as "
+            "an exploratory re-analysis), or launch into a new sweep folder (--sweep-dir)"
+        )
+    if os.path.isdir(sweep_dir) and any("run_config.json" in f for _, _, f in os.walk(sweep_dir)):
+        return None
+    with open(given.source) as f:
+        text = f.read()
+    os.makedirs(sweep_dir, exist_ok=True)
+    header = (
+        f"# The analysis plan registered by `python -m prefix_titan.sweep launch`{when} from "
+        f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
+        f"it; another plan (report --plan) is an exploratory re-analysis.\n"
+    )
+    write_atomically(path, header + text)
+    return path
 
 
 def plan_text(plan: Plan) -> list[str]:

@@ -286,6 +286,25 @@ def _refused(a, runs, extra, world: int) -> int:
     return 0
 
 
+def _register_plan(p: argparse.ArgumentParser, a, scale) -> None:
+    """Register the analysis plan in the sweep folder before the first run (analysis.py)."""
+    from .analysis import register_plan
+
+    sweep = a.root / (a.sweep_dir or scale.sweep)
+    try:
+        path = register_plan(str(sweep), a.plan, time.strftime(" on %Y-%m-%d %H:%M:%S %Z"))
+    except ValueError as e:
+        p.error(str(e))
+    if path is None:
+        print(
+            f"[sweep] no analysis plan registered: {sweep} holds runs begun before one was; its "
+            "report applies the package's plan",
+            file=sys.stderr,
+        )
+    else:
+        print(f"[sweep] analysis plan: {path}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.sweep launch") -> int:
     p = argparse.ArgumentParser(
         prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -329,6 +348,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         "--root", default=".", help="the project folder that holds train_configs/ (default: here)"
     )
     p.add_argument("--stop-on-failure", action="store_true", help="start no run after a failure")
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="the analysis plan to register with the sweep before its runs (default: the "
+        "package's); its report applies it",
+    )
     a, extra = p.parse_known_args(argv)
     extra = [x for x in extra if x != "--"]
     if owned := owned_overrides(extra):
@@ -356,6 +381,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             "as an [[arm]] of sweep_arms.toml in the project folder)"
         )
     a.arms = a.arms or known
+    if a.plan is not None:
+        from .analysis import load_plan
+
+        try:
+            load_plan(a.plan)
+        except ValueError as e:
+            p.error(str(e))
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:
         p.error(
@@ -407,6 +439,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed = []
         if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
             return refused
+        if not a.dry_run:
+            _register_plan(p, a, scale)
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
             if a.dry_run:
@@ -448,6 +482,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         _check_batch(p, a, k if gpus else 1)
         if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
             return refused
+        if not a.dry_run:
+            _register_plan(p, a, scale)
         groups = slots(gpus, k)
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)

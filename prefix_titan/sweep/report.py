@@ -20,6 +20,7 @@ from .analysis import (
     first_share,
     load_plan,
     plan_text,
+    registered_plan,
 )
 from .metrics import metric, validation_steps
 from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
@@ -373,14 +374,16 @@ def report_json(
     }
 
 
-def plan_deviations(plan_, checkpoints: int | None) -> list[str]:
-    """How an analysis departs from the package's pre-registered plan (analysis_plan.toml):
-    another plan, or another number of checkpoints averaged."""
-    shipped, given = asdict(load_plan()), asdict(plan_)
+def plan_deviations(plan_, checkpoints: int | None, registered: str | None = None) -> list[str]:
+    """How an analysis departs from the pre-registered plan (the one the sweep registered at
+    launch, else the package's analysis_plan.toml): another plan, or another number of
+    checkpoints averaged."""
+    shipped, given = asdict(load_plan(registered)), asdict(plan_)
     differ = [k for k in shipped if k != "source" and shipped[k] != given.get(k)]
     out = []
     if differ:
-        out.append(f"a plan other than the package's (it differs in {', '.join(differ)})")
+        which = "the one the sweep registered" if registered else "the package's"
+        out.append(f"a plan other than {which} (it differs in {', '.join(differ)})")
     if checkpoints is not None and checkpoints != plan_.checkpoints:
         out.append(
             f"each run averaged over its last {checkpoints} checkpoints, where the plan says "
@@ -426,6 +429,20 @@ def subset_lines(runs: list[dict], left_out: list[dict]) -> tuple[list[str], lis
     return notes, deviations
 
 
+def plan_source(given: str | None, registered: str | None) -> str:
+    """Where the report's plan comes from, in one line."""
+    if given:
+        return f"The plan given with --plan ({given})."
+    if registered:
+        return (
+            f"The plan the sweep registered when it was launched, before its runs ({registered})."
+        )
+    return (
+        "The package's plan (prefix_titan/sweep/analysis_plan.toml): the sweep registered none "
+        "(`python -m prefix_titan.sweep launch` registers one before the runs)."
+    )
+
+
 def report(
     runs_dir: str,
     out: str | None = None,
@@ -436,14 +453,15 @@ def report(
 ) -> str:
     """Write report.md, report.json and the plots for the runs under `runs_dir` (those of
     `seeds` and `arms` only, where given) and return report.md's text."""
-    plan_ = load_plan(plan)
+    registered = registered_plan(runs_dir)
+    plan_ = load_plan(plan or registered)
     runs, left_out = select_runs(find_runs(runs_dir), seeds, arms)
     if not runs:
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
     subset_notes, subset_deviations = subset_lines(runs, left_out)
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
-    deviations = plan_deviations(plan_, checkpoints) + subset_deviations
+    deviations = plan_deviations(plan_, checkpoints, registered) + subset_deviations
     if deviations:
         a.answer = (
             f"(An exploratory re-analysis, not the pre-registered test: {'; '.join(deviations)}; "
@@ -469,6 +487,8 @@ def report(
         f"**Answer.** {a.answer}",
         "",
         "## Analysis plan",
+        "",
+        plan_source(plan, registered),
         "",
         *plan_text(plan_),
         "",
@@ -581,6 +601,7 @@ def report(
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]
     data["deviations"] = deviations
+    data["registered_plan"] = registered
     write_json(os.path.join(out, "report.json"), data)
     write_atomically(os.path.join(out, "report.md"), text)
     return text

@@ -18,7 +18,7 @@ import math
 import sys
 
 from .evaluation.harness import DEFAULT_TASKS
-from .sweep.analysis import analyse, arm_kind, first_share, load_plan
+from .sweep.analysis import analyse, arm_kind, first_share, load_plan, registered_plan
 from .sweep.configs import SCALES, arms
 from .sweep.power import plan_rows
 from .sweep.report import plural
@@ -65,13 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", default="pilot", choices=list(SCALES), help="default: pilot")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm planned (>= 2)")
     p.add_argument("--from", dest="runs_dir", default=None, help="a finished sweep's folder")
-    p.add_argument("--plan", default=None, help="the analysis plan (default: the package's)")
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="the analysis plan (default: the one the --from sweep registered, else the package's)",
+    )
     p.add_argument("--effect", type=_effect, action="append", default=[], metavar="METRIC=VALUE")
     a = p.parse_args(argv)
     if a.seeds < 2:
         p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
     try:
-        plan = load_plan(a.plan)
+        plan = load_plan(a.plan or (registered_plan(a.runs_dir) if a.runs_dir else None))
         names = [f.primary for f in plan.families] + ["downstream acc", *DEFAULT_TASKS]
         effects = {**EFFECTS, **dict(a.effect)}
         unknown = [n for n in dict(a.effect) if n not in names]
@@ -80,7 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         measured, where = measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None)
     except ValueError as e:
         p.error(str(e))
-    sweep = arms()
+    try:
+        sweep = arms(".")  # the built-in arms and the project's own (sweep_arms.toml, here)
+    except ValueError as e:
+        p.error(str(e))
     compared = sum(1 for s in sweep.values() if arm_kind(vars(s)) in plan.contrast)
     if compared == 0:
         p.error(

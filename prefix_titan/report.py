@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         "--seeds", type=int, nargs="+", default=None, help="report these seeds only (default: all)"
     )
     p.add_argument("--arms", nargs="+", default=None, help="report these arms only (default: all)")
+    p.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="write report.md and report.json only (no plots, no matplotlib needed)",
+    )
     p.add_argument("--metrics", action="store_true", help="list the metrics and exit")
     a = p.parse_args(argv)
     if a.metrics:
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.checkpoints is not None and a.checkpoints < 1:
         p.error(f"--checkpoints must be >= 1; got {a.checkpoints}")
     try:
-        print(report(a.runs_dir, a.out, a.plan, a.checkpoints, a.seeds, a.arms))
+        print(report(a.runs_dir, a.out, a.plan, a.checkpoints, a.seeds, a.arms, a.figures))
     except ValueError as e:
         p.error(str(e))
     out = os.path.join(report_folder(a.runs_dir, a.out), "report.md")

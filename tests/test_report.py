@@ -11,8 +11,15 @@ from helpers import ROOT, make_run
 from scipy.stats import t as student_t
 
 from prefix_titan.runs.folder import METRICS_LOG
-from prefix_titan.sweep.report import report
+from prefix_titan.sweep import report as report_module
 from prefix_titan.sweep.stats import t_interval
+
+
+def report(*args, **kwargs):
+    """The report without its figures unless a test asks for them (drawing them is most of a
+    report's time; the tests of the figures draw them)."""
+    return report_module.report(*args, **{"figures": False, **kwargs})
+
 
 ARMS = {
     "ce": ({"name": "ce"}, 0.0),
@@ -45,7 +52,7 @@ def table(text, title):
 
 
 def test_per_arm_means_and_t_intervals_over_seeds(sweep):
-    text = report(str(sweep))
+    text = report(str(sweep), figures=True)
     assert text.startswith("# Sweep report: 4 arms × 3 seeds (1, 2, 3)")
     assert text.splitlines()[2].startswith("**Answer.** ")
     rows = table(text, "## Per arm")
@@ -67,6 +74,10 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
     assert 0.1 < float(rows["prefix_tau0.5"][word].split()[0]) < 0.2
     for png in ("differences_vs_tau.png", "validation_ce.png"):
         assert (sweep / "report" / png).stat().st_size > 5000
+        assert f"![{png}]({png})" in text
+    text = report(str(sweep))  # --no-figures: an earlier report's figures would mislead
+    assert "No figures drawn (--no-figures)." in text and ".png" not in text
+    assert not list((sweep / "report").glob("*.png"))
 
 
 @pytest.mark.slow
@@ -409,7 +420,7 @@ def test_nothing_to_plot_leaves_the_figure_out_and_says_so(tmp_path, recwarn, ca
         folder = make_run(tmp_path, arm, objective, 0.0, eval_kind="none")
         (folder / METRICS_LOG).write_text(json.dumps({"step": 10, "loss": 5.0}) + "\n")
     with caplog.at_level(logging.WARNING):
-        text = report(str(tmp_path))
+        text = report(str(tmp_path), figures=True)
     assert not (tmp_path / "report" / "validation_ce.png").exists()
     assert not (tmp_path / "report" / "differences_vs_tau.png").exists()
     assert "Not plotted: the validation CE curves (no arm has validation rows" in text
@@ -474,8 +485,6 @@ def test_an_exported_model_is_counted_at_the_step_its_record_names(tmp_path):
 
 
 def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
-    from prefix_titan.sweep.report import report
-
     text = report(str(sweep))
     # one evaluated step per run, where the plan averages three; every item read
     assert "Each run has 1 evaluated checkpoint, where the plan averages the last 3" in text

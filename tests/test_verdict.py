@@ -14,11 +14,18 @@ import pytest
 from prefix_titan.evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS
 from prefix_titan.evaluation.probes import PROBE_TASKS
 from prefix_titan.sweep import inference
+from prefix_titan.sweep import report as report_module
 from prefix_titan.sweep import simulate as sim
 from prefix_titan.sweep.analysis import analyse, load_plan
 from prefix_titan.sweep.metrics import METRICS, metric, run_value
-from prefix_titan.sweep.report import report
 from prefix_titan.sweep.runs import _step_of, find_runs, group_arms
+
+
+def report(*args, **kwargs):
+    """The report without its figures unless a test asks for them (drawing them is most of a
+    report's time; the tests of the figures draw them)."""
+    return report_module.report(*args, **{"figures": False, **kwargs})
+
 
 PLAN = load_plan()
 ALPHA = PLAN.alpha

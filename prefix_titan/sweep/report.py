@@ -450,9 +450,10 @@ def report(
     checkpoints: int | None = None,
     seeds: list[int] | None = None,
     arms: list[str] | None = None,
+    figures: bool = True,
 ) -> str:
-    """Write report.md, report.json and the plots for the runs under `runs_dir` (those of
-    `seeds` and `arms` only, where given) and return report.md's text."""
+    """Write report.md, report.json and the plots (not with figures=False) for the runs under
+    `runs_dir` (those of `seeds` and `arms` only, where given) and return report.md's text."""
     registered = registered_plan(runs_dir)
     plan_ = load_plan(plan or registered)
     runs, left_out = select_runs(find_runs(runs_dir), seeds, arms)
@@ -591,8 +592,13 @@ def report(
     if a.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in a.notes]]
     skipped: list[str] = []
-    files = plots(a, arms, out, skipped)
-    lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]]
+    if figures:
+        files = plots(a, arms, out, skipped)
+        lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]]
+    else:
+        for name in FIGURES:  # an earlier report's figures would show other numbers
+            _remove_stale(out, name)
+        lines += ["", "No figures drawn (--no-figures)."]
     if skipped:
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
@@ -608,6 +614,7 @@ def report(
 
 
 STYLES = ("-", "--", "-.", ":")
+FIGURES = ("differences_vs_tau.png", "validation_ce.png")
 
 
 def arm_styles(a: Analysis) -> dict[str, dict]:

@@ -319,6 +319,8 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         launch.main(args)
     assert e.value.code == 2 and started == [True]
     assert "the sweep registered another analysis plan" in capsys.readouterr().err
+    assert launch.main([*args, "--plan", str(plan), "--dry-run"]) == 0
+    assert f"registers the analysis plan {plan} in {tmp_path / 'sweep'}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         launch.main([*args, "--plan", str(tmp_path / "none.toml"), "--dry-run"])
     assert f"--plan {tmp_path / 'none.toml'}: no such file" in capsys.readouterr().err

@@ -506,6 +506,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
     if a.dry_run:
         sys.stdout.flush()
+        sweep = a.root / (a.sweep_dir or scale.sweep)
+        shown_plan = f"the analysis plan {a.plan}" if a.plan else "the package's analysis plan"
+        print(
+            f"[sweep] a launch registers {shown_plan} in {sweep / 'analysis_plan.toml'} before "
+            "its first run",
+            file=sys.stderr,
+        )
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
         return _refused(a, runs, extra, world)
     if failed:

@@ -10,16 +10,19 @@ evaluated checkpoints (RUN/hf/step-N, RUN/evals/step-N) with their per-item outc
 grouped into arms by objective and paired by seed (`debug.seed`); each run's metrics are the
 mean over its last K evaluated checkpoints (the plan's `checkpoints`, default 3).
 
-report.md opens with the one-line answer to the plan's question, then prints the plan; for each
-family, every arm of the contrast against the baseline (two-way arm x seed model, pooled
-variance, Holm), the claims, the trend over tau, what the targets imply for plain CE with the
-A/A checks of the CE-equivalent arms, the power reached, the compute-matched invariants and
-plots. report.json holds the same numbers and the list of claims. Runs evaluated at different
-steps, with different --limit or task versions are refused, naming them.
+report.md opens with the one-line answer to the plan's question, then prints the plan (the one
+the sweep registered when it was launched, else the package's; --plan: another, an exploratory
+re-analysis); for each family, every arm of the contrast against the baseline (two-way arm x
+seed model, pooled variance, one graphical multiple-testing procedure per family), the claims,
+the trend over tau, what the targets imply for plain CE with the A/A checks of the
+CE-equivalent arms, the power reached, the compute-matched invariants and plots (not with
+--no-figures). report.json holds the same numbers and the list of claims. Runs evaluated at
+different steps, with different --limit or task versions are refused, naming them.
 
-A run missing (crashed, not finished): --seeds names the seeds every arm has, and the report is
-still the plan's analysis (of the complete pairs). Leaving out an arm, or a seed every arm has,
-makes it an exploratory re-analysis, and the answer says so.
+A run missing (never started, its folder lost; a run that began counts, finished or not):
+--seeds names the seeds every arm has, and the report is still the plan's analysis (of the
+complete pairs). Leaving out an arm, or a seed every arm has, makes it an exploratory
+re-analysis, and the answer says so.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("runs_dir", nargs="?")
     p.add_argument("--out", default=None, help="default: RUNS_DIR/report")
-    p.add_argument("--plan", default=None, help="an analysis plan (default: the package's)")
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="an analysis plan (default: the one the sweep registered, else the package's)",
+    )
     p.add_argument(
         "--checkpoints",
         type=int,

@@ -344,14 +344,12 @@ def test_an_embedding_probe_run_for_some_runs_only_is_refused(small):
         report(str(small))
 
 
-def test_the_step_is_read_from_the_run_relative_path(tmp_path):
+def test_the_step_is_read_from_the_run_relative_path(small_sweep, tmp_path):
     """A sweep stored under a folder named step-7 still maps each evaluation to its own step."""
     assert _step_of("hf/step-2400/eval_results.json") == 2400
     assert _step_of("evals/step-12/eval_results.json") == 12
     assert _step_of("eval_results.json") == -1
-    runs = sim.simulate(sim.Sweep(items=20, seeds=(1, 2), tasks=TASKS), seed=3)
-    root = tmp_path / "step-7" / "sweep"
-    sim.write(runs, str(root))
+    root = shutil.copytree(small_sweep, tmp_path / "step-7" / "sweep")
     loaded = find_runs(str(root))
     assert all(sorted(r["steps"]) == [1200, 2400, 3600] for r in loaded)
 

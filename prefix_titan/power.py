@@ -44,10 +44,15 @@ def _effect(text: str) -> tuple[str, float]:
 
 
 def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float], str]:
-    """The pooled residual sd of each metric in a finished sweep (the report's own fit)."""
-    from .sweep.runs import find_runs, group_arms
+    """The pooled residual sd of each metric in a finished sweep (the report's own fit), over
+    the seeds every arm has (a run missing elsewhere leaves its seed out)."""
+    from .sweep.runs import complete_seeds, find_runs, group_arms
 
-    a = analyse(group_arms(find_runs(runs_dir)), plan)
+    runs = find_runs(runs_dir)
+    seeds = complete_seeds(runs)
+    if not seeds:
+        raise ValueError(f"--from {runs_dir}: no seed has a run of every arm")
+    a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan)
     out = {}
     for name in names:  # the metrics of the plan's families (others keep their defaults)
         f = a.fits.get(name)

@@ -460,6 +460,18 @@ def test_the_plots_give_every_arm_its_own_style():
 # -- the commands ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two analyses of 14 arms
+def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
+    from prefix_titan.power import measured_sds
+
+    shutil.rmtree(small / "ce" / "seed2")  # a run that never started
+    sds, where = measured_sds(str(small), PLAN, ["val CE"])
+    assert where == f"14 arms x 1 seed under {small}" and sds == {}  # one seed: no variance
+    shutil.rmtree(small / "ce")
+    sds, where = measured_sds(str(small), PLAN, ["val CE"])
+    assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
+
+
 @pytest.mark.slow
 def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys):
     from prefix_titan.power import main

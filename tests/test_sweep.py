@@ -314,13 +314,37 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     args += ["--sweep-dir", str(tmp_path / "sweep")]
     assert launch.main([*args, "--plan", str(plan)]) == 0 and started == [True]
     assert "\nalpha = 0.1 " in (tmp_path / "sweep" / "analysis_plan.toml").read_text()
-    assert f"analysis plan: {tmp_path / 'sweep' / 'analysis_plan.toml'}" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:  # another plan for the same sweep
-        launch.main(args)
-    assert e.value.code == 2 and started == [True]
-    assert "the sweep registered another analysis plan" in capsys.readouterr().err
-    assert launch.main([*args, "--plan", str(plan), "--dry-run"]) == 0
-    assert f"registers the analysis plan {plan} in {tmp_path / 'sweep'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"analysis plan: {tmp_path / 'sweep' / 'analysis_plan.toml'}" in err
+    assert "the plan's baseline, label_smoothing, is not among the arms launched here" in err
+    registered = tmp_path / "sweep" / "analysis_plan.toml"
+    assert launch.main(args) == 0 and started == [True, True]  # a resume: the registered plan
+    assert f"analysis plan: {registered}" in capsys.readouterr().err
+    for dry in ([], ["--dry-run"]):  # another plan for the same sweep
+        with pytest.raises(SystemExit) as e:
+            launch.main([*args, "--plan", PLAN, *dry])
+        assert e.value.code == 2 and started == [True, True]
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"{registered}: the sweep registered another analysis plan before its runs" in err
+        assert f"(it differs from {PLAN} in alpha)" in err and "resume without --plan" in err
+    assert launch.main([*args, "--dry-run"]) == 0
+    assert f"the analysis plan the sweep registered: {registered}" in capsys.readouterr().err
+    fresh = [*args[:-1], str(tmp_path / "fresh"), "--plan", str(plan), "--dry-run"]
+    assert launch.main(fresh) == 0
+    assert f"registers the analysis plan {plan} in {tmp_path / 'fresh'}" in capsys.readouterr().err
+    for old, new, says in [
+        ('baseline = "label_smoothing"', 'baseline = "cee"', "the plan's baseline 'cee' is no arm"),
+        (
+            'contrast = ["prefix", "prefix_norm"]',
+            'contrast = ["prefix_tau0.5"]',
+            "the plan's contrast names 'prefix_tau0.5', the kind of no arm of the sweep",
+        ),
+    ]:
+        plan.write_text(open(PLAN).read().replace(old, new))
+        with pytest.raises(SystemExit):
+            launch.main(fresh)
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "fresh").exists()
     with pytest.raises(SystemExit):
         launch.main([*args, "--plan", str(tmp_path / "none.toml"), "--dry-run"])
     assert f"--plan {tmp_path / 'none.toml'}: no such file" in capsys.readouterr().err

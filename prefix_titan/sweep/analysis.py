@@ -121,8 +121,45 @@ def registered_plan(runs_dir: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def _same_plan(a: Plan, b: Plan) -> bool:
-    return {**asdict(a), "source": None} == {**asdict(b), "source": None}
+def plan_differences(a: Plan, b: Plan) -> list[str]:
+    """The settings in which two plans differ (their files aside)."""
+    x, y = asdict(a), asdict(b)
+    return [k for k in x if k != "source" and x[k] != y[k]]
+
+
+def registration_conflict(sweep_dir: str, plan: str | None) -> str | None:
+    """Why `plan` cannot be registered in `sweep_dir` (it registered another), or None."""
+    path = registered_plan(sweep_dir)
+    if path is None or plan is None:
+        return None
+    differ = plan_differences(load_plan(path), load_plan(plan))
+    if not differ:
+        return None
+    return (
+        f"{path}: the sweep registered another analysis plan before its runs (it differs from "
+        f"{plan} in {', '.join(differ)}); a plan is registered once: resume without --plan (or "
+        f"with --plan {path}), or launch into a new sweep folder (--sweep-dir); `report --plan "
+        f"{plan}` applies the other plan to the sweep, as an exploratory re-analysis"
+    )
+
+
+def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
+    """What in `plan` names no arm of a sweep whose arms are {name: objective record}: its
+    baseline (an arm name) and each kind of its contrast (an arm's name without its tau part)."""
+    kinds = list(dict.fromkeys(arm_kind(o) for o in objectives.values()))
+    problems = []
+    if plan.baseline not in objectives:
+        problems.append(
+            f"the plan's baseline {plan.baseline!r} is no arm of the sweep (its arms: "
+            f"{', '.join(objectives)})"
+        )
+    for kind in plan.contrast:
+        if kind not in kinds:
+            problems.append(
+                f"the plan's contrast names {kind!r}, the kind of no arm of the sweep (a kind is "
+                f"an arm's name without its tau part; the kinds: {', '.join(kinds)})"
+            )
+    return problems
 
 
 def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> str | None:
@@ -134,13 +171,10 @@ def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> st
     given = load_plan(plan)
     path = os.path.join(sweep_dir, REGISTERED)
     if os.path.exists(path):
-        if _same_plan(load_plan(path), given):
-            return path
-        raise ValueError(
-            f"{path}: the sweep registered another analysis plan before its runs; a plan is "
-            f"registered once (report --plan {plan or PLAN} applies this one to the sweep, as "
-            "an exploratory re-analysis), or launch into a new sweep folder (--sweep-dir)"
-        )
+        conflict = registration_conflict(sweep_dir, given.source)
+        if conflict:
+            raise ValueError(conflict)
+        return path
     if os.path.isdir(sweep_dir) and any("run_config.json" in f for _, _, f in os.walk(sweep_dir)):
         return None
     with open(given.source) as f:

@@ -286,6 +286,40 @@ def _refused(a, runs, extra, world: int) -> int:
     return 0
 
 
+def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None:
+    """The plan this launch registers (or the one its sweep registered already; None: the
+    package's), checked: a plan that differs from the registered one, or whose baseline or
+    contrast names no arm of the project, is refused before anything is registered (a
+    registered plan cannot change)."""
+    from .analysis import load_plan, plan_arm_problems, registered_plan, registration_conflict
+
+    sweep = str(a.root / (a.sweep_dir or scale.sweep))
+    registered = registered_plan(sweep)
+    try:
+        plan = load_plan(a.plan or registered)
+        conflict = registration_conflict(sweep, a.plan)
+    except ValueError as e:
+        p.error(str(e))
+    if conflict:
+        p.error(conflict)
+    if registered is None:
+        problems = plan_arm_problems(plan, {name: vars(s) for name, s in specs.items()})
+        if problems:
+            p.error(
+                f"the analysis plan {a.plan or 'of the package'}: {'; '.join(problems)}. A "
+                "launch registers the plan in the sweep folder, and it cannot change after: "
+                "fix it first (--plan FILE)"
+            )
+    if plan.baseline not in a.arms:
+        print(
+            f"[sweep] note: the plan's baseline, {plan.baseline}, is not among the arms "
+            "launched here; the report compares with it only once its runs are in the sweep "
+            "folder",
+            file=sys.stderr,
+        )
+    return a.plan or registered
+
+
 def _register_plan(p: argparse.ArgumentParser, a, scale) -> None:
     """Register the analysis plan in the sweep folder before the first run (analysis.py)."""
     from .analysis import register_plan
@@ -371,9 +405,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             f"pass it with --root DIR"
         )
     try:
-        known = list(arms(a.root))
+        specs = arms(a.root)
     except ValueError as e:
         p.error(str(e))
+    known = list(specs)
+    by_file = {file_name(arm): arm for arm in known}  # the `-` form of an import path's `:`
+    a.arms = [by_file.get(arm, arm) for arm in a.arms] if a.arms else None
     unknown = [arm for arm in a.arms or [] if arm not in known]
     if unknown:
         p.error(
@@ -381,13 +418,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             "as an [[arm]] of sweep_arms.toml in the project folder)"
         )
     a.arms = a.arms or known
-    if a.plan is not None:
-        from .analysis import load_plan
-
-        try:
-            load_plan(a.plan)
-        except ValueError as e:
-            p.error(str(e))
+    a.plan = _check_plan(p, a, scale, specs)
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:
         p.error(
@@ -506,11 +537,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
     if a.dry_run:
         sys.stdout.flush()
-        sweep = a.root / (a.sweep_dir or scale.sweep)
+        target = a.root / (a.sweep_dir or scale.sweep) / "analysis_plan.toml"
         shown_plan = f"the analysis plan {a.plan}" if a.plan else "the package's analysis plan"
         print(
-            f"[sweep] a launch registers {shown_plan} in {sweep / 'analysis_plan.toml'} before "
-            "its first run",
+            f"[sweep] the analysis plan the sweep registered: {target}"
+            if target.is_file()
+            else f"[sweep] a launch registers {shown_plan} in {target} before its first run",
             file=sys.stderr,
         )
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)

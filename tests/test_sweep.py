@@ -98,7 +98,7 @@ def test_bad_launch_settings_are_refused():
     assert rc == 2 and "--arms prefix_tau3.0: no such arm; the arms are ce, label_smoothing" in err
 
 
-def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path):
+def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
     """sweep_arms.toml in the project folder: configs writes each arm's config at every scale,
     launch runs it like a built-in arm; a table that sets more than the objective is refused."""
     from prefix_titan.sweep.__main__ import configs_main
@@ -111,6 +111,8 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path):
     )
     assert configs_main(["--check", "--root", str(tmp_path)]) == 1  # their configs not written yet
     assert configs_main(["--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 48 configs for 16 arms (2 from sweep_arms.toml: prefix_tau0.3_gamma0.99, " in out
     assert configs_main(["--check", "--root", str(tmp_path)]) == 0
     config = tmp_path / "train_configs" / "smoke" / "prefix_tau0.3_gamma0.99.toml"
     assert "\nposition_gamma = 0.99\n" in config.read_text()
@@ -118,8 +120,36 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path):
     assert rc == 0 and len(lines) == 16, err  # the 14 built-in arms, then the file's two
     assert "train_configs/smoke/prefix_tau0.3_gamma0.99.toml --debug.seed 3" in lines[14]
     assert "sweep_smoke/prefix_titan.objectives.families-ce_targets/seed3" in lines[15]
+    rc, lines, err = dry_run(  # an import path's arm by its file-name form
+        "--scale",
+        "smoke",
+        "--arms",
+        "prefix_titan.objectives.families-ce_targets",
+        gpus="",
+        root=tmp_path,
+    )
+    assert rc == 0 and len(lines) == 1 and "families-ce_targets.toml" in lines[0], err
+    # an arm dropped from the file: its configs are made by no arm, listed, then removed
+    arms.write_text('[[arm]]\nname = "prefix"\ntau = 0.3\nposition_gamma = 0.99\n')
+    assert configs_main(["--check", "--root", str(tmp_path)]) == 1
+    assert "made by no arm (run python -m prefix_titan.sweep configs to remove them): " in (
+        capsys.readouterr().out
+    )
+    assert configs_main(["--root", str(tmp_path)]) == 0
+    assert "removed 3 that no arm makes" in capsys.readouterr().out
+    assert not list(tmp_path.glob("train_configs/**/*families-ce_targets.toml"))
+    assert (tmp_path / "train_configs" / "embedded_default.toml").is_file()  # not generated
+    arms.write_text("")  # an empty file: no arms of the project's own
+    assert configs_main(["--root", str(tmp_path)]) == 0
     for table, says in [
-        ('[[arm]]\nname = "prefix"\nkernel = "triton"\n', "arm 1 sets kernel; an arm sets"),
+        ('[[arm]]\nname = "prefix"\nkernel = "triton"\n', "arm 1 sets kernel, a setting every"),
+        (
+            '[[arm]]\nname = "prefix"\ntua = 0.3\n',
+            "sets tua, which is no setting (did you mean tau?)",
+        ),
+        ('[[arm]]\nname = "prefx"\n', "objective.name must be one of ce, label_smoothing"),
+        ('[[arm]]\nname = "no_lab.t:f"\n', "arm 1 (no_lab.t:f): objective.name 'no_lab.t:f': "),
+        ('[arm]\nname = "prefix"\n', "[[arm]], not [arm]); it holds arm"),
         ("[[arm]]\ntau = 0.3\n", "arm 1 has no name"),
         ('[[arm]]\nname = "prefix"\ntau = -1.0\n', "arm 1 (prefix): objective.tau must be"),
         ('name = "prefix"\n', "write one [[arm]] table per arm"),
@@ -128,6 +158,9 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path):
         arms.write_text(table)
         rc, _, err = dry_run("--scale", "smoke", gpus="", root=tmp_path)
         assert rc == 2 and f"{arms}: " * ("two arms" not in says) in err and says in err, err
+        with pytest.raises(SystemExit) as e:  # configs too: a message, not a traceback
+            configs_main(["--root", str(tmp_path)])
+        assert e.value.code == 2 and says in capsys.readouterr().err
 
 
 def test_every_run_has_its_seed_and_its_own_folder():

@@ -8,7 +8,7 @@ import pathlib
 import sys
 
 from . import launch
-from .configs import write_configs
+from .configs import ARMS_FILE, arm_specs, arms, write_configs
 
 PROG = "python -m prefix_titan.sweep"
 
@@ -17,7 +17,9 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
     p = argparse.ArgumentParser(
         prog=prog,
         description="Write every scale's configs (train_configs/, train_configs/pilot/, "
-        "train_configs/smoke/) from prefix_titan/sweep/bases/, one file per arm.",
+        "train_configs/smoke/) from prefix_titan/sweep/bases/, one file per arm: the built-in "
+        "arms, then the [[arm]] tables of sweep_arms.toml in the project folder (--root). A "
+        "generated config that no arm makes any more is removed (--check: listed).",
     )
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     p.add_argument(
@@ -27,11 +29,25 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
     root = pathlib.Path(a.root)
     if not (root / "train_configs").is_dir():
         p.error(f"--root {root} holds no train_configs/ folder: run from the project folder")
-    written, stale = write_configs(root, check=a.check)
-    if stale:
-        print(f"out of date (run {PROG} configs): {', '.join(stale)}")
+    try:
+        written, stale, orphans = write_configs(root, check=a.check)
+    except ValueError as e:
+        p.error(str(e))
+    if stale or (a.check and orphans):
+        if stale:
+            print(f"out of date (run {PROG} configs): {', '.join(stale)}")
+        if orphans:
+            print(f"made by no arm (run {PROG} configs to remove them): {', '.join(orphans)}")
         return 1
-    print("sweep configs are up to date" if a.check else f"wrote {written} configs")
+    if a.check:
+        print("sweep configs are up to date")
+        return 0
+    own = [name for name in arms(root) if name not in {s.arm_name() for s in arm_specs()}]
+    print(
+        f"wrote {written} configs for {len(arms(root))} arms"
+        + (f" ({len(own)} from {ARMS_FILE}: {', '.join(own)})" if own else "")
+        + (f"; removed {len(orphans)} that no arm makes: {', '.join(orphans)}" if orphans else "")
+    )
     return 0
 
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     out = os.path.join(report_folder(a.runs_dir, a.out), "report.md")
-    print(f"written to {out} (and report.json, plots)", file=sys.stderr)
+    print(f"written to {out} (and report.json{', plots' * a.figures})", file=sys.stderr)
 
 
 if __name__ == "__main__":

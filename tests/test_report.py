@@ -294,6 +294,17 @@ def test_a_subset_naming_no_run_is_refused(sweep, subset, message):
     assert not (sweep / "report").exists()
 
 
+def test_a_contrast_kind_without_an_arm_is_noted(tmp_path, capsys):
+    from prefix_titan.report import main
+
+    for name, (objective, score) in list(ARMS.items())[:3]:  # no prefix_norm arm
+        make_run(tmp_path, name, objective, score)
+    main([str(tmp_path), "--no-figures"])
+    out = capsys.readouterr()
+    assert "the plan's contrast names prefix_norm, of which the sweep has no arm" in out.out
+    assert "(and report.json)" in out.err and "plots" not in out.err
+
+
 def test_missing_evaluations_are_listed(tmp_path):
     make_run(tmp_path, "ce", {"name": "ce"}, 0.0, eval_kind="none")
     text = report(str(tmp_path))

@@ -423,6 +423,13 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
             f"contrast ({', '.join(plan.contrast)}): {', '.join(outside)}; a plan (--plan FILE) "
             "whose contrast names it compares them"
         )
+    absent = [k for k in plan.contrast if k not in result.kinds.values()]
+    if absent:
+        result.notes.append(
+            f"the plan's contrast names {', '.join(absent)}, of which the sweep has no arm (a "
+            "kind is an arm's name without its tau part: prefix_tau0.5_gamma0.99 is of kind "
+            "prefix_gamma0.99)"
+        )
     for family in plan.families:
         _decide_family(result, family, contrast, seeds)
         result.notes += unequal_variances(result, family.primary)

@@ -91,8 +91,8 @@ def test_the_untrained_models_validation_is_not_averaged_in(sweep):
     text = report(str(sweep))
     assert table(text, "## Per arm") == before
     assert (
-        "each run's last 3 validation rows after step 1 (the untrained model's): steps 1000, "
-        "2000." in text
+        "the mean of each run's last 3 validation rows, the untrained model's at step 1 left "
+        "out: steps 1000, 2000." in text
     )
 
 
@@ -303,6 +303,8 @@ def test_a_contrast_kind_without_an_arm_is_noted(tmp_path, capsys):
     out = capsys.readouterr()
     assert "the plan's contrast names prefix_norm, of which the sweep has no arm" in out.out
     assert "(and report.json)" in out.err and "plots" not in out.err
+    text = report(str(tmp_path), arms=["label_smoothing"])
+    assert "- character knowledge: the sweep has no arm of the contrast's kinds (prefix, " in text
 
 
 def test_missing_evaluations_are_listed(tmp_path):

@@ -518,10 +518,12 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
         f, complete = _fit_for(result, name, seeds)
         if f is None or baseline not in complete:
             if primary:
-                result.notes.append(
-                    f"{family.name}: {name} is not available for every run of {baseline} and "
-                    f"another arm: nothing compared"
+                why = (
+                    f"the sweep has no arm of the contrast's kinds ({', '.join(plan.contrast)})"
+                    if not contrast
+                    else f"{name} is not available for every run of {baseline} and another arm"
                 )
+                result.notes.append(f"{family.name}: {why}: nothing compared")
             continue
         fields = {"family": family.name, "metric": name, "primary": primary}
         rows = _versus(f, complete, contrast, baseline, **fields)

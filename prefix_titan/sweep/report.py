@@ -494,8 +494,8 @@ def report(
         *plan_text(plan_),
         "",
         f"Evaluated checkpoints averaged (the last {last} of every run): {steps}; validation "
-        f"metrics: each run's last {last} validation rows after step 1 (the untrained model's): "
-        f"{_validation_steps(runs, last)}.",
+        f"metrics: the mean of each run's last {last} validation rows, the untrained model's at "
+        f"step 1 left out: {_validation_steps(runs, last)}.",
         "",
         *(f"**Note.** {c}\n" for c in subset_notes),
         *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled)),
@@ -503,11 +503,11 @@ def report(
         "",
         summary_table(a, _summary_names(a)),
         "",
-        "Mean over seeds [95% t-interval over seeds] (n=1: one seed, no interval). char acc: the "
-        "probes that are not prefix-shaped; prefix-shaped acc: first letter and prefix; blank: the "
-        "same probes with the word replaced by a placeholder; char acc - blank: what reading the "
-        "word adds (an interval around 0: the arm answers those probes without the word). "
-        "report.json holds every metric, also at the final step alone.",
+        "Mean over seeds [95% t-interval over seeds] ('(n=1)' marks a mean of one seed: no "
+        "interval). char acc: the probes that are not prefix-shaped; prefix-shaped acc: first "
+        "letter and prefix; blank: the same probes with the word replaced by a placeholder; char "
+        "acc - blank: what reading the word adds (an interval around 0: the arm answers those "
+        "probes without the word). report.json holds every metric, also at the final step alone.",
         "",
     ]
     if unfinished:

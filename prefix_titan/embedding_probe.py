@@ -25,13 +25,14 @@ from .evaluation.embedding_probe import (
     run_matrices,
     table,
 )
+from .runs.cli import Parser
 from .runs.folder import EVALS, RUN_CONFIG, step_number, write_json
 
 RESULT = "embedding_probe.json"
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.embedding_probe",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -39,6 +39,7 @@ from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS
 from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
 from .export import SPELLED_OUT
+from .runs.cli import Parser
 from .runs.folder import EVAL_RESULTS
 
 
@@ -68,7 +69,7 @@ def quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.eval",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -32,6 +32,8 @@ import argparse
 import difflib
 import os
 
+from .runs.cli import Parser
+
 DTYPE_NAMES = ("bf16", "fp32")
 """The --dtype choices (evaluation/export.py's DTYPES, named here so that --help needs no torch)"""
 SPELLED_OUT = {"bfloat16": "bf16", "float32": "fp32"}
@@ -39,7 +41,7 @@ SPELLED_OUT = {"bfloat16": "bf16", "float32": "fp32"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.export",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

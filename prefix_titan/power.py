@@ -18,6 +18,7 @@ import math
 import sys
 
 from .evaluation.harness import DEFAULT_TASKS
+from .runs.cli import Parser
 from .sweep.analysis import analyse, arm_kind, first_share, load_plan, registered_plan
 from .sweep.configs import SCALES, arms
 from .sweep.power import plan_rows
@@ -62,7 +63,7 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.power",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

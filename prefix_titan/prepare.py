@@ -27,10 +27,11 @@ import time
 
 from .data.hub import exit_if_unreachable
 from .data.prepare import DEFAULT_SHARD_TOKENS, prepare
+from .runs.cli import Parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.prepare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

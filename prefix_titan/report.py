@@ -31,12 +31,13 @@ import argparse
 import os
 import sys
 
+from .runs.cli import Parser
 from .sweep.metrics import METRICS
 from .sweep.report import report, report_folder
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.report",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import replace
 
+from .runs.cli import Parser
 from .sweep import simulate as sim
 from .sweep.analysis import load_plan
 
@@ -78,7 +79,7 @@ def calibrate(sweep: sim.Sweep, effect: tuple, plan, sweeps: int, seed: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.simulate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

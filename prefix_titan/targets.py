@@ -15,6 +15,7 @@ import time
 from .objectives.families import FAMILIES, build_target_table
 from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
+from .runs.cli import Parser
 
 
 def add_target_options(parser: argparse.ArgumentParser, spec_class=ObjectiveSpec) -> list[str]:
@@ -40,7 +41,7 @@ def add_target_options(parser: argparse.ArgumentParser, spec_class=ObjectiveSpec
 def _main(argv: list[str] | None = None) -> None:
     from tokenizers import Tokenizer
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.targets",
         description="Print the training target of one gold token.",
     )

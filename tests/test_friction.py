@@ -193,7 +193,10 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "sweep_pilot")])
     assert e.value.code == 2
-    assert f"'{tmp_path / 'sweep_pilot'}' does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"'{tmp_path / 'sweep_pilot'}' does not exist" in err
+    assert "usage:" not in err  # a refusal is one line, not buried under the usage block
+    assert err.endswith("(`python -m prefix_titan.report --help` lists the options)\n")
     make_run(tmp_path / "sweep", "ce", {"name": "ce"}, 0.0)
     main([str(tmp_path / "sweep")])
     err = capsys.readouterr().err

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 
+from .cli import Parser
 from .folder import checkpoint_steps, step_number, write_atomically
 
 SUMS = "sha256sums-rank{rank}.txt"
@@ -344,10 +345,9 @@ def damage_message(step_dir: str, problems: list[str], what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
     import sys
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m prefix_titan.runs.checkpoints",
         description="check a checkpoint step against its checksums, or seal (accept) a step "
         "saved without them",

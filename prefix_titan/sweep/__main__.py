@@ -3,10 +3,10 @@ the sweep (`python -m prefix_titan.sweep launch --help`)."""
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
+from ..runs.cli import Parser
 from . import launch
 from .configs import ARMS_FILE, arm_specs, arms, write_configs
 
@@ -14,7 +14,7 @@ PROG = "python -m prefix_titan.sweep"
 
 
 def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog,
         description="Write every scale's configs (train_configs/, train_configs/pilot/, "
         "train_configs/smoke/) from prefix_titan/sweep/bases/, one file per arm: the built-in "

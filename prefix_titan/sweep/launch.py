@@ -56,6 +56,7 @@ import sys
 import time
 
 from ..runs.checkpoints import is_complete
+from ..runs.cli import Parser
 from .configs import SCALES, arms, config_path, file_name, load_config
 
 
@@ -340,9 +341,7 @@ def _register_plan(p: argparse.ArgumentParser, a, scale) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.sweep launch") -> int:
-    p = argparse.ArgumentParser(
-        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", default="500M", choices=list(SCALES))
     p.add_argument(
         "--arms",

@@ -350,6 +350,9 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert f"analysis plan: {tmp_path / 'sweep' / 'analysis_plan.toml'}" in err
     assert "the plan's baseline, label_smoothing, is not among the arms launched here" in err
+    assert (
+        "the arms of kind prefix, prefix_norm: none launched here; not in the contrast: ce" in err
+    )
     registered = tmp_path / "sweep" / "analysis_plan.toml"
     assert launch.main(args) == 0 and started == [True, True]  # a resume: the registered plan
     assert f"analysis plan: {registered}" in capsys.readouterr().err

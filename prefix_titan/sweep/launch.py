@@ -292,7 +292,13 @@ def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None
     package's), checked: a plan that differs from the registered one, or whose baseline or
     contrast names no arm of the project, is refused before anything is registered (a
     registered plan cannot change)."""
-    from .analysis import load_plan, plan_arm_problems, registered_plan, registration_conflict
+    from .analysis import (
+        arm_kind,
+        load_plan,
+        plan_arm_problems,
+        registered_plan,
+        registration_conflict,
+    )
 
     sweep = str(a.root / (a.sweep_dir or scale.sweep))
     registered = registered_plan(sweep)
@@ -311,6 +317,14 @@ def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None
                 "launch registers the plan in the sweep folder, and it cannot change after: "
                 "fix it first (--plan FILE)"
             )
+    compared = [arm for arm in a.arms if arm_kind(vars(specs[arm])) in plan.contrast]
+    others = [arm for arm in a.arms if arm not in compared and arm != plan.baseline]
+    print(
+        f"[sweep] the report compares with {plan.baseline} the arms of kind "
+        f"{', '.join(plan.contrast)}: {', '.join(compared) or 'none launched here'}"
+        + (f"; not in the contrast: {', '.join(others)}" if others else ""),
+        file=sys.stderr,
+    )
     if plan.baseline not in a.arms:
         print(
             f"[sweep] note: the plan's baseline, {plan.baseline}, is not among the arms "

@@ -386,6 +386,11 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     assert f"--plan {tmp_path / 'none.toml'}: no such file" in capsys.readouterr().err
 
 
+def test_a_finished_sweep_resumed_starts_no_checking_process(monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a process was started"))
+    assert launch.preflight(ROOT, []) == []
+
+
 def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
     from prefix_titan.sweep.launch import run_queue
 

@@ -143,7 +143,10 @@ def train_args(scale, arm, config, seed, world, extra, sweep_dir):
 def preflight(root, runs: list[tuple[str, list[str]]]) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
     before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
-    import torchtitan): the job config's checks, the data folders, a live writer on its folder."""
+    import torchtitan): the job config's checks, the data folders, a live writer on its folder.
+    No run to start (a finished sweep resumed): nothing to check, no process."""
+    if not runs:
+        return []
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.titan.preflight"],
         input=json.dumps(runs),

@@ -284,6 +284,7 @@ def test_a_missing_run_is_reported_on_the_complete_seeds_a_chosen_subset_is_expl
     "subset, message",
     [
         ({"seeds": [9]}, "--seeds 9: no run has that; the runs have 1, 2, 3"),
+        ({"seeds": [10, 9]}, "--seeds 10 9: no run has these; the runs have 1, 2, 3"),
         ({"arms": ["ce", "cee"]}, "--arms cee: no run has that; the runs have ce, label_smoothing"),
     ],
 )

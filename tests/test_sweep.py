@@ -129,7 +129,10 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
         root=tmp_path,
     )
     assert rc == 0 and len(lines) == 1 and "families-ce_targets.toml" in lines[0], err
-    # an arm dropped from the file: its configs are made by no arm, listed, then removed
+    # an arm dropped from the file: its configs are made by no arm, listed, then removed; a copy
+    # of a generated config under a name of the user's is the user's
+    mine = tmp_path / "train_configs" / "smoke" / "my_tweak.toml"
+    shutil.copy(tmp_path / "train_configs" / "smoke" / "prefix_tau0.5.toml", mine)
     arms.write_text('[[arm]]\nname = "prefix"\ntau = 0.3\nposition_gamma = 0.99\n')
     assert configs_main(["--check", "--root", str(tmp_path)]) == 1
     assert "made by no arm (run python -m prefix_titan.sweep configs to remove them): " in (
@@ -139,6 +142,7 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
     assert "removed 3 that no arm makes" in capsys.readouterr().out
     assert not list(tmp_path.glob("train_configs/**/*families-ce_targets.toml"))
     assert (tmp_path / "train_configs" / "embedded_default.toml").is_file()  # not generated
+    assert mine.is_file()
     arms.write_text("")  # an empty file: no arms of the project's own
     assert configs_main(["--root", str(tmp_path)]) == 0
     for table, says in [
@@ -150,6 +154,8 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
         ('[[arm]]\nname = "prefx"\n', "objective.name must be one of ce, label_smoothing"),
         ('[[arm]]\nname = "no_lab.t:f"\n', "arm 1 (no_lab.t:f): objective.name 'no_lab.t:f': "),
         ('[arm]\nname = "prefix"\n', "[[arm]], not [arm]); it holds arm"),
+        ('[[arm]]\nname = "ce"\nlabel_smoothing = 0.1\n', "sets label_smoothing, which is no "),
+        ("arm = [1]\n", "write one [[arm]] table per arm"),
         ("[[arm]]\ntau = 0.3\n", "arm 1 has no name"),
         ('[[arm]]\nname = "prefix"\ntau = -1.0\n', "arm 1 (prefix): objective.tau must be"),
         ('name = "prefix"\n', "write one [[arm]] table per arm"),
@@ -381,6 +387,16 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
             launch.main(fresh)
         assert says in capsys.readouterr().err
     assert not (tmp_path / "fresh").exists()
+    # a sweep whose runs began before any plan was registered: none is registered now
+    began = tmp_path / "began" / "ce" / "seed1"
+    began.mkdir(parents=True)
+    (began / "run_config.json").write_text("{}")
+    old = [*args[:-1], str(tmp_path / "began"), "--dry-run"]
+    assert launch.main(old) == 0
+    assert "no analysis plan is registered: the runs in" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        launch.main([*old, "--plan", PLAN])
+    assert "registered now would not be pre-registered" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         launch.main([*args, "--plan", str(tmp_path / "none.toml"), "--dry-run"])
     assert f"--plan {tmp_path / 'none.toml'}: no such file" in capsys.readouterr().err

@@ -235,6 +235,11 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
             'question = "Q"\nalpha = 0.05\nbaseline = "ce"\ncheckpoints = 1\ncontrast = []\n'
         )
         load_plan(str(tmp_path / "p2.toml"))
+    (tmp_path / "p3.toml").write_text(
+        plan.read_text().replace('contrast = ["prefix"]', 'contrast = "prefix"')
+    )
+    with pytest.raises(ValueError, match=r"contrast must be a list of arm kinds .* got 'prefix'"):
+        load_plan(str(tmp_path / "p3.toml"))
 
 
 def test_metrics_average_the_last_checkpoints_and_the_steps_are_printed():

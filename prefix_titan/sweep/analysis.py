@@ -94,7 +94,14 @@ def load_plan(path: str | None = None) -> Plan:
             path,
         )
     except KeyError as e:
-        raise ValueError(f"--plan {path} lacks the setting {e.args[0]!r}") from None
+        raise ValueError(f"{path}: the plan lacks the setting {e.args[0]!r}") from None
+    if not isinstance(data["contrast"], list) or not all(
+        isinstance(k, str) for k in data["contrast"]
+    ):
+        raise ValueError(
+            f'{path}: contrast must be a list of arm kinds (contrast = ["prefix", ...]); got '
+            f"{data['contrast']!r}"
+        )
     if not 0 < plan.alpha < 1:
         raise ValueError(f"{path}: alpha must be in (0, 1); got {plan.alpha}")
     if plan.checkpoints < 1:
@@ -175,7 +182,7 @@ def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> st
         if conflict:
             raise ValueError(conflict)
         return path
-    if os.path.isdir(sweep_dir) and any("run_config.json" in f for _, _, f in os.walk(sweep_dir)):
+    if runs_began(sweep_dir):
         return None
     with open(given.source) as f:
         text = f.read()
@@ -185,8 +192,26 @@ def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> st
         f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
         f"it; another plan (report --plan) is an exploratory re-analysis.\n"
     )
-    write_atomically(path, header + text)
+    # Written whole beside it, then linked into place only if no launch registered one in the
+    # meantime (two launches at once: one plan wins, the other is compared with it).
+    draft = f"{path}.{os.getpid()}.draft"
+    write_atomically(draft, header + text)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        conflict = registration_conflict(sweep_dir, given.source)
+        if conflict:
+            raise ValueError(conflict) from None
+    finally:
+        os.remove(draft)
     return path
+
+
+def runs_began(sweep_dir: str) -> bool:
+    """Some run under `sweep_dir` began (it wrote its run_config.json)."""
+    return os.path.isdir(sweep_dir) and any(
+        "run_config.json" in f for _, _, f in os.walk(sweep_dir)
+    )
 
 
 def plan_text(plan: Plan) -> list[str]:

@@ -70,7 +70,11 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
     if not data:  # an empty file: no arms of the project's own
         return []
     tables = data.get("arm")
-    if set(data) != {"arm"} or not isinstance(tables, list):
+    if (
+        set(data) != {"arm"}
+        or not isinstance(tables, list)
+        or not all(isinstance(t, dict) for t in tables)
+    ):
         raise ValueError(
             f"{path}: write one [[arm]] table per arm (name = ..., its settings; [[arm]], not "
             f"[arm]); it holds {', '.join(sorted(data))}"
@@ -89,9 +93,8 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
                 )
             else:
                 close = difflib.get_close_matches(key, ours, n=1)
-                why = f"sets {key}, which is no setting" + (
-                    f" (did you mean {close[0]}?)" * bool(close)
-                )
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                why = f"sets {key}, which is no setting{hint}"
             raise ValueError(f"{path}: arm {i} {why}; an arm sets {', '.join(ours)}")
         if "name" not in table:
             raise ValueError(f"{path}: arm {i} has no name (ce, prefix, …, or module:function)")
@@ -166,6 +169,19 @@ def render(spec: ObjectiveSpec, scale: str = "500M") -> str:
     return header + text.replace("{dump_folder}", f"{sc.sweep}/{file_name(spec.arm_name())}")
 
 
+def _generated_for_its_arm(path: pathlib.Path) -> bool:
+    """The file is a config this command wrote: its generated header, and the name of the arm
+    its [objective] makes (a copy under another name, edited or not, is the user's)."""
+    text = path.read_text()
+    if not text.startswith(GENERATED):
+        return False
+    try:
+        objective = read_toml(str(path), "a generated config").get("objective", {})
+        return path.stem == file_name(ObjectiveSpec.from_record(objective).arm_name())
+    except (TypeError, ValueError):
+        return False
+
+
 def write_configs(root: pathlib.Path, check: bool = False) -> tuple[int, list[str], list[str]]:
     """Write every scale's configs under `root` (check: compare instead); returns (files
     written, files out of date, generated files that no arm makes any more: removed, or with
@@ -176,7 +192,7 @@ def write_configs(root: pathlib.Path, check: bool = False) -> tuple[int, list[st
         made = {config_path(root, scale, name) for name in named}
         folder = pathlib.Path(root) / SCALES[scale].out
         for path in sorted(folder.glob("*.toml")) if folder.is_dir() else []:
-            if path not in made and path.read_text().startswith(GENERATED):
+            if path not in made and _generated_for_its_arm(path):
                 orphans.append(str(path.relative_to(root)))
                 if not check:
                     path.unlink()

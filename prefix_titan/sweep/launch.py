@@ -301,6 +301,7 @@ def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None
         plan_arm_problems,
         registered_plan,
         registration_conflict,
+        runs_began,
     )
 
     sweep = str(a.root / (a.sweep_dir or scale.sweep))
@@ -312,7 +313,14 @@ def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None
         p.error(str(e))
     if conflict:
         p.error(conflict)
-    if registered is None:
+    began = registered is None and runs_began(sweep)
+    if began and a.plan:
+        p.error(
+            f"{sweep} holds runs begun before any analysis plan was registered: --plan {a.plan} "
+            "registered now would not be pre-registered; launch without --plan (its report "
+            "applies the package's plan), or into a new sweep folder (--sweep-dir)"
+        )
+    if registered is None and not began:
         problems = plan_arm_problems(plan, {name: vars(s) for name, s in specs.items()})
         if problems:
             p.error(
@@ -553,14 +561,20 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
     if a.dry_run:
         sys.stdout.flush()
+        from .analysis import runs_began
+
         target = a.root / (a.sweep_dir or scale.sweep) / "analysis_plan.toml"
         shown_plan = f"the analysis plan {a.plan}" if a.plan else "the package's analysis plan"
-        print(
-            f"[sweep] the analysis plan the sweep registered: {target}"
-            if target.is_file()
-            else f"[sweep] a launch registers {shown_plan} in {target} before its first run",
-            file=sys.stderr,
-        )
+        if target.is_file():
+            said = f"the analysis plan the sweep registered: {target}"
+        elif runs_began(str(target.parent)):
+            said = (
+                f"no analysis plan is registered: the runs in {target.parent} began before one "
+                "was; the report applies the package's plan"
+            )
+        else:
+            said = f"a launch registers {shown_plan} in {target} before its first run"
+        print(f"[sweep] {said}", file=sys.stderr)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
         return _refused(a, runs, extra, world)
     if failed:

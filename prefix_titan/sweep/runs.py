@@ -23,6 +23,7 @@ from ..runs.folder import (
     read_log,
     step_number,
 )
+from .configs import file_name
 
 # Settings that may differ between arms: the objective itself and where the run writes (how the
 # loss is computed, ObjectiveSpec.execution_fields, excepted: the arms share it) ...
@@ -107,7 +108,8 @@ def load_run(folder: str) -> dict:
             step = _evaluated_step(folder, d, config)
             e = entry(step)
             for task, metrics in data["results"].items():
-                if task in e["files"] and _text(e["results"][task]) != _text(metrics):
+                twice = task in e["files"] and _text(e["results"][task]) != _text(metrics)
+                if twice and step >= 0:  # (a step not found is never read)
                     raise ValueError(
                         f"run folder {folder} holds two evaluations of {task} at step {step} "
                         f"that differ: {e['files'][task]} and {path}; the report reads one per "
@@ -184,14 +186,21 @@ def select_runs(
 ) -> tuple[list[dict], list[dict]]:
     """(kept, left out): the runs of the given seeds and arms (None: every one). Refuses a seed
     or an arm that no run has, naming those the runs have."""
+    if arms:  # an import path's arm by its file-name form (`:` written `-`)
+        by_file = {file_name(r["name"]): r["name"] for r in runs}
+        arms = [by_file.get(arm, arm) for arm in arms]
     for flag, wanted, key in (("--seeds", seeds, "seed"), ("--arms", arms, "name")):
         found = list(dict.fromkeys(r[key] for r in runs))
         unknown = [w for w in wanted or [] if w not in found]
         if unknown:
+
+            def order(v):  # seeds as numbers, names as text
+                return (not isinstance(v, int), v if isinstance(v, int) else 0, str(v))
+
             raise ValueError(
                 f"{flag} {' '.join(map(str, unknown))}: no run has "
                 f"{'that' if len(unknown) == 1 else 'these'}; the runs have "
-                f"{', '.join(map(str, sorted(found, key=str)))}"
+                f"{', '.join(map(str, sorted(found, key=order)))}"
             )
     kept = [
         r

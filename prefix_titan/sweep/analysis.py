@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
-from ..runs.folder import read_toml, write_atomically
+from ..runs.folder import RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
 
@@ -209,9 +209,7 @@ def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> st
 
 def runs_began(sweep_dir: str) -> bool:
     """Some run under `sweep_dir` began (it wrote its run_config.json)."""
-    return os.path.isdir(sweep_dir) and any(
-        "run_config.json" in f for _, _, f in os.walk(sweep_dir)
-    )
+    return os.path.isdir(sweep_dir) and any(RUN_CONFIG in f for _, _, f in os.walk(sweep_dir))
 
 
 def plan_text(plan: Plan) -> list[str]:

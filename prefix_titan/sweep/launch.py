@@ -290,12 +290,13 @@ def _refused(a, runs, extra, world: int) -> int:
     return 0
 
 
-def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None:
-    """The plan this launch registers (or the one its sweep registered already; None: the
-    package's), checked: a plan that differs from the registered one, or whose baseline or
-    contrast names no arm of the project, is refused before anything is registered (a
-    registered plan cannot change)."""
+def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None, str]:
+    """(the plan this launch registers, or the one its sweep registered already, None: the
+    package's; what a launch does with it, in a line), checked: a plan that differs from the
+    registered one, or whose baseline or contrast names no arm of the project, is refused
+    before anything is registered (a registered plan cannot change)."""
     from .analysis import (
+        REGISTERED,
         arm_kind,
         load_plan,
         plan_arm_problems,
@@ -304,7 +305,7 @@ def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None
         runs_began,
     )
 
-    sweep = str(a.root / (a.sweep_dir or scale.sweep))
+    sweep = str(a.sweep_folder)
     registered = registered_plan(sweep)
     try:
         plan = load_plan(a.plan or registered)
@@ -343,14 +344,26 @@ def _check_plan(p: argparse.ArgumentParser, a, scale, specs: dict) -> str | None
             "folder",
             file=sys.stderr,
         )
-    return a.plan or registered
+    if registered:
+        said = f"the analysis plan the sweep registered: {registered}"
+    elif began:
+        said = (
+            f"no analysis plan is registered: the runs in {sweep} began before one was; the "
+            "report applies the package's plan"
+        )
+    else:
+        shown = f"the analysis plan {a.plan}" if a.plan else "the package's analysis plan"
+        said = (
+            f"a launch registers {shown} in {os.path.join(sweep, REGISTERED)} before its first run"
+        )
+    return a.plan or registered, said
 
 
-def _register_plan(p: argparse.ArgumentParser, a, scale) -> None:
+def _register_plan(p: argparse.ArgumentParser, a) -> None:
     """Register the analysis plan in the sweep folder before the first run (analysis.py)."""
     from .analysis import register_plan
 
-    sweep = a.root / (a.sweep_dir or scale.sweep)
+    sweep = a.sweep_folder
     try:
         path = register_plan(str(sweep), a.plan, time.strftime(" on %Y-%m-%d %H:%M:%S %Z"))
     except ValueError as e:
@@ -442,7 +455,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             "as an [[arm]] of sweep_arms.toml in the project folder)"
         )
     a.arms = a.arms or known
-    a.plan = _check_plan(p, a, scale, specs)
+    a.sweep_folder = a.root / (a.sweep_dir or scale.sweep)
+    a.plan, plan_line = _check_plan(p, a, specs)
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:
         p.error(
@@ -495,7 +509,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
             return refused
         if not a.dry_run:
-            _register_plan(p, a, scale)
+            _register_plan(p, a)
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
             if a.dry_run:
@@ -538,7 +552,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
             return refused
         if not a.dry_run:
-            _register_plan(p, a, scale)
+            _register_plan(p, a)
         groups = slots(gpus, k)
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
@@ -561,20 +575,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
     if a.dry_run:
         sys.stdout.flush()
-        from .analysis import runs_began
-
-        target = a.root / (a.sweep_dir or scale.sweep) / "analysis_plan.toml"
-        shown_plan = f"the analysis plan {a.plan}" if a.plan else "the package's analysis plan"
-        if target.is_file():
-            said = f"the analysis plan the sweep registered: {target}"
-        elif runs_began(str(target.parent)):
-            said = (
-                f"no analysis plan is registered: the runs in {target.parent} began before one "
-                "was; the report applies the package's plan"
-            )
-        else:
-            said = f"a launch registers {shown_plan} in {target} before its first run"
-        print(f"[sweep] {said}", file=sys.stderr)
+        print(f"[sweep] {plan_line}", file=sys.stderr)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
         return _refused(a, runs, extra, world)
     if failed:

@@ -19,6 +19,7 @@ from .analysis import (
     detectable_here,
     first_share,
     load_plan,
+    plan_differences,
     plan_text,
     registered_plan,
 )
@@ -378,8 +379,7 @@ def plan_deviations(plan_, checkpoints: int | None, registered: str | None = Non
     """How an analysis departs from the pre-registered plan (the one the sweep registered at
     launch, else the package's analysis_plan.toml): another plan, or another number of
     checkpoints averaged."""
-    shipped, given = asdict(load_plan(registered)), asdict(plan_)
-    differ = [k for k in shipped if k != "source" and shipped[k] != given.get(k)]
+    differ = plan_differences(load_plan(registered), plan_)
     out = []
     if differ:
         which = "the one the sweep registered" if registered else "the package's"

@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> None:
         help="the analysis plan (default: the one the --from sweep registered, else the package's)",
     )
     p.add_argument("--effect", type=_effect, action="append", default=[], metavar="METRIC=VALUE")
+    p.add_argument(
+        "--root",
+        default=".",
+        help="the project folder whose sweep_arms.toml adds arms (default: here)",
+    )
     a = p.parse_args(argv)
     if a.seeds < 2:
         p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     try:
-        sweep = arms(".")  # the built-in arms and the project's own (sweep_arms.toml, here)
+        sweep = arms(a.root)  # the built-in arms and the project's own (its sweep_arms.toml)
     except ValueError as e:
         p.error(str(e))
     compared = sum(1 for s in sweep.values() if arm_kind(vars(s)) in plan.contrast)

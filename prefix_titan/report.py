@@ -73,6 +73,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{m.name}: {m.description} ({better} is better)")
         return
     if a.runs_dir is None:
+        if a.arms and os.path.isdir(a.arms[-1]):
+            # `--arms A B RUNS_DIR`: the list took the folder too
+            p.error(
+                f"give RUNS_DIR before --arms (or end the list with --): {a.arms[-1]!r} was read "
+                f"as an arm: `report {a.arms[-1]} --arms {' '.join(a.arms[:-1])}`"
+            )
         p.error("give RUNS_DIR (or --metrics)")
     if a.checkpoints is not None and a.checkpoints < 1:
         p.error(f"--checkpoints must be >= 1; got {a.checkpoints}")

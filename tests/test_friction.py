@@ -208,6 +208,13 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
     assert "--seeds 7: no run has that; the runs have 1234" in capsys.readouterr().err
     main([str(tmp_path / "sweep"), "--seeds", "1234", "--arms", "ce"])
     assert "# Sweep report: 1 arm × 1 seed (1234)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # the folder after the arms is read as an arm
+        main(["--arms", "ce", str(tmp_path / "sweep")])
+    assert f"give RUNS_DIR before --arms (or end the list with --): '{tmp_path / 'sweep'}'" in (
+        capsys.readouterr().err
+    )
+    main(["--arms", "ce", "--", str(tmp_path / "sweep")])
+    assert "# Sweep report: 1 arm × 1 seed (1234)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

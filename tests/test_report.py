@@ -140,6 +140,22 @@ def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     assert "a plan other than the one the sweep registered (it differs in alpha)" in answer
     saved = json.loads((new / "report" / "report.json").read_text())
     assert saved["registered_plan"] == path and saved["deviations"]
+    # the registered plan is read-only, and its settings edited after registration are seen
+    registered = new / "analysis_plan.toml"
+    assert not registered.stat().st_mode & 0o222
+    registered.chmod(0o644)
+    text = registered.read_text()
+    registered.write_text(text + "# a comment changes no setting\n")
+    assert "**Answer.** (An exploratory" not in report(str(new))
+    registered.write_text(text.replace("alpha = 0.1", "alpha = 0.2"))
+    answer = report(str(new)).splitlines()[2]
+    assert answer.startswith("**Answer.** (An exploratory re-analysis, not the pre-registered")
+    assert f"{registered} was edited after the sweep registered it (its settings no longer" in (
+        answer
+    )
+    # a plan registered before digests were written cannot be checked, and is not flagged
+    registered.write_text("\n".join(text.splitlines()[:1] + text.splitlines()[2:]))
+    assert "**Answer.** (An exploratory" not in report(str(new))
 
 
 def test_a_real_difference_is_claimed_and_an_equal_arm_is_not(sweep):

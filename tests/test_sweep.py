@@ -370,7 +370,13 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         assert f"{registered}: the sweep registered another analysis plan before its runs" in err
         assert f"(it differs from {PLAN} in alpha)" in err and "resume without --plan" in err
     assert launch.main([*args, "--dry-run"]) == 0
-    assert f"the analysis plan the sweep registered: {registered}" in capsys.readouterr().err
+    assert f"the analysis plan the sweep registered: {registered}\n" in capsys.readouterr().err
+    registered.chmod(0o644)  # a setting edited after registration: said, the runs go on
+    registered.write_text(registered.read_text().replace("alpha = 0.1", "alpha = 0.2"))
+    assert launch.main([*args, "--dry-run"]) == 0
+    assert f"registered: {registered} (edited since its registration: its settings no" in (
+        capsys.readouterr().err
+    )
     fresh = [*args[:-1], str(tmp_path / "fresh"), "--plan", str(plan), "--dry-run"]
     assert launch.main(fresh) == 0
     assert f"registers the analysis plan {plan} in {tmp_path / 'fresh'}" in capsys.readouterr().err

@@ -504,6 +504,24 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
     assert "detectable at 4 seeds" in out
 
 
+def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, capsys):
+    from prefix_titan.power import main
+
+    main(["--root", str(tmp_path)])
+    built_in = capsys.readouterr().out
+    assert "scale pilot, 14 arms (12 compared with label_smoothing), 3 seeds" in built_in
+    (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefix"\ntau = 0.3\n')
+    main(["--root", str(tmp_path)])
+    assert (
+        "scale pilot, 15 arms (13 compared with label_smoothing), 3 seeds"
+        in capsys.readouterr().out
+    )
+    (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefx"\n')
+    with pytest.raises(SystemExit):
+        main(["--root", str(tmp_path)])
+    assert "objective.name must be one of ce, label_smoothing" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

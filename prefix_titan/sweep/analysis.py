@@ -22,6 +22,8 @@ refused, naming them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
@@ -128,6 +130,26 @@ def registered_plan(runs_dir: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
+DIGEST = "# sha256 of the plan's settings: "
+"""The registered plan's second line: the digest of its settings as registered"""
+
+
+def _digest(plan: Plan) -> str:
+    settings = {k: v for k, v in asdict(plan).items() if k != "source"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def registered_plan_changed(path: str) -> bool:
+    """The registered plan at `path` is not the plan its launch registered: a setting was edited
+    after (they no longer match the digest on its second line; comments may change). A plan
+    registered before digests were written cannot be checked: False."""
+    with open(path, encoding="utf-8") as f:
+        header, digest = f.readline(), f.readline()
+    if not header.startswith("#") or not digest.startswith(DIGEST):
+        return False
+    return _digest(load_plan(path)) != digest[len(DIGEST) :].strip()
+
+
 def plan_differences(a: Plan, b: Plan) -> list[str]:
     """The settings in which two plans differ (their files aside)."""
     x, y = asdict(a), asdict(b)
@@ -191,11 +213,13 @@ def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> st
         f"# The analysis plan registered by `python -m prefix_titan.sweep launch`{when} from "
         f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
         f"it; another plan (report --plan) is an exploratory re-analysis.\n"
+        f"{DIGEST}{_digest(given)}\n"
     )
     # Written whole beside it, then linked into place only if no launch registered one in the
     # meantime (two launches at once: one plan wins, the other is compared with it).
     draft = f"{path}.{os.getpid()}.draft"
     write_atomically(draft, header + text)
+    os.chmod(draft, 0o444)  # read-only: the registered text is not edited by mistake
     try:
         os.link(draft, path)
     except FileExistsError:

@@ -301,6 +301,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         load_plan,
         plan_arm_problems,
         registered_plan,
+        registered_plan_changed,
         registration_conflict,
         runs_began,
     )
@@ -346,6 +347,11 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         )
     if registered:
         said = f"the analysis plan the sweep registered: {registered}"
+        if registered_plan_changed(registered):
+            said += (
+                " (edited since its registration: its settings no longer match the digest on "
+                "its second line, so the report labels its analysis exploratory)"
+            )
     elif began:
         said = (
             f"no analysis plan is registered: the runs in {sweep} began before one was; the "

@@ -22,6 +22,7 @@ from .analysis import (
     plan_differences,
     plan_text,
     registered_plan,
+    registered_plan_changed,
 )
 from .metrics import metric, validation_steps
 from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
@@ -378,9 +379,14 @@ def report_json(
 def plan_deviations(plan_, checkpoints: int | None, registered: str | None = None) -> list[str]:
     """How an analysis departs from the pre-registered plan (the one the sweep registered at
     launch, else the package's analysis_plan.toml): another plan, or another number of
-    checkpoints averaged."""
+    checkpoints averaged, or a registered plan edited after its registration."""
     differ = plan_differences(load_plan(registered), plan_)
     out = []
+    if registered and registered_plan_changed(registered):
+        out.append(
+            f"{registered} was edited after the sweep registered it (its settings no longer match "
+            "the digest on its second line), so it is not the plan registered before the runs"
+        )
     if differ:
         which = "the one the sweep registered" if registered else "the package's"
         out.append(f"a plan other than {which} (it differs in {', '.join(differ)})")

@@ -16,6 +16,7 @@ model of the simulation: prefix_titan/sweep/simulate.py.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -39,10 +40,12 @@ def _effect(text: str) -> tuple[str, str, float]:
         ) from None
 
 
-def calibrate(sweep: sim.Sweep, effect: tuple, plan, sweeps: int, seed: int) -> str:
+def calibrate(
+    sweep: sim.Sweep, effect: tuple, plan, sweeps: int, seed: int, workers: int = 1
+) -> str:
     lines = []
     start = time.time()
-    null = sim.claims(sweep, plan, sweeps, seed)
+    null = sim.claims(sweep, plan, sweeps, seed, workers)
     lines.append(
         f"Global null, {sweeps} sweeps of {len(sweep.arms)} arms x {len(sweep.seeds)} seeds:"
     )
@@ -50,7 +53,7 @@ def calibrate(sweep: sim.Sweep, effect: tuple, plan, sweeps: int, seed: int) -> 
         lines.append(f"  {family}: sweeps with a false claim {sim.rate(hits, sweeps)}")
     aa = sum(any(c.aa_check for c in cs) for cs in null)
     lines.append(f"  A/A checks (CE-equivalent arms against ce): {sim.rate(aa, sweeps)}")
-    planted = sim.claims(replace(sweep, effects=(effect,)), plan, sweeps, seed + 1)
+    planted = sim.claims(replace(sweep, effects=(effect,)), plan, sweeps, seed + 1, workers)
     arm, what, value = effect
     primary = {"char": "char composite", "downstream": "downstream bits/byte"}.get(what)
     for family in plan.families:
@@ -96,6 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="the simulation's random seed")
     p.add_argument("--plan", default=None, help="the analysis plan (default: the package's)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes for --calibrate (default: the CPUs, at most 8); the rates do not depend "
+        "on it",
+    )
     a = p.parse_args(argv)
     if a.out is None and a.calibrate is None:
         p.error("give --out DIR or --calibrate N")
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             "--construction-cost makes the validation CE family differ by design: not with "
             "--calibrate, which measures false claims under a global null"
         )
+    if a.workers < 1:
+        p.error(f"--workers must be >= 1; got {a.workers}")
     if a.items is not None and a.items < 2:
         p.error(f"--items must be >= 2; got {a.items}")
     try:
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.calibrate:
             sweep = sim.Sweep(seeds=tuple(a.seeds), items=a.items)
             for effect in a.effect or [DEFAULT_EFFECT]:
-                print(calibrate(sweep, effect, plan, a.calibrate, a.seed))
+                print(calibrate(sweep, effect, plan, a.calibrate, a.seed, a.workers))
     except ValueError as e:
         p.error(str(e))
 

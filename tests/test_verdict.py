@@ -6,6 +6,7 @@ tests use fewer items than the real tasks where the rate they check does not dep
 
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -32,6 +33,9 @@ ALPHA = PLAN.alpha
 TASKS = (*DEFAULT_TASKS, *SECONDARY_TASKS, *PROBE_TASKS)
 """The tasks the plan's families read (the blank twins are not in the plan)"""
 SMALL = sim.Sweep(items=100, tasks=TASKS)
+WORKERS = min(4, os.cpu_count() or 1)
+"""Processes for the many-sweep simulations (each sweep's draws are its own: any count gives
+the same claims)"""
 
 
 # -- the model's arithmetic ------------------------------------------------------------------------
@@ -564,6 +568,7 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
         (["--out", str(tmp_path), "--effect", "prefix_tau0.5:chars=0.1"], "not a simulated task"),
         (["--out", str(tmp_path), "--effect", "prefix_tau0.5"], "give ARM:WHAT=VALUE"),
         (["--calibrate", "5", "--construction-cost"], "differ by design"),
+        (["--calibrate", "5", "--workers", "0"], "--workers must be >= 1; got 0"),
         ([], "give --out DIR or --calibrate N"),
     ):
         with pytest.raises(SystemExit):
@@ -579,7 +584,8 @@ def test_under_the_null_the_familywise_false_claim_rate_is_at_most_alpha(seed):
     """600 simulated 14-arm x 3-seed sweeps in which no arm differs: the share with at least one
     claim in a family (primary or exploratory) is at most alpha in each family."""
     sweeps = 600
-    found = sim.claims(SMALL, PLAN, sweeps, seed)
+    found = sim.claims(SMALL, PLAN, sweeps, seed, workers=WORKERS)
+    assert repr(found[:6]) == repr(sim.claims(SMALL, PLAN, 6, seed))  # one process: the same
     rates = sim.familywise(found, PLAN)
     for family, hits in rates.items():
         print(f"null, {family}: sweeps with a false claim {sim.rate(hits, sweeps)}")
@@ -605,7 +611,7 @@ def test_a_planted_character_effect_is_found_and_never_called_worse(seed):
     (prefix-shaped probes, prefix mass) are falsely claimed in at most alpha of the sweeps."""
     sweeps, arm = 200, "prefix_tau0.5"
     sweep = sim.Sweep(tasks=tuple(PROBE_TASKS), effects=((arm, "char", 0.05),))
-    found = sim.claims(sweep, PLAN, sweeps, seed)
+    found = sim.claims(sweep, PLAN, sweeps, seed, workers=WORKERS)
     moved = sim.moved_metrics("char")
 
     def count(rule):
@@ -636,7 +642,7 @@ def test_the_ce_equivalent_arms_are_not_claimed_different_from_ce(seed):
         construction_cost=True,
         effects=(("prefix_norm_tau0.5", "char", 0.1), ("prefix_tau2.0", "downstream", -0.05)),
     )
-    found = sim.claims(sweep, PLAN, sweeps, seed)
+    found = sim.claims(sweep, PLAN, sweeps, seed, workers=WORKERS)
     equivalent = ["prefix_tau0.05", "prefix_tau0.1", "prefix_tau0.2"]
     for arm in equivalent:
         hits = sum(any(c.aa_check and c.arm == arm for c in cs) for cs in found)

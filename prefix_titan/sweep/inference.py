@@ -140,6 +140,10 @@ def graph_adjusted(
                 out[int(i)] = 1.0
             break
         running = max(running, min(1.0, float(ratio[j])))
+        if running == 1.0:  # the adjusted p-values never fall: every one left is 1 too
+            for i in np.flatnonzero(left):
+                out[int(i)] = 1.0
+            break
         out[j] = running
         left[j] = False
         w = np.where(left, w + w[j] * g[j], 0.0)

@@ -368,12 +368,29 @@ def moved_metrics(what: str) -> set[str]:
     return out
 
 
-def claims(sweep: Sweep, plan, sweeps: int, seed: int = 0) -> list[list]:
-    """The report's claims (analysis.analyse, the A/A checks' included) on `sweeps` simulated
-    sweeps: one list of Comparison per sweep."""
+def _claims_of(sweep: Sweep, plan, seed: int, i: int) -> list:
     from .analysis import analyse
 
-    return [analyse(group(simulate(sweep, seed=(seed, i))), plan).claims for i in range(sweeps)]
+    return analyse(group(simulate(sweep, seed=(seed, i))), plan).claims
+
+
+def claims(sweep: Sweep, plan, sweeps: int, seed: int = 0, workers: int = 1) -> list[list]:
+    """The report's claims (analysis.analyse, the A/A checks' included) on `sweeps` simulated
+    sweeps: one list of Comparison per sweep. Sweep i draws from (seed, i) alone, so `workers`
+    processes (started afresh, not forked) give the same lists as one."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1; got {workers}")
+    if workers == 1 or sweeps < 2 * workers:
+        return [_claims_of(sweep, plan, seed, i) for i in range(sweeps)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        chunk = max(1, sweeps // (4 * workers))
+        return list(
+            pool.map(partial(_claims_of, sweep, plan, seed), range(sweeps), chunksize=chunk)
+        )
 
 
 def rate(hits: int, n: int) -> str:

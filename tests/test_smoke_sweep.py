@@ -32,6 +32,8 @@ def launch(tmp_path, sweep, plan):
         str(sweep),
         "--plan",
         str(plan),
+        "--cpu-runs",
+        "2",  # two runs at once, one core each
         "--",
         "--model.hf_assets_path",
         str(tmp_path / "tokenizer"),

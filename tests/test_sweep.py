@@ -433,6 +433,51 @@ def test_the_queue_keeps_going_after_a_failure_and_reports_it(tmp_path, capsys):
     ]
 
 
+def test_cpu_runs_go_side_by_side_each_on_its_share_of_the_cores(tmp_path, monkeypatch):
+    """--cpu-runs 2: two CPU slots. Each job here waits for the other's file, so one slot would
+    never finish; each gets OMP_NUM_THREADS = cores / 2 unless the user set it."""
+    from prefix_titan.sweep.launch import run_queue, slots
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+
+    def job(me, other):
+        script = (
+            "import os, pathlib, sys, time\n"
+            f"pathlib.Path({str(tmp_path / me)!r}).touch()\n"
+            "end = time.time() + 60\n"
+            f"while not os.path.exists({str(tmp_path / other)!r}) and time.time() < end:\n"
+            "    time.sleep(0.05)\n"
+            "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('CUDA_VISIBLE_DEVICES'))\n"
+            f"sys.exit(0 if os.path.exists({str(tmp_path / other)!r}) else 1)\n"
+        )
+        return (me, tmp_path / "logs" / me, [sys.executable, "-c", script])
+
+    assert slots([], 1, 2) == [[], []] and slots([], 1) == [[]]
+    assert run_queue([job("a", "b"), job("b", "a")], slots([], 1, 2)) == []
+    assert (tmp_path / "logs" / "a").read_text().split()[0] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert run_queue([job("c", "d"), job("d", "c")], slots([], 1, 2)) == []
+    assert (tmp_path / "logs" / "c").read_text().split()[0] == "1"
+
+
+@pytest.mark.parametrize(
+    "args, gpus, says",
+    [
+        (["--cpu-runs", "0"], "", "--cpu-runs must be >= 1; got 0"),
+        (
+            ["--scale", "pilot", "--cpu-runs", "2"],
+            "0,1",
+            "--cpu-runs 2 places runs on the CPU, but 2 GPUs are planned",
+        ),
+        (["--scale", "500M", "--cpu-runs", "2"], "", "runs side by side on a CPU are for --scale"),
+    ],
+)
+def test_cpu_runs_is_for_runs_on_a_cpu(args, gpus, says):
+    rc, _, err = dry_run("--arms", "ce", *args, gpus=gpus)
+    assert rc == 2 and says in err, err
+
+
 def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
     from prefix_titan.sweep.configs import Scale
 

@@ -21,7 +21,8 @@ Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke:
   scripts/sweep.sbatch does). The run's log is printed.
 - K: independent runs side by side on this node, each on K of the visible GPUs
   (CUDA_VISIBLE_DEVICES, or all that nvidia-smi lists), queueing the rest; each run's log goes to
-  `<run>/launch.log`. Without GPUs (the smoke scale on a CPU) the runs go one after another.
+  `<run>/launch.log`. Without GPUs (the smoke scale on a CPU) the runs go one after another, or
+  --cpu-runs N at once (each with OMP_NUM_THREADS = the cores / N, unless it is set).
 In both, the local batch is lowered where the GPUs of a run times the config's local batch do not
 divide the global batch (which torchtitan needs), so every run of a scale trains on the same
 tokens per step; a GPU count that cannot divide it is refused before anything starts.
@@ -223,10 +224,10 @@ def planned_gpus(visible: list[str], wanted: int | None, scale: str) -> tuple[li
     return gpus, f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({why})"
 
 
-def slots(gpus: list[str], per_run: int) -> list[list[str]]:
-    """Disjoint groups of `per_run` GPUs ([[]]: one CPU slot)."""
+def slots(gpus: list[str], per_run: int, cpu_runs: int = 1) -> list[list[str]]:
+    """Disjoint groups of `per_run` GPUs (without GPUs, `cpu_runs` CPU slots: [[], ...])."""
     if not gpus:
-        return [[]]
+        return [[] for _ in range(cpu_runs)]
     return [gpus[i : i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
 
 
@@ -246,6 +247,8 @@ def run_queue(
             env = dict(os.environ)
             if groups[slot]:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot])
+            elif len(groups) > 1 and "OMP_NUM_THREADS" not in env:  # CPU runs side by side
+                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(groups)))
             with open(log, "ab") as f:
                 proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
             where = f"GPU {','.join(groups[slot])}" if groups[slot] else "CPU"
@@ -426,6 +429,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     )
     p.add_argument("--stop-on-failure", action="store_true", help="start no run after a failure")
     p.add_argument(
+        "--cpu-runs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="without GPUs: N runs at once, each with OMP_NUM_THREADS = the cores / N unless set "
+        "(default: 1)",
+    )
+    p.add_argument(
         "--plan",
         default=None,
         help="the analysis plan to register with the sweep before its runs (default: the "
@@ -491,12 +502,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         )
     if a.gpus is not None and a.gpus < 0:
         p.error(f"--gpus must be >= 0; got {a.gpus}")
+    if a.cpu_runs < 1:
+        p.error(f"--cpu-runs must be >= 1; got {a.cpu_runs}")
     if a.nproc_per_node is not None and a.nproc_per_node < 1:
         p.error(f"--nproc-per-node must be >= 1; got {a.nproc_per_node}")
     # Baselines first, then the arms in generator order; each arm over all its seeds.
     runs = [(arm, seed) for arm in a.arms for seed in seeds]
 
     if per_run == "node":
+        if a.cpu_runs > 1:
+            p.error(
+                f"--cpu-runs {a.cpu_runs}: the {a.scale} scale runs over every GPU of the node "
+                "(--gpus-per-run node); runs side by side on a CPU are for --scale smoke"
+            )
         if a.gpus == 0:
             p.error(
                 f"--gpus 0: the {a.scale} scale runs over every GPU of the node; plan for some "
@@ -559,7 +577,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             return refused
         if not a.dry_run:
             _register_plan(p, a)
-        groups = slots(gpus, k)
+        if gpus and a.cpu_runs > 1:
+            p.error(
+                f"--cpu-runs {a.cpu_runs} places runs on the CPU, but {len(gpus)} GPUs are "
+                f"{'planned' if a.dry_run else 'visible'}: leave it out, or hide the GPUs "
+                "(CUDA_VISIBLE_DEVICES=)"
+            )
+        groups = slots(gpus, k, a.cpu_runs)
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
         jobs = []

@@ -213,6 +213,18 @@ def train(tmp, *overrides, nproc=1, name="run", check=True):
     return log, losses
 
 
+def train_all(tmp, runs: dict, nproc=1) -> dict:
+    """{name: train(tmp, *overrides, name=name, nproc=nproc)} for independent runs {name:
+    overrides}, as many at once as the cores hold (each run's ranks take one core each)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedded_tokenizer_at(tmp / "tokenizer")  # once, before the runs share it
+    workers = max(1, min(len(runs), (os.cpu_count() or 1) // nproc))
+    with ThreadPoolExecutor(workers) as pool:
+        done = {n: pool.submit(train, tmp, *o, nproc=nproc, name=n) for n, o in runs.items()}
+        return {n: f.result() for n, f in done.items()}
+
+
 # -- fake run folders, as training and evaluation write them ------------------------------------
 
 TASKS = ("hellaswag", "piqa", "winogrande_debiased", "arc_easy", "arc_challenge", "sciq")

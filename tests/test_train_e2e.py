@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import CE, ROOT, VAL, embedded_tokenizer_at, train
+from helpers import CE, ROOT, VAL, embedded_tokenizer_at, train, train_all
 
 pytestmark = pytest.mark.slow  # end-to-end trainings
 
@@ -95,8 +95,11 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data):
         "0.2",
         *(prepare_shards(tmp_path) if data == "token_shards" else ()),
     )
-    _, full = train(tmp_path, *common, "--training.steps", "8", name="full")
-    _, first = train(tmp_path, *common, "--training.steps", "4", name="stopped")
+    runs = {
+        "full": (*common, "--training.steps", "8"),
+        "stopped": (*common, "--training.steps", "4"),
+    }
+    (_, full), (_, first) = train_all(tmp_path, runs).values()
     log, resumed = train(tmp_path, *common, "--training.steps", "8", name="stopped")
     assert "Training starts at step 5" in log
     assert sorted(resumed) == [5, 6, 7, 8]
@@ -166,20 +169,22 @@ def test_compiled_loss_and_compiled_fused_head_train_like_eager(tmp_path):
         "--training.steps",
         "3",
     )
-    _, eager = train(tmp_path, *common, name="eager")
-    log, compiled = train(
-        tmp_path, *common, "--compile.enable", "--compile.components", "loss", name="compiled"
-    )
-    assert "row passes compiled with torch.compile" in log
-    log_f, fused = train(
+    runs = train_all(
         tmp_path,
-        *common,
-        "--objective.fused_loss",
-        "--compile.enable",
-        "--compile.components",
-        "model,loss",
-        name="compiled_fused",
+        {
+            "eager": common,
+            "compiled": (*common, "--compile.enable", "--compile.components", "loss"),
+            "compiled_fused": (
+                *common,
+                "--objective.fused_loss",
+                "--compile.enable",
+                "--compile.components",
+                "model,loss",
+            ),
+        },
     )
+    (_, eager), (log, compiled), (log_f, fused) = runs.values()
+    assert "row passes compiled with torch.compile" in log
     assert "Fused loss: the model's head computes the loss in chunks of 128 tokens (the " in log_f
     assert "row passes compiled with torch.compile" in log_f
     assert "Compiling each TransformerBlock with torch.compile" in log_f
@@ -242,15 +247,21 @@ def test_plain_ce_and_validation_ignore_the_objective_and_position_weighting(tmp
         "--validation.steps",
         "2",
     )
-    log_plain, plain = train(tmp_path, *common, name="plain")
     gamma = ("--objective.position_gamma", "0.9")
-    log_u, unfused = train(tmp_path, *common, *gamma, name="unfused")
-    log_f, fused = train(tmp_path, *common, *gamma, "--objective.fused_loss", name="fused")
+    runs = train_all(
+        tmp_path,
+        {
+            "plain": common,
+            "unfused": (*common, *gamma),
+            "fused": (*common, *gamma, "--objective.fused_loss"),
+            "ce": (*common, "--objective.name", "ce"),
+        },
+    )
+    (log_plain, plain), (log_u, unfused), (log_f, fused), (log_ce, ce) = runs.values()
     assert sorted(fused) == sorted(unfused) == [1, 2]
     for step in unfused:
         assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step
         assert abs(unfused[step] - plain[step]) > 1e-4, step
-    log_ce, ce = train(tmp_path, *common, "--objective.name", "ce", name="ce")
     # At init predictions are near uniform, so both objectives are near log V, yet differ (by
     # 1.4e-3 nats with CPython 3.12's embedded corpus; the log shows 5 decimals).
     assert abs(ce[1] - plain[1]) > 5e-4

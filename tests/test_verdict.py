@@ -763,3 +763,26 @@ def test_the_composite_reads_the_embedding_letters_above_their_own_chance():
     assert _composite(step) == pytest.approx(0.0)
     del probe["input_letters_predictions_permuted,none"]
     assert _composite(step) == pytest.approx((0.5 - 0.1) / 0.9 / (len(CHAR_PROBES) + 1))
+
+
+def test_the_char_composite_default_counts_the_fewest_items_each_probe_may_have():
+    """char_count's word list may hold only half the items asked for (build_probes accepts that),
+    so the published default takes each probe at its fewest accepted items, not all at n."""
+    from prefix_titan.evaluation.probes import fewest_items
+    from prefix_titan.sweep.metrics import CHANCE, CHAR_PROBES
+    from prefix_titan.sweep.power import PROBE_ABOVE_CHANCE, defaults
+
+    def composite(items):
+        parts = [
+            math.sqrt((CHANCE[t] + PROBE_ABOVE_CHANCE) * (1 - CHANCE[t] - PROBE_ABOVE_CHANCE) / k)
+            / (1 - CHANCE[t])
+            for t, k in items.items()
+        ]
+        return math.sqrt(sum(x * x for x in parts)) / len(parts)
+
+    got = defaults(2000)["char composite"]
+    assert fewest_items("char_count", 2000) == 1000 and fewest_items("char_spell", 2001) == 2001
+    at_least = {t: 1000 if t == "char_count" else 2000 for t in CHAR_PROBES}
+    assert got.sd == pytest.approx(composite(at_least), rel=1e-12)
+    assert got.sd > composite(dict.fromkeys(CHAR_PROBES, 2000))
+    assert "4 probes x 2,000 items (char_count 1,000)" in got.source

@@ -621,7 +621,7 @@ def build_probes(
     out: dict[str, list[dict]] = {}
     for task, (shot_items, items) in built.items():
         probed = items[:n]
-        least = n if task != "char_count" else -(-n // 2)
+        least = fewest_items(task, n)
         if len(probed) < least and not partial:
             also = f" (char_count takes from {least:,})" if task == "char_count" else ""
             raise ValueError(
@@ -639,6 +639,12 @@ def build_probes(
             blank.append({**item, "query": _prompt(demo, _question(task, item, BLANK))})
         out[task], out[f"{task}_blank"] = real, blank
     return out
+
+
+def fewest_items(task: str, n: int) -> int:
+    """The fewest items build_probes accepts for `task` when n are asked for: n, but half of n for
+    char_count (its items come in matched quadruples of words holding a letter 0-3 times)."""
+    return -(-n // 2) if task == "char_count" else n
 
 
 @functools.lru_cache(maxsize=4)

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from ..evaluation.harness import DEFAULT_TASKS
-from ..evaluation.probes import ITEMS_PER_TASK
+from ..evaluation.probes import ITEMS_PER_TASK, fewest_items
 from . import inference
 from .metrics import CHANCE, CHAR_PROBES
 
@@ -50,13 +50,18 @@ def defaults(probe_items: int = ITEMS_PER_TASK) -> dict[str, Default]:
     out = {}
     for task, (n, p) in TASK_ACCURACY.items():
         out[task] = Default(_binomial(p, n), f"binomial SE, {n:,} items at {p:.0%}")
+    # each probe at the fewest items a probe build accepts (char_count's word list may hold
+    # only half of them), so the default never claims more precision than the probes give
+    items = {t: fewest_items(t, probe_items) for t in CHAR_PROBES}
     parts = [
-        _binomial(CHANCE[t] + PROBE_ABOVE_CHANCE, probe_items) / (1 - CHANCE[t])
-        for t in CHAR_PROBES
+        _binomial(CHANCE[t] + PROBE_ABOVE_CHANCE, items[t]) / (1 - CHANCE[t]) for t in CHAR_PROBES
     ]
+    fewer = [f"{t} {k:,}" for t, k in items.items() if k < probe_items]
+    also = f" ({', '.join(fewer)})" if fewer else ""
     out["char composite"] = Default(
         math.sqrt(sum(x * x for x in parts)) / len(parts),
-        f"binomial SE of {len(parts)} probes x {probe_items:,} items, chance-corrected, averaged",
+        f"binomial SE of {len(parts)} probes x {probe_items:,} items{also}, chance-corrected, "
+        "averaged",
     )
     sds = [out[t].sd for t in DEFAULT_TASKS]
     out["downstream acc"] = Default(

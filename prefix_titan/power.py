@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         sweep = arms(a.root)  # the built-in arms and the project's own (its sweep_arms.toml)
     except ValueError as e:
         p.error(str(e))
-    compared = sum(1 for s in sweep.values() if arm_kind(vars(s)) in plan.contrast)
+    compared = sum(
+        1 for n, s in sweep.items() if arm_kind(vars(s)) in plan.contrast and n != plan.baseline
+    )
     if compared == 0:
         p.error(
             f"the plan's contrast ({', '.join(plan.contrast) or 'none'}) names no arm of the "

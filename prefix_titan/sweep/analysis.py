@@ -446,7 +446,9 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         result.final[name] = _table(runs_by_arm, m, 1, [])
     result.notes += [f"{', '.join(names)} left out: {why}" for why, names in left_out.items()]
     baseline = plan.baseline
-    contrast = [a for a in arms if result.kinds[a] in plan.contrast]
+    # the arms compared with the baseline: those of the contrast's kinds, the baseline itself not
+    # (a baseline of a contrast kind, e.g. prefix_tau1.0 against the other prefix arms)
+    contrast = [a for a in arms if result.kinds[a] in plan.contrast and a != baseline]
     if baseline not in arms:
         result.notes.append(f"no {baseline} arm: nothing is compared or claimed")
         result.answer = f"No claim: the sweep has no {baseline} arm to compare with."
@@ -487,23 +489,33 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
 
 
 def arm_variances(result: Analysis, name: str) -> dict[str, float]:
-    """{arm: its residual variance / the pooled one} in the two-way fit of metric `name` (each
-    arm's share of the residual sum of squares over its share of the degrees of freedom)."""
+    """{arm: its residual variance / the other arms'} in the two-way fit of metric `name`, an F
+    statistic with (S - 1, (A - 2)(S - 1)) degrees of freedom when the arms' variances are equal.
+    An arm's residuals are sqrt(1 - 1/A) times its own direction of the arm space, S - 1 squares
+    of it; the rest of the residual sum of squares lies in the other A - 2 directions,
+    independent of them (A arms, S seeds; no ratio with fewer than three arms)."""
     table = result.tables.get(name) or {}
     complete = _complete(table, result.seeds)
     f = result.fits.get(name)
-    if f is None or len(complete) != len(f.means) or not f.sigma2 or f.df <= 0:
+    n = len(complete)
+    if f is None or n != len(f.means) or n < 3 or not f.sigma2 or f.df <= 0:
         return {}
     resid = inference.residuals(np.array([[table[a][s] for s in result.seeds] for a in complete]))
-    per_arm_df = f.df / len(complete)
-    return {a: float((r**2).sum() / per_arm_df / f.sigma2) for a, r in zip(complete, resid)}
+    total = float((resid**2).sum())
+    out = {}
+    for a, r in zip(complete, resid):
+        own = float((r**2).sum()) * n / (n - 1)
+        rest = total - own
+        out[a] = float(own * (n - 2) / rest) if rest > 0 else math.inf
+    return out
 
 
 def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[str]:
     """A note for the baseline and each arm claimed on `name` whose residual variance there is
-    above what equal variances give at `level` (an F quantile): the pooled test assumes them
-    equal, and with the baseline's sd 1.5-2x the others' its false-claim rate under the null is
-    9-16% (simulated), not alpha. A screen: with 3 seeds it finds only large differences."""
+    above the other arms' at `level` of equal variances (arm_variances' F quantile): the pooled
+    test assumes them equal, and with the baseline's sd 1.5-2x the others' its false-claim rate
+    under the null is 9-16% (simulated), not alpha. A screen: with 3 seeds it finds only large
+    differences."""
     from scipy.stats import f as f_dist
 
     claimed = {c.arm for c in result.comparisons if c.metric == name and c.claimed}
@@ -511,10 +523,10 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
     ratios = {a: r for a, r in everyone.items() if a == result.plan.baseline or a in claimed}
     if not ratios:
         return []
-    fit = result.fits[name]
-    crit = float(f_dist.ppf(level, fit.df / len(everyone), fit.df))
+    n, df = len(everyone), result.fits[name].df
+    crit = float(f_dist.ppf(level, df / (n - 1), df / (n - 1) * (n - 2)))
     return [
-        f"{name}: the residual variance of {arm} is {r:.1f}x the pooled one (above the {level:.0%} "
+        f"{name}: the residual variance of {arm} is {r:.1f}x the other arms' (above the {level:.0%} "
         f"level of equal variances, {crit:.1f}x): the comparisons assume equal variances, and "
         f"{'every comparison uses this arm' if arm == result.plan.baseline else 'its comparison'}"
         " may claim more often than alpha; more seeds show whether it is real"
@@ -676,6 +688,8 @@ def first_share(plan: Plan, name: str, compared: int) -> tuple[int, str]:
         if name == f.primary:
             return compared, "primary"
         if name in f.exploratory:
+            if compared == 1:  # no other primary to pass to: the arm's whole share goes on
+                return len(f.exploratory), "exploratory"
             return round(compared * len(f.exploratory) / EXPLORATORY_SHARE), "exploratory"
     return compared, "not in the plan"
 

@@ -83,6 +83,8 @@ def contrast(f: Fit, weights: np.ndarray, level: float = LEVEL) -> Test:
 
 def versus(f: Fit, arm: int, baseline: int, level: float = LEVEL) -> Test:
     """arm - baseline."""
+    if arm == baseline:
+        raise ValueError(f"an arm is not compared with itself (arm {arm} is the baseline)")
     w = np.zeros(len(f.means))
     w[arm], w[baseline] = 1.0, -1.0
     return contrast(f, w, level)

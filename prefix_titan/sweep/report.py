@@ -201,7 +201,9 @@ def trend_lines(a: Analysis) -> list[str]:
 
 def power_lines(a: Analysis) -> list[str]:
     """One line per primary (and default task) with the difference detected with 80% power."""
-    contrast = sum(1 for arm in a.arms if a.kinds[arm] in a.plan.contrast)
+    contrast = sum(
+        1 for arm in a.arms if a.kinds[arm] in a.plan.contrast and arm != a.plan.baseline
+    )
     if not contrast or a.plan.baseline not in a.arms:
         return []
     lines = []

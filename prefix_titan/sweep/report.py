@@ -561,7 +561,9 @@ def report(
         f"validation CE (all three at the final step, mean over seeds; the per-arm table's val CE "
         f"averages the last validations): the part of a CE difference that is there by construction. Arms whose "
         f"target keeps ≥ {CE_EQUIVALENT} on the gold are in effect CE, and compared with ce as "
-        "A/A checks (a difference there is a warning, not a finding about the objective).",
+        "A/A checks: their targets differ from one-hot by at most 1% of the mass, so a difference "
+        "there is a warning (a pipeline difference between the arms, or an effect of that little "
+        "mass), to be explained before any claim of the objective is read.",
         "",
         targets_table(a),
         "",

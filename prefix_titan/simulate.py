@@ -5,7 +5,8 @@
     python -m prefix_titan.simulate --calibrate 200             # at the real item counts
 
 --out writes one simulated 14-arm sweep as run folders (run_config.json, metrics log,
-hf/step-N/eval_results.json with per-item outcomes), as training and `eval` write them.
+hf/step-N/eval_results.json with per-item outcomes), as training and `eval` write them, into a
+new or empty folder (--overwrite replaces an earlier simulated sweep there, whole).
 --calibrate N runs the report's decision code (analysis.analyse) on N simulated sweeps under the
 global null (no arm differs), prints each family's familywise rate of false claims and the A/A
 checks' rate, then on N sweeps with the planted --effect (default: +5 points on the character
@@ -81,13 +82,66 @@ def calibrate(
     return "\n".join(lines)
 
 
+SIMULATED = "simulated_sweep.json"
+"""The record at the root of a folder `--out` wrote: the settings it was simulated with"""
+
+
+def write_sweep(runs: list[dict], out: str, overwrite: bool, settings: dict) -> None:
+    """The runs written as a new folder `out`, built beside it and renamed into place (a crash
+    leaves no half-written sweep); a folder that is there is refused, unless it is empty, or is
+    an earlier simulated sweep (it holds SIMULATED) and `overwrite` is given."""
+    import shutil
+    import tempfile
+
+    from .runs.folder import write_json
+
+    out = os.path.abspath(out)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        if not overwrite:
+            raise ValueError(
+                f"--out {out!r} exists and is not empty: a second sweep written into it would "
+                "mix its runs with what is there (pass --overwrite to replace an earlier "
+                "simulated sweep, or give a new folder)"
+            )
+        if not os.path.isfile(os.path.join(out, SIMULATED)):
+            raise ValueError(
+                f"--out {out!r} is not a simulated sweep (it has no {SIMULATED}): --overwrite "
+                "replaces only an earlier simulated sweep; give a new folder"
+            )
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    draft = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
+    try:
+        sim.write(runs, draft, named=out)
+        write_json(os.path.join(draft, SIMULATED), settings)
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
+            os.rename(out, os.path.join(old, "sweep"))
+            os.rename(draft, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(draft, out)
+    except BaseException:
+        shutil.rmtree(draft, ignore_errors=True)
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     p = Parser(
         prog="python -m prefix_titan.simulate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default=None, help="write one simulated sweep's run folders here")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="write one simulated sweep's run folders here (a new or empty folder)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier simulated sweep at --out (never a folder of other runs)",
+    )
     p.add_argument("--calibrate", type=int, default=None, metavar="N", help="sweeps per rate")
     p.add_argument("--effect", type=_effect, action="append", default=None, metavar="ARM:WHAT=V")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -129,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
                 items=a.items,
                 construction_cost=a.construction_cost,
             )
-            sim.write(sim.simulate(sweep, a.seed), a.out)
+            args = sys.argv[1:] if argv is None else argv
+            record = {"command": " ".join(["python -m prefix_titan.simulate", *args])}
+            write_sweep(sim.simulate(sweep, a.seed), a.out, a.overwrite, record)
             print(f"a simulated sweep written to {a.out}: python -m prefix_titan.report {a.out}")
         if a.calibrate:
             sweep = sim.Sweep(seeds=tuple(a.seeds), items=a.items)

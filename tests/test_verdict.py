@@ -627,6 +627,37 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
         assert message in capsys.readouterr().err, args
 
 
+def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys):
+    """--out takes a new or empty folder; --overwrite replaces an earlier simulated sweep whole
+    (none of its runs, nor its report, is left) and never a folder of other runs."""
+    from prefix_titan.simulate import SIMULATED, main
+
+    out = tmp_path / "sim"
+    first = ["--out", str(out), "--items", "20", "--seeds", "1", "2"]
+    main(first)
+    report(str(out))
+    assert (out / "report" / "report.md").exists() and (out / SIMULATED).exists()
+    again = ["--out", str(out), "--items", "20", "--seeds", "7", "8"]
+    with pytest.raises(SystemExit):
+        main(again)
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "ce").iterdir()) == ["seed1", "seed2"]
+    main([*again, "--overwrite"])
+    assert sorted(p.name for p in (out / "ce").iterdir()) == ["seed7", "seed8"]
+    assert not (out / "report").exists()
+    assert "--seeds 7 8" in json.loads((out / SIMULATED).read_text())["command"]
+    assert [p.name for p in tmp_path.iterdir()] == ["sim"]  # no draft left beside it
+    config = json.loads((out / "ce" / "seed7" / "run_config.json").read_text())
+    assert config["job"]["dump_folder"] == str(out / "ce" / "seed7")
+    assert report(str(out)).startswith("# Sweep report: 14 arms × 2 seeds (7, 8)")
+    other = tmp_path / "runs"
+    (other / "ce").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        main(["--out", str(other), "--items", "20", "--overwrite"])
+    assert f"is not a simulated sweep (it has no {SIMULATED})" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["ce"]
+
+
 # -- error rates of the decision code (simulated sweeps) -------------------------------------------
 
 

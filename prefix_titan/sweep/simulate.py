@@ -320,15 +320,17 @@ def group(runs: list[dict]) -> dict[str, dict[int, dict]]:
     return out
 
 
-def write(runs: list[dict], root: str) -> list[str]:
+def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
     """The runs as run folders under root (<arm>/seed<S>: run_config.json, the metrics log with
     the validation rows, and hf/step-N/eval_results.json with its per-item outcomes), as
-    training and `eval` write them. Returns the folders."""
+    training and `eval` write them; their configs name them under `named` (default: root), where
+    a folder built elsewhere is to be moved. Returns the folders."""
     folders = []
     for r in runs:
         folder = os.path.join(root, r["name"], f"seed{r['seed']}")
         os.makedirs(folder, exist_ok=True)
-        config = {**r["config"], "job": {**r["config"]["job"], "dump_folder": folder}}
+        final = os.path.join(named or root, r["name"], f"seed{r['seed']}")
+        config = {**r["config"], "job": {**r["config"]["job"], "dump_folder": final}}
         write_json(os.path.join(folder, RUN_CONFIG), config)
         rows = [json.dumps({"step": step, **row}) + "\n" for step, row in r["validation"].items()]
         write_atomically(os.path.join(folder, METRICS_LOG), "".join(rows))

@@ -212,6 +212,35 @@ def test_pilot_runs_side_by_side_one_gpu_each():
     assert "1 of 3 GPUs stay idle" in err
 
 
+def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(tmp_path):
+    """What a launch would skip (its final checkpoint is complete) is a comment line in the dry
+    run, not a command, and takes no GPU in the placement."""
+    from prefix_titan.runs.checkpoints import DCP_METADATA
+    from prefix_titan.sweep.__main__ import configs_main
+    from prefix_titan.sweep.configs import load_config
+
+    (tmp_path / "train_configs").mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert configs_main(["--root", str(tmp_path)]) == 0
+    for scale in ("pilot", "500M"):
+        config = load_config(tmp_path, scale, "ce")
+        run = tmp_path / config["job"]["dump_folder"] / "seed1"
+        step = run / config["checkpoint"]["folder"] / f"step-{config['training']['steps']}"
+        step.mkdir(parents=True)
+        (step / DCP_METADATA).write_bytes(b"")
+    args = ("--arms", "ce", "--seeds", "1", "2", "3")
+    rc, lines, _ = dry_run("--scale", "pilot", *args, gpus="4,5", root=tmp_path)
+    assert rc == 0 and lines[0] == f"# ce seed 1: {launch.SKIPPED}", lines
+    assert [line.split()[0] for line in lines[1:]] == [
+        "CUDA_VISIBLE_DEVICES=4",
+        "CUDA_VISIBLE_DEVICES=5",
+    ]
+    assert "--debug.seed 2" in lines[1] and "--debug.seed 3" in lines[2]
+    rc, lines, _ = dry_run(*args, gpus="0", root=tmp_path)
+    assert rc == 0 and lines[0] == f"# ce seed 1: {launch.SKIPPED}" and len(lines) == 3, lines
+    assert all(line.startswith("torchrun --nproc_per_node=8") for line in lines[1:])
+
+
 def test_the_500m_scale_keeps_one_run_over_the_node():
     rc, lines, _ = dry_run("--arms", "ce", "--seeds", "7", gpus="0")
     assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=8 --nnodes=1")

@@ -38,7 +38,8 @@ run and nothing starts (exit status 2), instead of one torchrun failure report p
 launch from here would be refused (data not prepared yet, a tokenizer missing).
 
 A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
-a sweep. A failed run is reported at the end and does not stop the others, unless
+a sweep (a --dry-run lists it as a comment line, `# ARM seed S: finished already, skipped`, and
+places only the others). A failed run is reported at the end and does not stop the others, unless
 --stop-on-failure. The exit status is 1 when any run failed.
 
 The project root (--root, default: the current folder) holds train_configs/; the runs start there,
@@ -126,6 +127,20 @@ def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | N
     run = pathlib.Path(root) / run_folder(config, seed, sweep_dir)  # an absolute one stays itself
     folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
     return is_complete(str(folder))
+
+
+def finished_here(a, arm: str, seed: int, extra: list[str]) -> bool:
+    """finished() for a run of this launch; False where its config is not there to say (a dry
+    run before `configs`: the run is listed, and the refusal names the missing config)."""
+    try:
+        config = load_config(a.root, a.scale, arm)
+    except (OSError, ValueError):
+        return False
+    return finished(a.root, config, seed, extra, a.sweep_dir)
+
+
+SKIPPED = "finished already, skipped"
+"""What a launch prints for a run whose final checkpoint is there (a dry run: a comment line)"""
 
 
 def train_args(scale, arm, config, seed, world, extra, sweep_dir):
@@ -536,11 +551,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             _register_plan(p, a)
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
+            if finished_here(a, arm, seed, extra):
+                print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {SKIPPED}", flush=True)
+                continue
             if a.dry_run:
                 print(shlex.join(cmd), flush=True)
-                continue
-            if finished(a.root, load_config(a.root, a.scale, arm), seed, extra, a.sweep_dir):
-                print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             code = subprocess.run(cmd, cwd=a.root).returncode
@@ -586,18 +601,19 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         groups = slots(gpus, k, a.cpu_runs)
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
-        jobs = []
-        for i, (arm, seed) in enumerate(runs):
+        jobs, placed = [], 0
+        for arm, seed in runs:
             cmd = slot_command(a.root, a.scale, arm, seed, k if gpus else 0, extra, a.sweep_dir)
-            if a.dry_run:  # placement shown as if every run took equally long
-                devices = ",".join(groups[i % len(groups)])
+            if finished_here(a, arm, seed, extra):
+                print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {SKIPPED}", flush=True)
+            elif a.dry_run:  # placement shown as if every run took equally long
+                devices = ",".join(groups[placed % len(groups)])
+                placed += 1
                 print(
                     shlex.join(cmd)
                     if not devices
                     else f"CUDA_VISIBLE_DEVICES={devices} " + shlex.join(cmd)
                 )
-            elif finished(a.root, load_config(a.root, a.scale, arm), seed, extra, a.sweep_dir):
-                print(f"[sweep] {arm} seed {seed}: finished already, skipped", flush=True)
             else:
                 config = load_config(a.root, a.scale, arm)
                 log = a.root / run_folder(config, seed, a.sweep_dir) / "launch.log"

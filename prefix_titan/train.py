@@ -219,19 +219,35 @@ def main() -> None:
     from torchtitan.train import main as torchtitan_main
 
     config = parse_config(sys.argv[1:])
+    before = _newest_checkpoint(config)
     torchtitan_main(Trainer)
-    _report_checkpoint(config)
+    _report_checkpoint(config, before)
 
 
-def _report_checkpoint(config) -> None:
-    """Say where the run's distributed checkpoint went (torchtitan only logs the folder)."""
+def _newest_checkpoint(config) -> str | None:
+    from .runs.checkpoints import complete_steps
+
+    folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
+    steps = complete_steps(folder)
+    return steps[-1] if steps else None
+
+
+def _report_checkpoint(config, before: str | None) -> None:
+    """Say where the run's distributed checkpoint went (torchtitan only logs the folder), or that
+    the run had reached its last step already (`before`: its newest checkpoint at the start)."""
     if os.environ.get("RANK", "0") != "0" or not config.checkpoint.enable:
         return
     from .runs.folder import checkpoint_steps
 
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
     steps = checkpoint_steps(folder)
-    if steps:
+    if steps and steps[-1] == before:
+        print(
+            f"nothing trained: the run had reached training.steps ({config.training.steps}) "
+            f"already; its checkpoint is {before}",
+            flush=True,
+        )
+    elif steps:
         print(f"DCP checkpoint written to {steps[-1]}", flush=True)
     else:
         print(f"no checkpoint was written under {folder}", flush=True)

@@ -8,7 +8,7 @@ from helpers import ROOT
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets / TrainSpec)
 from prefix_titan.sweep.configs import SCALES, arms
-from prefix_titan.titan.checks import check_job_config
+from prefix_titan.titan.checks import check_job_config, check_resume
 
 CONFIGS = sorted((ROOT / "train_configs").rglob("*.toml"))
 
@@ -341,6 +341,27 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             check_job_config(
                 parse(default, "--job.dump_folder", str(folder_), "--objective.name", "ce", *off)
             )
+
+
+def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_path):
+    """A folder whose newest finished step is past training.steps: resuming it trains nothing
+    (torchtitan would start at the next step and stop), so it is refused, naming both."""
+    from prefix_titan.runs.checkpoints import DCP_METADATA
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder))
+    _record_run(folder, parse(default, *args))
+    (folder / "checkpoint" / "step-300" / DCP_METADATA).write_bytes(b"")
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, *args, "--training.steps", "40"))
+    assert "holds a checkpoint at step 300, past training.steps (40)" in str(e.value)
+    assert "--checkpoint.load_step" in str(e.value)
+    for fine in (("--training.steps", "300"), ("--training.steps", "400")):
+        check_resume(parse(default, *args, *fine))  # the end, or further on: resumed as asked
+    (folder / "checkpoint" / "step-20").mkdir()
+    (folder / "checkpoint" / "step-20" / DCP_METADATA).write_bytes(b"")
+    check_resume(parse(default, *args, "--training.steps", "40", "--checkpoint.load_step", "20"))
 
 
 def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path):

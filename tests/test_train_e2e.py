@@ -106,6 +106,12 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data):
     for step in range(1, 9):
         got = first[step] if step <= 4 else resumed[step]
         assert got == pytest.approx(full[step], rel=1e-5, abs=1e-5), step
+    if data == "embedded_docs":  # the finished run again: nothing trained, and it says so
+        log, again = train(tmp_path, *common, "--training.steps", "8", name="stopped")
+        assert not again and "nothing trained: the run had reached training.steps (8)" in log
+        assert "DCP checkpoint written" not in log
+        log, _ = train(tmp_path, *common, "--training.steps", "6", name="stopped", check=False)
+        assert "holds a checkpoint at step 8, past training.steps (6)" in log
 
 
 def test_two_ranks_match_one_rank(tmp_path):

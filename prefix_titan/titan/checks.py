@@ -18,6 +18,7 @@ from ..runs.folder import (
     read_json,
     resume_conflicts,
     run_record,
+    step_number,
 )
 from ..runs.lock import RunLock
 from .datasets import EMBEDDED_DATASETS, SHARD_DATASETS, TOKEN_DATASETS, check_dataset_name
@@ -267,8 +268,20 @@ def check_resume(job_config) -> None:
     """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
     whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
     other settings would relabel the finished run. The folder itself may have moved (it is
-    compared by real path, and a move is only noted)."""
+    compared by real path, and a move is only noted). A newest checkpoint past training.steps is
+    refused too: resuming it would train nothing."""
     folder = job_config.job.dump_folder
+    ckpt = job_config.checkpoint
+    if ckpt.enable and ckpt.load_step == -1:
+        done = complete_steps(os.path.join(folder, ckpt.folder))
+        newest = step_number(done[-1]) if done else None
+        if newest is not None and newest > job_config.training.steps:
+            raise ValueError(
+                f"{folder} holds a checkpoint at step {newest}, past training.steps "
+                f"({job_config.training.steps}): resuming it would train nothing. Raise "
+                f"--training.steps above {newest} to train on, give another job.dump_folder for "
+                "a new run, or pick an earlier step with --checkpoint.load_step"
+            )
     record = os.path.join(folder, RUN_CONFIG)
     if not os.path.exists(record):
         return

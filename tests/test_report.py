@@ -527,7 +527,7 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     assert "Evaluated on a --limit sample of items, not the whole task: arc_challenge 20" in text
     sampled = json.load(open(sweep / "report" / "report.json"))["sampled_tasks"]
     # the embedding probe reads every word-like token whatever the --limit
-    assert sampled["char_spell"] == "20 (seed 1234)" and "embedding_probe" not in sampled
+    assert sampled["char_spell"] == "20 (--limit-seed 1234)" and "embedding_probe" not in sampled
     assert "the plan averages" not in report(str(sweep), checkpoints=1)
     assert "smoke-sweep runs" not in text
     for record in sweep.glob("*/seed*/run_config.json"):  # runs of the smoke sweep's configs

@@ -137,6 +137,7 @@ def test_label_smoothing_row():
         ("tau", -1.0, "> 0"),
         ("tau", float("inf"), "> 0"),
         ("tau", float("nan"), "> 0"),
+        ("tau", "0.5", "got '0.5', a string (in a TOML file, write it without quotes)"),
         ("epsilon", 1.0, "[0, 1)"),
         ("epsilon", -0.1, "[0, 1)"),
         ("normalize", "yes", "true or false"),

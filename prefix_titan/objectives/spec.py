@@ -58,7 +58,7 @@ def _check_count(name: str, value) -> bool:
         return False
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(
-            f"objective.{name} must be an integer >= 1 (unset: the device's default); got {value!r}"
+            f"objective.{name} must be an integer >= 1 (unset: the device's default); got {_got(value)}"
         )
     return True
 
@@ -71,6 +71,14 @@ def _default_label(f: dataclasses.Field, value) -> str | None:
     return f"{f.name}{value}"
 
 
+def _got(value) -> str:
+    """A refused value as an error names it; a string where a number or a boolean belongs says
+    so (a TOML value in quotes)."""
+    if isinstance(value, str):
+        return f"{value!r}, a string (in a TOML file, write it without quotes)"
+    return repr(value)
+
+
 @dataclass
 class ObjectiveSpec:
     """One objective: a target family and its options. Read by the families (families.py), the
@@ -78,7 +86,8 @@ class ObjectiveSpec:
 
     name: str | None = option(None, TARGET, order=0)
     """Target family: ce | label_smoothing | prefix | an import path "package.module:function"
-    (see docs/objectives.md, "Add a target family"); required: every run names its objective"""
+    (see docs/objectives.md, "Add a target family"). No built-in default: a run's config file
+    or command line names it (a default shown beside it is the config file's)"""
 
     tau: float = option(0.5, TARGET, families=("prefix",), label=lambda v: f"tau{v}", order=2)
     """prefix: softmax temperature of the prefix scores (finite, > 0)"""
@@ -210,11 +219,15 @@ class ObjectiveSpec:
                 f"objective.support must be one of {', '.join(SUPPORTS)}; got {self.support!r}"
             )
         if not _is_number(self.tau) or not math.isfinite(self.tau) or self.tau <= 0:
-            raise ValueError(f"objective.tau must be a finite number > 0; got {self.tau!r}")
+            raise ValueError(f"objective.tau must be a finite number > 0; got {_got(self.tau)}")
         if not isinstance(self.normalize, bool):
-            raise ValueError(f"objective.normalize must be true or false; got {self.normalize!r}")
+            raise ValueError(
+                f"objective.normalize must be true or false; got {_got(self.normalize)}"
+            )
         if not isinstance(self.fused_loss, bool):
-            raise ValueError(f"objective.fused_loss must be true or false; got {self.fused_loss!r}")
+            raise ValueError(
+                f"objective.fused_loss must be true or false; got {_got(self.fused_loss)}"
+            )
         if _check_count("fused_chunk_tokens", self.fused_chunk_tokens):
             if not self.fused_loss:
                 raise ValueError(
@@ -233,12 +246,12 @@ class ObjectiveSpec:
                 )
         eps = self.epsilon
         if not _is_number(eps) or not (0.0 <= eps < 1.0):
-            raise ValueError(f"objective.epsilon must be a number in [0, 1); got {eps!r}")
+            raise ValueError(f"objective.epsilon must be a number in [0, 1); got {_got(eps)}")
         gamma = self.position_gamma
         if gamma is not None and (not _is_number(gamma) or not (0.0 < gamma <= 1.0)):
             raise ValueError(
                 f"objective.position_gamma must be a number in (0, 1] (unset: no position "
-                f"weighting); got {gamma!r}"
+                f"weighting); got {_got(gamma)}"
             )
         self._check_read()
         return self

@@ -282,4 +282,4 @@ def _sample(results: dict) -> str | None:
     if limit is None:
         return None
     seed = results.get("limit_seed")
-    return f"{limit} (the first {limit})" if seed is None else f"{limit} (seed {seed})"
+    return f"{limit} (the first {limit})" if seed is None else f"{limit} (--limit-seed {seed})"

@@ -11,7 +11,11 @@ documents are generated from the model's tokenizer into DIR/char_probes; and CUT
 or cute_spell, ...), read from the hub's leukas/cute. Results go to DIR/eval_results.json and a
 short table is printed. --data-dir reads each task's documents from DIR/<task>.jsonl instead of
 the hub (an offline copy in the task's own schema). --all-checkpoints exports every step-N of the
-run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json.
+run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json. The report reads one
+evaluation per task and step of a run: an evaluation filed with a run (into RUN_DIR/evals/step-N
+from an export, or RUN_DIR/hf/step-N) on another --limit sample than one the run folder holds
+already for the same task and step is refused before it evaluates, and any other difference is
+said as soon as the results are written.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
@@ -40,7 +44,57 @@ from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
 from .export import SPELLED_OUT
 from .runs.cli import Parser
-from .runs.folder import EVAL_RESULTS
+from .runs.folder import EVAL_RESULTS, EVALS, EXPORTS, RUN_CONFIG, read_export_record, step_number
+
+
+def _targets(a) -> tuple[str | None, list[int], set[str]]:
+    """(the run folder this evaluation files results in, the steps it evaluates there, the
+    results files it writes or replaces there); (None, [], set()) where it files in no run."""
+    from .runs.checkpoints import complete_steps
+    from .runs.folder import read_json
+
+    if a.model:
+        source = read_export_record(a.model)
+        run_dir = source and source["run_dir"]
+        step = source.get("step") if source else None
+        if not (run_dir and os.path.isdir(run_dir) and isinstance(step, int)):
+            return None, [], set()
+        writes = [os.path.join(a.model, EVAL_RESULTS)]
+        writes.append(os.path.join(run_dir, EVALS, f"step-{step}", EVAL_RESULTS))
+        return run_dir, [step], {os.path.abspath(w) for w in writes}
+    run_dir = a.all_checkpoints
+    record = os.path.join(run_dir, RUN_CONFIG)
+    if not os.path.isfile(record):
+        return None, [], set()
+    folder = os.path.join(run_dir, read_json(record, "the run's record")["checkpoint"]["folder"])
+    steps = [step_number(d) for d in complete_steps(folder)]
+    writes = {
+        os.path.abspath(os.path.join(run_dir, EXPORTS, f"step-{s}", EVAL_RESULTS)) for s in steps
+    }
+    return run_dir, steps, writes
+
+
+def contradicted(
+    run_dir: str, steps: list[int], tasks: list[str], sample, writes: set
+) -> list[str]:
+    """The evaluations already in run folder `run_dir` that this one would contradict: of one of
+    `tasks` at one of `steps`, on another --limit sample than `sample` (runs.items_read's form), in a
+    file this evaluation does not replace. The report reads one evaluation per task and step."""
+    from .sweep.runs import load_run
+
+    if not os.path.isfile(os.path.join(run_dir, RUN_CONFIG)):
+        return []
+    run = load_run(run_dir)
+    out = []
+    for step in steps:
+        e = run["steps"].get(step) or {"files": {}, "limits": {}}
+        for task in tasks:
+            path = e["files"].get(task)
+            if path and os.path.abspath(path) not in writes and e["limits"].get(task) != sample:
+                out.append(
+                    f"{task} at step {step} in {path} ({e['limits'].get(task) or 'every item'})"
+                )
+    return out
 
 
 def quiet() -> None:
@@ -151,6 +205,21 @@ def main(argv: list[str] | None = None) -> None:
         "HF_DATASETS_OFFLINE=1 then reads them from there",
     ]
     try:
+        run_dir, steps, writes = _targets(a)
+        if run_dir is not None:
+            from .evaluation.harness import expand
+            from .sweep.runs import items_read
+
+            sample = items_read({"limit": a.limit, "limit_seed": a.limit_seed})
+            ours = sample or "every item"
+            earlier = contradicted(run_dir, steps, expand(a.tasks), sample, writes)
+            if earlier:
+                p.error(
+                    f"run folder {run_dir} holds evaluations this one ({ours}) would contradict, "
+                    "made on other items:\n  " + "\n  ".join(earlier) + "\nThe report reads "
+                    "one evaluation per task and step: evaluate with their --limit and "
+                    "--limit-seed, or move those files out of the run folder first."
+                )
         with exit_if_unreachable(
             p, f"download the datasets of --tasks {' '.join(a.tasks)}", offline
         ):
@@ -159,6 +228,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"results written to {os.path.join(a.model, EVAL_RESULTS)}", flush=True)
             else:
                 evaluate_run(a.all_checkpoints, a.config, **kwargs)
+        if run_dir is not None:  # any other difference (dtype, batch size): said now, not later
+            from .sweep.runs import load_run
+
+            try:
+                load_run(run_dir)
+            except ValueError as e:
+                raise ValueError(f"the results are written, but: {e}") from None
     except ValueError as e:
         p.error(str(e))
 

@@ -236,3 +236,55 @@ def test_a_missing_file_or_folder_is_named_with_its_flag(tmp_path, capsys, comma
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"{argv[0]} {argv[1]}: {says}" in err, err
     assert "Traceback" not in err and not os.listdir(tmp_path)  # nothing made on the way
+
+
+def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_first(
+    tmp_path, monkeypatch, capsys
+):
+    """An evaluation filed with a run (eval --model of an export, RUN/evals/step-N) and one of
+    --all-checkpoints (RUN/hf/step-N) are two files the report reads for one task and step: on
+    another --limit sample the second is refused before it evaluates anything, and any other
+    difference is said as soon as it is written."""
+    import prefix_titan.eval as cli
+
+    run = tmp_path / "run"
+    (run / "checkpoint" / "step-40").mkdir(parents=True)
+    (run / "checkpoint" / "step-40" / ".metadata").write_bytes(b"")
+    record = {"objective": {"name": "ce"}, "checkpoint": {"folder": "checkpoint"}}
+    (run / "run_config.json").write_text(json.dumps({**record, "job": {"dump_folder": str(run)}}))
+    filed = run / "evals" / "step-40"
+    filed.mkdir(parents=True)
+    result = {"char_spell": {"acc,none": 0.3}}
+    (filed / "eval_results.json").write_text(
+        json.dumps({"results": result, "limit": 20, "limit_seed": 1234, "versions": {}})
+    )
+    calls = []
+
+    def fake_run(run_dir, config, **kwargs):  # what --all-checkpoints writes for step 40
+        calls.append(kwargs["limit"])
+        out = run / "hf" / "step-40"
+        out.mkdir(parents=True, exist_ok=True)
+        acc = 0.3 if len(calls) == 1 else 0.31  # the second: as if in another dtype
+        results = {"char_spell": {"acc,none": acc}}
+        (out / "eval_results.json").write_text(
+            json.dumps({"results": results, "limit": 20, "limit_seed": 1234, "versions": {}})
+        )
+
+    monkeypatch.setattr(cli, "evaluate_run", fake_run)
+    base = ["--all-checkpoints", str(run), "--tasks", "char_spell"]
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--limit", "10"])
+    err = capsys.readouterr().err
+    assert "holds evaluations this one (10 (--limit-seed 1234)) would contradict" in err
+    assert f"char_spell at step 40 in {filed / 'eval_results.json'} (20 (--limit-seed 1234))" in err
+    assert calls == []  # refused before evaluating
+    with pytest.raises(SystemExit):
+        cli.main(base)  # every item, where the filed one read 20
+    assert "would contradict" in capsys.readouterr().err and calls == []
+    cli.main([*base, "--limit", "20"])  # the same sample: the same results, no conflict
+    assert calls == [20]
+    with pytest.raises(SystemExit):
+        cli.main([*base, "--limit", "20"])
+    err = capsys.readouterr().err
+    assert "the results are written, but: run folder" in err
+    assert "holds two evaluations of char_spell at step 40 that differ" in err

@@ -116,7 +116,7 @@ def load_run(folder: str) -> dict:
                         f"checkpoint: move the other out of the run folder"
                     )
                 e["results"][task] = metrics
-                e["limits"][task] = _sample(data)
+                e["limits"][task] = items_read(data)
                 e["versions"][task] = (data.get("versions") or {}).get(task)
                 e["files"][task] = path
             e["items"].update(read_items(d))
@@ -275,7 +275,7 @@ def invariant_violations(runs: list[dict]) -> list[str]:
     return problems
 
 
-def _sample(results: dict) -> str | None:
+def items_read(results: dict) -> str | None:
     """Which items an evaluation read: all (None), or a --limit sample with its seed (results
     written before samples were seeded took the first N)."""
     limit = results.get("limit")

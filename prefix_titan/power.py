@@ -59,7 +59,19 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
         f = a.fits.get(name)
         if f is not None and f.df > 0 and f.sigma2 > 0:
             out[name] = math.sqrt(f.sigma2)
-    return out, f"{plural(len(a.arms), 'arm')} x {plural(len(a.seeds), 'seed')} under {runs_dir}"
+    flavors = sorted({f for r in runs if (f := (r["config"].get("model") or {}).get("flavor"))})
+    where = f"{plural(len(a.arms), 'arm')} x {plural(len(a.seeds), 'seed')} under {runs_dir}"
+    return out, where, flavors
+
+
+def scale_flavor(scale: str) -> str:
+    """The model.flavor the configs of `scale` train."""
+    import tomllib
+
+    from .objectives import ObjectiveSpec
+    from .sweep.configs import render
+
+    return tomllib.loads(render(ObjectiveSpec("ce"), scale))["model"]["flavor"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [n for n in dict(a.effect) if n not in names]
         if unknown:
             p.error(f"--effect names {', '.join(unknown)}; the metrics here: {', '.join(names)}")
-        measured, where = measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None)
+        measured, where, flavors = (
+            measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None, [])
+        )
     except ValueError as e:
         p.error(str(e))
     try:
@@ -116,7 +130,16 @@ def main(argv: list[str] | None = None) -> None:
         f"each metric at the first share of familywise alpha {plan.alpha} the report's "
         f"procedure gives it (column 'tested at')."
     )
-    print(f"Run sd: {'measured in ' + where + ', else ' if where else ''}published defaults.\n")
+    print(f"Run sd: {'measured in ' + where + ', else ' if where else ''}published defaults.")
+    planned = scale_flavor(a.scale)
+    if flavors and flavors != [planned]:
+        print(
+            f"Note: the runs under {a.runs_dir} trained model.flavor {', '.join(flavors)}, the "
+            f"{a.scale} scale trains {planned}: their training noise is not this scale's, so the "
+            f"measured rows hold for the {a.scale} sweep only as far as that noise carries over "
+            f"(measure on a few {a.scale} runs to be sure)."
+        )
+    print()
     print(
         f"| metric | tested at | run sd | detectable at {a.seeds} seeds | effect | seeds for it "
         "| sd from |"

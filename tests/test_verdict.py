@@ -525,10 +525,10 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     from prefix_titan.power import measured_sds
 
     shutil.rmtree(small / "ce" / "seed2")  # a run that never started
-    sds, where = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, _ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"14 arms x 1 seed under {small}" and sds == {}  # one seed: no variance
     shutil.rmtree(small / "ce")
-    sds, where = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, _ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
 
 
@@ -556,7 +556,17 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         assert rows[name][1].strip() == f"{sd:.4f}" and "measured" in rows[name][-1]
         want = inference.detectable(sd, 4, 14, k, ALPHA)
         assert rows[name][2].strip() == f"{want:.4f}"
-    assert "detectable at 4 seeds" in out
+    assert "detectable at 4 seeds" in out and "Note:" not in out
+    from prefix_titan.power import scale_flavor
+
+    for record in tmp_path.glob("*/seed*/run_config.json"):  # runs of the smoke scale's model
+        config = json.loads(record.read_text())
+        record.write_text(json.dumps({**config, "model": {"flavor": scale_flavor("smoke")}}))
+    main(["--seeds", "4", "--from", str(tmp_path)])
+    assert (
+        f"Note: the runs under {tmp_path} trained model.flavor {scale_flavor('smoke')}, the pilot "
+        f"scale trains {scale_flavor('pilot')}: their training noise is not this scale's"
+    ) in capsys.readouterr().out
 
 
 def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, capsys):

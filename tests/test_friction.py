@@ -288,3 +288,13 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
     err = capsys.readouterr().err
     assert "the results are written, but: run folder" in err
     assert "holds two evaluations of char_spell at step 40 that differ" in err
+
+
+def test_a_misspelt_run_folder_is_named_as_missing_not_as_empty(tmp_path):
+    from prefix_titan.evaluation.export import latest_step
+
+    with pytest.raises(ValueError, match="the run folder .*seed124' does not exist: check job"):
+        latest_step(str(tmp_path / "seed124" / "checkpoint"))
+    (tmp_path / "seed1234").mkdir()
+    with pytest.raises(ValueError, match="no finished step-N checkpoint folders in"):
+        latest_step(str(tmp_path / "seed1234" / "checkpoint"))

@@ -148,6 +148,13 @@ def check_tokenizer(hf_assets_path: str) -> None:
 def latest_step(folder: str) -> str:
     steps = complete_steps(folder)
     if not steps:
+        run = os.path.dirname(os.path.normpath(folder))
+        if not os.path.isdir(run):
+            where = "" if os.path.isabs(run) else f" (relative to {os.getcwd()})"
+            raise ValueError(
+                f"the run folder {run!r}{where} does not exist: check job.dump_folder "
+                "(--job.dump_folder RUN_DIR, the folder the run trained into)"
+            )
         raise ValueError(f"no finished step-N checkpoint folders in {folder!r}")
     return steps[-1]
 

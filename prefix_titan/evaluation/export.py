@@ -448,9 +448,15 @@ def export(
     accept_unverified: bool = False,
 ) -> str:
     """Export the run described by `config_args` (torchtitan CLI form) to `out`."""
+    import logging
+
     from torchtitan.config import ConfigManager
 
-    config = ConfigManager().parse_args(config_args)
+    logging.disable(logging.WARNING)  # its warning of a missing tokenizer: ours says which flag
+    try:
+        config = ConfigManager().parse_args(config_args)
+    finally:
+        logging.disable(logging.NOTSET)
     return export_run(
         config.model.flavor,
         config.model.hf_assets_path,

@@ -554,6 +554,8 @@ def test_the_scripts_still_run_the_sweep_for_one_release(tmp_path):
         text=True,
     )
     assert check.returncode == 0 and "up to date" in check.stdout, check.stdout + check.stderr
+    for out, command in ((wrapped, "launch"), (check, "configs")):
+        assert f"kept for one release; use `python -m prefix_titan.sweep {command}`" in out.stderr
 
 
 def test_the_sweep_command_names_its_subcommands(capsys):

@@ -377,21 +377,25 @@ def test_cute_task_offline(exported, tmp_path):
     assert metrics["exact_match,none"] in (0.0, 1.0)  # three identical documents
 
 
-def test_all_checkpoints_gives_a_curve(exported, capsys):
+def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
     from prefix_titan.evaluation.harness import evaluate_run
 
+    # A copy of the run: its evaluations on a --limit sample stay out of the run the other tests
+    # evaluate whole (eval refuses to file two that differ for one task and step).
+    run = tmp_path / "run"
+    shutil.copytree(exported / "run", run)
     # The run's own run_config.json says which flavor and tokenizer it used: no TOML needed.
     curve = evaluate_run(
-        str(exported / "run"),
+        str(run),
         tasks=["piqa", "arc_easy"],
         limit=3,
         data_dir=str(exported / "data"),
         dtype="float32",
     )
     assert sorted(curve) == [2, 4]
-    saved = json.load(open(exported / "run" / "eval_curve.json"))
+    saved = json.load(open(run / "eval_curve.json"))
     assert sorted(saved) == ["2", "4"] and set(saved["4"]) == {"piqa", "arc_easy"}
-    assert (exported / "run" / "hf" / "step-2" / "config.json").exists()
+    assert (run / "hf" / "step-2" / "config.json").exists()
     # Each step's table gives the tasks' chance levels (PIQA: two choices), as --model's does.
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| piqa |")]
     assert len(rows) == 2 and all(r.split("|")[4].strip() == "0.5000" for r in rows), rows

@@ -8,6 +8,7 @@ The targets themselves are built by the objectives floor (objectives/families.py
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -102,7 +103,7 @@ def _main(argv: list[str] | None = None) -> None:
     if a.json:
         print(json.dumps(info, indent=2))
         return
-    print(f"gold {info['gold_id']} {info['gold_text']!r}   {spec}")
+    print(f"gold {info['gold_id']} {info['gold_text']!r}   {_target_words(spec)}")
     for r in info["entries"]:
         print(f"  {r['id']:>7}  {r['prob']:.6g}  {r['text']!r}")
     print(
@@ -110,6 +111,20 @@ def _main(argv: list[str] | None = None) -> None:
         f"{info['background_tokens']} other tokens (mass {info['background_mass']:.6g})"
     )
     print(f"  total {info['total']:.6f}; table built in {info['table_build_seconds']} s")
+
+
+def _target_words(spec: ObjectiveSpec) -> str:
+    """The family and the target options it reads (a built-in family: those naming it; a family
+    named by import path: every target option)."""
+    built_in = spec.name in spec.built_in()
+    read = [
+        f"{f.name}={getattr(spec, f.name)!r}"
+        for f in dataclasses.fields(spec)
+        if f.metadata.get("role") == TARGET
+        and f.metadata.get("families")
+        and (not built_in or spec.name in f.metadata["families"])
+    ]
+    return f"objective {spec.name}" + (f" ({', '.join(read)})" if read else "")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,10 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys):
     )
     code, out = run("--token-id", str(info["gold_id"]), *options)
     assert code == 0 and repr(longest) in out.out and "background:" in out.out
+    heading = "objective prefix (tau=0.5, normalize=True, support='vocab')"
+    assert out.out.splitlines()[0].endswith(heading)
+    code, out = run("--token-id", str(info["gold_id"]), "--objective", "label_smoothing")
+    assert code == 0 and out.out.splitlines()[0].endswith("objective label_smoothing (epsilon=0.1)")
     assert "total 1.0000" in out.out
     code, out = run("--token", longest, "--tau", "-1")
     assert code == 2 and "objective.tau must be a finite number > 0" in out.err

@@ -298,3 +298,29 @@ def test_a_misspelt_run_folder_is_named_as_missing_not_as_empty(tmp_path):
     (tmp_path / "seed1234").mkdir()
     with pytest.raises(ValueError, match="no finished step-N checkpoint folders in"):
         latest_step(str(tmp_path / "seed1234" / "checkpoint"))
+
+
+def test_an_export_through_another_arms_config_says_which_arm_it_files_under(tmp_path, capsys):
+    """The objective does not enter an export: a config of another arm over a run folder exports
+    that run's weights and files them as its arm, and says so."""
+    import json
+    from types import SimpleNamespace
+
+    from prefix_titan.evaluation.export import _note_other_objective
+    from prefix_titan.objectives import ObjectiveSpec
+
+    run = tmp_path / "seed1234"
+    run.mkdir()
+    prefix = ObjectiveSpec("prefix", tau=0.5)
+    (run / "run_config.json").write_text(json.dumps({"objective": prefix.objective()}))
+
+    def config(spec):
+        return SimpleNamespace(job=SimpleNamespace(dump_folder=str(run)), objective=spec)
+
+    _note_other_objective(config(ObjectiveSpec("ce")))
+    assert (
+        f"note: the config names objective ce, the run {run} trained objective prefix_tau0.5: "
+        "the export is of that run's weights and its evaluation is filed as prefix_tau0.5"
+    ) in capsys.readouterr().err
+    _note_other_objective(config(ObjectiveSpec("prefix", tau=0.5)))
+    assert capsys.readouterr().err == ""

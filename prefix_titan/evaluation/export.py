@@ -68,6 +68,32 @@ def _objective_words(record: dict, path: str) -> str:
         return f"objective {objective.get('name')!r}"
 
 
+def _note_other_objective(config) -> None:
+    """A note where the config's [objective] is not the one its run folder recorded: the export
+    is of the run's weights and filed as the run's arm whatever the config says (the objective
+    does not enter an export), which a config of another arm may hide."""
+    from ..objectives.spec import ObjectiveSpec
+
+    recorded = os.path.join(config.job.dump_folder, RUN_CONFIG)
+    given = getattr(config, "objective", None)
+    if given is None or not os.path.isfile(recorded):
+        return
+    record = read_json(recorded, "the run's record", expect=dict)
+    try:
+        mine = (
+            given if isinstance(given, ObjectiveSpec) else ObjectiveSpec(**vars(given))
+        ).arm_name()
+    except (TypeError, ValueError):
+        return
+    theirs = _objective_words(record, recorded)
+    if theirs != f"objective {mine}":
+        _log(
+            f"note: the config names objective {mine}, the run {config.job.dump_folder} trained "
+            f"{theirs}: the export is of that run's weights and its evaluation is filed as "
+            f"{theirs.removeprefix('objective ')}"
+        )
+
+
 def _same_tokenizer(a: str, b: str) -> bool:
     """Whether two tokenizer.json files hold the same tokenizer (vocabulary, merges, special
     tokens, normalizer and pre-tokenizer), however their JSON is laid out."""
@@ -457,6 +483,7 @@ def export(
         config = ConfigManager().parse_args(config_args)
     finally:
         logging.disable(logging.NOTSET)
+    _note_other_objective(config)
     return export_run(
         config.model.flavor,
         config.model.hf_assets_path,

@@ -214,7 +214,14 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
         capsys.readouterr().err
     )
     main(["--arms", "ce", "--", str(tmp_path / "sweep")])
-    assert "# Sweep report: 1 arm × 1 seed (1234)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "# Sweep report: 1 arm × 1 seed (1234)" in out and "one run's folder" not in out
+    one = tmp_path / "sweep" / "ce" / "seed1234"
+    main([str(one), "--out", str(tmp_path / "one")])  # a run's folder, for a sweep's
+    assert (
+        f"`{one}` is one run's folder (it holds run_config.json): a report compares the arms of a "
+        f"sweep, so give the folder that holds the arm folders (here `{tmp_path / 'sweep'}`)"
+    ) in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

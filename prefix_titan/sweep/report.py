@@ -10,7 +10,7 @@ import os
 from dataclasses import asdict
 
 from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE
-from ..runs.folder import read_json, write_atomically, write_json
+from ..runs.folder import RUN_CONFIG, read_json, write_atomically, write_json
 from .analysis import (
     CE_EQUIVALENT,
     SUMMARY,
@@ -468,6 +468,12 @@ def report(
     if not runs:
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
     subset_notes, subset_deviations = subset_lines(runs, left_out)
+    if os.path.isfile(os.path.join(runs_dir, RUN_CONFIG)):
+        sweep = os.path.dirname(os.path.dirname(os.path.abspath(runs_dir)))
+        subset_notes.append(
+            f"`{runs_dir}` is one run's folder (it holds {RUN_CONFIG}): a report compares the "
+            f"arms of a sweep, so give the folder that holds the arm folders (here `{sweep}`)"
+        )
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
     deviations = plan_deviations(plan_, checkpoints, registered) + subset_deviations

@@ -76,6 +76,14 @@ def _family(**table):
     return family
 
 
+def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
+    """[V, 1] weights of `fill` but at the rows given."""
+    out = torch.full((V, 1), fill)
+    for y, v in values.items():
+        out[y, 0] = v
+    return out
+
+
 @pytest.mark.parametrize(
     "family,message",
     [
@@ -107,6 +115,15 @@ def _family(**table):
             "ids outside [0, 4)",
         ),
         (_family(weight=lambda V: torch.full((V, 1), float("nan"))), "not all finite"),
+        # the first bad row is named, not the worst
+        (_family(weight=lambda V: _row(V, {2: float("nan")})), "not all finite: row 2 "),
+        (_family(background=lambda V: _row(V, {1: -0.1, 3: -0.5}, 0.0)[:, 0]), "row 1 (weights"),
+        (_family(idx=lambda V: torch.tensor([[0], [1], [2], [1]])), "row 3 starts with 1"),
+        (_family(weight=lambda V: _row(V, {1: 0.9, 2: 0.5})), "row 1 sums to 0.9, not 1"),
+        (
+            _family(weight=lambda V: _row(V, {1: 0.99}).bfloat16()),
+            "(the table is torch.bfloat16, whose rounding alone moves a row's sum",
+        ),
     ],
 )
 def test_a_bad_family_is_refused_by_name(monkeypatch, family, message):

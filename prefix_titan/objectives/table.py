@@ -110,16 +110,33 @@ def check_table(table, vocab_size: int, family: str) -> TargetTable:
         raise bad(f"background is {tuple(b.shape)} {b.dtype}; it must be floating [{vocab_size}]")
     if bool(((idx < 0) | (idx >= vocab_size)).any()):
         raise bad(f"idx holds ids outside [0, {vocab_size})")
-    if not bool((idx[:, 0] == torch.arange(vocab_size)).all()):
-        raise bad("idx[y, 0] is not the gold id y in every row")
-    if not bool(torch.isfinite(w).all() and torch.isfinite(b).all()):
-        raise bad("weights are not all finite")
-    if bool((w < 0).any() or (b < 0).any()):
-        raise bad("some weights are negative (every weight and background must be >= 0)")
+
+    def first(rows: torch.Tensor) -> int | None:
+        """The first gold id whose row is bad (rows: [V] bool), or None."""
+        found = rows.nonzero()
+        return int(found[0, 0]) if len(found) else None
+
+    if (y := first(idx[:, 0] != torch.arange(vocab_size))) is not None:
+        raise bad(
+            f"idx[y, 0] is not the gold id y in every row: row {y} starts with {int(idx[y, 0])}"
+        )
+    if (y := first(~torch.isfinite(w).all(1) | ~torch.isfinite(b))) is not None:
+        raise bad(
+            f"weights are not all finite: row {y} (weights {w[y].tolist()}, background {float(b[y])})"
+        )
+    if (y := first((w < 0).any(1) | (b < 0))) is not None:
+        raise bad(
+            f"some weights are negative (every weight and background must be >= 0): row {y} "
+            f"(weights {w[y].tolist()}, background {float(b[y])})"
+        )
     total = b.double() * vocab_size + w.double().sum(1)
-    worst = int((total - 1).abs().argmax())
-    if abs(float(total[worst]) - 1) > 1e-4:
-        raise bad(f"row {worst} sums to {float(total[worst]):.6g}, not 1")
+    if (y := first((total - 1).abs() > 1e-4)) is not None:
+        hint = (
+            f" (the table is {w.dtype}, whose rounding alone moves a row's sum: build it in float32)"
+            if w.dtype in (torch.bfloat16, torch.float16)
+            else ""
+        )
+        raise bad(f"row {y} sums to {float(total[y]):.6g}, not 1{hint}")
     return table
 
 

@@ -147,3 +147,18 @@ def test_a_bad_family_is_refused_by_name(monkeypatch, family, message):
 def test_unknown_family_names_are_refused(name, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         resolve_family(name)
+
+
+def test_a_family_that_cannot_take_texts_and_spec_is_refused_when_named(monkeypatch):
+    module = type(sys)("bad_lab")
+    module.one = lambda texts: None
+    module.three = lambda texts, spec, extra: None
+    module.fine = lambda texts, spec, extra=1: None
+    monkeypatch.setitem(sys.modules, "bad_lab", module)
+    for name, shown in (("one", "one(texts)"), ("three", "three(texts, spec, extra)")):
+        with pytest.raises(ValueError) as e:
+            resolve_family(f"bad_lab:{name}")
+        assert f"is called as {name}(texts, spec) and returns a TargetTable; {shown} cannot" in (
+            str(e.value)
+        )
+    assert resolve_family("bad_lab:fine") is module.fine

@@ -18,6 +18,7 @@ token is e^2000.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -122,6 +123,16 @@ def resolve_family(name: str) -> TargetFamily:
     family = getattr(module, attr, None)
     if not callable(family):
         raise ValueError(f"objective.name {name!r}: {module_name} has no function {attr!r}")
+    try:
+        inspect.signature(family).bind(None, None)
+    except TypeError:
+        raise ValueError(
+            f"objective.name {name!r}: a target family is called as {attr}(texts, spec) and "
+            f"returns a TargetTable; {attr}{inspect.signature(family)} cannot take those two "
+            'arguments (docs/objectives.md, "Add a target family")'
+        ) from None
+    except ValueError:  # no signature to read (a builtin): left to the call
+        pass
     return family
 
 

@@ -336,6 +336,13 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
         parse(default, "--job.dump_folder", str(tmp_path / "new"), "--objective.name", "ce")
     )
     _record_run(tmp_path / "empty", parse(default), with_checkpoint=False)
+    # a run that failed as it started (its record only: no step, metrics row or evaluation) does
+    # not hold its folder: the next run replaces its record
+    _record_run(tmp_path / "failed", parse(default), with_checkpoint=False)
+    check_job_config(
+        parse(default, "--job.dump_folder", str(tmp_path / "failed"), "--objective.name", "ce")
+    )
+    (tmp_path / "empty" / "prefix_metrics.jsonl").write_text('{"step": 1}\n')
     for folder_, off in ((tmp_path / "empty", ()), (folder, ("--checkpoint.no-enable",))):
         with pytest.raises(ValueError, match="holds the record .* of a run with other settings"):
             check_job_config(

@@ -12,6 +12,9 @@ from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block
 from ..runs.checkpoints import complete_steps, verify_step
 from ..runs.folder import (
+    EVALS,
+    EXPORTS,
+    METRICS_LOG,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
     checkpoint_steps,
@@ -304,6 +307,14 @@ def check_resume(job_config) -> None:
     if not conflicts:
         return
     steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))
+    if not steps and not _trained_anything(folder):
+        from torchtitan.tools.logging import logger
+
+        logger.warning(
+            f"{folder} holds the record of a run that trained no step (no checkpoint, no "
+            f"metrics, no evaluation: it failed as it started); this run replaces it"
+        )
+        return
     held = (
         f"a checkpoint ({os.path.basename(steps[-1])}) of a run with other settings, and "
         "resuming it would train (and record) them as this run's"
@@ -317,6 +328,15 @@ def check_resume(job_config) -> None:
         + f"\nA resumed run may change only: {', '.join(RESUME_MAY_CHANGE)}. To start a fresh "
         "run, give it another job.dump_folder."
     )
+
+
+def _trained_anything(folder: str) -> bool:
+    """Whether a run folder holds anything a run makes once it trains: a metrics row, or an
+    evaluation or export (a checkpoint is looked for by the caller)."""
+    log = os.path.join(folder, METRICS_LOG)
+    if os.path.isfile(log) and os.path.getsize(log) > 0:
+        return True
+    return any(os.path.exists(os.path.join(folder, d)) for d in (EVALS, EXPORTS))
 
 
 def _read_record(path: str) -> dict:

@@ -273,8 +273,11 @@ def test_arms_with_other_seeds_or_a_repeated_seed_are_refused(sweep, tmp_path_fa
 def test_a_missing_run_is_reported_on_the_complete_seeds_a_chosen_subset_is_exploratory(sweep):
     for seed in (1, 2):  # seed 3 of this arm crashed
         make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
-    with pytest.raises(ValueError, match=r"report the seeds every arm has \(--seeds 1 2\)"):
+    with pytest.raises(ValueError, match=r"report the seeds every arm has \(--seeds 1 2\)") as e:
         report(str(sweep))
+    assert f"or leave out the arms that miss runs (--arms {' '.join(ARMS)}: an exploratory" in (
+        str(e.value)
+    )
     text = report(str(sweep), seeds=[1, 2])
     assert text.startswith("# Sweep report: 5 arms × 2 seeds (1, 2)")
     assert "**Answer.** (An exploratory" not in text

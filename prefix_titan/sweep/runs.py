@@ -239,6 +239,13 @@ def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
             if complete
             else ""
         )
+        every = set().union(*lists.values())
+        whole = [name for name, v in lists.items() if set(v) == every]
+        if 1 < len(whole) < len(lists):
+            subset += (
+                f", or leave out the arms that miss runs (--arms {' '.join(whole)}: an "
+                "exploratory report, as any choice of arms after the runs)"
+            )
         raise ValueError(
             "the arms were not run with the same seeds, so they cannot be paired:\n  "
             + "\n  ".join(f"{name}: seeds {', '.join(map(str, v))}" for name, v in lists.items())

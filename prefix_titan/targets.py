@@ -69,7 +69,9 @@ def _main(argv: list[str] | None = None) -> None:
         if not os.path.isfile(path):
             raise ValueError(
                 f"--hf-assets-path {a.hf_assets_path}: no tokenizer.json there (the folder a "
-                "run's [model] hf_assets_path names, e.g. assets/embedded_tokenizer)"
+                "run's [model] hf_assets_path names, e.g. assets/embedded_tokenizer, which "
+                "`python scripts/train_tokenizer.py` or the embedded default's first training "
+                "makes)"
             )
         tok = Tokenizer.from_file(path)
         texts = token_texts(tok, a.vocab_size)

@@ -107,10 +107,13 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
 
 
 def _record(folder, *overrides):
-    from prefix_titan.runs.folder import run_record
+    """The record and a metrics row of a run that trained (a run that trained nothing does
+    not hold its folder)."""
+    from prefix_titan.runs.folder import METRICS_LOG, run_record
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run_config.json").write_text(json.dumps(run_record(_job(*overrides, folder=folder))))
+    (folder / METRICS_LOG).write_text('{"step": 1}\n')
 
 
 def test_another_arm_is_refused_whatever_the_checkpoint_settings(tmp_path):

@@ -162,3 +162,33 @@ def test_a_family_that_cannot_take_texts_and_spec_is_refused_when_named(monkeypa
             str(e.value)
         )
     assert resolve_family("bad_lab:fine") is module.fine
+
+
+def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, monkeypatch):
+    """A sweep launch's checks (titan/preflight.py) build a family's table as the run would, so
+    its error names the runs before any starts; a good family passes, one table for its seeds."""
+    from helpers import embedded_tokenizer_at
+
+    from prefix_titan.titan.preflight import check_runs
+
+    module = type(sys)("bad_lab")
+    calls = []
+    module.good = lambda texts, spec: calls.append(1) or FAMILIES["ce"](texts, spec)
+    module.broken = lambda texts, spec: {}["no such key"]
+    module.unnormalised = _family(weight=lambda V: torch.full((V, 1), 0.5))
+    monkeypatch.setitem(sys.modules, "bad_lab", module)
+    tokenizer = embedded_tokenizer_at(tmp_path / "tokenizer")
+
+    def run(family, seed):
+        args = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        args += ["--model.hf_assets_path", tokenizer, "--objective.name", f"bad_lab:{family}"]
+        dump = tmp_path / f"{family}{seed}"
+        return (f"{family} seed {seed}", [*args, "--job.dump_folder", str(dump)])
+
+    problems = check_runs([run(f, s) for f in ("good", "broken", "unnormalised") for s in (1, 2)])
+    assert len(calls) == 1, calls  # one table per setting, whatever the seeds
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("broken seed 1, broken seed 2: objective.name 'bad_lab:broken'")
+    assert "its target table could not be built (KeyError: 'no such key')" in problems[0]
+    assert problems[1].startswith("unnormalised seed 1, unnormalised seed 2: ")
+    assert "row 0 sums to 0.5, not 1" in problems[1]

@@ -566,3 +566,26 @@ def test_the_sweep_command_names_its_subcommands(capsys):
         "the first argument must be one of configs, launch; got 'lanch'" in capsys.readouterr().err
     )
     assert main(["--help"]) == 0 and "configs" in capsys.readouterr().out
+
+
+def test_a_failed_run_says_why_in_the_launch_log(tmp_path, capsys):
+    """The queue prints the reason a run ended (its refusal, else its last exception line), read
+    from what this attempt wrote to the log, not an earlier attempt's."""
+    from prefix_titan.sweep.launch import failure_reason, run_queue
+
+    log = tmp_path / "run" / "launch.log"
+    log.parent.mkdir()
+    log.write_text("[rank0]:error: an earlier attempt's refusal\n")
+    script = (
+        "import sys; print('[rank0]: Traceback (most recent call last):'); "
+        "print('[rank0]: KeyError: 7'); "
+        "print('[rank0]:torch.distributed.elastic.multiprocessing.errors.ChildFailedError: x'); "
+        "print('[rank0]:error: objective.tau must be > 0; got -1'); sys.exit(2)"
+    )
+    assert run_queue([("ce seed 1", log, [sys.executable, "-c", script])], [[]]) != []
+    out = capsys.readouterr().out
+    assert "ce seed 1: FAILED, exit 2: objective.tau must be > 0; got -1" in out
+    traceback = "Traceback (most recent call last):\n  File 'x'\nValueError: bad\n"
+    log.write_text(traceback + "torch.distributed.elastic...ChildFailedError:\n")
+    assert failure_reason(log) == "ValueError: bad"
+    assert failure_reason(log, start=log.stat().st_size) is None  # nothing written: no reason

@@ -32,14 +32,16 @@ the runs on --gpus N GPUs (default: the GPUs visible here, or 8 when none is; th
 without visible GPUs: on the CPU, as it would run here). A real launch uses the visible GPUs.
 
 Before any run starts, every run that would start is checked in this process (the job config's
-checks, its data folders and tokenizer, a live writer on its dump folder): a refusal names each
+checks, its data folders and tokenizer, a live writer on its dump folder, the target table of a
+family of one's own, built as its run would build it): a refusal names each
 run and nothing starts (exit status 2), instead of one torchrun failure report per run. A
 --dry-run makes the same checks after printing its plan, and exits 2 with the same list where a
 launch from here would be refused (data not prepared yet, a tokenizer missing).
 
 A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
 a sweep (a --dry-run lists it as a comment line, `# ARM seed S: finished already, skipped`, and
-places only the others). A failed run is reported at the end and does not stop the others, unless
+places only the others). A failed run is reported as it ends, with the line of its log that says
+why (its refusal, or its last exception), and at the end; it does not stop the others, unless
 --stop-on-failure. The exit status is 1 when any run failed.
 
 The project root (--root, default: the current folder) holds train_configs/; the runs start there,
@@ -52,6 +54,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
@@ -265,22 +268,45 @@ def run_queue(
             elif len(groups) > 1 and "OMP_NUM_THREADS" not in env:  # CPU runs side by side
                 env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(groups)))
             with open(log, "ab") as f:
+                start = f.tell()  # a rerun appends: its reason is read from here on
                 proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
             where = f"GPU {','.join(groups[slot])}" if groups[slot] else "CPU"
             print(f"[sweep] {name}: started on {where}, log {log}", flush=True)
-            running[proc] = (slot, name, log)
+            running[proc] = (slot, name, log, start)
         if not running:
             break
         time.sleep(0.2)
         for proc in [p for p in running if p.poll() is not None]:
-            slot, name, log = running.pop(proc)
+            slot, name, log, start = running.pop(proc)
             free.append(slot)
             if proc.returncode == 0:
                 print(f"[sweep] {name}: finished", flush=True)
             else:
                 failed.append(f"{name} (exit {proc.returncode}, log {log})")
-                print(f"[sweep] {name}: FAILED, exit {proc.returncode}", flush=True)
+                why = failure_reason(log, start)
+                print(
+                    f"[sweep] {name}: FAILED, exit {proc.returncode}" + (f": {why}" if why else ""),
+                    flush=True,
+                )
     return failed + [f"{name} (not started)" for name, _, _ in pending]
+
+
+def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str | None:
+    """The line of a failed run's log (from byte `start`) that says why it ended: its refusal
+    (`error: ...`, titan/refusal.py) or the last exception line of a traceback; None if neither."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for pattern in (r"error: (.+)", r"((?:\w+\.)*\w*(?:Error|Exception|Interrupt): .+)"):
+        for line in reversed(lines):
+            line = re.sub(r"^\[(?:default)?(?:rank)?\d+\]:\s*", "", line.strip())
+            if m := re.match(pattern, line):
+                why = m.group(1).strip()
+                return why if len(why) <= width else why[: width - 3] + "..."
+    return None
 
 
 def _refused(a, runs, extra, world: int) -> int:

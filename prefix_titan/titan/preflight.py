@@ -13,13 +13,19 @@ import sys
 
 def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
     """`names: problem` for each problem a run's training would refuse with (the job config's
-    checks, its tokenizer and data folders, relative to the working directory, and a live
-    writer's lock on its dump folder), the runs that share a problem named together."""
+    checks, its tokenizer and data folders, relative to the working directory, a live writer's
+    lock on its dump folder, and the target table of a family of one's own, built as the run
+    would build it), the runs that share a problem named together. The built-in families'
+    tables are not built here (seconds each on a 128K vocabulary; their settings are checked
+    above)."""
     from torchtitan.config import ConfigManager
 
+    from ..objectives.families import FAMILIES
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import check_job_config, check_paths
+    from .loss import LossPlans
 
+    plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
     problems: dict[str, list[str]] = {}
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
@@ -32,6 +38,17 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
                     RunLock(job.job.dump_folder).acquire().release()  # refused if held
             except (ValueError, FolderBusy, SystemExit) as e:
                 for problem in getattr(e, "problems", None) or [str(e)]:
+                    problems.setdefault(problem, []).append(name)
+                continue
+            has_tokenizer = os.path.exists(os.path.join(job.model.hf_assets_path, "tokenizer.json"))
+            if job.objective.name not in FAMILIES and has_tokenizer:  # else: made by the run
+                try:
+                    plans.table_for(job)
+                except Exception as e:  # a family's own code: whatever it raises is its problem
+                    problem = (
+                        f"objective.name {job.objective.name!r}: its target table could not be "
+                        f"built ({type(e).__name__}: {e})"
+                    )
                     problems.setdefault(problem, []).append(name)
     finally:
         logging.disable(logging.NOTSET)

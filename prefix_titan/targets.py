@@ -126,6 +126,8 @@ def _target_words(spec: ObjectiveSpec) -> str:
         and f.metadata.get("families")
         and (not built_in or spec.name in f.metadata["families"])
     ]
+    if not built_in and spec.options is not None:
+        read.append(f"options={spec.options!r}")
     return f"objective {spec.name}" + (f" ({', '.join(read)})" if read else "")
 
 

@@ -51,6 +51,11 @@ def test_the_documented_family_builds_a_checked_table(docs_family):
     torch.testing.assert_close(dense[2], torch.tensor([0.1, 0, 0.8, 0, 0, 0.1]))
     torch.testing.assert_close(dense[3], torch.tensor([0, 0.2, 0, 0.8, 0, 0]))  # "walks" <- "s"
     torch.testing.assert_close(dense[4], torch.tensor([0, 0, 0, 0, 1.0, 0]))  # no text: one-hot
+    # its own setting, by objective.options: suffixes of 2+ characters ("walks" loses "s")
+    table = build_target_table(texts, ObjectiveSpec(docs_family, epsilon=0.2, options="min_len=2"))
+    dense = table.dense(torch.arange(len(texts)))
+    torch.testing.assert_close(dense[2], torch.tensor([0.1, 0, 0.8, 0, 0, 0.1]))
+    torch.testing.assert_close(dense[3], torch.tensor([0, 0, 0, 1.0, 0, 0]))
 
 
 def test_the_documented_family_trains_through_the_kernel(docs_family, odd_texts):
@@ -192,3 +197,53 @@ def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, m
     assert "its target table could not be built (KeyError: 'no such key')" in problems[0]
     assert problems[1].startswith("unnormalised seed 1, unnormalised seed 2: ")
     assert "row 0 sums to 0.5, not 1" in problems[1]
+
+
+def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):
+    from prefix_titan.objectives import family_options
+
+    module = type(sys)("opt_lab")
+    module.fam = lambda texts, spec, *, n=1, x=0.5, strict=False, word="a", any_=None: (n, x)
+    module.loose = lambda texts, spec, **kw: kw
+    monkeypatch.setitem(sys.modules, "opt_lab", module)
+
+    def options(name, text):
+        return family_options(ObjectiveSpec(f"opt_lab:{name}", options=text))
+
+    # an int for a float default is a float; the defaults' types decide
+    assert options("fam", "n=3,x=1,strict=true,word=b,any_=2") == {
+        "n": 3,
+        "x": 1.0,
+        "strict": True,
+        "word": "b",
+        "any_": 2,
+    }
+    assert isinstance(options("fam", "x=1")["x"], float)
+    assert options("loose", "k=v") == {"k": "v"}  # **kwargs: any key
+    with pytest.raises(ValueError) as e:
+        options("fam", "m=2")
+    assert "sets m, which 'opt_lab:fam' does not declare" in str(e.value)
+    assert "n=1, x=0.5, strict=False, word='a', any_=None" in str(e.value)
+    for text, message in (
+        ("n=2.5", "n = 2.5 is of type float, and 'opt_lab:fam' declares n=1 (of type int)"),
+        ("strict=1", "strict = 1 is of type int, and 'opt_lab:fam' declares strict=False"),
+        ("x=abc", "x = 'abc' is of type str"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            options("fam", text)
+
+
+def test_a_bad_family_option_is_refused_before_the_run_starts(tmp_path, docs_family):
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.titan.checks import check_job_config
+
+    def job(*overrides):
+        config = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        return ConfigManager().parse_args([*config, "--objective.name", docs_family, *overrides])
+
+    check_job_config(job("--objective.options", "min_len=2"))  # declared, and an int
+    with pytest.raises(ValueError, match="sets max_len, which .* does not declare .*min_len=1"):
+        check_job_config(job("--objective.options", "max_len=2"))
+    with pytest.raises(ValueError, match="objective.name = 'prefix' reads none"):
+        check_job_config(job("--objective.name", "prefix", "--objective.options", "n=1"))

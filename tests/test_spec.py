@@ -4,6 +4,7 @@ name, the sweep's configs, the report's grouping and invariants, and the inspect
 
 import argparse
 import dataclasses
+import re
 
 import pytest
 from helpers import ROOT, make_run
@@ -34,6 +35,7 @@ def test_the_roles_of_the_fields():
         "normalize",
         "support",
         "epsilon",
+        "options",
     ]
     assert [f.name for f in ObjectiveSpec.fields_of(WEIGHTING)] == ["position_gamma"]
     assert ObjectiveSpec.execution_fields() == (
@@ -62,6 +64,10 @@ def test_the_roles_of_the_fields():
         (ObjectiveSpec("prefix", position_gamma=0.9), "prefix_tau0.5_gamma0.9"),
         (ObjectiveSpec("prefix", fused_loss=True, kernel="triton"), "prefix_tau0.5"),
         (ObjectiveSpec("my_lab.targets:suffix", epsilon=0.2), "my_lab.targets:suffix_epsilon0.2"),
+        (  # a family's own options, by key: one name for any order or spacing
+            ObjectiveSpec("my_lab.targets:suffix", options=" strict=false, min_len=2,ab=x.y"),
+            "my_lab.targets:suffix_abx.y_min_len2_no_strict",
+        ),
     ],
     ids=str,
 )
@@ -195,3 +201,34 @@ def test_a_setting_the_family_does_not_read_is_refused():
         ObjectiveSpec("ce", tau=0.2).validate()
     ObjectiveSpec("prefix", epsilon=0.1, tau=0.2).validate()  # at the default: fine
     ObjectiveSpec("my.mod:f", epsilon=0.5, tau=0.2).validate()  # import path: reads any
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ("min_len", 'objective.options must be "key=value,key=value"'),
+        ("min len=2", "('min len=2')"),
+        ("a=1,a=2", "objective.options sets a twice"),
+        ("a=x/y", "a value a number, true, false or a word"),
+        (3, "got 3"),
+    ],
+)
+def test_malformed_family_options_are_refused_naming_the_form(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ObjectiveSpec("my_lab.targets:suffix", options=options).validate()
+
+
+def test_family_options_are_typed_and_refused_for_the_built_in_families():
+    spec = ObjectiveSpec("my_lab.targets:suffix", options="n=2,x=0.5,e=1e-3,on=true,w=abc,f=nan")
+    assert spec.validate().family_options() == {
+        "n": 2,
+        "x": 0.5,
+        "e": 0.001,
+        "on": True,
+        "w": "abc",
+        "f": "nan",
+    }
+    assert ObjectiveSpec("my_lab.targets:suffix").family_options() == {}
+    for name in ("ce", "prefix", "label_smoothing"):
+        with pytest.raises(ValueError, match=f"objective.name = '{name}' reads none"):
+            ObjectiveSpec(name, options="n=2").validate()

@@ -153,6 +153,11 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
         ),
         ('[[arm]]\nname = "prefx"\n', "objective.name must be one of ce, label_smoothing"),
         ('[[arm]]\nname = "no_lab.t:f"\n', "arm 1 (no_lab.t:f): objective.name 'no_lab.t:f': "),
+        (
+            '[[arm]]\nname = "prefix_titan.objectives.families:ce_targets"\noptions = "n=1"\n',
+            "objective.options sets n, which 'prefix_titan.objectives.families:ce_targets' does "
+            "not declare (its settings, keyword arguments with their defaults: none)",
+        ),
         ('[arm]\nname = "prefix"\n', "[[arm]], not [arm]); it holds arm"),
         ('[[arm]]\nname = "ce"\nlabel_smoothing = 0.1\n', "sets label_smoothing, which is no "),
         ("arm = [1]\n", "write one [[arm]] table per arm"),

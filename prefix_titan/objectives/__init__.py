@@ -6,7 +6,7 @@ the LM head (`fused_target_loss`); a run decides once how (`build_plan` -> `Loss
 `reference` holds their dense references.
 """
 
-from .families import FAMILIES, build_target_table, prefix_sets, resolve_family
+from .families import FAMILIES, build_target_table, family_options, prefix_sets, resolve_family
 from .fused import fused_target_loss
 from .kernel import (
     IGNORE_INDEX,
@@ -42,6 +42,7 @@ __all__ = [
     "check_labels",
     "check_table",
     "describe_target",
+    "family_options",
     "fused_target_loss",
     "position_weights",
     "prefix_sets",

@@ -12,7 +12,9 @@ get a one-hot target. Weights are computed in float64 log space: tau = 0.05 with
 token is e^2000.
 
 `objective.name` picks a family from FAMILIES, or names one by import path
-("package.module:function"): a function (texts, spec) -> TargetTable, checked by `check_table`.
+("package.module:function"): a function (texts, spec) -> TargetTable, checked by `check_table`,
+whose own settings are keyword arguments with defaults, set by `objective.options`
+(`family_options`).
 """
 
 from __future__ import annotations
@@ -136,8 +138,48 @@ def resolve_family(name: str) -> TargetFamily:
     return family
 
 
+def family_options(spec: ObjectiveSpec) -> dict:
+    """The keyword arguments `spec`'s family is called with: objective.options, each a keyword
+    argument with a default that the family's signature declares, of its default's type (an int
+    for a float default is made a float); anything else is refused, naming what it declares."""
+    options = spec.family_options()
+    if not options:
+        return {}
+    family = resolve_family(spec.name)
+    try:
+        params = inspect.signature(family).parameters.values()
+    except ValueError:  # no signature to read (a builtin): left to the call
+        return options
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return options
+    declared = {
+        p.name: p.default
+        for p in list(params)[2:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
+    }
+    shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
+    out = {}
+    for key, value in options.items():
+        if key not in declared:
+            raise ValueError(
+                f"objective.options sets {key}, which {spec.name!r} does not declare (its "
+                f"settings, keyword arguments with their defaults: {shown})"
+            )
+        default = declared[key]
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)
+        kinds = (type(default),) if default is not None else (bool, int, float, str)
+        if type(value) not in kinds:
+            raise ValueError(
+                f"objective.options: {key} = {value!r} is of type {type(value).__name__}, and "
+                f"{spec.name!r} declares {key}={default!r} (of type {type(default).__name__})"
+            )
+        out[key] = value
+    return out
+
+
 def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
     """The checked target table of `spec`'s family over the vocabulary `texts`."""
     spec.validate()
-    table = resolve_family(spec.name)(texts, spec)
+    table = resolve_family(spec.name)(texts, spec, **family_options(spec))
     return check_table(table, len(texts), spec.name)

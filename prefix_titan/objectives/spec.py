@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from .kernel import RowKernel
@@ -71,6 +72,54 @@ def _default_label(f: dataclasses.Field, value) -> str | None:
     return f"{f.name}{value}"
 
 
+_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPTION_WORD = re.compile(r"[A-Za-z0-9_.+-]+")
+OPTIONS_FORM = (
+    '"key=value,key=value": a key of letters, digits and _, a value a number, true, false or a '
+    "word of letters, digits and _.+-"
+)
+
+
+def parse_family_options(text) -> dict:
+    """objective.options ("key=value,key=value") -> {key: value}, each value an int, a float, a
+    bool (true / false) or a word; a malformed one is refused, naming the form."""
+    if not isinstance(text, str):
+        raise ValueError(f"objective.options must be {OPTIONS_FORM}; got {text!r}")
+    out: dict = {}
+    for item in text.split(","):
+        key, sep, word = (part.strip() for part in item.partition("="))
+        if not sep or not _OPTION_KEY.fullmatch(key) or not _OPTION_WORD.fullmatch(word):
+            raise ValueError(f"objective.options must be {OPTIONS_FORM}; got {text!r} ({item!r})")
+        if key in out:
+            raise ValueError(f"objective.options sets {key} twice: {text!r}")
+        out[key] = _option_value(word)
+    return out
+
+
+def _option_value(word: str):
+    if word in ("true", "false"):
+        return word == "true"
+    for kind in (int, float):
+        try:
+            value = kind(word)
+        except ValueError:
+            continue
+        return value if math.isfinite(value) else word
+    return word
+
+
+def _options_label(text) -> str | None:
+    """`key<value>` per family option, by key (`min_len2_strict`): one arm name for any order
+    or spacing of the same options."""
+    if text is None:
+        return None
+    parts = [
+        (k if v else f"no_{k}") if isinstance(v, bool) else f"{k}{v}"
+        for k, v in sorted(parse_family_options(text).items())
+    ]
+    return "_".join(parts)
+
+
 def _got(value) -> str:
     """A refused value as an error names it; a string where a number or a boolean belongs says
     so (a TOML value in quotes)."""
@@ -110,6 +159,12 @@ class ObjectiveSpec:
 
     epsilon: float = option(0.1, TARGET, families=("label_smoothing",), order=4)
     """label_smoothing: the smoothing mass, in [0, 1)"""
+
+    options: str | None = option(None, TARGET, label=_options_label, order=5)
+    """A family of one's own (named by import path): its own settings, "key=value,key=value"
+    (numbers, true / false, or words), passed to it as the keyword arguments its signature
+    declares with their defaults (docs/objectives.md, "Add a target family"). The built-in
+    families read none. Unset: the family's defaults"""
 
     fused_loss: bool = option(False, EXECUTION)
     """Run the output projection and the loss together, chunked over tokens (never the full logits)"""
@@ -253,8 +308,20 @@ class ObjectiveSpec:
                 f"objective.position_gamma must be a number in (0, 1] (unset: no position "
                 f"weighting); got {_got(gamma)}"
             )
+        if self.options is not None:
+            parse_family_options(self.options)
+            if self.name in self.built_in():
+                raise ValueError(
+                    f"objective.options are the settings of a family named by import path; "
+                    f"objective.name = {self.name!r} reads none (its settings: objective.tau, "
+                    "objective.epsilon, ...): leave objective.options unset"
+                )
         self._check_read()
         return self
+
+    def family_options(self) -> dict:
+        """{key: value} of objective.options (empty when unset): a family's keyword arguments."""
+        return {} if self.options is None else parse_family_options(self.options)
 
     @classmethod
     def built_in(cls) -> list[str]:

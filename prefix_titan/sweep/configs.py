@@ -61,7 +61,7 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
     a run would check it; a table that sets anything but the objective is refused."""
     import difflib
 
-    from ..objectives.families import resolve_family
+    from ..objectives.families import family_options, resolve_family
 
     path = pathlib.Path(root or ".") / ARMS_FILE
     if root is None or not path.is_file():
@@ -101,6 +101,7 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
         try:
             spec = ObjectiveSpec(**table).validate()
             resolve_family(spec.name)
+            family_options(spec)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: arm {i} ({table['name']}): {e}") from None
         specs.append(spec)

@@ -7,7 +7,7 @@ import os
 
 from ..data.shards import load_manifest
 from ..model.flavors import FLAVORS, flavor_args
-from ..objectives.families import resolve_family
+from ..objectives.families import family_options, resolve_family
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block
 from ..runs.checkpoints import complete_steps, verify_step
@@ -193,6 +193,7 @@ def check_job_config(job_config) -> None:
     check_titan_numbers(job_config)
     spec = job_config.objective.validate()
     resolve_family(spec.name)
+    family_options(spec)
     flavor = flavor_args(job_config.model.flavor)
     p = job_config.parallelism
     if spec.fused_loss:

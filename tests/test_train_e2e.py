@@ -357,3 +357,28 @@ def test_a_diverging_run_stops_at_the_first_non_finite_step_and_saves_nothing_af
     )
     assert sorted(losses) == [1]
     assert sorted(os.listdir(tmp_path / "run" / "checkpoint")) == ["step-1"]
+
+
+def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
+    """A family by import path, its own setting given by objective.options: the trainer builds
+    its table with it (a family that is label smoothing with its `mass` option trains exactly
+    as the built-in label smoothing with that epsilon)."""
+    (tmp_path / "e2e_lab.py").write_text(
+        "from prefix_titan.objectives import FAMILIES, ObjectiveSpec\n\n\n"
+        "def smooth(texts, spec, *, mass=0.0):\n"
+        '    return FAMILIES["label_smoothing"](texts, ObjectiveSpec("label_smoothing", '
+        "epsilon=mass))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    runs = train_all(
+        tmp_path,
+        {
+            "builtin": ("--objective.name", "label_smoothing", "--objective.epsilon", "0.05"),
+            "own": ("--objective.name", "e2e_lab:smooth", "--objective.options", "mass=0.05"),
+        },
+    )
+    (own_log, own), (_, builtin) = runs["own"], runs["builtin"]
+    assert "Target table for e2e_lab:smooth" in own_log
+    assert sorted(own) == [1, 2, 3, 4] and own == builtin
+    record = json.loads((tmp_path / "own" / "run_config.json").read_text())
+    assert record["objective"]["options"] == "mass=0.05"

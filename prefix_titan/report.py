@@ -22,7 +22,8 @@ different steps, with different --limit or task versions are refused, naming the
 A run missing (never started, its folder lost; a run that began counts, finished or not):
 --seeds names the seeds every arm has, and the report is still the plan's analysis (of the
 complete pairs). Leaving out an arm, or a seed every arm has, makes it an exploratory
-re-analysis, and the answer says so.
+re-analysis, and the answer says so. An exploratory re-analysis (these, or --plan) is written to
+RUNS_DIR/report_exploratory unless --out says where: the plan's report stays as it was.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sys
 
 from .runs.cli import Parser
 from .sweep.metrics import METRICS
-from .sweep.report import report, report_folder
+from .sweep.report import report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs_dir", nargs="?")
-    p.add_argument("--out", default=None, help="default: RUNS_DIR/report")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="default: RUNS_DIR/report; an exploratory re-analysis: RUNS_DIR/report_exploratory",
+    )
     p.add_argument(
         "--plan",
         default=None,
@@ -82,11 +87,12 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give RUNS_DIR (or --metrics)")
     if a.checkpoints is not None and a.checkpoints < 1:
         p.error(f"--checkpoints must be >= 1; got {a.checkpoints}")
+    written: list[str] = []
     try:
-        print(report(a.runs_dir, a.out, a.plan, a.checkpoints, a.seeds, a.arms, a.figures))
+        print(report(a.runs_dir, a.out, a.plan, a.checkpoints, a.seeds, a.arms, a.figures, written))
     except ValueError as e:
         p.error(str(e))
-    out = os.path.join(report_folder(a.runs_dir, a.out), "report.md")
+    out = os.path.join(written[0], "report.md")
     print(f"written to {out} (and report.json{', plots' * a.figures})", file=sys.stderr)
 
 

@@ -12,8 +12,9 @@ import dataclasses
 import json
 import os
 import time
+import traceback
 
-from .objectives.families import FAMILIES, build_target_table
+from .objectives.families import FAMILIES, FamilyError, build_target_table, canonical_options
 from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
 from .runs.cli import Parser
@@ -65,6 +66,7 @@ def _main(argv: list[str] | None = None) -> None:
     spec = ObjectiveSpec(name=a.objective, **{name: getattr(a, name) for name in options})
     try:
         spec.validate()
+        spec.options = canonical_options(spec)  # as a run records them
         path = os.path.join(a.hf_assets_path, "tokenizer.json")
         if not os.path.isfile(path):
             raise ValueError(
@@ -97,6 +99,9 @@ def _main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     try:
         table = build_target_table(texts, spec)
+    except FamilyError as e:  # the family's own code: its traceback, then what it raised
+        traceback.print_exception(e.__cause__)
+        p.error(str(e))
     except ValueError as e:
         p.error(str(e))
     info = describe_target(table, texts, gold)

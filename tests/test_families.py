@@ -194,7 +194,11 @@ def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, m
     assert len(calls) == 1, calls  # one table per setting, whatever the seeds
     assert len(problems) == 2, problems
     assert problems[0].startswith("broken seed 1, broken seed 2: objective.name 'bad_lab:broken'")
-    assert "its target table could not be built (KeyError: 'no such key')" in problems[0]
+    assert (
+        "its target table could not be built (target family 'bad_lab:broken' raised "
+        in (problems[0])
+    )
+    assert "KeyError: 'no such key')" in problems[0]
     assert problems[1].startswith("unnormalised seed 1, unnormalised seed 2: ")
     assert "row 0 sums to 0.5, not 1" in problems[1]
 
@@ -242,8 +246,69 @@ def test_a_bad_family_option_is_refused_before_the_run_starts(tmp_path, docs_fam
         config = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
         return ConfigManager().parse_args([*config, "--objective.name", docs_family, *overrides])
 
-    check_job_config(job("--objective.options", "min_len=2"))  # declared, and an int
+    check_job_config(j := job("--objective.options", " min_len=2"))  # declared, and an int
+    assert j.objective.options == "min_len=2"  # recorded in its one spelling
+    check_job_config(j := job("--objective.options", "min_len=1"))
+    assert j.objective.options is None  # the default: no part of the objective
     with pytest.raises(ValueError, match="sets max_len, which .* does not declare .*min_len=1"):
         check_job_config(job("--objective.options", "max_len=2"))
     with pytest.raises(ValueError, match="objective.name = 'prefix' reads none"):
         check_job_config(job("--objective.name", "prefix", "--objective.options", "n=1"))
+
+
+def test_one_objective_has_one_spelling_of_its_options(monkeypatch):
+    from prefix_titan.objectives import canonical_options
+
+    module = type(sys)("opt_lab")
+    module.fam = lambda texts, spec, *, min_len=1, p=1.0, strict=False: None
+    module.loose = lambda texts, spec, **kw: None
+    monkeypatch.setitem(sys.modules, "opt_lab", module)
+
+    def canonical(text, name="fam"):
+        return canonical_options(ObjectiveSpec(f"opt_lab:{name}", options=text))
+
+    assert canonical("p=2") == canonical("p=2.0") == canonical(" p=2.0, min_len=1") == "p=2.0"
+    assert canonical("strict=true,min_len=3") == canonical("min_len=3, strict=true")
+    assert canonical("strict=true,min_len=3") == "min_len=3,strict=true"
+    assert canonical("p=1.0,strict=false") is None and canonical(None) is None  # all defaults
+    assert canonical("p=1e-05") == "p=1e-05"
+    assert canonical("z=1,a=x", "loose") == "a=x,z=1"  # **kwargs: no defaults known, sorted
+    spec = ObjectiveSpec("opt_lab:fam", options=canonical("p=2,min_len=2"))
+    assert spec.arm_name() == "opt_lab:fam_min_len2_p2.0"
+
+
+def test_a_family_that_raises_is_named_with_its_error(monkeypatch, capsys, tmp_path):
+    from helpers import embedded_tokenizer_at
+
+    from prefix_titan.objectives import FamilyError
+    from prefix_titan.targets import _main
+
+    module = type(sys)("bad_lab")
+    module.broken = lambda texts, spec: {}["no such key"]
+    module.needs = lambda texts, spec, *, alpha: None
+    monkeypatch.setitem(sys.modules, "bad_lab", module)
+    with pytest.raises(FamilyError, match="target family 'bad_lab:broken' raised KeyError") as e:
+        build_target_table(["a", "b"], ObjectiveSpec("bad_lab:broken"))
+    assert isinstance(e.value.__cause__, KeyError)  # its traceback kept
+    tokenizer = embedded_tokenizer_at(tmp_path / "tokenizer")
+    with pytest.raises(SystemExit):
+        _main(["--hf-assets-path", tokenizer, "--token", " the", "--objective", "bad_lab:broken"])
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "error: target family 'bad_lab:broken' raised KeyError" in err
+    with pytest.raises(ValueError, match="declares alpha without a default: a family's own"):
+        resolve_family("bad_lab:needs")
+
+
+def test_a_sweeps_arms_take_their_options_in_one_spelling(tmp_path, monkeypatch):
+    from prefix_titan.sweep.configs import arms
+
+    module = type(sys)("opt_lab")
+    module.fam = lambda texts, spec, *, min_len=1, p=1.0: None
+    monkeypatch.setitem(sys.modules, "opt_lab", module)
+    arm = '[[arm]]\nname = "opt_lab:fam"\noptions = "{}"\n'
+    (tmp_path / "sweep_arms.toml").write_text(arm.format("p=2, min_len=1"))
+    ours = {n: s for n, s in arms(tmp_path).items() if n.startswith("opt_lab")}
+    assert list(ours) == ["opt_lab:fam_p2.0"] and ours["opt_lab:fam_p2.0"].options == "p=2.0"
+    (tmp_path / "sweep_arms.toml").write_text(arm.format("p=2") + arm.format("p=2.0"))
+    with pytest.raises(ValueError, match="'opt_lab:fam_p2.0': the same objective is listed twice"):
+        arms(tmp_path)

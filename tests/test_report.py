@@ -1,6 +1,7 @@
 """The sweep report on small fake run folders: arms paired by seed, intervals, claims, the
 compute-matched invariants. Its decision rule's error rates: test_verdict.py."""
 
+import dataclasses
 import json
 import shutil
 import zlib
@@ -138,8 +139,10 @@ def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     assert "Familywise alpha 0.1" in text
     answer = report(str(new), plan=PLAN).splitlines()[2]
     assert "a plan other than the one the sweep registered (it differs in alpha)" in answer
-    saved = json.loads((new / "report" / "report.json").read_text())
+    saved = json.loads((new / "report_exploratory" / "report.json").read_text())
     assert saved["registered_plan"] == path and saved["deviations"]
+    # the plan's own report is not overwritten by the re-analysis
+    assert not json.loads((new / "report" / "report.json").read_text())["deviations"]
     # the registered plan is read-only, and its settings edited after registration are seen
     registered = new / "analysis_plan.toml"
     assert not registered.stat().st_mode & 0o222
@@ -542,3 +545,23 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
 
     base = ROOT / "prefix_titan" / "sweep" / "bases" / "smoke.toml"  # a template, not TOML yet
     assert f'description = "{report_module.SMOKE_DESCRIPTION}"' in base.read_text().splitlines()
+
+
+def test_an_arm_without_a_tau_in_its_name_has_no_tau_axis(tmp_path):
+    """A family of one's own in the contrast: its records hold the default tau (every run
+    records every setting), but its name has no tau part, so it is not drawn against τ."""
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    for seed in (1, 2):
+        make_run(tmp_path, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "p2", {"name": "prefix", "tau": 0.2}, 0.01, seed=seed)
+        own = {"name": "my_lab.targets:f", "options": "p=2.0"}
+        make_run(tmp_path, "own", own, 0.02, seed=seed)
+    plan = dataclasses.replace(load_plan(), contrast=("prefix", "my_lab.targets:f_p2.0"))
+    a = analyse(group_arms(find_runs(str(tmp_path))), plan)
+    assert a.taus == {"label_smoothing": None, "prefix_tau0.2": 0.2, "my_lab.targets:f_p2.0": None}
+    assert [c.arm for c in a.comparisons if c.primary and not c.aa_check and not c.final][:2] == [
+        "prefix_tau0.2",
+        "my_lab.targets:f_p2.0",
+    ]

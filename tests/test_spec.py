@@ -183,10 +183,12 @@ def test_two_objectives_with_one_arm_name_are_refused(monkeypatch):
     twins = [ObjectiveSpec("my.mod:f", tau=0.2), ObjectiveSpec("my.mod:f", tau=0.2, epsilon=0.3)]
     monkeypatch.setattr(configs, "arm_specs", lambda: twins)
     assert len(configs.arms()) == 2  # a family by import path shows every setting it is given
-    monkeypatch.setattr(
-        ObjectiveSpec, "arm_name", lambda self: self.name if self.name != "ce" else "ce"
-    )
+    monkeypatch.setattr(ObjectiveSpec, "arm_name", lambda self: self.name)
     monkeypatch.setattr(configs, "arm_specs", lambda: twins)
+    with pytest.raises(ValueError, match="differ in epsilon, and their names' parts coincide"):
+        configs.arms()
+    smoothed = [*specs, ObjectiveSpec("label_smoothing", epsilon=0.2)]
+    monkeypatch.setattr(configs, "arm_specs", lambda: smoothed)
     with pytest.raises(ValueError, match="differ in epsilon, which the arm name leaves out"):
         configs.arms()
 
@@ -229,6 +231,10 @@ def test_family_options_are_typed_and_refused_for_the_built_in_families():
         "f": "nan",
     }
     assert ObjectiveSpec("my_lab.targets:suffix").family_options() == {}
-    for name in ("ce", "prefix", "label_smoothing"):
-        with pytest.raises(ValueError, match=f"objective.name = '{name}' reads none"):
+    for name, its in (
+        ("ce", "it has no settings"),
+        ("prefix", "its settings: objective.tau, objective.normalize, objective.support"),
+        ("label_smoothing", "its settings: objective.epsilon"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"'{name}' reads none ({its})")):
             ObjectiveSpec(name, options="n=2").validate()

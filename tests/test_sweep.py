@@ -164,7 +164,17 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
         ("[[arm]]\ntau = 0.3\n", "arm 1 has no name"),
         ('[[arm]]\nname = "prefix"\ntau = -1.0\n', "arm 1 (prefix): objective.tau must be"),
         ('name = "prefix"\n', "write one [[arm]] table per arm"),
-        ('[[arm]]\nname = "ce"\n', "name two arms 'ce': the same objective is listed twice"),
+        (
+            '[[arm]]\nname = "ce"\n',
+            "two arms 'ce': the same objective is listed twice (it is a built-in arm: leave it "
+            "out of sweep_arms.toml)",
+        ),
+        (  # one objective twice (a setting at its default is no part of it)
+            '[[arm]]\nname = "prefix_titan.objectives.families:ce_targets"\n\n[[arm]]\n'
+            'name = "prefix_titan.objectives.families:ce_targets"\ntau = 0.5\n',
+            "two arms 'prefix_titan.objectives.families:ce_targets': the same objective is "
+            "listed twice\n",
+        ),
     ]:
         arms.write_text(table)
         rc, _, err = dry_run("--scale", "smoke", gpus="", root=tmp_path)
@@ -594,3 +604,12 @@ def test_a_failed_run_says_why_in_the_launch_log(tmp_path, capsys):
     log.write_text(traceback + "torch.distributed.elastic...ChildFailedError:\n")
     assert failure_reason(log) == "ValueError: bad"
     assert failure_reason(log, start=log.stat().st_size) is None  # nothing written: no reason
+
+
+def test_a_plan_on_the_cpu_says_how_many_runs_go_at_once(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", "--cpu-runs", "2", gpus="")
+    assert rc == 0 and "on the CPU: 2 runs at a time, each with OMP_NUM_THREADS=4" in err, err
+    rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", gpus="")
+    assert rc == 0 and "on the CPU: one run at a time (--cpu-runs N runs N at once)" in err, err

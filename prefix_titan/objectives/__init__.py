@@ -6,7 +6,15 @@ the LM head (`fused_target_loss`); a run decides once how (`build_plan` -> `Loss
 `reference` holds their dense references.
 """
 
-from .families import FAMILIES, build_target_table, family_options, prefix_sets, resolve_family
+from .families import (
+    FAMILIES,
+    FamilyError,
+    build_target_table,
+    canonical_options,
+    family_options,
+    prefix_sets,
+    resolve_family,
+)
 from .fused import fused_target_loss
 from .kernel import (
     IGNORE_INDEX,
@@ -28,6 +36,7 @@ from .table import (
 )
 
 __all__ = [
+    "FamilyError",
     "FAMILIES",
     "IGNORE_INDEX",
     "LossPlan",
@@ -39,6 +48,7 @@ __all__ = [
     "TargetTable",
     "build_plan",
     "build_target_table",
+    "canonical_options",
     "check_labels",
     "check_table",
     "describe_target",

@@ -128,10 +128,21 @@ def resolve_family(name: str) -> TargetFamily:
     try:
         inspect.signature(family).bind(None, None)
     except TypeError:
+        signature = inspect.signature(family)
+        required = [
+            p.name
+            for p in list(signature.parameters.values())[2:]
+            if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+        ]
+        why = (
+            f"{attr}{signature} declares {', '.join(required)} without a default: a family's "
+            "own settings are keyword arguments with defaults (objective.options sets them)"
+            if required
+            else f"{attr}{signature} cannot take those two arguments"
+        )
         raise ValueError(
             f"objective.name {name!r}: a target family is called as {attr}(texts, spec) and "
-            f"returns a TargetTable; {attr}{inspect.signature(family)} cannot take those two "
-            'arguments (docs/objectives.md, "Add a target family")'
+            f'returns a TargetTable; {why} (docs/objectives.md, "Add a target family")'
         ) from None
     except ValueError:  # no signature to read (a builtin): left to the call
         pass
@@ -145,18 +156,9 @@ def family_options(spec: ObjectiveSpec) -> dict:
     options = spec.family_options()
     if not options:
         return {}
-    family = resolve_family(spec.name)
-    try:
-        params = inspect.signature(family).parameters.values()
-    except ValueError:  # no signature to read (a builtin): left to the call
+    declared = _declared(resolve_family(spec.name))
+    if declared is None:
         return options
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return options
-    declared = {
-        p.name: p.default
-        for p in list(params)[2:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
-    }
     shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
     out = {}
     for key, value in options.items():
@@ -178,8 +180,54 @@ def family_options(spec: ObjectiveSpec) -> dict:
     return out
 
 
+def _declared(family) -> dict | None:
+    """{name: default} of the settings a family declares (its keyword arguments with defaults
+    after (texts, spec)); None where it takes any (**kwargs) or has no signature to read."""
+    try:
+        params = list(inspect.signature(family).parameters.values())
+    except ValueError:  # no signature to read (a builtin): left to the call
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {
+        p.name: p.default
+        for p in params[2:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
+    }
+
+
+def canonical_options(spec: ObjectiveSpec) -> str | None:
+    """objective.options in one spelling per objective: checked (family_options), the settings
+    at their declared default left out, each value of its default's type, sorted by key (None
+    when nothing is left). `p=2, min_len=1` and `p=2.0` are one objective, so one arm name and
+    one record; a run's checks (titan/checks.py) and the sweep's arms write this form."""
+    options = family_options(spec)
+    declared = _declared(resolve_family(spec.name)) or {}
+    kept = {
+        k: v
+        for k, v in sorted(options.items())
+        if not (k in declared and type(v) is type(declared[k]) and v == declared[k])
+    }
+    if not kept:
+        return None
+    words = {bool: lambda v: "true" if v else "false", float: repr}
+    return ",".join(f"{k}={words.get(type(v), str)(v)}" for k, v in kept.items())
+
+
+class FamilyError(RuntimeError):
+    """A family named by import path raised while building its table: the message names the
+    family and its exception, which is chained (`__cause__`, with its traceback)."""
+
+
 def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
     """The checked target table of `spec`'s family over the vocabulary `texts`."""
     spec.validate()
-    table = resolve_family(spec.name)(texts, spec, **family_options(spec))
+    family, options = resolve_family(spec.name), family_options(spec)
+    if spec.name in FAMILIES:
+        table = family(texts, spec, **options)
+    else:
+        try:
+            table = family(texts, spec, **options)
+        except Exception as e:
+            raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
     return check_table(table, len(texts), spec.name)

@@ -311,10 +311,16 @@ class ObjectiveSpec:
         if self.options is not None:
             parse_family_options(self.options)
             if self.name in self.built_in():
+                reads = [
+                    f"objective.{f.name}"
+                    for f in dataclasses.fields(self)
+                    if self.name in (f.metadata.get("families") or ())
+                ]
+                its = f"its settings: {', '.join(reads)}" if reads else "it has no settings"
                 raise ValueError(
                     f"objective.options are the settings of a family named by import path; "
-                    f"objective.name = {self.name!r} reads none (its settings: objective.tau, "
-                    "objective.epsilon, ...): leave objective.options unset"
+                    f"objective.name = {self.name!r} reads none ({its}): leave "
+                    "objective.options unset"
                 )
         self._check_read()
         return self

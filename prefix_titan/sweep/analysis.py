@@ -432,8 +432,10 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         seeds,
         steps,
         {a: arm_kind(r["objective"]) for a, r in first.items()},
-        {  # tau, for the arms of the contrast's families (where it is the axis)
-            a: r["objective"].get("tau") if arm_kind(r["objective"]) in plan.contrast else None
+        {  # tau, for the arms of the contrast's kinds whose name has it (where it is the axis)
+            a: r["objective"].get("tau")
+            if arm_kind(r["objective"]) in plan.contrast and arm_kind(r["objective"]) != a
+            else None
             for a, r in first.items()
         },
     )

@@ -61,7 +61,7 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
     a run would check it; a table that sets anything but the objective is refused."""
     import difflib
 
-    from ..objectives.families import family_options, resolve_family
+    from ..objectives.families import canonical_options, resolve_family
 
     path = pathlib.Path(root or ".") / ARMS_FILE
     if root is None or not path.is_file():
@@ -101,7 +101,7 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
         try:
             spec = ObjectiveSpec(**table).validate()
             resolve_family(spec.name)
-            family_options(spec)
+            spec.options = canonical_options(spec)  # one arm name per objective
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: arm {i} ({table['name']}): {e}") from None
         specs.append(spec)
@@ -113,18 +113,30 @@ def arms(root: pathlib.Path | str | None = None) -> dict[str, ObjectiveSpec]:
     the project `root`, those of its sweep_arms.toml. Two objectives with one name are refused
     (each arm's configs and runs are found by its name)."""
     out: dict[str, ObjectiveSpec] = {}
-    for spec in [*arm_specs(), *user_arm_specs(root)]:
+    built_in = arm_specs()
+    built_in_names = {spec.arm_name() for spec in built_in}
+    for i, spec in enumerate([*built_in, *user_arm_specs(root)]):
         name = spec.arm_name()
         if name in out:
             first, second = out[name].objective(), spec.objective()
             differ = sorted(k for k in {*first, *second} if first.get(k) != second.get(k))
-            why = (
-                f"their objectives differ in {', '.join(differ)}, which the arm name leaves out "
-                f"for family {spec.name!r}: add {spec.name!r} to that option's families= in "
-                "prefix_titan/objectives/spec.py"
-                if differ
-                else "the same objective is listed twice"
-            )
+            if not differ:
+                why = "the same objective is listed twice" + (
+                    f" (it is a built-in arm: leave it out of {ARMS_FILE})"
+                    if name in built_in_names and i >= len(built_in)
+                    else ""
+                )
+            elif spec.name in spec.built_in():
+                why = (
+                    f"their objectives differ in {', '.join(differ)}, which the arm name leaves "
+                    f"out for family {spec.name!r}: add {spec.name!r} to that option's "
+                    "families= in prefix_titan/objectives/spec.py"
+                )
+            else:
+                why = (
+                    f"their objectives differ in {', '.join(differ)}, and their names' parts "
+                    "coincide: give one of them other option keys or values"
+                )
             raise ValueError(f"the sweep's arms name two arms {name!r}: {why}")
         out[name] = spec
     return out

@@ -291,6 +291,14 @@ def run_queue(
     return failed + [f"{name} (not started)" for name, _, _ in pending]
 
 
+def cpu_placement(runs_at_once: int) -> str:
+    """How the runs share this machine's CPU (run_queue's OMP_NUM_THREADS)."""
+    if runs_at_once == 1:
+        return "on the CPU: one run at a time (--cpu-runs N runs N at once)"
+    threads = os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // runs_at_once)
+    return f"on the CPU: {runs_at_once} runs at a time, each with OMP_NUM_THREADS={threads}"
+
+
 def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str | None:
     """The line of a failed run's log (from byte `start`) that says why it ended: its refusal
     (`error: ...`, titan/refusal.py) or the last exception line of a traceback; None if neither."""
@@ -625,6 +633,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 "(CUDA_VISIBLE_DEVICES=)"
             )
         groups = slots(gpus, k, a.cpu_runs)
+        if not gpus:
+            print(f"[sweep] {cpu_placement(len(groups))}", file=sys.stderr)
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
         jobs, placed = [], 0

@@ -258,9 +258,10 @@ def _validation_steps(runs: list[dict], last: int) -> str:
     return "steps that differ between runs (see the notes)"
 
 
-def report_folder(runs_dir: str, out: str | None = None) -> str:
-    """Where the report of `runs_dir` is written: `out`, else RUNS_DIR/report."""
-    return out or os.path.join(runs_dir, "report")
+def report_folder(runs_dir: str, out: str | None = None, exploratory: bool = False) -> str:
+    """Where the report of `runs_dir` is written: `out`, else RUNS_DIR/report, or for an
+    exploratory re-analysis RUNS_DIR/report_exploratory (it never overwrites the plan's)."""
+    return out or os.path.join(runs_dir, "report_exploratory" if exploratory else "report")
 
 
 def unfinished_runs(runs: list[dict]) -> list[dict]:
@@ -459,9 +460,12 @@ def report(
     seeds: list[int] | None = None,
     arms: list[str] | None = None,
     figures: bool = True,
+    written: list[str] | None = None,
 ) -> str:
     """Write report.md, report.json and the plots (not with figures=False) for the runs under
-    `runs_dir` (those of `seeds` and `arms` only, where given) and return report.md's text."""
+    `runs_dir` (those of `seeds` and `arms` only, where given) and return report.md's text; the
+    folder written is appended to `written` (report_folder: an exploratory re-analysis without
+    `out` goes to its own folder)."""
     registered = registered_plan(runs_dir)
     plan_ = load_plan(plan or registered)
     runs, left_out = select_runs(find_runs(runs_dir), seeds, arms)
@@ -483,7 +487,9 @@ def report(
             f"its familywise alpha holds for one analysis chosen before the results, not for "
             f"one chosen after them.) {a.answer}"
         )
-    out = report_folder(runs_dir, out)
+    out = report_folder(runs_dir, out, exploratory=bool(deviations))
+    if written is not None:
+        written.append(out)
     if os.path.islink(out):
         raise ValueError(
             f"{out} is a symbolic link (to {os.readlink(out)}): the report is not written through "

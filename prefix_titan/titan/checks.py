@@ -7,7 +7,7 @@ import os
 
 from ..data.shards import load_manifest
 from ..model.flavors import FLAVORS, flavor_args
-from ..objectives.families import family_options, resolve_family
+from ..objectives.families import canonical_options, resolve_family
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block
 from ..runs.checkpoints import complete_steps, verify_step
@@ -185,7 +185,8 @@ def check_paths(job_config) -> None:
 
 def check_job_config(job_config) -> None:
     """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
-    written with other settings (check_resume)."""
+    written with other settings (check_resume). objective.options is rewritten in its one
+    spelling (families.canonical_options) before the run is recorded or compared."""
     if not hasattr(job_config, "objective"):
         raise ValueError(
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
@@ -193,7 +194,7 @@ def check_job_config(job_config) -> None:
     check_titan_numbers(job_config)
     spec = job_config.objective.validate()
     resolve_family(spec.name)
-    family_options(spec)
+    spec.options = canonical_options(spec)
     flavor = flavor_args(job_config.model.flavor)
     p = job_config.parallelism
     if spec.fused_loss:

@@ -61,8 +61,10 @@ class LossPlans:
             start = time.perf_counter()
             texts = self.texts_for(job_config)
             table = self._tables[key] = build_target_table(texts, spec)
+            options = f" (options {spec.options})" if spec.options else ""
             logger.info(
-                f"Target table for {spec.name}: vocab {table.vocab_size}, {table.idx.shape[1]} "
+                f"Target table for {spec.name}{options}: vocab {table.vocab_size}, "
+                f"{table.idx.shape[1]} "
                 f"sparse entries per row, built in {time.perf_counter() - start:.2f}s"
             )
         return self._tables[key]

@@ -20,7 +20,7 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
     above)."""
     from torchtitan.config import ConfigManager
 
-    from ..objectives.families import FAMILIES
+    from ..objectives.families import FAMILIES, FamilyError
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import check_job_config, check_paths
     from .loss import LossPlans
@@ -45,9 +45,10 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
                 try:
                     plans.table_for(job)
                 except Exception as e:  # a family's own code: whatever it raises is its problem
+                    why = str(e) if isinstance(e, FamilyError) else f"{type(e).__name__}: {e}"
                     problem = (
                         f"objective.name {job.objective.name!r}: its target table could not be "
-                        f"built ({type(e).__name__}: {e})"
+                        f"built ({why})"
                     )
                     problems.setdefault(problem, []).append(name)
     finally:

@@ -277,8 +277,13 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
     )
     text = report(str(tmp_path / "sweep"), plan=str(plan))
     assert "Question: Q?" in text and "## Against ce" in text and "### tasks" in text
-    data = json.loads((tmp_path / "sweep" / "report" / "report.json").read_text())
+    # a plan chosen after the runs: an exploratory re-analysis, in a folder of its own
+    data = json.loads((tmp_path / "sweep" / "report_exploratory" / "report.json").read_text())
     assert data["plan"]["alpha"] == 0.01 and data["steps"] == [3600]
+    assert (
+        json.loads((tmp_path / "sweep" / "report" / "report.json").read_text())["plan"]["alpha"]
+        == PLAN.alpha
+    )
     assert {c["arm"] for c in data["comparisons"] if not c["aa_check"]} == {
         f"prefix_tau{t}" for t in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
     }

@@ -153,12 +153,17 @@ def family_options(spec: ObjectiveSpec) -> dict:
     """The keyword arguments `spec`'s family is called with: objective.options, each a keyword
     argument with a default that the family's signature declares, of its default's type (an int
     for a float default is made a float); anything else is refused, naming what it declares."""
+    return _checked_options(spec)[0]
+
+
+def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
+    """(family_options, the settings the family declares: _declared, {} where unknown)."""
     options = spec.family_options()
     if not options:
-        return {}
+        return {}, {}
     declared = _declared(resolve_family(spec.name))
     if declared is None:
-        return options
+        return options, {}
     shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
     out = {}
     for key, value in options.items():
@@ -177,7 +182,7 @@ def family_options(spec: ObjectiveSpec) -> dict:
                 f"{spec.name!r} declares {key}={default!r} (of type {type(default).__name__})"
             )
         out[key] = value
-    return out
+    return out, declared
 
 
 def _declared(family) -> dict | None:
@@ -201,8 +206,7 @@ def canonical_options(spec: ObjectiveSpec) -> str | None:
     at their declared default left out, each value of its default's type, sorted by key (None
     when nothing is left). `p=2, min_len=1` and `p=2.0` are one objective, so one arm name and
     one record; a run's checks (titan/checks.py) and the sweep's arms write this form."""
-    options = family_options(spec)
-    declared = _declared(resolve_family(spec.name)) or {}
+    options, declared = _checked_options(spec)
     kept = {
         k: v
         for k, v in sorted(options.items())
@@ -223,11 +227,10 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
     """The checked target table of `spec`'s family over the vocabulary `texts`."""
     spec.validate()
     family, options = resolve_family(spec.name), family_options(spec)
-    if spec.name in FAMILIES:
+    try:
         table = family(texts, spec, **options)
-    else:
-        try:
-            table = family(texts, spec, **options)
-        except Exception as e:
-            raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
+    except Exception as e:
+        if spec.name in FAMILIES:  # a built-in family's error is ours: as it is
+            raise
+        raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
     return check_table(table, len(texts), spec.name)

@@ -426,16 +426,15 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     runs = [r for by_seed in runs_by_arm.values() for r in by_seed.values()]
     steps = _check_evaluations(runs, last)
     first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
+    kinds = {a: arm_kind(r["objective"]) for a, r in first.items()}
     result = Analysis(
         plan,
         arms,
         seeds,
         steps,
-        {a: arm_kind(r["objective"]) for a, r in first.items()},
+        kinds,
         {  # tau, for the arms of the contrast's kinds whose name has it (where it is the axis)
-            a: r["objective"].get("tau")
-            if arm_kind(r["objective"]) in plan.contrast and arm_kind(r["objective"]) != a
-            else None
+            a: r["objective"].get("tau") if kinds[a] in plan.contrast and kinds[a] != a else None
             for a, r in first.items()
         },
     )

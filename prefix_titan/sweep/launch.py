@@ -266,7 +266,7 @@ def run_queue(
             if groups[slot]:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot])
             elif len(groups) > 1 and "OMP_NUM_THREADS" not in env:  # CPU runs side by side
-                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(groups)))
+                env["OMP_NUM_THREADS"] = str(cpu_threads(len(groups)))
             with open(log, "ab") as f:
                 start = f.tell()  # a rerun appends: its reason is read from here on
                 proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -291,11 +291,17 @@ def run_queue(
     return failed + [f"{name} (not started)" for name, _, _ in pending]
 
 
+def cpu_threads(runs_at_once: int) -> int:
+    """The OMP_NUM_THREADS each of that many CPU runs side by side gets (run_queue): its share
+    of the cores."""
+    return max(1, (os.cpu_count() or 1) // runs_at_once)
+
+
 def cpu_placement(runs_at_once: int) -> str:
     """How the runs share this machine's CPU (run_queue's OMP_NUM_THREADS)."""
     if runs_at_once == 1:
         return "on the CPU: one run at a time (--cpu-runs N runs N at once)"
-    threads = os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // runs_at_once)
+    threads = os.environ.get("OMP_NUM_THREADS") or cpu_threads(runs_at_once)
     return f"on the CPU: {runs_at_once} runs at a time, each with OMP_NUM_THREADS={threads}"
 
 

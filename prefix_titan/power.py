@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.error(str(e))
     compared = sum(
-        1 for n, s in sweep.items() if arm_kind(vars(s)) in plan.contrast and n != plan.baseline
+        1
+        for n, s in sweep.items()
+        if arm_kind(vars(s), plan.axis) in plan.contrast and n != plan.baseline
     )
     if compared == 0:
         p.error(

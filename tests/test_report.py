@@ -460,7 +460,7 @@ def test_nothing_to_plot_leaves_the_figure_out_and_says_so(tmp_path, recwarn, ca
     assert not (tmp_path / "report" / "validation_ce.png").exists()
     assert not (tmp_path / "report" / "differences_vs_tau.png").exists()
     assert "Not plotted: the validation CE curves (no arm has validation rows" in text
-    assert "Not plotted: the difference from label_smoothing against τ for" in text
+    assert "Not plotted: the difference from label_smoothing along tau for" in text
     assert ".png)" not in text
     legend = [r for r in caplog.records if "legend" in r.getMessage()]
     assert not legend and not [w for w in recwarn if "legend" in str(w.message)]
@@ -560,8 +560,137 @@ def test_an_arm_without_a_tau_in_its_name_has_no_tau_axis(tmp_path):
         make_run(tmp_path, "own", own, 0.02, seed=seed)
     plan = dataclasses.replace(load_plan(), contrast=("prefix", "my_lab.targets:f_p2.0"))
     a = analyse(group_arms(find_runs(str(tmp_path))), plan)
-    assert a.taus == {"label_smoothing": None, "prefix_tau0.2": 0.2, "my_lab.targets:f_p2.0": None}
+    assert a.along == {"label_smoothing": None, "prefix_tau0.2": 0.2, "my_lab.targets:f_p2.0": None}
     assert [c.arm for c in a.comparisons if c.primary and not c.aa_check and not c.final][:2] == [
         "prefix_tau0.2",
         "my_lab.targets:f_p2.0",
     ]
+
+
+AXIS_FAMILY = """
+def f(texts, spec, *, p=1.0, mode="a"):
+    raise AssertionError("the report reads the family's defaults, never its table")
+"""
+
+
+@pytest.fixture
+def axis_family(tmp_path, monkeypatch):
+    """A family of one's own with a number setting `p` (default 1.0) and a word `mode`."""
+    import sys
+
+    (tmp_path / "axis_lab").mkdir()
+    (tmp_path / "axis_lab" / "__init__.py").write_text("")
+    (tmp_path / "axis_lab" / "targets.py").write_text(AXIS_FAMILY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "axis_lab.targets:f"
+    for name in ("axis_lab.targets", "axis_lab"):
+        sys.modules.pop(name, None)
+
+
+def _axis_plan(tmp_path, axis: str, scale: str | None = None, contrast=("axis_lab.targets:f",)):
+    from prefix_titan.sweep.analysis import PLAN
+
+    text = (
+        open(PLAN)
+        .read()
+        .replace('contrast = ["prefix", "prefix_norm"]', f"contrast = {json.dumps(list(contrast))}")
+    )
+    text = text.replace("\ncontrast =", f'\naxis = "{axis}"\ncontrast =', 1)
+    if scale:
+        text = text.replace("\ncontrast =", f'\naxis_scale = "{scale}"\ncontrast =', 1)
+    path = tmp_path / f"plan_{axis}_{scale}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_family_setting_of_its_own_is_the_trend_axis(tmp_path, axis_family):
+    """A plan's `axis = "options.p"`: the arms of a family of one's own at p = 1 (its default,
+    left out of the name), 2 and 4 are one kind, and the trend along log p finds the slope
+    planted in validation CE; the figure is drawn along p and an earlier figure along tau goes."""
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    runs = tmp_path / "runs"
+    for seed in (1, 2, 3):
+        make_run(runs, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
+        for p in (1.0, 2.0, 4.0):
+            own = {"name": axis_family, **({"options": f"p={p!r}"} if p != 1.0 else {})}
+            make_run(runs, f"p{p}", own, 0.05 * np.log(p), seed=seed)
+    plan = _axis_plan(tmp_path, "options.p")
+    a = analyse(group_arms(find_runs(str(runs))), load_plan(plan))
+    arms = [axis_family, f"{axis_family}_p2.0", f"{axis_family}_p4.0"]
+    assert {k: a.kinds[k] for k in arms} == dict.fromkeys(arms, axis_family)
+    assert a.along == {"label_smoothing": None, **dict(zip(arms, (1.0, 2.0, 4.0)))}
+    (trend,) = [t for t in a.trends if t["metric"] == "val CE"]
+    assert trend["arms"] == arms and trend["axis"] == "options.p"
+    assert -0.08 < trend["estimate"] < -0.02 and trend["high"] < 0  # val CE = 3.75 - 0.05 log p
+    out = runs / "report"
+    out.mkdir()
+    (out / "differences_vs_tau.png").write_bytes(b"an earlier report's")
+    text = report(str(runs), out=str(out), plan=plan, figures=True)
+    assert "| family | metric | kind | slope per log options.p [95% CI] | p | Holm p |" in text
+    assert "Trend (reported, not claimed): along options.p, log scale." in text
+    assert (out / "differences_vs_p.png").stat().st_size > 5000
+    assert not (out / "differences_vs_tau.png").exists()
+
+
+def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    for seed in (1, 2):
+        make_run(tmp_path, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
+        for p in (0.0, 1.0, 2.0):
+            make_run(tmp_path, f"p{p}", {"name": axis_family, "options": f"p={p}"}, 0.0, seed=seed)
+    runs = group_arms(find_runs(str(tmp_path)))
+    with pytest.raises(ValueError, match=r"_p0.0 \(0\) lie at or below 0: axis_scale = \"linear\""):
+        analyse(runs, load_plan(_axis_plan(tmp_path, "options.p")))
+    a = analyse(runs, load_plan(_axis_plan(tmp_path, "options.p", "linear")))
+    assert sorted(a.along.values(), key=str) == [0.0, 1.0, 2.0, None]
+    assert {t["axis_scale"] for t in a.trends} == {"linear"}
+
+
+def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_family):
+    from prefix_titan.sweep.analysis import analyse, arm_kind, axis_value, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    with pytest.raises(
+        ValueError, match=r"axis must be tau, epsilon, position_gamma or options\.KEY"
+    ):
+        load_plan(_axis_plan(tmp_path, "taux"))
+    with pytest.raises(ValueError, match=r"axis_scale must be log or linear; got 'sqrt'"):
+        load_plan(_axis_plan(tmp_path, "tau", "sqrt"))
+    # other settings of the objective as the axis
+    gamma = {"name": "prefix", "tau": 0.5, "position_gamma": 0.9}
+    assert arm_kind(gamma, "position_gamma") == "prefix_tau0.5"
+    assert (
+        axis_value(gamma, "position_gamma"),
+        axis_value({"name": "prefix"}, "position_gamma"),
+    ) == (0.9, None)
+    assert arm_kind({"name": "label_smoothing", "epsilon": 0.2}, "epsilon") == "label_smoothing"
+    assert axis_value({"name": "label_smoothing"}, "epsilon") == 0.1  # read, at its default
+    assert axis_value({"name": "ce"}, "epsilon") is None  # ce does not read it
+    assert axis_value({"name": "prefix", "tau": 0.2}, "options.p") is None  # built-in: no options
+    # a word is no axis
+    for seed in (1, 2):
+        make_run(tmp_path, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "b", {"name": axis_family, "options": "mode=b"}, 0.0, seed=seed)
+    runs = group_arms(find_runs(str(tmp_path)))
+    with pytest.raises(
+        ValueError, match=r"axis options.mode: arm axis_lab.targets:f_modeb sets it to 'b'"
+    ):
+        analyse(runs, load_plan(_axis_plan(tmp_path, "options.mode")))
+
+
+def test_the_optional_settings_at_their_defaults_keep_a_registered_plans_digest():
+    """A plan registered before `axis` existed keeps its digest: the settings at their
+    defaults are not hashed."""
+    import hashlib
+
+    from prefix_titan.sweep.analysis import PLAN_DEFAULTS, _digest, load_plan
+
+    plan = load_plan()
+    assert {k: getattr(plan, k) for k in PLAN_DEFAULTS} == PLAN_DEFAULTS
+    old = {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("source", *PLAN_DEFAULTS)}
+    assert _digest(plan) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    assert _digest(dataclasses.replace(plan, axis="epsilon")) != _digest(plan)

@@ -437,6 +437,23 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
             launch.main(fresh)
         assert says in capsys.readouterr().err
     assert not (tmp_path / "fresh").exists()
+    # the kinds along another axis; a baseline of a contrast kind is not compared with itself
+    both = [*fresh[:5], "prefix_tau0.5", "prefix_tau1.0", *fresh[6:]]  # --arms in place of ce
+    for old, new, says in [
+        (
+            'contrast = ["prefix", "prefix_norm"]',
+            'axis = "epsilon"\ncontrast = ["prefix_tau0.5"]',
+            "the arms of kind prefix_tau0.5: prefix_tau0.5; not in the contrast: prefix_tau1.0",
+        ),
+        (
+            'baseline = "label_smoothing"',
+            'baseline = "prefix_tau1.0"',
+            "compares with prefix_tau1.0 the arms of kind prefix, prefix_norm: prefix_tau0.5\n",
+        ),
+    ]:
+        plan.write_text(open(PLAN).read().replace(old, new))
+        assert launch.main(both) == 0
+        assert says in capsys.readouterr().err
     # a sweep whose runs began before any plan was registered: none is registered now
     began = tmp_path / "began" / "ce" / "seed1"
     began.mkdir(parents=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .spec import ObjectiveSpec
+from .spec import ObjectiveSpec, format_family_options
 from .table import TargetTable, check_table
 
 TargetFamily = Callable[[list, ObjectiveSpec], TargetTable]
@@ -212,10 +212,7 @@ def canonical_options(spec: ObjectiveSpec) -> str | None:
         for k, v in sorted(options.items())
         if not (k in declared and type(v) is type(declared[k]) and v == declared[k])
     }
-    if not kept:
-        return None
-    words = {bool: lambda v: "true" if v else "false", float: repr}
-    return ",".join(f"{k}={words.get(type(v), str)(v)}" for k, v in kept.items())
+    return format_family_options(kept)
 
 
 class FamilyError(RuntimeError):

@@ -108,6 +108,13 @@ def _option_value(word: str):
     return word
 
 
+def format_family_options(options: dict) -> str | None:
+    """{key: value} -> objective.options ("key=value,..."; None when empty): parse_family_options
+    reads it back to the same values."""
+    words = {bool: lambda v: "true" if v else "false", float: repr}
+    return ",".join(f"{k}={words.get(type(v), str)(v)}" for k, v in options.items()) or None
+
+
 def _options_label(text) -> str | None:
     """`key<value>` per family option, by key (`min_len2_strict`): one arm name for any order
     or spacing of the same options."""
@@ -221,18 +228,26 @@ class ObjectiveSpec:
             if getattr(self, f.name) is not None
         }
 
-    def arm_name(self) -> str:
+    def arm_name(self, leave_out: str | None = None) -> str:
         """The arm's name: the family, then a part for each objective setting that shows (its
         label; in `order`), joined by `_`: `ce`, `label_smoothing`, `prefix_tau0.5`,
         `prefix_norm_tau2.0_vocab`, `prefix_tau0.5_gamma0.9`. Used by the sweep's configs and
-        folders and by the report, which groups runs by it."""
+        folders and by the report, which groups runs by it. `leave_out` names a setting (`tau`,
+        or `options.KEY`: one of a family's own) whose part is left out: the arm's kind along
+        that axis (`prefix_tau0.5_vocab` -> `prefix_vocab`)."""
         if self.name is None:
             raise ValueError("objective.name is not set: an arm needs an objective")
         built_in = ":" not in self.name
         parts = []
         fields = [f for f in self.fields_of(TARGET, WEIGHTING) if f.name != "name"]
         for f in sorted(fields, key=lambda f: f.metadata["order"]):
+            if f.name == leave_out:
+                continue
             value = getattr(self, f.name)
+            if f.name == "options" and leave_out and leave_out.startswith("options."):
+                key = leave_out[len("options.") :]
+                kept = {k: v for k, v in self.family_options().items() if k != key}
+                value = format_family_options(kept)
             label = f.metadata["label"] or (lambda v, f=f: _default_label(f, v))
             if built_in:
                 families = f.metadata["families"]

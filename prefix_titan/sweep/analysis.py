@@ -11,9 +11,9 @@ only for an arm claimed on the primary, and the familywise rate of false claims 
 family is at most alpha whatever is true (the former gate, Holm over the exploratory comparisons
 beside Holm over the primaries, reached 8% when most arms truly differed). A claim where the
 adjusted p is at most alpha.
-Everything else is reported, not claimed: every comparison's raw and adjusted p, the trend over
-tau of each prefix family, the CE-equivalent arms against ce (A/A checks), what the targets
-imply for plain CE. With one seed nothing is tested and nothing claimed.
+Everything else is reported, not claimed: every comparison's raw and adjusted p, the trend along
+the plan's axis (tau unless it names another) of each kind of the contrast, the CE-equivalent
+arms against ce (A/A checks), what the targets imply for plain CE. With one seed nothing is tested and nothing claimed.
 
 Each run's metrics are averaged over its last `checkpoints` evaluated steps (the final step is
 shown too); runs evaluated at other steps, with another --limit or another task version, are
@@ -22,6 +22,7 @@ refused, naming them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -73,6 +74,41 @@ class Plan:
     contrast: tuple[str, ...]
     families: tuple[Family, ...]
     source: str = PLAN
+    axis: str = "tau"
+    """The objective setting the contrast's arms vary along (`tau`, `epsilon`, `position_gamma`,
+    or `options.KEY`, a number of a family's own): an arm's kind is its name without that part,
+    and the report fits a trend along it for each kind of the contrast"""
+    axis_scale: str = "log"
+    """The axis' scale for the trend and the figure: `log` (every value > 0) or `linear`"""
+
+
+AXIS_SCALES = ("log", "linear")
+PLAN_DEFAULTS = {"axis": "tau", "axis_scale": "log"}
+"""The plan's optional settings and their defaults (a plan at them has the digest it had before
+they existed)"""
+
+
+def axis_settings() -> list[str]:
+    """The objective settings a plan's axis may name (besides `options.KEY`): the numbers of
+    the objective."""
+    from ..objectives import ObjectiveSpec
+    from ..objectives.spec import TARGET, WEIGHTING
+
+    return [
+        f.name
+        for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)
+        if str(f.type).split(" ")[0] in ("float", "int")
+    ]
+
+
+def _check_axis(path: str, axis, scale) -> None:
+    allowed = f"{', '.join(axis_settings())} or options.KEY (a setting of a family of one's own)"
+    if not isinstance(axis, str) or not (
+        axis in axis_settings() or re.fullmatch(r"options\.[A-Za-z_][A-Za-z0-9_]*", axis)
+    ):
+        raise ValueError(f"{path}: axis must be {allowed}; got {axis!r}")
+    if scale not in AXIS_SCALES:
+        raise ValueError(f"{path}: axis_scale must be {' or '.join(AXIS_SCALES)}; got {scale!r}")
 
 
 def load_plan(path: str | None = None) -> Plan:
@@ -94,6 +130,8 @@ def load_plan(path: str | None = None) -> Plan:
             tuple(data["contrast"]),
             families,
             path,
+            data.get("axis", PLAN_DEFAULTS["axis"]),
+            data.get("axis_scale", PLAN_DEFAULTS["axis_scale"]),
         )
     except KeyError as e:
         raise ValueError(f"{path}: the plan lacks the setting {e.args[0]!r}") from None
@@ -104,6 +142,7 @@ def load_plan(path: str | None = None) -> Plan:
             f'{path}: contrast must be a list of arm kinds (contrast = ["prefix", ...]); got '
             f"{data['contrast']!r}"
         )
+    _check_axis(path, plan.axis, plan.axis_scale)
     if not 0 < plan.alpha < 1:
         raise ValueError(f"{path}: alpha must be in (0, 1); got {plan.alpha}")
     if plan.checkpoints < 1:
@@ -135,7 +174,11 @@ DIGEST = "# sha256 of the plan's settings: "
 
 
 def _digest(plan: Plan) -> str:
-    settings = {k: v for k, v in asdict(plan).items() if k != "source"}
+    settings = {
+        k: v
+        for k, v in asdict(plan).items()
+        if k != "source" and not (k in PLAN_DEFAULTS and v == PLAN_DEFAULTS[k])
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
@@ -174,8 +217,8 @@ def registration_conflict(sweep_dir: str, plan: str | None) -> str | None:
 
 def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
     """What in `plan` names no arm of a sweep whose arms are {name: objective record}: its
-    baseline (an arm name) and each kind of its contrast (an arm's name without its tau part)."""
-    kinds = list(dict.fromkeys(arm_kind(o) for o in objectives.values()))
+    baseline (an arm name) and each kind of its contrast (an arm's name without its axis part)."""
+    kinds = list(dict.fromkeys(arm_kind(o, plan.axis) for o in objectives.values()))
     problems = []
     if plan.baseline not in objectives:
         problems.append(
@@ -186,7 +229,7 @@ def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
         if kind not in kinds:
             problems.append(
                 f"the plan's contrast names {kind!r}, the kind of no arm of the sweep (a kind is "
-                f"an arm's name without its tau part; the kinds: {', '.join(kinds)})"
+                f"an arm's name without its {plan.axis} part; the kinds: {', '.join(kinds)})"
             )
     return problems
 
@@ -244,7 +287,8 @@ def plan_text(plan: Plan) -> list[str]:
         f"together (a graphical procedure: alpha split over the contrast's arms on the primary, "
         f"a claimed arm's share passed half to its exploratory metrics, half to the other arms). "
         f"Metrics: the mean of each "
-        f"run's last {plan.checkpoints} evaluated checkpoints.",
+        f"run's last {plan.checkpoints} evaluated checkpoints. Trend (reported, not claimed): "
+        f"along {plan.axis}, {plan.axis_scale} scale.",
         "",
         "| family | primary | exploratory |",
         "|---|---|---|",
@@ -254,14 +298,46 @@ def plan_text(plan: Plan) -> list[str]:
     return lines
 
 
-def arm_kind(objective: dict) -> str:
-    """The kind of an arm: its name without the tau part (prefix_tau0.5 -> prefix,
-    prefix_norm_tau2.0 -> prefix_norm, prefix_tau0.5_vocab -> prefix_vocab, ce -> ce): the arms
-    that differ only in tau, which a trend over tau joins and a plan's contrast names."""
+def arm_kind(objective: dict, axis: str = "tau") -> str:
+    """The kind of an arm: its name without the part of the plan's axis (along tau:
+    prefix_tau0.5 -> prefix, prefix_norm_tau2.0 -> prefix_norm, prefix_tau0.5_vocab ->
+    prefix_vocab, ce -> ce): the arms that differ only along the axis, which a trend joins and a
+    plan's contrast names."""
     from ..objectives import ObjectiveSpec
 
-    name = ObjectiveSpec.from_record(objective).arm_name()
-    return re.sub(r"_tau[^_]+(?=_|$)", "", name)
+    return ObjectiveSpec.from_record(objective).arm_name(leave_out=axis)
+
+
+def axis_value(objective: dict, axis: str = "tau") -> float | None:
+    """Where an arm lies along the plan's axis: the setting's value where its family reads it
+    (a built-in family that reads the setting; a family of one's own whose name shows it, or,
+    for options.KEY, that declares KEY, at its default where the arm leaves it unset); None
+    where the arm is not on the axis. A value that is not a number is refused, naming it."""
+    from ..objectives import ObjectiveSpec, families
+
+    spec = ObjectiveSpec.from_record(objective)
+    built_in = ":" not in spec.name
+    if axis.startswith("options."):
+        if built_in:
+            return None
+        key = axis[len("options.") :]
+        value = spec.family_options().get(key)
+        if value is None:
+            declared = families._declared(families.resolve_family(spec.name)) or {}
+            value = declared.get(key)
+    else:
+        setting = {f.name: f for f in dataclasses.fields(ObjectiveSpec)}.get(axis)
+        reads = setting is not None and spec.name in (setting.metadata.get("families") or ())
+        shows = spec.arm_name(leave_out=axis) != spec.arm_name()
+        value = getattr(spec, axis) if reads or shows else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(
+            f"the plan's axis {axis}: arm {spec.arm_name()} sets it to {value!r}, not a number "
+            "(a trend needs numbers)"
+        )
+    return float(value)
 
 
 @dataclass
@@ -292,7 +368,9 @@ class Analysis:
     seeds: list
     steps: list[int]
     kinds: dict[str, str]
-    taus: dict[str, float]
+    along: dict[str, float | None]
+    """{arm: its value along the plan's axis}, for the arms of the contrast's kinds on it (else
+    None)"""
     tables: dict[str, dict[str, dict]] = field(default_factory=dict)
     """{metric: {arm: {seed: value}}}: the plan's averages"""
     final: dict[str, dict[str, dict]] = field(default_factory=dict)
@@ -426,18 +504,20 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     runs = [r for by_seed in runs_by_arm.values() for r in by_seed.values()]
     steps = _check_evaluations(runs, last)
     first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
-    kinds = {a: arm_kind(r["objective"]) for a, r in first.items()}
-    result = Analysis(
-        plan,
-        arms,
-        seeds,
-        steps,
-        kinds,
-        {  # tau, for the arms of the contrast's kinds whose name has it (where it is the axis)
-            a: r["objective"].get("tau") if kinds[a] in plan.contrast and kinds[a] != a else None
-            for a, r in first.items()
-        },
-    )
+    kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
+    along = {
+        a: axis_value(r["objective"], plan.axis) if kinds[a] in plan.contrast else None
+        for a, r in first.items()
+    }
+    if plan.axis_scale == "log":
+        off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v <= 0]
+        if off:
+            raise ValueError(
+                f"the plan's axis {plan.axis} is on a log scale (axis_scale), and "
+                f'{", ".join(off)} lie at or below 0: axis_scale = "linear" in the plan '
+                "(report --plan FILE) draws and fits them"
+            )
+    result = Analysis(plan, arms, seeds, steps, kinds, along)
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
     left_out: dict[str, list[str]] = {}
@@ -477,8 +557,12 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     if absent:
         result.notes.append(
             f"the plan's contrast names {', '.join(absent)}, of which the sweep has no arm (a "
-            "kind is an arm's name without its tau part: prefix_tau0.5_gamma0.99 is of kind "
-            "prefix_gamma0.99)"
+            f"kind is an arm's name without its {plan.axis} part"
+            + (
+                ": prefix_tau0.5_gamma0.99 is of kind prefix_gamma0.99)"
+                if plan.axis == "tau"
+                else ")"
+            )
         )
     for family in plan.families:
         _decide_family(result, family, contrast, seeds)
@@ -636,14 +720,23 @@ def _graph(rows: list[Comparison]) -> tuple[list[float], list[list[float]]]:
 def _trends(result: Analysis, family: Family, name: str, f, complete: list[str]) -> None:
     tests = []
     for kind in result.plan.contrast:
-        arms = [a for a in complete if result.kinds[a] == kind and result.taus.get(a)]
-        if len(arms) < 3:
+        arms = [a for a in complete if result.kinds[a] == kind and result.along.get(a) is not None]
+        x = [result.along[a] for a in arms]
+        if len(set(x)) < 3:
             continue
-        t = inference.trend(
-            f, [complete.index(a) for a in arms], [math.log(result.taus[a]) for a in arms]
-        )
+        if result.plan.axis_scale == "log":
+            x = [math.log(v) for v in x]
+        t = inference.trend(f, [complete.index(a) for a in arms], x)
         tests.append(
-            {"family": family.name, "metric": name, "kind": kind, "arms": arms, **asdict(t)}
+            {
+                "family": family.name,
+                "metric": name,
+                "kind": kind,
+                "arms": arms,
+                "axis": result.plan.axis,
+                "axis_scale": result.plan.axis_scale,
+                **asdict(t),
+            }
         )
     for t, adj in zip(tests, inference.holm([t["p"] for t in tests])):
         t["p_adjusted"] = adj

@@ -1,5 +1,5 @@
 """The report's inference: a two-way (arm x seed) model of per-run metrics, contrasts of arms with
-a baseline from it, Holm's adjustment, a trend test over tau, and the detectable effect at a
+a baseline from it, Holm's adjustment, a trend test along an axis (log tau), and the detectable effect at a
 power. numpy and scipy; nothing of the package.
 
 Model: y[a, s] = mu + arm[a] + seed[s] + e[a, s], e ~ N(0, sigma^2), over A arms that all have the

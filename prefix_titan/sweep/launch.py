@@ -388,7 +388,11 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
                 "launch registers the plan in the sweep folder, and it cannot change after: "
                 "fix it first (--plan FILE)"
             )
-    compared = [arm for arm in a.arms if arm_kind(vars(specs[arm])) in plan.contrast]
+    compared = [
+        arm
+        for arm in a.arms
+        if arm_kind(vars(specs[arm]), plan.axis) in plan.contrast and arm != plan.baseline
+    ]
     others = [arm for arm in a.arms if arm not in compared and arm != plan.baseline]
     print(
         f"[sweep] the report compares with {plan.baseline} the arms of kind "

@@ -185,10 +185,15 @@ def aa_lines(a: Analysis) -> list[str]:
 
 
 def trend_lines(a: Analysis) -> list[str]:
+    axis = a.plan.axis
     if not a.trends:
-        return ["Too few tau arms for a trend."]
+        return [
+            f"No trend along {axis}: no kind of the contrast ({', '.join(a.plan.contrast)}) has "
+            f"arms at three values of {axis} or more."
+        ]
+    per = f"log {axis}" if a.plan.axis_scale == "log" else axis
     lines = [
-        "| family | metric | prefix family | slope per log tau [95% CI] | p | Holm p |",
+        f"| family | metric | kind | slope per {per} [95% CI] | p | Holm p |",
         "|---|---|---|---:|---:|---:|",
     ]
     for t in a.trends:
@@ -559,7 +564,7 @@ def report(
             "",
             *claim_lines(a),
             "",
-            "### Trend over τ",
+            f"### Trend along {'τ' if a.plan.axis == 'tau' else a.plan.axis}",
             "",
             *trend_lines(a),
             "",
@@ -618,7 +623,7 @@ def report(
         files = plots(a, arms, out, skipped)
         lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]]
     else:
-        for name in FIGURES:  # an earlier report's figures would show other numbers
+        for name in _figures_in(out):  # an earlier report's figures would show other numbers
             _remove_stale(out, name)
         lines += ["", "No figures drawn (--no-figures)."]
     if skipped:
@@ -636,23 +641,38 @@ def report(
 
 
 STYLES = ("-", "--", "-.", ":")
-FIGURES = ("differences_vs_tau.png", "validation_ce.png")
+
+
+def _figures_in(out: str) -> list[str]:
+    """The figures a report drew in `out` (the differences along any axis, the CE curves)."""
+    if not os.path.isdir(out):
+        return []
+    return sorted(
+        n
+        for n in os.listdir(out)
+        if n == "validation_ce.png" or (n.startswith("differences_vs_") and n.endswith(".png"))
+    )
+
+
+def differences_figure(axis: str) -> str:
+    """The file of the differences from the baseline along the plan's axis."""
+    return f"differences_vs_{axis.removeprefix('options.')}.png"
 
 
 def arm_styles(a: Analysis) -> dict[str, dict]:
-    """A line style per arm that tells every arm apart: the colour by tau (one per tau of the
-    sweep), the line by objective family (solid, dashed, ...); arms without a tau get black,
-    grey and then the other lines."""
-    taus = sorted({t for t in a.taus.values() if t})
-    colors = [f"C{i % 10}" for i in range(len(taus))]
-    kinds = list(dict.fromkeys(a.kinds[arm] for arm in a.arms if a.taus.get(arm)))
+    """A line style per arm that tells every arm apart: the colour by its value along the
+    plan's axis (one per value of the sweep), the line by its kind (solid, dashed, ...); arms off
+    the axis get black, grey and then the other lines."""
+    values = sorted({v for v in a.along.values() if v is not None})
+    colors = [f"C{i % 10}" for i in range(len(values))]
+    kinds = list(dict.fromkeys(a.kinds[arm] for arm in a.arms if a.along.get(arm) is not None))
     styles, plain = {}, 0
     for arm in a.arms:
-        tau = a.taus.get(arm)
-        if tau:
+        value = a.along.get(arm)
+        if value is not None:
             k = kinds.index(a.kinds[arm])
             styles[arm] = {
-                "color": colors[taus.index(tau)],
+                "color": colors[values.index(value)],
                 "linestyle": STYLES[k % len(STYLES)],
                 "marker": "osD^v"[k % 5],
             }
@@ -667,8 +687,8 @@ def arm_styles(a: Analysis) -> dict[str, dict]:
 
 
 def _contrast_points(a: Analysis, family) -> list[tuple[str, list]]:
-    """(kind, its comparisons on the family's primary, by tau) for each kind of the contrast
-    with at least one arm that has a tau."""
+    """(kind, its comparisons on the family's primary, along the axis) for each kind of the
+    contrast with at least one arm on the axis."""
     out = []
     for kind in a.plan.contrast:
         cs = sorted(
@@ -680,9 +700,9 @@ def _contrast_points(a: Analysis, family) -> list[tuple[str, list]]:
                 and not c.aa_check
                 and not c.final
                 and a.kinds[c.arm] == kind
-                and a.taus.get(c.arm)
+                and a.along.get(c.arm) is not None
             ),
-            key=lambda c: a.taus[c.arm],
+            key=lambda c: a.along[c.arm],
         )
         if cs:
             out.append((kind, cs))
@@ -696,7 +716,8 @@ def _legend(ax, **kwargs) -> None:
 
 
 def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -> list[str]:
-    """The paired differences from the baseline against tau for each family's primary metric,
+    """The paired differences from the baseline along the plan's axis (tau) for each family's
+    primary metric,
     with the analysis' own intervals (the verdict's numbers), and the validation CE curves, one
     style per arm. A panel or figure with nothing to draw is left out (its stale file removed),
     and why is appended to `skipped`."""
@@ -708,6 +729,15 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
     skipped = [] if skipped is None else skipped
     files = []
     panels = [(f, _contrast_points(a, f)) for f in a.plan.families]
+    log = a.plan.axis_scale == "log"
+    values = sorted({v for v in a.along.values() if v is not None})
+    span = (values[-1] - values[0]) if len(values) > 1 else 1.0
+    figure = differences_figure(a.plan.axis)
+
+    def nudged(value: float, i: int) -> float:  # the kinds side by side at one value
+        step = i - (len(a.plan.contrast) - 1) / 2
+        return value * 1.04**step if log else value + 0.015 * span * step
+
     empty = [f.name for f, points in panels if not points]
     panels = [(f, points) for f, points in panels if points]
     if panels:
@@ -717,8 +747,7 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
                 cs = dict(points).get(kind)
                 if not cs:
                     continue
-                nudge = 1.04 ** (i - (len(a.plan.contrast) - 1) / 2)  # side by side per tau
-                x = [a.taus[c.arm] * nudge for c in cs]
+                x = [nudged(a.along[c.arm], i) for c in cs]
                 y = [c.estimate for c in cs]
                 lo = [c.estimate - c.low if c.low is not None else 0 for c in cs]
                 hi = [c.high - c.estimate if c.high is not None else 0 for c in cs]
@@ -735,7 +764,7 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
                 claimed = [c for c in cs if c.claimed]
                 if claimed:
                     ax.scatter(
-                        [a.taus[c.arm] * nudge for c in claimed],
+                        [nudged(a.along[c.arm], i) for c in claimed],
                         [c.estimate for c in claimed],
                         s=120,
                         facecolors="none",
@@ -744,22 +773,28 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
                         label="claimed" if i == 0 else None,
                     )
             ax.axhline(0, color="gray", linewidth=0.8)
-            ax.set_xscale("log")
-            ax.set_xlabel("τ")
+            if log:
+                ax.set_xscale("log")
+                ax.minorticks_off()
+            ax.set_xticks(values, [f"{v:g}" for v in values], fontsize=7)
+            ax.set_xlabel("τ" if a.plan.axis == "tau" else a.plan.axis)
             lower = metric(f.primary).lower_is_better
             ax.set_title(
                 f"{f.primary} − {a.plan.baseline} ({'lower' if lower else 'higher'} is better)",
                 fontsize=8,
             )
             _legend(ax, fontsize=7)
-        files.append(_save(fig, out, "differences_vs_tau.png"))
+        files.append(_save(fig, out, figure))
     else:
-        _remove_stale(out, "differences_vs_tau.png")
+        _remove_stale(out, figure)
+    for name in _figures_in(out):  # an earlier report's, along another axis
+        if name.startswith("differences_vs_") and name != figure:
+            _remove_stale(out, name)
     if empty:
         skipped.append(
-            f"the difference from {a.plan.baseline} against τ for "
-            f"{', '.join(empty)} (no arm of {', '.join(a.plan.contrast)} with a τ was compared "
-            f"with {a.plan.baseline} on the family's primary metric)"
+            f"the difference from {a.plan.baseline} along {a.plan.axis} for "
+            f"{', '.join(empty)} (no arm of {', '.join(a.plan.contrast)} on that axis was "
+            f"compared with {a.plan.baseline} on the family's primary metric)"
         )
 
     styles = arm_styles(a)

@@ -14,7 +14,15 @@ import os
 import time
 import traceback
 
-from .objectives.families import FAMILIES, FamilyError, build_target_table, canonical_options
+from .objectives.families import (
+    FAMILIES,
+    FamilyError,
+    build_target_table,
+    canonical_options,
+    declared_settings,
+    family_options,
+    resolve_family,
+)
 from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
 from .runs.cli import Parser
@@ -122,7 +130,8 @@ def _main(argv: list[str] | None = None) -> None:
 
 def _target_words(spec: ObjectiveSpec) -> str:
     """The family and the target options it reads (a built-in family: those naming it; a family
-    named by import path: every target option)."""
+    named by import path: its own settings, each as given or at its declared default, then every
+    shared target option, any of which it may read)."""
     built_in = spec.name in spec.built_in()
     read = [
         f"{f.name}={getattr(spec, f.name)!r}"
@@ -131,9 +140,17 @@ def _target_words(spec: ObjectiveSpec) -> str:
         and f.metadata.get("families")
         and (not built_in or spec.name in f.metadata["families"])
     ]
-    if not built_in and spec.options is not None:
-        read.append(f"options={spec.options!r}")
-    return f"objective {spec.name}" + (f" ({', '.join(read)})" if read else "")
+    if built_in:
+        return f"objective {spec.name}" + (f" ({', '.join(read)})" if read else "")
+    given, declared = family_options(spec), declared_settings(resolve_family(spec.name))
+    own = [f"{k}={v!r}" for k, v in given.items()]
+    own += [f"{k}={v!r} (default)" for k, v in (declared or {}).items() if k not in given]
+    if declared is None:  # it takes **kwargs: only the given ones are known
+        own.append("others as it defaults them")
+    return (
+        f"objective {spec.name} (its own settings: {', '.join(own) or 'none'}; the shared ones "
+        f"it may read: {', '.join(read)})"
+    )
 
 
 if __name__ == "__main__":

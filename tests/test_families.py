@@ -58,6 +58,27 @@ def test_the_documented_family_builds_a_checked_table(docs_family):
     torch.testing.assert_close(dense[3], torch.tensor([0, 0, 0, 1.0, 0, 0]))
 
 
+def test_targets_names_a_familys_own_settings_with_their_defaults(docs_family, monkeypatch):
+    from prefix_titan.targets import _target_words
+
+    shared = "tau=0.5, normalize=False, support='prefix', epsilon=0.2"
+    words = _target_words(ObjectiveSpec(docs_family, epsilon=0.2))
+    assert (
+        words
+        == f"objective {docs_family} (its own settings: min_len=1 (default); the shared ones it may read: {shared})"
+    )
+    words = _target_words(ObjectiveSpec(docs_family, epsilon=0.2, options="min_len=2"))
+    assert "(its own settings: min_len=2; the shared" in words
+    module = type(sys)("any_lab")
+    module.fam = lambda texts, spec, **kw: None
+    monkeypatch.setitem(sys.modules, "any_lab", module)
+    words = _target_words(ObjectiveSpec("any_lab:fam", options="k=3"))
+    assert "(its own settings: k=3, others as it defaults them; the shared" in words
+    assert _target_words(ObjectiveSpec("label_smoothing", epsilon=0.2)) == (
+        "objective label_smoothing (epsilon=0.2)"
+    )
+
+
 def test_the_documented_family_trains_through_the_kernel(docs_family, odd_texts):
     from prefix_titan.objectives import target_loss
     from prefix_titan.objectives.reference import reference_loss

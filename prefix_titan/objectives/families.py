@@ -157,11 +157,11 @@ def family_options(spec: ObjectiveSpec) -> dict:
 
 
 def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
-    """(family_options, the settings the family declares: _declared, {} where unknown)."""
+    """(family_options, the settings the family declares: declared_settings, {} where unknown)."""
     options = spec.family_options()
     if not options:
         return {}, {}
-    declared = _declared(resolve_family(spec.name))
+    declared = declared_settings(resolve_family(spec.name))
     if declared is None:
         return options, {}
     shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
@@ -185,7 +185,7 @@ def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
     return out, declared
 
 
-def _declared(family) -> dict | None:
+def declared_settings(family) -> dict | None:
     """{name: default} of the settings a family declares (its keyword arguments with defaults
     after (texts, spec)); None where it takes any (**kwargs) or has no signature to read."""
     try:

@@ -323,7 +323,7 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
         key = axis[len("options.") :]
         value = spec.family_options().get(key)
         if value is None:
-            declared = families._declared(families.resolve_family(spec.name)) or {}
+            declared = families.declared_settings(families.resolve_family(spec.name)) or {}
             value = declared.get(key)
     else:
         setting = {f.name: f for f in dataclasses.fields(ObjectiveSpec)}.get(axis)

@@ -25,11 +25,12 @@ Every answer-only shortcut is made useless by construction, not by hope:
   nearest length, and no word starts with the queried letter (a reader of first letters only is
   at chance);
 - char_count: each letter queried equally often at counts 0, 1, 2 and 3 by four words of one
-  first letter (never the queried one) and matched lengths; each word is asked about once; the
-  options are exactly the possible counts;
+  first letter (never the queried one) and matched lengths; a word is asked about at most twice,
+  with two letters; the options are exactly the possible counts;
 - char_spell: the three distractors are the spellings of other listed words of the same length,
-  first letter and token count: every choice is a real word's spelling, so neither a lexicon nor a
-  letter model of the choices finds the gold, and the blank twin is at chance even for a model
+  first letter and token count, drawn uniformly from them: every choice is a real word's
+  spelling and the gold is any of the four alike, so neither a lexicon, a letter model nor the
+  choices' places in the word list find it, and the blank twin is at chance even for a model
   that spells every word;
 - char_prefix: each queried prefix appears once with a yes and once with a no (a word with the
   same first letter where there is one); a yes prefix ends inside a token of the word, never at a
@@ -321,26 +322,25 @@ def _spell_class(word: str, tokens: dict) -> tuple:
 
 def _spell_items(words, tokens, pool: list[str], rng) -> list[dict]:
     """Each word against the spellings of three other listed words of its length, first letter
-    and token count (1, 2, 3+): every choice spells a real word, with the gold's letters only in
-    the gold. The gold's alphabetical rank among its choices is balanced over the items (each
-    word takes the rank used least so far that its neighbours allow): neither alphabetical order
-    nor the middle of it finds the gold. A word with too few neighbours is skipped."""
+    and token count (1, 2, 3+), drawn uniformly from them: every choice spells a real word, with
+    the gold's letters only in the gold, and the four are a uniform draw of the class in which
+    the gold is any of them alike, so nothing about the choices (their alphabetical order, their
+    places among the class's words) tells which. A rule that chose the distractors to balance
+    the gold's alphabetical rank (task version 3.0) placed them towards the class's ends, and a
+    reader of the word list found the gold in 36% of items (shortcuts.py: "place among its
+    neighbours in the word list"). A word with too few neighbours is skipped."""
     like = collections.defaultdict(list)
     for w in pool:
         like[_spell_class(w, tokens)].append(w)
-    items, ranks = [], collections.Counter({r: 0 for r in range(4)})
+    items = []
     for w in words:
         others = [x for x in like[_spell_class(w, tokens)] if x != w]
-        others = [others[int(i)] for i in rng.permutation(len(others))]
-        before, after = [x for x in others if x < w], [x for x in others if x > w]
-        for below in sorted(range(4), key=lambda r: (ranks[r], r)):
-            if len(before) >= below and len(after) >= 3 - below:
-                ranks[below] += 1
-                wrong = before[:below] + after[: 3 - below]
-                spelled = [" " + " ".join(x) for x in rng.permutation(wrong)]
-                gold = " " + " ".join(w)
-                items.append(_choice_item(w, tokens[w], gold, spelled, len(items) % 4))
-                break
+        if len(others) < 3:
+            continue
+        wrong = [others[int(i)] for i in rng.permutation(len(others))[:3]]
+        spelled = [" " + " ".join(x) for x in rng.permutation(wrong)]
+        gold = " " + " ".join(w)
+        items.append(_choice_item(w, tokens[w], gold, spelled, len(items) % 4))
     return items
 
 
@@ -603,7 +603,8 @@ def build_probes(
     ends = word_tokens(tokenizer, counts, min_count)
     kind = collections.Counter(_spell_class(w, tokens) for w in words)
     spellable = [w for w in words if len(w) >= 4 and kind[_spell_class(w, tokens)] >= 4]
-    # a few words' neighbours allow no rank that is still short: 10% more are drawn
+    # 10% more than the items (the first n are probed): the draws of the probes after it stay
+    # those of the task versions before
     spell = stratified(spellable, n + n // 10, rng, lambda w: w[0], tokens)
 
     def letter_words(position: int) -> list[str]:

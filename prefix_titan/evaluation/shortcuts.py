@@ -9,7 +9,8 @@ Three kinds:
 - the choices alone: alphabetical order, length, token counts (spaced and with the letters
   joined), English letter priors (any / first / last position, over the running words of the
   reference word list), the probe's own gold-letter prior, a letter-bigram model of the word list
-  and whether the choice spells a listed word (a model's lexicon), a fixed position, always yes;
+  and whether the choice spells a listed word (a model's lexicon), the choices' places among
+  their neighbours in the word list, a fixed position, always yes;
 - what the word is besides its letters, by a lookup learned on the other items (5-fold, the
   answer most often gold for the feature's value among the items that offer it): its length, its
   token count, its frequency in the word list and, for the probes that are not prefix-shaped, its
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .probes import PREFIX_SHAPED
+from .probes import MIN_COUNT, PREFIX_SHAPED
 
 LETTERS = string.ascii_lowercase
 SHORTCUTS = (
@@ -45,6 +46,7 @@ SHORTCUTS = (
     "letter bigrams of the word list",
     "choice spells a listed word",
     "choice spells the most frequent word",
+    "place among its neighbours in the word list",
     "best fixed position",
     "always yes",
     "queried letter is common (yes/no, count)",
@@ -158,6 +160,42 @@ def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
     return right / len(items)
 
 
+def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None:
+    """Choices that spell listed words: the gold taken as the choice whose places (its index a
+    among the m listed words of its length, first letter and token count (1, 2, 3+), and its
+    rank r among the k choices) make the other choices likeliest had they been drawn r from the
+    a words before it and k - 1 - r from those after: the least C(a, r) C(m - 1 - a, k - 1 - r).
+    A rule that balances the gold's alphabetical rank so draws its distractors (task version 3.0
+    of char_spell: 0.36 here); uniform distractors leave it at chance. None where a choice is
+    not a listed word of two letters or more."""
+    spelled = [[_letters(c) for c in it["choices"]] for it in items]
+    if not all(len(w) > 1 and w in ref.counts for ws in spelled for w in ws):
+        return None
+    lengths = {len(w) for ws in spelled for w in ws}
+    listed = sorted(w for w, c in ref.counts.items() if len(w) in lengths and c >= MIN_COUNT)
+    cls = lambda w: (len(w), w[0], min(len(pieces(" " + w)), 3))  # noqa: E731
+    classes = collections.defaultdict(list)
+    for w in listed:
+        classes[cls(w)].append(w)
+    place = {w: (i, len(ws)) for ws in classes.values() for i, w in enumerate(ws)}
+
+    def log_comb(n: int, r: int) -> float:
+        if r < 0 or r > n:
+            return math.inf
+        return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+
+    right = 0.0
+    for it, ws in zip(items, spelled):
+        k, order = len(ws), sorted(ws)
+        scores = []
+        for w in ws:
+            a, m = place[w]
+            r = order.index(w)
+            scores.append(-(log_comb(a, r) + log_comb(m - 1 - a, k - 1 - r)))
+        right += _pick(scores, it["gold"])
+    return right / len(items)
+
+
 def shortcut_accuracies(
     items: list[dict], pieces: Callable[[str], list[str]], ref: Reference, task: str
 ) -> dict[str, float | None]:
@@ -188,6 +226,7 @@ def shortcut_accuracies(
     for name, score in scorers.items():
         out[name] = sum(_pick([score(c) for c in it["choices"]], it["gold"]) for it in items) / n
     k = len(items[0]["choices"])
+    out["place among its neighbours in the word list"] = _neighbour_places(items, pieces, ref)
     out["best fixed position"] = max(sum(it["gold"] == j for it in items) / n for j in range(k))
     yes_no = items[0]["choices"] == [" no", " yes"]
     out["always yes"] = sum(it["gold"] == 1 for it in items) / n if yes_no else None

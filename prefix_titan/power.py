@@ -125,10 +125,14 @@ def main(argv: list[str] | None = None) -> None:
         )
     shares = {n: first_share(plan, n, compared) for n in names}
     k = {n: s[0] for n, s in shares.items()}
-    rows = plan_rows(names, a.seeds, len(sweep), k, plan.alpha, measured, effects)
+    rows = plan_rows(
+        names, a.seeds, len(sweep), k, plan.alpha, measured, effects, variance=plan.variance
+    )
     print(
         f"Power before the run: scale {a.scale}, {len(sweep)} arms ({compared} compared with "
-        f"{plan.baseline}), {a.seeds} seeds; two-way arm x seed model, two-sided, power 80%, "
+        f"{plan.baseline}), {a.seeds} seeds; two-way arm x seed model"
+        + (", the baseline's variance apart" if plan.variance == "baseline_apart" else "")
+        + ", two-sided, power 80%, "
         f"each metric at the first share of familywise alpha {plan.alpha} the report's "
         f"procedure gives it (column 'tested at')."
     )

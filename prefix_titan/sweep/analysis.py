@@ -80,10 +80,17 @@ class Plan:
     and the report fits a trend along it for each kind of the contrast"""
     axis_scale: str = "log"
     """The axis' scale for the trend and the figure: `log` (every value > 0) or `linear`"""
+    variance: str = "pooled"
+    """The error of arm - baseline: `pooled` (one residual variance over every arm: the most power,
+    and a false-claim rate above alpha when the baseline is noisier than the others) or
+    `baseline_apart` (the baseline's own variance beside the others' pooled one,
+    inference.apart: alpha holds with the baseline's sd 1-4x the others', at about a third less
+    power at 3 seeds)"""
 
 
 AXIS_SCALES = ("log", "linear")
-PLAN_DEFAULTS = {"axis": "tau", "axis_scale": "log"}
+VARIANCES = ("pooled", "baseline_apart")
+PLAN_DEFAULTS = {"axis": "tau", "axis_scale": "log", "variance": "pooled"}
 """The plan's optional settings and their defaults (a plan at them has the digest it had before
 they existed)"""
 
@@ -132,6 +139,7 @@ def load_plan(path: str | None = None) -> Plan:
             path,
             data.get("axis", PLAN_DEFAULTS["axis"]),
             data.get("axis_scale", PLAN_DEFAULTS["axis_scale"]),
+            data.get("variance", PLAN_DEFAULTS["variance"]),
         )
     except KeyError as e:
         raise ValueError(f"{path}: the plan lacks the setting {e.args[0]!r}") from None
@@ -143,6 +151,10 @@ def load_plan(path: str | None = None) -> Plan:
             f"{data['contrast']!r}"
         )
     _check_axis(path, plan.axis, plan.axis_scale)
+    if plan.variance not in VARIANCES:
+        raise ValueError(
+            f"{path}: variance must be {' or '.join(VARIANCES)}; got {plan.variance!r}"
+        )
     if not 0 < plan.alpha < 1:
         raise ValueError(f"{path}: alpha must be in (0, 1); got {plan.alpha}")
     if plan.checkpoints < 1:
@@ -287,8 +299,14 @@ def plan_text(plan: Plan) -> list[str]:
         f"together (a graphical procedure: alpha split over the contrast's arms on the primary, "
         f"a claimed arm's share passed half to its exploratory metrics, half to the other arms). "
         f"Metrics: the mean of each "
-        f"run's last {plan.checkpoints} evaluated checkpoints. Trend (reported, not claimed): "
-        f"along {plan.axis}, {plan.axis_scale} scale.",
+        f"run's last {plan.checkpoints} evaluated checkpoints. "
+        + (
+            "Each arm - baseline's error: the residual variance pooled over every arm. "
+            if plan.variance == "pooled"
+            else "Each arm - baseline's error: the baseline's residual variance apart from the "
+            "other arms' pooled one (variance = baseline_apart). "
+        )
+        + f"Trend (reported, not claimed): along {plan.axis}, {plan.axis_scale} scale.",
         "",
         "| family | primary | exploratory |",
         "|---|---|---|",
@@ -599,8 +617,9 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
     """A note for the baseline and each arm claimed on `name` whose residual variance there is
     above the other arms' at `level` of equal variances (arm_variances' F quantile): the pooled
     test assumes them equal, and with the baseline's sd 1.5-2x the others' its false-claim rate
-    under the null is 9-16% (simulated), not alpha. A screen: with 3 seeds it finds only large
-    differences."""
+    under the null is 9-16% (simulated), not alpha (the plan's variance = baseline_apart holds
+    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps). A screen: with 3
+    seeds it finds only large differences."""
     from scipy.stats import f as f_dist
 
     claimed = {c.arm for c in result.comparisons if c.metric == name and c.claimed}
@@ -610,11 +629,23 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
         return []
     n, df = len(everyone), result.fits[name].df
     crit = float(f_dist.ppf(level, df / (n - 1), df / (n - 1) * (n - 2)))
+    apart = result.plan.variance == "baseline_apart"
+
+    def consequence(arm: str) -> str:
+        if arm != result.plan.baseline:
+            return "its comparison assumes equal variances and may claim more often than alpha"
+        if apart:
+            return "the plan's variance = baseline_apart gives it its own variance (alpha holds)"
+        return (
+            "every comparison uses this arm and assumes equal variances, and may claim more "
+            'often than alpha (a plan with variance = "baseline_apart" holds alpha here, at a '
+            "cost in power)"
+        )
+
     return [
         f"{name}: the residual variance of {arm} is {r:.1f}x the other arms' (above the {level:.0%} "
-        f"level of equal variances, {crit:.1f}x): the comparisons assume equal variances, and "
-        f"{'every comparison uses this arm' if arm == result.plan.baseline else 'its comparison'}"
-        " may claim more often than alpha; more seeds show whether it is real"
+        f"level of equal variances, {crit:.1f}x): {consequence(arm)}; more seeds show whether it "
+        "is real"
         for arm, r in ratios.items()
         if r > crit
     ]
@@ -631,12 +662,17 @@ def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):
     return f, complete
 
 
-def _versus(f, complete, arms, baseline, **fields) -> list[Comparison]:
-    """Each of `arms` (those measured) against the baseline, Holm over them."""
+def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Comparison]:
+    """Each of `arms` (those measured) against the baseline, Holm over them; the error by the
+    plan's `variance` rule."""
     rows = []
     for arm in arms:
         if arm in complete:
-            t = inference.versus(f, complete.index(arm), complete.index(baseline))
+            i, b = complete.index(arm), complete.index(baseline)
+            if variance == "baseline_apart":
+                t = inference.versus_apart(f.y, i, b)
+            else:
+                t = inference.versus(f, i, b)
             rows.append(
                 Comparison(
                     arm=arm,
@@ -670,7 +706,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                 result.notes.append(f"{family.name}: {why}: nothing compared")
             continue
         fields = {"family": family.name, "metric": name, "primary": primary}
-        rows = _versus(f, complete, contrast, baseline, **fields)
+        rows = _versus(f, complete, contrast, baseline, plan.variance, **fields)
         result.comparisons.extend(rows)
         if not primary:
             gated.extend(rows)
@@ -680,7 +716,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
         f1, complete1 = _fit_for(result, name, seeds, final=True)
         if f1 is not None and baseline in complete1:
             result.comparisons.extend(
-                _versus(f1, complete1, contrast, baseline, final=True, **fields)
+                _versus(f1, complete1, contrast, baseline, plan.variance, final=True, **fields)
             )
     rows = primaries + gated
     for c, adj in zip(rows, inference.graph_adjusted([c.p for c in rows], *_graph(rows))):
@@ -763,12 +799,18 @@ def _aa_checks(result: Analysis, equivalent: list[str], seeds: list) -> None:
 
 
 def detectable_here(result: Analysis, name: str, comparisons: int) -> float | None:
-    """The 80%-power detectable difference for a metric with this sweep's pooled variance."""
+    """The 80%-power detectable difference for a metric with this sweep's pooled variance, by
+    the plan's variance rule."""
     f = result.fits.get(name)
     if f is None or f.df <= 0 or not f.sigma2 > 0:
         return None
     return inference.detectable(
-        math.sqrt(f.sigma2), f.seeds, len(f.means), max(1, comparisons), result.plan.alpha
+        math.sqrt(f.sigma2),
+        f.seeds,
+        len(f.means),
+        max(1, comparisons),
+        result.plan.alpha,
+        variance=result.plan.variance,
     )
 
 

@@ -89,10 +89,11 @@ def plan_rows(
     measured: dict[str, float] | None = None,
     effects: dict[str, float] | None = None,
     probe_items: int = ITEMS_PER_TASK,
+    variance: str = "pooled",
 ) -> list[Row]:
     """One row per metric: its sd (measured, else the published default), the 80%-power
     detectable difference at `seeds`, and the seeds needed for the effect asked for; each tested
-    at alpha / comparisons[metric] (analysis.first_share)."""
+    at alpha / comparisons[metric] (analysis.first_share), by the plan's `variance` rule."""
     known = defaults(probe_items)
     rows = []
     for name in metrics:
@@ -106,9 +107,11 @@ def plan_rows(
             )
             continue
         effect = (effects or {}).get(name)
-        d = inference.detectable(sd, seeds, arms, comparisons[name], alpha)
+        d = inference.detectable(sd, seeds, arms, comparisons[name], alpha, variance=variance)
         need = (
-            inference.seeds_needed(effect, sd, arms, comparisons[name], alpha) if effect else None
+            inference.seeds_needed(effect, sd, arms, comparisons[name], alpha, variance=variance)
+            if effect
+            else None
         )
         rows.append(Row(name, sd, source, d, need, effect))
     return rows

@@ -694,3 +694,29 @@ def test_the_optional_settings_at_their_defaults_keep_a_registered_plans_digest(
     old = {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("source", *PLAN_DEFAULTS)}
     assert _digest(plan) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     assert _digest(dataclasses.replace(plan, axis="epsilon")) != _digest(plan)
+
+
+def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
+    """The power reached under variance = baseline_apart is that rule's: a larger detectable
+    difference than the pooled rule's, said so on its line."""
+    import re
+
+    from prefix_titan.sweep.analysis import PLAN
+
+    plan = tmp_path / "apart.toml"
+    plan.write_text(
+        open(PLAN).read().replace("\ncontrast =", '\nvariance = "baseline_apart"\ncontrast =', 1)
+    )
+
+    def detectable(text: str) -> float:
+        power = text.split("## Power\n\n")[1].split("\n\n## ")[0]
+        line = next(x for x in power.splitlines() if x.startswith("- val CE:"))
+        return float(re.match(r"- val CE: ±([0-9.]+)", line).group(1)), line
+
+    pooled, line = detectable(report(str(sweep)))
+    apart, apart_line = detectable(report(str(sweep), out=str(tmp_path / "r"), plan=str(plan)))
+    assert (
+        "variance apart" not in line
+        and "the baseline's variance apart, as the plan tests" in apart_line
+    )
+    assert apart > 1.2 * pooled

@@ -219,10 +219,15 @@ def power_lines(a: Analysis) -> list[str]:
             d = detectable_here(a, name, k)
             if d is not None:
                 fit = a.fits[name]
+                rule = (
+                    "; the baseline's variance apart, as the plan tests"
+                    if a.plan.variance == "baseline_apart"
+                    else ""
+                )
                 lines.append(
                     f"- {name}: ±{d:.4f} ({role}, at alpha/{k}; run-level sd "
                     f"{math.sqrt(fit.sigma2):.4f} pooled over {plural(len(fit.means), 'arm')}, "
-                    f"{plural(fit.df, 'degree')} of freedom)"
+                    f"{plural(fit.df, 'degree')} of freedom{rule})"
                 )
     return lines
 

@@ -643,15 +643,26 @@ def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):
         for p in (0.0, 1.0, 2.0):
             make_run(tmp_path, f"p{p}", {"name": axis_family, "options": f"p={p}"}, 0.0, seed=seed)
     runs = group_arms(find_runs(str(tmp_path)))
-    with pytest.raises(ValueError, match=r"_p0.0 \(0\) lie at or below 0: axis_scale = \"linear\""):
-        analyse(runs, load_plan(_axis_plan(tmp_path, "options.p")))
+    a = analyse(runs, load_plan(_axis_plan(tmp_path, "options.p")))  # the claims all the same
+    assert not a.trends and set(a.along.values()) == {None} and a.comparisons
+    assert (
+        "no trend along the plan's axis options.p: axis_lab.targets:f_p0.0 (0) at or below 0 on "
+        'its log scale (axis_scale = "linear" fits them)'
+    ) in a.notes
     a = analyse(runs, load_plan(_axis_plan(tmp_path, "options.p", "linear")))
     assert sorted(a.along.values(), key=str) == [0.0, 1.0, 2.0, None]
     assert {t["axis_scale"] for t in a.trends} == {"linear"}
 
 
 def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_family):
-    from prefix_titan.sweep.analysis import analyse, arm_kind, axis_value, load_plan
+    from prefix_titan.sweep.analysis import (
+        analyse,
+        arm_kind,
+        axis_value,
+        load_plan,
+        plan_arm_problems,
+        unread_axis,
+    )
     from prefix_titan.sweep.runs import find_runs, group_arms
 
     with pytest.raises(
@@ -675,11 +686,34 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
     for seed in (1, 2):
         make_run(tmp_path, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
         make_run(tmp_path, "b", {"name": axis_family, "options": "mode=b"}, 0.0, seed=seed)
-    runs = group_arms(find_runs(str(tmp_path)))
-    with pytest.raises(
-        ValueError, match=r"axis options.mode: arm axis_lab.targets:f_modeb sets it to 'b'"
-    ):
-        analyse(runs, load_plan(_axis_plan(tmp_path, "options.mode")))
+        make_run(tmp_path, "a", {"name": axis_family}, 0.0, seed=seed)
+    objectives = {
+        "label_smoothing": {"name": "label_smoothing"},
+        f"{axis_family}_modeb": {"name": axis_family, "options": "mode=b"},
+        axis_family: {"name": axis_family},
+    }
+    plan = load_plan(_axis_plan(tmp_path, "options.mode"))
+    problems = plan_arm_problems(plan, objectives)
+    assert problems == [
+        "its axis options.mode: arm axis_lab.targets:f_modeb sets it to 'b', not a number (a "
+        "trend needs numbers)",
+        "its axis options.mode: arm axis_lab.targets:f leaves it at its family's default, 'a', "
+        "not a number (a trend needs numbers)",
+    ]
+    notes = analyse(group_arms(find_runs(str(tmp_path))), plan).notes
+    assert any(n.startswith("no trend along the plan's axis options.mode: arm") for n in notes)
+    # a setting the family does not declare, and an axis no arm of the contrast reads
+    (problem,) = plan_arm_problems(load_plan(_axis_plan(tmp_path, "options.q")), objectives)
+    assert problem == (
+        "its axis options.q: axis_lab.targets:f declares no setting q (its settings: p=1.0, "
+        "mode='a')"
+    )
+    plan = load_plan(_axis_plan(tmp_path, "position_gamma"))  # compared, with no trend
+    assert plan_arm_problems(plan, objectives) == []
+    assert unread_axis(plan, objectives) == (
+        "no trend along the plan's axis position_gamma: no arm of the contrast "
+        f"({axis_family}) reads it"
+    )
 
 
 def test_the_optional_settings_at_their_defaults_keep_a_registered_plans_digest():

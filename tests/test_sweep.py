@@ -435,7 +435,8 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         plan.write_text(open(PLAN).read().replace(old, new))
         with pytest.raises(SystemExit):
             launch.main(fresh)
-        assert says in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert says in err, err
     assert not (tmp_path / "fresh").exists()
     # the kinds along another axis; a baseline of a contrast kind is not compared with itself
     both = [*fresh[:5], "prefix_tau0.5", "prefix_tau1.0", *fresh[6:]]  # --arms in place of ce
@@ -443,7 +444,9 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         (
             'contrast = ["prefix", "prefix_norm"]',
             'axis = "epsilon"\ncontrast = ["prefix_tau0.5"]',
-            "the arms of kind prefix_tau0.5: prefix_tau0.5; not in the contrast: prefix_tau1.0",
+            "the arms of kind prefix_tau0.5: prefix_tau0.5; not in the contrast: prefix_tau1.0\n"
+            "[sweep] note: no trend along the plan's axis epsilon: no arm of the contrast "
+            "(prefix_tau0.5) reads it",
         ),
         (
             'baseline = "label_smoothing"',

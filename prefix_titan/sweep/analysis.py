@@ -243,6 +243,8 @@ def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
                 f"the plan's contrast names {kind!r}, the kind of no arm of the sweep (a kind is "
                 f"an arm's name without its {plan.axis} part; the kinds: {', '.join(kinds)})"
             )
+    if not problems:
+        problems += [f"its axis {plan.axis}: {p}" for p in axis_values(plan, objectives)[1]]
     return problems
 
 
@@ -335,14 +337,21 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
 
     spec = ObjectiveSpec.from_record(objective)
     built_in = ":" not in spec.name
+    given = True
     if axis.startswith("options."):
         if built_in:
             return None
         key = axis[len("options.") :]
         value = spec.family_options().get(key)
         if value is None:
-            declared = families.declared_settings(families.resolve_family(spec.name)) or {}
-            value = declared.get(key)
+            declared = families.declared_settings(families.resolve_family(spec.name))
+            if declared is not None and key not in declared:
+                shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
+                raise ValueError(
+                    f"the plan's axis {axis}: {spec.name} declares no setting {key} (its "
+                    f"settings: {shown})"
+                )
+            value, given = (declared or {}).get(key), False
     else:
         setting = {f.name: f for f in dataclasses.fields(ObjectiveSpec)}.get(axis)
         reads = setting is not None and spec.name in (setting.metadata.get("families") or ())
@@ -352,10 +361,53 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(
-            f"the plan's axis {axis}: arm {spec.arm_name()} sets it to {value!r}, not a number "
-            "(a trend needs numbers)"
+            f"the plan's axis {axis}: arm {spec.arm_name()} "
+            + ("sets it to" if given else "leaves it at its family's default,")
+            + f" {value!r}, not a number (a trend needs numbers)"
         )
     return float(value)
+
+
+def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str]]:
+    """({arm: its value along the plan's axis, or None}, what keeps the plan's trend from being
+    fitted) for a sweep whose arms are {name: objective record}: an arm of the contrast whose
+    value is no number or whose family does not declare the axis' setting, a value at or below
+    0 on a log scale. `sweep launch` refuses a plan with any (before it is registered); the
+    report fits no trend and says why. A contrast none of whose arms reads the axis is no
+    problem (a plan may compare arms without a trend): `unread_axis` says it."""
+    kinds = {a: arm_kind(o, plan.axis) for a, o in objectives.items()}
+    along: dict[str, float | None] = {}
+    problems = []
+    for a, o in objectives.items():
+        along[a] = None
+        if kinds[a] not in plan.contrast:
+            continue
+        try:
+            along[a] = axis_value(o, plan.axis)
+        except ValueError as e:
+            problems.append(str(e).removeprefix(f"the plan's axis {plan.axis}: "))
+    if plan.axis_scale == "log":
+        off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v <= 0]
+        if off:
+            problems.append(
+                f'{", ".join(off)} at or below 0 on its log scale (axis_scale = "linear" fits them)'
+            )
+    if problems:
+        along = dict.fromkeys(along)
+    return along, problems
+
+
+def unread_axis(plan: Plan, objectives: dict[str, dict]) -> str | None:
+    """A note when arms of the plan's contrast are among `objectives` ({arm: objective record})
+    but none of them reads the plan's axis (no trend can be fitted), else None."""
+    along, problems = axis_values(plan, objectives)
+    contrast = [a for a, o in objectives.items() if arm_kind(o, plan.axis) in plan.contrast]
+    if problems or not contrast or any(along[a] is not None for a in contrast):
+        return None
+    return (
+        f"no trend along the plan's axis {plan.axis}: no arm of the contrast "
+        f"({', '.join(contrast)}) reads it"
+    )
 
 
 @dataclass
@@ -523,19 +575,15 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     steps = _check_evaluations(runs, last)
     first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
     kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
-    along = {
-        a: axis_value(r["objective"], plan.axis) if kinds[a] in plan.contrast else None
-        for a, r in first.items()
-    }
-    if plan.axis_scale == "log":
-        off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v <= 0]
-        if off:
-            raise ValueError(
-                f"the plan's axis {plan.axis} is on a log scale (axis_scale), and "
-                f'{", ".join(off)} lie at or below 0: axis_scale = "linear" in the plan '
-                "(report --plan FILE) draws and fits them"
-            )
+    along, axis_problems = axis_values(plan, {a: r["objective"] for a, r in first.items()})
     result = Analysis(plan, arms, seeds, steps, kinds, along)
+    if axis_problems:
+        result.notes.append(
+            f"no trend along the plan's axis {plan.axis}: {'; '.join(axis_problems)}"
+        )
+    unread = unread_axis(plan, {a: r["objective"] for a, r in first.items()})
+    if unread:
+        result.notes.append(unread)
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
     left_out: dict[str, list[str]] = {}

@@ -362,6 +362,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         registered_plan_changed,
         registration_conflict,
         runs_began,
+        unread_axis,
     )
 
     sweep = str(a.sweep_folder)
@@ -400,6 +401,9 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         + (f"; not in the contrast: {', '.join(others)}" if others else ""),
         file=sys.stderr,
     )
+    unread = unread_axis(plan, {arm: vars(specs[arm]) for arm in compared})
+    if unread:
+        print(f"[sweep] note: {unread}", file=sys.stderr)
     if plan.baseline not in a.arms:
         print(
             f"[sweep] note: the plan's baseline, {plan.baseline}, is not among the arms "

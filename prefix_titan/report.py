@@ -13,8 +13,9 @@ mean over its last K evaluated checkpoints (the plan's `checkpoints`, default 3)
 report.md opens with the one-line answer to the plan's question, then prints the plan (the one
 the sweep registered when it was launched, else the package's; --plan: another, an exploratory
 re-analysis); for each family, every arm of the contrast against the baseline (two-way arm x
-seed model, pooled variance, one graphical multiple-testing procedure per family), the claims,
-the trend along the plan's axis (tau), what the targets imply for plain CE with the A/A checks of the
+seed model, the residual variance pooled or the baseline's apart as the plan's variance rule
+says, one graphical multiple-testing procedure per family), the claims, the trend along the
+plan's axis (default tau), what the targets imply for plain CE with the A/A checks of the
 CE-equivalent arms, the power reached, the compute-matched invariants and plots (not with
 --no-figures). report.json holds the same numbers and the list of claims. Runs evaluated at
 different steps, with different --limit or task versions are refused, naming them.

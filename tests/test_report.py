@@ -3,6 +3,7 @@ compute-matched invariants. Its decision rule's error rates: test_verdict.py."""
 
 import dataclasses
 import json
+import math
 import shutil
 import zlib
 
@@ -735,7 +736,9 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     difference than the pooled rule's, said so on its line."""
     import re
 
-    from prefix_titan.sweep.analysis import PLAN
+    from prefix_titan.sweep import inference
+    from prefix_titan.sweep.analysis import PLAN, analyse, apart_here, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
 
     plan = tmp_path / "apart.toml"
     plan.write_text(
@@ -747,10 +750,27 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
         line = next(x for x in power.splitlines() if x.startswith("- val CE:"))
         return float(re.match(r"- val CE: ±([0-9.]+)", line).group(1)), line
 
-    pooled, line = detectable(report(str(sweep)))
-    apart, apart_line = detectable(report(str(sweep), out=str(tmp_path / "r"), plan=str(plan)))
-    assert (
-        "variance apart" not in line
-        and "the baseline's variance apart, as the plan tests" in apart_line
-    )
+    text = report(str(sweep))
+    pooled, line = detectable(text)
+    apart_text = report(str(sweep), out=str(tmp_path / "r"), plan=str(plan))
+    apart, apart_line = detectable(apart_text)
+    assert "variance apart" not in line and "residual variance pooled over arms)" in text
+    assert 'one: the plan\'s variance = "baseline_apart"), 95% interval' in apart_text
     assert apart > 1.2 * pooled
+    # the error this sweep measures for the baseline, as its comparisons test it
+    runs = group_arms(find_runs(str(sweep)))
+    a = analyse(runs, load_plan(str(plan)))
+    v = apart_here(a, "val CE")
+    assert v is not None and apart_here(analyse(runs, load_plan()), "val CE") is None
+    assert apart_line.endswith(
+        f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}: the baseline's variance apart "
+        f"from the other 3 arms' pooled one, as the plan tests, {v.test_df:.1f} degrees of "
+        "freedom)"
+    )
+    k = int(re.search(r"at alpha/(\d+)", apart_line).group(1))
+    want = inference.t_detectable(math.sqrt(v.var / v.seeds), v.test_df, a.plan.alpha / k)
+    assert apart == pytest.approx(want, abs=6e-5)
+    # the comparisons carry that error: se and df in report.json
+    compared = json.load(open(tmp_path / "r" / "report.json"))["comparisons"]
+    row = next(c for c in compared if c["metric"] == "val CE" and c["primary"] and not c["final"])
+    assert row["se"] == pytest.approx(math.sqrt(v.var / v.seeds)) and row["df"] == round(v.test_df)

@@ -422,6 +422,10 @@ class Comparison:
     high: float | None
     p: float | None
     p_adjusted: float | None = None
+    se: float | None = None
+    """the estimate's standard error, by the plan's variance rule (None: not testable)"""
+    df: int | None = None
+    """the degrees of freedom of its t (baseline_apart: Satterthwaite's, kept nearer S - 1, rounded)"""
     direction: str | None = None
     """better / worse where claimed, else None"""
     claimed: bool = False
@@ -729,6 +733,8 @@ def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Co
                     low=t.low,
                     high=t.high,
                     p=t.p,
+                    se=t.se,
+                    df=t.df,
                     **fields,
                 )
             )
@@ -846,12 +852,32 @@ def _aa_checks(result: Analysis, equivalent: list[str], seeds: list) -> None:
     result.comparisons.extend(rows)
 
 
+def apart_here(result: Analysis, name: str) -> inference.Apart | None:
+    """The error of arm - baseline on metric `name` as the plan's variance = baseline_apart
+    measures it in this sweep (inference.apart), or None: the plan pools, or fewer than three arms
+    (whose comparison is the plain paired test) or no baseline were measured."""
+    f = result.fits.get(name)
+    if result.plan.variance != "baseline_apart" or f is None or f.y is None:
+        return None
+    complete = _complete(result.tables.get(name) or {}, result.seeds)
+    if result.plan.baseline not in complete or len(complete) < 3 or f.seeds < 2:
+        return None
+    return inference.apart(f.y, complete.index(result.plan.baseline))
+
+
 def detectable_here(result: Analysis, name: str, comparisons: int) -> float | None:
-    """The 80%-power detectable difference for a metric with this sweep's pooled variance, by
-    the plan's variance rule."""
+    """The 80%-power detectable difference for a metric at the error this sweep measures: the
+    pooled residual variance, or with variance = baseline_apart the baseline's own beside the
+    others' (apart_here: its standard error and degrees of freedom, as the comparisons test)."""
     f = result.fits.get(name)
     if f is None or f.df <= 0 or not f.sigma2 > 0:
         return None
+    v = apart_here(result, name)
+    if v is not None:
+        if not v.var > 0:
+            return None
+        level = result.plan.alpha / max(1, comparisons)
+        return inference.t_detectable(math.sqrt(v.var / v.seeds), v.test_df, level)
     return inference.detectable(
         math.sqrt(f.sigma2),
         f.seeds,

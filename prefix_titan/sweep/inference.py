@@ -285,7 +285,6 @@ def detectable(
     residual sd, `seeds` seeds and `arms` arms: the noncentral t's power solved for the effect;
     for the plan's variance = baseline_apart, that test's power (_apart_power)."""
     from scipy.optimize import brentq
-    from scipy.stats import nct, t
 
     df = (arms - 1) * (seeds - 1)
     if df <= 0:
@@ -298,13 +297,25 @@ def detectable(
         def gap(delta: float) -> float:
             return apart_power(delta / sd) - power
 
-    else:
-        crit = float(t.ppf(1 - level / 2, df))
+        high = se
+        while gap(high) < 0:
+            high *= 2
+        return brentq(gap, 0.0, high)
+    return t_detectable(se, df, level, power)
 
-        def gap(delta: float) -> float:
-            nc = delta / se
-            lower = float(nct.cdf(-crit, df, nc))  # the wrong-sign rejections (nan far out: 0)
-            return float(nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
+
+def t_detectable(se: float, df: float, level: float, power: float = POWER) -> float:
+    """The smallest difference a two-sided t test of standard error `se` with `df` degrees of
+    freedom rejects at `level` with `power` (both tails, the noncentral t solved for the effect)."""
+    from scipy.optimize import brentq
+    from scipy.stats import nct, t
+
+    crit = float(t.ppf(1 - level / 2, df))
+
+    def gap(delta: float) -> float:
+        nc = delta / se
+        lower = float(nct.cdf(-crit, df, nc))  # the wrong-sign rejections (nan far out: 0)
+        return float(nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
 
     high = se
     while gap(high) < 0:

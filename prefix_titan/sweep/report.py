@@ -16,6 +16,7 @@ from .analysis import (
     SUMMARY,
     Analysis,
     analyse,
+    apart_here,
     detectable_here,
     first_share,
     load_plan,
@@ -218,17 +219,16 @@ def power_lines(a: Analysis) -> list[str]:
             k, role = first_share(a.plan, name, contrast)
             d = detectable_here(a, name, k)
             if d is not None:
-                fit = a.fits[name]
-                rule = (
-                    "; the baseline's variance apart, as the plan tests"
-                    if a.plan.variance == "baseline_apart"
-                    else ""
+                fit, v = a.fits[name], apart_here(a, name)
+                error = (
+                    f"run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
+                    f"{plural(len(fit.means), 'arm')}, {plural(fit.df, 'degree')} of freedom"
+                    if v is None
+                    else f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}: the baseline's "
+                    f"variance apart from the other {len(fit.means) - 1} arms' pooled one, as the "
+                    f"plan tests, {v.test_df:.1f} degrees of freedom"
                 )
-                lines.append(
-                    f"- {name}: ±{d:.4f} ({role}, at alpha/{k}; run-level sd "
-                    f"{math.sqrt(fit.sigma2):.4f} pooled over {plural(len(fit.means), 'arm')}, "
-                    f"{plural(fit.df, 'degree')} of freedom{rule})"
-                )
+                lines.append(f"- {name}: ±{d:.4f} ({role}, at alpha/{k}; {error})")
     return lines
 
 
@@ -550,8 +550,14 @@ def report(
             if explored:
                 lines += [f"Exploratory (difference from {plan_.baseline}):", "", explored, ""]
         lines += [
-            "Difference arm − baseline from the two-way arm × seed model (seed-paired, residual "
-            "variance pooled over arms), 95% interval, two-sided p. Claimed (▲/▼) where the "
+            "Difference arm − baseline from the two-way arm × seed model (seed-paired, "
+            + (
+                "residual variance pooled over arms"
+                if plan_.variance == "pooled"
+                else "the baseline's residual variance apart from the other arms' pooled one: "
+                'the plan\'s variance = "baseline_apart"'
+            )
+            + "), 95% interval, two-sided p. Claimed (▲/▼) where the "
             "adjusted p ≤ alpha, adjusted per family by one graphical procedure over its primary "
             "and exploratory comparisons (alpha split over the arms on the primary; a claimed "
             "arm passes half of its share to its exploratory metrics, half to the other arms: "
@@ -597,7 +603,8 @@ def report(
     if power:
         lines += [
             "The difference each comparison with the baseline detects with 80% power here "
-            "(two-way model, the pooled variance measured in this sweep, at the first share of "
+            "(two-way model, the error measured in this sweep by the plan's variance rule, "
+            "at the first share of "
             "alpha its comparison gets: a primary alpha over the arms compared; an exploratory "
             "metric only for an arm claimed on its primary, at its share of that arm's); smaller "
             "differences read as 'not found', not 'absent'. `python -m "
@@ -721,9 +728,8 @@ def _legend(ax, **kwargs) -> None:
 
 
 def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -> list[str]:
-    """The paired differences from the baseline along the plan's axis (tau) for each family's
-    primary metric,
-    with the analysis' own intervals (the verdict's numbers), and the validation CE curves, one
+    """The paired differences from the baseline along the plan's axis (default tau) for each
+    family's primary metric, with the analysis' own intervals (the verdict's numbers), and the validation CE curves, one
     style per arm. A panel or figure with nothing to draw is left out (its stale file removed),
     and why is appended to `skipped`."""
     import matplotlib

@@ -6,7 +6,9 @@
 
 --out writes one simulated 14-arm sweep as run folders (run_config.json, metrics log,
 hf/step-N/eval_results.json with per-item outcomes), as training and `eval` write them, into a
-new or empty folder (--overwrite replaces an earlier simulated sweep there, whole).
+new or empty folder (--overwrite replaces an earlier simulated sweep there, whole), with the
+analysis plan registered before its runs as `sweep launch` does (--plan, default the package's):
+the plan its report applies.
 --calibrate N runs the report's decision code (analysis.analyse) on N simulated sweeps under the
 global null (no arm differs), prints each family's familywise rate of false claims and the A/A
 checks' rate, then on N sweeps with the planted --effect (default: +5 points on the character
@@ -48,7 +50,8 @@ def calibrate(
     start = time.time()
     null = sim.claims(sweep, plan, sweeps, seed, workers)
     lines.append(
-        f"Global null, {sweeps} sweeps of {len(sweep.arms)} arms x {len(sweep.seeds)} seeds:"
+        f"Global null, {sweeps} sweeps of {len(sweep.arms)} arms x {len(sweep.seeds)} seeds, "
+        f"the plan's variance = {plan.variance!r}:"
     )
     for family, hits in sim.familywise(null, plan).items():
         lines.append(f"  {family}: sweeps with a false claim {sim.rate(hits, sweeps)}")
@@ -86,14 +89,18 @@ SIMULATED = "simulated_sweep.json"
 """The record at the root of a folder `--out` wrote: the settings it was simulated with"""
 
 
-def write_sweep(runs: list[dict], out: str, overwrite: bool, settings: dict) -> None:
+def write_sweep(
+    runs: list[dict], out: str, overwrite: bool, settings: dict, plan: str | None = None
+) -> None:
     """The runs written as a new folder `out`, built beside it and renamed into place (a crash
-    leaves no half-written sweep); a folder that is there is refused, unless it is empty, or is
-    an earlier simulated sweep (it holds SIMULATED) and `overwrite` is given."""
+    leaves no half-written sweep), the analysis plan `plan` (None: the package's) registered in
+    it first; a folder that is there is refused, unless it is empty, or is an earlier simulated
+    sweep (it holds SIMULATED) and `overwrite` is given."""
     import shutil
     import tempfile
 
     from .runs.folder import write_json
+    from .sweep.analysis import register_plan
 
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -112,6 +119,7 @@ def write_sweep(runs: list[dict], out: str, overwrite: bool, settings: dict) -> 
     os.makedirs(parent, exist_ok=True)
     draft = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
+        register_plan(draft, plan, by="python -m prefix_titan.simulate --out")
         sim.write(runs, draft, named=out)
         write_json(os.path.join(draft, SIMULATED), settings)
         if os.path.exists(out):
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             args = sys.argv[1:] if argv is None else argv
             record = {"command": " ".join(["python -m prefix_titan.simulate", *args])}
-            write_sweep(sim.simulate(sweep, a.seed), a.out, a.overwrite, record)
+            write_sweep(sim.simulate(sweep, a.seed), a.out, a.overwrite, record, a.plan)
             print(f"a simulated sweep written to {a.out}: python -m prefix_titan.report {a.out}")
         if a.calibrate:
             sweep = sim.Sweep(seeds=tuple(a.seeds), items=a.items)

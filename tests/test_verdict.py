@@ -700,7 +700,7 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
             "prefix_norm_tau1.0:char=0.2",
         ]
     )
-    assert sorted(p.name for p in tmp_path.iterdir())[:2] == ["ce", "label_smoothing"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir())[:2] == ["ce", "label_smoothing"]
     text = report(str(tmp_path))
     assert text.startswith("# Sweep report: 14 arms × 2 seeds (1, 2)")
     for args, message in (
@@ -745,6 +745,33 @@ def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys):
         main(["--out", str(other), "--items", "20", "--overwrite"])
     assert f"is not a simulated sweep (it has no {SIMULATED})" in capsys.readouterr().err
     assert [p.name for p in other.iterdir()] == ["ce"]
+
+
+def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys):
+    """--out registers the analysis plan (--plan, else the package's) before the runs, so that
+    the report applies it as the sweep's own (not an exploratory re-analysis); --calibrate says
+    which variance rule its rates are of."""
+    from prefix_titan.simulate import calibrate, main
+    from prefix_titan.sweep.analysis import PLAN, REGISTERED, registered_plan_changed
+
+    out, plan = tmp_path / "sim", tmp_path / "apart.toml"
+    plan.write_text(
+        open(PLAN).read().replace("\ncontrast =", '\nvariance = "baseline_apart"\ncontrast =', 1)
+    )
+    main(["--out", str(out), "--items", "20", "--seeds", "1", "2", "--plan", str(plan)])
+    registered = (out / REGISTERED).read_text()
+    assert registered.startswith(
+        "# The analysis plan registered by `python -m prefix_titan.simulate"
+    )
+    assert f"from {plan}" in registered and not registered_plan_changed(str(out / REGISTERED))
+    text = report(str(out))
+    assert 'the plan\'s variance = "baseline_apart"), 95% interval' in text
+    assert "exploratory re-analysis" not in text.split("\n")[2]
+    main(["--out", str(out), "--items", "20", "--seeds", "1", "2", "--overwrite"])
+    assert f"from {PLAN}" in (out / REGISTERED).read_text()
+    small = sim.Sweep(seeds=(1, 2), items=20, tasks=("char_spell",))
+    said = calibrate(small, ("prefix_tau0.5", "char_spell", 0.05), load_plan(str(plan)), 2, 0)
+    assert "2 sweeps of 14 arms x 2 seeds, the plan's variance = 'baseline_apart':" in said
 
 
 # -- error rates of the decision code (simulated sweeps) -------------------------------------------

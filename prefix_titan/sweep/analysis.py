@@ -248,7 +248,12 @@ def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
     return problems
 
 
-def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> str | None:
+def register_plan(
+    sweep_dir: str,
+    plan: str | None = None,
+    when: str = "",
+    by: str = "python -m prefix_titan.sweep launch",
+) -> str | None:
     """Write the analysis plan (the package's by default) into the sweep folder before its
     runs: the plan its report applies, and compares any other plan with. The same plan again
     (a resumed or multi-node launch) is fine; another is refused. A sweep folder whose runs
@@ -267,7 +272,7 @@ def register_plan(sweep_dir: str, plan: str | None = None, when: str = "") -> st
         text = f.read()
     os.makedirs(sweep_dir, exist_ok=True)
     header = (
-        f"# The analysis plan registered by `python -m prefix_titan.sweep launch`{when} from "
+        f"# The analysis plan registered by `{by}`{when} from "
         f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
         f"it; another plan (report --plan) is an exploratory re-analysis.\n"
         f"{DIGEST}{_digest(given)}\n"

@@ -3,11 +3,12 @@
     python -m prefix_titan.power --scale pilot --seeds 3
     python -m prefix_titan.power --scale pilot --seeds 3 --from outputs/sweep_pilot
     python -m prefix_titan.power --scale pilot --seeds 3 --effect "char composite=0.03"
+    python -m prefix_titan.power --seeds 5 --arms label_smoothing prefix_tau0.5 prefix_tau1.0
 
 For each primary endpoint of the analysis plan and each of the mission's tasks: a run's sd
 (published defaults, or measured in a finished sweep with --from), the difference from the
-baseline detected with 80% power by the report's test at the planned seeds (the scale's arms,
-Holm over the arms compared, two-sided), and the seeds needed for an effect (--effect, in the
+baseline detected with 80% power by the report's test at the planned seeds (the sweep's arms:
+every one, or --arms; at the first share of alpha the plan's procedure gives it, two-sided), and the seeds needed for an effect (--effect, in the
 metric's units: accuracy as a fraction, bits per byte, nats).
 """
 
@@ -94,6 +95,14 @@ def main(argv: list[str] | None = None) -> None:
         default=".",
         help="the project folder whose sweep_arms.toml adds arms (default: here)",
     )
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        metavar="ARM",
+        help="the arms the sweep will hold, the plan's baseline among them (default: every one: "
+        "the built-in arms, then sweep_arms.toml's), as `sweep launch --arms` takes them",
+    )
     a = p.parse_args(argv)
     if a.seeds < 2:
         p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
@@ -113,6 +122,23 @@ def main(argv: list[str] | None = None) -> None:
         sweep = arms(a.root)  # the built-in arms and the project's own (its sweep_arms.toml)
     except ValueError as e:
         p.error(str(e))
+    if a.arms:
+        from .sweep.configs import file_name
+
+        by_file = {file_name(arm): arm for arm in sweep}  # the `-` form of an import path's `:`
+        chosen = list(dict.fromkeys(by_file.get(arm, arm) for arm in a.arms))
+        unknown = [arm for arm in chosen if arm not in sweep]
+        if unknown:
+            p.error(
+                f"--arms {' '.join(unknown)}: no such arm; the arms are {', '.join(sweep)} (add "
+                "one as an [[arm]] of sweep_arms.toml in the project folder)"
+            )
+        if plan.baseline not in chosen:
+            p.error(
+                f"--arms leaves out the plan's baseline, {plan.baseline}: every comparison is "
+                "with it, and its runs are in the sweep's fit; name it among --arms"
+            )
+        sweep = {arm: sweep[arm] for arm in chosen}
     compared = sum(
         1
         for n, s in sweep.items()

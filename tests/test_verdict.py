@@ -660,6 +660,24 @@ def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, caps
         "scale pilot, 15 arms (13 compared with label_smoothing), 3 seeds"
         in capsys.readouterr().out
     )
+    # the arms a sweep will hold (--arms, as launch takes them): fewer arms, fewer degrees of freedom
+    main(["--root", str(tmp_path), "--arms", "label_smoothing", "prefix_tau0.3", "ce"])
+    few = capsys.readouterr().out
+    assert "scale pilot, 3 arms (1 compared with label_smoothing), 3 seeds" in few
+    row = next(x for x in few.splitlines() if x.startswith("| char composite |")).split(" | ")
+    assert row[1] == "primary, alpha/1"
+    assert float(row[3]) == pytest.approx(
+        inference.detectable(float(row[2]), 3, 3, 1, ALPHA),
+        rel=0.01,  # sd shown to 4 places
+    )
+    for arms, says in (
+        (["label_smoothing", "prefix_tau9"], "--arms prefix_tau9: no such arm; the arms are ce,"),
+        (["ce", "prefix_tau0.3"], "--arms leaves out the plan's baseline, label_smoothing"),
+        (["label_smoothing", "ce"], "the plan's contrast (prefix, prefix_norm) names no arm"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["--root", str(tmp_path), "--arms", *arms])
+        assert says in capsys.readouterr().err, arms
     (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefx"\n')
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path)])

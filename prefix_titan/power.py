@@ -8,8 +8,9 @@
 For each primary endpoint of the analysis plan and each of the mission's tasks: a run's sd
 (published defaults, or measured in a finished sweep with --from), the difference from the
 baseline detected with 80% power by the report's test at the planned seeds (the sweep's arms:
-every one, or --arms; at the first share of alpha the plan's procedure gives it, two-sided), and the seeds needed for an effect (--effect, in the
-metric's units: accuracy as a fraction, bits per byte, nats).
+every one, or --arms; at the first share of alpha the plan's procedure gives it, two-sided),
+and the seeds needed for an effect (--effect, in the metric's units: accuracy as a fraction,
+bits per byte, nats).
 """
 
 from __future__ import annotations

@@ -653,6 +653,7 @@ def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):
     a = analyse(runs, load_plan(_axis_plan(tmp_path, "options.p", "linear")))
     assert sorted(a.along.values(), key=str) == [0.0, 1.0, 2.0, None]
     assert {t["axis_scale"] for t in a.trends} == {"linear"}
+    assert all(t["values"] == [0.0, 1.0, 2.0] for t in a.trends) and a.trends  # in report.json
 
 
 def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_family):
@@ -774,3 +775,22 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     compared = json.load(open(tmp_path / "r" / "report.json"))["comparisons"]
     row = next(c for c in compared if c["metric"] == "val CE" and c["primary"] and not c["final"])
     assert row["se"] == pytest.approx(math.sqrt(v.var / v.seeds)) and row["df"] == round(v.test_df)
+
+
+def test_an_answer_with_only_worse_arms_counts_the_others_right(tmp_path):
+    """One arm of the contrast clearly worse, and the answer says so; the other arms compared
+    are counted in words (none: no sentence about them)."""
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    for seed in (1, 2, 3):
+        make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "tau": 0.5}, -0.25, seed=seed)
+    answer = analyse(group_arms(find_runs(str(tmp_path))), load_plan()).answer
+    assert answer.startswith("No arm is better than label_smoothing on char composite; worse: ")
+    assert answer.endswith("at familywise alpha 0.05.") and "The other" not in answer
+    for seed in (1, 2, 3):
+        make_run(tmp_path, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
+    answer = analyse(group_arms(find_runs(str(tmp_path))), load_plan()).answer
+    assert "; worse: prefix_tau0.5 (" in answer
+    assert "The other 1 arm compared: no difference found (this sweep detects " in answer

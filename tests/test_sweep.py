@@ -463,7 +463,18 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     (began / "run_config.json").write_text("{}")
     old = [*args[:-1], str(tmp_path / "began"), "--dry-run"]
     assert launch.main(old) == 0
-    assert "no analysis plan is registered: the runs in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no analysis plan is registered: the runs in" in err
+    assert "the report compares with it only once its runs are in the sweep folder" in err
+    for seed in (2, 10):  # the baseline's runs there already: named, not said to be missing
+        began = tmp_path / "began" / "label_smoothing" / f"seed{seed}"
+        began.mkdir(parents=True)
+        (began / "run_config.json").write_text("{}")
+    assert launch.main(old) == 0
+    assert (
+        "the plan's baseline, label_smoothing, is not among the arms launched here; its runs "
+        "in the sweep folder: seed2, seed10\n"
+    ) in capsys.readouterr().err
     with pytest.raises(SystemExit):
         launch.main([*old, "--plan", PLAN])
     assert "registered now would not be pre-registered" in capsys.readouterr().err

@@ -828,6 +828,7 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
                 "metric": name,
                 "kind": kind,
                 "arms": arms,
+                "values": [result.along[a] for a in arms],
                 "axis": result.plan.axis,
                 "axis_scale": result.plan.axis_scale,
                 **asdict(t),
@@ -946,10 +947,15 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     if worse:
         rest = len(compared) - len(worse)
         power = f" (this sweep detects {d:.4f} with 80% power)" if d else ""
+        others = (
+            f" The other {rest} {'arm' if rest == 1 else 'arms'} compared: no difference "
+            f"found{power}."
+            if rest
+            else ""
+        )
         return (
             f"No arm is better than {plan.baseline} on {family.primary}; worse: {listed(worse)}, "
-            f"at familywise alpha {plan.alpha}. The other {rest} arm(s) compared: no difference "
-            f"found{power}."
+            f"at familywise alpha {plan.alpha}.{others}"
         )
     tail = f" (the difference this sweep detects with 80% power: {d:.4f})" if d else ""
     unmeasured = [a for a in contrast if a not in compared]

@@ -62,6 +62,7 @@ import time
 
 from ..runs.checkpoints import is_complete
 from ..runs.cli import Parser
+from ..runs.folder import RUN_CONFIG
 from .configs import SCALES, arms, config_path, file_name, load_config
 
 
@@ -405,10 +406,21 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     if unread:
         print(f"[sweep] note: {unread}", file=sys.stderr)
     if plan.baseline not in a.arms:
+        baseline_runs = []
+        if config_path(a.root, a.scale, plan.baseline).exists():
+            folder = pathlib.Path(run_folder(load_config(a.root, a.scale, plan.baseline), 0, sweep))
+            baseline_runs = sorted(
+                (p.parent.name for p in folder.parent.glob(f"seed*/{RUN_CONFIG}")),
+                key=lambda s: (len(s), s),
+            )
         print(
             f"[sweep] note: the plan's baseline, {plan.baseline}, is not among the arms "
-            "launched here; the report compares with it only once its runs are in the sweep "
-            "folder",
+            "launched here; "
+            + (
+                f"its runs in the sweep folder: {', '.join(baseline_runs)}"
+                if baseline_runs
+                else "the report compares with it only once its runs are in the sweep folder"
+            ),
             file=sys.stderr,
         )
     if registered:

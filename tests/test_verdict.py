@@ -144,12 +144,12 @@ def test_when_most_arms_truly_differ_the_family_still_makes_a_false_claim_at_mos
     seed, tmp_path
 ):
     """A partial null, where the old gate (an exploratory claim for a claimed arm where Holm over
-    all exploratory comparisons allowed it) made a false claim in 7.8% of sweeps: 11 of the 12
+    all exploratory comparisons allowed it) made a false claim in 8.0% of sweeps: 11 of the 12
     compared arms truly better by 6 sd on the primary and on one exploratory metric, the rest
     null; the two-way model holds exactly. Any false claim in the family (the null arm on
     anything, an effect arm on a metric it leaves alone): the procedure spends all of alpha here,
     so the rate is near it; the test fails where 1,000 sweeps show it above alpha (the exact 99%
-    lower bound over it: the old gate's 7.8% would)."""
+    lower bound over it: the old gate's 8.0% would)."""
     from prefix_titan.sweep.configs import arm_specs
 
     explored = ["piqa", "arc_easy", "winogrande_debiased", "arc_challenge", "sciq", "char_spell"]

@@ -27,9 +27,11 @@ In both, the local batch is lowered where the GPUs of a run times the config's l
 divide the global batch (which torchtitan needs), so every run of a scale trains on the same
 tokens per step; a GPU count that cannot divide it is refused before anything starts.
 
---dry-run prints the plan and needs no GPU (a login node plans as well as a GPU node): it places
-the runs on --gpus N GPUs (default: the GPUs visible here, or 8 when none is; the smoke scale
-without visible GPUs: on the CPU, as it would run here). A real launch uses the visible GPUs.
+--dry-run prints the plan and needs no GPU (a login node plans as well as a GPU node). Runs
+side by side (--gpus-per-run K) are placed on --gpus N GPUs (default: the GPUs visible here, or 8
+when none is; the smoke scale without visible GPUs: on the CPU, as it would run here); a real
+launch uses the visible GPUs. A run over the node (--gpus-per-run node) starts --nproc-per-node
+processes per node (default: --gpus, else 8), visible GPUs or not.
 
 Before any run starts, every run that would start is checked in this process (the job config's
 checks, its data folders and tokenizer, a live writer on its dump folder, the target table of a
@@ -497,7 +499,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         default=None,
         metavar="N",
         help="with --dry-run: plan for N GPUs per node (default: the visible GPUs, or 8 when "
-        "none is visible)",
+        "none is visible; with --gpus-per-run node, the default of --nproc-per-node)",
     )
     p.add_argument(
         "--root", default=".", help="the project folder that holds train_configs/ (default: here)"

@@ -21,7 +21,14 @@ import sys
 
 from .evaluation.harness import DEFAULT_TASKS
 from .runs.cli import Parser
-from .sweep.analysis import analyse, arm_kind, first_share, load_plan, registered_plan
+from .sweep.analysis import (
+    analyse,
+    arm_kind,
+    first_share,
+    load_plan,
+    plan_arm_problems,
+    registered_plan,
+)
 from .sweep.configs import SCALES, arms
 from .sweep.power import plan_rows
 from .sweep.report import plural
@@ -123,6 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         sweep = arms(a.root)  # the built-in arms and the project's own (its sweep_arms.toml)
     except ValueError as e:
         p.error(str(e))
+    problems = plan_arm_problems(plan, {n: vars(s) for n, s in sweep.items()})
+    if problems:  # as `sweep launch` refuses it
+        p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
     if a.arms:
         from .sweep.configs import file_name
 

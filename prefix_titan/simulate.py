@@ -3,22 +3,28 @@
     python -m prefix_titan.simulate --out /tmp/sim_sweep [--effect prefix_tau0.5:char=0.05]
     python -m prefix_titan.report /tmp/sim_sweep
     python -m prefix_titan.simulate --calibrate 200             # at the real item counts
+    python -m prefix_titan.simulate --out /tmp/own --plan my_plan.toml \
+        --gold-mass my_lab.targets:suffix_targets=0.8 --effect my_lab.targets:suffix_targets:char=0.05
 
---out writes one simulated 14-arm sweep as run folders (run_config.json, metrics log,
-hf/step-N/eval_results.json with per-item outcomes), as training and `eval` write them, into a
-new or empty folder (--overwrite replaces an earlier simulated sweep there, whole), with the
-analysis plan registered before its runs as `sweep launch` does (--plan, default the package's):
-the plan its report applies.
+--out writes one simulated sweep (the 14 built-in arms and those of the project's
+sweep_arms.toml, --root; an arm of one's own needs its target's --gold-mass) as run folders
+(run_config.json, metrics log, hf/step-N/eval_results.json with per-item outcomes), as training
+and `eval` write them, into a new or empty folder (--overwrite replaces an earlier simulated
+sweep there, whole), with the analysis plan registered before its runs as `sweep launch` does
+(--plan, default the package's): the plan its report applies.
 --calibrate N runs the report's decision code (analysis.analyse) on N simulated sweeps under the
 global null (no arm differs), prints each family's familywise rate of false claims and the A/A
 checks' rate, then on N sweeps with the planted --effect (default: +5 points on the character
-probes of prefix_tau0.5) and prints how often it is claimed, and claimed the wrong way. The
+probes of prefix_tau0.5, or of the first arm of the plan's contrast where that is not one) and
+prints how often it is claimed, and claimed the wrong way. A plan whose baseline or contrast
+names no arm is refused, as `sweep launch` refuses it. The
 model of the simulation: prefix_titan/sweep/simulate.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -26,21 +32,36 @@ from dataclasses import replace
 
 from .runs.cli import Parser
 from .sweep import simulate as sim
-from .sweep.analysis import load_plan
+from .sweep.analysis import arm_kind, load_plan, plan_arm_problems
+from .sweep.configs import arms
 
 DEFAULT_EFFECT = ("prefix_tau0.5", "char", 0.05)
 
 
 def _effect(text: str) -> tuple[str, str, float]:
     try:
-        arm, rest = text.split(":", 1)
-        what, value = rest.rsplit("=", 1)
+        head, value = text.rsplit("=", 1)
+        arm, what = head.rsplit(":", 1)  # an arm of one's own is named by an import path (a:b)
         return arm, what, float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--effect {text!r}: give ARM:WHAT=VALUE, e.g. prefix_tau0.5:char=0.05 (WHAT: a task, "
             f"{', '.join(sim.GROUPS)} or 'val CE')"
         ) from None
+
+
+def _gold_mass(text: str) -> tuple[str, float]:
+    arm, _, value = text.rpartition("=")
+    try:
+        mass = float(value)
+    except ValueError:
+        mass = math.nan
+    if not arm or not 0.0 < mass <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"--gold-mass {text!r}: give ARM=MASS, MASS in (0, 1], e.g. "
+            "my_lab.targets:suffix_targets=0.8"
+        )
+    return arm, mass
 
 
 def calibrate(
@@ -162,6 +183,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="the simulation's random seed")
     p.add_argument("--plan", default=None, help="the analysis plan (default: the package's)")
     p.add_argument(
+        "--root",
+        default=".",
+        help="the project folder whose sweep_arms.toml adds arms to the built-in ones (default: "
+        "here), as `sweep launch` and `power` read it",
+    )
+    p.add_argument(
+        "--gold-mass",
+        type=_gold_mass,
+        action="append",
+        default=[],
+        metavar="ARM=MASS",
+        help="the mean gold mass of the target of an arm of one's own (the report's 'target "
+        "gold mass' of one of its runs; `python -m prefix_titan.targets` shows a token's): the "
+        "simulator needs it for each such arm",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=min(8, os.cpu_count() or 1),
@@ -184,8 +221,25 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--items must be >= 2; got {a.items}")
     try:
         plan = load_plan(a.plan)
+        specs = arms(a.root)  # the built-in arms and the project's own (its sweep_arms.toml)
+        problems = plan_arm_problems(plan, {n: vars(s) for n, s in specs.items()})
+        if problems:  # as `sweep launch` refuses it
+            p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
+        masses = {**sim.GOLD_MASS, **dict(a.gold_mass)}
+        unknown = [n for n in specs if n not in masses]
+        if unknown:
+            p.error(
+                f"the simulator knows no target gold mass for {', '.join(unknown)}: give "
+                "--gold-mass ARM=MASS for each (the report's 'target gold mass' of one of its "
+                "runs); taking 1.0 would make such an arm plain CE"
+            )
+        stray = [n for n, _ in a.gold_mass if n not in specs]
+        if stray:
+            p.error(f"--gold-mass {', '.join(stray)}: no such arm; the arms: {', '.join(specs)}")
+        base = sim.Sweep(arms=tuple(specs.values()), gold_mass=tuple(a.gold_mass))
         if a.out:
-            sweep = sim.Sweep(
+            sweep = replace(
+                base,
                 seeds=tuple(a.seeds),
                 effects=tuple(a.effect or ()),
                 items=a.items,
@@ -196,8 +250,16 @@ def main(argv: list[str] | None = None) -> None:
             write_sweep(sim.simulate(sweep, a.seed), a.out, a.overwrite, record, a.plan)
             print(f"a simulated sweep written to {a.out}: python -m prefix_titan.report {a.out}")
         if a.calibrate:
-            sweep = sim.Sweep(seeds=tuple(a.seeds), items=a.items)
-            for effect in a.effect or [DEFAULT_EFFECT]:
+            sweep = replace(base, seeds=tuple(a.seeds), items=a.items)
+            compared = [
+                n
+                for n, s in specs.items()
+                if arm_kind(vars(s), plan.axis) in plan.contrast and n != plan.baseline
+            ]
+            default = (
+                DEFAULT_EFFECT if DEFAULT_EFFECT[0] in compared else (compared[0], "char", 0.05)
+            )
+            for effect in a.effect or [default]:
                 print(calibrate(sweep, effect, plan, a.calibrate, a.seed, a.workers))
     except ValueError as e:
         p.error(str(e))

@@ -333,3 +333,24 @@ def test_a_sweeps_arms_take_their_options_in_one_spelling(tmp_path, monkeypatch)
     (tmp_path / "sweep_arms.toml").write_text(arm.format("p=2") + arm.format("p=2.0"))
     with pytest.raises(ValueError, match="'opt_lab:fam_p2.0': the same objective is listed twice"):
         arms(tmp_path)
+
+
+def test_a_bad_table_from_a_setting_names_the_setting(monkeypatch):
+    """A family of one's own whose table breaks at some value of its setting: the refusal says
+    which settings built it."""
+    from prefix_titan.objectives.table import TargetTable
+
+    def shared(texts, spec, *, mass=0.1):
+        V = len(texts)
+        idx = torch.arange(V).unsqueeze(1)
+        weight = torch.full((V, 1), 1.0 - mass)
+        return TargetTable(idx, weight, torch.full((V,), mass / V))
+
+    module = type(sys)("mass_lab")
+    module.shared = shared
+    monkeypatch.setitem(sys.modules, "mass_lab", module)
+    assert build_target_table(["a", "b"], ObjectiveSpec("mass_lab:shared", options="mass=0.4"))
+    with pytest.raises(ValueError) as e:
+        build_target_table(["a", "b"], ObjectiveSpec("mass_lab:shared", options="mass=1.5"))
+    assert str(e.value).startswith("target family 'mass_lab:shared' returned a table where some")
+    assert str(e.value).endswith("(its settings here: objective.options = 'mass=1.5')")

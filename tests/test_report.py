@@ -794,3 +794,101 @@ def test_an_answer_with_only_worse_arms_counts_the_others_right(tmp_path):
     answer = analyse(group_arms(find_runs(str(tmp_path))), load_plan()).answer
     assert "; worse: prefix_tau0.5 (" in answer
     assert "The other 1 arm compared: no difference found (this sweep detects " in answer
+
+
+def test_a_plan_whose_contrast_is_absent_answers_so(tmp_path):
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    for seed in (1, 2):
+        make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "tau": 0.5}, 0.0, seed=seed)
+    plan = _axis_plan(tmp_path, "tau", contrast=("prefix_norm",))
+    answer = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan)).answer
+    assert answer == (
+        "No claim: the sweep has no arm of the plan's contrast (prefix_norm; a kind is an arm's "
+        "name without its tau part), so nothing was compared (see the notes)."
+    )
+
+
+def test_a_typo_in_the_axis_key_is_named_beside_the_missing_kind(tmp_path, axis_family):
+    from prefix_titan.sweep.analysis import load_plan, plan_arm_problems
+
+    objectives = {
+        "label_smoothing": {"name": "label_smoothing"},
+        f"{axis_family}_modeb": {"name": axis_family, "options": "mode=b"},
+    }
+    (problem,) = plan_arm_problems(load_plan(_axis_plan(tmp_path, "options.q")), objectives)
+    assert problem.startswith(f"the plan's contrast names '{axis_family}', the kind of no arm")
+    assert problem.endswith(
+        f"; the plan's axis options.q: {axis_family} declares no setting q (its settings: "
+        "p=1.0, mode='a')"
+    )
+
+
+def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, capsys):
+    """simulate reads the project's sweep_arms.toml (--root) as launch and power do: its arms of
+    one's own, each with the --gold-mass of its target, are simulated, planted with an --effect
+    named by their import path, and the plan's axis along their setting is fitted; a plan that
+    names no arm, a mass missing or for no arm, are refused as a launch would refuse them."""
+    from prefix_titan.simulate import main
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "sweep_arms.toml").write_text(
+        f'[[arm]]\nname = "{axis_family}"\n'
+        f'[[arm]]\nname = "{axis_family}"\noptions = "p=0.5"\n'
+        f'[[arm]]\nname = "{axis_family}"\noptions = "p=2.0"\n'
+    )
+    own = [axis_family, f"{axis_family}_p0.5", f"{axis_family}_p2.0"]
+    plan, out = _axis_plan(tmp_path, "options.p"), tmp_path / "sim"
+    args = ["--out", str(out), "--root", str(project), "--plan", plan, "--items", "20"]
+    args += ["--seeds", "1", "2"]
+    masses = [x for arm in own for x in ("--gold-mass", f"{arm}=0.8")]
+    for extra, says in (
+        ([], f"the simulator knows no target gold mass for {', '.join(own)}: give --gold-mass"),
+        ([*masses, "--gold-mass", "nope=0.5"], "--gold-mass nope: no such arm; the arms: ce,"),
+        (["--gold-mass", f"{own[0]}=1.5"], "give ARM=MASS, MASS in (0, 1]"),
+        (
+            [*masses, "--plan", _axis_plan(tmp_path, "tau", contrast=("nope",))],
+            "the plan's contrast names 'nope', the kind of no arm of the sweep",
+        ),
+    ):
+        with pytest.raises(SystemExit):
+            main([*args, *extra])
+        assert says in capsys.readouterr().err, extra
+    assert not out.exists()
+    main([*args, *masses, "--effect", f"{own[2]}:char=0.3"])
+    a = analyse(group_arms(find_runs(str(out))), load_plan(str(out / "analysis_plan.toml")))
+    assert {arm: a.along[arm] for arm in own} == {own[0]: 1.0, own[1]: 0.5, own[2]: 2.0}
+    assert len(a.arms) == 17 and {t["kind"] for t in a.trends} == {axis_family}
+    composite = {c.arm: c.estimate for c in a.comparisons if c.metric == "char composite"}
+    assert composite[own[2]] > 0.15 and abs(composite[own[1]]) < 0.1  # the planted effect
+    # calibrated under the plan: the default effect is planted on an arm the plan compares
+    calibrate = ["--calibrate", "2", "--workers", "1", "--root", str(project), "--plan", plan]
+    main([*calibrate, "--items", "20", "--seeds", "1", "2", *masses])
+    said = capsys.readouterr().out
+    assert "2 sweeps of 17 arms x 2 seeds, the plan's variance = 'pooled':" in said
+    assert (
+        f"Planted +0.05 on char of {axis_family}, 2 sweeps: claimed better on char composite"
+        in (said)
+    )
+
+
+def test_a_sweep_not_yet_evaluated_is_told_how_to_evaluate(tmp_path):
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    for seed in (1, 2):
+        for name, objective in (("label_smoothing", {}), ("prefix_tau0.5", {"tau": 0.5})):
+            kind = {"name": name.split("_tau")[0], **objective}
+            make_run(tmp_path, name, kind, 0.0, seed=seed, eval_kind=None)
+    notes = analyse(group_arms(find_runs(str(tmp_path))), load_plan()).notes
+    assert (
+        "character knowledge: char composite is not available for every run of label_smoothing "
+        "and another arm (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
+        "RUN_DIR --tasks pilot` evaluates a run's checkpoints): nothing compared"
+    ) in notes
+    assert not any(n.startswith("validation CE:") and "evaluated metric" in n for n in notes)

@@ -230,4 +230,10 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
         if spec.name in FAMILIES:  # a built-in family's error is ours: as it is
             raise
         raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
-    return check_table(table, len(texts), spec.name)
+    try:
+        return check_table(table, len(texts), spec.name)
+    except ValueError as e:
+        if not options:
+            raise
+        given = format_family_options(options)
+        raise ValueError(f"{e} (its settings here: objective.options = {given!r})") from None

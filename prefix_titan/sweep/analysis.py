@@ -242,6 +242,7 @@ def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
             problems.append(
                 f"the plan's contrast names {kind!r}, the kind of no arm of the sweep (a kind is "
                 f"an arm's name without its {plan.axis} part; the kinds: {', '.join(kinds)})"
+                + _unread_axis_hint(plan, kind, objectives)
             )
     if not problems:
         problems += [f"its axis {plan.axis}: {p}" for p in axis_values(plan, objectives)[1]]
@@ -371,6 +372,22 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
             + f" {value!r}, not a number (a trend needs numbers)"
         )
     return float(value)
+
+
+def _unread_axis_hint(plan: Plan, kind: str, objectives: dict[str, dict]) -> str:
+    """Where the contrast names a family of one's own whose arms have no part along the axis
+    options.KEY because the family declares no setting KEY (a typo of the key, say): that."""
+    from ..objectives import ObjectiveSpec
+
+    if not plan.axis.startswith("options."):
+        return ""
+    for o in objectives.values():
+        if ObjectiveSpec.from_record(o).name == kind:
+            try:
+                axis_value(o, plan.axis)
+            except ValueError as e:
+                return f"; {e}"
+    return ""
 
 
 def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str]]:
@@ -761,6 +778,12 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     f"the sweep has no arm of the contrast's kinds ({', '.join(plan.contrast)})"
                     if not contrast
                     else f"{name} is not available for every run of {baseline} and another arm"
+                    + (
+                        " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
+                        "RUN_DIR --tasks pilot` evaluates a run's checkpoints)"
+                        if name in METRICS and metric(name).source == "eval"
+                        else ""
+                    )
                 )
                 result.notes.append(f"{family.name}: {why}: nothing compared")
             continue
@@ -919,6 +942,12 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     family = plan.families[0]
     primary = result.primary_comparisons(family.name)
     compared = {c.arm for c in primary}
+    if not contrast:
+        return (
+            f"No claim: the sweep has no arm of the plan's contrast ({', '.join(plan.contrast)}; "
+            f"a kind is an arm's name without its {plan.axis} part), so nothing was compared "
+            "(see the notes)."
+        )
     if not compared:
         return (
             f"No claim: {family.primary} is not measured on every seed of {plan.baseline} and "

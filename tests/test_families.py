@@ -354,3 +354,37 @@ def test_a_bad_table_from_a_setting_names_the_setting(monkeypatch):
         build_target_table(["a", "b"], ObjectiveSpec("mass_lab:shared", options="mass=1.5"))
     assert str(e.value).startswith("target family 'mass_lab:shared' returned a table where some")
     assert str(e.value).endswith("(its settings here: objective.options = 'mass=1.5')")
+
+
+def test_the_launch_checks_refuse_two_arms_that_would_train_alike(tmp_path, monkeypatch):
+    """A family of one's own reads only the settings it reads: two arms that differ in another
+    one (tau here) build the same table and would train alike; the checks name them. The same
+    family at another weighting (position_gamma), or reading the setting, is fine."""
+    from helpers import embedded_tokenizer_at
+
+    from prefix_titan.titan.preflight import check_runs
+
+    module = type(sys)("alike_lab")
+    module.deaf = lambda texts, spec: FAMILIES["ce"](texts, spec)
+    module.hears = lambda texts, spec: FAMILIES["label_smoothing"](
+        texts, ObjectiveSpec("label_smoothing", epsilon=spec.tau / 10)
+    )
+    monkeypatch.setitem(sys.modules, "alike_lab", module)
+    tokenizer = embedded_tokenizer_at(tmp_path / "tokenizer")
+
+    def run(family, *extra):
+        args = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        args += ["--model.hf_assets_path", tokenizer, "--objective.name", f"alike_lab:{family}"]
+        label = " ".join([family, *extra[1::2]])
+        dump = tmp_path / label.replace(" ", "_")
+        return (label, [*args, *extra, "--job.dump_folder", str(dump)])
+
+    (problem,) = check_runs([run("deaf"), run("deaf", "--objective.tau", "1.0")])
+    assert problem == (
+        "deaf, deaf 1.0: objectives alike_lab:deaf and alike_lab:deaf_tau1.0 build the same "
+        "target table (they differ in tau 0.5 / 1.0, which alike_lab:deaf does not read) and "
+        "would train alike: leave one out (--arms), or have the family read the setting"
+    )
+    weighted = run("deaf", "--objective.tau", "1.0", "--objective.position_gamma", "0.99")
+    assert check_runs([run("deaf"), weighted]) == []
+    assert check_runs([run("hears"), run("hears", "--objective.tau", "1.0")]) == []

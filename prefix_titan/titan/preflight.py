@@ -21,12 +21,14 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
     from torchtitan.config import ConfigManager
 
     from ..objectives.families import FAMILIES, FamilyError
+    from ..objectives.spec import WEIGHTING
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import check_job_config, check_paths
     from .loss import LossPlans
 
     plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
     problems: dict[str, list[str]] = {}
+    built: dict[tuple, tuple] = {}  # (tokenizer, target settings) -> (spec, table, runs)
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
         for name, args in runs:
@@ -43,7 +45,10 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
             has_tokenizer = os.path.exists(os.path.join(job.model.hf_assets_path, "tokenizer.json"))
             if job.objective.name not in FAMILIES and has_tokenizer:  # else: made by the run
                 try:
-                    plans.table_for(job)
+                    table = plans.table_for(job)
+                    spec = job.objective.validate()
+                    key = (job.model.hf_assets_path, spec.target_key())
+                    built.setdefault(key, (spec, table, []))[2].append(name)
                 except Exception as e:  # a family's own code: whatever it raises is its problem
                     why = str(e) if isinstance(e, FamilyError) else f"{type(e).__name__}: {e}"
                     problem = (
@@ -53,6 +58,8 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
                     problems.setdefault(problem, []).append(name)
     finally:
         logging.disable(logging.NOTSET)
+    for problem, names in _alike(built, WEIGHTING):
+        problems.setdefault(problem, []).extend(names)
 
     def who(names: list[str]) -> str:
         if len(names) == len(runs) > 2:
@@ -60,6 +67,40 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
         return ", ".join(names)
 
     return [f"{who(names)}: {problem}" for problem, names in problems.items()]
+
+
+def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[str]]]:
+    """(problem, runs) for each two objectives of a family of one's own that differ in a setting
+    the family does not read: the same target table and weighting, so their arms would train
+    alike (a comparison of them is an A/A check, not an effect of the setting)."""
+    import torch
+
+    out = []
+    keys = list(built)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            (sa, ta, ra), (sb, tb, rb) = built[a], built[b]
+            if a[0] != b[0] or any(
+                getattr(sa, f.name) != getattr(sb, f.name) for f in sa.fields_of(weighting)
+            ):
+                continue
+            pairs = [(ta.idx, tb.idx), (ta.weight, tb.weight), (ta.background, tb.background)]
+            if all(x.shape == y.shape and torch.equal(x, y) for x, y in pairs):
+                differ = [f"{k} {v!r} / {dict(b[1])[k]!r}" for k, v in a[1] if dict(b[1])[k] != v]
+                why = (
+                    f"they differ in {', '.join(differ)}, which {sa.name} does not read"
+                    if sa.name == sb.name
+                    else "two families, one table on this vocabulary"
+                )
+                out.append(
+                    (
+                        f"objectives {sa.arm_name()} and {sb.arm_name()} build the same target "
+                        f"table ({why}) and would train alike: leave one out (--arms), or have "
+                        "the family read the setting",
+                        [*ra, *rb],
+                    )
+                )
+    return out
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ said as soon as the results are written.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
-first N. Progress bars and lm-eval's log lines are shown only with --progress. --dtype: the
+first N; a multiple-choice task's sample keeps the task's proportions of gold answers. Progress bars and lm-eval's log lines are shown only with --progress. --dtype: the
 model's weights and activations (default: bfloat16 on a GPU, float32 on a CPU, where bf16 matmuls
 are much slower); log-likelihoods are summed from an fp32 log-softmax either way.
 """
@@ -33,6 +33,7 @@ import sys
 from .data.hub import exit_if_unreachable
 from .evaluation.harness import (
     DEFAULT_TASKS,
+    LIMIT_SAMPLING,
     LIMIT_SEED,
     ProbeOptions,
     evaluate,
@@ -210,7 +211,9 @@ def main(argv: list[str] | None = None) -> None:
             from .evaluation.harness import expand
             from .sweep.runs import items_read
 
-            sample = items_read({"limit": a.limit, "limit_seed": a.limit_seed})
+            sample = items_read(
+                {"limit": a.limit, "limit_seed": a.limit_seed, "limit_sampling": LIMIT_SAMPLING}
+            )
             ours = sample or "every item"
             earlier = contradicted(run_dir, steps, expand(a.tasks), sample, writes)
             if earlier:

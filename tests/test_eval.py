@@ -210,7 +210,7 @@ def test_character_probes_end_to_end(exported):
 def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     """--limit N evaluates N documents drawn with --limit-seed (recorded with the results, each
     item under its own document index), and without --progress no progress bar is printed."""
-    from prefix_titan.evaluation.harness import LIMIT_SEED, read_items, sample_docs
+    from prefix_titan.evaluation.harness import LIMIT_SAMPLING, LIMIT_SEED, read_items, sample_docs
 
     hf = tmp_path / "hf"
     shutil.copytree(exported / "hf", hf)
@@ -230,11 +230,15 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     )
     recorded = json.load(open(hf / "eval_results.json"))
     assert recorded["limit"] == 3 and recorded["limit_seed"] == LIMIT_SEED
+    assert recorded["limit_sampling"] == LIMIT_SAMPLING
     items = read_items(str(hf))
-    assert [r["doc_id"] for r in items["piqa"]] == sample_docs(6, 3, LIMIT_SEED, "piqa")
+    piqa = [r["doc_id"] for r in items["piqa"]]  # drawn in proportion to the gold answers
+    assert piqa == sample_docs(6, 3, LIMIT_SEED, "piqa", [r["label"] for r in FIXTURES["piqa"]])
     letter = [r["doc_id"] for r in items["char_first_letter"]]
-    assert letter == sample_docs(2000, 3, LIMIT_SEED, "char_first_letter") != [0, 1, 2]
     docs = (hf / "char_probes" / "char_first_letter.jsonl").read_text().splitlines()
+    golds = [json.loads(d)["gold"] for d in docs]
+    assert letter == sample_docs(2000, 3, LIMIT_SEED, "char_first_letter", golds) != [0, 1, 2]
+    assert len({golds[i] for i in letter}) == 3  # no answer twice in 3 items of 4 answers
     for r in items["char_first_letter"]:  # each item under its own document's index
         assert r["word"] == json.loads(docs[r["doc_id"]])["word"]
     assert "it/s]" not in out.stderr and "%|" not in out.stderr, out.stderr[-2000:]

@@ -245,6 +245,9 @@ def test_a_missing_file_or_folder_is_named_with_its_flag(tmp_path, capsys, comma
     assert "Traceback" not in err and not os.listdir(tmp_path)  # nothing made on the way
 
 
+SAMPLE_20 = {"limit": 20, "limit_seed": 1234, "limit_sampling": harness.LIMIT_SAMPLING}
+
+
 def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_first(
     tmp_path, monkeypatch, capsys
 ):
@@ -263,7 +266,7 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
     filed.mkdir(parents=True)
     result = {"char_spell": {"acc,none": 0.3}}
     (filed / "eval_results.json").write_text(
-        json.dumps({"results": result, "limit": 20, "limit_seed": 1234, "versions": {}})
+        json.dumps({"results": result, **SAMPLE_20, "versions": {}})
     )
     calls = []
 
@@ -274,7 +277,7 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
         acc = 0.3 if len(calls) == 1 else 0.31  # the second: as if in another dtype
         results = {"char_spell": {"acc,none": acc}}
         (out / "eval_results.json").write_text(
-            json.dumps({"results": results, "limit": 20, "limit_seed": 1234, "versions": {}})
+            json.dumps({"results": results, **SAMPLE_20, "versions": {}})
         )
 
     monkeypatch.setattr(cli, "evaluate_run", fake_run)
@@ -331,3 +334,61 @@ def test_an_export_through_another_arms_config_says_which_arm_it_files_under(tmp
     ) in capsys.readouterr().err
     _note_other_objective(config(ObjectiveSpec("prefix", tau=0.5)))
     assert capsys.readouterr().err == ""
+
+
+def test_a_limit_sample_keeps_the_tasks_balance_of_answers():
+    """A --limit sample of a multiple-choice task is drawn in proportion to its gold answers:
+    on a balanced probe a model that always gives one answer scores chance on the sample (within
+    one item), where a draw regardless of the answers gave it 0.50 on 30 items of a 4-way probe;
+    an unbalanced task keeps its proportions; the blank twin draws the same items."""
+    import collections
+
+    golds = [i % 4 for i in range(2000)]
+    worst_random = 0.0
+    for seed in range(40):
+        for limit in (3, 10, 30, 101):
+            s = sample_docs(2000, limit, seed, "char_count", golds)
+            assert len(s) == limit == len(set(s)) and s == sorted(s)
+            counts = collections.Counter(golds[i] for i in s)
+            assert max(counts.values()) - min(counts[g] for g in range(4)) <= 1, counts
+            assert s == sample_docs(2000, limit, seed, "char_count_blank", golds)
+            draw = collections.Counter(
+                golds[i] for i in sample_docs(2000, limit, seed, "char_count")
+            )
+            worst_random = max(worst_random, max(draw.values()) / limit)
+    assert worst_random > 0.4  # what stratifying removes: some random draws are far from 1/4
+    skewed = [0] * 1500 + [1] * 500
+    for seed in range(20):
+        s = sample_docs(2000, 40, seed, "piqa", skewed)
+        assert collections.Counter(skewed[i] for i in s) == {0: 30, 1: 10}
+    assert sample_docs(2000, 40, 1, "char_spell", golds) != sample_docs(
+        2000, 40, 2, "char_spell", golds
+    )
+    with pytest.raises(ValueError, match="3 golds for 2000 documents"):
+        sample_docs(2000, 40, 1, "piqa", [0, 1, 0])
+
+
+def test_the_limit_sample_reads_the_answers_of_multiple_choice_tasks():
+    class Choice(FakeTask):
+        OUTPUT_TYPE = "multiple_choice"
+
+        def doc_to_target(self, doc):
+            return int(doc["word"][1:]) % 4
+
+    class Worded(Choice):
+        def doc_to_target(self, doc):
+            return doc["word"]
+
+    assert harness.task_golds(Choice(8)) == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert harness.task_golds(Worded(8)) is None  # a target text: drawn regardless
+    assert harness.task_golds(FakeTask(8)) is None  # not multiple choice
+
+
+def test_an_evaluation_on_an_older_sample_is_not_taken_for_a_new_one():
+    from prefix_titan.sweep.runs import items_read
+
+    new = {"limit": 30, "limit_seed": 1234, "limit_sampling": harness.LIMIT_SAMPLING}
+    old = {"limit": 30, "limit_seed": 1234}
+    assert items_read(new) == "30 (--limit-seed 1234)"
+    assert items_read(old) == "30 (--limit-seed 1234, drawn regardless of the answers)"
+    assert items_read({"limit": 30}) == "30 (the first 30)" and items_read({"limit": None}) is None

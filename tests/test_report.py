@@ -529,7 +529,8 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     assert json.load(open(sweep / "report" / "report.json"))["sampled_tasks"] == {}
     for results in sweep.glob("*/seed*/hf/step-2000/eval_results.json"):
         data = json.loads(results.read_text())
-        results.write_text(json.dumps({**data, "limit": 20, "limit_seed": 1234}))
+        sample = {"limit": 20, "limit_seed": 1234, "limit_sampling": "stratified by gold"}
+        results.write_text(json.dumps({**data, **sample}))
     text = report(str(sweep))
     assert "Evaluated on a --limit sample of items, not the whole task: arc_challenge 20" in text
     sampled = json.load(open(sweep / "report" / "report.json"))["sampled_tasks"]

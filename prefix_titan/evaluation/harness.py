@@ -228,6 +228,7 @@ def evaluate(
         "tasks": tasks,
         "limit": limit,
         "limit_seed": None if limit is None else limit_seed,
+        "limit_sampling": None if limit is None else LIMIT_SAMPLING,
         "results": out["results"],
         "probes": asdict(probes),
         "versions": out.get("versions", {}),
@@ -269,18 +270,57 @@ def not_exported(model_dir: str) -> str:
     )
 
 
-def sample_docs(n_docs: int, limit: int, seed: int, task: str) -> list[int]:
+LIMIT_SAMPLING = "stratified by gold"
+"""How a --limit sample is drawn (recorded with the results): in proportion to each gold
+answer's share of the task, so that a model that always gives the same answer scores what it
+scores on the whole task (on a balanced probe: chance), not what an unlucky draw gives it"""
+
+
+def sample_docs(
+    n_docs: int, limit: int, seed: int, task: str, golds: list | None = None
+) -> list[int]:
     """The indices of a --limit sample of a task's `n_docs` documents: `limit` of them drawn at
     random, seeded by the seed and the task's name (the same for every model), in document
     order (lm-eval maps its k-th evaluated document to the k-th index); every document when
-    `limit` >= n_docs. A probe's blank twin (`<task>_blank`, the same items in the same order)
-    draws the same documents as its task, so the two are compared item for item."""
+    `limit` >= n_docs. With the documents' `golds` (a multiple-choice task's answer indices),
+    stratified: each gold answer gets its share of `limit` (largest remainders, ties drawn), so
+    the sample's answers are as balanced as the task's. A probe's blank twin (`<task>_blank`,
+    the same items in the same order) draws the same documents as its task, so the two are
+    compared item for item."""
     import random
 
     if limit >= n_docs:
         return list(range(n_docs))
     task = task.removesuffix("_blank") if task.startswith("char_") else task
-    return sorted(random.Random(f"{seed}/{task}").sample(range(n_docs), limit))
+    rng = random.Random(f"{seed}/{task}")
+    if golds is None:
+        return sorted(rng.sample(range(n_docs), limit))
+    if len(golds) != n_docs:
+        raise ValueError(f"{task}: {len(golds)} golds for {n_docs} documents")
+    groups: dict = {}
+    for i, g in enumerate(golds):
+        groups.setdefault(g, []).append(i)
+    answers = sorted(groups)
+    share = {g: limit * len(groups[g]) / n_docs for g in answers}
+    take = {g: int(share[g]) for g in answers}
+    ties = {g: rng.random() for g in answers}
+    for g in sorted(answers, key=lambda g: (take[g] - share[g], ties[g]))[
+        : limit - sum(take.values())
+    ]:
+        take[g] += 1
+    return sorted(i for g in answers for i in rng.sample(groups[g], take[g]))
+
+
+def task_golds(task) -> list[int] | None:
+    """The answer index of each of a loaded lm-eval task's documents, where it is a
+    multiple-choice task whose target is an index (else None: its --limit sample is drawn
+    without regard to the answers; winogrande's target is a text)."""
+    if getattr(task, "OUTPUT_TYPE", None) != "multiple_choice":
+        return None
+    golds = [task.doc_to_target(doc) for doc in task.eval_docs]
+    if all(isinstance(g, int) and not isinstance(g, bool) for g in golds):
+        return golds
+    return None
 
 
 def limit_samples(specs: list, task_manager, limit: int, seed: int) -> tuple[list, dict]:
@@ -288,7 +328,7 @@ def limit_samples(specs: list, task_manager, limit: int, seed: int) -> tuple[lis
     evaluates a seeded random `limit` of each task's documents rather than the first ones."""
     loaded = task_manager.load(specs)
     samples = {
-        name: sample_docs(len(task.eval_docs), limit, seed, name)
+        name: sample_docs(len(task.eval_docs), limit, seed, name, task_golds(task))
         for name, task in loaded["tasks"].items()
     }
     # Groups aggregate their tasks: pass the specs again to keep them, else the loaded tasks.

@@ -283,10 +283,15 @@ def invariant_violations(runs: list[dict]) -> list[str]:
 
 
 def items_read(results: dict) -> str | None:
-    """Which items an evaluation read: all (None), or a --limit sample with its seed (results
-    written before samples were seeded took the first N)."""
+    """Which items an evaluation read: all (None), or a --limit sample with its seed, drawn in
+    proportion to the gold answers (harness.LIMIT_SAMPLING; results written before that drew
+    them at random, and before samples were seeded took the first N)."""
     limit = results.get("limit")
     if limit is None:
         return None
     seed = results.get("limit_seed")
-    return f"{limit} (the first {limit})" if seed is None else f"{limit} (--limit-seed {seed})"
+    if seed is None:
+        return f"{limit} (the first {limit})"
+    if results.get("limit_sampling") is None:
+        return f"{limit} (--limit-seed {seed}, drawn regardless of the answers)"
+    return f"{limit} (--limit-seed {seed})"

@@ -15,13 +15,16 @@ run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json. The 
 evaluation per task and step of a run: an evaluation filed with a run (into RUN_DIR/evals/step-N
 from an export, or RUN_DIR/hf/step-N) on another --limit sample than one the run folder holds
 already for the same task and step is refused before it evaluates, and any other difference is
-said as soon as the results are written.
+said as soon as the results are written. Evaluating other tasks of a model later adds them to
+its results (same settings); an evaluation that would replace one made with other settings is
+refused before it evaluates, unless --replace.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
-first N; a multiple-choice task's sample keeps the task's proportions of gold answers. Progress bars and lm-eval's log lines are shown only with --progress. --dtype: the
-model's weights and activations (default: bfloat16 on a GPU, float32 on a CPU, where bf16 matmuls
-are much slower); log-likelihoods are summed from an fp32 log-softmax either way.
+first N; a multiple-choice task's sample keeps the task's proportions of gold answers. Progress
+bars and lm-eval's log lines are shown only with --progress. --dtype: the model's weights and
+activations (default: bfloat16 on a GPU, float32 on a CPU, where bf16 matmuls are much slower);
+log-likelihoods are summed from an fp32 log-softmax either way.
 """
 
 from __future__ import annotations
@@ -147,6 +150,13 @@ def main(argv: list[str] | None = None) -> None:
         help=f"the seed of the --limit sample (default {LIMIT_SEED})",
     )
     p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an evaluation already in the model folder (or filed with its run) that "
+        "was made with other settings (another --limit sample, other probes), whole; without "
+        "it such an evaluation is refused, and one with the same settings keeps its other tasks",
+    )
     p.add_argument("--batch-size", default="auto")
     p.add_argument(
         "--dtype",
@@ -197,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=a.batch_size,
         dtype={short: long for long, short in SPELLED_OUT.items()}.get(a.dtype, a.dtype),
         probes=probes,
+        replace=a.replace,
     )
     offline = [
         "--tasks char_probes: the character probes, generated from the model's tokenizer",

@@ -29,6 +29,15 @@ def run_eval(*args, check=True):
     return out
 
 
+def unevaluated_copy(exported, tmp_path):
+    """The shared export copied for one test, without the evaluations other tests left in it."""
+    hf = tmp_path / "hf"
+    shutil.copytree(exported / "hf", hf)
+    (hf / "eval_results.json").unlink(missing_ok=True)
+    shutil.rmtree(hf / "eval_items", ignore_errors=True)
+    return hf
+
+
 FIXTURES = {
     "hellaswag": [
         {
@@ -180,6 +189,7 @@ def test_character_probes_end_to_end(exported):
         "40",
         "--dtype",
         "float32",
+        "--replace",  # the shared export holds other tests' evaluations
     )
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
     assert set(results) == set(PROBE_TASKS) | set(BLANK_TASKS)
@@ -212,8 +222,7 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     item under its own document index), and without --progress no progress bar is printed."""
     from prefix_titan.evaluation.harness import LIMIT_SAMPLING, LIMIT_SEED, read_items, sample_docs
 
-    hf = tmp_path / "hf"
-    shutil.copytree(exported / "hf", hf)
+    hf = unevaluated_copy(exported, tmp_path)
     (hf / "export_source.json").unlink()  # not filed with the run: this test's own copy
     out = run_eval(
         "--model",
@@ -250,8 +259,7 @@ def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path
     from prefix_titan.evaluation.harness import read_items
     from prefix_titan.sweep.runs import bits_per_byte
 
-    hf = tmp_path / "hf"
-    shutil.copytree(exported / "hf", hf)
+    hf = unevaluated_copy(exported, tmp_path)
     (hf / "export_source.json").unlink()  # not filed with the run: this test's own copy
     run_eval(
         "--model",
@@ -265,7 +273,7 @@ def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path
     )
     results = json.load(open(hf / "eval_results.json"))["results"]
     assert set(results) == set(SECONDARY_FIXTURES)
-    items = {t: read_items(str(hf))[t] for t in SECONDARY_FIXTURES}  # (the copy holds others)
+    items = {t: read_items(str(hf))[t] for t in SECONDARY_FIXTURES}
     for task, rows in items.items():
         assert len(rows) == 6 and all(r["gold_bytes"] > 0 for r in rows), task
         bpb = bits_per_byte(rows)
@@ -280,8 +288,7 @@ def test_embedding_probe_on_an_export_and_on_a_run_folder(exported, tmp_path):
     both read the same step-4 weights, so they give the same scores."""
     from prefix_titan.evaluation.embedding_probe import TASKS
 
-    hf = tmp_path / "hf"
-    shutil.copytree(exported / "hf", hf)
+    hf = unevaluated_copy(exported, tmp_path)
     run_eval(
         "--model",
         str(hf),
@@ -292,6 +299,7 @@ def test_embedding_probe_on_an_export_and_on_a_run_folder(exported, tmp_path):
         str(exported / "data"),
         "--dtype",
         "float32",
+        "--replace",  # filed with the run, which holds other tests' evaluations of step 4
     )
     results = json.load(open(hf / "eval_results.json"))["results"]
     assert set(results) == {"embedding_probe", "piqa"}
@@ -376,6 +384,7 @@ def test_cute_task_offline(exported, tmp_path):
         "cute_spell",
         "--dtype",
         "float32",
+        "--replace",  # the shared export holds other tests' evaluations
     )
     metrics = json.load(open(exported / "hf" / "eval_results.json"))["results"]["cute_spell"]
     assert metrics["exact_match,none"] in (0.0, 1.0)  # three identical documents
@@ -439,7 +448,9 @@ def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(exported / "empty_hf_home"))
-    out = run_eval("--model", str(exported / "hf"), "--tasks", "piqa", "--limit", "1", check=False)
+    out = run_eval(
+        "--model", str(exported / "hf"), "--tasks", "piqa", "--limit", "1", "--replace", check=False
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert (
         "could not reach the Hugging Face hub to download the datasets of --tasks piqa"
@@ -475,7 +486,17 @@ def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
         assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~_umask()), f.name
     source = json.loads((hf / "export_source.json").read_text())
     assert source["step"] == 4 and source["run_dir"] == str(exported / "run")
-    run_eval("--model", str(hf), "--tasks", "char_probes", "--limit", "20", "--dtype", "float32")
+    run_eval(  # filed with the run, which holds other tests' evaluations of step 4: replaced
+        "--model",
+        str(hf),
+        "--tasks",
+        "char_probes",
+        "--limit",
+        "20",
+        "--dtype",
+        "float32",
+        "--replace",
+    )
     filed = exported / "run" / "evals" / "step-4" / "eval_results.json"
     assert set(json.loads(filed.read_text())["results"]) == set(PROBE_TASKS) | set(BLANK_TASKS)
     out = subprocess.run(

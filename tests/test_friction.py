@@ -71,7 +71,10 @@ def test_the_limit_reaches_lm_eval_as_a_sample_and_is_recorded(tmp_path, monkeyp
     assert recorded["limit"] == out["limit"] == 5 and recorded["limit_seed"] == LIMIT_SEED
     items = harness.read_items(str(tmp_path))
     assert [r["doc_id"] for r in items["hellaswag"]] == chosen  # the documents' own indices
-    harness.evaluate(str(tmp_path), ["piqa"], task_manager=manager)
+    with pytest.raises(ValueError, match="holds an evaluation of hellaswag, piqa made with other"):
+        harness.evaluate(str(tmp_path), ["piqa"], task_manager=manager)  # every item: refused
+    assert len(calls) == 1  # before evaluating
+    harness.evaluate(str(tmp_path), ["piqa"], task_manager=manager, replace=True)
     assert calls[-1]["samples"] is None
     assert json.loads((tmp_path / "eval_results.json").read_text())["limit_seed"] is None
 
@@ -392,3 +395,87 @@ def test_an_evaluation_on_an_older_sample_is_not_taken_for_a_new_one():
     assert items_read(new) == "30 (--limit-seed 1234)"
     assert items_read(old) == "30 (--limit-seed 1234, drawn regardless of the answers)"
     assert items_read({"limit": 30}) == "30 (the first 30)" and items_read({"limit": None}) is None
+
+
+def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path):
+    """One results file per model: an evaluation of other tasks with the same settings keeps the
+    earlier tasks (a task evaluated again is replaced); one with other settings (another --limit
+    sample) is refused, naming the file, the tasks it would lose and the settings, unless
+    replace: then the earlier evaluation is replaced whole, its items too."""
+    from prefix_titan.evaluation.harness import (
+        EVAL_ITEMS,
+        EVAL_RESULTS,
+        ProbeOptions,
+        evaluation_settings,
+        read_items,
+        write_evaluation,
+    )
+
+    def evaluation(tasks, acc, limit=None):
+        results = {
+            "tasks": tasks,
+            **evaluation_settings(limit, LIMIT_SEED, ProbeOptions()),
+            "results": {t: {"acc,none": acc} for t in tasks},
+            "versions": {t: 1.0 for t in tasks},
+            "n_samples": {},
+            "chance": {t: 0.25 for t in tasks},
+        }
+        return results, {t: [{"doc_id": 0, "acc": acc}] for t in tasks}
+
+    def on_file():
+        data = json.loads((tmp_path / EVAL_RESULTS).read_text())
+        return {t: m["acc,none"] for t, m in data["results"].items()}, data["tasks"]
+
+    write_evaluation(str(tmp_path), *evaluation(["piqa", "char_spell"], 0.5))
+    write_evaluation(str(tmp_path), *evaluation(["hellaswag"], 0.3))
+    assert on_file() == (
+        {"piqa": 0.5, "char_spell": 0.5, "hellaswag": 0.3},
+        ["piqa", "char_spell", "hellaswag"],
+    )
+    write_evaluation(str(tmp_path), *evaluation(["piqa"], 0.6))  # again: replaced, others kept
+    assert on_file()[0] == {"char_spell": 0.5, "hellaswag": 0.3, "piqa": 0.6}
+    assert sorted(read_items(str(tmp_path))) == ["char_spell", "hellaswag", "piqa"]
+    with pytest.raises(ValueError) as e:
+        write_evaluation(str(tmp_path), *evaluation(["piqa"], 0.7, limit=30))
+    assert str(e.value).startswith(
+        f"{tmp_path / EVAL_RESULTS} holds an evaluation of char_spell, hellaswag, piqa made with "
+        "other settings (limit None, here 30; limit_seed None, here 1234; limit_sampling None, "
+        "here 'stratified by gold')"
+    )
+    assert "or pass --replace to replace it whole" in str(e.value)
+    assert on_file()[0]["piqa"] == 0.6  # nothing written
+    write_evaluation(str(tmp_path), *evaluation(["piqa"], 0.7, limit=30), replace=True)
+    assert on_file() == ({"piqa": 0.7}, ["piqa"])
+    assert sorted(p.name for p in (tmp_path / EVAL_ITEMS).iterdir()) == ["piqa.jsonl"]
+
+
+def test_a_run_is_not_evaluated_over_an_evaluation_on_other_items(tmp_path, monkeypatch):
+    """--all-checkpoints checks every step's results file before the first step is evaluated."""
+    from prefix_titan.evaluation.harness import EVAL_RESULTS, EXPORTS, evaluate_run
+
+    run = tmp_path / "run"
+    for step in (20, 40):
+        (run / "checkpoint" / f"step-{step}").mkdir(parents=True)
+        (run / "checkpoint" / f"step-{step}" / ".metadata").write_bytes(b"")
+    record = {"checkpoint": {"folder": "checkpoint"}, "training": {}}
+    (run / "run_config.json").write_text(json.dumps(record))
+    (run / EXPORTS / "step-40").mkdir(parents=True)
+    earlier = {"results": {"char_spell": {"acc,none": 0.3}}, **SAMPLE_20, "probes": None}
+    (run / EXPORTS / "step-40" / EVAL_RESULTS).write_text(json.dumps(earlier))
+    monkeypatch.setattr(harness, "_evaluate_steps", lambda *a: pytest.fail("evaluated"))
+    manager = type("Index", (), {"all_tasks": ["char_spell", *harness.DEFAULT_TASKS]})()
+    with pytest.raises(ValueError, match="no task named 'char_spel' \\(did you mean char_spell"):
+        evaluate_run(str(run), task_manager=manager, tasks=["char_spel"])  # before any export
+    with pytest.raises(ValueError) as e:
+        evaluate_run(str(run), task_manager=manager, tasks=["char_spell"], limit=None)
+    assert "this evaluation would replace earlier ones made with other settings:" in str(e.value)
+    assert f"{run / EXPORTS / 'step-40' / EVAL_RESULTS} holds an evaluation of char_spell" in str(
+        e.value
+    )
+    monkeypatch.setattr(harness, "_evaluate_steps", lambda *a: "evaluated")
+    assert evaluate_run(str(run), task_manager=manager, limit=None, replace=True) == "evaluated"
+    # a sweep folder given for a run: its runs named
+    (tmp_path / "sweep" / "ce" / "seed1").mkdir(parents=True)
+    (tmp_path / "sweep" / "ce" / "seed1" / "run_config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"'.*sweep' is a sweep folder, not a run's \(ce/seed1\)"):
+        evaluate_run(str(tmp_path / "sweep"), task_manager=manager)

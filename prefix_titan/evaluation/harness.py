@@ -9,6 +9,7 @@ eval_items/, and, for a model exported from a run, a copy into the run folder (R
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sys
@@ -139,8 +140,10 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
         + (f" (did you mean {', '.join(near)}?)" if near else "")
         + f". Ours: char_probes ({', '.join(PROBE_TASKS)} and their _blank twins), "
         f"embedding_probe (linear probes of the token vectors), winogrande_debiased, "
-        f"secondary ({' '.join(SECONDARY_TASKS)}), pilot (all of these and the defaults), cute "
-        f"(cute_spell, ...; from the hub). The defaults: {' '.join(DEFAULT_TASKS)}. "
+        f"secondary ({' '.join(SECONDARY_TASKS)}; from the hub), pilot (all of these and the "
+        f"defaults; from the hub), cute (cute_spell, ...; from the hub). The defaults (from the "
+        f"hub, or --data-dir): {' '.join(DEFAULT_TASKS)}. Offline: char_probes, "
+        "char_probes_blank, embedding_probe. "
         f"Every lm-eval task: python -m lm_eval ls tasks"
     )
 
@@ -184,13 +187,17 @@ def evaluate(
     task_manager=None,
     probes: ProbeOptions = ProbeOptions(),
     limit_seed: int = LIMIT_SEED,
+    replace: bool = False,
 ) -> dict:
     """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
     passed to reuse its index of every task, which takes seconds to build; `probes` says how the
     character probes are built. `limit` evaluates a random sample of that many documents per task
     (seeded by `limit_seed`; the same documents for every model). `dtype`: see `model_args`.
     `embedding_probe` among the tasks runs embedding_probe.py on the model's token vectors (its
-    results under that name)."""
+    results under that name). An evaluation already in the folder keeps the tasks this one does
+    not evaluate again (one results file per model); one made with other settings (another
+    --limit sample, other probes) is refused before anything is evaluated, unless `replace`:
+    then it is replaced whole, its other tasks' items removed."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
     if limit is not None and limit < 1:
@@ -206,6 +213,18 @@ def evaluate(
         from .embedding_probe import flat_results, hf_matrices, probe_matrices
 
         matrices = hf_matrices(model_dir)
+    ours = set(PROBE_TASKS + BLANK_TASKS)
+    for task in harness_tasks if data_dir is not None else []:  # local_files reads them
+        if task not in ours and not os.path.exists(os.path.join(data_dir, f"{task}.jsonl")):
+            raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+    settings = evaluation_settings(limit, limit_seed, probes)
+    filed = filed_dir(model_dir)
+    folders = [model_dir, *([filed] if filed else [])]
+    replaced = [
+        c for f in folders if (c := replaced_evaluation(os.path.join(f, EVAL_RESULTS), settings))
+    ]
+    if replaced and not replace:  # before anything is evaluated
+        raise ValueError("; ".join(replaced) + REPLACE_HINT)
     out = {"results": {}, "samples": {}}
     if harness_tasks:
         out = _harness(
@@ -226,20 +245,81 @@ def evaluate(
     results = {
         "model": model_dir,
         "tasks": tasks,
-        "limit": limit,
-        "limit_seed": None if limit is None else limit_seed,
-        "limit_sampling": None if limit is None else LIMIT_SAMPLING,
+        **settings,
         "results": out["results"],
-        "probes": asdict(probes),
         "versions": out.get("versions", {}),
         "n_samples": out.get("n-samples", {}),
     }
     # The per-item files first: the results file, written last, says the evaluation finished.
     items = {task: item_outcomes(samples, task) for task, samples in out.get("samples", {}).items()}
     results["chance"] = {task: chance_level(rows) for task, rows in items.items()}
-    write_items(model_dir, items)
-    write_json(os.path.join(model_dir, EVAL_RESULTS), results, default=str)
-    file_with_run(model_dir, results, items)
+    written = write_evaluation(model_dir, results, items, replace)
+    file_with_run(model_dir, written, items, replace)
+    return results
+
+
+def evaluation_settings(limit: int | None, limit_seed: int, probes: ProbeOptions) -> dict:
+    """What decides the items an evaluation reads, as its results record it: two evaluations of
+    one model with the same settings read the same items of a task."""
+    return {
+        "limit": limit,
+        "limit_seed": None if limit is None else limit_seed,
+        "limit_sampling": None if limit is None else LIMIT_SAMPLING,
+        "probes": asdict(probes),
+    }
+
+
+REPLACE_HINT = (
+    "; evaluating again with these settings would lose it: evaluate with its settings (its "
+    "other tasks are kept), or pass --replace to replace it whole"
+)
+
+
+def replaced_evaluation(path: str, settings: dict) -> str | None:
+    """Why writing an evaluation made with `settings` to the results file `path` would replace
+    one made on other items (None: no file there, or the same settings)."""
+    if not os.path.isfile(path):
+        return None
+    earlier = read_json(path, "an earlier evaluation's results", expect=dict)
+    differ = [k for k in settings if _json(earlier.get(k)) != _json(settings[k])]
+    if not differ:
+        return None
+    said = "; ".join(f"{k} {earlier.get(k)!r}, here {settings[k]!r}" for k in differ)
+    tasks = ", ".join(earlier.get("results") or {}) or "no task"
+    return f"{path} holds an evaluation of {tasks} made with other settings ({said})"
+
+
+def _json(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def write_evaluation(folder: str, results: dict, items: dict, replace: bool = False) -> dict:
+    """The results and per-item files of an evaluation written into `folder`, beside the tasks
+    of an evaluation there with the same settings that this one did not evaluate again (those
+    results kept, so that evaluating other tasks later loses nothing); one with other settings
+    is replaced whole with `replace` (its other tasks' items removed), else refused. What was
+    written is returned."""
+    path = os.path.join(folder, EVAL_RESULTS)
+    conflict = replaced_evaluation(path, {k: results.get(k) for k in SETTINGS})
+    if conflict and not replace:
+        raise ValueError(conflict + REPLACE_HINT)
+    earlier = {}
+    if os.path.isfile(path):
+        earlier = read_json(path, "an earlier evaluation's results", expect=dict)
+    kept = [t for t in earlier.get("results") or {} if t not in results["results"]]
+    if conflict:
+        for task in kept:
+            stale = os.path.join(folder, EVAL_ITEMS, f"{task}.jsonl")
+            if os.path.exists(stale):
+                os.remove(stale)
+        kept = []
+    if kept:
+        results = {**results, "tasks": [*kept, *[t for t in results["tasks"] if t not in kept]]}
+        for key in ("results", "versions", "n_samples", "chance"):
+            old = earlier.get(key) or {}
+            results[key] = {**{t: old[t] for t in kept if t in old}, **(results.get(key) or {})}
+    write_items(folder, items)
+    write_json(path, results, default=str)
     return results
 
 
@@ -269,6 +349,9 @@ def not_exported(model_dir: str) -> str:
         f"export and evaluate every checkpoint of the run with --all-checkpoints {model_dir}"
     )
 
+
+SETTINGS = ("limit", "limit_seed", "limit_sampling", "probes")
+"""The settings an evaluation's results record that decide which items it read"""
 
 LIMIT_SAMPLING = "stratified by gold"
 """How a --limit sample is drawn (recorded with the results): in proportion to each gold
@@ -495,24 +578,35 @@ def read_items(folder: str) -> dict[str, list[dict]]:
     return items
 
 
-def file_with_run(model_dir: str, results: dict, items: dict | None = None) -> str | None:
-    """Also write the results into the run folder the model was exported from
-    (RUN/evals/step-N/), where the report finds them; None if the model records no run or
-    already lies inside it."""
+def filed_dir(model_dir: str) -> str | None:
+    """The folder of the run the model was exported from where its results are filed
+    (RUN/evals/step-N/), or None: the model records no run, or lies inside it."""
     source = read_export_record(model_dir)
     if source is None or source["run_dir"] is None:  # no record, or exported from no run
         return None
     run_dir, step = source["run_dir"], source.get("step")
-    model = os.path.abspath(model_dir)
-    if not os.path.isdir(run_dir) or model.startswith(os.path.join(run_dir, "")):
+    if not os.path.isdir(run_dir) or os.path.abspath(model_dir).startswith(
+        os.path.join(run_dir, "")
+    ):
         return None
-    out = os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
+    return os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
+
+
+def file_with_run(
+    model_dir: str, results: dict, items: dict | None = None, replace: bool = False
+) -> str | None:
+    """Also write the results into the run folder the model was exported from
+    (RUN/evals/step-N/), where the report finds them; None if the model records no run or
+    already lies inside it."""
+    out = filed_dir(model_dir)
+    if out is None:
+        return None
+    run_dir, model = read_export_record(model_dir)["run_dir"], os.path.abspath(model_dir)
     path = os.path.join(out, EVAL_RESULTS)
     try:
         with RunLock(run_dir):
             os.makedirs(out, exist_ok=True)
-            write_items(out, items or {})
-            write_json(path, {**results, "exported_to": model}, default=str)
+            write_evaluation(out, {**results, "exported_to": model}, items or {}, replace)
     except FolderBusy as e:
         raise ValueError(
             f"{e}\nThe results are in {os.path.join(model_dir, EVAL_RESULTS)}; run the same "
@@ -588,6 +682,8 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     if config is not None and not os.path.isfile(config):
         raise ValueError(f"--config {config}: no such file")
     kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
+    tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))  # checked before anything is exported
+    check_tasks([t for t in tasks if t != EMBEDDING_PROBE], kwargs["task_manager"].all_tasks)
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):
@@ -596,6 +692,17 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     elif config is not None:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
     else:
+        runs = sorted(
+            os.path.relpath(os.path.dirname(p), run_dir)
+            for p in glob.glob(os.path.join(run_dir, "*", "*", RUN_CONFIG))
+        )
+        if runs:
+            shown = ", ".join(runs[:4]) + (f", ... ({len(runs)} runs)" if len(runs) > 4 else "")
+            raise ValueError(
+                f"{run_dir!r} is a sweep folder, not a run's ({shown}): evaluate each run, "
+                f"e.g. for run in {run_dir}/*/seed*; do python -m prefix_titan.eval "
+                "--all-checkpoints $run --tasks ...; done"
+            )
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
     probes = kwargs.get("probes") or ProbeOptions()
     shards = run_shards(rc)
@@ -605,6 +712,19 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     steps = complete_steps(folder)
     if not steps:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")
+    if not kwargs.get("replace"):  # every step's, before the first is evaluated
+        settings = evaluation_settings(
+            kwargs.get("limit"), kwargs.get("limit_seed", LIMIT_SEED), probes
+        )
+        earlier = [os.path.join(run_dir, EXPORTS, os.path.basename(s), EVAL_RESULTS) for s in steps]
+        replaced = [c for path in earlier if (c := replaced_evaluation(path, settings))]
+        if replaced:
+            raise ValueError(
+                "this evaluation would replace earlier ones made with other settings:\n  "
+                + "\n  ".join(replaced)
+                + "\nEvaluate with their settings (their other tasks are kept), or pass "
+                "--replace to replace them whole."
+            )
     try:
         with RunLock(run_dir):
             return _evaluate_steps(run_dir, config, rc, folder, steps, kwargs)

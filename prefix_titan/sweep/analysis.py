@@ -780,7 +780,8 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     else f"{name} is not available for every run of {baseline} and another arm"
                     + (
                         " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
-                        "RUN_DIR --tasks pilot` evaluates a run's checkpoints)"
+                        "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, "
+                        "`--tasks char_probes char_probes_blank`)"
                         if name in METRICS and metric(name).source == "eval"
                         else ""
                     )

@@ -496,10 +496,10 @@ ITEM_FIELDS = ("word", "letter", "tokens")
 
 def item_outcomes(samples: list[dict], task: str = "") -> list[dict]:
     """One record per item from lm-eval's per-sample log: whether the model chose the gold answer
-    (`correct`, by the task's primary_metric, as in the results table), both accuracies, every
-    choice's log-likelihood, the gold's (`gold_loglik`) and its length in bytes (`gold_bytes`:
-    bits per byte = -gold_loglik / gold_bytes / ln 2), and the probes' ITEM_FIELDS; in doc_id
-    order."""
+    (`correct`, by the task's primary_metric, as in the results table), both accuracies, the gold
+    answer's index (`gold`), every choice's log-likelihood, the gold's (`gold_loglik`) and its
+    length in bytes (`gold_bytes`: bits per byte = -gold_loglik / gold_bytes / ln 2), and the
+    probes' ITEM_FIELDS; in doc_id order."""
     rows = []
     for s in sorted(samples, key=lambda s: s["doc_id"]):
         acc, acc_norm = s.get("acc"), s.get("acc_norm")
@@ -512,6 +512,7 @@ def item_outcomes(samples: list[dict], task: str = "") -> list[dict]:
             "correct": s.get(metric) if s.get(metric) is not None else acc,
             "acc": acc,
             "acc_norm": acc_norm,
+            "gold": gold if ok else None,
             "gold_loglik": logliks[gold] if ok else None,
             "gold_bytes": _gold_bytes(s, gold) if ok else None,
             "logliks": logliks,

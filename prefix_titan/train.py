@@ -218,9 +218,30 @@ def main() -> None:
     from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 
+    from .objectives.families import FamilyError
+    from .objectives.table import TableError
+
     config = parse_config(sys.argv[1:])
     before = _newest_checkpoint(config)
-    torchtitan_main(Trainer)
+    try:
+        torchtitan_main(Trainer)
+    except TableError as e:  # a family of one's own refused at these settings: said, no trace
+        if os.environ.get("RANK", "0") == "0":
+            print(
+                f"error: objective.name {config.objective.name!r}: its target table could not be "
+                f"built ({e}). `python -m prefix_titan.sweep launch --dry-run` checks the tables "
+                "of a sweep's arms before any run",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise SystemExit(2) from None
+    except FamilyError as e:  # its own code raised: its traceback, then what it raised
+        if os.environ.get("RANK", "0") == "0":
+            import traceback
+
+            traceback.print_exception(e.__cause__ or e)
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     _report_checkpoint(config, before)
 
 

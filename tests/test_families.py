@@ -1,5 +1,6 @@
 """The registry of target families: built-ins by name, a user's family by import path, checked."""
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -388,3 +389,42 @@ def test_the_launch_checks_refuse_two_arms_that_would_train_alike(tmp_path, monk
     weighted = run("deaf", "--objective.tau", "1.0", "--objective.position_gamma", "0.99")
     assert check_runs([run("deaf"), weighted]) == []
     assert check_runs([run("hears"), run("hears", "--objective.tau", "1.0")]) == []
+
+
+@pytest.mark.slow  # starts torchtitan's trainer (about 9 s each)
+def test_a_training_whose_family_is_refused_ends_with_one_error(tmp_path):
+    """`prefix_titan.train` of a family of one's own whose table is refused at its settings:
+    one line naming the family, what is wrong and the settings, status 2, no traceback; a family
+    whose own code raises: its traceback, then the line."""
+    import subprocess
+
+    (tmp_path / "mass_lab.py").write_text(
+        "import torch\n"
+        "from prefix_titan.objectives.table import TargetTable\n\n\n"
+        "def shared(texts, spec, *, mass=0.1):\n"
+        "    V = len(texts)\n"
+        "    weight = torch.full((V, 1), 1.0 - mass)\n"
+        "    return TargetTable(torch.arange(V).unsqueeze(1), weight, torch.full((V,), mass / V))\n\n\n"
+        "def broken(texts, spec):\n"
+        '    return {}["nope"]\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+    def train(*args):
+        config = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        config += ["--training.steps", "2", "--job.dump_folder", str(tmp_path / "run")]
+        command = [sys.executable, "-m", "prefix_titan.train", *config, *args]
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    out = train("--objective.name", "mass_lab:shared", "--objective.options", "mass=1.5")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert (
+        "error: objective.name 'mass_lab:shared': its target table could not be built (target "
+        "family 'mass_lab:shared' returned a table where some weights are negative"
+    ) in out.stderr
+    assert "(its settings here: objective.options = 'mass=1.5'))." in out.stderr
+    out = train("--objective.name", "mass_lab:broken")
+    assert out.returncode == 2 and "Traceback" in out.stderr, out.stderr[-3000:]
+    assert "error: target family 'mass_lab:broken' raised KeyError: 'nope'" in out.stderr

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .spec import ObjectiveSpec, format_family_options
-from .table import TargetTable, check_table
+from .table import TableError, TargetTable, check_table
 
 TargetFamily = Callable[[list, ObjectiveSpec], TargetTable]
 
@@ -232,8 +232,8 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
         raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
     try:
         return check_table(table, len(texts), spec.name)
-    except ValueError as e:
+    except TableError as e:
         if not options:
             raise
         given = format_family_options(options)
-        raise ValueError(f"{e} (its settings here: objective.options = {given!r})") from None
+        raise TableError(f"{e} (its settings here: objective.options = {given!r})") from None

@@ -90,11 +90,16 @@ class TargetTable:
         return target.scatter_add_(1, self.idx[labels], self.weight[labels])
 
 
+class TableError(ValueError):
+    """A target table that check_table refuses: its message names the family and what is wrong
+    (a ValueError, so that every caller that refuses bad settings refuses it too)."""
+
+
 def check_table(table, vocab_size: int, family: str) -> TargetTable:
     """Refuse a table that is not a target distribution per gold id, naming the family."""
 
     def bad(what: str):
-        return ValueError(f"target family {family!r} returned a table where {what}")
+        return TableError(f"target family {family!r} returned a table where {what}")
 
     if not isinstance(table, TargetTable):
         raise bad(f"the result is a {type(table).__name__}, not a TargetTable")

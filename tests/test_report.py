@@ -335,7 +335,9 @@ def test_missing_evaluations_are_listed(tmp_path):
     make_run(tmp_path, "ce", {"name": "ce"}, 0.0, eval_kind="none")
     text = report(str(tmp_path))
     assert "No evaluation results yet for: ce seed 1234." in text
-    assert table(text, "## Per arm")["ce"][1] == "-"
+    per_arm = table(text, "## Per arm")  # the columns no arm has a value of: named, not drawn
+    assert per_arm["ce"][0].startswith("3.") and len(per_arm["ce"]) == 1  # val CE alone
+    assert "Measured for no arm, left out: char composite; downstream bits/byte; char acc; " in text
 
 
 def test_empty_folder_is_refused(tmp_path):

@@ -74,6 +74,14 @@ def _summary_names(a: Analysis) -> list[str]:
     return names + [n for n in SUMMARY if n in a.tables and n not in names]
 
 
+def measured_names(a: Analysis, names: list[str]) -> tuple[list[str], list[str]]:
+    """(the metrics of `names` some arm has a value of, those no arm has): a column of dashes
+    is left out of the per-arm table and named below it."""
+    intervals = per_arm(a, names)
+    kept = [n for n in names if any(intervals.get(n, {}).get(arm) for arm in a.arms)]
+    return kept, [n for n in names if n not in kept]
+
+
 def summary_table(a: Analysis, names: list[str]) -> str:
     intervals = per_arm(a, names)
     lines = ["| arm | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
@@ -511,6 +519,7 @@ def report(
     steps = ", ".join(map(str, a.steps)) if a.steps else "none evaluated"
     unfinished = unfinished_runs(runs)
     sampled = sampled_tasks(runs, a.steps)
+    shown, unmeasured = measured_names(a, _summary_names(a))
     lines = [
         f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
         f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
@@ -531,13 +540,14 @@ def report(
         *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled)),
         "## Per arm",
         "",
-        summary_table(a, _summary_names(a)),
+        summary_table(a, shown),
         "",
         "Mean over seeds [95% t-interval over seeds] ('(n=1)' marks a mean of one seed: no "
         "interval). char acc: the probes that are not prefix-shaped; prefix-shaped acc: first "
         "letter and prefix; blank: the same probes with the word replaced by a placeholder; char "
         "acc - blank: what reading the word adds (an interval around 0: the arm answers those "
-        "probes without the word). report.json holds every metric, also at the final step alone.",
+        "probes without the word). report.json holds every metric, also at the final step alone."
+        + (f" Measured for no arm, left out: {'; '.join(unmeasured)}." if unmeasured else ""),
         "",
     ]
     if unfinished:

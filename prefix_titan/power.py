@@ -23,7 +23,7 @@ from .evaluation.harness import DEFAULT_TASKS
 from .runs.cli import Parser
 from .sweep.analysis import (
     analyse,
-    arm_kind,
+    compared_arms,
     first_share,
     load_plan,
     plan_arm_problems,
@@ -150,11 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 "with it, and its runs are in the sweep's fit; name it among --arms"
             )
         sweep = {arm: sweep[arm] for arm in chosen}
-    compared = sum(
-        1
-        for n, s in sweep.items()
-        if arm_kind(vars(s), plan.axis) in plan.contrast and n != plan.baseline
-    )
+    compared = len(compared_arms(plan, {n: vars(s) for n, s in sweep.items()}))
     if compared == 0:
         p.error(
             f"the plan's contrast ({', '.join(plan.contrast) or 'none'}) names no arm of the "

@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from .runs.cli import Parser
 from .sweep import simulate as sim
-from .sweep.analysis import arm_kind, load_plan, plan_arm_problems
+from .sweep.analysis import compared_arms, load_plan, plan_arm_problems
 from .sweep.configs import arms
 
 DEFAULT_EFFECT = ("prefix_tau0.5", "char", 0.05)
@@ -251,11 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"a simulated sweep written to {a.out}: python -m prefix_titan.report {a.out}")
         if a.calibrate:
             sweep = replace(base, seeds=tuple(a.seeds), items=a.items)
-            compared = [
-                n
-                for n, s in specs.items()
-                if arm_kind(vars(s), plan.axis) in plan.contrast and n != plan.baseline
-            ]
+            compared = compared_arms(plan, {n: vars(s) for n, s in specs.items()})
             default = (
                 DEFAULT_EFFECT if DEFAULT_EFFECT[0] in compared else (compared[0], "char", 0.05)
             )

@@ -1010,6 +1010,21 @@ def test_a_baseline_far_noisier_than_the_other_arms_is_named(seed, tmp_path):
     assert named[1] <= 0.05 and named[4] >= 0.45, named  # 1% and 69% (5,000 sweeps)
 
 
+def _planted_claims(plan, specs, sd: float, effect: float, sweeps: int, seed: int) -> int:
+    """In how many of `sweeps` simulated 3-seed sweeps of hellaswag (run-level sd `sd`, a seed
+    effect shared by the arms) the plan claims prefix_tau0.5 better, planted `effect` above the
+    others."""
+    arm = [s.arm_name() for s in specs].index("prefix_tau0.5")
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(sweeps):
+        y = 0.5 + sd * rng.normal(size=(len(specs), 3)) + 0.02 * rng.normal(size=(1, 3))
+        y[arm] += effect
+        claims = analyse(_records({"hellaswag": y}, specs), plan).claims
+        hits += any(c.arm == "prefix_tau0.5" and c.direction == "better" for c in claims)
+    return hits
+
+
 @pytest.mark.slow
 def test_an_effect_of_the_predicted_detectable_size_is_claimed_with_the_predicted_power(
     seed, tmp_path
@@ -1022,17 +1037,10 @@ def test_an_effect_of_the_predicted_detectable_size_is_claimed_with_the_predicte
 
     plan = _one_family_plan(tmp_path, "hellaswag", [])
     specs = arm_specs()
-    names = [s.arm_name() for s in specs]
-    arm = names.index("prefix_tau0.5")
     sd = 0.01
     d = inference.detectable(sd, 3, len(specs), 12, ALPHA)
-    rng = np.random.default_rng(seed)
-    sweeps, hits = 400, 0
-    for _ in range(sweeps):
-        y = 0.5 + sd * rng.normal(size=(len(specs), 3)) + 0.02 * rng.normal(size=(1, 3))
-        y[arm] += d
-        claims = analyse(_records({"hellaswag": y}, specs), plan).claims
-        hits += any(c.arm == "prefix_tau0.5" and c.direction == "better" for c in claims)
+    sweeps = 400
+    hits = _planted_claims(plan, specs, sd, d, sweeps, seed)
     print(f"effect {d:.4f} (detectable at 80%): claimed {sim.rate(hits, sweeps)}")
     assert 0.72 <= hits / sweeps <= 0.88
 
@@ -1049,18 +1057,11 @@ def test_the_baseline_apart_rule_has_the_power_it_claims_and_names_its_cost(seed
     plan = _one_family_plan(tmp_path, "hellaswag", [], variance="baseline_apart")
     assert "the baseline's residual variance apart" in " ".join(plan_text(plan))
     specs = arm_specs()
-    names = [s.arm_name() for s in specs]
-    arm = names.index("prefix_tau0.5")
     sd = 0.01
     d = inference.detectable(sd, 3, len(specs), 12, ALPHA, variance="baseline_apart")
     assert d > 1.3 * inference.detectable(sd, 3, len(specs), 12, ALPHA)
-    rng = np.random.default_rng(seed)
-    sweeps, hits = 400, 0
-    for _ in range(sweeps):
-        y = 0.5 + sd * rng.normal(size=(len(specs), 3)) + 0.02 * rng.normal(size=(1, 3))
-        y[arm] += d
-        claims = analyse(_records({"hellaswag": y}, specs), plan).claims
-        hits += any(c.arm == "prefix_tau0.5" and c.direction == "better" for c in claims)
+    sweeps = 400
+    hits = _planted_claims(plan, specs, sd, d, sweeps, seed)
     print(f"baseline_apart: effect {d:.4f} (detectable at 80%): claimed {sim.rate(hits, sweeps)}")
     assert 0.72 <= hits / sweeps <= 0.88
 

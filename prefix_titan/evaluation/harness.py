@@ -117,11 +117,16 @@ def local_files(
             print(f"character probes: {line}", flush=True)
     for task in tasks:
         if task not in files and data_dir is not None:
-            path = os.path.join(data_dir, f"{task}.jsonl")
-            if not os.path.exists(path):
-                raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
-            files[task] = path
+            files[task] = data_file(data_dir, task)
     return files
+
+
+def data_file(data_dir: str, task: str) -> str:
+    """A task's documents under --data-dir, DIR/<task>.jsonl, refused when it is not there."""
+    path = os.path.join(data_dir, f"{task}.jsonl")
+    if not os.path.exists(path):
+        raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+    return path
 
 
 def check_tasks(tasks: list[str], known: list[str]) -> None:
@@ -213,18 +218,14 @@ def evaluate(
         from .embedding_probe import flat_results, hf_matrices, probe_matrices
 
         matrices = hf_matrices(model_dir)
-    ours = set(PROBE_TASKS + BLANK_TASKS)
-    for task in harness_tasks if data_dir is not None else []:  # local_files reads them
-        if task not in ours and not os.path.exists(os.path.join(data_dir, f"{task}.jsonl")):
-            raise ValueError(f"--data-dir {data_dir!r} has no {task}.jsonl")
+    for task in harness_tasks if data_dir is not None else []:  # before the work: local_files
+        if task not in PROBE_TASKS + BLANK_TASKS:
+            data_file(data_dir, task)
     settings = evaluation_settings(limit, limit_seed, probes)
-    filed = filed_dir(model_dir)
-    folders = [model_dir, *([filed] if filed else [])]
-    replaced = [
-        c for f in folders if (c := replaced_evaluation(os.path.join(f, EVAL_RESULTS), settings))
-    ]
-    if replaced and not replace:  # before anything is evaluated
-        raise ValueError("; ".join(replaced) + REPLACE_HINT)
+    if not replace:  # before anything is evaluated: its results and their copy with the run
+        filed = filed_dir(model_dir)
+        folders = [model_dir, *([filed] if filed else [])]
+        refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings)
     out = {"results": {}, "samples": {}}
     if harness_tasks:
         out = _harness(
@@ -275,12 +276,34 @@ REPLACE_HINT = (
 )
 
 
+def refuse_replacing(paths: list[str], settings: dict) -> None:
+    """Refuse an evaluation made with `settings` whose results files `paths` hold evaluations
+    made with other ones (replaced_evaluation), naming each."""
+    replaced = [c for path in paths if (c := replaced_evaluation(path, settings))]
+    if replaced:
+        raise ValueError(
+            "this evaluation would replace earlier ones made with other settings:\n  "
+            + "\n  ".join(replaced)
+            + "\nEvaluate with their settings (their other tasks are kept), or pass --replace "
+            "to replace them whole."
+        )
+
+
 def replaced_evaluation(path: str, settings: dict) -> str | None:
     """Why writing an evaluation made with `settings` to the results file `path` would replace
     one made on other items (None: no file there, or the same settings)."""
+    earlier = _earlier(path)
+    return _other_settings(path, earlier, settings) if earlier else None
+
+
+def _earlier(path: str) -> dict:
+    """The evaluation a results file holds ({} where there is none)."""
     if not os.path.isfile(path):
-        return None
-    earlier = read_json(path, "an earlier evaluation's results", expect=dict)
+        return {}
+    return read_json(path, "an earlier evaluation's results", expect=dict)
+
+
+def _other_settings(path: str, earlier: dict, settings: dict) -> str | None:
     differ = [k for k in settings if _json(earlier.get(k)) != _json(settings[k])]
     if not differ:
         return None
@@ -300,12 +323,11 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
     is replaced whole with `replace` (its other tasks' items removed), else refused. What was
     written is returned."""
     path = os.path.join(folder, EVAL_RESULTS)
-    conflict = replaced_evaluation(path, {k: results.get(k) for k in SETTINGS})
+    earlier = _earlier(path)
+    settings = {k: results.get(k) for k in SETTINGS}
+    conflict = _other_settings(path, earlier, settings) if earlier else None
     if conflict and not replace:
         raise ValueError(conflict + REPLACE_HINT)
-    earlier = {}
-    if os.path.isfile(path):
-        earlier = read_json(path, "an earlier evaluation's results", expect=dict)
     kept = [t for t in earlier.get("results") or {} if t not in results["results"]]
     if conflict:
         for task in kept:
@@ -717,15 +739,10 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         settings = evaluation_settings(
             kwargs.get("limit"), kwargs.get("limit_seed", LIMIT_SEED), probes
         )
-        earlier = [os.path.join(run_dir, EXPORTS, os.path.basename(s), EVAL_RESULTS) for s in steps]
-        replaced = [c for path in earlier if (c := replaced_evaluation(path, settings))]
-        if replaced:
-            raise ValueError(
-                "this evaluation would replace earlier ones made with other settings:\n  "
-                + "\n  ".join(replaced)
-                + "\nEvaluate with their settings (their other tasks are kept), or pass "
-                "--replace to replace them whole."
-            )
+        refuse_replacing(
+            [os.path.join(run_dir, EXPORTS, os.path.basename(s), EVAL_RESULTS) for s in steps],
+            settings,
+        )
     try:
         with RunLock(run_dir):
             return _evaluate_steps(run_dir, config, rc, folder, steps, kwargs)

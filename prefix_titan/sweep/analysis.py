@@ -419,6 +419,16 @@ def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str
     return along, problems
 
 
+def compared_arms(plan: Plan, objectives: dict[str, dict]) -> list[str]:
+    """The arms of `objectives` ({arm: objective record}) the plan compares with its baseline:
+    those of a kind its contrast names, the baseline aside."""
+    return [
+        a
+        for a, o in objectives.items()
+        if arm_kind(o, plan.axis) in plan.contrast and a != plan.baseline
+    ]
+
+
 def unread_axis(plan: Plan, objectives: dict[str, dict]) -> str | None:
     """A note when arms of the plan's contrast are among `objectives` ({arm: objective record})
     but none of them reads the plan's axis (no trend can be fitted), else None."""

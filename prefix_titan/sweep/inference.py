@@ -284,8 +284,6 @@ def detectable(
     Bonferroni level alpha / comparisons (Holm's first step, its strictest), for a run-level
     residual sd, `seeds` seeds and `arms` arms: the noncentral t's power solved for the effect;
     for the plan's variance = baseline_apart, that test's power (_apart_power)."""
-    from scipy.optimize import brentq
-
     df = (arms - 1) * (seeds - 1)
     if df <= 0:
         return float("inf")
@@ -294,20 +292,24 @@ def detectable(
     if variance == "baseline_apart" and arms >= 3:
         apart_power = _apart_power(seeds, arms, level)
 
-        def gap(delta: float) -> float:
-            return apart_power(delta / sd) - power
-
-        high = se
-        while gap(high) < 0:
-            high *= 2
-        return brentq(gap, 0.0, high)
+        return _root(lambda delta: apart_power(delta / sd) - power, se)
     return t_detectable(se, df, level, power)
+
+
+def _root(gap, start: float) -> float:
+    """The effect at which `gap` (power reached less power wanted, rising with the effect) is 0:
+    bracketed by doubling from `start`."""
+    from scipy.optimize import brentq
+
+    high = start
+    while gap(high) < 0:
+        high *= 2
+    return brentq(gap, 0.0, high)
 
 
 def t_detectable(se: float, df: float, level: float, power: float = POWER) -> float:
     """The smallest difference a two-sided t test of standard error `se` with `df` degrees of
     freedom rejects at `level` with `power` (both tails, the noncentral t solved for the effect)."""
-    from scipy.optimize import brentq
     from scipy.stats import nct, t
 
     crit = float(t.ppf(1 - level / 2, df))
@@ -317,10 +319,7 @@ def t_detectable(se: float, df: float, level: float, power: float = POWER) -> fl
         lower = float(nct.cdf(-crit, df, nc))  # the wrong-sign rejections (nan far out: 0)
         return float(nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
 
-    high = se
-    while gap(high) < 0:
-        high *= 2
-    return brentq(gap, 0.0, high)
+    return _root(gap, se)
 
 
 def seeds_needed(

@@ -358,7 +358,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     before anything is registered (a registered plan cannot change)."""
     from .analysis import (
         REGISTERED,
-        arm_kind,
+        compared_arms,
         load_plan,
         plan_arm_problems,
         registered_plan,
@@ -392,11 +392,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
                 "launch registers the plan in the sweep folder, and it cannot change after: "
                 "fix it first (--plan FILE)"
             )
-    compared = [
-        arm
-        for arm in a.arms
-        if arm_kind(vars(specs[arm]), plan.axis) in plan.contrast and arm != plan.baseline
-    ]
+    compared = compared_arms(plan, {arm: vars(specs[arm]) for arm in a.arms})
     others = [arm for arm in a.arms if arm not in compared and arm != plan.baseline]
     print(
         f"[sweep] the report compares with {plan.baseline} the arms of kind "

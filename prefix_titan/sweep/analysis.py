@@ -36,6 +36,7 @@ from ..evaluation.harness import EMBEDDING_PROBE
 from ..runs.folder import RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
+from .runs import unpaired
 
 PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
 CE_EQUIVALENT = 0.99
@@ -603,7 +604,11 @@ def _direction(estimate: float, lower_is_better: bool) -> str:
 
 
 def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -> Analysis:
-    """The plan applied to {arm: {seed: run}} (runs.group_arms)."""
+    """The plan applied to {arm: {seed: run}} (runs.group_arms), every arm at the same seeds (a
+    ValueError says which arm misses which)."""
+    problem = unpaired(runs_by_arm)
+    if problem:
+        raise ValueError(problem)
     last = plan.checkpoints if last is None else last
     arms = list(runs_by_arm)
     seeds = sorted(next(iter(runs_by_arm.values())))
@@ -669,6 +674,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     for family in plan.families:
         _decide_family(result, family, contrast, seeds)
         result.notes += unequal_variances(result, family.primary)
+        result.notes += seed_interaction(result, family.primary)
     _aa_checks(result, equivalent, seeds)
     if not result.answer:
         result.answer = _answer(result, contrast)
@@ -732,6 +738,33 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
         "is real"
         for arm, r in ratios.items()
         if r > crit
+    ]
+
+
+def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[str]:
+    """A note where the arms of metric `name` respond to the seed by unequal amounts (Johnson and
+    Graybill's test of a rank-one seed x arm interaction, inference.interaction, p at most
+    1 - `level`): the two-way model takes out only the seed's average effect, and what is left
+    acts as noise with fewer degrees of freedom than the pooled test counts (docs/evaluation.md:
+    the pooled rule's false claims under the null above alpha, baseline_apart's not). A screen:
+    with 3 seeds it names only strong interactions."""
+    table = result.tables.get(name) or {}
+    complete = _complete(table, result.seeds)
+    found = inference.interaction(np.array([[table[a][s] for s in result.seeds] for a in complete]))
+    if not found or found[1] > 1 - level:
+        return []
+    share, p = found
+    consequence = (
+        "the plan's variance = baseline_apart held about alpha there in simulation"
+        if result.plan.variance == "baseline_apart"
+        else "the pooled comparisons may claim more often than alpha (a plan with variance = "
+        '"baseline_apart" held about alpha there in simulation, at a cost in power)'
+    )
+    return [
+        f"{name}: the arms respond to the seed by unequal amounts ({share:.0%} of the residual "
+        f"variation lies along one seed pattern; Johnson-Graybill p = {p:.3g}, below "
+        f"{1 - level:.2g}): the seed term takes out only its average effect, and {consequence}; "
+        "more seeds show whether it is real"
     ]
 
 

@@ -12,6 +12,7 @@ with the residual degrees of freedom.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -38,8 +39,10 @@ class Fit:
 
 def residuals(y: np.ndarray) -> np.ndarray:
     """The two-way model's residuals of a table y[arms, seeds]: each value less its arm's and its
-    seed's mean, plus the grand mean."""
-    return y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    seed's mean, plus the grand mean (of each table in a stack y[..., arms, seeds])."""
+    return (
+        y - y.mean(-1, keepdims=True) - y.mean(-2, keepdims=True) + y.mean((-2, -1), keepdims=True)
+    )
 
 
 def fit(y: np.ndarray) -> Fit:
@@ -237,6 +240,43 @@ def graph_adjusted(
         np.fill_diagonal(keep, False)
         g = np.where(keep, new, 0.0)
     return out
+
+
+INTERACTION_DRAWS = 20_000
+"""Tables drawn under the additive model behind `interaction`'s p-value (a fixed seed: the same
+answer every time)"""
+
+
+def interaction(y: np.ndarray) -> tuple[float, float] | None:
+    """Johnson and Graybill's test of a seed x arm interaction of rank one (each arm responding to
+    a seed's effect by its own factor, y[a, s] = m_a + b_a z_s + e) on a table y[arms, seeds]:
+    (the share of the residual sum of squares on the residual matrix's largest singular value,
+    its p-value). Under the two-way model with normal errors the share's law depends on the
+    table's shape only, so the p-value is its rank among INTERACTION_DRAWS shares of tables
+    drawn under that model. None with fewer than 3 arms or 3 seeds (the residuals have one
+    direction: the share is 1) or no residual variation."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or min(y.shape) < 3:
+        return None
+    share = _largest_root_share(residuals(y))
+    if share is None:
+        return None
+    null = _null_shares(*y.shape)
+    return share, float((1 + np.count_nonzero(null >= share)) / (1 + len(null)))
+
+
+def _largest_root_share(r: np.ndarray):
+    roots = np.linalg.svd(r, compute_uv=False) ** 2
+    total = roots.sum(-1)
+    if np.ndim(total) == 0:
+        return float(roots[0] / total) if total > 0 else None
+    return roots[..., 0] / total
+
+
+@functools.lru_cache(maxsize=16)
+def _null_shares(arms: int, seeds: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return _largest_root_share(residuals(rng.standard_normal((INTERACTION_DRAWS, arms, seeds))))
 
 
 APART_DRAWS = 20_000

@@ -231,9 +231,18 @@ def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
                 f"and {r['folder']}; report one of them (move the other out of the folder)"
             )
         seeds[r["seed"]] = r
-    lists = {name: sorted(seeds) for name, seeds in arms.items()}
+    problem = unpaired({name: list(seeds) for name, seeds in arms.items()})
+    if problem:
+        raise ValueError(problem)
+    return arms
+
+
+def unpaired(seeds_by_arm: dict[str, list]) -> str | None:
+    """Why arms with these seeds cannot be paired (their seed lists differ), with the ways out, or
+    None."""
+    lists = {name: sorted(seeds) for name, seeds in seeds_by_arm.items()}
     if len({tuple(v) for v in lists.values()}) > 1:
-        complete = complete_seeds(runs)
+        complete = sorted(set.intersection(*map(set, lists.values())))
         subset = (
             f", or report the seeds every arm has (--seeds {' '.join(map(str, complete))})"
             if complete
@@ -246,13 +255,13 @@ def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
                 f", or leave out the arms that miss runs (--arms {' '.join(whole)}: an "
                 "exploratory report, as any choice of arms after the runs)"
             )
-        raise ValueError(
+        return (
             "the arms were not run with the same seeds, so they cannot be paired:\n  "
             + "\n  ".join(f"{name}: seeds {', '.join(map(str, v))}" for name, v in lists.items())
             + "\nFinish the missing runs (`python -m prefix_titan.sweep launch` skips finished "
             f"ones){subset}."
         )
-    return arms
+    return None
 
 
 def invariant_violations(runs: list[dict]) -> list[str]:

@@ -37,7 +37,7 @@ from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PREFIX_SHAPED, PROB
 from ..objectives.spec import ObjectiveSpec
 from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_atomically, write_json
 from .configs import arm_specs
-from .runs import run_order
+from .runs import group_arms, run_order
 
 
 @dataclass(frozen=True)
@@ -312,12 +312,7 @@ def _record(spec: ObjectiveSpec, seed: int, steps: dict, validation: dict) -> di
     }
 
 
-def group(runs: list[dict]) -> dict[str, dict[int, dict]]:
-    """{arm: {seed: run}} in the sweep's order (runs.group_arms' form)."""
-    out: dict[str, dict[int, dict]] = {}
-    for r in runs:
-        out.setdefault(r["name"], {})[r["seed"]] = r
-    return out
+group = group_arms  # {arm: {seed: run}} in the sweep's order, every arm at the same seeds
 
 
 def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from .evaluation.harness import DEFAULT_TASKS
@@ -46,11 +47,17 @@ EFFECTS = {
 def _effect(text: str) -> tuple[str, float]:
     name, _, value = text.rpartition("=")
     try:
-        return name.strip(), float(value)
+        effect = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--effect {text!r}: give METRIC=VALUE, e.g. 'char composite=0.03'"
         ) from None
+    if not math.isfinite(effect) or effect == 0:
+        raise argparse.ArgumentTypeError(
+            f"--effect {text!r}: the effect must be a finite number other than 0, in the "
+            "metric's units (either sign: the test is two-sided)"
+        )
+    return name.strip(), effect
 
 
 def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float], str]:
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         "the built-in arms, then sweep_arms.toml's), as `sweep launch --arms` takes them",
     )
     a = p.parse_args(argv)
+    if not os.path.isdir(a.root):
+        p.error(f"--root {a.root}: no such folder (the project folder that holds sweep_arms.toml)")
     if a.seeds < 2:
         p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
     try:

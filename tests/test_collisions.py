@@ -106,6 +106,83 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
     assert str(e.value).startswith(f"{setting} must be a number {allowed}; got")
 
 
+@pytest.mark.parametrize(
+    "section, line, words",
+    [
+        (
+            "lr_scheduler",
+            'decay_type = "cosin"',
+            "lr_scheduler.decay_type must be one of 'linear', 'sqrt', 'cosine'; got 'cosin'",
+        ),
+        ("training", "steps = 2.5", "training.steps must be a whole number; got 2.5"),
+        ("checkpoint", "interval = 1.5", "checkpoint.interval must be a whole number; got 1.5"),
+        (
+            "data",
+            'document_mask = "false"',
+            "data.document_mask must be true or false; got 'false'",
+        ),
+        ("data", "document_mask = 1", "data.document_mask must be true or false; got 1"),
+        (
+            "training",
+            'mixed_precision_param = "fp32"',
+            "training.mixed_precision_param must be one of 'bfloat16', 'float32'",
+        ),
+        (
+            "activation_checkpoint",
+            'mode = "sel"',
+            "activation_checkpoint.mode must be one of 'selective', 'full'",
+        ),
+        (
+            "compile",
+            'components = ["modle"]',
+            "compile.components must list some of 'model', 'loss'; got ['modle']",
+        ),
+        (
+            "optimizer",
+            'name = "Adamw"',
+            "optimizer.name must be one of 'Adam', 'AdamW'; got 'Adamw'",
+        ),
+        (
+            "lr_scheduler",
+            "decay_ratio = 1.5",
+            "lr_scheduler.decay_ratio must be in [0, 1] (or unset); got 1.5",
+        ),
+    ],
+)
+def test_a_toml_value_of_another_form_is_refused_before_any_work(tmp_path, section, line, words):
+    """A TOML value reaches the job config unchecked (the command line's parser checks its own):
+    each is refused by the form its setting declares, where it used to run as something else
+    (2.5 steps, a string read as true) or fail when first used (the decay, hours in)."""
+    import warnings
+
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.titan.checks import check_job_config
+
+    text = (ROOT / "train_configs" / "embedded_default.toml").read_text()
+    path = tmp_path / "c.toml"
+    header = f"[{section}]"
+    key, lines, inside = line.split(" =")[0], [], False
+    for old in text.splitlines():
+        if old.startswith("["):
+            inside = old.strip() == header
+        if not (inside and old.split("=")[0].strip() == key):  # the section's own value: replaced
+            lines.append(old)
+            if inside and old.strip() == header:
+                lines.append(line)
+    if header not in text:
+        lines += [header, line]
+    path.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the config parser's own warning about the value's type
+        job = ConfigManager().parse_args(
+            ["--job.config_file", str(path), "--job.dump_folder", str(tmp_path / "run")]
+        )
+    with pytest.raises(ValueError) as e:
+        check_job_config(job)
+    assert str(e.value).startswith(words), str(e.value)
+
+
 def _record(folder, *overrides):
     """The record and a metrics row of a run that trained (a run that trained nothing does
     not hold its folder)."""

@@ -301,6 +301,22 @@ def test_bad_sweep_settings_are_refused(args, gpus, message):
     assert rc == 2 and message in err, err
 
 
+def test_a_config_edited_by_hand_is_refused_by_the_launch(tmp_path):
+    """A generated config changed by hand (tau = 0.7 in prefix_tau0.5's) would train another arm
+    into the arm's folder: the launch refuses it, naming the file and how to change a sweep."""
+    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    config = tmp_path / "train_configs" / "smoke" / "prefix_tau0.5.toml"
+    config.write_text(config.read_text().replace("\ntau = 0.5\n", "\ntau = 0.7\n"))
+    args = ("--scale", "smoke", "--arms", "prefix_tau0.5", "ce")
+    rc, _, err = dry_run(*args, gpus="", root=tmp_path)
+    assert rc == 2, err
+    assert "train_configs/smoke/prefix_tau0.5.toml differs from what `python -m prefix_titan" in err
+    assert "regenerate with `python -m prefix_titan.sweep configs`" in err
+    shutil.copy(ROOT / "train_configs" / "smoke" / "prefix_tau0.5.toml", config)
+    rc, lines, err = dry_run(*args, gpus="", root=tmp_path)
+    assert rc == 0 and len(lines) == 2, err
+
+
 @pytest.mark.slow  # two processes that import torchtitan
 def test_a_dry_run_says_what_a_launch_from_here_would_refuse(tmp_path):
     """A plan made where the data and tokenizer are not prepared yet ends with the launch's own

@@ -382,14 +382,103 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
         load_plan(str(plan))
     with pytest.raises(ValueError, match="lacks the setting 'family'"):
         (tmp_path / "p2.toml").write_text(
-            'question = "Q"\nalpha = 0.05\nbaseline = "ce"\ncheckpoints = 1\ncontrast = []\n'
+            'question = "Q"\nalpha = 0.05\nbaseline = "ce"\ncheckpoints = 1\ncontrast = ["p"]\n'
         )
         load_plan(str(tmp_path / "p2.toml"))
     (tmp_path / "p3.toml").write_text(
         plan.read_text().replace('contrast = ["prefix"]', 'contrast = "prefix"')
     )
-    with pytest.raises(ValueError, match=r"contrast must be a list of arm kinds .* got 'prefix'"):
+    with pytest.raises(
+        ValueError, match=r"contrast must be a non-empty list of arm kinds .* got 'prefix'"
+    ):
         load_plan(str(tmp_path / "p3.toml"))
+    # a plan that does not fit the sweep is refused by the report as by a launch
+    plan.write_text(
+        plan.read_text().replace('baseline = "ce"', 'baseline = "label_smooth"').replace(" acc", "")
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"--plan .* does not fit the sweep .*: the plan's baseline 'label_smooth' is no arm",
+    ):
+        report(str(tmp_path / "sweep"), plan=str(plan))
+
+
+GOOD_PLAN = (
+    'question = "Q?"\nalpha = 0.05\nbaseline = "ce"\ncheckpoints = 1\ncontrast = ["prefix"]\n'
+    'variance = "pooled"\n[[family]]\nname = "tasks"\nprimary = "hellaswag"\n'
+    'exploratory = ["piqa", "arc_easy"]\n'
+)
+
+
+@pytest.mark.parametrize(
+    "old, new, words",
+    [
+        (
+            'variance = "pooled"',
+            'varience = "baseline_apart"',
+            "the plan has no setting 'varience' (did you mean 'variance'?)",
+        ),
+        (
+            "exploratory = [",
+            "exploritory = [",
+            "[[family]] 'tasks' has no setting 'exploritory' (did you mean 'exploratory'?)",
+        ),
+        (
+            "checkpoints = 1",
+            'checkpoints = "3"',
+            "checkpoints must be a whole number >= 1; got '3'",
+        ),
+        (
+            "checkpoints = 1",
+            "checkpoints = 1.5",
+            "checkpoints must be a whole number >= 1; got 1.5",
+        ),
+        ("alpha = 0.05", 'alpha = "0.05"', "alpha must be a number in (0, 1); got '0.05'"),
+        (
+            'contrast = ["prefix"]',
+            "contrast = []",
+            "contrast must be a non-empty list of arm kinds",
+        ),
+        ('"piqa", "arc_easy"', '"piqa", "piqa"', "family 'tasks' lists 'piqa' more than once"),
+        (
+            '"piqa", "arc_easy"',
+            '"piqa", "hellaswag"',
+            "family 'tasks' lists 'hellaswag' more than once",
+        ),
+        ('primary = "hellaswag"', "primary = 3", "primary must be a metric's name (text); got 3"),
+        (
+            'exploratory = ["piqa", "arc_easy"]\n',
+            'exploratory = ["piqa"]\n[[family]]\nname = "tasks"\nprimary = "sciq"\n',
+            "two families are named 'tasks'",
+        ),
+    ],
+    ids=[
+        "misspelt setting",
+        "misspelt family setting",
+        "checkpoints as text",
+        "checkpoints a fraction",
+        "alpha as text",
+        "empty contrast",
+        "a metric twice",
+        "the primary again",
+        "primary a number",
+        "two families of one name",
+    ],
+)
+def test_a_plan_that_says_something_else_than_it_means_is_refused(tmp_path, old, new, words):
+    """A misspelt setting used to be dropped (varience = ... left the pooled rule in place,
+    exploritory = ... every exploratory metric), a value of another form read as it could be:
+    each is refused naming the setting and its form."""
+    assert load_plan(str(_written(tmp_path / "good.toml", GOOD_PLAN))).families[0].exploratory
+    path = _written(tmp_path / "bad.toml", GOOD_PLAN.replace(old, new))
+    with pytest.raises(ValueError) as e:
+        load_plan(str(path))
+    assert words in str(e.value), str(e.value)
+
+
+def _written(path, text: str):
+    path.write_text(text)
+    return path
 
 
 def test_metrics_average_the_last_checkpoints_and_the_steps_are_printed():
@@ -404,6 +493,26 @@ def test_metrics_average_the_last_checkpoints_and_the_steps_are_printed():
     assert any(c.final for c in a.comparisons) and not any(
         c.final and c.claimed for c in a.comparisons
     )
+
+
+def test_a_run_whose_metrics_log_is_empty_is_named_where_its_arm_is_not_compared(tmp_path):
+    """One run's metrics log emptied (a crash before its first write, a file lost in a copy):
+    its validation metrics have no value there, so its arm is not compared on them; the report
+    says so in one note naming the run, and the validation steps read by the others."""
+    runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2), tasks=TASKS), seed=1)
+    folders = sim.write(runs, str(tmp_path))
+    empty = next(f for f in folders if f.endswith(os.path.join("prefix_tau0.5", "seed2")))
+    open(os.path.join(empty, "prefix_metrics.jsonl"), "w").close()
+    text = report(str(tmp_path))
+    note = next(line for line in text.splitlines() if "no value for prefix_tau0.5 seed 2" in line)
+    assert "val CE" in note.split(": no value")[0].split(", ")
+    assert "its metrics log (prefix_metrics.jsonl) has no validation row" in note
+    assert "that arm is not compared on it" in note
+    assert "steps that differ between runs" not in text
+    assert "val CE" in [
+        c["metric"]
+        for c in json.loads((tmp_path / "report" / "report.json").read_text())["comparisons"]
+    ]
 
 
 def test_a_metric_missing_at_some_checkpoints_is_averaged_where_it_is_or_left_out():
@@ -628,6 +737,23 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
 
 
 @pytest.mark.slow
+def test_the_power_command_reads_an_effect_of_either_sign_and_refuses_none(capsys):
+    """A lower-is-better metric's effect given negative needs the seeds the positive one needs
+    (the tests are two-sided; it used to print > 100); 0, nan and inf are refused by name."""
+    from prefix_titan.power import main
+
+    needs = {}
+    for value in ("0.05", "-0.05"):
+        main(["--seeds", "3", "--effect", f"char composite={value}"])
+        row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| char comp"))
+        needs[value] = row.split("|")[6].strip()
+    assert needs["0.05"] == needs["-0.05"] and needs["0.05"].isdigit(), needs
+    for value in ("0", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            main(["--seeds", "3", "--effect", f"char composite={value}"])
+        assert "the effect must be a finite number other than 0" in capsys.readouterr().err
+
+
 def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys):
     from prefix_titan.power import main
 

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
-from ..runs.folder import RUN_CONFIG, read_toml, write_atomically
+from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
 from .runs import unpaired
@@ -126,6 +126,7 @@ def load_plan(path: str | None = None) -> Plan:
         data = read_toml(path, "the analysis plan (--plan)")
     except FileNotFoundError:
         raise ValueError(f"--plan {path}: no such file") from None
+    _check_plan_form(path, data)
     try:
         families = tuple(
             Family(f["name"], f["primary"], tuple(f.get("exploratory", ()))) for f in data["family"]
@@ -144,13 +145,6 @@ def load_plan(path: str | None = None) -> Plan:
         )
     except KeyError as e:
         raise ValueError(f"{path}: the plan lacks the setting {e.args[0]!r}") from None
-    if not isinstance(data["contrast"], list) or not all(
-        isinstance(k, str) for k in data["contrast"]
-    ):
-        raise ValueError(
-            f'{path}: contrast must be a list of arm kinds (contrast = ["prefix", ...]); got '
-            f"{data['contrast']!r}"
-        )
     _check_axis(path, plan.axis, plan.axis_scale)
     if plan.variance not in VARIANCES:
         raise ValueError(
@@ -162,14 +156,92 @@ def load_plan(path: str | None = None) -> Plan:
         raise ValueError(f"{path}: checkpoints must be >= 1; got {plan.checkpoints}")
     if not plan.families:
         raise ValueError(f"{path}: the plan names no [[family]]")
+    names = [f.name for f in plan.families]
     for f in plan.families:
-        for name in (f.primary, *f.exploratory):
+        if names.count(f.name) > 1:
+            raise ValueError(f"{path}: two families are named {f.name!r}; give each its own name")
+        listed = [f.primary, *f.exploratory]
+        twice = sorted({m for m in listed if listed.count(m) > 1})
+        if twice:
+            raise ValueError(
+                f"{path}: family {f.name!r} lists {', '.join(map(repr, twice))} more than once "
+                "(primary and exploratory together): each metric once, as its share of alpha "
+                "depends on the count"
+            )
+        for name in listed:
             if name not in METRICS:
                 raise ValueError(
                     f"{path}: family {f.name!r} names the metric {name!r}, which does not "
                     f"exist; the metrics: {', '.join(METRICS)}"
                 )
     return plan
+
+
+PLAN_KEYS = {
+    "question": "a sentence (text)",
+    "alpha": "a number in (0, 1)",
+    "baseline": "an arm's name (text)",
+    "checkpoints": "a whole number >= 1",
+    "contrast": 'a non-empty list of arm kinds (contrast = ["prefix", ...])',
+    "axis": "text",
+    "axis_scale": "text",
+    "variance": "text",
+    "family": "[[family]] tables",
+}
+"""A plan's settings and the form each takes"""
+FAMILY_KEYS = {
+    "name": "text",
+    "primary": "a metric's name (text)",
+    "exploratory": 'a list of metric names (exploratory = ["piqa", ...])',
+}
+
+
+def _check_plan_form(path: str, data: dict) -> None:
+    """Every key of the plan one it has (a misspelt one names the nearest), every value of its
+    form: a plan that means something else than it says is refused before it decides."""
+    import difflib
+
+    def unknown(keys, known: dict, where: str) -> None:
+        for key in keys:
+            if key not in known:
+                near = difflib.get_close_matches(key, list(known), n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(
+                    f"{path}: {where} has no setting {key!r}{hint}; its settings: "
+                    f"{', '.join(known)}"
+                )
+
+    def text_list(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+
+    unknown(data, PLAN_KEYS, "the plan")
+    forms = {
+        "question": lambda v: isinstance(v, str),
+        "alpha": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "baseline": lambda v: isinstance(v, str) and v != "",
+        "checkpoints": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "contrast": lambda v: text_list(v) and len(v) > 0,
+        "axis": lambda v: isinstance(v, str),
+        "axis_scale": lambda v: isinstance(v, str),
+        "variance": lambda v: isinstance(v, str),
+        "family": lambda v: isinstance(v, list) and all(isinstance(f, dict) for f in v),
+    }
+    for key, ok in forms.items():
+        if key in data and not ok(data[key]):
+            raise ValueError(f"{path}: {key} must be {PLAN_KEYS[key]}; got {data[key]!r}")
+    for f in data.get("family", []):
+        where = f"[[family]] {f.get('name', '(no name)')!r}"
+        unknown(f, FAMILY_KEYS, where)
+        for key in ("name", "primary"):
+            if key in f and not (isinstance(f[key], str) and f[key]):
+                raise ValueError(
+                    f"{path}: {where}: {key} must be {FAMILY_KEYS[key]}; got {f[key]!r}"
+                )
+        if "exploratory" in f and not text_list(f["exploratory"]):
+            raise ValueError(
+                f"{path}: {where}: exploratory must be {FAMILY_KEYS['exploratory']}; got "
+                f"{f['exploratory']!r}"
+            )
 
 
 REGISTERED = "analysis_plan.toml"
@@ -228,9 +300,10 @@ def registration_conflict(sweep_dir: str, plan: str | None) -> str | None:
     )
 
 
-def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
+def plan_arm_problems(plan: Plan, objectives: dict[str, dict], axis: bool = True) -> list[str]:
     """What in `plan` names no arm of a sweep whose arms are {name: objective record}: its
-    baseline (an arm name) and each kind of its contrast (an arm's name without its axis part)."""
+    baseline (an arm name) and each kind of its contrast (an arm's name without its axis part);
+    where those are right and `axis`, what keeps its axis from being fitted."""
     kinds = list(dict.fromkeys(arm_kind(o, plan.axis) for o in objectives.values()))
     problems = []
     if plan.baseline not in objectives:
@@ -245,7 +318,7 @@ def plan_arm_problems(plan: Plan, objectives: dict[str, dict]) -> list[str]:
                 f"an arm's name without its {plan.axis} part; the kinds: {', '.join(kinds)})"
                 + _unread_axis_hint(plan, kind, objectives)
             )
-    if not problems:
+    if axis and not problems:
         problems += [f"its axis {plan.axis}: {p}" for p in axis_values(plan, objectives)[1]]
     return problems
 
@@ -557,18 +630,22 @@ def _table(
     notes: list[str],
     steps: list[int] | None = None,
     left_out: dict[str, list[str]] | None = None,
+    absent: dict[str, list[str]] | None = None,
 ) -> dict[str, dict]:
     """{arm: {seed: value}} of metric `m`; a metric read at different steps in different runs
     (evaluated with other task sets at some checkpoints) is left out, its name filed in
     `left_out` under the reason (metrics left out for the same reason share one note), and one
-    read at fewer of the evaluated `steps` than the others is noted."""
+    read at fewer of the evaluated `steps` than the others is noted, and so are the runs that lack
+    a metric the others have (in `absent` under the reason, where given)."""
     out: dict[str, dict] = {}
     used: dict[tuple, list[str]] = {}
+    missing = []
     for arm, by_seed in runs_by_arm.items():
         out[arm] = {}
         for seed, run in by_seed.items():
             v, read_at = run_value(run, m, last)
             if v is None:
+                missing.append(f"{arm} seed {seed} ({run['folder']})")
                 continue
             used.setdefault(read_at, []).append(run["folder"])
             if not math.isfinite(v):
@@ -587,6 +664,20 @@ def _table(
                 m.name
             )
         return {arm: {} for arm in out}
+    if used and missing:
+        where = (
+            f"its metrics log ({METRICS_LOG}) has no validation row after step 1"
+            if m.source == "validation"
+            else "its evaluations do not have it"
+        )
+        why = (
+            f"no value for {', '.join(missing)}: {where}; "
+            f"{'that arm is' if len(missing) == 1 else 'those arms are'} not compared on it"
+        )
+        if absent is None:
+            notes.append(f"{m.name}: {why}")
+        else:
+            absent.setdefault(why, []).append(m.name)
     if used and steps and m.source != "validation" and list(next(iter(used))) != list(steps):
         notes.append(
             f"{m.name}: evaluated at step(s) {', '.join(map(str, next(iter(used))))} only of "
@@ -628,11 +719,13 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
     left_out: dict[str, list[str]] = {}
+    absent: dict[str, list[str]] = {}
     for name in sorted(wanted):
         m = metric(name)
-        result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps, left_out)
+        result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps, left_out, absent)
         result.final[name] = _table(runs_by_arm, m, 1, [])
     result.notes += [f"{', '.join(names)} left out: {why}" for why, names in left_out.items()]
+    result.notes += [f"{', '.join(names)}: {why}" for why, names in absent.items()]
     baseline = plan.baseline
     # the arms compared with the baseline: those of the contrast's kinds, the baseline itself not
     # (a baseline of a contrast kind, e.g. prefix_tau1.0 against the other prefix arms)

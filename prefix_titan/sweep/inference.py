@@ -372,8 +372,9 @@ def seeds_needed(
     most: int = 100,
     variance: str = "pooled",
 ) -> int | None:
-    """The fewest seeds at which `effect` is detectable (None: more than `most`)."""
+    """The fewest seeds at which `effect` (either sign: the tests are two-sided) is detectable
+    (None: more than `most`)."""
     for s in range(2, most + 1):
-        if detectable(sd, s, arms, comparisons, alpha, power, variance) <= effect:
+        if detectable(sd, s, arms, comparisons, alpha, power, variance) <= abs(effect):
             return s
     return None

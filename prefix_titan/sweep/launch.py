@@ -65,7 +65,7 @@ import time
 from ..runs.checkpoints import is_complete
 from ..runs.cli import Parser
 from ..runs.folder import RUN_CONFIG
-from .configs import SCALES, arms, config_path, file_name, load_config
+from .configs import SCALES, arms, config_path, file_name, load_config, render
 
 
 def batch_override(config: dict, world: int) -> list[str]:
@@ -552,6 +552,21 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error(
             f"--scale {a.scale} has no configs for {', '.join(missing)} in {scale.out}: run "
             f"python -m prefix_titan.sweep configs"
+        )
+    edited = [
+        str(config_path(a.root, a.scale, arm).relative_to(a.root))
+        for arm in a.arms
+        if config_path(a.root, a.scale, arm).read_text() != render(specs[arm], a.scale)
+    ]
+    if edited:
+        p.error(
+            f"{', '.join(edited)} {'differs' if len(edited) == 1 else 'differ'} from what "
+            "`python -m prefix_titan.sweep configs` makes "
+            "of their arms (edited by hand, or generated before a change of a base or of "
+            "sweep_arms.toml): the arms of a sweep differ only in their [objective] as generated. "
+            "Change the base (prefix_titan/sweep/bases/) or the arm (sweep_arms.toml), then "
+            "regenerate with `python -m prefix_titan.sweep configs`; settings of one launch go "
+            "after --: `sweep launch ... -- --training.steps 40`"
         )
     seeds = a.seeds or [load_config(a.root, a.scale, a.arms[0])["debug"]["seed"]]
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})

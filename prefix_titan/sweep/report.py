@@ -20,6 +20,7 @@ from .analysis import (
     detectable_here,
     first_share,
     load_plan,
+    plan_arm_problems,
     plan_differences,
     plan_text,
     registered_plan,
@@ -268,8 +269,8 @@ def last_steps(run: dict) -> tuple[int | None, int | None]:
 
 def _validation_steps(runs: list[dict], last: int) -> str:
     """The validation steps the runs' averages use: one list when they agree."""
-    used = {tuple(validation_steps(r, last)) for r in runs}
-    if not used or used == {()}:
+    used = {tuple(validation_steps(r, last)) for r in runs} - {()}  # (a run without: a note)
+    if not used:
         return "none"
     if len(used) == 1:
         return "steps " + ", ".join(map(str, next(iter(used))))
@@ -486,7 +487,11 @@ def report(
     `out` goes to its own folder)."""
     registered = registered_plan(runs_dir)
     plan_ = load_plan(plan or registered)
-    runs, left_out = select_runs(find_runs(runs_dir), seeds, arms)
+    found = find_runs(runs_dir)
+    problems = plan_arm_problems(plan_, {r["name"]: r["objective"] for r in found}, axis=False)
+    if plan and found and problems:  # (the registered plan: checked at launch; its report says)
+        raise ValueError(f"--plan {plan} does not fit the sweep {runs_dir}: {'; '.join(problems)}")
+    runs, left_out = select_runs(found, seeds, arms)
     if not runs:
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
     subset_notes, subset_deviations = subset_lines(runs, left_out)

@@ -98,6 +98,90 @@ def check_titan_numbers(job_config) -> None:
             raise ValueError(f"{section}.{key} must be a number {rule}; got {value!r}")
 
 
+SKIPPED_SECTIONS = ("objective",)
+"""Sections whose own validation names their settings (ObjectiveSpec.validate)"""
+
+
+def check_setting_forms(job_config) -> None:
+    """Every setting of the job config of the form its dataclass declares: a TOML value reaches
+    torchtitan's config unchecked (a command-line one is checked by its parser), so that
+    `decay_type = "cosin"` failed only when the decay began, `steps = 2.5` or
+    `document_mask = "false"` ran as something else than they say."""
+    import dataclasses
+    import typing
+
+    def allowed(hint) -> str | None:
+        """What `hint` allows, in words, or None where it is not checked here."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin is typing.Literal:
+            return "one of " + ", ".join(repr(a) for a in args)
+        if hint is bool:
+            return "true or false"
+        if hint is int:
+            return "a whole number"
+        if hint is float:
+            return "a number"
+        if hint is str:
+            return "text"
+        if origin is list and len(args) == 1 and allowed(args[0]):
+            return f"a list, each {allowed(args[0])}"
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            words = [allowed(a) for a in args if a is not type(None)]
+            if all(words):
+                return " or ".join(words) + (" (or unset)" if type(None) in args else "")
+        return None
+
+    def fits(value, hint) -> bool:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin is typing.Literal:
+            return any(value == a and type(value) is type(a) for a in args)
+        if hint is bool:
+            return isinstance(value, bool)
+        if hint is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if hint is float:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if hint is str:
+            return isinstance(value, str)
+        if origin is list:
+            return isinstance(value, list) and all(fits(v, args[0]) for v in value)
+        return any(value is None if a is type(None) else fits(value, a) for a in args)
+
+    for section in dataclasses.fields(job_config):
+        if section.name in SKIPPED_SECTIONS:
+            continue
+        obj = getattr(job_config, section.name)
+        if not dataclasses.is_dataclass(obj):
+            continue
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            words = allowed(hints.get(f.name))
+            value = getattr(obj, f.name)
+            if words and not fits(value, hints[f.name]):
+                raise ValueError(f"{section.name}.{f.name} must be {words}; got {value!r}")
+    components = job_config.compile.components
+    unknown = [c for c in components if c not in COMPILE_COMPONENTS]
+    if unknown:
+        raise ValueError(
+            f"compile.components must list some of {', '.join(map(repr, COMPILE_COMPONENTS))}; "
+            f"got {components!r}"
+        )
+    if job_config.optimizer.name not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer.name must be one of {', '.join(map(repr, OPTIMIZERS))}; got "
+            f"{job_config.optimizer.name!r}"
+        )
+    ratio = job_config.lr_scheduler.decay_ratio
+    if ratio is not None and _bad_number(ratio, "[0, 1]"):
+        raise ValueError(f"lr_scheduler.decay_ratio must be in [0, 1] (or unset); got {ratio!r}")
+
+
+COMPILE_COMPONENTS = ("model", "loss")
+"""What torchtitan's compile.components may name"""
+OPTIMIZERS = ("Adam", "AdamW")
+"""The optimizers torchtitan 0.2 builds (components/optimizer.py)"""
+
+
 def working_directory_note(paths: str = "a relative path is") -> str:
     """Where relative paths are read from, and what to do."""
     return (
@@ -193,6 +277,7 @@ def check_job_config(job_config) -> None:
         )
     check_titan_numbers(job_config)
     spec = job_config.objective.validate()
+    check_setting_forms(job_config)
     resolve_family(spec.name)
     spec.options = canonical_options(spec)
     flavor = flavor_args(job_config.model.flavor)

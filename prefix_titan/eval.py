@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from .data.hub import exit_if_unreachable
@@ -188,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if not a.progress:
         quiet()
+    if not re.fullmatch(r"auto(:[1-9][0-9]*)?|[1-9][0-9]*", a.batch_size):
+        p.error(
+            "--batch-size must be a whole number >= 1, auto (the largest that fits) or auto:N "
+            f"(found again N times); got {a.batch_size!r}"
+        )
     if a.limit is not None and a.limit < 1:
         p.error(f"--limit must be >= 1 (documents per task); got {a.limit}")
     if a.probe_items < 1:

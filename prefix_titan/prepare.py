@@ -22,12 +22,30 @@ no document is lost or duplicated. The manifest is written last: its presence ma
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import time
 
 from .data.hub import exit_if_unreachable
 from .data.prepare import DEFAULT_SHARD_TOKENS, prepare
 from .runs.cli import Parser
+
+
+def _token_count(flag: str):
+    """A count of tokens, written as a whole number or in e-notation (20e9)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value == int(value)):
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a whole number of tokens (e.g. 20e9 or 50000000); got {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,14 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument(
         "--tokens",
-        type=float,
+        type=_token_count("--tokens"),
         required=True,
         help="training token budget, e.g. 20e9; documents stay whole, so the training split ends "
         "with the document that reaches it (over by less than one document)",
     )
     p.add_argument(
         "--val-tokens",
-        type=float,
+        type=_token_count("--val-tokens"),
         default=50e6,
         help="validation budget: validation documents are taken while it is not yet reached",
     )

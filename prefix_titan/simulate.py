@@ -217,6 +217,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     if a.workers < 1:
         p.error(f"--workers must be >= 1; got {a.workers}")
+    repeated = sorted({s for s in a.seeds if a.seeds.count(s) > 1})
+    if repeated:
+        p.error(f"--seeds must be distinct: {', '.join(map(str, repeated))} repeated")
+    if any(s < 0 for s in a.seeds):
+        p.error(f"--seeds must be >= 0; got {' '.join(map(str, a.seeds))}")
+    if a.calibrate and len(a.seeds) < 2:
+        p.error(
+            "--calibrate needs --seeds with 2 or more seeds: with one, the training noise is not "
+            "measured and the report claims nothing"
+        )
     if a.items is not None and a.items < 2:
         p.error(f"--items must be >= 2; got {a.items}")
     try:

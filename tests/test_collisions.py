@@ -374,6 +374,10 @@ def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
     with pytest.raises(ValueError, match="report is a symbolic link"):
         report(str(tmp_path / "s"))
     assert os.listdir(tmp_path / "elsewhere") == []
+    (tmp_path / "a_file").write_text("keep")
+    with pytest.raises(ValueError, match="a_file is a file: the report is a folder"):
+        report(str(tmp_path / "s"), out=str(tmp_path / "a_file"))
+    assert (tmp_path / "a_file").read_text() == "keep"
 
 
 @pytest.mark.slow

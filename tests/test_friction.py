@@ -105,6 +105,18 @@ def test_a_bad_limit_is_refused(capsys):
     assert "--limit must be >= 1 (documents per task); got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("size", ["0", "-1", "abc", "auto:x", "auto:0"])
+def test_a_bad_batch_size_is_refused_with_the_forms_allowed(capsys, size):
+    from prefix_titan.eval import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "nowhere", f"--batch-size={size}", "--progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--batch-size must be a whole number >= 1, auto (the largest that fits) or auto:N" in err
+    assert f"got {size!r}" in err
+
+
 def test_a_run_folder_without_an_export_names_the_export_command(tmp_path, capsys):
     from prefix_titan.eval import main
 

@@ -245,13 +245,34 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
     prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
     with pytest.raises(ValueError, match="already holds finished shards"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
-    with pytest.raises(ValueError, match="--val-every must be >= 1"):
+    with pytest.raises(ValueError, match="--val-every must be >= 2; got 1"):  # nothing to train
         prepare(
             str(tmp_path / "src"),
             embedded_tokenizer_dir,
             str(tmp_path / "x"),
-            **{**kw, "val_every": 0},
+            **{**kw, "val_every": 1},
         )
+    (tmp_path / "a_file").write_text("")
+    for source, tokenizer, out, words in (
+        (tmp_path / "nope", embedded_tokenizer_dir, tmp_path / "x", "--source '/"),
+        (tmp_path / "src", tmp_path / "nope", tmp_path / "x", "holds no tokenizer.json"),
+        (tmp_path / "src", embedded_tokenizer_dir, tmp_path / "a_file", "is a file: give a folder"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            prepare(str(source), str(tokenizer), str(out), **kw)
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("value", ["2.5", "nan", "inf", "lots"])
+def test_prepare_takes_whole_token_counts_only(capsys, value):
+    from prefix_titan.prepare import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--tokenizer", "t", "--out", "o", "--source", "embedded", "--tokens", value])
+    assert e.value.code == 2
+    assert f"--tokens must be a whole number of tokens (e.g. 20e9 or 50000000); got {value!r}" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.fixture(scope="module")

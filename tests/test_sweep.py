@@ -301,6 +301,17 @@ def test_bad_sweep_settings_are_refused(args, gpus, message):
     assert rc == 2 and message in err, err
 
 
+def test_a_sweep_folder_that_is_a_file_or_one_runs_folder_is_refused(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run_config.json").write_text("{}")
+    rc, _, err = dry_run("--scale", "smoke", "--sweep-dir", str(tmp_path / "a_file"), gpus="")
+    assert rc == 2 and "is a file: a sweep is a folder of run folders" in err, err
+    rc, _, err = dry_run("--scale", "smoke", "--sweep-dir", str(tmp_path / "run"), gpus="")
+    assert rc == 2 and "is one run's folder (it holds run_config.json)" in err, err
+    assert not (tmp_path / "run" / "analysis_plan.toml").exists()
+
+
 def test_a_config_edited_by_hand_is_refused_by_the_launch(tmp_path):
     """A generated config changed by hand (tau = 0.7 in prefix_tau0.5's) would train another arm
     into the arm's folder: the launch refuses it, naming the file and how to change a sweep."""

@@ -869,6 +869,9 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
         (["--out", str(tmp_path), "--effect", "prefix_tau0.5"], "give ARM:WHAT=VALUE"),
         (["--calibrate", "5", "--construction-cost"], "differ by design"),
         (["--calibrate", "5", "--workers", "0"], "--workers must be >= 1; got 0"),
+        (["--calibrate", "5", "--seeds", "1", "1", "2"], "--seeds must be distinct: 1 repeated"),
+        (["--calibrate", "5", "--seeds", "1"], "--calibrate needs --seeds with 2 or more seeds"),
+        (["--out", str(tmp_path), "--seeds", "-1", "2"], "--seeds must be >= 0; got -1 2"),
         ([], "give --out DIR or --calibrate N"),
     ):
         with pytest.raises(SystemExit):

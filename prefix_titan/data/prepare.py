@@ -94,6 +94,11 @@ def source_files(source: str) -> tuple[list[str], str]:
         import platform
 
         return ["embedded"], f"python-{platform.python_version()}"
+    if source.startswith(("/", ".", "~")) and not os.path.isdir(source):
+        raise ValueError(
+            f"--source {source!r}: no such folder (a local folder of the dataset's .parquet or "
+            "jsonl files; a hub dataset is named owner/name, e.g. HuggingFaceFW/fineweb-edu)"
+        )
     files = list_data_files(source)
     if not files:
         raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json files")
@@ -253,13 +258,22 @@ def prepare(
     for name, value, low in (
         ("--tokens", tokens, 1),
         ("--val-tokens", val_tokens, 0),
-        ("--val-every", val_every, 1),
+        ("--val-every", val_every, 2),  # (1: every document validation, none to train on)
         ("--shard-tokens", shard_tokens, 1),
         ("--batch-docs", batch_docs, 1),
         ("--workers", workers, 0),
     ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}; got {value}")
+    if not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
+        raise ValueError(
+            f"--tokenizer {tokenizer_dir!r} holds no tokenizer.json (the folder a run's "
+            "model.hf_assets_path names: python scripts/download_tokenizer.py puts Llama-3's there)"
+        )
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(
+            f"--out {out!r} is a file: give a folder (new, or an unfinished prepare's)"
+        )
     tokenizer = HuggingFaceTokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)

@@ -546,6 +546,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         )
     a.arms = a.arms or known
     a.sweep_folder = a.root / (a.sweep_dir or scale.sweep)
+    if a.sweep_folder.exists() and not a.sweep_folder.is_dir():
+        p.error(f"--sweep-dir {a.sweep_folder} is a file: a sweep is a folder of run folders")
+    if (a.sweep_folder / RUN_CONFIG).exists():
+        p.error(
+            f"--sweep-dir {a.sweep_folder} is one run's folder (it holds {RUN_CONFIG}): a sweep "
+            "folder holds <arm>/seed<S> run folders; give a new folder or a sweep's"
+        )
     a.plan, plan_line = _check_plan(p, a, specs)
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:

@@ -513,6 +513,8 @@ def report(
     out = report_folder(runs_dir, out, exploratory=bool(deviations))
     if written is not None:
         written.append(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file: the report is a folder (report.md, report.json)")
     if os.path.islink(out):
         raise ValueError(
             f"{out} is a symbolic link (to {os.readlink(out)}): the report is not written through "

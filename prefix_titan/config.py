@@ -19,6 +19,12 @@ class DataOptions:
     """Token datasets: per-document RoPE positions and no cross-document targets (block_causal flavors)"""
 
 
+RENAMED_SECTION = (
+    "the [prefix] section was renamed [objective], and its key `objective` to `name`: rename both "
+    "in the TOML (the configs in train_configs/ show the new form)"
+)
+
+
 @dataclass
 class RenamedPrefixSection:
     """`[prefix]`, the former name of `[objective]`: kept only to refuse it, with a message that
@@ -33,10 +39,7 @@ class RenamedPrefixSection:
 
     def __post_init__(self):
         if any(value is not None for value in vars(self).values()):
-            raise ValueError(
-                "the [prefix] section was renamed [objective], and its key `objective` to `name`: "
-                "rename both in the TOML (the configs in train_configs/ show the new form)"
-            )
+            raise ValueError(RENAMED_SECTION)
 
 
 @dataclass

@@ -63,10 +63,45 @@ def check_config_file(args: list[str]) -> str | None:
     from .runs.folder import read_toml
 
     try:
-        read_toml(path, "the job config")
+        data = read_toml(path, "the job config")
     except ValueError as e:
         return str(e)
+    return toml_problem(path, data)
+
+
+def toml_problem(path: str, data: dict) -> str | None:
+    """Why the TOML `data` (of file `path`) cannot train this package's TrainSpec, said before
+    torchtitan loads it: an old section name, the lines that load the package missing."""
+    from .config import RENAMED_SECTION
+
+    if "prefix" in data:
+        return f"{path}: {RENAMED_SECTION}"
+    job, model = data.get("job") or {}, data.get("model") or {}
+    if model.get("name") != TRAIN_SPEC_NAME:
+        return (
+            f"{path}: [model] name is {model.get('name', 'unset')!r}; python -m "
+            f'prefix_titan.train trains name = "{TRAIN_SPEC_NAME}" (this package\'s TrainSpec). '
+            "Start from a config in train_configs/ (train_configs/embedded_default.toml trains "
+            "on a CPU without downloads)"
+        )
+    if job.get("custom_config_module") != "prefix_titan.config":
+        return (
+            f'{path}: [job] custom_config_module = "prefix_titan.config" is missing (it adds the '
+            "[objective] and [data] sections to torchtitan's config); got "
+            f"{job.get('custom_config_module', 'unset')!r}"
+        )
+    if (data.get("experimental") or {}).get("custom_import") not in TRAIN_SPEC_MODULES:
+        return (
+            f'{path}: [experimental] custom_import = "prefix_titan.train_spec" is missing (it '
+            f"registers the {TRAIN_SPEC_NAME} TrainSpec that [model] name selects)"
+        )
     return None
+
+
+TRAIN_SPEC_NAME = "prefix_llama3"
+"""train_spec.TRAIN_SPEC_NAME, named here without loading torchtitan"""
+TRAIN_SPEC_MODULES = ("prefix_titan.train_spec",)
+"""The import that registers the TrainSpec"""
 
 
 def explain_config_error(args: list[str], error: BaseException) -> str | None:
@@ -202,11 +237,12 @@ def main() -> None:
 
         ConfigManager().parse_args(["--job.custom_config_module", "prefix_titan.config", *args])
         return
-    if "RANK" not in os.environ:  # started directly: a world of one, in this process
-        problem = check_config_file(sys.argv[1:])
-        if problem:
+    problem = check_config_file(sys.argv[1:])
+    if problem:  # (under torchrun every rank stops here; rank 0 says why)
+        if os.environ.get("RANK", "0") == "0":
             print(f"error: {problem}", file=sys.stderr)
-            raise SystemExit(2)
+        raise SystemExit(2)
+    if "RANK" not in os.environ:  # started directly: a world of one, in this process
         world_of_one()
     from .titan.cpu import has_accelerator, use_cpu
 
@@ -235,6 +271,10 @@ def main() -> None:
                 flush=True,
             )
         raise SystemExit(2) from None
+    except FloatingPointError as e:  # a loss or gradient not finite: the step and what to do
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     except FamilyError as e:  # its own code raised: its traceback, then what it raised
         if os.environ.get("RANK", "0") == "0":
             import traceback

@@ -18,9 +18,21 @@ import statistics
 import tempfile
 import time
 
+from prefix_titan.runs.cli import Parser
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 NON_ASCII = ["é", "—", "’", "“", "”", "°", "½", "日本", "ü", "✓"]
+LEAST = {
+    "--docs": 1,
+    "--files": 1,
+    "--seq-len": 1,
+    "--batch": 1,
+    "--ranks": 1,
+    "--batches": 1,
+    "--workers": 0,
+}
+"""The smallest value of each numeric option"""
 
 
 def generate(folder: str, docs: int, files: int, seed: int = 0) -> int:
@@ -62,9 +74,7 @@ def cpu_seconds() -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=40000)
     p.add_argument("--files", type=int, default=8)
     p.add_argument("--tokenizer", default=None)
@@ -80,6 +90,14 @@ def main() -> None:
         help="prepare's worker processes (as its --workers)",
     )
     a = p.parse_args()
+    for flag, least in LEAST.items():
+        value = getattr(a, flag[2:].replace("-", "_"))
+        if value < least:
+            p.error(f"{flag} must be a whole number >= {least}; got {value}")
+    if a.source is None and a.docs < a.files:
+        p.error(
+            f"--docs must be >= --files ({a.files}: a document per file at least); got {a.docs}"
+        )
 
     from torchtitan.components.dataloader import ParallelAwareDataloader
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
@@ -121,6 +139,14 @@ def main() -> None:
 
     tokenizer = HuggingFaceTokenizer(tok_dir)
     tokens = ShardedTokens(os.path.join(work, "shards"), "train", tokenizer)
+    per_rank = len(tokens) // (a.seq_len + 1) // a.ranks
+    if per_rank < a.batch:
+        p.error(
+            f"the training shards hold {len(tokens):,} tokens: {per_rank} sequences of --seq-len "
+            f"+ 1 = {a.seq_len + 1} tokens for each of --ranks {a.ranks}, fewer than --batch "
+            f"{a.batch}: a larger corpus (--docs, --source), or a smaller --seq-len, --batch or "
+            "--ranks"
+        )
     ds = PackedTokenDataset(tokens, a.seq_len, 0, a.ranks, seed=0)
     loader = ParallelAwareDataloader(ds, dp_rank=0, dp_world_size=a.ranks, batch_size=a.batch)
     it = iter(loader)

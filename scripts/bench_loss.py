@@ -56,6 +56,8 @@ import subprocess
 import sys
 import time
 
+from prefix_titan.runs.cli import Parser
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 OBJECTIVES = {
@@ -72,6 +74,16 @@ HEAD_ONLY = [
     *(f"fused_{name}" for name in TRITON),
 ]
 CASES = ["torchtitan_ce", *OBJECTIVES, *TRITON, *HEAD_ONLY]
+LEAST = {
+    "--tokens": 1,
+    "--dim": 0,  # 0: the loss alone, on logits
+    "--vocab": 1,
+    "--k": 1,
+    "--repeats": 1,
+    "--chunk-tokens": 1,
+    "--row-block-mib": 1,
+}
+"""The smallest value of each numeric option"""
 
 
 def _split(name: str) -> tuple[bool, str, str]:
@@ -536,9 +548,7 @@ def _rss_now() -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--dim", type=int, default=1024, help="hidden size; 0: loss alone on logits")
     p.add_argument(
@@ -558,7 +568,9 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available"
+    )
     p.add_argument("--vocab-file", default=None, help="tiktoken rank file (Meta's tokenizer.model)")
     p.add_argument("--hf-assets-path", default=None)
     p.add_argument(
@@ -569,6 +581,12 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the rows here")
     p.add_argument("--mode-run", nargs=2, metavar=("MODE", "MEASURE"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    for flag, least in LEAST.items():
+        value = getattr(a, flag[2:].replace("-", "_"))
+        for v in value if isinstance(value, list) else [value]:  # nargs="+": each value
+            if v is not None and v < least:
+                what = " (0: the loss alone, on logits)" if flag == "--dim" else ""
+                p.error(f"{flag} must be a whole number >= {least}{what}; got {v}")
     if a.device is None:
         import torch
 

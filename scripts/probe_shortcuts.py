@@ -22,17 +22,26 @@ from prefix_titan.evaluation.probes import (
     shard_word_counts,
 )
 from prefix_titan.evaluation.shortcuts import reference, shortcut_table
+from prefix_titan.runs.cli import Parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--hf-assets-path", required=True, help="folder holding tokenizer.json")
     p.add_argument("--words-from", default=None, help="a shard folder written by prepare")
     p.add_argument("--items", type=int, default=ITEMS_PER_TASK)
     p.add_argument("--seed", type=int, default=SEED)
     a = p.parse_args(argv)
-    tok = Tokenizer.from_file(os.path.join(a.hf_assets_path, "tokenizer.json"))
-    counts = shard_word_counts(a.words_from, tok) if a.words_from else None
+    if a.items < 1:
+        p.error(f"--items must be a whole number >= 1 (items per probe); got {a.items}")
+    path = os.path.join(a.hf_assets_path, "tokenizer.json")
+    if not os.path.isfile(path):
+        p.error(f"--hf-assets-path {a.hf_assets_path}: no tokenizer.json there")
+    tok = Tokenizer.from_file(path)
+    try:
+        counts = shard_word_counts(a.words_from, tok) if a.words_from else None
+    except ValueError as e:  # not a finished shard folder
+        p.error(f"--words-from {e}")
     probes = build_probes(tok, a.items, a.seed, word_counts=counts)
     pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
     ref = reference(counts if counts is not None else embedded_word_counts())

@@ -10,16 +10,24 @@ import hashlib
 import pathlib
 
 from prefix_titan.data.corpus import EMBEDDED_VOCAB_SIZE
-from prefix_titan.data.tokenizers import train_embedded_tokenizer
+from prefix_titan.data.tokenizers import BOS, EOS, train_embedded_tokenizer
+from prefix_titan.runs.cli import Parser
+
+FEWEST = 256 + len((BOS, EOS))
+"""The byte alphabet and the special tokens train_embedded_tokenizer adds: a smaller --vocab-size
+would still get all of them"""
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="assets/embedded_tokenizer")
     p.add_argument("--vocab-size", type=int, default=EMBEDDED_VOCAB_SIZE)
     a = p.parse_args()
+    if a.vocab_size < FEWEST:
+        p.error(
+            f"--vocab-size must be a whole number >= {FEWEST} (the 256 byte tokens and the "
+            f"special tokens {BOS}, {EOS}); got {a.vocab_size}"
+        )
     out = train_embedded_tokenizer(a.out, a.vocab_size)
     digest = hashlib.sha256((pathlib.Path(out) / "tokenizer.json").read_bytes()).hexdigest()[:16]
     print(f"wrote {out}/tokenizer.json (sha256 {digest}...)")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from prefix_titan.objectives import (
     SUPPORTS,
@@ -19,12 +20,19 @@ from prefix_titan.objectives import (
     tiktoken_texts,
     token_texts,
 )
+from prefix_titan.runs.cli import Parser
+
+LLAMA3_VOCAB = 128256
+
+
+def rank_file_ids(path: str) -> int:
+    """Ids a tiktoken rank file uses: one past its largest rank."""
+    with open(path) as f:
+        return 1 + max((int(line.split()[1]) for line in f if line.strip()), default=-1)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--vocab-file")
     src.add_argument("--hf-assets-path")
@@ -34,11 +42,40 @@ def main() -> None:
     p.add_argument("--token", default=" personality")
     a = p.parse_args()
     if a.vocab_file:
-        texts = tiktoken_texts(a.vocab_file, a.vocab or 128256)
+        if not os.path.isfile(a.vocab_file):
+            p.error(
+                f"--vocab-file {a.vocab_file}: not a file (a tiktoken rank file, e.g. Meta's "
+                "original/tokenizer.model)"
+            )
+        try:
+            ids = rank_file_ids(a.vocab_file)
+        except (ValueError, IndexError):
+            p.error(
+                f"--vocab-file {a.vocab_file}: not a tiktoken rank file "
+                "(a line '<base64 bytes> <id>' per token)"
+            )
+        vocab = LLAMA3_VOCAB if a.vocab is None else a.vocab
     else:
         from tokenizers import Tokenizer
 
-        texts = token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
+        path = os.path.join(a.hf_assets_path, "tokenizer.json")
+        if not os.path.isfile(path):
+            p.error(f"--hf-assets-path {a.hf_assets_path}: no tokenizer.json there")
+        tok = Tokenizer.from_file(path)
+        ids = tok.get_vocab_size(with_added_tokens=True)
+        vocab = ids if a.vocab is None else a.vocab
+    if vocab < max(ids, 1):
+        default = " (the default)" if a.vocab is None else ""
+        p.error(
+            f"--vocab must be a whole number >= {max(ids, 1):,}, the tokenizer's size (the "
+            f"model's vocabulary holds every token id); got {vocab}{default}"
+        )
+    texts = tiktoken_texts(a.vocab_file, vocab) if a.vocab_file else token_texts(tok, vocab)
+    if a.token not in texts:
+        p.error(
+            f"--token {a.token!r} is not a token of the vocabulary: give the text of one of its "
+            "ASCII, non-special tokens (e.g. ' personality' of Llama 3)"
+        )
     gold = texts.index(a.token)
     # The gold's row depends only on its prefix set and on V: build the tables over a vocabulary
     # where only that set has text (same V), which takes milliseconds instead of seconds.

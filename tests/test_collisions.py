@@ -142,6 +142,9 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
             'name = "Adamw"',
             "optimizer.name must be one of 'Adam', 'AdamW'; got 'Adamw'",
         ),
+        ("training", "seq_len = 255", "training.seq_len must be a multiple of 2 (torchtitan's"),
+        ("training", "global_batch_size = 7", "training.global_batch_size must be -1 (one micro"),
+        ("debug", "seed = -5", "debug.seed must be a whole number >= 0 (or unset); got -5"),
         (
             "lr_scheduler",
             "decay_ratio = 1.5",
@@ -181,6 +184,15 @@ def test_a_toml_value_of_another_form_is_refused_before_any_work(tmp_path, secti
     with pytest.raises(ValueError) as e:
         check_job_config(job)
     assert str(e.value).startswith(words), str(e.value)
+
+
+def test_an_empty_dump_folder_and_a_path_the_dataset_does_not_read_are_refused():
+    from prefix_titan.titan.checks import check_job_config
+
+    with pytest.raises(ValueError, match="job.dump_folder must name the run's folder"):
+        check_job_config(_job("--job.dump_folder", " "))
+    with pytest.raises(ValueError, match="training.dataset_path '/x' is not read by training.d"):
+        check_job_config(_job("--training.dataset_path", "/x"))  # the embedded corpus
 
 
 def _record(folder, *overrides):

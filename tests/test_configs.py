@@ -419,6 +419,26 @@ def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tm
     assert f"{broken} is not valid TOML (" in check_config_file([f"--job.config_file={broken}"])
     assert "(at line 1" in check_config_file(["--job.config_file", str(broken)])
     assert check_config_file(["--job.config_file", str(CONFIGS[0])]) is None
+    good = (ROOT / "train_configs" / "embedded_default.toml").read_text()
+    for old, new, words in (
+        ("[objective]", "[prefix]", "the [prefix] section was renamed [objective]"),
+        ('custom_import = "prefix_titan.train_spec"', "", '[experimental] custom_import = "prefix'),
+        (
+            'custom_config_module = "prefix_titan.config"',
+            "",
+            'custom_config_module = "prefix_titan',
+        ),
+        ('name = "prefix_llama3"', 'name = "llama3"', "[model] name is 'llama3'; python -m prefix"),
+        (good, "", "[model] name is 'unset'"),  # an empty file
+    ):
+        path = tmp_path / "c.toml"
+        path.write_text(good.replace(old, new))
+        problem = check_config_file(["--job.config_file", str(path)])
+        assert problem is not None and problem.startswith(f"{path}: ") and words in problem, problem
+    from prefix_titan.train import TRAIN_SPEC_NAME
+    from prefix_titan.train_spec import TRAIN_SPEC_NAME as registered
+
+    assert TRAIN_SPEC_NAME == registered
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.train"],
         cwd=ROOT,

@@ -203,6 +203,23 @@ def test_an_unverified_step_says_how_to_accept_it_and_seal_accepts_it(recorded):
     assert verify_step(str(step)) == []
 
 
+def test_check_and_seal_name_the_step_folders_of_a_run_given_in_their_place(recorded, capsys):
+    """`check RUN` (a run's folder, or any folder that is no step) used to say the folder was
+    unverified and to suggest a seal, which then refused it: now it is no step, and where the
+    steps are."""
+    from prefix_titan.runs.checkpoints import main
+
+    run = recorded.parent  # the run folder: recorded is its checkpoint folder
+    for command in ("check", "seal"):
+        with pytest.raises(SystemExit) as e:
+            main([command, str(run)])
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert f"{run} is not a finished checkpoint step (it holds no .metadata" in err
+        assert f"here: {recorded / 'step-2'}, {recorded / 'step-4'}" in err
+    assert not list(run.glob("sha256sums*"))
+
+
 def test_seal_refuses_a_damaged_step(recorded):
     step = recorded / "step-4"
     (step / SUMS.format(rank=0)).unlink()

@@ -188,6 +188,14 @@ def test_quiet_pytest_names_its_seed():
         ),
         (["--config", "c.toml", "--out", "o", "--checkpiont", "s"], "did you mean --checkpoint?"),
         (["--out", "o"], "the following argument is required: --config"),
+        (
+            ["--config", "c.toml", "--out", "o", "--checkpoint.load_step", "7"],
+            "export reads the step named by --checkpoint (RUN/checkpoint/step-N",
+        ),
+        (
+            ["--config", "c.toml", "--out", "o", "--training.steps=7"],
+            "--training.steps does not change an export: it reads only job.dump_folder, model.*",
+        ),
         (["--config", "c.toml", "--out", "o", "--dtype", "fp16"], "invalid choice: 'fp16'"),
     ],
 )

@@ -263,6 +263,26 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
     assert not (tmp_path / "x").exists()  # refused before anything is written
 
 
+def test_an_empty_validation_split_is_named_with_its_folder(tmp_path, embedded_tokenizer_dir):
+    """Shards prepared with --val-tokens 0 read as validation data: the error names the setting,
+    the folder and the split (it used to say only "the corpus has 0 tokens")."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    from prefix_titan.titan.datasets import build_dataset
+
+    make_corpus(tmp_path / "src", n_files=1, docs_per_file=20)
+    out = str(tmp_path / "shards")
+    prepare(str(tmp_path / "src"), embedded_tokenizer_dir, out, 10**6, 0, progress=False)
+    tokenizer = HuggingFaceTokenizer(embedded_tokenizer_dir)
+    args = (tokenizer, 64, 0, 1, None, False, "validation.dataset", "validation")
+    with pytest.raises(ValueError) as e:
+        build_dataset("fineweb_edu_ascii_tokens", out, *args)
+    assert str(e.value).startswith(
+        f"validation.dataset 'fineweb_edu_ascii_tokens' at {out!r} (validation split) has 0 "
+        "tokens: too few for one sequence of validation.seq_len + 1 = 65"
+    ), str(e.value)
+
+
 @pytest.mark.parametrize("value", ["2.5", "nan", "inf", "lots"])
 def test_prepare_takes_whole_token_counts_only(capsys, value):
     from prefix_titan.prepare import main
@@ -526,7 +546,13 @@ def test_document_mask_needs_block_causal_flavor():
     with pytest.raises(ValueError, match="needs a block_causal flavor"):
         check_job_config(config)
     config.model.flavor = "tiny_flex"
-    check_job_config(config)
+    if torch.cuda.is_available():
+        check_job_config(config)
+    else:  # torch has no CPU backward for FlexAttention: said before the model is built
+        with pytest.raises(
+            ValueError, match="attends with FlexAttention, which torch cannot train"
+        ):
+            check_job_config(config)
 
 
 @pytest.mark.slow

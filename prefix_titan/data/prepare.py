@@ -423,8 +423,8 @@ def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:
             )
             lines.append(
                 f"warning: the {split} split holds {got:,} tokens, fewer than the {want:,} asked "
-                f"({option}): the source ran out after {manifest['documents_read']:,} documents"
-                f"{why}; use a larger --source or ask for fewer tokens"
+                f"({option}): the source ran out after {manifest['documents_read']:,} documents "
+                f"({why}); use a larger --source or ask for fewer tokens"
             )
     return lines
 

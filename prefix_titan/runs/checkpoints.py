@@ -357,6 +357,16 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     failed = False
     for step_dir in a.step_dir:
+        if not is_complete(step_dir):
+            steps = complete_steps(os.path.join(step_dir, "checkpoint")) or complete_steps(step_dir)
+            print(
+                f"{step_dir} is not a finished checkpoint step (it holds no {DCP_METADATA} nor "
+                f"{HF_INDEX}): give a step folder, RUN/checkpoint/step-N"
+                + (f"; here: {', '.join(steps)}" if steps else ""),
+                file=sys.stderr,
+            )
+            failed = True
+            continue
         try:
             if a.command == "seal":
                 done = seal_step(step_dir)

@@ -584,6 +584,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     per_run = a.gpus_per_run or ("node" if scale.gpus_per_run is None else str(scale.gpus_per_run))
     if per_run != "node" and not (per_run.isdigit() and int(per_run) >= 1):
         p.error(f"--gpus-per-run must be 'node' or a whole number >= 1; got {per_run!r}")
+    if a.nnodes < 1:
+        p.error(f"--nnodes must be >= 1 (the nodes of one launch); got {a.nnodes}")
     if per_run != "node" and a.nnodes > 1:
         p.error("--gpus-per-run K runs on this node only: use --gpus-per-run node with --nnodes")
     if a.nnodes > 1 and not a.rdzv_endpoint:

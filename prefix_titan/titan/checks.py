@@ -176,6 +176,32 @@ def check_setting_forms(job_config) -> None:
         raise ValueError(f"lr_scheduler.decay_ratio must be in [0, 1] (or unset); got {ratio!r}")
 
 
+def check_titan_shapes(job_config) -> None:
+    """The settings torchtitan asserts on later (a bare AssertionError at model build or at the
+    first step), and a few it takes without a word: said first, naming the setting."""
+    t, p = job_config.training, job_config.parallelism
+    divisor = max(p.tensor_parallel_degree, 1) * 2 * max(p.context_parallel_degree, 1)
+    if t.seq_len % divisor:
+        raise ValueError(
+            f"training.seq_len must be a multiple of {divisor} (torchtitan's requirement: 2 x "
+            f"parallelism.context_parallel_degree x parallelism.tensor_parallel_degree); got "
+            f"{t.seq_len}"
+        )
+    if t.global_batch_size != -1 and (
+        t.global_batch_size < 1 or t.global_batch_size % t.local_batch_size
+    ):
+        raise ValueError(
+            "training.global_batch_size must be -1 (one micro-batch per rank and step) or a "
+            "multiple of training.local_batch_size times the data-parallel degree; got "
+            f"{t.global_batch_size} with local_batch_size {t.local_batch_size}"
+        )
+    seed = job_config.debug.seed
+    if seed is not None and seed < 0:
+        raise ValueError(f"debug.seed must be a whole number >= 0 (or unset); got {seed}")
+    if not job_config.job.dump_folder.strip():
+        raise ValueError("job.dump_folder must name the run's folder; got an empty name")
+
+
 COMPILE_COMPONENTS = ("model", "loss")
 """What torchtitan's compile.components may name"""
 OPTIMIZERS = ("Adam", "AdamW")
@@ -278,9 +304,20 @@ def check_job_config(job_config) -> None:
     check_titan_numbers(job_config)
     spec = job_config.objective.validate()
     check_setting_forms(job_config)
+    check_titan_shapes(job_config)
     resolve_family(spec.name)
     spec.options = canonical_options(spec)
     flavor = flavor_args(job_config.model.flavor)
+    if flavor.attn_type == "flex":
+        import torch
+
+        if not torch.cuda.is_available():
+            plain = [n for n, f in FLAVORS.items() if f.attn_type != "flex"]
+            raise ValueError(
+                f"model.flavor {job_config.model.flavor!r} attends with FlexAttention, which torch "
+                "cannot train on a CPU (it has no backward there): train it on a GPU, or here a "
+                f"flavor without it ({', '.join(plain)}; data.document_mask needs flex)"
+            )
     p = job_config.parallelism
     if spec.fused_loss:
         for name, degree, why in (
@@ -320,6 +357,14 @@ def check_job_config(job_config) -> None:
             "parallel shards them over the vocabulary: set parallelism.disable_loss_parallel = true"
         )
     check_dataset_name(job_config.training.dataset, "training.dataset")
+    for section in ("training", "validation"):
+        s = getattr(job_config, section)
+        if s.dataset in EMBEDDED_DATASETS and s.dataset_path:
+            raise ValueError(
+                f"{section}.dataset_path {s.dataset_path!r} is not read by {section}.dataset "
+                f"{s.dataset!r} (the corpus inside this package): leave it unset, or read shards "
+                f'with {section}.dataset = "{SHARD_DATASETS[0]}"'
+            )
     if job_config.data.document_mask:
         if flavor.attn_mask_type != "block_causal":
             block = [n for n, a in FLAVORS.items() if a.attn_mask_type == "block_causal"]

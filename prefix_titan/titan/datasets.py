@@ -134,6 +134,8 @@ class PackedTokenDataset(IterableDataset, Stateful):
         seed: int | None = 0,
         infinite: bool = True,
         document_eos: int | None = None,
+        what: str = "the corpus",
+        seq_setting: str = "training.seq_len",
     ):
         self.tokens = tokens  # 1-D int array or ShardedTokens
         self.document_eos = document_eos  # set: yield per-document positions, no cross-doc targets
@@ -142,8 +144,8 @@ class PackedTokenDataset(IterableDataset, Stateful):
         self.per_rank = self.num_sequences // dp_world_size  # equal on every rank: no hangs
         if self.per_rank == 0:
             raise ValueError(
-                f"the corpus has {len(tokens)} tokens: too few for one sequence of "
-                f"training.seq_len + 1 = {seq_len + 1} tokens per data-parallel rank ({dp_world_size})"
+                f"{what} has {len(tokens)} tokens: too few for one sequence of "
+                f"{seq_setting} + 1 = {seq_len + 1} tokens per data-parallel rank ({dp_world_size})"
             )
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
         self.seed, self.infinite = seed, infinite
@@ -237,7 +239,14 @@ def build_dataset(
         )
     tokens = token_stream(name, path, split, tokenizer, dp_rank, dp_world_size)
     eos = tokenizer.eos_id if document_mask else None
-    return PackedTokenDataset(tokens, seq_len, dp_rank, dp_world_size, seed, infinite, eos)
+    what = f"{setting} {name!r}" + (
+        f" at {path!r}" if path and name not in EMBEDDED_DATASETS else ""
+    )
+    what += f" ({split} split)"
+    section = setting.split(".")[0]
+    return PackedTokenDataset(
+        tokens, seq_len, dp_rank, dp_world_size, seed, infinite, eos, what, f"{section}.seq_len"
+    )
 
 
 def collate_with_labels(samples):

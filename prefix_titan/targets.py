@@ -83,10 +83,17 @@ def _main(argv: list[str] | None = None) -> None:
                 "`python scripts/train_tokenizer.py` or the embedded default's first training "
                 "makes)"
             )
-        tok = Tokenizer.from_file(path)
+        try:
+            tok = Tokenizer.from_file(path)
+        except Exception as e:  # tokenizers' parse error names no file
+            raise ValueError(
+                f"{path} is not a tokenizer the tokenizers library reads: {e}"
+            ) from None
         texts = token_texts(tok, a.vocab_size)
     except Exception as e:  # bad settings (ValueError), a missing file; tokenizers raises Exception
         p.error(str(e))
+    if a.token == "":
+        p.error("--token is empty: give a token's text (e.g. ' which'), or an id with --token-id")
     if a.token is not None:
         ids = [i for i, t in enumerate(texts) if t == a.token]
         if not ids:

@@ -11,9 +11,11 @@ describe real data). Without --tokenizer the embedded byte-level BPE is trained 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import pathlib
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -108,6 +110,7 @@ def main() -> None:
     from prefix_titan.titan.datasets import PackedTokenDataset
 
     work = tempfile.mkdtemp(prefix="bench_data_")
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # however the benchmark ends
     tok_dir = a.tokenizer or train_embedded_tokenizer(os.path.join(work, "tokenizer"))
     if a.source:
         src = a.source
@@ -123,16 +126,19 @@ def main() -> None:
 
     cores = os.cpu_count()
     t0, c0 = time.perf_counter(), cpu_seconds()
-    m = prepare(
-        src,
-        tok_dir,
-        os.path.join(work, "shards"),
-        tokens=10**12,
-        val_tokens=10**7,
-        val_every=100,
-        progress=False,
-        workers=a.workers,
-    )
+    try:
+        m = prepare(
+            src,
+            tok_dir,
+            os.path.join(work, "shards"),
+            tokens=10**12,
+            val_tokens=10**7,
+            val_every=100,
+            progress=False,
+            workers=a.workers,
+        )
+    except ValueError as e:  # a --tokenizer or --source it cannot read
+        p.error(str(e))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     total = m["splits"]["train"]["tokens"] + m["splits"]["validation"]["tokens"]
     mb = m["characters_read"] / 2**20

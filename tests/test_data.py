@@ -149,7 +149,7 @@ def test_fineweb_through_torchtitans_text_dataset(fineweb_folder, embedded_token
     assert expected[0] == tok.bos_id and x["input"].tolist() == expected[:4]
 
 
-def test_inspect_cli(embedded_tokenizer_dir, capsys):
+def test_inspect_cli(embedded_tokenizer_dir, capsys, tmp_path):
     """python -m prefix_titan.targets, in this process (test_targets runs the command itself)."""
     from tokenizers import Tokenizer
 
@@ -192,6 +192,13 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys):
     assert code == 2 and "objective.tau must be a finite number > 0" in out.err
     code, out = run("--token", "no such token here")
     assert code == 2 and "is not one ASCII vocabulary token" in out.err
+    code, out = run("--token", "")
+    assert code == 2 and "--token is empty: give a token's text" in out.err
+    broken = tmp_path / "tokenizer.json"
+    broken.write_text('{"model": ')
+    with pytest.raises(SystemExit):
+        _main(["--hf-assets-path", str(tmp_path), "--token", " which"])
+    assert f"{broken} is not a tokenizer the tokenizers library reads" in capsys.readouterr().err
 
 
 def _tokenizer_job(path, dataset="embedded_docs"):

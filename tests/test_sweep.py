@@ -94,6 +94,8 @@ def test_bad_launch_settings_are_refused():
     assert rc == 2 and "--rdzv-endpoint" in err
     rc, _, err = dry_run("--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1")
     assert rc == 2 and "--node-rank must be in [0, 2)" in err
+    rc, _, err = dry_run("--scale", "smoke", "--gpus", "0", "--gpus-per-run", "2", gpus="")
+    assert rc == 0 and "--gpus-per-run 2 places runs on GPUs, and there are none here" in err
     rc, _, err = dry_run("--nnodes", "0")
     assert rc == 2 and "--nnodes must be >= 1 (the nodes of one launch); got 0" in err
     rc, _, err = dry_run("--arms", "prefix_tau3.0")

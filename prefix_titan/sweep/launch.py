@@ -683,6 +683,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         groups = slots(gpus, k, a.cpu_runs)
         if not gpus:
             print(f"[sweep] {cpu_placement(len(groups))}", file=sys.stderr)
+            if a.gpus_per_run:
+                print(
+                    f"[sweep] note: --gpus-per-run {a.gpus_per_run} places runs on GPUs, and "
+                    "there are none here: each run takes one CPU slot (--cpu-runs)",
+                    file=sys.stderr,
+                )
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
         jobs, placed = [], 0

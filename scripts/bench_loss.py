@@ -95,27 +95,29 @@ def _split(name: str) -> tuple[bool, str, str]:
     return fused, "pytorch", rest
 
 
+def _texts(a) -> list | None:
+    """The token texts of --vocab-file or --hf-assets-path (None: neither, a synthetic table)."""
+    if a.vocab_file:
+        from prefix_titan.objectives import tiktoken_texts
+
+        return tiktoken_texts(a.vocab_file, a.vocab)
+    if a.hf_assets_path:
+        from tokenizers import Tokenizer
+
+        from prefix_titan.objectives import token_texts
+
+        return token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
+    return None
+
+
 def _table(spec_kwargs, a):
     import torch
 
-    from prefix_titan.objectives import (
-        ObjectiveSpec,
-        TargetTable,
-        build_target_table,
-        tiktoken_texts,
-    )
+    from prefix_titan.objectives import ObjectiveSpec, TargetTable, build_target_table
 
     spec = ObjectiveSpec(**spec_kwargs)
     if a.vocab_file or a.hf_assets_path:
-        if a.vocab_file:
-            texts = tiktoken_texts(a.vocab_file, a.vocab)
-        else:
-            from tokenizers import Tokenizer
-
-            from prefix_titan.objectives import token_texts
-
-            texts = token_texts(Tokenizer.from_file(f"{a.hf_assets_path}/tokenizer.json"), a.vocab)
-        return build_target_table(texts, spec)
+        return build_target_table(_texts(a), spec)
     if spec.name != "prefix":
         return build_target_table([None] * a.vocab, spec)
     g = torch.Generator().manual_seed(0)
@@ -587,6 +589,14 @@ def main() -> None:
             if v is not None and v < least:
                 what = " (0: the loss alone, on logits)" if flag == "--dim" else ""
                 p.error(f"{flag} must be a whole number >= {least}{what}; got {v}")
+    if not a.mode_run:  # the vocabulary read once here, so that a bad one is said before any run
+        try:
+            _texts(a)
+        except Exception as e:  # a missing file, a bad line; tokenizers raises a bare Exception
+            where = a.vocab_file and f"--vocab-file {a.vocab_file}"
+            p.error(
+                f"{where or f'--hf-assets-path {a.hf_assets_path}'} with --vocab {a.vocab}: {e}"
+            )
     if a.device is None:
         import torch
 

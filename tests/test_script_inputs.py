@@ -80,6 +80,11 @@ CASES = {
         (["--chunk-tokens", "128", "0"], ["--chunk-tokens must be a whole number >= 1", "got 0"]),
         (["--row-block-mib", "-4"], ["--row-block-mib must be a whole number >= 1", "got -4"]),
         (["--device", "tpu"], ["--device", "'tpu'", "'cpu', 'cuda'"]),
+        (["--vocab-file", "{missing}"], ["--vocab-file", "No such file"]),
+        (
+            ["--hf-assets-path", "{hf_dir}", "--vocab", "2"],
+            ["--hf-assets-path", "--vocab 2", "model.vocab_size is 2"],
+        ),
     ],
     "bench_data": [
         (["--docs", "0"], ["--docs must be a whole number >= 1", "got 0"]),

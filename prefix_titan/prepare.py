@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]
     print(
-        f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; the last document "
-        f"reaches it) / {t['documents']:,} docs in {len(t['shards'])} shards; "
+        f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; "
+        + ("the last document reaches it" if t["tokens"] >= a.tokens else "the source ran out")
+        + f") / {t['documents']:,} docs in {len(t['shards'])} shards; "
         f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
         f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed; "
         f"{busy:.1f} cores busy on average ({a.workers} workers)"

@@ -185,6 +185,7 @@ def test_character_probes_end_to_end(exported):
         str(exported / "hf"),
         "--tasks",
         "char_probes",
+        "char_probes_blank",  # as the docs write it (the blank twins again: once each)
         "--limit",
         "40",
         "--dtype",

@@ -96,6 +96,19 @@ def test_a_sample_is_read_in_document_order(tmp_path):
     assert [doc["goal"] for _, doc in got] == [f"goal {i}" for i in chosen]
 
 
+def test_the_task_groups_are_spelled_out_each_task_once():
+    """char_probes_blank is spelled out like char_probes: handed to lm-eval as its tag, the
+    twins' data files were looked for in the working directory, not beside the probes'."""
+    from prefix_titan.evaluation.harness import expand
+    from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS
+
+    assert expand(["char_probes_blank"]) == BLANK_TASKS
+    assert expand(["char_probes", "char_probes_blank"]) == PROBE_TASKS + BLANK_TASKS
+    assert expand(["char_count_blank", "char_probes_blank"]) == ["char_count_blank"] + [
+        t for t in BLANK_TASKS if t != "char_count_blank"
+    ]
+
+
 def test_a_bad_limit_is_refused(capsys):
     from prefix_titan.eval import main
 

@@ -446,6 +446,21 @@ def test_a_split_shorter_than_asked_is_reported(tmp_path, embedded_tokenizer_dir
     assert 0 < got < 20_000
     assert f"the validation split holds {got:,} tokens, fewer than the 20,000 asked" in err
     assert "(--val-tokens)" in err and "the train split holds" in err
+    assert err.count("the source ran out") == 2  # both splits: the corpus is smaller than asked
+    # the training budget reached first: the validation split is short for that reason
+    manifest = prepare(
+        str(tmp_path / "src"),
+        embedded_tokenizer_dir,
+        str(tmp_path / "out2"),
+        tokens=2_000,
+        val_tokens=20_000,
+        val_every=10,
+        progress=False,
+    )
+    err = capsys.readouterr().err
+    assert manifest["splits"]["train"]["tokens"] >= 2_000
+    assert "reading stopped at the training budget (--tokens 2,000)" in err
+    assert "source ran out" not in err and "the train split holds" not in err
 
 
 def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):

@@ -392,15 +392,25 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
         ValueError, match=r"contrast must be a non-empty list of arm kinds .* got 'prefix'"
     ):
         load_plan(str(tmp_path / "p3.toml"))
-    # a plan that does not fit the sweep is refused by the report as by a launch
+    # a plan naming what is no arm of the project nor of the sweep is refused, as by a launch
     plan.write_text(
         plan.read_text().replace('baseline = "ce"', 'baseline = "label_smooth"').replace(" acc", "")
     )
     with pytest.raises(
-        ValueError,
-        match=r"--plan .* does not fit the sweep .*: the plan's baseline 'label_smooth' is no arm",
+        ValueError, match=r"--plan .*: the plan's baseline 'label_smooth' is no arm of the sweep"
     ):
         report(str(tmp_path / "sweep"), plan=str(plan))
+    # a partial sweep (no prefix_norm arm here) under a plan whose contrast names a project kind
+    # it lacks: reported, the kind noted, as under the plan it registered
+    partial = tmp_path / "partial"
+    sim.write([r for r in runs if not r["name"].startswith("prefix_norm")], str(partial))
+    plan.write_text(
+        plan.read_text()
+        .replace('"label_smooth"', '"ce"')
+        .replace('contrast = ["prefix"]', 'contrast = ["prefix", "prefix_norm"]')
+    )
+    text = report(str(partial), plan=str(plan))
+    assert "the plan's contrast names prefix_norm, of which the sweep has no arm" in text
 
 
 GOOD_PLAN = (
@@ -513,6 +523,18 @@ def test_a_run_whose_metrics_log_is_empty_is_named_where_its_arm_is_not_compared
         c["metric"]
         for c in json.loads((tmp_path / "report" / "report.json").read_text())["comparisons"]
     ]
+
+
+def test_runs_that_validated_only_their_first_step_are_told_how_to_validate(seed):
+    """A short launch (`-- --training.steps 4` under the smoke config's validation.freq 20)
+    validates step 1 only: the validation family compares nothing, and says why and what to
+    pass."""
+    runs = sim.simulate(sim.Sweep(items=20, seeds=(1, 2), tasks=TASKS), seed=seed)
+    for run in runs:
+        run["validation"] = {s: v for s, v in run["validation"].items() if s == 1}
+    notes = analyse(sim.group(runs), PLAN).notes
+    said = next(n for n in notes if n.startswith("validation CE: val CE is not available"))
+    assert "with `--training.steps N`, pass `--validation.freq N` too" in said, said
 
 
 def test_a_metric_missing_at_some_checkpoints_is_averaged_where_it_is_or_left_out():

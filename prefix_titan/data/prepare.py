@@ -410,12 +410,22 @@ def prepare(
 
 
 def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:
-    """A line for each split that holds fewer tokens than asked (the source ran out)."""
+    """A line for each split that holds fewer tokens than asked: the source ran out, or (the
+    validation split) the training budget was reached first."""
     lines = []
     asked = {"train": (tokens, "--tokens"), "validation": (val_tokens, "--val-tokens")}
+    reached = manifest["splits"]["train"]["tokens"] >= tokens
     for split, (want, option) in asked.items():
         got = manifest["splits"][split]["tokens"]
-        if got < want:
+        if got < want and reached:  # (validation: read alongside training, which stopped first)
+            every = manifest["val_every"]
+            lines.append(
+                f"warning: the validation split holds {got:,} tokens, fewer than the {want:,} "
+                f"asked (--val-tokens): reading stopped at the training budget (--tokens "
+                f"{tokens:,}), and 1 document in {every} (--val-every) is validation; ask for "
+                "more --tokens, fewer --val-tokens or a smaller --val-every"
+            )
+        elif got < want:
             why = (
                 f"every {manifest['val_every']}th document is held out for validation (--val-every)"
                 if split == "validation"

@@ -66,12 +66,14 @@ CUTE_TASKS = [
 
 def expand(tasks: list[str]) -> list[str]:
     """Task names with our groups spelled out: char_probes (ours: the six probes and their blank
-    twins), secondary (ARC-Challenge, SciQ), pilot (the pilot's evaluation: the mission's tasks,
+    twins), char_probes_blank (the twins alone: their files are found beside the probes' only
+    when named one by one), secondary (ARC-Challenge, SciQ), pilot (the pilot's evaluation: the mission's tasks,
     the secondary ones, the probes and the embedding probe), cute (optional, from the hub)."""
     from .probes import BLANK_TASKS, PROBE_TASKS
 
     groups = {
         "char_probes": PROBE_TASKS + BLANK_TASKS,
+        "char_probes_blank": BLANK_TASKS,
         "cute": CUTE_TASKS,
         "secondary": SECONDARY_TASKS,
         "pilot": [*DEFAULT_TASKS, *SECONDARY_TASKS, *PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE],

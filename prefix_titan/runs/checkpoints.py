@@ -292,10 +292,15 @@ def verify_step(
     return unverified
 
 
+def _fate(what: str) -> str:
+    """What a refusal does to the step (nothing to say where the step was only checked)."""
+    return "" if what == "check" else f" and will not be {what}ed"
+
+
 def unverified_message(step_dir: str, unverified: list[str], what: str) -> str:
     accept = "; or export it as it is with --accept-unverified" if what == "export" else ""
     return (
-        f"checkpoint {step_dir} is unverified and will not be {what}ed: "
+        f"checkpoint {step_dir} is unverified{_fate(what)}: "
         f"{', '.join(unverified)} has no recorded checksum (the run that saved it stopped before "
         f"recording one, or the files were added later), so its content cannot be checked; its "
         f"sizes match the checkpoint metadata.\nTo accept the step as it is now, record its "
@@ -338,7 +343,7 @@ def damage_message(step_dir: str, problems: list[str], what: str) -> str:
             f"{step_dir} out of {folder}."
         )
     return (
-        f"checkpoint {step_dir} is damaged and will not be {what}ed:\n  "
+        f"checkpoint {step_dir} is damaged{_fate(what)}:\n  "
         + "\n  ".join(problems)
         + f"\n{advice}"
     )

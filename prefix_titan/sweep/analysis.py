@@ -919,6 +919,10 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                         "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, "
                         "`--tasks char_probes char_probes_blank`)"
                         if name in METRICS and metric(name).source == "eval"
+                        else " (a validation metric: the runs' metrics logs hold no validation row "
+                        "after step 1; a run shorter than validation.freq validates only its "
+                        "first step: with `--training.steps N`, pass `--validation.freq N` too)"
+                        if name in METRICS and metric(name).source == "validation"
                         else ""
                     )
                 )

@@ -398,6 +398,17 @@ def report_json(
     }
 
 
+def _project_arms() -> dict[str, dict]:
+    """{arm: objective record} of the built-in arms and those of the sweep_arms.toml here (the
+    built-in ones alone where that file cannot be read: a launch says why)."""
+    from .configs import arm_specs, arms
+
+    try:
+        return {name: vars(spec) for name, spec in arms(".").items()}
+    except ValueError:
+        return {spec.arm_name(): vars(spec) for spec in arm_specs()}
+
+
 def plan_deviations(plan_, checkpoints: int | None, registered: str | None = None) -> list[str]:
     """How an analysis departs from the pre-registered plan (the one the sweep registered at
     launch, else the package's analysis_plan.toml): another plan, or another number of
@@ -488,9 +499,14 @@ def report(
     registered = registered_plan(runs_dir)
     plan_ = load_plan(plan or registered)
     found = find_runs(runs_dir)
-    problems = plan_arm_problems(plan_, {r["name"]: r["objective"] for r in found}, axis=False)
-    if plan and found and problems:  # (the registered plan: checked at launch; its report says)
-        raise ValueError(f"--plan {plan} does not fit the sweep {runs_dir}: {'; '.join(problems)}")
+    if plan and found:  # names no arm of the project nor of the sweep: refused, as by a launch
+        known = {**_project_arms(), **{r["name"]: r["objective"] for r in found}}
+        problems = plan_arm_problems(plan_, known, axis=False)
+        if problems:  # (a partial sweep's missing kinds: noted by the analysis, as registered)
+            raise ValueError(
+                f"--plan {plan}: {'; '.join(problems)} (the arms: the built-in ones, those of "
+                f"./sweep_arms.toml and the sweep's)"
+            )
     runs, left_out = select_runs(found, seeds, arms)
     if not runs:
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         problems = plan_arm_problems(plan, {n: vars(s) for n, s in specs.items()})
         if problems:  # as `sweep launch` refuses it
             p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
-        masses = {**sim.GOLD_MASS, **dict(a.gold_mass)}
+        masses = sim.known_masses(specs.values(), dict(a.gold_mass))
         unknown = [n for n in specs if n not in masses]
         if unknown:
             p.error(

@@ -525,6 +525,23 @@ def test_a_run_whose_metrics_log_is_empty_is_named_where_its_arm_is_not_compared
     ]
 
 
+def test_the_simulator_knows_a_position_weighted_arm_by_its_target():
+    """position_gamma weights the tokens and leaves the target alone: an arm of sweep_arms.toml
+    such as prefix_tau0.5_gamma0.99 keeps prefix_tau0.5's gold mass without --gold-mass; an arm
+    of another target is still refused without one."""
+    from prefix_titan.objectives import ObjectiveSpec
+
+    weighted = ObjectiveSpec("prefix", tau=0.5, position_gamma=0.99)
+    runs = sim.simulate(sim.Sweep(arms=(ObjectiveSpec("ce"), weighted), items=10, tasks=TASKS))
+    mass = {r["name"]: r["validation"][max(r["validation"])] for r in runs}
+    assert (
+        mass["prefix_tau0.5_gamma0.99"]["validation_target_gold_mass"]
+        == sim.GOLD_MASS["prefix_tau0.5"]
+    )
+    with pytest.raises(ValueError, match="knows no target gold mass for prefix_tau0.3"):
+        sim.simulate(sim.Sweep(arms=(ObjectiveSpec("prefix", tau=0.3),), items=10, tasks=TASKS))
+
+
 def test_runs_that_validated_only_their_first_step_are_told_how_to_validate(seed):
     """A short launch (`-- --training.steps 4` under the smoke config's validation.freq 20)
     validates step 1 only: the validation family compares nothing, and says why and what to

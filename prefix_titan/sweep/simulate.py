@@ -118,6 +118,22 @@ GOLD_MASS = {
 """Illustrative mean gold mass of each arm's target (not measured)"""
 
 
+def known_masses(specs, given: dict[str, float]) -> dict[str, float]:
+    """{arm: gold mass} of the arms of `specs` whose mass is known: `given`, GOLD_MASS, or that of
+    the same target without position weighting (objective.position_gamma weights the tokens and
+    leaves each target alone: prefix_tau0.5_gamma0.99 keeps prefix_tau0.5's)."""
+    import dataclasses
+
+    out = {}
+    for spec in specs:
+        name = spec.arm_name()
+        plain = dataclasses.replace(spec, position_gamma=None).arm_name()
+        mass = given.get(name, GOLD_MASS.get(name, given.get(plain, GOLD_MASS.get(plain))))
+        if mass is not None:
+            out[name] = mass
+    return out
+
+
 @dataclass(frozen=True)
 class Sweep:
     """What to simulate."""
@@ -191,7 +207,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     noise = sweep.noise
     effects = _effects(sweep)
-    masses = {**GOLD_MASS, **dict(sweep.gold_mass)}
+    masses = known_masses(sweep.arms, dict(sweep.gold_mass))
     unknown = [s.arm_name() for s in sweep.arms if s.arm_name() not in masses]
     if unknown:
         raise ValueError(

@@ -257,12 +257,11 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
 def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path):
     """`--tasks secondary` (ARC-Challenge, SciQ) offline; every item records its gold answer's
     log-likelihood and bytes, whose ratio the report gives as bits per byte."""
-    from prefix_titan.evaluation.harness import read_items
-    from prefix_titan.sweep.runs import bits_per_byte
+    from prefix_titan.evaluation.harness import bits_per_byte, read_items
 
     hf = unevaluated_copy(exported, tmp_path)
     (hf / "export_source.json").unlink()  # not filed with the run: this test's own copy
-    run_eval(
+    out = run_eval(
         "--model",
         str(hf),
         "--tasks",
@@ -282,6 +281,9 @@ def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path
         assert bpb == pytest.approx(nats / math.log(2)) and bpb > 0, task
     # SciQ's gold is "a list" after lm-eval's space: 7 bytes.
     assert {r["gold_bytes"] for r in items["sciq"]} == {len(" a list")}
+    for task, rows in items.items():  # the printed table's bits/byte: the items' (lm-eval has none)
+        line = next(x for x in out.stdout.splitlines() if x.startswith(f"| {task} |"))
+        assert line.rstrip(" |").endswith(f"{bits_per_byte(rows):.4f}"), line
 
 
 def test_embedding_probe_on_an_export_and_on_a_run_folder(exported, tmp_path):

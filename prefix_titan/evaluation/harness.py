@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -258,6 +259,8 @@ def evaluate(
     results["chance"] = {task: chance_level(rows) for task, rows in items.items()}
     written = write_evaluation(model_dir, results, items, replace)
     file_with_run(model_dir, written, items, replace)
+    # (for the printed table: tasks without lm-eval's bits_per_byte have it from their items)
+    results["bits_per_byte"] = {task: bits_per_byte(rows) for task, rows in items.items()}
     return results
 
 
@@ -641,6 +644,16 @@ def file_with_run(
     return path
 
 
+def bits_per_byte(rows: list[dict]) -> float | None:
+    """The gold answers' bits per byte over a task's items: -sum(log-likelihood) / sum(bytes) /
+    ln 2 (lm-eval's bits_per_byte); None where the items do not record both."""
+    scored = [r for r in rows if r.get("gold_loglik") is not None and r.get("gold_bytes")]
+    if not scored:
+        return None
+    total = sum(r["gold_bytes"] for r in scored)
+    return -sum(r["gold_loglik"] for r in scored) / total / math.log(2)
+
+
 def chance_level(rows: list[dict]) -> float | None:
     """The accuracy of a uniform guess among each item's choices, over a task's item outcomes
     (None for a task without choices: generation)."""
@@ -654,6 +667,7 @@ def table(results: dict) -> str:
     rows = ["| task | acc | acc_norm | chance | bits/byte |", "|---|---:|---:|---:|---:|"]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     chance = results.get("chance") or {}
+    bpb = results.get("bits_per_byte") or {}
     probe = None
     for task, m in results["results"].items():
         if task == EMBEDDING_PROBE:  # scores of its own: a line of their own below
@@ -661,7 +675,7 @@ def table(results: dict) -> str:
             continue
         rows.append(
             f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
-            f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none'))} |"
+            f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none', bpb.get(task)))} |"
         )
     if probe is not None:
         from .embedding_probe import TASKS  # (torch is loaded by now: an evaluation has run)

@@ -5,11 +5,10 @@ seed, with the settings that must be equal across runs checked."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 
-from ..evaluation.harness import read_items
+from ..evaluation.harness import bits_per_byte, read_items
 from ..objectives.spec import ObjectiveSpec
 from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
@@ -30,7 +29,6 @@ from .configs import file_name
 ARM_KEYS = ("objective.", "job.dump_folder", "job.description", "job.config_file")
 # ... and between the runs of one arm: the seed, which pairs the arms.
 SEED_KEY = "debug.seed"
-LN2 = math.log(2)
 
 
 def _step_of(path: str) -> int:
@@ -148,15 +146,6 @@ def load_run(folder: str) -> dict:
         "steps": dict(sorted(steps.items())),
         "last_step": max(seen, default=None),
     }
-
-
-def bits_per_byte(rows: list[dict]) -> float | None:
-    """The gold answers' bits per byte over a task's items: -sum(log-likelihood) / sum(bytes) /
-    ln 2 (lm-eval's bits_per_byte); None where the items do not record both."""
-    scored = [r for r in rows if r.get("gold_loglik") is not None and r.get("gold_bytes")]
-    if not scored:
-        return None
-    return -sum(r["gold_loglik"] for r in scored) / sum(r["gold_bytes"] for r in scored) / LN2
 
 
 def run_order(r: dict):

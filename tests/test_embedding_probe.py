@@ -42,6 +42,18 @@ def variant_vocabulary(forms=200, seed=0):
     return [None, "<|end|>"] + [texts[i] for i in rng.permutation(len(texts))]
 
 
+def test_the_printed_results_of_the_embedding_probe_alone_have_no_empty_table():
+    from prefix_titan.evaluation.harness import table
+
+    probe = {"input_letters,none": 0.61, "majority_letters": 0.5}
+    assert table({"results": {"embedding_probe": probe}}) == (
+        "embedding_probe (trained vectors; majority class in brackets): input_letters 0.6100 "
+        "(0.5000)"
+    )
+    both = table({"results": {"piqa": {"acc,none": 0.5}, "embedding_probe": probe}})
+    assert both.splitlines()[0].startswith("| task | acc |") and "| piqa | 0.5000 |" in both
+
+
 def test_word_like_tokens_and_their_labels():
     labels = ep.word_like_tokens([None, " Apple", "ing", "x1", " ", "zzzzzzzzzzzzz", "a b"])
     assert labels.ids.tolist() == [1, 2, 5]

@@ -36,16 +36,9 @@ from .runs.cli import Parser
 
 DTYPE_NAMES = ("bf16", "fp32")
 """The --dtype choices (evaluation/export.py's DTYPES, named here so that --help needs no torch)"""
-READ_SHOWN = ("job.dump_folder", "model.*", "training.seq_len", "checkpoint.folder")
-"""The settings an export reads from the run's config (evaluation/export.py: export)"""
-READ_OVERRIDES = (
-    "__job.dump_folder",
-    "__model.",
-    "__training.seq_len",
-    "__checkpoint.folder",
-    "__objective.",
-)
-"""The overrides export takes (dashes as underscores): what it reads, and [objective], noted"""
+READ = ("job.dump_folder", "model.", "training.seq_len", "checkpoint.folder")
+"""The settings an export reads from the run's config (a trailing dot: the whole section;
+evaluation/export.py: export); it also takes [objective], to note one other than the run's"""
 SPELLED_OUT = {"bfloat16": "bf16", "float32": "fp32"}
 """eval's spellings of the same dtypes, taken too"""
 
@@ -79,16 +72,17 @@ def main(argv: list[str] | None = None) -> None:
             hint = f"; did you mean {near[0]}?" if near else f"; its flags: {', '.join(ours)}"
             p.error(f"unrecognized argument {flag}{hint}")
     for flag in (x.split("=", 1)[0] for x in overrides if x.startswith("--") and "." in x):
-        if flag.replace("-", "_") == "__checkpoint.load_step":
+        key = flag[2:].replace("-", "_")
+        if key == "checkpoint.load_step":
             p.error(
                 f"{flag}: export reads the step named by --checkpoint (RUN/checkpoint/step-N; by "
                 "default the run's newest), not checkpoint.load_step"
             )
-        if not flag.replace("-", "_").startswith(READ_OVERRIDES):
+        if not key.startswith((*READ, "objective.")):
+            shown = ", ".join(s + "*" if s.endswith(".") else s for s in READ)
             p.error(
-                f"{flag} does not change an export: it reads only "
-                f"{', '.join(READ_SHOWN)} from the "
-                "config (and notes an [objective] other than the run's)"
+                f"{flag} does not change an export: it reads only {shown} from the config (and "
+                "notes an [objective] other than the run's)"
             )
     if a.config is None:
         p.error("the following argument is required: --config (the run's TOML)")

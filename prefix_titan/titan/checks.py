@@ -108,6 +108,7 @@ def check_setting_forms(job_config) -> None:
     `decay_type = "cosin"` failed only when the decay began, `steps = 2.5` or
     `document_mask = "false"` ran as something else than they say."""
     import dataclasses
+    import types
     import typing
 
     def allowed(hint) -> str | None:
@@ -125,7 +126,7 @@ def check_setting_forms(job_config) -> None:
             return "text"
         if origin is list and len(args) == 1 and allowed(args[0]):
             return f"a list, each {allowed(args[0])}"
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, types.UnionType):
             words = [allowed(a) for a in args if a is not type(None)]
             if all(words):
                 return " or ".join(words) + (" (or unset)" if type(None) in args else "")

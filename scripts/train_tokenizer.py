@@ -28,7 +28,10 @@ def main() -> None:
             f"--vocab-size must be a whole number >= {FEWEST} (the 256 byte tokens and the "
             f"special tokens {BOS}, {EOS}); got {a.vocab_size}"
         )
-    out = train_embedded_tokenizer(a.out, a.vocab_size)
+    try:
+        out = train_embedded_tokenizer(a.out, a.vocab_size)
+    except ValueError as e:  # more tokens than the corpus has merges for
+        p.error(f"--vocab-size: {e}")
     digest = hashlib.sha256((pathlib.Path(out) / "tokenizer.json").read_bytes()).hexdigest()[:16]
     print(f"wrote {out}/tokenizer.json (sha256 {digest}...)")
 

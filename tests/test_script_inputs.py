@@ -99,6 +99,12 @@ CASES = {
             ["--vocab-size must be a whole number >= 258", "256 byte tokens", f"got {value}"],
         )
         for value in ("0", "-5", "257")
+    ]
+    + [  # more than the embedded corpus has pairs to merge for: refused, nothing written
+        (
+            ["--out", "{out}", "--vocab-size", "1000000"],
+            ["--vocab-size: the embedded corpus gives at most", "or fewer, not 1000000"],
+        )
     ],
 }
 

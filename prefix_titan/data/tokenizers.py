@@ -50,6 +50,11 @@ def train_embedded_tokenizer(out_dir: str, vocab_size: int = EMBEDDED_VOCAB_SIZE
         show_progress=False,
     )
     tok.train_from_iterator(embedded_split("train"), trainer=trainer)
+    if tok.get_vocab_size() < vocab_size:  # the corpus ran out of pairs to merge
+        raise ValueError(
+            f"the embedded corpus gives at most {tok.get_vocab_size()} tokens (every pair of its "
+            f"text merged): ask for {tok.get_vocab_size()} or fewer, not {vocab_size}"
+        )
     config = {"bos_token": BOS, "eos_token": EOS, "add_bos_token": False, "add_eos_token": False}
     return write_tokenizer_files(out_dir, tok, config)
 

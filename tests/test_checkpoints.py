@@ -163,3 +163,27 @@ def test_purge_older_steps_keeps_the_newest(tmp_path):
     assert purge_older_steps(str(tmp_path), 2) == []
     with pytest.raises(ValueError, match="keep must be >= 1; got 0"):
         purge_older_steps(str(tmp_path), 0)
+
+
+def test_a_purge_killed_midway_is_finished_by_the_next(tmp_path):
+    """A step left aside by a killed purge (.purged-step-N) is deleted by the next purge, which
+    can then set aside a step-N saved again under that name; a copy named step-4-backup is no
+    step and is left alone."""
+    from prefix_titan.runs.checkpoints import purge_older_steps
+    from prefix_titan.runs.folder import checkpoint_steps
+
+    (tmp_path / ".purged-step-2").mkdir()
+    (tmp_path / ".purged-step-2" / "half").write_text("x")
+    for n in (2, 4, 6):
+        (tmp_path / f"step-{n}").mkdir()
+    (tmp_path / "step-4-backup").mkdir()
+    assert [os.path.basename(d) for d in checkpoint_steps(str(tmp_path))] == [
+        "step-2",
+        "step-4",
+        "step-6",
+    ]
+    assert [os.path.basename(d) for d in purge_older_steps(str(tmp_path), 1)] == [
+        "step-2",
+        "step-4",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-4-backup", "step-6"]

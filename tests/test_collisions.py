@@ -25,6 +25,28 @@ def _job(*overrides, folder=None):
 # -- the writer's lock ---------------------------------------------------------------------------
 
 
+HOLD = """
+import sys, time
+from prefix_titan.runs.lock import RunLock
+lock = RunLock(sys.argv[1], command=sys.argv[2]).acquire()
+print("held", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def _holding(folder, command="train ce", seconds=60):
+    """A process that takes `folder`'s lock and holds it; returns once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), command, str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = holder.stdout.readline()
+    assert line == "held\n", (line, holder.stderr.read() if holder.poll() is not None else "")
+    return holder
+
+
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     with RunLock(str(tmp_path / "run"), command="train prefix_tau0.5"):
         record = json.loads((tmp_path / "run" / LOCK).read_text())
@@ -33,12 +55,8 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
             pass
         assert (tmp_path / "run" / LOCK).exists()  # still the outer writer's
     assert not (tmp_path / "run").exists()  # released, with the folder it made (empty)
-    (tmp_path / "run").mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:  # a live process of this host holds it
-        (tmp_path / "run" / LOCK).write_text(
-            json.dumps({"host": socket.gethostname(), "pid": holder.pid, "command": "train ce"})
-        )
+    holder = _holding(tmp_path / "run")
+    try:  # a live process holds it
         with pytest.raises(
             FolderBusy, match=rf"is being written by pid {holder.pid} on .*train ce"
         ):
@@ -48,26 +66,198 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
-def test_a_dead_holders_lock_is_taken_over_with_a_warning(tmp_path, capsys):
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
-    )
-    pid = int(dead.stdout)  # a process that has exited
-    (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+def test_a_killed_holders_lock_is_taken_over_with_a_warning(tmp_path, capsys):
+    holder = _holding(tmp_path, command="train ce")
+    holder.kill()  # SIGKILL: no atexit, no release; the kernel lets go of its flock
+    holder.wait()
+    assert json.loads((tmp_path / LOCK).read_text())["pid"] == holder.pid  # its record is left
     lock = RunLock(str(tmp_path)).acquire()
     err = capsys.readouterr().err
-    assert f"pid {pid}" in err and "taking it over" in err
+    assert f"pid {holder.pid}" in err and "taking it over" in err
     assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_record_without_a_live_holder_is_taken_over_whatever_its_pid(tmp_path, capsys):
+    """The kernel's flock, not the pid, says whether a holder lives: a record naming a live pid
+    (a pid reused since, or this very process's pid as another PID namespace would see it) is
+    taken over when no process holds the lock, and a damaged record too."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for pid in (sleeper.pid, os.getpid()):
+            (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+            RunLock(str(tmp_path)).acquire().release()
+            assert "taking it over" in capsys.readouterr().err
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    (tmp_path / LOCK).write_text("{not json")
+    lock = RunLock(str(tmp_path)).acquire()
+    assert "unknown process" in capsys.readouterr().err and lock.held
     lock.release()
 
 
-def test_a_lock_from_another_host_or_without_a_holder_is_refused_naming_the_file(tmp_path):
+def test_a_holder_claiming_this_processs_pid_is_not_taken_for_nesting(tmp_path):
+    """A holder in another PID namespace of this host can have this process's pid: the lock
+    nests only for the locks this process itself holds."""
+    holder = _holding(tmp_path)
+    try:
+        (tmp_path / LOCK).write_text(
+            json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": "train x"})
+        )
+        with pytest.raises(FolderBusy, match="is being written by pid"):
+            RunLock(str(tmp_path)).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+RACE = """
+import sys, time
+from prefix_titan.runs.lock import FolderBusy, RunLock
+while time.time() < float(sys.argv[2]):
+    pass
+try:
+    RunLock(sys.argv[1]).acquire()
+    print("held", flush=True)
+    time.sleep(1.5)
+except FolderBusy:
+    print("refused", flush=True)
+"""
+
+
+def test_two_writers_starting_together_on_a_left_lock_get_one_lock(tmp_path):
+    """Both find the record of a holder that is gone; exactly one of them takes the lock."""
+    import time
+
+    for trial in range(3):
+        folder = tmp_path / str(trial)
+        folder.mkdir()
+        (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
+        start = str(time.time() + 1.0)
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACE, str(folder), start],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        assert outcomes == ["held", "refused"], (trial, outcomes)
+
+
+def test_a_lock_from_another_host_is_refused_naming_the_file(tmp_path):
     (tmp_path / LOCK).write_text(json.dumps({"host": "node-17", "pid": 1, "command": "train"}))
     with pytest.raises(FolderBusy, match=rf"another host: .*remove {tmp_path / LOCK}"):
         RunLock(str(tmp_path)).acquire()
-    (tmp_path / LOCK).write_text("{not json")
-    with pytest.raises(FolderBusy, match="does not name its holder"):
+    assert json.loads((tmp_path / LOCK).read_text())["host"] == "node-17"  # left as it was
+
+
+def test_without_flock_the_lock_is_its_record_said_in_a_warning(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with RunLock(str(tmp_path), command="train ce"):
+        assert "has no flock (No locks available)" in capsys.readouterr().err
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+        with RunLock(str(tmp_path)):  # nested
+            pass
+        assert (tmp_path / LOCK).exists()
+    assert not (tmp_path / LOCK).exists()
+    (tmp_path / LOCK).write_text(json.dumps({"host": "node-17", "pid": 1, "command": "train"}))
+    with pytest.raises(FolderBusy, match="another host"):
         RunLock(str(tmp_path)).acquire()
+
+
+def test_an_evaluation_holds_the_lock_of_the_folder_it_writes_into(tmp_path):
+    """A model exported into its run (RUN/hf/step-N) is written under the run's lock; any other
+    model folder under its own: a second writer is refused before anything is evaluated."""
+    from prefix_titan.evaluation.harness import evaluate, writer_folder
+    from prefix_titan.runs.folder import EXPORT_RECORD
+
+    run = tmp_path / "run"
+    inside, outside = run / "hf" / "step-4", tmp_path / "hf" / "model"
+    for model in (inside, outside):
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 4}))
+    assert writer_folder(str(inside)) == str(run)
+    assert writer_folder(str(outside)) == str(outside)
+    for model, held in ((inside, run), (outside, outside)):
+        holder = _holding(held, command="eval --tasks piqa")
+        try:
+            with pytest.raises(FolderBusy, match=r"is being written by .*eval --tasks piqa"):
+                evaluate(str(model), tasks=["hellaswag"])
+        finally:
+            holder.kill()
+            holder.wait()
+        assert not (model / "eval_results.json").exists()
+
+
+def test_a_checkpoint_folder_outside_the_run_folder_is_refused(tmp_path):
+    """The lock and the record cover job.dump_folder: checkpoints elsewhere (another run's) are
+    refused for training and export alike."""
+    from prefix_titan.runs.folder import checkpoint_folder_problem
+
+    run = tmp_path / "runB"
+    run.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", run / "linked")
+    assert checkpoint_folder_problem(str(run), "checkpoint") is None
+    assert checkpoint_folder_problem(str(run), "sub/checkpoint") is None
+    for folder in ("../runA/checkpoint", str(tmp_path / "runA"), "linked", ".", ""):
+        problem = checkpoint_folder_problem(str(run), folder)
+        assert problem and "checkpoint.folder must be a folder inside job.dump_folder" in problem
+        assert repr(folder) in problem and "initial_load_path" in problem
+    with pytest.raises(ValueError, match="checkpoint.folder must be a folder inside"):
+        from prefix_titan.titan.checks import check_job_config
+
+        check_job_config(_job("--checkpoint.folder", "../../other/checkpoint", folder=run))
+    from prefix_titan.evaluation.export import export
+
+    config = str(ROOT / "train_configs" / "embedded_default.toml")
+    args = ["--job.config_file", config, "--job.dump_folder", str(run)]
+    with pytest.raises(ValueError, match="checkpoint.folder must be a folder inside"):
+        export([*args, "--checkpoint.folder", "../runA/checkpoint"], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_exports_files_reach_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    """Every file of an export is flushed before its folder is renamed into place, and the
+    rename itself after: after a power loss, RUN/hf/step-N holds whole files or is not there."""
+    import torch
+    from torchtitan.models.llama3 import Transformer
+
+    from prefix_titan.evaluation import export as ex
+    from prefix_titan.model.flavors import FLAVORS
+
+    args = FLAVORS["tiny"]
+    with torch.device("meta"):
+        names = Transformer(args).state_dict()
+    state = {k: torch.zeros(v.shape) for k, v in names.items() if not k.startswith("freqs_cis")}
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(
+        os,
+        "fsync",
+        lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd)),
+    )
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append(("rename", str(b))), real_replace(a, b))
+    )
+    tokenizer = embedded_tokenizer_at(tmp_path / "tok")
+    out = ex.write_hf_folder(state, args, tokenizer, str(tmp_path / "hf"), 256)
+    renamed = events.index(("rename", out))
+    flushed = {os.path.basename(p) for kind, p in events[:renamed] if kind == "fsync"}
+    assert set(os.listdir(out)) <= flushed and "model.safetensors" in flushed
+    assert ("fsync", str(tmp_path)) in events[renamed:]  # the rename, flushed in its folder
 
 
 def test_a_symlinked_lock_is_not_followed(tmp_path):
@@ -302,17 +492,19 @@ def test_a_refused_training_says_so_once_and_leaves_no_folder(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_training_into_a_busy_folder_is_refused_and_changes_nothing(tmp_path):
-    (tmp_path / "run").mkdir()
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": "train other arm"}
-    (tmp_path / "run" / LOCK).write_text(json.dumps(holder))
-    log, losses = train(tmp_path, "--objective.name", "ce", check=False)
-    assert not losses
-    _only_the_message(log, f"is being written by pid {os.getpid()}")
-    assert sorted(os.listdir(tmp_path / "run")) == [LOCK]
-    assert json.loads((tmp_path / "run" / LOCK).read_text()) == holder
-    # the holder gone: the next run takes the folder, trains, and releases it
-    (tmp_path / "run" / LOCK).unlink()
+    holder = _holding(tmp_path / "run", command="train other arm")
+    try:
+        record = (tmp_path / "run" / LOCK).read_text()
+        log, losses = train(tmp_path, "--objective.name", "ce", check=False)
+        assert not losses
+        _only_the_message(log, f"is being written by pid {holder.pid}")
+        assert sorted(os.listdir(tmp_path / "run")) == [LOCK]
+        assert (tmp_path / "run" / LOCK).read_text() == record
+    finally:  # killed: the next run takes the folder (with a warning), trains, and releases it
+        holder.kill()
+        holder.wait()
     log, losses = train(tmp_path, "--objective.name", "ce")
+    assert f"was left by pid {holder.pid}" in log and "taking it over" in log
     assert sorted(losses) == [1, 2, 3, 4] and not (tmp_path / "run" / LOCK).exists()
 
 
@@ -386,7 +578,14 @@ def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
     with pytest.raises(ValueError, match="report is a symbolic link"):
         report(str(tmp_path / "s"))
     assert os.listdir(tmp_path / "elsewhere") == []
+    os.unlink(tmp_path / "s" / "report")  # a figure linked to a file of its own: not written
+    (tmp_path / "s" / "report").mkdir()
+    os.symlink(tmp_path / "a_file", tmp_path / "s" / "report" / "validation_ce.png")
     (tmp_path / "a_file").write_text("keep")
+    with pytest.raises(ValueError, match="validation_ce.png is a symbolic link"):
+        report(str(tmp_path / "s"))
+    assert (tmp_path / "a_file").read_text() == "keep"
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path / "s" / "report"))
     with pytest.raises(ValueError, match="a_file is a file: the report is a folder"):
         report(str(tmp_path / "s"), out=str(tmp_path / "a_file"))
     assert (tmp_path / "a_file").read_text() == "keep"
@@ -409,9 +608,8 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
     assert not (tmp_path / "sweep").exists()
     held = tmp_path / "sweep" / "ce" / "seed7"
     held.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = _holding(held)
     try:
-        (held / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
         assert main(common) == 2
     finally:
         holder.kill()

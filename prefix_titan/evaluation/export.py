@@ -28,7 +28,10 @@ from ..runs.checkpoints import complete_steps, verify_step
 from ..runs.folder import (
     EXPORT_RECORD,
     RUN_CONFIG,
+    checkpoint_folder_problem,
     checkpoint_steps,
+    fsync_folder,
+    fsync_tree,
     read_json,
     step_number,
     write_json,
@@ -389,8 +392,10 @@ def write_hf_folder(
             if source is not None:
                 write_json(os.path.join(tmp, EXPORT_RECORD), source)
             _public_modes(tmp)
+            fsync_tree(tmp)  # the weights on disk before the folder takes its name
             check_out(out, overwrite, *reads_from)  # again: the folder may have changed meanwhile
             _replace_folder(tmp, out)
+            fsync_folder(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -484,6 +489,9 @@ def export(
     finally:
         logging.disable(logging.NOTSET)
     _note_other_objective(config)
+    problem = checkpoint_folder_problem(config.job.dump_folder, config.checkpoint.folder)
+    if problem:
+        raise ValueError(problem)
     return export_run(
         config.model.flavor,
         config.model.hf_assets_path,

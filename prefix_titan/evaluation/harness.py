@@ -205,9 +205,42 @@ def evaluate(
     results under that name). An evaluation already in the folder keeps the tasks this one does
     not evaluate again (one results file per model); one made with other settings (another
     --limit sample, other probes) is refused before anything is evaluated, unless `replace`:
-    then it is replaced whole, its other tasks' items removed."""
+    then it is replaced whole, its other tasks' items removed. It holds the writer's lock of the
+    folder it writes into (`writer_folder`) from first to last: a second evaluation of the model
+    is refused before it evaluates, not left to overwrite the first's results."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
+    with RunLock(writer_folder(model_dir)):
+        return _evaluate(
+            model_dir,
+            tasks,
+            limit,
+            data_dir,
+            batch_size,
+            dtype,
+            task_manager,
+            probes,
+            limit_seed,
+            replace,
+        )
+
+
+def writer_folder(model_dir: str) -> str:
+    """Whose writer's lock an evaluation of `model_dir` holds: the run folder's where the model
+    was exported into its run (RUN/hf/step-N: a training, an `--all-checkpoints` evaluation or
+    another evaluation of the run writes there too), else the model folder's own."""
+    source = read_export_record(model_dir)
+    run_dir = source and source["run_dir"]
+    if run_dir and os.path.abspath(model_dir).startswith(
+        os.path.join(os.path.abspath(run_dir), "")
+    ):
+        return run_dir
+    return model_dir
+
+
+def _evaluate(
+    model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager, probes, limit_seed, replace
+) -> dict:
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
     tasks = expand(tasks)

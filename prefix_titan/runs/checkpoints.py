@@ -179,9 +179,12 @@ def purge_older_steps(folder: str, keep: int) -> list[str]:
     """Delete the `step-N` folders of `folder` older than its newest `keep` (keep >= 1), as
     torchtitan's `checkpoint.keep_latest_k` does after every save but the last one; returns the
     deleted. Each is renamed aside before it is deleted, so a crash leaves no half-deleted step-N
-    that a loader could pick."""
+    that a loader could pick; what a purge killed midway left aside is deleted first."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1; got {keep}")
+    for left in glob.glob(os.path.join(folder, ".purged-step-*")):
+        if os.path.isdir(left) and not os.path.islink(left):
+            shutil.rmtree(left)
     deleted = []
     for step_dir in checkpoint_steps(folder)[:-keep]:
         aside = os.path.join(folder, f".purged-{os.path.basename(step_dir)}")

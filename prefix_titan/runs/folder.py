@@ -54,8 +54,8 @@ def _refuse_symlink(path: str) -> None:
         )
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write `text` to `path` so that a crash leaves the old file or the new one, never half of
+def write_atomically(path: str, text: str | bytes) -> None:
+    """Write `text` (or bytes: a figure) to `path` so that a crash leaves the old file or the new one, never half of
     one: a temporary file created exclusively beside it (a fresh name, links not followed),
     flushed to disk, then renamed over it. A `path` that is a symbolic link is refused; the new
     file gets the modes the umask gives new files."""
@@ -63,7 +63,7 @@ def write_atomically(path: str, text: str) -> None:
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), 0o666 & ~current_umask())
@@ -73,6 +73,28 @@ def write_atomically(path: str, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def fsync_tree(folder: str) -> None:
+    """Flush every file under `folder`, and the folders themselves, to disk (before the folder is
+    renamed into place: after a power loss the new name then never holds truncated files)."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_folder(root)
+
+
+def fsync_folder(folder: str) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str, data, **dump_options) -> None:
@@ -211,9 +233,32 @@ def read_export_record(model_dir: str) -> dict | None:
 
 
 def checkpoint_steps(folder: str) -> list[str]:
-    """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
-    steps = [d for d in glob.glob(os.path.join(folder, "step-*")) if os.path.isdir(d)]
-    return sorted(steps, key=lambda d: int(d.rsplit("-", 1)[1]))
+    """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist).
+    Other names that start so (a copy `step-4-backup`) are not steps: left alone."""
+    steps = [
+        d
+        for d in glob.glob(os.path.join(folder, "step-*"))
+        if os.path.isdir(d) and step_number(d) is not None
+    ]
+    return sorted(steps, key=step_number)
+
+
+def checkpoint_folder_problem(dump_folder: str, folder: str) -> str | None:
+    """Why checkpoint.folder `folder` may not hold the checkpoints of the run in `dump_folder`,
+    or None: it must lie inside the run folder (the writer's lock and the run's record cover that
+    folder alone; a checkpoint folder elsewhere can be another run's, resumed and purged under
+    this run's settings)."""
+    root = os.path.realpath(dump_folder)
+    where = os.path.realpath(os.path.join(dump_folder, folder))
+    if not os.path.isabs(folder) and where.startswith(os.path.join(root, "")):
+        return None
+    return (
+        f"checkpoint.folder must be a folder inside job.dump_folder, a relative name such as "
+        f"'checkpoint' (a link out of it counts as outside: link the whole run folder instead); "
+        f"got {folder!r}, which is {where}: the run's lock and record cover job.dump_folder "
+        "alone, and another run's checkpoints there would be resumed and purged as this run's. "
+        "To start from another run's weights, use checkpoint.initial_load_path"
+    )
 
 
 def step_number(path: str) -> int | None:

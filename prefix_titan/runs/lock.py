@@ -1,19 +1,27 @@
-"""One writer per run folder: an advisory lock file that a training, an export or an evaluation
-holds while it writes into a run's dump folder.
+"""One writer per run folder: a lock that a training, an export or an evaluation holds while
+it writes into a run's dump folder.
 
-The lock is `<folder>/.writer.lock`, created exclusively (O_CREAT | O_EXCL, never through a
-symlink) and holding the holder's host, pid and command as JSON. A second writer is refused naming
-the holder. A lock left by a process that is gone (killed, out of memory) on this host is taken
-over with a warning; one from another host cannot be checked from here and is refused, naming the
-file to remove once that holder is known to be gone. Within one process the lock nests: a writer
-inside another (an export inside an evaluation of the run) shares its lock. Plain Python; no torch, no torchtitan.
+The lock is `<folder>/.writer.lock` (never opened through a symlink), held with the kernel's
+`flock` for the life of the holder: the kernel releases it when the process ends, however it
+ends (killed, out of memory), so a second writer is refused exactly while the first lives,
+whatever its PID namespace or container. The file holds the holder's host, pid and command as
+JSON, shown to a refused second writer; a record left by a process that ended without releasing
+is taken over with a warning. A record from another host is refused (where the filesystem does
+not share flock between hosts, that holder cannot be seen from here), naming the file to remove
+once that holder is known to be gone. Within one process the lock nests: a writer inside another
+(an export inside an evaluation of the run) shares its lock. On a filesystem without flock, the
+lock is the record alone (created exclusively; a holder judged gone by its pid on this host),
+said in a warning. Plain Python; no torch, no torchtitan.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 
@@ -35,24 +43,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _holder(path: str) -> dict | None:
-    """The lock's record, or None if the file went away; a damaged record reads as {}."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise FolderBusy(
-            f"{path} is not a plain lock file ({e.strerror}): remove it if no process writes "
-            "into this folder"
-        ) from None
-    with os.fdopen(fd) as f:
-        text = f.read()
+def _parse(text: str) -> dict:
+    """A lock record read as text; a damaged one (written half by a killed process) is {}."""
     try:
         record = json.loads(text)
     except json.JSONDecodeError:
-        return {}  # written half by a killed process: the pid is unknown
+        return {}
     return record if isinstance(record, dict) else {}
+
+
+def _holder(path: str) -> dict | None:
+    """The lock's record, or None if the file went away; a damaged record reads as {}."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise FolderBusy(_not_plain(path, e.strerror)) from None
+    with os.fdopen(fd) as f:
+        return _parse(f.read())
+
+
+def _holder_soon(path: str, tries: int = 10) -> dict | None:
+    """The record of a holder that may have just taken the lock and not yet written it."""
+    for _ in range(tries):
+        holder = _holder(path)
+        if holder:
+            return holder
+        time.sleep(0.05)
+    return holder
+
+
+def _not_plain(path: str, why: str) -> str:
+    return (
+        f"{path} is not a plain lock file ({why}): remove it if no process writes into this folder"
+    )
 
 
 def _is_this_process(holder: dict | None) -> bool:
@@ -61,6 +86,26 @@ def _is_this_process(holder: dict | None) -> bool:
         and holder.get("pid") == os.getpid()
         and holder.get("host") == socket.gethostname()
     )
+
+
+def _key(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _read_all(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+"""flock's errors on a filesystem that does not support it (some network filesystems)"""
+
+_HELD: set[tuple[int, int]] = set()
+"""The lock files this process holds, by (device, inode): flock does not nest within a process
+(a second open of the file is another holder to the kernel), so nesting is known here"""
 
 
 def describe(holder: dict) -> str:
@@ -83,6 +128,9 @@ class RunLock:
         self.command = command or " ".join([os.path.basename(sys.executable), *sys.argv])
         self.held = False
         self.created: list[str] = []
+        self.fd: int | None = None
+        """the lock file, open and flocked while held (None: not held, or held by its record)"""
+        self.key: tuple[int, int] | None = None
 
     def acquire(self) -> RunLock:
         missing, up = [], os.path.abspath(self.folder)
@@ -97,6 +145,126 @@ class RunLock:
             "command": self.command,
             "started": time.time(),
         }
+        for _ in range(5):
+            fd, created = self._open()
+            if fd is None:  # removed between two looks: look again
+                continue
+            key = _key(os.fstat(fd))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held by a live process (or by this one: nested)
+                os.close(fd)
+                if key in _HELD:
+                    return self
+                raise FolderBusy(self._busy(_holder_soon(self.path))) from None
+            except OSError as e:
+                if e.errno not in NO_FLOCK:
+                    os.close(fd)
+                    raise
+                self._no_flock_warning(e)
+                if created:  # made here, exclusively: the record's own way of taking it
+                    with os.fdopen(fd, "w") as f:
+                        f.write(json.dumps(record))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    self.held = True
+                    return self
+                os.close(fd)
+                return self._acquire_by_record(record)
+            try:
+                now = _key(os.stat(self.path, follow_symlinks=False))
+            except FileNotFoundError:
+                now = None
+            if now != key:  # unlinked (or replaced) by a holder releasing it: open it again
+                os.close(fd)
+                continue
+            try:
+                self._take_over(_read_all(fd))
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, json.dumps(record).encode())
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd, self.key, self.held = fd, key, True
+            _HELD.add(key)
+            return self
+        raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")
+
+    def _open(self) -> tuple[int | None, bool]:
+        """(the lock file open for writing, whether this call created it); (None, False) if it
+        was removed between the two looks."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK
+        created = True
+        try:
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                created = False
+                fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            return None, False
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FolderBusy(_not_plain(self.path, "a symbolic link")) from None
+            raise FolderBusy(
+                f"{self.path}, the writer's lock of {self.folder}, cannot be opened for writing "
+                f"({e.strerror}): a folder of another user, or a read-only one, cannot take a "
+                "writer"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FolderBusy(_not_plain(self.path, "not a regular file"))
+        return fd, created
+
+    def _take_over(self, left: str) -> None:
+        """With the flock taken: the record a holder left when it ended without releasing (killed,
+        out of memory) is taken over with a warning; one from another host is refused (there the
+        flock may not reach: that holder may live)."""
+        if not left.strip():
+            return
+        holder = _parse(left)
+        if holder and holder.get("host") != socket.gethostname():
+            raise FolderBusy(self._busy(holder))
+        print(
+            f"warning: {self.path} was left by {describe(holder)}, which ended without "
+            "releasing it (no process holds it now); taking it over",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _busy(self, holder: dict | None) -> str:
+        if not holder:
+            return (
+                f"{self.folder} is locked by {self.path}, which does not name its holder (it may "
+                "be starting): wait for it, or, if no training, export or evaluation writes into "
+                f"this folder, remove {self.path}"
+            )
+        where = (
+            ""
+            if holder.get("host") == socket.gethostname()
+            else f" (another host: once that process is known to be gone, remove {self.path})"
+        )
+        return (
+            f"{self.folder} is being written by {describe(holder)}{where}. Two writers would mix "
+            "their checkpoints, records and logs: wait for it to finish, or give this one another "
+            "folder (job.dump_folder / --out)."
+        )
+
+    def _no_flock_warning(self, why: OSError) -> None:
+        print(
+            f"warning: the filesystem of {self.folder} has no flock ({why.strerror}): its "
+            "writer's lock is the holder's record alone, which judges a holder gone by its pid on "
+            "this host (two writers in containers that share a host name are not told apart)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _acquire_by_record(self, record: dict) -> RunLock:
+        """Where the filesystem has no flock: the record alone, created exclusively; a holder is
+        judged gone by its pid on this host (which another PID namespace, or a reused pid, can
+        mislead)."""
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -104,7 +272,7 @@ class RunLock:
                 holder = _holder(self.path)
                 if _is_this_process(holder):  # nested (an export inside an evaluation): held
                     return self
-                self._take_over_if_stale(holder)
+                self._take_over_if_gone(holder)
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(record))
@@ -114,14 +282,13 @@ class RunLock:
             return self
         raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")
 
-    def _take_over_if_stale(self, holder: dict | None) -> None:
-        """Remove the lock file if `holder` (its record, as just read) is a process gone from
-        this host; else refuse, naming the holder."""
+    def _take_over_if_gone(self, holder: dict | None) -> None:
+        """The record alone: remove the lock file if `holder` (its record, as just read) is a
+        process gone from this host; else refuse, naming the holder."""
         if holder is None:  # released meanwhile
             return
-        here = socket.gethostname()
         pid = holder.get("pid")
-        if holder.get("host") == here and isinstance(pid, int) and not _alive(pid):
+        if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
             print(
                 f"warning: {self.path} was left by a process that is gone ({describe(holder)}); "
                 "taking it over",
@@ -130,32 +297,22 @@ class RunLock:
             )
             os.unlink(self.path)
             return
-        if not holder:
-            raise FolderBusy(
-                f"{self.folder} is locked by {self.path}, which does not name its holder: if no "
-                f"training, export or evaluation writes into this folder, remove {self.path}"
-            )
-        where = (
-            ""
-            if holder.get("host") == here
-            else f" (another host: once that process is known to be gone, remove {self.path})"
-        )
-        raise FolderBusy(
-            f"{self.folder} is being written by {describe(holder)}{where}. Two writers would mix "
-            "their checkpoints, records and logs: wait for it to finish, or give this one another "
-            "folder (job.dump_folder / --out)."
-        )
+        raise FolderBusy(self._busy(holder))
 
     def release(self) -> None:
         if not self.held:
             return
         self.held = False
-        holder = _holder(self.path)
-        if (
-            holder
-            and holder.get("pid") == os.getpid()
-            and holder.get("host") == socket.gethostname()
-        ):
+        if self.fd is not None:  # unlinked while still held, then let go: a waiting opener of
+            try:  # the old file sees it gone and opens the path again
+                if _key(os.stat(self.path, follow_symlinks=False)) == self.key:
+                    os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            _HELD.discard(self.key)
+            os.close(self.fd)
+            self.fd = self.key = None
+        elif _is_this_process(_holder(self.path)):
             os.unlink(self.path)
         for folder in self.created:  # the folders acquire() made, if nothing was put in them
             try:

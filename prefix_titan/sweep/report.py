@@ -5,6 +5,7 @@ The command is `python -m prefix_titan.report` (prefix_titan/report.py)."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import asdict
@@ -875,7 +876,9 @@ def _remove_stale(out: str, name: str) -> None:
 def _save(fig, out: str, name: str) -> str:
     path = os.path.join(out, name)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    write_atomically(path, png.getvalue())  # whole or not at all, never through a link
     import matplotlib.pyplot as plt
 
     plt.close(fig)

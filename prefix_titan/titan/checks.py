@@ -17,6 +17,7 @@ from ..runs.folder import (
     METRICS_LOG,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
+    checkpoint_folder_problem,
     checkpoint_steps,
     read_json,
     resume_conflicts,
@@ -201,6 +202,9 @@ def check_titan_shapes(job_config) -> None:
         raise ValueError(f"debug.seed must be a whole number >= 0 (or unset); got {seed}")
     if not job_config.job.dump_folder.strip():
         raise ValueError("job.dump_folder must name the run's folder; got an empty name")
+    problem = checkpoint_folder_problem(job_config.job.dump_folder, job_config.checkpoint.folder)
+    if problem:
+        raise ValueError(problem)
 
 
 COMPILE_COMPONENTS = ("model", "loss")

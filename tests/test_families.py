@@ -92,6 +92,15 @@ def test_the_documented_family_trains_through_the_kernel(docs_family, odd_texts)
     torch.testing.assert_close(got[0], ref[0], rtol=1e-5, atol=1e-3)
 
 
+def test_the_documented_test_of_a_family_passes(docs_family):
+    """docs/objectives.md's second snippet: how to test a family of one's own."""
+    text = (ROOT / "docs" / "objectives.md").read_text()
+    section = text[text.index("## Add a target family") :]
+    snippet = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    assert "assert_close(g_ours, g_want" in snippet
+    exec(compile(snippet, "docs/objectives.md", "exec"), {})
+
+
 def _family(**table):
     def family(texts, spec):
         V = len(texts)

@@ -717,7 +717,9 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
     assert plan_arm_problems(plan, objectives) == []
     assert unread_axis(plan, objectives) == (
         "no trend along the plan's axis position_gamma: no arm of the contrast "
-        f"({axis_family}) reads it"
+        f"({axis_family}) lies on it (a built-in family lies on the settings it reads; a family "
+        "of one's own, on a setting its arms set away from the default, or on an options.KEY it "
+        "declares)"
     )
 
 

@@ -477,7 +477,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
             'axis = "epsilon"\ncontrast = ["prefix_tau0.5"]',
             "the arms of kind prefix_tau0.5: prefix_tau0.5; not in the contrast: prefix_tau1.0\n"
             "[sweep] note: no trend along the plan's axis epsilon: no arm of the contrast "
-            "(prefix_tau0.5) reads it",
+            "(prefix_tau0.5) lies on it",
         ),
         (
             'baseline = "label_smoothing"',

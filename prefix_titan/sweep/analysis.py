@@ -512,7 +512,9 @@ def unread_axis(plan: Plan, objectives: dict[str, dict]) -> str | None:
         return None
     return (
         f"no trend along the plan's axis {plan.axis}: no arm of the contrast "
-        f"({', '.join(contrast)}) reads it"
+        f"({', '.join(contrast)}) lies on it (a built-in family lies on the settings it reads; "
+        "a family of one's own, on a setting its arms set away from the default, or on an "
+        "options.KEY it declares)"
     )
 
 

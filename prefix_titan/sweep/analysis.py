@@ -52,6 +52,7 @@ SUMMARY = (
     "char acc",
     "char acc, blank",
     "char acc - blank",
+    "char composite, read",
     "prefix-shaped acc",
     "downstream acc",
     "emb letters, in",
@@ -539,6 +540,9 @@ class Comparison:
     claimed: bool = False
     aa_check: bool = False
     """a CE-equivalent arm against ce: a claim here is a warning about the pipeline"""
+    prior_only: bool = False
+    """a claim on a character metric that its blank twins do not leave standing (blank_twins): a
+    change of the model's prior over the choices, not of knowledge"""
     final: bool = False
     """at the final evaluated step alone (a sensitivity check: never claimed)"""
 
@@ -770,6 +774,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         _decide_family(result, family, contrast, seeds)
         result.notes += unequal_variances(result, family.primary)
         result.notes += seed_interaction(result, family.primary)
+    result.notes += blank_twins(result)
     _aa_checks(result, equivalent, seeds)
     if not result.answer:
         result.answer = _answer(result, contrast)
@@ -861,6 +866,68 @@ def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[s
         f"{1 - level:.2g}): the seed term takes out only its average effect, and {consequence}; "
         "more seeds show whether it is real"
     ]
+
+
+READ = {"char composite": "char composite, read", "char acc": "char acc - blank"}
+"""The character metrics a claim on which is checked against the same metric less the probes'
+blank twins (the same items with the word blanked)"""
+
+
+def blank_twins(result: Analysis) -> list[str]:
+    """A note for each claim on a character metric (READ) whose difference is not there once
+    each probe's blank twin is subtracted: the same comparison on the READ metric, by the plan's
+    variance rule, not in the claim's direction at two-sided p <= alpha (or not testable: no
+    variance); a note too where the twins were not evaluated (the claim unchecked). The
+    blank twin is what the model answers without reading the word (its prior over the choices in
+    the prompt); the items are fixed, so an arm whose prior suits them scores higher on every
+    seed, and the claim is true of these items but not of character knowledge. The claim stays
+    (the plan decides), marked `prior_only`, and the answer says so. Simulated
+    (test_verdict.py): a shift of the prior flags most claims, knowledge few."""
+    notes = []
+    for c in result.comparisons:
+        twin = READ.get(c.metric)
+        if not c.claimed or twin is None or c.aa_check or c.final:
+            continue
+        t = _read_comparison(result, twin, c)
+        if t is None:
+            notes.append(
+                f"{c.metric}: {c.arm}'s claim is not checked against the probes' blank twins, "
+                f"which not every run of {c.arm} and {c.baseline} has evaluated (`eval --tasks "
+                "char_probes` runs them)"
+            )
+            continue
+        held = (
+            t.p is not None
+            and t.p <= result.plan.alpha
+            and np.sign(t.estimate) == np.sign(c.estimate)
+        )
+        if held:
+            continue
+        c.prior_only = True
+        measured = _fmt(t.estimate) + (
+            f" [{_fmt(t.low)}, {_fmt(t.high)}], p = {t.p:.3g}"
+            if t.p is not None
+            else " (no variance: the same answers with and without the word)"
+        )
+        notes.append(
+            f"{c.metric}: {c.arm}'s claimed difference from {c.baseline} ({_fmt(c.estimate)}) is "
+            f"not there once the probes' blank twins are subtracted ({twin}: {measured}): the "
+            "model answers the same without reading the word, so the difference is a change of "
+            "its prior over these items' choices, not of character knowledge"
+        )
+    return notes
+
+
+def _read_comparison(result: Analysis, twin: str, c: Comparison):
+    table = result.tables.get(twin) or {}
+    complete = _complete(table, result.seeds)
+    if c.arm not in complete or c.baseline not in complete or len(complete) < 2:
+        return None
+    y = np.array([[table[a][s] for s in result.seeds] for a in complete])
+    i, b = complete.index(c.arm), complete.index(c.baseline)
+    if result.plan.variance == "baseline_apart":
+        return inference.versus_apart(y, i, b)
+    return inference.versus(inference.fit(y), i, b)
 
 
 def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):
@@ -1112,6 +1179,14 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at familywise "
             f"alpha {plan.alpha}."
         )
+        prior = [c.arm for c in better if c.prior_only]
+        if prior:
+            which = "all of them" if len(prior) == len(better) else ", ".join(prior)
+            answer += (
+                f" But not once the probes' blank twins are subtracted ({which}): the models "
+                "answer alike without reading the word, so this is a change of their prior over "
+                "the choices, not of character knowledge (see the notes)."
+            )
         if worse:
             answer += f" Worse: {listed(worse)}."
         return answer

@@ -75,18 +75,21 @@ def _embedding(key: str):
     return read
 
 
-def _composite(step: dict) -> float | None:
+def _composite(step: dict, read: bool = False) -> float | None:
     """The chance-corrected accuracy (acc - chance) / (1 - chance) of the character probes that
     are not prefix-shaped, averaged, with the embedding probe's input-row letters F1 above its
     control, (F1 - control) / (1 - control), as one more part where it was run: the control is
     its own predictions dealt to the tokens at random (the shuffled-label control in version 1
-    of the probe, which recorded none)."""
+    of the probe, which recorded none). `read`: each probe's part less its blank twin's,
+    (acc - blank) / (1 - chance): what reading the word adds to the model's prior over the
+    choices."""
     parts = []
     for task in CHAR_PROBES:
         acc = _task(task)(step)
-        if acc is None:
+        floor = _task(f"{task}_blank")(step) if read else CHANCE[task]
+        if acc is None or floor is None:
             return None
-        parts.append((acc - CHANCE[task]) / (1 - CHANCE[task]))
+        parts.append((acc - floor) / (1 - CHANCE[task]))
     probe = step["results"].get(EMBEDDING_PROBE) or {}
     f1 = probe.get("input_letters,none")
     control = probe.get(
@@ -193,6 +196,14 @@ def _catalogue() -> dict[str, Metric]:
         "eval",
         _composite,
         "chance-corrected character probes (and embedding probe), averaged",
+    )
+    add(
+        "char composite, read",
+        False,
+        "eval",
+        lambda step: _composite(step, read=True),
+        "char composite with each probe's blank twin in place of chance: what reading the word "
+        "adds to the prior over the choices",
     )
     add(
         "emb letters, in",

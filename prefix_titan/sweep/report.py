@@ -155,6 +155,11 @@ def claim_lines(a: Analysis) -> list[str]:
         f"- **{c.family}**: {c.arm} is {c.direction} than {c.baseline} on {c.metric} "
         f"({_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}], adj. p = "
         f"{c.p_adjusted:.3g}){'' if c.primary else ' (exploratory, after its primary claim)'}"
+        + (
+            " — not once the probes' blank twins are subtracted: a change of prior (notes)"
+            if c.prior_only
+            else ""
+        )
         for c in claims
     ]
 
@@ -384,6 +389,7 @@ def report_json(
                 "direction": c.direction,
                 "primary": c.primary,
                 "aa_check": c.aa_check,
+                "prior_only": c.prior_only,
                 "estimate": c.estimate,
                 "low": c.low,
                 "high": c.high,

@@ -77,7 +77,17 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
             out[name] = math.sqrt(f.sigma2)
     flavors = sorted({f for r in runs if (f := (r["config"].get("model") or {}).get("flavor"))})
     where = f"{plural(len(a.arms), 'arm')} x {plural(len(a.seeds), 'seed')} under {runs_dir}"
-    return out, where, flavors
+    limits = sorted(
+        {
+            n
+            for r in runs
+            for step in (r.get("steps") or {}).values()
+            for n in (step.get("limits") or {}).values()
+            if n
+        },
+        key=str,
+    )
+    return out, where, flavors, limits, a.arms
 
 
 def scale_flavor(scale: str) -> str:
@@ -130,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [n for n in dict(a.effect) if n not in names]
         if unknown:
             p.error(f"--effect names {', '.join(unknown)}; the metrics here: {', '.join(names)}")
-        measured, where, flavors = (
-            measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None, [])
+        measured, where, flavors, limits, measured_arms = (
+            measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None, [], [], [])
         )
     except ValueError as e:
         p.error(str(e))
@@ -186,6 +196,20 @@ def main(argv: list[str] | None = None) -> None:
             f"{a.scale} scale trains {planned}: their training noise is not this scale's, so the "
             f"measured rows hold for the {a.scale} sweep only as far as that noise carries over "
             f"(measure on a few {a.scale} runs to be sure)."
+        )
+    if limits:
+        print(
+            f"Note: the runs under {a.runs_dir} were evaluated on a --limit sample of each "
+            f"task's items ({'; '.join(map(str, limits))}): the measured sd of an evaluated "
+            "metric is that sample's, larger than the whole tasks' the sweep will evaluate "
+            "(by about the square root of the items' ratio where item sampling dominates); "
+            "evaluate without --limit to measure it."
+        )
+    if measured_arms and len(measured_arms) != len(sweep) and not a.arms:
+        print(
+            f"Note: the power is for the {a.scale} sweep of {len(sweep)} arms; the sweep under "
+            f"{a.runs_dir} has {len(measured_arms)} (--arms {' '.join(measured_arms)} plans "
+            "those)."
         )
     print()
     print(

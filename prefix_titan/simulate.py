@@ -172,7 +172,16 @@ def main(argv: list[str] | None = None) -> None:
         help="replace an earlier simulated sweep at --out (never a folder of other runs)",
     )
     p.add_argument("--calibrate", type=int, default=None, metavar="N", help="sweeps per rate")
-    p.add_argument("--effect", type=_effect, action="append", default=None, metavar="ARM:WHAT=V")
+    p.add_argument(
+        "--effect",
+        type=_effect,
+        action="append",
+        default=None,
+        metavar="ARM:WHAT=V",
+        help="a planted effect: V raw accuracy points as a fraction on each task of WHAT (0.05 = "
+        "+5 points; the report's char composite is chance-corrected, each probe's points over 1 - "
+        "its chance: about 1.5 V), or nats for 'val CE'",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--items", type=int, default=None, help="items per task (default: real counts)")
     p.add_argument(

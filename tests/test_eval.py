@@ -415,6 +415,21 @@ def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
     # Each step's table gives the tasks' chance levels (PIQA: two choices), as --model's does.
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| piqa |")]
     assert len(rows) == 2 and all(r.split("|")[4].strip() == "0.5000" for r in rows), rows
+    # Again with one more task: only that one is evaluated (a crashed or widened evaluation
+    # resumes); the curve holds all three.
+    before = (run / "hf" / "step-4" / "eval_items" / "piqa.jsonl").stat().st_mtime_ns
+    curve = evaluate_run(
+        str(run),
+        tasks=["piqa", "arc_easy", "winogrande_debiased"],
+        limit=3,
+        data_dir=str(exported / "data"),
+        dtype="float32",
+    )
+    out = capsys.readouterr().out
+    assert "| piqa |" not in out and out.count("| winogrande_debiased |") == 2, out
+    assert out.count("piqa, arc_easy evaluated already with these settings, kept") == 2
+    assert set(curve[4]) == {"piqa", "arc_easy", "winogrande_debiased"}
+    assert (run / "hf" / "step-4" / "eval_items" / "piqa.jsonl").stat().st_mtime_ns == before
 
 
 class _Request:

@@ -894,7 +894,7 @@ def test_a_sweep_not_yet_evaluated_is_told_how_to_evaluate(tmp_path):
     assert (
         "character knowledge: char composite is not available for every run of label_smoothing "
         "and another arm (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
-        "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, `--tasks char_probes "
-        "char_probes_blank`): nothing compared"
+        "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, `--tasks char_probes`, the "
+        "probes and their blank twins): nothing compared"
     ) in notes
     assert not any(n.startswith("validation CE:") and "evaluated metric" in n for n in notes)

@@ -831,10 +831,11 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     from prefix_titan.power import measured_sds
 
     shutil.rmtree(small / "ce" / "seed2")  # a run that never started
-    sds, where, _ = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, _, limits, measured = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"14 arms x 1 seed under {small}" and sds == {}  # one seed: no variance
+    assert limits == ["30 (the first 30)"] and len(measured) == 14  # a --limit sample
     shutil.rmtree(small / "ce")
-    sds, where, _ = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, *_ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
 
 
@@ -879,7 +880,8 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         assert rows[name][1].strip() == f"{sd:.4f}" and "measured" in rows[name][-1]
         want = inference.detectable(sd, 4, 14, k, ALPHA)
         assert rows[name][2].strip() == f"{want:.4f}"
-    assert "detectable at 4 seeds" in out and "Note:" not in out
+    assert "detectable at 4 seeds" in out and out.count("Note:") == 1
+    assert "evaluated on a --limit sample of each task's items (60 (the first 60))" in out
     from prefix_titan.power import scale_flavor
 
     for record in tmp_path.glob("*/seed*/run_config.json"):  # runs of the smoke scale's model

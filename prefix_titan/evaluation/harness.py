@@ -802,8 +802,17 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
 
 
 def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
+    """Each step exported (unless it is already) and evaluated on the tasks its results do not
+    hold yet with these settings (all of them with `replace`): a run evaluated again, after a
+    crash or with one more task, does the work left."""
     from .export import export, export_run
 
+    tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))
+    settings = evaluation_settings(
+        kwargs.get("limit"),
+        kwargs.get("limit_seed", LIMIT_SEED),
+        kwargs.get("probes") or ProbeOptions(),
+    )
     curve = {}
     for ckpt in steps:
         step = os.path.basename(ckpt)
@@ -825,9 +834,22 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
                     out,
                     checkpoint=ckpt,
                 )
-        results = evaluate(out, **kwargs)
-        curve[int(step[5:])] = results["results"]
-        print(f"step {step[5:]}:\n{table(results)}", flush=True)
+        path = os.path.join(out, EVAL_RESULTS)
+        earlier = {} if kwargs.get("replace") else _earlier(path)
+        same = bool(earlier) and _other_settings(path, earlier, settings) is None
+        done = [t for t in tasks if same and t in (earlier.get("results") or {})]
+        todo = [t for t in tasks if t not in done]
+        if todo:
+            results = evaluate(out, **{**kwargs, "tasks": todo})
+            print(f"step {step[5:]}:\n{table(results)}", flush=True)
+        if done:
+            print(
+                f"step {step[5:]}: {', '.join(done)} evaluated already with these settings, "
+                "kept (--replace evaluates them again)",
+                flush=True,
+            )
+        held = _earlier(path).get("results") or {}
+        curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
     write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)
     print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
     return curve

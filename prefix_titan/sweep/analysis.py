@@ -986,7 +986,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     + (
                         " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
                         "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, "
-                        "`--tasks char_probes char_probes_blank`)"
+                        "`--tasks char_probes`, the probes and their blank twins)"
                         if name in METRICS and metric(name).source == "eval"
                         else " (a validation metric: the runs' metrics logs hold no validation row "
                         "after step 1; a run shorter than validation.freq validates only its "

@@ -310,7 +310,9 @@ def build_prefix_validation_dataloader(
             f"validation.dataset {v.dataset!r} has {len(ds.tokens):,} tokens: {ds.per_rank} "
             f"sequence(s) of validation.seq_len + 1 = {v.seq_len + 1} tokens per data-parallel "
             f"rank ({dp_world_size}), fewer than one batch (validation.local_batch_size = "
-            f"{v.local_batch_size}). Prepare more validation tokens (prepare --val-tokens), or "
+            f"{v.local_batch_size}). Prepare more validation tokens (prepare reads 1 document "
+            "in --val-every as validation, alongside training, up to --val-tokens: where the "
+            "training budget --tokens stopped it first, raise --tokens or lower --val-every), or "
             "lower validation.local_batch_size or validation.seq_len"
         )
     return _loader(ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config)

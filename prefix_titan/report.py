@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.metrics:
         for m in METRICS.values():
             better = "lower" if m.lower_is_better else "higher"
-            print(f"{m.name}: {m.description} ({better} is better)")
+            blank = m.name.endswith(("_blank", ", blank"))  # the model's prior, not a skill
+            said = "a control: read it beside its probe" if blank else f"{better} is better"
+            print(f"{m.name}: {m.description} ({said})")
         return
     if a.runs_dir is None:
         if a.arms and os.path.isdir(a.arms[-1]):

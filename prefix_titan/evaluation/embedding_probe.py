@@ -301,6 +301,15 @@ def table(result: dict) -> str:
             lines.append(f"| {name} | {control} | " + " | ".join(cells) + " |")
     c = result["chance"]
     lines.append(f"| majority | - | {c['letters']:.3f} | {c['first']:.3f} | {c['length']:.3f} |")
+    lines += [
+        "",
+        "Read each trained row against its own 'predictions permuted' row (the probe's answers "
+        "dealt to other tokens: its chance level; the character composite counts letters F1 "
+        "above it) and 'fresh init' (an untrained matrix of that shape). 'majority' is a "
+        "constant guess (every letter 'contained', the commonest first letter or length): a "
+        "fitted probe can score below it where few tokens hold a letter and the probe seldom "
+        "answers 'contained' (macro-F1 rewards the constant), or where it overfits few tokens.",
+    ]
     return "\n".join(lines)
 
 

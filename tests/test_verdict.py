@@ -397,6 +397,9 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     a = analyse(sim.group(runs), PLAN)
     (claim,) = [c for c in a.claims if c.metric == "char composite"]
     assert claim.arm == arm and claim.prior_only
+    probes = [c for c in a.claims if c.metric + "_blank" in CHAR_BLANKS]  # exploratory ones
+    assert probes and all(c.prior_only for c in probes)
+    assert "char_spell - char_spell_blank: +0.0000 (no variance" in "\n".join(a.notes)
     assert f"{claim.arm}'s claimed difference from label_smoothing" in "\n".join(a.notes)
     assert "(no variance: the same answers with and without the word)" in "\n".join(a.notes)
     assert (

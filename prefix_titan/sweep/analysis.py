@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
+from ..evaluation.probes import PROBE_TASKS
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
@@ -724,6 +725,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         result.notes.append(unread)
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
+    wanted |= {less for n in wanted if (less := READ.get(n, (None, None))[1])}  # (blank_twins)
     left_out: dict[str, list[str]] = {}
     absent: dict[str, list[str]] = {}
     for name in sorted(wanted):
@@ -868,9 +870,13 @@ def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[s
     ]
 
 
-READ = {"char composite": "char composite, read", "char acc": "char acc - blank"}
+READ = {
+    "char composite": ("char composite, read", None),
+    "char acc": ("char acc - blank", None),
+    **{t: (t, f"{t}_blank") for t in PROBE_TASKS},
+}
 """The character metrics a claim on which is checked against the same metric less the probes'
-blank twins (the same items with the word blanked)"""
+blank twins (the same items with the word blanked): {metric: (that metric, less this one)}"""
 
 
 def blank_twins(result: Analysis) -> list[str]:
@@ -885,10 +891,11 @@ def blank_twins(result: Analysis) -> list[str]:
     (test_verdict.py): a shift of the prior flags most claims, knowledge few."""
     notes = []
     for c in result.comparisons:
-        twin = READ.get(c.metric)
-        if not c.claimed or twin is None or c.aa_check or c.final:
+        read = READ.get(c.metric)
+        if not c.claimed or read is None or c.aa_check or c.final:
             continue
-        t = _read_comparison(result, twin, c)
+        twin = read[0] if read[1] is None else f"{read[0]} - {read[1]}"
+        t = _read_comparison(result, *read, c)
         if t is None:
             notes.append(
                 f"{c.metric}: {c.arm}'s claim is not checked against the probes' blank twins, "
@@ -918,12 +925,17 @@ def blank_twins(result: Analysis) -> list[str]:
     return notes
 
 
-def _read_comparison(result: Analysis, twin: str, c: Comparison):
-    table = result.tables.get(twin) or {}
+def _read_comparison(result: Analysis, name: str, less: str | None, c: Comparison):
+    table = result.tables.get(name) or {}
     complete = _complete(table, result.seeds)
+    if less is not None:
+        minus = result.tables.get(less) or {}
+        complete = [a for a in complete if a in _complete(minus, result.seeds)]
     if c.arm not in complete or c.baseline not in complete or len(complete) < 2:
         return None
     y = np.array([[table[a][s] for s in result.seeds] for a in complete])
+    if less is not None:
+        y = y - np.array([[minus[a][s] for s in result.seeds] for a in complete])
     i, b = complete.index(c.arm), complete.index(c.baseline)
     if result.plan.variance == "baseline_apart":
         return inference.versus_apart(y, i, b)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -318,3 +319,25 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+HOLD = """
+import sys, time
+from prefix_titan.runs.lock import RunLock
+lock = RunLock(sys.argv[1], command=sys.argv[2]).acquire()
+print("held", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def holding_lock(folder, command="train ce", seconds=60):
+    """A process that takes `folder`'s lock and holds it; returns once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), command, str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = holder.stdout.readline()
+    assert line == "held\n", (line, holder.stderr.read() if holder.poll() is not None else "")
+    return holder

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, embedded_tokenizer_at, train
+from helpers import ROOT, embedded_tokenizer_at, holding_lock, train
 
 from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock
 
@@ -25,28 +25,6 @@ def _job(*overrides, folder=None):
 # -- the writer's lock ---------------------------------------------------------------------------
 
 
-HOLD = """
-import sys, time
-from prefix_titan.runs.lock import RunLock
-lock = RunLock(sys.argv[1], command=sys.argv[2]).acquire()
-print("held", flush=True)
-time.sleep(float(sys.argv[3]))
-"""
-
-
-def _holding(folder, command="train ce", seconds=60):
-    """A process that takes `folder`'s lock and holds it; returns once it holds it."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(folder), command, str(seconds)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = holder.stdout.readline()
-    assert line == "held\n", (line, holder.stderr.read() if holder.poll() is not None else "")
-    return holder
-
-
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     with RunLock(str(tmp_path / "run"), command="train prefix_tau0.5"):
         record = json.loads((tmp_path / "run" / LOCK).read_text())
@@ -55,7 +33,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
             pass
         assert (tmp_path / "run" / LOCK).exists()  # still the outer writer's
     assert not (tmp_path / "run").exists()  # released, with the folder it made (empty)
-    holder = _holding(tmp_path / "run")
+    holder = holding_lock(tmp_path / "run")
     try:  # a live process holds it
         with pytest.raises(
             FolderBusy, match=rf"is being written by pid {holder.pid} on .*train ce"
@@ -67,7 +45,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
 
 
 def test_a_killed_holders_lock_is_taken_over_with_a_warning(tmp_path, capsys):
-    holder = _holding(tmp_path, command="train ce")
+    holder = holding_lock(tmp_path, command="train ce")
     holder.kill()  # SIGKILL: no atexit, no release; the kernel lets go of its flock
     holder.wait()
     assert json.loads((tmp_path / LOCK).read_text())["pid"] == holder.pid  # its record is left
@@ -101,7 +79,7 @@ def test_a_record_without_a_live_holder_is_taken_over_whatever_its_pid(tmp_path,
 def test_a_holder_claiming_this_processs_pid_is_not_taken_for_nesting(tmp_path):
     """A holder in another PID namespace of this host can have this process's pid: the lock
     nests only for the locks this process itself holds."""
-    holder = _holding(tmp_path)
+    holder = holding_lock(tmp_path)
     try:
         (tmp_path / LOCK).write_text(
             json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": "train x"})
@@ -191,7 +169,7 @@ def test_an_evaluation_holds_the_lock_of_the_folder_it_writes_into(tmp_path):
     assert writer_folder(str(inside)) == str(run)
     assert writer_folder(str(outside)) == str(outside)
     for model, held in ((inside, run), (outside, outside)):
-        holder = _holding(held, command="eval --tasks piqa")
+        holder = holding_lock(held, command="eval --tasks piqa")
         try:
             with pytest.raises(FolderBusy, match=r"is being written by .*eval --tasks piqa"):
                 evaluate(str(model), tasks=["hellaswag"])
@@ -492,7 +470,7 @@ def test_a_refused_training_says_so_once_and_leaves_no_folder(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_training_into_a_busy_folder_is_refused_and_changes_nothing(tmp_path):
-    holder = _holding(tmp_path / "run", command="train other arm")
+    holder = holding_lock(tmp_path / "run", command="train other arm")
     try:
         record = (tmp_path / "run" / LOCK).read_text()
         log, losses = train(tmp_path, "--objective.name", "ce", check=False)
@@ -608,7 +586,7 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
     assert not (tmp_path / "sweep").exists()
     held = tmp_path / "sweep" / "ce" / "seed7"
     held.mkdir(parents=True)
-    holder = _holding(held)
+    holder = holding_lock(held)
     try:
         assert main(common) == 2
     finally:

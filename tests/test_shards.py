@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from helpers import holding_lock
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets)
 from prefix_titan.data.corpus import ascii_only
@@ -252,6 +253,14 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
             str(tmp_path / "x"),
             **{**kw, "val_every": 1},
         )
+    holder = holding_lock(tmp_path / "busy", command="prepare --out busy")
+    try:  # another prepare writes there: refused before it reads a document
+        with pytest.raises(ValueError, match=r"is being written by .*prepare --out busy"):
+            prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "busy"), **kw)
+        assert os.listdir(tmp_path / "busy") == [".writer.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
     (tmp_path / "a_file").write_text("")
     for source, tokenizer, out, words in (
         (tmp_path / "nope", embedded_tokenizer_dir, tmp_path / "x", "--source '/"),

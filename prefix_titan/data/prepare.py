@@ -12,6 +12,7 @@ import time
 import zlib
 
 from ..runs.folder import read_json, write_json
+from ..runs.lock import RunLock
 from .corpus import ascii_only, has_text
 from .shards import (
     FORMAT,
@@ -293,120 +294,126 @@ def prepare(
         "shard_tokens": shard_tokens,
     }
     os.makedirs(out, exist_ok=True)
-    if os.path.exists(os.path.join(out, MANIFEST)):
-        raise ValueError(
-            f"{out!r} already holds finished shards ({MANIFEST}); choose another --out"
-        )
-    state_path = os.path.join(out, PROGRESS)
-    state = {
-        "settings": settings,
-        "file": 0,
-        "row": 0,
-        "splits": {},
-        "chars_read": 0,
-        "chars_removed": 0,
-        "docs_read": 0,
-        "docs_empty": 0,
-        "docs_val_over_budget": 0,
-    }
-    if os.path.exists(state_path):
-        state = read_json(state_path, "the record of an unfinished prepare", expect=dict)
-        if not isinstance(state.get("settings"), dict):
+    # one prepare writes into --out at a time: two with other settings would mix their shards
+    with RunLock(out):
+        if os.path.exists(os.path.join(out, MANIFEST)):
             raise ValueError(
-                f"{state_path} is not the record of a prepare (no settings): it is damaged; "
-                f"remove {out} and prepare again"
+                f"{out!r} already holds finished shards ({MANIFEST}); choose another --out"
             )
-        if state["settings"] != settings:
-            changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-            raise ValueError(
-                f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
-                "re-run with the same settings or choose another --out"
-            )
-    writers = {s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS}
-
-    bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
-
-    def commit(processed: list, next_file: int, next_row: int) -> bool:
-        """Write the documents of processed rows (process_rows) in order and record where reading
-        goes on; a budget is checked before each document against what is written, so the splits
-        (and the statistics) depend neither on the batch size nor on the workers, and a resumed
-        run decides identically. True when the training budget is reached (at the document that
-        reaches it, whose successor is next)."""
-        reached = False
-        for f, row, kind, n_read, n_clean, ids in processed:
-            state["docs_read"] += 1
-            state["chars_read"] += n_read
-            state["chars_removed"] += n_read - n_clean
-            if kind == "empty":
-                state["docs_empty"] += 1
-            elif kind == "validation":
-                if writers["validation"].tokens < val_tokens:
-                    writers["validation"].write(ids)
-                else:
-                    state["docs_val_over_budget"] += 1
-            else:
-                writers["train"].write(ids)
-                if writers["train"].tokens >= tokens:
-                    next_file, next_row, reached = f, row + 1, True
-                    break
-        for w in writers.values():
-            w.flush()
-        state.update(
-            file=next_file, row=next_row, splits={s: w.state() for s, w in writers.items()}
-        )
-        write_json(state_path, state, sort_keys=True)
-        bar.update(writers["train"].tokens, len(processed))
-        return reached
-
-    def batches():
-        """(raw rows, file, row to go on from) of batch_docs rows each, and at each file's end."""
-        rows = []
-        for f in range(state["file"], len(files)):
-            for row, doc_id, text in iter_rows(files[f], state["row"] if f == state["file"] else 0):
-                rows.append((f, row, doc_id, text))
-                if len(rows) >= batch_docs:
-                    yield rows, f, row + 1
-                    rows = []
-            yield rows, f + 1, 0
-            rows = []
-
-    done = writers["train"].tokens >= tokens
-    if not done:
-        with _Workers(workers, tokenizer, tokenizer_dir, val_every) as pool:
-            for processed, next_file, next_row in pool.map_in_order(batches()):
-                if commit(processed, next_file, next_row):
-                    break
-    for w in writers.values():
-        w.close()
-    bar.close(writers["train"].tokens)
-
-    manifest = {"format": FORMAT, **settings, "splits": {}}
-    for split, w in writers.items():
-        manifest["splits"][split] = {
-            "tokens": w.tokens,
-            "documents": w.docs,
-            "shards": [
-                {
-                    "name": shard_name(split, i),
-                    "tokens": n,
-                    "crc32": file_crc32(os.path.join(out, shard_name(split, i))),
-                }
-                for i, n in enumerate(w.shards)
-            ],
+        state_path = os.path.join(out, PROGRESS)
+        state = {
+            "settings": settings,
+            "file": 0,
+            "row": 0,
+            "splits": {},
+            "chars_read": 0,
+            "chars_removed": 0,
+            "docs_read": 0,
+            "docs_empty": 0,
+            "docs_val_over_budget": 0,
         }
-    manifest.update(
-        documents_read=state["docs_read"],
-        documents_empty_dropped=state["docs_empty"],
-        documents_validation_over_budget=state["docs_val_over_budget"],
-        characters_read=state["chars_read"],
-        characters_removed=state["chars_removed"],
-        stopped_at={"file": state["file"], "row": state["row"]},
-    )
-    manifest["sha256"] = manifest_sha256(manifest)
-    warn_short_splits(manifest, tokens, val_tokens, out)
-    write_json(os.path.join(out, MANIFEST), manifest, sort_keys=True)
-    os.remove(state_path)
-    return manifest
+        if os.path.exists(state_path):
+            state = read_json(state_path, "the record of an unfinished prepare", expect=dict)
+            if not isinstance(state.get("settings"), dict):
+                raise ValueError(
+                    f"{state_path} is not the record of a prepare (no settings): it is damaged; "
+                    f"remove {out} and prepare again"
+                )
+            if state["settings"] != settings:
+                changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+                raise ValueError(
+                    f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
+                    "re-run with the same settings or choose another --out"
+                )
+        writers = {
+            s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS
+        }
+
+        bar = _Progress(tokens, writers["train"].tokens, enabled=progress)
+
+        def commit(processed: list, next_file: int, next_row: int) -> bool:
+            """Write the documents of processed rows (process_rows) in order and record where reading
+            goes on; a budget is checked before each document against what is written, so the splits
+            (and the statistics) depend neither on the batch size nor on the workers, and a resumed
+            run decides identically. True when the training budget is reached (at the document that
+            reaches it, whose successor is next)."""
+            reached = False
+            for f, row, kind, n_read, n_clean, ids in processed:
+                state["docs_read"] += 1
+                state["chars_read"] += n_read
+                state["chars_removed"] += n_read - n_clean
+                if kind == "empty":
+                    state["docs_empty"] += 1
+                elif kind == "validation":
+                    if writers["validation"].tokens < val_tokens:
+                        writers["validation"].write(ids)
+                    else:
+                        state["docs_val_over_budget"] += 1
+                else:
+                    writers["train"].write(ids)
+                    if writers["train"].tokens >= tokens:
+                        next_file, next_row, reached = f, row + 1, True
+                        break
+            for w in writers.values():
+                w.flush()
+            state.update(
+                file=next_file, row=next_row, splits={s: w.state() for s, w in writers.items()}
+            )
+            write_json(state_path, state, sort_keys=True)
+            bar.update(writers["train"].tokens, len(processed))
+            return reached
+
+        def batches():
+            """(raw rows, file, row to go on from) of batch_docs rows each, and at each file's end."""
+            rows = []
+            for f in range(state["file"], len(files)):
+                for row, doc_id, text in iter_rows(
+                    files[f], state["row"] if f == state["file"] else 0
+                ):
+                    rows.append((f, row, doc_id, text))
+                    if len(rows) >= batch_docs:
+                        yield rows, f, row + 1
+                        rows = []
+                yield rows, f + 1, 0
+                rows = []
+
+        done = writers["train"].tokens >= tokens
+        if not done:
+            with _Workers(workers, tokenizer, tokenizer_dir, val_every) as pool:
+                for processed, next_file, next_row in pool.map_in_order(batches()):
+                    if commit(processed, next_file, next_row):
+                        break
+        for w in writers.values():
+            w.close()
+        bar.close(writers["train"].tokens)
+
+        manifest = {"format": FORMAT, **settings, "splits": {}}
+        for split, w in writers.items():
+            manifest["splits"][split] = {
+                "tokens": w.tokens,
+                "documents": w.docs,
+                "shards": [
+                    {
+                        "name": shard_name(split, i),
+                        "tokens": n,
+                        "crc32": file_crc32(os.path.join(out, shard_name(split, i))),
+                    }
+                    for i, n in enumerate(w.shards)
+                ],
+            }
+        manifest.update(
+            documents_read=state["docs_read"],
+            documents_empty_dropped=state["docs_empty"],
+            documents_validation_over_budget=state["docs_val_over_budget"],
+            characters_read=state["chars_read"],
+            characters_removed=state["chars_removed"],
+            stopped_at={"file": state["file"], "row": state["row"]},
+        )
+        manifest["sha256"] = manifest_sha256(manifest)
+        warn_short_splits(manifest, tokens, val_tokens, out)
+        write_json(os.path.join(out, MANIFEST), manifest, sort_keys=True)
+        os.remove(state_path)
+        return manifest
 
 
 def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:

@@ -92,14 +92,15 @@ def test_a_holder_claiming_this_processs_pid_is_not_taken_for_nesting(tmp_path):
 
 
 RACE = """
-import sys, time
+import os, sys, time
 from prefix_titan.runs.lock import FolderBusy, RunLock
-while time.time() < float(sys.argv[2]):
-    pass
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):  # both start together once both are ready
+    time.sleep(0.001)
 try:
     RunLock(sys.argv[1]).acquire()
     print("held", flush=True)
-    time.sleep(1.5)
+    time.sleep(2)
 except FolderBusy:
     print("refused", flush=True)
 """
@@ -107,22 +108,21 @@ except FolderBusy:
 
 def test_two_writers_starting_together_on_a_left_lock_get_one_lock(tmp_path):
     """Both find the record of a holder that is gone; exactly one of them takes the lock."""
-    import time
-
-    for trial in range(3):
-        folder = tmp_path / str(trial)
+    for trial in range(2):
+        folder, go = tmp_path / str(trial), tmp_path / f"go{trial}"
         folder.mkdir()
         (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
-        start = str(time.time() + 1.0)
         racers = [
             subprocess.Popen(
-                [sys.executable, "-c", RACE, str(folder), start],
+                [sys.executable, "-c", RACE, str(folder), str(go)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
             )
             for _ in range(2)
         ]
+        assert [r.stdout.readline() for r in racers] == ["ready\n", "ready\n"]
+        go.touch()
         outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
         assert outcomes == ["held", "refused"], (trial, outcomes)
 

@@ -254,7 +254,7 @@ def test_a_position_gamma_and_an_import_path_parse_from_the_command_line():
     assert parse(ROOT / "train_configs" / "ce.toml").objective.position_gamma is None
 
 
-def test_position_gamma_refuses_context_parallel():
+def test_position_gamma_refuses_context_parallel_and_document_masking():
     config = parse(
         ROOT / "train_configs" / "ce.toml",
         "--objective.position_gamma",
@@ -263,6 +263,14 @@ def test_position_gamma_refuses_context_parallel():
         "2",
     )
     with pytest.raises(ValueError, match="set parallelism.context_parallel_degree = 1"):
+        check_job_config(config)
+    config = parse(
+        ROOT / "train_configs" / "ce.toml",
+        "--objective.position_gamma",
+        "0.9",
+        "--data.document_mask",
+    )
+    with pytest.raises(ValueError, match="but data.document_mask = true makes each document"):
         check_job_config(config)
 
 

@@ -98,6 +98,19 @@ def test_every_metric_matches_the_dense_reference(odd_texts, mt, spec, seed):
         assert got[key] == pytest.approx(value, abs=tol, rel=1e-5), (key, seed)
 
 
+def test_a_gold_tied_at_the_top_counts_as_its_share_of_a_random_tie_break(odd_texts, mt):
+    """bf16 logits are coarse near the top: a gold tied there with another token is right half
+    the time, not always."""
+    table = build_target_table(odd_texts, SPECS[0])
+    z = torch.zeros(3, table.vocab_size, dtype=torch.bfloat16)
+    y = torch.tensor([5, 6, 7])
+    z[0, 5] = 2.0  # the gold alone at the top: right
+    z[1, 6] = z[1, 9] = 2.0  # tied with one other: half
+    z[2, 3] = 2.0  # another token on top: wrong
+    got = mechanism_metrics(mechanism_sums(z, y, mt, table.tensors("cpu")))
+    assert got["top1"] == pytest.approx((1 + 0.5 + 0) / 3)
+
+
 def test_the_sums_add_over_batches_and_ignore_ignored_tokens(odd_texts, mt):
     table = build_target_table(odd_texts, SPECS[0])
     logits, labels = fresh_logits(table.vocab_size, batch=50, seq=1, ignored=0.2)

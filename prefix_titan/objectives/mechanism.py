@@ -121,7 +121,10 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
     k = keep.double()
     out[LAYOUT["tokens"]] += k.sum()
     out[LAYOUT["ce"]] += (ce.double() * k).sum()
-    correct = (z_gold >= m).double() * k  # top-1: the gold holds the largest logit
+    # top-1: the gold holds the largest logit; tied there with others (bf16 logits are coarse
+    # near the top), it counts as the share a random tie-break gives it
+    tied = (zf == m[:, None]).sum(-1)
+    correct = torch.where(z_gold >= m, 1.0 / tied.double(), 0.0) * k
     out[LAYOUT["top1"]] += correct.sum()
     brier = s2 / (s1 * s1) - 2 * p_gold + 1
     out[LAYOUT["brier"]] += (brier.double() * k).sum()

@@ -356,6 +356,13 @@ def check_job_config(job_config) -> None:
             "objective.position_gamma weights each target by its position in the sequence, but "
             "context parallel shards the sequence: set parallelism.context_parallel_degree = 1"
         )
+    if spec.position_gamma is not None and job_config.data.document_mask:
+        raise ValueError(
+            "objective.position_gamma weights each target by its position in the packed "
+            "training sequence, across document boundaries, but data.document_mask = true makes "
+            "each document an example of its own (its first target would weigh as a late one): "
+            "unset one of them (position weighting within each document is not implemented)"
+        )
     if p.tensor_parallel_degree > 1 and not p.disable_loss_parallel:
         raise ValueError(
             "prefix_titan's loss needs whole-vocabulary logits, but tensor parallel with loss "

@@ -593,3 +593,21 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
         holder.kill()
         holder.wait()
     assert f"ce seed 7: {held} is being written by pid {holder.pid}" in capsys.readouterr().err
+
+
+def test_probes_of_a_run_on_shards_not_found_from_here_are_refused(tmp_path, monkeypatch):
+    """eval --all-checkpoints builds a shard-trained run's probes from its shards' words; where
+    the run's relative shard path is not found from the working directory, it is refused, not
+    built from the embedded corpus (the report compares only runs whose probes were built alike)."""
+    from prefix_titan.evaluation.harness import run_shards
+
+    record = {"training": {"dataset": "fineweb_edu_ascii_tokens", "dataset_path": "./data/s"}}
+    (tmp_path / "data" / "s").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert run_shards(record) == "./data/s"
+    monkeypatch.chdir(tmp_path / "data")
+    with pytest.raises(
+        ValueError, match=r"the run trained on the shards './data/s'.*--probe-words"
+    ):
+        run_shards(record)
+    assert run_shards({"training": {"dataset": "embedded_corpus"}}) is None

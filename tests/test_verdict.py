@@ -416,6 +416,22 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert any("is not checked against the probes' blank twins" in n for n in a.notes)
 
 
+def test_runs_of_one_seed_on_other_placements_are_not_paired():
+    """The initial weights torchtitan draws for a seed depend on the ranks: runs of one seed
+    placed otherwise are refused, naming them; other seeds may be placed otherwise."""
+    runs = sim.simulate(sim.Sweep(items=20, seeds=(1, 2), tasks=TASKS), seed=0)
+    one = {"ranks": 1, "dp_replicate": 1, "dp_shard": 1, "cp": 1, "tp": 1, "pp": 1}
+    for r in runs:
+        r["config"]["placement"] = {**one, "ranks": 2, "dp_shard": 2} if r["seed"] == 2 else one
+    analyse(sim.group(runs), PLAN)  # seed 2 all on 2 ranks: paired
+    odd = next(r for r in runs if r["seed"] == 2 and r["name"] == "ce")
+    odd["config"]["placement"] = one
+    with pytest.raises(ValueError, match="runs of one seed were trained on different") as e:
+        analyse(sim.group(runs), PLAN)
+    assert "seed 2: " in str(e.value) and "ce on 1 rank(s); " in str(e.value)
+    assert "on 2 rank(s) (dp_shard 2)" in str(e.value)
+
+
 # -- the plan --------------------------------------------------------------------------------------
 
 
@@ -680,11 +696,16 @@ def test_runs_evaluated_with_another_limit_or_task_version_are_refused(small):
     path = _results(small / "prefix_tau0.5" / "seed1", 2400)
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "limit": 10}))
-    with pytest.raises(ValueError, match="with different --limits") as e:
+    with pytest.raises(ValueError, match="with a different --limit for some runs") as e:
         report(str(small))
     assert f"{small}/prefix_tau0.5/seed1 step 2400: 10" in str(e.value)
     path.write_text(json.dumps({**data, "versions": {**data["versions"], "piqa": 2}}))
-    with pytest.raises(ValueError, match="piqa was evaluated with different task versions"):
+    with pytest.raises(ValueError, match="piqa was evaluated with a different task version"):
+        report(str(small))
+    # character probes built from other words (another shard folder) than the other runs'
+    probes = {"words_from": "./data/other_shards", "items": 2000, "seed": 1234, "shots": 3}
+    path.write_text(json.dumps({**data, "probes": probes}))
+    with pytest.raises(ValueError, match="char_spell was evaluated with a different probe build"):
         report(str(small))
 
 
@@ -699,7 +720,7 @@ def test_embedding_probes_of_two_versions_are_not_compared(small):
         json.dumps({**data, "versions": {**data["versions"], EMBEDDING_PROBE: VERSION}})
     )
     with pytest.raises(
-        ValueError, match="embedding_probe was evaluated with different task version"
+        ValueError, match="embedding_probe was evaluated with a different task version"
     ):
         report(str(small))
 

@@ -736,14 +736,22 @@ def task_index():
 
 
 def run_shards(record: dict | None) -> str | None:
-    """The shard folder a recorded run trained on, if it trained on shards and the folder is here."""
+    """The shard folder a recorded run trained on (None: it trained on no shards); a folder not
+    found from here is refused (the probes would be built from other words than its arm's
+    other runs were: the report compares only runs whose probes were built alike)."""
     if not record:
         return None
     training = record.get("training", {})
     path = training.get("dataset_path")
-    if training.get("dataset") == "fineweb_edu_ascii_tokens" and path and os.path.isdir(path):
-        return path
-    return None
+    if training.get("dataset") != "fineweb_edu_ascii_tokens" or not path:
+        return None
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"the run trained on the shards {path!r}, which the character probes take their "
+            f"words from, and that folder is not found from here ({os.getcwd()}): run eval "
+            "from the folder the run was trained from, or name the shards with --probe-words DIR"
+        )
+    return path
 
 
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
@@ -779,8 +787,9 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
             )
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
     probes = kwargs.get("probes") or ProbeOptions()
-    shards = run_shards(rc)
-    if probes.words_from is None and shards is not None:
+    probed = any(t in PROBE_TASKS + BLANK_TASKS for t in tasks)
+    shards = run_shards(rc) if probed and probes.words_from is None else None
+    if shards is not None:
         kwargs["probes"] = probes = ProbeOptions(shards, probes.items, probes.seed, probes.shots)
         print(f"character probes: words from the run's training shards {shards}", flush=True)
     steps = complete_steps(folder)

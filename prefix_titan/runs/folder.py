@@ -13,6 +13,9 @@ import tempfile
 
 RUN_CONFIG = "run_config.json"
 """The run's whole job config, written when training starts"""
+PLACEMENT = "placement"
+"""In RUN_CONFIG beside the job config: the ranks and parallel degrees the run trained on (the
+initial weights torchtitan draws for a seed depend on them)"""
 METRICS_LOG = "prefix_metrics.jsonl"
 """One JSON line per logged step (loss, plain CE, lr) and per validation (plain CE)"""
 EVAL_RESULTS = "eval_results.json"

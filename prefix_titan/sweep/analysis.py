@@ -37,7 +37,7 @@ from ..evaluation.probes import PROBE_TASKS
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import METRICS, evaluated_steps, metric, run_value
-from .runs import unpaired
+from .runs import unpaired, unplaced
 
 PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
 CE_EQUIVALENT = 0.99
@@ -610,22 +610,27 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
             f"{', '.join(map(str, steps))} for some runs only; without it: {', '.join(lacking)}. "
             "Run it for every run (eval --tasks embedding_probe) or for none."
         )
-    for what in ("limits", "versions"):
+    for what in ("limits", "versions", "probes"):
         seen: dict[str, dict] = {}
         for r in evaluated:
             for s in steps:
-                values = dict(r["steps"][s][what])
+                values = dict(r["steps"][s].get(what) or {})
                 if what == "versions" and EMBEDDING_PROBE in r["steps"][s]["results"]:
                     values.setdefault(EMBEDDING_PROBE, 1)  # version 1 recorded none
                 for task, value in values.items():
                     seen.setdefault(task, {})[f"{r['folder']} step {s}"] = value
         for task, values in seen.items():
             if len(set(map(str, values.values()))) > 1:
-                name = "--limit" if what == "limits" else "task version"
+                name = {
+                    "limits": "--limit",
+                    "versions": "task version",
+                    "probes": "probe build (--probe-words, --probe-items, --probe-seed, "
+                    "--probe-shots; the run's training shards give the words by default)",
+                }[what]
                 detail = "\n".join(f"  {k}: {v}" for k, v in values.items())
                 raise ValueError(
-                    f"{task} was evaluated with different {name}s, so the runs cannot be "
-                    f"compared on it:\n{detail}\nEvaluate them again with the same {name}."
+                    f"{task} was evaluated with a different {name} for some runs, so the runs "
+                    f"cannot be compared on it:\n{detail}\nEvaluate them again alike."
                 )
     return steps
 
@@ -704,7 +709,7 @@ def _direction(estimate: float, lower_is_better: bool) -> str:
 def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -> Analysis:
     """The plan applied to {arm: {seed: run}} (runs.group_arms), every arm at the same seeds (a
     ValueError says which arm misses which)."""
-    problem = unpaired(runs_by_arm)
+    problem = unpaired(runs_by_arm) or unplaced(runs_by_arm)
     if problem:
         raise ValueError(problem)
     last = plan.checkpoints if last is None else last

@@ -9,12 +9,14 @@ import os
 import re
 
 from ..evaluation.harness import bits_per_byte, read_items
+from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
     METRICS_LOG,
+    PLACEMENT,
     RUN_CONFIG,
     flatten,
     read_export_record,
@@ -91,7 +93,8 @@ def load_run(folder: str) -> dict:
 
     def entry(step: int) -> dict:
         return steps.setdefault(
-            step, {"results": {}, "items": {}, "limits": {}, "versions": {}, "files": {}}
+            step,
+            {"results": {}, "items": {}, "limits": {}, "versions": {}, "probes": {}, "files": {}},
         )
 
     for d, _, files in sorted(os.walk(folder)):
@@ -115,6 +118,8 @@ def load_run(folder: str) -> dict:
                     )
                 e["results"][task] = metrics
                 e["limits"][task] = items_read(data)
+                if task in PROBE_TASKS + BLANK_TASKS:
+                    e["probes"][task] = probes_built(data)
                 e["versions"][task] = (data.get("versions") or {}).get(task)
                 e["files"][task] = path
             e["items"].update(read_items(d))
@@ -253,10 +258,44 @@ def unpaired(seeds_by_arm: dict[str, list]) -> str | None:
     return None
 
 
+def unplaced(runs_by_arm: dict[str, dict]) -> str | None:
+    """Why runs of one seed are not paired though every arm has it: they trained on other
+    placements (ranks and parallel degrees, recorded beside the config), and torchtitan draws the
+    initial weights of a seed differently for each; None where every seed's runs that record one
+    agree."""
+    by_seed: dict = {}
+    for arm, runs in runs_by_arm.items():
+        for seed, run in runs.items():
+            placed = (run.get("config") or {}).get(PLACEMENT)
+            if placed is not None:
+                key = json.dumps(placed, sort_keys=True)
+                by_seed.setdefault(seed, {}).setdefault(key, []).append(arm)
+    odd = {s: p for s, p in by_seed.items() if len(p) > 1}
+    if not odd:
+        return None
+    lines = [
+        f"seed {s}: "
+        + "; ".join(f"{', '.join(arms)} on {_placement(json.loads(k))}" for k, arms in p.items())
+        for s, p in odd.items()
+    ]
+    return (
+        "runs of one seed were trained on different placements, so their initial weights differ "
+        "(torchtitan draws a seed's weights by its ranks and degrees) and they are not paired:\n  "
+        + "\n  ".join(lines)
+        + "\nTrain the odd runs again with the others' placement (`sweep launch --gpus-per-run "
+        "N`, --nnodes), or report the other seeds (--seeds)."
+    )
+
+
+def _placement(p: dict) -> str:
+    degrees = ", ".join(f"{k} {v}" for k, v in p.items() if k != "ranks" and v != 1)
+    return f"{p.get('ranks')} rank(s)" + (f" ({degrees})" if degrees else "")
+
+
 def invariant_violations(runs: list[dict]) -> list[str]:
     """Settings outside the objective (and the seed) that differ between runs, naming the runs:
     the execution settings of [objective] (ObjectiveSpec.execution_fields) count as outside."""
-    flat = [flatten(r["config"]) for r in runs]
+    flat = [flatten({k: v for k, v in r["config"].items() if k != PLACEMENT}) for r in runs]
     shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
     keys = sorted(
         {
@@ -278,6 +317,21 @@ def invariant_violations(runs: list[dict]) -> list[str]:
             ]
             problems.append(f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}")
     return problems
+
+
+def probes_built(results: dict) -> str | None:
+    """How an evaluation built the character probes (the words' source by its folder's name,
+    items, seed, shots), so that runs are compared only on probes built alike; None where the
+    results predate the record."""
+    probes = results.get("probes")
+    if not isinstance(probes, dict):
+        return None
+    words = probes.get("words_from")
+    source = os.path.basename(os.path.normpath(words)) if words else "the embedded corpus"
+    return (
+        f"words from {source}, {probes.get('items')} items, seed {probes.get('seed')}, "
+        f"{probes.get('shots')} shots"
+    )
 
 
 def items_read(results: dict) -> str | None:

@@ -15,6 +15,7 @@ from ..runs.folder import (
     EVALS,
     EXPORTS,
     METRICS_LOG,
+    PLACEMENT,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
     checkpoint_folder_problem,
@@ -442,6 +443,7 @@ def check_resume(job_config) -> None:
             f"{folder}: the run was recorded in {was}; it has moved (or is named from another "
             "folder), and its record is updated"
         )
+    recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
     for r in (recorded, current):
         (r.get("job") or {}).pop("dump_folder", None)
     # A setting added to the package after the run was recorded, left at its default, is no

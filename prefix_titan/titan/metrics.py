@@ -25,6 +25,7 @@ from ..objectives.kernel import bad_labels
 from ..objectives.mechanism import SIZE, mechanism_metrics
 from ..runs.folder import (
     METRICS_LOG,
+    PLACEMENT,
     RUN_CONFIG,
     append_line,
     drop_torn_line,
@@ -135,7 +136,17 @@ class PrefixMetricsProcessor(MetricsProcessor):
         self._record = _is_logging_rank(job_config, parallel_dims)
         if self._record:
             os.makedirs(job_config.job.dump_folder, exist_ok=True)
-            write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), run_record(job_config))
+            record = run_record(job_config)
+            # the ranks and degrees torchtitan resolved: they decide the initial weights drawn
+            # for a seed, so the report pairs only runs placed alike (runs.unplaced)
+            record[PLACEMENT] = {
+                "ranks": parallel_dims.world_size,
+                **{
+                    d: getattr(parallel_dims, d)
+                    for d in ("dp_replicate", "dp_shard", "cp", "tp", "pp")
+                },
+            }
+            write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 
     def _append(self, row: dict) -> None:

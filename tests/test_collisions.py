@@ -611,3 +611,24 @@ def test_probes_of_a_run_on_shards_not_found_from_here_are_refused(tmp_path, mon
     ):
         run_shards(record)
     assert run_shards({"training": {"dataset": "embedded_corpus"}}) is None
+
+
+def test_a_launch_refuses_to_start_runs_of_a_seed_placed_otherwise(tmp_path):
+    """A seed whose runs trained on 2 ranks: a launch giving its other runs 1 rank is refused
+    before it starts them (their initial weights would differ: not paired)."""
+    import argparse
+
+    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.launch import _placed_otherwise, run_folder
+
+    a = argparse.Namespace(
+        arms=["ce", "label_smoothing"], root=ROOT, scale="smoke", sweep_dir=str(tmp_path)
+    )
+    done = ROOT / run_folder(load_config(ROOT, "smoke", "label_smoothing"), 7, str(tmp_path))
+    done.mkdir(parents=True)
+    (done / "run_config.json").write_text(json.dumps({"placement": {"ranks": 2}}))
+    runs, todo = [("ce", 7), ("label_smoothing", 7)], [("ce seed 7", [])]
+    (problem,) = _placed_otherwise(a, runs, todo, 1)
+    assert problem.startswith("seed 7: its runs label_smoothing on 2 ranks were trained on other")
+    assert "launch with their placement" in problem
+    assert _placed_otherwise(a, runs, todo, 2) == []

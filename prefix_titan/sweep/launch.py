@@ -64,7 +64,7 @@ import time
 
 from ..runs.checkpoints import is_complete
 from ..runs.cli import Parser
-from ..runs.folder import RUN_CONFIG
+from ..runs.folder import PLACEMENT, RUN_CONFIG, read_json
 from .configs import SCALES, arms, config_path, file_name, load_config, render
 
 
@@ -326,6 +326,34 @@ def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str |
     return None
 
 
+def _placed_otherwise(a, runs, todo, world: int) -> list[str]:
+    """The runs of a seed this launch starts whose seed has runs trained on another number of
+    ranks (their recorded placement): torchtitan draws a seed's initial weights by it, so the
+    new runs would not be paired with them."""
+    starting = {seed for arm, seed in runs if f"{arm} seed {seed}" in dict(todo)}
+    problems = []
+    for seed in sorted(starting):
+        other = {}
+        for arm in a.arms:
+            record = a.root / run_folder(load_config(a.root, a.scale, arm), seed, a.sweep_dir)
+            record = record / RUN_CONFIG
+            if record.is_file():
+                placed = (read_json(str(record), "the run's record", expect=dict) or {}).get(
+                    PLACEMENT
+                )
+                if isinstance(placed, dict) and placed.get("ranks") not in (None, world):
+                    other[arm] = placed["ranks"]
+        if other:
+            shown = ", ".join(f"{arm} on {n}" for arm, n in other.items())
+            problems.append(
+                f"seed {seed}: its runs {shown} ranks were trained on other placements than the "
+                f"{world} rank(s) this launch gives a run; torchtitan draws a seed's initial "
+                "weights by its ranks, so the runs would not be paired: launch with their "
+                "placement (--gpus-per-run, --nnodes, --nproc-per-node)"
+            )
+    return problems
+
+
 def _refused(a, runs, extra, world: int) -> int:
     """Check every run that would start (preflight); print the refusals and return 2 if any (a
     --dry-run prints them after its plan: what a launch from here would refuse)."""
@@ -335,7 +363,7 @@ def _refused(a, runs, extra, world: int) -> int:
         if not finished(a.root, config, seed, extra, a.sweep_dir):
             args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
             todo.append((f"{arm} seed {seed}", args))
-    problems = preflight(a.root, todo)
+    problems = preflight(a.root, todo) + _placed_otherwise(a, runs, todo, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"

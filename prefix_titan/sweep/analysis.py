@@ -1198,7 +1198,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         )
         prior = [c.arm for c in better if c.prior_only]
         if prior:
-            which = "all of them" if len(prior) == len(better) else ", ".join(prior)
+            which = "any of them" if 2 < len(prior) == len(better) else ", ".join(prior)
             answer += (
                 f" But not once the probes' blank twins are subtracted ({which}): the models "
                 "answer alike without reading the word, so this is a change of their prior over "

@@ -108,6 +108,14 @@ _HELD: set[tuple[int, int]] = set()
 (a second open of the file is another holder to the kernel), so nesting is known here"""
 
 
+def _write_record(fd: int, record: dict) -> None:
+    """The holder's record into a lock file just created (closed after)."""
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def describe(holder: dict) -> str:
     if not holder:
         return "an unknown process (the lock file does not say which)"
@@ -163,10 +171,7 @@ class RunLock:
                     raise
                 self._no_flock_warning(e)
                 if created:  # made here, exclusively: the record's own way of taking it
-                    with os.fdopen(fd, "w") as f:
-                        f.write(json.dumps(record))
-                        f.flush()
-                        os.fsync(f.fileno())
+                    _write_record(fd, record)
                     self.held = True
                     return self
                 os.close(fd)
@@ -274,10 +279,7 @@ class RunLock:
                     return self
                 self._take_over_if_gone(holder)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(record))
-                f.flush()
-                os.fsync(f.fileno())
+            _write_record(fd, record)
             self.held = True
             return self
         raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")

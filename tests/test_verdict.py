@@ -1283,6 +1283,30 @@ def test_a_baseline_far_noisier_than_the_other_arms_is_named(seed, tmp_path):
     assert named[1] <= 0.05 and named[4] >= 0.45, named  # 1% and 69% (5,000 sweeps)
 
 
+def test_a_far_noisier_arm_of_a_trend_is_named_with_what_it_does_to_the_trend(seed, tmp_path):
+    """A trend along tau assumes equal variances too: an arm of it with 8x the sd is named,
+    with the trend's caveat (not a claim's)."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    plan = _one_family_plan(tmp_path, "hellaswag", [])
+    specs = arm_specs()
+    noisy = [s.arm_name() for s in specs].index("prefix_tau2.0")
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(40):
+        shared = rng.normal(size=(1, 3))
+        y = 0.5 + 0.01 * (rng.normal(size=(len(specs), 3)) + shared)
+        y[noisy] = 0.5 + 0.01 * (8 * rng.normal(size=3) + shared[0])
+        a = analyse(_records({"hellaswag": y}, specs), plan)
+        said = [
+            n for n in a.notes if n.startswith("hellaswag: the residual variance of prefix_tau2.0")
+        ]
+        if said and not any(c.arm == "prefix_tau2.0" for c in a.claims):
+            assert "the trend along tau through it assumes equal variances" in said[0]
+        hits += bool(said)
+    assert hits >= 30, hits
+
+
 def _interacting(rng, arms: int, seeds: int, spread: float, seed_sd: float) -> np.ndarray:
     """A table under the null with a seed x arm interaction of rank one: every arm responds to
     each seed's effect (sd `seed_sd` run sds) by its own factor, uniform in 1 -+ `spread`."""

@@ -102,6 +102,21 @@ def calibrate(
                 f"{sim.rate(wrong, sweeps)}; a claim on a metric it leaves alone "
                 f"{sim.rate(other, sweeps)}"
             )
+            prior = sum(
+                any(
+                    c.arm == arm
+                    and c.metric == family.primary
+                    and c.direction == "better"
+                    and c.prior_only
+                    for c in cs
+                )
+                for cs in planted
+            )
+            if what == "char" and hit:  # the planted effect is knowledge: its twins stay put
+                lines.append(
+                    f"  of those claims, marked a change of prior (its blank twins share it): "
+                    f"{sim.rate(prior, hit)}"
+                )
     lines.append(f"({time.time() - start:.0f} s)")
     return "\n".join(lines)
 

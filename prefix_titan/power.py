@@ -70,11 +70,13 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
     if not seeds:
         raise ValueError(f"--from {runs_dir}: no seed has a run of every arm")
     a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan)
-    out = {}
+    out, zero = {}, []
     for name in names:  # the metrics of the plan's families (others keep their defaults)
         f = a.fits.get(name)
         if f is not None and f.df > 0 and f.sigma2 > 0:
             out[name] = math.sqrt(f.sigma2)
+        elif f is not None and f.df > 0:
+            zero.append(name)
     flavors = sorted({f for r in runs if (f := (r["config"].get("model") or {}).get("flavor"))})
     where = f"{plural(len(a.arms), 'arm')} x {plural(len(a.seeds), 'seed')} under {runs_dir}"
     limits = sorted(
@@ -87,7 +89,7 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
         },
         key=str,
     )
-    return out, where, flavors, limits, a.arms
+    return out, where, flavors, limits, a.arms, zero
 
 
 def scale_flavor(scale: str) -> str:
@@ -140,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [n for n in dict(a.effect) if n not in names]
         if unknown:
             p.error(f"--effect names {', '.join(unknown)}; the metrics here: {', '.join(names)}")
-        measured, where, flavors, limits, measured_arms = (
-            measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None, [], [], [])
+        measured, where, flavors, limits, measured_arms, zero = (
+            measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None, [], [], [], [])
         )
     except ValueError as e:
         p.error(str(e))
@@ -196,6 +198,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{a.scale} scale trains {planned}: their training noise is not this scale's, so the "
             f"measured rows hold for the {a.scale} sweep only as far as that noise carries over "
             f"(measure on a few {a.scale} runs to be sure)."
+        )
+    if zero:
+        print(
+            f"Note: the runs under {a.runs_dir} measured no variance of {', '.join(zero)} (each "
+            "arm's difference the same on every seed): those rows keep the published default "
+            "(or none); more seeds, or evaluations on more items, measure it."
         )
     if limits:
         print(

@@ -632,3 +632,30 @@ def test_a_launch_refuses_to_start_runs_of_a_seed_placed_otherwise(tmp_path):
     assert problem.startswith("seed 7: its runs label_smoothing on 2 ranks were trained on other")
     assert "launch with their placement" in problem
     assert _placed_otherwise(a, runs, todo, 2) == []
+
+
+@pytest.mark.slow
+def test_the_launchers_checks_say_when_they_take_over_a_killed_runs_lock(tmp_path, capsys):
+    """The checks before a sweep's runs take over a killed run's lock: its warning is printed
+    by the launcher (the checks' process is its own; its stderr used to be dropped)."""
+    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.launch import preflight, run_folder, train_args
+
+    config = load_config(ROOT, "smoke", "ce")
+    args = train_args("smoke", "ce", config, 7, 1, [], str(tmp_path / "sweep"))
+    held = ROOT / run_folder(config, 7, str(tmp_path / "sweep"))
+    holder = holding_lock(held)
+    holder.kill()
+    holder.wait()
+    assert preflight(ROOT, [("ce seed 7", args)]) == []
+    err = capsys.readouterr().err
+    assert f"[sweep] warning: {held / LOCK} was left by pid {holder.pid}" in err
+    assert "taking it over" in err
+
+
+def test_the_lock_names_its_holders_command_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["python -m prefix_titan.train", "--job.config_file", "x"])
+    assert RunLock(str(tmp_path)).command == "python -m prefix_titan.train --job.config_file x"
+    monkeypatch.setattr(sys, "argv", ["/repo/prefix_titan/eval.py", "--model", "m"])
+    name = os.path.basename(sys.executable)
+    assert RunLock(str(tmp_path)).command == f"{name} /repo/prefix_titan/eval.py --model m"

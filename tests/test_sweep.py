@@ -666,6 +666,12 @@ def test_a_failed_run_says_why_in_the_launch_log(tmp_path, capsys):
     log.write_text(traceback + "torch.distributed.elastic...ChildFailedError:\n")
     assert failure_reason(log) == "ValueError: bad"
     assert failure_reason(log, start=log.stat().st_size) is None  # nothing written: no reason
+    killed = (  # torchrun's summary of a worker killed by a signal (kill -9, out of memory)
+        "[W] traceback : Signal 9 (SIGKILL) received by PID 28436\n"
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+    )
+    log.write_text(killed)
+    assert failure_reason(log) == "Signal 9 (SIGKILL) received by PID 28436"
 
 
 def test_a_plan_on_the_cpu_says_how_many_runs_go_at_once(monkeypatch):

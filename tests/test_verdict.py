@@ -402,6 +402,8 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert "char_spell - char_spell_blank: +0.0000 (no variance" in "\n".join(a.notes)
     assert f"{claim.arm}'s claimed difference from label_smoothing" in "\n".join(a.notes)
     assert "(no variance: the same answers with and without the word)" in "\n".join(a.notes)
+    (note,) = [n for n in a.notes if n.startswith("char acc - blank is 0 on every seed for ")]
+    assert all(arm in note for arm in a.arms) and "measure the models' prior" in note
     assert (
         a.answer.startswith("Yes, on char composite")
         and "But not once the probes' blank" in a.answer
@@ -855,7 +857,7 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     from prefix_titan.power import measured_sds
 
     shutil.rmtree(small / "ce" / "seed2")  # a run that never started
-    sds, where, _, limits, measured = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, _, limits, measured, _ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"14 arms x 1 seed under {small}" and sds == {}  # one seed: no variance
     assert limits == ["30 (the first 30)"] and len(measured) == 14  # a --limit sample
     shutil.rmtree(small / "ce")
@@ -916,6 +918,15 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         f"Note: the runs under {tmp_path} trained model.flavor {scale_flavor('smoke')}, the pilot "
         f"scale trains {scale_flavor('pilot')}: their training noise is not this scale's"
     ) in capsys.readouterr().out
+    for path in tmp_path.glob("*/seed*/hf/step-*/eval_results.json"):  # hellaswag alike in all
+        data = json.loads(path.read_text())
+        data["results"]["hellaswag"] = {**data["results"]["hellaswag"], "acc_norm,none": 0.3}
+        path.write_text(json.dumps(data))
+    main(["--seeds", "4", "--from", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert f"Note: the runs under {tmp_path} measured no variance of hellaswag" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("| hellaswag |")]
+    assert "binomial SE" in row  # the published default, said
 
 
 def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, capsys):
@@ -1305,6 +1316,19 @@ def test_a_far_noisier_arm_of_a_trend_is_named_with_what_it_does_to_the_trend(se
             assert "the trend along tau through it assumes equal variances" in said[0]
         hits += bool(said)
     assert hits >= 30, hits
+
+
+def test_a_primary_without_residual_variance_is_no_claim_not_no_difference(tmp_path):
+    """Every arm differs from the baseline by the same amount on every seed: nothing can be
+    tested, and the answer says so (it used to say "No difference found")."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    plan = _one_family_plan(tmp_path, "hellaswag", [])
+    specs = arm_specs()
+    y = 0.5 + 0.01 * np.arange(len(specs))[:, None] + 0.02 * np.array([[0.0, 1.0, -1.0]])
+    a = analyse(_records({"hellaswag": y}, specs), plan)
+    assert a.answer.startswith("No claim: on hellaswag every arm compared differs from")
+    assert any("hellaswag has no residual variance" in n for n in a.notes)
 
 
 def _interacting(rng, arms: int, seeds: int, spread: float, seed_sd: float) -> np.ndarray:

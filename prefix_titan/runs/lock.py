@@ -133,7 +133,15 @@ class RunLock:
     def __init__(self, folder: str, command: str | None = None):
         self.folder = folder
         self.path = os.path.join(folder, LOCK)
-        self.command = command or " ".join([os.path.basename(sys.executable), *sys.argv])
+        argv = (
+            sys.argv
+            if sys.argv[0].startswith("python")
+            else [
+                os.path.basename(sys.executable),
+                *sys.argv,
+            ]
+        )  # (prefix_titan.train names itself "python -m prefix_titan.train")
+        self.command = command or " ".join(argv)
         self.held = False
         self.created: list[str] = []
         self.fd: int | None = None
@@ -253,8 +261,8 @@ class RunLock:
         )
         return (
             f"{self.folder} is being written by {describe(holder)}{where}. Two writers would mix "
-            "their checkpoints, records and logs: wait for it to finish, or give this one another "
-            "folder (job.dump_folder / --out)."
+            "their checkpoints, records, results and logs: wait for it to finish, or write "
+            "elsewhere (a training: another job.dump_folder; an export: another --out)."
         )
 
     def _no_flock_warning(self, why: OSError) -> None:

@@ -781,7 +781,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         _decide_family(result, family, contrast, seeds)
         result.notes += unequal_variances(result, family.primary)
         result.notes += seed_interaction(result, family.primary)
-    result.notes += blank_twins(result)
+    result.notes += blank_twins(result) + unread_words(result)
     _aa_checks(result, equivalent, seeds)
     if not result.answer:
         result.answer = _answer(result, contrast)
@@ -942,6 +942,37 @@ def blank_twins(result: Analysis) -> list[str]:
     return notes
 
 
+def unread_words(result: Analysis) -> list[str]:
+    """Notes on the arms whose probes the word does not move: `char acc - blank` 0 on every seed
+    (each probe answered as its blank twin) or its 95% interval over seeds around 0. Their
+    character probes measure the model's prior over the choices, whatever the comparisons say."""
+    from .stats import t_interval
+
+    table = result.tables.get("char acc - blank") or {}
+    zero, around = [], []
+    for arm in result.arms:
+        values = list((table.get(arm) or {}).values())
+        if len(values) < 2:
+            continue
+        if all(abs(v) < 1e-12 for v in values):
+            zero.append(arm)
+        elif not t_interval(values).excludes_zero:
+            around.append(arm)
+    notes = []
+    if zero:
+        notes.append(
+            f"char acc - blank is 0 on every seed for {', '.join(zero)}: each probe answered "
+            "exactly as its blank twin (the same items, the word blanked), so their character "
+            "probes measure the models' prior over the choices, not what they read in the word"
+        )
+    if around:
+        notes.append(
+            f"char acc - blank's 95% interval over seeds covers 0 for {', '.join(around)}: "
+            "reading the word adds nothing measurable to their probes' answers"
+        )
+    return notes
+
+
 def _read_comparison(result: Analysis, name: str, less: str | None, c: Comparison):
     table = result.tables.get(name) or {}
     complete = _complete(table, result.seeds)
@@ -1033,6 +1064,12 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
             gated.extend(rows)
             continue
         primaries = rows
+        if rows and len(seeds) > 1 and all(c.p is None for c in rows):
+            result.notes.append(
+                f"{family.name}: {name} has no residual variance (each arm's difference from "
+                f"{baseline} is the same on every seed: the runs answered alike, or too few items "
+                "moved): no interval, nothing tested"
+            )
         _trends(result, family, name, f, complete)
         f1, complete1 = _fit_for(result, name, seeds, final=True)
         if f1 is not None and baseline in complete1:
@@ -1191,6 +1228,12 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         return (
             f"No claim: {family.primary} is not measured on every seed of {plan.baseline} and "
             f"another arm, so nothing was compared (see the notes)."
+        )
+    if len(result.seeds) > 1 and all(c.p is None for c in primary):
+        return (
+            f"No claim: on {family.primary} every arm compared differs from {plan.baseline} by "
+            "the same amount on every seed (no residual variance), so no difference could be "
+            "tested (see the notes)."
         )
     claims = [c for c in primary if c.claimed]  # the final step alone is never claimed
     better = [c for c in claims if c.direction == "better"]

@@ -179,6 +179,9 @@ def preflight(root, runs: list[tuple[str, list[str]]]) -> list[str]:
     if out.returncode != 0:
         tail = "\n    ".join(out.stderr.strip().splitlines()[-5:])
         return [f"the checks before the runs could not run (exit {out.returncode}):\n    {tail}"]
+    for line in out.stderr.splitlines():  # e.g. a killed run's lock taken over: said here
+        if line.startswith("warning: "):
+            print(f"[sweep] {line}", file=sys.stderr, flush=True)
     return json.loads(out.stdout)
 
 
@@ -310,14 +313,19 @@ def cpu_placement(runs_at_once: int) -> str:
 
 def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str | None:
     """The line of a failed run's log (from byte `start`) that says why it ended: its refusal
-    (`error: ...`, titan/refusal.py) or the last exception line of a traceback; None if neither."""
+    (`error: ...`, titan/refusal.py), the signal torchrun says killed it, or the last exception
+    line of a traceback; None if none."""
     try:
         with open(log, "rb") as f:
             f.seek(start)
             lines = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return None
-    for pattern in (r"error: (.+)", r"((?:\w+\.)*\w*(?:Error|Exception|Interrupt): .+)"):
+    for pattern in (
+        r"error: (.+)",
+        r".*(Signal \d+ \(SIG\w+\) received by PID \d+)",
+        r"((?:\w+\.)*\w*(?:Error|Exception|Interrupt): .+)",
+    ):
         for line in reversed(lines):
             line = re.sub(r"^\[(?:default)?(?:rank)?\d+\]:\s*", "", line.strip())
             if m := re.match(pattern, line):

@@ -50,7 +50,16 @@ def reference(logits, labels, texts, table, gamma):
     )
     objective, _ = reference_loss(logits, labels, table, gamma, dtype=torch.float64)
     gold_mass = table.dense(y).double()[torch.arange(n), y]
+    support = [  # the target's other sparse entries: ids of positive weight besides the gold
+        {int(v) for v, w in zip(table.idx[g], table.weight[g]) if w > 0 and int(v) != g}
+        for g in y.tolist()
+    ]
     out = {
+        "support_mass": float(
+            torch.tensor([float(sum((p[i, v] for v in s), 0.0)) for i, s in enumerate(support)])
+            .double()
+            .mean()
+        ),
         "target_gold_mass": float(gold_mass.mean()),
         "implied_ce": float(-torch.log(gold_mass).mean()),
         "ce": float(ce.mean()),

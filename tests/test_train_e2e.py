@@ -153,6 +153,7 @@ def test_two_ranks_match_one_rank(tmp_path):
         log_rows = (tmp_path / name / "prefix_metrics.jsonl").read_text().splitlines()
         rows[name] = next(r for r in map(json.loads, log_rows) if "validation_top1" in r)
     assert len(rows["one"]) >= 14 and set(rows["one"]) == set(rows["two"])
+    assert 0 < rows["one"]["validation_support_mass"] < 1  # the prefix arm's own support
     for key, value in rows["one"].items():
         assert rows["two"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 

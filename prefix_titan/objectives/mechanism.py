@@ -44,6 +44,7 @@ _SCALARS = (
     "prefix_mass",
     "target_gold_mass",
     "implied_ce",
+    "support_mass",
 )
 
 
@@ -137,6 +138,11 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
         if row_weight is not None:
             objective = objective * row_weight
         out[LAYOUT["objective"]] += (objective.double() * k).sum()
+        # the model's probability on the target's other sparse entries (the family's own
+        # support: a prefix family's strict prefixes, a suffix family's suffixes, ...)
+        others = (table.idx[y] != y[:, None]) & (table.weight[y] > 0)
+        own = torch.exp(zf.gather(1, table.idx[y]) - lse[:, None]) * others
+        out[LAYOUT["support_mass"]] += (own.sum(-1).double() * k).sum()
         gold_mass = table.target_at_idx[y, 0].double()  # column 0 holds the gold id
         out[LAYOUT["target_gold_mass"]] += (gold_mass * k).sum()
         out[LAYOUT["implied_ce"]] += (-torch.log(gold_mass.clamp_min(1e-300)) * k).sum()
@@ -215,7 +221,8 @@ def ece(counts: torch.Tensor, conf: torch.Tensor, correct: torch.Tensor, bins: i
 
 def mechanism_metrics(stats: torch.Tensor, objective: bool = True) -> dict[str, float]:
     """Means of a LAYOUT vector: {"ce", "ce_len_<bucket>", "ce_set_<bucket>", "prefix_mass",
-    "top1", "brier", "ece", and "objective" where a table was given}."""
+    "top1", "brier", "ece", and "objective", "target_gold_mass", "implied_ce", "support_mass"
+    where a table was given}."""
     s = stats.double().cpu()
     n = float(s[LAYOUT["tokens"]])
     if n == 0:
@@ -226,7 +233,9 @@ def mechanism_metrics(stats: torch.Tensor, objective: bool = True) -> dict[str, 
 
     out = {k: mean(k) for k in ("ce", "prefix_mass", "top1", "brier")}
     if objective:
-        out.update({k: mean(k) for k in ("objective", "target_gold_mass", "implied_ce")})
+        out.update(
+            {k: mean(k) for k in ("objective", "target_gold_mass", "implied_ce", "support_mass")}
+        )
     for name, labels in (("len", LENGTHS), ("set", PREFIX_SETS)):
         key = "length" if name == "len" else "set"
         tokens, ce = s[LAYOUT[f"{key}_tokens"]], s[LAYOUT[f"{key}_ce"]]

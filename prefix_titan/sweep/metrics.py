@@ -131,6 +131,12 @@ def _catalogue() -> dict[str, Metric]:
     )
     for key, name, lower, what in (
         ("validation_prefix_mass", "val prefix mass", False, "probability on the gold's prefixes"),
+        (
+            "validation_support_mass",
+            "val support mass",
+            False,
+            "probability on the target's other sparse entries (its family's own support)",
+        ),
         ("validation_top1", "val top1", False, "validation top-1 accuracy"),
         ("validation_ece", "val ECE", True, "validation expected calibration error"),
         ("validation_brier", "val Brier", True, "validation Brier score"),

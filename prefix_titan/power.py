@@ -19,6 +19,7 @@ import argparse
 import math
 import os
 import sys
+from typing import NamedTuple
 
 from .evaluation.harness import DEFAULT_TASKS
 from .runs.cli import Parser
@@ -60,7 +61,23 @@ def _effect(text: str) -> tuple[str, float]:
     return name.strip(), effect
 
 
-def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float], str]:
+class Measured(NamedTuple):
+    """What a finished sweep says of the power rows (measured_sds)."""
+
+    sds: dict[str, float]
+    """{metric: the pooled residual sd}, where the sweep measured one"""
+    where: str | None
+    """the sweep, in words (arms x seeds under its folder)"""
+    flavors: list[str]
+    """the model flavors its runs trained"""
+    limits: list
+    """the --limit samples its evaluations read (none: whole tasks)"""
+    arms: list[str]
+    zero: list[str]
+    """the metrics it measured no variance of (the published default kept)"""
+
+
+def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
     """The pooled residual sd of each metric in a finished sweep (the report's own fit), over
     the seeds every arm has (a run missing elsewhere leaves its seed out)."""
     from .sweep.runs import complete_seeds, find_runs, group_arms
@@ -89,7 +106,7 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> tuple[dict[str, float
         },
         key=str,
     )
-    return out, where, flavors, limits, a.arms, zero
+    return Measured(out, where, flavors, limits, a.arms, zero)
 
 
 def scale_flavor(scale: str) -> str:
@@ -143,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             p.error(f"--effect names {', '.join(unknown)}; the metrics here: {', '.join(names)}")
         measured, where, flavors, limits, measured_arms, zero = (
-            measured_sds(a.runs_dir, plan, names) if a.runs_dir else ({}, None, [], [], [], [])
+            measured_sds(a.runs_dir, plan, names)
+            if a.runs_dir
+            else Measured({}, None, [], [], [], [])
         )
     except ValueError as e:
         p.error(str(e))

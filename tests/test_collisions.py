@@ -627,11 +627,10 @@ def test_a_launch_refuses_to_start_runs_of_a_seed_placed_otherwise(tmp_path):
     done = ROOT / run_folder(load_config(ROOT, "smoke", "label_smoothing"), 7, str(tmp_path))
     done.mkdir(parents=True)
     (done / "run_config.json").write_text(json.dumps({"placement": {"ranks": 2}}))
-    runs, todo = [("ce", 7), ("label_smoothing", 7)], [("ce seed 7", [])]
-    (problem,) = _placed_otherwise(a, runs, todo, 1)
+    (problem,) = _placed_otherwise(a, {7}, 1)
     assert problem.startswith("seed 7: its runs label_smoothing on 2 ranks were trained on other")
     assert "launch with their placement" in problem
-    assert _placed_otherwise(a, runs, todo, 2) == []
+    assert _placed_otherwise(a, {7}, 2) == []
 
 
 @pytest.mark.slow

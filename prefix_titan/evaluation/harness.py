@@ -211,18 +211,62 @@ def evaluate(
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
     with RunLock(writer_folder(model_dir)):
-        return _evaluate(
-            model_dir,
-            tasks,
-            limit,
-            data_dir,
-            batch_size,
-            dtype,
-            task_manager,
-            probes,
-            limit_seed,
-            replace,
-        )
+        if limit is not None and limit < 1:
+            raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
+        tasks = expand(tasks)
+        probe_embeddings = EMBEDDING_PROBE in tasks
+        harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
+        task_manager = task_manager or task_index()
+        check_tasks(harness_tasks, task_manager.all_tasks)
+        if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
+            # Imported here: torch brings tqdm, which reads TQDM_DISABLE once (eval.quiet).
+            from .embedding_probe import VERSION as PROBE_VERSION
+            from .embedding_probe import flat_results, hf_matrices, probe_matrices
+
+            matrices = hf_matrices(model_dir)
+        for task in harness_tasks if data_dir is not None else []:  # before the work: local_files
+            if task not in PROBE_TASKS + BLANK_TASKS:
+                data_file(data_dir, task)
+        settings = evaluation_settings(limit, limit_seed, probes)
+        if not replace:  # before anything is evaluated: its results and their copy with the run
+            filed = filed_dir(model_dir)
+            folders = [model_dir, *([filed] if filed else [])]
+            refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings)
+        out = {"results": {}, "samples": {}}
+        if harness_tasks:
+            out = _harness(
+                model_dir,
+                harness_tasks,
+                limit,
+                data_dir,
+                batch_size,
+                dtype,
+                task_manager,
+                probes,
+                limit_seed,
+            )
+        if probe_embeddings:
+            texts = token_texts(model_dir, matrices["input"].shape[0])
+            out["results"][EMBEDDING_PROBE] = flat_results(probe_matrices(matrices, texts))
+            out.setdefault("versions", {})[EMBEDDING_PROBE] = PROBE_VERSION
+        results = {
+            "model": model_dir,
+            "tasks": tasks,
+            **settings,
+            "results": out["results"],
+            "versions": out.get("versions", {}),
+            "n_samples": out.get("n-samples", {}),
+        }
+        # The per-item files first: the results file, written last, says the evaluation finished.
+        items = {
+            task: item_outcomes(samples, task) for task, samples in out.get("samples", {}).items()
+        }
+        results["chance"] = {task: chance_level(rows) for task, rows in items.items()}
+        written = write_evaluation(model_dir, results, items, replace)
+        file_with_run(model_dir, written, items, replace)
+        # (for the printed table: tasks without lm-eval's bits_per_byte have it from their items)
+        results["bits_per_byte"] = {task: bits_per_byte(rows) for task, rows in items.items()}
+        return results
 
 
 def writer_folder(model_dir: str) -> str:
@@ -231,70 +275,12 @@ def writer_folder(model_dir: str) -> str:
     another evaluation of the run writes there too), else the model folder's own."""
     source = read_export_record(model_dir)
     run_dir = source and source["run_dir"]
-    if run_dir and os.path.abspath(model_dir).startswith(
-        os.path.join(os.path.abspath(run_dir), "")
-    ):
-        return run_dir
-    return model_dir
+    return run_dir if run_dir and _inside(model_dir, run_dir) else model_dir
 
 
-def _evaluate(
-    model_dir, tasks, limit, data_dir, batch_size, dtype, task_manager, probes, limit_seed, replace
-) -> dict:
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
-    tasks = expand(tasks)
-    probe_embeddings = EMBEDDING_PROBE in tasks
-    harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
-    task_manager = task_manager or task_index()
-    check_tasks(harness_tasks, task_manager.all_tasks)
-    if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
-        # Imported here: torch brings tqdm, which reads TQDM_DISABLE once (eval.quiet).
-        from .embedding_probe import VERSION as PROBE_VERSION
-        from .embedding_probe import flat_results, hf_matrices, probe_matrices
-
-        matrices = hf_matrices(model_dir)
-    for task in harness_tasks if data_dir is not None else []:  # before the work: local_files
-        if task not in PROBE_TASKS + BLANK_TASKS:
-            data_file(data_dir, task)
-    settings = evaluation_settings(limit, limit_seed, probes)
-    if not replace:  # before anything is evaluated: its results and their copy with the run
-        filed = filed_dir(model_dir)
-        folders = [model_dir, *([filed] if filed else [])]
-        refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings)
-    out = {"results": {}, "samples": {}}
-    if harness_tasks:
-        out = _harness(
-            model_dir,
-            harness_tasks,
-            limit,
-            data_dir,
-            batch_size,
-            dtype,
-            task_manager,
-            probes,
-            limit_seed,
-        )
-    if probe_embeddings:
-        texts = token_texts(model_dir, matrices["input"].shape[0])
-        out["results"][EMBEDDING_PROBE] = flat_results(probe_matrices(matrices, texts))
-        out.setdefault("versions", {})[EMBEDDING_PROBE] = PROBE_VERSION
-    results = {
-        "model": model_dir,
-        "tasks": tasks,
-        **settings,
-        "results": out["results"],
-        "versions": out.get("versions", {}),
-        "n_samples": out.get("n-samples", {}),
-    }
-    # The per-item files first: the results file, written last, says the evaluation finished.
-    items = {task: item_outcomes(samples, task) for task, samples in out.get("samples", {}).items()}
-    results["chance"] = {task: chance_level(rows) for task, rows in items.items()}
-    written = write_evaluation(model_dir, results, items, replace)
-    file_with_run(model_dir, written, items, replace)
-    # (for the printed table: tasks without lm-eval's bits_per_byte have it from their items)
-    results["bits_per_byte"] = {task: bits_per_byte(rows) for task, rows in items.items()}
-    return results
+def _inside(model_dir: str, run_dir: str) -> bool:
+    """Whether the model folder lies inside the run folder (RUN/hf/step-N)."""
+    return os.path.abspath(model_dir).startswith(os.path.join(os.path.abspath(run_dir), ""))
 
 
 def evaluation_settings(limit: int | None, limit_seed: int, probes: ProbeOptions) -> dict:
@@ -646,9 +632,7 @@ def filed_dir(model_dir: str) -> str | None:
     if source is None or source["run_dir"] is None:  # no record, or exported from no run
         return None
     run_dir, step = source["run_dir"], source.get("step")
-    if not os.path.isdir(run_dir) or os.path.abspath(model_dir).startswith(
-        os.path.join(run_dir, "")
-    ):
+    if not os.path.isdir(run_dir) or _inside(model_dir, run_dir):
         return None
     return os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
 

@@ -109,11 +109,11 @@ _HELD: set[tuple[int, int]] = set()
 
 
 def _write_record(fd: int, record: dict) -> None:
-    """The holder's record into a lock file just created (closed after)."""
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(record))
-        f.flush()
-        os.fsync(f.fileno())
+    """The holder's record in place of what the lock file held, flushed to disk (fd stays open)."""
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(record).encode())
+    os.fsync(fd)
 
 
 def describe(holder: dict) -> str:
@@ -180,6 +180,7 @@ class RunLock:
                 self._no_flock_warning(e)
                 if created:  # made here, exclusively: the record's own way of taking it
                     _write_record(fd, record)
+                    os.close(fd)
                     self.held = True
                     return self
                 os.close(fd)
@@ -193,10 +194,7 @@ class RunLock:
                 continue
             try:
                 self._take_over(_read_all(fd))
-                os.ftruncate(fd, 0)
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, json.dumps(record).encode())
-                os.fsync(fd)
+                _write_record(fd, record)
             except BaseException:
                 os.close(fd)
                 raise
@@ -288,6 +286,7 @@ class RunLock:
                 self._take_over_if_gone(holder)
                 continue
             _write_record(fd, record)
+            os.close(fd)
             self.held = True
             return self
         raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")

@@ -985,9 +985,7 @@ def _read_comparison(result: Analysis, name: str, less: str | None, c: Compariso
     if less is not None:
         y = y - np.array([[minus[a][s] for s in result.seeds] for a in complete])
     i, b = complete.index(c.arm), complete.index(c.baseline)
-    if result.plan.variance == "baseline_apart":
-        return inference.versus_apart(y, i, b)
-    return inference.versus(inference.fit(y), i, b)
+    return _arm_test(inference.fit(y), i, b, result.plan.variance)
 
 
 def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):
@@ -1001,17 +999,20 @@ def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):
     return f, complete
 
 
+def _arm_test(f: inference.Fit, arm: int, baseline: int, variance: str) -> inference.Test:
+    """arm - baseline in the fit `f`, its error by the plan's `variance` rule."""
+    if variance == "baseline_apart":
+        return inference.versus_apart(f.y, arm, baseline)
+    return inference.versus(f, arm, baseline)
+
+
 def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Comparison]:
     """Each of `arms` (those measured) against the baseline, Holm over them; the error by the
     plan's `variance` rule."""
     rows = []
     for arm in arms:
         if arm in complete:
-            i, b = complete.index(arm), complete.index(baseline)
-            if variance == "baseline_apart":
-                t = inference.versus_apart(f.y, i, b)
-            else:
-                t = inference.versus(f, i, b)
+            t = _arm_test(f, complete.index(arm), complete.index(baseline), variance)
             rows.append(
                 Comparison(
                     arm=arm,

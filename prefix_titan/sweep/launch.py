@@ -334,11 +334,10 @@ def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str |
     return None
 
 
-def _placed_otherwise(a, runs, todo, world: int) -> list[str]:
-    """The runs of a seed this launch starts whose seed has runs trained on another number of
-    ranks (their recorded placement): torchtitan draws a seed's initial weights by it, so the
+def _placed_otherwise(a, starting: set, world: int) -> list[str]:
+    """The seeds this launch starts runs of (`starting`) that have runs trained on another number
+    of ranks (their recorded placement): torchtitan draws a seed's initial weights by it, so the
     new runs would not be paired with them."""
-    starting = {seed for arm, seed in runs if f"{arm} seed {seed}" in dict(todo)}
     problems = []
     for seed in sorted(starting):
         other = {}
@@ -346,9 +345,7 @@ def _placed_otherwise(a, runs, todo, world: int) -> list[str]:
             record = a.root / run_folder(load_config(a.root, a.scale, arm), seed, a.sweep_dir)
             record = record / RUN_CONFIG
             if record.is_file():
-                placed = (read_json(str(record), "the run's record", expect=dict) or {}).get(
-                    PLACEMENT
-                )
+                placed = read_json(str(record), "the run's record", expect=dict).get(PLACEMENT)
                 if isinstance(placed, dict) and placed.get("ranks") not in (None, world):
                     other[arm] = placed["ranks"]
         if other:
@@ -365,13 +362,14 @@ def _placed_otherwise(a, runs, todo, world: int) -> list[str]:
 def _refused(a, runs, extra, world: int) -> int:
     """Check every run that would start (preflight); print the refusals and return 2 if any (a
     --dry-run prints them after its plan: what a launch from here would refuse)."""
-    todo = []
+    todo, starting = [], set()
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
         if not finished(a.root, config, seed, extra, a.sweep_dir):
             args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
             todo.append((f"{arm} seed {seed}", args))
-    problems = preflight(a.root, todo) + _placed_otherwise(a, runs, todo, world)
+            starting.add(seed)
+    problems = preflight(a.root, todo) + _placed_otherwise(a, starting, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"

@@ -839,7 +839,8 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
         if arm not in claimed and arm != result.plan.baseline:
             return (
                 f"the trend along {result.plan.axis} through it assumes equal variances, and its "
-                "p may be too small (trends are reported, not claimed)"
+                "pooled p may be too small: read its per-seed p, which does not (trends are "
+                "reported, not claimed)"
             )
         if arm != result.plan.baseline:
             return "its comparison assumes equal variances and may claim more often than alpha"
@@ -1121,7 +1122,9 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
             continue
         if result.plan.axis_scale == "log":
             x = [math.log(v) for v in x]
-        t = inference.trend(f, [complete.index(a) for a in arms], x)
+        index = [complete.index(a) for a in arms]
+        t = inference.trend(f, index, x)
+        own = inference.per_seed(f.y, inference.trend_weights(index, x, len(complete)))
         tests.append(
             {
                 "family": family.name,
@@ -1132,10 +1135,13 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
                 "axis": result.plan.axis,
                 "axis_scale": result.plan.axis_scale,
                 **asdict(t),
+                "per_seed": asdict(own),
             }
         )
     for t, adj in zip(tests, inference.holm([t["p"] for t in tests])):
         t["p_adjusted"] = adj
+    for t, adj in zip(tests, inference.holm([t["per_seed"]["p"] for t in tests])):
+        t["per_seed"]["p_adjusted"] = adj
     result.trends.extend(tests)
 
 

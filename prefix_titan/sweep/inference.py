@@ -173,11 +173,36 @@ def versus_apart(y: np.ndarray, arm: int, baseline: int, level: float = LEVEL) -
 
 def trend(f: Fit, arms: list[int], x: list[float], level: float = LEVEL) -> Test:
     """The least-squares slope of the arms' means on x (e.g. log tau): a linear contrast."""
+    return contrast(f, trend_weights(arms, x, len(f.means)), level)
+
+
+def per_seed(y: np.ndarray, weights: np.ndarray, level: float = LEVEL) -> Test:
+    """A contrast tested on its value at each seed: L[s] = sum_a c[a] y[a, s] (sum c = 0, so the
+    seed's shared effect cancels), a one-sample t test of the S values (S - 1 degrees of freedom).
+    Each L[s] has variance sum_a c[a]^2 sigma_a^2 whatever the arms' own variances, so this test
+    assumes nothing of them (the pooled one assumes them equal), at the cost of its degrees of
+    freedom."""
+    from scipy.special import stdtr, stdtrit
+
+    y = np.asarray(y, dtype=np.float64)
+    values = np.asarray(weights, dtype=np.float64) @ y
+    estimate = float(values.mean())
+    s = len(values)
+    var = float(values.var(ddof=1)) if s > 1 else float("nan")
+    if s < 2 or not var > (1e-10 * float(np.abs(y).max())) ** 2:  # rounding error only
+        return Test(estimate, None, None, None, None, s - 1)
+    se = math.sqrt(var / s)
+    half = float(stdtrit(s - 1, 0.5 + level / 2)) * se
+    p = float(2 * stdtr(s - 1, -abs(estimate) / se))
+    return Test(estimate, estimate - half, estimate + half, p, se, s - 1)
+
+
+def trend_weights(arms: list[int], x: list[float], n: int) -> np.ndarray:
+    """The weights of the least-squares slope of arms' means on x, over n arms."""
     xs = np.asarray(x, dtype=np.float64)
-    c = (xs - xs.mean()) / ((xs - xs.mean()) ** 2).sum()
-    w = np.zeros(len(f.means))
-    w[arms] = c
-    return contrast(f, w, level)
+    w = np.zeros(n)
+    w[arms] = (xs - xs.mean()) / ((xs - xs.mean()) ** 2).sum()
+    return w
 
 
 def holm(pvalues: list[float | None]) -> list[float | None]:

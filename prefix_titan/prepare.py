@@ -84,6 +84,11 @@ def main(argv: list[str] | None = None) -> None:
         help="processes that filter and encode, one thread each (0: all in this process, the "
         "encoding on every core); the output is the same. For many-core machines: measure",
     )
+    p.add_argument(
+        "--revision",
+        help="the hub dataset's branch, tag or commit to read (default: main, resolved to its "
+        "commit when the prepare begins; a resumed prepare keeps reading the commit it began on)",
+    )
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     start = time.perf_counter()
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                 a.batch_docs,
                 progress=not a.no_progress,
                 workers=a.workers,
+                revision=a.revision,
             )
     except ValueError as e:
         p.error(str(e))

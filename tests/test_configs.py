@@ -166,6 +166,14 @@ def test_sweep_reaches_20b_tokens():
         (["--training.dataset", "c5"], "training.dataset must be one of"),
         (["--validation.dataset", "c5"], "validation.dataset must be one of"),
         (
+            ["--training.dataloader.num_workers", "2"],
+            "training.dataloader.num_workers must be 0; got 2",
+        ),
+        (
+            ["--validation.dataloader.num_workers", "1"],
+            "validation.dataloader.num_workers must be 0; got 1",
+        ),
+        (
             ["--validation.seq_len", "4096"],
             "validation.seq_len (4096) must be <= training.seq_len (256)",
         ),

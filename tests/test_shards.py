@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import zlib
 
 import numpy as np
@@ -70,7 +71,7 @@ def expected_split(docs, tokenizer, val_every, tokens, val_tokens):
         if not text.strip():
             continue
         ids = tokenizer.encode(text, add_bos=True, add_eos=True)
-        if zlib.crc32(d["id"].encode()) % val_every != 0:
+        if zlib.crc32(text.encode()) % val_every != 0:
             out_t.append(ids)
             t_tok += len(ids)
             if t_tok >= tokens:
@@ -352,6 +353,20 @@ def test_refuses_other_tokenizer(shard_dir, tmp_path):
         ShardedTokens(shard_dir, "train", Other())
 
 
+def test_refuses_a_tokenizer_whose_document_marks_differ(shard_dir, tokenizer):
+    """The same tokenizer.json with another tokenizer_config.json (BOS and EOS swapped, or an
+    instruct config's EOS): the hash agrees, the document boundaries would not."""
+    import copy
+
+    other = copy.copy(tokenizer)
+    other.bos_id, other.eos_id = tokenizer.eos_id, tokenizer.bos_id
+    with pytest.raises(ValueError) as e:
+        ShardedTokens(shard_dir, "train", other)
+    assert f"marks documents with bos_id {tokenizer.bos_id}" in str(e.value)
+    assert f"gives bos_id {tokenizer.eos_id}" in str(e.value)
+    ShardedTokens(shard_dir, "train", tokenizer)  # the one they were prepared with
+
+
 def test_refuses_truncated_corrupt_and_unfinished(shard_dir, tmp_path, tokenizer):
     d = copy_shards(shard_dir, tmp_path / "truncated")
     with open(os.path.join(d, "train_00001.bin"), "r+b") as f:
@@ -629,3 +644,123 @@ def test_worker_processes_write_the_same_bytes(tmp_path, embedded_tokenizer_dir)
     for name in names:
         a, b = (open(os.path.join(outs[w], name), "rb").read() for w in (0, 2))
         assert a == b, name
+
+
+class _FakeHub:
+    """The hub's listing and files, served from a local folder of parquet files: `newest` is the
+    commit main points at now; `fail` names a file whose reading breaks off (a lost connection)."""
+
+    def __init__(self, folder, newest):
+        self.folder, self.newest, self.fail, self.opened, self.listed = folder, newest, None, [], []
+
+    def api(self):
+        hub = self
+
+        class Api:
+            def dataset_info(self, repo, revision=None):
+                return types.SimpleNamespace(sha=revision or hub.newest)
+
+            def list_repo_files(self, repo, repo_type=None, revision=None):
+                hub.listed.append(revision)
+                return [f"sample/100BT/{n}" for n in sorted(os.listdir(hub.folder))]
+
+        return Api()
+
+    def fs(self):
+        hub = self
+
+        class Fs:
+            def open(self, path, mode="rb"):
+                hub.opened.append(path)
+                name = os.path.basename(path)
+                if name == hub.fail:
+                    raise ConnectionError("the hub closed the connection")
+                return open(os.path.join(hub.folder, name), mode)
+
+        return Fs()
+
+
+def test_a_hub_prepare_reads_and_resumes_at_the_commit_it_began(
+    tmp_path, embedded_tokenizer_dir, monkeypatch
+):
+    """main moves on upstream while a prepare is interrupted: the resumed prepare keeps reading
+    the commit it began on (it used to be refused as "other settings (revision)"), every file
+    is opened at that commit, and the result equals an uninterrupted prepare's bytes."""
+    import huggingface_hub
+
+    make_corpus(tmp_path / "src", n_files=3, docs_per_file=300, fmt="parquet")
+    hub = _FakeHub(str(tmp_path / "src"), newest="c0ffee")
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub.api)
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", hub.fs)
+    kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)
+    kw["batch_docs"] = 50
+    clean = prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "clean"), **kw)
+    assert clean["revision"] == "c0ffee"
+    assert hub.opened and all(p.startswith("datasets/owner/data@c0ffee/") for p in hub.opened)
+    hub.fail = sorted(os.listdir(tmp_path / "src"))[1]
+    with pytest.raises(ConnectionError):
+        prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "cut"), **kw)
+    hub.fail, hub.newest, hub.opened = None, "beef00", []
+    resumed = prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "cut"), **kw)
+    assert resumed["revision"] == "c0ffee" and hub.listed[-1] == "c0ffee"
+    assert all(p.startswith("datasets/owner/data@c0ffee/") for p in hub.opened)
+    for name in os.listdir(tmp_path / "clean"):
+        assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()
+    fresh = prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "new"), **kw)
+    assert fresh["revision"] == "beef00"  # a new prepare reads the newest commit
+    with pytest.raises(ValueError, match="--revision is for a hub dataset"):
+        prepare(
+            str(tmp_path / "src"),
+            embedded_tokenizer_dir,
+            str(tmp_path / "x"),
+            **kw,
+            revision="c0ffee",
+        )
+
+
+SETTINGS = (
+    *("split", "source", "revision", "files", "tokenizer_sha256", "vocab_size", "dtype"),
+    *("bos_id", "eos_id", "budget_tokens", "budget_val_tokens", "val_every", "shard_tokens"),
+)
+"""The settings a prepare records in progress.json (and copies into its manifest)"""
+
+
+def test_a_shard_shorter_than_its_record_is_refused_not_padded(tmp_path, embedded_tokenizer_dir):
+    """An interrupted prepare whose recorded shard was removed since: resuming refuses it (it
+    used to extend the file with zeros, which the CRC then vouched for)."""
+    make_corpus(tmp_path / "src", n_files=2, docs_per_file=300, fmt="parquet")
+    kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)
+    out = tmp_path / "out"
+    prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(out), **kw)
+    manifest = json.loads((out / "manifest.json").read_text())
+    progress = {  # the record of a prepare interrupted after its first train shard
+        "settings": {k: manifest[k] for k in SETTINGS},
+        "file": 0,
+        "row": 0,
+        "splits": {"train": {"shards": [5000], "tokens": 5000, "docs": 1}},
+    }
+    (out / "manifest.json").unlink()
+    (out / "train_00000.bin").unlink()
+    (out / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(ValueError) as e:
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(out), **kw)
+    assert f"shard {out / 'train_00000.bin'} holds 0 bytes, fewer than the 10000" in str(e.value)
+    assert not (out / "train_00000.bin").exists()
+
+
+def test_a_document_under_two_ids_falls_in_one_split(embedded_tokenizer_dir):
+    """FineWeb deduplicates within a crawl only: the same text under other ids goes to one split,
+    validation or training, never both."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    from prefix_titan.data.prepare import process_rows
+
+    tokenizer = HuggingFaceTokenizer(embedded_tokenizer_dir)
+    texts = [f"document number {i} about {WORDS[i % len(WORDS)]}." for i in range(60)]
+    rows = [("f", k, f"<urn:{k}:{i}>", t) for k in range(4) for i, t in enumerate(texts)]
+    out = process_rows(rows, tokenizer, val_every=5)
+    by_text = {}
+    for (_, _, _, text), r in zip(rows, out):
+        by_text.setdefault(text, set()).add(r[2])
+    assert all(len(k) == 1 for k in by_text.values())
+    assert {"validation", "train"} == set().union(*by_text.values())

@@ -13,11 +13,13 @@ FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
 DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
 
-def list_data_files(path: str) -> list[str]:
-    """Sorted data files: a local folder of parquet/JSONL files, or the hub repository's sample."""
+def list_data_files(path: str, revision: str | None = None) -> list[str]:
+    """Sorted data files: a local folder of parquet/JSONL files, or the hub repository's sample
+    (at `revision`, a commit, whose files are then read at that commit; None: the newest)."""
     if os.path.isdir(path):
         return sorted(str(p) for p in pathlib.Path(path).rglob("*") if p.suffix in DATA_SUFFIXES)
     from huggingface_hub import HfApi
 
-    names = HfApi().list_repo_files(path, repo_type="dataset")
-    return [f"hf://datasets/{path}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
+    names = HfApi().list_repo_files(path, repo_type="dataset", revision=revision)
+    repo = f"{path}@{revision}" if revision else path
+    return [f"hf://datasets/{repo}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]

@@ -87,12 +87,18 @@ def iter_rows(path: str, start: int):
                     yield i, doc_id, text
 
 
-def source_files(source: str) -> tuple[list[str], str]:
-    """(sorted data files, revision) of a hub dataset, a local folder, or the embedded corpus."""
+def source_files(source: str, revision: str | None = None) -> tuple[list[str], str]:
+    """(sorted data files, revision) of a hub dataset, a local folder, or the embedded corpus. A
+    hub dataset's revision (a branch, tag or commit; None: main) is resolved to its commit once,
+    and its files are listed and read at that commit: what the manifest records is what was
+    read, and a commit upstream during a long prepare changes nothing."""
     from .fineweb import list_data_files
 
     if source == "embedded":
         import platform
+
+        if revision is not None:
+            raise ValueError("--revision is for a hub dataset; --source embedded has none")
 
         return ["embedded"], f"python-{platform.python_version()}"
     if source.startswith(("/", ".", "~")) and not os.path.isdir(source):
@@ -100,14 +106,39 @@ def source_files(source: str) -> tuple[list[str], str]:
             f"--source {source!r}: no such folder (a local folder of the dataset's .parquet or "
             "jsonl files; a hub dataset is named owner/name, e.g. HuggingFaceFW/fineweb-edu)"
         )
-    files = list_data_files(source)
+    if os.path.isdir(source):
+        if revision is not None:
+            raise ValueError(f"--revision is for a hub dataset; --source {source!r} is a folder")
+        files, sha = list_data_files(source), "local"
+    else:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(source, revision=revision).sha
+        files = list_data_files(source, sha)
     if not files:
         raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json files")
-    if os.path.isdir(source):
-        return files, "local"
-    from huggingface_hub import HfApi
+    return files, sha
 
-    return files, HfApi().dataset_info(source).sha
+
+SPLIT_RULE = "crc32(text) % val_every"
+"""How a document is assigned to validation (recorded: a prepare resumed under another rule is
+refused). By its filtered text, not its id: FineWeb is deduplicated within each crawl, not across
+them, so one page crawled twice has two ids, and by id could fall on both sides."""
+
+
+def _unfinished_revision(out: str, source: str) -> str | None:
+    """The hub commit an unfinished prepare of `source` into `out` was reading, if any."""
+    if source == "embedded" or os.path.isdir(source):
+        return None
+    try:
+        with open(os.path.join(out, PROGRESS)) as f:
+            settings = json.load(f)["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(settings, dict) or settings.get("source") != source:
+        return None
+    revision = settings.get("revision")
+    return revision if isinstance(revision, str) else None
 
 
 class _Writer:
@@ -118,6 +149,13 @@ class _Writer:
         self.shards: list[int] = state.get("shards", [])  # token count per shard
         self.tokens, self.docs = state.get("tokens", 0), state.get("docs", 0)
         for i, n in enumerate(self.shards):  # drop whatever a killed run wrote past its record
+            size = os.path.getsize(self._path(i)) if os.path.exists(self._path(i)) else -1
+            if size < n * self.dtype.itemsize:  # truncate() would pad it with zeros
+                raise ValueError(
+                    f"shard {self._path(i)} holds {max(size, 0)} bytes, fewer than the "
+                    f"{n * self.dtype.itemsize} its unfinished prepare recorded (removed or "
+                    f"damaged since): remove {self.out} and prepare again"
+                )
             with open(self._path(i), "ab") as f:
                 f.truncate(n * self.dtype.itemsize)
         self._file = None
@@ -165,11 +203,11 @@ def process_rows(rows: list, tokenizer, val_every: int) -> list:
     import numpy as np
 
     out, texts = [], []
-    for f, row, doc_id, text in rows:
+    for f, row, _id, text in rows:
         clean = ascii_only(text)
         if not has_text(clean):
             kind = "empty"
-        elif zlib.crc32(str(doc_id).encode()) % val_every == 0:
+        elif zlib.crc32(clean.encode()) % val_every == 0:  # a copy under another id: same split
             kind = "validation"
         else:
             kind = "train"
@@ -253,6 +291,7 @@ def prepare(
     batch_docs: int = 1024,
     progress: bool = True,
     workers: int = 0,
+    revision: str | None = None,
 ) -> dict:
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
@@ -278,8 +317,11 @@ def prepare(
     tokenizer = HuggingFaceTokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
-    files, revision = source_files(source)
+    if revision is None:  # resuming: the commit it began reading, not the newest
+        revision = _unfinished_revision(out, source)
+    files, revision = source_files(source, revision)
     settings = {
+        "split": SPLIT_RULE,
         "source": source,
         "revision": revision,
         "files": files,

@@ -130,6 +130,18 @@ class ShardedTokens:
                 f"{manifest['tokenizer_sha256'][:12]}...) than this run's model.hf_assets_path "
                 f"({tokenizer_hash(tokenizer)[:12]}...): prepare the shards with the run's tokenizer"
             )
+        for key in ("bos_id", "eos_id"):  # from tokenizer_config.json, which the hash leaves out
+            if (
+                tokenizer is not None
+                and key in manifest
+                and manifest[key] != getattr(tokenizer, key)
+            ):
+                raise ValueError(
+                    f"{directory!r} marks documents with {key} {manifest[key]}, but this run's "
+                    f"model.hf_assets_path gives {key} {getattr(tokenizer, key)} (its "
+                    "tokenizer_config.json differs from the one the shards were prepared with): "
+                    "use the tokenizer folder the shards were prepared with, or prepare them again"
+                )
         dtype = np.dtype(manifest["dtype"])
         self.arrays, starts = [], [0]
         for i, shard in enumerate(manifest["splits"][split]["shards"]):

@@ -372,6 +372,13 @@ def check_job_config(job_config) -> None:
     check_dataset_name(job_config.training.dataset, "training.dataset")
     for section in ("training", "validation"):
         s = getattr(job_config, section)
+        if s.dataloader.num_workers != 0:
+            raise ValueError(
+                f"{section}.dataloader.num_workers must be 0; got {s.dataloader.num_workers}: "
+                "prefix_titan's datasets are read in the training process (the token shards are "
+                "memory-mapped), and each worker process would yield the whole stream again, so "
+                "every sequence would be trained on num_workers times"
+            )
         if s.dataset in EMBEDDED_DATASETS and s.dataset_path:
             raise ValueError(
                 f"{section}.dataset_path {s.dataset_path!r} is not read by {section}.dataset "

@@ -88,12 +88,39 @@ def test_a_sample_is_read_in_document_order(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     manager = harness.task_index()
     specs = harness.task_specs(["piqa"], {"piqa": str(path)}, manager)
-    tasks, samples = harness.limit_samples(specs, manager, 2, LIMIT_SEED)
+    loaded = manager.load(specs)
+    samples = harness.limit_samples(loaded, 2, LIMIT_SEED)
+    tasks = list(loaded["tasks"].values())
     chosen = samples["piqa"]
     assert len(chosen) == 2 and chosen == sorted(chosen)
     got = list(tasks[0].doc_iterator(samples=chosen))
     assert [j for j, _ in got] == [0, 1]
     assert [doc["goal"] for _, doc in got] == [f"goal {i}" for i in chosen]
+
+
+@pytest.mark.slow
+def test_task_documents_are_ascii_filtered_as_training_documents_were(tmp_path):
+    """A model trained on ASCII-filtered text is scored on ASCII-filtered items: every text of
+    the evaluated documents (nested choices included) loses its non-ASCII characters before the
+    task's own processing, the documents changed are counted, and lm-eval groups (loaded again
+    by name, unfiltered) are refused."""
+    rows = [
+        {"goal": "Heat to 212\u00b0F", "sol1": "a caf\u00e9", "sol2": "b", "label": 0},
+        {"goal": "plain goal", "sol1": "a", "sol2": "\u201cquoted\u201d", "label": 1},
+        {"goal": "plain goal 2", "sol1": "a", "sol2": "b", "label": 0},
+    ]
+    path = tmp_path / "piqa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manager = harness.task_index()
+    loaded = manager.load(harness.task_specs(["piqa"], {"piqa": str(path)}, manager))
+    assert harness.ascii_filter(loaded) == {"piqa": 2}
+    task = loaded["tasks"]["piqa"]
+    docs = list(task.eval_docs)
+    assert [d["goal"] for d in docs] == ["Heat to 212F", "plain goal", "plain goal 2"]
+    assert task.doc_to_choice(docs[0]) == ["a caf", "b"] and docs[1]["sol2"] == "quoted"
+    assert all(str(v).isascii() for d in docs for v in d.values())
+    with pytest.raises(ValueError, match="is an lm-eval group; name its tasks instead"):
+        harness._harness(str(tmp_path), ["mmlu"], None, None, "1", None, manager, None)
 
 
 def test_the_task_groups_are_spelled_out_each_task_once():

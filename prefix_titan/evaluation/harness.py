@@ -255,6 +255,7 @@ def evaluate(
             **settings,
             "results": out["results"],
             "versions": out.get("versions", {}),
+            "ascii_filtered": out.get("ascii_filtered", {}),
             "n_samples": out.get("n-samples", {}),
         }
         # The per-item files first: the results file, written last, says the evaluation finished.
@@ -452,17 +453,54 @@ def task_golds(task) -> list[int] | None:
     return None
 
 
-def limit_samples(specs: list, task_manager, limit: int, seed: int) -> tuple[list, dict]:
-    """The tasks loaded once, and lm-eval's `samples` argument ({task: document indices}) that
-    evaluates a seeded random `limit` of each task's documents rather than the first ones."""
-    loaded = task_manager.load(specs)
-    samples = {
+def limit_samples(loaded: dict, limit: int, seed: int) -> dict:
+    """lm-eval's `samples` argument ({task: document indices}) that evaluates a seeded random
+    `limit` of each loaded task's documents rather than the first ones."""
+    return {
         name: sample_docs(len(task.eval_docs), limit, seed, name, task_golds(task))
         for name, task in loaded["tasks"].items()
     }
-    # Groups aggregate their tasks: pass the specs again to keep them, else the loaded tasks.
-    tasks = specs if loaded.get("groups") else list(loaded["tasks"].values())
-    return tasks, samples
+
+
+ASCII_MARK = "ascii"
+"""What a task's recorded version carries where its documents were ASCII-filtered"""
+
+
+def _ascii_fields(value):
+    """A document's value with every text in it (nested in lists and dicts) ASCII-filtered."""
+    from ..data.corpus import ascii_only
+
+    if isinstance(value, str):
+        return ascii_only(value)
+    if isinstance(value, list):
+        return [_ascii_fields(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _ascii_fields(v) for k, v in value.items()}
+    return value
+
+
+def ascii_filter(loaded: dict) -> dict[str, int]:
+    """Remove every non-ASCII character from the documents of each loaded task but our probes
+    (built from ASCII words), as training's documents were: a model never trained on those
+    bytes' tokens is otherwise scored on them, and label smoothing, the one objective that puts
+    mass on them, gains there (several nats per such answer). Before the task's own
+    process_docs, which then sees the filtered text. {task: evaluated documents changed}."""
+    changed = {}
+    for name, task in loaded["tasks"].items():
+        if name in PROBE_TASKS or name in BLANK_TASKS or not hasattr(task, "dataset"):
+            continue
+        split = task.config.test_split or task.config.validation_split
+        n = 0
+        for key in list(task.dataset):
+            docs = task.dataset[key]
+            if key == split:
+                n = sum(_ascii_fields(doc) != doc for doc in docs)
+            # (map hands each row as a mapping of its own, not a dict)
+            task.dataset[key] = docs.map(
+                lambda doc: _ascii_fields(dict(doc)), load_from_cache_file=False
+            )
+        changed[name] = n
+    return changed
 
 
 def token_texts(model_dir: str, vocab_size: int) -> list[str | None]:
@@ -499,20 +537,35 @@ def _harness(
     cuda = torch.cuda.is_available()
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
+    index = getattr(task_manager, "task_index", {})
+    groups = [
+        t for t in tasks if getattr(getattr(index.get(t), "kind", None), "name", "") == "GROUP"
+    ]
+    if groups:  # lm-eval loads a group again from its name: its tasks would go unfiltered
+        raise ValueError(
+            f"--tasks: {', '.join(groups)} is an lm-eval group; name its tasks instead (each "
+            "one's documents are ASCII-filtered as training's were, which a group's own loading "
+            "would not do)"
+        )
     specs = task_specs(tasks, local_files(tasks, model_dir, data_dir, probes), task_manager)
-    samples = None
-    if limit is not None:
-        specs, samples = limit_samples(specs, task_manager, limit, limit_seed)
-    return lm_eval.simple_evaluate(
+    loaded = task_manager.load(specs)
+    changed = ascii_filter(loaded)
+    samples = None if limit is None else limit_samples(loaded, limit, limit_seed)
+    out = lm_eval.simple_evaluate(
         model="hf",
         model_args=model_args(model_dir, dtype, cuda),
-        tasks=specs,
+        tasks=list(loaded["tasks"].values()),
         num_fewshot=0,
         batch_size=batch_size,
         samples=samples,
         task_manager=task_manager,
         log_samples=True,
     )
+    for task in changed:
+        version = out.get("versions", {}).get(task)
+        out.setdefault("versions", {})[task] = f"{version} {ASCII_MARK}"
+    out["ascii_filtered"] = changed
+    return out
 
 
 def model_args(model_dir: str, dtype: str | None, cuda: bool) -> dict:

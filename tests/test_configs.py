@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 import tempfile
@@ -103,8 +104,8 @@ def test_the_pilot_is_the_500m_recipe_at_another_size():
     )
     differ = {k for k in set(big) | set(pilot) if big.get(k) != pilot.get(k)}
     assert differ and all(k.startswith(size) for k in differ), differ
-    # the same number of validation sequences
-    assert big["validation.steps"] * big["validation.local_batch_size"] == (
+    # the same number of validation sequences: the 500M's on its 8 GPUs, the pilot's on one
+    assert big["validation.steps"] * big["validation.local_batch_size"] * 8 == (
         pilot["validation.steps"] * pilot["validation.local_batch_size"]
     )
 
@@ -118,16 +119,23 @@ def test_the_pilot_trains_20_tokens_per_parameter():
     c = parse(ROOT / "train_configs" / "pilot" / "ce.toml")
     with torch.device("meta"):
         n = sum(p.numel() for p in Transformer(FLAVORS[c.model.flavor]).parameters())
-    per_step = c.training.global_batch_size * c.training.seq_len
-    tokens = c.training.steps * per_step
-    assert 20 * n <= tokens < 20 * n + per_step
+    _fewest_even_steps(c, 20 * n, checkpoints=6)
     assert c.training.global_batch_size % c.training.local_batch_size == 0
+
+
+def _fewest_even_steps(c, tokens: float, checkpoints: int) -> None:
+    """The run takes the fewest steps that reach `tokens` and split into `checkpoints` equal
+    intervals, checkpointed and validated at each (the report averages the last three of both:
+    one window, evenly spaced, the final model included)."""
+    per_step = c.training.global_batch_size * c.training.seq_len
+    assert c.training.steps == checkpoints * math.ceil(tokens / per_step / checkpoints)
+    assert c.checkpoint.interval * checkpoints == c.training.steps
+    assert c.validation.freq == c.checkpoint.interval
 
 
 def test_sweep_reaches_20b_tokens():
     c = parse(ROOT / "train_configs" / "ce.toml")
-    tokens = c.training.steps * c.training.global_batch_size * c.training.seq_len
-    assert 20e9 <= tokens < 20e9 + c.training.global_batch_size * c.training.seq_len
+    _fewest_even_steps(c, 20e9, checkpoints=10)
 
 
 @pytest.mark.parametrize(

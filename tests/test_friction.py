@@ -457,7 +457,7 @@ def test_an_evaluation_on_an_older_sample_is_not_taken_for_a_new_one():
     assert items_read({"limit": 30}) == "30 (the first 30)" and items_read({"limit": None}) is None
 
 
-def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path):
+def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path, monkeypatch):
     """One results file per model: an evaluation of other tasks with the same settings keeps the
     earlier tasks (a task evaluated again is replaced); one with other settings (another --limit
     sample) is refused, naming the file, the tasks it would lose and the settings, unless
@@ -471,10 +471,10 @@ def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path):
         write_evaluation,
     )
 
-    def evaluation(tasks, acc, limit=None):
+    def evaluation(tasks, acc, limit=None, items=2000):
         results = {
             "tasks": tasks,
-            **evaluation_settings(limit, LIMIT_SEED, ProbeOptions()),
+            **evaluation_settings(limit, LIMIT_SEED, ProbeOptions(items=items), tasks),
             "results": {t: {"acc,none": acc} for t in tasks},
             "versions": {t: 1.0 for t in tasks},
             "n_samples": {},
@@ -507,6 +507,42 @@ def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path):
     write_evaluation(str(tmp_path), *evaluation(["piqa"], 0.7, limit=30), replace=True)
     assert on_file() == ({"piqa": 0.7}, ["piqa"])
     assert sorted(p.name for p in (tmp_path / EVAL_ITEMS).iterdir()) == ["piqa.jsonl"]
+    data = json.loads((tmp_path / EVAL_RESULTS).read_text())
+    assert read_items(str(tmp_path), data["item_sha256"])["piqa"] == [{"doc_id": 0, "acc": 0.7}]
+
+    # killed between the items and the results: the earlier results disown the new items
+    import prefix_titan.evaluation.harness as module
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_evaluation(str(tmp_path), *evaluation(["piqa"], 0.9, limit=30))
+    with pytest.raises(ValueError) as e:
+        read_items(str(tmp_path), data["item_sha256"])
+    assert str(e.value) == (
+        f"{tmp_path / EVAL_ITEMS / 'piqa.jsonl'} is not the items file that "
+        f"{tmp_path / EVAL_RESULTS} records (an evaluation was interrupted between writing its "
+        "items and its results): evaluate that model again with --replace"
+    )
+    (tmp_path / EVAL_ITEMS / "piqa.jsonl").unlink()
+    with pytest.raises(ValueError, match="records the items of piqa, but .* lacks them"):
+        read_items(str(tmp_path), data["item_sha256"])
+    monkeypatch.undo()
+
+    # The probes' settings decide only the probes' items: downstream tasks first, then probes
+    # with settings of their own, and back; a second probe evaluation with others is refused.
+    folder = tmp_path / "probed"
+    write_evaluation(str(folder), *evaluation(["piqa"], 0.5))
+    assert json.loads((folder / EVAL_RESULTS).read_text())["probes"] is None
+    write_evaluation(str(folder), *evaluation(["char_spell"], 0.4, items=200))
+    write_evaluation(str(folder), *evaluation(["hellaswag"], 0.3))
+    data = json.loads((folder / EVAL_RESULTS).read_text())
+    assert sorted(data["results"]) == ["char_spell", "hellaswag", "piqa"]
+    assert data["probes"]["items"] == 200  # the kept probe's own
+    with pytest.raises(ValueError, match=r"probes \{.*'items': 200.*here \{.*'items': 2000"):
+        write_evaluation(str(folder), *evaluation(["char_count"], 0.4))
 
 
 def test_a_run_is_not_evaluated_over_an_evaluation_on_other_items(tmp_path, monkeypatch):

@@ -764,3 +764,42 @@ def test_a_document_under_two_ids_falls_in_one_split(embedded_tokenizer_dir):
         by_text.setdefault(text, set()).add(r[2])
     assert all(len(k) == 1 for k in by_text.values())
     assert {"validation", "train"} == set().union(*by_text.values())
+
+
+def test_a_run_that_would_read_its_shards_again_is_told_before_and_as_it_happens(
+    shard_dir, tokenizer, caplog
+):
+    """The loader starts another epoch when the data runs out (torchtitan reads on): the checks
+    before the run say how many epochs its steps read, and the loader says when one begins."""
+    from types import SimpleNamespace
+
+    from prefix_titan.data.shards import load_manifest
+    from prefix_titan.titan.checks import epochs_note
+    from prefix_titan.titan.datasets import PackedTokenDataset
+
+    manifest = load_manifest(shard_dir)
+    held = manifest["splits"]["train"]["tokens"] // 65
+    training = SimpleNamespace(seq_len=64, global_batch_size=4, dataset_path=shard_dir)
+    job = SimpleNamespace(training=training)
+    training.steps = held // 4  # one epoch: nothing to say
+    assert epochs_note(job, manifest) is None
+    training.steps = held // 2
+    note = epochs_note(job, manifest)
+    assert note.startswith(f"training.steps {held // 2} x training.global_batch_size 4 read ")
+    assert f"{shard_dir} holds {held:,} (" in note and ": 2.00 epochs" in note
+    training.global_batch_size = -1  # follows the ranks: said by the loader instead
+    assert epochs_note(job, manifest) is None
+
+    ds = PackedTokenDataset(
+        ShardedTokens(shard_dir, "train", tokenizer), 64, seed=1, what="training.dataset X"
+    )
+    stream = iter(ds)
+    with caplog.at_level("WARNING"):
+        for _ in range(ds.per_rank):
+            next(stream)
+        assert "epoch 2 begins" not in caplog.text
+        next(stream)
+    assert (
+        f"training.dataset X: every one of its {ds.per_rank:,} sequences per rank has been read; "
+        "epoch 2 begins" in caplog.text
+    )

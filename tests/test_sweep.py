@@ -72,8 +72,12 @@ def test_multi_node_keeps_the_global_batch():
     )
     assert rc == 0 and len(lines) == 1
     assert "--node_rank=2 --rdzv_backend=c10d --rdzv_endpoint=head:29500" in lines[0]
-    # 32 GPUs x 16 > 256: local batch 8 keeps 256 x 2048 tokens per step.
-    assert lines[0].endswith("--training.local_batch_size 8 --metrics.log_freq 1")
+    # 32 GPUs x 16 > 256: local batch 8 keeps 256 x 2048 tokens per step, and 20 validation
+    # steps of 10 keep its 6,400 validation sequences.
+    assert lines[0].endswith(
+        "--training.local_batch_size 8 --validation.steps 20 --validation.local_batch_size 10 "
+        "--metrics.log_freq 1"
+    )
     assert "--rdzv_id=prefix_titan_500M_ce_seed1234" in lines[0]
 
 
@@ -87,6 +91,28 @@ def test_the_local_batch_is_lowered_to_one_that_keeps_the_global_batch():
     with pytest.raises(SystemExit, match="5 GPUs per run cannot split the global batch of 384"):
         launch.batch_override(config, 5)
     assert launch.batch_override({"training": {"local_batch_size": 4}}, 3) == []  # no global
+
+
+def test_the_validation_set_keeps_its_sequences_on_any_number_of_gpus():
+    """torchtitan reads validation.steps batches per rank: the steps (and, where they cannot, the
+    local batch) follow the GPUs per run so that every placement validates on the same set."""
+    from prefix_titan.sweep.configs import SCALES, load_config
+
+    config = {"validation": {"enable": True, "local_batch_size": 16, "steps": 50}}
+    assert launch.validation_override(config, 8, 6400) == []  # 50 x 16 x 8
+    assert launch.validation_override(config, 4, 6400) == ["--validation.steps", "100"]
+    assert launch.validation_override(config, 1, 6400) == ["--validation.steps", "400"]
+    assert launch.validation_override(config, 64, 6400) == [
+        *("--validation.steps", "10", "--validation.local_batch_size", "10"),
+    ]
+    with pytest.raises(SystemExit, match="3 GPUs per run cannot split the validation set of 6400"):
+        launch.validation_override(config, 3, 6400)
+    assert launch.validation_override({"validation": {"enable": False}}, 3, 6400) == []
+    for name, scale in SCALES.items():  # each scale's configs hold its set at its own placement
+        c = load_config(ROOT, name, "ce")
+        v, world = c["validation"], scale.gpus_per_run or 8
+        assert v["steps"] * v["local_batch_size"] * world == scale.validation_sequences, name
+        assert launch.validation_override(c, world, scale.validation_sequences) == []
 
 
 def test_bad_launch_settings_are_refused():
@@ -587,7 +613,7 @@ def test_cpu_runs_is_for_runs_on_a_cpu(args, gpus, says):
 def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
     from prefix_titan.sweep.configs import Scale
 
-    empty = Scale("pilot.toml", "train_configs/not_generated", "./outputs/x", 1)
+    empty = Scale("pilot.toml", "train_configs/not_generated", "./outputs/x", 1, 6400)
     monkeypatch.setitem(launch.SCALES, "pilot", empty)
     with pytest.raises(SystemExit) as e:
         launch.main(["--dry-run", "--scale", "pilot", "--root", str(ROOT)])

@@ -54,3 +54,18 @@ def test_with_pipeline_parallel_the_training_loss_returns_plain_ce_during_valida
     validator.pp_schedule = None
     validator.validate([], 2)
     torch.testing.assert_close(during[1], objective)  # without PP the schedule path is not taken
+
+
+def test_the_last_step_is_validated_whatever_the_frequency():
+    from types import SimpleNamespace
+
+    from prefix_titan.titan.validate import PlainCEValidator
+
+    validator = PlainCEValidator.__new__(PlainCEValidator)
+    validator.job_config = SimpleNamespace(
+        validation=SimpleNamespace(freq=500), training=SimpleNamespace(steps=1234)
+    )
+    validated = [s for s in range(1, 1235) if validator.should_validate(s)]
+    assert validated == [1, 500, 1000, 1234]
+    validator.job_config.training.steps = 1500
+    assert [s for s in range(1, 1501) if validator.should_validate(s)] == [1, 500, 1000, 1500]

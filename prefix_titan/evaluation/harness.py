@@ -227,7 +227,7 @@ def evaluate(
         for task in harness_tasks if data_dir is not None else []:  # before the work: local_files
             if task not in PROBE_TASKS + BLANK_TASKS:
                 data_file(data_dir, task)
-        settings = evaluation_settings(limit, limit_seed, probes)
+        settings = evaluation_settings(limit, limit_seed, probes, tasks)
         if not replace:  # before anything is evaluated: its results and their copy with the run
             filed = filed_dir(model_dir)
             folders = [model_dir, *([filed] if filed else [])]
@@ -256,6 +256,7 @@ def evaluate(
             "results": out["results"],
             "versions": out.get("versions", {}),
             "ascii_filtered": out.get("ascii_filtered", {}),
+            "setup": out.get("setup", {}),
             "n_samples": out.get("n-samples", {}),
         }
         # The per-item files first: the results file, written last, says the evaluation finished.
@@ -284,15 +285,25 @@ def _inside(model_dir: str, run_dir: str) -> bool:
     return os.path.abspath(model_dir).startswith(os.path.join(os.path.abspath(run_dir), ""))
 
 
-def evaluation_settings(limit: int | None, limit_seed: int, probes: ProbeOptions) -> dict:
-    """What decides the items an evaluation reads, as its results record it: two evaluations of
-    one model with the same settings read the same items of a task."""
+def evaluation_settings(
+    limit: int | None, limit_seed: int, probes: ProbeOptions, tasks: list[str]
+) -> dict:
+    """What decides the items an evaluation of `tasks` reads, as its results record it: two
+    evaluations of one model with the same settings read the same items of a task. The probes'
+    settings only where a character probe is among the tasks (None otherwise: they decide
+    nothing there)."""
+    probed = any(t in PROBE_TASKS + BLANK_TASKS for t in tasks)
     return {
         "limit": limit,
         "limit_seed": None if limit is None else limit_seed,
         "limit_sampling": None if limit is None else LIMIT_SAMPLING,
-        "probes": asdict(probes),
+        "probes": asdict(probes) if probed else None,
     }
+
+
+def _probed(record: dict) -> bool:
+    """Whether an evaluation's results hold a character probe's."""
+    return any(t in PROBE_TASKS + BLANK_TASKS for t in record.get("results") or {})
 
 
 REPLACE_HINT = (
@@ -329,7 +340,14 @@ def _earlier(path: str) -> dict:
 
 
 def _other_settings(path: str, earlier: dict, settings: dict) -> str | None:
-    differ = [k for k in settings if _json(earlier.get(k)) != _json(settings[k])]
+    """Why an evaluation made with `settings` differs from the one `earlier` holds (None: the
+    same items); the probes' settings count only where both evaluated a probe."""
+    differ = [
+        k
+        for k in settings
+        if _json(earlier.get(k)) != _json(settings[k])
+        and not (k == "probes" and (settings[k] is None or not _probed(earlier)))
+    ]
     if not differ:
         return None
     said = "; ".join(f"{k} {earlier.get(k)!r}, here {settings[k]!r}" for k in differ)
@@ -362,10 +380,18 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
         kept = []
     if kept:
         results = {**results, "tasks": [*kept, *[t for t in results["tasks"] if t not in kept]]}
-        for key in ("results", "versions", "n_samples", "chance"):
+        if results.get("probes") is None and _probed({"results": dict.fromkeys(kept)}):
+            results["probes"] = earlier.get("probes")  # the kept probes' own settings
+        for key in (
+            *("results", "versions", "n_samples", "chance", "ascii_filtered", "setup"),
+            ITEM_DIGESTS,
+        ):
             old = earlier.get(key) or {}
             results[key] = {**{t: old[t] for t in kept if t in old}, **(results.get(key) or {})}
-    write_items(folder, items)
+    # The items first, the results last, naming each items file's digest: an evaluation
+    # interrupted between the two leaves items that the results (the earlier ones) disown.
+    digests = write_items(folder, items)
+    results = {**results, ITEM_DIGESTS: {**(results.get(ITEM_DIGESTS) or {}), **digests}}
     write_json(path, results, default=str)
     return results
 
@@ -547,7 +573,8 @@ def _harness(
             "one's documents are ASCII-filtered as training's were, which a group's own loading "
             "would not do)"
         )
-    specs = task_specs(tasks, local_files(tasks, model_dir, data_dir, probes), task_manager)
+    files = local_files(tasks, model_dir, data_dir, probes)
+    specs = task_specs(tasks, files, task_manager)
     loaded = task_manager.load(specs)
     changed = ascii_filter(loaded)
     samples = None if limit is None else limit_samples(loaded, limit, limit_seed)
@@ -562,10 +589,39 @@ def _harness(
         log_samples=True,
     )
     for task in changed:
-        version = out.get("versions", {}).get(task)
-        out.setdefault("versions", {})[task] = f"{version} {ASCII_MARK}"
+        version = f"{out.get('versions', {}).get(task)} {ASCII_MARK}"
+        if task in files:  # a local copy (--data-dir): its items are the file's
+            version += f" data sha256:{file_sha256(files[task])[:16]}"
+        out.setdefault("versions", {})[task] = version
     out["ascii_filtered"] = changed
+    setup = {  # what computed the scores, each task's (an evaluation adds tasks to a folder's)
+        **{k: v for k, v in model_args(model_dir, dtype, cuda).items() if k != "pretrained"},
+        "batch_size": batch_size,
+        "lm_eval": _version("lm_eval"),
+        "transformers": _version("transformers"),
+        "torch": _version("torch"),
+    }
+    out["setup"] = dict.fromkeys(loaded["tasks"], setup)
     return out
+
+
+def file_sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def model_args(model_dir: str, dtype: str | None, cuda: bool) -> dict:
@@ -656,25 +712,54 @@ def _gold_index(sample: dict) -> int | None:
     return None
 
 
-def write_items(folder: str, items: dict[str, list[dict]]) -> None:
-    """EVAL_ITEMS/<task>.jsonl under `folder`."""
+ITEM_DIGESTS = "item_sha256"
+"""The results file's record of each task's items file: {task: sha256 of its bytes}"""
+
+
+def write_items(folder: str, items: dict[str, list[dict]]) -> dict[str, str]:
+    """EVAL_ITEMS/<task>.jsonl under `folder`; {task: the sha256 of what was written}."""
+    import hashlib
+
     out = os.path.join(folder, EVAL_ITEMS)
     os.makedirs(out, exist_ok=True)
+    digests = {}
     for task, rows in items.items():
-        write_atomically(
-            os.path.join(out, f"{task}.jsonl"), "".join(json.dumps(r) + "\n" for r in rows)
-        )
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        write_atomically(os.path.join(out, f"{task}.jsonl"), text)
+        digests[task] = hashlib.sha256(text.encode()).hexdigest()
+    return digests
 
 
-def read_items(folder: str) -> dict[str, list[dict]]:
-    """{task: per-item records} written by write_items (empty if none)."""
+def read_items(folder: str, digests: dict | None = None) -> dict[str, list[dict]]:
+    """{task: per-item records} written by write_items (empty if none). With `digests` (the
+    results file's ITEM_DIGESTS), an items file that is not the one the results name, or one
+    they name that is missing, is refused: an evaluation was interrupted between its writes."""
+    import hashlib
+
     out = os.path.join(folder, EVAL_ITEMS)
-    if not os.path.isdir(out):
-        return {}
+    names = sorted(os.listdir(out)) if os.path.isdir(out) else []
     items = {}
-    for name in sorted(os.listdir(out)):
-        if name.endswith(".jsonl"):
-            items[name[: -len(".jsonl")]] = read_log(os.path.join(out, name))
+    for name in names:
+        if not name.endswith(".jsonl"):
+            continue
+        task, path = name[: -len(".jsonl")], os.path.join(out, name)
+        if digests is not None:
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            if digests.get(task) != digest:
+                raise ValueError(
+                    f"{path} is not the items file that {os.path.join(folder, EVAL_RESULTS)} "
+                    "records (an evaluation was interrupted between writing its items and its "
+                    "results): evaluate that model again with --replace"
+                )
+        items[task] = read_log(path)
+    missing = sorted(set(digests or {}) - set(items))
+    if missing:
+        raise ValueError(
+            f"{os.path.join(folder, EVAL_RESULTS)} records the items of {', '.join(missing)}, "
+            f"but {out} lacks them (an evaluation was interrupted while replacing them): "
+            "evaluate that model again with --replace"
+        )
     return items
 
 
@@ -834,7 +919,10 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")
     if not kwargs.get("replace"):  # every step's, before the first is evaluated
         settings = evaluation_settings(
-            kwargs.get("limit"), kwargs.get("limit_seed", LIMIT_SEED), probes
+            kwargs.get("limit"),
+            kwargs.get("limit_seed", LIMIT_SEED),
+            probes,
+            expand(kwargs.get("tasks", DEFAULT_TASKS)),
         )
         refuse_replacing(
             [os.path.join(run_dir, EXPORTS, os.path.basename(s), EVAL_RESULTS) for s in steps],
@@ -858,6 +946,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
         kwargs.get("limit"),
         kwargs.get("limit_seed", LIMIT_SEED),
         kwargs.get("probes") or ProbeOptions(),
+        tasks,
     )
     curve = {}
     for ckpt in steps:

@@ -1051,8 +1051,9 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                         "`--tasks char_probes`, the probes and their blank twins)"
                         if name in METRICS and metric(name).source == "eval"
                         else " (a validation metric: the runs' metrics logs hold no validation row "
-                        "after step 1; a run shorter than validation.freq validates only its "
-                        "first step: with `--training.steps N`, pass `--validation.freq N` too)"
+                        "after step 1: trained with validation.enable = false, or before the "
+                        "last step was always validated, where a run shorter than "
+                        "validation.freq validated only its first step; train them again)"
                         if name in METRICS and metric(name).source == "validation"
                         else ""
                     )

@@ -34,12 +34,15 @@ class Scale:
     """The sweep's output folder: each arm's runs go to <sweep>/<arm>/"""
     gpus_per_run: int | None
     """GPUs one run uses by default (None: all the node's GPUs, FSDP2 over them)"""
+    validation_sequences: int
+    """The validation set, in sequences (validation.steps x local batch x data-parallel ranks):
+    `sweep launch` keeps it on any number of GPUs per run"""
 
 
 SCALES = {
-    "500M": Scale("500M.toml", "train_configs", "./outputs/sweep_500M", None),
-    "pilot": Scale("pilot.toml", "train_configs/pilot", "./outputs/sweep_pilot", 1),
-    "smoke": Scale("smoke.toml", "train_configs/smoke", "./outputs/sweep_smoke", 1),
+    "500M": Scale("500M.toml", "train_configs", "./outputs/sweep_500M", None, 6400),
+    "pilot": Scale("pilot.toml", "train_configs/pilot", "./outputs/sweep_pilot", 1, 6400),
+    "smoke": Scale("smoke.toml", "train_configs/smoke", "./outputs/sweep_smoke", 1, 64),
 }
 
 

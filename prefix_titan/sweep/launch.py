@@ -88,11 +88,33 @@ def batch_override(config: dict, world: int) -> list[str]:
     return ["--training.local_batch_size", str(fit)]
 
 
+def validation_override(config: dict, world: int, sequences: int) -> list[str]:
+    """Keep the validation set at `sequences` on `world` GPUs: torchtitan reads validation.steps
+    batches of validation.local_batch_size on every rank, so the set grows with the ranks unless
+    the steps follow them (the largest local batch up to the config's that splits it evenly)."""
+    v = config.get("validation") or {}
+    if not v.get("enable", False):
+        return []
+    local = v["local_batch_size"]
+    fits = [n for n in range(1, local + 1) if sequences % (n * world) == 0]
+    if not fits:
+        raise SystemExit(
+            f"{world} GPUs per run cannot split the validation set of {sequences} sequences "
+            "evenly (validation.steps x validation.local_batch_size x GPUs)"
+        )
+    fit = max(fits)
+    steps = sequences // (fit * world)
+    out = [] if steps == v.get("steps") else ["--validation.steps", str(steps)]
+    return out + ([] if fit == local else ["--validation.local_batch_size", str(fit)])
+
+
 def _check_batch(p: argparse.ArgumentParser, a, world: int) -> None:
     """Refuse, before anything starts, a world size that cannot keep an arm's global batch."""
     for arm in a.arms:
         try:
-            batch_override(load_config(a.root, a.scale, arm), world)
+            config = load_config(a.root, a.scale, arm)
+            batch_override(config, world)
+            validation_override(config, world, SCALES[a.scale].validation_sequences)
         except SystemExit as e:
             p.error(f"{e} (--scale {a.scale})")
 
@@ -158,6 +180,7 @@ def train_args(scale, arm, config, seed, world, extra, sweep_dir):
         "--job.dump_folder",
         run_folder(config, seed, sweep_dir),
         *batch_override(config, world),
+        *validation_override(config, world, SCALES[scale].validation_sequences),
         *extra,
     ]
 

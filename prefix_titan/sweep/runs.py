@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from ..evaluation.harness import bits_per_byte, read_items
+from ..evaluation.harness import ITEM_DIGESTS, bits_per_byte, read_items
 from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.checkpoints import complete_steps
@@ -122,7 +122,7 @@ def load_run(folder: str) -> dict:
                     e["probes"][task] = probes_built(data)
                 e["versions"][task] = (data.get("versions") or {}).get(task)
                 e["files"][task] = path
-            e["items"].update(read_items(d))
+            e["items"].update(read_items(d, data.get(ITEM_DIGESTS)))
     curve = os.path.join(folder, EVAL_CURVE)
     if os.path.exists(curve):
         for step, results in read_json(curve, "the learning curve", expect=dict).items():

@@ -4,6 +4,7 @@ run, checksums of the step to load)."""
 
 import math
 import os
+import sys
 
 from ..data.shards import load_manifest
 from ..model.flavors import FLAVORS, flavor_args
@@ -265,6 +266,28 @@ class PathProblems(ValueError):
         self.problems = problems
 
 
+def epochs_note(job_config, manifest: dict) -> str | None:
+    """What a run that reads its training shards more than once should know before it starts
+    (None where one epoch holds every step): torchtitan's trainer reads on past the end of the
+    data, into the same sequences in another order, and nothing else would say so."""
+    t = job_config.training
+    split = (manifest.get("splits") or {}).get("train") or {}
+    tokens = split.get("tokens")
+    if t.global_batch_size <= 0 or not isinstance(tokens, int):
+        return None  # the global batch follows the ranks: the loader says it as it happens
+    held = tokens // (t.seq_len + 1)
+    read = t.steps * t.global_batch_size
+    if read <= held:
+        return None
+    return (
+        f"training.steps {t.steps} x training.global_batch_size {t.global_batch_size} read "
+        f"{read:,} sequences of training.seq_len + 1 = {t.seq_len + 1} tokens, and "
+        f"{t.dataset_path} holds {held:,} ({tokens:,} training tokens): {read / held:.2f} epochs, "
+        "each after the first the same sequences in another order. Prepare more tokens "
+        "(prepare --tokens) or train fewer steps, unless more than one epoch is meant"
+    )
+
+
 def check_paths(job_config) -> None:
     """The tokenizer and the data folders a run reads are there (named with the setting, and
     where a relative path was looked for), a token shard folder finished (its manifest checked:
@@ -290,9 +313,12 @@ def check_paths(job_config) -> None:
             )
         elif dataset.lower() in SHARD_DATASETS:
             try:
-                load_manifest(path)
+                manifest = load_manifest(path)
             except ValueError as e:
                 problems.append(f"{setting}: {e}")
+                continue
+            if setting.startswith("training") and (note := epochs_note(job_config, manifest)):
+                print(f"warning: {note}", file=sys.stderr, flush=True)
     if relative:  # once: where every relative path above was read from
         problems.append(working_directory_note("the relative paths above are"))
     if problems:

@@ -148,7 +148,7 @@ class PackedTokenDataset(IterableDataset, Stateful):
                 f"{seq_setting} + 1 = {seq_len + 1} tokens per data-parallel rank ({dp_world_size})"
             )
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size
-        self.seed, self.infinite = seed, infinite
+        self.seed, self.infinite, self.what = seed, infinite, what
         self.epoch, self.position = 0, 0
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -172,6 +172,10 @@ class PackedTokenDataset(IterableDataset, Stateful):
             if not self.infinite:
                 return
             self.epoch, self.position = self.epoch + 1, 0
+            logger.warning(
+                f"{self.what}: every one of its {self.per_rank:,} sequences per rank has been "
+                f"read; epoch {self.epoch + 1} begins, the same sequences in another order"
+            )
 
     def _sample(self, x: np.ndarray):
         inputs, labels = torch.from_numpy(x[:-1]), torch.from_numpy(x[1:].copy())

@@ -38,6 +38,11 @@ class PlainCEValidator(Validator):
         with _prefix_validation_loader():
             super().__init__(loss_fn=loss_fn.plain_ce(), pp_schedule=pp_schedule, **kwargs)
 
+    def should_validate(self, step: int) -> bool:
+        """torchtitan's steps (1 and every validation.freq) and the last one: the final model is
+        validated whatever the frequency (the report's validation metrics end with it)."""
+        return super().should_validate(step) or step == self.job_config.training.steps
+
     def validate(self, model_parts, step: int) -> None:
         if self.pp_schedule is None:
             return super().validate(model_parts, step)

@@ -141,7 +141,7 @@ def main() -> None:
         p.error(str(e))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     total = m["splits"]["train"]["tokens"] + m["splits"]["validation"]["tokens"]
-    mb = m["characters_read"] / 2**20
+    mchars = m["characters_read"] / 1e6  # characters, not bytes: the text is mostly ASCII
 
     tokenizer = HuggingFaceTokenizer(tok_dir)
     tokens = ShardedTokens(os.path.join(work, "shards"), "train", tokenizer)
@@ -168,7 +168,10 @@ def main() -> None:
     print("| measurement | value |")
     print("|---|---:|")
     print(f"| prepare: wall time | {wall:.1f} s |")
-    print(f"| prepare: input text | {mb / wall:.1f} MB/s ({mb / wall / cores:.1f} MB/s per core) |")
+    print(
+        f"| prepare: input text | {mchars / wall:.1f}M characters/s "
+        f"({mchars / wall / cores:.1f}M per core) |"
+    )
     print(
         f"| prepare: tokens written | {total / wall:,.0f} tok/s ({total / wall / cores:,.0f} per core) |"
     )

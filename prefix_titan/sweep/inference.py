@@ -189,7 +189,8 @@ def per_seed(y: np.ndarray, weights: np.ndarray, level: float = LEVEL) -> Test:
     estimate = float(values.mean())
     s = len(values)
     var = float(values.var(ddof=1)) if s > 1 else float("nan")
-    if s < 2 or not var > (1e-10 * float(np.abs(y).max())) ** 2:  # rounding error only
+    scale = (1e-10 * float(np.abs(y).max())) ** 2 * float(np.asarray(weights) @ weights)
+    if s < 2 or not var > scale:  # rounding error only (in the weights' own units)
         return Test(estimate, None, None, None, None, s - 1)
     se = math.sqrt(var / s)
     half = float(stdtrit(s - 1, 0.5 + level / 2)) * se

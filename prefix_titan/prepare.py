@@ -5,7 +5,8 @@
 
 Documents are read in a fixed order (data files sorted by name, rows in file order), every
 non-ASCII character is removed, documents left empty are dropped, and each document goes whole to
-validation when crc32(id) % val_every == 0 (while the validation budget lasts; later ones are
+validation when crc32(its filtered text) % val_every == 0 (a page crawled twice under two ids
+falls in one split; while the validation budget lasts; later ones are
 dropped, so validation documents are never trained on) or else to training, until the training
 budget is reached: documents stay whole, so the training split ends with the document that
 reaches the budget (over it by less than one document), and the splits depend neither on

@@ -465,6 +465,27 @@ def test_missing_fixture_is_refused(exported, tmp_path, capsys):
     assert code == 2 and "has no piqa.jsonl" in err
 
 
+def test_a_data_dir_file_in_another_schema_names_the_fields_its_task_reads(
+    exported, tmp_path, capsys
+):
+    rows = [{"question": "q", "sol1": "a", "sol2": "b", "label": 0}] * 3  # `goal` misnamed
+    (tmp_path / "piqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, err = run_main(
+        capsys, "--model", str(exported / "hf"), "--data-dir", str(tmp_path), "--tasks", "piqa"
+    )
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert "lm-eval could not read a local task file" in err
+    assert f"piqa: {tmp_path / 'piqa.jsonl'}" in err and "piqa: goal, sol1, sol2, label" in err
+
+
+def test_the_named_fields_are_those_of_the_tasks_own_schema():
+    from prefix_titan.evaluation.harness import FIELDS
+
+    assert set(FIELDS) == set(FIXTURES)
+    for task, fields in FIELDS.items():
+        assert {f.split(" ")[0] for f in fields} <= set(FIXTURES[task][0]), task
+
+
 def test_a_task_typo_names_the_tasks_that_exist(exported, capsys):
     code, err = run_main(capsys, "--model", str(exported / "hf"), "--tasks", "hellswag")
     assert code == 2 and "Traceback" not in err

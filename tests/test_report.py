@@ -632,7 +632,7 @@ def test_a_family_setting_of_its_own_is_the_trend_axis(tmp_path, axis_family):
     out.mkdir()
     (out / "differences_vs_tau.png").write_bytes(b"an earlier report's")
     text = report(str(runs), out=str(out), plan=plan, figures=True)
-    assert "| family | metric | kind | slope per log options.p [95% CI] | p | Holm p |" in text
+    assert "| family | metric | kind | slope per ln options.p [95% CI] | p | Holm p |" in text
     assert "Trend (reported, not claimed): along options.p, log scale." in text
     assert (out / "differences_vs_p.png").stat().st_size > 5000
     assert not (out / "differences_vs_tau.png").exists()

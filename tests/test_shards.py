@@ -803,3 +803,32 @@ def test_a_run_that_would_read_its_shards_again_is_told_before_and_as_it_happens
         f"training.dataset X: every one of its {ds.per_rank:,} sequences per rank has been read; "
         "epoch 2 begins" in caplog.text
     )
+
+
+def test_a_validation_reads_each_sequence_once_however_many_steps_it_asks(
+    shard_dir, tokenizer, caplog
+):
+    """torchtitan asks for an endless validation loader whenever validation.steps is set: steps
+    beyond the split's sequences would read them again within one validation and weigh them
+    double. The loader is one pass, and says so."""
+    from prefix_titan.titan.datasets import build_prefix_validation_dataloader
+
+    c = Config(shard_dir, 4)
+    from torchtitan.config import JobConfig
+
+    v = JobConfig().validation
+    v.dataset, v.dataset_path, v.seq_len, v.local_batch_size = (
+        "fineweb_edu_ascii_tokens",
+        shard_dir,
+        32,
+        4,
+    )
+    held = len(ShardedTokens(shard_dir, "validation", tokenizer)) // 33
+    v.steps = held  # 4 x held sequences asked
+    c.validation = v
+    with caplog.at_level("WARNING"):
+        loader = build_prefix_validation_dataloader(1, 0, tokenizer, c, infinite=True)
+    assert f"each validation reads those {held} once" in caplog.text
+    for _ in range(2):  # every pass: each sequence once
+        seen = [tuple(row.tolist()) for x, _ in loader for row in x["input"]]
+        assert len(seen) == held and len(set(seen)) == held

@@ -420,18 +420,48 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert "(no variance: the same answers with and without the word)" in "\n".join(a.notes)
     (note,) = [n for n in a.notes if n.startswith("char acc - blank is 0 on every seed for ")]
     assert all(arm in note for arm in a.arms) and "measure the models' prior" in note
-    assert (
-        a.answer.startswith("Yes, on char composite")
-        and "But not once the probes' blank" in a.answer
+    assert a.answer.startswith(
+        "Claimed on char composite, but not shown to be character knowledge: prefix_tau0.5 ("
     )
+    assert "not once the probes' blank twins (the same items, the word blanked)" in a.answer
     for run in runs:
         for step in run["steps"].values():
             for twin in CHAR_BLANKS:
                 del step["results"][twin]
     a = analyse(sim.group(runs), PLAN)
     (claim,) = [c for c in a.claims if c.metric == "char composite"]
-    assert not claim.prior_only and "But not" not in a.answer
+    assert not claim.prior_only and a.answer.startswith("Yes, on char composite")
+    assert "blank twins" not in a.answer
     assert any("is not checked against the probes' blank twins" in n for n in a.notes)
+
+
+def test_the_answer_says_what_a_claimed_arm_costs_on_the_other_families(seed):
+    """The question asks at what cost: the answer names each claimed arm's comparison on the
+    other families' primaries, claimed or not found (with what the sweep detects), and the part
+    of a validation CE difference its target implies by construction."""
+    arm = "prefix_tau0.5"
+    sweep = sim.Sweep(tasks=TASKS, effects=((arm, "char", 0.05), (arm, "val CE", 0.04)), items=2000)
+    a = analyse(sim.group(sim.simulate(sweep, seed=seed)), PLAN)
+    assert a.answer.startswith(f"Yes, on char composite: {arm} (")
+    cost = a.answer.split(" At what cost: ", 1)[1]
+    assert cost.startswith(f"{arm}: downstream bits/byte")
+    (ce,) = [c for c in a.claims if c.metric == "val CE" and c.arm == arm]
+    assert ce.direction == "worse" and f"val CE worse ({ce.estimate:+.4f} [" in cost
+    assert "(the targets alone imply -0.07" in cost  # label smoothing's own cost, by construction
+    assert "downstream bits/byte: no difference found (" in cost and "; detectable 0." in cost
+
+
+def test_a_failed_a_a_check_is_the_first_note_and_ends_the_answer(seed):
+    """An arm that trains as ce (its target's gold mass >= 0.99) yet differs from it: something
+    other than the objective differs between arms, and every claim waits for its cause."""
+    sweep = sim.Sweep(tasks=TASKS, effects=(("prefix_tau0.1", "char", 0.06),), items=2000)
+    a = analyse(sim.group(sim.simulate(sweep, seed=seed)), PLAN)
+    assert any(c.aa_check and c.claimed and c.arm == "prefix_tau0.1" for c in a.comparisons)
+    assert a.notes[0].startswith("A/A check failed: prefix_tau0.1 trains as ce (its target's")
+    assert a.answer.endswith(
+        "But the A/A check failed (prefix_tau0.1 differ from ce though they train as it; see the "
+        "first note): read no claim until its cause is found."
+    )
 
 
 def test_runs_of_one_seed_on_other_placements_are_not_paired():
@@ -1312,16 +1342,17 @@ def test_a_baseline_far_noisier_than_the_other_arms_is_named(seed, tmp_path):
     assert named[1] <= 0.05 and named[4] >= 0.45, named  # 1% and 69% (5,000 sweeps)
 
 
-def test_a_far_noisier_arm_of_a_trend_is_named_with_what_it_does_to_the_trend(seed, tmp_path):
-    """A trend along tau assumes equal variances too: an arm of it with 8x the sd is named,
-    with the trend's caveat (not a claim's)."""
+def test_a_far_noisier_arm_named_only_where_a_claim_reads_its_variance(seed, tmp_path):
+    """An arm with 8x the sd: named where it is claimed (its comparison assumes equal
+    variances), not where it only lies on a trend (the trend's per-seed test assumes nothing of
+    the arms' variances)."""
     from prefix_titan.sweep.configs import arm_specs
 
     plan = _one_family_plan(tmp_path, "hellaswag", [])
     specs = arm_specs()
     noisy = [s.arm_name() for s in specs].index("prefix_tau2.0")
     rng = np.random.default_rng(seed)
-    hits = 0
+    unclaimed = 0
     for _ in range(40):
         shared = rng.normal(size=(1, 3))
         y = 0.5 + 0.01 * (rng.normal(size=(len(specs), 3)) + shared)
@@ -1330,10 +1361,10 @@ def test_a_far_noisier_arm_of_a_trend_is_named_with_what_it_does_to_the_trend(se
         said = [
             n for n in a.notes if n.startswith("hellaswag: the residual variance of prefix_tau2.0")
         ]
-        if said and not any(c.arm == "prefix_tau2.0" for c in a.claims):
-            assert "the pooled trend along tau through it assumes equal variances" in said[0]
-        hits += bool(said)
-    assert hits >= 30, hits
+        claimed = any(c.arm == "prefix_tau2.0" for c in a.claims)
+        assert not said or claimed, said
+        unclaimed += not claimed
+    assert unclaimed >= 20, unclaimed
 
 
 def test_a_primary_without_residual_variance_is_no_claim_not_no_difference(tmp_path):

@@ -156,6 +156,15 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
     )
 
 
+FIELDS = {
+    "hellaswag": ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
+    "piqa": ("goal", "sol1", "sol2", "label"),
+    "winogrande_debiased": ("sentence", "option1", "option2", "answer"),
+    "arc_easy": ("id", "question", "choices {text, label}", "answerKey"),
+}
+"""The fields the default tasks' lm-eval configs read from each document of a --data-dir file"""
+
+
 def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
     """Task names, or the task's own config reading a local JSONL file."""
     from lm_eval.tasks._yaml_loader import load_yaml
@@ -575,7 +584,18 @@ def _harness(
         )
     files = local_files(tasks, model_dir, data_dir, probes)
     specs = task_specs(tasks, files, task_manager)
-    loaded = task_manager.load(specs)
+    try:
+        loaded = task_manager.load(specs)
+    except Exception as e:  # lm-eval reads a first document when it loads a task
+        local = [f"{t}: {files[t]}" for t in tasks if t in files and t in FIELDS]
+        if not local:
+            raise
+        raise ValueError(
+            f"lm-eval could not read a local task file ({type(e).__name__}: {e}); --data-dir "
+            f"files hold one document per line in the task's own schema ({'; '.join(local)}). "
+            "The fields each needs: "
+            + "; ".join(f"{t}: {', '.join(FIELDS[t])}" for t in tasks if t in FIELDS)
+        ) from None
     changed = ascii_filter(loaded)
     samples = None if limit is None else limit_samples(loaded, limit, limit_seed)
     out = lm_eval.simple_evaluate(

@@ -785,6 +785,25 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     _aa_checks(result, equivalent, seeds)
     if not result.answer:
         result.answer = _answer(result, contrast)
+    failed = [c for c in result.comparisons if c.aa_check and c.claimed]
+    if failed:  # first: it says the sweep's claims cannot be read yet
+        result.notes.insert(
+            0,
+            "A/A check failed: "
+            + "; ".join(
+                f"{c.arm} trains as ce (its target's gold mass is at least {CE_EQUIVALENT}) yet "
+                f"differs from ce on {c.metric} ({_fmt(c.estimate)} [{_fmt(c.low)}, "
+                f"{_fmt(c.high)}], adj. p = {c.p_adjusted:.3g})"
+                for c in failed
+            )
+            + ": something other than the objective differs between arms (data, seeds, "
+            "placement, evaluation); find it before reading any claim",
+        )
+        result.answer += (
+            f" But the A/A check failed ({', '.join(sorted({c.arm for c in failed}))} differ "
+            "from ce though they train as it; see the first note): read no claim until its "
+            "cause is found."
+        )
     return result
 
 
@@ -815,20 +834,14 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
     above the other arms' at `level` of equal variances (arm_variances' F quantile): the pooled
     test assumes them equal, and with the baseline's sd 1.5-2x the others' its false-claim rate
     under the null is 9-16% (simulated), not alpha (the plan's variance = baseline_apart holds
-    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps). The arms of a
-    trend along the plan's axis on `name` are screened too: the pooled trend assumes equal
-    variances (a 3x noisy arm at the axis's end: p <= 0.05 in 21% of null sweeps), the per-seed
-    one, the trend's test, does not. A screen: with 3 seeds it finds only large differences."""
+    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps). A trend's arms
+    are not screened: its test (per seed) assumes nothing of their variances. A screen: with 3
+    seeds it finds only large differences."""
     from scipy.stats import f as f_dist
 
     claimed = {c.arm for c in result.comparisons if c.metric == name and c.claimed}
-    trended = {a for t in result.trends if t["metric"] == name for a in t["arms"]}
     everyone = arm_variances(result, name)
-    ratios = {
-        a: r
-        for a, r in everyone.items()
-        if a == result.plan.baseline or a in claimed or a in trended
-    }
+    ratios = {a: r for a, r in everyone.items() if a == result.plan.baseline or a in claimed}
     if not ratios:
         return []
     n, df = len(everyone), result.fits[name].df
@@ -836,13 +849,6 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
     apart = result.plan.variance == "baseline_apart"
 
     def consequence(arm: str) -> str:
-        if arm not in claimed and arm != result.plan.baseline:
-            return (
-                f"the pooled trend along {result.plan.axis} through it assumes equal variances "
-                "(too small a p where the arm lies at an end of the axis, too large near its "
-                "middle); the trend's own test, per seed, does not (trends are reported, not "
-                "claimed)"
-            )
         if arm != result.plan.baseline:
             return "its comparison assumes equal variances and may claim more often than alpha"
         if apart:
@@ -941,9 +947,10 @@ def blank_twins(result: Analysis) -> list[str]:
         )
         notes.append(
             f"{c.metric}: {c.arm}'s claimed difference from {c.baseline} ({_fmt(c.estimate)}) is "
-            f"not there once the probes' blank twins are subtracted ({twin}: {measured}): the "
-            "model answers the same without reading the word, so the difference is a change of "
-            "its prior over these items' choices, not of character knowledge"
+            f"not shown once the probes' blank twins are subtracted ({twin}: {measured}): its "
+            "gain over the baseline cannot be told from a change of its prior over these items' "
+            "choices (what it answers without reading the word), so it is not shown to be "
+            "character knowledge"
         )
     return notes
 
@@ -1228,6 +1235,51 @@ def _fmt(v: float) -> str:
     return f"{v:+.4f}"
 
 
+def _costs(result: Analysis, arms: list[str]) -> str:
+    """What the arms claimed on the first family cost, or gain, on each other family's primary:
+    the question asks at what cost. A claim there, or no difference found with the difference
+    the sweep detects; validation CE with the part its target costs by construction."""
+    plan = result.plan
+    out = []
+    for arm in arms:
+        said = []
+        for family in plan.families[1:]:
+            c = next((c for c in result.primary_comparisons(family.name) if c.arm == arm), None)
+            if c is None:
+                said.append(f"{family.primary} not compared")
+                continue
+            ci = f"{_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}]" if c.low is not None else ""
+            if c.claimed:
+                text = f"{family.primary} {c.direction} ({ci})"
+            elif c.p is None:
+                text = f"{family.primary} not tested (no residual variance)"
+            else:
+                compared = len({k.arm for k in result.primary_comparisons(family.name)})
+                d = detectable_here(result, family.primary, compared)
+                text = f"{family.primary}: no difference found ({ci}" + (
+                    f"; detectable {d:.4f})" if d else ")"
+                )
+            built = by_construction(result, family.primary, arm)
+            if built is not None:
+                text += f" (the targets alone imply {_fmt(built)})"
+            said.append(text)
+        if said:
+            out.append(f"{arm}: {'; '.join(said)}")
+    return f" At what cost: {' | '.join(out)}." if out else ""
+
+
+def by_construction(result: Analysis, name: str, arm: str) -> float | None:
+    """The part of arm - baseline on a validation CE metric that the targets imply (the plain CE
+    a perfect target-matcher has), from the runs' final rows; None elsewhere."""
+    if name != "val CE":
+        return None
+    implied = result.final.get("implied CE") or {}
+    a, b = implied.get(arm), implied.get(result.plan.baseline)
+    if not a or not b:
+        return None
+    return float(np.mean(list(a.values())) - np.mean(list(b.values())))
+
+
 def _answer(result: Analysis, contrast: list[str]) -> str:
     plan = result.plan
     family = plan.families[0]
@@ -1262,21 +1314,28 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         )
 
     if better:
-        answer = (
-            f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at familywise "
-            f"alpha {plan.alpha}."
-        )
         prior = [c.arm for c in better if c.prior_only]
-        if prior:
-            which = "any of them" if 2 < len(prior) == len(better) else ", ".join(prior)
-            answer += (
-                f" But not once the probes' blank twins are subtracted ({which}): the models "
-                "answer alike without reading the word, so this is a change of their prior over "
-                "the choices, not of character knowledge (see the notes)."
+        if len(prior) == len(better):
+            answer = (
+                f"Claimed on {family.primary}, but not shown to be character knowledge: "
+                f"{listed(better)} above {plan.baseline} at familywise alpha {plan.alpha}, and "
+                "not once the probes' blank twins (the same items, the word blanked) are "
+                "subtracted: the gain cannot be told from a change of the models' prior over "
+                "the choices (see the notes)."
             )
+        else:
+            answer = (
+                f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at "
+                f"familywise alpha {plan.alpha}."
+            )
+            if prior:
+                answer += (
+                    f" For {', '.join(prior)}, not once the probes' blank twins are "
+                    "subtracted: the gain cannot be told from a change of prior (see the notes)."
+                )
         if worse:
             answer += f" Worse: {listed(worse)}."
-        return answer
+        return answer + _costs(result, [c.arm for c in better])
     d = detectable_here(result, family.primary, len(compared))
     if worse:
         rest = len(compared) - len(worse)

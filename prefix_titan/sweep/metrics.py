@@ -43,6 +43,31 @@ class Metric:
     """One step's value from that step's record ({"results", "bits_per_byte", ...}) or from a
     validation row"""
     description: str
+    unit: str = ""
+    """What its values count (the report says it): nats, bits per byte, a fraction, ..."""
+
+
+UNITS = (
+    ("val CE", "nats per token"),
+    ("implied CE", "nats per token"),
+    ("bits/byte", "bits per byte"),
+    ("val prefix mass", "probability"),
+    ("val support mass", "probability"),
+    ("target gold mass", "probability"),
+    ("val ECE", "probability"),
+    ("val Brier", "Brier score"),
+    ("char composite", "fraction of the way from chance to perfect"),
+    ("emb letters", "macro-F1"),
+)
+"""A metric's unit by the start of its name (the first that matches; else a fraction: 0.01 is one
+point of accuracy)"""
+
+
+def unit_of(name: str) -> str:
+    for start, unit in UNITS:
+        if start in name:
+            return unit
+    return "fraction (0.01 = one point)"
 
 
 def _task(task: str):
@@ -119,7 +144,7 @@ def _catalogue() -> dict[str, Metric]:
     out: dict[str, Metric] = {}
 
     def add(name, lower, source, read, description):
-        out[name] = Metric(name, lower, source, read, description)
+        out[name] = Metric(name, lower, source, read, description, unit_of(name))
 
     add("val CE", True, "validation", _validation("validation_plain_ce"), "validation plain CE")
     add(

@@ -18,6 +18,7 @@ from .analysis import (
     Analysis,
     analyse,
     apart_here,
+    by_construction,
     detectable_here,
     first_share,
     load_plan,
@@ -108,7 +109,10 @@ def primary_table(a: Analysis, family) -> str:
         return "Nothing compared (see the notes)."
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
     implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
-    head = f"| arm | {family.primary} − {a.plan.baseline} [95% CI] | p | adj. p | claim | final step alone |"
+    head = (
+        f"| arm | {family.primary} − {a.plan.baseline} [95% CI, unadjusted] | p | adj. p | claim "
+        "| final step alone |"
+    )
     lines = [head + (" targets imply |" if implied else ""), "|---|---:|---:|---:|---|---:|"]
     lines[1] += "---:|" if implied else ""
     for c in rows:
@@ -156,8 +160,14 @@ def claim_lines(a: Analysis) -> list[str]:
         f"({_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}], adj. p = "
         f"{c.p_adjusted:.3g}){'' if c.primary else ' (exploratory, after its primary claim)'}"
         + (
-            " — not once the probes' blank twins are subtracted: a change of prior (notes)"
+            " — not shown once the probes' blank twins are subtracted: it may be a change of "
+            "prior (notes)"
             if c.prior_only
+            else ""
+        )
+        + (
+            f" — the targets alone imply {_num(built, True)} (by construction)"
+            if (built := by_construction(a, c.metric, c.arm)) is not None and c.primary
             else ""
         )
         for c in claims
@@ -200,6 +210,23 @@ def aa_lines(a: Analysis) -> list[str]:
     return lines
 
 
+def units_line(a: Analysis) -> str:
+    """The units of the plan's metrics, and of every difference and slope of them."""
+    from .metrics import metric
+
+    said = "; ".join(
+        f"{name}: {metric(name).unit}" for name in dict.fromkeys(f.primary for f in a.plan.families)
+    )
+    axis = "ln τ" if a.plan.axis == "tau" else a.plan.axis
+    per = f"unit of {axis}" if a.plan.axis_scale == "log" else a.plan.axis
+    return (
+        f"Units (of each value and each difference): {said}; the other accuracies are fractions "
+        "(0.01 = one point), bits/byte bits per byte, emb letters macro-F1, masses and ECE "
+        f"probabilities. Trend slopes: per {per}. Intervals are 95% and unadjusted; a claim "
+        "reads the adjusted p."
+    )
+
+
 def trend_lines(a: Analysis) -> list[str]:
     axis = a.plan.axis
     if not a.trends:
@@ -207,39 +234,36 @@ def trend_lines(a: Analysis) -> list[str]:
             f"No trend along {axis}: no kind of the contrast ({', '.join(a.plan.contrast)}) has "
             f"arms at three values of {axis} or more."
         ]
-    per = f"log {axis}" if a.plan.axis_scale == "log" else axis
+    per = f"ln {axis}" if a.plan.axis_scale == "log" else axis
     lines = [
-        f"| family | metric | kind | slope per {per} [95% CI] | p | Holm p "
-        "| if variances equal: 95% CI | p | Holm p |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| family | metric | kind | slope per {per} [95% CI] | p | Holm p |",
+        "|---|---|---|---:|---:|---:|",
     ]
 
     def shown(p):
         return "-" if p is None else f"{p:.3g}"
 
-    def band(t):
-        return "-" if t["low"] is None else f"[{_num(t['low'], True)}, {_num(t['high'], True)}]"
-
     for t in a.trends:
-        pooled = t["pooled"]
+        band = "" if t["low"] is None else f" [{_num(t['low'], True)}, {_num(t['high'], True)}]"
         lines.append(
-            f"| {t['family']} | {t['metric']} | {t['kind']} | {_num(t['estimate'], True)} "
-            f"{band(t)} | {shown(t['p'])} | {shown(t['p_adjusted'])} | {band(pooled)} "
-            f"| {shown(pooled['p'])} | {shown(pooled['p_adjusted'])} |"
+            f"| {t['family']} | {t['metric']} | {t['kind']} | {_num(t['estimate'], True)}{band} "
+            f"| {shown(t['p'])} | {shown(t['p_adjusted'])} |"
         )
     seeds = len(a.seeds)
     lines += [
         "",
-        f"Trends are reported, not claimed. The trend's test takes the slope at each of the "
+        "Trends are reported, not claimed: a straight line through the arms' differences, which "
+        "one arm can drive (see the figure). Its test takes the slope at each of the "
         f"{seeds} seeds and tests those {seeds} values ({seeds - 1} degrees of freedom): valid "
-        "whatever the arms' variances and however the arms respond to the seed. The columns "
-        "after it assume equal variances and no seed x arm interaction (more power where that "
-        "holds, too small a p where it does not); the smaller of the two p is not a p-value.",
+        "whatever the arms' variances and however they respond to the seed. report.json also "
+        "holds the pooled test of the same slope (`pooled`: more power where the arms' "
+        "variances are equal and the seed pulls them alike, too small a p where not; not a "
+        "second chance).",
     ]
     if seeds == 2:
         lines.append(
-            "With 2 seeds the trend's test has 1 degree of freedom: its interval is wide and it "
-            "finds only large slopes."
+            "With 2 seeds the test has 1 degree of freedom: its interval is wide and it finds "
+            "only large slopes."
         )
     return lines
 
@@ -579,6 +603,8 @@ def report(
         f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
         "",
         f"**Answer.** {a.answer}",
+        "",
+        units_line(a),
         "",
         "## Analysis plan",
         "",

@@ -295,6 +295,10 @@ def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infin
 def build_prefix_validation_dataloader(
     dp_world_size, dp_rank, tokenizer, job_config, infinite: bool = False
 ):
+    """The validation loader: one pass over the validation split at most, whatever `infinite`
+    torchtitan asks for (it asks for an endless one whenever validation.steps is set, which
+    would read a small split's sequences twice in one validation and weigh them double)."""
+    del infinite
     v = job_config.validation
     ds = build_dataset(
         v.dataset,
@@ -304,7 +308,7 @@ def build_prefix_validation_dataloader(
         dp_rank,
         dp_world_size,
         None,
-        infinite,
+        False,
         "validation.dataset",
         "validation",
         job_config.data.document_mask,
@@ -318,5 +322,12 @@ def build_prefix_validation_dataloader(
             "in --val-every as validation, alongside training, up to --val-tokens: where the "
             "training budget --tokens stopped it first, raise --tokens or lower --val-every), or "
             "lower validation.local_batch_size or validation.seq_len"
+        )
+    asked = v.steps * v.local_batch_size
+    if isinstance(ds, PackedTokenDataset) and v.steps != -1 and asked > ds.per_rank:
+        logger.warning(
+            f"validation.steps {v.steps} x validation.local_batch_size {v.local_batch_size} = "
+            f"{asked} sequences per rank, and validation.dataset {v.dataset!r} holds "
+            f"{ds.per_rank} per rank: each validation reads those {ds.per_rank} once"
         )
     return _loader(ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config)

@@ -1610,3 +1610,15 @@ def test_the_trend_test_holds_its_level_where_the_pooled_one_breaks(
     if case == "noisy end" and seeds == 3:  # a slope of 1 run sd per unit of log tau, equal sds
         pooled, own = rates(1.0, 100, "equal")
         assert own >= 0.6 and pooled >= 0.95, (pooled, own)  # 78% and 99.9% (20,000 sweeps)
+
+
+def test_the_simulator_refuses_an_effect_below_chance():
+    """A shift that would take a task below guessing (WinoGrande from 0.515 down 2 points) was
+    clamped at -20 logits and made its bits per byte explode; it is refused, naming the task."""
+    sweep = sim.Sweep(tasks=TASKS, effects=(("prefix_tau0.5", "downstream", -0.02),), items=50)
+    with pytest.raises(ValueError) as e:
+        sim.simulate(sweep, seed=0)
+    assert str(e.value).startswith(
+        "--effect prefix_tau0.5: winogrande_debiased: an effect of -0.02"
+    )
+    assert "a model guessing among its 2 choices scores 0.5" in str(e.value)

@@ -189,8 +189,13 @@ def _expected_accuracy(task: Task, logits: np.ndarray, sd: float) -> float:
 def logit_shift(task: Task, easiness: np.ndarray, sd: float, points: float) -> float:
     """The ability shift that raises the expected accuracy on these items by `points`."""
     base = _expected_accuracy(task, task.level + easiness, sd)
-    if not 0 < base + points < 1:
-        raise ValueError(f"an effect of {points} from accuracy {base:.3f} leaves [0, 1]")
+    chance = 1 / task.choices
+    if not chance < base + points < 1:
+        raise ValueError(
+            f"an effect of {points:+g} from accuracy {base:.3f} leaves "
+            f"({chance:.3g}, 1): a model guessing among its {task.choices} choices scores "
+            f"{chance:.3g}, so no model scores below that on average"
+        )
     lo, hi = -20.0, 20.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -232,9 +237,12 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
         if t != "val CE":
             i = tasks.index(t)
             part = slice(starts[i], starts[i] + sizes[i])
-            shift.setdefault(arm, np.zeros(len(tasks)))[i] = logit_shift(
-                TASKS[t], easiness[part], item_sd, v
-            )
+            try:
+                shift.setdefault(arm, np.zeros(len(tasks)))[i] = logit_shift(
+                    TASKS[t], easiness[part], item_sd, v
+                )
+            except ValueError as e:
+                raise ValueError(f"--effect {arm}: {t}: {e}") from None
     char = GROUPS["char"]
     val_steps = list(range(300, sweep.steps[-1] + 1, 300))
     runs = []

@@ -1186,7 +1186,7 @@ def test_the_ce_equivalent_arms_are_not_claimed_different_from_ce(seed):
         items=100,
         tasks=TASKS,
         construction_cost=True,
-        effects=(("prefix_norm_tau0.5", "char", 0.1), ("prefix_tau2.0", "downstream", -0.05)),
+        effects=(("prefix_norm_tau0.5", "char", 0.1), ("prefix_tau2.0", "downstream", -0.01)),
     )
     found = sim.claims(sweep, PLAN, sweeps, seed, workers=WORKERS)
     equivalent = ["prefix_tau0.05", "prefix_tau0.1", "prefix_tau0.2"]

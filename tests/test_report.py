@@ -473,9 +473,9 @@ def test_nothing_to_plot_leaves_the_figure_out_and_says_so(tmp_path, recwarn, ca
 def test_unfinished_runs_are_marked(sweep):
     text = report(str(sweep))
     assert "**Unfinished: 12 runs** below the configured training.steps" in text
-    assert "ce seed 1 (step 2000 of 38147)" in text
+    assert "ce seed 1 (step 2000 of 38150)" in text
     data = json.loads((sweep / "report" / "report.json").read_text())
-    assert {"arm": "ce", "seed": 1, "last_step": 2000, "steps": 38147} in data["unfinished_runs"]
+    assert {"arm": "ce", "seed": 1, "last_step": 2000, "steps": 38150} in data["unfinished_runs"]
     from prefix_titan.runs.checkpoints import DCP_METADATA
 
     for config_file in sweep.glob("*/seed*/run_config.json"):

@@ -119,7 +119,12 @@ def primary_table(a: Analysis, family) -> str:
         p = "-" if c.p is None else f"{c.p:.3g}"
         adj = "-" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"
         claim = {"better": "▲ better", "worse": "▼ worse"}.get(c.direction, "") if c.claimed else ""
-        last = _ci(final[c.arm]) if c.arm in final else "-"
+        f = final.get(c.arm)
+        last = (
+            "-"
+            if f is None
+            else _ci(f) + ("" if f.p_adjusted is None else f", Holm p {f.p_adjusted:.3g}")
+        )
         line = f"| {c.arm} | {_ci(c)} | {p} | {adj} | {claim} | {last} |"
         if implied:
             line += f" {_num(_mean_of(a, 'implied CE', c.arm) - _mean_of(a, 'implied CE', c.baseline), True)} |"

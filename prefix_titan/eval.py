@@ -89,7 +89,7 @@ def contradicted(
 
     if not os.path.isfile(os.path.join(run_dir, RUN_CONFIG)):
         return []
-    run = load_run(run_dir)
+    run = load_run(run_dir, items=False)
     out = []
     for step in steps:
         e = run["steps"].get(step) or {"files": {}, "limits": {}}

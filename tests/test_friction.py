@@ -531,6 +531,19 @@ def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path, monkeypat
         read_items(str(tmp_path), data["item_sha256"])
     monkeypatch.undo()
 
+    # Results written before the digests: a later evaluation adds its task, and the earlier
+    # items are taken as they are (read, not refused)
+    legacy = tmp_path / "legacy"
+    write_evaluation(str(legacy), *evaluation(["piqa"], 0.5))
+    data = json.loads((legacy / EVAL_RESULTS).read_text())
+    del data["item_sha256"]
+    (legacy / EVAL_RESULTS).write_text(json.dumps(data))
+    assert sorted(read_items(str(legacy), data.get("item_sha256"))) == ["piqa"]
+    write_evaluation(str(legacy), *evaluation(["hellaswag"], 0.3))
+    data = json.loads((legacy / EVAL_RESULTS).read_text())
+    assert sorted(data["item_sha256"]) == ["hellaswag", "piqa"]
+    assert sorted(read_items(str(legacy), data["item_sha256"])) == ["hellaswag", "piqa"]
+
     # The probes' settings decide only the probes' items: downstream tasks first, then probes
     # with settings of their own, and back; a second probe evaluation with others is refused.
     folder = tmp_path / "probed"

@@ -242,6 +242,11 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
     (tmp_path / "out" / "progress.json").write_text(
         json.dumps({"settings": {"val_every": 3}, "file": 0, "row": 0, "splits": {}})
     )
+    with pytest.raises(ValueError, match="split its documents by id, before they were split"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    (tmp_path / "out" / "progress.json").write_text(
+        json.dumps({"settings": {"split": "x", "val_every": 3}, "file": 0, "row": 0, "splits": {}})
+    )
     with pytest.raises(ValueError, match="unfinished run with other settings"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
     prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
@@ -658,7 +663,9 @@ class _FakeHub:
 
         class Api:
             def dataset_info(self, repo, revision=None):
-                return types.SimpleNamespace(sha=revision or hub.newest)
+                return types.SimpleNamespace(
+                    sha=hub.newest if revision in (None, "main") else revision
+                )
 
             def list_repo_files(self, repo, repo_type=None, revision=None):
                 hub.listed.append(revision)
@@ -708,6 +715,15 @@ def test_a_hub_prepare_reads_and_resumes_at_the_commit_it_began(
         assert (tmp_path / "clean" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()
     fresh = prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "new"), **kw)
     assert fresh["revision"] == "beef00"  # a new prepare reads the newest commit
+    # asked for a branch by name: resumed with the same name, the commit it began on
+    hub.fail = sorted(os.listdir(tmp_path / "src"))[1]
+    with pytest.raises(ConnectionError):
+        prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "main"), **kw, revision="main")
+    hub.fail, hub.newest = None, "feed01"
+    resumed = prepare(
+        "owner/data", embedded_tokenizer_dir, str(tmp_path / "main"), **kw, revision="main"
+    )
+    assert resumed["revision"] == "beef00"
     with pytest.raises(ValueError, match="--revision is for a hub dataset"):
         prepare(
             str(tmp_path / "src"),
@@ -810,7 +826,8 @@ def test_a_validation_reads_each_sequence_once_however_many_steps_it_asks(
 ):
     """torchtitan asks for an endless validation loader whenever validation.steps is set: steps
     beyond the split's sequences would read them again within one validation and weigh them
-    double. The loader is one pass, and says so."""
+    double. The loader is one pass in whole batches (torchtitan averages the batches' means: a
+    short last batch would weigh its sequences more), and says so."""
     from prefix_titan.titan.datasets import build_prefix_validation_dataloader
 
     c = Config(shard_dir, 4)
@@ -828,7 +845,11 @@ def test_a_validation_reads_each_sequence_once_however_many_steps_it_asks(
     c.validation = v
     with caplog.at_level("WARNING"):
         loader = build_prefix_validation_dataloader(1, 0, tokenizer, c, infinite=True)
-    assert f"each validation reads those {held} once" in caplog.text
-    for _ in range(2):  # every pass: each sequence once
-        seen = [tuple(row.tolist()) for x, _ in loader for row in x["input"]]
-        assert len(seen) == held and len(set(seen)) == held
+    whole = held // 4 * 4
+    said = f"reads {whole} of them once" if whole < held else f"reads those {held} once"
+    assert said in caplog.text, caplog.text
+    for _ in range(2):  # every pass: each sequence once, whole batches
+        batches = [x["input"] for x, _ in loader]
+        seen = [tuple(row.tolist()) for b in batches for row in b]
+        assert len(seen) == whole and len(set(seen)) == whole
+        assert all(len(b) == 4 for b in batches)

@@ -126,19 +126,23 @@ refused). By its filtered text, not its id: FineWeb is deduplicated within each 
 them, so one page crawled twice has two ids, and by id could fall on both sides."""
 
 
-def _unfinished_revision(out: str, source: str) -> str | None:
-    """The hub commit an unfinished prepare of `source` into `out` was reading, if any."""
+def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None:
+    """The hub commit an unfinished prepare of `source` into `out` was reading, where it was
+    asked for the same revision (`asked`; None: main, or whatever it began on), else None."""
     if source == "embedded" or os.path.isdir(source):
         return None
     try:
         with open(os.path.join(out, PROGRESS)) as f:
-            settings = json.load(f)["settings"]
+            state = json.load(f)
+        settings = state["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not isinstance(settings, dict) or settings.get("source") != source:
         return None
     revision = settings.get("revision")
-    return revision if isinstance(revision, str) else None
+    if not isinstance(revision, str):
+        return None
+    return revision if asked in (None, revision, state.get("revision_asked")) else None
 
 
 class _Writer:
@@ -317,8 +321,9 @@ def prepare(
     tokenizer = HuggingFaceTokenizer(tokenizer_dir)
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
-    if revision is None:  # resuming: the commit it began reading, not the newest
-        revision = _unfinished_revision(out, source)
+    asked = revision
+    # resuming: the commit it began reading, not the newest (a branch moves)
+    revision = _unfinished_revision(out, source, asked) or revision
     files, revision = source_files(source, revision)
     settings = {
         "split": SPLIT_RULE,
@@ -353,6 +358,7 @@ def prepare(
             "docs_read": 0,
             "docs_empty": 0,
             "docs_val_over_budget": 0,
+            "revision_asked": asked,
         }
         if os.path.exists(state_path):
             state = read_json(state_path, "the record of an unfinished prepare", expect=dict)
@@ -360,6 +366,12 @@ def prepare(
                 raise ValueError(
                     f"{state_path} is not the record of a prepare (no settings): it is damaged; "
                     f"remove {out} and prepare again"
+                )
+            if "split" not in state["settings"]:
+                raise ValueError(
+                    f"{out!r} holds an unfinished prepare that split its documents by id, before "
+                    "they were split by their text: it cannot be continued under the new rule; "
+                    "remove it or choose another --out, and prepare again"
                 )
             if state["settings"] != settings:
                 changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])

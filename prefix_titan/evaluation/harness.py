@@ -132,6 +132,29 @@ def data_file(data_dir: str, task: str) -> str:
     return path
 
 
+def _unfiltered(results: dict, task: str) -> bool:
+    """Whether a task's earlier result was scored on documents not ASCII-filtered (written
+    before the filter): evaluated again, not kept as done."""
+    if task in PROBE_TASKS or task in BLANK_TASKS or task == EMBEDDING_PROBE:
+        return False
+    return ASCII_MARK not in str((results.get("versions") or {}).get(task, ""))
+
+
+def refuse_groups(tasks: list[str], task_manager) -> None:
+    """lm-eval loads a group again from its name, its tasks unfiltered: refused, before any
+    export or evaluation."""
+    index = getattr(task_manager, "task_index", {})
+    groups = [
+        t for t in tasks if getattr(getattr(index.get(t), "kind", None), "name", "") == "GROUP"
+    ]
+    if groups:
+        raise ValueError(
+            f"--tasks: {', '.join(groups)} is an lm-eval group; name its tasks instead (each "
+            "one's documents are ASCII-filtered as training's were, which a group's own loading "
+            "would not do)"
+        )
+
+
 def check_tasks(tasks: list[str], known: list[str]) -> None:
     """Refuse task names lm-eval does not know (before any model is loaded), listing ours, the
     defaults and the nearest known names."""
@@ -160,7 +183,7 @@ FIELDS = {
     "hellaswag": ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
     "piqa": ("goal", "sol1", "sol2", "label"),
     "winogrande_debiased": ("sentence", "option1", "option2", "answer"),
-    "arc_easy": ("id", "question", "choices {text, label}", "answerKey"),
+    "arc_easy": ("question", "choices {text, label}", "answerKey"),
 }
 """The fields the default tasks' lm-eval configs read from each document of a --data-dir file"""
 
@@ -227,6 +250,7 @@ def evaluate(
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
         task_manager = task_manager or task_index()
         check_tasks(harness_tasks, task_manager.all_tasks)
+        refuse_groups(harness_tasks, task_manager)
         if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
             # Imported here: torch brings tqdm, which reads TQDM_DISABLE once (eval.quiet).
             from .embedding_probe import VERSION as PROBE_VERSION
@@ -400,6 +424,10 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
     # The items first, the results last, naming each items file's digest: an evaluation
     # interrupted between the two leaves items that the results (the earlier ones) disown.
     digests = write_items(folder, items)
+    for task in kept:  # a kept task written before digests were: its file as it is now
+        kept_items = os.path.join(folder, EVAL_ITEMS, f"{task}.jsonl")
+        if task not in (results.get(ITEM_DIGESTS) or {}) and os.path.exists(kept_items):
+            digests.setdefault(task, file_sha256(kept_items))
     results = {**results, ITEM_DIGESTS: {**(results.get(ITEM_DIGESTS) or {}), **digests}}
     write_json(path, results, default=str)
     return results
@@ -519,7 +547,8 @@ def ascii_filter(loaded: dict) -> dict[str, int]:
     (built from ASCII words), as training's documents were: a model never trained on those
     bytes' tokens is otherwise scored on them, and label smoothing, the one objective that puts
     mass on them, gains there (several nats per such answer). Before the task's own
-    process_docs, which then sees the filtered text. {task: evaluated documents changed}."""
+    process_docs, which then sees the filtered text; in memory (nothing added to the datasets
+    cache). {task: documents of its evaluated split changed (all of them, --limit or not)}."""
     changed = {}
     for name, task in loaded["tasks"].items():
         if name in PROBE_TASKS or name in BLANK_TASKS or not hasattr(task, "dataset"):
@@ -532,7 +561,9 @@ def ascii_filter(loaded: dict) -> dict[str, int]:
                 n = sum(_ascii_fields(doc) != doc for doc in docs)
             # (map hands each row as a mapping of its own, not a dict)
             task.dataset[key] = docs.map(
-                lambda doc: _ascii_fields(dict(doc)), load_from_cache_file=False
+                lambda doc: _ascii_fields(dict(doc)),
+                load_from_cache_file=False,
+                keep_in_memory=True,
             )
         changed[name] = n
     return changed
@@ -572,16 +603,7 @@ def _harness(
     cuda = torch.cuda.is_available()
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
-    index = getattr(task_manager, "task_index", {})
-    groups = [
-        t for t in tasks if getattr(getattr(index.get(t), "kind", None), "name", "") == "GROUP"
-    ]
-    if groups:  # lm-eval loads a group again from its name: its tasks would go unfiltered
-        raise ValueError(
-            f"--tasks: {', '.join(groups)} is an lm-eval group; name its tasks instead (each "
-            "one's documents are ASCII-filtered as training's were, which a group's own loading "
-            "would not do)"
-        )
+    refuse_groups(tasks, task_manager)  # (evaluate and evaluate_run refuse them earlier)
     files = local_files(tasks, model_dir, data_dir, probes)
     specs = task_specs(tasks, files, task_manager)
     try:
@@ -616,7 +638,7 @@ def _harness(
     out["ascii_filtered"] = changed
     setup = {  # what computed the scores, each task's (an evaluation adds tasks to a folder's)
         **{k: v for k, v in model_args(model_dir, dtype, cuda).items() if k != "pretrained"},
-        "batch_size": batch_size,
+        "batch_size": (out.get("config") or {}).get("batch_sizes") or batch_size,
         "lm_eval": _version("lm_eval"),
         "transformers": _version("transformers"),
         "torch": _version("torch"),
@@ -763,10 +785,10 @@ def read_items(folder: str, digests: dict | None = None) -> dict[str, list[dict]
         if not name.endswith(".jsonl"):
             continue
         task, path = name[: -len(".jsonl")], os.path.join(out, name)
-        if digests is not None:
+        if digests is not None and task in digests:  # (results written before digests: none)
             with open(path, "rb") as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
-            if digests.get(task) != digest:
+            if digests[task] != digest:
                 raise ValueError(
                     f"{path} is not the items file that {os.path.join(folder, EVAL_RESULTS)} "
                     "records (an evaluation was interrupted between writing its items and its "
@@ -908,6 +930,7 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))  # checked before anything is exported
     check_tasks([t for t in tasks if t != EMBEDDING_PROBE], kwargs["task_manager"].all_tasks)
+    refuse_groups(tasks, kwargs["task_manager"])
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):
@@ -992,7 +1015,11 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
         path = os.path.join(out, EVAL_RESULTS)
         earlier = {} if kwargs.get("replace") else _earlier(path)
         same = bool(earlier) and _other_settings(path, earlier, settings) is None
-        done = [t for t in tasks if same and t in (earlier.get("results") or {})]
+        done = [
+            t
+            for t in tasks
+            if same and t in (earlier.get("results") or {}) and not _unfiltered(earlier, t)
+        ]
         todo = [t for t in tasks if t not in done]
         if todo:
             results = evaluate(out, **{**kwargs, "tasks": todo})

@@ -887,10 +887,12 @@ def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[s
         else "the pooled comparisons may claim more often than alpha (a plan with variance = "
         '"baseline_apart" held about alpha there in simulation, at a cost in power)'
     )
-    consequence += (
-        f"; the pooled trend along {result.plan.axis} too (where the seed's pull changes along "
-        "the axis, p <= 0.05 in 37% of null sweeps), not the trend's own per-seed test"
-    )
+    if any(t["metric"] == name for t in result.trends):
+        consequence += (
+            f"; the pooled trend along {result.plan.axis} in report.json too (where the seed's "
+            "pull changes along the axis, p <= 0.05 in 37% of null sweeps), not the trend's own "
+            "per-seed test"
+        )
     return [
         f"{name}: the arms respond to the seed by unequal amounts ({share:.0%} of the residual "
         f"variation lies along one seed pattern; Johnson-Graybill p = {p:.3g}, below "
@@ -1137,7 +1139,8 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
             x = [math.log(v) for v in x]
         index = [complete.index(a) for a in arms]
         # The test of record takes the slope at each seed (valid whatever the arms' variances
-        # and any seed x arm interaction); the pooled one, beside it, assumes neither.
+        # and any seed x arm interaction); the pooled one, beside it, assumes equal variances
+        # and no interaction.
         t = inference.per_seed(f.y, inference.trend_weights(index, x, len(complete)))
         pooled = inference.trend(f, index, x)
         tests.append(

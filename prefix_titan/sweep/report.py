@@ -222,8 +222,8 @@ def units_line(a: Analysis) -> str:
     said = "; ".join(
         f"{name}: {metric(name).unit}" for name in dict.fromkeys(f.primary for f in a.plan.families)
     )
-    axis = "ln τ" if a.plan.axis == "tau" else a.plan.axis
-    per = f"unit of {axis}" if a.plan.axis_scale == "log" else a.plan.axis
+    axis = "τ" if a.plan.axis == "tau" else a.plan.axis
+    per = f"unit of ln {axis}" if a.plan.axis_scale == "log" else f"unit of {axis}"
     return (
         f"Units (of each value and each difference): {said}; the other accuracies are fractions "
         "(0.01 = one point), bits/byte bits per byte, emb letters macro-F1, masses and ECE "
@@ -255,6 +255,8 @@ def trend_lines(a: Analysis) -> list[str]:
             f"| {shown(t['p'])} | {shown(t['p_adjusted'])} |"
         )
     seeds = len(a.seeds)
+    if seeds < 2:
+        return [*lines, "", "Trends are reported, not claimed; with one seed none is tested."]
     lines += [
         "",
         "Trends are reported, not claimed: a straight line through the arms' differences, which "

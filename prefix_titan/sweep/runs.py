@@ -68,12 +68,13 @@ def _text(metrics) -> str:
     return json.dumps(metrics, sort_keys=True, default=str)
 
 
-def load_run(folder: str) -> dict:
+def load_run(folder: str, items: bool = True) -> dict:
     """One run folder: its recorded config and objective (arm name); its validation rows by step
     (plain CE and the validation metrics); by evaluated step, the evaluation results, the
     per-item outcomes (with the bits per byte they give), and the --limit and task version each
     result was made with; and the last step it recorded (`last_step`: its latest complete
-    checkpoint, metrics log row, validation or evaluation; None if none)."""
+    checkpoint, metrics log row, validation or evaluation; None if none). `items=False` leaves
+    the per-item files unread (what an evaluation checks before it writes needs none)."""
     config = read_json(os.path.join(folder, RUN_CONFIG), "the run record", expect=dict)
     if not isinstance(config.get("objective"), dict):
         raise ValueError(f"{os.path.join(folder, RUN_CONFIG)} is not a run record (no objective)")
@@ -122,7 +123,8 @@ def load_run(folder: str) -> dict:
                     e["probes"][task] = probes_built(data)
                 e["versions"][task] = (data.get("versions") or {}).get(task)
                 e["files"][task] = path
-            e["items"].update(read_items(d, data.get(ITEM_DIGESTS)))
+            if items:
+                e["items"].update(read_items(d, data.get(ITEM_DIGESTS)))
     curve = os.path.join(folder, EVAL_CURVE)
     if os.path.exists(curve):
         for step, results in read_json(curve, "the learning curve", expect=dict).items():

@@ -261,7 +261,7 @@ def collate_with_labels(samples):
     return input_dict, labels
 
 
-def _loader(ds, dp_rank, dp_world_size, options, batch_size, job_config):
+def _loader(ds, dp_rank, dp_world_size, options, batch_size, job_config, drop_last=False):
     collate = {"collate_fn": collate_with_labels} if job_config.objective.fused_loss else {}
     return ParallelAwareDataloader(
         ds,
@@ -269,6 +269,7 @@ def _loader(ds, dp_rank, dp_world_size, options, batch_size, job_config):
         dp_world_size=dp_world_size,
         **asdict(options),
         batch_size=batch_size,
+        drop_last=drop_last,
         **collate,
     )
 
@@ -323,11 +324,23 @@ def build_prefix_validation_dataloader(
             "training budget --tokens stopped it first, raise --tokens or lower --val-every), or "
             "lower validation.local_batch_size or validation.seq_len"
         )
-    asked = v.steps * v.local_batch_size
-    if isinstance(ds, PackedTokenDataset) and v.steps != -1 and asked > ds.per_rank:
+    # torchtitan averages the batches' mean losses: a short last batch would weigh its
+    # sequences more than the others', so validation reads whole batches only.
+    whole = ds.per_rank // v.local_batch_size * v.local_batch_size if hasattr(ds, "per_rank") else 0
+    asked = v.steps * v.local_batch_size if v.steps != -1 else None
+    if whole and (asked is None or asked > whole) and whole < ds.per_rank:
+        logger.warning(
+            f"validation.dataset {v.dataset!r} holds {ds.per_rank} sequences per rank: each "
+            f"validation reads {whole} of them once, in whole batches of "
+            f"validation.local_batch_size {v.local_batch_size} (a local batch that divides "
+            f"{ds.per_rank} reads them all)"
+        )
+    elif whole and asked is not None and asked > whole:
         logger.warning(
             f"validation.steps {v.steps} x validation.local_batch_size {v.local_batch_size} = "
             f"{asked} sequences per rank, and validation.dataset {v.dataset!r} holds "
             f"{ds.per_rank} per rank: each validation reads those {ds.per_rank} once"
         )
-    return _loader(ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config)
+    return _loader(
+        ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config, drop_last=True
+    )

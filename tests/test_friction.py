@@ -529,6 +529,16 @@ def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path, monkeypat
     (tmp_path / EVAL_ITEMS / "piqa.jsonl").unlink()
     with pytest.raises(ValueError, match="records the items of piqa, but .* lacks them"):
         read_items(str(tmp_path), data["item_sha256"])
+    # killed while adding a task: its items, which the results never recorded, are refused
+    added = tmp_path / "added"
+    monkeypatch.undo()
+    write_evaluation(str(added), *evaluation(["piqa"], 0.5))
+    monkeypatch.setattr(module, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_evaluation(str(added), *evaluation(["hellaswag"], 0.3))
+    data = json.loads((added / EVAL_RESULTS).read_text())
+    with pytest.raises(ValueError, match="hellaswag.jsonl is not the items file that"):
+        read_items(str(added), data["item_sha256"])
     monkeypatch.undo()
 
     # Results written before the digests: a later evaluation adds its task, and the earlier

@@ -724,6 +724,15 @@ def test_a_hub_prepare_reads_and_resumes_at_the_commit_it_began(
         "owner/data", embedded_tokenizer_dir, str(tmp_path / "main"), **kw, revision="main"
     )
     assert resumed["revision"] == "beef00"
+    # begun with no --revision (main), resumed naming main: the same commit
+    hub.fail = sorted(os.listdir(tmp_path / "src"))[1]
+    with pytest.raises(ConnectionError):
+        prepare("owner/data", embedded_tokenizer_dir, str(tmp_path / "named"), **kw)
+    hub.fail, hub.newest = None, "0ddba11"
+    resumed = prepare(
+        "owner/data", embedded_tokenizer_dir, str(tmp_path / "named"), **kw, revision="main"
+    )
+    assert resumed["revision"] == "feed01"
     with pytest.raises(ValueError, match="--revision is for a hub dataset"):
         prepare(
             str(tmp_path / "src"),

@@ -142,7 +142,8 @@ def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None
     revision = settings.get("revision")
     if not isinstance(revision, str):
         return None
-    return revision if asked in (None, revision, state.get("revision_asked")) else None
+    began = state.get("revision_asked") or "main"  # (no --revision: main)
+    return revision if asked is None or asked in (revision, began) else None
 
 
 class _Writer:

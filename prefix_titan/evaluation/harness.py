@@ -638,7 +638,10 @@ def _harness(
     out["ascii_filtered"] = changed
     setup = {  # what computed the scores, each task's (an evaluation adds tasks to a folder's)
         **{k: v for k, v in model_args(model_dir, dtype, cuda).items() if k != "pretrained"},
-        "batch_size": (out.get("config") or {}).get("batch_sizes") or batch_size,
+        "batch_size": {  # lm-eval detects sizes for "auto" on a GPU (not for rolling tasks)
+            "asked": batch_size,
+            "detected": (out.get("config") or {}).get("batch_sizes") or [],
+        },
         "lm_eval": _version("lm_eval"),
         "transformers": _version("transformers"),
         "torch": _version("torch"),
@@ -785,10 +788,10 @@ def read_items(folder: str, digests: dict | None = None) -> dict[str, list[dict]
         if not name.endswith(".jsonl"):
             continue
         task, path = name[: -len(".jsonl")], os.path.join(out, name)
-        if digests is not None and task in digests:  # (results written before digests: none)
+        if digests is not None:  # (results written before digests have none: not checked)
             with open(path, "rb") as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
-            if digests[task] != digest:
+            if digests.get(task) != digest:
                 raise ValueError(
                     f"{path} is not the items file that {os.path.join(folder, EVAL_RESULTS)} "
                     "records (an evaluation was interrupted between writing its items and its "

@@ -341,6 +341,7 @@ def build_prefix_validation_dataloader(
             f"{asked} sequences per rank, and validation.dataset {v.dataset!r} holds "
             f"{ds.per_rank} per rank: each validation reads those {ds.per_rank} once"
         )
+    packed = isinstance(ds, PackedTokenDataset)  # (a streamed split: its last batch as it is)
     return _loader(
-        ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config, drop_last=True
+        ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config, drop_last=packed
     )

@@ -175,11 +175,11 @@ def test_eval_command_end_to_end(exported):
     for noise in ("Generating ", "Loading weights", "Overwriting default num_fewshot"):
         assert noise not in out.stderr, noise
     # What scored each task, and which file its items came from (ASCII-filtered, as training)
-    from prefix_titan.evaluation.harness import file_sha256
+    from prefix_titan.runs.checkpoints import sha256
 
     data = json.load(open(exported / "hf" / "eval_results.json"))
     for task in FIXTURES:
-        digest = file_sha256(str(exported / "data" / f"{task}.jsonl"))[:16]
+        digest = sha256(str(exported / "data" / f"{task}.jsonl"))[:16]
         assert data["versions"][task].endswith(f" ascii data sha256:{digest}"), data["versions"]
         assert data["setup"][task]["dtype"] == "float32" and data["setup"][task]["lm_eval"]
         assert data["ascii_filtered"][task] >= 0

@@ -120,7 +120,7 @@ def test_task_documents_are_ascii_filtered_as_training_documents_were(tmp_path):
     assert task.doc_to_choice(docs[0]) == ["a caf", "b"] and docs[1]["sol2"] == "quoted"
     assert all(str(v).isascii() for d in docs for v in d.values())
     with pytest.raises(ValueError, match="is an lm-eval group; name its tasks instead"):
-        harness._harness(str(tmp_path), ["mmlu"], None, None, "1", None, manager, None)
+        harness.refuse_groups(["mmlu"], manager)
 
 
 def test_the_task_groups_are_spelled_out_each_task_once():

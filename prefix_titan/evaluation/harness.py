@@ -16,7 +16,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
-from ..runs.checkpoints import complete_steps
+from ..runs.checkpoints import complete_steps, sha256
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_ITEMS,
@@ -427,7 +427,7 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
     for task in kept:  # a kept task written before digests were: its file as it is now
         kept_items = os.path.join(folder, EVAL_ITEMS, f"{task}.jsonl")
         if task not in (results.get(ITEM_DIGESTS) or {}) and os.path.exists(kept_items):
-            digests.setdefault(task, file_sha256(kept_items))
+            digests.setdefault(task, sha256(kept_items))
     results = {**results, ITEM_DIGESTS: {**(results.get(ITEM_DIGESTS) or {}), **digests}}
     write_json(path, results, default=str)
     return results
@@ -603,7 +603,6 @@ def _harness(
     cuda = torch.cuda.is_available()
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
-    refuse_groups(tasks, task_manager)  # (evaluate and evaluate_run refuse them earlier)
     files = local_files(tasks, model_dir, data_dir, probes)
     specs = task_specs(tasks, files, task_manager)
     try:
@@ -633,7 +632,7 @@ def _harness(
     for task in changed:
         version = f"{out.get('versions', {}).get(task)} {ASCII_MARK}"
         if task in files:  # a local copy (--data-dir): its items are the file's
-            version += f" data sha256:{file_sha256(files[task])[:16]}"
+            version += f" data sha256:{sha256(files[task])[:16]}"
         out.setdefault("versions", {})[task] = version
     out["ascii_filtered"] = changed
     setup = {  # what computed the scores, each task's (an evaluation adds tasks to a folder's)
@@ -648,16 +647,6 @@ def _harness(
     }
     out["setup"] = dict.fromkeys(loaded["tasks"], setup)
     return out
-
-
-def file_sha256(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(package: str) -> str | None:
@@ -779,8 +768,6 @@ def read_items(folder: str, digests: dict | None = None) -> dict[str, list[dict]
     """{task: per-item records} written by write_items (empty if none). With `digests` (the
     results file's ITEM_DIGESTS), an items file that is not the one the results name, or one
     they name that is missing, is refused: an evaluation was interrupted between its writes."""
-    import hashlib
-
     out = os.path.join(folder, EVAL_ITEMS)
     names = sorted(os.listdir(out)) if os.path.isdir(out) else []
     items = {}
@@ -788,15 +775,13 @@ def read_items(folder: str, digests: dict | None = None) -> dict[str, list[dict]
         if not name.endswith(".jsonl"):
             continue
         task, path = name[: -len(".jsonl")], os.path.join(out, name)
-        if digests is not None:  # (results written before digests have none: not checked)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            if digests.get(task) != digest:
-                raise ValueError(
-                    f"{path} is not the items file that {os.path.join(folder, EVAL_RESULTS)} "
-                    "records (an evaluation was interrupted between writing its items and its "
-                    "results): evaluate that model again with --replace"
-                )
+        # (results written before digests have none: not checked)
+        if digests is not None and digests.get(task) != sha256(path):
+            raise ValueError(
+                f"{path} is not the items file that {os.path.join(folder, EVAL_RESULTS)} "
+                "records (an evaluation was interrupted between writing its items and its "
+                "results): evaluate that model again with --replace"
+            )
         items[task] = read_log(path)
     missing = sorted(set(digests or {}) - set(items))
     if missing:
@@ -965,10 +950,7 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")
     if not kwargs.get("replace"):  # every step's, before the first is evaluated
         settings = evaluation_settings(
-            kwargs.get("limit"),
-            kwargs.get("limit_seed", LIMIT_SEED),
-            probes,
-            expand(kwargs.get("tasks", DEFAULT_TASKS)),
+            kwargs.get("limit"), kwargs.get("limit_seed", LIMIT_SEED), probes, tasks
         )
         refuse_replacing(
             [os.path.join(run_dir, EXPORTS, os.path.basename(s), EVAL_RESULTS) for s in steps],

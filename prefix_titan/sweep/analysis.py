@@ -792,8 +792,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
             "A/A check failed: "
             + "; ".join(
                 f"{c.arm} trains as ce (its target's gold mass is at least {CE_EQUIVALENT}) yet "
-                f"differs from ce on {c.metric} ({_fmt(c.estimate)} [{_fmt(c.low)}, "
-                f"{_fmt(c.high)}], adj. p = {c.p_adjusted:.3g})"
+                f"differs from ce on {c.metric} ({_estimated(c)}, adj. p = {c.p_adjusted:.3g})"
                 for c in failed
             )
             + ": something other than the objective differs between arms (data, seeds, "
@@ -1234,6 +1233,11 @@ def first_share(plan: Plan, name: str, compared: int) -> tuple[int, str]:
     return compared, "not in the plan"
 
 
+def _estimated(c) -> str:
+    """A comparison's estimate with its interval, as the answer and the notes write them."""
+    return f"{_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}]"
+
+
 def _fmt(v: float) -> str:
     return f"{v:+.4f}"
 
@@ -1251,7 +1255,7 @@ def _costs(result: Analysis, arms: list[str]) -> str:
             if c is None:
                 said.append(f"{family.primary} not compared")
                 continue
-            ci = f"{_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}]" if c.low is not None else ""
+            ci = _estimated(c) if c.low is not None else ""
             if c.claimed:
                 text = f"{family.primary} {c.direction} ({ci})"
             elif c.p is None:
@@ -1310,11 +1314,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     worse = [c for c in claims if c.direction == "worse"]
 
     def listed(cs):
-        return "; ".join(
-            f"{c.arm} ({_fmt(c.estimate)} [{_fmt(c.low)}, {_fmt(c.high)}], adj. p = "
-            f"{c.p_adjusted:.3g})"
-            for c in cs
-        )
+        return "; ".join(f"{c.arm} ({_estimated(c)}, adj. p = {c.p_adjusted:.3g})" for c in cs)
 
     if better:
         prior = [c.arm for c in better if c.prior_only]

@@ -84,8 +84,13 @@ def batch_override(config: dict, world: int) -> list[str]:
             f"(training.global_batch_size) evenly; GPU counts that can: "
             f"{', '.join(map(str, fits))}"
         )
-    fit = max(n for n in range(1, local + 1) if global_ % (n * world) == 0)
-    return ["--training.local_batch_size", str(fit)]
+    return ["--training.local_batch_size", str(_largest_fit(global_, local, world))]
+
+
+def _largest_fit(total: int, local: int, world: int) -> int | None:
+    """The largest local batch up to `local` whose `world` copies split `total` sequences evenly
+    (None: none does)."""
+    return max((n for n in range(1, local + 1) if total % (n * world) == 0), default=None)
 
 
 def validation_override(config: dict, world: int, sequences: int) -> list[str]:
@@ -96,13 +101,12 @@ def validation_override(config: dict, world: int, sequences: int) -> list[str]:
     if not v.get("enable", False):
         return []
     local = v["local_batch_size"]
-    fits = [n for n in range(1, local + 1) if sequences % (n * world) == 0]
-    if not fits:
+    fit = _largest_fit(sequences, local, world)
+    if fit is None:
         raise SystemExit(
             f"{world} GPUs per run cannot split the validation set of {sequences} sequences "
             "evenly (validation.steps x validation.local_batch_size x GPUs)"
         )
-    fit = max(fits)
     steps = sequences // (fit * world)
     out = [] if steps == v.get("steps") else ["--validation.steps", str(steps)]
     return out + ([] if fit == local else ["--validation.local_batch_size", str(fit)])

@@ -59,8 +59,8 @@ UNITS = (
     ("char composite", "fraction of the way from chance to perfect"),
     ("emb letters", "macro-F1"),
 )
-"""A metric's unit by the start of its name (the first that matches; else a fraction: 0.01 is one
-point of accuracy)"""
+"""A metric's unit by a part of its name (the first that its name contains; else a fraction: 0.01
+is one point of accuracy)"""
 
 
 def unit_of(name: str) -> str:

@@ -326,7 +326,8 @@ def build_prefix_validation_dataloader(
         )
     # torchtitan averages the batches' mean losses: a short last batch would weigh its
     # sequences more than the others', so validation reads whole batches only.
-    whole = ds.per_rank // v.local_batch_size * v.local_batch_size if hasattr(ds, "per_rank") else 0
+    packed = isinstance(ds, PackedTokenDataset)  # (a streamed split: its last batch as it is)
+    whole = ds.per_rank // v.local_batch_size * v.local_batch_size if packed else 0
     asked = v.steps * v.local_batch_size if v.steps != -1 else None
     if whole and (asked is None or asked > whole) and whole < ds.per_rank:
         logger.warning(
@@ -341,7 +342,6 @@ def build_prefix_validation_dataloader(
             f"{asked} sequences per rank, and validation.dataset {v.dataset!r} holds "
             f"{ds.per_rank} per rank: each validation reads those {ds.per_rank} once"
         )
-    packed = isinstance(ds, PackedTokenDataset)  # (a streamed split: its last batch as it is)
     return _loader(
         ds, dp_rank, dp_world_size, v.dataloader, v.local_batch_size, job_config, drop_last=packed
     )

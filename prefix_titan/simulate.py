@@ -46,7 +46,7 @@ def _effect(text: str) -> tuple[str, str, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--effect {text!r}: give ARM:WHAT=VALUE, e.g. prefix_tau0.5:char=0.05 (WHAT: a task, "
-            f"{', '.join(sim.GROUPS)} or 'val CE')"
+            f"{', '.join(sim.GROUPS)}, {sim.PRIOR} or 'val CE')"
         ) from None
 
 
@@ -80,7 +80,11 @@ def calibrate(
     lines.append(f"  A/A checks (CE-equivalent arms against ce): {sim.rate(aa, sweeps)}")
     planted = sim.claims(replace(sweep, effects=(effect,)), plan, sweeps, seed + 1, workers)
     arm, what, value = effect
-    primary = {"char": "char composite", "downstream": "downstream bits/byte"}.get(what)
+    primary = {
+        "char": "char composite",
+        sim.PRIOR: "char composite",
+        "downstream": "downstream bits/byte",
+    }.get(what)
     for family in plan.families:
         if family.primary == primary or what == "val CE" and family.primary == "val CE":
             hit = sum(
@@ -112,10 +116,10 @@ def calibrate(
                 )
                 for cs in planted
             )
-            if what == "char" and hit:  # the planted effect is knowledge: its twins stay put
+            if what in ("char", sim.PRIOR) and hit:
                 lines.append(
-                    f"  of those claims, marked a change of prior (its blank twins share it): "
-                    f"{sim.rate(prior, hit)}"
+                    "  of those claims, marked a change of prior (not there once calibrated; "
+                    f"{'most' if what == sim.PRIOR else 'few'} should be): {sim.rate(prior, hit)}"
                 )
     lines.append(f"({time.time() - start:.0f} s)")
     return "\n".join(lines)
@@ -195,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         metavar="ARM:WHAT=V",
         help="a planted effect: V raw accuracy points as a fraction on each task of WHAT (0.05 = "
         "+5 points; the report's char composite is chance-corrected, each probe's points over 1 - "
-        "its chance: about 1.5 V), or nats for 'val CE'",
+        "its chance: about 1.5 V), or nats for 'val CE'; WHAT = prior moves the character "
+        "probes' accuracy by a change of prior alone (calibrated by the blank twins, no gain)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--items", type=int, default=None, help="items per task (default: real counts)")

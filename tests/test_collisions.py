@@ -127,6 +127,46 @@ def test_two_writers_starting_together_on_a_left_lock_get_one_lock(tmp_path):
         assert outcomes == ["held", "refused"], (trial, outcomes)
 
 
+RACE_NO_FLOCK = (
+    """
+import errno, fcntl, time
+import prefix_titan.runs.lock as lock
+
+def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+fcntl.flock = no_flock
+alive = lock._alive
+lock._alive = lambda pid: (time.sleep(0.02), alive(pid))[1]  # a slow filesystem's pace
+"""
+    + RACE
+)
+
+
+def test_without_flock_racers_on_a_left_lock_get_one_lock(tmp_path):
+    """Where the filesystem has no flock, four openers find the record of a holder that is
+    gone, at a slow filesystem's pace: exactly one takes the lock over (the others are refused,
+    none fails otherwise), and nothing is left beside the lock."""
+    for trial in range(3):
+        folder, go = tmp_path / str(trial), tmp_path / f"go{trial}"
+        folder.mkdir()
+        (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACE_NO_FLOCK, str(folder), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        assert [r.stdout.readline() for r in racers] == ["ready\n"] * 4
+        go.touch()
+        outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        assert outcomes == ["held", "refused", "refused", "refused"], (trial, outcomes)
+        assert sorted(os.listdir(folder)) == [LOCK], trial
+
+
 def test_a_lock_from_another_host_is_refused_naming_the_file(tmp_path):
     (tmp_path / LOCK).write_text(json.dumps({"host": "node-17", "pid": 1, "command": "train"}))
     with pytest.raises(FolderBusy, match=rf"another host: .*remove {tmp_path / LOCK}"):
@@ -205,6 +245,17 @@ def test_a_checkpoint_folder_outside_the_run_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="checkpoint.folder must be a folder inside"):
         export([*args, "--checkpoint.folder", "../runA/checkpoint"], str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+    # one step linked in from another run: the same, a step at a time
+    (tmp_path / "runA" / "checkpoint" / "step-6").mkdir(parents=True)
+    (run / "checkpoint" / "step-3").mkdir(parents=True)
+    os.symlink(tmp_path / "runA" / "checkpoint" / "step-6", run / "checkpoint" / "step-6")
+    os.symlink(tmp_path / "runA", run / "checkpoint" / "step-6-copy")  # not a step: left alone
+    problem = checkpoint_folder_problem(str(run), "checkpoint")
+    assert problem and problem.startswith(f"{run / 'checkpoint' / 'step-6'} is a symbolic link")
+    with pytest.raises(ValueError, match="step-6 is a symbolic link"):
+        check_job_config(_job(folder=run))
+    os.unlink(run / "checkpoint" / "step-6")
+    assert checkpoint_folder_problem(str(run), "checkpoint") is None
 
 
 def test_an_exports_files_reach_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
@@ -380,7 +431,8 @@ def test_another_arm_is_refused_whatever_the_checkpoint_settings(tmp_path):
     for extra in ([], ["--checkpoint.enable", "--checkpoint.folder", "elsewhere"]):
         with pytest.raises(ValueError, match="objective.name: 'prefix' -> 'ce'"):
             check_job_config(_job("--objective.name", "ce", *extra, folder=tmp_path / "run"))
-    check_job_config(_job("--training.steps", "500", folder=tmp_path / "run"))  # may change
+    steps = ("--training.steps", "500", "--lr_scheduler.total_steps", "300")
+    check_job_config(_job(*steps, folder=tmp_path / "run"))  # may change, on the same schedule
 
 
 def test_a_moved_or_respelled_run_folder_is_the_same_run(tmp_path, caplog):
@@ -658,3 +710,21 @@ def test_the_lock_names_its_holders_command_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/repo/prefix_titan/eval.py", "--model", "m"])
     name = os.path.basename(sys.executable)
     assert RunLock(str(tmp_path)).command == f"{name} /repo/prefix_titan/eval.py --model m"
+
+
+def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):
+    """A refused run removes the empty folders it made (its dump and traces folders); refused
+    because another process writes the folder, it leaves them: they are that run's (its traces
+    folder, written to when it fails)."""
+    from prefix_titan.titan.refusal import refuse
+
+    run = tmp_path / "run"
+    job = _job("--job.dump_folder", str(run))
+    traces = run / job.comm.save_traces_folder
+    traces.mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        refuse(job, FolderBusy(f"{run} is being written by pid 1"), rank=0)
+    assert traces.is_dir()
+    with pytest.raises(SystemExit):
+        refuse(job, ValueError("a refused setting"), rank=0)
+    assert not run.exists()

@@ -150,8 +150,8 @@ def test_sweep_reaches_20b_tokens():
             "objective.name must be one of ce, label_smoothing, prefix",
         ),
         (["--objective.support", "all"], "objective.support must be one of prefix, vocab"),
-        (["--objective.tau", "0"], "objective.tau must be a finite number > 0"),
-        (["--objective.tau", "nan"], "objective.tau must be a finite number > 0"),
+        (["--objective.tau", "0"], "objective.tau must be a finite number >= 0.001"),
+        (["--objective.tau", "nan"], "objective.tau must be a finite number >= 0.001"),
         (["--objective.epsilon", "1.0"], "objective.epsilon must be a number in [0, 1)"),
         (["--objective.row_block_mib", "0"], "objective.row_block_mib must be an integer >= 1"),
         (
@@ -338,7 +338,8 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
     assert lines[1].strip() == "objective.name: 'prefix' -> 'ce'"  # the objective first
     assert "optimizer.lr: 0.003 -> 0.001" in message
     assert "give it another job.dump_folder" in message
-    # What a resumed run may change: steps, logging, checkpointing and validation cadence.
+    # What a resumed run may change: steps (on the run's schedule), logging, checkpointing and
+    # validation cadence.
     check_job_config(
         parse(
             default,
@@ -346,6 +347,8 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             str(folder),
             "--training.steps",
             "600",
+            "--lr_scheduler.total_steps",
+            "300",
             "--metrics.log_freq",
             "5",
             "--checkpoint.interval",
@@ -354,6 +357,20 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             "50",
         )
     )
+    # Not: another schedule (steps changed, the schedule drawn over them), what validation reads.
+    for args, said in (
+        (("--training.steps", "600"), "the learning-rate schedule's length (lr_scheduler."),
+        (("--training.steps", "600", "--lr_scheduler.total_steps", "600"), "300 -> 600"),
+        (
+            ("--validation.dataset", "embedded_docs"),
+            "validation.dataset: 'embedded_docs_validation'",
+        ),
+        (("--validation.seq_len", "64"), "validation.seq_len: "),
+    ):
+        with pytest.raises(ValueError) as e:
+            check_job_config(parse(default, "--job.dump_folder", str(folder), *args))
+        assert said in str(e.value), str(e.value)
+    assert "keep --lr_scheduler.total_steps 300" in str(_refusal(default, folder, "600"))
     # A fresh folder: nothing to resume. A folder without a checkpoint, or checkpointing off:
     # still another run's record and metrics, so still refused (one arm per folder).
     check_job_config(
@@ -374,6 +391,16 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             )
 
 
+def _refusal(default, folder, steps):
+    try:
+        check_job_config(
+            parse(default, "--job.dump_folder", str(folder), "--training.steps", steps)
+        )
+    except ValueError as e:
+        return e
+    raise AssertionError("not refused")
+
+
 def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_path):
     """A folder whose newest finished step is past training.steps: resuming it trains nothing
     (torchtitan would start at the next step and stop), so it is refused, naming both."""
@@ -381,7 +408,7 @@ def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_
 
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"
-    args = ("--job.dump_folder", str(folder))
+    args = ("--job.dump_folder", str(folder), "--lr_scheduler.total_steps", "300")
     _record_run(folder, parse(default, *args))
     (folder / "checkpoint" / "step-300" / DCP_METADATA).write_bytes(b"")
     with pytest.raises(ValueError) as e:

@@ -189,7 +189,7 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys, tmp_path):
     assert code == 0 and out.out.splitlines()[0].endswith("objective label_smoothing (epsilon=0.1)")
     assert "total 1.0000" in out.out
     code, out = run("--token", longest, "--tau", "-1")
-    assert code == 2 and "objective.tau must be a finite number > 0" in out.err
+    assert code == 2 and "objective.tau must be a finite number >= 0.001" in out.err
     code, out = run("--token", "no such token here")
     assert code == 2 and "is not one ASCII vocabulary token" in out.err
     code, out = run("--token", "")

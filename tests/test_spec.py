@@ -238,3 +238,22 @@ def test_family_options_are_typed_and_refused_for_the_built_in_families():
     ):
         with pytest.raises(ValueError, match=re.escape(f"'{name}' reads none ({its})")):
             ObjectiveSpec(name, options="n=2").validate()
+
+
+def test_an_integer_setting_names_the_arm_its_float_names():
+    """A TOML's `tau = 1` (an integer) is the objective `tau = 1.0` is: one arm name, one record,
+    whether validated or read back from a run's record; a tau too small to score is refused by
+    name."""
+    for ints, floats in (
+        ({"tau": 1, "normalize": True}, {"tau": 1.0, "normalize": True}),
+        ({"tau": 2, "position_gamma": 1}, {"tau": 2.0, "position_gamma": 1.0}),
+        ({"name": "label_smoothing", "epsilon": 0}, {"name": "label_smoothing", "epsilon": 0.0}),
+    ):
+        ints, floats = {"name": "prefix", **ints}, {"name": "prefix", **floats}
+        a, b = ObjectiveSpec(**ints).validate(), ObjectiveSpec(**floats).validate()
+        assert a.arm_name() == b.arm_name() and a.objective() == b.objective(), (ints, a)
+        assert ObjectiveSpec.from_record(ints).arm_name() == b.arm_name()
+    assert ObjectiveSpec("prefix", tau=1).validate().arm_name() == "prefix_tau1.0"
+    for tau in (1e-308, 1e-4, 0):
+        with pytest.raises(ValueError, match=r"objective.tau must be a finite number >= 0.001"):
+            ObjectiveSpec("prefix", tau=tau).validate()

@@ -707,3 +707,60 @@ def test_a_plan_on_the_cpu_says_how_many_runs_go_at_once(monkeypatch):
     assert rc == 0 and "on the CPU: 2 runs at a time, each with OMP_NUM_THREADS=4" in err, err
     rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", gpus="")
     assert rc == 0 and "on the CPU: one run at a time (--cpu-runs N runs N at once)" in err, err
+
+
+def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tmp_path):
+    """A launch skips a run whose final checkpoint is there; with other settings than the run
+    recorded (another learning rate after `--`), it refuses, for the sweep would then compare
+    runs trained otherwise under one name."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.runs.checkpoints import DCP_METADATA
+    from prefix_titan.runs.folder import RUN_CONFIG, run_record, write_json
+    from prefix_titan.sweep.__main__ import configs_main
+    from prefix_titan.sweep.configs import load_config
+
+    (tmp_path / "train_configs").mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert configs_main(["--root", str(tmp_path)]) == 0
+    config = load_config(tmp_path, "smoke", "ce")
+    run = tmp_path / launch.run_folder(config, 1)
+    step = run / config["checkpoint"]["folder"] / f"step-{config['training']['steps']}"
+    step.mkdir(parents=True)
+    (step / DCP_METADATA).write_bytes(b"")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # (the launch's arguments name files under its root)
+    try:
+        job = ConfigManager().parse_args(launch.train_args("smoke", "ce", config, 1, 1, [], None))
+    finally:
+        os.chdir(cwd)
+    write_json(str(run / RUN_CONFIG), run_record(job))
+    args = ("--scale", "smoke", "--arms", "ce", "--seeds", "1")
+    rc, lines, err = dry_run(*args, gpus="", root=tmp_path, checks=True)
+    assert rc == 0 and lines == [f"# ce seed 1: {launch.SKIPPED}"], (lines, err)
+    rc, lines, err = dry_run(
+        *args, "--", "--optimizer.lr", "1e-5", gpus="", root=tmp_path, checks=True
+    )
+    assert rc == 2, (lines, err)
+    assert "ce seed 1: " in err and "a finished run with other settings" in err, err
+    assert "optimizer.lr: " in err and "-> 1e-05" in err, err
+
+
+def test_the_queue_does_not_write_a_log_through_a_link(tmp_path):
+    """A run's launch.log that is a symbolic link is not written through (the log would reach
+    another file): that run is not started and said so, the others run."""
+    from prefix_titan.sweep.launch import run_queue
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept\n")
+    (tmp_path / "a").mkdir()
+    os.symlink(victim, tmp_path / "a" / "launch.log")
+    cmd = [sys.executable, "-c", "print('trained')"]
+    failed = run_queue(
+        [("a", tmp_path / "a" / "launch.log", cmd), ("b", tmp_path / "b" / "launch.log", cmd)],
+        [[]],
+    )
+    assert len(failed) == 1 and failed[0].startswith("a (not started: "), failed
+    assert "is a symbolic link" in failed[0]
+    assert victim.read_text() == "kept\n"
+    assert (tmp_path / "b" / "launch.log").read_text().strip() == "trained"

@@ -18,7 +18,7 @@ from prefix_titan.sweep import inference
 from prefix_titan.sweep import report as report_module
 from prefix_titan.sweep import simulate as sim
 from prefix_titan.sweep.analysis import analyse, load_plan
-from prefix_titan.sweep.metrics import METRICS, metric, run_value
+from prefix_titan.sweep.metrics import CHANCE, METRICS, metric, run_value
 from prefix_titan.sweep.runs import _step_of, find_runs, group_arms
 
 
@@ -374,16 +374,15 @@ CHAR_BLANKS = tuple(
 
 
 @pytest.mark.slow
-def test_a_claim_its_blank_twins_share_is_marked_a_change_of_prior(seed):
+def test_a_claim_calibration_takes_away_is_marked_a_change_of_prior(seed):
     """The report's own decision on 14-arm, 3-seed sweeps at the real item counts, one arm 3
-    points better on the character probes: where the blank twins (the model's answers without
-    the word) rose as much, a change of prior, the claim is marked prior_only; where only the
-    probes rose, knowledge, it stands. Measured at 300 sweeps each: knowledge claimed 300/300,
-    1 marked; prior 300/300, 295 marked (at 2 points: 10/278 and 274/278)."""
+    points better on the character probes: where the gain is the model's prior over the choices
+    (each item calibrated by its blank twin does not move), the claim is marked prior_only;
+    where it is knowledge (the calibrated items move with it), it stands."""
     arm, n = "prefix_tau0.5", 60
     marked = {}
-    for kind, blanks in (("knowledge", ()), ("prior", CHAR_BLANKS)):
-        effects = ((arm, "char", 0.03), *((arm, t, 0.03) for t in blanks))
+    for kind, what in (("knowledge", "char"), ("prior", sim.PRIOR)):
+        effects = ((arm, what, 0.03),)
         claims = []
         for k in range(n):
             sweep = sim.Sweep(effects=effects, embedding_probe=False)
@@ -396,8 +395,9 @@ def test_a_claim_its_blank_twins_share_is_marked_a_change_of_prior(seed):
 
 def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(seed):
     """Every run answers each probe as it answers its blank twin (a model that does not read the
-    word): a claim on the character composite is marked, with a note and in the answer; without
-    the twins evaluated, the claim stands unchecked, said in a note."""
+    word: calibrated, every item a tie, which the balanced gold positions put at chance): a
+    claim on the character composite is marked, with a note and in the answer; without the twins
+    evaluated, the claim stands unchecked, said in a note."""
     arm = "prefix_tau0.5"
     sweep = sim.Sweep(
         items=400,
@@ -410,24 +410,29 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
         for step in run["steps"].values():
             for twin in CHAR_BLANKS:
                 step["results"][twin] = dict(step["results"][twin[: -len("_blank")]])
+            step["calibrated"] = {
+                t[: -len("_blank")]: CHANCE[t[: -len("_blank")]] for t in CHAR_BLANKS
+            }
     a = analyse(sim.group(runs), PLAN)
     (claim,) = [c for c in a.claims if c.metric == "char composite"]
     assert claim.arm == arm and claim.prior_only
     probes = [c for c in a.claims if c.metric + "_blank" in CHAR_BLANKS]  # exploratory ones
     assert probes and all(c.prior_only for c in probes)
-    assert "char_spell - char_spell_blank: +0.0000 (no variance" in "\n".join(a.notes)
+    assert "calibrated by its blank twin (char_spell, calibrated: +0.0000 (no variance))" in (
+        "\n".join(a.notes)
+    )
     assert f"{claim.arm}'s claimed difference from label_smoothing" in "\n".join(a.notes)
-    assert "(no variance: the same answers with and without the word)" in "\n".join(a.notes)
     (note,) = [n for n in a.notes if n.startswith("char acc - blank is 0 on every seed for ")]
     assert all(arm in note for arm in a.arms) and "measure the models' prior" in note
     assert a.answer.startswith(
         "Claimed on char composite, but not shown to be character knowledge: prefix_tau0.5 ("
     )
-    assert "not once the probes' blank twins (the same items, the word blanked)" in a.answer
+    assert "not once each probe item is calibrated by its blank twin (the same item" in a.answer
     for run in runs:
         for step in run["steps"].values():
             for twin in CHAR_BLANKS:
                 del step["results"][twin]
+            del step["calibrated"]
     a = analyse(sim.group(runs), PLAN)
     (claim,) = [c for c in a.claims if c.metric == "char composite"]
     assert not claim.prior_only and a.answer.startswith("Yes, on char composite")
@@ -441,8 +446,19 @@ def test_the_answer_says_what_a_claimed_arm_costs_on_the_other_families(seed):
     of a validation CE difference its target implies by construction."""
     arm = "prefix_tau0.5"
     sweep = sim.Sweep(tasks=TASKS, effects=((arm, "char", 0.05), (arm, "val CE", 0.04)), items=2000)
-    a = analyse(sim.group(sim.simulate(sweep, seed=seed)), PLAN)
+    runs = sim.simulate(sweep, seed=seed)
+    a = analyse(sim.group(runs), PLAN)
     assert a.answer.startswith(f"Yes, on char composite: {arm} (")
+    assert "(1 of the 12 arms compared; intervals 95%, unadjusted). Shown in this sweep" in (
+        a.answer
+    )
+    for run in runs:  # records that say what the runs were: the answer says where it holds
+        run["config"]["model"] = {"flavor": "pilot"}
+        run["config"]["training"] = {"steps": 6096, "seq_len": 2048, "global_batch_size": 256}
+    said = analyse(sim.group(runs), PLAN).answer
+    assert "Shown at this sweep's scale (flavor pilot, 6,096 steps of 524,288 tokens) and on " in (
+        said
+    )
     cost = a.answer.split(" At what cost: ", 1)[1]
     assert cost.startswith(f"{arm}: downstream bits/byte")
     (ce,) = [c for c in a.claims if c.metric == "val CE" and c.arm == arm]
@@ -1622,3 +1638,88 @@ def test_the_simulator_refuses_an_effect_below_chance():
         "--effect prefix_tau0.5: winogrande_debiased: an effect of -0.02"
     )
     assert "a model guessing among its 2 choices scores 0.5" in str(e.value)
+
+
+# -- calibration by the blank twins ---------------------------------------------------------------
+
+
+def _choice_model(rng, n, k, beta, delta=1.5):
+    """Probe items scored by a model of choices: a fixed preference among them (scaled by beta,
+    as an objective that flattens the output distribution scales it), the word's evidence for
+    the gold (delta) and noise; the blank twin has the preference and noise only."""
+    gold = np.arange(n) % k  # balanced gold positions, as the probes' are
+    prefer = rng.normal(0, 2.0, size=k)  # one preference over the choice slots for every item
+    noise = rng.normal(0, 1.0, size=(n, k))
+    task = beta * prefer + delta * (np.arange(k) == gold[:, None]) + noise
+    blank = beta * prefer + noise * 0.3 + rng.normal(0, 0.1, size=(n, k))
+
+    def rows(ll):
+        return [
+            {"doc_id": i, "gold": int(gold[i]), "logliks": list(map(float, ll[i]))}
+            for i in range(n)
+        ]
+
+    return rows(task), rows(blank)
+
+
+def test_calibration_by_the_blank_twin_removes_a_change_of_prior(seed):
+    """The same knowledge of the word (delta) under a strong and a flattened prior: the plain
+    accuracy rises as the prior flattens, the blanks stay at chance (balanced items: the twins'
+    accuracies cannot see the prior), and the accuracy calibrated item by item does not move."""
+    from prefix_titan.evaluation.harness import calibrated_accuracy
+
+    rng = np.random.default_rng(seed)
+    n, k = 4000, 4
+    plain, calibrated, blanks = {}, {}, {}
+    for beta in (1.0, 0.2):
+        task, blank = _choice_model(np.random.default_rng(rng.integers(1 << 32)), n, k, beta)
+        argmax = lambda rows: np.mean(
+            [r["logliks"].index(max(r["logliks"])) == r["gold"] for r in rows]
+        )  # noqa: E731
+        plain[beta], blanks[beta] = argmax(task), argmax(blank)
+        calibrated[beta] = calibrated_accuracy(task, blank)
+    assert plain[0.2] - plain[1.0] > 0.1, plain
+    assert all(abs(b - 1 / k) < 0.03 for b in blanks.values()), blanks
+    assert abs(calibrated[0.2] - calibrated[1.0]) < 0.03, calibrated
+
+
+def test_calibration_reads_the_twin_item_by_item_and_refuses_items_that_are_not_twins():
+    from prefix_titan.evaluation.harness import calibrated_accuracy
+
+    ties = [{"doc_id": i, "gold": i % 2, "logliks": [-1.0, -1.0]} for i in range(6)]
+    assert calibrated_accuracy(ties, [dict(r) for r in ties]) == 0.5  # the first, as lm-eval
+    task = [{"doc_id": i, "gold": 1, "logliks": [-1.0, -2.0]} for i in range(6)]  # plain: wrong
+    favoured = [{**r, "logliks": [-1.0, -3.0]} for r in task]  # the prior favours choice 0 more
+    assert calibrated_accuracy(task, favoured) == 1.0  # the word moved choice 1 up: right
+    assert calibrated_accuracy(task, favoured[::-1]) == 1.0  # twins are found by doc_id
+    assert calibrated_accuracy(task, favoured[:5]) is None  # a twin missing: not calibrated
+    assert calibrated_accuracy(task, [{**r, "logliks": None} for r in task]) is None
+    other = [{**r, "gold": 1 - r["gold"]} for r in task]
+    with pytest.raises(ValueError, match="not the same item"):
+        calibrated_accuracy(task, other)
+
+
+def test_a_simulated_sweep_written_as_folders_reads_back_its_calibrated_probes(tmp_path, seed):
+    """sim.write gives the probes and their twins every choice's log-likelihood so that load_run
+    finds, from the files, the calibrated accuracies the simulation drew (with a change of prior
+    planted: the plain accuracy and the calibrated one differ)."""
+    arm = "prefix_tau0.5"
+    sweep = sim.Sweep(
+        arms=tuple(s for s in sim.Sweep().arms if s.arm_name() in ("ce", arm)),
+        items=200,
+        seeds=(1,),
+        tasks=(*TASKS, *CHAR_BLANKS),
+        effects=((arm, sim.PRIOR, 0.1),),
+        embedding_probe=False,
+    )
+    runs = sim.simulate(sweep, seed=seed)
+    sim.write(runs, str(tmp_path))
+    loaded = {r["name"]: r for r in find_runs(str(tmp_path))}
+    for run in runs:
+        for step, e in run["steps"].items():
+            read = loaded[run["name"]]["steps"][step]["calibrated"]
+            assert read == pytest.approx(e["calibrated"], abs=1e-12)
+            assert set(read) == {t[: -len("_blank")] for t in CHAR_BLANKS}
+    prior = next(r for r in runs if r["name"] == arm)["steps"][3600]
+    plain = np.mean([prior["results"][t]["acc,none"] for t in prior["calibrated"]])
+    assert plain - np.mean(list(prior["calibrated"].values())) > 0.05, plain

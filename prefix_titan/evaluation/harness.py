@@ -839,6 +839,33 @@ def bits_per_byte(rows: list[dict]) -> float | None:
     return -sum(r["gold_loglik"] for r in scored) / total / math.log(2)
 
 
+def calibrated_accuracy(rows: list[dict], blank_rows: list[dict]) -> float | None:
+    """A probe's accuracy with each item calibrated by its blank twin ("calibrate before use"):
+    an item is right where the gold choice has the largest log-likelihood less the same choice's
+    log-likelihood with the word blanked (the first such choice, as lm-eval's argmax, on a tie).
+    What the model prefers among the choices without reading the word cancels item by item; the
+    twins' accuracies cannot show it, for the items are balanced so that any fixed preference
+    scores chance on the blanks. None where either task's items lack log-likelihoods or the
+    blanks lack one of the task's items; items that are not twins (another gold or number of
+    choices at a doc_id) are an error."""
+    blank = {r["doc_id"]: r for r in blank_rows}
+    right = 0
+    for r in rows:
+        b = blank.get(r["doc_id"])
+        if b is None or not r.get("logliks") or not b.get("logliks") or r.get("gold") is None:
+            return None
+        if b.get("gold") != r["gold"] or len(b["logliks"]) != len(r["logliks"]):
+            raise ValueError(
+                f"item {r['doc_id']}: the probe and its blank twin are not the same item (gold "
+                f"{r['gold']} of {len(r['logliks'])} choices against {b.get('gold')} of "
+                f"{len(b['logliks'])}): they were built from other probe settings; evaluate "
+                "both again with the same ones"
+            )
+        d = [x - y for x, y in zip(r["logliks"], b["logliks"])]
+        right += d.index(max(d)) == r["gold"]
+    return right / len(rows) if rows else None
+
+
 def chance_level(rows: list[dict]) -> float | None:
     """The accuracy of a uniform guess among each item's choices, over a task's item outcomes
     (None for a task without choices: generation)."""

@@ -24,6 +24,8 @@ from .kernel import RowKernel
 
 SUPPORTS = ("prefix", "vocab")
 TAU_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+TAU_MIN = 1e-3
+"""The least objective.tau (prefix targets are one-hot on the gold well above it)"""
 
 TARGET = "target"
 WEIGHTING = "weighting"
@@ -269,7 +271,7 @@ class ObjectiveSpec:
                 f"{where} has objective settings this version of prefix_titan does not know: "
                 f"{', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
-        return cls(**record)
+        return cls(**record)._as_floats()
 
     def validate(self) -> ObjectiveSpec:
         """Check every option's type and range (not the family's import: families.resolve_family)."""
@@ -288,8 +290,12 @@ class ObjectiveSpec:
             raise ValueError(
                 f"objective.support must be one of {', '.join(SUPPORTS)}; got {self.support!r}"
             )
-        if not _is_number(self.tau) or not math.isfinite(self.tau) or self.tau <= 0:
-            raise ValueError(f"objective.tau must be a finite number > 0; got {_got(self.tau)}")
+        if not _is_number(self.tau) or not math.isfinite(self.tau) or self.tau < TAU_MIN:
+            raise ValueError(
+                f"objective.tau must be a finite number >= {TAU_MIN:g} (below it every prefix "
+                f"target is the gold alone, plain CE, and the scores len/tau overflow); got "
+                f"{_got(self.tau)}"
+            )
         if not isinstance(self.normalize, bool):
             raise ValueError(
                 f"objective.normalize must be true or false; got {_got(self.normalize)}"
@@ -338,6 +344,15 @@ class ObjectiveSpec:
                     "objective.options unset"
                 )
         self._check_read()
+        return self._as_floats()
+
+    def _as_floats(self) -> ObjectiveSpec:
+        """One value, one spelling: a TOML's `tau = 1` (an integer) names the arm, and is recorded,
+        as `tau = 1.0` does (prefix_tau1.0, not a second arm prefix_tau1)."""
+        for name in ("tau", "epsilon", "position_gamma"):
+            value = getattr(self, name)
+            if _is_number(value) and isinstance(value, int):
+                setattr(self, name, float(value))
         return self
 
     def family_options(self) -> dict:

@@ -114,6 +114,12 @@ def _open_nofollow(path: str, flags: int, mode: int = 0o666) -> int:
         raise
 
 
+def open_log(path: str):
+    """`path` opened to append bytes (created if needed), a symbolic link refused: a log that a
+    process writes to, such as the sweep launcher's launch.log."""
+    return os.fdopen(_open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
+
+
 def append_line(path: str, text: str) -> None:
     """Append one line (`text`, its newline added) to a JSON-lines log such as METRICS_LOG, in
     one write, creating the file if needed; a `path` that is a symbolic link is refused."""
@@ -250,11 +256,23 @@ def checkpoint_folder_problem(dump_folder: str, folder: str) -> str | None:
     """Why checkpoint.folder `folder` may not hold the checkpoints of the run in `dump_folder`,
     or None: it must lie inside the run folder (the writer's lock and the run's record cover that
     folder alone; a checkpoint folder elsewhere can be another run's, resumed and purged under
-    this run's settings)."""
+    this run's settings), and hold no `step-N` that is a link (the same, one step at a time)."""
     root = os.path.realpath(dump_folder)
     where = os.path.realpath(os.path.join(dump_folder, folder))
     if not os.path.isabs(folder) and where.startswith(os.path.join(root, "")):
-        return None
+        linked = [
+            d
+            for d in sorted(glob.glob(os.path.join(where, "step-*")))
+            if os.path.islink(d) and step_number(d) is not None
+        ]
+        if not linked:
+            return None
+        return (
+            f"{linked[0]} is a symbolic link (to {os.path.realpath(linked[0])}): a checkpoint "
+            "step must be the run's own folder, for a linked one may be another run's, resumed "
+            "as this run's (its checksums are bound to the step, not the run) and purged through "
+            "the link. Copy it in, or start from it with checkpoint.initial_load_path"
+        )
     return (
         f"checkpoint.folder must be a folder inside job.dump_folder, a relative name such as "
         f"'checkpoint' (a link out of it counts as outside: link the whole run folder instead); "
@@ -294,16 +312,26 @@ RESUME_MAY_CHANGE = (
     "checkpoint.interval",
     "checkpoint.keep_latest_k",
     "checkpoint.load_step",
-    "validation.",
+    "validation.freq",
+    "validation.enable",
     "job.description",
     "job.config_file",
     "job.print_config",
     "profiling.",
     "comm.",
 )
-"""Settings a resumed run may change: how long it runs, what it logs, saves and validates. Every
-other setting (the objective above all, model, data, batch, optimizer, schedule, seed) must equal
-the record of the run whose checkpoint it resumes."""
+"""Settings a resumed run may change: how long it runs, what it logs and saves, how often it
+validates. Every other setting (the objective above all, model, data, batch, optimizer,
+schedule, seed, what validation reads) must equal the record of the run whose checkpoint it
+resumes; and training.steps may change only with the learning-rate schedule's length
+(lr_scheduler.total_steps, else training.steps) kept, for the schedule is drawn over it."""
+
+
+def schedule_length(flat: dict) -> object:
+    """The steps torchtitan draws the learning-rate schedule over: lr_scheduler.total_steps, else
+    training.steps (of a flattened config record)."""
+    total = flat.get("lr_scheduler.total_steps")
+    return total if total is not None else flat.get("training.steps")
 
 
 def resume_conflicts(recorded: dict, current: dict, defaults: dict | None = None) -> list[str]:
@@ -313,10 +341,21 @@ def resume_conflicts(recorded: dict, current: dict, defaults: dict | None = None
     old, new = flatten(recorded), flatten(current)
     default = flatten(defaults or {})
     keys = sorted(set(old) | set(new), key=lambda k: (not k.startswith("objective."), k))
-    return [
+    out = [
         f"{k}: {old.get(k, '(not recorded)')!r} -> {new.get(k)!r}"
         for k in keys
         if not k.startswith(RESUME_MAY_CHANGE)
+        and k != "lr_scheduler.total_steps"  # (below: what it decides, the schedule's length)
         and old.get(k) != new.get(k)
         and not (k not in old and k in default and new.get(k) == default[k])
     ]
+    before, after = schedule_length(old), schedule_length(new)
+    if before != after:
+        out.append(
+            f"the learning-rate schedule's length (lr_scheduler.total_steps, else "
+            f"training.steps): {before!r} -> {after!r}: the warmup and decay are drawn over it, "
+            f"so the resumed steps would follow another schedule than the steps before them "
+            f"(to run longer or shorter on the run's schedule, keep --lr_scheduler.total_steps "
+            f"{before!r})"
+        )
+    return out

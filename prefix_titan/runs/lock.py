@@ -52,6 +52,17 @@ def _parse(text: str) -> dict:
     return record if isinstance(record, dict) else {}
 
 
+TAKEOVER = ".takeover"
+"""Beside the lock, where the filesystem has no flock: held by the one opener that removes a gone
+holder's lock"""
+
+
+def _gone(holder: dict) -> bool:
+    """Whether a lock record names a process of this host that is gone."""
+    pid = holder.get("pid")
+    return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+
+
 def _holder(path: str) -> dict | None:
     """The lock's record, or None if the file went away; a damaged record reads as {}."""
     try:
@@ -276,7 +287,7 @@ class RunLock:
         """Where the filesystem has no flock: the record alone, created exclusively; a holder is
         judged gone by its pid on this host (which another PID namespace, or a reused pid, can
         mislead)."""
-        for _ in range(3):
+        for _ in range(50):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
@@ -293,20 +304,40 @@ class RunLock:
 
     def _take_over_if_gone(self, holder: dict | None) -> None:
         """The record alone: remove the lock file if `holder` (its record, as just read) is a
-        process gone from this host; else refuse, naming the holder."""
+        process gone from this host; else refuse, naming the holder. Several openers may have
+        read the same record: only the one that creates TAKEOVER beside the lock (exclusively)
+        removes it, after reading it again and finding it still the gone holder's (not a lock
+        another opener took over meanwhile); the others look again. A TAKEOVER left by a process
+        that died inside those few lines is removed once its own holder is gone."""
         if holder is None:  # released meanwhile
             return
-        pid = holder.get("pid")
-        if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
-            print(
-                f"warning: {self.path} was left by a process that is gone ({describe(holder)}); "
-                "taking it over",
-                file=sys.stderr,
-                flush=True,
-            )
-            os.unlink(self.path)
+        if not _gone(holder):
+            raise FolderBusy(self._busy(holder))
+        mutex = self.path + TAKEOVER
+        try:
+            fd = os.open(mutex, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            other = _holder(mutex)
+            if other and _gone(other):
+                try:
+                    os.unlink(mutex)
+                except FileNotFoundError:
+                    pass
+            time.sleep(0.02)
             return
-        raise FolderBusy(self._busy(holder))
+        try:
+            _write_record(fd, {"host": socket.gethostname(), "pid": os.getpid()})
+            os.close(fd)
+            if _holder(self.path) == holder:
+                os.unlink(self.path)
+                print(
+                    f"warning: {self.path} was left by a process that is gone "
+                    f"({describe(holder)}); taking it over",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            os.unlink(mutex)
 
     def release(self) -> None:
         if not self.held:

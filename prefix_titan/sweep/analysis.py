@@ -51,7 +51,7 @@ AA_METRIC = {"val CE": "val CE excess"}
 the target costs by construction"""
 SUMMARY = (
     "char acc",
-    "char acc, blank",
+    "char acc, calibrated",
     "char acc - blank",
     "char composite, read",
     "prefix-shaped acc",
@@ -542,8 +542,8 @@ class Comparison:
     aa_check: bool = False
     """a CE-equivalent arm against ce: a claim here is a warning about the pipeline"""
     prior_only: bool = False
-    """a claim on a character metric that its blank twins do not leave standing (blank_twins): a
-    change of the model's prior over the choices, not of knowledge"""
+    """a claim on a character metric that its items calibrated by their blank twins do not leave
+    standing (blank_twins): a change of the model's prior over the choices, not of knowledge"""
     final: bool = False
     """at the final evaluated step alone (a sensitivity check: never claimed)"""
 
@@ -567,6 +567,9 @@ class Analysis:
     trends: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     answer: str = ""
+    scope: str = ""
+    """what the runs were (model flavor, steps, tokens per step), as the answer's claims say where
+    they hold; empty where the records do not say"""
 
     @property
     def claims(self) -> list[Comparison]:
@@ -720,7 +723,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
     kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
     along, axis_problems = axis_values(plan, {a: r["objective"] for a, r in first.items()})
-    result = Analysis(plan, arms, seeds, steps, kinds, along)
+    result = Analysis(plan, arms, seeds, steps, kinds, along, scope=_scope(first))
     if axis_problems:
         result.notes.append(
             f"no trend along the plan's axis {plan.axis}: {'; '.join(axis_problems)}"
@@ -730,7 +733,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         result.notes.append(unread)
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
-    wanted |= {less for n in wanted if (less := READ.get(n, (None, None))[1])}  # (blank_twins)
+    wanted |= {READ[n] for n in wanted if n in READ}  # (blank_twins)
     left_out: dict[str, list[str]] = {}
     absent: dict[str, list[str]] = {}
     for name in sorted(wanted):
@@ -901,36 +904,37 @@ def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[s
 
 
 READ = {
-    "char composite": ("char composite, read", None),
-    "char acc": ("char acc - blank", None),
-    **{t: (t, f"{t}_blank") for t in PROBE_TASKS},
+    "char composite": "char composite, read",
+    "char acc": "char acc, calibrated",
+    **{t: f"{t}, calibrated" for t in PROBE_TASKS},
 }
-"""The character metrics a claim on which is checked against the same metric less the probes'
-blank twins (the same items with the word blanked): {metric: (that metric, less this one)}"""
+"""The character metrics a claim on which is checked against the same metric with each probe
+item calibrated by its blank twin (the same item with the word blanked): {metric: that one}"""
 
 
 def blank_twins(result: Analysis) -> list[str]:
     """A note for each claim on a character metric (READ) whose difference is not there once
-    each probe's blank twin is subtracted: the same comparison on the READ metric, by the plan's
-    variance rule, not in the claim's direction at two-sided p <= alpha (or not testable: no
-    variance); a note too where the twins were not evaluated (the claim unchecked). The
-    blank twin is what the model answers without reading the word (its prior over the choices in
-    the prompt); the items are fixed, so an arm whose prior suits them scores higher on every
-    seed, and the claim is true of these items but not of character knowledge. The claim stays
-    (the plan decides), marked `prior_only`, and the answer says so. Simulated
-    (test_verdict.py): a shift of the prior flags most claims, knowledge few."""
+    each probe item is calibrated by its blank twin: the same comparison on the READ metric, by
+    the plan's variance rule, not in the claim's direction at two-sided p <= alpha (or not
+    testable: no variance); a note too where the twins were not evaluated (the claim unchecked).
+    The blank twin's log-likelihoods are what the model prefers among an item's choices without
+    reading the word; an objective that changes that preference (label smoothing flattens it, for
+    one) changes the accuracy with no more knowledge of the letters, and the twins' accuracies
+    cannot show it (the items are balanced: any fixed preference scores chance on the blanks),
+    while the calibrated accuracy does not move with it. The claim stays (the plan decides),
+    marked `prior_only`, and the answer says so. Simulated (test_verdict.py): a change of the
+    prior flags most claims, knowledge few."""
     notes = []
     for c in result.comparisons:
-        read = READ.get(c.metric)
-        if not c.claimed or read is None or c.aa_check or c.final:
+        twin = READ.get(c.metric)
+        if not c.claimed or twin is None or c.aa_check or c.final:
             continue
-        twin = read[0] if read[1] is None else f"{read[0]} - {read[1]}"
-        t = _read_comparison(result, *read, c)
+        t = _read_comparison(result, twin, c)
         if t is None:
             notes.append(
                 f"{c.metric}: {c.arm}'s claim is not checked against the probes' blank twins, "
-                f"which not every run of {c.arm} and {c.baseline} has evaluated (`eval --tasks "
-                "char_probes` runs them)"
+                f"which not every run of {c.arm} and {c.baseline} has evaluated with its "
+                "per-item log-likelihoods (`eval --tasks char_probes` runs them)"
             )
             continue
         held = (
@@ -944,13 +948,13 @@ def blank_twins(result: Analysis) -> list[str]:
         measured = _fmt(t.estimate) + (
             f" [{_fmt(t.low)}, {_fmt(t.high)}], p = {t.p:.3g}"
             if t.p is not None
-            else " (no variance: the same answers with and without the word)"
+            else " (no variance)"
         )
         notes.append(
             f"{c.metric}: {c.arm}'s claimed difference from {c.baseline} ({_fmt(c.estimate)}) is "
-            f"not shown once the probes' blank twins are subtracted ({twin}: {measured}): its "
+            f"not shown once each item is calibrated by its blank twin ({twin}: {measured}): its "
             "gain over the baseline cannot be told from a change of its prior over these items' "
-            "choices (what it answers without reading the word), so it is not shown to be "
+            "choices (what it prefers without reading the word), so it is not shown to be "
             "character knowledge"
         )
     return notes
@@ -987,17 +991,12 @@ def unread_words(result: Analysis) -> list[str]:
     return notes
 
 
-def _read_comparison(result: Analysis, name: str, less: str | None, c: Comparison):
+def _read_comparison(result: Analysis, name: str, c: Comparison):
     table = result.tables.get(name) or {}
     complete = _complete(table, result.seeds)
-    if less is not None:
-        minus = result.tables.get(less) or {}
-        complete = [a for a in complete if a in _complete(minus, result.seeds)]
     if c.arm not in complete or c.baseline not in complete or len(complete) < 2:
         return None
     y = np.array([[table[a][s] for s in result.seeds] for a in complete])
-    if less is not None:
-        y = y - np.array([[minus[a][s] for s in result.seeds] for a in complete])
     i, b = complete.index(c.arm), complete.index(c.baseline)
     return _arm_test(inference.fit(y), i, b, result.plan.variance)
 
@@ -1242,6 +1241,24 @@ def _fmt(v: float) -> str:
     return f"{v:+.4f}"
 
 
+def _scope(first: dict[str, dict]) -> str:
+    """ "flavor F, N steps of T tokens" from the runs' records (the first run's: the compared runs
+    share them, which the report's invariants check), or as much of it as they record."""
+    config = next(iter(first.values()), {}).get("config") or {}
+    flavor = (config.get("model") or {}).get("flavor")
+    t = config.get("training") or {}
+    steps, seq, batch = t.get("steps"), t.get("seq_len"), t.get("global_batch_size")
+    parts = [f"flavor {flavor}"] if flavor else []
+    if isinstance(steps, int):
+        tokens = (
+            f" of {batch * seq:,} tokens"
+            if isinstance(batch, int) and batch > 0 and isinstance(seq, int)
+            else ""
+        )
+        parts.append(f"{steps:,} steps{tokens}")
+    return ", ".join(parts)
+
+
 def _costs(result: Analysis, arms: list[str]) -> str:
     """What the arms claimed on the first family cost, or gain, on each other family's primary:
     the question asks at what cost. A claim there, or no difference found with the difference
@@ -1322,19 +1339,22 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             answer = (
                 f"Claimed on {family.primary}, but not shown to be character knowledge: "
                 f"{listed(better)} above {plan.baseline} at familywise alpha {plan.alpha}, and "
-                "not once the probes' blank twins (the same items, the word blanked) are "
-                "subtracted: the gain cannot be told from a change of the models' prior over "
+                "not once each probe item is calibrated by its blank twin (the same item, the "
+                "word blanked): the gain cannot be told from a change of the models' prior over "
                 "the choices (see the notes)."
             )
         else:
+            where = f"at this sweep's scale ({result.scope})" if result.scope else "in this sweep"
             answer = (
                 f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at "
-                f"familywise alpha {plan.alpha}."
+                f"familywise alpha {plan.alpha} ({len(better)} of the {len(compared)} arms "
+                f"compared; intervals 95%, unadjusted). Shown {where} and on these items, not "
+                "beyond."
             )
             if prior:
                 answer += (
-                    f" For {', '.join(prior)}, not once the probes' blank twins are "
-                    "subtracted: the gain cannot be told from a change of prior (see the notes)."
+                    f" For {', '.join(prior)}, not once each probe item is calibrated by its "
+                    "blank twin: the gain cannot be told from a change of prior (see the notes)."
                 )
         if worse:
             answer += f" Worse: {listed(worse)}."

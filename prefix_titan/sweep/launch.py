@@ -64,7 +64,7 @@ import time
 
 from ..runs.checkpoints import is_complete
 from ..runs.cli import Parser
-from ..runs.folder import PLACEMENT, RUN_CONFIG, read_json
+from ..runs.folder import PLACEMENT, RUN_CONFIG, open_log, read_json
 from .configs import SCALES, arms, config_path, file_name, load_config, render
 
 
@@ -189,11 +189,16 @@ def train_args(scale, arm, config, seed, world, extra, sweep_dir):
     ]
 
 
-def preflight(root, runs: list[tuple[str, list[str]]]) -> list[str]:
+FINISHED = "finished"
+"""A run preflight checks only against its record (a finished run the launch skips)"""
+
+
+def preflight(root, runs: list[tuple]) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
     before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
-    import torchtitan): the job config's checks, the data folders, a live writer on its folder.
-    No run to start (a finished sweep resumed): nothing to check, no process."""
+    import torchtitan): the job config's checks, the data folders, a live writer on its folder;
+    for a run given as (name, train_args, FINISHED), only whether its record says it trained
+    what these arguments would (else the launch is another sweep's). No run: no process."""
     if not runs:
         return []
     out = subprocess.run(
@@ -300,8 +305,14 @@ def run_queue(
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot])
             elif len(groups) > 1 and "OMP_NUM_THREADS" not in env:  # CPU runs side by side
                 env["OMP_NUM_THREADS"] = str(cpu_threads(len(groups)))
-            with open(log, "ab") as f:
-                start = f.tell()  # a rerun appends: its reason is read from here on
+            try:
+                f = open_log(str(log))
+            except ValueError as e:  # a link: written through, it would reach another file
+                free.append(slot)
+                failed.append(f"{name} (not started: {e})")
+                continue
+            with f:
+                start = f.seek(0, os.SEEK_END)  # a rerun appends: its reason is read from here
                 proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
             where = f"GPU {','.join(groups[slot])}" if groups[slot] else "CPU"
             print(f"[sweep] {name}: started on {where}, log {log}", flush=True)
@@ -392,8 +403,12 @@ def _refused(a, runs, extra, world: int) -> int:
     todo, starting = [], set()
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
-        if not finished(a.root, config, seed, extra, a.sweep_dir):
-            args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
+        args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
+        if finished(a.root, config, seed, extra, a.sweep_dir):
+            # skipped, if what this launch would train is what it trained (its record): a
+            # finished run is no run of a launch with other settings
+            todo.append((f"{arm} seed {seed}", args, FINISHED))
+        else:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
     problems = preflight(a.root, todo) + _placed_otherwise(a, starting, world)

@@ -85,6 +85,13 @@ def _bpb(task: str):
     return read
 
 
+def _calibrated(task: str):
+    def read(step: dict):
+        return step.get("calibrated", {}).get(task)
+
+    return read
+
+
 def _mean(reads: list[Callable]):
     def read(step: dict):
         values = [r(step) for r in reads]
@@ -105,16 +112,15 @@ def _composite(step: dict, read: bool = False) -> float | None:
     are not prefix-shaped, averaged, with the embedding probe's input-row letters F1 above its
     control, (F1 - control) / (1 - control), as one more part where it was run: the control is
     its own predictions dealt to the tokens at random (the shuffled-label control in version 1
-    of the probe, which recorded none). `read`: each probe's part less its blank twin's,
-    (acc - blank) / (1 - chance): what reading the word adds to the model's prior over the
-    choices."""
+    of the probe, which recorded none). `read`: each probe's accuracy calibrated item by item by
+    its blank twin (harness.calibrated_accuracy): what reading the word decides, whatever the
+    model prefers among the choices without it."""
     parts = []
     for task in CHAR_PROBES:
-        acc = _task(task)(step)
-        floor = _task(f"{task}_blank")(step) if read else CHANCE[task]
-        if acc is None or floor is None:
+        acc = (_calibrated if read else _task)(task)(step)
+        if acc is None:
             return None
-        parts.append((acc - floor) / (1 - CHANCE[task]))
+        parts.append((acc - CHANCE[task]) / (1 - CHANCE[task]))
     probe = step["results"].get(EMBEDDING_PROBE) or {}
     f1 = probe.get("input_letters,none")
     control = probe.get(
@@ -189,6 +195,13 @@ def _catalogue() -> dict[str, Metric]:
     for task in PROBE_TASKS:
         add(task, False, "eval", _task(task), f"{task} accuracy")
         add(f"{task}_blank", False, "eval", _task(f"{task}_blank"), f"{task} with the word blanked")
+        add(
+            f"{task}, calibrated",
+            False,
+            "eval",
+            _calibrated(task),
+            f"{task}, each item calibrated by its blank twin",
+        )
     add(
         "char acc",
         False,
@@ -211,8 +224,18 @@ def _catalogue() -> dict[str, Metric]:
             _mean([_task(t) for t in CHAR_PROBES]),
             _mean([_task(f"{t}_blank") for t in CHAR_PROBES]),
         ),
-        "char acc minus char acc, blank: what reading the word adds (about 0: the probes are "
-        "answered without it)",
+        "char acc minus char acc, blank (about 0: the probes are answered without the word; the "
+        "blanks are at chance by construction, so this is no check of the prior: char acc, "
+        "calibrated is)",
+    )
+    add(
+        "char acc, calibrated",
+        False,
+        "eval",
+        _mean([_calibrated(t) for t in CHAR_PROBES]),
+        "char acc with each item calibrated by its blank twin (each choice's log-likelihood less "
+        "its log-likelihood with the word blanked): what reading the word decides, whatever the "
+        "model prefers among the choices without it",
     )
     add(
         "prefix-shaped acc",
@@ -233,8 +256,8 @@ def _catalogue() -> dict[str, Metric]:
         False,
         "eval",
         lambda step: _composite(step, read=True),
-        "char composite with each probe's blank twin in place of chance: what reading the word "
-        "adds to the prior over the choices",
+        "char composite of the calibrated probes (each item calibrated by its blank twin): what "
+        "reading the word decides, whatever the prior over the choices",
     )
     add(
         "emb letters, in",

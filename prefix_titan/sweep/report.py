@@ -165,8 +165,8 @@ def claim_lines(a: Analysis) -> list[str]:
         f"({_num(c.estimate, True)} [{_num(c.low, True)}, {_num(c.high, True)}], adj. p = "
         f"{c.p_adjusted:.3g}){'' if c.primary else ' (exploratory, after its primary claim)'}"
         + (
-            " — not shown once the probes' blank twins are subtracted: it may be a change of "
-            "prior (notes)"
+            " — not shown once each probe item is calibrated by its blank twin: it may be a "
+            "change of prior (notes)"
             if c.prior_only
             else ""
         )

@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from ..evaluation.harness import ITEM_DIGESTS, bits_per_byte, read_items
+from ..evaluation.harness import ITEM_DIGESTS, bits_per_byte, calibrated_accuracy, read_items
 from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.checkpoints import complete_steps
@@ -132,9 +132,19 @@ def load_run(folder: str, items: bool = True) -> dict:
             for task, metrics in results.items():
                 e["results"].setdefault(task, metrics)
                 e["files"].setdefault(task, curve)
-    for e in steps.values():
+    for step, e in steps.items():
         bpb = {task: bits_per_byte(rows) for task, rows in e["items"].items()}
         e["bits_per_byte"] = {t: v for t, v in bpb.items() if v is not None}
+        e["calibrated"] = {}
+        for task in PROBE_TASKS:
+            answered, blank = e["items"].get(task), e["items"].get(f"{task}_blank")
+            if answered and blank:
+                try:
+                    value = calibrated_accuracy(answered, blank)
+                except ValueError as err:
+                    raise ValueError(f"{folder}, step {step}: {task}_blank: {err}") from None
+                if value is not None:
+                    e["calibrated"][task] = value
     spec = ObjectiveSpec.from_record(config["objective"], os.path.join(folder, RUN_CONFIG))
     seen = [r["step"] for r in rows if isinstance(r.get("step"), int)]
     seen += [s for s in steps if s >= 0]

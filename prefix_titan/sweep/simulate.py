@@ -72,6 +72,10 @@ GROUPS = {
     "downstream": list(DEFAULT_TASKS),
 }
 """Names an effect may give for several tasks at once"""
+PRIOR = "prior"
+"""The effect that changes only the model's prior over the character probes' choices: their
+accuracy moves, and each item calibrated by its blank twin does not (what an objective that
+flattens the output distribution does, with no more knowledge of the letters)"""
 
 
 @dataclass(frozen=True)
@@ -165,14 +169,15 @@ def _effects(sweep: Sweep) -> dict[tuple[str, str], float]:
             raise ValueError(
                 f"effect on {arm!r}: no such arm; the arms: {', '.join(sorted(names))}"
             )
-        tasks = GROUPS.get(what, [what])
+        tasks = GROUPS.get(what, GROUPS["char"] if what == PRIOR else [what])
         for t in tasks:
             if t != "val CE" and t not in sweep.tasks:
                 raise ValueError(
                     f"effect on {what!r}: not a simulated task or group; allowed: "
-                    f"{', '.join(sweep.tasks)}, {', '.join(GROUPS)}, val CE"
+                    f"{', '.join(sweep.tasks)}, {', '.join(GROUPS)}, {PRIOR}, val CE"
                 )
-            out[(arm, t)] = out.get((arm, t), 0.0) + value
+            key = (arm, f"{PRIOR} {t}" if what == PRIOR else t)
+            out[key] = out.get(key, 0.0) + value
     return out
 
 
@@ -232,17 +237,19 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
     gold_bytes = rng.integers(8, 120, n)
     bytes_per_task = np.add.reduceat(gold_bytes, starts)
     item_sd = math.hypot(noise.seed_item, noise.model_item)
-    shift = {}
+    shift, prior = {}, {}
     for (arm, t), v in effects.items():
         if t != "val CE":
+            shifts, t = (prior, t[len(PRIOR) + 1 :]) if t.startswith(f"{PRIOR} ") else (shift, t)
             i = tasks.index(t)
             part = slice(starts[i], starts[i] + sizes[i])
             try:
-                shift.setdefault(arm, np.zeros(len(tasks)))[i] = logit_shift(
+                shifts.setdefault(arm, np.zeros(len(tasks)))[i] += logit_shift(
                     TASKS[t], easiness[part], item_sd, v
                 )
             except ValueError as e:
                 raise ValueError(f"--effect {arm}: {t}: {e}") from None
+    twinned = [t for t in PROBE_TASKS if t in tasks and f"{t}_blank" in tasks]
     char = GROUPS["char"]
     val_steps = list(range(300, sweep.steps[-1] + 1, 300))
     runs = []
@@ -256,13 +263,16 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
             if arm in shift:
                 own = own + shift[arm]
             logit0 = level + easiness + seed_part + own[which] + rng.normal(0, noise.model_item, n)
+            moved = prior[arm][which] if arm in prior else 0.0
             steps = {}
             u = rng.random(n)
             for k, step in enumerate(sweep.steps):
                 logit = logit0 + noise.growth * k
                 if k:  # most answers carry over from the previous checkpoint
                     u = np.where(rng.random(n) < noise.answer_keep, u, rng.random(n))
-                correct = u < guess + (1 - guess) / (1 + np.exp(-logit))
+                correct = u < guess + (1 - guess) / (1 + np.exp(-(logit + moved)))
+                # each item calibrated by its blank twin: what the prior moved, it does not
+                calibrated = u < guess + (1 - guess) / (1 + np.exp(-logit))
                 # the gold answer's log-likelihood: bytes x (a floor + how unsure the model is)
                 loglik = -gold_bytes * (0.5 + 0.3 * np.logaddexp(0, -logit))
                 acc = np.add.reduceat(correct, starts) / sizes
@@ -275,6 +285,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                         "input_letters_shuffled_labels,none": 0.1 + rng.normal(0, 0.005),
                         "output_letters,none": 0.3 + gain + seed_emb + rng.normal(0, 0.005),
                     }
+                parts = {t: slice(starts[i], starts[i] + sizes[i]) for i, t in enumerate(tasks)}
                 steps[step] = {
                     "results": results,
                     "items": {
@@ -282,11 +293,11 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                             "correct": correct[part],
                             "gold_loglik": loglik[part],
                             "gold_bytes": gold_bytes[part],
+                            **({"calibrated": calibrated[part]} if t in twinned else {}),
                         }
-                        for t, part in (
-                            (t, slice(starts[i], starts[i] + sizes[i])) for i, t in enumerate(tasks)
-                        )
+                        for t, part in parts.items()
                     },
+                    "calibrated": {t: float(calibrated[parts[t]].mean()) for t in twinned},
                     "limits": {t: sweep.items for t in results},
                     "versions": {t: 1 for t in results},
                     "files": {},
@@ -361,16 +372,39 @@ def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
                 os.path.join(out, EVAL_RESULTS),
                 {"results": e["results"], "limit": limit, "versions": e["versions"]},
             )
-            write_items(out, {t: _item_rows(v) for t, v in e["items"].items()})
+            write_items(out, _step_rows(e["items"]))
         folders.append(folder)
     return folders
 
 
-def _item_rows(v: dict) -> list[dict]:
-    return [
-        {"doc_id": i, "correct": float(c), "gold_loglik": float(ll), "gold_bytes": int(b)}
-        for i, (c, ll, b) in enumerate(zip(v["correct"], v["gold_loglik"], v["gold_bytes"]))
-    ]
+def _step_rows(items: dict) -> dict[str, list[dict]]:
+    """One step's item rows by task, as eval writes them. A probe simulated with its blank twin
+    gets every choice's log-likelihood on both (the gold at doc_id % choices), made so that the
+    calibration (harness.calibrated_accuracy) finds the simulated calibrated outcome and the
+    gold's keeps its simulated value; the other choices' are made up to that end."""
+    rows = {
+        t: [
+            {"doc_id": i, "correct": float(c), "gold_loglik": float(ll), "gold_bytes": int(b)}
+            for i, (c, ll, b) in enumerate(zip(v["correct"], v["gold_loglik"], v["gold_bytes"]))
+        ]
+        for t, v in items.items()
+    }
+    for t, v in items.items():
+        if "calibrated" not in v:
+            continue
+        k = TASKS[t].choices
+        for r, b, right in zip(rows[t], rows[f"{t}_blank"], v["calibrated"]):
+            gold = r["doc_id"] % k
+            blank = [b["gold_loglik"] - 1.0 - 0.5 * c for c in range(k)]
+            blank[gold] = b["gold_loglik"]
+            lift = r["gold_loglik"] - b["gold_loglik"]  # the gold's: the task's less the blank's
+            gain = [lift - 1.0] * k
+            gain[gold] = lift
+            if not right:
+                gain[(gold + 1) % k] = lift + 1.0
+            r.update(gold=gold, logliks=[x + y for x, y in zip(blank, gain)])
+            b.update(gold=gold, logliks=blank)
+    return rows
 
 
 def moved_metrics(what: str) -> set[str]:
@@ -378,6 +412,8 @@ def moved_metrics(what: str) -> set[str]:
     the tasks themselves, their bits per byte and the composites built from them."""
     if what == "val CE":
         return {"val CE", "val CE excess"}
+    if what == PRIOR:  # the accuracies, not what calibration leaves of them
+        return set(GROUPS["char"]) | {"char composite", "char acc", "char acc - blank"}
     tasks = set(GROUPS.get(what, [what]))
     out = tasks | {f"{t} bits/byte" for t in tasks}
     if tasks & set(GROUPS["char"]):

@@ -445,12 +445,13 @@ def check_job_config(job_config) -> None:
     check_resume(job_config)
 
 
-def check_resume(job_config) -> None:
+def check_resume(job_config, finished: bool = False) -> None:
     """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
     whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
     other settings would relabel the finished run. The folder itself may have moved (it is
     compared by real path, and a move is only noted). A newest checkpoint past training.steps is
-    refused too: resuming it would train nothing."""
+    refused too: resuming it would train nothing. `finished`: the sweep launcher's check of a
+    run it skips as finished (a launch with other settings would leave it in its sweep)."""
     folder = job_config.job.dump_folder
     ckpt = job_config.checkpoint
     if ckpt.enable and ckpt.load_step == -1:
@@ -495,7 +496,11 @@ def check_resume(job_config) -> None:
         )
         return
     held = (
-        f"a checkpoint ({os.path.basename(steps[-1])}) of a run with other settings, and "
+        "a finished run with other settings than this launch gives it: the launch would skip "
+        "it as finished and its sweep would compare it with runs trained otherwise (launch "
+        "with its settings, or give the new settings another --sweep-dir)"
+        if finished
+        else f"a checkpoint ({os.path.basename(steps[-1])}) of a run with other settings, and "
         "resuming it would train (and record) them as this run's"
         if steps and job_config.checkpoint.enable
         else f"the record ({RUN_CONFIG}) and metrics of a run with other settings, and this run "

@@ -1,5 +1,6 @@
 """The checks a training runs before any work, run for many runs at once without training:
-`python -m prefix_titan.titan.preflight` reads a JSON list of [name, train_args] on stdin and
+`python -m prefix_titan.titan.preflight` reads a JSON list of [name, train_args] (or [name,
+train_args, "finished"]: a finished run, checked against its record only) on stdin and
 prints a JSON list of `name: problem` (empty when every run would start). The sweep launcher runs
 it before starting any torchrun (sweep/launch.py: preflight)."""
 
@@ -23,7 +24,7 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
     from ..objectives.families import FAMILIES, FamilyError
     from ..objectives.spec import WEIGHTING
     from ..runs.lock import LOCK, FolderBusy, RunLock
-    from .checks import check_job_config, check_paths
+    from .checks import check_job_config, check_paths, check_resume
     from .loss import LossPlans
 
     plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
@@ -31,9 +32,12 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
     built: dict[tuple, tuple] = {}  # (tokenizer, target settings) -> (spec, table, runs)
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
-        for name, args in runs:
+        for name, args, *finished in runs:
             try:
                 job = ConfigManager().parse_args(list(args))
+                if finished:  # skipped: only whether it trained what these arguments ask
+                    check_resume(job, finished=True)
+                    continue
                 check_job_config(job)
                 check_paths(job)
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):

@@ -17,12 +17,17 @@ def _rank() -> int:
 def refuse(job_config, error: BaseException, rank: int | None = None, lock=None):
     """End the process with status 2 after printing `error` once (on rank 0). `lock` (the run
     folder's writer's lock, runs/lock.py) is released, and the folders made for the run before the
-    refusal are removed while they are empty."""
+    refusal are removed while they are empty; not where the refusal is another writer's live
+    lock on the folder (runs/lock.py: FolderBusy): its empty folders are that run's (the traces
+    folder it writes to when it fails)."""
+    from ..runs.lock import FolderBusy
+
     if (_rank() if rank is None else rank) == 0:
         print(f"error: {error}", file=sys.stderr, flush=True)
         if lock is not None:
             lock.release()
-        _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
+        if not isinstance(error, FolderBusy):
+            _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
     raise SystemExit(2)
 
 

@@ -714,17 +714,24 @@ def test_the_lock_names_its_holders_command_once(tmp_path, monkeypatch):
 
 def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):
     """A refused run removes the empty folders it made (its dump and traces folders); refused
-    because another process writes the folder, it leaves them: they are that run's (its traces
-    folder, written to when it fails)."""
+    because another process writes the folder, it leaves a traces folder older than itself:
+    that run's (written to when it fails)."""
     from prefix_titan.titan.refusal import refuse
 
     run = tmp_path / "run"
     job = _job("--job.dump_folder", str(run))
     traces = run / job.comm.save_traces_folder
     traces.mkdir(parents=True)
+    made = os.stat(traces).st_mtime
+    os.utime(traces, (made - 3600, made - 3600))  # made before this process: the writer's
     with pytest.raises(SystemExit):
         refuse(job, FolderBusy(f"{run} is being written by pid 1"), rank=0)
     assert traces.is_dir()
+    os.utime(traces, (made, made))  # made by this process (its training's start): removed
+    with pytest.raises(SystemExit):
+        refuse(job, FolderBusy(f"{run} is being written by pid 1"), rank=0)
+    assert not traces.exists() and run.is_dir()
+    traces.mkdir()
     with pytest.raises(SystemExit):
         refuse(job, ValueError("a refused setting"), rank=0)
     assert not run.exists()

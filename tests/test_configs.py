@@ -583,3 +583,40 @@ def test_the_pilot_keeps_the_checkpoints_of_an_evaluation_curve():
     saved = [s for s in range(interval, steps + 1, interval)] + [steps]
     assert len(set(saved)) >= 5 and saved[-1] == steps
     assert all(b - a == interval for a, b in zip(saved[:-2], saved[1:-1]))
+
+
+def test_a_resume_that_reads_other_files_under_the_same_names_is_refused(
+    tmp_path, embedded_tokenizer_dir
+):
+    """The record keeps the sha256 of the tokenizer's files (and of a shard folder's manifest):
+    the same paths holding other files (a tokenizer edited in place) are a conflict; a record
+    from before the files were recorded resumes unchecked."""
+    import json
+    import shutil
+
+    from prefix_titan.runs.folder import DATA_FILES, RUN_CONFIG, run_record
+    from prefix_titan.titan.checks import data_files
+
+    tok = tmp_path / "tok"
+    shutil.copytree(embedded_tokenizer_dir, tok)
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder), "--model.hf_assets_path", str(tok))
+    job = parse(default, *args)
+    files = data_files(job)
+    assert set(files) == {"tokenizer.json", "tokenizer_config.json"}, files
+    (folder / "checkpoint" / "step-300").mkdir(parents=True)
+    (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), DATA_FILES: files}))
+    check_job_config(parse(default, *args))  # the same files: the same run
+    spec = json.loads((tok / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = list(vocab)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]  # two ids swapped: the same names, other tokens
+    (tok / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, *args))
+    assert f"{DATA_FILES}.tokenizer.json: {files['tokenizer.json']!r} -> " in str(e.value)
+    record = json.loads((folder / RUN_CONFIG).read_text())
+    del record[DATA_FILES]
+    (folder / RUN_CONFIG).write_text(json.dumps(record))
+    check_job_config(parse(default, *args))  # recorded before: not checked

@@ -231,7 +231,9 @@ def test_one_seed_says_so_and_claims_nothing(tmp_path):
 def test_the_power_section_gives_each_primary_its_resolution(sweep):
     text = report(str(sweep))
     power = text.split("## Power")[1].split("##")[0]
-    assert "- char composite: ±" in power and "pooled over 4 arms, 6 degrees of freedom" in power
+    assert (
+        "- char composite: ±" in power and "the baseline's variance apart from the other 3" in power
+    )
     assert "- val CE: ±" in power
 
 
@@ -731,7 +733,7 @@ def test_the_optional_settings_at_their_defaults_keep_a_registered_plans_digest(
 
     from prefix_titan.sweep.analysis import PLAN_DEFAULTS, _digest, load_plan
 
-    plan = load_plan()
+    plan = dataclasses.replace(load_plan(), variance="pooled")  # (the package's sets variance)
     assert {k: getattr(plan, k) for k in PLAN_DEFAULTS} == PLAN_DEFAULTS
     old = {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("source", *PLAN_DEFAULTS)}
     assert _digest(plan) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
@@ -747,28 +749,26 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     from prefix_titan.sweep.analysis import PLAN, analyse, apart_here, load_plan
     from prefix_titan.sweep.runs import find_runs, group_arms
 
-    plan = tmp_path / "apart.toml"
-    plan.write_text(
-        open(PLAN).read().replace("\ncontrast =", '\nvariance = "baseline_apart"\ncontrast =', 1)
-    )
+    plan = tmp_path / "pooled.toml"
+    plan.write_text(open(PLAN).read().replace('\nvariance = "baseline_apart"\n', "\n", 1))
 
     def detectable(text: str) -> float:
         power = text.split("## Power\n\n")[1].split("\n\n## ")[0]
         line = next(x for x in power.splitlines() if x.startswith("- val CE:"))
         return float(re.match(r"- val CE: ±([0-9.]+)", line).group(1)), line
 
-    text = report(str(sweep))
+    text = report(str(sweep), out=str(tmp_path / "p"), plan=str(plan))
     pooled, line = detectable(text)
-    apart_text = report(str(sweep), out=str(tmp_path / "r"), plan=str(plan))
+    apart_text = report(str(sweep), out=str(tmp_path / "r"))
     apart, apart_line = detectable(apart_text)
     assert "variance apart" not in line and "residual variance pooled over arms)" in text
     assert 'one: the plan\'s variance = "baseline_apart"), 95% interval' in apart_text
     assert apart > 1.2 * pooled
     # the error this sweep measures for the baseline, as its comparisons test it
     runs = group_arms(find_runs(str(sweep)))
-    a = analyse(runs, load_plan(str(plan)))
+    a = analyse(runs, load_plan())
     v = apart_here(a, "val CE")
-    assert v is not None and apart_here(analyse(runs, load_plan()), "val CE") is None
+    assert v is not None and apart_here(analyse(runs, load_plan(str(plan))), "val CE") is None
     assert apart_line.endswith(
         f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}: the baseline's variance apart "
         f"from the other 3 arms' pooled one, as the plan tests, {v.test_df:.1f} degrees of "
@@ -876,7 +876,7 @@ def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, ca
     calibrate = ["--calibrate", "2", "--workers", "1", "--root", str(project), "--plan", plan]
     main([*calibrate, "--items", "20", "--seeds", "1", "2", *masses])
     said = capsys.readouterr().out
-    assert "2 sweeps of 17 arms x 2 seeds, the plan's variance = 'pooled':" in said
+    assert "2 sweeps of 17 arms x 2 seeds, the plan's variance = 'baseline_apart':" in said
     assert (
         f"Planted +0.05 on char of {axis_family}, 2 sweeps: claimed better on char composite"
         in (said)

@@ -295,12 +295,24 @@ def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_pat
 
     from prefix_titan.evaluation.export import export
 
-    common = ("--checkpoint.enable", "--checkpoint.interval", "2", "--training.steps", "4")
+    common = (
+        "--checkpoint.enable",
+        "--checkpoint.interval",
+        "2",
+        "--lr_scheduler.total_steps",
+        "4",
+        "--training.steps",
+        "4",
+    )
     train(tmp_path, *common, "--checkpoint.keep_latest_k", "0", name="run")
     record = tmp_path / "run" / "run_config.json"
     assert json.loads(record.read_text())["objective"]["name"] == "prefix"
     placed = {"ranks": 1, "dp_replicate": 1, "dp_shard": 1, "cp": 1, "tp": 1, "pp": 1}
     assert json.loads(record.read_text())["placement"] == placed  # what the seed's weights follow
+    read = json.loads(record.read_text())["data_files"]  # what it read under its settings' names
+    assert set(read) == {"tokenizer.json", "tokenizer_config.json"} and all(
+        len(v) == 64 for v in read.values()
+    )
     folder = tmp_path / "run" / "checkpoint"
     for step in ("step-2", "step-4"):  # recorded after each save, the last one at close
         assert sorted(p.name for p in (folder / step).glob("sha256sums-*")) == [

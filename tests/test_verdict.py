@@ -265,6 +265,32 @@ def test_the_family_graph_holds_alpha_under_partial_nulls(seed, moved_arms, move
 
 
 @pytest.mark.slow
+def test_a_noisier_ce_fails_no_a_a_check_under_the_plans_rule(seed):
+    """Null sweeps where ce's validation CE is twice as noisy from run to run as the other arms':
+    the A/A checks (the CE-equivalent arms against ce) follow the plan's rule with ce as the
+    baseline, so they fail in about alpha of the sweeps, not the pooled rule's 20-25%."""
+    import dataclasses
+
+    rng = np.random.default_rng(seed)
+    extra = math.sqrt(3) * sim.Noise().val_run  # ce's run sd: twice the others'
+    sweeps, failed = 200, {"baseline_apart": 0, "pooled": 0}
+    for k in range(sweeps):
+        runs = sim.simulate(sim.Sweep(items=200, tasks=TASKS, embedding_probe=False), seed=seed + k)
+        for run in runs:
+            if run["name"] == "ce":
+                shift = rng.normal(0, extra)
+                for row in run["validation"].values():
+                    row["validation_plain_ce"] += shift
+        for variance in failed:
+            plan = dataclasses.replace(PLAN, variance=variance)
+            a = analyse(sim.group(runs), plan)
+            failed[variance] += any(c.aa_check and c.claimed for c in a.comparisons)
+    rates = {v: n / sweeps for v, n in failed.items()}
+    assert rates["baseline_apart"] <= ALPHA + 2.33 * math.sqrt(ALPHA * (1 - ALPHA) / sweeps), rates
+    assert rates["pooled"] >= 0.1, rates
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("ratio", [1.0, 2.0, 4.0])
 def test_the_baseline_apart_rule_holds_alpha_with_a_noisier_baseline(seed, ratio):
     """The family's familywise rate of false claims under the null (12 arms against the
@@ -445,7 +471,7 @@ def test_the_answer_says_what_a_claimed_arm_costs_on_the_other_families(seed):
     other families' primaries, claimed or not found (with what the sweep detects), and the part
     of a validation CE difference its target implies by construction."""
     arm = "prefix_tau0.5"
-    sweep = sim.Sweep(tasks=TASKS, effects=((arm, "char", 0.05), (arm, "val CE", 0.04)), items=2000)
+    sweep = sim.Sweep(tasks=TASKS, effects=((arm, "char", 0.05), (arm, "val CE", 0.08)), items=2000)
     runs = sim.simulate(sweep, seed=seed)
     a = analyse(sim.group(runs), PLAN)
     assert a.answer.startswith(f"Yes, on char composite: {arm} (")
@@ -966,7 +992,7 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         sd = math.sqrt(fit[name].sigma2)
         assert rows[name][0].strip().endswith(f"alpha/{k}")
         assert rows[name][1].strip() == f"{sd:.4f}" and "measured" in rows[name][-1]
-        want = inference.detectable(sd, 4, 14, k, ALPHA)
+        want = inference.detectable(sd, 4, 14, k, ALPHA, variance=PLAN.variance)
         assert rows[name][2].strip() == f"{want:.4f}"
     assert "detectable at 4 seeds" in out and out.count("Note:") == 1
     assert "evaluated on a --limit sample of each task's items (60 (the first 60))" in out
@@ -1010,7 +1036,7 @@ def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, caps
     row = next(x for x in few.splitlines() if x.startswith("| char composite |")).split(" | ")
     assert row[1] == "primary, alpha/1"
     assert float(row[3]) == pytest.approx(
-        inference.detectable(float(row[2]), 3, 3, 1, ALPHA),
+        inference.detectable(float(row[2]), 3, 3, 1, ALPHA, variance=PLAN.variance),
         rel=0.01,  # sd shown to 4 places
     )
     for arms, says in (
@@ -1118,10 +1144,8 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys)
     from prefix_titan.simulate import calibrate, main
     from prefix_titan.sweep.analysis import PLAN, REGISTERED, registered_plan_changed
 
-    out, plan = tmp_path / "sim", tmp_path / "apart.toml"
-    plan.write_text(
-        open(PLAN).read().replace("\ncontrast =", '\nvariance = "baseline_apart"\ncontrast =', 1)
-    )
+    out, plan = tmp_path / "sim", tmp_path / "pooled.toml"
+    plan.write_text(open(PLAN).read().replace('\nvariance = "baseline_apart"\n', "\n", 1))
     main(["--out", str(out), "--items", "20", "--seeds", "1", "2", "--plan", str(plan)])
     registered = (out / REGISTERED).read_text()
     assert registered.startswith(
@@ -1129,13 +1153,13 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys)
     )
     assert f"from {plan}" in registered and not registered_plan_changed(str(out / REGISTERED))
     text = report(str(out))
-    assert 'the plan\'s variance = "baseline_apart"), 95% interval' in text
+    assert "residual variance pooled over arms), 95% interval" in text
     assert "exploratory re-analysis" not in text.split("\n")[2]
     main(["--out", str(out), "--items", "20", "--seeds", "1", "2", "--overwrite"])
     assert f"from {PLAN}" in (out / REGISTERED).read_text()
     small = sim.Sweep(seeds=(1, 2), items=20, tasks=("char_spell",))
     said = calibrate(small, ("prefix_tau0.5", "char_spell", 0.05), load_plan(str(plan)), 2, 0)
-    assert "2 sweeps of 14 arms x 2 seeds, the plan's variance = 'baseline_apart':" in said
+    assert "2 sweeps of 14 arms x 2 seeds, the plan's variance = 'pooled':" in said
 
 
 # -- error rates of the decision code (simulated sweeps) -------------------------------------------
@@ -1571,11 +1595,11 @@ def test_the_char_composite_default_counts_the_fewest_items_each_probe_may_have(
 def test_the_plans_variance_rule_is_checked_and_printed(tmp_path):
     from prefix_titan.sweep.analysis import PLAN, plan_text
 
-    assert load_plan().variance == "pooled"
-    assert "the residual variance pooled over every arm" in " ".join(plan_text(load_plan()))
+    assert load_plan().variance == "baseline_apart"
+    assert "the baseline's residual variance apart from the" in " ".join(plan_text(load_plan()))
     path = tmp_path / "plan.toml"
     path.write_text(
-        open(PLAN).read().replace("\ncontrast =", '\nvariance = "welch"\ncontrast =', 1)
+        open(PLAN).read().replace('\nvariance = "baseline_apart"\n', '\nvariance = "welch"\n', 1)
     )
     with pytest.raises(ValueError, match=r"variance must be pooled or baseline_apart; got 'welch'"):
         load_plan(str(path))

@@ -16,6 +16,10 @@ RUN_CONFIG = "run_config.json"
 PLACEMENT = "placement"
 """In RUN_CONFIG beside the job config: the ranks and parallel degrees the run trained on (the
 initial weights torchtitan draws for a seed depend on them)"""
+DATA_FILES = "data_files"
+"""In RUN_CONFIG beside the job config: the sha256 of what the run read under its settings' names
+(the tokenizer's files, each token-shard folder's manifest): a resume or a sweep that reads other
+files under the same paths is told apart"""
 METRICS_LOG = "prefix_metrics.jsonl"
 """One JSON line per logged step (loss, plain CE, lr) and per validation (plain CE)"""
 EVAL_RESULTS = "eval_results.json"

@@ -6,13 +6,14 @@ import math
 import os
 import sys
 
-from ..data.shards import load_manifest
+from ..data.shards import MANIFEST, load_manifest, manifest_sha256
 from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import canonical_options, resolve_family
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block
-from ..runs.checkpoints import complete_steps, verify_step
+from ..runs.checkpoints import complete_steps, sha256, verify_step
 from ..runs.folder import (
+    DATA_FILES,
     EVALS,
     EXPORTS,
     METRICS_LOG,
@@ -445,6 +446,29 @@ def check_job_config(job_config) -> None:
     check_resume(job_config)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def data_files(job_config) -> dict[str, str]:
+    """{what: sha256} of the files a run reads under its settings' names (DATA_FILES): the
+    tokenizer's files in model.hf_assets_path, and the manifest of each token-shard folder it
+    trains or validates on (which names every shard with its checksum). A file that is not there
+    is left out (the checks before the run name it)."""
+    out = {}
+    for name in TOKENIZER_FILES:
+        path = os.path.join(job_config.model.hf_assets_path, name)
+        if os.path.isfile(path):
+            out[name] = sha256(path)
+    t, v = job_config.training, job_config.validation
+    for split, path in (("training", t.dataset_path), ("validation", v.dataset_path)):
+        if path and os.path.isfile(os.path.join(path, MANIFEST)):
+            try:
+                out[f"{split} shards"] = manifest_sha256(load_manifest(path))
+            except ValueError:  # damaged: check_paths refuses it, naming it
+                continue
+    return out
+
+
 def check_resume(job_config, finished: bool = False) -> None:
     """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
     whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
@@ -478,6 +502,8 @@ def check_resume(job_config, finished: bool = False) -> None:
             "folder), and its record is updated"
         )
     recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
+    if DATA_FILES in recorded:  # (a run recorded before the package recorded its files: unchecked)
+        current[DATA_FILES] = data_files(job_config)
     for r in (recorded, current):
         (r.get("job") or {}).pop("dump_folder", None)
     # A setting added to the package after the run was recorded, left at its default, is no

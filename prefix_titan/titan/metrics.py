@@ -24,6 +24,7 @@ from torchtitan.tools.logging import logger
 from ..objectives.kernel import bad_labels
 from ..objectives.mechanism import SIZE, mechanism_metrics
 from ..runs.folder import (
+    DATA_FILES,
     METRICS_LOG,
     PLACEMENT,
     RUN_CONFIG,
@@ -32,6 +33,7 @@ from ..runs.folder import (
     run_record,
     write_json,
 )
+from .checks import data_files
 from .step_checks import FAR, StepChecks
 
 
@@ -146,6 +148,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
                     for d in ("dp_replicate", "dp_shard", "cp", "tp", "pp")
                 },
             }
+            record[DATA_FILES] = data_files(job_config)
             write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 

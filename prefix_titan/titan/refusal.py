@@ -6,6 +6,11 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
+
+_STARTED = time.time()
+"""When this process imported the package (a TOML's custom_import: before torchtitan makes any
+folder), to tell the folders it made from those of a live writer it is refused for"""
 
 
 def _rank() -> int:
@@ -17,9 +22,9 @@ def _rank() -> int:
 def refuse(job_config, error: BaseException, rank: int | None = None, lock=None):
     """End the process with status 2 after printing `error` once (on rank 0). `lock` (the run
     folder's writer's lock, runs/lock.py) is released, and the folders made for the run before the
-    refusal are removed while they are empty; not where the refusal is another writer's live
-    lock on the folder (runs/lock.py: FolderBusy): its empty folders are that run's (the traces
-    folder it writes to when it fails)."""
+    refusal are removed while they are empty; where the refusal is another writer's live lock
+    on the folder (runs/lock.py: FolderBusy), only an empty traces folder made since this process
+    started: an older one is that writer's (where it writes when it fails)."""
     from ..runs.lock import FolderBusy
 
     if (_rank() if rank is None else rank) == 0:
@@ -28,6 +33,13 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
             lock.release()
         if not isinstance(error, FolderBusy):
             _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
+        else:
+            traces = os.path.join(job_config.job.dump_folder, job_config.comm.save_traces_folder)
+            try:
+                if os.stat(traces).st_mtime >= _STARTED - 1:  # (coarse file-system clocks)
+                    os.rmdir(traces)
+            except OSError:  # not there, not empty
+                pass
     raise SystemExit(2)
 
 

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import ROOT, embedded_tokenizer_at, holding_lock, train
@@ -192,6 +193,15 @@ def test_without_flock_the_lock_is_its_record_said_in_a_warning(tmp_path, monkey
     (tmp_path / LOCK).write_text(json.dumps({"host": "node-17", "pid": 1, "command": "train"}))
     with pytest.raises(FolderBusy, match="another host"):
         RunLock(str(tmp_path)).acquire()
+    # a gone holder's lock, and an empty takeover file its taker left when it died: once that
+    # file is old, it is removed and the lock taken over
+    (tmp_path / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
+    mutex = tmp_path / (LOCK + ".takeover")
+    mutex.write_text("")
+    os.utime(mutex, (time.time() - 60, time.time() - 60))
+    with RunLock(str(tmp_path)):
+        assert json.loads((tmp_path / LOCK).read_text())["pid"] == os.getpid()
+    assert sorted(os.listdir(tmp_path)) == []
 
 
 def test_an_evaluation_holds_the_lock_of_the_folder_it_writes_into(tmp_path):
@@ -431,7 +441,7 @@ def test_another_arm_is_refused_whatever_the_checkpoint_settings(tmp_path):
     for extra in ([], ["--checkpoint.enable", "--checkpoint.folder", "elsewhere"]):
         with pytest.raises(ValueError, match="objective.name: 'prefix' -> 'ce'"):
             check_job_config(_job("--objective.name", "ce", *extra, folder=tmp_path / "run"))
-    steps = ("--training.steps", "500", "--lr_scheduler.total_steps", "300")
+    steps = ("--training.steps", "200", "--lr_scheduler.total_steps", "300")
     check_job_config(_job(*steps, folder=tmp_path / "run"))  # may change, on the same schedule
 
 

@@ -346,7 +346,7 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             "--job.dump_folder",
             str(folder),
             "--training.steps",
-            "600",
+            "200",
             "--lr_scheduler.total_steps",
             "300",
             "--metrics.log_freq",
@@ -371,6 +371,11 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
             check_job_config(parse(default, "--job.dump_folder", str(folder), *args))
         assert said in str(e.value), str(e.value)
     assert "keep --lr_scheduler.total_steps 300" in str(_refusal(default, folder, "600"))
+    # past the schedule's length, any run: torchtitan's rate does not hold there
+    with pytest.raises(ValueError, match=r"lr_scheduler.total_steps \(300\) is below training"):
+        check_job_config(
+            parse(default, "--training.steps", "600", "--lr_scheduler.total_steps", "300")
+        )
     # A fresh folder: nothing to resume. A folder without a checkpoint, or checkpointing off:
     # still another run's record and metrics, so still refused (one arm per folder).
     check_job_config(
@@ -408,7 +413,7 @@ def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_
 
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"
-    args = ("--job.dump_folder", str(folder), "--lr_scheduler.total_steps", "300")
+    args = ("--job.dump_folder", str(folder), "--lr_scheduler.total_steps", "400")
     _record_run(folder, parse(default, *args))
     (folder / "checkpoint" / "step-300" / DCP_METADATA).write_bytes(b"")
     with pytest.raises(ValueError) as e:

@@ -253,7 +253,24 @@ def test_an_integer_setting_names_the_arm_its_float_names():
         a, b = ObjectiveSpec(**ints).validate(), ObjectiveSpec(**floats).validate()
         assert a.arm_name() == b.arm_name() and a.objective() == b.objective(), (ints, a)
         assert ObjectiveSpec.from_record(ints).arm_name() == b.arm_name()
-    assert ObjectiveSpec("prefix", tau=1).validate().arm_name() == "prefix_tau1.0"
+    assert ObjectiveSpec("prefix", tau=1).arm_name() == "prefix_tau1.0"  # validated or not
     for tau in (1e-308, 1e-4, 0):
         with pytest.raises(ValueError, match=r"objective.tau must be a finite number >= 0.001"):
             ObjectiveSpec("prefix", tau=tau).validate()
+
+
+def test_the_report_names_runs_that_read_other_files_not_runs_recorded_before_the_files():
+    from prefix_titan.runs.folder import DATA_FILES
+
+    def run(name, seed, files):
+        config = {"objective": {"name": "ce"}, "debug": {"seed": seed}}
+        return {"name": name, "seed": seed, "config": {**config, **files}}
+
+    a = {DATA_FILES: {"tokenizer.json": "a" * 64}}
+    b = {DATA_FILES: {"tokenizer.json": "b" * 64}}
+    assert runs.invariant_violations([run("ce", 1, a), run("ce", 2, {}), run("ce", 3, a)]) == []
+    (problem,) = runs.invariant_violations([run("ce", 1, a), run("ce", 2, b), run("ce", 3, a)])
+    assert (
+        problem.startswith(f"`{DATA_FILES}.tokenizer.json` differs from ")
+        and "ce seed 2" in problem
+    )

@@ -738,6 +738,11 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
     args = ("--scale", "smoke", "--arms", "ce", "--seeds", "1")
     rc, lines, err = dry_run(*args, gpus="", root=tmp_path, checks=True)
     assert rc == 0 and lines == [f"# ce seed 1: {launch.SKIPPED}"], (lines, err)
+    # what the launcher sets from the GPUs a run gets (its local batches, validation steps):
+    # no difference for a run it skips
+    more = ("--training.local_batch_size", "1", "--validation.steps", "3")
+    rc, lines, err = dry_run(*args, "--", *more, gpus="", root=tmp_path, checks=True)
+    assert rc == 0 and lines == [f"# ce seed 1: {launch.SKIPPED}"], (lines, err)
     rc, lines, err = dry_run(
         *args, "--", "--optimizer.lr", "1e-5", gpus="", root=tmp_path, checks=True
     )

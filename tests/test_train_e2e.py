@@ -300,7 +300,7 @@ def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_pat
         "--checkpoint.interval",
         "2",
         "--lr_scheduler.total_steps",
-        "4",
+        "6",
         "--training.steps",
         "4",
     )

@@ -852,7 +852,9 @@ def calibrated_accuracy(rows: list[dict], blank_rows: list[dict]) -> float | Non
     right = 0
     for r in rows:
         b = blank.get(r["doc_id"])
-        if b is None or not r.get("logliks") or not b.get("logliks") or r.get("gold") is None:
+        if b is None or not r.get("logliks") or not b.get("logliks"):
+            return None
+        if r.get("gold") is None or b.get("gold") is None:
             return None
         if b.get("gold") != r["gold"] or len(b["logliks"]) != len(r["logliks"]):
             raise ValueError(

@@ -271,7 +271,7 @@ class ObjectiveSpec:
                 f"{where} has objective settings this version of prefix_titan does not know: "
                 f"{', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
-        return cls(**record)._as_floats()
+        return cls(**record)
 
     def validate(self) -> ObjectiveSpec:
         """Check every option's type and range (not the family's import: families.resolve_family)."""
@@ -345,6 +345,9 @@ class ObjectiveSpec:
                 )
         self._check_read()
         return self._as_floats()
+
+    def __post_init__(self) -> None:
+        self._as_floats()
 
     def _as_floats(self) -> ObjectiveSpec:
         """One value, one spelling: a TOML's `tau = 1` (an integer) names the arm, and is recorded,

@@ -266,7 +266,7 @@ def checkpoint_folder_problem(dump_folder: str, folder: str) -> str | None:
     if not os.path.isabs(folder) and where.startswith(os.path.join(root, "")):
         linked = [
             d
-            for d in sorted(glob.glob(os.path.join(where, "step-*")))
+            for d in sorted(glob.glob(os.path.join(glob.escape(where), "step-*")))
             if os.path.islink(d) and step_number(d) is not None
         ]
         if not linked:
@@ -338,7 +338,14 @@ def schedule_length(flat: dict) -> object:
     return total if total is not None else flat.get("training.steps")
 
 
-def resume_conflicts(recorded: dict, current: dict, defaults: dict | None = None) -> list[str]:
+PLACED_BY_LAUNCH = ("validation.", "training.local_batch_size", "parallelism.")
+"""Settings the sweep launcher sets from the GPUs a run gets (the same global batch and
+validation sequences on any count): a finished run it skips is not compared on them"""
+
+
+def resume_conflicts(
+    recorded: dict, current: dict, defaults: dict | None = None, also: tuple[str, ...] = ()
+) -> list[str]:
     """`setting: recorded -> current` for each setting outside RESUME_MAY_CHANGE that differs,
     objective settings first. With `defaults` (the record of a default job config), a setting
     the record lacks (one newer than the run) conflicts only if set away from its default."""
@@ -348,7 +355,7 @@ def resume_conflicts(recorded: dict, current: dict, defaults: dict | None = None
     out = [
         f"{k}: {old.get(k, '(not recorded)')!r} -> {new.get(k)!r}"
         for k in keys
-        if not k.startswith(RESUME_MAY_CHANGE)
+        if not k.startswith(RESUME_MAY_CHANGE + also)
         and k != "lr_scheduler.total_steps"  # (below: what it decides, the schedule's length)
         and old.get(k) != new.get(k)
         and not (k not in old and k in default and new.get(k) == default[k])
@@ -359,7 +366,8 @@ def resume_conflicts(recorded: dict, current: dict, defaults: dict | None = None
             f"the learning-rate schedule's length (lr_scheduler.total_steps, else "
             f"training.steps): {before!r} -> {after!r}: the warmup and decay are drawn over it, "
             f"so the resumed steps would follow another schedule than the steps before them "
-            f"(to run longer or shorter on the run's schedule, keep --lr_scheduler.total_steps "
-            f"{before!r})"
+            f"(to stop earlier on the run's schedule, keep --lr_scheduler.total_steps {before!r}; "
+            f"a run that may go longer sets lr_scheduler.total_steps to its last step from its "
+            f"start)"
         )
     return out

@@ -300,7 +300,11 @@ class RunLock:
             os.close(fd)
             self.held = True
             return self
-        raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")
+        raise FolderBusy(
+            f"{self.folder}: could not take the writer's lock {self.path} (a takeover of a gone "
+            f"holder's lock goes through {self.path + TAKEOVER}: if that file is there and no "
+            "process of this folder runs, remove both)"
+        )
 
     def _take_over_if_gone(self, holder: dict | None) -> None:
         """The record alone: remove the lock file if `holder` (its record, as just read) is a
@@ -308,7 +312,8 @@ class RunLock:
         read the same record: only the one that creates TAKEOVER beside the lock (exclusively)
         removes it, after reading it again and finding it still the gone holder's (not a lock
         another opener took over meanwhile); the others look again. A TAKEOVER left by a process
-        that died inside those few lines is removed once its own holder is gone."""
+        that died inside those few lines is removed once its own holder is gone (an empty one once
+        it is 10 s old)."""
         if holder is None:  # released meanwhile
             return
         if not _gone(holder):
@@ -318,11 +323,14 @@ class RunLock:
             fd = os.open(mutex, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             other = _holder(mutex)
-            if other and _gone(other):
-                try:
+            try:
+                stale = other is not None and (
+                    _gone(other) if other else time.time() - os.stat(mutex).st_mtime > 10
+                )  # (empty: its opener died before writing it, or is writing it now)
+                if stale:
                     os.unlink(mutex)
-                except FileNotFoundError:
-                    pass
+            except FileNotFoundError:
+                pass
             time.sleep(0.02)
             return
         try:

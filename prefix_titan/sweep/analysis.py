@@ -2,8 +2,9 @@
 
 For each family of the plan, its primary metric is compared, arm by arm, for every arm of the
 contrast (the prefix families) against the baseline (label smoothing): estimates, intervals and
-p-values from the two-way arm x seed model (inference.py) with the residual variance pooled over
-all arms, and one graphical multiple-testing procedure per family (Bretz et al. 2009) over its
+p-values from the two-way arm x seed model (inference.py), the error by the plan's variance rule
+(the package's: the baseline's residual variance apart from the others' pooled one), and one
+graphical multiple-testing procedure per family (Bretz et al. 2009) over its
 primary and exploratory comparisons together: alpha starts split equally over the primary
 comparisons (Holm's procedure among them), a claimed primary passes half of its share to its
 arm's exploratory metrics and half to the other primaries, so an exploratory metric is claimed
@@ -1336,20 +1337,20 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
 
     if better:
         prior = [c.arm for c in better if c.prior_only]
+        counted = f"{len(better)} of the {len(compared)} arms compared; intervals 95%, unadjusted"
+        where = f"at this sweep's scale ({result.scope})" if result.scope else "in this sweep"
         if len(prior) == len(better):
             answer = (
                 f"Claimed on {family.primary}, but not shown to be character knowledge: "
-                f"{listed(better)} above {plan.baseline} at familywise alpha {plan.alpha}, and "
-                "not once each probe item is calibrated by its blank twin (the same item, the "
-                "word blanked): the gain cannot be told from a change of the models' prior over "
-                "the choices (see the notes)."
+                f"{listed(better)} above {plan.baseline} at familywise alpha {plan.alpha} "
+                f"({counted}), and not once each probe item is calibrated by its blank twin (the "
+                "same item, the word blanked): the gain cannot be told from a change of the "
+                "models' prior over the choices (see the notes)."
             )
         else:
-            where = f"at this sweep's scale ({result.scope})" if result.scope else "in this sweep"
             answer = (
                 f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at "
-                f"familywise alpha {plan.alpha} ({len(better)} of the {len(compared)} arms "
-                f"compared; intervals 95%, unadjusted). Shown {where} and on these items, not "
+                f"familywise alpha {plan.alpha} ({counted}). Shown {where} and on these items, not "
                 "beyond."
             )
             if prior:

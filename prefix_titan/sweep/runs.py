@@ -13,6 +13,7 @@ from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
+    DATA_FILES,
     EVAL_CURVE,
     EVAL_RESULTS,
     METRICS_LOG,
@@ -138,7 +139,7 @@ def load_run(folder: str, items: bool = True) -> dict:
         e["calibrated"] = {}
         for task in PROBE_TASKS:
             answered, blank = e["items"].get(task), e["items"].get(f"{task}_blank")
-            if answered and blank:
+            if answered and blank and step >= 0:  # (a step not found is never read)
                 try:
                     value = calibrated_accuracy(answered, blank)
                 except ValueError as err:
@@ -319,6 +320,8 @@ def invariant_violations(runs: list[dict]) -> list[str]:
     )
     problems = []
     for key in keys:
+        if key.startswith(f"{DATA_FILES}.") and any(key not in f for f in flat):
+            continue  # (a run recorded before the files were: not told apart)
         values = [json.dumps(f.get(key), sort_keys=True, default=str) for f in flat]
         if len(set(values)) > 1:
             common = max(set(values), key=values.count)

@@ -147,8 +147,9 @@ class Sweep:
     steps: tuple[int, ...] = (1200, 2400, 3600)
     """the evaluated checkpoints (validation rows every 300 steps up to the last)"""
     effects: tuple[tuple[str, str, float], ...] = ()
-    """(arm, task or group or "val CE", effect): accuracy points as a fraction (0.05 = +5
-    points), or nats for "val CE"; groups: GROUPS"""
+    """(arm, task or group or "val CE" or PRIOR, effect): accuracy points as a fraction (0.05 =
+    +5 points), or nats for "val CE"; groups: GROUPS; PRIOR: the character probes' accuracy
+    moved by a change of prior alone"""
     tasks: tuple[str, ...] = (*DEFAULT_TASKS, *SECONDARY_TASKS, *PROBE_TASKS, *BLANK_TASKS)
     items: int | None = None
     """items per task (None: each task's real count); the error rates do not depend on it"""
@@ -380,8 +381,9 @@ def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
 def _step_rows(items: dict) -> dict[str, list[dict]]:
     """One step's item rows by task, as eval writes them. A probe simulated with its blank twin
     gets every choice's log-likelihood on both (the gold at doc_id % choices), made so that the
-    calibration (harness.calibrated_accuracy) finds the simulated calibrated outcome and the
-    gold's keeps its simulated value; the other choices' are made up to that end."""
+    calibration (harness.calibrated_accuracy) finds the simulated calibrated outcome, the blank's
+    top choice is its simulated outcome and the gold's keeps its simulated value; the other
+    choices' are made up to that end (the probe's own top choice is the calibrated outcome's)."""
     rows = {
         t: [
             {"doc_id": i, "correct": float(c), "gold_loglik": float(ll), "gold_bytes": int(b)}
@@ -397,6 +399,8 @@ def _step_rows(items: dict) -> dict[str, list[dict]]:
             gold = r["doc_id"] % k
             blank = [b["gold_loglik"] - 1.0 - 0.5 * c for c in range(k)]
             blank[gold] = b["gold_loglik"]
+            if not b["correct"]:  # the blank's own outcome: another choice on top
+                blank[(gold + 1) % k] = b["gold_loglik"] + 1.0
             lift = r["gold_loglik"] - b["gold_loglik"]  # the gold's: the task's less the blank's
             gain = [lift - 1.0] * k
             gain[gold] = lift

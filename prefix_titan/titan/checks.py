@@ -17,6 +17,7 @@ from ..runs.folder import (
     EVALS,
     EXPORTS,
     METRICS_LOG,
+    PLACED_BY_LAUNCH,
     PLACEMENT,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
@@ -335,6 +336,15 @@ def check_job_config(job_config) -> None:
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
         )
     check_titan_numbers(job_config)
+    total = job_config.lr_scheduler.total_steps
+    if total is not None and total < job_config.training.steps:
+        raise ValueError(
+            f"lr_scheduler.total_steps ({total}) is below training.steps "
+            f"({job_config.training.steps}): torchtitan's schedule does not hold the rate past its "
+            "length (a cosine decay climbs back up, a linear one turns negative). Set "
+            "lr_scheduler.total_steps >= training.steps, or leave it unset (the schedule is then "
+            "drawn over training.steps)"
+        )
     spec = job_config.objective.validate()
     check_setting_forms(job_config)
     check_titan_shapes(job_config)
@@ -452,8 +462,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 def data_files(job_config) -> dict[str, str]:
     """{what: sha256} of the files a run reads under its settings' names (DATA_FILES): the
     tokenizer's files in model.hf_assets_path, and the manifest of each token-shard folder it
-    trains or validates on (which names every shard with its checksum). A file that is not there
-    is left out (the checks before the run name it)."""
+    trains or validates on (which names every shard with its checksum). A file that is not
+    there, or a damaged manifest, is left out (a run's checks before it starts name it; a finished
+    run the launcher skips shows it as a difference from its record)."""
     out = {}
     for name in TOKENIZER_FILES:
         path = os.path.join(job_config.model.hf_assets_path, name)
@@ -509,7 +520,7 @@ def check_resume(job_config, finished: bool = False) -> None:
     # A setting added to the package after the run was recorded, left at its default, is no
     # conflict: the run trained with what that default does.
     defaults = run_record(type(job_config)())
-    conflicts = resume_conflicts(recorded, current, defaults)
+    conflicts = resume_conflicts(recorded, current, defaults, PLACED_BY_LAUNCH if finished else ())
     if not conflicts:
         return
     steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))

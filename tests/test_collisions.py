@@ -107,24 +107,30 @@ except FolderBusy:
 """
 
 
+def _race_on_a_left_lock(folder, go, script: str, racers: int) -> list[str]:
+    """`racers` processes running `script` start together (once `go` exists) on `folder`, whose
+    lock holds the record of a process that is gone; their outcomes, sorted."""
+    folder.mkdir()
+    (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(folder), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(racers)
+    ]
+    assert [r.stdout.readline() for r in started] == ["ready\n"] * racers
+    go.touch()
+    return sorted(r.communicate(timeout=60)[0].strip() for r in started)
+
+
 def test_two_writers_starting_together_on_a_left_lock_get_one_lock(tmp_path):
     """Both find the record of a holder that is gone; exactly one of them takes the lock."""
     for trial in range(2):
         folder, go = tmp_path / str(trial), tmp_path / f"go{trial}"
-        folder.mkdir()
-        (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
-        racers = [
-            subprocess.Popen(
-                [sys.executable, "-c", RACE, str(folder), str(go)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        assert [r.stdout.readline() for r in racers] == ["ready\n", "ready\n"]
-        go.touch()
-        outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        outcomes = _race_on_a_left_lock(folder, go, RACE, 2)
         assert outcomes == ["held", "refused"], (trial, outcomes)
 
 
@@ -150,20 +156,7 @@ def test_without_flock_racers_on_a_left_lock_get_one_lock(tmp_path):
     none fails otherwise), and nothing is left beside the lock."""
     for trial in range(3):
         folder, go = tmp_path / str(trial), tmp_path / f"go{trial}"
-        folder.mkdir()
-        (folder / LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 1}))
-        racers = [
-            subprocess.Popen(
-                [sys.executable, "-c", RACE_NO_FLOCK, str(folder), str(go)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(4)
-        ]
-        assert [r.stdout.readline() for r in racers] == ["ready\n"] * 4
-        go.touch()
-        outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        outcomes = _race_on_a_left_lock(folder, go, RACE_NO_FLOCK, 4)
         assert outcomes == ["held", "refused", "refused", "refused"], (trial, outcomes)
         assert sorted(os.listdir(folder)) == [LOCK], trial
 

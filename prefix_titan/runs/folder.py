@@ -245,15 +245,16 @@ def read_export_record(model_dir: str) -> dict | None:
     return source
 
 
-def checkpoint_steps(folder: str) -> list[str]:
-    """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist).
+def _step_entries(folder: str) -> list[str]:
+    """The entries of `folder` named `step-N`, oldest first, whatever they are (folders, links).
     Other names that start so (a copy `step-4-backup`) are not steps: left alone."""
-    steps = [
-        d
-        for d in glob.glob(os.path.join(folder, "step-*"))
-        if os.path.isdir(d) and step_number(d) is not None
-    ]
-    return sorted(steps, key=step_number)
+    found = glob.glob(os.path.join(glob.escape(folder), "step-*"))
+    return sorted((d for d in found if step_number(d) is not None), key=step_number)
+
+
+def checkpoint_steps(folder: str) -> list[str]:
+    """The `step-N` checkpoint folders under `folder`, oldest first (none if it does not exist)."""
+    return [d for d in _step_entries(folder) if os.path.isdir(d)]
 
 
 def checkpoint_folder_problem(dump_folder: str, folder: str) -> str | None:
@@ -264,11 +265,7 @@ def checkpoint_folder_problem(dump_folder: str, folder: str) -> str | None:
     root = os.path.realpath(dump_folder)
     where = os.path.realpath(os.path.join(dump_folder, folder))
     if not os.path.isabs(folder) and where.startswith(os.path.join(root, "")):
-        linked = [
-            d
-            for d in sorted(glob.glob(os.path.join(glob.escape(where), "step-*")))
-            if os.path.islink(d) and step_number(d) is not None
-        ]
+        linked = [d for d in _step_entries(where) if os.path.islink(d)]
         if not linked:
             return None
         return (

@@ -15,6 +15,7 @@ from prefix_titan.runs.checkpoints import (
     check_step,
     recorded_sums,
     seal_step,
+    sealed,
     verify_step,
 )
 from prefix_titan.titan.checks import check_checkpoint_to_load
@@ -148,6 +149,20 @@ def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
     assert seal_step(str(recorded / "step-4")) == [".metadata", "__0_0.distcp"]
     check_checkpoint_to_load(job(recorded.parent))  # accepted: resumes
     assert check_step(str(recorded / "step-4")) == ([], [])
+
+
+def test_a_step_is_sealed_once_every_file_has_its_checksum(recorded, tmp_path):
+    """What the launcher requires of a final step (with its validation row): complete, and each
+    file's checksum recorded (read, not hashed)."""
+    assert sealed(str(recorded / "step-4"))
+    unsealed = save_step(tmp_path, 6)
+    assert not sealed(str(unsealed))  # saved, its checksums not yet recorded (a stop between)
+    seal_step(str(unsealed))
+    assert sealed(str(unsealed))
+    (unsealed / "extra.bin").write_bytes(b"x")  # a file added later
+    assert not sealed(str(unsealed))
+    (recorded / "step-2" / "sha256sums-rank0.txt").write_text("not a checksum file\n")
+    assert not sealed(str(recorded / "step-2")) and not sealed(str(tmp_path / "step-9"))
 
 
 def test_purge_older_steps_keeps_the_newest(tmp_path):

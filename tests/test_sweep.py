@@ -257,10 +257,67 @@ def test_pilot_runs_side_by_side_one_gpu_each():
     assert "1 of 3 GPUs stay idle" in err
 
 
+def finish(run, config: dict):
+    """A run folder as a finished run leaves it: its final step complete, its checksums recorded,
+    and its final validation row where the run validates."""
+    import json
+
+    from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
+    from prefix_titan.runs.folder import METRICS_LOG
+
+    steps = config["training"]["steps"]
+    step = run / config["checkpoint"]["folder"] / f"step-{steps}"
+    step.mkdir(parents=True)
+    (step / DCP_METADATA).write_bytes(b"")
+    record_step(str(step), 0)
+    if (config.get("validation") or {}).get("enable"):
+        row = {"step": steps, "validation_plain_ce": 3.0}
+        (run / METRICS_LOG).write_text(json.dumps(row) + "\n")
+    return step
+
+
+def test_a_run_is_finished_with_its_final_step_sealed_and_validated(tmp_path):
+    """torchtitan saves the final step, then validates it, and the run records the checksums:
+    a run stopped in between is not finished (its launch resumes and validates it)."""
+    import json
+
+    from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
+    from prefix_titan.runs.folder import METRICS_LOG
+    from prefix_titan.sweep.__main__ import configs_main
+    from prefix_titan.sweep.configs import load_config
+
+    (tmp_path / "train_configs").mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert configs_main(["--root", str(tmp_path)]) == 0
+    config = load_config(tmp_path, "pilot", "ce")
+    assert config["validation"]["enable"]
+    run = tmp_path / launch.run_folder(config, 1)
+    steps = config["training"]["steps"]
+
+    def done(*extra) -> bool:
+        return launch.finished(tmp_path, config, 1, list(extra), None)
+
+    step = run / config["checkpoint"]["folder"] / f"step-{steps}"
+    step.mkdir(parents=True)
+    assert not done()
+    (step / DCP_METADATA).write_bytes(b"")
+    assert not done()  # complete, its checksums not recorded
+    record_step(str(step), 0)
+    assert not done()  # sealed, not validated
+    assert done("--validation.no-enable") and not done("--validation.enable")
+    log = run / METRICS_LOG
+    log.write_text(json.dumps({"step": steps - 1, "validation_plain_ce": 3.0}) + "\n")
+    assert not done()
+    log.write_text(log.read_text() + json.dumps({"step": steps, "validation_plain_ce": 3.0}))
+    assert not done()  # a row cut short by a stop is not a row
+    log.write_text(log.read_text() + "\n")
+    assert done()
+    assert not done("--training.steps", str(steps + 2))  # another final step
+
+
 def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(tmp_path):
     """What a launch would skip (its final checkpoint is complete) is a comment line in the dry
     run, not a command, and takes no GPU in the placement."""
-    from prefix_titan.runs.checkpoints import DCP_METADATA
     from prefix_titan.sweep.__main__ import configs_main
     from prefix_titan.sweep.configs import load_config
 
@@ -269,10 +326,7 @@ def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(
         assert configs_main(["--root", str(tmp_path)]) == 0
     for scale in ("pilot", "500M"):
         config = load_config(tmp_path, scale, "ce")
-        run = tmp_path / config["job"]["dump_folder"] / "seed1"
-        step = run / config["checkpoint"]["folder"] / f"step-{config['training']['steps']}"
-        step.mkdir(parents=True)
-        (step / DCP_METADATA).write_bytes(b"")
+        finish(tmp_path / config["job"]["dump_folder"] / "seed1", config)
     args = ("--arms", "ce", "--seeds", "1", "2", "3")
     rc, lines, _ = dry_run("--scale", "pilot", *args, gpus="4,5", root=tmp_path)
     assert rc == 0 and lines[0] == f"# ce seed 1: {launch.SKIPPED}", lines
@@ -715,7 +769,6 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
     runs trained otherwise under one name."""
     from torchtitan.config import ConfigManager
 
-    from prefix_titan.runs.checkpoints import DCP_METADATA
     from prefix_titan.runs.folder import RUN_CONFIG, run_record, write_json
     from prefix_titan.sweep.__main__ import configs_main
     from prefix_titan.sweep.configs import load_config
@@ -725,9 +778,7 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
         assert configs_main(["--root", str(tmp_path)]) == 0
     config = load_config(tmp_path, "smoke", "ce")
     run = tmp_path / launch.run_folder(config, 1)
-    step = run / config["checkpoint"]["folder"] / f"step-{config['training']['steps']}"
-    step.mkdir(parents=True)
-    (step / DCP_METADATA).write_bytes(b"")
+    finish(run, config)
     cwd = os.getcwd()
     os.chdir(tmp_path)  # (the launch's arguments name files under its root)
     try:

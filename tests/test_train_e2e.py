@@ -398,3 +398,41 @@ def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
     assert sorted(own) == [1, 2, 3, 4] and own == builtin
     record = json.loads((tmp_path / "own" / "run_config.json").read_text())
     assert record["objective"]["options"] == "mass=0.05"
+
+
+def test_a_run_stopped_while_validating_its_last_step_resumes_and_validates_it(tmp_path):
+    """torchtitan saves the final step, then validates it. A run stopped in between left a
+    complete final checkpoint (its checksums recorded before the validation) and no final
+    validation row: the launcher does not count it finished, and started again it loads the
+    final step, trains nothing, and validates it."""
+    from prefix_titan.runs.checkpoints import sealed
+    from prefix_titan.runs.folder import METRICS_LOG, read_log
+
+    common = (
+        "--checkpoint.enable",
+        "--checkpoint.interval",
+        "2",
+        "--validation.enable",
+        "--validation.freq",
+        "10",
+        "--validation.steps",
+        "2",
+    )
+    log, _ = train(tmp_path, *common)
+    final = [float(v) for s, v in VAL.findall(log) if s == "4"]
+    assert len(final) == 1, log[-3000:]  # the final step is validated whatever the frequency
+    assert "resumed at the final step" not in log  # (a run that trained validates in its loop)
+    path = tmp_path / "run" / METRICS_LOG
+    assert sealed(str(tmp_path / "run" / "checkpoint" / "step-4"))
+    # what a stop during the final validation leaves: the same folder without its last row
+    rows = path.read_text().splitlines(keepends=True)
+    last = json.loads(rows[-1])
+    assert last["step"] == 4 and last["validation_plain_ce"] == pytest.approx(final[0], abs=1e-4)
+    path.write_text("".join(rows[:-1]))
+    trained = [r["step"] for r in read_log(str(path)) if "loss" in r]
+    log, _ = train(tmp_path, *common)
+    assert "resumed at the final step 4: validating it" in log, log[-3000:]
+    assert [r["step"] for r in read_log(str(path)) if "loss" in r] == trained  # nothing trained
+    rows = [r for r in read_log(str(path)) if "validation_plain_ce" in r]
+    assert [r["step"] for r in rows] == [1, 4]  # the same weights, the same validation set
+    assert rows[-1]["validation_plain_ce"] == pytest.approx(last["validation_plain_ce"], rel=1e-6)

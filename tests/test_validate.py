@@ -1,5 +1,7 @@
 """The validator's two torchtitan 0.2.2 workarounds, each confined to its call."""
 
+import types
+
 import torch
 import torchtitan.components.validate as titan_validate
 from torchtitan.components.validate import Validator
@@ -16,10 +18,13 @@ def test_the_dataloader_builder_is_ours_only_during_init(monkeypatch):
 
     def init(self, **kwargs):
         seen.append((titan_validate.build_text_validation_dataloader, kwargs["loss_fn"]))
+        self.metrics_processor = kwargs["metrics_processor"]
 
     monkeypatch.setattr(Validator, "__init__", init)
     loss = _loss()
-    validate.PlainCEValidator(loss_fn=loss, job_config=None)
+    processor = types.SimpleNamespace(validator=None)
+    made = validate.PlainCEValidator(loss_fn=loss, job_config=None, metrics_processor=processor)
+    assert processor.validator is made  # what validates a run resumed at its final step
     assert seen[0][0].__wrapped__ is validate.build_prefix_validation_dataloader  # refusing()
     assert type(seen[0][1]).__name__ == "PlainCELoss"  # not the training loss
     assert titan_validate.build_text_validation_dataloader is builtin
@@ -48,6 +53,7 @@ def test_with_pipeline_parallel_the_training_loss_returns_plain_ce_during_valida
     )
     validator = PlainCEValidator.__new__(PlainCEValidator)
     validator.training_loss, validator.pp_schedule = loss, object()
+    validator.metrics_processor = None  # (torchtitan's own processor records no checksums)
     validator.validate([], 1)
     torch.testing.assert_close(during[0], ce)  # plain CE while validating
     torch.testing.assert_close(loss(logits, labels), objective)  # the objective again after
@@ -69,3 +75,18 @@ def test_the_last_step_is_validated_whatever_the_frequency():
     assert validated == [1, 500, 1000, 1234]
     validator.job_config.training.steps = 1500
     assert [s for s in range(1, 1501) if validator.should_validate(s)] == [1, 500, 1000, 1500]
+
+
+def test_a_step_is_sealed_before_it_is_validated(monkeypatch):
+    """torchtitan saves a step, then validates it: the save's checksums are recorded first, so a
+    run stopped while validating its final step leaves that step verified to resume from."""
+    from prefix_titan.titan.validate import PlainCEValidator
+
+    order = []
+    monkeypatch.setattr(Validator, "validate", lambda self, parts, step: order.append("validate"))
+    validator = PlainCEValidator.__new__(PlainCEValidator)
+    validator.pp_schedule = None
+    checks = types.SimpleNamespace(record_checksums=lambda: order.append("checksums"))
+    validator.metrics_processor = types.SimpleNamespace(step_checks=checks)
+    validator.validate([], 4)
+    assert order == ["checksums", "validate"]

@@ -5,7 +5,7 @@ Six multiple-choice tasks scored by log-likelihood, k-shot (SHOTS fixed exemplar
     char_spell          which spelling is the word's (" a p p l e" against three other words)
     char_first_letter   the first letter of a word                       (prefix-shaped)
     char_last_letter    the last letter of a word
-    char_count          how many times a letter occurs (0 to 3)
+    char_count          how many times a letter occurs (0 to 2)
     char_contains       does the word contain a letter (yes/no)
     char_prefix         does the word start with a vocabulary token's text (yes/no) (prefix-shaped)
 
@@ -20,18 +20,26 @@ Every answer-only shortcut is made useless by construction, not by hope:
 - letter probes: each letter is a distractor exactly three times as often as it is the gold
   answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps; no
   word whose first (last) token is the asked letter alone, which the answer would copy;
+- past the lead (char_last_letter, char_count, char_contains): the answer never lies in the
+  word's leading vocabulary prefix (`leading_prefix`: " straw" of " strawberry") nor in its
+  inflection ending (`inflection`: "-ing", "-ed", ...), so a model that knows only those letters,
+  as the prefix relation between tokens and the word's grammar give them, is at chance; no
+  inflected word asks its last letter;
 - char_contains: the queried letters of yes and no items have the same distribution (each letter
-  queried as often with a yes as with a no); the no word has the yes word's first letter and the
-  nearest length, and no word starts with the queried letter (a reader of first letters only is
-  at chance);
-- char_count: each letter queried equally often at counts 0, 1, 2 and 3 by four words of one
-  first letter (never the queried one) and matched lengths; a word is asked about at most twice,
-  with two letters; the options are exactly the possible counts;
+  queried as often with a yes as with a no); the yes word holds the letter only past its lead
+  and ending; the no word has the yes word's first letter and the nearest length (then number of
+  letters past the lead and ending), and no word starts with the queried letter (a reader of
+  first letters only is at chance);
+- char_count: each letter queried equally often at counts 0, 1 and 2 (past the lead and ending)
+  by three words of one first letter (never the queried one) and matched lengths; a word is
+  asked about at most twice, with two letters; the options are exactly the possible counts;
 - char_spell: the three distractors are the spellings of other listed words of the same length,
-  first letter and token count, drawn uniformly from them: every choice is a real word's
+  first letter, token count and inflection ending, drawn uniformly from them: every choice is a real word's
   spelling and the gold is any of the four alike, so neither a lexicon, a letter model nor the
   choices' places in the word list find it, and the blank twin is at chance even for a model
-  that spells every word;
+  that spells every word; it is not past the lead: the distractors differ from the gold past
+  its first letter, and a reader of the lead's letters finds the gold (in 95% of the items on
+  Llama-3), so it credits what the prefix relation gives too;
 - char_prefix: each queried prefix appears once with a yes and once with a no (a word with the
   same first letter where there is one); a yes prefix ends inside a token of the word, never at a
   token boundary, so comparing the prefix's tokens with the word's does not answer it;
@@ -40,15 +48,18 @@ Every answer-only shortcut is made useless by construction, not by hope:
 shortcuts.py computes the shortcuts (answer-only scorers: alphabetical order, shortest choice,
 fewest tokens, letter priors, a letter model and a lexicon of the choices, a fixed position,
 always-yes; cross-validated lookups from what the word is besides its letters: length, token
-count, frequency, and for the probes that are not prefix-shaped its first letter; token copies)
-and tests/test_probes.py requires each within 5 points of chance.
+count, frequency, inflection ending, letters past the lead and ending, and for the probes that
+are not prefix-shaped its first letter; readers of the lead's and the ending's letters; token
+copies) and tests/test_probes.py requires each within 5 points of chance (the readers of the lead: on
+the probes past it).
 
 Words come from a FineWeb-Edu shard folder written by prepare where one is given, otherwise
 from the embedded corpus's word list, which ships with the package (probe_words.txt: counted
 once from CPython 3.11.7's documentation, whose text changes between Python versions, so that
 the probes are the same items on every Python). Each item records `word`, the queried `letter`
-where there is one and `tokens`, the word's token count (" word", as the question holds it), so
-that results break down by them.
+where there is one, `tokens`, the word's token count (" word", as the question holds it), `lead`
+and `ending` (the letters of its leading vocabulary prefix and inflection ending), so that
+results break down by them.
 """
 
 from __future__ import annotations
@@ -102,7 +113,23 @@ QUESTIONS = {
 `tokens` counts and where the token boundaries below are taken (a quote before it would be read
 as part of its first token by Llama-3's pre-tokenizer)"""
 YES_NO = [" no", " yes"]
-COUNTS = [" 0", " 1", " 2", " 3"]
+COUNTS = [" 0", " 1", " 2"]
+CHOICES = {
+    "char_spell": 4,
+    "char_first_letter": 4,
+    "char_last_letter": 4,
+    "char_count": len(COUNTS),
+    "char_contains": len(YES_NO),
+    "char_prefix": len(YES_NO),
+}
+"""Each probe's number of choices (its chance accuracy is one over it)"""
+PAST_THE_LEAD = ("char_last_letter", "char_count", "char_contains")
+"""Probes whose answer lies past the word's leading vocabulary prefix and its inflection ending:
+a model that knows only the letters of those (what the prefix relation and the grammar give) is
+at chance on them. char_spell is not one: its choices differ past the lead, and a reader of the
+lead's letters finds the gold (docs/probes.md)"""
+INFLECTIONS = ("ing", "est", "ed", "er", "es", "ly", "s")
+"""The endings `inflection` recognises, longest first"""
 
 
 # -- the word list ------------------------------------------------------------------------------
@@ -193,6 +220,42 @@ def word_tokens(tokenizer, counts: collections.Counter, min_count: int = MIN_COU
     return out
 
 
+def leading_prefix(word: str, vocab: set[str]) -> str:
+    """The letters of the word's leading vocabulary prefix: the longest text p shorter than the
+    word with " p" a vocabulary token (" person" of " personality", " straw" of " strawberry"); ""
+    where there is none. A model that learned which tokens are prefixes of which knows these
+    letters of the word (as far as it knows the shorter tokens' letters)."""
+    for k in range(len(word) - 1, 0, -1):
+        if f" {word[:k]}" in vocab:
+            return word[:k]
+    return ""
+
+
+def inflection(word: str, listed: set[str]) -> str:
+    """The word's inflection ending (one of INFLECTIONS) where the word is a listed word so
+    inflected (a final e dropped, a consonant doubled or a y made i before it): "ing" for
+    "making" and "running", "es" for "studies" (and "makes"), "ed" for "baked", "" for "glass"
+    or "sing". A model that knows the
+    word's grammatical form knows these letters without reading any."""
+    for s in INFLECTIONS:
+        stem = word[: -len(s)]
+        if len(stem) < 3 or not word.endswith(s):
+            continue
+        stems = {stem, stem + "e"}
+        if len(stem) > 3 and stem[-1] == stem[-2]:
+            stems.add(stem[:-1])
+        if stem.endswith("i"):
+            stems.add(stem[:-1] + "y")
+        if stems & listed:
+            return s
+    return ""
+
+
+def known_letters(item: dict) -> str:
+    """The letters of an item's word that its lead and ending give away (see PAST_THE_LEAD)."""
+    return item["lead"] + item["ending"]
+
+
 # -- sampling ------------------------------------------------------------------------------------
 
 
@@ -274,33 +337,37 @@ def _choice_item(word, tokens, gold_text, wrong, slot, **fields) -> dict:
 # -- the probes ----------------------------------------------------------------------------------
 
 
-def _length_groups(words: list[str], golds: list[str], least: int = 40) -> list[list[int]]:
-    """The indices of `words` in groups of neighbouring lengths, each of at least `least` words
-    (a length is never split) and with no letter gold in over a quarter of them (so that three
-    distractors per item can be balanced inside the group)."""
+def _length_groups(words: list[str], golds: list[str], keys: list, least: int = 40):
+    """The indices of `words` in groups of neighbouring keys (a word's length, or what holds it
+    last), each of at least `least` words (a key is never split) and with no letter gold in over
+    a quarter of them (so that three distractors per item can be balanced inside the group)."""
 
     def dealable(group: list[int]) -> bool:
         most = max(collections.Counter(golds[i] for i in group).values())
         return len(group) >= least and 4 * most <= len(group)
 
-    order = sorted(range(len(words)), key=lambda i: (len(words[i]), i))
+    order = sorted(range(len(words)), key=lambda i: (keys[i], i))
     groups: list[list[int]] = [[]]
     for n, i in enumerate(order):
         groups[-1].append(i)
         last = n + 1 == len(order)
-        if not last and len(words[order[n + 1]]) > len(words[i]) and dealable(groups[-1]):
+        if not last and keys[order[n + 1]] > keys[i] and dealable(groups[-1]):
             groups.append([])
     while len(groups) > 1 and not dealable(groups[-1]):
         groups[-2:] = [groups[-2] + groups[-1]]
     return groups
 
 
-def _letter_items(words, tokens, position: int, rng) -> list[dict]:
+def _letter_items(words, tokens, position: int, rng, known: dict) -> list[dict]:
     """Letter items whose distractors are balanced within each group of neighbouring word
-    lengths: neither a letter's prior nor the word's length tells the gold."""
+    lengths: neither a letter's prior nor the word's length tells the gold. The last letter's
+    groups are of the letters past the word's lead and ending (1, 2, 3+), then of its length: in
+    task version 3.0 a lookup of how many letters lie past the lead found the last letter in 33%
+    of the items on Llama-3 (a one-letter tail often ends in e)."""
     golds = [w[position] for w in words]
+    keys = [(min(_past(w, known), 3) if position else 0, len(w)) for w in words]
     wrong: list = [None] * len(words)
-    for group in _length_groups(words, golds):
+    for group in _length_groups(words, golds, keys):
         for i, d in zip(group, balanced_distractors([golds[i] for i in group], 3, rng)):
             wrong[i] = d
     return [
@@ -315,14 +382,18 @@ def _copies_letter(word: str, ends: tuple[int, ...], position: int) -> bool:
     return ends[0] == 1 if position == 0 else len(ends) > 1 and ends[-2] == len(word) - 1
 
 
-def _spell_class(word: str, tokens: dict) -> tuple:
-    """What a spelling's distractors share with it: length, first letter, token count (1, 2, 3+)."""
-    return len(word), word[0], _bucket(tokens[word], (2, 3))
+def _spell_class(word: str, tokens: dict, endings: dict) -> tuple:
+    """What a spelling's distractors share with it: length, first letter, token count (1, 2, 3+)
+    and inflection ending ("" for none)."""
+    return len(word), word[0], _bucket(tokens[word], (2, 3)), endings[word]
 
 
-def _spell_items(words, tokens, pool: list[str], rng) -> list[dict]:
-    """Each word against the spellings of three other listed words of its length, first letter
-    and token count (1, 2, 3+), drawn uniformly from them: every choice spells a real word, with
+def _spell_items(words, tokens, endings, pool: list[str], rng) -> list[dict]:
+    """Each word against the spellings of three other listed words of its length, first letter,
+    token count (1, 2, 3+) and inflection ending, drawn uniformly from them (a reader of the
+    word's grammatical form alone, knowing "-ing" or "-ed", found the gold in 43% of the items of
+    task version 3.1 on Llama-3, whose distractors did not share the ending): every choice spells
+    a real word, with
     the gold's letters only in the gold, and the four are a uniform draw of the class in which
     the gold is any of them alike, so nothing about the choices (their alphabetical order, their
     places among the class's words) tells which. A rule that chose the distractors to balance
@@ -331,10 +402,10 @@ def _spell_items(words, tokens, pool: list[str], rng) -> list[dict]:
     neighbours in the word list"). A word with too few neighbours is skipped."""
     like = collections.defaultdict(list)
     for w in pool:
-        like[_spell_class(w, tokens)].append(w)
+        like[_spell_class(w, tokens, endings)].append(w)
     items = []
     for w in words:
-        others = [x for x in like[_spell_class(w, tokens)] if x != w]
+        others = [x for x in like[_spell_class(w, tokens, endings)] if x != w]
         if len(others) < 3:
             continue
         wrong = [others[int(i)] for i in rng.permutation(len(others))[:3]]
@@ -357,34 +428,40 @@ def _nearest_length(candidates: list[str], length: int, used: set) -> str | None
     return best
 
 
-def _count_items(pool: list[str], tokens, n: int, rng, reuse: int = 2) -> list[list[dict]]:
-    """Quadruples per letter: words holding it 3, 2, 1 and 0 times, of one first letter (never
-    the queried one, so a reader of first letters learns nothing; none over MAX_LETTER_SHARE of
-    the items) and lengths within one letter of each other. A word is asked about at most `reuse` times, each time with
-    another letter. Words holding a letter three times are few: a small word list gives fewer
-    than n items (the cap on a first letter then applies to the items it gives)."""
-    by = {(letter, c): collections.defaultdict(list) for letter in LETTERS for c in range(4)}
+def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int = 2):
+    """Sets per letter of words holding it each possible number of times (len(COUNTS): 2, 1
+    and 0), all of them past the word's lead and ending (a reader of those letters, which
+    knows at least their count, answered 56% of task version 3.0 on Llama-3 with 0-3 counts;
+    three times past the lead is too rare a word list to ask), of one first letter (never the
+    queried one, so a reader of first letters learns nothing; none over MAX_LETTER_SHARE of the
+    items) and lengths within one letter of each other, the nearest in letters past the lead
+    and ending. A word is asked about at most `reuse` times, each time with another letter.
+    Words holding a letter twice past the lead are few: a small word list gives fewer than n
+    items (the cap on a first letter then applies to the items it gives)."""
+    top = len(COUNTS) - 1
+    by = {(letter, c): collections.defaultdict(list) for letter in LETTERS for c in range(top + 1)}
     for w in pool:
         for letter in LETTERS:
             c = w.count(letter)
-            if c <= 3 and w[0] != letter:
+            if c <= top and w[0] != letter and letter not in known[w]:
                 by[(letter, c)][w[0]].append(w)
     for groups in by.values():
         for ws in groups.values():
             rng.shuffle(ws)
-    threes = {
-        letter: [w for f in sorted(by[(letter, 3)]) for w in by[(letter, 3)][f]]
+    most = {
+        letter: [w for f in sorted(by[(letter, top)]) for w in by[(letter, top)][f]]
         for letter in LETTERS
     }
     for letter in LETTERS:
-        rng.shuffle(threes[letter])
+        rng.shuffle(most[letter])
     order = [rng.permutation(len(LETTERS)) for _ in range(n)]  # the round robin's, fixed
-    target = n
+    target, size = n, top + 1
     while True:
-        quads = _count_quads(by, threes, n, max(4, int(MAX_LETTER_SHARE * target)), order, reuse)
-        if len(quads) * 4 >= target or len(quads) * 4 == 0:
+        limit = max(size, int(MAX_LETTER_SHARE * target))
+        sets = _count_sets(by, most, known, n, limit, order, reuse, top)
+        if len(sets) * size >= target or not sets:
             break
-        target = len(quads) * 4  # fewer items: the first-letter cap is a share of those
+        target = len(sets) * size  # fewer items: the first-letter cap is a share of those
     return [
         [
             {
@@ -394,55 +471,78 @@ def _count_items(pool: list[str], tokens, n: int, rng, reuse: int = 2) -> list[l
                 "choices": COUNTS,
                 "gold": w.count(letter),
             }
-            for w in quad
+            for w in words
         ]
-        for letter, quad in quads
+        for letter, words in sets
     ]
 
 
-def _count_quads(by, threes, n: int, limit: int, order, reuse: int) -> list[tuple[str, list]]:
-    letters = [letter for letter in LETTERS if threes[letter]]
-    left = {letter: list(ws) for letter, ws in threes.items()}
-    quads, asked, first = [], collections.Counter(), collections.Counter()
+def _count_sets(by, most, known, n: int, limit: int, order, reuse: int, top: int):
+    letters = [letter for letter in LETTERS if most[letter]]
+    left = {letter: list(ws) for letter, ws in most.items()}
+    size = top + 1
+    sets, asked, first = [], collections.Counter(), collections.Counter()
     pairs: dict[str, set] = collections.defaultdict(set)  # the words asked about each letter
     rounds = iter(order)
-    while len(quads) * 4 < n:
+    while len(sets) * size < n:
         progressed = False
         for letter in [LETTERS[i] for i in next(rounds) if LETTERS[i] in letters]:
-            for w3 in left[letter]:
-                if asked[w3] >= reuse or first[w3[0]] + 4 > limit:
+            for w_top in left[letter]:
+                if asked[w_top] >= reuse or first[w_top[0]] + size > limit:
                     continue
-                quad = [w3]
-                for c in (2, 1, 0):
-                    taken = {w for w in by[(letter, c)][w3[0]] if asked[w] >= reuse}
-                    taken |= pairs[letter]
-                    w = _nearest_length(by[(letter, c)][w3[0]], len(w3), taken | set(quad))
-                    if w is None or abs(len(w) - len(w3)) > 1:
+                chosen = [w_top]
+                for c in range(top - 1, -1, -1):
+                    candidates = by[(letter, c)][w_top[0]]
+                    taken = {w for w in candidates if asked[w] >= reuse} | pairs[letter]
+                    w = _nearest(candidates, w_top, known, taken | set(chosen))
+                    if w is None or abs(len(w) - len(w_top)) > 1:
                         break
-                    quad.append(w)
-                if len(quad) == 4:
+                    chosen.append(w)
+                if len(chosen) == size:
                     break
             else:
                 continue
-            asked.update(quad)
-            pairs[letter].update(quad)
-            first[w3[0]] += 4
-            left[letter].remove(w3)
-            quads.append((letter, quad))
+            asked.update(chosen)
+            pairs[letter].update(chosen)
+            first[w_top[0]] += size
+            left[letter].remove(w_top)
+            sets.append((letter, chosen))
             progressed = True
-            if len(quads) * 4 >= n:
+            if len(sets) * size >= n:
                 break
         if not progressed:
             break
-    return quads
+    return sets
 
 
-def _contains_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
-    """Pairs per letter: a word that holds it (yes) and one with the same first letter and the
-    nearest length that does not (no); neither starts with the letter, so the word's first
+def _past(word: str, known: dict) -> int:
+    """How many of the word's letters lie past what its lead and ending give away."""
+    return len(word) - len(known[word])
+
+
+def _nearest(candidates: list[str], word: str, known: dict, used: set) -> str | None:
+    """The unused candidate closest to the word in length, then in letters past its lead and
+    ending (the first of them in the candidates' order)."""
+    best, far = None, None
+    for w in candidates:
+        if w in used:
+            continue
+        d = (abs(len(w) - len(word)), abs(_past(w, known) - _past(word, known)))
+        if far is None or d < far:
+            best, far = w, d
+            if d == (0, 0):
+                break
+    return best
+
+
+def _contains_items(pool: list[str], tokens, known: dict, n: int, rng) -> list[list[dict]]:
+    """Pairs per letter: a word that holds it only past its lead and ending (yes) and one with
+    the same first letter and the nearest length (then number of letters past the lead and
+    ending) that does not hold it (no); neither starts with the letter, so the word's first
     letter says nothing of the answer (and none is the first letter of over MAX_LETTER_SHARE of
-    the items). Letters in a seeded round robin."""
-    yes = {c: [w for w in pool if c in w and w[0] != c] for c in LETTERS}
+    the items), nor do the letters of its lead and ending (a reader of those answered 80% of
+    task version 3.0 on Llama-3). Letters in a seeded round robin."""
+    yes = {c: [w for w in pool if c in w and w[0] != c and c not in known[w]] for c in LETTERS}
     no = {c: collections.defaultdict(list) for c in LETTERS}
     for w in pool:
         for c in LETTERS:
@@ -460,7 +560,7 @@ def _contains_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
             for w_yes in yes[letter]:
                 if w_yes in used or first[w_yes[0]] + 2 > limit:
                     continue
-                w_no = _nearest_length(no[letter][w_yes[0]], len(w_yes), used | {w_yes})
+                w_no = _nearest(no[letter][w_yes[0]], w_yes, known, used | {w_yes})
                 if w_no is not None:
                     break
             else:
@@ -485,11 +585,13 @@ def _contains_items(pool: list[str], tokens, n: int, rng) -> list[list[dict]]:
     return [items[i : i + 2] for i in range(0, len(items), 2)]
 
 
-def _prefix_items(pool: list[str], tokens, ends, vocab: set[str], n: int, rng) -> list[list[dict]]:
+def _prefix_items(pool: list[str], tokens, ends, endings, vocab: set[str], n: int, rng):
     """Pairs per prefix: a word that starts with a vocabulary token's text (2+ letters, shorter
     than the word, ending inside one of the word's tokens: yes) and a word with the same first
-    letter and token count and the nearest length that does not (no); the token count matched
-    because the yes words, whose prefix ends inside a token, are more often single tokens."""
+    letter, token count and inflection ending (where there is one) and the nearest length that
+    does not (no); the token count matched because the yes words, whose prefix ends inside a
+    token, are more often single tokens, the ending because they are less often inflected (a
+    lookup of the ending found 55.5% of task version 3.0 with the embedded BPE)."""
     prefixes: dict[str, list[str]] = collections.defaultdict(list)
     for w in pool:
         found = [w[:k] for k in range(2, len(w)) if f" {w[:k]}" in vocab and k not in ends[w]]
@@ -509,7 +611,8 @@ def _prefix_items(pool: list[str], tokens, ends, vocab: set[str], n: int, rng) -
             if w_yes is None:
                 continue
             same = [w for w in by_first[p[0]] if not w.startswith(p)]
-            others = [w for w in same if tokens[w] == tokens[w_yes]] or same
+            alike = [w for w in same if tokens[w] == tokens[w_yes]]
+            others = [w for w in alike if endings[w] == endings[w_yes]] or alike or same
             others = others or [w for w in pool if not w.startswith(p)]
             w_no = _nearest_length(others, len(w_yes), used | {w_yes})
             if w_no is None:
@@ -535,7 +638,7 @@ def _prompt(shots: list[str], question: str) -> str:
     return "".join(f"{s}\n\n" for s in shots) + f"{question}\nAnswer:"
 
 
-def _letter_probe(words, tokens, position: int, n: int, shots: int, rng):
+def _letter_probe(words, tokens, position: int, n: int, shots: int, rng, known: dict):
     """(exemplars, items) of a letter probe: exemplars with different letters taken out first,
     so that the distractors are balanced over exactly the probed items."""
     shot_words, seen = [], set()
@@ -548,11 +651,11 @@ def _letter_probe(words, tokens, position: int, n: int, shots: int, rng):
         {"word": w, "letter": w[position], "choices": [f" {w[position]}"], "gold": 0}
         for w in shot_words
     ]
-    return exemplars, _letter_items(rest, tokens, position, rng)
+    return exemplars, _letter_items(rest, tokens, position, rng, known)
 
 
 def _split(units: list[list[dict]], shots: int) -> tuple[list[dict], list[dict]]:
-    """(exemplars, items): the exemplars from the first whole units (a quadruple or yes/no pair
+    """(exemplars, items): the exemplars from the first whole units (a count set or yes/no pair
     is never split between them and the probe), the items from the rest."""
     taken, u = [], 0
     while len(taken) < shots and u < len(units):
@@ -576,8 +679,9 @@ def build_probes(
     """{task: items} for the six probes and their blank twins. Each item: `query` (k-shot),
     `choices` (answers start with a space), `gold`, `word`, `tokens`, and `letter` where the
     probe asks about one. Each probe has n items but char_count, which has as many as the word
-    list's words holding a letter three times allow, up to n and at least half of it (the
-    embedded corpus's: about 1,150 of 2,000); `probe_shortfalls` names such a probe.
+    list's words holding a letter twice past their lead and ending allow, up to n and at least a
+    third of it (the embedded corpus's with Llama-3's vocabulary: about 790 of 2,000);
+    `probe_shortfalls` names such a probe.
     `tokenizer`: a `tokenizers.Tokenizer` (or an object holding one as `.tokenizer`);
     `word_counts`: the word list (default: the embedded corpus's)."""
     from ..objectives.table import token_texts
@@ -591,7 +695,8 @@ def build_probes(
     counts = embedded_word_counts() if word_counts is None else word_counts
     tokens = word_pool(tokenizer, counts, min_count)
     vocab = {t for t in token_texts(tokenizer) if t}
-    rng = np.random.default_rng(seed)
+    # a stream of draws per probe: a change to one probe's items leaves the others' alone
+    rng = {t: np.random.default_rng([seed, k]) for k, t in enumerate(PROBE_TASKS)}
     words = sorted(tokens)
     n_first = len({w[0] for w in words})
     if len(words) < n or n_first < MIN_LETTERS:
@@ -601,23 +706,43 @@ def build_probes(
             f"{MIN_LETTERS} first letters: give a larger source or fewer items"
         )
     ends = word_tokens(tokenizer, counts, min_count)
-    kind = collections.Counter(_spell_class(w, tokens) for w in words)
-    spellable = [w for w in words if len(w) >= 4 and kind[_spell_class(w, tokens)] >= 4]
-    # 10% more than the items (the first n are probed): the draws of the probes after it stay
-    # those of the task versions before
-    spell = stratified(spellable, n + n // 10, rng, lambda w: w[0], tokens)
+    listed = set(words)
+    lead = {w: leading_prefix(w, vocab) for w in words}
+    endings = {w: inflection(w, listed) for w in words}
+    known = {w: lead[w] + endings[w] for w in words}
+    kind = collections.Counter(_spell_class(w, tokens, endings) for w in words)
+    spellable = [w for w in words if len(w) >= 4 and kind[_spell_class(w, tokens, endings)] >= 4]
+    # 10% more than the items (the first n are probed): a word without three like it is skipped
+    spell = stratified(spellable, n + n // 10, rng["char_spell"], lambda w: w[0], tokens)
 
-    def letter_words(position: int) -> list[str]:
-        readable = [w for w in words if not _copies_letter(w, ends[w], position)]
+    def letter_words(position: int, rng) -> list[str]:
+        # no inflected word asks its last letter: "-ing" tells the g without reading it
+        readable = [
+            w
+            for w in words
+            if not _copies_letter(w, ends[w], position) and not (position and endings[w])
+        ]
         return stratified(readable, n + shots, rng, lambda w: w[position], tokens)
 
+    def letters(position: int, rng) -> tuple[list[dict], list[dict]]:
+        return _letter_probe(letter_words(position, rng), tokens, position, n, shots, rng, known)
+
+    spelled = _spell_items(spell, tokens, endings, words, rng["char_spell"])
+    counted = _count_items(words, tokens, known, n + len(COUNTS) * shots, rng["char_count"])
+    pairs = n + 2 * shots
+    spell_shots, spell_items = _split([[i] for i in spelled], shots)
+    shown = {s["choices"][s["gold"]] for s in spell_shots}  # an exemplar's answer: no distractor
     built = {
-        "char_spell": _split([[i] for i in _spell_items(spell, tokens, words, rng)], shots),
-        "char_first_letter": _letter_probe(letter_words(0), tokens, 0, n, shots, rng),
-        "char_last_letter": _letter_probe(letter_words(-1), tokens, -1, n, shots, rng),
-        "char_count": _split(_count_items(words, tokens, n + 4 * shots, rng), shots),
-        "char_contains": _split(_contains_items(words, tokens, n + 2 * shots, rng), shots),
-        "char_prefix": _split(_prefix_items(words, tokens, ends, vocab, n + 2 * shots, rng), shots),
+        "char_spell": (spell_shots, [i for i in spell_items if not shown & set(i["choices"])]),
+        "char_first_letter": letters(0, rng["char_first_letter"]),
+        "char_last_letter": letters(-1, rng["char_last_letter"]),
+        "char_count": _split(counted, shots),
+        "char_contains": _split(
+            _contains_items(words, tokens, known, pairs, rng["char_contains"]), shots
+        ),
+        "char_prefix": _split(
+            _prefix_items(words, tokens, ends, endings, vocab, pairs, rng["char_prefix"]), shots
+        ),
     }
     out: dict[str, list[dict]] = {}
     for task, (shot_items, items) in built.items():
@@ -632,10 +757,11 @@ def build_probes(
         demo = [
             f"{_question(task, s, s['word'])}\nAnswer:{s['choices'][s['gold']]}" for s in shot_items
         ]
-        order = rng.permutation(len(probed))
+        order = rng[task].permutation(len(probed))
         real, blank = [], []
         for i in order:
-            item = probed[int(i)]
+            item = {**probed[int(i)], "lead": lead[probed[int(i)]["word"]]}
+            item["ending"] = endings[item["word"]]
             real.append({**item, "query": _prompt(demo, _question(task, item, item["word"]))})
             blank.append({**item, "query": _prompt(demo, _question(task, item, BLANK))})
         out[task], out[f"{task}_blank"] = real, blank
@@ -643,9 +769,11 @@ def build_probes(
 
 
 def fewest_items(task: str, n: int) -> int:
-    """The fewest items build_probes accepts for `task` when n are asked for: n, but half of n for
-    char_count (its items come in matched quadruples of words holding a letter 0-3 times)."""
-    return -(-n // 2) if task == "char_count" else n
+    """The fewest items build_probes accepts for `task` when n are asked for: n, but a third of n
+    for char_count (its items come in matched triples of words holding a letter 2, 1 and 0 times
+    past their lead and ending: the embedded word list has enough for about 790 of 2,000 with
+    Llama-3's vocabulary)."""
+    return -(-n // 3) if task == "char_count" else n
 
 
 @functools.lru_cache(maxsize=4)
@@ -696,7 +824,7 @@ def probe_shortfalls(paths: dict[str, str], n: int) -> list[str]:
         if got < n:
             out.append(
                 f"{task}: {got:,} items of the {n:,} asked for: the word list has no more "
-                "words holding a letter three times in matched quadruples; a larger word "
+                "words holding a letter twice past their lead and ending in matched sets; a larger word "
                 "source (eval --probe-words SHARD_DIR) gives more"
             )
     return out

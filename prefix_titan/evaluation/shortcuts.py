@@ -16,6 +16,10 @@ Three kinds:
   token count, its frequency in the word list and, for the probes that are not prefix-shaped, its
   first letter (what prefix targets teach: a reader of first letters only must be at chance
   there); the queried letter's commonness and the word's length by rank (yes/no and count);
+- readers of what the word gives away besides reading its letters: the letters of its leading
+  vocabulary prefix (" straw" of " strawberry", what the prefix relation between tokens gives; on
+  the last letter with the listed words it completes) and of its inflection ending ("-ing": what
+  the grammar gives); required at chance on the probes past the lead (PAST_THE_LEAD) only;
 - copies of tokens: the answer letter is a token of the word alone (" a" + "pple"), or the
   queried prefix ends where one of the word's tokens does (comparing tokens answers it).
 """
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .probes import MIN_COUNT, PREFIX_SHAPED
+from .probes import MIN_COUNT, PAST_THE_LEAD, PREFIX_SHAPED, inflection
 
 LETTERS = string.ascii_lowercase
 SHORTCUTS = (
@@ -55,6 +59,10 @@ SHORTCUTS = (
     "lookup: word token count",
     "lookup: word frequency",
     "lookup: word first letter (not prefix-shaped probes)",
+    "lookup: word inflection ending",
+    "lookup: letters past the lead and ending",
+    "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
+    "reader: letters of the inflection ending",
     "copy: answer letter is a token of the word",
     "copy: prefix ends at a token boundary",
 )
@@ -162,7 +170,8 @@ def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
 
 def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None:
     """Choices that spell listed words: the gold taken as the choice whose places (its index a
-    among the m listed words of its length, first letter and token count (1, 2, 3+), and its
+    among the m listed words of its length, first letter, token count (1, 2, 3+) and inflection
+    ending, and its
     rank r among the k choices) make the other choices likeliest had they been drawn r from the
     a words before it and k - 1 - r from those after: the least C(a, r) C(m - 1 - a, k - 1 - r).
     A rule that balances the gold's alphabetical rank so draws its distractors (task version 3.0
@@ -172,8 +181,9 @@ def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None
     if not all(len(w) > 1 and w in ref.counts for ws in spelled for w in ws):
         return None
     lengths = {len(w) for ws in spelled for w in ws}
-    listed = sorted(w for w, c in ref.counts.items() if len(w) in lengths and c >= MIN_COUNT)
-    cls = lambda w: (len(w), w[0], min(len(pieces(" " + w)), 3))  # noqa: E731
+    every = {w for w, c in ref.counts.items() if c >= MIN_COUNT}
+    listed = sorted(w for w in every if len(w) in lengths)
+    cls = lambda w: (len(w), w[0], min(len(pieces(" " + w)), 3), inflection(w, every))  # noqa: E731
     classes = collections.defaultdict(list)
     for w in listed:
         classes[cls(w)].append(w)
@@ -254,10 +264,19 @@ def shortcut_accuracies(
         "lookup: word token count": lambda it: min(it["tokens"], 4),
         "lookup: word frequency": lambda it: int(math.log2(ref.counts.get(it["word"], 1))),
         "lookup: word first letter (not prefix-shaped probes)": lambda it: it["word"][0],
+        "lookup: word inflection ending": lambda it: it["ending"],
+        "lookup: letters past the lead and ending": lambda it: (
+            len(it["word"]) - len(it["lead"]) - len(it["ending"])
+        ),
     }
+    recorded = all("lead" in it and "ending" in it for it in items)
     for name, feature in lookups.items():
-        skip = not shared or (name.startswith("lookup: word first") and task in PREFIX_SHAPED)
+        # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
+        teaches = name.startswith("lookup: word first") or "past the lead" in name
+        skip = not shared or (teaches and task in PREFIX_SHAPED)
+        skip = skip or (not recorded and ("inflection" in name or "past the lead" in name))
         out[name] = None if skip else _lookup(items, feature)
+    out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
     if all(len(_letters(c)) == 1 for it in items for c in it["choices"]) and not yes_no:
         out["copy: answer letter is a token of the word"] = (
@@ -280,17 +299,69 @@ def shortcut_accuracies(
     return out
 
 
-def off_chance(accuracies: dict[str, float | None], items: list[dict]) -> dict[str, float]:
+READERS = (
+    "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
+    "reader: letters of the inflection ending",
+)
+
+
+def _readers(items: list[dict], task: str, ref: Reference) -> dict[str, float | None]:
+    """The readers of the lead's and the ending's letters: each scores the choices by what those
+    letters say of them (a tie where they say nothing). On the last letter the lead reader takes
+    the word for the lead and one letter more, scored by the word list's letter bigrams (it
+    knows no spellings of words: that is what the probes measure)."""
+    n = len(items)
+
+    def reader(known: str, letter: str | None, lead: bool):
+        if task == "char_spell":
+            return lambda c: (_letters(c).startswith if lead else _letters(c).endswith)(known)
+        if task == "char_first_letter" and lead:
+            return lambda c: c.strip() == known[:1]
+        if task == "char_last_letter" and lead:
+            after = known[-1:] or "^"  # the word taken as the lead and one letter more
+            return lambda c: ref.bigrams[(after, c.strip())] + ref.bigrams[(c.strip(), "$")]
+        if task == "char_last_letter":
+            return lambda c: c.strip() == known[-1:]
+        if task == "char_count":
+            least = known.count(letter)
+            return lambda c: -int(c) if int(c) >= least else -math.inf
+        if task == "char_contains":
+            return lambda c: (c == " yes") == (letter in known)
+        if task == "char_prefix" and lead:
+            return lambda c: (c == " yes") == known.startswith(letter)
+        return None
+
+    out: dict[str, float | None] = {}
+    for name, lead in zip(READERS, (True, False)):
+        right = 0.0
+        for it in items:
+            score = reader(it["lead" if lead else "ending"], it.get("letter"), lead)
+            if score is None:
+                break
+            right += _pick([score(c) for c in it["choices"]], it["gold"])
+        else:
+            out[name] = right / n
+            continue
+        out[name] = None
+    return out
+
+
+def off_chance(
+    accuracies: dict[str, float | None], items: list[dict], task: str | None = None
+) -> dict[str, float]:
     """The shortcuts of `accuracies` further than TOLERANCE from the probe's chance: either side
     for the scorers of answers (one far below chance is one far above, reversed), above chance
     only for the lookups (one learned on the other folds of an exactly balanced design falls
-    below chance by construction: a held-out item's answer is the one its fold has least of)."""
+    below chance by construction: a held-out item's answer is the one its fold has least of).
+    The reader of the lead counts on the probes past it only (`task`, PAST_THE_LEAD): the
+    others credit what it knows by design (docs/probes.md)."""
     chance = 1 / len(items[0]["choices"])
     return {
         name: value
         for name, value in accuracies.items()
         if value is not None
         and (value - chance > TOLERANCE or (chance - value > TOLERANCE and "lookup" not in name))
+        and (name != READERS[0] or task in PAST_THE_LEAD)
     }
 
 

@@ -45,6 +45,15 @@ def is_complete(step_dir: str) -> bool:
     )
 
 
+def sealed(step_dir: str) -> bool:
+    """Whether a step is finished and every one of its files has a recorded checksum (read, not
+    hashed: check_step verifies them); a checksum file that does not parse is not sealed."""
+    if not is_complete(step_dir):
+        return False
+    sums, problems = read_sums(step_dir)
+    return not problems and set(_files(step_dir)) <= set(sums)
+
+
 def complete_steps(folder: str) -> list[str]:
     """The finished `step-N` folders under `folder`, oldest first."""
     return [d for d in checkpoint_steps(folder) if is_complete(d)]

@@ -1264,7 +1264,9 @@ def _scope(first: dict[str, dict]) -> str:
 def _costs(result: Analysis, arms: list[str]) -> str:
     """What the arms claimed on the first family cost, or gain, on each other family's primary:
     the question asks at what cost. A claim there, or no difference found with the difference
-    the sweep detects; validation CE with the part its target costs by construction."""
+    the sweep detects; validation CE with the part its target costs by construction; and what
+    the families' alphas add up to (each holds its own: the chance of a false claim somewhere
+    over F families is up to F times it)."""
     plan = result.plan
     out = []
     for arm in arms:
@@ -1291,7 +1293,14 @@ def _costs(result: Analysis, arms: list[str]) -> str:
             said.append(text)
         if said:
             out.append(f"{arm}: {'; '.join(said)}")
-    return f" At what cost: {' | '.join(out)}." if out else ""
+    if not out:
+        return ""
+    f = len(plan.families)
+    return (
+        f" At what cost: {' | '.join(out)}. Each family holds familywise alpha {plan.alpha} on "
+        f"its own: over the plan's {f} families, the chance of a false claim somewhere is up "
+        f"to {f * plan.alpha:.3g}."
+    )
 
 
 def by_construction(result: Analysis, name: str, arm: str) -> float | None:

@@ -62,9 +62,9 @@ import subprocess
 import sys
 import time
 
-from ..runs.checkpoints import is_complete
+from ..runs.checkpoints import sealed
 from ..runs.cli import Parser
-from ..runs.folder import PLACEMENT, RUN_CONFIG, open_log, read_json
+from ..runs.folder import METRICS_LOG, PLACEMENT, RUN_CONFIG, open_log, read_json, read_log
 from .configs import SCALES, arms, config_path, file_name, load_config, render
 
 
@@ -154,11 +154,35 @@ def last_override(extra: list[str], flag: str) -> str | None:
 
 
 def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | None) -> bool:
-    """The run's final step has a complete checkpoint (torchtitan's rule: checkpoints.is_complete)."""
-    steps = last_override(extra, "--training.steps") or config["training"]["steps"]
+    """The run's final step has a complete checkpoint (torchtitan's rule) whose checksums are
+    recorded (checkpoints.sealed) and, where the run validates, a validation row in its metrics
+    log. torchtitan saves the final step, then validates it, and the run records the checksums at
+    the end: a run stopped in between is not finished, and its launch resumes at the final step,
+    which the run then validates (titan/metrics.py)."""
+    steps = int(last_override(extra, "--training.steps") or config["training"]["steps"])
     run = pathlib.Path(root) / run_folder(config, seed, sweep_dir)  # an absolute one stays itself
     folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
-    return is_complete(str(folder))
+    if not sealed(str(folder)):
+        return False
+    if not _validates(config, extra):
+        return True
+    try:
+        rows = read_log(str(run / METRICS_LOG))
+    except (OSError, ValueError):
+        return False
+    return any(r.get("step") == steps and "validation_plain_ce" in r for r in rows)
+
+
+def _validates(config: dict, extra: list[str]) -> bool:
+    """Whether the run validates: its config's validation.enable, as the launch's flags leave it."""
+    on = bool((config.get("validation") or {}).get("enable", False))
+    for x in extra:
+        flag, _, value = x.partition("=")
+        if flag == "--validation.enable":
+            on = value.lower() not in ("false", "0", "no") if value else True
+        elif flag in ("--validation.no-enable", "--validation.no_enable"):
+            on = False
+    return on
 
 
 def finished_here(a, arm: str, seed: int, extra: list[str]) -> bool:

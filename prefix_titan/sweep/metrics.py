@@ -19,18 +19,11 @@ from ..evaluation.harness import (
     SECONDARY_TASKS,
     primary_metric,
 )
-from ..evaluation.probes import PREFIX_SHAPED, PROBE_TASKS
+from ..evaluation.probes import CHOICES, PREFIX_SHAPED, PROBE_TASKS
 
 CHAR_PROBES = [t for t in PROBE_TASKS if t not in PREFIX_SHAPED]
-CHANCE = {
-    "char_spell": 0.25,
-    "char_first_letter": 0.25,
-    "char_last_letter": 0.25,
-    "char_count": 0.25,
-    "char_contains": 0.5,
-    "char_prefix": 0.5,
-}
-"""Each probe's chance accuracy (its number of choices)"""
+CHANCE = {t: 1 / k for t, k in CHOICES.items()}
+"""Each probe's chance accuracy (one over its number of choices)"""
 
 
 @dataclass(frozen=True)

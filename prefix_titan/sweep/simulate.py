@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS, write_items
-from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
+from ..evaluation.probes import BLANK_TASKS, CHOICES, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_atomically, write_json
 from .configs import arm_specs
@@ -55,14 +55,8 @@ TASKS = {
     "arc_easy": Task(2376, 4, -1.8),
     "arc_challenge": Task(1172, 4, -4.5),
     "sciq": Task(1000, 4, -0.2),
-    **{
-        t: Task(ITEMS_PER_TASK, 2 if t in ("char_contains", "char_prefix") else 4, -3.0)
-        for t in PROBE_TASKS
-    },
-    **{
-        t: Task(ITEMS_PER_TASK, 2 if t[:-6] in ("char_contains", "char_prefix") else 4, -4.5)
-        for t in BLANK_TASKS
-    },
+    **{t: Task(ITEMS_PER_TASK, CHOICES[t], -3.0) for t in PROBE_TASKS},
+    **{t: Task(ITEMS_PER_TASK, CHOICES[t[: -len("_blank")]], -4.5) for t in BLANK_TASKS},
 }
 """The evaluated tasks with their real item counts and choices"""
 

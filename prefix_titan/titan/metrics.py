@@ -23,6 +23,7 @@ from torchtitan.tools.logging import logger
 
 from ..objectives.kernel import bad_labels
 from ..objectives.mechanism import SIZE, mechanism_metrics
+from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
     DATA_FILES,
     METRICS_LOG,
@@ -31,6 +32,7 @@ from ..runs.folder import (
     append_line,
     drop_torn_line,
     run_record,
+    step_number,
     write_json,
 )
 from .checks import data_files
@@ -129,6 +131,10 @@ class PrefixMetricsProcessor(MetricsProcessor):
     ):
         super().__init__(job_config, parallel_dims, tag)
         self.validation_meter = validation_meter
+        self.validator = None
+        """The run's validator where validation is on (set by it: validate.py)"""
+        self.trained = False
+        """Whether this process trained a step"""
         if not sys.stdout.isatty():  # colour codes only on a terminal, never in a log file
             from torchtitan.tools.utils import NoColor
 
@@ -160,6 +166,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
         # torchtitan asks once per step, after the optimizer update and before the step's save:
         # the step checks run here (step_checks.py). A step that is not logged drops its CE so
         # that the logged value covers exactly the logged step's batch.
+        self.trained = True
         self.step_checks.after_update(step, getattr(self, "model_parts", None))
         should = super().should_log(step)
         if not should:
@@ -167,8 +174,24 @@ class PrefixMetricsProcessor(MetricsProcessor):
         return should
 
     def close(self) -> None:
+        if sys.exc_info()[0] is None:  # torchtitan closes the trainer after a failure too
+            self._validate_final_resume()
         self.step_checks.finish()  # the last step's checkpoint: checksums, then keep_latest_k
         super().close()
+
+    def _validate_final_resume(self) -> None:
+        """A run resumed at its final step trains nothing, so torchtitan validates nothing: the
+        final step is validated here (a run stopped while validating it gets its row; a finished
+        run started again validates its last step again, the later row read)."""
+        job = self.job_config
+        if self.trained or self.validator is None or not job.validation.enable:
+            return
+        if not job.checkpoint.enable or job.checkpoint.load_step != -1:
+            return
+        done = complete_steps(os.path.join(job.job.dump_folder, job.checkpoint.folder))
+        if done and step_number(done[-1]) == job.training.steps:
+            logger.info(f"resumed at the final step {job.training.steps}: validating it")
+            self.validator.validate(self.model_parts, job.training.steps)
 
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
         if not math.isfinite(float(grad_norm)):

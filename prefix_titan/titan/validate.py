@@ -37,6 +37,9 @@ class PlainCEValidator(Validator):
         self.training_loss = loss_fn
         with _prefix_validation_loader():
             super().__init__(loss_fn=loss_fn.plain_ce(), pp_schedule=pp_schedule, **kwargs)
+        # the metrics processor validates a run resumed at its final step (metrics.py, close)
+        if hasattr(self.metrics_processor, "validator"):
+            self.metrics_processor.validator = self
 
     def should_validate(self, step: int) -> bool:
         """torchtitan's steps (1 and every validation.freq) and the last one: the final model is
@@ -44,6 +47,11 @@ class PlainCEValidator(Validator):
         return super().should_validate(step) or step == self.job_config.training.steps
 
     def validate(self, model_parts, step: int) -> None:
+        # torchtitan saves a step, then validates it: the save's checksums are recorded first, so
+        # that a run stopped while validating its last step resumes from that step, verified
+        checks = getattr(self.metrics_processor, "step_checks", None)
+        if checks is not None:
+            checks.record_checksums()
         if self.pp_schedule is None:
             return super().validate(model_parts, step)
         # torchtitan 0.2.2: a pipeline schedule holds the training loss and calls it itself, so

@@ -5,7 +5,7 @@ Six multiple-choice tasks scored by log-likelihood, k-shot (SHOTS fixed exemplar
     char_spell          which spelling is the word's (" a p p l e" against three other words)
     char_first_letter   the first letter of a word                       (prefix-shaped)
     char_last_letter    the last letter of a word
-    char_count          how many times a letter occurs (0 to 2)
+    char_count          how many times a letter occurs (3 choices, from what its known letters hold)
     char_contains       does the word contain a letter (yes/no)
     char_prefix         does the word start with a vocabulary token's text (yes/no) (prefix-shaped)
 
@@ -21,18 +21,21 @@ Every answer-only shortcut is made useless by construction, not by hope:
   answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps; no
   word whose first (last) token is the asked letter alone, which the answer would copy;
 - past the lead (char_last_letter, char_count, char_contains): the answer never lies in the
-  word's leading vocabulary prefix (`leading_prefix`: " straw" of " strawberry") nor in its
-  inflection ending (`inflection`: "-ing", "-ed", ...), so a model that knows only those letters,
-  as the prefix relation between tokens and the word's grammar give them, is at chance; no
-  inflected word asks its last letter;
+  word's known letters (`known_mask`): its leading vocabulary prefix (`leading_prefix`: " straw"
+  of " strawberry"), each later token's own leading prefix ("abilit" of "ability") and its
+  inflection ending (`inflection`: "-ing", "-ed", ...), so a model that knows only those
+  letters, as the prefix relation between tokens and the word's grammar give them, is at
+  chance; no inflected word asks its last letter;
 - char_contains: the queried letters of yes and no items have the same distribution (each letter
-  queried as often with a yes as with a no); the yes word holds the letter only past its lead
-  and ending; the no word has the yes word's first letter and the nearest length (then number of
-  letters past the lead and ending), and no word starts with the queried letter (a reader of
+  queried as often with a yes as with a no); the yes word holds the letter only past its known
+  letters; the no word has the yes word's first letter and the nearest token count (then number
+  of unknown letters, then length), and no word starts with the queried letter (a reader of
   first letters only is at chance);
-- char_count: each letter queried equally often at counts 0, 1 and 2 (past the lead and ending)
-  by three words of one first letter (never the queried one) and matched lengths; a word is
-  asked about at most twice, with two letters; the options are exactly the possible counts;
+- char_count: each letter queried equally often at 0, 1 and 2 occurrences past the known letters
+  by three words of one first letter that the known letters hold it alike (0 or 1 times),
+  matched lengths and token counts; the choices are the counts the known letters leave possible
+  (" 1", " 2", " 3" where they hold it once); a word is asked about at most twice, with two
+  letters;
 - char_spell: the three distractors are the spellings of other listed words of the same length,
   first letter, token count and inflection ending, drawn uniformly from them: every choice is a real word's
   spelling and the gold is any of the four alike, so neither a lexicon, a letter model nor the
@@ -251,9 +254,27 @@ def inflection(word: str, listed: set[str]) -> str:
     return ""
 
 
+def known_mask(word: str, ends: tuple[int, ...], lead: str, ending: str, vocab: set[str]) -> str:
+    """The word with "." for each letter that neither its lead, nor any later token's own leading
+    vocabulary prefix, nor its ending gives away (a prefix target trains a continuation token
+    towards its own prefixes as it does the first): with Llama-3's vocabulary "portability",
+    read as " port" + "ability", has the lead "porta" and "ability" the prefix "abilit", so
+    "portabilit."; "running" is "run.ing". `ends`: the letters after which each token ends
+    (word_tokens)."""
+    known = set(range(len(lead))) | set(range(len(word) - len(ending), len(word)))
+    for start, end in zip(ends[:-1], ends[1:]):  # every token after the first
+        token = word[start:end]
+        for k in range(len(token) - 1, 0, -1):
+            if token[:k] in vocab:
+                known.update(range(start, start + k))
+                break
+    return "".join(c if i in known else "." for i, c in enumerate(word))
+
+
 def known_letters(item: dict) -> str:
-    """The letters of an item's word that its lead and ending give away (see PAST_THE_LEAD)."""
-    return item["lead"] + item["ending"]
+    """An item's known_mask: the letters of its word that the leads of its tokens and its ending
+    give away, "." for the rest (see PAST_THE_LEAD)."""
+    return item["known"]
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -365,7 +386,10 @@ def _letter_items(words, tokens, position: int, rng, known: dict) -> list[dict]:
     task version 3.0 a lookup of how many letters lie past the lead found the last letter in 33%
     of the items on Llama-3 (a one-letter tail often ends in e)."""
     golds = [w[position] for w in words]
-    keys = [(min(_past(w, known), 3) if position else 0, len(w)) for w in words]
+    keys = [
+        (known[w][-2:-1], min(_past(w, known), 3), len(w)) if position else ("", 0, len(w))
+        for w in words
+    ]
     wrong: list = [None] * len(words)
     for group in _length_groups(words, golds, keys):
         for i, d in zip(group, balanced_distractors([golds[i] for i in group], 3, rng)):
@@ -428,28 +452,41 @@ def _nearest_length(candidates: list[str], length: int, used: set) -> str | None
     return best
 
 
+def count_choices(known: int) -> list[str]:
+    """char_count's choices for a letter its word's known letters (known_mask) hold `known`
+    times: the counts those letters leave possible, known to known + len(COUNTS) - 1."""
+    return [f" {known + j}" for j in range(len(COUNTS))]
+
+
 def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int = 2):
-    """Sets per letter of words holding it each possible number of times (len(COUNTS): 2, 1
-    and 0), all of them past the word's lead and ending (a reader of those letters, which
-    knows at least their count, answered 56% of task version 3.0 on Llama-3 with 0-3 counts;
-    three times past the lead is too rare a word list to ask), of one first letter (never the
-    queried one, so a reader of first letters learns nothing; none over MAX_LETTER_SHARE of the
-    items) and lengths within one letter of each other, the nearest in letters past the lead
-    and ending. A word is asked about at most `reuse` times, each time with another letter.
-    Words holding a letter twice past the lead are few: a small word list gives fewer than n
-    items (the cap on a first letter then applies to the items it gives)."""
+    """Sets per letter of words holding it each possible number of times past their known
+    letters (known_mask: 2, 1 and 0 more), all holding it alike among those (0 or 1 times), of one
+    first letter and lengths within one letter of each other, the nearest in token count and
+    unknown letters. The choices are the counts the known letters leave possible (count_choices:
+    " 1", " 2", " 3" where they hold it once), so a reader of those letters, which knows the count
+    is at least theirs, is at chance (it answered 56% of task version 3.1 on Llama-3, whose
+    choices were 0-3 whatever the lead held; none over MAX_LETTER_SHARE of the items has one
+    first letter). A word is asked about at most `reuse` times, each time with another letter.
+    Words holding a letter twice past their known letters are few: a small word list gives fewer
+    than n items (the cap on a first letter then applies to the items it gives)."""
     top = len(COUNTS) - 1
-    by = {(letter, c): collections.defaultdict(list) for letter in LETTERS for c in range(top + 1)}
+    by: dict = collections.defaultdict(lambda: collections.defaultdict(list))
     for w in pool:
         for letter in LETTERS:
-            c = w.count(letter)
-            if c <= top and w[0] != letter and letter not in known[w]:
-                by[(letter, c)][w[0]].append(w)
-    for groups in by.values():
-        for ws in groups.values():
-            rng.shuffle(ws)
+            held = known[w].count(letter)
+            extra = w.count(letter) - held
+            if held + top <= 3 and extra <= top:  # choices within 0-3
+                by[(letter, held, extra)][w[0]].append(w)
+    for key in sorted(by):
+        for first in sorted(by[key]):
+            rng.shuffle(by[key][first])
     most = {
-        letter: [w for f in sorted(by[(letter, top)]) for w in by[(letter, top)][f]]
+        letter: [
+            (held, w)
+            for held in range(4 - top)
+            for f in sorted(by[(letter, held, top)])
+            for w in by[(letter, held, top)][f]
+        ]
         for letter in LETTERS
     }
     for letter in LETTERS:
@@ -458,7 +495,7 @@ def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int =
     target, size = n, top + 1
     while True:
         limit = max(size, int(MAX_LETTER_SHARE * target))
-        sets = _count_sets(by, most, known, n, limit, order, reuse, top)
+        sets = _count_sets(by, most, known, tokens, n, limit, order, reuse, top)
         if len(sets) * size >= target or not sets:
             break
         target = len(sets) * size  # fewer items: the first-letter cap is a share of those
@@ -468,16 +505,16 @@ def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int =
                 "word": w,
                 "tokens": tokens[w],
                 "letter": letter,
-                "choices": COUNTS,
-                "gold": w.count(letter),
+                "choices": count_choices(held),
+                "gold": w.count(letter) - held,
             }
             for w in words
         ]
-        for letter, words in sets
+        for letter, held, words in sets
     ]
 
 
-def _count_sets(by, most, known, n: int, limit: int, order, reuse: int, top: int):
+def _count_sets(by, most, known, tokens, n: int, limit: int, order, reuse: int, top: int):
     letters = [letter for letter in LETTERS if most[letter]]
     left = {letter: list(ws) for letter, ws in most.items()}
     size = top + 1
@@ -487,15 +524,15 @@ def _count_sets(by, most, known, n: int, limit: int, order, reuse: int, top: int
     while len(sets) * size < n:
         progressed = False
         for letter in [LETTERS[i] for i in next(rounds) if LETTERS[i] in letters]:
-            for w_top in left[letter]:
+            for held, w_top in left[letter]:
                 if asked[w_top] >= reuse or first[w_top[0]] + size > limit:
                     continue
                 chosen = [w_top]
                 for c in range(top - 1, -1, -1):
-                    candidates = by[(letter, c)][w_top[0]]
+                    candidates = by[(letter, held, c)][w_top[0]]
                     taken = {w for w in candidates if asked[w] >= reuse} | pairs[letter]
-                    w = _nearest(candidates, w_top, known, taken | set(chosen))
-                    if w is None or abs(len(w) - len(w_top)) > 1:
+                    w = _nearest(candidates, w_top, known, taken | set(chosen), tokens, gap=1)
+                    if w is None:
                         break
                     chosen.append(w)
                 if len(chosen) == size:
@@ -505,8 +542,8 @@ def _count_sets(by, most, known, n: int, limit: int, order, reuse: int, top: int
             asked.update(chosen)
             pairs[letter].update(chosen)
             first[w_top[0]] += size
-            left[letter].remove(w_top)
-            sets.append((letter, chosen))
+            left[letter].remove((held, w_top))
+            sets.append((letter, held, chosen))
             progressed = True
             if len(sets) * size >= n:
                 break
@@ -516,21 +553,27 @@ def _count_sets(by, most, known, n: int, limit: int, order, reuse: int, top: int
 
 
 def _past(word: str, known: dict) -> int:
-    """How many of the word's letters lie past what its lead and ending give away."""
-    return len(word) - len(known[word])
+    """How many of the word's letters its token leads and ending do not give away."""
+    return known[word].count(".")
 
 
-def _nearest(candidates: list[str], word: str, known: dict, used: set) -> str | None:
-    """The unused candidate closest to the word in length, then in letters past its lead and
-    ending (the first of them in the candidates' order)."""
+def _nearest(candidates, word: str, known: dict, used: set, tokens: dict, gap: int = 99):
+    """The unused candidate within `gap` letters of the word's length closest to it in token
+    count (1, 2, 3+), then in letters its token leads and ending do not give away, then in
+    length (the first of them in the candidates' order); None if there is none."""
+    bucket = _bucket(tokens[word], (2, 3))
     best, far = None, None
     for w in candidates:
-        if w in used:
+        if w in used or abs(len(w) - len(word)) > gap:
             continue
-        d = (abs(len(w) - len(word)), abs(_past(w, known) - _past(word, known)))
+        d = (
+            _bucket(tokens[w], (2, 3)) != bucket,
+            abs(_past(w, known) - _past(word, known)),
+            abs(len(w) - len(word)),
+        )
         if far is None or d < far:
             best, far = w, d
-            if d == (0, 0):
+            if d == (False, 0, 0):
                 break
     return best
 
@@ -560,7 +603,7 @@ def _contains_items(pool: list[str], tokens, known: dict, n: int, rng) -> list[l
             for w_yes in yes[letter]:
                 if w_yes in used or first[w_yes[0]] + 2 > limit:
                     continue
-                w_no = _nearest(no[letter][w_yes[0]], w_yes, known, used | {w_yes})
+                w_no = _nearest(no[letter][w_yes[0]], w_yes, known, used | {w_yes}, tokens)
                 if w_no is not None:
                     break
             else:
@@ -679,8 +722,8 @@ def build_probes(
     """{task: items} for the six probes and their blank twins. Each item: `query` (k-shot),
     `choices` (answers start with a space), `gold`, `word`, `tokens`, and `letter` where the
     probe asks about one. Each probe has n items but char_count, which has as many as the word
-    list's words holding a letter twice past their lead and ending allow, up to n and at least a
-    third of it (the embedded corpus's with Llama-3's vocabulary: about 790 of 2,000);
+    list's words holding a letter twice past their known letters allow, up to n and at least a
+    fifth of it (the embedded corpus's with Llama-3's vocabulary: about 500 of 2,000);
     `probe_shortfalls` names such a probe.
     `tokenizer`: a `tokenizers.Tokenizer` (or an object holding one as `.tokenizer`);
     `word_counts`: the word list (default: the embedded corpus's)."""
@@ -709,7 +752,7 @@ def build_probes(
     listed = set(words)
     lead = {w: leading_prefix(w, vocab) for w in words}
     endings = {w: inflection(w, listed) for w in words}
-    known = {w: lead[w] + endings[w] for w in words}
+    known = {w: known_mask(w, ends[w], lead[w], endings[w], vocab) for w in words}
     kind = collections.Counter(_spell_class(w, tokens, endings) for w in words)
     spellable = [w for w in words if len(w) >= 4 and kind[_spell_class(w, tokens, endings)] >= 4]
     # 10% more than the items (the first n are probed): a word without three like it is skipped
@@ -760,8 +803,8 @@ def build_probes(
         order = rng[task].permutation(len(probed))
         real, blank = [], []
         for i in order:
-            item = {**probed[int(i)], "lead": lead[probed[int(i)]["word"]]}
-            item["ending"] = endings[item["word"]]
+            w = probed[int(i)]["word"]
+            item = {**probed[int(i)], "lead": lead[w], "ending": endings[w], "known": known[w]}
             real.append({**item, "query": _prompt(demo, _question(task, item, item["word"]))})
             blank.append({**item, "query": _prompt(demo, _question(task, item, BLANK))})
         out[task], out[f"{task}_blank"] = real, blank
@@ -769,11 +812,11 @@ def build_probes(
 
 
 def fewest_items(task: str, n: int) -> int:
-    """The fewest items build_probes accepts for `task` when n are asked for: n, but a third of n
+    """The fewest items build_probes accepts for `task` when n are asked for: n, but a fifth of n
     for char_count (its items come in matched triples of words holding a letter 2, 1 and 0 times
-    past their lead and ending: the embedded word list has enough for about 790 of 2,000 with
-    Llama-3's vocabulary)."""
-    return -(-n // 3) if task == "char_count" else n
+    past their known letters: the embedded word list has enough for about 500 of 2,000 with
+    Llama-3's vocabulary, whose token leads give away four letters in five)."""
+    return -(-n // 5) if task == "char_count" else n
 
 
 @functools.lru_cache(maxsize=4)
@@ -824,7 +867,7 @@ def probe_shortfalls(paths: dict[str, str], n: int) -> list[str]:
         if got < n:
             out.append(
                 f"{task}: {got:,} items of the {n:,} asked for: the word list has no more "
-                "words holding a letter twice past their lead and ending in matched sets; a larger word "
+                "words holding a letter twice past their known letters in matched sets; a larger word "
                 "source (eval --probe-words SHARD_DIR) gives more"
             )
     return out

@@ -60,9 +60,11 @@ SHORTCUTS = (
     "lookup: word frequency",
     "lookup: word first letter (not prefix-shaped probes)",
     "lookup: word inflection ending",
-    "lookup: letters past the lead and ending",
+    "lookup: letters past the known ones (token leads, ending)",
+    "lookup: lead length (not prefix-shaped probes)",
     "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
     "reader: letters of the inflection ending",
+    "reader: letters of every token's leading prefix and the ending (past-the-lead probes)",
     "copy: answer letter is a token of the word",
     "copy: prefix ends at a token boundary",
 )
@@ -168,6 +170,11 @@ def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
     return right / len(items)
 
 
+def _unknown(item: dict) -> int:
+    """How many of an item's letters its known letters do not give away (probes.known_mask)."""
+    return item["known"].count(".")
+
+
 def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None:
     """Choices that spell listed words: the gold taken as the choice whose places (its index a
     among the m listed words of its length, first letter, token count (1, 2, 3+) and inflection
@@ -265,16 +272,15 @@ def shortcut_accuracies(
         "lookup: word frequency": lambda it: int(math.log2(ref.counts.get(it["word"], 1))),
         "lookup: word first letter (not prefix-shaped probes)": lambda it: it["word"][0],
         "lookup: word inflection ending": lambda it: it["ending"],
-        "lookup: letters past the lead and ending": lambda it: (
-            len(it["word"]) - len(it["lead"]) - len(it["ending"])
-        ),
+        "lookup: letters past the known ones (token leads, ending)": _unknown,
+        "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
     }
-    recorded = all("lead" in it and "ending" in it for it in items)
+    recorded = all("lead" in it and "ending" in it and "known" in it for it in items)
     for name, feature in lookups.items():
         # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
-        teaches = name.startswith("lookup: word first") or "past the lead" in name
-        skip = not shared or (teaches and task in PREFIX_SHAPED)
-        skip = skip or (not recorded and ("inflection" in name or "past the lead" in name))
+        reads = "inflection" in name or "past the known" in name or "lead length" in name
+        teaches = name.startswith("lookup: word first") or (reads and "inflection" not in name)
+        skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
         out[name] = None if skip else _lookup(items, feature)
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
@@ -302,40 +308,74 @@ def shortcut_accuracies(
 READERS = (
     "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
     "reader: letters of the inflection ending",
+    "reader: letters of every token's leading prefix and the ending (past-the-lead probes)",
 )
+"""The readers of what a word gives away besides reading its letters; the first and the last
+are required at chance on the probes past the lead only (the others credit the lead by design)"""
+_BY_LEAD = (READERS[0], READERS[2])
+
+
+def _fits(mask: str, text: str) -> bool:
+    """Whether `text` agrees with every letter `mask` shows ("." shows none)."""
+    return all(m in (".", ch) for m, ch in zip(mask, text))
 
 
 def _readers(items: list[dict], task: str, ref: Reference) -> dict[str, float | None]:
-    """The readers of the lead's and the ending's letters: each scores the choices by what those
-    letters say of them (a tie where they say nothing). On the last letter the lead reader takes
-    the word for the lead and one letter more, scored by the word list's letter bigrams (it
-    knows no spellings of words: that is what the probes measure)."""
+    """The readers of the lead's, the ending's and the known letters (probes.known_mask): each
+    scores the choices by what those letters say of them (a tie where they say nothing). On the
+    last letter the lead's reader takes the word for the lead and one letter more, the known
+    letters' the letter before the last where it shows, scored by the word list's letter bigrams
+    (they know no spellings of words: that is what the probes measure)."""
     n = len(items)
 
-    def reader(known: str, letter: str | None, lead: bool):
+    def lead(known: str, letter: str | None):
         if task == "char_spell":
-            return lambda c: (_letters(c).startswith if lead else _letters(c).endswith)(known)
-        if task == "char_first_letter" and lead:
+            return lambda c: _letters(c).startswith(known)
+        if task == "char_first_letter":
             return lambda c: c.strip() == known[:1]
-        if task == "char_last_letter" and lead:
+        if task == "char_last_letter":
             after = known[-1:] or "^"  # the word taken as the lead and one letter more
             return lambda c: ref.bigrams[(after, c.strip())] + ref.bigrams[(c.strip(), "$")]
+        if task == "char_prefix":
+            return lambda c: (c == " yes") == known.startswith(letter)
+        return letters(known, letter)
+
+    def ending(known: str, letter: str | None):
+        if task == "char_spell":
+            return lambda c: _letters(c).endswith(known)
         if task == "char_last_letter":
             return lambda c: c.strip() == known[-1:]
+        return None if task in PREFIX_SHAPED else letters(known, letter)
+
+    def masked(mask: str, letter: str | None):
+        if task in ("char_spell", "char_first_letter"):
+            return lambda c: _fits(mask, _letters(c))
+        if task == "char_last_letter":
+            before = mask[-2:-1].strip(".")
+            return lambda c: (
+                (ref.bigrams[(before, c.strip())] if before else 0.0)
+                + ref.bigrams[(c.strip(), "$")]
+            )
+        if task == "char_prefix":
+            return lambda c: (c == " yes") == (mask[: len(letter)] == letter)
+        return letters(mask, letter)
+
+    def letters(known: str, letter: str | None):
+        """What some of a word's letters say of a count or of whether it holds a letter."""
         if task == "char_count":
             least = known.count(letter)
             return lambda c: -int(c) if int(c) >= least else -math.inf
         if task == "char_contains":
             return lambda c: (c == " yes") == (letter in known)
-        if task == "char_prefix" and lead:
-            return lambda c: (c == " yes") == known.startswith(letter)
         return None
 
     out: dict[str, float | None] = {}
-    for name, lead in zip(READERS, (True, False)):
+    for name, reader, field in zip(
+        READERS, (lead, ending, masked), ("lead", "ending", "known"), strict=True
+    ):
         right = 0.0
         for it in items:
-            score = reader(it["lead" if lead else "ending"], it.get("letter"), lead)
+            score = reader(it[field], it.get("letter"))
             if score is None:
                 break
             right += _pick([score(c) for c in it["choices"]], it["gold"])
@@ -361,7 +401,7 @@ def off_chance(
         for name, value in accuracies.items()
         if value is not None
         and (value - chance > TOLERANCE or (chance - value > TOLERANCE and "lookup" not in name))
-        and (name != READERS[0] or task in PAST_THE_LEAD)
+        and (name not in _BY_LEAD or task in PAST_THE_LEAD)
     }
 
 

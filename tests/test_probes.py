@@ -33,6 +33,7 @@ from prefix_titan.evaluation.probes import (
     word_tokens,
 )
 from prefix_titan.evaluation.shortcuts import (
+    EXPECTING,
     READERS,
     SHORTCUTS,
     off_chance,
@@ -260,6 +261,12 @@ def test_answer_only_shortcuts_stay_at_chance(probes, tok):
         assert not off_chance(accuracies, probes[task], task), task
         if task in PAST_THE_LEAD:  # a reader of the lead and ending is at chance there
             assert all(accuracies[name] is not None for name in READERS), task
+    # the count's rank shortcuts apply whatever choices its first item offers (" 1".." 3" too)
+    shifted = sorted(probes["char_count"], key=lambda i: -int(i["choices"][0]))
+    assert shifted[0]["choices"][0] == " 1"
+    accuracies = shortcut_accuracies(shifted, pieces_of(tok), ref, "char_count")
+    ranks = ("queried letter is common (yes/no, count)", "word length (yes/no, count)")
+    assert all(abs(accuracies[name] - 1 / 3) < 0.05 for name in ranks), accuracies
 
 
 def test_the_lead_and_the_ending_are_what_the_vocabulary_and_the_word_list_say(probes, tok):
@@ -421,6 +428,15 @@ def test_a_shortcut_that_works_is_caught():
     # counts whose lead's length tells them (task version 4.0's first build: 0.39 on Llama-3)
     long_lead = [{**i, "lead": i["word"][: 4 - i["gold"]]} for i in counted]
     caught(long_lead, "lookup: lead length (not prefix-shaped probes)", "char_count")
+    # yes words whose unknown letters sit where English puts the letter (th.. : e), no words
+    # whose one unknown letter does not (tric. : e): the letter pairs read the answer
+    placed = [
+        {"word": w, "letter": "e", "choices": [" no", " yes"], "gold": g, "lead": "",
+         "ending": "", "known": m, "tokens": 1}
+        for w, m, g in [("these", "th...", 1), ("trick", "tric.", 0)] * 20
+    ]  # fmt: skip
+    caught(placed, EXPECTING[1], "char_contains")
+    caught(placed, EXPECTING[0], "char_contains")
     # inflected words: "-ing" tells the last letter, and the spelling
     inflected = [
         {"word": w, "letter": w[-1], "choices": [" g", " d", " y", " s"], "gold": "gdys".index(w[-1]),

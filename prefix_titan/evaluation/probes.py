@@ -71,6 +71,7 @@ import collections
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import string
@@ -271,6 +272,43 @@ def known_mask(word: str, ends: tuple[int, ...], lead: str, ending: str, vocab: 
     return "".join(c if i in known else "." for i, c in enumerate(word))
 
 
+def letter_bigrams(words: Iterable[str]) -> dict[tuple[str, str], float]:
+    """{(a, b): log p(b | a)} over the words' letters ("^" starts a word, "$" ends it), add-one:
+    the letter model a reader of English spelling has (shortcuts.py)."""
+    pairs, firsts = collections.Counter(), collections.Counter()
+    for w in words:
+        s = f"^{w}$"
+        pairs.update(zip(s, s[1:]))
+        firsts.update(s[:-1])
+    symbols = len(LETTERS) + 1
+    return {
+        (a, b): math.log((pairs[(a, b)] + 1) / (firsts[a] + symbols))
+        for a in "^" + LETTERS
+        for b in LETTERS + "$"
+    }
+
+
+def expected_letters(mask: str, letter: str, bigrams: dict) -> float:
+    """How many times a reader of the known letters (known_mask) and of English letter pairs
+    (letter_bigrams) expects `letter` at the unknown places ("."): each place's probability of
+    it given its known neighbours, summed."""
+    total = 0.0
+    for i, m in enumerate(mask):
+        if m != ".":
+            continue
+        before = "^" if i == 0 else mask[i - 1].strip(".")
+        after = "$" if i == len(mask) - 1 else mask[i + 1].strip(".")
+        logs = [
+            (bigrams[(before, c)] if before else 0.0) + (bigrams[(c, after)] if after else 0.0)
+            for c in LETTERS
+        ]
+        top = max(logs)
+        total += math.exp(logs[LETTERS.index(letter)] - top) / math.fsum(
+            math.exp(v - top) for v in logs
+        )
+    return total
+
+
 def known_letters(item: dict) -> str:
     """An item's known_mask: the letters of its word that the leads of its tokens and its ending
     give away, "." for the rest (see PAST_THE_LEAD)."""
@@ -458,7 +496,7 @@ def count_choices(known: int) -> list[str]:
     return [f" {known + j}" for j in range(len(COUNTS))]
 
 
-def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int = 2):
+def _count_items(pool: list[str], tokens, known: dict, like, n: int, rng, reuse: int = 2):
     """Sets per letter of words holding it each possible number of times past their known
     letters (known_mask: 2, 1 and 0 more), all holding it alike among those (0 or 1 times), of one
     first letter and lengths within one letter of each other, the nearest in token count and
@@ -475,7 +513,9 @@ def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int =
         for letter in LETTERS:
             held = known[w].count(letter)
             extra = w.count(letter) - held
-            if held + top <= 3 and extra <= top:  # choices within 0-3
+            # choices within 0-3; every word with room past its known letters for the largest
+            # count (a word with one unknown letter could never hold the top answer)
+            if held + top <= 3 and extra <= top and _past(w, known) >= top:
                 by[(letter, held, extra)][w[0]].append(w)
     for key in sorted(by):
         for first in sorted(by[key]):
@@ -495,7 +535,7 @@ def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int =
     target, size = n, top + 1
     while True:
         limit = max(size, int(MAX_LETTER_SHARE * target))
-        sets = _count_sets(by, most, known, tokens, n, limit, order, reuse, top)
+        sets = _count_sets(by, most, like, n, limit, order, reuse, top)
         if len(sets) * size >= target or not sets:
             break
         target = len(sets) * size  # fewer items: the first-letter cap is a share of those
@@ -514,7 +554,7 @@ def _count_items(pool: list[str], tokens, known: dict, n: int, rng, reuse: int =
     ]
 
 
-def _count_sets(by, most, known, tokens, n: int, limit: int, order, reuse: int, top: int):
+def _count_sets(by, most, like, n: int, limit: int, order, reuse: int, top: int):
     letters = [letter for letter in LETTERS if most[letter]]
     left = {letter: list(ws) for letter, ws in most.items()}
     size = top + 1
@@ -531,7 +571,7 @@ def _count_sets(by, most, known, tokens, n: int, limit: int, order, reuse: int, 
                 for c in range(top - 1, -1, -1):
                     candidates = by[(letter, held, c)][w_top[0]]
                     taken = {w for w in candidates if asked[w] >= reuse} | pairs[letter]
-                    w = _nearest(candidates, w_top, known, taken | set(chosen), tokens, gap=1)
+                    w = _nearest(candidates, w_top, letter, taken | set(chosen), like, gap=1)
                     if w is None:
                         break
                     chosen.append(w)
@@ -557,28 +597,39 @@ def _past(word: str, known: dict) -> int:
     return known[word].count(".")
 
 
-def _nearest(candidates, word: str, known: dict, used: set, tokens: dict, gap: int = 99):
-    """The unused candidate within `gap` letters of the word's length closest to it in token
-    count (1, 2, 3+), then in letters its token leads and ending do not give away, then in
-    length (the first of them in the candidates' order); None if there is none."""
-    bucket = _bucket(tokens[word], (2, 3))
+def _nearest(candidates, word: str, letter: str, used: set, like, gap: int = 99):
+    """The unused candidate within `gap` letters of the word's length closest to it by
+    `like(w, letter)` (its token count, then how often a reader of its known letters and of
+    letter pairs expects the letter at its unknown ones, then its unknown letters, then its
+    length), the first of them in the candidates' order; None if there is none."""
+    mark = like(word, letter)
     best, far = None, None
     for w in candidates:
         if w in used or abs(len(w) - len(word)) > gap:
             continue
-        d = (
-            _bucket(tokens[w], (2, 3)) != bucket,
-            abs(_past(w, known) - _past(word, known)),
-            abs(len(w) - len(word)),
-        )
+        (bucket, past, expected, length), to = like(w, letter), mark
+        # unknown letters and the expected count weigh alike: 1 letter as 0.2 expected
+        d = (bucket != to[0], abs(past - to[1]) + abs(expected - to[2]) / 2, abs(length - to[3]))
         if far is None or d < far:
             best, far = w, d
-            if d == (False, 0, 0):
+            if not any(d):
                 break
     return best
 
 
-def _contains_items(pool: list[str], tokens, known: dict, n: int, rng) -> list[list[dict]]:
+def _likeness(tokens: dict, known: dict, bigrams: dict):
+    """What `_nearest` matches a word on, for a queried letter: token count (1, 2, 3+), the
+    letter's expected count at the unknown letters (expected_letters, in tenths), the unknown
+    letters, the length."""
+
+    def like(w: str, letter: str) -> tuple:
+        expected = round(10 * expected_letters(known[w], letter, bigrams))
+        return _bucket(tokens[w], (2, 3)), _past(w, known), expected, len(w)
+
+    return like
+
+
+def _contains_items(pool: list[str], tokens, known: dict, like, n: int, rng) -> list[list[dict]]:
     """Pairs per letter: a word that holds it only past its lead and ending (yes) and one with
     the same first letter and the nearest length (then number of letters past the lead and
     ending) that does not hold it (no); neither starts with the letter, so the word's first
@@ -603,7 +654,7 @@ def _contains_items(pool: list[str], tokens, known: dict, n: int, rng) -> list[l
             for w_yes in yes[letter]:
                 if w_yes in used or first[w_yes[0]] + 2 > limit:
                     continue
-                w_no = _nearest(no[letter][w_yes[0]], w_yes, known, used | {w_yes}, tokens)
+                w_no = _nearest(no[letter][w_yes[0]], w_yes, letter, used | {w_yes}, like)
                 if w_no is not None:
                     break
             else:
@@ -771,7 +822,8 @@ def build_probes(
         return _letter_probe(letter_words(position, rng), tokens, position, n, shots, rng, known)
 
     spelled = _spell_items(spell, tokens, endings, words, rng["char_spell"])
-    counted = _count_items(words, tokens, known, n + len(COUNTS) * shots, rng["char_count"])
+    like = _likeness(tokens, known, letter_bigrams(counts))
+    counted = _count_items(words, tokens, known, like, n + len(COUNTS) * shots, rng["char_count"])
     pairs = n + 2 * shots
     spell_shots, spell_items = _split([[i] for i in spelled], shots)
     shown = {s["choices"][s["gold"]] for s in spell_shots}  # an exemplar's answer: no distractor
@@ -781,7 +833,7 @@ def build_probes(
         "char_last_letter": letters(-1, rng["char_last_letter"]),
         "char_count": _split(counted, shots),
         "char_contains": _split(
-            _contains_items(words, tokens, known, pairs, rng["char_contains"]), shots
+            _contains_items(words, tokens, known, like, pairs, rng["char_contains"]), shots
         ),
         "char_prefix": _split(
             _prefix_items(words, tokens, ends, endings, vocab, pairs, rng["char_prefix"]), shots

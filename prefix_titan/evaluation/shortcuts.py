@@ -34,7 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .probes import MIN_COUNT, PAST_THE_LEAD, PREFIX_SHAPED, inflection
+from .probes import (
+    MIN_COUNT,
+    PAST_THE_LEAD,
+    PREFIX_SHAPED,
+    expected_letters,
+    inflection,
+    letter_bigrams,
+)
 
 LETTERS = string.ascii_lowercase
 SHORTCUTS = (
@@ -62,6 +69,8 @@ SHORTCUTS = (
     "lookup: word inflection ending",
     "lookup: letters past the known ones (token leads, ending)",
     "lookup: lead length (not prefix-shaped probes)",
+    "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
+    "reader: letter pairs at the unknown letters (yes/no, count)",
     "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
     "reader: letters of the inflection ending",
     "reader: letters of every token's leading prefix and the ending (past-the-lead probes)",
@@ -87,18 +96,7 @@ class Reference:
 
 def reference(word_counts: collections.Counter) -> Reference:
     """The Reference of a word list."""
-    pairs, firsts = collections.Counter(), collections.Counter()
-    for w in word_counts:
-        s = f"^{w}$"
-        pairs.update(zip(s, s[1:]))
-        firsts.update(s[:-1])
-    symbols = len(LETTERS) + 1
-    bigrams = {
-        (a, b): math.log((pairs[(a, b)] + 1) / (firsts[a] + symbols))
-        for a in "^" + LETTERS
-        for b in LETTERS + "$"
-    }
-    return Reference(word_counts, letter_priors(word_counts), bigrams)
+    return Reference(word_counts, letter_priors(word_counts), letter_bigrams(word_counts))
 
 
 def letter_priors(word_counts: collections.Counter) -> dict[str, dict[str, float]]:
@@ -247,7 +245,7 @@ def shortcut_accuracies(
     out["best fixed position"] = max(sum(it["gold"] == j for it in items) / n for j in range(k))
     yes_no = items[0]["choices"] == [" no", " yes"]
     out["always yes"] = sum(it["gold"] == 1 for it in items) / n if yes_no else None
-    counting = items[0]["choices"][0] == " 0"
+    counting = all(c.strip().isdigit() for c in items[0]["choices"])  # " 0".." 2" or " 1".." 3"
     queried = [it.get("letter") for it in items]
     if (yes_no or counting) and all(queried):
         common = [sum(math.log(priors["any"][ch]) for ch in q) / len(q) for q in queried]
@@ -283,6 +281,7 @@ def shortcut_accuracies(
         skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
         out[name] = None if skip else _lookup(items, feature)
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
+    out.update(_expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING))
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
     if all(len(_letters(c)) == 1 for it in items for c in it["choices"]) and not yes_no:
         out["copy: answer letter is a token of the word"] = (
@@ -384,6 +383,33 @@ def _readers(items: list[dict], task: str, ref: Reference) -> dict[str, float | 
             continue
         out[name] = None
     return out
+
+
+EXPECTING = (
+    "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
+    "reader: letter pairs at the unknown letters (yes/no, count)",
+)
+
+
+def _expecting(items: list[dict], task: str, ref: Reference) -> dict[str, float | None]:
+    """What a reader of the known letters that knows English letter pairs expects of the queried
+    letter at the unknown ones (probes.expected_letters): as a reader, yes above the probe's
+    median expectation (char_contains) or the likeliest count of a Poisson of that mean
+    (char_count); as a lookup, its quintile learned on the other folds."""
+    if task not in ("char_contains", "char_count"):
+        return dict.fromkeys(EXPECTING)
+    expected = [expected_letters(it["known"], it["letter"], ref.bigrams) for it in items]
+    if task == "char_contains":
+        guesses = [int(b) for b in _above_median(expected)]
+        read = sum(g == it["gold"] for g, it in zip(guesses, items)) / len(items)
+    else:
+        read = sum(
+            _pick([mean**j / math.factorial(j) for j in range(len(it["choices"]))], it["gold"])
+            for mean, it in zip(expected, items)
+        ) / len(items)
+    ranked = sorted(expected)
+    quintile = {id(it): 5 * ranked.index(e) // len(ranked) for it, e in zip(items, expected)}
+    return {EXPECTING[0]: _lookup(items, lambda it: quintile[id(it)]), EXPECTING[1]: read}
 
 
 def off_chance(

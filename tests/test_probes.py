@@ -28,6 +28,7 @@ from prefix_titan.evaluation.probes import (
     inflection,
     known_letters,
     known_mask,
+    known_tail,
     leading_prefix,
     shard_word_counts,
     word_tokens,
@@ -36,6 +37,7 @@ from prefix_titan.evaluation.shortcuts import (
     EXPECTING,
     READERS,
     SHORTCUTS,
+    SHOWN,
     off_chance,
     reference,
     shortcut_accuracies,
@@ -144,6 +146,16 @@ def test_each_letter_is_gold_in_one_of_four_of_the_items_that_offer_it(probes):
             offered.update(i["choices"])
             golds[gold(i)] += 1
         assert offered == collections.Counter({c: 4 * n for c, n in golds.items()}), task
+    # the last letter: within every group of one known tail too (the two places before the last
+    # as the known letters show them), so a lookup of that tail learns nothing
+    tails = collections.defaultdict(list)
+    for i in probes["char_last_letter"]:
+        tails[known_tail(i["known"])].append(i)
+    assert len(tails) >= 50
+    for tail, items in tails.items():
+        offered = collections.Counter(c for i in items for c in i["choices"])
+        golds = collections.Counter(gold(i) for i in items)
+        assert offered == collections.Counter({c: 4 * n for c, n in golds.items()}), tail
 
 
 def test_yes_and_no_ask_about_the_same_letters_and_prefixes(probes, tok):
@@ -457,6 +469,18 @@ def test_a_shortcut_that_works_is_caught():
         for w in ["cats", "dogs"] * 10 + ["hidden", "garden"] * 10
     ]
     caught(last, "lookup: word length", "char_last_letter")
+    # the last letter told by the known letters before it (task version 4.0: a lookup of the
+    # known tail found 41% on Llama-3): "..bl." ends in e, "..ic." in h, "..ou." in t
+    told = [
+        {"word": w, "letter": w[-1], "choices": [" e", " h", " t", " s"], "gold": "ehts".index(w[-1]),
+         "lead": w[:2], "ending": "", "known": m, "tokens": 2}
+        for w, m in [("table", "tabl."), ("noble", "nobl."), ("which", "whic."), ("rich", "ric."),
+                     ("about", "abou."), ("scout", "scou.")] * 6
+    ]  # fmt: skip
+    caught(told, "lookup: known tail, two places before the last (last letter)", "char_last_letter")
+    shown = shortcut_accuracies(told, one, ref, "char_last_letter")
+    assert shown[SHOWN[0]] >= 0.9 and SHOWN[0] not in off_chance(shown, told, "char_last_letter")
+    caught(told, READERS[2], "char_last_letter", least=0.6)
     # the answer letter is the word's first token (" a" + "pple")
     split = lambda s: [s[:2], s[2:]] if s.startswith(" ") and len(s) > 2 else [s]  # noqa: E731
     caught(rare, "copy: answer letter is a token of the word", "char_first_letter", split)

@@ -16,10 +16,13 @@ Every answer-only shortcut is made useless by construction, not by hope:
 - the word stands after a space in the question (`the word apple`), so the model reads it as the
   tokens of " apple", the tokenization each item records;
 - words are sampled (seeded) from a word list, stratified over the letter the probe asks about,
-  length and token count; no letter over MAX_LETTER_SHARE of a probe, >= MIN_LETTERS of them;
+  length and token count; no letter over MAX_LETTER_SHARE of a probe, >= MIN_LETTERS of them
+  (char_last_letter: in units of four words of one known tail, its asked letter bounded by the
+  balance);
 - letter probes: each letter is a distractor exactly three times as often as it is the gold
-  answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps; no
-  word whose first (last) token is the asked letter alone, which the answer would copy;
+  answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps
+  (the last letter: within every known tail, `known_tail`); no word whose first (last) token is
+  the asked letter alone, which the answer would copy;
 - past the lead (char_last_letter, char_count, char_contains): the answer never lies in the
   word's known letters (`known_mask`): its leading vocabulary prefix (`leading_prefix`: " straw"
   of " strawberry"), each later token's own leading prefix ("abilit" of "ability") and its
@@ -417,25 +420,92 @@ def _length_groups(words: list[str], golds: list[str], keys: list, least: int = 
     return groups
 
 
-def _letter_items(words, tokens, position: int, rng, known: dict) -> list[dict]:
-    """Letter items whose distractors are balanced within each group of neighbouring word
-    lengths: neither a letter's prior nor the word's length tells the gold. The last letter's
-    groups are of the letters past the word's lead and ending (1, 2, 3+), then of its length: in
-    task version 3.0 a lookup of how many letters lie past the lead found the last letter in 33%
-    of the items on Llama-3 (a one-letter tail often ends in e)."""
-    golds = [w[position] for w in words]
-    keys = [
-        (known[w][-2:-1], min(_past(w, known), 3), len(w)) if position else ("", 0, len(w))
-        for w in words
-    ]
+def known_tail(mask: str) -> str:
+    """What a word's known letters (known_mask) show of the two places before its last: the
+    groups within which char_last_letter balances its distractors ("l." of "tab.l.")."""
+    return mask[-3:-1]
+
+
+def _letter_items(words, tokens, rng) -> list[dict]:
+    """First-letter items whose distractors are balanced within each group of neighbouring word
+    lengths: neither a letter's prior nor the word's length tells the gold."""
+    golds = [w[0] for w in words]
     wrong: list = [None] * len(words)
-    for group in _length_groups(words, golds, keys):
+    for group in _length_groups(words, golds, [len(w) for w in words]):
         for i, d in zip(group, balanced_distractors([golds[i] for i in group], 3, rng)):
             wrong[i] = d
     return [
         _choice_item(w, tokens[w], f" {g}", [f" {c}" for c in rng.permutation(d)], i % 4, letter=g)
         for i, (w, g, d) in enumerate(zip(words, golds, wrong))
     ]
+
+
+def _tail_units(words: list[str], known: dict, rng) -> list[list[str]]:
+    """The words in units of four of one known tail (`known_tail`) and four different last
+    letters. Each tail's words are first trimmed to the most in which no letter is the last of
+    over a quarter and whose number is a multiple of four (a letter's excess words dropped at
+    random; a tail of fewer than four letters is dropped whole), then dealt four at a time from
+    the four letters with the most words left, which empties them exactly."""
+    by = collections.defaultdict(list)
+    for w in words:
+        by[known_tail(known[w])].append(w)
+    units = []
+    for tail in sorted(by):
+        letters = collections.defaultdict(list)
+        for w in sorted(by[tail]):
+            letters[w[-1]].append(w)
+        for held in letters.values():
+            rng.shuffle(held)
+        sizes = [len(v) for v in letters.values()]
+        kept = {t: sum(min(s, t) for s in sizes) for t in range(1, max(sizes) + 1)}
+        cap = max((t for t in kept if 4 * t <= kept[t]), key=kept.get, default=0)
+        left = {c: held[:cap] for c, held in sorted(letters.items()) if cap}
+        for _ in range(sum(map(len, left.values())) % 4):  # the fewest first: the most stay
+            fewest = min((c for c in left if left[c]), key=lambda c: (len(left[c]), c))
+            left[fewest].pop()
+        while any(left.values()):
+            most = sorted(left, key=lambda c: (-len(left[c]), c))[:4]
+            units.append([left[c].pop() for c in most])
+    return units
+
+
+def _last_letter_probe(words, tokens, n: int, shots: int, rng, known: dict):
+    """(exemplars, items) of char_last_letter: whole units of `_tail_units` in a seeded order,
+    none that would take a first letter past MAX_LETTER_SHARE of n, up to n items (no last letter
+    is the gold of over a quarter: the balance bounds it);
+    each item's distractors the other three letters of its unit, so that within every known
+    tail each letter is the gold of exactly one in four of the items that offer it, and no lookup
+    of the known letters before the last helps (in task version 4.0, balanced within groups of
+    the letter before the last, a lookup of the tail found the gold in 41% of the items on
+    Llama-3, "t.": r in 20 of 54). The exemplars: words of no chosen unit, different letters."""
+    units = _tail_units(words, known, rng)
+    limit = max(1, int(MAX_LETTER_SHARE * n))
+    first = collections.Counter()
+    chosen: list[list[str]] = []
+    for u in rng.permutation(len(units)):
+        if 4 * (len(chosen) + 1) > n:
+            break
+        starts = collections.Counter(w[0] for w in units[int(u)])
+        if all(first[c] + k <= limit for c, k in starts.items()):
+            chosen.append(units[int(u)])
+            first.update(starts)
+    asked = {w for unit in chosen for w in unit}
+    shot_words, seen = [], set()
+    for i in rng.permutation(len(words)):
+        w = words[int(i)]
+        if len(shot_words) < shots and w not in asked and w[-1] not in seen:
+            shot_words.append(w)
+            seen.add(w[-1])
+    exemplars = [
+        {"word": w, "letter": w[-1], "choices": [f" {w[-1]}"], "gold": 0} for w in shot_words
+    ]
+    items = []
+    for unit in chosen:
+        for w, slot in zip(unit, rng.permutation(4)):
+            wrong = [f" {x[-1]}" for x in unit if x != w]
+            wrong = [wrong[int(j)] for j in rng.permutation(3)]
+            items.append(_choice_item(w, tokens[w], f" {w[-1]}", wrong, int(slot), letter=w[-1]))
+    return exemplars, items
 
 
 def _copies_letter(word: str, ends: tuple[int, ...], position: int) -> bool:
@@ -732,20 +802,19 @@ def _prompt(shots: list[str], question: str) -> str:
     return "".join(f"{s}\n\n" for s in shots) + f"{question}\nAnswer:"
 
 
-def _letter_probe(words, tokens, position: int, n: int, shots: int, rng, known: dict):
-    """(exemplars, items) of a letter probe: exemplars with different letters taken out first,
-    so that the distractors are balanced over exactly the probed items."""
+def _first_letter_probe(words, tokens, n: int, shots: int, rng):
+    """(exemplars, items) of char_first_letter: exemplars with different letters taken out
+    first, so that the distractors are balanced over exactly the probed items."""
     shot_words, seen = [], set()
     for w in words:
-        if len(shot_words) < shots and w[position] not in seen:
+        if len(shot_words) < shots and w[0] not in seen:
             shot_words.append(w)
-            seen.add(w[position])
+            seen.add(w[0])
     rest = [w for w in words if w not in shot_words][:n]
     exemplars = [
-        {"word": w, "letter": w[position], "choices": [f" {w[position]}"], "gold": 0}
-        for w in shot_words
+        {"word": w, "letter": w[0], "choices": [f" {w[0]}"], "gold": 0} for w in shot_words
     ]
-    return exemplars, _letter_items(rest, tokens, position, rng, known)
+    return exemplars, _letter_items(rest, tokens, rng)
 
 
 def _split(units: list[list[dict]], shots: int) -> tuple[list[dict], list[dict]]:
@@ -809,17 +878,15 @@ def build_probes(
     # 10% more than the items (the first n are probed): a word without three like it is skipped
     spell = stratified(spellable, n + n // 10, rng["char_spell"], lambda w: w[0], tokens)
 
-    def letter_words(position: int, rng) -> list[str]:
+    def readable(position: int) -> list[str]:
         # no inflected word asks its last letter: "-ing" tells the g without reading it
-        readable = [
+        return [
             w
             for w in words
             if not _copies_letter(w, ends[w], position) and not (position and endings[w])
         ]
-        return stratified(readable, n + shots, rng, lambda w: w[position], tokens)
 
-    def letters(position: int, rng) -> tuple[list[dict], list[dict]]:
-        return _letter_probe(letter_words(position, rng), tokens, position, n, shots, rng, known)
+    firsts = stratified(readable(0), n + shots, rng["char_first_letter"], lambda w: w[0], tokens)
 
     spelled = _spell_items(spell, tokens, endings, words, rng["char_spell"])
     like = _likeness(tokens, known, letter_bigrams(counts))
@@ -829,8 +896,12 @@ def build_probes(
     shown = {s["choices"][s["gold"]] for s in spell_shots}  # an exemplar's answer: no distractor
     built = {
         "char_spell": (spell_shots, [i for i in spell_items if not shown & set(i["choices"])]),
-        "char_first_letter": letters(0, rng["char_first_letter"]),
-        "char_last_letter": letters(-1, rng["char_last_letter"]),
+        "char_first_letter": _first_letter_probe(
+            firsts, tokens, n, shots, rng["char_first_letter"]
+        ),
+        "char_last_letter": _last_letter_probe(
+            readable(-1), tokens, n, shots, rng["char_last_letter"], known
+        ),
         "char_count": _split(counted, shots),
         "char_contains": _split(
             _contains_items(words, tokens, known, like, pairs, rng["char_contains"]), shots
@@ -844,7 +915,7 @@ def build_probes(
         probed = items[:n]
         least = fewest_items(task, n)
         if len(probed) < least and not partial:
-            also = f" (char_count takes from {least:,})" if task == "char_count" else ""
+            also = f" ({task} takes from {least:,})" if least < n else ""
             raise ValueError(
                 f"{task}: {source} gives {len(probed):,} items, {n:,} wanted{also}: give a "
                 "larger word source (a shard folder) or fewer items"
@@ -867,8 +938,12 @@ def fewest_items(task: str, n: int) -> int:
     """The fewest items build_probes accepts for `task` when n are asked for: n, but a fifth of n
     for char_count (its items come in matched triples of words holding a letter 2, 1 and 0 times
     past their known letters: the embedded word list has enough for about 500 of 2,000 with
-    Llama-3's vocabulary, whose token leads give away four letters in five)."""
-    return -(-n // 5) if task == "char_count" else n
+    Llama-3's vocabulary, whose token leads give away four letters in five) and four fifths for
+    char_last_letter (a word is asked only where its known tail's group balances: about 1,650 of
+    2,000 from the embedded word list with its BPE, 1,935 with Llama-3's)."""
+    if task == "char_count":
+        return -(-n // 5)
+    return -(-4 * n // 5) if task == "char_last_letter" else n
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,6 +27,7 @@ Three kinds:
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import string
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from .probes import (
     PREFIX_SHAPED,
     expected_letters,
     inflection,
+    known_tail,
     letter_bigrams,
 )
 
@@ -69,6 +71,8 @@ SHORTCUTS = (
     "lookup: word inflection ending",
     "lookup: letters past the known ones (token leads, ending)",
     "lookup: lead length (not prefix-shaped probes)",
+    "lookup: known tail, two places before the last (last letter)",
+    "lookup: three places before the last (last letter; shown, not balanced)",
     "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
     "reader: letter pairs at the unknown letters (yes/no, count)",
     "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
@@ -77,6 +81,9 @@ SHORTCUTS = (
     "copy: answer letter is a token of the word",
     "copy: prefix ends at a token boundary",
 )
+SHOWN = ("lookup: three places before the last (last letter; shown, not balanced)",)
+"""Rows the table shows and no probe is required to hold at chance (docs/probes.md: what
+char_last_letter leaves to a reader of its known letters)"""
 FOLDS = 5
 TOLERANCE = 0.05
 """A probe passes when every shortcut is within this of chance (the lookups: not above it)"""
@@ -272,6 +279,10 @@ def shortcut_accuracies(
         "lookup: word inflection ending": lambda it: it["ending"],
         "lookup: letters past the known ones (token leads, ending)": _unknown,
         "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
+        "lookup: known tail, two places before the last (last letter)": lambda it: known_tail(
+            it["known"]
+        ),
+        SHOWN[0]: lambda it: it["known"][-4:-1],
     }
     recorded = all("lead" in it and "ending" in it and "known" in it for it in items)
     for name, feature in lookups.items():
@@ -279,6 +290,8 @@ def shortcut_accuracies(
         reads = "inflection" in name or "past the known" in name or "lead length" in name
         teaches = name.startswith("lookup: word first") or (reads and "inflection" not in name)
         skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
+        if "before the last" in name:
+            skip = task != "char_last_letter" or not recorded
         out[name] = None if skip else _lookup(items, feature)
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
     out.update(_expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING))
@@ -322,10 +335,25 @@ def _fits(mask: str, text: str) -> bool:
 def _readers(items: list[dict], task: str, ref: Reference) -> dict[str, float | None]:
     """The readers of the lead's, the ending's and the known letters (probes.known_mask): each
     scores the choices by what those letters say of them (a tie where they say nothing). On the
-    last letter the lead's reader takes the word for the lead and one letter more, the known
-    letters' the letter before the last where it shows, scored by the word list's letter bigrams
-    (they know no spellings of words: that is what the probes measure)."""
+    last letter the lead's reader takes the word for the lead and one letter more, scored by the
+    word list's letter bigrams; the known letters' reader the last letter that most listed words
+    end in after the two places before it as the known letters show them (`known_tail`): letter
+    statistics of English spelling (neither knows whole words' spellings: that is what the
+    probes measure)."""
     n = len(items)
+    ends = collections.defaultdict(collections.Counter)  # the listed words' two letters before
+    for w, count in ref.counts.items():  # the last: how often each last letter follows them
+        if len(w) >= 3:
+            ends[w[-3:-1]][w[-1]] += count
+
+    @functools.cache
+    def tails(tail: str) -> collections.Counter:
+        """The last letters of the listed words whose two letters before the last fit `tail`."""
+        out = collections.Counter()
+        for before, last in ends.items():
+            if len(before) == len(tail) and _fits(tail, before):
+                out.update(last)
+        return out
 
     def lead(known: str, letter: str | None):
         if task == "char_spell":
@@ -350,11 +378,8 @@ def _readers(items: list[dict], task: str, ref: Reference) -> dict[str, float | 
         if task in ("char_spell", "char_first_letter"):
             return lambda c: _fits(mask, _letters(c))
         if task == "char_last_letter":
-            before = mask[-2:-1].strip(".")
-            return lambda c: (
-                (ref.bigrams[(before, c.strip())] if before else 0.0)
-                + ref.bigrams[(c.strip(), "$")]
-            )
+            last = tails(known_tail(mask))
+            return lambda c: last[c.strip()]
         if task == "char_prefix":
             return lambda c: (c == " yes") == (mask[: len(letter)] == letter)
         return letters(mask, letter)
@@ -428,6 +453,7 @@ def off_chance(
         if value is not None
         and (value - chance > TOLERANCE or (chance - value > TOLERANCE and "lookup" not in name))
         and (name not in _BY_LEAD or task in PAST_THE_LEAD)
+        and name not in SHOWN
     }
 
 

@@ -51,7 +51,8 @@ def defaults(probe_items: int = ITEMS_PER_TASK) -> dict[str, Default]:
     for task, (n, p) in TASK_ACCURACY.items():
         out[task] = Default(_binomial(p, n), f"binomial SE, {n:,} items at {p:.0%}")
     # each probe at the fewest items a probe build accepts (char_count's word list may hold
-    # only half of them), so the default never claims more precision than the probes give
+    # only a fifth of them, char_last_letter's four fifths), so the default never claims more
+    # precision than the probes give
     items = {t: fewest_items(t, probe_items) for t in CHAR_PROBES}
     parts = [
         _binomial(CHANCE[t] + PROBE_ABOVE_CHANCE, items[t]) / (1 - CHANCE[t]) for t in CHAR_PROBES

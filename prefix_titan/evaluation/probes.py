@@ -17,11 +17,11 @@ Every answer-only shortcut is made useless by construction, not by hope:
   tokens of " apple", the tokenization each item records;
 - words are sampled (seeded) from a word list, stratified over the letter the probe asks about,
   length and token count; no letter over MAX_LETTER_SHARE of a probe, >= MIN_LETTERS of them
-  (char_last_letter: in units of four words of one known tail, its asked letter bounded by the
+  (char_last_letter: in units of four words of one tail group, its asked letter bounded by the
   balance);
 - letter probes: each letter is a distractor exactly three times as often as it is the gold
   answer, so P(gold | a letter is offered) = 1/4 for every letter and no letter prior helps
-  (the last letter: within every known tail, `known_tail`); no word whose first (last) token is
+  (the last letter: within every tail group, `tail_group`); no word whose first (last) token is
   the asked letter alone, which the answer would copy;
 - past the lead (char_last_letter, char_count, char_contains): the answer never lies in the
   word's known letters (`known_mask`): its leading vocabulary prefix (`leading_prefix`: " straw"
@@ -421,9 +421,17 @@ def _length_groups(words: list[str], golds: list[str], keys: list, least: int = 
 
 
 def known_tail(mask: str) -> str:
-    """What a word's known letters (known_mask) show of the two places before its last: the
-    groups within which char_last_letter balances its distractors ("l." of "tab.l.")."""
+    """What a word's known letters (known_mask) show of the two places before its last ("l." of
+    "tab.l.")."""
     return mask[-3:-1]
+
+
+def tail_group(mask: str) -> tuple[str, int]:
+    """The groups within which char_last_letter balances its distractors: the known tail and how
+    many unknown letters end the word (1 to 5+): "evalu....." (5) ends in n far more often than
+    "ta..." (3), and a lookup of the unknown letters found the gold in 30% of the items balanced
+    within the tail alone."""
+    return known_tail(mask), min(len(mask) - len(mask.rstrip(".")), 5)
 
 
 def _letter_items(words, tokens, rng) -> list[dict]:
@@ -435,20 +443,22 @@ def _letter_items(words, tokens, rng) -> list[dict]:
         for i, d in zip(group, balanced_distractors([golds[i] for i in group], 3, rng)):
             wrong[i] = d
     return [
-        _choice_item(w, tokens[w], f" {g}", [f" {c}" for c in rng.permutation(d)], i % 4, letter=g)
+        _choice_item(
+            w, tokens[w], f" {g}", [f" {c}" for c in rng.permutation(d)], i % 4, letter=g, unit=i
+        )
         for i, (w, g, d) in enumerate(zip(words, golds, wrong))
     ]
 
 
 def _tail_units(words: list[str], known: dict, rng) -> list[list[str]]:
-    """The words in units of four of one known tail (`known_tail`) and four different last
-    letters. Each tail's words are first trimmed to the most in which no letter is the last of
+    """The words in units of four of one tail group (`tail_group`) and four different last
+    letters. Each group's words are first trimmed to the most in which no letter is the last of
     over a quarter and whose number is a multiple of four (a letter's excess words dropped at
-    random; a tail of fewer than four letters is dropped whole), then dealt four at a time from
+    random; a group of fewer than four letters is dropped whole), then dealt four at a time from
     the four letters with the most words left, which empties them exactly."""
     by = collections.defaultdict(list)
     for w in words:
-        by[known_tail(known[w])].append(w)
+        by[tail_group(known[w])].append(w)
     units = []
     for tail in sorted(by):
         letters = collections.defaultdict(list)
@@ -473,11 +483,12 @@ def _last_letter_probe(words, tokens, n: int, shots: int, rng, known: dict):
     """(exemplars, items) of char_last_letter: whole units of `_tail_units` in a seeded order,
     none that would take a first letter past MAX_LETTER_SHARE of n, up to n items (no last letter
     is the gold of over a quarter: the balance bounds it);
-    each item's distractors the other three letters of its unit, so that within every known
-    tail each letter is the gold of exactly one in four of the items that offer it, and no lookup
-    of the known letters before the last helps (in task version 4.0, balanced within groups of
-    the letter before the last, a lookup of the tail found the gold in 41% of the items on
-    Llama-3, "t.": r in 20 of 54). The exemplars: words of no chosen unit, different letters."""
+    each item's distractors the other three letters of its unit, so that within every tail group
+    each letter is the gold of exactly one in four of the items that offer it, and no lookup of
+    the known letters before the last, nor of the unknown letters that end the word, helps (in
+    task version 4.0, balanced within groups of the letter before the last, a lookup of the tail
+    found the gold in 41% of the items on Llama-3, "t.": r in 20 of 54). The exemplars: words of
+    no chosen unit, different letters."""
     units = _tail_units(words, known, rng)
     limit = max(1, int(MAX_LETTER_SHARE * n))
     first = collections.Counter()
@@ -500,11 +511,13 @@ def _last_letter_probe(words, tokens, n: int, shots: int, rng, known: dict):
         {"word": w, "letter": w[-1], "choices": [f" {w[-1]}"], "gold": 0} for w in shot_words
     ]
     items = []
-    for unit in chosen:
+    for u, unit in enumerate(chosen):
         for w, slot in zip(unit, rng.permutation(4)):
             wrong = [f" {x[-1]}" for x in unit if x != w]
             wrong = [wrong[int(j)] for j in rng.permutation(3)]
-            items.append(_choice_item(w, tokens[w], f" {w[-1]}", wrong, int(slot), letter=w[-1]))
+            items.append(
+                _choice_item(w, tokens[w], f" {w[-1]}", wrong, int(slot), letter=w[-1], unit=u)
+            )
     return exemplars, items
 
 
@@ -817,6 +830,14 @@ def _first_letter_probe(words, tokens, n: int, shots: int, rng):
     return exemplars, _letter_items(rest, tokens, rng)
 
 
+def _numbered(units: list[list[dict]]) -> list[list[dict]]:
+    """The units with each item's `unit`, the index of its unit: the items a design balances
+    together (a count triple, a yes/no pair, four last letters of one tail), which the shortcut
+    check's lookups hold out together (a held-out item's unit-mates would otherwise teach the
+    lookup its answer's opposite)."""
+    return [[{**item, "unit": u} for item in unit] for u, unit in enumerate(units)]
+
+
 def _split(units: list[list[dict]], shots: int) -> tuple[list[dict], list[dict]]:
     """(exemplars, items): the exemplars from the first whole units (a count set or yes/no pair
     is never split between them and the probe), the items from the rest."""
@@ -892,7 +913,7 @@ def build_probes(
     like = _likeness(tokens, known, letter_bigrams(counts))
     counted = _count_items(words, tokens, known, like, n + len(COUNTS) * shots, rng["char_count"])
     pairs = n + 2 * shots
-    spell_shots, spell_items = _split([[i] for i in spelled], shots)
+    spell_shots, spell_items = _split(_numbered([[i] for i in spelled]), shots)
     shown = {s["choices"][s["gold"]] for s in spell_shots}  # an exemplar's answer: no distractor
     built = {
         "char_spell": (spell_shots, [i for i in spell_items if not shown & set(i["choices"])]),
@@ -902,12 +923,16 @@ def build_probes(
         "char_last_letter": _last_letter_probe(
             readable(-1), tokens, n, shots, rng["char_last_letter"], known
         ),
-        "char_count": _split(counted, shots),
+        "char_count": _split(_numbered(counted), shots),
         "char_contains": _split(
-            _contains_items(words, tokens, known, like, pairs, rng["char_contains"]), shots
+            _numbered(_contains_items(words, tokens, known, like, pairs, rng["char_contains"])),
+            shots,
         ),
         "char_prefix": _split(
-            _prefix_items(words, tokens, ends, endings, vocab, pairs, rng["char_prefix"]), shots
+            _numbered(
+                _prefix_items(words, tokens, ends, endings, vocab, pairs, rng["char_prefix"])
+            ),
+            shots,
         ),
     }
     out: dict[str, list[dict]] = {}

@@ -72,7 +72,7 @@ SHORTCUTS = (
     "lookup: letters past the known ones (token leads, ending)",
     "lookup: lead length (not prefix-shaped probes)",
     "lookup: known tail, two places before the last (last letter)",
-    "lookup: three places before the last (last letter; shown, not balanced)",
+    "lookup: three places before the last (last letter)",
     "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
     "reader: letter pairs at the unknown letters (yes/no, count)",
     "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
@@ -81,12 +81,22 @@ SHORTCUTS = (
     "copy: answer letter is a token of the word",
     "copy: prefix ends at a token boundary",
 )
-SHOWN = ("lookup: three places before the last (last letter; shown, not balanced)",)
-"""Rows the table shows and no probe is required to hold at chance (docs/probes.md: what
-char_last_letter leaves to a reader of its known letters)"""
 FOLDS = 5
 TOLERANCE = 0.05
 """A probe passes when every shortcut is within this of chance (the lookups: not above it)"""
+RESIDUALS = {
+    ("char_last_letter", "lookup: three places before the last (last letter)"): 0.17,
+    ("char_last_letter", "lookup: word length"): 0.08,
+    ("char_count", "lookup: letters past the known ones (token leads, ending)"): 0.10,
+    (
+        "char_count",
+        "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
+    ): 0.10,
+}
+"""{(probe, shortcut): its bound above chance}: what the probes' design leaves, measured and
+documented (docs/probes.md, "What is left"), each held under its own bound (a little above what
+both tokenizers measure) instead of TOLERANCE, so that it cannot grow unnoticed; the table marks
+its cells with *"""
 
 
 @dataclass
@@ -157,8 +167,15 @@ def _bigram_log(bigrams: dict, letters: str) -> float:
 def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
     """The accuracy of a lookup from feature(item) to the answer, each item scored by a table
     of the other folds: the smoothed share of items offering a choice (by text) with that
-    feature's value in which it is gold."""
-    fold = np.random.default_rng(0).permutation(len(items)) % FOLDS
+    feature's value in which it is gold. The folds hold out whole units (an item's `unit`, where
+    it has one): a design that balances the items of a unit together (a yes/no pair, a count
+    triple, four last letters of one tail) would otherwise leave a held-out item's unit-mates in
+    the table, offering its answer as wrong, and every lookup would fall below chance, hiding
+    what a feature does tell."""
+    units = [it.get("unit", i) for i, it in enumerate(items)]
+    order = sorted(set(units))
+    place = dict(zip(order, np.random.default_rng(0).permutation(len(order)) % FOLDS))
+    fold = [place[u] for u in units]
     keys = [feature(it) for it in items]
     right = 0.0
     for f in range(FOLDS):
@@ -282,7 +299,7 @@ def shortcut_accuracies(
         "lookup: known tail, two places before the last (last letter)": lambda it: known_tail(
             it["known"]
         ),
-        SHOWN[0]: lambda it: it["known"][-4:-1],
+        "lookup: three places before the last (last letter)": lambda it: it["known"][-4:-1],
     }
     recorded = all("lead" in it and "ending" in it and "known" in it for it in items)
     for name, feature in lookups.items():
@@ -442,18 +459,21 @@ def off_chance(
 ) -> dict[str, float]:
     """The shortcuts of `accuracies` further than TOLERANCE from the probe's chance: either side
     for the scorers of answers (one far below chance is one far above, reversed), above chance
-    only for the lookups (one learned on the other folds of an exactly balanced design falls
-    below chance by construction: a held-out item's answer is the one its fold has least of).
-    The reader of the lead counts on the probes past it only (`task`, PAST_THE_LEAD): the
-    others credit what it knows by design (docs/probes.md)."""
+    only for the lookups (one learned on the other folds of a design balanced exactly within
+    groups larger than its units falls below chance by construction: a held-out item's answer
+    is the one its fold has least of); a documented residual (RESIDUALS) above chance by more
+    than its own bound. The reader of the lead counts on the probes past it only (`task`,
+    PAST_THE_LEAD): the others credit what it knows by design (docs/probes.md)."""
     chance = 1 / len(items[0]["choices"])
     return {
         name: value
         for name, value in accuracies.items()
         if value is not None
-        and (value - chance > TOLERANCE or (chance - value > TOLERANCE and "lookup" not in name))
+        and (
+            value - chance > RESIDUALS.get((task, name), TOLERANCE)
+            or (chance - value > TOLERANCE and "lookup" not in name)
+        )
         and (name not in _BY_LEAD or task in PAST_THE_LEAD)
-        and name not in SHOWN
     }
 
 
@@ -464,6 +484,11 @@ def shortcut_table(probes: dict[str, list[dict]], pieces, ref: Reference, tasks)
     head = "| shortcut | " + " | ".join(f"{t} (chance {chance[t]:.2f})" for t in tasks) + " |"
     lines = [head, "|---|" + "---:|" * len(tasks)]
     for name in SHORTCUTS:
-        cells = ["-" if results[t][name] is None else f"{results[t][name]:.3f}" for t in tasks]
+        cells = [
+            "-"
+            if results[t][name] is None
+            else f"{results[t][name]:.3f}" + ("*" if (t, name) in RESIDUALS else "")
+            for t in tasks
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

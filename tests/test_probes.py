@@ -506,6 +506,11 @@ def test_a_shortcut_that_works_is_caught():
         for w in ["cats", "dogs"] * 10 + ["hidden", "garden"] * 10
     ]
     caught(last, "lookup: word length", "char_last_letter")
+    caught(last, "lookup: last token's length (not prefix-shaped probes)", "char_last_letter")
+    # counts told by where the unknown places lie among the last six
+    placed_counts = [{**i, "known": "x" * 4 + "." * (i["gold"] + 1)} for i in counted]
+    name = "lookup: known and unknown places among the last six (past-the-lead probes)"
+    caught(placed_counts, name, "char_count")
     # the last letter told by the known letters before it (task version 4.0: a lookup of the
     # known tail found 41% on Llama-3): "..bl." ends in e, "..ic." in h, "..ou." in t
     told = [

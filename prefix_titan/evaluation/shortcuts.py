@@ -71,6 +71,8 @@ SHORTCUTS = (
     "lookup: word inflection ending",
     "lookup: letters past the known ones (token leads, ending)",
     "lookup: lead length (not prefix-shaped probes)",
+    "lookup: last token's length (not prefix-shaped probes)",
+    "lookup: known and unknown places among the last six (past-the-lead probes)",
     "lookup: known tail, two places before the last (last letter)",
     "lookup: three places before the last (last letter)",
     "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
@@ -87,6 +89,11 @@ TOLERANCE = 0.05
 RESIDUALS = {
     ("char_last_letter", "lookup: three places before the last (last letter)"): 0.17,
     ("char_last_letter", "lookup: word length"): 0.08,
+    ("char_last_letter", "lookup: last token's length (not prefix-shaped probes)"): 0.08,
+    (
+        "char_count",
+        "lookup: known and unknown places among the last six (past-the-lead probes)",
+    ): 0.13,
     ("char_count", "lookup: letters past the known ones (token leads, ending)"): 0.10,
     (
         "char_count",
@@ -296,6 +303,12 @@ def shortcut_accuracies(
         "lookup: word inflection ending": lambda it: it["ending"],
         "lookup: letters past the known ones (token leads, ending)": _unknown,
         "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
+        "lookup: last token's length (not prefix-shaped probes)": lambda it: len(
+            pieces(" " + it["word"])[-1].strip()
+        ),
+        "lookup: known and unknown places among the last six (past-the-lead probes)": lambda it: (
+            "".join("." if c == "." else "x" for c in it["known"][-6:])
+        ),
         "lookup: known tail, two places before the last (last letter)": lambda it: known_tail(
             it["known"]
         ),
@@ -309,6 +322,10 @@ def shortcut_accuracies(
         skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
         if "before the last" in name:
             skip = task != "char_last_letter" or not recorded
+        if "last six" in name:
+            skip = not shared or task not in PAST_THE_LEAD or not recorded
+        if "last token" in name:
+            skip = not shared or task in PREFIX_SHAPED
         out[name] = None if skip else _lookup(items, feature)
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
     out.update(_expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING))

@@ -229,8 +229,8 @@ def test_character_probes_from_the_real_vocabulary(llama3_dir, llama3_texts):
     """The probes built for Llama-3's vocabulary: 2,000 items each (char_count: as many as the
     word list allows), single- and multi-token words, prefixes that are Llama-3 tokens, and every
     shortcut within 5 points of chance (the lookups not above it; the lead's reader on the
-    probes past the lead); docs/probes.md shows the table that scripts/probe_shortcuts.py
-    prints."""
+    probes past the lead; the documented residuals under their own bounds); docs/probes.md
+    shows the table that scripts/probe_shortcuts.py prints."""
     from tokenizers import Tokenizer
 
     from prefix_titan.evaluation.probes import (

@@ -1,6 +1,7 @@
 """The character probes measure characters: every answer is right, every design rule that removes
-a shortcut holds exactly, and the answer-only shortcuts stay within 5 points of chance (here on
-the embedded BPE; test_llama3.py on the real Llama-3 vocabulary)."""
+a shortcut holds exactly, and the answer-only shortcuts stay within 5 points of chance, the
+documented residuals under their own bounds (here on the embedded BPE; test_llama3.py on the
+real Llama-3 vocabulary)."""
 
 import collections
 import os

@@ -57,7 +57,7 @@ always-yes; cross-validated lookups from what the word is besides its letters: l
 count, frequency, inflection ending, letters past the lead and ending, and for the probes that
 are not prefix-shaped its first letter; readers of the lead's and the ending's letters; token
 copies) and tests/test_probes.py requires each within 5 points of chance (the readers of the lead: on
-the probes past it).
+the probes past it; the residuals of shortcuts.RESIDUALS: under their own bounds).
 
 Words come from a FineWeb-Edu shard folder written by prepare where one is given, otherwise
 from the embedded corpus's word list, which ships with the package (probe_words.txt: counted

@@ -1,7 +1,8 @@
 """Answer-only shortcuts of the character probes: how well each probe is answered without reading
 the letters of its word. Each shortcut scores the choices and picks the best; a tie gives the
 gold's share of it (a random pick among the tied). A probe measures characters only if every
-shortcut stays at chance (tests/test_probes.py and test_llama3.py: within 5 points).
+shortcut stays at chance (tests/test_probes.py and test_llama3.py: within 5 points; the few
+residuals the designs leave, RESIDUALS, under their own bounds).
 
     python scripts/probe_shortcuts.py --hf-assets-path DIR   (a table, as in docs/probes.md)
 

@@ -3,7 +3,12 @@ of prefix_titan/evaluation/shortcuts.py on the probes built for a tokenizer, as 
 (docs/probes.md shows it for the Llama-3 vocabulary; a test checks each cell within 5 points of
 chance, the lookups not above it).
 
-    python scripts/probe_shortcuts.py --hf-assets-path assets/hf/Llama-3.1-8B [--words-from SHARDS]
+    python scripts/probe_shortcuts.py --hf-assets-path assets/hf/Llama-3.1-8B \
+        [--words-from SHARDS | --words-file WORDS.txt]
+
+--words-file takes a word list as the package ships its own (probe_words.txt: a line
+"word count" per word), e.g. one written from wordfreq's English list to see the probes as a
+shard folder's word list of tens of thousands of words makes them (docs/probes.md).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from prefix_titan.evaluation.probes import (
     SEED,
     build_probes,
     embedded_word_counts,
+    read_word_list,
     shard_word_counts,
 )
 from prefix_titan.evaluation.shortcuts import reference, shortcut_table
@@ -28,7 +34,9 @@ from prefix_titan.runs.cli import Parser
 def main(argv: list[str] | None = None) -> None:
     p = Parser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--hf-assets-path", required=True, help="folder holding tokenizer.json")
-    p.add_argument("--words-from", default=None, help="a shard folder written by prepare")
+    words = p.add_mutually_exclusive_group()
+    words.add_argument("--words-from", default=None, help="a shard folder written by prepare")
+    words.add_argument("--words-file", default=None, help="a word list: lines 'word count'")
     p.add_argument("--items", type=int, default=ITEMS_PER_TASK)
     p.add_argument("--seed", type=int, default=SEED)
     a = p.parse_args(argv)
@@ -42,7 +50,17 @@ def main(argv: list[str] | None = None) -> None:
         counts = shard_word_counts(a.words_from, tok) if a.words_from else None
     except ValueError as e:  # not a finished shard folder
         p.error(f"--words-from {e}")
-    probes = build_probes(tok, a.items, a.seed, word_counts=counts)
+    if a.words_file:
+        try:
+            counts = read_word_list(a.words_file)
+        except (OSError, ValueError) as e:
+            p.error(f"--words-file {e}")
+    source = a.words_from or a.words_file
+    source = f"word source {source!r}" if source else "the embedded corpus"
+    try:
+        probes = build_probes(tok, a.items, a.seed, word_counts=counts, source=source)
+    except ValueError as e:  # too few words for the items
+        p.error(str(e))
     pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
     ref = reference(counts if counts is not None else embedded_word_counts())
     print(shortcut_table(probes, pieces, ref, PROBE_TASKS))

@@ -215,6 +215,15 @@ def test_character_probes_end_to_end(exported):
         lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
         least = fewest_items(task.removesuffix("_blank"), 2000)
         assert least <= len(lines) <= 2000, (task, len(lines))
+    # the probes as built (not the --limit sample) checked for shortcuts, the check recorded with
+    # the results and its table beside the probes: none found on these
+    record = json.load(open(exported / "hf" / "eval_results.json"))
+    assert set(record["probe_check"]) == set(PROBE_TASKS)
+    for task, check in record["probe_check"].items():
+        lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
+        assert check["items"] == len(lines) and check["off"] == {}, (task, check)
+    table = (exported / "hf" / "char_probes" / "shortcuts.md").read_text()
+    assert table.startswith("| shortcut | char_spell") and "lookup: word length" in table
     items = read_items(str(exported / "hf"))
     for task in PROBE_TASKS:
         docs = [json.loads(x) for x in (exported / "hf" / "char_probes" / f"{task}.jsonl").open()]

@@ -592,3 +592,69 @@ def test_the_word_list_does_not_depend_on_the_running_python(monkeypatch):
     monkeypatch.setattr(corpus, "embedded_documents", lambda: ("other words entirely",))
     assert probes.corpus_word_counts() == {"other": 1, "words": 1, "entirely": 1}
     assert probes.embedded_word_counts() == shipped
+
+
+def test_a_word_list_file_is_read_and_a_bad_line_named(tmp_path):
+    from prefix_titan.evaluation.probes import WORDS_FILE, read_word_list
+
+    assert read_word_list(WORDS_FILE) == embedded_word_counts()
+    good = tmp_path / "words.txt"
+    good.write_text("# a comment\n\nstraw 3\nberry 12\n")
+    assert read_word_list(str(good)) == {"straw": 3, "berry": 12}
+    for line in ("Straw 3", "straw", "straw 0", "straw three", "st 3", "straw 3 4", "berry 2"):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(f"berry 1\n{line}\n")
+        with pytest.raises(ValueError, match=r"bad.txt:2: .* is not a line 'word count'"):
+            read_word_list(str(bad))
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no words"):
+        read_word_list(str(tmp_path / "empty.txt"))
+
+
+def _redrawn(items: list[dict], rng, planted: float = 0.0) -> list[dict]:
+    """The items with each gold drawn anew at random (its answer then independent of all a
+    shortcut reads), or, for a `planted` share of them, the alphabetically first choice."""
+    out = []
+    for it in items:
+        choices = it["choices"]
+        first = min(range(len(choices)), key=lambda i: choices[i])
+        g = first if rng.random() < planted else int(rng.integers(len(choices)))
+        out.append({**it, "gold": g})
+    return out
+
+
+@pytest.mark.slow
+def test_the_build_time_check_rarely_flags_a_probe_without_a_leak_and_catches_one(probes, tok):
+    """check_probes' decision (off_chance, its bounds widened to noise_margin for few items) on
+    the built probes with their golds redrawn at random: under this null at most 2 of 366 probes
+    of 150 or 600 items (30 draws of six each) or at the full size are flagged (a binomial noise
+    of 0.035 and 0.018 at a chance of 0.25, against bounds of 0.18 and 0.09); with the
+    alphabetically first choice made gold in half the items more (a planted 0.375 at 0.25, 0.25
+    at 0.5, against bounds of 0.18 and 0.20) every probe of 150 items is flagged."""
+    from prefix_titan.evaluation.shortcuts import check_probes, noise_margin
+
+    seed = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
+    rng = np.random.default_rng(seed)
+    ref = reference(embedded_word_counts())
+    pieces = pieces_of(tok)
+    assert noise_margin(2000, 0.25) < TOLERANCE < noise_margin(150, 0.25)
+    flagged, checked = collections.Counter(), 0
+    for n, draws in ((150, 30), (600, 30), (None, 1)):
+        for _ in range(draws):
+            sample = {}
+            for t in PROBE_TASKS:
+                pick = rng.permutation(len(probes[t]))[:n] if n else range(len(probes[t]))
+                sample[t] = _redrawn([probes[t][int(i)] for i in pick], rng)
+            got = check_probes(sample, pieces, ref, PROBE_TASKS)["probes"]
+            checked += len(got)
+            flagged.update(t for t, c in got.items() if c["off"])
+    assert sum(flagged.values()) <= 2, (flagged, checked)  # of 366 probes checked
+    planted = {
+        t: _redrawn([probes[t][int(i)] for i in rng.permutation(len(probes[t]))[:150]], rng, 0.5)
+        for t in PROBE_TASKS
+    }
+    got = check_probes(planted, pieces, ref, PROBE_TASKS)
+    for t, c in got["probes"].items():
+        assert "alphabetically first choice" in c["off"], (t, c)
+        assert c["items"] == 150 and abs(c["bound"] - noise_margin(150, c["chance"])) < 1e-3
+    assert got["table"].startswith("| shortcut | char_spell")

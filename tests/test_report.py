@@ -554,6 +554,39 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     assert f'description = "{report_module.SMOKE_DESCRIPTION}"' in base.read_text().splitlines()
 
 
+def test_a_probe_whose_shortcut_check_found_a_leak_is_named(sweep):
+    """An evaluation records the shortcut check of the probes it built (harness.probe_checks);
+    the report names a probe whose check found a shortcut in an averaged step, with the highest
+    accuracy and how many evaluations found it, and says nothing where every check passed."""
+    from prefix_titan.evaluation.probes import PROBE_TASKS
+
+    files = sorted(sweep.glob("*/seed*/hf/step-2000/eval_results.json"))
+
+    def record(leaky: int) -> None:
+        for k, results in enumerate(files):
+            data = json.loads(results.read_text())
+            data["probe_check"] = {
+                t: {"items": 2000, "chance": 0.25, "bound": 0.05, "off": {}} for t in PROBE_TASKS
+            }
+            if k < leaky:
+                off = {"lookup: word length": 0.31 + k / 100, "shortest choice": 0.4}
+                data["probe_check"]["char_last_letter"]["off"] = off
+            results.write_text(json.dumps(data))
+
+    record(0)
+    text = report(str(sweep))
+    assert "shortcut check" not in text
+    assert json.load(open(sweep / "report" / "report.json"))["probe_leaks"] == []
+    record(2)
+    text = report(str(sweep))
+    line = (
+        "char_last_letter (chance 0.250) by 'lookup: word length' at up to 0.320, 'shortest "
+        f"choice' at up to 0.400 in 2 of {len(files)} evaluations"
+    )
+    assert f"found them answered without reading the word: {line}." in text
+    assert json.load(open(sweep / "report" / "report.json"))["probe_leaks"] == [line]
+
+
 def test_an_arm_without_a_tau_in_its_name_has_no_tau_axis(tmp_path):
     """A family of one's own in the contrast: its records hold the default tau (every run
     records every setting), but its name has no tau part, so it is not drawn against τ."""

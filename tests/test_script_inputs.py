@@ -70,6 +70,18 @@ CASES = {
             ["--hf-assets-path", "{hf_dir}", "--words-from", "{missing}"],
             ["--words-from", "has no manifest.json", "prefix_titan.prepare"],
         ),
+        (
+            ["--hf-assets-path", "{hf_dir}", "--words-file", "{missing}"],
+            ["--words-file", "No such"],
+        ),
+        (
+            ["--hf-assets-path", "{hf_dir}", "--words-file", "{rank_file}"],
+            ["--words-file", "tokenizer.model:1: 'YQ== 0' is not a line 'word count'"],
+        ),
+        (
+            ["--hf-assets-path", "{hf_dir}", "--words-file", "{rank_file}", "--words-from", "x"],
+            ["argument --words-from: not allowed with argument --words-file"],
+        ),
     ],
     "bench_loss": [
         (["--tokens", "0"], ["--tokens must be a whole number >= 1", "got 0"]),

@@ -124,6 +124,41 @@ def local_files(
     return files
 
 
+def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict:
+    """The shortcut check (shortcuts.check_probes) of the character probes among `tasks` (or
+    their blank twins) as this evaluation builds them, for its tokenizer and word source: the
+    table written to model_dir/char_probes/shortcuts.md, a line printed for each probe a shortcut
+    answers, {probe: its check} returned for the results."""
+    from ..runs.folder import write_atomically
+    from .probes import probe_build
+    from .shortcuts import check_probes, reference
+
+    asked = [t for t in PROBE_TASKS if t in tasks or f"{t}_blank" in tasks]
+    if not asked:
+        return {}
+    tok, built, counts = probe_build(
+        model_dir, probes.items, probes.seed, probes.words_from, probes.shots
+    )
+    pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
+    check = check_probes(built, pieces, reference(counts), asked)
+    path = os.path.join(model_dir, "char_probes", SHORTCUT_TABLE)
+    write_atomically(path, check["table"] + "\n")
+    for task, c in check["probes"].items():
+        if c["off"]:
+            found = ", ".join(f"{k} {v:.3f}" for k, v in c["off"].items())
+            print(
+                f"character probes: {task} is answered without reading its word (chance "
+                f"{c['chance']:.3f}, allowed +-{c['bound']:.3f}; {found}): its accuracy measures "
+                f"that too; the table: {path}; docs/probes.md tells what each shortcut reads",
+                flush=True,
+            )
+    return check["probes"]
+
+
+SHORTCUT_TABLE = "shortcuts.md"
+"""The probes' shortcut table, beside them in char_probes/"""
+
+
 def data_file(data_dir: str, task: str) -> str:
     """A task's documents under --data-dir, DIR/<task>.jsonl, refused when it is not there."""
     path = os.path.join(data_dir, f"{task}.jsonl")
@@ -291,6 +326,7 @@ def evaluate(
             "ascii_filtered": out.get("ascii_filtered", {}),
             "setup": out.get("setup", {}),
             "n_samples": out.get("n-samples", {}),
+            "probe_check": out.get("probe_check", {}),
         }
         # The per-item files first: the results file, written last, says the evaluation finished.
         items = {
@@ -417,6 +453,7 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
             results["probes"] = earlier.get("probes")  # the kept probes' own settings
         for key in (
             *("results", "versions", "n_samples", "chance", "ascii_filtered", "setup"),
+            "probe_check",
             ITEM_DIGESTS,
         ):
             old = earlier.get(key) or {}
@@ -604,6 +641,7 @@ def _harness(
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
     files = local_files(tasks, model_dir, data_dir, probes)
+    checks = probe_checks(model_dir, probes, tasks)
     specs = task_specs(tasks, files, task_manager)
     try:
         loaded = task_manager.load(specs)
@@ -635,6 +673,7 @@ def _harness(
             version += f" data sha256:{sha256(files[task])[:16]}"
         out.setdefault("versions", {})[task] = version
     out["ascii_filtered"] = changed
+    out["probe_check"] = checks
     setup = {  # what computed the scores, each task's (an evaluation adds tasks to a folder's)
         **{k: v for k, v in model_args(model_dir, dtype, cuda).items() if k != "pretrained"},
         "batch_size": {  # lm-eval detects sizes for "auto" on a GPU (not for rolling tasks)

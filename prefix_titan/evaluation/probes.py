@@ -161,13 +161,27 @@ def embedded_word_counts() -> collections.Counter:
 
 @functools.cache
 def _shipped_words() -> dict[str, int]:
-    counts = {}
-    with open(WORDS_FILE, encoding="ascii") as f:
-        for line in f:
+    return dict(read_word_list(WORDS_FILE))
+
+
+def read_word_list(path: str) -> collections.Counter:
+    """A word list written as WORDS_FILE is: a line "word count" per word (3-14 lowercase
+    letters, a whole count >= 1), lines starting with # and blank lines skipped."""
+    counts: collections.Counter = collections.Counter()
+    with open(path, encoding="ascii", errors="replace") as f:
+        for number, line in enumerate(f, 1):
             if line.startswith("#") or not line.strip():
                 continue
-            word, count = line.split()
-            counts[word] = int(count)
+            parts = line.split()
+            ok = len(parts) == 2 and WORD.fullmatch(parts[0]) and parts[1].isdigit()
+            if not ok or int(parts[1]) < 1 or parts[0] in counts:
+                raise ValueError(
+                    f"{path}:{number}: {line.strip()[:60]!r} is not a line 'word count' with a new "
+                    "word of 3-14 lowercase ASCII letters and a whole count >= 1"
+                )
+            counts[parts[0]] = int(parts[1])
+    if not counts:
+        raise ValueError(f"{path}: no words (lines 'word count')")
     return counts
 
 
@@ -973,15 +987,29 @@ def fewest_items(task: str, n: int) -> int:
 
 @functools.lru_cache(maxsize=4)
 def _built(digest: str, path: str, n: int, seed: int, shots: int, words_from: str | None):
-    """build_probes for a tokenizer file (by its digest): the checkpoints of a run, which share
-    their tokenizer, are probed with items built once per process."""
+    del digest  # the cache key: the file's content, not its path
     from tokenizers import Tokenizer
 
-    del digest  # the cache key: the file's content, not its path
     tok = Tokenizer.from_file(path)
-    counts = shard_word_counts(words_from, tok) if words_from else None
+    counts = shard_word_counts(words_from, tok) if words_from else embedded_word_counts()
     source = f"shard folder {words_from!r}" if words_from else "the embedded corpus"
-    return build_probes(tok, n, seed, shots, word_counts=counts, source=source)
+    return tok, build_probes(tok, n, seed, shots, word_counts=counts, source=source), counts
+
+
+def probe_build(
+    tokenizer_dir: str,
+    n: int = ITEMS_PER_TASK,
+    seed: int = SEED,
+    words_from: str | None = None,
+    shots: int = SHOTS,
+) -> tuple:
+    """(tokenizer, build_probes' probes, the word list) for a tokenizer folder, the words from a
+    shard folder (`words_from`) or the embedded corpus; built once per process for a tokenizer
+    file's content (the checkpoints of a run share their tokenizer)."""
+    path = os.path.join(tokenizer_dir, "tokenizer.json")
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return _built(digest, path, n, seed, shots, words_from)
 
 
 def write_probes(
@@ -996,10 +1024,7 @@ def write_probes(
     from a shard folder (`words_from`) or the embedded corpus; returns {task: jsonl path}."""
     from ..runs.folder import write_atomically
 
-    path = os.path.join(tokenizer_dir, "tokenizer.json")
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    built = _built(digest, path, n, seed, shots, words_from)
+    built = probe_build(tokenizer_dir, n, seed, words_from, shots)[1]
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for task, docs in built.items():

@@ -390,6 +390,15 @@ def evaluation_caveats(
             f"Each run has {plural(len(steps), 'evaluated checkpoint')}, where the plan averages "
             f"the last {last}: its metrics are {'that one' if len(steps) == 1 else 'those'} alone."
         )
+    leaks = probe_leaks(runs, steps)
+    if leaks:
+        out.append(
+            "The character probes' shortcut check, made as each evaluation built them (for its "
+            "tokenizer and word source), found them answered without reading the word: "
+            + "; ".join(leaks)
+            + ". Those probes' accuracies measure the shortcut too; each evaluated model's "
+            "char_probes/shortcuts.md holds the table (docs/probes.md tells what each reads)."
+        )
     if sampled:
         listed = "; ".join(f"{t} {v}" for t, v in sampled.items())
         out.append(
@@ -398,6 +407,33 @@ def evaluation_caveats(
             "counts do not hold for them."
         )
     return out
+
+
+def probe_leaks(runs: list[dict], steps: list[int]) -> list[str]:
+    """A line per character probe whose shortcut check (harness.probe_checks, recorded with its
+    results) found a shortcut in an averaged step of any run: the shortcuts with their highest
+    accuracy, the probe's chance and how many of the runs' evaluations found them."""
+    found: dict[str, dict[str, float]] = {}
+    where: dict[str, int] = {}
+    chance: dict[str, float] = {}
+    evaluated = 0
+    for r in runs:
+        for s in steps:
+            checks = (r["steps"].get(s) or {}).get("checks") or {}
+            evaluated += bool(checks)
+            for task, c in checks.items():
+                if c.get("off"):
+                    where[task] = where.get(task, 0) + 1
+                    chance[task] = c.get("chance")
+                    seen = found.setdefault(task, {})
+                    for name, v in c["off"].items():
+                        seen[name] = max(v, seen.get(name, v))
+    return [
+        f"{task} (chance {chance[task]:.3f}) by "
+        + ", ".join(f"'{k}' at up to {v:.3f}" for k, v in sorted(found[task].items()))
+        + f" in {where[task]} of {plural(evaluated, 'evaluation')}"
+        for task in sorted(found)
+    ]
 
 
 def unfinished_line(unfinished: list[dict]) -> str:
@@ -419,6 +455,7 @@ def report_json(
     invariants: list[str],
     unfinished: list[dict] | None = None,
     sampled: dict[str, str] | None = None,
+    leaks: list[str] | None = None,
 ) -> dict:
     names = sorted(a.tables)
     return {
@@ -429,6 +466,7 @@ def report_json(
         "seeds": a.seeds,
         "steps": a.steps,
         "sampled_tasks": sampled or {},
+        "probe_leaks": leaks or [],
         "per_arm": per_arm(a, names),
         "per_arm_final": {
             name: {arm: _interval(a.final[name].get(arm, {}).values()) for arm in a.arms}
@@ -738,7 +776,7 @@ def report(
     if skipped:
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
-    data = report_json(a, runs_dir, problems, unfinished, sampled)
+    data = report_json(a, runs_dir, problems, unfinished, sampled, probe_leaks(runs, a.steps))
     data["left_out"] = [
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]

@@ -96,7 +96,15 @@ def load_run(folder: str, items: bool = True) -> dict:
     def entry(step: int) -> dict:
         return steps.setdefault(
             step,
-            {"results": {}, "items": {}, "limits": {}, "versions": {}, "probes": {}, "files": {}},
+            {
+                "results": {},
+                "items": {},
+                "limits": {},
+                "versions": {},
+                "probes": {},
+                "checks": {},
+                "files": {},
+            },
         )
 
     for d, _, files in sorted(os.walk(folder)):
@@ -122,6 +130,8 @@ def load_run(folder: str, items: bool = True) -> dict:
                 e["limits"][task] = items_read(data)
                 if task in PROBE_TASKS + BLANK_TASKS:
                     e["probes"][task] = probes_built(data)
+                if task in PROBE_TASKS and (data.get("probe_check") or {}).get(task):
+                    e["checks"][task] = data["probe_check"][task]
                 e["versions"][task] = (data.get("versions") or {}).get(task)
                 e["files"][task] = path
             if items:

@@ -44,7 +44,7 @@ from .evaluation.harness import (
     evaluate_run,
     table,
 )
-from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS
+from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS, read_word_list
 from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
 from .export import SPELLED_OUT
@@ -171,10 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--probe-words",
-        metavar="SHARD_DIR",
+        metavar="SHARD_DIR|WORDS.txt",
         default=None,
-        help="character probes: take the words from this shard folder (written by prepare); "
-        "default: the embedded corpus, or with --all-checkpoints the run's training shards",
+        help="character probes: take the words from this shard folder (written by prepare) or "
+        "word list (a line 'word count' per word); default: the embedded corpus, or with "
+        "--all-checkpoints the run's training shards",
     )
     p.add_argument(
         "--probe-items", type=int, default=ITEMS_PER_TASK, help="character probes: items per probe"
@@ -202,8 +203,16 @@ def main(argv: list[str] | None = None) -> None:
         p.error(
             f"--probe-shots must be between 0 and {MAX_SHOTS} (the exemplar pool); got {a.probe_shots}"
         )
-    if a.probe_words is not None and not os.path.isdir(a.probe_words):
-        p.error(f"--probe-words {a.probe_words!r} is not a folder (a shard folder of prepare)")
+    if a.probe_words is not None and os.path.isfile(a.probe_words):
+        try:
+            read_word_list(a.probe_words)
+        except ValueError as e:
+            p.error(f"--probe-words {e}")
+    elif a.probe_words is not None and not os.path.isdir(a.probe_words):
+        p.error(
+            f"--probe-words {a.probe_words!r} is neither a folder (a shard folder of prepare) nor "
+            "a file (a word list: a line 'word count' per word)"
+        )
     probes = ProbeOptions(a.probe_words, a.probe_items, a.probe_seed, a.probe_shots)
     kwargs = dict(
         tasks=a.tasks,

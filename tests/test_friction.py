@@ -157,6 +157,24 @@ def test_a_bad_batch_size_is_refused_with_the_forms_allowed(capsys, size):
     assert f"got {size!r}" in err
 
 
+def test_probe_words_is_a_shard_folder_or_a_word_list(tmp_path, capsys):
+    from prefix_titan.eval import main
+
+    bad = tmp_path / "words.txt"
+    bad.write_text("straw 3\nStraw 2\n")
+    for where, said in (
+        (tmp_path / "missing", "is neither a folder (a shard folder of prepare) nor a file"),
+        (bad, "words.txt:2: 'Straw 2' is not a line 'word count'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["--model", "nowhere", "--probe-words", str(where), "--progress"])
+        assert e.value.code == 2
+        assert f"--probe-words {where if where == bad else repr(str(where))}" in (
+            err := capsys.readouterr().err
+        )
+        assert said in err, err
+
+
 def test_a_run_folder_without_an_export_names_the_export_command(tmp_path, capsys):
     from prefix_titan.eval import main
 

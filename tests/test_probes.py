@@ -569,6 +569,27 @@ def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
         )
 
 
+def test_words_from_a_word_list_file(tmp_path, embedded_tokenizer_dir):
+    """eval --probe-words WORDS.txt: the probes built from a word list file are those its words
+    give (the shipped list, copied, gives the default probes); the check names the file."""
+    import shutil
+
+    from prefix_titan.evaluation.probes import WORDS_FILE, probe_build, write_probes
+
+    copy = tmp_path / "words.txt"
+    shutil.copy(WORDS_FILE, copy)
+    tok, built, counts = probe_build(embedded_tokenizer_dir, 300, words_from=str(copy))
+    assert counts == embedded_word_counts()
+    assert built == probe_build(embedded_tokenizer_dir, 300)[1]
+    paths = write_probes(embedded_tokenizer_dir, str(tmp_path / "out"), 300, words_from=str(copy))
+    assert len((tmp_path / "out" / "char_spell.jsonl").read_text().splitlines()) == 300
+    assert set(paths) == set(PROBE_TASKS) | set(BLANK_TASKS)
+    few = tmp_path / "few.txt"
+    few.write_text("".join(f"{w} 5\n" for w in sorted(counts)[:200]))
+    with pytest.raises(ValueError, match=r"word list '.*few.txt' has 2\d\d words seen"):
+        probe_build(embedded_tokenizer_dir, 300, words_from=str(few))
+
+
 def test_bad_probe_settings_are_refused(tok):
     with pytest.raises(ValueError, match="--probe-shots must be between 0 and 8"):
         build_probes(tok, n=100, shots=9)

@@ -88,7 +88,8 @@ class ProbeOptions:
     """How the character probes are built (evaluation/probes.py)."""
 
     words_from: str | None = None
-    """A shard folder written by prepare to take the words from (None: the embedded corpus)"""
+    """A shard folder written by prepare, or a word list file (probes.read_word_list), to take
+    the words from (None: the embedded corpus)"""
     items: int = ITEMS_PER_TASK
     """Items per probe"""
     seed: int = PROBE_SEED

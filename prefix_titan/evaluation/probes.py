@@ -991,8 +991,12 @@ def _built(digest: str, path: str, n: int, seed: int, shots: int, words_from: st
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(path)
-    counts = shard_word_counts(words_from, tok) if words_from else embedded_word_counts()
-    source = f"shard folder {words_from!r}" if words_from else "the embedded corpus"
+    if words_from and os.path.isfile(words_from):
+        counts, source = read_word_list(words_from), f"word list {words_from!r}"
+    elif words_from:
+        counts, source = shard_word_counts(words_from, tok), f"shard folder {words_from!r}"
+    else:
+        counts, source = embedded_word_counts(), "the embedded corpus"
     return tok, build_probes(tok, n, seed, shots, word_counts=counts, source=source), counts
 
 
@@ -1004,8 +1008,9 @@ def probe_build(
     shots: int = SHOTS,
 ) -> tuple:
     """(tokenizer, build_probes' probes, the word list) for a tokenizer folder, the words from a
-    shard folder (`words_from`) or the embedded corpus; built once per process for a tokenizer
-    file's content (the checkpoints of a run share their tokenizer)."""
+    shard folder or a word list file (`words_from`: read_word_list) or the embedded corpus; built
+    once per process for a tokenizer file's content (the checkpoints of a run share their
+    tokenizer)."""
     path = os.path.join(tokenizer_dir, "tokenizer.json")
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
@@ -1021,7 +1026,8 @@ def write_probes(
     shots: int = SHOTS,
 ) -> dict[str, str]:
     """Generate the probe documents (and their blank twins) for a tokenizer folder, the words
-    from a shard folder (`words_from`) or the embedded corpus; returns {task: jsonl path}."""
+    from a shard folder or word list file (`words_from`) or the embedded corpus; returns {task:
+    jsonl path}."""
     from ..runs.folder import write_atomically
 
     built = probe_build(tokenizer_dir, n, seed, words_from, shots)[1]
@@ -1045,6 +1051,6 @@ def probe_shortfalls(paths: dict[str, str], n: int) -> list[str]:
             out.append(
                 f"{task}: {got:,} items of the {n:,} asked for: the word list has no more "
                 "words holding a letter twice past their known letters in matched sets; a larger word "
-                "source (eval --probe-words SHARD_DIR) gives more"
+                "source (eval --probe-words SHARD_DIR or a word list) gives more"
             )
     return out

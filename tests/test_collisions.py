@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -15,9 +16,13 @@ from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock
 
 
 def _job(*overrides, folder=None):
+    """The default config as torchtitan parses it, its run folder `folder` or a fresh one (never
+    the config's own ./outputs/..., which a run of the README's may hold)."""
     from torchtitan.config import ConfigManager
 
     args = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+    if folder is None and "--job.dump_folder" not in overrides:
+        folder = tempfile.mkdtemp(prefix="run-")
     if folder is not None:
         args += ["--job.dump_folder", str(folder)]
     return ConfigManager().parse_args([*args, *overrides])

@@ -275,6 +275,7 @@ def test_a_bad_family_option_is_refused_before_the_run_starts(tmp_path, docs_fam
 
     def job(*overrides):
         config = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        config += ["--job.dump_folder", str(tmp_path / "run")]  # not the README run's folder
         return ConfigManager().parse_args([*config, "--objective.name", docs_family, *overrides])
 
     check_job_config(j := job("--objective.options", " min_len=2"))  # declared, and an int

@@ -579,13 +579,17 @@ def test_model_consumes_document_positions(shard_dir, tokenizer):
     assert not torch.allclose(plain[0, start:], per_doc[0, start:])  # positions restarted
 
 
-def test_document_mask_needs_block_causal_flavor():
+def test_document_mask_needs_block_causal_flavor(tmp_path):
     from torchtitan.config import ConfigManager
 
     from prefix_titan.titan.checks import check_job_config
 
     config = ConfigManager().parse_args(
-        ["--job.config_file", f"{ROOT}/train_configs/embedded_default.toml", "--data.document_mask"]
+        [
+            *("--job.config_file", f"{ROOT}/train_configs/embedded_default.toml"),
+            *("--job.dump_folder", str(tmp_path / "run")),  # not the README run's folder
+            "--data.document_mask",
+        ]
     )
     with pytest.raises(ValueError, match="needs a block_causal flavor"):
         check_job_config(config)

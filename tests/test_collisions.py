@@ -568,6 +568,7 @@ def test_from_another_working_directory_a_relative_path_is_named_with_where_it_w
     )
     assert "\ntraining.dataset_path './data/fineweb_edu_ascii_llama3' does not exist. " in log
     assert "--out ./data/fineweb_edu_ascii_llama3 --tokens N" in log
+    assert "the pilot and the 500M sweep share one folder: --tokens 20.1e9 --val-tokens 50e6" in log
     assert log.count(f"read from the working directory, {tmp_path}: start the run") == 1, log
     assert os.listdir(tmp_path) == []  # no outputs/ nor empty run folder left behind
 

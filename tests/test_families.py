@@ -178,6 +178,8 @@ def test_a_bad_family_is_refused_by_name(monkeypatch, family, message):
         ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
         ("math:no_such_function", "math has no function 'no_such_function'"),
         ("math:", "objective.name must be one of"),
+        ("label_smothing", "got 'label_smothing' (did you mean 'label_smoothing'?)"),
+        ("Prefix", "got 'Prefix' (did you mean 'prefix'?)"),
     ],
 )
 def test_unknown_family_names_are_refused(name, message):

@@ -590,6 +590,18 @@ def test_words_from_a_word_list_file(tmp_path, embedded_tokenizer_dir):
         probe_build(embedded_tokenizer_dir, 300, words_from=str(few))
 
 
+def test_a_probe_short_of_items_is_named_with_its_own_reason(tmp_path, embedded_tokenizer_dir):
+    from prefix_titan.evaluation.probes import probe_shortfalls, write_probes
+
+    paths = write_probes(embedded_tokenizer_dir, str(tmp_path), N)
+    lines = probe_shortfalls(paths, N)
+    short = {line.split(":")[0]: line for line in lines}
+    assert set(short) == {"char_count", "char_last_letter"}  # the embedded list is small
+    assert "holding a letter twice past their known letters" in short["char_count"]
+    assert "units of four last letters within a tail group" in short["char_last_letter"]
+    assert all("(eval --probe-words SHARD_DIR or a word list) gives more" in x for x in lines)
+
+
 def test_bad_probe_settings_are_refused(tok):
     with pytest.raises(ValueError, match="--probe-shots must be between 0 and 8"):
         build_probes(tok, n=100, shots=9)

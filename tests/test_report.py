@@ -477,6 +477,8 @@ def test_unfinished_runs_are_marked(sweep):
     text = report(str(sweep))
     assert "**Unfinished: 12 runs** below the configured training.steps" in text
     assert "ce seed 1 (step 2000 of 38150)" in text
+    # said beside the answer, before any number it qualifies
+    assert text.index("**Answer.**") < text.index("**Unfinished") < text.index("## Analysis plan")
     data = json.loads((sweep / "report" / "report.json").read_text())
     assert {"arm": "ce", "seed": 1, "last_step": 2000, "steps": 38150} in data["unfinished_runs"]
     from prefix_titan.runs.checkpoints import DCP_METADATA

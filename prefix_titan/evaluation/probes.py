@@ -1048,9 +1048,18 @@ def probe_shortfalls(paths: dict[str, str], n: int) -> list[str]:
         with open(path, encoding="utf-8") as f:
             got = sum(1 for line in f if line.strip())
         if got < n:
+            why = SHORTFALLS.get(task, "the word list has no more words for it")
             out.append(
-                f"{task}: {got:,} items of the {n:,} asked for: the word list has no more "
-                "words holding a letter twice past their known letters in matched sets; a larger word "
-                "source (eval --probe-words SHARD_DIR or a word list) gives more"
+                f"{task}: {got:,} items of the {n:,} asked for: {why}; a larger word source "
+                "(eval --probe-words SHARD_DIR or a word list) gives more"
             )
     return out
+
+
+SHORTFALLS = {
+    "char_count": "the word list has no more words holding a letter twice past their known "
+    "letters in matched triples",
+    "char_last_letter": "the word list has no more words in units of four last letters within "
+    "a tail group (the known tail and the unknown letters ending the word)",
+}
+"""Why a probe that may have fewer items than asked for has (fewest_items)"""

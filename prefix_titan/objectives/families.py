@@ -19,6 +19,7 @@ whose own settings are keyword arguments with defaults, set by `objective.option
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 from collections.abc import Callable
@@ -117,7 +118,9 @@ def resolve_family(name: str) -> TargetFamily:
     allowed = f'{", ".join(FAMILIES)}, or an import path "package.module:function"'
     module_name, sep, attr = name.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"objective.name must be one of {allowed}; got {name!r}")
+        near = difflib.get_close_matches(name.lower(), list(FAMILIES), n=1)
+        also = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"objective.name must be one of {allowed}; got {name!r}{also}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

@@ -444,8 +444,8 @@ def unfinished_line(unfinished: list[dict]) -> str:
     )
     return (
         f"**Unfinished: {plural(len(unfinished), 'run')}** below the configured training.steps "
-        f"(still running, or stopped): their numbers above, 'final step' ones included, are not "
-        f"those of the finished runs: {listed}."
+        f"(still running, or stopped): their numbers in this report, 'final step' ones included, "
+        f"are not those of finished runs: {listed}."
     )
 
 
@@ -649,6 +649,7 @@ def report(
         "",
         f"**Answer.** {a.answer}",
         "",
+        *([unfinished_line(unfinished), ""] if unfinished else []),
         units_line(a),
         "",
         "## Analysis plan",
@@ -675,8 +676,6 @@ def report(
         + (f" Measured for no arm, left out: {'; '.join(unmeasured)}." if unmeasured else ""),
         "",
     ]
-    if unfinished:
-        lines += [unfinished_line(unfinished), ""]
     if plan_.baseline in a.arms:
         lines += [f"## Against {plan_.baseline}", ""]
         for f in plan_.families:

@@ -299,7 +299,8 @@ def check_paths(job_config) -> None:
     t, v = job_config.training, job_config.validation
     prepare = (
         f"python -m prefix_titan.prepare --tokenizer {job_config.model.hf_assets_path} --out "
-        "{path} --tokens N [--val-tokens N] (README: the pilot's and the 500M sweep's sizes)"
+        "{path} --tokens N [--val-tokens N] (the pilot and the 500M sweep share one folder: "
+        "--tokens 20.1e9 --val-tokens 50e6, as in the README)"
     )
     for setting, dataset, path, on in (
         ("training.dataset_path", t.dataset, t.dataset_path, True),

@@ -977,6 +977,7 @@ def test_the_power_command_reads_an_effect_of_either_sign_and_refuses_none(capsy
         assert "the effect must be a finite number other than 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a simulated sweep of 24 s: the fast tier stays under 3 minutes
 def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys):
     from prefix_titan.power import main
 

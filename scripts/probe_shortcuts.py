@@ -27,7 +27,7 @@ from prefix_titan.evaluation.probes import (
     read_word_list,
     shard_word_counts,
 )
-from prefix_titan.evaluation.shortcuts import reference, shortcut_table
+from prefix_titan.evaluation.shortcuts import reference, shortcut_table, token_pieces
 from prefix_titan.runs.cli import Parser
 
 
@@ -61,9 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         probes = build_probes(tok, a.items, a.seed, word_counts=counts, source=source)
     except ValueError as e:  # too few words for the items
         p.error(str(e))
-    pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
     ref = reference(counts if counts is not None else embedded_word_counts())
-    print(shortcut_table(probes, pieces, ref, PROBE_TASKS))
+    print(shortcut_table(probes, token_pieces(tok), ref, PROBE_TASKS))
 
 
 if __name__ == "__main__":

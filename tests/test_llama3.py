@@ -245,13 +245,14 @@ def test_character_probes_from_the_real_vocabulary(llama3_dir, llama3_texts):
         off_chance,
         reference,
         shortcut_accuracies,
+        token_pieces,
     )
 
     tok = Tokenizer.from_file(os.path.join(llama3_dir, "tokenizer.json"))
     probes = build_probes(tok)
     vocab = {t for t in llama3_texts if t}
     ref = reference(embedded_word_counts())
-    pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
+    pieces = token_pieces(tok)
     for task in PROBE_TASKS:
         items = probes[task]
         assert fewest_items(task, 2000) <= len(items) <= 2000, task

@@ -45,6 +45,7 @@ from prefix_titan.evaluation.shortcuts import (
     reference,
     shortcut_accuracies,
     shortcut_table,
+    token_pieces,
 )
 
 N = 2000
@@ -65,7 +66,7 @@ def gold(item):
 
 
 def pieces_of(tok):
-    return lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]
+    return token_pieces(tok)
 
 
 def test_every_probe_and_its_blank_twin_has_its_items(probes):

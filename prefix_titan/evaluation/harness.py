@@ -132,7 +132,7 @@ def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict
     answers, {probe: its check} returned for the results."""
     from ..runs.folder import write_atomically
     from .probes import probe_build
-    from .shortcuts import check_probes, reference
+    from .shortcuts import check_probes, reference, token_pieces
 
     asked = [t for t in PROBE_TASKS if t in tasks or f"{t}_blank" in tasks]
     if not asked:
@@ -140,8 +140,7 @@ def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict
     tok, built, counts = probe_build(
         model_dir, probes.items, probes.seed, probes.words_from, probes.shots
     )
-    pieces = lambda s: [tok.decode([i]) for i in tok.encode(s, add_special_tokens=False).ids]  # noqa: E731
-    check = check_probes(built, pieces, reference(counts), asked)
+    check = check_probes(built, token_pieces(tok), reference(counts), asked)
     path = os.path.join(model_dir, "char_probes", SHORTCUT_TABLE)
     write_atomically(path, check["table"] + "\n")
     for task, c in check["probes"].items():

@@ -119,6 +119,14 @@ class Reference:
     """{(a, b): log p(b | a)} over its words ("^" starts, "$" ends), add-one"""
 
 
+def token_pieces(tokenizer) -> Callable[[str], list[str]]:
+    """The `pieces` shortcut_accuracies takes: a text's tokens' texts, from a
+    `tokenizers.Tokenizer`."""
+    return lambda s: [
+        tokenizer.decode([i]) for i in tokenizer.encode(s, add_special_tokens=False).ids
+    ]
+
+
 def reference(word_counts: collections.Counter) -> Reference:
     """The Reference of a word list."""
     return Reference(word_counts, letter_priors(word_counts), letter_bigrams(word_counts))

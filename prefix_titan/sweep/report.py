@@ -372,10 +372,11 @@ def sampled_tasks(runs: list[dict], steps: list[int]) -> dict[str, str]:
 
 
 def evaluation_caveats(
-    runs: list[dict], steps: list[int], last: int, sampled: dict[str, str]
+    runs: list[dict], steps: list[int], last: int, sampled: dict[str, str], leaks: list[str]
 ) -> list[str]:
     """What the runs and their averaged evaluations are short of: smoke-sweep runs, fewer
-    checkpoints than the plan averages, and tasks read on a --limit sample (`sampled`, from
+    checkpoints than the plan averages, probes their shortcut check found answered without the
+    word (`leaks`, from probe_leaks), and tasks read on a --limit sample (`sampled`, from
     sampled_tasks: their intervals and claims are about those items only)."""
     out = []
     described = {r["config"].get("job", {}).get("description") for r in runs}
@@ -390,7 +391,6 @@ def evaluation_caveats(
             f"Each run has {plural(len(steps), 'evaluated checkpoint')}, where the plan averages "
             f"the last {last}: its metrics are {'that one' if len(steps) == 1 else 'those'} alone."
         )
-    leaks = probe_leaks(runs, steps)
     if leaks:
         out.append(
             "The character probes' shortcut check, made as each evaluation built them (for its "
@@ -642,6 +642,7 @@ def report(
     steps = ", ".join(map(str, a.steps)) if a.steps else "none evaluated"
     unfinished = unfinished_runs(runs)
     sampled = sampled_tasks(runs, a.steps)
+    leaks = probe_leaks(runs, a.steps)
     shown, unmeasured = measured_names(a, _summary_names(a))
     lines = [
         f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
@@ -663,7 +664,7 @@ def report(
         f"step 1 left out: {_validation_steps(runs, last)}.",
         "",
         *(f"**Note.** {c}\n" for c in subset_notes),
-        *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled)),
+        *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled, leaks)),
         "## Per arm",
         "",
         summary_table(a, shown),
@@ -775,7 +776,7 @@ def report(
     if skipped:
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
-    data = report_json(a, runs_dir, problems, unfinished, sampled, probe_leaks(runs, a.steps))
+    data = report_json(a, runs_dir, problems, unfinished, sampled, leaks)
     data["left_out"] = [
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]

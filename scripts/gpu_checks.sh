@@ -7,7 +7,21 @@
 # 64 MiB does not, 256 MiB is today's GPU default). Writes everything under OUT_DIR (default
 # gpu-checks/): pytest's report, the benchmark's table and its JSON rows.
 #
-#     bash scripts/gpu_checks.sh [OUT_DIR]
+#     bash scripts/gpu_checks.sh [OUT_DIR] [PARTS]
+#
+# PARTS, a comma-separated list of tests, eager, compiled and train (default: the first three),
+# runs only those steps: the tests, the benchmark's eager rows, its compiled rows, and training
+# the 500M sweep config (train_configs/prefix_tau0.5.toml, compiled, bf16, local batch 16) for 30
+# steps through torchtitan's trainer three ways: the default loss (objective.kernel = auto), the
+# PyTorch row passes, and the fused head. `train` needs the Llama-3 tokenizer and token shards in
+# TRAIN_ASSETS (default .gpu_train/, which git ignores; 8 MB), made beforehand where the package
+# is installed:
+#     python -c "from prefix_titan.data.tokenizers import convert_llama3_tokenizer as c; \
+#         c('.gpu_train/tokenizer')"
+#     python -m prefix_titan.prepare --source embedded --tokenizer .gpu_train/tokenizer \
+#         --out .gpu_train/shards --tokens 1e6 --val-every 4
+# Calls of a few minutes each (tests,eager then compiled) leave room to react between them. PYTEST_WORKERS=N runs the tests
+# in N processes (pytest-xdist, where installed): most of their time is compiling kernels.
 #
 # Needs torch with CUDA, Triton, pytest, and torchtitan with what it imports. This package is
 # read from the checkout (PYTHONPATH), so it needs no install. On a machine that has the first
@@ -16,12 +30,21 @@
 # $WHEEL_DIR) holds wheels, they are installed into a folder of their own first, without
 # dependencies. The tests run are those of the files with cuda-marked tests, so the evaluation
 # extras (lm-eval) are not needed. Each step writes its report under OUT_DIR as it goes, so a run
-# stopped by a time limit keeps what it finished; the whole has not been timed on a GPU yet.
+# stopped by a time limit keeps what it finished. On an H200: tests 95 s (PYTEST_WORKERS=8),
+# eager 50 s, compiled 60 s, train 150 s, each with about 10 s of start-up.
 # On a lent device machine, with .whl/ fetched here first:
 #     run(command="bash scripts/gpu_checks.sh $OUT", carry=[".whl"], timeout_s=540)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-checks}"
+parts=",${2:-tests,eager,compiled},"
+for part in ${parts//,/ }; do
+    case $part in
+        tests | eager | compiled | train) ;;
+        *) echo "PARTS: unknown part '$part'; allowed: tests, eager, compiled, train (comma-separated)" >&2
+            exit 2 ;;
+    esac
+done
 mkdir -p "$out"
 py="${PYTHON:-python3}"
 wheels="${WHEEL_DIR:-.whl}"
@@ -35,16 +58,44 @@ fi
 "$py" -c "import torch, triton, torchtitan; print(torch.__version__, triton.__version__, \
 getattr(torchtitan, '__version__', ''), torch.cuda.get_device_name())" \
     | tee "$out/versions.txt" || exit 1
-mapfile -t cuda_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
 status=0
-"$py" -m pytest -q -m cuda -rs "${cuda_files[@]}" 2>&1 | tee "$out/pytest_cuda.txt" || status=1
-"$py" -m pytest -q -rs -m "not cuda" tests/test_triton_rows.py 2>&1 \
-    | tee "$out/pytest_triton.txt" || status=1
+if [[ $parts == *,tests,* ]]; then
+    workers=()
+    if [[ -n ${PYTEST_WORKERS:-} ]] && "$py" -c "import xdist" 2>/dev/null; then
+        workers=(-n "$PYTEST_WORKERS")
+    fi
+    mapfile -t cuda_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
+    "$py" -m pytest -q -m cuda -rs "${workers[@]}" "${cuda_files[@]}" 2>&1 \
+        | tee "$out/pytest_cuda.txt" || status=1
+    "$py" -m pytest -q -rs -m "not cuda" "${workers[@]}" tests/test_triton_rows.py 2>&1 \
+        | tee "$out/pytest_triton.txt" || status=1
+fi
 # One objective per row kernel (they cost the same per logit; compiling every case of the full
 # table takes over 20 minutes on an H100), two chunk sizes, three eager row blocks.
-"$py" scripts/bench_loss.py --tokens 16384 --dim 1024 --chunk-tokens 2048 4096 \
-    --row-block-mib 32 64 256 \
-    --cases torchtitan_ce head_matmuls prefix_tau0.5 triton_prefix_tau0.5 fused_prefix_tau0.5 \
-    fused_triton_prefix_tau0.5 --json "$out/bench_loss.json" 2>&1 | tee "$out/bench_loss.md" \
-    || status=1
+for mode in eager compiled; do
+    [[ $parts == *,$mode,* ]] || continue
+    "$py" scripts/bench_loss.py --tokens 16384 --dim 1024 --chunk-tokens 2048 4096 \
+        --row-block-mib 32 64 256 --modes "$mode" \
+        --cases torchtitan_ce head_matmuls prefix_tau0.5 triton_prefix_tau0.5 fused_prefix_tau0.5 \
+        fused_triton_prefix_tau0.5 --json "$out/bench_loss_$mode.json" 2>&1 \
+        | tee "$out/bench_loss_$mode.md" || status=1
+done
+if [[ $parts == *,train,* ]]; then
+    assets="${TRAIN_ASSETS:-.gpu_train}"
+    if [[ ! -f $assets/tokenizer/tokenizer.json || ! -d $assets/shards ]]; then
+        echo "train: $assets/tokenizer/tokenizer.json and $assets/shards are needed (see the top)" >&2
+        exit 2
+    fi
+    for run in default:--objective.kernel=auto pytorch:--objective.kernel=pytorch \
+        fused:--objective.fused_loss; do
+        name=${run%%:*}
+        "$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml \
+            --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards" \
+            --validation.no-enable --checkpoint.no-enable --metrics.no-enable-tensorboard \
+            --training.steps 30 --training.global_batch_size -1 --metrics.log_freq 10 \
+            --job.dump_folder "${TMPDIR:-/tmp}/prefix_titan_train_$name" "${run#*:}" 2>&1 \
+            | tee "$out/train_$name.log" | grep -E "step: +[0-9]+ +loss|Loss:|Fused loss:|Error" \
+            || status=1
+    done
+fi
 exit $status

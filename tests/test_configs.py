@@ -235,7 +235,7 @@ def test_triton_kernel_is_refused_at_start_up_without_a_gpu(monkeypatch):
     with pytest.raises(ValueError, match="no[n]e is visible: use objective.kernel = 'pytorch'"):
         check_job_config(config)
     config = parse(ROOT / "train_configs" / "ce.toml", "--objective.kernel", "cuda")
-    with pytest.raises(ValueError, match="objective.kernel must be one of pytorch, triton"):
+    with pytest.raises(ValueError, match="objective.kernel must be one of auto, pytorch, triton"):
         check_job_config(config)
 
 

@@ -93,7 +93,7 @@ def test_the_sweeps_arms_are_named_by_the_spec():
 def test_records_of_older_and_newer_versions():
     """A record without a setting takes its default; one with an unknown setting is refused."""
     spec = ObjectiveSpec.from_record({"name": "prefix", "tau": 0.2})
-    assert spec.arm_name() == "prefix_tau0.2" and spec.kernel == "pytorch"
+    assert spec.arm_name() == "prefix_tau0.2" and spec.kernel == "auto"
     with pytest.raises(
         ValueError, match="run_config.json has objective settings .* not know: zeta"
     ):

@@ -9,6 +9,7 @@ TRITON_INTERPRET=1, and the tests below it run there (or directly on a GPU, or w
 itself was started with TRITON_INTERPRET=1). Everywhere, the kernels are also compiled for the
 H100 and the A100 with Triton's real compiler, which needs no GPU."""
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -249,9 +250,37 @@ def test_triton_kernel_is_refused_on_a_cpu_without_the_interpreter(tables, monke
             check_triton_device()
 
 
+def test_auto_kernel_is_triton_on_cuda_and_pytorch_elsewhere(tables):
+    """objective.kernel = auto (the default) resolves by the device type, as the plan is built
+    (no GPU needed to plan); row_block_mib, a PyTorch setting, is refused where auto means
+    Triton, and honoured where it means PyTorch."""
+    from prefix_titan.objectives import build_plan
+
+    table = tables["prefix_tau0.05"]
+    assert ObjectiveSpec("prefix").kernel == "auto"
+    for device_type, kernel in (("cuda", TRITON), ("cpu", PYTORCH), ("mps", PYTORCH)):
+        for fused in (False, True):
+            spec = ObjectiveSpec("prefix", fused_loss=fused)
+            plan = build_plan(spec, table, device_type=device_type, dim=32)
+            assert plan.kernel is kernel, (device_type, fused)
+            if fused:
+                passes = plan.chunk_step.keywords["passes"].__name__
+                assert passes == ("TritonRows" if kernel is TRITON else "PyTorchRows")
+            if kernel is TRITON:
+                assert "Triton kernels, objective.kernel = 'auto' on CUDA" in plan.describe()
+    blocked = ObjectiveSpec("prefix", row_block_mib=8)
+    assert build_plan(blocked, table, device_type="cpu").row_block_bytes == 8 * 2**20
+    with pytest.raises(ValueError, match="objective.kernel = 'auto' runs Triton kernels on cuda"):
+        build_plan(blocked, table, device_type="cuda")
+    explicit = dataclasses.replace(blocked, kernel="pytorch")
+    assert build_plan(explicit, table, device_type="cuda").kernel is PYTORCH
+    with pytest.raises(ValueError, match="objective.row_block_mib sets the PyTorch row passes"):
+        dataclasses.replace(blocked, kernel="triton").validate()
+
+
 def test_unknown_kernel_is_refused(tables):
     with pytest.raises(
-        ValueError, match="objective.kernel must be one of pytorch, triton; got 'cuda'"
+        ValueError, match="objective.kernel must be one of auto, pytorch, triton; got 'cuda'"
     ):
         ObjectiveSpec("ce", kernel="cuda").validate()
     with pytest.raises(ValueError, match="objective.kernel must be one of"):

@@ -19,8 +19,8 @@ label is a token id in [0, V) (-100 marks a row ignored; any other label is refu
 or, in a training step, after it: `bad_labels`); the plain CE is never weighted.
 
 The two row passes have two implementations, chosen once by `RowKernel` (objective.kernel):
-`PyTorchRows` here, the default and the reference, and `TritonRows` (triton_rows.py: one program
-per row, no fp32 copy of the logits at all).
+`PyTorchRows` here, the reference and the default off CUDA, and `TritonRows` (triton_rows.py: one
+program per row, no fp32 copy of the logits at all), the default on a CUDA GPU (`auto`).
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def row_weights(labels: torch.Tensor, gamma: float | None) -> torch.Tensor | Non
     return w.expand(labels.shape).reshape(-1)
 
 
+AUTO_KERNEL = "auto"
+
+
 class RowKernel(enum.StrEnum):
     """How the loss's row passes run (`objective.kernel`)."""
 
@@ -75,14 +78,32 @@ class RowKernel(enum.StrEnum):
         return tuple(k.value for k in cls)
 
     @classmethod
-    def parse(cls, value) -> RowKernel:
-        """The kernel `objective.kernel` names; a clear error for any other value."""
+    def choices(cls) -> tuple[str, ...]:
+        """The values objective.kernel takes: `auto` (the device's default) or a kernel."""
+        return (AUTO_KERNEL, *cls.names())
+
+    @classmethod
+    def parse(cls, value) -> RowKernel | None:
+        """The kernel `objective.kernel` names, None for `auto` (decided by the device: see
+        `resolve`); a clear error for any other value."""
+        if value == AUTO_KERNEL:
+            return None
         try:
             return cls(value)
         except ValueError:
             raise ValueError(
-                f"objective.kernel must be one of {', '.join(cls.names())}; got {value!r}"
+                f"objective.kernel must be one of {', '.join(cls.choices())}; got {value!r}"
             ) from None
+
+    @classmethod
+    def resolve(cls, value, device_type: str) -> RowKernel:
+        """objective.kernel on a device type: `auto` is Triton on CUDA, where its two passes read
+        the logits once and write them once (the unfused loss at half torchtitan's eager CE
+        time, docs/fused_loss.md), and PyTorch elsewhere (Triton needs a CUDA GPU)."""
+        kernel = cls.parse(value)
+        if kernel is not None:
+            return kernel
+        return cls.TRITON if device_type == "cuda" else cls.PYTORCH
 
     def passes(self):
         """The implementation of the two row passes (PyTorchRows or TritonRows): the one place

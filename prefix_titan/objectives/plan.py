@@ -162,7 +162,12 @@ class LossPlan:
     def describe(self) -> str:
         """The line a run logs at start-up: what computes the loss, and how."""
         if self.kernel is RowKernel.TRITON:
-            how = " (row passes: Triton kernels)"
+            auto = (
+                ", objective.kernel = 'auto' on CUDA"
+                if RowKernel.parse(self.spec.kernel) is None
+                else ""
+            )
+            how = f" (row passes: Triton kernels{auto})"
         elif self.compile:
             how = " (row passes compiled with torch.compile)"
         elif self.spec.row_block_mib is not None:
@@ -177,9 +182,19 @@ class LossPlan:
         return f"Loss: {self.spec.name} on the model's logits{how}"
 
 
-def check_row_block(spec: ObjectiveSpec, compile: bool) -> None:
-    """Refuse objective.row_block_mib where the loss is compiled: torch.compile fuses the row
-    passes, there is no block to size."""
+def check_row_block(
+    spec: ObjectiveSpec, compile: bool, kernel: RowKernel, device_type: str
+) -> None:
+    """Refuse objective.row_block_mib where no PyTorch row pass walks blocks: the loss compiled
+    (torch.compile fuses the passes), or `auto` choosing Triton on this device (an explicit
+    `triton` is refused by ObjectiveSpec.validate)."""
+    if spec.row_block_mib is not None and kernel is RowKernel.TRITON:
+        raise ValueError(
+            f"objective.row_block_mib sets the PyTorch row passes' block, and objective.kernel = "
+            f"{spec.kernel!r} runs Triton kernels on {device_type} (one kernel per row, no "
+            f"block): set objective.kernel = 'pytorch' to walk the blocks, or leave "
+            f"objective.row_block_mib unset"
+        )
     if compile and spec.row_block_mib is not None:
         raise ValueError(
             "objective.row_block_mib sets the eager row passes' block, and the loss is compiled "
@@ -202,8 +217,8 @@ def build_plan(
     `dim` (needed for the fused head's default chunk size); `mechanism` (mechanism_tables of the
     vocabulary) enables the validation metrics."""
     spec.validate()
-    kernel = RowKernel.parse(spec.kernel)
-    check_row_block(spec, compile)
+    kernel = RowKernel.resolve(spec.kernel, device_type)
+    check_row_block(spec, compile, kernel, device_type)
     chunk, source = None, ""
     if spec.fused_loss:
         if spec.fused_chunk_tokens is not None:

@@ -183,18 +183,21 @@ class ObjectiveSpec:
     objectives/fused.py). `scripts/bench_loss.py --chunk-tokens ...` measures the choices on a
     device. Not part of the objective: arms of a sweep share it"""
 
-    kernel: str = option(RowKernel.PYTORCH.value, EXECUTION, choices=RowKernel.names())
-    """How the loss's row passes run: `pytorch` (the default) or `triton` (Triton kernels, a CUDA
-    GPU; opt-in: see docs/fused_loss.md). Not part of the objective: arms of a sweep share it"""
+    kernel: str = option("auto", EXECUTION, choices=RowKernel.choices())
+    """How the loss's row passes run: `auto` (the default: `triton` on a CUDA GPU, `pytorch`
+    elsewhere), `pytorch` (plain PyTorch, the reference; compiled with the loss) or `triton`
+    (Triton kernels, a CUDA GPU). docs/fused_loss.md gives the measurements behind the default.
+    Not part of the objective: arms of a sweep share it"""
 
     row_block_mib: int | None = option(None, EXECUTION)
-    """kernel = pytorch, not compiled: MiB of the fp32 block the eager row passes walk the logits
-    through, as many rows at a time as fit (an integer >= 1; unset = the device's default: 4 on
-    CPU, 256 on a GPU, see objectives/kernel.py). The bytes moved are the same at any size; a
-    block that stays in cache moves fewer of them to memory, and each block costs its kernel
-    launches: `scripts/bench_loss.py --row-block-mib ...` measures the choices on a device. The
-    training loss's passes only: the validation metrics walk blocks of their own. Not part of
-    the objective: arms of a sweep share it"""
+    """The PyTorch row passes (kernel = pytorch, or auto off CUDA), not compiled: MiB of the
+    fp32 block the eager row passes walk the logits through, as many rows at a time as fit (an
+    integer >= 1; unset = the device's default: 4 on CPU, 256 on a GPU, see
+    objectives/kernel.py). The bytes moved are the same at any size; a block that stays in cache
+    moves fewer of them to memory, and each block costs its kernel launches:
+    `scripts/bench_loss.py --row-block-mib ...` measures the choices on a device. The training
+    loss's passes only: the validation metrics walk blocks of their own. Not part of the
+    objective: arms of a sweep share it"""
 
     position_gamma: float | None = option(
         None, WEIGHTING, label=lambda v: None if v is None else f"gamma{v}", order=50
@@ -313,7 +316,7 @@ class ObjectiveSpec:
                 )
         kernel = RowKernel.parse(self.kernel)
         if _check_count("row_block_mib", self.row_block_mib):
-            if kernel is not RowKernel.PYTORCH:
+            if kernel is RowKernel.TRITON:
                 raise ValueError(
                     "objective.row_block_mib sets the PyTorch row passes' block, and "
                     f"objective.kernel is {kernel.value!r} (one kernel per row, no block): "

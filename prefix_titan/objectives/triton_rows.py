@@ -1,4 +1,4 @@
-"""Triton kernels for the loss's two row passes (`objective.kernel = "triton"`).
+"""Triton kernels for the loss's two row passes (`objective.kernel = "triton"`, and `auto` on CUDA).
 
 The same arithmetic as `kernel.PyTorchRows` (its `_forward_rows` / `_backward_rows`), one program
 per row, chosen by `kernel.RowKernel.TRITON`:

@@ -42,9 +42,9 @@ def check_triton_device() -> None:
     if not torch.cuda.is_available() and not interpreting():
         raise ValueError(
             "objective.kernel = 'triton' runs the loss's row passes as Triton kernels on a CUDA "
-            "GPU, and none is visible: use objective.kernel = 'pytorch' (the default) on this "
-            "machine (TRITON_INTERPRET=1 runs the Triton kernels in Triton's CPU interpreter, "
-            "for tests only: it is slow)"
+            "GPU, and none is visible: use objective.kernel = 'pytorch' or 'auto' (the default, "
+            "PyTorch without a GPU) on this machine (TRITON_INTERPRET=1 runs the Triton kernels "
+            "in Triton's CPU interpreter, for tests only: it is slow)"
         )
 
 
@@ -389,7 +389,13 @@ def check_job_config(job_config) -> None:
                 )
     if RowKernel.parse(spec.kernel) is RowKernel.TRITON:
         check_triton_device()
-    check_row_block(spec, compiles_loss(job_config))
+    import torch
+
+    # The device the run will have (torchtitan's own device_type reads "cuda" on a CPU machine
+    # until the CPU run patches it).
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    kernel = RowKernel.resolve(spec.kernel, device_type)
+    check_row_block(spec, compiles_loss(job_config), kernel, device_type)
     if spec.position_gamma is not None and p.context_parallel_degree > 1:
         raise ValueError(
             "objective.position_gamma weights each target by its position in the sequence, but "

@@ -87,11 +87,11 @@ def test_default_chunks_at_a_wide_head(tables, seed):
 @pytest.mark.parametrize("gamma", [None, 0.9], ids=["unweighted", "gamma0.9"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_gpu_default_chunks_match_reference(tables, dtype, gamma, compiled, seed):
-    """The GPU's default 2,048-token chunks: 4,500 rows are 3 chunks, one ragged; eager, and
+    """The GPU's default 4,096-token chunks: 9,000 rows are 3 chunks, one ragged; eager, and
     through the compiled chunk step (inductor's GPU code, with the torch at hand)."""
-    assert default_chunk_tokens("cuda", 1023) == 2048
+    assert default_chunk_tokens("cuda", 1023) == 4096
     table = tables[str(SPECS[-1])]
-    h, w, labels = (t.cuda() for t in fresh_head(table.vocab_size, 4500, dtype, dim=1023))
+    h, w, labels = (t.cuda() for t in fresh_head(table.vocab_size, 9000, dtype, dim=1023))
     labels = labels.view(-1, 50)
     step = build_chunk_step(compile=True) if compiled else None
     got = run_head(fused_fn(table, gamma, device="cuda", step=step), h, w, labels)

@@ -381,3 +381,50 @@ def test_a_device_named_without_an_index_is_the_current_one(monkeypatch):
     assert indexed(torch.device("cuda")) == torch.device("cuda", 3)
     assert indexed("cuda:1") == torch.device("cuda", 1)
     assert indexed("cpu") == torch.device("cpu") and indexed("meta") == torch.device("meta")
+
+
+class _LiveChunks(TorchDispatchMode):
+    """At each matmul that makes a chunk's logits ([c, V] in the head's dtype), how many other
+    such chunks are still alive (distinct storages of tensors made earlier, not yet freed)."""
+
+    def __init__(self, shape, dtype):
+        super().__init__()
+        self.shape, self.dtype, self.made, self.alive_at_mm = shape, dtype, [], []
+
+    def _alive(self):
+        return len({t.untyped_storage().data_ptr() for r in self.made if (t := r()) is not None})
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import weakref
+
+        if func is torch.ops.aten.mm.default:
+            before = self._alive()
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and (out.shape, out.dtype) == (self.shape, self.dtype):
+            if func is torch.ops.aten.mm.default:
+                self.alive_at_mm.append(before)
+            self.made.append(weakref.ref(out))
+        return out
+
+
+@pytest.mark.parametrize("grads", ["h_and_w", "w_only", "none"])
+def test_the_fused_head_holds_one_chunk_of_logits_at_a_time(tables, grads):
+    """Each chunk's gradient is written over its logits, and freed before the next chunk's
+    logits are made: when a chunk's matmul runs no earlier chunk is alive (two would double the
+    head's memory per chunk token)."""
+    c, dim = 16, 24
+    spec = dataclasses.replace(SPECS["prefix_tau0.5"], fused_loss=True, fused_chunk_tokens=c)
+    plan = plan_of(tables["prefix_tau0.5"], spec, dim=dim)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3 * c, dim, generator=g).to(torch.bfloat16)
+    w = (torch.randn(V, dim, generator=g) * dim**-0.5).to(torch.bfloat16)
+    h.requires_grad_(grads == "h_and_w")
+    w.requires_grad_(grads != "none")
+    labels = torch.randint(0, V, (3 * c,), generator=g)
+    live = _LiveChunks(torch.Size([c, V]), torch.bfloat16)
+    with live:
+        objective = plan.fused_loss(h, w, labels)[0]
+    assert live.alive_at_mm == [0, 0, 0], live.alive_at_mm
+    if grads != "none":
+        objective.backward()
+        assert torch.isfinite(w.grad).all()

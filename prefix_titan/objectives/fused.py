@@ -33,14 +33,14 @@ from .table import TableTensors, indexed
 
 
 def default_chunk_tokens(device_type: str, dim: int) -> int:
-    """Tokens per chunk on a device type ("cpu", "cuda", ...) for a head of width `dim`. GPU: 2048
+    """Tokens per chunk on a device type ("cpu", "cuda", ...) for a head of width `dim`. GPU: 4096
     rows keep the chunk's matmuls efficient while its logits stay small next to the unfused
     [N, V] tensors (measured on an H200, docs/fused_loss.md: the fastest size within the fused
-    head's memory goal, for both row kernels). CPU (fp32, measured with scripts/bench_loss.py): once d >= 512 the three
-    matmuls with W need 512 rows to run at full speed; below that, 128 rows are as fast with a
-    quarter of the memory."""
+    head's memory goal, for both row kernels, eager and compiled). CPU (fp32, measured with scripts/bench_loss.py):
+    once d >= 512 the three matmuls with W need 512 rows to run at full speed; below that, 128
+    rows are as fast with a quarter of the memory."""
     if device_type != "cpu":
-        return 2048
+        return 4096
     return 512 if dim >= 512 else 128
 
 
@@ -181,6 +181,9 @@ def _fused_pass(h, head_weight, labels, row_weight, head: FusedHead, grad_h_want
             torch.mm(g, head_weight, out=grad_h[r])
         if grad_w_wanted:
             grad_w = add_weight_grad(grad_w, g, h[r], fp32_output)
+        # The gradient (written over the chunk's logits) is freed before the next chunk's logits
+        # are made: one [c, V] tensor at a time, not two.
+        del g
     if objective is None:  # no tokens
         objective = h.new_zeros((), dtype=torch.float32)
         ce = torch.zeros_like(objective)  # its own tensor: ce is marked non-differentiable

@@ -20,8 +20,9 @@
 #         c('.gpu_train/tokenizer')"
 #     python -m prefix_titan.prepare --source embedded --tokenizer .gpu_train/tokenizer \
 #         --out .gpu_train/shards --tokens 1e6 --val-every 4
-# Calls of a few minutes each (tests,eager then compiled) leave room to react between them. PYTEST_WORKERS=N runs the tests
-# in N processes (pytest-xdist, where installed): most of their time is compiling kernels.
+# Calls of a few minutes each (tests,eager then compiled) leave room to react between them.
+# PYTEST_WORKERS=N runs the tests in N processes (pytest-xdist, where installed; without it, in
+# one): most of their time is compiling kernels.
 #
 # Needs torch with CUDA, Triton, pytest, and torchtitan with what it imports. This package is
 # read from the checkout (PYTHONPATH), so it needs no install. On a machine that has the first
@@ -37,14 +38,22 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-checks}"
-parts=",${2:-tests,eager,compiled},"
-for part in ${parts//,/ }; do
+allowed="tests, eager, compiled, train (comma-separated, no spaces)"
+IFS=, read -ra asked <<<"${2:-tests,eager,compiled}"
+[[ ${#asked[@]} -gt 0 ]] || { echo "PARTS: none given; allowed: $allowed" >&2; exit 2; }
+for part in "${asked[@]}"; do
     case $part in
         tests | eager | compiled | train) ;;
-        *) echo "PARTS: unknown part '$part'; allowed: tests, eager, compiled, train (comma-separated)" >&2
-            exit 2 ;;
+        *) echo "PARTS: unknown part '$part'; allowed: $allowed" >&2; exit 2 ;;
     esac
 done
+parts=",${2:-tests,eager,compiled},"
+assets="${TRAIN_ASSETS:-.gpu_train}"
+if [[ $parts == *,train,* ]] && [[ ! -f $assets/tokenizer/tokenizer.json || ! -d $assets/shards ]]
+then
+    echo "train: $assets/tokenizer/tokenizer.json and $assets/shards are needed (see the top)" >&2
+    exit 2
+fi
 mkdir -p "$out"
 py="${PYTHON:-python3}"
 wheels="${WHEEL_DIR:-.whl}"
@@ -81,19 +90,16 @@ for mode in eager compiled; do
         | tee "$out/bench_loss_$mode.md" || status=1
 done
 if [[ $parts == *,train,* ]]; then
-    assets="${TRAIN_ASSETS:-.gpu_train}"
-    if [[ ! -f $assets/tokenizer/tokenizer.json || ! -d $assets/shards ]]; then
-        echo "train: $assets/tokenizer/tokenizer.json and $assets/shards are needed (see the top)" >&2
-        exit 2
-    fi
     for run in default:--objective.kernel=auto pytorch:--objective.kernel=pytorch \
         fused:--objective.fused_loss; do
         name=${run%%:*}
+        dump="${TMPDIR:-/tmp}/prefix_titan_train_$name"
+        rm -rf "$dump"  # a fresh run each time, never a resume of the last one
         "$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml \
             --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards" \
             --validation.no-enable --checkpoint.no-enable --metrics.no-enable-tensorboard \
             --training.steps 30 --training.global_batch_size -1 --metrics.log_freq 10 \
-            --job.dump_folder "${TMPDIR:-/tmp}/prefix_titan_train_$name" "${run#*:}" 2>&1 \
+            --job.dump_folder "$dump" "${run#*:}" 2>&1 \
             | tee "$out/train_$name.log" | grep -E "step: +[0-9]+ +loss|Loss:|Fused loss:|Error" \
             || status=1
     done

@@ -444,8 +444,39 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_pa
     check_job_config(parse(default, *args))
     with pytest.raises(ValueError) as e:
         check_job_config(parse(default, *args, "--objective.fused_chunk_tokens", "512"))
-    assert "objective.fused_chunk_tokens: '(not recorded)' -> 512" in str(e.value)
-    assert "objective.kernel" not in str(e.value)
+    # compared as resolved: the tiny flavor's CPU default of then (and now) against the setting
+    assert "objective.fused_chunk_tokens: 128 -> 512" in str(e.value)
+    assert "objective.kernel:" not in str(e.value)
+    assert "compared as resolved on cpu" in str(e.value)
+
+
+def test_a_resume_compares_the_kernel_and_chunk_as_the_device_resolves_them(tmp_path):
+    """objective.kernel = 'auto' runs what a record of 'pytorch' ran on a CPU: the same run; a
+    record whose device ran the Triton rows (RESOLVED) is not resumed with the PyTorch rows, and
+    the message says how the two were compared. A record keeps what its device resolved."""
+    import json
+
+    from prefix_titan.runs.folder import RESOLVED, RUN_CONFIG
+    from prefix_titan.titan.checks import run_execution
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder), "--objective.fused_loss")
+    job = parse(default, *args)
+    assert job.objective.kernel == "auto"
+    assert run_execution(job) == {"kernel": "pytorch", "fused_chunk_tokens": 128}
+    _record_run(folder, job)
+    record = json.loads((folder / RUN_CONFIG).read_text())
+    record["objective"]["kernel"] = "pytorch"  # a run recorded before 'auto' existed
+    (folder / RUN_CONFIG).write_text(json.dumps(record))
+    check_job_config(parse(default, *args))
+    check_job_config(parse(default, *args, "--objective.fused_chunk_tokens", "128"))
+    record[RESOLVED] = {"kernel": "triton", "fused_chunk_tokens": 128}  # ran on a GPU
+    (folder / RUN_CONFIG).write_text(json.dumps(record))
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, *args))
+    assert "objective.kernel: 'triton' -> 'pytorch'" in str(e.value)
+    assert "compared as resolved on cpu" in str(e.value)
 
 
 def test_a_config_without_an_objective_is_refused(tmp_path):

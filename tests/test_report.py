@@ -260,7 +260,7 @@ def test_arms_must_compute_the_loss_the_same_way(tmp_path):
     )
     text = report(str(tmp_path))
     assert "`objective.fused_chunk_tokens` differs from None in: prefix_tau1.0 seed 1234" in text
-    assert "`objective.kernel` differs from 'pytorch' in: label_smoothing seed 1234" in text
+    assert "`objective.kernel` differs from 'auto' in: label_smoothing seed 1234" in text
     assert "`objective.fused_loss` differs from False in: prefix_tau0.5 seed 1234" in text
     assert "objective.tau" not in text.split("## Per arm")[0]
 

@@ -259,6 +259,38 @@ def test_an_integer_setting_names_the_arm_its_float_names():
             ObjectiveSpec("prefix", tau=tau).validate()
 
 
+def test_the_report_compares_the_kernel_and_chunk_as_each_run_resolved_them():
+    """Arms whose kernel settings differ ('pytorch', 'auto') but ran the same rows are alike;
+    arms that ran other rows, or other chunks, are named."""
+    from prefix_titan.objectives.plan import recorded_execution
+    from prefix_titan.runs.folder import RESOLVED
+
+    def run(name, seed, kernel, resolved=None):
+        config = {"objective": {"name": "ce", "kernel": kernel}, "debug": {"seed": seed}}
+        if resolved is not None:
+            config[RESOLVED] = resolved
+        return {"name": name, "seed": seed, "config": config}
+
+    cpu = {"kernel": "pytorch", "fused_chunk_tokens": None}
+    gpu = {"kernel": "triton", "fused_chunk_tokens": None}
+    alike = [run("ce", 1, "pytorch"), run("ce", 2, "auto", cpu), run("ce", 3, "pytorch", cpu)]
+    assert runs.invariant_violations(alike) == []
+    (problem,) = runs.invariant_violations(
+        [run("ce", 1, "auto", cpu), *alike[1:], run("ce", 4, "auto", gpu)]
+    )
+    assert problem.startswith("`objective.kernel` differs from 'pytorch' in: ce seed 4 ('triton')")
+    # a record from before records kept RESOLVED: what its settings meant then
+    old_fused = {"kernel": "pytorch", "fused_loss": True, "fused_chunk_tokens": None}
+    assert recorded_execution(old_fused, None, "cuda", 1024) == {
+        "kernel": "pytorch",
+        "fused_chunk_tokens": 2048,
+    }
+    assert recorded_execution(old_fused, None, "cpu", 1024)["fused_chunk_tokens"] == 512
+    assert recorded_execution({"fused_loss": True}, None)["kernel"] == "pytorch"
+    assert recorded_execution({"kernel": "auto"}, None, "cuda", 64)["kernel"] == "triton"
+    assert recorded_execution({"kernel": "auto"}, gpu, "cpu", 64) == gpu
+
+
 def test_the_report_names_runs_that_read_other_files_not_runs_recorded_before_the_files():
     from prefix_titan.runs.folder import DATA_FILES
 

@@ -309,6 +309,8 @@ def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_pat
     assert json.loads(record.read_text())["objective"]["name"] == "prefix"
     placed = {"ranks": 1, "dp_replicate": 1, "dp_shard": 1, "cp": 1, "tp": 1, "pp": 1}
     assert json.loads(record.read_text())["placement"] == placed  # what the seed's weights follow
+    ran = {"kernel": "pytorch", "fused_chunk_tokens": None}  # 'auto' on a CPU, unfused
+    assert json.loads(record.read_text())["resolved"] == ran
     read = json.loads(record.read_text())["data_files"]  # what it read under its settings' names
     assert set(read) == {"tokenizer.json", "tokenizer_config.json"} and all(
         len(v) == 64 for v in read.values()

@@ -188,18 +188,18 @@ def check_row_block(
     """Refuse objective.row_block_mib where no PyTorch row pass walks blocks: the loss compiled
     (torch.compile fuses the passes), or `auto` choosing Triton on this device (an explicit
     `triton` is refused by ObjectiveSpec.validate)."""
+    if compile and spec.row_block_mib is not None:
+        raise ValueError(
+            "objective.row_block_mib sets the eager row passes' block, and the loss is compiled "
+            "(torch.compile fuses the passes: no block): leave objective.row_block_mib unset, "
+            "or take 'loss' out of compile.components"
+        )
     if spec.row_block_mib is not None and kernel is RowKernel.TRITON:
         raise ValueError(
             f"objective.row_block_mib sets the PyTorch row passes' block, and objective.kernel = "
             f"{spec.kernel!r} runs Triton kernels on {device_type} (one kernel per row, no "
             f"block): set objective.kernel = 'pytorch' to walk the blocks, or leave "
             f"objective.row_block_mib unset"
-        )
-    if compile and spec.row_block_mib is not None:
-        raise ValueError(
-            "objective.row_block_mib sets the eager row passes' block, and the loss is compiled "
-            "(torch.compile fuses the passes: no block): leave objective.row_block_mib unset, "
-            "or take 'loss' out of compile.components"
         )
 
 
@@ -219,16 +219,59 @@ def build_plan(
     spec.validate()
     kernel = RowKernel.resolve(spec.kernel, device_type)
     check_row_block(spec, compile, kernel, device_type)
-    chunk, source = None, ""
-    if spec.fused_loss:
-        if spec.fused_chunk_tokens is not None:
-            chunk, source = spec.fused_chunk_tokens, "objective.fused_chunk_tokens"
-        else:
-            if dim is None:
-                raise ValueError("the fused head's default chunk size needs the model's width")
-            chunk = default_chunk_tokens(device_type, dim)
-            source = f"the default on {device_type}"
+    chunk, source = resolve_chunk(spec, device_type, dim)
     return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism)
 
 
-__all__ = ["LossPlan", "build_plan", "check_row_block"]
+def resolve_chunk(spec: ObjectiveSpec, device_type: str, dim: int | None) -> tuple[int | None, str]:
+    """(the fused head's tokens per chunk, where the number came from); (None, "") unfused."""
+    if not spec.fused_loss:
+        return None, ""
+    if spec.fused_chunk_tokens is not None:
+        return spec.fused_chunk_tokens, "objective.fused_chunk_tokens"
+    if dim is None:
+        raise ValueError("the fused head's default chunk size needs the model's width")
+    return default_chunk_tokens(device_type, dim), f"the default on {device_type}"
+
+
+def resolved_execution(spec: ObjectiveSpec, device_type: str, dim: int | None) -> dict:
+    """What a device makes of the execution settings whose defaults depend on it: the row
+    kernel that runs and the fused head's chunk size (None unfused). A run's record keeps it:
+    resuming a run, or comparing the arms of a sweep, compares these, not the settings."""
+    return {
+        "kernel": RowKernel.resolve(spec.kernel, device_type).value,
+        "fused_chunk_tokens": resolve_chunk(spec, device_type, dim)[0],
+    }
+
+
+GPU_CHUNK_BEFORE_4096 = 2048
+"""The GPU's default chunk size for runs recorded before records kept `resolved_execution`"""
+
+
+def recorded_execution(
+    objective: dict, resolved: dict | None, device_type: str | None = None, dim: int | None = None
+) -> dict:
+    """`resolved_execution` of a run's record: the one it keeps, or for a run recorded before
+    records kept it, what its settings resolved to then (no kernel setting: PyTorch, the only
+    kernel; an unset chunk size: the defaults of then on `device_type` for a model of width
+    `dim`, where both are given; else the settings as recorded)."""
+    if resolved is not None:
+        return dict(resolved)
+    kernel = objective.get("kernel", RowKernel.PYTORCH.value)
+    if device_type is not None and kernel in RowKernel.choices():
+        kernel = RowKernel.resolve(kernel, device_type).value
+    chunk = objective.get("fused_chunk_tokens")
+    if chunk is None and objective.get("fused_loss") and device_type is not None and dim:
+        cpu = device_type == "cpu"
+        chunk = default_chunk_tokens(device_type, dim) if cpu else GPU_CHUNK_BEFORE_4096
+    return {"kernel": kernel, "fused_chunk_tokens": chunk}
+
+
+__all__ = [
+    "LossPlan",
+    "build_plan",
+    "check_row_block",
+    "recorded_execution",
+    "resolve_chunk",
+    "resolved_execution",
+]

@@ -20,6 +20,10 @@ DATA_FILES = "data_files"
 """In RUN_CONFIG beside the job config: the sha256 of what the run read under its settings' names
 (the tokenizer's files, each token-shard folder's manifest): a resume or a sweep that reads other
 files under the same paths is told apart"""
+RESOLVED = "resolved"
+"""In RUN_CONFIG beside the job config: what the run's device made of the execution settings
+whose defaults depend on it (objectives/plan.py resolved_execution: the row kernel, the fused
+head's chunk size); resumes and sweep reports compare these"""
 METRICS_LOG = "prefix_metrics.jsonl"
 """One JSON line per logged step (loss, plain CE, lr) and per validation (plain CE)"""
 EVAL_RESULTS = "eval_results.json"

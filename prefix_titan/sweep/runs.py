@@ -10,6 +10,7 @@ import re
 
 from ..evaluation.harness import ITEM_DIGESTS, bits_per_byte, calibrated_accuracy, read_items
 from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
+from ..objectives.plan import recorded_execution
 from ..objectives.spec import ObjectiveSpec
 from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
@@ -18,6 +19,7 @@ from ..runs.folder import (
     EVAL_RESULTS,
     METRICS_LOG,
     PLACEMENT,
+    RESOLVED,
     RUN_CONFIG,
     flatten,
     read_export_record,
@@ -315,10 +317,20 @@ def _placement(p: dict) -> str:
     return f"{p.get('ranks')} rank(s)" + (f" ({degrees})" if degrees else "")
 
 
+def _as_resolved(config: dict) -> dict:
+    """A run's record without its placement, its execution settings as its device resolved them
+    (RESOLVED; a kernel = 'auto' that ran the PyTorch rows is the same as 'pytorch')."""
+    out = {k: v for k, v in config.items() if k not in (PLACEMENT, RESOLVED)}
+    objective = dict(out.get("objective") or {})
+    objective.update(recorded_execution(objective, config.get(RESOLVED)))
+    out["objective"] = objective
+    return out
+
+
 def invariant_violations(runs: list[dict]) -> list[str]:
     """Settings outside the objective (and the seed) that differ between runs, naming the runs:
     the execution settings of [objective] (ObjectiveSpec.execution_fields) count as outside."""
-    flat = [flatten({k: v for k, v in r["config"].items() if k != PLACEMENT}) for r in runs]
+    flat = [flatten(_as_resolved(r["config"])) for r in runs]
     shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
     keys = sorted(
         {

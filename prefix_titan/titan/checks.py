@@ -10,7 +10,7 @@ from ..data.shards import MANIFEST, load_manifest, manifest_sha256
 from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import canonical_options, resolve_family
 from ..objectives.kernel import RowKernel
-from ..objectives.plan import check_row_block
+from ..objectives.plan import check_row_block, recorded_execution, resolved_execution
 from ..runs.checkpoints import complete_steps, sha256, verify_step
 from ..runs.folder import (
     DATA_FILES,
@@ -19,6 +19,7 @@ from ..runs.folder import (
     METRICS_LOG,
     PLACED_BY_LAUNCH,
     PLACEMENT,
+    RESOLVED,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
     checkpoint_folder_problem,
@@ -31,6 +32,20 @@ from ..runs.folder import (
 from ..runs.lock import RunLock
 from .datasets import EMBEDDED_DATASETS, SHARD_DATASETS, TOKEN_DATASETS, check_dataset_name
 from .loss import compiles_loss
+
+
+def run_device() -> str:
+    """The device type this process trains on: torchtitan's, which is CUDA where a GPU is
+    visible (its own device_type reads "cuda" on a CPU machine until the CPU run patches it)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_execution(job_config) -> dict:
+    """resolved_execution of the job's [objective] on this process's device (RESOLVED)."""
+    spec = job_config.objective.validate()
+    return resolved_execution(spec, run_device(), flavor_args(job_config.model.flavor).dim)
 
 
 def check_triton_device() -> None:
@@ -389,11 +404,7 @@ def check_job_config(job_config) -> None:
                 )
     if RowKernel.parse(spec.kernel) is RowKernel.TRITON:
         check_triton_device()
-    import torch
-
-    # The device the run will have (torchtitan's own device_type reads "cuda" on a CPU machine
-    # until the CPU run patches it).
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = run_device()
     kernel = RowKernel.resolve(spec.kernel, device_type)
     check_row_block(spec, compiles_loss(job_config), kernel, device_type)
     if spec.position_gamma is not None and p.context_parallel_degree > 1:
@@ -520,6 +531,14 @@ def check_resume(job_config, finished: bool = False) -> None:
             "folder), and its record is updated"
         )
     recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
+    # The execution settings whose defaults depend on the device are compared as resolved: a
+    # kernel = 'auto' that runs what the record ran is the same run, one that runs another is not
+    device_type, dim = run_device(), flavor_args(job_config.model.flavor).dim
+    ran = recorded_execution(
+        recorded.get("objective") or {}, recorded.pop(RESOLVED, None), device_type, dim
+    )
+    recorded.setdefault("objective", {}).update(ran)
+    current["objective"].update(run_execution(job_config))
     if DATA_FILES in recorded:  # (a run recorded before the package recorded its files: unchecked)
         current[DATA_FILES] = data_files(job_config)
     for r in (recorded, current):
@@ -550,6 +569,14 @@ def check_resume(job_config, finished: bool = False) -> None:
         else f"the record ({RUN_CONFIG}) and metrics of a run with other settings, and this run "
         "would overwrite its record and mix its metrics with them"
     )
+    resolved = [
+        c for c in conflicts if c.startswith(("objective.kernel:", "objective.fused_chunk"))
+    ]
+    if resolved:
+        conflicts.append(
+            "(objective.kernel and objective.fused_chunk_tokens are compared as resolved on "
+            f"{device_type}: set them to the recorded values to run as the record did)"
+        )
     raise ValueError(
         f"{folder} holds {held}:\n  "
         + "\n  ".join(conflicts)

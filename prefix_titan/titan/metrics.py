@@ -28,6 +28,7 @@ from ..runs.folder import (
     DATA_FILES,
     METRICS_LOG,
     PLACEMENT,
+    RESOLVED,
     RUN_CONFIG,
     append_line,
     drop_torn_line,
@@ -35,7 +36,7 @@ from ..runs.folder import (
     step_number,
     write_json,
 )
-from .checks import data_files
+from .checks import data_files, run_execution
 from .step_checks import FAR, StepChecks
 
 
@@ -155,6 +156,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
                 },
             }
             record[DATA_FILES] = data_files(job_config)
+            record[RESOLVED] = run_execution(job_config)
             write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 

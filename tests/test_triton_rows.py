@@ -250,10 +250,10 @@ def test_triton_kernel_is_refused_on_a_cpu_without_the_interpreter(tables, monke
             check_triton_device()
 
 
-def test_auto_kernel_is_triton_on_cuda_and_pytorch_elsewhere(tables):
+def test_auto_kernel_is_triton_on_cuda_and_pytorch_elsewhere(tables, monkeypatch):
     """objective.kernel = auto (the default) resolves by the device type, as the plan is built
-    (no GPU needed to plan); row_block_mib, a PyTorch setting, is refused where auto means
-    Triton, and honoured where it means PyTorch."""
+    (no GPU needed to plan; a ROCm GPU, unmeasured, keeps the PyTorch rows); row_block_mib, a
+    PyTorch setting, is refused where auto means Triton, and honoured where it means PyTorch."""
     from prefix_titan.objectives import build_plan
 
     table = tables["prefix_tau0.05"]
@@ -272,6 +272,9 @@ def test_auto_kernel_is_triton_on_cuda_and_pytorch_elsewhere(tables):
     assert build_plan(blocked, table, device_type="cpu").row_block_bytes == 8 * 2**20
     with pytest.raises(ValueError, match="objective.kernel = 'auto' runs Triton kernels on cuda"):
         build_plan(blocked, table, device_type="cuda")
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm torch: 'cuda', not NVIDIA
+    assert build_plan(ObjectiveSpec("prefix"), table, device_type="cuda").kernel is PYTORCH
+    monkeypatch.undo()
     explicit = dataclasses.replace(blocked, kernel="pytorch")
     assert build_plan(explicit, table, device_type="cuda").kernel is PYTORCH
     with pytest.raises(ValueError, match="objective.row_block_mib sets the PyTorch row passes"):

@@ -97,13 +97,16 @@ class RowKernel(enum.StrEnum):
 
     @classmethod
     def resolve(cls, value, device_type: str) -> RowKernel:
-        """objective.kernel on a device type: `auto` is Triton on CUDA, where its two passes read
-        the logits once and write them once (the unfused loss at half torchtitan's eager CE
-        time, docs/fused_loss.md), and PyTorch elsewhere (Triton needs a CUDA GPU)."""
+        """objective.kernel on a device type: `auto` is Triton on an NVIDIA CUDA GPU, where its
+        two passes read the logits once and write them once (the unfused loss at half
+        torchtitan's eager CE time, docs/fused_loss.md), and PyTorch elsewhere: Triton needs a
+        GPU, and the kernels are measured on NVIDIA's alone (a ROCm torch also says "cuda";
+        `triton` asks for them there)."""
         kernel = cls.parse(value)
         if kernel is not None:
             return kernel
-        return cls.TRITON if device_type == "cuda" else cls.PYTORCH
+        nvidia = device_type == "cuda" and torch.version.hip is None
+        return cls.TRITON if nvidia else cls.PYTORCH
 
     def passes(self):
         """The implementation of the two row passes (PyTorchRows or TritonRows): the one place

@@ -184,8 +184,8 @@ class ObjectiveSpec:
     device. Not part of the objective: arms of a sweep share it"""
 
     kernel: str = option("auto", EXECUTION, choices=RowKernel.choices())
-    """How the loss's row passes run: `auto` (the default: `triton` on a CUDA GPU, `pytorch`
-    elsewhere), `pytorch` (plain PyTorch, the reference; compiled with the loss) or `triton`
+    """How the loss's row passes run: `auto` (the default: `triton` on an NVIDIA CUDA GPU,
+    `pytorch` elsewhere), `pytorch` (plain PyTorch, the reference; compiled with the loss) or `triton`
     (Triton kernels, a CUDA GPU). docs/fused_loss.md gives the measurements behind the default.
     Not part of the objective: arms of a sweep share it"""
 

@@ -142,21 +142,35 @@ def count_traffic(fn, vocab_size: int) -> Traffic:
     return traffic
 
 
+INDUCTOR_METRICS_LOG = "torch._inductor.compile_fx.__inductor_metrics"
+"""The logger of inductor's per-graph metrics (torch._logging's `inductor_metrics` artifact)"""
+
+
+def _drop(record) -> bool:
+    return False
+
+
 def compiled_traffic(fn) -> int | None:
     """Inductor's own count of the bytes its kernels read and write (its scheduler's buffer
     sizes, summed over the graphs `fn()` compiles: each graph counted once, however often it
     runs), with dynamo and the graph cache reset so that everything compiles afresh (torch's log
-    settings are reset afterwards); None when this torch does not report it."""
+    settings are reset afterwards); None when this torch does not report it. Inductor counts
+    where its metrics log is on; the log's lines themselves are dropped, not printed."""
+    import logging
+
     from torch._inductor import config, metrics
 
     torch._dynamo.reset()
     metrics.reset()
+    log = logging.getLogger(INDUCTOR_METRICS_LOG)
+    log.addFilter(_drop)
     try:
         torch._logging.set_logs(inductor_metrics=True)  # what makes inductor count
         with config.patch(fx_graph_cache=False):
             fn()
     finally:
         torch._logging.set_logs()
+        log.removeFilter(_drop)
     torch._dynamo.reset()
     return metrics.num_bytes_accessed or None
 

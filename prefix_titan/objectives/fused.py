@@ -36,9 +36,9 @@ def default_chunk_tokens(device_type: str, dim: int) -> int:
     """Tokens per chunk on a device type ("cpu", "cuda", ...) for a head of width `dim`. GPU: 4096
     rows keep the chunk's matmuls efficient while its logits stay small next to the unfused
     [N, V] tensors (measured on an H200, docs/fused_loss.md: the fastest size within the fused
-    head's memory goal, for both row kernels, eager and compiled). CPU (fp32, measured with scripts/bench_loss.py):
-    once d >= 512 the three matmuls with W need 512 rows to run at full speed; below that, 128
-    rows are as fast with a quarter of the memory."""
+    head's memory goal, for both row kernels, eager and compiled). CPU (fp32, measured with
+    scripts/bench_loss.py): once d >= 512 the three matmuls with W need 512 rows to run at full
+    speed; below that, 128 rows are as fast with a quarter of the memory."""
     if device_type != "cpu":
         return 4096
     return 512 if dim >= 512 else 128

@@ -16,7 +16,7 @@ from functools import cached_property, partial
 import torch
 
 from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss, prepare_device
-from .kernel import RowKernel, check_labels, check_width, row_weights, target_loss
+from .kernel import AUTO_KERNEL, RowKernel, check_labels, check_width, row_weights, target_loss
 from .mechanism import MechanismTables, mechanism_sums, observing_step
 from .spec import ObjectiveSpec
 from .table import TableTensors, TargetTable, indexed
@@ -162,11 +162,7 @@ class LossPlan:
     def describe(self) -> str:
         """The line a run logs at start-up: what computes the loss, and how."""
         if self.kernel is RowKernel.TRITON:
-            auto = (
-                ", objective.kernel = 'auto' on CUDA"
-                if RowKernel.parse(self.spec.kernel) is None
-                else ""
-            )
+            auto = ", objective.kernel = 'auto' on CUDA" if self.spec.kernel == AUTO_KERNEL else ""
             how = f" (row passes: Triton kernels{auto})"
         elif self.compile:
             how = " (row passes compiled with torch.compile)"

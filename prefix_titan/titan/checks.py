@@ -50,11 +50,10 @@ def run_execution(job_config) -> dict:
 
 def check_triton_device() -> None:
     """objective.kernel = "triton" needs a CUDA GPU (or Triton's CPU interpreter, for tests)."""
-    import torch
 
     from ..objectives.triton_rows import interpreting
 
-    if not torch.cuda.is_available() and not interpreting():
+    if run_device() != "cuda" and not interpreting():
         raise ValueError(
             "objective.kernel = 'triton' runs the loss's row passes as Triton kernels on a CUDA "
             "GPU, and none is visible: use objective.kernel = 'pytorch' or 'auto' (the default, "
@@ -402,10 +401,10 @@ def check_job_config(job_config) -> None:
                     f"whole vocabulary, and {why}: set parallelism.{name} = 1, or "
                     f"objective.fused_loss = false (the unfused loss)"
                 )
-    if RowKernel.parse(spec.kernel) is RowKernel.TRITON:
-        check_triton_device()
     device_type = run_device()
     kernel = RowKernel.resolve(spec.kernel, device_type)
+    if kernel is RowKernel.TRITON:  # asked for, or 'auto' on an NVIDIA GPU
+        check_triton_device()
     check_row_block(spec, compiles_loss(job_config), kernel, device_type)
     if spec.position_gamma is not None and p.context_parallel_degree > 1:
         raise ValueError(

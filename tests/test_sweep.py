@@ -23,7 +23,7 @@ def dry_run(*args, gpus=None, root=ROOT, checks=False):
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
-    preflight = launch.preflight if checks else lambda root, runs: []
+    preflight = launch.preflight if checks else lambda root, runs, device=None: []
     try:
         with (
             contextlib.redirect_stdout(out),
@@ -499,7 +499,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 
-    monkeypatch.setattr(launch, "preflight", lambda root, runs: [])
+    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None: [])
     monkeypatch.setattr(launch, "run_queue", run_queue)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     plan = tmp_path / "plan.toml"
@@ -800,6 +800,49 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
     assert rc == 2, (lines, err)
     assert "ce seed 1: " in err and "a finished run with other settings" in err, err
     assert "optimizer.lr: " in err and "-> 1e-05" in err, err
+
+
+@pytest.mark.slow  # two processes that import torchtitan
+def test_a_plan_for_gpus_made_without_them_checks_runs_as_the_gpus_will_run_them(tmp_path):
+    """A sweep planned on a machine without GPUs (a login node) for GPUs is checked for the GPUs:
+    a finished run that ran the Triton rows there (objective.kernel = 'auto' on a GPU) is
+    skipped, not refused as trained otherwise, and `kernel = 'triton'` is no refusal. A plan for
+    the CPU (--gpus 0, smoke) is checked for the CPU, where the same record is another run."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.runs.folder import RESOLVED, RUN_CONFIG, run_record, write_json
+    from prefix_titan.sweep.__main__ import configs_main
+    from prefix_titan.sweep.configs import load_config
+
+    (tmp_path / "train_configs").mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert configs_main(["--root", str(tmp_path)]) == 0
+    for scale, seed in (("pilot", 1), ("smoke", 1)):
+        config = load_config(tmp_path, scale, "ce")
+        run = tmp_path / launch.run_folder(config, seed)
+        finish(run, config)
+        cwd = os.getcwd()
+        os.chdir(tmp_path)
+        try:
+            args = launch.train_args(scale, "ce", config, seed, 1, [], None)
+            record = run_record(ConfigManager().parse_args(args))
+        finally:
+            os.chdir(cwd)
+        record[RESOLVED] = {"kernel": "triton", "fused_chunk_tokens": None}  # as a GPU ran it
+        write_json(str(run / RUN_CONFIG), record)
+    skipped = [f"# ce seed 1: {launch.SKIPPED}"]
+    pilot = ("--scale", "pilot", "--arms", "ce", "--seeds", "1")
+    rc, lines, err = dry_run(*pilot, gpus="", root=tmp_path, checks=True)
+    assert rc == 0 and lines == skipped and "refused" not in err, (lines, err)
+    rc, lines, err = dry_run(
+        *pilot, "--", "--objective.kernel", "triton", gpus="", root=tmp_path, checks=True
+    )
+    assert rc == 0 and lines == skipped and "refused" not in err, (lines, err)
+    smoke = ("--scale", "smoke", "--arms", "ce", "--seeds", "1")
+    rc, lines, err = dry_run(*smoke, gpus="", root=tmp_path, checks=True)
+    assert rc == 2 and "a finished run with other settings" in err, (lines, err)
+    assert "objective.kernel: 'triton' -> 'pytorch'" in err
+    assert "compared as resolved on cpu" in err, err
 
 
 def test_the_queue_does_not_write_a_log_through_a_link(tmp_path):

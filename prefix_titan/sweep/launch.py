@@ -38,7 +38,9 @@ checks, its data folders and tokenizer, a live writer on its dump folder, the ta
 family of one's own, built as its run would build it): a refusal names each
 run and nothing starts (exit status 2), instead of one torchrun failure report per run. A
 --dry-run makes the same checks after printing its plan, and exits 2 with the same list where a
-launch from here would be refused (data not prepared yet, a tokenizer missing).
+launch from here would be refused (data not prepared yet, a tokenizer missing). It checks the runs
+for the device it plans for: a plan for GPUs made on a machine without them resolves
+objective.kernel = 'auto' (and the fused head's chunk size) as a GPU will.
 
 A finished run (its final step's checkpoint is complete) is skipped, so the same command resumes
 a sweep (a --dry-run lists it as a comment line, `# ARM seed S: finished already, skipped`, and
@@ -217,17 +219,19 @@ FINISHED = "finished"
 """A run preflight checks only against its record (a finished run the launch skips)"""
 
 
-def preflight(root, runs: list[tuple]) -> list[str]:
+def preflight(root, runs: list[tuple], device: str | None = None) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
     before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
     import torchtitan): the job config's checks, the data folders, a live writer on its folder;
     for a run given as (name, train_args, FINISHED), only whether its record says it trained
-    what these arguments would (else the launch is another sweep's). No run: no process."""
+    what these arguments would (else the launch is another sweep's). `device`: the device type
+    the runs will train on where it is not this machine's (a plan for GPUs made without them),
+    which decides what objective.kernel = 'auto' runs. No run: no process."""
     if not runs:
         return []
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.titan.preflight"],
-        input=json.dumps(runs),
+        input=json.dumps({"runs": runs, "device": device}),
         cwd=root,
         capture_output=True,
         text=True,
@@ -421,9 +425,10 @@ def _placed_otherwise(a, starting: set, world: int) -> list[str]:
     return problems
 
 
-def _refused(a, runs, extra, world: int) -> int:
+def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
     """Check every run that would start (preflight); print the refusals and return 2 if any (a
-    --dry-run prints them after its plan: what a launch from here would refuse)."""
+    --dry-run prints them after its plan: what a launch from here would refuse, on the device
+    type it plans for, `device`; None: this machine's)."""
     todo, starting = [], set()
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
@@ -435,7 +440,7 @@ def _refused(a, runs, extra, world: int) -> int:
         else:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
-    problems = preflight(a.root, todo) + _placed_otherwise(a, starting, world)
+    problems = preflight(a.root, todo, device) + _placed_otherwise(a, starting, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"
@@ -812,8 +817,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     if a.dry_run:
         sys.stdout.flush()
         print(f"[sweep] {plan_line}", file=sys.stderr)
+        on_gpus = per_run == "node" or bool(gpus)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
-        return _refused(a, runs, extra, world)
+        return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
     if failed:
         print("[sweep] failed:\n  " + "\n  ".join(failed), file=sys.stderr)
     return 1 if failed else 0

@@ -42,18 +42,21 @@ def run_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_execution(job_config) -> dict:
-    """resolved_execution of the job's [objective] on this process's device (RESOLVED)."""
+def run_execution(job_config, device_type: str | None = None) -> dict:
+    """resolved_execution of the job's [objective] on `device_type` (None: this process's
+    device, run_device) (RESOLVED)."""
     spec = job_config.objective.validate()
-    return resolved_execution(spec, run_device(), flavor_args(job_config.model.flavor).dim)
+    device_type = device_type or run_device()
+    return resolved_execution(spec, device_type, flavor_args(job_config.model.flavor).dim)
 
 
-def check_triton_device() -> None:
-    """objective.kernel = "triton" needs a CUDA GPU (or Triton's CPU interpreter, for tests)."""
+def check_triton_device(device_type: str | None = None) -> None:
+    """objective.kernel = "triton" needs a CUDA GPU (or Triton's CPU interpreter, for tests):
+    on `device_type`, the device the run trains on (None: this process's, run_device)."""
 
     from ..objectives.triton_rows import interpreting
 
-    if run_device() != "cuda" and not interpreting():
+    if (device_type or run_device()) != "cuda" and not interpreting():
         raise ValueError(
             "objective.kernel = 'triton' runs the loss's row passes as Triton kernels on a CUDA "
             "GPU, and none is visible: use objective.kernel = 'pytorch' or 'auto' (the default, "
@@ -342,10 +345,12 @@ def check_paths(job_config) -> None:
         raise PathProblems(problems)
 
 
-def check_job_config(job_config) -> None:
+def check_job_config(job_config, device_type: str | None = None) -> None:
     """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
     written with other settings (check_resume). objective.options is rewritten in its one
-    spelling (families.canonical_options) before the run is recorded or compared."""
+    spelling (families.canonical_options) before the run is recorded or compared. `device_type`:
+    the device the run will train on, where it is not this process's (a sweep planned on a
+    machine without GPUs for GPUs); None: run_device()."""
     if not hasattr(job_config, "objective"):
         raise ValueError(
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
@@ -366,10 +371,9 @@ def check_job_config(job_config) -> None:
     resolve_family(spec.name)
     spec.options = canonical_options(spec)
     flavor = flavor_args(job_config.model.flavor)
+    device_type = device_type or run_device()
     if flavor.attn_type == "flex":
-        import torch
-
-        if not torch.cuda.is_available():
+        if device_type != "cuda":
             plain = [n for n, f in FLAVORS.items() if f.attn_type != "flex"]
             raise ValueError(
                 f"model.flavor {job_config.model.flavor!r} attends with FlexAttention, which torch "
@@ -401,10 +405,9 @@ def check_job_config(job_config) -> None:
                     f"whole vocabulary, and {why}: set parallelism.{name} = 1, or "
                     f"objective.fused_loss = false (the unfused loss)"
                 )
-    device_type = run_device()
     kernel = RowKernel.resolve(spec.kernel, device_type)
     if kernel is RowKernel.TRITON:  # asked for, or 'auto' on an NVIDIA GPU
-        check_triton_device()
+        check_triton_device(device_type)
     check_row_block(spec, compiles_loss(job_config), kernel, device_type)
     if spec.position_gamma is not None and p.context_parallel_degree > 1:
         raise ValueError(
@@ -470,7 +473,7 @@ def check_job_config(job_config) -> None:
             "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2 (torchtitan keeps the "
             "step being saved besides the newest finished one); got 1"
         )
-    check_resume(job_config)
+    check_resume(job_config, device_type=device_type)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -497,13 +500,15 @@ def data_files(job_config) -> dict[str, str]:
     return out
 
 
-def check_resume(job_config, finished: bool = False) -> None:
+def check_resume(job_config, finished: bool = False, device_type: str | None = None) -> None:
     """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
     whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
     other settings would relabel the finished run. The folder itself may have moved (it is
     compared by real path, and a move is only noted). A newest checkpoint past training.steps is
     refused too: resuming it would train nothing. `finished`: the sweep launcher's check of a
-    run it skips as finished (a launch with other settings would leave it in its sweep)."""
+    run it skips as finished (a launch with other settings would leave it in its sweep).
+    `device_type`: the device the run trains on (None: run_device()), which resolves the
+    execution settings compared (RESOLVED)."""
     folder = job_config.job.dump_folder
     ckpt = job_config.checkpoint
     if ckpt.enable and ckpt.load_step == -1:
@@ -532,12 +537,12 @@ def check_resume(job_config, finished: bool = False) -> None:
     recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
     # The execution settings whose defaults depend on the device are compared as resolved: a
     # kernel = 'auto' that runs what the record ran is the same run, one that runs another is not
-    device_type, dim = run_device(), flavor_args(job_config.model.flavor).dim
+    device_type, dim = device_type or run_device(), flavor_args(job_config.model.flavor).dim
     ran = recorded_execution(
         recorded.get("objective") or {}, recorded.pop(RESOLVED, None), device_type, dim
     )
     recorded.setdefault("objective", {}).update(ran)
-    current["objective"].update(run_execution(job_config))
+    current["objective"].update(run_execution(job_config, device_type))
     if DATA_FILES in recorded:  # (a run recorded before the package recorded its files: unchecked)
         current[DATA_FILES] = data_files(job_config)
     for r in (recorded, current):

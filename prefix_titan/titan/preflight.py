@@ -1,8 +1,11 @@
 """The checks a training runs before any work, run for many runs at once without training:
-`python -m prefix_titan.titan.preflight` reads a JSON list of [name, train_args] (or [name,
-train_args, "finished"]: a finished run, checked against its record only) on stdin and
-prints a JSON list of `name: problem` (empty when every run would start). The sweep launcher runs
-it before starting any torchrun (sweep/launch.py: preflight)."""
+`python -m prefix_titan.titan.preflight` reads a JSON object on stdin, {"runs": a list of
+[name, train_args] (or [name, train_args, "finished"]: a finished run, checked against its record
+only), "device": the device type the runs will train on ("cuda", "cpu"; null: this machine's)},
+and prints a JSON list of `name: problem` (empty when every run would start). The sweep launcher
+runs it before starting any torchrun (sweep/launch.py: preflight); a plan made on a machine
+without GPUs for GPUs is checked as the GPUs will run it (the row kernel `auto` resolves to, the
+attention a flavor needs)."""
 
 from __future__ import annotations
 
@@ -12,13 +15,13 @@ import os
 import sys
 
 
-def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
+def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None) -> list[str]:
     """`names: problem` for each problem a run's training would refuse with (the job config's
     checks, its tokenizer and data folders, relative to the working directory, a live writer's
     lock on its dump folder, and the target table of a family of one's own, built as the run
     would build it), the runs that share a problem named together. The built-in families'
     tables are not built here (seconds each on a 128K vocabulary; their settings are checked
-    above)."""
+    above). `device_type`: the device the runs train on (None: this machine's)."""
     from torchtitan.config import ConfigManager
 
     from ..objectives.families import FAMILIES, FamilyError
@@ -36,9 +39,9 @@ def check_runs(runs: list[tuple[str, list[str]]]) -> list[str]:
             try:
                 job = ConfigManager().parse_args(list(args))
                 if finished:  # skipped: only whether it trained what these arguments ask
-                    check_resume(job, finished=True)
+                    check_resume(job, finished=True, device_type=device_type)
                     continue
-                check_job_config(job)
+                check_job_config(job, device_type)
                 check_paths(job)
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
                     RunLock(job.job.dump_folder).acquire().release()  # refused if held
@@ -108,7 +111,8 @@ def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[st
 
 
 def main() -> None:
-    print(json.dumps(check_runs(json.load(sys.stdin))))
+    request = json.load(sys.stdin)
+    print(json.dumps(check_runs(request["runs"], request.get("device"))))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 # The checks that need a CUDA GPU, in one run: the cuda-marked tests (values and gradients of the
 # loss paths, the fp32 weight-gradient accumulation, no host sync in a training step), the rest of
 # the Triton row kernels' tests, compiled for the GPU, then the loss benchmark at the 500M
-# flavor's head size with two chunk sizes the fused head's default is chosen from, and three
-# sizes of the eager PyTorch row passes' fp32 block (32 MiB fits an H100's 50 MB L2 cache,
-# 64 MiB does not, 256 MiB is today's GPU default). Writes everything under OUT_DIR (default
-# gpu-checks/): pytest's report, the benchmark's table and its JSON rows.
+# flavor's head size with the three chunk sizes the fused head's default is chosen from (2,048,
+# 4,096: the GPU default since 2026-12-04, and 8,192), the eager PyTorch row passes in the GPU's
+# default fp32 block (256 MiB; 32, 64 and 1,024 MiB were measured slower or larger on an H200,
+# docs/benchmarks.md). Writes everything under OUT_DIR (default gpu-checks/): pytest's report,
+# the benchmark's table and its JSON rows.
 #
 #     bash scripts/gpu_checks.sh [OUT_DIR] [PARTS]
 #
@@ -32,7 +33,8 @@
 # dependencies. The tests run are those of the files with cuda-marked tests, so the evaluation
 # extras (lm-eval) are not needed. Each step writes its report under OUT_DIR as it goes, so a run
 # stopped by a time limit keeps what it finished. On an H200: tests 95 s (PYTEST_WORKERS=8),
-# eager 50 s, compiled 60 s, train 150 s, each with about 10 s of start-up.
+# eager 50 s, compiled 60 s (with the rows of then: two chunk sizes, three eager row blocks),
+# train 150 s, each with about 10 s of start-up.
 # On a lent device machine, with .whl/ fetched here first:
 #     run(command="bash scripts/gpu_checks.sh $OUT", carry=[".whl"], timeout_s=540)
 set -uo pipefail
@@ -80,11 +82,11 @@ if [[ $parts == *,tests,* ]]; then
         | tee "$out/pytest_triton.txt" || status=1
 fi
 # One objective per row kernel (they cost the same per logit; compiling every case of the full
-# table takes over 20 minutes on an H100), two chunk sizes, three eager row blocks.
+# table takes over 20 minutes on an H100), three chunk sizes, the default eager row block.
 for mode in eager compiled; do
     [[ $parts == *,$mode,* ]] || continue
-    "$py" scripts/bench_loss.py --tokens 16384 --dim 1024 --chunk-tokens 2048 4096 \
-        --row-block-mib 32 64 256 --modes "$mode" \
+    "$py" scripts/bench_loss.py --tokens 16384 --dim 1024 --chunk-tokens 2048 4096 8192 \
+        --row-block-mib 256 --modes "$mode" \
         --cases torchtitan_ce head_matmuls prefix_tau0.5 triton_prefix_tau0.5 fused_prefix_tau0.5 \
         fused_triton_prefix_tau0.5 --json "$out/bench_loss_$mode.json" 2>&1 \
         | tee "$out/bench_loss_$mode.md" || status=1

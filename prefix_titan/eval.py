@@ -34,7 +34,7 @@ import os
 import re
 import sys
 
-from .data.hub import exit_if_unreachable
+from .data.hub import exit_if_unreachable, offline_unless_reachable
 from .evaluation.harness import (
     DEFAULT_TASKS,
     LIMIT_SAMPLING,
@@ -42,6 +42,7 @@ from .evaluation.harness import (
     ProbeOptions,
     evaluate,
     evaluate_run,
+    hub_tasks,
     table,
 )
 from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS, read_word_list
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> None:
                     "one evaluation per task and step: evaluate with their --limit and "
                     "--limit-seed, or move those files out of the run folder first."
                 )
+        if hub_tasks(a.tasks, a.data_dir) and (line := offline_unless_reachable()):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
         with exit_if_unreachable(
             p, f"download the datasets of --tasks {' '.join(a.tasks)}", offline
         ):

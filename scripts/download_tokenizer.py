@@ -11,6 +11,7 @@ python scripts/download_tokenizer.py --source llama-models [--out assets/hf/Llam
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main() -> None:
@@ -31,9 +32,11 @@ def main() -> None:
             p.error(str(e))
         print(f"tokenizer files in {path} (converted from the llama-models package)")
         return
-    from huggingface_hub import snapshot_download
+    from prefix_titan.data.hub import exit_if_unreachable, offline_unless_reachable
 
-    from prefix_titan.data.hub import exit_if_unreachable
+    if line := offline_unless_reachable():
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+    from huggingface_hub import snapshot_download
 
     offline = [
         f"python scripts/download_tokenizer.py --source llama-models --out {a.out}: the same "

@@ -507,13 +507,19 @@ def test_a_task_typo_names_the_tasks_that_exist(exported, capsys):
 
 
 def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    """A hub that is not reached (here an endpoint that refuses connections) is found in one try:
+    the cache is read at once, without the HTTP client's retries, and a dataset not there ends
+    the command with the offline alternatives."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
     monkeypatch.setenv("HF_HOME", str(exported / "empty_hf_home"))
     out = run_eval(
         "--model", str(exported / "hf"), "--tasks", "piqa", "--limit", "1", "--replace", check=False
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "warning: the Hugging Face hub (http://127.0.0.1:9) was not reached" in out.stderr
+    assert "Retrying" not in out.stderr, out.stderr[-2000:]
     assert (
         "could not reach the Hugging Face hub to download the datasets of --tasks piqa"
         in out.stderr

@@ -1,6 +1,14 @@
 """Telling an unreachable hub apart from other failures."""
 
-from prefix_titan.data.hub import explain, unreachable
+import os
+import socket
+import ssl
+import sys
+import urllib.error
+
+import pytest
+
+from prefix_titan.data.hub import OFFLINE_VARIABLES, explain, offline_unless_reachable, unreachable
 
 
 class ConnectError(Exception):  # the HTTP client's class name, as httpx spells it
@@ -25,3 +33,64 @@ def test_other_failures_are_not_called_unreachable():
     assert unreachable(ValueError("bad value")) is None
     assert explain(KeyError("x"), "do it", []) is None
     assert unreachable(ConnectionRefusedError()) is not None  # a builtin ConnectionError
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Neither offline variable set, the hub's libraries not imported (as a command starts)."""
+    for v in OFFLINE_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    for m in ("huggingface_hub", "datasets"):
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+
+
+def opener_raising(error):
+    asked = []
+
+    def opener(request, timeout):
+        asked.append((request.full_url, request.get_method(), timeout))
+        raise error
+
+    return opener, asked
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        socket.gaierror(-2, "Name or service not known"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError("timed out"),
+        OSError(101, "Network is unreachable"),
+    ],
+)
+def test_a_hub_not_reached_makes_the_process_read_the_cache(online, reason):
+    opener, asked = opener_raising(urllib.error.URLError(reason))
+    line = offline_unless_reachable(timeout=3, opener=opener)
+    assert asked == [("https://hub.example", "HEAD", 3)]
+    assert all(os.environ[v] == "1" for v in OFFLINE_VARIABLES)
+    assert line.startswith("the Hugging Face hub (https://hub.example) was not reached within 3 s")
+    assert "reading from the local cache only" in line and "HF_HUB_OFFLINE=0" in line
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        urllib.error.HTTPError("https://hub.example", 503, "busy", {}, None),  # it answered
+        urllib.error.URLError(ssl.SSLError("certificate verify failed")),  # reached, refused
+    ],
+)
+def test_a_hub_that_answers_however_badly_is_left_to_the_client(online, error):
+    opener, asked = opener_raising(error)
+    assert offline_unless_reachable(opener=opener) is None and asked
+    assert not any(v in os.environ for v in OFFLINE_VARIABLES)
+
+
+def test_the_users_setting_is_kept_and_not_probed(online, monkeypatch):
+    opener, asked = opener_raising(urllib.error.URLError(socket.gaierror(-2, "x")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # try the hub, whatever happens
+    assert offline_unless_reachable(opener=opener) is None and asked == []
+    assert "HF_DATASETS_OFFLINE" not in os.environ
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setitem(sys.modules, "datasets", sys)  # imported already: too late to switch
+    assert offline_unless_reachable(opener=opener) is None and asked == []

@@ -311,8 +311,17 @@ def test_an_unreachable_hub_points_to_the_offline_conversion(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")},
+        env={
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+            },
+            "HF_ENDPOINT": "http://127.0.0.1:9",  # refused: found in one try, no retries
+            "HF_HOME": str(tmp_path / "hf_home"),
+        },
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "was not reached" in out.stderr and "Retrying" not in out.stderr, out.stderr[-2000:]
     assert "could not reach the Hugging Face hub to download the tokenizer" in out.stderr
     assert "--source llama-models" in out.stderr

@@ -603,6 +603,11 @@ def test_document_mask_needs_block_causal_flavor(tmp_path):
             check_job_config(config)
 
 
+ONLINE_ENV = {
+    k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+}
+
+
 @pytest.mark.slow
 def test_an_unreachable_hub_names_the_offline_sources(tmp_path, embedded_tokenizer_dir):
     out = subprocess.run(
@@ -612,9 +617,11 @@ def test_an_unreachable_hub_names_the_offline_sources(tmp_path, embedded_tokeniz
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**ONLINE_ENV, "HF_ENDPOINT": "http://127.0.0.1:9"},  # refused: found in one try
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "warning: the Hugging Face hub (http://127.0.0.1:9) was not reached" in out.stderr
+    assert "Retrying" not in out.stderr, out.stderr[-2000:]
     assert "could not reach the Hugging Face hub to list and read the files of" in out.stderr
     assert "--source DIR" in out.stderr and "--source embedded" in out.stderr
 

@@ -83,6 +83,15 @@ def expand(tasks: list[str]) -> list[str]:
     return list(dict.fromkeys(out))  # each once, in order
 
 
+def hub_tasks(tasks: list[str], data_dir: str | None) -> list[str]:
+    """The tasks among `tasks` (groups spelled out) whose documents are read from the hub: none
+    with --data-dir; else all but the character probes and the embedding probe, made here."""
+    if data_dir is not None:
+        return []
+    made_here = {*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}
+    return [t for t in expand(tasks) if t not in made_here]
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     """How the character probes are built (evaluation/probes.py)."""

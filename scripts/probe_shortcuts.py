@@ -23,9 +23,7 @@ from prefix_titan.evaluation.probes import (
     PROBE_TASKS,
     SEED,
     build_probes,
-    embedded_word_counts,
-    read_word_list,
-    shard_word_counts,
+    word_source,
 )
 from prefix_titan.evaluation.shortcuts import reference, shortcut_table, token_pieces
 from prefix_titan.runs.cli import Parser
@@ -46,22 +44,19 @@ def main(argv: list[str] | None = None) -> None:
     if not os.path.isfile(path):
         p.error(f"--hf-assets-path {a.hf_assets_path}: no tokenizer.json there")
     tok = Tokenizer.from_file(path)
-    try:
-        counts = shard_word_counts(a.words_from, tok) if a.words_from else None
-    except ValueError as e:  # not a finished shard folder
-        p.error(f"--words-from {e}")
-    if a.words_file:
-        try:
-            counts = read_word_list(a.words_file)
-        except (OSError, ValueError) as e:
-            p.error(f"--words-file {e}")
-    source = a.words_from or a.words_file
-    source = f"word source {source!r}" if source else "the embedded corpus"
+    if a.words_from and os.path.isfile(a.words_from):
+        p.error(f"--words-from {a.words_from!r} is a file: a word list is --words-file")
+    if a.words_file and not os.path.isfile(a.words_file):
+        p.error(f"--words-file {a.words_file!r}: No such file")
+    try:  # the words as an evaluation's --probe-words takes them (probes.word_source)
+        counts, source = word_source(a.words_from or a.words_file, tok)
+    except (OSError, ValueError) as e:  # not a finished shard folder, not a word list
+        p.error(f"{'--words-from' if a.words_from else '--words-file'} {e}")
     try:
         probes = build_probes(tok, a.items, a.seed, word_counts=counts, source=source)
     except ValueError as e:  # too few words for the items
         p.error(str(e))
-    ref = reference(counts if counts is not None else embedded_word_counts())
+    ref = reference(counts)
     print(shortcut_table(probes, token_pieces(tok), ref, PROBE_TASKS))
 
 

@@ -991,13 +991,19 @@ def _built(digest: str, path: str, n: int, seed: int, shots: int, words_from: st
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(path)
-    if words_from and os.path.isfile(words_from):
-        counts, source = read_word_list(words_from), f"word list {words_from!r}"
-    elif words_from:
-        counts, source = shard_word_counts(words_from, tok), f"shard folder {words_from!r}"
-    else:
-        counts, source = embedded_word_counts(), "the embedded corpus"
+    counts, source = word_source(words_from, tok)
     return tok, build_probes(tok, n, seed, shots, word_counts=counts, source=source), counts
+
+
+def word_source(words_from: str | None, tok) -> tuple[dict, str]:
+    """(word counts, how to name where they came from) of `words_from`: a word list file
+    (read_word_list), a shard folder written by prepare (its words, as `tok` splits them:
+    shard_word_counts), or None: the embedded corpus's. The one place the source is decided."""
+    if words_from and os.path.isfile(words_from):
+        return read_word_list(words_from), f"word list {words_from!r}"
+    if words_from:
+        return shard_word_counts(words_from, tok), f"shard folder {words_from!r}"
+    return embedded_word_counts(), "the embedded corpus"
 
 
 def probe_build(

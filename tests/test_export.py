@@ -165,9 +165,20 @@ def test_refusals(run_dir, tmp_path):
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path))
     with pytest.raises(ValueError, match="--dtype must be one of bf16, fp32"):
         export(config_args(run_dir), str(tmp_path / "out"), dtype="fp16")
-    with pytest.raises(ValueError, match=r"model.hf_assets_path '/nonexistent' holds no tokenizer"):
+    with pytest.raises(  # the run's record names the tokenizer it trained with
+        ValueError,
+        match=r"the config gives '/nonexistent', which holds no tokenizer.json \(--model",
+    ):
         export(
             [*config_args(run_dir), "--model.hf_assets_path", "/nonexistent"], str(tmp_path / "o")
+        )
+    unrecorded = tmp_path / "unrecorded"  # no record to name the run's: the folder is said
+    shutil.copytree(run_dir / "run" / "checkpoint", unrecorded / "checkpoint")
+    with pytest.raises(ValueError, match=r"model.hf_assets_path '/nonexistent' holds no tokenizer"):
+        export(
+            [*config_args(run_dir), "--job.dump_folder", str(unrecorded)]
+            + ["--model.hf_assets_path", "/nonexistent"],
+            str(tmp_path / "o"),
         )
     step2 = str(run_dir / "run" / "checkpoint" / "step-2")
     with pytest.raises(  # a folder named after one step never holds another
@@ -196,6 +207,17 @@ def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
     step = str(run_dir / "run" / "checkpoint" / "step-2")
     with pytest.raises(ValueError, match=r"trained model.flavor 'tiny', the config gives 'debug"):
         export(other_flavor, str(tmp_path / "o"), step)  # the run's record says so
+    # Another scale's config (its flavor, its tokenizer folder, not here): both said at once,
+    # with the config the run trained with
+    other_scale = [*other_flavor, "--model.hf_assets_path", str(tmp_path / "no_tokenizer")]
+    with pytest.raises(
+        ValueError,
+        match=r"trained model.flavor 'tiny', the config gives 'debugmodel' \(--model.flavor "
+        r"tiny\); and model.hf_assets_path .*, the config gives .*no_tokenizer', which holds no "
+        r"tokenizer.json .*: export with the run's own config: --config "
+        r".*embedded_default.toml --job.dump_folder",
+    ):
+        export(other_scale, str(tmp_path / "o"), step)
     # A run folder without its record: the checkpoint's own shapes say so.
     copy = tmp_path / "unrecorded"
     shutil.copytree(run_dir / "run" / "checkpoint" / "step-2", copy / "checkpoint" / "step-2")

@@ -97,6 +97,44 @@ def _note_other_objective(config) -> None:
         )
 
 
+def check_model_settings(config) -> None:
+    """Refuse, before anything is read, a config whose model settings are not those its run
+    folder recorded (RUN_CONFIG): another flavor, or another tokenizer folder that holds no
+    tokenizer.json (another one that does is compared by content, in check_run). Every
+    difference is named at once, with the config file the run trained with (the record's
+    job.config_file), so one change exports it (a config of another scale otherwise fails on the
+    tokenizer first, then on the flavor)."""
+    run = config.job.dump_folder
+    recorded = os.path.join(run, RUN_CONFIG)
+    if not os.path.isfile(recorded):
+        return
+    record = read_json(recorded, "the run's record", expect=dict)
+    model = record.get("model") or {}
+    differ = []
+    flavor = model.get("flavor")
+    if flavor not in (None, config.model.flavor):
+        differ.append(
+            f"model.flavor {flavor!r}, the config gives {config.model.flavor!r} "
+            f"(--model.flavor {flavor})"
+        )
+    assets = model.get("hf_assets_path")
+    given = config.model.hf_assets_path
+    if assets not in (None, given) and not os.path.isfile(os.path.join(given, "tokenizer.json")):
+        differ.append(
+            f"model.hf_assets_path {assets!r}, the config gives {given!r}, which holds no "
+            f"tokenizer.json (--model.hf_assets_path {assets})"
+        )
+    if not differ:
+        return
+    config_file = (record.get("job") or {}).get("config_file")
+    fix = (
+        f"the run's own config: --config {config_file} --job.dump_folder {run}"
+        if config_file
+        else "the run's own settings"
+    )
+    raise ValueError(f"the run {run} trained {'; and '.join(differ)}: export with {fix}")
+
+
 def _same_tokenizer(a: str, b: str) -> bool:
     """Whether two tokenizer.json files hold the same tokenizer (vocabulary, merges, special
     tokens, normalizer and pre-tokenizer), however their JSON is laid out."""
@@ -489,6 +527,7 @@ def export(
     finally:
         logging.disable(logging.NOTSET)
     _note_other_objective(config)
+    check_model_settings(config)
     problem = checkpoint_folder_problem(config.job.dump_folder, config.checkpoint.folder)
     if problem:
         raise ValueError(problem)

@@ -763,6 +763,7 @@ def test_a_plan_on_the_cpu_says_how_many_runs_go_at_once(monkeypatch):
     assert rc == 0 and "on the CPU: one run at a time (--cpu-runs N runs N at once)" in err, err
 
 
+@pytest.mark.slow  # three processes that import torchtitan
 def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tmp_path):
     """A launch skips a run whose final checkpoint is there; with other settings than the run
     recorded (another learning rate after `--`), it refuses, for the sweep would then compare

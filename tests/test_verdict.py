@@ -1024,6 +1024,7 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
     assert "binomial SE" in row  # the published default, said
 
 
+@pytest.mark.slow  # generates a project's configs and runs the power command over them
 def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, capsys):
     from prefix_titan.power import main
 

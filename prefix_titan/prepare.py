@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         "files of sample/100BT copied from a machine that has the hub)",
         "--source embedded: the small corpus in this package (for trying things out)",
     ]
-    from_hub = a.source != "embedded" and not os.path.isdir(a.source)
+    local = a.source == "embedded" or a.source.startswith(("/", ".", "~"))  # (as prepare reads it)
+    from_hub = not local and not os.path.isdir(a.source)
     if from_hub and (line := offline_unless_reachable()):
         print(f"warning: {line}", file=sys.stderr, flush=True)
     try:

@@ -1,5 +1,6 @@
 """Telling an unreachable hub apart from other failures."""
 
+import http.client
 import os
 import socket
 import ssl
@@ -84,6 +85,17 @@ def test_a_hub_that_answers_however_badly_is_left_to_the_client(online, error):
     opener, asked = opener_raising(error)
     assert offline_unless_reachable(opener=opener) is None and asked
     assert not any(v in os.environ for v in OFFLINE_VARIABLES)
+
+
+def test_an_endpoint_it_cannot_ask_is_left_to_the_client(online, monkeypatch):
+    """HF_ENDPOINT without a scheme: urllib cannot ask it (ValueError), nothing is decided here
+    and no traceback ends the command."""
+    monkeypatch.setenv("HF_ENDPOINT", "huggingface.co")
+    assert offline_unless_reachable(timeout=1) is None
+    assert not any(v in os.environ for v in OFFLINE_VARIABLES)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+    opener, asked = opener_raising(http.client.BadStatusLine("garbled"))  # it answered, garbled
+    assert offline_unless_reachable(opener=opener) is None and asked
 
 
 def test_the_users_setting_is_kept_and_not_probed(online, monkeypatch):

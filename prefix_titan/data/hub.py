@@ -109,6 +109,8 @@ def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.req
         if not _not_reached(e):
             return None
         why = e
+    except Exception:  # an endpoint it cannot ask (no scheme), an answer it cannot read: the
+        return None  # client's to say, as before
     for v in OFFLINE_VARIABLES:
         os.environ[v] = "1"
     return (

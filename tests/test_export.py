@@ -227,6 +227,9 @@ def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
         match=r"not written by model.flavor 'debugmodel'.*it matches model.flavor 'tiny'",
     ):
         export(unrecorded, str(tmp_path / "o"), str(copy / "checkpoint" / "step-2"))
+    # Outside the config's run, a checkpoint is judged by its own shapes, not by that run's record
+    with pytest.raises(ValueError, match=r"not written by model.flavor 'debugmodel'"):
+        export(other_flavor, str(tmp_path / "o"), str(copy / "checkpoint" / "step-2"))
     assert not (tmp_path / "o").exists()
 
 

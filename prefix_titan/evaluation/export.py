@@ -97,16 +97,20 @@ def _note_other_objective(config) -> None:
         )
 
 
-def check_model_settings(config) -> None:
+def check_model_settings(config, checkpoint: str | None = None) -> None:
     """Refuse, before anything is read, a config whose model settings are not those its run
-    folder recorded (RUN_CONFIG): another flavor, or another tokenizer folder that holds no
-    tokenizer.json (another one that does is compared by content, in check_run). Every
-    difference is named at once, with the config file the run trained with (the record's
-    job.config_file), so one change exports it (a config of another scale otherwise fails on the
-    tokenizer first, then on the flavor)."""
+    folder recorded (RUN_CONFIG) where the export is of that run's own checkpoint (`checkpoint`
+    None, its newest, or one in its checkpoint folder; another is check_run's to place): another
+    flavor, or another tokenizer folder that holds no tokenizer.json (another one that does is
+    compared by content, in check_run). Every difference is named at once, with the config file
+    the run trained with (the record's job.config_file), so one change exports it (a config of
+    another scale otherwise fails on the tokenizer first, then on the flavor)."""
     run = config.job.dump_folder
     recorded = os.path.join(run, RUN_CONFIG)
     if not os.path.isfile(recorded):
+        return
+    folder = os.path.join(os.path.realpath(os.path.join(run, config.checkpoint.folder)), "")
+    if checkpoint is not None and not os.path.realpath(checkpoint).startswith(folder):
         return
     record = read_json(recorded, "the run's record", expect=dict)
     model = record.get("model") or {}
@@ -527,7 +531,7 @@ def export(
     finally:
         logging.disable(logging.NOTSET)
     _note_other_objective(config)
-    check_model_settings(config)
+    check_model_settings(config, checkpoint)
     problem = checkpoint_folder_problem(config.job.dump_folder, config.checkpoint.folder)
     if problem:
         raise ValueError(problem)

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import resource
 import sys
 import time
 
 from .data.hub import exit_if_unreachable, offline_unless_reachable
-from .data.prepare import DEFAULT_SHARD_TOKENS, prepare
+from .data.prepare import DEFAULT_SHARD_TOKENS, hub_source, prepare
 from .runs.cli import Parser
 
 
@@ -100,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         "files of sample/100BT copied from a machine that has the hub)",
         "--source embedded: the small corpus in this package (for trying things out)",
     ]
-    local = a.source == "embedded" or a.source.startswith(("/", ".", "~"))  # (as prepare reads it)
-    from_hub = not local and not os.path.isdir(a.source)
-    if from_hub and (line := offline_unless_reachable()):
+    if hub_source(a.source) and (line := offline_unless_reachable()):
         print(f"warning: {line}", file=sys.stderr, flush=True)
     try:
         with exit_if_unreachable(p, f"list and read the files of {a.source}", offline):

@@ -47,7 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.words_from and os.path.isfile(a.words_from):
         p.error(f"--words-from {a.words_from!r} is a file: a word list is --words-file")
     if a.words_file and not os.path.isfile(a.words_file):
-        p.error(f"--words-file {a.words_file!r}: No such file")
+        what = (
+            "a folder (a shard folder is --words-from)"
+            if os.path.isdir(a.words_file)
+            else "not there"
+        )
+        p.error(f"--words-file {a.words_file!r} is {what}: a word list file is asked for")
     try:  # the words as an evaluation's --probe-words takes them (probes.word_source)
         counts, source = word_source(a.words_from or a.words_file, tok)
     except (OSError, ValueError) as e:  # not a finished shard folder, not a word list

@@ -506,12 +506,15 @@ def test_a_task_typo_names_the_tasks_that_exist(exported, capsys):
     assert "char_probes" in err and "hellaswag piqa winogrande_debiased arc_easy" in err
 
 
+NO_PROXY_VARIABLES = [f"{k}{s}" for k in ("http", "https", "all") for s in ("_proxy", "_PROXY")]
+
+
 def test_an_unreachable_hub_names_the_offline_alternatives(exported, monkeypatch):
     """A hub that is not reached (here an endpoint that refuses connections) is found in one try:
     the cache is read at once, without the HTTP client's retries, and a dataset not there ends
     the command with the offline alternatives."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", *NO_PROXY_VARIABLES):
+        monkeypatch.delenv(v, raising=False)  # (a proxy would answer for the port below)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
     monkeypatch.setenv("HF_HOME", str(exported / "empty_hf_home"))
     out = run_eval(

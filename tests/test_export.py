@@ -210,6 +210,15 @@ def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):
     # Another scale's config (its flavor, its tokenizer folder, not here): both said at once,
     # with the config the run trained with
     other_scale = [*other_flavor, "--model.hf_assets_path", str(tmp_path / "no_tokenizer")]
+    moved = tmp_path / "moved"  # a run recorded where its tokenizer is not: not suggested
+    shutil.copytree(run_dir / "run", moved)
+    record = json.loads((moved / "run_config.json").read_text())
+    record["model"]["hf_assets_path"] = "./not_here"
+    (moved / "run_config.json").write_text(json.dumps(record))
+    with pytest.raises(
+        ValueError, match=r"\(nor does the run's, read from .*--model.hf_assets_path DIR"
+    ):
+        export([*other_scale, "--job.dump_folder", str(moved)], str(tmp_path / "o"))
     with pytest.raises(
         ValueError,
         match=r"trained model.flavor 'tiny', the config gives 'debugmodel' \(--model.flavor "

@@ -1,10 +1,12 @@
 """Telling an unreachable hub apart from other failures."""
 
 import http.client
+import io
 import os
 import socket
 import ssl
 import sys
+import threading
 import urllib.error
 
 import pytest
@@ -43,7 +45,12 @@ def online(monkeypatch):
         monkeypatch.delenv(v, raising=False)
     for m in ("huggingface_hub", "datasets"):
         monkeypatch.delitem(sys.modules, m, raising=False)
+    for v in PROXY_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example")
+
+
+PROXY_VARIABLES = [f"{k}{s}" for k in ("http", "https", "all") for s in ("_proxy", "_PROXY")]
 
 
 def opener_raising(error):
@@ -68,10 +75,53 @@ def opener_raising(error):
 def test_a_hub_not_reached_makes_the_process_read_the_cache(online, reason):
     opener, asked = opener_raising(urllib.error.URLError(reason))
     line = offline_unless_reachable(timeout=3, opener=opener)
-    assert asked == [("https://hub.example", "HEAD", 3)]
+    tries = 2 if isinstance(reason, socket.gaierror) else 1  # a name not resolved: asked again
+    assert asked == [("https://hub.example", "HEAD", 3)] * tries
     assert all(os.environ[v] == "1" for v in OFFLINE_VARIABLES)
-    assert line.startswith("the Hugging Face hub (https://hub.example) was not reached within 3 s")
-    assert "reading from the local cache only" in line and "HF_HUB_OFFLINE=0" in line
+    assert line.startswith(
+        f"the Hugging Face hub (https://hub.example) was not reached ({type(reason).__name__}: "
+    )
+    assert "not asked again in this process" in line and "HF_HUB_OFFLINE=0" in line
+
+
+def test_a_name_resolved_the_second_time_is_reached(online):
+    asked = []
+
+    def opener(request, timeout):
+        asked.append(request.full_url)
+        if len(asked) == 1:
+            raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure"))
+        return io.BytesIO()
+
+    assert offline_unless_reachable(opener=opener) is None and len(asked) == 2
+    assert not any(v in os.environ for v in OFFLINE_VARIABLES)
+
+
+def test_a_hub_that_never_answers_is_given_up_after_the_timeout(online):
+    """urllib's timeout is per address and operation (and none for the name lookup): the probe
+    keeps its own deadline. The opener here would block the test for a minute without it."""
+    release = threading.Event()
+
+    def opener(request, timeout):
+        release.wait(60)
+        return io.BytesIO()
+
+    try:
+        line = offline_unless_reachable(timeout=0.2, opener=opener)
+    finally:
+        release.set()
+    assert line is not None and "(TimeoutError: no answer within 0.2 s)" in line
+
+
+@pytest.mark.parametrize(
+    "proxies",
+    [{"ALL_PROXY": "http://proxy:3128"}, {"https_proxy": "socks5://proxy:1080"}],
+)
+def test_a_proxy_urllib_would_not_use_leaves_the_hub_to_the_client(online, monkeypatch, proxies):
+    for k, v in proxies.items():
+        monkeypatch.setenv(k, v)
+    opener, asked = opener_raising(urllib.error.URLError(socket.gaierror(-2, "x")))
+    assert offline_unless_reachable(opener=opener) is None and asked == []
 
 
 @pytest.mark.parametrize(
@@ -79,6 +129,8 @@ def test_a_hub_not_reached_makes_the_process_read_the_cache(online, reason):
     [
         urllib.error.HTTPError("https://hub.example", 503, "busy", {}, None),  # it answered
         urllib.error.URLError(ssl.SSLError("certificate verify failed")),  # reached, refused
+        urllib.error.URLError(ConnectionResetError(104, "reset")),  # connected, then dropped
+        http.client.RemoteDisconnected("closed without an answer"),
     ],
 )
 def test_a_hub_that_answers_however_badly_is_left_to_the_client(online, error):
@@ -106,3 +158,17 @@ def test_the_users_setting_is_kept_and_not_probed(online, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setitem(sys.modules, "datasets", sys)  # imported already: too late to switch
     assert offline_unless_reachable(opener=opener) is None and asked == []
+
+
+def test_only_a_source_read_from_the_hub_asks_it(tmp_path):
+    """prepare asks the hub only for a hub dataset; eval only for tasks read from it."""
+    from prefix_titan.data.prepare import hub_source
+    from prefix_titan.evaluation.harness import hub_tasks
+
+    assert hub_source("HuggingFaceFW/fineweb-edu")
+    assert not hub_source("embedded") and not hub_source(str(tmp_path))
+    assert not hub_source("./not_there") and not hub_source("~/data")  # folders, there or not
+    assert hub_tasks(["char_probes", "embedding_probe"], None) == []  # made here
+    assert hub_tasks(["piqa", "char_probes"], None) == ["piqa"]
+    assert hub_tasks(["piqa", "hellaswag"], str(tmp_path)) == []  # --data-dir: read from files
+    assert "arc_easy" in hub_tasks(["pilot"], None)

@@ -72,7 +72,11 @@ CASES = {
         ),
         (
             ["--hf-assets-path", "{hf_dir}", "--words-file", "{missing}"],
-            ["--words-file", "No such"],
+            ["--words-file", "is not there: a word list file is asked for"],
+        ),
+        (
+            ["--hf-assets-path", "{hf_dir}", "--words-file", "{hf_dir}"],
+            ["--words-file", "is a folder (a shard folder is --words-from)"],
         ),
         (
             ["--hf-assets-path", "{hf_dir}", "--words-file", "{rank_file}"],

@@ -10,6 +10,7 @@ import errno
 import os
 import socket
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -75,46 +76,81 @@ _NOT_REACHED = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ECONNREFUSED, errno
 
 
 def _not_reached(reason) -> bool:
-    """Whether a failed request's reason says the host was not reached (its name not resolved, no
-    route, refused, timed out), not that it answered badly (a TLS or HTTP error: reached)."""
-    if isinstance(reason, (socket.gaierror, ConnectionError, TimeoutError)):
+    """Whether a failed request's reason says no connection was made (the name not resolved, no
+    route, refused, timed out); one that was made and then dropped, or answered badly (TLS,
+    HTTP), reached the host."""
+    if isinstance(reason, (socket.gaierror, ConnectionRefusedError, TimeoutError)):
         return True
     return isinstance(reason, OSError) and reason.errno in _NOT_REACHED
 
 
+def _asks_like_the_client() -> bool:
+    """Whether urllib reaches the hub the way huggingface_hub's HTTP client would: not where
+    the environment names a proxy urllib does not use (ALL_PROXY without an http and https
+    one of its own, or a SOCKS proxy)."""
+    proxies = urllib.request.getproxies()
+    if "all" in proxies and not {"http", "https"} <= set(proxies):
+        return False
+    return not any(str(v).lower().startswith("socks") for v in proxies.values())
+
+
+def _ask(endpoint: str, timeout: float, opener) -> BaseException | None:
+    """Why the endpoint was not reached (None: it was, or nothing can be said here), within
+    `timeout` seconds in all (urllib's own timeout is per address and per operation, and the
+    name lookup has none: the request runs in a thread that is given up after `timeout`); a
+    name not resolved is asked twice (a passing resolver failure)."""
+
+    def request(outcome: list):
+        try:
+            opener(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+            outcome.append(None)
+        except BaseException as e:  # judged below, in the caller's thread
+            outcome.append(e)
+
+    for attempt in range(2):
+        outcome: list = []
+        thread = threading.Thread(target=request, args=(outcome,), daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not outcome:
+            return TimeoutError(f"no answer within {timeout:g} s")
+        error = outcome[0]
+        if isinstance(error, urllib.error.HTTPError) or error is None:
+            return None  # it answered
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        if not isinstance(reason, BaseException) or not _not_reached(reason):
+            return None  # reached and answered badly, or an endpoint it cannot ask: the
+            # client's to say, as before
+        if not isinstance(reason, socket.gaierror) or attempt:
+            return reason
+    return None  # (not reached)
+
+
 def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.request.urlopen):
     """Ask the hub's endpoint (HF_ENDPOINT, else huggingface.co; through the proxy the
-    environment names) for its front page once; where it is not reached within `timeout`
+    environment names) for its front page; where no connection is made within `timeout`
     seconds, set OFFLINE_VARIABLES to 1 in this process, so that huggingface_hub and datasets
-    read their local cache at once (and a file not there fails at once, with an error `explain`
-    names), instead of retrying each file for half a minute. Returns the line to print where it
-    set them, else None: the hub answered, either variable is set already (either way: the
-    user's choice is kept), or huggingface_hub or datasets is imported already (they read the
-    variables on import: too late to change them). `opener`: urllib's, for tests."""
+    do not ask it again: what they have cached is read from there at once, and what they have
+    not fails at once, with an error `explain` names, instead of after half a minute of retries
+    per file. Returns the line to print where it set them, else None: the hub answered (however
+    badly), either variable is set already (either way: the user's choice is kept), the
+    environment names a proxy urllib does not use, or huggingface_hub or datasets is imported
+    already (they read the variables on import: too late to change them). `opener`: urllib's,
+    for tests."""
     if any(v in os.environ for v in OFFLINE_VARIABLES):
         return None
     if "huggingface_hub" in sys.modules or "datasets" in sys.modules:
         return None
-    endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    try:
-        opener(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+    if not _asks_like_the_client():
         return None
-    except urllib.error.HTTPError:
-        return None  # it answered
-    except urllib.error.URLError as e:
-        if not _not_reached(e.reason):
-            return None
-        why = e.reason
-    except OSError as e:  # a timeout while reading the answer, a reset connection
-        if not _not_reached(e):
-            return None
-        why = e
-    except Exception:  # an endpoint it cannot ask (no scheme), an answer it cannot read: the
-        return None  # client's to say, as before
+    endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    why = _ask(endpoint, timeout, opener)
+    if why is None:
+        return None
     for v in OFFLINE_VARIABLES:
         os.environ[v] = "1"
     return (
-        f"the Hugging Face hub ({endpoint}) was not reached within {timeout:g} s "
-        f"({type(why).__name__}: {str(why)[:120]}): reading from the local cache only "
-        f"({'=1, '.join(OFFLINE_VARIABLES)}=1; set HF_HUB_OFFLINE=0 to try the hub anyway)"
+        f"the Hugging Face hub ({endpoint}) was not reached ({type(why).__name__}: "
+        f"{str(why)[:120]}): it is not asked again in this process ({'=1, '.join(OFFLINE_VARIABLES)}"
+        "=1: what is cached is read from the cache; set HF_HUB_OFFLINE=0 to try the hub anyway)"
     )

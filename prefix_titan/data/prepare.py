@@ -87,6 +87,13 @@ def iter_rows(path: str, start: int):
                     yield i, doc_id, text
 
 
+def hub_source(source: str) -> bool:
+    """Whether --source names a hub dataset (owner/name): not the embedded corpus, nor a folder
+    (a path that starts with /, . or ~ names one, there or not: source_files refuses it)."""
+    local = source == "embedded" or source.startswith(("/", ".", "~"))
+    return not local and not os.path.isdir(source)
+
+
 def source_files(source: str, revision: str | None = None) -> tuple[list[str], str]:
     """(sorted data files, revision) of a hub dataset, a local folder, or the embedded corpus. A
     hub dataset's revision (a branch, tag or commit; None: main) is resolved to its commit once,

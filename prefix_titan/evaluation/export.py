@@ -124,9 +124,16 @@ def check_model_settings(config, checkpoint: str | None = None) -> None:
     assets = model.get("hf_assets_path")
     given = config.model.hf_assets_path
     if assets not in (None, given) and not os.path.isfile(os.path.join(given, "tokenizer.json")):
+        there = os.path.isfile(os.path.join(str(assets), "tokenizer.json"))
         differ.append(
             f"model.hf_assets_path {assets!r}, the config gives {given!r}, which holds no "
-            f"tokenizer.json (--model.hf_assets_path {assets})"
+            "tokenizer.json "
+            + (
+                f"(--model.hf_assets_path {assets})"
+                if there
+                else f"(nor does the run's, read from {os.getcwd()}: give the folder of the "
+                "tokenizer the run trained with, --model.hf_assets_path DIR)"
+            )
         )
     if not differ:
         return

@@ -97,32 +97,40 @@ def _note_other_objective(config) -> None:
         )
 
 
-def check_model_settings(config, checkpoint: str | None = None) -> None:
-    """Refuse, before anything is read, a config whose model settings are not those its run
-    folder recorded (RUN_CONFIG) where the export is of that run's own checkpoint (`checkpoint`
-    None, its newest, or one in its checkpoint folder; another is check_run's to place): another
-    flavor, or another tokenizer folder that holds no tokenizer.json (another one that does is
-    compared by content, in check_run). Every difference is named at once, with the config file
-    the run trained with (the record's job.config_file), so one change exports it (a config of
-    another scale otherwise fails on the tokenizer first, then on the flavor)."""
-    run = config.job.dump_folder
+def _inside(path: str, folder: str) -> bool:
+    """Whether `path` lies in `folder` (real paths compared)."""
+    return os.path.realpath(path).startswith(os.path.join(os.path.realpath(folder), ""))
+
+
+def check_model_settings(
+    run: str, checkpoint_folder: str, checkpoint: str | None, flavor: str, given: str
+) -> None:
+    """Refuse, before anything is read, model settings (`flavor`, the tokenizer folder `given`)
+    that are not those the run folder `run` recorded (RUN_CONFIG) where the export is of that
+    run's own checkpoint (`checkpoint` None, its newest, or one in its checkpoint folder or its
+    run folder; another is check_run's to place): another flavor, or another tokenizer folder
+    that holds no tokenizer.json (another one that does is compared by content, in check_run).
+    Every difference is named at once, with the config file the run trained with (the record's
+    job.config_file), so one change exports it (a config of another scale otherwise fails on the
+    tokenizer first, then on the flavor)."""
     recorded = os.path.join(run, RUN_CONFIG)
     if not os.path.isfile(recorded):
         return
-    folder = os.path.join(os.path.realpath(os.path.join(run, config.checkpoint.folder)), "")
-    if checkpoint is not None and not os.path.realpath(checkpoint).startswith(folder):
+    if (
+        checkpoint is not None
+        and not _inside(checkpoint, checkpoint_folder)
+        and owning_run(checkpoint) != os.path.realpath(run)
+    ):
         return
     record = read_json(recorded, "the run's record", expect=dict)
     model = record.get("model") or {}
     differ = []
-    flavor = model.get("flavor")
-    if flavor not in (None, config.model.flavor):
+    trained = model.get("flavor")
+    if trained not in (None, flavor):
         differ.append(
-            f"model.flavor {flavor!r}, the config gives {config.model.flavor!r} "
-            f"(--model.flavor {flavor})"
+            f"model.flavor {trained!r}, the config gives {flavor!r} (--model.flavor {trained})"
         )
     assets = model.get("hf_assets_path")
-    given = config.model.hf_assets_path
     if assets not in (None, given) and not os.path.isfile(os.path.join(given, "tokenizer.json")):
         there = os.path.isfile(os.path.join(str(assets), "tokenizer.json"))
         differ.append(
@@ -157,14 +165,15 @@ def _same_tokenizer(a: str, b: str) -> bool:
 
 
 def check_run(
-    run_dir: str, checkpoint_folder: str, checkpoint: str, flavor: str, hf_assets_path: str
+    run_dir: str, checkpoint_folder: str, checkpoint: str, hf_assets_path: str
 ) -> str | None:
     """The run folder an export of `checkpoint` is recorded (and its evaluation filed) under:
     `run_dir`, the run of the config, when the checkpoint lies in its checkpoint folder or in no
     recorded run; None (recorded under no run) when it lies elsewhere and in no recorded run. A
-    checkpoint of another run is refused, and so are a flavor or tokenizer other than the ones
-    the run recorded (RUN_CONFIG) when it trained: the model would be written with shapes, RoPE
-    or a vocabulary it was not trained with, or its results filed with another arm."""
+    checkpoint of another run is refused, and so is a tokenizer other than the one the run
+    recorded (RUN_CONFIG) when it trained (a flavor, and a tokenizer folder that is not there:
+    check_model_settings, before anything is read): the model would be written with a
+    vocabulary it was not trained with, or its results filed with another arm."""
     owner = owning_run(checkpoint)
     here = os.path.realpath(run_dir)
     if owner is not None and owner != here:
@@ -177,10 +186,7 @@ def check_run(
             f"evaluation filed, with the wrong run. Export it with that run's settings: "
             f"--config {config_file} --job.dump_folder {owner}"
         )
-    inside = os.path.realpath(checkpoint).startswith(
-        os.path.join(os.path.realpath(checkpoint_folder), "")
-    )
-    if owner is None and not inside:
+    if owner is None and not _inside(checkpoint, checkpoint_folder):
         _log(
             f"note: {checkpoint} lies outside the run folder {run_dir} and in no recorded run: "
             f"the export records no run, and its evaluation is filed with none"
@@ -191,11 +197,6 @@ def check_run(
         return run_dir
     record = read_json(recorded, "the run's record", expect=dict)
     model = record.get("model", {})
-    if model.get("flavor") not in (None, flavor):
-        raise ValueError(
-            f"the run {run_dir} trained model.flavor {model['flavor']!r}, the config gives "
-            f"{flavor!r}: export with the run's own flavor (--model.flavor {model['flavor']})"
-        )
     trained_with = os.path.join(str(model.get("hf_assets_path")), "tokenizer.json")
     given = os.path.join(hf_assets_path, "tokenizer.json")
     if not os.path.isfile(trained_with):
@@ -538,7 +539,6 @@ def export(
     finally:
         logging.disable(logging.NOTSET)
     _note_other_objective(config)
-    check_model_settings(config, checkpoint)
     problem = checkpoint_folder_problem(config.job.dump_folder, config.checkpoint.folder)
     if problem:
         raise ValueError(problem)
@@ -574,6 +574,8 @@ def export_run(
     step without recorded checksums is refused unless `accept_unverified` (runs/checkpoints.py)."""
     model_args = flavor_args(flavor)
     check_out(out, overwrite, run_dir, checkpoint_folder, checkpoint)
+    if run_dir is not None:
+        check_model_settings(run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path)
     check_tokenizer(hf_assets_path)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
     if not os.path.isdir(checkpoint):
@@ -596,7 +598,7 @@ def export_run(
             f"({checkpoint}): name it step-{step}, or pass --checkpoint for step {named}"
         )
     if recorded:
-        run_dir = check_run(run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path)
+        run_dir = check_run(run_dir, checkpoint_folder, checkpoint, hf_assets_path)
     reads_from = (run_dir, checkpoint_folder, checkpoint)
     check_out(out, overwrite, *reads_from)
     unverified = verify_step(checkpoint, what="export", accept_unverified=accept_unverified)

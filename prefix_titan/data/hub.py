@@ -97,33 +97,28 @@ def _asks_like_the_client() -> bool:
 def _ask(endpoint: str, timeout: float, opener) -> BaseException | None:
     """Why the endpoint was not reached (None: it was, or nothing can be said here), within
     `timeout` seconds in all (urllib's own timeout is per address and per operation, and the
-    name lookup has none: the request runs in a thread that is given up after `timeout`); a
-    name not resolved is asked twice (a passing resolver failure)."""
+    name lookup has none: the request runs in a thread that is given up after `timeout`)."""
+    outcome: list = []
 
-    def request(outcome: list):
+    def request():
         try:
             opener(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
             outcome.append(None)
         except BaseException as e:  # judged below, in the caller's thread
             outcome.append(e)
 
-    for attempt in range(2):
-        outcome: list = []
-        thread = threading.Thread(target=request, args=(outcome,), daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if not outcome:
-            return TimeoutError(f"no answer within {timeout:g} s")
-        error = outcome[0]
-        if isinstance(error, urllib.error.HTTPError) or error is None:
-            return None  # it answered
-        reason = error.reason if isinstance(error, urllib.error.URLError) else error
-        if not isinstance(reason, BaseException) or not _not_reached(reason):
-            return None  # reached and answered badly, or an endpoint it cannot ask: the
-            # client's to say, as before
-        if not isinstance(reason, socket.gaierror) or attempt:
-            return reason
-    return None  # (not reached)
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return TimeoutError(f"no answer within {timeout:g} s")
+    error = outcome[0]
+    if error is None or isinstance(error, urllib.error.HTTPError):
+        return None  # it answered
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if not isinstance(reason, BaseException) or not _not_reached(reason):
+        return None  # reached and answered badly, or an endpoint it cannot ask: the client's
+    return reason  # to say, as before
 
 
 def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.request.urlopen):
@@ -145,6 +140,8 @@ def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.req
         return None
     endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
     why = _ask(endpoint, timeout, opener)
+    if isinstance(why, socket.gaierror):  # a passing resolver failure: asked once more
+        why = _ask(endpoint, timeout, opener)
     if why is None:
         return None
     for v in OFFLINE_VARIABLES:

@@ -87,10 +87,14 @@ def iter_rows(path: str, start: int):
                     yield i, doc_id, text
 
 
+FOLDER_PREFIXES = ("/", ".", "~")
+"""A --source that starts with one of these names a folder, there or not (never a hub dataset)"""
+
+
 def hub_source(source: str) -> bool:
     """Whether --source names a hub dataset (owner/name): not the embedded corpus, nor a folder
-    (a path that starts with /, . or ~ names one, there or not: source_files refuses it)."""
-    local = source == "embedded" or source.startswith(("/", ".", "~"))
+    (FOLDER_PREFIXES, there or not: source_files refuses one that is not there)."""
+    local = source == "embedded" or source.startswith(FOLDER_PREFIXES)
     return not local and not os.path.isdir(source)
 
 
@@ -108,7 +112,7 @@ def source_files(source: str, revision: str | None = None) -> tuple[list[str], s
             raise ValueError("--revision is for a hub dataset; --source embedded has none")
 
         return ["embedded"], f"python-{platform.python_version()}"
-    if source.startswith(("/", ".", "~")) and not os.path.isdir(source):
+    if source.startswith(FOLDER_PREFIXES) and not os.path.isdir(source):
         raise ValueError(
             f"--source {source!r}: no such folder (a local folder of the dataset's .parquet or "
             "jsonl files; a hub dataset is named owner/name, e.g. HuggingFaceFW/fineweb-edu)"

@@ -42,6 +42,14 @@ unfused eager <= 1.0x eager CE time at <= 0.4x its memory; the fused head, eager
 <= 1.2x). With several --chunk-tokens (or --row-block-mib), the fastest chunk size (and block)
 within the memory goal, per row kernel: the value for `objective.fused_chunk_tokens` (and
 `objective.row_block_mib`) on this device.
+
+    python scripts/bench_loss.py --rows eager.json compiled.json [--json both.json]
+
+measures nothing: it prints the table, goals and choices of rows saved with --json, several files
+as one table. The fused head's eager goal is held to torchtitan's compiled CE, so rows measured
+in an eager call and a compiled call (as `scripts/gpu_checks.sh` makes them) are judged, and the
+chunk size chosen within the memory goal, only together. Files of different setups (sizes,
+dtype, device), and a row in two files, are refused.
 """
 
 from __future__ import annotations
@@ -409,11 +417,13 @@ def print_traffic_goals(rows: list[dict], dtype: str) -> None:
         print(f"| {_label(r)} | {r['mode']} | {_bytes(r)} | <= {g['bound']:.0f} | {met} |")
 
 
-def print_goals(rows: list[dict]) -> None:
+def print_goals(
+    rows: list[dict], measured: str = "in this run", on: str = "on this device"
+) -> None:
     held = goal_rows(rows)
     if held:
         print(
-            "\nGoals, against torchtitan's CE in this run (floor: the head's matmuls alone; "
+            f"\nGoals, against torchtitan's CE {measured} (floor: the head's matmuls alone; "
             f"stretch goal <= {FLOOR_BOUND}x)\n"
         )
         print("| objective | mode | goal | time | memory | vs floor | met |")
@@ -439,21 +449,21 @@ def print_goals(rows: list[dict]) -> None:
         if block is None:
             print(
                 f"\nFused head, {kernel} row passes: {chunk} tokens per chunk is the fastest "
-                f"measured chunk size {held_to} on this device "
+                f"measured chunk size {held_to} {on} "
                 f"(objective.fused_chunk_tokens = {chunk})"
             )
         else:
             print(
                 f"\nFused head, {kernel} row passes: {chunk} tokens per chunk in {block} MiB row "
-                f"blocks is the fastest measured pair {held_to} on this device "
+                f"blocks is the fastest measured pair {held_to} {on} "
                 f"(objective.fused_chunk_tokens = {chunk}; eager: objective.row_block_mib = "
                 f"{block})"
             )
     block = block_choice(rows)
     if block is not None:
         print(
-            f"\nUnfused eager PyTorch row passes: {block} MiB blocks are the fastest measured on "
-            f"this device (objective.row_block_mib = {block})"
+            f"\nUnfused eager PyTorch row passes: {block} MiB blocks are the fastest measured {on} "
+            f"(objective.row_block_mib = {block})"
         )
 
 
@@ -581,8 +591,29 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", default=None, choices=CASES)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: print the table, goals and choices of rows saved with --json "
+        "(several files: one table, e.g. the eager and the compiled rows of two calls)",
+    )
     p.add_argument("--mode-run", nargs=2, metavar=("MODE", "MEASURE"), help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.rows:
+        given = [name for name in MEASURING if getattr(a, name) != p.get_default(name)]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            p.error(f"--rows prints saved rows and measures nothing: {flags} cannot go with it")
+        try:
+            rows, setup, dtype = read_rows(a.rows, a.dtype)
+        except ValueError as e:
+            p.error(str(e))
+        print_report(rows, setup, dtype, saved=True)
+        if a.json:
+            pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
+        return
     for flag, least in LEAST.items():
         value = getattr(a, flag[2:].replace("-", "_"))
         for v in value if isinstance(value, list) else [value]:  # nargs="+": each value
@@ -680,23 +711,31 @@ def main() -> None:
     logits_mb = a.tokens * a.vocab * (2 if a.dtype == "bfloat16" else 4) / 2**20
     source = a.vocab_file or a.hf_assets_path or f"synthetic, K={a.k}"
     what = f"LM head (d={a.dim}) + loss" if a.dim else "loss alone"
+    setup = (
+        f"{what}, N={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
+        f"prefix tables: {source}; median of {a.repeats}"
+    )
+    rows = [{**r, "dtype": a.dtype, "setup": setup} for r in rows]
+    print_report(rows, setup, a.dtype)
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
+
+
+def print_report(rows: list[dict], setup: str, dtype: str, saved: bool = False) -> None:
+    """The table of `rows` (each mode's rows held to its torchtitan_ce row, where measured), then
+    the goals, the chunk and block choices and the bytes per logit against their goals; `saved`:
+    rows read back from files (--rows), not measured by this run."""
     print(
-        f"\n{what}, N={a.tokens} V={a.vocab} {a.dtype} logits ({logits_mb:.0f} MiB) on {where}; "
-        f"prefix tables: {source}; median of {a.repeats} (spread: fastest-slowest, least-most); "
-        "reserved: the allocator's reserved memory above the case's start (CUDA); B/logit: bytes "
-        "the row work moves per logit\n"
+        f"\n{setup} (spread: fastest-slowest, least-most); reserved: the allocator's reserved "
+        "memory above the case's start (CUDA); B/logit: bytes the row work moves per logit\n"
     )
     print(
         "| objective | mode | fwd+bwd ms | spread ms | vs torchtitan CE | peak extra MiB "
         "| spread MiB | reserved MiB | vs torchtitan CE | B/logit |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for mode in a.modes:
-        ref = (
-            next(r for r in rows if r["case"] == "torchtitan_ce" and r["mode"] == mode)
-            if "torchtitan_ce" in a.cases
-            else None
-        )
+    for mode in dict.fromkeys(r["mode"] for r in rows):  # in the rows' order
+        ref = _row_of(rows, "torchtitan_ce", mode)
         for r in (r for r in rows if r["mode"] == mode):
             t_ratio = f"{r['ms'] / ref['ms']:.2f}x" if ref else "-"
             m_ratio = (
@@ -712,10 +751,72 @@ def main() -> None:
                 f"{'-' if reserved is None else f'{reserved / 2**20:.0f}'} | {m_ratio} | "
                 f"{_bytes(r)} |"
             )
-    print_goals(rows)
-    print_traffic_goals(rows, a.dtype)
-    if a.json:
-        pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
+    if saved:
+        print_goals(rows, "in these rows", "on the device that measured them")
+    else:
+        print_goals(rows)
+    print_traffic_goals(rows, dtype)
+
+
+ROW_KEYS = ("case", "mode", "chunk_tokens", "ms", "ms_min", "ms_max", "peak_bytes", "peak_min")
+# What --rows cannot be given with: the options that say what to measure.
+MEASURING = (
+    "tokens", "dim", "chunk_tokens", "row_block_mib", "vocab", "k", "device", "vocab_file",
+    "hf_assets_path", "modes", "cases", "repeats",
+)  # fmt: skip
+
+
+def read_rows(paths: list[str], dtype: str) -> tuple[list[dict], str, str]:
+    """(rows, setup line, dtype) of the rows that earlier runs wrote with --json, in the files'
+    order: one table, e.g. of the eager and the compiled rows of two calls. Refuses files that
+    hold no such rows, rows of different setups or dtypes (their ratios would compare different
+    problems), and a row measured twice. Rows written before rows kept their setup and dtype
+    take `dtype` (--dtype) and an unrecorded setup."""
+    rows, seen, setups, dtypes = [], {}, {}, {}
+    for path in paths:
+        try:
+            got = json.loads(pathlib.Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--rows {path}: {e}") from None
+        if not isinstance(got, list) or not got:
+            raise ValueError(f"--rows {path}: holds no rows (a JSON list written by --json)")
+        for r in got:
+            missing = [k for k in ROW_KEYS if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise ValueError(
+                    f"--rows {path}: a row without {', '.join(missing)}: not rows written by --json"
+                )
+            wrong = [k for k in ROW_KEYS[3:] if not isinstance(r[k], (int, float))]
+            if r["case"] not in CASES or r["mode"] not in ("eager", "compiled") or wrong:
+                raise ValueError(
+                    f"--rows {path}: a row of case {r['case']!r}, mode {r['mode']!r}"
+                    + (f", with {', '.join(wrong)} not a number" if wrong else "")
+                    + f": not a row written by --json (cases: {', '.join(CASES)}; modes: eager, "
+                    "compiled)"
+                )
+            r = {"row_block_mib": None, "peak_max": r["peak_min"], **r}
+            key = (r["case"], r["mode"], r["chunk_tokens"], r["row_block_mib"])
+            if key in seen:
+                raise ValueError(
+                    f"--rows: {_label(r)} ({r['mode']}) is in both {seen[key]} and {path}; "
+                    "give one measurement of each row"
+                )
+            seen[key] = path
+            setups.setdefault(r.get("setup"), path)
+            dtypes.setdefault(r.get("dtype", dtype), path)
+            rows.append(r)
+    known = {s: f for s, f in setups.items() if s is not None}
+    for what, found in (("setups", known), ("logits' dtypes", dtypes)):
+        if len(found) > 1:
+            (one, a), (other, b) = list(found.items())[:2]
+            raise ValueError(
+                f"--rows: the files' {what} differ ({a}: {one}; {b}: {other}); "
+                "one table holds rows of one setup"
+            )
+    setup = next(iter(known), "setup not recorded in the rows")
+    if None in setups and known:
+        setup += " (some rows without a recorded setup)"
+    return rows, f"{setup}; rows from {', '.join(paths)}", next(iter(dtypes))
 
 
 if __name__ == "__main__":

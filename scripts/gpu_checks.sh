@@ -6,7 +6,8 @@
 # 4,096: the GPU default since 2026-12-04, and 8,192), the eager PyTorch row passes in the GPU's
 # default fp32 block (256 MiB; 32, 64 and 1,024 MiB were measured slower or larger on an H200,
 # docs/benchmarks.md). Writes everything under OUT_DIR (default gpu-checks/): pytest's report,
-# the benchmark's table and its JSON rows.
+# the benchmark's table and its JSON rows per mode, and with both modes bench_loss_both.md: the
+# two modes' rows as one table, where the eager fused rows meet the compiled CE they are held to.
 #
 #     bash scripts/gpu_checks.sh [OUT_DIR] [PARTS]
 #
@@ -91,6 +92,13 @@ for mode in eager compiled; do
         fused_triton_prefix_tau0.5 --json "$out/bench_loss_$mode.json" 2>&1 \
         | tee "$out/bench_loss_$mode.md" || status=1
 done
+# The fused head's eager rows are held to the compiled CE, so with both modes run here their
+# goals and the chunk choice are read from both calls' rows together.
+if [[ $parts == *,eager,* && $parts == *,compiled,* && -f $out/bench_loss_eager.json \
+    && -f $out/bench_loss_compiled.json ]]; then
+    "$py" scripts/bench_loss.py --rows "$out/bench_loss_eager.json" \
+        "$out/bench_loss_compiled.json" > "$out/bench_loss_both.md" || status=1
+fi
 if [[ $parts == *,train,* ]]; then
     for run in default:--objective.kernel=auto pytorch:--objective.kernel=pytorch \
         fused:--objective.fused_loss; do

@@ -228,3 +228,98 @@ def test_bench_loss_triton_cases_need_a_gpu_or_the_interpreter():
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert [r["case"] for r in rows] == ["triton_prefix_tau0.5", "fused_triton_prefix_tau0.5"]
     assert all(r["ms"] > 0 for r in rows)
+
+
+def _saved(path, rows, setup="LM head (d=8) + loss, N=64 V=4099 bfloat16 logits on a GPU"):
+    full = [
+        {
+            "row_block_mib": None,
+            "ms_min": r["ms"],
+            "ms_max": r["ms"],
+            "peak_min": r["peak_bytes"],
+            "peak_max": r["peak_bytes"],
+            "bytes_per_logit": 6.0,
+            "dtype": "bfloat16",
+            "setup": setup,
+            **r,
+        }
+        for r in rows
+    ]
+    path.write_text(json.dumps(full))
+    return str(path)
+
+
+def _rows_run(*args):
+    return subprocess.run(
+        [sys.executable, "scripts/bench_loss.py", "--rows", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_saved_rows_of_two_calls_are_judged_as_one_table(tmp_path):
+    """--rows reads the eager and the compiled rows of two calls as one table: the fused head's
+    eager rows meet the compiled CE they are held to (absent from the eager call alone), and the
+    chunk size is chosen within the memory goal, which the eager call alone cannot do."""
+    eager = _saved(
+        tmp_path / "eager.json",
+        [
+            _row("torchtitan_ce", "eager", 47.0, 24000),
+            _row("fused_triton_ce", "eager", 23.0, 1500, 4096),
+            _row("fused_triton_ce", "eager", 22.0, 2500, 8192),
+        ],
+    )
+    compiled = _saved(
+        tmp_path / "compiled.json",
+        [
+            _row("torchtitan_ce", "compiled", 22.0, 8000),
+            _row("fused_triton_ce", "compiled", 23.0, 1500, 4096),
+            _row("fused_triton_ce", "compiled", 22.5, 2500, 8192),
+        ],
+    )
+    alone = _rows_run(eager)
+    assert alone.returncode == 0, alone.stderr
+    assert "8192 tokens per chunk" in alone.stdout and "memory not held" in alone.stdout
+    assert "compiled CE time" not in alone.stdout  # no goal without the compiled CE
+    both = _rows_run(eager, compiled, "--json", str(tmp_path / "both.json"))
+    assert both.returncode == 0, both.stderr
+    out = both.stdout
+    assert "rows from " + eager + ", " + compiled in out
+    # 8,192 is faster in both modes but over 0.25x the compiled CE's memory (2500 / 8000)
+    assert "triton row passes: 4096 tokens per chunk" in out and "within the memory goal" in out
+    goal = re.search(
+        r"^\| fused_triton_ce @4096 \| eager \| <= 1.05x compiled.*\| (\S+)x \| ", out, re.M
+    )
+    assert goal and float(goal.group(1)) == pytest.approx(0.19, abs=0.005), out  # 1500 / 8000
+    assert f"{23.0 / 22.0:.2f}x" in out
+    assert len(json.loads((tmp_path / "both.json").read_text())) == 6
+
+
+def test_saved_rows_that_cannot_make_one_table_are_refused(tmp_path):
+    eager = _saved(tmp_path / "eager.json", [_row("torchtitan_ce", "eager", 47.0, 24000)])
+    other = _saved(
+        tmp_path / "other.json",
+        [_row("torchtitan_ce", "compiled", 22.0, 8000)],
+        setup="LM head (d=8) + loss, N=128 V=4099 bfloat16 logits on a GPU",
+    )
+    (tmp_path / "empty.json").write_text("[]")
+    (tmp_path / "text.json").write_text("not json")
+    (tmp_path / "bad.json").write_text(json.dumps([_row("ce", "eager", 1.0, 1)]))
+    nan = _saved(tmp_path / "nan.json", [{**_row("ce", "eager", 1.0, 1), "ms": "x"}])
+    cases = {
+        (eager, eager): "torchtitan_ce (eager) is in both",
+        (eager, other): "the files' setups differ",
+        (str(tmp_path / "empty.json"),): "holds no rows",
+        (str(tmp_path / "text.json"),): "text.json: Expecting value",
+        (str(tmp_path / "bad.json"),): "a row without ms_min",
+        (str(tmp_path / "nowhere.json"),): "No such file",
+        (nan,): "with ms, ms_min, ms_max not a number",
+        (eager, "--modes", "eager"): "--modes cannot go with it",
+        (eager, "--chunk-tokens", "4096"): "--chunk-tokens cannot go with it",
+    }
+    for args, said in cases.items():
+        out = _rows_run(*args)
+        assert out.returncode == 2 and said in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr

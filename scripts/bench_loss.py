@@ -579,7 +579,9 @@ def main() -> None:
     )
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--k", type=int, default=86, help="entries per row of synthetic prefix tables")
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument(
+        "--dtype", default=None, choices=["bfloat16", "float32"], help="logits' (default bfloat16)"
+    )
     p.add_argument(
         "--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available"
     )
@@ -614,6 +616,7 @@ def main() -> None:
         if a.json:
             pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
         return
+    a.dtype = a.dtype or "bfloat16"
     for flag, least in LEAST.items():
         value = getattr(a, flag[2:].replace("-", "_"))
         for v in value if isinstance(value, list) else [value]:  # nargs="+": each value
@@ -766,12 +769,13 @@ MEASURING = (
 )  # fmt: skip
 
 
-def read_rows(paths: list[str], dtype: str) -> tuple[list[dict], str, str]:
+def read_rows(paths: list[str], dtype: str | None = None) -> tuple[list[dict], str, str]:
     """(rows, setup line, dtype) of the rows that earlier runs wrote with --json, in the files'
     order: one table, e.g. of the eager and the compiled rows of two calls. Refuses files that
     hold no such rows, rows of different setups or dtypes (their ratios would compare different
-    problems), and a row measured twice. Rows written before rows kept their setup and dtype
-    take `dtype` (--dtype) and an unrecorded setup."""
+    problems), a row measured twice, and `dtype` (--dtype, None where not given) other than the
+    rows' own. Rows written before rows kept their setup and dtype take `dtype` (else bfloat16)
+    and an unrecorded setup."""
     rows, seen, setups, dtypes = [], {}, {}, {}
     for path in paths:
         try:
@@ -802,8 +806,12 @@ def read_rows(paths: list[str], dtype: str) -> tuple[list[dict], str, str]:
                     "give one measurement of each row"
                 )
             seen[key] = path
+            if dtype is not None and r.get("dtype", dtype) != dtype:
+                raise ValueError(
+                    f"--dtype {dtype}, but {path} holds rows measured with {r['dtype']} logits"
+                )
             setups.setdefault(r.get("setup"), path)
-            dtypes.setdefault(r.get("dtype", dtype), path)
+            dtypes.setdefault(r.get("dtype", dtype or "bfloat16"), path)
             rows.append(r)
     known = {s: f for s, f in setups.items() if s is not None}
     for what, found in (("setups", known), ("logits' dtypes", dtypes)):

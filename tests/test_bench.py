@@ -316,6 +316,9 @@ def test_saved_rows_that_cannot_make_one_table_are_refused(tmp_path):
         (str(tmp_path / "bad.json"),): "a row without ms_min",
         (str(tmp_path / "nowhere.json"),): "No such file",
         (nan,): "with ms, ms_min, ms_max not a number",
+        (eager, "--dtype", "float32"): "--dtype float32, but "
+        + eager
+        + " holds rows measured with",
         (eager, "--modes", "eager"): "--modes cannot go with it",
         (eager, "--chunk-tokens", "4096"): "--chunk-tokens cannot go with it",
     }

@@ -11,13 +11,18 @@
 #
 #     bash scripts/gpu_checks.sh [OUT_DIR] [PARTS]
 #
-# PARTS, a comma-separated list of tests, eager, compiled and train (default: the first three),
-# runs only those steps: the tests, the benchmark's eager rows, its compiled rows, and training
-# the 500M sweep config (train_configs/prefix_tau0.5.toml, compiled, bf16, local batch 16) for 30
-# steps through torchtitan's trainer three ways: the default loss (objective.kernel = auto), the
-# PyTorch row passes, and the fused head. `train` needs the Llama-3 tokenizer and token shards in
-# TRAIN_ASSETS (default .gpu_train/, which git ignores; 8 MB), made beforehand where the package
-# is installed:
+# PARTS, a comma-separated list of tests, eager, compiled, train and determinism (default: the
+# first three), runs only those steps: the tests, the benchmark's eager rows, its compiled rows,
+# training the 500M sweep config (train_configs/prefix_tau0.5.toml, compiled, bf16, local batch
+# 16) for 30 steps through torchtitan's trainer three ways: the default loss (objective.kernel =
+# auto), the PyTorch row passes, and the fused head; and `determinism`: 20 steps of that config
+# under torch's deterministic algorithms (--debug.deterministic, no warn_only; seed 0), twice, then
+# stopped at step 10 and resumed, then with the PyTorch rows and with the fused head, compared step
+# by step with the first (scripts/compare_runs.py, into determinism.md): whether a GPU run repeats
+# itself and a resume follows it bit for bit (with warn_only, cuDNN's attention backward kept
+# them apart from step 14 on an H200, docs/benchmarks.md), and how far the row paths are apart.
+# `train` and `determinism` need the Llama-3 tokenizer and token shards in TRAIN_ASSETS (default
+# .gpu_train/, which git ignores; 8 MB), made beforehand where the package is installed:
 #     python -c "from prefix_titan.data.tokenizers import convert_llama3_tokenizer as c; \
 #         c('.gpu_train/tokenizer')"
 #     python -m prefix_titan.prepare --source embedded --tokenizer .gpu_train/tokenizer \
@@ -41,20 +46,21 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-gpu-checks}"
-allowed="tests, eager, compiled, train (comma-separated, no spaces)"
+allowed="tests, eager, compiled, train, determinism (comma-separated, no spaces)"
 IFS=, read -ra asked <<<"${2:-tests,eager,compiled}"
 [[ ${#asked[@]} -gt 0 ]] || { echo "PARTS: none given; allowed: $allowed" >&2; exit 2; }
 for part in "${asked[@]}"; do
     case $part in
-        tests | eager | compiled | train) ;;
+        tests | eager | compiled | train | determinism) ;;
         *) echo "PARTS: unknown part '$part'; allowed: $allowed" >&2; exit 2 ;;
     esac
 done
 parts=",${2:-tests,eager,compiled},"
 assets="${TRAIN_ASSETS:-.gpu_train}"
-if [[ $parts == *,train,* ]] && [[ ! -f $assets/tokenizer/tokenizer.json || ! -d $assets/shards ]]
-then
-    echo "train: $assets/tokenizer/tokenizer.json and $assets/shards are needed (see the top)" >&2
+if [[ $parts == *,train,* || $parts == *,determinism,* ]] \
+    && [[ ! -f $assets/tokenizer/tokenizer.json || ! -d $assets/shards ]]; then
+    echo "train, determinism: $assets/tokenizer/tokenizer.json and $assets/shards are needed" \
+        "(see the top)" >&2
     exit 2
 fi
 mkdir -p "$out"
@@ -113,5 +119,27 @@ if [[ $parts == *,train,* ]]; then
             | tee "$out/train_$name.log" | grep -E "step: +[0-9]+ +loss|Loss:|Fused loss:|Error" \
             || status=1
     done
+fi
+if [[ $parts == *,determinism,* ]]; then
+    det="${TMPDIR:-/tmp}/prefix_titan_determinism"
+    rm -rf "$det"  # fresh runs, never a resume of the last call's
+    # name:steps:options (split at spaces); the resumed run is stopped at step 10, where it
+    # saves its checkpoint, then resumed; the others save none
+    off=--checkpoint.no-enable
+    for run in "first:20:$off" "again:20:$off" resumed:10:--checkpoint.enable \
+        resumed:20:--checkpoint.enable "pytorch:20:$off --objective.kernel=pytorch" \
+        "fused:20:$off --objective.fused_loss"; do
+        IFS=: read -r name steps options <<<"$run"
+        "$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml \
+            --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards" \
+            --validation.no-enable --metrics.no-enable-tensorboard --training.steps "$steps" \
+            --lr_scheduler.total_steps 20 --training.global_batch_size -1 --metrics.log_freq 1 \
+            --checkpoint.interval 10 --debug.deterministic --debug.seed 0 \
+            --job.dump_folder "$det/$name" $options >>"$out/determinism_$name.log" 2>&1 \
+            || { status=1; tail -5 "$out/determinism_$name.log"; }
+    done
+    rm -rf "$det/resumed/checkpoint"  # 12 GB of the 500M's weights and optimizer state
+    "$py" scripts/compare_runs.py "$det/first" "$det/again" "$det/resumed" "$det/pytorch" \
+        "$det/fused" 2>&1 | tee "$out/determinism.md" || status=1
 fi
 exit $status

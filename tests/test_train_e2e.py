@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import CE, ROOT, VAL, embedded_tokenizer_at, train, train_all
+from helpers import CE, ROOT, VAL, embedded_tokenizer_at, load_script, train, train_all
 
 pytestmark = pytest.mark.slow  # end-to-end trainings
 
@@ -106,6 +106,10 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data):
     for step in range(1, 9):
         got = first[step] if step <= 4 else resumed[step]
         assert got == pytest.approx(full[step], rel=1e-5, abs=1e-5), step
+    # bit for bit, from the metrics logs' full-precision losses (the resumed run's steps are in
+    # the same log as its first four)
+    losses = load_script("compare_runs").losses
+    assert losses(str(tmp_path / "stopped")) == losses(str(tmp_path / "full"))
     if data == "embedded_docs":  # the finished run again: nothing trained, and it says so
         log, again = train(tmp_path, *common, "--training.steps", "8", name="stopped")
         assert not again and "nothing trained: the run had reached training.steps (8)" in log

@@ -48,14 +48,16 @@ within the memory goal, per row kernel: the value for `objective.fused_chunk_tok
 measures nothing: it prints the table, goals and choices of rows saved with --json, several files
 as one table. The fused head's eager goal is held to torchtitan's compiled CE, so rows measured
 in an eager call and a compiled call (as `scripts/gpu_checks.sh` makes them) are judged, and the
-chunk size chosen within the memory goal, only together. Files of different setups (sizes,
-dtype, device), and a row in two files, are refused.
+chunk size chosen within the memory goal, only together. Files whose recorded setups (sizes,
+dtype, device) differ, and a row in two files, are refused; rows saved before rows recorded their
+setup are taken as they are, and the table says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import platform
@@ -596,6 +598,7 @@ def main() -> None:
     p.add_argument(
         "--rows",
         nargs="+",
+        action="extend",
         default=None,
         metavar="JSON",
         help="measure nothing: print the table, goals and choices of rows saved with --json "
@@ -604,7 +607,8 @@ def main() -> None:
     p.add_argument("--mode-run", nargs=2, metavar=("MODE", "MEASURE"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.rows:
-        given = [name for name in MEASURING if getattr(a, name) != p.get_default(name)]
+        p.set_defaults(**dict.fromkeys(MEASURING, _UNSET))  # what is given is then not _UNSET
+        given = [name for name in MEASURING if getattr(p.parse_args(), name) is not _UNSET]
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             p.error(f"--rows prints saved rows and measures nothing: {flags} cannot go with it")
@@ -762,6 +766,16 @@ def print_report(rows: list[dict], setup: str, dtype: str, saved: bool = False) 
 
 
 ROW_KEYS = ("case", "mode", "chunk_tokens", "ms", "ms_min", "ms_max", "peak_bytes", "peak_min")
+NUMBERS = ("ms", "ms_min", "ms_max", "peak_bytes", "peak_min", "peak_max")
+OPTIONAL = ("reserved_bytes", "bytes_per_logit")  # None where not measured
+WHOLE = ("chunk_tokens", "row_block_mib")  # None where not the row's setting
+_UNSET = object()
+
+
+def _number(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
 # What --rows cannot be given with: the options that say what to measure.
 MEASURING = (
     "tokens", "dim", "chunk_tokens", "row_block_mib", "vocab", "k", "device", "vocab_file",
@@ -790,15 +804,27 @@ def read_rows(paths: list[str], dtype: str | None = None) -> tuple[list[dict], s
                 raise ValueError(
                     f"--rows {path}: a row without {', '.join(missing)}: not rows written by --json"
                 )
-            wrong = [k for k in ROW_KEYS[3:] if not isinstance(r[k], (int, float))]
+            r = {"row_block_mib": None, "peak_max": r["peak_min"], **r}
+            wrong = [f"{k} not a finite number" for k in NUMBERS if not _number(r[k])]
+            wrong += [
+                f"{k} neither null nor a finite number"
+                for k in OPTIONAL
+                if r.get(k) is not None and not _number(r[k])
+            ]
+            wrong += [
+                f"{k} neither null nor a whole number"
+                for k in WHOLE
+                if r[k] is not None and type(r[k]) is not int
+            ]
+            if not wrong and r["ms"] <= 0:
+                wrong = ["ms not above 0"]
             if r["case"] not in CASES or r["mode"] not in ("eager", "compiled") or wrong:
                 raise ValueError(
                     f"--rows {path}: a row of case {r['case']!r}, mode {r['mode']!r}"
-                    + (f", with {', '.join(wrong)} not a number" if wrong else "")
+                    + (f", with {', '.join(wrong)}" if wrong else "")
                     + f": not a row written by --json (cases: {', '.join(CASES)}; modes: eager, "
                     "compiled)"
                 )
-            r = {"row_block_mib": None, "peak_max": r["peak_min"], **r}
             key = (r["case"], r["mode"], r["chunk_tokens"], r["row_block_mib"])
             if key in seen:
                 raise ValueError(
@@ -820,6 +846,11 @@ def read_rows(paths: list[str], dtype: str | None = None) -> tuple[list[dict], s
             raise ValueError(
                 f"--rows: the files' {what} differ ({a}: {one}; {b}: {other}); "
                 "one table holds rows of one setup"
+                + (
+                    " (rows saved without a recorded dtype are taken as --dtype, default bfloat16)"
+                    if what != "setups"
+                    else ""
+                )
             )
     setup = next(iter(known), "setup not recorded in the rows")
     if None in setups and known:

@@ -5,16 +5,20 @@
 Each argument is a run's `job.dump_folder`; its training loss at each logged step is read at full
 precision from the run's metrics log (prefix_metrics.jsonl: a resumed run's steps before and after
 the resume are in the same log; a step logged twice, by a run resumed behind its last log line,
-counts as its later row). For each RUN against REFERENCE it prints the steps both logged, the last
-step through which the two losses are bit-for-bit equal, the first step where they differ and by
-how much, and their largest difference: whether two runs of the same settings repeat each other
-(determinism), whether a resumed run follows the uninterrupted one, and how far two row kernels of
-the same objective are apart. `scripts/gpu_checks.sh` runs it on its `determinism` part.
+counts as its later row). For each RUN against REFERENCE it prints the steps both logged and the
+reference's steps the run did not log (a run that stopped early), the last step through which the
+two losses are bit-for-bit equal, the first step where they differ and by how much, and their
+largest difference: whether two runs of the same settings repeat each other (determinism),
+whether a resumed run follows the uninterrupted one, and how far two row kernels of the same
+objective are apart. A folder that cannot be read is said on its line and the others are still
+compared; the exit status is 1 where any was, or where a run misses steps of the reference.
+`scripts/gpu_checks.sh` runs it on its `determinism` part.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -27,43 +31,75 @@ def losses(folder: str) -> dict[int, float]:
     path = os.path.join(folder, METRICS_LOG)
     if not os.path.isfile(path):
         raise ValueError(f"{folder} holds no {METRICS_LOG}: not the dump folder of a trained run")
-    out = {row["step"]: float(row["loss"]) for row in read_log(path) if "loss" in row}
+    out = {}
+    for number, row in enumerate(read_log(path), 1):
+        if "loss" not in row:
+            continue
+        step, loss = row.get("step"), row["loss"]
+        if type(step) is not int or type(loss) not in (int, float):
+            raise ValueError(
+                f"{path} row {number}: step {step!r}, loss {loss!r}: a training row needs a whole "
+                "step number and a numeric loss"
+            )
+        out[step] = float(loss)
     if not out:
         raise ValueError(f"{path} holds no training loss")
     return out
 
 
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))  # NaN at the same step repeats too
+
+
+def _spans(steps: list[int]) -> str:
+    """1-3, 7, 9-10"""
+    spans, start = [], None
+    for i, s in enumerate(steps):
+        start = s if start is None else start
+        if i + 1 == len(steps) or steps[i + 1] != s + 1:
+            spans.append(str(s) if s == start else f"{start}-{s}")
+            start = None
+    return ", ".join(spans)
+
+
 def compare(reference: dict[int, float], run: dict[int, float]) -> dict:
-    """The steps both logged; through which one the losses are equal (None: not even the first);
-    the first that differs with its difference (None: none does); the largest difference."""
+    """The steps both logged and the reference's the run did not; through which step the losses
+    are equal (None: not even the first); the first that differs, with the two losses; the
+    largest finite difference and its step (None: none is finite)."""
     steps = sorted(set(reference) & set(run))
     if not steps:
         raise ValueError("no step logged by both runs")
-    diffs = [(abs(run[s] - reference[s]), s) for s in steps]
-    first = next(((s, d) for d, s in diffs if d != 0.0), None)
-    equal_through = (
-        steps[-1] if first is None else max((s for s in steps if s < first[0]), default=None)
+    first = next(
+        ((s, reference[s], run[s]) for s in steps if not _same(reference[s], run[s])), None
     )
+    finite = [
+        (abs(run[s] - reference[s]), s) for s in steps if math.isfinite(run[s] - reference[s])
+    ]
     return {
         "steps": (steps[0], steps[-1], len(steps)),
-        "equal_through": equal_through,
+        "missing": sorted(set(reference) - set(run)),
+        "equal_through": (
+            steps[-1] if first is None else max((s for s in steps if s < first[0]), default=None)
+        ),
         "first_difference": first,
-        "largest": max(diffs),
+        "largest": max(finite) if finite else None,
     }
 
 
 def describe(name: str, c: dict) -> str:
     lo, hi, n = c["steps"]
-    said = f"{name}: {n} steps in common ({lo}-{hi}); "
+    said = f"{name}: {n} steps in common ({lo}-{hi})"
+    if c["missing"]:
+        said += f", the reference's steps {_spans(c['missing'])} not logged"
     if c["first_difference"] is None:
-        return said + "bit-for-bit equal at every one"
-    step, diff = c["first_difference"]
+        return said + "; bit-for-bit equal at every one"
+    step, want, got = c["first_difference"]
     through = "at no step" if c["equal_through"] is None else f"through step {c['equal_through']}"
-    largest, at = c["largest"]
-    return (
-        said + f"equal {through}; first differs at step {step} by {diff:.3g}; "
-        f"largest difference {largest:.3g} (step {at})"
-    )
+    said += f"; equal {through}; first differs at step {step} ({got!r} against {want!r})"
+    if c["largest"] is not None:
+        largest, at = c["largest"]
+        said += f"; largest difference {largest:.3g} (step {at})"
+    return said
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,14 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         reference = losses(a.reference)
-        for folder in a.runs:
-            try:
-                print(describe(folder, compare(reference, losses(folder))))
-            except ValueError as e:
-                raise ValueError(f"{folder} against {a.reference}: {e}") from None
     except ValueError as e:
-        p.error(str(e))
-    return 0
+        p.error(f"the reference: {e}")
+    status = 0
+    for folder in a.runs:
+        try:
+            c = compare(reference, losses(folder))
+        except ValueError as e:
+            print(f"{folder}: not compared: {e}")
+            status = 1
+            continue
+        print(describe(folder, c))
+        status = status or int(bool(c["missing"]))
+    return status
 
 
 if __name__ == "__main__":

@@ -19,8 +19,11 @@
 # under torch's deterministic algorithms (--debug.deterministic, no warn_only; seed 0), twice, then
 # stopped at step 10 and resumed, then with the PyTorch rows and with the fused head, compared step
 # by step with the first (scripts/compare_runs.py, into determinism.md): whether a GPU run repeats
-# itself and a resume follows it bit for bit (with warn_only, cuDNN's attention backward kept
-# them apart from step 14 on an H200, docs/benchmarks.md), and how far the row paths are apart.
+# itself and a resume follows it bit for bit (with warn_only, on an H200, two such runs differed
+# by up to 1.3e-4 through step 13 and parted from step 14, cuDNN's attention backward keeping its
+# non-deterministic algorithm: docs/benchmarks.md), and how far the row paths are apart; six
+# launches of the 500M, estimated at about 5 minutes on an H200 from the train part's (not yet
+# run there).
 # `train` and `determinism` need the Llama-3 tokenizer and token shards in TRAIN_ASSETS (default
 # .gpu_train/, which git ignores; 8 MB), made beforehand where the package is installed:
 #     python -c "from prefix_titan.data.tokenizers import convert_llama3_tokenizer as c; \
@@ -92,6 +95,7 @@ fi
 # table takes over 20 minutes on an H100), three chunk sizes, the default eager row block.
 for mode in eager compiled; do
     [[ $parts == *,$mode,* ]] || continue
+    rm -f "$out/bench_loss_$mode.json"  # never an earlier call's rows in bench_loss_both.md
     "$py" scripts/bench_loss.py --tokens 16384 --dim 1024 --chunk-tokens 2048 4096 8192 \
         --row-block-mib 256 --modes "$mode" \
         --cases torchtitan_ce head_matmuls prefix_tau0.5 triton_prefix_tau0.5 fused_prefix_tau0.5 \
@@ -122,7 +126,7 @@ if [[ $parts == *,train,* ]]; then
 fi
 if [[ $parts == *,determinism,* ]]; then
     det="${TMPDIR:-/tmp}/prefix_titan_determinism"
-    rm -rf "$det"  # fresh runs, never a resume of the last call's
+    rm -rf "$det" "$out"/determinism*  # fresh runs and logs, never the last call's
     # name:steps:options (split at spaces); the resumed run is stopped at step 10, where it
     # saves its checkpoint, then resumed; the others save none
     off=--checkpoint.no-enable
@@ -130,6 +134,12 @@ if [[ $parts == *,determinism,* ]]; then
         resumed:20:--checkpoint.enable "pytorch:20:$off --objective.kernel=pytorch" \
         "fused:20:$off --objective.fused_loss"; do
         IFS=: read -r name steps options <<<"$run"
+        if [[ $name:$steps == resumed:20 && ! -d $det/resumed/checkpoint/step-10 ]]; then
+            echo "determinism: the resumed run saved no step-10 checkpoint; not resumed" \
+                | tee -a "$out/determinism_resumed.log"
+            status=1
+            continue
+        fi
         "$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml \
             --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards" \
             --validation.no-enable --metrics.no-enable-tensorboard --training.steps "$steps" \

@@ -289,11 +289,20 @@ def test_saved_rows_of_two_calls_are_judged_as_one_table(tmp_path):
     assert "rows from " + eager + ", " + compiled in out
     # 8,192 is faster in both modes but over 0.25x the compiled CE's memory (2500 / 8000)
     assert "triton row passes: 4096 tokens per chunk" in out and "within the memory goal" in out
+    # the eager fused row's goal cells: time and memory against the other file's compiled CE
     goal = re.search(
-        r"^\| fused_triton_ce @4096 \| eager \| <= 1.05x compiled.*\| (\S+)x \| ", out, re.M
+        r"^\| fused_triton_ce @4096 \| eager \| <= 1.05x compiled CE time, <= 0.25x its memory "
+        r"\| ([\d.]+)x \| ([\d.]+)x \| [^|]+ \| (yes|no) \|$",
+        out,
+        re.M,
     )
-    assert goal and float(goal.group(1)) == pytest.approx(0.19, abs=0.005), out  # 1500 / 8000
-    assert f"{23.0 / 22.0:.2f}x" in out
+    assert goal, out
+    assert float(goal.group(1)) == pytest.approx(23.0 / 22.0, abs=0.005)
+    assert float(goal.group(2)) == pytest.approx(1500 / 8000, abs=0.005)
+    assert goal.group(3) == "yes"
+    # --rows given twice reads both lists of files
+    twice = _rows_run(eager, "--rows", compiled)
+    assert twice.returncode == 0 and "rows from " + eager + ", " + compiled in twice.stdout
     assert len(json.loads((tmp_path / "both.json").read_text())) == 6
 
 
@@ -308,6 +317,18 @@ def test_saved_rows_that_cannot_make_one_table_are_refused(tmp_path):
     (tmp_path / "text.json").write_text("not json")
     (tmp_path / "bad.json").write_text(json.dumps([_row("ce", "eager", 1.0, 1)]))
     nan = _saved(tmp_path / "nan.json", [{**_row("ce", "eager", 1.0, 1), "ms": "x"}])
+    zero = _saved(tmp_path / "zero.json", [_row("torchtitan_ce", "eager", 0.0, 1)])
+    listed = _saved(tmp_path / "listed.json", [_row("ce", "eager", 1.0, 1, [4096])])
+    old = tmp_path / "old.json"  # saved before rows recorded their dtype
+    old.write_text(
+        json.dumps(
+            [
+                {k: v for k, v in r.items() if k != "dtype"}
+                for r in json.loads((tmp_path / "eager.json").read_text())
+            ]
+        )
+    )
+    wide = _saved(tmp_path / "fp32.json", [{**_row("ce", "compiled", 1.0, 1), "dtype": "float32"}])
     cases = {
         (eager, eager): "torchtitan_ce (eager) is in both",
         (eager, other): "the files' setups differ",
@@ -315,12 +336,17 @@ def test_saved_rows_that_cannot_make_one_table_are_refused(tmp_path):
         (str(tmp_path / "text.json"),): "text.json: Expecting value",
         (str(tmp_path / "bad.json"),): "a row without ms_min",
         (str(tmp_path / "nowhere.json"),): "No such file",
-        (nan,): "with ms, ms_min, ms_max not a number",
+        (nan,): "with ms not a finite number, ms_min not a finite number",
+        (zero,): "with ms not above 0",
+        (listed,): "with chunk_tokens neither null nor a whole number",
+        (str(old), wide): "rows saved without a recorded dtype are taken as --dtype",
         (eager, "--dtype", "float32"): "--dtype float32, but "
         + eager
         + " holds rows measured with",
         (eager, "--modes", "eager"): "--modes cannot go with it",
         (eager, "--chunk-tokens", "4096"): "--chunk-tokens cannot go with it",
+        (eager, "--repeats", "5"): "--repeats cannot go with it",  # the default, given
+        (eager, "--row-b", "64"): "--row-block-mib cannot go with it",  # abbreviated
     }
     for args, said in cases.items():
         out = _rows_run(*args)

@@ -26,6 +26,7 @@ def _cli(*args):
 
 
 def test_runs_are_compared_bit_for_bit_at_the_steps_both_logged(tmp_path):
+    nan = float("nan")
     a = _run(
         tmp_path / "a",
         [
@@ -33,42 +34,57 @@ def test_runs_are_compared_bit_for_bit_at_the_steps_both_logged(tmp_path):
             {"step": 2, "loss": 8.5},
             {"step": 2, "validation_plain_ce": 8.9},  # a validation row: no training loss
             {"step": 3, "loss": 8.25},
+            {"step": 4, "loss": nan},
         ],
     )
-    # a resumed run that logged step 2 again: its later row counts
+    # a resumed run that logged step 2 again: its later row counts; NaN at the same step repeats
     b = _run(
         tmp_path / "b",
         [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.0}, {"step": 2, "loss": 8.5}]
-        + [{"step": 3, "loss": 8.25}],
+        + [{"step": 3, "loss": 8.25}, {"step": 4, "loss": nan}],
     )
-    c = _run(tmp_path / "c", [{"step": 2, "loss": 8.5}, {"step": 3, "loss": 8.25 + 2**-20}])
+    c = _run(
+        tmp_path / "c",
+        [{"step": s, "loss": v} for s, v in ((1, 9.0), (2, 8.5), (3, 8.25 + 2**-20), (4, 7.0))],
+    )
     d = _run(tmp_path / "d", [{"step": 1, "loss": 9.5}, {"step": 3, "loss": 8.0}])
-    assert compare_runs.losses(a) == {1: 9.0, 2: 8.5, 3: 8.25}
-    out = _cli(a, b, c, d)
-    assert out.returncode == 0, out.stderr
+    assert compare_runs.losses(b)[2] == 8.5
+    out = _cli(a, b, str(tmp_path / "missing"), c, d)
     lines = out.stdout.splitlines()
-    assert lines[0] == f"{b}: 3 steps in common (1-3); bit-for-bit equal at every one"
-    assert lines[1] == (
-        f"{c}: 2 steps in common (2-3); equal through step 2; first differs at step 3 by "
-        f"{2**-20:.3g}; largest difference {2**-20:.3g} (step 3)"
+    assert lines[0] == f"{b}: 4 steps in common (1-4); bit-for-bit equal at every one"
+    assert lines[1].startswith(f"{tmp_path / 'missing'}: not compared: ")
+    assert lines[2] == (  # the NaN difference at step 4 is not a largest difference
+        f"{c}: 4 steps in common (1-4); equal through step 2; first differs at step 3 "
+        f"({8.25 + 2**-20!r} against 8.25); largest difference {2**-20:.3g} (step 3)"
     )
-    assert lines[2] == (
-        f"{d}: 2 steps in common (1-3); equal at no step; first differs at step 1 by 0.5; "
-        "largest difference 0.5 (step 1)"
+    # d stopped early: the steps it did not log are said, and make the exit status 1
+    assert lines[3] == (
+        f"{d}: 2 steps in common (1-3), the reference's steps 2, 4 not logged; equal at no "
+        "step; first differs at step 1 (9.5 against 9.0); largest difference 0.5 (step 1)"
     )
+    assert out.returncode == 1 and not out.stderr
+    assert _cli(a, b).returncode == 0
 
 
-def test_folders_that_cannot_be_compared_are_refused(tmp_path):
+def test_folders_that_cannot_be_compared_are_said(tmp_path):
     a = _run(tmp_path / "a", [{"step": 1, "loss": 9.0}])
     later = _run(tmp_path / "later", [{"step": 5, "loss": 7.0}])
     only_validation = _run(tmp_path / "val", [{"step": 1, "validation_plain_ce": 9.0}])
-    cases = {
-        (a, str(tmp_path / "missing")): "missing holds no prefix_metrics.jsonl",
-        (a, later): "later against " + a + ": no step logged by both runs",
-        (a, only_validation): "holds no training loss",
-        (a,): "the following arguments are required: run",
+    no_step = _run(tmp_path / "no_step", [{"loss": 9.0}])
+    text_loss = _run(tmp_path / "text", [{"step": 1, "loss": None}])
+    said = {
+        later: "no step logged by both runs",
+        only_validation: "holds no training loss",
+        no_step: "row 1: step None, loss 9.0: a training row needs a whole step number",
+        text_loss: "row 1: step 1, loss None",
     }
-    for args, said in cases.items():
+    out = _cli(a, *said)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    for line, (folder, what) in zip(out.stdout.splitlines(), said.items(), strict=True):
+        assert line.startswith(f"{folder}: not compared: ") and what in line, line
+    for args, what in {
+        (str(tmp_path / "missing"), a): "the reference: ",
+        (a,): "the following arguments are required: run",
+    }.items():
         out = _cli(*args)
-        assert out.returncode == 2 and said in out.stderr, (args, out.stderr)
-        assert "Traceback" not in out.stderr
+        assert out.returncode == 2 and what in out.stderr and "Traceback" not in out.stderr

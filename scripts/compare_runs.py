@@ -7,7 +7,7 @@ precision from the run's metrics log (prefix_metrics.jsonl: a resumed run's step
 the resume are in the same log; a step logged twice, by a run resumed behind its last log line,
 counts as its later row). For each RUN against REFERENCE it prints the steps both logged and the
 reference's steps the run did not log (a run that stopped early), the last step through which the
-two losses are bit-for-bit equal, the first step where they differ and by how much, and their
+two losses are bit-for-bit equal, the first step where they differ (with both losses), and their
 largest difference: whether two runs of the same settings repeat each other (determinism),
 whether a resumed run follows the uninterrupted one, and how far two row kernels of the same
 objective are apart. A folder that cannot be read is said on its line and the others are still

@@ -109,16 +109,17 @@ if [[ $parts == *,eager,* && $parts == *,compiled,* && -f $out/bench_loss_eager.
     "$py" scripts/bench_loss.py --rows "$out/bench_loss_eager.json" \
         "$out/bench_loss_compiled.json" > "$out/bench_loss_both.md" || status=1
 fi
+# The 500M sweep config through torchtitan's trainer, as the train and determinism parts run it
+train_500m=("$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml
+    --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards"
+    --validation.no-enable --metrics.no-enable-tensorboard --training.global_batch_size -1)
 if [[ $parts == *,train,* ]]; then
     for run in default:--objective.kernel=auto pytorch:--objective.kernel=pytorch \
         fused:--objective.fused_loss; do
         name=${run%%:*}
         dump="${TMPDIR:-/tmp}/prefix_titan_train_$name"
         rm -rf "$dump"  # a fresh run each time, never a resume of the last one
-        "$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml \
-            --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards" \
-            --validation.no-enable --checkpoint.no-enable --metrics.no-enable-tensorboard \
-            --training.steps 30 --training.global_batch_size -1 --metrics.log_freq 10 \
+        "${train_500m[@]}" --checkpoint.no-enable --training.steps 30 --metrics.log_freq 10 \
             --job.dump_folder "$dump" "${run#*:}" 2>&1 \
             | tee "$out/train_$name.log" | grep -E "step: +[0-9]+ +loss|Loss:|Fused loss:|Error" \
             || status=1
@@ -140,11 +141,8 @@ if [[ $parts == *,determinism,* ]]; then
             status=1
             continue
         fi
-        "$py" -m prefix_titan.train --job.config_file train_configs/prefix_tau0.5.toml \
-            --model.hf_assets_path "$assets/tokenizer" --training.dataset_path "$assets/shards" \
-            --validation.no-enable --metrics.no-enable-tensorboard --training.steps "$steps" \
-            --lr_scheduler.total_steps 20 --training.global_batch_size -1 --metrics.log_freq 1 \
-            --checkpoint.interval 10 --debug.deterministic --debug.seed 0 \
+        "${train_500m[@]}" --training.steps "$steps" --lr_scheduler.total_steps 20 \
+            --metrics.log_freq 1 --checkpoint.interval 10 --debug.deterministic --debug.seed 0 \
             --job.dump_folder "$det/$name" $options >>"$out/determinism_$name.log" 2>&1 \
             || { status=1; tail -5 "$out/determinism_$name.log"; }
     done

@@ -34,6 +34,28 @@ def local_command(*args: str, nproc: int = 1) -> list[str]:
 
 
 CONFIG_FLAGS = ("--job.config_file", "--job.config-file")
+TYRO_FORM_WARNING = r"The field `[^`]+` is annotated with type"
+"""The config parser's warning of a TOML value of another type than its field's (`tau = "0.5"`),
+which it takes as it is: the job config's checks then refuse it in one line that names the setting
+and its form (checks.check_setting_forms), so the warning is not shown before them"""
+TORCHRUN_OPTIONS = (
+    "--local-ranks-filter",
+    "--nproc-per-node",
+    "--nnodes",
+    "--node-rank",
+    "--master-addr",
+    "--master-port",
+    "--rdzv-backend",
+    "--rdzv-endpoint",
+    "--rdzv-id",
+    "--standalone",
+    "--max-restarts",
+    "--log-dir",
+    "--redirects",
+    "--tee",
+)
+"""torchrun's own options (each also spelled with underscores): given after `-m
+prefix_titan.train` they reach the trainer, which does not know them"""
 SWITCH_WORDS = ("yes", "no", "true", "false", "on", "off", "1", "0")
 
 
@@ -51,6 +73,14 @@ def check_config_file(args: list[str]) -> str | None:
     TOML that does not parse), or None."""
     if any(a in ("-h", "--help") for a in args):
         return None  # (main adds the [objective] section to a help without a config)
+    for arg in args:
+        key = arg.partition("=")[0]
+        if key.replace("_", "-") in TORCHRUN_OPTIONS:
+            return (
+                f"{key} is an option of torchrun, not of the trainer: give it before -m, as in "
+                f"torchrun --nproc_per_node=8 {key} ... -m prefix_titan.train --job.config_file "
+                "FILE"
+            )
     path = config_file(args)
     if path is None:
         return (
@@ -251,6 +281,9 @@ def main() -> None:
         os.environ.pop(
             "TORCH_NCCL_ASYNC_ERROR_HANDLING", None
         )  # torchrun's NCCL setting: no NCCL here
+    import warnings
+
+    warnings.filterwarnings("ignore", message=TYRO_FORM_WARNING, category=UserWarning)
     from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 

@@ -691,14 +691,23 @@ def main() -> None:
                 mode,
                 measure,
             ]
-            out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
-            if out.returncode != 0:
-                sys.exit(f"{mode} ({measure}) failed with exit status {out.returncode}")
-            for line in out.stdout.splitlines():
-                if line.startswith("{"):
-                    r = json.loads(line)
-                    key = (r["case"], r["chunk_tokens"], r["row_block_mib"])
-                    merge_measure(found[key], r, measure)
+            what = {"both": "time and memory"}.get(measure, measure)
+            print(f"{mode}: measuring the {what} of {len(found)} rows", file=sys.stderr, flush=True)
+            with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) as proc:
+                done = 0
+                for line in proc.stdout:  # a row as soon as it is measured: progress, not silence
+                    if line.startswith("{"):
+                        r = json.loads(line)
+                        key = (r["case"], r["chunk_tokens"], r["row_block_mib"])
+                        merge_measure(found[key], r, measure)
+                        done += 1
+                        print(
+                            f"  {done}/{len(found)} {_label(found[key])}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+            if proc.returncode != 0:
+                sys.exit(f"{mode} ({measure}) failed with exit status {proc.returncode}")
         for row in found.values():
             rows.append(row)
             print(

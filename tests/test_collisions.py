@@ -504,17 +504,21 @@ def _only_the_message(log: str, message: str) -> None:
 
 @pytest.mark.slow
 def test_a_refused_training_says_so_once_and_leaves_no_folder(tmp_path):
+    """A TOML value of another form than its setting's (a quoted number): one line, without the
+    config parser's own warning that it will "try to handle this gracefully" before it."""
+    toml = (ROOT / "train_configs" / "embedded_default.toml").read_text()
+    assert toml.count("\ntau = 0.5\n") == 1
+    config = tmp_path / "quoted.toml"
+    config.write_text(toml.replace("\ntau = 0.5\n", '\ntau = "0.5"\n'))
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "prefix_titan.train",
             "--job.config_file",
-            "train_configs/embedded_default.toml",
+            str(config),
             "--job.dump_folder",
             str(tmp_path / "run"),
-            "--objective.name",
-            "nope",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -523,7 +527,9 @@ def test_a_refused_training_says_so_once_and_leaves_no_folder(tmp_path):
     )
     assert out.returncode == 2
     log = out.stdout + out.stderr
-    _only_the_message(log, "error: objective.name must be one of")
+    _only_the_message(log, "error: objective.tau must be a finite number >= 0.001 (")
+    assert "got '0.5', a string (in a TOML file, write it without quotes)" in log
+    assert "Warning" not in log and "gracefully" not in log, log[-3000:]
     assert log.count("HF assets path") <= 1  # torchtitan's warning, not repeated by our parse
     assert not (tmp_path / "run").exists()
 
@@ -571,6 +577,40 @@ def test_from_another_working_directory_a_relative_path_is_named_with_where_it_w
     assert "the pilot and the 500M sweep share one folder: --tokens 20.1e9 --val-tokens 50e6" in log
     assert log.count(f"read from the working directory, {tmp_path}: start the run") == 1, log
     assert os.listdir(tmp_path) == []  # no outputs/ nor empty run folder left behind
+
+
+def test_a_tokenizer_larger_than_the_flavors_vocabulary_is_refused_before_the_run(
+    tmp_path, embedded_tokenizer_dir
+):
+    """One more token than the tiny flavor's 4,096 embedding rows: named with both settings and
+    the flavors that would fit, by the checks that run before any folder is made (it used to
+    surface as a traceback from the loss's target table, after the model was built)."""
+    from tokenizers import Tokenizer
+
+    from prefix_titan.model.flavors import FLAVORS
+    from prefix_titan.titan.checks import PathProblems, check_paths
+
+    tok = Tokenizer.from_file(os.path.join(embedded_tokenizer_dir, "tokenizer.json"))
+    assert tok.get_vocab_size(with_added_tokens=True) == FLAVORS["tiny"].vocab_size
+    check_paths(_job("--model.hf_assets_path", embedded_tokenizer_dir))  # fits: nothing said
+    tok.add_tokens(["<one too many>"])
+    (tmp_path / "big").mkdir()
+    tok.save(str(tmp_path / "big" / "tokenizer.json"))
+    job = _job("--model.hf_assets_path", str(tmp_path / "big"), folder=tmp_path / "run")
+    with pytest.raises(PathProblems) as e:
+        check_paths(job)
+    fits = [n for n, f in FLAVORS.items() if f.vocab_size > 4096]
+    assert fits and "tiny" not in fits
+    assert e.value.problems == [
+        f"model.hf_assets_path {str(tmp_path / 'big')!r} holds a tokenizer of 4,097 tokens, but "
+        "model.flavor 'tiny' has a vocabulary of 4,096: every token id needs its own row. Choose "
+        f"a flavor whose vocabulary holds 4,097 tokens ({', '.join(fits)}), or the tokenizer the "
+        "flavor was made for"
+    ]
+    (tmp_path / "big" / "tokenizer.json").write_text("{ not json")
+    with pytest.raises(PathProblems, match=r"its tokenizer.json cannot be read \("):
+        check_paths(job)
+    assert not (tmp_path / "run").exists()
 
 
 def test_torchtitans_model_config_dump_is_one_line():

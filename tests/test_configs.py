@@ -338,6 +338,10 @@ def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
     assert lines[1].strip() == "objective.name: 'prefix' -> 'ce'"  # the objective first
     assert "optimizer.lr: 0.003 -> 0.001" in message
     assert "give it another job.dump_folder" in message
+    assert message.splitlines()[-1].startswith(
+        "A resumed run may change only: training.steps (with the schedule's length kept), "
+        "metrics.*, checkpoint.interval"
+    )
     # What a resumed run may change: steps (on the run's schedule), logging, checkpointing and
     # validation cadence.
     check_job_config(
@@ -506,6 +510,13 @@ def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tm
     assert f"{broken} is not valid TOML (" in check_config_file([f"--job.config_file={broken}"])
     assert "(at line 1" in check_config_file(["--job.config_file", str(broken)])
     assert check_config_file(["--job.config_file", str(CONFIGS[0])]) is None
+    for torchrun_option in (["--local-ranks-filter", "0"], ["--nproc_per_node=2"]):
+        said = check_config_file(["--job.config_file", str(CONFIGS[0]), *torchrun_option])
+        key = torchrun_option[0].partition("=")[0]
+        assert said.startswith(f"{key} is an option of torchrun, not of the trainer: give it "), (
+            said
+        )
+        assert f"torchrun --nproc_per_node=8 {key} ... -m prefix_titan.train" in said
     good = (ROOT / "train_configs" / "embedded_default.toml").read_text()
     for old, new, words in (
         ("[objective]", "[prefix]", "the [prefix] section was renamed [objective]"),

@@ -32,6 +32,26 @@ def test_the_cause_chain_is_searched():
     assert message.endswith("Without the hub:\n  --source DIR")
 
 
+def test_a_long_reason_is_cut_at_a_sentence_or_a_word_never_inside_one():
+    from prefix_titan.data.hub import shorten
+
+    long = (
+        "We have no connection or you are trying to access a resource in offline mode. Please "
+        "set 'HF_HUB_OFFLINE=1' as environment variable to use the cache, or check your network "
+        "connection and try again later, since the hub could not be reached from this machine."
+    )
+    assert len(long) > 200
+    message = str(explain(ConnectError(long), "list the files", ["--source DIR"]))
+    assert "(ConnectError: We have no connection or you are trying to access a resource in " in (
+        message
+    )
+    assert "offline mode.)" in message and "HF_HUB_OFFLINE" not in message, message
+    assert shorten("short\nsecond line", 200) == "short"
+    assert shorten("a" * 50 + " " + "b" * 300, 120) == "a" * 50 + "..."  # at a word
+    assert shorten("x" * 300, 120) == "x" * 117 + "..."  # no space at all: cut, marked
+    assert all(len(shorten(long, n)) <= n for n in (20, 80, 120, 200))
+
+
 def test_other_failures_are_not_called_unreachable():
     assert unreachable(ValueError("bad value")) is None
     assert explain(KeyError("x"), "do it", []) is None

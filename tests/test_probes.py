@@ -601,6 +601,11 @@ def test_a_probe_short_of_items_is_named_with_its_own_reason(tmp_path, embedded_
     assert "holding a letter twice past their known letters" in short["char_count"]
     assert "units of four last letters within a tail group" in short["char_last_letter"]
     assert all("(eval --probe-words SHARD_DIR or a word list) gives more" in x for x in lines)
+    # an evaluation of a --limit sample the probes hold is short of nothing
+    held = {t: int(line.split(": ")[1].split()[0].replace(",", "")) for t, line in short.items()}
+    assert probe_shortfalls(paths, N, limit=min(held.values())) == []
+    still = probe_shortfalls(paths, N, limit=max(held.values()) + 1)
+    assert still == lines  # a sample larger than a probe holds: said as before
 
 
 def test_bad_probe_settings_are_refused(tok):

@@ -801,6 +801,7 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
     assert rc == 2, (lines, err)
     assert "ce seed 1: " in err and "a finished run with other settings" in err, err
     assert "optimizer.lr: " in err and "-> 1e-05" in err, err
+    assert "another --sweep-dir" in err and "job.dump_folder" not in err, err  # the sweep's knob
 
 
 @pytest.mark.slow  # two processes that import torchtitan

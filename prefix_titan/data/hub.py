@@ -39,6 +39,20 @@ def unreachable(error: BaseException) -> BaseException | None:
     return None
 
 
+def shorten(text: str, limit: int) -> str:
+    """The first line of `text`, cut to at most `limit` characters at the end of a sentence, else
+    of a word (marked "..."): never mid-word, as a library's long message would be."""
+    line = text.splitlines()[0] if text else ""
+    if len(line) <= limit:
+        return line
+    head = line[:limit]
+    end = head.rfind(". ")
+    if end > 0:
+        return head[: end + 1]
+    space = head.rfind(" ", 0, limit - 3)
+    return head[: space if space > 0 else limit - 3].rstrip(" ,;:") + "..."
+
+
 class HubUnreachable(RuntimeError):
     """What could not be downloaded, why, and the offline alternatives."""
 
@@ -48,7 +62,7 @@ def explain(error: BaseException, what: str, offline: list[str]) -> HubUnreachab
     cause = unreachable(error)
     if cause is None:
         return None
-    reason = str(cause).splitlines()[0][:200] if str(cause) else type(cause).__name__
+    reason = shorten(str(cause), 200) or type(cause).__name__
     return HubUnreachable(
         f"could not reach the Hugging Face hub to {what} ({type(cause).__name__}: {reason}).\n"
         "Without the hub:\n  " + "\n  ".join(offline)
@@ -148,6 +162,6 @@ def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.req
         os.environ[v] = "1"
     return (
         f"the Hugging Face hub ({endpoint}) was not reached ({type(why).__name__}: "
-        f"{str(why)[:120]}): it is not asked again in this process ({'=1, '.join(OFFLINE_VARIABLES)}"
+        f"{shorten(str(why), 120)}): it is not asked again in this process ({'=1, '.join(OFFLINE_VARIABLES)}"
         "=1: what is cached is read from the cache; set HF_HUB_OFFLINE=0 to try the hub anyway)"
     )

@@ -108,10 +108,15 @@ class ProbeOptions:
 
 
 def local_files(
-    tasks: list[str], model_dir: str, data_dir: str | None, probes: ProbeOptions = ProbeOptions()
+    tasks: list[str],
+    model_dir: str,
+    data_dir: str | None,
+    probes: ProbeOptions = ProbeOptions(),
+    limit: int | None = None,
 ) -> dict[str, str]:
     """{task: jsonl} for tasks read from local files: character probes (generated from the model's
-    tokenizer into model_dir/char_probes) and, with --data-dir, every other task."""
+    tokenizer into model_dir/char_probes; a probe short of its items is named, unless it holds the
+    `limit` sample asked for) and, with --data-dir, every other task."""
     from .probes import BLANK_TASKS, PROBE_TASKS, probe_shortfalls, write_probes
 
     files = {}
@@ -126,7 +131,8 @@ def local_files(
             probes.shots,
         )
         files.update({t: generated[t] for t in tasks if t in ours})
-        for line in probe_shortfalls({t: generated[t] for t in tasks if t in ours}, probes.items):
+        wanted = {t: generated[t] for t in tasks if t in ours}
+        for line in probe_shortfalls(wanted, probes.items, limit):
             print(f"character probes: {line}", flush=True)
     for task in tasks:
         if task not in files and data_dir is not None:
@@ -649,7 +655,7 @@ def _harness(
     cuda = torch.cuda.is_available()
     if batch_size == "auto" and not cuda:
         batch_size = "8"  # lm-eval's auto batch size probes GPU memory
-    files = local_files(tasks, model_dir, data_dir, probes)
+    files = local_files(tasks, model_dir, data_dir, probes, limit)
     checks = probe_checks(model_dir, probes, tasks)
     specs = task_specs(tasks, files, task_manager)
     try:

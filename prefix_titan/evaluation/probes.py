@@ -1045,15 +1045,16 @@ def write_probes(
     return paths
 
 
-def probe_shortfalls(paths: dict[str, str], n: int) -> list[str]:
-    """A line for each written probe (write_probes' paths) with fewer than n items."""
+def probe_shortfalls(paths: dict[str, str], n: int, limit: int | None = None) -> list[str]:
+    """A line for each written probe (write_probes' paths) with fewer than n items, unless it
+    holds the `limit` (an evaluation's --limit sample) that is all it is asked for."""
     out = []
     for task, path in paths.items():
         if task.endswith("_blank"):
             continue
         with open(path, encoding="utf-8") as f:
             got = sum(1 for line in f if line.strip())
-        if got < n:
+        if got < n and (limit is None or got < limit):
             why = SHORTFALLS.get(task, "the word list has no more words for it")
             out.append(
                 f"{task}: {got:,} items of the {n:,} asked for: {why}; a larger word source "

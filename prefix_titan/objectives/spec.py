@@ -148,7 +148,8 @@ class ObjectiveSpec:
     or command line names it (a default shown beside it is the config file's)"""
 
     tau: float = option(0.5, TARGET, families=("prefix",), label=lambda v: f"tau{v}", order=2)
-    """prefix: softmax temperature of the prefix scores (finite, > 0)"""
+    """prefix: softmax temperature of the prefix scores (finite, >= 0.001; the sweep's are
+    0.05-2)"""
 
     normalize: bool = option(
         False, TARGET, families=("prefix",), label=lambda v: "norm" if v else None, order=1

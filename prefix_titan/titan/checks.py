@@ -277,6 +277,33 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
     )
 
 
+def tokenizer_size_problem(job_config) -> str | None:
+    """Why the tokenizer at model.hf_assets_path does not fit model.flavor (more token ids than
+    the model has embedding rows: the loss's target table would refuse it after the model is
+    built), or why its tokenizer.json cannot be read; None when it fits or is not there yet."""
+    folder = job_config.model.hf_assets_path
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(path):
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        n = Tokenizer.from_file(path).get_vocab_size(with_added_tokens=True)
+    except Exception as e:  # the tokenizers library raises a plain Exception
+        return f"model.hf_assets_path {folder!r}: its tokenizer.json cannot be read ({e})"
+    flavor = job_config.model.flavor
+    size = flavor_args(flavor).vocab_size
+    if n <= size:
+        return None
+    fits = [name for name, f in FLAVORS.items() if f.vocab_size >= n]
+    return (
+        f"model.hf_assets_path {folder!r} holds a tokenizer of {n:,} tokens, but model.flavor "
+        f"{flavor!r} has a vocabulary of {size:,}: every token id needs its own row. Choose a "
+        f"flavor whose vocabulary holds {n:,} tokens ({', '.join(fits) or 'none is defined'}), "
+        f"or the tokenizer the flavor was made for"
+    )
+
+
 class PathProblems(ValueError):
     """Every problem check_paths found (`problems`), one per line."""
 
@@ -309,9 +336,12 @@ def epochs_note(job_config, manifest: dict) -> str | None:
 
 def check_paths(job_config) -> None:
     """The tokenizer and the data folders a run reads are there (named with the setting, and
-    where a relative path was looked for), a token shard folder finished (its manifest checked:
-    data/shards.py); every problem found is named, in one ValueError."""
+    where a relative path was looked for), the tokenizer fits the flavor, a token shard folder
+    finished (its manifest checked: data/shards.py); every problem found is named, in one
+    ValueError."""
     problems = [p] if (p := tokenizer_missing(job_config, hint=False)) is not None else []
+    if (p := tokenizer_size_problem(job_config)) is not None:
+        problems.append(p)
     relative = bool(problems) and not os.path.isabs(job_config.model.hf_assets_path)
     t, v = job_config.training, job_config.validation
     prepare = (
@@ -581,11 +611,19 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
             "(objective.kernel and objective.fused_chunk_tokens are compared as resolved on "
             f"{device_type}: set them to the recorded values to run as the record did)"
         )
+    may = ", ".join(
+        "training.steps (with the schedule's length kept)"
+        if s == "training.steps"
+        else f"{s}*"
+        if s.endswith(".")
+        else s
+        for s in RESUME_MAY_CHANGE
+    )
+    fresh = "" if finished else " To start a fresh run, give it another job.dump_folder."
     raise ValueError(
         f"{folder} holds {held}:\n  "
         + "\n  ".join(conflicts)
-        + f"\nA resumed run may change only: {', '.join(RESUME_MAY_CHANGE)}. To start a fresh "
-        "run, give it another job.dump_folder."
+        + f"\nA resumed run may change only: {may}.{fresh}"
     )
 
 

@@ -38,24 +38,6 @@ TYRO_FORM_WARNING = r"The field `[^`]+` is annotated with type"
 """The config parser's warning of a TOML value of another type than its field's (`tau = "0.5"`),
 which it takes as it is: the job config's checks then refuse it in one line that names the setting
 and its form (checks.check_setting_forms), so the warning is not shown before them"""
-TORCHRUN_OPTIONS = (
-    "--local-ranks-filter",
-    "--nproc-per-node",
-    "--nnodes",
-    "--node-rank",
-    "--master-addr",
-    "--master-port",
-    "--rdzv-backend",
-    "--rdzv-endpoint",
-    "--rdzv-id",
-    "--standalone",
-    "--max-restarts",
-    "--log-dir",
-    "--redirects",
-    "--tee",
-)
-"""torchrun's own options (each also spelled with underscores): given after `-m
-prefix_titan.train` they reach the trainer, which does not know them"""
 SWITCH_WORDS = ("yes", "no", "true", "false", "on", "off", "1", "0")
 
 
@@ -68,19 +50,45 @@ def config_file(args: list[str]) -> str | None:
     return None
 
 
+def torchrun_options(args: list[str]) -> str | None:
+    """Where `args` (the trainer's) hold torchrun's own options (`--local-ranks-filter 0`, given
+    after `-m prefix_titan.train`, reach the trainer, which does not know them): what to write
+    instead; None otherwise. The trainer's settings all read --section.key: only other flags are
+    looked up, in torchrun's own parser."""
+    flags = [a.partition("=")[0] for a in args if a.startswith("-")]
+    if all("." in f or f in CONFIG_FLAGS for f in flags):
+        return None
+    from torch.distributed.run import get_args_parser
+
+    known = get_args_parser()._option_string_actions
+    keys, given = [], []
+    for i, arg in enumerate(args):
+        key, eq, _ = arg.partition("=")
+        action = known.get(key)
+        if action is None or not key.startswith("-") or "." in key:
+            continue
+        keys.append(key)
+        takes_value = action.nargs != 0 and not eq and i + 1 < len(args)
+        given.append(f"{arg} {args[i + 1]}" if takes_value else arg)
+    if not keys:
+        return None
+    nproc = any(known[k].dest == "nproc_per_node" for k in keys)
+    one = len(keys) == 1
+    return (
+        f"{', '.join(keys)} {'is an option' if one else 'are options'} of torchrun, not of the "
+        f"trainer: give {'it' if one else 'them'} before -m, as in torchrun "
+        f"{'' if nproc else '--nproc_per_node=N '}{' '.join(given)} -m prefix_titan.train "
+        "--job.config_file FILE"
+    )
+
+
 def check_config_file(args: list[str]) -> str | None:
     """Why `args` cannot start a run before torchtitan is even loaded (no config, a missing file,
     TOML that does not parse), or None."""
     if any(a in ("-h", "--help") for a in args):
         return None  # (main adds the [objective] section to a help without a config)
-    for arg in args:
-        key = arg.partition("=")[0]
-        if key.replace("_", "-") in TORCHRUN_OPTIONS:
-            return (
-                f"{key} is an option of torchrun, not of the trainer: give it before -m, as in "
-                f"torchrun --nproc_per_node=8 {key} ... -m prefix_titan.train --job.config_file "
-                "FILE"
-            )
+    if (problem := torchrun_options(args)) is not None:
+        return problem
     path = config_file(args)
     if path is None:
         return (

@@ -3,6 +3,8 @@ refused training that says so once."""
 
 import json
 import os
+import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -349,6 +351,11 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
             "data.document_mask must be true or false; got 'false'",
         ),
         ("data", "document_mask = 1", "data.document_mask must be true or false; got 1"),
+        (  # a section inside a section: checked too (a non-empty string would read as true)
+            "training.dataloader",
+            'pin_memory = "false"',
+            "training.dataloader.pin_memory must be true or false; got 'false'",
+        ),
         (
             "training",
             'mixed_precision_param = "fp32"',
@@ -497,6 +504,16 @@ def test_validation_shorter_than_one_batch_is_refused(tmp_path, capsys):
 # -- end to end ---------------------------------------------------------------------------------
 
 
+def _refused_run(config: str, *overrides: str) -> str:
+    """The log of a training of `config` (from the repository's root) that must be refused:
+    exit status 2."""
+    cmd = [sys.executable, "-m", "prefix_titan.train", "--job.config_file", config, *overrides]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 2, log[-3000:]
+    return log
+
+
 def _only_the_message(log: str, message: str) -> None:
     assert log.count(message) == 1, log[-3000:]
     assert "Traceback" not in log and "ChildFailedError" not in log, log[-3000:]
@@ -510,23 +527,7 @@ def test_a_refused_training_says_so_once_and_leaves_no_folder(tmp_path):
     assert toml.count("\ntau = 0.5\n") == 1
     config = tmp_path / "quoted.toml"
     config.write_text(toml.replace("\ntau = 0.5\n", '\ntau = "0.5"\n'))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "prefix_titan.train",
-            "--job.config_file",
-            str(config),
-            "--job.dump_folder",
-            str(tmp_path / "run"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 2
-    log = out.stdout + out.stderr
+    log = _refused_run(str(config), "--job.dump_folder", str(tmp_path / "run"))
     _only_the_message(log, "error: objective.tau must be a finite number >= 0.001 (")
     assert "got '0.5', a string (in a TOML file, write it without quotes)" in log
     assert "Warning" not in log and "gracefully" not in log, log[-3000:]
@@ -593,23 +594,59 @@ def test_a_tokenizer_larger_than_the_flavors_vocabulary_is_refused_before_the_ru
     tok = Tokenizer.from_file(os.path.join(embedded_tokenizer_dir, "tokenizer.json"))
     assert tok.get_vocab_size(with_added_tokens=True) == FLAVORS["tiny"].vocab_size
     check_paths(_job("--model.hf_assets_path", embedded_tokenizer_dir))  # fits: nothing said
-    tok.add_tokens(["<one too many>"])
-    (tmp_path / "big").mkdir()
-    tok.save(str(tmp_path / "big" / "tokenizer.json"))
-    job = _job("--model.hf_assets_path", str(tmp_path / "big"), folder=tmp_path / "run")
-    with pytest.raises(PathProblems) as e:
-        check_paths(job)
     fits = [n for n, f in FLAVORS.items() if f.vocab_size > 4096]
     assert fits and "tiny" not in fits
-    assert e.value.problems == [
-        f"model.hf_assets_path {str(tmp_path / 'big')!r} holds a tokenizer of 4,097 tokens, but "
-        "model.flavor 'tiny' has a vocabulary of 4,096: every token id needs its own row. Choose "
-        f"a flavor whose vocabulary holds 4,097 tokens ({', '.join(fits)}), or the tokenizer the "
-        "flavor was made for"
-    ]
-    (tmp_path / "big" / "tokenizer.json").write_text("{ not json")
-    with pytest.raises(PathProblems, match=r"its tokenizer.json cannot be read \("):
+    config = json.loads(
+        (pathlib.Path(embedded_tokenizer_dir) / "tokenizer_config.json").read_text()
+    )
+    # one id too many in tokenizer.json, or a special token only tokenizer_config.json names
+    # (torchtitan's tokenizer adds it, and the loss's table counts it)
+    for where, extra in (("json", tok), ("config", None)):
+        folder = tmp_path / where
+        folder.mkdir()
+        if extra is not None:
+            extra.add_tokens(["<one too many>"])
+            extra.save(str(folder / "tokenizer.json"))
+            (folder / "tokenizer_config.json").write_text(json.dumps(config))
+        else:
+            shutil.copy(pathlib.Path(embedded_tokenizer_dir) / "tokenizer.json", folder)
+            (folder / "tokenizer_config.json").write_text(
+                json.dumps({**config, "pad_token": "<pad>"})
+            )
+        # a relative path, found: no note on where relative paths are read from
+        job = _job("--model.hf_assets_path", os.path.relpath(folder), folder=tmp_path / "run")
+        with pytest.raises(PathProblems) as e:
+            check_paths(job)
+        assert e.value.problems == [
+            f"model.hf_assets_path {os.path.relpath(folder)!r} holds a tokenizer of 4,097 tokens, "
+            "but model.flavor 'tiny' has a vocabulary of 4,096: every token id needs its own row. "
+            f"Choose a flavor whose vocabulary holds 4,097 tokens ({', '.join(fits)}), or the "
+            "tokenizer the flavor was made for"
+        ], where
+    (tmp_path / "json" / "tokenizer.json").write_text("{ not json")
+    job = _job("--model.hf_assets_path", str(tmp_path / "json"), folder=tmp_path / "run")
+    with pytest.raises(PathProblems, match=r"its tokenizer cannot be read \("):
         check_paths(job)
+
+
+@pytest.mark.slow
+def test_a_run_with_a_tokenizer_larger_than_its_flavor_is_refused_in_one_line(
+    tmp_path, embedded_tokenizer_dir
+):
+    """The refusal above, through the launcher: one message, exit 2, no run folder left."""
+    shutil.copytree(embedded_tokenizer_dir, tmp_path / "tok")
+    config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    (tmp_path / "tok" / "tokenizer_config.json").write_text(
+        json.dumps({**config, "pad_token": "<p>"})
+    )
+    log = _refused_run(
+        "train_configs/embedded_default.toml",
+        "--job.dump_folder",
+        str(tmp_path / "run"),
+        "--model.hf_assets_path",
+        str(tmp_path / "tok"),
+    )
+    _only_the_message(log, "holds a tokenizer of 4,097 tokens, but model.flavor 'tiny' has a")
     assert not (tmp_path / "run").exists()
 
 

@@ -510,13 +510,24 @@ def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tm
     assert f"{broken} is not valid TOML (" in check_config_file([f"--job.config_file={broken}"])
     assert "(at line 1" in check_config_file(["--job.config_file", str(broken)])
     assert check_config_file(["--job.config_file", str(CONFIGS[0])]) is None
-    for torchrun_option in (["--local-ranks-filter", "0"], ["--nproc_per_node=2"]):
-        said = check_config_file(["--job.config_file", str(CONFIGS[0]), *torchrun_option])
-        key = torchrun_option[0].partition("=")[0]
-        assert said.startswith(f"{key} is an option of torchrun, not of the trainer: give it "), (
-            said
-        )
-        assert f"torchrun --nproc_per_node=8 {key} ... -m prefix_titan.train" in said
+    for given, written in (
+        (["--local-ranks-filter", "0"], "torchrun --nproc_per_node=N --local-ranks-filter 0 -m"),
+        (["--local_ranks_filter=0"], "torchrun --nproc_per_node=N --local_ranks_filter=0 -m"),
+        (["--nproc_per_node=2"], "torchrun --nproc_per_node=2 -m"),
+        (
+            ["--standalone", "--nnodes", "1"],
+            "torchrun --nproc_per_node=N --standalone --nnodes 1 -m",
+        ),
+    ):
+        said = check_config_file(["--job.config_file", str(CONFIGS[0]), *given])
+        keys = [a.partition("=")[0] for a in given if a.startswith("--")]
+        one = len(keys) == 1
+        assert said.startswith(
+            f"{', '.join(keys)} {'is an option' if one else 'are options'} of torchrun, not of the "
+            f"trainer: give {'it' if one else 'them'} before -m, as in {written} prefix_titan.train"
+        ), said
+    # the trainer's own settings, and a value that looks like a flag, are not torchrun's
+    assert check_config_file(["--job.config_file", str(CONFIGS[0]), "--debug.seed", "-5"]) is None
     good = (ROOT / "train_configs" / "embedded_default.toml").read_text()
     for old, new, words in (
         ("[objective]", "[prefix]", "the [prefix] section was renamed [objective]"),

@@ -50,6 +50,8 @@ def test_a_long_reason_is_cut_at_a_sentence_or_a_word_never_inside_one():
     assert shorten("a" * 50 + " " + "b" * 300, 120) == "a" * 50 + "..."  # at a word
     assert shorten("x" * 300, 120) == "x" * 117 + "..."  # no space at all: cut, marked
     assert all(len(shorten(long, n)) <= n for n in (20, 80, 120, 200))
+    early = "Error. " + "word " * 60  # a sentence too short to stand alone: cut at a word
+    assert shorten(early, 120).startswith("Error. word word") and shorten(early, 120)[-3:] == "..."
 
 
 def test_other_failures_are_not_called_unreachable():

@@ -604,8 +604,10 @@ def test_a_probe_short_of_items_is_named_with_its_own_reason(tmp_path, embedded_
     # an evaluation of a --limit sample the probes hold is short of nothing
     held = {t: int(line.split(": ")[1].split()[0].replace(",", "")) for t, line in short.items()}
     assert probe_shortfalls(paths, N, limit=min(held.values())) == []
-    still = probe_shortfalls(paths, N, limit=max(held.values()) + 1)
-    assert still == lines  # a sample larger than a probe holds: said as before
+    assert probe_shortfalls(paths, N, limit=N + 5) == lines  # more than built: as before
+    asked = max(held.values()) + 1  # a sample larger than either probe holds, below N
+    still = probe_shortfalls(paths, N, limit=asked)
+    assert still == [x.replace(f" of the {N:,} asked", f" of the {asked:,} asked") for x in lines]
 
 
 def test_bad_probe_settings_are_refused(tok):

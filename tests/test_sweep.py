@@ -802,6 +802,8 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
     assert "ce seed 1: " in err and "a finished run with other settings" in err, err
     assert "optimizer.lr: " in err and "-> 1e-05" in err, err
     assert "another --sweep-dir" in err and "job.dump_folder" not in err, err  # the sweep's knob
+    assert "A launch may differ from a finished run's record only in: training.steps (" in err
+    assert "validation.*, training.local_batch_size, parallelism.*." in err, err
 
 
 @pytest.mark.slow  # two processes that import torchtitan

@@ -47,7 +47,7 @@ def shorten(text: str, limit: int) -> str:
         return line
     head = line[:limit]
     end = head.rfind(". ")
-    if end > 0:
+    if end > limit // 3:  # (a first sentence shorter than that says too little alone)
         return head[: end + 1]
     space = head.rfind(" ", 0, limit - 3)
     return head[: space if space > 0 else limit - 3].rstrip(" ,;:") + "..."

@@ -1054,10 +1054,11 @@ def probe_shortfalls(paths: dict[str, str], n: int, limit: int | None = None) ->
             continue
         with open(path, encoding="utf-8") as f:
             got = sum(1 for line in f if line.strip())
-        if got < n and (limit is None or got < limit):
+        asked = n if limit is None else min(n, limit)
+        if got < asked:
             why = SHORTFALLS.get(task, "the word list has no more words for it")
             out.append(
-                f"{task}: {got:,} items of the {n:,} asked for: {why}; a larger word source "
+                f"{task}: {got:,} items of the {asked:,} asked for: {why}; a larger word source "
                 "(eval --probe-words SHARD_DIR or a word list) gives more"
             )
     return out

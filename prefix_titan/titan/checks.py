@@ -2,6 +2,7 @@
 from the first TrainSpec hook torchtitan calls), and the resume checks (settings recorded by the
 run, checksums of the step to load)."""
 
+import functools
 import math
 import os
 import sys
@@ -170,18 +171,21 @@ def check_setting_forms(job_config) -> None:
             return isinstance(value, list) and all(fits(v, args[0]) for v in value)
         return any(value is None if a is type(None) else fits(value, a) for a in args)
 
-    for section in dataclasses.fields(job_config):
-        if section.name in SKIPPED_SECTIONS:
-            continue
-        obj = getattr(job_config, section.name)
-        if not dataclasses.is_dataclass(obj):
-            continue
+    def check(obj, where: str) -> None:  # a section, and the sections inside it
         hints = typing.get_type_hints(type(obj))
         for f in dataclasses.fields(obj):
-            words = allowed(hints.get(f.name))
             value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):  # ([training.dataloader], [quantize.linear], ...)
+                check(value, f"{where}.{f.name}")
+                continue
+            words = allowed(hints.get(f.name))
             if words and not fits(value, hints[f.name]):
-                raise ValueError(f"{section.name}.{f.name} must be {words}; got {value!r}")
+                raise ValueError(f"{where}.{f.name} must be {words}; got {value!r}")
+
+    for section in dataclasses.fields(job_config):
+        obj = getattr(job_config, section.name)
+        if section.name not in SKIPPED_SECTIONS and dataclasses.is_dataclass(obj):
+            check(obj, section.name)
     components = job_config.compile.components
     unknown = [c for c in components if c not in COMPILE_COMPONENTS]
     if unknown:
@@ -277,20 +281,34 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _tokenizer_size(folder: str, stamps: tuple) -> int:
+    """The ids torchtitan's tokenizer of `folder` has (tokenizer.json's, and the special tokens
+    its tokenizer_config.json adds), as the loss's target table counts them; read once per
+    version of its files (`stamps`: their modification times and sizes)."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    return HuggingFaceTokenizer(folder).tokenizer.get_vocab_size(with_added_tokens=True)
+
+
 def tokenizer_size_problem(job_config) -> str | None:
     """Why the tokenizer at model.hf_assets_path does not fit model.flavor (more token ids than
     the model has embedding rows: the loss's target table would refuse it after the model is
     built), or why its tokenizer.json cannot be read; None when it fits or is not there yet."""
     folder = job_config.model.hf_assets_path
-    path = os.path.join(folder, "tokenizer.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
         return None
-    from tokenizers import Tokenizer
-
+    stamps = []
+    for name in TOKENIZER_FILES:
+        try:
+            s = os.stat(os.path.join(folder, name))
+            stamps.append((s.st_mtime_ns, s.st_size))
+        except OSError:
+            stamps.append(None)
     try:
-        n = Tokenizer.from_file(path).get_vocab_size(with_added_tokens=True)
+        n = _tokenizer_size(os.path.realpath(folder), tuple(stamps))
     except Exception as e:  # the tokenizers library raises a plain Exception
-        return f"model.hf_assets_path {folder!r}: its tokenizer.json cannot be read ({e})"
+        return f"model.hf_assets_path {folder!r}: its tokenizer cannot be read ({e})"
     flavor = job_config.model.flavor
     size = flavor_args(flavor).vocab_size
     if n <= size:
@@ -340,9 +358,9 @@ def check_paths(job_config) -> None:
     finished (its manifest checked: data/shards.py); every problem found is named, in one
     ValueError."""
     problems = [p] if (p := tokenizer_missing(job_config, hint=False)) is not None else []
-    if (p := tokenizer_size_problem(job_config)) is not None:
-        problems.append(p)
     relative = bool(problems) and not os.path.isabs(job_config.model.hf_assets_path)
+    if (p := tokenizer_size_problem(job_config)) is not None:  # (found: no path note)
+        problems.append(p)
     t, v = job_config.training, job_config.validation
     prepare = (
         f"python -m prefix_titan.prepare --tokenizer {job_config.model.hf_assets_path} --out "
@@ -619,12 +637,13 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
         else s
         for s in RESUME_MAY_CHANGE
     )
-    fresh = "" if finished else " To start a fresh run, give it another job.dump_folder."
-    raise ValueError(
-        f"{folder} holds {held}:\n  "
-        + "\n  ".join(conflicts)
-        + f"\nA resumed run may change only: {may}.{fresh}"
-    )
+    if finished:  # (a launch also sets what it places on the GPUs a run gets: not compared)
+        placed = ", ".join(s + "*" if s.endswith(".") else s for s in PLACED_BY_LAUNCH)
+        last = f"A launch may differ from a finished run's record only in: {may}, {placed}."
+    else:
+        last = f"A resumed run may change only: {may}. To start a fresh run, give it another "
+        last += "job.dump_folder."
+    raise ValueError(f"{folder} holds {held}:\n  " + "\n  ".join(conflicts) + f"\n{last}")
 
 
 def _trained_anything(folder: str) -> bool:

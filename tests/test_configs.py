@@ -1,4 +1,5 @@
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -452,6 +453,46 @@ def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_pa
     assert "objective.fused_chunk_tokens: 128 -> 512" in str(e.value)
     assert "objective.kernel:" not in str(e.value)
     assert "compared as resolved on cpu" in str(e.value)
+
+
+def test_a_resume_whose_settings_build_another_target_table_is_refused(tmp_path):
+    """The table's digest is recorded beside the settings: a run that trained (a checkpoint) is
+    not trained on towards another table; one that trained nothing, a record without a digest
+    and the same table are no refusal. The settings' own check passes over the digest."""
+    import json
+
+    import torch
+
+    from prefix_titan.objectives.table import TargetTable
+    from prefix_titan.runs.folder import RUN_CONFIG, TARGET_TABLE
+    from prefix_titan.titan.checks import check_table_unchanged
+
+    idx = torch.arange(6)[:, None].repeat(1, 2)
+    weight = torch.tensor([[0.9, 0.1]]).repeat(6, 1)
+    table = TargetTable(idx, weight, torch.zeros(6))
+    same = TargetTable(idx.clone(), weight.clone(), torch.zeros(6))
+    nudged = weight.clone()
+    nudged[3] = torch.tensor([0.8, 0.2])
+    assert table.sha256() == same.sha256() != TargetTable(idx, nudged, torch.zeros(6)).sha256()
+    assert table.sha256() != TargetTable(idx, weight, torch.full((6,), 1e-9)).sha256()
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    config = parse(default, "--job.dump_folder", str(folder))
+    _record_run(folder, config)  # with a checkpoint
+    record = json.loads((folder / RUN_CONFIG).read_text())
+    check_table_unchanged(config, "f" * 64)  # recorded before digests were: not compared
+    (folder / RUN_CONFIG).write_text(json.dumps({**record, TARGET_TABLE: table.sha256()}))
+    check_job_config(config)  # the settings' check passes over the digest
+    check_table_unchanged(config, same.sha256())
+    with pytest.raises(ValueError) as e:
+        check_table_unchanged(config, "f" * 64)
+    assert str(e.value).startswith(
+        f"{folder} holds a run that trained towards another target table (sha256 "
+        f"{table.sha256()[:12]}...) than objective.name 'prefix' builds now with the same "
+        "settings (ffffffffffff...): its family's code, or this package's, has changed since"
+    ), str(e.value)
+    shutil.rmtree(folder / "checkpoint")  # a run that trained nothing: replaced, not compared
+    check_table_unchanged(config, "f" * 64)
 
 
 def test_a_resume_compares_the_kernel_and_chunk_as_the_device_resolves_them(tmp_path):

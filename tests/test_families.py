@@ -124,7 +124,14 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
     "family,message",
     [
         (lambda texts, spec: {"idx": None}, "the result is a dict, not a TargetTable"),
-        (_family(weight=lambda V: torch.full((V, 1), 0.5)), "row 0 sums to 0.5, not 1"),
+        (
+            _family(weight=lambda V: torch.full((V, 1), 0.5)),
+            "row 0 (gold 'a') sums to 0.5, not 1 (id: weight 0: 0.5; background 0 on each of 4 ids)",
+        ),
+        (  # not a tensor at all: said so, not as a shape the array has
+            _family(idx=lambda V: torch.arange(V)[:, None].numpy()),
+            "idx is a numpy.ndarray; it must be a torch.Tensor (torch.from_numpy makes one)",
+        ),
         (
             _family(
                 weight=lambda V: torch.full((V, 1), 2.0),
@@ -152,10 +159,19 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
         ),
         (_family(weight=lambda V: torch.full((V, 1), float("nan"))), "not all finite"),
         # the first bad row is named, not the worst
-        (_family(weight=lambda V: _row(V, {2: float("nan")})), "not all finite: row 2 "),
-        (_family(background=lambda V: _row(V, {1: -0.1, 3: -0.5}, 0.0)[:, 0]), "row 1 (weights"),
-        (_family(idx=lambda V: torch.tensor([[0], [1], [2], [1]])), "row 3 starts with 1"),
-        (_family(weight=lambda V: _row(V, {1: 0.9, 2: 0.5})), "row 1 sums to 0.9, not 1"),
+        (_family(weight=lambda V: _row(V, {2: float("nan")})), "not all finite: row 2 (gold 'c') "),
+        (
+            _family(background=lambda V: _row(V, {1: -0.1, 3: -0.5}, 0.0)[:, 0]),
+            "row 1 (gold 'b') (weights",
+        ),
+        (
+            _family(idx=lambda V: torch.tensor([[0], [1], [2], [1]])),
+            "row 3 (gold 'd') starts with 1",
+        ),
+        (
+            _family(weight=lambda V: _row(V, {1: 0.9, 2: 0.5})),
+            "row 1 (gold 'b') sums to 0.9, not 1",
+        ),
         (
             _family(weight=lambda V: _row(V, {1: 0.99}).bfloat16()),
             "(the table is torch.bfloat16, whose rounding alone moves a row's sum",

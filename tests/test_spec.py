@@ -306,3 +306,25 @@ def test_the_report_names_runs_that_read_other_files_not_runs_recorded_before_th
         problem.startswith(f"`{DATA_FILES}.tokenizer.json` differs from ")
         and "ce seed 2" in problem
     )
+
+
+def test_an_arm_whose_runs_trained_towards_different_tables_is_named():
+    """The target table's digest is the arm's own (arms differ in it; it is no invariant across
+    arms), but within one arm every run must have trained towards the same table."""
+    from prefix_titan.runs.folder import TARGET_TABLE
+
+    def run(name, seed, sha):
+        config = {"objective": {"name": name}, "debug": {"seed": seed}}
+        if sha is not None:
+            config[TARGET_TABLE] = sha * 64
+        return {"name": name, "seed": seed, "config": config}
+
+    alike = [run("ce", 1, "a"), run("ce", 2, "a"), run("prefix", 1, "b"), run("prefix", 2, "b")]
+    assert runs.invariant_violations(alike) == []
+    assert runs.invariant_violations([*alike, run("prefix", 3, None)]) == []  # (not recorded)
+    (problem,) = runs.invariant_violations([*alike, run("prefix", 3, "c")])
+    assert problem == (
+        "arm prefix trained towards 2 different target tables under its settings (its family's "
+        "code, or this package's, changed between its runs): seed 1, seed 2: sha256 "
+        f"{'b' * 12}...; seed 3: sha256 {'c' * 12}..."
+    )

@@ -384,7 +384,10 @@ def test_a_diverging_run_stops_at_the_first_non_finite_step_and_saves_nothing_af
 def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
     """A family by import path, its own setting given by objective.options: the trainer builds
     its table with it (a family that is label smoothing with its `mass` option trains exactly
-    as the built-in label smoothing with that epsilon)."""
+    as the built-in label smoothing with that epsilon), and records the table's digest, which a
+    run started again after the family's code changed does not match."""
+    from prefix_titan.runs.folder import TARGET_TABLE
+
     (tmp_path / "e2e_lab.py").write_text(
         "from prefix_titan.objectives import FAMILIES, ObjectiveSpec\n\n\n"
         "def smooth(texts, spec, *, mass=0.0):\n"
@@ -404,6 +407,25 @@ def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
     assert sorted(own) == [1, 2, 3, 4] and own == builtin
     record = json.loads((tmp_path / "own" / "run_config.json").read_text())
     assert record["objective"]["options"] == "mass=0.05"
+    # the same table, recorded by its digest: equal whichever code built it
+    other = json.loads((tmp_path / "builtin" / "run_config.json").read_text())
+    assert len(record[TARGET_TABLE]) == 64 and record[TARGET_TABLE] == other[TARGET_TABLE]
+    # the family edited in place (another length: no stale bytecode), the run started again with
+    # the same settings: refused, for the rest of it would learn other targets than its start
+    source = (tmp_path / "e2e_lab.py").read_text()
+    (tmp_path / "e2e_lab.py").write_text(source.replace("epsilon=mass", "epsilon=2 * mass"))
+    log, again = train(
+        tmp_path,
+        "--objective.name",
+        "e2e_lab:smooth",
+        "--objective.options",
+        "mass=0.05",
+        name="own",
+        check=False,
+    )
+    assert not again and "Traceback" not in log, log[-3000:]
+    assert log.count("holds a run that trained towards another target table (sha256 ") == 1, log
+    assert json.loads((tmp_path / "own" / "run_config.json").read_text()) == record
 
 
 def test_a_run_stopped_while_validating_its_last_step_resumes_and_validates_it(tmp_path):

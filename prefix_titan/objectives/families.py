@@ -234,7 +234,7 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
             raise
         raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
     try:
-        return check_table(table, len(texts), spec.name)
+        return check_table(table, len(texts), spec.name, texts)
     except TableError as e:
         if not options:
             raise

@@ -61,6 +61,18 @@ class TargetTable:
         the host, once."""
         return bool((self.background != 0).any())
 
+    def sha256(self) -> str:
+        """The table's digest (its shapes and the bytes of idx, weight and background): equal for
+        equal tables wherever and by whatever code they were built."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for t, dtype in ((self.idx, torch.int64), (self.weight, torch.float32)):
+            h.update(f"{tuple(t.shape)}{dtype}".encode())
+            h.update(t.detach().to("cpu", dtype).contiguous().numpy().tobytes())
+        h.update(self.background.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def to(self, device: torch.device | str) -> TargetTable:
         return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
 
@@ -95,15 +107,26 @@ class TableError(ValueError):
     (a ValueError, so that every caller that refuses bad settings refuses it too)."""
 
 
-def check_table(table, vocab_size: int, family: str) -> TargetTable:
-    """Refuse a table that is not a target distribution per gold id, naming the family."""
+def check_table(
+    table, vocab_size: int, family: str, texts: list[str | None] | None = None
+) -> TargetTable:
+    """Refuse a table that is not a target distribution per gold id, naming the family (and a
+    bad row's token, from the vocabulary's `texts`)."""
 
     def bad(what: str):
         return TableError(f"target family {family!r} returned a table where {what}")
 
+    def row(y: int) -> str:
+        text = texts[y] if texts is not None and y < len(texts) else None
+        return f"row {y}" if text is None else f"row {y} (gold {text!r})"
+
     if not isinstance(table, TargetTable):
         raise bad(f"the result is a {type(table).__name__}, not a TargetTable")
     idx, w, b = table.idx, table.weight, table.background
+    for name, t in (("idx", idx), ("weight", w), ("background", b)):
+        if not isinstance(t, torch.Tensor):
+            kind = f"{type(t).__module__}.{type(t).__name__}"
+            raise bad(f"{name} is a {kind}; it must be a torch.Tensor (torch.from_numpy makes one)")
     if idx.dtype != torch.int64 or idx.dim() != 2 or idx.shape[0] != vocab_size:
         raise bad(f"idx is {tuple(idx.shape)} {idx.dtype}; it must be int64 [{vocab_size}, K]")
     K = idx.shape[1]
@@ -123,15 +146,15 @@ def check_table(table, vocab_size: int, family: str) -> TargetTable:
 
     if (y := first(idx[:, 0] != torch.arange(vocab_size))) is not None:
         raise bad(
-            f"idx[y, 0] is not the gold id y in every row: row {y} starts with {int(idx[y, 0])}"
+            f"idx[y, 0] is not the gold id y in every row: {row(y)} starts with {int(idx[y, 0])}"
         )
     if (y := first(~torch.isfinite(w).all(1) | ~torch.isfinite(b))) is not None:
         raise bad(
-            f"weights are not all finite: row {y} (weights {w[y].tolist()}, background {float(b[y])})"
+            f"weights are not all finite: {row(y)} (weights {w[y].tolist()}, background {float(b[y])})"
         )
     if (y := first((w < 0).any(1) | (b < 0))) is not None:
         raise bad(
-            f"some weights are negative (every weight and background must be >= 0): row {y} "
+            f"some weights are negative (every weight and background must be >= 0): {row(y)} "
             f"(weights {w[y].tolist()}, background {float(b[y])})"
         )
     total = b.double() * vocab_size + w.double().sum(1)
@@ -141,7 +164,15 @@ def check_table(table, vocab_size: int, family: str) -> TargetTable:
             if w.dtype in (torch.bfloat16, torch.float16)
             else ""
         )
-        raise bad(f"row {y} sums to {float(total[y]):.6g}, not 1{hint}")
+        shown = min(K, 8)
+        entries = ", ".join(
+            f"{int(i)}: {float(v):.6g}" for i, v in zip(idx[y, :shown], w[y, :shown])
+        )
+        more = f", ... ({K} in all)" if K > shown else ""
+        raise bad(
+            f"{row(y)} sums to {float(total[y]):.6g}, not 1 (id: weight {entries}{more}; background "
+            f"{float(b[y]):.6g} on each of {vocab_size} ids){hint}"
+        )
     return table
 
 

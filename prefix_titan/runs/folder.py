@@ -20,6 +20,11 @@ DATA_FILES = "data_files"
 """In RUN_CONFIG beside the job config: the sha256 of what the run read under its settings' names
 (the tokenizer's files, each token-shard folder's manifest): a resume or a sweep that reads other
 files under the same paths is told apart"""
+TARGET_TABLE = "target_table"
+"""In RUN_CONFIG beside the job config: the sha256 of the target table the run trained towards
+(TargetTable.sha256; built from its objective settings, its tokenizer and its family's code): a
+resume whose settings now build another table (a family edited in place) is refused, and a sweep
+report names an arm whose seeds trained towards different tables"""
 RESOLVED = "resolved"
 """In RUN_CONFIG beside the job config: what the run's device made of the execution settings
 whose defaults depend on it (objectives/plan.py resolved_execution: the row kernel, the fused

@@ -21,6 +21,7 @@ from ..runs.folder import (
     PLACEMENT,
     RESOLVED,
     RUN_CONFIG,
+    TARGET_TABLE,
     flatten,
     read_export_record,
     read_json,
@@ -320,7 +321,7 @@ def _placement(p: dict) -> str:
 def _as_resolved(config: dict) -> dict:
     """A run's record without its placement, its execution settings as its device resolved them
     (RESOLVED; a kernel = 'auto' that ran the PyTorch rows is the same as 'pytorch')."""
-    out = {k: v for k, v in config.items() if k not in (PLACEMENT, RESOLVED)}
+    out = {k: v for k, v in config.items() if k not in (PLACEMENT, RESOLVED, TARGET_TABLE)}
     objective = dict(out.get("objective") or {})
     objective.update(recorded_execution(objective, config.get(RESOLVED)))
     out["objective"] = objective
@@ -329,7 +330,8 @@ def _as_resolved(config: dict) -> dict:
 
 def invariant_violations(runs: list[dict]) -> list[str]:
     """Settings outside the objective (and the seed) that differ between runs, naming the runs:
-    the execution settings of [objective] (ObjectiveSpec.execution_fields) count as outside."""
+    the execution settings of [objective] (ObjectiveSpec.execution_fields) count as outside; and
+    an arm whose runs trained towards different target tables (`retabled`)."""
     flat = [flatten(_as_resolved(r["config"])) for r in runs]
     shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
     keys = sorted(
@@ -353,7 +355,24 @@ def invariant_violations(runs: list[dict]) -> list[str]:
                 if v != common
             ]
             problems.append(f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}")
-    return problems
+    return problems + retabled(runs)
+
+
+def retabled(runs: list[dict]) -> list[str]:
+    """An arm whose runs trained towards different target tables (TARGET_TABLE, where recorded)
+    under the same settings: its family's code, or the package's, changed between them."""
+    tables: dict[str, dict[str, list[str]]] = {}
+    for r in runs:
+        sha = (r.get("config") or {}).get(TARGET_TABLE)
+        if sha is not None:
+            tables.setdefault(r["name"], {}).setdefault(sha, []).append(f"seed {r['seed']}")
+    return [
+        f"arm {arm} trained towards {len(by)} different target tables under its settings (its "
+        "family's code, or this package's, changed between its runs): "
+        + "; ".join(f"{', '.join(seeds)}: sha256 {sha[:12]}..." for sha, seeds in by.items())
+        for arm, by in tables.items()
+        if len(by) > 1
+    ]
 
 
 def probes_built(results: dict) -> str | None:

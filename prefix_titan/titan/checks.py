@@ -23,6 +23,7 @@ from ..runs.folder import (
     RESOLVED,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
+    TARGET_TABLE,
     checkpoint_folder_problem,
     checkpoint_steps,
     read_json,
@@ -583,6 +584,7 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
             "folder), and its record is updated"
         )
     recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
+    recorded.pop(TARGET_TABLE, None)  # (compared once the table is built: check_table_unchanged)
     # The execution settings whose defaults depend on the device are compared as resolved: a
     # kernel = 'auto' that runs what the record ran is the same run, one that runs another is not
     device_type, dim = device_type or run_device(), flavor_args(job_config.model.flavor).dim
@@ -644,6 +646,33 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
         last = f"A resumed run may change only: {may}. To start a fresh run, give it another "
         last += "job.dump_folder."
     raise ValueError(f"{folder} holds {held}:\n  " + "\n  ".join(conflicts) + f"\n{last}")
+
+
+def check_table_unchanged(job_config, sha256: str) -> None:
+    """Refuse to train on in a run folder whose run trained towards another target table than
+    the one its settings build now (`sha256`: TargetTable.sha256). Its settings were compared
+    before (check_resume); the same settings build another table when a family's code, or the
+    package's, changed in between: the rest of the run would learn other targets than its start.
+    A record without the digest (written before the package kept it), or of a run that trained
+    nothing, is not compared."""
+    folder = job_config.job.dump_folder
+    record = os.path.join(folder, RUN_CONFIG)
+    if not os.path.isfile(record):
+        return
+    recorded = _read_record(record).get(TARGET_TABLE)
+    if recorded in (None, sha256):
+        return
+    ckpt = os.path.join(folder, job_config.checkpoint.folder)
+    if not checkpoint_steps(ckpt) and not _trained_anything(folder):
+        return
+    spec = job_config.objective
+    raise ValueError(
+        f"{folder} holds a run that trained towards another target table (sha256 "
+        f"{recorded[:12]}...) than objective.name {spec.name!r} builds now with the same settings "
+        f"({sha256[:12]}...): its family's code, or this package's, has changed since, and the "
+        "rest of the run would learn other targets than its start. Train a fresh run in another "
+        "job.dump_folder, or restore the code the run started with"
+    )
 
 
 def _trained_anything(folder: str) -> bool:

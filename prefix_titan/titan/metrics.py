@@ -30,13 +30,14 @@ from ..runs.folder import (
     PLACEMENT,
     RESOLVED,
     RUN_CONFIG,
+    TARGET_TABLE,
     append_line,
     drop_torn_line,
     run_record,
     step_number,
     write_json,
 )
-from .checks import data_files, run_execution
+from .checks import check_table_unchanged, data_files, run_execution
 from .step_checks import FAR, StepChecks
 
 
@@ -128,8 +129,15 @@ class PrefixMetricsProcessor(MetricsProcessor):
     dump folder: the records `python -m prefix_titan.report` reads."""
 
     def __init__(
-        self, job_config, parallel_dims, meter: PlainCEMeter, tag=None, validation_meter=None
+        self,
+        job_config,
+        parallel_dims,
+        meter: PlainCEMeter,
+        tag=None,
+        validation_meter=None,
+        table_sha256: str | None = None,
     ):
+        """`table_sha256`: the digest of the run's target table, recorded (TARGET_TABLE)."""
         super().__init__(job_config, parallel_dims, tag)
         self.validation_meter = validation_meter
         self.validator = None
@@ -157,6 +165,8 @@ class PrefixMetricsProcessor(MetricsProcessor):
             }
             record[DATA_FILES] = data_files(job_config)
             record[RESOLVED] = run_execution(job_config)
+            if table_sha256 is not None:
+                record[TARGET_TABLE] = table_sha256
             write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 
@@ -260,8 +270,16 @@ def build_prefix_metrics_processor(
     tag=None,
     *,
     meter: PlainCEMeter,
+    plans,
     validation_meter: ValidationMeter | None = None,
 ):
-    """TrainSpec metrics builder (the meters bound by get_train_spec, shared with the losses)."""
+    """TrainSpec metrics builder (the meters and the loss plans bound by get_train_spec, shared
+    with the losses). It writes the run's record: with it the digest of the run's target table
+    (built here, once for the loss too), after refusing a resume whose table is not the one the
+    run started with."""
     meter.reset()
-    return PrefixMetricsProcessor(job_config, parallel_dims, meter, tag, validation_meter)
+    table_sha256 = plans.table_for(job_config).sha256()
+    check_table_unchanged(job_config, table_sha256)  # (every rank: each refuses alike)
+    return PrefixMetricsProcessor(
+        job_config, parallel_dims, meter, tag, validation_meter, table_sha256
+    )

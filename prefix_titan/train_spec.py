@@ -97,13 +97,8 @@ def get_train_spec() -> TrainSpec:
             build_target_loss, plans=plans, meter=meter, validation_meter=validation
         ),
         build_validator_fn=build_plain_ce_validator,
-        build_metrics_processor_fn=refusing(
-            partial(
-                build_prefix_metrics_processor,
-                meter=meter,
-                plans=plans,
-                validation_meter=validation,
-            )
+        build_metrics_processor_fn=partial(
+            build_prefix_metrics_processor, meter=meter, plans=plans, validation_meter=validation
         ),
         state_dict_adapter=Llama3StateDictAdapter,
     )

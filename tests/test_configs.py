@@ -475,6 +475,7 @@ def test_a_resume_whose_settings_build_another_target_table_is_refused(tmp_path)
     nudged[3] = torch.tensor([0.8, 0.2])
     assert table.sha256() == same.sha256() != TargetTable(idx, nudged, torch.zeros(6)).sha256()
     assert table.sha256() != TargetTable(idx, weight, torch.full((6,), 1e-9)).sha256()
+    assert table.sha256() == TargetTable(idx, weight.double(), -torch.zeros(6)).sha256()
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"
     config = parse(default, "--job.dump_folder", str(folder))
@@ -489,10 +490,38 @@ def test_a_resume_whose_settings_build_another_target_table_is_refused(tmp_path)
     assert str(e.value).startswith(
         f"{folder} holds a run that trained towards another target table (sha256 "
         f"{table.sha256()[:12]}...) than objective.name 'prefix' builds now with the same "
-        "settings (ffffffffffff...): its family's code, or this package's, has changed since"
+        "settings (ffffffffffff...): its family's code, this package's or a library the table is "
+        "computed with has changed since"
     ), str(e.value)
     shutil.rmtree(folder / "checkpoint")  # a run that trained nothing: replaced, not compared
     check_table_unchanged(config, "f" * 64)
+
+
+def test_ranks_that_build_different_tables_are_refused_alike(monkeypatch):
+    """Every rank builds its own table: the digests are gathered, and any difference is refused
+    on every rank (each sees all of them), naming each rank's digest."""
+    import torch.distributed as dist
+
+    from prefix_titan.titan.metrics import _one_table
+
+    assert _one_table("a" * 64) == "a" * 64  # one process: nothing to gather
+    for others, refused in ((["a" * 64, "a" * 64], False), (["a" * 64, "b" * 64], True)):
+        monkeypatch.setattr(dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+
+        def gather(out, obj, others=others):
+            out[:] = others
+
+        monkeypatch.setattr(dist, "all_gather_object", gather)
+        if not refused:
+            assert _one_table("a" * 64) == "a" * 64
+            continue
+        with pytest.raises(ValueError) as e:
+            _one_table("a" * 64)
+        assert str(e.value).startswith(
+            "the ranks built different target tables (rank 0: aaaaaaaaaaaa..., rank 1: "
+            "bbbbbbbbbbbb...): the family must build the same table in every process"
+        ), str(e.value)
 
 
 def test_a_resume_compares_the_kernel_and_chunk_as_the_device_resolves_them(tmp_path):

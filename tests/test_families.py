@@ -1,6 +1,7 @@
 """The registry of target families: built-ins by name, a user's family by import path, checked."""
 
 import os
+import pathlib
 import re
 import sys
 from pathlib import Path
@@ -250,6 +251,23 @@ def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, m
     assert "KeyError: 'no such key')" in problems[0]
     assert problems[1].startswith("unnormalised seed 1, unnormalised seed 2: ")
     assert "row 0 sums to 0.5, not 1" in problems[1]
+    # a run of the good family that trained towards another table (its code edited since): named
+    # before any run starts
+    import json
+
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.runs.folder import RUN_CONFIG, TARGET_TABLE, run_record
+
+    name, args = run("good", 2)
+    job = ConfigManager().parse_args(args)
+    folder = pathlib.Path(job.job.dump_folder)
+    (folder / "checkpoint" / "step-1").mkdir(parents=True)
+    (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), TARGET_TABLE: "f" * 64}))
+    (problem,) = check_runs([run("good", 1), (name, args)])
+    assert problem.startswith(f"good seed 2: {folder} holds a run that trained towards another "), (
+        problem
+    )
 
 
 def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):

@@ -27,6 +27,14 @@ def indexed(device: torch.device | str) -> torch.device:
     return device
 
 
+def _bytes(t: torch.Tensor, dtype: torch.dtype) -> bytes:
+    """t's values as `dtype` on the host (a float's -0.0 as 0.0: equal values, equal bytes)."""
+    t = t.detach().to("cpu", dtype)
+    if dtype.is_floating_point:
+        t = t + 0.0
+    return t.contiguous().numpy().tobytes()
+
+
 class TableTensors(NamedTuple):
     """A table on one device, as the loss kernels read it."""
 
@@ -69,8 +77,8 @@ class TargetTable:
         h = hashlib.sha256()
         for t, dtype in ((self.idx, torch.int64), (self.weight, torch.float32)):
             h.update(f"{tuple(t.shape)}{dtype}".encode())
-            h.update(t.detach().to("cpu", dtype).contiguous().numpy().tobytes())
-        h.update(self.background.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            h.update(_bytes(t, dtype))
+        h.update(_bytes(self.background, torch.float32))
         return h.hexdigest()
 
     def to(self, device: torch.device | str) -> TargetTable:

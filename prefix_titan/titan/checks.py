@@ -669,9 +669,10 @@ def check_table_unchanged(job_config, sha256: str) -> None:
     raise ValueError(
         f"{folder} holds a run that trained towards another target table (sha256 "
         f"{recorded[:12]}...) than objective.name {spec.name!r} builds now with the same settings "
-        f"({sha256[:12]}...): its family's code, or this package's, has changed since, and the "
-        "rest of the run would learn other targets than its start. Train a fresh run in another "
-        "job.dump_folder, or restore the code the run started with"
+        f"({sha256[:12]}...): its family's code, this package's or a library the table is computed "
+        "with has changed since, and the rest of the run would learn other targets than its "
+        "start. Train a fresh run in another job.dump_folder, or restore the code the run started "
+        "with"
     )
 
 

@@ -38,6 +38,7 @@ from ..runs.folder import (
     write_json,
 )
 from .checks import check_table_unchanged, data_files, run_execution
+from .refusal import refuse
 from .step_checks import FAR, StepChecks
 
 
@@ -263,6 +264,24 @@ def _is_logging_rank(job_config, parallel_dims) -> bool:
     return rank == _get_metrics_rank(parallel_dims, job_config)
 
 
+def _one_table(sha256: str) -> str:
+    """The digest of the run's target table, the same on every rank (each builds its own): a
+    family that builds another table on another rank is refused on all of them."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return sha256
+    digests: list = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, sha256)
+    if len(set(digests)) > 1:
+        shown = ", ".join(f"rank {r}: {d[:12]}..." for r, d in enumerate(digests))
+        raise ValueError(
+            f"the ranks built different target tables ({shown}): the family must build the same "
+            "table in every process (a reduction whose result depends on the thread count, say)"
+        )
+    return sha256
+
+
 def build_prefix_metrics_processor(
     job_config,
     parallel_dims,
@@ -278,8 +297,11 @@ def build_prefix_metrics_processor(
     (built here, once for the loss too), after refusing a resume whose table is not the one the
     run started with."""
     meter.reset()
-    table_sha256 = plans.table_for(job_config).sha256()
-    check_table_unchanged(job_config, table_sha256)  # (every rank: each refuses alike)
+    table_sha256 = plans.table_for(job_config).sha256()  # (a refused table: train.py says it)
+    try:
+        check_table_unchanged(job_config, _one_table(table_sha256))  # every rank refuses alike
+    except ValueError as e:
+        refuse(job_config, e)
     return PrefixMetricsProcessor(
         job_config, parallel_dims, meter, tag, validation_meter, table_sha256
     )

@@ -27,7 +27,7 @@ def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None
     from ..objectives.families import FAMILIES, FamilyError
     from ..objectives.spec import WEIGHTING
     from ..runs.lock import LOCK, FolderBusy, RunLock
-    from .checks import check_job_config, check_paths, check_resume
+    from .checks import check_job_config, check_paths, check_resume, check_table_unchanged
     from .loss import LossPlans
 
     plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
@@ -63,6 +63,11 @@ def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None
                         f"built ({why})"
                     )
                     problems.setdefault(problem, []).append(name)
+                    continue
+                try:  # a run started before its family's code was edited
+                    check_table_unchanged(job, table.sha256())
+                except ValueError as e:
+                    problems.setdefault(str(e), []).append(name)
     finally:
         logging.disable(logging.NOTSET)
     for problem, names in _alike(built, WEIGHTING):

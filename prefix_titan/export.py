@@ -33,6 +33,7 @@ import difflib
 import os
 
 from .runs.cli import Parser
+from .runs.folder import settings_shown
 
 DTYPE_NAMES = ("bf16", "fp32")
 """The --dtype choices (evaluation/export.py's DTYPES, named here so that --help needs no torch)"""
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                 "default the run's newest), not checkpoint.load_step"
             )
         if not key.startswith((*READ, "objective.")):
-            shown = ", ".join(s + "*" if s.endswith(".") else s for s in READ)
+            shown = settings_shown(READ)
             p.error(
                 f"{flag} does not change an export: it reads only {shown} from the config (and "
                 "notes an [objective] other than the run's)"

@@ -473,23 +473,23 @@ def test_a_resume_whose_settings_build_another_target_table_is_refused(tmp_path)
     same = TargetTable(idx.clone(), weight.clone(), torch.zeros(6))
     nudged = weight.clone()
     nudged[3] = torch.tensor([0.8, 0.2])
-    assert table.sha256() == same.sha256() != TargetTable(idx, nudged, torch.zeros(6)).sha256()
-    assert table.sha256() != TargetTable(idx, weight, torch.full((6,), 1e-9)).sha256()
-    assert table.sha256() == TargetTable(idx, weight.double(), -torch.zeros(6)).sha256()
+    assert table.sha256 == same.sha256 != TargetTable(idx, nudged, torch.zeros(6)).sha256
+    assert table.sha256 != TargetTable(idx, weight, torch.full((6,), 1e-9)).sha256
+    assert table.sha256 == TargetTable(idx, weight.double(), -torch.zeros(6)).sha256
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"
     config = parse(default, "--job.dump_folder", str(folder))
     _record_run(folder, config)  # with a checkpoint
     record = json.loads((folder / RUN_CONFIG).read_text())
     check_table_unchanged(config, "f" * 64)  # recorded before digests were: not compared
-    (folder / RUN_CONFIG).write_text(json.dumps({**record, TARGET_TABLE: table.sha256()}))
+    (folder / RUN_CONFIG).write_text(json.dumps({**record, TARGET_TABLE: table.sha256}))
     check_job_config(config)  # the settings' check passes over the digest
-    check_table_unchanged(config, same.sha256())
+    check_table_unchanged(config, same.sha256)
     with pytest.raises(ValueError) as e:
         check_table_unchanged(config, "f" * 64)
     assert str(e.value).startswith(
         f"{folder} holds a run that trained towards another target table (sha256 "
-        f"{table.sha256()[:12]}...) than objective.name 'prefix' builds now with the same "
+        f"{table.sha256[:12]}...) than objective.name 'prefix' builds now with the same "
         "settings (ffffffffffff...): its family's code, this package's or a library the table is "
         "computed with has changed since"
     ), str(e.value)

@@ -130,8 +130,8 @@ def local_files(
             probes.words_from,
             probes.shots,
         )
-        files.update({t: generated[t] for t in tasks if t in ours})
         wanted = {t: generated[t] for t in tasks if t in ours}
+        files.update(wanted)
         for line in probe_shortfalls(wanted, probes.items, limit):
             print(f"character probes: {line}", flush=True)
     for task in tasks:

@@ -69,9 +69,11 @@ class TargetTable:
         the host, once."""
         return bool((self.background != 0).any())
 
+    @cached_property
     def sha256(self) -> str:
         """The table's digest (its shapes and the bytes of idx, weight and background): equal for
-        equal tables wherever and by whatever code they were built."""
+        equal tables wherever and by whatever code they were built. Computed once: a sweep's
+        checks compare one table with every seed's run."""
         import hashlib
 
         h = hashlib.sha256()

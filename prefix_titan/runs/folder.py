@@ -344,6 +344,11 @@ def schedule_length(flat: dict) -> object:
     return total if total is not None else flat.get("training.steps")
 
 
+def settings_shown(settings) -> str:
+    """Settings as a message lists them: a section prefix ("metrics.") as "metrics.*"."""
+    return ", ".join(s + "*" if s.endswith(".") else s for s in settings)
+
+
 PLACED_BY_LAUNCH = ("validation.", "training.local_batch_size", "parallelism.")
 """Settings the sweep launcher sets from the GPUs a run gets (the same global batch and
 validation sequences on any count): a finished run it skips is not compared on them"""

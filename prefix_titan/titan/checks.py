@@ -29,6 +29,7 @@ from ..runs.folder import (
     read_json,
     resume_conflicts,
     run_record,
+    settings_shown,
     step_number,
 )
 from ..runs.lock import RunLock
@@ -631,16 +632,11 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
             "(objective.kernel and objective.fused_chunk_tokens are compared as resolved on "
             f"{device_type}: set them to the recorded values to run as the record did)"
         )
-    may = ", ".join(
-        "training.steps (with the schedule's length kept)"
-        if s == "training.steps"
-        else f"{s}*"
-        if s.endswith(".")
-        else s
-        for s in RESUME_MAY_CHANGE
+    may = settings_shown(RESUME_MAY_CHANGE).replace(
+        "training.steps", "training.steps (with the schedule's length kept)", 1
     )
     if finished:  # (a launch also sets what it places on the GPUs a run gets: not compared)
-        placed = ", ".join(s + "*" if s.endswith(".") else s for s in PLACED_BY_LAUNCH)
+        placed = settings_shown(PLACED_BY_LAUNCH)
         last = f"A launch may differ from a finished run's record only in: {may}, {placed}."
     else:
         last = f"A resumed run may change only: {may}. To start a fresh run, give it another "

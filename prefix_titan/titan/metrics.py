@@ -297,7 +297,7 @@ def build_prefix_metrics_processor(
     (built here, once for the loss too), after refusing a resume whose table is not the one the
     run started with."""
     meter.reset()
-    table_sha256 = plans.table_for(job_config).sha256()  # (a refused table: train.py says it)
+    table_sha256 = plans.table_for(job_config).sha256  # (a refused table: train.py says it)
     try:
         check_table_unchanged(job_config, _one_table(table_sha256))  # every rank refuses alike
     except ValueError as e:

@@ -65,7 +65,7 @@ def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None
                     problems.setdefault(problem, []).append(name)
                     continue
                 try:  # a run started before its family's code was edited
-                    check_table_unchanged(job, table.sha256())
+                    check_table_unchanged(job, table.sha256)
                 except ValueError as e:
                     problems.setdefault(str(e), []).append(name)
     finally:

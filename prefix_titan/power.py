@@ -6,7 +6,7 @@
     python -m prefix_titan.power --seeds 5 --arms label_smoothing prefix_tau0.5 prefix_tau1.0
 
 For each primary endpoint of the analysis plan and each of the mission's tasks: a run's sd
-(published defaults, or measured in a finished sweep with --from), the difference from the
+(assumed from published item counts, or measured in a finished sweep with --from), the difference from the
 baseline detected with 80% power by the report's test at the planned seeds (the sweep's arms:
 every one, or --arms; at the first share of alpha the plan's procedure gives it, two-sided),
 and the seeds needed for an effect (--effect, in the metric's units: accuracy as a fraction,
@@ -32,6 +32,7 @@ from .sweep.analysis import (
     registered_plan,
 )
 from .sweep.configs import SCALES, arms
+from .sweep.inference import APART_MIN_SEEDS
 from .sweep.power import plan_rows
 from .sweep.report import plural
 
@@ -209,7 +210,21 @@ def main(argv: list[str] | None = None) -> None:
         f"each metric at the first share of familywise alpha {plan.alpha} the report's "
         f"procedure gives it (column 'tested at')."
     )
-    print(f"Run sd: {'measured in ' + where + ', else ' if where else ''}published defaults.")
+    print(
+        f"Run sd: {'measured in ' + where + ', else ' if where else ''}assumed: one model's "
+        "binomial standard error on the items (item counts and accuracies published; that the "
+        "seed-to-seed sd equals it is an assumption, not a measurement: a run's sd can be "
+        "smaller or larger). The detectable difference scales with the sd (half at half the sd, "
+        "twice at twice): measure it with --from on a few runs before a sweep relies on it."
+    )
+    if plan.variance == "baseline_apart" and a.seeds < APART_MIN_SEEDS and len(sweep) >= 3:
+        print(
+            f"Note: below {APART_MIN_SEEDS} seeds the plan's rule compares each arm with "
+            f"{plan.baseline} by its per-seed differences alone ({a.seeds - 1} degree of freedom: "
+            "a pooled variance would not hold alpha with a noisier baseline), so it detects only "
+            f"very large differences; {APART_MIN_SEEDS} seeds or more pool the other arms' "
+            "variance."
+        )
     planned = scale_flavor(a.scale)
     if flavors and flavors != [planned]:
         print(

@@ -215,7 +215,9 @@ def test_an_unmeasured_primary_is_no_claim_not_no_difference(tmp_path):
     assert answer.startswith("**Answer.** No claim: char composite is not measured"), answer
     assert "No difference" not in answer
     answer = report(str(b)).splitlines()[2]
-    assert answer.startswith("**Answer.** No difference found: no arm compared differs"), answer
+    assert answer.startswith(
+        "**Answer.** No difference found: no arm compared was shown to differ"
+    ), answer
     assert answer.endswith("not measured on every seed: prefix_tau1.0."), answer
 
 
@@ -797,7 +799,7 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     apart_text = report(str(sweep), out=str(tmp_path / "r"))
     apart, apart_line = detectable(apart_text)
     assert "variance apart" not in line and "residual variance pooled over arms)" in text
-    assert 'one: the plan\'s variance = "baseline_apart"), 95% interval' in apart_text
+    assert 'one: the plan\'s variance = "baseline_apart"), nominal 95% interval' in apart_text
     assert apart > 1.2 * pooled
     # the error this sweep measures for the baseline, as its comparisons test it
     runs = group_arms(find_runs(str(sweep)))
@@ -828,7 +830,9 @@ def test_an_answer_with_only_worse_arms_counts_the_others_right(tmp_path):
         make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
         make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "tau": 0.5}, -0.25, seed=seed)
     answer = analyse(group_arms(find_runs(str(tmp_path))), load_plan()).answer
-    assert answer.startswith("No arm is better than label_smoothing on char composite; worse: ")
+    assert answer.startswith(
+        "No arm was shown to be better than label_smoothing on char composite; worse: "
+    )
     assert answer.endswith("at familywise alpha 0.05.") and "The other" not in answer
     for seed in (1, 2, 3):
         make_run(tmp_path, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)

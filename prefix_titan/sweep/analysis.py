@@ -47,6 +47,10 @@ tokens) is in effect plain CE: compared with ce as an A/A check"""
 EXPLORATORY_SHARE = 0.5
 """The part of a claimed primary's share of alpha that passes to its arm's exploratory metrics
 (the rest passes to the other arms' primaries)"""
+GRAPH_EPSILON = 1e-6
+"""The share a claimed exploratory comparison passes straight to the other arms' primaries (the
+rest goes to its arm's other exploratory metrics): Bretz et al.'s epsilon edge, without which the
+last of an arm's exploratory metrics would hold its share with nowhere to pass it"""
 AA_METRIC = {"val CE": "val CE excess"}
 """The metric an A/A check compares in place of a family's primary: validation CE less the part
 the target costs by construction"""
@@ -1049,11 +1053,14 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
     plan, baseline = result.plan, result.plan.baseline
     primaries: list[Comparison] = []
     gated: list[Comparison] = []
+    absent: list[str] = []
     for name in (family.primary, *family.exploratory):
         primary = name == family.primary
         f, complete = _fit_for(result, name, seeds)
         if f is None or baseline not in complete:
-            if primary:
+            if not primary:
+                absent.append(name)
+            else:
                 why = (
                     f"the sweep has no arm of the contrast's kinds ({', '.join(plan.contrast)})"
                     if not contrast
@@ -1092,6 +1099,12 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
             result.comparisons.extend(
                 _versus(f1, complete1, contrast, baseline, plan.variance, final=True, **fields)
             )
+    if primaries and absent:
+        result.notes.append(
+            f"{family.name}: exploratory {', '.join(absent)} not available for every run of "
+            f"{baseline} and another arm: not compared (the family's procedure runs over the "
+            "metrics that are; the power lines count the plan's)"
+        )
     rows = primaries + gated
     for c, adj in zip(rows, inference.graph_adjusted([c.p for c in rows], *_graph(rows))):
         c.p_adjusted = adj
@@ -1105,7 +1118,8 @@ def _graph(rows: list[Comparison]) -> tuple[list[float], list[list[float]]]:
     primary passes EXPLORATORY_SHARE of its share to its own arm's exploratory comparisons
     (equally) and the rest to the other primaries (equally: Holm's step-down among them); a
     rejected exploratory comparison passes its share to the other exploratory comparisons of its
-    arm (the last one of an arm: to the other primaries). An exploratory comparison holds no share
+    arm but GRAPH_EPSILON of it, which goes to the other primaries (so that the last one of an arm
+    passes all of it to the other primaries). An exploratory comparison holds no share
     until its arm's primary is rejected, so it is claimed only for an arm claimed on the primary,
     and the familywise rate of false claims over the whole family is alpha whatever is true."""
     n = len(rows)
@@ -1119,7 +1133,7 @@ def _graph(rows: list[Comparison]) -> tuple[list[float], list[list[float]]]:
         if c.primary:
             to_explored = (EXPLORATORY_SHARE if others else 1.0) if explored else 0.0
         else:
-            to_explored = 1.0 if explored else 0.0
+            to_explored = (1.0 - GRAPH_EPSILON if others else 1.0) if explored else 0.0
         for j in explored:
             g[i][j] = to_explored / len(explored)
         for j in others:
@@ -1185,12 +1199,15 @@ def _aa_checks(result: Analysis, equivalent: list[str], seeds: list) -> None:
 def apart_here(result: Analysis, name: str) -> inference.Apart | None:
     """The error of arm - baseline on metric `name` as the plan's variance = baseline_apart
     measures it in this sweep (inference.apart), or None: the plan pools, or fewer than three arms
-    (whose comparison is the plain paired test) or no baseline were measured."""
+    or than inference.APART_MIN_SEEDS seeds (whose comparison is the plain paired test) or no
+    baseline were measured."""
     f = result.fits.get(name)
     if result.plan.variance != "baseline_apart" or f is None or f.y is None:
         return None
     complete = _complete(result.tables.get(name) or {}, result.seeds)
-    if result.plan.baseline not in complete or len(complete) < 3 or f.seeds < 2:
+    if result.plan.baseline not in complete or len(complete) < 3:
+        return None
+    if f.seeds < inference.APART_MIN_SEEDS:
         return None
     return inference.apart(f.y, complete.index(result.plan.baseline))
 
@@ -1346,7 +1363,9 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
 
     if better:
         prior = [c.arm for c in better if c.prior_only]
-        counted = f"{len(better)} of the {len(compared)} arms compared; intervals 95%, unadjusted"
+        counted = (
+            f"{len(better)} of the {len(compared)} arms compared; intervals nominal 95%, unadjusted"
+        )
         where = f"at this sweep's scale ({result.scope})" if result.scope else "in this sweep"
         if len(prior) == len(better):
             answer = (
@@ -1373,7 +1392,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     d = detectable_here(result, family.primary, len(compared))
     if worse:
         rest = len(compared) - len(worse)
-        power = f" (this sweep detects {d:.4f} with 80% power)" if d else ""
+        power = f" (this sweep detects an estimated {d:.2g} with 80% power)" if d else ""
         others = (
             f" The other {rest} {'arm' if rest == 1 else 'arms'} compared: no difference "
             f"found{power}."
@@ -1381,17 +1400,28 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             else ""
         )
         return (
-            f"No arm is better than {plan.baseline} on {family.primary}; worse: {listed(worse)}, "
+            f"No arm was shown to be better than {plan.baseline} on {family.primary}; worse: "
+            f"{listed(worse)}, "
             f"at familywise alpha {plan.alpha}.{others}"
         )
-    tail = f" (the difference this sweep detects with 80% power: {d:.4f})" if d else ""
+    tail = (
+        f" (the difference this sweep detects with 80% power, as estimated from its runs: {d:.2g})"
+        if d
+        else ""
+    )
     unmeasured = [a for a in contrast if a not in compared]
     if unmeasured:
         tail += (
             f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
         )
-    which = f"of {', '.join(plan.contrast)}" if not unmeasured else "compared"
+    kinds = [k for k in plan.contrast if any(result.kinds.get(a) == k for a in compared)]
+    if unmeasured:
+        which = "compared"
+    elif result.kinds.get(plan.baseline) in kinds:  # arms along another axis than the kind's
+        which = f"compared ({', '.join(a for a in result.arms if a in compared)})"
+    else:
+        which = f"of {', '.join(kinds)}"
     return (
-        f"No difference found: no arm {which} differs from {plan.baseline} "
+        f"No difference found: no arm {which} was shown to differ from {plan.baseline} "
         f"on {family.primary} at familywise alpha {plan.alpha}{tail}."
     )

@@ -4,10 +4,13 @@ contrast's arms: inference.detectable at its strictest step), for a planned numb
 the seeds a given difference needs.
 
 The run-level sd comes from published facts or from a finished sweep (--from: the pooled
-residual sd of the report's fit). Published: near chance, the seed-to-seed spread of an accuracy
-at pilot scale is mostly item flipping, so a run's sd is about one model's binomial standard
-error on the task's items at pilot-scale accuracy (item counts and accuracies: lm-eval's splits,
-Pythia-160M at ~6B tokens; Madaan et al. 2024 and PolyPythias for the seed variance). The
+residual sd of the report's fit). The defaults assume that near chance the seed-to-seed spread
+of an accuracy at pilot scale is mostly item flipping, so that a run's sd is about one model's
+binomial standard error on the task's items at pilot-scale accuracy (item counts and accuracies:
+lm-eval's splits, Pythia-160M at ~6B tokens; Madaan et al. 2024 and PolyPythias argue the item
+flipping). That is an assumption, not a measured seed-to-seed sd: Pythia-160M's sd over its last
+checkpoints is 0.5x (PIQA) to 1.4x (ARC-Easy) the binomial SE, and a run's residual in the
+two-way model is its own deviation on fixed items, not item sampling; `power` says so. The
 character composite follows from the probes' item counts the same way (each probe near chance,
 chance-corrected, averaged). No default is published for bits per byte or validation CE: those
 need --from.

@@ -28,6 +28,7 @@ from .analysis import (
     registered_plan,
     registered_plan_changed,
 )
+from .inference import APART_MIN_SEEDS
 from .metrics import metric, validation_steps
 from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
 from .stats import t_interval
@@ -110,7 +111,7 @@ def primary_table(a: Analysis, family) -> str:
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
     implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
     head = (
-        f"| arm | {family.primary} − {a.plan.baseline} [95% CI, unadjusted] | p | adj. p | claim "
+        f"| arm | {family.primary} − {a.plan.baseline} [nominal 95% CI, unadjusted] | p | adj. p | claim "
         "| final step alone |"
     )
     lines = [head + (" targets imply |" if implied else ""), "|---|---:|---:|---:|---|---:|"]
@@ -290,8 +291,18 @@ def power_lines(a: Analysis) -> list[str]:
             d = detectable_here(a, name, k)
             if d is not None:
                 fit, v = a.fits[name], apart_here(a, name)
+                paired = (
+                    a.plan.variance == "baseline_apart"
+                    and len(fit.means) >= 3
+                    and fit.seeds < APART_MIN_SEEDS
+                )
                 error = (
                     f"run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
+                    f"{plural(len(fit.means), 'arm')}; tested by each arm's per-seed differences "
+                    f"from the baseline, {plural(fit.seeds - 1, 'degree')} of freedom (below "
+                    f"{APART_MIN_SEEDS} seeds the baseline's variance is not pooled)"
+                    if v is None and paired
+                    else f"run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
                     f"{plural(len(fit.means), 'arm')}, {plural(fit.df, 'degree')} of freedom"
                     if v is None
                     else f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}: the baseline's "
@@ -692,7 +703,12 @@ def report(
                 else "the baseline's residual variance apart from the other arms' pooled one: "
                 'the plan\'s variance = "baseline_apart"'
             )
-            + "), 95% interval, two-sided p. Claimed (▲/▼) where the "
+            + (
+                "), 95% interval"
+                if plan_.variance == "pooled"
+                else "), nominal 95% interval (its simulated coverage: docs/evaluation.md)"
+            )
+            + ", two-sided p. Claimed (▲/▼) where the "
             "adjusted p ≤ alpha, adjusted per family by one graphical procedure over its primary "
             "and exploratory comparisons (alpha split over the arms on the primary; a claimed "
             "arm passes half of its share to its exploratory metrics, half to the other arms: "

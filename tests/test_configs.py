@@ -432,6 +432,29 @@ def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_
     check_resume(parse(default, *args, "--training.steps", "40", "--checkpoint.load_step", "20"))
 
 
+def test_a_sweep_runs_resume_refusals_name_the_sweeps_way_out(tmp_path):
+    """Checked for a sweep launch (which sets job.dump_folder itself), the refusals of a
+    checkpoint past training.steps and of a resume with other settings name the launch's ways
+    out (the override after --, another --sweep-dir), not another job.dump_folder."""
+    from prefix_titan.runs.checkpoints import DCP_METADATA
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder), "--lr_scheduler.total_steps", "400")
+    _record_run(folder, parse(default, *args))
+    (folder / "checkpoint" / "step-300" / DCP_METADATA).write_bytes(b"")
+    for run, says in (
+        (parse(default, *args, "--training.steps", "40"), "drop the --training.steps override"),
+        (parse(default, *args, "--optimizer.lr", "1e-3"), "drop the override after -- that"),
+    ):
+        with pytest.raises(ValueError) as e:
+            check_job_config(run, sweep=True)
+        assert says in str(e.value) and "another --sweep-dir" in str(e.value), str(e.value)
+        assert "job.dump_folder for" not in str(e.value) and "give it another" not in str(e.value)
+        with pytest.raises(ValueError, match="another job.dump_folder"):
+            check_job_config(run)  # a run of its own: its own way out
+
+
 def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(tmp_path):
     """A record without objective.kernel and objective.fused_chunk_tokens (a run from before
     they existed): resuming at their defaults is the same run, setting one is not."""

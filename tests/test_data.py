@@ -218,7 +218,13 @@ def test_a_missing_tokenizer_is_created_only_at_the_documented_place(tmp_path, m
         build_tokenizer(_tokenizer_job("./assets/embeded_tokenizer"))  # a typo
     assert "python scripts/train_tokenizer.py --out ./assets/embeded_tokenizer" in str(e.value)
     assert not (tmp_path / "assets" / "embeded_tokenizer").exists()
-    with pytest.raises(ValueError, match="download_tokenizer.py --source llama-models"):
+    with pytest.raises(ValueError, match="download_tokenizer.py --source llama-models") as e:
         build_tokenizer(_tokenizer_job("./assets/hf/missing", dataset="fineweb_edu_ascii_tokens"))
+    # a user's project folder has no scripts/: the repository's script, with an --out that
+    # reaches this folder from the repository's checkout
+    assert f"--out {tmp_path / 'assets' / 'hf' / 'missing'} (a script of the prefix_titan " in (
+        str(e.value)
+    )
+    assert "repository, not of the installed package: run it in a checkout" in str(e.value)
     tok = build_tokenizer(_tokenizer_job(EMBEDDED_TOKENIZER))
     assert tok.get_vocab_size() == 4096 and (tmp_path / "assets" / "embedded_tokenizer").is_dir()

@@ -77,3 +77,21 @@ def test_the_readme_shows_the_power_command_as_it_prints(seeds, capsys):
     section = readme.split("### Run the pilot")[1].split(f"With {seeds} seeds")[1]
     shown = [line for line in section.split("\n\n")[1].splitlines() if line.startswith("|")]
     assert shown == printed
+
+
+def test_the_docs_name_the_built_in_arms_as_the_code_makes_them():
+    """docs/objectives.md says which arms are built in (sweep_arms.toml holds only new ones):
+    its list, expanded over its taus, is the sweep's (configs.arm_specs)."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    text = " ".join((ROOT / "docs" / "objectives.md").read_text().split())
+    m = re.search(
+        r"the built-in arms are `(\w+)`, `(\w+)`, and `prefix_tau\{τ\}` and "
+        r"`prefix_norm_tau\{τ\}` for τ in ([\d., ]+?) \(",
+        text,
+    )
+    assert m, "docs/objectives.md no longer lists the built-in arms"
+    taus = [t.strip() for t in m.group(3).split(",")]
+    named = [m.group(1), m.group(2)]
+    named += [f"{kind}{tau}" for tau in taus for kind in ("prefix_tau", "prefix_norm_tau")]
+    assert named == [spec.arm_name() for spec in arm_specs()]

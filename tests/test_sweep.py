@@ -23,7 +23,7 @@ def dry_run(*args, gpus=None, root=ROOT, checks=False):
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
-    preflight = launch.preflight if checks else lambda root, runs, device=None: []
+    preflight = launch.preflight if checks else lambda root, runs, device=None, sweep=None: []
     try:
         with (
             contextlib.redirect_stdout(out),
@@ -495,11 +495,11 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
 
     started = []
 
-    def run_queue(jobs, groups, stop_on_failure, root):
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None):
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 
-    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None: [])
+    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
     monkeypatch.setattr(launch, "run_queue", run_queue)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     plan = tmp_path / "plan.toml"
@@ -867,3 +867,306 @@ def test_the_queue_does_not_write_a_log_through_a_link(tmp_path):
     assert "is a symbolic link" in failed[0]
     assert victim.read_text() == "kept\n"
     assert (tmp_path / "b" / "launch.log").read_text().strip() == "trained"
+
+
+def test_a_run_another_process_writes_is_left_to_it_and_one_finished_meanwhile_skipped(
+    tmp_path, capsys
+):
+    """The queue asks, just before it starts a job and again after a job failed, whether the run
+    is still this launch's: one another live process writes, or one finished meanwhile, is said
+    so and skipped, not counted as failed; the writer is found without taking its lock."""
+    from helpers import holding_lock
+
+    from prefix_titan.runs.lock import writer
+    from prefix_titan.sweep.launch import run_queue
+
+    held = tmp_path / "held"
+    held.mkdir()
+    assert writer(str(held)) is None and writer(str(tmp_path / "none")) is None
+    holder = holding_lock(held, command="sweep launch B")
+    try:
+        found = writer(str(held))
+        assert found["pid"] == holder.pid and found["command"] == "sweep launch B"
+        assert writer(str(held))["pid"] == holder.pid  # asking took nothing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert writer(str(held)) is None  # a record left by a process that is gone: takeable
+
+    asked = []
+
+    def recheck(name):  # c: another launch finished it while its start here was refused
+        asked.append(name)
+        if name == "c":
+            return launch.SKIPPED if asked.count("c") > 1 else None
+        return "being written by pid 7; skipped" if name == "b" else None
+
+    def job(name, code, say=""):
+        script = f"import sys; print({say!r}); sys.exit({code})"
+        return (name, tmp_path / name / "launch.log", [sys.executable, "-c", script])
+
+    busy = "error: c is being written by pid 7 on h since t: B"
+    jobs = [job("a", 0), job("b", 0), job("c", 2, busy)]
+    assert run_queue(jobs, [[]], recheck=recheck) == []
+    out = capsys.readouterr().out
+    assert "[sweep] b: being written by pid 7; skipped" in out
+    assert not (tmp_path / "b").exists()  # never started
+    assert "[sweep] c: FAILED" not in out, out
+    assert f"[sweep] c: {launch.SKIPPED} (its start here ended: exit 2: c is being written" in out
+    assert asked == ["a", "b", "c", "c"]  # before each start, and after c failed
+    failed = run_queue([job("d", 3)], [[]], recheck=lambda name: None)
+    assert failed == [f"d (exit 3, log {tmp_path / 'd' / 'launch.log'})"]
+
+
+def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monkeypatch, capsys):
+    """Two launches into one sweep folder: what the other one finished or writes by the time a
+    run's turn comes is not started (the launch's queue asks again), and a launch that finds
+    another writer in its sweep folder as it starts says so, naming its pid."""
+    import argparse
+
+    from helpers import holding_lock
+
+    from prefix_titan.sweep.configs import load_config
+
+    sweep = tmp_path / "sweep"
+    args = ["--root", str(ROOT), "--scale", "smoke", "--seeds", "1", "--sweep-dir", str(sweep)]
+    args += ["--arms", "ce", "label_smoothing", "prefix_tau0.5"]
+    folders = {
+        arm: sweep / arm / "seed1" for arm in ("ce", "label_smoothing", "prefix_tau0.5", "x")
+    }
+    holders, seen = [], {}
+
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None):
+        assert [name for name, _, _ in jobs] == ["ce seed 1", "label_smoothing seed 1"]
+        finish(folders["label_smoothing"], load_config(ROOT, "smoke", "label_smoothing"))
+        folders["ce"].mkdir(parents=True)
+        holders.append(holding_lock(folders["ce"], command="sweep launch A"))
+        seen.update({name: recheck(name) for name, _, _ in jobs})
+        return []
+
+    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
+    monkeypatch.setattr(launch, "run_queue", run_queue)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    folders["prefix_tau0.5"].mkdir(parents=True)
+    holders.append(holding_lock(folders["prefix_tau0.5"], command="sweep launch B"))
+    try:
+        assert launch.main(args) == 0
+        out, err = capsys.readouterr()
+        pid = holders[0].pid
+        assert f"[sweep] prefix_tau0.5 seed 1: being written by pid {pid} on " in out, out
+        assert f"other processes write in {sweep} now: prefix_tau0.5/seed1 (pid {pid}" in err
+        assert seen["label_smoothing seed 1"] == launch.SKIPPED
+        assert seen["ce seed 1"].startswith(f"being written by pid {holders[1].pid} on ")
+        assert "sweep launch A; skipped: that process writes this run" in seen["ce seed 1"]
+        assert "left to the processes that write them (not failed; " in err
+        assert err.rstrip().endswith(": prefix_tau0.5 seed 1, ce seed 1"), err
+        # over several nodes every node's launcher must start the same runs: no writer asked
+        many = argparse.Namespace(root=ROOT, scale="smoke", sweep_dir=str(sweep), nnodes=2)
+        assert launch.taken(many, "prefix_tau0.5", 1, []) is None
+        assert launch.taken(many, "label_smoothing", 1, []) == launch.SKIPPED
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
+def test_a_sweep_runs_refusal_for_a_live_writer_names_the_sweeps_way_out(tmp_path):
+    from helpers import holding_lock
+
+    from prefix_titan.runs.lock import FolderBusy, RunLock
+    from prefix_titan.titan.preflight import SWEEP_ELSEWHERE
+
+    holder = holding_lock(tmp_path)
+    try:
+        with pytest.raises(FolderBusy) as e:
+            RunLock(str(tmp_path), elsewhere=SWEEP_ELSEWHERE).acquire()
+        assert f"is being written by pid {holder.pid}" in str(e.value)
+        assert "another --sweep-dir" in str(e.value)
+        assert "job.dump_folder" not in str(e.value)
+        with pytest.raises(FolderBusy, match="a training: another job.dump_folder"):
+            RunLock(str(tmp_path)).acquire()  # a run of its own: its own way out
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _record(steps=40, warmup=4, seed=1, name="ce", **objective):
+    return {
+        "job": {"dump_folder": f"./sweep/{name}/seed{seed}", "description": ""},
+        "objective": {"name": name, "tau": 0.5, "kernel": "auto", **objective},
+        "training": {"steps": steps, "local_batch_size": 8},
+        "lr_scheduler": {"warmup_steps": warmup},
+        "debug": {"seed": seed},
+        "resolved": {"kernel": "pytorch", "fused_chunk_tokens": None},
+    }
+
+
+def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
+    """Seeds 1 and 2 trained 40 steps: a seed 3 launched with `--training.steps 20` (and another
+    warmup) is refused, naming each setting, its values and the runs, and the ways out; another
+    arm or seed alike is no difference, nor is a setting the runs recorded before it existed."""
+    from prefix_titan.runs.folder import RUN_CONFIG, write_json
+    from prefix_titan.sweep.runs import invariant_violations, matched_settings, unmatched
+    from prefix_titan.titan.preflight import _unmatched
+
+    sweep = tmp_path / "sweep"
+    for arm, seed in (("ce", 1), ("ce", 2), ("label_smoothing", 1)):
+        (sweep / arm / f"seed{seed}").mkdir(parents=True)
+        write_json(str(sweep / arm / f"seed{seed}" / RUN_CONFIG), _record(seed=seed, name=arm))
+    new = _record(steps=20, warmup=2, seed=3, name="prefix")
+    starting = [("prefix seed 3", str(sweep / "prefix" / "seed3"), new)]
+    extra = ["--training.steps", "20", "--lr_scheduler.warmup-steps=2"]
+    [(problem, names)] = _unmatched(starting, str(sweep), extra)
+    assert names == ["prefix seed 3"]
+    assert f"settings differ from the runs already in the sweep folder {sweep}" in problem
+    assert "training.steps: 20 here, 40 in ce/seed1, ce/seed2, label_smoothing/seed1" in problem
+    assert "lr_scheduler.warmup_steps: 2 here, 4 in ce/seed1" in problem
+    assert "drop --training.steps, --lr_scheduler.warmup_steps after --" in problem
+    assert "give another --sweep-dir" in problem
+    # the report's notion: what it checks after the fact is what a launch refuses
+    assert {p.split("`")[1] for p in invariant_violations(_runs(sweep, new))} == {
+        "training.steps",
+        "lr_scheduler.warmup_steps",
+    }
+    others = [("ce/seed1", _record())]
+    assert unmatched(_record(seed=3, name="label_smoothing"), others) == []  # arms, seeds: free
+    assert unmatched(_record(kernel="triton"), others) == []  # compared as resolved
+    newer = _record()
+    newer["training"]["new_setting"] = 1
+    assert unmatched(newer, others) == []  # the runs predate the setting
+    assert "training.new_setting" in matched_settings(newer)
+    # not from an override: the config itself differs (regenerated from a changed base)
+    [(problem, _)] = _unmatched(starting, str(sweep), [])
+    assert "regenerate the configs as the sweep's runs had them" in problem
+    # the run's own record is its resume's business (check_resume), not compared here
+    own = [("ce seed 1", str(sweep / "ce" / "seed1"), _record(steps=20))]
+    assert "ce/seed1" not in _unmatched(own, str(sweep), extra)[0][0]
+
+
+def _runs(sweep, new):
+    from prefix_titan.runs.folder import RUN_CONFIG, read_json
+
+    runs = [
+        {"name": p.parent.parent.name, "seed": int(p.parent.name[4:]), "config": read_json(str(p))}
+        for p in sorted(sweep.glob(f"*/seed*/{RUN_CONFIG}"))
+    ]
+    return runs + [{"name": "prefix", "seed": 3, "config": new}]
+
+
+def test_configs_in_a_new_project_folder_with_its_arms_makes_train_configs(tmp_path, capsys):
+    from prefix_titan.sweep.__main__ import configs_main
+
+    with pytest.raises(SystemExit) as e:
+        configs_main(["--root", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--root {tmp_path} holds no train_configs/ folder (nor sweep_arms.toml)" in err
+    assert "`mkdir train_configs`" in err
+    (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefix"\ntau = 0.3\n')
+    assert configs_main(["--check", "--root", str(tmp_path)]) == 1  # --check writes nothing
+    assert not (tmp_path / "train_configs").exists()
+    assert configs_main(["--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"made {tmp_path / 'train_configs'}/" in out and "wrote 45 configs for 15 arms" in out
+    assert (tmp_path / "train_configs" / "smoke" / "prefix_tau0.3.toml").is_file()
+
+
+def test_every_arm_clash_is_named_at_once(tmp_path):
+    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    (tmp_path / "sweep_arms.toml").write_text(
+        '[[arm]]\nname = "ce"\n\n[[arm]]\nname = "label_smoothing"\n\n'
+        '[[arm]]\nname = "prefix"\ntau = 0.3\n'
+    )
+    rc, _, err = dry_run("--scale", "smoke", gpus="", root=tmp_path)
+    assert rc == 2, err
+    assert "the sweep's arms name 2 arms twice:\n  two arms 'ce': the same objective" in err
+    assert "\n  two arms 'label_smoothing': the same objective is listed twice (it is a " in err
+
+
+def test_an_unknown_arm_without_an_arms_file_says_none_was_found_there(tmp_path):
+    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    rc, _, err = dry_run("--scale", "smoke", "--arms", "my_arm", gpus="", root=tmp_path)
+    assert rc == 2 and "--arms my_arm: no such arm; the arms are ce, " in err, err
+    assert f"--root {tmp_path} holds no sweep_arms.toml: is it the project folder?" in err
+    (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefix"\ntau = 0.3\n')
+    rc, _, err = dry_run("--scale", "smoke", "--arms", "my_arm", gpus="", root=tmp_path)
+    assert rc == 2 and "holds no sweep_arms.toml" not in err, err
+
+
+@pytest.mark.slow  # two processes that import torchtitan
+def test_a_seed_launched_with_another_budget_into_a_sweep_is_refused(tmp_path):
+    """Seeds 1 and 2 trained 40 steps; seed 3 with `-- --training.steps 20
+    --lr_scheduler.warmup_steps 2` would not be compute-matched with them: the dry run lists the
+    refusal (status 2) naming the settings, their values and the runs; the same budget plans."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.runs.folder import RUN_CONFIG, run_record, write_json
+    from prefix_titan.sweep.__main__ import configs_main
+    from prefix_titan.sweep.configs import load_config
+
+    (tmp_path / "train_configs").mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert configs_main(["--root", str(tmp_path)]) == 0
+    config = load_config(tmp_path, "smoke", "ce")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for seed in (1, 2):
+            run = tmp_path / launch.run_folder(config, seed)
+            finish(run, config)
+            args = launch.train_args("smoke", "ce", config, seed, 1, [], None)
+            write_json(str(run / RUN_CONFIG), run_record(ConfigManager().parse_args(args)))
+    finally:
+        os.chdir(cwd)
+    args = ("--scale", "smoke", "--arms", "ce", "--seeds", "3")
+    rc, lines, err = dry_run(*args, gpus="", root=tmp_path, checks=True)
+    assert rc == 0 and len(lines) == 1 and "refused" not in err, err
+    budget = ("--", "--training.steps", "20", "--lr_scheduler.warmup_steps", "2")
+    rc, lines, err = dry_run(*args, *budget, gpus="", root=tmp_path, checks=True)
+    assert rc == 2 and len(lines) == 1, err
+    assert "ce seed 3: settings differ from the runs already in the sweep folder" in err
+    assert "training.steps: 20 here, 40 in ce/seed1, ce/seed2" in err, err
+    assert "lr_scheduler.warmup_steps: 2 here, " in err
+    assert "drop --training.steps, --lr_scheduler.warmup_steps after --" in err
+    assert "give another --sweep-dir" in err
+
+
+def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
+    tmp_path, monkeypatch, capsys
+):
+    """--gpus-per-run node: a run whose start failed while another process took its folder is
+    left to that process (not failed); the runs the other launch finished or writes by their turn
+    are not started."""
+    from helpers import holding_lock
+
+    from prefix_titan.sweep.configs import load_config
+
+    sweep = tmp_path / "sweep"
+    args = ["--root", str(ROOT), "--scale", "smoke", "--seeds", "1", "--sweep-dir", str(sweep)]
+    args += ["--arms", "ce", "label_smoothing", "prefix_tau0.5"]
+    args += ["--gpus-per-run", "node", "--nproc-per-node", "1"]
+    holders, started = [], []
+
+    def run(cmd, cwd=None):
+        started.append(cmd[cmd.index("--job.config_file") + 1])
+        finish(sweep / "label_smoothing" / "seed1", load_config(ROOT, "smoke", "label_smoothing"))
+        for arm in ("ce", "prefix_tau0.5"):
+            (sweep / arm / "seed1").mkdir(parents=True)
+            holders.append(holding_lock(sweep / arm / "seed1", command=f"launch B {arm}"))
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
+    monkeypatch.setattr(launch.subprocess, "run", run)
+    try:
+        assert launch.main(args) == 0
+        out = capsys.readouterr().out
+        assert started == ["train_configs/smoke/ce.toml"]
+        a, b = (h.pid for h in holders)
+        assert f"ce seed 1: being written by pid {a} on " in out
+        assert "launch B ce; skipped: " in out and "(its start here ended: exit 1)" in out
+        assert f"label_smoothing seed 1: {launch.SKIPPED}" in out
+        assert f"prefix_tau0.5 seed 1: being written by pid {b} on " in out, out
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()

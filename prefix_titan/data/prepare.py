@@ -324,7 +324,8 @@ def prepare(
     if not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
         raise ValueError(
             f"--tokenizer {tokenizer_dir!r} holds no tokenizer.json (the folder a run's "
-            "model.hf_assets_path names: python scripts/download_tokenizer.py puts Llama-3's there)"
+            "model.hf_assets_path names: python scripts/download_tokenizer.py, a script of the "
+            "prefix_titan repository run in its checkout, puts Llama-3's there)"
         )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(

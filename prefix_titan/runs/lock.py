@@ -137,12 +137,51 @@ def describe(holder: dict) -> str:
     )
 
 
+ELSEWHERE = "write elsewhere (a training: another job.dump_folder; an export: another --out)"
+"""What a refused second writer is told to do besides waiting"""
+
+
+def writer(folder: str) -> dict | None:
+    """The record of the process a writer of `folder` would be refused for now (a live holder of
+    its lock: {} where the record does not say which; or a record from another host, which the
+    lock refuses too), without taking the lock; None where a writer would take it (no lock file,
+    or one left by a process that is gone). A lock file that is no plain file is left to the
+    writer's own refusal (None)."""
+    path = os.path.join(folder, LOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # not there (or not a plain file: the writer names it)
+        return None
+    with os.fdopen(fd) as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:  # a shared lock, at once let go: taken only while no writer holds it
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = True
+        except OSError as e:
+            if e.errno not in NO_FLOCK:
+                raise
+            holder = _parse(f.read())  # the record alone: a holder judged by its pid
+            return holder if holder and not _gone(holder) else None
+        else:
+            held = False
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        holder = _parse(f.read())
+    if held:
+        return holder or _holder_soon(path) or {}
+    return holder if holder and holder.get("host") != socket.gethostname() else None
+
+
 class RunLock:
     """The writer's lock of `folder` (created if missing); a context manager. `command` says what
-    holds it (shown to a refused second writer)."""
+    holds it (shown to a refused second writer); `elsewhere`, where that writer is told to write
+    instead (default: ELSEWHERE)."""
 
-    def __init__(self, folder: str, command: str | None = None):
+    def __init__(self, folder: str, command: str | None = None, elsewhere: str | None = None):
         self.folder = folder
+        self.elsewhere = elsewhere or ELSEWHERE
+        """where a refused writer is told to write instead (the sweep launcher names its own)"""
         self.path = os.path.join(folder, LOCK)
         argv = (
             sys.argv
@@ -270,8 +309,8 @@ class RunLock:
         )
         return (
             f"{self.folder} is being written by {describe(holder)}{where}. Two writers would mix "
-            "their checkpoints, records, results and logs: wait for it to finish, or write "
-            "elsewhere (a training: another job.dump_folder; an export: another --out)."
+            f"their checkpoints, records, results and logs: wait for it to finish, or "
+            f"{self.elsewhere}."
         )
 
     def _no_flock_warning(self, why: OSError) -> None:

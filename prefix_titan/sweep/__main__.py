@@ -28,7 +28,16 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
     a = p.parse_args(argv)
     root = pathlib.Path(a.root)
     if not (root / "train_configs").is_dir():
-        p.error(f"--root {root} holds no train_configs/ folder: run from the project folder")
+        if not (root / ARMS_FILE).is_file():
+            p.error(
+                f"--root {root} holds no train_configs/ folder (nor {ARMS_FILE}): run from the "
+                "project folder, or make this one a project folder with `mkdir train_configs`"
+            )
+        if not a.check:  # a project folder begun with its arms: the configs' folder is made
+            (root / "train_configs").mkdir()
+            print(
+                f"made {root / 'train_configs'}/ (the project folder's configs, beside {ARMS_FILE})"
+            )
     try:
         written, stale, orphans = write_configs(root, check=a.check)
     except ValueError as e:

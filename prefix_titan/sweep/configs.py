@@ -114,8 +114,9 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
 def arms(root: pathlib.Path | str | None = None) -> dict[str, ObjectiveSpec]:
     """Arm name -> its objective, in launch order: the built-in arms (arm_specs), then, given
     the project `root`, those of its sweep_arms.toml. Two objectives with one name are refused
-    (each arm's configs and runs are found by its name)."""
+    (each arm's configs and runs are found by its name), every such clash named at once."""
     out: dict[str, ObjectiveSpec] = {}
+    clashes = []
     built_in = arm_specs()
     built_in_names = {spec.arm_name() for spec in built_in}
     for i, spec in enumerate([*built_in, *user_arm_specs(root)]):
@@ -140,8 +141,15 @@ def arms(root: pathlib.Path | str | None = None) -> dict[str, ObjectiveSpec]:
                     f"their objectives differ in {', '.join(differ)}, and their names' parts "
                     "coincide: give one of them other option keys or values"
                 )
-            raise ValueError(f"the sweep's arms name two arms {name!r}: {why}")
+            clashes.append(f"two arms {name!r}: {why}")
+            continue
         out[name] = spec
+    if len(clashes) == 1:
+        raise ValueError(f"the sweep's arms name {clashes[0]}")
+    if clashes:
+        raise ValueError(
+            f"the sweep's arms name {len(clashes)} arms twice:\n  " + "\n  ".join(clashes)
+        )
     return out
 
 

@@ -34,9 +34,10 @@ launch uses the visible GPUs. A run over the node (--gpus-per-run node) starts -
 processes per node (default: --gpus, else 8), visible GPUs or not.
 
 Before any run starts, every run that would start is checked in this process (the job config's
-checks, its data folders and tokenizer, a live writer on its dump folder, the target table of a
-family of one's own, built as its run would build it): a refusal names each
-run and nothing starts (exit status 2), instead of one torchrun failure report per run. A
+checks, its data folders and tokenizer, the target table of a family of one's own, built as its
+run would build it, and the settings every run of a sweep shares (sweep/runs.py matched_settings,
+the report's compute-matched invariants) against the runs already in the sweep folder): a refusal
+names each run and nothing starts (exit status 2), instead of one torchrun failure report per run. A
 --dry-run makes the same checks after printing its plan, and exits 2 with the same list where a
 launch from here would be refused (data not prepared yet, a tokenizer missing). It checks the runs
 for the device it plans for: a plan for GPUs made on a machine without them resolves
@@ -47,6 +48,12 @@ a sweep (a --dry-run lists it as a comment line, `# ARM seed S: finished already
 places only the others). A failed run is reported as it ends, with the line of its log that says
 why (its refusal, or its last exception), and at the end; it does not stop the others, unless
 --stop-on-failure. The exit status is 1 when any run failed.
+
+Two launches may share a sweep folder: each run is checked again just before it starts (taken),
+and one finished meanwhile is skipped, one that another live process writes (another launch
+trains it) is left to it with a line naming that process, not counted as failed; so is a run
+whose own start was refused for such a writer that took its folder in between. A launch that
+finds other writers in its sweep folder as it starts says so.
 
 The project root (--root, default: the current folder) holds train_configs/; the runs start there,
 so the configs' relative paths (./assets, ./data, ./outputs) resolve against it.
@@ -67,7 +74,8 @@ import time
 from ..runs.checkpoints import sealed
 from ..runs.cli import Parser
 from ..runs.folder import METRICS_LOG, PLACEMENT, RUN_CONFIG, open_log, read_json, read_log
-from .configs import SCALES, arms, config_path, file_name, load_config, render
+from ..runs.lock import describe, writer
+from .configs import ARMS_FILE, SCALES, arms, config_path, file_name, load_config, render
 
 
 def batch_override(config: dict, world: int) -> list[str]:
@@ -200,6 +208,50 @@ def finished_here(a, arm: str, seed: int, extra: list[str]) -> bool:
 SKIPPED = "finished already, skipped"
 """What a launch prints for a run whose final checkpoint is there (a dry run: a comment line)"""
 
+BUSY = "being written by"
+"""How the line of a run another live process writes begins (taken)"""
+
+
+def taken(a, arm: str, seed: int, extra: list[str]) -> str | None:
+    """Why this launch does not start the run (arm, seed) now: it is finished (SKIPPED), or
+    another live process writes into its folder (another launch into the same sweep folder
+    trains it: the run is in its hands, and this launch leaves it); None: start it. Asked as the
+    launch plans, again just before the run starts, and after a run that failed (refused for a
+    writer that took its folder in between). Over several nodes, whose launchers must start the
+    same runs, only whether it finished (each node would see a writer at its own moment)."""
+    if finished_here(a, arm, seed, extra):
+        return SKIPPED
+    if a.nnodes > 1:
+        return None
+    try:
+        folder = a.root / run_folder(load_config(a.root, a.scale, arm), seed, a.sweep_dir)
+    except (OSError, ValueError):
+        return None
+    holder = writer(str(folder))
+    if holder is None:
+        return None
+    return (
+        f"{BUSY} {describe(holder)}; skipped: that process writes this run (a launch after it "
+        "ends resumes the run if it is left unfinished)"
+    )
+
+
+def other_writers(a) -> str | None:
+    """A note naming the run folders of the sweep folder that other live processes write into
+    now (another launch into the same sweep folder, an evaluation), or None."""
+    found = []
+    for folder in sorted(a.sweep_folder.glob("*/seed*")):
+        holder = writer(str(folder)) if folder.is_dir() else None
+        if holder is not None:
+            found.append(f"{folder.parent.name}/{folder.name} ({describe(holder)})")
+    if not found:
+        return None
+    return (
+        f"other processes write in {a.sweep_folder} now: {'; '.join(found)}. This launch leaves "
+        "them a run they write, and checks each run again just before starting it (a run "
+        "finished meanwhile is skipped)"
+    )
+
 
 def train_args(scale, arm, config, seed, world, extra, sweep_dir):
     return [
@@ -219,19 +271,22 @@ FINISHED = "finished"
 """A run preflight checks only against its record (a finished run the launch skips)"""
 
 
-def preflight(root, runs: list[tuple], device: str | None = None) -> list[str]:
+def preflight(root, runs: list[tuple], device: str | None = None, sweep=None) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
     before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
     import torchtitan): the job config's checks, the data folders, a live writer on its folder;
     for a run given as (name, train_args, FINISHED), only whether its record says it trained
     what these arguments would (else the launch is another sweep's). `device`: the device type
     the runs will train on where it is not this machine's (a plan for GPUs made without them),
-    which decides what objective.kernel = 'auto' runs. No run: no process."""
+    which decides what objective.kernel = 'auto' runs. `sweep`: {"folder": the sweep folder,
+    "extra": the overrides after --}: the runs that would start are checked against the runs
+    already there in the settings every run of a sweep shares, and the refusals name the
+    launch's ways out (titan/preflight.py: check_runs). No run: no process."""
     if not runs:
         return []
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.titan.preflight"],
-        input=json.dumps({"runs": runs, "device": device}),
+        input=json.dumps({"runs": runs, "device": device, "sweep": sweep}),
         cwd=root,
         capture_output=True,
         text=True,
@@ -316,17 +371,26 @@ def slots(gpus: list[str], per_run: int, cpu_runs: int = 1) -> list[list[str]]:
 
 
 def run_queue(
-    jobs: list[tuple[str, pathlib.Path, list[str]]], groups, stop_on_failure=False, root="."
+    jobs: list[tuple[str, pathlib.Path, list[str]]],
+    groups,
+    stop_on_failure=False,
+    root=".",
+    recheck=None,
 ):
     """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
     slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
-    never-started ones."""
+    never-started ones. `recheck(name)`: why a job is not to start now (its run finished
+    meanwhile, another process writes it), or None; asked just before it starts, and after it
+    failed: a job it names a reason for is said so and skipped, not failed."""
     pending, running, failed = list(jobs), {}, []
     free = list(range(len(groups)))
     while pending or running:
         while pending and free and not (failed and stop_on_failure):
-            slot = free.pop(0)
             name, log, cmd = pending.pop(0)
+            if recheck is not None and (why := recheck(name)):
+                print(f"[sweep] {name}: {why}", flush=True)
+                continue
+            slot = free.pop(0)
             log.parent.mkdir(parents=True, exist_ok=True)
             env = dict(os.environ)
             if groups[slot]:
@@ -353,6 +417,10 @@ def run_queue(
             free.append(slot)
             if proc.returncode == 0:
                 print(f"[sweep] {name}: finished", flush=True)
+            elif recheck is not None and (taken_by := recheck(name)):  # another writer's now
+                why = failure_reason(log, start)
+                said = f"exit {proc.returncode}" + (f": {why}" if why else "")
+                print(f"[sweep] {name}: {taken_by} (its start here ended: {said})", flush=True)
             else:
                 failed.append(f"{name} (exit {proc.returncode}, log {log})")
                 why = failure_reason(log, start)
@@ -433,6 +501,8 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
         args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
+        if (taken(a, arm, seed, extra) or "").startswith(BUSY):
+            continue  # another process's run (its settings: checked against the sweep's below)
         if finished(a.root, config, seed, extra, a.sweep_dir):
             # skipped, if what this launch would train is what it trained (its record): a
             # finished run is no run of a launch with other settings
@@ -440,7 +510,8 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
         else:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
-    problems = preflight(a.root, todo, device) + _placed_otherwise(a, starting, world)
+    sweep = {"folder": os.path.abspath(a.sweep_folder), "extra": extra}
+    problems = preflight(a.root, todo, device, sweep) + _placed_otherwise(a, starting, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"
@@ -634,7 +705,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     if not (a.root / "train_configs").is_dir():
         p.error(
             f"--root {a.root} holds no train_configs/ folder: run from the project folder, or "
-            f"pass it with --root DIR"
+            "pass it with --root DIR"
+            + (
+                f" (it holds {ARMS_FILE}: write the configs there first with "
+                "`python -m prefix_titan.sweep configs`)"
+                if (a.root / ARMS_FILE).is_file()
+                else ""
+            )
         )
     try:
         specs = arms(a.root)
@@ -647,7 +724,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     if unknown:
         p.error(
             f"--arms {' '.join(unknown)}: no such arm; the arms are {', '.join(known)} (add one "
-            "as an [[arm]] of sweep_arms.toml in the project folder)"
+            f"as an [[arm]] of {ARMS_FILE} in the project folder"
+            + (
+                ")"
+                if (a.root / ARMS_FILE).is_file()
+                else f"; --root {a.root} holds no {ARMS_FILE}: is it the project folder?)"
+            )
         )
     a.arms = a.arms or known
     a.sweep_folder = a.root / (a.sweep_dir or scale.sweep)
@@ -710,6 +792,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error(f"--nproc-per-node must be >= 1; got {a.nproc_per_node}")
     # Baselines first, then the arms in generator order; each arm over all its seeds.
     runs = [(arm, seed) for arm in a.arms for seed in seeds]
+    if note := other_writers(a):  # another launch into this sweep folder, say
+        print(f"[sweep] note: {note}", file=sys.stderr, flush=True)
+    left: dict[str, None] = {}  # the runs left to other writers, in order
+
+    def check(arm: str, seed: int) -> str | None:
+        """taken(), each run it leaves to another writer noted for the end"""
+        why = taken(a, arm, seed, extra)
+        if why and why.startswith(BUSY):
+            left[f"{arm} seed {seed}"] = None
+        return why
 
     if per_run == "node":
         if a.cpu_runs > 1:
@@ -738,15 +830,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             _register_plan(p, a)
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra)
-            if finished_here(a, arm, seed, extra):
-                print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {SKIPPED}", flush=True)
+            if why := check(arm, seed):  # just before it starts: another launch's?
+                print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {why}", flush=True)
                 continue
             if a.dry_run:
                 print(shlex.join(cmd), flush=True)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             code = subprocess.run(cmd, cwd=a.root).returncode
-            if code:
+            if code and (why := check(arm, seed)):
+                print(f"[sweep] {arm} seed {seed}: {why} (its start here ended: exit {code})")
+            elif code:
                 failed.append(f"{arm} seed {seed} (exit {code})")
                 if a.stop_on_failure:
                     break
@@ -796,11 +890,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 )
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
-        jobs, placed = [], 0
+        jobs, placed, named = [], 0, {}
         for arm, seed in runs:
             cmd = slot_command(a.root, a.scale, arm, seed, k if gpus else 0, extra, a.sweep_dir)
-            if finished_here(a, arm, seed, extra):
-                print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {SKIPPED}", flush=True)
+            if why := check(arm, seed):
+                print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {why}", flush=True)
             elif a.dry_run:  # placement shown as if every run took equally long
                 devices = ",".join(groups[placed % len(groups)])
                 placed += 1
@@ -813,13 +907,30 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 config = load_config(a.root, a.scale, arm)
                 log = a.root / run_folder(config, seed, a.sweep_dir) / "launch.log"
                 jobs.append((f"{arm} seed {seed}", log, cmd))
-        failed = [] if a.dry_run else run_queue(jobs, groups, a.stop_on_failure, a.root)
+                named[f"{arm} seed {seed}"] = (arm, seed)
+        failed = (
+            []
+            if a.dry_run
+            else run_queue(
+                jobs,
+                groups,
+                a.stop_on_failure,
+                a.root,
+                recheck=lambda name: check(*named[name]),
+            )
+        )
     if a.dry_run:
         sys.stdout.flush()
         print(f"[sweep] {plan_line}", file=sys.stderr)
         on_gpus = per_run == "node" or bool(gpus)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
+    if left:
+        print(
+            "[sweep] left to the processes that write them (not failed; a launch after they end "
+            f"resumes any they leave unfinished): {', '.join(left)}",
+            file=sys.stderr,
+        )
     if failed:
         print("[sweep] failed:\n  " + "\n  ".join(failed), file=sys.stderr)
     return 1 if failed else 0

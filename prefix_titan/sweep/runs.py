@@ -328,20 +328,25 @@ def _as_resolved(config: dict) -> dict:
     return out
 
 
-def invariant_violations(runs: list[dict]) -> list[str]:
-    """Settings outside the objective (and the seed) that differ between runs, naming the runs:
-    the execution settings of [objective] (ObjectiveSpec.execution_fields) count as outside; and
-    an arm whose runs trained towards different target tables (`retabled`)."""
-    flat = [flatten(_as_resolved(r["config"])) for r in runs]
+def matched_settings(config: dict) -> dict:
+    """{setting: value} of a run record (RUN_CONFIG) that every run of a sweep must share (the
+    report's compute-matched invariants): every setting outside the objective and the seed, the
+    execution settings of [objective] (ObjectiveSpec.execution_fields) counted as outside and
+    compared as the run's device resolved them."""
     shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
-    keys = sorted(
-        {
-            k
-            for f in flat
-            for k in f
-            if (not k.startswith(ARM_KEYS) or k in shared) and k != SEED_KEY
-        }
-    )
+    return {
+        k: v
+        for k, v in flatten(_as_resolved(config)).items()
+        if (not k.startswith(ARM_KEYS) or k in shared) and k != SEED_KEY
+    }
+
+
+def invariant_violations(runs: list[dict]) -> list[str]:
+    """Settings outside the objective (and the seed) that differ between runs, naming the runs
+    (matched_settings); and an arm whose runs trained towards different target tables
+    (`retabled`)."""
+    flat = [matched_settings(r["config"]) for r in runs]
+    keys = sorted({k for f in flat for k in f})
     problems = []
     for key in keys:
         if key.startswith(f"{DATA_FILES}.") and any(key not in f for f in flat):
@@ -356,6 +361,52 @@ def invariant_violations(runs: list[dict]) -> list[str]:
             ]
             problems.append(f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}")
     return problems + retabled(runs)
+
+
+def sweep_records(sweep: str, leave_out: set[str] = frozenset()) -> list[tuple[str, dict]]:
+    """(run folder relative to `sweep`, its record) of each run folder below `sweep` (a folder
+    with RUN_CONFIG; found as the report finds them), but those in `leave_out` (real paths); a
+    record that cannot be read is left out (the report names it)."""
+    out = []
+    for d, dirs, files in os.walk(sweep):
+        if RUN_CONFIG not in files:
+            continue
+        dirs[:] = []  # (a run folder's own subfolders hold no other run)
+        if os.path.realpath(d) in leave_out:
+            continue
+        try:
+            out.append((os.path.relpath(d, sweep), read_json(os.path.join(d, RUN_CONFIG))))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda x: x[0])
+
+
+def unmatched(record: dict, others: list[tuple[str, dict]]) -> list[str]:
+    """`setting: value here, value in runs` for each setting a run with `record` (what it would
+    record) would not share with the runs `others` (name, record) already in its sweep, as the
+    report's invariants compare them (matched_settings); a value any of them has is no
+    difference (the sweep differs in it already), nor a setting none of them records (one newer
+    than their runs), nor the files a run read where one of them did not record them."""
+    mine = matched_settings(record)
+    theirs = [(name, matched_settings(r)) for name, r in others]
+    out = []
+    for key, value in mine.items():
+        had = [(name, f[key]) for name, f in theirs if key in f]
+        if not had or (key.startswith(f"{DATA_FILES}.") and len(had) < len(theirs)):
+            continue
+        values = {json.dumps(v, sort_keys=True, default=str) for _, v in had}
+        if json.dumps(value, sort_keys=True, default=str) in values:
+            continue
+        by_value: dict[str, list[str]] = {}
+        for name, v in had:
+            by_value.setdefault(repr(v), []).append(name)
+        shown = "; ".join(
+            f"{v} in {', '.join(names[:6])}"
+            + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            for v, names in by_value.items()
+        )
+        out.append(f"{key}: {value!r} here, {shown}")
+    return out
 
 
 def retabled(runs: list[dict]) -> list[str]:

@@ -279,7 +279,8 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
     return (
         f"model.hf_assets_path {path!r} holds no tokenizer.json{where}: get "
         f"the Llama-3 tokenizer there with python scripts/download_tokenizer.py --source "
-        f"llama-models --out {path}"
+        f"llama-models --out {os.path.abspath(path)} (a script of the prefix_titan repository, "
+        "not of the installed package: run it in a checkout of the repository)"
     )
 
 
@@ -395,12 +396,13 @@ def check_paths(job_config) -> None:
         raise PathProblems(problems)
 
 
-def check_job_config(job_config, device_type: str | None = None) -> None:
+def check_job_config(job_config, device_type: str | None = None, sweep: bool = False) -> None:
     """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
     written with other settings (check_resume). objective.options is rewritten in its one
     spelling (families.canonical_options) before the run is recorded or compared. `device_type`:
     the device the run will train on, where it is not this process's (a sweep planned on a
-    machine without GPUs for GPUs); None: run_device()."""
+    machine without GPUs for GPUs); None: run_device(). `sweep`: checked for a sweep launch
+    (check_resume: its refusals name the launch's ways out)."""
     if not hasattr(job_config, "objective"):
         raise ValueError(
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
@@ -523,7 +525,7 @@ def check_job_config(job_config, device_type: str | None = None) -> None:
             "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2 (torchtitan keeps the "
             "step being saved besides the newest finished one); got 1"
         )
-    check_resume(job_config, device_type=device_type)
+    check_resume(job_config, device_type=device_type, sweep=sweep)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -550,7 +552,16 @@ def data_files(job_config) -> dict[str, str]:
     return out
 
 
-def check_resume(job_config, finished: bool = False, device_type: str | None = None) -> None:
+SWEEP_WAYS = (
+    "a sweep launch sets job.dump_folder itself: drop the override after -- that differs, or "
+    "launch a new sweep into another --sweep-dir"
+)
+"""A refused resume's way out where the run is a sweep launch's (check_resume's `sweep`)"""
+
+
+def check_resume(
+    job_config, finished: bool = False, device_type: str | None = None, sweep: bool = False
+) -> None:
     """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
     whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
     other settings would relabel the finished run. The folder itself may have moved (it is
@@ -558,18 +569,27 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
     refused too: resuming it would train nothing. `finished`: the sweep launcher's check of a
     run it skips as finished (a launch with other settings would leave it in its sweep).
     `device_type`: the device the run trains on (None: run_device()), which resolves the
-    execution settings compared (RESOLVED)."""
+    execution settings compared (RESOLVED). `sweep`: the run is a sweep launch's, which sets
+    job.dump_folder itself: a refusal names the launch's ways out (SWEEP_WAYS), not another
+    job.dump_folder."""
     folder = job_config.job.dump_folder
     ckpt = job_config.checkpoint
     if ckpt.enable and ckpt.load_step == -1:
         done = complete_steps(os.path.join(folder, ckpt.folder))
         newest = step_number(done[-1]) if done else None
         if newest is not None and newest > job_config.training.steps:
+            ways = (
+                f"Raise --training.steps above {newest} to train on, give another "
+                "job.dump_folder for a new run, or pick an earlier step with "
+                "--checkpoint.load_step"
+                if not sweep
+                else f"The run trained to step {newest}: drop the --training.steps override "
+                "after -- (or raise it above that step to train on), or launch a new sweep "
+                "into another --sweep-dir (a sweep launch sets job.dump_folder itself)"
+            )
             raise ValueError(
                 f"{folder} holds a checkpoint at step {newest}, past training.steps "
-                f"({job_config.training.steps}): resuming it would train nothing. Raise "
-                f"--training.steps above {newest} to train on, give another job.dump_folder for "
-                "a new run, or pick an earlier step with --checkpoint.load_step"
+                f"({job_config.training.steps}): resuming it would train nothing. {ways}"
             )
     record = os.path.join(folder, RUN_CONFIG)
     if not os.path.exists(record):
@@ -638,6 +658,8 @@ def check_resume(job_config, finished: bool = False, device_type: str | None = N
     if finished:  # (a launch also sets what it places on the GPUs a run gets: not compared)
         placed = settings_shown(PLACED_BY_LAUNCH)
         last = f"A launch may differ from a finished run's record only in: {may}, {placed}."
+    elif sweep:
+        last = f"A resumed run may change only: {may}. {SWEEP_WAYS[0].upper()}{SWEEP_WAYS[1:]}."
     else:
         last = f"A resumed run may change only: {may}. To start a fresh run, give it another "
         last += "job.dump_folder."

@@ -14,25 +14,44 @@ import logging
 import os
 import sys
 
+SWEEP_ELSEWHERE = "launch a new sweep into another --sweep-dir"
+"""Where a sweep's run refused for a live writer of its folder may go instead (the launch sets
+job.dump_folder itself)"""
 
-def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None) -> list[str]:
+
+def check_runs(
+    runs: list[tuple[str, list[str]]], device_type: str | None = None, sweep: dict | None = None
+) -> list[str]:
     """`names: problem` for each problem a run's training would refuse with (the job config's
     checks, its tokenizer and data folders, relative to the working directory, a live writer's
     lock on its dump folder, and the target table of a family of one's own, built as the run
     would build it), the runs that share a problem named together. The built-in families'
     tables are not built here (seconds each on a 128K vocabulary; their settings are checked
-    above). `device_type`: the device the runs train on (None: this machine's)."""
+    above). `device_type`: the device the runs train on (None: this machine's). `sweep`: the
+    runs are a sweep launch's, {"folder": the sweep folder, "extra": the launch's overrides
+    after `--`}: the refusals name the launch's ways out, and a run that would start is refused
+    where it would not share a setting every run of a sweep must share (sweep/runs.py:
+    matched_settings) with the runs in the sweep folder."""
     from torchtitan.config import ConfigManager
 
     from ..objectives.families import FAMILIES, FamilyError
     from ..objectives.spec import WEIGHTING
+    from ..runs.folder import DATA_FILES, RESOLVED, run_record
     from ..runs.lock import LOCK, FolderBusy, RunLock
-    from .checks import check_job_config, check_paths, check_resume, check_table_unchanged
+    from .checks import (
+        check_job_config,
+        check_paths,
+        check_resume,
+        check_table_unchanged,
+        data_files,
+        run_execution,
+    )
     from .loss import LossPlans
 
     plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
     problems: dict[str, list[str]] = {}
     built: dict[tuple, tuple] = {}  # (tokenizer, target settings) -> (spec, table, runs)
+    starting: list[tuple[str, str, dict]] = []  # (name, dump folder, the record it would write)
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
         for name, args, *finished in runs:
@@ -41,14 +60,20 @@ def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None
                 if finished:  # skipped: only whether it trained what these arguments ask
                     check_resume(job, finished=True, device_type=device_type)
                     continue
-                check_job_config(job, device_type)
+                check_job_config(job, device_type, sweep=sweep is not None)
                 check_paths(job)
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
-                    RunLock(job.job.dump_folder).acquire().release()  # refused if held
+                    elsewhere = SWEEP_ELSEWHERE if sweep is not None else None
+                    RunLock(job.job.dump_folder, elsewhere=elsewhere).acquire().release()
             except (ValueError, FolderBusy, SystemExit) as e:
                 for problem in getattr(e, "problems", None) or [str(e)]:
                     problems.setdefault(problem, []).append(name)
                 continue
+            if sweep is not None:
+                record = run_record(job)
+                record[RESOLVED] = run_execution(job, device_type)
+                record[DATA_FILES] = data_files(job)
+                starting.append((name, job.job.dump_folder, record))
             has_tokenizer = os.path.exists(os.path.join(job.model.hf_assets_path, "tokenizer.json"))
             if job.objective.name not in FAMILIES and has_tokenizer:  # else: made by the run
                 try:
@@ -72,6 +97,10 @@ def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None
         logging.disable(logging.NOTSET)
     for problem, names in _alike(built, WEIGHTING):
         problems.setdefault(problem, []).extend(names)
+    if sweep is not None and starting:
+        extra = sweep.get("extra") or []
+        for problem, names in _unmatched(starting, sweep["folder"], extra, device_type):
+            problems.setdefault(problem, []).extend(names)
 
     def who(names: list[str]) -> str:
         if len(names) == len(runs) > 2:
@@ -79,6 +108,64 @@ def check_runs(runs: list[tuple[str, list[str]]], device_type: str | None = None
         return ", ".join(names)
 
     return [f"{who(names)}: {problem}" for problem, names in problems.items()]
+
+
+def _unmatched(
+    starting: list[tuple[str, str, dict]],
+    folder: str,
+    extra: list[str],
+    device_type: str | None = None,
+) -> list[tuple[str, list[str]]]:
+    """(problem, runs) for the runs that would start whose settings differ from those of the
+    runs already in the sweep folder in one that every run of a sweep must share (the report's
+    compute-matched invariants, sweep/runs.py): the arms would no longer differ only in the
+    objective, nor the seeds be paired. A run recorded before records kept what its execution
+    settings resolved to is compared as they resolve on `device_type` (as a resume is)."""
+    from ..model.flavors import flavor_args
+    from ..objectives.plan import recorded_execution
+    from ..runs.folder import RESOLVED
+    from ..sweep.runs import sweep_records, unmatched
+    from .checks import run_device
+
+    others = sweep_records(folder, {os.path.realpath(f) for _, f, _ in starting})
+    if not others:
+        return []
+    for _, record in others:
+        if RESOLVED not in record:
+            try:
+                dim = flavor_args((record.get("model") or {}).get("flavor")).dim
+            except (KeyError, TypeError, ValueError):
+                dim = None
+            objective = record.get("objective") or {}
+            device = device_type or run_device()
+            record[RESOLVED] = recorded_execution(objective, None, device, dim)
+    given = [x.split("=", 1)[0][2:].replace("-", "_") for x in extra if x.startswith("--")]
+    out: dict[str, list[str]] = {}
+    for name, _, record in starting:
+        differ = unmatched(record, others)
+        if not differ:
+            continue
+        keys = [d.split(":", 1)[0] for d in differ]
+        overrides = [k for k in dict.fromkeys(given) if k in keys]  # (as given; either spelling)
+        ways = []
+        if overrides:
+            ways.append(f"drop {', '.join('--' + k for k in overrides)} after --")
+        if len(overrides) < len(keys):
+            ways.append(
+                "regenerate the configs as the sweep's runs had them (the rest differ in the "
+                "scale's config: its base changed since)"
+            )
+        problem = (
+            f"settings differ from the runs already in the sweep folder {folder} (a sweep's runs "
+            "must share every setting outside the objective and the seed: the arms differ only "
+            "in the objective, the seeds are paired; the report checks these as compute-matched "
+            "invariants):\n    "
+            + "\n    ".join(differ)
+            + f"\n  To launch into this sweep, {' and '.join(ways)}; for a new sweep with these "
+            "settings, give another --sweep-dir"
+        )
+        out.setdefault(problem, []).append(name)
+    return list(out.items())
 
 
 def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[str]]]:
@@ -117,7 +204,7 @@ def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[st
 
 def main() -> None:
     request = json.load(sys.stdin)
-    print(json.dumps(check_runs(request["runs"], request.get("device"))))
+    print(json.dumps(check_runs(request["runs"], request.get("device"), request.get("sweep"))))
 
 
 if __name__ == "__main__":

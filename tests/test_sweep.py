@@ -1041,6 +1041,14 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     # the run's own record is its resume's business (check_resume), not compared here
     own = [("ce seed 1", str(sweep / "ce" / "seed1"), _record(steps=20))]
     assert "ce/seed1" not in _unmatched(own, str(sweep), extra)[0][0]
+    # a local batch the launch set for another GPU count (the same sequences per step) is no
+    # difference; one given after -- is
+    placed = _record(seed=3, name="prefix")
+    placed["training"]["local_batch_size"] = 4
+    starting = [("prefix seed 3", str(sweep / "prefix" / "seed3"), placed)]
+    assert _unmatched(starting, str(sweep), []) == []
+    [(problem, _)] = _unmatched(starting, str(sweep), ["--training.local_batch_size", "4"])
+    assert "training.local_batch_size: 4 here, 8 in ce/seed1" in problem
 
 
 def _runs(sweep, new):

@@ -381,13 +381,32 @@ def sweep_records(sweep: str, leave_out: set[str] = frozenset()) -> list[tuple[s
     return sorted(out, key=lambda x: x[0])
 
 
-def unmatched(record: dict, others: list[tuple[str, dict]]) -> list[str]:
+PLACED = (
+    "training.local_batch_size",
+    "validation.local_batch_size",
+    "validation.steps",
+    "parallelism.",
+)
+"""Settings a launch sets from the GPUs a run gets (launch.batch_override, validation_override:
+the same sequences per step and the same validation set on any GPU count) or that follow its
+placement: runs on other placements differ in them and are still matched (the pairing of one
+seed's arms by placement is checked apart: `unplaced`)"""
+
+
+def unmatched(
+    record: dict, others: list[tuple[str, dict]], skip: tuple[str, ...] = ()
+) -> list[str]:
     """`setting: value here, value in runs` for each setting a run with `record` (what it would
     record) would not share with the runs `others` (name, record) already in its sweep, as the
     report's invariants compare them (matched_settings); a value any of them has is no
     difference (the sweep differs in it already), nor a setting none of them records (one newer
-    than their runs), nor the files a run read where one of them did not record them."""
-    mine = matched_settings(record)
+    than their runs), nor the files a run read where one of them did not record them, nor a
+    setting `skip` names (a key, or a prefix ending in a dot)."""
+    mine = {
+        k: v
+        for k, v in matched_settings(record).items()
+        if not any(k == s or (s.endswith(".") and k.startswith(s)) for s in skip)
+    }
     theirs = [(name, matched_settings(r)) for name, r in others]
     out = []
     for key, value in mine.items():

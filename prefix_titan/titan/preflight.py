@@ -124,7 +124,7 @@ def _unmatched(
     from ..model.flavors import flavor_args
     from ..objectives.plan import recorded_execution
     from ..runs.folder import RESOLVED
-    from ..sweep.runs import sweep_records, unmatched
+    from ..sweep.runs import PLACED, sweep_records, unmatched
     from .checks import run_device
 
     others = sweep_records(folder, {os.path.realpath(f) for _, f, _ in starting})
@@ -140,9 +140,13 @@ def _unmatched(
             device = device_type or run_device()
             record[RESOLVED] = recorded_execution(objective, None, device, dim)
     given = [x.split("=", 1)[0][2:].replace("-", "_") for x in extra if x.startswith("--")]
+    # the launch sets these from a run's GPUs: compared only where given after --
+    skip = tuple(
+        s for s in PLACED if not any(g == s or (s.endswith(".") and g.startswith(s)) for g in given)
+    )
     out: dict[str, list[str]] = {}
     for name, _, record in starting:
-        differ = unmatched(record, others)
+        differ = unmatched(record, others, skip)
         if not differ:
             continue
         keys = [d.split(":", 1)[0] for d in differ]

@@ -1,6 +1,7 @@
 """One writer per run folder, one arm per record, torchtitan's numbers checked up front, and a
 refused training that says so once."""
 
+import fcntl
 import json
 import os
 import pathlib
@@ -9,12 +10,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
 from helpers import ROOT, embedded_tokenizer_at, holding_lock, train
 
-from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock
+from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock, writer
 
 
 def _job(*overrides, folder=None):
@@ -173,6 +175,19 @@ def test_a_lock_from_another_host_is_refused_naming_the_file(tmp_path):
     with pytest.raises(FolderBusy, match=rf"another host: .*remove {tmp_path / LOCK}"):
         RunLock(str(tmp_path)).acquire()
     assert json.loads((tmp_path / LOCK).read_text())["host"] == "node-17"  # left as it was
+    # a launch's look does not take it for a live writer (the run is not skipped for good: its
+    # start is refused with the file to remove)
+    assert writer(str(tmp_path)) is None
+
+
+def test_a_look_at_the_lock_does_not_refuse_a_writer_starting_then(tmp_path):
+    """`writer` looks with a shared flock held for an instant; a writer starting in that instant
+    waits it out instead of being refused (here the look is held for 0.1 s)."""
+    fd = os.open(tmp_path / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.1, lambda: os.close(fd)).start()
+    with RunLock(str(tmp_path)):
+        assert writer(str(tmp_path))["pid"] == os.getpid()
 
 
 def test_without_flock_the_lock_is_its_record_said_in_a_warning(tmp_path, monkeypatch, capsys):

@@ -912,10 +912,16 @@ def test_a_run_another_process_writes_is_left_to_it_and_one_finished_meanwhile_s
     assert "[sweep] b: being written by pid 7; skipped" in out
     assert not (tmp_path / "b").exists()  # never started
     assert "[sweep] c: FAILED" not in out, out
-    assert f"[sweep] c: {launch.SKIPPED} (its start here ended: exit 2: c is being written" in out
+    assert f"[sweep] c: {launch.SKIPPED} (its start here was refused: c is being written" in out
     assert asked == ["a", "b", "c", "c"]  # before each start, and after c failed
     failed = run_queue([job("d", 3)], [[]], recheck=lambda name: None)
     assert failed == [f"d (exit 3, log {tmp_path / 'd' / 'launch.log'})"]
+    # a run that failed for its own reason is a failure, whatever holds its folder after it (its
+    # own leftover processes, say)
+    later = iter([None, "being written by pid 9; skipped"])
+    failed = run_queue([job("e", 4, "error: out of memory")], [[]], recheck=lambda n: next(later))
+    assert failed == [f"e (exit 4, log {tmp_path / 'e' / 'launch.log'})"]
+    assert "[sweep] e: FAILED, exit 4: out of memory" in capsys.readouterr().out
 
 
 def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monkeypatch, capsys):
@@ -1007,7 +1013,10 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     arm or seed alike is no difference, nor is a setting the runs recorded before it existed."""
     from prefix_titan.runs.folder import RUN_CONFIG, write_json
     from prefix_titan.sweep.runs import invariant_violations, matched_settings, unmatched
-    from prefix_titan.titan.preflight import _unmatched
+    from prefix_titan.sweep.runs import launch_conflicts as conflicts
+
+    def _unmatched(starting, folder, extra):
+        return conflicts(starting, folder, extra, "cpu")
 
     sweep = tmp_path / "sweep"
     for arm, seed in (("ce", 1), ("ce", 2), ("label_smoothing", 1)):
@@ -1037,7 +1046,7 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     assert "training.new_setting" in matched_settings(newer)
     # not from an override: the config itself differs (regenerated from a changed base)
     [(problem, _)] = _unmatched(starting, str(sweep), [])
-    assert "regenerate the configs as the sweep's runs had them" in problem
+    assert "regenerate the configs as the runs had them" in problem
     # the run's own record is its resume's business (check_resume), not compared here
     own = [("ce seed 1", str(sweep / "ce" / "seed1"), _record(steps=20))]
     assert "ce/seed1" not in _unmatched(own, str(sweep), extra)[0][0]
@@ -1049,6 +1058,25 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     assert _unmatched(starting, str(sweep), []) == []
     [(problem, _)] = _unmatched(starting, str(sweep), ["--training.local_batch_size", "4"])
     assert "training.local_batch_size: 4 here, 8 in ce/seed1" in problem
+    # the report lists it, saying the launch sets it
+    [line] = invariant_violations(_runs(sweep, placed))
+    assert "`training.local_batch_size` differs" in line and "the launch sets it" in line
+    # what a resumed run may change is no difference either (how often it logs, checkpoints...)
+    chatty = _record(seed=3, name="prefix")
+    chatty["metrics"] = {"log_freq": 1}
+    chatty["checkpoint"] = {"interval": 5}
+    starting = [("prefix seed 3", str(sweep / "prefix" / "seed3"), chatty)]
+    assert _unmatched(starting, str(sweep), ["--metrics.log_freq", "1"]) == []
+    assert "metrics.log_freq" not in matched_settings(chatty)
+    # a difference in the data read names its cause, not the configs
+    moved = _record(seed=3, name="prefix")
+    moved["data_files"] = {"train": "abc"}
+    for arm, seed in (("ce", 1), ("ce", 2), ("label_smoothing", 1)):
+        record = _record(seed=seed, name=arm)
+        record["data_files"] = {"train": "def"}
+        write_json(str(sweep / arm / f"seed{seed}" / RUN_CONFIG), record)
+    [(problem, _)] = _unmatched([("p", str(sweep / "prefix" / "seed3"), moved)], str(sweep), [])
+    assert "data_files.train: the data or tokenizer files differ" in problem, problem
 
 
 def _runs(sweep, new):
@@ -1142,9 +1170,10 @@ def test_a_seed_launched_with_another_budget_into_a_sweep_is_refused(tmp_path):
 def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
     tmp_path, monkeypatch, capsys
 ):
-    """--gpus-per-run node: a run whose start failed while another process took its folder is
-    left to that process (not failed); the runs the other launch finished or writes by their turn
-    are not started."""
+    """--gpus-per-run node: a run whose start failed is a failure (its output went to the
+    terminal, so the launch cannot tell a refusal for another writer from its own end), named with
+    what holds its folder now; the runs the other launch finished or writes by their turn are not
+    started."""
     from helpers import holding_lock
 
     from prefix_titan.sweep.configs import load_config
@@ -1166,12 +1195,11 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
     monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
     monkeypatch.setattr(launch.subprocess, "run", run)
     try:
-        assert launch.main(args) == 0
-        out = capsys.readouterr().out
+        assert launch.main(args) == 1
+        out, err = capsys.readouterr()
         assert started == ["train_configs/smoke/ce.toml"]
         a, b = (h.pid for h in holders)
-        assert f"ce seed 1: being written by pid {a} on " in out
-        assert "launch B ce; skipped: " in out and "(its start here ended: exit 1)" in out
+        assert f"ce seed 1 (exit 1; now being written by pid {a} on " in err, err
         assert f"label_smoothing seed 1: {launch.SKIPPED}" in out
         assert f"prefix_tau0.5 seed 1: being written by pid {b} on " in out, out
     finally:

@@ -676,6 +676,9 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
     text = report(str(tmp_path / "sweep"))
     assert f"Question: {PLAN.question}" in text
     assert "| character knowledge | char composite |" in text
+    # at 2 seeds the plan's rule is the per-seed test, whose interval is exact: said so
+    assert "each arm's per-seed differences from the baseline alone" in text
+    assert "nominal 95%" not in text and "[95% CI, unadjusted]" in text
     plan = tmp_path / "plan.toml"
     plan.write_text(
         'question = "Q?"\nalpha = 0.01\nbaseline = "ce"\ncheckpoints = 1\ncontrast = ["prefix"]\n'

@@ -142,11 +142,12 @@ ELSEWHERE = "write elsewhere (a training: another job.dump_folder; an export: an
 
 
 def writer(folder: str) -> dict | None:
-    """The record of the process a writer of `folder` would be refused for now (a live holder of
-    its lock: {} where the record does not say which; or a record from another host, which the
-    lock refuses too), without taking the lock; None where a writer would take it (no lock file,
-    or one left by a process that is gone). A lock file that is no plain file is left to the
-    writer's own refusal (None)."""
+    """The record of the live process that holds the lock of `folder` now ({} where the record
+    does not say which), or None: no lock file, one left by a process that is gone, or one whose
+    flock is free but whose record names another host (which a writer is refused for, naming the
+    file to remove: left to that refusal). It looks with a shared flock held for an instant,
+    which a writer starting at that instant waits out (`_exclusive`). A lock file that is no
+    plain file is left to the writer's own refusal (None)."""
     path = os.path.join(folder, LOCK)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -162,15 +163,32 @@ def writer(folder: str) -> dict | None:
         except OSError as e:
             if e.errno not in NO_FLOCK:
                 raise
-            holder = _parse(f.read())  # the record alone: a holder judged by its pid
-            return holder if holder and not _gone(holder) else None
+            holder = _parse(f.read())  # the record alone: a holder of this host judged by its pid
+            here = holder.get("host") == socket.gethostname()
+            return holder if holder and here and not _gone(holder) else None
         else:
             held = False
             fcntl.flock(fd, fcntl.LOCK_UN)
         holder = _parse(f.read())
-    if held:
-        return holder or _holder_soon(path) or {}
-    return holder if holder and holder.get("host") != socket.gethostname() else None
+    return (holder or _holder_soon(path) or {}) if held else None
+
+
+LOOKS = 10
+"""Tries of the exclusive flock, 25 ms apart, before a writer is refused: `writer` takes a shared
+flock for an instant to look, which must not refuse a writer that starts at that instant"""
+
+
+def _exclusive(fd: int) -> bool:
+    """flock(LOCK_EX) without blocking, tried LOOKS times: False while another process holds
+    the lock (an OSError where the filesystem has no flock)."""
+    for i in range(LOOKS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if i + 1 < LOOKS:
+                time.sleep(0.025)
+    return False
 
 
 class RunLock:
@@ -216,13 +234,11 @@ class RunLock:
             if fd is None:  # removed between two looks: look again
                 continue
             key = _key(os.fstat(fd))
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # held by a live process (or by this one: nested)
+            if key in _HELD:  # held by this process: nested
                 os.close(fd)
-                if key in _HELD:
-                    return self
-                raise FolderBusy(self._busy(_holder_soon(self.path))) from None
+                return self
+            try:
+                got = _exclusive(fd)
             except OSError as e:
                 if e.errno not in NO_FLOCK:
                     os.close(fd)
@@ -235,6 +251,9 @@ class RunLock:
                     return self
                 os.close(fd)
                 return self._acquire_by_record(record)
+            if not got:  # held by a live process
+                os.close(fd)
+                raise FolderBusy(self._busy(_holder_soon(self.path)))
             try:
                 now = _key(os.stat(self.path, follow_symlinks=False))
             except FileNotFoundError:

@@ -1364,7 +1364,9 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     if better:
         prior = [c.arm for c in better if c.prior_only]
         counted = (
-            f"{len(better)} of the {len(compared)} arms compared; intervals nominal 95%, unadjusted"
+            f"{len(better)} of the {len(compared)} arms compared; intervals "
+            + ("nominal " if apart_here(result, family.primary) is not None else "")
+            + "95%, unadjusted"
         )
         where = f"at this sweep's scale ({result.scope})" if result.scope else "in this sweep"
         if len(prior) == len(better):

@@ -297,7 +297,18 @@ def preflight(root, runs: list[tuple], device: str | None = None, sweep=None) ->
     for line in out.stderr.splitlines():  # e.g. a killed run's lock taken over: said here
         if line.startswith("warning: "):
             print(f"[sweep] {line}", file=sys.stderr, flush=True)
-    return json.loads(out.stdout)
+    found = json.loads(out.stdout)
+    problems = found["problems"]
+    if sweep is not None and found["starting"]:
+        from .runs import launch_conflicts
+
+        extra = sweep.get("extra") or []
+        for problem, names in launch_conflicts(
+            found["starting"], sweep["folder"], extra, found["device"]
+        ):
+            who = f"all {len(names)} runs" if len(names) == len(runs) > 2 else ", ".join(names)
+            problems.append(f"{who}: {problem}")
+    return problems
 
 
 def ranks_filter() -> list[str]:
@@ -417,13 +428,16 @@ def run_queue(
             free.append(slot)
             if proc.returncode == 0:
                 print(f"[sweep] {name}: finished", flush=True)
-            elif recheck is not None and (taken_by := recheck(name)):  # another writer's now
-                why = failure_reason(log, start)
-                said = f"exit {proc.returncode}" + (f": {why}" if why else "")
-                print(f"[sweep] {name}: {taken_by} (its start here ended: {said})", flush=True)
+                continue
+            why = failure_reason(log, start)
+            # refused for another writer of its folder (which took it after the check before the
+            # start): the run is that writer's, or finished by it; any other end is a failure
+            refused = why is not None and BUSY in why
+            taken_by = recheck(name) if refused and recheck is not None else None
+            if taken_by:
+                print(f"[sweep] {name}: {taken_by} (its start here was refused: {why})", flush=True)
             else:
                 failed.append(f"{name} (exit {proc.returncode}, log {log})")
-                why = failure_reason(log, start)
                 print(
                     f"[sweep] {name}: FAILED, exit {proc.returncode}" + (f": {why}" if why else ""),
                     flush=True,
@@ -838,10 +852,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             code = subprocess.run(cmd, cwd=a.root).returncode
-            if code and (why := check(arm, seed)):
-                print(f"[sweep] {arm} seed {seed}: {why} (its start here ended: exit {code})")
-            elif code:
-                failed.append(f"{arm} seed {seed} (exit {code})")
+            if code:  # (its output went to the terminal: a failure, whatever holds the run now)
+                now = taken(a, arm, seed, extra)
+                failed.append(f"{arm} seed {seed} (exit {code}" + (f"; now {now})" if now else ")"))
                 if a.stop_on_failure:
                     break
     else:

@@ -110,9 +110,11 @@ def primary_table(a: Analysis, family) -> str:
         return "Nothing compared (see the notes)."
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
     implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
+    nominal = a.plan.variance == "baseline_apart" and len(a.seeds) >= APART_MIN_SEEDS
+    level = "nominal 95%" if nominal else "95%"
     head = (
-        f"| arm | {family.primary} − {a.plan.baseline} [nominal 95% CI, unadjusted] | p | adj. p | claim "
-        "| final step alone |"
+        f"| arm | {family.primary} − {a.plan.baseline} [{level} CI, unadjusted] | p | adj. p "
+        "| claim | final step alone |"
     )
     lines = [head + (" targets imply |" if implied else ""), "|---|---:|---:|---:|---|---:|"]
     lines[1] += "---:|" if implied else ""
@@ -695,18 +697,18 @@ def report(
             explored = exploratory_table(a, f)
             if explored:
                 lines += [f"Exploratory (difference from {plan_.baseline}):", "", explored, ""]
+        paired = plan_.variance == "baseline_apart" and len(a.seeds) < APART_MIN_SEEDS
         lines += [
             "Difference arm − baseline from the two-way arm × seed model (seed-paired, "
             + (
-                "residual variance pooled over arms"
+                "residual variance pooled over arms), 95% interval"
                 if plan_.variance == "pooled"
+                else f"each arm's per-seed differences from the baseline alone: the plan's "
+                f'variance = "baseline_apart" below {APART_MIN_SEEDS} seeds), 95% interval'
+                if paired
                 else "the baseline's residual variance apart from the other arms' pooled one: "
-                'the plan\'s variance = "baseline_apart"'
-            )
-            + (
-                "), 95% interval"
-                if plan_.variance == "pooled"
-                else "), nominal 95% interval (its simulated coverage: docs/evaluation.md)"
+                'the plan\'s variance = "baseline_apart"), nominal 95% interval (its simulated '
+                "coverage: docs/evaluation.md)"
             )
             + ", two-sided p. Claimed (▲/▼) where the "
             "adjusted p ≤ alpha, adjusted per family by one graphical procedure over its primary "

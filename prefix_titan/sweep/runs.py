@@ -18,8 +18,10 @@ from ..runs.folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
     METRICS_LOG,
+    PLACED_BY_LAUNCH,
     PLACEMENT,
     RESOLVED,
+    RESUME_MAY_CHANGE,
     RUN_CONFIG,
     TARGET_TABLE,
     flatten,
@@ -328,16 +330,21 @@ def _as_resolved(config: dict) -> dict:
     return out
 
 
+FREE = tuple(k for k in RESUME_MAY_CHANGE if k != "training.steps")
+"""Settings the runs of a sweep may differ in: those a resumed run may change (how often it logs,
+checkpoints and validates, its communication timeouts, ...), the length of training excepted"""
+
+
 def matched_settings(config: dict) -> dict:
     """{setting: value} of a run record (RUN_CONFIG) that every run of a sweep must share (the
-    report's compute-matched invariants): every setting outside the objective and the seed, the
-    execution settings of [objective] (ObjectiveSpec.execution_fields) counted as outside and
+    report's compute-matched invariants): every setting outside the objective, the seed and FREE,
+    the execution settings of [objective] (ObjectiveSpec.execution_fields) counted as outside and
     compared as the run's device resolved them."""
     shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
     return {
         k: v
         for k, v in flatten(_as_resolved(config)).items()
-        if (not k.startswith(ARM_KEYS) or k in shared) and k != SEED_KEY
+        if (not k.startswith(ARM_KEYS) or k in shared) and k != SEED_KEY and not k.startswith(FREE)
     }
 
 
@@ -359,7 +366,15 @@ def invariant_violations(runs: list[dict]) -> list[str]:
                 for r, v in zip(runs, values)
                 if v != common
             ]
-            problems.append(f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}")
+            problems.append(
+                f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}"
+                + (
+                    " (the launch sets it from each run's GPUs: the same validation set, and the "
+                    "same sequences per step where training.global_batch_size is set)"
+                    if placed(key)
+                    else ""
+                )
+            )
     return problems + retabled(runs)
 
 
@@ -381,31 +396,23 @@ def sweep_records(sweep: str, leave_out: set[str] = frozenset()) -> list[tuple[s
     return sorted(out, key=lambda x: x[0])
 
 
-PLACED = (
-    "training.local_batch_size",
-    "validation.local_batch_size",
-    "validation.steps",
-    "parallelism.",
-)
-"""Settings a launch sets from the GPUs a run gets (launch.batch_override, validation_override:
-the same sequences per step and the same validation set on any GPU count) or that follow its
-placement: runs on other placements differ in them and are still matched (the pairing of one
-seed's arms by placement is checked apart: `unplaced`)"""
+def placed(key: str) -> bool:
+    """Whether `key` is set by the sweep launch from the GPUs a run gets (PLACED_BY_LAUNCH)."""
+    return key.startswith(PLACED_BY_LAUNCH)
 
 
-def unmatched(
-    record: dict, others: list[tuple[str, dict]], skip: tuple[str, ...] = ()
-) -> list[str]:
+def unmatched(record: dict, others: list[tuple[str, dict]], given: list[str] = ()) -> list[str]:
     """`setting: value here, value in runs` for each setting a run with `record` (what it would
     record) would not share with the runs `others` (name, record) already in its sweep, as the
     report's invariants compare them (matched_settings); a value any of them has is no
     difference (the sweep differs in it already), nor a setting none of them records (one newer
     than their runs), nor the files a run read where one of them did not record them, nor a
-    setting `skip` names (a key, or a prefix ending in a dot)."""
+    setting the launch sets from the run's GPUs (`placed`: the same sequences per step and
+    validation set on any count) unless `given` (the settings given after `--`) names it."""
     mine = {
         k: v
         for k, v in matched_settings(record).items()
-        if not any(k == s or (s.endswith(".") and k.startswith(s)) for s in skip)
+        if not placed(k) or any(k == g or k.startswith(g + ".") for g in given)
     }
     theirs = [(name, matched_settings(r)) for name, r in others]
     out = []
@@ -426,6 +433,65 @@ def unmatched(
         )
         out.append(f"{key}: {value!r} here, {shown}")
     return out
+
+
+def _cause(key: str) -> str:
+    """Where a difference the launch's overrides did not make comes from."""
+    if key.startswith(f"{DATA_FILES}."):
+        return f"{key}: the data or tokenizer files differ from those the runs read"
+    if key.startswith("objective."):
+        return (
+            f"{key}: resolved otherwise on this device (launch on the device type the runs had, "
+            "or set it in the config)"
+        )
+    return f"{key}: the scale's config (its base changed since: regenerate the configs as the runs had them)"
+
+
+def launch_conflicts(
+    starting: list, folder: str, extra: list[str], device_type: str
+) -> list[tuple[str, list[str]]]:
+    """(problem, runs) for the runs a launch would start (name, dump folder, the record it would
+    write) whose settings differ from those of the runs already in the sweep folder in one
+    every run of a sweep must share (the report's compute-matched invariants): the arms would
+    no longer differ only in the objective, nor the seeds be paired. A run recorded before
+    records kept what its execution settings resolved to is compared as they resolve on
+    `device_type` (as a resume is)."""
+    from ..model.flavors import flavor_args
+
+    others = sweep_records(folder, {os.path.realpath(f) for _, f, _ in starting})
+    if not others:
+        return []
+    for _, record in others:
+        if RESOLVED not in record:
+            try:
+                dim = flavor_args((record.get("model") or {}).get("flavor")).dim
+            except (KeyError, TypeError, ValueError):
+                dim = None
+            objective = record.get("objective") or {}
+            record[RESOLVED] = recorded_execution(objective, None, device_type, dim)
+    given = [x.split("=", 1)[0][2:].replace("-", "_") for x in extra if x.startswith("--")]
+    out: dict[str, list[str]] = {}
+    for name, _, record in starting:
+        differ = unmatched(record, others, given)
+        if not differ:
+            continue
+        keys = [d.split(":", 1)[0] for d in differ]
+        overrides = [k for k in dict.fromkeys(given) if k in keys]  # (as given; either spelling)
+        ways = [f"drop {', '.join('--' + k for k in overrides)} after --"] if overrides else []
+        causes = [_cause(k) for k in keys if k not in overrides]
+        if causes:
+            ways.append("remove the cause of the rest (" + "; ".join(causes) + ")")
+        problem = (
+            f"settings differ from the runs already in the sweep folder {folder} (a sweep's runs "
+            "must share every setting outside the objective and the seed: the arms differ only "
+            "in the objective, the seeds are paired; the report checks these as compute-matched "
+            "invariants):\n    "
+            + "\n    ".join(differ)
+            + f"\n  To launch into this sweep, {' and '.join(ways)}; for a new sweep with these "
+            "settings, give another --sweep-dir"
+        )
+        out.setdefault(problem, []).append(name)
+    return list(out.items())
 
 
 def retabled(runs: list[dict]) -> list[str]:

@@ -20,7 +20,10 @@ job.dump_folder itself)"""
 
 
 def check_runs(
-    runs: list[tuple[str, list[str]]], device_type: str | None = None, sweep: dict | None = None
+    runs: list[tuple[str, list[str]]],
+    device_type: str | None = None,
+    sweep: dict | None = None,
+    records: list | None = None,
 ) -> list[str]:
     """`names: problem` for each problem a run's training would refuse with (the job config's
     checks, its tokenizer and data folders, relative to the working directory, a live writer's
@@ -29,9 +32,9 @@ def check_runs(
     tables are not built here (seconds each on a 128K vocabulary; their settings are checked
     above). `device_type`: the device the runs train on (None: this machine's). `sweep`: the
     runs are a sweep launch's, {"folder": the sweep folder, "extra": the launch's overrides
-    after `--`}: the refusals name the launch's ways out, and a run that would start is refused
-    where it would not share a setting every run of a sweep must share (sweep/runs.py:
-    matched_settings) with the runs in the sweep folder."""
+    after `--`}: the refusals name the launch's ways out. `records`: where given, (name, dump
+    folder, the record it would write) of each run that would start is appended to it (the
+    sweep floor compares them with the runs already in the sweep folder)."""
     from torchtitan.config import ConfigManager
 
     from ..objectives.families import FAMILIES, FamilyError
@@ -51,7 +54,6 @@ def check_runs(
     plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
     problems: dict[str, list[str]] = {}
     built: dict[tuple, tuple] = {}  # (tokenizer, target settings) -> (spec, table, runs)
-    starting: list[tuple[str, str, dict]] = []  # (name, dump folder, the record it would write)
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
         for name, args, *finished in runs:
@@ -69,11 +71,11 @@ def check_runs(
                 for problem in getattr(e, "problems", None) or [str(e)]:
                     problems.setdefault(problem, []).append(name)
                 continue
-            if sweep is not None:
+            if records is not None:
                 record = run_record(job)
                 record[RESOLVED] = run_execution(job, device_type)
                 record[DATA_FILES] = data_files(job)
-                starting.append((name, job.job.dump_folder, record))
+                records.append((name, job.job.dump_folder, record))
             has_tokenizer = os.path.exists(os.path.join(job.model.hf_assets_path, "tokenizer.json"))
             if job.objective.name not in FAMILIES and has_tokenizer:  # else: made by the run
                 try:
@@ -97,10 +99,6 @@ def check_runs(
         logging.disable(logging.NOTSET)
     for problem, names in _alike(built, WEIGHTING):
         problems.setdefault(problem, []).extend(names)
-    if sweep is not None and starting:
-        extra = sweep.get("extra") or []
-        for problem, names in _unmatched(starting, sweep["folder"], extra, device_type):
-            problems.setdefault(problem, []).extend(names)
 
     def who(names: list[str]) -> str:
         if len(names) == len(runs) > 2:
@@ -108,68 +106,6 @@ def check_runs(
         return ", ".join(names)
 
     return [f"{who(names)}: {problem}" for problem, names in problems.items()]
-
-
-def _unmatched(
-    starting: list[tuple[str, str, dict]],
-    folder: str,
-    extra: list[str],
-    device_type: str | None = None,
-) -> list[tuple[str, list[str]]]:
-    """(problem, runs) for the runs that would start whose settings differ from those of the
-    runs already in the sweep folder in one that every run of a sweep must share (the report's
-    compute-matched invariants, sweep/runs.py): the arms would no longer differ only in the
-    objective, nor the seeds be paired. A run recorded before records kept what its execution
-    settings resolved to is compared as they resolve on `device_type` (as a resume is)."""
-    from ..model.flavors import flavor_args
-    from ..objectives.plan import recorded_execution
-    from ..runs.folder import RESOLVED
-    from ..sweep.runs import PLACED, sweep_records, unmatched
-    from .checks import run_device
-
-    others = sweep_records(folder, {os.path.realpath(f) for _, f, _ in starting})
-    if not others:
-        return []
-    for _, record in others:
-        if RESOLVED not in record:
-            try:
-                dim = flavor_args((record.get("model") or {}).get("flavor")).dim
-            except (KeyError, TypeError, ValueError):
-                dim = None
-            objective = record.get("objective") or {}
-            device = device_type or run_device()
-            record[RESOLVED] = recorded_execution(objective, None, device, dim)
-    given = [x.split("=", 1)[0][2:].replace("-", "_") for x in extra if x.startswith("--")]
-    # the launch sets these from a run's GPUs: compared only where given after --
-    skip = tuple(
-        s for s in PLACED if not any(g == s or (s.endswith(".") and g.startswith(s)) for g in given)
-    )
-    out: dict[str, list[str]] = {}
-    for name, _, record in starting:
-        differ = unmatched(record, others, skip)
-        if not differ:
-            continue
-        keys = [d.split(":", 1)[0] for d in differ]
-        overrides = [k for k in dict.fromkeys(given) if k in keys]  # (as given; either spelling)
-        ways = []
-        if overrides:
-            ways.append(f"drop {', '.join('--' + k for k in overrides)} after --")
-        if len(overrides) < len(keys):
-            ways.append(
-                "regenerate the configs as the sweep's runs had them (the rest differ in the "
-                "scale's config: its base changed since)"
-            )
-        problem = (
-            f"settings differ from the runs already in the sweep folder {folder} (a sweep's runs "
-            "must share every setting outside the objective and the seed: the arms differ only "
-            "in the objective, the seeds are paired; the report checks these as compute-matched "
-            "invariants):\n    "
-            + "\n    ".join(differ)
-            + f"\n  To launch into this sweep, {' and '.join(ways)}; for a new sweep with these "
-            "settings, give another --sweep-dir"
-        )
-        out.setdefault(problem, []).append(name)
-    return list(out.items())
 
 
 def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[str]]]:
@@ -208,7 +144,12 @@ def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[st
 
 def main() -> None:
     request = json.load(sys.stdin)
-    print(json.dumps(check_runs(request["runs"], request.get("device"), request.get("sweep"))))
+    from .checks import run_device
+
+    records: list = []
+    problems = check_runs(request["runs"], request.get("device"), request.get("sweep"), records)
+    device = request.get("device") or run_device()
+    print(json.dumps({"problems": problems, "starting": records, "device": device}))
 
 
 if __name__ == "__main__":

@@ -1068,6 +1068,17 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     starting = [("prefix seed 3", str(sweep / "prefix" / "seed3"), chatty)]
     assert _unmatched(starting, str(sweep), ["--metrics.log_freq", "1"]) == []
     assert "metrics.log_freq" not in matched_settings(chatty)
+    # ... but what decides which steps are validated or kept to evaluate is, and so is a
+    # validation setting the launch does not set
+    for key, value in (("freq", 500), ("seq_len", 512)):
+        other = _record(seed=3, name="prefix")
+        other["validation"] = {key: value}
+        for arm, seed in (("ce", 1), ("ce", 2), ("label_smoothing", 1)):
+            record = _record(seed=seed, name=arm)
+            record["validation"] = {key: 100}
+            write_json(str(sweep / arm / f"seed{seed}" / RUN_CONFIG), record)
+        [(problem, _)] = _unmatched([("p", str(sweep / "prefix" / "seed3"), other)], str(sweep), [])
+        assert f"validation.{key}: {value} here, 100 in ce/seed1" in problem
     # a difference in the data read names its cause, not the configs
     moved = _record(seed=3, name="prefix")
     moved["data_files"] = {"train": "abc"}

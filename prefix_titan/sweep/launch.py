@@ -52,8 +52,11 @@ why (its refusal, or its last exception), and at the end; it does not stop the o
 Two launches may share a sweep folder: each run is checked again just before it starts (taken),
 and one finished meanwhile is skipped, one that another live process writes (another launch
 trains it) is left to it with a line naming that process, not counted as failed; so is a run
-whose own start was refused for such a writer that took its folder in between. A launch that
-finds other writers in its sweep folder as it starts says so.
+whose own log says its start was refused for such a writer that took its folder in between (one
+run at a time over the node, whose output goes to the terminal: a failure, named with what holds
+its folder now). A launch that finds other writers in its sweep folder as it starts says so.
+Where the filesystem does not share flock between hosts, another host's writer is not seen: its
+lock record refuses a launch from here, naming the file to remove once that writer is gone.
 
 The project root (--root, default: the current folder) holds train_configs/; the runs start there,
 so the configs' relative paths (./assets, ./data, ./outputs) resolve against it.
@@ -391,8 +394,9 @@ def run_queue(
     """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
     slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
     never-started ones. `recheck(name)`: why a job is not to start now (its run finished
-    meanwhile, another process writes it), or None; asked just before it starts, and after it
-    failed: a job it names a reason for is said so and skipped, not failed."""
+    meanwhile, another process writes it), or None; asked just before it starts (a job it names
+    a reason for is said so and skipped), and after a job whose own log says it was refused for
+    another writer of its folder (then said so, not failed; any other end is a failure)."""
     pending, running, failed = list(jobs), {}, []
     free = list(range(len(groups)))
     while pending or running:
@@ -432,7 +436,7 @@ def run_queue(
             why = failure_reason(log, start)
             # refused for another writer of its folder (which took it after the check before the
             # start): the run is that writer's, or finished by it; any other end is a failure
-            refused = why is not None and BUSY in why
+            refused = why is not None and (BUSY in why or "is locked by" in why)
             taken_by = recheck(name) if refused and recheck is not None else None
             if taken_by:
                 print(f"[sweep] {name}: {taken_by} (its start here was refused: {why})", flush=True)
@@ -853,7 +857,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             code = subprocess.run(cmd, cwd=a.root).returncode
             if code:  # (its output went to the terminal: a failure, whatever holds the run now)
-                now = taken(a, arm, seed, extra)
+                now = (taken(a, arm, seed, extra) or "").split("; skipped")[0]
+                now = "finished" if now == SKIPPED else now
                 failed.append(f"{arm} seed {seed} (exit {code}" + (f"; now {now})" if now else ")"))
                 if a.stop_on_failure:
                     break

@@ -110,8 +110,7 @@ def primary_table(a: Analysis, family) -> str:
         return "Nothing compared (see the notes)."
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
     implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
-    nominal = a.plan.variance == "baseline_apart" and len(a.seeds) >= APART_MIN_SEEDS
-    level = "nominal 95%" if nominal else "95%"
+    level = "nominal 95%" if apart_here(a, family.primary) is not None else "95%"
     head = (
         f"| arm | {family.primary} − {a.plan.baseline} [{level} CI, unadjusted] | p | adj. p "
         "| claim | final step alone |"
@@ -697,14 +696,16 @@ def report(
             explored = exploratory_table(a, f)
             if explored:
                 lines += [f"Exploratory (difference from {plan_.baseline}):", "", explored, ""]
-        paired = plan_.variance == "baseline_apart" and len(a.seeds) < APART_MIN_SEEDS
+        paired = plan_.variance == "baseline_apart" and all(
+            apart_here(a, f.primary) is None for f in plan_.families
+        )
         lines += [
             "Difference arm − baseline from the two-way arm × seed model (seed-paired, "
             + (
                 "residual variance pooled over arms), 95% interval"
                 if plan_.variance == "pooled"
                 else f"each arm's per-seed differences from the baseline alone: the plan's "
-                f'variance = "baseline_apart" below {APART_MIN_SEEDS} seeds), 95% interval'
+                f'variance = "baseline_apart" below {APART_MIN_SEEDS} seeds or arms), 95% interval'
                 if paired
                 else "the baseline's residual variance apart from the other arms' pooled one: "
                 'the plan\'s variance = "baseline_apart"), nominal 95% interval (its simulated '

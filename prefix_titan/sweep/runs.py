@@ -18,7 +18,6 @@ from ..runs.folder import (
     EVAL_CURVE,
     EVAL_RESULTS,
     METRICS_LOG,
-    PLACED_BY_LAUNCH,
     PLACEMENT,
     RESOLVED,
     RESUME_MAY_CHANGE,
@@ -330,9 +329,18 @@ def _as_resolved(config: dict) -> dict:
     return out
 
 
-FREE = tuple(k for k in RESUME_MAY_CHANGE if k != "training.steps")
-"""Settings the runs of a sweep may differ in: those a resumed run may change (how often it logs,
-checkpoints and validates, its communication timeouts, ...), the length of training excepted"""
+MEASURED = (
+    "training.steps",
+    "validation.freq",
+    "validation.enable",
+    "checkpoint.interval",
+    "checkpoint.keep_latest_k",
+)
+"""What a resumed run may change that decides what the runs of a sweep train or which steps are
+measured (validated, kept as checkpoints to evaluate)"""
+FREE = tuple(k for k in RESUME_MAY_CHANGE if k not in MEASURED)
+"""Settings the runs of a sweep may differ in: those a resumed run may change but MEASURED (how
+often it logs, its communication timeouts, profiling, ...)"""
 
 
 def matched_settings(config: dict) -> dict:
@@ -396,9 +404,20 @@ def sweep_records(sweep: str, leave_out: set[str] = frozenset()) -> list[tuple[s
     return sorted(out, key=lambda x: x[0])
 
 
+LAUNCH_SETS = (
+    "training.local_batch_size",
+    "validation.local_batch_size",
+    "validation.steps",
+    "parallelism.",
+)
+"""What the sweep launch sets from the GPUs a run gets (launch.batch_override,
+validation_override: the same validation set, and the same sequences per step where
+training.global_batch_size is set) or what follows its placement"""
+
+
 def placed(key: str) -> bool:
-    """Whether `key` is set by the sweep launch from the GPUs a run gets (PLACED_BY_LAUNCH)."""
-    return key.startswith(PLACED_BY_LAUNCH)
+    """Whether the sweep launch sets `key` from the GPUs a run gets (LAUNCH_SETS)."""
+    return key.startswith(LAUNCH_SETS)
 
 
 def unmatched(record: dict, others: list[tuple[str, dict]], given: list[str] = ()) -> list[str]:
@@ -456,13 +475,13 @@ def launch_conflicts(
     no longer differ only in the objective, nor the seeds be paired. A run recorded before
     records kept what its execution settings resolved to is compared as they resolve on
     `device_type` (as a resume is)."""
-    from ..model.flavors import flavor_args
-
     others = sweep_records(folder, {os.path.realpath(f) for _, f, _ in starting})
     if not others:
         return []
     for _, record in others:
         if RESOLVED not in record:
+            from ..model.flavors import flavor_args  # (torchtitan's: only for old records)
+
             try:
                 dim = flavor_args((record.get("model") or {}).get("flavor")).dim
             except (KeyError, TypeError, ValueError):

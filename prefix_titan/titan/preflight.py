@@ -75,7 +75,7 @@ def check_runs(
                 record = run_record(job)
                 record[RESOLVED] = run_execution(job, device_type)
                 record[DATA_FILES] = data_files(job)
-                records.append((name, job.job.dump_folder, record))
+                records.append((name, os.path.realpath(job.job.dump_folder), record))
             has_tokenizer = os.path.exists(os.path.join(job.model.hf_assets_path, "tokenizer.json"))
             if job.objective.name not in FAMILIES and has_tokenizer:  # else: made by the run
                 try:

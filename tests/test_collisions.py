@@ -135,6 +135,7 @@ def _race_on_a_left_lock(folder, go, script: str, racers: int) -> list[str]:
     return sorted(r.communicate(timeout=60)[0].strip() for r in started)
 
 
+@pytest.mark.slow  # subprocess races, 4 s: the fast tier stays under 3 minutes
 def test_two_writers_starting_together_on_a_left_lock_get_one_lock(tmp_path):
     """Both find the record of a holder that is gone; exactly one of them takes the lock."""
     for trial in range(2):
@@ -159,6 +160,7 @@ lock._alive = lambda pid: (time.sleep(0.02), alive(pid))[1]  # a slow filesystem
 )
 
 
+@pytest.mark.slow  # subprocess races, 6 s: the fast tier stays under 3 minutes
 def test_without_flock_racers_on_a_left_lock_get_one_lock(tmp_path):
     """Where the filesystem has no flock, four openers find the record of a holder that is
     gone, at a slow filesystem's pace: exactly one takes the lock over (the others are refused,

@@ -361,6 +361,17 @@ def test_a_noisier_ce_fails_no_a_a_check_under_the_plans_rule(seed):
     assert rates["baseline_apart"] <= 0.09 and rates["pooled"] >= 0.08, rates
 
 
+def _noisier_baseline_tables(rng, metrics, arms, seeds, ratio) -> dict:
+    """Null tables y[metric][arm, seed]: unit noise, the baseline's (arm 0) `ratio` times as
+    large, and a seed effect shared by every arm."""
+    y = {}
+    for m in metrics:
+        noise = rng.normal(size=(arms, seeds))
+        noise[0] *= ratio
+        y[m] = noise + 2 * rng.normal(size=(1, seeds))
+    return y
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ratio", [1.0, 2.0, 4.0])
 def test_the_baseline_apart_rule_holds_alpha_with_a_noisier_baseline(seed, ratio):
@@ -374,11 +385,7 @@ def test_the_baseline_apart_rule_holds_alpha_with_a_noisier_baseline(seed, ratio
     explored = [f"e{i}" for i in range(4)]
     false = {"pooled": 0, "baseline_apart": 0}
     for _ in range(sweeps):
-        y = {}
-        for m in ["p", *explored]:
-            noise = rng.normal(size=(arms, seeds))
-            noise[0] *= ratio  # the baseline's
-            y[m] = noise + 2 * rng.normal(size=(1, seeds))
+        y = _noisier_baseline_tables(rng, ["p", *explored], arms, seeds, ratio)
         for rule in false:
             false[rule] += bool(_family_claims(y, "p", explored, rule))
     rates = {k: v / sweeps for k, v in false.items()}
@@ -401,11 +408,7 @@ def test_at_two_seeds_baseline_apart_compares_per_seed_differences_and_holds_alp
     explored = [f"e{i}" for i in range(4)]
     false = {"per seed": 0, "shrunk": 0}
     for _ in range(sweeps):
-        y = {}
-        for m in ["p", *explored]:
-            noise = rng.normal(size=(arms, seeds))
-            noise[0] *= 4.0  # the baseline's
-            y[m] = noise + 2 * rng.normal(size=(1, seeds))
+        y = _noisier_baseline_tables(rng, ["p", *explored], arms, seeds, 4.0)
         false["per seed"] += bool(_family_claims(y, "p", explored, "baseline_apart"))
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(inference, "APART_MIN_SEEDS", 2)

@@ -161,6 +161,13 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
+def override_settings(extra: list[str]) -> list[str]:
+    """The settings named by the launch's overrides after `--` (`--training.steps 20` or
+    `--lr_scheduler.warmup-steps=2`: training.steps, lr_scheduler.warmup_steps; the parser takes
+    either spelling)."""
+    return [x.split("=", 1)[0][2:].replace("-", "_") for x in extra if x.startswith("--")]
+
+
 def file_name(arm: str) -> str:
     """An arm's name as a file or folder name: the `:` of an import-path family
     (`my_lab.targets:suffix`), which scp, PATH-like lists and some file systems read as a

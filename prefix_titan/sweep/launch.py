@@ -78,7 +78,16 @@ from ..runs.checkpoints import sealed
 from ..runs.cli import Parser
 from ..runs.folder import METRICS_LOG, PLACEMENT, RUN_CONFIG, open_log, read_json, read_log
 from ..runs.lock import describe, writer
-from .configs import ARMS_FILE, SCALES, arms, config_path, file_name, load_config, render
+from .configs import (
+    ARMS_FILE,
+    SCALES,
+    arms,
+    config_path,
+    file_name,
+    load_config,
+    override_settings,
+    render,
+)
 
 
 def batch_override(config: dict, world: int) -> list[str]:
@@ -151,9 +160,7 @@ def owned_overrides(extra: list[str]) -> list[str]:
 
     owned = {f"--objective.{f.name}" for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)}
     owned |= {"--debug.seed", "--job.dump_folder", "--job.config_file"}
-    flags = [x.split("=", 1)[0] for x in extra if x.startswith("--")]
-    spelled = ["--" + f[2:].replace("-", "_") for f in flags]  # tyro takes either spelling
-    return [f for f in spelled if f in owned]
+    return [f"--{k}" for k in override_settings(extra) if f"--{k}" in owned]
 
 
 def last_override(extra: list[str], flag: str) -> str | None:
@@ -519,9 +526,10 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
         args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
-        if (taken(a, arm, seed, extra) or "").startswith(BUSY):
+        why = taken(a, arm, seed, extra) or ""
+        if why.startswith(BUSY):
             continue  # another process's run (its settings: checked against the sweep's below)
-        if finished(a.root, config, seed, extra, a.sweep_dir):
+        if why == SKIPPED:
             # skipped, if what this launch would train is what it trained (its record): a
             # finished run is no run of a launch with other settings
             todo.append((f"{arm} seed {seed}", args, FINISHED))

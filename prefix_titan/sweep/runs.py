@@ -29,7 +29,7 @@ from ..runs.folder import (
     read_log,
     step_number,
 )
-from .configs import file_name
+from .configs import file_name, override_settings
 
 # Settings that may differ between arms: the objective itself and where the run writes (how the
 # loss is computed, ObjectiveSpec.execution_fields, excepted: the arms share it) ...
@@ -488,7 +488,7 @@ def launch_conflicts(
                 dim = None
             objective = record.get("objective") or {}
             record[RESOLVED] = recorded_execution(objective, None, device_type, dim)
-    given = [x.split("=", 1)[0][2:].replace("-", "_") for x in extra if x.startswith("--")]
+    given = override_settings(extra)
     out: dict[str, list[str]] = {}
     for name, _, record in starting:
         differ = unmatched(record, others, given)

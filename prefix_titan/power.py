@@ -32,7 +32,7 @@ from .sweep.analysis import (
     registered_plan,
 )
 from .sweep.configs import SCALES, arms
-from .sweep.inference import APART_MIN_SEEDS
+from .sweep.inference import APART_MIN_SEEDS, seedwise
 from .sweep.power import plan_rows
 from .sweep.report import plural
 
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         "smaller or larger). The detectable difference scales with the sd (half at half the sd, "
         "twice at twice): measure it with --from on a few runs before a sweep relies on it."
     )
-    if plan.variance == "baseline_apart" and a.seeds < APART_MIN_SEEDS and len(sweep) >= 3:
+    if seedwise(plan.variance, len(sweep), a.seeds):
         print(
             f"Note: below {APART_MIN_SEEDS} seeds the plan's rule compares each arm with "
             f"{plan.baseline} by its per-seed differences alone ({a.seeds - 1} degree of freedom: "

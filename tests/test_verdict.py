@@ -419,6 +419,29 @@ def test_at_two_seeds_baseline_apart_compares_per_seed_differences_and_holds_alp
     assert rates["shrunk"] > ALPHA, rates
 
 
+def test_one_predicate_says_where_baseline_apart_is_the_per_seed_test(seed):
+    """inference.seedwise decides for the comparison, the detectable difference, the power note
+    and the report: baseline_apart with 3 or more arms below APART_MIN_SEEDS seeds; a pooled plan
+    or two arms is the two-way fit at any seed count."""
+    rng = np.random.default_rng(seed)
+    cases = {
+        ("baseline_apart", 3, 2): True,
+        ("baseline_apart", 13, 2): True,
+        ("baseline_apart", 3, inference.APART_MIN_SEEDS): False,
+        ("baseline_apart", 2, 2): False,
+        ("pooled", 13, 2): False,
+    }
+    for (variance, arms, seeds), expected in cases.items():
+        assert inference.seedwise(variance, arms, seeds) is expected
+        y = rng.normal(size=(arms, seeds))
+        w = np.zeros(arms)
+        w[1], w[0] = 1.0, -1.0
+        if variance == "baseline_apart" and arms >= 3:
+            t, paired = inference.versus_apart(y, 1, 0), inference.per_seed(y, w)
+            assert (t == paired) is expected
+            assert (t.se == pytest.approx(paired.se, rel=1e-6)) is expected
+
+
 def test_at_two_seeds_the_detectable_effect_is_the_per_seed_tests(seed):
     """Below APART_MIN_SEEDS the comparison is the paired t test of the per-seed differences
     (1 degree of freedom at 2 seeds), and inference.detectable (what `power` prints for the plan's

@@ -1207,7 +1207,7 @@ def apart_here(result: Analysis, name: str) -> inference.Apart | None:
     complete = _complete(result.tables.get(name) or {}, result.seeds)
     if result.plan.baseline not in complete or len(complete) < 3:
         return None
-    if f.seeds < inference.APART_MIN_SEEDS:
+    if inference.seedwise(result.plan.variance, len(complete), f.seeds):
         return None
     return inference.apart(f.y, complete.index(result.plan.baseline))
 

@@ -155,6 +155,13 @@ def apart(y: np.ndarray, baseline: int) -> Apart:
     return Apart(sigma2, df, baseline2, var, test_df, s)
 
 
+def seedwise(variance: str, arms: int, seeds: int) -> bool:
+    """Whether the plan's `variance` compares each arm with the baseline by its per-seed
+    differences alone (`per_seed`, S - 1 degrees of freedom): baseline_apart with 3 or more arms
+    below APART_MIN_SEEDS seeds (2 arms are the two-way fit's paired test at any seed count)."""
+    return variance == "baseline_apart" and arms >= 3 and seeds < APART_MIN_SEEDS
+
+
 def versus_apart(y: np.ndarray, arm: int, baseline: int, level: float = LEVEL) -> Test:
     """arm - baseline with the baseline's variance apart (see `apart`); a table of two arms has
     no other arms to pool: the paired test of the two (the two-way fit), which assumes nothing
@@ -167,7 +174,7 @@ def versus_apart(y: np.ndarray, arm: int, baseline: int, level: float = LEVEL) -
     y = np.asarray(y, dtype=np.float64)
     if y.shape[0] < 3 or y.shape[1] < 2:
         return versus(fit(y), arm, baseline, level)
-    if y.shape[1] < APART_MIN_SEEDS:
+    if seedwise("baseline_apart", *y.shape):
         weights = np.zeros(y.shape[0])
         weights[arm], weights[baseline] = 1.0, -1.0
         return per_seed(y, weights, level)
@@ -367,7 +374,7 @@ def detectable(
         return float("inf")
     se = sd * math.sqrt(2 / seeds)
     level = alpha / comparisons
-    if variance == "baseline_apart" and arms >= 3 and seeds < APART_MIN_SEEDS:
+    if seedwise(variance, arms, seeds):
         return t_detectable(se, seeds - 1, level, power)
     if variance == "baseline_apart" and arms >= 3:
         apart_power = _apart_power(seeds, arms, level)

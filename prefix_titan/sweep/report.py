@@ -28,7 +28,7 @@ from .analysis import (
     registered_plan,
     registered_plan_changed,
 )
-from .inference import APART_MIN_SEEDS
+from .inference import APART_MIN_SEEDS, seedwise
 from .metrics import metric, validation_steps
 from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
 from .stats import t_interval
@@ -292,11 +292,7 @@ def power_lines(a: Analysis) -> list[str]:
             d = detectable_here(a, name, k)
             if d is not None:
                 fit, v = a.fits[name], apart_here(a, name)
-                paired = (
-                    a.plan.variance == "baseline_apart"
-                    and len(fit.means) >= 3
-                    and fit.seeds < APART_MIN_SEEDS
-                )
+                paired = seedwise(a.plan.variance, len(fit.means), fit.seeds)
                 error = (
                     f"run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
                     f"{plural(len(fit.means), 'arm')}; tested by each arm's per-seed differences "

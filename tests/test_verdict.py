@@ -17,7 +17,7 @@ from prefix_titan.evaluation.probes import PROBE_TASKS
 from prefix_titan.sweep import inference
 from prefix_titan.sweep import report as report_module
 from prefix_titan.sweep import simulate as sim
-from prefix_titan.sweep.analysis import analyse, load_plan
+from prefix_titan.sweep.analysis import EXPLORATORY_SHARE, analyse, load_plan
 from prefix_titan.sweep.metrics import CHANCE, METRICS, metric, run_value
 from prefix_titan.sweep.runs import _step_of, find_runs, group_arms
 
@@ -178,8 +178,10 @@ def _records(y: dict, specs) -> dict:
 
 def test_an_exploratory_metric_no_run_has_is_named_in_the_notes(seed, tmp_path):
     """A plan's exploratory metric that the runs lack is not compared, and a note says so (it
-    used to vanish from the family without a word)."""
+    used to vanish from the family without a word); the power lines give the measured one the
+    share the procedure gives it (split over the measured exploratory metrics, not the plan's)."""
     from prefix_titan.sweep.configs import arm_specs
+    from prefix_titan.sweep.report import power_lines
 
     rng = np.random.default_rng(seed)
     specs = arm_specs()
@@ -190,6 +192,10 @@ def test_an_exploratory_metric_no_run_has_is_named_in_the_notes(seed, tmp_path):
     notes = [n for n in result.notes if "arc_easy" in n]
     assert notes and "f: exploratory arc_easy not available" in notes[0], result.notes
     assert not any("piqa not available" in n for n in result.notes)
+    plan_ = result.plan
+    compared = sum(k in plan_.contrast and a != plan_.baseline for a, k in result.kinds.items())
+    line = next(x for x in power_lines(result) if x.startswith("- piqa:"))
+    assert f"at alpha/{round(compared / EXPLORATORY_SHARE)};" in line, line
 
 
 def test_a_null_answer_names_only_the_kinds_it_compared(seed, tmp_path):

@@ -1103,7 +1103,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
         result.notes.append(
             f"{family.name}: exploratory {', '.join(absent)} not available for every run of "
             f"{baseline} and another arm: not compared (the family's procedure runs over the "
-            "metrics that are; the power lines count the plan's)"
+            "metrics that are, and so do the power lines)"
         )
     rows = primaries + gated
     for c, adj in zip(rows, inference.graph_adjusted([c.p for c in rows], *_graph(rows))):
@@ -1235,19 +1235,24 @@ def detectable_here(result: Analysis, name: str, comparisons: int) -> float | No
     )
 
 
-def first_share(plan: Plan, name: str, compared: int) -> tuple[int, str]:
+def first_share(
+    plan: Plan, name: str, compared: int, compared_metrics: set[str] | None = None
+) -> tuple[int, str]:
     """(k, role): the first share of alpha a comparison of metric `name` is tested at is alpha / k
     in this plan's graphical procedure, with `compared` arms of the contrast. A primary: alpha /
     compared (then more, as other arms are claimed); an exploratory metric: only once its arm is
     claimed on the primary, first at EXPLORATORY_SHARE of that arm's share split over the
-    family's exploratory metrics; a metric in no family is never claimed (its k as a primary's)."""
+    family's exploratory metrics (those in `compared_metrics` where given: a sweep's procedure
+    runs over the ones it measured); a metric in no family is never claimed (its k as a
+    primary's)."""
     for f in plan.families:
         if name == f.primary:
             return compared, "primary"
         if name in f.exploratory:
+            n = sum(compared_metrics is None or m in compared_metrics for m in f.exploratory)
             if compared == 1:  # no other primary to pass to: the arm's whole share goes on
-                return len(f.exploratory), "exploratory"
-            return round(compared * len(f.exploratory) / EXPLORATORY_SHARE), "exploratory"
+                return n, "exploratory"
+            return round(compared * n / EXPLORATORY_SHARE), "exploratory"
     return compared, "not in the plan"
 
 

@@ -286,9 +286,10 @@ def power_lines(a: Analysis) -> list[str]:
         return []
     lines = []
     names = [f.primary for f in a.plan.families] + [t for t in DEFAULT_TASKS]
+    measured = {c.metric for c in a.comparisons if not c.final}
     for name in names:
         if name in a.fits:
-            k, role = first_share(a.plan, name, contrast)
+            k, role = first_share(a.plan, name, contrast, measured)
             d = detectable_here(a, name, k)
             if d is not None:
                 fit, v = a.fits[name], apart_here(a, name)

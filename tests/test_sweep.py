@@ -378,6 +378,7 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
         (["--", "--objective.position-gamma", "0.9"], None, "--objective.position_gamma after"),
         (["--", "--debug.seed", "3"], None, "--debug.seed after --"),
         (["--", "--job.dump_folder", "x"], None, "--job.dump_folder after --"),
+        (["--", "--objective.no-normalize"], None, "--objective.normalize after --"),
     ],
 )
 def test_bad_sweep_settings_are_refused(args, gpus, message):
@@ -1030,7 +1031,7 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     assert f"settings differ from the runs already in the sweep folder {sweep}" in problem
     assert "training.steps: 20 here, 40 in ce/seed1, ce/seed2, label_smoothing/seed1" in problem
     assert "lr_scheduler.warmup_steps: 2 here, 4 in ce/seed1" in problem
-    assert "drop --training.steps, --lr_scheduler.warmup_steps after --" in problem
+    assert "drop --training.steps, --lr_scheduler.warmup-steps after --" in problem  # as given
     assert "give another --sweep-dir" in problem
     # the report's notion: what it checks after the fact is what a launch refuses
     assert {p.split("`")[1] for p in invariant_violations(_runs(sweep, new))} == {
@@ -1217,3 +1218,38 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
         for holder in holders:
             holder.kill()
             holder.wait()
+
+
+def test_an_override_names_the_setting_it_sets_either_spelling_or_negated():
+    """`--a.b-c 1`, `--a.b_c=1` and a boolean's negation `--a.no-b` (the parser's) name a.b_c and
+    a.b; this reading holds because no setting's own name begins with no_."""
+    import dataclasses
+
+    from torchtitan.config import JobConfig as TitanJobConfig
+
+    from prefix_titan.config import JobConfig
+    from prefix_titan.sweep.configs import override_settings
+
+    extra = ["--training.steps", "20", "--lr_scheduler.warmup-steps=2", "--validation.no-enable"]
+    extra += ["--compile.no_enable", "--objective.no-normalize", "x", "--help"]
+    assert override_settings(extra) == [
+        "training.steps",
+        "lr_scheduler.warmup_steps",
+        "validation.enable",
+        "compile.enable",
+        "objective.normalize",
+        "help",
+    ]
+
+    def names(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(
+                f.default_factory()
+            ):
+                yield from names(type(f.default_factory()), f"{prefix}{f.name}.")
+            else:
+                yield prefix + f.name
+
+    settings = list(names(TitanJobConfig)) + list(names(JobConfig))
+    assert "validation.enable" in settings and "objective.normalize" in settings
+    assert not [s for s in settings if s.rpartition(".")[2].startswith("no_")]

@@ -489,14 +489,16 @@ def launch_conflicts(
             objective = record.get("objective") or {}
             record[RESOLVED] = recorded_execution(objective, None, device_type, dim)
     given = override_settings(extra)
+    flags = [x.split("=", 1)[0] for x in extra if x.startswith("--")]
+    spelled = dict(zip(given, flags))  # a setting's flag as given (--validation.no-enable)
     out: dict[str, list[str]] = {}
     for name, _, record in starting:
         differ = unmatched(record, others, given)
         if not differ:
             continue
         keys = [d.split(":", 1)[0] for d in differ]
-        overrides = [k for k in dict.fromkeys(given) if k in keys]  # (as given; either spelling)
-        ways = [f"drop {', '.join('--' + k for k in overrides)} after --"] if overrides else []
+        overrides = [k for k in dict.fromkeys(given) if k in keys]
+        ways = [f"drop {', '.join(spelled[k] for k in overrides)} after --"] if overrides else []
         causes = [_cause(k) for k in keys if k not in overrides]
         if causes:
             ways.append("remove the cause of the rest (" + "; ".join(causes) + ")")

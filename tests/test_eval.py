@@ -208,7 +208,7 @@ def test_character_probes_end_to_end(exported):
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task
     # The documents were generated from the exported tokenizer, 2,000 per task (char_count and
-    # char_last_letter: as many as the word list allows, from a fifth and four fifths of them up);
+    # char_last_letter: as many as the word list allows, from a fifth and three fifths of them up);
     # each item's outcome keeps its word, queried letter, token count, lead and ending, and every
     # choice's log-likelihood.
     for task in PROBE_TASKS + BLANK_TASKS:
@@ -234,6 +234,7 @@ def test_character_probes_end_to_end(exported):
             assert r["word"] == doc["word"] and r["tokens"] == doc["tokens"]
             assert r.get("letter") == doc.get("letter")
             assert (r["lead"], r["ending"]) == (doc["lead"], doc["ending"])
+            assert r["forms"] == doc["forms"]
             assert len(r["logliks"]) == len(doc["choices"]) and r["gold_loglik"] < 0
             assert r["gold_loglik"] == r["logliks"][doc["gold"]] and r["gold"] == doc["gold"]
             assert r["gold_bytes"] == len(doc["choices"][doc["gold"]].encode())

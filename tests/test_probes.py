@@ -699,3 +699,37 @@ def test_the_build_time_check_rarely_flags_a_probe_without_a_leak_and_catches_on
         assert "alphabetically first choice" in c["off"], (t, c)
         assert c["items"] == 150 and abs(c["bound"] - noise_margin(150, c["chance"])) < 1e-3
     assert got["table"].startswith("| shortcut | char_spell")
+
+
+@pytest.mark.slow
+def test_the_word_forms_shortcut_of_version_4_1_is_caught_and_4_2_removes_it(tok, probes):
+    """Which forms of a word the word list holds (-ly, -ed, ...) tells its word class, which a
+    model knows from meaning, and the class tells last letters (most words that take -ly end in
+    l): balanced within tail groups alone (task version 4.1), a lookup of the forms found
+    char_last_letter's gold in 31% of the items on this BPE, and the check flags it; balanced
+    within tail groups and forms (4.2), it is at chance exactly."""
+    import prefix_titan.evaluation.probes as probes_module
+
+    words = {"final", "finally", "bake", "baked", "baking", "bakes", "run", "running", "glass"}
+    assert probes_module.word_forms(words) == {
+        **dict.fromkeys(words, ""),
+        "final": "ly",
+        "bake": "ed,ing,s",
+        "run": "ing",
+    }
+    name = "lookup: the word's forms in the word list (-s, -ed, -ing, -er, -est, -ly)"
+    ref = reference(embedded_word_counts())
+    pool = set(probes_module.word_pool(tok, ref.counts, MIN_COUNT))
+    forms = probes_module.word_forms(pool)
+    items = probes["char_last_letter"]
+    assert all(it["forms"] == forms[it["word"]] for it in items)
+    assert len({it["forms"] for it in items}) > 3
+    now = shortcut_accuracies(items, token_pieces(tok), ref, "char_last_letter")
+    assert now[name] == pytest.approx(0.25, abs=0.01)
+    assert not off_chance(now, items, "char_last_letter")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(probes_module, "word_forms", lambda listed: dict.fromkeys(listed, ""))
+        old = build_probes(tok, partial=True)["char_last_letter"]
+    old = [{**it, "forms": forms[it["word"]]} for it in old]
+    then = shortcut_accuracies(old, token_pieces(tok), ref, "char_last_letter")
+    assert then[name] > 0.25 + TOLERANCE and name in off_chance(then, old, "char_last_letter")

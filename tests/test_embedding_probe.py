@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from prefix_titan.evaluation import embedding_probe as ep
+from prefix_titan.evaluation.probes import INFLECTIONS
 
 
 def vocabulary(n=1500, seed=0):
@@ -134,7 +135,7 @@ def test_a_planted_letter_code_is_found_and_noise_is_not(seed):
     result = ep.probe_matrices({"input": planted, "output": noise}, texts, resamples=200)
     assert result["tokens"] == len(labels.ids) == len(texts) - 5
     found = result["input"]["trained"]
-    for control in ("shuffled labels", "fresh init"):
+    for control in ("shuffled labels", "fresh init", "predictions permuted"):
         assert result["input"][control]["letters"][2] < found["letters"][1] - 0.3, control
         assert result["output"][control]["letters"][2] > 0  # intervals are computed
     assert found["letters"][0] > 0.9 and found["letters"][1] <= found["letters"][0]
@@ -219,3 +220,33 @@ def test_bad_settings_and_folders_are_refused(tmp_path):
     save_file({"model.embed_tokens.weight": torch.zeros(4, 2)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="has no lm_head.weight"):
         ep.hf_matrices(str(tmp_path))
+
+
+def test_vectors_that_know_a_tokens_inflection_are_not_credited_with_its_letters(seed):
+    """Vectors with no letter code but a token's form and its inflection ending ("-ing" words
+    apart from "-s" words, as a trained embedding clusters them): a probe reads the ending's
+    letters off the class, which a model knows from the grammatical form, not from spelling. The
+    control deals the probe's predictions within each ending (version 3), so the class alone
+    scores no more than the control; dealt over all tokens (version 2), it passed for letters."""
+    texts = variant_vocabulary(600, seed)
+    labels = ep.word_like_tokens(texts)
+    words = [texts[i].strip().lower() for i in labels.ids]
+    found = {INFLECTIONS[e - 1] for e in labels.ending if e}
+    assert "ing" in found and found & {"s", "es"}, found
+    index = {w: j for j, w in enumerate(sorted(set(words)))}
+    gen = torch.Generator().manual_seed(seed)
+    d = 128
+    identity = torch.randn(len(index), d, generator=gen)
+    grammar = 2.0 * torch.randn(int(labels.ending.max()) + 1, d, generator=gen)
+    grammar[0] = 0.0  # no ending: no class vector
+    matrix = torch.randn(len(texts), d, generator=gen)
+    rows = torch.from_numpy(labels.ids)
+    matrix[rows] = identity[torch.tensor([index[w] for w in words])]
+    matrix[rows] += grammar[torch.from_numpy(labels.ending)]
+    result = ep.probe_matrices({"input": matrix}, texts, resamples=200)["input"]
+    trained, control = result["trained"]["letters"], result["predictions permuted"]["letters"]
+    assert trained[1] <= control[2], (trained, control)
+    pred = ep.out_of_fold(matrix, labels, ep.FOLDS, ep.SEED, l2=ep.L2, iterations=ep.ITERATIONS)
+    everywhere = np.random.default_rng(seed).permutation(len(labels.ids))
+    old = ep.scores({t: p[everywhere] for t, p in pred.items()}, labels, 200)["letters"]
+    assert trained[1] > old[2], (trained, old)

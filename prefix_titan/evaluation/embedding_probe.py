@@ -19,10 +19,12 @@ k folds of about equal token count. Each score has a 95% bootstrap interval over
 (Poisson weights per group). Three controls show what the probe finds where there is nothing to
 find: the same vectors with the labels shuffled over tokens, freshly initialised weights (a
 seeded Gaussian matrix of the same shape: after standardisation its scale does not matter, so one
-serves both the input and the output rows), and the trained probe's own predictions dealt to the
-tokens at random (clustered vectors make a probe say "contains" more often, which a macro-F1
-rewards without any information: this is the letters score's chance level). Each is over the same
-tokens and folds. On a GPU the fits run there.
+serves both the input and the output rows), and the trained probe's own predictions dealt at
+random among the tokens of one inflection ending (clustered vectors make a probe say "contains"
+more often, which a macro-F1 rewards without any information, and vectors that cluster by
+grammatical form, "-ing" words apart from "-ed" words, tell letters of the ending that a model
+knows from the form, not from spelling: this is the letters score's chance level). Each is over
+the same tokens and folds. On a GPU the fits run there.
 Kaushal & Mahowald 2022 ("What do tokens know about their characters and how do they know it?")
 probe GPT-style embeddings this way.
 Plain PyTorch and numpy.
@@ -41,9 +43,10 @@ LETTERS = string.ascii_lowercase
 WORD_LIKE = re.compile(r" ?[A-Za-z]+")
 LENGTHS = 10
 """Length classes: 1 to 9 letters, and 10 or more"""
-VERSION = 2
+VERSION = 3
 """1: folds over tokens, the shuffled-label control; 2: folds over stems, the bootstrap over them,
-and the trained probe's own predictions dealt to the tokens at random as the letters' control"""
+and the trained probe's own predictions dealt to the tokens at random as the letters' control;
+3: those predictions dealt within each inflection ending (Labels.ending)"""
 FOLDS = 3
 STEM = 4
 """Tokens whose normalised forms (lower-cased, spaces stripped) share their first STEM letters are
@@ -75,12 +78,29 @@ class Labels:
     group: np.ndarray
     """[n] the token's group, 0 to groups-1: tokens of one group (case/space variants of a form,
     forms of one stem) share one fold and are resampled together by the bootstrap"""
+    ending: np.ndarray | None = None
+    """[n] the token's inflection ending (probes.inflection against the vocabulary's forms: "ing"
+    for " making" where "make" is a form too) as a class, 0 for none; None: one class"""
 
     def shuffled(self, rng) -> Labels:
         """The same labels dealt to other tokens (a control with the marginals kept); each token
         keeps its group, so the folds are those of the unshuffled labels."""
         p = rng.permutation(len(self.ids))
-        return Labels(self.ids, self.letters[p], self.first[p], self.length[p], self.group)
+        return Labels(
+            self.ids, self.letters[p], self.first[p], self.length[p], self.group, self.ending
+        )
+
+
+def within_classes(classes: np.ndarray | None, n: int, rng) -> np.ndarray:
+    """[n] a seeded permutation that deals each token's place to a token of its own class (all
+    one class where `classes` is None)."""
+    order = np.arange(n)
+    if classes is None:
+        return rng.permutation(n)
+    for c in np.unique(classes):
+        members = np.flatnonzero(classes == c)
+        order[members] = members[rng.permutation(len(members))]
+    return order
 
 
 def group_key(word: str, stem: int | None = STEM) -> str:
@@ -92,7 +112,9 @@ def group_key(word: str, stem: int | None = STEM) -> str:
 def word_like_tokens(texts: list[str | None], stem: int | None = STEM) -> Labels:
     """The tokens whose text is letters only (a leading space allowed), lower-cased for labels,
     grouped by the first `stem` letters of that lower-cased form (None: by the whole form)."""
-    ids, letters, first, length, keys = [], [], [], [], []
+    from .probes import INFLECTIONS, inflection
+
+    ids, letters, first, length, keys, words = [], [], [], [], [], []
     for i, text in enumerate(texts):
         if text is None or not WORD_LIKE.fullmatch(text):
             continue
@@ -102,14 +124,18 @@ def word_like_tokens(texts: list[str | None], stem: int | None = STEM) -> Labels
         first.append(LETTERS.index(word[0]))
         length.append(min(len(word), LENGTHS) - 1)
         keys.append(group_key(word, stem))
+        words.append(word)
     if not ids:
         raise ValueError("the vocabulary has no word-like tokens (letters only) to probe")
+    forms = set(words)
+    classes = {"": 0} | {s: k + 1 for k, s in enumerate(INFLECTIONS)}
     return Labels(
         np.array(ids),
         np.array(letters, dtype=np.float32),
         np.array(first),
         np.array(length),
         np.unique(np.array(keys), return_inverse=True)[1].reshape(-1),
+        np.array([classes[inflection(w, forms)] for w in words]),
     )
 
 
@@ -270,7 +296,7 @@ def probe_matrices(
             del fresh
         shuffled = labels.shuffled(rng)
         pred = out_of_fold(matrix, labels, folds, seed, **fit)
-        order = rng.permutation(len(labels.ids))
+        order = within_classes(labels.ending, len(labels.ids), rng)
         out[name] = {
             "trained": scores(pred, labels, resamples),
             "shuffled labels": scores(
@@ -304,8 +330,8 @@ def table(result: dict) -> str:
     lines += [
         "",
         "Read each trained row against its own 'predictions permuted' row (the probe's answers "
-        "dealt to other tokens: its chance level; the character composite counts letters F1 "
-        "above it) and 'fresh init' (an untrained matrix of that shape). 'majority' is a "
+        "dealt to other tokens of the same inflection ending: its chance level; the character "
+        "composite counts letters F1 above it) and 'fresh init' (an untrained matrix of that shape). 'majority' is a "
         "constant guess (every letter 'contained', the commonest first letter or length): a "
         "fitted probe can score below it where few tokens hold a letter and the probe seldom "
         "answers 'contained' (macro-F1 rewards the constant), or where it overfits few tokens.",

@@ -104,10 +104,10 @@ def _composite(step: dict, read: bool = False) -> float | None:
     """The chance-corrected accuracy (acc - chance) / (1 - chance) of the character probes that
     are not prefix-shaped, averaged, with the embedding probe's input-row letters F1 above its
     control, (F1 - control) / (1 - control), as one more part where it was run: the control is
-    its own predictions dealt to the tokens at random (the shuffled-label control in version 1
-    of the probe, which recorded none). `read`: each probe's accuracy calibrated item by item by
-    its blank twin (harness.calibrated_accuracy): what reading the word decides, whatever the
-    model prefers among the choices without it."""
+    its own predictions dealt to the tokens at random (within each inflection ending from version
+    3 of the probe; the shuffled-label control in version 1, which recorded none). `read`: each
+    probe's accuracy calibrated item by item by its blank twin (harness.calibrated_accuracy):
+    what reading the word decides, whatever the model prefers among the choices without it."""
     parts = []
     for task in CHAR_PROBES:
         acc = (_calibrated if read else _task)(task)(step)

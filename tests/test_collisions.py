@@ -841,3 +841,31 @@ def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):
     with pytest.raises(SystemExit):
         refuse(job, ValueError("a refused setting"), rank=0)
     assert not run.exists()
+
+
+def test_a_later_refusal_lets_go_of_the_lock_and_the_record_of_a_run_that_trained_nothing(
+    tmp_path,
+):
+    """Refused by a builder after the hook that took the folder's lock (the data, the validator,
+    the target table), the run leaves nothing: its lock file, its record and an empty metrics
+    log go with the empty folders; a run that trained keeps its record and metrics."""
+    from prefix_titan.runs.folder import METRICS_LOG, RUN_CONFIG
+    from prefix_titan.titan.refusal import refuse
+
+    run = tmp_path / "outputs" / "run"
+    job = _job("--job.dump_folder", str(run))
+    lock = RunLock(str(run)).acquire()  # held by this process, out of the refusal's reach
+    (run / RUN_CONFIG).write_text("{}")
+    (run / METRICS_LOG).write_text("")
+    (run / job.comm.save_traces_folder).mkdir()
+    with pytest.raises(SystemExit) as e:
+        refuse(job, ValueError("shard x is corrupt"))
+    assert e.value.code == 2 and not run.exists() and (tmp_path / "outputs").exists()
+    lock.release()  # (at exit: the file is gone already)
+    lock = RunLock(str(run)).acquire()
+    (run / RUN_CONFIG).write_text("{}")
+    (run / METRICS_LOG).write_text('{"step": 1}\n')
+    with pytest.raises(SystemExit):
+        refuse(job, ValueError("a refused table"))
+    assert sorted(os.listdir(run)) == sorted([METRICS_LOG, RUN_CONFIG])
+    lock.release()

@@ -320,5 +320,9 @@ def test_a_non_finite_step_is_refused():
     model.weight.grad = torch.ones(2, 3)
     check_finite_grads([model], 10)
     model.weight.grad[1, 2] = float("inf")
-    with pytest.raises(FloatingPointError, match="step 11: a gradient is not finite"):
+    with pytest.raises(FloatingPointError, match="step 11: a gradient is not finite") as e:
         check_finite_grads([model], 11)
+    # the advice a resume would take: another lr is another run (a resume refuses it)
+    assert "lower optimizer.lr or training.max_norm, other data), start a run in a fresh" in str(
+        e.value
+    )

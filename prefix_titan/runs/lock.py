@@ -99,6 +99,18 @@ def _is_this_process(holder: dict | None) -> bool:
     )
 
 
+def let_go(folder: str) -> None:
+    """Unlink `folder`'s lock file where its record names this process: a process about to exit
+    whose RunLock is out of reach (its flock ends with the process; a waiter sees the file gone
+    and opens the path again, as after `RunLock.release`)."""
+    path = os.path.join(folder, LOCK)
+    if _is_this_process(_holder(path)):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def _key(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 

@@ -39,7 +39,7 @@ from ..runs.folder import (
 )
 from .checks import check_table_unchanged, data_files, run_execution
 from .refusal import refuse
-from .step_checks import FAR, StepChecks
+from .step_checks import FAR, RESUME_ADVICE, StepChecks
 
 
 class PlainCEMeter:
@@ -209,8 +209,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
         if not math.isfinite(float(grad_norm)):
             raise FloatingPointError(
-                f"step {step}: the gradient norm is {float(grad_norm)}. The run stops here, "
-                f"before any checkpoint of this step is saved; resume from the last checkpoint."
+                f"step {step}: the gradient norm is {float(grad_norm)}. {RESUME_ADVICE}"
             )
         extra = dict(extra_metrics or {})
         meter = self.meter

@@ -21,17 +21,22 @@ def _rank() -> int:
 
 def refuse(job_config, error: BaseException, rank: int | None = None, lock=None):
     """End the process with status 2 after printing `error` once (on rank 0). `lock` (the run
-    folder's writer's lock, runs/lock.py) is released, and the folders made for the run before the
-    refusal are removed while they are empty; where the refusal is another writer's live lock
-    on the folder (runs/lock.py: FolderBusy), only an empty traces folder made since this process
-    started: an older one is that writer's (where it writes when it fails)."""
-    from ..runs.lock import FolderBusy
+    folder's writer's lock, runs/lock.py) is released (where the refusal comes later than the
+    hook that took it, its file is let go of: runs/lock.let_go), the record of a run that trained
+    nothing is removed (it is replaced at the next start anyway: titan/checks.check_resume), and
+    the folders made for the run before the refusal are removed while they are empty; where the
+    refusal is another writer's live lock on the folder (runs/lock.py: FolderBusy), only an empty
+    traces folder made since this process started: an older one is that writer's (where it
+    writes when it fails)."""
+    from ..runs.lock import FolderBusy, let_go
 
     if (_rank() if rank is None else rank) == 0:
         print(f"error: {error}", file=sys.stderr, flush=True)
         if lock is not None:
             lock.release()
         if not isinstance(error, FolderBusy):
+            let_go(job_config.job.dump_folder)
+            _forget_untrained(job_config)
             _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
         else:
             traces = os.path.join(job_config.job.dump_folder, job_config.comm.save_traces_folder)
@@ -41,6 +46,24 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
             except OSError:  # not there, not empty
                 pass
     raise SystemExit(2)
+
+
+def _forget_untrained(job_config) -> None:
+    """Remove the folder's run record (and an empty metrics log) where the run trained nothing:
+    no checkpoint step, no metrics row, no evaluation or export."""
+    from ..runs.folder import METRICS_LOG, RUN_CONFIG, checkpoint_steps
+    from .checks import _trained_anything
+
+    folder = job_config.job.dump_folder
+    if checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder)):
+        return
+    if _trained_anything(folder):
+        return
+    for name in (RUN_CONFIG, METRICS_LOG):
+        try:
+            os.remove(os.path.join(folder, name))
+        except (FileNotFoundError, IsADirectoryError):
+            pass
 
 
 def _remove_empty(folder: str, traces: str) -> None:

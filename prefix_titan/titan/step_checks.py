@@ -25,8 +25,10 @@ from ..objectives.table import indexed
 from ..runs.checkpoints import ChecksumRecorder, purge_older_steps
 
 RESUME_ADVICE = (
-    "The run stops here, before any checkpoint of this step is saved; resume from the last "
-    "checkpoint, for example with a lower optimizer.lr or training.max_norm."
+    "The run stops here, before any checkpoint of this step is saved: the steps saved before it "
+    "are intact. A resume keeps the run's settings (its record refuses others) and repeats the "
+    "same batches; to train with others (a lower optimizer.lr or training.max_norm, other data), "
+    "start a run in a fresh job.dump_folder."
 )
 
 

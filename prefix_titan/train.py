@@ -336,17 +336,20 @@ def _newest_checkpoint(config) -> str | None:
 
 def _report_checkpoint(config, before: str | None) -> None:
     """Say where the run's distributed checkpoint went (torchtitan only logs the folder), or that
-    the run had reached its last step already (`before`: its newest checkpoint at the start)."""
+    the run had reached its last step already (it started from checkpoint.load_step, or else
+    from `before`: its newest checkpoint at the start)."""
     if os.environ.get("RANK", "0") != "0" or not config.checkpoint.enable:
         return
-    from .runs.folder import checkpoint_steps
+    from .runs.folder import checkpoint_steps, step_number
 
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
     steps = checkpoint_steps(folder)
-    if steps and steps[-1] == before:
+    load = config.checkpoint.load_step
+    start = load if load != -1 else (step_number(before) or 0) if before else 0
+    if steps and start >= config.training.steps:
         print(
             f"nothing trained: the run had reached training.steps ({config.training.steps}) "
-            f"already; its checkpoint is {before}",
+            f"already; its checkpoint is {steps[-1]}",
             flush=True,
         )
     elif steps:

@@ -771,3 +771,26 @@ def test_a_resume_that_reads_other_files_under_the_same_names_is_refused(
     del record[DATA_FILES]
     (folder / RUN_CONFIG).write_text(json.dumps(record))
     check_job_config(parse(default, *args))  # recorded before: not checked
+
+
+def test_the_last_line_says_whether_the_run_trained(tmp_path, capsys):
+    """A run resumed from an earlier step with --checkpoint.load_step trains on to
+    training.steps and says where its checkpoint went; one that started at training.steps says
+    nothing trained (the newest step was the same before and after either way)."""
+    from prefix_titan.train import _report_checkpoint
+
+    def config(*overrides):
+        path = ROOT / "train_configs/embedded_default.toml"
+        return parse(path, "--job.dump_folder", str(tmp_path), "--training.steps", "40", *overrides)
+
+    for step in (30, 40):
+        (tmp_path / "checkpoint" / f"step-{step}").mkdir(parents=True)
+    newest = str(tmp_path / "checkpoint" / "step-40")
+    _report_checkpoint(config("--checkpoint.load_step", "30"), newest)
+    assert capsys.readouterr().out == f"DCP checkpoint written to {newest}\n"
+    _report_checkpoint(config(), newest)
+    assert "nothing trained: the run had reached training.steps (40) already" in (
+        capsys.readouterr().out
+    )
+    _report_checkpoint(config(), str(tmp_path / "checkpoint" / "step-30"))
+    assert capsys.readouterr().out == f"DCP checkpoint written to {newest}\n"

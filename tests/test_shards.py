@@ -387,6 +387,15 @@ def test_refuses_truncated_corrupt_and_unfinished(shard_dir, tmp_path, tokenizer
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ValueError, match="train_00002.bin is corrupt"):
         ShardedTokens(d, "train", tokenizer)
+    # a run's data names the setting that points at the shards and the way out
+    from prefix_titan.titan.datasets import build_dataset
+
+    args = (tokenizer, 64, 0, 1, None, False, "training.dataset", "train")
+    with pytest.raises(ValueError) as e:
+        build_dataset("fineweb_edu_ascii_tokens", d, *args)
+    assert str(e.value).startswith(f"training.dataset_path {d!r}: shard ")
+    assert "is corrupt: its CRC32 differs" in str(e.value)
+    assert "run `python -m prefix_titan.prepare` again into a fresh --out" in str(e.value)
     # Ranks share the CRC checks: rank 1 of 2 checks odd shards only... and finds it.
     with pytest.raises(ValueError, match="corrupt"):
         ShardedTokens(d, "train", tokenizer, verify_rank=0, verify_world=2)

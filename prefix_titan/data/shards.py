@@ -151,11 +151,13 @@ class ShardedTokens:
             if size != expected:
                 raise ValueError(
                     f"shard {path} is truncated or missing: {size} bytes, the manifest says "
-                    f"{expected} ({shard['tokens']} tokens)"
+                    f"{expected} ({shard['tokens']} tokens); {REPREPARE}"
                 )
             # Each rank checks the CRC of every verify_world-th shard: a full check, shared out.
             if i % verify_world == verify_rank and file_crc32(path) != shard["crc32"]:
-                raise ValueError(f"shard {path} is corrupt: its CRC32 differs from the manifest's")
+                raise ValueError(
+                    f"shard {path} is corrupt: its CRC32 differs from the manifest's; {REPREPARE}"
+                )
             self.arrays.append(np.memmap(path, dtype=dtype, mode="r"))
             starts.append(starts[-1] + shard["tokens"])
         self.starts = np.array(starts, dtype=np.int64)

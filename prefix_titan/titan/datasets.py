@@ -241,13 +241,18 @@ def build_dataset(
         return HuggingFaceTextDataset(
             name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite
         )
-    tokens = token_stream(name, path, split, tokenizer, dp_rank, dp_world_size)
+    section = setting.split(".")[0]
+    try:
+        tokens = token_stream(name, path, split, tokenizer, dp_rank, dp_world_size)
+    except ValueError as e:  # the shards' own refusal: name the setting that points at them
+        if not path or name in EMBEDDED_DATASETS or str(e).startswith(f"{section}."):
+            raise
+        raise ValueError(f"{section}.dataset_path {path!r}: {e}") from None
     eos = tokenizer.eos_id if document_mask else None
     what = f"{setting} {name!r}" + (
         f" at {path!r}" if path and name not in EMBEDDED_DATASETS else ""
     )
     what += f" ({split} split)"
-    section = setting.split(".")[0]
     return PackedTokenDataset(
         tokens, seq_len, dp_rank, dp_world_size, seed, infinite, eos, what, f"{section}.seq_len"
     )

@@ -275,7 +275,9 @@ def main() -> None:
 
         ConfigManager().parse_args(["--job.custom_config_module", "prefix_titan.config", *args])
         return
-    problem = check_config_file(sys.argv[1:])
+    from .titan.version import torchtitan_problem
+
+    problem = torchtitan_problem() or check_config_file(sys.argv[1:])
     if problem:  # (under torchrun every rank stops here; rank 0 says why)
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {problem}", file=sys.stderr)

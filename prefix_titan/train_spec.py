@@ -14,7 +14,12 @@ the metrics processor sums it over ranks and logs it).
 
 from __future__ import annotations
 
-from functools import partial
+from .titan.version import torchtitan_problem
+
+if torchtitan_problem():  # before torchtitan's modules: another version fails on them unexplained
+    raise ImportError(torchtitan_problem())
+
+from functools import partial  # noqa: E402
 
 from torchtitan.components.lr_scheduler import build_lr_schedulers
 from torchtitan.components.optimizer import build_optimizers

@@ -794,3 +794,34 @@ def test_the_last_line_says_whether_the_run_trained(tmp_path, capsys):
     )
     _report_checkpoint(config(), str(tmp_path / "checkpoint" / "step-30"))
     assert capsys.readouterr().out == f"DCP checkpoint written to {newest}\n"
+
+
+@pytest.mark.parametrize(
+    "found, adapted",
+    [("0.2.2", True), ("0.2.9.dev0", True), ("0.2.1", False), ("0.3.0", False), (None, False)],
+)
+def test_only_torchtitan_0_2_from_0_2_2_is_adapted(monkeypatch, capsys, found, adapted):
+    """The torchtitan that imports is checked by its own version (a copy earlier on the path
+    runs, whatever pip installed): another is one error line naming it and the pip pin, exit 2
+    (0.1 used to fail deep in the CPU set-up with a traceback)."""
+    import torchtitan
+
+    from prefix_titan.titan.version import torchtitan_problem
+    from prefix_titan.train import main
+
+    if found is None:
+        monkeypatch.delattr(torchtitan, "__version__")
+    else:
+        monkeypatch.setattr(torchtitan, "__version__", found)
+    problem = torchtitan_problem()
+    assert (problem is None) is adapted, problem
+    if adapted:
+        return
+    assert f"{torchtitan.__file__} is " in problem
+    assert (f"torchtitan {found};" if found else "names no version (0.1 or older)") in problem
+    assert problem.endswith("pip install 'torchtitan>=0.2.2,<0.3'")
+    config = str(ROOT / "train_configs/embedded_default.toml")
+    monkeypatch.setattr(sys, "argv", ["prefix_titan.train", "--job.config_file", config])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and capsys.readouterr().err == f"error: {problem}\n"

@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; "
         + ("the last document reaches it" if t["tokens"] >= a.tokens else "the source ran out")
-        + f") / {t['documents']:,} docs in {len(t['shards'])} shards; "
-        f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
+        + f") / {t['documents']:,} docs in {len(t['shards'])} shard"
+        + ("s; " if len(t["shards"]) != 1 else "; ")
+        + f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
         f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed; "
         f"{busy:.1f} cores busy on average ({a.workers} workers)"
     )

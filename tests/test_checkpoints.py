@@ -95,6 +95,18 @@ def test_no_intact_step_says_to_start_again(recorded):
         verify_step(str(recorded / "step-4"))
 
 
+def test_a_damaged_older_step_names_the_intact_later_one(recorded):
+    """Checked (or resumed with --checkpoint.load_step) below an intact newer step, a damaged
+    step does not say to start again: it names the later step."""
+    flip_byte(recorded / "step-2" / "__0_0.distcp")
+    with pytest.raises(DamagedCheckpoint) as e:
+        verify_step(str(recorded / "step-2"))
+    assert f"No earlier step under it is intact, but a later one is: {recorded / 'step-4'}" in (
+        str(e.value)
+    )
+    assert "start the run again" not in str(e.value)
+
+
 def test_steps_found_at_start_are_not_blessed_unless_saved_again(recorded):
     step = recorded / "step-4"
     for f in step.glob("sha256sums-*"):
@@ -144,7 +156,7 @@ def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
         check_checkpoint_to_load(job(recorded.parent))
     message = str(e.value)
     assert "step-4 is unverified and will not be loaded" in message
-    assert "has no recorded checksum" in message
+    assert ".metadata, __0_0.distcp have no recorded checksum" in message
     assert f"python -m prefix_titan.runs.checkpoints seal {recorded / 'step-4'}" in message
     assert seal_step(str(recorded / "step-4")) == [".metadata", "__0_0.distcp"]
     check_checkpoint_to_load(job(recorded.parent))  # accepted: resumes

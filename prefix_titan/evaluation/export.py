@@ -604,7 +604,8 @@ def export_run(
     unverified = verify_step(checkpoint, what="export", accept_unverified=accept_unverified)
     if unverified:
         _log(
-            f"warning: {', '.join(unverified)} in {checkpoint} has no recorded checksum; "
+            f"warning: {', '.join(unverified)} in {checkpoint} "
+            f"{'has' if len(unverified) == 1 else 'have'} no recorded checksum; "
             f"exported unverified (--accept-unverified)"
         )
     _log(f"loading {flavor} weights from {checkpoint}")

@@ -313,7 +313,8 @@ def unverified_message(step_dir: str, unverified: list[str], what: str) -> str:
     accept = "; or export it as it is with --accept-unverified" if what == "export" else ""
     return (
         f"checkpoint {step_dir} is unverified{_fate(what)}: "
-        f"{', '.join(unverified)} has no recorded checksum (the run that saved it stopped before "
+        f"{', '.join(unverified)} {'has' if len(unverified) == 1 else 'have'} no recorded "
+        "checksum (the run that saved it stopped before "
         f"recording one, or the files were added later), so its content cannot be checked; its "
         f"sizes match the checkpoint metadata.\nTo accept the step as it is now, record its "
         f"checksums with `python -m prefix_titan.runs.checkpoints seal {step_dir}` and "
@@ -345,7 +346,15 @@ def damage_message(step_dir: str, problems: list[str], what: str) -> str:
     n = step_number(step_dir)
     earlier = [d for d in complete_steps(folder) if n is not None and step_number(d) < n]
     intact = next((d for d in reversed(earlier) if not check_step(d)[0]), None)
-    if intact is None:
+    later = [d for d in complete_steps(folder) if n is not None and step_number(d) > n]
+    newer = next((d for d in reversed(later) if not check_step(d)[0]), None)
+    if intact is None and newer is not None:
+        advice = (
+            f"No earlier step under it is intact, but a later one is: {newer} (a resume takes "
+            "the newest step unless --checkpoint.load_step names another; export: --checkpoint "
+            f"{newer})."
+        )
+    elif intact is None:
         advice = "No earlier step under it is intact: start the run again in a fresh dump folder."
     else:
         n = step_number(intact)

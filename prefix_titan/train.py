@@ -314,6 +314,20 @@ def main() -> None:
                 flush=True,
             )
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the loop's traceback
+        if os.environ.get("RANK", "0") == "0":
+            newest = _newest_checkpoint(config)
+            print(
+                "interrupted: "
+                + (
+                    f"the newest checkpoint is {newest}; the same command resumes from it"
+                    if newest and config.checkpoint.enable
+                    else "no checkpoint of this run was saved; the same command starts it again"
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+        raise SystemExit(130) from None
     except FloatingPointError as e:  # a loss or gradient not finite: the step and what to do
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {e}", file=sys.stderr, flush=True)

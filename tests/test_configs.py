@@ -825,3 +825,30 @@ def test_only_torchtitan_0_2_from_0_2_2_is_adapted(monkeypatch, capsys, found, a
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2 and capsys.readouterr().err == f"error: {problem}\n"
+
+
+def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
+    """An interrupted run ends with one line (not the training loop's traceback), exit 130,
+    naming the newest checkpoint the same command resumes from."""
+    import torchtitan.train
+
+    from prefix_titan.train import main
+
+    def interrupted(trainer_cls):
+        (tmp_path / "checkpoint" / "step-5").mkdir(parents=True)
+        (tmp_path / "checkpoint" / "step-5" / ".metadata").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torchtitan.train, "main", interrupted)
+    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
+    monkeypatch.setenv("RANK", "0")
+    config = str(ROOT / "train_configs/embedded_default.toml")
+    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 130
+    newest = tmp_path / "checkpoint" / "step-5"
+    assert capsys.readouterr().err == (
+        f"interrupted: the newest checkpoint is {newest}; the same command resumes from it\n"
+    )

@@ -133,7 +133,33 @@ def toml_problem(path: str, data: dict) -> str | None:
             f'{path}: [experimental] custom_import = "prefix_titan.train_spec" is missing (it '
             f"registers the {TRAIN_SPEC_NAME} TrainSpec that [model] name selects)"
         )
-    return None
+    return unknown_names(path, data)
+
+
+def unknown_names(path: str, data: dict) -> str | None:
+    """Every section and setting of the TOML `data` that the job config lacks, at once (torchtitan
+    stops at the first), each with the close ones; None if there is none."""
+    sections = [f.name for f in _job_config_fields()]
+    found = []  # (as the one line, as an item of many)
+    for section, values in data.items():
+        if section not in sections:
+            hint = _did_you_mean(section, sections)
+            found.append((f" has no section [{section}].{hint}", f"no section [{section}].{hint}"))
+        elif isinstance(values, dict) and (settings := _settings_of(section)):
+            for key in values:
+                if key not in settings:
+                    hint = _did_you_mean(key, settings)
+                    one = f": [{section}] has no setting {key!r}.{hint}"
+                    found.append((one, f"no setting {key!r} in [{section}].{hint}"))
+    if not found:
+        return None
+    listed = (
+        f"List every setting with `python -m prefix_titan.train --job.config_file {path} --help`."
+    )
+    if len(found) == 1:
+        return f"{path}{found[0][0]} {listed}"
+    items = "\n  ".join(many for _, many in found)
+    return f"{path} has {len(found)} unknown names:\n  {items}\n{listed}"
 
 
 TRAIN_SPEC_NAME = "prefix_llama3"

@@ -715,6 +715,25 @@ def test_a_misspelt_toml_name_gets_the_close_ones(tmp_path, capsys, old, new, me
     assert message in capsys.readouterr().err
 
 
+def test_every_unknown_toml_name_is_named_at_once(tmp_path):
+    """Before torchtitan parses the file (it stops at the first unknown name), every unknown
+    section and setting is named, each with the close ones; every shipped config has none."""
+    from prefix_titan.train import check_config_file
+
+    text = (ROOT / "train_configs/embedded_default.toml").read_text()
+    config = tmp_path / "typos.toml"
+    config.write_text(
+        text.replace("tau = ", "tua = ").replace("[optimizer]", "[optimiser]") + "\n[training2]\n"
+    )
+    problem = check_config_file(["--job.config_file", str(config)])
+    assert problem.startswith(f"{config} has 3 unknown names:\n  "), problem
+    assert "no setting 'tua' in [objective]. Did you mean 'tau' (for 'tua')?" in problem
+    assert "no section [optimiser]. Did you mean 'optimizer' (for 'optimiser')?" in problem
+    assert "no section [training2]." in problem and problem.endswith("--help`.")
+    for shipped in sorted(ROOT.glob("train_configs/**/*.toml")):
+        assert check_config_file(["--job.config_file", str(shipped)]) is None, shipped
+
+
 def test_a_switch_given_a_value_says_how_to_write_it(capsys):
     from prefix_titan.train import parse_config
 

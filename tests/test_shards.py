@@ -884,3 +884,42 @@ def test_a_validation_reads_each_sequence_once_however_many_steps_it_asks(
         seen = [tuple(row.tolist()) for b in batches for row in b]
         assert len(seen) == whole and len(set(seen)) == whole
         assert all(len(b) == 4 for b in batches)
+
+
+def test_a_missing_tokenizer_is_named_by_the_one_the_shards_were_prepared_with(
+    shard_dir, embedded_tokenizer_dir, tmp_path, monkeypatch
+):
+    """Training on shards, a model.hf_assets_path without tokenizer.json is pointed at the
+    tokenizer the shards' manifest names (here the embedded BPE, and the folder that holds it),
+    not at the Llama-3 download; a path that names the file is told to name its folder."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.titan import checks
+
+    def job(assets):
+        return ConfigManager().parse_args(
+            [
+                "--job.config_file",
+                os.path.join(
+                    os.path.dirname(__file__), "..", "train_configs", "embedded_default.toml"
+                ),
+                "--training.dataset",
+                "fineweb_edu_ascii_tokens",
+                "--training.dataset_path",
+                shard_dir,
+                "--model.hf_assets_path",
+                assets,
+                "--job.dump_folder",
+                str(tmp_path / "run"),
+            ]
+        )
+
+    monkeypatch.setattr(checks, "EMBEDDED_TOKENIZER", embedded_tokenizer_dir)
+    sha = load_manifest(shard_dir)["tokenizer_sha256"]
+    problem = checks.tokenizer_missing(job(str(tmp_path / "none")), hint=False)
+    assert f"were prepared with the tokenizer of sha256 {sha[:12]}..." in problem
+    assert f"given to prepare's --tokenizer ({embedded_tokenizer_dir} holds it)" in problem
+    assert "Llama-3" not in problem
+    problem = checks.tokenizer_missing(job(str(tmp_path / "tok" / "tokenizer.json")), hint=False)
+    assert "names the file: it is the folder that holds tokenizer.json" in problem
+    assert problem.endswith(f"{str(tmp_path / 'tok')!r}")

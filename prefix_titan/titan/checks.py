@@ -276,12 +276,54 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
             f"embedded BPE is created by itself only at {EMBEDDED_TOKENIZER}; to create it at "
             f"{path!r}, run python scripts/train_tokenizer.py --out {path}"
         )
+    if os.path.basename(os.path.normpath(path)) == "tokenizer.json":
+        return (
+            f"model.hf_assets_path {path!r} names the file: it is the folder that holds "
+            f"tokenizer.json (and tokenizer_config.json): {os.path.dirname(path) or '.'!r}"
+        )
+    made_with = _shards_tokenizer(job_config)
+    if made_with:
+        return (
+            f"model.hf_assets_path {path!r} holds no tokenizer.json{where}: the shards at "
+            f"training.dataset_path {job_config.training.dataset_path!r} were prepared with the "
+            f"tokenizer of sha256 {made_with[:12]}...; point model.hf_assets_path at the folder "
+            "given to prepare's --tokenizer"
+            + (
+                f" ({EMBEDDED_TOKENIZER} holds it)"
+                if _tokenizer_sha256(EMBEDDED_TOKENIZER) == made_with
+                else ""
+            )
+        )
     return (
         f"model.hf_assets_path {path!r} holds no tokenizer.json{where}: get "
         f"the Llama-3 tokenizer there with python scripts/download_tokenizer.py --source "
         f"llama-models --out {os.path.abspath(path)} (a script of the prefix_titan repository, "
         "not of the installed package: run it in a checkout of the repository)"
     )
+
+
+def _shards_tokenizer(job_config) -> str | None:
+    """The sha256 of the tokenizer the run's training shards were prepared with (their
+    manifest's), or None: not shards, or no readable manifest."""
+    shards = job_config.training.dataset_path
+    if job_config.training.dataset not in SHARD_DATASETS or not shards:
+        return None
+    try:
+        return load_manifest(shards).get("tokenizer_sha256")
+    except (OSError, ValueError):
+        return None
+
+
+def _tokenizer_sha256(folder: str) -> str | None:
+    """data.shards.tokenizer_hash of the tokenizer in `folder`, or None where there is none."""
+    from ..data.shards import tokenizer_hash
+
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(path):
+        return None
+    from tokenizers import Tokenizer
+
+    return tokenizer_hash(Tokenizer.from_file(path))
 
 
 @functools.lru_cache(maxsize=8)

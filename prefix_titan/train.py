@@ -153,13 +153,15 @@ def unknown_names(path: str, data: dict) -> str | None:
                     found.append((one, f"no setting {key!r} in [{section}].{hint}"))
     if not found:
         return None
-    listed = (
-        f"List every setting with `python -m prefix_titan.train --job.config_file {path} --help`."
-    )
     if len(found) == 1:
-        return f"{path}{found[0][0]} {listed}"
+        return f"{path}{found[0][0]} {LISTED}"
     items = "\n  ".join(many for _, many in found)
-    return f"{path} has {len(found)} unknown names:\n  {items}\n{listed}"
+    return f"{path} has {len(found)} unknown names:\n  {items}\n{LISTED}"
+
+
+LISTED = "List every setting with `python -m prefix_titan.train --help`."
+"""Where the settings are listed (a config given with --help is parsed first, so one with an
+unknown name would fail again)"""
 
 
 TRAIN_SPEC_NAME = "prefix_llama3"
@@ -183,14 +185,10 @@ def explain_config_error(args: list[str], error: BaseException) -> str | None:
             hints = [_did_you_mean(name, sections) for name in names]
             return (
                 f"{path} has no section {', '.join(f'[{n}]' for n in names)}.{''.join(hints)} "
-                f"List every setting with `python -m prefix_titan.train --job.config_file "
-                f"{path} --help`."
+                + LISTED
             )
         hints = [_did_you_mean(name, _settings_of(section)) for name in names]
-        return (
-            f"{path}: [{section}] has no setting {m.group(2)[1:-1]}.{''.join(hints)} List every "
-            f"setting with `python -m prefix_titan.train --job.config_file {path} --help`."
-        )
+        return f"{path}: [{section}] has no setting {m.group(2)[1:-1]}.{''.join(hints)} {LISTED}"
     if isinstance(error, SystemExit):
         for i, arg in enumerate(args[:-1]):
             if arg.startswith("--") and args[i + 1].lower() in SWITCH_WORDS:
@@ -342,17 +340,7 @@ def main() -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C: one line, not the loop's traceback
         if os.environ.get("RANK", "0") == "0":
-            newest = _newest_checkpoint(config)
-            print(
-                "interrupted: "
-                + (
-                    f"the newest checkpoint is {newest}; the same command resumes from it"
-                    if newest and config.checkpoint.enable
-                    else "no checkpoint of this run was saved; the same command starts it again"
-                ),
-                file=sys.stderr,
-                flush=True,
-            )
+            print(f"interrupted: {_resume_advice(config)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     except FloatingPointError as e:  # a loss or gradient not finite: the step and what to do
         if os.environ.get("RANK", "0") == "0":
@@ -374,6 +362,34 @@ def _newest_checkpoint(config) -> str | None:
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
     steps = complete_steps(folder)
     return steps[-1] if steps else None
+
+
+def _resume_advice(config) -> str:
+    """What resumes an interrupted run: the newest checkpoint step if its checksums were
+    recorded (a step's are recorded at the next step's log or at the end, so a step saved just
+    before the interruption has none, and a resume refuses it unverified until sealed); a
+    checkpoint.load_step given loads that step again."""
+    from .runs.checkpoints import complete_steps, sealed
+
+    folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
+    steps = complete_steps(folder) if config.checkpoint.enable else []
+    if not steps:
+        return "no checkpoint of this run was saved; the same command starts it again"
+    newest = steps[-1]
+    load = config.checkpoint.load_step
+    again = (
+        f" (without --checkpoint.load_step {load}, which loads step {load} again)"
+        if load != -1
+        else ""
+    )
+    if sealed(newest):
+        return f"the newest checkpoint is {newest}; the same command{again} resumes from it"
+    return (
+        f"the newest checkpoint, {newest}, was saved but the run stopped before recording its "
+        "checksums, and a resume refuses it unverified: accept it with `python -m "
+        f"prefix_titan.runs.checkpoints seal {newest}`, then the same command{again} resumes "
+        "from it"
+    )
 
 
 def _report_checkpoint(config, before: str | None) -> None:

@@ -682,7 +682,7 @@ def test_an_unknown_toml_key_names_the_file_the_section_and_our_help(tmp_path, c
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"{config}: [training] has no setting 'stepz'" in err
-    assert "python -m prefix_titan.train --job.config_file" in err and "--help" in err
+    assert "List every setting with `python -m prefix_titan.train --help`." in err
     assert "run_train.sh" not in err
 
 
@@ -815,23 +815,44 @@ def test_the_last_line_says_whether_the_run_trained(tmp_path, capsys):
     assert capsys.readouterr().out == f"DCP checkpoint written to {newest}\n"
 
 
+def test_the_version_is_that_of_the_copy_that_imports(tmp_path):
+    """A copy earlier on the path runs, whatever pip installed elsewhere: its version is read
+    from the distribution installed beside it (torchtitan's own __version__ reads whichever
+    distribution is installed), else from its __version__."""
+    import types
+
+    from prefix_titan.titan.version import imported_version
+
+    (tmp_path / "torchtitan").mkdir()
+    (tmp_path / "torchtitan" / "__init__.py").write_text("")
+    module = types.ModuleType("torchtitan")
+    module.__file__ = str(tmp_path / "torchtitan" / "__init__.py")
+    module.__version__ = "0.2.2"  # what the installed distribution would say
+    assert imported_version(module) == "0.2.2"
+    info = tmp_path / "torchtitan-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torchtitan\nVersion: 0.1.0\n")
+    assert imported_version(module) == "0.1.0"
+
+
 @pytest.mark.parametrize(
     "found, adapted",
     [("0.2.2", True), ("0.2.9.dev0", True), ("0.2.1", False), ("0.3.0", False), (None, False)],
 )
 def test_only_torchtitan_0_2_from_0_2_2_is_adapted(monkeypatch, capsys, found, adapted):
-    """The torchtitan that imports is checked by its own version (a copy earlier on the path
-    runs, whatever pip installed): another is one error line naming it and the pip pin, exit 2
-    (0.1 used to fail deep in the CPU set-up with a traceback)."""
+    """The torchtitan that imports is checked by its own version: another is one error line
+    naming it and the pip pin, exit 2 (0.1 used to fail deep in the CPU set-up with a
+    traceback)."""
+    from importlib.metadata import version as installed
+
     import torchtitan
 
+    from prefix_titan.titan import version
     from prefix_titan.titan.version import torchtitan_problem
     from prefix_titan.train import main
 
-    if found is None:
-        monkeypatch.delattr(torchtitan, "__version__")
-    else:
-        monkeypatch.setattr(torchtitan, "__version__", found)
+    assert version.imported_version(torchtitan) == installed("torchtitan")  # (pip's, in CI)
+    monkeypatch.setattr(version, "imported_version", lambda module: found)
     problem = torchtitan_problem()
     assert (problem is None) is adapted, problem
     if adapted:
@@ -848,14 +869,19 @@ def test_only_torchtitan_0_2_from_0_2_2_is_adapted(monkeypatch, capsys, found, a
 
 def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
     """An interrupted run ends with one line (not the training loop's traceback), exit 130,
-    naming the newest checkpoint the same command resumes from."""
+    naming the newest checkpoint the same command resumes from; one saved just before the
+    interruption has no recorded checksums yet (a resume refuses it): the line says to seal it."""
     import torchtitan.train
 
+    from prefix_titan.runs.checkpoints import record_step
     from prefix_titan.train import main
 
+    step = tmp_path / "checkpoint" / "step-5"
+
     def interrupted(trainer_cls):
-        (tmp_path / "checkpoint" / "step-5").mkdir(parents=True)
-        (tmp_path / "checkpoint" / "step-5" / ".metadata").write_bytes(b"x")
+        step.mkdir(parents=True)
+        (step / ".metadata").write_bytes(b"x")
+        (step / "__0_0.distcp").write_bytes(b"y")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torchtitan.train, "main", interrupted)
@@ -867,7 +893,21 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 130
-    newest = tmp_path / "checkpoint" / "step-5"
+    err = capsys.readouterr().err
+    assert err.startswith(f"interrupted: the newest checkpoint, {step}, was saved but the run")
+    assert f"`python -m prefix_titan.runs.checkpoints seal {step}`, then the same" in err
+    assert err.count("\n") == 1
+    shutil.rmtree(step)
+
+    def sealed_then_interrupted(trainer_cls):
+        try:
+            interrupted(trainer_cls)
+        finally:
+            record_step(str(step), 0)
+
+    monkeypatch.setattr(torchtitan.train, "main", sealed_then_interrupted)
+    with pytest.raises(SystemExit):
+        main()
     assert capsys.readouterr().err == (
-        f"interrupted: the newest checkpoint is {newest}; the same command resumes from it\n"
+        f"interrupted: the newest checkpoint is {step}; the same command resumes from it\n"
     )

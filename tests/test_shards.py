@@ -923,3 +923,41 @@ def test_a_missing_tokenizer_is_named_by_the_one_the_shards_were_prepared_with(
     problem = checks.tokenizer_missing(job(str(tmp_path / "tok" / "tokenizer.json")), hint=False)
     assert "names the file: it is the folder that holds tokenizer.json" in problem
     assert problem.endswith(f"{str(tmp_path / 'tok')!r}")
+    embedded = ConfigManager().parse_args(
+        [
+            "--job.config_file",
+            os.path.join(os.path.dirname(__file__), "..", "train_configs", "embedded_default.toml"),
+            "--model.hf_assets_path",
+            str(tmp_path / "tok" / "tokenizer.json"),
+        ]
+    )
+    assert "names the file" in checks.tokenizer_missing(embedded, hint=False)  # (on any data)
+
+
+def _one_rank_finds_the_damage(rank, world, path):
+    from prefix_titan.titan.datasets import first_of_every_rank
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{path}", rank=rank, world_size=world
+    )
+    try:
+        found = ValueError("shard train_00001.bin is corrupt") if rank == 1 else None
+        shared = first_of_every_rank(found)
+        assert isinstance(shared, ValueError) and str(shared) == "shard train_00001.bin is corrupt"
+        assert first_of_every_rank(None) is None
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_damaged_shard_one_rank_finds_is_refused_by_every_rank(tmp_path):
+    """Each rank checks the CRCs of its share of the shards: the rank that finds the damage
+    hands its error to the others, so that every rank refuses alike and rank 0 says why (rank 1
+    used to exit alone, silently, and rank 0 to go on)."""
+    import torch.multiprocessing as mp
+
+    from prefix_titan.titan.datasets import first_of_every_rank
+
+    error = ValueError("x")
+    assert first_of_every_rank(error) is error and first_of_every_rank(None) is None
+    mp.spawn(_one_rank_finds_the_damage, args=(2, str(tmp_path / "store")), nprocs=2, join=True)

@@ -375,10 +375,10 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
         # overrides after -- apply to every arm: none may change an arm's objective, seed or folder
         (["--", "--objective.name", "label_smoothing"], None, "--objective.name after --"),
         (["--", "--objective.tau=2"], None, "--objective.tau after --: the launcher sets these"),
-        (["--", "--objective.position-gamma", "0.9"], None, "--objective.position_gamma after"),
+        (["--", "--objective.position-gamma", "0.9"], None, "--objective.position-gamma after"),
         (["--", "--debug.seed", "3"], None, "--debug.seed after --"),
         (["--", "--job.dump_folder", "x"], None, "--job.dump_folder after --"),
-        (["--", "--objective.no-normalize"], None, "--objective.normalize after --"),
+        (["--", "--objective.no-normalize"], None, "--objective.no-normalize after --"),
     ],
 )
 def test_bad_sweep_settings_are_refused(args, gpus, message):

@@ -17,7 +17,7 @@ from prefix_titan.evaluation.probes import PROBE_TASKS
 from prefix_titan.sweep import inference
 from prefix_titan.sweep import report as report_module
 from prefix_titan.sweep import simulate as sim
-from prefix_titan.sweep.analysis import EXPLORATORY_SHARE, analyse, load_plan
+from prefix_titan.sweep.analysis import EXPLORATORY_SHARE, analyse, first_share, load_plan
 from prefix_titan.sweep.metrics import CHANCE, METRICS, metric, run_value
 from prefix_titan.sweep.runs import _step_of, find_runs, group_arms
 
@@ -196,6 +196,9 @@ def test_an_exploratory_metric_no_run_has_is_named_in_the_notes(seed, tmp_path):
     compared = sum(k in plan_.contrast and a != plan_.baseline for a, k in result.kinds.items())
     line = next(x for x in power_lines(result) if x.startswith("- piqa:"))
     assert f"at alpha/{round(compared / EXPLORATORY_SHARE)};" in line, line
+    # a metric of the plan no comparison has still counts itself (never alpha/0)
+    k = round(compared / EXPLORATORY_SHARE)
+    assert first_share(plan_, "arc_easy", compared, {"hellaswag"}) == (k, "exploratory")
 
 
 def test_a_null_answer_names_only_the_kinds_it_compared(seed, tmp_path):

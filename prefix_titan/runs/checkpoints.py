@@ -362,7 +362,7 @@ def damage_message(step_dir: str, problems: list[str], what: str) -> str:
             f"The newest intact earlier step is {intact}: resume from it with "
             f"--checkpoint.load_step {n} (export: --checkpoint {intact}), or move "
             f"{step_dir} out of {folder}."
-        )
+        ) + (f" A later step is intact too: {newer}." if newer else "")
     return (
         f"checkpoint {step_dir} is damaged{_fate(what)}:\n  "
         + "\n  ".join(problems)

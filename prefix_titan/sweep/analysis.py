@@ -1249,7 +1249,10 @@ def first_share(
         if name == f.primary:
             return compared, "primary"
         if name in f.exploratory:
-            n = sum(compared_metrics is None or m in compared_metrics for m in f.exploratory)
+            n = sum(
+                compared_metrics is None or m in compared_metrics or m == name
+                for m in f.exploratory
+            )  # (the metric itself counts: a line is about it, compared or not)
             if compared == 1:  # no other primary to pass to: the arm's whole share goes on
                 return n, "exploratory"
             return round(compared * n / EXPLORATORY_SHARE), "exploratory"

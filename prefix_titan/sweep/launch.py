@@ -160,7 +160,8 @@ def owned_overrides(extra: list[str]) -> list[str]:
 
     owned = {f"--objective.{f.name}" for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)}
     owned |= {"--debug.seed", "--job.dump_folder", "--job.config_file"}
-    return [f"--{k}" for k in override_settings(extra) if f"--{k}" in owned]
+    flags = [x.split("=", 1)[0] for x in extra if x.startswith("--")]  # (as given)
+    return [flag for k, flag in zip(override_settings(extra), flags) if f"--{k}" in owned]
 
 
 def last_override(extra: list[str], flag: str) -> str | None:

@@ -270,16 +270,16 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
     embedded = job_config.training.dataset in EMBEDDED_DATASETS
     if embedded and os.path.abspath(path) == os.path.abspath(EMBEDDED_TOKENIZER):
         return None
+    if os.path.basename(os.path.normpath(path)) == "tokenizer.json":
+        return (
+            f"model.hf_assets_path {path!r} names the file: it is the folder that holds "
+            f"tokenizer.json (and tokenizer_config.json): {os.path.dirname(path) or '.'!r}"
+        )
     if embedded:
         return (
             f"model.hf_assets_path {path!r} holds no tokenizer.json{where}. The "
             f"embedded BPE is created by itself only at {EMBEDDED_TOKENIZER}; to create it at "
             f"{path!r}, run python scripts/train_tokenizer.py --out {path}"
-        )
-    if os.path.basename(os.path.normpath(path)) == "tokenizer.json":
-        return (
-            f"model.hf_assets_path {path!r} names the file: it is the folder that holds "
-            f"tokenizer.json (and tokenizer_config.json): {os.path.dirname(path) or '.'!r}"
         )
     made_with = _shards_tokenizer(job_config)
     if made_with:

@@ -222,6 +222,22 @@ def token_stream(
     return tokens
 
 
+def first_of_every_rank(error: Exception | None) -> Exception | None:
+    """The lowest rank's error among every rank's (None where no rank has one), so that an error
+    one rank alone finds (the damaged shard whose CRC it checks) is raised by every rank alike and
+    said by rank 0; without torch.distributed, `error`. Every rank calls it at the same point."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return error
+    messages: list = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, None if error is None else str(error))
+    first = next((m for m in messages if m is not None), None)
+    if first is None:
+        return None
+    return error if error is not None and str(error) == first else ValueError(first)
+
+
 def build_dataset(
     name: str,
     path: str | None,
@@ -242,12 +258,16 @@ def build_dataset(
             name, path, tokenizer, seq_len, dp_rank, dp_world_size, infinite
         )
     section = setting.split(".")[0]
+    found = None
     try:
         tokens = token_stream(name, path, split, tokenizer, dp_rank, dp_world_size)
-    except ValueError as e:  # the shards' own refusal: name the setting that points at them
-        if not path or name in EMBEDDED_DATASETS or str(e).startswith(f"{section}."):
-            raise
-        raise ValueError(f"{section}.dataset_path {path!r}: {e}") from None
+    except ValueError as e:
+        found = e
+    found = first_of_every_rank(found)  # (each rank checks a share of the shards' CRCs)
+    if found is not None:  # the shards' own refusal: name the setting that points at them
+        if not path or name in EMBEDDED_DATASETS or str(found).startswith(f"{section}."):
+            raise found
+        raise ValueError(f"{section}.dataset_path {path!r}: {found}") from None
     eos = tokenizer.eos_id if document_mask else None
     what = f"{setting} {name!r}" + (
         f" at {path!r}" if path and name not in EMBEDDED_DATASETS else ""

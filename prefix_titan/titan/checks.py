@@ -305,8 +305,10 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
 def _shards_tokenizer(job_config) -> str | None:
     """The sha256 of the tokenizer the run's training shards were prepared with (their
     manifest's), or None: not shards, or no readable manifest."""
-    shards = job_config.training.dataset_path
-    if job_config.training.dataset not in SHARD_DATASETS or not shards:
+    if job_config.training.dataset not in SHARD_DATASETS:
+        return None
+    shards = getattr(job_config.training, "dataset_path", None)
+    if not shards:
         return None
     try:
         return load_manifest(shards).get("tokenizer_sha256")

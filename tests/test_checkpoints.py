@@ -141,11 +141,17 @@ def test_resume_verifies_the_step_torchtitan_would_load(recorded):
         check_checkpoint_to_load(job(run, load_step=3))
 
 
-def test_an_unfinished_newest_step_is_not_the_one_verified(recorded):
+def test_an_unfinished_newest_step_is_not_the_one_verified(recorded, caplog):
     unfinished = recorded / "step-6"
     unfinished.mkdir()
     (unfinished / "__0_0.distcp").write_bytes(b"partial")
-    check_checkpoint_to_load(job(recorded.parent))  # torchtitan loads step-4, which is intact
+    with caplog.at_level("WARNING"):
+        check_checkpoint_to_load(job(recorded.parent))  # torchtitan loads step-4, which is intact
+    # (torchtitan passes over a save cut short in silence: the run says so)
+    assert f"{unfinished}: unfinished (no .metadata: a save cut short), not loaded; the run " in (
+        caplog.text
+    )
+    assert f"resumes from {recorded / 'step-4'}" in caplog.text
 
 
 def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):

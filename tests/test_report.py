@@ -546,12 +546,17 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     # the embedding probe reads every word-like token whatever the --limit
     assert sampled["char_spell"] == "20 (--limit-seed 1234)" and "embedding_probe" not in sampled
     assert "the plan averages" not in report(str(sweep), checkpoints=1)
-    assert "smoke-sweep runs" not in text
+    assert "smoke sweep's description" not in text
     for record in sweep.glob("*/seed*/run_config.json"):  # runs of the smoke sweep's configs
         config = json.loads(record.read_text())
         config["job"]["description"] = "prefix_titan smoke sweep arm (see [objective])"
         record.write_text(json.dumps(config))
-    assert "their numbers and claims say nothing about the objectives" in report(str(sweep))
+        training = config.get("training") or {}
+    text = report(str(sweep))
+    assert "their numbers and claims say nothing about the objectives" in text
+    # what the runs recorded, not what the smoke sweep would train (a copy may train other data)
+    said = f"These runs carry the smoke sweep's description (flavor {config['model']['flavor']}"
+    assert said in text and f"on {training['dataset']})" in text
     from prefix_titan.sweep import report as report_module
 
     base = ROOT / "prefix_titan" / "sweep" / "bases" / "smoke.toml"  # a template, not TOML yet

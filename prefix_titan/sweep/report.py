@@ -390,10 +390,21 @@ def evaluation_caveats(
     out = []
     described = {r["config"].get("job", {}).get("description") for r in runs}
     if described == {SMOKE_DESCRIPTION}:
+        config = runs[0]["config"]  # (the runs share these: the report's invariants)
+        model, training = config.get("model") or {}, config.get("training") or {}
+        what = ", ".join(
+            f"{k} {v}"
+            for k, v in (
+                ("flavor", model.get("flavor")),
+                ("steps", training.get("steps")),
+                ("on", training.get("dataset")),
+            )
+            if v is not None
+        )
         out.append(
-            "These are smoke-sweep runs (the tiny flavor, a few dozen steps on the embedded "
-            "corpus): they check that train, export, evaluate and report hold together; their "
-            "numbers and claims say nothing about the objectives."
+            f"These runs carry the smoke sweep's description ({what}): they check that train, "
+            "export, evaluate and report hold together; their numbers and claims say nothing "
+            "about the objectives."
         )
     if steps and len(steps) < last:
         out.append(

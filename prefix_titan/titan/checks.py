@@ -12,7 +12,7 @@ from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import canonical_options, resolve_family
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block, recorded_execution, resolved_execution
-from ..runs.checkpoints import complete_steps, sha256, verify_step
+from ..runs.checkpoints import DCP_METADATA, complete_steps, sha256, verify_step
 from ..runs.folder import (
     DATA_FILES,
     EVALS,
@@ -764,6 +764,17 @@ def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
         return
     if ckpt.load_step == -1:
         steps = complete_steps(folder)
+        newest = step_number(steps[-1]) if steps else 0
+        cut = [d for d in checkpoint_steps(folder) if (step_number(d) or 0) > newest]
+        if cut and rank == 0:  # a save cut short (killed): torchtitan passes over it in silence
+            from torchtitan.tools.logging import logger
+
+            logger.warning(
+                f"{', '.join(cut)}: unfinished (no {DCP_METADATA}: a save cut short), not "
+                f"loaded; "
+                + (f"the run resumes from {steps[-1]}" if steps else "the run starts afresh")
+                + " (remove the unfinished step to be rid of this warning)"
+            )
         if not steps:
             return
         step_dir = steps[-1]

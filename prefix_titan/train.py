@@ -369,13 +369,11 @@ def _resume_advice(config) -> str:
     recorded (a step's are recorded at the next step's log or at the end, so a step saved just
     before the interruption has none, and a resume refuses it unverified until sealed); a
     checkpoint.load_step given loads that step again."""
-    from .runs.checkpoints import complete_steps, sealed
+    from .runs.checkpoints import sealed
 
-    folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
-    steps = complete_steps(folder) if config.checkpoint.enable else []
-    if not steps:
+    newest = _newest_checkpoint(config) if config.checkpoint.enable else None
+    if newest is None:
         return "no checkpoint of this run was saved; the same command starts it again"
-    newest = steps[-1]
     load = config.checkpoint.load_step
     again = (
         f" (without --checkpoint.load_step {load}, which loads step {load} again)"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from .titan.version import torchtitan_problem
 
-if torchtitan_problem():  # before torchtitan's modules: another version fails on them unexplained
-    raise ImportError(torchtitan_problem())
+if _problem := torchtitan_problem():  # before torchtitan's: another fails on them unexplained
+    raise ImportError(_problem)
 
 from functools import partial  # noqa: E402
 

@@ -1228,11 +1228,11 @@ def test_an_override_names_the_setting_it_sets_either_spelling_or_negated():
     from torchtitan.config import JobConfig as TitanJobConfig
 
     from prefix_titan.config import JobConfig
-    from prefix_titan.sweep.configs import override_settings
+    from prefix_titan.sweep.configs import override_flags
 
     extra = ["--training.steps", "20", "--lr_scheduler.warmup-steps=2", "--validation.no-enable"]
     extra += ["--compile.no_enable", "--objective.no-normalize", "x", "--help"]
-    assert override_settings(extra) == [
+    assert [setting for setting, _ in override_flags(extra)] == [
         "training.steps",
         "lr_scheduler.warmup_steps",
         "validation.enable",
@@ -1240,6 +1240,10 @@ def test_an_override_names_the_setting_it_sets_either_spelling_or_negated():
         "objective.normalize",
         "help",
     ]
+    assert [flag for _, flag in override_flags(extra)][1:3] == [
+        "--lr_scheduler.warmup-steps",
+        "--validation.no-enable",
+    ]  # (as given, for the messages)
 
     def names(cls, prefix=""):
         for f in dataclasses.fields(cls):

@@ -344,9 +344,10 @@ def seal_step(step_dir: str) -> list[str]:
 def damage_message(step_dir: str, problems: list[str], what: str) -> str:
     folder = os.path.dirname(os.path.normpath(step_dir))
     n = step_number(step_dir)
-    earlier = [d for d in complete_steps(folder) if n is not None and step_number(d) < n]
+    steps = complete_steps(folder) if n is not None else []
+    earlier = [d for d in steps if step_number(d) < n]
     intact = next((d for d in reversed(earlier) if not check_step(d)[0]), None)
-    later = [d for d in complete_steps(folder) if n is not None and step_number(d) > n]
+    later = [d for d in steps if step_number(d) > n]
     newer = next((d for d in reversed(later) if not check_step(d)[0]), None)
     if intact is None and newer is not None:
         advice = (

@@ -161,17 +161,18 @@ def _toml_value(v) -> str:
     return repr(v)
 
 
-def override_settings(extra: list[str]) -> list[str]:
-    """The settings named by the launch's overrides after `--` (`--training.steps 20` or
-    `--lr_scheduler.warmup-steps=2`: training.steps, lr_scheduler.warmup_steps; the parser takes
-    either spelling), a boolean's negation as its setting (`--validation.no-enable`:
+def override_flags(extra: list[str]) -> list[tuple[str, str]]:
+    """(setting, flag as given) of each of the launch's overrides after `--`: `--training.steps
+    20` or `--lr_scheduler.warmup-steps=2` name training.steps, lr_scheduler.warmup_steps (the
+    parser takes either spelling), a boolean's negation its setting (`--validation.no-enable`:
     validation.enable; no setting's name begins with no_, which a test checks)."""
     out = []
     for x in extra:
         if x.startswith("--"):
-            section, _, name = x.split("=", 1)[0][2:].replace("-", "_").rpartition(".")
+            flag = x.split("=", 1)[0]
+            section, _, name = flag[2:].replace("-", "_").rpartition(".")
             name = name.removeprefix("no_") if section else name
-            out.append(f"{section}.{name}" if section else name)
+            out.append((f"{section}.{name}" if section else name, flag))
     return out
 
 

@@ -85,7 +85,7 @@ from .configs import (
     config_path,
     file_name,
     load_config,
-    override_settings,
+    override_flags,
     render,
 )
 
@@ -160,8 +160,7 @@ def owned_overrides(extra: list[str]) -> list[str]:
 
     owned = {f"--objective.{f.name}" for f in ObjectiveSpec.fields_of(TARGET, WEIGHTING)}
     owned |= {"--debug.seed", "--job.dump_folder", "--job.config_file"}
-    flags = [x.split("=", 1)[0] for x in extra if x.startswith("--")]  # (as given)
-    return [flag for k, flag in zip(override_settings(extra), flags) if f"--{k}" in owned]
+    return [flag for k, flag in override_flags(extra) if f"--{k}" in owned]  # (as given)
 
 
 def last_override(extra: list[str], flag: str) -> str | None:

@@ -29,7 +29,7 @@ from ..runs.folder import (
     read_log,
     step_number,
 )
-from .configs import file_name, override_settings
+from .configs import file_name, override_flags
 
 # Settings that may differ between arms: the objective itself and where the run writes (how the
 # loss is computed, ObjectiveSpec.execution_fields, excepted: the arms share it) ...
@@ -488,9 +488,9 @@ def launch_conflicts(
                 dim = None
             objective = record.get("objective") or {}
             record[RESOLVED] = recorded_execution(objective, None, device_type, dim)
-    given = override_settings(extra)
-    flags = [x.split("=", 1)[0] for x in extra if x.startswith("--")]
-    spelled = dict(zip(given, flags))  # a setting's flag as given (--validation.no-enable)
+    pairs = override_flags(extra)
+    given = [setting for setting, _ in pairs]
+    spelled = dict(pairs)  # a setting's flag as given (--validation.no-enable)
     out: dict[str, list[str]] = {}
     for name, _, record in starting:
         differ = unmatched(record, others, given)

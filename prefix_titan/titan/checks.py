@@ -669,7 +669,7 @@ def check_resume(
     if not conflicts:
         return
     steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))
-    if not steps and not _trained_anything(folder):
+    if not trained_anything(job_config):
         from torchtitan.tools.logging import logger
 
         logger.warning(
@@ -724,8 +724,7 @@ def check_table_unchanged(job_config, sha256: str) -> None:
     recorded = _read_record(record).get(TARGET_TABLE)
     if recorded in (None, sha256):
         return
-    ckpt = os.path.join(folder, job_config.checkpoint.folder)
-    if not checkpoint_steps(ckpt) and not _trained_anything(folder):
+    if not trained_anything(job_config):
         return
     spec = job_config.objective
     raise ValueError(
@@ -738,9 +737,12 @@ def check_table_unchanged(job_config, sha256: str) -> None:
     )
 
 
-def _trained_anything(folder: str) -> bool:
-    """Whether a run folder holds anything a run makes once it trains: a metrics row, or an
-    evaluation or export (a checkpoint is looked for by the caller)."""
+def trained_anything(job_config) -> bool:
+    """Whether job.dump_folder holds anything a run makes once it trains: a checkpoint step, a
+    metrics row, an evaluation or an export."""
+    folder = job_config.job.dump_folder
+    if checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder)):
+        return True
     log = os.path.join(folder, METRICS_LOG)
     if os.path.isfile(log) and os.path.getsize(log) > 0:
         return True

@@ -49,16 +49,14 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
 
 
 def _forget_untrained(job_config) -> None:
-    """Remove the folder's run record (and an empty metrics log) where the run trained nothing:
-    no checkpoint step, no metrics row, no evaluation or export."""
-    from ..runs.folder import METRICS_LOG, RUN_CONFIG, checkpoint_steps
-    from .checks import _trained_anything
+    """Remove the folder's run record (and an empty metrics log) where the run trained nothing
+    (checks.trained_anything)."""
+    from ..runs.folder import METRICS_LOG, RUN_CONFIG
+    from .checks import trained_anything
 
+    if trained_anything(job_config):
+        return
     folder = job_config.job.dump_folder
-    if checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder)):
-        return
-    if _trained_anything(folder):
-        return
     for name in (RUN_CONFIG, METRICS_LOG):
         try:
             os.remove(os.path.join(folder, name))

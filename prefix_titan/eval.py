@@ -43,6 +43,7 @@ from .evaluation.harness import (
     evaluate,
     evaluate_run,
     hub_tasks,
+    refuse_unknown,
     table,
 )
 from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS, read_word_list
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         "HF_DATASETS_OFFLINE=1 then reads them from there",
     ]
     try:
+        refuse_unknown(a.tasks)  # a misspelt name: said at once, not after the hub is asked
         run_dir, steps, writes = _targets(a)
         if run_dir is not None:
             from .evaluation.harness import expand

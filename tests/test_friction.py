@@ -123,6 +123,62 @@ def test_task_documents_are_ascii_filtered_as_training_documents_were(tmp_path):
         harness.refuse_groups(["mmlu"], manager)
 
 
+def test_a_name_written_nowhere_in_the_task_folders_is_surely_unknown(tmp_path):
+    """The quick check reads the task folders' files as text: a name is refused only where it is
+    written nowhere as a whole name, in any file or path (templates under any name included)."""
+    (tmp_path / "hellaswag").mkdir()
+    (tmp_path / "hellaswag" / "hellaswag.yaml").write_text("task: hellaswag\ntag:\n  - mc\n")
+    (tmp_path / "_tpl").write_text("group: read_(general)\ntask:\n  - piqa_x\n")
+    (tmp_path / "only_a_path").mkdir()
+    (tmp_path / "only_a_path" / "x").write_text("nothing\n")
+    files = [str(p) for p in sorted(tmp_path.rglob("*")) if p.is_file()]
+    names = ["hellaswag", "mc", "read_(general)", "piqa_x", "only_a_path", "char_probes"]
+    assert harness.surely_unknown(names, files) == []  # (char_probes: ours, made here)
+    typos = ["hellswag", "piqa", "read", "hellaswag_x", "m"]  # parts of names are no names
+    assert harness.surely_unknown([*names, *typos], files) == typos
+    with pytest.raises(ValueError, match=r"no task named 'hellswag' \(did you mean hellaswag\?\)"):
+        harness.refuse_unknown(["hellswag", "mc"], files)
+    with pytest.raises(
+        ValueError, match=r"'piqa_y', 'read_\(generl\)' \(did you mean piqa_x, read_\("
+    ):
+        harness.refuse_unknown(["piqa_y", "read_(generl)"], files)  # (names from a list, a group)
+    harness.refuse_unknown(names, files)
+
+
+def test_a_misspelt_task_is_refused_before_the_hub_is_asked(tmp_path, monkeypatch, capsys):
+    """`eval --tasks char_probe` was taken for a hub task: the hub was asked (ten seconds where
+    it is not reached) and lm-eval's index built before the name was refused."""
+    import prefix_titan.eval as command
+
+    monkeypatch.setattr(command, "offline_unless_reachable", lambda: pytest.fail("hub asked"))
+    monkeypatch.setattr(harness, "task_index", lambda: pytest.fail("index built"))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        command.main(["--model", str(tmp_path), "--tasks", "char_probe", "--progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--tasks: no task named 'char_probe' (did you mean char_prefix, char_probes" in err
+
+
+@pytest.mark.slow
+def test_every_task_lm_eval_knows_is_written_in_its_task_folder(seed):
+    """No false refusal: each name in lm-eval's own index (tasks, groups, tags: 14,713 in
+    lm-eval 0.4.9) is written as a whole name in the files `surely_unknown` reads, which therefore
+    never refuses it (a whole name there is a maximal run of NAME characters)."""
+    import random
+    import re
+
+    index = harness.task_index()
+    written = set()
+    for path in harness.task_files():
+        with open(path, "rb") as f:
+            written.update(re.findall(harness.NAME + rb"+", path.encode() + b"\n" + f.read()))
+    missing = [t for t in index.all_tasks if t.encode() not in written]
+    assert not missing, missing[:20]
+    sample = random.Random(seed).sample(index.all_tasks, 20)
+    assert harness.surely_unknown(sample) == []  # the check itself, on a few of them
+
+
 def test_the_task_groups_are_spelled_out_each_task_once():
     """char_probes_blank is spelled out like char_probes: handed to lm-eval as its tag, the
     twins' data files were looked for in the working directory, not beside the probes'."""

@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass
 
@@ -227,6 +228,72 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
         "char_probes_blank, embedding_probe. "
         f"Every lm-eval task: python -m lm_eval ls tasks"
     )
+
+
+def task_files() -> list[str]:
+    """Every file of lm-eval's task folder and of ours (configs, the templates they include, under
+    any name, and the code beside them), found without importing lm-eval: its import imports
+    `datasets`, which reads the hub's offline switch once (eval.py sets it after this check)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval")
+    roots = [TASKS_DIR, *(f"{p}/tasks" for p in (spec and spec.submodule_search_locations or []))]
+    return [
+        f
+        for r in roots
+        for f in sorted(glob.glob(f"{r}/**/*", recursive=True))
+        if "__pycache__" not in f and not f.endswith((".pyc", ".jpg", ".png")) and os.path.isfile(f)
+    ]
+
+
+NAME = rb"[\w.\-()]"
+"""The characters of a task name (lm-eval's include "(" and ")")"""
+
+
+def _written(name: str) -> re.Pattern:
+    return re.compile(rb"(?<!" + NAME + rb")" + re.escape(name.encode()) + rb"(?!" + NAME + rb")")
+
+
+def surely_unknown(tasks: list[str], files: list[str] | None = None) -> list[str]:
+    """The names among `tasks` (groups spelled out) written nowhere, as a whole name, in any file
+    of the task folders (`task_files`) or their paths: no task, group or tag of lm-eval's or ours,
+    and refused by `refuse_unknown` in a second, before the hub is asked. A name written
+    anywhere, even where it names no task, is left to the full check (`check_tasks` against
+    lm-eval's own index, which takes ten seconds or so to build)."""
+    made_here = {*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}
+    left = {t: _written(t) for t in expand(tasks) if t not in made_here}
+    files = task_files() if files is None else files
+    # the files whose path names a task first: a known name is mostly found at once
+    for path in sorted(files, key=lambda f: not any(t in f for t in left)):
+        if not left:
+            break
+        with open(path, "rb") as f:
+            text = path.encode() + b"\n" + f.read()
+        left = {t: w for t, w in left.items() if not w.search(text)}
+    return list(left)
+
+
+CONFIG_NAMES = re.compile(
+    rb"^[ \t-]*(?:task|group|tag):[ \t]*([A-Za-z]" + NAME + rb"*)[ \t]*$"
+    rb"|^[ \t]*-[ \t]+([A-Za-z]" + NAME + rb"*)[ \t]*$",
+    re.M,
+)
+"""A task config's task, group and tag names, and the bare names of its lists (a group's tasks,
+a task's tags): what a misspelt name is matched against"""
+
+
+def refuse_unknown(tasks: list[str], files: list[str] | None = None) -> None:
+    """`check_tasks` for the names `surely_unknown` finds, the near names taken from the task
+    folders' configs (nothing is refused where every name is written somewhere: lm-eval's index
+    decides)."""
+    unknown = surely_unknown(tasks, files)
+    if not unknown:
+        return
+    known = set()
+    for path in task_files() if files is None else files:
+        with open(path, "rb") as f:
+            known.update(a or b for a, b in CONFIG_NAMES.findall(f.read()))
+    check_tasks(unknown, sorted(n.decode() for n in known))
 
 
 FIELDS = {

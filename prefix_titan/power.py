@@ -33,6 +33,7 @@ from .sweep.analysis import (
 )
 from .sweep.configs import SCALES, arms
 from .sweep.inference import APART_MIN_SEEDS, seedwise
+from .sweep.metrics import beyond_widest, detectable_text
 from .sweep.power import plan_rows
 from .sweep.report import plural
 
@@ -267,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
         need = "-" if r.effect is None else (str(r.seeds_for) if r.seeds_for else "> 100")
         effect = "-" if r.effect is None else f"{r.effect:g}"
         print(
-            f"| {r.metric} | {at} | {r.sd:.4f} | {r.detectable:.4f} | {effect} | {need} "
+            f"| {r.metric} | {at} | {r.sd:.4f} | {detectable_text(r.metric, r.detectable)} "
+            f"| {effect} | {need} "
             f"| {r.source} |"
         )
     print(
@@ -275,6 +277,12 @@ def main(argv: list[str] | None = None) -> None:
         "arm claimed on its family's primary, first at its share of that arm's alpha (more as "
         "the arm's other exploratory metrics are claimed). Differences below `detectable` read as "
         "'not found', not 'absent'."
+        + (
+            " 'none (> W)': the test needs a difference wider than the metric's values can have "
+            "(W), so none is detected at these seeds."
+            if any(r.sd is not None and beyond_widest(r.metric, r.detectable) for r in rows)
+            else ""
+        )
     )
 
 

@@ -201,6 +201,58 @@ def test_an_exploratory_metric_no_run_has_is_named_in_the_notes(seed, tmp_path):
     assert first_share(plan_, "arc_easy", compared, {"hellaswag"}) == (k, "exploratory")
 
 
+def test_a_detectable_difference_beyond_a_metrics_range_is_printed_as_none(seed, tmp_path):
+    """At 2 seeds the per-seed test (1 degree of freedom) needs differences an accuracy cannot
+    have (piqa: 49 at alpha/264): the power table, the report's power lines and the answer say
+    none is detectable there, and give the number where it is within the metric's range."""
+    from prefix_titan.sweep.configs import arm_specs
+    from prefix_titan.sweep.metrics import beyond_widest, detectable_text
+    from prefix_titan.sweep.report import power_lines
+
+    assert beyond_widest("piqa", 1.01) == 1 and beyond_widest("piqa", 1.0) is None
+    assert beyond_widest("char acc - blank", 1.5) is None and beyond_widest("val CE", 9) is None
+    assert (
+        detectable_text("val Brier", 2.5) == "none (> 2)"
+        and detectable_text("piqa", 0.5) == "0.5000"
+    )
+    rng = np.random.default_rng(seed)
+    specs = arm_specs()
+    answered = 0
+    for seeds, none in ((2, True), (3, False)):
+        y = {m: 0.3 + 0.01 * rng.normal(size=(len(specs), seeds)) for m in ("hellaswag", "piqa")}
+        plan = _one_family_plan(tmp_path, "hellaswag", ["piqa"], variance="baseline_apart")
+        result = analyse(_records(y, specs), plan)
+        lines = {x.split(":")[0]: x for x in power_lines(result)}
+        for name in ("- hellaswag", "- piqa"):
+            assert (
+                "none (±" in lines[name] and "its values differ by 1 at most" in lines[name]
+            ) is none, lines[name]
+            assert (f"{name}: ±0." in lines[name]) is not none, lines[name]
+        if result.answer.startswith("No difference found"):  # (a null sweep: 95% of seeds)
+            assert (
+                "detects with 80% power, as estimated from its runs: none (> 1)" in result.answer
+            ) is none, result.answer
+            answered += 1
+    assert answered, "no null answer to check: try another PREFIX_TITAN_TEST_SEED"
+
+
+@pytest.mark.slow  # (the power command takes 5-10 s here)
+@pytest.mark.parametrize("seeds, none", [(2, True), (3, False)])
+def test_the_power_table_prints_none_beyond_a_metrics_range(seeds, none, capsys):
+    from prefix_titan.power import main as power
+
+    power(["--seeds", str(seeds)])
+    out = capsys.readouterr().out
+    rows = {
+        r.split("|")[1].strip(): r.split("|")[4].strip()
+        for r in out.splitlines()
+        if r.startswith("| ")
+    }
+    assert (rows["piqa"] == "none (> 1)") is none and (rows["hellaswag"] == "none (> 1)") is none
+    assert rows["char composite"][0].isdigit()  # (no fixed range: its embedding part has none)
+    assert ("'none (> W)': the test needs a difference wider than" in out) is none
+
+
 def test_a_null_answer_names_only_the_kinds_it_compared(seed, tmp_path):
     """ "No difference found" names the contrast's kinds that the sweep has (not a kind it lacks),
     and, where the arms vary along another axis so that the baseline's own kind is compared, the

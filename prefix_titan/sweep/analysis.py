@@ -37,7 +37,7 @@ from ..evaluation.harness import EMBEDDING_PROBE
 from ..evaluation.probes import PROBE_TASKS
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
-from .metrics import METRICS, evaluated_steps, metric, run_value
+from .metrics import METRICS, detectable_text, evaluated_steps, metric, run_value
 from .runs import unpaired, unplaced
 
 PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
@@ -1310,7 +1310,7 @@ def _costs(result: Analysis, arms: list[str]) -> str:
                 compared = len({k.arm for k in result.primary_comparisons(family.name)})
                 d = detectable_here(result, family.primary, compared)
                 text = f"{family.primary}: no difference found ({ci}" + (
-                    f"; detectable {d:.4f})" if d else ")"
+                    f"; detectable {detectable_text(family.primary, d)})" if d else ")"
                 )
             built = by_construction(result, family.primary, arm)
             if built is not None:
@@ -1402,7 +1402,12 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     d = detectable_here(result, family.primary, len(compared))
     if worse:
         rest = len(compared) - len(worse)
-        power = f" (this sweep detects an estimated {d:.2g} with 80% power)" if d else ""
+        power = (
+            f" (this sweep detects an estimated {detectable_text(family.primary, d, '.2g')} with "
+            "80% power)"
+            if d
+            else ""
+        )
         others = (
             f" The other {rest} {'arm' if rest == 1 else 'arms'} compared: no difference "
             f"found{power}."
@@ -1415,7 +1420,8 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             f"at familywise alpha {plan.alpha}.{others}"
         )
     tail = (
-        f" (the difference this sweep detects with 80% power, as estimated from its runs: {d:.2g})"
+        " (the difference this sweep detects with 80% power, as estimated from its runs: "
+        f"{detectable_text(family.primary, d, '.2g')})"
         if d
         else ""
     )

@@ -38,6 +38,9 @@ class Metric:
     description: str
     unit: str = ""
     """What its values count (the report says it): nats, bits per byte, a fraction, ..."""
+    widest: float | None = None
+    """The widest difference two runs' values can have (None: unbounded, or no fixed bound: the
+    char composite's embedding part has none): a detectable difference beyond it is none"""
 
 
 UNITS = (
@@ -54,6 +57,16 @@ UNITS = (
 )
 """A metric's unit by a part of its name (the first that its name contains; else a fraction: 0.01
 is one point of accuracy)"""
+
+
+WIDEST = {
+    "probability": 1.0,
+    "Brier score": 2.0,
+    "macro-F1": 1.0,
+    "fraction (0.01 = one point)": 1.0,
+}
+"""The widest difference of each bounded unit's values (a fraction or probability: from 0 to 1;
+a Brier score: from 0 to 2); a difference of two fractions ("char acc - blank") spans 2"""
 
 
 def unit_of(name: str) -> str:
@@ -143,7 +156,11 @@ def _catalogue() -> dict[str, Metric]:
     out: dict[str, Metric] = {}
 
     def add(name, lower, source, read, description):
-        out[name] = Metric(name, lower, source, read, description, unit_of(name))
+        unit = unit_of(name)
+        widest = WIDEST.get(unit)
+        if widest is not None and " - " in name:  # a difference of two such values
+            widest *= 2
+        out[name] = Metric(name, lower, source, read, description, unit, widest)
 
     add("val CE", True, "validation", _validation("validation_plain_ce"), "validation plain CE")
     add(
@@ -276,6 +293,19 @@ def metric(name: str) -> Metric:
     if name not in METRICS:
         raise ValueError(f"no metric named {name!r}; the metrics: {', '.join(METRICS)}")
     return METRICS[name]
+
+
+def beyond_widest(name: str, d: float) -> float | None:
+    """The widest difference W the metric's values can have, where a detectable difference `d`
+    is beyond it (at 2 seeds the per-seed test can need such differences); else None."""
+    widest = METRICS[name].widest if name in METRICS else None
+    return widest if widest is not None and d > widest else None
+
+
+def detectable_text(name: str, d: float, digits: str = ".4f") -> str:
+    """A detectable difference as printed: "none (> W)" where `beyond_widest`, else its value."""
+    widest = beyond_widest(name, d)
+    return f"{d:{digits}}" if widest is None else f"none (> {widest:g})"
 
 
 def evaluated_steps(run: dict) -> list[int]:

@@ -29,7 +29,7 @@ from .analysis import (
     registered_plan_changed,
 )
 from .inference import APART_MIN_SEEDS, seedwise
-from .metrics import metric, validation_steps
+from .metrics import beyond_widest, metric, validation_steps
 from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
 from .stats import t_interval
 
@@ -307,7 +307,13 @@ def power_lines(a: Analysis) -> list[str]:
                     f"variance apart from the other {len(fit.means) - 1} arms' pooled one, as the "
                     f"plan tests, {v.test_df:.1f} degrees of freedom"
                 )
-                lines.append(f"- {name}: ±{d:.4f} ({role}, at alpha/{k}; {error})")
+                widest = beyond_widest(name, d)
+                shown = (
+                    f"±{d:.4f}"
+                    if widest is None
+                    else f"none (±{d:.4f} needed; its values differ by {widest:g} at most)"
+                )
+                lines.append(f"- {name}: {shown} ({role}, at alpha/{k}; {error})")
     return lines
 
 

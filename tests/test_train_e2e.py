@@ -464,3 +464,8 @@ def test_a_run_stopped_while_validating_its_last_step_resumes_and_validates_it(t
     rows = [r for r in read_log(str(path)) if "validation_plain_ce" in r]
     assert [r["step"] for r in rows] == [1, 4]  # the same weights, the same validation set
     assert rows[-1]["validation_plain_ce"] == pytest.approx(last["validation_plain_ce"], rel=1e-6)
+    # a finished run started again (by hand, or by a second launch of its sweep that found it
+    # unfinished a moment before) adds no second validation row of its final step
+    log, _ = train(tmp_path, *common)
+    assert "the final step 4 is validated already" in log, log[-3000:]
+    assert [r["step"] for r in read_log(str(path)) if "validation_plain_ce" in r] == [1, 4]

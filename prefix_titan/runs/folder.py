@@ -227,6 +227,16 @@ def read_log(path: str) -> list[dict]:
     return rows
 
 
+def validated(run_dir: str, step: int) -> bool:
+    """Whether the run folder's metrics log holds a validation row of `step` (a log missing or
+    damaged: no)."""
+    try:
+        rows = read_log(os.path.join(run_dir, METRICS_LOG))
+    except (OSError, ValueError):
+        return False
+    return any(r.get("step") == step and "validation_plain_ce" in r for r in rows)
+
+
 def drop_torn_line(path: str) -> None:
     """Before appending to a log that a crashed run may have left mid-line: cut that line off, so
     that the next row starts a line of its own. A `path` that is a symbolic link is refused."""

@@ -76,7 +76,7 @@ import time
 
 from ..runs.checkpoints import sealed
 from ..runs.cli import Parser
-from ..runs.folder import METRICS_LOG, PLACEMENT, RUN_CONFIG, open_log, read_json, read_log
+from ..runs.folder import PLACEMENT, RUN_CONFIG, open_log, read_json, validated
 from ..runs.lock import describe, writer
 from .configs import (
     ARMS_FILE,
@@ -186,11 +186,7 @@ def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | N
         return False
     if not _validates(config, extra):
         return True
-    try:
-        rows = read_log(str(run / METRICS_LOG))
-    except (OSError, ValueError):
-        return False
-    return any(r.get("step") == steps and "validation_plain_ce" in r for r in rows)
+    return validated(str(run), steps)
 
 
 def _validates(config: dict, extra: list[str]) -> bool:

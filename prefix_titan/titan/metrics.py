@@ -35,6 +35,7 @@ from ..runs.folder import (
     drop_torn_line,
     run_record,
     step_number,
+    validated,
     write_json,
 )
 from .checks import check_table_unchanged, data_files, run_execution
@@ -194,8 +195,9 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def _validate_final_resume(self) -> None:
         """A run resumed at its final step trains nothing, so torchtitan validates nothing: the
-        final step is validated here (a run stopped while validating it gets its row; a finished
-        run started again validates its last step again, the later row read)."""
+        final step is validated here where the metrics log holds no validation row of it (a run
+        stopped while validating it gets its row; a finished run started again, by hand or by a
+        second launch of its sweep, adds none)."""
         job = self.job_config
         if self.trained or self.validator is None or not job.validation.enable:
             return
@@ -203,6 +205,10 @@ class PrefixMetricsProcessor(MetricsProcessor):
             return
         done = complete_steps(os.path.join(job.job.dump_folder, job.checkpoint.folder))
         if done and step_number(done[-1]) == job.training.steps:
+            # (every rank reads the log, as it reads the checkpoint steps beside it)
+            if validated(job.job.dump_folder, job.training.steps):
+                logger.info(f"the final step {job.training.steps} is validated already")
+                return
             logger.info(f"resumed at the final step {job.training.steps}: validating it")
             self.validator.validate(self.model_parts, job.training.steps)
 

@@ -333,10 +333,14 @@ def test_a_symlinked_lock_is_not_followed(tmp_path):
     "setting, value, allowed",
     [
         ("optimizer.lr", "nan", ">= 0"),
+        ("optimizer.lr", "inf", ">= 0"),
         ("optimizer.lr", "-1e-3", ">= 0"),
+        ("optimizer.eps", "inf", "> 0"),
+        ("optimizer.weight_decay", "inf", ">= 0"),
+        ("training.max_norm", "-inf", "> 0 (inf: no clipping)"),
         ("training.steps", "0", "> 0"),
         ("training.local_batch_size", "0", "> 0"),
-        ("training.max_norm", "nan", "> 0"),
+        ("training.max_norm", "nan", "> 0 (inf: no clipping)"),
         ("checkpoint.interval", "0", "> 0"),
         ("checkpoint.keep_latest_k", "-1", ">= 0"),
         ("lr_scheduler.warmup_steps", "-5", ">= 0"),
@@ -349,7 +353,13 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
 
     with pytest.raises(ValueError) as e:
         check_job_config(_job(f"--{setting}", value))
-    assert str(e.value).startswith(f"{setting} must be a number {allowed}; got")
+    assert str(e.value).startswith(f"{setting} must be a finite number {allowed}; got")
+
+
+def test_an_infinite_max_norm_is_no_clipping_and_allowed():
+    from prefix_titan.titan.checks import check_job_config
+
+    check_job_config(_job("--training.max_norm", "inf"))
 
 
 @pytest.mark.parametrize(
@@ -737,7 +747,10 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "[sweep] refused before any run started:" in err
     # one problem, named once with every run it stops
-    assert "ce seed 7, label_smoothing seed 7: optimizer.lr must be a number >= 0; got nan" in err
+    assert (
+        "ce seed 7, label_smoothing seed 7: optimizer.lr must be a finite number >= 0; got nan"
+        in err
+    )
     assert err.count("optimizer.lr must be") == 1
     assert not (tmp_path / "sweep").exists()
     held = tmp_path / "sweep" / "ce" / "seed7"

@@ -302,7 +302,7 @@ def test_logit_width_mismatch_is_refused(tables):
 
 def test_a_non_finite_step_is_refused():
     from prefix_titan.titan.metrics import PlainCEMeter
-    from prefix_titan.titan.step_checks import check_finite_grads
+    from prefix_titan.titan.step_checks import check_finite_update
     from prefix_titan.titan.step_checks import check_step_sums as check_finite_loss
 
     meter = PlainCEMeter()
@@ -318,11 +318,17 @@ def test_a_non_finite_step_is_refused():
     check_finite_loss(meter, 9)  # nothing measured: nothing to refuse
     model = torch.nn.Linear(3, 2)
     model.weight.grad = torch.ones(2, 3)
-    check_finite_grads([model], 10)
+    check_finite_update([model], 10)
     model.weight.grad[1, 2] = float("inf")
     with pytest.raises(FloatingPointError, match="step 11: a gradient is not finite") as e:
-        check_finite_grads([model], 11)
+        check_finite_update([model], 11)
     # the advice a resume would take: another lr is another run (a resume refuses it)
     assert "lower optimizer.lr or training.max_norm, other data), start a run in a fresh" in str(
         e.value
     )
+    # finite gradients, a weight the update made infinite (optimizer.lr inf did): stopped too
+    model.weight.grad = torch.ones(2, 3)
+    with torch.no_grad():
+        model.bias[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="step 12: a weight is not finite .* optimizer.lr"):
+        check_finite_update([model], 12)

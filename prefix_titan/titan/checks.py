@@ -81,7 +81,10 @@ def hold_run_folder(job_config) -> RunLock:
 def _bad_number(value, rule: str) -> bool:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
         return True
+    if math.isinf(value) and rule != NO_CLIPPING:  # (TOML reads 1e400 as inf)
+        return True
     return {
+        NO_CLIPPING: value <= 0,
         "> 0": value <= 0,
         ">= 0": value < 0,
         "[0, 1]": not 0 <= value <= 1,
@@ -90,11 +93,13 @@ def _bad_number(value, rule: str) -> bool:
     }[rule]
 
 
+NO_CLIPPING = "> 0 (inf: no clipping)"
+
 TITAN_NUMBERS = (
     ("training", "steps", "> 0"),
     ("training", "local_batch_size", "> 0"),
     ("training", "seq_len", "> 0"),
-    ("training", "max_norm", "> 0"),
+    ("training", "max_norm", NO_CLIPPING),
     ("optimizer", "lr", ">= 0"),  # 0 keeps the initial weights (a check, not a run)
     ("optimizer", "eps", "> 0"),
     ("optimizer", "beta1", "[0, 1]"),
@@ -111,7 +116,8 @@ TITAN_NUMBERS = (
     ("validation", "seq_len", "> 0"),
     ("validation", "steps", ">= 1 or -1"),
 )
-"""torchtitan's own numeric settings that a run depends on, with what each allows"""
+"""torchtitan's own numeric settings that a run depends on, with what each allows (finite,
+but for max_norm's inf)"""
 
 
 def check_titan_numbers(job_config) -> None:
@@ -120,7 +126,7 @@ def check_titan_numbers(job_config) -> None:
     for section, key, rule in TITAN_NUMBERS:
         value = getattr(getattr(job_config, section), key)
         if _bad_number(value, rule):
-            raise ValueError(f"{section}.{key} must be a number {rule}; got {value!r}")
+            raise ValueError(f"{section}.{key} must be a finite number {rule}; got {value!r}")
 
 
 SKIPPED_SECTIONS = ("objective",)

@@ -242,6 +242,20 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def log_validation(self, loss: float, step: int, extra_metrics=None):
         # The validator reports plain CE (see validate.py); perplexity is its exponential.
+        if not math.isfinite(loss):  # (the same on every rank: torchtitan sums it over them)
+            folder = os.path.join(self.job_config.checkpoint.folder, f"step-{step}")
+            raise FloatingPointError(
+                f"step {step}: the validation loss (plain CE) is {loss}: the weights of this step "
+                "are finite but give non-finite logits (an optimizer.lr far too high makes such "
+                f"weights; it is {self.job_config.optimizer.lr:g}). No validation row is written"
+                + (
+                    f"; {folder} in job.dump_folder, saved before the validation, holds these "
+                    "weights: do not export or resume from it"
+                    if self.job_config.checkpoint.enable
+                    else ""
+                )
+                + ". Train with other settings in a fresh job.dump_folder."
+            )
         measured = {}
         if self.validation_meter is not None:
             mesh = self.parallel_dims.get_optional_mesh("loss")

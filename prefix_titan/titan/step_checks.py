@@ -9,8 +9,8 @@ which:
 2. stops the run, before any checkpoint of that step is saved, when the step's batch held a
    label that is neither a token id nor ignored (ValueError naming them: the loss counts them
    on the device, so the step itself never waits for the host, and scores those rows as
-   ignored) or when its loss or a gradient is not finite (FloatingPointError naming the step).
-   Both read the step's sums in one host sync.
+   ignored) or when its loss, a gradient or an updated weight is not finite (FloatingPointError
+   naming the step), in two host syncs: the step's sums, then the gradients' and weights' norms.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ class StepChecks:
         self.meter = meter
 
     def after_update(self, step: int, model_parts) -> None:
-        """Record the previous save's checksums, then refuse bad labels, a non-finite loss or a
-        non-finite gradient."""
+        """Record the previous save's checksums, then refuse bad labels, a non-finite loss, a
+        non-finite gradient or a non-finite updated weight."""
         self.record_checksums()
         check_step_sums(self.meter, step)
-        check_finite_grads(model_parts, step)
+        check_finite_update(model_parts, step)
 
     def record_checksums(self) -> None:
         """Checksums of every checkpoint step saved since the last call (and, at the end of the
@@ -119,18 +119,33 @@ def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:
     return torch.cat([count, torch.stack([-extremes[0], extremes[1]])])
 
 
-def check_finite_grads(model_parts, step: int) -> None:
-    """Raise if a gradient of this step holds NaN or inf: the optimizer has already applied it,
-    so the weights are no longer finite, and this step's checkpoint must not be saved. One norm
-    over this rank's gradient shards."""
-    grads = []
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def check_finite_update(model_parts, step: int) -> None:
+    """Raise if a gradient of this step holds NaN or inf (the optimizer has already applied it),
+    or, with finite gradients, an updated weight does (the update itself made it: an lr or eps
+    out of range): either way this step's checkpoint must not be saved. One norm each over this
+    rank's gradient and weight shards, read in one host sync."""
+    grads, weights = [], []
     for model in model_parts or []:
         for p in model.parameters():
+            weights.append(_local(p.detach()))
             if p.grad is not None:
-                g = p.grad
-                grads.append(g.to_local() if hasattr(g, "to_local") else g)
-    if grads and not math.isfinite(float(torch.nn.utils.get_total_norm(grads, foreach=True))):
+                grads.append(_local(p.grad))
+    norms = [torch.nn.utils.get_total_norm(x, foreach=True) for x in (grads, weights) if x]
+    if not norms:
+        return
+    values = torch.stack([n.float().reshape(()) for n in norms]).tolist()  # the one host sync
+    if grads and not math.isfinite(values[0]):
         raise FloatingPointError(
             f"step {step}: a gradient is not finite (NaN or inf), and the optimizer has applied "
             f"it. {RESUME_ADVICE}"
+        )
+    if not math.isfinite(values[-1]):
+        raise FloatingPointError(
+            f"step {step}: a weight is not finite (NaN or inf) after the optimizer's update, "
+            "though the loss and the gradients were: the update made it (optimizer.lr, "
+            f"optimizer.eps or optimizer.weight_decay out of range). {RESUME_ADVICE}"
         )

@@ -33,7 +33,7 @@ from .sweep.analysis import (
 )
 from .sweep.configs import SCALES, arms
 from .sweep.inference import APART_MIN_SEEDS, seedwise
-from .sweep.metrics import beyond_widest, detectable_text
+from .sweep.metrics import METRICS, beyond_widest, detectable_text, metric
 from .sweep.power import plan_rows
 from .sweep.report import plural
 
@@ -161,6 +161,16 @@ def main(argv: list[str] | None = None) -> None:
         unknown = [n for n in dict(a.effect) if n not in names]
         if unknown:
             p.error(f"--effect names {', '.join(unknown)}; the metrics here: {', '.join(names)}")
+        for name, effect in a.effect:
+            m = metric(name) if name in METRICS else None
+            if m is not None and m.widest is not None and abs(effect) > m.widest:
+                p.error(
+                    f"--effect '{name}={effect:g}': {name} is a {m.unit}, so two arms differ by "
+                    f"{m.widest:g} at most (a difference of 2 points is {name}=0.02)"
+                    if m.unit.startswith("fraction")
+                    else f"--effect '{name}={effect:g}': {name} ({m.unit}) differs by "
+                    f"{m.widest:g} at most"
+                )
         measured, where, flavors, limits, measured_arms, zero = (
             measured_sds(a.runs_dir, plan, names)
             if a.runs_dir

@@ -1298,6 +1298,12 @@ def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, caps
         (["--effect", "nonsense"], "give METRIC=VALUE"),
         (["--effect", "char acc=0.1"], "--effect names char acc; the metrics here: char composite"),
         (["--scale", "huge"], "invalid choice: 'huge'"),
+        (  # 2 points meant: an accuracy is a fraction
+            ["--effect", "hellaswag=2"],
+            "--effect 'hellaswag=2': hellaswag is a fraction (0.01 = one point), so two arms differ "
+            "by 1 at most (a difference of 2 points is hellaswag=0.02)",
+        ),
+        (["--effect", "downstream acc=-1.5"], "downstream acc is a fraction (0.01 = one point)"),
     ],
 )
 def test_the_power_command_refuses_bad_settings(args, message, capsys):

@@ -734,6 +734,39 @@ def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
     assert (tmp_path / "a_file").read_text() == "keep"
 
 
+TYRO_BOXES = {
+    "terminal": """╭─ Unrecognized options ─────────────╮
+│ Unrecognized options: --training.stepz, 5 │
+│ ────────────────────────────────── │
+│ Perhaps you meant:                 │
+│     --training.steps INT           │
+│         How many train steps       │
+│ ────────────────────────────────── │
+│ For full helptext, run x --help    │
+╰────────────────────────────────────╯""",
+    "plain": """ Unrecognized options
+ ----------------------------------
+  Unrecognized options: --training.stepz, 5
+  ----------------------------------
+  Perhaps you meant:
+      --training.steps INT
+          How many train steps (default: 40)
+  ----------------------------------
+  For full helptext, run - --help
+""",
+}
+
+
+@pytest.mark.parametrize("form", sorted(TYRO_BOXES))
+def test_the_settings_parsers_box_is_one_line_with_its_suggestions(form):
+    from prefix_titan.titan.preflight import _one_line
+
+    assert _one_line(TYRO_BOXES[form], 2) == (
+        "Unrecognized options: --training.stepz, 5 (did you mean --training.steps?); "
+        "`python -m prefix_titan.train --help` lists the settings"
+    )
+
+
 @pytest.mark.slow
 def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys):
     """A setting every run would refuse: refused in the launcher's own process, each run named,
@@ -752,6 +785,15 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
         in err
     )
     assert err.count("optimizer.lr must be") == 1
+    assert not (tmp_path / "sweep").exists()
+    # the parser's own refusals, on one line (they used to read "2", or end in a traceback)
+    for extra, says in (
+        (["--training.stepz", "5"], "Unrecognized options: --training.stepz, 5 (did you mean "),
+        (["--training.steps", "abc"], "Error parsing --training.steps: invalid literal for int()"),
+    ):
+        assert main([*common, "--", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"ce seed 7, label_smoothing seed 7: {says}" in err and "Traceback" not in err, err
     assert not (tmp_path / "sweep").exists()
     held = tmp_path / "sweep" / "ce" / "seed7"
     held.mkdir(parents=True)

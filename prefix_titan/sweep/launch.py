@@ -179,7 +179,10 @@ def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | N
     log. torchtitan saves the final step, then validates it, and the run records the checksums at
     the end: a run stopped in between is not finished, and its launch resumes at the final step,
     which the run then validates (titan/metrics.py)."""
-    steps = int(last_override(extra, "--training.steps") or config["training"]["steps"])
+    try:
+        steps = int(last_override(extra, "--training.steps") or config["training"]["steps"])
+    except ValueError:  # not a number: not finished (the launch's checks name the setting)
+        return False
     run = pathlib.Path(root) / run_folder(config, seed, sweep_dir)  # an absolute one stays itself
     folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
     if not sealed(str(folder)):

@@ -19,6 +19,52 @@ SWEEP_ELSEWHERE = "launch a new sweep into another --sweep-dir"
 job.dump_folder itself)"""
 
 
+def _parse(manager, args: list[str]):
+    """torchtitan's parse of `args`; where its parser exits (an unknown option, a value of the
+    wrong form), a ValueError holding the parser's own message on one line, with the options it
+    suggests (printed in a box on stderr, which this checking process's caller does not show)."""
+    import contextlib
+    import io
+
+    shown = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(shown), contextlib.redirect_stdout(shown):
+            return manager.parse_args(args)
+    except SystemExit as e:
+        raise ValueError(_one_line(shown.getvalue(), e.code)) from None
+
+
+def _one_line(box: str, code) -> str:
+    """tyro's error box (a title, the message, then the argument's help or the options it
+    suggests, between rules) as one line."""
+    sections: list[list[str]] = [[]]
+    for line in box.splitlines():
+        core = line.strip(" \t│╭╮╰╯")
+        if not core:
+            continue
+        if set(core) <= set("-─"):  # a rule
+            sections.append([])
+        elif line.lstrip().startswith("╭"):  # (on a terminal) the title, in the box's top rule
+            sections[-1].append(core.strip("─ "))
+            sections.append([])
+        else:
+            sections[-1].append(core)
+    sections = [s for s in sections if s]
+    message = " ".join(sections[1] if len(sections) > 1 else sum(sections, []))
+    near = [
+        x.split()[0]
+        for s in sections
+        if s[0] == "Perhaps you meant:"
+        for x in s[1:]
+        if x.startswith("--")
+    ]
+    return (
+        (message or f"the settings' parser exited with status {code}")
+        + (f" (did you mean {', '.join(dict.fromkeys(near))}?)" if near else "")
+        + "; `python -m prefix_titan.train --help` lists the settings"
+    )
+
+
 def check_runs(
     runs: list[tuple[str, list[str]]],
     device_type: str | None = None,
@@ -58,7 +104,7 @@ def check_runs(
     try:
         for name, args, *finished in runs:
             try:
-                job = ConfigManager().parse_args(list(args))
+                job = _parse(ConfigManager(), list(args))
                 if finished:  # skipped: only whether it trained what these arguments ask
                     check_resume(job, finished=True, device_type=device_type)
                     continue

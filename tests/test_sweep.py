@@ -128,6 +128,26 @@ def test_bad_launch_settings_are_refused():
     assert rc == 2 and "--arms prefix_tau3.0: no such arm; the arms are ce, label_smoothing" in err
 
 
+def test_configs_are_written_whole_and_never_through_a_link(tmp_path, capsys):
+    """A config is written to a temporary file and renamed (a cut write could still parse as
+    TOML, with other numbers); one that is a symbolic link is refused, its target untouched."""
+    from prefix_titan.sweep.__main__ import configs_main
+
+    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    config = tmp_path / "train_configs" / "smoke" / "ce.toml"
+    config.unlink()
+    (tmp_path / "elsewhere.toml").write_text("keep")
+    os.symlink(tmp_path / "elsewhere.toml", config)
+    with pytest.raises(SystemExit) as e:
+        configs_main(["--root", str(tmp_path)])
+    assert e.value.code == 2 and "ce.toml is a symbolic link" in capsys.readouterr().err
+    assert (tmp_path / "elsewhere.toml").read_text() == "keep"
+    config.unlink()
+    assert configs_main(["--root", str(tmp_path)]) == 0
+    assert config.read_text() == (ROOT / "train_configs" / "smoke" / "ce.toml").read_text()
+    assert not list((tmp_path / "train_configs").rglob("*.tmp"))
+
+
 def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
     """sweep_arms.toml in the project folder: configs writes each arm's config at every scale,
     launch runs it like a built-in arm; a table that sets more than the objective is refused."""

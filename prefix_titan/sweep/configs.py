@@ -18,7 +18,7 @@ import pathlib
 from dataclasses import dataclass
 
 from ..objectives.spec import TARGET, TAU_SWEEP, WEIGHTING, ObjectiveSpec
-from ..runs.folder import read_toml
+from ..runs.folder import read_toml, write_atomically
 
 BASES = pathlib.Path(__file__).resolve().parent / "bases"
 """The scales' base TOMLs (package data)"""
@@ -242,6 +242,6 @@ def write_configs(root: pathlib.Path, check: bool = False) -> tuple[int, list[st
                     stale.append(str(path.relative_to(root)))
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                write_atomically(str(path), text)  # a cut write would still parse as TOML
                 written += 1
     return written, stale, orphans

@@ -25,7 +25,7 @@ from .evaluation.embedding_probe import (
     run_matrices,
     table,
 )
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 from .runs.folder import EVALS, RUN_CONFIG, step_number, write_json
 
 RESULT = "embedding_probe.json"
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("folder", metavar="RUN_OR_MODEL_DIR")
+    p.add_argument("folder", metavar="RUN_OR_MODEL_DIR", type=path_arg)
     p.add_argument("--checkpoint", default=None, help="a run's step folder (default: the newest)")
     p.add_argument("--folds", type=int, default=FOLDS, help="folds over tokens (>= 2)")
     p.add_argument("--seed", type=int, default=SEED)

@@ -50,7 +50,7 @@ from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS, read_word_list
 from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
 from .export import SPELLED_OUT
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 from .runs.folder import EVAL_RESULTS, EVALS, EXPORTS, RUN_CONFIG, read_export_record, step_number
 
 
@@ -136,9 +136,13 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="an exported model folder")
-    which.add_argument("--all-checkpoints", metavar="RUN_DIR", help="a run's dump folder")
-    p.add_argument("--config", help="the run's TOML, for runs without run_config.json")
+    which.add_argument("--model", type=path_arg, help="an exported model folder")
+    which.add_argument(
+        "--all-checkpoints", type=path_arg, metavar="RUN_DIR", help="a run's dump folder"
+    )
+    p.add_argument(
+        "--config", type=path_arg, help="the run's TOML, for runs without run_config.json"
+    )
     p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
     p.add_argument(
         "--limit",
@@ -152,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         default=LIMIT_SEED,
         help=f"the seed of the --limit sample (default {LIMIT_SEED})",
     )
-    p.add_argument("--data-dir", default=None, help="read <task>.jsonl files instead of the hub")
+    p.add_argument(
+        "--data-dir", type=path_arg, default=None, help="read <task>.jsonl files instead of the hub"
+    )
     p.add_argument(
         "--replace",
         action="store_true",
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--probe-words",
+        type=path_arg,
         metavar="SHARD_DIR|WORDS.txt",
         default=None,
         help="character probes: take the words from this shard folder (written by prepare) or "
@@ -201,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--limit must be >= 1 (documents per task); got {a.limit}")
     if a.probe_items < 1:
         p.error(f"--probe-items must be >= 1; got {a.probe_items}")
+    if not 0 <= a.probe_seed < 2**32:  # (numpy's seeds)
+        p.error(f"--probe-seed must be a whole number in [0, 2**32); got {a.probe_seed}")
     if not 0 <= a.probe_shots <= MAX_SHOTS:
         p.error(
             f"--probe-shots must be between 0 and {MAX_SHOTS} (the exemplar pool); got {a.probe_shots}"

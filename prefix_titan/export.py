@@ -32,7 +32,7 @@ import argparse
 import difflib
 import os
 
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 from .runs.folder import settings_shown
 
 DTYPE_NAMES = ("bf16", "fp32")
@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="the run's TOML (flavor, tokenizer, dump folder); required")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--config", type=path_arg, help="the run's TOML (flavor, tokenizer, dump folder); required"
+    )
+    p.add_argument("--out", required=True, type=path_arg)
     p.add_argument("--checkpoint", default=None, help="step folder (default: the newest)")
     p.add_argument(
         "--dtype",

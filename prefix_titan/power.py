@@ -22,7 +22,7 @@ import sys
 from typing import NamedTuple
 
 from .evaluation.harness import DEFAULT_TASKS
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 from .sweep.analysis import (
     analyse,
     compared_arms,
@@ -129,15 +129,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--scale", default="pilot", choices=list(SCALES), help="default: pilot")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm planned (>= 2)")
-    p.add_argument("--from", dest="runs_dir", default=None, help="a finished sweep's folder")
+    p.add_argument(
+        "--from", dest="runs_dir", type=path_arg, default=None, help="a finished sweep's folder"
+    )
     p.add_argument(
         "--plan",
+        type=path_arg,
         default=None,
         help="the analysis plan (default: the one the --from sweep registered, else the package's)",
     )
     p.add_argument("--effect", type=_effect, action="append", default=[], metavar="METRIC=VALUE")
     p.add_argument(
         "--root",
+        type=path_arg,
         default=".",
         help="the project folder whose sweep_arms.toml adds arms (default: here)",
     )

@@ -30,7 +30,7 @@ import time
 
 from .data.hub import exit_if_unreachable, offline_unless_reachable
 from .data.prepare import DEFAULT_SHARD_TOKENS, hub_source, prepare
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 
 
 def _token_count(flag: str):
@@ -61,8 +61,13 @@ def main(argv: list[str] | None = None) -> None:
         default="HuggingFaceFW/fineweb-edu",
         help="hub dataset (its sample/100BT files), a local folder, or 'embedded'",
     )
-    p.add_argument("--tokenizer", required=True, help="folder with tokenizer.json (hf_assets_path)")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        type=path_arg,
+        help="folder with tokenizer.json (hf_assets_path)",
+    )
+    p.add_argument("--out", required=True, type=path_arg)
     p.add_argument(
         "--tokens",
         type=_token_count("--tokens"),

@@ -33,7 +33,7 @@ import argparse
 import os
 import sys
 
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 from .sweep.metrics import METRICS
 from .sweep.report import report
 
@@ -44,14 +44,16 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("runs_dir", nargs="?")
+    p.add_argument("runs_dir", nargs="?", type=path_arg)
     p.add_argument(
         "--out",
+        type=path_arg,
         default=None,
         help="default: RUNS_DIR/report; an exploratory re-analysis: RUNS_DIR/report_exploratory",
     )
     p.add_argument(
         "--plan",
+        type=path_arg,
         default=None,
         help="an analysis plan (default: the one the sweep registered, else the package's)",
     )

@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import replace
 
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 from .sweep import simulate as sim
 from .sweep.analysis import compared_arms, load_plan, plan_arm_problems
 from .sweep.configs import arms
@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--out",
+        type=path_arg,
         default=None,
         help="write one simulated sweep's run folders here (a new or empty folder)",
     )
@@ -210,9 +211,12 @@ def main(argv: list[str] | None = None) -> None:
         help="add to each arm's validation CE what its target costs by construction",
     )
     p.add_argument("--seed", type=int, default=0, help="the simulation's random seed")
-    p.add_argument("--plan", default=None, help="the analysis plan (default: the package's)")
+    p.add_argument(
+        "--plan", type=path_arg, default=None, help="the analysis plan (default: the package's)"
+    )
     p.add_argument(
         "--root",
+        type=path_arg,
         default=".",
         help="the project folder whose sweep_arms.toml adds arms to the built-in ones (default: "
         "here), as `sweep launch` and `power` read it",

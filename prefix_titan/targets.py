@@ -25,7 +25,7 @@ from .objectives.families import (
 )
 from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
-from .runs.cli import Parser
+from .runs.cli import Parser, path_arg
 
 
 def add_target_options(parser: argparse.ArgumentParser, spec_class=ObjectiveSpec) -> list[str]:
@@ -55,7 +55,9 @@ def _main(argv: list[str] | None = None) -> None:
         prog="python -m prefix_titan.targets",
         description="Print the training target of one gold token.",
     )
-    p.add_argument("--hf-assets-path", required=True, help="folder holding tokenizer.json")
+    p.add_argument(
+        "--hf-assets-path", required=True, type=path_arg, help="folder holding tokenizer.json"
+    )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--token", help='exact text of one token, e.g. " personality"')
     which.add_argument("--token-id", type=int)

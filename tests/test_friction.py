@@ -179,6 +179,43 @@ def test_every_task_lm_eval_knows_is_written_in_its_task_folder(seed):
     assert harness.surely_unknown(sample) == []  # the check itself, on a few of them
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_a_probe_seed_numpy_cannot_take_is_refused_naming_the_range(seed, capsys):
+    from prefix_titan.eval import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "nowhere", "--probe-seed", seed])
+    assert e.value.code == 2
+    assert (
+        f"--probe-seed must be a whole number in [0, 2**32); got {seed}" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        ("export", ["--config", "c.toml", "--out", ""]),
+        ("prepare", ["--tokenizer", "t", "--out", " "]),
+        ("simulate", ["--out", "", "--seeds", "1", "2"]),
+        ("report", [""]),
+        ("power", ["--from", ""]),
+        ("eval", ["--model", ""]),
+        ("embedding_probe", [""]),
+        ("sweep.launch", ["--sweep-dir", "", "--dry-run"]),
+    ],
+)
+def test_an_empty_path_is_refused_by_every_command(command, args, capsys):
+    """An empty --out did the whole export and then failed in a traceback, made prepare end in
+    one, and made simulate do nothing with status 0."""
+    import importlib
+
+    main = importlib.import_module(f"prefix_titan.{command}").main
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    assert ": an empty path; give a file or folder" in capsys.readouterr().err
+
+
 def test_the_task_groups_are_spelled_out_each_task_once():
     """char_probes_blank is spelled out like char_probes: handed to lm-eval as its tag, the
     twins' data files were looked for in the working directory, not beside the probes'."""

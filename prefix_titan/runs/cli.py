@@ -4,6 +4,14 @@ options are listed, instead of the usage block above the error, which buries a o
 import argparse
 
 
+def path_arg(text: str) -> str:
+    """An argparse type for a file or folder: an empty one is refused (it named no place: one
+    command worked for minutes and then failed, another did nothing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder")
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from ..runs.cli import Parser
+from ..runs.cli import Parser, path_arg
 from . import launch
 from .configs import ARMS_FILE, arm_specs, arms, write_configs
 
@@ -23,7 +23,10 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
     )
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     p.add_argument(
-        "--root", default=".", help="the project folder that holds train_configs/ (default: here)"
+        "--root",
+        type=path_arg,
+        default=".",
+        help="the project folder that holds train_configs/ (default: here)",
     )
     a = p.parse_args(argv)
     root = pathlib.Path(a.root)

@@ -75,7 +75,7 @@ import sys
 import time
 
 from ..runs.checkpoints import sealed
-from ..runs.cli import Parser
+from ..runs.cli import Parser, path_arg
 from ..runs.folder import PLACEMENT, RUN_CONFIG, open_log, read_json, validated
 from ..runs.lock import describe, writer
 from .configs import (
@@ -687,7 +687,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     p.add_argument("--node-rank", type=int, default=0)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
     p.add_argument(
-        "--sweep-dir", default=None, help="put the runs in DIR/<arm>/seed<S> (default: the scale's)"
+        "--sweep-dir",
+        type=path_arg,
+        default=None,
+        help="put the runs in DIR/<arm>/seed<S> (default: the scale's)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument(
@@ -699,7 +702,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         "none is visible; with --gpus-per-run node, the default of --nproc-per-node)",
     )
     p.add_argument(
-        "--root", default=".", help="the project folder that holds train_configs/ (default: here)"
+        "--root",
+        type=path_arg,
+        default=".",
+        help="the project folder that holds train_configs/ (default: here)",
     )
     p.add_argument("--stop-on-failure", action="store_true", help="start no run after a failure")
     p.add_argument(
@@ -712,6 +718,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     )
     p.add_argument(
         "--plan",
+        type=path_arg,
         default=None,
         help="the analysis plan to register with the sweep before its runs (default: the "
         "package's); its report applies it",

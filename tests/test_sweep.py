@@ -42,6 +42,29 @@ def dry_run(*args, gpus=None, root=ROOT, checks=False):
     return code, out.getvalue().splitlines(), err.getvalue()
 
 
+def test_a_smoke_run_over_the_nodes_ranks_trains_on_the_cpu_where_no_gpu_is_visible(
+    capsys, monkeypatch
+):
+    """--gpus-per-run node without a GPU: the smoke scale's ranks run through prefix_titan's
+    launcher, which sets torchtitan up for the CPU (torchtitan's own failed every run in its CUDA
+    set-up); with GPUs, torchtitan's; another scale is refused before any run starts."""
+    args = ["--scale", "smoke", "--arms", "ce", "--seeds", "1"]
+    args += ["--gpus-per-run", "node", "--nproc-per-node", "2"]
+    rc, lines, err = dry_run(*args, gpus="")
+    assert rc == 0 and "plan for 2 CPU ranks (no GPU is visible) per node" in err, err
+    assert "--nproc_per_node=2" in lines[0] and " -m prefix_titan.train " in lines[0], lines
+    rc, lines, err = dry_run(*args, gpus="0,1")
+    assert rc == 0 and " -m torchtitan.train " in lines[0] and "plan for 2 GPUs per node" in err
+    rc, lines, err = dry_run("--scale", "pilot", "--gpus-per-run", "node", gpus="")
+    assert rc == 0 and "plan for 8 GPUs per node" in err  # a plan made on a laptop
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(SystemExit):
+        launch.main(["--scale", "pilot", "--gpus-per-run", "node", "--root", str(ROOT)])
+    assert "no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the pilot scale needs GPUs" in (
+        capsys.readouterr().err
+    )
+
+
 def test_dry_run_lists_every_arm_baselines_first():
     rc, lines, _ = dry_run()
     assert rc == 0 and len(lines) == 14
@@ -1226,6 +1249,7 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
 
     monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
     monkeypatch.setattr(launch.subprocess, "run", run)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # (a CPU node: nvidia-smi not asked)
     try:
         assert launch.main(args) == 1
         out, err = capsys.readouterr()

@@ -325,8 +325,11 @@ def ranks_filter() -> list[str]:
     return [] if ranks == "all" else [f"--local-ranks-filter={ranks}"]
 
 
-def node_command(a, scale: str, arm: str, seed: int, extra: list[str]) -> list[str]:
-    """One run over every GPU of the node(s)."""
+def node_command(
+    a, scale: str, arm: str, seed: int, extra: list[str], cpu: bool = False
+) -> list[str]:
+    """One run over every GPU of the node(s) (`cpu`: over nproc_per_node CPU ranks, through
+    prefix_titan's launcher, which sets torchtitan up for the CPU)."""
     config = load_config(a.root, scale, arm)
     cmd = ["torchrun", f"--nproc_per_node={a.nproc_per_node}", f"--nnodes={a.nnodes}"]
     cmd += ranks_filter()
@@ -339,7 +342,7 @@ def node_command(a, scale: str, arm: str, seed: int, extra: list[str]) -> list[s
         ]
     world = a.nnodes * a.nproc_per_node
     args = train_args(scale, arm, config, seed, world, extra, a.sweep_dir)
-    return cmd + ["-m", "torchtitan.train", *args]
+    return cmd + ["-m", "prefix_titan.train" if cpu else "torchtitan.train", *args]
 
 
 def slot_command(root, scale, arm, seed, gpus: int, extra, sweep_dir) -> list[str]:
@@ -846,13 +849,23 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"--gpus 0: the {a.scale} scale runs over every GPU of the node; plan for some "
                 "with --gpus N"
             )
+        # no GPU visible and none planned: the smoke scale's ranks on the CPU; another scale's
+        # dry run plans for GPUs, its launch is refused
+        no_gpu = a.gpus is None and not visible_gpus()
+        cpu = no_gpu and a.scale == "smoke"
+        if no_gpu and not cpu and not a.dry_run:
+            p.error(
+                f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
+                "GPUs; --scale smoke runs on a CPU, and --dry-run plans without GPUs"
+            )
         if a.nproc_per_node is None:
-            a.nproc_per_node = a.gpus or 8
+            a.nproc_per_node = a.gpus or (1 if cpu else 8)
         _check_batch(p, a, a.nnodes * a.nproc_per_node)
         if a.dry_run:
             nodes = f" x {a.nnodes} nodes" if a.nnodes > 1 else ""
+            kind = "CPU ranks (no GPU is visible)" if cpu else "GPUs"
             print(
-                f"[sweep] plan for {a.nproc_per_node} GPUs per node{nodes}, one run at a time",
+                f"[sweep] plan for {a.nproc_per_node} {kind} per node{nodes}, one run at a time",
                 file=sys.stderr,
             )
         failed = []
@@ -861,7 +874,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         if not a.dry_run:
             _register_plan(p, a)
         for arm, seed in runs:
-            cmd = node_command(a, a.scale, arm, seed, extra)
+            cmd = node_command(a, a.scale, arm, seed, extra, cpu)
             if why := check(arm, seed):  # just before it starts: another launch's?
                 print(f"{'#' if a.dry_run else '[sweep]'} {arm} seed {seed}: {why}", flush=True)
                 continue
@@ -954,7 +967,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     if a.dry_run:
         sys.stdout.flush()
         print(f"[sweep] {plan_line}", file=sys.stderr)
-        on_gpus = per_run == "node" or bool(gpus)
+        on_gpus = not cpu if per_run == "node" else bool(gpus)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
     if left:

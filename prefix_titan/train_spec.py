@@ -62,7 +62,7 @@ def check_config_then_build_tokenizer(job_config):
     try:
         if rank == 0:
             lock = hold_run_folder(job_config)
-        check_job_config(job_config)
+        check_job_config(job_config, world=world)
         check_paths(job_config)
         check_checkpoint_to_load(job_config, rank, world)
         return build_tokenizer(job_config)

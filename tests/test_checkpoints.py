@@ -164,6 +164,9 @@ def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
     assert "step-4 is unverified and will not be loaded" in message
     assert ".metadata, __0_0.distcp have no recorded checksum" in message
     assert f"python -m prefix_titan.runs.checkpoints seal {recorded / 'step-4'}" in message
+    assert f"Or leave it: the newest verified earlier step is {recorded / 'step-2'} (resume " in (
+        message
+    )
     assert seal_step(str(recorded / "step-4")) == [".metadata", "__0_0.distcp"]
     check_checkpoint_to_load(job(recorded.parent))  # accepted: resumes
     assert check_step(str(recorded / "step-4")) == ([], [])

@@ -356,6 +356,33 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
     assert str(e.value).startswith(f"{setting} must be a finite number {allowed}; got")
 
 
+def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewritten(tmp_path):
+    from prefix_titan.titan.checks import check_ranks
+
+    job = _job("--checkpoint.enable", folder=tmp_path)
+    placed = {"ranks": 2, "dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 1, "pp": 1}
+    check_ranks(job, placed, 1)  # nothing saved: nothing to load
+    step = tmp_path / "checkpoint" / "step-10"
+    step.mkdir(parents=True)
+    (step / ".metadata").write_bytes(b"")
+    check_ranks(job, placed, 2)
+    with pytest.raises(ValueError) as e:
+        check_ranks(job, placed, 1)
+    assert str(e.value) == (
+        f"{tmp_path} holds checkpoints saved on 2 rank(s) (dp_shard 2), and this run starts on 1: "
+        "torchtitan resumes the data loader's place only on the ranks that saved it: "
+        "resume with torchrun --nproc_per_node=2 (over every node it used), or start a run on "
+        "these ranks in a fresh job.dump_folder"
+    )
+    with pytest.raises(ValueError, match="launch the sweep with the --gpus-per-run"):
+        check_ranks(job, placed, 4, sweep=True)
+    excluded = _job(
+        "--checkpoint.enable", "--checkpoint.exclude_from_loading", "dataloader", folder=tmp_path
+    )
+    check_ranks(excluded, placed, 1)  # the data loader not loaded: the weights reshard
+    check_ranks(job, {"placement": "older record"}, 1)  # no ranks recorded: not checked
+
+
 def test_an_infinite_max_norm_is_no_clipping_and_allowed():
     from prefix_titan.titan.checks import check_job_config
 

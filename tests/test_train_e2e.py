@@ -160,6 +160,14 @@ def test_two_ranks_match_one_rank(tmp_path):
     assert 0 < rows["one"]["validation_support_mass"] < 1  # the prefix arm's own support
     for key, value in rows["one"].items():
         assert rows["two"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    # resumed on 1 rank: refused before its record is written again (torchtitan failed after)
+    record = (tmp_path / "two" / "run_config.json").read_text()
+    log, _ = train(
+        tmp_path, *common, *(x for f in per_rank for x in (f, "2")), name="two", check=False
+    )
+    assert "holds checkpoints saved on 2 rank(s) (dp_shard 2), and this run starts on 1" in log
+    assert "resume with torchrun --nproc_per_node=2" in log and "Traceback" not in log, log[-3000:]
+    assert (tmp_path / "two" / "run_config.json").read_text() == record
 
 
 def test_bad_setting_fails_before_training(tmp_path):

@@ -311,6 +311,15 @@ def _fate(what: str) -> str:
 
 def unverified_message(step_dir: str, unverified: list[str], what: str) -> str:
     accept = "; or export it as it is with --accept-unverified" if what == "export" else ""
+    folder = os.path.dirname(os.path.normpath(step_dir))
+    n = step_number(step_dir)
+    earlier = [d for d in complete_steps(folder) if n is not None and step_number(d) < n]
+    verified = next((d for d in reversed(earlier) if check_step(d) == ([], [])), None)
+    if verified is not None and what != "check":
+        accept += (
+            f". Or leave it: the newest verified earlier step is {verified} (resume from it with "
+            f"--checkpoint.load_step {step_number(verified)}; export: --checkpoint {verified})"
+        )
     return (
         f"checkpoint {step_dir} is unverified{_fate(what)}: "
         f"{', '.join(unverified)} {'has' if len(unverified) == 1 else 'have'} no recorded "

@@ -446,13 +446,16 @@ def check_paths(job_config) -> None:
         raise PathProblems(problems)
 
 
-def check_job_config(job_config, device_type: str | None = None, sweep: bool = False) -> None:
+def check_job_config(
+    job_config, device_type: str | None = None, sweep: bool = False, world: int | None = None
+) -> None:
     """Refuse bad settings, naming the setting and what is allowed, and a resume of a checkpoint
     written with other settings (check_resume). objective.options is rewritten in its one
     spelling (families.canonical_options) before the run is recorded or compared. `device_type`:
     the device the run will train on, where it is not this process's (a sweep planned on a
     machine without GPUs for GPUs); None: run_device(). `sweep`: checked for a sweep launch
-    (check_resume: its refusals name the launch's ways out)."""
+    (check_resume: its refusals name the launch's ways out). `world`: the ranks the run starts
+    on, where a checkpoint saved on others is refused (check_ranks)."""
     if not hasattr(job_config, "objective"):
         raise ValueError(
             'the [objective] section is missing: set [job] custom_config_module = "prefix_titan.config"'
@@ -575,7 +578,7 @@ def check_job_config(job_config, device_type: str | None = None, sweep: bool = F
             "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2 (torchtitan keeps the "
             "step being saved besides the newest finished one); got 1"
         )
-    check_resume(job_config, device_type=device_type, sweep=sweep)
+    check_resume(job_config, device_type=device_type, sweep=sweep, world=world)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -609,8 +612,44 @@ SWEEP_WAYS = (
 """A refused resume's way out where the run is a sweep launch's (check_resume's `sweep`)"""
 
 
+def check_ranks(job_config, placed: dict | None, world: int, sweep: bool = False) -> None:
+    """Refuse to load a checkpoint saved on another number of ranks than `world`, before the
+    run's record is written again: torchtitan reshards the weights but not the data loader's
+    state ("dataloader resharding is not supported"), so it failed after the record was
+    rewritten with the new placement. Nothing to load, or the data loader excluded from loading
+    (checkpoint.exclude_from_loading): no refusal."""
+    ckpt = job_config.checkpoint
+    ranks = (placed or {}).get("ranks")
+    if not ckpt.enable or not isinstance(ranks, int) or ranks == world:
+        return
+    if "dataloader" in [str(x).lower() for x in ckpt.exclude_from_loading]:
+        return
+    if not complete_steps(os.path.join(job_config.job.dump_folder, ckpt.folder)):
+        return
+    degrees = ", ".join(
+        f"{k} {v}" for k, v in placed.items() if k != "ranks" and v not in (1, None)
+    )
+    again = (
+        "launch the sweep with the --gpus-per-run, --nproc-per-node and --nnodes it was "
+        "launched with, or launch a new sweep into another --sweep-dir"
+        if sweep
+        else f"resume with torchrun --nproc_per_node={ranks} (over every node it used), or start "
+        "a run on these ranks in a fresh job.dump_folder"
+    )
+    raise ValueError(
+        f"{job_config.job.dump_folder} holds checkpoints saved on {ranks} rank(s)"
+        + (f" ({degrees})" if degrees else "")
+        + f", and this run starts on {world}: torchtitan resumes the data loader's place only on "
+        f"the ranks that saved it: {again}"
+    )
+
+
 def check_resume(
-    job_config, finished: bool = False, device_type: str | None = None, sweep: bool = False
+    job_config,
+    finished: bool = False,
+    device_type: str | None = None,
+    sweep: bool = False,
+    world: int | None = None,
 ) -> None:
     """Refuse to write into a job.dump_folder that holds another run's record (run_config.json),
     whatever the checkpoint settings: resuming its checkpoint, or writing beside its metrics, with
@@ -621,7 +660,8 @@ def check_resume(
     `device_type`: the device the run trains on (None: run_device()), which resolves the
     execution settings compared (RESOLVED). `sweep`: the run is a sweep launch's, which sets
     job.dump_folder itself: a refusal names the launch's ways out (SWEEP_WAYS), not another
-    job.dump_folder."""
+    job.dump_folder. `world`: the ranks this run starts on (None: not checked), which must be
+    those that saved the checkpoint it loads (check_ranks)."""
     folder = job_config.job.dump_folder
     ckpt = job_config.checkpoint
     if ckpt.enable and ckpt.load_step == -1:
@@ -645,6 +685,8 @@ def check_resume(
     if not os.path.exists(record):
         return
     recorded = _read_record(record)
+    if world is not None:
+        check_ranks(job_config, recorded.get(PLACEMENT), world, sweep)
     current = run_record(job_config)
     was = (recorded.get("job") or {}).get("dump_folder")
     if isinstance(was, str) and os.path.realpath(was) != os.path.realpath(folder):

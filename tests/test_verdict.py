@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import unittest.mock
 
 import numpy as np
 import pytest
@@ -1139,6 +1140,16 @@ def test_report_json_and_report_md_state_the_same_claims(tmp_path):
         seed=5,
     )
     sim.write(runs, str(tmp_path))
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("an earlier report")
+
+    def cut(path, text):  # a crash between report.json and report.md
+        raise KeyboardInterrupt
+
+    with unittest.mock.patch.object(report_module, "write_atomically", cut):
+        with pytest.raises(KeyboardInterrupt):
+            report(str(tmp_path))
+    assert not (tmp_path / "report" / "report.md").exists()  # never beside another's json
     text = report(str(tmp_path))
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert text.splitlines()[2] == f"**Answer.** {data['answer']}"

@@ -11,28 +11,23 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 
-from ..runs.folder import current_umask
+from ..runs.folder import write_atomically
 from .corpus import EMBEDDED_VOCAB_SIZE, embedded_split
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 
 
 def write_tokenizer_files(out_dir: str, tokenizer, config: dict) -> str:
-    """tokenizer.json and tokenizer_config.json for a `tokenizers.Tokenizer`, each written to a
-    temporary name and renamed (ranks racing to create it never read a half file), with the
-    modes the umask gives new files."""
+    """tokenizer.json and tokenizer_config.json for a `tokenizers.Tokenizer`, each written
+    atomically (runs.folder.write_atomically: ranks racing to create it never read a half file,
+    and a killed writer leaves no temporary file behind)."""
     os.makedirs(out_dir, exist_ok=True)
     for name, text in (
         ("tokenizer.json", tokenizer.to_str()),
         ("tokenizer_config.json", json.dumps(config, indent=2)),
     ):
-        fd, tmp = tempfile.mkstemp(dir=out_dir)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, os.path.join(out_dir, name))
+        write_atomically(os.path.join(out_dir, name), text)
     return out_dir
 
 

@@ -202,8 +202,9 @@ def write_word_list(path: str = WORDS_FILE) -> None:
         f"their counts, from CPython {platform.python_version()}: the character probes' default "
         "word list\n"
     )
-    with open(path, "w", encoding="ascii") as f:
-        f.write(head + "".join(f"{w} {n}\n" for w, n in sorted(counts.items())))
+    from ..runs.folder import write_atomically
+
+    write_atomically(path, head + "".join(f"{w} {n}\n" for w, n in sorted(counts.items())))
 
 
 def shard_word_counts(shard_dir: str, tokenizer, max_tokens: int = SHARD_TOKENS):

@@ -815,8 +815,13 @@ def report(
     ]
     data["deviations"] = deviations
     data["registered_plan"] = registered
+    # each atomic; the old report.md goes first, so that a crash between the two leaves no
+    # report.md of another report beside the new report.json
+    md = os.path.join(out, "report.md")
+    if os.path.isfile(md) and not os.path.islink(md):  # (a link is refused by the write below)
+        os.remove(md)
     write_json(os.path.join(out, "report.json"), data)
-    write_atomically(os.path.join(out, "report.md"), text)
+    write_atomically(md, text)
     return text
 
 

@@ -147,6 +147,10 @@ def test_bad_launch_settings_are_refused():
     assert rc == 0 and "--gpus-per-run 2 places runs on GPUs, and there are none here" in err
     rc, _, err = dry_run("--nnodes", "0")
     assert rc == 2 and "--nnodes must be >= 1 (the nodes of one launch); got 0" in err
+    rc, _, err = dry_run("--scale", "pilot", "--nproc-per-node", "3")  # (ignored, it was)
+    assert rc == 2 and "--gpus-per-run 1 gives each run 1 GPU(s): leave one out" in err, err
+    rc, _, err = dry_run("--rdzv-endpoint", "host:29500")
+    assert rc == 2 and "--rdzv-endpoint and --node-rank place a run over several nodes" in err
     rc, _, err = dry_run("--arms", "prefix_tau3.0")
     assert rc == 2 and "--arms prefix_tau3.0: no such arm; the arms are ce, label_smoothing" in err
 

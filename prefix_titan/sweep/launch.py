@@ -825,6 +825,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error(f"--cpu-runs must be >= 1; got {a.cpu_runs}")
     if a.nproc_per_node is not None and a.nproc_per_node < 1:
         p.error(f"--nproc-per-node must be >= 1; got {a.nproc_per_node}")
+    if a.nproc_per_node is not None and per_run != "node":  # (it was ignored)
+        p.error(
+            f"--nproc-per-node sets the ranks of a run over the whole node (--gpus-per-run node); "
+            f"--gpus-per-run {per_run} gives each run {per_run} GPU(s): leave one out"
+        )
+    if a.nnodes == 1 and (a.rdzv_endpoint or a.node_rank):  # (they were ignored)
+        p.error("--rdzv-endpoint and --node-rank place a run over several nodes: give --nnodes N")
     # Baselines first, then the arms in generator order; each arm over all its seeds.
     runs = [(arm, seed) for arm in a.arms for seed in seeds]
     if note := other_writers(a):  # another launch into this sweep folder, say

@@ -329,6 +329,40 @@ def test_a_non_finite_step_is_refused():
     # finite gradients, a weight the update made infinite (optimizer.lr inf did): stopped too
     model.weight.grad = torch.ones(2, 3)
     with torch.no_grad():
+        model.weight.fill_(3e38)  # huge but finite: not stopped (a sum of squares overflowed)
+    check_finite_update([model], 12)
+    with torch.no_grad():
         model.bias[0] = float("nan")
-    with pytest.raises(FloatingPointError, match="step 12: a weight is not finite .* optimizer.lr"):
-        check_finite_update([model], 12)
+    with pytest.raises(FloatingPointError, match="step 13: a weight is not finite .* optimizer.lr"):
+        check_finite_update([model], 13)
+
+
+def _one_rank_has_a_bad_weight(rank, world, path):
+    from prefix_titan.titan.metrics import _on_any_rank
+    from prefix_titan.titan.step_checks import check_finite_update
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{path}", rank=rank, world_size=world
+    )
+    try:
+        model = torch.nn.Linear(3, 2)
+        model.weight.grad = torch.ones(2, 3)
+        check_finite_update([model], 1)
+        if rank == 1:  # this rank's shard alone
+            with torch.no_grad():
+                model.weight[0, 0] = float("nan")
+        with pytest.raises(FloatingPointError, match="step 2: a weight is not finite"):
+            check_finite_update([model], 2)  # on every rank: none waits in the save
+        assert _on_any_rank(rank == 0) and not _on_any_rank(False)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_non_finite_weight_on_one_rank_stops_every_rank(tmp_path):
+    """Each rank sees its own weight shards; what one finds stops all of them (a rank stopping
+    alone left the others waiting in the checkpoint's collectives). The same for a validation
+    loss that only a pipeline's last stage has."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_one_rank_has_a_bad_weight, args=(2, str(tmp_path / "store")), nprocs=2, join=True)

@@ -81,8 +81,8 @@ def hold_run_folder(job_config) -> RunLock:
 def _bad_number(value, rule: str) -> bool:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
         return True
-    if math.isinf(value) and rule != NO_CLIPPING:  # (TOML reads 1e400 as inf)
-        return True
+    if abs(value) > FLOAT32_MAX and rule != NO_CLIPPING:  # (TOML reads 1e400 as inf; torch's
+        return True  # optimizers cast lr and eps to float32, and fail beyond its range)
     return {
         NO_CLIPPING: value <= 0,
         "> 0": value <= 0,
@@ -94,6 +94,8 @@ def _bad_number(value, rule: str) -> bool:
 
 
 NO_CLIPPING = "> 0 (inf: no clipping)"
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest float32: a setting beyond it is not finite where the optimizer computes"""
 
 TITAN_NUMBERS = (
     ("training", "steps", "> 0"),
@@ -126,7 +128,14 @@ def check_titan_numbers(job_config) -> None:
     for section, key, rule in TITAN_NUMBERS:
         value = getattr(getattr(job_config, section), key)
         if _bad_number(value, rule):
-            raise ValueError(f"{section}.{key} must be a finite number {rule}; got {value!r}")
+            beyond = (
+                " (beyond float32's range, which the optimizer computes in)"
+                if isinstance(value, float) and math.isfinite(value) and abs(value) > FLOAT32_MAX
+                else ""
+            )
+            raise ValueError(
+                f"{section}.{key} must be a finite number {rule}; got {value!r}{beyond}"
+            )
 
 
 SKIPPED_SECTIONS = ("objective",)

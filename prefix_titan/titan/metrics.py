@@ -242,16 +242,19 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def log_validation(self, loss: float, step: int, extra_metrics=None):
         # The validator reports plain CE (see validate.py); perplexity is its exponential.
-        if not math.isfinite(loss):  # (the same on every rank: torchtitan sums it over them)
-            folder = os.path.join(self.job_config.checkpoint.folder, f"step-{step}")
+        if _on_any_rank(not math.isfinite(loss)):  # (a pipeline's first stages have no loss)
+            job = self.job_config
+            folder = os.path.join(job.job.dump_folder, job.checkpoint.folder, f"step-{step}")
             raise FloatingPointError(
-                f"step {step}: the validation loss (plain CE) is {loss}: the weights of this step "
+                f"step {step}: the validation loss (plain CE) is not finite"
+                + (f" ({loss})" if not math.isfinite(loss) else "")  # (the last stage's value)
+                + ": the weights of this step "
                 "are finite but give non-finite logits (an optimizer.lr far too high makes such "
-                f"weights; it is {self.job_config.optimizer.lr:g}). No validation row is written"
+                f"weights; it is {job.optimizer.lr:g}). No validation row is written"
                 + (
-                    f"; {folder} in job.dump_folder, saved before the validation, holds these "
-                    "weights: do not export or resume from it"
-                    if self.job_config.checkpoint.enable
+                    f"; {folder}, saved before the validation, holds these weights: do not "
+                    "export or resume from it"
+                    if job.checkpoint.enable and os.path.isdir(folder)
                     else ""
                 )
                 + ". Train with other settings in a fresh job.dump_folder."
@@ -273,6 +276,21 @@ class PrefixMetricsProcessor(MetricsProcessor):
         logger.info(
             f"validate step: {step:2}  plain_ce: {loss:7.4f}  perplexity: {math.exp(min(loss, 80.0)):9.3f}"
         )
+
+
+def _on_any_rank(found: bool) -> bool:
+    """Whether `found` holds on any rank (every rank calls this: a collective)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return found
+    from torchtitan.tools.utils import device_type
+
+    from ..objectives.table import indexed
+
+    device = "cpu" if dist.get_backend() == "gloo" else indexed(device_type)
+    flag = torch.tensor([int(found)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _is_logging_rank(job_config, parallel_dims) -> bool:

@@ -125,27 +125,39 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 
 def check_finite_update(model_parts, step: int) -> None:
     """Raise if a gradient of this step holds NaN or inf (the optimizer has already applied it),
-    or, with finite gradients, an updated weight does (the update itself made it: an lr or eps
-    out of range): either way this step's checkpoint must not be saved. One norm each over this
-    rank's gradient and weight shards, read in one host sync."""
+    or, with finite gradients, an updated weight does (the update itself made it: an lr far out
+    of range): either way this step's checkpoint must not be saved. The largest magnitude of
+    this rank's gradient and weight shards (a max: no sum of squares to overflow on large finite
+    weights), each rank's findings joined over every rank (so that all stop together, none left
+    waiting in the save's collectives), read in one host sync."""
     grads, weights = [], []
     for model in model_parts or []:
         for p in model.parameters():
             weights.append(_local(p.detach()))
             if p.grad is not None:
                 grads.append(_local(p.grad))
-    norms = [torch.nn.utils.get_total_norm(x, foreach=True) for x in (grads, weights) if x]
-    if not norms:
-        return
-    values = torch.stack([n.float().reshape(()) for n in norms]).tolist()  # the one host sync
-    if grads and not math.isfinite(values[0]):
+    device = weights[0].device if weights else None
+    flags = [
+        ~torch.isfinite(torch.nn.utils.get_total_norm(x, math.inf, foreach=True)).reshape(1)
+        if x
+        else torch.zeros(1, dtype=torch.bool, device=device)
+        for x in (grads, weights)
+    ]
+    found = torch.cat(flags).to(torch.int32)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        if device is None:  # a rank without weights still joins
+            found = found.to(indexed("cuda" if torch.cuda.is_available() else "cpu"))
+        dist.all_reduce(found, op=dist.ReduceOp.MAX)
+    bad_grad, bad_weight = found.tolist()  # the one host sync
+    if bad_grad:
         raise FloatingPointError(
             f"step {step}: a gradient is not finite (NaN or inf), and the optimizer has applied "
             f"it. {RESUME_ADVICE}"
         )
-    if not math.isfinite(values[-1]):
+    if bad_weight:
         raise FloatingPointError(
             f"step {step}: a weight is not finite (NaN or inf) after the optimizer's update, "
-            "though the loss and the gradients were: the update made it (optimizer.lr, "
-            f"optimizer.eps or optimizer.weight_decay out of range). {RESUME_ADVICE}"
+            "though the loss and the gradients were: the update made it (optimizer.lr out of "
+            f"range). {RESUME_ADVICE}"
         )

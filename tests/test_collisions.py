@@ -358,11 +358,14 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
 
 
 def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewritten(tmp_path):
-    from prefix_titan.titan.checks import check_ranks
+    from prefix_titan.titan.checks import check_batch_on_ranks, check_ranks
 
     job = _job("--checkpoint.enable", folder=tmp_path)
     placed = {"ranks": 2, "dp_replicate": 1, "dp_shard": 2, "cp": 1, "tp": 1, "pp": 1}
     check_ranks(job, placed, 1)  # nothing saved: nothing to load
+    (tmp_path / "checkpoint" / "step-0").mkdir(parents=True)
+    (tmp_path / "checkpoint" / "step-0" / ".metadata").write_bytes(b"")
+    check_ranks(job, placed, 1)  # a seed checkpoint: weights only
     step = tmp_path / "checkpoint" / "step-10"
     step.mkdir(parents=True)
     (step / ".metadata").write_bytes(b"")
@@ -370,18 +373,28 @@ def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewri
     with pytest.raises(ValueError) as e:
         check_ranks(job, placed, 1)
     assert str(e.value) == (
-        f"{tmp_path} holds checkpoints saved on 2 rank(s) (dp_shard 2), and this run starts on 1: "
-        "torchtitan resumes the data loader's place only on the ranks that saved it: "
-        "resume with torchrun --nproc_per_node=2 (over every node it used), or start a run on "
-        "these ranks in a fresh job.dump_folder"
+        f"{tmp_path} holds checkpoints saved on 2 ranks in all (dp_shard 2), and this run starts "
+        "on 1: torchtitan resumes the data loader's place only on the ranks that saved it. "
+        "Resume on 2 ranks (torchrun's --nnodes x --nproc_per_node, as the run was started), or "
+        "start a run on these ranks in a fresh job.dump_folder"
     )
-    with pytest.raises(ValueError, match="launch the sweep with the --gpus-per-run"):
-        check_ranks(job, placed, 4, sweep=True)
+    check_ranks(
+        _job("--checkpoint.enable", "--checkpoint.load_step", "0", folder=tmp_path), placed, 1
+    )
     excluded = _job(
         "--checkpoint.enable", "--checkpoint.exclude_from_loading", "dataloader", folder=tmp_path
     )
     check_ranks(excluded, placed, 1)  # the data loader not loaded: the weights reshard
     check_ranks(job, {"placement": "older record"}, 1)  # no ranks recorded: not checked
+    # a global batch the ranks cannot take in whole local batches: said with those that fit
+    batch = _job("--training.global_batch_size", "16", "--training.local_batch_size", "16")
+    check_batch_on_ranks(batch, 1)
+    with pytest.raises(
+        ValueError,
+        match=r"x the 2 data-parallel ranks of this run: set "
+        r"training.local_batch_size to 8 \(or another of 1, 2, 4, 8\)",
+    ):
+        check_batch_on_ranks(batch, 2)
 
 
 def test_an_infinite_max_norm_is_no_clipping_and_allowed():

@@ -113,7 +113,14 @@ def test_the_local_batch_is_lowered_to_one_that_keeps_the_global_batch():
     assert launch.batch_override(config, 16) == ["--training.local_batch_size", "24"]  # x 1
     with pytest.raises(SystemExit, match="5 GPUs per run cannot split the global batch of 384"):
         launch.batch_override(config, 5)
-    assert launch.batch_override({"training": {"local_batch_size": 4}}, 3) == []  # no global
+    # no global batch (the smoke scale's): the local batch is the step's, split over the ranks
+    # (2 ranks trained 32 sequences per step where 1 trained 16)
+    assert launch.batch_override({"training": {"local_batch_size": 16}}, 1) == []
+    assert launch.batch_override({"training": {"local_batch_size": 16}}, 2) == [
+        *("--training.local_batch_size", "8")
+    ]
+    with pytest.raises(SystemExit, match="3 ranks per run cannot split the step's 4 sequences"):
+        launch.batch_override({"training": {"local_batch_size": 4}}, 3)
 
 
 def test_the_validation_set_keeps_its_sequences_on_any_number_of_gpus():

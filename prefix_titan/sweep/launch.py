@@ -94,10 +94,23 @@ def batch_override(config: dict, world: int) -> list[str]:
     """Keep the global batch (sequences, so tokens, per step) on `world` GPUs. torchtitan needs
     it to be local batch x world x gradient-accumulation steps: where the config's local batch
     does not fit, it is lowered to the largest size that does (at most the config's, so the
-    memory per GPU never grows); a world that cannot split the global batch is refused."""
+    memory per GPU never grows); a world that cannot split the global batch is refused. A
+    config without a global batch (the smoke scale's) trains its local batch per step on any
+    number of ranks: each rank takes its share."""
     t = config["training"]
     local, global_ = t["local_batch_size"], t.get("global_batch_size", -1)
-    if global_ <= 0 or global_ % (local * world) == 0:  # no global batch set: local x world
+    if global_ <= 0:  # no global batch set: the config's local batch is the step's, split
+        if world == 1:
+            return []
+        if local % world:
+            fits = [n for n in range(1, local + 1) if local % n == 0]
+            raise SystemExit(
+                f"{world} ranks per run cannot split the step's {local} sequences "
+                f"(training.local_batch_size; no global batch set) evenly; rank counts that "
+                f"can: {', '.join(map(str, fits))}"
+            )
+        return ["--training.local_batch_size", str(local // world)]
+    if global_ % (local * world) == 0:
         return []
     if global_ % world:
         fits = [n for n in range(1, min(global_, 64) + 1) if global_ % n == 0]

@@ -482,6 +482,8 @@ def check_job_config(
     spec = job_config.objective.validate()
     check_setting_forms(job_config)
     check_titan_shapes(job_config)
+    if world is not None:
+        check_batch_on_ranks(job_config, world)
     resolve_family(spec.name)
     spec.options = canonical_options(spec)
     flavor = flavor_args(job_config.model.flavor)
@@ -621,35 +623,57 @@ SWEEP_WAYS = (
 """A refused resume's way out where the run is a sweep launch's (check_resume's `sweep`)"""
 
 
-def check_ranks(job_config, placed: dict | None, world: int, sweep: bool = False) -> None:
+def check_batch_on_ranks(job_config, world: int) -> None:
+    """A global batch that `world` ranks cannot take in whole micro-batches of
+    training.local_batch_size: said with the local batches that fit (torchtitan asserts it
+    later, in a traceback)."""
+    t, p = job_config.training, job_config.parallelism
+    others = p.tensor_parallel_degree * p.pipeline_parallel_degree * p.context_parallel_degree
+    if t.global_batch_size <= 0 or others < 1 or world % others:
+        return  # (no global batch; a world torchtitan refuses itself, naming the degrees)
+    dp = world // others
+    if t.global_batch_size % (t.local_batch_size * dp) == 0:
+        return
+    fits = [n for n in range(1, t.local_batch_size + 1) if t.global_batch_size % (n * dp) == 0]
+    raise ValueError(
+        f"training.global_batch_size ({t.global_batch_size}) must be a multiple of "
+        f"training.local_batch_size ({t.local_batch_size}) x the {dp} data-parallel ranks of "
+        f"this run: "
+        + (
+            f"set training.local_batch_size to {fits[-1]} (or another of {', '.join(map(str, fits))})"
+            if fits
+            else f"{dp} ranks cannot split {t.global_batch_size} sequences evenly"
+        )
+    )
+
+
+def check_ranks(job_config, placed: dict | None, world: int) -> None:
     """Refuse to load a checkpoint saved on another number of ranks than `world`, before the
     run's record is written again: torchtitan reshards the weights but not the data loader's
     state ("dataloader resharding is not supported"), so it failed after the record was
-    rewritten with the new placement. Nothing to load, or the data loader excluded from loading
-    (checkpoint.exclude_from_loading): no refusal."""
+    rewritten with the new placement. No refusal where nothing is loaded, where the step loaded
+    is step-0 (a seed checkpoint: weights only), or where checkpoint.exclude_from_loading names
+    the data loader."""
     ckpt = job_config.checkpoint
     ranks = (placed or {}).get("ranks")
     if not ckpt.enable or not isinstance(ranks, int) or ranks == world:
         return
     if "dataloader" in [str(x).lower() for x in ckpt.exclude_from_loading]:
         return
-    if not complete_steps(os.path.join(job_config.job.dump_folder, ckpt.folder)):
+    steps = complete_steps(os.path.join(job_config.job.dump_folder, ckpt.folder))
+    loaded = ckpt.load_step if ckpt.load_step != -1 else (step_number(steps[-1]) if steps else None)
+    if not loaded:  # nothing, or step-0
         return
     degrees = ", ".join(
         f"{k} {v}" for k, v in placed.items() if k != "ranks" and v not in (1, None)
     )
-    again = (
-        "launch the sweep with the --gpus-per-run, --nproc-per-node and --nnodes it was "
-        "launched with, or launch a new sweep into another --sweep-dir"
-        if sweep
-        else f"resume with torchrun --nproc_per_node={ranks} (over every node it used), or start "
-        "a run on these ranks in a fresh job.dump_folder"
-    )
     raise ValueError(
-        f"{job_config.job.dump_folder} holds checkpoints saved on {ranks} rank(s)"
+        f"{job_config.job.dump_folder} holds checkpoints saved on {ranks} ranks in all"
         + (f" ({degrees})" if degrees else "")
         + f", and this run starts on {world}: torchtitan resumes the data loader's place only on "
-        f"the ranks that saved it: {again}"
+        f"the ranks that saved it. Resume on {ranks} ranks (torchrun's --nnodes x "
+        "--nproc_per_node, as the run was started), or start a run on these ranks in a fresh "
+        "job.dump_folder"
     )
 
 
@@ -694,8 +718,7 @@ def check_resume(
     if not os.path.exists(record):
         return
     recorded = _read_record(record)
-    if world is not None:
-        check_ranks(job_config, recorded.get(PLACEMENT), world, sweep)
+    placed = recorded.get(PLACEMENT)
     current = run_record(job_config)
     was = (recorded.get("job") or {}).get("dump_folder")
     if isinstance(was, str) and os.path.realpath(was) != os.path.realpath(folder):
@@ -724,6 +747,8 @@ def check_resume(
     defaults = run_record(type(job_config)())
     conflicts = resume_conflicts(recorded, current, defaults, PLACED_BY_LAUNCH if finished else ())
     if not conflicts:
+        if world is not None:  # (after the settings: a resume with other settings is refused)
+            check_ranks(job_config, placed, world)
         return
     steps = checkpoint_steps(os.path.join(folder, job_config.checkpoint.folder))
     if not trained_anything(job_config):

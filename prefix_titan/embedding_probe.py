@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("folder", metavar="RUN_OR_MODEL_DIR", type=path_arg)
-    p.add_argument("--checkpoint", default=None, help="a run's step folder (default: the newest)")
+    p.add_argument(
+        "--checkpoint",
+        type=path_arg,
+        default=None,
+        help="a run's step folder (default: the newest)",
+    )
     p.add_argument("--folds", type=int, default=FOLDS, help="folds over tokens (>= 2)")
     p.add_argument("--seed", type=int, default=SEED)
     a = p.parse_args(argv)

@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         "--config", type=path_arg, help="the run's TOML (flavor, tokenizer, dump folder); required"
     )
     p.add_argument("--out", required=True, type=path_arg)
-    p.add_argument("--checkpoint", default=None, help="step folder (default: the newest)")
+    p.add_argument(
+        "--checkpoint", type=path_arg, default=None, help="step folder (default: the newest)"
+    )
     p.add_argument(
         "--dtype",
         default="fp32",

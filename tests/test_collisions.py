@@ -831,6 +831,7 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
     for extra, says in (
         (["--training.stepz", "5"], "Unrecognized options: --training.stepz, 5 (did you mean "),
         (["--training.steps", "abc"], "Error parsing --training.steps: invalid literal for int()"),
+        (["--help"], "--help among the overrides: a launch does not print the settings' help"),
     ):
         assert main([*common, "--", *extra]) == 2
         err = capsys.readouterr().err

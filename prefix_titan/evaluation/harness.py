@@ -237,6 +237,11 @@ def task_files() -> list[str]:
     import importlib.util
 
     spec = importlib.util.find_spec("lm_eval")
+    if spec is None:
+        raise ValueError(
+            "--tasks: lm-eval is not installed (pip install -e '.[eval]' in the project folder "
+            "installs it with the evaluation's other packages)"
+        )
     roots = [TASKS_DIR, *(f"{p}/tasks" for p in (spec and spec.submodule_search_locations or []))]
     return [
         f
@@ -262,6 +267,8 @@ def surely_unknown(tasks: list[str], files: list[str] | None = None) -> list[str
     lm-eval's own index, which takes ten seconds or so to build)."""
     made_here = {*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}
     left = {t: _written(t) for t in expand(tasks) if t not in made_here}
+    if not left:
+        return []
     files = task_files() if files is None else files
     # the files whose path names a task first: a known name is mostly found at once
     for path in sorted(files, key=lambda f: not any(t in f for t in left)):

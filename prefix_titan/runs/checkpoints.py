@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 
-from .cli import Parser
+from .cli import Parser, path_arg
 from .folder import checkpoint_steps, step_number, write_atomically
 
 SUMS = "sha256sums-rank{rank}.txt"
@@ -314,8 +314,12 @@ def unverified_message(step_dir: str, unverified: list[str], what: str) -> str:
     folder = os.path.dirname(os.path.normpath(step_dir))
     n = step_number(step_dir)
     earlier = [d for d in complete_steps(folder) if n is not None and step_number(d) < n]
-    verified = next((d for d in reversed(earlier) if check_step(d) == ([], [])), None)
-    if verified is not None and what != "check":
+    verified = (  # (a check says nothing of other steps: none hashed for it)
+        None
+        if what == "check"
+        else next((d for d in reversed(earlier) if check_step(d) == ([], [])), None)
+    )
+    if verified is not None:
         accept += (
             f". Or leave it: the newest verified earlier step is {verified} (resume from it with "
             f"--checkpoint.load_step {step_number(verified)}; export: --checkpoint {verified})"
@@ -389,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         "saved without them",
     )
     p.add_argument("command", choices=["check", "seal"])
-    p.add_argument("step_dir", nargs="+")
+    p.add_argument("step_dir", nargs="+", type=path_arg)
     a = p.parse_args(argv)
     failed = False
     for step_dir in a.step_dir:

@@ -697,7 +697,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         "--nproc-per-node",
         type=int,
         default=None,
-        help="with --gpus-per-run node (default: --gpus with --dry-run, else 8)",
+        help="with --gpus-per-run node (default: --gpus with --dry-run, else 8; 1 on a node "
+        "without a GPU)",
     )
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=0)

@@ -31,6 +31,11 @@ def _parse(manager, args: list[str]):
         with contextlib.redirect_stderr(shown), contextlib.redirect_stdout(shown):
             return manager.parse_args(args)
     except SystemExit as e:
+        if e.code in (0, None):  # the settings' help, asked for among the overrides
+            raise ValueError(
+                "--help among the overrides: a launch does not print the settings' help; "
+                "`python -m prefix_titan.train --help` lists the settings"
+            ) from None
         raise ValueError(_one_line(shown.getvalue(), e.code)) from None
 
 

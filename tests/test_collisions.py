@@ -378,9 +378,6 @@ def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewri
         "Resume on 2 ranks (torchrun's --nnodes x --nproc_per_node, as the run was started), or "
         "start a run on these ranks in a fresh job.dump_folder"
     )
-    check_ranks(
-        _job("--checkpoint.enable", "--checkpoint.load_step", "0", folder=tmp_path), placed, 1
-    )
     excluded = _job(
         "--checkpoint.enable", "--checkpoint.exclude_from_loading", "dataloader", folder=tmp_path
     )
@@ -395,6 +392,19 @@ def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewri
         r"training.local_batch_size to 8 \(or another of 1, 2, 4, 8\)",
     ):
         check_batch_on_ranks(batch, 2)
+
+
+def test_a_launchs_checks_know_the_ranks_each_run_starts_on(tmp_path):
+    """A global batch the run's ranks cannot split is refused by the launch's checks, before any
+    run starts (not when that run starts, after others trained)."""
+    from prefix_titan.titan.preflight import check_runs
+
+    args = ["--job.config_file", str(ROOT / "train_configs" / "smoke" / "ce.toml")]
+    args += ["--job.dump_folder", str(tmp_path / "run"), "--training.global_batch_size", "16"]
+    assert check_runs([("ce seed 1", args)], "cpu", world=1) == []
+    (problem,) = check_runs([("ce seed 1", args)], "cpu", world=2)
+    assert problem.startswith("ce seed 1: training.global_batch_size (16) must be a multiple of ")
+    assert "x the 2 data-parallel ranks of this run: set training.local_batch_size to 8" in problem
 
 
 def test_an_infinite_max_norm_is_no_clipping_and_allowed():

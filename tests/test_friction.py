@@ -145,7 +145,7 @@ def test_a_name_written_nowhere_in_the_task_folders_is_surely_unknown(tmp_path):
     harness.refuse_unknown(names, files)
 
 
-def test_without_lm_eval_a_task_name_says_to_install_it(monkeypatch):
+def test_without_lm_eval_a_task_name_says_to_install_it(monkeypatch, tmp_path):
     import importlib.util
 
     real = importlib.util.find_spec
@@ -155,6 +155,16 @@ def test_without_lm_eval_a_task_name_says_to_install_it(monkeypatch):
     with pytest.raises(ValueError, match=r"--tasks: lm-eval is not installed \(pip install -e"):
         harness.refuse_unknown(["hellaswag"])
     harness.refuse_unknown(["embedding_probe", "char_probes"])  # made here: nothing asked
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # (an import of it fails)
+    monkeypatch.delitem(sys.modules, "lm_eval.tasks", raising=False)
+    with pytest.raises(ValueError, match="the embedding probe alone needs none"):
+        harness.task_index()
+    monkeypatch.setattr(harness, "_evaluate_steps", lambda *a: "evaluated")
+    run = tmp_path / "run"
+    (run / "checkpoint" / "step-2").mkdir(parents=True)
+    (run / "checkpoint" / "step-2" / ".metadata").write_bytes(b"")
+    (run / "run_config.json").write_text(json.dumps({"checkpoint": {"folder": "checkpoint"}}))
+    assert harness.evaluate_run(str(run), tasks=["embedding_probe"]) == "evaluated"  # no index
 
 
 def test_a_misspelt_task_is_refused_before_the_hub_is_asked(tmp_path, monkeypatch, capsys):

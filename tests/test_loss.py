@@ -354,6 +354,22 @@ def _one_rank_has_a_bad_weight(rank, world, path):
         with pytest.raises(FloatingPointError, match="step 2: a weight is not finite"):
             check_finite_update([model], 2)  # on every rank: none waits in the save
         assert _on_any_rank(rank == 0) and not _on_any_rank(False)
+        # a loss only one rank has (a pipeline's last stage; rank 0 measures none), not finite
+        from prefix_titan.titan.metrics import PlainCEMeter
+        from prefix_titan.titan.step_checks import check_step_sums
+
+        meter = PlainCEMeter()
+        if rank == 1:
+            meter.add(torch.tensor(float("nan")), torch.tensor(3), torch.tensor(1.0))
+        with pytest.raises(FloatingPointError, match="step 3: the training loss is not finite"):
+            check_step_sums(meter, 3)
+        meter.reset()
+        meter.add(torch.tensor(1.0), torch.tensor(3), torch.tensor(1.0))
+        check_step_sums(meter, 4)
+        # an empty shard (more ranks than a parameter's rows): no largest magnitude, no failure
+        empty = torch.nn.Linear(3, 2)
+        empty.weight = torch.nn.Parameter(torch.empty(0, 3) if rank == 1 else torch.ones(2, 3))
+        check_finite_update([empty], 5)
     finally:
         torch.distributed.destroy_process_group()
 

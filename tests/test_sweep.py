@@ -23,7 +23,9 @@ def dry_run(*args, gpus=None, root=ROOT, checks=False):
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
-    preflight = launch.preflight if checks else lambda root, runs, device=None, sweep=None: []
+    preflight = (
+        launch.preflight if checks else lambda root, runs, device=None, sweep=None, world=None: []
+    )
     try:
         with (
             contextlib.redirect_stdout(out),
@@ -554,7 +556,9 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 
-    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
+    monkeypatch.setattr(
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
+    )
     monkeypatch.setattr(launch, "run_queue", run_queue)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     plan = tmp_path / "plan.toml"
@@ -1005,7 +1009,9 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
         seen.update({name: recheck(name) for name, _, _ in jobs})
         return []
 
-    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
+    monkeypatch.setattr(
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
+    )
     monkeypatch.setattr(launch, "run_queue", run_queue)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     folders["prefix_tau0.5"].mkdir(parents=True)
@@ -1258,7 +1264,9 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
             holders.append(holding_lock(sweep / arm / "seed1", command=f"launch B {arm}"))
         return subprocess.CompletedProcess(cmd, 1)
 
-    monkeypatch.setattr(launch, "preflight", lambda root, runs, device=None, sweep=None: [])
+    monkeypatch.setattr(
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
+    )
     monkeypatch.setattr(launch.subprocess, "run", run)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # (a CPU node: nvidia-smi not asked)
     try:

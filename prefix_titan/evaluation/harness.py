@@ -230,6 +230,12 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
     )
 
 
+LM_EVAL_MISSING = (
+    "--tasks: lm-eval is not installed (pip install -e '.[eval]' in the project folder installs "
+    "it with the evaluation's other packages; the embedding probe alone needs none)"
+)
+
+
 def task_files() -> list[str]:
     """Every file of lm-eval's task folder and of ours (configs, the templates they include, under
     any name, and the code beside them), found without importing lm-eval: its import imports
@@ -238,10 +244,7 @@ def task_files() -> list[str]:
 
     spec = importlib.util.find_spec("lm_eval")
     if spec is None:
-        raise ValueError(
-            "--tasks: lm-eval is not installed (pip install -e '.[eval]' in the project folder "
-            "installs it with the evaluation's other packages)"
-        )
+        raise ValueError(LM_EVAL_MISSING)
     roots = [TASKS_DIR, *(f"{p}/tasks" for p in (spec and spec.submodule_search_locations or []))]
     return [
         f
@@ -372,9 +375,10 @@ def evaluate(
         tasks = expand(tasks)
         probe_embeddings = EMBEDDING_PROBE in tasks
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
-        task_manager = task_manager or task_index()
-        check_tasks(harness_tasks, task_manager.all_tasks)
-        refuse_groups(harness_tasks, task_manager)
+        if harness_tasks:  # (the embedding probe alone needs no lm-eval)
+            task_manager = task_manager or task_index()
+            check_tasks(harness_tasks, task_manager.all_tasks)
+            refuse_groups(harness_tasks, task_manager)
         if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
             # Imported here: torch brings tqdm, which reads TQDM_DISABLE once (eval.quiet).
             from .embedding_probe import VERSION as PROBE_VERSION
@@ -1039,7 +1043,12 @@ def table(results: dict) -> str:
 
 def task_index():
     """lm-eval's TaskManager with our task folder on its include path."""
-    from lm_eval.tasks import TaskManager
+    try:
+        from lm_eval.tasks import TaskManager
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "lm_eval":
+            raise
+        raise ValueError(LM_EVAL_MISSING) from None
 
     return TaskManager(include_path=TASKS_DIR)
 
@@ -1072,10 +1081,11 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         raise ValueError(f"--all-checkpoints {run_dir}: no such folder")
     if config is not None and not os.path.isfile(config):
         raise ValueError(f"--config {config}: no such file")
-    kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))  # checked before anything is exported
-    check_tasks([t for t in tasks if t != EMBEDDING_PROBE], kwargs["task_manager"].all_tasks)
-    refuse_groups(tasks, kwargs["task_manager"])
+    if [t for t in tasks if t != EMBEDDING_PROBE]:  # (the embedding probe alone: no lm-eval)
+        kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
+        check_tasks([t for t in tasks if t != EMBEDDING_PROBE], kwargs["task_manager"].all_tasks)
+        refuse_groups(tasks, kwargs["task_manager"])
 
     recorded = os.path.join(run_dir, RUN_CONFIG)
     if os.path.exists(recorded):

@@ -293,7 +293,9 @@ FINISHED = "finished"
 """A run preflight checks only against its record (a finished run the launch skips)"""
 
 
-def preflight(root, runs: list[tuple], device: str | None = None, sweep=None) -> list[str]:
+def preflight(
+    root, runs: list[tuple], device: str | None = None, sweep=None, world: int | None = None
+) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
     before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
     import torchtitan): the job config's checks, the data folders, a live writer on its folder;
@@ -303,12 +305,14 @@ def preflight(root, runs: list[tuple], device: str | None = None, sweep=None) ->
     which decides what objective.kernel = 'auto' runs. `sweep`: {"folder": the sweep folder,
     "extra": the overrides after --}: the runs that would start are checked against the runs
     already there in the settings every run of a sweep shares, and the refusals name the
-    launch's ways out (titan/preflight.py: check_runs). No run: no process."""
+    launch's ways out (titan/preflight.py: check_runs). `world`: the ranks each run starts on
+    (a global batch they cannot split, a checkpoint saved on others: refused). No run: no
+    process."""
     if not runs:
         return []
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.titan.preflight"],
-        input=json.dumps({"runs": runs, "device": device, "sweep": sweep}),
+        input=json.dumps({"runs": runs, "device": device, "sweep": sweep, "world": world}),
         cwd=root,
         capture_output=True,
         text=True,
@@ -552,7 +556,7 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
     sweep = {"folder": os.path.abspath(a.sweep_folder), "extra": extra}
-    problems = preflight(a.root, todo, device, sweep) + _placed_otherwise(a, starting, world)
+    problems = preflight(a.root, todo, device, sweep, world) + _placed_otherwise(a, starting, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"

@@ -378,7 +378,8 @@ def invariant_violations(runs: list[dict]) -> list[str]:
                 f"`{key}` differs from {json.loads(common)!r} in: {', '.join(odd)}"
                 + (
                     " (the launch sets it from each run's GPUs: the same validation set, and the "
-                    "same sequences per step where training.global_batch_size is set)"
+                    "same sequences per step: the global batch, or a config's local batch split "
+                    "over the run's ranks where it sets none)"
                     if placed(key)
                     else ""
                 )
@@ -411,8 +412,9 @@ LAUNCH_SETS = (
     "parallelism.",
 )
 """What the sweep launch sets from the GPUs a run gets (launch.batch_override,
-validation_override: the same validation set, and the same sequences per step where
-training.global_batch_size is set) or what follows its placement"""
+validation_override: the same validation set, and the same sequences per step: the global
+batch, or the config's local batch split over the ranks where it sets none) or what follows its
+placement"""
 
 
 def placed(key: str) -> bool:

@@ -1,7 +1,8 @@
 """The checks a training runs before any work, run for many runs at once without training:
 `python -m prefix_titan.titan.preflight` reads a JSON object on stdin, {"runs": a list of
 [name, train_args] (or [name, train_args, "finished"]: a finished run, checked against its record
-only), "device": the device type the runs will train on ("cuda", "cpu"; null: this machine's)},
+only), "device": the device type the runs will train on ("cuda", "cpu"; null: this machine's),
+"world": the ranks each run starts on (null: not checked)},
 and prints a JSON list of `name: problem` (empty when every run would start). The sweep launcher
 runs it before starting any torchrun (sweep/launch.py: preflight); a plan made on a machine
 without GPUs for GPUs is checked as the GPUs will run it (the row kernel `auto` resolves to, the
@@ -75,6 +76,7 @@ def check_runs(
     device_type: str | None = None,
     sweep: dict | None = None,
     records: list | None = None,
+    world: int | None = None,
 ) -> list[str]:
     """`names: problem` for each problem a run's training would refuse with (the job config's
     checks, its tokenizer and data folders, relative to the working directory, a live writer's
@@ -85,7 +87,8 @@ def check_runs(
     runs are a sweep launch's, {"folder": the sweep folder, "extra": the launch's overrides
     after `--`}: the refusals name the launch's ways out. `records`: where given, (name, dump
     folder, the record it would write) of each run that would start is appended to it (the
-    sweep floor compares them with the runs already in the sweep folder)."""
+    sweep floor compares them with the runs already in the sweep folder). `world`: the ranks
+    each run starts on (None: not checked)."""
     from torchtitan.config import ConfigManager
 
     from ..objectives.families import FAMILIES, FamilyError
@@ -113,7 +116,7 @@ def check_runs(
                 if finished:  # skipped: only whether it trained what these arguments ask
                     check_resume(job, finished=True, device_type=device_type)
                     continue
-                check_job_config(job, device_type, sweep=sweep is not None)
+                check_job_config(job, device_type, sweep=sweep is not None, world=world)
                 check_paths(job)
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
                     elsewhere = SWEEP_ELSEWHERE if sweep is not None else None
@@ -198,7 +201,9 @@ def main() -> None:
     from .checks import run_device
 
     records: list = []
-    problems = check_runs(request["runs"], request.get("device"), request.get("sweep"), records)
+    problems = check_runs(
+        request["runs"], request.get("device"), request.get("sweep"), records, request.get("world")
+    )
     device = request.get("device") or run_device()
     print(json.dumps({"problems": problems, "starting": records, "device": device}))
 

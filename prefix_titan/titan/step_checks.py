@@ -75,23 +75,26 @@ def _value(t) -> str:
 
 def check_step_sums(meter, step: int) -> None:
     """Raise if this step's batch held bad labels (the meter's device-side count, summed over
-    the ranks so that every rank stops) or its objective or plain CE sum is NaN or infinite: one
-    host sync per step, for both."""
+    the ranks so that every rank stops) or its objective or plain CE sum is NaN or infinite on
+    any rank (likewise joined): one host sync per step, for both."""
     sums = [t for t in (meter.objective_sum, meter.ce_sum) if t is not None]
     bad = bad_labels_of_all_ranks(getattr(meter, "bad_labels", None), sums)
+    loss = loss_not_finite_on_any_rank(sums)
     parts = [t.double().reshape(1) for t in sums] + ([] if bad is None else [bad.double()])
+    parts += [] if loss is None else [loss.double()]
     if not parts:
         return
     values = torch.cat(parts).tolist()  # the one host sync
     if bad is not None and values[len(sums)] > 0:
-        count, low, high = (int(v) for v in values[len(sums) :])
+        count, low, high = (int(v) for v in values[len(sums) : len(sums) + 3])
         raise ValueError(
             f"step {step}: {count} label(s) of the batch were neither a token id of the model's "
             f"vocabulary nor -100 (ignored): smallest {low}, largest {high}. Labels must be token "
             f"ids in [0, {getattr(meter, 'vocab_size', None) or 'vocab_size'}) or -100: check the "
             f"dataset's tokenizer against the model's vocab_size. {RESUME_ADVICE}"
         )
-    if not all(math.isfinite(v) for v in values[: len(sums)]):
+    here = not all(math.isfinite(v) for v in values[: len(sums)])
+    if here or (loss is not None and values[-1] > 0):  # (another rank's: every rank stops)
         raise FloatingPointError(
             f"step {step}: the training loss is not finite (objective sum "
             f"{_value(meter.objective_sum)}, plain CE sum {_value(meter.ce_sum)}). {RESUME_ADVICE}"
@@ -99,6 +102,24 @@ def check_step_sums(meter, step: int) -> None:
 
 
 FAR = torch.iinfo(torch.int64).max  # beyond any label: the smallest and largest of none
+
+
+def _device(like: list) -> torch.device:
+    return like[0].device if like else indexed("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def loss_not_finite_on_any_rank(sums: list) -> torch.Tensor | None:
+    """1 where a rank's loss sums hold NaN or inf, on every rank (each calls this once per step;
+    a pipeline's first stages have no loss and join with 0), so that all stop together; None
+    without torch.distributed (the sums themselves are read)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    flag = torch.zeros(1, dtype=torch.int64, device=_device(sums))
+    for t in sums:
+        flag = torch.maximum(flag, (~torch.isfinite(t.reshape(1))).long())
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag
 
 
 def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:
@@ -110,8 +131,7 @@ def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:
     if not (dist.is_available() and dist.is_initialized()):
         return bad
     if bad is None:
-        device = like[0].device if like else indexed("cuda" if torch.cuda.is_available() else "cpu")
-        bad = torch.tensor([0, FAR, -FAR], device=device)
+        bad = torch.tensor([0, FAR, -FAR], device=_device(like))
     count = bad[:1].clone()
     extremes = torch.stack([-bad[1], bad[2]])
     dist.all_reduce(count)
@@ -137,6 +157,8 @@ def check_finite_update(model_parts, step: int) -> None:
             if p.grad is not None:
                 grads.append(_local(p.grad))
     device = weights[0].device if weights else None
+    # an empty shard (FSDP2 over more ranks than a parameter has rows) has no largest magnitude
+    grads, weights = ([t for t in x if t.numel()] for x in (grads, weights))
     flags = [
         ~torch.isfinite(torch.nn.utils.get_total_norm(x, math.inf, foreach=True)).reshape(1)
         if x

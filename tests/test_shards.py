@@ -879,6 +879,11 @@ def test_a_validation_reads_each_sequence_once_however_many_steps_it_asks(
     whole = held // 4 * 4
     said = f"reads {whole} of them once" if whole < held else f"reads those {held} once"
     assert said in caplog.text, caplog.text
+    assert f"validation.steps {held} x validation.local_batch_size 4 = {4 * held} sequences" in (
+        caplog.text
+    )  # (what was asked: the trial's 2-rank runs read half the steps their config names)
+    if whole < held:
+        assert f"reads {whole} of them once ({whole // 4} steps)" in caplog.text
     for _ in range(2):  # every pass: each sequence once, whole batches
         batches = [x["input"] for x, _ in loader]
         seen = [tuple(row.tolist()) for b in batches for row in b]

@@ -355,11 +355,17 @@ def build_prefix_validation_dataloader(
     whole = ds.per_rank // v.local_batch_size * v.local_batch_size if packed else 0
     asked = v.steps * v.local_batch_size if v.steps != -1 else None
     if whole and (asked is None or asked > whole) and whole < ds.per_rank:
+        asks = (
+            f"validation.steps {v.steps} x validation.local_batch_size {v.local_batch_size} = "
+            f"{asked} sequences per rank, and "
+            if asked is not None
+            else ""
+        )
         logger.warning(
-            f"validation.dataset {v.dataset!r} holds {ds.per_rank} sequences per rank: each "
-            f"validation reads {whole} of them once, in whole batches of "
-            f"validation.local_batch_size {v.local_batch_size} (a local batch that divides "
-            f"{ds.per_rank} reads them all)"
+            f"{asks}validation.dataset {v.dataset!r} holds {ds.per_rank} sequences per rank: "
+            f"each validation reads {whole} of them once ({whole // v.local_batch_size} steps), "
+            f"in whole batches of validation.local_batch_size {v.local_batch_size} (a local "
+            f"batch that divides {ds.per_rank} reads them all)"
         )
     elif whole and asked is not None and asked > whole:
         logger.warning(

@@ -338,8 +338,7 @@ def test_a_non_finite_step_is_refused():
 
 
 def _one_rank_has_a_bad_weight(rank, world, path):
-    from prefix_titan.titan.metrics import _on_any_rank
-    from prefix_titan.titan.step_checks import check_finite_update
+    from prefix_titan.titan.step_checks import check_finite_update, on_any_rank
 
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{path}", rank=rank, world_size=world
@@ -353,7 +352,7 @@ def _one_rank_has_a_bad_weight(rank, world, path):
                 model.weight[0, 0] = float("nan")
         with pytest.raises(FloatingPointError, match="step 2: a weight is not finite"):
             check_finite_update([model], 2)  # on every rank: none waits in the save
-        assert _on_any_rank(rank == 0) and not _on_any_rank(False)
+        assert on_any_rank(rank == 0) and not on_any_rank(False)
         # a loss only one rank has (a pipeline's last stage; rank 0 measures none), not finite
         from prefix_titan.titan.metrics import PlainCEMeter
         from prefix_titan.titan.step_checks import check_step_sums

@@ -40,7 +40,7 @@ from ..runs.folder import (
 )
 from .checks import check_table_unchanged, data_files, run_execution
 from .refusal import refuse
-from .step_checks import FAR, RESUME_ADVICE, StepChecks
+from .step_checks import FAR, RESUME_ADVICE, StepChecks, on_any_rank
 
 
 class PlainCEMeter:
@@ -242,7 +242,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def log_validation(self, loss: float, step: int, extra_metrics=None):
         # The validator reports plain CE (see validate.py); perplexity is its exponential.
-        if _on_any_rank(not math.isfinite(loss)):  # (a pipeline's first stages have no loss)
+        if on_any_rank(not math.isfinite(loss)):  # (a pipeline's first stages have no loss)
             job = self.job_config
             folder = os.path.join(job.job.dump_folder, job.checkpoint.folder, f"step-{step}")
             raise FloatingPointError(
@@ -276,21 +276,6 @@ class PrefixMetricsProcessor(MetricsProcessor):
         logger.info(
             f"validate step: {step:2}  plain_ce: {loss:7.4f}  perplexity: {math.exp(min(loss, 80.0)):9.3f}"
         )
-
-
-def _on_any_rank(found: bool) -> bool:
-    """Whether `found` holds on any rank (every rank calls this: a collective)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        return found
-    from torchtitan.tools.utils import device_type
-
-    from ..objectives.table import indexed
-
-    device = "cpu" if dist.get_backend() == "gloo" else indexed(device_type)
-    flag = torch.tensor([int(found)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
 
 
 def _is_logging_rank(job_config, parallel_dims) -> bool:

@@ -108,6 +108,20 @@ def _device(like: list) -> torch.device:
     return like[0].device if like else indexed("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def joined(flags: torch.Tensor) -> torch.Tensor:
+    """`flags` at their largest over every rank, in place (each rank calls this at the same
+    point: a collective); themselves without torch.distributed."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
+
+
+def on_any_rank(found: bool) -> bool:
+    """Whether `found` holds on any rank (a collective, as `joined`)."""
+    return bool(joined(torch.tensor([int(found)], device=_device([]))).item())
+
+
 def loss_not_finite_on_any_rank(sums: list) -> torch.Tensor | None:
     """1 where a rank's loss sums hold NaN or inf, on every rank (each calls this once per step;
     a pipeline's first stages have no loss and join with 0), so that all stop together; None
@@ -118,8 +132,7 @@ def loss_not_finite_on_any_rank(sums: list) -> torch.Tensor | None:
     flag = torch.zeros(1, dtype=torch.int64, device=_device(sums))
     for t in sums:
         flag = torch.maximum(flag, (~torch.isfinite(t.reshape(1))).long())
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return flag
+    return joined(flag)
 
 
 def bad_labels_of_all_ranks(bad, like: list) -> torch.Tensor | None:
@@ -156,7 +169,7 @@ def check_finite_update(model_parts, step: int) -> None:
             weights.append(_local(p.detach()))
             if p.grad is not None:
                 grads.append(_local(p.grad))
-    device = weights[0].device if weights else None
+    device = _device(weights)  # (a rank without weights still joins)
     # an empty shard (FSDP2 over more ranks than a parameter has rows) has no largest magnitude
     grads, weights = ([t for t in x if t.numel()] for x in (grads, weights))
     flags = [
@@ -165,13 +178,7 @@ def check_finite_update(model_parts, step: int) -> None:
         else torch.zeros(1, dtype=torch.bool, device=device)
         for x in (grads, weights)
     ]
-    found = torch.cat(flags).to(torch.int32)
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        if device is None:  # a rank without weights still joins
-            found = found.to(indexed("cuda" if torch.cuda.is_available() else "cpu"))
-        dist.all_reduce(found, op=dist.ReduceOp.MAX)
-    bad_grad, bad_weight = found.tolist()  # the one host sync
+    bad_grad, bad_weight = joined(torch.cat(flags).to(torch.int32)).tolist()  # the one host sync
     if bad_grad:
         raise FloatingPointError(
             f"step {step}: a gradient is not finite (NaN or inf), and the optimizer has applied "

@@ -16,7 +16,7 @@ import time
 import pytest
 from helpers import ROOT, embedded_tokenizer_at, holding_lock, train
 
-from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock, writer
+from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock, describe, writer
 
 
 def _job(*overrides, folder=None):
@@ -923,6 +923,23 @@ def test_the_lock_names_its_holders_command_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/repo/prefix_titan/eval.py", "--model", "m"])
     name = os.path.basename(sys.executable)
     assert RunLock(str(tmp_path)).command == f"{name} /repo/prefix_titan/eval.py --model m"
+
+
+def test_a_torchrun_rank_names_its_torchrun_in_the_lock(tmp_path, monkeypatch):
+    """A rank of a torchrun job runs the module (`.../torchtitan/train.py ...`): the record also
+    names its parent, the torchrun to end; outside torchrun there is none."""
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    with RunLock(str(tmp_path / "one")):
+        assert "launcher" not in json.loads((tmp_path / "one" / LOCK).read_text())
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    with RunLock(str(tmp_path / "run")):
+        record = json.loads((tmp_path / "run" / LOCK).read_text())
+    words = open(f"/proc/{os.getppid()}/cmdline", "rb").read().decode().split("\0")
+    assert record["launcher"]["pid"] == os.getppid()
+    program = os.path.basename(words[0])  # its words, the program by its base name
+    assert record["launcher"]["command"] == " ".join([program, *filter(None, words[1:])])
+    said = describe(record)
+    assert f"(a rank started by torchrun, pid {os.getppid()}: " in said
 
 
 def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):

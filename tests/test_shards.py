@@ -515,6 +515,22 @@ def test_ranks_are_disjoint_and_match_one_rank(shard_dir, tokenizer):
     assert len(seen) == len(set(seen))
 
 
+def test_a_local_batch_beyond_what_the_split_holds_is_refused(shard_dir, tokenizer):
+    """A batch larger than a rank's share of the split would read the same sequences again within
+    itself (the embedded set 58 times, then out of memory): refused when the loader is built,
+    naming the setting and the most that fits; the most that fits is taken."""
+    held = build_prefix_dataloader(2, 0, tokenizer, Config(shard_dir, 1)).dataset.per_rank
+    build_prefix_dataloader(2, 1, tokenizer, Config(shard_dir, held))
+    with pytest.raises(ValueError) as e:
+        build_prefix_dataloader(2, 1, tokenizer, Config(shard_dir, held + 1))
+    assert str(e.value).startswith(
+        f"training.local_batch_size {held + 1:,} is more than training.dataset "
+        f"'fineweb_edu_ascii_tokens' at {shard_dir!r} (train split) holds per data-parallel rank "
+        f"(2): {held:,} sequences of training.seq_len + 1 = 33 tokens"
+    ), str(e.value)
+    assert f"Set training.local_batch_size to at most {held:,}" in str(e.value)
+
+
 def test_fused_loss_batches_carry_the_labels_to_the_model(shard_dir, tokenizer):
     plain = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 2)
     fused = batches(

@@ -5,13 +5,14 @@ The lock is `<folder>/.writer.lock` (never opened through a symlink), held with 
 `flock` for the life of the holder: the kernel releases it when the process ends, however it
 ends (killed, out of memory), so a second writer is refused exactly while the first lives,
 whatever its PID namespace or container. The file holds the holder's host, pid and command as
-JSON, shown to a refused second writer; a record left by a process that ended without releasing
-is taken over with a warning. A record from another host is refused (where the filesystem does
-not share flock between hosts, that holder cannot be seen from here), naming the file to remove
-once that holder is known to be gone. Within one process the lock nests: a writer inside another
-(an export inside an evaluation of the run) shares its lock. On a filesystem without flock, the
-lock is the record alone (created exclusively; a holder judged gone by its pid on this host),
-said in a warning. Plain Python; no torch, no torchtitan.
+JSON (for a torchrun rank, also its torchrun's pid and command: the process to end), shown to a
+refused second writer; a record left by a process that ended without releasing is taken over
+with a warning. A record from another host is refused (where the filesystem does not share flock
+between hosts, that holder cannot be seen from here), naming the file to remove once that holder
+is known to be gone. Within one process the lock nests: a writer inside another (an export
+inside an evaluation of the run) shares its lock. On a filesystem without flock, the lock is the
+record alone (created exclusively; a holder judged gone by its pid on this host), said in a
+warning. Plain Python; no torch, no torchtitan.
 """
 
 from __future__ import annotations
@@ -139,13 +140,38 @@ def _write_record(fd: int, record: dict) -> None:
     os.fsync(fd)
 
 
+def launcher() -> dict | None:
+    """The torchrun (torchelastic agent) that started this process, as {"pid", "command"}: a rank
+    of a torchrun job is a worker whose own command is the module it runs, and ending the job
+    means ending its launcher. None outside torchrun, or where the launcher's command cannot be
+    read (no /proc)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    pid = os.getppid()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = [w.decode(errors="replace") for w in f.read().split(b"\0") if w]
+    except OSError:
+        return None
+    if not words:
+        return None
+    words[0] = os.path.basename(words[0])
+    return {"pid": pid, "command": " ".join(words)}
+
+
 def describe(holder: dict) -> str:
     if not holder:
         return "an unknown process (the lock file does not say which)"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+    started_by = holder.get("launcher")
+    by = (
+        f" (a rank started by torchrun, pid {started_by.get('pid')}: {started_by.get('command')})"
+        if isinstance(started_by, dict)
+        else ""
+    )
     return (
         f"pid {holder.get('pid')} on {holder.get('host')} since {since}: "
-        f"{holder.get('command', '?')}"
+        f"{holder.get('command', '?')}{by}"
     )
 
 
@@ -241,6 +267,8 @@ class RunLock:
             "command": self.command,
             "started": time.time(),
         }
+        if started_by := launcher():
+            record["launcher"] = started_by
         for _ in range(5):
             fd, created = self._open()
             if fd is None:  # removed between two looks: look again

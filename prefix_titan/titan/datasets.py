@@ -315,6 +315,16 @@ def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infin
         "train",
         job_config.data.document_mask,
     )
+    held = getattr(ds, "per_rank", None)
+    if held is not None and t.local_batch_size > held:
+        raise ValueError(
+            f"training.local_batch_size {t.local_batch_size:,} is more than {ds.what} holds per "
+            f"data-parallel rank ({dp_world_size}): {held:,} sequences of training.seq_len + 1 = "
+            f"{t.seq_len + 1} tokens, so every batch would read each of them "
+            f"{t.local_batch_size / held:.1f} times. Set training.local_batch_size to at most "
+            f"{held:,}"
+            + ("" if t.dataset.lower() in EMBEDDED_DATASETS else ", or prepare more tokens")
+        )
     return _loader(ds, dp_rank, dp_world_size, t.dataloader, t.local_batch_size, job_config)
 
 

@@ -289,8 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "\nThe primaries are tested first; an exploratory metric (a task) is tested only for an "
         "arm claimed on its family's primary, first at its share of that arm's alpha (more as "
-        "the arm's other exploratory metrics are claimed). Differences below `detectable` read as "
-        "'not found', not 'absent'."
+        "the arm's other exploratory metrics are claimed): its detectable difference and seeds are "
+        "those of an arm already claimed on the primary, so its power over the sweep is 80% times "
+        "the chance of that claim (none for an effect on the task alone). Differences below "
+        "`detectable` read as 'not found', not 'absent'."
         + (
             " 'none (> W)': the test needs a difference wider than the metric's values can have "
             "(W), so none is detected at these seeds."

@@ -817,7 +817,10 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
         "freedom)"
     )
     k = int(re.search(r"at alpha/(\d+)", apart_line).group(1))
-    want = inference.t_detectable(math.sqrt(v.var / v.seeds), v.test_df, a.plan.alpha / k)
+    arms, seeds = len(a.fits["val CE"].means), v.seeds  # the plan's test's power at that error
+    want = inference.detectable(
+        math.sqrt(v.var / 2), seeds, arms, k, a.plan.alpha, variance="baseline_apart"
+    )
     assert apart == pytest.approx(want, abs=6e-5)
     # the comparisons carry that error: se and df in report.json
     compared = json.load(open(tmp_path / "r" / "report.json"))["comparisons"]

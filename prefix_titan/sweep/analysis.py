@@ -9,9 +9,12 @@ primary and exploratory comparisons together: alpha starts split equally over th
 comparisons (Holm's procedure among them), a claimed primary passes half of its share to its
 arm's exploratory metrics and half to the other primaries, so an exploratory metric is claimed
 only for an arm claimed on the primary, and the familywise rate of false claims of the whole
-family is at most alpha whatever is true (the former gate, Holm over the exploratory comparisons
-beside Holm over the primaries, reached 8% when most arms truly differed). A claim where the
-adjusted p is at most alpha.
+family is at most alpha whatever is true, given p-values that hold their level (the former gate,
+Holm over the exploratory comparisons beside Holm over the primaries, reached 8% when most arms
+truly differed). The variance rule's p-values assume the compared arm as noisy as the others:
+one arm with 2x (3x) their sd and no effect, among arms that truly differ, is claimed in 10%
+(23%) of 3-seed sweeps (docs/evaluation.md, "Equal variances"). A claim where the adjusted p is
+at most alpha.
 Everything else is reported, not claimed: every comparison's raw and adjusted p, the trend along
 the plan's axis (tau unless it names another) of each kind of the contrast, the CE-equivalent
 arms against ce (A/A checks), what the targets imply for plain CE. With one seed nothing is tested and nothing claimed.
@@ -92,8 +95,9 @@ class Plan:
     """The error of arm - baseline: `pooled` (one residual variance over every arm: the most power,
     and a false-claim rate above alpha when the baseline is noisier than the others) or
     `baseline_apart` (the baseline's own variance beside the others' pooled one,
-    inference.apart: alpha holds with the baseline's sd 1-4x the others', at about a third less
-    power at 3 seeds)"""
+    inference.apart: alpha holds with the baseline's sd 1-4x the others' in a sweep of 14 arms,
+    not with 3 arms or a compared arm noisier than the rest, at about a third less power at 3
+    seeds)"""
 
 
 AXIS_SCALES = ("log", "linear")
@@ -1093,6 +1097,13 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                 f"{baseline} is the same on every seed: the runs answered alike, or too few items "
                 "moved): no interval, nothing tested"
             )
+        elif untested := [c.arm for c in rows if c.p is None] if len(seeds) > 1 else []:
+            result.notes.append(
+                f"{family.name}: on {name}, {', '.join(untested)} "
+                f"{'differs' if len(untested) == 1 else 'each differ'} from {baseline} by the same "
+                "amount on every seed (no variance of the comparison: the runs answered alike, or "
+                "too few items moved): no interval, not tested, and not counted as no difference"
+            )
         _trends(result, family, name, f, complete)
         f1, complete1 = _fit_for(result, name, seeds, final=True)
         if f1 is not None and baseline in complete1:
@@ -1214,19 +1225,20 @@ def apart_here(result: Analysis, name: str) -> inference.Apart | None:
 
 def detectable_here(result: Analysis, name: str, comparisons: int) -> float | None:
     """The 80%-power detectable difference for a metric at the error this sweep measures: the
-    pooled residual variance, or with variance = baseline_apart the baseline's own beside the
-    others' (apart_here: its standard error and degrees of freedom, as the comparisons test)."""
+    pooled residual variance, or with variance = baseline_apart the variance of one seed's
+    arm - baseline with the baseline's own (apart_here), as a run-level sd (half that variance);
+    either way the power of the test the plan runs at that sd, whose own estimate of the error
+    will vary (inference.detectable: the `power` command's calculation). Taking this sweep's
+    estimate as the test's fixed error instead (a t test at its degrees of freedom) stated an
+    effect detected with 63% power at 3 seeds, not 80%."""
     f = result.fits.get(name)
     if f is None or f.df <= 0 or not f.sigma2 > 0:
         return None
     v = apart_here(result, name)
-    if v is not None:
-        if not v.var > 0:
-            return None
-        level = result.plan.alpha / max(1, comparisons)
-        return inference.t_detectable(math.sqrt(v.var / v.seeds), v.test_df, level)
+    if v is not None and not v.var > 0:
+        return None
     return inference.detectable(
-        math.sqrt(f.sigma2),
+        math.sqrt(f.sigma2 if v is None else v.var / 2),
         f.seeds,
         len(f.means),
         max(1, comparisons),
@@ -1363,6 +1375,13 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             "tested (see the notes)."
         )
     claims = [c for c in primary if c.claimed]  # the final step alone is never claimed
+    untested = [c.arm for c in primary if c.p is None]  # (some: all of them is said above)
+    not_tested = (
+        f" Not tested, the same difference from {plan.baseline} on every seed (no variance): "
+        f"{', '.join(untested)}."
+        if untested
+        else ""
+    )
     better = [c for c in claims if c.direction == "better"]
     worse = [c for c in claims if c.direction == "worse"]
 
@@ -1398,10 +1417,10 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
                 )
         if worse:
             answer += f" Worse: {listed(worse)}."
-        return answer + _costs(result, [c.arm for c in better])
+        return answer + not_tested + _costs(result, [c.arm for c in better])
     d = detectable_here(result, family.primary, len(compared))
     if worse:
-        rest = len(compared) - len(worse)
+        rest = len(compared) - len(worse) - len(untested)
         power = (
             f" (this sweep detects an estimated {detectable_text(family.primary, d, '.2g')} with "
             "80% power)"
@@ -1417,7 +1436,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         return (
             f"No arm was shown to be better than {plan.baseline} on {family.primary}; worse: "
             f"{listed(worse)}, "
-            f"at familywise alpha {plan.alpha}.{others}"
+            f"at familywise alpha {plan.alpha}.{others}{not_tested}"
         )
     tail = (
         " (the difference this sweep detects with 80% power, as estimated from its runs: "
@@ -1431,7 +1450,9 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
         )
     kinds = [k for k in plan.contrast if any(result.kinds.get(a) == k for a in compared)]
-    if unmeasured:
+    if untested:
+        which = f"tested ({len(compared) - len(untested)} of the {len(compared)} compared)"
+    elif unmeasured:
         which = "compared"
     elif result.kinds.get(plan.baseline) in kinds:  # arms along another axis than the kind's
         which = f"compared ({', '.join(a for a in result.arms if a in compared)})"
@@ -1439,5 +1460,5 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         which = f"of {', '.join(kinds)}"
     return (
         f"No difference found: no arm {which} was shown to differ from {plan.baseline} "
-        f"on {family.primary} at familywise alpha {plan.alpha}{tail}."
+        f"on {family.primary} at familywise alpha {plan.alpha}{tail}.{not_tested}"
     )

@@ -286,6 +286,24 @@ def test_answer_only_shortcuts_stay_at_chance(probes, tok):
     assert all(abs(accuracies[name] - 1 / 3) < 0.05 for name in ranks), accuracies
 
 
+@pytest.mark.slow
+def test_spelling_distractors_of_a_token_count_class_only_are_caught(probes, tok, monkeypatch):
+    """char_spell 4.0 drew distractors sharing the word's token count as 1, 2 or 3+: the choice
+    whose word has as many tokens as the probed word was the gold in 32% of the items (chance
+    25%), and the checker names it; with the exact count (4.1) every choice has it."""
+    import prefix_titan.evaluation.probes as module
+
+    ref = reference(embedded_word_counts())
+    name = "choice's word has the probed word's token count"
+    items = probes["char_spell"]
+    assert shortcut_accuracies(items, pieces_of(tok), ref, "char_spell")[name] == 0.25
+    bucketed = lambda w, tokens, endings: (len(w), w[0], min(tokens[w], 3), endings[w])  # noqa: E731
+    monkeypatch.setattr(module, "_spell_class", bucketed)
+    items = build_probes(tok)["char_spell"]
+    accuracies = shortcut_accuracies(items, pieces_of(tok), ref, "char_spell")
+    assert accuracies[name] > 0.3 and name in off_chance(accuracies, items, "char_spell")
+
+
 def test_the_lead_and_the_ending_are_what_the_vocabulary_and_the_word_list_say(probes, tok):
     """Each item records its word's leading vocabulary prefix (the longest text shorter than the
     word whose " text" is a token) and its inflection ending."""

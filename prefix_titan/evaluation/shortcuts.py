@@ -61,6 +61,7 @@ SHORTCUTS = (
     "choice spells a listed word",
     "choice spells the most frequent word",
     "place among its neighbours in the word list",
+    "choice's word has the probed word's token count",
     "best fixed position",
     "always yes",
     "queried letter is common (yes/no, count)",
@@ -283,6 +284,20 @@ def shortcut_accuracies(
         out[name] = sum(_pick([score(c) for c in it["choices"]], it["gold"]) for it in items) / n
     k = len(items[0]["choices"])
     out["place among its neighbours in the word list"] = _neighbour_places(items, pieces, ref)
+    spelling = "tokens" in items[0] and all(  # choices spelled letter by letter: " a p p l e"
+        len(c.split()) > 1 and all(len(x) == 1 for x in c.split()) for c in items[0]["choices"]
+    )
+    out["choice's word has the probed word's token count"] = (
+        sum(
+            _pick(
+                [len(pieces(" " + _letters(c))) == it["tokens"] for c in it["choices"]], it["gold"]
+            )
+            for it in items
+        )
+        / n
+        if spelling
+        else None
+    )
     out["best fixed position"] = max(sum(it["gold"] == j for it in items) / n for j in range(k))
     yes_no = items[0]["choices"] == [" no", " yes"]
     out["always yes"] = sum(it["gold"] == 1 for it in items) / n if yes_no else None

@@ -123,6 +123,47 @@ def test_knowing_which_word_a_token_is_is_not_credited_as_its_letters(seed, shar
     assert trained["letters"][1] <= permuted[2], (trained["letters"], permuted)
 
 
+def test_the_letters_a_token_shares_with_its_leading_forms_are_not_credited(seed):
+    """A vocabulary of words and their 1-3 letter beginnings (" a", " ap", " app" beside
+    " apple"), with vectors that hold no letter code: each form's own random vector plus those of
+    the shorter forms that begin it (what a prefix target ties together), plus noise. Scored on
+    every letter, a probe read letters off those ties across the folds both ways (a word's
+    leading letters off its beginnings, a beginning's letters off the words it begins: letters F1
+    0.3 above its controls); past the lead it stays at the controls, and a planted letter code is
+    still found there."""
+    rng = np.random.default_rng(seed)
+    words = sorted(
+        {"".join(rng.choice(list(ep.LETTERS), int(rng.integers(4, 10)))) for _ in range(500)}
+    )
+    forms = sorted({w[:k] for w in words for k in (1, 2, 3)} | set(words))
+    texts = [None] + [" " + f for f in forms]
+    labels = ep.word_like_tokens(texts)
+    short = np.array([len(f) for f in forms]) < ep.STEM
+    assert labels.lead[~short].sum(1).min() >= 1  # " apple": the letters of " app" not scored
+    assert (labels.lead[short] == labels.letters[short]).all()  # " ap" begins others: none scored
+    gen = torch.Generator().manual_seed(seed)
+    d = 128
+    own = torch.randn(len(forms), d, generator=gen)
+    index = {f: j for j, f in enumerate(forms)}
+    matrix = torch.zeros(len(texts), d)
+    for j, f in enumerate(forms):
+        matrix[j + 1] = own[j] + sum(
+            own[index[f[:k]]] for k in range(1, min(len(f), 4)) if k < len(f)
+        )
+    matrix[1:] += 0.5 * torch.randn(len(forms), d, generator=gen)
+    result = ep.probe_matrices({"input": matrix}, texts, resamples=200)["input"]
+    trained, permuted = result["trained"]["letters"], result["predictions permuted"]["letters"]
+    control = max(permuted[2], result["shuffled labels"]["letters"][2])
+    assert trained[1] <= control + 0.02, (trained, result)
+    everything = replace(labels, lead=None)  # every letter scored: the relatives' letters read
+    pred = ep.out_of_fold(matrix, everything, ep.FOLDS, ep.SEED, l2=ep.L2, iterations=ep.ITERATIONS)
+    assert ep.scores(pred, everything, 100)["letters"][0] > trained[0] + 0.15
+    code = torch.randn(26, d, generator=gen)  # letters encoded: found past the lead too
+    matrix[torch.from_numpy(labels.ids)] += 2 * torch.from_numpy(labels.letters) @ code
+    found = ep.probe_matrices({"input": matrix}, texts, resamples=100)["input"]["trained"]
+    assert found["letters"][1] > control + 0.3, found
+
+
 def test_a_planted_letter_code_is_found_and_noise_is_not(seed):
     texts = vocabulary()
     labels = ep.word_like_tokens(texts)

@@ -274,14 +274,14 @@ def _catalogue() -> dict[str, Metric]:
         False,
         "eval",
         _embedding("input_letters,none"),
-        "embedding probe: letters macro-F1 from the input embeddings",
+        "embedding probe: letters macro-F1 from the input embeddings (past each token's lead)",
     )
     add(
         "emb letters, out",
         False,
         "eval",
         _embedding("output_letters,none"),
-        "embedding probe: letters macro-F1 from the output rows",
+        "embedding probe: letters macro-F1 from the output rows (past each token's lead)",
     )
     return out
 

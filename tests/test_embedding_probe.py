@@ -293,6 +293,7 @@ def test_vectors_that_know_a_tokens_inflection_are_not_credited_with_its_letters
     assert trained[1] > old[2], (trained, old)
 
 
+@pytest.mark.slow
 def test_vectors_that_know_a_tokens_derivational_ending_are_not_credited_with_its_letters(seed):
     """Vectors with no letter code but a token's form and a class per derivational ending ("-tion"
     nouns apart from "-ness" nouns): dealt within inflection endings alone, the probe's own

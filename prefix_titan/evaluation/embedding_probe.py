@@ -22,7 +22,8 @@ k folds of about equal token count. Each score has a 95% bootstrap interval over
 find: the same vectors with the labels shuffled over tokens, freshly initialised weights (a
 seeded Gaussian matrix of the same shape: after standardisation its scale does not matter, so one
 serves both the input and the output rows), and the trained probe's own predictions dealt at
-random among the tokens of one ending, inflectional and derivational (clustered vectors make a
+random among the tokens of one ending, inflectional and derivational, and one length class
+(version 4; clustered vectors make a
 probe say "contains" more often, which a macro-F1 rewards without any information, and vectors
 that cluster by grammatical form, "-ing" words apart from "-ed" words, "-tion" nouns apart from
 "-ness" ones, tell letters of the ending that a model knows from the form, not from spelling:
@@ -50,8 +51,9 @@ VERSION = 4
 """1: folds over tokens, the shuffled-label control; 2: folds over stems, the bootstrap over them,
 and the trained probe's own predictions dealt to the tokens at random as the letters' control;
 3: those predictions dealt within each inflection ending (Labels.ending); 4: the letters of a
-token's lead (a shorter form beginning it, outside its group) not scored (Labels.lead), and the
-predictions dealt within each inflection and derivational ending"""
+token's lead (a shorter form beginning it, outside its group) not scored (Labels.lead), the
+macro-F1 over the letters MIN_POSITIVES scored tokens hold, and the predictions dealt within each
+inflection and derivational ending and length class (Labels.control_class)"""
 FOLDS = 3
 STEM = 4
 """Tokens whose normalised forms (lower-cased, spaces stripped) share their first STEM letters are
@@ -104,6 +106,14 @@ class Labels:
         return Labels(
             self.ids, self.letters[p], self.first[p], self.length[p], self.group, self.ending, lead
         )
+
+    def control_class(self) -> np.ndarray:
+        """[n] the classes the letters' control deals predictions within: the ending and the
+        length class together (a probe that reads only a token's length, or its ending, tells
+        letters without spelling: longer tokens hold more, and a lead takes letters out of
+        short tokens' scored pairs)."""
+        ending = np.zeros(len(self.ids), dtype=np.int64) if self.ending is None else self.ending
+        return ending * LENGTHS + self.length
 
     def scored(self) -> np.ndarray:
         """[n, 26] 1 where a token's letter is scored (not in its lead)."""
@@ -272,11 +282,28 @@ def out_of_fold(
     return pred
 
 
+MIN_POSITIVES = 20
+"""A letter enters the letters' macro-F1 where at least this many tokens hold it past their lead
+(its F1 on fewer is noise, and on none 0 whatever the probe: "j" keeps 2 on the embedded BPE)"""
+
+
+def letters_scored(labels: Labels) -> np.ndarray:
+    """[26] bool: the letters the macro-F1 averages over (MIN_POSITIVES scored tokens hold them)."""
+    which = (labels.letters * labels.scored()).sum(0) >= MIN_POSITIVES
+    if not which.any():
+        raise ValueError(
+            f"the vocabulary's {len(labels.ids)} word-like tokens hold no letter past their leads "
+            f"in {MIN_POSITIVES} tokens or more: too few to probe"
+        )
+    return which
+
+
 def _macro_f1(
-    pred: np.ndarray, gold: np.ndarray, weights: np.ndarray, scored: np.ndarray
+    pred: np.ndarray, gold: np.ndarray, weights: np.ndarray, scored: np.ndarray, which: np.ndarray
 ) -> np.ndarray:
-    """Macro-F1 over the 26 letters, for each row of bootstrap `weights` [B, n], counting only
-    the (token, letter) pairs `scored` [n, 26] marks."""
+    """Macro-F1 over the letters `which` [26] marks, for each row of bootstrap `weights` [B, n],
+    counting only the (token, letter) pairs `scored` [n, 26] marks."""
+    pred, gold, scored = pred[:, which], gold[:, which], scored[:, which]
     pred, gold = pred * scored, gold * scored
     tp = weights @ (pred * gold)
     fp = weights @ (pred * (scored - gold))
@@ -294,9 +321,9 @@ def scores(pred: dict, labels: Labels, resamples: int = RESAMPLES, seed: int = S
     gold = {"first": labels.first, "length": labels.length}
     draws: dict[str, list[np.ndarray]] = {t: [] for t in TASKS}
     ones = np.ones((1, n), dtype=np.float32)
-    scored = labels.scored()
+    scored, which = labels.scored(), letters_scored(labels)
     point = {
-        "letters": float(_macro_f1(pred["letters"], labels.letters, ones, scored)[0]),
+        "letters": float(_macro_f1(pred["letters"], labels.letters, ones, scored, which)[0]),
         **{t: float((pred[t] == gold[t]).mean()) for t in ("first", "length")},
     }
     for start in range(0, resamples, 100):
@@ -304,7 +331,7 @@ def scores(pred: dict, labels: Labels, resamples: int = RESAMPLES, seed: int = S
         # Poisson(1) weights per group, every token of a group weighed by its group's: the
         # bootstrap's resampling of groups, for many groups, without the cost of multinomials.
         weights = rng.poisson(1.0, size=(b, groups)).astype(np.float32)[:, labels.group]
-        draws["letters"].append(_macro_f1(pred["letters"], labels.letters, weights, scored))
+        draws["letters"].append(_macro_f1(pred["letters"], labels.letters, weights, scored, which))
         for t in ("first", "length"):
             draws[t].append(weights @ (pred[t] == gold[t]) / np.maximum(weights.sum(1), 1))
     out = {}
@@ -322,7 +349,7 @@ def chance(labels: Labels) -> dict:
     p = (labels.letters * scored).sum(0) / np.maximum(scored.sum(0), 1)
     f1_yes = 2 * p / (1 + p)
     return {
-        "letters": float(f1_yes.mean()),
+        "letters": float(f1_yes[letters_scored(labels)].mean()),
         "first": float(np.bincount(labels.first).max() / len(labels.ids)),
         "length": float(np.bincount(labels.length).max() / len(labels.ids)),
     }
@@ -358,7 +385,7 @@ def probe_matrices(
             del fresh
         shuffled = labels.shuffled(rng)
         pred = out_of_fold(matrix, labels, folds, seed, **fit)
-        order = within_classes(labels.ending, len(labels.ids), rng)
+        order = within_classes(labels.control_class(), len(labels.ids), rng)
         out[name] = {
             "trained": scores(pred, labels, resamples),
             "shuffled labels": scores(
@@ -392,7 +419,7 @@ def table(result: dict) -> str:
     lines += [
         "",
         "Read each trained row against its own 'predictions permuted' row (the probe's answers "
-        "dealt to other tokens of the same ending, inflectional and derivational: its chance "
+        "dealt to other tokens of the same ending and length class: its chance "
         "level; letters are scored past each token's lead; the character "
         "composite counts letters F1 above it) and 'fresh init' (an untrained matrix of that shape). 'majority' is a "
         "constant guess (every letter 'contained', the commonest first letter or length): a "

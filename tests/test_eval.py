@@ -187,7 +187,7 @@ def test_eval_command_end_to_end(exported):
 
 
 def test_character_probes_end_to_end(exported):
-    from prefix_titan.evaluation.harness import read_items
+    from prefix_titan.evaluation.harness import _outdated, read_items
     from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS, fewest_items
 
     run_eval(
@@ -219,6 +219,12 @@ def test_character_probes_end_to_end(exported):
     # the results and its table beside the probes: none found on these
     record = json.load(open(exported / "hf" / "eval_results.json"))
     assert set(record["probe_check"]) == set(PROBE_TASKS)
+    # each probe recorded at the version its task file names (an evaluation of a later version
+    # evaluates it again instead of keeping it)
+    assert not any(_outdated(record, t) for t in PROBE_TASKS + BLANK_TASKS)
+    older = {**record, "versions": {**record["versions"], "char_spell": 4.0, "embedding_probe": 3}}
+    assert _outdated(older, "char_spell") and not _outdated(older, "char_count")
+    assert _outdated(older, "embedding_probe") and not _outdated(older, "piqa")
     for task, check in record["probe_check"].items():
         lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
         assert check["items"] == len(lines) and check["off"] == {}, (task, check)

@@ -1722,6 +1722,9 @@ def test_an_arm_that_cannot_be_tested_is_named_not_counted_as_no_difference(seed
     assert any(
         "prefix_tau0.5 differs from label_smoothing by the same amount" in n for n in a.notes
     )
+    rows = report_module.primary_table(a, a.plan.families[0]).splitlines()
+    row = next(r for r in rows if r.startswith("| prefix_tau0.5 |"))
+    assert "| not tested (the same difference on every seed) |" in row, row
     y[arm, 1] += 0.0001
     a = analyse(_records({"hellaswag": y}, specs), plan)
     assert next(c for c in a.comparisons if c.arm == "prefix_tau0.5").p is not None

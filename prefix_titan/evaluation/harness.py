@@ -191,6 +191,28 @@ def _unfiltered(results: dict, task: str) -> bool:
     return ASCII_MARK not in str((results.get("versions") or {}).get(task, ""))
 
 
+def current_version(task: str) -> str | None:
+    """The version this package evaluates one of its own tasks at (a probe's task file, the
+    embedding probe's VERSION), as text; None for another task."""
+    if task == EMBEDDING_PROBE:
+        from .embedding_probe import VERSION
+
+        return str(VERSION)
+    path = os.path.join(TASKS_DIR, f"{task}.yaml")
+    if task not in PROBE_TASKS and task not in BLANK_TASKS or not os.path.exists(path):
+        return None
+    with open(path) as f:  # (read as text: the file's !function tags need lm-eval's loader)
+        found = re.search(r"^metadata:\n(?:[ ].*\n)*?[ ]+version: *([^\s#]+)", f.read(), re.M)
+    return found.group(1) if found else None
+
+
+def _outdated(results: dict, task: str) -> bool:
+    """Whether a task's earlier result is of another version of one of this package's tasks
+    (a probe redesigned since): evaluated again, not kept as done."""
+    current = current_version(task)
+    return current is not None and str((results.get("versions") or {}).get(task)) != current
+
+
 def refuse_groups(tasks: list[str], task_manager) -> None:
     """lm-eval loads a group again from its name, its tasks unfiltered: refused, before any
     export or evaluation."""
@@ -1170,7 +1192,10 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
         done = [
             t
             for t in tasks
-            if same and t in (earlier.get("results") or {}) and not _unfiltered(earlier, t)
+            if same
+            and t in (earlier.get("results") or {})
+            and not _unfiltered(earlier, t)
+            and not _outdated(earlier, t)
         ]
         todo = [t for t in tasks if t not in done]
         if todo:

@@ -217,8 +217,8 @@ def _unknown(item: dict) -> int:
 
 def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None:
     """Choices that spell listed words: the gold taken as the choice whose places (its index a
-    among the m listed words of its length, first letter, token count (1, 2, 3+) and inflection
-    ending, and its
+    among the m listed words of its length, first letter, token count and inflection ending: the
+    class the distractors are drawn from, probes._spell_class), and its
     rank r among the k choices) make the other choices likeliest had they been drawn r from the
     a words before it and k - 1 - r from those after: the least C(a, r) C(m - 1 - a, k - 1 - r).
     A rule that balances the gold's alphabetical rank so draws its distractors (task version 3.0
@@ -230,7 +230,7 @@ def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None
     lengths = {len(w) for ws in spelled for w in ws}
     every = {w for w, c in ref.counts.items() if c >= MIN_COUNT}
     listed = sorted(w for w in every if len(w) in lengths)
-    cls = lambda w: (len(w), w[0], min(len(pieces(" " + w)), 3), inflection(w, every))  # noqa: E731
+    cls = lambda w: (len(w), w[0], len(pieces(" " + w)), inflection(w, every))  # noqa: E731
     classes = collections.defaultdict(list)
     for w in listed:
         classes[cls(w)].append(w)

@@ -642,7 +642,9 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
                 detail = "\n".join(f"  {k}: {v}" for k, v in values.items())
                 raise ValueError(
                     f"{task} was evaluated with a different {name} for some runs, so the runs "
-                    f"cannot be compared on it:\n{detail}\nEvaluate them again alike."
+                    f"cannot be compared on it:\n{detail}\nEvaluate them again alike (`eval "
+                    "--all-checkpoints RUN_DIR` evaluates again a task of this package recorded "
+                    "at another version; --replace evaluates a step again whole)."
                 )
     return steps
 
@@ -1317,7 +1319,7 @@ def _costs(result: Analysis, arms: list[str]) -> str:
             if c.claimed:
                 text = f"{family.primary} {c.direction} ({ci})"
             elif c.p is None:
-                text = f"{family.primary} not tested (no residual variance)"
+                text = f"{family.primary} not tested (the same difference on every seed)"
             else:
                 compared = len({k.arm for k in result.primary_comparisons(family.name)})
                 d = detectable_here(result, family.primary, compared)

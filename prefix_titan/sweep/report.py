@@ -121,6 +121,8 @@ def primary_table(a: Analysis, family) -> str:
         p = "-" if c.p is None else f"{c.p:.3g}"
         adj = "-" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"
         claim = {"better": "▲ better", "worse": "▼ worse"}.get(c.direction, "") if c.claimed else ""
+        if c.p is None and len(a.seeds) > 1:
+            claim = "not tested (the same difference on every seed)"
         f = final.get(c.arm)
         last = (
             "-"

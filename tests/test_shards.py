@@ -531,6 +531,41 @@ def test_a_local_batch_beyond_what_the_split_holds_is_refused(shard_dir, tokeniz
     assert f"Set training.local_batch_size to at most {held:,}" in str(e.value)
 
 
+def test_a_local_batch_beyond_the_shards_is_refused_by_the_checks_before_a_run(
+    shard_dir, embedded_tokenizer_dir
+):
+    """The checks that run before any rank starts (and before a sweep launches its runs) read the
+    shards' manifest: a local batch above the sequences the training split holds is named there,
+    with the most that fits."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.data.shards import load_manifest
+    from prefix_titan.titan.checks import PathProblems, check_paths
+
+    held = load_manifest(shard_dir)["splits"]["train"]["tokens"] // 65
+
+    def job(batch: int):
+        return ConfigManager().parse_args(
+            [
+                *("--job.config_file", f"{ROOT}/train_configs/embedded_default.toml"),
+                *("--training.dataset", "fineweb_edu_ascii_tokens"),
+                *("--training.dataset_path", shard_dir, "--training.seq_len", "64"),
+                *("--training.local_batch_size", str(batch), "--validation.no-enable"),
+                *("--model.hf_assets_path", embedded_tokenizer_dir),
+            ]
+        )
+
+    check_paths(job(held))
+    with pytest.raises(PathProblems) as e:
+        check_paths(job(held + 1))
+    assert e.value.problems == [
+        f"training.local_batch_size {held + 1:,} is more than the {held:,} sequences of "
+        f"training.seq_len + 1 = 65 tokens that {shard_dir!r} holds: every batch would read each "
+        f"of them more than once. Set training.local_batch_size to at most {held:,}, or prepare "
+        "more tokens"
+    ]
+
+
 def test_fused_loss_batches_carry_the_labels_to_the_model(shard_dir, tokenizer):
     plain = batches(build_prefix_dataloader(1, 0, tokenizer, Config(shard_dir, 4)), 2)
     fused = batches(

@@ -449,6 +449,15 @@ def check_paths(job_config) -> None:
                 continue
             if setting.startswith("training") and (note := epochs_note(job_config, manifest)):
                 print(f"warning: {note}", file=sys.stderr, flush=True)
+            tokens = ((manifest.get("splits") or {}).get("train") or {}).get("tokens")
+            held = tokens // (t.seq_len + 1) if isinstance(tokens, int) else None
+            if setting.startswith("training") and held is not None and t.local_batch_size > held:
+                problems.append(  # (the loader says it per rank, for more than one)
+                    f"training.local_batch_size {t.local_batch_size:,} is more than the {held:,} "
+                    f"sequences of training.seq_len + 1 = {t.seq_len + 1} tokens that {path!r} "
+                    "holds: every batch would read each of them more than once. Set "
+                    f"training.local_batch_size to at most {held:,}, or prepare more tokens"
+                )
     if relative:  # once: where every relative path above was read from
         problems.append(working_directory_note("the relative paths above are"))
     if problems:

@@ -321,7 +321,7 @@ def build_prefix_dataloader(dp_world_size, dp_rank, tokenizer, job_config, infin
             f"training.local_batch_size {t.local_batch_size:,} is more than {ds.what} holds per "
             f"data-parallel rank ({dp_world_size}): {held:,} sequences of training.seq_len + 1 = "
             f"{t.seq_len + 1} tokens, so every batch would read each of them "
-            f"{t.local_batch_size / held:.1f} times. Set training.local_batch_size to at most "
+            f"{t.local_batch_size / held:.2f} times. Set training.local_batch_size to at most "
             f"{held:,}"
             + ("" if t.dataset.lower() in EMBEDDED_DATASETS else ", or prepare more tokens")
         )

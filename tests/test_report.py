@@ -818,8 +818,15 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     )
     k = int(re.search(r"at alpha/(\d+)", apart_line).group(1))
     arms, seeds = len(a.fits["val CE"].means), v.seeds  # the plan's test's power at that error
+    ratio = max(v.var / v.sigma2 - 1, 0.0)  # the baseline's variance over the others'
     want = inference.detectable(
-        math.sqrt(v.var / 2), seeds, arms, k, a.plan.alpha, variance="baseline_apart"
+        math.sqrt(v.sigma2),
+        seeds,
+        arms,
+        k,
+        a.plan.alpha,
+        variance="baseline_apart",
+        baseline_ratio=ratio,
     )
     assert apart == pytest.approx(want, abs=6e-5)
     # the comparisons carry that error: se and df in report.json

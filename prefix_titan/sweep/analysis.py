@@ -1237,15 +1237,17 @@ def detectable_here(result: Analysis, name: str, comparisons: int) -> float | No
     if f is None or f.df <= 0 or not f.sigma2 > 0:
         return None
     v = apart_here(result, name)
-    if v is not None and not v.var > 0:
+    if v is not None and not (v.var > 0 and v.sigma2 > 0):
         return None
     return inference.detectable(
-        math.sqrt(f.sigma2 if v is None else v.var / 2),
+        math.sqrt(f.sigma2 if v is None else v.sigma2),
         f.seeds,
         len(f.means),
         max(1, comparisons),
         result.plan.alpha,
         variance=result.plan.variance,
+        # the baseline's variance as the test estimates it, over the others' (1: equal)
+        baseline_ratio=1.0 if v is None else max(v.var / v.sigma2 - 1, 0.0),
     )
 
 

@@ -328,26 +328,27 @@ APART_DRAWS = 20_000
 every time)"""
 
 
-def _apart_power(seeds: int, arms: int, level: float):
-    """power(delta), delta in units of the run-level sd, of the baseline_apart test (`apart`)
-    at `level` when the arms' variances are equal: averaged over draws of its estimate's parts,
-    which are independent and exactly distributed under the model (sigma^2 chi^2 over its
-    (A - 2)(S - 1) degrees of freedom, s_b^2 as A/(A - 1) sigma^2 chi^2 over S - 1), the
-    difference's own normal error integrated exactly."""
+def _apart_power(seeds: int, arms: int, level: float, ratio: float = 1.0):
+    """power(delta), delta in units of the other arms' run-level sd, of the baseline_apart test
+    (`apart`) at `level` when the baseline's variance is `ratio` times theirs (1: equal):
+    averaged over draws of its estimate's parts, which are independent and exactly distributed
+    under the model (sigma^2 chi^2 over its (A - 2)(S - 1) degrees of freedom, s_b^2 as
+    (ratio + 1/(A - 1)) sigma^2 chi^2 over S - 1), the difference's own normal error (variance
+    (1 + ratio) / S) integrated exactly."""
     from scipy.special import ndtr, stdtrit
 
     rng = np.random.default_rng(0)
     a, s, d0 = arms, seeds, APART_PRIOR_DF
     df = (a - 2) * (s - 1)
     sigma2 = rng.chisquare(df, APART_DRAWS) / df
-    baseline2 = a / (a - 1) * rng.chisquare(s - 1, APART_DRAWS) / (s - 1)
+    baseline2 = (ratio + 1 / (a - 1)) * rng.chisquare(s - 1, APART_DRAWS) / (s - 1)
     u1 = sigma2 * ((a - 2) / (a - 1) + d0 / (d0 + s - 1) * a / (a - 1))
     u2 = (s - 1) / (d0 + s - 1) * baseline2
     var = u1 + u2
     nu = var**2 / (u1**2 / df + u2**2 / (s - 1))
     test_df = (s - 1) + APART_DF_SHARE * (nu - (s - 1))
     cut = stdtrit(test_df, 1 - level / 2) * np.sqrt(var / s)  # |estimate| above it: a claim
-    sd = math.sqrt(2 / s)  # the estimate's own sd
+    sd = math.sqrt((1 + ratio) / s)  # the estimate's own sd
 
     def power(delta: float) -> float:
         return float(np.mean(ndtr((delta - cut) / sd) + ndtr((-delta - cut) / sd)))
@@ -363,12 +364,14 @@ def detectable(
     alpha: float = 0.05,
     power: float = POWER,
     variance: str = "pooled",
+    baseline_ratio: float = 1.0,
 ) -> float:
     """The smallest arm - baseline difference the two-way test detects with `power`, at the
     Bonferroni level alpha / comparisons (Holm's first step, its strictest), for a run-level
     residual sd, `seeds` seeds and `arms` arms: the noncentral t's power solved for the effect;
-    for the plan's variance = baseline_apart, that test's power (_apart_power; below
-    APART_MIN_SEEDS seeds the paired test's, S - 1 degrees of freedom)."""
+    for the plan's variance = baseline_apart, that test's power with the baseline's variance
+    `baseline_ratio` times the others' (_apart_power; below APART_MIN_SEEDS seeds the paired
+    test's, S - 1 degrees of freedom)."""
     df = (arms - 1) * (seeds - 1)
     if df <= 0:
         return float("inf")
@@ -377,7 +380,7 @@ def detectable(
     if seedwise(variance, arms, seeds):
         return t_detectable(se, seeds - 1, level, power)
     if variance == "baseline_apart" and arms >= 3:
-        apart_power = _apart_power(seeds, arms, level)
+        apart_power = _apart_power(seeds, arms, level, baseline_ratio)
 
         return _root(lambda delta: apart_power(delta / sd) - power, se)
     return t_detectable(se, df, level, power)

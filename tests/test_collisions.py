@@ -285,6 +285,7 @@ def test_a_checkpoint_folder_outside_the_run_folder_is_refused(tmp_path):
     assert checkpoint_folder_problem(str(run), "checkpoint") is None
 
 
+@pytest.mark.slow
 def test_an_exports_files_reach_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
     """Every file of an export is flushed before its folder is renamed into place, and the
     rename itself after: after a power loss, RUN/hf/step-N holds whole files or is not there."""

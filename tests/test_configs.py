@@ -590,6 +590,7 @@ def test_a_config_without_an_objective_is_refused(tmp_path):
     check_job_config(parse(path, "--objective.name", "ce"))  # named on the command line
 
 
+@pytest.mark.slow
 def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tmp_path):
     from prefix_titan.train import check_config_file
 

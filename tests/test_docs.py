@@ -66,6 +66,7 @@ def test_the_readme_is_a_short_path():
     assert '-m "not slow"' in "\n".join(lines)  # the fast tier is printed beside the full command
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seeds", [3, 5])
 def test_the_readme_shows_the_power_command_as_it_prints(seeds, capsys):
     """README, "Run the pilot": the tables are the power command's output for 3 and 5 seeds."""

@@ -109,6 +109,7 @@ def test_compiled_chunk_step_matches_reference(tables, spec, dtype, seed):
     check(fused_fn(table, chunk_tokens=64, step=step), table, dtype, seed)
 
 
+@pytest.mark.slow
 def test_compiled_position_weighted_chunk_step_matches_reference(tables, seed):
     table = tables[str(SPECS[-1])]
     step = build_chunk_step(compile=True)

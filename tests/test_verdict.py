@@ -525,6 +525,7 @@ def test_at_two_seeds_the_detectable_effect_is_the_per_seed_tests(seed):
     assert abs(hits / 4000 - 0.8) < 0.03, (delta, hits / 4000)
 
 
+@pytest.mark.slow
 def test_the_power_command_says_its_sd_is_assumed_and_what_2_seeds_test(capsys):
     """The default run sd is printed as an assumption (not a measured seed-to-seed sd), and at 2
     seeds the note says the comparison is the per-seed one, whose detectable difference is
@@ -1398,6 +1399,7 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
         assert message in capsys.readouterr().err, args
 
 
+@pytest.mark.slow
 def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys):
     """--out takes a new or empty folder; --overwrite replaces an earlier simulated sweep whole
     (none of its runs, nor its report, is left) and never a folder of other runs."""
@@ -1429,6 +1431,7 @@ def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys):
     assert [p.name for p in other.iterdir()] == ["ce"]
 
 
+@pytest.mark.slow
 def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys):
     """--out registers the analysis plan (--plan, else the package's) before the runs, so that
     the report applies it as the sweep's own (not an exploratory re-analysis); --calibrate says

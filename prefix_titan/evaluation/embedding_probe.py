@@ -23,11 +23,10 @@ find: the same vectors with the labels shuffled over tokens, freshly initialised
 seeded Gaussian matrix of the same shape: after standardisation its scale does not matter, so one
 serves both the input and the output rows), and the trained probe's own predictions dealt at
 random among the tokens of one ending, inflectional and derivational, and one length class
-(version 4; clustered vectors make a
-probe say "contains" more often, which a macro-F1 rewards without any information, and vectors
-that cluster by grammatical form, "-ing" words apart from "-ed" words, "-tion" nouns apart from
-"-ness" ones, tell letters of the ending that a model knows from the form, not from spelling:
-this is the letters score's chance level). Each is over
+(version 4; clustered vectors make a probe say "contains" more often, which a macro-F1 rewards
+without any information, and vectors that cluster by grammatical form, "-ing" words apart from
+"-ed" words, "-tion" nouns apart from "-ness" ones, tell letters of the ending that a model
+knows from the form, not from spelling: this is the letters score's chance level). Each is over
 the same tokens and folds. On a GPU the fits run there.
 Kaushal & Mahowald 2022 ("What do tokens know about their characters and how do they know it?")
 probe GPT-style embeddings this way.
@@ -137,10 +136,10 @@ DERIVATIONS = (
     "less", "ize", "ise", "ance", "ence", "ship", "hood", "ism", "ist", "ical", "ic", "al", "ary",
     "ory", "ure", "ant", "ent", "ian",
 )  # fmt: skip
-"""Derivational endings (a word's longest counts): a token's word class
-tells them as an inflection tells its ending (vectors holding only a form and a class per
-derivational ending scored letters F1 0.081 against 0.046 for their predictions dealt within
-inflection endings alone, on Llama-3's vocabulary)"""
+"""Derivational endings (a word's longest counts): a token's word class tells them as an
+inflection tells its ending (vectors holding only a form and a class per derivational ending
+scored letters F1 0.081 against 0.046 for their predictions dealt within inflection endings
+alone, on Llama-3's vocabulary)"""
 
 
 def derivation(word: str) -> str:

@@ -1104,9 +1104,10 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
     if config is not None and not os.path.isfile(config):
         raise ValueError(f"--config {config}: no such file")
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))  # checked before anything is exported
-    if [t for t in tasks if t != EMBEDDING_PROBE]:  # (the embedding probe alone: no lm-eval)
+    harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
+    if harness_tasks:  # (the embedding probe alone: no lm-eval)
         kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
-        check_tasks([t for t in tasks if t != EMBEDDING_PROBE], kwargs["task_manager"].all_tasks)
+        check_tasks(harness_tasks, kwargs["task_manager"].all_tasks)
         refuse_groups(tasks, kwargs["task_manager"])
 
     recorded = os.path.join(run_dir, RUN_CONFIG)

@@ -568,7 +568,7 @@ def _copies_letter(word: str, ends: tuple[int, ...], position: int) -> bool:
 def _spell_class(word: str, tokens: dict, endings: dict) -> tuple:
     """What a spelling's distractors share with it: length, first letter, token count and
     inflection ending ("" for none). The exact token count: with counts 1, 2 and 3+ alike
-    (task version 4.1), the choice whose word has as many tokens as the probed word was the gold
+    (task version 4.0), the choice whose word has as many tokens as the probed word was the gold
     in 32% of the items with the embedded BPE (37% on the wordfreq list; shortcuts.py: "choice's
     word has the probed word's token count")."""
     return len(word), word[0], tokens[word], endings[word]

@@ -1227,12 +1227,12 @@ def apart_here(result: Analysis, name: str) -> inference.Apart | None:
 
 def detectable_here(result: Analysis, name: str, comparisons: int) -> float | None:
     """The 80%-power detectable difference for a metric at the error this sweep measures: the
-    pooled residual variance, or with variance = baseline_apart the variance of one seed's
-    arm - baseline with the baseline's own (apart_here), as a run-level sd (half that variance);
-    either way the power of the test the plan runs at that sd, whose own estimate of the error
-    will vary (inference.detectable: the `power` command's calculation). Taking this sweep's
-    estimate as the test's fixed error instead (a t test at its degrees of freedom) stated an
-    effect detected with 63% power at 3 seeds, not 80%."""
+    pooled residual variance, or with variance = baseline_apart the other arms' pooled one and
+    the baseline's as the test estimates it (apart_here: var less sigma^2, as a ratio of
+    sigma^2); either way the power of the test the plan runs at that error, whose own estimate
+    of the error will vary (inference.detectable: the `power` command's calculation). Taking
+    this sweep's estimate as the test's fixed error instead (a t test at its degrees of freedom)
+    stated an effect detected with 63% power at 3 seeds, not 80%."""
     f = result.fits.get(name)
     if f is None or f.df <= 0 or not f.sigma2 > 0:
         return None

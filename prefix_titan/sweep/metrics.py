@@ -119,8 +119,8 @@ def _composite(step: dict, read: bool = False) -> float | None:
     control, (F1 - control) / (1 - control), as one more part where it was run: the control is
     its own predictions dealt to the tokens at random (within each inflection ending from version
     3 of the probe, and derivational ending and length class from version 4, which scores
-    letters past each token's lead; the shuffled-label control in version 1, which recorded none). `read`: each
-    probe's accuracy calibrated item by item by its blank twin (harness.calibrated_accuracy):
+    letters past each token's lead; the shuffled-label control in version 1, which recorded
+    none). `read`: each probe's accuracy calibrated item by item by its blank twin (harness.calibrated_accuracy):
     what reading the word decides, whatever the model prefers among the choices without it."""
     parts = []
     for task in CHAR_PROBES:

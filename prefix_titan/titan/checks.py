@@ -392,14 +392,19 @@ class PathProblems(ValueError):
         self.problems = problems
 
 
+def _training_tokens(manifest: dict) -> int | None:
+    """The tokens of a shard folder's training split, as its manifest records them."""
+    tokens = ((manifest.get("splits") or {}).get("train") or {}).get("tokens")
+    return tokens if isinstance(tokens, int) else None
+
+
 def epochs_note(job_config, manifest: dict) -> str | None:
     """What a run that reads its training shards more than once should know before it starts
     (None where one epoch holds every step): torchtitan's trainer reads on past the end of the
     data, into the same sequences in another order, and nothing else would say so."""
     t = job_config.training
-    split = (manifest.get("splits") or {}).get("train") or {}
-    tokens = split.get("tokens")
-    if t.global_batch_size <= 0 or not isinstance(tokens, int):
+    tokens = _training_tokens(manifest)
+    if t.global_batch_size <= 0 or tokens is None:
         return None  # the global batch follows the ranks: the loader says it as it happens
     held = tokens // (t.seq_len + 1)
     read = t.steps * t.global_batch_size
@@ -447,11 +452,13 @@ def check_paths(job_config) -> None:
             except ValueError as e:
                 problems.append(f"{setting}: {e}")
                 continue
-            if setting.startswith("training") and (note := epochs_note(job_config, manifest)):
+            if not setting.startswith("training"):
+                continue
+            if note := epochs_note(job_config, manifest):
                 print(f"warning: {note}", file=sys.stderr, flush=True)
-            tokens = ((manifest.get("splits") or {}).get("train") or {}).get("tokens")
-            held = tokens // (t.seq_len + 1) if isinstance(tokens, int) else None
-            if setting.startswith("training") and held is not None and t.local_batch_size > held:
+            tokens = _training_tokens(manifest)
+            held = None if tokens is None else tokens // (t.seq_len + 1)
+            if held is not None and t.local_batch_size > held:
                 problems.append(  # (the loader says it per rank, for more than one)
                     f"training.local_batch_size {t.local_batch_size:,} is more than the {held:,} "
                     f"sequences of training.seq_len + 1 = {t.seq_len + 1} tokens that {path!r} "

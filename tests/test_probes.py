@@ -36,10 +36,12 @@ from prefix_titan.evaluation.probes import (
 )
 from prefix_titan.evaluation.shortcuts import (
     EXPECTING,
+    JOINT,
     READERS,
     RESIDUALS,
     SHORTCUTS,
     TOLERANCE,
+    _joint,
     _lookup,
     off_chance,
     reference,
@@ -367,6 +369,51 @@ def test_a_lookup_holds_out_whole_units():
         [{k: v for k, v in it.items() if k != "unit"} for it in items], lambda it: it["feature"]
     )
     assert abs(by_unit - 0.25) < 0.03 and by_item < 0.21, (by_unit, by_item)
+
+
+def _weak_features(n: int, k: int, share: float, seed: int):
+    """n four-choice items and k features, each naming the gold's index in a `share` of the items
+    (at random) and a random index in the others."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(4, size=n)
+    values = np.where(rng.random((k, n)) < share, gold, rng.integers(4, size=(k, n)))
+    items = [
+        {"choices": [" a", " b", " c", " d"], "gold": int(g), "f": values[:, i].tolist()}
+        for i, g in enumerate(gold)
+    ]
+    return items, {f"f{j}": (lambda it, j=j: it["f"][j]) for j in range(k)}
+
+
+def test_the_joint_lookup_adds_what_features_each_tell_a_little():
+    """Twenty features that each name the gold in 3.5% of 6,000 items: a lookup of any one alone
+    stays within the check's 5 points of chance, all of them together in the joint lookup do not,
+    and the check names it; features that tell nothing leave the joint at chance."""
+    seed = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
+    items, features = _weak_features(6000, 20, 0.035, seed)
+    alone = [_lookup(items, f) for f in features.values()]
+    together = _joint(items, features)
+    assert max(alone) <= 0.25 + TOLERANCE < together, (max(alone), together)
+    assert not off_chance({"lookup: word length": max(alone)}, items, "char_first_letter")
+    assert JOINT in off_chance({JOINT: together}, items, "char_first_letter")
+    noise, features = _weak_features(6000, 20, 0.0, seed + 1)
+    assert abs(_joint(noise, features) - 0.25) < 0.02
+
+
+@pytest.mark.slow
+def test_the_joint_lookup_leaves_out_the_documented_residuals(probes, tok, monkeypatch):
+    """The joint takes the lookups held at chance, not those held under their own bounds: given
+    char_last_letter's three places before the last (a residual of 0.1-0.2) it finds the gold
+    far more often."""
+    from prefix_titan.evaluation import shortcuts
+
+    ref, task = reference(embedded_word_counts()), "char_last_letter"
+    name = "lookup: three places before the last (last letter)"
+    held = shortcut_accuracies(probes[task], pieces_of(tok), ref, task)
+    monkeypatch.setattr(
+        shortcuts, "RESIDUALS", {k: v for k, v in RESIDUALS.items() if k != (task, name)}
+    )
+    given = shortcut_accuracies(probes[task], pieces_of(tok), ref, task)
+    assert held[name] > 0.25 + TOLERANCE and given[JOINT] > held[JOINT] + 0.05, (held, given)
 
 
 def test_a_documented_residual_is_held_under_its_own_bound(probes, tok):

@@ -17,6 +17,8 @@ Three kinds:
   token count, its frequency in the word list and, for the probes that are not prefix-shaped, its
   first letter (what prefix targets teach: a reader of first letters only must be at chance
   there); the queried letter's commonness and the word's length by rank (yes/no and count);
+  and every lookup held at chance together, in one logistic regression (JOINT): features that
+  each tell a little add up;
 - readers of what the word gives away besides reading its letters: the letters of its leading
   vocabulary prefix (" straw" of " strawberry", what the prefix relation between tokens gives; on
   the last letter with the listed words it completes) and of its inflection ending ("-ing": what
@@ -79,6 +81,7 @@ SHORTCUTS = (
     "lookup: known tail, two places before the last (last letter)",
     "lookup: three places before the last (last letter)",
     "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
+    "lookup: the lookups held at chance, together (logistic regression)",
     "reader: letter pairs at the unknown letters (yes/no, count)",
     "reader: letters of the leading vocabulary prefix (past-the-lead probes)",
     "reader: letters of the inflection ending",
@@ -102,6 +105,11 @@ RESIDUALS = {
         "char_count",
         "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
     ): 0.10,
+    (
+        "char_last_letter",
+        "lookup: the lookups held at chance, together (logistic regression)",
+    ): 0.09,
+    ("char_count", "lookup: the lookups held at chance, together (logistic regression)"): 0.10,
 }
 """{(probe, shortcut): its bound above chance}: what the probes' design leaves, measured and
 documented (docs/probes.md, "What is left"), each held under its own bound (a little above what
@@ -182,6 +190,14 @@ def _bigram_log(bigrams: dict, letters: str) -> float:
     return math.fsum(bigrams.get(pair, -30.0) for pair in zip(s, s[1:]))
 
 
+def _folds(items: list[dict]) -> list[int]:
+    """Each item's fold of FOLDS, whole units (an item's `unit`, where it has one) together."""
+    units = [it.get("unit", i) for i, it in enumerate(items)]
+    order = sorted(set(units))
+    place = dict(zip(order, np.random.default_rng(0).permutation(len(order)) % FOLDS))
+    return [place[u] for u in units]
+
+
 def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
     """The accuracy of a lookup from feature(item) to the answer, each item scored by a table
     of the other folds: the smoothed share of items offering a choice (by text) with that
@@ -190,10 +206,7 @@ def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
     triple, four last letters of one tail) would otherwise leave a held-out item's unit-mates in
     the table, offering its answer as wrong, and every lookup would fall below chance, hiding
     what a feature does tell."""
-    units = [it.get("unit", i) for i, it in enumerate(items)]
-    order = sorted(set(units))
-    place = dict(zip(order, np.random.default_rng(0).permutation(len(order)) % FOLDS))
-    fold = [place[u] for u in units]
+    fold = _folds(items)
     keys = [feature(it) for it in items]
     right = 0.0
     for f in range(FOLDS):
@@ -208,6 +221,65 @@ def _lookup(items: list[dict], feature: Callable[[dict], object]) -> float:
                 scores = [(gold[(key, c)] + 1) / (offered[(key, c)] + k) for c in it["choices"]]
                 right += _pick(scores, it["gold"])
     return right / len(items)
+
+
+JOINT = "lookup: the lookups held at chance, together (logistic regression)"
+JOINT_PENALTY = 1.0
+"""The L2 penalty on the joint lookup's weights, against the summed log-likelihood of its
+training folds (about 1,600 items): a weight moves off 0 where a few dozen items ask it to"""
+
+
+def _joint(items: list[dict], features: dict[str, Callable[[dict], object]]) -> float:
+    """The accuracy of a conditional logistic regression of the answer on every feature of
+    `features` together, each item scored by a fit on the other folds (_folds, as _lookup):
+    a choice text's score is its bias plus one weight per (feature, value) the item has, softmaxed
+    over the choices the item offers. It adds what each feature tells (two that each tell a little
+    tell more together); it does not look for interactions. A value no training item has weighs
+    0 (the penalty)."""
+    import torch  # (the lookups alone need no torch)
+
+    texts = sorted({c for it in items for c in it["choices"]})
+    column = {c: j for j, c in enumerate(texts)}
+    index: dict = {}
+    rows = [[index.setdefault((n, f(it)), len(index)) for n, f in features.items()] for it in items]
+    x = torch.zeros(len(items), len(index) + 1, dtype=torch.float64)
+    x[:, -1] = 1.0  # the bias
+    for i, row in enumerate(rows):
+        x[i, row] = 1.0
+    offered = torch.full((len(items), len(texts)), -math.inf, dtype=torch.float64)
+    for i, it in enumerate(items):
+        offered[i, [column[c] for c in it["choices"]]] = 0.0
+    y = torch.tensor([column[it["choices"][it["gold"]]] for it in items])
+    fold = torch.tensor(_folds(items))
+    right = 0.0
+    for f in range(FOLDS):
+        train, test = fold != f, fold == f
+        w = _conditional_logit(x[train], offered[train], y[train])
+        scores = (x[test] @ w).tolist()
+        for i, s in zip(test.nonzero().flatten().tolist(), scores):
+            it = items[i]
+            right += _pick([s[column[c]] for c in it["choices"]], it["gold"])
+    return right / len(items)
+
+
+def _conditional_logit(x, offered, y):
+    """The weights (features x choice texts) of a softmax over each row's offered choices (0
+    where offered, -inf not) that fit y, the last feature (the bias) unpenalized."""
+    import torch
+
+    w = torch.zeros(x.shape[1], offered.shape[1], dtype=torch.float64, requires_grad=True)
+    # (a gradient of 0.01 on the summed likelihood: the accuracies of a tighter fit to 0.001)
+    opt = torch.optim.LBFGS([w], max_iter=200, tolerance_grad=1e-2, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        out = torch.nn.functional.cross_entropy(x @ w + offered, y, reduction="sum")
+        out = out + 0.5 * JOINT_PENALTY * w[:-1].square().sum()
+        out.backward()
+        return out
+
+    opt.step(loss)
+    return w.detach()
 
 
 def _unknown(item: dict) -> int:
@@ -343,6 +415,7 @@ def shortcut_accuracies(
         "lookup: three places before the last (last letter)": lambda it: it["known"][-4:-1],
     }
     recorded = all("lead" in it and "ending" in it and "known" in it for it in items)
+    held = {}  # the lookups that apply and are held at chance (no residual): for the joint
     for name, feature in lookups.items():
         # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
         reads = "inflection" in name or "past the known" in name or "lead length" in name
@@ -357,8 +430,14 @@ def shortcut_accuracies(
         if "forms" in name:  # (items built before the forms were recorded: not looked up)
             skip = not shared or not all("forms" in it for it in items)
         out[name] = None if skip else _lookup(items, feature)
+        if not skip and (task, name) not in RESIDUALS:
+            held[name] = feature
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
-    out.update(_expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING))
+    expecting = _expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING)
+    out.update({k: v for k, v in expecting.items() if k != JOINT})
+    if expecting.get(JOINT) and (task, EXPECTING[0]) not in RESIDUALS:
+        held[EXPECTING[0]] = expecting[JOINT]
+    out[JOINT] = _joint(items, held) if held else None
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
     if all(len(_letters(c)) == 1 for it in items for c in it["choices"]) and not yes_no:
         out["copy: answer letter is a token of the word"] = (
@@ -484,7 +563,8 @@ def _expecting(items: list[dict], task: str, ref: Reference) -> dict[str, float 
     """What a reader of the known letters that knows English letter pairs expects of the queried
     letter at the unknown ones (probes.expected_letters): as a reader, yes above the probe's
     median expectation (char_contains) or the likeliest count of a Poisson of that mean
-    (char_count); as a lookup, its quintile learned on the other folds."""
+    (char_count); as a lookup, its quintile learned on the other folds (the quintile, as a
+    feature, under JOINT's key)."""
     if task not in ("char_contains", "char_count"):
         return dict.fromkeys(EXPECTING)
     expected = [expected_letters(it["known"], it["letter"], ref.bigrams) for it in items]
@@ -498,7 +578,8 @@ def _expecting(items: list[dict], task: str, ref: Reference) -> dict[str, float 
         ) / len(items)
     ranked = sorted(expected)
     quintile = {id(it): 5 * ranked.index(e) // len(ranked) for it, e in zip(items, expected)}
-    return {EXPECTING[0]: _lookup(items, lambda it: quintile[id(it)]), EXPECTING[1]: read}
+    feature = lambda it: quintile[id(it)]  # noqa: E731
+    return {EXPECTING[0]: _lookup(items, feature), EXPECTING[1]: read, JOINT: feature}
 
 
 def off_chance(

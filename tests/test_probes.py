@@ -280,6 +280,11 @@ def test_answer_only_shortcuts_stay_at_chance(probes, tok):
         assert not off_chance(accuracies, probes[task], task), task
         if task in PAST_THE_LEAD:  # a reader of the lead and ending is at chance there
             assert all(accuracies[name] is not None for name in READERS), task
+        if task == "char_first_letter":  # its letters balanced within lengths: the length
+            # lookup falls far below chance and is left out of the joint, which it would pull down
+            chance = 1 / CHOICES[task]
+            assert accuracies["lookup: word length"] < chance - 2 * TOLERANCE, accuracies
+            assert accuracies[JOINT] > chance - 0.02, accuracies  # (with it: 0.215)
     # the count's rank shortcuts apply whatever choices its first item offers (" 1".." 3" too)
     shifted = sorted(probes["char_count"], key=lambda i: -int(i["choices"][0]))
     assert shifted[0]["choices"][0] == " 1"

@@ -18,7 +18,8 @@ Three kinds:
   first letter (what prefix targets teach: a reader of first letters only must be at chance
   there); the queried letter's commonness and the word's length by rank (yes/no and count);
   and every lookup held at chance together, in one logistic regression (JOINT): features that
-  each tell a little add up;
+  each tell a little add up (a lookup with a residual, or one the design balances below chance,
+  is left out);
 - readers of what the word gives away besides reading its letters: the letters of its leading
   vocabulary prefix (" straw" of " strawberry", what the prefix relation between tokens gives; on
   the last letter with the listed words it completes) and of its inflection ending ("-ing": what
@@ -422,7 +423,10 @@ def shortcut_accuracies(
         "lookup: three places before the last (last letter)": lambda it: it["known"][-4:-1],
     }
     recorded = all("lead" in it and "ending" in it and "known" in it for it in items)
-    held = {}  # the lookups that apply and are held at chance (no residual): for the joint
+    # the lookups that apply and are held at chance for the joint: not a residual, nor one that
+    # the design balances below chance (it would pull the others down with it)
+    held = {}
+    kept = lambda name: (task, name) not in RESIDUALS and out[name] >= 1 / k - TOLERANCE  # noqa: E731
     for name, feature in lookups.items():
         # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
         reads = "inflection" in name or "past the known" in name or "lead length" in name
@@ -437,12 +441,12 @@ def shortcut_accuracies(
         if "forms" in name:  # (items built before the forms were recorded: not looked up)
             skip = not shared or not all("forms" in it for it in items)
         out[name] = None if skip else _lookup(items, feature)
-        if not skip and (task, name) not in RESIDUALS:
+        if not skip and kept(name):
             held[name] = feature
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
     expecting = _expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING)
     out.update({k: v for k, v in expecting.items() if k != JOINT})
-    if expecting.get(JOINT) and (task, EXPECTING[0]) not in RESIDUALS:
+    if expecting.get(JOINT) and kept(EXPECTING[0]):
         held[EXPECTING[0]] = expecting[JOINT]
     out[JOINT] = _joint(items, held) if held else None
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]

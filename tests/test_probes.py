@@ -357,7 +357,7 @@ def test_the_probes_past_the_lead_ask_about_letters_past_it(probes):
     assert any(i["ending"] for i in probes["char_spell"] + probes["char_first_letter"])
 
 
-def test_a_lookup_holds_out_whole_units():
+def test_a_lookup_and_the_joint_hold_out_whole_units():
     """Units of four items offering the same four letters, each the gold once, and a feature the
     unit shares (as char_last_letter's share their known tail), drawn at random: folds of single
     items leave a held-out item's unit-mates in the table, each offering its gold as wrong, and
@@ -369,10 +369,13 @@ def test_a_lookup_holds_out_whole_units():
         letters = [str(c) for c in rng.choice(list("abcdefgh"), 4, replace=False)]
         shared = int(rng.integers(20))
         items += [{"choices": letters, "gold": g, "unit": u, "feature": shared} for g in range(4)]
+    alone = [{k: v for k, v in it.items() if k != "unit"} for it in items]
     by_unit = _lookup(items, lambda it: it["feature"])
-    by_item = _lookup(
-        [{k: v for k, v in it.items() if k != "unit"} for it in items], lambda it: it["feature"]
-    )
+    by_item = _lookup(alone, lambda it: it["feature"])
+    assert abs(by_unit - 0.25) < 0.03 and by_item < 0.21, (by_unit, by_item)
+    # the joint lookup's folds too
+    features = {"feature": lambda it: it["feature"]}
+    by_unit, by_item = _joint(items, features), _joint(alone, features)
     assert abs(by_unit - 0.25) < 0.03 and by_item < 0.21, (by_unit, by_item)
 
 

@@ -209,6 +209,8 @@ def test_a_planted_letter_code_is_found_and_noise_is_not(seed):
         assert result["input"][control]["letters"][2] < found["letters"][1] - 0.3, control
         assert result["output"][control]["letters"][2] > 0  # intervals are computed
     assert found["letters"][0] > 0.9 and found["letters"][1] <= found["letters"][0]
+    # dealt within length classes, the permuted predictions score the length as the trained do
+    assert result["input"]["predictions permuted"]["length"][0] == found["length"][0]
     # Noise: the trained probe is no better than its controls (overlapping intervals).
     trained, shuffled = result["output"]["trained"], result["output"]["shuffled labels"]
     for task in ep.TASKS:

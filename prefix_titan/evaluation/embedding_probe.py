@@ -420,7 +420,10 @@ def table(result: dict) -> str:
         "Read each trained row against its own 'predictions permuted' row (the probe's answers "
         "dealt to other tokens of the same ending and length class: its chance "
         "level; letters are scored past each token's lead; the character "
-        "composite counts letters F1 above it) and 'fresh init' (an untrained matrix of that shape). 'majority' is a "
+        "composite counts letters F1 above it; its length score is the trained one by "
+        "construction, each token given a prediction made for another of its length: read the "
+        "length against the other controls) and 'fresh init' (an untrained matrix of that shape). "
+        "'majority' is a "
         "constant guess (every letter 'contained', the commonest first letter or length): a "
         "fitted probe can score below it where few tokens hold a letter and the probe seldom "
         "answers 'contained' (macro-F1 rewards the constant), or where it overfits few tokens.",

@@ -449,10 +449,10 @@ def shortcut_accuracies(
         if not skip and (task, name) not in BALANCED:
             every[name] = feature
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
-    expecting = _expecting(items, task, ref) if recorded else dict.fromkeys(EXPECTING)
-    out.update({k: v for k, v in expecting.items() if k != JOINT})
-    if expecting.get(JOINT):
-        every[EXPECTING[0]] = expecting[JOINT]
+    expecting, quintile = _expecting(items, task, ref) if recorded else (None, None)
+    out.update(expecting or dict.fromkeys(EXPECTING))
+    if quintile is not None:
+        every[EXPECTING[0]] = quintile
     held = {name: f for name, f in every.items() if (task, name) not in RESIDUALS}
     out[JOINT] = _joint(items, held) if held else None
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
@@ -576,14 +576,14 @@ EXPECTING = (
 )
 
 
-def _expecting(items: list[dict], task: str, ref: Reference) -> dict[str, float | None]:
+def _expecting(items: list[dict], task: str, ref: Reference) -> tuple[dict, Callable | None]:
     """What a reader of the known letters that knows English letter pairs expects of the queried
     letter at the unknown ones (probes.expected_letters): as a reader, yes above the probe's
     median expectation (char_contains) or the likeliest count of a Poisson of that mean
-    (char_count); as a lookup, its quintile learned on the other folds (the quintile, as a
-    feature, under JOINT's key)."""
+    (char_count); as a lookup, its quintile learned on the other folds. Returned with the
+    quintile as a feature (for the joint lookup; None where neither applies)."""
     if task not in ("char_contains", "char_count"):
-        return dict.fromkeys(EXPECTING)
+        return dict.fromkeys(EXPECTING), None
     expected = [expected_letters(it["known"], it["letter"], ref.bigrams) for it in items]
     if task == "char_contains":
         guesses = [int(b) for b in _above_median(expected)]
@@ -596,7 +596,7 @@ def _expecting(items: list[dict], task: str, ref: Reference) -> dict[str, float 
     ranked = sorted(expected)
     quintile = {id(it): 5 * ranked.index(e) // len(ranked) for it, e in zip(items, expected)}
     feature = lambda it: quintile[id(it)]  # noqa: E731
-    return {EXPECTING[0]: _lookup(items, feature), EXPECTING[1]: read, JOINT: feature}
+    return {EXPECTING[0]: _lookup(items, feature), EXPECTING[1]: read}, feature
 
 
 def off_chance(

@@ -4,11 +4,13 @@ of prefix_titan/evaluation/shortcuts.py on the probes built for a tokenizer, as 
 chance, the lookups not above it).
 
     python scripts/probe_shortcuts.py --hf-assets-path assets/hf/Llama-3.1-8B \
-        [--words-from SHARDS | --words-file WORDS.txt]
+        [--words-from SHARDS | --words-file WORDS.txt] [--pairs N]
 
 --words-file takes a word list as the package ships its own (probe_words.txt: a line
 "word count" per word), e.g. one written from wordfreq's English list to see the probes as a
 shard folder's word list of tens of thousands of words makes them (docs/probes.md).
+--pairs N adds each probe's N best pairs of the lookups the check takes together, each pair as one
+lookup keyed by both (interactions; a measurement, not a check: docs/probes.md, "What is left").
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from prefix_titan.evaluation.probes import (
     build_probes,
     word_source,
 )
-from prefix_titan.evaluation.shortcuts import reference, shortcut_table, token_pieces
+from prefix_titan.evaluation.shortcuts import (
+    pair_lookups,
+    reference,
+    shortcut_table,
+    token_pieces,
+)
 from prefix_titan.runs.cli import Parser
 
 
@@ -37,9 +44,22 @@ def main(argv: list[str] | None = None) -> None:
     words.add_argument("--words-file", default=None, help="a word list: lines 'word count'")
     p.add_argument("--items", type=int, default=ITEMS_PER_TASK)
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--pairs", type=int, default=0, help="each probe's best N pairs of lookups")
+    p.add_argument(
+        "--shuffles",
+        type=int,
+        default=5,
+        help="with --pairs: times the features are dealt to other items for the no-signal level",
+    )
     a = p.parse_args(argv)
     if a.items < 1:
         p.error(f"--items must be a whole number >= 1 (items per probe); got {a.items}")
+    if a.pairs < 0:
+        p.error(f"--pairs must be a whole number >= 0 (pairs of lookups per probe); got {a.pairs}")
+    if a.shuffles < 0:
+        p.error(
+            f"--shuffles must be a whole number >= 0 (draws of the no-signal level); got {a.shuffles}"
+        )
     path = os.path.join(a.hf_assets_path, "tokenizer.json")
     if not os.path.isfile(path):
         p.error(f"--hf-assets-path {a.hf_assets_path}: no tokenizer.json there")
@@ -62,7 +82,22 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:  # too few words for the items
         p.error(str(e))
     ref = reference(counts)
-    print(shortcut_table(probes, token_pieces(tok), ref, PROBE_TASKS))
+    pieces = token_pieces(tok)
+    print(shortcut_table(probes, pieces, ref, PROBE_TASKS))
+    if a.pairs:
+        print("\n| probe (chance) | pair of lookups | accuracy |\n|---|---|---:|")
+        for task in PROBE_TASKS:
+            chance = 1 / len(probes[task][0]["choices"])
+            pairs, shuffled = pair_lookups(probes[task], pieces, ref, task, a.shuffles, a.seed)
+            for accuracy, one, other in pairs[: a.pairs]:
+                both = f"{one.removeprefix('lookup: ')} x {other.removeprefix('lookup: ')}"
+                print(f"| {task} ({chance:.2f}) | {both} | {accuracy:.3f} |")
+            if shuffled:
+                level = f"{min(shuffled):.3f}-{max(shuffled):.3f}"
+                print(
+                    f"| {task} ({chance:.2f}) | the best of {len(pairs)}, features dealt to other"
+                    f" items ({len(shuffled)} draws) | {level} |"
+                )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ from prefix_titan.evaluation.shortcuts import (
     TOLERANCE,
     _joint,
     _lookup,
+    _pairs,
     off_chance,
+    pair_lookups,
     reference,
     shortcut_accuracies,
     shortcut_table,
@@ -405,6 +407,46 @@ def test_the_joint_lookup_adds_what_features_each_tell_a_little():
     assert JOINT in off_chance({JOINT: together}, items, "char_first_letter")
     noise, features = _weak_features(6000, 20, 0.0, seed + 1)
     assert abs(_joint(noise, features) - 0.25) < 0.02
+
+
+def test_a_pair_of_lookups_finds_what_two_features_tell_only_together():
+    """Two features that tell the gold only together (which of two halves of the choices it is in
+    is their exclusive or; its place in the half is random): each lookup alone stays at chance,
+    the pair of the two finds the half (0.5), and with the features dealt to other items the best
+    pair is back near chance; with nothing planted, the best pair sits where the dealt features
+    put it."""
+    seed = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
+    rng = np.random.default_rng(seed)
+    n = 4000
+    a, b, c, noise = (rng.integers(2, size=n) for _ in range(4))
+    items = [
+        {"choices": [" a", " b", " c", " d"], "gold": int(2 * (x ^ y) + z), "f": (x, y, w)}
+        for x, y, z, w in zip(a, b, c, noise)
+    ]
+    features = {f"f{j}": (lambda it, j=j: int(it["f"][j])) for j in range(3)}
+    alone = [_lookup(items, f) for f in features.values()]
+    assert max(abs(x - 0.25) for x in alone) < 0.03, alone
+    pairs, dealt = _pairs(items, features, shuffles=3, seed=seed)
+    assert len(pairs) == 3 and [p[0] for p in pairs] == sorted((p[0] for p in pairs), reverse=True)
+    assert pairs[0][1:] == ("f0", "f1") and abs(pairs[0][0] - 0.5) < 0.03, pairs
+    assert len(dealt) == 3 and max(dealt) < 0.28, dealt
+    flat = [{**it, "gold": int(g)} for it, g in zip(items, rng.integers(4, size=n))]
+    pairs, dealt = _pairs(flat, features, shuffles=3, seed=seed)
+    assert pairs[0][0] < max(dealt) + 0.03 and max(dealt) < 0.28, (pairs, dealt)
+
+
+def test_pairs_of_lookups_on_a_probe_take_the_joint_lookups_features(probes, tok):
+    """On char_last_letter's items: every pair of the lookups the joint takes (no documented
+    residual), best first; with nothing to pair, nothing."""
+    ref, task = reference(embedded_word_counts()), "char_last_letter"
+    pairs, dealt = pair_lookups(probes[task], pieces_of(tok), ref, task)
+    names = {n for _, a, b in pairs for n in (a, b)}
+    assert dealt == [] and len(pairs) == len(names) * (len(names) - 1) // 2 >= 15
+    assert not {(task, n) for n in names} & set(RESIDUALS) and JOINT not in names
+    assert "lookup: word length" not in names  # a residual on this probe
+    assert [p[0] for p in pairs] == sorted((p[0] for p in pairs), reverse=True)
+    assert all(0 <= p[0] <= 1 for p in pairs)
+    assert _pairs(probes[task], {"one": lambda it: 0}, 2, 0) == ([], [])
 
 
 @pytest.mark.slow

@@ -67,6 +67,14 @@ CASES = {
             ["--items must be a whole number >= 1", "got 0"],
         ),
         (
+            ["--hf-assets-path", "{hf_dir}", "--pairs", "-1"],
+            ["--pairs must be a whole number >= 0", "got -1"],
+        ),
+        (
+            ["--hf-assets-path", "{hf_dir}", "--pairs", "2", "--shuffles", "-1"],
+            ["--shuffles must be a whole number >= 0", "got -1"],
+        ),
+        (
             ["--hf-assets-path", "{hf_dir}", "--words-from", "{missing}"],
             ["--words-from", "has no manifest.json", "prefix_titan.prepare"],
         ),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import math
 import string
 from collections.abc import Callable
@@ -243,7 +244,8 @@ def _joint(items: list[dict], features: dict[str, Callable[[dict], object]]) -> 
     `features` together, each item scored by a fit on the other folds (_folds, as _lookup):
     a choice text's score is its bias plus one weight per (feature, value) the item has, softmaxed
     over the choices the item offers. It adds what each feature tells (two that each tell a little
-    tell more together); it does not look for interactions. A value no training item has weighs
+    tell more together); it does not look for interactions (pairs of lookups: measured in
+    docs/probes.md, "What is left"). A value no training item has weighs
     0 (the penalty)."""
     import torch  # (the lookups alone need no torch)
 
@@ -341,6 +343,108 @@ def _neighbour_places(items: list[dict], pieces, ref: Reference) -> float | None
     return right / len(items)
 
 
+def _recorded(items: list[dict]) -> bool:
+    """Whether the items record their word's lead, ending and known letters (the readers'
+    and some lookups' input)."""
+    return all("lead" in it and "ending" in it and "known" in it for it in items)
+
+
+def _lookup_features(
+    items: list[dict], pieces: Callable[[str], list[str]], ref: Reference, task: str
+) -> dict[str, Callable[[dict], object] | None]:
+    """{lookup: its feature of an item}, None where the lookup does not apply to this probe."""
+    # lookups learn an answer per choice text: only where the items share their choices
+    shared = len({c for it in items for c in it["choices"]}) <= len(LETTERS)
+    lookups = {
+        "lookup: word length": lambda it: len(it["word"]),
+        "lookup: word token count": lambda it: min(it["tokens"], 4),
+        "lookup: word frequency": lambda it: int(math.log2(ref.counts.get(it["word"], 1))),
+        "lookup: word first letter (not prefix-shaped probes)": lambda it: it["word"][0],
+        "lookup: word inflection ending": lambda it: it["ending"],
+        "lookup: the word's forms in the word list (-s, -ed, -ing, -er, -est, -ly)": lambda it: it[
+            "forms"
+        ],
+        "lookup: letters past the known ones (token leads, ending)": _unknown,
+        "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
+        "lookup: last token's length (not prefix-shaped probes)": lambda it: len(
+            pieces(" " + it["word"])[-1].strip()
+        ),
+        "lookup: known and unknown places among the last six (past-the-lead probes)": lambda it: (
+            "".join("." if c == "." else "x" for c in it["known"][-6:])
+        ),
+        "lookup: known tail, two places before the last (last letter)": lambda it: known_tail(
+            it["known"]
+        ),
+        "lookup: three places before the last (last letter)": lambda it: it["known"][-4:-1],
+    }
+    recorded = _recorded(items)
+    out: dict[str, Callable[[dict], object] | None] = {}
+    for name, feature in lookups.items():
+        # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
+        reads = "inflection" in name or "past the known" in name or "lead length" in name
+        teaches = name.startswith("lookup: word first") or (reads and "inflection" not in name)
+        skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
+        if "before the last" in name:
+            skip = task != "char_last_letter" or not recorded
+        if "last six" in name:
+            skip = not shared or task not in PAST_THE_LEAD or not recorded
+        if "last token" in name:
+            skip = not shared or task in PREFIX_SHAPED
+        if "forms" in name:  # (items built before the forms were recorded: not looked up)
+            skip = not shared or not all("forms" in it for it in items)
+        out[name] = None if skip else feature
+    return out
+
+
+def _held(task: str, features: dict, quintile: Callable | None) -> dict[str, Callable]:
+    """The joint lookup's features: the lookups that apply (_lookup_features) and the letter
+    pairs' expectation quintile, but those the design balances (BALANCED) and the documented
+    residuals (RESIDUALS)."""
+    every = {n: f for n, f in features.items() if f is not None and (task, n) not in BALANCED}
+    if quintile is not None:
+        every[EXPECTING[0]] = quintile
+    return {n: f for n, f in every.items() if (task, n) not in RESIDUALS}
+
+
+def pair_lookups(
+    items: list[dict],
+    pieces: Callable[[str], list[str]],
+    ref: Reference,
+    task: str,
+    shuffles: int = 0,
+    seed: int = 0,
+) -> tuple[list[tuple[float, str, str]], list[float]]:
+    """Every pair of the joint lookup's features as one lookup keyed by both (the interactions
+    the joint does not look for), best first: [(accuracy, lookup, lookup)]; and the best pair's
+    accuracy with the features dealt to other items at random, `shuffles` times (the level the
+    best of many pairs reaches by the choice alone). A measurement (scripts/probe_shortcuts.py
+    --pairs, docs/probes.md), not a check."""
+    _, quintile = _expecting(items, task, ref) if _recorded(items) else (None, None)
+    held = _held(task, _lookup_features(items, pieces, ref, task), quintile)
+    return _pairs(items, held, shuffles, seed)
+
+
+def _pairs(items: list[dict], held: dict[str, Callable], shuffles: int, seed: int):
+    """pair_lookups over the features `held`."""
+    names = list(itertools.combinations(held, 2))
+    if not names:
+        return [], []
+    index = {id(it): i for i, it in enumerate(items)}
+    values = {name: [f(it) for it in items] for name, f in held.items()}
+    rng = np.random.default_rng(seed)
+    accuracies = []
+    for order in [range(len(items))] + [rng.permutation(len(items)) for _ in range(shuffles)]:
+        v = {name: [values[name][j] for j in order] for name in held}  # item i gets item order[i]'s
+        accuracies.append(
+            [
+                _lookup(items, lambda it, a=a, b=b, v=v: (v[a][index[id(it)]], v[b][index[id(it)]]))
+                for a, b in names
+            ]
+        )
+    pairs = sorted(((acc, a, b) for acc, (a, b) in zip(accuracies[0], names)), key=lambda r: -r[0])
+    return pairs, [max(found) for found in accuracies[1:]]
+
+
 def shortcut_accuracies(
     items: list[dict], pieces: Callable[[str], list[str]], ref: Reference, task: str
 ) -> dict[str, float | None]:
@@ -406,54 +510,14 @@ def shortcut_accuracies(
     else:
         out["queried letter is common (yes/no, count)"] = None
         out["word length (yes/no, count)"] = None
-    # lookups learn an answer per choice text: only where the items share their choices
-    shared = len({c for it in items for c in it["choices"]}) <= len(LETTERS)
-    lookups = {
-        "lookup: word length": lambda it: len(it["word"]),
-        "lookup: word token count": lambda it: min(it["tokens"], 4),
-        "lookup: word frequency": lambda it: int(math.log2(ref.counts.get(it["word"], 1))),
-        "lookup: word first letter (not prefix-shaped probes)": lambda it: it["word"][0],
-        "lookup: word inflection ending": lambda it: it["ending"],
-        "lookup: the word's forms in the word list (-s, -ed, -ing, -er, -est, -ly)": lambda it: it[
-            "forms"
-        ],
-        "lookup: letters past the known ones (token leads, ending)": _unknown,
-        "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
-        "lookup: last token's length (not prefix-shaped probes)": lambda it: len(
-            pieces(" " + it["word"])[-1].strip()
-        ),
-        "lookup: known and unknown places among the last six (past-the-lead probes)": lambda it: (
-            "".join("." if c == "." else "x" for c in it["known"][-6:])
-        ),
-        "lookup: known tail, two places before the last (last letter)": lambda it: known_tail(
-            it["known"]
-        ),
-        "lookup: three places before the last (last letter)": lambda it: it["known"][-4:-1],
-    }
-    recorded = all("lead" in it and "ending" in it and "known" in it for it in items)
-    every = {}  # the lookups that apply, for the joint, but those the design balances (BALANCED)
-    for name, feature in lookups.items():
-        # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
-        reads = "inflection" in name or "past the known" in name or "lead length" in name
-        teaches = name.startswith("lookup: word first") or (reads and "inflection" not in name)
-        skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
-        if "before the last" in name:
-            skip = task != "char_last_letter" or not recorded
-        if "last six" in name:
-            skip = not shared or task not in PAST_THE_LEAD or not recorded
-        if "last token" in name:
-            skip = not shared or task in PREFIX_SHAPED
-        if "forms" in name:  # (items built before the forms were recorded: not looked up)
-            skip = not shared or not all("forms" in it for it in items)
-        out[name] = None if skip else _lookup(items, feature)
-        if not skip and (task, name) not in BALANCED:
-            every[name] = feature
+    features = _lookup_features(items, pieces, ref, task)
+    for name, feature in features.items():
+        out[name] = None if feature is None else _lookup(items, feature)
+    recorded = _recorded(items)
     out.update(_readers(items, task, ref) if recorded else dict.fromkeys(READERS))
     expecting, quintile = _expecting(items, task, ref) if recorded else (None, None)
     out.update(expecting or dict.fromkeys(EXPECTING))
-    if quintile is not None:
-        every[EXPECTING[0]] = quintile
-    held = {name: f for name, f in every.items() if (task, name) not in RESIDUALS}
+    held = _held(task, features, quintile)
     out[JOINT] = _joint(items, held) if held else None
     tokens = [[t.strip() for t in pieces(" " + it["word"])] for it in items]
     if all(len(_letters(c)) == 1 for it in items for c in it["choices"]) and not yes_no:

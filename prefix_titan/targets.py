@@ -8,7 +8,6 @@ The targets themselves are built by the objectives floor (objectives/families.py
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -19,9 +18,7 @@ from .objectives.families import (
     FamilyError,
     build_target_table,
     canonical_options,
-    declared_settings,
-    family_options,
-    resolve_family,
+    describe_objective,
 )
 from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
@@ -127,7 +124,7 @@ def _main(argv: list[str] | None = None) -> None:
     if a.json:
         print(json.dumps(info, indent=2))
         return
-    print(f"gold {info['gold_id']} {info['gold_text']!r}   {_target_words(spec)}")
+    print(f"gold {info['gold_id']} {info['gold_text']!r}   objective {describe_objective(spec)}")
     for r in info["entries"]:
         print(f"  {r['id']:>7}  {r['prob']:.6g}  {r['text']!r}")
     print(
@@ -135,31 +132,6 @@ def _main(argv: list[str] | None = None) -> None:
         f"{info['background_tokens']} other tokens (mass {info['background_mass']:.6g})"
     )
     print(f"  total {info['total']:.6f}; table built in {info['table_build_seconds']} s")
-
-
-def _target_words(spec: ObjectiveSpec) -> str:
-    """The family and the target options it reads (a built-in family: those naming it; a family
-    named by import path: its own settings, each as given or at its declared default, then every
-    shared target option, any of which it may read)."""
-    built_in = spec.name in spec.built_in()
-    read = [
-        f"{f.name}={getattr(spec, f.name)!r}"
-        for f in dataclasses.fields(spec)
-        if f.metadata.get("role") == TARGET
-        and f.metadata.get("families")
-        and (not built_in or spec.name in f.metadata["families"])
-    ]
-    if built_in:
-        return f"objective {spec.name}" + (f" ({', '.join(read)})" if read else "")
-    given, declared = family_options(spec), declared_settings(resolve_family(spec.name))
-    own = [f"{k}={v!r}" for k, v in given.items()]
-    own += [f"{k}={v!r} (default)" for k, v in (declared or {}).items() if k not in given]
-    if declared is None:  # it takes **kwargs: only the given ones are known
-        own.append("others as it defaults them")
-    return (
-        f"objective {spec.name} (its own settings: {', '.join(own) or 'none'}; the shared ones "
-        f"it may read: {', '.join(read)})"
-    )
 
 
 if __name__ == "__main__":

@@ -126,3 +126,14 @@ def llama3_tables(llama3_texts):
         ObjectiveSpec("prefix", tau=0.5, normalize=True, support="vocab"),
     )
     return {s.normalize: (s, build_target_table(llama3_texts, s)) for s in specs}
+
+
+@pytest.fixture
+def in_project(monkeypatch):
+    """The test runs in a project folder as the package ships it (helpers.project), as the
+    commands that read the project's arms from their working directory (power, simulate, the
+    report) see it: a checkout used as a project folder may hold arms of its own."""
+    from helpers import project
+
+    monkeypatch.chdir(project())
+    return project()

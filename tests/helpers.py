@@ -33,6 +33,38 @@ from prefix_titan.objectives.reference import reference_fused_loss, reference_lo
 from prefix_titan.train import local_command
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_configs() -> list[Path]:
+    """The checkout's train_configs/*.toml as it ships them: the files git tracks (where it is a
+    git checkout), not a project's own configs written beside them."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "train_configs"], cwd=ROOT, capture_output=True, text=True
+    )
+    if out.returncode != 0:  # not a git checkout: every file
+        return sorted((ROOT / "train_configs").rglob("*.toml"))
+    return sorted(ROOT / p for p in out.stdout.split("\0") if p.endswith(".toml"))
+
+
+@functools.cache
+def project() -> Path:
+    """A project folder as the checkout ships it (its train_configs/, shipped_configs), for the
+    tests that run the sweep's commands on the package's own arms: a checkout used as a project
+    folder may hold arms of its own (sweep_arms.toml, docs/objectives.md) and their configs,
+    which are not the package's. Made once per test process, removed at its exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="prefix_titan_project_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    for path in shipped_configs():
+        target = folder / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return folder
+
+
 ODD_VOCAB = 4099  # the embedded BPE's 4,096 tokens padded to a size that is not a power of two
 
 # -- objective settings --------------------------------------------------------------------------

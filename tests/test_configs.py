@@ -6,13 +6,13 @@ import tempfile
 import tomllib
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, project, shipped_configs
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets / TrainSpec)
 from prefix_titan.sweep.configs import SCALES, arms
 from prefix_titan.titan.checks import check_job_config, check_resume
 
-CONFIGS = sorted((ROOT / "train_configs").rglob("*.toml"))
+CONFIGS = shipped_configs()
 
 
 def scale_configs(scale):
@@ -44,7 +44,7 @@ def test_every_config_parses_through_torchtitan(path):
 def test_generated_configs_do_not_drift():
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.sweep", "configs", "--check"],
-        cwd=ROOT,
+        cwd=project(),
         capture_output=True,
         text=True,
     )
@@ -731,7 +731,7 @@ def test_every_unknown_toml_name_is_named_at_once(tmp_path):
     assert "no setting 'tua' in [objective]. Did you mean 'tau' (for 'tua')?" in problem
     assert "no section [optimiser]. Did you mean 'optimizer' (for 'optimiser')?" in problem
     assert "no section [training2]." in problem and problem.endswith("--help`.")
-    for shipped in sorted(ROOT.glob("train_configs/**/*.toml")):
+    for shipped in shipped_configs():
         assert check_config_file(["--job.config_file", str(shipped)]) is None, shipped
 
 

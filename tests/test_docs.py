@@ -68,8 +68,9 @@ def test_the_readme_is_a_short_path():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seeds", [3, 5])
-def test_the_readme_shows_the_power_command_as_it_prints(seeds, capsys):
-    """README, "Run the pilot": the tables are the power command's output for 3 and 5 seeds."""
+def test_the_readme_shows_the_power_command_as_it_prints(seeds, capsys, in_project):
+    """README, "Run the pilot": the tables are the power command's output for 3 and 5 seeds (in
+    the project as the package ships it: its arms)."""
     from prefix_titan.power import main
 
     main(["--scale", "pilot", "--seeds", str(seeds)])
@@ -96,3 +97,27 @@ def test_the_docs_name_the_built_in_arms_as_the_code_makes_them():
     named = [m.group(1), m.group(2)]
     named += [f"{kind}{tau}" for tau in taus for kind in ("prefix_tau", "prefix_norm_tau")]
     assert named == [spec.arm_name() for spec in arm_specs()]
+
+
+def test_the_docs_name_every_built_in_family_and_its_settings():
+    """The `name` row of docs/objectives.md's settings table and the README's objectives table
+    list the built-in families (objectives.FAMILIES), and each shared setting's row names the
+    families that read it (ObjectiveSpec's own record of them)."""
+    import dataclasses
+
+    from prefix_titan.objectives import FAMILIES, ObjectiveSpec
+
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in (ROOT / "docs" / "objectives.md").read_text().splitlines()
+        if line.startswith("| `")
+    }
+    named = re.findall(r"`(\w+)`", rows["name"].split("|")[2].split(", or")[0])
+    assert named == list(FAMILIES), rows["name"]
+    readme = (ROOT / "README.md").read_text()
+    listed = list(dict.fromkeys(re.findall(r"^\| `(\w+)`", readme, re.M)))
+    assert listed == list(FAMILIES), listed
+    fields = {f.name: f for f in dataclasses.fields(ObjectiveSpec)}
+    for name in ObjectiveSpec.shared():
+        readers = [r.replace("_", " ") for r in fields[name].metadata["families"]]
+        assert f"({', '.join(readers)}; " in rows[name], rows[name]

@@ -38,9 +38,13 @@ def docs_family(tmp_path, monkeypatch):
     (tmp_path / "my_lab" / "__init__.py").write_text("")
     (tmp_path / "my_lab" / "targets.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # a `my_lab` imported before (a project's own, by the docs' name) is not the docs' example
+    names = ("my_lab.targets", "my_lab")
+    before = {name: sys.modules.pop(name) for name in names if name in sys.modules}
     yield "my_lab.targets:suffix_targets"
-    for name in ("my_lab.targets", "my_lab"):
+    for name in names:
         sys.modules.pop(name, None)
+    sys.modules.update(before)
 
 
 def test_the_documented_family_builds_a_checked_table(docs_family):
@@ -61,23 +65,25 @@ def test_the_documented_family_builds_a_checked_table(docs_family):
 
 
 def test_targets_names_a_familys_own_settings_with_their_defaults(docs_family, monkeypatch):
-    from prefix_titan.targets import _target_words
+    from prefix_titan.objectives import describe_objective
 
-    shared = "tau=0.5, normalize=False, support='prefix', epsilon=0.2"
-    words = _target_words(ObjectiveSpec(docs_family, epsilon=0.2))
+    words = describe_objective(ObjectiveSpec(docs_family, epsilon=0.2))  # it says it reads epsilon
     assert (
         words
-        == f"objective {docs_family} (its own settings: min_len=1 (default); the shared ones it may read: {shared})"
+        == f"{docs_family} (its own settings: min_len=1 (default); the shared ones it reads: epsilon=0.2)"
     )
-    words = _target_words(ObjectiveSpec(docs_family, epsilon=0.2, options="min_len=2"))
+    words = describe_objective(ObjectiveSpec(docs_family, epsilon=0.2, options="min_len=2"))
     assert "(its own settings: min_len=2; the shared" in words
     module = type(sys)("any_lab")
     module.fam = lambda texts, spec, **kw: None
     monkeypatch.setitem(sys.modules, "any_lab", module)
-    words = _target_words(ObjectiveSpec("any_lab:fam", options="k=3"))
-    assert "(its own settings: k=3, others as it defaults them; the shared" in words
-    assert _target_words(ObjectiveSpec("label_smoothing", epsilon=0.2)) == (
-        "objective label_smoothing (epsilon=0.2)"
+    words = describe_objective(ObjectiveSpec("any_lab:fam", options="k=3"))
+    shared = "tau=0.5, normalize=False, support='prefix', epsilon=0.1"
+    assert words.endswith(
+        f"(its own settings: k=3, others as it defaults them; the shared ones it may read: {shared})"
+    )
+    assert describe_objective(ObjectiveSpec("label_smoothing", epsilon=0.2)) == (
+        "label_smoothing (epsilon=0.2)"
     )
 
 
@@ -322,6 +328,51 @@ def test_a_bad_family_option_is_refused_before_the_run_starts(tmp_path, docs_fam
         check_job_config(job("--objective.options", "max_len=2"))
     with pytest.raises(ValueError, match="objective.name = 'prefix' reads none"):
         check_job_config(job("--objective.name", "prefix", "--objective.options", "n=1"))
+
+
+def test_a_family_that_says_what_it_reads_refuses_the_other_shared_settings(
+    tmp_path, docs_family, monkeypatch
+):
+    """The documented family reads epsilon (its `reads`): tau or support set away from their
+    defaults is refused where a run is checked, a table built and a sweep's arms read, each
+    named; at their defaults they pass. A `reads` that is not a tuple of shared settings is
+    refused, naming them; a family without `reads` takes every one."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.sweep.configs import user_arm_specs
+    from prefix_titan.titan.checks import check_job_config
+
+    base = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+    base += ["--job.dump_folder", str(tmp_path / "run"), "--objective.name", docs_family]
+    check_job_config(ConfigManager().parse_args([*base, "--objective.epsilon", "0.3"]))
+    refused = (
+        f"objective.name = '{docs_family}' does not read objective.tau = 1.0; "
+        "objective.support = 'vocab': leave them at their defaults (or unset), or add them to "
+        "its reads (suffix_targets.reads = ('epsilon',))"
+    )
+    unread = ["--objective.tau", "1.0", "--objective.support", "vocab"]
+    with pytest.raises(ValueError, match=re.escape(refused)):
+        check_job_config(ConfigManager().parse_args([*base, *unread]))
+    texts = ["ing", "s", "walking"]
+    with pytest.raises(ValueError, match=re.escape(refused)):
+        build_target_table(texts, ObjectiveSpec(docs_family, tau=1.0, support="vocab"))
+    (tmp_path / "sweep_arms.toml").write_text(
+        f'[[arm]]\nname = "{docs_family}"\nepsilon = 0.3\n\n'
+        f'[[arm]]\nname = "{docs_family}"\ntau = 2.0\n'
+    )
+    with pytest.raises(ValueError, match="arm 2 .* does not read objective.tau = 2.0: leave"):
+        user_arm_specs(tmp_path)
+    family = sys.modules["my_lab.targets"].suffix_targets
+    for bad in ("epsilon", ("epsilon", "min_len"), (1,)):
+        monkeypatch.setattr(family, "reads", bad)
+        with pytest.raises(
+            ValueError,
+            match="its `reads` names the shared settings it reads, a "
+            "tuple of tau, normalize, support, epsilon",
+        ):
+            build_target_table(texts, ObjectiveSpec(docs_family))
+    monkeypatch.delattr(family, "reads")
+    build_target_table(texts, ObjectiveSpec(docs_family, tau=1.0, support="vocab"))
 
 
 def test_one_objective_has_one_spelling_of_its_options(monkeypatch):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, embedded_tokenizer_at
+from helpers import embedded_tokenizer_at, project
 from test_eval import FIXTURES, SECONDARY_FIXTURES
 
 pytestmark = pytest.mark.slow  # the whole loop at smoke scale
@@ -45,7 +45,9 @@ def launch(tmp_path, sweep, plan):
         "10",
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        command, cwd=project(), env=env, capture_output=True, text=True, timeout=1800
+    )
 
 
 def first_plain_ce(run):

@@ -10,15 +10,17 @@ import sys
 from unittest import mock
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, project
 
 from prefix_titan.sweep import launch
 
 
-def dry_run(*args, gpus=None, root=ROOT, checks=False):
-    """(exit status, stdout lines, stderr) of `launch --dry-run ARGS` on a node that shows `gpus`
-    (CUDA_VISIBLE_DEVICES; "": none, None: as this machine); the checks a launch would make
-    (preflight, a process of its own) only with `checks`, else none is found."""
+def dry_run(*args, gpus=None, root=None, checks=False):
+    """(exit status, stdout lines, stderr) of `launch --dry-run ARGS` in `root` (default: the
+    package's project folder, helpers.project) on a node that shows `gpus` (CUDA_VISIBLE_DEVICES;
+    "": none, None: as this machine); the checks a launch would make (preflight, a process of its
+    own) only with `checks`, else none is found."""
+    root = root or project()
     out, err = io.StringIO(), io.StringIO()
     saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpus is not None:
@@ -61,7 +63,7 @@ def test_a_smoke_run_over_the_nodes_ranks_trains_on_the_cpu_where_no_gpu_is_visi
     assert rc == 0 and "plan for 8 GPUs per node" in err  # a plan made on a laptop
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(SystemExit):
-        launch.main(["--scale", "pilot", "--gpus-per-run", "node", "--root", str(ROOT)])
+        launch.main(["--scale", "pilot", "--gpus-per-run", "node", "--root", str(project())])
     assert "no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the pilot scale needs GPUs" in (
         capsys.readouterr().err
     )
@@ -169,7 +171,7 @@ def test_configs_are_written_whole_and_never_through_a_link(tmp_path, capsys):
     TOML, with other numbers); one that is a symbolic link is refused, its target untouched."""
     from prefix_titan.sweep.__main__ import configs_main
 
-    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     config = tmp_path / "train_configs" / "smoke" / "ce.toml"
     config.unlink()
     (tmp_path / "elsewhere.toml").write_text("keep")
@@ -189,7 +191,7 @@ def test_a_project_adds_arms_in_its_sweep_arms_file(tmp_path, capsys):
     launch runs it like a built-in arm; a table that sets more than the objective is refused."""
     from prefix_titan.sweep.__main__ import configs_main
 
-    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     arms = tmp_path / "sweep_arms.toml"
     arms.write_text(
         '[[arm]]\nname = "prefix"\ntau = 0.3\nposition_gamma = 0.99\n\n'
@@ -456,7 +458,7 @@ def test_a_sweep_folder_that_is_a_file_or_one_runs_folder_is_refused(tmp_path):
 def test_a_config_edited_by_hand_is_refused_by_the_launch(tmp_path):
     """A generated config changed by hand (tau = 0.7 in prefix_tau0.5's) would train another arm
     into the arm's folder: the launch refuses it, naming the file and how to change a sweep."""
-    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     config = tmp_path / "train_configs" / "smoke" / "prefix_tau0.5.toml"
     config.write_text(config.read_text().replace("\ntau = 0.5\n", "\ntau = 0.7\n"))
     args = ("--scale", "smoke", "--arms", "prefix_tau0.5", "ce")
@@ -474,7 +476,7 @@ def test_a_dry_run_says_what_a_launch_from_here_would_refuse(tmp_path):
     """A plan made where the data and tokenizer are not prepared yet ends with the launch's own
     refusals (exit status 2): every problem once, with the runs it stops; a shard folder that
     prepare has not finished is one. Where everything is in place it is only the plan."""
-    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     (tmp_path / "data" / "fineweb_edu_ascii_llama3").mkdir(parents=True)  # begun, not finished
     rc, lines, err = dry_run(
         "--scale",
@@ -531,7 +533,7 @@ def launch_here(*args, gpus=""):
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     try:
         with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
-            launch.main(["--root", str(ROOT), *args])
+            launch.main(["--root", str(project()), *args])
     finally:
         if saved is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -563,7 +565,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     plan = tmp_path / "plan.toml"
     plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
-    args = ["--root", str(ROOT), "--scale", "smoke", "--arms", "ce", "--seeds", "1"]
+    args = ["--root", str(project()), "--scale", "smoke", "--arms", "ce", "--seeds", "1"]
     args += ["--sweep-dir", str(tmp_path / "sweep")]
     assert launch.main([*args, "--plan", str(plan)]) == 0 and started == [True]
     assert "\nalpha = 0.1 " in (tmp_path / "sweep" / "analysis_plan.toml").read_text()
@@ -729,7 +731,7 @@ def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
     empty = Scale("pilot.toml", "train_configs/not_generated", "./outputs/x", 1, 6400)
     monkeypatch.setitem(launch.SCALES, "pilot", empty)
     with pytest.raises(SystemExit) as e:
-        launch.main(["--dry-run", "--scale", "pilot", "--root", str(ROOT)])
+        launch.main(["--dry-run", "--scale", "pilot", "--root", str(project())])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--scale pilot has no configs for ce, label_smoothing" in err
@@ -751,9 +753,14 @@ def test_a_folder_without_configs_is_refused(tmp_path):
 @pytest.mark.slow
 def test_the_scripts_still_run_the_sweep_for_one_release(tmp_path):
     """scripts/launch_sweep.py and scripts/make_configs.py wrap the package's commands and find
-    the project from wherever they are started."""
+    the project they sit in from wherever they are started (here: copied into the package's
+    project folder, helpers.project, as the checkout ships it)."""
+    scripts = project() / "scripts"
+    scripts.mkdir(exist_ok=True)
+    for name in ("launch_sweep.py", "make_configs.py"):
+        shutil.copyfile(ROOT / "scripts" / name, scripts / name)
     wrapped = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "launch_sweep.py"), "--dry-run", "--arms", "ce"],
+        [sys.executable, str(scripts / "launch_sweep.py"), "--dry-run", "--arms", "ce"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -764,7 +771,7 @@ def test_the_scripts_still_run_the_sweep_for_one_release(tmp_path):
     refused = wrapped.returncode == 2 and "a launch from here would be refused" in wrapped.stderr
     assert wrapped.returncode == 0 or refused, wrapped.stderr
     check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_configs.py"), "--check"],
+        [sys.executable, str(scripts / "make_configs.py"), "--check"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -994,7 +1001,7 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
     from prefix_titan.sweep.configs import load_config
 
     sweep = tmp_path / "sweep"
-    args = ["--root", str(ROOT), "--scale", "smoke", "--seeds", "1", "--sweep-dir", str(sweep)]
+    args = ["--root", str(project()), "--scale", "smoke", "--seeds", "1", "--sweep-dir", str(sweep)]
     args += ["--arms", "ce", "label_smoothing", "prefix_tau0.5"]
     folders = {
         arm: sweep / arm / "seed1" for arm in ("ce", "label_smoothing", "prefix_tau0.5", "x")
@@ -1028,7 +1035,7 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
         assert "left to the processes that write them (not failed; " in err
         assert err.rstrip().endswith(": prefix_tau0.5 seed 1, ce seed 1"), err
         # over several nodes every node's launcher must start the same runs: no writer asked
-        many = argparse.Namespace(root=ROOT, scale="smoke", sweep_dir=str(sweep), nnodes=2)
+        many = argparse.Namespace(root=project(), scale="smoke", sweep_dir=str(sweep), nnodes=2)
         assert launch.taken(many, "prefix_tau0.5", 1, []) is None
         assert launch.taken(many, "label_smoothing", 1, []) == launch.SKIPPED
     finally:
@@ -1180,7 +1187,7 @@ def test_configs_in_a_new_project_folder_with_its_arms_makes_train_configs(tmp_p
 
 
 def test_every_arm_clash_is_named_at_once(tmp_path):
-    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     (tmp_path / "sweep_arms.toml").write_text(
         '[[arm]]\nname = "ce"\n\n[[arm]]\nname = "label_smoothing"\n\n'
         '[[arm]]\nname = "prefix"\ntau = 0.3\n'
@@ -1192,7 +1199,7 @@ def test_every_arm_clash_is_named_at_once(tmp_path):
 
 
 def test_an_unknown_arm_without_an_arms_file_says_none_was_found_there(tmp_path):
-    shutil.copytree(ROOT / "train_configs", tmp_path / "train_configs")
+    shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     rc, _, err = dry_run("--scale", "smoke", "--arms", "my_arm", gpus="", root=tmp_path)
     assert rc == 2 and "--arms my_arm: no such arm; the arms are ce, " in err, err
     assert f"--root {tmp_path} holds no sweep_arms.toml: is it the project folder?" in err
@@ -1251,7 +1258,7 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
     from prefix_titan.sweep.configs import load_config
 
     sweep = tmp_path / "sweep"
-    args = ["--root", str(ROOT), "--scale", "smoke", "--seeds", "1", "--sweep-dir", str(sweep)]
+    args = ["--root", str(project()), "--scale", "smoke", "--seeds", "1", "--sweep-dir", str(sweep)]
     args += ["--arms", "ce", "label_smoothing", "prefix_tau0.5"]
     args += ["--gpus-per-run", "node", "--nproc-per-node", "1"]
     holders, started = [], []

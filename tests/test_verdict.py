@@ -1257,7 +1257,7 @@ def test_the_power_command_reads_an_effect_of_either_sign_and_refuses_none(capsy
 
 
 @pytest.mark.slow  # a simulated sweep of 24 s: the fast tier stays under 3 minutes
-def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys):
+def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys, in_project):
     from prefix_titan.power import main
 
     runs = sim.simulate(sim.Sweep(items=60, tasks=TASKS), seed=6)
@@ -1364,7 +1364,7 @@ def test_the_power_command_refuses_bad_settings(args, message, capsys):
 
 
 @pytest.mark.slow
-def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
+def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys, in_project):
     from prefix_titan.simulate import main
 
     main(
@@ -1400,7 +1400,7 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys):
+def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys, in_project):
     """--out takes a new or empty folder; --overwrite replaces an earlier simulated sweep whole
     (none of its runs, nor its report, is left) and never a folder of other runs."""
     from prefix_titan.simulate import SIMULATED, main
@@ -1432,7 +1432,7 @@ def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys):
+def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys, in_project):
     """--out registers the analysis plan (--plan, else the package's) before the runs, so that
     the report applies it as the sweep's own (not an exploratory re-analysis); --calibrate says
     which variance rule its rates are of."""

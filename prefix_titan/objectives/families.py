@@ -19,6 +19,7 @@ whose own settings are keyword arguments with defaults, set by `objective.option
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -152,6 +153,30 @@ def resolve_family(name: str) -> TargetFamily:
     return family
 
 
+def family_for(spec: ObjectiveSpec) -> TargetFamily:
+    """The family `spec` names (resolve_family). One named by import path may say which of the
+    shared settings (ObjectiveSpec.shared: tau, normalize, support, epsilon) it reads, as its
+    attribute `reads` (`suffix_targets.reads = ("epsilon",)`): a shared setting away from its
+    default that it does not read is then refused, as for a built-in family (without `reads` it
+    may read any, and each one set shows in the arm name)."""
+    family = resolve_family(spec.name)
+    reads = getattr(family, "reads", None)
+    if spec.name in FAMILIES or reads is None:
+        return family
+    shared = spec.shared()
+    if (
+        not isinstance(reads, (tuple, list))
+        or not all(isinstance(r, str) for r in reads)
+        or set(reads) - set(shared)
+    ):
+        raise ValueError(
+            f"objective.name {spec.name!r}: its `reads` names the shared settings it reads, a "
+            f"tuple of {', '.join(shared)} (its own settings are keyword arguments); got {reads!r}"
+        )
+    spec.check_reads(tuple(reads), f"{spec.name.partition(':')[2]}.reads = {tuple(reads)!r}")
+    return family
+
+
 def family_options(spec: ObjectiveSpec) -> dict:
     """The keyword arguments `spec`'s family is called with: objective.options, each a keyword
     argument with a default that the family's signature declares, of its default's type (an int
@@ -218,6 +243,36 @@ def canonical_options(spec: ObjectiveSpec) -> str | None:
     return format_family_options(kept)
 
 
+def describe_objective(spec: ObjectiveSpec) -> str:
+    """The family and the target settings it reads, as the targets command and a run's log show
+    them: a built-in family's (those naming it); a family named by import path's own settings,
+    each as given or at its declared default, then the shared settings it says it reads (its
+    `reads`), or every one, any of which it may read."""
+    if spec.name in spec.built_in():
+        fields = {f.name: f for f in dataclasses.fields(spec)}
+        read = [
+            f"{n}={getattr(spec, n)!r}"
+            for n in spec.shared()
+            if spec.name in fields[n].metadata["families"]
+        ]
+        return spec.name + (f" ({', '.join(read)})" if read else "")
+    read = [f"{n}={getattr(spec, n)!r}" for n in spec.shared()]
+    family = family_for(spec)
+    given, declared = family_options(spec), declared_settings(family)
+    own = [f"{k}={v!r}" for k, v in given.items()]
+    own += [f"{k}={v!r} (default)" for k, v in (declared or {}).items() if k not in given]
+    if declared is None:  # it takes **kwargs: only the given ones are known
+        own.append("others as it defaults them")
+    reads = getattr(family, "reads", None)
+    if reads is not None:
+        read = [r for r in read if r.partition("=")[0] in reads]
+    shared = "the shared ones it reads" if reads is not None else "the shared ones it may read"
+    return (
+        f"{spec.name} (its own settings: {', '.join(own) or 'none'}; {shared}: "
+        f"{', '.join(read) or 'none'})"
+    )
+
+
 class FamilyError(RuntimeError):
     """A family named by import path raised while building its table: the message names the
     family and its exception, which is chained (`__cause__`, with its traceback)."""
@@ -226,7 +281,7 @@ class FamilyError(RuntimeError):
 def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
     """The checked target table of `spec`'s family over the vocabulary `texts`."""
     spec.validate()
-    family, options = resolve_family(spec.name), family_options(spec)
+    family, options = family_for(spec), family_options(spec)
     try:
         table = family(texts, spec, **options)
     except Exception as e:

@@ -372,20 +372,43 @@ class ObjectiveSpec:
         named = (n for f in dataclasses.fields(cls) for n in (f.metadata.get("families") or ()))
         return ["ce", *sorted(set(named) - {"ce"})]
 
-    def _check_read(self) -> None:
-        """Refuse a setting away from its default that the built-in family named does not read
-        (`--objective.epsilon 0.5` for prefix trained exactly as without it)."""
-        options = [f for f in dataclasses.fields(self) if f.metadata.get("families")]
-        if self.name not in self.built_in():
-            return  # a family named by import path may read any setting
+    @classmethod
+    def shared(cls) -> tuple[str, ...]:
+        """The target settings the built-in families read (tau, normalize, support, epsilon),
+        which a family named by import path may read too (its `reads` says which)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("families"))
+
+    def check_reads(self, reads: tuple[str, ...], declared: str | None = None) -> None:
+        """Refuse a shared setting away from its default that the family does not read (not in
+        `reads`), as one error naming each: a built-in family's, with the families that read
+        them; a family named by import path's, with where it says what it reads (`declared`)."""
         unread = [
-            f"objective.{f.name} = {getattr(self, f.name)!r} (read by "
-            f"{', '.join(f.metadata['families'])})"
-            for f in options
-            if self.name not in f.metadata["families"] and getattr(self, f.name) != f.default
+            f"objective.{f.name} = {getattr(self, f.name)!r}"
+            + (f" (read by {', '.join(f.metadata['families'])})" if declared is None else "")
+            for f in dataclasses.fields(self)
+            if f.name in self.shared()
+            and f.name not in reads
+            and getattr(self, f.name) != f.default
         ]
         if unread:
+            then = (
+                "or name the family that reads them"
+                if declared is None
+                else f"or add them to its reads ({declared})"
+            )
             raise ValueError(
                 f"objective.name = {self.name!r} does not read {'; '.join(unread)}: leave "
-                "them at their defaults (or unset), or name the family that reads them"
+                f"them at their defaults (or unset), {then}"
             )
+
+    def _check_read(self) -> None:
+        """Refuse a setting away from its default that the built-in family named does not read
+        (`--objective.epsilon 0.5` for prefix trained exactly as without it); a family named by
+        import path: where it says what it reads (families.family_for)."""
+        if self.name in self.built_in():
+            reads = tuple(
+                f.name
+                for f in dataclasses.fields(self)
+                if self.name in (f.metadata.get("families") or ())
+            )
+            self.check_reads(reads)

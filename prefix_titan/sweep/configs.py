@@ -64,7 +64,7 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
     a run would check it; a table that sets anything but the objective is refused."""
     import difflib
 
-    from ..objectives.families import canonical_options, resolve_family
+    from ..objectives.families import canonical_options, family_for
 
     path = pathlib.Path(root or ".") / ARMS_FILE
     if root is None or not path.is_file():
@@ -103,7 +103,7 @@ def user_arm_specs(root: pathlib.Path | str | None) -> list[ObjectiveSpec]:
             raise ValueError(f"{path}: arm {i} has no name (ce, prefix, …, or module:function)")
         try:
             spec = ObjectiveSpec(**table).validate()
-            resolve_family(spec.name)
+            family_for(spec)
             spec.options = canonical_options(spec)  # one arm name per objective
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: arm {i} ({table['name']}): {e}") from None

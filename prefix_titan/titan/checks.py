@@ -9,7 +9,7 @@ import sys
 
 from ..data.shards import MANIFEST, load_manifest, manifest_sha256
 from ..model.flavors import FLAVORS, flavor_args
-from ..objectives.families import canonical_options, resolve_family
+from ..objectives.families import canonical_options, family_for
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block, recorded_execution, resolved_execution
 from ..runs.checkpoints import DCP_METADATA, complete_steps, sha256, verify_step
@@ -500,7 +500,7 @@ def check_job_config(
     check_titan_shapes(job_config)
     if world is not None:
         check_batch_on_ranks(job_config, world)
-    resolve_family(spec.name)
+    family_for(spec)
     spec.options = canonical_options(spec)
     flavor = flavor_args(job_config.model.flavor)
     device_type = device_type or run_device()

@@ -16,7 +16,7 @@ import time
 import torch
 
 from ..model.flavors import flavor_args
-from ..objectives.families import build_target_table
+from ..objectives.families import build_target_table, describe_objective
 from ..objectives.kernel import IGNORE_INDEX, check_labels
 from ..objectives.mechanism import LAYOUT, MechanismTables, mechanism_tables
 from ..objectives.plan import LossPlan, build_plan
@@ -61,11 +61,10 @@ class LossPlans:
             start = time.perf_counter()
             texts = self.texts_for(job_config)
             table = self._tables[key] = build_target_table(texts, spec)
-            options = f" (options {spec.options})" if spec.options else ""
             logger.info(
-                f"Target table for {spec.name}{options}: vocab {table.vocab_size}, "
-                f"{table.idx.shape[1]} "
-                f"sparse entries per row, built in {time.perf_counter() - start:.2f}s"
+                f"Target table for {describe_objective(spec)}: vocab {table.vocab_size}, "
+                f"{table.idx.shape[1]} sparse entries per row, built in "
+                f"{time.perf_counter() - start:.2f}s"
             )
         return self._tables[key]
 

@@ -10,7 +10,9 @@ chance, the lookups not above it).
 "word count" per word), e.g. one written from wordfreq's English list to see the probes as a
 shard folder's word list of tens of thousands of words makes them (docs/probes.md).
 --pairs N adds each probe's N best pairs of the lookups the check takes together, each pair as one
-lookup keyed by both (interactions; a measurement, not a check: docs/probes.md, "What is left").
+lookup keyed by both (interactions; a measurement, not a check: docs/probes.md, "What is left"),
+and the best pair's range with the features dealt within the items' units (--shuffles draws),
+with the share of draws at or above the best pair (p).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--shuffles",
         type=int,
-        default=5,
-        help="with --pairs: times the features are dealt to other items for the no-signal level",
+        default=20,
+        help="with --pairs: times the features are dealt within units for the no-signal level",
     )
     a = p.parse_args(argv)
     if a.items < 1:
@@ -93,10 +95,12 @@ def main(argv: list[str] | None = None) -> None:
                 both = f"{one.removeprefix('lookup: ')} x {other.removeprefix('lookup: ')}"
                 print(f"| {task} ({chance:.2f}) | {both} | {accuracy:.3f} |")
             if shuffled:
-                level = f"{min(shuffled):.3f}-{max(shuffled):.3f}"
+                # the share of draws at or above the best pair, counting the pairs themselves
+                p_value = (1 + sum(s >= pairs[0][0] for s in shuffled)) / (1 + len(shuffled))
+                level = f"{min(shuffled):.3f}-{max(shuffled):.3f} (p {p_value:.2f})"
                 print(
-                    f"| {task} ({chance:.2f}) | the best of {len(pairs)}, features dealt to other"
-                    f" items ({len(shuffled)} draws) | {level} |"
+                    f"| {task} ({chance:.2f}) | the best of {len(pairs)}, features dealt within"
+                    f" units ({len(shuffled)} draws) | {level} |"
                 )
 
 

@@ -36,14 +36,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def shipped_configs() -> list[Path]:
-    """The checkout's train_configs/*.toml as it ships them: the files git tracks (where it is a
-    git checkout), not a project's own configs written beside them."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "train_configs"], cwd=ROOT, capture_output=True, text=True
-    )
-    if out.returncode != 0:  # not a git checkout: every file
-        return sorted((ROOT / "train_configs").rglob("*.toml"))
-    return sorted(ROOT / p for p in out.stdout.split("\0") if p.endswith(".toml"))
+    """The checkout's train_configs/**/*.toml as the package ships them: the configs `sweep
+    configs` writes for the built-in arms, and the others that git tracks (every other one
+    outside a git checkout); not a project's own arms' configs, nor its own files beside them."""
+    from prefix_titan.sweep.configs import _generated_for_its_arm, arm_specs, file_name
+
+    built_in = {file_name(spec.arm_name()) for spec in arm_specs()}
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "train_configs"], cwd=ROOT, capture_output=True, text=True
+        )
+        tracked = {ROOT / p for p in out.stdout.split("\0") if p} if out.returncode == 0 else None
+    except OSError:  # no git here
+        tracked = None
+    out = []
+    for path in sorted((ROOT / "train_configs").rglob("*.toml")):
+        if _generated_for_its_arm(path):
+            shipped = path.stem in built_in
+        else:  # a hand-written config (embedded_default.toml): the checkout's where git says so
+            shipped = not tracked or path in tracked
+        if shipped:
+            out.append(path)
+    return out
 
 
 @functools.cache

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from helpers import ROOT, embedded_tokenizer_at, holding_lock, train
+from helpers import ROOT, embedded_tokenizer_at, holding_lock, project, train
 
 from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock, describe, writer
 
@@ -827,7 +827,7 @@ def test_the_sweep_launcher_checks_every_run_before_any_starts(tmp_path, capsys)
     from prefix_titan.sweep.launch import main
 
     common = ["--scale", "smoke", "--arms", "ce", "label_smoothing", "--seeds", "7"]
-    common += ["--root", str(ROOT), "--sweep-dir", str(tmp_path / "sweep")]
+    common += ["--root", str(project()), "--sweep-dir", str(tmp_path / "sweep")]
     assert main([*common, "--", "--optimizer.lr", "nan"]) == 2
     err = capsys.readouterr().err
     assert "[sweep] refused before any run started:" in err

@@ -35,12 +35,14 @@ from prefix_titan.evaluation.probes import (
     word_tokens,
 )
 from prefix_titan.evaluation.shortcuts import (
+    BALANCED,
     EXPECTING,
     JOINT,
     READERS,
     RESIDUALS,
     SHORTCUTS,
     TOLERANCE,
+    _dealt,
     _joint,
     _lookup,
     _pairs,
@@ -435,18 +437,78 @@ def test_a_pair_of_lookups_finds_what_two_features_tell_only_together():
     assert pairs[0][0] < max(dealt) + 0.03 and max(dealt) < 0.28, (pairs, dealt)
 
 
+def test_the_pairs_no_signal_level_deals_features_within_units():
+    """Yes/no units (each answer once a unit) with features the unit's items share: every pair
+    tells nothing by the design (0.5 exactly), and dealt within units the features still tell
+    nothing (0.5); each item is dealt an item of its own unit, items without unit-mates (none,
+    or a unit of one: char_first_letter's) any other such item."""
+    seed = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
+    rng = np.random.default_rng(seed)
+    items = []
+    for u in range(600):
+        shared = [int(v) for v in rng.integers(4, size=3)]
+        items += [{"choices": [" no", " yes"], "gold": g, "unit": u, "f": shared} for g in (0, 1)]
+    features = {f"f{j}": (lambda it, j=j: it["f"][j]) for j in range(3)}
+    pairs, dealt = _pairs(items, features, shuffles=5, seed=seed)
+    assert all(abs(p[0] - 0.5) < 1e-9 for p in pairs) and all(abs(d - 0.5) < 1e-9 for d in dealt)
+    alone = [{"choices": [" no", " yes"], "gold": 0} for _ in range(30)]
+    mixed = items[:40] + alone[:15] + [{**it, "unit": 10_000 + k} for k, it in enumerate(alone)]
+    order = _dealt(mixed, rng)
+    assert sorted(order) == list(range(85))
+    assert all(mixed[i]["unit"] == mixed[j]["unit"] for i, j in enumerate(order[:40]))
+    assert set(order[40:]) == set(range(40, 85)) and order[40:] != list(range(40, 85))
+
+
 def test_pairs_of_lookups_on_a_probe_take_the_joint_lookups_features(probes, tok):
-    """On char_last_letter's items: every pair of the lookups the joint takes (no documented
-    residual), best first; with nothing to pair, nothing."""
-    ref, task = reference(embedded_word_counts()), "char_last_letter"
-    pairs, dealt = pair_lookups(probes[task], pieces_of(tok), ref, task)
-    names = {n for _, a, b in pairs for n in (a, b)}
-    assert dealt == [] and len(pairs) == len(names) * (len(names) - 1) // 2 >= 15
-    assert not {(task, n) for n in names} & set(RESIDUALS) and JOINT not in names
-    assert "lookup: word length" not in names  # a residual on this probe
-    assert [p[0] for p in pairs] == sorted((p[0] for p in pairs), reverse=True)
-    assert all(0 <= p[0] <= 1 for p in pairs)
-    assert _pairs(probes[task], {"one": lambda it: 0}, 2, 0) == ([], [])
+    """Every pair of the lookups the joint takes, best first: on char_contains the letter pairs'
+    expectation quintile among them, on char_first_letter not the word length its design
+    balances below chance (BALANCED), on char_last_letter no documented residual; with nothing
+    to pair, nothing."""
+    ref = reference(embedded_word_counts())
+    names = {}
+    for task in ("char_contains", "char_first_letter", "char_last_letter"):
+        pairs, dealt = pair_lookups(probes[task], pieces_of(tok), ref, task)
+        names[task] = {n for _, a, b in pairs for n in (a, b)}
+        assert dealt == [] and len(pairs) == len(names[task]) * (len(names[task]) - 1) // 2
+        assert [p[0] for p in pairs] == sorted((p[0] for p in pairs), reverse=True)
+        assert not {(task, n) for n in names[task]} & set(RESIDUALS) and JOINT not in names[task]
+    assert (
+        EXPECTING[0] in names["char_contains"] and "lookup: word length" in names["char_contains"]
+    )
+    assert ("char_first_letter", "lookup: word length") in BALANCED
+    assert "lookup: word length" not in names["char_first_letter"] and names["char_first_letter"]
+    assert "lookup: word length" not in names["char_last_letter"]  # a residual there
+    assert len(names["char_last_letter"]) >= 6
+    assert _pairs(probes["char_last_letter"], {"one": lambda it: 0}, 2, 0) == ([], [])
+
+
+@pytest.mark.slow
+def test_the_script_prints_each_probes_best_pairs_and_their_no_signal_level(
+    embedded_tokenizer_dir,
+):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "probe_shortcuts.py"
+    args = ["--hf-assets-path", embedded_tokenizer_dir, "--items", "300"]
+    out = subprocess.run(
+        [sys.executable, str(script), *args, "--pairs", "2", "--shuffles", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    table, pairs = out.split("\n\n")
+    assert table.startswith("| shortcut |")
+    rows = pairs.strip().splitlines()
+    assert rows[0] == "| probe (chance) | pair of lookups | accuracy |"
+    for task in ("char_first_letter", "char_last_letter", "char_contains", "char_prefix"):
+        mine = [r for r in rows if r.startswith(f"| {task} (")]
+        assert len(mine) == 3 and all(" x " in r for r in mine[:2]), mine
+        assert re.search(
+            r"features dealt within units \(3 draws\) \| [\d.]+-[\d.]+ \(p [\d.]+\) \|$", mine[2]
+        )
 
 
 @pytest.mark.slow

@@ -616,6 +616,28 @@ def test_an_arm_without_a_tau_in_its_name_has_no_tau_axis(tmp_path):
     ]
 
 
+def test_a_family_that_says_it_reads_tau_is_on_the_tau_axis_at_its_default(monkeypatch):
+    """A family of one's own whose `reads` names tau lies on the tau axis at the tau it trained
+    with, shown in its name or not; one that does not say so, only where its name shows it; a
+    family that does not import here, by its name alone."""
+    import sys
+
+    from prefix_titan.sweep.analysis import axis_value
+
+    module = type(sys)("reads_lab")
+    module.hears = lambda texts, spec: None
+    module.hears.reads = ("tau",)
+    module.any = lambda texts, spec: None
+    monkeypatch.setitem(sys.modules, "reads_lab", module)
+    assert axis_value({"name": "reads_lab:hears", "tau": 0.5}) == 0.5
+    assert axis_value({"name": "reads_lab:hears", "tau": 2.0}) == 2.0
+    assert axis_value({"name": "reads_lab:hears", "tau": 0.5}, "epsilon") is None
+    assert axis_value({"name": "reads_lab:any", "tau": 0.5}) is None
+    assert axis_value({"name": "reads_lab:any", "tau": 2.0}) == 2.0
+    assert axis_value({"name": "gone_lab_xyz:f", "tau": 0.5}) is None
+    assert axis_value({"name": "gone_lab_xyz:f", "tau": 2.0}) == 2.0
+
+
 AXIS_FAMILY = """
 def f(texts, spec, *, p=1.0, mode="a"):
     raise AssertionError("the report reads the family's defaults, never its table")

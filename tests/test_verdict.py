@@ -239,7 +239,7 @@ def test_a_detectable_difference_beyond_a_metrics_range_is_printed_as_none(seed,
 
 @pytest.mark.slow  # (the power command takes 5-10 s here)
 @pytest.mark.parametrize("seeds, none", [(2, True), (3, False)])
-def test_the_power_table_prints_none_beyond_a_metrics_range(seeds, none, capsys):
+def test_the_power_table_prints_none_beyond_a_metrics_range(seeds, none, capsys, in_project):
     from prefix_titan.power import main as power
 
     power(["--seeds", str(seeds)])
@@ -526,7 +526,7 @@ def test_at_two_seeds_the_detectable_effect_is_the_per_seed_tests(seed):
 
 
 @pytest.mark.slow
-def test_the_power_command_says_its_sd_is_assumed_and_what_2_seeds_test(capsys):
+def test_the_power_command_says_its_sd_is_assumed_and_what_2_seeds_test(capsys, in_project):
     """The default run sd is printed as an assumption (not a measured seed-to-seed sd), and at 2
     seeds the note says the comparison is the per-seed one, whose detectable difference is
     printed (far larger than the pooled test's at 3 seeds; the 3-seed note-free output is the
@@ -1239,7 +1239,7 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
 
 
 @pytest.mark.slow
-def test_the_power_command_reads_an_effect_of_either_sign_and_refuses_none(capsys):
+def test_the_power_command_reads_an_effect_of_either_sign_and_refuses_none(capsys, in_project):
     """A lower-is-better metric's effect given negative needs the seeds the positive one needs
     (the tests are two-sided; it used to print > 100); 0, nan and inf are refused by name."""
     from prefix_titan.power import main

@@ -421,9 +421,10 @@ def arm_kind(objective: dict, axis: str = "tau") -> str:
 
 def axis_value(objective: dict, axis: str = "tau") -> float | None:
     """Where an arm lies along the plan's axis: the setting's value where its family reads it
-    (a built-in family that reads the setting; a family of one's own whose name shows it, or,
-    for options.KEY, that declares KEY, at its default where the arm leaves it unset); None
-    where the arm is not on the axis. A value that is not a number is refused, naming it."""
+    (a built-in family that reads the setting; a family of one's own whose `reads` names it,
+    or whose name shows it where the family does not import here, or, for options.KEY, that
+    declares KEY, at its default where the arm leaves it unset); None where the arm is not on
+    the axis. A value that is not a number is refused, naming it."""
     from ..objectives import ObjectiveSpec, families
 
     spec = ObjectiveSpec.from_record(objective)
@@ -446,6 +447,11 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
     else:
         setting = {f.name: f for f in dataclasses.fields(ObjectiveSpec)}.get(axis)
         reads = setting is not None and spec.name in (setting.metadata.get("families") or ())
+        if not built_in and setting is not None:
+            try:  # a family that says what it reads (families.family_for)
+                reads = axis in (getattr(families.resolve_family(spec.name), "reads", None) or ())
+            except ValueError:  # not importable here: where its name shows the setting
+                pass
         shows = spec.arm_name(leave_out=axis) != spec.arm_name()
         value = getattr(spec, axis) if reads or shows else None
     if value is None:

@@ -276,6 +276,57 @@ def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, m
     )
 
 
+def test_a_sweep_launch_refuses_a_seed_whose_arm_trained_towards_another_table(
+    tmp_path, monkeypatch
+):
+    """Another seed of the arm, in the sweep folder, trained towards another table than the
+    family builds now (its code edited in between): the launch's checks name it before any run
+    starts; another arm's run beside it, a record without the digest, or a run outside a sweep
+    is not compared."""
+    import json
+
+    from helpers import embedded_tokenizer_at
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.runs.folder import RUN_CONFIG, TARGET_TABLE, run_record
+    from prefix_titan.titan.preflight import check_runs
+
+    module = type(sys)("edited_lab")
+    module.fam = lambda texts, spec: FAMILIES["ce"](texts, spec)
+    monkeypatch.setitem(sys.modules, "edited_lab", module)
+    tokenizer = embedded_tokenizer_at(tmp_path / "tokenizer")
+    sweep = tmp_path / "sweep"
+
+    def run(seed, *extra):
+        args = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        args += ["--model.hf_assets_path", tokenizer, "--objective.name", "edited_lab:fam"]
+        args += [*extra, "--job.dump_folder", str(sweep / "edited" / f"seed{seed}")]
+        return (f"edited seed {seed}", args)
+
+    def record(seed, sha, *extra):
+        job = ConfigManager().parse_args(run(seed, *extra)[1])
+        folder = pathlib.Path(job.job.dump_folder)
+        folder.mkdir(parents=True)
+        written = run_record(job) if sha is None else {**run_record(job), TARGET_TABLE: sha * 64}
+        (folder / RUN_CONFIG).write_text(json.dumps(written))
+        return folder
+
+    where = {"folder": str(sweep), "extra": []}
+    record(3, None)  # (recorded before the digest was kept)
+    record(4, "e", "--objective.position_gamma", "0.9")  # another arm
+    assert check_runs([run(2)], sweep=where) == []
+    first = record(1, "f")
+    (problem,) = check_runs([run(2)], sweep=where)
+    assert problem.startswith(
+        f"edited seed 2: {first} holds a run of arm edited_lab:fam that trained towards another "
+        "target table (sha256 ffffffffffff...)"
+    )
+    assert problem.endswith(
+        "Restore the code that run trained with, or launch the arm into another --sweep-dir"
+    )
+    assert check_runs([run(2)]) == []  # not a sweep's run
+
+
 def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):
     from prefix_titan.objectives import family_options
 

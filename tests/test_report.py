@@ -243,11 +243,16 @@ def test_the_power_section_gives_each_primary_its_resolution(sweep):
 def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
     text = report(str(sweep))
     assert "All runs share every setting outside [objective]" in text and "debug.seed" not in text
+    assert "**Warning.** The runs are not matched" not in text
     make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=1, lr=3e-4)
     for seed in (2, 3):
         make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
     text = report(str(sweep))
     assert "`optimizer.lr` differs from 0.001 in: prefix_tau1.0 seed 1 (0.0003)" in text
+    answer, warning = text.split("\n\n")[1:3]  # right under the answer
+    assert answer.startswith("**Answer.**") and warning.startswith(
+        "**Warning.** The runs are not matched: 1 difference besides the objectives and the seeds"
+    )
 
 
 @pytest.mark.slow

@@ -199,8 +199,13 @@ def test_a_setting_the_family_does_not_read_is_refused():
         match=r"'prefix' does not read objective.epsilon = 0.5 \(read by label_smoothing\)",
     ):
         ObjectiveSpec("prefix", epsilon=0.5).validate()
-    with pytest.raises(ValueError, match="'ce' does not read objective.tau = 0.2"):
+    with pytest.raises(ValueError, match="'ce' does not read objective.tau = 0.2") as e:
         ObjectiveSpec("ce", tau=0.2).validate()
+    assert str(e.value).endswith(
+        ": leave it at its default (or unset), or name the family that reads it"
+    )
+    with pytest.raises(ValueError, match="; objective.epsilon = 0.5 .*: leave them at their"):
+        ObjectiveSpec("ce", tau=0.2, epsilon=0.5).validate()
     ObjectiveSpec("prefix", epsilon=0.1, tau=0.2).validate()  # at the default: fine
     ObjectiveSpec("my.mod:f", epsilon=0.5, tau=0.2).validate()  # import path: reads any
 

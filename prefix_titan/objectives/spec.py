@@ -391,14 +391,16 @@ class ObjectiveSpec:
             and getattr(self, f.name) != f.default
         ]
         if unread:
+            one = len(unread) == 1
             then = (
-                "or name the family that reads them"
+                f"or name the family that reads {'it' if one else 'them'}"
                 if declared is None
-                else f"or add them to its reads ({declared})"
+                else f"or add {'it' if one else 'them'} to its reads ({declared})"
             )
+            them = "it at its default" if one else "them at their defaults"
             raise ValueError(
                 f"objective.name = {self.name!r} does not read {'; '.join(unread)}: leave "
-                f"them at their defaults (or unset), {then}"
+                f"{them} (or unset), {then}"
             )
 
     def _check_read(self) -> None:

@@ -464,6 +464,17 @@ def probe_leaks(runs: list[dict], steps: list[int]) -> list[str]:
     ]
 
 
+def unmatched_line(problems: list[str]) -> str:
+    """The warning under the answer where the runs differ in more than their objectives
+    (runs.invariant_violations): the comparisons above then read those differences too."""
+    return (
+        f"**Warning.** The runs are not matched: {plural(len(problems), 'difference')} besides "
+        'the objectives and the seeds ("Compute-matched invariants", below), which the '
+        "comparisons read as the objectives' effects. Train the odd runs again as the others "
+        "were, in a folder of their own, before reading the answer."
+    )
+
+
 def unfinished_line(unfinished: list[dict]) -> str:
     listed = ", ".join(
         f"{u['arm']} seed {u['seed']} (step {'-' if u['last_step'] is None else u['last_step']} "
@@ -672,12 +683,14 @@ def report(
     sampled = sampled_tasks(runs, a.steps)
     leaks = probe_leaks(runs, a.steps)
     shown, unmeasured = measured_names(a, _summary_names(a))
+    problems = invariant_violations(runs)
     lines = [
         f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
         f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
         "",
         f"**Answer.** {a.answer}",
         "",
+        *([unmatched_line(problems), ""] if problems else []),
         *([unfinished_line(unfinished), ""] if unfinished else []),
         units_line(a),
         "",
@@ -785,7 +798,6 @@ def report(
         ]
     else:
         lines += [no_power_line(a), ""]
-    problems = invariant_violations(runs)
     lines += ["## Compute-matched invariants", ""]
     lines += (
         [f"- {p}" for p in problems]

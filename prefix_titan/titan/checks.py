@@ -808,6 +808,39 @@ def check_resume(
     raise ValueError(f"{folder} holds {held}:\n  " + "\n  ".join(conflicts) + f"\n{last}")
 
 
+def check_arm_table(job_config, sha256: str) -> None:
+    """A sweep's run: refuse to start it where another seed of its arm (a folder beside its own,
+    of the same arm) trained towards another target table than the one its settings build now
+    (`sha256`): its family's code changed between the arm's seeds, which would compare one arm's
+    seeds trained towards different targets (the report warns of it; here nothing is trained)."""
+    from ..objectives.spec import ObjectiveSpec
+
+    folder = os.path.realpath(job_config.job.dump_folder)
+    arm = job_config.objective.arm_name()
+    parent = os.path.dirname(folder)
+    others = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
+    for name in others:
+        path = os.path.join(parent, name)
+        record = os.path.join(path, RUN_CONFIG)
+        if path == folder or not os.path.isfile(record):
+            continue
+        config = _read_record(record)
+        recorded = config.get(TARGET_TABLE)
+        try:
+            same_arm = ObjectiveSpec.from_record(config.get("objective", {})).arm_name() == arm
+        except (TypeError, ValueError):  # a record this version cannot read: not compared
+            continue
+        if same_arm and recorded not in (None, sha256):
+            raise ValueError(
+                f"{path} holds a run of arm {arm} that trained towards another target table "
+                f"(sha256 {recorded[:12]}...) than objective.name {job_config.objective.name!r} "
+                f"builds now with the same settings ({sha256[:12]}...): its family's code, this "
+                "package's or a library the table is computed with has changed since, and the "
+                "arm's seeds would train towards different targets. Restore the code that run "
+                "trained with, or launch the arm into another --sweep-dir"
+            )
+
+
 def check_table_unchanged(job_config, sha256: str) -> None:
     """Refuse to train on in a run folder whose run trained towards another target table than
     the one its settings build now (`sha256`: TargetTable.sha256). Its settings were compared

@@ -96,6 +96,7 @@ def check_runs(
     from ..runs.folder import DATA_FILES, RESOLVED, run_record
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import (
+        check_arm_table,
         check_job_config,
         check_paths,
         check_resume,
@@ -145,8 +146,10 @@ def check_runs(
                     )
                     problems.setdefault(problem, []).append(name)
                     continue
-                try:  # a run started before its family's code was edited
+                try:  # a run started before its family's code was edited, or its arm's seeds
                     check_table_unchanged(job, table.sha256)
+                    if sweep is not None:
+                        check_arm_table(job, table.sha256)
                 except ValueError as e:
                     problems.setdefault(str(e), []).append(name)
     finally:

@@ -705,9 +705,23 @@ def test_a_family_setting_of_its_own_is_the_trend_axis(tmp_path, axis_family):
     (out / "differences_vs_tau.png").write_bytes(b"an earlier report's")
     text = report(str(runs), out=str(out), plan=plan, figures=True)
     assert "| family | metric | kind | slope per ln options.p [95% CI] | p | Holm p |" in text
+    assert "### Trend along options.p" in text and "Trend slopes: per unit of ln options.p." in text
     assert "Trend (reported, not claimed): along options.p, log scale." in text
     assert (out / "differences_vs_p.png").stat().st_size > 5000
     assert not (out / "differences_vs_tau.png").exists()
+
+
+def test_a_sweep_whose_arms_lie_on_no_axis_has_no_trend_section(tmp_path, axis_family):
+    """A family of one's own that reads no tau, under a plan on tau: the report has no trend
+    section and no slopes' unit, and its notes say why."""
+    runs = tmp_path / "runs"
+    for seed in (1, 2, 3):
+        make_run(runs, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(runs, "own", {"name": axis_family, "options": "mode=b"}, 0.01, seed=seed)
+    plan = _axis_plan(tmp_path, "tau", contrast=(f"{axis_family}_modeb",))
+    text = report(str(runs), out=str(tmp_path / "out"), plan=plan)
+    assert "### Trend along" not in text and "Trend slopes" not in text
+    assert "no trend along the plan's axis tau: no arm of the contrast" in text
 
 
 def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):

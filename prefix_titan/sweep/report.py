@@ -228,12 +228,19 @@ def units_line(a: Analysis) -> str:
     )
     axis = "τ" if a.plan.axis == "tau" else a.plan.axis
     per = f"unit of ln {axis}" if a.plan.axis_scale == "log" else f"unit of {axis}"
+    slopes = f" Trend slopes: per {per}." if on_axis(a) else ""
     return (
         f"Units (of each value and each difference): {said}; the other accuracies are fractions "
         "(0.01 = one point), bits/byte bits per byte, emb letters macro-F1, masses and ECE "
-        f"probabilities. Trend slopes: per {per}. Intervals are 95% and unadjusted; a claim "
-        "reads the adjusted p."
+        f"probabilities.{slopes} Intervals are 95% and unadjusted; a claim reads the adjusted p."
     )
+
+
+def on_axis(a: Analysis) -> bool:
+    """Whether some arm lies on the plan's axis: a sweep whose arms do not (a family of one's
+    own that reads no such setting) has no trend section and no slopes' unit (its notes say
+    why)."""
+    return any(value is not None for value in a.along.values())
 
 
 def trend_lines(a: Analysis) -> list[str]:
@@ -758,10 +765,12 @@ def report(
             "",
             *claim_lines(a),
             "",
-            f"### Trend along {'τ' if a.plan.axis == 'tau' else a.plan.axis}",
-            "",
-            *trend_lines(a),
-            "",
+            *(
+                [f"### Trend along {'τ' if a.plan.axis == 'tau' else a.plan.axis}", ""]
+                + [*trend_lines(a), ""]
+                if on_axis(a)
+                else []
+            ),
         ]
     power = power_lines(a)
     lines += [

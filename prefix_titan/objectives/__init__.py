@@ -14,6 +14,7 @@ from .families import (
     describe_objective,
     family_for,
     family_options,
+    family_reads,
     prefix_sets,
     resolve_family,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "describe_objective",
     "family_for",
     "family_options",
+    "family_reads",
     "fused_target_loss",
     "position_weights",
     "prefix_sets",

@@ -19,7 +19,6 @@ whose own settings are keyword arguments with defaults, set by `objective.option
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 import inspect
@@ -153,16 +152,16 @@ def resolve_family(name: str) -> TargetFamily:
     return family
 
 
-def family_for(spec: ObjectiveSpec) -> TargetFamily:
-    """The family `spec` names (resolve_family). One named by import path may say which of the
-    shared settings (ObjectiveSpec.shared: tau, normalize, support, epsilon) it reads, as its
-    attribute `reads` (`suffix_targets.reads = ("epsilon",)`): a shared setting away from its
-    default that it does not read is then refused, as for a built-in family (without `reads` it
-    may read any, and each one set shows in the arm name)."""
-    family = resolve_family(spec.name)
-    reads = getattr(family, "reads", None)
-    if spec.name in FAMILIES or reads is None:
-        return family
+def family_reads(spec: ObjectiveSpec, family: TargetFamily | None = None) -> tuple | None:
+    """The shared settings (ObjectiveSpec.shared: tau, normalize, support, epsilon) `spec`'s
+    family reads: a built-in family's (ObjectiveSpec.built_in_reads); one named by import path
+    says which as its attribute `reads` (`suffix_targets.reads = ("epsilon",)`), checked to be a
+    tuple of them; None where it does not say (it may read any). `family`: spec's, resolved."""
+    if spec.name in FAMILIES:
+        return spec.built_in_reads()
+    reads = getattr(family or resolve_family(spec.name), "reads", None)
+    if reads is None:
+        return None
     shared = spec.shared()
     if (
         not isinstance(reads, (tuple, list))
@@ -173,7 +172,18 @@ def family_for(spec: ObjectiveSpec) -> TargetFamily:
             f"objective.name {spec.name!r}: its `reads` names the shared settings it reads, a "
             f"tuple of {', '.join(shared)} (its own settings are keyword arguments); got {reads!r}"
         )
-    spec.check_reads(tuple(reads), f"{spec.name.partition(':')[2]}.reads = {tuple(reads)!r}")
+    return tuple(reads)
+
+
+def family_for(spec: ObjectiveSpec) -> TargetFamily:
+    """The family `spec` names (resolve_family). Where one named by import path says what it
+    reads (family_reads), a shared setting away from its default that it does not read is
+    refused, as for a built-in family (ObjectiveSpec.validate); without `reads` it may read any,
+    and each one set shows in the arm name."""
+    family = resolve_family(spec.name)
+    reads = family_reads(spec, family)
+    if spec.name not in FAMILIES and reads is not None:
+        spec.check_reads(reads, f"{spec.name.partition(':')[2]}.reads = {reads!r}")
     return family
 
 
@@ -248,24 +258,16 @@ def describe_objective(spec: ObjectiveSpec) -> str:
     them: a built-in family's (those naming it); a family named by import path's own settings,
     each as given or at its declared default, then the shared settings it says it reads (its
     `reads`), or every one, any of which it may read."""
-    if spec.name in spec.built_in():
-        fields = {f.name: f for f in dataclasses.fields(spec)}
-        read = [
-            f"{n}={getattr(spec, n)!r}"
-            for n in spec.shared()
-            if spec.name in fields[n].metadata["families"]
-        ]
-        return spec.name + (f" ({', '.join(read)})" if read else "")
-    read = [f"{n}={getattr(spec, n)!r}" for n in spec.shared()]
     family = family_for(spec)
+    reads = family_reads(spec, family)
+    read = [f"{n}={getattr(spec, n)!r}" for n in spec.shared() if reads is None or n in reads]
+    if spec.name in FAMILIES:
+        return spec.name + (f" ({', '.join(read)})" if read else "")
     given, declared = family_options(spec), declared_settings(family)
     own = [f"{k}={v!r}" for k, v in given.items()]
     own += [f"{k}={v!r} (default)" for k, v in (declared or {}).items() if k not in given]
     if declared is None:  # it takes **kwargs: only the given ones are known
         own.append("others as it defaults them")
-    reads = getattr(family, "reads", None)
-    if reads is not None:
-        read = [r for r in read if r.partition("=")[0] in reads]
     shared = "the shared ones it reads" if reads is not None else "the shared ones it may read"
     return (
         f"{spec.name} (its own settings: {', '.join(own) or 'none'}; {shared}: "

@@ -336,11 +336,7 @@ class ObjectiveSpec:
         if self.options is not None:
             parse_family_options(self.options)
             if self.name in self.built_in():
-                reads = [
-                    f"objective.{f.name}"
-                    for f in dataclasses.fields(self)
-                    if self.name in (f.metadata.get("families") or ())
-                ]
+                reads = [f"objective.{n}" for n in self.built_in_reads()]
                 its = f"its settings: {', '.join(reads)}" if reads else "it has no settings"
                 raise ValueError(
                     f"objective.options are the settings of a family named by import path; "
@@ -378,6 +374,15 @@ class ObjectiveSpec:
         which a family named by import path may read too (its `reads` says which)."""
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("families"))
 
+    def built_in_reads(self) -> tuple[str, ...]:
+        """The shared settings the built-in family named reads (those whose `families` name
+        it; none for a family named by import path: families.family_reads)."""
+        return tuple(
+            f.name
+            for f in dataclasses.fields(self)
+            if self.name in (f.metadata.get("families") or ())
+        )
+
     def check_reads(self, reads: tuple[str, ...], declared: str | None = None) -> None:
         """Refuse a shared setting away from its default that the family does not read (not in
         `reads`), as one error naming each: a built-in family's, with the families that read
@@ -408,9 +413,4 @@ class ObjectiveSpec:
         (`--objective.epsilon 0.5` for prefix trained exactly as without it); a family named by
         import path: where it says what it reads (families.family_for)."""
         if self.name in self.built_in():
-            reads = tuple(
-                f.name
-                for f in dataclasses.fields(self)
-                if self.name in (f.metadata.get("families") or ())
-            )
-            self.check_reads(reads)
+            self.check_reads(self.built_in_reads())

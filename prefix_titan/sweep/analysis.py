@@ -26,7 +26,6 @@ refused, naming them.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -445,13 +444,10 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
                 )
             value, given = (declared or {}).get(key), False
     else:
-        setting = {f.name: f for f in dataclasses.fields(ObjectiveSpec)}.get(axis)
-        reads = setting is not None and spec.name in (setting.metadata.get("families") or ())
-        if not built_in and setting is not None:
-            try:  # a family that says what it reads (families.family_for)
-                reads = axis in (getattr(families.resolve_family(spec.name), "reads", None) or ())
-            except ValueError:  # not importable here: where its name shows the setting
-                pass
+        try:  # the settings its family reads (one of one's own: where it says, its `reads`)
+            reads = axis in (families.family_reads(spec) or ())
+        except ValueError:  # a family of one's own that does not import here: by its name
+            reads = False
         shows = spec.arm_name(leave_out=axis) != spec.arm_name()
         value = getattr(spec, axis) if reads or shows else None
     if value is None:

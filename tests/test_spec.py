@@ -5,6 +5,7 @@ name, the sweep's configs, the report's grouping and invariants, and the inspect
 import argparse
 import dataclasses
 import re
+import tomllib
 
 import pytest
 from helpers import ROOT, make_run
@@ -127,6 +128,37 @@ def test_an_import_path_arm_is_filed_without_its_colon():
     assert f'dump_folder = "{folder}"' in render(spec, "smoke")
     path = config_path(ROOT, "smoke", spec.arm_name())
     assert path.name == "prefix_titan.objectives.families-ce_targets.toml"
+
+
+def test_a_generated_config_holds_the_settings_its_family_reads(monkeypatch):
+    """[objective] of a generated config names what the arm's family reads: `ce` its name alone,
+    `label_smoothing` epsilon, `prefix` tau, normalize and support; a family of one's own that
+    says it reads epsilon, epsilon; one that does not say, every shared setting."""
+    import sys
+
+    module = type(sys)("cfg_lab")
+    module.eps = lambda texts, spec: None
+    module.eps.reads = ("epsilon",)
+    module.any = lambda texts, spec: None
+    monkeypatch.setitem(sys.modules, "cfg_lab", module)
+
+    def section(spec):
+        text = render(spec, "smoke").split("\n[objective]\n")[1].split("\n[")[0]
+        return [line.split(" = ")[0] for line in text.strip().splitlines()]
+
+    assert section(ObjectiveSpec("ce")) == ["name"]
+    assert section(ObjectiveSpec("label_smoothing", epsilon=0.2)) == ["name", "epsilon"]
+    assert section(ObjectiveSpec("prefix", tau=2.0)) == ["name", "tau", "normalize", "support"]
+    assert section(ObjectiveSpec("cfg_lab:eps")) == ["name", "epsilon"]
+    every = ["name", "tau", "normalize", "support", "epsilon"]
+    assert section(ObjectiveSpec("cfg_lab:any")) == every
+    with_gamma = ObjectiveSpec("ce", position_gamma=0.99)
+    assert section(with_gamma) == ["name", "position_gamma"]
+    # a config read back makes the arm it was written for
+    for spec in (ObjectiveSpec("ce"), ObjectiveSpec("cfg_lab:eps", epsilon=0.3), with_gamma):
+        text = render(spec, "smoke")
+        record = tomllib.loads(text)["objective"]
+        assert ObjectiveSpec.from_record(record).arm_name() == spec.arm_name()
 
 
 def test_the_report_groups_and_checks_by_the_spec(tmp_path, monkeypatch):

@@ -322,7 +322,9 @@ def main() -> None:
     from torchtitan.train import main as torchtitan_main
 
     from .objectives.families import FamilyError
+    from .objectives.kernel import LabelError
     from .objectives.table import TableError
+    from .titan.refusal import clean_up
 
     config = parse_config(sys.argv[1:])
     before = _newest_checkpoint(config)
@@ -337,6 +339,11 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
+            clean_up(config)
+        raise SystemExit(2) from None
+    except LabelError as e:  # the data's labels do not fit the model: said, no trace
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C: one line, not the loop's traceback
         if os.environ.get("RANK", "0") == "0":
@@ -352,6 +359,7 @@ def main() -> None:
 
             traceback.print_exception(e.__cause__ or e)
             print(f"error: {e}", file=sys.stderr, flush=True)
+            clean_up(config)
         raise SystemExit(2) from None
     _report_checkpoint(config, before)
 

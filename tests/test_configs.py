@@ -432,6 +432,45 @@ def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_
     check_resume(parse(default, *args, "--training.steps", "40", "--checkpoint.load_step", "20"))
 
 
+def test_a_copy_that_torchtitan_reads_as_a_step_is_refused(tmp_path):
+    """torchtitan's loader and its keep_latest_k purge read `step-N` anywhere in a name: a copy
+    `step-4-backup` or `old-step-12` in the checkpoint folder could be resumed from or deleted,
+    so a run is refused naming each and its step; `backup-4`, a file without the pattern and a
+    purge's own `.purged-step-N` aside pass."""
+    from prefix_titan.runs.checkpoints import DCP_METADATA, purge_older_steps
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder))
+    ckpt = folder / "checkpoint"
+    for name in ("step-4", "step-4-backup", "old-step-12", "backup-4", ".purged-step-2"):
+        (ckpt / name).mkdir(parents=True)
+        (ckpt / name / DCP_METADATA).write_bytes(b"")
+    (ckpt / "notes.txt").write_text("x")
+    with pytest.raises(ValueError) as e:
+        check_resume(parse(default, *args))
+    assert str(e.value).startswith(
+        f"{ckpt} holds old-step-12 (step 12), step-4-backup (step 4): torchtitan reads a name "
+        "that holds `step-<N>` as checkpoint step N"
+    ), e.value
+    assert "Move it out of the checkpoint folder, or rename it" in str(e.value)
+    check_resume(parse(default, *args, "--checkpoint.no-enable"))  # nothing loaded or purged
+    (ckpt / "step-4-backup").rename(tmp_path / "step-4-backup")
+    (ckpt / "old-step-12").rename(ckpt / "old-12")
+    check_resume(parse(default, *args))
+    # the package's own purge leaves such a copy alone and deletes its aside
+    (ckpt / "step-4-backup").mkdir()
+    (ckpt / "step-5").mkdir()
+    assert purge_older_steps(str(ckpt), 1) == [str(ckpt / "step-4")]
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "backup-4",
+        "notes.txt",
+        "old-12",
+        "step-4-backup",
+        "step-5",
+    ]
+
+
 def test_a_sweep_runs_resume_refusals_name_the_sweeps_way_out(tmp_path):
     """Checked for a sweep launch (which sets job.dump_folder itself), the refusals of a
     checkpoint past training.steps and of a resume with other settings name the launch's ways
@@ -866,6 +905,65 @@ def test_only_torchtitan_0_2_from_0_2_2_is_adapted(monkeypatch, capsys, found, a
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2 and capsys.readouterr().err == f"error: {problem}\n"
+
+
+@pytest.mark.parametrize("raised", ["table", "family", "labels"])
+def test_a_refusal_inside_the_trainer_is_one_error_and_leaves_no_empty_folders(
+    raised, tmp_path, monkeypatch, capsys
+):
+    """A target table refused, a family's code that raises (both while torchtitan builds the
+    trainer) and labels outside the vocabulary (after a step): `error: ...`, status 2, no
+    traceback but the family's own; a refused run's empty folders, lock and untrained record are
+    removed (the refusal before the trainer does the same: titan/refusal.py); a run that
+    trained keeps its folder."""
+    import json
+
+    import torchtitan.train
+
+    from prefix_titan.objectives.families import FamilyError
+    from prefix_titan.objectives.kernel import LabelError
+    from prefix_titan.objectives.table import TableError
+    from prefix_titan.runs.folder import RUN_CONFIG
+    from prefix_titan.runs.lock import RunLock
+    from prefix_titan.train import main
+
+    run = tmp_path / "outputs" / "run"
+    error = {
+        "table": TableError("row 0 sums to 0.5, not 1"),
+        "family": FamilyError("target family 'x:y' raised KeyError: 'nope'"),
+        "labels": LabelError("step 3: 2 label(s) of the batch were neither a token id ..."),
+    }[raised]
+
+    def refused(trainer_cls):
+        (run / "comm_traces").mkdir(parents=True)
+        RunLock(str(run)).acquire()
+        (run / RUN_CONFIG).write_text(json.dumps({"objective": {"name": "ce"}}))
+        if raised == "labels":  # after a step: the run trained
+            (run / "checkpoint" / "step-2").mkdir(parents=True)
+        if raised == "family":
+            try:
+                {}["nope"]
+            except KeyError as e:
+                raise error from e
+        raise error
+
+    monkeypatch.setattr(torchtitan.train, "main", refused)
+    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / "train_configs/embedded_default.toml")
+    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", "outputs/run"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {error}" in err or f"its target table could not be built ({error})" in err
+    assert ("Traceback" in err) is (raised == "family"), err
+    if raised == "labels":
+        assert (run / RUN_CONFIG).exists() and (run / "checkpoint" / "step-2").is_dir()
+    else:
+        assert not (tmp_path / "outputs").exists(), list(tmp_path.rglob("*"))
 
 
 def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch, capsys):

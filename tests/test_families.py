@@ -327,6 +327,59 @@ def test_a_sweep_launch_refuses_a_seed_whose_arm_trained_towards_another_table(
     assert check_runs([run(2)]) == []  # not a sweep's run
 
 
+def test_a_new_seed_of_a_built_in_arm_is_checked_against_its_other_seeds_tables(
+    tmp_path, monkeypatch
+):
+    """A built-in family's table is built at launch only where a new seed joins an arm whose
+    other seeds recorded theirs (the package changed in between: refused, naming the run); a
+    seed that resumes its own folder, or the first seed of an arm, builds none."""
+    import json
+
+    from helpers import embedded_tokenizer_at
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.runs.folder import RUN_CONFIG, TARGET_TABLE, run_record
+    from prefix_titan.titan.loss import LossPlans
+    from prefix_titan.titan.preflight import check_runs
+
+    built = []
+    table_for = LossPlans.table_for
+    monkeypatch.setattr(
+        LossPlans, "table_for", lambda self, job: built.append(1) or table_for(self, job)
+    )
+    tokenizer = embedded_tokenizer_at(tmp_path / "tokenizer")
+    sweep = tmp_path / "sweep"
+    where = {"folder": str(sweep), "extra": []}
+
+    def run(seed):
+        args = ["--job.config_file", str(ROOT / "train_configs" / "embedded_default.toml")]
+        args += ["--model.hf_assets_path", tokenizer, "--objective.name", "label_smoothing"]
+        return (f"ls seed {seed}", [*args, "--job.dump_folder", str(sweep / "ls" / f"s{seed}")])
+
+    def record(seed, sha):
+        job = ConfigManager().parse_args(run(seed)[1])
+        folder = pathlib.Path(job.job.dump_folder)
+        folder.mkdir(parents=True)
+        (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), TARGET_TABLE: sha}))
+        return folder
+
+    assert check_runs([run(1)], sweep=where) == [] and built == []  # the arm's first seed
+    first = record(1, "f" * 64)
+    (problem,) = check_runs([run(2)], sweep=where)
+    assert problem.startswith(
+        f"ls seed 2: {first} holds a run of arm label_smoothing that trained towards another "
+        "target table (sha256 ffffffffffff...)"
+    )
+    assert len(built) == 1
+    assert check_runs([run(1)], sweep=where) == [] and len(built) == 1  # its own folder
+    assert check_runs([run(2)]) == [] and len(built) == 1  # not a sweep's run
+    ok = ConfigManager().parse_args(run(1)[1])
+    (first / RUN_CONFIG).write_text(
+        json.dumps({**run_record(ok), TARGET_TABLE: LossPlans().table_for(ok).sha256})
+    )
+    assert check_runs([run(2)], sweep=where) == []  # the same table: joins its arm
+
+
 def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):
     from prefix_titan.objectives import family_options
 
@@ -573,6 +626,8 @@ def test_a_training_whose_family_is_refused_ends_with_one_error(tmp_path):
         "family 'mass_lab:shared' returned a table where some weights are negative"
     ) in out.stderr
     assert "(its settings here: objective.options = 'mass=1.5'))." in out.stderr
+    assert not (tmp_path / "run").exists()  # the folders torchtitan made for it: removed
     out = train("--objective.name", "mass_lab:broken")
     assert out.returncode == 2 and "Traceback" in out.stderr, out.stderr[-3000:]
     assert "error: target family 'mass_lab:broken' raised KeyError: 'nope'" in out.stderr
+    assert not (tmp_path / "run").exists()

@@ -84,8 +84,8 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
 
 
 @pytest.mark.slow
-def test_the_untrained_models_validation_is_not_averaged_in(sweep):
-    """torchtitan validates at step 1 too: that row (the untrained model, 8.8 here) is left out
+def test_the_step_1_validation_is_not_averaged_in(sweep):
+    """torchtitan validates at step 1 too: that row (one update in, 8.8 here) is left out
     of the last validation rows a short run averages, and the report names the steps used."""
     before = table(report(str(sweep)), "## Per arm")
     for log in sweep.glob(f"*/seed*/{METRICS_LOG}"):
@@ -94,8 +94,8 @@ def test_the_untrained_models_validation_is_not_averaged_in(sweep):
     text = report(str(sweep))
     assert table(text, "## Per arm") == before
     assert (
-        "the mean of each run's last 3 validation rows, the untrained model's at step 1 left "
-        "out: steps 1000, 2000." in text
+        "the mean of each run's last 3 validation rows, step 1's (after one update) left out: "
+        "steps 1000, 2000." in text
     )
 
 

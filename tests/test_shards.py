@@ -235,6 +235,24 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
         ).read_bytes(), name
 
 
+def test_a_resumed_hub_prepare_reads_the_commit_it_began_on(tmp_path):
+    """Resuming a prepare of a hub dataset reads the commit its record names, where it was asked
+    for the same revision (a branch moves); a damaged record is refused naming the file (it used
+    to be read as no record: the branch's newest commit)."""
+    from prefix_titan.data.prepare import PROGRESS, _unfinished_revision
+
+    state = {"settings": {"source": "org/data", "revision": "abc123"}, "revision_asked": None}
+    (tmp_path / PROGRESS).write_text(json.dumps(state))
+    assert _unfinished_revision(str(tmp_path), "org/data", None) == "abc123"
+    assert _unfinished_revision(str(tmp_path), "org/data", "main") == "abc123"
+    assert _unfinished_revision(str(tmp_path), "org/data", "v2") is None  # asked for another
+    assert _unfinished_revision(str(tmp_path), "org/other", None) is None
+    assert _unfinished_revision(str(tmp_path / "none"), "org/data", None) is None
+    (tmp_path / PROGRESS).write_text('{"settings": {"source": "org/da')  # cut by a crash
+    with pytest.raises(ValueError, match=f"{tmp_path / PROGRESS}"):
+        _unfinished_revision(str(tmp_path), "org/data", None)
+
+
 def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embedded_tokenizer_dir):
     make_corpus(tmp_path / "src", n_files=1, docs_per_file=50)
     kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)

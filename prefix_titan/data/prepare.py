@@ -142,12 +142,11 @@ def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None
     asked for the same revision (`asked`; None: main, or whatever it began on), else None."""
     if source == "embedded" or os.path.isdir(source):
         return None
-    try:
-        with open(os.path.join(out, PROGRESS)) as f:
-            state = json.load(f)
-        settings = state["settings"]
-    except (OSError, ValueError, KeyError, TypeError):
+    path = os.path.join(out, PROGRESS)
+    if not os.path.isfile(path):
         return None
+    state = read_json(path, "the record of an unfinished prepare", expect=dict)
+    settings = state.get("settings")
     if not isinstance(settings, dict) or settings.get("source") != source:
         return None
     revision = settings.get("revision")

@@ -9,6 +9,7 @@ import errno
 import glob
 import json
 import os
+import re
 import tempfile
 
 RUN_CONFIG = "run_config.json"
@@ -266,7 +267,8 @@ def read_export_record(model_dir: str) -> dict | None:
 
 def _step_entries(folder: str) -> list[str]:
     """The entries of `folder` named `step-N`, oldest first, whatever they are (folders, links).
-    Other names that start so (a copy `step-4-backup`) are not steps: left alone."""
+    Other names that start so (a copy `step-4-backup`) are not steps: left alone (a run
+    refuses them: read_as_steps)."""
     found = glob.glob(os.path.join(glob.escape(folder), "step-*"))
     return sorted((d for d in found if step_number(d) is not None), key=step_number)
 
@@ -299,6 +301,27 @@ def checkpoint_folder_problem(dump_folder: str, folder: str) -> str | None:
         f"got {folder!r}, which is {where}: the run's lock and record cover job.dump_folder "
         "alone, and another run's checkpoints there would be resumed and purged as this run's. "
         "To start from another run's weights, use checkpoint.initial_load_path"
+    )
+
+
+TITAN_STEP = re.compile(r"step-(\d+)")
+"""How torchtitan 0.2's checkpoint loader and its keep_latest_k purge find a step: `step-N`
+anywhere in an entry's name (re.search)"""
+
+
+def read_as_steps(folder: str) -> list[str]:
+    """The entries of `folder` that are no `step-N` but that torchtitan reads as step N
+    (TITAN_STEP: `step-4-backup`, `old-step-4`): its loader may load one, its purge delete
+    one. A purge's own aside (`.purged-step-N`, checkpoints.purge_older_steps: deleted by the
+    next purge, and older than a kept step) is not one of them."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if TITAN_STEP.search(name)
+        and step_number(name) is None
+        and not name.startswith(".purged-step-")
     )
 
 

@@ -3,7 +3,7 @@
 
 Evaluation metrics are read at evaluated steps and averaged over the steps asked for (the last
 k evaluated checkpoints, or the final one); validation metrics (from the metrics log) over the
-last k validation rows after step 1 (the untrained model). A metric missing at any of those
+last k validation rows after step 1 (one update in: barely trained). A metric missing at any of those
 steps is missing (None) for the run.
 """
 
@@ -316,7 +316,7 @@ def evaluated_steps(run: dict) -> list[int]:
 
 def validation_steps(run: dict, last: int) -> list[int]:
     """The steps of a run's last `last` validation rows after step 1: torchtitan validates the
-    untrained model at step 1 too, which measures no training (a short run's last rows would
+    model at step 1 too, after one update, which measures next to no training (a short run's last rows would
     otherwise average it in)."""
     return [s for s in run["validation"] if s > 1][-last:]
 

@@ -708,8 +708,8 @@ def report(
         *plan_text(plan_),
         "",
         f"Evaluated checkpoints averaged (the last {last} of every run): {steps}; validation "
-        f"metrics: the mean of each run's last {last} validation rows, the untrained model's at "
-        f"step 1 left out: {_validation_steps(runs, last)}.",
+        f"metrics: the mean of each run's last {last} validation rows, step 1's (after one "
+        f"update) left out: {_validation_steps(runs, last)}.",
         "",
         *(f"**Note.** {c}\n" for c in subset_notes),
         *(f"**Note.** {c}\n" for c in evaluation_caveats(runs, a.steps, last, sampled, leaks)),

@@ -24,8 +24,10 @@ from ..runs.folder import (
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
     TARGET_TABLE,
+    TITAN_STEP,
     checkpoint_folder_problem,
     checkpoint_steps,
+    read_as_steps,
     read_json,
     resume_conflicts,
     run_record,
@@ -713,6 +715,17 @@ def check_resume(
     those that saved the checkpoint it loads (check_ranks)."""
     folder = job_config.job.dump_folder
     ckpt = job_config.checkpoint
+    if ckpt.enable and (strays := read_as_steps(os.path.join(folder, ckpt.folder))):
+        named = ", ".join(
+            f"{os.path.basename(p)} (step {TITAN_STEP.search(os.path.basename(p)).group(1)})"
+            for p in strays
+        )
+        raise ValueError(
+            f"{os.path.join(folder, ckpt.folder)} holds {named}: torchtitan reads a name that "
+            "holds `step-<N>` as checkpoint step N, so its loader could resume from it and "
+            "checkpoint.keep_latest_k delete it. Move it out of the checkpoint folder, or rename "
+            "it without `step-<digits>` (`backup-4`)"
+        )
     if ckpt.enable and ckpt.load_step == -1:
         done = complete_steps(os.path.join(folder, ckpt.folder))
         newest = step_number(done[-1]) if done else None
@@ -808,18 +821,16 @@ def check_resume(
     raise ValueError(f"{folder} holds {held}:\n  " + "\n  ".join(conflicts) + f"\n{last}")
 
 
-def check_arm_table(job_config, sha256: str) -> None:
-    """A sweep's run: refuse to start it where another seed of its arm (a folder beside its own,
-    of the same arm) trained towards another target table than the one its settings build now
-    (`sha256`): its family's code changed between the arm's seeds, which would compare one arm's
-    seeds trained towards different targets (the report warns of it; here nothing is trained)."""
+def arm_tables(job_config) -> list[tuple[str, str]]:
+    """(folder, recorded table sha256) of each other run of the arm of `job_config`'s run in the
+    folder that holds its folder (a sweep's arm folders sit side by side) that recorded one."""
     from ..objectives.spec import ObjectiveSpec
 
     folder = os.path.realpath(job_config.job.dump_folder)
     arm = job_config.objective.arm_name()
     parent = os.path.dirname(folder)
-    others = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
-    for name in others:
+    out = []
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
         path = os.path.join(parent, name)
         record = os.path.join(path, RUN_CONFIG)
         if path == folder or not os.path.isfile(record):
@@ -830,7 +841,19 @@ def check_arm_table(job_config, sha256: str) -> None:
             same_arm = ObjectiveSpec.from_record(config.get("objective", {})).arm_name() == arm
         except (TypeError, ValueError):  # a record this version cannot read: not compared
             continue
-        if same_arm and recorded not in (None, sha256):
+        if same_arm and recorded is not None:
+            out.append((path, recorded))
+    return out
+
+
+def check_arm_table(job_config, sha256: str) -> None:
+    """A sweep's run: refuse to start it where another seed of its arm (a folder beside its own,
+    of the same arm) trained towards another target table than the one its settings build now
+    (`sha256`): its family's code changed between the arm's seeds, which would compare one arm's
+    seeds trained towards different targets (the report warns of it; here nothing is trained)."""
+    arm = job_config.objective.arm_name()
+    for path, recorded in arm_tables(job_config):
+        if recorded != sha256:
             raise ValueError(
                 f"{path} holds a run of arm {arm} that trained towards another target table "
                 f"(sha256 {recorded[:12]}...) than objective.name {job_config.objective.name!r} "

@@ -81,9 +81,10 @@ def check_runs(
     """`names: problem` for each problem a run's training would refuse with (the job config's
     checks, its tokenizer and data folders, relative to the working directory, a live writer's
     lock on its dump folder, and the target table of a family of one's own, built as the run
-    would build it), the runs that share a problem named together. The built-in families'
-    tables are not built here (seconds each on a 128K vocabulary; their settings are checked
-    above). `device_type`: the device the runs train on (None: this machine's). `sweep`: the
+    would build it), the runs that share a problem named together. A built-in family's table
+    (seconds on a 128K vocabulary; its settings are checked above) is built only for a sweep's
+    new seed of an arm whose other seeds recorded theirs (check_arm_table). `device_type`: the
+    device the runs train on (None: this machine's). `sweep`: the
     runs are a sweep launch's, {"folder": the sweep folder, "extra": the launch's overrides
     after `--`}: the refusals name the launch's ways out. `records`: where given, (name, dump
     folder, the record it would write) of each run that would start is appended to it (the
@@ -93,9 +94,10 @@ def check_runs(
 
     from ..objectives.families import FAMILIES, FamilyError
     from ..objectives.spec import WEIGHTING
-    from ..runs.folder import DATA_FILES, RESOLVED, run_record
+    from ..runs.folder import DATA_FILES, RESOLVED, RUN_CONFIG, run_record
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import (
+        arm_tables,
         check_arm_table,
         check_job_config,
         check_paths,
@@ -132,12 +134,21 @@ def check_runs(
                 record[DATA_FILES] = data_files(job)
                 records.append((name, os.path.realpath(job.job.dump_folder), record))
             has_tokenizer = os.path.exists(os.path.join(job.model.hf_assets_path, "tokenizer.json"))
-            if job.objective.name not in FAMILIES and has_tokenizer:  # else: made by the run
+            own = job.objective.name not in FAMILIES
+            # a built-in family's table (seconds on a 128K vocabulary) where a new seed joins
+            # an arm whose other seeds recorded theirs: the package may have changed between
+            joins = (
+                sweep is not None
+                and not os.path.exists(os.path.join(job.job.dump_folder, RUN_CONFIG))
+                and bool(arm_tables(job))
+            )
+            if (own or joins) and has_tokenizer:  # else: made by the run
                 try:
                     table = plans.table_for(job)
                     spec = job.objective.validate()
                     key = (job.model.hf_assets_path, spec.target_key())
-                    built.setdefault(key, (spec, table, []))[2].append(name)
+                    if own:
+                        built.setdefault(key, (spec, table, []))[2].append(name)
                 except Exception as e:  # a family's own code: whatever it raises is its problem
                     why = str(e) if isinstance(e, FamilyError) else f"{type(e).__name__}: {e}"
                     problem = (

@@ -28,16 +28,14 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
     refusal is another writer's live lock on the folder (runs/lock.py: FolderBusy), only an empty
     traces folder made since this process started: an older one is that writer's (where it
     writes when it fails)."""
-    from ..runs.lock import FolderBusy, let_go
+    from ..runs.lock import FolderBusy
 
     if (_rank() if rank is None else rank) == 0:
         print(f"error: {error}", file=sys.stderr, flush=True)
         if lock is not None:
             lock.release()
         if not isinstance(error, FolderBusy):
-            let_go(job_config.job.dump_folder)
-            _forget_untrained(job_config)
-            _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
+            clean_up(job_config)
         else:
             traces = os.path.join(job_config.job.dump_folder, job_config.comm.save_traces_folder)
             try:
@@ -46,6 +44,18 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
             except OSError:  # not there, not empty
                 pass
     raise SystemExit(2)
+
+
+def clean_up(job_config) -> None:
+    """What a refused run leaves (on rank 0): its lock file let go of (runs/lock.let_go), its
+    record removed where it trained nothing, and the folders made for it removed while empty.
+    refuse() calls it; so does `prefix_titan.train` for a refusal raised inside torchtitan's
+    trainer (a target table or a family's code)."""
+    from ..runs.lock import let_go
+
+    let_go(job_config.job.dump_folder)
+    _forget_untrained(job_config)
+    _remove_empty(job_config.job.dump_folder, job_config.comm.save_traces_folder)
 
 
 def _forget_untrained(job_config) -> None:

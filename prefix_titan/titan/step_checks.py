@@ -21,6 +21,7 @@ import os
 import torch
 from torchtitan.tools.logging import logger
 
+from ..objectives.kernel import LabelError
 from ..objectives.table import indexed
 from ..runs.checkpoints import ChecksumRecorder, purge_older_steps
 
@@ -87,7 +88,7 @@ def check_step_sums(meter, step: int) -> None:
     values = torch.cat(parts).tolist()  # the one host sync
     if bad is not None and values[len(sums)] > 0:
         count, low, high = (int(v) for v in values[len(sums) : len(sums) + 3])
-        raise ValueError(
+        raise LabelError(
             f"step {step}: {count} label(s) of the batch were neither a token id of the model's "
             f"vocabulary nor -100 (ignored): smallest {low}, largest {high}. Labels must be token "
             f"ids in [0, {getattr(meter, 'vocab_size', None) or 'vocab_size'}) or -100: check the "

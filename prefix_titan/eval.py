@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SHARD_DIR|WORDS.txt",
         default=None,
         help="character probes: take the words from this shard folder (written by prepare) or "
-        "word list (a line 'word count' per word); default: the embedded corpus, or with "
-        "--all-checkpoints the run's training shards",
+        "word list (a line 'word count' per word); default: the training shards of the run "
+        "(--all-checkpoints) or of the run the model was exported from, where it trained on "
+        "shards; else the embedded corpus",
     )
     p.add_argument(
         "--probe-items", type=int, default=ITEMS_PER_TASK, help="character probes: items per probe"

@@ -503,6 +503,66 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
     assert "holds two evaluations of char_spell at step 40 that differ" in err
 
 
+def test_an_evaluation_filed_again_with_its_run_brings_every_tasks_items(tmp_path):
+    """An export evaluated on piqa, its copy in the run folder removed, then evaluated on
+    arc_easy: the model folder's results name both tasks, and so does the run's new copy, with
+    both tasks' items (it used to hold piqa's results without its items: a copy the report and
+    the next evaluation refused as interrupted)."""
+    from prefix_titan.evaluation.harness import ITEM_DIGESTS
+    from prefix_titan.runs.folder import EXPORT_RECORD, read_json
+
+    run, model = tmp_path / "run", tmp_path / "hf" / "m"
+    run.mkdir()
+    model.mkdir(parents=True)
+    (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
+
+    def evaluate(task, acc):
+        results = {"model": str(model), "tasks": [task], "results": {task: {"acc,none": acc}}}
+        items = {task: [{"doc_id": i, "gold": 0, "logliks": [-1.0, -2.0 - i]} for i in range(3)]}
+        written = harness.write_evaluation(str(model), results, items)
+        return harness.file_with_run(str(model), written, items)
+
+    filed = evaluate("piqa", 0.5)
+    import shutil
+
+    shutil.rmtree(run / "evals")  # (moved out of the run folder, as a refusal advises)
+    assert evaluate("arc_easy", 0.25) == filed
+    results = read_json(filed, expect=dict)
+    assert set(results["results"]) == {"piqa", "arc_easy"}
+    items = harness.read_items(os.path.dirname(filed), results[ITEM_DIGESTS])
+    assert items == harness.read_items(str(model)) and set(items) == {"piqa", "arc_easy"}
+
+
+def test_an_export_of_a_run_on_shards_takes_its_probe_words_from_them(tmp_path, capsys):
+    """`eval --model` of an export builds the probes from the shards its run trained on, as
+    `--all-checkpoints` does (the embedded corpus's words made other probes, which the run
+    folder then held beside the others as a contradiction); named words, tasks without probes,
+    a run without shards or no run keep what was given; shards not found from here are refused."""
+    from prefix_titan.evaluation.harness import ProbeOptions, probes_of_export
+    from prefix_titan.runs.folder import EXPORT_RECORD, RUN_CONFIG
+
+    run, model, shards = tmp_path / "run", tmp_path / "hf", tmp_path / "shards"
+    for folder in (run, model, shards):
+        folder.mkdir()
+    (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
+    training = {"dataset": "fineweb_edu_ascii_tokens", "dataset_path": str(shards)}
+    (run / RUN_CONFIG).write_text(json.dumps({"training": training}))
+    given = ProbeOptions(items=300, seed=7)
+    got = probes_of_export(str(model), given, ["char_spell", "piqa"])
+    assert got == ProbeOptions(str(shards), 300, 7, given.shots)
+    assert f"words from the run's training shards {shards}" in capsys.readouterr().out
+    named = ProbeOptions("words.txt")
+    assert probes_of_export(str(model), named, ["char_spell"]) is named
+    assert probes_of_export(str(model), given, ["piqa"]) is given
+    (run / RUN_CONFIG).write_text(json.dumps({"training": {"dataset": "embedded_docs"}}))
+    assert probes_of_export(str(model), given, ["char_spell"]) is given
+    (run / RUN_CONFIG).write_text(json.dumps({"training": {**training, "dataset_path": "gone"}}))
+    with pytest.raises(ValueError, match="the run trained on the shards 'gone'"):
+        probes_of_export(str(model), given, ["char_spell"])
+    (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": None, "checkpoint": "x"}))
+    assert probes_of_export(str(model), given, ["char_spell"]) is given
+
+
 def test_a_misspelt_run_folder_is_named_as_missing_not_as_empty(tmp_path):
     from prefix_titan.evaluation.export import latest_step
 

@@ -235,6 +235,28 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
         ).read_bytes(), name
 
 
+def test_a_local_json_lines_corpus_of_ones_own(tmp_path, embedded_tokenizer_dir):
+    """A folder of JSON Lines: `id` optional, blank lines skipped; a null text, a line that is
+    no object and a file given as --source are refused, naming the file and line."""
+    from prefix_titan.data.prepare import iter_rows
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    path = folder / "a.jsonl"
+    path.write_text('{"text": "one"}\n\n{"id": "x", "text": "two"}\n')
+    assert [r[1:] for r in iter_rows(str(path), 0)] == [(0, "one"), ("x", "two")]
+    path.write_text('{"text": "one"}\n{"id": 2, "text": null}\n')
+    with pytest.raises(ValueError, match=f"{path} line 2: its `text` is None, not a string"):
+        list(iter_rows(str(path), 0))
+    path.write_text('[{"text": "one"}]\n')
+    with pytest.raises(ValueError, match="line 1 is not a JSON object with a `text`.*JSON Lines"):
+        list(iter_rows(str(path), 0))
+    path.write_text('{"text": "one"}\n')
+    with pytest.raises(ValueError, match=f"--source '{path}' is a file: give the folder"):
+        prepare(str(path), embedded_tokenizer_dir, str(tmp_path / "out"), 100, 10)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_resumed_hub_prepare_reads_the_commit_it_began_on(tmp_path):
     """Resuming a prepare of a hub dataset reads the commit its record names, where it was asked
     for the same revision (a branch moves); a damaged record is refused naming the file (it used
@@ -903,7 +925,15 @@ def test_a_run_that_would_read_its_shards_again_is_told_before_and_as_it_happens
     note = epochs_note(job, manifest)
     assert note.startswith(f"training.steps {held // 2} x training.global_batch_size 4 read ")
     assert f"{shard_dir} holds {held:,} (" in note and ": 2.00 epochs" in note
-    training.global_batch_size = -1  # follows the ranks: said by the loader instead
+    training.global_batch_size = -1  # follows the ranks: at least a local batch a step
+    training.local_batch_size = 4
+    note = epochs_note(job, manifest)
+    assert note.startswith(
+        f"training.steps {held // 2} x training.local_batch_size 4 (global_batch_size unset: a "
+        "local batch per data-parallel rank) read at least "
+    )
+    assert ": at least 2.00 epochs" in note
+    training.steps = held // 4
     assert epochs_note(job, manifest) is None
 
     ds = PackedTokenDataset(

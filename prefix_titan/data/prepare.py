@@ -69,22 +69,33 @@ def iter_rows(path: str, start: int):
                 if row + n > start:
                     cols = batch.to_pydict()
                     for k in range(max(0, start - row), n):
-                        yield row + k, cols["id"][k], cols["text"][k]
+                        yield row + k, cols["id"][k], _text(cols["text"][k], path, f"row {row + k}")
                 row += n
     else:  # JSON lines
         with _open(path) as f:
             for i, line in enumerate(f):
-                if i >= start:
+                if i >= start and line.strip():  # (a blank line holds no document)
                     try:
                         doc = json.loads(line)
-                        doc_id, text = doc["id"], doc["text"]
-                    except (json.JSONDecodeError, KeyError, TypeError) as e:
+                        doc_id, text = doc.get("id", i), doc["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                         raise ValueError(
-                            f"{path} line {i + 1} is not a JSON object with `id` and `text` "
-                            f"({type(e).__name__}: {e}): repair the file or leave it out of "
-                            f"--source"
+                            f"{path} line {i + 1} is not a JSON object with a `text` (and "
+                            f"optionally an `id`) ({type(e).__name__}: {e}): a .json or .jsonl "
+                            "file is read as JSON Lines, one object per line; repair the file or "
+                            "leave it out of --source"
                         ) from None
-                    yield i, doc_id, text
+                    yield i, doc_id, _text(text, path, f"line {i + 1}")
+
+
+def _text(text, path: str, where: str) -> str:
+    """A row's text, refused where it is no string (a null text: no document to filter)."""
+    if not isinstance(text, str):
+        raise ValueError(
+            f"{path} {where}: its `text` is {text!r}, not a string: repair the file or leave it "
+            "out of --source"
+        )
+    return text
 
 
 FOLDER_PREFIXES = ("/", ".", "~")
@@ -112,6 +123,11 @@ def source_files(source: str, revision: str | None = None) -> tuple[list[str], s
             raise ValueError("--revision is for a hub dataset; --source embedded has none")
 
         return ["embedded"], f"python-{platform.python_version()}"
+    if os.path.isfile(source):
+        raise ValueError(
+            f"--source {source!r} is a file: give the folder that holds it ("
+            f"{os.path.dirname(source) or '.'}), whose .parquet, .jsonl and .json files are read"
+        )
     if source.startswith(FOLDER_PREFIXES) and not os.path.isdir(source):
         raise ValueError(
             f"--source {source!r}: no such folder (a local folder of the dataset's .parquet or "

@@ -99,7 +99,8 @@ class ProbeOptions:
 
     words_from: str | None = None
     """A shard folder written by prepare, or a word list file (probes.read_word_list), to take
-    the words from (None: the embedded corpus)"""
+    the words from (None: the shards the model's run trained on, where it did: probes_of_export;
+    else the embedded corpus)"""
     items: int = ITEMS_PER_TASK
     """Items per probe"""
     seed: int = PROBE_SEED
@@ -395,6 +396,7 @@ def evaluate(
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
         tasks = expand(tasks)
+        probes = probes_of_export(model_dir, probes, tasks)
         probe_embeddings = EMBEDDING_PROBE in tasks
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)
@@ -964,10 +966,15 @@ def file_with_run(
 ) -> str | None:
     """Also write the results into the run folder the model was exported from
     (RUN/evals/step-N/), where the report finds them; None if the model records no run or
-    already lies inside it."""
+    already lies inside it. `results` are the model folder's (with the tasks an earlier
+    evaluation there left); their items come with them: `items` (this evaluation's), the rest
+    read from the model folder, so that the run's copy holds the items its results name."""
     out = filed_dir(model_dir)
     if out is None:
         return None
+    named = results.get("results") or {}
+    earlier = read_items(model_dir, results.get(ITEM_DIGESTS)) if named else {}
+    items = {**{t: rows for t, rows in earlier.items() if t in named}, **(items or {})}
     run_dir, model = read_export_record(model_dir)["run_dir"], os.path.abspath(model_dir)
     path = os.path.join(out, EVAL_RESULTS)
     try:
@@ -1092,6 +1099,25 @@ def run_shards(record: dict | None) -> str | None:
             "from the folder the run was trained from, or name the shards with --probe-words DIR"
         )
     return path
+
+
+def probes_of_export(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> ProbeOptions:
+    """The probes of an export's evaluation where no word source is named: words from the shards
+    its run trained on (run_shards; the run's record read where the export names a run folder
+    that is here), as `--all-checkpoints` takes them, so that both evaluations of a step build
+    the same probes; else `probes` as given (the embedded corpus's words)."""
+    if probes.words_from is not None or not any(t in PROBE_TASKS + BLANK_TASKS for t in tasks):
+        return probes
+    source = read_export_record(model_dir)
+    run_dir = source and source["run_dir"]
+    record = os.path.join(run_dir, RUN_CONFIG) if run_dir else None
+    if record is None or not os.path.isfile(record):
+        return probes
+    shards = run_shards(read_json(record, "the run's record", expect=dict))
+    if shards is None:
+        return probes
+    print(f"character probes: words from the run's training shards {shards}", flush=True)
+    return ProbeOptions(shards, probes.items, probes.seed, probes.shots)
 
 
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:

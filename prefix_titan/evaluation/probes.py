@@ -985,7 +985,8 @@ def build_probes(
             also = f" ({task} takes from {least:,})" if least < n else ""
             raise ValueError(
                 f"{task}: {source} gives {len(probed):,} items, {n:,} wanted{also}: give a "
-                "larger word source (a shard folder) or fewer items"
+                "larger word source (eval --probe-words: a shard folder or a word list) or ask "
+                "for fewer items (eval --probe-items)"
             )
         demo = [
             f"{_question(task, s, s['word'])}\nAnswer:{s['choices'][s['gold']]}" for s in shot_items

@@ -403,21 +403,30 @@ def _training_tokens(manifest: dict) -> int | None:
 def epochs_note(job_config, manifest: dict) -> str | None:
     """What a run that reads its training shards more than once should know before it starts
     (None where one epoch holds every step): torchtitan's trainer reads on past the end of the
-    data, into the same sequences in another order, and nothing else would say so."""
+    data, into the same sequences in another order, and nothing else would say so. Where the
+    global batch is unset (it follows the data-parallel ranks: local batch x ranks), the steps
+    read at least a local batch each: said where that alone is more than one epoch."""
     t = job_config.training
     tokens = _training_tokens(manifest)
-    if t.global_batch_size <= 0 or tokens is None:
-        return None  # the global batch follows the ranks: the loader says it as it happens
+    if tokens is None:
+        return None
     held = tokens // (t.seq_len + 1)
-    read = t.steps * t.global_batch_size
+    unset = t.global_batch_size <= 0
+    read = t.steps * (t.local_batch_size if unset else t.global_batch_size)
     if read <= held:
         return None
+    batch = (
+        f"training.local_batch_size {t.local_batch_size} (global_batch_size unset: a local "
+        "batch per data-parallel rank) read at least"
+        if unset
+        else f"training.global_batch_size {t.global_batch_size} read"
+    )
     return (
-        f"training.steps {t.steps} x training.global_batch_size {t.global_batch_size} read "
-        f"{read:,} sequences of training.seq_len + 1 = {t.seq_len + 1} tokens, and "
-        f"{t.dataset_path} holds {held:,} ({tokens:,} training tokens): {read / held:.2f} epochs, "
-        "each after the first the same sequences in another order. Prepare more tokens "
-        "(prepare --tokens) or train fewer steps, unless more than one epoch is meant"
+        f"training.steps {t.steps} x {batch} {read:,} sequences of training.seq_len + 1 = "
+        f"{t.seq_len + 1} tokens, and {t.dataset_path} holds {held:,} ({tokens:,} training "
+        f"tokens): {'at least ' if unset else ''}{read / held:.2f} epochs, each after the first "
+        "the same sequences in another order. Prepare more tokens (prepare --tokens) or train "
+        "fewer steps, unless more than one epoch is meant"
     )
 
 

@@ -33,7 +33,6 @@ from .metrics import beyond_widest, metric, validation_steps
 from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
 from .stats import t_interval
 
-BASELINES = ("label_smoothing", "ce")
 # The per-arm table: the plan's primary metrics, then these (where the plan has them).
 
 

@@ -655,6 +655,11 @@ def test_an_evaluation_on_an_older_sample_is_not_taken_for_a_new_one():
     assert items_read(new) == "30 (--limit-seed 1234)"
     assert items_read(old) == "30 (--limit-seed 1234, drawn regardless of the answers)"
     assert items_read({"limit": 30}) == "30 (the first 30)" and items_read({"limit": None}) is None
+    # a task of fewer items than the limit was read whole (the report notes no sample for it)
+    counted = {**new, "n_samples": {"piqa": {"original": 30, "effective": 30}}}
+    assert items_read(counted, "piqa") is None
+    assert items_read({**counted, "limit": 29}, "piqa") == "29 (--limit-seed 1234)"
+    assert items_read(counted, "hellaswag") == "30 (--limit-seed 1234)"  # not counted
 
 
 def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path, monkeypatch):

@@ -131,7 +131,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                         f"checkpoint: move the other out of the run folder"
                     )
                 e["results"][task] = metrics
-                e["limits"][task] = items_read(data)
+                e["limits"][task] = items_read(data, task)
                 if task in PROBE_TASKS + BLANK_TASKS:
                     e["probes"][task] = probes_built(data)
                 if task in PROBE_TASKS and (data.get("probe_check") or {}).get(task):
@@ -549,12 +549,16 @@ def probes_built(results: dict) -> str | None:
     )
 
 
-def items_read(results: dict) -> str | None:
+def items_read(results: dict, task: str | None = None) -> str | None:
     """Which items an evaluation read: all (None), or a --limit sample with its seed, drawn in
     proportion to the gold answers (harness.LIMIT_SAMPLING; results written before that drew
-    them at random, and before samples were seeded took the first N)."""
+    them at random, and before samples were seeded took the first N). Given a `task` whose
+    results record its item count (lm-eval's n-samples), a limit at or above it read all."""
     limit = results.get("limit")
     if limit is None:
+        return None
+    counted = ((results.get("n_samples") or {}).get(task) or {}).get("original")
+    if isinstance(counted, int) and counted <= limit:
         return None
     seed = results.get("limit_seed")
     if seed is None:

@@ -93,11 +93,16 @@ def _main(argv: list[str] | None = None) -> None:
         p.error(str(e))
     if a.token == "":
         p.error("--token is empty: give a token's text (e.g. ' which'), or an id with --token-id")
+    if a.token is not None and not a.token.isascii():
+        p.error(
+            f"--token {a.token!r} holds non-ASCII characters: the data has every one removed, so "
+            "no training target is such a token (the tables cover ASCII tokens only)"
+        )
     if a.token is not None:
         ids = [i for i, t in enumerate(texts) if t == a.token]
         if not ids:
             pieces = [
-                (i, texts[i] if i < len(texts) and texts[i] is not None else tok.id_to_token(i))
+                (i, texts[i] if i < len(texts) and texts[i] is not None else tok.decode([i]))
                 for i in tok.encode(a.token, add_special_tokens=False).ids
             ]
             p.error(

@@ -192,6 +192,8 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys, tmp_path):
     assert code == 2 and "objective.tau must be a finite number >= 0.001" in out.err
     code, out = run("--token", "no such token here")
     assert code == 2 and "is not one ASCII vocabulary token" in out.err
+    code, out = run("--token", " caf\u00e9")
+    assert code == 2 and "--token ' caf\u00e9' holds non-ASCII characters: the data" in out.err
     code, out = run("--token", "")
     assert code == 2 and "--token is empty: give a token's text" in out.err
     broken = tmp_path / "tokenizer.json"

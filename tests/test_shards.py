@@ -289,9 +289,21 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
     )
     with pytest.raises(ValueError, match="unfinished run with other settings"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
-    prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
-    with pytest.raises(ValueError, match="already holds finished shards"):
-        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
+    done = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
+    # the same settings again: nothing to do (a pipeline that reruns its steps goes on)
+    again = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
+    assert again == done
+    with pytest.raises(
+        ValueError,
+        match="already holds finished shards .* made with other settings "
+        r"\(val_every 10 there, 20 asked\); choose another --out",
+    ):
+        prepare(
+            str(tmp_path / "src"),
+            embedded_tokenizer_dir,
+            str(tmp_path / "done"),
+            **{**kw, "val_every": 20},
+        )
     with pytest.raises(ValueError, match="--val-every must be >= 2; got 1"):  # nothing to train
         prepare(
             str(tmp_path / "src"),

@@ -19,6 +19,7 @@ from .shards import (
     MANIFEST,
     SPLITS,
     file_crc32,
+    load_manifest,
     manifest_sha256,
     shard_name,
     token_dtype,
@@ -372,9 +373,21 @@ def prepare(
     # one prepare writes into --out at a time: two with other settings would mix their shards
     with RunLock(out):
         if os.path.exists(os.path.join(out, MANIFEST)):
-            raise ValueError(
-                f"{out!r} already holds finished shards ({MANIFEST}); choose another --out"
-            )
+            done = load_manifest(out)
+            differ = [k for k in settings if done.get(k) != settings[k]]
+            if differ:
+                shown = "; ".join(
+                    f"{k} {done.get(k)!r} there, {settings[k]!r} asked"
+                    if not isinstance(settings[k], list)
+                    else f"{k} differ"
+                    for k in differ
+                )
+                raise ValueError(
+                    f"{out!r} already holds finished shards ({MANIFEST}) made with other "
+                    f"settings ({shown}); choose another --out"
+                )
+            print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
+            return done
         state_path = os.path.join(out, PROGRESS)
         state = {
             "settings": settings,

@@ -240,7 +240,7 @@ def test_character_probes_end_to_end(exported):
             assert r["word"] == doc["word"] and r["tokens"] == doc["tokens"]
             assert r.get("letter") == doc.get("letter")
             assert (r["lead"], r["ending"]) == (doc["lead"], doc["ending"])
-            assert r["forms"] == doc["forms"]
+            assert r["forms"] == doc["forms"] and r["known"] == doc["known"]
             assert len(r["logliks"]) == len(doc["choices"]) and r["gold_loglik"] < 0
             assert r["gold_loglik"] == r["logliks"][doc["gold"]] and r["gold"] == doc["gold"]
             assert r["gold_bytes"] == len(doc["choices"][doc["gold"]].encode())

@@ -835,7 +835,7 @@ def primary_metric(task: str, metrics) -> str:
     return "acc_norm" if "acc_norm" in metrics or "acc_norm,none" in metrics else "acc"
 
 
-ITEM_FIELDS = ("word", "letter", "tokens", "lead", "ending", "forms")
+ITEM_FIELDS = ("word", "letter", "tokens", "lead", "ending", "known", "forms")
 """Fields of a probe item copied into its outcome, so that results break down by them"""
 
 

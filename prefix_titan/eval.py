@@ -82,12 +82,15 @@ def _targets(a) -> tuple[str | None, list[int], set[str]]:
 
 
 def contradicted(
-    run_dir: str, steps: list[int], tasks: list[str], sample, writes: set
+    run_dir: str, steps: list[int], tasks: list[str], settings: dict, writes: set
 ) -> list[str]:
     """The evaluations already in run folder `run_dir` that this one would contradict: of one of
-    `tasks` at one of `steps`, on another --limit sample than `sample` (runs.items_read's form), in a
-    file this evaluation does not replace. The report reads one evaluation per task and step."""
-    from .sweep.runs import load_run
+    `tasks` at one of `steps`, on another --limit sample than `settings` (limit, limit_seed,
+    limit_sampling) draw (runs.items_read: a limit at or above a task's item count, which the
+    earlier results record, reads it whole), in a file this evaluation does not replace. The
+    report reads one evaluation per task and step."""
+    from .runs.folder import read_json
+    from .sweep.runs import items_read, load_run
 
     if not os.path.isfile(os.path.join(run_dir, RUN_CONFIG)):
         return []
@@ -97,7 +100,11 @@ def contradicted(
         e = run["steps"].get(step) or {"files": {}, "limits": {}}
         for task in tasks:
             path = e["files"].get(task)
-            if path and os.path.abspath(path) not in writes and e["limits"].get(task) != sample:
+            if not path or os.path.abspath(path) in writes:
+                continue
+            counted = read_json(path, "an earlier evaluation's results", expect=dict)
+            sample = items_read({**settings, "n_samples": counted.get("n_samples")}, task)
+            if e["limits"].get(task) != sample:
                 out.append(
                     f"{task} at step {step} in {path} ({e['limits'].get(task) or 'every item'})"
                 )
@@ -250,11 +257,13 @@ def main(argv: list[str] | None = None) -> None:
             from .evaluation.harness import expand
             from .sweep.runs import items_read
 
-            sample = items_read(
-                {"limit": a.limit, "limit_seed": a.limit_seed, "limit_sampling": LIMIT_SAMPLING}
-            )
-            ours = sample or "every item"
-            earlier = contradicted(run_dir, steps, expand(a.tasks), sample, writes)
+            settings = {
+                "limit": a.limit,
+                "limit_seed": a.limit_seed,
+                "limit_sampling": LIMIT_SAMPLING,
+            }
+            ours = items_read(settings) or "every item"
+            earlier = contradicted(run_dir, steps, expand(a.tasks), settings, writes)
             if earlier:
                 p.error(
                     f"run folder {run_dir} holds evaluations this one ({ours}) would contradict, "

@@ -563,6 +563,31 @@ def test_an_export_of_a_run_on_shards_takes_its_probe_words_from_them(tmp_path, 
     assert probes_of_export(str(model), given, ["char_spell"]) is given
 
 
+def test_a_task_read_whole_under_a_limit_contradicts_no_evaluation_of_the_same_limit(tmp_path):
+    """A --limit at or above a task's item count reads it whole (runs.items_read): evaluating it
+    again with that limit, or with none, contradicts nothing filed; a smaller limit does."""
+    from prefix_titan.eval import contradicted
+
+    run = tmp_path / "run"
+    (run / "checkpoint" / "step-40").mkdir(parents=True)
+    (run / "checkpoint" / "step-40" / ".metadata").write_bytes(b"")
+    record = {"objective": {"name": "ce"}, "checkpoint": {"folder": "checkpoint"}}
+    (run / "run_config.json").write_text(json.dumps({**record, "job": {"dump_folder": str(run)}}))
+    filed = run / "evals" / "step-40"
+    filed.mkdir(parents=True)
+    counted = {"piqa": {"original": 30, "effective": 30}}
+    (filed / "eval_results.json").write_text(
+        json.dumps(
+            {"results": {"piqa": {"acc,none": 0.5}}, **SAMPLE_20, "limit": 50, "n_samples": counted}
+        )
+    )
+    for limit in (50, 30, None):
+        settings = {**SAMPLE_20, "limit": limit}
+        assert contradicted(str(run), [40], ["piqa"], settings, set()) == [], limit
+    (found,) = contradicted(str(run), [40], ["piqa"], {**SAMPLE_20, "limit": 29}, set())
+    assert found == f"piqa at step 40 in {filed / 'eval_results.json'} (every item)"
+
+
 def test_a_misspelt_run_folder_is_named_as_missing_not_as_empty(tmp_path):
     from prefix_titan.evaluation.export import latest_step
 

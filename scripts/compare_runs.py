@@ -11,7 +11,9 @@ two losses are bit-for-bit equal, the first step where they differ (with both lo
 largest difference: whether two runs of the same settings repeat each other (determinism),
 whether a resumed run follows the uninterrupted one, and how far two row kernels of the same
 objective are apart. A folder that cannot be read is said on its line and the others are still
-compared; the exit status is 1 where any was, or where a run misses steps of the reference.
+compared; the exit status is 1 where any was, or where a run misses steps of the reference. A
+run that trained another objective than the reference (their records' arm names) is compared
+all the same, and its line says so: its loss is another quantity.
 `scripts/gpu_checks.sh` runs it on its `determinism` part.
 """
 
@@ -22,8 +24,9 @@ import math
 import os
 import sys
 
+from prefix_titan.objectives.spec import ObjectiveSpec
 from prefix_titan.runs.cli import Parser
-from prefix_titan.runs.folder import METRICS_LOG, read_log
+from prefix_titan.runs.folder import METRICS_LOG, RUN_CONFIG, read_json, read_log
 
 
 def losses(folder: str) -> dict[int, float]:
@@ -45,6 +48,18 @@ def losses(folder: str) -> dict[int, float]:
     if not out:
         raise ValueError(f"{path} holds no training loss")
     return out
+
+
+def objective(folder: str) -> str | None:
+    """The arm name of the objective a run trained (None: no record, or none this reads)."""
+    path = os.path.join(folder, RUN_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    try:
+        record = read_json(path, "the run's record", expect=dict)
+        return ObjectiveSpec.from_record(record.get("objective") or {}).arm_name()
+    except (TypeError, ValueError):
+        return None
 
 
 def _same(a: float, b: float) -> bool:
@@ -119,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{folder}: not compared: {e}")
             status = 1
             continue
-        print(describe(folder, c))
+        theirs, ours = objective(folder), objective(a.reference)
+        other = (
+            f" (another objective: {theirs} against the reference's {ours}; its loss is "
+            "another quantity)"
+            if None not in (theirs, ours) and theirs != ours
+            else ""
+        )
+        print(describe(folder, c) + other)
         status = status or int(bool(c["missing"]))
     return status
 

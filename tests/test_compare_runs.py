@@ -66,6 +66,27 @@ def test_runs_are_compared_bit_for_bit_at_the_steps_both_logged(tmp_path):
     assert _cli(a, b).returncode == 0
 
 
+def test_a_run_of_another_objective_is_compared_and_said_to_be(tmp_path, capsys):
+    """The loss is the objective's: a run of another objective is compared all the same, and its
+    line names both objectives; a run without a record, or of the same objective, says nothing."""
+    rows = [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 8.5}]
+    ref, same, other, bare = (_run(tmp_path / n, rows) for n in ("ref", "same", "other", "bare"))
+    for folder, record in ((ref, {"name": "ce"}), (same, {"name": "ce"})):
+        (tmp_path / folder / "run_config.json").write_text(json.dumps({"objective": record}))
+    (tmp_path / other / "run_config.json").write_text(
+        json.dumps({"objective": {"name": "prefix", "tau": 0.5}})
+    )
+    assert compare_runs.main([ref, same, other, bare]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("bit-for-bit equal at every one") and lines[2] == lines[0].replace(
+        same, bare
+    )
+    assert lines[1] == (
+        f"{other}: 2 steps in common (1-2); bit-for-bit equal at every one (another objective: "
+        "prefix_tau0.5 against the reference's ce; its loss is another quantity)"
+    )
+
+
 def test_folders_that_cannot_be_compared_are_said(tmp_path):
     a = _run(tmp_path / "a", [{"step": 1, "loss": 9.0}])
     later = _run(tmp_path / "later", [{"step": 5, "loss": 7.0}])

@@ -1536,6 +1536,29 @@ def test_the_ce_equivalent_arms_are_not_claimed_different_from_ce(seed):
     assert {c.arm for c in checked.comparisons if c.aa_check} == set(equivalent)
 
 
+def test_a_weighted_arm_with_a_ce_like_target_is_not_an_a_a_check():
+    """An arm of ce's target with position weighting is another objective: compared with the
+    baseline where the plan's contrast names its kind, never checked against ce as if it were
+    CE in all but name (its weighting effect read as a pipeline fault); prefix_tau0.05 with the
+    same weighting as ce still is."""
+    import dataclasses
+
+    from prefix_titan.objectives import ObjectiveSpec
+
+    arms = (
+        ObjectiveSpec("ce"),
+        ObjectiveSpec("label_smoothing"),
+        ObjectiveSpec("prefix", tau=0.05),
+        ObjectiveSpec("ce", position_gamma=0.99),
+    )
+    sweep = sim.Sweep(arms=arms, items=40, seeds=(1, 2, 3), tasks=TASKS)
+    plan = dataclasses.replace(PLAN, contrast=("prefix", "ce_gamma0.99"))
+    a = analyse(sim.group(sim.simulate(sweep, seed=1)), plan)
+    assert a.equivalent == ["prefix_tau0.05"]
+    assert {c.arm for c in a.comparisons if c.aa_check} == {"prefix_tau0.05"}
+    assert "ce_gamma0.99" in {c.arm for c in a.comparisons if not c.aa_check}
+
+
 def test_validation_metrics_at_other_steps_share_one_note_with_the_training_fix():
     """Validation rows come from training: runs validated at other steps are named once, with
     every metric they take out, and the fix is in training's settings, not in evaluation."""

@@ -581,6 +581,9 @@ class Analysis:
     scope: str = ""
     """what the runs were (model flavor, steps, tokens per step), as the answer's claims say where
     they hold; empty where the records do not say"""
+    equivalent: list[str] = field(default_factory=list)
+    """the CE-equivalent arms: a target that keeps at least CE_EQUIVALENT on the gold and ce's
+    token weighting (checked against ce: the A/A checks)"""
 
     @property
     def claims(self) -> list[Comparison]:
@@ -769,10 +772,13 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
             "seeds (`python -m prefix_titan.sweep launch --seeds ...`)."
         )
     gold_mass = result.final.get("target gold mass", {})
-    equivalent = [
+    equivalent = result.equivalent = [
         a
         for a in arms
-        if a != "ce" and gold_mass.get(a) and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
+        if a != "ce"
+        and gold_mass.get(a)
+        and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
+        and _weighs_as(first[a]["objective"], first["ce"]["objective"] if "ce" in first else {})
     ]
     outside = [a for a in arms if a not in (baseline, "ce", *contrast, *equivalent)]
     if outside:
@@ -1189,6 +1195,17 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
     for t, adj in zip(tests, inference.holm([t["pooled"]["p"] for t in tests])):
         t["pooled"]["p_adjusted"] = adj
     result.trends.extend(tests)
+
+
+def _weighs_as(objective: dict, other: dict) -> bool:
+    """Whether two recorded objectives weigh the tokens alike (their WEIGHTING settings, e.g.
+    position_gamma, equal; unset in both where a record leaves them out): a CE-equivalent target
+    with another weighting is another objective, not CE in all but name."""
+    from ..objectives.spec import WEIGHTING, ObjectiveSpec
+
+    return all(
+        objective.get(f.name) == other.get(f.name) for f in ObjectiveSpec.fields_of(WEIGHTING)
+    )
 
 
 def _aa_checks(result: Analysis, equivalent: list[str], seeds: list) -> None:

@@ -192,10 +192,10 @@ def targets_table(a: Analysis) -> str:
         for name in ("target gold mass", "implied CE", "val CE"):
             values = list(a.final.get(name, {}).get(arm, {}).values())
             cells.append(_num(sum(values) / len(values)) if values else "-")
-        mass = a.final.get("target gold mass", {}).get(arm, {})
-        ce_like = mass and sum(mass.values()) / len(mass) >= CE_EQUIVALENT and arm != "ce"
         lines.append(
-            f"| {arm} | " + " | ".join(cells) + f" | {'CE-equivalent' if ce_like else ''} |"
+            f"| {arm} | "
+            + " | ".join(cells)
+            + f" | {'CE-equivalent' if arm in a.equivalent else ''} |"
         )
     return "\n".join(lines)
 
@@ -779,7 +779,8 @@ def report(
         f"would have (−log of that mass), over the validation tokens, beside the measured "
         f"validation CE (all three at the final step, mean over seeds; the per-arm table's val CE "
         f"averages the last validations): the part of a CE difference that is there by construction. Arms whose "
-        f"target keeps ≥ {CE_EQUIVALENT} on the gold are in effect CE, and compared with ce as "
+        f"target keeps ≥ {CE_EQUIVALENT} on the gold, weighted as ce is, are in effect CE, and "
+        "compared with ce as "
         "A/A checks: their targets differ from one-hot by at most 1% of the mass, so a difference "
         "there is a warning (a pipeline difference between the arms, or an effect of that little "
         "mass), to be explained before any claim of the objective is read.",

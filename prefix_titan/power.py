@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
                 "with it, and its runs are in the sweep's fit; name it among --arms"
             )
         sweep = {arm: sweep[arm] for arm in chosen}
-    compared = len(compared_arms(plan, {n: vars(s) for n, s in sweep.items()}))
+    named = compared_arms(plan, {n: vars(s) for n, s in sweep.items()})
+    outside = [arm for arm in sweep if arm not in named and arm not in (plan.baseline, "ce")]
+    compared = len(named)
     if compared == 0:
         p.error(
             f"the plan's contrast ({', '.join(plan.contrast) or 'none'}) names no arm of the "
@@ -232,6 +234,12 @@ def main(argv: list[str] | None = None) -> None:
         "smaller or larger). The detectable difference scales with the sd (half at half the sd, "
         "twice at twice): measure it with --from on a few runs before a sweep relies on it."
     )
+    if outside:
+        print(
+            f"Note: not compared with {plan.baseline}, their kind not in the plan's contrast "
+            f"({', '.join(plan.contrast)}): {', '.join(outside)}; a plan whose contrast names "
+            "them (--plan FILE, as the launch takes it) compares them, and counts them here."
+        )
     if seedwise(plan.variance, len(sweep), a.seeds):
         print(
             f"Note: below {APART_MIN_SEEDS} seeds the plan's rule compares each arm with "

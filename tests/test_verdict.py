@@ -1316,6 +1316,17 @@ def test_the_power_command_counts_the_arms_of_the_project_at_root(tmp_path, caps
         "scale pilot, 15 arms (13 compared with label_smoothing), 3 seeds"
         in capsys.readouterr().out
     )
+    (tmp_path / "sweep_arms.toml").write_text(
+        '[[arm]]\nname = "prefix"\ntau = 0.3\n\n[[arm]]\nname = "prefix"\nposition_gamma = 0.99\n'
+    )
+    main(["--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "scale pilot, 16 arms (13 compared with label_smoothing), 3 seeds" in out
+    assert (  # an arm of one's own outside the contrast: said, not silently left out
+        "Note: not compared with label_smoothing, their kind not in the plan's contrast (prefix, "
+        "prefix_norm): prefix_tau0.5_gamma0.99; a plan whose contrast names them"
+    ) in out
+    assert "Note: not compared" not in built_in
     # the arms a sweep will hold (--arms, as launch takes them): fewer arms, fewer degrees of freedom
     main(["--root", str(tmp_path), "--arms", "label_smoothing", "prefix_tau0.3", "ce"])
     few = capsys.readouterr().out

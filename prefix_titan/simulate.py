@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.calibrate and len(a.seeds) < 2:
         p.error(
             "--calibrate needs --seeds with 2 or more seeds: with one, the training noise is not "
-            "measured and the report claims nothing"
+            f"measured and the report claims nothing (--seeds lists the seeds' values, e.g. "
+            f"--seeds 1 2 3, as `sweep launch` takes them; got {' '.join(map(str, a.seeds))})"
         )
     if a.items is not None and a.items < 2:
         p.error(f"--items must be >= 2; got {a.items}")

@@ -12,7 +12,7 @@ flipping). That is an assumption, not a measured seed-to-seed sd: Pythia-160M's 
 checkpoints is 0.5x (PIQA) to 1.4x (ARC-Easy) the binomial SE, and a run's residual in the
 two-way model is its own deviation on fixed items, not item sampling; `power` says so. The
 character composite follows from the probes' item counts the same way (each probe near chance,
-chance-corrected, averaged). No default is published for bits per byte or validation CE: those
+chance-corrected: the SE of their mean). No default is published for bits per byte or validation CE: those
 need --from.
 """
 
@@ -64,12 +64,12 @@ def defaults(probe_items: int = ITEMS_PER_TASK) -> dict[str, Default]:
     also = f" ({', '.join(fewer)})" if fewer else ""
     out["char composite"] = Default(
         math.sqrt(sum(x * x for x in parts)) / len(parts),
-        f"binomial SE of {len(parts)} probes x {probe_items:,} items{also}, chance-corrected, "
-        "averaged",
+        f"binomial SE of {len(parts)} probes x {probe_items:,} items{also}, chance-corrected: "
+        "the SE of their mean",
     )
     sds = [out[t].sd for t in DEFAULT_TASKS]
     out["downstream acc"] = Default(
-        math.sqrt(sum(x * x for x in sds)) / len(sds), "the four tasks' SEs, averaged"
+        math.sqrt(sum(x * x for x in sds)) / len(sds), "the SE of the four tasks' mean"
     )
     return out
 

@@ -95,7 +95,7 @@ def test_the_step_1_validation_is_not_averaged_in(sweep):
     assert table(text, "## Per arm") == before
     assert (
         "the mean of each run's last 3 validation rows, step 1's (after one update) left out: "
-        "steps 1000, 2000." in text
+        "steps 1000, 2000 (the runs have 2 after step 1)." in text
     )
 
 
@@ -722,6 +722,13 @@ def test_a_sweep_whose_arms_lie_on_no_axis_has_no_trend_section(tmp_path, axis_f
     text = report(str(runs), out=str(tmp_path / "out"), plan=plan)
     assert "### Trend along" not in text and "Trend slopes" not in text
     assert "no trend along the plan's axis tau: no arm of the contrast" in text
+    # one arm on the axis: a trend section that says there is none, and no slopes' unit
+    for seed in (1, 2, 3):
+        make_run(runs, "p", {"name": "prefix", "position_gamma": 0.99}, 0.01, seed=seed)
+    plan = _axis_plan(tmp_path, "tau", contrast=("prefix_gamma0.99",))
+    text = report(str(runs), out=str(tmp_path / "out2"), plan=plan)
+    assert "### Trend along τ" in text and "No trend along tau: no kind" in text
+    assert "Trend slopes" not in text
 
 
 def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):

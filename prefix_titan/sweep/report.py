@@ -227,7 +227,7 @@ def units_line(a: Analysis) -> str:
     )
     axis = "τ" if a.plan.axis == "tau" else a.plan.axis
     per = f"unit of ln {axis}" if a.plan.axis_scale == "log" else f"unit of {axis}"
-    slopes = f" Trend slopes: per {per}." if on_axis(a) else ""
+    slopes = f" Trend slopes: per {per}." if a.trends else ""  # (no trend fitted: no slopes)
     return (
         f"Units (of each value and each difference): {said}; the other accuracies are fractions "
         "(0.01 = one point), bits/byte bits per byte, emb letters macro-F1, masses and ECE "
@@ -357,7 +357,9 @@ def _validation_steps(runs: list[dict], last: int) -> str:
     if not used:
         return "none"
     if len(used) == 1:
-        return "steps " + ", ".join(map(str, next(iter(used))))
+        steps = next(iter(used))
+        fewer = f" (the runs have {len(steps)} after step 1)" if len(steps) < last else ""
+        return "steps " + ", ".join(map(str, steps)) + fewer
     return "steps that differ between runs (see the notes)"
 
 

@@ -802,7 +802,9 @@ def report(
             "alpha its comparison gets: a primary alpha over the arms compared; an exploratory "
             "metric only for an arm claimed on its primary, at its share of that arm's); smaller "
             "differences read as 'not found', not 'absent'. `python -m "
-            f"prefix_titan.power --from {runs_dir}` gives the seeds a given effect needs.",
+            f"prefix_titan.power --from {runs_dir}` gives, with the sd these runs measure, the "
+            "seeds a given effect needs in the sweep it plans (`--scale`, `--seeds`, `--arms`; "
+            "by default the pilot's arms at 3 seeds).",
             "",
             *power,
             "",

@@ -8,6 +8,7 @@ Runs torchtitan's own `train` main unchanged. On a machine with a GPU this is ex
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 
@@ -328,8 +329,15 @@ def main() -> None:
 
     config = parse_config(sys.argv[1:])
     before = _newest_checkpoint(config)
+    # a preemption's SIGTERM (a scheduler's, or torchrun's forwarding of it) unwinds the loop as
+    # Ctrl-C does, so that the run says which checkpoint resumes it (else the signal kills it mute)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         torchtitan_main(Trainer)
+    except Terminated:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"terminated: {_resume_advice(config)}", file=sys.stderr, flush=True)
+        raise SystemExit(143) from None
     except TableError as e:  # a family of one's own refused at these settings: said, no trace
         if os.environ.get("RANK", "0") == "0":
             print(
@@ -361,7 +369,17 @@ def main() -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
             clean_up(config)
         raise SystemExit(2) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _report_checkpoint(config, before)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the training loop is (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def _newest_checkpoint(config) -> str | None:

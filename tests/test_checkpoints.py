@@ -154,6 +154,32 @@ def test_an_unfinished_newest_step_is_not_the_one_verified(recorded, caplog):
     assert f"resumes from {recorded / 'step-4'}" in caplog.text
 
 
+def test_a_finished_step_that_lost_its_metadata_is_damaged_not_unfinished(recorded):
+    """Without .metadata torchtitan passes over a step; where its checksums name that file the
+    save finished, so the step is refused as damaged (naming the intact earlier step), not
+    passed over in favour of an older one, or a fresh start."""
+    (recorded / "step-4" / ".metadata").unlink()
+    with pytest.raises(DamagedCheckpoint) as e:
+        check_checkpoint_to_load(job(recorded.parent))
+    message = str(e.value)
+    assert f"checkpoint {recorded / 'step-4'} is damaged and will not be loaded" in message
+    assert ".metadata is missing, though its checksum was recorded" in message
+    assert f"newest intact earlier step is {recorded / 'step-2'}" in message
+    check_checkpoint_to_load(job(recorded.parent, load_step=2))  # the advice works
+
+
+def test_another_ranks_checksum_file_being_written_is_no_file_of_the_step(recorded):
+    """Rank 0 records every file of a step but the other ranks' own: a checksum file another
+    rank is writing at that moment (`.sha256sums-rank1.txt.XXXX.tmp`) is none of them."""
+    from prefix_titan.runs.checkpoints import files_of_rank
+
+    step = recorded / "step-4"
+    (step / ".sha256sums-rank1.txt.ab12cd.tmp").write_text("# half written")
+    assert files_of_rank(str(step), 0) == [".metadata", "__0_0.distcp"]
+    seal_step(str(step))
+    assert sealed(str(step)) and check_step(str(step)) == ([], [])
+
+
 def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
     # killed after torchtitan's save and before the checksums were recorded
     for f in (recorded / "step-4").glob("sha256sums-*"):

@@ -441,7 +441,8 @@ def test_a_copy_that_torchtitan_reads_as_a_step_is_refused(tmp_path):
 
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"
-    args = ("--job.dump_folder", str(folder))
+    args = ("--job.dump_folder", str(folder), "--training.steps", "300")
+    _record_run(folder, parse(default, *args), with_checkpoint=False)
     ckpt = folder / "checkpoint"
     for name in ("step-4", "step-4-backup", "old-step-12", "backup-4", ".purged-step-2"):
         (ckpt / name).mkdir(parents=True)
@@ -454,7 +455,6 @@ def test_a_copy_that_torchtitan_reads_as_a_step_is_refused(tmp_path):
         "that holds `step-<N>` as checkpoint step N"
     ), e.value
     assert "Move it out of the checkpoint folder, or rename it" in str(e.value)
-    check_resume(parse(default, *args, "--checkpoint.no-enable"))  # nothing loaded or purged
     (ckpt / "step-4-backup").rename(tmp_path / "step-4-backup")
     (ckpt / "old-step-12").rename(ckpt / "old-12")
     check_resume(parse(default, *args))
@@ -469,6 +469,27 @@ def test_a_copy_that_torchtitan_reads_as_a_step_is_refused(tmp_path):
         "step-4-backup",
         "step-5",
     ]
+
+
+def test_checkpoints_without_their_record_are_refused(tmp_path):
+    """A folder whose run record is gone but whose checkpoints are there: a resume could be
+    checked against nothing (another objective or learning rate would train on and be recorded
+    as the run's), so it is refused, naming the steps; without checkpoint loading it is not."""
+    from prefix_titan.runs.checkpoints import DCP_METADATA
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    (folder / "checkpoint" / "step-20").mkdir(parents=True)
+    (folder / "checkpoint" / "step-20" / DCP_METADATA).write_bytes(b"")
+    (folder / "checkpoint" / "step-30").mkdir()  # unfinished: not named
+    with pytest.raises(ValueError) as e:
+        check_resume(parse(default, "--job.dump_folder", str(folder)))
+    assert str(e.value).startswith(
+        f"{folder} holds checkpoints (step-20) but no run_config.json: the record of the "
+        "settings that trained them is gone"
+    )
+    assert "start afresh in another job.dump_folder (or move checkpoint/ out)" in str(e.value)
+    check_resume(parse(default, "--job.dump_folder", str(folder), "--checkpoint.no-enable"))
 
 
 def test_a_sweep_runs_resume_refusals_name_the_sweeps_way_out(tmp_path):
@@ -964,6 +985,39 @@ def test_a_refusal_inside_the_trainer_is_one_error_and_leaves_no_empty_folders(
         assert (run / RUN_CONFIG).exists() and (run / "checkpoint" / "step-2").is_dir()
     else:
         assert not (tmp_path / "outputs").exists(), list(tmp_path.rglob("*"))
+
+
+def test_a_preemptions_sigterm_is_one_line_naming_what_resumes(tmp_path, monkeypatch, capsys):
+    """SIGTERM (a scheduler's preemption; torchrun forwards it to the ranks) unwinds the training
+    loop as Ctrl-C does: one line saying what resumes the run, exit 143 (128 + 15), and the
+    process's own SIGTERM handler back in place after."""
+    import os
+    import signal
+    import time
+
+    import torchtitan.train
+
+    from prefix_titan.train import main
+
+    def preempted(trainer_cls):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # (the handler raises here)
+        raise AssertionError("SIGTERM did not stop the loop")
+
+    monkeypatch.setattr(torchtitan.train, "main", preempted)
+    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
+    monkeypatch.setenv("RANK", "0")
+    config = str(ROOT / "train_configs/embedded_default.toml")
+    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 143
+    assert capsys.readouterr().err == (
+        "terminated: no checkpoint of this run was saved; the same command starts it again\n"
+    )
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch, capsys):

@@ -60,7 +60,10 @@ def complete_steps(folder: str) -> list[str]:
 
 
 def _is_sums(name: str) -> bool:
-    return name.startswith("sha256sums-rank") and name.endswith(".txt")
+    """A rank's checksum file, or one being written (write_atomically's `.NAME.XXXX.tmp`: another
+    rank may be writing its own while this one lists the step)."""
+    written = name.startswith("sha256sums-rank") and name.endswith(".txt")
+    return written or (name.startswith(".sha256sums-rank") and name.endswith(".tmp"))
 
 
 def _files(step_dir: str) -> list[str]:

@@ -12,7 +12,15 @@ from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import canonical_options, family_for
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block, recorded_execution, resolved_execution
-from ..runs.checkpoints import DCP_METADATA, complete_steps, sha256, verify_step
+from ..runs.checkpoints import (
+    DCP_METADATA,
+    DamagedCheckpoint,
+    complete_steps,
+    damage_message,
+    read_sums,
+    sha256,
+    verify_step,
+)
 from ..runs.folder import (
     DATA_FILES,
     EVALS,
@@ -733,7 +741,9 @@ def check_resume(
             f"{os.path.join(folder, ckpt.folder)} holds {named}: torchtitan reads a name that "
             "holds `step-<N>` as checkpoint step N, so its loader could resume from it and "
             "checkpoint.keep_latest_k delete it. Move it out of the checkpoint folder, or rename "
-            "it without `step-<digits>` (`backup-4`)"
+            "it without `step-<digits>` (`backup-"
+            + TITAN_STEP.search(os.path.basename(strays[0])).group(1)
+            + "`)"
         )
     if ckpt.enable and ckpt.load_step == -1:
         done = complete_steps(os.path.join(folder, ckpt.folder))
@@ -754,6 +764,19 @@ def check_resume(
             )
     record = os.path.join(folder, RUN_CONFIG)
     if not os.path.exists(record):
+        saved = complete_steps(os.path.join(folder, ckpt.folder)) if ckpt.enable else []
+        if saved:  # a run's checkpoints without the record of what trained them
+            raise ValueError(
+                f"{folder} holds checkpoints ({', '.join(os.path.basename(s) for s in saved)}) "
+                f"but no {RUN_CONFIG}: the record of the settings that trained them is gone, so "
+                "a resume could not be checked against them (objective, data, ranks, schedule) "
+                "and would be recorded as if they were this run's. Restore the record, or start "
+                + (
+                    "afresh: " + SWEEP_WAYS
+                    if sweep
+                    else f"afresh in another job.dump_folder (or move {ckpt.folder}/ out)"
+                )
+            )
         return
     recorded = _read_record(record)
     placed = recorded.get(PLACEMENT)
@@ -931,6 +954,13 @@ def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
         steps = complete_steps(folder)
         newest = step_number(steps[-1]) if steps else 0
         cut = [d for d in checkpoint_steps(folder) if (step_number(d) or 0) > newest]
+        for step_dir in cut:  # finished once (its checksums name its metadata): damage
+            if DCP_METADATA in read_sums(step_dir)[0]:
+                missing = (
+                    f"{DCP_METADATA} is missing, though its checksum was recorded when the step "
+                    "was saved: the save finished and the file was lost since"
+                )
+                raise DamagedCheckpoint(damage_message(step_dir, [missing], "load"))
         if cut and rank == 0:  # a save cut short (killed): torchtitan passes over it in silence
             from torchtitan.tools.logging import logger
 

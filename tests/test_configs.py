@@ -969,12 +969,8 @@ def test_a_refusal_inside_the_trainer_is_one_error_and_leaves_no_empty_folders(
         raise error
 
     monkeypatch.setattr(torchtitan.train, "main", refused)
-    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
-    monkeypatch.setenv("RANK", "0")
     monkeypatch.chdir(tmp_path)
-    config = str(ROOT / "train_configs/embedded_default.toml")
-    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", "outputs/run"]
-    monkeypatch.setattr(sys, "argv", argv)
+    _train_in_process(monkeypatch, "outputs/run")
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 2
@@ -985,6 +981,16 @@ def test_a_refusal_inside_the_trainer_is_one_error_and_leaves_no_empty_folders(
         assert (run / RUN_CONFIG).exists() and (run / "checkpoint" / "step-2").is_dir()
     else:
         assert not (tmp_path / "outputs").exists(), list(tmp_path.rglob("*"))
+
+
+def _train_in_process(monkeypatch, dump_folder: str) -> None:
+    """`prefix_titan.train` of the embedded default into `dump_folder`, run in this process as
+    rank 0 (torchtitan's main patched by the caller), the CPU set-up left alone."""
+    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
+    monkeypatch.setenv("RANK", "0")
+    config = str(ROOT / "train_configs/embedded_default.toml")
+    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", dump_folder]
+    monkeypatch.setattr(sys, "argv", argv)
 
 
 def test_a_preemptions_sigterm_is_one_line_naming_what_resumes(tmp_path, monkeypatch, capsys):
@@ -1005,11 +1011,7 @@ def test_a_preemptions_sigterm_is_one_line_naming_what_resumes(tmp_path, monkeyp
         raise AssertionError("SIGTERM did not stop the loop")
 
     monkeypatch.setattr(torchtitan.train, "main", preempted)
-    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
-    monkeypatch.setenv("RANK", "0")
-    config = str(ROOT / "train_configs/embedded_default.toml")
-    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", str(tmp_path)]
-    monkeypatch.setattr(sys, "argv", argv)
+    _train_in_process(monkeypatch, str(tmp_path))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
         main()
@@ -1038,11 +1040,7 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatc
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torchtitan.train, "main", interrupted)
-    monkeypatch.setattr("prefix_titan.titan.cpu.use_cpu", lambda: None)  # (no global patching)
-    monkeypatch.setenv("RANK", "0")
-    config = str(ROOT / "train_configs/embedded_default.toml")
-    argv = ["prefix_titan.train", "--job.config_file", config, "--job.dump_folder", str(tmp_path)]
-    monkeypatch.setattr(sys, "argv", argv)
+    _train_in_process(monkeypatch, str(tmp_path))
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 130

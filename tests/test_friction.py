@@ -451,6 +451,19 @@ def test_a_missing_file_or_folder_is_named_with_its_flag(tmp_path, capsys, comma
 SAMPLE_20 = {"limit": 20, "limit_seed": 1234, "limit_sampling": harness.LIMIT_SAMPLING}
 
 
+def _run_with_a_filed_step(tmp_path):
+    """A run folder with a finished step 40 and the folder its evaluations are filed in
+    (RUN/evals/step-40): (run, filed)."""
+    run = tmp_path / "run"
+    (run / "checkpoint" / "step-40").mkdir(parents=True)
+    (run / "checkpoint" / "step-40" / ".metadata").write_bytes(b"")
+    record = {"objective": {"name": "ce"}, "checkpoint": {"folder": "checkpoint"}}
+    (run / "run_config.json").write_text(json.dumps({**record, "job": {"dump_folder": str(run)}}))
+    filed = run / "evals" / "step-40"
+    filed.mkdir(parents=True)
+    return run, filed
+
+
 def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_first(
     tmp_path, monkeypatch, capsys
 ):
@@ -460,13 +473,7 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
     difference is said as soon as it is written."""
     import prefix_titan.eval as cli
 
-    run = tmp_path / "run"
-    (run / "checkpoint" / "step-40").mkdir(parents=True)
-    (run / "checkpoint" / "step-40" / ".metadata").write_bytes(b"")
-    record = {"objective": {"name": "ce"}, "checkpoint": {"folder": "checkpoint"}}
-    (run / "run_config.json").write_text(json.dumps({**record, "job": {"dump_folder": str(run)}}))
-    filed = run / "evals" / "step-40"
-    filed.mkdir(parents=True)
+    run, filed = _run_with_a_filed_step(tmp_path)
     result = {"char_spell": {"acc,none": 0.3}}
     (filed / "eval_results.json").write_text(
         json.dumps({"results": result, **SAMPLE_20, "versions": {}})
@@ -568,13 +575,7 @@ def test_a_task_read_whole_under_a_limit_contradicts_no_evaluation_of_the_same_l
     again with that limit, or with none, contradicts nothing filed; a smaller limit does."""
     from prefix_titan.eval import contradicted
 
-    run = tmp_path / "run"
-    (run / "checkpoint" / "step-40").mkdir(parents=True)
-    (run / "checkpoint" / "step-40" / ".metadata").write_bytes(b"")
-    record = {"objective": {"name": "ce"}, "checkpoint": {"folder": "checkpoint"}}
-    (run / "run_config.json").write_text(json.dumps({**record, "job": {"dump_folder": str(run)}}))
-    filed = run / "evals" / "step-40"
-    filed.mkdir(parents=True)
+    run, filed = _run_with_a_filed_step(tmp_path)
     counted = {"piqa": {"original": 30, "effective": 30}}
     (filed / "eval_results.json").write_text(
         json.dumps(

@@ -352,6 +352,7 @@ def main() -> None:
     except LabelError as e:  # the data's labels do not fit the model: said, no trace
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {e}", file=sys.stderr, flush=True)
+            clean_up(config)  # (a run that trained keeps its folder)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C: one line, not the loop's traceback
         if os.environ.get("RANK", "0") == "0":

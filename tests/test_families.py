@@ -378,6 +378,11 @@ def test_a_new_seed_of_a_built_in_arm_is_checked_against_its_other_seeds_tables(
         json.dumps({**run_record(ok), TARGET_TABLE: LossPlans().table_for(ok).sha256})
     )
     assert check_runs([run(2)], sweep=where) == []  # the same table: joins its arm
+    (sweep / "ls" / "s3").mkdir()
+    (sweep / "ls" / "s3" / RUN_CONFIG).write_text('{"objective": ')  # cut by a crash
+    (problem,) = check_runs([run(2)], sweep=where)
+    assert problem.startswith(f"ls seed 2: {sweep / 'ls' / 's3' / RUN_CONFIG}")
+    assert problem.endswith(f"Restore it, or move {sweep / 'ls' / 's3'} out of the sweep folder")
 
 
 def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):

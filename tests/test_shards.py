@@ -275,7 +275,9 @@ def test_a_resumed_hub_prepare_reads_the_commit_it_began_on(tmp_path):
         _unfinished_revision(str(tmp_path), "org/data", None)
 
 
-def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embedded_tokenizer_dir):
+def test_resume_with_other_settings_and_finished_out_are_refused(
+    tmp_path, embedded_tokenizer_dir, monkeypatch
+):
     make_corpus(tmp_path / "src", n_files=1, docs_per_file=50)
     kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)
     os.makedirs(tmp_path / "out")
@@ -293,6 +295,18 @@ def test_resume_with_other_settings_and_finished_out_are_refused(tmp_path, embed
     # the same settings again: nothing to do (a pipeline that reruns its steps goes on)
     again = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
     assert again == done
+    # a hub dataset's, asked again without --revision: nothing to do, and nothing asked of the
+    # hub (its main may have moved since)
+    import prefix_titan.data.prepare as prep
+
+    def offline(*args):
+        raise AssertionError("the hub was asked")
+
+    with monkeypatch.context() as m:
+        m.setattr(prep, "hub_source", lambda source: True)
+        m.setattr(prep, "source_files", offline)
+        hub = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "done"), **kw)
+    assert hub == done
     with pytest.raises(
         ValueError,
         match="already holds finished shards .* made with other settings "
@@ -947,6 +961,9 @@ def test_a_run_that_would_read_its_shards_again_is_told_before_and_as_it_happens
     assert ": at least 2.00 epochs" in note
     training.steps = held // 4
     assert epochs_note(job, manifest) is None
+    training.seq_len = 10**9  # not one sequence: the loader's refusal says so, not a division
+    assert epochs_note(job, manifest) is None
+    training.seq_len = 64
 
     ds = PackedTokenDataset(
         ShardedTokens(shard_dir, "train", tokenizer), 64, seed=1, what="training.dataset X"

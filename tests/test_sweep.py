@@ -818,6 +818,12 @@ def test_a_failed_run_says_why_in_the_launch_log(tmp_path, capsys):
     )
     log.write_text(killed)
     assert failure_reason(log) == "Signal 9 (SIGKILL) received by PID 28436"
+    preempted = (  # SIGTERM: the run's own line says what resumes it, before torchrun's summary
+        "[rank0]:terminated: the newest checkpoint is R/checkpoint/step-10; the same command "
+        "resumes from it\n[W] traceback : Signal 15 (SIGTERM) received by PID 7\n"
+    )
+    log.write_text(preempted)
+    assert failure_reason(log).startswith("terminated: the newest checkpoint is R/checkpoint/")
 
 
 def test_a_plan_on_the_cpu_says_how_many_runs_go_at_once(monkeypatch):

@@ -173,6 +173,26 @@ def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None
     return revision if asked is None or asked in (revision, began) else None
 
 
+def _finished(out: str, settings: dict) -> dict:
+    """The manifest of the finished shards in `out` where they were made with `settings` (those
+    it names: nothing to do), else refused naming each that differs."""
+    done = load_manifest(out)
+    differ = [k for k in settings if done.get(k) != settings[k]]
+    if differ:
+        shown = "; ".join(
+            f"{k} {done.get(k)!r} there, {settings[k]!r} asked"
+            if not isinstance(settings[k], list)
+            else f"{k} differ"
+            for k in differ
+        )
+        raise ValueError(
+            f"{out!r} already holds finished shards ({MANIFEST}) made with other settings "
+            f"({shown}); choose another --out"
+        )
+    print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
+    return done
+
+
 class _Writer:
     """Appends tokens of one split to fixed-size shards."""
 
@@ -351,14 +371,9 @@ def prepare(
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
     asked = revision
-    # resuming: the commit it began reading, not the newest (a branch moves)
-    revision = _unfinished_revision(out, source, asked) or revision
-    files, revision = source_files(source, revision)
     settings = {
         "split": SPLIT_RULE,
         "source": source,
-        "revision": revision,
-        "files": files,
         "tokenizer_sha256": tokenizer_hash(tokenizer),
         "vocab_size": vocab,
         "dtype": dtype.name,
@@ -369,25 +384,20 @@ def prepare(
         "val_every": val_every,
         "shard_tokens": shard_tokens,
     }
+    if os.path.exists(os.path.join(out, MANIFEST)) and hub_source(source) and asked is None:
+        # finished from a hub dataset at whatever commit its main was: no revision to compare
+        # (main may have moved since), and nothing to ask the hub
+        return _finished(out, settings)
+    # resuming: the commit it began reading, not the newest (a branch moves)
+    revision = _unfinished_revision(out, source, asked) or revision
+    files, revision = source_files(source, revision)
+    first = {k: settings.pop(k) for k in ("split", "source")}
+    settings = {**first, "revision": revision, "files": files, **settings}  # (the manifest's order)
     os.makedirs(out, exist_ok=True)
     # one prepare writes into --out at a time: two with other settings would mix their shards
     with RunLock(out):
         if os.path.exists(os.path.join(out, MANIFEST)):
-            done = load_manifest(out)
-            differ = [k for k in settings if done.get(k) != settings[k]]
-            if differ:
-                shown = "; ".join(
-                    f"{k} {done.get(k)!r} there, {settings[k]!r} asked"
-                    if not isinstance(settings[k], list)
-                    else f"{k} differ"
-                    for k in differ
-                )
-                raise ValueError(
-                    f"{out!r} already holds finished shards ({MANIFEST}) made with other "
-                    f"settings ({shown}); choose another --out"
-                )
-            print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
-            return done
+            return _finished(out, settings)
         state_path = os.path.join(out, PROGRESS)
         state = {
             "settings": settings,

@@ -920,15 +920,18 @@ def write_items(folder: str, items: dict[str, list[dict]]) -> dict[str, str]:
     return digests
 
 
-def read_items(folder: str, digests: dict | None = None) -> dict[str, list[dict]]:
-    """{task: per-item records} written by write_items (empty if none). With `digests` (the
-    results file's ITEM_DIGESTS), an items file that is not the one the results name, or one
-    they name that is missing, is refused: an evaluation was interrupted between its writes."""
+def read_items(
+    folder: str, digests: dict | None = None, tasks: list[str] | None = None
+) -> dict[str, list[dict]]:
+    """{task: per-item records} written by write_items (empty if none); `tasks`: those tasks'
+    only. With `digests` (the results file's ITEM_DIGESTS), an items file that is not the one the
+    results name, or one they name that is missing, is refused: an evaluation was interrupted
+    between its writes."""
     out = os.path.join(folder, EVAL_ITEMS)
     names = sorted(os.listdir(out)) if os.path.isdir(out) else []
     items = {}
     for name in names:
-        if not name.endswith(".jsonl"):
+        if not name.endswith(".jsonl") or (tasks is not None and name[:-6] not in tasks):
             continue
         task, path = name[: -len(".jsonl")], os.path.join(out, name)
         # (results written before digests have none: not checked)
@@ -972,9 +975,11 @@ def file_with_run(
     out = filed_dir(model_dir)
     if out is None:
         return None
-    named = results.get("results") or {}
-    earlier = read_items(model_dir, results.get(ITEM_DIGESTS)) if named else {}
-    items = {**{t: rows for t, rows in earlier.items() if t in named}, **(items or {})}
+    named = [t for t in results.get("results") or {} if t not in (items or {})]
+    recorded = results.get(ITEM_DIGESTS)  # (None: results written before digests were)
+    digests = None if recorded is None else {t: d for t, d in recorded.items() if t in named}
+    earlier = read_items(model_dir, digests, tasks=named) if named else {}
+    items = {**earlier, **(items or {})}
     run_dir, model = read_export_record(model_dir)["run_dir"], os.path.abspath(model_dir)
     path = os.path.join(out, EVAL_RESULTS)
     try:

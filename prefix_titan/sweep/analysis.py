@@ -762,6 +762,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
     # the arms compared with the baseline: those of the contrast's kinds, the baseline itself not
     # (a baseline of a contrast kind, e.g. prefix_tau1.0 against the other prefix arms)
     contrast = [a for a in arms if result.kinds[a] in plan.contrast and a != baseline]
+    equivalent = result.equivalent = _ce_equivalent(result, first)
     if baseline not in arms:
         result.notes.append(f"no {baseline} arm: nothing is compared or claimed")
         result.answer = f"No claim: the sweep has no {baseline} arm to compare with."
@@ -771,15 +772,6 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
             "No claim can be made: with one seed the training noise is not measured. Run more "
             "seeds (`python -m prefix_titan.sweep launch --seeds ...`)."
         )
-    gold_mass = result.final.get("target gold mass", {})
-    equivalent = result.equivalent = [
-        a
-        for a in arms
-        if a != "ce"
-        and gold_mass.get(a)
-        and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
-        and _weighs_as(first[a]["objective"], first["ce"]["objective"] if "ce" in first else {})
-    ]
     outside = [a for a in arms if a not in (baseline, "ce", *contrast, *equivalent)]
     if outside:
         kinds = sorted({result.kinds[a] for a in outside})
@@ -1195,6 +1187,21 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
     for t, adj in zip(tests, inference.holm([t["pooled"]["p"] for t in tests])):
         t["pooled"]["p_adjusted"] = adj
     result.trends.extend(tests)
+
+
+def _ce_equivalent(result: Analysis, first: dict[str, dict]) -> list[str]:
+    """The arms whose target keeps at least CE_EQUIVALENT on the gold (at the final step, mean
+    over seeds) and that weigh the tokens as ce does (`first`: {arm: one of its runs})."""
+    gold_mass = result.final.get("target gold mass", {})
+    ce = first["ce"]["objective"] if "ce" in first else {}
+    return [
+        a
+        for a in result.arms
+        if a != "ce"
+        and gold_mass.get(a)
+        and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
+        and _weighs_as(first[a]["objective"], ce)
+    ]
 
 
 def _weighs_as(objective: dict, other: dict) -> bool:

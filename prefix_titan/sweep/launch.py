@@ -501,6 +501,7 @@ def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str |
         return None
     for pattern in (
         r"error: (.+)",
+        r"((?:terminated|interrupted): .+)",  # (a signal: train.py says what resumes the run)
         r".*(Signal \d+ \(SIG\w+\) received by PID \d+)",
         r"((?:\w+\.)*\w*(?:Error|Exception|Interrupt): .+)",
     ):

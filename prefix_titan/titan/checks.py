@@ -419,6 +419,8 @@ def epochs_note(job_config, manifest: dict) -> str | None:
     if tokens is None:
         return None
     held = tokens // (t.seq_len + 1)
+    if held == 0:  # not one sequence: the loader's refusal says so
+        return None
     unset = t.global_batch_size <= 0
     read = t.steps * (t.local_batch_size if unset else t.global_batch_size)
     if read <= held:
@@ -740,8 +742,10 @@ def check_resume(
         raise ValueError(
             f"{os.path.join(folder, ckpt.folder)} holds {named}: torchtitan reads a name that "
             "holds `step-<N>` as checkpoint step N, so its loader could resume from it and "
-            "checkpoint.keep_latest_k delete it. Move it out of the checkpoint folder, or rename "
-            "it without `step-<digits>` (`backup-"
+            "checkpoint.keep_latest_k delete it. Move each out of the checkpoint folder, or "
+            "rename it without `step-<digits>` (`"
+            + os.path.basename(strays[0])
+            + "` as `backup-"
             + TITAN_STEP.search(os.path.basename(strays[0])).group(1)
             + "`)"
         )
@@ -867,7 +871,13 @@ def arm_tables(job_config) -> list[tuple[str, str]]:
         record = os.path.join(path, RUN_CONFIG)
         if path == folder or not os.path.isfile(record):
             continue
-        config = _read_record(record)
+        try:
+            config = read_json(record, "the record of another run of the sweep", expect=dict)
+        except ValueError as e:
+            raise ValueError(
+                f"{e}: the runs of an arm are checked against each other's records. Restore it, "
+                f"or move {path} out of the sweep folder"
+            ) from None
         recorded = config.get(TARGET_TABLE)
         try:
             same_arm = ObjectiveSpec.from_record(config.get("objective", {})).arm_name() == arm

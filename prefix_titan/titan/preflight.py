@@ -137,11 +137,15 @@ def check_runs(
             own = job.objective.name not in FAMILIES
             # a built-in family's table (seconds on a 128K vocabulary) where a new seed joins
             # an arm whose other seeds recorded theirs: the package may have changed between
-            joins = (
-                sweep is not None
-                and not os.path.exists(os.path.join(job.job.dump_folder, RUN_CONFIG))
-                and bool(arm_tables(job))
-            )
+            try:
+                joins = (
+                    sweep is not None
+                    and not os.path.exists(os.path.join(job.job.dump_folder, RUN_CONFIG))
+                    and bool(arm_tables(job))
+                )
+            except ValueError as e:  # another seed's record damaged
+                problems.setdefault(str(e), []).append(name)
+                continue
             if (own or joins) and has_tokenizer:  # else: made by the run
                 try:
                     table = plans.table_for(job)

@@ -454,7 +454,8 @@ def test_a_copy_that_torchtitan_reads_as_a_step_is_refused(tmp_path):
         f"{ckpt} holds old-step-12 (step 12), step-4-backup (step 4): torchtitan reads a name "
         "that holds `step-<N>` as checkpoint step N"
     ), e.value
-    assert "Move it out of the checkpoint folder, or rename it" in str(e.value)
+    assert "Move each out of the checkpoint folder, or rename it" in str(e.value)
+    assert "(`old-step-12` as `backup-12`)" in str(e.value)
     (ckpt / "step-4-backup").rename(tmp_path / "step-4-backup")
     (ckpt / "old-step-12").rename(ckpt / "old-12")
     check_resume(parse(default, *args))

@@ -1,3 +1,4 @@
+import gzip
 import json
 
 import numpy as np
@@ -103,8 +104,8 @@ def write_fineweb(folder, name, rows, fmt):
         }
         for i, t in enumerate(rows)
     ]
-    if fmt == "jsonl":
-        with open(folder / f"{name}.jsonl", "w") as f:
+    if fmt.startswith("jsonl"):
+        with (gzip.open if fmt.endswith(".gz") else open)(folder / f"{name}.{fmt}", "wt") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     else:
         import pyarrow as pa
@@ -113,7 +114,7 @@ def write_fineweb(folder, name, rows, fmt):
         pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
 
 
-@pytest.fixture(params=["jsonl", "parquet"])
+@pytest.fixture(params=["jsonl", "parquet", "jsonl.gz"])
 def fineweb_folder(tmp_path, request):
     write_fineweb(
         tmp_path,

@@ -1,5 +1,6 @@
 """Pre-tokenized shards: prepare (local FineWeb-Edu-schema fixtures) and the training reader."""
 
+import gzip
 import json
 import os
 import signal
@@ -46,8 +47,9 @@ def make_corpus(folder, n_files=3, docs_per_file=400, fmt="jsonl", seed=0):
                     "int_score": 4,
                 }
             )
-        if fmt == "jsonl":
-            with open(os.path.join(folder, f"{f:03d}_00000.jsonl"), "w") as out:
+        if fmt.startswith("jsonl"):
+            name = os.path.join(folder, f"{f:03d}_00000.{fmt}")
+            with (gzip.open if fmt.endswith(".gz") else open)(name, "wt") as out:
                 out.writelines(json.dumps(r) + "\n" for r in rows)
         else:
             import pyarrow as pa
@@ -100,7 +102,7 @@ def split_documents(tokens, bos, eos):
     return docs
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "jsonl.gz"])
 def test_shards_hold_the_ascii_filtered_documents(tmp_path, tokenizer, embedded_tokenizer_dir, fmt):
     docs = make_corpus(tmp_path / "src", fmt=fmt)
     m = prepare(

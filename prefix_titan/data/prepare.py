@@ -5,6 +5,7 @@ how an interrupted run continues)."""
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ import zlib
 from ..runs.folder import read_json, write_json
 from ..runs.lock import RunLock
 from .corpus import ascii_only, has_text
+from .fineweb import GZIP
 from .shards import (
     FORMAT,
     MANIFEST,
@@ -72,8 +74,8 @@ def iter_rows(path: str, start: int):
                     for k in range(max(0, start - row), n):
                         yield row + k, cols["id"][k], _text(cols["text"][k], path, f"row {row + k}")
                 row += n
-    else:  # JSON lines
-        with _open(path) as f:
+    else:  # JSON lines, gzip-compressed where the name ends in .gz
+        with _open(path) as raw, gzip.open(raw) if path.endswith(GZIP) else raw as f:
             for i, line in enumerate(f):
                 if i >= start and line.strip():  # (a blank line holds no document)
                     try:
@@ -83,7 +85,7 @@ def iter_rows(path: str, start: int):
                         raise ValueError(
                             f"{path} line {i + 1} is not a JSON object with a `text` (and "
                             f"optionally an `id`) ({type(e).__name__}: {e}): a .json or .jsonl "
-                            "file is read as JSON Lines, one object per line; repair the file or "
+                            "file (or .jsonl.gz) is read as JSON Lines, one object per line; repair the file or "
                             "leave it out of --source"
                         ) from None
                     yield i, doc_id, _text(text, path, f"line {i + 1}")
@@ -127,7 +129,7 @@ def source_files(source: str, revision: str | None = None) -> tuple[list[str], s
     if os.path.isfile(source):
         raise ValueError(
             f"--source {source!r} is a file: give the folder that holds it ("
-            f"{os.path.dirname(source) or '.'}), whose .parquet, .jsonl and .json files are read"
+            f"{os.path.dirname(source) or '.'}), whose .parquet, .jsonl, .json and .jsonl.gz files are read"
         )
     if source.startswith(FOLDER_PREFIXES) and not os.path.isdir(source):
         raise ValueError(
@@ -144,7 +146,7 @@ def source_files(source: str, revision: str | None = None) -> tuple[list[str], s
         sha = HfApi().dataset_info(source, revision=revision).sha
         files = list_data_files(source, sha)
     if not files:
-        raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json files")
+        raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json/.jsonl.gz files")
     return files, sha
 
 

@@ -25,7 +25,6 @@ and ignore the one cross-document target after each EOS, for torchtitan's block_
 
 from __future__ import annotations
 
-import pathlib
 from dataclasses import asdict
 from functools import partial
 
@@ -40,7 +39,7 @@ from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDatase
 from torchtitan.tools.logging import logger
 
 from ..data.corpus import ascii_only, embedded_split, has_text
-from ..data.fineweb import DATA_SUFFIXES, FINEWEB_EDU, list_data_files
+from ..data.fineweb import FINEWEB_EDU, data_format, list_data_files
 from ..data.shards import ShardedTokens
 from ..objectives.kernel import IGNORE_INDEX
 
@@ -58,7 +57,7 @@ def fineweb_files(path: str) -> list[str]:
     files = list_data_files(path)
     if len(files) < 2:
         raise ValueError(
-            f"training.dataset_path {path!r} holds {len(files)} data files (.parquet/.jsonl/.json): "
+            f"training.dataset_path {path!r} holds {len(files)} data files (.parquet/.jsonl/.json/.jsonl.gz): "
             "FineWeb-Edu needs at least 2, the last of which is held out for validation"
         )
     return files
@@ -68,7 +67,7 @@ def load_fineweb_edu_ascii(path: str, split: str):
     """Stream FineWeb-Edu (or a local folder in its schema), ASCII-filtered, empty documents dropped."""
     files = fineweb_files(path)
     files = files[-1:] if split == "validation" else files[:-1]
-    formats = {DATA_SUFFIXES[pathlib.PurePath(f).suffix] for f in files}
+    formats = {data_format(f) for f in files}
     if len(formats) != 1:
         raise ValueError(f"FineWeb-Edu files at {path!r} mix formats {sorted(formats)}: use one")
     ds = load_dataset(formats.pop(), data_files=files, split="train", streaming=True)

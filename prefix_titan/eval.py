@@ -5,19 +5,20 @@
         [--dtype bfloat16|float32] [--progress]
     python -m prefix_titan.eval --all-checkpoints RUN_DIR [--tasks ...]
 
-Uses lm-eval's `hf` backend with our task folder on its include path (prefix_titan/evaluation/tasks):
-winogrande_debiased; the character probes (`--tasks char_probes`, or char_spell, ...), whose
-documents are generated from the model's tokenizer into DIR/char_probes; and CUTE (`--tasks cute`,
-or cute_spell, ...), read from the hub's leukas/cute. Results go to DIR/eval_results.json and a
-short table is printed. --data-dir reads each task's documents from DIR/<task>.jsonl instead of
-the hub (an offline copy in the task's own schema). --all-checkpoints exports every step-N of the
-run to RUN_DIR/hf/step-N and evaluates it, writing RUN_DIR/eval_curve.json. The report reads one
-evaluation per task and step of a run: an evaluation filed with a run (into RUN_DIR/evals/step-N
-from an export, or RUN_DIR/hf/step-N) on another --limit sample than one the run folder holds
-already for the same task and step is refused before it evaluates, and any other difference is
-said as soon as the results are written. Evaluating other tasks of a model later adds them to
-its results (same settings); an evaluation that would replace one made with other settings is
-refused before it evaluates, unless --replace.
+Uses lm-eval's `hf` backend with our task folder on its include path
+(prefix_titan/evaluation/tasks): winogrande_debiased; the character probes (`--tasks char_probes`,
+or char_spell, ...), whose documents are generated from the model's tokenizer into DIR/char_probes;
+and CUTE (`--tasks cute`, or cute_spell, ...), read from the hub's leukas/cute. Results go to
+DIR/eval_results.json and a short table is printed. --data-dir reads each task's documents from
+DIR/<task>.jsonl instead of the hub (an offline copy in the task's own schema). --all-checkpoints
+exports every step-N of the run to RUN_DIR/hf/step-N and evaluates it, writing
+RUN_DIR/eval_curve.json. The report reads one evaluation per task and step of a run: an evaluation
+filed with a run (into RUN_DIR/evals/step-N from an export, or RUN_DIR/hf/step-N) on another
+--limit sample, or with character probes built otherwise, than one the run folder holds already for
+the same task and step is refused before it evaluates, and any other difference is said as soon as
+the results are written. Evaluating other tasks of a model later adds them to its results (same
+settings); an evaluation that would replace one made with other settings is refused before it
+evaluates, unless --replace.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
@@ -33,6 +34,7 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import asdict
 
 from .data.hub import exit_if_unreachable, offline_unless_reachable
 from .evaluation.harness import (
@@ -82,32 +84,39 @@ def _targets(a) -> tuple[str | None, list[int], set[str]]:
 
 
 def contradicted(
-    run_dir: str, steps: list[int], tasks: list[str], settings: dict, writes: set
+    run_dir: str,
+    steps: list[int],
+    tasks: list[str],
+    settings: dict,
+    writes: set,
+    probes: ProbeOptions | None = None,
 ) -> list[str]:
     """The evaluations already in run folder `run_dir` that this one would contradict: of one of
     `tasks` at one of `steps`, on another --limit sample than `settings` (limit, limit_seed,
     limit_sampling) draw (runs.items_read: a limit at or above a task's item count, which the
-    earlier results record, reads it whole), in a file this evaluation does not replace. The
-    report reads one evaluation per task and step."""
-    from .runs.folder import read_json
-    from .sweep.runs import items_read, load_run
+    earlier results record, reads it whole), or a character probe built otherwise than `probes`
+    builds it (runs.probes_built; results that predate that record are not compared), in a file
+    this evaluation does not replace. The report reads one evaluation per task and step."""
+    from .sweep.runs import items_read, load_run, probes_built
 
     if not os.path.isfile(os.path.join(run_dir, RUN_CONFIG)):
         return []
     run = load_run(run_dir, items=False)
+    ours = probes_built({"probes": asdict(probes)}) if probes is not None else None
     out = []
     for step in steps:
-        e = run["steps"].get(step) or {"files": {}, "limits": {}}
+        e = run["steps"].get(step) or {"files": {}}
         for task in tasks:
             path = e["files"].get(task)
             if not path or os.path.abspath(path) in writes:
                 continue
-            counted = read_json(path, "an earlier evaluation's results", expect=dict)
-            sample = items_read({**settings, "n_samples": counted.get("n_samples")}, task)
+            sample = items_read({**settings, "n_samples": e["n_samples"]}, task)
             if e["limits"].get(task) != sample:
                 out.append(
                     f"{task} at step {step} in {path} ({e['limits'].get(task) or 'every item'})"
                 )
+            elif (built := e["probes"].get(task)) and ours and built != ours:
+                out.append(f"{task} at step {step} in {path} (probes of {built})")
     return out
 
 
@@ -254,8 +263,10 @@ def main(argv: list[str] | None = None) -> None:
         refuse_unknown(a.tasks)  # a misspelt name: said at once, not after the hub is asked
         run_dir, steps, writes = _targets(a)
         if run_dir is not None:
-            from .evaluation.harness import expand
-            from .sweep.runs import items_read
+            from .evaluation.harness import expand, probes_of_run
+            from .evaluation.probes import BLANK_TASKS, PROBE_TASKS
+            from .runs.folder import read_json
+            from .sweep.runs import items_read, probes_built
 
             settings = {
                 "limit": a.limit,
@@ -263,13 +274,24 @@ def main(argv: list[str] | None = None) -> None:
                 "limit_sampling": LIMIT_SAMPLING,
             }
             ours = items_read(settings) or "every item"
-            earlier = contradicted(run_dir, steps, expand(a.tasks), settings, writes)
+            tasks = expand(a.tasks)
+            record = os.path.join(run_dir, RUN_CONFIG)
+            if os.path.isfile(record):
+                record = read_json(record, "the run's record", expect=dict)
+                built = probes_of_run(record, probes, tasks)
+            else:
+                built = probes
+            if any(t in PROBE_TASKS + BLANK_TASKS for t in tasks):
+                ours += f"; probes of {probes_built({'probes': asdict(built)})}"
+            earlier = contradicted(run_dir, steps, tasks, settings, writes, built)
             if earlier:
                 p.error(
                     f"run folder {run_dir} holds evaluations this one ({ours}) would contradict, "
-                    "made on other items:\n  " + "\n  ".join(earlier) + "\nThe report reads "
-                    "one evaluation per task and step: evaluate with their --limit and "
-                    "--limit-seed, or move those files out of the run folder first."
+                    "made on other items or probes:\n  "
+                    + "\n  ".join(earlier)
+                    + "\nThe report reads "
+                    "one evaluation per task and step: evaluate with their --limit, --limit-seed "
+                    "and --probe-* settings, or move those files out of the run folder first."
                 )
         if hub_tasks(a.tasks, a.data_dir) and (line := offline_unless_reachable()):
             print(f"warning: {line}", file=sys.stderr, flush=True)

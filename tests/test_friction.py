@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 
 import pytest
 from helpers import ROOT
@@ -495,7 +496,7 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
     with pytest.raises(SystemExit):
         cli.main([*base, "--limit", "10"])
     err = capsys.readouterr().err
-    assert "holds evaluations this one (10 (--limit-seed 1234)) would contradict" in err
+    assert "holds evaluations this one (10 (--limit-seed 1234); probes of words from the " in err
     assert f"char_spell at step 40 in {filed / 'eval_results.json'} (20 (--limit-seed 1234))" in err
     assert calls == []  # refused before evaluating
     with pytest.raises(SystemExit):
@@ -572,6 +573,39 @@ def test_an_export_of_a_run_on_shards_takes_its_probe_words_from_them(tmp_path, 
         probes_of_export(str(model), given, ["char_spell"])
     (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": None, "checkpoint": "x"}))
     assert probes_of_export(str(model), given, ["char_spell"]) is given
+
+
+def test_an_evaluation_whose_probes_are_built_otherwise_is_refused_first(
+    tmp_path, monkeypatch, capsys
+):
+    """A character probe filed with a run on probes built otherwise (other words, items, seed
+    or shots) is a contradiction found before evaluating, as another --limit sample is; results
+    that predate the probes' record, and other tasks, are not compared on probes."""
+    import prefix_titan.eval as cli
+    from prefix_titan.evaluation.harness import ProbeOptions
+
+    run, filed = _run_with_a_filed_step(tmp_path)
+    made = asdict(ProbeOptions(items=100, seed=5))
+    results = {"char_spell": {"acc,none": 0.3}, "piqa": {"acc,none": 0.5}}
+    (filed / "eval_results.json").write_text(
+        json.dumps({"results": results, "limit": None, "probes": made, "versions": {}})
+    )
+    calls = []
+    monkeypatch.setattr(cli, "evaluate_run", lambda run_dir, config, **kw: calls.append(kw))
+    base = ["--all-checkpoints", str(run), "--tasks"]
+    for other in (["--probe-seed", "6"], ["--probe-items", "99"], ["--probe-shots", "0"]):
+        with pytest.raises(SystemExit):
+            cli.main([*base, "char_spell", "--probe-items", "100", "--probe-seed", "5", *other])
+        err = capsys.readouterr().err
+        assert f"char_spell at step 40 in {filed / 'eval_results.json'} (probes of words" in err
+        assert "--probe-* settings" in err and calls == []
+    cli.main([*base, "char_spell", "piqa", "--probe-items", "100", "--probe-seed", "5"])
+    cli.main([*base, "piqa", "--probe-seed", "6"])  # no probe among the tasks
+    assert len(calls) == 2
+    # results that predate the probes' record: not compared on probes
+    (filed / "eval_results.json").write_text(json.dumps({"results": results, "versions": {}}))
+    cli.main([*base, "char_spell", "--probe-seed", "6"])
+    assert len(calls) == 3
 
 
 def test_a_task_read_whole_under_a_limit_contradicts_no_evaluation_of_the_same_limit(tmp_path):

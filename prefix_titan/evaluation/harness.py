@@ -1118,11 +1118,24 @@ def probes_of_export(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> 
     record = os.path.join(run_dir, RUN_CONFIG) if run_dir else None
     if record is None or not os.path.isfile(record):
         return probes
-    shards = run_shards(read_json(record, "the run's record", expect=dict))
-    if shards is None:
+    got = probes_of_run(read_json(record, "the run's record", expect=dict), probes, tasks)
+    if got is not probes:
+        print(
+            f"character probes: words from the run's training shards {got.words_from}", flush=True
+        )
+    return got
+
+
+def probes_of_run(record: dict, probes: ProbeOptions, tasks: list[str]) -> ProbeOptions:
+    """The probes an evaluation of `tasks` builds for a checkpoint of the run whose record is
+    `record`: where no word source is named and a probe is asked for, words from the shards the
+    run trained on (run_shards), else `probes` as given."""
+    if probes.words_from is not None or not any(t in PROBE_TASKS + BLANK_TASKS for t in tasks):
         return probes
-    print(f"character probes: words from the run's training shards {shards}", flush=True)
-    return ProbeOptions(shards, probes.items, probes.seed, probes.shots)
+    shards = run_shards(record)
+    return (
+        probes if shards is None else ProbeOptions(shards, probes.items, probes.seed, probes.shots)
+    )
 
 
 def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
@@ -1160,12 +1173,11 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
                 "--all-checkpoints $run --tasks ...; done"
             )
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
-    probes = kwargs.get("probes") or ProbeOptions()
-    probed = any(t in PROBE_TASKS + BLANK_TASKS for t in tasks)
-    shards = run_shards(rc) if probed and probes.words_from is None else None
-    if shards is not None:
-        kwargs["probes"] = probes = ProbeOptions(shards, probes.items, probes.seed, probes.shots)
-        print(f"character probes: words from the run's training shards {shards}", flush=True)
+    given = kwargs.get("probes") or ProbeOptions()
+    probes = probes_of_run(rc, given, tasks) if rc is not None else given
+    if probes is not given:
+        kwargs["probes"] = probes
+        print(f"character probes: words from the run's training shards {probes.words_from}")
     steps = complete_steps(folder)
     if not steps:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")

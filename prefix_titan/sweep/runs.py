@@ -104,6 +104,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                 "results": {},
                 "items": {},
                 "limits": {},
+                "n_samples": {},
                 "versions": {},
                 "probes": {},
                 "checks": {},
@@ -132,6 +133,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                     )
                 e["results"][task] = metrics
                 e["limits"][task] = items_read(data, task)
+                e["n_samples"][task] = (data.get("n_samples") or {}).get(task)
                 if task in PROBE_TASKS + BLANK_TASKS:
                     e["probes"][task] = probes_built(data)
                 if task in PROBE_TASKS and (data.get("probe_check") or {}).get(task):

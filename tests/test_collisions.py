@@ -941,6 +941,17 @@ def test_a_torchrun_rank_names_its_torchrun_in_the_lock(tmp_path, monkeypatch):
     assert record["launcher"]["command"] == " ".join([program, *filter(None, words[1:])])
     said = describe(record)
     assert f"(a rank started by torchrun, pid {os.getppid()}: " in said
+    # a torchrun killed (SIGKILL) leaves its ranks running: the rank is then the one to end
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    record["launcher"]["pid"] = int(ended.stdout)
+    said = describe(record)
+    assert f"pid {int(ended.stdout)}, which has ended: the rank runs on without it; end " in said
+    assert said.startswith(f"pid {os.getpid()} on ")
 
 
 def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):

@@ -169,6 +169,11 @@ def describe(holder: dict) -> str:
         if isinstance(started_by, dict)
         else ""
     )
+    if by and _gone({"host": holder.get("host"), "pid": started_by.get("pid")}):
+        by = (
+            f" (a rank started by torchrun, pid {started_by.get('pid')}, which has ended: the "
+            "rank runs on without it; end the rank itself)"
+        )
     return (
         f"pid {holder.get('pid')} on {holder.get('host')} since {since}: "
         f"{holder.get('command', '?')}{by}"

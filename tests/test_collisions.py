@@ -957,8 +957,13 @@ def test_a_torchrun_rank_names_its_torchrun_in_the_lock(tmp_path, monkeypatch):
 def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):
     """A refused run removes the empty folders it made (its dump and traces folders); refused
     because another process writes the folder, it leaves a traces folder older than itself:
-    that run's (written to when it fails)."""
+    that run's (written to when it fails), and a fresh one where that writer started after it
+    (two started together: which made it is not known)."""
+    from prefix_titan.titan import refusal
     from prefix_titan.titan.refusal import refuse
+
+    def busy(started):
+        return FolderBusy(f"{run} is being written by pid 1", {"pid": 1, "started": started})
 
     run = tmp_path / "run"
     job = _job("--job.dump_folder", str(run))
@@ -966,12 +971,17 @@ def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):
     traces.mkdir(parents=True)
     made = os.stat(traces).st_mtime
     os.utime(traces, (made - 3600, made - 3600))  # made before this process: the writer's
+    earlier = refusal._STARTED - 60  # the writer's lock taken a minute before this process
     with pytest.raises(SystemExit):
-        refuse(job, FolderBusy(f"{run} is being written by pid 1"), rank=0)
+        refuse(job, busy(earlier), rank=0)
     assert traces.is_dir()
-    os.utime(traces, (made, made))  # made by this process (its training's start): removed
+    os.utime(traces, (made, made))  # made since this process started
+    for holder_started in (refusal._STARTED, None):  # a writer started with it, or not named
+        with pytest.raises(SystemExit):
+            refuse(job, busy(holder_started), rank=0)
+        assert traces.is_dir()
     with pytest.raises(SystemExit):
-        refuse(job, FolderBusy(f"{run} is being written by pid 1"), rank=0)
+        refuse(job, busy(earlier), rank=0)  # by this process (its training's start): removed
     assert not traces.exists() and run.is_dir()
     traces.mkdir()
     with pytest.raises(SystemExit):

@@ -31,7 +31,11 @@ LOCK = ".writer.lock"
 
 
 class FolderBusy(ValueError):
-    """Another live process writes into the folder."""
+    """Another live process writes into the folder (`holder`: its lock record, where read)."""
+
+    def __init__(self, message: str, holder: dict | None = None):
+        super().__init__(message)
+        self.holder = holder
 
 
 def _alive(pid: int) -> bool:
@@ -298,7 +302,7 @@ class RunLock:
                 return self._acquire_by_record(record)
             if not got:  # held by a live process
                 os.close(fd)
-                raise FolderBusy(self._busy(_holder_soon(self.path)))
+                raise self._busy(_holder_soon(self.path))
             try:
                 now = _key(os.stat(self.path, follow_symlinks=False))
             except FileNotFoundError:
@@ -351,7 +355,7 @@ class RunLock:
             return
         holder = _parse(left)
         if holder and holder.get("host") != socket.gethostname():
-            raise FolderBusy(self._busy(holder))
+            raise self._busy(holder)
         print(
             f"warning: {self.path} was left by {describe(holder)}, which ended without "
             "releasing it (no process holds it now); taking it over",
@@ -359,9 +363,9 @@ class RunLock:
             flush=True,
         )
 
-    def _busy(self, holder: dict | None) -> str:
+    def _busy(self, holder: dict | None) -> FolderBusy:
         if not holder:
-            return (
+            return FolderBusy(
                 f"{self.folder} is locked by {self.path}, which does not name its holder (it may "
                 "be starting): wait for it, or, if no training, export or evaluation writes into "
                 f"this folder, remove {self.path}"
@@ -371,10 +375,11 @@ class RunLock:
             if holder.get("host") == socket.gethostname()
             else f" (another host: once that process is known to be gone, remove {self.path})"
         )
-        return (
+        return FolderBusy(
             f"{self.folder} is being written by {describe(holder)}{where}. Two writers would mix "
             f"their checkpoints, records, results and logs: wait for it to finish, or "
-            f"{self.elsewhere}."
+            f"{self.elsewhere}.",
+            holder,
         )
 
     def _no_flock_warning(self, why: OSError) -> None:
@@ -420,7 +425,7 @@ class RunLock:
         if holder is None:  # released meanwhile
             return
         if not _gone(holder):
-            raise FolderBusy(self._busy(holder))
+            raise self._busy(holder)
         mutex = self.path + TAKEOVER
         try:
             fd = os.open(mutex, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)

@@ -26,8 +26,9 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
     nothing is removed (it is replaced at the next start anyway: titan/checks.check_resume), and
     the folders made for the run before the refusal are removed while they are empty; where the
     refusal is another writer's live lock on the folder (runs/lock.py: FolderBusy), only an empty
-    traces folder made since this process started: an older one is that writer's (where it
-    writes when it fails)."""
+    traces folder made since this process started by a writer that took the lock before it: an
+    older one is that writer's (where it writes when it fails), and so may be a fresh one where
+    the writer started after this process (two started together: it is kept)."""
     from ..runs.lock import FolderBusy
 
     if (_rank() if rank is None else rank) == 0:
@@ -36,7 +37,7 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
             lock.release()
         if not isinstance(error, FolderBusy):
             clean_up(job_config)
-        else:
+        elif _before_us(error.holder):
             traces = os.path.join(job_config.job.dump_folder, job_config.comm.save_traces_folder)
             try:
                 if os.stat(traces).st_mtime >= _STARTED - 1:  # (coarse file-system clocks)
@@ -44,6 +45,14 @@ def refuse(job_config, error: BaseException, rank: int | None = None, lock=None)
             except OSError:  # not there, not empty
                 pass
     raise SystemExit(2)
+
+
+def _before_us(holder: dict | None) -> bool:
+    """Whether a lock's holder took it before this process started (its record's `started`,
+    a second apart for coarse clocks): that writer made its traces folder before it took the lock,
+    so a traces folder made since this process started is this process's."""
+    started = (holder or {}).get("started")
+    return isinstance(started, (int, float)) and started < _STARTED - 1
 
 
 def clean_up(job_config) -> None:

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         texts = token_texts(Tokenizer.from_file(path), vocab)
         result = probe_matrices(matrices, texts, folds=a.folds, seed=a.seed)
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     print(table(result))
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, RESULT), json.loads(json.dumps(result)))

@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as e:
                 raise ValueError(f"the results are written, but: {e}") from None
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
 
 
 if __name__ == "__main__":

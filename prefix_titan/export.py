@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             accept_unverified=a.accept_unverified,
         )
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
 
 
 if __name__ == "__main__":

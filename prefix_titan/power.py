@@ -181,11 +181,11 @@ def main(argv: list[str] | None = None) -> None:
             else Measured({}, None, [], [], [], [])
         )
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     try:
         sweep = arms(a.root)  # the built-in arms and the project's own (its sweep_arms.toml)
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     problems = plan_arm_problems(plan, {n: vars(s) for n, s in sweep.items()})
     if problems:  # as `sweep launch` refuses it
         p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")

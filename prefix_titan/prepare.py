@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 revision=a.revision,
             )
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]

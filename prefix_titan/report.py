@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(report(a.runs_dir, a.out, a.plan, a.checkpoints, a.seeds, a.arms, a.figures, written))
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     out = os.path.join(written[0], "report.md")
     print(f"written to {out} (and report.json{', plots' * a.figures})", file=sys.stderr)
 

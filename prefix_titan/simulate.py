@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
             for effect in a.effect or [default]:
                 print(calibrate(sweep, effect, plan, a.calibrate, a.seed, a.workers))
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def _main(argv: list[str] | None = None) -> None:
             ) from None
         texts = token_texts(tok, a.vocab_size)
     except Exception as e:  # bad settings (ValueError), a missing file; tokenizers raises Exception
-        p.error(str(e))
+        p.refuse(str(e))
     if a.token == "":
         p.error("--token is empty: give a token's text (e.g. ' which'), or an id with --token-id")
     if a.token is not None and not a.token.isascii():
@@ -120,9 +120,9 @@ def _main(argv: list[str] | None = None) -> None:
         table = build_target_table(texts, spec)
     except FamilyError as e:  # the family's own code: its traceback, then what it raised
         traceback.print_exception(e.__cause__)
-        p.error(str(e))
+        p.refuse(str(e))
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     info = describe_target(table, texts, gold)
     info["table_build_seconds"] = round(time.perf_counter() - start, 3)
     info["spec"] = spec.__dict__

@@ -138,7 +138,7 @@ def main() -> None:
             workers=a.workers,
         )
     except ValueError as e:  # a --tokenizer or --source it cannot read
-        p.error(str(e))
+        p.refuse(str(e))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     total = m["splits"]["train"]["tokens"] + m["splits"]["validation"]["tokens"]
     mchars = m["characters_read"] / 1e6  # characters, not bytes: the text is mostly ASCII

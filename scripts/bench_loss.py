@@ -615,7 +615,7 @@ def main() -> None:
         try:
             rows, setup, dtype = read_rows(a.rows, a.dtype)
         except ValueError as e:
-            p.error(str(e))
+            p.refuse(str(e))
         print_report(rows, setup, dtype, saved=True)
         if a.json:
             pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))

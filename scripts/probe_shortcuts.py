@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         probes = build_probes(tok, a.items, a.seed, word_counts=counts, source=source)
     except ValueError as e:  # too few words for the items
-        p.error(str(e))
+        p.refuse(str(e))
     ref = reference(counts)
     pieces = token_pieces(tok)
     print(shortcut_table(probes, pieces, ref, PROBE_TASKS))

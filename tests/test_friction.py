@@ -400,7 +400,12 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"'{tmp_path / 'sweep_pilot'}' does not exist" in err
     assert "usage:" not in err  # a refusal is one line, not buried under the usage block
-    assert err.endswith("(`python -m prefix_titan.report --help` lists the options)\n")
+    assert "--help" not in err  # a refused input: the message alone names what to change
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--checkpoints", "0"])  # a usage error: where the options are
+    assert capsys.readouterr().err.endswith(
+        "(`python -m prefix_titan.report --help` lists the options)\n"
+    )
     make_run(tmp_path / "sweep", "ce", {"name": "ce"}, 0.0)
     main([str(tmp_path / "sweep")])
     err = capsys.readouterr().err

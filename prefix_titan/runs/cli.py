@@ -14,4 +14,11 @@ def path_arg(text: str) -> str:
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):
+        """A usage error (an option missing, misspelt or out of range): said with where the
+        options are listed."""
         self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+
+    def refuse(self, message: str):
+        """A refused input (a folder, a file, what they hold): the message alone, which names
+        what to change; the options' list would not help."""
+        self.exit(2, f"{self.prog}: error: {message}\n")

@@ -44,7 +44,7 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
     try:
         written, stale, orphans = write_configs(root, check=a.check)
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     if stale or (a.check and orphans):
         if stale:
             print(f"out of date (run {PROG} configs): {', '.join(stale)}")

@@ -596,7 +596,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         plan = load_plan(a.plan or registered)
         conflict = registration_conflict(sweep, a.plan)
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     if conflict:
         p.error(conflict)
     began = registered is None and runs_began(sweep)
@@ -671,7 +671,7 @@ def _register_plan(p: argparse.ArgumentParser, a) -> None:
     try:
         path = register_plan(str(sweep), a.plan, time.strftime(" on %Y-%m-%d %H:%M:%S %Z"))
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     if path is None:
         print(
             f"[sweep] no analysis plan registered: {sweep} holds runs begun before one was; its "
@@ -770,7 +770,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     try:
         specs = arms(a.root)
     except ValueError as e:
-        p.error(str(e))
+        p.refuse(str(e))
     known = list(specs)
     by_file = {file_name(arm): arm for arm in known}  # the `-` form of an import path's `:`
     a.arms = [by_file.get(arm, arm) for arm in a.arms] if a.arms else None

@@ -309,17 +309,17 @@ TITAN_STEP = re.compile(r"step-(\d+)")
 anywhere in an entry's name (re.search)"""
 
 
-def read_as_steps(folder: str) -> list[str]:
-    """The entries of `folder` that are no `step-N` but that torchtitan reads as step N
-    (TITAN_STEP: `step-4-backup`, `old-step-4`): its loader may load one, its purge delete
+def read_as_steps(folder: str) -> list[tuple[str, int]]:
+    """(path, N) of the entries of `folder` that are no `step-N` but that torchtitan reads as
+    step N (TITAN_STEP: `step-4-backup`, `old-step-4`): its loader may load one, its purge delete
     one. A purge's own aside (`.purged-step-N`, checkpoints.purge_older_steps: deleted by the
     next purge, and older than a kept step) is not one of them."""
     if not os.path.isdir(folder):
         return []
     return sorted(
-        os.path.join(folder, name)
+        (os.path.join(folder, name), int(found.group(1)))
         for name in os.listdir(folder)
-        if TITAN_STEP.search(name)
+        if (found := TITAN_STEP.search(name))
         and step_number(name) is None
         and not name.startswith(".purged-step-")
     )

@@ -32,7 +32,6 @@ from ..runs.folder import (
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
     TARGET_TABLE,
-    TITAN_STEP,
     checkpoint_folder_problem,
     checkpoint_steps,
     read_as_steps,
@@ -735,19 +734,13 @@ def check_resume(
     folder = job_config.job.dump_folder
     ckpt = job_config.checkpoint
     if ckpt.enable and (strays := read_as_steps(os.path.join(folder, ckpt.folder))):
-        named = ", ".join(
-            f"{os.path.basename(p)} (step {TITAN_STEP.search(os.path.basename(p)).group(1)})"
-            for p in strays
-        )
+        named = ", ".join(f"{os.path.basename(p)} (step {n})" for p, n in strays)
+        first, step = strays[0]
         raise ValueError(
             f"{os.path.join(folder, ckpt.folder)} holds {named}: torchtitan reads a name that "
             "holds `step-<N>` as checkpoint step N, so its loader could resume from it and "
             "checkpoint.keep_latest_k delete it. Move each out of the checkpoint folder, or "
-            "rename it without `step-<digits>` (`"
-            + os.path.basename(strays[0])
-            + "` as `backup-"
-            + TITAN_STEP.search(os.path.basename(strays[0])).group(1)
-            + "`)"
+            f"rename it without `step-<digits>` (`{os.path.basename(first)}` as `backup-{step}`)"
         )
     if ckpt.enable and ckpt.load_step == -1:
         done = complete_steps(os.path.join(folder, ckpt.folder))

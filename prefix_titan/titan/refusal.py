@@ -59,7 +59,7 @@ def clean_up(job_config) -> None:
     """What a refused run leaves (on rank 0): its lock file let go of (runs/lock.let_go), its
     record removed where it trained nothing, and the folders made for it removed while empty.
     refuse() calls it; so does `prefix_titan.train` for a refusal raised inside torchtitan's
-    trainer (a target table or a family's code)."""
+    trainer (a target table, a family's code, labels outside the vocabulary)."""
     from ..runs.lock import let_go
 
     let_go(job_config.job.dump_folder)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import typing
 
 import pytest
 from helpers import ROOT, project, shipped_configs
@@ -227,6 +228,52 @@ def test_fused_loss_refuses_what_it_does_not_support(setting, why):
         check_job_config(config)
     assert why in str(e.value) and f"set parallelism.{setting} = 1" in str(e.value)
     assert "objective.fused_loss = false" in str(e.value)
+
+
+def _another_value(f, hint):
+    """A value of ObjectiveSpec field `f` (type `hint`) other than its default, as TOML and as
+    command-line text: (value, TOML text, command-line words)."""
+    if f.metadata.get("choices"):
+        value = next(c for c in f.metadata["choices"] if c != f.default)
+    elif hint is bool:
+        value = not f.default
+        return value, str(value).lower(), [f"--objective.{'' if value else 'no-'}{f.name}"]
+    elif float in typing.get_args(hint) or hint is float:
+        value = 0.75
+    elif int in typing.get_args(hint) or hint is int:
+        value = 3
+    elif str in typing.get_args(hint) or hint is str:
+        value = "my_family.module:targets" if f.name == "name" else "k=1"
+    else:
+        raise AssertionError(f"objective.{f.name}: add a value of its type {hint} to this test")
+    toml = f'"{value}"' if isinstance(value, str) else str(value)
+    return value, toml, [f"--objective.{f.name}", str(value)]
+
+
+@pytest.mark.slow
+def test_every_objective_field_is_read_from_the_toml_and_the_command_line(tmp_path):
+    """Each field of ObjectiveSpec, the one place an objective's option is added, reaches the
+    job config from `[objective]` of a TOML and from `--objective.<field>` (torchtitan's parser
+    reads the dataclass): a field added with a type this parser cannot read fails here."""
+    import dataclasses
+
+    from prefix_titan.objectives.spec import ObjectiveSpec
+
+    base = (ROOT / "train_configs" / "ce.toml").read_text()
+    assert base.count("[objective]\n") == 1
+    hints = typing.get_type_hints(ObjectiveSpec)
+    for f in dataclasses.fields(ObjectiveSpec):
+        value, toml, words = _another_value(f, hints[f.name])
+        before, section = base.split("[objective]\n")
+        section, *after = section.split("\n[", 1)
+        kept = [line for line in section.split("\n") if not line.startswith(f"{f.name} =")]
+        section = "\n".join([f"{f.name} = {toml}", *kept])
+        (tmp_path / "c.toml").write_text("\n[".join([f"{before}[objective]\n{section}", *after]))
+        assert tomllib.loads((tmp_path / "c.toml").read_text())["objective"][f.name] == value
+        from_toml = getattr(parse(tmp_path / "c.toml").objective, f.name)
+        from_cli = getattr(parse(ROOT / "train_configs" / "ce.toml", *words).objective, f.name)
+        assert from_toml == from_cli == value != f.default, (f.name, from_toml, from_cli)
+        assert type(from_toml) is type(from_cli) is type(value), f.name
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU refusal")

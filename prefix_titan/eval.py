@@ -22,7 +22,9 @@ evaluates, unless --replace.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
-first N; a multiple-choice task's sample keeps the task's proportions of gold answers. Progress
+first N; a multiple-choice task's sample keeps the task's proportions of gold answers. The
+character probes are not sampled: each is built with N items (at least 30, at most
+--probe-items), balanced as built, and read whole. Progress
 bars and lm-eval's log lines are shown only with --progress. --dtype: the model's weights and
 activations (default: bfloat16 on a GPU, float32 on a CPU, where bf16 matmuls are much slower);
 log-likelihoods are summed from an fp32 log-softmax either way.
@@ -41,6 +43,7 @@ from .evaluation.harness import (
     DEFAULT_TASKS,
     LIMIT_SAMPLING,
     LIMIT_SEED,
+    PROBE_MIN_ITEMS,
     ProbeOptions,
     evaluate,
     evaluate_run,
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
         "--limit",
         type=int,
         default=None,
-        help="a random sample of N documents per task (quick checks)",
+        help="a random sample of N documents per task (quick checks); the character probes are "
+        "built with N items (at least 30) and read whole",
     )
     p.add_argument(
         "--limit-seed",
@@ -223,8 +227,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     if a.limit is not None and a.limit < 1:
         p.error(f"--limit must be >= 1 (documents per task); got {a.limit}")
-    if a.probe_items < 1:
-        p.error(f"--probe-items must be >= 1; got {a.probe_items}")
+    if a.probe_items < PROBE_MIN_ITEMS:
+        p.error(
+            f"--probe-items must be >= {PROBE_MIN_ITEMS} (fewer cannot be balanced); "
+            f"got {a.probe_items}"
+        )
     if not 0 <= a.probe_seed < 2**32:  # (numpy's seeds)
         p.error(f"--probe-seed must be a whole number in [0, 2**32); got {a.probe_seed}")
     if not 0 <= a.probe_shots <= MAX_SHOTS:
@@ -263,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         refuse_unknown(a.tasks)  # a misspelt name: said at once, not after the hub is asked
         run_dir, steps, writes = _targets(a)
         if run_dir is not None:
-            from .evaluation.harness import expand, probes_of_run
+            from .evaluation.harness import expand, probes_at_limit, probes_of_run
             from .evaluation.probes import BLANK_TASKS, PROBE_TASKS
             from .runs.folder import read_json
             from .sweep.runs import items_read, probes_built
@@ -278,9 +285,9 @@ def main(argv: list[str] | None = None) -> None:
             record = os.path.join(run_dir, RUN_CONFIG)
             if os.path.isfile(record):
                 record = read_json(record, "the run's record", expect=dict)
-                built = probes_of_run(record, probes, tasks)
+                built = probes_at_limit(probes_of_run(record, probes, tasks), a.limit)
             else:
-                built = probes
+                built = probes_at_limit(probes, a.limit)
             if any(t in PROBE_TASKS + BLANK_TASKS for t in tasks):
                 ours += f"; probes of {probes_built({'probes': asdict(built)})}"
             earlier = contradicted(run_dir, steps, tasks, settings, writes, built)

@@ -480,7 +480,7 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
     import prefix_titan.eval as cli
 
     run, filed = _run_with_a_filed_step(tmp_path)
-    result = {"char_spell": {"acc,none": 0.3}}
+    result = {"piqa": {"acc,none": 0.3}}
     (filed / "eval_results.json").write_text(
         json.dumps({"results": result, **SAMPLE_20, "versions": {}})
     )
@@ -491,18 +491,18 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
         out = run / "hf" / "step-40"
         out.mkdir(parents=True, exist_ok=True)
         acc = 0.3 if len(calls) == 1 else 0.31  # the second: as if in another dtype
-        results = {"char_spell": {"acc,none": acc}}
+        results = {"piqa": {"acc,none": acc}}
         (out / "eval_results.json").write_text(
             json.dumps({"results": results, **SAMPLE_20, "versions": {}})
         )
 
     monkeypatch.setattr(cli, "evaluate_run", fake_run)
-    base = ["--all-checkpoints", str(run), "--tasks", "char_spell"]
+    base = ["--all-checkpoints", str(run), "--tasks", "piqa"]
     with pytest.raises(SystemExit):
         cli.main([*base, "--limit", "10"])
     err = capsys.readouterr().err
-    assert "holds evaluations this one (10 (--limit-seed 1234); probes of words from the " in err
-    assert f"char_spell at step 40 in {filed / 'eval_results.json'} (20 (--limit-seed 1234))" in err
+    assert "holds evaluations this one (10 (--limit-seed 1234)) would contradict" in err
+    assert f"piqa at step 40 in {filed / 'eval_results.json'} (20 (--limit-seed 1234))" in err
     assert calls == []  # refused before evaluating
     with pytest.raises(SystemExit):
         cli.main(base)  # every item, where the filed one read 20
@@ -513,7 +513,7 @@ def test_an_evaluation_that_would_contradict_one_in_the_run_folder_is_refused_fi
         cli.main([*base, "--limit", "20"])
     err = capsys.readouterr().err
     assert "the results are written, but: run folder" in err
-    assert "holds two evaluations of char_spell at step 40 that differ" in err
+    assert "holds two evaluations of piqa at step 40 that differ" in err
 
 
 def test_an_evaluation_filed_again_with_its_run_brings_every_tasks_items(tmp_path):
@@ -774,7 +774,7 @@ def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path, monkeypat
     assert str(e.value).startswith(
         f"{tmp_path / EVAL_RESULTS} holds an evaluation of char_spell, hellaswag, piqa made with "
         "other settings (limit None, here 30; limit_seed None, here 1234; limit_sampling None, "
-        "here 'stratified by gold')"
+        f"here {harness.LIMIT_SAMPLING!r})"
     )
     assert "or pass --replace to replace it whole" in str(e.value)
     assert on_file()[0]["piqa"] == 0.6  # nothing written

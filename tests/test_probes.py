@@ -782,7 +782,10 @@ def test_a_probe_short_of_items_is_named_with_its_own_reason(tmp_path, embedded_
     held = {t: int(line.split(": ")[1].split()[0].replace(",", "")) for t, line in short.items()}
     assert probe_shortfalls(paths, N, limit=min(held.values())) == []
     assert probe_shortfalls(paths, N, limit=N + 5) == lines  # more than built: as before
-    asked = max(held.values()) + 1  # a sample larger than either probe holds, below N
+    asked = held["char_last_letter"] + 1  # char_last_letter's units are four items
+    count = short["char_count"].replace(f" of the {N:,} asked", f" of the {asked:,} asked")
+    assert probe_shortfalls(paths, N, limit=asked) == [count]
+    asked = max(held.values()) + 4  # larger than either probe holds, below N
     still = probe_shortfalls(paths, N, limit=asked)
     assert still == [x.replace(f" of the {N:,} asked", f" of the {asked:,} asked") for x in lines]
 
@@ -790,8 +793,9 @@ def test_a_probe_short_of_items_is_named_with_its_own_reason(tmp_path, embedded_
 def test_bad_probe_settings_are_refused(tok):
     with pytest.raises(ValueError, match="--probe-shots must be between 0 and 8"):
         build_probes(tok, n=100, shots=9)
-    with pytest.raises(ValueError, match="--probe-items must be >= 1"):
-        build_probes(tok, n=0)
+    for n in (0, 29):
+        with pytest.raises(ValueError, match=r"--probe-items must be >= 30 \(fewer cannot be bal"):
+            build_probes(tok, n=n)
     zero_shot = build_probes(tok, n=100, shots=0)
     assert all(
         "\nAnswer:" == i["query"][-8:] and i["query"].count("Answer:") == 1
@@ -910,3 +914,60 @@ def test_the_word_forms_shortcut_of_version_4_1_is_caught_and_4_2_removes_it(tok
     old = [{**it, "forms": forms[it["word"]]} for it in old]
     then = shortcut_accuracies(old, token_pieces(tok), ref, "char_last_letter")
     assert then[name] > 0.25 + TOLERANCE and name in off_chance(then, old, "char_last_letter")
+
+
+def _answer_only(items: list[dict]) -> dict[str, float]:
+    """The accuracy of every rule that answers without the word: always the k-th choice, and
+    always the choice that reads t (where offered; else a guess at chance)."""
+    k = len(items[0]["choices"])
+    rules = {f"choice {p}": sum(it["gold"] == p for it in items) / len(items) for p in range(k)}
+    for t in {c for it in items for c in it["choices"]}:
+        hit = sum((it["choices"][it["gold"]] == t) if t in it["choices"] else 1 / k for it in items)
+        rules[f"always {t!r}"] = hit / len(items)
+    return rules
+
+
+def test_a_limit_builds_the_probes_with_its_items_and_reads_them_whole(tok, probes):
+    """`eval --limit N` builds each probe with N items (at least PROBE_MIN_ITEMS) and reads them
+    whole: every answer-only rule is at chance on them, where a sample of the probes built whole,
+    drawn in proportion to the gold's position, left the golds' texts unbalanced (char_count's
+    choices are 0-2 or 1-3: " 1" was the gold in 40% of a 50-item sample)."""
+    from prefix_titan.evaluation.harness import (
+        LIMIT_SAMPLING,
+        PROBE_MIN_ITEMS,
+        ProbeOptions,
+        limit_samples,
+        probes_at_limit,
+        sample_docs,
+    )
+    from prefix_titan.sweep.runs import items_read
+
+    given = ProbeOptions(items=N, seed=7)
+    assert probes_at_limit(given, None) is given and probes_at_limit(given, N + 1) is given
+    assert probes_at_limit(given, 50) == ProbeOptions(items=50, seed=7)
+    assert probes_at_limit(given, 3).items == PROBE_MIN_ITEMS
+    assert probes_at_limit(ProbeOptions(items=40), 50).items == 40
+    worst_sampled = 0.0
+    for seed in (1, 2, 3):
+        built = build_probes(tok, n=50, seed=seed)
+        for task in PROBE_TASKS:
+            chance = 1 / len(built[task][0]["choices"])
+            rules = _answer_only(built[task])
+            assert max(abs(v - chance) for v in rules.values()) <= 0.03, (task, seed, rules)
+            whole = probes[task]
+            drawn = sample_docs(len(whole), 50, seed, task, [it["gold"] for it in whole])
+            rules = _answer_only([whole[i] for i in drawn])
+            worst_sampled = max(worst_sampled, *(abs(v - chance) for v in rules.values()))
+    assert worst_sampled > 0.06  # what building with the limit removes
+    # lm-eval reads every built item of a probe and its twin, a sample of the other tasks
+    loaded = {
+        "tasks": {
+            t: type("T", (), {"eval_docs": [{}] * 80})() for t in ("char_count", "char_count_blank")
+        }
+    }
+    assert limit_samples(loaded, 50, 1234) == {t: list(range(80)) for t in loaded["tasks"]}
+    recorded = {"limit": 50, "limit_seed": 1234, "limit_sampling": LIMIT_SAMPLING}
+    assert items_read(recorded, "char_count") is None  # read whole
+    assert items_read(recorded, "piqa") == "50 (--limit-seed 1234)"
+    earlier = {**recorded, "limit_sampling": "stratified by gold"}  # sampled the probes
+    assert items_read(earlier, "char_count") == "50 (--limit-seed 1234)"

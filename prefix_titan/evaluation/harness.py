@@ -15,7 +15,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from ..runs.checkpoints import complete_steps, sha256
 from ..runs.folder import (
@@ -33,6 +33,7 @@ from ..runs.folder import (
 )
 from ..runs.lock import FolderBusy, RunLock
 from .probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
+from .probes import MIN_ITEMS as PROBE_MIN_ITEMS
 from .probes import SEED as PROBE_SEED
 from .probes import SHOTS as PROBE_SHOTS
 
@@ -107,6 +108,19 @@ class ProbeOptions:
     """The seed of the word sample, the distractors and the order"""
     shots: int = PROBE_SHOTS
     """Exemplars before each question (k-shot)"""
+
+
+def probes_at_limit(probes: ProbeOptions, limit: int | None) -> ProbeOptions:
+    """The probes an evaluation of at most `limit` documents per task builds: `limit` items each
+    (at least PROBE_MIN_ITEMS, at most `probes.items`), balanced as built and read whole. A
+    sample of probes built larger, drawn in proportion to the gold's position, left the golds'
+    texts unbalanced: 50 of char_count's items, whose choices are 0-2 or 1-3, gave " 1" as the
+    gold in 40% of them, so a model that always answered " 1" scored 0.40 against a chance of
+    0.33."""
+    if limit is None:
+        return probes
+    items = min(probes.items, max(limit, PROBE_MIN_ITEMS))
+    return probes if items == probes.items else replace(probes, items=items)
 
 
 def local_files(
@@ -396,7 +410,7 @@ def evaluate(
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
         tasks = expand(tasks)
-        probes = probes_of_export(model_dir, probes, tasks)
+        probes = probes_at_limit(probes_of_export(model_dir, probes, tasks), limit)
         probe_embeddings = EMBEDDING_PROBE in tasks
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)
@@ -617,10 +631,12 @@ def not_exported(model_dir: str) -> str:
 SETTINGS = ("limit", "limit_seed", "limit_sampling", "probes")
 """The settings an evaluation's results record that decide which items it read"""
 
-LIMIT_SAMPLING = "stratified by gold"
+LIMIT_SAMPLING = "stratified by gold; probes built with the limit"
 """How a --limit sample is drawn (recorded with the results): in proportion to each gold
 answer's share of the task, so that a model that always gives the same answer scores what it
-scores on the whole task (on a balanced probe: chance), not what an unlucky draw gives it"""
+scores on the whole task, not what an unlucky draw gives it; the character probes are not
+sampled but built with the limit's number of items and read whole (probes_at_limit). Results
+recorded as "stratified by gold" sampled the probes too."""
 
 
 def sample_docs(
@@ -674,7 +690,9 @@ def limit_samples(loaded: dict, limit: int, seed: int) -> dict:
     """lm-eval's `samples` argument ({task: document indices}) that evaluates a seeded random
     `limit` of each loaded task's documents rather than the first ones."""
     return {
-        name: sample_docs(len(task.eval_docs), limit, seed, name, task_golds(task))
+        name: list(range(len(task.eval_docs)))
+        if name in PROBE_TASKS + BLANK_TASKS  # (built with the limit: probes_at_limit)
+        else sample_docs(len(task.eval_docs), limit, seed, name, task_golds(task))
         for name, task in loaded["tasks"].items()
     }
 
@@ -1175,9 +1193,9 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
     given = kwargs.get("probes") or ProbeOptions()
     probes = probes_of_run(rc, given, tasks) if rc is not None else given
-    if probes is not given:
-        kwargs["probes"] = probes
+    if probes.words_from != given.words_from:
         print(f"character probes: words from the run's training shards {probes.words_from}")
+    kwargs["probes"] = probes = probes_at_limit(probes, kwargs.get("limit"))
     steps = complete_steps(folder)
     if not steps:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")

@@ -101,6 +101,10 @@ MAX_SHOTS = 8
 """The exemplar pool: each probe's exemplars come from its first units, at most this many"""
 SEED = 1234
 MAX_LETTER_SHARE = 0.12
+MIN_ITEMS = 30
+"""The fewest items a probe is built with: the builders balance their items in groups and units
+that fewer cannot fill (with the embedded BPE char_spell gives one item short of any number under
+30)"""
 MIN_LETTERS = 20
 MIN_COUNT = 2
 """A word is listed once it occurs this often in the source (fewer: typos and fragments)"""
@@ -915,8 +919,10 @@ def build_probes(
         raise ValueError(
             f"--probe-shots must be between 0 and {MAX_SHOTS} (the exemplar pool); got {shots}"
         )
-    if n < 1:
-        raise ValueError(f"--probe-items must be >= 1; got {n}")
+    if n < MIN_ITEMS:
+        raise ValueError(
+            f"--probe-items must be >= {MIN_ITEMS} (fewer cannot be balanced); got {n}"
+        )
     counts = embedded_word_counts() if word_counts is None else word_counts
     tokens = word_pool(tokenizer, counts, min_count)
     vocab = {t for t in token_texts(tokenizer) if t}
@@ -1085,6 +1091,8 @@ def probe_shortfalls(paths: dict[str, str], n: int, limit: int | None = None) ->
         with open(path, encoding="utf-8") as f:
             got = sum(1 for line in f if line.strip())
         asked = n if limit is None else min(n, limit)
+        if task == "char_last_letter":  # (whole units of four: _last_letter_probe)
+            asked -= asked % 4
         if got < asked:
             why = SHORTFALLS.get(task, "the word list has no more words for it")
             out.append(

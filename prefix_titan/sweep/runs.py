@@ -8,7 +8,13 @@ import json
 import os
 import re
 
-from ..evaluation.harness import ITEM_DIGESTS, bits_per_byte, calibrated_accuracy, read_items
+from ..evaluation.harness import (
+    ITEM_DIGESTS,
+    LIMIT_SAMPLING,
+    bits_per_byte,
+    calibrated_accuracy,
+    read_items,
+)
 from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
 from ..objectives.plan import recorded_execution
 from ..objectives.spec import ObjectiveSpec
@@ -555,10 +561,13 @@ def items_read(results: dict, task: str | None = None) -> str | None:
     """Which items an evaluation read: all (None), or a --limit sample with its seed, drawn in
     proportion to the gold answers (harness.LIMIT_SAMPLING; results written before that drew
     them at random, and before samples were seeded took the first N). Given a `task` whose
-    results record its item count (lm-eval's n-samples), a limit at or above it read all."""
+    results record its item count (lm-eval's n-samples), a limit at or above it read all; a
+    character probe of results under LIMIT_SAMPLING was built with the limit and read whole."""
     limit = results.get("limit")
     if limit is None:
         return None
+    if task in PROBE_TASKS + BLANK_TASKS and results.get("limit_sampling") == LIMIT_SAMPLING:
+        return None  # built with the limit and read whole (harness.probes_at_limit)
     counted = ((results.get("n_samples") or {}).get(task) or {}).get("original")
     if isinstance(counted, int) and counted <= limit:
         return None

@@ -87,8 +87,6 @@ def test_multi_node_keeps_the_global_batch():
     rc, lines, _ = dry_run(
         "--nnodes",
         "4",
-        "--node-rank",
-        "2",
         "--rdzv-endpoint",
         "head:29500",
         "--arms",
@@ -98,7 +96,11 @@ def test_multi_node_keeps_the_global_batch():
         "1",
     )
     assert rc == 0 and len(lines) == 1
-    assert "--node_rank=2 --rdzv_backend=c10d --rdzv_endpoint=head:29500" in lines[0]
+    assert (
+        "--nnodes=4 --local-ranks-filter=0 --rdzv_backend=c10d --rdzv_endpoint=head:29500"
+        in (lines[0])
+    )
+    assert "--node_rank" not in lines[0]  # (the c10d rendezvous numbers the nodes itself)
     # 32 GPUs x 16 > 256: local batch 8 keeps 256 x 2048 tokens per step, and 20 validation
     # steps of 10 keep its 6,400 validation sequences.
     assert lines[0].endswith(
@@ -106,6 +108,46 @@ def test_multi_node_keeps_the_global_batch():
         "--metrics.log_freq 1"
     )
     assert "--rdzv_id=prefix_titan_500M_ce_seed1234" in lines[0]
+
+
+@pytest.mark.parametrize("nodes", [1, 4])
+def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes):
+    """scripts/sweep.sbatch under stand-ins for Slurm's commands: on one node (its default) it
+    passes no rendezvous, which the launcher refused with --nnodes 1; on several, the head node's
+    address with a port of the job's; srun gets the task's CPUs and ends every node on a
+    failure. The launch it would run is then planned by the launcher itself."""
+    import shlex
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'gpu-a01\\ngpu-a02\\n'\n")
+    (bin_dir / "srun").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/srun.txt\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_SUBMIT_DIR": str(project()),
+        "SLURM_NNODES": str(nodes),
+        "SLURM_JOB_NODELIST": "gpu-a[01-02]",
+        "SLURM_JOB_ID": "123456",
+        "SLURM_CPUS_PER_TASK": "64",
+        "SWEEP_ARGS": "--seeds 1 2",
+    }
+    script = ROOT / "scripts" / "sweep.sbatch"
+    subprocess.run(["bash", str(script)], env=env, check=True, cwd=tmp_path)
+    words = (tmp_path / "srun.txt").read_text().splitlines()
+    assert words[:4] == ["--kill-on-bad-exit=1", "--cpus-per-task=64", "bash", "-c"]
+    command = shlex.split(words[4])
+    assert command[:4] == ["python", "-m", "prefix_titan.sweep", "launch"]
+    if nodes == 1:
+        assert "--nnodes" not in command and "--rdzv-endpoint" not in command
+    else:
+        assert command[command.index("--rdzv-endpoint") + 1] == "gpu-a01:29956"
+    rc, lines, err = dry_run(*command[4:], "--arms", "ce")
+    assert rc == 0 and len(lines) == 2, err
+    assert ("--rdzv_endpoint=gpu-a01:29956" in lines[0]) == (nodes > 1)
+    assert "slurm-%x-%j.out" in script.read_text() and "outputs/" not in script.read_text()
 
 
 def test_the_local_batch_is_lowered_to_one_that_keeps_the_global_batch():
@@ -152,8 +194,8 @@ def test_the_validation_set_keeps_its_sequences_on_any_number_of_gpus():
 def test_bad_launch_settings_are_refused():
     rc, _, err = dry_run("--nnodes", "2")
     assert rc == 2 and "--rdzv-endpoint" in err
-    rc, _, err = dry_run("--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1")
-    assert rc == 2 and "--node-rank must be in [0, 2)" in err
+    rc, _, err = dry_run("--nnodes", "2", "--node-rank", "1", "--rdzv-endpoint", "h:1")
+    assert rc == 2 and "--node-rank: the c10d rendezvous numbers the nodes itself" in err
     rc, _, err = dry_run("--scale", "smoke", "--gpus", "0", "--gpus-per-run", "2", gpus="")
     assert rc == 0 and "--gpus-per-run 2 places runs on GPUs, and there are none here" in err
     rc, _, err = dry_run("--nnodes", "0")
@@ -161,7 +203,7 @@ def test_bad_launch_settings_are_refused():
     rc, _, err = dry_run("--scale", "pilot", "--nproc-per-node", "3")  # (ignored, it was)
     assert rc == 2 and "--gpus-per-run 1 gives each run 1 GPU(s): leave one out" in err, err
     rc, _, err = dry_run("--rdzv-endpoint", "host:29500")
-    assert rc == 2 and "--rdzv-endpoint and --node-rank place a run over several nodes" in err
+    assert rc == 2 and "--rdzv-endpoint places a run over several nodes: give --nnodes N" in err
     rc, _, err = dry_run("--arms", "prefix_tau3.0")
     assert rc == 2 and "--arms prefix_tau3.0: no such arm; the arms are ce, label_smoothing" in err
 

@@ -4,7 +4,7 @@
         [--gpus N]
     python -m prefix_titan.sweep launch [--scale pilot] [--arms ce label_smoothing prefix_tau0.5 ...]
         [--seeds S ...] [--gpus-per-run K|node] [--nproc-per-node 8]
-        [--nnodes 4 --node-rank R --rdzv-endpoint HOST:29500] [--stop-on-failure]
+        [--nnodes 4 --rdzv-endpoint HOST:29500] [--stop-on-failure]
         [--root DIR] [-- extra torchtitan overrides]
 
 Runs. Each (arm, seed) trains the scale's generated config (configs.py) with
@@ -17,8 +17,8 @@ own seed. The arms: the built-in ones (configs.arm_specs), then the `[[arm]]` ta
 
 Placement, by --gpus-per-run (default: the scale's; 500M: node, pilot and smoke: 1):
 - node: one run at a time over every GPU of the node(s), FSDP2 (torchrun --nproc-per-node, and
-  --nnodes with a rendezvous; every node runs this same command with its own --node-rank, as
-  scripts/sweep.sbatch does). The run's log is printed.
+  --nnodes with a c10d rendezvous at --rdzv-endpoint, which numbers the nodes itself: every node
+  runs this same command, as scripts/sweep.sbatch does). The run's log is printed.
 - K: independent runs side by side on this node, each on K of the visible GPUs
   (CUDA_VISIBLE_DEVICES, or all that nvidia-smi lists), queueing the rest; each run's log goes to
   `<run>/launch.log`. Without GPUs (the smoke scale on a CPU) the runs go one after another, or
@@ -352,7 +352,6 @@ def node_command(
     cmd += ranks_filter()
     if a.nnodes > 1:
         cmd += [
-            f"--node_rank={a.node_rank}",
             "--rdzv_backend=c10d",
             f"--rdzv_endpoint={a.rdzv_endpoint}",
             f"--rdzv_id=prefix_titan_{scale}_{file_name(arm)}_seed{seed}",
@@ -706,7 +705,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         "without a GPU)",
     )
     p.add_argument("--nnodes", type=int, default=1)
-    p.add_argument("--node-rank", type=int, default=0)
+    p.add_argument("--node-rank", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT of node 0 (multi-node)")
     p.add_argument(
         "--sweep-dir",
@@ -831,8 +830,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error("--gpus-per-run K runs on this node only: use --gpus-per-run node with --nnodes")
     if a.nnodes > 1 and not a.rdzv_endpoint:
         p.error("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address)")
-    if not 0 <= a.node_rank < a.nnodes:
-        p.error(f"--node-rank must be in [0, {a.nnodes}); got {a.node_rank}")
+    if a.node_rank is not None:  # (torchrun ignores --node_rank under c10d, warning each run)
+        p.error(
+            "--node-rank: the c10d rendezvous numbers the nodes itself (torchrun ignores a node "
+            "rank there); leave it out, every node runs the same command"
+        )
     if a.gpus is not None and not a.dry_run:
         p.error(
             f"--gpus {a.gpus} plans a --dry-run only; a real launch uses the GPUs visible here "
@@ -849,8 +851,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             f"--nproc-per-node sets the ranks of a run over the whole node (--gpus-per-run node); "
             f"--gpus-per-run {per_run} gives each run {per_run} GPU(s): leave one out"
         )
-    if a.nnodes == 1 and (a.rdzv_endpoint or a.node_rank):  # (they were ignored)
-        p.error("--rdzv-endpoint and --node-rank place a run over several nodes: give --nnodes N")
+    if a.nnodes == 1 and a.rdzv_endpoint:  # (it was ignored)
+        p.error("--rdzv-endpoint places a run over several nodes: give --nnodes N")
     # Baselines first, then the arms in generator order; each arm over all its seeds.
     runs = [(arm, seed) for arm in a.arms for seed in seeds]
     if note := other_writers(a):  # another launch into this sweep folder, say

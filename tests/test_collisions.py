@@ -182,6 +182,57 @@ def test_a_lock_from_another_host_is_refused_naming_the_file(tmp_path):
     assert writer(str(tmp_path)) is None
 
 
+def test_a_lock_from_a_slurm_job_that_has_ended_is_taken_over(tmp_path, monkeypatch, capsys):
+    """A run killed with its node (SIGKILL) leaves a record naming that host; the resubmitted job
+    runs on other nodes: a record naming a Slurm job that squeue lists as ended, or no longer
+    lists, or this very job before it was requeued, is taken over with a warning that says
+    why; a job still running, a squeue that cannot tell, or no squeue, are refused as before.
+    The record names the job it was taken in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    squeue = bin_dir / "squeue"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "900")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    run = tmp_path / "run"
+    run.mkdir()
+
+    def left_by(job):
+        record = {"host": "node-17", "pid": 1, "command": "train", "slurm_job": job}
+        (run / LOCK).write_text(json.dumps(record))
+
+    for answer, why in [
+        ("echo TIMEOUT", "its Slurm job 812 has ended: TIMEOUT"),
+        (
+            "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1",
+            "its Slurm job 812 has ended: squeue no longer lists it",
+        ),
+    ]:
+        squeue.write_text(f"#!/bin/sh\n{answer}\n")
+        squeue.chmod(0o755)
+        left_by({"id": "812", "restart": 0})
+        with RunLock(str(run)):
+            assert json.loads((run / LOCK).read_text())["slurm_job"] == {"id": "900", "restart": 1}
+        assert "was left by pid 1 on node-17 since" in (err := capsys.readouterr().err)
+        assert f"({why}); taking it over" in err
+    left_by({"id": "900", "restart": 0})  # this job, before Slurm requeued it
+    with RunLock(str(run)):
+        pass
+    assert "its Slurm job 900 was requeued since: this is restart 1" in capsys.readouterr().err
+    for answer in ("echo RUNNING", "echo 'slurm_load_jobs error: Socket timed out' >&2; exit 1"):
+        squeue.write_text(f"#!/bin/sh\n{answer}\n")
+        left_by({"id": "812", "restart": 0})
+        with pytest.raises(FolderBusy, match="another host"):
+            RunLock(str(run)).acquire()
+    left_by({"id": "900", "restart": 1})  # this job now, on another node: a live writer
+    with pytest.raises(FolderBusy, match="another host"):
+        RunLock(str(run)).acquire()
+    squeue.unlink()
+    left_by({"id": "812", "restart": 0})
+    with pytest.raises(FolderBusy, match="another host"):
+        RunLock(str(run)).acquire()
+
+
 def test_a_look_at_the_lock_does_not_refuse_a_writer_starting_then(tmp_path):
     """`writer` looks with a shared flock held for an instant; a writer starting in that instant
     waits it out instead of being refused (here the look is held for 0.1 s)."""

@@ -9,7 +9,8 @@ JSON (for a torchrun rank, also its torchrun's pid and command: the process to e
 refused second writer; a record left by a process that ended without releasing is taken over
 with a warning. A record from another host is refused (where the filesystem does not share flock
 between hosts, that holder cannot be seen from here), naming the file to remove once that holder
-is known to be gone. Within one process the lock nests: a writer inside another (an export
+is known to be gone, unless it names a Slurm job that has ended (squeue) or was requeued since:
+a resubmitted sweep resumes on other nodes. Within one process the lock nests: a writer inside another (an export
 inside an evaluation of the run) shares its lock. On a filesystem without flock, the lock is the
 record alone (created exclusively; a holder judged gone by its pid on this host), said in a
 warning. Plain Python; no torch, no torchtitan.
@@ -23,6 +24,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import time
 
@@ -142,6 +144,63 @@ def _write_record(fd: int, record: dict) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, json.dumps(record).encode())
     os.fsync(fd)
+
+
+def slurm_job() -> dict | None:
+    """The Slurm job this process runs in, as {"id", "restart"} (a requeued job keeps its id and
+    counts its restarts), or None outside Slurm."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    restart = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return {"id": job, "restart": int(restart) if restart.isdigit() else 0}
+
+
+SLURM_ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "TIMEOUT",
+}
+"""The states of a Slurm job that has ended (squeue's %T)"""
+
+
+def job_ended(holder: dict) -> str | None:
+    """Why the process of a lock record from another host is known gone: it ran in a Slurm job
+    (its record's `slurm_job`) that has ended, by squeue, or that was requeued since (this
+    process runs in the same job, restarted); None where that is not known (no such record, no
+    squeue, a job still listed as not ended). A resubmitted or requeued job then resumes its run
+    on other nodes, where the killed job's lock named a host that its flock cannot be seen from."""
+    job = holder.get("slurm_job")
+    if not isinstance(job, dict) or not job.get("id"):
+        return None
+    ours = slurm_job()
+    if ours and ours["id"] == str(job["id"]):
+        if isinstance(job.get("restart"), int) and job["restart"] < ours["restart"]:
+            return (
+                f"its Slurm job {job['id']} was requeued since: this is restart {ours['restart']}"
+            )
+        return None
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", str(job["id"]), "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    state = out.stdout.strip()
+    if out.returncode == 0 and state and state not in SLURM_ENDED:
+        return None
+    if out.returncode != 0 and "invalid job id" not in out.stderr.lower():
+        return None  # squeue could not tell
+    return f"its Slurm job {job['id']} has ended: {state or 'squeue no longer lists it'}"
 
 
 def launcher() -> dict | None:
@@ -278,6 +337,8 @@ class RunLock:
         }
         if started_by := launcher():
             record["launcher"] = started_by
+        if job := slurm_job():
+            record["slurm_job"] = job
         for _ in range(5):
             fd, created = self._open()
             if fd is None:  # removed between two looks: look again
@@ -354,11 +415,13 @@ class RunLock:
         if not left.strip():
             return
         holder = _parse(left)
+        ended = None
         if holder and holder.get("host") != socket.gethostname():
-            raise self._busy(holder)
+            if not (ended := job_ended(holder)):
+                raise self._busy(holder)
         print(
             f"warning: {self.path} was left by {describe(holder)}, which ended without "
-            "releasing it (no process holds it now); taking it over",
+            f"releasing it ({ended or 'no process holds it now'}); taking it over",
             file=sys.stderr,
             flush=True,
         )
@@ -424,7 +487,7 @@ class RunLock:
         it is 10 s old)."""
         if holder is None:  # released meanwhile
             return
-        if not _gone(holder):
+        if not (_gone(holder) or job_ended(holder)):
             raise self._busy(holder)
         mutex = self.path + TAKEOVER
         try:

@@ -75,7 +75,7 @@ def test_arms_differ_only_in_objective_and_dump_folder(scale):
     assert (
         len(objectives) == len(folders) == 14
     )  # every arm distinct, none sharing an output folder
-    assert folders == {f"{SCALES[scale].sweep}/{arm}" for arm in arms()}
+    assert folders == {f"{SCALES[scale].single}/{arm}" for arm in arms()}
 
 
 def _flat(d, prefix=""):

@@ -112,7 +112,7 @@ def test_a_new_target_field_reaches_key_name_configs_and_cli():
     # the sweep's config: in [objective], and the arm's own folder
     text = render(spec, "smoke")
     assert "\ndummy = 5\n" in text.split("\n[objective]\n")[1].split("\n[")[0]
-    assert 'dump_folder = "./outputs/sweep_smoke/prefix_tau0.5_dummy5"' in text
+    assert 'dump_folder = "./outputs/smoke/prefix_tau0.5_dummy5"' in text
     # the inspect CLI offers it
     parser = argparse.ArgumentParser()
     names = add_target_options(parser, SpecWithDummy)
@@ -124,7 +124,7 @@ def test_an_import_path_arm_is_filed_without_its_colon():
 
     spec = ObjectiveSpec("prefix_titan.objectives.families:ce_targets")
     assert spec.arm_name() == "prefix_titan.objectives.families:ce_targets"  # the report's name
-    folder = "./outputs/sweep_smoke/prefix_titan.objectives.families-ce_targets"
+    folder = "./outputs/smoke/prefix_titan.objectives.families-ce_targets"
     assert f'dump_folder = "{folder}"' in render(spec, "smoke")
     path = config_path(ROOT, "smoke", spec.arm_name())
     assert path.name == "prefix_titan.objectives.families-ce_targets.toml"

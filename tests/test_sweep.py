@@ -419,14 +419,14 @@ def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(
     """What a launch would skip (its final checkpoint is complete) is a comment line in the dry
     run, not a command, and takes no GPU in the placement."""
     from prefix_titan.sweep.__main__ import configs_main
-    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.configs import SCALES, load_config
 
     (tmp_path / "train_configs").mkdir()
     with contextlib.redirect_stdout(io.StringIO()):
         assert configs_main(["--root", str(tmp_path)]) == 0
     for scale in ("pilot", "500M"):
         config = load_config(tmp_path, scale, "ce")
-        finish(tmp_path / config["job"]["dump_folder"] / "seed1", config)
+        finish(tmp_path / launch.run_folder(config, 1, SCALES[scale].sweep), config)
     args = ("--arms", "ce", "--seeds", "1", "2", "3")
     rc, lines, _ = dry_run("--scale", "pilot", *args, gpus="4,5", root=tmp_path)
     assert rc == 0 and lines[0] == f"# ce seed 1: {launch.SKIPPED}", lines
@@ -770,7 +770,9 @@ def test_cpu_runs_is_for_runs_on_a_cpu(args, gpus, says):
 def test_a_scale_without_configs_is_refused(monkeypatch, capsys):
     from prefix_titan.sweep.configs import Scale
 
-    empty = Scale("pilot.toml", "train_configs/not_generated", "./outputs/x", 1, 6400)
+    empty = Scale(
+        "pilot.toml", "train_configs/not_generated", "./outputs/x", "./outputs/y", 1, 6400
+    )
     monkeypatch.setitem(launch.SCALES, "pilot", empty)
     with pytest.raises(SystemExit) as e:
         launch.main(["--dry-run", "--scale", "pilot", "--root", str(project())])

@@ -31,7 +31,11 @@ class Scale:
     out: str
     """The folder of the generated configs, relative to the project root"""
     sweep: str
-    """The sweep's output folder: each arm's runs go to <sweep>/<arm>/"""
+    """The sweep's output folder: each arm's runs go to <sweep>/<arm>/seed<S>/"""
+    single: str
+    """The configs' own dump folder, <single>/<arm>: a config run by itself (not launched by the
+    sweep) trains there, outside the sweep's folder, whose runs it would otherwise join (a
+    report reads every run under the sweep folder, and a launch compares with them)"""
     gpus_per_run: int | None
     """GPUs one run uses by default (None: all the node's GPUs, FSDP2 over them)"""
     validation_sequences: int
@@ -40,9 +44,15 @@ class Scale:
 
 
 SCALES = {
-    "500M": Scale("500M.toml", "train_configs", "./outputs/sweep_500M", None, 6400),
-    "pilot": Scale("pilot.toml", "train_configs/pilot", "./outputs/sweep_pilot", 1, 6400),
-    "smoke": Scale("smoke.toml", "train_configs/smoke", "./outputs/sweep_smoke", 1, 64),
+    "500M": Scale(
+        "500M.toml", "train_configs", "./outputs/sweep_500M", "./outputs/500M", None, 6400
+    ),
+    "pilot": Scale(
+        "pilot.toml", "train_configs/pilot", "./outputs/sweep_pilot", "./outputs/pilot", 1, 6400
+    ),
+    "smoke": Scale(
+        "smoke.toml", "train_configs/smoke", "./outputs/sweep_smoke", "./outputs/smoke", 1, 64
+    ),
 }
 
 
@@ -210,7 +220,7 @@ def render(spec: ObjectiveSpec, scale: str = "500M") -> str:
     )
     header = f"{GENERATED} from prefix_titan/sweep/bases/{sc.base}: edit that, not this.\n"
     text = (BASES / sc.base).read_text().replace("{objective_section}\n", section)
-    return header + text.replace("{dump_folder}", f"{sc.sweep}/{file_name(spec.arm_name())}")
+    return header + text.replace("{dump_folder}", f"{sc.single}/{file_name(spec.arm_name())}")
 
 
 def _generated_for_its_arm(path: pathlib.Path) -> bool:

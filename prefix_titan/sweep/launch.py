@@ -159,7 +159,8 @@ def _check_batch(p: argparse.ArgumentParser, a, world: int) -> None:
 
 
 def run_folder(config: dict, seed: int, sweep_dir: str | None = None) -> str:
-    """`<sweep>/<arm>/seed<S>`: the config's dump folder (or sweep_dir/<arm>) per seed."""
+    """`<sweep>/<arm>/seed<S>`: sweep_dir/<arm> (the arm's name: the basename of the config's
+    dump folder; None: the config's dump folder) per seed."""
     folder = config["job"]["dump_folder"]
     if sweep_dir is not None:
         folder = os.path.join(sweep_dir, os.path.basename(folder.rstrip("/")))
@@ -785,7 +786,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             )
         )
     a.arms = a.arms or known
-    a.sweep_folder = a.root / (a.sweep_dir or scale.sweep)
+    a.sweep_dir = a.sweep_dir or scale.sweep  # (the configs' own folder is outside it)
+    a.sweep_folder = a.root / a.sweep_dir
     if a.sweep_folder.exists() and not a.sweep_folder.is_dir():
         p.error(f"--sweep-dir {a.sweep_folder} is a file: a sweep is a folder of run folders")
     if (a.sweep_folder / RUN_CONFIG).exists():

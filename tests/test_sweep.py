@@ -440,9 +440,20 @@ def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(
     assert all(line.startswith("torchrun --nproc_per_node=8") for line in lines[1:])
 
 
-def test_the_500m_scale_keeps_one_run_over_the_node():
+def test_the_500m_scale_keeps_one_run_over_the_node(monkeypatch, capsys):
+    """Planned anywhere (a dry run: 8 GPUs a node by default); launched, over no more ranks than
+    the node shows GPUs (torchrun started 8 ranks on 2 GPUs)."""
     rc, lines, _ = dry_run("--arms", "ce", "--seeds", "7", gpus="0")
     assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=8 --nnodes=1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(launch, "preflight", lambda *a, **k: pytest.fail("checked, not refused"))
+    for more in ([], ["--nproc-per-node", "4"]):  # 8 by default, or 4, of 2
+        with pytest.raises(SystemExit):
+            launch.main(["--root", str(project()), "--arms", "ce", *more])
+        err = capsys.readouterr().err
+        assert (
+            "this node shows 2 GPU(s) (0,1; CUDA_VISIBLE_DEVICES, nvidia-smi): give at most " in err
+        )
 
 
 def test_smoke_runs_on_a_cpu_through_our_launcher():

@@ -890,6 +890,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             )
         if a.nproc_per_node is None:
             a.nproc_per_node = a.gpus or (1 if cpu else 8)
+        shown = visible_gpus() if not (a.dry_run or cpu) else []  # (a plan: for any node)
+        if shown and a.nproc_per_node > len(shown):  # (torchrun would start ranks without one)
+            p.error(
+                f"--nproc-per-node {a.nproc_per_node}: this node shows {len(shown)} GPU(s) "
+                f"({','.join(shown)}; CUDA_VISIBLE_DEVICES, nvidia-smi): give at most "
+                f"--nproc-per-node {len(shown)}"
+            )
         _check_batch(p, a, a.nnodes * a.nproc_per_node)
         if a.dry_run:
             nodes = f" x {a.nnodes} nodes" if a.nnodes > 1 else ""

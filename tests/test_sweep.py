@@ -205,7 +205,8 @@ def test_bad_launch_settings_are_refused():
     rc, _, err = dry_run("--rdzv-endpoint", "host:29500")
     assert rc == 2 and "--rdzv-endpoint places a run over several nodes: give --nnodes N" in err
     rc, _, err = dry_run("--arms", "prefix_tau3.0")
-    assert rc == 2 and "--arms prefix_tau3.0: no such arm; the arms are ce, label_smoothing" in err
+    assert rc == 2 and "--arms prefix_tau3.0: no such arm (prefix_tau3.0: did you mean " in err
+    assert "; the arms are ce, label_smoothing" in err
 
 
 def test_configs_are_written_whole_and_never_through_a_link(tmp_path, capsys):
@@ -1263,10 +1264,16 @@ def test_an_unknown_arm_without_an_arms_file_says_none_was_found_there(tmp_path)
     shutil.copytree(project() / "train_configs", tmp_path / "train_configs")
     rc, _, err = dry_run("--scale", "smoke", "--arms", "my_arm", gpus="", root=tmp_path)
     assert rc == 2 and "--arms my_arm: no such arm; the arms are ce, " in err, err
-    assert f"--root {tmp_path} holds no sweep_arms.toml: is it the project folder?" in err
+    assert (
+        f"an [[arm]] of sweep_arms.toml in the project folder; --root {tmp_path} holds none)" in err
+    )
+    rc, _, err = dry_run("--arms", "prefix_tau05", root=tmp_path)
+    assert (
+        "--arms prefix_tau05: no such arm (prefix_tau05: did you mean prefix_tau0.5?); the " in err
+    )
     (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefix"\ntau = 0.3\n')
     rc, _, err = dry_run("--scale", "smoke", "--arms", "my_arm", gpus="", root=tmp_path)
-    assert rc == 2 and "holds no sweep_arms.toml" not in err, err
+    assert rc == 2 and "holds none" not in err, err
 
 
 @pytest.mark.slow  # two processes that import torchtitan

@@ -776,14 +776,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     a.arms = [by_file.get(arm, arm) for arm in a.arms] if a.arms else None
     unknown = [arm for arm in a.arms or [] if arm not in known]
     if unknown:
+        import difflib
+
+        near = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
+        meant = [f"{u}: did you mean {m[0]}?" for u, m in near.items() if m]
         p.error(
-            f"--arms {' '.join(unknown)}: no such arm; the arms are {', '.join(known)} (add one "
-            f"as an [[arm]] of {ARMS_FILE} in the project folder"
-            + (
-                ")"
-                if (a.root / ARMS_FILE).is_file()
-                else f"; --root {a.root} holds no {ARMS_FILE}: is it the project folder?)"
-            )
+            f"--arms {' '.join(unknown)}: no such arm"
+            + (f" ({'; '.join(meant)})" if meant else "")
+            + f"; the arms are {', '.join(known)} (add one as an [[arm]] of {ARMS_FILE} in the "
+            "project folder"
+            + (")" if (a.root / ARMS_FILE).is_file() else f"; --root {a.root} holds none)")
         )
     a.arms = a.arms or known
     a.sweep_dir = a.sweep_dir or scale.sweep  # (the configs' own folder is outside it)

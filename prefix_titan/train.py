@@ -88,6 +88,13 @@ def check_config_file(args: list[str]) -> str | None:
     TOML that does not parse), or None."""
     if any(a in ("-h", "--help") for a in args):
         return None  # (main adds the [objective] section to a help without a config)
+    newer = [a for a in args if a.partition("=")[0] in ("--module", "--config")]
+    if newer:
+        return (
+            f"{' '.join(newer)}: torchtitan 0.3 names a model and its config so; this package "
+            "adapts torchtitan 0.2.x, whose runs read a TOML: --job.config_file FILE (a config "
+            "of train_configs/, e.g. train_configs/prefix_tau0.5.toml)"
+        )
     if (problem := torchrun_options(args)) is not None:
         return problem
     path = config_file(args)
@@ -98,7 +105,8 @@ def check_config_file(args: list[str]) -> str | None:
             "CPU without downloads); torchtitan CLI overrides (--section.key value) come after it"
         )
     if not os.path.isfile(path):
-        return f"--job.config_file {path}: no such file"
+        where = "" if os.path.isabs(path) else f" (from {os.getcwd()}: run from the project folder)"
+        return f"--job.config_file {path}: no such file{where}"
     from .runs.folder import read_toml
 
     try:

@@ -1,4 +1,5 @@
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -707,6 +708,13 @@ def test_the_launcher_needs_a_config_file_and_says_so_before_loading_anything(tm
     assert check_config_file(["--job.config_file", str(tmp_path / "x.toml")]).endswith(
         "x.toml: no such file"
     )
+    assert check_config_file(["--job.config_file", "train_configs/nope.toml"]).endswith(
+        f"train_configs/nope.toml: no such file (from {os.getcwd()}: run from the project folder)"
+    )
+    # torchtitan 0.3's way of naming a model and its config
+    said = check_config_file(["--module", "prefix_llama3", "--config=500M"])
+    assert said.startswith("--module --config=500M: torchtitan 0.3 names a model and its config")
+    assert "adapts torchtitan 0.2.x, whose runs read a TOML: --job.config_file FILE" in said
     broken = tmp_path / "broken.toml"
     broken.write_text("[training\nsteps = 3\n")
     assert f"{broken} is not valid TOML (" in check_config_file([f"--job.config_file={broken}"])

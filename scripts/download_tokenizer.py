@@ -34,8 +34,8 @@ def main() -> None:
         return
     from prefix_titan.data.hub import exit_if_unreachable, offline_unless_reachable
 
-    if line := offline_unless_reachable():
-        print(f"warning: {line}", file=sys.stderr, flush=True)
+    if unreachable := offline_unless_reachable():
+        print(f"warning: {unreachable}", file=sys.stderr, flush=True)
     from huggingface_hub import snapshot_download
 
     offline = [
@@ -54,6 +54,12 @@ def main() -> None:
             local_dir=a.out,
             token=a.token,
         )
+    if unreachable:  # (huggingface_hub offline returns the folder as it is)
+        print(
+            f"nothing downloaded (the hub is unreachable): {path} holds tokenizer files from "
+            "before, unchanged"
+        )
+        return
     print(f"tokenizer files in {path}")
 
 

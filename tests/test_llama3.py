@@ -305,24 +305,36 @@ def test_an_export_tokenizes_like_torchtitan(llama3_dir, tmp_path):
 
 
 def test_an_unreachable_hub_points_to_the_offline_conversion(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "scripts/download_tokenizer.py", "--out", str(tmp_path / "l3")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-                and not k.lower().endswith("_proxy")  # (a proxy would answer for the port)
+    """Offline, a download into a new folder fails naming the conversion; into a folder that
+    holds the files already it says nothing was downloaded (it said the files were fetched)."""
+
+    def download():
+        return subprocess.run(
+            [sys.executable, "scripts/download_tokenizer.py", "--out", str(tmp_path / "l3")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={
+                **{
+                    k: v
+                    for k, v in os.environ.items()
+                    if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+                    and not k.lower().endswith("_proxy")  # (a proxy would answer for the port)
+                },
+                "HF_ENDPOINT": "http://127.0.0.1:9",  # refused: found in one try, no retries
+                "HF_HOME": str(tmp_path / "hf_home"),
             },
-            "HF_ENDPOINT": "http://127.0.0.1:9",  # refused: found in one try, no retries
-            "HF_HOME": str(tmp_path / "hf_home"),
-        },
-    )
+        )
+
+    out = download()
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert "was not reached" in out.stderr and "Retrying" not in out.stderr, out.stderr[-2000:]
     assert "could not reach the Hugging Face hub to download the tokenizer" in out.stderr
     assert "--source llama-models" in out.stderr
+    (tmp_path / "l3").mkdir()
+    (tmp_path / "l3" / "tokenizer.json").write_text("{}")
+    out = download()
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "nothing downloaded (the hub is unreachable): " in out.stdout
+    assert "tokenizer files in" not in out.stdout

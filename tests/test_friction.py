@@ -872,3 +872,34 @@ def test_a_run_is_not_evaluated_over_an_evaluation_on_other_items(tmp_path, monk
     (tmp_path / "sweep" / "ce" / "seed1" / "run_config.json").write_text("{}")
     with pytest.raises(ValueError, match=r"'.*sweep' is a sweep folder, not a run's \(ce/seed1\)"):
         evaluate_run(str(tmp_path / "sweep"), task_manager=manager)
+
+
+def test_the_hubs_datasets_are_read_before_any_checkpoint_is_exported(tmp_path, monkeypatch):
+    """`eval --all-checkpoints` with hub tasks it cannot have (offline, not in the cache) ends
+    before exporting a checkpoint (it exported them all, about 2 GB each at 500M, then failed);
+    with every step exported, or the tasks read from --data-dir, the hub is not asked first."""
+    from prefix_titan.evaluation import export as exporting
+
+    asked, exported = [], []
+
+    class Index:
+        def load(self, tasks):
+            asked.append(tasks)
+            raise ConnectionError("the hub is unreachable")
+
+    monkeypatch.setattr(exporting, "export_run", lambda *a, **k: exported.append(a))
+    rc = {"model": {"flavor": "tiny", "hf_assets_path": "x"}, "training": {"seq_len": 8}}
+    steps = [str(tmp_path / "checkpoint" / "step-2")]
+    kwargs = {"tasks": ["piqa", "char_spell"], "task_manager": Index()}
+    with pytest.raises(ConnectionError):
+        harness._evaluate_steps(str(tmp_path), None, rc, "checkpoint", steps, kwargs)
+    assert asked == [["piqa"]] and exported == []
+    (tmp_path / "hf" / "step-2").mkdir(parents=True)
+    (tmp_path / "hf" / "step-2" / "config.json").write_text("{}")
+    monkeypatch.setattr(harness, "evaluate", lambda out, **k: pytest.skip("reached evaluate"))
+    for given in (kwargs, {**kwargs, "data_dir": str(tmp_path)}):
+        with pytest.raises(pytest.skip.Exception):
+            harness._evaluate_steps(str(tmp_path), None, rc, "checkpoint", steps, dict(given))
+        assert asked == [["piqa"]]  # (not asked again)
+        (tmp_path / "hf" / "step-2" / "config.json").unlink(missing_ok=True)  # next: unexported
+    assert len(exported) == 1

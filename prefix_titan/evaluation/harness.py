@@ -1228,6 +1228,15 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
         tasks,
     )
     curve = {}
+    unexported = [
+        s
+        for s in steps
+        if not os.path.exists(os.path.join(run_dir, EXPORTS, os.path.basename(s), "config.json"))
+    ]
+    if unexported and (hub := hub_tasks(tasks, kwargs.get("data_dir"))):
+        # the hub's datasets read (or found in the cache) before a checkpoint is exported: one
+        # that cannot be had ends the evaluation before minutes of exports, not after them
+        kwargs["task_manager"].load(hub)
     for ckpt in steps:
         step = os.path.basename(ckpt)
         out = os.path.join(run_dir, EXPORTS, step)

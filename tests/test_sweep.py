@@ -1174,9 +1174,12 @@ def test_a_launch_refuses_settings_the_sweeps_runs_do_not_share(tmp_path):
     newer["training"]["new_setting"] = 1
     assert unmatched(newer, others) == []  # the runs predate the setting
     assert "training.new_setting" in matched_settings(newer)
-    # not from an override: the config itself differs (regenerated from a changed base)
+    # not from this launch's overrides: the runs' own, or a config changed since
     [(problem, _)] = _unmatched(starting, str(sweep), [])
     assert "regenerate the configs as the runs had them" in problem
+    said = "training.steps: the runs already there were launched with it set after -- (launch "
+    said += "with the same `-- --training.steps ...`), or the scale's config changed since"
+    assert said in problem
     # the run's own record is its resume's business (check_resume), not compared here
     own = [("ce seed 1", str(sweep / "ce" / "seed1"), _record(steps=20))]
     assert "ce/seed1" not in _unmatched(own, str(sweep), extra)[0][0]

@@ -473,7 +473,11 @@ def _cause(key: str) -> str:
             f"{key}: resolved otherwise on this device (launch on the device type the runs had, "
             "or set it in the config)"
         )
-    return f"{key}: the scale's config (its base changed since: regenerate the configs as the runs had them)"
+    return (
+        f"{key}: the runs already there were launched with it set after -- (launch with the "
+        f"same `-- --{key} ...`), or the scale's config changed since (regenerate the configs as "
+        "the runs had them)"
+    )
 
 
 def launch_conflicts(

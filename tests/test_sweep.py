@@ -81,6 +81,12 @@ def test_dry_run_lists_every_arm_baselines_first():
         for line in lines
     )
     assert sum("prefix_norm_tau" in line for line in lines) == 6
+    # seed by seed: a sweep cut short holds whole seeds, every arm paired on them
+    rc, lines, _ = dry_run("--arms", "ce", "label_smoothing", "--seeds", "1", "2")
+    assert [
+        (line.split("train_configs/")[1].split(".toml")[0], line.split("--debug.seed ")[1][0])
+        for line in lines
+    ] == [("ce", "1"), ("label_smoothing", "1"), ("ce", "2"), ("label_smoothing", "2")]
 
 
 def test_multi_node_keeps_the_global_batch():

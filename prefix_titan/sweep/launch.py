@@ -857,8 +857,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         )
     if a.nnodes == 1 and a.rdzv_endpoint:  # (it was ignored)
         p.error("--rdzv-endpoint places a run over several nodes: give --nnodes N")
-    # Baselines first, then the arms in generator order; each arm over all its seeds.
-    runs = [(arm, seed) for arm in a.arms for seed in seeds]
+    # Seed by seed, each over every arm (baselines first, then the arms in generator order): a
+    # sweep cut short holds whole seeds, every arm paired on them.
+    runs = [(arm, seed) for seed in seeds for arm in a.arms]
     if note := other_writers(a):  # another launch into this sweep folder, say
         print(f"[sweep] note: {note}", file=sys.stderr, flush=True)
     left: dict[str, None] = {}  # the runs left to other writers, in order

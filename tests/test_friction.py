@@ -903,3 +903,20 @@ def test_the_hubs_datasets_are_read_before_any_checkpoint_is_exported(tmp_path, 
         assert asked == [["piqa"]]  # (not asked again)
         (tmp_path / "hf" / "step-2" / "config.json").unlink(missing_ok=True)  # next: unexported
     assert len(exported) == 1
+
+
+def test_the_printed_table_gives_the_probes_calibrated_by_their_blank_twins():
+    """A model that answers from what it prefers without the word scores the same on a probe
+    and on its blank twin: the printed table says what is left once that preference is
+    cancelled item by item (it printed the two plain accuracies only)."""
+    results = {
+        "results": {"char_count": {"acc,none": 0.4}, "char_count_blank": {"acc,none": 0.4}},
+        "chance": {"char_count": 1 / 3, "char_count_blank": 1 / 3},
+        "calibrated": {"char_count": 0.3125},
+    }
+    text = harness.table(results)
+    assert text.splitlines()[-1] == (
+        "calibrated by the blank twins (what the model prefers without the word cancelled item by "
+        "item; chance as above): char_count 0.3125"
+    )
+    assert "calibrated" not in harness.table({**results, "calibrated": {}})

@@ -468,6 +468,13 @@ def evaluate(
         file_with_run(model_dir, written, items, replace)
         # (for the printed table: tasks without lm-eval's bits_per_byte have it from their items)
         results["bits_per_byte"] = {task: bits_per_byte(rows) for task, rows in items.items()}
+        results["calibrated"] = {  # (for the table: the report computes its own from the items)
+            task: value
+            for task in PROBE_TASKS
+            if task in items
+            and f"{task}_blank" in items
+            and (value := calibrated_accuracy(items[task], items[f"{task}_blank"])) is not None
+        }
         return results
 
 
@@ -1077,6 +1084,12 @@ def table(results: dict) -> str:
         )
     if len(rows) == 2:  # no task but the embedding probe: no empty table above its line
         rows = []
+    if calibrated := results.get("calibrated"):
+        rows.append(
+            "calibrated by the blank twins (what the model prefers without the word cancelled "
+            "item by item; chance as above): "
+            + ", ".join(f"{task} {value:.4f}" for task, value in calibrated.items())
+        )
     if probe is not None:
         from .embedding_probe import TASKS  # (torch is loaded by now: an evaluation has run)
 

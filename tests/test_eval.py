@@ -190,7 +190,7 @@ def test_character_probes_end_to_end(exported):
     from prefix_titan.evaluation.harness import _outdated, read_items
     from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS, fewest_items
 
-    run_eval(
+    printed = run_eval(
         "--model",
         str(exported / "hf"),
         "--tasks",
@@ -204,18 +204,21 @@ def test_character_probes_end_to_end(exported):
     )
     results = json.load(open(exported / "hf" / "eval_results.json"))["results"]
     assert set(results) == set(PROBE_TASKS) | set(BLANK_TASKS)
+    [line] = [x for x in printed.stdout.splitlines() if x.startswith("calibrated by the blank")]
+    assert all(f" {task} 0." in line or f" {task} 1." in line for task in PROBE_TASKS), line
     for task, m in results.items():
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task
-    # The documents were generated from the exported tokenizer, 2,000 per task (char_count and
-    # char_last_letter: as many as the word list allows, from a fifth and three fifths of them up);
+    # The documents were generated from the exported tokenizer, built with --limit's 40 items per
+    # task and read whole (char_count and char_last_letter: as many as the word list allows, from
+    # a fifth and three fifths of them up);
     # each item's outcome keeps its word, queried letter, token count, lead and ending, and every
     # choice's log-likelihood.
     for task in PROBE_TASKS + BLANK_TASKS:
         lines = (exported / "hf" / "char_probes" / f"{task}.jsonl").read_text().splitlines()
-        least = fewest_items(task.removesuffix("_blank"), 2000)
-        assert least <= len(lines) <= 2000, (task, len(lines))
-    # the probes as built (not the --limit sample) checked for shortcuts, the check recorded with
+        least = fewest_items(task.removesuffix("_blank"), 40)
+        assert least <= len(lines) <= 40, (task, len(lines))
+    # the probes as built (and read) checked for shortcuts, the check recorded with
     # the results and its table beside the probes: none found on these
     record = json.load(open(exported / "hf" / "eval_results.json"))
     assert set(record["probe_check"]) == set(PROBE_TASKS)
@@ -234,7 +237,7 @@ def test_character_probes_end_to_end(exported):
     for task in PROBE_TASKS:
         docs = [json.loads(x) for x in (exported / "hf" / "char_probes" / f"{task}.jsonl").open()]
         rows = items[task]
-        assert len(rows) == 40 and [r["correct"] for r in rows] == [r["acc"] for r in rows]
+        assert len(rows) == len(docs) and [r["correct"] for r in rows] == [r["acc"] for r in rows]
         for r in rows:
             doc = docs[r["doc_id"]]
             assert r["word"] == doc["word"] and r["tokens"] == doc["tokens"]
@@ -248,7 +251,8 @@ def test_character_probes_end_to_end(exported):
 
 def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     """--limit N evaluates N documents drawn with --limit-seed (recorded with the results, each
-    item under its own document index), and without --progress no progress bar is printed."""
+    item under its own document index), a character probe built with N items (at least 30) and
+    read whole; without --progress no progress bar is printed."""
     from prefix_titan.evaluation.harness import LIMIT_SAMPLING, LIMIT_SEED, read_items, sample_docs
 
     hf = unevaluated_copy(exported, tmp_path)
@@ -274,9 +278,7 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     assert piqa == sample_docs(6, 3, LIMIT_SEED, "piqa", [r["label"] for r in FIXTURES["piqa"]])
     letter = [r["doc_id"] for r in items["char_first_letter"]]
     docs = (hf / "char_probes" / "char_first_letter.jsonl").read_text().splitlines()
-    golds = [json.loads(d)["gold"] for d in docs]
-    assert letter == sample_docs(2000, 3, LIMIT_SEED, "char_first_letter", golds) != [0, 1, 2]
-    assert len({golds[i] for i in letter}) == 3  # no answer twice in 3 items of 4 answers
+    assert letter == list(range(len(docs))) and len(docs) == 30  # built with the limit (>= 30)
     for r in items["char_first_letter"]:  # each item under its own document's index
         assert r["word"] == json.loads(docs[r["doc_id"]])["word"]
     assert "it/s]" not in out.stderr and "%|" not in out.stderr, out.stderr[-2000:]

@@ -391,18 +391,18 @@ def test_a_run_is_finished_with_its_final_step_sealed_and_validated(tmp_path):
     from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
     from prefix_titan.runs.folder import METRICS_LOG
     from prefix_titan.sweep.__main__ import configs_main
-    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.configs import SCALES, load_config
 
     (tmp_path / "train_configs").mkdir()
     with contextlib.redirect_stdout(io.StringIO()):
         assert configs_main(["--root", str(tmp_path)]) == 0
     config = load_config(tmp_path, "pilot", "ce")
     assert config["validation"]["enable"]
-    run = tmp_path / launch.run_folder(config, 1)
+    run = tmp_path / launch.run_folder(config, 1, SCALES["pilot"].sweep)
     steps = config["training"]["steps"]
 
     def done(*extra) -> bool:
-        return launch.finished(tmp_path, config, 1, list(extra), None)
+        return launch.finished(tmp_path, config, 1, list(extra), SCALES["pilot"].sweep)
 
     step = run / config["checkpoint"]["folder"] / f"step-{steps}"
     step.mkdir(parents=True)
@@ -614,7 +614,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
 
     started = []
 
-    def run_queue(jobs, groups, stop_on_failure, root, recheck=None):
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, children=None):
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 
@@ -906,13 +906,13 @@ def test_a_finished_run_is_skipped_only_where_the_launch_would_train_it_alike(tm
 
     from prefix_titan.runs.folder import RUN_CONFIG, run_record, write_json
     from prefix_titan.sweep.__main__ import configs_main
-    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.configs import SCALES, load_config
 
     (tmp_path / "train_configs").mkdir()
     with contextlib.redirect_stdout(io.StringIO()):
         assert configs_main(["--root", str(tmp_path)]) == 0
     config = load_config(tmp_path, "smoke", "ce")
-    run = tmp_path / launch.run_folder(config, 1)
+    run = tmp_path / launch.run_folder(config, 1, SCALES["smoke"].sweep)
     finish(run, config)
     cwd = os.getcwd()
     os.chdir(tmp_path)  # (the launch's arguments name files under its root)
@@ -950,14 +950,14 @@ def test_a_plan_for_gpus_made_without_them_checks_runs_as_the_gpus_will_run_them
 
     from prefix_titan.runs.folder import RESOLVED, RUN_CONFIG, run_record, write_json
     from prefix_titan.sweep.__main__ import configs_main
-    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.configs import SCALES, load_config
 
     (tmp_path / "train_configs").mkdir()
     with contextlib.redirect_stdout(io.StringIO()):
         assert configs_main(["--root", str(tmp_path)]) == 0
     for scale, seed in (("pilot", 1), ("smoke", 1)):
         config = load_config(tmp_path, scale, "ce")
-        run = tmp_path / launch.run_folder(config, seed)
+        run = tmp_path / launch.run_folder(config, seed, SCALES[scale].sweep)
         finish(run, config)
         cwd = os.getcwd()
         os.chdir(tmp_path)
@@ -1076,7 +1076,7 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
     }
     holders, seen = [], {}
 
-    def run_queue(jobs, groups, stop_on_failure, root, recheck=None):
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, children=None):
         assert [name for name, _, _ in jobs] == ["ce seed 1", "label_smoothing seed 1"]
         finish(folders["label_smoothing"], load_config(ROOT, "smoke", "label_smoothing"))
         folders["ce"].mkdir(parents=True)
@@ -1294,7 +1294,7 @@ def test_a_seed_launched_with_another_budget_into_a_sweep_is_refused(tmp_path):
 
     from prefix_titan.runs.folder import RUN_CONFIG, run_record, write_json
     from prefix_titan.sweep.__main__ import configs_main
-    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.configs import SCALES, load_config
 
     (tmp_path / "train_configs").mkdir()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -1304,7 +1304,7 @@ def test_a_seed_launched_with_another_budget_into_a_sweep_is_refused(tmp_path):
     os.chdir(tmp_path)
     try:
         for seed in (1, 2):
-            run = tmp_path / launch.run_folder(config, seed)
+            run = tmp_path / launch.run_folder(config, seed, SCALES["smoke"].sweep)
             finish(run, config)
             args = launch.train_args("smoke", "ce", config, seed, 1, [], None)
             write_json(str(run / RUN_CONFIG), run_record(ConfigManager().parse_args(args)))
@@ -1340,18 +1340,18 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
     args += ["--gpus-per-run", "node", "--nproc-per-node", "1"]
     holders, started = [], []
 
-    def run(cmd, cwd=None):
+    def run(children, cmd, cwd=None):
         started.append(cmd[cmd.index("--job.config_file") + 1])
         finish(sweep / "label_smoothing" / "seed1", load_config(ROOT, "smoke", "label_smoothing"))
         for arm in ("ce", "prefix_tau0.5"):
             (sweep / arm / "seed1").mkdir(parents=True)
             holders.append(holding_lock(sweep / arm / "seed1", command=f"launch B {arm}"))
-        return subprocess.CompletedProcess(cmd, 1)
+        return type("Ended", (), {"wait": lambda self: 1})()
 
     monkeypatch.setattr(
         launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
     )
-    monkeypatch.setattr(launch.subprocess, "run", run)
+    monkeypatch.setattr(launch.Children, "start", run)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # (a CPU node: nvidia-smi not asked)
     try:
         assert launch.main(args) == 1
@@ -1365,6 +1365,24 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
         for holder in holders:
             holder.kill()
             holder.wait()
+
+
+def test_a_terminated_launch_ends_its_runs_with_it(capsys):
+    """A SIGTERM to the launcher (a `kill` of it) is passed on to the runs it started, which end
+    (they ran on without it); the launch then exits with status 143, saying how to resume."""
+    import signal
+
+    with pytest.raises(SystemExit) as e, launch.Children() as children:
+        run = children.start([sys.executable, "-c", "import time; time.sleep(60)"])
+        done = children.start([sys.executable, "-c", "pass"])
+        done.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert e.value.code == 143 and run.returncode == -signal.SIGTERM
+    assert (
+        "[sweep] terminated: SIGTERM passed on to the 1 run(s) going, which ended; the same "
+        in (capsys.readouterr().err)
+    )
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was
 
 
 def test_an_override_names_the_setting_it_sets_either_spelling_or_negated():

@@ -70,6 +70,7 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -158,13 +159,11 @@ def _check_batch(p: argparse.ArgumentParser, a, world: int) -> None:
             p.error(f"{e} (--scale {a.scale})")
 
 
-def run_folder(config: dict, seed: int, sweep_dir: str | None = None) -> str:
+def run_folder(config: dict, seed: int, sweep_dir: str) -> str:
     """`<sweep>/<arm>/seed<S>`: sweep_dir/<arm> (the arm's name: the basename of the config's
-    dump folder; None: the config's dump folder) per seed."""
-    folder = config["job"]["dump_folder"]
-    if sweep_dir is not None:
-        folder = os.path.join(sweep_dir, os.path.basename(folder.rstrip("/")))
-    return f"{folder}/seed{seed}"
+    dump folder, which lies outside the sweep: configs.Scale.single) per seed."""
+    arm = os.path.basename(config["job"]["dump_folder"].rstrip("/"))
+    return f"{os.path.join(sweep_dir, arm)}/seed{seed}"
 
 
 def owned_overrides(extra: list[str]) -> list[str]:
@@ -276,7 +275,9 @@ def other_writers(a) -> str | None:
     )
 
 
-def train_args(scale, arm, config, seed, world, extra, sweep_dir):
+def train_args(scale, arm, config, seed, world, extra, sweep_dir=None):
+    """The trainer's arguments of one run of a sweep (`sweep_dir`, None: the scale's)."""
+    sweep_dir = sweep_dir or SCALES[scale].sweep
     return [
         "--job.config_file",
         str(config_path(pathlib.Path("."), scale, arm)),
@@ -410,19 +411,59 @@ def slots(gpus: list[str], per_run: int, cpu_runs: int = 1) -> list[list[str]]:
     return [gpus[i : i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
 
 
+class Children:
+    """The runs a launch started (their torchrun processes), ended with it: within `with
+    Children()`, a SIGTERM to the launcher (a `kill` of it; a scheduler signals the whole job
+    anyway) is passed on to each run still going, whose ranks end as a terminated run does (the
+    newest checkpoint resumes it), and waited for; then the launcher exits with status 143. They
+    ran on without it."""
+
+    def __init__(self):
+        self.procs: set[subprocess.Popen] = set()
+
+    def start(self, cmd: list[str], **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, **kwargs)
+        self.procs.add(proc)
+        return proc
+
+    def __enter__(self) -> Children:
+        self.before = signal.signal(signal.SIGTERM, self._terminate)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self.before)
+
+    def _terminate(self, signum, frame) -> None:
+        going = [proc for proc in self.procs if proc.poll() is None]
+        for proc in going:
+            proc.send_signal(signal.SIGTERM)
+        for proc in going:
+            proc.wait()
+        print(
+            f"[sweep] terminated: SIGTERM passed on to the {len(going)} run(s) going, which "
+            "ended; the same command resumes the sweep",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(143)
+
+
 def run_queue(
     jobs: list[tuple[str, pathlib.Path, list[str]]],
     groups,
     stop_on_failure=False,
     root=".",
     recheck=None,
+    children: Children | None = None,
 ):
     """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
     slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
     never-started ones. `recheck(name)`: why a job is not to start now (its run finished
     meanwhile, another process writes it), or None; asked just before it starts (a job it names
     a reason for is said so and skipped), and after a job whose own log says it was refused for
-    another writer of its folder (then said so, not failed; any other end is a failure)."""
+    another writer of its folder (then said so, not failed; any other end is a failure).
+    `children`: where the runs are started (and ended with the launch)."""
+    children = children or Children()
     pending, running, failed = list(jobs), {}, []
     free = list(range(len(groups)))
     while pending or running:
@@ -446,7 +487,7 @@ def run_queue(
                 continue
             with f:
                 start = f.seek(0, os.SEEK_END)  # a rerun appends: its reason is read from here
-                proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
+                proc = children.start(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
             where = f"GPU {','.join(groups[slot])}" if groups[slot] else "CPU"
             print(f"[sweep] {name}: started on {where}, log {log}", flush=True)
             running[proc] = (slot, name, log, start)
@@ -473,6 +514,12 @@ def run_queue(
                     flush=True,
                 )
     return failed + [f"{name} (not started)" for name, _, _ in pending]
+
+
+def _queued(jobs, groups, a, recheck) -> list[str]:
+    """run_queue, ended with the launch (Children)."""
+    with Children() as children:
+        return run_queue(jobs, groups, a.stop_on_failure, a.root, recheck, children)
 
 
 def cpu_threads(runs_at_once: int) -> int:
@@ -922,7 +969,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 print(shlex.join(cmd), flush=True)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
-            code = subprocess.run(cmd, cwd=a.root).returncode
+            with Children() as children:
+                code = children.start(cmd, cwd=a.root).wait()
             if code:  # (its output went to the terminal: a failure, whatever holds the run now)
                 now = (taken(a, arm, seed, extra) or "").split("; skipped")[0]
                 now = "finished" if now == SKIPPED else now
@@ -994,15 +1042,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 jobs.append((f"{arm} seed {seed}", log, cmd))
                 named[f"{arm} seed {seed}"] = (arm, seed)
         failed = (
-            []
-            if a.dry_run
-            else run_queue(
-                jobs,
-                groups,
-                a.stop_on_failure,
-                a.root,
-                recheck=lambda name: check(*named[name]),
-            )
+            [] if a.dry_run else _queued(jobs, groups, a, recheck=lambda name: check(*named[name]))
         )
     if a.dry_run:
         sys.stdout.flush()

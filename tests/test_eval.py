@@ -211,7 +211,7 @@ def test_character_probes_end_to_end(exported):
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task
     # The documents were generated from the exported tokenizer, built with --limit's 40 items per
     # task and read whole (char_count and char_last_letter: as many as the word list allows, from
-    # a fifth and three fifths of them up);
+    # a fifth and two fifths of them up);
     # each item's outcome keeps its word, queried letter, token count, lead and ending, and every
     # choice's log-likelihood.
     for task in PROBE_TASKS + BLANK_TASKS:

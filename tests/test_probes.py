@@ -32,6 +32,7 @@ from prefix_titan.evaluation.probes import (
     leading_prefix,
     shard_word_counts,
     tail_group,
+    word_class,
     word_tokens,
 )
 from prefix_titan.evaluation.shortcuts import (
@@ -43,8 +44,10 @@ from prefix_titan.evaluation.shortcuts import (
     SHORTCUTS,
     TOLERANCE,
     _dealt,
+    _held,
     _joint,
     _lookup,
+    _lookup_features,
     _pairs,
     off_chance,
     pair_lookups,
@@ -158,11 +161,12 @@ def test_each_letter_is_gold_in_one_of_four_of_the_items_that_offer_it(probes):
             golds[gold(i)] += 1
         assert offered == collections.Counter({c: 4 * n for c, n in golds.items()}), task
     # the last letter: within every tail group too (the two places before the last as the known
-    # letters show them, and the unknown letters ending the word), so a lookup learns nothing
+    # letters show them, and the unknown letters ending the word), set of forms and derivational
+    # word class, so a lookup learns nothing
     tails = collections.defaultdict(list)
     for i in probes["char_last_letter"]:
-        tails[tail_group(i["known"])].append(i)
-    assert len(tails) >= 50
+        tails[(tail_group(i["known"]), i["forms"], word_class(i["word"]))].append(i)
+    assert len(tails) >= 50 and {t[2] for t in tails} >= {"", "noun", "adjective"}
     for tail, items in tails.items():
         offered = collections.Counter(c for i in items for c in i["choices"])
         golds = collections.Counter(gold(i) for i in items)
@@ -910,10 +914,56 @@ def test_the_word_forms_shortcut_of_version_4_1_is_caught_and_4_2_removes_it(tok
     assert not off_chance(now, items, "char_last_letter")
     with pytest.MonkeyPatch.context() as m:
         m.setattr(probes_module, "word_forms", lambda listed: dict.fromkeys(listed, ""))
+        m.setattr(probes_module, "word_class", lambda word: "")  # (4.3's balance: below)
         old = build_probes(tok, partial=True)["char_last_letter"]
     old = [{**it, "forms": forms[it["word"]]} for it in old]
     then = shortcut_accuracies(old, token_pieces(tok), ref, "char_last_letter")
     assert then[name] > 0.25 + TOLERANCE and name in off_chance(then, old, "char_last_letter")
+
+
+@pytest.mark.slow
+def test_the_word_class_shortcut_of_version_4_2_is_caught_and_4_3_removes_it(tok, probes):
+    """A word's derivational ending tells its class (a noun, an adjective, a verb), which a model
+    knows from meaning, and the class tells last letters ("-tion": n, "-ity": y, "-ous": s):
+    balanced within tail groups and forms (task version 4.2), a lookup of the class found
+    char_last_letter's gold in 40% of the items on this BPE, and the check flags it; balanced
+    within the class too (4.3), it is at chance exactly. The class is looked up on every probe
+    and taken into the joint lookup."""
+    import prefix_titan.evaluation.probes as probes_module
+
+    classes = {
+        "kindness": "noun",
+        "station": "noun",
+        "famous": "adjective",
+        "national": "adjective",
+        "realize": "verb",
+        "classify": "verb",
+        "glass": "",
+        "ration": "",  # "-ation" with fewer than three letters before it
+        "ment": "",
+    }
+    assert {w: word_class(w) for w in classes} == classes
+    name = "lookup: the word's class by its derivational ending (-tion, -ous, -ize, ...)"
+    assert name in SHORTCUTS
+    ref = reference(embedded_word_counts())
+    pieces = token_pieces(tok)
+    items = probes["char_last_letter"]
+    # within a tail group a class's endings leave few last letters: most derived words go
+    classes_asked = collections.Counter(word_class(it["word"]) for it in items)
+    assert set(classes_asked) >= {"", "noun", "adjective"} and classes_asked[""] > 0.9 * len(items)
+    now = shortcut_accuracies(items, pieces, ref, "char_last_letter")
+    assert now[name] == pytest.approx(0.25, abs=0.001)
+    assert not off_chance(now, items, "char_last_letter")
+    features = _lookup_features(items, pieces, ref, "char_last_letter")
+    assert name in _held("char_last_letter", features, None)  # in the joint lookup
+    for task in ("char_first_letter", "char_count", "char_contains", "char_prefix"):
+        assert _lookup_features(probes[task], pieces, ref, task)[name] is not None, task
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(probes_module, "word_class", lambda word: "")
+        old = build_probes(tok, partial=True)["char_last_letter"]
+    assert len(old) > len(items)  # what the balance costs: 1,348 items then, 1,032 now
+    then = shortcut_accuracies(old, pieces, ref, "char_last_letter")
+    assert then[name] > 0.25 + 2 * TOLERANCE and name in off_chance(then, old, "char_last_letter")
 
 
 def _answer_only(items: list[dict]) -> dict[str, float]:

@@ -1933,7 +1933,7 @@ def test_the_composite_reads_the_embedding_letters_above_their_own_chance():
 
 def test_the_char_composite_default_counts_the_fewest_items_each_probe_may_have():
     """char_count's word list may hold only a fifth of the items asked for and char_last_letter's
-    three fifths (build_probes accepts that), so the published default takes each probe at its
+    two fifths (build_probes accepts that), so the published default takes each probe at its
     fewest accepted items, not all at n."""
     from prefix_titan.evaluation.probes import fewest_items
     from prefix_titan.sweep.metrics import CHANCE, CHAR_PROBES
@@ -1949,11 +1949,11 @@ def test_the_char_composite_default_counts_the_fewest_items_each_probe_may_have(
 
     got = defaults(2000)["char composite"]
     assert fewest_items("char_count", 2000) == 400 and fewest_items("char_spell", 2001) == 2001
-    assert fewest_items("char_last_letter", 2000) == 1200
-    at_least = {t: {"char_count": 400, "char_last_letter": 1200}.get(t, 2000) for t in CHAR_PROBES}
+    assert fewest_items("char_last_letter", 2000) == 800
+    at_least = {t: {"char_count": 400, "char_last_letter": 800}.get(t, 2000) for t in CHAR_PROBES}
     assert got.sd == pytest.approx(composite(at_least), rel=1e-12)
     assert got.sd > composite(dict.fromkeys(CHAR_PROBES, 2000))
-    assert "4 probes x 2,000 items (char_last_letter 1,200, char_count 400)" in got.source
+    assert "4 probes x 2,000 items (char_last_letter 800, char_count 400)" in got.source
 
 
 def test_the_plans_variance_rule_is_checked_and_printed(tmp_path):

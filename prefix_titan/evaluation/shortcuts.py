@@ -14,12 +14,13 @@ Three kinds:
   their neighbours in the word list, a fixed position, always yes;
 - what the word is besides its letters, by a lookup learned on the other items (5-fold, the
   answer most often gold for the feature's value among the items that offer it): its length, its
-  token count, its frequency in the word list and, for the probes that are not prefix-shaped, its
-  first letter (what prefix targets teach: a reader of first letters only must be at chance
-  there); the queried letter's commonness and the word's length by rank (yes/no and count);
-  and every lookup held at chance together, in one logistic regression (JOINT): features that
-  each tell a little add up (a lookup with a residual, or one the design balances below chance,
-  is left out);
+  token count, its frequency in the word list, its word class as its derivational ending tells it
+  (probes.word_class: what a model knows from what the word means) and, for the probes that are
+  not prefix-shaped, its first letter (what prefix targets teach: a reader of first letters only
+  must be at chance there); the queried letter's commonness and the word's length by rank
+  (yes/no and count); and every lookup held at chance together, in one logistic regression
+  (JOINT): features that each tell a little add up (a lookup with a residual, or one the design
+  balances below chance, is left out);
 - readers of what the word gives away besides reading its letters: the letters of its leading
   vocabulary prefix (" straw" of " strawberry", what the prefix relation between tokens gives; on
   the last letter with the listed words it completes) and of its inflection ending ("-ing": what
@@ -48,6 +49,7 @@ from .probes import (
     inflection,
     known_tail,
     letter_bigrams,
+    word_class,
 )
 
 LETTERS = string.ascii_lowercase
@@ -76,6 +78,7 @@ SHORTCUTS = (
     "lookup: word first letter (not prefix-shaped probes)",
     "lookup: word inflection ending",
     "lookup: the word's forms in the word list (-s, -ed, -ing, -er, -est, -ly)",
+    "lookup: the word's class by its derivational ending (-tion, -ous, -ize, ...)",
     "lookup: letters past the known ones (token leads, ending)",
     "lookup: lead length (not prefix-shaped probes)",
     "lookup: last token's length (not prefix-shaped probes)",
@@ -364,6 +367,9 @@ def _lookup_features(
         "lookup: the word's forms in the word list (-s, -ed, -ing, -er, -est, -ly)": lambda it: it[
             "forms"
         ],
+        "lookup: the word's class by its derivational ending (-tion, -ous, -ize, ...)": lambda it: (
+            word_class(it["word"])
+        ),
         "lookup: letters past the known ones (token leads, ending)": _unknown,
         "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
         "lookup: last token's length (not prefix-shaped probes)": lambda it: len(

@@ -54,7 +54,7 @@ def defaults(probe_items: int = ITEMS_PER_TASK) -> dict[str, Default]:
     for task, (n, p) in TASK_ACCURACY.items():
         out[task] = Default(_binomial(p, n), f"binomial SE, {n:,} items at {p:.0%}")
     # each probe at the fewest items a probe build accepts (char_count's word list may hold
-    # only a fifth of them, char_last_letter's three fifths), so the default never claims more
+    # only a fifth of them, char_last_letter's two fifths), so the default never claims more
     # precision than the probes give
     items = {t: fewest_items(t, probe_items) for t in CHAR_PROBES}
     parts = [

@@ -401,8 +401,10 @@ def test_the_family_graph_holds_alpha_under_partial_nulls(seed, moved_arms, move
 def test_a_noisier_ce_fails_no_a_a_check_under_the_plans_rule(seed):
     """Null sweeps where ce's validation CE is twice as noisy from run to run as the other arms':
     the A/A checks (the CE-equivalent arms against ce) follow the plan's rule with ce as the
-    baseline, so they fail in about alpha of the sweeps (measured: 6.0% [3.9, 8.8] of 400), not
-    the pooled rule's 12.8%; asserted at 400 sweeps with room for the draw (<= 9%, >= 8%)."""
+    baseline, so they fail in at most about alpha of the sweeps (measured: 1.8% [0.7, 3.6] of
+    400; 6.0% [3.9, 8.8] with half of Satterthwaite's degrees of freedom kept, the former rule),
+    not the pooled rule's 12.3%; asserted at 400 sweeps as the other rates are, at most alpha
+    plus 2.33 standard errors (7.5%), the pooled rule at least 8%."""
     import dataclasses
 
     rng = np.random.default_rng(seed)
@@ -420,7 +422,9 @@ def test_a_noisier_ce_fails_no_a_a_check_under_the_plans_rule(seed):
             a = analyse(sim.group(runs), plan)
             failed[variance] += any(c.aa_check and c.claimed for c in a.comparisons)
     rates = {v: n / sweeps for v, n in failed.items()}
-    assert rates["baseline_apart"] <= 0.09 and rates["pooled"] >= 0.08, rates
+    bound = ALPHA + 2.33 * math.sqrt(ALPHA * (1 - ALPHA) / sweeps)
+    print(f"a noisier ce: A/A checks failed in {rates}")
+    assert rates["baseline_apart"] <= bound and rates["pooled"] >= 0.08, rates
 
 
 def _noisier_baseline_tables(rng, metrics, arms, seeds, ratio) -> dict:
@@ -457,11 +461,71 @@ def test_the_baseline_apart_rule_holds_alpha_with_a_noisier_baseline(seed, ratio
         assert rates["pooled"] >= 0.08, rates
 
 
+def _partial_null_false_claims(args) -> int:
+    """Of `sweeps` 3-seed sweeps of the 14 arms through `analyse` under the plan's own rule
+    (variance = baseline_apart): one primary (hellaswag) and 8 exploratory metrics, unit noise
+    with the baseline's `ratio` times as large and a seed effect shared by the arms, 11 of the
+    12 compared arms truly better on the primary by 40 of the others' sds times the ratio (all
+    of them claimed), nothing else moved: in how many a false claim (the twelfth arm on
+    anything, an effect arm on an exploratory metric)."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    plan, explored, ratio, sweeps, seed = args
+    specs = arm_specs()
+    names = [s.arm_name() for s in specs]
+    compared = [a for a in names if a not in ("ce", "label_smoothing")]
+    effect = set(compared[:-1])
+    b = names.index("label_smoothing")
+    rng = np.random.default_rng(seed)
+    false = 0
+    for _ in range(sweeps):
+        y = {}
+        for m in ["hellaswag", *explored]:
+            noise = rng.normal(size=(len(specs), 3))
+            noise[b] *= ratio
+            y[m] = 0.5 + 0.01 * (noise + rng.normal(size=(1, 3)))
+        for a in effect:
+            y["hellaswag"][names.index(a)] += 0.4 * ratio
+        claims = [c for c in analyse(_records(y, specs), plan).claims if not c.aa_check]
+        false += any(c.arm not in effect or c.metric != "hellaswag" for c in claims)
+    return false
+
+
+@pytest.mark.slow  # 600 analyses of 14 arms and 9 metrics each: 10-20 s on 2 cores
+@pytest.mark.parametrize("ratio", [1.0, 2.0])
+def test_the_plans_rule_holds_alpha_under_a_partial_null_with_a_noisier_baseline(
+    seed, tmp_path, ratio
+):
+    """Where most arms truly differ on the primary, the family's graph passes alpha to their
+    exploratory metrics, each at a small share of it (alpha/192 to alpha/100) and to the last
+    primary at up to about half of it: each comparison's p must hold its level there, not only
+    at alpha/12. With half of Satterthwaite's degrees of freedom kept above S - 1 (the former
+    inference.APART_DF_SHARE) a comparison claimed 2.7x its level at alpha/12 and 4.8x at
+    alpha/96 with the baseline's sd 2x the others', and the family falsely claimed in 9.3% of
+    1,500 such sweeps (2.1% at 1x); with a fifth kept, at most alpha. 600 sweeps through
+    `analyse`, the plan's own rule: the former rule fails this 9 times in 10 at 2x."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    explored = [
+        "piqa", "arc_easy", "winogrande_debiased", "arc_challenge", "sciq",
+        "char_spell", "char_count", "char_contains",
+    ]  # fmt: skip
+    plan = _one_family_plan(tmp_path, "hellaswag", explored, variance="baseline_apart")
+    sweeps, parts = 600, max(1, min(WORKERS, 2))
+    jobs = [(plan, explored, ratio, sweeps // parts, seed + k) for k in range(parts)]
+    with ProcessPoolExecutor(parts) as pool:
+        false = sum(pool.map(_partial_null_false_claims, jobs))
+    n = sweeps // parts * parts
+    print(f"partial null, baseline sd {ratio}x: false claims in {sim.rate(false, n)}")
+    assert false / n <= ALPHA + 2.33 * math.sqrt(ALPHA * (1 - ALPHA) / n), false / n
+
+
 @pytest.mark.slow
 def test_at_two_seeds_baseline_apart_compares_per_seed_differences_and_holds_alpha(seed):
     """At 2 seeds the baseline's own variance has one degree of freedom: shrunk towards the
-    others', it underestimates a noisier baseline's (the shrunk rule, run on the same tables by
-    lowering APART_MIN_SEEDS, claims falsely in about 7.6% of sweeps at 4x the baseline's sd);
+    others', it underestimates a noisier baseline's (the shrunk rule with half of Satterthwaite's
+    degrees of freedom kept, run on the same tables by lowering APART_MIN_SEEDS, claims falsely
+    in about 7.6% of sweeps at 4x the baseline's sd);
     the rule compares each arm by its per-seed differences from the baseline instead, and the
     family's rate stays at most alpha. 1,500 sweeps: a rule at 7.6% passes the first check 1 time
     in 100."""
@@ -474,6 +538,8 @@ def test_at_two_seeds_baseline_apart_compares_per_seed_differences_and_holds_alp
         false["per seed"] += bool(_family_claims(y, "p", explored, "baseline_apart"))
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(inference, "APART_MIN_SEEDS", 2)
+            mp.setattr(inference, "APART_DF_SHARE", 0.5)  # (a fifth kept: 0.9% here, untested
+            # where other arms differ)
             false["shrunk"] += bool(_family_claims(y, "p", explored, "baseline_apart"))
     rates = {k: v / sweeps for k, v in false.items()}
     print(f"2 seeds, baseline sd 4x: false claims {rates}")
@@ -548,7 +614,7 @@ def test_the_power_command_says_its_sd_is_assumed_and_what_2_seeds_test(capsys, 
 def test_the_baseline_apart_error_by_hand(seed):
     """inference.versus_apart against its formula written out: the others' two-way residual
     variance, the baseline's residuals about the others' seed effects, the shrinkage by one
-    degree of freedom, Satterthwaite's degrees of freedom halved above S - 1; two arms: the
+    degree of freedom, a fifth of Satterthwaite's degrees of freedom above S - 1 kept; two arms: the
     paired test (the two-way fit of two arms)."""
     from scipy.stats import t as student_t
 
@@ -565,7 +631,7 @@ def test_the_baseline_apart_error_by_hand(seed):
     u1 = sigma2 * ((a - 2) / (a - 1) + 1 / s * a / (a - 1))
     u2 = (s - 1) / s * sb2
     nu = (u1 + u2) ** 2 / (u1**2 / df + u2**2 / (s - 1))
-    nu = (s - 1) + 0.5 * (nu - (s - 1))
+    nu = (s - 1) + 0.2 * (nu - (s - 1))
     est = y[arm].mean() - y[b].mean()
     se = math.sqrt((u1 + u2) / s)
     t = inference.versus_apart(y, arm, b)
@@ -643,7 +709,9 @@ def test_the_sweeps_stated_detectable_effect_has_about_the_power_it_states(seed,
             detectable_here(analyse(_records({"hellaswag": y}, specs), plan), "hellaswag", 12)
         )
     power = inference._apart_power(3, len(specs), ALPHA / 12)(float(np.median(stated)) / 0.01)
-    assert 0.73 <= power <= 0.88, (np.median(stated), power)  # 0.61-0.73 stated before
+    # 0.61-0.73 stated before the test's own power; 0.727 at the default seed once the test kept
+    # a fifth of Satterthwaite's degrees of freedom instead of half (a heavier-tailed t)
+    assert 0.7 <= power <= 0.88, (np.median(stated), power)
     base = [s.arm_name() for s in specs].index("label_smoothing")
     stated = []
     for _ in range(100):
@@ -679,9 +747,10 @@ def test_a_claim_calibration_takes_away_is_marked_a_change_of_prior(seed):
             sweep = sim.Sweep(effects=effects, embedding_probe=False)
             a = analyse(sim.group(sim.simulate(sweep, seed=seed + k)), PLAN)
             claims += [c for c in a.claims if c.metric == "char composite" and c.arm == arm]
-        # (claimed in 53 of 60 knowledge sweeps since char_count has 3 choices: its chance-
-        # corrected part is noisier than with 4)
-        assert len(claims) >= 0.8 * n, (kind, len(claims))
+        # (claimed in 42 of 60 knowledge sweeps: the plan's rule detects +3 points in 70-80%
+        # (78.5% of 200 at the real item counts), 53 of 60 with half of Satterthwaite's degrees
+        # of freedom kept; char_count has 3 choices: its chance-corrected part is noisier)
+        assert len(claims) >= 0.6 * n, (kind, len(claims))
         marked[kind] = sum(c.prior_only for c in claims) / len(claims)
     assert marked["knowledge"] <= 0.1 and marked["prior"] >= 0.9, marked
 
@@ -711,9 +780,8 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert claim.arm == arm and claim.prior_only
     probes = [c for c in a.claims if c.metric + "_blank" in CHAR_BLANKS]  # exploratory ones
     assert probes and all(c.prior_only for c in probes)
-    assert "calibrated by its blank twin (char_spell, calibrated: +0.0000 (no variance))" in (
-        "\n".join(a.notes)
-    )
+    twin = f"calibrated by its blank twin ({probes[0].metric}, calibrated: +0.0000 (no variance))"
+    assert twin in "\n".join(a.notes)
     assert f"{claim.arm}'s claimed difference from label_smoothing" in "\n".join(a.notes)
     (note,) = [n for n in a.notes if n.startswith("char acc - blank is 0 on every seed for ")]
     assert all(arm in note for arm in a.arms) and "measure the models' prior" in note
@@ -1482,7 +1550,9 @@ def test_under_the_null_the_familywise_false_claim_rate_is_at_most_alpha(seed):
     for family, hits in rates.items():
         print(f"null, {family}: sweeps with a false claim {sim.rate(hits, sweeps)}")
     assert all(hits / sweeps <= ALPHA for hits in rates.values()), rates
-    # Every rule is live: the raw p-values of the primaries are uniform under the null.
+    # Every rule is live: the raw p-values of the primaries are about uniform under the null
+    # (baseline_apart's somewhat conservative with equal variances: P(p <= 0.05) is 2.4% exactly
+    # under the model with a fifth of Satterthwaite's degrees of freedom kept)
     p = [
         c.p
         for cs in [
@@ -1492,7 +1562,7 @@ def test_under_the_null_the_familywise_false_claim_rate_is_at_most_alpha(seed):
         for c in cs
         if c.primary and not c.aa_check and not c.final
     ]
-    assert 0.02 < np.mean(np.array(p) <= 0.05) < 0.09
+    assert 0.01 < np.mean(np.array(p) <= 0.05) < 0.09
 
 
 @pytest.mark.slow
@@ -1895,7 +1965,7 @@ def test_an_effect_of_the_predicted_detectable_size_is_claimed_with_the_predicte
 def test_the_baseline_apart_rule_has_the_power_it_claims_and_names_its_cost(seed, tmp_path):
     """A plan with variance = baseline_apart, through the report's own decision code: an effect
     of the size inference.detectable gives for that rule is claimed in 72-88% of 400 sweeps;
-    the size is larger than the pooled rule's (its price: 4.8 sd against 3.3 at 3 seeds), and
+    the size is larger than the pooled rule's (its price: 6.8 sd against 3.3 at 3 seeds), and
     the report's plan says which rule it applies."""
     from prefix_titan.sweep.analysis import plan_text
     from prefix_titan.sweep.configs import arm_specs

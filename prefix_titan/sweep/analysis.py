@@ -94,9 +94,10 @@ class Plan:
     """The error of arm - baseline: `pooled` (one residual variance over every arm: the most power,
     and a false-claim rate above alpha when the baseline is noisier than the others) or
     `baseline_apart` (the baseline's own variance beside the others' pooled one,
-    inference.apart: alpha holds with the baseline's sd 1-4x the others' in a sweep of 14 arms,
-    not with 3 arms or a compared arm noisier than the rest, at about a third less power at 3
-    seeds)"""
+    inference.apart: the family's false claims at most alpha in simulation with the baseline's
+    sd 1-2x the others' in a sweep of 14 arms, under the null and where most arms truly differ
+    (under the null alone up to 4x); not beyond, nor with 3 arms or a compared arm noisier than
+    the rest; at 3 seeds a primary's detectable effect about twice the pooled rule's)"""
 
 
 AXIS_SCALES = ("log", "linear")
@@ -865,11 +866,14 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
         if arm != result.plan.baseline:
             return "its comparison assumes equal variances and may claim more often than alpha"
         if apart:
-            return "the plan's variance = baseline_apart gives it its own variance (alpha holds)"
+            return (
+                "the plan's variance = baseline_apart gives it its own variance (the family's "
+                "false claims at most alpha in simulation up to 2x the others' sd)"
+            )
         return (
             "every comparison uses this arm and assumes equal variances, and may claim more "
-            'often than alpha (a plan with variance = "baseline_apart" holds alpha here, at a '
-            "cost in power)"
+            'often than alpha (a plan with variance = "baseline_apart" held alpha in simulation '
+            "up to 2x the others' sd, at a cost in power)"
         )
 
     return [
@@ -895,10 +899,11 @@ def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[s
         return []
     share, p = found
     consequence = (
-        "the plan's variance = baseline_apart held about alpha there in simulation"
+        "the plan's variance = baseline_apart held about alpha there in simulation (under the null)"
         if result.plan.variance == "baseline_apart"
         else "the pooled comparisons may claim more often than alpha (a plan with variance = "
-        '"baseline_apart" held about alpha there in simulation, at a cost in power)'
+        '"baseline_apart" held about alpha there in simulation under the null, at a cost in '
+        "power)"
     )
     if any(t["metric"] == name for t in result.trends):
         consequence += (
@@ -997,7 +1002,7 @@ def unread_words(result: Analysis) -> list[str]:
     if around:
         notes.append(
             f"char acc - blank's 95% interval over seeds covers 0 for {', '.join(around)}: "
-            "reading the word adds nothing measurable to their probes' answers"
+            "reading the word is not shown to add anything to their probes' answers"
         )
     return notes
 

@@ -454,16 +454,19 @@ def run_queue(
     stop_on_failure=False,
     root=".",
     recheck=None,
-    children: Children | None = None,
 ):
     """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
     slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
     never-started ones. `recheck(name)`: why a job is not to start now (its run finished
     meanwhile, another process writes it), or None; asked just before it starts (a job it names
     a reason for is said so and skipped), and after a job whose own log says it was refused for
-    another writer of its folder (then said so, not failed; any other end is a failure).
-    `children`: where the runs are started (and ended with the launch)."""
-    children = children or Children()
+    another writer of its folder (then said so, not failed; any other end is a failure). The runs
+    end with the launch (Children)."""
+    with Children() as children:
+        return _run_queue(jobs, groups, stop_on_failure, root, recheck, children)
+
+
+def _run_queue(jobs, groups, stop_on_failure, root, recheck, children: Children) -> list[str]:
     pending, running, failed = list(jobs), {}, []
     free = list(range(len(groups)))
     while pending or running:
@@ -514,12 +517,6 @@ def run_queue(
                     flush=True,
                 )
     return failed + [f"{name} (not started)" for name, _, _ in pending]
-
-
-def _queued(jobs, groups, a, recheck) -> list[str]:
-    """run_queue, ended with the launch (Children)."""
-    with Children() as children:
-        return run_queue(jobs, groups, a.stop_on_failure, a.root, recheck, children)
 
 
 def cpu_threads(runs_at_once: int) -> int:
@@ -1042,7 +1039,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 jobs.append((f"{arm} seed {seed}", log, cmd))
                 named[f"{arm} seed {seed}"] = (arm, seed)
         failed = (
-            [] if a.dry_run else _queued(jobs, groups, a, recheck=lambda name: check(*named[name]))
+            []
+            if a.dry_run
+            else run_queue(
+                jobs,
+                groups,
+                a.stop_on_failure,
+                a.root,
+                recheck=lambda name: check(*named[name]),
+            )
         )
     if a.dry_run:
         sys.stdout.flush()

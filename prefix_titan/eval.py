@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         refuse_unknown(a.tasks)  # a misspelt name: said at once, not after the hub is asked
         run_dir, steps, writes = _targets(a)
         if run_dir is not None:
-            from .evaluation.harness import expand, probes_at_limit, probes_of_run
+            from .evaluation.harness import expand, probes_for_run
             from .evaluation.probes import BLANK_TASKS, PROBE_TASKS
             from .runs.folder import read_json
             from .sweep.runs import items_read, probes_built
@@ -282,12 +282,11 @@ def main(argv: list[str] | None = None) -> None:
             }
             ours = items_read(settings) or "every item"
             tasks = expand(a.tasks)
-            record = os.path.join(run_dir, RUN_CONFIG)
-            if os.path.isfile(record):
-                record = read_json(record, "the run's record", expect=dict)
-                built = probes_at_limit(probes_of_run(record, probes, tasks), a.limit)
-            else:
-                built = probes_at_limit(probes, a.limit)
+            path = os.path.join(run_dir, RUN_CONFIG)
+            record = (
+                read_json(path, "the run's record", expect=dict) if os.path.isfile(path) else None
+            )
+            built = probes_for_run(record, probes, tasks, a.limit)
             if any(t in PROBE_TASKS + BLANK_TASKS for t in tasks):
                 ours += f"; probes of {probes_built({'probes': asdict(built)})}"
             earlier = contradicted(run_dir, steps, tasks, settings, writes, built)

@@ -1157,6 +1157,16 @@ def probes_of_export(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> 
     return got
 
 
+def probes_for_run(
+    record: dict | None, probes: ProbeOptions, tasks: list[str], limit: int | None
+) -> ProbeOptions:
+    """The probes an evaluation of `tasks` at `limit` builds for the checkpoints of the run whose
+    record is `record` (None: a run without one): probes_of_run, then probes_at_limit."""
+    return probes_at_limit(
+        probes_of_run(record, probes, tasks) if record is not None else probes, limit
+    )
+
+
 def probes_of_run(record: dict, probes: ProbeOptions, tasks: list[str]) -> ProbeOptions:
     """The probes an evaluation of `tasks` builds for a checkpoint of the run whose record is
     `record`: where no word source is named and a probe is asked for, words from the shards the
@@ -1205,10 +1215,12 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
             )
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
     given = kwargs.get("probes") or ProbeOptions()
-    probes = probes_of_run(rc, given, tasks) if rc is not None else given
+    kwargs["probes"] = probes = probes_for_run(rc, given, tasks, kwargs.get("limit"))
     if probes.words_from != given.words_from:
-        print(f"character probes: words from the run's training shards {probes.words_from}")
-    kwargs["probes"] = probes = probes_at_limit(probes, kwargs.get("limit"))
+        print(
+            f"character probes: words from the run's training shards {probes.words_from}",
+            flush=True,
+        )
     steps = complete_steps(folder)
     if not steps:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")

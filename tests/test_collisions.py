@@ -67,6 +67,32 @@ def test_a_killed_holders_lock_is_taken_over_with_a_warning(tmp_path, capsys):
     assert not (tmp_path / LOCK).exists()
 
 
+def test_a_look_at_the_lock_says_what_acquire_would_do_and_changes_nothing(tmp_path):
+    """RunLock.look (a dry run's check): refused where acquire would be, the warning of a takeover
+    where it would take one over, and the folder left exactly as it was."""
+    assert RunLock(str(tmp_path / "none")).look() is None and not (tmp_path / "none").exists()
+    holder = holding_lock(tmp_path, command="train ce")
+    try:
+        with pytest.raises(
+            FolderBusy, match=rf"is being written by pid {holder.pid} on .*train ce"
+        ):
+            RunLock(str(tmp_path)).look()
+    finally:
+        holder.kill()
+        holder.wait()
+    left = (tmp_path / LOCK).read_text()
+    said = RunLock(str(tmp_path)).look()
+    assert f"was left by pid {holder.pid}" in said and "ended without releasing it" in said
+    assert (tmp_path / LOCK).read_text() == left and sorted(os.listdir(tmp_path)) == [LOCK]
+    (tmp_path / LOCK).write_text(json.dumps({"host": "node-17", "pid": 1, "command": "train"}))
+    with pytest.raises(FolderBusy, match="another host"):
+        RunLock(str(tmp_path)).look()
+    (tmp_path / LOCK).unlink()
+    (tmp_path / LOCK).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FolderBusy, match="a symbolic link"):
+        RunLock(str(tmp_path)).look()
+
+
 def test_a_record_without_a_live_holder_is_taken_over_whatever_its_pid(tmp_path, capsys):
     """The kernel's flock, not the pid, says whether a holder lives: a record naming a live pid
     (a pid reused since, or this very process's pid as another PID namespace would see it) is
@@ -963,6 +989,11 @@ def test_the_launchers_checks_say_when_they_take_over_a_killed_runs_lock(tmp_pat
     holder = holding_lock(held)
     holder.kill()
     holder.wait()
+    left = (held / LOCK).read_text()
+    assert preflight(ROOT, [("ce seed 7", args)], dry=True) == []  # a --dry-run's: read only
+    err = capsys.readouterr().err
+    assert f"[sweep] warning: {held / LOCK} was left by pid {holder.pid}" in err
+    assert "a launch takes it over" in err and (held / LOCK).read_text() == left
     assert preflight(ROOT, [("ce seed 7", args)]) == []
     err = capsys.readouterr().err
     assert f"[sweep] warning: {held / LOCK} was left by pid {holder.pid}" in err

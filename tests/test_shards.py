@@ -1058,6 +1058,20 @@ def test_a_missing_tokenizer_is_named_by_the_one_the_shards_were_prepared_with(
     problem = checks.tokenizer_missing(job(str(tmp_path / "tok" / "tokenizer.json")), hint=False)
     assert "names the file: it is the folder that holds tokenizer.json" in problem
     assert problem.endswith(f"{str(tmp_path / 'tok')!r}")
+    assert problem.startswith("model.hf_assets_path ")
+    former = ConfigManager().parse_args(  # torchtitan's former key, which it reads as the new
+        [
+            "--job.config_file",
+            os.path.join(os.path.dirname(__file__), "..", "train_configs", "embedded_default.toml"),
+            "--model.tokenizer_path",
+            str(tmp_path / "tok" / "tokenizer.json"),
+        ]
+    )
+    problem = checks.tokenizer_missing(former, hint=False)
+    assert problem.startswith(
+        "model.tokenizer_path (torchtitan's former key, read as model.hf_assets_path) "
+    )
+    assert "names the file: it is the folder that holds tokenizer.json" in problem
     embedded = ConfigManager().parse_args(
         [
             "--job.config_file",

@@ -382,6 +382,55 @@ class RunLock:
             return self
         raise FolderBusy(f"{self.folder}: could not take the writer's lock {self.path}")
 
+    def look(self) -> str | None:
+        """What `acquire` would do now, read only (a dry run's check; nothing created, taken over
+        or removed): raises its FolderBusy where it would be refused; returns the warning of a
+        lock it would take over, or None where it would take the lock plainly. A moment's look:
+        the holder may start or end before the real acquire."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise FolderBusy(_not_plain(self.path, "a symbolic link")) from None
+            raise
+        with os.fdopen(fd) as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise FolderBusy(_not_plain(self.path, "not a regular file"))
+            if not os.access(self.path, os.W_OK):
+                raise FolderBusy(
+                    f"{self.path}, the writer's lock of {self.folder}, cannot be opened for "
+                    "writing (permission denied): a folder of another user, or a read-only one, "
+                    "cannot take a writer"
+                )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._busy(_holder_soon(self.path)) from None
+            except OSError as e:
+                if e.errno not in NO_FLOCK:
+                    raise
+                holder = _parse(f.read())  # the record alone (_acquire_by_record)
+                if holder and not _is_this_process(holder):
+                    if not (_gone(holder) or job_ended(holder)):
+                        raise self._busy(holder) from None
+                    return f"{self.path} was left by a process that is gone ({describe(holder)})"
+                return None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            left = f.read()
+        if not left.strip():
+            return None
+        holder = _parse(left)
+        ended = None
+        if holder and holder.get("host") != socket.gethostname():
+            if not (ended := job_ended(holder)):
+                raise self._busy(holder)
+        return (
+            f"{self.path} was left by {describe(holder)}, which ended without releasing it "
+            f"({ended or 'no process holds it now'})"
+        )
+
     def _open(self) -> tuple[int | None, bool]:
         """(the lock file open for writing, whether this call created it); (None, False) if it
         was removed between the two looks."""

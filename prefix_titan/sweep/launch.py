@@ -296,7 +296,12 @@ FINISHED = "finished"
 
 
 def preflight(
-    root, runs: list[tuple], device: str | None = None, sweep=None, world: int | None = None
+    root,
+    runs: list[tuple],
+    device: str | None = None,
+    sweep=None,
+    world: int | None = None,
+    dry: bool = False,
 ) -> list[str]:
     """`name: problem` for each run (name, its train_args) that its training would refuse, found
     before any torchrun starts by titan/preflight.py in a process of its own (this floor does not
@@ -308,13 +313,16 @@ def preflight(
     "extra": the overrides after --}: the runs that would start are checked against the runs
     already there in the settings every run of a sweep shares, and the refusals name the
     launch's ways out (titan/preflight.py: check_runs). `world`: the ranks each run starts on
-    (a global batch they cannot split, a checkpoint saved on others: refused). No run: no
-    process."""
+    (a global batch they cannot split, a checkpoint saved on others: refused). `dry`: a
+    --dry-run's check, which takes over no lock a gone process left (it says a launch would).
+    No run: no process."""
     if not runs:
         return []
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.titan.preflight"],
-        input=json.dumps({"runs": runs, "device": device, "sweep": sweep, "world": world}),
+        input=json.dumps(
+            {"runs": runs, "device": device, "sweep": sweep, "world": world, "dry": dry}
+        ),
         cwd=root,
         capture_output=True,
         text=True,
@@ -601,7 +609,8 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
     sweep = {"folder": os.path.abspath(a.sweep_folder), "extra": extra}
-    problems = preflight(a.root, todo, device, sweep, world) + _placed_otherwise(a, starting, world)
+    problems = preflight(a.root, todo, device, sweep, world, a.dry_run)
+    problems += _placed_otherwise(a, starting, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"

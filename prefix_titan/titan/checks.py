@@ -289,6 +289,9 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
     `hint`, where a relative path was read from); None when it can."""
     path = job_config.model.hf_assets_path
     where = relative_hint(path) if hint else ""
+    key = "model.hf_assets_path"
+    if getattr(job_config.model, "tokenizer_path", None) == path:
+        key = "model.tokenizer_path (torchtitan's former key, read as model.hf_assets_path)"
     if os.path.exists(os.path.join(path, "tokenizer.json")):
         return None
     embedded = job_config.training.dataset in EMBEDDED_DATASETS
@@ -296,19 +299,19 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
         return None
     if os.path.basename(os.path.normpath(path)) == "tokenizer.json":
         return (
-            f"model.hf_assets_path {path!r} names the file: it is the folder that holds "
+            f"{key} {path!r} names the file: it is the folder that holds "
             f"tokenizer.json (and tokenizer_config.json): {os.path.dirname(path) or '.'!r}"
         )
     if embedded:
         return (
-            f"model.hf_assets_path {path!r} holds no tokenizer.json{where}. The "
+            f"{key} {path!r} holds no tokenizer.json{where}. The "
             f"embedded BPE is created by itself only at {EMBEDDED_TOKENIZER}; to create it at "
             f"{path!r}, run python scripts/train_tokenizer.py --out {path}"
         )
     made_with = _shards_tokenizer(job_config)
     if made_with:
         return (
-            f"model.hf_assets_path {path!r} holds no tokenizer.json{where}: the shards at "
+            f"{key} {path!r} holds no tokenizer.json{where}: the shards at "
             f"training.dataset_path {job_config.training.dataset_path!r} were prepared with the "
             f"tokenizer of sha256 {made_with[:12]}...; point model.hf_assets_path at the folder "
             "given to prepare's --tokenizer"
@@ -319,7 +322,7 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
             )
         )
     return (
-        f"model.hf_assets_path {path!r} holds no tokenizer.json{where}: get "
+        f"{key} {path!r} holds no tokenizer.json{where}: get "
         f"the Llama-3 tokenizer there with python scripts/download_tokenizer.py --source "
         f"llama-models --out {os.path.abspath(path)} (a script of the prefix_titan repository, "
         "not of the installed package: run it in a checkout of the repository)"

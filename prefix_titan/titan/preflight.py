@@ -77,6 +77,7 @@ def check_runs(
     sweep: dict | None = None,
     records: list | None = None,
     world: int | None = None,
+    dry: bool = False,
 ) -> list[str]:
     """`names: problem` for each problem a run's training would refuse with (the job config's
     checks, its tokenizer and data folders, relative to the working directory, a live writer's
@@ -89,7 +90,8 @@ def check_runs(
     after `--`}: the refusals name the launch's ways out. `records`: where given, (name, dump
     folder, the record it would write) of each run that would start is appended to it (the
     sweep floor compares them with the runs already in the sweep folder). `world`: the ranks
-    each run starts on (None: not checked)."""
+    each run starts on (None: not checked). `dry`: a plan's check, read only: a lock left by a
+    gone process is said to be taken over by a launch, not taken over (RunLock.look)."""
     from torchtitan.config import ConfigManager
 
     from ..objectives.families import FAMILIES, FamilyError
@@ -123,7 +125,11 @@ def check_runs(
                 check_paths(job)
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
                     elsewhere = SWEEP_ELSEWHERE if sweep is not None else None
-                    RunLock(job.job.dump_folder, elsewhere=elsewhere).acquire().release()
+                    lock = RunLock(job.job.dump_folder, elsewhere=elsewhere)
+                    if not dry:
+                        lock.acquire().release()
+                    elif left := lock.look():
+                        print(f"warning: {left}; a launch takes it over", file=sys.stderr)
             except (ValueError, FolderBusy, SystemExit) as e:
                 for problem in getattr(e, "problems", None) or [str(e)]:
                     problems.setdefault(problem, []).append(name)
@@ -220,7 +226,12 @@ def main() -> None:
 
     records: list = []
     problems = check_runs(
-        request["runs"], request.get("device"), request.get("sweep"), records, request.get("world")
+        request["runs"],
+        request.get("device"),
+        request.get("sweep"),
+        records,
+        request.get("world"),
+        bool(request.get("dry")),
     )
     device = request.get("device") or run_device()
     print(json.dumps({"problems": problems, "starting": records, "device": device}))

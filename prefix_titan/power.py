@@ -37,6 +37,10 @@ from .sweep.metrics import METRICS, beyond_widest, detectable_text, metric
 from .sweep.power import plan_rows
 from .sweep.report import plural
 
+MAX_SEEDS = 100
+"""The most seeds per arm `--seeds N` plans for: a larger single number is a seed (as `sweep
+launch --seeds` takes them), not a count"""
+
 EFFECTS = {
     "char composite": 0.05,
     "downstream bits/byte": 0.01,
@@ -128,7 +132,15 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--scale", default="pilot", choices=list(SCALES), help="default: pilot")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per arm planned (>= 2)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[3],
+        metavar="N",
+        help="seeds per arm planned (>= 2), or the seeds themselves as `sweep launch --seeds` "
+        "takes them (their number is planned for)",
+    )
     p.add_argument(
         "--from", dest="runs_dir", type=path_arg, default=None, help="a finished sweep's folder"
     )
@@ -156,6 +168,19 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if not os.path.isdir(a.root):
         p.error(f"--root {a.root}: no such folder (the project folder that holds sweep_arms.toml)")
+    if len(a.seeds) > 1:  # the seeds themselves, as the launch takes them
+        if len(set(a.seeds)) < len(a.seeds):
+            p.error(f"--seeds {' '.join(map(str, a.seeds))} names a seed twice")
+        print(f"--seeds names {len(a.seeds)} seeds: planning for {len(a.seeds)} seeds per arm")
+        a.seeds = len(a.seeds)
+    elif a.seeds[0] > MAX_SEEDS:
+        p.error(
+            f"--seeds {a.seeds[0]}: a number of seeds per arm, 2 to {MAX_SEEDS} (the seeds "
+            f"themselves are counted where several are given: --seeds {a.seeds[0]} "
+            f"{a.seeds[0] + 1} {a.seeds[0] + 2} plans for 3)"
+        )
+    else:
+        a.seeds = a.seeds[0]
     if a.seeds < 2:
         p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
     try:

@@ -237,6 +237,21 @@ def test_a_detectable_difference_beyond_a_metrics_range_is_printed_as_none(seed,
     assert answered, "no null answer to check: try another PREFIX_TITAN_TEST_SEED"
 
 
+def test_power_seeds_is_a_count_or_the_seeds_themselves(capsys, in_project):
+    """`power --seeds` plans for a number of seeds; the seeds as `sweep launch --seeds` takes them
+    are counted, and one seed-like number is refused, not planned for as 1234 seeds."""
+    from prefix_titan.power import main as power
+
+    for argv, says in (
+        (["--seeds", "1234"], "--seeds 1234: a number of seeds per arm, 2 to 100"),
+        (["--seeds", "7", "8", "7"], "--seeds 7 8 7 names a seed twice"),
+        (["--seeds", "1"], "--seeds must be >= 2"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            power(argv)
+        assert e.value.code == 2 and says in capsys.readouterr().err
+
+
 @pytest.mark.slow  # (the power command takes 5-10 s here)
 @pytest.mark.parametrize("seeds, none", [(2, True), (3, False)])
 def test_the_power_table_prints_none_beyond_a_metrics_range(seeds, none, capsys, in_project):
@@ -244,6 +259,11 @@ def test_the_power_table_prints_none_beyond_a_metrics_range(seeds, none, capsys,
 
     power(["--seeds", str(seeds)])
     out = capsys.readouterr().out
+    if seeds == 3:  # the seeds themselves, as the launch takes them: the same plan
+        power(["--seeds", "1234", "1235", "1236"])
+        listed = capsys.readouterr().out
+        assert listed.startswith("--seeds names 3 seeds: planning for 3 seeds per arm\n")
+        assert listed.split("\n", 1)[1] == out
     rows = {
         r.split("|")[1].strip(): r.split("|")[4].strip()
         for r in out.splitlines()

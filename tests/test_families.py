@@ -22,9 +22,36 @@ HAND = [" p", " per", " person", " personal", " personality", "x", None, "y"]
 
 
 def test_builtin_families_are_registry_entries():
-    assert set(FAMILIES) == {"ce", "label_smoothing", "prefix"}
+    assert set(FAMILIES) == {"ce", "label_smoothing", "prefix"} == set(ObjectiveSpec.built_in())
     for name, family in FAMILIES.items():
         assert resolve_family(name) is family
+
+
+def test_a_built_in_family_no_setting_names_is_refused(monkeypatch, tmp_path):
+    """A family added to FAMILIES alone (not to the families= of the settings it reads, nor to
+    READS_NO_SETTING) is refused wherever it is resolved: its settings went unchecked (epsilon
+    0.3 trained) and out of its sweep configs (the arm trained the default 0.1 there)."""
+    from prefix_titan.objectives import spec as spec_module
+    from prefix_titan.objectives.families import family_for
+    from prefix_titan.sweep.configs import user_arm_specs
+
+    def first_char(texts, spec):
+        return FAMILIES["label_smoothing"](texts, spec)
+
+    monkeypatch.setitem(FAMILIES, "first_char", first_char)
+    for call in (
+        lambda: resolve_family("first_char"),
+        lambda: family_for(ObjectiveSpec("first_char", epsilon=0.3)),
+    ):
+        with pytest.raises(ValueError, match="a built-in family .* that no setting of Objective"):
+            call()
+    (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "first_char"\nepsilon = 0.3\n')
+    with pytest.raises(ValueError, match="add 'first_char' to the families= of each setting"):
+        user_arm_specs(tmp_path)
+    monkeypatch.setattr(spec_module, "READS_NO_SETTING", ("ce", "first_char"))
+    assert resolve_family("first_char") is first_char  # declared: it reads no setting
+    with pytest.raises(ValueError, match="does not read objective.epsilon = 0.3"):
+        ObjectiveSpec("first_char", epsilon=0.3).validate()
 
 
 @pytest.fixture

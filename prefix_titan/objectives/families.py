@@ -114,6 +114,14 @@ FAMILIES: dict[str, TargetFamily] = {
 def resolve_family(name: str) -> TargetFamily:
     """The family `objective.name` names: a FAMILIES key, or "package.module:function"."""
     if name in FAMILIES:
+        if name not in ObjectiveSpec.built_in():
+            raise ValueError(
+                f"objective.name {name!r}: a built-in family (FAMILIES, prefix_titan/objectives/"
+                "families.py) that no setting of ObjectiveSpec names: add "
+                f"{name!r} to the families= of each setting it reads in prefix_titan/objectives/"
+                "spec.py, or to READS_NO_SETTING there if it reads none (else its settings would "
+                "go unchecked and its arm names would leave them out)"
+            )
         return FAMILIES[name]
     allowed = f'{", ".join(FAMILIES)}, or an import path "package.module:function"'
     module_name, sep, attr = name.partition(":")

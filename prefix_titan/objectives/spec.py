@@ -33,6 +33,12 @@ EXECUTION = "execution"
 ROLES = (TARGET, WEIGHTING, EXECUTION)
 
 
+READS_NO_SETTING = ("ce",)
+"""The built-in families (families.FAMILIES) that read no setting of ObjectiveSpec; every other
+one is named in the `families=` of each setting it reads. A FAMILIES entry known here by neither
+is refused (families.resolve_family): its settings would go unchecked and out of its arm names."""
+
+
 def option(default, role: str, *, families=None, label=None, order: int = 100, choices=None):
     """A field of ObjectiveSpec and what it is part of.
 
@@ -364,9 +370,10 @@ class ObjectiveSpec:
 
     @classmethod
     def built_in(cls) -> list[str]:
-        """The built-in families the options know: ce and every family an option names."""
+        """The built-in families the options know: those of READS_NO_SETTING and every family an
+        option names (families.FAMILIES must hold exactly these: families.resolve_family)."""
         named = (n for f in dataclasses.fields(cls) for n in (f.metadata.get("families") or ()))
-        return ["ce", *sorted(set(named) - {"ce"})]
+        return [*READS_NO_SETTING, *sorted(set(named) - set(READS_NO_SETTING))]
 
     @classmethod
     def shared(cls) -> tuple[str, ...]:

@@ -1746,6 +1746,30 @@ def test_the_simulator_refuses_an_arm_whose_target_it_does_not_know():
     assert len(runs) == 4
 
 
+def test_a_simulated_arm_of_ones_own_gets_the_folder_the_launch_gives_it(tmp_path):
+    """An import path's arm is written in the folder `sweep launch` gives it (its `:` as `-`,
+    the basename of its config's dump folder), and reads back under its own name."""
+    from prefix_titan.objectives import ObjectiveSpec
+    from prefix_titan.sweep.configs import file_name
+    from prefix_titan.sweep.launch import run_folder
+
+    mine = ObjectiveSpec("my_lab.targets:suffix", epsilon=0.3)
+    sweep = sim.Sweep(
+        arms=(ObjectiveSpec("ce"), mine),
+        items=20,
+        tasks=("piqa",),
+        seeds=(1, 2),
+        embedding_probe=False,
+        gold_mass=((mine.arm_name(), 0.8),),
+    )
+    runs = sim.simulate(sweep, seed=1)
+    folders = sim.write(runs, str(tmp_path))
+    launched = {"job": {"dump_folder": f"outputs/{file_name(mine.arm_name())}"}}
+    assert run_folder(launched, 1, str(tmp_path)) in folders
+    assert sorted(os.listdir(tmp_path)) == ["ce", "my_lab.targets-suffix_epsilon0.3"]
+    assert {r["name"] for r in find_runs(str(tmp_path))} == {"ce", mine.arm_name()}
+
+
 def test_the_variance_screen_has_its_stated_level_under_equal_variances(seed):
     """Each arm's residual variance over the other arms' is F(S - 1, (A - 2)(S - 1)) when the
     arms' variances are equal (seed effects and arm means do not enter), so the 99% screen names a

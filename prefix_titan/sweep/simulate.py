@@ -36,7 +36,7 @@ from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS
 from ..evaluation.probes import BLANK_TASKS, CHOICES, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_atomically, write_json
-from .configs import arm_specs
+from .configs import arm_specs, file_name
 from .runs import group_arms, run_order
 
 
@@ -323,7 +323,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
 
 
 def _record(spec: ObjectiveSpec, seed: int, steps: dict, validation: dict) -> dict:
-    folder = os.path.join("sim", spec.arm_name(), f"seed{seed}")
+    folder = os.path.join("sim", file_name(spec.arm_name()), f"seed{seed}")
     config = {
         "objective": spec.objective(),
         "debug": {"seed": seed},
@@ -346,15 +346,17 @@ group = group_arms  # {arm: {seed: run}} in the sweep's order, every arm at the 
 
 
 def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
-    """The runs as run folders under root (<arm>/seed<S>: run_config.json, the metrics log with
-    the validation rows, and hf/step-N/eval_results.json with its per-item outcomes), as
+    """The runs as run folders under root, <arm>/seed<S> with <arm> written as `sweep launch`
+    writes it (configs.file_name: an import path's `:` as `-`), each with run_config.json, the
+    metrics log with the validation rows, and hf/step-N/eval_results.json with its per-item outcomes), as
     training and `eval` write them; their configs name them under `named` (default: root), where
     a folder built elsewhere is to be moved. Returns the folders."""
     folders = []
     for r in runs:
-        folder = os.path.join(root, r["name"], f"seed{r['seed']}")
+        arm = file_name(r["name"])
+        folder = os.path.join(root, arm, f"seed{r['seed']}")
         os.makedirs(folder, exist_ok=True)
-        final = os.path.join(named or root, r["name"], f"seed{r['seed']}")
+        final = os.path.join(named or root, arm, f"seed{r['seed']}")
         config = {**r["config"], "job": {**r["config"]["job"], "dump_folder": final}}
         write_json(os.path.join(folder, RUN_CONFIG), config)
         rows = [json.dumps({"step": step, **row}) + "\n" for step, row in r["validation"].items()]

@@ -731,6 +731,20 @@ def test_a_sweep_whose_arms_lie_on_no_axis_has_no_trend_section(tmp_path, axis_f
     assert "Trend slopes" not in text
 
 
+def test_a_plan_whose_contrast_lies_on_no_axis_announces_no_trend(tmp_path, axis_family):
+    """The plan section of a sweep whose contrast is a family that reads no tau, under a plan on
+    tau, says no arm lies on the axis instead of announcing a trend along it, as its notes do."""
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        make_run(runs, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(runs, "own", {"name": axis_family, "options": "mode=b"}, 0.01, seed=seed)
+    plan = _axis_plan(tmp_path, "tau", contrast=(f"{axis_family}_modeb",))
+    text = report(str(runs), out=str(tmp_path / "out"), plan=plan)
+    assert "Trend (reported, not claimed)" not in text
+    assert "Trend: none, no arm of the contrast lies on the plan's axis tau." in text
+    assert "no trend along the plan's axis tau: no arm of the contrast" in text
+
+
 def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):
     from prefix_titan.sweep.analysis import analyse, load_plan
     from prefix_titan.sweep.runs import find_runs, group_arms

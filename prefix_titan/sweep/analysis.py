@@ -385,7 +385,14 @@ def runs_began(sweep_dir: str) -> bool:
     return os.path.isdir(sweep_dir) and any(RUN_CONFIG in f for _, _, f in os.walk(sweep_dir))
 
 
-def plan_text(plan: Plan) -> list[str]:
+def plan_text(plan: Plan, unread: bool = False) -> list[str]:
+    """The plan in words and its families' table; `unread`: no arm of the contrast lies on the
+    plan's axis (unread_axis), so no trend along it is announced."""
+    trend = (
+        f"Trend: none, no arm of the contrast lies on the plan's axis {plan.axis}."
+        if unread
+        else f"Trend (reported, not claimed): along {plan.axis}, {plan.axis_scale} scale."
+    )
     lines = [
         f"Question: {plan.question}",
         f"Baseline: {plan.baseline}. Contrast: every arm of {', '.join(plan.contrast)} against it. "
@@ -400,7 +407,7 @@ def plan_text(plan: Plan) -> list[str]:
             else "Each arm - baseline's error: the baseline's residual variance apart from the "
             "other arms' pooled one (variance = baseline_apart). "
         )
-        + f"Trend (reported, not claimed): along {plan.axis}, {plan.axis_scale} scale.",
+        + trend,
         "",
         "| family | primary | exploratory |",
         "|---|---|---|",

@@ -27,6 +27,7 @@ from .analysis import (
     plan_text,
     registered_plan,
     registered_plan_changed,
+    unread_axis,
 )
 from .inference import APART_MIN_SEEDS, seedwise
 from .metrics import beyond_widest, metric, validation_steps
@@ -672,6 +673,7 @@ def report(
         )
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
+    objectives = {arm: next(iter(s.values()))["objective"] for arm, s in arms.items()}
     deviations = plan_deviations(plan_, checkpoints, registered) + subset_deviations
     if deviations:
         a.answer = (
@@ -712,7 +714,7 @@ def report(
         "",
         plan_source(plan, registered),
         "",
-        *plan_text(plan_),
+        *plan_text(plan_, unread=unread_axis(plan_, objectives) is not None),
         "",
         f"Evaluated checkpoints averaged (the last {last} of every run): {steps}; validation "
         f"metrics: the mean of each run's last {last} validation rows, step 1's (after one "

@@ -171,7 +171,8 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
                 weight=lambda V: torch.full((V, 1), 2.0),
                 background=lambda V: torch.full((V,), -1 / V),
             ),
-            "some weights are negative",
+            "the background is negative (every weight and background must be >= 0): row 0 (gold "
+            "'a') (background -0.25 on each of 4 ids)",
         ),
         (
             _family(idx=lambda V: torch.zeros(V, 1, dtype=torch.long)),
@@ -196,7 +197,8 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
         (_family(weight=lambda V: _row(V, {2: float("nan")})), "not all finite: row 2 (gold 'c') "),
         (
             _family(background=lambda V: _row(V, {1: -0.1, 3: -0.5}, 0.0)[:, 0]),
-            "row 1 (gold 'b') (weights",
+            "the background is negative (every weight and background must be >= 0): row 1 (gold "
+            "'b') (background -0.1 on each of 4 ids)",
         ),
         (
             _family(idx=lambda V: torch.tensor([[0], [1], [2], [1]])),
@@ -219,6 +221,70 @@ def test_a_bad_family_is_refused_by_name(monkeypatch, family, message):
     with pytest.raises(ValueError) as e:
         build_target_table(["a", "b", "c", "d"], ObjectiveSpec("bad_lab:bad"))
     assert "target family 'bad_lab:bad'" in str(e.value) and message in str(e.value)
+
+
+def _wide(V: int, K: int, head: list[float]) -> torch.Tensor:
+    """[V, K] weights: one-hot on the gold but row 0, which starts with `head`, then 0s."""
+    out = torch.zeros(V, K)
+    out[:, 0] = 1.0
+    out[0] = 0.0
+    out[0, : len(head)] = torch.tensor(head)
+    return out
+
+
+@pytest.mark.parametrize(
+    "weight,background,message",
+    [
+        (  # a row that sums to 0.9: its nonzero entries, the largest first, not 173 zeros
+            [0.05, 0.8, 0.05],
+            0.0,
+            "row 0 (gold 'a') sums to 0.9, not 1 (id: weight 1: 0.8, 0: 0.05, 2: 0.05; the "
+            "other 173 of its 176 entries 0; background 0 on each of 300 ids)",
+        ),
+        (  # more nonzero entries than are shown: the largest 5, and a count of the rest
+            [0.5, *[0.01] * 5, 0.02, 0.03],
+            0.0,
+            "(id: weight 0: 0.5, 7: 0.03, 6: 0.02, 1: 0.01, 2: 0.01, and 3 more; the other 168 "
+            "of its 176 entries 0;",
+        ),
+        (  # the background is the fault, not the weights
+            [1.0],
+            -9.99e-05,
+            "the background is negative (every weight and background must be >= 0): row 0 "
+            "(gold 'a') (background -9.99e-05 on each of 300 ids)",
+        ),
+        (  # a negative weight: the negative ones, not the whole row
+            [0.7, -0.1, 0.4],
+            0.0,
+            "some weights are negative (every weight and background must be >= 0): row 0 (gold "
+            "'a') (id: weight 1: -0.1; the other 175 of its 176 entries >= 0; background 0 on "
+            "each of 300 ids)",
+        ),
+        (
+            [float("nan"), 0.5],
+            0.0,
+            "weights are not all finite: row 0 (gold 'a') (id: weight 0: nan; the other 175 of "
+            "its 176 entries finite;",
+        ),
+    ],
+)
+def test_a_refused_table_shows_a_few_entries_of_its_row_and_names_its_fault(
+    monkeypatch, weight, background, message
+):
+    """A refusal of a wide table (V = 300, K = 176) shows at most a handful of the bad row's
+    entries, the largest (or the offending) ones, and says how many more there are; a negative
+    background is named as the fault."""
+    V, K = 300, 176
+    module = type(sys)("wide_lab")
+    module.wide = lambda texts, spec: TargetTable(
+        (torch.arange(V)[:, None] + torch.arange(K)) % V,
+        _wide(V, K, weight),
+        _row(V, {0: background}, 0.0)[:, 0],
+    )
+    monkeypatch.setitem(sys.modules, "wide_lab", module)
+    with pytest.raises(ValueError) as e:
+        build_target_table(["a", *["b"] * (V - 1)], ObjectiveSpec("wide_lab:wide"))
+    assert message in str(e.value) and len(str(e.value)) < 400, str(e.value)
 
 
 @pytest.mark.parametrize(

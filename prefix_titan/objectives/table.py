@@ -6,6 +6,7 @@ with idx[y, 0] == y always. Target families (families.py) build one; the loss ke
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
@@ -14,6 +15,9 @@ import torch
 
 MAX_ENTRIES = 1024
 """Most sparse entries per row (K) a family may return: the kernels gather K logits per token."""
+
+SHOWN = 5
+"""Most entries of a row a refusal of a table shows (the largest; it counts the others)"""
 
 
 def indexed(device: torch.device | str) -> torch.device:
@@ -154,18 +158,46 @@ def check_table(
         found = rows.nonzero()
         return int(found[0, 0]) if len(found) else None
 
+    def entries(y: int, picked: torch.Tensor | None = None, others: str = "0") -> str:
+        """`id: weight` of at most SHOWN of row y's entries, those `picked` ([K] bool; default:
+        the nonzero ones), the largest in size (a non-finite one) first, how many more, and what
+        the rest (`others`) are."""
+        values = w[y].double()
+        picked = values != 0 if picked is None else picked
+        ks = sorted(
+            picked.nonzero()[:, 0].tolist(),
+            key=lambda k: -math.inf if not math.isfinite(values[k]) else -abs(float(values[k])),
+        )
+        if not ks:
+            return f"all {K} entries {others}"
+        text = ", ".join(f"{int(idx[y, k])}: {float(values[k]):.6g}" for k in ks[:SHOWN])
+        more = f", and {len(ks) - SHOWN} more" if len(ks) > SHOWN else ""
+        rest = K - len(ks)
+        return f"{text}{more}{f'; the other {rest} of its {K} entries {others}' if rest else ''}"
+
     if (y := first(idx[:, 0] != torch.arange(vocab_size))) is not None:
         raise bad(
             f"idx[y, 0] is not the gold id y in every row: {row(y)} starts with {int(idx[y, 0])}"
         )
     if (y := first(~torch.isfinite(w).all(1) | ~torch.isfinite(b))) is not None:
-        raise bad(
-            f"weights are not all finite: {row(y)} (weights {w[y].tolist()}, background {float(b[y])})"
+        finite = torch.isfinite(w[y])
+        fault = (
+            "weights are not all finite" if not bool(finite.all()) else "a background is not finite"
         )
+        shown = entries(y, ~finite, "finite")
+        raise bad(f"{fault}: {row(y)} (id: weight {shown}; background {float(b[y])})")
     if (y := first((w < 0).any(1) | (b < 0))) is not None:
+        negative = w[y] < 0
+        if not bool(negative.any()):
+            fault, shown = "the background is negative", ""
+        else:
+            fault = "some weights are negative"
+            if float(b[y]) < 0:
+                fault = "the background and some weights are negative"
+            shown = f"id: weight {entries(y, negative, '>= 0')}; "
         raise bad(
-            f"some weights are negative (every weight and background must be >= 0): {row(y)} "
-            f"(weights {w[y].tolist()}, background {float(b[y])})"
+            f"{fault} (every weight and background must be >= 0): {row(y)} ({shown}background "
+            f"{float(b[y]):.6g} on each of {vocab_size} ids)"
         )
     total = b.double() * vocab_size + w.double().sum(1)
     if (y := first((total - 1).abs() > 1e-4)) is not None:
@@ -174,13 +206,8 @@ def check_table(
             if w.dtype in (torch.bfloat16, torch.float16)
             else ""
         )
-        shown = min(K, 8)
-        entries = ", ".join(
-            f"{int(i)}: {float(v):.6g}" for i, v in zip(idx[y, :shown], w[y, :shown])
-        )
-        more = f", ... ({K} in all)" if K > shown else ""
         raise bad(
-            f"{row(y)} sums to {float(total[y]):.6g}, not 1 (id: weight {entries}{more}; background "
+            f"{row(y)} sums to {float(total[y]):.6g}, not 1 (id: weight {entries(y)}; background "
             f"{float(b[y]):.6g} on each of {vocab_size} ids){hint}"
         )
     return table

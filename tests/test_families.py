@@ -293,6 +293,9 @@ def test_a_refused_table_shows_a_few_entries_of_its_row_and_names_its_fault(
         ("focal", "objective.name must be one of ce, label_smoothing, prefix, or an import path"),
         ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
         ("math:no_such_function", "math has no function 'no_such_function'"),
+        ("math:sqr", "math has no function 'sqr' (did you mean 'math:sqrt'?)"),
+        ("math.sqrt", "got 'math.sqrt' (did you mean 'math:sqrt'?)"),
+        ("math.no_such_function", "got 'math.no_such_function'"),
         ("math:", "objective.name must be one of"),
         ("label_smothing", "got 'label_smothing' (did you mean 'label_smoothing'?)"),
         ("Prefix", "got 'Prefix' (did you mean 'prefix'?)"),
@@ -301,6 +304,27 @@ def test_a_refused_table_shows_a_few_entries_of_its_row_and_names_its_fault(
 def test_unknown_family_names_are_refused(name, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         resolve_family(name)
+
+
+def test_a_misspelt_family_of_ones_own_is_told_the_nearest_function(monkeypatch):
+    """A function name the module lacks: the nearest of its functions (not its classes) is
+    suggested; a dot where the colon goes: the colon form, where that module holds it."""
+    module = type(sys)("near_lab")
+    module.first_char_targets = lambda texts, spec: None
+    module.First_Char_Target = type("First_Char_Target", (), {})
+    monkeypatch.setitem(sys.modules, "near_lab", module)
+    for name, message in (
+        ("near_lab:first_char_target", "(did you mean 'near_lab:first_char_targets'?)"),
+        ("near_lab.first_char_targets", "(did you mean 'near_lab:first_char_targets'?)"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            resolve_family(name)
+    with pytest.raises(ValueError) as e:
+        resolve_family("near_lab:First_Char_Targe")  # nearer the class than the function
+    assert str(e.value).endswith("(did you mean 'near_lab:first_char_targets'?)")
+    with pytest.raises(ValueError) as e:
+        resolve_family("near_lab:zzz")
+    assert str(e.value).endswith("near_lab has no function 'zzz'")
 
 
 def test_a_family_that_cannot_take_texts_and_spec_is_refused_when_named(monkeypatch):

@@ -111,6 +111,20 @@ FAMILIES: dict[str, TargetFamily] = {
 """The built-in target families, by `objective.name`."""
 
 
+def _colon_form(name: str) -> str | None:
+    """The import path `package.module:function` of a `name` written with a dot where the colon
+    goes (`package.module.function`), where that module imports and holds that function; else
+    None."""
+    module_name, dot, attr = name.rpartition(".")
+    if not dot or not module_name or not attr.isidentifier():
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:  # what does not import is no module of a family: no suggestion
+        return None
+    return f"{module_name}:{attr}" if callable(getattr(module, attr, None)) else None
+
+
 def resolve_family(name: str) -> TargetFamily:
     """The family `objective.name` names: a FAMILIES key, or "package.module:function"."""
     if name in FAMILIES:
@@ -127,7 +141,8 @@ def resolve_family(name: str) -> TargetFamily:
     module_name, sep, attr = name.partition(":")
     if not sep or not module_name or not attr:
         near = difflib.get_close_matches(name.lower(), list(FAMILIES), n=1)
-        also = f" (did you mean {near[0]!r}?)" if near else ""
+        near = (_colon_form(name) if not sep else None) or (near[0] if near else None)
+        also = f" (did you mean {near!r}?)" if near else ""
         raise ValueError(f"objective.name must be one of {allowed}; got {name!r}{also}")
     try:
         module = importlib.import_module(module_name)
@@ -135,7 +150,14 @@ def resolve_family(name: str) -> TargetFamily:
         raise ValueError(f"objective.name {name!r}: cannot import {module_name!r} ({e})") from e
     family = getattr(module, attr, None)
     if not callable(family):
-        raise ValueError(f"objective.name {name!r}: {module_name} has no function {attr!r}")
+        functions = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and callable(v) and not inspect.isclass(v)
+        ]
+        near = difflib.get_close_matches(attr, functions, n=1)
+        also = f" (did you mean '{module_name}:{near[0]}'?)" if near else ""
+        raise ValueError(f"objective.name {name!r}: {module_name} has no function {attr!r}{also}")
     try:
         inspect.signature(family).bind(None, None)
     except TypeError:

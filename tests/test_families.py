@@ -536,6 +536,27 @@ def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):
             options("fam", text)
 
 
+@pytest.mark.parametrize("word", ["False", "TRUE", "True"])
+def test_a_capitalised_true_or_false_for_a_bool_setting_is_told_the_lower_case_word(
+    monkeypatch, word
+):
+    """Options read only `true` and `false` as booleans: another case of them, for a setting
+    whose default is a bool, is refused with the word to write; for a word setting it is a word."""
+    from prefix_titan.objectives import family_options
+
+    module = type(sys)("case_lab")
+    module.fam = lambda texts, spec, *, skip_space=True, word="a": None
+    monkeypatch.setitem(sys.modules, "case_lab", module)
+    with pytest.raises(ValueError) as e:
+        family_options(ObjectiveSpec("case_lab:fam", options=f"word=b, skip_space = {word}"))
+    assert str(e.value).endswith(
+        f"skip_space = {word!r} is of type str, and 'case_lab:fam' declares skip_space=True "
+        f"(of type bool): write skip_space={word.lower()} (true / false, lower case)"
+    )
+    options = family_options(ObjectiveSpec("case_lab:fam", options=f"word={word}"))
+    assert options == {"word": word}
+
+
 def test_a_bad_family_option_is_refused_before_the_run_starts(tmp_path, docs_family):
     from torchtitan.config import ConfigManager
 

@@ -245,9 +245,17 @@ def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
             value = float(value)
         kinds = (type(default),) if default is not None else (bool, int, float, str)
         if type(value) not in kinds:
+            hint = (  # options read only the lower-case words as true and false, as TOML does
+                f": write {key}={value.lower()} (true / false, lower case)"
+                if type(default) is bool
+                and isinstance(value, str)
+                and value.lower() in ("true", "false")
+                else ""
+            )
             raise ValueError(
                 f"objective.options: {key} = {value!r} is of type {type(value).__name__}, and "
                 f"{spec.name!r} declares {key}={default!r} (of type {type(default).__name__})"
+                f"{hint}"
             )
         out[key] = value
     return out, declared

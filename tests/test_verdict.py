@@ -147,6 +147,20 @@ def _one_family_plan(tmp_path, primary, exploratory, baseline="label_smoothing",
     return load_plan(str(path))
 
 
+def test_a_misspelt_metric_in_a_plan_is_told_the_nearest_and_every_name_quoted(tmp_path):
+    """The metrics a plan may name are listed each quoted (`char acc, blank` holds a comma), after
+    the nearest one; metric() says the same of a name it does not know."""
+    with pytest.raises(ValueError) as e:
+        _one_family_plan(tmp_path, "val CE", ["char acc blank"])
+    said = str(e.value)
+    assert "names the metric 'char acc blank', which does not exist (did you mean " in said
+    assert "(did you mean 'char acc, blank'?); the metrics: 'val CE', 'val CE excess', " in said
+    assert all(repr(name) in said for name in METRICS)
+    with pytest.raises(ValueError) as e:
+        metric("val ce")
+    assert str(e.value).startswith("no metric named 'val ce' (did you mean 'val CE'?); the ")
+
+
 def _records(y: dict, specs) -> dict:
     """{arm: {seed: run}} holding one evaluated step with y[metric][arm, seed] as its accuracy."""
     out = {}

@@ -40,7 +40,14 @@ from ..evaluation.harness import EMBEDDING_PROBE
 from ..evaluation.probes import PROBE_TASKS
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
-from .metrics import METRICS, detectable_text, evaluated_steps, metric, run_value
+from .metrics import (
+    METRICS,
+    detectable_text,
+    evaluated_steps,
+    known_metrics,
+    metric,
+    run_value,
+)
 from .runs import unpaired, unplaced
 
 PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
@@ -184,7 +191,7 @@ def load_plan(path: str | None = None) -> Plan:
             if name not in METRICS:
                 raise ValueError(
                     f"{path}: family {f.name!r} names the metric {name!r}, which does not "
-                    f"exist; the metrics: {', '.join(METRICS)}"
+                    f"exist{known_metrics(name)}"
                 )
     return plan
 

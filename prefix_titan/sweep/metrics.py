@@ -9,6 +9,7 @@ steps is missing (None) for the run.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,9 +291,17 @@ def _catalogue() -> dict[str, Metric]:
 METRICS = _catalogue()
 
 
+def known_metrics(name: str) -> str:
+    """What a refusal of the unknown metric `name` says of the known ones: the nearest (a did
+    you mean), then every one quoted, as some names hold a comma (`char acc, blank`)."""
+    near = difflib.get_close_matches(name, list(METRICS), n=1)
+    also = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"{also}; the metrics: {', '.join(map(repr, METRICS))}"
+
+
 def metric(name: str) -> Metric:
     if name not in METRICS:
-        raise ValueError(f"no metric named {name!r}; the metrics: {', '.join(METRICS)}")
+        raise ValueError(f"no metric named {name!r}{known_metrics(name)}")
     return METRICS[name]
 
 

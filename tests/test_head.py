@@ -290,6 +290,18 @@ def test_head_walks_the_chunk_size_its_objective_names(tables, seed):
         torch.testing.assert_close(g, r, atol=1e-3, rtol=1e-5)
 
 
+def test_the_fused_loss_line_names_its_objective_as_the_unfused_one_does():
+    """The start-up line of a fused loss names the objective, as the unfused `Loss:` line does."""
+    spec = ObjectiveSpec("prefix", tau=0.5)
+    table = build_target_table([" a", " ab", " b", "c"], spec)
+    fused = ObjectiveSpec(**{**vars(spec), "fused_loss": True, "fused_chunk_tokens": 40})
+    assert plan_of(table, spec).describe().startswith(f"Loss: {spec.name} on the model's logits")
+    assert plan_of(table, fused).describe() == (
+        f"Fused loss: {spec.name} computed by the model's head in chunks of 40 tokens "
+        "(objective.fused_chunk_tokens)"
+    )
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_eager_chunk_step_writes_the_gradient_over_the_chunks_logits(tables, dtype, seed):
     """Eager, a chunk of 600 rows walks 3 blocks of 255 (4 MiB of fp32 at V = 4,099): the gradient,

@@ -204,7 +204,7 @@ def test_compiled_loss_and_compiled_fused_head_train_like_eager(tmp_path):
     )
     (_, eager), (log, compiled), (log_f, fused) = runs.values()
     assert "row passes compiled with torch.compile" in log
-    assert "Fused loss: the model's head computes the loss in chunks of 128 tokens (the " in log_f
+    assert "Fused loss: prefix computed by the model's head in chunks of 128 tokens (the " in log_f
     assert "row passes compiled with torch.compile" in log_f
     assert "Compiling each TransformerBlock with torch.compile" in log_f
     for run in (compiled, fused):

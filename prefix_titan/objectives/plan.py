@@ -172,8 +172,8 @@ class LossPlan:
             how = ""
         if self.fused:
             return (
-                f"Fused loss: the model's head computes the loss in chunks of {self.chunk_tokens} "
-                f"tokens ({self.chunk_source}){how}"
+                f"Fused loss: {self.spec.name} computed by the model's head in chunks of "
+                f"{self.chunk_tokens} tokens ({self.chunk_source}){how}"
             )
         return f"Loss: {self.spec.name} on the model's logits{how}"
 

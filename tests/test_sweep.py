@@ -26,7 +26,9 @@ def dry_run(*args, gpus=None, root=None, checks=False):
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     preflight = (
-        launch.preflight if checks else lambda root, runs, device=None, sweep=None, world=None: []
+        launch.preflight
+        if checks
+        else lambda root, runs, device=None, sweep=None, world=None, dry=False: []
     )
     try:
         with (
@@ -619,7 +621,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         return []
 
     monkeypatch.setattr(
-        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None, dry=False: []
     )
     monkeypatch.setattr(launch, "run_queue", run_queue)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -1085,7 +1087,7 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
         return []
 
     monkeypatch.setattr(
-        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None, dry=False: []
     )
     monkeypatch.setattr(launch, "run_queue", run_queue)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -1349,7 +1351,7 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
         return type("Ended", (), {"wait": lambda self: 1})()
 
     monkeypatch.setattr(
-        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None: []
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None, dry=False: []
     )
     monkeypatch.setattr(launch.Children, "start", run)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # (a CPU node: nvidia-smi not asked)

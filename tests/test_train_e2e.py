@@ -241,7 +241,7 @@ def test_fused_loss_trains_like_unfused_under_fsdp_ac_and_accumulation(tmp_path)
         tmp_path, *common, "--objective.fused_loss", *chunks, nproc=2, name="fused"
     )
     assert "dp_shard=2" in log_f
-    assert "the loss in chunks of 40 tokens (objective.fused_chunk_tokens)" in log_f
+    assert "by the model's head in chunks of 40 tokens (objective.fused_chunk_tokens)" in log_f
     assert sorted(fused) == sorted(unfused) == [1, 2, 3, 4]
     for step in unfused:
         assert fused[step] == pytest.approx(unfused[step], rel=1e-5), step

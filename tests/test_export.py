@@ -324,3 +324,35 @@ def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_pat
     with pytest.raises(ValueError, match=r"is the run folder .* that the export reads from"):
         export(config_args(run_dir), str(run_dir / "run"), step, overwrite=True)
     assert sorted(os.listdir(run_dir / "run")) == before
+
+
+def test_a_runs_relative_tokenizer_is_found_from_the_folder_it_was_started_in(
+    tmp_path, monkeypatch, capsys
+):
+    """A run records model.hf_assets_path as its config gives it (./assets/tok, relative to where
+    it started); read from another working directory, the tokenizer is looked for above the run
+    folder, the nearest whose tokenizer.json is the one the run recorded (a different one on the
+    way is passed over); as recorded where none is, and unchanged where it is found from here."""
+    from prefix_titan.evaluation.export import recorded_tokenizer
+    from prefix_titan.runs.checkpoints import sha256
+
+    project = tmp_path / "lab" / "project"
+    (project / "assets" / "tok").mkdir(parents=True)
+    (project / "assets" / "tok" / "tokenizer.json").write_text('{"the": "run\'s"}')
+    run = project / "outputs" / "ce"
+    (run.parent / "assets" / "tok").mkdir(parents=True)  # another tokenizer, nearer the run
+    (run.parent / "assets" / "tok" / "tokenizer.json").write_text('{"another": 1}')
+    run.mkdir()
+    record = {
+        "model": {"hf_assets_path": "./assets/tok"},
+        "data_files": {"tokenizer.json": sha256(str(project / "assets/tok/tokenizer.json"))},
+    }
+    monkeypatch.chdir(tmp_path)
+    assert recorded_tokenizer(record, str(run)) == str(project / "assets" / "tok")
+    assert f"read from {project / 'assets' / 'tok'}, which holds" in capsys.readouterr().err
+    monkeypatch.chdir(project)
+    assert recorded_tokenizer(record, "outputs/ce") == "./assets/tok"  # found from here
+    monkeypatch.chdir(tmp_path)
+    other = {**record, "data_files": {"tokenizer.json": "0" * 64}}
+    assert recorded_tokenizer(other, str(run)) == "./assets/tok"  # none: left to the refusal
+    assert recorded_tokenizer({"model": record["model"]}, str(run)) == "./assets/tok"

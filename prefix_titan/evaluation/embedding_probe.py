@@ -462,7 +462,7 @@ def run_matrices(run_dir: str, checkpoint: str | None = None) -> tuple[dict, str
     from ..model.flavors import flavor_args
     from ..runs.checkpoints import verify_step
     from ..runs.folder import RUN_CONFIG, read_json
-    from .export import latest_step, load_torchtitan_state
+    from .export import latest_step, load_torchtitan_state, recorded_tokenizer
 
     record = read_json(os.path.join(run_dir, RUN_CONFIG), "the run's record", expect=dict)
     folder = os.path.join(run_dir, record["checkpoint"]["folder"])
@@ -471,7 +471,7 @@ def run_matrices(run_dir: str, checkpoint: str | None = None) -> tuple[dict, str
     flavor = record["model"]["flavor"]
     state = load_torchtitan_state(step, flavor_args(flavor), flavor)
     matrices = {"input": state["tok_embeddings.weight"], "output": state["output.weight"]}
-    return matrices, step, record["model"]["hf_assets_path"]
+    return matrices, step, recorded_tokenizer(record, run_dir)
 
 
 def flat_results(result: dict) -> dict:

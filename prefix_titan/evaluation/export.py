@@ -24,8 +24,9 @@ import warnings
 import torch
 
 from ..model.flavors import FLAVORS, flavor_args
-from ..runs.checkpoints import complete_steps, verify_step
+from ..runs.checkpoints import complete_steps, sha256, verify_step
 from ..runs.folder import (
+    DATA_FILES,
     EXPORT_RECORD,
     RUN_CONFIG,
     checkpoint_folder_problem,
@@ -197,7 +198,7 @@ def check_run(
         return run_dir
     record = read_json(recorded, "the run's record", expect=dict)
     model = record.get("model", {})
-    trained_with = os.path.join(str(model.get("hf_assets_path")), "tokenizer.json")
+    trained_with = os.path.join(recorded_tokenizer(record, run_dir), "tokenizer.json")
     given = os.path.join(hf_assets_path, "tokenizer.json")
     if not os.path.isfile(trained_with):
         _log(
@@ -214,13 +215,41 @@ def check_run(
     return run_dir
 
 
+def recorded_tokenizer(record: dict, run_dir: str) -> str:
+    """The folder of the tokenizer a run trained with: its recorded model.hf_assets_path, a
+    relative one read from the working directory; where that holds no tokenizer.json, read from
+    each folder above the run folder (where the run was started, for a dump folder under it),
+    the nearest whose tokenizer.json is the one the run recorded (its sha256 in the record's
+    data files), said in a note. As recorded where none is (check_tokenizer names it)."""
+    path = str((record.get("model") or {}).get("hf_assets_path"))
+    want = (record.get(DATA_FILES) or {}).get("tokenizer.json")
+    if os.path.isabs(path) or os.path.isfile(os.path.join(path, "tokenizer.json")) or not want:
+        return path
+    up = os.path.dirname(os.path.abspath(run_dir))
+    while True:
+        found = os.path.join(up, path, "tokenizer.json")
+        if os.path.isfile(found) and sha256(found) == want:
+            folder = os.path.normpath(os.path.join(up, path))
+            _log(
+                f"note: the run's tokenizer, {path!r} where it was started, is not found from "
+                f"{os.getcwd()}; read from {folder}, which holds the tokenizer it recorded"
+            )
+            return folder
+        if os.path.dirname(up) == up:
+            return path
+        up = os.path.dirname(up)
+
+
 def check_tokenizer(hf_assets_path: str) -> None:
     """Refuse, before any weight is read, a model.hf_assets_path without tokenizer.json."""
     if not os.path.isfile(os.path.join(hf_assets_path, "tokenizer.json")):
         where = "" if os.path.isabs(hf_assets_path) else f" (relative to {os.getcwd()})"
         raise ValueError(
             f"model.hf_assets_path {hf_assets_path!r}{where} holds no tokenizer.json: give the "
-            f"folder of the tokenizer the run trained with (--model.hf_assets_path DIR)"
+            "folder of the tokenizer the run trained with (export's --model.hf_assets_path DIR; "
+            "eval --all-checkpoints and the embedding probe of a run read its record's, found "
+            "from the folder the run was started in or any folder above the run: export the "
+            "step with --model.hf_assets_path, then eval --model the export)"
         )
 
 

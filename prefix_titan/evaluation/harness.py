@@ -1243,7 +1243,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
     """Each step exported (unless it is already) and evaluated on the tasks its results do not
     hold yet with these settings (all of them with `replace`): a run evaluated again, after a
     crash or with one more task, does the work left."""
-    from .export import export, export_run
+    from .export import export, export_run, recorded_tokenizer
 
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))
     settings = evaluation_settings(
@@ -1269,7 +1269,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
             if rc is not None:
                 export_run(
                     rc["model"]["flavor"],
-                    rc["model"]["hf_assets_path"],
+                    recorded_tokenizer(rc, run_dir),
                     rc["training"]["seq_len"],
                     folder,
                     out,

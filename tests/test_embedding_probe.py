@@ -46,11 +46,16 @@ def variant_vocabulary(forms=200, seed=0):
 def test_the_printed_results_of_the_embedding_probe_alone_have_no_empty_table():
     from prefix_titan.evaluation.harness import table
 
-    probe = {"input_letters,none": 0.61, "majority_letters": 0.5}
-    assert table({"results": {"embedding_probe": probe}}) == (
-        "embedding_probe (trained vectors; majority class in brackets): input_letters 0.6100 "
-        "(0.5000)"
-    )
+    probe = {
+        "input_letters,none": 0.61,
+        "input_letters_predictions_permuted,none": 0.12,
+        "input_letters_fresh_init,none": 0.1,
+        "input_letters_shuffled_labels,none": 0.11,
+        "majority_letters": 0.5,
+    }
+    line = table({"results": {"embedding_probe": probe}})
+    assert line.startswith("embedding_probe (trained vectors; in brackets its controls: the ")
+    assert line.endswith(": input_letters 0.6100 (0.1200 / 0.1000)")  # the trained score alone
     both = table({"results": {"piqa": {"acc,none": 0.5}, "embedding_probe": probe}})
     assert both.splitlines()[0].startswith("| task | acc |") and "| piqa | 0.5000 |" in both
 

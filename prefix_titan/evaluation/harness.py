@@ -1097,9 +1097,12 @@ def table(results: dict) -> str:
         trained = [k[: -len(",none")] for k in probe if k.endswith(",none")]
         trained = [k for k in trained if k.partition("_")[2] in TASKS]
         rows.append(
-            f"{EMBEDDING_PROBE} (trained vectors; majority class in brackets): "
+            f"{EMBEDDING_PROBE} (trained vectors; in brackets its controls: the probe's "
+            "predictions permuted within ending and length class, the chance level each score is "
+            "read against, and a fresh init; the constant guesses in the results): "
             + ", ".join(
-                f"{k} {probe[k + ',none']:.4f} ({fmt(probe.get('majority_' + k.partition('_')[2]))})"
+                f"{k} {probe[k + ',none']:.4f} ({fmt(probe.get(k + '_predictions_permuted,none'))}"
+                f" / {fmt(probe.get(k + '_fresh_init,none'))})"
                 for k in trained
             )
         )

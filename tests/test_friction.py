@@ -920,3 +920,41 @@ def test_the_printed_table_gives_the_probes_calibrated_by_their_blank_twins():
         "item; chance as above): char_count 0.3125"
     )
     assert "calibrated" not in harness.table({**results, "calibrated": {}})
+
+
+def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it_evaluates(
+    tmp_path, monkeypatch, capsys
+):
+    """eval --model of an export whose run a live process writes (training on) evaluates, but
+    its copy with the run is refused at the end: it says so before the evaluation, not only
+    after it (at 500M, half an hour of evaluation later)."""
+    import types
+
+    from helpers import holding_lock
+
+    from prefix_titan.runs.folder import EXPORT_RECORD
+
+    run, model = tmp_path / "run", tmp_path / "hf" / "m"
+    run.mkdir()
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
+    said = []
+
+    def fake_harness(*args, **kwargs):
+        said.append(capsys.readouterr().err)
+        return {"results": {"piqa": {"acc,none": 0.5}}, "samples": {}}
+
+    monkeypatch.setattr(harness, "_harness", fake_harness)
+    manager = types.SimpleNamespace(all_tasks=["piqa"], task_index={})
+    holder = holding_lock(run)
+    try:
+        with pytest.raises(ValueError, match="run the same eval again once that writer"):
+            harness.evaluate(str(model), ["piqa"], task_manager=manager)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is being written by pid {holder.pid}" in said[0], said
+    assert "their copy with the run is refused unless it has finished by then" in said[0]
+    harness.evaluate(str(model), ["piqa"], task_manager=manager, replace=True)
+    assert "being written" not in said[1]

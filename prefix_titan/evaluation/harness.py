@@ -31,7 +31,7 @@ from ..runs.folder import (
     write_atomically,
     write_json,
 )
-from ..runs.lock import FolderBusy, RunLock
+from ..runs.lock import FolderBusy, RunLock, describe, writer
 from .probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 from .probes import MIN_ITEMS as PROBE_MIN_ITEMS
 from .probes import SEED as PROBE_SEED
@@ -431,6 +431,16 @@ def evaluate(
             filed = filed_dir(model_dir)
             folders = [model_dir, *([filed] if filed else [])]
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings)
+        filed = filed_dir(model_dir)  # (RUN/evals/step-N)
+        holder = writer(os.path.dirname(os.path.dirname(filed))) if filed else None
+        if holder is not None:
+            print(
+                f"note: the run this model was exported from is being written by "
+                f"{describe(holder)}: the results go to {model_dir}, and their copy with the run "
+                "is refused unless it has finished by then",
+                file=sys.stderr,
+                flush=True,
+            )
         out = {"results": {}, "samples": {}}
         if harness_tasks:
             out = _harness(

@@ -958,3 +958,28 @@ def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it
     assert "their copy with the run is refused unless it has finished by then" in said[0]
     harness.evaluate(str(model), ["piqa"], task_manager=manager, replace=True)
     assert "being written" not in said[1]
+
+
+def test_a_limit_below_the_probes_fewest_items_says_how_many_they_are_built_with(
+    tmp_path, monkeypatch, capsys
+):
+    """--limit 5 reads 5 documents of an lm-eval task, and builds the character probes with their
+    fewest items (30): said, where it was silent."""
+    import types
+
+    from prefix_titan.evaluation.probes import MIN_ITEMS
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    monkeypatch.setattr(
+        harness, "_harness", lambda *a, **k: {"results": {"char_spell": {}}, "samples": {}}
+    )
+    manager = types.SimpleNamespace(all_tasks=["char_spell", "piqa"], task_index={})
+    for limit, said in ((5, True), (MIN_ITEMS, False)):
+        harness.evaluate(str(model), ["char_spell"], limit, task_manager=manager, replace=True)
+        err = capsys.readouterr().err
+        assert (f"--limit {limit} reads {limit} documents" in err) is said, err
+        assert (f"built with {MIN_ITEMS} items each, their fewest" in err) is said
+    harness.evaluate(str(model), ["piqa"], 5, task_manager=manager, replace=True)
+    assert "their fewest" not in capsys.readouterr().err  # no probe asked for

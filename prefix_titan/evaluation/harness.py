@@ -411,6 +411,14 @@ def evaluate(
             raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
         tasks = expand(tasks)
         probes = probes_at_limit(probes_of_export(model_dir, probes, tasks), limit)
+        if limit is not None and limit < probes.items and set(tasks) & set(PROBE_TASKS):
+            print(
+                f"note: --limit {limit} reads {limit} documents of each lm-eval task; the "
+                f"character probes are built with {probes.items} items each, their fewest "
+                "(fewer cannot be balanced), and read whole",
+                file=sys.stderr,
+                flush=True,
+            )
         probe_embeddings = EMBEDDING_PROBE in tasks
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)

@@ -153,8 +153,10 @@ def test_eval_command_end_to_end(exported):
     )
     assert (
         "| winogrande_debiased |" in out.stdout
-        and "| task | acc | acc_norm | chance | bits/byte |" in out.stdout
+        and "| task | acc | ± se | acc_norm | chance | bits/byte |" in out.stdout
     )
+    (row,) = [r for r in out.stdout.splitlines() if r.startswith("| piqa |")]
+    assert row.split("|")[3].strip() == f"{results['piqa']['acc_stderr,none']:.4f}"  # its se
     # Each task beside a uniform guess among its items' choices: WinoGrande and PIQA have two,
     # HellaSwag and ARC-Easy four (the fixtures' own counts).
     chance = json.load(open(exported / "hf" / "eval_results.json"))["chance"]

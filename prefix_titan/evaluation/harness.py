@@ -1085,9 +1085,13 @@ def chance_level(rows: list[dict]) -> float | None:
 
 
 def table(results: dict) -> str:
-    """The results as a Markdown table, beside each task's chance level (`results["chance"]`,
-    where the evaluation recorded it)."""
-    rows = ["| task | acc | acc_norm | chance | bits/byte |", "|---|---:|---:|---:|---:|"]
+    """The results as a Markdown table: each accuracy with its standard error over the items
+    (lm-eval's acc_stderr: a 30-item probe's is about 0.08), beside each task's chance level
+    (`results["chance"]`, where the evaluation recorded it)."""
+    rows = [
+        "| task | acc | ± se | acc_norm | chance | bits/byte |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     chance = results.get("chance") or {}
     bpb = results.get("bits_per_byte") or {}
@@ -1097,7 +1101,8 @@ def table(results: dict) -> str:
             probe = m
             continue
         rows.append(
-            f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_norm,none'))} | "
+            f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_stderr,none'))} | "
+            f"{fmt(m.get('acc_norm,none'))} | "
             f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none', bpb.get(task)))} |"
         )
     if len(rows) == 2:  # no task but the embedding probe: no empty table above its line

@@ -361,3 +361,22 @@ def test_vectors_that_know_a_tokens_derivational_ending_are_not_credited_with_it
     order = ep.within_classes(inflected, len(labels.ids), np.random.default_rng(seed))
     old = ep.scores({t: p[order] for t, p in pred.items()}, labels, 200)["letters"]
     assert trained[1] > old[2], (trained, old)
+
+
+def test_a_checkpoint_that_does_not_exist_is_named_with_the_steps_nearby(tmp_path, capsys):
+    import json
+
+    from prefix_titan.embedding_probe import main
+
+    run = tmp_path / "run"
+    (run / "checkpoint" / "step-40").mkdir(parents=True)
+    record = {"checkpoint": {"folder": "checkpoint"}, "model": {"flavor": "debugmodel"}}
+    (run / "run_config.json").write_text(json.dumps(record))
+    missing = run / "checkpoint" / "step-99"
+    with pytest.raises(SystemExit) as e:
+        main([str(run), "--checkpoint", str(missing)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint {missing} does not exist; step folders nearby: " in err, err
+    assert str(run / "checkpoint" / "step-40") in err and "damaged" not in err, err
+    assert not (run / "evals").exists()

@@ -460,13 +460,14 @@ def run_matrices(run_dir: str, checkpoint: str | None = None) -> tuple[dict, str
     import os
 
     from ..model.flavors import flavor_args
-    from ..runs.checkpoints import verify_step
+    from ..runs.checkpoints import refuse_missing_step, verify_step
     from ..runs.folder import RUN_CONFIG, read_json
     from .export import latest_step, load_torchtitan_state, recorded_tokenizer
 
     record = read_json(os.path.join(run_dir, RUN_CONFIG), "the run's record", expect=dict)
     folder = os.path.join(run_dir, record["checkpoint"]["folder"])
     step = checkpoint or latest_step(folder)
+    refuse_missing_step(step, folder)
     verify_step(step)
     flavor = record["model"]["flavor"]
     state = load_torchtitan_state(step, flavor_args(flavor), flavor)

@@ -24,13 +24,12 @@ import warnings
 import torch
 
 from ..model.flavors import FLAVORS, flavor_args
-from ..runs.checkpoints import complete_steps, sha256, verify_step
+from ..runs.checkpoints import complete_steps, refuse_missing_step, sha256, verify_step
 from ..runs.folder import (
     DATA_FILES,
     EXPORT_RECORD,
     RUN_CONFIG,
     checkpoint_folder_problem,
-    checkpoint_steps,
     fsync_folder,
     fsync_tree,
     read_json,
@@ -607,18 +606,7 @@ def export_run(
         check_model_settings(run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path)
     check_tokenizer(hf_assets_path)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
-    if not os.path.isdir(checkpoint):
-        near = checkpoint_steps(os.path.dirname(os.path.normpath(checkpoint))) or checkpoint_steps(
-            checkpoint_folder
-        )
-        raise ValueError(
-            f"--checkpoint {checkpoint} does not exist; "
-            + (
-                f"step folders nearby: {', '.join(near)}"
-                if near
-                else f"no step folders in {checkpoint_folder}"
-            )
-        )
+    refuse_missing_step(checkpoint, checkpoint_folder)
     recorded = run_dir is not None
     named, step = step_number(out), step_number(checkpoint)
     if named is not None and step is not None and named != step:

@@ -299,12 +299,30 @@ def verify_step(
     """Raise DamagedCheckpoint naming the damaged files of `step_dir` and the newest intact earlier
     step; raise UnverifiedCheckpoint for files without a recorded checksum unless
     `accept_unverified`, then return them (verified by size only)."""
+    refuse_missing_step(step_dir, setting="checkpoint")
     problems, unverified = check_step(step_dir, rank, world)
     if problems:
         raise DamagedCheckpoint(damage_message(step_dir, problems, what))
     if unverified and not accept_unverified:
         raise UnverifiedCheckpoint(unverified_message(step_dir, unverified, what))
     return unverified
+
+
+def refuse_missing_step(
+    step_dir: str, folder: str | None = None, setting: str = "--checkpoint"
+) -> None:
+    """Refuse a checkpoint step folder that does not exist (a mistyped step, not a damaged one),
+    naming the step folders beside it (else those of the checkpoint folder `folder`)."""
+    if os.path.isdir(step_dir):
+        return
+    near = checkpoint_steps(os.path.dirname(os.path.normpath(step_dir)))
+    if not near and folder is not None:
+        near = checkpoint_steps(folder)
+    where = folder or os.path.dirname(os.path.normpath(step_dir))
+    raise ValueError(
+        f"{setting} {step_dir} does not exist; "
+        + (f"step folders nearby: {', '.join(near)}" if near else f"no step folders in {where}")
+    )
 
 
 def _fate(what: str) -> str:

@@ -25,6 +25,7 @@ from .evaluation.embedding_probe import (
     run_matrices,
     table,
 )
+from .evaluation.harness import EMBEDDING_PROBE, refuse_tokenizer
 from .runs.cli import Parser, path_arg
 from .runs.folder import EVALS, RUN_CONFIG, step_number, write_json
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.path.exists(os.path.join(a.folder, "config.json")):
             if a.checkpoint:
                 p.error("--checkpoint is for a run folder; this is an exported model folder")
+            refuse_tokenizer(a.folder, [EMBEDDING_PROBE])  # (its own vocab_size, not a flavor's)
             matrices, tokenizer_dir, out = hf_matrices(a.folder), a.folder, a.folder
         elif os.path.exists(os.path.join(a.folder, RUN_CONFIG)):
             matrices, step, tokenizer_dir = run_matrices(a.folder, a.checkpoint)

@@ -222,6 +222,31 @@ def embedded_tokenizer_at(path) -> str:
     return str(path)
 
 
+def tiny_hf_model(folder, vocab_size: int, tokens: int | None, seed: int = 0):
+    """A tiny random Llama saved with save_pretrained, with a word-level tokenizer.json of
+    `tokens` ids (none: no tokenizer.json)."""
+    import transformers
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(str(folder))
+    if tokens is not None:
+        tok = Tokenizer(WordLevel({f"w{i}": i for i in range(tokens)}, unk_token="w0"))
+        tok.pre_tokenizer = Whitespace()
+        tok.save(os.path.join(folder, "tokenizer.json"))
+    return folder
+
+
 def train(tmp, *overrides, nproc=1, name="run", check=True):
     """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
     embedded_tokenizer_at(tmp / "tokenizer")

@@ -380,3 +380,17 @@ def test_a_checkpoint_that_does_not_exist_is_named_with_the_steps_nearby(tmp_pat
     assert f"--checkpoint {missing} does not exist; step folders nearby: " in err, err
     assert str(run / "checkpoint" / "step-40") in err and "damaged" not in err, err
     assert not (run / "evals").exists()
+
+
+def test_a_models_too_large_tokenizer_is_told_of_its_own_vocab_size_not_a_flavor(tmp_path, capsys):
+    from helpers import tiny_hf_model
+
+    from prefix_titan.embedding_probe import main
+
+    model = tiny_hf_model(tmp_path / "m", vocab_size=48, tokens=64)
+    with pytest.raises(SystemExit) as e:
+        main([str(model)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    assert "64 ids" in err and f"{model / 'config.json'} has vocab_size 48" in err, err
+    assert "flavor" not in err and not (model / "embedding_probe.json").exists(), err

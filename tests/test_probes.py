@@ -1021,3 +1021,68 @@ def test_a_limit_builds_the_probes_with_its_items_and_reads_them_whole(tok, prob
     assert items_read(recorded, "piqa") == "50 (--limit-seed 1234)"
     earlier = {**recorded, "limit_sampling": "stratified by gold"}  # sampled the probes
     assert items_read(earlier, "char_count") == "50 (--limit-seed 1234)"
+
+
+def _contents(folder) -> dict:
+    return {
+        os.path.relpath(os.path.join(d, f), folder): os.path.getmtime(os.path.join(d, f))
+        for d, _, files in os.walk(folder)
+        for f in files
+    }
+
+
+def _eval_main(capsys, *args):
+    from prefix_titan.eval import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    return e.value.code, capsys.readouterr().err
+
+
+def test_eval_refuses_a_tokenizer_with_ids_past_the_models_vocabulary(tmp_path, capsys):
+    from helpers import tiny_hf_model
+
+    model = tiny_hf_model(tmp_path / "m", vocab_size=48, tokens=64)
+    before = _contents(model)
+    tasks = ["--tasks", "char_probes", "embedding_probe", "--limit", "30"]
+    code, err = _eval_main(capsys, "--model", str(model), *tasks)
+    assert code == 2, err
+    assert "IndexError" not in err and "flavor" not in err, err
+    assert f"{model / 'tokenizer.json'} holds token ids up to 63 (64 ids)" in err, err
+    assert f"{model / 'config.json'} has vocab_size 48" in err, err
+    assert "the one it was trained with" in err and "save_pretrained" in err, err
+    assert _contents(model) == before  # nothing written into the model folder
+
+
+def test_an_export_of_a_run_with_too_large_a_tokenizer_is_told_to_take_the_runs(tmp_path):
+    import json
+
+    from helpers import tiny_hf_model
+
+    from prefix_titan.evaluation.harness import refuse_tokenizer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"model": {"hf_assets_path": str(tmp_path / "assets")}}
+    (run / "run_config.json").write_text(json.dumps(record))
+    model = tiny_hf_model(tmp_path / "m", vocab_size=48, tokens=64)
+    source = {"run_dir": str(run), "checkpoint": str(run / "checkpoint" / "step-4"), "step": 4}
+    (model / "export_source.json").write_text(json.dumps(source))
+    with pytest.raises(ValueError) as e:
+        refuse_tokenizer(str(model), ["hellaswag"])
+    message = str(e.value)
+    assert "vocab_size 48" in message and "64 ids" in message, message
+    assert f"an export of run {run}" in message, message
+    assert str(tmp_path / "assets" / "tokenizer.json") in message, message
+    assert "flavor" not in message, message
+
+
+def test_a_model_vocabulary_larger_than_its_tokenizer_is_padding_and_accepted(tmp_path):
+    from helpers import tiny_hf_model
+
+    from prefix_titan.evaluation.harness import expand, refuse_tokenizer
+
+    model = tiny_hf_model(tmp_path / "m", vocab_size=80, tokens=64)
+    refuse_tokenizer(str(model), expand(["char_probes", "embedding_probe"]))
+    exact = tiny_hf_model(tmp_path / "e", vocab_size=64, tokens=64)
+    refuse_tokenizer(str(exact), expand(["char_probes", "embedding_probe"]))

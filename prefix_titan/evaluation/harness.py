@@ -406,6 +406,7 @@ def evaluate(
     is refused before it evaluates, not left to overwrite the first's results."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
+    refuse_tokenizer(model_dir, expand(tasks))  # before the lock, the probes' files, any task
     with RunLock(writer_folder(model_dir)):
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
@@ -764,6 +765,64 @@ def ascii_filter(loaded: dict) -> dict[str, int]:
             )
         changed[name] = n
     return changed
+
+
+TOKENIZER_JSON = "tokenizer.json"
+"""The tokenizer file of a model folder that the probes read (a `tokenizers` tokenizer)"""
+
+
+def refuse_tokenizer(model_dir: str, tasks: list[str]) -> None:
+    """Refuse, before anything is evaluated or written, a model folder whose tokenizer this
+    evaluation of `tasks` (groups spelled out) cannot use: a tokenizer.json holding token ids at
+    or past config.json's vocab_size (the model has no embedding row for them: lm-eval and the
+    probes would index past it). A vocabulary larger than the tokenizer is padding, and fine."""
+    path = os.path.join(model_dir, TOKENIZER_JSON)
+    if not os.path.isfile(path):
+        return
+    config_path = os.path.join(model_dir, "config.json")
+    vocab_size = read_json(config_path, "the model's config", expect=dict).get("vocab_size")
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        return  # (a config without a plain vocab_size: nothing to compare)
+    from tokenizers import Tokenizer
+
+    try:
+        ids = Tokenizer.from_file(path).get_vocab(with_added_tokens=True).values()
+    except Exception as e:  # (tokenizers raises its own exception type)
+        raise ValueError(f"{path} cannot be read as a tokenizer: {e}") from None
+    n = max(ids, default=-1) + 1
+    if n <= vocab_size:
+        return
+    raise ValueError(
+        f"{path} holds token ids up to {n - 1} ({n} ids), but {config_path} has vocab_size "
+        f"{vocab_size}: the model has no embedding row for ids {vocab_size} and up, so it cannot "
+        f"read what this tokenizer writes. {_tokenizer_advice(model_dir)}"
+    )
+
+
+def _tokenizer_advice(model_dir: str) -> str:
+    """What puts a fitting tokenizer into `model_dir`: the run's, for an export of a run; the
+    model's own, for a model brought from elsewhere."""
+    source = read_export_record(model_dir)
+    if source and source.get("run_dir"):
+        run_dir = source["run_dir"]
+        assets = None
+        try:
+            record = read_json(os.path.join(run_dir, RUN_CONFIG), "the run's record", expect=dict)
+            assets = record["model"]["hf_assets_path"]
+        except (ValueError, OSError, KeyError, TypeError):
+            pass
+        where = f" ({os.path.join(assets, TOKENIZER_JSON)})" if isinstance(assets, str) else ""
+        step = source.get("checkpoint") or "its checkpoint"
+        return (
+            f"{model_dir} is an export of run {run_dir}: it needs the run's tokenizer{where}; "
+            f"export {step} again with python -m prefix_titan.export, which writes the run's "
+            f"tokenizer beside the weights."
+        )
+    return (
+        f"Save the tokenizer of this model into {model_dir} (the one it was trained with: "
+        f"transformers.AutoTokenizer.from_pretrained(NAME_OR_FOLDER).save_pretrained"
+        f"({model_dir!r})); another model's tokenizer writes ids this model does not have."
+    )
 
 
 def token_texts(model_dir: str, vocab_size: int) -> list[str | None]:

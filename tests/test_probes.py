@@ -1086,3 +1086,32 @@ def test_a_model_vocabulary_larger_than_its_tokenizer_is_padding_and_accepted(tm
     refuse_tokenizer(str(model), expand(["char_probes", "embedding_probe"]))
     exact = tiny_hf_model(tmp_path / "e", vocab_size=64, tokens=64)
     refuse_tokenizer(str(exact), expand(["char_probes", "embedding_probe"]))
+
+
+def test_eval_refuses_the_probes_of_a_model_without_tokenizer_json(tmp_path, capsys):
+    from helpers import tiny_hf_model
+
+    from prefix_titan.evaluation.harness import refuse_tokenizer
+
+    model = tiny_hf_model(tmp_path / "m", vocab_size=48, tokens=None)
+    (model / "vocab.json").write_text('{"a": 0}')
+    (model / "merges.txt").write_text("#version: 0.2\n")
+    before = _contents(model)
+    for tasks, probes in [
+        (["char_probes"], "the character probes read"),
+        (["char_spell", "embedding_probe"], "the character probes and the embedding probe read"),
+        (["embedding_probe"], "the embedding probe reads"),
+    ]:
+        code, err = _eval_main(capsys, "--model", str(model), "--tasks", *tasks, "--limit", "30")
+        assert code == 2, err
+        assert "FileNotFoundError" not in err, err
+        assert f"{str(model)!r} has no tokenizer.json: {probes} the model's" in err, err
+        assert "it holds vocab.json, merges.txt instead" in err, err
+        assert "(fast) tokenizer's save_pretrained" in err, err
+        assert _contents(model) == before  # nothing written into the model folder
+    refuse_tokenizer(str(model), ["hellaswag"])  # (lm-eval reads the tokenizer its own way)
+    (model / "vocab.json").unlink()
+    (model / "merges.txt").unlink()
+    (model / "tokenizer.model").write_bytes(b"\0")
+    with pytest.raises(ValueError, match="it holds tokenizer.model instead"):
+        refuse_tokenizer(str(model), ["char_count"])

@@ -769,15 +769,21 @@ def ascii_filter(loaded: dict) -> dict[str, int]:
 
 TOKENIZER_JSON = "tokenizer.json"
 """The tokenizer file of a model folder that the probes read (a `tokenizers` tokenizer)"""
+SLOW_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.model", "spiece.model", "vocab.txt")
+"""Files of tokenizers saved without a tokenizer.json, which the probes do not read"""
 
 
 def refuse_tokenizer(model_dir: str, tasks: list[str]) -> None:
     """Refuse, before anything is evaluated or written, a model folder whose tokenizer this
-    evaluation of `tasks` (groups spelled out) cannot use: a tokenizer.json holding token ids at
-    or past config.json's vocab_size (the model has no embedding row for them: lm-eval and the
-    probes would index past it). A vocabulary larger than the tokenizer is padding, and fine."""
+    evaluation of `tasks` (groups spelled out) cannot use: no tokenizer.json where a probe is
+    among them (the probes read that file), or a tokenizer.json holding token ids at or past
+    config.json's vocab_size (the model has no embedding row for them: lm-eval and the probes
+    would index past it). A vocabulary larger than the tokenizer is padding, and fine."""
     path = os.path.join(model_dir, TOKENIZER_JSON)
+    probes = [t for t in tasks if t in (*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE)]
     if not os.path.isfile(path):
+        if probes:
+            raise ValueError(_no_tokenizer_json(model_dir, probes))
         return
     config_path = os.path.join(model_dir, "config.json")
     vocab_size = read_json(config_path, "the model's config", expect=dict).get("vocab_size")
@@ -796,6 +802,23 @@ def refuse_tokenizer(model_dir: str, tasks: list[str]) -> None:
         f"{path} holds token ids up to {n - 1} ({n} ids), but {config_path} has vocab_size "
         f"{vocab_size}: the model has no embedding row for ids {vocab_size} and up, so it cannot "
         f"read what this tokenizer writes. {_tokenizer_advice(model_dir)}"
+    )
+
+
+def _no_tokenizer_json(model_dir: str, probes: list[str]) -> str:
+    named = [
+        *(["the character probes"] if set(probes) - {EMBEDDING_PROBE} else []),
+        *(["the embedding probe"] if EMBEDDING_PROBE in probes else []),
+    ]
+    held = [f for f in SLOW_TOKENIZER_FILES if os.path.isfile(os.path.join(model_dir, f))]
+    instead = f"; it holds {', '.join(held)} instead, which the probes do not read" if held else ""
+    return (
+        f"{model_dir!r} has no {TOKENIZER_JSON}: {' and '.join(named)} "
+        f"{'read' if set(probes) - {EMBEDDING_PROBE} else 'reads'} the model's "
+        f"tokenizer from it{instead}. Save the model's tokenizer with a `tokenizers`-backed "
+        f"(fast) tokenizer's save_pretrained, which writes {TOKENIZER_JSON}: "
+        f"transformers.AutoTokenizer.from_pretrained(NAME_OR_FOLDER, use_fast=True)"
+        f".save_pretrained({model_dir!r})"
     )
 
 

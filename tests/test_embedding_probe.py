@@ -278,12 +278,16 @@ def test_flat_results_name_every_score(seed):
     assert "input_first_shuffled_labels,none" in flat and "input_length_fresh_init_high" in flat
     assert "input_letters_predictions_permuted,none" in flat
     assert set(k for k in flat if k.startswith("majority_")) == {f"majority_{t}" for t in ep.TASKS}
-    # eval's table gives the trained vectors' scores beside the majority class, not a row of "-"
+    # eval's table gives the trained vectors' scores beside their controls, not a row of "-"
     from prefix_titan.evaluation.harness import table
 
     line = table({"results": {"piqa": {"acc,none": 0.5}, "embedding_probe": flat}}).splitlines()[-1]
     for t in ep.TASKS:
-        want = f"input_{t} {flat[f'input_{t},none']:.4f} ({flat[f'majority_{t}']:.4f})"
+        permuted, fresh = (
+            flat[f"input_{t}_predictions_permuted,none"],
+            flat[f"input_{t}_fresh_init,none"],
+        )
+        want = f"input_{t} {flat[f'input_{t},none']:.4f} ({permuted:.4f} / {fresh:.4f})"
         assert want in line, (want, line)
 
 

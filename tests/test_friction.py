@@ -967,11 +967,15 @@ def test_a_limit_below_the_probes_fewest_items_says_how_many_they_are_built_with
     fewest items (30): said, where it was silent."""
     import types
 
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
     from prefix_titan.evaluation.probes import MIN_ITEMS
 
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
+    Tokenizer(WordLevel({"a": 0}, unk_token="a")).save(str(model / "tokenizer.json"))
     monkeypatch.setattr(
         harness, "_harness", lambda *a, **k: {"results": {"char_spell": {}}, "samples": {}}
     )

@@ -987,3 +987,10 @@ def test_a_limit_below_the_probes_fewest_items_says_how_many_they_are_built_with
         assert (f"built with {MIN_ITEMS} items each, their fewest" in err) is said
     harness.evaluate(str(model), ["piqa"], 5, task_manager=manager, replace=True)
     assert "their fewest" not in capsys.readouterr().err  # no probe asked for
+    # a probe without its blank twin: said (no calibrated accuracy without both)
+    assert "char_spell without its blank twin (char_spell_blank)" in err
+    manager.all_tasks.append("char_spell_blank")
+    harness.evaluate(
+        str(model), ["char_spell", "char_spell_blank"], 5, task_manager=manager, replace=True
+    )
+    assert "blank twin" not in capsys.readouterr().err

@@ -420,6 +420,16 @@ def evaluate(
                 file=sys.stderr,
                 flush=True,
             )
+        if alone := [t for t in PROBE_TASKS if t in tasks and f"{t}_blank" not in tasks]:
+            print(
+                f"note: {', '.join(alone)} without {'its' if len(alone) == 1 else 'their'} blank "
+                f"twin{'s' if len(alone) > 1 else ''} ({', '.join(t + '_blank' for t in alone)}): "
+                "a probe's accuracy calibrated by its twin needs both, from this evaluation or "
+                "one already in the folder (--tasks char_probes evaluates every probe with its "
+                "twin)",
+                file=sys.stderr,
+                flush=True,
+            )
         probe_embeddings = EMBEDDING_PROBE in tasks
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)

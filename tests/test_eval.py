@@ -446,7 +446,7 @@ def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
     assert (run / "hf" / "step-2" / "config.json").exists()
     # Each step's table gives the tasks' chance levels (PIQA: two choices), as --model's does.
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| piqa |")]
-    assert len(rows) == 2 and all(r.split("|")[4].strip() == "0.5000" for r in rows), rows
+    assert len(rows) == 2 and all(r.split("|")[5].strip() == "0.5000" for r in rows), rows
     # Again with one more task: only that one is evaluated (a crashed or widened evaluation
     # resumes); the curve holds all three.
     before = (run / "hf" / "step-4" / "eval_items" / "piqa.jsonl").stat().st_mtime_ns

@@ -406,11 +406,11 @@ def evaluate(
     is refused before it evaluates, not left to overwrite the first's results."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
-    refuse_tokenizer(model_dir, expand(tasks))  # before the lock, the probes' files, any task
+    tasks = expand(tasks)
+    refuse_tokenizer(model_dir, tasks)  # before the lock, the probes' files, any task
     with RunLock(writer_folder(model_dir)):
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
-        tasks = expand(tasks)
         probes = probes_at_limit(probes_of_export(model_dir, probes, tasks), limit)
         if limit is not None and limit < probes.items and set(tasks) & set(PROBE_TASKS):
             print(
@@ -446,11 +446,10 @@ def evaluate(
             if task not in PROBE_TASKS + BLANK_TASKS:
                 data_file(data_dir, task)
         settings = evaluation_settings(limit, limit_seed, probes, tasks)
+        filed = filed_dir(model_dir)  # (RUN/evals/step-N)
         if not replace:  # before anything is evaluated: its results and their copy with the run
-            filed = filed_dir(model_dir)
             folders = [model_dir, *([filed] if filed else [])]
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings)
-        filed = filed_dir(model_dir)  # (RUN/evals/step-N)
         holder = writer(os.path.dirname(os.path.dirname(filed))) if filed else None
         if holder is not None:
             print(
@@ -1380,6 +1379,8 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
         # the hub's datasets read (or found in the cache) before a checkpoint is exported: one
         # that cannot be had ends the evaluation before minutes of exports, not after them
         kwargs["task_manager"].load(hub)
+    # the run's tokenizer, found once for every step to export (it may hash a file to find it)
+    tokenizer = recorded_tokenizer(rc, run_dir) if rc is not None and unexported else None
     for ckpt in steps:
         step = os.path.basename(ckpt)
         out = os.path.join(run_dir, EXPORTS, step)
@@ -1387,7 +1388,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
             if rc is not None:
                 export_run(
                     rc["model"]["flavor"],
-                    recorded_tokenizer(rc, run_dir),
+                    tokenizer,
                     rc["training"]["seq_len"],
                     folder,
                     out,

@@ -418,18 +418,7 @@ class RunLock:
                     return f"{self.path} was left by a process that is gone ({describe(holder)})"
                 return None
             fcntl.flock(fd, fcntl.LOCK_UN)
-            left = f.read()
-        if not left.strip():
-            return None
-        holder = _parse(left)
-        ended = None
-        if holder and holder.get("host") != socket.gethostname():
-            if not (ended := job_ended(holder)):
-                raise self._busy(holder)
-        return (
-            f"{self.path} was left by {describe(holder)}, which ended without releasing it "
-            f"({ended or 'no process holds it now'})"
-        )
+            return self._left(f.read())
 
     def _open(self) -> tuple[int | None, bool]:
         """(the lock file open for writing, whether this call created it); (None, False) if it
@@ -461,18 +450,23 @@ class RunLock:
         """With the flock taken: the record a holder left when it ended without releasing (killed,
         out of memory) is taken over with a warning; one from another host is refused (there the
         flock may not reach: that holder may live)."""
+        if said := self._left(left):
+            print(f"warning: {said}; taking it over", file=sys.stderr, flush=True)
+
+    def _left(self, left: str) -> str | None:
+        """What a lock file whose flock no process holds says, `left` its text: None where it is
+        empty, else that its holder ended without releasing it; a record from another host is
+        refused unless its Slurm job is known to have ended (job_ended)."""
         if not left.strip():
-            return
+            return None
         holder = _parse(left)
         ended = None
         if holder and holder.get("host") != socket.gethostname():
             if not (ended := job_ended(holder)):
                 raise self._busy(holder)
-        print(
-            f"warning: {self.path} was left by {describe(holder)}, which ended without "
-            f"releasing it ({ended or 'no process holds it now'}); taking it over",
-            file=sys.stderr,
-            flush=True,
+        return (
+            f"{self.path} was left by {describe(holder)}, which ended without releasing it "
+            f"({ended or 'no process holds it now'})"
         )
 
     def _busy(self, holder: dict | None) -> FolderBusy:

@@ -17,8 +17,9 @@ filed with a run (into RUN_DIR/evals/step-N from an export, or RUN_DIR/hf/step-N
 --limit sample, or with character probes built otherwise, than one the run folder holds already for
 the same task and step is refused before it evaluates, and any other difference is said as soon as
 the results are written. Evaluating other tasks of a model later adds them to its results (same
-settings); an evaluation that would replace one made with other settings is refused before it
-evaluates, unless --replace.
+settings), and the tasks its results hold with these settings are kept, not evaluated again
+(--replace evaluates them again); an evaluation that would replace one made with other settings
+is refused before it evaluates, unless --replace.
 
 --limit N evaluates a random sample of N documents per task, drawn with --limit-seed (the same
 documents for every model evaluated with the same N and seed; the results record both), not the
@@ -184,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="replace an evaluation already in the model folder (or filed with its run) that "
         "was made with other settings (another --limit sample, other probes), whole; without "
-        "it such an evaluation is refused, and one with the same settings keeps its other tasks",
+        "it such an evaluation is refused, and one with the same settings keeps its other tasks; "
+        "also evaluates again the tasks an evaluation with these settings holds (kept without it)",
     )
     p.add_argument("--batch-size", default="auto")
     p.add_argument(

@@ -356,3 +356,41 @@ def test_a_runs_relative_tokenizer_is_found_from_the_folder_it_was_started_in(
     other = {**record, "data_files": {"tokenizer.json": "0" * 64}}
     assert recorded_tokenizer(other, str(run)) == "./assets/tok"  # none: left to the refusal
     assert recorded_tokenizer({"model": record["model"]}, str(run)) == "./assets/tok"
+
+
+def test_an_export_given_the_runs_own_tokenizer_file_does_not_look_for_it_again(
+    tmp_path, monkeypatch, capsys
+):
+    """eval --all-checkpoints finds a run's relative tokenizer once for every step it exports;
+    export's own check of the tokenizer given, the very file the run recorded (its sha256), looked
+    for it again at each step and printed the "read from" note once per step. A tokenizer that is
+    not the run's is still compared with the one the run recorded."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from prefix_titan.evaluation.export import check_run
+    from prefix_titan.runs.checkpoints import sha256
+    from prefix_titan.runs.folder import RUN_CONFIG
+
+    project = tmp_path / "project"
+    tok = project / "assets" / "tok"
+    tok.mkdir(parents=True)
+    Tokenizer(WordLevel({"a": 0, "b": 1}, unk_token="a")).save(str(tok / "tokenizer.json"))
+    run = project / "outputs" / "ce"
+    (run / "checkpoint" / "step-2").mkdir(parents=True)
+    record = {
+        "model": {"hf_assets_path": "./assets/tok"},
+        "data_files": {"tokenizer.json": sha256(str(tok / "tokenizer.json"))},
+    }
+    (run / RUN_CONFIG).write_text(json.dumps(record))
+    monkeypatch.chdir(tmp_path)
+    step = str(run / "checkpoint" / "step-2")
+    for _ in range(3):
+        assert check_run(str(run), str(run / "checkpoint"), step, str(tok)) == str(run)
+    assert "read from" not in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    Tokenizer(WordLevel({"b": 0, "a": 1}, unk_token="a")).save(str(other / "tokenizer.json"))
+    with pytest.raises(ValueError, match="is not the one the run"):
+        check_run(str(run), str(run / "checkpoint"), step, str(other))
+    assert "read from" in capsys.readouterr().err  # the run's own looked for, to compare

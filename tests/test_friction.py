@@ -1,6 +1,7 @@
 """The first hour with the commands: eval's --limit sample, its quiet output and its refusals,
 the test seed line, without a model (lm-eval's own evaluation is faked where it would need one)."""
 
+import functools
 import json
 import os
 import subprocess
@@ -958,6 +959,110 @@ def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it
     assert "their copy with the run is refused unless it has finished by then" in said[0]
     harness.evaluate(str(model), ["piqa"], task_manager=manager, replace=True)
     assert "being written" not in said[1]
+
+
+def test_an_evaluation_run_again_after_its_filing_was_refused_files_it_without_evaluating(
+    tmp_path, monkeypatch, capsys
+):
+    """eval --model of an export whose run was being written keeps its results in the model
+    folder and refuses their copy with the run; the same eval run again once the writer has
+    finished files them: the tasks the model folder holds with these settings are kept, not
+    evaluated again (at 500M, half an hour each), unless --replace."""
+    import types
+
+    from helpers import holding_lock
+
+    from prefix_titan.runs.folder import EVAL_RESULTS, EVALS, EXPORT_RECORD
+
+    run, model = tmp_path / "run", tmp_path / "hf" / "m"
+    run.mkdir()
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
+    asked = []
+
+    def fake_harness(model_dir, tasks, *args):
+        asked.append(list(tasks))
+        # (the probes' present versions; lm-eval's tasks on ASCII-filtered documents)
+        versions = {t: harness.current_version(t) or f"1.0 {harness.ASCII_MARK}" for t in tasks}
+        return {
+            "results": {t: {"acc,none": 0.5} for t in tasks},
+            "samples": {},
+            "versions": versions,
+        }
+
+    monkeypatch.setattr(harness, "_harness", fake_harness)
+    manager = types.SimpleNamespace(all_tasks=["piqa", "arc_easy"], task_index={})
+    holder = holding_lock(run)
+    try:
+        with pytest.raises(ValueError, match="run the same eval again once that writer"):
+            harness.evaluate(str(model), ["piqa"], task_manager=manager)
+    finally:
+        holder.kill()
+        holder.wait()
+    filed = run / EVALS / "step-3" / EVAL_RESULTS
+    assert not filed.exists() and asked == [["piqa"]]
+    capsys.readouterr()
+    results = harness.evaluate(str(model), ["piqa"], task_manager=manager)
+    assert asked == [["piqa"]], asked  # not evaluated again
+    assert f"piqa evaluated already in {model} with these settings, kept" in (
+        capsys.readouterr().err
+    )
+    assert json.loads(filed.read_text())["results"] == {"piqa": {"acc,none": 0.5}}
+    assert results["results"] == {"piqa": {"acc,none": 0.5}}  # (the printed table's)
+    harness.evaluate(str(model), ["piqa", "arc_easy"], task_manager=manager)
+    assert asked[-1] == ["arc_easy"], asked  # only the task not held
+    harness.evaluate(str(model), ["piqa"], task_manager=manager, replace=True)
+    assert asked[-1] == ["piqa"], asked
+
+
+def test_the_limit_decides_nothing_for_tasks_it_does_not_sample(tmp_path, monkeypatch):
+    """The character probes are built with the limit's number of items (at least 30) and read
+    whole, and the embedding probe reads every vector: probes built alike at --limit 5 and 30, or
+    with another --limit-seed, are one evaluation's (they refused each other), while two samples
+    of an lm-eval task still are not; a sampled task's limit stays recorded beside probes
+    evaluated later."""
+    import types
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+
+    from prefix_titan.runs.folder import EVAL_RESULTS
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    Tokenizer(WordLevel({"a": 0}, unk_token="a")).save(str(model / "tokenizer.json"))
+    asked = []
+
+    def fake_harness(model_dir, tasks, *args):
+        asked.append(list(tasks))
+        # (the probes' present versions; lm-eval's tasks on ASCII-filtered documents)
+        versions = {t: harness.current_version(t) or f"1.0 {harness.ASCII_MARK}" for t in tasks}
+        return {
+            "results": {t: {"acc,none": 0.5} for t in tasks},
+            "samples": {},
+            "versions": versions,
+        }
+
+    monkeypatch.setattr(harness, "_harness", fake_harness)
+    manager = types.SimpleNamespace(all_tasks=["char_spell", "piqa"], task_index={})
+    monkeypatch.chdir(tmp_path)
+    evaluate = functools.partial(harness.evaluate, "m", task_manager=manager)
+    evaluate(["char_spell"], 5)
+    evaluate(["char_spell"], 30, limit_seed=7)  # the same probes: kept, not refused
+    assert asked == [["char_spell"]], asked
+    evaluate(["piqa"], 30)
+    recorded = json.loads((model / EVAL_RESULTS).read_text())
+    assert (recorded["limit"], set(recorded["results"])) == (30, {"char_spell", "piqa"})
+    assert recorded["model"] == str(model)  # the folder, not the path as typed
+    evaluate(["char_spell"], 5, replace=True)  # probes evaluated again: piqa's sample kept
+    recorded = json.loads((model / EVAL_RESULTS).read_text())
+    assert recorded["limit"] == 30 and recorded["limit_seed"] == harness.LIMIT_SEED, recorded
+    with pytest.raises(ValueError, match="limit 30, here 40"):
+        evaluate(["piqa"], 40)
+    with pytest.raises(ValueError, match="made with other settings"):
+        evaluate(["char_spell"], 40)  # probes of 40 items: not the 30-item ones held
 
 
 def test_a_limit_below_the_probes_fewest_items_says_how_many_they_are_built_with(

@@ -197,8 +197,11 @@ def check_run(
         return run_dir
     record = read_json(recorded, "the run's record", expect=dict)
     model = record.get("model", {})
-    trained_with = os.path.join(recorded_tokenizer(record, run_dir), "tokenizer.json")
     given = os.path.join(hf_assets_path, "tokenizer.json")
+    want = (record.get(DATA_FILES) or {}).get("tokenizer.json")
+    if want and os.path.isfile(given) and sha256(given) == want:
+        return run_dir  # the very file the run recorded (found once, by the caller, for every step)
+    trained_with = os.path.join(recorded_tokenizer(record, run_dir), "tokenizer.json")
     if not os.path.isfile(trained_with):
         _log(
             f"note: the tokenizer the run recorded ({model.get('hf_assets_path')}) is not here, "

@@ -39,6 +39,10 @@ from .probes import SHOTS as PROBE_SHOTS
 
 EMBEDDING_PROBE = "embedding_probe"
 """The task name of the token-vector probes (embedding_probe.py), run beside lm-eval's tasks"""
+MADE_HERE = frozenset({*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE})
+"""The tasks made here (the character probes, their blank twins, the embedding probe): no
+documents read from the hub, none sampled by --limit (a probe is built with the limit's number of
+items and read whole; the embedding probe reads every token vector)"""
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 LIMIT_SEED = 1234
 """The default seed of a --limit sample (eval --limit-seed)"""
@@ -90,8 +94,7 @@ def hub_tasks(tasks: list[str], data_dir: str | None) -> list[str]:
     with --data-dir; else all but the character probes and the embedding probe, made here."""
     if data_dir is not None:
         return []
-    made_here = {*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}
-    return [t for t in expand(tasks) if t not in made_here]
+    return [t for t in expand(tasks) if t not in MADE_HERE]
 
 
 @dataclass(frozen=True)
@@ -305,8 +308,7 @@ def surely_unknown(tasks: list[str], files: list[str] | None = None) -> list[str
     and refused by `refuse_unknown` in a second, before the hub is asked. A name written
     anywhere, even where it names no task, is left to the full check (`check_tasks` against
     lm-eval's own index, which takes ten seconds or so to build)."""
-    made_here = {*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}
-    left = {t: _written(t) for t in expand(tasks) if t not in made_here}
+    left = {t: _written(t) for t in expand(tasks) if t not in MADE_HERE}
     if not left:
         return []
     files = task_files() if files is None else files
@@ -399,9 +401,12 @@ def evaluate(
     (seeded by `limit_seed`; the same documents for every model). `dtype`: see `model_args`.
     `embedding_probe` among the tasks runs embedding_probe.py on the model's token vectors (its
     results under that name). An evaluation already in the folder keeps the tasks this one does
-    not evaluate again (one results file per model); one made with other settings (another
-    --limit sample, other probes) is refused before anything is evaluated, unless `replace`:
-    then it is replaced whole, its other tasks' items removed. It holds the writer's lock of the
+    not evaluate again (one results file per model), and those of `tasks` it holds with these
+    settings are kept, not evaluated again (`kept_tasks`; all evaluated with `replace`): an
+    evaluation whose filing with its run was refused files them when run again. One made with
+    other settings (another --limit sample, other probes) is refused before anything is
+    evaluated, unless `replace`: then it is replaced whole, its other tasks' items removed. It
+    holds the writer's lock of the
     folder it writes into (`writer_folder`) from first to last: a second evaluation of the model
     is refused before it evaluates, not left to overwrite the first's results."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
@@ -430,8 +435,21 @@ def evaluate(
                 file=sys.stderr,
                 flush=True,
             )
-        probe_embeddings = EMBEDDING_PROBE in tasks
-        harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
+        settings = evaluation_settings(limit, limit_seed, probes, tasks)
+        filed = filed_dir(model_dir)  # (RUN/evals/step-N)
+        if not replace:  # before anything is evaluated: its results and their copy with the run
+            folders = [model_dir, *([filed] if filed else [])]
+            refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings, tasks)
+        done = [] if replace else kept_tasks(os.path.join(model_dir, EVAL_RESULTS), tasks, settings)
+        if done:
+            print(
+                f"note: {', '.join(done)} evaluated already in {model_dir} with these settings, "
+                "kept (--replace evaluates them again)",
+                file=sys.stderr,
+                flush=True,
+            )
+        probe_embeddings = EMBEDDING_PROBE in tasks and EMBEDDING_PROBE not in done
+        harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE and t not in done]
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)
             task_manager = task_manager or task_index()
             check_tasks(harness_tasks, task_manager.all_tasks)
@@ -445,11 +463,6 @@ def evaluate(
         for task in harness_tasks if data_dir is not None else []:  # before the work: local_files
             if task not in PROBE_TASKS + BLANK_TASKS:
                 data_file(data_dir, task)
-        settings = evaluation_settings(limit, limit_seed, probes, tasks)
-        filed = filed_dir(model_dir)  # (RUN/evals/step-N)
-        if not replace:  # before anything is evaluated: its results and their copy with the run
-            folders = [model_dir, *([filed] if filed else [])]
-            refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings)
         holder = writer(os.path.dirname(os.path.dirname(filed))) if filed else None
         if holder is not None:
             print(
@@ -477,7 +490,7 @@ def evaluate(
             out["results"][EMBEDDING_PROBE] = flat_results(probe_matrices(matrices, texts))
             out.setdefault("versions", {})[EMBEDDING_PROBE] = PROBE_VERSION
         results = {
-            "model": model_dir,
+            "model": os.path.abspath(model_dir),  # (found from any working directory)
             "tasks": tasks,
             **settings,
             "results": out["results"],
@@ -494,6 +507,11 @@ def evaluate(
         results["chance"] = {task: chance_level(rows) for task, rows in items.items()}
         written = write_evaluation(model_dir, results, items, replace)
         file_with_run(model_dir, written, items, replace)
+        if done:  # (for the printed table: the kept tasks' results and items beside this one's)
+            items = {**_items_of(model_dir, written, done), **items}
+            for key in ("results", "versions", "chance"):
+                merged = {**(written.get(key) or {}), **results[key]}
+                results[key] = {t: merged[t] for t in tasks if t in merged}
         # (for the printed table: tasks without lm-eval's bits_per_byte have it from their items)
         results["bits_per_byte"] = {task: bits_per_byte(rows) for task, rows in items.items()}
         results["calibrated"] = {  # (for the table: the report computes its own from the items)
@@ -525,15 +543,28 @@ def evaluation_settings(
 ) -> dict:
     """What decides the items an evaluation of `tasks` reads, as its results record it: two
     evaluations of one model with the same settings read the same items of a task. The probes'
-    settings only where a character probe is among the tasks (None otherwise: they decide
-    nothing there)."""
+    settings only where a character probe is among the tasks, the --limit sample's only where a
+    task is sampled (`_sampled`; None otherwise: they decide nothing there, so that probes built
+    alike at --limit 5 and 30, or an embedding probe after a --limit evaluation, are one
+    evaluation's)."""
     probed = any(t in PROBE_TASKS + BLANK_TASKS for t in tasks)
+    limit = limit if _sampled(tasks) else None
     return {
         "limit": limit,
         "limit_seed": None if limit is None else limit_seed,
         "limit_sampling": None if limit is None else LIMIT_SAMPLING,
         "probes": asdict(probes) if probed else None,
     }
+
+
+LIMIT_SETTINGS = ("limit", "limit_seed", "limit_sampling")
+"""The settings of the --limit sample: they decide the items of a sampled task only"""
+
+
+def _sampled(tasks) -> bool:
+    """Whether any of `tasks` (names, or an evaluation's results keyed by them) is sampled by
+    --limit (not MADE_HERE)."""
+    return any(t not in MADE_HERE for t in tasks)
 
 
 def _probed(record: dict) -> bool:
@@ -547,10 +578,10 @@ REPLACE_HINT = (
 )
 
 
-def refuse_replacing(paths: list[str], settings: dict) -> None:
-    """Refuse an evaluation made with `settings` whose results files `paths` hold evaluations
-    made with other ones (replaced_evaluation), naming each."""
-    replaced = [c for path in paths if (c := replaced_evaluation(path, settings))]
+def refuse_replacing(paths: list[str], settings: dict, tasks: list[str]) -> None:
+    """Refuse an evaluation of `tasks` made with `settings` whose results files `paths` hold
+    evaluations made with other ones (replaced_evaluation), naming each."""
+    replaced = [c for path in paths if (c := replaced_evaluation(path, settings, tasks))]
     if replaced:
         raise ValueError(
             "this evaluation would replace earlier ones made with other settings:\n  "
@@ -560,11 +591,24 @@ def refuse_replacing(paths: list[str], settings: dict) -> None:
         )
 
 
-def replaced_evaluation(path: str, settings: dict) -> str | None:
-    """Why writing an evaluation made with `settings` to the results file `path` would replace
-    one made on other items (None: no file there, or the same settings)."""
+def replaced_evaluation(path: str, settings: dict, tasks: list[str]) -> str | None:
+    """Why writing an evaluation of `tasks` made with `settings` to the results file `path` would
+    replace one made on other items (None: no file there, or the same settings)."""
     earlier = _earlier(path)
-    return _other_settings(path, earlier, settings) if earlier else None
+    return _other_settings(path, earlier, settings, tasks) if earlier else None
+
+
+def kept_tasks(path: str, tasks: list[str], settings: dict) -> list[str]:
+    """The tasks among `tasks` that the results file `path` holds from an evaluation with the
+    same settings, at the version evaluated now (not `_unfiltered`, not `_outdated`): evaluated
+    already, kept rather than evaluated again (unless --replace)."""
+    earlier = _earlier(path)
+    if not earlier or _other_settings(path, earlier, settings, tasks) is not None:
+        return []
+    held = earlier.get("results") or {}
+    return [
+        t for t in tasks if t in held and not _unfiltered(earlier, t) and not _outdated(earlier, t)
+    ]
 
 
 def _earlier(path: str) -> dict:
@@ -574,14 +618,17 @@ def _earlier(path: str) -> dict:
     return read_json(path, "an earlier evaluation's results", expect=dict)
 
 
-def _other_settings(path: str, earlier: dict, settings: dict) -> str | None:
-    """Why an evaluation made with `settings` differs from the one `earlier` holds (None: the
-    same items); the probes' settings count only where both evaluated a probe."""
+def _other_settings(path: str, earlier: dict, settings: dict, tasks) -> str | None:
+    """Why an evaluation of `tasks` made with `settings` differs from the one `earlier` holds
+    (None: the same items); the probes' settings count only where both evaluated a probe, the
+    --limit sample's only where both evaluated a sampled task."""
+    both_sampled = _sampled(tasks) and _sampled(earlier.get("results") or {})
     differ = [
         k
         for k in settings
         if _json(earlier.get(k)) != _json(settings[k])
         and not (k == "probes" and (settings[k] is None or not _probed(earlier)))
+        and not (k in LIMIT_SETTINGS and not both_sampled)
     ]
     if not differ:
         return None
@@ -603,7 +650,8 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
     path = os.path.join(folder, EVAL_RESULTS)
     earlier = _earlier(path)
     settings = {k: results.get(k) for k in SETTINGS}
-    conflict = _other_settings(path, earlier, settings) if earlier else None
+    tasks = results.get("tasks") or list(results["results"])  # (the tasks asked for)
+    conflict = _other_settings(path, earlier, settings, tasks) if earlier else None
     if conflict and not replace:
         raise ValueError(conflict + REPLACE_HINT)
     kept = [t for t in earlier.get("results") or {} if t not in results["results"]]
@@ -617,6 +665,8 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
         results = {**results, "tasks": [*kept, *[t for t in results["tasks"] if t not in kept]]}
         if results.get("probes") is None and _probed({"results": dict.fromkeys(kept)}):
             results["probes"] = earlier.get("probes")  # the kept probes' own settings
+        if not _sampled(tasks) and _sampled(kept):  # the kept sample's settings
+            results.update({k: earlier.get(k) for k in LIMIT_SETTINGS})
         for key in (
             *("results", "versions", "n_samples", "chance", "ascii_filtered", "setup"),
             "probe_check",
@@ -836,12 +886,15 @@ def _tokenizer_advice(model_dir: str) -> str:
     model's own, for a model brought from elsewhere."""
     source = read_export_record(model_dir)
     if source and source.get("run_dir"):
+        from .export import recorded_tokenizer  # (torch: not loaded for the commands without it)
+
         run_dir = source["run_dir"]
         assets = None
         try:
             record = read_json(os.path.join(run_dir, RUN_CONFIG), "the run's record", expect=dict)
-            assets = record["model"]["hf_assets_path"]
-        except (ValueError, OSError, KeyError, TypeError):
+            if isinstance((record.get("model") or {}).get("hf_assets_path"), str):
+                assets = recorded_tokenizer(record, run_dir)
+        except (ValueError, OSError, KeyError, TypeError, AttributeError):
             pass
         where = f" ({os.path.join(assets, TOKENIZER_JSON)})" if isinstance(assets, str) else ""
         step = source.get("checkpoint") or "its checkpoint"
@@ -1086,6 +1139,15 @@ def read_items(
     return items
 
 
+def _items_of(folder: str, results: dict, tasks: list[str]) -> dict[str, list[dict]]:
+    """The items of `tasks` in `folder`, checked against the digests its `results` record."""
+    if not tasks:
+        return {}
+    recorded = results.get(ITEM_DIGESTS)  # (None: results written before digests were)
+    digests = None if recorded is None else {t: d for t, d in recorded.items() if t in tasks}
+    return read_items(folder, digests, tasks=tasks)
+
+
 def filed_dir(model_dir: str) -> str | None:
     """The folder of the run the model was exported from where its results are filed
     (RUN/evals/step-N/), or None: the model records no run, or lies inside it."""
@@ -1110,10 +1172,7 @@ def file_with_run(
     if out is None:
         return None
     named = [t for t in results.get("results") or {} if t not in (items or {})]
-    recorded = results.get(ITEM_DIGESTS)  # (None: results written before digests were)
-    digests = None if recorded is None else {t: d for t, d in recorded.items() if t in named}
-    earlier = read_items(model_dir, digests, tasks=named) if named else {}
-    items = {**earlier, **(items or {})}
+    items = {**_items_of(model_dir, results, named), **(items or {})}
     run_dir, model = read_export_record(model_dir)["run_dir"], os.path.abspath(model_dir)
     path = os.path.join(out, EVAL_RESULTS)
     try:
@@ -1348,6 +1407,7 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         refuse_replacing(
             [os.path.join(run_dir, EXPORTS, os.path.basename(s), EVAL_RESULTS) for s in steps],
             settings,
+            tasks,
         )
     try:
         with RunLock(run_dir):
@@ -1402,16 +1462,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
                     checkpoint=ckpt,
                 )
         path = os.path.join(out, EVAL_RESULTS)
-        earlier = {} if kwargs.get("replace") else _earlier(path)
-        same = bool(earlier) and _other_settings(path, earlier, settings) is None
-        done = [
-            t
-            for t in tasks
-            if same
-            and t in (earlier.get("results") or {})
-            and not _unfiltered(earlier, t)
-            and not _outdated(earlier, t)
-        ]
+        done = [] if kwargs.get("replace") else kept_tasks(path, tasks, settings)
         todo = [t for t in tasks if t not in done]
         if todo:
             results = evaluate(out, **{**kwargs, "tasks": todo})

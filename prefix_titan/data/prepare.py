@@ -63,32 +63,67 @@ def iter_rows(path: str, start: int):
         for i, text in enumerate(embedded_documents()[start:], start):
             yield i, f"embedded-{i}", text
     elif path.endswith(".parquet"):
+        import pyarrow
         import pyarrow.parquet as pq
 
         with _open(path) as f:
+            try:
+                data = pq.ParquetFile(f)
+            except pyarrow.ArrowException as e:  # not parquet, or cut short
+                raise ValueError(
+                    f"{path} is not a readable parquet file ({type(e).__name__}: {e}): repair "
+                    "the file or leave it out of --source"
+                ) from None
+            names = data.schema_arrow.names
+            if "text" not in names:
+                raise ValueError(
+                    f"{path} has no `text` column (its columns: {', '.join(names) or 'none'}): "
+                    "a parquet file of --source holds its documents in `text` (and optionally "
+                    "an `id`); repair the file or leave it out of --source"
+                )
+            columns = ["text", "id"] if "id" in names else ["text"]
             row = 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=["text", "id"]):
+            for batch in data.iter_batches(batch_size=4096, columns=columns):
                 n = batch.num_rows
                 if row + n > start:
                     cols = batch.to_pydict()
+                    ids = cols["id"] if "id" in cols else range(row, row + n)  # (none: the row)
                     for k in range(max(0, start - row), n):
-                        yield row + k, cols["id"][k], _text(cols["text"][k], path, f"row {row + k}")
+                        yield row + k, ids[k], _text(cols["text"][k], path, f"row {row + k}")
                 row += n
     else:  # JSON lines, gzip-compressed where the name ends in .gz
-        with _open(path) as raw, gzip.open(raw) if path.endswith(GZIP) else raw as f:
-            for i, line in enumerate(f):
-                if i >= start and line.strip():  # (a blank line holds no document)
-                    try:
-                        doc = json.loads(line)
-                        doc_id, text = doc.get("id", i), doc["text"]
-                    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-                        raise ValueError(
-                            f"{path} line {i + 1} is not a JSON object with a `text` (and "
-                            f"optionally an `id`) ({type(e).__name__}: {e}): a .json or .jsonl "
-                            "file (or .jsonl.gz) is read as JSON Lines, one object per line; repair the file or "
-                            "leave it out of --source"
-                        ) from None
-                    yield i, doc_id, _text(text, path, f"line {i + 1}")
+        yield from _json_rows(path, start)
+
+
+def _json_rows(path: str, start: int):
+    """(line index, id, text) of a JSON Lines file (gzip-compressed where its name ends in .gz)
+    from line `start` on; a line, or a compressed stream, that cannot be read is refused, naming
+    the file (and the line)."""
+    with _open(path) as raw, gzip.open(raw) if path.endswith(GZIP) else raw as f:
+        lines = enumerate(f)
+        while True:
+            try:
+                i, line = next(lines)
+            except StopIteration:
+                return
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # damaged or cut short
+                raise ValueError(
+                    f"{path} cannot be decompressed ({type(e).__name__}: {e}): a .gz file of "
+                    "--source is read as gzip-compressed JSON Lines; repair the file or leave it "
+                    "out of --source"
+                ) from None
+            if i >= start and line.strip():  # (a blank line holds no document)
+                try:
+                    doc = json.loads(line)
+                    doc_id, text = doc.get("id", i), doc["text"]
+                except (ValueError, KeyError, TypeError, AttributeError) as e:  # (JSON or UTF-8)
+                    raise ValueError(
+                        f"{path} line {i + 1} is not a JSON object with a `text` (and "
+                        f"optionally an `id`) ({type(e).__name__}: {e}): a .json or .jsonl "
+                        "file (or .jsonl.gz) is read as JSON Lines, one object per line; repair "
+                        "the file or leave it out of --source"
+                    ) from None
+                yield i, doc_id, _text(text, path, f"line {i + 1}")
 
 
 def _text(text, path: str, where: str) -> str:
@@ -112,11 +147,15 @@ def hub_source(source: str) -> bool:
     return not local and not os.path.isdir(source)
 
 
-def source_files(source: str, revision: str | None = None) -> tuple[list[str], str]:
+def source_files(
+    source: str, revision: str | None = None, out: str | None = None
+) -> tuple[list[str], str]:
     """(sorted data files, revision) of a hub dataset, a local folder, or the embedded corpus. A
     hub dataset's revision (a branch, tag or commit; None: main) is resolved to its commit once,
     and its files are listed and read at that commit: what the manifest records is what was
-    read, and a commit upstream during a long prepare changes nothing."""
+    read, and a commit upstream during a long prepare changes nothing. A local folder's files
+    under `out` (the prepare's own --out inside it: its manifest.json and progress.json) are no
+    data: listed, they would change the files between a prepare and its rerun."""
     from .fineweb import list_data_files
 
     if source == "embedded":
@@ -140,6 +179,9 @@ def source_files(source: str, revision: str | None = None) -> tuple[list[str], s
         if revision is not None:
             raise ValueError(f"--revision is for a hub dataset; --source {source!r} is a folder")
         files, sha = list_data_files(source), "local"
+        if out is not None:
+            own = os.path.realpath(out)
+            files = [f for f in files if not os.path.realpath(f).startswith(own + os.sep)]
     else:
         from huggingface_hub import HfApi
 
@@ -175,18 +217,38 @@ def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None
     return revision if asked is None or asked in (revision, began) else None
 
 
+def _few(names: list) -> str:
+    return ", ".join(map(str, names[:3])) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
+
+
+def _differences(recorded: dict, asked: dict) -> str:
+    """Each setting of `asked` that `recorded` (a manifest, or an unfinished prepare's settings)
+    holds otherwise, with both values; for the files, which were read there and not now, and
+    the other way round."""
+    shown = []
+    for k in asked:
+        there, here = recorded.get(k), asked[k]
+        if there == here:
+            continue
+        if isinstance(here, list):
+            there = there if isinstance(there, list) else []
+            new = [f for f in here if f not in there]
+            gone = [f for f in there if f not in here]
+            parts = [f"{len(new)} not there before ({_few(new)})"] if new else []
+            parts += [f"{len(gone)} there before, not now ({_few(gone)})"] if gone else []
+            shown.append(f"{k} differ: " + ("; ".join(parts) or "in another order"))
+        else:
+            shown.append(f"{k} {there!r} there, {here!r} asked")
+    return "; ".join(shown)
+
+
 def _finished(out: str, settings: dict) -> dict:
     """The manifest of the finished shards in `out` where they were made with `settings` (those
     it names: nothing to do), else refused naming each that differs."""
     done = load_manifest(out)
-    differ = [k for k in settings if done.get(k) != settings[k]]
-    if differ:
-        shown = "; ".join(
-            f"{k} {done.get(k)!r} there, {settings[k]!r} asked"
-            if not isinstance(settings[k], list)
-            else f"{k} differ"
-            for k in differ
-        )
+    if shown := _differences(done, settings):
         raise ValueError(
             f"{out!r} already holds finished shards ({MANIFEST}) made with other settings "
             f"({shown}); choose another --out"
@@ -392,10 +454,16 @@ def prepare(
         return _finished(out, settings)
     # resuming: the commit it began reading, not the newest (a branch moves)
     revision = _unfinished_revision(out, source, asked) or revision
-    files, revision = source_files(source, revision)
+    files, revision = source_files(source, revision, out)
     first = {k: settings.pop(k) for k in ("split", "source")}
     settings = {**first, "revision": revision, "files": files, **settings}  # (the manifest's order)
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:  # a file where a folder above it should be, no permission, ...
+        raise ValueError(
+            f"--out {out!r} cannot be created ({type(e).__name__}: {e.strerror or e}): give a "
+            "folder that can be (new, or an unfinished prepare's)"
+        ) from None
     # one prepare writes into --out at a time: two with other settings would mix their shards
     with RunLock(out):
         if os.path.exists(os.path.join(out, MANIFEST)):
@@ -427,10 +495,10 @@ def prepare(
                     "remove it or choose another --out, and prepare again"
                 )
             if state["settings"] != settings:
-                changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
                 raise ValueError(
-                    f"{out!r} holds an unfinished run with other settings ({', '.join(changed)}): "
-                    "re-run with the same settings or choose another --out"
+                    f"{out!r} holds an unfinished run with other settings "
+                    f"({_differences(state['settings'], settings)}): re-run with the same "
+                    "settings or choose another --out"
                 )
         writers = {
             s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS

@@ -1,0 +1,114 @@
+"""prepare's local inputs: a data file it cannot read is refused naming the file, an `--out`
+inside `--source` is not read as data, and a refused rerun names the values that differ."""
+
+import gzip
+import json
+import os
+
+import pytest
+
+from prefix_titan.data.prepare import prepare
+from prefix_titan.data.shards import ShardedTokens
+
+KW = dict(tokens=10**9, val_tokens=10**9, val_every=5, shard_tokens=4000, progress=False)
+TEXTS = [f"Document {i}: caf\u00e9 \u65e5\u672c and the strawberry problem." for i in range(60)]
+
+
+def write_parquet(path, columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+
+
+def tokens(out):
+    return [ShardedTokens(out, split)[:].tolist() for split in ("train", "validation")]
+
+
+def test_a_parquet_file_without_ids_is_read_like_one_with_them(tmp_path, embedded_tokenizer_dir):
+    """`id` is optional in parquet as in JSON Lines: the split goes by the text alone."""
+    os.makedirs(tmp_path / "a")
+    os.makedirs(tmp_path / "b")
+    write_parquet(tmp_path / "a" / "x.parquet", {"text": TEXTS, "id": [str(i) for i in range(60)]})
+    write_parquet(tmp_path / "b" / "x.parquet", {"text": TEXTS})
+    for name in ("a", "b"):
+        prepare(str(tmp_path / name), embedded_tokenizer_dir, str(tmp_path / f"out_{name}"), **KW)
+    assert tokens(str(tmp_path / "out_a")) == tokens(str(tmp_path / "out_b"))
+    assert sum(map(len, tokens(str(tmp_path / "out_b")))) > 0
+
+
+def damaged():
+    """(file name, its writer, what the refusal must say) of files prepare cannot read."""
+    return [
+        ("notext.parquet", lambda p: write_parquet(p, {"body": ["x"], "id": ["1"]}),
+         r"notext.parquet has no `text` column \(its columns: body, id\)"),
+        ("cut.parquet", lambda p: p.write_bytes(b"PAR1" + b"\0" * 40),
+         r"cut.parquet is not a readable parquet file"),
+        ("notgzip.jsonl.gz", lambda p: p.write_bytes(b"not gzip at all"),
+         r"notgzip.jsonl.gz cannot be decompressed"),
+        ("cutgzip.jsonl.gz", lambda p: p.write_bytes(gzip.compress(b'{"text": "a"}\n' * 50)[:30]),
+         r"cutgzip.jsonl.gz cannot be decompressed"),
+        ("latin1.jsonl", lambda p: p.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n'),
+         r"latin1.jsonl line 2 is not a JSON object"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_a_data_file_that_cannot_be_read_is_refused_naming_it(
+    tmp_path, embedded_tokenizer_dir, case
+):
+    name, write, words = damaged()[case]
+    os.makedirs(tmp_path / "src")
+    write(tmp_path / "src" / name)
+    with pytest.raises(ValueError, match=words):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_an_out_inside_the_source_is_not_read_as_data(tmp_path, embedded_tokenizer_dir):
+    """The prepare's own manifest.json and progress.json are .json files of the source folder:
+    listed, they made a rerun (finished: 'nothing to do'; unfinished: resume) 'other settings'."""
+    src, out = tmp_path / "src", tmp_path / "src" / "shards"
+    os.makedirs(src)
+    write_parquet(src / "000.parquet", {"text": TEXTS, "id": [str(i) for i in range(60)]})
+    (src / "001.jsonl").write_text('{"text": "fine"}\n{"text": broken}\n')
+    with pytest.raises(ValueError, match="001.jsonl line 2"):  # stops after the first file
+        prepare(str(src), embedded_tokenizer_dir, str(out), **{**KW, "batch_docs": 8})
+    assert (out / "progress.json").exists()
+    (src / "001.jsonl").write_text('{"text": "fine"}\n{"text": "repaired"}\n')
+    done = prepare(str(src), embedded_tokenizer_dir, str(out), **{**KW, "batch_docs": 8})
+    assert done["files"] == [str(src / "000.parquet"), str(src / "001.jsonl")]
+    assert done["documents_read"] == 62
+    again = prepare(str(src), embedded_tokenizer_dir, str(out), **KW)  # nothing to do
+    assert again == done
+
+
+def test_a_refused_rerun_names_what_differs_with_both_values(tmp_path, embedded_tokenizer_dir):
+    src = tmp_path / "src"
+    os.makedirs(src)
+    write_parquet(src / "000.parquet", {"text": TEXTS})
+    (src / "001.jsonl").write_text('{"text": "fine"}\n{"text": broken}\n')
+    with pytest.raises(ValueError, match="001.jsonl line 2"):  # leaves an unfinished prepare
+        prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    (src / "001.jsonl").unlink()
+    with pytest.raises(
+        ValueError,
+        match=r"unfinished run with other settings \(files differ: 1 there before, not now "
+        r"\(.*001.jsonl\); budget_tokens 1000000000 there, 5000 asked\)",
+    ):
+        prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), **{**KW, "tokens": 5000})
+
+
+def test_an_out_below_a_file_is_refused_naming_it(tmp_path, embedded_tokenizer_dir):
+    write_parquet(tmp_path / "x.parquet", {"text": TEXTS})
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "shards"
+    with pytest.raises(ValueError, match=r"--out '.*a_file/shards' cannot be created"):
+        prepare(str(tmp_path), embedded_tokenizer_dir, str(out), **KW)
+
+
+def test_the_json_lines_of_a_source_still_refuse_a_bad_line(tmp_path, embedded_tokenizer_dir):
+    os.makedirs(tmp_path / "src")
+    (tmp_path / "src" / "a.jsonl").write_text(json.dumps({"text": None}) + "\n")
+    with pytest.raises(ValueError, match=r"a.jsonl line 1: its `text` is None"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)

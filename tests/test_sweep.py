@@ -118,12 +118,13 @@ def test_multi_node_keeps_the_global_batch():
     assert "--rdzv_id=prefix_titan_500M_ce_seed1234" in lines[0]
 
 
-@pytest.mark.parametrize("nodes", [1, 4])
-def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes):
+@pytest.mark.parametrize(("nodes", "scale"), [(1, []), (4, []), (1, ["--scale", "pilot"])])
+def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes, scale):
     """scripts/sweep.sbatch under stand-ins for Slurm's commands: on one node (its default) it
     passes no rendezvous, which the launcher refused with --nnodes 1; on several, the head node's
     address with a port of the job's; srun gets the task's CPUs and ends every node on a
-    failure. The launch it would run is then planned by the launcher itself."""
+    failure. The launch it would run is then planned by the launcher itself, the pilot's too
+    (its runs side by side: a --nproc-per-node of the script's was refused there)."""
     import shlex
 
     bin_dir = tmp_path / "bin"
@@ -140,7 +141,7 @@ def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes):
         "SLURM_JOB_NODELIST": "gpu-a[01-02]",
         "SLURM_JOB_ID": "123456",
         "SLURM_CPUS_PER_TASK": "64",
-        "SWEEP_ARGS": "--seeds 1 2",
+        "SWEEP_ARGS": " ".join([*scale, "--seeds", "1", "2"]),
     }
     script = ROOT / "scripts" / "sweep.sbatch"
     subprocess.run(["bash", str(script)], env=env, check=True, cwd=tmp_path)

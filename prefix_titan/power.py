@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--seeds must be >= 2 (one seed measures no training noise); got {a.seeds}")
     try:
         plan = load_plan(a.plan or (registered_plan(a.runs_dir) if a.runs_dir else None))
-        names = [f.primary for f in plan.families] + ["downstream acc", *DEFAULT_TASKS]
+        # one row per metric: a plan's primary may be one of the tasks (arc_easy), listed once
+        names = list(
+            dict.fromkeys([f.primary for f in plan.families] + ["downstream acc", *DEFAULT_TASKS])
+        )
         effects = {**EFFECTS, **dict(a.effect)}
         unknown = [n for n in dict(a.effect) if n not in names]
         if unknown:

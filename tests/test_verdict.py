@@ -1340,6 +1340,28 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
 
 
+def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, in_project):
+    """A plan whose primary is one of the tasks the table lists anyway (arc_easy) gets one row
+    for it, as its primary (it was printed twice, the second time again as the primary)."""
+    import pathlib
+
+    from prefix_titan import sweep
+    from prefix_titan.power import main
+
+    text = (pathlib.Path(sweep.__file__).parent / "analysis_plan.toml").read_text()
+    task = '"winogrande_debiased", "arc_easy",'
+    assert 'primary = "downstream bits/byte"' in text and task in text
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        text.replace('primary = "downstream bits/byte"', 'primary = "arc_easy"').replace(
+            task, '"winogrande_debiased", "downstream bits/byte",'
+        )
+    )
+    main(["--seeds", "3", "--plan", str(plan), "--arms", "label_smoothing", "prefix_tau0.5"])
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| arc_easy |")]
+    assert len(rows) == 1 and "| primary, alpha/1 |" in rows[0], rows
+
+
 @pytest.mark.slow
 def test_the_power_command_reads_an_effect_of_either_sign_and_refuses_none(capsys, in_project):
     """A lower-is-better metric's effect given negative needs the seeds the positive one needs

@@ -886,7 +886,8 @@ def test_a_hub_prepare_reads_and_resumes_at_the_commit_it_began(
 
 SETTINGS = (
     *("split", "source", "revision", "files", "tokenizer_sha256", "vocab_size", "dtype"),
-    *("bos_id", "eos_id", "budget_tokens", "budget_val_tokens", "val_every", "shard_tokens"),
+    *("bos_id", "eos_id", "special_text", "budget_tokens", "budget_val_tokens", "val_every"),
+    "shard_tokens",
 )
 """The settings a prepare records in progress.json (and copies into its manifest)"""
 
@@ -1110,3 +1111,59 @@ def test_a_damaged_shard_one_rank_finds_is_refused_by_every_rank(tmp_path):
     error = ValueError("x")
     assert first_of_every_rank(error) is error and first_of_every_rank(None) is None
     mp.spawn(_one_rank_finds_the_damage, args=(2, str(tmp_path / "store")), nprocs=2, join=True)
+
+
+def test_text_that_spells_a_special_token_is_encoded_as_text(tmp_path, embedded_tokenizer_dir):
+    """A document quoting `<|end_of_text|>` (a chat template, a page about tokenizers) was encoded
+    with that special token inside it: an EOS and a BOS in the middle of the document, which
+    document masking cut in two. Every path encodes such text as the text it is (the shards, the
+    run's tokenizer, which the streamed dataset and the embedded corpus use): each document holds
+    exactly one BOS, first, and one EOS, last, and decodes to its text."""
+    import types
+
+    from prefix_titan.data.tokenizers import BOS, EOS, SPECIAL_TEXT
+    from prefix_titan.titan.tokenizer import build_tokenizer
+
+    texts = [f"a chat template: {BOS}user{EOS} and more", f"{EOS}", f"plain {BOS}{BOS} text"]
+    texts += [" ".join(["the letter data"] * (i % 7 + 1)) for i in range(60)]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    m = prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), 10**6, 0, progress=False)
+    assert m["special_text"] == SPECIAL_TEXT
+    job = types.SimpleNamespace(
+        model=types.SimpleNamespace(hf_assets_path=embedded_tokenizer_dir),
+        training=types.SimpleNamespace(dataset="fineweb_edu_ascii_tokens"),
+    )
+    tok = build_tokenizer(job)
+    docs = split_documents(ShardedTokens(str(tmp_path / "out"), "train", tok)[:], 0, 1)
+    docs += split_documents(ShardedTokens(str(tmp_path / "out"), "validation", tok)[:], 0, 1)
+    assert len(docs) == len(texts)
+    for doc, text in zip(docs, sorted(texts, key=lambda t: zlib.crc32(t.encode()) % 100 == 0)):
+        assert doc.count(tok.bos_id) == 1 and doc.count(tok.eos_id) == 1, (text, doc)
+        assert tok.decode(doc[1:-1]) == text
+        assert tok.encode(text, add_bos=True, add_eos=True) == doc  # the run's own encoding
+    assert (tok.bos_id, tok.eos_id) == (0, 1)
+
+
+def test_shards_prepared_before_special_text_was_encoded_as_text_are_read_with_a_warning(
+    shard_dir, tmp_path, tokenizer, caplog
+):
+    """Older shards hold the special tokens where a document spelled them: read (every arm reads
+    the same tokens), said, with what prepares them anew."""
+    import shutil
+
+    from prefix_titan.data.shards import manifest_sha256
+    from prefix_titan.titan.datasets import token_stream
+
+    old = tmp_path / "old"
+    shutil.copytree(shard_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["special_text"]
+    manifest["sha256"] = manifest_sha256(manifest)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for path, said in ((shard_dir, False), (str(old), True)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            token_stream("fineweb_edu_ascii_tokens", path, "train", tokenizer, 0, 1)
+        assert ("was prepared before documents' text that spells" in caplog.text) is said

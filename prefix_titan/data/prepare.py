@@ -27,6 +27,7 @@ from .shards import (
     token_dtype,
     tokenizer_hash,
 )
+from .tokenizers import SPECIAL_TEXT, text_tokenizer
 
 PROGRESS = "progress.json"
 DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
@@ -343,7 +344,7 @@ def _tokenizer(tokenizer_dir: str):
     """One tokenizer per worker process (loaded on its first batch)."""
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
-    return HuggingFaceTokenizer(tokenizer_dir)
+    return text_tokenizer(HuggingFaceTokenizer(tokenizer_dir))
 
 
 def _one_thread() -> None:
@@ -431,7 +432,7 @@ def prepare(
         raise ValueError(
             f"--out {out!r} is a file: give a folder (new, or an unfinished prepare's)"
         )
-    tokenizer = HuggingFaceTokenizer(tokenizer_dir)
+    tokenizer = text_tokenizer(HuggingFaceTokenizer(tokenizer_dir))
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
     asked = revision
@@ -443,6 +444,7 @@ def prepare(
         "dtype": dtype.name,
         "bos_id": tokenizer.bos_id,
         "eos_id": tokenizer.eos_id,
+        "special_text": SPECIAL_TEXT,
         "budget_tokens": tokens,
         "budget_val_tokens": val_tokens,
         "val_every": val_every,

@@ -16,6 +16,21 @@ from ..runs.folder import write_atomically
 from .corpus import EMBEDDED_VOCAB_SIZE, embedded_split
 
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+SPECIAL_TEXT = "as text"
+"""How a document's text that spells a special token is encoded (recorded in the shards'
+manifest): as the text it is (text_tokenizer)"""
+
+
+def text_tokenizer(tokenizer):
+    """`tokenizer` (torchtitan's HuggingFaceTokenizer, or a `tokenizers.Tokenizer`) set to encode
+    a document's text that spells a special token (`<|end_of_text|>`, `<|eot_id|>`, ...) as the
+    text it is, as Meta's Llama-3 reference encodes documents (no special token allowed in
+    text): BOS and EOS stand only where the loader puts them around each document. Matching them
+    in the text put an EOS and a BOS inside a document that quotes a chat template, which
+    document masking then cut in two. Returned, changed in place (the hash of its serialized
+    form, which the shards record, is unchanged)."""
+    getattr(tokenizer, "tokenizer", tokenizer).encode_special_tokens = True
+    return tokenizer
 
 
 def write_tokenizer_files(out_dir: str, tokenizer, config: dict) -> str:

@@ -41,6 +41,7 @@ from torchtitan.tools.logging import logger
 from ..data.corpus import ascii_only, embedded_split, has_text
 from ..data.fineweb import FINEWEB_EDU, data_format, list_data_files
 from ..data.shards import ShardedTokens
+from ..data.tokenizers import SPECIAL_TEXT
 from ..objectives.kernel import IGNORE_INDEX
 
 EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
@@ -217,6 +218,14 @@ def token_stream(
         tokens = ShardedTokens(
             path, split, tokenizer, verify_rank=dp_rank, verify_world=dp_world_size
         )
+        if tokens.manifest.get("special_text") != SPECIAL_TEXT:
+            logger.warning(
+                f"{path} was prepared before documents' text that spells a special token "
+                "(<|end_of_text|>, ...) was encoded as text: such a document holds that token "
+                "there (an EOS and a BOS inside it, which document masking cuts at), where the "
+                "streamed dataset and shards prepared now hold the text. Every arm reading these "
+                "shards reads the same tokens; prepare them again for the present encoding"
+            )
     logger.info(f"{name} ({split}): {len(tokens):,} tokens")
     return tokens
 

@@ -8,14 +8,16 @@ import os
 from torchtitan.components.tokenizer import build_hf_tokenizer
 from torchtitan.tools.logging import logger
 
-from ..data.tokenizers import train_embedded_tokenizer
+from ..data.tokenizers import text_tokenizer, train_embedded_tokenizer
 from .checks import tokenizer_missing
 
 
 def build_tokenizer(job_config):
     """torchtitan's HF tokenizer. An embedded-corpus run whose model.hf_assets_path is the
     documented EMBEDDED_TOKENIZER and holds no tokenizer yet trains the embedded BPE there first;
-    any other path without tokenizer.json is refused (a typo must not create a new tokenizer)."""
+    any other path without tokenizer.json is refused (a typo must not create a new tokenizer).
+    Text that spells a special token is encoded as text (data/tokenizers.py: text_tokenizer),
+    as prepare encodes the shards."""
     path = job_config.model.hf_assets_path
     if (problem := tokenizer_missing(job_config)) is not None:
         raise ValueError(problem)
@@ -25,4 +27,4 @@ def build_tokenizer(job_config):
             f"expected on a first run): training the embedded byte-level BPE there"
         )
         train_embedded_tokenizer(path)
-    return build_hf_tokenizer(job_config)
+    return text_tokenizer(build_hf_tokenizer(job_config))

@@ -1176,6 +1176,30 @@ def test_runs_evaluated_with_another_limit_or_task_version_are_refused(small):
         report(str(small))
 
 
+def test_a_refusal_of_evaluations_unalike_names_the_odd_ones_not_every_run(small):
+    """Of 14 arms x 2 seeds x 3 steps, one evaluation read whole among --limit samples, or one run short of
+    its last step: the refusal says what the others share, counted, then names the odd one out
+    (listing all 84 evaluations, or all 28 runs, buried it)."""
+    path = _results(small / "prefix_tau0.5" / "seed2", 3600)
+    data = json.loads(path.read_text())
+    assert data["limit"] == 30  # the small sweep's items, recorded as a --limit of 30
+    path.write_text(json.dumps({**data, "limit": None}))
+    with pytest.raises(ValueError, match="with a different --limit for some runs") as e:
+        report(str(small))
+    said = str(e.value)
+    assert "83 of the 84 evaluations: 30 (the first 30); the others:" in said
+    assert f"{small}/prefix_tau0.5/seed2 step 3600: all items (no --limit)" in said
+    assert f"{small}/ce/seed1 step 1200" not in said and ": None" not in said
+    path.write_text(json.dumps(data))
+    shutil.rmtree(small / "ce" / "seed1" / "hf" / "step-3600")
+    with pytest.raises(ValueError, match="evaluated at different steps") as e:
+        report(str(small))
+    said = str(e.value)
+    assert "27 of the 28 runs: steps 1200, 2400, 3600" in said
+    assert f"{small}/ce/seed1: steps 1200, 2400" in said
+    assert f"{small}/ce/seed2:" not in said
+
+
 def test_embedding_probes_of_two_versions_are_not_compared(small):
     """Version 1 of the embedding probe (folds over tokens) recorded no version: a run probed
     by version 2 (folds over stems) beside it is refused, as a task of another version is."""

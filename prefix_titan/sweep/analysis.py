@@ -623,7 +623,7 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
         return []
     used = {r["folder"]: tuple(evaluated_steps(r)[-last:]) for r in evaluated}
     if len(set(used.values())) > 1:
-        lines = [f"  {folder}: steps {', '.join(map(str, s))}" for folder, s in used.items()]
+        lines = _odd_ones({f: f"steps {', '.join(map(str, s))}" for f, s in used.items()}, "runs")
         raise ValueError(
             f"the runs were evaluated at different steps, so their metrics cannot be compared "
             f"(the analysis averages each run's last {last}):\n" + "\n".join(lines) + "\nEvaluate "
@@ -660,7 +660,11 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
                     "probes": "probe build (--probe-words, --probe-items, --probe-seed, "
                     "--probe-shots; the run's training shards give the words by default)",
                 }[what]
-                detail = "\n".join(f"  {k}: {v}" for k, v in values.items())
+                shown = {
+                    k: "all items (no --limit)" if what == "limits" and v is None else str(v)
+                    for k, v in values.items()
+                }
+                detail = "\n".join(_odd_ones(shown, "evaluations"))
                 raise ValueError(
                     f"{task} was evaluated with a different {name} for some runs, so the runs "
                     f"cannot be compared on it:\n{detail}\nEvaluate them again alike (`eval "
@@ -668,6 +672,22 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
                     "at another version; --replace evaluates a step again whole)."
                 )
     return steps
+
+
+def _odd_ones(values: dict[str, str], what: str) -> list[str]:
+    """Lines for a refusal of values that should agree ({where: value}): the value most of them
+    share, counted, then each one with another value, so that the few that differ are not lost
+    among the many alike (a sweep of 42 runs evaluated at 3 steps has 126). Where no value is
+    shared by more than one, every one is listed."""
+    counts: dict[str, int] = {}
+    for v in values.values():
+        counts[v] = counts.get(v, 0) + 1
+    common = max(counts, key=lambda v: counts[v])
+    if counts[common] < 2 or list(counts.values()).count(counts[common]) > 1:
+        return [f"  {k}: {v}" for k, v in values.items()]
+    return [f"  {counts[common]} of the {len(values)} {what}: {common}; the others:"] + [
+        f"  {k}: {v}" for k, v in values.items() if v != common
+    ]
 
 
 def _table(

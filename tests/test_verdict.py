@@ -1200,6 +1200,23 @@ def test_a_refusal_of_evaluations_unalike_names_the_odd_ones_not_every_run(small
     assert f"{small}/ce/seed2:" not in said
 
 
+def test_a_per_arm_mean_over_fewer_seeds_than_the_sweep_says_how_many(tmp_path):
+    """One run of 3 seeds never evaluated: its arm's per-arm means are over 2 seeds, and the
+    table says so beside them, as it says (n=1), instead of showing them as the others'."""
+    runs = sim.simulate(sim.Sweep(items=30, seeds=(1, 2, 3), tasks=TASKS), seed=3)
+    sim.write(runs, str(tmp_path / "sweep"))
+    shutil.rmtree(tmp_path / "sweep" / "prefix_tau0.5" / "seed2" / "hf")
+    text = report(str(tmp_path / "sweep"))
+    per_arm = text.split("## Per arm")[1].split("## ")[0]
+    rows = {line.split(" | ")[0]: line for line in per_arm.splitlines() if line.startswith("| ")}
+    cells = rows["| prefix_tau0.5"].split(" | ")
+    header = rows["| arm"].split(" | ")
+    assert cells[header.index("char composite")].endswith("] (n=2)")
+    assert not cells[header.index("val CE")].endswith(")")  # the metrics log has all 3 seeds
+    assert "(n=" not in rows["| prefix_tau1.0"]
+    assert "'(n=K)' marks a mean of K seeds, fewer than the sweep's" in per_arm
+
+
 def test_embedding_probes_of_two_versions_are_not_compared(small):
     """Version 1 of the embedding probe (folds over tokens) recorded no version: a run probed
     by version 2 (folds over stems) beside it is refused, as a task of another version is."""

@@ -56,12 +56,15 @@ def _interval(values) -> dict | None:
     return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
 
 
-def _cell(iv: dict | None) -> str:
+def _cell(iv: dict | None, seeds: int | None = None) -> str:
+    """A per-arm mean with its interval; a mean over fewer than the sweep's `seeds` says over how
+    many (one run of the arm unevaluated, say: its mean is not the others' kind of mean)."""
     if iv is None:
         return "-"
     if iv["low"] is None:
         return f"{_num(iv['mean'])} (n=1)"
-    return f"{_num(iv['mean'])} [{_num(iv['low'])}, {_num(iv['high'])}]"
+    fewer = f" (n={iv['n']})" if seeds is not None and iv["n"] < seeds else ""
+    return f"{_num(iv['mean'])} [{_num(iv['low'])}, {_num(iv['high'])}]{fewer}"
 
 
 def per_arm(a: Analysis, names: list[str]) -> dict[str, dict[str, dict | None]]:
@@ -90,7 +93,8 @@ def summary_table(a: Analysis, names: list[str]) -> str:
     intervals = per_arm(a, names)
     lines = ["| arm | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for arm in a.arms:
-        lines.append(f"| {arm} | " + " | ".join(_cell(intervals[n][arm]) for n in names) + " |")
+        cells = (_cell(intervals[n][arm], len(a.seeds)) for n in names)
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -726,11 +730,12 @@ def report(
         "",
         summary_table(a, shown),
         "",
-        "Mean over seeds [95% t-interval over seeds] ('(n=1)' marks a mean of one seed: no "
-        "interval). char acc: the probes that are not prefix-shaped; prefix-shaped acc: first "
-        "letter and prefix; blank: the same probes with the word replaced by a placeholder; char "
-        "acc - blank: what reading the word adds (an interval around 0: the arm answers those "
-        "probes without the word). report.json holds every metric, also at the final step alone."
+        "Mean over seeds [95% t-interval over seeds] ('(n=K)' marks a mean of K seeds, fewer "
+        "than the sweep's: a run of that arm lacks the metric; '(n=1)': no interval). char acc: "
+        "the probes that are not prefix-shaped; prefix-shaped acc: first letter and prefix; "
+        "blank: the same probes with the word replaced by a placeholder; char acc - blank: what "
+        "reading the word adds (an interval around 0: the arm answers those probes without the "
+        "word). report.json holds every metric, also at the final step alone."
         + (f" Measured for no arm, left out: {'; '.join(unmeasured)}." if unmeasured else ""),
         "",
     ]

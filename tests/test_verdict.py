@@ -1217,6 +1217,24 @@ def test_a_per_arm_mean_over_fewer_seeds_than_the_sweep_says_how_many(tmp_path):
     assert "'(n=K)' marks a mean of K seeds, fewer than the sweep's" in per_arm
 
 
+def test_the_power_section_states_no_power_for_a_primary_nothing_was_compared_on(small):
+    """The baseline's run of seed 1 evaluated without HellaSwag: downstream bits/byte is compared
+    for no arm ("Nothing compared"), and the power section says so, instead of a detectable
+    difference at alpha/12 from a fit of the other arms (the baseline not among them)."""
+    for step in (1200, 2400, 3600):
+        path = _results(small / "label_smoothing" / "seed1", step)
+        data = json.loads(path.read_text())
+        del data["results"]["hellaswag"], data["versions"]["hellaswag"]
+        path.write_text(json.dumps(data))
+        os.remove(path.parent / "eval_items" / "hellaswag.jsonl")
+    text = report(str(small))
+    power = text.split("## Power")[1].split("\n## ")[0]
+    assert "- downstream bits/byte: not compared, so no power to state" in power
+    assert "- hellaswag: not compared, so no power to state" in power
+    assert "- piqa: " in power and "- piqa: not compared" not in power
+    assert "- char composite: " in power and "- char composite: not compared" not in power
+
+
 def test_embedding_probes_of_two_versions_are_not_compared(small):
     """Version 1 of the embedding probe (folds over tokens) recorded no version: a run probed
     by version 2 (folds over stems) beside it is refused, as a task of another version is."""

@@ -306,8 +306,11 @@ def power_lines(a: Analysis) -> list[str]:
     lines = []
     names = [f.primary for f in a.plan.families] + [t for t in DEFAULT_TASKS]
     measured = {c.metric for c in a.comparisons if not c.final}
+    against = {c.metric for c in a.comparisons if not c.final and not c.aa_check}
     for name in names:
-        if name in a.fits:
+        if name in a.fits and name not in against:  # no arm compared with the baseline on it
+            lines.append(f"- {name}: not compared, so no power to state (see the notes)")
+        elif name in a.fits:
             k, role = first_share(a.plan, name, contrast, measured)
             d = detectable_here(a, name, k)
             if d is not None:

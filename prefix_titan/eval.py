@@ -80,7 +80,7 @@ def _targets(a) -> tuple[str | None, list[int], set[str]]:
     if not os.path.isfile(record):
         return None, [], set()
     folder = os.path.join(run_dir, read_json(record, "the run's record")["checkpoint"]["folder"])
-    steps = [step_number(d) for d in complete_steps(folder)]
+    steps = [step_number(d) for d in complete_steps(folder)][-(a.last or 0) :]
     writes = {
         os.path.abspath(os.path.join(run_dir, EXPORTS, f"step-{s}", EVAL_RESULTS)) for s in steps
     }
@@ -163,6 +163,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--config", type=path_arg, help="the run's TOML, for runs without run_config.json"
     )
+    p.add_argument(
+        "--last",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --all-checkpoints: the run's last N finished checkpoints only (default: every "
+        "one, the learning curve); the report averages the last 3 (its plan's `checkpoints`)",
+    )
     p.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS)
     p.add_argument(
         "--limit",
@@ -229,6 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         )
     if a.limit is not None and a.limit < 1:
         p.error(f"--limit must be >= 1 (documents per task); got {a.limit}")
+    if a.last is not None and (a.last < 1 or a.model):
+        p.error(
+            f"--last must be >= 1 (the last N checkpoints of --all-checkpoints); got {a.last}"
+            if a.last < 1
+            else "--last is for --all-checkpoints (a run's checkpoints); --model is one model"
+        )
     if a.probe_items < PROBE_MIN_ITEMS:
         p.error(
             f"--probe-items must be >= {PROBE_MIN_ITEMS} (fewer cannot be balanced); "
@@ -310,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(table(evaluate(a.model, **kwargs)))
                 print(f"results written to {os.path.join(a.model, EVAL_RESULTS)}", flush=True)
             else:
-                evaluate_run(a.all_checkpoints, a.config, **kwargs)
+                evaluate_run(a.all_checkpoints, a.config, last=a.last, **kwargs)
         if run_dir is not None:  # any other difference (dtype, batch size): said now, not later
             from .sweep.runs import load_run
 

@@ -875,6 +875,60 @@ def test_a_run_is_not_evaluated_over_an_evaluation_on_other_items(tmp_path, monk
         evaluate_run(str(tmp_path / "sweep"), task_manager=manager)
 
 
+def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
+    tmp_path, monkeypatch, capsys
+):
+    """The report averages a run's last checkpoints (3 of the pilot's 6): `--last N` exports and
+    evaluates those only (half the evaluation's cost), and the learning curve keeps the steps
+    evaluated before beside them."""
+    import prefix_titan.eval as command
+    from prefix_titan.evaluation import export as exporting
+    from prefix_titan.evaluation.harness import EVAL_CURVE, EVAL_RESULTS, EXPORTS, evaluate_run
+
+    run = tmp_path / "run"
+    for step in (20, 40, 60, 80):
+        (run / "checkpoint" / f"step-{step}").mkdir(parents=True)
+        (run / "checkpoint" / f"step-{step}" / ".metadata").write_bytes(b"")
+    record = {
+        "checkpoint": {"folder": "checkpoint"},
+        "model": {"flavor": "tiny", "hf_assets_path": "x"},
+        "training": {"seq_len": 8},
+    }
+    (run / "run_config.json").write_text(json.dumps(record))
+    (run / EXPORTS / "step-20").mkdir(parents=True)  # evaluated before
+    (run / EXPORTS / "step-20" / "config.json").write_text("{}")
+    (run / EXPORTS / "step-20" / EVAL_RESULTS).write_text(
+        json.dumps({"results": {"piqa": {"acc,none": 0.2}}})
+    )
+    evaluated = []
+
+    def export_run(*args, **kwargs):
+        os.makedirs(args[4])
+        open(os.path.join(args[4], "config.json"), "w").write("{}")
+
+    def evaluate(out, **kwargs):
+        evaluated.append(os.path.basename(out))
+        results = {"results": {"piqa": {"acc,none": 0.5}}}
+        open(os.path.join(out, EVAL_RESULTS), "w").write(json.dumps(results))
+        return {**results, "chance": {}}
+
+    monkeypatch.setattr(exporting, "export_run", export_run)
+    monkeypatch.setattr(harness, "evaluate", evaluate)
+    manager = type("Index", (), {"all_tasks": ["piqa"], "load": lambda self, t: None})()
+    evaluate_run(str(run), tasks=["piqa"], task_manager=manager, last=2, data_dir=str(tmp_path))
+    assert evaluated == ["step-60", "step-80"]
+    assert "the last 2 of the run's 4 checkpoints: step-60, step-80" in capsys.readouterr().out
+    curve = json.loads((run / EVAL_CURVE).read_text())
+    assert {s: c["piqa"]["acc,none"] for s, c in curve.items()} == {"20": 0.2, "60": 0.5, "80": 0.5}
+    for args, said in (
+        (["--all-checkpoints", str(run), "--last", "0"], "--last must be >= 1"),
+        (["--model", str(run), "--last", "2"], "--last is for --all-checkpoints"),
+    ):
+        with pytest.raises(SystemExit):
+            command.main(args)
+        assert said in capsys.readouterr().err
+
+
 def test_the_hubs_datasets_are_read_before_any_checkpoint_is_exported(tmp_path, monkeypatch):
     """`eval --all-checkpoints` with hub tasks it cannot have (offline, not in the cache) ends
     before exporting a checkpoint (it exported them all, about 2 GB each at 500M, then failed);

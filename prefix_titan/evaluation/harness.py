@@ -1355,10 +1355,13 @@ def probes_of_run(record: dict, probes: ProbeOptions, tasks: list[str]) -> Probe
     )
 
 
-def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
-    """Export and evaluate every checkpoint of a run: the downstream learning curve. The run's
-    settings come from its run_config.json (written while training), else from `config`. One
-    task index serves every step (kwargs["task_manager"], or built here)."""
+def evaluate_run(
+    run_dir: str, config: str | None = None, last: int | None = None, **kwargs
+) -> dict:
+    """Export and evaluate every checkpoint of a run (the last `last` only, where given): the
+    downstream learning curve. The run's settings come from its run_config.json (written while
+    training), else from `config`. One task index serves every step (kwargs["task_manager"], or
+    built here)."""
 
     if not os.path.isdir(run_dir):
         raise ValueError(f"--all-checkpoints {run_dir}: no such folder")
@@ -1397,9 +1400,16 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
             f"character probes: words from the run's training shards {probes.words_from}",
             flush=True,
         )
-    steps = complete_steps(folder)
-    if not steps:
+    every = complete_steps(folder)
+    if not every:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")
+    steps = every[-last:] if last else every
+    if len(steps) < len(every):
+        print(
+            f"the last {len(steps)} of the run's {len(every)} checkpoints: "
+            + ", ".join(os.path.basename(s) for s in steps),
+            flush=True,
+        )
     if not kwargs.get("replace"):  # every step's, before the first is evaluated
         settings = evaluation_settings(
             kwargs.get("limit"), kwargs.get("limit_seed", LIMIT_SEED), probes, tasks
@@ -1411,15 +1421,16 @@ def evaluate_run(run_dir: str, config: str | None = None, **kwargs) -> dict:
         )
     try:
         with RunLock(run_dir):
-            return _evaluate_steps(run_dir, config, rc, folder, steps, kwargs)
+            return _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every)
     except FolderBusy as e:
         raise ValueError(str(e)) from None
 
 
-def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
+def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> dict:
     """Each step exported (unless it is already) and evaluated on the tasks its results do not
     hold yet with these settings (all of them with `replace`): a run evaluated again, after a
-    crash or with one more task, does the work left."""
+    crash or with one more task, does the work left. The learning curve holds every step of
+    `every` (all the run's) whose export holds results of these tasks, evaluated now or before."""
     from .export import export, export_run, recorded_tokenizer
 
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))
@@ -1473,8 +1484,11 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs) -> dict:
                 "kept (--replace evaluates them again)",
                 flush=True,
             )
-        held = _earlier(path).get("results") or {}
-        curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
+    for ckpt in every or steps:  # (steps evaluated before, beside --last's, stay in the curve)
+        step = os.path.basename(ckpt)
+        held = _earlier(os.path.join(run_dir, EXPORTS, step, EVAL_RESULTS)).get("results") or {}
+        if ckpt in steps or any(t in held for t in tasks):
+            curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
     write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)
     print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
     return curve

@@ -1187,7 +1187,7 @@ def test_a_refusal_of_evaluations_unalike_names_the_odd_ones_not_every_run(small
     with pytest.raises(ValueError, match="with a different --limit for some runs") as e:
         report(str(small))
     said = str(e.value)
-    assert "83 of the 84 evaluations: 30 (the first 30); the others:" in said
+    assert "83 of the 84 evaluations: 30 (--limit-seed 1234); the others:" in said
     assert f"{small}/prefix_tau0.5/seed2 step 3600: all items (no --limit)" in said
     assert f"{small}/ce/seed1 step 1200" not in said and ": None" not in said
     path.write_text(json.dumps(data))
@@ -1393,7 +1393,7 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     shutil.rmtree(small / "ce" / "seed2")  # a run that never started
     sds, where, _, limits, measured, _ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"14 arms x 1 seed under {small}" and sds == {}  # one seed: no variance
-    assert limits == ["30 (the first 30)"] and len(measured) == 14  # a --limit sample
+    assert limits == ["30 (--limit-seed 1234)"] and len(measured) == 14  # a --limit sample
     shutil.rmtree(small / "ce")
     sds, where, *_ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
@@ -1464,7 +1464,7 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         want = inference.detectable(sd, 4, 14, k, ALPHA, variance=PLAN.variance)
         assert rows[name][2].strip() == f"{want:.4f}"
     assert "detectable at 4 seeds" in out and out.count("Note:") == 1
-    assert "evaluated on a --limit sample of each task's items (60 (the first 60))" in out
+    assert "evaluated on a --limit sample of each task's items (60 (--limit-seed 1234))" in out
     from prefix_titan.power import scale_flavor
 
     for record in tmp_path.glob("*/seed*/run_config.json"):  # runs of the smoke scale's model

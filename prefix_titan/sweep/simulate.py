@@ -32,7 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE, SECONDARY_TASKS, write_items
+from ..evaluation.harness import (
+    DEFAULT_TASKS,
+    EMBEDDING_PROBE,
+    LIMIT_SAMPLING,
+    LIMIT_SEED,
+    SECONDARY_TASKS,
+    write_items,
+)
 from ..evaluation.probes import BLANK_TASKS, CHOICES, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
 from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_atomically, write_json
@@ -365,9 +372,14 @@ def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
             out = os.path.join(folder, "hf", f"step-{step}")
             os.makedirs(out, exist_ok=True)
             limit = next(iter(e["limits"].values()), None)
+            sample = {  # (as `eval --limit N` records its seeded sample: not "the first N")
+                "limit": limit,
+                "limit_seed": None if limit is None else LIMIT_SEED,
+                "limit_sampling": None if limit is None else LIMIT_SAMPLING,
+            }
             write_json(
                 os.path.join(out, EVAL_RESULTS),
-                {"results": e["results"], "limit": limit, "versions": e["versions"]},
+                {"results": e["results"], **sample, "versions": e["versions"]},
             )
             write_items(out, _step_rows(e["items"]))
         folders.append(folder)

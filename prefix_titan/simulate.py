@@ -33,7 +33,7 @@ from dataclasses import replace
 from .runs.cli import Parser, path_arg
 from .sweep import simulate as sim
 from .sweep.analysis import compared_arms, load_plan, plan_arm_problems
-from .sweep.configs import arms
+from .sweep.configs import arms, pick_arms
 
 DEFAULT_EFFECT = ("prefix_tau0.5", "char", 0.05)
 
@@ -204,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
         "probes' accuracy by a change of prior alone (calibrated by the blank twins, no gain)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=None,
+        help="simulate these arms only (the plan's baseline among them; default: every arm, the "
+        "built-in ones then sweep_arms.toml's), as `sweep launch --arms` and `power --arms` "
+        "take them",
+    )
     p.add_argument("--items", type=int, default=None, help="items per task (default: real counts)")
     p.add_argument(
         "--construction-cost",
@@ -269,6 +277,13 @@ def main(argv: list[str] | None = None) -> None:
         problems = plan_arm_problems(plan, {n: vars(s) for n, s in specs.items()})
         if problems:  # as `sweep launch` refuses it
             p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
+        if a.arms:  # (the plan checked against every arm, as a launch of some checks it)
+            specs = pick_arms(specs, a.arms, a.root)
+            if plan.baseline not in specs:
+                p.error(
+                    f"--arms leaves out the plan's baseline, {plan.baseline}: every comparison "
+                    "is with it; name it among --arms"
+                )
         masses = sim.known_masses(specs.values(), dict(a.gold_mass))
         unknown = [n for n in specs if n not in masses]
         if unknown:

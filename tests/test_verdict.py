@@ -1593,6 +1593,28 @@ def test_the_simulate_command_writes_a_sweep_the_report_reads(tmp_path, capsys, 
         assert message in capsys.readouterr().err, args
 
 
+def test_the_simulator_takes_the_arms_a_launch_takes(tmp_path, capsys, in_project):
+    """A pilot of some arms (`sweep launch --arms`, `power --arms`) is simulated with the same
+    --arms: those arms' runs only, the baseline required, a misspelt arm named with the nearest."""
+    from prefix_titan.simulate import main
+
+    out = tmp_path / "sim"
+    arms = ["label_smoothing", "prefix_tau0.5", "ce"]
+    main(["--out", str(out), "--items", "20", "--seeds", "1", "2", "--arms", *arms])
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "ce",
+        "label_smoothing",
+        "prefix_tau0.5",
+    ]
+    for arms, message in (
+        (["prefix_tau0.5", "ce"], "--arms leaves out the plan's baseline, label_smoothing"),
+        (["label_smoothing", "prefix_tau05"], "prefix_tau05: did you mean prefix_tau0.5?"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "other"), "--arms", *arms])
+        assert message in capsys.readouterr().err, arms
+
+
 @pytest.mark.slow
 def test_a_second_simulated_sweep_never_mixes_with_the_first(tmp_path, capsys, in_project):
     """--out takes a new or empty folder; --overwrite replaces an earlier simulated sweep whole

@@ -193,6 +193,29 @@ def file_name(arm: str) -> str:
     return arm.replace(":", "-")
 
 
+def pick_arms(
+    specs: dict[str, ObjectiveSpec], names: list[str], root: pathlib.Path | str | None = None
+) -> dict[str, ObjectiveSpec]:
+    """The arms `names` picks among `specs` (`arms(root)`), in the order named, each also by its
+    file_name; a name of no arm is refused with the nearest arm's and where arms are added."""
+    import difflib
+
+    by_file = {file_name(arm): arm for arm in specs}  # the `-` form of an import path's `:`
+    chosen = list(dict.fromkeys(by_file.get(arm, arm) for arm in names))
+    unknown = [arm for arm in chosen if arm not in specs]
+    if unknown:
+        near = {u: difflib.get_close_matches(u, list(specs), n=1) for u in unknown}
+        meant = [f"{u}: did you mean {m[0]}?" for u, m in near.items() if m]
+        held = root is not None and (pathlib.Path(root) / ARMS_FILE).is_file()
+        raise ValueError(
+            f"--arms {' '.join(unknown)}: no such arm"
+            + (f" ({'; '.join(meant)})" if meant else "")
+            + f"; the arms are {', '.join(specs)} (add one as an [[arm]] of {ARMS_FILE} in the "
+            "project folder" + (")" if held or root is None else f"; --root {root} holds none)")
+        )
+    return {arm: specs[arm] for arm in chosen}
+
+
 def config_path(root: pathlib.Path, scale: str, arm: str) -> pathlib.Path:
     """Where the config of `arm` at `scale` is, under the project root."""
     return pathlib.Path(root) / SCALES[scale].out / f"{file_name(arm)}.toml"

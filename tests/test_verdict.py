@@ -934,6 +934,12 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
             'question = "Q"\nalpha = 0.05\nbaseline = "ce"\ncheckpoints = 1\ncontrast = ["p"]\n'
         )
         load_plan(str(tmp_path / "p2.toml"))
+    (tmp_path / "p4.toml").write_text(  # which family lacks its primary, by number and name
+        (tmp_path / "p2.toml").read_text() + '[[family]]\nname = "a"\nprimary = "val CE"\n'
+        '[[family]]\nname = "b"\n'
+    )
+    with pytest.raises(ValueError, match=r"\[\[family\]\] 2 \(b\) lacks the setting 'primary'"):
+        load_plan(str(tmp_path / "p4.toml"))
     (tmp_path / "p3.toml").write_text(
         plan.read_text().replace('contrast = ["prefix"]', 'contrast = "prefix"')
     )

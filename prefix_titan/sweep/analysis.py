@@ -146,6 +146,13 @@ def load_plan(path: str | None = None) -> Plan:
     except FileNotFoundError:
         raise ValueError(f"--plan {path}: no such file") from None
     _check_plan_form(path, data)
+    for i, f in enumerate(data.get("family") or [], 1):  # (which family, not only which key)
+        if missing := [k for k in ("name", "primary") if k not in f]:
+            raise ValueError(
+                f"{path}: [[family]] {i} ({f.get('name', 'without a name')}) lacks the setting "
+                f"{missing[0]!r} (a family names its `name`, its `primary` metric and optionally "
+                "its `exploratory` ones)"
+            )
     try:
         families = tuple(
             Family(f["name"], f["primary"], tuple(f.get("exploratory", ()))) for f in data["family"]

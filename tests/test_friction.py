@@ -985,8 +985,6 @@ def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it
     after it (at 500M, half an hour of evaluation later)."""
     import types
 
-    from helpers import holding_lock
-
     from prefix_titan.runs.folder import EXPORT_RECORD
 
     run, model = tmp_path / "run", tmp_path / "hf" / "m"
@@ -1002,6 +1000,18 @@ def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it
 
     monkeypatch.setattr(harness, "_harness", fake_harness)
     manager = types.SimpleNamespace(all_tasks=["piqa"], task_index={})
+    holder = _evaluate_while_written(run, model, manager)
+    assert f"is being written by pid {holder.pid}" in said[0], said
+    assert "their copy with the run is refused unless it has finished by then" in said[0]
+    harness.evaluate(str(model), ["piqa"], task_manager=manager, replace=True)
+    assert "being written" not in said[1]
+
+
+def _evaluate_while_written(run, model, manager):
+    """An evaluation of piqa of `model`, exported from `run`, while a live process holds the
+    run's writer's lock: its filing with the run refused. Returns the holder (ended)."""
+    from helpers import holding_lock
+
     holder = holding_lock(run)
     try:
         with pytest.raises(ValueError, match="run the same eval again once that writer"):
@@ -1009,10 +1019,23 @@ def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it
     finally:
         holder.kill()
         holder.wait()
-    assert f"is being written by pid {holder.pid}" in said[0], said
-    assert "their copy with the run is refused unless it has finished by then" in said[0]
-    harness.evaluate(str(model), ["piqa"], task_manager=manager, replace=True)
-    assert "being written" not in said[1]
+    return holder
+
+
+def _fake_harness(monkeypatch) -> list:
+    """lm-eval's part of an evaluation stood in for: each task scored 0.5, at the version this
+    package evaluates a probe at (an lm-eval task on ASCII-filtered documents); returns the list
+    the tasks of each call are appended to."""
+    asked = []
+
+    def fake_harness(model_dir, tasks, *args):
+        asked.append(list(tasks))
+        versions = {t: harness.current_version(t) or f"1.0 {harness.ASCII_MARK}" for t in tasks}
+        results = {t: {"acc,none": 0.5} for t in tasks}
+        return {"results": results, "samples": {}, "versions": versions}
+
+    monkeypatch.setattr(harness, "_harness", fake_harness)
+    return asked
 
 
 def test_an_evaluation_run_again_after_its_filing_was_refused_files_it_without_evaluating(
@@ -1024,8 +1047,6 @@ def test_an_evaluation_run_again_after_its_filing_was_refused_files_it_without_e
     evaluated again (at 500M, half an hour each), unless --replace."""
     import types
 
-    from helpers import holding_lock
-
     from prefix_titan.runs.folder import EVAL_RESULTS, EVALS, EXPORT_RECORD
 
     run, model = tmp_path / "run", tmp_path / "hf" / "m"
@@ -1033,27 +1054,9 @@ def test_an_evaluation_run_again_after_its_filing_was_refused_files_it_without_e
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
-    asked = []
-
-    def fake_harness(model_dir, tasks, *args):
-        asked.append(list(tasks))
-        # (the probes' present versions; lm-eval's tasks on ASCII-filtered documents)
-        versions = {t: harness.current_version(t) or f"1.0 {harness.ASCII_MARK}" for t in tasks}
-        return {
-            "results": {t: {"acc,none": 0.5} for t in tasks},
-            "samples": {},
-            "versions": versions,
-        }
-
-    monkeypatch.setattr(harness, "_harness", fake_harness)
+    asked = _fake_harness(monkeypatch)
     manager = types.SimpleNamespace(all_tasks=["piqa", "arc_easy"], task_index={})
-    holder = holding_lock(run)
-    try:
-        with pytest.raises(ValueError, match="run the same eval again once that writer"):
-            harness.evaluate(str(model), ["piqa"], task_manager=manager)
-    finally:
-        holder.kill()
-        holder.wait()
+    _evaluate_while_written(run, model, manager)
     filed = run / EVALS / "step-3" / EVAL_RESULTS
     assert not filed.exists() and asked == [["piqa"]]
     capsys.readouterr()
@@ -1087,19 +1090,7 @@ def test_the_limit_decides_nothing_for_tasks_it_does_not_sample(tmp_path, monkey
     model.mkdir()
     (model / "config.json").write_text("{}")
     Tokenizer(WordLevel({"a": 0}, unk_token="a")).save(str(model / "tokenizer.json"))
-    asked = []
-
-    def fake_harness(model_dir, tasks, *args):
-        asked.append(list(tasks))
-        # (the probes' present versions; lm-eval's tasks on ASCII-filtered documents)
-        versions = {t: harness.current_version(t) or f"1.0 {harness.ASCII_MARK}" for t in tasks}
-        return {
-            "results": {t: {"acc,none": 0.5} for t in tasks},
-            "samples": {},
-            "versions": versions,
-        }
-
-    monkeypatch.setattr(harness, "_harness", fake_harness)
+    asked = _fake_harness(monkeypatch)
     manager = types.SimpleNamespace(all_tasks=["char_spell", "piqa"], task_index={})
     monkeypatch.chdir(tmp_path)
     evaluate = functools.partial(harness.evaluate, "m", task_manager=manager)

@@ -406,9 +406,9 @@ def evaluate(
     evaluation whose filing with its run was refused files them when run again. One made with
     other settings (another --limit sample, other probes) is refused before anything is
     evaluated, unless `replace`: then it is replaced whole, its other tasks' items removed. It
-    holds the writer's lock of the
-    folder it writes into (`writer_folder`) from first to last: a second evaluation of the model
-    is refused before it evaluates, not left to overwrite the first's results."""
+    holds the writer's lock of the folder it writes into (`writer_folder`) from first to last: a
+    second evaluation of the model is refused before it evaluates, not left to overwrite the
+    first's results."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
     tasks = expand(tasks)

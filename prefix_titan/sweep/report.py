@@ -31,7 +31,14 @@ from .analysis import (
 )
 from .inference import APART_MIN_SEEDS, seedwise
 from .metrics import beyond_widest, metric, validation_steps
-from .runs import complete_seeds, find_runs, group_arms, invariant_violations, select_runs
+from .runs import (
+    complete_seeds,
+    find_runs,
+    group_arms,
+    invariant_violations,
+    load_run,
+    select_runs,
+)
 from .stats import t_interval
 
 # The per-arm table: the plan's primary metrics, then these (where the plan has them).
@@ -659,7 +666,9 @@ def report(
     `out` goes to its own folder)."""
     registered = registered_plan(runs_dir)
     plan_ = load_plan(plan or registered)
-    found = find_runs(runs_dir)
+    # the runs without their per-item files first (a few MB each): a sweep refused for its
+    # runs' seeds or arms is refused before they are read, and runs left out are never read
+    found = find_runs(runs_dir, items=False)
     if plan and found:  # names no arm of the project nor of the sweep: refused, as by a launch
         known = {**_project_arms(), **{r["name"]: r["objective"] for r in found}}
         problems = plan_arm_problems(plan_, known, axis=False)
@@ -678,6 +687,8 @@ def report(
             f"`{runs_dir}` is one run's folder (it holds {RUN_CONFIG}): a report compares the "
             f"arms of a sweep, so give the folder that holds the arm folders (here `{sweep}`)"
         )
+    group_arms(runs)  # (its refusals, before the items are read)
+    runs = [load_run(r["folder"]) for r in runs]
     arms = group_arms(runs)
     a = analyse(arms, plan_, checkpoints)
     objectives = {arm: next(iter(s.values()))["objective"] for arm, s in arms.items()}

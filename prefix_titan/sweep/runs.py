@@ -200,11 +200,12 @@ def run_order(r: dict):
     )
 
 
-def find_runs(runs_dir: str) -> list[dict]:
+def find_runs(runs_dir: str, items: bool = True) -> list[dict]:
+    """Every run under `runs_dir` (load_run; `items=False`: their per-item files unread)."""
     if not os.path.isdir(runs_dir):
         what = "is not a folder" if os.path.exists(runs_dir) else "does not exist"
         raise ValueError(f"{runs_dir!r} {what}: give the folder that holds the sweep's runs")
-    runs = [load_run(d) for d, _, files in os.walk(runs_dir) if RUN_CONFIG in files]
+    runs = [load_run(d, items) for d, _, files in os.walk(runs_dir) if RUN_CONFIG in files]
     if not runs:
         raise ValueError(f"no runs (folders with {RUN_CONFIG}) under {runs_dir!r}")
     return sorted(runs, key=lambda r: (run_order(r), r["seed"]))

@@ -6,13 +6,21 @@ import pytest
 import torch
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets)
-from prefix_titan.data.corpus import ascii_only, embedded_documents, embedded_split
+from prefix_titan.data.corpus import ascii_only, embedded_documents, embedded_split, has_text
 from prefix_titan.titan.datasets import PackedTokenDataset, load_fineweb_edu_ascii
 
 
 def test_ascii_only_removes_every_non_ascii_character():
     assert ascii_only("naïve café — 10 °C ✓ 日本") == "nave caf  10 C  "
     assert ascii_only("plain text\n\t~") == "plain text\n\t~"
+
+
+def test_only_whitespace_left_drops_a_document_and_control_characters_stay():
+    """Whitespace is space, tab, newline, carriage return, vertical tab and form feed; the ASCII
+    separators \x1c-\x1f (which str.isspace() also counts) are text, as docs/data.md says."""
+    assert not has_text(" \t\n\r\v\f") and not has_text(ascii_only("\u00a0\u2003 \u65e5"))
+    assert all(has_text(chr(c)) for c in range(0x1C, 0x20))
+    assert has_text("\x1c\x1d \x1e\x1f") and has_text("\x00") and has_text("\x7f")
 
 
 @pytest.mark.slow

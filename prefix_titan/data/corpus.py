@@ -28,9 +28,16 @@ def ascii_only(text: str) -> str:
     return text.encode("ascii", "ignore").decode("ascii")
 
 
+WHITESPACE = " \t\n\r\v\f"
+"""What counts as whitespace for dropping a document: space, tab, newline, carriage return,
+vertical tab and form feed. Not str.isspace()'s wider set, which also counts the ASCII control
+characters \x1c-\x1f (file, group, record and unit separators): those stay, as every other
+ASCII control character does, so a document made of them is kept."""
+
+
 def has_text(text: str) -> bool:
-    """A filtered document is kept unless nothing but whitespace is left."""
-    return bool(text.strip())
+    """A filtered document is kept unless nothing but whitespace (WHITESPACE) is left."""
+    return bool(text.strip(WHITESPACE))
 
 
 def _stdlib_docstrings() -> list[str]:
@@ -62,7 +69,7 @@ def embedded_documents() -> tuple[str, ...]:
     from pydoc_data.topics import topics
 
     raw = [topics[k] for k in sorted(topics)] + _stdlib_docstrings()
-    return tuple(d for d in (ascii_only(t).strip() for t in raw) if d)
+    return tuple(d for d in (ascii_only(t).strip(WHITESPACE) for t in raw) if d)
 
 
 def embedded_split(split: str) -> list[str]:

@@ -112,3 +112,54 @@ def test_the_json_lines_of_a_source_still_refuse_a_bad_line(tmp_path, embedded_t
     (tmp_path / "src" / "a.jsonl").write_text(json.dumps({"text": None}) + "\n")
     with pytest.raises(ValueError, match=r"a.jsonl line 1: its `text` is None"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+
+
+def test_refusals_say_what_the_tokenizer_and_source_are_and_create_nothing(
+    tmp_path, embedded_tokenizer_dir, monkeypatch
+):
+    """A missing --tokenizer folder and a file given as one are told apart from a folder without
+    tokenizer.json; a --source that is neither a folder there nor shaped owner/name is refused
+    naming both readings (it was asked of the hub); the data files listed are those read."""
+    from prefix_titan.data.prepare import hub_source
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("src")
+    write_parquet(tmp_path / "src" / "x.parquet", {"text": TEXTS})
+    (tmp_path / "tok.json").write_text("{}")
+    for tokenizer, words in (
+        ("missing", r"--tokenizer 'missing': no such folder; give the folder of a tokenizer.json"),
+        ("tok.json", r"--tokenizer 'tok.json': is a file \(give the folder that holds tokenizer"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            prepare("src", tokenizer, "out", **KW)
+    assert hub_source("owner/name") and not hub_source("src") and not hub_source("srcs")
+    with pytest.raises(
+        ValueError,
+        match=r"--source 'srcs': no such folder, and not a hub dataset's name; give a local "
+        r"folder .* a hub dataset named owner/name .* or 'embedded'",
+    ):
+        prepare("srcs", embedded_tokenizer_dir, "out", **KW)
+    os.makedirs("empty")
+    (tmp_path / "empty" / "notes.txt").write_text("")
+    with pytest.raises(
+        ValueError, match=r"holds no .parquet/.jsonl/.json/.jsonl.gz/.json.gz files"
+    ):
+        prepare("empty", embedded_tokenizer_dir, "out", **KW)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "src", "tok.json"]  # no --out made
+
+
+def test_a_prepare_refused_before_it_recorded_anything_leaves_no_out(
+    tmp_path, embedded_tokenizer_dir
+):
+    """Its first data file unreadable: no empty --out (nor the folders above it) is left behind;
+    one that was there stays."""
+    os.makedirs(tmp_path / "src")
+    (tmp_path / "src" / "a.parquet").write_bytes(b"not parquet")
+    out = tmp_path / "new" / "out"
+    with pytest.raises(ValueError, match="a.parquet is not a readable parquet file"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(out), **KW)
+    assert not (tmp_path / "new").exists()
+    os.makedirs(out)
+    with pytest.raises(ValueError, match="a.parquet is not a readable parquet file"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(out), **KW)
+    assert os.listdir(out) == []

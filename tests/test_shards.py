@@ -338,7 +338,8 @@ def test_resume_with_other_settings_and_finished_out_are_refused(
     (tmp_path / "a_file").write_text("")
     for source, tokenizer, out, words in (
         (tmp_path / "nope", embedded_tokenizer_dir, tmp_path / "x", "--source '/"),
-        (tmp_path / "src", tmp_path / "nope", tmp_path / "x", "holds no tokenizer.json"),
+        (tmp_path / "src", tmp_path / "nope", tmp_path / "x", "'/.*nope': no such folder"),
+        (tmp_path / "src", tmp_path / "src", tmp_path / "x", "'/.*src': holds no tokenizer.json"),
         (tmp_path / "src", embedded_tokenizer_dir, tmp_path / "a_file", "is a file: give a folder"),
     ):
         with pytest.raises(ValueError, match=words):

@@ -13,6 +13,10 @@ FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
 DATA_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 GZIP = ".gz"
 """JSON Lines may be gzip-compressed (.jsonl.gz, .json.gz); parquet compresses within its file."""
+DATA_KINDS = "/".join(
+    [*DATA_SUFFIXES, *(s + GZIP for s, fmt in DATA_SUFFIXES.items() if fmt == "json")]
+)
+"""The names of the data files read (data_format), as refusals list them"""
 
 
 def data_format(path) -> str | None:
@@ -25,7 +29,7 @@ def data_format(path) -> str | None:
 
 
 def list_data_files(path: str, revision: str | None = None) -> list[str]:
-    """Sorted data files: a local folder of parquet/JSONL (or .jsonl.gz) files, or the hub repository's sample
+    """Sorted data files: a local folder of parquet/JSONL (or .jsonl.gz, .json.gz) files, or the hub repository's sample
     (at `revision`, a commit, whose files are then read at that commit; None: the newest)."""
     if os.path.isdir(path):
         return sorted(str(p) for p in pathlib.Path(path).rglob("*") if data_format(p))

@@ -4,10 +4,12 @@ how an interrupted run continues)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import json
 import os
+import re
 import sys
 import time
 import zlib
@@ -15,7 +17,7 @@ import zlib
 from ..runs.folder import read_json, write_json
 from ..runs.lock import RunLock
 from .corpus import ascii_only, has_text
-from .fineweb import GZIP
+from .fineweb import DATA_KINDS, GZIP
 from .shards import (
     FORMAT,
     MANIFEST,
@@ -121,8 +123,8 @@ def _json_rows(path: str, start: int):
                     raise ValueError(
                         f"{path} line {i + 1} is not a JSON object with a `text` (and "
                         f"optionally an `id`) ({type(e).__name__}: {e}): a .json or .jsonl "
-                        "file (or .jsonl.gz) is read as JSON Lines, one object per line; repair "
-                        "the file or leave it out of --source"
+                        "file (or .json.gz, .jsonl.gz) is read as JSON Lines, one object per "
+                        "line; repair the file or leave it out of --source"
                     ) from None
                 yield i, doc_id, _text(text, path, f"line {i + 1}")
 
@@ -139,13 +141,22 @@ def _text(text, path: str, where: str) -> str:
 
 FOLDER_PREFIXES = ("/", ".", "~")
 """A --source that starts with one of these names a folder, there or not (never a hub dataset)"""
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+"""The shape of a hub dataset's name: owner/name"""
+SOURCES = (
+    "a local folder of the dataset's .parquet or JSON Lines files, a hub dataset named "
+    "owner/name (e.g. HuggingFaceFW/fineweb-edu), or 'embedded'"
+)
+"""What --source may name (said by its refusals)"""
 
 
 def hub_source(source: str) -> bool:
-    """Whether --source names a hub dataset (owner/name): not the embedded corpus, nor a folder
-    (FOLDER_PREFIXES, there or not: source_files refuses one that is not there)."""
-    local = source == "embedded" or source.startswith(FOLDER_PREFIXES)
-    return not local and not os.path.isdir(source)
+    """Whether --source names a hub dataset: shaped owner/name (HUB_NAME), and not a folder
+    that is there (nor one of FOLDER_PREFIXES, there or not: source_files refuses a name that is
+    neither a folder there nor a hub dataset's)."""
+    if source == "embedded" or source.startswith(FOLDER_PREFIXES) or os.path.isdir(source):
+        return False
+    return HUB_NAME.fullmatch(source) is not None
 
 
 def source_files(
@@ -169,13 +180,11 @@ def source_files(
     if os.path.isfile(source):
         raise ValueError(
             f"--source {source!r} is a file: give the folder that holds it ("
-            f"{os.path.dirname(source) or '.'}), whose .parquet, .jsonl, .json and .jsonl.gz files are read"
+            f"{os.path.dirname(source) or '.'}), whose {DATA_KINDS} files are read"
         )
-    if source.startswith(FOLDER_PREFIXES) and not os.path.isdir(source):
-        raise ValueError(
-            f"--source {source!r}: no such folder (a local folder of the dataset's .parquet or "
-            "jsonl files; a hub dataset is named owner/name, e.g. HuggingFaceFW/fineweb-edu)"
-        )
+    if not os.path.isdir(source) and not hub_source(source):
+        shaped = "" if source.startswith(FOLDER_PREFIXES) else ", and not a hub dataset's name"
+        raise ValueError(f"--source {source!r}: no such folder{shaped}; give {SOURCES}")
     if os.path.isdir(source):
         if revision is not None:
             raise ValueError(f"--revision is for a hub dataset; --source {source!r} is a folder")
@@ -189,7 +198,7 @@ def source_files(
         sha = HfApi().dataset_info(source, revision=revision).sha
         files = list_data_files(source, sha)
     if not files:
-        raise ValueError(f"--source {source!r} holds no .parquet/.jsonl/.json/.jsonl.gz files")
+        raise ValueError(f"--source {source!r} holds no {DATA_KINDS} files (the data files read)")
     return files, sha
 
 
@@ -256,6 +265,25 @@ def _finished(out: str, settings: dict) -> dict:
         )
     print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
     return done
+
+
+@contextlib.contextmanager
+def _writing(out: str):
+    """The writer's lock of `out`, which it creates: a prepare refused before it recorded
+    anything there (its first data file unreadable, say) leaves no empty --out behind (the lock
+    removes the folders it made where they are empty)."""
+    lock = RunLock(out)
+    try:
+        lock.acquire()
+    except OSError as e:  # a file where a folder above it should be, no permission, ...
+        raise ValueError(
+            f"--out {out!r} cannot be created ({type(e).__name__}: {e.strerror or e}): give a "
+            "folder that can be (new, or an unfinished prepare's)"
+        ) from None
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 class _Writer:
@@ -423,10 +451,16 @@ def prepare(
         if value < low:
             raise ValueError(f"{name} must be >= {low}; got {value}")
     if not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
+        if not os.path.exists(tokenizer_dir):
+            what = "no such folder"
+        elif not os.path.isdir(tokenizer_dir):
+            what = "is a file (give the folder that holds tokenizer.json)"
+        else:
+            what = "holds no tokenizer.json"
         raise ValueError(
-            f"--tokenizer {tokenizer_dir!r} holds no tokenizer.json (the folder a run's "
-            "model.hf_assets_path names: python scripts/download_tokenizer.py, a script of the "
-            "prefix_titan repository run in its checkout, puts Llama-3's there)"
+            f"--tokenizer {tokenizer_dir!r}: {what}; give the folder of a tokenizer.json (the "
+            "folder a run's model.hf_assets_path names: python scripts/download_tokenizer.py, a "
+            "script of the prefix_titan repository run in its checkout, puts Llama-3's there)"
         )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(
@@ -459,15 +493,8 @@ def prepare(
     files, revision = source_files(source, revision, out)
     first = {k: settings.pop(k) for k in ("split", "source")}
     settings = {**first, "revision": revision, "files": files, **settings}  # (the manifest's order)
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:  # a file where a folder above it should be, no permission, ...
-        raise ValueError(
-            f"--out {out!r} cannot be created ({type(e).__name__}: {e.strerror or e}): give a "
-            "folder that can be (new, or an unfinished prepare's)"
-        ) from None
     # one prepare writes into --out at a time: two with other settings would mix their shards
-    with RunLock(out):
+    with _writing(out):
         if os.path.exists(os.path.join(out, MANIFEST)):
             return _finished(out, settings)
         state_path = os.path.join(out, PROGRESS)

@@ -39,7 +39,7 @@ from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDatase
 from torchtitan.tools.logging import logger
 
 from ..data.corpus import ascii_only, embedded_split, has_text
-from ..data.fineweb import FINEWEB_EDU, data_format, list_data_files
+from ..data.fineweb import DATA_KINDS, FINEWEB_EDU, data_format, list_data_files
 from ..data.shards import ShardedTokens
 from ..data.tokenizers import SPECIAL_TEXT
 from ..objectives.kernel import IGNORE_INDEX
@@ -58,7 +58,7 @@ def fineweb_files(path: str) -> list[str]:
     files = list_data_files(path)
     if len(files) < 2:
         raise ValueError(
-            f"training.dataset_path {path!r} holds {len(files)} data files (.parquet/.jsonl/.json/.jsonl.gz): "
+            f"training.dataset_path {path!r} holds {len(files)} data files ({DATA_KINDS}): "
             "FineWeb-Edu needs at least 2, the last of which is held out for validation"
         )
     return files

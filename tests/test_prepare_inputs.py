@@ -163,3 +163,47 @@ def test_a_prepare_refused_before_it_recorded_anything_leaves_no_out(
     with pytest.raises(ValueError, match="a.parquet is not a readable parquet file"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(out), **KW)
     assert os.listdir(out) == []
+
+
+def test_a_local_source_is_the_same_folder_however_spelled(
+    tmp_path, embedded_tokenizer_dir, monkeypatch
+):
+    """`src`, `./src/`, its absolute path, from another working folder: one folder, recorded
+    absolute (its files too); a finished or unfinished prepare recorded with relative paths (as
+    before) is still that folder, from where it ran; a folder elsewhere differs by its source."""
+    from prefix_titan.data.prepare import PROGRESS
+    from prefix_titan.data.shards import manifest_sha256
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("src")
+    write_parquet(tmp_path / "src" / "x.parquet", {"text": TEXTS})
+    done = prepare("src/", embedded_tokenizer_dir, "out", **KW)
+    assert done["source"] == str(tmp_path / "src")
+    assert done["files"] == [str(tmp_path / "src" / "x.parquet")]
+    os.makedirs("elsewhere")
+    for source in ("./src", str(tmp_path / "src"), "src/../src", "src"):
+        assert prepare(source, embedded_tokenizer_dir, "out", **KW) == done
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert prepare("../src/", embedded_tokenizer_dir, str(tmp_path / "out"), **KW) == done
+    monkeypatch.chdir(tmp_path)
+    old = {**done, "source": "./src", "files": ["src/x.parquet"]}  # as an older prepare wrote it
+    old["sha256"] = manifest_sha256(old)
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(old))
+    assert prepare(str(tmp_path / "src"), embedded_tokenizer_dir, "out", **KW) == old
+    os.makedirs("copy")
+    write_parquet(tmp_path / "copy" / "x.parquet", {"text": TEXTS})
+    with pytest.raises(
+        ValueError, match=r"other settings \(source './src' there, '/.*/copy' asked\)"
+    ):
+        prepare("copy", embedded_tokenizer_dir, "out", **KW)  # (its files: the same names)
+    # unfinished, recorded relative: resumed from its folder under another spelling
+    (tmp_path / "src" / "y.jsonl").write_text('{"text": "fine"}\n{"text": broken}\n')
+    with pytest.raises(ValueError, match="y.jsonl line 2"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, "cut", **{**KW, "batch_docs": 8})
+    state = json.loads((tmp_path / "cut" / PROGRESS).read_text())
+    state["settings"].update(source="src", files=["src/x.parquet", "src/y.jsonl"])
+    (tmp_path / "cut" / PROGRESS).write_text(json.dumps(state))
+    (tmp_path / "src" / "y.jsonl").write_text('{"text": "fine"}\n{"text": "repaired"}\n')
+    resumed = prepare("./src/", embedded_tokenizer_dir, "cut", **{**KW, "batch_docs": 8})
+    assert resumed["source"] == str(tmp_path / "src") and resumed["documents_read"] == 62
+    assert resumed["files"] == [str(tmp_path / "src" / n) for n in ("x.parquet", "y.jsonl")]

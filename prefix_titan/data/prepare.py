@@ -233,10 +233,43 @@ def _few(names: list) -> str:
     )
 
 
+def _same_folder(recorded: str, asked: str) -> bool:
+    """Whether a recorded local --source (absolute; or, recorded before sources were made
+    absolute, relative to the folder that prepare ran in, taken as this one) is the folder
+    `asked` (absolute, normalized): the same path, or the same folder by another (a link)."""
+    there = os.path.abspath(recorded)
+    if there == asked:
+        return True
+    try:
+        return os.path.samefile(there, asked)
+    except OSError:  # (not there)
+        return False
+
+
+def _as_asked(recorded: dict, asked: dict) -> dict:
+    """`recorded` (a manifest, or an unfinished prepare's settings) with a local folder's source
+    and files spelled as `asked` spells them, where both read a local folder: its source the
+    asked folder where it is the same folder, and its files each by its path inside its own
+    source, so that the same files of a folder compare equal however either was spelled
+    (`--source fw`, `./fw/`, `/data/fw`; an older record's paths relative to where it ran),
+    and a folder elsewhere differs by its source alone unless its files differ too."""
+    source, files = recorded.get("source"), recorded.get("files")
+    local = recorded.get("revision") == asked.get("revision") == "local"
+    if not (local and isinstance(source, str) and isinstance(files, list)):
+        return recorded
+    here = asked["source"]
+    rebased = [
+        os.path.join(here, os.path.relpath(f, source)) if isinstance(f, str) else f for f in files
+    ]
+    return {**recorded, "source": here if _same_folder(source, here) else source, "files": rebased}
+
+
 def _differences(recorded: dict, asked: dict) -> str:
     """Each setting of `asked` that `recorded` (a manifest, or an unfinished prepare's settings)
     holds otherwise, with both values; for the files, which were read there and not now, and
-    the other way round."""
+    the other way round. A local folder's source and files are compared as folders and paths
+    (_as_asked), not as the strings given."""
+    recorded = _as_asked(recorded, asked)
     shown = []
     for k in asked:
         there, here = recorded.get(k), asked[k]
@@ -470,6 +503,8 @@ def prepare(
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
     asked = revision
+    if source != "embedded" and os.path.isdir(source):  # recorded absolute and normalized: the
+        source = os.path.abspath(source)  # same folder however given, and from any folder
     settings = {
         "split": SPLIT_RULE,
         "source": source,
@@ -523,12 +558,13 @@ def prepare(
                     "they were split by their text: it cannot be continued under the new rule; "
                     "remove it or choose another --out, and prepare again"
                 )
-            if state["settings"] != settings:
+            if _as_asked(state["settings"], settings) != settings:
                 raise ValueError(
                     f"{out!r} holds an unfinished run with other settings "
                     f"({_differences(state['settings'], settings)}): re-run with the same "
                     "settings or choose another --out"
                 )
+            state["settings"] = settings  # (a local folder's paths as now recorded: absolute)
         writers = {
             s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS
         }

@@ -4,6 +4,7 @@ inside `--source` is not read as data, and a refused rerun names the values that
 import gzip
 import json
 import os
+import shutil
 
 import pytest
 
@@ -207,3 +208,38 @@ def test_a_local_source_is_the_same_folder_however_spelled(
     resumed = prepare("./src/", embedded_tokenizer_dir, "cut", **{**KW, "batch_docs": 8})
     assert resumed["source"] == str(tmp_path / "src") and resumed["documents_read"] == 62
     assert resumed["files"] == [str(tmp_path / "src" / n) for n in ("x.parquet", "y.jsonl")]
+
+
+def test_a_copy_of_the_hub_repository_with_several_configs_is_refused(
+    tmp_path, embedded_tokenizer_dir
+):
+    """A local copy laid out like the hub's repository (data/, sample/100BT, sample/10BT drawn
+    from it) read whole repeats documents: prepare and the streamed dataset refuse it naming
+    the configs and the folder to give; one config's folder is read."""
+    from prefix_titan.titan.datasets import fineweb_files
+
+    hub = tmp_path / "fineweb-edu"
+    for folder in ("data/CC-MAIN-2024-10", "sample/100BT", "sample/10BT"):
+        os.makedirs(hub / folder)
+        for i in range(2):
+            write_parquet(hub / folder / f"00{i}_00000.parquet", {"text": TEXTS[i::2]})
+    words = r"holds the files of 3 of the hub repository's configs \(data/, sample/100BT/, sample/10BT/\)"
+    with pytest.raises(
+        ValueError, match=rf"--source '{hub}' {words}.* give --source the one folder"
+    ):
+        prepare(str(hub), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    with pytest.raises(ValueError, match=rf"dataset_path '{hub}' {words}"):
+        fineweb_files(str(hub))
+    with pytest.raises(
+        ValueError, match=r"2 of the hub .*\(sample/100BT/, sample/10BT/\).* e\.g\. "
+    ):
+        prepare(str(hub / "sample"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"2 of the hub .*\(data/, sample/10BT/\).*sample/10BT$"):
+        shutil.rmtree(hub / "sample" / "100BT")
+        fineweb_files(str(hub))
+    assert len(fineweb_files(str(hub / "sample" / "10BT"))) == 2
+    done = prepare(
+        str(hub / "sample" / "10BT"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW
+    )
+    assert done["documents_read"] == len(TEXTS)

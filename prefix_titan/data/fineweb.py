@@ -38,3 +38,37 @@ def list_data_files(path: str, revision: str | None = None) -> list[str]:
     names = HfApi().list_repo_files(path, repo_type="dataset", revision=revision)
     repo = f"{path}@{revision}" if revision else path
     return [f"hf://datasets/{repo}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
+
+
+def hub_configs(folder: str, files: list[str]) -> dict[str, str]:
+    """{config: its folder} of the hub repository's configs that a local folder's data files fall
+    in, where the folder is laid out like a copy of it: `data/` (every crawl) and each
+    `sample/NAME/` (sample/10BT is drawn from sample/100BT, and each sample from data/), also
+    where `folder` is the copy's `sample/` itself."""
+    found = {}
+    inside_sample = os.path.basename(os.path.abspath(folder)) == "sample"
+    for f in files:
+        rel = pathlib.PurePath(os.path.relpath(f, folder)).parts
+        if inside_sample and len(rel) > 1:
+            found[f"sample/{rel[0]}"] = os.path.join(folder, rel[0])
+        elif rel[0] == "sample" and len(rel) > 2:
+            found[f"sample/{rel[1]}"] = os.path.join(folder, rel[0], rel[1])
+        elif rel[0] == "data" and len(rel) > 1:
+            found["data"] = os.path.join(folder, rel[0])
+    return dict(sorted(found.items()))
+
+
+def check_one_config(folder: str, files: list[str], setting: str) -> None:
+    """Refuses a local folder whose files fall in more than one of the hub's configs
+    (hub_configs): read whole, it would repeat documents; `setting` names the option."""
+    configs = hub_configs(folder, files)
+    if len(configs) < 2:
+        return
+    samples = [path for name, path in configs.items() if name.startswith("sample/")]
+    example = min(samples, key=len) if samples else next(iter(configs.values()))
+    raise ValueError(
+        f"{setting} {folder!r} holds the files of {len(configs)} of the hub repository's "
+        f"configs ({', '.join(f'{n}/' for n in configs)}): read together, they would repeat "
+        "documents (sample/10BT is drawn from sample/100BT, and each sample from data/); give "
+        f"{setting} the one folder to read, e.g. {example}"
+    )

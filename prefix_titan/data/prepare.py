@@ -17,7 +17,7 @@ import zlib
 from ..runs.folder import read_json, write_json
 from ..runs.lock import RunLock
 from .corpus import ascii_only, has_text
-from .fineweb import DATA_KINDS, GZIP
+from .fineweb import DATA_KINDS, GZIP, check_one_config
 from .shards import (
     FORMAT,
     MANIFEST,
@@ -192,6 +192,7 @@ def source_files(
         if out is not None:
             own = os.path.realpath(out)
             files = [f for f in files if not os.path.realpath(f).startswith(own + os.sep)]
+        check_one_config(source, files, "--source")
     else:
         from huggingface_hub import HfApi
 

@@ -25,6 +25,7 @@ and ignore the one cross-document target after each EOS, for torchtitan's block_
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from functools import partial
 
@@ -39,7 +40,13 @@ from torchtitan.hf_datasets.text_datasets import DATASETS, HuggingFaceTextDatase
 from torchtitan.tools.logging import logger
 
 from ..data.corpus import ascii_only, embedded_split, has_text
-from ..data.fineweb import DATA_KINDS, FINEWEB_EDU, data_format, list_data_files
+from ..data.fineweb import (
+    DATA_KINDS,
+    FINEWEB_EDU,
+    check_one_config,
+    data_format,
+    list_data_files,
+)
 from ..data.shards import ShardedTokens
 from ..data.tokenizers import SPECIAL_TEXT
 from ..objectives.kernel import IGNORE_INDEX
@@ -56,6 +63,8 @@ def _ascii_text(sample: dict) -> dict:
 def fineweb_files(path: str) -> list[str]:
     """The data files of a streamed FineWeb-Edu: at least 2 (the last is validation)."""
     files = list_data_files(path)
+    if os.path.isdir(path):  # a local copy of the hub's repository: one of its configs
+        check_one_config(path, files, "dataset_path")
     if len(files) < 2:
         raise ValueError(
             f"training.dataset_path {path!r} holds {len(files)} data files ({DATA_KINDS}): "

@@ -34,7 +34,7 @@ from .sweep.analysis import (
 from .sweep.configs import SCALES, arms
 from .sweep.inference import APART_MIN_SEEDS, seedwise
 from .sweep.metrics import METRICS, beyond_widest, detectable_text, metric
-from .sweep.power import plan_rows
+from .sweep.power import FEW_DF, SD_LIMIT, plan_rows
 from .sweep.report import plural
 
 MAX_SEEDS = 100
@@ -81,6 +81,8 @@ class Measured(NamedTuple):
     arms: list[str]
     zero: list[str]
     """the metrics it measured no variance of (the published default kept)"""
+    dfs: dict[str, int]
+    """{metric: the residual degrees of freedom its sd rests on}, for those of `sds`"""
 
 
 def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
@@ -93,11 +95,11 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
     if not seeds:
         raise ValueError(f"--from {runs_dir}: no seed has a run of every arm")
     a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan)
-    out, zero = {}, []
+    out, zero, dfs = {}, [], {}
     for name in names:  # the metrics of the plan's families (others keep their defaults)
         f = a.fits.get(name)
         if f is not None and f.df > 0 and f.sigma2 > 0:
-            out[name] = math.sqrt(f.sigma2)
+            out[name], dfs[name] = math.sqrt(f.sigma2), f.df
         elif f is not None and f.df > 0:
             zero.append(name)
     flavors = sorted({f for r in runs if (f := (r["config"].get("model") or {}).get("flavor"))})
@@ -112,7 +114,7 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
         },
         key=str,
     )
-    return Measured(out, where, flavors, limits, a.arms, zero)
+    return Measured(out, where, flavors, limits, a.arms, zero, dfs)
 
 
 def scale_flavor(scale: str) -> str:
@@ -203,10 +205,10 @@ def main(argv: list[str] | None = None) -> None:
                     else f"--effect '{name}={effect:g}': {name} ({m.unit}) differs by "
                     f"{m.widest:g} at most"
                 )
-        measured, where, flavors, limits, measured_arms, zero = (
+        measured, where, flavors, limits, measured_arms, zero, dfs = (
             measured_sds(a.runs_dir, plan, names)
             if a.runs_dir
-            else Measured({}, None, [], [], [], [])
+            else Measured({}, None, [], [], [], [], {})
         )
     except ValueError as e:
         p.refuse(str(e))
@@ -245,7 +247,15 @@ def main(argv: list[str] | None = None) -> None:
     shares = {n: first_share(plan, n, compared) for n in names}
     k = {n: s[0] for n, s in shares.items()}
     rows = plan_rows(
-        names, a.seeds, len(sweep), k, plan.alpha, measured, effects, variance=plan.variance
+        names,
+        a.seeds,
+        len(sweep),
+        k,
+        plan.alpha,
+        measured,
+        effects,
+        variance=plan.variance,
+        measured_df=dfs,
     )
     print(
         f"Power before the run: scale {a.scale}, {len(sweep)} arms ({compared} compared with "
@@ -290,6 +300,20 @@ def main(argv: list[str] | None = None) -> None:
             "arm's difference the same on every seed): those rows keep the published default "
             "(or none); more seeds, or evaluations on more items, measure it."
         )
+    few = [r for r in rows if r.estimate is not None]
+    if few:
+        from scipy.special import chdtri  # (the chi-square quantiles of a measured sd's range)
+
+        df = min(r.df for r in few)
+        low, high = (math.sqrt(chdtri(df, q) / df) for q in (0.95, 0.05))
+        print(
+            f"Note: the sd measured under {a.runs_dir} rests on fewer than {FEW_DF} degrees of "
+            f"freedom for {', '.join(f'{r.metric} ({r.df})' for r in few)}: at {df} an "
+            f"estimate lies between {low:.2f}x and {high:.2f}x the true sd (90%), and the "
+            "detectable difference and the seeds with it. Those rows plan conservatively, at "
+            f"the sd's upper one-sided {SD_LIMIT:.0%} confidence limit (chi-square; column "
+            "'run sd': the estimate, then that limit); more seeds or arms measured narrow it."
+        )
     if limits:
         print(
             f"Note: the runs under {a.runs_dir} were evaluated on a --limit sample of each "
@@ -317,8 +341,9 @@ def main(argv: list[str] | None = None) -> None:
             continue
         need = "-" if r.effect is None else (str(r.seeds_for) if r.seeds_for else "> 100")
         effect = "-" if r.effect is None else f"{r.effect:g}"
+        sd = f"{r.sd:.4f}" if r.estimate is None else f"{r.estimate:.4f}, upper {r.sd:.4f}"
         print(
-            f"| {r.metric} | {at} | {r.sd:.4f} | {detectable_text(r.metric, r.detectable)} "
+            f"| {r.metric} | {at} | {sd} | {detectable_text(r.metric, r.detectable)} "
             f"| {effect} | {need} "
             f"| {r.source} |"
         )

@@ -1397,12 +1397,13 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     from prefix_titan.power import measured_sds
 
     shutil.rmtree(small / "ce" / "seed2")  # a run that never started
-    sds, where, _, limits, measured, _ = measured_sds(str(small), PLAN, ["val CE"])
-    assert where == f"14 arms x 1 seed under {small}" and sds == {}  # one seed: no variance
+    sds, where, _, limits, measured, _, dfs = measured_sds(str(small), PLAN, ["val CE"])
+    assert where == f"14 arms x 1 seed under {small}" and sds == {} == dfs  # one seed: no variance
     assert limits == ["30 (--limit-seed 1234)"] and len(measured) == 14  # a --limit sample
     shutil.rmtree(small / "ce")
-    sds, where, *_ = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, *_, dfs = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
+    assert dfs == {"val CE": 12}  # (13 - 1) x (2 - 1): the residual degrees of freedom
 
 
 def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, in_project):
@@ -1425,6 +1426,49 @@ def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, i
     main(["--seeds", "3", "--plan", str(plan), "--arms", "label_smoothing", "prefix_tau0.5"])
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| arc_easy |")]
     assert len(rows) == 1 and "| primary, alpha/1 |" in rows[0], rows
+
+
+def test_a_measured_sd_on_few_degrees_of_freedom_is_planned_at_its_upper_limit(
+    tmp_path, capsys, in_project
+):
+    """An sd measured on fewer than FEW_DF degrees of freedom (3 arms x 2 seeds: 2) is printed
+    with them and its upper one-sided 80% chi-square limit, which the row plans at (the estimate
+    alone was printed as "measured", however few runs it rested on); one on many is planned at
+    the estimate, its degrees of freedom said."""
+    from scipy.stats import chi2
+
+    from prefix_titan.power import Measured, main
+    from prefix_titan.sweep.power import FEW_DF
+
+    measured = Measured(
+        {"char composite": 0.01, "val CE": 0.002},
+        f"3 arms x 2 seeds under {tmp_path}",
+        [],
+        [],
+        [],
+        [],
+        {"char composite": 2, "val CE": FEW_DF},
+    )
+    with unittest.mock.patch("prefix_titan.power.measured_sds", return_value=measured):
+        main(
+            ["--seeds", "3", "--from", str(tmp_path), "--arms", "label_smoothing", "prefix_tau0.5"]
+        )
+    out = capsys.readouterr().out
+    rows = {r.split(" | ")[0][2:]: r.split(" | ") for r in out.splitlines() if r.startswith("| ")}
+    upper = 0.01 * math.sqrt(2 / chi2.ppf(0.2, 2))
+    assert rows["char composite"][2] == f"0.0100, upper {upper:.4f}"
+    want = inference.detectable(upper, 3, 2, 1, ALPHA, variance=PLAN.variance)
+    assert rows["char composite"][3] == f"{want:.4f}"
+    assert rows["char composite"][6].startswith(
+        "measured (pooled over the sweep's arms), 2 degrees"
+    )
+    assert "planned at its upper 80% limit" in rows["char composite"][6]
+    assert rows["val CE"][2] == "0.0020" and f"{FEW_DF} degrees of freedom)" in rows["val CE"][6]
+    assert (
+        f"Note: the sd measured under {tmp_path} rests on fewer than {FEW_DF} degrees of freedom "
+        "for char composite (2): at 2 an estimate lies between 0.23x and 1.73x the true sd (90%)"
+    ) in out
+    assert "at the sd's upper one-sided 80% confidence limit (chi-square" in out
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ contrast's arms: inference.detectable at its strictest step), for a planned numb
 the seeds a given difference needs.
 
 The run-level sd comes from published facts or from a finished sweep (--from: the pooled
-residual sd of the report's fit). The defaults assume that near chance the seed-to-seed spread
+residual sd of the report's fit; on fewer than FEW_DF degrees of freedom the rows plan at its
+upper one-sided SD_LIMIT confidence limit, sd_upper). The defaults assume that near chance the seed-to-seed spread
 of an accuracy at pilot scale is mostly item flipping, so that a run's sd is about one model's
 binomial standard error on the task's items at pilot-scale accuracy (item counts and accuracies:
 lm-eval's splits, Pythia-160M at ~6B tokens; Madaan et al. 2024 and PolyPythias argue the item
@@ -25,6 +26,7 @@ from ..evaluation.harness import DEFAULT_TASKS
 from ..evaluation.probes import ITEMS_PER_TASK, fewest_items
 from . import inference
 from .metrics import CHANCE, CHAR_PROBES
+from .report import plural
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,39 @@ def defaults(probe_items: int = ITEMS_PER_TASK) -> dict[str, Default]:
     return out
 
 
+FEW_DF = 10
+"""A measured sd on fewer residual degrees of freedom is planned from at its upper confidence
+limit (sd_upper), not at the estimate: below 10 the estimate is under 0.63x the true sd in one
+sweep of 20 (0.23x at 2 degrees of freedom, 3 arms x 2 seeds), and the detectable difference and
+the seeds an effect needs scale with it; at 10 or more the estimate is within 0.63-1.35x (90%),
+and its upper limit would add a quarter or less"""
+SD_LIMIT = 0.8
+"""The one-sided confidence of that upper limit: the true sd is below it in 80% of sweeps"""
+
+
+def sd_upper(sd: float, df: int, level: float = SD_LIMIT) -> float:
+    """The upper one-sided `level` confidence limit of a normal sd estimated as `sd` on `df`
+    degrees of freedom: df * sd^2 / sigma^2 is chi-square(df), so sigma < sd * sqrt(df /
+    chi2_(1 - level)(df)) with confidence `level`."""
+    from scipy.special import chdtri  # the chi-square survival function's inverse
+
+    return sd * math.sqrt(df / chdtri(df, level))
+
+
 @dataclass(frozen=True)
 class Row:
     metric: str
     sd: float | None
+    """the sd the row plans at (a measured one on few degrees of freedom: its upper limit)"""
     source: str
     detectable: float | None
     seeds_for: int | None
     effect: float | None
+    estimate: float | None = None
+    """a measured sd on fewer than FEW_DF degrees of freedom: the estimate (`sd` is its upper
+    SD_LIMIT confidence limit); else None"""
+    df: int | None = None
+    """the degrees of freedom of a measured sd"""
 
 
 def plan_rows(
@@ -94,15 +121,28 @@ def plan_rows(
     effects: dict[str, float] | None = None,
     probe_items: int = ITEMS_PER_TASK,
     variance: str = "pooled",
+    measured_df: dict[str, int] | None = None,
 ) -> list[Row]:
     """One row per metric: its sd (measured, else the published default), the 80%-power
     detectable difference at `seeds`, and the seeds needed for the effect asked for; each tested
-    at alpha / comparisons[metric] (analysis.first_share), by the plan's `variance` rule."""
+    at alpha / comparisons[metric] (analysis.first_share), by the plan's `variance` rule. A
+    measured sd on fewer than FEW_DF degrees of freedom (`measured_df`) is planned at its upper
+    SD_LIMIT confidence limit, the estimate kept beside it."""
     known = defaults(probe_items)
     rows = []
     for name in metrics:
+        estimate = df = None
         if measured and name in measured:
-            sd, source = measured[name], "measured (pooled over the sweep's arms)"
+            sd, df = measured[name], (measured_df or {}).get(name)
+            source = "measured (pooled over the sweep's arms"
+            if df is not None and df < FEW_DF:
+                estimate, sd = sd, sd_upper(sd, df)
+                source += (
+                    f"), {plural(df, 'degree')} of freedom: planned at its upper "
+                    f"{SD_LIMIT:.0%} limit"
+                )
+            else:
+                source += f", {plural(df, 'degree')} of freedom)" if df is not None else ")"
         elif name in known:
             sd, source = known[name].sd, known[name].source
         else:
@@ -117,5 +157,5 @@ def plan_rows(
             if effect
             else None
         )
-        rows.append(Row(name, sd, source, d, need, effect))
+        rows.append(Row(name, sd, source, d, need, effect, estimate, df))
     return rows

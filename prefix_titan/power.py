@@ -37,6 +37,9 @@ from .sweep.metrics import METRICS, beyond_widest, detectable_text, metric
 from .sweep.power import FEW_DF, SD_LIMIT, plan_rows
 from .sweep.report import plural
 
+UNTESTED = "not tested by the plan"
+"""The 'tested at' of a metric in none of the plan's families (the report never tests it)"""
+
 MAX_SEEDS = 100
 """The most seeds per arm `--seeds N` plans for: a larger single number is a seed (as `sweep
 launch --seeds` takes them), not a count"""
@@ -300,7 +303,15 @@ def main(argv: list[str] | None = None) -> None:
             "arm's difference the same on every seed): those rows keep the published default "
             "(or none); more seeds, or evaluations on more items, measure it."
         )
-    few = [r for r in rows if r.estimate is not None]
+    untested = [n for n in names if shares[n][1] == "not in the plan"]
+    if untested:
+        print(
+            f"Note: the plan {a.plan or plan.source} tests no comparison on "
+            f"{', '.join(untested)} (in none of its families): the report makes no claim on "
+            f"them, so their rows ('{UNTESTED}') give no alpha and no detectable difference; a "
+            "plan that names them in a family tests them."
+        )
+    few = [r for r in rows if r.estimate is not None and r.metric not in untested]
     if few:
         from scipy.special import chdtri  # (the chi-square quantiles of a measured sd's range)
 
@@ -336,6 +347,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         at = f"{shares[r.metric][1]}, alpha/{shares[r.metric][0]}"
+        if r.metric in untested:  # the report tests it in no family: no alpha, nothing detected
+            sd = "-" if r.sd is None else f"{r.sd:.4f}"
+            print(f"| {r.metric} | {UNTESTED} | {sd} | - | - | - | {r.source} |")
+            continue
         if r.sd is None:
             print(f"| {r.metric} | {at} | - | - | - | - | {r.source} |")
             continue
@@ -357,7 +372,12 @@ def main(argv: list[str] | None = None) -> None:
         + (
             " 'none (> W)': the test needs a difference wider than the metric's values can have "
             "(W), so none is detected at these seeds."
-            if any(r.sd is not None and beyond_widest(r.metric, r.detectable) for r in rows)
+            if any(
+                r.sd is not None
+                and r.metric not in untested
+                and beyond_widest(r.metric, r.detectable)
+                for r in rows
+            )
             else ""
         )
     )

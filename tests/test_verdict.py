@@ -1428,6 +1428,30 @@ def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, i
     assert len(rows) == 1 and "| primary, alpha/1 |" in rows[0], rows
 
 
+def test_the_power_table_gives_no_detectable_difference_to_a_metric_the_plan_never_tests(
+    tmp_path, capsys, in_project
+):
+    """A task in none of the plan's families is never tested by the report: its row says so,
+    with no alpha, detectable difference or seeds (it printed 'not in the plan, alpha/k' and a
+    detectable difference); an effect asked of it gets none either."""
+    import pathlib
+
+    from prefix_titan import sweep
+    from prefix_titan.power import main
+
+    text = (pathlib.Path(sweep.__file__).parent / "analysis_plan.toml").read_text()
+    assert ' "piqa",' in text
+    plan = tmp_path / "plan.toml"
+    plan.write_text(text.replace(' "piqa",', ""))
+    main(["--seeds", "3", "--plan", str(plan), "--effect", "piqa=0.05"])
+    out = capsys.readouterr().out
+    (row,) = [r for r in out.splitlines() if r.startswith("| piqa |")]
+    assert row.startswith("| piqa | not tested by the plan | 0.0114 | - | - | - | binomial SE"), row
+    assert f"Note: the plan {plan} tests no comparison on piqa (in none of its families)" in out
+    (row,) = [r for r in out.splitlines() if r.startswith("| hellaswag |")]
+    assert "| exploratory, alpha/" in row and "| - |" not in row
+
+
 def test_a_measured_sd_on_few_degrees_of_freedom_is_planned_at_its_upper_limit(
     tmp_path, capsys, in_project
 ):

@@ -589,6 +589,34 @@ def test_a_dry_run_plans_without_a_gpu():
     assert "plan for 4 GPUs per node" in err
 
 
+def test_a_plan_that_averages_more_checkpoints_than_a_run_keeps_is_refused(tmp_path):
+    """A pilot run keeps 6 checkpoints (one every 1,016 of its 6,096 steps): a plan averaging 7
+    is refused before anything runs, a dry run listing it (it was registered without a word, and
+    only the report said so, after the runs); 6 is taken; the launch's overrides count."""
+    from prefix_titan.sweep.analysis import PLAN
+
+    plan = tmp_path / "plan.toml"
+    args = ["--scale", "pilot", "--arms", "label_smoothing", "prefix_tau0.5", "--seeds", "1"]
+    args += ["--sweep-dir", str(tmp_path / "sweep"), "--plan", str(plan)]
+    for n, refused in ((7, True), (6, False)):
+        plan.write_text(open(PLAN).read().replace("checkpoints = 3", f"checkpoints = {n}"))
+        rc, _, err = dry_run(*args)
+        err = " ".join(err.split())
+        assert (rc == 2) is refused, err
+        assert (
+            f"the analysis plan {plan}: checkpoints = 7 averages each run's last 7 evaluated "
+            "checkpoints, and a run of this launch keeps 6 (training.steps 6096, "
+            "checkpoint.interval 1016): the plan's checkpoints must be 1 to 6 here"
+        ) in err or not refused, err
+    rc, _, err = dry_run(*args, "--", "--checkpoint.keep-latest-k=2")
+    assert rc == 2 and "keeps 2 (training.steps 6096, checkpoint.interval 1016, checkpoint." in err
+    assert launch.kept_checkpoints(
+        {"training": {"steps": 40}, "checkpoint": {"enable": True, "interval": 15}},
+        ["--training.steps", "45"],
+    ) == (3, "training.steps 45, checkpoint.interval 15")
+    assert launch.kept_checkpoints({"checkpoint": {"enable": False}}, []) is None
+
+
 def launch_here(*args, gpus=""):
     """(exit status, stderr) of a real `launch ARGS` on a node that shows `gpus`."""
     err = io.StringIO()

@@ -36,8 +36,10 @@ processes per node (default: --gpus, else 8), visible GPUs or not.
 Before any run starts, every run that would start is checked in this process (the job config's
 checks, its data folders and tokenizer, the target table of a family of one's own, built as its
 run would build it, and the settings every run of a sweep shares (sweep/runs.py matched_settings,
-the report's compute-matched invariants) against the runs already in the sweep folder): a refusal
-names each run and nothing starts (exit status 2), instead of one torchrun failure report per run. A
+the report's compute-matched invariants) against the runs already in the sweep folder; and,
+but at the smoke scale, that the analysis plan averages no more checkpoints than a run keeps):
+a refusal names each run and nothing starts (exit status 2), instead of one torchrun failure
+report per run. A
 --dry-run makes the same checks after printing its plan, and exits 2 with the same list where a
 launch from here would be refused (data not prepared yet, a tokenizer missing). It checks the runs
 for the device it plans for: a plan for GPUs made on a machine without them resolves
@@ -203,6 +205,74 @@ def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | N
     if not _validates(config, extra):
         return True
     return validated(str(run), steps)
+
+
+def _setting(config: dict, extra: list[str], key: str):
+    """The value a run of `config` has for setting `key` ("section.name"), as the launch's flags
+    after -- leave it (the last one given: `--section.name V` or `--section.name=V`, either
+    spelling of the name)."""
+    section, name = key.split(".")
+    value = (config.get(section) or {}).get(name)
+    for i, x in enumerate(extra):
+        flag, eq, given = x.partition("=")
+        if flag.startswith("--") and flag[2:].replace("-", "_") == key:
+            value = given if eq else (extra[i + 1] if i + 1 < len(extra) else value)
+    return value
+
+
+def kept_checkpoints(config: dict, extra: list[str]) -> tuple[int, str] | None:
+    """(the checkpoints a run of `config` keeps for its evaluations, as the launch's flags leave
+    its settings; how, in words): torchtitan saves one every checkpoint.interval steps and at the
+    final step, and keeps the last checkpoint.keep_latest_k of them where that is above 0. None
+    where the run saves none or a setting is not a whole number (the launch's checks name it)."""
+    if not _switch(config, extra, "checkpoint.enable"):
+        return None
+    try:
+        steps = int(_setting(config, extra, "training.steps"))
+        interval = int(_setting(config, extra, "checkpoint.interval"))
+        keep = int(_setting(config, extra, "checkpoint.keep_latest_k") or 0)
+    except (TypeError, ValueError):
+        return None
+    if steps < 1 or interval < 1:
+        return None
+    saved = steps // interval + (1 if steps % interval else 0)
+    how = f"training.steps {steps}, checkpoint.interval {interval}"
+    if keep > 0 and keep < saved:
+        return keep, f"{how}, checkpoint.keep_latest_k {keep}"
+    return saved, how
+
+
+def plan_checkpoint_problem(plan, runs: list[tuple[str, dict]], extra: list[str]) -> str | None:
+    """The refusal of a plan that averages more checkpoints than the runs keep (runs: (arm,
+    config) of the runs a launch would train): its report would average fewer than the plan it
+    registers says, and a registered plan cannot change."""
+    kept = {arm: k for arm, config in runs if (k := kept_checkpoints(config, extra))}
+    if not kept:
+        return None
+    fewest = min(n for n, _ in kept.values())
+    if plan.checkpoints <= fewest:
+        return None
+    how = next(h for n, h in kept.values() if n == fewest)
+    return (
+        f"the analysis plan {plan.source}: checkpoints = {plan.checkpoints} averages each run's "
+        f"last {plan.checkpoints} evaluated checkpoints, and a run of this launch keeps "
+        f"{fewest} ({how}): the plan's checkpoints must be 1 to {fewest} here; set it in the plan "
+        "(--plan FILE) before a launch registers it, or keep more checkpoints (those settings "
+        "after --)"
+    )
+
+
+def _switch(config: dict, extra: list[str], key: str) -> bool:
+    """A boolean setting of `config` ("section.name"), as the launch's flags leave it."""
+    section, name = key.split(".")
+    on = bool((config.get(section) or {}).get(name, False))
+    for x in extra:
+        flag, _, value = x.partition("=")
+        if flag == f"--{key}":
+            on = value.lower() not in ("false", "0", "no") if value else True
+        elif flag in (f"--{section}.no-{name}", f"--{section}.no_{name}"):
+            on = False
+    return on
 
 
 def _validates(config: dict, extra: list[str]) -> bool:
@@ -609,7 +679,14 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
     sweep = {"folder": os.path.abspath(a.sweep_folder), "extra": extra}
-    problems = preflight(a.root, todo, device, sweep, world, a.dry_run)
+    problems = []
+    if a.scale != "smoke":  # (smoke runs check the code: their report says what they lack)
+        from .analysis import load_plan
+
+        configs = [(arm, load_config(a.root, a.scale, arm)) for arm in dict.fromkeys(a.arms)]
+        if problem := plan_checkpoint_problem(load_plan(a.plan), configs, extra):
+            problems.append(problem)
+    problems += preflight(a.root, todo, device, sweep, world, a.dry_run)
     problems += _placed_otherwise(a, starting, world)
     if problems:
         heading = (

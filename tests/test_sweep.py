@@ -617,6 +617,26 @@ def test_a_plan_that_averages_more_checkpoints_than_a_run_keeps_is_refused(tmp_p
     assert launch.kept_checkpoints({"checkpoint": {"enable": False}}, []) is None
 
 
+def test_a_launch_of_one_seed_says_the_report_needs_more_for_a_claim(tmp_path):
+    """`--seeds 3` is one seed, numbered 3 (where `power --seeds 3` plans for three): a launch of
+    one seed goes on (a smoke launch is legitimate) and says that the report needs 2 seeds for
+    a claim and how to list three; no word where there are two, or where the sweep folder holds
+    runs of another seed."""
+    args = ["--scale", "pilot", "--arms", "label_smoothing", "prefix_tau0.5"]
+    args += ["--sweep-dir", str(tmp_path / "sweep")]
+    said = "one seed (--seeds 3 is the seed numbered 3, not 3 seeds): the report needs at least 2 "
+    rc, _, err = dry_run(*args, "--seeds", "3")
+    err = " ".join(err.split())
+    assert rc == 0 and said in err and "list the seeds, --seeds 3 4 5 for three" in err, err
+    rc, _, err = dry_run(*args)  # the config's seed
+    assert rc == 0 and "one seed (the config's, 1234: no --seeds)" in " ".join(err.split()), err
+    rc, _, err = dry_run(*args, "--seeds", "3", "4")
+    assert rc == 0 and "one seed" not in err, err
+    (tmp_path / "sweep" / "label_smoothing" / "seed7").mkdir(parents=True)
+    rc, _, err = dry_run(*args, "--seeds", "3")
+    assert rc == 0 and "one seed" not in err, err
+
+
 def launch_here(*args, gpus=""):
     """(exit status, stderr) of a real `launch ARGS` on a node that shows `gpus`."""
     err = io.StringIO()

@@ -95,6 +95,10 @@ def versus(f: Fit, arm: int, baseline: int, level: float = LEVEL) -> Test:
     return contrast(f, w, level)
 
 
+CLAIM_MIN_SEEDS = 2
+"""The fewest seeds, every arm run at each, at which the report tests a comparison (and claims
+anything): one seed measures no training noise"""
+
 APART_PRIOR_DF = 1.0
 """baseline_apart: the degrees of freedom of the pooled variance's pull on the baseline's own"""
 APART_MIN_SEEDS = 3

@@ -275,6 +275,33 @@ def _switch(config: dict, extra: list[str], key: str) -> bool:
     return on
 
 
+def one_seed_note(sweep_folder: pathlib.Path, seeds: list[int], given: bool) -> str | None:
+    """What a launch of fewer seeds than the report needs for a claim says (None: enough, or
+    the sweep folder holds runs of other seeds, which pair with them): a smoke launch of one
+    seed is legitimate, but `--seeds 3` is the seed numbered 3, where `power --seeds 3` plans
+    for three seeds."""
+    from .inference import CLAIM_MIN_SEEDS  # (numpy: imported only here)
+
+    if len(seeds) >= CLAIM_MIN_SEEDS:
+        return None
+    there = {p.name for p in sweep_folder.glob("*/seed*") if p.is_dir()}
+    if there - {f"seed{s}" for s in seeds}:
+        return None  # other seeds' runs are in the sweep already
+    (seed,) = seeds
+    which = (
+        f"--seeds {seed} is the seed numbered {seed}" + (f", not {seed} seeds" if seed > 1 else "")
+        if given
+        else f"the config's, {seed}: no --seeds"
+    )
+    three = " ".join(str(seed + i) for i in range(3))
+    return (
+        f"one seed ({which}): the report needs at least {CLAIM_MIN_SEEDS} seeds, every arm run "
+        "at each, to test a comparison (one seed measures no training noise), so this sweep "
+        f"alone allows no claim; list the seeds, --seeds {three} for three (a later launch into "
+        "this sweep folder adds seeds)"
+    )
+
+
 def _validates(config: dict, extra: list[str]) -> bool:
     """Whether the run validates: its config's validation.enable, as the launch's flags leave it."""
     on = bool((config.get("validation") or {}).get("enable", False))
@@ -822,7 +849,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         metavar="ARM",
         help="the arms to run (default: every one: the built-in arms, then sweep_arms.toml's)",
     )
-    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S")
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="S",
+        help="the seeds themselves, one run of each arm per seed (--seeds 1234 1235 1236: three; "
+        "--seeds 3: the seed numbered 3); the report needs 2 or more for a claim (default: the "
+        "config's seed)",
+    )
     p.add_argument(
         "--gpus-per-run",
         default=None,
@@ -955,6 +991,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error(f"--seeds must be distinct: {', '.join(map(str, repeated))} repeated")
     if any(s < 0 for s in seeds):
         p.error("--seeds must be >= 0")
+    if note := one_seed_note(a.sweep_folder, seeds, given=bool(a.seeds)):
+        print(f"[sweep] note: {note}", file=sys.stderr, flush=True)
     per_run = a.gpus_per_run or ("node" if scale.gpus_per_run is None else str(scale.gpus_per_run))
     if per_run != "node" and not (per_run.isdigit() and int(per_run) >= 1):
         p.error(f"--gpus-per-run must be 'node' or a whole number >= 1; got {per_run!r}")

@@ -29,7 +29,7 @@ from .analysis import (
     registered_plan_changed,
     unread_axis,
 )
-from .inference import APART_MIN_SEEDS, seedwise
+from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
 from .metrics import beyond_widest, metric, validation_steps
 from .runs import (
     complete_seeds,
@@ -354,10 +354,10 @@ def no_power_line(a: Analysis) -> str:
     if not any(a.kinds[arm] in a.plan.contrast for arm in a.arms):
         kinds = ", ".join(a.plan.contrast)
         return f"Nothing to show: no arm of {kinds} is in the sweep, so nothing is compared."
-    if len(a.seeds) < 2:
+    if len(a.seeds) < CLAIM_MIN_SEEDS:
         return (
             f"Nothing to show: with {plural(len(a.seeds), 'seed')} the training noise is not "
-            "measured (run two or more seeds)."
+            f"measured (run {CLAIM_MIN_SEEDS} or more seeds)."
         )
     return (
         "Nothing to show: no primary metric has a measured variance (no evaluated or "

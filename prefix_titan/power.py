@@ -223,22 +223,17 @@ def main(argv: list[str] | None = None) -> None:
     if problems:  # as `sweep launch` refuses it
         p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
     if a.arms:
-        from .sweep.configs import file_name
+        from .sweep.configs import pick_arms
 
-        by_file = {file_name(arm): arm for arm in sweep}  # the `-` form of an import path's `:`
-        chosen = list(dict.fromkeys(by_file.get(arm, arm) for arm in a.arms))
-        unknown = [arm for arm in chosen if arm not in sweep]
-        if unknown:
-            p.error(
-                f"--arms {' '.join(unknown)}: no such arm; the arms are {', '.join(sweep)} (add "
-                "one as an [[arm]] of sweep_arms.toml in the project folder)"
-            )
-        if plan.baseline not in chosen:
+        try:
+            sweep = pick_arms(sweep, a.arms, a.root)
+        except ValueError as e:
+            p.error(str(e))
+        if plan.baseline not in sweep:
             p.error(
                 f"--arms leaves out the plan's baseline, {plan.baseline}: every comparison is "
                 "with it, and its runs are in the sweep's fit; name it among --arms"
             )
-        sweep = {arm: sweep[arm] for arm in chosen}
     named = compared_arms(plan, {n: vars(s) for n, s in sweep.items()})
     outside = [arm for arm in sweep if arm not in named and arm not in (plan.baseline, "ce")]
     compared = len(named)

@@ -89,6 +89,7 @@ from .configs import (
     file_name,
     load_config,
     override_flags,
+    pick_arms,
     render,
 )
 
@@ -937,23 +938,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         specs = arms(a.root)
     except ValueError as e:
         p.refuse(str(e))
-    known = list(specs)
-    by_file = {file_name(arm): arm for arm in known}  # the `-` form of an import path's `:`
-    a.arms = [by_file.get(arm, arm) for arm in a.arms] if a.arms else None
-    unknown = [arm for arm in a.arms or [] if arm not in known]
-    if unknown:
-        import difflib
-
-        near = {u: difflib.get_close_matches(u, known, n=1) for u in unknown}
-        meant = [f"{u}: did you mean {m[0]}?" for u, m in near.items() if m]
-        p.error(
-            f"--arms {' '.join(unknown)}: no such arm"
-            + (f" ({'; '.join(meant)})" if meant else "")
-            + f"; the arms are {', '.join(known)} (add one as an [[arm]] of {ARMS_FILE} in the "
-            "project folder"
-            + (")" if (a.root / ARMS_FILE).is_file() else f"; --root {a.root} holds none)")
-        )
-    a.arms = a.arms or known
+    try:  # (an arm also by its file name: the `-` form of an import path's `:`)
+        a.arms = list(pick_arms(specs, a.arms, a.root) if a.arms else specs)
+    except ValueError as e:
+        p.error(str(e))
     a.sweep_dir = a.sweep_dir or scale.sweep  # (the configs' own folder is outside it)
     a.sweep_folder = a.root / a.sweep_dir
     if a.sweep_folder.exists() and not a.sweep_folder.is_dir():

@@ -1428,6 +1428,17 @@ def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, i
     assert len(rows) == 1 and "| primary, alpha/1 |" in rows[0], rows
 
 
+def test_the_power_of_another_scale_says_its_accuracies_are_the_pilots(capsys, in_project):
+    """The assumed sds read the tasks' accuracies at pilot scale: said at 500M, which reused
+    them silently."""
+    from prefix_titan.power import main
+
+    for scale, said in (("500M", True), ("pilot", False)):
+        main(["--seeds", "3", "--scale", scale])
+        out = capsys.readouterr().out
+        assert ("At 500M the tasks' accuracies are those published at pilot scale" in out) is said
+
+
 def test_the_power_table_gives_no_detectable_difference_to_a_metric_the_plan_never_tests(
     tmp_path, capsys, in_project
 ):

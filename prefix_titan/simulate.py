@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
         problems = plan_arm_problems(plan, {n: vars(s) for n, s in specs.items()})
         if problems:  # as `sweep launch` refuses it
             p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
+        stray = [n for n, _ in a.gold_mass if n not in specs]
+        if stray:
+            p.error(f"--gold-mass {', '.join(stray)}: no such arm; the arms: {', '.join(specs)}")
         if a.arms:  # (the plan checked against every arm, as a launch of some checks it)
             specs = pick_arms(specs, a.arms, a.root)
             if plan.baseline not in specs:
@@ -292,9 +295,6 @@ def main(argv: list[str] | None = None) -> None:
                 "--gold-mass ARM=MASS for each (the report's 'target gold mass' of one of its "
                 "runs); taking 1.0 would make such an arm plain CE"
             )
-        stray = [n for n, _ in a.gold_mass if n not in specs]
-        if stray:
-            p.error(f"--gold-mass {', '.join(stray)}: no such arm; the arms: {', '.join(specs)}")
         base = sim.Sweep(arms=tuple(specs.values()), gold_mass=tuple(a.gold_mass))
         if a.out:
             sweep = replace(

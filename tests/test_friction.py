@@ -730,6 +730,9 @@ def test_an_evaluation_on_an_older_sample_is_not_taken_for_a_new_one():
     assert items_read(counted, "piqa") is None
     assert items_read({**counted, "limit": 29}, "piqa") == "29 (--limit-seed 1234)"
     assert items_read(counted, "hellaswag") == "30 (--limit-seed 1234)"  # not counted
+    # the embedding probe reads every token vector whatever the limit of the file it is in (an
+    # evaluation of it alone records none): the report and eval take the two as one sample
+    assert items_read(new, "embedding_probe") is None
 
 
 def test_evaluating_other_tasks_later_keeps_the_earlier_ones(tmp_path, monkeypatch):

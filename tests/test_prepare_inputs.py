@@ -167,7 +167,7 @@ def test_a_prepare_refused_before_it_recorded_anything_leaves_no_out(
 
 
 def test_a_local_source_is_the_same_folder_however_spelled(
-    tmp_path, embedded_tokenizer_dir, monkeypatch
+    tmp_path, embedded_tokenizer_dir, monkeypatch, capsys
 ):
     """`src`, `./src/`, its absolute path, from another working folder: one folder, recorded
     absolute (its files too); a finished or unfinished prepare recorded with relative paths (as
@@ -188,9 +188,14 @@ def test_a_local_source_is_the_same_folder_however_spelled(
     assert prepare("../src/", embedded_tokenizer_dir, str(tmp_path / "out"), **KW) == done
     monkeypatch.chdir(tmp_path)
     old = {**done, "source": "./src", "files": ["src/x.parquet"]}  # as an older prepare wrote it
+    del old["special_text"]  # (written before special-token text was encoded as text)
     old["sha256"] = manifest_sha256(old)
     (tmp_path / "out" / "manifest.json").write_text(json.dumps(old))
+    capsys.readouterr()
     assert prepare(str(tmp_path / "src"), embedded_tokenizer_dir, "out", **KW) == old
+    assert "was prepared before documents' text that spells a special token" in (
+        capsys.readouterr().err
+    )
     os.makedirs("copy")
     write_parquet(tmp_path / "copy" / "x.parquet", {"text": TEXTS})
     with pytest.raises(
@@ -205,6 +210,12 @@ def test_a_local_source_is_the_same_folder_however_spelled(
     state["settings"].update(source="src", files=["src/x.parquet", "src/y.jsonl"])
     (tmp_path / "cut" / PROGRESS).write_text(json.dumps(state))
     (tmp_path / "src" / "y.jsonl").write_text('{"text": "fine"}\n{"text": "repaired"}\n')
+    before = {**state, "settings": {**state["settings"]}}
+    del before["settings"]["special_text"]  # begun before special text was encoded as text
+    (tmp_path / "cut" / PROGRESS).write_text(json.dumps(before))
+    with pytest.raises(ValueError, match="its shards would hold both encodings"):
+        prepare("./src/", embedded_tokenizer_dir, "cut", **{**KW, "batch_docs": 8})
+    (tmp_path / "cut" / PROGRESS).write_text(json.dumps(state))
     resumed = prepare("./src/", embedded_tokenizer_dir, "cut", **{**KW, "batch_docs": 8})
     assert resumed["source"] == str(tmp_path / "src") and resumed["documents_read"] == 62
     assert resumed["files"] == [str(tmp_path / "src" / n) for n in ("x.parquet", "y.jsonl")]
@@ -243,3 +254,8 @@ def test_a_copy_of_the_hub_repository_with_several_configs_is_refused(
         str(hub / "sample" / "10BT"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW
     )
     assert done["documents_read"] == len(TEXTS)
+    own = tmp_path / "mine" / "sample"  # a folder of one's own named `sample`: not the hub's
+    for part in ("part1", "part2"):
+        os.makedirs(own / part)
+        write_parquet(own / part / "0.parquet", {"text": TEXTS})
+    assert len(fineweb_files(str(own))) == len(fineweb_files(str(own.parent))) == 2

@@ -615,6 +615,15 @@ def test_a_plan_that_averages_more_checkpoints_than_a_run_keeps_is_refused(tmp_p
         ["--training.steps", "45"],
     ) == (3, "training.steps 45, checkpoint.interval 15")
     assert launch.kept_checkpoints({"checkpoint": {"enable": False}}, []) is None
+    # a setting left out is torchtitan's default: 10000 steps, a checkpoint every 500, the last
+    # 10 kept (it read "keep all": 20)
+    from torchtitan.config import JobConfig
+
+    job = JobConfig()
+    for key, value in launch.TORCHTITAN_DEFAULTS.items():
+        section, name = key.split(".")
+        assert getattr(getattr(job, section), name) == value, key
+    assert launch.kept_checkpoints({"checkpoint": {"enable": True}}, [])[0] == 10
 
 
 def test_a_launch_of_one_seed_says_the_report_needs_more_for_a_claim(tmp_path):

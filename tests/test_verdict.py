@@ -1153,6 +1153,29 @@ def _results(folder, step):
     return folder / "hf" / f"step-{step}" / "eval_results.json"
 
 
+def test_a_sweep_is_refused_for_its_runs_before_their_items_are_read(small, monkeypatch):
+    """A sweep with a run missing is refused from the runs' records and results alone: the
+    per-item files (a few MB a run) are read only for the runs the report compares (it read
+    every run's first: minutes for a sweep of 42 runs before its refusal)."""
+    from prefix_titan.sweep import runs as sweep_runs
+
+    shutil.rmtree(small / "prefix_tau0.5" / "seed2")
+    read = []
+    real = sweep_runs.read_items
+    monkeypatch.setattr(
+        sweep_runs,
+        "read_items",
+        lambda folder, *a, **k: read.append(folder) or real(folder, *a, **k),
+    )
+    with pytest.raises(ValueError, match="Finish the missing runs"):
+        report(str(small))
+    assert read == []
+    report(str(small), arms=["label_smoothing", "prefix_tau0.5"], seeds=[1], figures=False)
+    assert read and all(
+        "/label_smoothing/seed1/" in f or "/prefix_tau0.5/seed1/" in f for f in read
+    )
+
+
 def test_runs_evaluated_at_other_steps_are_refused_naming_them(small):
     (small / "ce" / "seed2" / "hf" / "step-3600").rename(
         small / "ce" / "seed2" / "hf" / "step-3000"
@@ -1698,6 +1721,10 @@ def test_the_simulator_takes_the_arms_a_launch_takes(tmp_path, capsys, in_projec
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "other"), "--arms", *arms])
         assert message in capsys.readouterr().err, arms
+    # a gold mass given for an arm --arms leaves out: that arm exists (it said 'no such arm')
+    some = ["--arms", "label_smoothing", "prefix_tau0.5", "--gold-mass", "prefix_tau1.0=0.5"]
+    main(["--out", str(tmp_path / "g"), "--items", "20", "--seeds", "1", "2", *some])
+    assert "no such arm" not in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import pathlib
+import re
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
 FINEWEB_EDU_FILES = "sample/100BT/*.parquet"  # the files of config sample-100BT
@@ -40,18 +41,23 @@ def list_data_files(path: str, revision: str | None = None) -> list[str]:
     return [f"hf://datasets/{repo}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
 
 
+SAMPLE_NAME = r"[0-9]+BT"
+"""How the hub repository names its samples (sample/10BT, sample/100BT, sample/350BT)"""
+
+
 def hub_configs(folder: str, files: list[str]) -> dict[str, str]:
     """{config: its folder} of the hub repository's configs that a local folder's data files fall
     in, where the folder is laid out like a copy of it: `data/` (every crawl) and each
     `sample/NAME/` (sample/10BT is drawn from sample/100BT, and each sample from data/), also
-    where `folder` is the copy's `sample/` itself."""
+    where `folder` is the copy's `sample/` itself. A sample is named as the hub names them (10BT,
+    100BT, 350BT: SAMPLE_NAME), so a folder of one's own named `sample` is not taken for one."""
     found = {}
     inside_sample = os.path.basename(os.path.abspath(folder)) == "sample"
     for f in files:
         rel = pathlib.PurePath(os.path.relpath(f, folder)).parts
-        if inside_sample and len(rel) > 1:
+        if inside_sample and len(rel) > 1 and re.fullmatch(SAMPLE_NAME, rel[0]):
             found[f"sample/{rel[0]}"] = os.path.join(folder, rel[0])
-        elif rel[0] == "sample" and len(rel) > 2:
+        elif rel[0] == "sample" and len(rel) > 2 and re.fullmatch(SAMPLE_NAME, rel[1]):
             found[f"sample/{rel[1]}"] = os.path.join(folder, rel[0], rel[1])
         elif rel[0] == "data" and len(rel) > 1:
             found["data"] = os.path.join(folder, rel[0])

@@ -292,12 +292,23 @@ def _finished(out: str, settings: dict) -> dict:
     """The manifest of the finished shards in `out` where they were made with `settings` (those
     it names: nothing to do), else refused naming each that differs."""
     done = load_manifest(out)
-    if shown := _differences(done, settings):
+    older = "special_text" not in done  # (finished before the setting existed: what they hold)
+    if shown := _differences(
+        done, {k: v for k, v in settings.items() if not older or k != "special_text"}
+    ):
         raise ValueError(
             f"{out!r} already holds finished shards ({MANIFEST}) made with other settings "
             f"({shown}); choose another --out"
         )
     print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
+    if older:
+        print(
+            f"warning: {out} was prepared before documents' text that spells a special token "
+            "(<|end_of_text|>, ...) was encoded as text: such a document holds that token there. "
+            "Every arm reading these shards reads the same tokens; prepare into a fresh --out for "
+            "the present encoding",
+            file=sys.stderr,
+        )
     return done
 
 
@@ -552,6 +563,13 @@ def prepare(
                 raise ValueError(
                     f"{state_path} is not the record of a prepare (no settings): it is damaged; "
                     f"remove {out} and prepare again"
+                )
+            if "special_text" not in state["settings"] and "split" in state["settings"]:
+                raise ValueError(
+                    f"{out!r} holds an unfinished prepare begun before documents' text that "
+                    "spells a special token (<|end_of_text|>, ...) was encoded as text: continued, "
+                    "its shards would hold both encodings; remove it or choose another --out, "
+                    "and prepare again"
                 )
             if "split" not in state["settings"]:
                 raise ValueError(

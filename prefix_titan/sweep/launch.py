@@ -221,6 +221,15 @@ def _setting(config: dict, extra: list[str], key: str):
     return value
 
 
+TORCHTITAN_DEFAULTS = {
+    "training.steps": 10000,
+    "checkpoint.interval": 500,
+    "checkpoint.keep_latest_k": 10,
+}
+"""torchtitan 0.2's defaults of the settings kept_checkpoints reads, for a config that leaves
+them out (tests/test_sweep.py checks them against torchtitan's JobConfig)"""
+
+
 def kept_checkpoints(config: dict, extra: list[str]) -> tuple[int, str] | None:
     """(the checkpoints a run of `config` keeps for its evaluations, as the launch's flags leave
     its settings; how, in words): torchtitan saves one every checkpoint.interval steps and at the
@@ -228,10 +237,15 @@ def kept_checkpoints(config: dict, extra: list[str]) -> tuple[int, str] | None:
     where the run saves none or a setting is not a whole number (the launch's checks name it)."""
     if not _switch(config, extra, "checkpoint.enable"):
         return None
+
+    def setting(key):
+        value = _setting(config, extra, key)
+        return TORCHTITAN_DEFAULTS[key] if value is None else value
+
     try:
-        steps = int(_setting(config, extra, "training.steps"))
-        interval = int(_setting(config, extra, "checkpoint.interval"))
-        keep = int(_setting(config, extra, "checkpoint.keep_latest_k") or 0)
+        steps = int(setting("training.steps"))
+        interval = int(setting("checkpoint.interval"))
+        keep = int(setting("checkpoint.keep_latest_k"))
     except (TypeError, ValueError):
         return None
     if steps < 1 or interval < 1:

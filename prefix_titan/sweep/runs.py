@@ -9,6 +9,7 @@ import os
 import re
 
 from ..evaluation.harness import (
+    EMBEDDING_PROBE,
     ITEM_DIGESTS,
     LIMIT_SAMPLING,
     bits_per_byte,
@@ -573,6 +574,8 @@ def items_read(results: dict, task: str | None = None) -> str | None:
         return None
     if task in PROBE_TASKS + BLANK_TASKS and results.get("limit_sampling") == LIMIT_SAMPLING:
         return None  # built with the limit and read whole (harness.probes_at_limit)
+    if task == EMBEDDING_PROBE:
+        return None  # every token vector, whatever the limit (harness.MADE_HERE)
     counted = ((results.get("n_samples") or {}).get(task) or {}).get("original")
     if isinstance(counted, int) and counted <= limit:
         return None

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from prefix_titan.data.prepare import prepare
+from prefix_titan.data.prepare import iter_rows, prepare
 from prefix_titan.data.shards import ShardedTokens
 
 KW = dict(tokens=10**9, val_tokens=10**9, val_every=5, shard_tokens=4000, progress=False)
@@ -259,3 +259,20 @@ def test_a_copy_of_the_hub_repository_with_several_configs_is_refused(
         os.makedirs(own / part)
         write_parquet(own / part / "0.parquet", {"text": TEXTS})
     assert len(fineweb_files(str(own))) == len(fineweb_files(str(own.parent))) == 2
+
+
+def test_a_parquet_file_damaged_past_its_footer_is_named(tmp_path):
+    """A parquet file whose footer reads but whose data is damaged: refused naming the file and
+    the row it was read to (pyarrow's message alone named neither)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "a.parquet"
+    texts = [f"document {i} " * 50 for i in range(3000)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=1000, compression="snappy")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = b"\xab" * 2000  # (inside the row groups, the footer intact)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{path} cannot be read past row \d+ \("):
+        list(iter_rows(str(path), 0))

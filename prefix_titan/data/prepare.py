@@ -85,8 +85,17 @@ def iter_rows(path: str, start: int):
                     "an `id`); repair the file or leave it out of --source"
                 )
             columns = ["text", "id"] if "id" in names else ["text"]
-            row = 0
-            for batch in data.iter_batches(batch_size=4096, columns=columns):
+            row, batches = 0, data.iter_batches(batch_size=4096, columns=columns)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pyarrow.ArrowException, OSError) as e:  # damaged after its footer
+                    raise ValueError(
+                        f"{path} cannot be read past row {row} ({type(e).__name__}: {e}): repair "
+                        "the file or leave it out of --source"
+                    ) from None
                 n = batch.num_rows
                 if row + n > start:
                     cols = batch.to_pydict()

@@ -42,6 +42,7 @@ from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import (
     METRICS,
+    beyond_widest,
     detectable_text,
     evaluated_steps,
     known_metrics,
@@ -1375,6 +1376,31 @@ def _scope(first: dict[str, dict]) -> str:
     return ", ".join(parts)
 
 
+def effect_of_interest(name: str) -> float | None:
+    """The difference `python -m prefix_titan.power` plans seeds for on `name` by default (its
+    EFFECTS: 0.05 on the char composite, 0.01 on bits/byte, val CE and the tasks); None for a
+    metric it names none for."""
+    from ..power import EFFECTS  # (here: the power command imports this module)
+
+    return EFFECTS.get(name)
+
+
+def underpowered(name: str, d: float | None) -> float | None:
+    """The effect of interest a comparison with no claim could have missed, where the sweep's
+    80%-power detectable difference `d` is above it; else None. The rule: "no difference found"
+    is said only where the sweep would have found the effect of interest with 80% power (d at
+    most effect_of_interest(name)); above it, a difference of that size is found with less than
+    80% power, its absence not shown, and the report says it cannot tell. A metric without an effect of
+    interest is underpowered only where d is beyond the widest difference its values can have
+    (the effect returned is then that width)."""
+    if d is None:
+        return None
+    effect = effect_of_interest(name)
+    if effect is not None:
+        return effect if d > effect else None
+    return beyond_widest(name, d)
+
+
 def _costs(result: Analysis, arms: list[str]) -> str:
     """What the arms claimed on the first family cost, or gain, on each other family's primary:
     the question asks at what cost. A claim there, or no difference found with the difference
@@ -1398,9 +1424,16 @@ def _costs(result: Analysis, arms: list[str]) -> str:
             else:
                 compared = len({k.arm for k in result.primary_comparisons(family.name)})
                 d = detectable_here(result, family.primary, compared)
-                text = f"{family.primary}: no difference found ({ci}" + (
-                    f"; detectable {detectable_text(family.primary, d)})" if d else ")"
-                )
+                effect = underpowered(family.primary, d)
+                if effect is None:
+                    text = f"{family.primary}: no difference found ({ci}" + (
+                        f"; detectable {detectable_text(family.primary, d)})" if d else ")"
+                    )
+                else:  # (a cost the sweep could not have seen: not "no difference found")
+                    text = (
+                        f"{family.primary}: cannot tell, underpowered ({ci}; detectable "
+                        f"{detectable_text(family.primary, d)}, above the {effect:g} of interest)"
+                    )
             built = by_construction(result, family.primary, arm)
             if built is not None:
                 text += f" (the targets alone imply {_fmt(built)})"
@@ -1498,15 +1531,16 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     d = detectable_here(result, family.primary, len(compared))
     if worse:
         rest = len(compared) - len(worse) - len(untested)
+        effect = underpowered(family.primary, d)
         power = (
             f" (this sweep detects an estimated {detectable_text(family.primary, d, '.2g')} with "
-            "80% power)"
+            "80% power" + ("" if effect is None else f", above the {effect:g} of interest") + ")"
             if d
             else ""
         )
+        found = "no difference found" if effect is None else "cannot tell, underpowered"
         others = (
-            f" The other {rest} {'arm' if rest == 1 else 'arms'} compared: no difference "
-            f"found{power}."
+            f" The other {rest} {'arm' if rest == 1 else 'arms'} compared: {found}{power}."
             if rest
             else ""
         )
@@ -1522,10 +1556,11 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         else ""
     )
     unmeasured = [a for a in contrast if a not in compared]
-    if unmeasured:
-        tail += (
-            f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
-        )
+    left = (
+        f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
+        if unmeasured
+        else ""
+    )
     kinds = [k for k in plan.contrast if any(result.kinds.get(a) == k for a in compared)]
     if untested:
         which = f"tested ({len(compared) - len(untested)} of the {len(compared)} compared)"
@@ -1535,7 +1570,19 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         which = f"compared ({', '.join(a for a in result.arms if a in compared)})"
     else:
         which = f"of {', '.join(kinds)}"
+    effect = underpowered(family.primary, d)
+    if effect is not None:  # (d is not None)
+        return (
+            f"Cannot tell (underpowered): no arm {which} was shown to differ from "
+            f"{plan.baseline} on {family.primary} at familywise alpha {plan.alpha}, but this "
+            "sweep detects with 80% power, as estimated from its runs, only "
+            f"{detectable_text(family.primary, d, '.2g')}, above the {effect:g} taken as the "
+            "effect of interest (`python -m prefix_titan.power`'s): a difference of that size "
+            f"is found with less than 80% power, so its absence is not shown{left} "
+            "(`python -m prefix_titan.power --from` this sweep gives the seeds it needs)."
+            f"{not_tested}"
+        )
     return (
         f"No difference found: no arm {which} was shown to differ from {plan.baseline} "
-        f"on {family.primary} at familywise alpha {plan.alpha}{tail}.{not_tested}"
+        f"on {family.primary} at familywise alpha {plan.alpha}{tail}{left}.{not_tested}"
     )

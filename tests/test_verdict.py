@@ -836,6 +836,34 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert any("is not checked against the probes' blank twins" in n for n in a.notes)
 
 
+def test_a_gain_of_prior_is_named_apart_from_the_yes(seed):
+    """One arm's probes moved by a change of prior alone, another's by knowledge: both are
+    claimed (the plan's test, which the error rates count), but the answer's "Yes" lists only
+    the arm whose gain survives calibration by the blank twins, and names the other apart with
+    its calibrated difference (the prior arm alone claimed: not "Yes", as
+    test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer asks)."""
+    prior, knows = "prefix_tau0.5", "prefix_tau1.0"
+    tasks = (*TASKS, *CHAR_BLANKS)
+    seen = False
+    for k in range(4):  # (a sweep where the plan claims both: nearly every one at +5 points)
+        effects = ((prior, sim.PRIOR, 0.05), (knows, "char", 0.05))
+        sweep = sim.Sweep(tasks=tasks, items=2000, effects=effects, embedding_probe=False)
+        a = analyse(sim.group(sim.simulate(sweep, seed=seed + k)), PLAN)
+        claims = {c.arm: c for c in a.claims if c.metric == "char composite"}
+        if set(claims) != {prior, knows} or not claims[prior].prior_only:
+            continue
+        assert not claims[knows].prior_only
+        seen = True
+        yes = a.answer.split(" Shown in this sweep", 1)[0]
+        assert yes.startswith(f"Yes, on char composite: {knows} (") and prior not in yes, yes
+        assert "(1 of the 12 arms compared;" in yes
+        apart = a.answer.split(" Claimed too, but not a gain of knowledge: ", 1)[1]
+        assert apart.startswith(f"{prior} (+") and "; calibrated " in apart.split(")")[0], apart
+        assert "cannot be told from a change of prior" in apart
+        break
+    assert seen, "no sweep with both arms claimed and one marked: try another seed"
+
+
 def test_the_answer_says_what_a_claimed_arm_costs_on_the_other_families(seed):
     """The question asks at what cost: the answer names each claimed arm's comparison on the
     other families' primaries, claimed or not found (with what the sweep detects), and the part

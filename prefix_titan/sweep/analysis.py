@@ -1498,32 +1498,49 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     def listed(cs):
         return "; ".join(f"{c.arm} ({_estimated(c)}, adj. p = {c.p_adjusted:.3g})" for c in cs)
 
+    def calibrated(c) -> str:  # the claim's comparison with each item calibrated by its twin
+        t = _read_comparison(result, READ[c.metric], c) if c.metric in READ else None
+        if t is None:
+            return ""
+        band = "" if t.low is None else f" [{_fmt(t.low)}, {_fmt(t.high)}]"
+        return f"; calibrated {_fmt(t.estimate)}{band}"
+
     if better:
-        prior = [c.arm for c in better if c.prior_only]
-        counted = (
-            f"{len(better)} of the {len(compared)} arms compared; intervals "
+        # A claim its items calibrated by their blank twins do not leave standing (prior_only)
+        # stays a claim of the plan's test (the error rates count it), but is not a "Yes": the
+        # answer names it apart, with its calibrated difference, as a change of prior.
+        prior = [c for c in better if c.prior_only]
+        known = [c for c in better if not c.prior_only]
+        level = (
+            "; intervals "
             + ("nominal " if apart_here(result, family.primary) is not None else "")
             + "95%, unadjusted"
         )
         where = f"at this sweep's scale ({result.scope})" if result.scope else "in this sweep"
-        if len(prior) == len(better):
+        shifted = "; ".join(
+            f"{c.arm} ({_estimated(c)}, adj. p = {c.p_adjusted:.3g}{calibrated(c)})" for c in prior
+        )
+        if not known:
             answer = (
                 f"Claimed on {family.primary}, but not shown to be character knowledge: "
-                f"{listed(better)} above {plan.baseline} at familywise alpha {plan.alpha} "
-                f"({counted}), and not once each probe item is calibrated by its blank twin (the "
-                "same item, the word blanked): the gain cannot be told from a change of the "
-                "models' prior over the choices (see the notes)."
+                f"{shifted} above {plan.baseline} at familywise alpha {plan.alpha} "
+                f"({len(prior)} of the {len(compared)} arms compared{level}), and not once each "
+                "probe item is calibrated by its blank twin (the same item, the word blanked): "
+                "the gain cannot be told from a change of the models' prior over the choices "
+                "(see the notes)."
             )
         else:
             answer = (
-                f"Yes, on {family.primary}: {listed(better)} above {plan.baseline}, at "
-                f"familywise alpha {plan.alpha} ({counted}). Shown {where} and on these items, not "
-                "beyond."
+                f"Yes, on {family.primary}: {listed(known)} above {plan.baseline}, at "
+                f"familywise alpha {plan.alpha} ({len(known)} of the {len(compared)} arms "
+                f"compared{level}). Shown {where} and on these items, not beyond."
             )
             if prior:
                 answer += (
-                    f" For {', '.join(prior)}, not once each probe item is calibrated by its "
-                    "blank twin: the gain cannot be told from a change of prior (see the notes)."
+                    f" Claimed too, but not a gain of knowledge: {shifted}; "
+                    f"{'its' if len(prior) == 1 else 'their'} gain is not there once each probe "
+                    "item is calibrated by its blank twin, so it cannot be told from a change of "
+                    "prior (see the notes)."
                 )
         if worse:
             answer += f" Worse: {listed(worse)}."

@@ -690,6 +690,26 @@ def test_the_baseline_apart_error_by_hand(seed):
     assert np.mean(draws) == pytest.approx(5.0, rel=0.06)
 
 
+def test_an_unclaimed_interval_that_excludes_0_is_marked(seed):
+    """With nothing planted, some of the 36 unadjusted primary intervals exclude 0 (a low or high
+    draw of the shared baseline moves them together): each such row, not claimed, is marked †
+    with the footnote; a claimed row and a row whose interval covers 0 are not."""
+    marked = 0
+    for k in range(5):
+        sweep = sim.Sweep(tasks=TASKS, items=2000, embedding_probe=False)
+        a = analyse(sim.group(sim.simulate(sweep, seed=seed + k)), PLAN)
+        for family in PLAN.families:
+            text = report_module.primary_table(a, family)
+            rows = {r.split(" | ")[0][2:]: r for r in text.splitlines() if r.startswith("| ")}
+            for c in a.primary_comparisons(family.name):
+                apart = not c.claimed and (c.low > 0 or c.high < 0)
+                assert ("| † not a claim |" in rows[c.arm]) is apart, rows[c.arm]
+                marked += apart
+            footnote = "† The row's unadjusted interval excludes 0, but it is not a claim"
+            assert (footnote in text) is ("| † not a claim |" in text)
+    assert marked, "no interval excluded 0 in 5 null sweeps: try another seed"
+
+
 def test_a_zero_variance_difference_is_not_significant():
     """Identical differences in every seed: no residual variance, so no interval and no p (the
     old rule read a zero-width interval as significant)."""

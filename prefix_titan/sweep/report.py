@@ -126,6 +126,7 @@ def primary_table(a: Analysis, family) -> str:
         f"| arm | {family.primary} − {a.plan.baseline} [{level} CI, unadjusted] | p | adj. p "
         "| claim | final step alone |"
     )
+    marked = False
     lines = [head + (" targets imply |" if implied else ""), "|---|---:|---:|---:|---|---:|"]
     lines[1] += "---:|" if implied else ""
     for c in rows:
@@ -134,6 +135,8 @@ def primary_table(a: Analysis, family) -> str:
         claim = {"better": "▲ better", "worse": "▼ worse"}.get(c.direction, "") if c.claimed else ""
         if c.p is None and len(a.seeds) > 1:
             claim = "not tested (the same difference on every seed)"
+        elif unclaimed_apart(c):
+            claim, marked = "† not a claim", True
         f = final.get(c.arm)
         last = (
             "-"
@@ -144,7 +147,24 @@ def primary_table(a: Analysis, family) -> str:
         if implied:
             line += f" {_num(_mean_of(a, 'implied CE', c.arm) - _mean_of(a, 'implied CE', c.baseline), True)} |"
         lines.append(line)
+    if marked:
+        lines += ["", UNCLAIMED_APART.format(alpha=a.plan.alpha)]
     return "\n".join(lines)
+
+
+UNCLAIMED_APART = (
+    "† The row's unadjusted interval excludes 0, but it is not a claim: its adjusted p is above "
+    "alpha ({alpha}). Among many arms compared, some such intervals are expected with no effect at "
+    "all, and since every arm is compared with the same baseline runs, a baseline that drew low "
+    "(or high) moves them all one way together."
+)
+"""The footnote of a primary table's rows marked † (unclaimed_apart)"""
+
+
+def unclaimed_apart(c) -> bool:
+    """Whether a comparison's unadjusted interval excludes 0 though it is not claimed (its
+    adjusted p above alpha): its row is marked, so that the interval is not read as a finding."""
+    return not c.claimed and c.low is not None and c.high is not None and (c.low > 0 or c.high < 0)
 
 
 def _mean_of(a: Analysis, name: str, arm: str) -> float:

@@ -233,9 +233,7 @@ def test_one_seed_says_so_and_claims_nothing(tmp_path):
 def test_the_power_section_gives_each_primary_its_resolution(sweep):
     text = report(str(sweep))
     power = text.split("## Power")[1].split("##")[0]
-    assert (
-        "- char composite: ±" in power and "the baseline's variance apart from the other 3" in power
-    )
+    assert "- char composite: ±" in power and "the other 3 arms' pooled run-level sd" in power
     assert "- val CE: ±" in power
 
 
@@ -873,10 +871,17 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     a = analyse(runs, load_plan())
     v = apart_here(a, "val CE")
     assert v is not None and apart_here(analyse(runs, load_plan(str(plan))), "val CE") is None
+    # which variance, estimated from this sweep, on how many degrees of freedom; and that a next
+    # sweep is planned with `power --from`, not with these lines
     assert apart_line.endswith(
-        f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}: the baseline's variance apart "
-        f"from the other 3 arms' pooled one, as the plan tests, {v.test_df:.1f} degrees of "
-        "freedom)"
+        f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}, as the plan tests, from this "
+        f"sweep's own estimates: the other 3 arms' pooled run-level sd {math.sqrt(v.sigma2):.4f} "
+        f"on {v.df} degrees of freedom and the baseline's own residual sd "
+        f"{math.sqrt(v.baseline2):.4f} on {v.seeds - 1} degrees of freedom; the test's "
+        f"{v.test_df:.1f} degrees of freedom)"
+    ), apart_line
+    assert f"To plan a next sweep use `python -m prefix_titan.power --from {sweep}`, not " in (
+        apart_text
     )
     k = int(re.search(r"at alpha/(\d+)", apart_line).group(1))
     arms, seeds = len(a.fits["val CE"].means), v.seeds  # the plan's test's power at that error

@@ -352,9 +352,12 @@ def power_lines(a: Analysis) -> list[str]:
                     else f"run-level sd {math.sqrt(fit.sigma2):.4f} pooled over "
                     f"{plural(len(fit.means), 'arm')}, {plural(fit.df, 'degree')} of freedom"
                     if v is None
-                    else f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}: the baseline's "
-                    f"variance apart from the other {len(fit.means) - 1} arms' pooled one, as the "
-                    f"plan tests, {v.test_df:.1f} degrees of freedom"
+                    else f"one seed's arm − baseline sd {math.sqrt(v.var):.4f}, as the plan "
+                    f"tests, from this sweep's own estimates: the other {len(fit.means) - 1} "
+                    f"arms' pooled run-level sd {math.sqrt(v.sigma2):.4f} on "
+                    f"{plural(v.df, 'degree')} of freedom and the baseline's own residual sd "
+                    f"{math.sqrt(v.baseline2):.4f} on {plural(v.seeds - 1, 'degree')} of "
+                    f"freedom; the test's {v.test_df:.1f} degrees of freedom"
                 )
                 widest = beyond_widest(name, d)
                 shown = (
@@ -848,10 +851,14 @@ def report(
             "at the first share of "
             "alpha its comparison gets: a primary alpha over the arms compared; an exploratory "
             "metric only for an arm claimed on its primary, at its share of that arm's); smaller "
-            "differences read as 'not found', not 'absent'. `python -m "
-            f"prefix_titan.power --from {runs_dir}` gives, with the sd these runs measure, the "
-            "seeds a given effect needs in the sweep it plans (`--scale`, `--seeds`, `--arms`; "
-            "by default the pilot's arms at 3 seeds).",
+            "differences read as 'not found', not 'absent'. Each line says which variance it "
+            "used, estimated from this sweep's own runs, and on how many degrees of freedom: "
+            "what this sweep could detect, as its test is run, and a noisy figure where those "
+            "are few (the baseline's own variance has one fewer than the seeds). To plan a next "
+            f"sweep use `python -m prefix_titan.power --from {runs_dir}`, not these lines: it "
+            "gives, from the sd these runs measure, the detectable difference and the seeds a "
+            "given effect needs in the sweep it plans (`--scale`, `--seeds`, `--arms`; by "
+            "default the pilot's arms at 3 seeds), and may differ from the numbers here.",
             "",
             *power,
             "",

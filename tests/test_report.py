@@ -340,9 +340,32 @@ def test_a_contrast_kind_without_an_arm_is_noted(tmp_path, capsys):
 
 
 def test_missing_evaluations_are_listed(tmp_path):
+    """A run without evaluation results is named under the answer (not among the compute-matched
+    invariants), with the command that evaluates it as the other runs were."""
+    from prefix_titan.sweep.report import eval_tasks
+    from prefix_titan.sweep.runs import find_runs
+
     make_run(tmp_path, "ce", {"name": "ce"}, 0.0, eval_kind="none")
     text = report(str(tmp_path))
-    assert "No evaluation results yet for: ce seed 1234." in text
+    said = next(x for x in text.splitlines() if x.startswith("**Not evaluated.** "))
+    assert said.startswith("**Not evaluated.** No evaluation results yet for: ce seed 1234. ")
+    folder = tmp_path / "ce" / "seed1234"
+    assert f"`python -m prefix_titan.eval --all-checkpoints {folder} --tasks pilot`" in said
+    assert text.index(said) < text.index("## Analysis plan")
+    invariants = text.split("## Compute-matched invariants")[1].split("\n## ")[0]
+    assert "No evaluation results" not in invariants
+    other = tmp_path / "other"
+    make_run(other, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=1)
+    make_run(other, "prefix_tau0.5", {"name": "prefix"}, 0.0, seed=1, eval_kind="none")
+    assert eval_tasks(find_runs(str(other))) == "pilot"  # (make_run evaluates them all)
+    assert f"--all-checkpoints {other / 'prefix_tau0.5' / 'seed1'} --tasks pilot`" in (
+        report(str(other))
+    )
+    from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS
+
+    results = {t: {} for t in ("piqa", "hellaswag", *PROBE_TASKS, *BLANK_TASKS)}
+    assert eval_tasks([{"steps": {1200: {"results": results}}}]) == "hellaswag piqa char_probes"
+    assert eval_tasks([{"steps": {1200: {"results": {"piqa": {}}}}}]) == "piqa"
     per_arm = table(text, "## Per arm")  # the columns no arm has a value of: named, not drawn
     assert per_arm["ce"][0].startswith("3.") and len(per_arm["ce"]) == 1  # val CE alone
     assert "Measured for no arm, left out: char composite; downstream bits/byte; char acc; " in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import shlex
 from dataclasses import asdict
 
 from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE
@@ -540,6 +541,37 @@ def unfinished_line(unfinished: list[dict]) -> str:
     )
 
 
+def eval_tasks(runs: list[dict]) -> str:
+    """The --tasks that evaluate a run as the sweep's evaluated runs were: `pilot` where they
+    have its every task, else their tasks (the probes and their twins as `char_probes`)."""
+    from ..evaluation.harness import expand
+    from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
+
+    had = {t for r in runs for step in r["steps"].values() for t in step.get("results") or {}}
+    if not had or set(expand(["pilot"])) <= had:
+        return "pilot"
+    probes = {*PROBE_TASKS, *BLANK_TASKS}
+    return " ".join(sorted(had - probes) + ["char_probes"] if probes <= had else sorted(had))
+
+
+def unevaluated_line(runs: list[dict], missing: list[dict]) -> str:
+    """Where runs have no evaluation results: their arm is not compared on what the evaluations
+    measure (the answer counts it as not measured), and the command that evaluates each."""
+    tasks = eval_tasks(runs)
+    commands = "; ".join(
+        f"`python -m prefix_titan.eval --all-checkpoints {shlex.quote(r['folder'])} --tasks {tasks}`"
+        for r in missing
+    )
+    listed = ", ".join(f"{r['name']} seed {r['seed']}" for r in missing)
+    return (
+        f"**Not evaluated.** No evaluation results yet for: {listed}. "
+        f"{'Its arm is' if len(missing) == 1 else 'Their arms are'} not compared on any "
+        "evaluated metric (the character probes, the downstream tasks) until "
+        f"{'it is' if len(missing) == 1 else 'they are'} evaluated at the other runs' "
+        f"checkpoints: {commands}; then run the report again."
+    )
+
+
 def report_json(
     a: Analysis,
     runs_dir: str,
@@ -741,6 +773,7 @@ def report(
     leaks = probe_leaks(runs, a.steps)
     shown, unmeasured = measured_names(a, _summary_names(a))
     problems = invariant_violations(runs)
+    unevaluated = [r for r in runs if not r["steps"]]
     lines = [
         f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
         f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
@@ -749,6 +782,7 @@ def report(
         "",
         *([unmatched_line(problems), ""] if problems else []),
         *([unfinished_line(unfinished), ""] if unfinished else []),
+        *([unevaluated_line(runs, unevaluated), ""] if unevaluated else []),
         units_line(a),
         "",
         "## Analysis plan",
@@ -874,9 +908,6 @@ def report(
             "the seed excepted, and every arm has the same seeds."
         ]
     )
-    missing = [f"{r['name']} seed {r['seed']}" for r in runs if not r["steps"]]
-    if missing:
-        lines += ["", f"No evaluation results yet for: {', '.join(missing)}."]
     if a.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in a.notes]]
     skipped: list[str] = []

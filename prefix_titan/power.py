@@ -33,7 +33,7 @@ from .sweep.analysis import (
 )
 from .sweep.configs import SCALES, arms
 from .sweep.inference import APART_MIN_SEEDS, seedwise
-from .sweep.metrics import METRICS, beyond_widest, detectable_text, metric
+from .sweep.metrics import EFFECTS, METRICS, beyond_widest, detectable_text, metric
 from .sweep.power import FEW_DF, SD_LIMIT, plan_rows
 from .sweep.report import plural
 
@@ -43,15 +43,6 @@ UNTESTED = "not tested by the plan"
 MAX_SEEDS = 100
 """The most seeds per arm `--seeds N` plans for: a larger single number is a seed (as `sweep
 launch --seeds` takes them), not a count"""
-
-EFFECTS = {
-    "char composite": 0.05,
-    "downstream bits/byte": 0.01,
-    "downstream acc": 0.01,
-    "val CE": 0.01,
-    **{t: 0.01 for t in DEFAULT_TASKS},
-}
-"""The effect each row's last column is for, unless --effect says otherwise"""
 
 
 def _effect(text: str) -> tuple[str, float]:

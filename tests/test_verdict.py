@@ -924,8 +924,8 @@ def test_a_null_answer_the_sweep_lacks_the_power_for_says_it_cannot_tell(seed):
     says the sweep cannot tell (underpowered), with what it detects, not "No difference found";
     at 5 seeds (detectable below 0.05) it says no difference was found (a claimed arm's cost:
     test_the_answer_says_what_a_claimed_arm_costs_on_the_other_families)."""
-    from prefix_titan.power import EFFECTS
     from prefix_titan.sweep.analysis import detectable_here, underpowered
+    from prefix_titan.sweep.metrics import EFFECTS
 
     for seeds, said in (
         ((1, 2), "Cannot tell (underpowered): no arm of"),
@@ -992,6 +992,8 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
     )
     text = report(str(tmp_path / "sweep"), plan=str(plan))
     assert "Question: Q?" in text and "## Against ce" in text and "### tasks" in text
+    power = text[text.index("## Power") :]
+    assert power.count("\n- hellaswag: ±") == 1, power  # a primary that is a task: once
     # a plan chosen after the runs: an exploratory re-analysis, in a folder of its own
     data = json.loads((tmp_path / "sweep" / "report_exploratory" / "report.json").read_text())
     assert data["plan"]["alpha"] == 0.01 and data["steps"] == [3600]

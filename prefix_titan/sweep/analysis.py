@@ -41,6 +41,7 @@ from ..evaluation.probes import PROBE_TASKS
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import (
+    EFFECTS,
     METRICS,
     beyond_widest,
     detectable_text,
@@ -1380,8 +1381,6 @@ def effect_of_interest(name: str) -> float | None:
     """The difference `python -m prefix_titan.power` plans seeds for on `name` by default (its
     EFFECTS: 0.05 on the char composite, 0.01 on bits/byte, val CE and the tasks); None for a
     metric it names none for."""
-    from ..power import EFFECTS  # (here: the power command imports this module)
-
     return EFFECTS.get(name)
 
 

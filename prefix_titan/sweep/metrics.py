@@ -22,6 +22,17 @@ from ..evaluation.harness import (
 )
 from ..evaluation.probes import CHOICES, PREFIX_SHAPED, PROBE_TASKS
 
+EFFECTS = {
+    "char composite": 0.05,
+    "downstream bits/byte": 0.01,
+    "downstream acc": 0.01,
+    "val CE": 0.01,
+    **{t: 0.01 for t in DEFAULT_TASKS},
+}
+"""The effect of interest on each metric: what `python -m prefix_titan.power` plans seeds for
+unless --effect says otherwise, and what the report's "no difference found" needs its power
+for (analysis.underpowered)"""
+
 CHAR_PROBES = [t for t in PROBE_TASKS if t not in PREFIX_SHAPED]
 CHANCE = {t: 1 / k for t, k in CHOICES.items()}
 """Each probe's chance accuracy (one over its number of choices)"""

@@ -332,7 +332,7 @@ def power_lines(a: Analysis) -> list[str]:
     if not contrast or a.plan.baseline not in a.arms:
         return []
     lines = []
-    names = [f.primary for f in a.plan.families] + [t for t in DEFAULT_TASKS]
+    names = list(dict.fromkeys([f.primary for f in a.plan.families] + DEFAULT_TASKS))
     measured = {c.metric for c in a.comparisons if not c.final}
     against = {c.metric for c in a.comparisons if not c.final and not c.aa_check}
     for name in names:

@@ -289,7 +289,12 @@ def test_resume_with_other_settings_and_finished_out_are_refused(
     with pytest.raises(ValueError, match="split its documents by id, before they were split"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
     (tmp_path / "out" / "progress.json").write_text(
-        json.dumps({"settings": {"split": "x", "val_every": 3}, "file": 0, "row": 0, "splits": {}})
+        json.dumps(
+            {
+                "settings": {"split": "x", "val_every": 3, "special_text": "as text"},
+                **{"file": 0, "row": 0, "splits": {}},
+            }
+        )
     )
     with pytest.raises(ValueError, match="unfinished run with other settings"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)

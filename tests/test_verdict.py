@@ -1307,6 +1307,7 @@ def test_a_refusal_of_evaluations_unalike_names_the_odd_ones_not_every_run(small
     assert f"{small}/ce/seed2:" not in said
 
 
+@pytest.mark.slow  # (a few seconds: the power command twice, or a written sweep)
 def test_a_per_arm_mean_over_fewer_seeds_than_the_sweep_says_how_many(tmp_path):
     """One run of 3 seeds never evaluated: its arm's per-arm means are over 2 seeds, and the
     table says so beside them, as it says (n=1), instead of showing them as the others'."""
@@ -1529,6 +1530,7 @@ def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, i
     assert len(rows) == 1 and "| primary, alpha/1 |" in rows[0], rows
 
 
+@pytest.mark.slow  # (a few seconds: the power command twice, or a written sweep)
 def test_the_power_of_another_scale_says_its_accuracies_are_the_pilots(capsys, in_project):
     """The assumed sds read the tasks' accuracies at pilot scale: said at 500M, which reused
     them silently."""
@@ -1540,6 +1542,7 @@ def test_the_power_of_another_scale_says_its_accuracies_are_the_pilots(capsys, i
         assert ("At 500M the tasks' accuracies are those published at pilot scale" in out) is said
 
 
+@pytest.mark.slow  # (a few seconds: the power command twice, or a written sweep)
 def test_the_power_table_gives_no_detectable_difference_to_a_metric_the_plan_never_tests(
     tmp_path, capsys, in_project
 ):

@@ -42,7 +42,6 @@ from dataclasses import asdict
 from .data.hub import exit_if_unreachable, offline_unless_reachable
 from .evaluation.harness import (
     DEFAULT_TASKS,
-    LIMIT_SAMPLING,
     LIMIT_SEED,
     PROBE_MIN_ITEMS,
     ProbeOptions,
@@ -286,23 +285,19 @@ def main(argv: list[str] | None = None) -> None:
         refuse_unknown(a.tasks)  # a misspelt name: said at once, not after the hub is asked
         run_dir, steps, writes = _targets(a)
         if run_dir is not None:
-            from .evaluation.harness import expand, probes_for_run
+            from .evaluation.harness import evaluation_settings, expand, probes_for_run
             from .evaluation.probes import BLANK_TASKS, PROBE_TASKS
             from .runs.folder import read_json
             from .sweep.runs import items_read, probes_built
 
-            settings = {
-                "limit": a.limit,
-                "limit_seed": a.limit_seed,
-                "limit_sampling": LIMIT_SAMPLING,
-            }
-            ours = items_read(settings) or "every item"
             tasks = expand(a.tasks)
             path = os.path.join(run_dir, RUN_CONFIG)
             record = (
                 read_json(path, "the run's record", expect=dict) if os.path.isfile(path) else None
             )
             built = probes_for_run(record, probes, tasks, a.limit)
+            settings = evaluation_settings(a.limit, a.limit_seed, built, tasks)
+            ours = items_read(settings) or "every item"
             if any(t in PROBE_TASKS + BLANK_TASKS for t in tasks):
                 ours += f"; probes of {probes_built({'probes': asdict(built)})}"
             earlier = contradicted(run_dir, steps, tasks, settings, writes, built)

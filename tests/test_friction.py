@@ -883,7 +883,8 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
 ):
     """The report averages a run's last checkpoints (3 of the pilot's 6): `--last N` exports and
     evaluates those only (half the evaluation's cost), and the learning curve keeps the steps
-    evaluated before beside them."""
+    evaluated before with the same settings beside them (not one evaluated with another --limit
+    sample: the curve compares like with like)."""
     import prefix_titan.eval as command
     from prefix_titan.evaluation import export as exporting
     from prefix_titan.evaluation.harness import EVAL_CURVE, EVAL_RESULTS, EXPORTS, evaluate_run
@@ -900,8 +901,15 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
     (run / "run_config.json").write_text(json.dumps(record))
     (run / EXPORTS / "step-20").mkdir(parents=True)  # evaluated before
     (run / EXPORTS / "step-20" / "config.json").write_text("{}")
+    versions = {"versions": {"piqa": f"1.0 {harness.ASCII_MARK}"}}
     (run / EXPORTS / "step-20" / EVAL_RESULTS).write_text(
-        json.dumps({"results": {"piqa": {"acc,none": 0.2}}})
+        json.dumps({"results": {"piqa": {"acc,none": 0.2}}, **versions})
+    )
+    (run / EXPORTS / "step-40").mkdir(parents=True)  # evaluated before, on a --limit sample
+    (run / EXPORTS / "step-40" / "config.json").write_text("{}")
+    sampled = {"limit": 5, "limit_seed": LIMIT_SEED, "limit_sampling": harness.LIMIT_SAMPLING}
+    (run / EXPORTS / "step-40" / EVAL_RESULTS).write_text(
+        json.dumps({**sampled, "results": {"piqa": {"acc,none": 0.9}}, **versions})
     )
     evaluated = []
 
@@ -920,7 +928,9 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
     manager = type("Index", (), {"all_tasks": ["piqa"], "load": lambda self, t: None})()
     evaluate_run(str(run), tasks=["piqa"], task_manager=manager, last=2, data_dir=str(tmp_path))
     assert evaluated == ["step-60", "step-80"]
-    assert "the last 2 of the run's 4 checkpoints: step-60, step-80" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "the last 2 of the run's 4 checkpoints: step-60, step-80" in said
+    assert "note: step 40 evaluated before with other settings" in said
     curve = json.loads((run / EVAL_CURVE).read_text())
     assert {s: c["piqa"]["acc,none"] for s, c in curve.items()} == {"20": 0.2, "60": 0.5, "80": 0.5}
     for args, said in (

@@ -29,7 +29,7 @@ from .shards import (
     token_dtype,
     tokenizer_hash,
 )
-from .tokenizers import SPECIAL_TEXT, text_tokenizer
+from .tokenizers import SPECIAL_TEXT, older_encoding, text_tokenizer
 
 PROGRESS = "progress.json"
 DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
@@ -302,22 +302,17 @@ def _finished(out: str, settings: dict) -> dict:
     it names: nothing to do), else refused naming each that differs."""
     done = load_manifest(out)
     older = "special_text" not in done  # (finished before the setting existed: what they hold)
-    if shown := _differences(
-        done, {k: v for k, v in settings.items() if not older or k != "special_text"}
-    ):
+    compared = dict(settings)
+    if older:
+        compared.pop("special_text", None)
+    if shown := _differences(done, compared):
         raise ValueError(
             f"{out!r} already holds finished shards ({MANIFEST}) made with other settings "
             f"({shown}); choose another --out"
         )
     print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
     if older:
-        print(
-            f"warning: {out} was prepared before documents' text that spells a special token "
-            "(<|end_of_text|>, ...) was encoded as text: such a document holds that token there. "
-            "Every arm reading these shards reads the same tokens; prepare into a fresh --out for "
-            "the present encoding",
-            file=sys.stderr,
-        )
+        print(f"warning: {older_encoding(out)}", file=sys.stderr)
     return done
 
 

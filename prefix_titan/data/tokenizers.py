@@ -21,6 +21,18 @@ SPECIAL_TEXT = "as text"
 manifest): as the text it is (text_tokenizer)"""
 
 
+def older_encoding(path: str) -> str:
+    """What is said of shards at `path` whose manifest predates SPECIAL_TEXT (read, not refused:
+    every arm reading them reads the same tokens)."""
+    return (
+        f"{path} was prepared before documents' text that spells a special token "
+        "(<|end_of_text|>, ...) was encoded as text: such a document holds that token there (an "
+        "EOS and a BOS inside it, which document masking cuts at), where the streamed dataset and "
+        "shards prepared now hold the text. Every arm reading these shards reads the same "
+        "tokens; prepare into a fresh --out for the present encoding"
+    )
+
+
 def text_tokenizer(tokenizer):
     """`tokenizer` (torchtitan's HuggingFaceTokenizer, or a `tokenizers.Tokenizer`) set to encode
     a document's text that spells a special token (`<|end_of_text|>`, `<|eot_id|>`, ...) as the

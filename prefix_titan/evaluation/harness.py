@@ -602,7 +602,11 @@ def kept_tasks(path: str, tasks: list[str], settings: dict) -> list[str]:
     """The tasks among `tasks` that the results file `path` holds from an evaluation with the
     same settings, at the version evaluated now (not `_unfiltered`, not `_outdated`): evaluated
     already, kept rather than evaluated again (unless --replace)."""
-    earlier = _earlier(path)
+    return _kept(path, _earlier(path), tasks, settings)
+
+
+def _kept(path: str, earlier: dict, tasks: list[str], settings: dict) -> list[str]:
+    """kept_tasks of the evaluation `earlier` that the results file `path` holds."""
     if not earlier or _other_settings(path, earlier, settings, tasks) is not None:
         return []
     held = earlier.get("results") or {}
@@ -1430,7 +1434,9 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
     """Each step exported (unless it is already) and evaluated on the tasks its results do not
     hold yet with these settings (all of them with `replace`): a run evaluated again, after a
     crash or with one more task, does the work left. The learning curve holds every step of
-    `every` (all the run's) whose export holds results of these tasks, evaluated now or before."""
+    `every` (all the run's) whose export holds results of these tasks with these settings,
+    evaluated now or before (a step evaluated before with other settings, another --limit
+    sample say, is left out of it, said: the curve compares like with like)."""
     from .export import export, export_run, recorded_tokenizer
 
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))
@@ -1440,7 +1446,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         kwargs.get("probes") or ProbeOptions(),
         tasks,
     )
-    curve = {}
+    curve, read = {}, {}  # (read: each step's results, read once)
     unexported = [
         s
         for s in steps
@@ -1473,22 +1479,38 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
                     checkpoint=ckpt,
                 )
         path = os.path.join(out, EVAL_RESULTS)
-        done = [] if kwargs.get("replace") else kept_tasks(path, tasks, settings)
+        read[ckpt] = _earlier(path)
+        done = [] if kwargs.get("replace") else _kept(path, read[ckpt], tasks, settings)
         todo = [t for t in tasks if t not in done]
         if todo:
             results = evaluate(out, **{**kwargs, "tasks": todo})
             print(f"step {step[5:]}:\n{table(results)}", flush=True)
+            read[ckpt] = _earlier(path)  # (as this evaluation left it)
         if done:
             print(
                 f"step {step[5:]}: {', '.join(done)} evaluated already with these settings, "
                 "kept (--replace evaluates them again)",
                 flush=True,
             )
+    unlike = []
     for ckpt in every or steps:  # (steps evaluated before, beside --last's, stay in the curve)
         step = os.path.basename(ckpt)
-        held = _earlier(os.path.join(run_dir, EXPORTS, step, EVAL_RESULTS)).get("results") or {}
-        if ckpt in steps or any(t in held for t in tasks):
+        path = os.path.join(run_dir, EXPORTS, step, EVAL_RESULTS)
+        earlier = read[ckpt] if ckpt in read else _earlier(path)
+        held = earlier.get("results") or {}
+        if ckpt in steps:  # (evaluated now, or kept as evaluated with these settings)
             curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
+        elif kept := _kept(path, earlier, tasks, settings):
+            curve[int(step[5:])] = {t: held[t] for t in kept}
+        elif any(t in held for t in tasks):
+            unlike.append(step[5:])
+    if unlike:
+        print(
+            f"note: step {', '.join(unlike)} evaluated before with other settings (or at another "
+            "version of a task): left out of the learning curve, which holds the steps evaluated "
+            "with these",
+            flush=True,
+        )
     write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)
     print(f"learning curve written to {os.path.join(run_dir, EVAL_CURVE)}", flush=True)
     return curve

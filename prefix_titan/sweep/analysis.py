@@ -27,6 +27,7 @@ refused, naming them.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -688,13 +689,11 @@ def _odd_ones(values: dict[str, str], what: str) -> list[str]:
     share, counted, then each one with another value, so that the few that differ are not lost
     among the many alike (a sweep of 42 runs evaluated at 3 steps has 126). Where no value is
     shared by more than one, every one is listed."""
-    counts: dict[str, int] = {}
-    for v in values.values():
-        counts[v] = counts.get(v, 0) + 1
-    common = max(counts, key=lambda v: counts[v])
-    if counts[common] < 2 or list(counts.values()).count(counts[common]) > 1:
+    counts = collections.Counter(values.values())
+    (common, n), *rest = counts.most_common()
+    if n < 2 or any(k == n for _, k in rest):
         return [f"  {k}: {v}" for k, v in values.items()]
-    return [f"  {counts[common]} of the {len(values)} {what}: {common}; the others:"] + [
+    return [f"  {n} of the {len(values)} {what}: {common}; the others:"] + [
         f"  {k}: {v}" for k, v in values.items() if v != common
     ]
 
@@ -1377,24 +1376,18 @@ def _scope(first: dict[str, dict]) -> str:
     return ", ".join(parts)
 
 
-def effect_of_interest(name: str) -> float | None:
-    """The difference `python -m prefix_titan.power` plans seeds for on `name` by default (its
-    EFFECTS: 0.05 on the char composite, 0.01 on bits/byte, val CE and the tasks); None for a
-    metric it names none for."""
-    return EFFECTS.get(name)
-
-
 def underpowered(name: str, d: float | None) -> float | None:
     """The effect of interest a comparison with no claim could have missed, where the sweep's
     80%-power detectable difference `d` is above it; else None. The rule: "no difference found"
     is said only where the sweep would have found the effect of interest with 80% power (d at
-    most effect_of_interest(name)); above it, a difference of that size is found with less than
-    80% power, its absence not shown, and the report says it cannot tell. A metric without an effect of
-    interest is underpowered only where d is beyond the widest difference its values can have
-    (the effect returned is then that width)."""
+    most EFFECTS[name], the difference `python -m prefix_titan.power` plans seeds for: 0.05 on
+    the char composite, 0.01 on bits/byte, val CE and the tasks); above it, a difference of
+    that size is found with less than 80% power, its absence not shown, and the report says it
+    cannot tell. A metric without an effect of interest is underpowered only where d is beyond
+    the widest difference its values can have (the effect returned is then that width)."""
     if d is None:
         return None
-    effect = effect_of_interest(name)
+    effect = EFFECTS.get(name)
     if effect is not None:
         return effect if d > effect else None
     return beyond_widest(name, d)
@@ -1545,9 +1538,9 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             answer += f" Worse: {listed(worse)}."
         return answer + not_tested + _costs(result, [c.arm for c in better])
     d = detectable_here(result, family.primary, len(compared))
+    effect = underpowered(family.primary, d)
     if worse:
         rest = len(compared) - len(worse) - len(untested)
-        effect = underpowered(family.primary, d)
         power = (
             f" (this sweep detects an estimated {detectable_text(family.primary, d, '.2g')} with "
             "80% power" + ("" if effect is None else f", above the {effect:g} of interest") + ")"
@@ -1586,7 +1579,6 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         which = f"compared ({', '.join(a for a in result.arms if a in compared)})"
     else:
         which = f"of {', '.join(kinds)}"
-    effect = underpowered(family.primary, d)
     if effect is not None:  # (d is not None)
         return (
             f"Cannot tell (underpowered): no arm {which} was shown to differ from "

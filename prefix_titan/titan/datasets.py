@@ -48,7 +48,7 @@ from ..data.fineweb import (
     list_data_files,
 )
 from ..data.shards import ShardedTokens
-from ..data.tokenizers import SPECIAL_TEXT
+from ..data.tokenizers import SPECIAL_TEXT, older_encoding
 from ..objectives.kernel import IGNORE_INDEX
 
 EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
@@ -228,13 +228,7 @@ def token_stream(
             path, split, tokenizer, verify_rank=dp_rank, verify_world=dp_world_size
         )
         if tokens.manifest.get("special_text") != SPECIAL_TEXT:
-            logger.warning(
-                f"{path} was prepared before documents' text that spells a special token "
-                "(<|end_of_text|>, ...) was encoded as text: such a document holds that token "
-                "there (an EOS and a BOS inside it, which document masking cuts at), where the "
-                "streamed dataset and shards prepared now hold the text. Every arm reading these "
-                "shards reads the same tokens; prepare them again for the present encoding"
-            )
+            logger.warning(older_encoding(path))
     logger.info(f"{name} ({split}): {len(tokens):,} tokens")
     return tokens
 

@@ -447,6 +447,16 @@ def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(
     assert "--debug.seed 2" in lines[1] and "--debug.seed 3" in lines[2]
     rc, lines, _ = dry_run(*args, gpus="0", root=tmp_path)
     assert rc == 0 and lines[0] == f"# ce seed 1: {launch.SKIPPED}" and len(lines) == 3, lines
+    # a plan averaging more checkpoints than a run keeps: refused for runs that would train, not
+    # for a launch whose runs are all finished (it trains nothing)
+    from prefix_titan.sweep.analysis import PLAN
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(open(PLAN).read().replace("checkpoints = 3", "checkpoints = 7"))
+    for seeds, refused in ((["1"], False), (["1", "2"], True)):
+        more = ["--arms", "ce", "--seeds", *seeds, "--plan", str(plan)]
+        rc, _, err = dry_run("--scale", "pilot", *more, gpus="4", root=tmp_path)
+        assert (rc == 2) is refused and ("checkpoints = 7 averages" in err) is refused, err
     assert all(line.startswith("torchrun --nproc_per_node=8") for line in lines[1:])
 
 
@@ -577,8 +587,14 @@ def test_a_dry_run_plans_without_a_gpu():
     assert [line.split()[0] for line in lines[:9]] == [
         f"CUDA_VISIBLE_DEVICES={i % 8}" for i in range(9)
     ]
+    # its cost from the pilot's configs and one H100's measured throughput (docs/experiment.md:
+    # 1.6 GPU-hours a run, 66 in all, six waves of eight: 9.4 h)
+    said = " ".join(err.split())
+    assert "training cost, estimated: 42 runs of 3.2B tokens (1.6 GPU-hours each, at the " in said
+    assert "= 65.8 GPU-hours; 6 waves of up to 8 runs side by side, 1 GPU each: about 9.4 h" in said
     rc, lines, err = dry_run("--scale", "pilot", "--arms", "ce", "--seeds", *seeds, "--gpus", "2")
     assert rc == 0 and "plan for 2 GPUs (--gpus)" in err
+    assert "3 runs of 3.2B tokens" in err and "2 waves of up to 2 runs side by side" in err
     assert [line.split()[0] for line in lines] == [
         "CUDA_VISIBLE_DEVICES=0",
         "CUDA_VISIBLE_DEVICES=1",
@@ -587,6 +603,19 @@ def test_a_dry_run_plans_without_a_gpu():
     rc, lines, err = dry_run("--arms", "ce", "--gpus", "4", gpus="")
     assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=4 --nnodes=1")
     assert "plan for 4 GPUs per node" in err
+    assert "1 run of 20B tokens (35 GPU-hours each" in err  # (the 500M: 160,900 tokens/s)
+    assert "one run at a time over 4 GPUs: about 8.63 h" in err
+    rc, lines, err = dry_run("--arms", "ce", "--gpus", "4", "--", "--training.steps", "9", gpus="")
+    assert "training cost not estimated (--training.steps given after --)" in err
+    rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", gpus="")  # (on the CPU)
+    assert rc == 0 and "training cost" not in err
+
+
+def test_the_training_cost_counts_waves_by_their_longest_run():
+    assert launch.training_cost([], 1.0, 1, 1) == "no run to train"
+    said = launch.training_cost([3_600_000_000, 3_600_000_000, 7_200_000_000], 1e6, 2, 2)
+    assert said.startswith("training cost, estimated: 3 runs of 4.8B tokens (each by its ")
+    assert "= 4 GPU-hours; 2 waves of up to 2 runs side by side, 2 GPUs each: about 2 h" in said
 
 
 def test_a_plan_that_averages_more_checkpoints_than_a_run_keeps_is_refused(tmp_path):

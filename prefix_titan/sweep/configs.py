@@ -41,14 +41,24 @@ class Scale:
     validation_sequences: int
     """The validation set, in sequences (validation.steps x local batch x data-parallel ranks):
     `sweep launch` keeps it on any number of GPUs per run"""
+    h100_tokens_per_s: float | None = None
+    """Training tokens per second one H100 reached alone on this scale's shape (compiled; the
+    H100 measurements of 2026-11-23 in docs/benchmarks.md), from which a --dry-run estimates
+    the training cost; None: not measured"""
 
 
 SCALES = {
     "500M": Scale(
-        "500M.toml", "train_configs", "./outputs/sweep_500M", "./outputs/500M", None, 6400
+        "500M.toml", "train_configs", "./outputs/sweep_500M", "./outputs/500M", None, 6400, 160_900
     ),
     "pilot": Scale(
-        "pilot.toml", "train_configs/pilot", "./outputs/sweep_pilot", "./outputs/pilot", 1, 6400
+        "pilot.toml",
+        "train_configs/pilot",
+        "./outputs/sweep_pilot",
+        "./outputs/pilot",
+        1,
+        6400,
+        566_800,
     ),
     "smoke": Scale(
         "smoke.toml", "train_configs/smoke", "./outputs/sweep_smoke", "./outputs/smoke", 1, 64

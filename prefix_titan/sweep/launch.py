@@ -524,6 +524,51 @@ def planned_gpus(visible: list[str], wanted: int | None, scale: str) -> tuple[li
     return gpus, f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({why})"
 
 
+def training_cost(
+    tokens: list[int], tokens_per_s: float, gpus_per_run: int, side_by_side: int
+) -> str:
+    """A --dry-run's estimate of what its runs (`tokens` to train each) cost on H100s that each
+    train `tokens_per_s` (configs.Scale.h100_tokens_per_s), a run over `gpus_per_run` GPUs
+    (taken to scale linearly), `side_by_side` runs at a time: GPU-hours, then waves and hours
+    as if every run took equally long. Training only, said."""
+    if not tokens:
+        return "no run to train"
+    hours = [t / tokens_per_s / 3600 for t in tokens]  # (GPU-hours of each run)
+    waves = -(-len(tokens) // side_by_side)
+    wall = waves * max(hours) / gpus_per_run
+    each = f"{hours[0]:.2g} GPU-hours each" if len(set(tokens)) == 1 else "each by its tokens"
+    runs = f"{len(tokens)} run{'s' if len(tokens) > 1 else ''}"
+    gpus = f"{gpus_per_run} GPU{'s' if gpus_per_run > 1 else ''}"
+    placed = (
+        f"one run at a time over {gpus}"
+        if side_by_side == 1
+        else f"{waves} wave{'s' if waves > 1 else ''} of up to {side_by_side} runs side by side, "
+        f"{gpus} each"
+    )
+    return (
+        f"training cost, estimated: {runs} of {sum(tokens) / len(tokens) / 1e9:.3g}B tokens "
+        f"({each}, at the {tokens_per_s:,.0f} tokens/s one H100 trained this shape at, "
+        f"docs/benchmarks.md) = {sum(hours):,.3g} GPU-hours; {placed}: about {wall:,.3g} h, if "
+        "each GPU trains as that H100 did. Not counted: compilation, checkpoint writes, "
+        "validation, evaluation"
+    )
+
+
+def _cost(a, arms: list[str], extra: list[str], rate: float, world: int, side: int) -> str:
+    """training_cost of a dry run's runs (of `arms`, one entry a run), from their configs' steps,
+    global batch and sequence length; not estimated where the overrides change those."""
+    sized = ("training.steps", "training.global_batch_size", "training.seq_len")
+    if changed := [flag for k, flag in override_flags(extra) if k in sized]:
+        return f"training cost not estimated ({', '.join(changed)} given after --)"
+    tokens = []
+    for arm in arms:
+        t = load_config(a.root, a.scale, arm)["training"]
+        batch = t.get("global_batch_size", -1)  # (-1: torchtitan's local batch x data ranks)
+        batch = batch if batch > 0 else t["local_batch_size"] * world
+        tokens.append(t["steps"] * batch * t["seq_len"])
+    return training_cost(tokens, rate, world, side)
+
+
 def slots(gpus: list[str], per_run: int, cpu_runs: int = 1) -> list[list[str]]:
     """Disjoint groups of `per_run` GPUs (without GPUs, `cpu_runs` CPU slots: [[], ...])."""
     if not gpus:
@@ -706,7 +751,7 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
     """Check every run that would start (preflight); print the refusals and return 2 if any (a
     --dry-run prints them after its plan: what a launch from here would refuse, on the device
     type it plans for, `device`; None: this machine's)."""
-    todo, starting = [], set()
+    todo, starting, arms = [], set(), []
     for arm, seed in runs:
         config = load_config(a.root, a.scale, arm)
         args = train_args(a.scale, arm, config, seed, world, extra, a.sweep_dir)
@@ -720,12 +765,15 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
         else:
             todo.append((f"{arm} seed {seed}", args))
             starting.add(seed)
+            arms.append(arm)
     sweep = {"folder": os.path.abspath(a.sweep_folder), "extra": extra}
     problems = []
     if a.scale != "smoke":  # (smoke runs check the code: their report says what they lack)
         from .analysis import load_plan
 
-        configs = [(arm, load_config(a.root, a.scale, arm)) for arm in dict.fromkeys(a.arms)]
+        # (the runs that would start: a sweep whose runs are finished trains nothing the plan
+        # could lack checkpoints of)
+        configs = [(arm, load_config(a.root, a.scale, arm)) for arm in dict.fromkeys(arms)]
         if problem := plan_checkpoint_problem(load_plan(a.plan), configs, extra):
             problems.append(problem)
     problems += preflight(a.root, todo, device, sweep, world, a.dry_run)
@@ -1078,7 +1126,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"[sweep] plan for {a.nproc_per_node} {kind} per node{nodes}, one run at a time",
                 file=sys.stderr,
             )
-        failed = []
+        failed, planned = [], []
         if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
             return refused
         if not a.dry_run:
@@ -1090,6 +1138,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 continue
             if a.dry_run:
                 print(shlex.join(cmd), flush=True)
+                planned.append(arm)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             with Children() as children:
@@ -1146,7 +1195,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 )
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
-        jobs, placed, named = [], 0, {}
+        jobs, placed, named, planned = [], 0, {}, []
         for arm, seed in runs:
             cmd = slot_command(a.root, a.scale, arm, seed, k if gpus else 0, extra, a.sweep_dir)
             if why := check(arm, seed):
@@ -1154,6 +1203,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             elif a.dry_run:  # placement shown as if every run took equally long
                 devices = ",".join(groups[placed % len(groups)])
                 placed += 1
+                planned.append(arm)
                 print(
                     shlex.join(cmd)
                     if not devices
@@ -1180,6 +1230,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         print(f"[sweep] {plan_line}", file=sys.stderr)
         on_gpus = not cpu if per_run == "node" else bool(gpus)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
+        if on_gpus and (rate := SCALES[a.scale].h100_tokens_per_s):
+            side_by_side = 1 if per_run == "node" else len(groups)
+            print(f"[sweep] {_cost(a, planned, extra, rate, world, side_by_side)}", file=sys.stderr)
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
     if left:
         print(

@@ -330,6 +330,7 @@ def test_eager_chunk_step_writes_the_gradient_over_the_chunks_logits(tables, dty
     torch.testing.assert_close(ce.double(), ref_ce.double(), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.slow  # (30 s of compilation: the full suite's)
 def test_the_chunk_step_traced_into_a_larger_graph_matches_eager(tables, seed):
     """Traced by torch.compile as part of a larger function (a head compiled whole), the chunk's
     statistics and gradient come from the compiled form, the gradient as a new tensor (a write

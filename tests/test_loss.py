@@ -47,7 +47,10 @@ def test_kernel_matches_reference(tables, spec, dtype, chunk_rows, seed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize(
-    "spec", [SPECS[0], SPECS[1], SPECS[2], SPECS[-1]], ids=ObjectiveSpec.arm_name
+    "spec",
+    # (the sharpest tau's compilations in the full suite: the fast tier keeps one prefix arm)
+    [SPECS[0], SPECS[1], pytest.param(SPECS[2], marks=pytest.mark.slow), SPECS[-1]],
+    ids=ObjectiveSpec.arm_name,
 )
 def test_compiled_kernel_matches_reference(tables, spec, dtype, seed):
     torch._dynamo.reset()

@@ -976,6 +976,7 @@ def test_a_typo_in_the_axis_key_is_named_beside_the_missing_kind(tmp_path, axis_
     )
 
 
+@pytest.mark.slow
 def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, capsys):
     """simulate reads the project's sweep_arms.toml (--root) as launch and power do: its arms of
     one's own, each with the --gold-mass of its target, are simulated, planted with an --effect

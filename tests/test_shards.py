@@ -237,6 +237,53 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
         ).read_bytes(), name
 
 
+def test_a_resume_after_a_file_it_read_changed_is_refused(
+    tmp_path, embedded_tokenizer_dir, monkeypatch, capsys
+):
+    """A prepare of a local folder records each file's size and modification time: a file it
+    had read whole, replaced or rewritten between a crash and the resume, is named and the
+    resume refused (its shards would hold rows of both versions); the file it goes on in may
+    have changed (a damaged row repaired, as that refusal asks): said, and read as it is now."""
+    import prefix_titan.data.prepare as prep
+
+    make_corpus(tmp_path / "src", n_files=2, docs_per_file=60)
+    kw = dict(tokens=10**9, val_tokens=10**9, val_every=10, shard_tokens=5000, progress=False)
+    kw["batch_docs"] = 8
+    clean = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "clean"), **kw)
+    real = prep.iter_rows
+    first, second = sorted((tmp_path / "src").iterdir())
+
+    def crashing(path, start):  # (the process dies after some rows of the second file)
+        for i, row in enumerate(real(path, start)):
+            if path == str(second) and i == 20:
+                raise RuntimeError("killed")
+            yield row
+
+    monkeypatch.setattr(prep, "iter_rows", crashing)
+    with pytest.raises(RuntimeError, match="killed"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    monkeypatch.setattr(prep, "iter_rows", real)
+    state = json.loads((tmp_path / "out" / "progress.json").read_text())
+    assert state["file"] == 1 and state["row"] > 0 and len(state["local_files"]) == 2
+    held, stat = first.read_bytes(), first.stat()
+    first.write_bytes(held[: len(held) // 2])
+    with pytest.raises(ValueError, match=rf"read files which changed since: {first} \(size"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    first.write_bytes(held)  # the same size, written again: modified since
+    with pytest.raises(ValueError, match=rf"{first} \(modified since\)"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # restored
+    second.write_bytes(second.read_bytes())  # the file it goes on in, written again
+    capsys.readouterr()
+    done = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    assert f"note: {second} changed since this prepare read its first {state['row']:,} rows" in (
+        capsys.readouterr().err
+    )
+    assert {k: v for k, v in done.items() if k != "sha256"} == {
+        k: v for k, v in clean.items() if k != "sha256"
+    }
+
+
 def test_a_local_json_lines_corpus_of_ones_own(tmp_path, embedded_tokenizer_dir):
     """A folder of JSON Lines: `id` optional, blank lines skipped; a null text, a line that is
     no object and a file given as --source are refused, naming the file and line."""

@@ -316,6 +316,39 @@ def _finished(out: str, settings: dict) -> dict:
     return done
 
 
+def _file_stats(files: list[str]) -> list[list[int]]:
+    """[size, modification time in ns] of each of a local source's files: what a resumed
+    prepare compares, so that a file replaced or rewritten between a crash and the resume is
+    not read on from a row of what it held before."""
+    return [[(s := os.stat(f)).st_size, s.st_mtime_ns] for f in files]
+
+
+def _changed_files(out: str, files: list[str], recorded: list, now: list, at: tuple) -> None:
+    """Refuse a resume of `out` where a file it read whole (before the file and row `at` it
+    goes on from) differs from what it began reading (size, modification time): continued, its
+    shards would hold rows of both versions. The file it goes on in may differ (a damaged row
+    repaired, as the refusal of one asks): said, with what to do where it was replaced."""
+    changed = [
+        f"{f} (size {r[0]:,} then, {n[0]:,} now)" if r[0] != n[0] else f"{f} (modified since)"
+        for f, r, n in zip(files[: at[0]], recorded, now, strict=False)
+        if r != n
+    ]
+    if changed:
+        raise ValueError(
+            f"{out!r} holds an unfinished prepare that read files which changed since: "
+            f"{'; '.join(changed)}. Continued, its shards would hold rows of both versions: "
+            "restore the files, or remove it or choose another --out, and prepare again"
+        )
+    f = at[0]
+    if at[1] and f < len(files) and recorded[f] != now[f]:
+        print(
+            f"note: {files[f]} changed since this prepare read its first {at[1]:,} rows; it goes "
+            f"on from row {at[1]:,} as the file is now (a damaged row repaired). If the file was "
+            f"replaced, its rows before are not what it holds now: remove {out} and prepare again",
+            file=sys.stderr,
+        )
+
+
 @contextlib.contextmanager
 def _writing(out: str):
     """The writer's lock of `out`, which it creates: a prepare refused before it recorded
@@ -561,6 +594,7 @@ def prepare(
             "docs_val_over_budget": 0,
             "revision_asked": asked,
         }
+        stats = _file_stats(files) if revision == "local" else None
         if os.path.exists(state_path):
             state = read_json(state_path, "the record of an unfinished prepare", expect=dict)
             if not isinstance(state.get("settings"), dict):
@@ -588,6 +622,11 @@ def prepare(
                     "settings or choose another --out"
                 )
             state["settings"] = settings  # (a local folder's paths as now recorded: absolute)
+            if stats is not None and isinstance(state.get("local_files"), list):
+                at = (state["file"], state["row"])
+                _changed_files(out, files, state["local_files"], stats, at)
+        if stats is not None:  # (a record begun before they were recorded: from now on)
+            state["local_files"] = stats
         writers = {
             s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS
         }

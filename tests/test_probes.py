@@ -4,6 +4,7 @@ documented residuals under their own bounds (here on the embedded BPE; test_llam
 real Llama-3 vocabulary)."""
 
 import collections
+import json
 import os
 import re
 
@@ -1021,6 +1022,29 @@ def test_a_limit_builds_the_probes_with_its_items_and_reads_them_whole(tok, prob
     assert items_read(recorded, "piqa") == "50 (--limit-seed 1234)"
     earlier = {**recorded, "limit_sampling": "stratified by gold"}  # sampled the probes
     assert items_read(earlier, "char_count") == "50 (--limit-seed 1234)"
+
+
+def test_a_limit_of_30_builds_char_last_letter_in_whole_units_of_four_as_documented(tok, tmp_path):
+    """At `--limit 30` each probe is built with 30 items but char_last_letter, which takes whole
+    units of four last letters: 28, which no shortfall line names, so docs/evaluation.md says
+    so where it says the probes are built with the limit's items."""
+    from prefix_titan.evaluation.probes import probe_shortfalls
+
+    built = build_probes(tok, n=30)
+    got = {t: len(built[t]) for t in PROBE_TASKS}
+    assert got == {t: 28 if t == "char_last_letter" else 30 for t in PROBE_TASKS}
+    assert len(built["char_last_letter_blank"]) == 28
+    paths = {}
+    for task, docs in built.items():
+        paths[task] = str(tmp_path / f"{task}.jsonl")
+        with open(paths[task], "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(d) + "\n" for d in docs))
+    assert probe_shortfalls(paths, 30, limit=30) == []  # the 28 are not named
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "evaluation.md"), encoding="utf-8") as f:
+        doc = " ".join(f.read().split())
+    assert "`char_last_letter` takes whole units of four" in doc
+    assert f"({got['char_last_letter']} at `--limit 30`" in doc
 
 
 def _contents(folder) -> dict:

@@ -238,6 +238,42 @@ def test_the_first_letter_and_the_length_are_read_when_encoded(seed):
     assert result["input"]["shuffled labels"]["first"][0] < chance["first"] + 0.05
 
 
+def test_vectors_that_know_only_a_tokens_frequency_are_read_against_the_id_rank_control(seed):
+    """A BPE numbers its tokens commonest first, so a token's id rank (its frequency) tells its
+    length; vectors holding only their id-rank class beat the shuffled labels, the fresh init and
+    the majority on the length, and only the control that deals the predictions within id-rank
+    classes shows that they know nothing more. Vectors that encode the length beat it too."""
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list(ep.LETTERS), int(k))) for k in rng.integers(1, 12, 400)]
+    # ids in the order of a noisy length: short tokens first, as a BPE merges them
+    texts = [words[i] for i in np.argsort([len(w) + rng.normal(0, 2) for w in words])]
+    labels = ep.word_like_tokens(texts)
+    gen = torch.Generator().manual_seed(seed)
+    rank = torch.zeros(len(texts), dtype=torch.long)
+    rank[torch.from_numpy(labels.ids)] = torch.from_numpy(labels.rank_class())
+    frequency = torch.nn.functional.one_hot(rank, ep.RANK_BINS).float()
+    frequency += 0.01 * torch.randn(frequency.shape, generator=gen)
+    length = torch.randn(len(texts), 16, generator=gen)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(labels.length), 16).float()
+    length[torch.from_numpy(labels.ids)] += 3 * onehot
+    matrices = {"input": frequency, "output": length}
+    result = ep.probe_matrices(matrices, texts, iterations=10, resamples=100)
+    found, controls = result["input"]["trained"]["length"], result["input"]
+    assert found[1] > controls["shuffled labels"]["length"][2] + 0.02
+    assert found[1] > controls["fresh init"]["length"][2] + 0.02
+    assert found[0] > result["chance"]["length"] + 0.03
+    ranked = controls["predictions permuted within id rank"]["length"]
+    assert found[0] <= ranked[2]  # frequency is all these vectors tell
+    planted = result["output"]
+    assert (
+        planted["trained"]["length"][1]
+        > planted["predictions permuted within id rank"]["length"][2] + 0.2
+    )
+    assert "predictions permuted within id rank" in ep.table(result)
+    flat = ep.flat_results(result)
+    assert "input_length_predictions_permuted_within_id_rank,none" in flat
+
+
 def test_the_bootstrap_resamples_groups_not_tokens(seed):
     """Every token four times over, a group per original token: the same evidence, so the same
     interval; resampled as tokens, the copies would pass for four times the evidence."""

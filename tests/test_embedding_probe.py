@@ -49,13 +49,14 @@ def test_the_printed_results_of_the_embedding_probe_alone_have_no_empty_table():
     probe = {
         "input_letters,none": 0.61,
         "input_letters_predictions_permuted,none": 0.12,
+        "input_letters_predictions_permuted_within_id_rank,none": 0.13,
         "input_letters_fresh_init,none": 0.1,
         "input_letters_shuffled_labels,none": 0.11,
         "majority_letters": 0.5,
     }
     line = table({"results": {"embedding_probe": probe}})
     assert line.startswith("embedding_probe (trained vectors; in brackets its controls: the ")
-    assert line.endswith(": input_letters 0.6100 (0.1200 / 0.1000)")  # the trained score alone
+    assert line.endswith(": input_letters 0.6100 (0.1200 / 0.1300 / 0.1000)")  # trained alone
     both = table({"results": {"piqa": {"acc,none": 0.5}, "embedding_probe": probe}})
     assert both.splitlines()[0].startswith("| task | acc |") and "| piqa | 0.5000 |" in both
 
@@ -319,11 +320,13 @@ def test_flat_results_name_every_score(seed):
 
     line = table({"results": {"piqa": {"acc,none": 0.5}, "embedding_probe": flat}}).splitlines()[-1]
     for t in ep.TASKS:
-        permuted, fresh = (
+        permuted, by_rank, fresh = (
             flat[f"input_{t}_predictions_permuted,none"],
+            flat[f"input_{t}_predictions_permuted_within_id_rank,none"],
             flat[f"input_{t}_fresh_init,none"],
         )
-        want = f"input_{t} {flat[f'input_{t},none']:.4f} ({permuted:.4f} / {fresh:.4f})"
+        controls = f"{permuted:.4f} / {by_rank:.4f} / {fresh:.4f}"
+        want = f"input_{t} {flat[f'input_{t},none']:.4f} ({controls})"
         assert want in line, (want, line)
 
 
@@ -339,6 +342,7 @@ def test_bad_settings_and_folders_are_refused(tmp_path):
         ep.hf_matrices(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_vectors_that_know_a_tokens_inflection_are_not_credited_with_its_letters(seed):
     """Vectors with no letter code but a token's form and its inflection ending ("-ing" words
     apart from "-s" words, as a trained embedding clusters them): a probe reads the ending's

@@ -1276,9 +1276,11 @@ def table(results: dict) -> str:
         rows.append(
             f"{EMBEDDING_PROBE} (trained vectors; in brackets its controls: the probe's "
             "predictions permuted within ending and length class, the chance level each score is "
-            "read against, and a fresh init; the constant guesses in the results): "
+            "read against; within id rank, what the tokens' frequency tells; and a fresh init; "
+            "the constant guesses in the results): "
             + ", ".join(
                 f"{k} {probe[k + ',none']:.4f} ({fmt(probe.get(k + '_predictions_permuted,none'))}"
+                f" / {fmt(probe.get(k + '_predictions_permuted_within_id_rank,none'))}"
                 f" / {fmt(probe.get(k + '_fresh_init,none'))})"
                 for k in trained
             )

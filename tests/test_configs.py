@@ -891,7 +891,12 @@ def test_a_resume_that_reads_other_files_under_the_same_names_is_refused(
     args = ("--job.dump_folder", str(folder), "--model.hf_assets_path", str(tok))
     job = parse(default, *args)
     files = data_files(job)
-    assert set(files) == {"tokenizer.json", "tokenizer_config.json"}, files
+    assert set(files) == {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "training corpus",
+        "validation corpus",
+    }, files
     (folder / "checkpoint" / "step-300").mkdir(parents=True)
     (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), DATA_FILES: files}))
     check_job_config(parse(default, *args))  # the same files: the same run
@@ -907,6 +912,42 @@ def test_a_resume_that_reads_other_files_under_the_same_names_is_refused(
     del record[DATA_FILES]
     (folder / RUN_CONFIG).write_text(json.dumps(record))
     check_job_config(parse(default, *args))  # recorded before: not checked
+
+
+def test_a_resume_that_reads_another_embedded_corpus_is_refused(
+    tmp_path, embedded_tokenizer_dir, monkeypatch
+):
+    """The embedded corpus comes from the Python installation that reads it: its splits' sha256
+    are recorded with the files (data_files), so a run resumed under another Python (another
+    corpus by the same dataset name) is refused naming the split, while a record written before
+    the corpus was recorded resumes unchecked on it."""
+    import json
+
+    from prefix_titan.data import corpus
+    from prefix_titan.runs.folder import DATA_FILES, RUN_CONFIG, run_record
+    from prefix_titan.titan.checks import data_files
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder), "--model.hf_assets_path", str(embedded_tokenizer_dir))
+    job = parse(default, *args)
+    files = data_files(job)
+    assert files["training corpus"] == corpus.embedded_sha256("train")
+    assert files["validation corpus"] == corpus.embedded_sha256("validation")
+    assert files["training corpus"] != files["validation corpus"]
+    (folder / "checkpoint" / "step-300").mkdir(parents=True)
+    (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), DATA_FILES: files}))
+    check_job_config(parse(default, *args))  # the same corpus: the same run
+    documents = corpus.embedded_documents()
+    monkeypatch.setattr(corpus, "embedded_documents", lambda: documents[:-40])  # another Python
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, *args))
+    assert f"{DATA_FILES}.training corpus: {files['training corpus']!r} -> " in str(e.value)
+    record = json.loads((folder / RUN_CONFIG).read_text())
+    for key in ("training corpus", "validation corpus"):
+        del record[DATA_FILES][key]
+    (folder / RUN_CONFIG).write_text(json.dumps(record))
+    check_job_config(parse(default, *args))  # recorded before the corpus was: not checked
 
 
 def test_the_last_line_says_whether_the_run_trained(tmp_path, capsys):

@@ -324,9 +324,12 @@ def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_pat
     ran = {"kernel": "pytorch", "fused_chunk_tokens": None}  # 'auto' on a CPU, unfused
     assert json.loads(record.read_text())["resolved"] == ran
     read = json.loads(record.read_text())["data_files"]  # what it read under its settings' names
-    assert set(read) == {"tokenizer.json", "tokenizer_config.json"} and all(
-        len(v) == 64 for v in read.values()
-    )
+    assert set(read) == {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "training corpus",  # the embedded corpus: the Python installation's
+        "validation corpus",
+    } and all(len(v) == 64 for v in read.values())
     folder = tmp_path / "run" / "checkpoint"
     for step in ("step-2", "step-4"):  # recorded after each save, the last one at close
         assert sorted(p.name for p in (folder / step).glob("sha256sums-*")) == [

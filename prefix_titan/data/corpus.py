@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import os
 import sysconfig
 import zlib
@@ -82,3 +83,12 @@ def embedded_split(split: str) -> list[str]:
         for d in embedded_documents()
         if (zlib.crc32(d.encode()) % VALIDATION_EVERY == 0) == held_out
     ]
+
+
+def embedded_sha256(split: str) -> str:
+    """The sha256 of an embedded split's documents (each one's UTF-8 text, NUL-separated, in
+    order): which corpus a run read, since it depends on the Python installation that read it."""
+    digest = hashlib.sha256()
+    for i, doc in enumerate(embedded_split(split)):
+        digest.update(b"\0" * bool(i) + doc.encode())
+    return digest.hexdigest()

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 
+from ..data.corpus import embedded_sha256
 from ..data.shards import MANIFEST, load_manifest, manifest_sha256
 from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import canonical_options, family_for
@@ -632,12 +633,17 @@ def check_job_config(
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+CORPUS_FILES = ("training corpus", "validation corpus")
+"""data_files' keys for the embedded corpus: a record written before they were resumes unchecked
+on them"""
 
 
 def data_files(job_config) -> dict[str, str]:
     """{what: sha256} of the files a run reads under its settings' names (DATA_FILES): the
-    tokenizer's files in model.hf_assets_path, and the manifest of each token-shard folder it
-    trains or validates on (which names every shard with its checksum). A file that is not
+    tokenizer's files in model.hf_assets_path, the manifest of each token-shard folder it
+    trains or validates on (which names every shard with its checksum), and the embedded
+    corpus's split where it reads one (`training corpus`, `validation corpus`: its documents
+    come from the Python installation, so another Python reads another corpus by that name). A file that is not
     there, or a damaged manifest, is left out (a run's checks before it starts name it; a finished
     run the launcher skips shows it as a difference from its record)."""
     out = {}
@@ -645,7 +651,12 @@ def data_files(job_config) -> dict[str, str]:
         path = os.path.join(job_config.model.hf_assets_path, name)
         if os.path.isfile(path):
             out[name] = sha256(path)
+    from .datasets import EMBEDDED_DATASETS
+
     t, v = job_config.training, job_config.validation
+    for key, name in zip(CORPUS_FILES, (t.dataset, v.dataset)):
+        if name in EMBEDDED_DATASETS:
+            out[key] = embedded_sha256(EMBEDDED_DATASETS[name])
     for split, path in (("training", t.dataset_path), ("validation", v.dataset_path)):
         if path and os.path.isfile(os.path.join(path, MANIFEST)):
             try:
@@ -801,6 +812,10 @@ def check_resume(
     current["objective"].update(run_execution(job_config, device_type))
     if DATA_FILES in recorded:  # (a run recorded before the package recorded its files: unchecked)
         current[DATA_FILES] = data_files(job_config)
+        had = recorded[DATA_FILES] if isinstance(recorded[DATA_FILES], dict) else {}
+        for key in CORPUS_FILES:  # (recorded before the corpus was: unchecked)
+            if key not in had:
+                current[DATA_FILES].pop(key, None)
     for r in (recorded, current):
         (r.get("job") or {}).pop("dump_folder", None)
     # A setting added to the package after the run was recorded, left at its default, is no

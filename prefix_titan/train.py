@@ -181,7 +181,8 @@ TRAIN_SPEC_MODULES = ("prefix_titan.train_spec",)
 
 def explain_config_error(args: list[str], error: BaseException) -> str | None:
     """A message naming the file, the setting and the allowed form for torchtitan's config
-    parse errors: an unknown TOML key, or a switch given a value (`--x.flag yes`)."""
+    parse errors: an unknown TOML key, a switch given a value (`--x.flag yes`), or a value
+    torchtitan's config asserts on as it is built (`--validation.steps 0`)."""
     import re
 
     path = config_file(args)
@@ -198,6 +199,10 @@ def explain_config_error(args: list[str], error: BaseException) -> str | None:
             )
         hints = [_did_you_mean(name, _settings_of(section)) for name in names]
         return f"{path}: [{section}] has no setting {m.group(2)[1:-1]}.{''.join(hints)} {LISTED}"
+    from .titan.checks import explain_titan_assertion
+
+    if (asserted := explain_titan_assertion(args, error)) is not None:
+        return asserted
     if isinstance(error, SystemExit):
         for i, arg in enumerate(args[:-1]):
             if arg.startswith("--") and args[i + 1].lower() in SWITCH_WORDS:
@@ -266,7 +271,7 @@ def parse_config(args: list[str]):
     logging.disable(logging.WARNING)  # torchtitan's parse warns again, once, in its own main
     try:
         return ConfigManager().parse_args(args)
-    except (ValueError, SystemExit) as e:
+    except (ValueError, SystemExit, AssertionError) as e:
         message = explain_config_error(args, e)
         if message is None:
             raise

@@ -872,6 +872,33 @@ def test_the_pilot_keeps_the_checkpoints_of_an_evaluation_curve():
     assert all(b - a == interval for a, b in zip(saved[:-2], saved[1:-1]))
 
 
+def test_a_value_torchtitan_asserts_on_as_it_parses_is_named(tmp_path, capsys):
+    """torchtitan's config asserts `validation.steps` > 0 or -1 as it is built, before the
+    package's own checks see it: the run and a sweep launch's checks name the setting, the form
+    allowed and the value given (on the command line or in the TOML), not an AssertionError."""
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.titan.preflight import _parse
+    from prefix_titan.train import parse_config
+
+    config = str(CONFIGS[0])
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--job.config_file", config, "--validation.steps", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: validation.steps must be a finite number >= 1 or -1; got 0\n", err
+    toml = tmp_path / "steps.toml"
+    text = (ROOT / "train_configs/embedded_default.toml").read_text()
+    toml.write_text(text.replace("steps = -1  #", "steps = -3  #"))
+    with pytest.raises(SystemExit):
+        parse_config([f"--job.config_file={toml}"])
+    assert (
+        "validation.steps must be a finite number >= 1 or -1; got -3\n" in capsys.readouterr().err
+    )
+    with pytest.raises(ValueError, match=r"validation.steps must .* >= 1 or -1; got -2$"):
+        _parse(ConfigManager(), ["--job.config_file", config, "--validation.steps=-2"])
+
+
 def test_a_resume_that_reads_other_files_under_the_same_names_is_refused(
     tmp_path, embedded_tokenizer_dir
 ):

@@ -148,6 +148,49 @@ def check_titan_numbers(job_config) -> None:
             )
 
 
+TITAN_ASSERTIONS = {"validation steps must be positive or -1": ("validation", "steps")}
+"""torchtitan's asserts while its config is parsed (its dataclasses' __post_init__, before
+check_titan_numbers can see the value): their text, and the setting each is about"""
+
+
+def explain_titan_assertion(args: list[str], error: BaseException) -> str | None:
+    """The message of check_titan_numbers for a setting that torchtitan's config parse asserts
+    on (TITAN_ASSERTIONS), with the value given on the command line (`args`) or in its config
+    file; None for another error."""
+    for text, (section, key) in TITAN_ASSERTIONS.items():
+        if isinstance(error, AssertionError) and text in str(error):
+            rule = next(r for s, k, r in TITAN_NUMBERS if (s, k) == (section, key))
+            got = _given(args, section, key)
+            return f"{section}.{key} must be a finite number {rule}" + (
+                "" if got is None else f"; got {got}"
+            )
+    return None
+
+
+def _given(args: list[str], section: str, key: str) -> str | None:
+    """The value of `--section.key` in `args` (the last one given), else of `key` in the
+    [section] of the config file they name, as written; None where neither says."""
+    flag, value = f"--{section}.{key}", None
+    for i, arg in enumerate(args):
+        name, eq, text = arg.partition("=")
+        if name == flag:
+            value = text if eq else (args[i + 1] if i + 1 < len(args) else None)
+    if value is not None:
+        return value
+    from ..runs.folder import read_toml
+
+    for i, arg in enumerate(args):
+        name, eq, text = arg.partition("=")
+        if name in ("--job.config_file", "--job.config-file"):
+            path = text if eq else (args[i + 1] if i + 1 < len(args) else None)
+            try:
+                found = (read_toml(path).get(section) or {}).get(key) if path else None
+            except (OSError, ValueError):
+                return None
+            return None if found is None else repr(found)
+    return None
+
+
 SKIPPED_SECTIONS = ("objective",)
 """Sections whose own validation names their settings (ObjectiveSpec.validate)"""
 

@@ -38,6 +38,10 @@ def _parse(manager, args: list[str]):
                 "`python -m prefix_titan.train --help` lists the settings"
             ) from None
         raise ValueError(_one_line(shown.getvalue(), e.code)) from None
+    except AssertionError as e:  # a value torchtitan's config asserts on as it is built
+        from .checks import explain_titan_assertion
+
+        raise ValueError(explain_titan_assertion(args, e) or str(e)) from None
 
 
 def _one_line(box: str, code) -> str:

@@ -1139,3 +1139,16 @@ def test_eval_refuses_the_probes_of_a_model_without_tokenizer_json(tmp_path, cap
     (model / "tokenizer.model").write_bytes(b"\0")
     with pytest.raises(ValueError, match="it holds tokenizer.model instead"):
         refuse_tokenizer(str(model), ["char_count"])
+
+
+def test_a_reader_of_the_last_letter_answers_contains_above_chance_as_documented(probes):
+    """docs/probes.md ("Where the letter is"): char_contains' yes word often ends in the letter
+    asked and its no word never holds it, so a reader of the last letter alone answers well
+    above the chance of 0.5; it reads a letter, so it is documented, not held as a shortcut."""
+    items = probes["char_contains"]
+    yes = [it for it in items if it["gold"] == 1]
+    ending = sum(it["word"][-1] == it["letter"] for it in yes)
+    assert 0.30 < ending / len(yes) < 0.45, (ending, len(yes))  # (362-386 of 1,000 documented)
+    assert not any(it["letter"] in it["word"] for it in items if it["gold"] == 0)
+    reader = sum((it["word"][-1] == it["letter"]) == it["gold"] for it in items) / len(items)
+    assert 0.65 < reader < 0.72, reader  # (0.693 documented)

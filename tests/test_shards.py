@@ -273,6 +273,11 @@ def test_a_resume_after_a_file_it_read_changed_is_refused(
     with pytest.raises(ValueError, match=rf"{first} \(modified since\)"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
     os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # restored
+    record = (tmp_path / "out" / "progress.json").read_text()
+    (tmp_path / "out" / "progress.json").write_text(json.dumps({**state, "local_files": [[1]]}))
+    with pytest.raises(ValueError, match="local_files are not one .size, time. per file.*damaged"):
+        prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
+    (tmp_path / "out" / "progress.json").write_text(record)
     second.write_bytes(second.read_bytes())  # the file it goes on in, written again
     capsys.readouterr()
     done = prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)

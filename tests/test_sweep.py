@@ -590,7 +590,7 @@ def test_a_dry_run_plans_without_a_gpu():
     # its cost from the pilot's configs and one H100's measured throughput (docs/experiment.md:
     # 1.6 GPU-hours a run, 66 in all, six waves of eight: 9.4 h)
     said = " ".join(err.split())
-    assert "training cost, estimated: 42 runs of 3.2B tokens (1.6 GPU-hours each, at the " in said
+    assert "training cost, estimated: 42 runs of 3.2B tokens (1.57 GPU-hours each, at the " in said
     assert "= 65.8 GPU-hours; 6 waves of up to 8 runs side by side, 1 GPU each: about 9.4 h" in said
     rc, lines, err = dry_run("--scale", "pilot", "--arms", "ce", "--seeds", *seeds, "--gpus", "2")
     assert rc == 0 and "plan for 2 GPUs (--gpus)" in err
@@ -603,7 +603,7 @@ def test_a_dry_run_plans_without_a_gpu():
     rc, lines, err = dry_run("--arms", "ce", "--gpus", "4", gpus="")
     assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=4 --nnodes=1")
     assert "plan for 4 GPUs per node" in err
-    assert "1 run of 20B tokens (35 GPU-hours each" in err  # (the 500M: 160,900 tokens/s)
+    assert "1 run of 20B tokens (34.5 GPU-hours each" in err  # (the 500M: 160,900 tokens/s)
     assert "one run at a time over 4 GPUs: about 8.63 h" in err
     rc, lines, err = dry_run("--arms", "ce", "--gpus", "4", "--", "--training.steps", "9", gpus="")
     assert "training cost not estimated (--training.steps given after --)" in err
@@ -614,8 +614,11 @@ def test_a_dry_run_plans_without_a_gpu():
 def test_the_training_cost_counts_waves_by_their_longest_run():
     assert launch.training_cost([], 1.0, 1, 1) == "no run to train"
     said = launch.training_cost([3_600_000_000, 3_600_000_000, 7_200_000_000], 1e6, 2, 2)
-    assert said.startswith("training cost, estimated: 3 runs of 4.8B tokens (each by its ")
+    assert said.startswith("training cost, estimated: 3 runs averaging 4.8B tokens (each by its ")
     assert "= 4 GPU-hours; 2 waves of up to 2 runs side by side, 2 GPUs each: about 2 h" in said
+    said = launch.training_cost([20_000_000_000] * 42, 160_900, 8, 1)  # the 500M, 3 seeds
+    assert "42 runs of 20B tokens (34.5 GPU-hours each" in said and "= 1,450 GPU-hours" in said
+    assert "one run at a time over 8 GPUs: about 181 h" in said
 
 
 def test_a_plan_that_averages_more_checkpoints_than_a_run_keeps_is_refused(tmp_path):

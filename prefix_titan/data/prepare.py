@@ -328,16 +328,25 @@ def _changed_files(out: str, files: list[str], recorded: list, now: list, at: tu
     goes on from) differs from what it began reading (size, modification time): continued, its
     shards would hold rows of both versions. The file it goes on in may differ (a damaged row
     repaired, as the refusal of one asks): said, with what to do where it was replaced."""
+    if len(recorded) != len(files) or not all(
+        isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r) for r in recorded
+    ):
+        raise ValueError(
+            f"{os.path.join(out, PROGRESS)} is not the record of a prepare of these files (its "
+            f"local_files are not one [size, time] per file): it is damaged; remove {out} and "
+            "prepare again"
+        )
     changed = [
         f"{f} (size {r[0]:,} then, {n[0]:,} now)" if r[0] != n[0] else f"{f} (modified since)"
-        for f, r, n in zip(files[: at[0]], recorded, now, strict=False)
+        for f, r, n in zip(files[: at[0]], recorded, now)
         if r != n
     ]
     if changed:
         raise ValueError(
             f"{out!r} holds an unfinished prepare that read files which changed since: "
             f"{'; '.join(changed)}. Continued, its shards would hold rows of both versions: "
-            "restore the files, or remove it or choose another --out, and prepare again"
+            "restore the files with their modification times (cp -p, touch -d), or remove it or "
+            "choose another --out, and prepare again"
         )
     f = at[0]
     if at[1] and f < len(files) and recorded[f] != now[f]:

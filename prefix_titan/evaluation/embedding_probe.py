@@ -71,7 +71,7 @@ RANK_BINS = 20
 its tokens in the order of its merges, the commoner first, so a token's id tells its frequency,
 which a trained embedding holds and which tells its length (short tokens are merged first):
 vectors holding only a token's id-rank class score above the shuffled labels, the fresh init and
-the majority on the length, not above this control (docs/evaluation.md)"""
+the majority on the length, not above this control (docs/probes.md)"""
 TASKS = ("letters", "first", "length")
 
 

@@ -1509,8 +1509,9 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
     if unlike:
         print(
             f"note: step {', '.join(unlike)} evaluated before with other settings (or at another "
-            "version of a task): left out of the learning curve, which holds the steps evaluated "
-            "with these",
+            "version of a task, or scored before the ASCII filter): left out of the learning "
+            "curve, which holds the steps evaluated with these (evaluated again with them, with "
+            "--replace, they join it)",
             flush=True,
         )
     write_json(os.path.join(run_dir, EVAL_CURVE), curve, default=str)

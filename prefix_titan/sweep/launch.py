@@ -524,20 +524,29 @@ def planned_gpus(visible: list[str], wanted: int | None, scale: str) -> tuple[li
     return gpus, f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''} ({why})"
 
 
+def _hours(x: float) -> str:
+    """Hours as a reader takes them: whole from 100 up, else to two or three figures."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def training_cost(
     tokens: list[int], tokens_per_s: float, gpus_per_run: int, side_by_side: int
 ) -> str:
     """A --dry-run's estimate of what its runs (`tokens` to train each) cost on H100s that each
     train `tokens_per_s` (configs.Scale.h100_tokens_per_s), a run over `gpus_per_run` GPUs
     (taken to scale linearly), `side_by_side` runs at a time: GPU-hours, then waves and hours
-    as if every run took equally long. Training only, said."""
+    as if every run took as long as the longest. Training only, said."""
     if not tokens:
         return "no run to train"
     hours = [t / tokens_per_s / 3600 for t in tokens]  # (GPU-hours of each run)
     waves = -(-len(tokens) // side_by_side)
     wall = waves * max(hours) / gpus_per_run
-    each = f"{hours[0]:.2g} GPU-hours each" if len(set(tokens)) == 1 else "each by its tokens"
+    mean = sum(tokens) / len(tokens) / 1e9
     runs = f"{len(tokens)} run{'s' if len(tokens) > 1 else ''}"
+    if len(set(tokens)) == 1:
+        runs += f" of {mean:.3g}B tokens ({_hours(hours[0])} GPU-hours each"
+    else:
+        runs += f" averaging {mean:.3g}B tokens (each by its own"
     gpus = f"{gpus_per_run} GPU{'s' if gpus_per_run > 1 else ''}"
     placed = (
         f"one run at a time over {gpus}"
@@ -546,25 +555,25 @@ def training_cost(
         f"{gpus} each"
     )
     return (
-        f"training cost, estimated: {runs} of {sum(tokens) / len(tokens) / 1e9:.3g}B tokens "
-        f"({each}, at the {tokens_per_s:,.0f} tokens/s one H100 trained this shape at, "
-        f"docs/benchmarks.md) = {sum(hours):,.3g} GPU-hours; {placed}: about {wall:,.3g} h, if "
-        "each GPU trains as that H100 did. Not counted: compilation, checkpoint writes, "
-        "validation, evaluation"
+        f"training cost, estimated: {runs}, at the {tokens_per_s:,.0f} tokens/s one H100 trained "
+        f"this shape at, docs/benchmarks.md) = {_hours(sum(hours))} GPU-hours; {placed}: about "
+        f"{_hours(wall)} h, if each GPU trains as that H100 did. Not counted: compilation, "
+        "checkpoint writes, validation, evaluation"
     )
 
 
 def _cost(a, arms: list[str], extra: list[str], rate: float, world: int, side: int) -> str:
-    """training_cost of a dry run's runs (of `arms`, one entry a run), from their configs' steps,
-    global batch and sequence length; not estimated where the overrides change those."""
+    """training_cost of a dry run's runs (of `arms`, one entry a run) over `world` GPUs each,
+    from their configs' steps, batch and sequence length; not estimated where the overrides
+    change those."""
     sized = ("training.steps", "training.global_batch_size", "training.seq_len")
     if changed := [flag for k, flag in override_flags(extra) if k in sized]:
         return f"training cost not estimated ({', '.join(changed)} given after --)"
     tokens = []
     for arm in arms:
         t = load_config(a.root, a.scale, arm)["training"]
-        batch = t.get("global_batch_size", -1)  # (-1: torchtitan's local batch x data ranks)
-        batch = batch if batch > 0 else t["local_batch_size"] * world
+        batch = t.get("global_batch_size", -1)  # (none: the local batch, split: batch_override)
+        batch = batch if batch > 0 else t["local_batch_size"]
         tokens.append(t["steps"] * batch * t["seq_len"])
     return training_cost(tokens, rate, world, side)
 
@@ -1126,7 +1135,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"[sweep] plan for {a.nproc_per_node} {kind} per node{nodes}, one run at a time",
                 file=sys.stderr,
             )
-        failed, planned = [], []
+        failed, dry_runs = [], []
         if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
             return refused
         if not a.dry_run:
@@ -1138,7 +1147,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 continue
             if a.dry_run:
                 print(shlex.join(cmd), flush=True)
-                planned.append(arm)
+                dry_runs.append(arm)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             with Children() as children:
@@ -1195,7 +1204,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 )
         if gpus and len(gpus) % k:
             print(f"[sweep] {len(gpus) % k} of {len(gpus)} GPUs stay idle", file=sys.stderr)
-        jobs, placed, named, planned = [], 0, {}, []
+        jobs, placed, named, dry_runs = [], 0, {}, []
         for arm, seed in runs:
             cmd = slot_command(a.root, a.scale, arm, seed, k if gpus else 0, extra, a.sweep_dir)
             if why := check(arm, seed):
@@ -1203,7 +1212,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             elif a.dry_run:  # placement shown as if every run took equally long
                 devices = ",".join(groups[placed % len(groups)])
                 placed += 1
-                planned.append(arm)
+                dry_runs.append(arm)
                 print(
                     shlex.join(cmd)
                     if not devices
@@ -1232,7 +1241,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
         if on_gpus and (rate := SCALES[a.scale].h100_tokens_per_s):
             side_by_side = 1 if per_run == "node" else len(groups)
-            print(f"[sweep] {_cost(a, planned, extra, rate, world, side_by_side)}", file=sys.stderr)
+            print(
+                f"[sweep] {_cost(a, dry_runs, extra, rate, world, side_by_side)}", file=sys.stderr
+            )
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
     if left:
         print(

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT, load_script
 
 compare_runs = load_script("compare_runs")
@@ -87,6 +88,7 @@ def test_a_run_of_another_objective_is_compared_and_said_to_be(tmp_path, capsys)
     )
 
 
+@pytest.mark.slow
 def test_folders_that_cannot_be_compared_are_said(tmp_path):
     a = _run(tmp_path / "a", [{"step": 1, "loss": 9.0}])
     later = _run(tmp_path / "later", [{"step": 5, "loss": 7.0}])

@@ -102,6 +102,7 @@ def test_no_form_and_no_stem_is_split_between_folds(seed):
         ep.group_folds(np.array([0, 0, 1, 1]), 3, seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shared_by", ["form", "stem"])
 def test_knowing_which_word_a_token_is_is_not_credited_as_its_letters(seed, shared_by):
     """Vectors with no letter code: one random vector per lower-cased form (or per stem, its first
@@ -225,6 +226,7 @@ def test_a_planted_letter_code_is_found_and_noise_is_not(seed):
     assert "| input | trained |" in table and "| majority |" in table
 
 
+@pytest.mark.slow
 def test_the_first_letter_and_the_length_are_read_when_encoded(seed):
     texts = vocabulary(1200, seed=1)
     labels = ep.word_like_tokens(texts)
@@ -239,6 +241,7 @@ def test_the_first_letter_and_the_length_are_read_when_encoded(seed):
     assert result["input"]["shuffled labels"]["first"][0] < chance["first"] + 0.05
 
 
+@pytest.mark.slow
 def test_vectors_that_know_only_a_tokens_frequency_are_read_against_the_id_rank_control(seed):
     """A BPE numbers its tokens commonest first, so a token's id rank (its frequency) tells its
     length; vectors holding only their id-rank class beat the shuffled labels, the fresh init and

@@ -295,3 +295,29 @@ def test_export_refuses_another_steps_files_and_an_unverified_step(recorded, tmp
     with pytest.raises(UnverifiedCheckpoint, match="--accept-unverified"):
         export_to(recorded, tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+def test_a_resume_whose_metrics_log_is_gone_says_so(tmp_path):
+    """A run folder with a complete checkpoint and no metrics log (removed since): the run that
+    resumes it says that the earlier steps' metrics are gone (it resumed without a word); a
+    fresh folder, a log that is there, or checkpoints off say nothing."""
+    from types import SimpleNamespace
+
+    from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
+    from prefix_titan.runs.folder import METRICS_LOG
+    from prefix_titan.titan.metrics import lost_log
+
+    checkpoint = SimpleNamespace(enable=True, folder="checkpoint")
+    assert lost_log(str(tmp_path), checkpoint) is None  # a fresh run
+    for n in (0, 8):  # a seed checkpoint (step 0, nothing trained), then a step trained
+        step = tmp_path / "checkpoint" / f"step-{n}"
+        step.mkdir(parents=True)
+        (step / DCP_METADATA).write_bytes(b"")
+        record_step(str(step), 0)
+        if n == 0:
+            assert lost_log(str(tmp_path), checkpoint) is None
+    said = lost_log(str(tmp_path), checkpoint)
+    assert said.startswith(f"{tmp_path / METRICS_LOG} is not there, but checkpoints are (step-8")
+    assert lost_log(str(tmp_path), SimpleNamespace(enable=False, folder="checkpoint")) is None
+    (tmp_path / METRICS_LOG).write_text('{"step": 8}\n')
+    assert lost_log(str(tmp_path), checkpoint) is None

@@ -126,6 +126,27 @@ class ValidationMeter:
         return mechanism_metrics(funcol.all_reduce(sums, reduceOp="sum", group=mesh), objective)
 
 
+def lost_log(folder: str, checkpoint) -> str | None:
+    """What a run starting in `folder` says where its metrics log is gone but checkpoints are
+    there (`checkpoint`: the job's [checkpoint]): the steps before its resume are not logged
+    (None where nothing is lost)."""
+    log = os.path.join(folder, METRICS_LOG)
+    if os.path.exists(log) or not checkpoint.enable:
+        return None
+    # (step-0: a seed checkpoint, --checkpoint.create_seed_checkpoint, which trained nothing)
+    saved = [
+        s for s in complete_steps(os.path.join(folder, checkpoint.folder)) if s[-7:] != "/step-0"
+    ]
+    if not saved:
+        return None
+    return (
+        f"{log} is not there, but checkpoints are ({os.path.basename(saved[-1])} the newest): "
+        "the metrics of the steps trained before this resume are gone, and the log holds those "
+        "from the step it resumes at on (restore the file from a copy to keep them; the report "
+        "reads its validation rows)"
+    )
+
+
 class PrefixMetricsProcessor(MetricsProcessor):
     """Also writes, on the logging rank, the job config and one JSON line per logged step into the
     dump folder: the records `python -m prefix_titan.report` reads."""
@@ -170,6 +191,8 @@ class PrefixMetricsProcessor(MetricsProcessor):
             if table_sha256 is not None:
                 record[TARGET_TABLE] = table_sha256
             write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
+            if said := lost_log(job_config.job.dump_folder, job_config.checkpoint):
+                logger.warning(said)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 
     def _append(self, row: dict) -> None:

@@ -1186,3 +1186,43 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatc
     assert capsys.readouterr().err == (
         f"interrupted: the newest checkpoint is {step}; the same command resumes from it\n"
     )
+
+
+def test_each_start_of_a_run_is_recorded_with_its_software_and_compared_by_nothing(tmp_path):
+    """run_config.json keeps each start of the run (when, where, the newest checkpoint it found,
+    the versions it ran): a resume under another torch is visible in the record; a resume, a
+    sweep's comparison of runs and a damaged earlier record are not affected by it."""
+    import json
+    from importlib.metadata import version
+    from types import SimpleNamespace
+
+    import torch
+
+    from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
+    from prefix_titan.runs.folder import RUN_CONFIG, STARTS, run_record
+    from prefix_titan.sweep.runs import matched_settings
+    from prefix_titan.titan.metrics import start_record
+
+    folder = tmp_path / "run"
+    checkpoint = SimpleNamespace(enable=True, folder="checkpoint", load_step=-1)
+    (first,) = start_record(str(folder), checkpoint)  # a fresh folder
+    assert first["newest_checkpoint"] is None and first["load_step"] is None
+    assert (first["torch"], first["torchtitan"]) == (torch.__version__, version("torchtitan"))
+    assert first["prefix_titan"] == version("prefix_titan") and first["host"] and first["at"]
+    step = folder / "checkpoint" / "step-8"
+    step.mkdir(parents=True)
+    (step / DCP_METADATA).write_bytes(b"")
+    record_step(str(step), 0)
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    job = parse(default, "--job.dump_folder", str(folder))
+    older = {**first, "torch": "2.0.0"}
+    (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), STARTS: [older]}))
+    checkpoint.load_step = 4
+    starts = start_record(str(folder), checkpoint)
+    assert starts[0] == older and (starts[1]["newest_checkpoint"], starts[1]["load_step"]) == (8, 4)
+    assert matched_settings({**run_record(job), STARTS: starts}) == matched_settings(
+        {**run_record(job), STARTS: [older]}
+    )
+    check_job_config(parse(default, "--job.dump_folder", str(folder)))  # the same run resumed
+    (folder / RUN_CONFIG).write_text("{")  # damaged: its starts are not read (the checks say it)
+    assert len(start_record(str(folder), checkpoint)) == 1

@@ -29,6 +29,7 @@ from ..runs.folder import (
     RESOLVED,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
+    STARTS,
     TARGET_TABLE,
     flatten,
     read_export_record,
@@ -332,7 +333,7 @@ def _placement(p: dict) -> str:
 def _as_resolved(config: dict) -> dict:
     """A run's record without its placement, its execution settings as its device resolved them
     (RESOLVED; a kernel = 'auto' that ran the PyTorch rows is the same as 'pytorch')."""
-    out = {k: v for k, v in config.items() if k not in (PLACEMENT, RESOLVED, TARGET_TABLE)}
+    out = {k: v for k, v in config.items() if k not in (PLACEMENT, RESOLVED, TARGET_TABLE, STARTS)}
     objective = dict(out.get("objective") or {})
     objective.update(recorded_execution(objective, config.get(RESOLVED)))
     out["objective"] = objective

@@ -32,6 +32,7 @@ from ..runs.folder import (
     RESOLVED,
     RESUME_MAY_CHANGE,
     RUN_CONFIG,
+    STARTS,
     TARGET_TABLE,
     checkpoint_folder_problem,
     checkpoint_steps,
@@ -845,6 +846,7 @@ def check_resume(
         )
     recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
     recorded.pop(TARGET_TABLE, None)  # (compared once the table is built: check_table_unchanged)
+    recorded.pop(STARTS, None)  # (not a setting: when and with what the run started)
     # The execution settings whose defaults depend on the device are compared as resolved: a
     # kernel = 'auto' that runs what the record ran is the same run, one that runs another is not
     device_type, dim = device_type or run_device(), flavor_args(job_config.model.flavor).dim

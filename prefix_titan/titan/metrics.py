@@ -30,6 +30,7 @@ from ..runs.folder import (
     PLACEMENT,
     RESOLVED,
     RUN_CONFIG,
+    STARTS,
     TARGET_TABLE,
     append_line,
     drop_torn_line,
@@ -126,6 +127,39 @@ class ValidationMeter:
         return mechanism_metrics(funcol.all_reduce(sums, reduceOp="sum", group=mesh), objective)
 
 
+def start_record(folder: str, checkpoint) -> list[dict]:
+    """The run's starts (STARTS) with this one added: those its record in `folder` holds (none
+    where it has no record, or one without them), then this start's time (UTC), host, newest
+    complete checkpoint (what a resume loads unless checkpoint.load_step names another, also
+    kept) and the versions of Python, torch, torchtitan and this package it runs."""
+    import datetime
+    import platform
+    import socket
+    from importlib.metadata import PackageNotFoundError, version
+
+    path = os.path.join(folder, RUN_CONFIG)
+    try:
+        with open(path) as f:
+            earlier = json.load(f).get(STARTS)
+    except (OSError, ValueError, AttributeError):  # (none, or damaged: check_resume says so)
+        earlier = None
+    saved = complete_steps(os.path.join(folder, checkpoint.folder)) if checkpoint.enable else []
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("torchtitan", "prefix_titan"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:  # (run from a checkout without installing it)
+            versions[name] = None
+    this = {
+        "at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "newest_checkpoint": step_number(saved[-1]) if saved else None,
+        "load_step": checkpoint.load_step if checkpoint.load_step >= 0 else None,
+        **versions,
+    }
+    return [*(earlier if isinstance(earlier, list) else []), this]
+
+
 def lost_log(folder: str, checkpoint) -> str | None:
     """What a run starting in `folder` says where its metrics log is gone but checkpoints are
     there (`checkpoint`: the job's [checkpoint]): the steps before its resume are not logged
@@ -190,6 +224,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
             record[RESOLVED] = run_execution(job_config)
             if table_sha256 is not None:
                 record[TARGET_TABLE] = table_sha256
+            record[STARTS] = start_record(job_config.job.dump_folder, job_config.checkpoint)
             write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
             if said := lost_log(job_config.job.dump_folder, job_config.checkpoint):
                 logger.warning(said)

@@ -902,8 +902,9 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
     (run / EXPORTS / "step-20").mkdir(parents=True)  # evaluated before
     (run / EXPORTS / "step-20" / "config.json").write_text("{}")
     versions = {"versions": {"piqa": f"1.0 {harness.ASCII_MARK}"}}
+    unfiltered = {"arc_easy": {"acc,none": 0.3}}  # (scored before the ASCII filter: left out)
     (run / EXPORTS / "step-20" / EVAL_RESULTS).write_text(
-        json.dumps({"results": {"piqa": {"acc,none": 0.2}}, **versions})
+        json.dumps({"results": {"piqa": {"acc,none": 0.2}, **unfiltered}, **versions})
     )
     (run / EXPORTS / "step-40").mkdir(parents=True)  # evaluated before, on a --limit sample
     (run / EXPORTS / "step-40" / "config.json").write_text("{}")
@@ -919,20 +920,25 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
 
     def evaluate(out, **kwargs):
         evaluated.append(os.path.basename(out))
-        results = {"results": {"piqa": {"acc,none": 0.5}}}
-        open(os.path.join(out, EVAL_RESULTS), "w").write(json.dumps(results))
+        results = {"results": {t: {"acc,none": 0.5} for t in kwargs["tasks"]}}
+        marked = {t: f"1.0 {harness.ASCII_MARK}" for t in kwargs["tasks"]}
+        open(os.path.join(out, EVAL_RESULTS), "w").write(
+            json.dumps({**results, "versions": marked})
+        )
         return {**results, "chance": {}}
 
     monkeypatch.setattr(exporting, "export_run", export_run)
     monkeypatch.setattr(harness, "evaluate", evaluate)
-    manager = type("Index", (), {"all_tasks": ["piqa"], "load": lambda self, t: None})()
-    evaluate_run(str(run), tasks=["piqa"], task_manager=manager, last=2, data_dir=str(tmp_path))
+    manager = type("Index", (), {"all_tasks": ["piqa", "arc_easy"], "load": lambda s, t: None})()
+    tasks = ["piqa", "arc_easy"]
+    evaluate_run(str(run), tasks=tasks, task_manager=manager, last=2, data_dir=str(tmp_path))
     assert evaluated == ["step-60", "step-80"]
     said = capsys.readouterr().out
     assert "the last 2 of the run's 4 checkpoints: step-60, step-80" in said
-    assert "note: step 40 evaluated before with other settings" in said
+    assert "note: step 20 (arc_easy), 40 evaluated before with other settings" in said
     curve = json.loads((run / EVAL_CURVE).read_text())
     assert {s: c["piqa"]["acc,none"] for s, c in curve.items()} == {"20": 0.2, "60": 0.5, "80": 0.5}
+    assert "arc_easy" not in curve["20"] and curve["80"]["arc_easy"]["acc,none"] == 0.5
     for args, said in (
         (["--all-checkpoints", str(run), "--last", "0"], "--last must be >= 1"),
         (["--model", str(run), "--last", "2"], "--last is for --all-checkpoints"),

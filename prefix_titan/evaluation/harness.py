@@ -1504,6 +1504,8 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
             curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
         elif kept := _kept(path, earlier, tasks, settings):
             curve[int(step[5:])] = {t: held[t] for t in kept}
+            if left := [t for t in tasks if t in held and t not in kept]:
+                unlike.append(f"{step[5:]} ({', '.join(left)})")  # (those tasks only)
         elif any(t in held for t in tasks):
             unlike.append(step[5:])
     if unlike:

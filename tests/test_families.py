@@ -665,6 +665,23 @@ def test_a_family_that_raises_is_named_with_its_error(monkeypatch, capsys, tmp_p
         resolve_family("bad_lab:needs")
 
 
+def test_a_family_that_edits_its_texts_leaves_the_callers_vocabulary_as_it_was(monkeypatch):
+    """A family gets its own copy of the token texts: one that edits them in place (strips
+    them here) leaves the caller's list, which a run shares with its validation metrics, and the
+    refusal's row names, as they were."""
+
+    def stripping(texts, spec):
+        texts[:] = [t if t is None else t.strip() for t in texts]
+        return FAMILIES["ce"](texts, spec)
+
+    module = type(sys)("edit_lab")
+    module.stripping = stripping
+    monkeypatch.setitem(sys.modules, "edit_lab", module)
+    texts = list(HAND)
+    build_target_table(texts, ObjectiveSpec("edit_lab:stripping"))
+    assert texts == HAND
+
+
 def test_a_sweeps_arms_take_their_options_in_one_spelling(tmp_path, monkeypatch):
     from prefix_titan.sweep.configs import arms
 

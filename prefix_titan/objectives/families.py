@@ -322,8 +322,8 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
     """The checked target table of `spec`'s family over the vocabulary `texts`."""
     spec.validate()
     family, options = family_for(spec), family_options(spec)
-    try:
-        table = family(texts, spec, **options)
+    try:  # its own copy of the texts: the caller's list (the run's vocabulary) stays as it was
+        table = family(list(texts), spec, **options)
     except Exception as e:
         if spec.name in FAMILIES:  # a built-in family's error is ours: as it is
             raise

@@ -190,7 +190,7 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
                 idx=lambda V: torch.stack([torch.arange(V), torch.full((V,), V)], 1),
                 weight=lambda V: torch.tensor([[1.0, 0.0]]).repeat(V, 1),
             ),
-            "ids outside [0, 4)",
+            "ids outside [0, 4): row 0 (gold 'a') holds 4",
         ),
         (_family(weight=lambda V: torch.full((V, 1), float("nan"))), "not all finite"),
         # the first bad row is named, not the worst

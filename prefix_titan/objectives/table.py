@@ -150,13 +150,16 @@ def check_table(
         raise bad(f"weight is {tuple(w.shape)} {w.dtype}; it must be floating [{vocab_size}, {K}]")
     if b.shape != (vocab_size,) or not b.is_floating_point():
         raise bad(f"background is {tuple(b.shape)} {b.dtype}; it must be floating [{vocab_size}]")
-    if bool(((idx < 0) | (idx >= vocab_size)).any()):
-        raise bad(f"idx holds ids outside [0, {vocab_size})")
 
     def first(rows: torch.Tensor) -> int | None:
         """The first gold id whose row is bad (rows: [V] bool), or None."""
         found = rows.nonzero()
         return int(found[0, 0]) if len(found) else None
+
+    outside = (idx < 0) | (idx >= vocab_size)
+    if (y := first(outside.any(1))) is not None:
+        ids = ", ".join(str(int(i)) for i in idx[y][outside[y]].unique()[:SHOWN])
+        raise bad(f"idx holds ids outside [0, {vocab_size}): {row(y)} holds {ids}")
 
     def entries(y: int, picked: torch.Tensor | None = None, others: str = "0") -> str:
         """`id: weight` of at most SHOWN of row y's entries, those `picked` ([K] bool; default:

@@ -135,7 +135,12 @@ CASES = {
 
 @pytest.mark.parametrize(
     "script,args,expected",
-    [(script, args, expected) for script, cases in CASES.items() for args, expected in cases],
+    [
+        # (each a process of its own, about 2 s: the fast tier runs each script's first case)
+        pytest.param(script, args, expected, marks=[pytest.mark.slow] if i else [])
+        for script, cases in CASES.items()
+        for i, (args, expected) in enumerate(cases)
+    ],
     ids=[
         f"{script}:{' '.join(args) or 'no-args'}"
         for script, cases in CASES.items()

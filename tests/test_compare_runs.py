@@ -26,6 +26,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_runs_are_compared_bit_for_bit_at_the_steps_both_logged(tmp_path):
     nan = float("nan")
     a = _run(

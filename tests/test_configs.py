@@ -365,6 +365,7 @@ def _record_run(folder, config, with_checkpoint=True):
         (folder / "checkpoint" / "step-300").mkdir(parents=True)
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_with_another_objective_is_refused(tmp_path):
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"

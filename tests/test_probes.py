@@ -773,6 +773,7 @@ def test_words_from_a_word_list_file(tmp_path, embedded_tokenizer_dir):
         probe_build(embedded_tokenizer_dir, 300, words_from=str(few))
 
 
+@pytest.mark.slow
 def test_a_probe_short_of_items_is_named_with_its_own_reason(tmp_path, embedded_tokenizer_dir):
     from prefix_titan.evaluation.probes import probe_shortfalls, write_probes
 

@@ -115,6 +115,7 @@ def test_an_analysis_chosen_after_the_results_says_so_in_its_answer(sweep, tmp_p
     assert not report(str(sweep), checkpoints=3).splitlines()[2].startswith("**Answer.** (An")
 
 
+@pytest.mark.slow
 def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     sweep, tmp_path_factory
 ):
@@ -556,6 +557,7 @@ def test_an_exported_model_is_counted_at_the_step_its_record_names(tmp_path):
         load_run(str(run))
 
 
+@pytest.mark.slow
 def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     text = report(str(sweep))
     # one evaluated step per run, where the plan averages three; every item read
@@ -700,6 +702,7 @@ def _axis_plan(tmp_path, axis: str, scale: str | None = None, contrast=("axis_la
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_family_setting_of_its_own_is_the_trend_axis(tmp_path, axis_family):
     """A plan's `axis = "options.p"`: the arms of a family of one's own at p = 1 (its default,
     left out of the name), 2 and 4 are one kind, and the trend along log p finds the slope

@@ -1138,6 +1138,7 @@ def test_metrics_average_the_last_checkpoints_and_the_steps_are_printed():
     )
 
 
+@pytest.mark.slow
 def test_a_run_whose_metrics_log_is_empty_is_named_where_its_arm_is_not_compared(tmp_path):
     """One run's metrics log emptied (a crash before its first write, a file lost in a copy):
     its validation metrics have no value there, so its arm is not compared on them; the report
@@ -1418,6 +1419,7 @@ def test_a_damaged_results_file_is_named(small):
         report(str(small))
 
 
+@pytest.mark.slow
 def test_written_folders_read_back_as_the_records(tmp_path):
     """The simulator's records and its folders (read by runs.find_runs, as the report reads
     real runs) give the same analysis: the simulation tests below run on the records."""
@@ -2396,7 +2398,11 @@ def test_the_plans_variance_rule_is_checked_and_printed(tmp_path):
 
 @pytest.mark.parametrize(
     "case,seeds,pooled_at_least",
-    [("noisy end", 3, 0.1), ("noisy end", 5, 0.1), ("seed pull along the axis", 3, 0.2)],
+    [
+        ("noisy end", 3, 0.1),
+        pytest.param("noisy end", 5, 0.1, marks=pytest.mark.slow),  # (the fast tier: one each)
+        ("seed pull along the axis", 3, 0.2),
+    ],
 )
 def test_the_trend_test_holds_its_level_where_the_pooled_one_breaks(
     seed, tmp_path, case, seeds, pooled_at_least

@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 
+from .runs.cli import CONFIG_FLAGS, flag_values
+
 
 def local_command(*args: str, nproc: int = 1) -> list[str]:
     """The command that runs this launcher with `args` on this machine: one rank in this
@@ -34,7 +36,6 @@ def local_command(*args: str, nproc: int = 1) -> list[str]:
     ]
 
 
-CONFIG_FLAGS = ("--job.config_file", "--job.config-file")
 TYRO_FORM_WARNING = r"The field `[^`]+` is annotated with type"
 """The config parser's warning of a TOML value of another type than its field's (`tau = "0.5"`),
 which it takes as it is: the job config's checks then refuse it in one line that names the setting
@@ -44,11 +45,8 @@ SWITCH_WORDS = ("yes", "no", "true", "false", "on", "off", "1", "0")
 
 def config_file(args: list[str]) -> str | None:
     """The value of --job.config_file in `args` (either `--flag FILE` or `--flag=FILE`)."""
-    for i, arg in enumerate(args):
-        key, eq, value = arg.partition("=")
-        if key in CONFIG_FLAGS:
-            return value if eq else (args[i + 1] if i + 1 < len(args) else None)
-    return None
+    given = flag_values(args, CONFIG_FLAGS)
+    return given[0] if given else None
 
 
 def torchrun_options(args: list[str]) -> str | None:

@@ -1202,11 +1202,14 @@ def test_each_start_of_a_run_is_recorded_with_its_software_and_compared_by_nothi
     from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
     from prefix_titan.runs.folder import RUN_CONFIG, STARTS, run_record
     from prefix_titan.sweep.runs import matched_settings
-    from prefix_titan.titan.metrics import start_record
+    from prefix_titan.titan.metrics import saved_steps, start_record
+
+    def start(folder, checkpoint):
+        return start_record(str(folder), checkpoint, saved_steps(str(folder), checkpoint))
 
     folder = tmp_path / "run"
     checkpoint = SimpleNamespace(enable=True, folder="checkpoint", load_step=-1)
-    (first,) = start_record(str(folder), checkpoint)  # a fresh folder
+    (first,) = start(folder, checkpoint)  # a fresh folder
     assert first["newest_checkpoint"] is None and first["load_step"] is None
     assert (first["torch"], first["torchtitan"]) == (torch.__version__, version("torchtitan"))
     assert first["prefix_titan"] == version("prefix_titan") and first["host"] and first["at"]
@@ -1219,11 +1222,11 @@ def test_each_start_of_a_run_is_recorded_with_its_software_and_compared_by_nothi
     older = {**first, "torch": "2.0.0"}
     (folder / RUN_CONFIG).write_text(json.dumps({**run_record(job), STARTS: [older]}))
     checkpoint.load_step = 4
-    starts = start_record(str(folder), checkpoint)
+    starts = start(folder, checkpoint)
     assert starts[0] == older and (starts[1]["newest_checkpoint"], starts[1]["load_step"]) == (8, 4)
     assert matched_settings({**run_record(job), STARTS: starts}) == matched_settings(
         {**run_record(job), STARTS: [older]}
     )
     check_job_config(parse(default, "--job.dump_folder", str(folder)))  # the same run resumed
     (folder / RUN_CONFIG).write_text("{")  # damaged: its starts are not read (the checks say it)
-    assert len(start_record(str(folder), checkpoint)) == 1
+    assert len(start(folder, checkpoint)) == 1

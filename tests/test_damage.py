@@ -305,19 +305,22 @@ def test_a_resume_whose_metrics_log_is_gone_says_so(tmp_path):
 
     from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
     from prefix_titan.runs.folder import METRICS_LOG
-    from prefix_titan.titan.metrics import lost_log
+    from prefix_titan.titan.metrics import lost_log, saved_steps
+
+    def lost(checkpoint):
+        return lost_log(str(tmp_path), saved_steps(str(tmp_path), checkpoint))
 
     checkpoint = SimpleNamespace(enable=True, folder="checkpoint")
-    assert lost_log(str(tmp_path), checkpoint) is None  # a fresh run
+    assert lost(checkpoint) is None  # a fresh run
     for n in (0, 8):  # a seed checkpoint (step 0, nothing trained), then a step trained
         step = tmp_path / "checkpoint" / f"step-{n}"
         step.mkdir(parents=True)
         (step / DCP_METADATA).write_bytes(b"")
         record_step(str(step), 0)
         if n == 0:
-            assert lost_log(str(tmp_path), checkpoint) is None
-    said = lost_log(str(tmp_path), checkpoint)
+            assert lost(checkpoint) is None
+    said = lost(checkpoint)
     assert said.startswith(f"{tmp_path / METRICS_LOG} is not there, but checkpoints are (step-8")
-    assert lost_log(str(tmp_path), SimpleNamespace(enable=False, folder="checkpoint")) is None
+    assert lost(SimpleNamespace(enable=False, folder="checkpoint")) is None
     (tmp_path / METRICS_LOG).write_text('{"step": 8}\n')
-    assert lost_log(str(tmp_path), checkpoint) is None
+    assert lost(checkpoint) is None

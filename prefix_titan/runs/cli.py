@@ -3,6 +3,20 @@ options are listed, instead of the usage block above the error, which buries a o
 
 import argparse
 
+CONFIG_FLAGS = ("--job.config_file", "--job.config-file")
+"""The flag that names a run's config file, in either spelling torchtitan's parser takes"""
+
+
+def flag_values(args: list[str], flags) -> list[str | None]:
+    """The values given to any of `flags` in `args`, in order, each as `--flag VALUE` or
+    `--flag=VALUE` (None for a flag given last, without one)."""
+    out = []
+    for i, arg in enumerate(args):
+        key, eq, value = arg.partition("=")
+        if key in flags:
+            out.append(value if eq else (args[i + 1] if i + 1 < len(args) else None))
+    return out
+
 
 def path_arg(text: str) -> str:
     """An argparse type for a file or folder: an empty one is refused (it named no place: one

@@ -171,25 +171,20 @@ def explain_titan_assertion(args: list[str], error: BaseException) -> str | None
 def _given(args: list[str], section: str, key: str) -> str | None:
     """The value of `--section.key` in `args` (the last one given), else of `key` in the
     [section] of the config file they name, as written; None where neither says."""
-    flag, value = f"--{section}.{key}", None
-    for i, arg in enumerate(args):
-        name, eq, text = arg.partition("=")
-        if name == flag:
-            value = text if eq else (args[i + 1] if i + 1 < len(args) else None)
-    if value is not None:
-        return value
+    from ..runs.cli import CONFIG_FLAGS, flag_values
     from ..runs.folder import read_toml
 
-    for i, arg in enumerate(args):
-        name, eq, text = arg.partition("=")
-        if name in ("--job.config_file", "--job.config-file"):
-            path = text if eq else (args[i + 1] if i + 1 < len(args) else None)
-            try:
-                found = (read_toml(path).get(section) or {}).get(key) if path else None
-            except (OSError, ValueError):
-                return None
-            return None if found is None else repr(found)
-    return None
+    given = flag_values(args, (f"--{section}.{key}",))
+    if given and given[-1] is not None:
+        return given[-1]
+    paths = flag_values(args, CONFIG_FLAGS)
+    if not paths or paths[0] is None:
+        return None
+    try:
+        found = (read_toml(paths[0]).get(section) or {}).get(key)
+    except (OSError, ValueError):
+        return None
+    return None if found is None else repr(found)
 
 
 SKIPPED_SECTIONS = ("objective",)

@@ -127,11 +127,18 @@ class ValidationMeter:
         return mechanism_metrics(funcol.all_reduce(sums, reduceOp="sum", group=mesh), objective)
 
 
-def start_record(folder: str, checkpoint) -> list[dict]:
+def saved_steps(folder: str, checkpoint) -> list[str]:
+    """The complete checkpoint steps a run starting in `folder` finds (`checkpoint`: the job's
+    [checkpoint]; none where checkpoints are off), oldest first."""
+    return complete_steps(os.path.join(folder, checkpoint.folder)) if checkpoint.enable else []
+
+
+def start_record(folder: str, checkpoint, saved: list[str]) -> list[dict]:
     """The run's starts (STARTS) with this one added: those its record in `folder` holds (none
     where it has no record, or one without them), then this start's time (UTC), host, newest
-    complete checkpoint (what a resume loads unless checkpoint.load_step names another, also
-    kept) and the versions of Python, torch, torchtitan and this package it runs."""
+    complete checkpoint of `saved` (saved_steps: what a resume loads unless
+    checkpoint.load_step names another, also kept) and the versions of Python, torch,
+    torchtitan and this package it runs."""
     import datetime
     import platform
     import socket
@@ -143,7 +150,6 @@ def start_record(folder: str, checkpoint) -> list[dict]:
             earlier = json.load(f).get(STARTS)
     except (OSError, ValueError, AttributeError):  # (none, or damaged: check_resume says so)
         earlier = None
-    saved = complete_steps(os.path.join(folder, checkpoint.folder)) if checkpoint.enable else []
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchtitan", "prefix_titan"):
         try:
@@ -160,18 +166,14 @@ def start_record(folder: str, checkpoint) -> list[dict]:
     return [*(earlier if isinstance(earlier, list) else []), this]
 
 
-def lost_log(folder: str, checkpoint) -> str | None:
+def lost_log(folder: str, saved: list[str]) -> str | None:
     """What a run starting in `folder` says where its metrics log is gone but checkpoints are
-    there (`checkpoint`: the job's [checkpoint]): the steps before its resume are not logged
-    (None where nothing is lost)."""
+    there (`saved`: saved_steps): the steps before its resume are not logged (None where
+    nothing is lost)."""
     log = os.path.join(folder, METRICS_LOG)
-    if os.path.exists(log) or not checkpoint.enable:
-        return None
     # (step-0: a seed checkpoint, --checkpoint.create_seed_checkpoint, which trained nothing)
-    saved = [
-        s for s in complete_steps(os.path.join(folder, checkpoint.folder)) if s[-7:] != "/step-0"
-    ]
-    if not saved:
+    saved = [s for s in saved if step_number(s) != 0]
+    if os.path.exists(log) or not saved:
         return None
     return (
         f"{log} is not there, but checkpoints are ({os.path.basename(saved[-1])} the newest): "
@@ -224,9 +226,11 @@ class PrefixMetricsProcessor(MetricsProcessor):
             record[RESOLVED] = run_execution(job_config)
             if table_sha256 is not None:
                 record[TARGET_TABLE] = table_sha256
-            record[STARTS] = start_record(job_config.job.dump_folder, job_config.checkpoint)
-            write_json(os.path.join(job_config.job.dump_folder, RUN_CONFIG), record)
-            if said := lost_log(job_config.job.dump_folder, job_config.checkpoint):
+            folder, checkpoint = job_config.job.dump_folder, job_config.checkpoint
+            saved = saved_steps(folder, checkpoint)
+            record[STARTS] = start_record(folder, checkpoint, saved)
+            write_json(os.path.join(folder, RUN_CONFIG), record)
+            if said := lost_log(folder, saved):
                 logger.warning(said)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 

@@ -203,7 +203,7 @@ def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | N
     folder = run / config["checkpoint"]["folder"] / f"step-{steps}"
     if not sealed(str(folder)):
         return False
-    if not _validates(config, extra):
+    if not _switch(config, extra, "validation.enable"):  # (the run does not validate)
         return True
     return validated(str(run), steps)
 
@@ -315,18 +315,6 @@ def one_seed_note(sweep_folder: pathlib.Path, seeds: list[int], given: bool) -> 
         f"alone allows no claim; list the seeds, --seeds {three} for three (a later launch into "
         "this sweep folder adds seeds)"
     )
-
-
-def _validates(config: dict, extra: list[str]) -> bool:
-    """Whether the run validates: its config's validation.enable, as the launch's flags leave it."""
-    on = bool((config.get("validation") or {}).get("enable", False))
-    for x in extra:
-        flag, _, value = x.partition("=")
-        if flag == "--validation.enable":
-            on = value.lower() not in ("false", "0", "no") if value else True
-        elif flag in ("--validation.no-enable", "--validation.no_enable"):
-            on = False
-    return on
 
 
 def finished_here(a, arm: str, seed: int, extra: list[str]) -> bool:

@@ -183,7 +183,8 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
                 idx=lambda V: torch.arange(V)[:, None].repeat(1, 2000),
                 weight=lambda V: torch.full((V, 2000), 1 / 2000),
             ),
-            "rows have 2000 sparse entries",
+            "rows have 2000 sparse entries; allowed: 1 to 1024 (a wider target: keep each row's "
+            "heaviest entries",
         ),
         (
             _family(

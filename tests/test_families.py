@@ -91,6 +91,37 @@ def test_the_documented_family_builds_a_checked_table(docs_family):
     torch.testing.assert_close(dense[3], torch.tensor([0, 0, 0, 1.0, 0, 0]))
 
 
+def test_each_start_records_the_familys_source_file_and_its_digest(docs_family, tmp_path):
+    """A run's record of its start names the file a family by import path comes from and the
+    sha256 of its bytes (the table's digest says whether the targets changed, this which code
+    made them); a built-in family, or one without a source file, records none or None."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from prefix_titan.objectives.families import family_source
+    from prefix_titan.titan.metrics import start_record
+
+    path = tmp_path / "my_lab" / "targets.py"
+    source = family_source(docs_family)
+    assert source == {
+        "file": str(path.resolve()),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    assert family_source("prefix") is None
+    checkpoint = SimpleNamespace(enable=True, folder="checkpoint", load_step=-1)
+    (start,) = start_record(str(tmp_path / "run"), checkpoint, [], source)
+    assert start["family_source"] == source
+    (start,) = start_record(str(tmp_path / "run"), checkpoint, [], family_source("ce"))
+    assert "family_source" not in start
+    module = type(sys)("builtin_lab")
+    module.fam = max  # a callable without a source file (nor a signature to check)
+    sys.modules["builtin_lab"] = module
+    try:
+        assert family_source("builtin_lab:fam") == {"file": None, "sha256": None}
+    finally:
+        del sys.modules["builtin_lab"]
+
+
 def test_targets_names_a_familys_own_settings_with_their_defaults(docs_family, monkeypatch):
     from prefix_titan.objectives import describe_objective
 

@@ -444,6 +444,10 @@ def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
     # the same table, recorded by its digest: equal whichever code built it
     other = json.loads((tmp_path / "builtin" / "run_config.json").read_text())
     assert len(record[TARGET_TABLE]) == 64 and record[TARGET_TABLE] == other[TARGET_TABLE]
+    # which code made it: the family's file and its digest, in the record of the start
+    (start,) = record["starts"]
+    assert start["family_source"]["file"] == str((tmp_path / "e2e_lab.py").resolve())
+    assert "family_source" not in other["starts"][0]
     # the family edited in place (another length: no stale bytecode), the run started again with
     # the same settings: refused, for the rest of it would learn other targets than its start
     source = (tmp_path / "e2e_lab.py").read_text()

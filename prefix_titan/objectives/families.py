@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -203,6 +204,23 @@ def family_reads(spec: ObjectiveSpec, family: TargetFamily | None = None) -> tup
             f"tuple of {', '.join(shared)} (its own settings are keyword arguments); got {reads!r}"
         )
     return tuple(reads)
+
+
+def family_source(name: str) -> dict | None:
+    """Where the code of the family `objective.name` names lives, for a run's record: {"file":
+    its source file, "sha256": of the file's bytes} for one named by import path (None for a
+    built-in; file and sha256 None where it has no source file). The table's digest says
+    whether its targets changed; this says which code made them."""
+    if name in FAMILIES:
+        return None
+    import hashlib
+
+    try:
+        path = inspect.getsourcefile(resolve_family(name))
+        with open(path, "rb") as f:
+            return {"file": os.path.abspath(path), "sha256": hashlib.sha256(f.read()).hexdigest()}
+    except (TypeError, OSError):  # (no source file: a builtin, a compiled module)
+        return {"file": None, "sha256": None}
 
 
 def family_for(spec: ObjectiveSpec) -> TargetFamily:

@@ -28,8 +28,9 @@ resume whose settings now build another table (a family edited in place) is refu
 report names an arm whose seeds trained towards different tables"""
 STARTS = "starts"
 """In RUN_CONFIG beside the job config: each start of the run, oldest first (start_record: when,
-where, the checkpoint it found, the software it ran), kept from the record it replaces: which
-steps a resume trained under which versions. Not a setting: neither resumes nor sweeps compare it"""
+where, the checkpoint it found, the software it ran, a family's source file and its sha256),
+kept from the record it replaces: which steps a resume trained under which versions. Not a
+setting: neither resumes nor sweeps compare it"""
 RESOLVED = "resolved"
 """In RUN_CONFIG beside the job config: what the run's device made of the execution settings
 whose defaults depend on it (objectives/plan.py resolved_execution: the row kernel, the fused

@@ -21,6 +21,7 @@ from torchtitan.components.metrics import MetricsProcessor
 from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import logger
 
+from ..objectives.families import family_source
 from ..objectives.kernel import bad_labels
 from ..objectives.mechanism import SIZE, mechanism_metrics
 from ..runs.checkpoints import complete_steps
@@ -133,12 +134,15 @@ def saved_steps(folder: str, checkpoint) -> list[str]:
     return complete_steps(os.path.join(folder, checkpoint.folder)) if checkpoint.enable else []
 
 
-def start_record(folder: str, checkpoint, saved: list[str]) -> list[dict]:
+def start_record(
+    folder: str, checkpoint, saved: list[str], family: dict | None = None
+) -> list[dict]:
     """The run's starts (STARTS) with this one added: those its record in `folder` holds (none
     where it has no record, or one without them), then this start's time (UTC), host, newest
     complete checkpoint of `saved` (saved_steps: what a resume loads unless
-    checkpoint.load_step names another, also kept) and the versions of Python, torch,
-    torchtitan and this package it runs."""
+    checkpoint.load_step names another, also kept), the versions of Python, torch,
+    torchtitan and this package it runs, and, for a family named by import path, `family`
+    (families.family_source: its source file and that file's sha256)."""
     import datetime
     import platform
     import socket
@@ -163,6 +167,8 @@ def start_record(folder: str, checkpoint, saved: list[str]) -> list[dict]:
         "load_step": checkpoint.load_step if checkpoint.load_step >= 0 else None,
         **versions,
     }
+    if family is not None:
+        this["family_source"] = family
     return [*(earlier if isinstance(earlier, list) else []), this]
 
 
@@ -228,7 +234,8 @@ class PrefixMetricsProcessor(MetricsProcessor):
                 record[TARGET_TABLE] = table_sha256
             folder, checkpoint = job_config.job.dump_folder, job_config.checkpoint
             saved = saved_steps(folder, checkpoint)
-            record[STARTS] = start_record(folder, checkpoint, saved)
+            family = family_source(job_config.objective.name)
+            record[STARTS] = start_record(folder, checkpoint, saved, family)
             write_json(os.path.join(folder, RUN_CONFIG), record)
             if said := lost_log(folder, saved):
                 logger.warning(said)

@@ -1163,3 +1163,31 @@ def test_a_limit_below_the_probes_fewest_items_says_how_many_they_are_built_with
         str(model), ["char_spell", "char_spell_blank"], 5, task_manager=manager, replace=True
     )
     assert "blank twin" not in capsys.readouterr().err
+
+
+def test_an_lm_eval_without_the_task_api_used_is_refused_naming_its_version(monkeypatch):
+    """The evaluation loads tasks with TaskManager.load and lm_eval.tasks._yaml_loader (lm-eval
+    0.4.12 and later): the eval extra asks for such a version, and an older one installed is
+    refused in a line naming it, not met with an AttributeError halfway through."""
+    import tomllib
+
+    import lm_eval.tasks
+    from packaging.requirements import Requirement
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        extra = tomllib.load(f)["project"]["optional-dependencies"]["eval"]
+    [wanted] = [r for r in map(Requirement, extra) if r.name == "lm-eval"]
+    assert wanted.specifier.contains(harness.LM_EVAL_LEAST)
+    assert not wanted.specifier.contains("0.4.11")
+    harness.task_index()  # the installed one has it
+
+    class Older:  # lm-eval 0.4.11's TaskManager: load_task_or_group, no load
+        def __init__(self, include_path=None):
+            pass
+
+        def load_task_or_group(self, task_list=None):
+            return {}
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Older)
+    with pytest.raises(ValueError, match=r"needs lm-eval >= 0\.4\.12 .*--upgrade"):
+        harness.task_index()

@@ -1288,15 +1288,26 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+LM_EVAL_LEAST = "0.4.12"
+"""The first lm-eval with the task API this module uses (TaskManager.load, its index's entry
+kinds, lm_eval.tasks._yaml_loader); pyproject.toml's eval extra asks for it"""
+
+
 def task_index():
-    """lm-eval's TaskManager with our task folder on its include path."""
+    """lm-eval's TaskManager with our task folder on its include path; an lm-eval older than
+    LM_EVAL_LEAST, whose TaskManager loads tasks otherwise, is refused naming its version."""
     try:
         from lm_eval.tasks import TaskManager
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] != "lm_eval":
             raise
         raise ValueError(LM_EVAL_MISSING) from None
-
+    if not callable(getattr(TaskManager, "load", None)):
+        raise ValueError(
+            f"--tasks: lm-eval {_version('lm_eval')} is installed, and the evaluation needs "
+            f"lm-eval >= {LM_EVAL_LEAST} (its TaskManager.load): pip install -e '.[eval]' "
+            "--upgrade in the project folder installs it"
+        )
     return TaskManager(include_path=TASKS_DIR)
 
 

@@ -48,6 +48,7 @@ from .evaluation.harness import (
     evaluate,
     evaluate_run,
     hub_tasks,
+    not_exported,
     refuse_unknown,
     table,
 )
@@ -310,8 +311,15 @@ def main(argv: list[str] | None = None) -> None:
                     "one evaluation per task and step: evaluate with their --limit, --limit-seed "
                     "and --probe-* settings, or move those files out of the run folder first."
                 )
-        if hub_tasks(a.tasks, a.data_dir) and (line := offline_unless_reachable()):
-            print(f"warning: {line}", file=sys.stderr, flush=True)
+        if hub_tasks(a.tasks, a.data_dir):
+            # a model or run folder that is not there: said before the hub is asked (as
+            # evaluate and evaluate_run say it where the hub is not asked)
+            if a.model and not os.path.exists(os.path.join(a.model, "config.json")):
+                raise ValueError(not_exported(a.model))
+            if a.all_checkpoints and not os.path.isdir(a.all_checkpoints):
+                raise ValueError(f"--all-checkpoints {a.all_checkpoints}: no such folder")
+            if line := offline_unless_reachable():
+                print(f"warning: {line}", file=sys.stderr, flush=True)
         with exit_if_unreachable(
             p, f"download the datasets of --tasks {' '.join(a.tasks)}", offline
         ):

@@ -1191,3 +1191,26 @@ def test_an_lm_eval_without_the_task_api_used_is_refused_naming_its_version(monk
     monkeypatch.setattr(lm_eval.tasks, "TaskManager", Older)
     with pytest.raises(ValueError, match=r"needs lm-eval >= 0\.4\.12 .*--upgrade"):
         harness.task_index()
+
+
+@pytest.mark.parametrize("flag", ["--model", "--all-checkpoints"])
+def test_a_folder_that_is_not_there_is_refused_before_the_hub_is_asked(tmp_path, flag):
+    """A mistyped model or run folder is said at once, in one line naming it: the hub (here an
+    endpoint that refuses connections) is not asked first, nor warned about."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME")
+    proxies = [f"{k}{s}" for k in ("http", "https", "all") for s in ("_proxy", "_PROXY")]
+    env = {k: v for k, v in os.environ.items() if k not in (*names, *proxies)}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf_home"))
+    missing = tmp_path / "missing"
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.eval", flag, str(missing), "--tasks", "piqa"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    [line] = out.stderr.splitlines()[:1]
+    assert line.startswith("python -m prefix_titan.eval: error: ") and str(missing) in line
+    assert "warning" not in out.stderr and "hub" not in out.stderr, out.stderr

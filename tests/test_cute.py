@@ -45,6 +45,18 @@ def test_cute_cues_the_quoted_answer_and_reads_it_to_the_closing_quote(tmp_path)
     assert scored == {"c o w": 1, " c o w ": 1, "C o w": 0, "c o w s": 0, "cow": 0}
 
 
+def test_cute_results_of_the_earlier_answer_reading_are_evaluated_again():
+    """A folder's CUTE results scored before the answer was cued (template version 1.0) are
+    outdated, as a redesigned probe's are; those of the present template are kept."""
+    from prefix_titan.evaluation.harness import ASCII_MARK, CUTE_TASKS, _outdated, current_version
+
+    assert {current_version(t) for t in CUTE_TASKS} == {"2.0"}
+    for task in ("cute_spell", "cute_swap_word"):
+        assert _outdated({"versions": {task: f"1.0 {ASCII_MARK}"}}, task)
+        assert not _outdated({"versions": {task: f"2.0 {ASCII_MARK}"}}, task)
+        assert _outdated({"versions": {}}, task)
+
+
 @pytest.mark.parametrize("name", ["cute_swap_word", "cute_contains_word"])
 def test_cute_word_tasks_ignore_case_as_cute_does(tmp_path, name):
     task, doc = cute_task(tmp_path, name, [{"prompt": WORDS, "answer": "A cat sat"}])

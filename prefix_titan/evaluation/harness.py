@@ -210,14 +210,15 @@ def _unfiltered(results: dict, task: str) -> bool:
 
 
 def current_version(task: str) -> str | None:
-    """The version this package evaluates one of its own tasks at (a probe's task file, the
-    embedding probe's VERSION), as text; None for another task."""
+    """The version this package evaluates one of its own tasks at (a probe's task file, a CUTE
+    task's template, the embedding probe's VERSION), as text; None for another task."""
     if task == EMBEDDING_PROBE:
         from .embedding_probe import VERSION
 
         return str(VERSION)
-    path = os.path.join(TASKS_DIR, f"{task}.yaml")
-    if task not in PROBE_TASKS and task not in BLANK_TASKS or not os.path.exists(path):
+    name = "_cute_template" if task in CUTE_TASKS else task  # (CUTE's tasks: their template's)
+    path = os.path.join(TASKS_DIR, f"{name}.yaml")
+    if task not in PROBE_TASKS + BLANK_TASKS + CUTE_TASKS or not os.path.exists(path):
         return None
     with open(path) as f:  # (read as text: the file's !function tags need lm-eval's loader)
         found = re.search(r"^metadata:\n(?:[ ].*\n)*?[ ]+version: *([^\s#]+)", f.read(), re.M)
@@ -226,9 +227,11 @@ def current_version(task: str) -> str | None:
 
 def _outdated(results: dict, task: str) -> bool:
     """Whether a task's earlier result is of another version of one of this package's tasks
-    (a probe redesigned since): evaluated again, not kept as done."""
+    (a probe redesigned since, CUTE's answer read otherwise): evaluated again, not kept as done.
+    (A filtered task's recorded version is followed by ASCII_MARK and more: its first word.)"""
     current = current_version(task)
-    return current is not None and str((results.get("versions") or {}).get(task)) != current
+    recorded = str((results.get("versions") or {}).get(task)).split(" ")[0]
+    return current is not None and recorded != current
 
 
 def refuse_groups(tasks: list[str], task_manager) -> None:

@@ -943,6 +943,43 @@ def test_a_null_answer_the_sweep_lacks_the_power_for_says_it_cannot_tell(seed):
     assert underpowered("val Brier", 2.5) == 2 and underpowered("val Brier", 0.5) is None
 
 
+def test_a_null_answer_whose_power_cannot_be_estimated_never_says_no_difference_found(tmp_path):
+    """Under baseline_apart at 3 seeds, the arms other than the baseline may differ from one
+    another by the same amount on every seed (answered alike: their pooled residual variance
+    0) while the baseline varies: each comparison is tested on the baseline's own variance, but
+    no detectable difference can be estimated (detectable_here is None). The answer, and a
+    claimed arm's cost, then says it cannot tell, not "No difference found" (the pooled rule on
+    the same table states its power and says it cannot tell either)."""
+    from prefix_titan.sweep.analysis import detectable_here
+    from prefix_titan.sweep.configs import arm_specs
+
+    specs = [s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")]
+    names = [s.arm_name() for s in specs]
+    y = 0.5 + np.tile([0.0, 0.013, -0.02], (3, 1))
+    y[names.index("prefix_tau0.5")] += 0.002
+    y[names.index("label_smoothing")] += [0.01, -0.004, -0.006]
+    apart = _one_family_plan(tmp_path, "hellaswag", [], variance="baseline_apart")
+    a = analyse(_records({"hellaswag": y}, specs), apart)
+    c = a.primary_comparisons("f")[0]
+    assert c.p is not None and not c.claimed and c.high - c.low > 0.01
+    assert detectable_here(a, "hellaswag", 1) is None
+    assert "No difference found" not in a.answer and a.answer.startswith("Cannot tell: "), a.answer
+    pooled = analyse(_records({"hellaswag": y}, specs), _one_family_plan(tmp_path, "hellaswag", []))
+    assert pooled.answer.startswith("Cannot tell (underpowered)"), pooled.answer
+    # a claimed arm's cost on another family's primary whose power cannot be estimated
+    path = tmp_path / "two.toml"
+    path.write_text(
+        'question = "Q"\nalpha = 0.05\nbaseline = "label_smoothing"\ncheckpoints = 1\n'
+        'variance = "baseline_apart"\ncontrast = ["prefix"]\n'
+        '[[family]]\nname = "first"\nprimary = "piqa"\n'
+        '[[family]]\nname = "second"\nprimary = "hellaswag"\n'
+    )
+    first = 0.6 + np.array([[0.001, -0.002, 0.0005], [0.0, 0.0015, -0.001], [0.2, 0.2005, 0.199]])
+    a = analyse(_records({"piqa": first, "hellaswag": y}, specs), load_plan(str(path)))
+    assert a.answer.startswith("Yes, on piqa: prefix_tau0.5"), a.answer
+    assert "hellaswag: cannot tell (" in a.answer and "no difference found" not in a.answer
+
+
 def test_a_failed_a_a_check_is_the_first_note_and_ends_the_answer(seed):
     """An arm that trains as ce (its target's gold mass >= 0.99) yet differs from it: something
     other than the objective differs between arms, and every claim waits for its cause."""

@@ -1376,6 +1376,16 @@ def _scope(first: dict[str, dict]) -> str:
     return ", ".join(parts)
 
 
+NO_POWER = (
+    "the difference this sweep detects with 80% power cannot be estimated from its runs (the "
+    "plan's variance rule reads the other arms' pooled residual variance, which is 0 here: they "
+    "differ from one another by the same amount on every seed), so an absence is not shown"
+)
+"""What the answer says of a comparison that was tested though the sweep's power cannot be
+estimated (detectable_here is None: baseline_apart with the other arms' residual variance 0 and
+the baseline's not): never "no difference found"."""
+
+
 def underpowered(name: str, d: float | None) -> float | None:
     """The effect of interest a comparison with no claim could have missed, where the sweep's
     80%-power detectable difference `d` is above it; else None. The rule: "no difference found"
@@ -1417,7 +1427,9 @@ def _costs(result: Analysis, arms: list[str]) -> str:
                 compared = len({k.arm for k in result.primary_comparisons(family.name)})
                 d = detectable_here(result, family.primary, compared)
                 effect = underpowered(family.primary, d)
-                if effect is None:
+                if d is None:  # tested, but no power to state: not "no difference found"
+                    text = f"{family.primary}: cannot tell ({ci}; {NO_POWER})"
+                elif effect is None:
                     text = f"{family.primary}: no difference found ({ci}" + (
                         f"; detectable {detectable_text(family.primary, d)})" if d else ")"
                     )
@@ -1545,9 +1557,15 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             f" (this sweep detects an estimated {detectable_text(family.primary, d, '.2g')} with "
             "80% power" + ("" if effect is None else f", above the {effect:g} of interest") + ")"
             if d
-            else ""
+            else f" ({NO_POWER})"
         )
-        found = "no difference found" if effect is None else "cannot tell, underpowered"
+        found = (
+            "cannot tell"
+            if d is None
+            else "no difference found"
+            if effect is None
+            else "cannot tell, underpowered"
+        )
         others = (
             f" The other {rest} {'arm' if rest == 1 else 'arms'} compared: {found}{power}."
             if rest
@@ -1579,6 +1597,12 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         which = f"compared ({', '.join(a for a in result.arms if a in compared)})"
     else:
         which = f"of {', '.join(kinds)}"
+    if d is None:  # tested, but the sweep's power cannot be stated: not "no difference found"
+        return (
+            f"Cannot tell: no arm {which} was shown to differ from {plan.baseline} on "
+            f"{family.primary} at familywise alpha {plan.alpha}, but {NO_POWER}{left}."
+            f"{not_tested}"
+        )
     if effect is not None:  # (d is not None)
         return (
             f"Cannot tell (underpowered): no arm {which} was shown to differ from "

@@ -980,6 +980,24 @@ def test_a_null_answer_whose_power_cannot_be_estimated_never_says_no_difference_
     assert "hellaswag: cannot tell (" in a.answer and "no difference found" not in a.answer
 
 
+def test_the_power_section_names_a_primary_whose_power_cannot_be_estimated(tmp_path):
+    """The same table as above (baseline_apart, 3 seeds, the arms other than the baseline
+    answering alike): the power section gives the primary a line saying why no detectable
+    difference is stated, not none at all (which read as "no primary metric has a measured
+    variance")."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    specs = [s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")]
+    names = [s.arm_name() for s in specs]
+    y = 0.5 + np.tile([0.0, 0.013, -0.02], (3, 1))
+    y[names.index("prefix_tau0.5")] += 0.002
+    y[names.index("label_smoothing")] += [0.01, -0.004, -0.006]
+    apart = _one_family_plan(tmp_path, "hellaswag", [], variance="baseline_apart")
+    lines = report_module.power_lines(analyse(_records({"hellaswag": y}, specs), apart))
+    assert len(lines) == 1 and lines[0].startswith("- hellaswag: none to state (primary"), lines
+    assert "cannot be estimated" in lines[0] and "pooled run-level sd is 0" in lines[0]
+
+
 def test_a_failed_a_a_check_is_the_first_note_and_ends_the_answer(seed):
     """An arm that trains as ce (its target's gold mass >= 0.99) yet differs from it: something
     other than the objective differs between arms, and every claim waits for its cause."""

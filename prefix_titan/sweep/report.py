@@ -341,7 +341,18 @@ def power_lines(a: Analysis) -> list[str]:
         elif name in a.fits:
             k, role = first_share(a.plan, name, contrast, measured)
             d = detectable_here(a, name, k)
-            if d is not None:
+            v = apart_here(a, name)
+            if d is None and v is not None and v.var > 0 and not v.sigma2 > 0:
+                # tested on the baseline's own variance, but no power can be estimated
+                lines.append(
+                    f"- {name}: none to state ({role}, at alpha/{k}; the other "
+                    f"{len(a.fits[name].means) - 1} arms' pooled run-level sd is 0 on "
+                    f"{plural(v.df, 'degree')} of freedom, as they differ from one another by "
+                    "the same amount on every seed, and the baseline's own residual sd "
+                    f"{math.sqrt(v.baseline2):.4f}: the plan's test is run, but the difference it "
+                    "detects with 80% power cannot be estimated from this sweep)"
+                )
+            elif d is not None:
                 fit, v = a.fits[name], apart_here(a, name)
                 paired = seedwise(a.plan.variance, len(fit.means), fit.seeds)
                 error = (

@@ -80,13 +80,14 @@ def calibrate(
     lines.append(f"  A/A checks (CE-equivalent arms against ce): {sim.rate(aa, sweeps)}")
     planted = sim.claims(replace(sweep, effects=(effect,)), plan, sweeps, seed + 1, workers)
     arm, what, value = effect
-    primary = {
-        "char": "char composite",
-        sim.PRIOR: "char composite",
-        "downstream": "downstream bits/byte",
-    }.get(what)
+    moved = sim.moved_metrics(what)
+    mine = [[c for c in cs if c.arm == arm and not c.aa_check] for cs in planted]
+    wrong = sum(any(c.metric in moved and c.direction == "worse" for c in cs) for cs in mine)
+    other = sum(any(c.metric not in moved for c in cs) for cs in mine)
+    said = False
     for family in plan.families:
-        if family.primary == primary or what == "val CE" and family.primary == "val CE":
+        if family.primary in moved:  # the families whose primary the effect moves
+            said = True
             hit = sum(
                 any(
                     c.arm == arm and c.metric == family.primary and c.direction == "better"
@@ -94,12 +95,6 @@ def calibrate(
                 )
                 for cs in planted
             )
-            moved = sim.moved_metrics(what)
-            mine = [[c for c in cs if c.arm == arm and not c.aa_check] for cs in planted]
-            wrong = sum(
-                any(c.metric in moved and c.direction == "worse" for c in cs) for cs in mine
-            )
-            other = sum(any(c.metric not in moved for c in cs) for cs in mine)
             lines.append(
                 f"Planted {value:+g} on {what} of {arm}, {sweeps} sweeps: claimed better on "
                 f"{family.primary} {sim.rate(hit, sweeps)}; claimed worse on what it moves "
@@ -121,6 +116,15 @@ def calibrate(
                     "  of those claims, marked a change of prior (not there once calibrated; "
                     f"{'most' if what == sim.PRIOR else 'few'} should be): {sim.rate(prior, hit)}"
                 )
+    if not said:  # (an effect on tasks no family's primary reads: the prefix-shaped probes)
+        hit = sum(any(c.metric in moved and c.direction == "better" for c in cs) for cs in mine)
+        lines.append(
+            f"Planted {value:+g} on {what} of {arm}, {sweeps} sweeps: no family's primary moves "
+            "with it (an exploratory metric is claimed only for an arm claimed on its family's "
+            f"primary): claimed better on what it moves {sim.rate(hit, sweeps)}; claimed worse "
+            f"on what it moves {sim.rate(wrong, sweeps)}; a claim on a metric it leaves alone "
+            f"{sim.rate(other, sweeps)}"
+        )
     lines.append(f"({time.time() - start:.0f} s)")
     return "\n".join(lines)
 

@@ -2004,6 +2004,32 @@ def test_the_ce_equivalent_arms_are_not_claimed_different_from_ce(seed):
     assert {c.arm for c in checked.comparisons if c.aa_check} == set(equivalent)
 
 
+def test_calibration_reports_a_planted_effect_on_one_task_or_on_no_primary():
+    """`simulate --calibrate` reports what the report claims of a planted effect for every
+    effect it accepts: on one task (hellaswag moves downstream bits/byte, the downstream
+    family's primary) as on a group, and, for an effect no family's primary reads (the
+    prefix-shaped probes), how often what it moves is claimed, not nothing at all."""
+    from prefix_titan.simulate import calibrate
+    from prefix_titan.sweep.configs import arm_specs
+
+    three = tuple(
+        s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")
+    )
+    sweep = sim.Sweep(arms=three, items=30)
+    said = calibrate(sweep, ("prefix_tau0.5", "hellaswag", 0.05), PLAN, 2, 0)
+    assert "Planted +0.05 on hellaswag of prefix_tau0.5, 2 sweeps: claimed better on " in said
+    assert "claimed better on downstream bits/byte " in said, said
+    said = calibrate(sweep, ("prefix_tau0.5", "prefix-shaped", 0.05), PLAN, 2, 0)
+    assert (
+        "Planted +0.05 on prefix-shaped of prefix_tau0.5, 2 sweeps: no family's primary moves "
+        "with it" in said
+    ), said
+    said = calibrate(sweep, ("prefix_tau0.5", "char", 0.05), PLAN, 2, 0)
+    assert (
+        "Planted +0.05 on char of prefix_tau0.5, 2 sweeps: claimed better on char composite" in said
+    )
+
+
 def test_a_weighted_arm_with_a_ce_like_target_is_not_an_a_a_check():
     """An arm of ce's target with position weighting is another objective: compared with the
     baseline where the plan's contrast names its kind, never checked against ce as if it were

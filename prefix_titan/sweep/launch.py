@@ -720,19 +720,19 @@ def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str |
 
 
 def _placed_otherwise(a, starting: set, world: int) -> list[str]:
-    """The seeds this launch starts runs of (`starting`) that have runs trained on another number
-    of ranks (their recorded placement): torchtitan draws a seed's initial weights by it, so the
-    new runs would not be paired with them."""
+    """The seeds this launch starts runs of (`starting`) that have runs in the sweep folder, of
+    any arm (this launch's or another's), trained on another number of ranks (their recorded
+    placement): torchtitan draws a seed's initial weights by it, so the new runs would not be
+    paired with them."""
     problems = []
+    sweep = a.root / (a.sweep_dir or SCALES[a.scale].sweep)  # (an absolute one stays itself)
     for seed in sorted(starting):
         other = {}
-        for arm in a.arms:
-            record = a.root / run_folder(load_config(a.root, a.scale, arm), seed, a.sweep_dir)
-            record = record / RUN_CONFIG
+        for record in sorted(sweep.glob(f"*/seed{seed}/{RUN_CONFIG}")):
             if record.is_file():
                 placed = read_json(str(record), "the run's record", expect=dict).get(PLACEMENT)
                 if isinstance(placed, dict) and placed.get("ranks") not in (None, world):
-                    other[arm] = placed["ranks"]
+                    other[record.parent.parent.name] = placed["ranks"]
         if other:
             shown = ", ".join(f"{arm} on {n}" for arm, n in other.items())
             problems.append(

@@ -118,6 +118,33 @@ def test_multi_node_keeps_the_global_batch():
     assert "--rdzv_id=prefix_titan_500M_ce_seed1234" in lines[0]
 
 
+def test_the_batches_and_the_validation_set_are_counted_over_the_data_parallel_ranks():
+    """Tensor (context, pipeline) parallel GPUs share one data-parallel rank's batch: on 8 GPUs
+    at tensor parallel 2, 4 ranks read the batches, so 100 validation steps of 16 keep the 6,400
+    sequences (50 would validate on 3,200); on 4 nodes, 16 ranks take the local batch of 16 as
+    it is (lowering it to 8 would only add accumulation steps). The smoke scale's step (no
+    global batch) stays its 16 sequences on 2 ranks of one data-parallel rank."""
+    tp = ("--", "--parallelism.tensor_parallel_degree", "2")
+    rc, lines, err = dry_run("--arms", "ce", *tp)
+    assert rc == 0 and len(lines) == 1, err
+    assert lines[0].endswith("--validation.steps 100 --parallelism.tensor_parallel_degree 2"), (
+        lines[0]
+    )
+    rc, lines, err = dry_run("--arms", "ce", "--nnodes", "4", "--rdzv-endpoint", "h:1", *tp)
+    assert rc == 0 and len(lines) == 1, err
+    assert lines[0].endswith("--validation.steps 25 --parallelism.tensor_parallel_degree 2")
+    rc, lines, err = dry_run(
+        *("--scale", "smoke", "--arms", "ce", "--gpus-per-run", "node", "--nproc-per-node", "2"),
+        *(*tp, "--parallelism.disable_loss_parallel"),
+        gpus="",
+    )
+    assert rc == 0 and len(lines) == 1, err
+    assert "--training.local_batch_size" not in lines[0] and "--validation." not in lines[0]
+    assert launch.data_parallel({}, ["--parallelism.context_parallel_degree=4"], 32) == 8
+    assert launch.data_parallel({"parallelism": {"pipeline_parallel_degree": 2}}, [], 8) == 4
+    assert launch.data_parallel({}, ["--parallelism.tensor_parallel_degree", "3"], 8) == 8
+
+
 @pytest.mark.parametrize(("nodes", "scale"), [(1, []), (4, []), (1, ["--scale", "pilot"])])
 def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes, scale):
     """scripts/sweep.sbatch under stand-ins for Slurm's commands: on one node (its default) it

@@ -151,15 +151,42 @@ def validation_override(config: dict, world: int, sequences: int) -> list[str]:
     return out + ([] if fit == local else ["--validation.local_batch_size", str(fit)])
 
 
-def _check_batch(p: argparse.ArgumentParser, a, world: int) -> None:
+MODEL_PARALLEL = (
+    "parallelism.tensor_parallel_degree",
+    "parallelism.context_parallel_degree",
+    "parallelism.pipeline_parallel_degree",
+)
+"""The degrees that split one data-parallel rank's model over several GPUs: the GPUs of a run
+over their product are its data-parallel ranks, which read the batches"""
+
+
+def data_parallel(config: dict, extra: list[str], world: int) -> int:
+    """The data-parallel ranks of a run of `config` on `world` GPUs, as the launch's flags after
+    -- leave its parallel degrees: torchtitan deals the training and validation batches to them,
+    so the batches per step and the validation set are counted over them, not over the GPUs.
+    `world` itself where the degrees are not whole numbers or do not divide it (the run's own
+    checks refuse them, naming the setting)."""
+    others = 1
+    for key in MODEL_PARALLEL:
+        value = _setting(config, extra, key)
+        try:
+            others *= max(int(value if value is not None else 1), 1)
+        except (TypeError, ValueError):
+            return world
+    return world // others if world % others == 0 else world
+
+
+def _check_batch(p: argparse.ArgumentParser, a, world: int, extra: list[str]) -> None:
     """Refuse, before anything starts, a world size that cannot keep an arm's global batch."""
     for arm in a.arms:
         try:
             config = load_config(a.root, a.scale, arm)
-            batch_override(config, world)
-            validation_override(config, world, SCALES[a.scale].validation_sequences)
+            dp = data_parallel(config, extra, world)
+            batch_override(config, dp)
+            validation_override(config, dp, SCALES[a.scale].validation_sequences)
         except SystemExit as e:
-            p.error(f"{e} (--scale {a.scale})")
+            of = "" if dp == world else f"; {dp} data-parallel ranks of {world} GPUs"
+            p.error(f"{e} (--scale {a.scale}{of})")
 
 
 def run_folder(config: dict, seed: int, sweep_dir: str) -> str:
@@ -376,8 +403,10 @@ def other_writers(a) -> str | None:
 
 
 def train_args(scale, arm, config, seed, world, extra, sweep_dir=None):
-    """The trainer's arguments of one run of a sweep (`sweep_dir`, None: the scale's)."""
+    """The trainer's arguments of one run of a sweep on `world` GPUs (`sweep_dir`, None: the
+    scale's)."""
     sweep_dir = sweep_dir or SCALES[scale].sweep
+    dp = data_parallel(config, extra, world)
     return [
         "--job.config_file",
         str(config_path(pathlib.Path("."), scale, arm)),
@@ -385,8 +414,8 @@ def train_args(scale, arm, config, seed, world, extra, sweep_dir=None):
         str(seed),
         "--job.dump_folder",
         run_folder(config, seed, sweep_dir),
-        *batch_override(config, world),
-        *validation_override(config, world, SCALES[scale].validation_sequences),
+        *batch_override(config, dp),
+        *validation_override(config, dp, SCALES[scale].validation_sequences),
         *extra,
     ]
 
@@ -1115,7 +1144,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"({','.join(shown)}; CUDA_VISIBLE_DEVICES, nvidia-smi): give at most "
                 f"--nproc-per-node {len(shown)}"
             )
-        _check_batch(p, a, a.nnodes * a.nproc_per_node)
+        _check_batch(p, a, a.nnodes * a.nproc_per_node, extra)
         if a.dry_run:
             nodes = f" x {a.nnodes} nodes" if a.nnodes > 1 else ""
             kind = "CPU ranks (no GPU is visible)" if cpu else "GPUs"
@@ -1170,7 +1199,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
                 f"GPUs; --scale smoke runs on a CPU, and --dry-run plans without GPUs"
             )
-        _check_batch(p, a, k if gpus else 1)
+        _check_batch(p, a, k if gpus else 1, extra)
         if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
             return refused
         if not a.dry_run:

@@ -336,9 +336,16 @@ def main() -> None:
     from .objectives.families import FamilyError
     from .objectives.kernel import LabelError
     from .objectives.table import TableError
+    from .titan.checks import check_parallel_degrees
     from .titan.refusal import clean_up
 
     config = parse_config(sys.argv[1:])
+    try:  # (torchtitan asserts it as it builds its device mesh, in a traceback on every rank)
+        check_parallel_degrees(config, int(os.environ["WORLD_SIZE"]))
+    except ValueError as e:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     before = _newest_checkpoint(config)
     # a preemption's SIGTERM (a scheduler's, or torchrun's forwarding of it) unwinds the loop as
     # Ctrl-C does, so that the run says which checkpoint resumes it (else the signal kills it mute)

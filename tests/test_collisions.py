@@ -485,6 +485,36 @@ def test_a_launchs_checks_know_the_ranks_each_run_starts_on(tmp_path):
     assert "x the 2 data-parallel ranks of this run: set training.local_batch_size to 8" in problem
 
 
+def test_parallel_degrees_that_do_not_multiply_to_the_ranks_are_refused(tmp_path):
+    """Degrees whose product is not the run's ranks (torchtitan asserts it on every rank as it
+    builds its device mesh, in a traceback) are refused in one line naming the degrees, the
+    ranks and the way out, by a launch's checks before any run starts too."""
+    from prefix_titan.titan.checks import check_parallel_degrees
+    from prefix_titan.titan.preflight import check_runs
+
+    check_parallel_degrees(_job(), 8)  # data_parallel_shard_degree = -1: the ranks left
+    check_parallel_degrees(_job("--parallelism.tensor_parallel_degree", "2"), 8)
+    check_parallel_degrees(_job("--parallelism.data_parallel_shard_degree", "4"), 4)
+    with pytest.raises(ValueError) as e:
+        check_parallel_degrees(_job("--parallelism.data_parallel_shard_degree", "4"), 8)
+    assert str(e.value) == (
+        "parallelism: the parallel degrees (data_parallel_shard_degree 4) must multiply to the 8 "
+        "ranks this run starts on (torchrun's --nnodes x --nproc_per_node): set "
+        "parallelism.data_parallel_shard_degree = -1 (the 8 ranks the others leave), or start "
+        "it on 4 ranks"
+    )
+    with pytest.raises(ValueError, match=r"set degrees whose product is 6, or start it on a "):
+        check_parallel_degrees(_job("--parallelism.tensor_parallel_degree", "4"), 6)
+    args = ["--job.config_file", str(ROOT / "train_configs" / "smoke" / "ce.toml")]
+    args += ["--job.dump_folder", str(tmp_path / "run")]
+    args += ["--parallelism.data_parallel_shard_degree", "1"]
+    assert check_runs([("ce seed 1", args)], "cpu", world=1) == []
+    (problem,) = check_runs([("ce seed 1", args)], "cpu", world=2)
+    assert problem.startswith(
+        "ce seed 1: parallelism: the parallel degrees (all 1) must multiply to the 2 ranks"
+    )
+
+
 def test_an_infinite_max_norm_is_no_clipping_and_allowed():
     from prefix_titan.titan.checks import check_job_config
 

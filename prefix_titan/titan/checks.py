@@ -562,6 +562,7 @@ def check_job_config(
     check_setting_forms(job_config)
     check_titan_shapes(job_config)
     if world is not None:
+        check_parallel_degrees(job_config, world)
         check_batch_on_ranks(job_config, world)
     family_for(spec)
     spec.options = canonical_options(spec)
@@ -710,6 +711,48 @@ SWEEP_WAYS = (
     "launch a new sweep into another --sweep-dir"
 )
 """A refused resume's way out where the run is a sweep launch's (check_resume's `sweep`)"""
+
+
+DEGREES = (
+    "data_parallel_replicate_degree",
+    "data_parallel_shard_degree",
+    "context_parallel_degree",
+    "tensor_parallel_degree",
+    "pipeline_parallel_degree",
+)
+"""The parallel degrees whose product torchtitan needs to be the ranks of the run"""
+
+
+def check_parallel_degrees(job_config, world: int) -> None:
+    """Parallel degrees whose product is not the `world` ranks the run starts on (with
+    data_parallel_shard_degree = -1: the ranks the others leave, which must divide the world),
+    refused naming the degrees and the world (torchtitan asserts it as it builds its device mesh,
+    in a traceback on every rank)."""
+    p = job_config.parallelism
+    degrees = {name: getattr(p, name) for name in DEGREES}
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in degrees.values()):
+        return  # (check_setting_forms names a degree of another form)
+    if any(d < 1 for n, d in degrees.items() if n != "data_parallel_shard_degree"):
+        return  # (check_setting_forms and torchtitan name a degree below 1)
+    others = math.prod(d for n, d in degrees.items() if n != "data_parallel_shard_degree")
+    shard = degrees["data_parallel_shard_degree"]
+    if shard != -1 and shard < 1:
+        return  # (torchtitan names it: -1 or >= 1)
+    if (shard == -1 and world % others == 0) or shard * others == world:
+        return
+    given = ", ".join(f"{n} {d}" for n, d in degrees.items() if d != 1) or "all 1"
+    fix = (
+        f"set parallelism.data_parallel_shard_degree = -1 (the {world // others} ranks the "
+        "others leave)"
+        if world % others == 0
+        else f"set degrees whose product is {world}"
+    )
+    ranks = f"{others * shard}" if shard != -1 else f"a multiple of {others}"
+    raise ValueError(
+        f"parallelism: the parallel degrees ({given}) must multiply to the {world} "
+        f"rank{'s' if world != 1 else ''} this run starts on (torchrun's --nnodes x "
+        f"--nproc_per_node): {fix}, or start it on {ranks} ranks"
+    )
 
 
 def check_batch_on_ranks(job_config, world: int) -> None:

@@ -179,6 +179,7 @@ def data_parallel(config: dict, extra: list[str], world: int) -> int:
 def _check_batch(p: argparse.ArgumentParser, a, world: int, extra: list[str]) -> None:
     """Refuse, before anything starts, a world size that cannot keep an arm's global batch."""
     for arm in a.arms:
+        dp = world  # (until the arm's config says otherwise)
         try:
             config = load_config(a.root, a.scale, arm)
             dp = data_parallel(config, extra, world)

@@ -130,9 +130,16 @@ def test_the_batches_and_the_validation_set_are_counted_over_the_data_parallel_r
     assert lines[0].endswith("--validation.steps 100 --parallelism.tensor_parallel_degree 2"), (
         lines[0]
     )
+    # the dry run states the arithmetic: ranks, local batch, accumulation, tokens, validation
+    assert (
+        "[sweep] each run: 4 data-parallel ranks of 8 GPUs x local batch 16 x 4 accumulation "
+        "steps = 256 sequences of 2048 tokens = 524,288 tokens a step; validation: 100 steps x "
+        "16 x 4 = 6,400 sequences\n"
+    ) in err
     rc, lines, err = dry_run("--arms", "ce", "--nnodes", "4", "--rdzv-endpoint", "h:1", *tp)
     assert rc == 0 and len(lines) == 1, err
     assert lines[0].endswith("--validation.steps 25 --parallelism.tensor_parallel_degree 2")
+    assert "16 data-parallel ranks of 32 GPUs x local batch 16 x 1 accumulation step = 256" in err
     rc, lines, err = dry_run(
         *("--scale", "smoke", "--arms", "ce", "--gpus-per-run", "node", "--nproc-per-node", "2"),
         *(*tp, "--parallelism.disable_loss_parallel"),

@@ -126,6 +126,38 @@ def batch_override(config: dict, world: int) -> list[str]:
     return ["--training.local_batch_size", str(_largest_fit(global_, local, world))]
 
 
+def batch_line(config: dict, extra: list[str], world: int, sequences: int) -> str | None:
+    """What a run of `config` on `world` GPUs trains a step on and validates on, as the launch's
+    own overrides (batch_override, validation_override) and the flags after -- leave them: the
+    data-parallel ranks, local batch, accumulation steps, tokens a step, validation sequences.
+    None where a setting is not a whole number (the run's checks name it)."""
+    dp = data_parallel(config, extra, world)
+    args = [*batch_override(config, dp), *validation_override(config, dp, sequences), *extra]
+    try:
+        local = int(_setting(config, args, "training.local_batch_size"))
+        global_ = int(_setting(config, args, "training.global_batch_size") or -1)
+        seq_len = int(_setting(config, args, "training.seq_len"))
+        if global_ <= 0:  # (no global batch: each rank's local batch, side by side)
+            global_ = local * dp
+        line = (
+            f"{dp} data-parallel rank{'s' if dp > 1 else ''}"
+            + (f" of {world} GPUs" if dp != world else "")
+            + f" x local batch {local} x {global_ // (local * dp)} accumulation "
+            f"step{'s' if global_ // (local * dp) > 1 else ''} = {global_} sequences of "
+            f"{seq_len} tokens = {global_ * seq_len:,} tokens a step"
+        )
+        if _switch(config, args, "validation.enable"):
+            steps = int(_setting(config, args, "validation.steps"))
+            v_local = int(_setting(config, args, "validation.local_batch_size"))
+            line += (
+                f"; validation: {steps} steps x {v_local} x {dp} = {steps * v_local * dp:,} "
+                "sequences"
+            )
+        return line
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
 def _largest_fit(total: int, local: int, world: int) -> int | None:
     """The largest local batch up to `local` whose `world` copies split `total` sequences evenly
     (None: none does)."""
@@ -1255,8 +1287,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     if a.dry_run:
         sys.stdout.flush()
         print(f"[sweep] {plan_line}", file=sys.stderr)
-        on_gpus = not cpu if per_run == "node" else bool(gpus)
         world = a.nnodes * a.nproc_per_node if per_run == "node" else max(k if gpus else 0, 1)
+        lines = {}  # each run's batch and validation set, the arms that share it
+        for arm in dict.fromkeys(arm for arm, _ in runs):
+            config = load_config(a.root, a.scale, arm)
+            line = batch_line(config, extra, world, SCALES[a.scale].validation_sequences)
+            if line:
+                lines.setdefault(line, []).append(arm)
+        for line, named_arms in lines.items():
+            which = "each run" if len(lines) == 1 else f"each run of {', '.join(named_arms)}"
+            print(f"[sweep] {which}: {line}", file=sys.stderr)
+        on_gpus = not cpu if per_run == "node" else bool(gpus)
         if on_gpus and (rate := SCALES[a.scale].h100_tokens_per_s):
             side_by_side = 1 if per_run == "node" else len(groups)
             print(

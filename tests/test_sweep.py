@@ -529,7 +529,7 @@ def test_smoke_runs_on_a_cpu_through_our_launcher():
             ["--scale", "pilot", "--gpus-per-run", "3"],
             "0,1,2",
             "3 GPUs per run cannot split the global batch of 256 sequences "
-            "(training.global_batch_size) evenly; GPU counts that can: 1, 2, 4, 8, 16, 32, 64",
+            "(training.global_batch_size) evenly; GPU counts that can: 1, 2, 4, 8, 16, 32, 64, 128, 256",
         ),
         (["--gpus", "6"], "", "6 GPUs per run cannot split the global batch of 256"),
         (["--scale", "pilot", "--gpus", "0"], "", "--gpus 0: the pilot scale needs GPUs"),

@@ -117,7 +117,7 @@ def batch_override(config: dict, world: int) -> list[str]:
     if global_ % (local * world) == 0:
         return []
     if global_ % world:
-        fits = [n for n in range(1, min(global_, 64) + 1) if global_ % n == 0]
+        fits = [n for n in range(1, global_ + 1) if global_ % n == 0]
         raise SystemExit(
             f"{world} GPUs per run cannot split the global batch of {global_} sequences "
             f"(training.global_batch_size) evenly; GPU counts that can: "

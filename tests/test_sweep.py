@@ -78,7 +78,8 @@ def test_dry_run_lists_every_arm_baselines_first():
     assert "train_configs/label_smoothing.toml --debug.seed 1234" in lines[1]
     assert all(
         line.startswith(
-            "torchrun --nproc_per_node=8 --nnodes=1 --local-ranks-filter=0 -m torchtitan.train"
+            "torchrun --nproc_per_node=8 --nnodes=1 --local-ranks-filter=0 --standalone -m "
+            "torchtitan.train"
         )
         for line in lines
     )

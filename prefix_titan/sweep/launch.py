@@ -518,10 +518,12 @@ def node_command(
     a, scale: str, arm: str, seed: int, extra: list[str], cpu: bool = False
 ) -> list[str]:
     """One run over every GPU of the node(s) (`cpu`: over nproc_per_node CPU ranks, through
-    prefix_titan's launcher, which sets torchtitan up for the CPU)."""
+    prefix_titan's launcher, which sets torchtitan up for the CPU). On one node, --standalone:
+    a free port for its rendezvous (torchrun's default, 29500, is taken by a second launch's run
+    on the same host)."""
     config = load_config(a.root, scale, arm)
     cmd = ["torchrun", f"--nproc_per_node={a.nproc_per_node}", f"--nnodes={a.nnodes}"]
-    cmd += ranks_filter()
+    cmd += ranks_filter() + (["--standalone"] if a.nnodes == 1 else [])
     if a.nnodes > 1:
         cmd += [
             "--rdzv_backend=c10d",

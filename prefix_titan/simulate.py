@@ -125,6 +125,11 @@ def calibrate(
             f"on what it moves {sim.rate(wrong, sweeps)}; a claim on a metric it leaves alone "
             f"{sim.rate(other, sweeps)}"
         )
+    others = sum(any(c.arm != arm and not c.aa_check for c in cs) for cs in planted)
+    lines.append(
+        f"  with it planted, a claim about another arm than {arm} (each false): "
+        f"{sim.rate(others, sweeps)}"
+    )
     lines.append(f"({time.time() - start:.0f} s)")
     return "\n".join(lines)
 

@@ -2028,6 +2028,9 @@ def test_calibration_reports_a_planted_effect_on_one_task_or_on_no_primary():
     assert (
         "Planted +0.05 on char of prefix_tau0.5, 2 sweeps: claimed better on char composite" in said
     )
+    # the arms left alone: every claim about them is false, counted as well
+    [line] = [x for x in said.splitlines() if "a claim about another arm than" in x]
+    assert line.startswith("  with it planted, a claim about another arm than prefix_tau0.5")
 
 
 def test_a_weighted_arm_with_a_ce_like_target_is_not_an_a_a_check():

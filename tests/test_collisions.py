@@ -503,8 +503,14 @@ def test_parallel_degrees_that_do_not_multiply_to_the_ranks_are_refused(tmp_path
         "parallelism.data_parallel_shard_degree = -1 (the 8 ranks the others leave), or start "
         "it on 4 ranks"
     )
-    with pytest.raises(ValueError, match=r"set degrees whose product is 6, or start it on a "):
+    with pytest.raises(ValueError) as e:
         check_parallel_degrees(_job("--parallelism.tensor_parallel_degree", "4"), 6)
+    assert str(e.value) == (
+        "parallelism: the parallel degrees besides data_parallel_shard_degree = -1 "
+        "(tensor_parallel_degree 4) must divide the 6 ranks this run starts on (torchrun's "
+        "--nnodes x --nproc_per_node): set degrees whose product divides 6, or start it on a "
+        "multiple of 4 ranks"
+    )
     args = ["--job.config_file", str(ROOT / "train_configs" / "smoke" / "ce.toml")]
     args += ["--job.dump_folder", str(tmp_path / "run")]
     args += ["--parallelism.data_parallel_shard_degree", "1"]

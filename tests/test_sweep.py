@@ -148,6 +148,28 @@ def test_the_batches_and_the_validation_set_are_counted_over_the_data_parallel_r
     )
     assert rc == 0 and len(lines) == 1, err
     assert "--training.local_batch_size" not in lines[0] and "--validation." not in lines[0]
+    # a refusal names the GPUs, and the GPU counts that can, as the data-parallel ranks make them
+    rc, _, err = dry_run("--arms", "ce", "--nproc-per-node", "6", "--gpus-per-run", "node", *tp)
+    assert (
+        rc == 2
+        and (
+            "error: 6 GPUs per run (3 data-parallel ranks of 2 GPUs each) cannot split the global "
+            "batch of 256 sequences (training.global_batch_size) evenly; GPU counts that can: 2, 4, 8,"
+        )
+        in err
+    ), err
+    rc, _, err = dry_run(
+        *("--arms", "ce", "--nproc-per-node", "6", "--gpus-per-run", "node"),
+        *("--", "--parallelism.tensor_parallel_degree", "4"),
+    )
+    assert (
+        rc == 2
+        and (
+            "error: 6 GPUs per run cannot be split into data-parallel ranks of 4 GPUs "
+            "(parallelism.tensor_parallel_degree 4): give a GPU count that 4 divides"
+        )
+        in err
+    ), err
     assert launch.data_parallel({}, ["--parallelism.context_parallel_degree=4"], 32) == 8
     assert launch.data_parallel({"parallelism": {"pipeline_parallel_degree": 2}}, [], 8) == 4
     assert launch.data_parallel({}, ["--parallelism.tensor_parallel_degree", "3"], 8) == 8

@@ -94,8 +94,17 @@ from .configs import (
 )
 
 
-def batch_override(config: dict, world: int) -> list[str]:
-    """Keep the global batch (sequences, so tokens, per step) on `world` GPUs. torchtitan needs
+def _gpus(dp: int, per_rank: int) -> str:
+    """How a refusal names a run of `dp` data-parallel ranks of `per_rank` GPUs each (tensor x
+    context x pipeline parallel)."""
+    if per_rank == 1:
+        return f"{dp} GPUs per run"
+    return f"{dp * per_rank} GPUs per run ({dp} data-parallel ranks of {per_rank} GPUs each)"
+
+
+def batch_override(config: dict, world: int, per_rank: int = 1) -> list[str]:
+    """Keep the global batch (sequences, so tokens, per step) on `world` data-parallel ranks (of
+    `per_rank` GPUs each: tensor x context x pipeline parallel; a refusal names GPUs). torchtitan needs
     it to be local batch x world x gradient-accumulation steps: where the config's local batch
     does not fit, it is lowered to the largest size that does (at most the config's, so the
     memory per GPU never grows); a world that cannot split the global batch is refused. A
@@ -109,9 +118,9 @@ def batch_override(config: dict, world: int) -> list[str]:
         if local % world:
             fits = [n for n in range(1, local + 1) if local % n == 0]
             raise SystemExit(
-                f"{world} ranks per run cannot split the step's {local} sequences "
-                f"(training.local_batch_size; no global batch set) evenly; rank counts that "
-                f"can: {', '.join(map(str, fits))}"
+                f"{_gpus(world, per_rank).replace('GPUs', 'ranks', 1)} cannot split the step's "
+                f"{local} sequences (training.local_batch_size; no global batch set) evenly; "
+                f"rank counts that can: {', '.join(str(n * per_rank) for n in fits)}"
             )
         return ["--training.local_batch_size", str(local // world)]
     if global_ % (local * world) == 0:
@@ -119,9 +128,9 @@ def batch_override(config: dict, world: int) -> list[str]:
     if global_ % world:
         fits = [n for n in range(1, global_ + 1) if global_ % n == 0]
         raise SystemExit(
-            f"{world} GPUs per run cannot split the global batch of {global_} sequences "
+            f"{_gpus(world, per_rank)} cannot split the global batch of {global_} sequences "
             f"(training.global_batch_size) evenly; GPU counts that can: "
-            f"{', '.join(map(str, fits))}"
+            f"{', '.join(str(n * per_rank) for n in fits)}"
         )
     return ["--training.local_batch_size", str(_largest_fit(global_, local, world))]
 
@@ -164,8 +173,9 @@ def _largest_fit(total: int, local: int, world: int) -> int | None:
     return max((n for n in range(1, local + 1) if total % (n * world) == 0), default=None)
 
 
-def validation_override(config: dict, world: int, sequences: int) -> list[str]:
-    """Keep the validation set at `sequences` on `world` GPUs: torchtitan reads validation.steps
+def validation_override(config: dict, world: int, sequences: int, per_rank: int = 1) -> list[str]:
+    """Keep the validation set at `sequences` on `world` data-parallel ranks (of `per_rank` GPUs
+    each, as batch_override): torchtitan reads validation.steps
     batches of validation.local_batch_size on every rank, so the set grows with the ranks unless
     the steps follow them (the largest local batch up to the config's that splits it evenly)."""
     v = config.get("validation") or {}
@@ -175,8 +185,8 @@ def validation_override(config: dict, world: int, sequences: int) -> list[str]:
     fit = _largest_fit(sequences, local, world)
     if fit is None:
         raise SystemExit(
-            f"{world} GPUs per run cannot split the validation set of {sequences} sequences "
-            "evenly (validation.steps x validation.local_batch_size x GPUs)"
+            f"{_gpus(world, per_rank)} cannot split the validation set of {sequences} sequences "
+            "evenly (validation.steps x validation.local_batch_size x data-parallel ranks)"
         )
     steps = sequences // (fit * world)
     out = [] if steps == v.get("steps") else ["--validation.steps", str(steps)]
@@ -192,34 +202,52 @@ MODEL_PARALLEL = (
 over their product are its data-parallel ranks, which read the batches"""
 
 
-def data_parallel(config: dict, extra: list[str], world: int) -> int:
-    """The data-parallel ranks of a run of `config` on `world` GPUs, as the launch's flags after
-    -- leave its parallel degrees: torchtitan deals the training and validation batches to them,
-    so the batches per step and the validation set are counted over them, not over the GPUs.
-    `world` itself where the degrees are not whole numbers or do not divide it (the run's own
-    checks refuse them, naming the setting)."""
+def model_parallel(config: dict, extra: list[str]) -> int | None:
+    """The GPUs of one data-parallel rank of a run of `config` (the product of its MODEL_PARALLEL
+    degrees), as the launch's flags after -- leave them; None where one is not a whole number
+    (the run's own checks name it)."""
     others = 1
     for key in MODEL_PARALLEL:
         value = _setting(config, extra, key)
         try:
             others *= max(int(value if value is not None else 1), 1)
         except (TypeError, ValueError):
-            return world
-    return world // others if world % others == 0 else world
+            return None
+    return others
+
+
+def data_parallel(config: dict, extra: list[str], world: int) -> int:
+    """The data-parallel ranks of a run of `config` on `world` GPUs, as the launch's flags after
+    -- leave its parallel degrees: torchtitan deals the training and validation batches to them,
+    so the batches per step and the validation set are counted over them, not over the GPUs.
+    `world` itself where the degrees are not whole numbers or do not divide it (_check_batch
+    refuses the latter; the run's own checks name the former)."""
+    others = model_parallel(config, extra)
+    return world // others if others and world % others == 0 else world
 
 
 def _check_batch(p: argparse.ArgumentParser, a, world: int, extra: list[str]) -> None:
-    """Refuse, before anything starts, a world size that cannot keep an arm's global batch."""
+    """Refuse, before anything starts, a world size that cannot keep an arm's global batch, or
+    that the tensor, context and pipeline parallel degrees given do not divide."""
     for arm in a.arms:
-        dp = world  # (until the arm's config says otherwise)
         try:
             config = load_config(a.root, a.scale, arm)
-            dp = data_parallel(config, extra, world)
-            batch_override(config, dp)
-            validation_override(config, dp, SCALES[a.scale].validation_sequences)
+            others = model_parallel(config, extra) or 1
+            if world % others:
+                given = ", ".join(
+                    f"{key} {_setting(config, extra, key)}"
+                    for key in MODEL_PARALLEL
+                    if str(_setting(config, extra, key) or 1) != "1"
+                )
+                raise SystemExit(
+                    f"{world} GPUs per run cannot be split into data-parallel ranks of {others} "
+                    f"GPUs ({given}): give a GPU count that {others} divides, or other degrees"
+                )
+            dp = world // others
+            batch_override(config, dp, others)
+            validation_override(config, dp, SCALES[a.scale].validation_sequences, others)
         except SystemExit as e:
-            of = "" if dp == world else f"; {dp} data-parallel ranks of {world} GPUs"
-            p.error(f"{e} (--scale {a.scale}{of})")
+            p.error(f"{e} (--scale {a.scale})")
 
 
 def run_folder(config: dict, seed: int, sweep_dir: str) -> str:

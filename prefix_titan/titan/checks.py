@@ -740,18 +740,24 @@ def check_parallel_degrees(job_config, world: int) -> None:
         return  # (torchtitan names it: -1 or >= 1)
     if (shard == -1 and world % others == 0) or shard * others == world:
         return
-    given = ", ".join(f"{n} {d}" for n, d in degrees.items() if d != 1) or "all 1"
+    given = ", ".join(f"{n} {d}" for n, d in degrees.items() if d not in (1, -1)) or "all 1"
+    on = f"{world} rank{'s' if world != 1 else ''} this run starts on"
+    on += " (torchrun's --nnodes x --nproc_per_node)"
+    if shard == -1:  # (the others' product does not divide the world)
+        raise ValueError(
+            f"parallelism: the parallel degrees besides data_parallel_shard_degree = -1 "
+            f"({given}) must divide the {on}: set degrees whose product divides {world}, or "
+            f"start it on a multiple of {others} ranks"
+        )
     fix = (
         f"set parallelism.data_parallel_shard_degree = -1 (the {world // others} ranks the "
         "others leave)"
         if world % others == 0
         else f"set degrees whose product is {world}"
     )
-    ranks = f"{others * shard}" if shard != -1 else f"a multiple of {others}"
     raise ValueError(
-        f"parallelism: the parallel degrees ({given}) must multiply to the {world} "
-        f"rank{'s' if world != 1 else ''} this run starts on (torchrun's --nnodes x "
-        f"--nproc_per_node): {fix}, or start it on {ranks} ranks"
+        f"parallelism: the parallel degrees ({given}) must multiply to the {on}: {fix}, or "
+        f"start it on {others * shard} ranks"
     )
 
 

@@ -33,7 +33,7 @@ def cute_task(tmp_path, name, rows):
     return task, list(task.eval_docs)[0]
 
 
-def test_cute_cues_the_quoted_answer_and_reads_it_to_the_closing_quote(tmp_path):
+def test_cute_cues_the_quoted_answer_and_stops_at_the_closing_quote(tmp_path):
     task, doc = cute_task(tmp_path, "cute_spell", [{"prompt": PROMPT, "answer": "c o w"}])
     # the question is followed by the answer's cue, in the format of the prompt's own examples
     assert task.doc_to_text(doc) == PROMPT + ' Answer: "'

@@ -145,11 +145,13 @@ def check_table(
         raise bad(f"idx is {tuple(idx.shape)} {idx.dtype}; it must be int64 [{vocab_size}, K]")
     K = idx.shape[1]
     if not 1 <= K <= MAX_ENTRIES:
-        raise bad(
-            f"rows have {K} sparse entries; allowed: 1 to {MAX_ENTRIES} (a wider target: keep "
-            "each row's heaviest entries, or give its even part as the background; "
-            "docs/objectives.md, 'Rows wider than K')"
+        wider = (
+            " (a wider target: keep each row's heaviest entries, or give its even part as the "
+            "background; docs/objectives.md, 'Rows wider than K')"
+            if K > MAX_ENTRIES
+            else ""
         )
+        raise bad(f"rows have {K} sparse entries; allowed: 1 to {MAX_ENTRIES}{wider}")
     if w.shape != idx.shape or not w.is_floating_point():
         raise bad(f"weight is {tuple(w.shape)} {w.dtype}; it must be floating [{vocab_size}, {K}]")
     if b.shape != (vocab_size,) or not b.is_floating_point():

@@ -78,6 +78,8 @@ def calibrate(
         lines.append(f"  {family}: sweeps with a false claim {sim.rate(hits, sweeps)}")
     aa = sum(any(c.aa_check for c in cs) for cs in null)
     lines.append(f"  A/A checks (CE-equivalent arms against ce): {sim.rate(aa, sweeps)}")
+    anywhere = sum(any(not c.aa_check for c in cs) for cs in null)
+    lines.append(f"  any family (the A/A checks excepted): {sim.rate(anywhere, sweeps)}")
     planted = sim.claims(replace(sweep, effects=(effect,)), plan, sweeps, seed + 1, workers)
     arm, what, value = effect
     moved = sim.moved_metrics(what)

@@ -2028,6 +2028,7 @@ def test_calibration_reports_a_planted_effect_on_one_task_or_on_no_primary():
     assert (
         "Planted +0.05 on char of prefix_tau0.5, 2 sweeps: claimed better on char composite" in said
     )
+    assert "\n  any family (the A/A checks excepted): " in said  # under the global null
     # the arms left alone: every claim about them is false, counted as well
     [line] = [x for x in said.splitlines() if "a claim about another arm than" in x]
     assert line.startswith("  with it planted, a claim about another arm than prefix_tau0.5")

@@ -943,6 +943,19 @@ def test_a_null_answer_the_sweep_lacks_the_power_for_says_it_cannot_tell(seed):
     assert underpowered("val Brier", 2.5) == 2 and underpowered("val Brier", 0.5) is None
 
 
+def _no_power_table():
+    """Three arms x 3 seeds of hellaswag: ce and prefix_tau0.5 differ by the same amount on every
+    seed (their pooled residual variance 0), the baseline label_smoothing varies."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    specs = [s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")]
+    names = [s.arm_name() for s in specs]
+    y = 0.5 + np.tile([0.0, 0.013, -0.02], (3, 1))
+    y[names.index("prefix_tau0.5")] += 0.002
+    y[names.index("label_smoothing")] += [0.01, -0.004, -0.006]
+    return specs, y
+
+
 def test_a_null_answer_whose_power_cannot_be_estimated_never_says_no_difference_found(tmp_path):
     """Under baseline_apart at 3 seeds, the arms other than the baseline may differ from one
     another by the same amount on every seed (answered alike: their pooled residual variance
@@ -951,13 +964,8 @@ def test_a_null_answer_whose_power_cannot_be_estimated_never_says_no_difference_
     claimed arm's cost, then says it cannot tell, not "No difference found" (the pooled rule on
     the same table states its power and says it cannot tell either)."""
     from prefix_titan.sweep.analysis import detectable_here
-    from prefix_titan.sweep.configs import arm_specs
 
-    specs = [s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")]
-    names = [s.arm_name() for s in specs]
-    y = 0.5 + np.tile([0.0, 0.013, -0.02], (3, 1))
-    y[names.index("prefix_tau0.5")] += 0.002
-    y[names.index("label_smoothing")] += [0.01, -0.004, -0.006]
+    specs, y = _no_power_table()
     apart = _one_family_plan(tmp_path, "hellaswag", [], variance="baseline_apart")
     a = analyse(_records({"hellaswag": y}, specs), apart)
     c = a.primary_comparisons("f")[0]
@@ -985,13 +993,7 @@ def test_the_power_section_names_a_primary_whose_power_cannot_be_estimated(tmp_p
     answering alike): the power section gives the primary a line saying why no detectable
     difference is stated, not none at all (which read as "no primary metric has a measured
     variance")."""
-    from prefix_titan.sweep.configs import arm_specs
-
-    specs = [s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")]
-    names = [s.arm_name() for s in specs]
-    y = 0.5 + np.tile([0.0, 0.013, -0.02], (3, 1))
-    y[names.index("prefix_tau0.5")] += 0.002
-    y[names.index("label_smoothing")] += [0.01, -0.004, -0.006]
+    specs, y = _no_power_table()
     apart = _one_family_plan(tmp_path, "hellaswag", [], variance="baseline_apart")
     lines = report_module.power_lines(analyse(_records({"hellaswag": y}, specs), apart))
     assert len(lines) == 1 and lines[0].startswith("- hellaswag: none to state (primary"), lines

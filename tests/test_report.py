@@ -1047,3 +1047,21 @@ def test_a_sweep_not_yet_evaluated_is_told_how_to_evaluate(tmp_path):
         "probes and their blank twins): nothing compared"
     ) in notes
     assert not any(n.startswith("validation CE:") and "evaluated metric" in n for n in notes)
+
+
+def test_the_kinds_side_by_side_stay_at_their_own_values_however_close_they_lie():
+    """Along position_gamma the values 0.99, 0.999 and 1 lie within 1% of each other: each kind's
+    point is drawn nearer its own value than any other (a fixed factor 1.04 a kind apart would
+    put the kinds at other values than theirs); along tau the kinds stay a factor 1.04 apart."""
+    for values in ([0.99, 0.999, 1.0], [0.9, 0.99, 0.999]):
+        for kinds in (2, 3):
+            nudged = report_module.side_by_side(values, kinds, log=True)
+            for v in values:
+                for i in range(kinds):
+                    x = nudged(v, i)
+                    assert min(values, key=lambda u: abs(math.log(x / u))) == v
+    taus = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+    nudged = report_module.side_by_side(taus, 2, log=True)
+    assert nudged(0.5, 1) / nudged(0.5, 0) == pytest.approx(1.04)
+    nudged = report_module.side_by_side([0.99, 0.999, 1.0], 2, log=False)
+    assert nudged(0.999, 1) - nudged(0.999, 0) == pytest.approx(0.015 * 0.01)

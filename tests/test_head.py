@@ -302,6 +302,18 @@ def test_the_fused_loss_line_names_its_objective_as_the_unfused_one_does():
     )
 
 
+def test_the_loss_line_says_when_the_targets_are_weighted_by_position():
+    """A run with objective.position_gamma says so in its start-up line, fused or not; one
+    without it does not."""
+    table = build_target_table([" a", " ab", " b", "c"], ObjectiveSpec("prefix", tau=0.5))
+    weighted = "each target weighted by its position (objective.position_gamma = 0.99"
+    for fused in (False, True):
+        spec = ObjectiveSpec("prefix", tau=0.5, fused_loss=fused, position_gamma=0.99)
+        assert weighted in plan_of(table, spec).describe()
+        plain = ObjectiveSpec("prefix", tau=0.5, fused_loss=fused)
+        assert "position" not in plan_of(table, plain).describe()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_eager_chunk_step_writes_the_gradient_over_the_chunks_logits(tables, dtype, seed):
     """Eager, a chunk of 600 rows walks 3 blocks of 255 (4 MiB of fp32 at V = 4,099): the gradient,

@@ -170,6 +170,12 @@ class LossPlan:
             how = f" (row passes through {self.spec.row_block_mib} MiB blocks)"
         else:
             how = ""
+        gamma = self.spec.position_gamma
+        if gamma is not None:
+            how += (
+                f", each target weighted by its position (objective.position_gamma = {gamma}: "
+                "later targets weigh more, mean 1 over the sequence)"
+            )
         if self.fused:
             return (
                 f"Fused loss: {self.spec.name} computed by the model's head in chunks of "

@@ -2225,6 +2225,22 @@ def test_a_baseline_far_noisier_than_the_other_arms_is_named(seed, tmp_path):
     assert named[1] <= 0.05 and named[4] >= 0.45, named  # 1% and 69% (5,000 sweeps)
 
 
+def test_a_noisy_baseline_beside_arms_without_residual_variance_is_named_in_words(tmp_path):
+    """Where every other arm moves with the seed alone (no residual variance: models that answer
+    alike), the baseline's note says the others' variance is 0, not a ratio of "inf"."""
+    from prefix_titan.sweep.configs import arm_specs
+
+    plan = _one_family_plan(tmp_path, "hellaswag", [])
+    specs = arm_specs()
+    base = [s.arm_name() for s in specs].index("label_smoothing")
+    y = np.tile(0.5 + 0.01 * np.array([0.3, -0.2, 0.5]), (len(specs), 1))
+    y[base] += 0.02 * np.array([1.0, -1.5, 0.4])
+    notes = analyse(_records({"hellaswag": y}, specs), plan).notes
+    said = [n for n in notes if n.startswith("hellaswag: the residual variance of label_smoothing")]
+    assert said and "inf" not in said[0], notes
+    assert "is above 0 where the other arms' is 0 (above the 99% level" in said[0]
+
+
 def test_a_far_noisier_arm_named_only_where_a_claim_reads_its_variance(seed, tmp_path):
     """An arm with 8x the sd: named where it is claimed (its comparison assumes equal
     variances), not where it only lies on a trend (the trend's per-seed test assumes nothing of

@@ -919,8 +919,13 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
             "up to 2x the others' sd, at a cost in power)"
         )
 
+    def ratio(r: float) -> str:
+        if math.isinf(r):  # the other arms move alike on every seed
+            return "above 0 where the other arms' is 0"
+        return f"{r:.1f}x the other arms'"
+
     return [
-        f"{name}: the residual variance of {arm} is {r:.1f}x the other arms' (above the {level:.0%} "
+        f"{name}: the residual variance of {arm} is {ratio(r)} (above the {level:.0%} "
         f"level of equal variances, {crit:.1f}x): {consequence(arm)}; more seeds show whether it "
         "is real"
         for arm, r in ratios.items()

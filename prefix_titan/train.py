@@ -341,7 +341,8 @@ def main() -> None:
 
     config = parse_config(sys.argv[1:])
     try:  # (torchtitan asserts it as it builds its device mesh, in a traceback on every rank)
-        check_parallel_degrees(config, int(os.environ["WORLD_SIZE"]))
+        if world := os.environ.get("WORLD_SIZE"):  # (torchrun's, or world_of_one's)
+            check_parallel_degrees(config, int(world))
     except ValueError as e:
         if os.environ.get("RANK", "0") == "0":
             print(f"error: {e}", file=sys.stderr, flush=True)

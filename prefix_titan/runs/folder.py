@@ -401,8 +401,15 @@ def resume_conflicts(
     old, new = flatten(recorded), flatten(current)
     default = flatten(defaults or {})
     keys = sorted(set(old) | set(new), key=lambda k: (not k.startswith("objective."), k))
+
+    def shown(flat: dict, k: str, missing: str) -> str:
+        """A setting's value as a conflict shows it: None as `unset` (position_gamma's off)."""
+        if k not in flat:
+            return missing
+        return "unset" if flat[k] is None else repr(flat[k])
+
     out = [
-        f"{k}: {old.get(k, '(not recorded)')!r} -> {new.get(k)!r}"
+        f"{k}: {shown(old, k, repr('(not recorded)'))} -> {shown(new, k, 'unset')}"
         for k in keys
         if not k.startswith(RESUME_MAY_CHANGE + also)
         and k != "lr_scheduler.total_steps"  # (below: what it decides, the schedule's length)

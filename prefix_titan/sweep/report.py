@@ -310,7 +310,7 @@ def trend_lines(a: Analysis) -> list[str]:
         "",
         "Trends are reported, not claimed: a straight line through the arms' differences, which "
         "one arm can drive (see the figure). Its test takes the slope at each of the "
-        f"{seeds} seeds and tests those {seeds} values ({seeds - 1} degrees of freedom): valid "
+        f"{seeds} seeds and tests those {seeds} values ({plural(seeds - 1, 'degree')} of freedom): valid "
         "whatever the arms' variances and however they respond to the seed. report.json also "
         "holds the pooled test of the same slope (`pooled`: more power where the arms' "
         "variances are equal and the seed pulls them alike, too small a p where not; not a "

@@ -995,42 +995,32 @@ def test_probes_of_a_run_on_shards_not_found_from_here_are_refused(tmp_path, mon
 def test_a_launch_refuses_to_start_runs_of_a_seed_placed_otherwise(tmp_path):
     """A seed whose runs trained on 2 ranks: a launch giving its other runs 1 rank is refused
     before it starts them (their initial weights would differ: not paired)."""
-    import argparse
-
     from prefix_titan.sweep.configs import load_config
     from prefix_titan.sweep.launch import _placed_otherwise, run_folder
 
-    a = argparse.Namespace(
-        arms=["ce", "label_smoothing"], root=ROOT, scale="smoke", sweep_dir=str(tmp_path)
-    )
     done = ROOT / run_folder(load_config(ROOT, "smoke", "label_smoothing"), 7, str(tmp_path))
     done.mkdir(parents=True)
     (done / "run_config.json").write_text(json.dumps({"placement": {"ranks": 2}}))
-    (problem,) = _placed_otherwise(a, {7}, 1)
+    (problem,) = _placed_otherwise(tmp_path, {7}, 1)
     assert problem.startswith("seed 7: its runs label_smoothing on 2 ranks were trained on other")
     assert "launch with their placement" in problem
-    assert _placed_otherwise(a, {7}, 2) == []
+    assert _placed_otherwise(tmp_path, {7}, 2) == []
 
 
 def test_a_launch_of_other_arms_refuses_a_seed_placed_otherwise(tmp_path):
     """A seed whose ce run trained on 2 ranks: a launch of label_smoothing alone, on 1 rank, into
     the same sweep folder is refused too (the seed's runs there are of any arm, not only of the
     arms this launch names)."""
-    import argparse
-
     from prefix_titan.sweep.configs import load_config
     from prefix_titan.sweep.launch import _placed_otherwise, run_folder
 
-    a = argparse.Namespace(
-        arms=["label_smoothing"], root=ROOT, scale="smoke", sweep_dir=str(tmp_path)
-    )
     done = ROOT / run_folder(load_config(ROOT, "smoke", "ce"), 7, str(tmp_path))
     done.mkdir(parents=True)
     (done / "run_config.json").write_text(json.dumps({"placement": {"ranks": 2}}))
-    (problem,) = _placed_otherwise(a, {7}, 1)
+    (problem,) = _placed_otherwise(tmp_path, {7}, 1)
     assert problem.startswith("seed 7: its runs ce on 2 ranks were trained on other")
-    assert _placed_otherwise(a, {7}, 2) == []
-    assert _placed_otherwise(a, {8}, 1) == []  # (another seed's runs: none there)
+    assert _placed_otherwise(tmp_path, {7}, 2) == []
+    assert _placed_otherwise(tmp_path, {8}, 1) == []  # (another seed's runs: none there)
 
 
 @pytest.mark.slow

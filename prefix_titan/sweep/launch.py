@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import re
@@ -202,18 +203,25 @@ MODEL_PARALLEL = (
 over their product are its data-parallel ranks, which read the batches"""
 
 
-def model_parallel(config: dict, extra: list[str]) -> int | None:
-    """The GPUs of one data-parallel rank of a run of `config` (the product of its MODEL_PARALLEL
-    degrees), as the launch's flags after -- leave them; None where one is not a whole number
-    (the run's own checks name it)."""
-    others = 1
+def model_parallel_degrees(config: dict, extra: list[str]) -> dict[str, int] | None:
+    """The MODEL_PARALLEL degrees of a run of `config` ({setting: degree}, 1 where unset), as the
+    launch's flags after -- leave them; None where one is not a whole number (the run's own
+    checks name it)."""
+    degrees = {}
     for key in MODEL_PARALLEL:
         value = _setting(config, extra, key)
         try:
-            others *= max(int(value if value is not None else 1), 1)
+            degrees[key] = max(int(value if value is not None else 1), 1)
         except (TypeError, ValueError):
             return None
-    return others
+    return degrees
+
+
+def model_parallel(config: dict, extra: list[str]) -> int | None:
+    """The GPUs of one data-parallel rank of a run of `config`: the product of its
+    model_parallel_degrees (None where one is not a whole number)."""
+    degrees = model_parallel_degrees(config, extra)
+    return None if degrees is None else math.prod(degrees.values())
 
 
 def data_parallel(config: dict, extra: list[str], world: int) -> int:
@@ -232,13 +240,10 @@ def _check_batch(p: argparse.ArgumentParser, a, world: int, extra: list[str]) ->
     for arm in a.arms:
         try:
             config = load_config(a.root, a.scale, arm)
-            others = model_parallel(config, extra) or 1
+            degrees = model_parallel_degrees(config, extra) or {}
+            others = math.prod(degrees.values())
             if world % others:
-                given = ", ".join(
-                    f"{key} {_setting(config, extra, key)}"
-                    for key in MODEL_PARALLEL
-                    if str(_setting(config, extra, key) or 1) != "1"
-                )
+                given = ", ".join(f"{key} {n}" for key, n in degrees.items() if n != 1)
                 raise SystemExit(
                     f"{world} GPUs per run cannot be split into data-parallel ranks of {others} "
                     f"GPUs ({given}): give a GPU count that {others} divides, or other degrees"
@@ -811,16 +816,15 @@ def failure_reason(log: pathlib.Path, start: int = 0, width: int = 400) -> str |
     return None
 
 
-def _placed_otherwise(a, starting: set, world: int) -> list[str]:
-    """The seeds this launch starts runs of (`starting`) that have runs in the sweep folder, of
+def _placed_otherwise(sweep_folder: pathlib.Path, starting: set, world: int) -> list[str]:
+    """The seeds this launch starts runs of (`starting`) that have runs in `sweep_folder`, of
     any arm (this launch's or another's), trained on another number of ranks (their recorded
     placement): torchtitan draws a seed's initial weights by it, so the new runs would not be
     paired with them."""
     problems = []
-    sweep = a.root / (a.sweep_dir or SCALES[a.scale].sweep)  # (an absolute one stays itself)
     for seed in sorted(starting):
         other = {}
-        for record in sorted(sweep.glob(f"*/seed{seed}/{RUN_CONFIG}")):
+        for record in sorted(sweep_folder.glob(f"*/seed{seed}/{RUN_CONFIG}")):
             if record.is_file():
                 placed = read_json(str(record), "the run's record", expect=dict).get(PLACEMENT)
                 if isinstance(placed, dict) and placed.get("ranks") not in (None, world):
@@ -866,7 +870,7 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
         if problem := plan_checkpoint_problem(load_plan(a.plan), configs, extra):
             problems.append(problem)
     problems += preflight(a.root, todo, device, sweep, world, a.dry_run)
-    problems += _placed_otherwise(a, starting, world)
+    problems += _placed_otherwise(a.sweep_folder, starting, world)
     if problems:
         heading = (
             "a launch from here would be refused before any run started"

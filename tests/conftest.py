@@ -12,6 +12,13 @@ from helpers import ODD_VOCAB
 SEED = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
 """Base of every test's random seed: PREFIX_TITAN_TEST_SEED=N pytest ... reruns with other draws."""
 
+THREADS = int(os.environ.get("PREFIX_TITAN_TEST_THREADS", "1"))
+"""torch's intra-op threads in the test process (PREFIX_TITAN_TEST_THREADS=N overrides): its
+tensors are small, and on a shared 2-core machine a second thread mostly waits for the first
+(the kernel tests take about twice the time and CPU with 2). The trainings the tests start keep
+torch's own default."""
+torch.set_num_threads(THREADS)
+
 # The evaluations' JSONL tasks are cached by `datasets` under a key of their path, new in every
 # session: a cache of the session's own (inherited by the evaluations it starts), removed after
 # it, keeps the user's ~/.cache from growing with every run. A cache the caller set is kept.

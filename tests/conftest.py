@@ -28,9 +28,18 @@ if "HF_DATASETS_CACHE" not in os.environ:
     os.environ["HF_DATASETS_CACHE"] = _OWN_DATASETS_CACHE
 
 
+# The embedded corpus's cache file (data/corpus.py) likewise: one of the session's own, which
+# the trainings it starts read back, unless the caller set the folder.
+_OWN_CORPUS_CACHE = None
+if "PREFIX_TITAN_CACHE" not in os.environ:
+    _OWN_CORPUS_CACHE = tempfile.mkdtemp(prefix="prefix_titan_test_cache_")
+    os.environ["PREFIX_TITAN_CACHE"] = _OWN_CORPUS_CACHE
+
+
 def pytest_unconfigure(config):
-    if _OWN_DATASETS_CACHE is not None:
-        shutil.rmtree(_OWN_DATASETS_CACHE, ignore_errors=True)
+    for own in (_OWN_DATASETS_CACHE, _OWN_CORPUS_CACHE):
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

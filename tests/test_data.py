@@ -23,6 +23,56 @@ def test_only_whitespace_left_drops_a_document_and_control_characters_stay():
     assert has_text("\x1c\x1d \x1e\x1f") and has_text("\x00") and has_text("\x7f")
 
 
+def test_the_embedded_corpus_is_read_back_from_its_cache_and_a_damaged_cache_is_rebuilt(
+    tmp_path, monkeypatch
+):
+    """The documents are built once and read back from the cache file by later processes; a
+    cache file whose documents were changed or cut short is built again and rewritten, a
+    folder that cannot be written still gives the documents, and another version of the module
+    reads a file of its own."""
+    import os
+
+    from prefix_titan.data import corpus
+
+    builds = []
+
+    def docstrings():  # (a stand-in for the standard library's: the cache, not the parse)
+        builds.append(1)
+        return ["A docstring of the standard library. " * 8, "Caf\u00e9 and more text. " * 12]
+
+    monkeypatch.setenv(corpus.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(corpus, "_stdlib_docstrings", docstrings)
+
+    def documents():
+        corpus.embedded_documents.cache_clear()  # (a new process)
+        return corpus.embedded_documents()
+
+    try:
+        first = documents()
+        path = corpus.cache_file()
+        assert first[-1].startswith("Caf and more text.") and len(builds) == 1
+        assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]
+        assert documents() == first and len(builds) == 1  # read back, not built
+        saved = json.loads(open(path).read())
+        saved["documents"][-1] += " changed"
+        open(path, "w").write(json.dumps(saved))
+        assert documents() == first and len(builds) == 2
+        assert corpus._read_cache(path) == first  # rewritten whole
+        open(path, "w").write(open(path).read()[:100])
+        assert documents() == first and len(builds) == 3
+        assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]  # (no temporary left)
+        (tmp_path / "a file").write_text("")
+        monkeypatch.setenv(corpus.CACHE_ENV, str(tmp_path / "a file"))
+        assert documents() == first and len(builds) == 4
+        other = tmp_path / "corpus.py"
+        other.write_text(open(corpus.__file__).read() + "\n# another version\n")
+        monkeypatch.setenv(corpus.CACHE_ENV, str(tmp_path / "cache"))
+        monkeypatch.setattr(corpus, "__file__", str(other))
+        assert corpus.cache_file() != path
+    finally:
+        corpus.embedded_documents.cache_clear()
+
+
 @pytest.mark.slow
 def test_embedded_corpus_is_ascii_split_and_deterministic():
     docs = embedded_documents()

@@ -4,6 +4,10 @@ The embedded corpus is the documentation that ships with every CPython: the refe
 `pydoc_data.topics` and the docstrings of the standard library's modules, classes and functions
 (read with `ast`, never imported, so no module runs). Nothing is committed to this repository and
 the result depends only on the Python version.
+
+Parsing the standard library takes seconds, so the documents are kept in a file of the user's
+cache (cache_file), read back by every later process of the same Python and of this module: a
+training reads them in each of its ranks, a sweep in each of its runs.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 import os
+import sys
 import sysconfig
+import tempfile
 import zlib
 
 # Standard-library folders that hold tests, demos or vendored code rather than documentation.
@@ -64,13 +71,82 @@ def _stdlib_docstrings() -> list[str]:
     return docs
 
 
-@functools.lru_cache(maxsize=1)
-def embedded_documents() -> tuple[str, ...]:
-    """All embedded documents, ASCII-filtered, empty ones dropped, in a fixed order."""
+def _built_documents() -> tuple[str, ...]:
     from pydoc_data.topics import topics
 
     raw = [topics[k] for k in sorted(topics)] + _stdlib_docstrings()
     return tuple(d for d in (ascii_only(t).strip(WHITESPACE) for t in raw) if d)
+
+
+CACHE_ENV = "PREFIX_TITAN_CACHE"
+"""The folder of the embedded corpus's cache file; unset: prefix_titan under XDG_CACHE_HOME
+(~/.cache where that is unset)."""
+
+
+def cache_file() -> str:
+    """The embedded documents' cache file: its name is a hash of what they depend on (the Python
+    build, its standard library's folder and that folder's last change, this module's source), so
+    another Python or another version of this module reads a file of its own."""
+    root = sysconfig.get_paths()["stdlib"]
+    with open(__file__, "rb") as f:
+        source = hashlib.sha256(f.read()).hexdigest()
+    key = "\0".join([sys.version, sys.platform, root, str(os.stat(root).st_mtime_ns), source])
+    folder = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prefix_titan"
+    )
+    name = f"embedded_corpus-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    return os.path.join(folder, name)
+
+
+def _digest(docs) -> str:
+    return hashlib.sha256("\0".join(docs).encode()).hexdigest()
+
+
+def _read_cache(path: str) -> tuple[str, ...] | None:
+    """The documents in the cache file at `path`; None where it is missing, unreadable, or its
+    documents are not those it recorded (a damaged file is built again, never read)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        docs = saved["documents"]
+        if (
+            isinstance(docs, list)
+            and all(isinstance(d, str) for d in docs)
+            and saved["sha256"] == _digest(docs)
+        ):
+            return tuple(docs)
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return None
+
+
+def _write_cache(path: str, docs: tuple[str, ...]) -> None:
+    """Write the cache file whole or not at all (a temporary file in its folder, then renamed
+    over it: processes writing it at once each put a complete file there). A folder that cannot
+    be written leaves no file: the next process builds the documents again."""
+    folder = os.path.dirname(path)
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".embedded_corpus-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"sha256": _digest(docs), "documents": list(docs)}, f)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=1)
+def embedded_documents() -> tuple[str, ...]:
+    """All embedded documents, ASCII-filtered, empty ones dropped, in a fixed order: read from
+    the cache file (cache_file), or built and written there."""
+    path = cache_file()
+    docs = _read_cache(path)
+    if docs is None:
+        docs = _built_documents()
+        _write_cache(path, docs)
+    return docs
 
 
 def embedded_split(split: str) -> list[str]:

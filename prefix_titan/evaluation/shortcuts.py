@@ -136,10 +136,16 @@ class Reference:
 
 def token_pieces(tokenizer) -> Callable[[str], list[str]]:
     """The `pieces` shortcut_accuracies takes: a text's tokens' texts, from a
-    `tokenizers.Tokenizer`."""
-    return lambda s: [
-        tokenizer.decode([i]) for i in tokenizer.encode(s, add_special_tokens=False).ids
-    ]
+    `tokenizers.Tokenizer`. Each text is encoded once (a check asks for the same choices and
+    words many times over): the list is a fresh copy of the cached pieces."""
+
+    @functools.lru_cache(maxsize=1 << 16)
+    def cached(s: str) -> tuple[str, ...]:
+        return tuple(
+            tokenizer.decode([i]) for i in tokenizer.encode(s, add_special_tokens=False).ids
+        )
+
+    return lambda s: list(cached(s))
 
 
 def reference(word_counts: collections.Counter) -> Reference:

@@ -73,15 +73,31 @@ class Test:
     df: int
 
 
+@functools.cache
+def _t_functions():
+    """scipy's t distribution cdf and its inverse (stdtr, stdtrit), imported once: a test of
+    each arm of each metric of each simulated sweep calls them."""
+    from scipy.special import stdtr, stdtrit
+
+    return stdtr, stdtrit
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(df: float, q: float) -> float:
+    """The t distribution's q quantile at df degrees of freedom (every arm of a table compared
+    with the baseline has the same)."""
+    return float(_t_functions()[1](df, q))
+
+
 def contrast(f: Fit, weights: np.ndarray, level: float = LEVEL) -> Test:
-    from scipy.special import stdtr, stdtrit  # the t distribution's cdf and its inverse
+    stdtr = _t_functions()[0]
 
     w = np.asarray(weights, dtype=np.float64)
     estimate = float(w @ f.means)
     if f.df <= 0 or not f.sigma2 > 0:  # one seed, or identical differences: no interval
         return Test(estimate, None, None, None, None, f.df)
     se = math.sqrt(f.sigma2 * float(w @ w) / f.seeds)
-    half = float(stdtrit(f.df, 0.5 + level / 2)) * se
+    half = _t_quantile(f.df, 0.5 + level / 2) * se
     p = float(2 * stdtr(f.df, -abs(estimate) / se))
     return Test(estimate, estimate - half, estimate + half, p, se, f.df)
 
@@ -180,12 +196,15 @@ def seedwise(variance: str, arms: int, seeds: int) -> bool:
     return variance == "baseline_apart" and arms >= 3 and seeds < APART_MIN_SEEDS
 
 
-def versus_apart(y: np.ndarray, arm: int, baseline: int, level: float = LEVEL) -> Test:
+def versus_apart(
+    y: np.ndarray, arm: int, baseline: int, level: float = LEVEL, v: Apart | None = None
+) -> Test:
     """arm - baseline with the baseline's variance apart (see `apart`); a table of two arms has
     no other arms to pool: the paired test of the two (the two-way fit), which assumes nothing
     of their variances; below APART_MIN_SEEDS seeds the paired test of the two arms' per-seed
-    differences (`per_seed`), for the same reason."""
-    from scipy.special import stdtr, stdtrit
+    differences (`per_seed`), for the same reason. `v`: apart(y, baseline), where the caller
+    compares several arms of one table with the baseline (it is the same for each)."""
+    stdtr = _t_functions()[0]
 
     if arm == baseline:
         raise ValueError(f"an arm is not compared with itself (arm {arm} is the baseline)")
@@ -198,11 +217,12 @@ def versus_apart(y: np.ndarray, arm: int, baseline: int, level: float = LEVEL) -
         return per_seed(y, weights, level)
     means = y.mean(1)
     estimate = float(means[arm] - means[baseline])
-    v = apart(y, baseline)
+    if v is None:
+        v = apart(y, baseline)
     if not v.var > (1e-10 * float(np.abs(y).max())) ** 2:  # rounding error only
         return Test(estimate, None, None, None, None, round(v.test_df))
     se = math.sqrt(v.var / v.seeds)
-    half = float(stdtrit(v.test_df, 0.5 + level / 2)) * se
+    half = _t_quantile(v.test_df, 0.5 + level / 2) * se
     p = float(2 * stdtr(v.test_df, -abs(estimate) / se))
     return Test(estimate, estimate - half, estimate + half, p, se, round(v.test_df))
 
@@ -218,7 +238,7 @@ def per_seed(y: np.ndarray, weights: np.ndarray, level: float = LEVEL) -> Test:
     Each L[s] has variance sum_a c[a]^2 sigma_a^2 whatever the arms' own variances, so this test
     assumes nothing of them (the pooled one assumes them equal), at the cost of its degrees of
     freedom."""
-    from scipy.special import stdtr, stdtrit
+    stdtr = _t_functions()[0]
 
     y = np.asarray(y, dtype=np.float64)
     values = np.asarray(weights, dtype=np.float64) @ y
@@ -229,7 +249,7 @@ def per_seed(y: np.ndarray, weights: np.ndarray, level: float = LEVEL) -> Test:
     if s < 2 or not var > scale:  # rounding error only (in the weights' own units)
         return Test(estimate, None, None, None, None, s - 1)
     se = math.sqrt(var / s)
-    half = float(stdtrit(s - 1, 0.5 + level / 2)) * se
+    half = _t_quantile(s - 1, 0.5 + level / 2) * se
     p = float(2 * stdtr(s - 1, -abs(estimate) / se))
     return Test(estimate, estimate - half, estimate + half, p, se, s - 1)
 
@@ -353,8 +373,22 @@ def _apart_power(seeds: int, arms: int, level: float, ratio: float = 1.0):
     under the model (sigma^2 chi^2 over its (A - 2)(S - 1) degrees of freedom, s_b^2 as
     (ratio + 1/(A - 1)) sigma^2 chi^2 over S - 1), the difference's own normal error (variance
     (1 + ratio) / S) integrated exactly."""
-    from scipy.special import ndtr, stdtrit
+    return _mean_power(*_apart_cut(seeds, arms, level, ratio))
 
+
+def _mean_power(cut: np.ndarray, sd: float):
+    from scipy.special import ndtr
+
+    def power(delta: float) -> float:
+        return float(np.mean(ndtr((delta - cut) / sd) + ndtr((-delta - cut) / sd)))
+
+    return power
+
+
+@functools.lru_cache(maxsize=128)
+def _apart_draws(seeds: int, arms: int, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """_apart_power's draws: the test's degrees of freedom and its variance estimate (the same
+    for the same arguments: a fixed seed)."""
     rng = np.random.default_rng(0)
     a, s, d0 = arms, seeds, APART_PRIOR_DF
     df = (a - 2) * (s - 1)
@@ -365,13 +399,45 @@ def _apart_power(seeds: int, arms: int, level: float, ratio: float = 1.0):
     var = u1 + u2
     nu = var**2 / (u1**2 / df + u2**2 / (s - 1))
     test_df = (s - 1) + APART_DF_SHARE * (nu - (s - 1))
-    cut = stdtrit(test_df, 1 - level / 2) * np.sqrt(var / s)  # |estimate| above it: a claim
-    sd = math.sqrt((1 + ratio) / s)  # the estimate's own sd
+    test_df.setflags(write=False)
+    var.setflags(write=False)
+    return test_df, var
 
-    def power(delta: float) -> float:
-        return float(np.mean(ndtr((delta - cut) / sd) + ndtr((-delta - cut) / sd)))
 
-    return power
+@functools.lru_cache(maxsize=64)
+def _apart_cut(seeds: int, arms: int, level: float, ratio: float) -> tuple[np.ndarray, float]:
+    """_apart_power's cut for each draw (|estimate| above it: a claim) and the estimate's own
+    sd: kept for the next call (the power command asks for the same ones for each metric and
+    each seed count it tries); a t quantile at each draw's degrees of freedom is most of the
+    power's time."""
+    from scipy.special import stdtrit
+
+    test_df, var = _apart_draws(seeds, arms, ratio)
+    cut = stdtrit(test_df, 1 - level / 2) * np.sqrt(var / seeds)
+    cut.setflags(write=False)
+    return cut, math.sqrt((1 + ratio) / seeds)
+
+
+APART_BOUND_GRID = 65
+"""Degrees of freedom at which _apart_power_above takes the t quantile"""
+
+
+def _apart_power_above(seeds: int, arms: int, level: float, ratio: float = 1.0):
+    """An upper bound of _apart_power's power function, without a t quantile for each draw (most
+    of _apart_power's time): each draw's quantile taken at one of APART_BOUND_GRID degrees of
+    freedom spread over the draws' range, at or above its own (the quantile falls as the degrees
+    of freedom rise, and the power as the cut rises). Within 0.01 of the power (14 arms, 3
+    seeds; closer at more seeds)."""
+    from scipy.special import stdtrit
+
+    test_df, var = _apart_draws(seeds, arms, ratio)
+    low, high = float(test_df.min()), float(test_df.max())
+    grid = np.linspace(low, high, APART_BOUND_GRID)
+    # the grid point above each draw's (one step further where rounding could fall short)
+    step = (high - low) / (APART_BOUND_GRID - 1) if high > low else 1.0
+    above = np.minimum((test_df - low) // step + 1, APART_BOUND_GRID - 1).astype(np.intp)
+    quantile = stdtrit(grid, 1 - level / 2)[above]
+    return _mean_power(quantile * np.sqrt(var / seeds), math.sqrt((1 + ratio) / seeds))
 
 
 def detectable(
@@ -390,18 +456,24 @@ def detectable(
     for the plan's variance = baseline_apart, that test's power with the baseline's variance
     `baseline_ratio` times the others' (_apart_power; below APART_MIN_SEEDS seeds the paired
     test's, S - 1 degrees of freedom)."""
+    found = _power_gap(sd, seeds, arms, alpha / comparisons, power, variance, baseline_ratio)
+    return float("inf") if found is None else _root(*found)
+
+
+def _power_gap(sd, seeds, arms, level, power, variance, baseline_ratio):
+    """(gap, start) for _root, where gap(delta) is the power of `detectable`'s test at the
+    difference delta less the power wanted; None where the test has no degrees of freedom."""
     df = (arms - 1) * (seeds - 1)
     if df <= 0:
-        return float("inf")
+        return None
     se = sd * math.sqrt(2 / seeds)
-    level = alpha / comparisons
     if seedwise(variance, arms, seeds):
-        return t_detectable(se, seeds - 1, level, power)
+        return _t_gap(se, seeds - 1, level, power), se
     if variance == "baseline_apart" and arms >= 3:
         apart_power = _apart_power(seeds, arms, level, baseline_ratio)
 
-        return _root(lambda delta: apart_power(delta / sd) - power, se)
-    return t_detectable(se, df, level, power)
+        return (lambda delta: apart_power(delta / sd) - power), se
+    return _t_gap(se, df, level, power), se
 
 
 def _root(gap, start: float) -> float:
@@ -418,6 +490,10 @@ def _root(gap, start: float) -> float:
 def t_detectable(se: float, df: float, level: float, power: float = POWER) -> float:
     """The smallest difference a two-sided t test of standard error `se` with `df` degrees of
     freedom rejects at `level` with `power` (both tails, the noncentral t solved for the effect)."""
+    return _root(_t_gap(se, df, level, power), se)
+
+
+def _t_gap(se: float, df: float, level: float, power: float):
     from scipy.stats import nct, t
 
     crit = float(t.ppf(1 - level / 2, df))
@@ -427,7 +503,7 @@ def t_detectable(se: float, df: float, level: float, power: float = POWER) -> fl
         lower = float(nct.cdf(-crit, df, nc))  # the wrong-sign rejections (nan far out: 0)
         return float(nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0) - power
 
-    return _root(gap, se)
+    return gap
 
 
 def seeds_needed(
@@ -442,7 +518,25 @@ def seeds_needed(
 ) -> int | None:
     """The fewest seeds at which `effect` (either sign: the tests are two-sided) is detectable
     (None: more than `most`)."""
+    effect, level = abs(effect), alpha / comparisons
+    # The power rises with the difference, and _root finds where it reaches `power` to within
+    # 2e-12 + 1e-15 times the difference (brentq's tolerance): where the power a little above
+    # the effect falls short, the detectable difference lies beyond the effect without solving
+    # for it (an effect that needs many seeds would be solved for at each seed count). The
+    # answer is the same as solving at each, unless the effect lies within 1e-9 of a detectable
+    # difference.
+    above = effect + 1e-9 * (1 + effect)
     for s in range(2, most + 1):
-        if detectable(sd, s, arms, comparisons, alpha, power, variance) <= abs(effect):
+        if (
+            variance == "baseline_apart"
+            and arms >= 3
+            and not seedwise(variance, arms, s)
+            and _apart_power_above(s, arms, level)(above / sd) < power - 1e-9
+        ):
+            continue  # (below even an upper bound of the power: no t quantile per draw needed)
+        found = _power_gap(sd, s, arms, level, power, variance, 1.0)
+        if found is None or found[0](above) < 0:
+            continue
+        if _root(*found) <= effect:
             return s
     return None

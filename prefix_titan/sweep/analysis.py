@@ -769,9 +769,14 @@ def _direction(estimate: float, lower_is_better: bool) -> str:
     return "better" if (estimate < 0) == lower_is_better else "worse"
 
 
-def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -> Analysis:
+def analyse(
+    runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None, answer: bool = True
+) -> Analysis:
     """The plan applied to {arm: {seed: run}} (runs.group_arms), every arm at the same seeds (a
-    ValueError says which arm misses which)."""
+    ValueError says which arm misses which). answer=False leaves the answer in words out (empty
+    but for a failed A/A check's sentence), and with it the detectable differences it states:
+    for simulations that count the claims alone; the comparisons, claims and notes are the
+    same."""
     problem = unpaired(runs_by_arm) or unplaced(runs_by_arm)
     if problem:
         raise ValueError(problem)
@@ -841,7 +846,7 @@ def analyse(runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None) -
         result.notes += seed_interaction(result, family.primary)
     result.notes += blank_twins(result) + unread_words(result)
     _aa_checks(result, equivalent, seeds)
-    if not result.answer:
+    if not result.answer and answer:
         result.answer = _answer(result, contrast)
     failed = [c for c in result.comparisons if c.aa_check and c.claimed]
     if failed:  # first: it says the sweep's claims cannot be read yet
@@ -1076,20 +1081,35 @@ def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):
     return f, complete
 
 
-def _arm_test(f: inference.Fit, arm: int, baseline: int, variance: str) -> inference.Test:
-    """arm - baseline in the fit `f`, its error by the plan's `variance` rule."""
+def _arm_test(
+    f: inference.Fit, arm: int, baseline: int, variance: str, apart=None
+) -> inference.Test:
+    """arm - baseline in the fit `f`, its error by the plan's `variance` rule (`apart`: the
+    fit's inference.apart about the baseline, where already computed)."""
     if variance == "baseline_apart":
-        return inference.versus_apart(f.y, arm, baseline)
+        return inference.versus_apart(f.y, arm, baseline, v=apart)
     return inference.versus(f, arm, baseline)
+
+
+def _apart_of(f: inference.Fit, baseline: int, variance: str):
+    """inference.apart of the fit about the baseline where versus_apart would compute it for
+    each arm (the same for every arm of the table), else None."""
+    a, s = f.y.shape
+    if variance != "baseline_apart" or a < 3 or s < 2 or inference.seedwise(variance, a, s):
+        return None
+    return inference.apart(f.y, baseline)
 
 
 def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Comparison]:
     """Each of `arms` (those measured) against the baseline, Holm over them; the error by the
     plan's `variance` rule."""
     rows = []
+    apart = None
+    if any(arm in complete and arm != baseline for arm in arms):
+        apart = _apart_of(f, complete.index(baseline), variance)
     for arm in arms:
         if arm in complete:
-            t = _arm_test(f, complete.index(arm), complete.index(baseline), variance)
+            t = _arm_test(f, complete.index(arm), complete.index(baseline), variance, apart)
             rows.append(
                 Comparison(
                     arm=arm,
@@ -1190,7 +1210,10 @@ def _graph(rows: list[Comparison]) -> tuple[list[float], list[list[float]]]:
     and the familywise rate of false claims over the whole family is alpha whatever is true."""
     n = len(rows)
     primary = [i for i, c in enumerate(rows) if c.primary]
-    own = {c.arm: [i for i, e in enumerate(rows) if not e.primary and e.arm == c.arm] for c in rows}
+    own: dict[str, list[int]] = {c.arm: [] for c in rows}
+    for i, e in enumerate(rows):
+        if not e.primary:
+            own[e.arm].append(i)
     weights = [1 / len(primary) if c.primary else 0.0 for c in rows]
     g = [[0.0] * n for _ in range(n)]
     for i, c in enumerate(rows):

@@ -346,12 +346,16 @@ def run_value(run: dict, m: Metric, last: int) -> tuple[float | None, tuple]:
     steps it was read at): a step without `m` (another task set evaluated there) is left out,
     so the caller checks that every run used the same steps."""
     if m.source == "validation":
-        rows = [(s, run["validation"][s]) for s in validation_steps(run, last)]
+        rows, steps = run["validation"], validation_steps(run, last)
     else:
-        rows = [(s, run["steps"][s]) for s in evaluated_steps(run)[-last:]]
-    read = [(s, m.read(r)) for s, r in rows]
-    read = [(s, v) for s, v in read if v is not None]
-    if not read:
+        rows, steps = run["steps"], evaluated_steps(run)[-last:]
+    at, values = [], []
+    for s in steps:
+        v = m.read(rows[s])
+        if v is not None:
+            at.append(s)
+            values.append(v)
+    if not values:
         return None, ()
-    value = sum(v for _, v in read) / len(read)
-    return (value if math.isfinite(value) else float("nan")), tuple(s for s, _ in read)
+    value = sum(values) / len(values)
+    return (value if math.isfinite(value) else float("nan")), tuple(at)

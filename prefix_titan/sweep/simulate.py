@@ -189,7 +189,12 @@ _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 def _expected_accuracy(task: Task, logits: np.ndarray, sd: float) -> float:
     g = 1 / task.choices
-    p = 1 / (1 + np.exp(-(logits[:, None] + sd * _NODES[None, :])))
+    p = logits[:, None] + sd * _NODES[None, :]
+    # 1 / (1 + exp(-p)), in place (logit_shift's bisection calls this 61 times per effect)
+    np.negative(p, out=p)
+    np.exp(p, out=p)
+    p += 1
+    np.divide(1, p, out=p)
     return float(g + (1 - g) * (p @ _WEIGHTS).mean())
 
 
@@ -254,6 +259,8 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
     twinned = [t for t in PROBE_TASKS if t in tasks and f"{t}_blank" in tasks]
     char = GROUPS["char"]
     val_steps = list(range(300, sweep.steps[-1] + 1, 300))
+    parts = {t: slice(starts[i], starts[i] + sizes[i]) for i, t in enumerate(tasks)}
+    unguessed, minus_bytes = 1 - guess, -gold_bytes
     runs = []
     for s in sweep.seeds:
         seed_part = rng.normal(0, noise.seed) + rng.normal(0, noise.seed_item, n)
@@ -272,11 +279,18 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                 logit = logit0 + noise.growth * k
                 if k:  # most answers carry over from the previous checkpoint
                     u = np.where(rng.random(n) < noise.answer_keep, u, rng.random(n))
-                correct = u < guess + (1 - guess) / (1 + np.exp(-(logit + moved)))
                 # each item calibrated by its blank twin: what the prior moved, it does not
-                calibrated = u < guess + (1 - guess) / (1 + np.exp(-logit))
+                # (drawn only where a probe has its twin; alike where the prior is not moved)
+                calibrated = None
+                minus = -logit
+                if twinned or arm not in prior:
+                    calibrated = u < guess + unguessed / (1 + np.exp(minus))
+                if arm in prior:
+                    correct = u < guess + unguessed / (1 + np.exp(-(logit + moved)))
+                else:
+                    correct = calibrated
                 # the gold answer's log-likelihood: bytes x (a floor + how unsure the model is)
-                loglik = -gold_bytes * (0.5 + 0.3 * np.logaddexp(0, -logit))
+                loglik = minus_bytes * (0.5 + 0.3 * np.logaddexp(0, minus))
                 acc = np.add.reduceat(correct, starts) / sizes
                 bpb = -np.add.reduceat(loglik, starts) / bytes_per_task / math.log(2)
                 results = {t: {"acc,none": float(acc[i])} for i, t in enumerate(tasks)}
@@ -287,7 +301,6 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                         "input_letters_shuffled_labels,none": 0.1 + rng.normal(0, 0.005),
                         "output_letters,none": 0.3 + gain + seed_emb + rng.normal(0, 0.005),
                     }
-                parts = {t: slice(starts[i], starts[i] + sizes[i]) for i, t in enumerate(tasks)}
                 steps[step] = {
                     "results": results,
                     "items": {
@@ -440,7 +453,7 @@ def moved_metrics(what: str) -> set[str]:
 def _claims_of(sweep: Sweep, plan, seed: int, i: int) -> list:
     from .analysis import analyse
 
-    return analyse(group(simulate(sweep, seed=(seed, i))), plan).claims
+    return analyse(group(simulate(sweep, seed=(seed, i))), plan, answer=False).claims
 
 
 def claims(sweep: Sweep, plan, sweeps: int, seed: int = 0, workers: int = 1) -> list[list]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 import string
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,8 +235,34 @@ def group_folds(group: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+ONE_THREAD_BELOW = 1 << 22
+"""A CPU fit on fewer (rows x width) values than this runs on one thread: its tensors are too
+small to share out, and the other threads would spend more time waiting on each small operation
+than computing (a 4K vocabulary's probe took nine times the CPU time on two threads as on one,
+for the same results); a large vocabulary's fits use every thread torch has"""
+
+
+@contextmanager
+def _threads_for(x: torch.Tensor, rows: int):
+    """One torch thread for a small CPU fit on `rows` of `x` (ONE_THREAD_BELOW), restored after."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1 or rows * x.shape[1] >= ONE_THREAD_BELOW:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _fit(x: torch.Tensor, labels: Labels, rows: np.ndarray, l2: float, iterations: int):
     """(W, b) of the joint logistic probe fitted on `rows` of x (standardised)."""
+    with _threads_for(x, len(rows)):
+        return _fit_on(x, labels, rows, l2, iterations)
+
+
+def _fit_on(x: torch.Tensor, labels: Labels, rows: np.ndarray, l2: float, iterations: int):
     d = x.shape[1]
     out = len(LETTERS) * 2 + LENGTHS
     w = torch.zeros(d, out, device=x.device, requires_grad=True)

@@ -428,12 +428,13 @@ def test_cute_task_offline(exported, tmp_path):
 
 
 def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
-    from prefix_titan.evaluation.harness import evaluate_run
+    from prefix_titan.evaluation.harness import evaluate_run, task_index
 
     # A copy of the run: its evaluations on a --limit sample stay out of the run the other tests
     # evaluate whole (eval refuses to file two that differ for one task and step).
     run = tmp_path / "run"
     shutil.copytree(exported / "run", run)
+    index = task_index()  # lm-eval's index of every task, built once for both evaluations
     # The run's own run_config.json says which flavor and tokenizer it used: no TOML needed.
     curve = evaluate_run(
         str(run),
@@ -441,6 +442,7 @@ def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
         limit=3,
         data_dir=str(exported / "data"),
         dtype="float32",
+        task_manager=index,
     )
     assert sorted(curve) == [2, 4]
     saved = json.load(open(run / "eval_curve.json"))
@@ -458,6 +460,7 @@ def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
         limit=3,
         data_dir=str(exported / "data"),
         dtype="float32",
+        task_manager=index,
     )
     out = capsys.readouterr().out
     assert "| piqa |" not in out and out.count("| winogrande_debiased |") == 2, out

@@ -454,7 +454,7 @@ def evaluate(
         probe_embeddings = EMBEDDING_PROBE in tasks and EMBEDDING_PROBE not in done
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE and t not in done]
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)
-            task_manager = task_manager or task_index()
+            task_manager = task_manager or task_index(harness_tasks)
             check_tasks(harness_tasks, task_manager.all_tasks)
             refuse_groups(harness_tasks, task_manager)
         if probe_embeddings:  # its refusals (no embeddings, no tokenizer) before lm-eval's work
@@ -1296,9 +1296,13 @@ LM_EVAL_LEAST = "0.4.12"
 kinds, lm_eval.tasks._yaml_loader); pyproject.toml's eval extra asks for it"""
 
 
-def task_index():
+def task_index(tasks: list[str] | None = None):
     """lm-eval's TaskManager with our task folder on its include path; an lm-eval older than
-    LM_EVAL_LEAST, whose TaskManager loads tasks otherwise, is refused naming its version."""
+    LM_EVAL_LEAST, whose TaskManager loads tasks otherwise, is refused naming its version. Where
+    every one of `tasks` (expanded) is a task of our own folder (the character probes, CUTE,
+    winogrande_debiased), the index is of our folder alone: lm-eval's whole index, ten seconds or
+    so to build, gives those names the same entries (our folder is read after lm-eval's, and its
+    entries replace any of the same name)."""
     try:
         from lm_eval.tasks import TaskManager
     except ModuleNotFoundError as e:
@@ -1311,6 +1315,13 @@ def task_index():
             f"lm-eval >= {LM_EVAL_LEAST} (its TaskManager.load): pip install -e '.[eval]' "
             "--upgrade in the project folder installs it"
         )
+    if tasks:
+        ours = TaskManager(include_path=TASKS_DIR, include_defaults=False)
+        kinds = {
+            t: getattr(getattr(ours.task_index.get(t), "kind", None), "name", "") for t in tasks
+        }
+        if all(kind in ("TASK", "PY_TASK") for kind in kinds.values()):
+            return ours
     return TaskManager(include_path=TASKS_DIR)
 
 
@@ -1390,7 +1401,7 @@ def evaluate_run(
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))  # checked before anything is exported
     harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE]
     if harness_tasks:  # (the embedding probe alone: no lm-eval)
-        kwargs["task_manager"] = kwargs.get("task_manager") or task_index()
+        kwargs["task_manager"] = kwargs.get("task_manager") or task_index(harness_tasks)
         check_tasks(harness_tasks, kwargs["task_manager"].all_tasks)
         refuse_groups(tasks, kwargs["task_manager"])
 

@@ -14,9 +14,10 @@ SEED = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
 
 THREADS = int(os.environ.get("PREFIX_TITAN_TEST_THREADS", "1"))
 """torch's intra-op threads in the test process (PREFIX_TITAN_TEST_THREADS=N overrides): its
-tensors are small, and on a shared 2-core machine a second thread mostly waits for the first
-(the kernel tests take about twice the time and CPU with 2). The trainings the tests start keep
-torch's own default."""
+tensors are small, and a second thread mostly waits for the first: on 2 idle cores the fast
+tier takes the same time with 2 and 11% more CPU; on 2 cores other processes share, the kernel
+tests take about twice the time and CPU. The trainings the tests start keep their own setting
+(helpers.train: OMP_NUM_THREADS=1)."""
 torch.set_num_threads(THREADS)
 
 # The evaluations' JSONL tasks are cached by `datasets` under a key of their path, new in every

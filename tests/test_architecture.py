@@ -174,6 +174,7 @@ def test_no_sys_path_edits():
     assert edits == []
 
 
+@pytest.mark.slow
 def test_the_objectives_load_without_torchtitan():
     code = (
         "import sys; import prefix_titan.objectives, prefix_titan.objectives.reference; "

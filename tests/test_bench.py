@@ -306,6 +306,7 @@ def test_saved_rows_of_two_calls_are_judged_as_one_table(tmp_path):
     assert len(json.loads((tmp_path / "both.json").read_text())) == 6
 
 
+@pytest.mark.slow
 def test_saved_rows_that_cannot_make_one_table_are_refused(tmp_path):
     eager = _saved(tmp_path / "eager.json", [_row("torchtitan_ce", "eager", 47.0, 24000)])
     other = _saved(

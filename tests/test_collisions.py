@@ -485,6 +485,7 @@ def test_a_launchs_checks_know_the_ranks_each_run_starts_on(tmp_path):
     assert "x the 2 data-parallel ranks of this run: set training.local_batch_size to 8" in problem
 
 
+@pytest.mark.slow
 def test_parallel_degrees_that_do_not_multiply_to_the_ranks_are_refused(tmp_path):
     """Degrees whose product is not the run's ranks (torchtitan asserts it on every rank as it
     builds its device mesh, in a traceback) are refused in one line naming the degrees, the
@@ -873,6 +874,7 @@ def test_help_lists_the_objective_without_a_config_and_export_help_needs_no_torc
     assert out.stdout.strip().endswith("False"), out.stdout[-500:] + out.stderr[-500:]
 
 
+@pytest.mark.slow
 def test_the_report_is_not_written_through_a_symlinked_folder(tmp_path):
     from prefix_titan.sweep import simulate as sim
     from prefix_titan.sweep.report import report

@@ -43,6 +43,7 @@ def test_every_config_parses_through_torchtitan(path):
     assert config.experimental.custom_import == "prefix_titan.train_spec"
 
 
+@pytest.mark.slow
 def test_generated_configs_do_not_drift():
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.sweep", "configs", "--check"],

@@ -130,6 +130,7 @@ def test_knowing_which_word_a_token_is_is_not_credited_as_its_letters(seed, shar
     assert trained["letters"][1] <= permuted[2], (trained["letters"], permuted)
 
 
+@pytest.mark.slow
 def test_the_letters_a_token_shares_with_its_leading_forms_are_not_credited(seed):
     """A vocabulary of words and their 1-3 letter beginnings (" a", " ap", " app" beside
     " apple"), with vectors that hold no letter code: each form's own random vector plus those of

@@ -374,6 +374,7 @@ def test_a_family_that_cannot_take_texts_and_spec_is_refused_when_named(monkeypa
     assert resolve_family("bad_lab:fine") is module.fine
 
 
+@pytest.mark.slow
 def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, monkeypatch):
     """A sweep launch's checks (titan/preflight.py) build a family's table as the run would, so
     its error names the runs before any starts; a good family passes, one table for its seeds."""
@@ -476,6 +477,7 @@ def test_a_sweep_launch_refuses_a_seed_whose_arm_trained_towards_another_table(
     assert check_runs([run(2)]) == []  # not a sweep's run
 
 
+@pytest.mark.slow
 def test_a_new_seed_of_a_built_in_arm_is_checked_against_its_other_seeds_tables(
     tmp_path, monkeypatch
 ):
@@ -750,6 +752,7 @@ def test_a_bad_table_from_a_setting_names_the_setting(monkeypatch):
     assert str(e.value).endswith("(its settings here: objective.options = 'mass=1.5')")
 
 
+@pytest.mark.slow
 def test_the_launch_checks_refuse_two_arms_that_would_train_alike(tmp_path, monkeypatch):
     """A family of one's own reads only the settings it reads: two arms that differ in another
     one (tau here) build the same table and would train alike; the checks name them. The same

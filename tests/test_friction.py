@@ -169,6 +169,7 @@ def test_without_lm_eval_a_task_name_says_to_install_it(monkeypatch, tmp_path):
     assert harness.evaluate_run(str(run), tasks=["embedding_probe"]) == "evaluated"  # no index
 
 
+@pytest.mark.slow
 def test_a_misspelt_task_is_refused_before_the_hub_is_asked(tmp_path, monkeypatch, capsys):
     """`eval --tasks char_probe` was taken for a hub task: the hub was asked (ten seconds where
     it is not reached) and lm-eval's index built before the name was refused."""

@@ -281,6 +281,7 @@ def test_the_exemplars_are_never_probed(probes):
     assert not [i for i in probes["char_spell"] if answers & set(i["choices"])]
 
 
+@pytest.mark.slow
 def test_answer_only_shortcuts_stay_at_chance(probes, tok):
     ref = reference(embedded_word_counts())
     for task in PROBE_TASKS:
@@ -401,6 +402,7 @@ def _weak_features(n: int, k: int, share: float, seed: int):
     return items, {f"f{j}": (lambda it, j=j: it["f"][j]) for j in range(k)}
 
 
+@pytest.mark.slow
 def test_the_joint_lookup_adds_what_features_each_tell_a_little():
     """Twenty features that each name the gold in 3.5% of 6,000 items: a lookup of any one alone
     stays within the check's 5 points of chance, all of them together in the joint lookup do not,
@@ -416,6 +418,7 @@ def test_the_joint_lookup_adds_what_features_each_tell_a_little():
     assert abs(_joint(noise, features) - 0.25) < 0.02
 
 
+@pytest.mark.slow
 def test_a_pair_of_lookups_finds_what_two_features_tell_only_together():
     """Two features that tell the gold only together (which of two halves of the choices it is in
     is their exclusive or; its place in the half is random): each lookup alone stays at chance,
@@ -464,6 +467,7 @@ def test_the_pairs_no_signal_level_deals_features_within_units():
     assert set(order[40:]) == set(range(40, 85)) and order[40:] != list(range(40, 85))
 
 
+@pytest.mark.slow
 def test_pairs_of_lookups_on_a_probe_take_the_joint_lookups_features(probes, tok):
     """Every pair of the lookups the joint takes, best first: on char_contains the letter pairs'
     expectation quintile among them, on char_first_letter not the word length its design
@@ -533,6 +537,7 @@ def test_the_joint_lookup_leaves_out_the_documented_residuals(probes, tok, monke
     assert held[name] > 0.25 + TOLERANCE and given[JOINT] > held[JOINT] + 0.05, (held, given)
 
 
+@pytest.mark.slow
 def test_a_documented_residual_is_held_under_its_own_bound(probes, tok):
     """A residual of RESIDUALS passes within its bound and fails above it; the table marks it."""
     (task, name), bound = next(iter(RESIDUALS.items()))
@@ -576,6 +581,7 @@ def _rank_balanced_spellings(ref, n: int = 600, seed: int = 7) -> list[dict]:
     return items
 
 
+@pytest.mark.slow
 def test_a_shortcut_that_works_is_caught():
     """The shortcut check itself: each kind of shortcut, planted in a few items, is found far
     above chance and fails the check."""
@@ -723,6 +729,7 @@ def test_a_shortcut_that_works_is_caught():
     caught(bounded, "copy: prefix ends at a token boundary", "char_prefix", split, least=0.99)
 
 
+@pytest.mark.slow
 def test_probes_are_deterministic_and_the_seed_overridable(probes, tok):
     again = build_probes(tok, n=300)
     assert again["char_count"] == build_probes(tok, n=300)["char_count"]
@@ -732,6 +739,7 @@ def test_probes_are_deterministic_and_the_seed_overridable(probes, tok):
     }
 
 
+@pytest.mark.slow
 def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
     from prefix_titan.data.prepare import prepare
 
@@ -752,6 +760,7 @@ def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
         )
 
 
+@pytest.mark.slow
 def test_words_from_a_word_list_file(tmp_path, embedded_tokenizer_dir):
     """eval --probe-words WORDS.txt: the probes built from a word list file are those its words
     give (the shipped list, copied, gives the default probes); the check names the file."""

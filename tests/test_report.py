@@ -53,6 +53,7 @@ def table(text, title):
     return rows
 
 
+@pytest.mark.slow
 def test_per_arm_means_and_t_intervals_over_seeds(sweep):
     text = report(str(sweep), figures=True)
     assert text.startswith("# Sweep report: 4 arms × 3 seeds (1, 2, 3)")
@@ -99,6 +100,7 @@ def test_the_step_1_validation_is_not_averaged_in(sweep):
     )
 
 
+@pytest.mark.slow
 def test_an_analysis_chosen_after_the_results_says_so_in_its_answer(sweep, tmp_path):
     """Another K than the plan's, or another plan: the answer says it is an exploratory
     re-analysis, not the pre-registered test (its alpha does not hold for a choice made after
@@ -283,6 +285,7 @@ def test_arms_with_other_seeds_or_a_repeated_seed_are_refused(sweep, tmp_path_fa
         report(str(other))
 
 
+@pytest.mark.slow
 def test_a_missing_run_is_reported_on_the_complete_seeds_a_chosen_subset_is_exploratory(sweep):
     for seed in (1, 2):  # seed 3 of this arm crashed
         make_run(sweep, "prefix_tau1.0", {"name": "prefix", "tau": 1.0}, 0.0, seed=seed)
@@ -591,6 +594,7 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     assert f'description = "{report_module.SMOKE_DESCRIPTION}"' in base.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_a_probe_whose_shortcut_check_found_a_leak_is_named(sweep):
     """An evaluation records the shortcut check of the probes it built (harness.probe_checks);
     the report names a probe whose check found a shortcut in an averaged step, with the highest
@@ -735,6 +739,7 @@ def test_a_family_setting_of_its_own_is_the_trend_axis(tmp_path, axis_family):
     assert not (out / "differences_vs_tau.png").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_arms_lie_on_no_axis_has_no_trend_section(tmp_path, axis_family):
     """A family of one's own that reads no tau, under a plan on tau: the report has no trend
     section and no slopes' unit, and its notes say why."""
@@ -868,6 +873,7 @@ def test_the_optional_settings_at_their_defaults_keep_a_registered_plans_digest(
     assert _digest(dataclasses.replace(plan, axis="epsilon")) != _digest(plan)
 
 
+@pytest.mark.slow
 def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     """The power reached under variance = baseline_apart is that rule's: a larger detectable
     difference than the pooled rule's, said so on its line."""
@@ -928,6 +934,7 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     assert row["se"] == pytest.approx(math.sqrt(v.var / v.seeds)) and row["df"] == round(v.test_df)
 
 
+@pytest.mark.slow
 def test_an_answer_with_only_worse_arms_counts_the_others_right(tmp_path):
     """One arm of the contrast clearly worse, and the answer says so; the other arms compared
     are counted in words (none: no sentence about them)."""

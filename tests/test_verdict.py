@@ -2215,6 +2215,7 @@ def test_the_variance_screen_has_its_stated_level_under_equal_variances(seed):
         assert 0.004 <= rate <= 0.018, rate  # 30 expected of 3,000 (binomial sd 5.4)
 
 
+@pytest.mark.slow
 def test_a_baseline_far_noisier_than_the_other_arms_is_named(seed, tmp_path):
     """The pooled test assumes equal variances; the report screens the baseline (and claimed
     arms) at the 99% level: rarely named when variances are equal, often at 4x the sd."""

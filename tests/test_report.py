@@ -85,6 +85,18 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
 
 
 @pytest.mark.slow
+def test_a_value_that_rounds_to_zero_is_shown_without_a_sign():
+    """A flat trend's slope of -1e-9 read "-0.0000": a rounded zero has no sign, in the report's
+    tables and in the answer's notes; other values keep theirs."""
+    from prefix_titan.sweep.analysis import _fmt
+    from prefix_titan.sweep.report import _num
+
+    for fmt in (_fmt, lambda v: _num(v, True)):
+        assert [fmt(v) for v in (-1e-9, -0.0, 0.0, 4e-5)] == ["0.0000"] * 4
+        assert [fmt(v) for v in (-6e-5, 0.0123, -1.5)] == ["-0.0001", "+0.0123", "-1.5000"]
+    assert _num(-1e-9) == "0.0000" and _num(-0.25) == "-0.2500" and _num(None, True) == "-"
+
+
 def test_the_step_1_validation_is_not_averaged_in(sweep):
     """torchtitan validates at step 1 too: that row (one update in, 8.8 here) is left out
     of the last validation rows a short run averages, and the report names the steps used."""

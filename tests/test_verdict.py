@@ -845,7 +845,7 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert claim.arm == arm and claim.prior_only
     probes = [c for c in a.claims if c.metric + "_blank" in CHAR_BLANKS]  # exploratory ones
     assert probes and all(c.prior_only for c in probes)
-    twin = f"calibrated by its blank twin ({probes[0].metric}, calibrated: +0.0000 (no variance))"
+    twin = f"calibrated by its blank twin ({probes[0].metric}, calibrated: 0.0000 (no variance))"
     assert twin in "\n".join(a.notes)
     assert f"{claim.arm}'s claimed difference from label_smoothing" in "\n".join(a.notes)
     (note,) = [n for n in a.notes if n.startswith("char acc - blank is 0 on every seed for ")]

@@ -1383,7 +1383,8 @@ def _estimated(c) -> str:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:+.4f}"
+    shown = f"{v:+.4f}"
+    return shown[1:] if float(shown) == 0 else shown  # (no sign on a rounded zero)
 
 
 def _scope(first: dict[str, dict]) -> str:

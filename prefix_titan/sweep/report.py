@@ -53,7 +53,8 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 def _num(v: float | None, signed: bool = False) -> str:
     if v is None:
         return "-"
-    return f"{v:+.4f}" if signed else f"{v:.4f}"
+    shown = f"{v:+.4f}" if signed else f"{v:.4f}"
+    return shown.lstrip("+-") if float(shown) == 0 else shown  # (no sign on a rounded zero)
 
 
 def _interval(values) -> dict | None:

@@ -401,8 +401,10 @@ time.sleep(float(sys.argv[3]))
 """
 
 
-def holding_lock(folder, command="train ce", seconds=60):
-    """A process that takes `folder`'s lock and holds it; returns once it holds it."""
+def holding_lock(folder, command="train ce", seconds=600):
+    """A process that takes `folder`'s lock and holds it; returns once it holds it. The tests
+    kill it when done; it holds the lock for minutes, not one (a training started beside it on a
+    loaded machine can take longer than a minute to reach the lock, and then found it free)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(folder), command, str(seconds)],
         stdout=subprocess.PIPE,

@@ -442,3 +442,24 @@ def test_a_models_too_large_tokenizer_is_told_of_its_own_vocab_size_not_a_flavor
     assert e.value.code == 2, err
     assert "64 ids" in err and f"{model / 'config.json'} has vocab_size 48" in err, err
     assert "flavor" not in err and not (model / "embedding_probe.json").exists(), err
+
+
+def test_one_thread_sets_one_and_restores_the_count_also_on_an_error():
+    """The fits' one-thread block: torch on one thread inside, the earlier count after, whether
+    the block ends or raises; `when=False` leaves the count alone."""
+    from prefix_titan.evaluation.threads import one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with one_thread():
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+        with one_thread(when=False):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

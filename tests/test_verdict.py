@@ -2659,3 +2659,23 @@ def test_a_simulated_sweep_written_as_folders_reads_back_its_calibrated_probes(t
     prior = next(r for r in runs if r["name"] == arm)["steps"][3600]
     plain = np.mean([prior["results"][t]["acc,none"] for t in prior["calibrated"]])
     assert plain - np.mean(list(prior["calibrated"].values())) > 0.05, plain
+
+
+@pytest.mark.parametrize(
+    "arms, seeds, rule",
+    [(2, 5, "fit"), (3, 1, "fit"), (3, 2, "per_seed"), (3, 3, "apart"), (5, 4, "apart")],
+)
+def test_apart_used_is_the_apart_versus_apart_computes_for_the_table(arms, seeds, rule, seed):
+    """The rule versus_apart follows is inference's alone: apart_used gives the apart() it uses
+    for every arm of a table (None where it uses none), and the tests are the same with it
+    passed in as without."""
+    y = np.random.default_rng(seed).normal(size=(arms, seeds))
+    assert inference.apart_rule(arms, seeds) == rule
+    v = inference.apart_used(y, 1)
+    if rule == "apart":
+        assert v == inference.apart(y, 1)
+    else:
+        assert v is None
+    for arm in (0, 2):
+        if arm < arms:
+            assert inference.versus_apart(y, arm, 1, v=v) == inference.versus_apart(y, arm, 1)

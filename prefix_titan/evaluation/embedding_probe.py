@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import re
 import string
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .threads import one_thread
 
 LETTERS = string.ascii_lowercase
 WORD_LIKE = re.compile(r" ?[A-Za-z]+")
@@ -242,23 +243,9 @@ than computing (a 4K vocabulary's probe took nine times the CPU time on two thre
 for the same results); a large vocabulary's fits use every thread torch has"""
 
 
-@contextmanager
-def _threads_for(x: torch.Tensor, rows: int):
-    """One torch thread for a small CPU fit on `rows` of `x` (ONE_THREAD_BELOW), restored after."""
-    threads = torch.get_num_threads()
-    if x.device.type != "cpu" or threads == 1 or rows * x.shape[1] >= ONE_THREAD_BELOW:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _fit(x: torch.Tensor, labels: Labels, rows: np.ndarray, l2: float, iterations: int):
     """(W, b) of the joint logistic probe fitted on `rows` of x (standardised)."""
-    with _threads_for(x, len(rows)):
+    with one_thread(x.device.type == "cpu" and len(rows) * x.shape[1] < ONE_THREAD_BELOW):
         return _fit_on(x, labels, rows, l2, iterations)
 
 

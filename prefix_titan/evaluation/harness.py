@@ -1317,10 +1317,8 @@ def task_index(tasks: list[str] | None = None):
         )
     if tasks:
         ours = TaskManager(include_path=TASKS_DIR, include_defaults=False)
-        kinds = {
-            t: getattr(getattr(ours.task_index.get(t), "kind", None), "name", "") for t in tasks
-        }
-        if all(kind in ("TASK", "PY_TASK") for kind in kinds.values()):
+        kind = [getattr(getattr(ours.task_index.get(t), "kind", None), "name", "") for t in tasks]
+        if all(k in ("TASK", "PY_TASK") for k in kind):
             return ours
     return TaskManager(include_path=TASKS_DIR)
 

@@ -1091,22 +1091,13 @@ def _arm_test(
     return inference.versus(f, arm, baseline)
 
 
-def _apart_of(f: inference.Fit, baseline: int, variance: str):
-    """inference.apart of the fit about the baseline where versus_apart would compute it for
-    each arm (the same for every arm of the table), else None."""
-    a, s = f.y.shape
-    if variance != "baseline_apart" or a < 3 or s < 2 or inference.seedwise(variance, a, s):
-        return None
-    return inference.apart(f.y, baseline)
-
-
 def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Comparison]:
     """Each of `arms` (those measured) against the baseline, Holm over them; the error by the
     plan's `variance` rule."""
     rows = []
     apart = None
-    if any(arm in complete and arm != baseline for arm in arms):
-        apart = _apart_of(f, complete.index(baseline), variance)
+    if variance == "baseline_apart" and any(a in complete and a != baseline for a in arms):
+        apart = inference.apart_used(f.y, complete.index(baseline))
     for arm in arms:
         if arm in complete:
             t = _arm_test(f, complete.index(arm), complete.index(baseline), variance, apart)
@@ -1320,11 +1311,9 @@ def apart_here(result: Analysis, name: str) -> inference.Apart | None:
     if result.plan.variance != "baseline_apart" or f is None or f.y is None:
         return None
     complete = _complete(result.tables.get(name) or {}, result.seeds)
-    if result.plan.baseline not in complete or len(complete) < 3:
+    if result.plan.baseline not in complete:
         return None
-    if inference.seedwise(result.plan.variance, len(complete), f.seeds):
-        return None
-    return inference.apart(f.y, complete.index(result.plan.baseline))
+    return inference.apart_used(f.y, complete.index(result.plan.baseline))
 
 
 def detectable_here(result: Analysis, name: str, comparisons: int) -> float | None:

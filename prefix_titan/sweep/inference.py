@@ -196,6 +196,22 @@ def seedwise(variance: str, arms: int, seeds: int) -> bool:
     return variance == "baseline_apart" and arms >= 3 and seeds < APART_MIN_SEEDS
 
 
+def apart_rule(arms: int, seeds: int) -> str:
+    """How versus_apart compares an arm with the baseline in an arms x seeds table: "fit" (the
+    two-way fit's paired test: fewer than 3 arms or 2 seeds), "per_seed" (`seedwise`) or "apart"
+    (the baseline's variance apart, `apart`)."""
+    if arms < 3 or seeds < 2:
+        return "fit"
+    return "per_seed" if seedwise("baseline_apart", arms, seeds) else "apart"
+
+
+def apart_used(y: np.ndarray, baseline: int) -> Apart | None:
+    """apart(y, baseline) where versus_apart compares the arms of table y by it (the same for
+    every arm: computed once for a table), else None."""
+    y = np.asarray(y, dtype=np.float64)
+    return apart(y, baseline) if apart_rule(*y.shape) == "apart" else None
+
+
 def versus_apart(
     y: np.ndarray, arm: int, baseline: int, level: float = LEVEL, v: Apart | None = None
 ) -> Test:
@@ -203,15 +219,16 @@ def versus_apart(
     no other arms to pool: the paired test of the two (the two-way fit), which assumes nothing
     of their variances; below APART_MIN_SEEDS seeds the paired test of the two arms' per-seed
     differences (`per_seed`), for the same reason. `v`: apart(y, baseline), where the caller
-    compares several arms of one table with the baseline (it is the same for each)."""
+    compares several arms of one table with the baseline (`apart_used`)."""
     stdtr = _t_functions()[0]
 
     if arm == baseline:
         raise ValueError(f"an arm is not compared with itself (arm {arm} is the baseline)")
     y = np.asarray(y, dtype=np.float64)
-    if y.shape[0] < 3 or y.shape[1] < 2:
+    rule = apart_rule(*y.shape)
+    if rule == "fit":
         return versus(fit(y), arm, baseline, level)
-    if seedwise("baseline_apart", *y.shape):
+    if rule == "per_seed":
         weights = np.zeros(y.shape[0])
         weights[arm], weights[baseline] = 1.0, -1.0
         return per_seed(y, weights, level)

@@ -2679,3 +2679,10 @@ def test_apart_used_is_the_apart_versus_apart_computes_for_the_table(arms, seeds
     for arm in (0, 2):
         if arm < arms:
             assert inference.versus_apart(y, arm, 1, v=v) == inference.versus_apart(y, arm, 1)
+
+
+def test_the_simulators_softplus_is_numpys_logaddexp_bit_for_bit(seed):
+    """The simulated gold log-likelihoods are the same draws as with np.logaddexp(0, m)."""
+    m = np.random.default_rng(seed).normal(size=200_000) * np.geomspace(1e-3, 300, 200_000)
+    m = np.concatenate([m, [0.0, -0.0, 700.0, -700.0, 1e-300]])
+    assert np.array_equal(sim._softplus(m), np.logaddexp(0, m))

@@ -198,6 +198,12 @@ def _expected_accuracy(task: Task, logits: np.ndarray, sd: float) -> float:
     return float(g + (1 - g) * (p @ _WEIGHTS).mean())
 
 
+def _softplus(m: np.ndarray) -> np.ndarray:
+    """log(1 + e^m), bit for bit as np.logaddexp(0, m) computes it, in numpy's vector exp and
+    log1p (logaddexp's are scalar)."""
+    return np.log1p(np.exp(-np.abs(m))) + np.maximum(m, 0)
+
+
 def logit_shift(task: Task, easiness: np.ndarray, sd: float, points: float) -> float:
     """The ability shift that raises the expected accuracy on these items by `points`."""
     base = _expected_accuracy(task, task.level + easiness, sd)
@@ -290,7 +296,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                 else:
                     correct = calibrated
                 # the gold answer's log-likelihood: bytes x (a floor + how unsure the model is)
-                loglik = minus_bytes * (0.5 + 0.3 * np.logaddexp(0, minus))
+                loglik = minus_bytes * (0.5 + 0.3 * _softplus(minus))
                 acc = np.add.reduceat(correct, starts) / sizes
                 bpb = -np.add.reduceat(loglik, starts) / bytes_per_task / math.log(2)
                 results = {t: {"acc,none": float(acc[i])} for i, t in enumerate(tasks)}

@@ -29,8 +29,9 @@ if "HF_DATASETS_CACHE" not in os.environ:
     os.environ["HF_DATASETS_CACHE"] = _OWN_DATASETS_CACHE
 
 
-# The embedded corpus's cache file (data/corpus.py) likewise: one of the session's own, which
-# the trainings it starts read back, unless the caller set the folder.
+# The package's cache files (data/cache.py: the embedded corpus, lm-eval's task index) likewise:
+# a folder of the session's own, which the trainings it starts read back, unless the caller set
+# the folder.
 _OWN_CORPUS_CACHE = None
 if "PREFIX_TITAN_CACHE" not in os.environ:
     _OWN_CORPUS_CACHE = tempfile.mkdtemp(prefix="prefix_titan_test_cache_")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import prefix_titan.train_spec  # noqa: F401  (registers datasets)
+from prefix_titan.data.cache import CACHE_ENV
 from prefix_titan.data.corpus import ascii_only, embedded_documents, embedded_split, has_text
 from prefix_titan.titan.datasets import PackedTokenDataset, load_fineweb_edu_ascii
 
@@ -40,7 +41,7 @@ def test_the_embedded_corpus_is_read_back_from_its_cache_and_a_damaged_cache_is_
         builds.append(1)
         return ["A docstring of the standard library. " * 8, "Caf\u00e9 and more text. " * 12]
 
-    monkeypatch.setenv(corpus.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(corpus, "_stdlib_docstrings", docstrings)
 
     def documents():
@@ -62,11 +63,11 @@ def test_the_embedded_corpus_is_read_back_from_its_cache_and_a_damaged_cache_is_
         assert documents() == first and len(builds) == 3
         assert os.listdir(tmp_path / "cache") == [os.path.basename(path)]  # (no temporary left)
         (tmp_path / "a file").write_text("")
-        monkeypatch.setenv(corpus.CACHE_ENV, str(tmp_path / "a file"))
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "a file"))
         assert documents() == first and len(builds) == 4
         other = tmp_path / "corpus.py"
         other.write_text(open(corpus.__file__).read() + "\n# another version\n")
-        monkeypatch.setenv(corpus.CACHE_ENV, str(tmp_path / "cache"))
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
         monkeypatch.setattr(corpus, "__file__", str(other))
         assert corpus.cache_file() != path
     finally:

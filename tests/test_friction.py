@@ -205,6 +205,65 @@ def test_every_task_lm_eval_knows_is_written_in_its_task_folder(seed):
     assert harness.surely_unknown(sample) == []  # the check itself, on a few of them
 
 
+@pytest.mark.slow
+def test_the_index_with_lm_evals_tasks_read_from_the_cache_is_the_one_lm_eval_builds(
+    tmp_path, monkeypatch
+):
+    """task_index() for lm-eval's tasks: its index and the task, group and tag lists made from it
+    equal those of lm-eval's own TaskManager(include_path=TASKS_DIR), both when it builds lm-eval's
+    index and writes the cache file and when it reads the file back."""
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("PREFIX_TITAN_CACHE", str(tmp_path))
+    built = harness.task_index()
+    (cached,) = tmp_path.glob("lm_eval_index-*.pickle")
+    read = harness.task_index()
+    plain = TaskManager(include_path=harness.TASKS_DIR)
+    for field in harness._MANAGER_FIELDS:
+        want = getattr(plain, field)
+        assert getattr(built, field) == want and getattr(read, field) == want, field
+        assert list(getattr(read, field)) == list(want), field  # in the same order
+    assert "hellaswag" in read.all_subtasks and "char_spell" in read.all_subtasks
+    assert list(tmp_path.iterdir()) == [cached]  # nothing else left there
+
+
+def test_lm_evals_index_is_read_back_from_its_cache_file_and_rebuilt_after_a_change(
+    tmp_path, monkeypatch
+):
+    """The cache file of lm-eval's index (harness._lm_eval_index, on a folder of two task files):
+    written on the first call, read back on the next without parsing a file; an edited file
+    reads a file of its own; a file cut short is built again and rewritten whole."""
+    from lm_eval.tasks.manager import TaskIndex
+
+    monkeypatch.setenv("PREFIX_TITAN_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "tasks"
+    root.mkdir()
+    for name in ("one", "two"):
+        (root / f"{name}.yaml").write_text(f"task: {name}\ntag: both\ndataset_path: json\n")
+    built = harness._lm_eval_index(root)
+    assert built == TaskIndex.build([root]) and set(built) == {"one", "two", "both"}
+    (first,) = (tmp_path / "cache").iterdir()
+
+    def no_parsing(paths, **kwargs):
+        raise AssertionError("parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(TaskIndex, "build", staticmethod(no_parsing))
+        assert harness._lm_eval_index(root) == built
+    was = os.stat(root / "two.yaml")
+    (root / "two.yaml").write_text("task: two\ndataset_path: json\n")
+    edited = harness._lm_eval_index(root)
+    assert "both" in edited and edited["both"].tags == {"one"}
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # another key: a file of its own
+    size = first.stat().st_size
+    first.write_bytes(first.read_bytes()[:100])  # cut short
+    (root / "two.yaml").write_text("task: two\ntag: both\ndataset_path: json\n")
+    os.utime(root / "two.yaml", ns=(was.st_atime_ns, was.st_mtime_ns))  # the first key again
+    assert harness._lm_eval_index(root) == built
+    assert first.stat().st_size == size  # rewritten whole
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # no partial file left
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_a_probe_seed_numpy_cannot_take_is_refused_naming_the_range(seed, capsys):
     from prefix_titan.eval import main

@@ -19,8 +19,9 @@ import json
 import os
 import sys
 import sysconfig
-import tempfile
 import zlib
+
+from .cache import cache_folder, write_whole
 
 # Standard-library folders that hold tests, demos or vendored code rather than documentation.
 _SKIP_DIRS = {"test", "tests", "site-packages", "idlelib", "turtledemo", "lib2to3", "__pycache__"}
@@ -78,11 +79,6 @@ def _built_documents() -> tuple[str, ...]:
     return tuple(d for d in (ascii_only(t).strip(WHITESPACE) for t in raw) if d)
 
 
-CACHE_ENV = "PREFIX_TITAN_CACHE"
-"""The folder of the embedded corpus's cache file; unset: prefix_titan under XDG_CACHE_HOME
-(~/.cache where that is unset)."""
-
-
 def cache_file() -> str:
     """The embedded documents' cache file: its name is a hash of what they depend on (the Python
     build, its standard library's folder and that folder's last change, this module's source), so
@@ -91,11 +87,8 @@ def cache_file() -> str:
     with open(__file__, "rb") as f:
         source = hashlib.sha256(f.read()).hexdigest()
     key = "\0".join([sys.version, sys.platform, root, str(os.stat(root).st_mtime_ns), source])
-    folder = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "prefix_titan"
-    )
     name = f"embedded_corpus-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
-    return os.path.join(folder, name)
+    return os.path.join(cache_folder(), name)
 
 
 def _digest(docs) -> str:
@@ -121,20 +114,9 @@ def _read_cache(path: str) -> tuple[str, ...] | None:
 
 
 def _write_cache(path: str, docs: tuple[str, ...]) -> None:
-    """Write the cache file whole or not at all (a temporary file in its folder, then renamed
-    over it: processes writing it at once each put a complete file there). A folder that cannot
-    be written leaves no file: the next process builds the documents again."""
-    folder = os.path.dirname(path)
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".embedded_corpus-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"sha256": _digest(docs), "documents": list(docs)}, f)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    """The cache file written whole or not at all (cache.write_whole)."""
+    saved = {"sha256": _digest(docs), "documents": list(docs)}
+    write_whole(path, json.dumps(saved).encode("utf-8"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 from ..runs.checkpoints import complete_steps, sha256
 from ..runs.folder import (
@@ -1300,9 +1301,10 @@ def task_index(tasks: list[str] | None = None):
     """lm-eval's TaskManager with our task folder on its include path; an lm-eval older than
     LM_EVAL_LEAST, whose TaskManager loads tasks otherwise, is refused naming its version. Where
     every one of `tasks` (expanded) is a task of our own folder (the character probes, CUTE,
-    winogrande_debiased), the index is of our folder alone: lm-eval's whole index, ten seconds or
-    so to build, gives those names the same entries (our folder is read after lm-eval's, and its
-    entries replace any of the same name)."""
+    winogrande_debiased), the index is of our folder alone: lm-eval's whole index gives those
+    names the same entries (our folder is read after lm-eval's, and its entries replace any of
+    the same name). Otherwise lm-eval's own tasks are indexed under ours as TaskManager does,
+    their index read from a cache file (`_lm_eval_index`)."""
     try:
         from lm_eval.tasks import TaskManager
     except ModuleNotFoundError as e:
@@ -1315,12 +1317,80 @@ def task_index(tasks: list[str] | None = None):
             f"lm-eval >= {LM_EVAL_LEAST} (its TaskManager.load): pip install -e '.[eval]' "
             "--upgrade in the project folder installs it"
         )
+    ours = TaskManager(include_path=TASKS_DIR, include_defaults=False)
     if tasks:
-        ours = TaskManager(include_path=TASKS_DIR, include_defaults=False)
         kind = [getattr(getattr(ours.task_index.get(t), "kind", None), "name", "") for t in tasks]
         if all(k in ("TASK", "PY_TASK") for k in kind):
             return ours
-    return TaskManager(include_path=TASKS_DIR)
+    return _with_lm_eval_tasks(ours)
+
+
+_MANAGER_FIELDS = ("_index", "_all_tasks", "_all_subtasks", "_all_groups", "_all_tags")
+"""What lm-eval's TaskManager (0.4.12 and on) derives from its index as it is made"""
+
+
+def _with_lm_eval_tasks(manager):
+    """`manager` (a TaskManager of our folder alone) with lm-eval's own tasks indexed under ours
+    as TaskManager(include_path=TASKS_DIR) indexes them: lm-eval's entries first, ours replacing
+    any of the same name; the task, group and tag lists derived from the index as TaskManager
+    derives them. Where lm-eval's TaskManager is laid out otherwise than _MANAGER_FIELDS, it
+    builds its whole index itself (the same index, unread from the cache)."""
+    from collections import defaultdict
+
+    from lm_eval.tasks import TaskManager
+
+    try:
+        from lm_eval.tasks import manager as lm_manager
+    except ImportError:
+        lm_manager = None
+    laid_out = all(hasattr(lm_manager, n) for n in ("TaskIndex", "Kind"))
+    if not laid_out or not all(hasattr(manager, f) for f in _MANAGER_FIELDS):
+        return TaskManager(include_path=TASKS_DIR)
+    kind = lm_manager.Kind
+    index = {**_lm_eval_index(Path(lm_manager.__file__).parent), **manager._index}
+    names = defaultdict(list)
+    for name, entry in index.items():
+        names[entry.kind].append(name)
+    manager._index = index
+    manager._all_tasks = sorted(index)
+    manager._all_subtasks = sorted(names[kind.TASK] + names[kind.PY_TASK])
+    manager._all_groups = sorted(names[kind.GROUP])
+    manager._all_tags = sorted(names[kind.TAG])
+    return manager
+
+
+def _lm_eval_index(root: Path) -> dict:
+    """lm-eval's index of its own task folder `root` (TaskIndex.build parses its YAML files, some
+    14,000; docs/evaluation.md), read from a cache file (data/cache.py) whose name is a hash of
+    the Python build, lm-eval's version and every YAML file's path, size and modification time
+    under `root` (a listing, no file read), so an edited, added or removed file, or another
+    lm-eval, reads a file of its own. A file that cannot be read back is built again and
+    rewritten."""
+    import hashlib
+    import pickle
+
+    from lm_eval.tasks.manager import TaskIndex
+
+    from ..data.cache import cache_folder, write_whole
+
+    key = hashlib.sha256(f"{sys.version}\0{_version('lm_eval')}\0{root}".encode())
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in sorted(files):
+            if name.endswith(".yaml"):
+                s = os.stat(os.path.join(folder, name))
+                key.update(f"\0{folder}/{name}\0{s.st_size}\0{s.st_mtime_ns}".encode())
+    path = os.path.join(cache_folder(), f"lm_eval_index-{key.hexdigest()[:32]}.pickle")
+    try:
+        with open(path, "rb") as f:
+            index = pickle.load(f)
+        if isinstance(index, dict) and index:
+            return index
+    except Exception:  # missing, cut short or damaged: built again
+        pass
+    index = TaskIndex.build([root])
+    write_whole(path, pickle.dumps(index))
+    return index
 
 
 def run_shards(record: dict | None) -> str | None:

@@ -825,7 +825,21 @@ def test_progress_ends_with_a_summary_not_a_negative_eta(capsys):
 
 
 @pytest.mark.slow
-def test_worker_processes_write_the_same_bytes(tmp_path, embedded_tokenizer_dir):
+def test_worker_processes_write_the_same_bytes(tmp_path, embedded_tokenizer_dir, monkeypatch):
+    """prepare with 2 worker processes writes the bytes it writes alone, and its workers end on
+    their own when it is done (exit code 0): a pool that kills them (SIGTERM) can hang on a lock
+    a killed one held (prepare._Workers)."""
+    import multiprocessing as mp
+
+    import prefix_titan.data.prepare as prep
+
+    seen, leave = [], prep._Workers.__exit__
+
+    def leave_seeing_the_workers(self, *exc):
+        seen.extend(mp.active_children())
+        return leave(self, *exc)
+
+    monkeypatch.setattr(prep._Workers, "__exit__", leave_seeing_the_workers)
     make_corpus(tmp_path / "src", fmt="parquet")
     outs = {}
     for workers in (0, 2):
@@ -848,6 +862,7 @@ def test_worker_processes_write_the_same_bytes(tmp_path, embedded_tokenizer_dir)
     for name in names:
         a, b = (open(os.path.join(outs[w], name), "rb").read() for w in (0, 2))
         assert a == b, name
+    assert len(seen) == 2 and [p.exitcode for p in seen] == [0, 0], seen
 
 
 class _FakeHub:

@@ -478,7 +478,11 @@ def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
 
 class _Workers:
     """Batches processed in order: in this process (workers = 0) or by a pool of worker processes
-    (spawned, each encoding on one thread), with at most 2 x workers batches in flight."""
+    (spawned, each encoding on one thread), with at most 2 x workers batches in flight. At the end
+    (the token target reached with batches in flight, or an error) the batches not yet started are
+    dropped and those being encoded are let finish: a worker is never killed (one killed as it
+    writes a result holds the lock of the pipe the results go back on, and the pool's own
+    shutdown then waits on that lock: multiprocessing.Pool.terminate() hangs so, at random)."""
 
     def __init__(self, workers: int, tokenizer, tokenizer_dir: str, val_every: int):
         self.workers, self.tokenizer, self.val_every = workers, tokenizer, val_every
@@ -487,14 +491,16 @@ class _Workers:
     def __enter__(self):
         if self.workers:
             import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-            self.pool = mp.get_context("spawn").Pool(self.workers, initializer=_one_thread)
+            self.pool = ProcessPoolExecutor(
+                self.workers, mp_context=mp.get_context("spawn"), initializer=_one_thread
+            )
         return self
 
     def __exit__(self, *exc):
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def map_in_order(self, batches):
         """(processed rows, next file, next row) for each (raw rows, next file, next row)."""
@@ -507,13 +513,13 @@ class _Workers:
         pending = collections.deque()
         for rows, f, row in batches:
             args = (rows, self.tokenizer_dir, self.val_every)
-            pending.append((self.pool.apply_async(_process_in_worker, args), f, row))
+            pending.append((self.pool.submit(_process_in_worker, *args), f, row))
             if len(pending) > 2 * self.workers:
                 result, f0, r0 = pending.popleft()
-                yield result.get(), f0, r0
+                yield result.result(), f0, r0
         while pending:
             result, f0, r0 = pending.popleft()
-            yield result.get(), f0, r0
+            yield result.result(), f0, r0
 
 
 def prepare(

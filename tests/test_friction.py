@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from dataclasses import asdict
 
 import pytest
@@ -262,6 +263,31 @@ def test_lm_evals_index_is_read_back_from_its_cache_file_and_rebuilt_after_a_cha
     assert harness._lm_eval_index(root) == built
     assert first.stat().st_size == size  # rewritten whole
     assert len(list((tmp_path / "cache").iterdir())) == 2  # no partial file left
+
+
+@pytest.mark.parametrize("missing", ["Kind", "TaskIndex", "_all_tags"])
+def test_an_lm_eval_laid_out_otherwise_builds_its_whole_index_itself(missing, monkeypatch):
+    """Where lm-eval's task manager module lacks what the cached index is merged with (Kind,
+    TaskIndex) or a TaskManager lacks one of the fields derived from the index, task_index() for
+    lm-eval's tasks is lm-eval's own TaskManager(include_path=TASKS_DIR), the cache unread."""
+    import lm_eval.tasks
+    from lm_eval.tasks import manager as lm_manager
+
+    made = []
+
+    class Built:
+        def __init__(self, include_path=None):
+            made.append(include_path)
+
+    ours = types.SimpleNamespace(**dict.fromkeys(harness._MANAGER_FIELDS))
+    if missing == "_all_tags":
+        delattr(ours, missing)
+    else:
+        monkeypatch.delattr(lm_manager, missing)
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", Built)
+    monkeypatch.setattr(harness, "_lm_eval_index", lambda root: pytest.fail("cache read"))
+    assert isinstance(harness._with_lm_eval_tasks(ours), Built)
+    assert made == [harness.TASKS_DIR]
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])

@@ -83,7 +83,7 @@ status=0
 if [[ $parts == *,tests,* ]]; then
     workers=()
     if [[ -n ${PYTEST_WORKERS:-} ]] && "$py" -c "import xdist" 2>/dev/null; then
-        workers=(-n "$PYTEST_WORKERS")
+        workers=(-n "$PYTEST_WORKERS" --dist load)  # test by test: a few files hold them all
     fi
     mapfile -t cuda_files < <(grep -l "pytest.mark.cuda" tests/test_*.py)
     "$py" -m pytest -q -m cuda -rs "${workers[@]}" "${cuda_files[@]}" 2>&1 \

@@ -94,6 +94,50 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(seed_line())
 
 
+LONGEST_FIRST = (
+    "test_smoke_sweep.py",
+    "test_train_e2e.py",
+    "test_verdict.py",
+    "test_eval.py",
+    "test_probes.py",
+    "test_collisions.py",
+    "test_sweep.py",
+)
+"""The test files that take longest (each 100-350 s on 2 cores, measured with --durations), in
+the order a run in several processes (pytest -n N, pytest-xdist) hands them out, before every
+other file: a file dealt last would run alone while the other processes wait."""
+
+
+@pytest.hookimpl(optionalhook=True)  # (hooks of pytest-xdist, which a run without it lacks)
+def pytest_xdist_auto_num_workers(config):
+    """-n auto: a process per CPU this one may run on, at most 8 (the tests are mostly one
+    thread each; xdist's own count is of physical cores, 1 on a machine of two hyperthreads)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
+    return max(1, min(len(cpus), 8))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With -n and no --dist of the caller's own: each file whole to one process (its module
+    fixtures, trainings some of them, made once), in the order of the collection (LONGEST_FIRST
+    first), not xdist's default of the files with the most tests first."""
+    given = any(a.startswith("--dist") for a in config.invocation_params.args)
+    if given or config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
+    return LoadFileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a process of a run with -n: LONGEST_FIRST's files first (the rest in their order)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def odd_texts(embedded_tokenizer_dir):
     """The embedded BPE's texts in a model vocabulary of ODD_VOCAB ids (the padding has no text)."""

@@ -3,8 +3,12 @@
 short path (the measured numbers in the pages are checked by the tests of what they measure:
 test_configs, test_llama3, test_bench)."""
 
+import collections
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from helpers import ROOT
@@ -64,6 +68,47 @@ def test_the_readme_is_a_short_path():
     for wanted in ("Set up and test", "Train the embedded default", "The experiment"):
         assert any(wanted in h for h in headings), wanted
     assert '-m "not slow"' in "\n".join(lines)  # the fast tier is printed beside the full command
+
+
+def _pytest(*args, env=None):
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    return out.stdout
+
+
+@pytest.mark.slow
+def test_the_readmes_runs_in_processes_deal_whole_files_the_longest_first():
+    """README's `pytest -n auto` (tests/conftest.py): each file's tests all in one process (xdist's
+    default, test by test, deals the first file's to both), and every process collects
+    LONGEST_FIRST's files first, the others in their order."""
+    from conftest import LONGEST_FIRST
+
+    picked = [
+        "tests/test_docs.py::test_documented_commands_exist",
+        "tests/test_docs.py::test_no_path_leads_outside_the_repository",
+        "tests/test_friction.py::test_an_lm_eval_laid_out_otherwise_builds_its_whole_index_itself",
+    ]
+
+    lines = _pytest("-n", "2", "-v", *picked).splitlines()
+    ran = collections.defaultdict(set)
+    for worker, test in re.findall(r"^\[(gw\d+)\].* PASSED (\S+)", "\n".join(lines), re.M):
+        ran[test.split("::")[0]].add(worker)
+    assert sum(len(line.split(" PASSED ")) - 1 for line in lines) > 2 * len(PAGES), lines[-5:]
+    assert len(ran) == 2 and all(len(workers) == 1 for workers in ran.values()), ran
+    listed = _pytest("--collect-only", "-q", env={"PYTEST_XDIST_WORKER": "gw0"}).splitlines()
+    files = list(
+        dict.fromkeys(line.split("::")[0].split("/")[-1] for line in listed if "::" in line)
+    )
+    assert files[: len(LONGEST_FIRST)] == list(LONGEST_FIRST)
+    rest = files[len(LONGEST_FIRST) :]
+    assert rest == sorted(rest) and len(rest) > 20
 
 
 @pytest.mark.slow

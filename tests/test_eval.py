@@ -266,6 +266,7 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
         str(hf),
         "--tasks",
         "piqa",
+        "winogrande_debiased",
         "char_first_letter",
         "--data-dir",
         str(exported / "data"),
@@ -280,6 +281,9 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     items = read_items(str(hf))
     piqa = [r["doc_id"] for r in items["piqa"]]  # drawn in proportion to the gold answers
     assert piqa == sample_docs(6, 3, LIMIT_SEED, "piqa", [r["label"] for r in FIXTURES["piqa"]])
+    wino = [int(r["answer"]) - 1 for r in FIXTURES["winogrande_debiased"]]  # its context's index
+    drawn = [r["doc_id"] for r in items["winogrande_debiased"]]
+    assert drawn == sample_docs(6, 3, LIMIT_SEED, "winogrande_debiased", wino)
     letter = [r["doc_id"] for r in items["char_first_letter"]]
     docs = (hf / "char_probes" / "char_first_letter.jsonl").read_text().splitlines()
     assert letter == list(range(len(docs))) and len(docs) == 30  # built with the limit (>= 30)

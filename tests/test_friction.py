@@ -788,6 +788,11 @@ def test_a_limit_sample_keeps_the_tasks_balance_of_answers():
 
 
 def test_the_limit_sample_reads_the_answers_of_multiple_choice_tasks():
+    """task_golds takes each document's gold as lm-eval's scoring does: the target index, a
+    target text's index among the choices, with alternative contexts (WinoGrande) the context's
+    index; none where a gold is a text not offered, several golds or the task not multiple
+    choice (the sample then drawn regardless of the answers)."""
+
     class Choice(FakeTask):
         OUTPUT_TYPE = "multiple_choice"
 
@@ -795,11 +800,34 @@ def test_the_limit_sample_reads_the_answers_of_multiple_choice_tasks():
             return int(doc["word"][1:]) % 4
 
     class Worded(Choice):
+        def doc_to_choice(self, doc):
+            return ["w0", "w1", "w2", "w3"] if int(doc["word"][1:]) < 4 else [doc["word"], "x"]
+
         def doc_to_target(self, doc):
             return doc["word"]
 
+    class Contexts(Choice):
+        multiple_input = 2  # lm-eval's: doc_to_text gives an index, the target is shared
+
+        def doc_to_text(self, doc):
+            return int(doc["word"][1:]) % 2
+
+        def doc_to_target(self, doc):
+            return " had more items."
+
+    class Unoffered(Worded):
+        def doc_to_choice(self, doc):
+            return ["a", "b"]
+
+    class Several(Choice):
+        def doc_to_target(self, doc):
+            return [0, 1]
+
     assert harness.task_golds(Choice(8)) == [0, 1, 2, 3, 0, 1, 2, 3]
-    assert harness.task_golds(Worded(8)) is None  # a target text: drawn regardless
+    assert harness.task_golds(Worded(8)) == [0, 1, 2, 3, 0, 0, 0, 0]
+    assert harness.task_golds(Contexts(6)) == [0, 1, 0, 1, 0, 1]
+    assert harness.task_golds(Unoffered(8)) is None
+    assert harness.task_golds(Several(8)) is None
     assert harness.task_golds(FakeTask(8)) is None  # not multiple choice
 
 

@@ -994,6 +994,7 @@ def test_a_limit_builds_the_probes_with_its_items_and_reads_them_whole(tok, prob
     drawn in proportion to the gold's position, left the golds' texts unbalanced (char_count's
     choices are 0-2 or 1-3: " 1" was the gold in 40% of a 50-item sample)."""
     from prefix_titan.evaluation.harness import (
+        EARLIER_SAMPLING,
         LIMIT_SAMPLING,
         PROBE_MIN_ITEMS,
         ProbeOptions,
@@ -1032,6 +1033,8 @@ def test_a_limit_builds_the_probes_with_its_items_and_reads_them_whole(tok, prob
     assert items_read(recorded, "piqa") == "50 (--limit-seed 1234)"
     earlier = {**recorded, "limit_sampling": "stratified by gold"}  # sampled the probes
     assert items_read(earlier, "char_count") == "50 (--limit-seed 1234)"
+    before_winogrande = {**recorded, "limit_sampling": EARLIER_SAMPLING}  # built them too
+    assert items_read(before_winogrande, "char_count") is None
 
 
 def test_a_limit_of_30_builds_char_last_letter_in_whole_units_of_four_as_documented(tok, tmp_path):

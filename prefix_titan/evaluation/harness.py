@@ -724,12 +724,21 @@ def not_exported(model_dir: str) -> str:
 SETTINGS = ("limit", "limit_seed", "limit_sampling", "probes")
 """The settings an evaluation's results record that decide which items it read"""
 
-LIMIT_SAMPLING = "stratified by gold; probes built with the limit"
+LIMIT_SAMPLING = "stratified by lm-eval's gold; probes built with the limit"
 """How a --limit sample is drawn (recorded with the results): in proportion to each gold
-answer's share of the task, so that a model that always gives the same answer scores what it
-scores on the whole task, not what an unlucky draw gives it; the character probes are not
-sampled but built with the limit's number of items and read whole (probes_at_limit). Results
-recorded as "stratified by gold" sampled the probes too."""
+answer's share of the task (task_golds: the gold as lm-eval scores it), so that a model that
+always gives the same answer scores what it scores on the whole task, not what an unlucky draw
+gives it; the character probes are not sampled but built with the limit's number of items and
+read whole (probes_at_limit). Results recorded as "stratified by gold" sampled the probes too;
+those recorded under EARLIER_SAMPLING drew WinoGrande regardless of its answers."""
+
+EARLIER_SAMPLING = "stratified by gold; probes built with the limit"
+"""LIMIT_SAMPLING before it took the gold of a task whose target is not an answer index as
+lm-eval does (WinoGrande's: the index of the context its answer fills the blank with)"""
+
+PROBES_READ_WHOLE = (LIMIT_SAMPLING, EARLIER_SAMPLING)
+"""The recorded limit samplings under which the character probes were built with the limit and
+read whole"""
 
 
 def sample_docs(
@@ -768,15 +777,24 @@ def sample_docs(
 
 
 def task_golds(task) -> list[int] | None:
-    """The answer index of each of a loaded lm-eval task's documents, where it is a
-    multiple-choice task whose target is an index (else None: its --limit sample is drawn
-    without regard to the answers; winogrande's target is a text)."""
+    """The gold answer's index of each of a loaded lm-eval multiple-choice task's documents, as
+    lm-eval's scoring takes it: the target, or with alternative contexts (WinoGrande: the
+    options fill the blank, the continuation is shared) the context's index; a target text is
+    its choice's index. None (its --limit sample drawn without regard to the answers) for other
+    tasks and where a document's gold is none of these (several golds, a text not offered)."""
     if getattr(task, "OUTPUT_TYPE", None) != "multiple_choice":
         return None
-    golds = [task.doc_to_target(doc) for doc in task.eval_docs]
-    if all(isinstance(g, int) and not isinstance(g, bool) for g in golds):
-        return golds
-    return None
+    golds = []
+    for doc in task.eval_docs:
+        gold = task.doc_to_text(doc) if getattr(task, "multiple_input", 0) else None
+        gold = task.doc_to_target(doc) if gold is None else gold
+        if isinstance(gold, str):
+            choices = task.doc_to_choice(doc)
+            gold = choices.index(gold) if gold in choices else None
+        if not isinstance(gold, int) or isinstance(gold, bool):
+            return None
+        golds.append(gold)
+    return golds
 
 
 def limit_samples(loaded: dict, limit: int, seed: int) -> dict:

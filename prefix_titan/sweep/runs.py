@@ -11,7 +11,7 @@ import re
 from ..evaluation.harness import (
     EMBEDDING_PROBE,
     ITEM_DIGESTS,
-    LIMIT_SAMPLING,
+    PROBES_READ_WHOLE,
     bits_per_byte,
     calibrated_accuracy,
     read_items,
@@ -569,11 +569,11 @@ def items_read(results: dict, task: str | None = None) -> str | None:
     proportion to the gold answers (harness.LIMIT_SAMPLING; results written before that drew
     them at random, and before samples were seeded took the first N). Given a `task` whose
     results record its item count (lm-eval's n-samples), a limit at or above it read all; a
-    character probe of results under LIMIT_SAMPLING was built with the limit and read whole."""
+    character probe of results under PROBES_READ_WHOLE was built with the limit and read whole."""
     limit = results.get("limit")
     if limit is None:
         return None
-    if task in PROBE_TASKS + BLANK_TASKS and results.get("limit_sampling") == LIMIT_SAMPLING:
+    if task in PROBE_TASKS + BLANK_TASKS and results.get("limit_sampling") in PROBES_READ_WHOLE:
         return None  # built with the limit and read whole (harness.probes_at_limit)
     if task == EMBEDDING_PROBE:
         return None  # every token vector, whatever the limit (harness.MADE_HERE)

@@ -784,10 +784,10 @@ def task_golds(task) -> list[int] | None:
     tasks and where a document's gold is none of these (several golds, a text not offered)."""
     if getattr(task, "OUTPUT_TYPE", None) != "multiple_choice":
         return None
+    gold_of = task.doc_to_text if getattr(task, "multiple_input", 0) else task.doc_to_target
     golds = []
     for doc in task.eval_docs:
-        gold = task.doc_to_text(doc) if getattr(task, "multiple_input", 0) else None
-        gold = task.doc_to_target(doc) if gold is None else gold
+        gold = gold_of(doc)
         if isinstance(gold, str):
             choices = task.doc_to_choice(doc)
             gold = choices.index(gold) if gold in choices else None

@@ -201,7 +201,9 @@ def assert_parts_close(got, want, tol: dict, seed: int, what: str = "", parts=LO
 
 # -- trainings of the embedded default -----------------------------------------------------------
 
-STEP = re.compile(r"step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
+STEP = re.compile(r"(?<!validate )step:\s+(\d+)\s+loss:\s+([-\d.naif]+)")
+"""A training step's loss line (not a validation's: a step due one is validated before its own
+line is logged)"""
 CE = re.compile(r"step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)")
 VAL = re.compile(r"validate step:\s+(\d+)\s+plain_ce:\s+([-\d.naif]+)\s+perplexity")
 
@@ -247,8 +249,9 @@ def tiny_hf_model(folder, vocab_size: int, tokens: int | None, seed: int = 0):
     return folder
 
 
-def train(tmp, *overrides, nproc=1, name="run", check=True):
-    """Run a short embedded-default job; returns (stdout+stderr, {step: loss})."""
+def train(tmp, *overrides, nproc=1, name="run", check=True, script=None):
+    """Run a short embedded-default job; returns (stdout+stderr, {step: loss}). `script`: a
+    Python file run in place of `-m prefix_titan.train` (one rank), given the same arguments."""
     embedded_tokenizer_at(tmp / "tokenizer")
     args = local_command(
         "--job.config_file",
@@ -274,6 +277,9 @@ def train(tmp, *overrides, nproc=1, name="run", check=True):
         *overrides,
         nproc=nproc,
     )
+    if script is not None:
+        assert nproc == 1 and args[1:3] == ["-m", "prefix_titan.train"], args
+        args[1:3] = [str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr

@@ -393,10 +393,53 @@ def test_a_diverging_run_stops_at_the_first_non_finite_step_and_saves_nothing_af
     assert sorted(os.listdir(tmp_path / "run" / "checkpoint")) == ["step-1"]
 
 
+STOP_VALIDATING = """
+import sys
+
+from prefix_titan import train
+from prefix_titan.titan import validate
+
+def stopped(self, model_parts, step):
+    raise KeyboardInterrupt  # Ctrl-C while step STEP is validated
+
+real = validate.PlainCEValidator.validate
+validate.PlainCEValidator.validate = lambda self, parts, step: (
+    stopped if step == STEP else real
+)(self, parts, step)
+sys.argv[0] = "prefix_titan.train"
+train.main()
+"""
+
+
+def test_a_run_stopped_while_validating_a_step_resumes_with_that_steps_row(tmp_path):
+    """A step is validated before torchtitan saves it (validate.py): a run stopped while
+    validating step 4 has no checkpoint of it, resumes from step 2, trains steps 3 and 4 again
+    and validates step 4. (Saved first, step 4 resumed without its row, and a sweep's report then
+    left validation out for every arm: its runs had rows at different steps.)"""
+    from prefix_titan.runs.folder import METRICS_LOG, read_log
+
+    common = (
+        *("--training.steps", "6", "--checkpoint.enable", "--checkpoint.interval", "2"),
+        *("--validation.enable", "--validation.freq", "4", "--validation.steps", "2"),
+    )
+    script = tmp_path / "stop_validating.py"
+    script.write_text(STOP_VALIDATING.replace("STEP", "4"))
+    log, _ = train(tmp_path, *common, script=script, check=False)
+    assert re.search(r"(?m)^interrupted: .*step-2", log), log[-3000:]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoint")) == ["step-2"], log[-3000:]
+    path = tmp_path / "run" / METRICS_LOG
+    assert [r["step"] for r in read_log(str(path)) if "validation_plain_ce" in r] == [1]
+    log, _ = train(tmp_path, *common)
+    assert "Training starts at step 3" in log, log[-3000:]
+    rows = read_log(str(path))
+    assert [r["step"] for r in rows if "validation_plain_ce" in r] == [1, 4, 6]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 3, 4, 5, 6]
+
+
 def test_a_validation_loss_that_is_not_finite_stops_the_run_without_a_row(tmp_path):
     """Weights finite but too large (optimizer.lr 1e15, one step) give NaN logits: the final
-    validation stops the run, naming the saved step that holds them; no NaN row is written (it
-    used to end with exit status 0 and a NaN validation row)."""
+    validation, made before the step's save, stops the run; the step is not saved and no NaN row
+    is written (it used to end with exit status 0 and a NaN validation row)."""
     from prefix_titan.runs.folder import METRICS_LOG, read_log
 
     log, _ = train(
@@ -408,11 +451,11 @@ def test_a_validation_loss_that_is_not_finite_stops_the_run_without_a_row(tmp_pa
     assert re.search(
         r"(?m)^error: step 1: the validation loss \(plain CE\) is not finite \(nan\): ", log
     ), log[-3000:]
-    assert f"{tmp_path / 'run' / 'checkpoint' / 'step-1'}, saved before the validation" in log
+    assert "No validation row is written and the step is not saved." in log, log[-3000:]
+    assert not (tmp_path / "run" / "checkpoint" / "step-1").exists()
     assert "Traceback" not in log
-    assert not [
-        r for r in read_log(str(tmp_path / "run" / METRICS_LOG)) if "validation_plain_ce" in r
-    ]
+    path = tmp_path / "run" / METRICS_LOG  # (the step's own row would follow its validation)
+    assert not path.exists() or not [r for r in read_log(str(path)) if "validation_plain_ce" in r]
 
 
 def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
@@ -467,10 +510,10 @@ def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
 
 
 def test_a_run_stopped_while_validating_its_last_step_resumes_and_validates_it(tmp_path):
-    """torchtitan saves the final step, then validates it. A run stopped in between left a
-    complete final checkpoint (its checksums recorded before the validation) and no final
-    validation row: the launcher does not count it finished, and started again it loads the
-    final step, trains nothing, and validates it."""
+    """torchtitan saves the final step, then validates it; before the validation came first
+    (the next test), a run stopped in between left a complete final checkpoint and no final
+    validation row. Such a folder is not counted finished by the launcher, and started again it
+    loads the final step, trains nothing, and validates it."""
     from prefix_titan.runs.checkpoints import sealed
     from prefix_titan.runs.folder import METRICS_LOG, read_log
 
@@ -490,11 +533,12 @@ def test_a_run_stopped_while_validating_its_last_step_resumes_and_validates_it(t
     assert "resumed at the final step" not in log  # (a run that trained validates in its loop)
     path = tmp_path / "run" / METRICS_LOG
     assert sealed(str(tmp_path / "run" / "checkpoint" / "step-4"))
-    # what a stop during the final validation leaves: the same folder without its last row
+    # what a stop during the final validation left: the same folder without that row
     rows = path.read_text().splitlines(keepends=True)
-    last = json.loads(rows[-1])
+    (at,) = [i for i, r in enumerate(rows) if "validation_plain_ce" in json.loads(r)][-1:]
+    last = json.loads(rows[at])
     assert last["step"] == 4 and last["validation_plain_ce"] == pytest.approx(final[0], abs=1e-4)
-    path.write_text("".join(rows[:-1]))
+    path.write_text("".join(rows[:at] + rows[at + 1 :]))
     trained = [r["step"] for r in read_log(str(path)) if "loss" in r]
     log, _ = train(tmp_path, *common)
     assert "resumed at the final step 4: validating it" in log, log[-3000:]

@@ -247,10 +247,14 @@ class PrefixMetricsProcessor(MetricsProcessor):
 
     def should_log(self, step: int) -> bool:
         # torchtitan asks once per step, after the optimizer update and before the step's save:
-        # the step checks run here (step_checks.py). A step that is not logged drops its CE so
+        # the step checks run here (step_checks.py), then the step's validation where one is due
+        # (validate.py: before the save). A step that is not logged drops its CE so
         # that the logged value covers exactly the logged step's batch.
         self.trained = True
-        self.step_checks.after_update(step, getattr(self, "model_parts", None))
+        model_parts = getattr(self, "model_parts", None)
+        self.step_checks.after_update(step, model_parts)
+        if self.validator is not None:  # (set where validation is on)
+            self.validator.validate_before_save(model_parts, step)
         should = super().should_log(step)
         if not should:
             self.meter.reset()
@@ -265,7 +269,8 @@ class PrefixMetricsProcessor(MetricsProcessor):
     def _validate_final_resume(self) -> None:
         """A run resumed at its final step trains nothing, so torchtitan validates nothing: the
         final step is validated here where the metrics log holds no validation row of it (a run
-        stopped while validating it gets its row; a finished run started again, by hand or by a
+        saved, then stopped while validating its last step, as runs were before a step was
+        validated before its save, gets its row; a finished run started again, by hand or by a
         second launch of its sweep, adds none)."""
         job = self.job_config
         if self.trained or self.validator is None or not job.validation.enable:
@@ -324,7 +329,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
                     f"; {folder}, saved before the validation, holds these weights: do not "
                     "export or resume from it"
                     if job.checkpoint.enable and os.path.isdir(folder)
-                    else ""
+                    else " and the step is not saved"
                 )
                 + ". Train with other settings in a fresh job.dump_folder."
             )

@@ -41,17 +41,33 @@ class PlainCEValidator(Validator):
         if hasattr(self.metrics_processor, "validator"):
             self.metrics_processor.validator = self
 
-    def should_validate(self, step: int) -> bool:
+    validated_step: int | None = None
+    """The step validated before its save (validate_before_save), which torchtitan's own call
+    after the save then skips"""
+
+    def due(self, step: int) -> bool:
         """torchtitan's steps (1 and every validation.freq) and the last one: the final model is
         validated whatever the frequency (the report's validation metrics end with it)."""
         return super().should_validate(step) or step == self.job_config.training.steps
 
+    def validate_before_save(self, model_parts, step: int) -> None:
+        """Validate a step that is due between its optimizer update and its save (the metrics
+        processor's hook there: step_checks.py). torchtitan saves a step, then validates it: a
+        run stopped in between left that step's checkpoint without its validation row, and its
+        resume, starting at the next step, never wrote it (one run short of a row that the others
+        have, a sweep's report left validation out for every arm). Validated first, a saved step
+        has its row; a run stopped while validating resumes from the step saved before and
+        trains this one again."""
+        if self.due(step):
+            self.validate(model_parts, step)
+            _reshard(model_parts)
+            self.validated_step = step
+
+    def should_validate(self, step: int) -> bool:
+        """torchtitan's question after the step's save: no, the step was validated before it."""
+        return self.due(step) and step != self.validated_step
+
     def validate(self, model_parts, step: int) -> None:
-        # torchtitan saves a step, then validates it: the save's checksums are recorded first, so
-        # that a run stopped while validating its last step resumes from that step, verified
-        checks = getattr(self.metrics_processor, "step_checks", None)
-        if checks is not None:
-            checks.record_checksums()
         if self.pp_schedule is None:
             return super().validate(model_parts, step)
         # torchtitan 0.2.2: a pipeline schedule holds the training loss and calls it itself, so
@@ -61,6 +77,18 @@ class PlainCEValidator(Validator):
             super().validate(model_parts, step)
         finally:
             self.training_loss.pipeline_validation = False
+
+
+def _reshard(model_parts) -> None:
+    """Shard again the FSDP2 modules that a forward without backward leaves gathered (torchtitan
+    does not reshard the last blocks after forward, as backward gathers them at once): the save
+    that follows reads the sharded parameters the optimizer holds."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for part in model_parts:
+        for module in part.modules():
+            if isinstance(module, FSDPModule):
+                module.reshard()
 
 
 def build_plain_ce_validator(**kwargs) -> PlainCEValidator:

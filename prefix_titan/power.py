@@ -4,6 +4,7 @@
     python -m prefix_titan.power --scale pilot --seeds 3 --from outputs/sweep_pilot
     python -m prefix_titan.power --scale pilot --seeds 3 --effect "char composite=0.03"
     python -m prefix_titan.power --seeds 5 --arms label_smoothing prefix_tau0.5 prefix_tau1.0
+    python -m prefix_titan.power --seeds 3 --probe-items 500   # eval --probe-items 500
 
 For each primary endpoint of the analysis plan and each of the mission's tasks: a run's sd
 (assumed from published item counts, or measured in a finished sweep with --from), the difference from the
@@ -22,6 +23,8 @@ import sys
 from typing import NamedTuple
 
 from .evaluation.harness import DEFAULT_TASKS
+from .evaluation.probes import ITEMS_PER_TASK
+from .evaluation.probes import MIN_ITEMS as PROBE_MIN_ITEMS
 from .runs.cli import Parser, path_arg
 from .sweep.analysis import (
     analyse,
@@ -77,6 +80,9 @@ class Measured(NamedTuple):
     """the metrics it measured no variance of (the published default kept)"""
     dfs: dict[str, int]
     """{metric: the residual degrees of freedom its sd rests on}, for those of `sds`"""
+    probe_items: list[int]
+    """the items per character probe its evaluations built (eval --limit and --probe-items
+    build fewer than the default ITEMS_PER_TASK)"""
 
 
 def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
@@ -108,7 +114,16 @@ def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
         },
         key=str,
     )
-    return Measured(out, where, flavors, limits, a.arms, zero, dfs)
+    probe_items = sorted(
+        {
+            n
+            for r in runs
+            for step in (r.get("steps") or {}).values()
+            for n in (step.get("probe_items") or {}).values()
+            if isinstance(n, int)
+        }
+    )
+    return Measured(out, where, flavors, limits, a.arms, zero, dfs, probe_items)
 
 
 def scale_flavor(scale: str) -> str:
@@ -148,6 +163,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--effect", type=_effect, action="append", default=[], metavar="METRIC=VALUE")
     p.add_argument(
+        "--probe-items",
+        type=int,
+        default=ITEMS_PER_TASK,
+        metavar="N",
+        help=f"items per character probe the sweep's evaluations build (eval --probe-items; "
+        f"default {ITEMS_PER_TASK:,}): the probes' published sd",
+    )
+    p.add_argument(
         "--root",
         type=path_arg,
         default=".",
@@ -162,6 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         "the built-in arms, then sweep_arms.toml's), as `sweep launch --arms` takes them",
     )
     a = p.parse_args(argv)
+    if a.probe_items < PROBE_MIN_ITEMS:
+        p.error(
+            f"--probe-items must be >= {PROBE_MIN_ITEMS} (eval builds no fewer); got {a.probe_items}"
+        )
     if not os.path.isdir(a.root):
         p.error(f"--root {a.root}: no such folder (the project folder that holds sweep_arms.toml)")
     if len(a.seeds) > 1:  # the seeds themselves, as the launch takes them
@@ -199,10 +226,10 @@ def main(argv: list[str] | None = None) -> None:
                     else f"--effect '{name}={effect:g}': {name} ({m.unit}) differs by "
                     f"{m.widest:g} at most"
                 )
-        measured, where, flavors, limits, measured_arms, zero, dfs = (
+        measured, where, flavors, limits, measured_arms, zero, dfs, probe_items = (
             measured_sds(a.runs_dir, plan, names)
             if a.runs_dir
-            else Measured({}, None, [], [], [], [], {})
+            else Measured({}, None, [], [], [], [], {}, [])
         )
     except ValueError as e:
         p.refuse(str(e))
@@ -243,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         plan.alpha,
         measured,
         effects,
+        probe_items=a.probe_items,
         variance=plan.variance,
         measured_df=dfs,
     )
@@ -325,6 +353,15 @@ def main(argv: list[str] | None = None) -> None:
             "metric is that sample's, larger than the whole tasks' the sweep will evaluate "
             "(by about the square root of the items' ratio where item sampling dominates); "
             "evaluate without --limit to measure it."
+        )
+    if fewer := [n for n in probe_items if n < a.probe_items]:
+        print(
+            f"Note: the character probes under {a.runs_dir} were built with "
+            f"{' or '.join(f'{n:,}' for n in fewer)} items each, not the {a.probe_items:,} "
+            "planned (--probe-items; eval --limit builds fewer too): the measured sd of the "
+            "probes' metrics is that of fewer items, larger than the sweep's (by up to the square "
+            "root of the items' ratio where item sampling dominates); evaluate with the planned "
+            "probes to measure it."
         )
     if measured_arms and len(measured_arms) != len(sweep) and not a.arms:
         print(

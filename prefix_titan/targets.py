@@ -100,6 +100,12 @@ def _main(argv: list[str] | None = None) -> None:
         )
     if a.token is not None:
         ids = [i for i, t in enumerate(texts) if t == a.token]
+        special = tok.token_to_id(a.token)
+        if not ids and special is not None and texts[special] is None:
+            p.error(
+                f"{a.token!r} is a special token (id {special}), not text: no token's text is a "
+                f"prefix of it; its row: --token-id {special}"
+            )
         if not ids:
             pieces = [
                 (i, texts[i] if i < len(texts) and texts[i] is not None else tok.decode([i]))
@@ -129,7 +135,12 @@ def _main(argv: list[str] | None = None) -> None:
     if a.json:
         print(json.dumps(info, indent=2))
         return
-    print(f"gold {info['gold_id']} {info['gold_text']!r}   objective {describe_objective(spec)}")
+    shown = (
+        repr(info["gold_text"])
+        if info["gold_text"] is not None
+        else f"{tok.id_to_token(gold)!r} (special, or not ASCII: no text in the tables)"
+    )
+    print(f"gold {info['gold_id']} {shown}   objective {describe_objective(spec)}")
     for r in info["entries"]:
         print(f"  {r['id']:>7}  {r['prob']:.6g}  {r['text']!r}")
     print(

@@ -29,6 +29,9 @@ from prefix_titan.evaluation.probes import (
     build_probes,
     word_source,
 )
+from prefix_titan.evaluation.probes import (
+    MIN_ITEMS as PROBE_MIN_ITEMS,
+)
 from prefix_titan.evaluation.shortcuts import (
     pair_lookups,
     reference,
@@ -54,8 +57,11 @@ def main(argv: list[str] | None = None) -> None:
         help="with --pairs: times the features are dealt within units for the no-signal level",
     )
     a = p.parse_args(argv)
-    if a.items < 1:
-        p.error(f"--items must be a whole number >= 1 (items per probe); got {a.items}")
+    if a.items < PROBE_MIN_ITEMS:
+        p.error(
+            f"--items must be >= {PROBE_MIN_ITEMS} (items per probe: fewer cannot be balanced); "
+            f"got {a.items}"
+        )
     if a.pairs < 0:
         p.error(f"--pairs must be a whole number >= 0 (pairs of lookups per probe); got {a.pairs}")
     if a.shuffles < 0:

@@ -216,8 +216,23 @@ def test_check_and_seal_name_the_step_folders_of_a_run_given_in_their_place(reco
         assert e.value.code == 1
         err = capsys.readouterr().err
         assert f"{run} is not a finished checkpoint step (it holds no .metadata" in err
-        assert f"here: {recorded / 'step-2'}, {recorded / 'step-4'}" in err
+        assert f"finished here: {recorded / 'step-2'}, {recorded / 'step-4'}" in err
     assert not list(run.glob("sha256sums*"))
+
+
+def test_a_folder_that_is_no_finished_step_is_refused_as_such_before_its_checksums(recorded):
+    """export, the embedding probe and a resume verify the step they load: a run folder or a
+    save cut short (data, no .metadata) was called unverified, with a seal and an
+    --accept-unverified that then both refused it; now it is no finished step, and the finished
+    steps are named."""
+    half = recorded / "step-6"
+    half.mkdir()
+    (half / "__0_0.distcp").write_bytes((recorded / "step-4" / "__0_0.distcp").read_bytes())
+    steps = f"finished here: {recorded / 'step-2'}, {recorded / 'step-4'}"
+    for folder in (recorded.parent, recorded, half):
+        with pytest.raises(ValueError, match="is not a finished checkpoint step") as e:
+            verify_step(str(folder), what="export", accept_unverified=True)
+        assert not isinstance(e.value, UnverifiedCheckpoint) and steps in str(e.value)
 
 
 def test_seal_refuses_a_damaged_step(recorded):

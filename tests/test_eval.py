@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import ROOT, train
+from helpers import ROOT, holding_lock, train
 
 pytestmark = pytest.mark.slow  # evaluates a trained and exported model
 
@@ -210,6 +210,10 @@ def test_character_probes_end_to_end(exported):
     assert set(results) == set(PROBE_TASKS) | set(BLANK_TASKS)
     [line] = [x for x in printed.stdout.splitlines() if x.startswith("calibrated by the blank")]
     assert all(f" {task} 0." in line or f" {task} 1." in line for task in PROBE_TASKS), line
+    checked = [x for x in printed.stdout.splitlines() if "checked for shortcuts" in x]
+    flagged = [x for x in printed.stdout.splitlines() if "is answered without reading" in x]
+    assert len(checked) + len(flagged) >= 1 and len(checked) <= 1, printed.stdout[-3000:]
+    assert not checked or "at 40 items a probe: a smaller shortcut goes unseen" in checked[0]
     for task, m in results.items():
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task
@@ -350,23 +354,55 @@ def test_embedding_probe_on_an_export_and_on_a_run_folder(exported, tmp_path):
         for task in TASKS:
             score = probe[f"{vectors}_{task},none"]
             assert probe[f"{vectors}_{task}_low"] <= score <= probe[f"{vectors}_{task}_high"]
-    out = subprocess.run(
-        [sys.executable, "-m", "prefix_titan.embedding_probe", str(exported / "run")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+
+    def run_probe(folder, check=False):
+        return subprocess.run(
+            [sys.executable, "-m", "prefix_titan.embedding_probe", str(folder)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=check,
+        )
+
+    out = run_probe(exported / "run", check=True)
     assert "| input | trained |" in out.stdout and "| output | fresh init |" in out.stdout
+    assert "the report reads the embedding probe of `python -m prefix_titan.eval" in out.stdout
     filed = json.loads((exported / "run" / "evals" / "step-4" / "embedding_probe.json").read_text())
     assert filed["input"]["trained"]["letters"][0] == pytest.approx(probe["input_letters,none"])
-    bad = subprocess.run(
-        [sys.executable, "-m", "prefix_titan.embedding_probe", str(exported / "data")],
-        capture_output=True,
-        text=True,
-    )
+    bad = run_probe(exported / "data")
     assert bad.returncode == 2 and "neither an exported model folder" in bad.stderr
+    # the writer's lock of the folder it writes into, as an evaluation holds it (it wrote into a
+    # run folder that a training was writing)
+    holder = holding_lock(exported / "run")
+    try:
+        busy = run_probe(exported / "run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert busy.returncode == 2 and f"is being written by pid {holder.pid}" in busy.stderr, busy
+
+
+@pytest.mark.slow  # two commands that load torch
+def test_an_export_cut_short_is_refused_in_one_line(exported, tmp_path):
+    """A model.safetensors cut short (a copy interrupted) ended eval and the embedding probe in
+    the loader's traceback; now one error line names the file and says to export again."""
+    hf = unevaluated_copy(exported, tmp_path)
+    weights = hf / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for command in (
+        ["prefix_titan.eval", "--model", str(hf), "--tasks", "embedding_probe"],
+        ["prefix_titan.embedding_probe", str(hf)],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert f"{weights} cannot be read (" in out.stderr and "export the checkpoint again" in (
+            out.stderr
+        ), out.stderr[-3000:]
+    gone = run_eval("--model", str(tmp_path / "nowhere"), "--tasks", "piqa", check=False)
+    assert "does not exist" in gone.stderr and gone.returncode != 0, gone.stderr
 
 
 def test_loglikelihood_matches_torchtitan(exported):

@@ -4,6 +4,7 @@ the test seed line, without a model (lm-eval's own evaluation is faked where it 
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -518,6 +519,11 @@ def test_the_report_names_a_missing_folder_and_where_it_wrote(tmp_path, capsys):
         f"`{one}` is one run's folder (it holds run_config.json): a report compares the arms of a "
         f"sweep, so give the folder that holds the arm folders (here `{tmp_path / 'sweep'}`)"
     ) in capsys.readouterr().out
+    alone = shutil.copytree(one, tmp_path / "outputs" / "short")  # a run in no sweep
+    main([str(alone), "--out", str(tmp_path / "alone")])
+    out = capsys.readouterr().out
+    assert "holds the arm folders (a sweep launch writes SWEEP/ARM/seedS: here the run" in out
+    assert f"(here `{tmp_path}`)" not in out  # (two folders up: no sweep's folder)
 
 
 @pytest.mark.parametrize(

@@ -518,6 +518,13 @@ def test_the_script_prints_each_probes_best_pairs_and_their_no_signal_level(
         assert re.search(
             r"features dealt within units \(3 draws\) \| [\d.]+-[\d.]+ \(p [\d.]+\) \|$", mine[2]
         )
+    few = subprocess.run(  # the script's own flag named (it named eval's --probe-items)
+        [sys.executable, str(script), "--hf-assets-path", embedded_tokenizer_dir, "--items", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert few.returncode == 2 and "--items must be >= 30 (items per probe" in few.stderr
 
 
 @pytest.mark.slow

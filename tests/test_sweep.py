@@ -1534,6 +1534,25 @@ def test_a_terminated_launch_ends_its_runs_with_it(capsys):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was
 
 
+def test_an_interrupted_launch_waits_for_its_runs_and_says_how_to_resume(capsys, monkeypatch):
+    """Ctrl-C at a terminal reaches the launcher and its runs: it ended in a traceback of the
+    launcher's loop. Now it waits for the runs to end on their own Ctrl-C, sends it to those
+    still going after the grace (the launcher's alone was interrupted: `kill -INT`), and exits
+    with status 130 in one line."""
+    monkeypatch.setattr(launch.Children, "GRACE", 0.5)
+    slow = (
+        "import signal, time; signal.signal(signal.SIGINT, lambda *a: exit(130)); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    with pytest.raises(SystemExit) as e, launch.Children() as children:
+        run = children.start([sys.executable, "-c", slow], stdout=subprocess.PIPE, text=True)
+        assert run.stdout.readline() == "ready\n"  # (its handler set)
+        raise KeyboardInterrupt
+    assert e.value.code == 130 and run.returncode == 130  # ended by the SIGINT passed on
+    err = capsys.readouterr().err
+    assert "[sweep] interrupted: 1 run(s) going ended (Ctrl-C); the same command resumes" in err
+
+
 def test_an_override_names_the_setting_it_sets_either_spelling_or_negated():
     """`--a.b-c 1`, `--a.b_c=1` and a boolean's negation `--a.no-b` (the parser's) name a.b_c and
     a.b; this reading holds because no setting's own name begins with no_."""

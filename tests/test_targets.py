@@ -223,3 +223,12 @@ def test_a_text_that_is_not_one_token_is_shown_as_its_tokens(embedded_tokenizer_
     assert out.returncode == 2
     assert "' personality!?' is not one ASCII vocabulary token; it tokenizes as ' " in out.stderr
     assert "(id " in out.stderr and "Ġ" not in out.stderr and "--token-id" in out.stderr
+    # a special token's name: said so (it was shown as the text '' with "pass one of those",
+    # which then refused the empty text), and its row by id says what it is
+    special = "<|begin_of_text|>"
+    out = _targets_cli("--hf-assets-path", embedded_tokenizer_dir, "--token", special)
+    assert out.returncode == 2 and f"{special!r} is a special token (id " in out.stderr, out.stderr
+    sid = out.stderr.split("(id ")[1].split(")")[0]
+    out = _targets_cli("--hf-assets-path", embedded_tokenizer_dir, "--token-id", sid)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"gold {sid} {special!r} (special, or not ASCII"), out.stdout

@@ -1241,6 +1241,10 @@ def test_the_simulator_knows_a_position_weighted_arm_by_its_target():
     )
     with pytest.raises(ValueError, match="knows no target gold mass for prefix_tau0.3"):
         sim.simulate(sim.Sweep(arms=(ObjectiveSpec("prefix", tau=0.3),), items=10, tasks=TASKS))
+    # label smoothing at any epsilon: 1 - epsilon, as its default's (0.9 at 0.1); it was refused
+    eps = ObjectiveSpec("label_smoothing", epsilon=0.05)
+    assert sim.known_masses([eps], {}) == {eps.arm_name(): pytest.approx(0.95)}
+    assert sim.GOLD_MASS["label_smoothing"] == 1 - ObjectiveSpec("label_smoothing").epsilon
 
 
 def test_runs_that_validated_only_their_first_step_are_told_how_to_validate(seed):
@@ -1568,13 +1572,42 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     from prefix_titan.power import measured_sds
 
     shutil.rmtree(small / "ce" / "seed2")  # a run that never started
-    sds, where, _, limits, measured, _, dfs = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, _, limits, measured, _, dfs, probe_items = measured_sds(
+        str(small), PLAN, ["val CE"]
+    )
     assert where == f"14 arms x 1 seed under {small}" and sds == {} == dfs  # one seed: no variance
     assert limits == ["30 (--limit-seed 1234)"] and len(measured) == 14  # a --limit sample
+    assert probe_items == []  # (results that do not record how their probes were built)
+    # probes built with fewer items than a sweep's (eval --limit 50 builds 50 a probe)
+    for path in small.glob("*/seed*/hf/step-*/eval_results.json"):
+        data = json.loads(path.read_text())
+        data["probes"] = {"words_from": None, "items": 50, "seed": 1234, "shots": 3}
+        path.write_text(json.dumps(data))
+    assert measured_sds(str(small), PLAN, ["val CE"]).probe_items == [50]
     shutil.rmtree(small / "ce")
-    sds, where, *_, dfs = measured_sds(str(small), PLAN, ["val CE"])
+    sds, where, *_, dfs, _ = measured_sds(str(small), PLAN, ["val CE"])
     assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
     assert dfs == {"val CE": 12}  # (13 - 1) x (2 - 1): the residual degrees of freedom
+
+
+def test_the_power_command_plans_the_probes_items(capsys):
+    """--probe-items: the probes' published sd at the items the sweep's evaluations build (it
+    planned 2,000 only); fewer than eval builds is refused."""
+    from prefix_titan.power import main
+
+    def char_row(*argv) -> list[str]:
+        main(["--seeds", "3", *argv])
+        out = capsys.readouterr().out
+        (row,) = [r for r in out.splitlines() if r.startswith("| char composite |")]
+        return [c.strip() for c in row.split("|")[1:-1]]
+
+    full, few = char_row(), char_row("--probe-items", "500")
+    assert "2,000 items" in full[-1] and "500 items" in few[-1]
+    assert float(few[2]) == pytest.approx(2 * float(full[2]), rel=0.02)  # sd: sqrt(2000/500)
+    assert float(few[3]) > float(full[3])  # a wider detectable difference
+    with pytest.raises(SystemExit):
+        main(["--probe-items", "5"])
+    assert "--probe-items must be >= 30 (eval builds no fewer); got 5" in capsys.readouterr().err
 
 
 def test_the_power_table_lists_a_task_that_is_a_primary_once(tmp_path, capsys, in_project):
@@ -1656,6 +1689,7 @@ def test_a_measured_sd_on_few_degrees_of_freedom_is_planned_at_its_upper_limit(
         [],
         [],
         {"char composite": 2, "val CE": FEW_DF},
+        [],
     )
     with unittest.mock.patch("prefix_titan.power.measured_sds", return_value=measured):
         main(
@@ -1736,10 +1770,15 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
     for path in tmp_path.glob("*/seed*/hf/step-*/eval_results.json"):  # hellaswag alike in all
         data = json.loads(path.read_text())
         data["results"]["hellaswag"] = {**data["results"]["hellaswag"], "acc_norm,none": 0.3}
+        data["probes"] = {"words_from": None, "items": 50, "seed": 1234, "shots": 3}
         path.write_text(json.dumps(data))
     main(["--seeds", "4", "--from", str(tmp_path)])
     out = capsys.readouterr().out
     assert f"Note: the runs under {tmp_path} measured no variance of hellaswag" in out
+    # probes built at 50 items (eval --limit 50): their measured sd is not a sweep's
+    assert (
+        f"the character probes under {tmp_path} were built with 50 items each, not the 2,000" in out
+    )
     (row,) = [line for line in out.splitlines() if line.startswith("| hellaswag |")]
     assert "binomial SE" in row  # the published default, said
 
@@ -2082,7 +2121,7 @@ def test_validation_metrics_at_other_steps_share_one_note_with_the_training_fix(
     a = analyse(sim.group(runs), PLAN)
     left = [n for n in a.notes if "left out: the runs have it at different steps" in n]
     assert len(left) == 1, a.notes
-    assert left[0].endswith("train every run with the same training.steps and validation.freq")
+    assert "; train every run with the same training.steps and validation.freq (" in left[0]
     validation = [  # those the analysis reads: the plan's, the targets' and the A/A checks'
         m.name for m in METRICS.values() if m.source == "validation" and m.name in a.tables
     ]

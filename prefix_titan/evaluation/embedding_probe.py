@@ -475,9 +475,13 @@ def hf_matrices(model_dir: str) -> dict[str, torch.Tensor]:
 
     from safetensors import safe_open
 
+    from ..runs.checkpoints import unreadable_weights
+
     files = sorted(glob.glob(os.path.join(model_dir, "*.safetensors")))
     if not files:
         raise ValueError(f"{model_dir!r} holds no *.safetensors: not an exported model folder")
+    if problem := unreadable_weights(model_dir):
+        raise ValueError(problem)
     names = {"input": "model.embed_tokens.weight", "output": "lm_head.weight"}
     found: dict[str, torch.Tensor] = {}
     for path in files:

@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..runs.checkpoints import complete_steps, sha256
+from ..runs.checkpoints import complete_steps, sha256, unreadable_weights
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_ITEMS,
@@ -164,7 +164,8 @@ def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict
     """The shortcut check (shortcuts.check_probes) of the character probes among `tasks` (or
     their blank twins) as this evaluation builds them, for its tokenizer and word source: the
     table written to model_dir/char_probes/shortcuts.md, a line printed for each probe a shortcut
-    answers, {probe: its check} returned for the results."""
+    answers (else one line saying how wide a shortcut it would have seen: few items, a wide
+    one), {probe: its check} returned for the results."""
     from ..runs.folder import write_atomically
     from .probes import probe_build
     from .shortcuts import check_probes, reference, token_pieces
@@ -187,6 +188,14 @@ def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict
                 f"that too; the table: {path}; docs/probes.md tells what each shortcut reads",
                 flush=True,
             )
+    if check["probes"] and not any(c["off"] for c in check["probes"].values()):
+        widest = max(c["bound"] for c in check["probes"].values())
+        print(
+            f"character probes: checked for shortcuts (answers found without reading the word): "
+            f"none beyond chance +- its bound (at most +-{widest:.3f} at {probes.items:,} items a "
+            f"probe: a smaller shortcut goes unseen, more items narrow it); the table: {path}",
+            flush=True,
+        )
     return check["probes"]
 
 
@@ -415,6 +424,8 @@ def evaluate(
     first's results."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
+    if problem := unreadable_weights(model_dir):
+        raise ValueError(problem)
     tasks = expand(tasks)
     refuse_tokenizer(model_dir, tasks)  # before the lock, the probes' files, any task
     with RunLock(writer_folder(model_dir)):
@@ -697,6 +708,8 @@ def write_evaluation(folder: str, results: dict, items: dict, replace: bool = Fa
 def not_exported(model_dir: str) -> str:
     """Why `model_dir` cannot be evaluated, with the command that exports it where it is a run
     folder."""
+    if not os.path.isdir(model_dir):
+        return f"--model {model_dir!r} does not exist"
     record = os.path.join(model_dir, RUN_CONFIG)
     if not os.path.exists(record):
         return (

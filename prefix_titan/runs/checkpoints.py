@@ -300,6 +300,7 @@ def verify_step(
     step; raise UnverifiedCheckpoint for files without a recorded checksum unless
     `accept_unverified`, then return them (verified by size only)."""
     refuse_missing_step(step_dir, setting="checkpoint")
+    refuse_unfinished_step(step_dir)
     problems, unverified = check_step(step_dir, rank, world)
     if problems:
         raise DamagedCheckpoint(damage_message(step_dir, problems, what))
@@ -323,6 +324,44 @@ def refuse_missing_step(
         f"{setting} {step_dir} does not exist; "
         + (f"step folders nearby: {', '.join(near)}" if near else f"no step folders in {where}")
     )
+
+
+def refuse_unfinished_step(step_dir: str) -> None:
+    """Refuse a folder that is not a finished checkpoint step (a run folder, a checkpoint
+    folder, a save cut short), naming the finished steps in it, or beside it."""
+    if is_complete(step_dir):
+        return
+    near = (
+        complete_steps(os.path.join(step_dir, "checkpoint"))
+        or complete_steps(step_dir)
+        or complete_steps(os.path.dirname(os.path.normpath(step_dir)))
+    )
+    raise ValueError(
+        f"{step_dir} is not a finished checkpoint step (it holds no {DCP_METADATA} nor "
+        f"{HF_INDEX}; a save cut short leaves such a step): give a step folder, "
+        "RUN/checkpoint/step-N" + (f"; finished here: {', '.join(near)}" if near else "")
+    )
+
+
+def unreadable_weights(model_dir: str) -> str | None:
+    """Why the weights of an exported model folder cannot be read (a file cut short or damaged,
+    whose header does not describe it), or None: said before any model is built, not as the
+    loader's traceback."""
+    import glob
+
+    from safetensors import safe_open  # (imported here: the commands without weights skip it)
+
+    for path in sorted(glob.glob(os.path.join(model_dir, "*.safetensors"))):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except Exception as e:  # safetensors' own error (SafetensorError), or an OSError
+            return (
+                f"{path} cannot be read ({type(e).__name__}: {e}): the export is damaged or was "
+                "cut short; export the checkpoint again (python -m prefix_titan.export ... "
+                "--out DIR --overwrite)"
+            )
+    return None
 
 
 def _fate(what: str) -> str:
@@ -418,17 +457,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     failed = False
     for step_dir in a.step_dir:
-        if not is_complete(step_dir):
-            steps = complete_steps(os.path.join(step_dir, "checkpoint")) or complete_steps(step_dir)
-            print(
-                f"{step_dir} is not a finished checkpoint step (it holds no {DCP_METADATA} nor "
-                f"{HF_INDEX}): give a step folder, RUN/checkpoint/step-N"
-                + (f"; here: {', '.join(steps)}" if steps else ""),
-                file=sys.stderr,
-            )
-            failed = True
-            continue
         try:
+            refuse_unfinished_step(step_dir)
             if a.command == "seal":
                 done = seal_step(step_dir)
                 print(f"{step_dir}: " + (f"sealed {', '.join(done)}" if done else "already sealed"))

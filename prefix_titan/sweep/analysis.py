@@ -730,7 +730,10 @@ def _table(
     if len(used) > 1:
         where = "; ".join(f"{', '.join(map(str, s))} in {len(f)} run(s)" for s, f in used.items())
         fix = (
-            "train every run with the same training.steps and validation.freq"
+            "train every run with the same training.steps and validation.freq (with the same "
+            "settings, a run without a row that the others have was stopped between saving that "
+            "step and validating it, as runs validated after the save could be: docs/runs.md, "
+            "Resuming)"
             if m.source == "validation"
             else "evaluate every run at the same checkpoints with the same tasks"
         )

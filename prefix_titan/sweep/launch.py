@@ -49,7 +49,9 @@ A finished run (its final step's checkpoint is complete) is skipped, so the same
 a sweep (a --dry-run lists it as a comment line, `# ARM seed S: finished already, skipped`, and
 places only the others). A failed run is reported as it ends, with the line of its log that says
 why (its refusal, or its last exception), and at the end; it does not stop the others, unless
---stop-on-failure. The exit status is 1 when any run failed.
+--stop-on-failure. The exit status is 1 when any run failed. Ctrl-C or a SIGTERM to the launcher
+ends the runs going (each saying which checkpoint resumes it), then the launch (status 130 or
+143), in one line: the same command resumes the sweep.
 
 Two launches may share a sweep folder: each run is checked again just before it starts (taken),
 and one finished meanwhile is skipped, one that another live process writes (another launch
@@ -285,9 +287,10 @@ def last_override(extra: list[str], flag: str) -> str | None:
 def finished(root, config: dict, seed: int, extra: list[str], sweep_dir: str | None) -> bool:
     """The run's final step has a complete checkpoint (torchtitan's rule) whose checksums are
     recorded (checkpoints.sealed) and, where the run validates, a validation row in its metrics
-    log. torchtitan saves the final step, then validates it, and the run records the checksums at
-    the end: a run stopped in between is not finished, and its launch resumes at the final step,
-    which the run then validates (titan/metrics.py)."""
+    log. The run validates the final step before saving it (titan/validate.py) and records the
+    checksums at the end: a run stopped in between is not finished, and its launch resumes it; a
+    folder saved first (torchtitan's order) and stopped while validating resumes at the final
+    step, which the run then validates (titan/metrics.py)."""
     try:
         steps = int(last_override(extra, "--training.steps") or config["training"]["steps"])
     except ValueError:  # not a number: not finished (the launch's checks name the setting)
@@ -675,7 +678,12 @@ class Children:
     Children()`, a SIGTERM to the launcher (a `kill` of it; a scheduler signals the whole job
     anyway) is passed on to each run still going, whose ranks end as a terminated run does (the
     newest checkpoint resumes it), and waited for; then the launcher exits with status 143. They
-    ran on without it."""
+    ran on without it. Ctrl-C (SIGINT, which a terminal sends to the runs as well) is waited out
+    the same way, the runs still going after GRACE seconds sent SIGINT (the launcher's alone was
+    interrupted), and the launcher exits with status 130, in one line instead of a traceback."""
+
+    GRACE = 10.0
+    """Seconds the runs get to end on the Ctrl-C their terminal sent them too"""
 
     def __init__(self):
         self.procs: set[subprocess.Popen] = set()
@@ -689,22 +697,38 @@ class Children:
         self.before = signal.signal(signal.SIGTERM, self._terminate)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, value, trace) -> None:
         signal.signal(signal.SIGTERM, self.before)
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self._interrupted()
+
+    def _interrupted(self) -> None:
+        going = [proc for proc in self.procs if proc.poll() is None]
+        end = time.monotonic() + self.GRACE
+        for proc in going:
+            try:
+                proc.wait(timeout=max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)
+        _ended(going, f"interrupted: {len(going)} run(s) going ended (Ctrl-C)", 130)
 
     def _terminate(self, signum, frame) -> None:
         going = [proc for proc in self.procs if proc.poll() is None]
         for proc in going:
             proc.send_signal(signal.SIGTERM)
-        for proc in going:
-            proc.wait()
-        print(
-            f"[sweep] terminated: SIGTERM passed on to the {len(going)} run(s) going, which "
-            "ended; the same command resumes the sweep",
-            file=sys.stderr,
-            flush=True,
+        _ended(
+            going,
+            f"terminated: SIGTERM passed on to the {len(going)} run(s) going, which ended",
+            143,
         )
-        raise SystemExit(143)
+
+
+def _ended(going: list[subprocess.Popen], said: str, status: int) -> None:
+    """Wait for the runs `going`, say what ended them and how to resume, exit with `status`."""
+    for proc in going:
+        proc.wait()
+    print(f"[sweep] {said}; the same command resumes the sweep", file=sys.stderr, flush=True)
+    raise SystemExit(status)
 
 
 def run_queue(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import shlex
 from dataclasses import asdict
 
@@ -749,10 +750,15 @@ def report(
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
     subset_notes, subset_deviations = subset_lines(runs, left_out)
     if os.path.isfile(os.path.join(runs_dir, RUN_CONFIG)):
-        sweep = os.path.dirname(os.path.dirname(os.path.abspath(runs_dir)))
+        run = os.path.abspath(runs_dir)
+        where = (  # a sweep's run folder is SWEEP/ARM/seedS (sweep/configs.py run_folder)
+            f" (here `{os.path.dirname(os.path.dirname(run))}`)"
+            if re.fullmatch(r"seed-?\d+", os.path.basename(run))
+            else " (a sweep launch writes SWEEP/ARM/seedS: here the run is in no sweep)"
+        )
         subset_notes.append(
             f"`{runs_dir}` is one run's folder (it holds {RUN_CONFIG}): a report compares the "
-            f"arms of a sweep, so give the folder that holds the arm folders (here `{sweep}`)"
+            f"arms of a sweep, so give the folder that holds the arm folders{where}"
         )
     group_arms(runs)  # (its refusals, before the items are read)
     runs = [load_run(r["folder"]) for r in runs]

@@ -115,6 +115,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                 "n_samples": {},
                 "versions": {},
                 "probes": {},
+                "probe_items": {},
                 "checks": {},
                 "files": {},
             },
@@ -144,6 +145,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                 e["n_samples"][task] = (data.get("n_samples") or {}).get(task)
                 if task in PROBE_TASKS + BLANK_TASKS:
                     e["probes"][task] = probes_built(data)
+                    e["probe_items"][task] = (data.get("probes") or {}).get("items")
                 if task in PROBE_TASKS and (data.get("probe_check") or {}).get(task):
                     e["checks"][task] = data["probe_check"][task]
                 e["versions"][task] = (data.get("versions") or {}).get(task)

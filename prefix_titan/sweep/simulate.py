@@ -124,9 +124,11 @@ GOLD_MASS = {
 
 
 def known_masses(specs, given: dict[str, float]) -> dict[str, float]:
-    """{arm: gold mass} of the arms of `specs` whose mass is known: `given`, GOLD_MASS, or that of
+    """{arm: gold mass} of the arms of `specs` whose mass is known: `given`, GOLD_MASS, that of
     the same target without position weighting (objective.position_gamma weights the tokens and
-    leaves each target alone: prefix_tau0.5_gamma0.99 keeps prefix_tau0.5's)."""
+    leaves each target alone: prefix_tau0.5_gamma0.99 keeps prefix_tau0.5's), or label
+    smoothing's at any epsilon (1 - epsilon, as GOLD_MASS's: the epsilon / V it puts back on the
+    gold is negligible at a real vocabulary)."""
     import dataclasses
 
     out = {}
@@ -134,6 +136,8 @@ def known_masses(specs, given: dict[str, float]) -> dict[str, float]:
         name = spec.arm_name()
         plain = dataclasses.replace(spec, position_gamma=None).arm_name()
         mass = given.get(name, GOLD_MASS.get(name, given.get(plain, GOLD_MASS.get(plain))))
+        if mass is None and spec.name == "label_smoothing" and spec.epsilon is not None:
+            mass = 1.0 - spec.epsilon
         if mass is not None:
             out[name] = mass
     return out

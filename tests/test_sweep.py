@@ -444,8 +444,9 @@ def finish(run, config: dict):
 
 
 def test_a_run_is_finished_with_its_final_step_sealed_and_validated(tmp_path):
-    """torchtitan saves the final step, then validates it, and the run records the checksums:
-    a run stopped in between is not finished (its launch resumes and validates it)."""
+    """A run's final step is finished when it is saved, its checksums recorded and (where the run
+    validates) its validation row written: a folder short of any of them is not (its launch
+    resumes it)."""
     import json
 
     from prefix_titan.runs.checkpoints import DCP_METADATA, record_step
@@ -1470,6 +1471,26 @@ def test_a_seed_launched_with_another_budget_into_a_sweep_is_refused(tmp_path):
     assert "lr_scheduler.warmup_steps: 2 here, " in err
     assert "drop --training.steps, --lr_scheduler.warmup_steps after --" in err
     assert "give another --sweep-dir" in err
+    # the runs already there, launched again with another budget: each is refused alike, in one
+    # line naming both (one paragraph per run, each naming its folder, before)
+    again = (
+        "--scale",
+        "smoke",
+        "--arms",
+        "ce",
+        "--seeds",
+        "1",
+        "2",
+        "--",
+        "--training.steps",
+        "60",
+    )
+    rc, _, err = dry_run(*again, gpus="", root=tmp_path, checks=True)
+    refusals = [x for x in err.splitlines() if x.startswith("  ce seed")]
+    assert rc == 2 and len(refusals) == 1 and refusals[0].startswith("  ce seed 1, ce seed 2: "), (
+        err
+    )
+    assert "its run folder" in refusals[0] and "seed1" not in refusals[0], err
 
 
 def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(

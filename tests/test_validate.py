@@ -77,16 +77,20 @@ def test_the_last_step_is_validated_whatever_the_frequency():
     assert [s for s in range(1, 1501) if validator.should_validate(s)] == [1, 500, 1000, 1500]
 
 
-def test_a_step_is_sealed_before_it_is_validated(monkeypatch):
-    """torchtitan saves a step, then validates it: the save's checksums are recorded first, so a
-    run stopped while validating its final step leaves that step verified to resume from."""
+def test_a_due_step_is_validated_before_its_save_and_not_again_after(monkeypatch):
+    """The metrics processor's hook between a step's update and its save validates the steps
+    that are due (validate_before_save); torchtitan's own question after the save is then
+    answered no, so each due step is validated once, before it is saved."""
     from prefix_titan.titan.validate import PlainCEValidator
 
-    order = []
-    monkeypatch.setattr(Validator, "validate", lambda self, parts, step: order.append("validate"))
+    validated = []
+    monkeypatch.setattr(Validator, "validate", lambda self, parts, step: validated.append(step))
     validator = PlainCEValidator.__new__(PlainCEValidator)
     validator.pp_schedule = None
-    checks = types.SimpleNamespace(record_checksums=lambda: order.append("checksums"))
-    validator.metrics_processor = types.SimpleNamespace(step_checks=checks)
-    validator.validate([], 4)
-    assert order == ["checksums", "validate"]
+    validator.job_config = types.SimpleNamespace(
+        validation=types.SimpleNamespace(freq=2), training=types.SimpleNamespace(steps=5)
+    )
+    for step in range(1, 6):
+        validator.validate_before_save([], step)
+        assert not validator.should_validate(step), step
+    assert validated == [1, 2, 4, 5]

@@ -136,7 +136,7 @@ def check_runs(
                         print(f"warning: {left}; a launch takes it over", file=sys.stderr)
             except (ValueError, FolderBusy, SystemExit) as e:
                 for problem in getattr(e, "problems", None) or [str(e)]:
-                    problems.setdefault(problem, []).append(name)
+                    problems.setdefault(_shared(problem, args), []).append(name)
                 continue
             if records is not None:
                 record = run_record(job)
@@ -188,6 +188,18 @@ def check_runs(
         return ", ".join(names)
 
     return [f"{who(names)}: {problem}" for problem, names in problems.items()]
+
+
+def _shared(problem: str, args) -> str:
+    """A run's refusal with its own folder (job.dump_folder, as its arguments give it) named
+    "its run folder": runs refused alike then share one line, their names before it (a later
+    launch that forgot an earlier one's override listed one paragraph per run)."""
+    import re
+
+    folder = next((b for a, b in zip(args, args[1:]) if a == "--job.dump_folder"), None)
+    if not folder:
+        return problem
+    return re.sub(re.escape(folder) + r"(?![\w.-])", "its run folder", problem)
 
 
 def _alike(built: dict[tuple, tuple], weighting: str) -> list[tuple[str, list[str]]]:

@@ -159,7 +159,7 @@ def test_refusals(run_dir, tmp_path):
     with pytest.raises(ValueError, match="exists and is not empty"):
         export(config_args(run_dir), str(tmp_path / "busy"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="neither a DCP checkpoint"):
+    with pytest.raises(ValueError, match="empty is not a finished checkpoint step"):
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="lies inside the checkpoint"):  # never written into
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(tmp_path))

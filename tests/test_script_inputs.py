@@ -64,7 +64,7 @@ CASES = {
         (["--hf-assets-path", "{missing}"], ["--hf-assets-path", "no tokenizer.json"]),
         (
             ["--hf-assets-path", "{hf_dir}", "--items", "0"],
-            ["--items must be a whole number >= 1", "got 0"],
+            ["--items must be >= 30 (items per probe", "got 0"],
         ),
         (
             ["--hf-assets-path", "{hf_dir}", "--pairs", "-1"],

@@ -665,8 +665,24 @@ def test_a_dry_run_plans_without_a_gpu():
     assert "one run at a time over 4 GPUs: about 8.63 h" in err
     rc, lines, err = dry_run("--arms", "ce", "--gpus", "4", "--", "--training.steps", "9", gpus="")
     assert "training cost not estimated (--training.steps given after --)" in err
-    rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", gpus="")  # (on the CPU)
-    assert rc == 0 and "training cost" not in err
+    rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", "--seeds", "1", "2", gpus="")
+    assert rc == 0 and "training cost" not in err  # (on the CPU: its time instead)
+    s = launch.SCALES["smoke"].cpu_run_seconds
+    assert (
+        f"training time on the CPU, estimated: 2 runs one at a time: about {2 * s / 60:.0f} min"
+        in err
+    )
+    rc, _, err = dry_run("--scale", "smoke", "--arms", "ce", "--", "--training.steps", "9", gpus="")
+    assert "training time not estimated (--training.steps given after --)" in err
+
+
+def test_the_cpu_time_is_the_runs_one_after_another():
+    assert launch.cpu_time(0, 100, 1) == "no run to train"
+    said = launch.cpu_time(28, 180, 1)
+    assert said.startswith(
+        "training time on the CPU, estimated: 28 runs one at a time: about 84 min"
+    )
+    assert "not much less, measure it" in launch.cpu_time(3, 180, 2)
 
 
 def test_the_training_cost_counts_waves_by_their_longest_run():

@@ -45,6 +45,10 @@ class Scale:
     """Training tokens per second one H100 reached alone on this scale's shape (compiled; the
     H100 measurements of 2026-11-23 in docs/benchmarks.md), from which a --dry-run estimates
     the training cost; None: not measured"""
+    cpu_run_seconds: float | None = None
+    """Seconds one run of this scale took on a 2-core CPU VM, from its launch to its last
+    checkpoint (docs/cpu.md), from which a --dry-run on the CPU estimates the time; None: not
+    measured"""
 
 
 SCALES = {
@@ -61,7 +65,13 @@ SCALES = {
         566_800,
     ),
     "smoke": Scale(
-        "smoke.toml", "train_configs/smoke", "./outputs/sweep_smoke", "./outputs/smoke", 1, 64
+        "smoke.toml",
+        "train_configs/smoke",
+        "./outputs/sweep_smoke",
+        "./outputs/smoke",
+        1,
+        64,
+        cpu_run_seconds=184,
     ),
 }
 

@@ -650,12 +650,30 @@ def training_cost(
     )
 
 
+SIZED = ("training.steps", "training.global_batch_size", "training.seq_len")
+"""The overrides that change how many tokens a run trains: no cost estimated under them"""
+
+
+def cpu_time(runs: int, run_seconds: float, at_once: int) -> str:
+    """A --dry-run's estimate of how long `runs` runs take on the CPU, `at_once` at a time, each
+    taking `run_seconds` (configs.Scale.cpu_run_seconds) one at a time."""
+    if not runs:
+        return "no run to train"
+    one = f"{runs} run{'s' if runs > 1 else ''} one at a time: about {run_seconds * runs / 60:.0f} min"
+    if at_once > 1:
+        one += f" (--cpu-runs {at_once} shares the same cores: not much less, measure it)"
+    return (
+        f"training time on the CPU, estimated: {one}, at the {run_seconds:.0f} s a run took on "
+        "a 2-core VM with other work beside it (docs/cpu.md); more cores take less. Not counted: "
+        "evaluation"
+    )
+
+
 def _cost(a, arms: list[str], extra: list[str], rate: float, world: int, side: int) -> str:
     """training_cost of a dry run's runs (of `arms`, one entry a run) over `world` GPUs each,
     from their configs' steps, batch and sequence length; not estimated where the overrides
     change those."""
-    sized = ("training.steps", "training.global_batch_size", "training.seq_len")
-    if changed := [flag for k, flag in override_flags(extra) if k in sized]:
+    if changed := [flag for k, flag in override_flags(extra) if k in SIZED]:
         return f"training cost not estimated ({', '.join(changed)} given after --)"
     tokens = []
     for arm in arms:
@@ -1361,6 +1379,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             print(
                 f"[sweep] {_cost(a, dry_runs, extra, rate, world, side_by_side)}", file=sys.stderr
             )
+        elif not on_gpus and per_run != "node" and (s := SCALES[a.scale].cpu_run_seconds):
+            said = cpu_time(len(dry_runs), s, len(groups))
+            if changed := [flag for k, flag in override_flags(extra) if k in SIZED]:
+                said = f"training time not estimated ({', '.join(changed)} given after --)"
+            print(f"[sweep] {said}", file=sys.stderr)
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
     if left:
         print(

@@ -85,16 +85,17 @@ class Measured(NamedTuple):
     build fewer than the default ITEMS_PER_TASK)"""
 
 
-def measured_sds(runs_dir: str, plan, names: list[str]) -> Measured:
-    """The pooled residual sd of each metric in a finished sweep (the report's own fit), over
-    the seeds every arm has (a run missing elsewhere leaves its seed out)."""
+def measured_sds(runs_dir: str, plan, names: list[str], checkpoints: int | None = None) -> Measured:
+    """The pooled residual sd of each metric in a finished sweep (the report's own fit, each run
+    averaged over its last `checkpoints` evaluated checkpoints: None, the plan's), over the
+    seeds every arm has (a run missing elsewhere leaves its seed out)."""
     from .sweep.runs import complete_seeds, find_runs, group_arms
 
     runs = find_runs(runs_dir)
     seeds = complete_seeds(runs)
     if not seeds:
         raise ValueError(f"--from {runs_dir}: no seed has a run of every arm")
-    a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan)
+    a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan, checkpoints)
     out, zero, dfs = {}, [], {}
     for name in names:  # the metrics of the plan's families (others keep their defaults)
         f = a.fits.get(name)
@@ -156,6 +157,14 @@ def main(argv: list[str] | None = None) -> None:
         "--from", dest="runs_dir", type=path_arg, default=None, help="a finished sweep's folder"
     )
     p.add_argument(
+        "--checkpoints",
+        type=int,
+        default=None,
+        metavar="K",
+        help="with --from: average each run over its last K evaluated checkpoints, as `report "
+        "--checkpoints K` does (default: the plan's)",
+    )
+    p.add_argument(
         "--plan",
         type=path_arg,
         default=None,
@@ -188,6 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.probe_items < PROBE_MIN_ITEMS:
         p.error(
             f"--probe-items must be >= {PROBE_MIN_ITEMS} (eval builds no fewer); got {a.probe_items}"
+        )
+    if a.checkpoints is not None and (a.checkpoints < 1 or a.runs_dir is None):
+        p.error(
+            f"--checkpoints must be >= 1; got {a.checkpoints}"
+            if a.checkpoints < 1
+            else "--checkpoints reads a sweep's evaluations: give it with --from SWEEP_DIR"
         )
     if not os.path.isdir(a.root):
         p.error(f"--root {a.root}: no such folder (the project folder that holds sweep_arms.toml)")
@@ -227,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{m.widest:g} at most"
                 )
         measured, where, flavors, limits, measured_arms, zero, dfs, probe_items = (
-            measured_sds(a.runs_dir, plan, names)
+            measured_sds(a.runs_dir, plan, names, a.checkpoints)
             if a.runs_dir
             else Measured({}, None, [], [], [], [], {}, [])
         )

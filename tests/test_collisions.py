@@ -1083,6 +1083,12 @@ def test_a_torchrun_rank_names_its_torchrun_in_the_lock(tmp_path, monkeypatch):
     said = describe(record)
     assert f"pid {int(ended.stdout)}, which has ended: the rank runs on without it; end " in said
     assert said.startswith(f"pid {os.getpid()} on ")
+    # both ended (a stale lock taken over): nothing to end, said so (it said "end the rank")
+    record["pid"] = int(ended.stdout)
+    said = describe(record)
+    assert said.endswith(
+        f"(a rank started by torchrun, pid {int(ended.stdout)}, which has ended too)"
+    )
 
 
 def test_a_refusal_for_a_live_writer_leaves_that_runs_empty_folders(tmp_path):

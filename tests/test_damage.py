@@ -339,3 +339,17 @@ def test_a_resume_whose_metrics_log_is_gone_says_so(tmp_path):
     assert lost(SimpleNamespace(enable=False, folder="checkpoint")) is None
     (tmp_path / METRICS_LOG).write_text('{"step": 8}\n')
     assert lost(checkpoint) is None
+    # a log cut short (rows of steps 5 to 8 gone), or cut inside its first row: said
+    (tmp_path / METRICS_LOG).write_text("".join(f'{{"step": {s}}}\n' for s in range(1, 5)))
+    said = lost(checkpoint)
+    assert said.startswith(f"{tmp_path / METRICS_LOG} ends at step 4, but checkpoints go to step-8")
+    assert (
+        "whose row (step 8) every run logs before saving it: the rows after that are gone" in said
+    )
+    (tmp_path / METRICS_LOG).write_text('{"step": 1, "lo')
+    assert " holds no row, but checkpoints go to step-8" in lost(checkpoint)
+    # logged every 5th step (and step 1): step 5 was the last row due before step 8's save
+    log_5 = lost_log(str(tmp_path), saved_steps(str(tmp_path), checkpoint), log_freq=5)
+    assert "whose row (step 5)" in log_5
+    (tmp_path / METRICS_LOG).write_text('{"step": 1}\n{"step": 5}\n')
+    assert lost_log(str(tmp_path), saved_steps(str(tmp_path), checkpoint), log_freq=5) is None

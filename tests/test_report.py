@@ -382,6 +382,18 @@ def test_missing_evaluations_are_listed(tmp_path):
     results = {t: {} for t in ("piqa", "hellaswag", *PROBE_TASKS, *BLANK_TASKS)}
     assert eval_tasks([{"steps": {1200: {"results": results}}}]) == "hellaswag piqa char_probes"
     assert eval_tasks([{"steps": {1200: {"results": {"piqa": {}}}}}]) == "piqa"
+    # the sample the other runs were evaluated on (a full evaluation would not pair with them)
+    step = {"results": {"piqa": {}}, "sample": {(50, 1234)}}
+    assert eval_tasks([{"steps": {1200: step}}]) == "piqa --limit 50"
+    step["sample"] = {(50, 7)}
+    assert eval_tasks([{"steps": {1200: step}}]) == "piqa --limit 50 --limit-seed 7"
+    step["sample"] |= {(None, None)}  # (evaluated alike nowhere: no sample said)
+    assert eval_tasks([{"steps": {1200: step}}]) == "piqa"
+    step = {"results": results, "sample": {(None, None)}, "probe_items": {"char_spell": 500}}
+    assert eval_tasks([{"steps": {1200: step}}]) == "hellaswag piqa char_probes --probe-items 500"
+    smoke = {"job": {"description": "prefix_titan smoke sweep arm (see [objective])"}}
+    assert eval_tasks([{"steps": {}, "config": smoke}]) == "char_probes --limit 50"
+    assert eval_tasks([{"steps": {}, "config": {}}]) == "pilot"
     per_arm = table(text, "## Per arm")  # the columns no arm has a value of: named, not drawn
     assert per_arm["ce"][0].startswith("3.") and len(per_arm["ce"]) == 1  # val CE alone
     assert "Measured for no arm, left out: char composite; downstream bits/byte; char acc; " in text
@@ -1084,3 +1096,11 @@ def test_the_kinds_side_by_side_stay_at_their_own_values_however_close_they_lie(
     assert nudged(0.5, 1) / nudged(0.5, 0) == pytest.approx(1.04)
     nudged = report_module.side_by_side([0.99, 0.999, 1.0], 2, log=False)
     assert nudged(0.999, 1) - nudged(0.999, 0) == pytest.approx(0.015 * 0.01)
+
+
+def test_the_per_arm_table_of_no_metric_is_a_sentence():
+    """A sweep whose runs have no metric in common (runs cut short before their first
+    validation, none evaluated) rendered a header of two columns over a separator of one."""
+    from prefix_titan.sweep.report import summary_table
+
+    assert summary_table(None, []) == "No metric was measured for any arm (see the notes)."

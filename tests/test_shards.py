@@ -498,6 +498,59 @@ def test_refuses_a_tokenizer_whose_document_marks_differ(shard_dir, tokenizer):
     ShardedTokens(shard_dir, "train", tokenizer)  # the one they were prepared with
 
 
+def test_a_tokenizer_without_bos_or_eos_cannot_prepare_nor_read(
+    shard_dir, tmp_path, tokenizer, embedded_tokenizer_dir
+):
+    """A tokenizer.json alone (what `tokenizers.Tokenizer.save` writes) has no BOS nor EOS for
+    torchtitan: prepare refuses it (it wrote documents run together, rc 0), a run's checks
+    refuse it, shards prepared so before are refused, and shards prepared with a BOS read with
+    such a tokenizer name the missing file."""
+    import copy
+    import shutil
+
+    from prefix_titan.data.shards import MANIFEST, manifest_sha256
+    from prefix_titan.titan.checks import tokenizer_size_problem
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(os.path.join(embedded_tokenizer_dir, "tokenizer.json"), bare)
+    make_corpus(tmp_path / "src", n_files=1, docs_per_file=20)
+    with pytest.raises(ValueError) as e:
+        prepare(str(tmp_path / "src"), str(bare), str(tmp_path / "out"), 1000, 100)
+    said = str(e.value)
+    assert said.startswith(f"--tokenizer {str(bare)!r}: its tokenizer has neither a BOS nor an EOS")
+    assert (
+        "holds no tokenizer_config.json" in said
+        and "every document would run into the next" in said
+    )
+    assert not (tmp_path / "out").exists()
+    (bare / "tokenizer_config.json").write_text('{"model_max_length": 256}')
+    with pytest.raises(ValueError, match="holds one naming neither"):
+        prepare(str(tmp_path / "src"), str(bare), str(tmp_path / "out"), 1000, 100)
+
+    class Job:
+        model = types.SimpleNamespace(hf_assets_path=str(bare), flavor="tiny")
+
+    assert tokenizer_size_problem(Job).startswith(
+        f"model.hf_assets_path {str(bare)!r}: its tokenizer has neither a BOS nor an EOS"
+    )
+    Job.model.hf_assets_path = embedded_tokenizer_dir
+    assert tokenizer_size_problem(Job) is None
+
+    d = copy_shards(shard_dir, tmp_path / "unmarked")  # as an earlier prepare wrote them
+    manifest = json.load(open(os.path.join(d, MANIFEST)))
+    manifest["bos_id"] = manifest["eos_id"] = None
+    manifest["sha256"] = manifest_sha256(manifest)
+    json.dump(manifest, open(os.path.join(d, MANIFEST), "w"))
+    with pytest.raises(ValueError, match="neither a BOS nor an EOS token: its documents run into"):
+        ShardedTokens(d, "train")
+
+    other = copy.copy(tokenizer)
+    other.bos_id = other.eos_id = None
+    with pytest.raises(ValueError, match="tokenizer_config.json is missing or names no bos_token"):
+        ShardedTokens(shard_dir, "train", other)
+
+
 def test_refuses_truncated_corrupt_and_unfinished(shard_dir, tmp_path, tokenizer):
     d = copy_shards(shard_dir, tmp_path / "truncated")
     with open(os.path.join(d, "train_00001.bin"), "r+b") as f:

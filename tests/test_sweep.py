@@ -264,6 +264,10 @@ def test_bad_launch_settings_are_refused():
     assert rc == 2 and "--node-rank: the c10d rendezvous numbers the nodes itself" in err
     rc, _, err = dry_run("--scale", "smoke", "--gpus", "0", "--gpus-per-run", "2", gpus="")
     assert rc == 0 and "--gpus-per-run 2 places runs on GPUs, and there are none here" in err
+    rc, _, err = dry_run("--scale", "pilot", "--nnodes", "2", "--rdzv-endpoint", "h:1")
+    err = " ".join(err.split())
+    assert rc == 2 and "--nnodes 2: runs side by side (--gpus-per-run 1, the pilot scale's" in err
+    assert "launch on each its own seeds (one single-node job per seed under Slurm" in err
     rc, _, err = dry_run("--nnodes", "0")
     assert rc == 2 and "--nnodes must be >= 1 (the nodes of one launch); got 0" in err
     rc, _, err = dry_run("--scale", "pilot", "--nproc-per-node", "3")  # (ignored, it was)
@@ -503,7 +507,7 @@ def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(
         "CUDA_VISIBLE_DEVICES=5",
     ]
     assert "--debug.seed 2" in lines[1] and "--debug.seed 3" in lines[2]
-    rc, lines, _ = dry_run(*args, gpus="0", root=tmp_path)
+    rc, lines, _ = dry_run(*args, gpus="", root=tmp_path)  # (the 500M, planned for 8 GPUs)
     assert rc == 0 and lines[0] == f"# ce seed 1: {launch.SKIPPED}" and len(lines) == 3, lines
     # a plan averaging more checkpoints than a run keeps: refused for runs that would train, not
     # for a launch whose runs are all finished (it trains nothing)
@@ -519,19 +523,32 @@ def test_the_dry_run_lists_a_finished_run_as_skipped_and_places_only_the_others(
 
 
 def test_the_500m_scale_keeps_one_run_over_the_node(monkeypatch, capsys):
-    """Planned anywhere (a dry run: 8 GPUs a node by default); launched, over no more ranks than
-    the node shows GPUs (torchrun started 8 ranks on 2 GPUs)."""
-    rc, lines, _ = dry_run("--arms", "ce", "--seeds", "7", gpus="0")
+    """Planned anywhere (a dry run: the visible GPUs, else 8 a node); launched, a rank per GPU
+    the node shows by default (it planned 8 on a 4-GPU node and the launch then refused it) and
+    never more ranks than that (torchrun started 8 ranks on 2 GPUs)."""
+    rc, lines, err = dry_run("--arms", "ce", "--seeds", "7", gpus="")
     assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=8 --nnodes=1")
+    rc, lines, err = dry_run("--arms", "ce", "--seeds", "7", gpus="0,1,2,3")
+    assert rc == 0 and lines[0].startswith("torchrun --nproc_per_node=4 --nnodes=1")
+    assert "plan for 4 GPUs per node, one run at a time" in err
+    assert "4 data-parallel ranks" in err and "= 524,288 tokens a step" in err, err
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+
+    class Checked(Exception):
+        pass
+
+    def preflight(root, runs, device=None, sweep=None, world=None, dry=False):
+        raise Checked(world)
+
+    monkeypatch.setattr(launch, "preflight", preflight)
+    with pytest.raises(Checked) as e:  # 2 by default: checked, not refused
+        launch.main(["--root", str(project()), "--arms", "ce"])
+    assert e.value.args == (2,)
     monkeypatch.setattr(launch, "preflight", lambda *a, **k: pytest.fail("checked, not refused"))
-    for more in ([], ["--nproc-per-node", "4"]):  # 8 by default, or 4, of 2
-        with pytest.raises(SystemExit):
-            launch.main(["--root", str(project()), "--arms", "ce", *more])
-        err = capsys.readouterr().err
-        assert (
-            "this node shows 2 GPU(s) (0,1; CUDA_VISIBLE_DEVICES, nvidia-smi): give at most " in err
-        )
+    with pytest.raises(SystemExit):
+        launch.main(["--root", str(project()), "--arms", "ce", "--nproc-per-node", "4"])
+    err = capsys.readouterr().err
+    assert "this node shows 2 GPU(s) (0,1; CUDA_VISIBLE_DEVICES, nvidia-smi): give at most " in err
 
 
 def test_smoke_runs_on_a_cpu_through_our_launcher():

@@ -1757,6 +1757,21 @@ def test_the_power_command_uses_the_measured_variance_with_from(tmp_path, capsys
         assert rows[name][2].strip() == f"{want:.4f}"
     assert "detectable at 4 seeds" in out and out.count("Note:") == 1
     assert "evaluated on a --limit sample of each task's items (60 (--limit-seed 1234))" in out
+    # --checkpoints K: each run's last K evaluations, as the report's --checkpoints (the
+    # refusal of runs evaluated at other steps names it)
+    main(["--seeds", "4", "--from", str(tmp_path), "--checkpoints", "1"])
+    (row,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| char composite")]
+    sd = math.sqrt(
+        analyse(group_arms(find_runs(str(tmp_path))), PLAN, 1).fits["char composite"].sigma2
+    )
+    assert row.split("|")[3].strip() == f"{sd:.4f}" != rows["char composite"][1].strip()
+    for bad, said in (
+        (["--checkpoints", "0"], "--checkpoints must be >= 1; got 0"),
+        (["--checkpoints", "1"], "--checkpoints reads a sweep's evaluations: give it with --from"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["--seeds", "4", *bad] + (["--from", str(tmp_path)] if "0" in bad else []))
+        assert said in capsys.readouterr().err
     from prefix_titan.power import scale_flavor
 
     for record in tmp_path.glob("*/seed*/run_config.json"):  # runs of the smoke scale's model
@@ -2127,6 +2142,28 @@ def test_validation_metrics_at_other_steps_share_one_note_with_the_training_fix(
     ]
     assert len(validation) > 1
     assert [name for name in validation if name in left[0].split(" left out")[0]] == validation
+
+
+def test_validation_rows_missing_from_unfinished_runs_name_them_and_the_seeds_that_finished():
+    """Runs stopped before their last validation (a seed cut short) have fewer rows: the note
+    names those runs and the seeds to report (it said to train every run with the same
+    settings, which they were)."""
+    runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2, 3), tasks=TASKS), seed=1)
+    for run in runs:
+        run["config"] = {"training": {"steps": run["last_step"]}}
+        if run["seed"] == 2 and run["name"] in ("ce", "label_smoothing"):
+            last = max(run["validation"])
+            run["last_step"] = last // 2
+            run["val"] = {s: v for s, v in run["val"].items() if s <= last // 2}
+            run["validation"] = {s: v for s, v in run["validation"].items() if s <= last // 2}
+    a = analyse(sim.group(runs), PLAN)
+    left = [n for n in a.notes if "left out: the runs have it at different steps" in n]
+    assert len(left) == 1, a.notes
+    assert (
+        "; ce seed 2, label_smoothing seed 2 are unfinished: finish them (the same `sweep "
+        "launch` resumes a run), or report the seeds whose runs finished (--seeds 1 3)"
+    ) in left[0]
+    assert "train every run with the same" not in left[0]
 
 
 def test_an_arm_outside_the_plans_contrast_is_named_not_silently_left_out(seed, tmp_path):

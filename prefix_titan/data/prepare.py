@@ -29,7 +29,7 @@ from .shards import (
     token_dtype,
     tokenizer_hash,
 )
-from .tokenizers import SPECIAL_TEXT, older_encoding, text_tokenizer
+from .tokenizers import SPECIAL_TEXT, no_boundaries, older_encoding, text_tokenizer
 
 PROGRESS = "progress.json"
 DEFAULT_SHARD_TOKENS = 2**28  # 512 MiB of uint16 / 1 GiB of uint32
@@ -564,6 +564,8 @@ def prepare(
             f"--out {out!r} is a file: give a folder (new, or an unfinished prepare's)"
         )
     tokenizer = text_tokenizer(HuggingFaceTokenizer(tokenizer_dir))
+    if tokenizer.bos_id is None and tokenizer.eos_id is None:
+        raise ValueError(f"--tokenizer {no_boundaries(tokenizer_dir)}")
     vocab = tokenizer.get_vocab_size()
     dtype = token_dtype(vocab)
     asked = revision

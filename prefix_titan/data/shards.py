@@ -130,6 +130,13 @@ class ShardedTokens:
                 f"{manifest['tokenizer_sha256'][:12]}...) than this run's model.hf_assets_path "
                 f"({tokenizer_hash(tokenizer)[:12]}...): prepare the shards with the run's tokenizer"
             )
+        if manifest.get("bos_id", 0) is None and manifest.get("eos_id", 0) is None:
+            raise ValueError(
+                f"{directory!r} was prepared with a tokenizer that has neither a BOS nor an EOS "
+                "token: its documents run into each other with no token between them. Give the "
+                "tokenizer a tokenizer_config.json naming them (bos_token, eos_token) and prepare "
+                "again"
+            )
         for key in ("bos_id", "eos_id"):  # from tokenizer_config.json, which the hash leaves out
             if (
                 tokenizer is not None
@@ -139,8 +146,14 @@ class ShardedTokens:
                 raise ValueError(
                     f"{directory!r} marks documents with {key} {manifest[key]}, but this run's "
                     f"model.hf_assets_path gives {key} {getattr(tokenizer, key)} (its "
-                    "tokenizer_config.json differs from the one the shards were prepared with): "
-                    "use the tokenizer folder the shards were prepared with, or prepare them again"
+                    + (
+                        "tokenizer_config.json differs from the one the shards were prepared with"
+                        if getattr(tokenizer, key) is not None
+                        else "tokenizer_config.json is missing or names no "
+                        + key.replace("_id", "_token")
+                    )
+                    + "): use the tokenizer folder the shards were prepared with, or prepare "
+                    "them again"
                 )
         dtype = np.dtype(manifest["dtype"])
         self.arrays, starts = [], [0]

@@ -21,6 +21,20 @@ SPECIAL_TEXT = "as text"
 manifest): as the text it is (text_tokenizer)"""
 
 
+def no_boundaries(folder: str) -> str:
+    """Why a tokenizer folder whose tokenizer has neither a BOS nor an EOS token cannot make or
+    read training data (said after the setting that names the folder)."""
+    has_config = os.path.isfile(os.path.join(folder, "tokenizer_config.json"))
+    return (
+        f"{folder!r}: its tokenizer has neither a BOS nor an EOS token (torchtitan reads them "
+        "from tokenizer_config.json's bos_token and eos_token, and the folder holds "
+        + ("one naming neither" if has_config else "no tokenizer_config.json")
+        + "): every document would run into the next with no token between them. Add a "
+        'tokenizer_config.json naming them, e.g. {"bos_token": "<s>", "eos_token": "</s>"} '
+        "(tokens of its vocabulary; the special tokens a tokenizers.Tokenizer was trained with)"
+    )
+
+
 def older_encoding(path: str) -> str:
     """What is said of shards at `path` whose manifest predates SPECIAL_TEXT (read, not refused:
     every arm reading them reads the same tokens)."""

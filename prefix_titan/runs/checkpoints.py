@@ -54,6 +54,13 @@ def sealed(step_dir: str) -> bool:
     return not problems and set(_files(step_dir)) <= set(sums)
 
 
+def unrecorded(step_dir: str) -> list[str]:
+    """The files of a finished step that have no recorded checksum (read, not hashed: a step
+    saved just before its run was killed has them all), for a refusal before any run starts."""
+    sums, _ = read_sums(step_dir)
+    return [n for n in _files(step_dir) if n not in sums]
+
+
 def complete_steps(folder: str) -> list[str]:
     """The finished `step-N` folders under `folder`, oldest first."""
     return [d for d in checkpoint_steps(folder) if is_complete(d)]

@@ -234,8 +234,10 @@ def describe(holder: dict) -> str:
     )
     if by and _gone({"host": holder.get("host"), "pid": started_by.get("pid")}):
         by = (
-            f" (a rank started by torchrun, pid {started_by.get('pid')}, which has ended: the "
-            "rank runs on without it; end the rank itself)"
+            f" (a rank started by torchrun, pid {started_by.get('pid')}, which has ended too)"
+            if _gone(holder)
+            else f" (a rank started by torchrun, pid {started_by.get('pid')}, which has ended: "
+            "the rank runs on without it; end the rank itself)"
         )
     return (
         f"pid {holder.get('pid')} on {holder.get('host')} since {since}: "

@@ -638,7 +638,7 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
             f"the runs were evaluated at different steps, so their metrics cannot be compared "
             f"(the analysis averages each run's last {last}):\n" + "\n".join(lines) + "\nEvaluate "
             "every run at the same checkpoints (eval --all-checkpoints), or pass --checkpoints 1 "
-            "if only the final steps agree."
+            "(to report or power --from) if only the final steps agree."
         )
     steps = list(next(iter(used.values())))
     probed = [
@@ -714,10 +714,14 @@ def _table(
     a metric the others have (in `absent` under the reason, where given)."""
     out: dict[str, dict] = {}
     used: dict[tuple, list[str]] = {}
-    missing = []
+    missing, short, seeds = [], {}, set()
     for arm, by_seed in runs_by_arm.items():
         out[arm] = {}
         for seed, run in by_seed.items():
+            seeds.add(seed)
+            planned = ((run.get("config") or {}).get("training") or {}).get("steps")
+            if isinstance(planned, int) and (run.get("last_step") or 0) < planned:
+                short[f"{arm} seed {seed}"] = seed  # (unfinished: still running, or stopped)
             v, read_at = run_value(run, m, last)
             if v is None:
                 missing.append(f"{arm} seed {seed} ({run['folder']})")
@@ -729,8 +733,17 @@ def _table(
             out[arm][seed] = v
     if len(used) > 1:
         where = "; ".join(f"{', '.join(map(str, s))} in {len(f)} run(s)" for s, f in used.items())
+        kept = sorted(seeds - set(short.values()))
         fix = (
-            "train every run with the same training.steps and validation.freq (with the same "
+            f"{', '.join(short)} {'is' if len(short) == 1 else 'are'} unfinished: finish "
+            f"{'it' if len(short) == 1 else 'them'} (the same `sweep launch` resumes a run)"
+            + (
+                f", or report the seeds whose runs finished (--seeds {' '.join(map(str, kept))})"
+                if kept
+                else ""
+            )
+            if short
+            else "train every run with the same training.steps and validation.freq (with the same "
             "settings, a run without a row that the others have was stopped between saving that "
             "step and validating it, as runs validated after the save could be: docs/runs.md, "
             "Resuming)"

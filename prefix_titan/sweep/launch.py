@@ -31,7 +31,7 @@ tokens per step; a GPU count that cannot divide it is refused before anything st
 side by side (--gpus-per-run K) are placed on --gpus N GPUs (default: the GPUs visible here, or 8
 when none is; the smoke scale without visible GPUs: on the CPU, as it would run here); a real
 launch uses the visible GPUs. A run over the node (--gpus-per-run node) starts --nproc-per-node
-processes per node (default: --gpus, else 8), visible GPUs or not.
+processes per node (default: --gpus, else the GPUs visible here, else 8).
 
 Before any run starts, every run that would start is checked in this process (the job config's
 checks, its data folders and tokenizer, the target table of a family of one's own, built as its
@@ -1066,8 +1066,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         "--nproc-per-node",
         type=int,
         default=None,
-        help="with --gpus-per-run node (default: --gpus with --dry-run, else 8; 1 on a node "
-        "without a GPU)",
+        help="with --gpus-per-run node (default: --gpus, else the GPUs visible here, else 8; "
+        "the smoke scale on a node without a GPU: 1)",
     )
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--node-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -1184,7 +1184,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
     if a.nnodes < 1:
         p.error(f"--nnodes must be >= 1 (the nodes of one launch); got {a.nnodes}")
     if per_run != "node" and a.nnodes > 1:
-        p.error("--gpus-per-run K runs on this node only: use --gpus-per-run node with --nnodes")
+        p.error(
+            f"--nnodes {a.nnodes}: runs side by side (--gpus-per-run {per_run}, the "
+            f"{a.scale} scale's placement) run on this node only. On several nodes, launch on "
+            "each its own seeds (one single-node job per seed under Slurm: docs/experiment.md), "
+            "into the same sweep folder; --gpus-per-run node with --nnodes would place the runs "
+            "otherwise, so that their seeds would not pair with runs trained on one GPU each"
+        )
     if a.nnodes > 1 and not a.rdzv_endpoint:
         p.error("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address)")
     if a.node_rank is not None:  # (torchrun ignores --node_rank under c10d, warning each run)
@@ -1244,8 +1250,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi): the {a.scale} scale needs "
                 "GPUs; --scale smoke runs on a CPU, and --dry-run plans without GPUs"
             )
-        if a.nproc_per_node is None:
-            a.nproc_per_node = a.gpus or (1 if cpu else 8)
+        if a.nproc_per_node is None:  # (the visible GPUs: a 4-GPU node plans and runs on 4)
+            a.nproc_per_node = a.gpus or (1 if cpu else len(visible_gpus()) or 8)
         shown = visible_gpus() if not (a.dry_run or cpu) else []  # (a plan: for any node)
         if shown and a.nproc_per_node > len(shown):  # (torchrun would start ranks without one)
             p.error(

@@ -100,6 +100,8 @@ def measured_names(a: Analysis, names: list[str]) -> tuple[list[str], list[str]]
 
 
 def summary_table(a: Analysis, names: list[str]) -> str:
+    if not names:
+        return "No metric was measured for any arm (see the notes)."
     intervals = per_arm(a, names)
     lines = ["| arm | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for arm in a.arms:
@@ -556,15 +558,33 @@ def unfinished_line(unfinished: list[dict]) -> str:
 
 def eval_tasks(runs: list[dict]) -> str:
     """The --tasks that evaluate a run as the sweep's evaluated runs were: `pilot` where they
-    have its every task, else their tasks (the probes and their twins as `char_probes`)."""
-    from ..evaluation.harness import expand
-    from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
+    have its every task, else their tasks (the probes and their twins as `char_probes`); with
+    the --limit (and --limit-seed, --probe-items) they were evaluated with, where they share
+    one. None evaluated: `pilot`, or for a smoke sweep `char_probes --limit 50` (docs/cpu.md)."""
+    from ..evaluation.harness import LIMIT_SEED, expand
+    from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 
     had = {t for r in runs for step in r["steps"].values() for t in step.get("results") or {}}
-    if not had or set(expand(["pilot"])) <= had:
-        return "pilot"
+    if not had:
+        described = {r["config"].get("job", {}).get("description") for r in runs}
+        return "char_probes --limit 50" if described == {SMOKE_DESCRIPTION} else "pilot"
     probes = {*PROBE_TASKS, *BLANK_TASKS}
-    return " ".join(sorted(had - probes) + ["char_probes"] if probes <= had else sorted(had))
+    tasks = (
+        "pilot"
+        if set(expand(["pilot"])) <= had
+        else " ".join(sorted(had - probes) + ["char_probes"] if probes <= had else sorted(had))
+    )
+    steps = [step for r in runs for step in r["steps"].values()]
+    samples = set().union(*(step.get("sample", set()) for step in steps))
+    if len(samples) == 1 and (limit := next(iter(samples)))[0] is not None:
+        tasks += f" --limit {limit[0]}"
+        if limit[1] not in (None, LIMIT_SEED):
+            tasks += f" --limit-seed {limit[1]}"
+    elif len(samples) == 1:  # (read whole: the probes perhaps built with other items)
+        items = {n for step in steps for n in (step.get("probe_items") or {}).values()}
+        if len(items) == 1 and (n := next(iter(items))) not in (None, ITEMS_PER_TASK):
+            tasks += f" --probe-items {n}"
+    return tasks
 
 
 def unevaluated_line(runs: list[dict], missing: list[dict]) -> str:

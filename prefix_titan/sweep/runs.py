@@ -118,6 +118,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                 "probe_items": {},
                 "checks": {},
                 "files": {},
+                "sample": set(),
             },
         )
 
@@ -132,6 +133,7 @@ def load_run(folder: str, items: bool = True) -> dict:
                 )
             step = _evaluated_step(folder, d, config)
             e = entry(step)
+            e["sample"].add((data.get("limit"), data.get("limit_seed")))  # (eval's --limit)
             for task, metrics in data["results"].items():
                 twice = task in e["files"] and _text(e["results"][task]) != _text(metrics)
                 if twice and step >= 0:  # (a step not found is never read)

@@ -9,6 +9,7 @@ import sys
 
 from ..data.corpus import embedded_sha256
 from ..data.shards import MANIFEST, load_manifest, manifest_sha256
+from ..data.tokenizers import no_boundaries
 from ..model.flavors import FLAVORS, flavor_args
 from ..objectives.families import canonical_options, family_for
 from ..objectives.kernel import RowKernel
@@ -20,6 +21,8 @@ from ..runs.checkpoints import (
     damage_message,
     read_sums,
     sha256,
+    unrecorded,
+    unverified_message,
     verify_step,
 )
 from ..runs.folder import (
@@ -396,19 +399,23 @@ def _tokenizer_sha256(folder: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_size(folder: str, stamps: tuple) -> int:
+def _tokenizer_facts(folder: str, stamps: tuple) -> tuple[int, bool]:
     """The ids torchtitan's tokenizer of `folder` has (tokenizer.json's, and the special tokens
-    its tokenizer_config.json adds), as the loss's target table counts them; read once per
-    version of its files (`stamps`: their modification times and sizes)."""
+    its tokenizer_config.json adds), as the loss's target table counts them, and whether it has
+    a BOS or an EOS token to put between documents; read once per version of its files
+    (`stamps`: their modification times and sizes)."""
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
-    return HuggingFaceTokenizer(folder).tokenizer.get_vocab_size(with_added_tokens=True)
+    t = HuggingFaceTokenizer(folder)
+    bounded = t.bos_id is not None or t.eos_id is not None
+    return t.tokenizer.get_vocab_size(with_added_tokens=True), bounded
 
 
 def tokenizer_size_problem(job_config) -> str | None:
     """Why the tokenizer at model.hf_assets_path does not fit model.flavor (more token ids than
     the model has embedding rows: the loss's target table would refuse it after the model is
-    built), or why its tokenizer.json cannot be read; None when it fits or is not there yet."""
+    built), why it cannot mark documents (no BOS or EOS), or why its tokenizer.json cannot be
+    read; None when it fits or is not there yet."""
     folder = job_config.model.hf_assets_path
     if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
         return None
@@ -420,9 +427,11 @@ def tokenizer_size_problem(job_config) -> str | None:
         except OSError:
             stamps.append(None)
     try:
-        n = _tokenizer_size(os.path.realpath(folder), tuple(stamps))
+        n, bounded = _tokenizer_facts(os.path.realpath(folder), tuple(stamps))
     except Exception as e:  # the tokenizers library raises a plain Exception
         return f"model.hf_assets_path {folder!r}: its tokenizer cannot be read ({e})"
+    if not bounded:
+        return f"model.hf_assets_path {no_boundaries(folder)}"
     flavor = job_config.model.flavor
     size = flavor_args(flavor).vocab_size
     if n <= size:
@@ -861,6 +870,8 @@ def check_resume(
                 f"{folder} holds a checkpoint at step {newest}, past training.steps "
                 f"({job_config.training.steps}): resuming it would train nothing. {ways}"
             )
+        if done and not finished and (files := unrecorded(done[-1])):  # (the load refuses it)
+            raise ValueError(unverified_message(done[-1], files, "load"))
     record = os.path.join(folder, RUN_CONFIG)
     if not os.path.exists(record):
         saved = complete_steps(os.path.join(folder, ckpt.folder)) if ckpt.enable else []

@@ -35,6 +35,7 @@ from ..runs.folder import (
     TARGET_TABLE,
     append_line,
     drop_torn_line,
+    read_log,
     run_record,
     step_number,
     validated,
@@ -172,15 +173,33 @@ def start_record(
     return [*(earlier if isinstance(earlier, list) else []), this]
 
 
-def lost_log(folder: str, saved: list[str]) -> str | None:
+def lost_log(folder: str, saved: list[str], log_freq: int = 1) -> str | None:
     """What a run starting in `folder` says where its metrics log is gone but checkpoints are
-    there (`saved`: saved_steps): the steps before its resume are not logged (None where
-    nothing is lost)."""
+    there (`saved`: saved_steps): the steps before its resume are not logged; or where the log
+    ends before the newest checkpoint's step (cut short, or an older copy put back: each step
+    logged, every `log_freq`-th, appends its row before that step is saved). None where nothing
+    is lost."""
     log = os.path.join(folder, METRICS_LOG)
     # (step-0: a seed checkpoint, --checkpoint.create_seed_checkpoint, which trained nothing)
     saved = [s for s in saved if step_number(s) != 0]
-    if os.path.exists(log) or not saved:
+    if not saved:
         return None
+    if os.path.exists(log):
+        newest = step_number(saved[-1])
+        due = max(newest - newest % max(log_freq, 1), 1)  # the last step logged by then
+        try:
+            logged = [r["step"] for r in read_log(log) if isinstance(r.get("step"), int)]
+        except (OSError, ValueError):  # (damage in the middle: the report names the line)
+            return None
+        if logged and max(logged) >= due:
+            return None
+        ends = f"ends at step {max(logged)}" if logged else "holds no row"
+        return (
+            f"{log} {ends}, but checkpoints go to {os.path.basename(saved[-1])}, whose row (step {due}) every "
+            "run logs before saving it: the rows after that are gone (the log cut short, or an "
+            "older copy put back). The run goes on and appends from the step it resumes at; "
+            "restore the file from a copy to keep them (the report reads its validation rows)"
+        )
     return (
         f"{log} is not there, but checkpoints are ({os.path.basename(saved[-1])} the newest): "
         "the metrics of the steps trained before this resume are gone, and the log holds those "
@@ -237,7 +256,7 @@ class PrefixMetricsProcessor(MetricsProcessor):
             family = family_source(job_config.objective.name)
             record[STARTS] = start_record(folder, checkpoint, saved, family)
             write_json(os.path.join(folder, RUN_CONFIG), record)
-            if said := lost_log(folder, saved):
+            if said := lost_log(folder, saved, job_config.metrics.log_freq):
                 logger.warning(said)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 

@@ -88,6 +88,12 @@ def _main(argv: list[str] | None = None) -> None:
             raise ValueError(
                 f"{path} is not a tokenizer the tokenizers library reads: {e}"
             ) from None
+        if a.vocab_size is not None and a.vocab_size < tok.get_vocab_size():
+            raise ValueError(
+                f"--vocab-size {a.vocab_size}: the tokenizer has {tok.get_vocab_size()} tokens, "
+                "and the model's vocabulary holds every token id: give at least that (a flavor's "
+                "vocab_size), or leave it out for the tokenizer's own"
+            )
         texts = token_texts(tok, a.vocab_size)
     except Exception as e:  # bad settings (ValueError), a missing file; tokenizers raises Exception
         p.refuse(str(e))

@@ -348,12 +348,14 @@ def main() -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     before = _newest_checkpoint(config)
+    recorder = _recorder(config)
     # a preemption's SIGTERM (a scheduler's, or torchrun's forwarding of it) unwinds the loop as
     # Ctrl-C does, so that the run says which checkpoint resumes it (else the signal kills it mute)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         torchtitan_main(Trainer)
     except Terminated:
+        _record_interrupted(recorder)
         if os.environ.get("RANK", "0") == "0":
             print(f"terminated: {_resume_advice(config)}", file=sys.stderr, flush=True)
         raise SystemExit(143) from None
@@ -374,6 +376,7 @@ def main() -> None:
             clean_up(config)  # (a run that trained keeps its folder)
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # Ctrl-C: one line, not the loop's traceback
+        _record_interrupted(recorder)
         if os.environ.get("RANK", "0") == "0":
             print(f"interrupted: {_resume_advice(config)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
@@ -402,6 +405,29 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _recorder(config):
+    """This rank's ChecksumRecorder of the run's checkpoint folder, as it is at the start (None
+    without checkpoints): what an interruption records."""
+    if not config.checkpoint.enable:
+        return None
+    from .runs.checkpoints import ChecksumRecorder
+
+    folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
+    return ChecksumRecorder(folder, int(os.environ.get("RANK", "0")))
+
+
+def _record_interrupted(recorder) -> None:
+    """The checksums of the steps this rank saved and had not recorded yet (the one saved just
+    before an interruption), so that the same command resumes from it without a seal. A step
+    whose files cannot be read is left unrecorded (its resume says so)."""
+    if recorder is None:
+        return
+    try:
+        recorder.record_interrupted()
+    except OSError:
+        pass
+
+
 def _newest_checkpoint(config) -> str | None:
     from .runs.checkpoints import complete_steps
 
@@ -412,8 +438,9 @@ def _newest_checkpoint(config) -> str | None:
 
 def _resume_advice(config) -> str:
     """What resumes an interrupted run: the newest checkpoint step if its checksums were
-    recorded (a step's are recorded at the next step's log or at the end, so a step saved just
-    before the interruption has none, and a resume refuses it unverified until sealed); a
+    recorded (a step's are recorded at the next step's log, at the end, or at the interruption
+    by _record_interrupted; one they could not be recorded for, or whose other ranks' were not
+    recorded yet as this line was written, is refused unverified until sealed); a
     checkpoint.load_step given loads that step again."""
     from .runs.checkpoints import sealed
 

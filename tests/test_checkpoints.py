@@ -194,17 +194,13 @@ def test_a_step_saved_just_before_a_kill_is_refused_until_sealed(recorded):
         message
     )
     # said before any run starts (a sweep's dry run planned it, and its launch then failed it):
-    # the config checks read the step's checksum files, hashing nothing
-    from prefix_titan.titan.checks import check_resume
+    # a launch's checks read the step's checksum files, hashing nothing
+    from prefix_titan.titan.checks import unverified_resume
 
-    config = job(recorded.parent)
-    config.training = SimpleNamespace(steps=10)
-    with pytest.raises(ValueError) as e:
-        check_resume(config)
-    assert str(e.value) == message
+    assert unverified_resume(job(recorded.parent)) == message
+    assert unverified_resume(job(recorded.parent, load_step=2)) is None
     assert seal_step(str(recorded / "step-4")) == [".metadata", "__0_0.distcp"]
-    with pytest.raises(ValueError, match="no run_config.json"):  # (this folder has none: past)
-        check_resume(config)
+    assert unverified_resume(job(recorded.parent)) is None
     check_checkpoint_to_load(job(recorded.parent))  # accepted: resumes
     assert check_step(str(recorded / "step-4")) == ([], [])
 

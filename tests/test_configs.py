@@ -556,7 +556,10 @@ def test_a_sweep_runs_resume_refusals_name_the_sweeps_way_out(tmp_path):
     (folder / "checkpoint" / "step-300" / DCP_METADATA).write_bytes(b"")
     for run, says in (
         (parse(default, *args, "--training.steps", "40"), "drop the --training.steps override"),
-        (parse(default, *args, "--optimizer.lr", "1e-3"), "drop the override after -- that"),
+        (
+            parse(default, *args, "--optimizer.lr", "1e-3"),
+            "an override after --, drop or change it",
+        ),
     ):
         with pytest.raises(ValueError) as e:
             check_job_config(run, sweep=True)
@@ -1150,19 +1153,23 @@ def test_a_preemptions_sigterm_is_one_line_naming_what_resumes(tmp_path, monkeyp
 
 def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
     """An interrupted run ends with one line (not the training loop's traceback), exit 130,
-    naming the newest checkpoint the same command resumes from; one saved just before the
-    interruption has no recorded checksums yet (a resume refuses it): the line says to seal it."""
+    naming the newest checkpoint the same command resumes from. The step it saved just before
+    the interruption had no recorded checksums (a resume refused it until sealed by hand): the
+    interruption records them. A step it did not save is not blessed: the line says to seal it."""
     import torchtitan.train
 
-    from prefix_titan.runs.checkpoints import record_step
+    from prefix_titan.runs.checkpoints import record_step, sealed
     from prefix_titan.train import main
 
     step = tmp_path / "checkpoint" / "step-5"
 
-    def interrupted(trainer_cls):
+    def save():
         step.mkdir(parents=True)
         (step / ".metadata").write_bytes(b"x")
         (step / "__0_0.distcp").write_bytes(b"y")
+
+    def interrupted(trainer_cls):
+        save()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torchtitan.train, "main", interrupted)
@@ -1170,10 +1177,23 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 130
+    assert capsys.readouterr().err == (
+        f"interrupted: the newest checkpoint is {step}; the same command resumes from it\n"
+    )
+    assert sealed(str(step))  # (both files recorded; the fake .metadata is none to check)
+    shutil.rmtree(step)
+
+    def interrupted_with_nothing_saved(trainer_cls):
+        raise KeyboardInterrupt
+
+    save()  # there before the run started, unrecorded: not this run's to record
+    monkeypatch.setattr(torchtitan.train, "main", interrupted_with_nothing_saved)
+    with pytest.raises(SystemExit) as e:
+        main()
     err = capsys.readouterr().err
     assert err.startswith(f"interrupted: the newest checkpoint, {step}, was saved but the run")
     assert f"`python -m prefix_titan.runs.checkpoints seal {step}`, then the same" in err
-    assert err.count("\n") == 1
+    assert err.count("\n") == 1 and not sealed(str(step))
     shutil.rmtree(step)
 
     def sealed_then_interrupted(trainer_cls):

@@ -218,6 +218,21 @@ def test_check_and_seal_name_the_step_folders_of_a_run_given_in_their_place(reco
         assert f"{run} is not a finished checkpoint step (it holds no .metadata" in err
         assert f"finished here: {recorded / 'step-2'}, {recorded / 'step-4'}" in err
     assert not list(run.glob("sha256sums*"))
+    # a step whose .metadata was lost after its save (its checksum names it) is damage, not a
+    # save cut short (as a resume says); a path that is not there does not exist
+    import shutil
+
+    lost = recorded / "step-6"
+    shutil.copytree(recorded / "step-4", lost)
+    (lost / ".metadata").unlink()
+    with pytest.raises(SystemExit):
+        main(["check", str(lost)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"checkpoint {lost} is damaged" in err and "not a finished checkpoint step" not in err
+    assert ".metadata is missing, though its checksum was recorded when the step was saved" in err
+    with pytest.raises(SystemExit):
+        main(["check", str(recorded / "step-9")])
+    assert f"{recorded / 'step-9'} does not exist: give a step folder" in capsys.readouterr().err
 
 
 def test_a_folder_that_is_no_finished_step_is_refused_as_such_before_its_checksums(recorded):

@@ -256,6 +256,8 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys, tmp_path):
     assert code == 2 and "--token ' caf\u00e9' holds non-ASCII characters: the data" in out.err
     code, out = run("--token", "")
     assert code == 2 and "--token is empty: give a token's text" in out.err
+    code, out = run("--token", longest, "--vocab-size", "2000")  # (it named model.vocab_size)
+    assert code == 2 and "--vocab-size 2000: the tokenizer has 4096 tokens" in out.err
     broken = tmp_path / "tokenizer.json"
     broken.write_text('{"model": ')
     with pytest.raises(SystemExit):

@@ -1434,6 +1434,13 @@ def test_configs_in_a_new_project_folder_with_its_arms_makes_train_configs(tmp_p
     (tmp_path / "sweep_arms.toml").write_text('[[arm]]\nname = "prefix"\ntau = 0.3\n')
     assert configs_main(["--check", "--root", str(tmp_path)]) == 1  # --check writes nothing
     assert not (tmp_path / "train_configs").exists()
+    arms = (tmp_path / "sweep_arms.toml").read_text()
+    (tmp_path / "sweep_arms.toml").write_text(arms + "position_gamma = 1.5\n")
+    with pytest.raises(SystemExit):  # refused: no folder made, none said made
+        configs_main(["--root", str(tmp_path)])
+    assert "made " not in capsys.readouterr().out
+    assert not (tmp_path / "train_configs").exists()
+    (tmp_path / "sweep_arms.toml").write_text(arms)
     assert configs_main(["--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"made {tmp_path / 'train_configs'}/" in out and "wrote 45 configs for 15 arms" in out

@@ -193,6 +193,30 @@ class ChecksumRecorder:
             done.append(step_dir)
         return done
 
+    def record_interrupted(self) -> list[str]:
+        """Where the run was interrupted (Ctrl-C, a preemption's SIGTERM): record the steps it
+        saved that this rank has not recorded since their save (a step's checksums are recorded
+        at the next step's log, so the step saved just before the interruption has none; else
+        it is refused unverified until sealed by hand). No step is hashed twice, and none that
+        was complete when the run started unless a save rewrote it."""
+        done = []
+        for step_dir in complete_steps(self.folder):
+            stamp = _stamp(step_dir)
+            if stamp is None or self.seen.get(step_dir) == stamp:
+                continue
+            try:
+                own = os.stat(os.path.join(step_dir, SUMS.format(rank=self.rank))).st_mtime_ns
+            except FileNotFoundError:
+                own = None
+            if own is not None and own >= stamp:  # (recorded after this save)
+                continue
+            try:
+                record_step(step_dir, self.rank)
+            except FileNotFoundError:  # purged meanwhile
+                continue
+            done.append(step_dir)
+        return done
+
 
 def purge_older_steps(folder: str, keep: int) -> list[str]:
     """Delete the `step-N` folders of `folder` older than its newest `keep` (keep >= 1), as
@@ -307,7 +331,7 @@ def verify_step(
     step; raise UnverifiedCheckpoint for files without a recorded checksum unless
     `accept_unverified`, then return them (verified by size only)."""
     refuse_missing_step(step_dir, setting="checkpoint")
-    refuse_unfinished_step(step_dir)
+    refuse_unfinished_step(step_dir, what)
     problems, unverified = check_step(step_dir, rank, world)
     if problems:
         raise DamagedCheckpoint(damage_message(step_dir, problems, what))
@@ -333,11 +357,25 @@ def refuse_missing_step(
     )
 
 
-def refuse_unfinished_step(step_dir: str) -> None:
+def refuse_unfinished_step(step_dir: str, what: str = "check") -> None:
     """Refuse a folder that is not a finished checkpoint step (a run folder, a checkpoint
-    folder, a save cut short), naming the finished steps in it, or beside it."""
+    folder, a save cut short), naming the finished steps in it, or beside it; a step whose
+    metadata was lost after its save (its checksum names it) as damaged, for `what`."""
     if is_complete(step_dir):
         return
+    if not os.path.isdir(step_dir):
+        raise ValueError(f"{step_dir} does not exist: give a step folder, RUN/checkpoint/step-N")
+    if DCP_METADATA in read_sums(step_dir)[0]:  # finished once: damage, not a save cut short
+        raise DamagedCheckpoint(
+            damage_message(
+                step_dir,
+                [
+                    f"{DCP_METADATA} is missing, though its checksum was recorded when the step "
+                    "was saved: the save finished and the file was lost since"
+                ],
+                what,
+            )
+        )
     near = (
         complete_steps(os.path.join(step_dir, "checkpoint"))
         or complete_steps(step_dir)

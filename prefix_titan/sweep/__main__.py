@@ -4,6 +4,7 @@ the sweep (`python -m prefix_titan.sweep launch --help`)."""
 from __future__ import annotations
 
 import pathlib
+import shutil
 import sys
 
 from ..runs.cli import Parser, path_arg
@@ -30,6 +31,7 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
     )
     a = p.parse_args(argv)
     root = pathlib.Path(a.root)
+    made = False
     if not (root / "train_configs").is_dir():
         if not (root / ARMS_FILE).is_file():
             p.error(
@@ -38,13 +40,15 @@ def configs_main(argv: list[str] | None = None, prog: str = f"{PROG} configs") -
             )
         if not a.check:  # a project folder begun with its arms: the configs' folder is made
             (root / "train_configs").mkdir()
-            print(
-                f"made {root / 'train_configs'}/ (the project folder's configs, beside {ARMS_FILE})"
-            )
+            made = True
     try:
         written, stale, orphans = write_configs(root, check=a.check)
     except ValueError as e:
+        if made:  # (nothing written into it: the refusal leaves the folder as it found it)
+            shutil.rmtree(root / "train_configs", ignore_errors=True)
         p.refuse(str(e))
+    if made:
+        print(f"made {root / 'train_configs'}/ (the project folder's configs, beside {ARMS_FILE})")
     if stale or (a.check and orphans):
         if stale:
             print(f"out of date (run {PROG} configs): {', '.join(stale)}")

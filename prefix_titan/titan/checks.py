@@ -716,8 +716,8 @@ def data_files(job_config) -> dict[str, str]:
 
 
 SWEEP_WAYS = (
-    "a sweep launch sets job.dump_folder itself: drop the override after -- that differs, or "
-    "launch a new sweep into another --sweep-dir"
+    "where the difference is an override after --, drop or change it; else launch a new sweep "
+    "into another --sweep-dir (a sweep launch sets each run's job.dump_folder itself)"
 )
 """A refused resume's way out where the run is a sweep launch's (check_resume's `sweep`)"""
 
@@ -824,6 +824,19 @@ def check_ranks(job_config, placed: dict | None, world: int) -> None:
     )
 
 
+def unverified_resume(job_config) -> str | None:
+    """Why the newest finished step a run would resume from is refused at its load for want of
+    checksums (saved just before its run was killed: check_checkpoint_to_load), read without
+    hashing anything, for a launch's checks before any run starts; None where none is."""
+    ckpt = job_config.checkpoint
+    if not ckpt.enable or ckpt.load_step != -1:
+        return None
+    done = complete_steps(os.path.join(job_config.job.dump_folder, ckpt.folder))
+    if done and (files := unrecorded(done[-1])):
+        return unverified_message(done[-1], files, "load")
+    return None
+
+
 def check_resume(
     job_config,
     finished: bool = False,
@@ -870,8 +883,6 @@ def check_resume(
                 f"{folder} holds a checkpoint at step {newest}, past training.steps "
                 f"({job_config.training.steps}): resuming it would train nothing. {ways}"
             )
-        if done and not finished and (files := unrecorded(done[-1])):  # (the load refuses it)
-            raise ValueError(unverified_message(done[-1], files, "load"))
     record = os.path.join(folder, RUN_CONFIG)
     if not os.path.exists(record):
         saved = complete_steps(os.path.join(folder, ckpt.folder)) if ckpt.enable else []

@@ -111,6 +111,7 @@ def check_runs(
         check_table_unchanged,
         data_files,
         run_execution,
+        unverified_resume,
     )
     from .loss import LossPlans
 
@@ -127,6 +128,8 @@ def check_runs(
                     continue
                 check_job_config(job, device_type, sweep=sweep is not None, world=world)
                 check_paths(job)
+                if said := unverified_resume(job):  # (its load would refuse it)
+                    raise ValueError(said)
                 if os.path.exists(os.path.join(job.job.dump_folder, LOCK)):
                     elsewhere = SWEEP_ELSEWHERE if sweep is not None else None
                     lock = RunLock(job.job.dump_folder, elsewhere=elsewhere)

@@ -423,7 +423,7 @@ def _record_interrupted(recorder) -> None:
     if recorder is None:
         return
     try:
-        recorder.record_interrupted()
+        recorder.record_pending(interrupted=True)
     except OSError:
         pass
 

@@ -178,13 +178,21 @@ class ChecksumRecorder:
         self.folder, self.rank = folder, rank
         self.seen = {d: _stamp(d) for d in complete_steps(folder)}
 
-    def record_pending(self) -> list[str]:
-        """Record every step saved since the last call (those whose save has finished)."""
+    def record_pending(self, interrupted: bool = False) -> list[str]:
+        """Record every step saved since the last call (those whose save has finished).
+        `interrupted`: where the run was interrupted (Ctrl-C, a preemption's SIGTERM), in a
+        recorder made at the run's start rather than the run's own: a step this rank recorded
+        after its save is passed over (the run's steps are recorded at the next step's log, so
+        only the one saved just before the interruption has none; else it is refused unverified
+        until sealed by hand), so that no step is hashed twice."""
         done = []
         for step_dir in complete_steps(self.folder):
             stamp = _stamp(step_dir)
             if stamp is None or self.seen.get(step_dir) == stamp:
                 continue
+            if interrupted and (own := _stamp_of(step_dir, SUMS.format(rank=self.rank))):
+                if own >= stamp:  # (recorded after this save)
+                    continue
             try:
                 record_step(step_dir, self.rank)
             except FileNotFoundError:  # purged by torchtitan (keep_latest_k) meanwhile
@@ -193,29 +201,12 @@ class ChecksumRecorder:
             done.append(step_dir)
         return done
 
-    def record_interrupted(self) -> list[str]:
-        """Where the run was interrupted (Ctrl-C, a preemption's SIGTERM): record the steps it
-        saved that this rank has not recorded since their save (a step's checksums are recorded
-        at the next step's log, so the step saved just before the interruption has none; else
-        it is refused unverified until sealed by hand). No step is hashed twice, and none that
-        was complete when the run started unless a save rewrote it."""
-        done = []
-        for step_dir in complete_steps(self.folder):
-            stamp = _stamp(step_dir)
-            if stamp is None or self.seen.get(step_dir) == stamp:
-                continue
-            try:
-                own = os.stat(os.path.join(step_dir, SUMS.format(rank=self.rank))).st_mtime_ns
-            except FileNotFoundError:
-                own = None
-            if own is not None and own >= stamp:  # (recorded after this save)
-                continue
-            try:
-                record_step(step_dir, self.rank)
-            except FileNotFoundError:  # purged meanwhile
-                continue
-            done.append(step_dir)
-        return done
+
+def _stamp_of(step_dir: str, name: str) -> int | None:
+    try:
+        return os.stat(os.path.join(step_dir, name)).st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def purge_older_steps(folder: str, keep: int) -> list[str]:
@@ -242,10 +233,8 @@ def purge_older_steps(folder: str, keep: int) -> list[str]:
 
 def _stamp(step_dir: str):
     for name in (DCP_METADATA, HF_INDEX):
-        try:
-            return os.stat(os.path.join(step_dir, name)).st_mtime_ns
-        except FileNotFoundError:
-            continue
+        if (stamp := _stamp_of(step_dir, name)) is not None:
+            return stamp
     return None
 
 

@@ -436,12 +436,19 @@ def _newest_checkpoint(config) -> str | None:
     return steps[-1] if steps else None
 
 
+RECORD_WAIT = 10.0
+"""Seconds rank 0 waits, as an interrupted run ends, for the other ranks to record their files'
+checksums of the step saved last before it says whether the step needs a seal"""
+
+
 def _resume_advice(config) -> str:
     """What resumes an interrupted run: the newest checkpoint step if its checksums were
     recorded (a step's are recorded at the next step's log, at the end, or at the interruption
-    by _record_interrupted; one they could not be recorded for, or whose other ranks' were not
-    recorded yet as this line was written, is refused unverified until sealed); a
-    checkpoint.load_step given loads that step again."""
+    by _record_interrupted, each rank its own files: the other ranks' are waited for up to
+    RECORD_WAIT seconds; one they could not be recorded for is refused unverified until
+    sealed); a checkpoint.load_step given loads that step again."""
+    import time
+
     from .runs.checkpoints import sealed
 
     newest = _newest_checkpoint(config) if config.checkpoint.enable else None
@@ -453,6 +460,9 @@ def _resume_advice(config) -> str:
         if load != -1
         else ""
     )
+    waited = time.monotonic() + (RECORD_WAIT if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0)
+    while not sealed(newest) and time.monotonic() < waited:
+        time.sleep(0.2)
     if sealed(newest):
         return f"the newest checkpoint is {newest}; the same command{again} resumes from it"
     return (

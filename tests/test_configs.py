@@ -1210,6 +1210,30 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_to_resume(tmp_path, monkeypatc
     )
 
 
+def test_rank_0_waits_for_the_other_ranks_checksums_before_naming_a_seal(tmp_path, monkeypatch):
+    """Each rank records its own files as an interrupted run stops: rank 0 waits for the others
+    (it said to seal a step another rank was still recording), and names the seal where they
+    never come."""
+    import threading
+    from types import SimpleNamespace
+
+    from prefix_titan import train
+    from prefix_titan.runs.checkpoints import record_step
+
+    step = tmp_path / "checkpoint" / "step-5"
+    step.mkdir(parents=True)
+    (step / ".metadata").write_bytes(b"x")
+    config = SimpleNamespace(
+        job=SimpleNamespace(dump_folder=str(tmp_path)),
+        checkpoint=SimpleNamespace(enable=True, folder="checkpoint", load_step=-1),
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(train, "RECORD_WAIT", 1.0)
+    assert "`python -m prefix_titan.runs.checkpoints seal" in train._resume_advice(config)
+    threading.Timer(0.3, record_step, (str(step), 0)).start()  # (the other rank, a moment late)
+    assert train._resume_advice(config).startswith(f"the newest checkpoint is {step}; the same")
+
+
 def test_each_start_of_a_run_is_recorded_with_its_software_and_compared_by_nothing(tmp_path):
     """run_config.json keeps each start of the run (when, where, the newest checkpoint it found,
     the versions it ran): a resume under another torch is visible in the record; a resume, a

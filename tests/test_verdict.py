@@ -1374,9 +1374,15 @@ def test_a_refusal_of_evaluations_unalike_names_the_odd_ones_not_every_run(small
     with pytest.raises(ValueError, match="evaluated at different steps") as e:
         report(str(small))
     said = str(e.value)
-    assert "27 of the 28 runs: steps 1200, 2400, 3600" in said
+    assert "27 of the 28 evaluated runs: steps 1200, 2400, 3600" in said
     assert f"{small}/ce/seed1: steps 1200, 2400" in said
-    assert f"{small}/ce/seed2:" not in said
+    assert f"{small}/ce/seed2:" not in said and "not evaluated at all" not in said
+    shutil.rmtree(small / "ce" / "seed2" / "hf")  # a run not evaluated: named, not left out
+    with pytest.raises(ValueError, match="evaluated at different steps") as e:
+        report(str(small))
+    said = str(e.value)
+    assert "26 of the 27 evaluated runs: steps 1200, 2400, 3600" in said
+    assert f"  not evaluated at all: {small}/ce/seed2" in said
 
 
 @pytest.mark.slow  # (a few seconds: the power command twice, or a written sweep)

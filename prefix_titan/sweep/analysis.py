@@ -633,7 +633,11 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
         return []
     used = {r["folder"]: tuple(evaluated_steps(r)[-last:]) for r in evaluated}
     if len(set(used.values())) > 1:
-        lines = _odd_ones({f: f"steps {', '.join(map(str, s))}" for f, s in used.items()}, "runs")
+        lines = _odd_ones(
+            {f: f"steps {', '.join(map(str, s))}" for f, s in used.items()}, "evaluated runs"
+        )
+        if none := [r["folder"] for r in runs if r not in evaluated]:
+            lines.append(f"  not evaluated at all: {', '.join(none)}")
         raise ValueError(
             f"the runs were evaluated at different steps, so their metrics cannot be compared "
             f"(the analysis averages each run's last {last}):\n" + "\n".join(lines) + "\nEvaluate "

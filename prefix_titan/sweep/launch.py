@@ -664,8 +664,8 @@ def cpu_time(runs: int, run_seconds: float, at_once: int) -> str:
         one += f" (--cpu-runs {at_once} shares the same cores: not much less, measure it)"
     return (
         f"training time on the CPU, estimated: {one}, at the {run_seconds:.0f} s a run took on "
-        "a 2-core VM with other work beside it (docs/cpu.md); more cores take less. Not counted: "
-        "evaluation"
+        "a 2-core VM (docs/cpu.md); more cores take less, other work beside it more (4x with "
+        "two other jobs there). Not counted: evaluation"
     )
 
 

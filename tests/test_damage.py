@@ -368,3 +368,9 @@ def test_a_resume_whose_metrics_log_is_gone_says_so(tmp_path):
     assert "whose row (step 5)" in log_5
     (tmp_path / METRICS_LOG).write_text('{"step": 1}\n{"step": 5}\n')
     assert lost_log(str(tmp_path), saved_steps(str(tmp_path), checkpoint), log_freq=5) is None
+    # a resume may log more often than the steps before it were: the record's frequency counts
+    from prefix_titan.titan.metrics import _recorded_log_freq
+
+    assert _recorded_log_freq(str(tmp_path)) == 1  # (no record)
+    (tmp_path / "run_config.json").write_text('{"metrics": {"log_freq": 5}}')
+    assert _recorded_log_freq(str(tmp_path)) == 5

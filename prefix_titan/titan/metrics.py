@@ -173,6 +173,17 @@ def start_record(
     return [*(earlier if isinstance(earlier, list) else []), this]
 
 
+def _recorded_log_freq(folder: str) -> int:
+    """The metrics.log_freq the run's record in `folder` was trained with (a resume may change
+    it), 1 where there is none."""
+    try:
+        with open(os.path.join(folder, RUN_CONFIG)) as f:
+            freq = (json.load(f).get("metrics") or {}).get("log_freq")
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return freq if isinstance(freq, int) and freq > 0 else 1
+
+
 def lost_log(folder: str, saved: list[str], log_freq: int = 1) -> str | None:
     """What a run starting in `folder` says where its metrics log is gone but checkpoints are
     there (`saved`: saved_steps): the steps before its resume are not logged; or where the log
@@ -195,10 +206,11 @@ def lost_log(folder: str, saved: list[str], log_freq: int = 1) -> str | None:
             return None
         ends = f"ends at step {max(logged)}" if logged else "holds no row"
         return (
-            f"{log} {ends}, but checkpoints go to {os.path.basename(saved[-1])}, whose row (step {due}) every "
-            "run logs before saving it: the rows after that are gone (the log cut short, or an "
-            "older copy put back). The run goes on and appends from the step it resumes at; "
-            "restore the file from a copy to keep them (the report reads its validation rows)"
+            f"{log} {ends}, but checkpoints go to {os.path.basename(saved[-1])}, whose row (step "
+            f"{due}) every run logs before saving it: the rows after that are gone (the log cut "
+            "short, or an older copy put back). The run goes on and appends from the step it "
+            "resumes at; restore the file from a copy to keep them (the report reads its "
+            "validation rows)"
         )
     return (
         f"{log} is not there, but checkpoints are ({os.path.basename(saved[-1])} the newest): "
@@ -254,9 +266,10 @@ class PrefixMetricsProcessor(MetricsProcessor):
             folder, checkpoint = job_config.job.dump_folder, job_config.checkpoint
             saved = saved_steps(folder, checkpoint)
             family = family_source(job_config.objective.name)
+            freq = max(job_config.metrics.log_freq, _recorded_log_freq(folder))
             record[STARTS] = start_record(folder, checkpoint, saved, family)
             write_json(os.path.join(folder, RUN_CONFIG), record)
-            if said := lost_log(folder, saved, job_config.metrics.log_freq):
+            if said := lost_log(folder, saved, freq):
                 logger.warning(said)
             drop_torn_line(os.path.join(job_config.job.dump_folder, METRICS_LOG))
 

@@ -654,6 +654,11 @@ SIZED = ("training.steps", "training.global_batch_size", "training.seq_len")
 """The overrides that change how many tokens a run trains: no cost estimated under them"""
 
 
+def sized_overrides(extra: list[str]) -> list[str]:
+    """The overrides after -- (as given) that change how many tokens a run trains (SIZED)."""
+    return [flag for k, flag in override_flags(extra) if k in SIZED]
+
+
 def cpu_time(runs: int, run_seconds: float, at_once: int) -> str:
     """A --dry-run's estimate of how long `runs` runs take on the CPU, `at_once` at a time, each
     taking `run_seconds` (configs.Scale.cpu_run_seconds) one at a time."""
@@ -673,7 +678,7 @@ def _cost(a, arms: list[str], extra: list[str], rate: float, world: int, side: i
     """training_cost of a dry run's runs (of `arms`, one entry a run) over `world` GPUs each,
     from their configs' steps, batch and sequence length; not estimated where the overrides
     change those."""
-    if changed := [flag for k, flag in override_flags(extra) if k in SIZED]:
+    if changed := sized_overrides(extra):
         return f"training cost not estimated ({', '.join(changed)} given after --)"
     tokens = []
     for arm in arms:
@@ -1386,9 +1391,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 f"[sweep] {_cost(a, dry_runs, extra, rate, world, side_by_side)}", file=sys.stderr
             )
         elif not on_gpus and per_run != "node" and (s := SCALES[a.scale].cpu_run_seconds):
-            said = cpu_time(len(dry_runs), s, len(groups))
-            if changed := [flag for k, flag in override_flags(extra) if k in SIZED]:
-                said = f"training time not estimated ({', '.join(changed)} given after --)"
+            changed = sized_overrides(extra)
+            said = (
+                f"training time not estimated ({', '.join(changed)} given after --)"
+                if changed
+                else cpu_time(len(dry_runs), s, len(groups))
+            )
             print(f"[sweep] {said}", file=sys.stderr)
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")
     if left:

@@ -149,12 +149,7 @@ def start_record(
     import socket
     from importlib.metadata import PackageNotFoundError, version
 
-    path = os.path.join(folder, RUN_CONFIG)
-    try:
-        with open(path) as f:
-            earlier = json.load(f).get(STARTS)
-    except (OSError, ValueError, AttributeError):  # (none, or damaged: check_resume says so)
-        earlier = None
+    earlier = _earlier_record(folder).get(STARTS)
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchtitan", "prefix_titan"):
         try:
@@ -173,14 +168,21 @@ def start_record(
     return [*(earlier if isinstance(earlier, list) else []), this]
 
 
+def _earlier_record(folder: str) -> dict:
+    """The run record (RUN_CONFIG) in `folder` before this start rewrites it: {} where there is
+    none, or it is damaged (check_resume says so)."""
+    try:
+        with open(os.path.join(folder, RUN_CONFIG)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _recorded_log_freq(folder: str) -> int:
     """The metrics.log_freq the run's record in `folder` was trained with (a resume may change
     it), 1 where there is none."""
-    try:
-        with open(os.path.join(folder, RUN_CONFIG)) as f:
-            freq = (json.load(f).get("metrics") or {}).get("log_freq")
-    except (OSError, ValueError, AttributeError):
-        return 1
+    freq = (_earlier_record(folder).get("metrics") or {}).get("log_freq")
     return freq if isinstance(freq, int) and freq > 0 else 1
 
 

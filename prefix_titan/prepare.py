@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
+import signal
 import sys
 import time
 
 from .data.hub import exit_if_unreachable, offline_unless_reachable
 from .data.prepare import DEFAULT_SHARD_TOKENS, hub_source, prepare
+from .data.shards import MANIFEST
 from .runs.cli import Parser, path_arg
 
 
@@ -48,6 +51,14 @@ def _token_count(flag: str):
         return value
 
     return parse
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the prepare is (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if hub_source(a.source) and (line := offline_unless_reachable()):
         print(f"warning: {line}", file=sys.stderr, flush=True)
+    finished = os.path.exists(os.path.join(a.out, MANIFEST))  # (before: nothing to do)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # unwinds as Ctrl-C does
     try:
         with exit_if_unreachable(p, f"list and read the files of {a.source}", offline):
             m = prepare(
@@ -123,6 +136,15 @@ def main(argv: list[str] | None = None) -> None:
             )
     except ValueError as e:
         p.refuse(str(e))
+    except KeyboardInterrupt as e:
+        how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        p.exit(
+            143 if isinstance(e, Terminated) else 130,
+            f"[prepare] {a.out}: {how}: the batches written are kept; the same command resumes "
+            "after the last one\n",
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]
@@ -132,8 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         + f") / {t['documents']:,} docs in {len(t['shards'])} shard"
         + ("s; " if len(t["shards"]) != 1 else "; ")
         + f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
-        f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed; "
-        f"{busy:.1f} cores busy on average ({a.workers} workers)"
+        f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed"
+        + ("" if finished else f"; {busy:.1f} cores busy on average ({a.workers} workers)")
     )
 
 

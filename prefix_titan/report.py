@@ -34,7 +34,7 @@ import os
 import sys
 
 from .runs.cli import Parser, path_arg
-from .sweep.metrics import METRICS
+from .sweep.metrics import METRICS, is_control
 from .sweep.report import report
 
 
@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     if a.metrics:
         for m in METRICS.values():
             better = "lower" if m.lower_is_better else "higher"
-            blank = m.name.endswith(("_blank", ", blank"))  # the model's prior, not a skill
-            said = "a control: read it beside its probe" if blank else f"{better} is better"
+            said = (
+                "a control: read it beside its probe"
+                if is_control(m.name)
+                else f"{better} is better"
+            )
             print(f"{m.name}: {m.description} ({said})")
         return
     if a.runs_dir is None:

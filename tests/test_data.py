@@ -292,3 +292,13 @@ def test_a_missing_tokenizer_is_created_only_at_the_documented_place(tmp_path, m
     assert "repository, not of the installed package: run it in a checkout" in str(e.value)
     tok = build_tokenizer(_tokenizer_job(EMBEDDED_TOKENIZER))
     assert tok.get_vocab_size() == 4096 and (tmp_path / "assets" / "embedded_tokenizer").is_dir()
+
+
+def test_the_divisors_a_validation_warning_offers():
+    """The validation warning says which local batches read every sequence: for a prime count,
+    1 and itself (it said "a local batch that divides 197" as if there were others)."""
+    from prefix_titan.titan.datasets import _divisors
+
+    assert _divisors(197) == "1, 197"
+    assert _divisors(12) == "1, 2, 3, 4, 6, 12"
+    assert _divisors(720) == "1, 2, 3, 4, 5, 6, 8, 9, ..., 720"

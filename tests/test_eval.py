@@ -507,6 +507,29 @@ def test_all_checkpoints_gives_a_curve(exported, tmp_path, capsys):
     assert out.count("piqa, arc_easy evaluated already with these settings, kept") == 2
     assert set(curve[4]) == {"piqa", "arc_easy", "winogrande_debiased"}
     assert (run / "hf" / "step-4" / "eval_items" / "piqa.jsonl").stat().st_mtime_ns == before
+    # From another file of piqa's documents: piqa is evaluated again (not kept from the other
+    # file), the tasks read from the same files are kept.
+    other = tmp_path / "other"
+    shutil.copytree(exported / "data", other)
+    rows = reversed(FIXTURES["piqa"])
+    (other / "piqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curve = evaluate_run(
+        str(run),
+        tasks=["piqa", "arc_easy", "winogrande_debiased"],
+        limit=3,
+        data_dir=str(other),
+        dtype="float32",
+        task_manager=index,
+    )
+    out = capsys.readouterr()
+    assert out.out.count("| piqa |") == 2 and "| arc_easy |" not in out.out, out.out
+    assert out.err.count("piqa evaluated before in") == 2, out.err
+    assert "from other documents (from another file now): evaluated again" in out.err
+    recorded = json.load(open(run / "hf" / "step-4" / "eval_results.json"))["versions"]
+    from prefix_titan.runs.checkpoints import sha256
+
+    assert sha256(str(other / "piqa.jsonl"))[:16] in recorded["piqa"]
+    assert set(curve[4]) == {"piqa", "arc_easy", "winogrande_debiased"}
 
 
 class _Request:
@@ -545,16 +568,17 @@ def test_a_data_dir_file_in_another_schema_names_the_fields_its_task_reads(
         "--replace",  # (the shared export holds other tests' evaluations; nothing is written)
     )
     assert code == 2 and "Traceback" not in err, err[-2000:]
-    assert "lm-eval could not read a local task file" in err
-    assert f"piqa: {tmp_path / 'piqa.jsonl'}" in err and "piqa: goal, sol1, sol2, label" in err
+    assert f"{tmp_path / 'piqa.jsonl'} has 3 of 3 documents unreadable (line 1: no goal)" in err
+    assert "piqa reads goal, sol1, sol2, label from each line's JSON object" in err
 
 
 def test_the_named_fields_are_those_of_the_tasks_own_schema():
     from prefix_titan.evaluation.harness import FIELDS
 
-    assert set(FIELDS) == set(FIXTURES)
+    fixtures = {**FIXTURES, **SECONDARY_FIXTURES}
+    assert set(FIELDS) == set(fixtures)
     for task, fields in FIELDS.items():
-        assert {f.split(" ")[0] for f in fields} <= set(FIXTURES[task][0]), task
+        assert {f.split(" ")[0] for f in fields} <= set(fixtures[task][0]), task
 
 
 def test_a_task_typo_names_the_tasks_that_exist(exported, capsys):

@@ -191,7 +191,7 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
         (lambda texts, spec: {"idx": None}, "the result is a dict, not a TargetTable"),
         (
             _family(weight=lambda V: torch.full((V, 1), 0.5)),
-            "row 0 (gold 'a') sums to 0.5, not 1 (id: weight 0: 0.5; background 0 on each of 4 ids)",
+            "row 0 (gold 'a') sums to 0.5, not 1 within 0.0001 (id: weight 0: 0.5; background 0 on each of 4 ids)",
         ),
         (  # not a tensor at all: said so, not as a shape the array has
             _family(idx=lambda V: torch.arange(V)[:, None].numpy()),
@@ -242,7 +242,12 @@ def _row(V: int, values: dict, fill: float = 1.0) -> torch.Tensor:
         ),
         (
             _family(weight=lambda V: _row(V, {1: 0.99}).bfloat16()),
-            "(the table is torch.bfloat16, whose rounding alone moves a row's sum",
+            "weight is (4, 1) torch.bfloat16; it must be float32 [4, 1] (the kernels compute in "
+            "float32) (.float() converts it)",
+        ),
+        (  # float64 made every loss float64
+            _family(background=lambda V: torch.zeros(V, dtype=torch.float64)),
+            "background is (4,) torch.float64; it must be float32 [4] (.float() converts it)",
         ),
     ],
 )
@@ -270,7 +275,7 @@ def _wide(V: int, K: int, head: list[float]) -> torch.Tensor:
         (  # a row that sums to 0.9: its nonzero entries, the largest first, not 173 zeros
             [0.05, 0.8, 0.05],
             0.0,
-            "row 0 (gold 'a') sums to 0.9, not 1 (id: weight 1: 0.8, 0: 0.05, 2: 0.05; the "
+            "row 0 (gold 'a') sums to 0.9, not 1 within 0.0001 (id: weight 1: 0.8, 0: 0.05, 2: 0.05; the "
             "other 173 of its 176 entries 0; background 0 on each of 300 ids)",
         ),
         (  # more nonzero entries than are shown: the largest 5, and a count of the rest

@@ -1051,7 +1051,7 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
     monkeypatch.setattr(harness, "evaluate", evaluate)
     manager = type("Index", (), {"all_tasks": ["piqa", "arc_easy"], "load": lambda s, t: None})()
     tasks = ["piqa", "arc_easy"]
-    evaluate_run(str(run), tasks=tasks, task_manager=manager, last=2, data_dir=str(tmp_path))
+    evaluate_run(str(run), tasks=tasks, task_manager=manager, last=2)  # (read from the hub)
     assert evaluated == ["step-60", "step-80"]
     said = capsys.readouterr().out
     assert "the last 2 of the run's 4 checkpoints: step-60, step-80" in said
@@ -1091,6 +1091,8 @@ def test_the_hubs_datasets_are_read_before_any_checkpoint_is_exported(tmp_path, 
     (tmp_path / "hf" / "step-2").mkdir(parents=True)
     (tmp_path / "hf" / "step-2" / "config.json").write_text("{}")
     monkeypatch.setattr(harness, "evaluate", lambda out, **k: pytest.skip("reached evaluate"))
+    piqa = {"goal": "To open a file,", "sol1": "call open.", "sol2": "call close.", "label": 0}
+    (tmp_path / "piqa.jsonl").write_text(json.dumps(piqa) + "\n")
     for given in (kwargs, {**kwargs, "data_dir": str(tmp_path)}):
         with pytest.raises(pytest.skip.Exception):
             harness._evaluate_steps(str(tmp_path), None, rc, "checkpoint", steps, dict(given))

@@ -194,3 +194,79 @@ def test_only_a_source_read_from_the_hub_asks_it(tmp_path):
     assert hub_tasks(["piqa", "char_probes"], None) == ["piqa"]
     assert hub_tasks(["piqa", "hellaswag"], str(tmp_path)) == []  # --data-dir: read from files
     assert "arc_easy" in hub_tasks(["pilot"], None)
+
+
+def streamed_job(*extra):
+    from helpers import ROOT
+    from torchtitan.config import ConfigManager
+
+    return ConfigManager().parse_args(
+        [
+            *("--job.config_file", f"{ROOT}/train_configs/embedded_default.toml"),
+            *("--training.dataset", "fineweb_edu_ascii"),
+            *("--validation.dataset", "fineweb_edu_ascii_validation"),
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("offline", [None, "1"])
+def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(monkeypatch, offline):
+    """A streamed FineWeb-Edu without training.dataset_path lists the hub's files on every rank:
+    offline, that was each rank's traceback after the client's retries; the checks before the
+    run (and a sweep's dry run) ask the hub once and name the local ways instead."""
+    from prefix_titan.titan import checks
+
+    for v in PROXY_VARIABLES:
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    checks._hub_not_reached.cache_clear()
+    with pytest.raises(checks.PathProblems) as e:
+        checks.check_paths(streamed_job())
+    problems = e.value.problems
+    assert [p.split(" ")[0] for p in problems] == [
+        "training.dataset_path",
+        "validation.dataset_path",
+    ]
+    why = "is not asked: HF_HUB_OFFLINE=1 is set" if offline else "was not reached (Connection"
+    assert f"(http://127.0.0.1:9), which {why}" in problems[0]
+    assert "set training.dataset_path to a local folder of its files" in problems[0]
+    assert "fineweb_edu_ascii_tokens" in problems[0]
+
+
+def test_a_streamed_dataset_whose_listing_fails_offline_says_so(monkeypatch):
+    """The rank-side listing, where the checks did not run: the client's error named with the
+    local ways, not its traceback; another failure is left as it is."""
+    from prefix_titan.titan import datasets
+
+    def listing(error):
+        def list_data_files(path):
+            raise error
+
+        return list_data_files
+
+    monkeypatch.setattr(datasets, "list_data_files", listing(ConnectError("Name not known")))
+    with pytest.raises(ValueError) as e:
+        datasets.fineweb_files("HuggingFaceFW/fineweb-edu")
+    assert "could not reach the Hugging Face hub to list the files of HuggingFaceFW" in str(e.value)
+    assert "training.dataset_path DIR: a local folder" in str(e.value)
+    monkeypatch.setattr(datasets, "list_data_files", listing(KeyError("other")))
+    with pytest.raises(KeyError):
+        datasets.fineweb_files("HuggingFaceFW/fineweb-edu")
+
+
+def test_offline_mode_is_said_without_the_clients_advice_to_unset_it():
+    """huggingface_hub's OfflineModeIsEnabled says to unset HF_HUB_OFFLINE, which the command set
+    itself where the hub was not reached: the reason says what is set and what it means."""
+
+    class OfflineModeIsEnabled(ConnectionError):
+        pass
+
+    error = OfflineModeIsEnabled("Cannot reach: offline mode is enabled. To disable it, unset")
+    message = str(explain(error, "download", ["--data-dir DIR"]))
+    assert "(OfflineModeIsEnabled: HF_HUB_OFFLINE=1 or HF_DATASETS_OFFLINE=1 is set" in message
+    assert "unset" not in message

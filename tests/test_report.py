@@ -153,11 +153,13 @@ def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     text = report(str(new))
     assert "**Answer.** (An exploratory" not in text
     assert f"The plan the sweep registered when it was launched, before its runs ({path})" in text
-    assert "Familywise alpha 0.1" in text
+    assert "Each family is tested at familywise alpha 0.1;" in text and "Exploratory (" not in text
     answer = report(str(new), plan=PLAN).splitlines()[2]
     assert "a plan other than the one the sweep registered (it differs in alpha)" in answer
     saved = json.loads((new / "report_exploratory" / "report.json").read_text())
-    assert saved["registered_plan"] == path and saved["deviations"]
+    assert saved["registered_plan"] == path and saved["deviations"] and saved["exploratory"]
+    claims = (new / "report_exploratory" / "report.md").read_text().split("### Claims")[1]
+    assert claims.lstrip().startswith("Exploratory (an analysis other than the pre-registered")
     # the plan's own report is not overwritten by the re-analysis
     assert not json.loads((new / "report" / "report.json").read_text())["deviations"]
     # the registered plan is read-only, and its settings edited after registration are seen
@@ -173,9 +175,14 @@ def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     assert f"{registered} was edited after the sweep registered it (its settings no longer" in (
         answer
     )
-    # a plan registered before digests were written cannot be checked, and is not flagged
-    registered.write_text("\n".join(text.splitlines()[:1] + text.splitlines()[2:]))
-    assert "**Answer.** (An exploratory" not in report(str(new))
+    edited = report(str(new))
+    assert f"The plan in the sweep folder ({registered}), which was edited after" in edited
+    # a plan without its header and digest (put there by hand after the runs) cannot be checked:
+    # its analysis is not taken for the registered one
+    registered.write_text("\n".join(text.splitlines()[2:]))
+    answer = report(str(new)).splitlines()[2]
+    assert answer.startswith("**Answer.** (An exploratory re-analysis, not the pre-registered")
+    assert f"{registered} carries no registration header and digest" in answer
 
 
 def test_a_real_difference_is_claimed_and_an_equal_arm_is_not(sweep):
@@ -391,6 +398,9 @@ def test_missing_evaluations_are_listed(tmp_path):
     assert eval_tasks([{"steps": {1200: step}}]) == "piqa"
     step = {"results": results, "sample": {(None, None)}, "probe_items": {"char_spell": 500}}
     assert eval_tasks([{"steps": {1200: step}}]) == "hellaswag piqa char_probes --probe-items 500"
+    # tasks the others read from --data-dir files: the command reads the same (not the hub)
+    step = {"results": {"piqa": {}}, "versions": {"piqa": "1.0 ascii data sha256:0123abcd"}}
+    assert eval_tasks([{"steps": {1200: step}}]) == "piqa --data-dir DIR"
     smoke = {"job": {"description": "prefix_titan smoke sweep arm (see [objective])"}}
     assert eval_tasks([{"steps": {}, "config": smoke}]) == "char_probes --limit 50"
     assert eval_tasks([{"steps": {}, "config": {}}]) == "pilot"
@@ -443,6 +453,13 @@ def test_t_interval_by_hand():
     half = student_t.ppf(0.975, 3) * np.std([1, 2, 3, 4], ddof=1) / 2
     assert (iv.mean, iv.low, iv.high, iv.n) == pytest.approx((2.5, 2.5 - half, 2.5 + half, 4))
     assert t_interval([7.0]).low is None and not t_interval([7.0]).excludes_zero
+    # seeds that agree (a probe's accuracy on 24 items): no interval, not a width of 0
+    equal = t_interval([0.4167, 0.4167, 0.4167])
+    assert (equal.low, equal.high, equal.n) == (None, None, 3)
+    from prefix_titan.sweep.report import _cell
+
+    assert _cell({"mean": 0.4167, "low": None, "high": None, "n": 3}, 3) == "0.4167 [-, -]"
+    assert _cell({"mean": 0.4167, "low": None, "high": None, "n": 1}, 3) == "0.4167 (n=1)"
 
 
 def test_a_crash_mid_append_costs_the_torn_line_only(sweep):
@@ -955,7 +972,12 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
     # the comparisons carry that error: se and df in report.json
     compared = json.load(open(tmp_path / "r" / "report.json"))["comparisons"]
     row = next(c for c in compared if c["metric"] == "val CE" and c["primary"] and not c["final"])
-    assert row["se"] == pytest.approx(math.sqrt(v.var / v.seeds)) and row["df"] == round(v.test_df)
+    assert row["se"] == pytest.approx(math.sqrt(v.var / v.seeds)) and row["df"] == pytest.approx(
+        v.test_df
+    )
+    t = student_t(row["df"])  # the stated p-value and interval, given back from se and df
+    assert row["p"] == pytest.approx(2 * t.sf(abs(row["estimate"]) / row["se"]), rel=1e-9)
+    assert row["high"] == pytest.approx(row["estimate"] + t.ppf(0.975) * row["se"], rel=1e-9)
 
 
 @pytest.mark.slow
@@ -1038,7 +1060,7 @@ def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, ca
         (["--gold-mass", f"{own[0]}=1.5"], "give ARM=MASS, MASS in (0, 1]"),
         (
             [*masses, "--plan", _axis_plan(tmp_path, "tau", contrast=("nope",))],
-            "the plan's contrast names 'nope', the kind of no arm of the sweep",
+            "the plan's contrast names 'nope', the kind of no arm of the project nor the sweep",
         ),
     ):
         with pytest.raises(SystemExit):

@@ -181,7 +181,40 @@ def test_two_prepares_are_identical(tmp_path, embedded_tokenizer_dir):
 
 
 @pytest.mark.slow
-def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_tokenizer_dir):
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            status = open(f"/proc/{entry}/status").read()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in status:
+            found.append(int(entry))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "how, workers",
+    [
+        ("SIGKILL", 0),
+        pytest.param("SIGTERM", 0, marks=pytest.mark.slow),  # (three prepares each)
+        pytest.param("SIGKILL", 2, marks=pytest.mark.slow),
+    ],
+)
+def test_killed_prepare_resumes_without_loss_or_duplication(
+    tmp_path, embedded_tokenizer_dir, how, workers
+):
+    """Killed (SIGKILL) or terminated (SIGTERM: said, its lock released) mid-run, a prepare
+    resumes where its record says, to the same bytes as one never stopped; the worker processes
+    of one killed end by themselves."""
     make_corpus(tmp_path / "src", n_files=4, docs_per_file=1500)
     args = [
         "--source",
@@ -200,7 +233,7 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
         "8",
         "--no-progress",
     ]
-    cmd = [sys.executable, "-m", "prefix_titan.prepare", *args]
+    cmd = [sys.executable, "-m", "prefix_titan.prepare", *args, "--workers", str(workers)]
     env = dict(os.environ)
     subprocess.run(
         cmd + ["--out", str(tmp_path / "clean")], check=True, env=env, capture_output=True
@@ -213,24 +246,38 @@ def test_killed_prepare_resumes_without_loss_or_duplication(tmp_path, embedded_t
             cmd + ["--out", str(tmp_path / "killed")],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
             if progress.exists():
                 state = json.loads(progress.read_text())
                 if state["splits"].get("train", {}).get("docs", 0) > 200:
-                    proc.send_signal(signal.SIGKILL)
+                    workers_seen = [c for c in children(proc.pid) if running(c)]
+                    proc.send_signal(getattr(signal, how))
                     killed_at = state["splits"]["train"]["docs"]
                     break
             time.sleep(0.005)
-        proc.wait()
+        err = proc.communicate()[1]
         if killed_at is not None:
             break
     assert killed_at is not None and not (tmp_path / "killed" / "manifest.json").exists()
-    subprocess.run(
+    if how == "SIGTERM":
+        assert proc.returncode == 143, err[-2000:]
+        assert "terminated (SIGTERM): the batches written are kept; the same command" in err
+        assert "Traceback" not in err and not (tmp_path / "killed" / ".writer.lock").exists()
+    if workers:  # (the workers and the resource tracker)
+        assert len(workers_seen) >= workers
+        deadline = time.time() + 30
+        while any(map(running, workers_seen)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(map(running, workers_seen)), "workers left behind"
+    resumed = subprocess.run(
         cmd + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True
     )
+    assert "resuming an unfinished prepare at file" in resumed.stderr.decode()
+    assert "taking it over" not in resumed.stderr.decode() or how == "SIGKILL"
     for name in os.listdir(tmp_path / "clean"):
         assert (tmp_path / "clean" / name).read_bytes() == (
             tmp_path / "killed" / name
@@ -711,7 +758,7 @@ def test_a_local_batch_beyond_what_the_split_holds_is_refused(shard_dir, tokeniz
 
 
 def test_a_local_batch_beyond_the_shards_is_refused_by_the_checks_before_a_run(
-    shard_dir, embedded_tokenizer_dir
+    shard_dir, embedded_tokenizer_dir, capsys
 ):
     """The checks that run before any rank starts (and before a sweep launches its runs) read the
     shards' manifest: a local batch above the sequences the training split holds is named there,
@@ -723,18 +770,21 @@ def test_a_local_batch_beyond_the_shards_is_refused_by_the_checks_before_a_run(
 
     held = load_manifest(shard_dir)["splits"]["train"]["tokens"] // 65
 
-    def job(batch: int):
+    def job(batch: int, *extra: str):
         return ConfigManager().parse_args(
             [
                 *("--job.config_file", f"{ROOT}/train_configs/embedded_default.toml"),
                 *("--training.dataset", "fineweb_edu_ascii_tokens"),
                 *("--training.dataset_path", shard_dir, "--training.seq_len", "64"),
                 *("--training.local_batch_size", str(batch), "--validation.no-enable"),
-                *("--model.hf_assets_path", embedded_tokenizer_dir),
+                *("--model.hf_assets_path", embedded_tokenizer_dir, *extra),
             ]
         )
 
     check_paths(job(held))
+    for _ in range(3):  # the runs of a sweep's dry run: their epochs said once, not per run
+        check_paths(job(held, "--training.steps", "3"))
+    assert capsys.readouterr().err.count("3.00 epochs") == 1
     with pytest.raises(PathProblems) as e:
         check_paths(job(held + 1))
     assert e.value.problems == [
@@ -743,6 +793,54 @@ def test_a_local_batch_beyond_the_shards_is_refused_by_the_checks_before_a_run(
         f"of them more than once. Set training.local_batch_size to at most {held:,}, or prepare "
         "more tokens"
     ]
+
+
+def test_shards_of_another_tokenizer_are_refused_by_the_checks_before_a_run(
+    shard_dir, embedded_tokenizer_dir, tmp_path
+):
+    """A launch's checks (its dry run's too) compare each shard folder with the run's tokenizer,
+    as the loader does when the run starts: another tokenizer.json, or a tokenizer_config.json
+    whose BOS and EOS differ, is named there with both splits' settings, not in every run's log."""
+    import json
+    import shutil
+
+    from tokenizers import Tokenizer
+    from torchtitan.config import ConfigManager
+
+    from prefix_titan.titan.checks import PathProblems, check_paths
+
+    def job(tokenizer_dir):
+        return ConfigManager().parse_args(
+            [
+                *("--job.config_file", f"{ROOT}/train_configs/embedded_default.toml"),
+                *("--training.dataset", "fineweb_edu_ascii_tokens"),
+                *("--validation.dataset", "fineweb_edu_ascii_tokens"),
+                *("--training.dataset_path", shard_dir, "--validation.dataset_path", shard_dir),
+                *("--training.seq_len", "64", "--model.hf_assets_path", str(tokenizer_dir)),
+            ]
+        )
+
+    check_paths(job(embedded_tokenizer_dir))
+    other = shutil.copytree(embedded_tokenizer_dir, tmp_path / "other")
+    t = Tokenizer.from_file(str(other / "tokenizer.json"))
+    t.enable_padding(pad_id=0)  # the same ids, another serialized form
+    t.save(str(other / "tokenizer.json"))
+    with pytest.raises(PathProblems) as e:
+        check_paths(job(other))
+    assert [p.split(":")[0] for p in e.value.problems] == [
+        "training.dataset_path",
+        "validation.dataset_path",
+    ]
+    assert f"{shard_dir!r} was tokenized with a different tokenizer" in e.value.problems[0]
+    swapped = tmp_path / "swapped"
+    shutil.copytree(embedded_tokenizer_dir, swapped)
+    config = json.loads((swapped / "tokenizer_config.json").read_text())
+    config["bos_token"], config["eos_token"] = config["eos_token"], config["bos_token"]
+    (swapped / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(PathProblems) as e:
+        check_paths(job(swapped))
+    assert len(e.value.problems) == 2
+    assert f"{shard_dir!r} marks documents with bos_id" in e.value.problems[0]
 
 
 def test_fused_loss_batches_carry_the_labels_to_the_model(shard_dir, tokenizer):

@@ -833,7 +833,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     registered.chmod(0o644)  # a setting edited after registration: said, the runs go on
     registered.write_text(registered.read_text().replace("alpha = 0.1", "alpha = 0.2"))
     assert launch.main([*args, "--dry-run"]) == 0
-    assert f"registered: {registered} (edited since its registration: its settings no" in (
+    assert f"registered: {registered} (which was edited after the sweep registered it" in (
         capsys.readouterr().err
     )
     fresh = [*args[:-1], str(tmp_path / "fresh"), "--plan", str(plan), "--dry-run"]
@@ -844,7 +844,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         (
             'contrast = ["prefix", "prefix_norm"]',
             'contrast = ["prefix_tau0.5"]',
-            "the plan's contrast names 'prefix_tau0.5', the kind of no arm of the sweep",
+            "the plan's contrast names 'prefix_tau0.5', the kind of no arm of the project",
         ),
     ]:
         plan.write_text(open(PLAN).read().replace(old, new))

@@ -506,6 +506,8 @@ def test_a_family_of_ones_own_trains_with_its_options(tmp_path, monkeypatch):
     )
     assert not again and "Traceback" not in log, log[-3000:]
     assert log.count("holds a run that trained towards another target table (sha256 ") == 1, log
+    path = (tmp_path / "e2e_lab.py").resolve()
+    assert f"the family's file {path} has changed since the run's last start (sha256 " in log
     assert json.loads((tmp_path / "own" / "run_config.json").read_text()) == record
 
 

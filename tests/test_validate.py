@@ -94,3 +94,33 @@ def test_a_due_step_is_validated_before_its_save_and_not_again_after(monkeypatch
         validator.validate_before_save([], step)
         assert not validator.should_validate(step), step
     assert validated == [1, 2, 4, 5]
+
+
+def test_a_validated_step_logs_its_training_throughput_and_validation_its_own(monkeypatch):
+    """torchtitan's log_validation reads and resets the tokens and time counted since the last
+    log. Run between a step's update and its training log, it took the training tokens and left
+    the step's log none (tps 0 on every validated step). Counted apart: validation sees only its
+    tokens, the training log its tokens, and the validation's time is left out of training's."""
+    import time
+
+    from prefix_titan.titan.metrics import PrefixMetricsProcessor
+
+    metrics = PrefixMetricsProcessor.__new__(PrefixMetricsProcessor)
+    seen = {}
+
+    class TitanLikeValidator:  # what torchtitan's validate and log_validation do to the counts
+        def validate_before_save(self, parts, step):
+            time.sleep(0.05)
+            metrics.ntokens_since_last_log += 64  # validation's batches
+            seen["validation tokens"] = metrics.ntokens_since_last_log
+            seen["validation time"] = time.perf_counter() - metrics.time_last_log
+            metrics.ntokens_since_last_log, metrics.time_last_log = 0, time.perf_counter()
+
+    metrics.validator = TitanLikeValidator()
+    begun = time.perf_counter() - 1.0  # the last log, a second of training ago
+    metrics.ntokens_since_last_log, metrics.time_last_log = 4096, begun
+    metrics._validate_apart([], 2)
+    assert seen["validation tokens"] == 64 and 0.05 <= seen["validation time"] < 0.5
+    assert metrics.ntokens_since_last_log == 4096  # the step's training tokens, for its log
+    training_time = time.perf_counter() - metrics.time_last_log
+    assert 1.0 <= training_time < 1.0 + seen["validation time"] - 0.04

@@ -161,6 +161,20 @@ def test_a_misspelt_metric_in_a_plan_is_told_the_nearest_and_every_name_quoted(t
     assert str(e.value).startswith("no metric named 'val ce' (did you mean 'val CE'?); the ")
 
 
+@pytest.mark.parametrize(
+    "primary, exploratory, less",
+    [("char_spell_blank", [], "char_spell, calibrated"), ("val CE", ["char acc, blank"], "")],
+)
+def test_a_control_is_no_metric_a_plan_can_claim_on(tmp_path, primary, exploratory, less):
+    """A probe's blank twin measures what the model prefers without reading the word: a plan
+    naming it was taken, and its difference claimed as "better" (higher read as better)."""
+    with pytest.raises(ValueError) as e:
+        _one_family_plan(tmp_path, primary, exploratory)
+    control = primary if not exploratory else exploratory[0]
+    assert f"names {control!r}, a control (the probe with its word blanked" in str(e.value)
+    assert f"or {(less or 'char acc, calibrated')!r} (the probe less" in str(e.value)
+
+
 def _records(y: dict, specs) -> dict:
     """{arm: {seed: run}} holding one evaluated step with y[metric][arm, seed] as its accuracy."""
     out = {}
@@ -1018,7 +1032,7 @@ def test_a_failed_a_a_check_is_the_first_note_and_ends_the_answer(seed):
     assert any(c.aa_check and c.claimed and c.arm == "prefix_tau0.1" for c in a.comparisons)
     assert a.notes[0].startswith("A/A check failed: prefix_tau0.1 trains as ce (its target's")
     assert a.answer.endswith(
-        "But the A/A check failed (prefix_tau0.1 differ from ce though they train as it; see the "
+        "But the A/A check failed (prefix_tau0.1 differs from ce though it trains as it; see the "
         "first note): read no claim until its cause is found."
     )
 
@@ -1097,7 +1111,8 @@ def test_the_plan_is_printed_and_can_be_replaced(tmp_path):
         plan.read_text().replace('baseline = "ce"', 'baseline = "label_smooth"').replace(" acc", "")
     )
     with pytest.raises(
-        ValueError, match=r"--plan .*: the plan's baseline 'label_smooth' is no arm of the sweep"
+        ValueError,
+        match=r"--plan .*: the plan's baseline 'label_smooth' is no arm of the project nor the sweep",
     ):
         report(str(tmp_path / "sweep"), plan=str(plan))
     # a partial sweep (no prefix_norm arm here) under a plan whose contrast names a project kind
@@ -1333,9 +1348,21 @@ def test_runs_evaluated_at_other_steps_are_refused_naming_them(small):
     with pytest.raises(ValueError, match="evaluated at different steps") as e:
         report(str(small))
     assert f"{small}/ce/seed2: steps 1200, 2400, 3000" in str(e.value)
-    assert "--checkpoints 1" in str(e.value)
+    # the final steps differ too: --checkpoints 1 would be refused as well, so not offered
+    assert "--checkpoints 1" not in str(e.value) and "differs out (--seeds;" in str(e.value)
     with pytest.raises(ValueError, match="evaluated at different steps"):
-        report(str(small), checkpoints=1)  # the final steps differ too
+        report(str(small), checkpoints=1)
+    (small / "ce" / "seed2" / "hf" / "step-3000").rename(
+        small / "ce" / "seed2" / "hf" / "step-3600"
+    )
+    (small / "ce" / "seed2" / "hf" / "step-1200").rename(
+        small / "ce" / "seed2" / "hf" / "step-1000"
+    )
+    with pytest.raises(ValueError, match="evaluated at different steps") as e:
+        report(str(small))
+    assert "or pass --checkpoints 1 (to report or power --from): the final steps agree" in str(
+        e.value
+    )
 
 
 def test_runs_evaluated_with_another_limit_or_task_version_are_refused(small):
@@ -1993,6 +2020,14 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys,
     small = sim.Sweep(seeds=(1, 2), items=20, tasks=("char_spell",))
     said = calibrate(small, ("prefix_tau0.5", "char_spell", 0.05), load_plan(str(plan)), 2, 0)
     assert "2 sweeps of 14 arms x 2 seeds, the plan's variance = 'pooled':" in said
+    assert "A/A checks (CE-equivalent arms against ce): " in said  # prefix_tau0.05 is one
+    # without a CE-equivalent arm there is no A/A check: not a rate of 0 that reads as held
+    import dataclasses
+
+    kept = ("ce", "label_smoothing", "prefix_tau0.5")
+    three = dataclasses.replace(small, arms=tuple(s for s in small.arms if s.arm_name() in kept))
+    said = calibrate(three, ("prefix_tau0.5", "char_spell", 0.05), load_plan(str(plan)), 2, 0)
+    assert "A/A checks: none in these sweeps (no CE-equivalent arm, or no ce arm)" in said
 
 
 # -- error rates of the decision code (simulated sweeps) -------------------------------------------
@@ -2170,6 +2205,16 @@ def test_validation_rows_missing_from_unfinished_runs_name_them_and_the_seeds_th
         "launch` resumes a run), or report the seeds whose runs finished (--seeds 1 3)"
     ) in left[0]
     assert "train every run with the same" not in left[0]
+    # a family whose primary is one of them says it was left out, not "train them again"
+    import dataclasses
+
+    from prefix_titan.sweep.analysis import Family
+
+    plan = dataclasses.replace(PLAN, families=(Family("model quality", "val CE", ()),))
+    a = analyse(sim.group(runs), plan)
+    (said,) = [n for n in a.notes if n.startswith("model quality: ")]
+    assert "val CE is left out, the runs having it at different steps" in said, said
+    assert "train them again" not in said
 
 
 def test_an_arm_outside_the_plans_contrast_is_named_not_silently_left_out(seed, tmp_path):
@@ -2437,6 +2482,11 @@ def test_the_seed_interaction_screen_holds_its_level_and_finds_a_planted_one(see
     assert np.mean(found) >= 0.15, np.mean(found)  # 24.6% expected (binomial sd 1.0%)
     assert inference.interaction(np.ones((arms, seeds))) is None
     assert inference.interaction(rng.normal(size=(arms, 2))) is None  # one residual direction
+    # additive but for rounding (probe accuracies that differ by the same item on every seed):
+    # residuals of 1e-17 are no variation, not an interaction with p = 5e-05
+    additive = np.array([[-0.05, -0.0389, -0.0389], [-0.05, -0.0389, -0.0389]] * 2)
+    additive[2:] += 0.0333
+    assert inference.interaction(additive) is None
 
 
 def test_a_seed_interaction_is_named_in_the_report_with_its_consequence(seed, tmp_path):

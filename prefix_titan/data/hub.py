@@ -63,6 +63,8 @@ def explain(error: BaseException, what: str, offline: list[str]) -> HubUnreachab
     if cause is None:
         return None
     reason = shorten(str(cause), 200) or type(cause).__name__
+    if type(cause).__name__ == "OfflineModeIsEnabled":  # (its text says to unset a variable)
+        reason = f"{'=1 or '.join(OFFLINE_VARIABLES)}=1 is set: only the cache is read"
     return HubUnreachable(
         f"could not reach the Hugging Face hub to {what} ({type(cause).__name__}: {reason}).\n"
         "Without the hub:\n  " + "\n  ".join(offline)
@@ -135,6 +137,24 @@ def _ask(endpoint: str, timeout: float, opener) -> BaseException | None:
     return reason  # to say, as before
 
 
+def hub_endpoint() -> str:
+    """Where huggingface_hub asks the hub: HF_ENDPOINT, else huggingface.co."""
+    return os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+
+
+def not_reached(timeout: float = PROBE_TIMEOUT_S, opener=urllib.request.urlopen):
+    """Why no connection was made to the hub's endpoint (hub_endpoint; through the proxy the
+    environment names) within `timeout` seconds, asked for its front page (a failed name lookup
+    asked once more); None where it answered (however badly), or where the environment names a
+    proxy urllib does not use (nothing can be said here). `opener`: urllib's, for tests."""
+    if not _asks_like_the_client():
+        return None
+    why = _ask(hub_endpoint(), timeout, opener)
+    if isinstance(why, socket.gaierror):  # a passing resolver failure: asked once more
+        why = _ask(hub_endpoint(), timeout, opener)
+    return why
+
+
 def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.request.urlopen):
     """Ask the hub's endpoint (HF_ENDPOINT, else huggingface.co; through the proxy the
     environment names) for its front page; where no connection is made within `timeout`
@@ -150,12 +170,8 @@ def offline_unless_reachable(timeout: float = PROBE_TIMEOUT_S, opener=urllib.req
         return None
     if "huggingface_hub" in sys.modules or "datasets" in sys.modules:
         return None
-    if not _asks_like_the_client():
-        return None
-    endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    why = _ask(endpoint, timeout, opener)
-    if isinstance(why, socket.gaierror):  # a passing resolver failure: asked once more
-        why = _ask(endpoint, timeout, opener)
+    endpoint = hub_endpoint()
+    why = not_reached(timeout, opener)
     if why is None:
         return None
     for v in OFFLINE_VARIABLES:

@@ -75,14 +75,14 @@ def iter_rows(path: str, start: int):
             except pyarrow.ArrowException as e:  # not parquet, or cut short
                 raise ValueError(
                     f"{path} is not a readable parquet file ({type(e).__name__}: {e}): repair "
-                    "the file or leave it out of --source"
+                    "the file or leave it out of --source" + FRESH_OUT
                 ) from None
             names = data.schema_arrow.names
             if "text" not in names:
                 raise ValueError(
                     f"{path} has no `text` column (its columns: {', '.join(names) or 'none'}): "
                     "a parquet file of --source holds its documents in `text` (and optionally "
-                    "an `id`); repair the file or leave it out of --source"
+                    "an `id`); repair the file or leave it out of --source" + FRESH_OUT
                 )
             columns = ["text", "id"] if "id" in names else ["text"]
             row, batches = 0, data.iter_batches(batch_size=4096, columns=columns)
@@ -94,7 +94,7 @@ def iter_rows(path: str, start: int):
                 except (pyarrow.ArrowException, OSError) as e:  # damaged after its footer
                     raise ValueError(
                         f"{path} cannot be read past row {row} ({type(e).__name__}: {e}): repair "
-                        "the file or leave it out of --source"
+                        "the file or leave it out of --source" + FRESH_OUT
                     ) from None
                 n = batch.num_rows
                 if row + n > start:
@@ -133,7 +133,7 @@ def _json_rows(path: str, start: int):
                         f"{path} line {i + 1} is not a JSON object with a `text` (and "
                         f"optionally an `id`) ({type(e).__name__}: {e}): a .json or .jsonl "
                         "file (or .json.gz, .jsonl.gz) is read as JSON Lines, one object per "
-                        "line; repair the file or leave it out of --source"
+                        "line; repair the file or leave it out of --source" + FRESH_OUT
                     ) from None
                 yield i, doc_id, _text(text, path, f"line {i + 1}")
 
@@ -316,6 +316,12 @@ def _finished(out: str, settings: dict) -> dict:
     return done
 
 
+FRESH_OUT = (
+    " and prepare into a new --out (a prepare begun on a file goes on with it; a repaired file "
+    "lets the same command go on)"
+)
+
+
 def _file_stats(files: list[str]) -> list[list[int]]:
     """[size, modification time in ns] of each of a local source's files: what a resumed
     prepare compares, so that a file replaced or rewritten between a crash and the resume is
@@ -466,10 +472,25 @@ def _tokenizer(tokenizer_dir: str):
     return text_tokenizer(HuggingFaceTokenizer(tokenizer_dir))
 
 
-def _one_thread() -> None:
+def _start_worker(parent: int) -> None:
     """A worker encodes on one thread (the workers are the parallelism), set before its first
-    encode creates the tokenizers library's thread pool."""
+    encode creates the tokenizers library's thread pool; and ends when the prepare that started
+    it (`parent`, its pid) has ended without it (killed: its pool's queues never close, and the
+    worker would wait on them for ever)."""
+    import threading
+
     os.environ["RAYON_NUM_THREADS"] = "1"
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+PARENT_CHECK_S = 1.0
+"""How often a worker looks whether the prepare that started it is there still"""
 
 
 def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
@@ -494,7 +515,10 @@ class _Workers:
             from concurrent.futures import ProcessPoolExecutor
 
             self.pool = ProcessPoolExecutor(
-                self.workers, mp_context=mp.get_context("spawn"), initializer=_one_thread
+                self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(),),
             )
         return self
 
@@ -557,7 +581,8 @@ def prepare(
         raise ValueError(
             f"--tokenizer {tokenizer_dir!r}: {what}; give the folder of a tokenizer.json (the "
             "folder a run's model.hf_assets_path names: python scripts/download_tokenizer.py, a "
-            "script of the prefix_titan repository run in its checkout, puts Llama-3's there)"
+            "script of the prefix_titan repository run in its checkout, puts Llama-3's there; "
+            "python scripts/train_tokenizer.py --out DIR makes the embedded 4,096-token BPE)"
         )
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(
@@ -639,6 +664,14 @@ def prepare(
                     "settings or choose another --out"
                 )
             state["settings"] = settings  # (a local folder's paths as now recorded: absolute)
+            done = (state.get("splits") or {}).get("train") or {}
+            print(
+                f"[prepare] {out}: resuming an unfinished prepare at file {state.get('file', 0) + 1} of "
+                f"{len(files)}, row {state.get('row', 0):,} ({done.get('tokens', 0):,} training "
+                "tokens written)",
+                file=sys.stderr,
+                flush=True,
+            )
             if stats is not None and isinstance(state.get("local_files"), list):
                 at = (state["file"], state["row"])
                 _changed_files(out, files, state["local_files"], stats, at)

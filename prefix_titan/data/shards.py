@@ -110,6 +110,34 @@ def load_manifest(directory: str) -> dict:
     return manifest
 
 
+def tokenizer_mismatch(directory: str, manifest: dict, sha256: str, bos_id, eos_id) -> str | None:
+    """Why the shards at `directory` (their `manifest`) do not fit the run's tokenizer (its
+    tokenizer_hash `sha256`, its BOS and EOS ids): prepared with another tokenizer, or marking
+    documents with other ids; None when they fit."""
+    if manifest["tokenizer_sha256"] != sha256:
+        return (
+            f"{directory!r} was tokenized with a different tokenizer (sha256 "
+            f"{manifest['tokenizer_sha256'][:12]}...) than this run's model.hf_assets_path "
+            f"({sha256[:12]}...): prepare the shards with the run's tokenizer, or point "
+            "model.hf_assets_path at the folder given to prepare's --tokenizer"
+        )
+    for key, value in (("bos_id", bos_id), ("eos_id", eos_id)):  # tokenizer_config.json's
+        if key in manifest and manifest[key] != value:
+            return (
+                f"{directory!r} marks documents with {key} {manifest[key]}, but this run's "
+                f"model.hf_assets_path gives {key} {value} (its "
+                + (
+                    "tokenizer_config.json differs from the one the shards were prepared with"
+                    if value is not None
+                    else "tokenizer_config.json is missing or names no "
+                    + key.replace("_id", "_token")
+                )
+                + "): use the tokenizer folder the shards were prepared with, or prepare "
+                "them again"
+            )
+    return None
+
+
 class ShardedTokens:
     """One split's shards as a single read-only token array: `len(t)` and `t[a:b]` (int64)."""
 
@@ -124,12 +152,6 @@ class ShardedTokens:
         if split not in SPLITS:
             raise ValueError(f"shard split must be one of {', '.join(SPLITS)}; got {split!r}")
         manifest = load_manifest(directory)
-        if tokenizer is not None and manifest["tokenizer_sha256"] != tokenizer_hash(tokenizer):
-            raise ValueError(
-                f"{directory!r} was tokenized with a different tokenizer (sha256 "
-                f"{manifest['tokenizer_sha256'][:12]}...) than this run's model.hf_assets_path "
-                f"({tokenizer_hash(tokenizer)[:12]}...): prepare the shards with the run's tokenizer"
-            )
         if manifest.get("bos_id", 0) is None and manifest.get("eos_id", 0) is None:
             raise ValueError(
                 f"{directory!r} was prepared with a tokenizer that has neither a BOS nor an EOS "
@@ -137,24 +159,10 @@ class ShardedTokens:
                 "tokenizer a tokenizer_config.json naming them (bos_token, eos_token) and prepare "
                 "again"
             )
-        for key in ("bos_id", "eos_id"):  # from tokenizer_config.json, which the hash leaves out
-            if (
-                tokenizer is not None
-                and key in manifest
-                and manifest[key] != getattr(tokenizer, key)
-            ):
-                raise ValueError(
-                    f"{directory!r} marks documents with {key} {manifest[key]}, but this run's "
-                    f"model.hf_assets_path gives {key} {getattr(tokenizer, key)} (its "
-                    + (
-                        "tokenizer_config.json differs from the one the shards were prepared with"
-                        if getattr(tokenizer, key) is not None
-                        else "tokenizer_config.json is missing or names no "
-                        + key.replace("_id", "_token")
-                    )
-                    + "): use the tokenizer folder the shards were prepared with, or prepare "
-                    "them again"
-                )
+        if tokenizer is not None:
+            ids = {key: getattr(tokenizer, key, None) for key in ("bos_id", "eos_id")}
+            if why := tokenizer_mismatch(directory, manifest, tokenizer_hash(tokenizer), **ids):
+                raise ValueError(why)
         dtype = np.dtype(manifest["dtype"])
         self.arrays, starts = [], [0]
         for i, shard in enumerate(manifest["splits"][split]["shards"]):

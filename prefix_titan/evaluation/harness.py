@@ -363,8 +363,111 @@ FIELDS = {
     "piqa": ("goal", "sol1", "sol2", "label"),
     "winogrande_debiased": ("sentence", "option1", "option2", "answer"),
     "arc_easy": ("question", "choices {text, label}", "answerKey"),
+    "arc_challenge": ("question", "choices {text, label}", "answerKey"),
+    "sciq": ("question", "distractor1", "distractor2", "distractor3", "correct_answer", "support"),
 }
-"""The fields the default tasks' lm-eval configs read from each document of a --data-dir file"""
+"""The fields the lm-eval configs of the pilot's tasks read from each document of a --data-dir
+file"""
+
+ANSWERS = {
+    "hellaswag": "label: the index of the right ending, a whole number or its digits",
+    "piqa": "label: 0 (sol1) or 1 (sol2)",
+    "winogrande_debiased": 'answer: "1" (option1) or "2" (option2), and a _ in the sentence',
+    "arc_easy": "answerKey: one of choices.label, as many labels as texts",
+    "arc_challenge": "answerKey: one of choices.label, as many labels as texts",
+    "sciq": "correct_answer: the right one (the task scores it as the fourth choice)",
+}
+"""How each task of FIELDS gives its answer, as its document check reads it"""
+
+
+def _text(doc: dict, *keys: str) -> str | None:
+    return next((k for k in keys if not isinstance(doc.get(k), str)), None)
+
+
+def _texts(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _document_problem(task: str, doc) -> str | None:
+    """Why `doc` is not a document of `task` (a task of FIELDS) that lm-eval can score: a field
+    missing or of another type, or an answer that names no choice; None when it is one."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    fields = [f.split(" ")[0] for f in FIELDS[task]]
+    if missing := [f for f in fields if doc.get(f) is None]:
+        return f"no {', '.join(missing)}"
+    if task == "hellaswag":
+        if bad := _text(doc, "activity_label", "ctx_a", "ctx_b"):
+            return f"{bad} is not text"
+        if not _texts(doc["endings"]):
+            return "endings is not a list of texts"
+        label = doc["label"]
+        n = len(doc["endings"])
+        if isinstance(label, bool) or str(label).strip() not in map(str, range(n)):
+            return f"label {label!r} is not an index of its {n} endings"
+    elif task == "piqa":
+        if bad := _text(doc, "goal", "sol1", "sol2"):
+            return f"{bad} is not text"
+        if isinstance(doc["label"], bool) or doc["label"] not in (0, 1):
+            return f"label {doc['label']!r} is not 0 or 1"
+    elif task == "winogrande_debiased":
+        if bad := _text(doc, "sentence", "option1", "option2"):
+            return f"{bad} is not text"
+        if "_" not in doc["sentence"]:
+            return "its sentence has no _ (where an option goes)"
+        if doc["answer"] not in ("1", "2"):
+            return f'answer {doc["answer"]!r} is not "1" or "2"'
+    elif task in ("arc_easy", "arc_challenge"):
+        choices = doc["choices"]
+        if not isinstance(doc["question"], str):
+            return "question is not text"
+        if not isinstance(choices, dict) or not all(
+            _texts(choices.get(k)) for k in ("text", "label")
+        ):
+            return "choices is not an object of two lists of texts, text and label"
+        if len(choices["text"]) != len(choices["label"]):
+            return f"choices has {len(choices['text'])} texts and {len(choices['label'])} labels"
+        if doc["answerKey"] not in choices["label"]:
+            return f"answerKey {doc['answerKey']!r} is not among choices.label {choices['label']}"
+    elif bad := _text(doc, *fields):  # sciq
+        return f"{bad} is not text"
+    return None
+
+
+def check_data_dir(data_dir: str, tasks: list[str]) -> None:
+    """Refuse, before anything is evaluated, a --data-dir that lacks a file of `tasks` (each one
+    named) or a file of a task of FIELDS with a document lm-eval could not score (the first
+    such line named, and how many there are): one without a field its task reads, or whose
+    answer names no choice (lm-eval would fail on it after loading the model, or score it as
+    wrong)."""
+    tasks = [t for t in tasks if t not in PROBE_TASKS + BLANK_TASKS and t != EMBEDDING_PROBE]
+    if missing := [t for t in tasks if not os.path.exists(os.path.join(data_dir, f"{t}.jsonl"))]:
+        raise ValueError(
+            f"--data-dir {data_dir!r} has no {', '.join(t + '.jsonl' for t in missing)}: each "
+            "task reads DIR/<task>.jsonl, one document a line in the task's own schema (the "
+            "fields each reads: docs/evaluation.md)"
+        )
+    for task in (t for t in tasks if t in FIELDS):
+        path = data_file(data_dir, task)
+        bad, first, n = 0, None, 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                n += 1
+                try:
+                    why = _document_problem(task, json.loads(line))
+                except json.JSONDecodeError as e:
+                    why = f"not JSON ({e})"
+                if why is not None:
+                    bad += 1
+                    first = first or f"line {i}: {why}"
+        if n == 0 or bad:
+            said = "holds no document" if n == 0 else f"has {bad} of {n} documents unreadable"
+            raise ValueError(
+                f"--data-dir file {path} {said}" + (f" ({first})" if first else "") + f": {task} "
+                f"reads {', '.join(FIELDS[task])} from each line's JSON object; {ANSWERS[task]}"
+            )
 
 
 def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
@@ -415,7 +518,7 @@ def evaluate(
     `embedding_probe` among the tasks runs embedding_probe.py on the model's token vectors (its
     results under that name). An evaluation already in the folder keeps the tasks this one does
     not evaluate again (one results file per model), and those of `tasks` it holds with these
-    settings are kept, not evaluated again (`kept_tasks`; all evaluated with `replace`): an
+    settings are kept, not evaluated again (`_kept`; all evaluated with `replace`): an
     evaluation whose filing with its run was refused files them when run again. One made with
     other settings (another --limit sample, other probes) is refused before anything is
     evaluated, unless `replace`: then it is replaced whole, its other tasks' items removed. It
@@ -455,7 +558,22 @@ def evaluate(
         if not replace:  # before anything is evaluated: its results and their copy with the run
             folders = [model_dir, *([filed] if filed else [])]
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings, tasks)
-        done = [] if replace else kept_tasks(os.path.join(model_dir, EVAL_RESULTS), tasks, settings)
+        results_path = os.path.join(model_dir, EVAL_RESULTS)
+        earlier = _earlier(results_path)
+        if data_dir is not None:
+            check_data_dir(data_dir, tasks)
+        sources = data_sources(tasks, data_dir)
+        done = [] if replace else _kept(results_path, earlier, tasks, settings, sources)
+        held = earlier.get("results") or {}
+        if moved := [
+            t for t in sources if t in held and not replace and read_from(earlier, t) != sources[t]
+        ]:
+            print(
+                f"note: {', '.join(moved)} evaluated before in {model_dir} from other documents "
+                f"(from {'the hub' if data_dir is None else 'another file'} now): evaluated again",
+                file=sys.stderr,
+                flush=True,
+            )
         if done:
             print(
                 f"note: {', '.join(done)} evaluated already in {model_dir} with these settings, "
@@ -475,9 +593,6 @@ def evaluate(
             from .embedding_probe import flat_results, hf_matrices, probe_matrices
 
             matrices = hf_matrices(model_dir)
-        for task in harness_tasks if data_dir is not None else []:  # before the work: local_files
-            if task not in PROBE_TASKS + BLANK_TASKS:
-                data_file(data_dir, task)
         holder = writer(os.path.dirname(os.path.dirname(filed))) if filed else None
         if holder is not None:
             print(
@@ -613,21 +728,48 @@ def replaced_evaluation(path: str, settings: dict, tasks: list[str]) -> str | No
     return _other_settings(path, earlier, settings, tasks) if earlier else None
 
 
-def kept_tasks(path: str, tasks: list[str], settings: dict) -> list[str]:
-    """The tasks among `tasks` that the results file `path` holds from an evaluation with the
-    same settings, at the version evaluated now (not `_unfiltered`, not `_outdated`): evaluated
-    already, kept rather than evaluated again (unless --replace)."""
-    return _kept(path, _earlier(path), tasks, settings)
-
-
-def _kept(path: str, earlier: dict, tasks: list[str], settings: dict) -> list[str]:
-    """kept_tasks of the evaluation `earlier` that the results file `path` holds."""
+def _kept(
+    path: str, earlier: dict, tasks: list[str], settings: dict, sources: dict | None = None
+) -> list[str]:
+    """The tasks among `tasks` that the evaluation `earlier` (in the results file `path`) holds
+    with the same settings, at the version evaluated now (not `_unfiltered`, not `_outdated`)
+    and, where `sources` (data_sources) says where each is read from now, read from there (the
+    hub, or the same --data-dir file): evaluated already, kept rather than evaluated again
+    (unless --replace)."""
     if not earlier or _other_settings(path, earlier, settings, tasks) is not None:
         return []
     held = earlier.get("results") or {}
     return [
-        t for t in tasks if t in held and not _unfiltered(earlier, t) and not _outdated(earlier, t)
+        t
+        for t in tasks
+        if t in held
+        and not _unfiltered(earlier, t)
+        and not _outdated(earlier, t)
+        and not (sources is not None and t in sources and read_from(earlier, t) != sources[t])
     ]
+
+
+DATA_MARK = "data sha256:"
+"""What follows ASCII_MARK in the version of a task read from a --data-dir file, before the
+first 16 hex digits of the file's sha256"""
+
+
+def data_sources(tasks: list[str], data_dir: str | None) -> dict[str, str | None]:
+    """Where each lm-eval task among `tasks` reads its documents in this evaluation, as its
+    recorded version says it (`read_from`): DATA_MARK and its --data-dir file's sha256, or None
+    for the hub. The character probes (built here) and the embedding probe have none."""
+    return {
+        t: None if data_dir is None else f"{DATA_MARK}{sha256(data_file(data_dir, t))[:16]}"
+        for t in tasks
+        if t not in PROBE_TASKS + BLANK_TASKS and t != EMBEDDING_PROBE
+    }
+
+
+def read_from(results: dict, task: str) -> str | None:
+    """The --data-dir file a task of the evaluation `results` was read from (DATA_MARK and its
+    sha256, as data_sources says it), or None: the hub's documents."""
+    found = re.search(re.escape(DATA_MARK) + r"\S+", str((results.get("versions") or {}).get(task)))
+    return found.group(0) if found else None
 
 
 def _earlier(path: str) -> dict:
@@ -1013,7 +1155,7 @@ def _harness(
     for task in changed:
         version = f"{out.get('versions', {}).get(task)} {ASCII_MARK}"
         if task in files:  # a local copy (--data-dir): its items are the file's
-            version += f" data sha256:{sha256(files[task])[:16]}"
+            version += f" {DATA_MARK}{sha256(files[task])[:16]}"
         out.setdefault("versions", {})[task] = version
     out["ascii_filtered"] = changed
     out["probe_check"] = checks
@@ -1573,6 +1715,9 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         tasks,
     )
     curve, read = {}, {}  # (read: each step's results, read once)
+    if kwargs.get("data_dir") is not None:  # before any export
+        check_data_dir(kwargs["data_dir"], tasks)
+    sources = data_sources(tasks, kwargs.get("data_dir"))
     unexported = [
         s
         for s in steps
@@ -1606,7 +1751,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
                 )
         path = os.path.join(out, EVAL_RESULTS)
         read[ckpt] = _earlier(path)
-        done = [] if kwargs.get("replace") else _kept(path, read[ckpt], tasks, settings)
+        done = [] if kwargs.get("replace") else _kept(path, read[ckpt], tasks, settings, sources)
         todo = [t for t in tasks if t not in done]
         if todo:
             results = evaluate(out, **{**kwargs, "tasks": todo})
@@ -1626,7 +1771,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         held = earlier.get("results") or {}
         if ckpt in steps:  # (evaluated now, or kept as evaluated with these settings)
             curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
-        elif kept := _kept(path, earlier, tasks, settings):
+        elif kept := _kept(path, earlier, tasks, settings, sources):
             curve[int(step[5:])] = {t: held[t] for t in kept}
             if left := [t for t in tasks if t in held and t not in kept]:
                 unlike.append(f"{step[5:]} ({', '.join(left)})")  # (those tasks only)
@@ -1635,8 +1780,8 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
     if unlike:
         print(
             f"note: step {', '.join(unlike)} evaluated before with other settings (or at another "
-            "version of a task, or scored before the ASCII filter): left out of the learning "
-            "curve, which holds the steps evaluated with these (evaluated again with them, with "
+            "version of a task, from other documents, or scored before the ASCII filter): left "
+            "out of the learning curve, which holds the steps evaluated with these (evaluated again with them, with "
             "--replace, they join it)",
             flush=True,
         )

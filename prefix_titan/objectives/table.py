@@ -152,10 +152,19 @@ def check_table(
             else ""
         )
         raise bad(f"rows have {K} sparse entries; allowed: 1 to {MAX_ENTRIES}{wider}")
-    if w.shape != idx.shape or not w.is_floating_point():
-        raise bad(f"weight is {tuple(w.shape)} {w.dtype}; it must be floating [{vocab_size}, {K}]")
-    if b.shape != (vocab_size,) or not b.is_floating_point():
-        raise bad(f"background is {tuple(b.shape)} {b.dtype}; it must be floating [{vocab_size}]")
+    convert = " (.float() converts it)" if w.is_floating_point() and w.shape == idx.shape else ""
+    if w.shape != idx.shape or w.dtype != torch.float32:
+        raise bad(
+            f"weight is {tuple(w.shape)} {w.dtype}; it must be float32 [{vocab_size}, {K}] (the "
+            f"kernels compute in float32){convert}"
+        )
+    convert = (
+        " (.float() converts it)" if b.is_floating_point() and b.shape == (vocab_size,) else ""
+    )
+    if b.shape != (vocab_size,) or b.dtype != torch.float32:
+        raise bad(
+            f"background is {tuple(b.shape)} {b.dtype}; it must be float32 [{vocab_size}]{convert}"
+        )
 
     def first(rows: torch.Tensor) -> int | None:
         """The first gold id whose row is bad (rows: [V] bool), or None."""
@@ -209,17 +218,18 @@ def check_table(
             f"{float(b[y]):.6g} on each of {vocab_size} ids)"
         )
     total = b.double() * vocab_size + w.double().sum(1)
-    if (y := first((total - 1).abs() > 1e-4)) is not None:
-        hint = (
-            f" (the table is {w.dtype}, whose rounding alone moves a row's sum: build it in float32)"
-            if w.dtype in (torch.bfloat16, torch.float16)
-            else ""
-        )
+    if (y := first((total - 1).abs() > SUM_TOLERANCE)) is not None:
         raise bad(
-            f"{row(y)} sums to {float(total[y]):.6g}, not 1 (id: weight {entries(y)}; background "
-            f"{float(b[y]):.6g} on each of {vocab_size} ids){hint}"
+            f"{row(y)} sums to {float(total[y]):.6g}, not 1 within {SUM_TOLERANCE:g} (id: weight "
+            f"{entries(y)}; background {float(b[y]):.6g} on each of {vocab_size} ids)"
         )
     return table
+
+
+SUM_TOLERANCE = 1e-4
+"""How far from 1 a row's sum may be (float32 rounding over a row of up to MAX_ENTRIES entries
+stays far below it); the kernels take it as 1, so a row off by d moves its token's loss by d
+times the log-sum-exp of its logits"""
 
 
 def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:

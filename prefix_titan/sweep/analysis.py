@@ -47,6 +47,7 @@ from .metrics import (
     beyond_widest,
     detectable_text,
     evaluated_steps,
+    is_control,
     known_metrics,
     metric,
     run_value,
@@ -203,6 +204,15 @@ def load_plan(path: str | None = None) -> Plan:
                     f"{path}: family {f.name!r} names the metric {name!r}, which does not "
                     f"exist{known_metrics(name)}"
                 )
+            if is_control(name):
+                probe = name.removesuffix("_blank").removesuffix(", blank")
+                less = next(m for m in (f"{probe}, calibrated", f"{probe} - blank") if m in METRICS)
+                raise ValueError(
+                    f"{path}: family {f.name!r} names {name!r}, a control (the probe with its word "
+                    "blanked: what the model prefers without reading it, read beside the probe), "
+                    f"not a measure a claim can be made on; name {probe!r} or {less!r} (the "
+                    "probe less what its control finds)"
+                )
     return plan
 
 
@@ -296,15 +306,25 @@ def _digest(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def registered_plan_changed(path: str) -> bool:
-    """The registered plan at `path` is not the plan its launch registered: a setting was edited
-    after (they no longer match the digest on its second line; comments may change). A plan
-    registered before digests were written cannot be checked: False."""
+def registered_plan_changed(path: str) -> str | None:
+    """Why the registered plan at `path` cannot be taken for the plan its launch registered, said
+    after its path: a setting was edited after (they no longer match the digest on its second
+    line; comments may change), or it carries no registration header and digest (a plan put
+    there by hand, or registered before digests were written: it cannot be checked). None where
+    it is the registered one."""
     with open(path, encoding="utf-8") as f:
         header, digest = f.readline(), f.readline()
     if not header.startswith("#") or not digest.startswith(DIGEST):
-        return False
-    return _digest(load_plan(path)) != digest[len(DIGEST) :].strip()
+        return (
+            "carries no registration header and digest on its first two lines (`sweep launch "
+            "--plan` writes them): it cannot be shown to be the plan registered before the runs"
+        )
+    if _digest(load_plan(path)) != digest[len(DIGEST) :].strip():
+        return (
+            "was edited after the sweep registered it (its settings no longer match the digest "
+            "on its second line), so it is not the plan registered before the runs"
+        )
+    return None
 
 
 def plan_differences(a: Plan, b: Plan) -> list[str]:
@@ -329,21 +349,24 @@ def registration_conflict(sweep_dir: str, plan: str | None) -> str | None:
     )
 
 
-def plan_arm_problems(plan: Plan, objectives: dict[str, dict], axis: bool = True) -> list[str]:
-    """What in `plan` names no arm of a sweep whose arms are {name: objective record}: its
-    baseline (an arm name) and each kind of its contrast (an arm's name without its axis part);
-    where those are right and `axis`, what keeps its axis from being fitted."""
+def plan_arm_problems(
+    plan: Plan, objectives: dict[str, dict], axis: bool = True, where: str = "the project"
+) -> list[str]:
+    """What in `plan` names no arm among {name: objective record}, the arms of `where` (the
+    built-in ones and ./sweep_arms.toml's; a report adds its sweep's): its baseline (an arm
+    name) and each kind of its contrast (an arm's name without its axis part); where those are
+    right and `axis`, what keeps its axis from being fitted."""
     kinds = list(dict.fromkeys(arm_kind(o, plan.axis) for o in objectives.values()))
     problems = []
     if plan.baseline not in objectives:
         problems.append(
-            f"the plan's baseline {plan.baseline!r} is no arm of the sweep (its arms: "
+            f"the plan's baseline {plan.baseline!r} is no arm of {where} (the arms: "
             f"{', '.join(objectives)})"
         )
     for kind in plan.contrast:
         if kind not in kinds:
             problems.append(
-                f"the plan's contrast names {kind!r}, the kind of no arm of the sweep (a kind is "
+                f"the plan's contrast names {kind!r}, the kind of no arm of {where} (a kind is "
                 f"an arm's name without its {plan.axis} part; the kinds: {', '.join(kinds)})"
                 + _unread_axis_hint(plan, kind, objectives)
             )
@@ -571,8 +594,9 @@ class Comparison:
     p_adjusted: float | None = None
     se: float | None = None
     """the estimate's standard error, by the plan's variance rule (None: not testable)"""
-    df: int | None = None
-    """the degrees of freedom of its t (baseline_apart: Satterthwaite's, kept nearer S - 1, rounded)"""
+    df: float | None = None
+    """the degrees of freedom of its t (baseline_apart: Satterthwaite's, kept nearer S - 1, not
+    a whole number: the test's own, so that se and df give back its p-value and interval)"""
     direction: str | None = None
     """better / worse where claimed, else None"""
     claimed: bool = False
@@ -610,6 +634,8 @@ class Analysis:
     equivalent: list[str] = field(default_factory=list)
     """the CE-equivalent arms: a target that keeps at least CE_EQUIVALENT on the gold and ce's
     token weighting (checked against ce: the A/A checks)"""
+    unaligned: list[str] = field(default_factory=list)
+    """the metrics left out because the runs have them at different steps (a note says why)"""
 
     @property
     def claims(self) -> list[Comparison]:
@@ -638,11 +664,18 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
         )
         if none := [r["folder"] for r in runs if r not in evaluated]:
             lines.append(f"  not evaluated at all: {', '.join(none)}")
+        finals = {s[-1] for s in used.values()}
+        way = (
+            "or pass --checkpoints 1 (to report or power --from): the final steps agree"
+            if len(finals) == 1
+            else "or leave the seeds of the runs whose last evaluated step differs out "
+            "(--seeds; unfinished, or evaluated before they finished: finish and evaluate them "
+            "to keep them)"
+        )
         raise ValueError(
             f"the runs were evaluated at different steps, so their metrics cannot be compared "
             f"(the analysis averages each run's last {last}):\n" + "\n".join(lines) + "\nEvaluate "
-            "every run at the same checkpoints (eval --all-checkpoints), or pass --checkpoints 1 "
-            "(to report or power --from) if only the final steps agree."
+            f"every run at the same checkpoints (eval --all-checkpoints), {way}."
         )
     steps = list(next(iter(used.values())))
     probed = [
@@ -826,6 +859,7 @@ def analyse(
         result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps, left_out, absent)
         result.final[name] = _table(runs_by_arm, m, 1, [])
     result.notes += [f"{', '.join(names)} left out: {why}" for why, names in left_out.items()]
+    result.unaligned = [n for names in left_out.values() for n in names]
     result.notes += [f"{', '.join(names)}: {why}" for why, names in absent.items()]
     baseline = plan.baseline
     # the arms compared with the baseline: those of the contrast's kinds, the baseline itself not
@@ -882,9 +916,10 @@ def analyse(
             "placement, evaluation); find it before reading any claim",
         )
         result.answer += (
-            f" But the A/A check failed ({', '.join(sorted({c.arm for c in failed}))} differ "
-            "from ce though they train as it; see the first note): read no claim until its "
-            "cause is found."
+            f" But the A/A check failed ({', '.join(arms := sorted({c.arm for c in failed}))} "
+            f"{'differ' if len(arms) > 1 else 'differs'} from ce though "
+            f"{'they train' if len(arms) > 1 else 'it trains'} as it; see the first note): read "
+            "no claim until its cause is found."
         )
     return result
 
@@ -1061,9 +1096,10 @@ def unread_words(result: Analysis) -> list[str]:
         values = list((table.get(arm) or {}).values())
         if len(values) < 2:
             continue
+        iv = t_interval(values)
         if all(abs(v) < 1e-12 for v in values):
             zero.append(arm)
-        elif not t_interval(values).excludes_zero:
+        elif iv.low is not None and not iv.excludes_zero:  # (equal values: no interval)
             around.append(arm)
     notes = []
     if zero:
@@ -1154,6 +1190,9 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                 why = (
                     f"the sweep has no arm of the contrast's kinds ({', '.join(plan.contrast)})"
                     if not contrast
+                    else f"{name} is left out, the runs having it at different steps (the note "
+                    "on it says why and what to do)"
+                    if name in result.unaligned
                     else f"{name} is not available for every run of {baseline} and another arm"
                     + (
                         " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
@@ -1486,8 +1525,8 @@ def _costs(result: Analysis, arms: list[str]) -> str:
         return ""
     f = len(plan.families)
     return (
-        f" At what cost: {' | '.join(out)}. Each family holds familywise alpha {plan.alpha} on "
-        f"its own: over the plan's {f} families, the chance of a false claim somewhere is up "
+        f" At what cost: {' | '.join(out)}. Each family is tested at familywise alpha "
+        f"{plan.alpha} on its own: over the plan's {f} families, the chance of a false claim somewhere is up "
         f"to {f * plan.alpha:.3g}."
     )
 

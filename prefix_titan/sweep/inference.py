@@ -70,7 +70,8 @@ class Test:
     high: float | None
     p: float | None
     se: float | None
-    df: int
+    df: float
+    """its t's degrees of freedom (a whole number but under baseline_apart)"""
 
 
 @functools.cache
@@ -237,11 +238,11 @@ def versus_apart(
     if v is None:
         v = apart(y, baseline)
     if not v.var > (1e-10 * float(np.abs(y).max())) ** 2:  # rounding error only
-        return Test(estimate, None, None, None, None, round(v.test_df))
+        return Test(estimate, None, None, None, None, v.test_df)
     se = math.sqrt(v.var / v.seeds)
     half = _t_quantile(v.test_df, 0.5 + level / 2) * se
     p = float(2 * stdtr(v.test_df, -abs(estimate) / se))
-    return Test(estimate, estimate - half, estimate + half, p, se, round(v.test_df))
+    return Test(estimate, estimate - half, estimate + half, p, se, v.test_df)
 
 
 def trend(f: Fit, arms: list[int], x: list[float], level: float = LEVEL) -> Test:
@@ -357,7 +358,10 @@ def interaction(y: np.ndarray) -> tuple[float, float] | None:
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 2 or min(y.shape) < 3:
         return None
-    share = _largest_root_share(residuals(y))
+    r = residuals(y)
+    if not float((r**2).sum()) > (1e-10 * float(np.abs(y).max())) ** 2 * r.size:
+        return None  # rounding error only: no residual variation (as the tests' rule)
+    share = _largest_root_share(r)
     if share is None:
         return None
     null = _null_shares(*y.shape)

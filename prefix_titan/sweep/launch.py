@@ -1005,11 +1005,8 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         )
     if registered:
         said = f"the analysis plan the sweep registered: {registered}"
-        if registered_plan_changed(registered):
-            said += (
-                " (edited since its registration: its settings no longer match the digest on "
-                "its second line, so the report labels its analysis exploratory)"
-            )
+        if changed := registered_plan_changed(registered):
+            said += f" (which {changed}: the report labels its analysis exploratory)"
     elif began:
         said = (
             f"no analysis plan is registered: the runs in {sweep} began before one was; the "

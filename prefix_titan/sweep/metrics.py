@@ -302,6 +302,12 @@ def _catalogue() -> dict[str, Metric]:
 METRICS = _catalogue()
 
 
+def is_control(name: str) -> bool:
+    """Whether the metric `name` is a probe's blank twin (its word blanked): what the model
+    prefers without reading the word, read beside its probe, never claimed on."""
+    return name.endswith(("_blank", ", blank"))
+
+
 def known_metrics(name: str) -> str:
     """What a refusal of the unknown metric `name` says of the known ones: the nearest (a did
     you mean), then every one quoted, as some names hold a comma (`char acc, blank`)."""

@@ -71,9 +71,11 @@ def _cell(iv: dict | None, seeds: int | None = None) -> str:
     many (one run of the arm unevaluated, say: its mean is not the others' kind of mean)."""
     if iv is None:
         return "-"
-    if iv["low"] is None:
+    if iv["n"] == 1:
         return f"{_num(iv['mean'])} (n=1)"
     fewer = f" (n={iv['n']})" if seeds is not None and iv["n"] < seeds else ""
+    if iv["low"] is None:  # equal on every seed: no interval (as a comparison shows none)
+        return f"{_num(iv['mean'])} [-, -]{fewer}"
     return f"{_num(iv['mean'])} [{_num(iv['low'])}, {_num(iv['high'])}]{fewer}"
 
 
@@ -561,7 +563,7 @@ def eval_tasks(runs: list[dict]) -> str:
     have its every task, else their tasks (the probes and their twins as `char_probes`); with
     the --limit (and --limit-seed, --probe-items) they were evaluated with, where they share
     one. None evaluated: `pilot`, or for a smoke sweep `char_probes --limit 50` (docs/cpu.md)."""
-    from ..evaluation.harness import LIMIT_SEED, expand
+    from ..evaluation.harness import DATA_MARK, LIMIT_SEED, expand
     from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 
     had = {t for r in runs for step in r["steps"].values() for t in step.get("results") or {}}
@@ -584,6 +586,8 @@ def eval_tasks(runs: list[dict]) -> str:
         items = {n for step in steps for n in (step.get("probe_items") or {}).values()}
         if len(items) == 1 and (n := next(iter(items))) not in (None, ITEMS_PER_TASK):
             tasks += f" --probe-items {n}"
+    if any(DATA_MARK in str(v) for step in steps for v in (step.get("versions") or {}).values()):
+        tasks += " --data-dir DIR"  # (read from local files: DIR is not recorded, their sha256 is)
     return tasks
 
 
@@ -601,7 +605,14 @@ def unevaluated_line(runs: list[dict], missing: list[dict]) -> str:
         f"{'Its arm is' if len(missing) == 1 else 'Their arms are'} not compared on any "
         "evaluated metric (the character probes, the downstream tasks) until "
         f"{'it is' if len(missing) == 1 else 'they are'} evaluated at the other runs' "
-        f"checkpoints: {commands}; then run the report again."
+        f"checkpoints: {commands}"
+        + (
+            " (DIR: the folder of the task files the other runs were evaluated on, whose sha256 "
+            "their eval_results.json gives in each task's version)"
+            if "--data-dir DIR" in tasks
+            else ""
+        )
+        + "; then run the report again."
     )
 
 
@@ -671,11 +682,8 @@ def plan_deviations(plan_, checkpoints: int | None, registered: str | None = Non
     checkpoints averaged, or a registered plan edited after its registration."""
     differ = plan_differences(load_plan(registered), plan_)
     out = []
-    if registered and registered_plan_changed(registered):
-        out.append(
-            f"{registered} was edited after the sweep registered it (its settings no longer match "
-            "the digest on its second line), so it is not the plan registered before the runs"
-        )
+    if registered and (changed := registered_plan_changed(registered)):
+        out.append(f"{registered} {changed}")
     if differ:
         which = "the one the sweep registered" if registered else "the package's"
         out.append(f"a plan other than {which} (it differs in {', '.join(differ)})")
@@ -728,6 +736,8 @@ def plan_source(given: str | None, registered: str | None) -> str:
     """Where the report's plan comes from, in one line."""
     if given:
         return f"The plan given with --plan ({given})."
+    if registered and (changed := registered_plan_changed(registered)):
+        return f"The plan in the sweep folder ({registered}), which {changed}."
     if registered:
         return (
             f"The plan the sweep registered when it was launched, before its runs ({registered})."
@@ -759,11 +769,11 @@ def report(
     found = find_runs(runs_dir, items=False)
     if plan and found:  # names no arm of the project nor of the sweep: refused, as by a launch
         known = {**_project_arms(), **{r["name"]: r["objective"] for r in found}}
-        problems = plan_arm_problems(plan_, known, axis=False)
+        problems = plan_arm_problems(plan_, known, axis=False, where="the project nor the sweep")
         if problems:  # (a partial sweep's missing kinds: noted by the analysis, as registered)
             raise ValueError(
-                f"--plan {plan}: {'; '.join(problems)} (the arms: the built-in ones, those of "
-                f"./sweep_arms.toml and the sweep's)"
+                f"--plan {plan}: {'; '.join(problems)} (the project's arms: the built-in ones "
+                f"and those of ./sweep_arms.toml)"
             )
     runs, left_out = select_runs(found, seeds, arms)
     if not runs:
@@ -882,7 +892,13 @@ def report(
             "",
             "### Claims",
             "",
-            f"Familywise alpha {plan_.alpha} holds per family; over the report's "
+            (
+                "Exploratory (an analysis other than the pre-registered one, see the answer): "
+                "the claims below are leads to test in a new sweep, not findings. "
+                if deviations
+                else ""
+            )
+            + f"Each family is tested at familywise alpha {plan_.alpha}; over the report's "
             f"{len(plan_.families)} families a false claim somewhere is up to "
             f"{len(plan_.families)} × alpha likely (the answer reads the first family only).",
             "",
@@ -964,6 +980,7 @@ def report(
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]
     data["deviations"] = deviations
+    data["exploratory"] = bool(deviations)  # (its claims are leads, not findings)
     data["registered_plan"] = registered
     # each atomic; the old report.md goes first, so that a crash between the two leaves no
     # report.md of another report beside the new report.json

@@ -30,7 +30,8 @@ class Interval:
 
 
 def t_interval(values, level: float = LEVEL) -> Interval:
-    """Mean and two-sided t-interval of independent values (one value: no interval)."""
+    """Mean and two-sided t-interval of independent values (one value, or values equal but for
+    rounding: no interval, as a comparison with no residual variance has none)."""
     from scipy.stats import t
 
     x = np.asarray(list(values), dtype=np.float64)
@@ -39,5 +40,8 @@ def t_interval(values, level: float = LEVEL) -> Interval:
     mean = float(x.mean())
     if x.size < 2:
         return Interval(mean, None, None, 1)
-    half = float(t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    sd = float(x.std(ddof=1))
+    if not sd > 1e-10 * float(np.abs(x).max()):
+        return Interval(mean, None, None, int(x.size))
+    half = float(t.ppf(0.5 + level / 2, x.size - 1) * sd / math.sqrt(x.size))
     return Interval(mean, mean - half, mean + half, int(x.size))

@@ -8,10 +8,12 @@ import os
 import sys
 
 from ..data.corpus import embedded_sha256
-from ..data.shards import MANIFEST, load_manifest, manifest_sha256
+from ..data.fineweb import FINEWEB_EDU
+from ..data.hub import hub_endpoint, not_reached
+from ..data.shards import MANIFEST, load_manifest, manifest_sha256, tokenizer_mismatch
 from ..data.tokenizers import no_boundaries
 from ..model.flavors import FLAVORS, flavor_args
-from ..objectives.families import canonical_options, family_for
+from ..objectives.families import canonical_options, family_for, family_source
 from ..objectives.kernel import RowKernel
 from ..objectives.plan import check_row_block, recorded_execution, resolved_execution
 from ..runs.checkpoints import (
@@ -47,7 +49,13 @@ from ..runs.folder import (
     step_number,
 )
 from ..runs.lock import RunLock
-from .datasets import EMBEDDED_DATASETS, SHARD_DATASETS, TOKEN_DATASETS, check_dataset_name
+from .datasets import (
+    EMBEDDED_DATASETS,
+    SHARD_DATASETS,
+    STREAMED_DATASETS,
+    TOKEN_DATASETS,
+    check_dataset_name,
+)
 from .loss import compiles_loss
 
 
@@ -399,16 +407,35 @@ def _tokenizer_sha256(folder: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_facts(folder: str, stamps: tuple) -> tuple[int, bool]:
-    """The ids torchtitan's tokenizer of `folder` has (tokenizer.json's, and the special tokens
-    its tokenizer_config.json adds), as the loss's target table counts them, and whether it has
-    a BOS or an EOS token to put between documents; read once per version of its files
-    (`stamps`: their modification times and sizes)."""
+def _cached_facts(folder: str, stamps: tuple) -> dict:
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
+    from ..data.shards import tokenizer_hash
+
     t = HuggingFaceTokenizer(folder)
-    bounded = t.bos_id is not None or t.eos_id is not None
-    return t.tokenizer.get_vocab_size(with_added_tokens=True), bounded
+    return {
+        "size": t.tokenizer.get_vocab_size(with_added_tokens=True),
+        "bos_id": t.bos_id,
+        "eos_id": t.eos_id,
+        "sha256": tokenizer_hash(t),
+    }
+
+
+def _tokenizer_facts(folder: str) -> dict:
+    """What the checks read of torchtitan's tokenizer of `folder`: `size`, the ids it has
+    (tokenizer.json's, and the special tokens its tokenizer_config.json adds) as the loss's
+    target table counts them; `bos_id` and `eos_id`, what it puts between documents (None where
+    it has none); `sha256`, its data.shards.tokenizer_hash, which shards record. Read once per
+    version of its files (their modification times and sizes); the tokenizers library's plain
+    Exception where it cannot be read."""
+    stamps = []
+    for name in TOKENIZER_FILES:
+        try:
+            s = os.stat(os.path.join(folder, name))
+            stamps.append((s.st_mtime_ns, s.st_size))
+        except OSError:
+            stamps.append(None)
+    return _cached_facts(os.path.realpath(folder), tuple(stamps))
 
 
 def tokenizer_size_problem(job_config) -> str | None:
@@ -419,18 +446,12 @@ def tokenizer_size_problem(job_config) -> str | None:
     folder = job_config.model.hf_assets_path
     if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
         return None
-    stamps = []
-    for name in TOKENIZER_FILES:
-        try:
-            s = os.stat(os.path.join(folder, name))
-            stamps.append((s.st_mtime_ns, s.st_size))
-        except OSError:
-            stamps.append(None)
     try:
-        n, bounded = _tokenizer_facts(os.path.realpath(folder), tuple(stamps))
+        facts = _tokenizer_facts(folder)
     except Exception as e:  # the tokenizers library raises a plain Exception
         return f"model.hf_assets_path {folder!r}: its tokenizer cannot be read ({e})"
-    if not bounded:
+    n = facts["size"]
+    if facts["bos_id"] is None and facts["eos_id"] is None:
         return f"model.hf_assets_path {no_boundaries(folder)}"
     flavor = job_config.model.flavor
     size = flavor_args(flavor).vocab_size
@@ -491,6 +512,39 @@ def epochs_note(job_config, manifest: dict) -> str | None:
     )
 
 
+def _shards_mismatch(job_config, path: str, manifest: dict) -> str | None:
+    """data.shards.tokenizer_mismatch for the shards at `path` and the run's tokenizer (the
+    loader's refusal at the run's start, said before it); None where they fit, or where the
+    tokenizer is not there or cannot be read (said by the checks above)."""
+    folder = job_config.model.hf_assets_path
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        return None
+    try:
+        facts = _tokenizer_facts(folder)
+    except Exception:  # tokenizer_size_problem names it
+        return None
+    return tokenizer_mismatch(path, manifest, facts["sha256"], facts["bos_id"], facts["eos_id"])
+
+
+@functools.lru_cache(maxsize=4)
+def _hub_not_reached(endpoint: str, offline: str | None) -> str | None:
+    """Why a streamed dataset cannot list the hub's files (HF_HUB_OFFLINE set, or no connection
+    to `endpoint` made: data.hub.not_reached), said after "which"; None where it can. Asked once
+    per endpoint and setting in a process (a dry run checks every run of a sweep)."""
+    del endpoint  # (the cache's key: not_reached reads it from the environment)
+    if offline not in (None, "", "0"):
+        return f"is not asked: HF_HUB_OFFLINE={offline} is set"
+    why = not_reached()
+    return None if why is None else f"was not reached ({type(why).__name__}: {why})"
+
+
+@functools.lru_cache(maxsize=64)
+def _warn_once(note: str) -> None:
+    """A warning said once in a process (a sweep's dry run checks every run: its runs of one
+    batch and data share one)."""
+    print(f"warning: {note}", file=sys.stderr, flush=True)
+
+
 def check_paths(job_config) -> None:
     """The tokenizer and the data folders a run reads are there (named with the setting, and
     where a relative path was looked for), the tokenizer fits the flavor, a token shard folder
@@ -510,6 +564,16 @@ def check_paths(job_config) -> None:
         ("training.dataset_path", t.dataset, t.dataset_path, True),
         ("validation.dataset_path", v.dataset, v.dataset_path, v.enable),
     ):
+        if on and not path and dataset.lower() in STREAMED_DATASETS:
+            if why := _hub_not_reached(hub_endpoint(), os.environ.get("HF_HUB_OFFLINE")):
+                problems.append(
+                    f"{setting} is unset: {dataset} streams {FINEWEB_EDU} from the Hugging Face "
+                    f"hub ({hub_endpoint()}), which {why}. Without the hub: set {setting} to a "
+                    "local folder of its files (parquet or JSONL), or prepare token shards from "
+                    "one (python -m prefix_titan.prepare --source DIR ...) and train on "
+                    "fineweb_edu_ascii_tokens (docs/data.md)"
+                )
+            continue
         if not on or not path or dataset.lower() in EMBEDDED_DATASETS:
             continue
         if not os.path.exists(path):
@@ -524,10 +588,12 @@ def check_paths(job_config) -> None:
             except ValueError as e:
                 problems.append(f"{setting}: {e}")
                 continue
+            if why := _shards_mismatch(job_config, path, manifest):
+                problems.append(f"{setting}: {why}")
             if not setting.startswith("training"):
                 continue
             if note := epochs_note(job_config, manifest):
-                print(f"warning: {note}", file=sys.stderr, flush=True)
+                _warn_once(note)
             tokens = _training_tokens(manifest)
             held = None if tokens is None else tokens // (t.seq_len + 1)
             if held is not None and t.local_batch_size > held:
@@ -1045,13 +1111,30 @@ def check_table_unchanged(job_config, sha256: str) -> None:
     if not trained_anything(job_config):
         return
     spec = job_config.objective
+    starts = _read_record(record).get(STARTS)
+    last = (starts[-1] if isinstance(starts, list) and starts else {}) or {}
+    before, now = last.get("family_source") or {}, family_source(spec.name) or {}
+    if before.get("sha256") and now.get("sha256") and before["sha256"] != now["sha256"]:
+        changed = (
+            f"the family's file {now['file']} has changed since the run's last start (sha256 "
+            f"{before['sha256'][:12]}... then, {now['sha256'][:12]}... now"
+            + (f"; it was {before['file']}" if before.get("file") != now["file"] else "")
+            + ")"
+        )
+    else:
+        changed = (
+            "its family's code (the file that defines it is unchanged: a module it imports?), "
+            "this package's or a library the table is computed with has changed since"
+            if before.get("sha256")
+            else "its family's code, this package's or a library the table is computed with has "
+            "changed since"
+        )
     raise ValueError(
         f"{folder} holds a run that trained towards another target table (sha256 "
         f"{recorded[:12]}...) than objective.name {spec.name!r} builds now with the same settings "
-        f"({sha256[:12]}...): its family's code, this package's or a library the table is computed "
-        "with has changed since, and the rest of the run would learn other targets than its "
-        "start. Train a fresh run in another job.dump_folder, or restore the code the run started "
-        "with"
+        f"({sha256[:12]}...): {changed}, and the rest of the run would learn other targets than "
+        "its start. Train a fresh run in another job.dump_folder, or restore the code the run "
+        "started with"
     )
 
 

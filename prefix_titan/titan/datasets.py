@@ -47,6 +47,7 @@ from ..data.fineweb import (
     data_format,
     list_data_files,
 )
+from ..data.hub import explain
 from ..data.shards import ShardedTokens
 from ..data.tokenizers import SPECIAL_TEXT, older_encoding
 from ..objectives.kernel import IGNORE_INDEX
@@ -54,6 +55,8 @@ from ..objectives.kernel import IGNORE_INDEX
 EMBEDDED_DATASETS = {"embedded_docs": "train", "embedded_docs_validation": "validation"}
 SHARD_DATASETS = ("fineweb_edu_ascii_tokens",)
 TOKEN_DATASETS = (*EMBEDDED_DATASETS, *SHARD_DATASETS)
+STREAMED_DATASETS = ("fineweb_edu_ascii", "fineweb_edu_ascii_validation")
+"""FineWeb-Edu streamed and tokenized as it is read: the hub's sample, or a local folder"""
 
 
 def _ascii_text(sample: dict) -> dict:
@@ -62,7 +65,17 @@ def _ascii_text(sample: dict) -> dict:
 
 def fineweb_files(path: str) -> list[str]:
     """The data files of a streamed FineWeb-Edu: at least 2 (the last is validation)."""
-    files = list_data_files(path)
+    try:
+        files = list_data_files(path)
+    except Exception as e:
+        offline = [
+            "training.dataset_path DIR: a local folder of FineWeb-Edu's files (parquet or JSONL)",
+            "python -m prefix_titan.prepare --source DIR ..., then training.dataset "
+            "fineweb_edu_ascii_tokens (docs/data.md)",
+        ]
+        if (message := explain(e, f"list the files of {path}", offline)) is None:
+            raise
+        raise ValueError(str(message)) from None
     if os.path.isdir(path):  # a local copy of the hub's repository: one of its configs
         check_one_config(path, files, "dataset_path")
     if len(files) < 2:
@@ -100,12 +113,17 @@ def _shards_need_our_loader(path: str):
     )
 
 
+def _divisors(n: int, shown: int = 8) -> str:
+    """The numbers that divide `n`, the first `shown` of them (and n)."""
+    found = [d for d in range(1, n + 1) if n % d == 0]
+    if len(found) <= shown:
+        return ", ".join(map(str, found))
+    return ", ".join(map(str, found[:shown])) + f", ..., {n}"
+
+
 def register_datasets() -> None:
     """Add our datasets to torchtitan's DATASETS (done once, by importing train_spec)."""
-    for name, split in (
-        ("fineweb_edu_ascii", "train"),
-        ("fineweb_edu_ascii_validation", "validation"),
-    ):
+    for name, split in zip(STREAMED_DATASETS, ("train", "validation"), strict=True):
         DATASETS[name] = DatasetConfig(
             path=FINEWEB_EDU,
             loader=partial(load_fineweb_edu_ascii, split=split),
@@ -386,7 +404,7 @@ def build_prefix_validation_dataloader(
             f"{asks}validation.dataset {v.dataset!r} holds {ds.per_rank} sequences per rank: "
             f"each validation reads {whole} of them once ({whole // v.local_batch_size} steps), "
             f"in whole batches of validation.local_batch_size {v.local_batch_size} (a local "
-            f"batch that divides {ds.per_rank} reads them all)"
+            f"batch that divides {ds.per_rank} reads them all: {_divisors(ds.per_rank)})"
         )
     elif whole and asked is not None and asked > whole:
         logger.warning(

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import torch
 from torchtitan.components.metrics import MetricsProcessor
@@ -288,11 +289,27 @@ class PrefixMetricsProcessor(MetricsProcessor):
         model_parts = getattr(self, "model_parts", None)
         self.step_checks.after_update(step, model_parts)
         if self.validator is not None:  # (set where validation is on)
-            self.validator.validate_before_save(model_parts, step)
+            self._validate_apart(model_parts, step)
         should = super().should_log(step)
         if not should:
             self.meter.reset()
         return should
+
+    def _validate_apart(self, model_parts, step: int) -> None:
+        """The step's validation (validate_before_save), counted and timed apart from training.
+        torchtitan's log_validation divides the tokens counted since the last log by the time
+        since it, then starts both again: run before the step's training log, it gave validation
+        the training tokens and left that log none (tps 0 on every validated step). Validation
+        now sees its own tokens and time, and the training log its own, validation's time left
+        out of it."""
+        tokens, since = self.ntokens_since_last_log, self.time_last_log
+        start = time.perf_counter()
+        self.ntokens_since_last_log, self.time_last_log = 0, start
+        try:
+            self.validator.validate_before_save(model_parts, step)
+        finally:
+            self.ntokens_since_last_log = tokens
+            self.time_last_log = since + (time.perf_counter() - start)
 
     def close(self) -> None:
         if sys.exc_info()[0] is None:  # torchtitan closes the trainer after a failure too

@@ -248,12 +248,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--gold-mass",
         type=_gold_mass,
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="ARM=MASS",
         help="the mean gold mass of the target of an arm of one's own (the report's 'target "
         "gold mass' of one of its runs; `python -m prefix_titan.targets` shows a token's): the "
-        "simulator needs it for each such arm",
+        "simulator needs it for each such arm it simulates (several after one --gold-mass, or "
+        "the flag repeated)",
     )
     p.add_argument(
         "--workers",
@@ -309,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
             p.error(
                 f"the simulator knows no target gold mass for {', '.join(unknown)}: give "
                 "--gold-mass ARM=MASS for each (the report's 'target gold mass' of one of its "
-                "runs); taking 1.0 would make such an arm plain CE"
+                "runs), or leave it out of the simulated sweep with --arms (the arms to "
+                "simulate); taking 1.0 would make such an arm plain CE"
             )
         base = sim.Sweep(arms=tuple(specs.values()), gold_mass=tuple(a.gold_mass))
         if a.out:

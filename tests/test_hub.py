@@ -259,6 +259,16 @@ def test_a_streamed_dataset_whose_listing_fails_offline_says_so(monkeypatch):
         datasets.fineweb_files("HuggingFaceFW/fineweb-edu")
 
 
+def test_a_socks_proxy_the_client_cannot_use_is_the_hub_not_reached():
+    """ALL_PROXY=socks5://... without socksio: httpx raises ImportError before any connection;
+    said with the offline ways, not as a traceback."""
+    error = ImportError("Using SOCKS proxy, but the 'socksio' package is not installed.")
+    message = str(explain(error, "download", ["--data-dir DIR"]))
+    assert "(ImportError: Using SOCKS proxy, but the 'socksio' package" in message
+    assert "--data-dir DIR" in message
+    assert unreachable(ImportError("No module named 'numpy'")) is None
+
+
 def test_offline_mode_is_said_without_the_clients_advice_to_unset_it():
     """huggingface_hub's OfflineModeIsEnabled says to unset HF_HUB_OFFLINE, which the command set
     itself where the hub was not reached: the reason says what is set and what it means."""

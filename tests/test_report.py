@@ -259,6 +259,18 @@ def test_the_power_section_gives_each_primary_its_resolution(sweep):
     assert "- val CE: ±" in power
 
 
+def test_a_compared_metric_without_variance_is_said_in_the_power_section(sweep, monkeypatch):
+    """A metric the runs measured no variance of (arc_easy at 0.4333 in every run of a smoke
+    sweep) was left out of the section without a word: it is named, with why."""
+    import prefix_titan.sweep.report as reporting
+
+    monkeypatch.setattr(reporting, "detectable_here", lambda a, name, k: None)
+    monkeypatch.setattr(reporting, "apart_here", lambda a, name: None)
+    power = report(str(sweep)).split("## Power")[1].split("##")[0]
+    assert "- char composite: none to state (primary, at alpha/" in power
+    assert "the runs measured no variance of it: every arm's value is the same" in power
+
+
 @pytest.mark.slow
 def test_seeds_may_differ_between_runs_other_settings_may_not(sweep):
     text = report(str(sweep))
@@ -605,7 +617,11 @@ def test_an_exported_model_is_counted_at_the_step_its_record_names(tmp_path):
 def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     text = report(str(sweep))
     # one evaluated step per run, where the plan averages three; every item read
-    assert "Each run has 1 evaluated checkpoint, where the plan averages the last 3" in text
+    assert "Each run has 1 evaluated checkpoint, where the analysis averages the last 3" in text
+    assert "Evaluated checkpoints averaged (every run's 1, fewer than the last 3): " in text
+    text = report(str(sweep), checkpoints=2)  # (the number the analysis took, not the plan's)
+    assert "Each run has 1 evaluated checkpoint, where the analysis averages the last 2" in text
+    text = report(str(sweep))
     assert "--limit sample" not in text
     assert json.load(open(sweep / "report" / "report.json"))["sampled_tasks"] == {}
     for results in sweep.glob("*/seed*/hf/step-2000/eval_results.json"):
@@ -713,6 +729,10 @@ def test_a_family_that_says_it_reads_tau_is_on_the_tau_axis_at_its_default(monke
 
 AXIS_FAMILY = """
 def f(texts, spec, *, p=1.0, mode="a"):
+    raise AssertionError("the report reads the family's defaults, never its table")
+
+
+def g(texts, spec, *, r=1.0):
     raise AssertionError("the report reads the family's defaults, never its table")
 """
 
@@ -841,6 +861,7 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
         analyse,
         arm_kind,
         axis_value,
+        axis_values,
         load_plan,
         plan_arm_problems,
         unread_axis,
@@ -890,6 +911,16 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
         "its axis options.q: axis_lab.targets:f declares no setting q (its settings: p=1.0, "
         "mode='a')"
     )
+    # two families of one's own, one declaring p: the other's arms lie off the axis (as a
+    # family that does not read tau), not a refusal of the plan that contrasts both
+    both = {**objectives, "axis_lab.targets:g": {"name": "axis_lab.targets:g"}}
+    two = ("axis_lab.targets:f", "axis_lab.targets:g")
+    plan = load_plan(_axis_plan(tmp_path, "options.p", contrast=two))
+    assert plan_arm_problems(plan, both) == []
+    along, _ = axis_values(plan, both)
+    assert along["axis_lab.targets:g"] is None and along[axis_family] == 1.0
+    (problem,) = plan_arm_problems(load_plan(_axis_plan(tmp_path, "options.r")), objectives)
+    assert "axis_lab.targets:f declares no setting r" in problem  # none declares it: refused
     plan = load_plan(_axis_plan(tmp_path, "position_gamma"))  # compared, with no trend
     assert plan_arm_problems(plan, objectives) == []
     assert unread_axis(plan, objectives) == (
@@ -1060,14 +1091,18 @@ def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, ca
         (["--gold-mass", f"{own[0]}=1.5"], "give ARM=MASS, MASS in (0, 1]"),
         (
             [*masses, "--plan", _axis_plan(tmp_path, "tau", contrast=("nope",))],
-            "the plan's contrast names 'nope', the kind of no arm of the project nor the sweep",
+            "the plan's contrast names 'nope', the kind of no arm of the project (a kind",
         ),
     ):
         with pytest.raises(SystemExit):
             main([*args, *extra])
         assert says in capsys.readouterr().err, extra
     assert not out.exists()
-    main([*args, *masses, "--effect", f"{own[2]}:char=0.3"])
+    assert "or leave it out of the simulated sweep with --arms" in " ".join(
+        main_error(main, [*args], capsys).split()
+    )
+    several = ["--gold-mass", *(f"{arm}=0.8" for arm in own)]  # (one flag, several arms)
+    main([*args, *several, "--effect", f"{own[2]}:char=0.3"])
     a = analyse(group_arms(find_runs(str(out))), load_plan(str(out / "analysis_plan.toml")))
     assert {arm: a.along[arm] for arm in own} == {own[0]: 1.0, own[1]: 0.5, own[2]: 2.0}
     assert len(a.arms) == 17 and {t["kind"] for t in a.trends} == {axis_family}
@@ -1126,3 +1161,39 @@ def test_the_per_arm_table_of_no_metric_is_a_sentence():
     from prefix_titan.sweep.report import summary_table
 
     assert summary_table(None, []) == "No metric was measured for any arm (see the notes)."
+
+
+def main_error(main, args, capsys) -> str:
+    """The error a command's main(args) exits with (stderr)."""
+    with pytest.raises(SystemExit):
+        main(args)
+    return capsys.readouterr().err
+
+
+def test_runs_of_ones_own_families_follow_the_built_in_ones_together():
+    """A family named by import path may not read tau: its arms were placed among the prefix
+    arms at its unread default (0.5). They follow the built-in arms, each family together."""
+    from prefix_titan.sweep.runs import run_order
+
+    def run(name, family, tau=0.5):
+        objective = {"name": family, "normalize": False, "support": "vocab", "tau": tau}
+        return {"name": name, "objective": objective, "seed": 1}
+
+    runs = [
+        run("my.lab:firstk_k3", "my.lab:firstk"),
+        run("prefix_tau1.0", "prefix", 1.0),
+        run("my.lab:suffix", "my.lab:suffix"),
+        run("ce", "ce"),
+        run("prefix_tau0.2", "prefix", 0.2),
+        run("my.lab:firstk_k2", "my.lab:firstk"),
+        run("label_smoothing", "label_smoothing"),
+    ]
+    assert [r["name"] for r in sorted(runs, key=run_order)] == [
+        "ce",
+        "label_smoothing",
+        "prefix_tau0.2",
+        "prefix_tau1.0",
+        "my.lab:firstk_k2",
+        "my.lab:firstk_k3",
+        "my.lab:suffix",
+    ]

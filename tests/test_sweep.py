@@ -700,6 +700,10 @@ def test_the_cpu_time_is_the_runs_one_after_another():
         "training time on the CPU, estimated: 28 runs one at a time: about 84 min"
     )
     assert "not much less, measure it" in launch.cpu_time(3, 180, 2)
+    # the machine's load now, where other work keeps its cores busy (not on an idle one)
+    assert "load now" not in launch.cpu_time(3, 180, 1, (0.4, 2))
+    said = launch.cpu_time(3, 180, 1, (7.7, 2))
+    assert "; this machine's load now is 7.7 on 2 cores: expect longer" in said
 
 
 def test_the_training_cost_counts_waves_by_their_longest_run():

@@ -35,6 +35,8 @@ def unreachable(error: BaseException) -> BaseException | None:
         seen.add(id(e))
         if any(c.__name__ in UNREACHABLE for c in type(e).__mro__):
             return e
+        if isinstance(e, ImportError) and "socks" in str(e).lower():  # (httpx without socksio)
+            return e
         e = e.__cause__ or e.__context__
     return None
 

@@ -487,7 +487,7 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
             declared = families.declared_settings(families.resolve_family(spec.name))
             if declared is not None and key not in declared:
                 shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
-                raise ValueError(
+                raise UndeclaredAxis(
                     f"the plan's axis {axis}: {spec.name} declares no setting {key} (its "
                     f"settings: {shown})"
                 )
@@ -510,6 +510,10 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
     return float(value)
 
 
+class UndeclaredAxis(ValueError):
+    """The plan's axis options.KEY, for an arm whose family declares no setting KEY."""
+
+
 def _unread_axis_hint(plan: Plan, kind: str, objectives: dict[str, dict]) -> str:
     """Where the contrast names a family of one's own whose arms have no part along the axis
     options.KEY because the family declares no setting KEY (a typo of the key, say): that."""
@@ -529,21 +533,28 @@ def _unread_axis_hint(plan: Plan, kind: str, objectives: dict[str, dict]) -> str
 def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str]]:
     """({arm: its value along the plan's axis, or None}, what keeps the plan's trend from being
     fitted) for a sweep whose arms are {name: objective record}: an arm of the contrast whose
-    value is no number or whose family does not declare the axis' setting, a value at or below
+    value is no number, or whose family does not declare the axis' setting options.KEY where
+    no family of the contrast declares it (a typo of the key, say; where one does, the others'
+    arms lie off the axis, as a family that does not read tau has no trend along it), a value
+    at or below
     0 on a log scale. `sweep launch` refuses a plan with any (before it is registered); the
     report fits no trend and says why. A contrast none of whose arms reads the axis is no
     problem (a plan may compare arms without a trend): `unread_axis` says it."""
     kinds = {a: arm_kind(o, plan.axis) for a, o in objectives.items()}
     along: dict[str, float | None] = {}
-    problems = []
+    problems, undeclared = [], []
     for a, o in objectives.items():
         along[a] = None
         if kinds[a] not in plan.contrast:
             continue
         try:
             along[a] = axis_value(o, plan.axis)
+        except UndeclaredAxis as e:
+            undeclared.append(str(e).removeprefix(f"the plan's axis {plan.axis}: "))
         except ValueError as e:
             problems.append(str(e).removeprefix(f"the plan's axis {plan.axis}: "))
+    if undeclared and not any(v is not None for v in along.values()):
+        problems += list(dict.fromkeys(undeclared))  # no family declares it: a typo, say
     if plan.axis_scale == "log":
         off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v <= 0]
         if off:

@@ -659,18 +659,25 @@ def sized_overrides(extra: list[str]) -> list[str]:
     return [flag for k, flag in override_flags(extra) if k in SIZED]
 
 
-def cpu_time(runs: int, run_seconds: float, at_once: int) -> str:
+def cpu_time(runs: int, run_seconds: float, at_once: int, load: tuple | None = None) -> str:
     """A --dry-run's estimate of how long `runs` runs take on the CPU, `at_once` at a time, each
-    taking `run_seconds` (configs.Scale.cpu_run_seconds) one at a time."""
+    taking `run_seconds` (configs.Scale.cpu_run_seconds) one at a time; `load`: (this machine's
+    1-minute load average, its cores), said where other work keeps the cores busy."""
     if not runs:
         return "no run to train"
     one = f"{runs} run{'s' if runs > 1 else ''} one at a time: about {run_seconds * runs / 60:.0f} min"
     if at_once > 1:
         one += f" (--cpu-runs {at_once} shares the same cores: not much less, measure it)"
+    busy = ""
+    if load is not None and load[0] >= load[1] / 2:
+        busy = (
+            f"; this machine's load now is {load[0]:.1f} on {load[1]} cores: expect longer, "
+            "as much as the other work takes of them"
+        )
     return (
         f"training time on the CPU, estimated: {one}, at the {run_seconds:.0f} s a run took on "
         "a 2-core VM (docs/cpu.md); more cores take less, other work beside it more (4x with "
-        "two other jobs there). Not counted: evaluation"
+        f"two other jobs there){busy}. Not counted: evaluation"
     )
 
 
@@ -1392,7 +1399,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             said = (
                 f"training time not estimated ({', '.join(changed)} given after --)"
                 if changed
-                else cpu_time(len(dry_runs), s, len(groups))
+                else cpu_time(
+                    len(dry_runs), s, len(groups), (os.getloadavg()[0], os.cpu_count() or 1)
+                )
             )
             print(f"[sweep] {said}", file=sys.stderr)
         return _refused(a, runs, extra, world, "cuda" if on_gpus else "cpu")

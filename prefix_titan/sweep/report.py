@@ -384,6 +384,12 @@ def power_lines(a: Analysis) -> list[str]:
                     else f"none (±{d:.4f} needed; its values differ by {widest:g} at most)"
                 )
                 lines.append(f"- {name}: {shown} ({role}, at alpha/{k}; {error})")
+            else:  # (said, not left out: it was compared)
+                lines.append(
+                    f"- {name}: none to state ({role}, at alpha/{k}; the runs measured no "
+                    "variance of it: every arm's value is the same on every seed, so the "
+                    "difference it detects cannot be estimated from this sweep)"
+                )
     return lines
 
 
@@ -486,8 +492,9 @@ def evaluation_caveats(
         )
     if steps and len(steps) < last:
         out.append(
-            f"Each run has {plural(len(steps), 'evaluated checkpoint')}, where the plan averages "
-            f"the last {last}: its metrics are {'that one' if len(steps) == 1 else 'those'} alone."
+            f"Each run has {plural(len(steps), 'evaluated checkpoint')}, where the analysis "
+            f"averages the last {last}: its metrics are {'that one' if len(steps) == 1 else 'those'} "
+            "alone."
         )
     if leaks:
         out.append(
@@ -839,7 +846,13 @@ def report(
         "",
         *plan_text(plan_, unread=unread_axis(plan_, objectives) is not None),
         "",
-        f"Evaluated checkpoints averaged (the last {last} of every run): {steps}; validation "
+        "Evaluated checkpoints averaged ("
+        + (
+            f"the last {last} of every run"
+            if len(a.steps) >= last or not a.steps
+            else f"every run's {len(a.steps)}, fewer than the last {last}"
+        )
+        + f"): {steps}; validation "
         f"metrics: the mean of each run's last {last} validation rows, step 1's (after one "
         f"update) left out: {_validation_steps(runs, last)}.",
         "",

@@ -195,13 +195,15 @@ def load_run(folder: str, items: bool = True) -> dict:
 
 
 def run_order(r: dict):
-    """Where a run goes in a report: ce, label smoothing, then the other families; by tau."""
+    """Where a run goes in a report: ce, label smoothing, the other built-in families by their
+    settings (tau last), then the families named by import path, each together, by arm name
+    (a setting they may not read, tau say, does not place them among the built-in arms)."""
     o = r["objective"]
+    own = ":" in o["name"]
     return (
-        {"ce": 0, "label_smoothing": 1}.get(o["name"], 2),
-        o["normalize"],
-        o["support"],
-        o["tau"],
+        3 if own else {"ce": 0, "label_smoothing": 1}.get(o["name"], 2),
+        o["name"] if own else "",
+        (False, "", 0.0) if own else (o["normalize"], o["support"], o["tau"]),
         r["name"],
     )
 

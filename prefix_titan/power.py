@@ -311,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
             else ""
         )
     )
+    if a.scale == "smoke" and a.probe_items == ITEMS_PER_TASK:
+        print(
+            f"Note: these rows assume evaluations of {ITEMS_PER_TASK:,} probe items and whole "
+            "tasks; a smoke sweep is evaluated with `eval --tasks char_probes --limit 50` "
+            "(docs/cpu.md), about 50 items a probe: --probe-items 50 plans that."
+        )
     if outside:
         print(
             f"Note: not compared with {plan.baseline}, their kind not in the plan's contrast "

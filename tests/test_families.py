@@ -412,6 +412,7 @@ def test_the_launch_checks_build_a_family_of_ones_own_before_any_run(tmp_path, m
     assert "KeyError: 'no such key')" in problems[0]
     assert problems[1].startswith("unnormalised seed 1, unnormalised seed 2: ")
     assert "row 0 sums to 0.5, not 1" in problems[1]
+    assert "(TableError: " not in problems[1]  # (its message names the family, as a run says)
     # a run of the good family that trained towards another table (its code edited since): named
     # before any run starts
     import json

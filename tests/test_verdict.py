@@ -2818,3 +2818,17 @@ def test_the_simulators_softplus_is_numpys_logaddexp_bit_for_bit(seed):
     m = np.random.default_rng(seed).normal(size=200_000) * np.geomspace(1e-3, 300, 200_000)
     m = np.concatenate([m, [0.0, -0.0, 700.0, -700.0, 1e-300]])
     assert np.array_equal(sim._softplus(m), np.logaddexp(0, m))
+
+
+@pytest.mark.slow  # (the power command takes 5-10 s here)
+def test_power_at_the_smoke_scale_says_how_smoke_sweeps_are_evaluated(capsys, in_project):
+    """A smoke sweep is evaluated on --limit 50 (docs/cpu.md); power's rows assume 2,000 probe
+    items unless --probe-items says otherwise: said, with the flag that plans it."""
+    from prefix_titan.power import main as power
+
+    power(["--scale", "smoke", "--seeds", "3"])
+    assert "a smoke sweep is evaluated with `eval --tasks char_probes --limit 50`" in (
+        capsys.readouterr().out
+    )
+    power(["--scale", "smoke", "--seeds", "3", "--probe-items", "50"])
+    assert "--probe-items 50 plans that" not in capsys.readouterr().out

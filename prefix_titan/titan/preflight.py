@@ -100,6 +100,7 @@ def check_runs(
 
     from ..objectives.families import FAMILIES, FamilyError
     from ..objectives.spec import WEIGHTING
+    from ..objectives.table import TableError
     from ..runs.folder import DATA_FILES, RESOLVED, RUN_CONFIG, run_record
     from ..runs.lock import LOCK, FolderBusy, RunLock
     from .checks import (
@@ -167,7 +168,8 @@ def check_runs(
                     if own:
                         built.setdefault(key, (spec, table, []))[2].append(name)
                 except Exception as e:  # a family's own code: whatever it raises is its problem
-                    why = str(e) if isinstance(e, FamilyError) else f"{type(e).__name__}: {e}"
+                    said = isinstance(e, (FamilyError, TableError))  # (they name the family)
+                    why = str(e) if said else f"{type(e).__name__}: {e}"
                     problem = (
                         f"objective.name {job.objective.name!r}: its target table could not be "
                         f"built ({why})"

@@ -32,7 +32,13 @@ from dataclasses import replace
 
 from .runs.cli import Parser, path_arg
 from .sweep import simulate as sim
-from .sweep.analysis import CE_EQUIVALENT, compared_arms, load_plan, plan_arm_problems
+from .sweep.analysis import (
+    CE_EQUIVALENT,
+    compared_arms,
+    load_plan,
+    plan_arm_problems,
+    weighs_as,
+)
 from .sweep.configs import arms, pick_arms
 
 DEFAULT_EFFECT = ("prefix_tau0.5", "char", 0.05)
@@ -76,9 +82,13 @@ def calibrate(
     )
     for family, hits in sim.familywise(null, plan).items():
         lines.append(f"  {family}: sweeps with a false claim {sim.rate(hits, sweeps)}")
-    names = [s.arm_name() for s in sweep.arms]
+    specs = {s.arm_name(): vars(s) for s in sweep.arms}
     masses = sim.known_masses(sweep.arms, dict(sweep.gold_mass))
-    if "ce" in names and any(m >= CE_EQUIVALENT for a, m in masses.items() if a != "ce"):
+    if "ce" in specs and any(  # (as the analysis marks them: the gold mass, ce's weighting)
+        m >= CE_EQUIVALENT and weighs_as(specs[a], specs["ce"])
+        for a, m in masses.items()
+        if a != "ce" and a in specs
+    ):
         aa = sum(any(c.aa_check for c in cs) for cs in null)
         lines.append(f"  A/A checks (CE-equivalent arms against ce): {sim.rate(aa, sweeps)}")
     else:  # (a rate of 0 would read as checks that held)

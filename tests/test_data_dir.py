@@ -67,6 +67,9 @@ def test_lines_that_are_not_json_objects_and_empty_files_are_refused(tmp_path):
     with pytest.raises(ValueError) as e:
         check_data_dir(str(tmp_path), ["piqa"])
     assert "has 2 of 3 documents unreadable (line 2: not JSON" in str(e.value)
+    (tmp_path / "piqa.jsonl").write_bytes(json.dumps(FIXTURES["piqa"][0]).encode() + b"\n\xe9\n")
+    with pytest.raises(ValueError, match="has 1 of 2 documents unreadable \\(line 2: not UTF-8"):
+        check_data_dir(str(tmp_path), ["piqa"])
     (tmp_path / "piqa.jsonl").write_text("\n")
     with pytest.raises(ValueError, match="piqa.jsonl holds no document: piqa reads goal"):
         check_data_dir(str(tmp_path), ["piqa"])

@@ -210,7 +210,7 @@ def streamed_job(*extra):
     )
 
 
-@pytest.mark.parametrize("offline", [None, "1"])
+@pytest.mark.parametrize("offline", [None, "1", "false"])
 def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(monkeypatch, offline):
     """A streamed FineWeb-Edu without training.dataset_path lists the hub's files on every rank:
     offline, that was each rank's traceback after the client's retries; the checks before the
@@ -220,7 +220,7 @@ def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(mon
     for v in PROXY_VARIABLES:
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused
-    if offline:
+    if offline:  # ("false": off, as huggingface_hub reads it)
         monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -232,7 +232,7 @@ def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(mon
         "training.dataset_path",
         "validation.dataset_path",
     ]
-    why = "is not asked: HF_HUB_OFFLINE=1 is set" if offline else "was not reached (Connection"
+    why = "is not asked: HF_HUB_OFFLINE=1 is set" if offline == "1" else "was not reached (Conn"
     assert f"(http://127.0.0.1:9), which {why}" in problems[0]
     assert "set training.dataset_path to a local folder of its files" in problems[0]
     assert "fineweb_edu_ascii_tokens" in problems[0]

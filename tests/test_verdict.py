@@ -173,6 +173,12 @@ def test_a_control_is_no_metric_a_plan_can_claim_on(tmp_path, primary, explorato
     control = primary if not exploratory else exploratory[0]
     assert f"names {control!r}, a control (the probe with its word blanked" in str(e.value)
     assert f"or {(less or 'char acc, calibrated')!r} (the probe less" in str(e.value)
+    # a sweep's registered copy, from before the rule: read as registered, not refused
+    path = tmp_path / "plan_pooled.toml"
+    path.write_text("# The analysis plan registered by `sweep launch` from x\n" + path.read_text())
+    assert control in [
+        m for f in load_plan(str(path)).families for m in (f.primary, *f.exploratory)
+    ]
 
 
 def _records(y: dict, specs) -> dict:
@@ -203,6 +209,22 @@ def _records(y: dict, specs) -> dict:
             for s in range(y[next(iter(y))].shape[1])
         }
     return out
+
+
+def test_a_one_seed_sweep_states_no_power_and_no_false_reason(seed, tmp_path):
+    """With one seed no variance is measured: the power section has nothing to state, and no
+    line says the runs "measured no variance" (true only of seeds that agree)."""
+    from prefix_titan.sweep.configs import arm_specs
+    from prefix_titan.sweep.report import power_lines
+
+    rng = np.random.default_rng(seed)
+    specs = arm_specs()
+    one = analyse(_records({"hellaswag": rng.random((len(specs), 1))}, specs), PLAN)
+    assert power_lines(one) == []
+    y = np.tile(rng.random((len(specs), 1)), (1, 3))  # three seeds that agree exactly
+    plan = _one_family_plan(tmp_path, "hellaswag", [])
+    agree = power_lines(analyse(_records({"hellaswag": y}, specs), plan))
+    assert any("the runs measured no variance of it" in line for line in agree), agree
 
 
 def test_an_exploratory_metric_no_run_has_is_named_in_the_notes(seed, tmp_path):
@@ -2002,7 +2024,7 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys,
     the report applies it as the sweep's own (not an exploratory re-analysis); --calibrate says
     which variance rule its rates are of."""
     from prefix_titan.simulate import calibrate, main
-    from prefix_titan.sweep.analysis import PLAN, REGISTERED, registered_plan_changed
+    from prefix_titan.sweep.analysis import PLAN, REGISTERED, registered_plan_doubt
 
     out, plan = tmp_path / "sim", tmp_path / "pooled.toml"
     plan.write_text(open(PLAN).read().replace('\nvariance = "baseline_apart"\n', "\n", 1))
@@ -2011,7 +2033,7 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys,
     assert registered.startswith(
         "# The analysis plan registered by `python -m prefix_titan.simulate"
     )
-    assert f"from {plan}" in registered and not registered_plan_changed(str(out / REGISTERED))
+    assert f"from {plan}" in registered and not registered_plan_doubt(str(out / REGISTERED))
     text = report(str(out))
     assert "residual variance pooled over arms), 95% interval" in text
     assert "exploratory re-analysis" not in text.split("\n")[2]

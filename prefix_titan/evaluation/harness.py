@@ -380,7 +380,8 @@ ANSWERS = {
 """How each task of FIELDS gives its answer, as its document check reads it"""
 
 
-def _text(doc: dict, *keys: str) -> str | None:
+def _not_text(doc: dict, *keys: str) -> str | None:
+    """The first of `keys` whose value in `doc` is not text, or None."""
     return next((k for k in keys if not isinstance(doc.get(k), str)), None)
 
 
@@ -397,7 +398,7 @@ def _document_problem(task: str, doc) -> str | None:
     if missing := [f for f in fields if doc.get(f) is None]:
         return f"no {', '.join(missing)}"
     if task == "hellaswag":
-        if bad := _text(doc, "activity_label", "ctx_a", "ctx_b"):
+        if bad := _not_text(doc, "activity_label", "ctx_a", "ctx_b"):
             return f"{bad} is not text"
         if not _texts(doc["endings"]):
             return "endings is not a list of texts"
@@ -406,12 +407,12 @@ def _document_problem(task: str, doc) -> str | None:
         if isinstance(label, bool) or str(label).strip() not in map(str, range(n)):
             return f"label {label!r} is not an index of its {n} endings"
     elif task == "piqa":
-        if bad := _text(doc, "goal", "sol1", "sol2"):
+        if bad := _not_text(doc, "goal", "sol1", "sol2"):
             return f"{bad} is not text"
         if isinstance(doc["label"], bool) or doc["label"] not in (0, 1):
             return f"label {doc['label']!r} is not 0 or 1"
     elif task == "winogrande_debiased":
-        if bad := _text(doc, "sentence", "option1", "option2"):
+        if bad := _not_text(doc, "sentence", "option1", "option2"):
             return f"{bad} is not text"
         if "_" not in doc["sentence"]:
             return "its sentence has no _ (where an option goes)"
@@ -429,7 +430,7 @@ def _document_problem(task: str, doc) -> str | None:
             return f"choices has {len(choices['text'])} texts and {len(choices['label'])} labels"
         if doc["answerKey"] not in choices["label"]:
             return f"answerKey {doc['answerKey']!r} is not among choices.label {choices['label']}"
-    elif bad := _text(doc, *fields):  # sciq
+    elif bad := _not_text(doc, *fields):  # sciq
         return f"{bad} is not text"
     return None
 
@@ -450,15 +451,17 @@ def check_data_dir(data_dir: str, tasks: list[str]) -> None:
     for task in (t for t in tasks if t in FIELDS):
         path = data_file(data_dir, task)
         bad, first, n = 0, None, 0
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
+        with open(path, "rb") as f:
+            for i, raw in enumerate(f, 1):
+                if not raw.strip():
                     continue
                 n += 1
                 try:
-                    why = _document_problem(task, json.loads(line))
+                    why = _document_problem(task, json.loads(raw.decode("utf-8")))
+                except UnicodeDecodeError as e:
+                    why = f"not UTF-8 text ({e})"
                 except json.JSONDecodeError as e:
-                    why = f"not JSON ({e})"
+                    why = f"not JSON ({e}; one object a line, not one JSON array)"
                 if why is not None:
                     bad += 1
                     first = first or f"line {i}: {why}"

@@ -204,16 +204,25 @@ def load_plan(path: str | None = None) -> Plan:
                     f"{path}: family {f.name!r} names the metric {name!r}, which does not "
                     f"exist{known_metrics(name)}"
                 )
-            if is_control(name):
+            if is_control(name) and not _registered_copy(path):  # (registered: as it was)
                 probe = name.removesuffix("_blank").removesuffix(", blank")
-                less = next(m for m in (f"{probe}, calibrated", f"{probe} - blank") if m in METRICS)
+                less = next(
+                    (m for m in (f"{probe}, calibrated", f"{probe} - blank") if m in METRICS), None
+                )
                 raise ValueError(
                     f"{path}: family {f.name!r} names {name!r}, a control (the probe with its word "
                     "blanked: what the model prefers without reading it, read beside the probe), "
-                    f"not a measure a claim can be made on; name {probe!r} or {less!r} (the "
-                    "probe less what its control finds)"
+                    f"not a measure a claim can be made on; name {probe!r}"
+                    + (f" or {less!r} (the probe less what its control finds)" if less else "")
                 )
     return plan
+
+
+def _registered_copy(path: str) -> bool:
+    """Whether the plan file at `path` is a sweep's registered copy (register_plan's header on
+    its first line): read as it was registered, though a rule added since would refuse it."""
+    with open(path, encoding="utf-8") as f:
+        return f.readline().startswith(REGISTERED_HEADER)
 
 
 PLAN_KEYS = {
@@ -294,6 +303,7 @@ def registered_plan(runs_dir: str) -> str | None:
 
 
 DIGEST = "# sha256 of the plan's settings: "
+REGISTERED_HEADER = "# The analysis plan registered by "
 """The registered plan's second line: the digest of its settings as registered"""
 
 
@@ -306,7 +316,7 @@ def _digest(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def registered_plan_changed(path: str) -> str | None:
+def registered_plan_doubt(path: str) -> str | None:
     """Why the registered plan at `path` cannot be taken for the plan its launch registered, said
     after its path: a setting was edited after (they no longer match the digest on its second
     line; comments may change), or it carries no registration header and digest (a plan put
@@ -399,7 +409,7 @@ def register_plan(
         text = f.read()
     os.makedirs(sweep_dir, exist_ok=True)
     header = (
-        f"# The analysis plan registered by `{by}`{when} from "
+        f"{REGISTERED_HEADER}`{by}`{when} from "
         f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
         f"it; another plan (report --plan) is an exploratory re-analysis.\n"
         f"{DIGEST}{_digest(given)}\n"
@@ -1337,11 +1347,11 @@ def _ce_equivalent(result: Analysis, first: dict[str, dict]) -> list[str]:
         if a != "ce"
         and gold_mass.get(a)
         and np.mean(list(gold_mass[a].values())) >= CE_EQUIVALENT
-        and _weighs_as(first[a]["objective"], ce)
+        and weighs_as(first[a]["objective"], ce)
     ]
 
 
-def _weighs_as(objective: dict, other: dict) -> bool:
+def weighs_as(objective: dict, other: dict) -> bool:
     """Whether two recorded objectives weigh the tokens alike (their WEIGHTING settings, e.g.
     position_gamma, equal; unset in both where a record leaves them out): a CE-equivalent target
     with another weighting is another objective, not CE in all but name."""

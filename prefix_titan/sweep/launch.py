@@ -951,7 +951,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         load_plan,
         plan_arm_problems,
         registered_plan,
-        registered_plan_changed,
+        registered_plan_doubt,
         registration_conflict,
         runs_began,
         unread_axis,
@@ -1012,7 +1012,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         )
     if registered:
         said = f"the analysis plan the sweep registered: {registered}"
-        if changed := registered_plan_changed(registered):
+        if changed := registered_plan_doubt(registered):
             said += f" (which {changed}: the report labels its analysis exploratory)"
     elif began:
         said = (

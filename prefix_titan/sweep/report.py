@@ -28,7 +28,7 @@ from .analysis import (
     plan_differences,
     plan_text,
     registered_plan,
-    registered_plan_changed,
+    registered_plan_doubt,
     unread_axis,
 )
 from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
@@ -384,7 +384,7 @@ def power_lines(a: Analysis) -> list[str]:
                     else f"none (±{d:.4f} needed; its values differ by {widest:g} at most)"
                 )
                 lines.append(f"- {name}: {shown} ({role}, at alpha/{k}; {error})")
-            else:  # (said, not left out: it was compared)
+            elif a.fits[name].df > 0:  # (compared on seeds that agree: said, not left out)
                 lines.append(
                     f"- {name}: none to state ({role}, at alpha/{k}; the runs measured no "
                     "variance of it: every arm's value is the same on every seed, so the "
@@ -689,7 +689,7 @@ def plan_deviations(plan_, checkpoints: int | None, registered: str | None = Non
     checkpoints averaged, or a registered plan edited after its registration."""
     differ = plan_differences(load_plan(registered), plan_)
     out = []
-    if registered and (changed := registered_plan_changed(registered)):
+    if registered and (changed := registered_plan_doubt(registered)):
         out.append(f"{registered} {changed}")
     if differ:
         which = "the one the sweep registered" if registered else "the package's"
@@ -743,7 +743,7 @@ def plan_source(given: str | None, registered: str | None) -> str:
     """Where the report's plan comes from, in one line."""
     if given:
         return f"The plan given with --plan ({given})."
-    if registered and (changed := registered_plan_changed(registered)):
+    if registered and (changed := registered_plan_doubt(registered)):
         return f"The plan in the sweep folder ({registered}), which {changed}."
     if registered:
         return (

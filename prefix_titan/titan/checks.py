@@ -532,7 +532,7 @@ def _hub_not_reached(endpoint: str, offline: str | None) -> str | None:
     to `endpoint` made: data.hub.not_reached), said after "which"; None where it can. Asked once
     per endpoint and setting in a process (a dry run checks every run of a sweep)."""
     del endpoint  # (the cache's key: not_reached reads it from the environment)
-    if offline not in (None, "", "0"):
+    if (offline or "").strip().upper() in ("1", "ON", "YES", "TRUE"):  # (huggingface_hub's)
         return f"is not asked: HF_HUB_OFFLINE={offline} is set"
     why = not_reached()
     return None if why is None else f"was not reached ({type(why).__name__}: {why})"

@@ -234,7 +234,7 @@ def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(mon
     ]
     why = "is not asked: HF_HUB_OFFLINE=1 is set" if offline == "1" else "was not reached (Conn"
     assert f"(http://127.0.0.1:9), which {why}" in problems[0]
-    assert "set training.dataset_path to a local folder of its files" in problems[0]
+    assert "set training.dataset_path to a local folder of FineWeb-Edu's files" in problems[0]
     assert "fineweb_edu_ascii_tokens" in problems[0]
 
 
@@ -253,7 +253,7 @@ def test_a_streamed_dataset_whose_listing_fails_offline_says_so(monkeypatch):
     with pytest.raises(ValueError) as e:
         datasets.fineweb_files("HuggingFaceFW/fineweb-edu")
     assert "could not reach the Hugging Face hub to list the files of HuggingFaceFW" in str(e.value)
-    assert "training.dataset_path DIR: a local folder" in str(e.value)
+    assert "set training.dataset_path to a local folder of FineWeb-Edu's files" in str(e.value)
     monkeypatch.setattr(datasets, "list_data_files", listing(KeyError("other")))
     with pytest.raises(KeyError):
         datasets.fineweb_files("HuggingFaceFW/fineweb-edu")

@@ -55,6 +55,7 @@ from .datasets import (
     STREAMED_DATASETS,
     TOKEN_DATASETS,
     check_dataset_name,
+    offline_ways,
 )
 from .loss import compiles_loss
 
@@ -368,7 +369,7 @@ def tokenizer_missing(job_config, hint: bool = True) -> str | None:
             "given to prepare's --tokenizer"
             + (
                 f" ({EMBEDDED_TOKENIZER} holds it)"
-                if _tokenizer_sha256(EMBEDDED_TOKENIZER) == made_with
+                if ((_readable_facts(EMBEDDED_TOKENIZER) or {}).get("sha256") == made_with)
                 else ""
             )
         )
@@ -392,18 +393,6 @@ def _shards_tokenizer(job_config) -> str | None:
         return load_manifest(shards).get("tokenizer_sha256")
     except (OSError, ValueError):
         return None
-
-
-def _tokenizer_sha256(folder: str) -> str | None:
-    """data.shards.tokenizer_hash of the tokenizer in `folder`, or None where there is none."""
-    from ..data.shards import tokenizer_hash
-
-    path = os.path.join(folder, "tokenizer.json")
-    if not os.path.isfile(path):
-        return None
-    from tokenizers import Tokenizer
-
-    return tokenizer_hash(Tokenizer.from_file(path))
 
 
 @functools.lru_cache(maxsize=8)
@@ -436,6 +425,17 @@ def _tokenizer_facts(folder: str) -> dict:
         except OSError:
             stamps.append(None)
     return _cached_facts(os.path.realpath(folder), tuple(stamps))
+
+
+def _readable_facts(folder: str) -> dict | None:
+    """_tokenizer_facts of `folder`; None where it holds no tokenizer.json, or one that cannot be
+    read (tokenizer_size_problem names that)."""
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        return None
+    try:
+        return _tokenizer_facts(folder)
+    except Exception:  # the tokenizers library raises a plain Exception
+        return None
 
 
 def tokenizer_size_problem(job_config) -> str | None:
@@ -516,12 +516,8 @@ def _shards_mismatch(job_config, path: str, manifest: dict) -> str | None:
     """data.shards.tokenizer_mismatch for the shards at `path` and the run's tokenizer (the
     loader's refusal at the run's start, said before it); None where they fit, or where the
     tokenizer is not there or cannot be read (said by the checks above)."""
-    folder = job_config.model.hf_assets_path
-    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
-        return None
-    try:
-        facts = _tokenizer_facts(folder)
-    except Exception:  # tokenizer_size_problem names it
+    facts = _readable_facts(job_config.model.hf_assets_path)
+    if facts is None:
         return None
     return tokenizer_mismatch(path, manifest, facts["sha256"], facts["bos_id"], facts["eos_id"])
 
@@ -568,10 +564,8 @@ def check_paths(job_config) -> None:
             if why := _hub_not_reached(hub_endpoint(), os.environ.get("HF_HUB_OFFLINE")):
                 problems.append(
                     f"{setting} is unset: {dataset} streams {FINEWEB_EDU} from the Hugging Face "
-                    f"hub ({hub_endpoint()}), which {why}. Without the hub: set {setting} to a "
-                    "local folder of its files (parquet or JSONL), or prepare token shards from "
-                    "one (python -m prefix_titan.prepare --source DIR ...) and train on "
-                    "fineweb_edu_ascii_tokens (docs/data.md)"
+                    f"hub ({hub_endpoint()}), which {why}. Without the hub: "
+                    + ", or ".join(offline_ways(setting))
                 )
             continue
         if not on or not path or dataset.lower() in EMBEDDED_DATASETS:
@@ -1105,13 +1099,14 @@ def check_table_unchanged(job_config, sha256: str) -> None:
     record = os.path.join(folder, RUN_CONFIG)
     if not os.path.isfile(record):
         return
-    recorded = _read_record(record).get(TARGET_TABLE)
+    data = _read_record(record)
+    recorded = data.get(TARGET_TABLE)
     if recorded in (None, sha256):
         return
     if not trained_anything(job_config):
         return
     spec = job_config.objective
-    starts = _read_record(record).get(STARTS)
+    starts = data.get(STARTS)
     last = (starts[-1] if isinstance(starts, list) and starts else {}) or {}
     before, now = last.get("family_source") or {}, family_source(spec.name) or {}
     if before.get("sha256") and now.get("sha256") and before["sha256"] != now["sha256"]:

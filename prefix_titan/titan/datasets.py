@@ -63,17 +63,22 @@ def _ascii_text(sample: dict) -> dict:
     return {"text": ascii_only(sample["text"])}
 
 
+def offline_ways(setting: str = "training.dataset_path") -> list[str]:
+    """How a streamed FineWeb-Edu is read without the hub, a line each (`setting`: the unset
+    dataset_path)."""
+    return [
+        f"set {setting} to a local folder of FineWeb-Edu's files (parquet or JSONL)",
+        "prepare token shards from one (python -m prefix_titan.prepare --source DIR ...) and "
+        "train on fineweb_edu_ascii_tokens (docs/data.md)",
+    ]
+
+
 def fineweb_files(path: str) -> list[str]:
     """The data files of a streamed FineWeb-Edu: at least 2 (the last is validation)."""
     try:
         files = list_data_files(path)
     except Exception as e:
-        offline = [
-            "training.dataset_path DIR: a local folder of FineWeb-Edu's files (parquet or JSONL)",
-            "python -m prefix_titan.prepare --source DIR ..., then training.dataset "
-            "fineweb_edu_ascii_tokens (docs/data.md)",
-        ]
-        if (message := explain(e, f"list the files of {path}", offline)) is None:
+        if (message := explain(e, f"list the files of {path}", offline_ways())) is None:
             raise
         raise ValueError(str(message)) from None
     if os.path.isdir(path):  # a local copy of the hub's repository: one of its configs

@@ -4,7 +4,7 @@ lm-eval could not score (a field missing, an answer naming no choice) refused wi
 import json
 
 import pytest
-from test_eval import FIXTURES, SECONDARY_FIXTURES
+from test_eval import CUTE_FIXTURES, FIXTURES, SECONDARY_FIXTURES
 
 from prefix_titan.evaluation.harness import (
     DATA_MARK,
@@ -14,7 +14,7 @@ from prefix_titan.evaluation.harness import (
     read_from,
 )
 
-TASKS = {**FIXTURES, **SECONDARY_FIXTURES}
+TASKS = {**FIXTURES, **SECONDARY_FIXTURES, **CUTE_FIXTURES}
 
 
 def write(folder, task, rows):
@@ -48,6 +48,8 @@ def test_every_missing_file_is_named_at_once(tmp_path):
         ("arc_easy", {"answerKey": "E"}, "line 2: answerKey 'E' is not among choices.label"),
         ("arc_challenge", {"choices": {"text": ["a"], "label": ["A", "B"]}}, "1 texts and 2"),
         ("sciq", {"support": 3}, "line 2: support is not text"),
+        ("cute_spell", {"answer": None}, "line 2: no answer"),
+        ("cute_swap_word", {"prompt": ["a", "b"]}, "line 2: prompt is not text"),
     ],
 )
 def test_a_document_lm_eval_could_not_score_is_refused_with_its_line(tmp_path, task, change, said):

@@ -116,6 +116,24 @@ SECONDARY_FIXTURES = {
 }
 
 
+CUTE_FIXTURES = {
+    f"cute_{t}": [
+        {
+            "prompt": "Spell out the word, based on the following examples:\n\n1. Spell out the "
+            'word "dog". Answer: "d o g"\n\nQuestion: Spell out the word "cat".',
+            "answer": "c a t",
+        }
+        for _ in range(6)
+    ]
+    for t in (
+        *("spell", "spell_inverse", "contains_char", "contains_word", "orth", "sem", "ins_char"),
+        *("ins_word", "del_char", "del_word", "sub_char", "sub_word", "swap_char", "swap_word"),
+    )
+}
+"""CUTE's documents as its hub dataset holds them (the prompt, its question last, and the
+answer), one file per task"""
+
+
 @pytest.fixture(scope="module")
 def exported(module_tmp):
     """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
@@ -575,7 +593,7 @@ def test_a_data_dir_file_in_another_schema_names_the_fields_its_task_reads(
 def test_the_named_fields_are_those_of_the_tasks_own_schema():
     from prefix_titan.evaluation.harness import FIELDS
 
-    fixtures = {**FIXTURES, **SECONDARY_FIXTURES}
+    fixtures = {**FIXTURES, **SECONDARY_FIXTURES, **CUTE_FIXTURES}
     assert set(FIELDS) == set(fixtures)
     for task, fields in FIELDS.items():
         assert {f.split(" ")[0] for f in fields} <= set(fixtures[task][0]), task

@@ -365,9 +365,11 @@ FIELDS = {
     "arc_easy": ("question", "choices {text, label}", "answerKey"),
     "arc_challenge": ("question", "choices {text, label}", "answerKey"),
     "sciq": ("question", "distractor1", "distractor2", "distractor3", "correct_answer", "support"),
+    **{task: ("prompt", "answer") for task in CUTE_TASKS},
 }
-"""The fields the lm-eval configs of the pilot's tasks read from each document of a --data-dir
-file"""
+"""The fields the lm-eval configs of the pilot's tasks and of CUTE's (_cute_template.yaml: the
+prompt, cued with ` Answer: "`, and the answer the generation is matched against) read from
+each document of a --data-dir file"""
 
 ANSWERS = {
     "hellaswag": "label: the index of the right ending, a whole number or its digits",
@@ -376,6 +378,11 @@ ANSWERS = {
     "arc_easy": "answerKey: one of choices.label, as many labels as texts",
     "arc_challenge": "answerKey: one of choices.label, as many labels as texts",
     "sciq": "correct_answer: the right one (the task scores it as the fourth choice)",
+    **{
+        task: "prompt and answer: texts (the greedy generation after the prompt is scored by "
+        "exact match against the answer)"
+        for task in CUTE_TASKS
+    },
 }
 """How each task of FIELDS gives its answer, as its document check reads it"""
 
@@ -430,7 +437,7 @@ def _document_problem(task: str, doc) -> str | None:
             return f"choices has {len(choices['text'])} texts and {len(choices['label'])} labels"
         if doc["answerKey"] not in choices["label"]:
             return f"answerKey {doc['answerKey']!r} is not among choices.label {choices['label']}"
-    elif bad := _not_text(doc, *fields):  # sciq
+    elif bad := _not_text(doc, *fields):  # sciq, CUTE's tasks
         return f"{bad} is not text"
     return None
 
@@ -1199,11 +1206,17 @@ def model_args(model_dir: str, dtype: str | None, cuda: bool) -> dict:
 
 
 def primary_metric(task: str, metrics) -> str:
-    """The accuracy a task is reported by: acc for our character probes (their choices are of one
-    length, or yes/no), else acc_norm where the task has it, else acc."""
+    """The metric a task is reported by, named as in `metrics` (its results, or one logged
+    sample) without the filter: acc for our character probes (their choices are of one length,
+    or yes/no); else acc_norm where the task has it; else exact_match for a generation task
+    scored by it and by no accuracy (CUTE's: the greedy answer matched against the target);
+    else acc."""
     if task in PROBE_TASKS or task in BLANK_TASKS:
         return "acc"
-    return "acc_norm" if "acc_norm" in metrics or "acc_norm,none" in metrics else "acc"
+    if "acc_norm" in metrics or "acc_norm,none" in metrics:
+        return "acc_norm"
+    scored = "exact_match" in metrics or "exact_match,none" in metrics
+    return "exact_match" if scored and "acc" not in metrics and "acc,none" not in metrics else "acc"
 
 
 ITEM_FIELDS = ("word", "letter", "tokens", "lead", "ending", "known", "forms")
@@ -1211,13 +1224,18 @@ ITEM_FIELDS = ("word", "letter", "tokens", "lead", "ending", "known", "forms")
 
 
 def item_outcomes(samples: list[dict], task: str = "") -> list[dict]:
-    """One record per item from lm-eval's per-sample log: whether the model chose the gold answer
-    (`correct`, by the task's primary_metric, as in the results table), both accuracies, the gold
-    answer's index (`gold`), every choice's log-likelihood, the gold's (`gold_loglik`) and its
-    length in bytes (`gold_bytes`: bits per byte = -gold_loglik / gold_bytes / ln 2), and the
-    probes' ITEM_FIELDS; in doc_id order."""
+    """One record per item from lm-eval's per-sample log, in doc_id order. A multiple-choice
+    item's: whether the model chose the gold answer (`correct`, by the task's primary_metric, as
+    in the results table), both accuracies, the gold answer's index (`gold`), every choice's
+    log-likelihood, the gold's (`gold_loglik`) and its length in bytes (`gold_bytes`: bits per
+    byte = -gold_loglik / gold_bytes / ln 2), and the probes' ITEM_FIELDS. A generation item's
+    (generation_outcome): what was generated, the target and whether they matched, so that the
+    task's score is the mean of `correct` here too and each answer can be read and re-scored."""
     rows = []
     for s in sorted(samples, key=lambda s: s["doc_id"]):
+        if (generated := _generated(s.get("filtered_resps"))) is not None:
+            rows.append(generation_outcome(s, generated, task))
+            continue
         acc, acc_norm = s.get("acc"), s.get("acc_norm")
         gold, resps = _gold_index(s), s.get("filtered_resps")
         logliks = _logliks(resps)
@@ -1237,6 +1255,33 @@ def item_outcomes(samples: list[dict], task: str = "") -> list[dict]:
         row.update({k: doc[k] for k in ITEM_FIELDS if k in doc})
         rows.append(row)
     return rows
+
+
+def generation_outcome(sample: dict, generated: str, task: str = "") -> dict:
+    """A generation item's record: `generated` (the model's text after the task's filters, as
+    its metric scored it: CUTE's greedy answer, cut at its closing quote), `target` (what it is
+    matched against, lm-eval's doc_to_target), `correct` (the task's primary_metric for this
+    item: CUTE's exact_match, 1.0 or 0.0, after the template's normalisation: surrounding spaces
+    stripped, case ignored on the word-level tasks) and `metric` (that metric's name). The
+    multiple-choice fields (acc, gold, logliks, ...) are absent: a generation has no choices."""
+    metric = primary_metric(task, sample)
+    value = sample.get(metric)
+    return {
+        "doc_id": sample["doc_id"],
+        "correct": None if value is None else float(value),
+        "metric": metric,
+        "generated": generated,
+        "target": sample.get("target"),
+    }
+
+
+def _generated(resps) -> str | None:
+    """The generated text of a generation item from lm-eval's filtered responses (one request,
+    whose filtered response is its text); None for a multiple-choice item, whose responses are
+    log-likelihoods."""
+    if isinstance(resps, list) and len(resps) == 1 and isinstance(resps[0], str):
+        return resps[0]
+    return None
 
 
 def _logliks(resps) -> list[float] | None:
@@ -1421,10 +1466,18 @@ def chance_level(rows: list[dict]) -> float | None:
 def table(results: dict) -> str:
     """The results as a Markdown table: each accuracy with its standard error over the items
     (lm-eval's acc_stderr: a 30-item probe's is about 0.08), beside each task's chance level
-    (`results["chance"]`, where the evaluation recorded it)."""
+    (`results["chance"]`, where the evaluation recorded it). Where a task is scored by exact
+    match (CUTE's generation tasks, which have no accuracy), an exact_match column with its own
+    standard error follows acc_norm, so that its score is shown rather than a row of dashes;
+    without one the table is as it was."""
+    exact = any(
+        "exact_match,none" in m for t, m in results["results"].items() if t != EMBEDDING_PROBE
+    )
     rows = [
-        "| task | acc | ± se | acc_norm | chance | bits/byte |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| task | acc | ± se | acc_norm | "
+        + ("exact_match | ± se | " if exact else "")
+        + "chance | bits/byte |",
+        "|---|---:|---:|---:|" + ("---:|---:|" if exact else "") + "---:|---:|",
     ]
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     chance = results.get("chance") or {}
@@ -1434,9 +1487,14 @@ def table(results: dict) -> str:
         if task == EMBEDDING_PROBE:  # scores of its own: a line of their own below
             probe = m
             continue
+        matched = (
+            f"{fmt(m.get('exact_match,none'))} | {fmt(m.get('exact_match_stderr,none'))} | "
+            if exact
+            else ""
+        )
         rows.append(
             f"| {task} | {fmt(m.get('acc,none'))} | {fmt(m.get('acc_stderr,none'))} | "
-            f"{fmt(m.get('acc_norm,none'))} | "
+            f"{fmt(m.get('acc_norm,none'))} | {matched}"
             f"{fmt(chance.get(task))} | {fmt(m.get('bits_per_byte,none', bpb.get(task)))} |"
         )
     if len(rows) == 2:  # no task but the embedding probe: no empty table above its line

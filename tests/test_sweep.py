@@ -200,6 +200,7 @@ def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes, scal
         "SLURM_CPUS_PER_TASK": "64",
         "SWEEP_ARGS": " ".join([*scale, "--seeds", "1", "2"]),
     }
+    env.pop("RDZV_PORT", None)
     script = ROOT / "scripts" / "sweep.sbatch"
     subprocess.run(["bash", str(script)], env=env, check=True, cwd=tmp_path)
     words = (tmp_path / "srun.txt").read_text().splitlines()
@@ -209,10 +210,13 @@ def test_the_slurm_script_launches_what_the_launcher_takes(tmp_path, nodes, scal
     if nodes == 1:
         assert "--nnodes" not in command and "--rdzv-endpoint" not in command
     else:
-        assert command[command.index("--rdzv-endpoint") + 1] == "gpu-a01:29956"
+        assert command[command.index("--rdzv-endpoint") + 1] == "gpu-a01:23456"
+        subprocess.run(["bash", str(script)], env={**env, "RDZV_PORT": "31000"}, check=True)
+        again = shlex.split((tmp_path / "srun.txt").read_text().splitlines()[4])
+        assert again[again.index("--rdzv-endpoint") + 1] == "gpu-a01:31000"
     rc, lines, err = dry_run(*command[4:], "--arms", "ce")
     assert rc == 0 and len(lines) == 2, err
-    assert ("--rdzv_endpoint=gpu-a01:29956" in lines[0]) == (nodes > 1)
+    assert ("--rdzv_endpoint=gpu-a01:23456" in lines[0]) == (nodes > 1)
     assert "slurm-%x-%j.out" in script.read_text() and "outputs/" not in script.read_text()
 
 
@@ -1531,10 +1535,17 @@ def test_a_seed_launched_with_another_budget_into_a_sweep_is_refused(tmp_path):
     )
     rc, _, err = dry_run(*again, gpus="", root=tmp_path, checks=True)
     refusals = [x for x in err.splitlines() if x.startswith("  ce seed")]
-    assert rc == 2 and len(refusals) == 1 and refusals[0].startswith("  ce seed 1, ce seed 2: "), (
-        err
+    assert rc == 2 and len(refusals) == 1, err
+    folders = [f"./outputs/sweep_smoke/ce/{s}" for s in ("seed1", "seed2")]
+    assert refusals[0].startswith(
+        f"  ce seed 1, ce seed 2 (its run folder: {', '.join(folders)}): "
     )
-    assert "its run folder" in refusals[0] and "seed1" not in refusals[0], err
+    assert "its run folder holds" in refusals[0] and refusals[0].count("seed1") == 1, err
+    # a run refused alone: its own words, its folder in them (a command in it can be pasted)
+    rc, _, err = dry_run(*again[:5], "1", *again[7:], gpus="", root=tmp_path, checks=True)
+    refusals = [x for x in err.splitlines() if x.startswith("  ce seed")]
+    assert rc == 2 and len(refusals) == 1 and "its run folder" not in refusals[0], err
+    assert "ce/seed1" in refusals[0], err
 
 
 def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
@@ -1597,6 +1608,48 @@ def test_a_terminated_launch_ends_its_runs_with_it(capsys):
         in (capsys.readouterr().err)
     )
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # as it was
+
+
+def test_a_sweep_folder_that_cannot_be_written_is_refused_before_anything(tmp_path, monkeypatch):
+    """A read-only sweep folder ended a launch in a traceback at its first run (its dry run said
+    nothing): refused with exit status 2 by both, naming the folder (or, for one to be made, the
+    existing folder that would hold it). os.access is what tells: root writes where modes say no."""
+    ro = tmp_path / "ro"
+    (ro / "ce" / "seed1").mkdir(parents=True)
+    real = os.access
+    monkeypatch.setattr(
+        launch.os, "access", lambda p, m: False if str(p).startswith(str(ro)) else real(p, m)
+    )
+    assert launch.unwritable(tmp_path / "rw") is None
+    assert launch.unwritable(ro).startswith(f"{ro} cannot be written by this user")
+    assert f"it does not exist yet, and {ro} holds it" in launch.unwritable(ro / "new" / "sweep")
+    rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", "--seeds", "1", "--sweep-dir",
+                             str(ro), gpus="")  # fmt: skip
+    assert rc == 2 and not lines, err
+    assert f"--sweep-dir {ro}: {ro} cannot be written by this user, or lies on a read-only" in err
+
+
+def test_a_launch_terminated_while_it_waits_on_a_run_ends_it_and_exits():
+    """A run over the whole node is waited on (Popen.wait, which holds the run's wait lock): the
+    SIGTERM handler waited on it again inside that wait and hung the launcher for good. Now it
+    exits 143 with its line, the run ended by the SIGTERM passed on (in a process of its own, so
+    that a hang fails the test by its timeout)."""
+    script = (
+        "import os, signal, sys, threading\n"
+        "from prefix_titan.sweep import launch\n"
+        "with launch.Children() as children:\n"
+        "    run = children.start([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "    print(run.pid, flush=True)\n"
+        "    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+        "    run.wait()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert out.returncode == 143, out.stderr
+    assert "[sweep] terminated: SIGTERM passed on to the 1 run(s) going, which ended" in out.stderr
+    with pytest.raises(ProcessLookupError):  # the run ended (and was waited for)
+        os.kill(int(out.stdout.split()[0]), 0)
 
 
 def test_an_interrupted_launch_waits_for_its_runs_and_says_how_to_resume(capsys, monkeypatch):

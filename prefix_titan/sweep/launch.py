@@ -257,6 +257,19 @@ def _check_batch(p: argparse.ArgumentParser, a, world: int, extra: list[str]) ->
             p.error(f"{e} (--scale {a.scale})")
 
 
+def unwritable(folder: pathlib.Path) -> str | None:
+    """Why a launch cannot write its run folders into `folder` (or make it: its nearest existing
+    parent), said before anything starts, a dry run's too (a read-only folder ended the launch in
+    a traceback at its first run, after its checks said nothing); None where it can."""
+    there = folder
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if os.access(there, os.W_OK | os.X_OK):
+        return None
+    made = "" if there == folder else f" (it does not exist yet, and {there} holds it)"
+    return f"{there} cannot be written by this user, or lies on a read-only file system{made}"
+
+
 def run_folder(config: dict, seed: int, sweep_dir: str) -> str:
     """`<sweep>/<arm>/seed<S>`: sweep_dir/<arm> (the arm's name: the basename of the config's
     dump folder, which lies outside the sweep: configs.Scale.single) per seed."""
@@ -703,11 +716,18 @@ def slots(gpus: list[str], per_run: int, cpu_runs: int = 1) -> list[list[str]]:
     return [gpus[i : i + per_run] for i in range(0, len(gpus) - per_run + 1, per_run)]
 
 
+class _Terminated(BaseException):
+    """Children's SIGTERM, raised out of whatever the launcher was doing: waiting on a run, say,
+    which holds the run's wait lock, so that waiting for it again inside the signal handler would
+    wait forever; Children.__exit__ waits for the runs once it has unwound."""
+
+
 class Children:
     """The runs a launch started (their torchrun processes), ended with it: within `with
     Children()`, a SIGTERM to the launcher (a `kill` of it; a scheduler signals the whole job
     anyway) is passed on to each run still going, whose ranks end as a terminated run does (the
-    newest checkpoint resumes it), and waited for; then the launcher exits with status 143. They
+    newest checkpoint resumes it), and waited for (after the launcher's own wait on a run, which
+    the signal interrupts, has unwound); then the launcher exits with status 143. They
     ran on without it. Ctrl-C (SIGINT, which a terminal sends to the runs as well) is waited out
     the same way, the runs still going after GRACE seconds sent SIGINT (the launcher's alone was
     interrupted), and the launcher exits with status 130, in one line instead of a traceback."""
@@ -731,6 +751,15 @@ class Children:
         signal.signal(signal.SIGTERM, self.before)
         if kind is not None and issubclass(kind, KeyboardInterrupt):
             self._interrupted()
+        if kind is not None and issubclass(kind, _Terminated):
+            going = [proc for proc in self.procs if proc.poll() is None]
+            for proc in going:
+                proc.send_signal(signal.SIGTERM)
+            _ended(
+                going,
+                f"terminated: SIGTERM passed on to the {len(going)} run(s) going, which ended",
+                143,
+            )
 
     def _interrupted(self) -> None:
         going = [proc for proc in self.procs if proc.poll() is None]
@@ -743,14 +772,7 @@ class Children:
         _ended(going, f"interrupted: {len(going)} run(s) going ended (Ctrl-C)", 130)
 
     def _terminate(self, signum, frame) -> None:
-        going = [proc for proc in self.procs if proc.poll() is None]
-        for proc in going:
-            proc.send_signal(signal.SIGTERM)
-        _ended(
-            going,
-            f"terminated: SIGTERM passed on to the {len(going)} run(s) going, which ended",
-            143,
-        )
+        raise _Terminated
 
 
 def _ended(going: list[subprocess.Popen], said: str, status: int) -> None:
@@ -1157,6 +1179,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
             f"--sweep-dir {a.sweep_folder} is one run's folder (it holds {RUN_CONFIG}): a sweep "
             "folder holds <arm>/seed<S> run folders; give a new folder or a sweep's"
         )
+    if why := unwritable(a.sweep_folder):
+        p.error(f"--sweep-dir {a.sweep_folder}: {why}; give a folder this user can write")
     a.plan, plan_line = _check_plan(p, a, specs)
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:

@@ -118,6 +118,7 @@ def check_runs(
 
     plans = LossPlans()  # one tokenizer read and one table per setting, whatever the seeds
     problems: dict[str, list[str]] = {}
+    folders: dict[str, list[tuple[str, str]]] = {}  # shared problem -> (folder, its own text)
     built: dict[tuple, tuple] = {}  # (tokenizer, target settings) -> (spec, table, runs)
     logging.disable(logging.WARNING)  # torchtitan's own parse warnings: the run prints them
     try:
@@ -140,7 +141,8 @@ def check_runs(
                         print(f"warning: {left}; a launch takes it over", file=sys.stderr)
             except (ValueError, FolderBusy, SystemExit) as e:
                 for problem in getattr(e, "problems", None) or [str(e)]:
-                    problems.setdefault(_shared(problem, args), []).append(name)
+                    problems.setdefault(shared := _shared(problem, args), []).append(name)
+                    folders.setdefault(shared, []).append((_folder(args), problem))
                 continue
             if records is not None:
                 record = run_record(job)
@@ -192,16 +194,30 @@ def check_runs(
             return f"all {len(names)} runs"
         return ", ".join(names)
 
-    return [f"{who(names)}: {problem}" for problem, names in problems.items()]
+    def said(problem: str, names: list[str]) -> str:
+        own = folders.get(problem, [])
+        if len(own) == 1:  # one run: its own words, its folder in them (commands to paste)
+            return f"{names[0]}: {own[0][1]}"
+        where = [f for f, _ in own if f and "its run folder" in problem]
+        shown = ", ".join(where[:3]) + (f", ... ({len(where)} folders)" if len(where) > 3 else "")
+        return f"{who(names)}" + (f" (its run folder: {shown})" if where else "") + f": {problem}"
+
+    return [said(problem, names) for problem, names in problems.items()]
+
+
+def _folder(args) -> str | None:
+    """The run's job.dump_folder as its arguments give it (None where they do not)."""
+    return next((b for a, b in zip(args, args[1:]) if a == "--job.dump_folder"), None)
 
 
 def _shared(problem: str, args) -> str:
     """A run's refusal with its own folder (job.dump_folder, as its arguments give it) named
     "its run folder": runs refused alike then share one line, their names before it (a later
-    launch that forgot an earlier one's override listed one paragraph per run)."""
+    launch that forgot an earlier one's override listed one paragraph per run), and the folders
+    after it; a run refused alone is said in its own words, its folder in them."""
     import re
 
-    folder = next((b for a, b in zip(args, args[1:]) if a == "--job.dump_folder"), None)
+    folder = _folder(args)
     if not folder:
         return problem
     return re.sub(re.escape(folder) + r"(?![\w.-])", "its run folder", problem)

@@ -170,7 +170,16 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="the analysis plan (default: the one the --from sweep registered, else the package's)",
     )
-    p.add_argument("--effect", type=_effect, action="append", default=[], metavar="METRIC=VALUE")
+    p.add_argument(
+        "--effect",
+        type=_effect,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="an effect to find the seeds for, in the metric's units (several after one "
+        "--effect, or the flag repeated)",
+    )
     p.add_argument(
         "--probe-items",
         type=int,

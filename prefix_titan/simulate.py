@@ -221,13 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--effect",
         type=_effect,
-        action="append",
+        action="extend",
+        nargs="+",
         default=None,
         metavar="ARM:WHAT=V",
         help="a planted effect: V raw accuracy points as a fraction on each task of WHAT (0.05 = "
         "+5 points; the report's char composite is chance-corrected, each probe's points over 1 - "
         "its chance: about 1.5 V), or nats for 'val CE'; WHAT = prior moves the character "
-        "probes' accuracy by a change of prior alone (calibrated by the blank twins, no gain)",
+        "probes' accuracy by a change of prior alone (calibrated by the blank twins, no gain); "
+        "several after one --effect, or the flag repeated",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument(

@@ -334,8 +334,41 @@ def test_flat_results_name_every_score(seed):
         assert want in line, (want, line)
 
 
+def test_the_fresh_init_spans_its_draws_none_of_them_the_probes_seed(seed, monkeypatch):
+    """The fresh-init control is FRESH_DRAWS untrained matrices, none drawn from the probe's own
+    seed (torchtitan's first draw for a run of that seed: the run's initial embedding); its score
+    is their mean and its interval spans each draw's (one draw's interval over the groups left
+    out the spread between draws)."""
+    texts = vocabulary(600)
+    labels = ep.word_like_tokens(texts)
+    made, scored = [], []
+    randn, score = torch.randn, ep.scores
+
+    def recorded_randn(*args, **kwargs):
+        made.append(randn(*args, **kwargs))
+        return made[-1]
+
+    def recorded_scores(*args, **kwargs):
+        scored.append(score(*args, **kwargs))
+        return scored[-1]
+
+    monkeypatch.setattr(ep.torch, "randn", recorded_randn)
+    monkeypatch.setattr(ep, "scores", recorded_scores)
+    fit = dict(l2=ep.L2, iterations=10)
+    fresh = ep.fresh_init((len(texts), 16), labels, 3, seed, fit, 100)
+    assert len(made) == len(scored) == ep.FRESH_DRAWS == 3
+    own = randn((len(texts), 16), generator=torch.Generator().manual_seed(seed))
+    assert not any(torch.equal(m, own) for m in made)
+    assert not torch.equal(made[0], made[1]) and not torch.equal(made[1], made[2])
+    for t in ep.TASKS:
+        assert fresh[t][0] == pytest.approx(np.mean([s[t][0] for s in scored]))
+        assert fresh[t][1] == min(s[t][1] for s in scored)
+        assert fresh[t][2] == max(s[t][2] for s in scored)
+    assert fresh == ep.fresh_init((len(texts), 16), labels, 3, seed, fit, 100)  # seeded
+
+
 def test_bad_settings_and_folders_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="at least 2 folds"):
+    with pytest.raises(ValueError, match="--folds 1: the embedding probe needs at least 2"):
         ep.probe_matrices({"input": torch.randn(10, 4)}, vocabulary(10), folds=1)
     with pytest.raises(ValueError, match="holds no \\*.safetensors"):
         ep.hf_matrices(str(tmp_path))

@@ -231,7 +231,7 @@ def test_character_probes_end_to_end(exported):
     checked = [x for x in printed.stdout.splitlines() if "checked for shortcuts" in x]
     flagged = [x for x in printed.stdout.splitlines() if "is answered without reading" in x]
     assert len(checked) + len(flagged) >= 1 and len(checked) <= 1, printed.stdout[-3000:]
-    assert not checked or "at 40 items a probe: a smaller shortcut goes unseen" in checked[0]
+    assert not checked or "at 40 items a probe goes unseen" in checked[0]
     for task, m in results.items():
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task

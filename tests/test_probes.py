@@ -202,6 +202,26 @@ def test_yes_and_no_ask_about_the_same_letters_and_prefixes(probes, tok):
     assert all(f" {i['letter']}" in texts for i in probes["char_prefix"] if i["gold"] == 1)
 
 
+def test_char_prefix_no_words_have_the_yes_words_lead_length(probes, tok):
+    """A yes prefix is a vocabulary token that begins the word, so the word's lead (its longest
+    vocabulary prefix) is never shorter: no words of any lead (task version 4.0) let the lead's
+    length and the asked prefix's answer 70% of the items on this BPE without a letter read. The
+    no word has the yes word's lead length (4.1): the lookup is at chance exactly, and the check
+    catches the 4.0 pattern, planted."""
+    items = probes["char_prefix"]
+    pairs = collections.defaultdict(list)
+    for it in items:
+        pairs[it["unit"]].append(it)
+    assert all(len({len(i["lead"]) for i in p}) == 1 for p in pairs.values())
+    assert all(len(i["lead"]) >= len(i["letter"]) for i in items if i["gold"] == 1)
+    name = "lookup: lead length, with the asked text's"
+    ref = reference(embedded_word_counts())
+    feature = _lookup_features(items, pieces_of(tok), ref, "char_prefix")[name]
+    assert feature is not None and _lookup(items, feature) == pytest.approx(0.5, abs=1e-9)
+    planted = [{**i, "lead": i["lead"] if i["gold"] else i["lead"][:1]} for i in items]
+    assert _lookup(planted, feature) > 0.5 + TOLERANCE
+
+
 def test_counts_are_balanced_per_letter_and_in_length(probes):
     per = collections.defaultdict(collections.Counter)
     lengths = collections.defaultdict(list)
@@ -673,7 +693,7 @@ def test_a_shortcut_that_works_is_caught():
     caught(counted, READERS[0], "char_count")
     # counts whose lead's length tells them (task version 4.0's first build: 0.39 on Llama-3)
     long_lead = [{**i, "lead": i["word"][: 4 - i["gold"]]} for i in counted]
-    caught(long_lead, "lookup: lead length (not prefix-shaped probes)", "char_count")
+    caught(long_lead, "lookup: lead length, with the asked text's", "char_count")
     # yes words whose unknown letters sit where English puts the letter (th.. : e), no words
     # whose one unknown letter does not (tric. : e): the letter pairs read the answer
     placed = [

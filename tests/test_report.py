@@ -1198,3 +1198,27 @@ def test_runs_of_ones_own_families_follow_the_built_in_ones_together():
         "my.lab:firstk_k3",
         "my.lab:suffix",
     ]
+
+
+def test_several_effects_follow_one_flag_as_several_gold_masses_do(tmp_path, monkeypatch, capsys):
+    """`simulate --effect A B` plants both (it took one per flag, and the second was an
+    unrecognized argument), as `--gold-mass A B` takes both; `power --effect` alike."""
+    from prefix_titan import power
+    from prefix_titan import simulate as simulate_cli
+
+    planted = []
+    monkeypatch.setattr(
+        simulate_cli, "write_sweep", lambda sweep, *rest: planted.append(sweep.effects)
+    )
+    monkeypatch.setattr(simulate_cli.sim, "simulate", lambda sweep, seed: sweep)
+    one, two = "prefix_tau0.5:val CE=0.05", "label_smoothing:char=0.02"
+    argv = ["--out", str(tmp_path / "sim"), "--arms", "ce", "label_smoothing", "prefix_tau0.5"]
+    simulate_cli.main([*argv, "--effect", one, two])
+    simulate_cli.main([*argv, "--effect", one, "--effect", two])
+    expected = (("prefix_tau0.5", "val CE", 0.05), ("label_smoothing", "char", 0.02))
+    assert planted == [expected, expected]
+    power.main(
+        ["--scale", "smoke", "--seeds", "3", "--effect", "val CE=0.5", "char composite=0.03"]
+    )
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| char composite |")]
+    assert rows and rows[0].split(" | ")[4] == "0.03"  # the second effect, read

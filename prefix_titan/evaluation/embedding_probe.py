@@ -20,8 +20,8 @@ folds over tokens; docs/probes.md has the numbers). The groups, in a seeded orde
 k folds of about equal token count. Each score has a 95% bootstrap interval over the groups
 (Poisson weights per group). Three controls show what the probe finds where there is nothing to
 find: the same vectors with the labels shuffled over tokens, freshly initialised weights (a
-seeded Gaussian matrix of the same shape: after standardisation its scale does not matter, so one
-serves both the input and the output rows), and the trained probe's own predictions dealt at
+seeded Gaussian matrix of the same shape, three draws averaged: after standardisation its scale
+does not matter, so they serve both the input and the output rows), and the trained probe's own predictions dealt at
 random among the tokens of one ending, inflectional and derivational, and one length class
 (version 4; clustered vectors make a probe say "contains" more often, which a macro-F1 rewards
 without any information, and vectors that cluster by grammatical form, "-ing" words apart from
@@ -48,13 +48,14 @@ LETTERS = string.ascii_lowercase
 WORD_LIKE = re.compile(r" ?[A-Za-z]+")
 LENGTHS = 10
 """Length classes: 1 to 9 letters, and 10 or more"""
-VERSION = 4
+VERSION = 5
 """1: folds over tokens, the shuffled-label control; 2: folds over stems, the bootstrap over them,
 and the trained probe's own predictions dealt to the tokens at random as the letters' control;
 3: those predictions dealt within each inflection ending (Labels.ending); 4: the letters of a
 token's lead (a shorter form beginning it, outside its group) not scored (Labels.lead), the
 macro-F1 over the letters MIN_POSITIVES scored tokens hold, and the predictions dealt within each
-inflection and derivational ending and length class (Labels.control_class)"""
+inflection and derivational ending and length class (Labels.control_class); 5: the fresh init
+over FRESH_DRAWS matrices of seeds derived from the probe's (fresh_init)"""
 FOLDS = 3
 STEM = 4
 """Tokens whose normalised forms (lower-cased, spaces stripped) share their first STEM letters are
@@ -75,6 +76,10 @@ which a trained embedding holds and which tells its length (short tokens are mer
 vectors holding only a token's id-rank class score above the shuffled labels, the fresh init and
 the majority on the length, not above this control (docs/probes.md)"""
 TASKS = ("letters", "first", "length")
+FRESH_DRAWS = 3
+"""Untrained Gaussian matrices the fresh-init control averages over: its scores move from one
+draw to another by more than one draw's bootstrap interval over the groups shows (letters F1
+0.046 to 0.061 over draws on the embedded BPE, each interval about +-0.006)"""
 
 
 @dataclass
@@ -397,7 +402,10 @@ def probe_matrices(
     predictions dealt among tokens of one id-rank class (Labels.rank_class), what the vectors'
     frequency alone tells (the length's and the first letter's control for it)."""
     if folds < 2:
-        raise ValueError(f"the embedding probe needs at least 2 folds; got {folds}")
+        raise ValueError(
+            f"--folds {folds}: the embedding probe needs at least 2 (each token is scored by a "
+            "probe fitted on the other folds)"
+        )
     labels = word_like_tokens(texts, stem)
     rng = np.random.default_rng(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -408,10 +416,7 @@ def probe_matrices(
     for name, matrix in matrices.items():
         matrix = matrix.detach().float().to(device)
         if fresh_scores is None:  # standardised, every Gaussian matrix of this shape is alike
-            gen = torch.Generator().manual_seed(seed)
-            fresh = torch.randn(matrix.shape, generator=gen).to(device)
-            fresh_scores = scores(out_of_fold(fresh, labels, folds, seed, **fit), labels, resamples)
-            del fresh
+            fresh_scores = fresh_init(tuple(matrix.shape), labels, folds, seed, fit, resamples)
         shuffled = labels.shuffled(rng)
         pred = out_of_fold(matrix, labels, folds, seed, **fit)
         order = within_classes(labels.control_class(), len(labels.ids), rng)
@@ -430,6 +435,29 @@ def probe_matrices(
             "fresh init": fresh_scores,
         }
     return out
+
+
+def fresh_init(shape: tuple, labels: Labels, folds: int, seed: int, fit: dict, resamples: int):
+    """The fresh-init control: {task: (mean score, lowest low, highest high)} over FRESH_DRAWS
+    Gaussian matrices of `shape`, each probed as the trained one is. Their torch seeds are drawn
+    from `seed` (not `seed` itself: torchtitan initialises a run's embedding with torch's normal
+    draws from the run's seed, so a run of seed 0 started from the probe's own matrix), and the
+    interval spans every draw's, so that it holds the spread between draws too."""
+    draws = []
+    for k in range(FRESH_DRAWS):
+        torch_seed = int(np.random.default_rng([seed, 2, k]).integers(1 << 62))
+        fresh = torch.randn(shape, generator=torch.Generator().manual_seed(torch_seed))
+        fresh = fresh.to("cuda" if torch.cuda.is_available() else "cpu")
+        draws.append(scores(out_of_fold(fresh, labels, folds, seed, **fit), labels, resamples))
+        del fresh
+    return {
+        t: (
+            float(np.mean([d[t][0] for d in draws])),
+            min(d[t][1] for d in draws),
+            max(d[t][2] for d in draws),
+        )
+        for t in TASKS
+    }
 
 
 def table(result: dict) -> str:
@@ -459,7 +487,8 @@ def table(result: dict) -> str:
         "length against the other controls), 'predictions permuted within id rank' (the same "
         "answers dealt to other tokens of one id-rank class: what the token's frequency, as a "
         "BPE's merge order gives it, tells, which a trained embedding holds; read the length and "
-        "the first letter against it) and 'fresh init' (an untrained matrix of that shape). "
+        "the first letter against it) and 'fresh init' (untrained matrices of that shape: the "
+        "mean of three draws, the interval spanning theirs). "
         "'majority' is a "
         "constant guess (every letter 'contained', the commonest first letter or length): a "
         "fitted probe can score below it where few tokens hold a letter and the probe seldom "

@@ -192,8 +192,9 @@ def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict
         widest = max(c["bound"] for c in check["probes"].values())
         print(
             f"character probes: checked for shortcuts (answers found without reading the word): "
-            f"none beyond chance +- its bound (at most +-{widest:.3f} at {probes.items:,} items a "
-            f"probe: a smaller shortcut goes unseen, more items narrow it); the table: {path}",
+            f"none found beyond chance +- its bound, which is wide at few items: a shortcut of up to "
+            f"+-{widest:.3f} at {probes.items:,} items a probe goes unseen (more items narrow "
+            f"it); the table: {path}",
             flush=True,
         )
     return check["probes"]

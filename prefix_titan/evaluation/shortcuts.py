@@ -81,7 +81,7 @@ SHORTCUTS = (
     "lookup: the word's forms in the word list (-s, -ed, -ing, -er, -est, -ly)",
     "lookup: the word's class by its derivational ending (-tion, -ous, -ize, ...)",
     "lookup: letters past the known ones (token leads, ending)",
-    "lookup: lead length (not prefix-shaped probes)",
+    "lookup: lead length, with the asked text's",
     "lookup: last token's length (not prefix-shaped probes)",
     "lookup: known and unknown places among the last six (past-the-lead probes)",
     "lookup: known tail, two places before the last (last letter)",
@@ -373,7 +373,10 @@ def _lookup_features(
             word_class(it["word"])
         ),
         "lookup: letters past the known ones (token leads, ending)": _unknown,
-        "lookup: lead length (not prefix-shaped probes)": lambda it: len(it["lead"]),
+        "lookup: lead length, with the asked text's": lambda it: (
+            len(it["lead"]),
+            len(it.get("letter") or ""),
+        ),
         "lookup: last token's length (not prefix-shaped probes)": lambda it: len(
             pieces(" " + it["word"])[-1].strip()
         ),
@@ -388,9 +391,12 @@ def _lookup_features(
     recorded = _recorded(items)
     out: dict[str, Callable[[dict], object] | None] = {}
     for name, feature in lookups.items():
-        # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask
+        # what prefix targets teach (first letter, lead) is what the prefix-shaped probes ask;
+        # char_prefix's lead length is not (a yes prefix is never longer than its lead: its no
+        # words are matched on it), char_first_letter's is left (docs/probes.md, "What is left")
         reads = "inflection" in name or "past the known" in name or "lead length" in name
-        teaches = name.startswith("lookup: word first") or (reads and "inflection" not in name)
+        teaches = name.startswith("lookup: word first") or "past the known" in name
+        teaches = teaches or ("lead length" in name and task == "char_first_letter")
         skip = not shared or (teaches and task in PREFIX_SHAPED) or (reads and not recorded)
         if "before the last" in name:
             skip = task != "char_last_letter" or not recorded

@@ -47,7 +47,8 @@ EVALS = "evals"
 """Sub-folder of the run where eval files the results of a model exported elsewhere: step-N/"""
 EVAL_ITEMS = "eval_items"
 """Beside each EVAL_RESULTS: <task>.jsonl, one line per evaluated item (doc_id, correct, acc,
-acc_norm, gold_loglik), in doc_id order, so that runs can be compared item by item"""
+acc_norm, gold_loglik; a generation task's: doc_id, correct, generated, target), in doc_id
+order, so that runs can be compared item by item"""
 EXPORT_RECORD = "export_source.json"
 """In an exported model folder: the run folder (null for a checkpoint that lies in no recorded
 run), checkpoint and step it was exported from"""

@@ -19,6 +19,7 @@ from .objectives.families import (
     build_target_table,
     canonical_options,
     describe_objective,
+    family_reads,
 )
 from .objectives.spec import TARGET, ObjectiveSpec
 from .objectives.table import describe_target, token_texts
@@ -137,7 +138,12 @@ def _main(argv: list[str] | None = None) -> None:
         p.refuse(str(e))
     info = describe_target(table, texts, gold)
     info["table_build_seconds"] = round(time.perf_counter() - start, 3)
-    info["spec"] = spec.__dict__
+    reads = family_reads(spec)  # (None: a family that does not say reads any shared setting)
+    info["spec"] = {
+        k: v
+        for k, v in spec.__dict__.items()
+        if reads is None or k not in spec.shared() or k in reads
+    }
     if a.json:
         print(json.dumps(info, indent=2))
         return

@@ -236,6 +236,10 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys, tmp_path):
 
     code, out = run("--token", longest, *options, "--json")
     info = json.loads(out.out)
+    assert info["spec"]["tau"] == 0.5 and "epsilon" not in info["spec"]  # what prefix reads
+    code, out = run("--token", longest, "--objective", "label_smoothing", "--json")
+    spec = json.loads(out.out)["spec"]
+    assert spec["epsilon"] == 0.1 and not {"tau", "normalize", "support"} & set(spec)
     assert info["gold_text"] == longest and abs(info["total"] - 1) < 1e-5
     assert len(info["entries"]) > 1 and all(longest.startswith(e["text"]) for e in info["entries"])
     assert info["background_per_token"] > 0 and info["background_tokens"] == 4096 - len(

@@ -1621,6 +1621,11 @@ def test_a_sweep_folder_that_cannot_be_written_is_refused_before_anything(tmp_pa
         launch.os, "access", lambda p, m: False if str(p).startswith(str(ro)) else real(p, m)
     )
     assert launch.unwritable(tmp_path / "rw") is None
+    (tmp_path / "a_file").write_text("")
+    assert (
+        launch.unwritable(tmp_path / "a_file" / "x")
+        == f"{tmp_path / 'a_file'} is a file, not a folder"
+    )
     assert launch.unwritable(ro).startswith(f"{ro} cannot be written by this user")
     assert f"it does not exist yet, and {ro} holds it" in launch.unwritable(ro / "new" / "sweep")
     rc, lines, err = dry_run("--scale", "smoke", "--arms", "ce", "--seeds", "1", "--sweep-dir",
@@ -1650,6 +1655,28 @@ def test_a_launch_terminated_while_it_waits_on_a_run_ends_it_and_exits():
     assert "[sweep] terminated: SIGTERM passed on to the 1 run(s) going, which ended" in out.stderr
     with pytest.raises(ProcessLookupError):  # the run ended (and was waited for)
         os.kill(int(out.stdout.split()[0]), 0)
+
+
+def test_a_sigterm_as_the_launch_block_ends_still_ends_its_runs(capsys, monkeypatch):
+    """A SIGTERM that comes as the block ends, before the handler is put back, raised out of
+    __exit__ itself: a traceback, exit status 1, the run left running without its launcher. It is
+    taken as any SIGTERM: the run signalled and waited for, exit 143, the handler put back."""
+    import signal
+
+    real, calls = signal.signal, []
+
+    def late(signum, handler):
+        calls.append(handler)
+        if len(calls) == 1:  # the restore in __exit__: the signal comes before it takes effect
+            raise launch._Terminated
+        return real(signum, handler)
+
+    with pytest.raises(SystemExit) as e, launch.Children() as children:
+        run = children.start([sys.executable, "-c", "import time; time.sleep(60)"])
+        monkeypatch.setattr(launch.signal, "signal", late)
+    assert e.value.code == 143 and run.returncode == -signal.SIGTERM
+    assert "SIGTERM passed on to the 1 run(s) going, which ended" in capsys.readouterr().err
+    assert len(calls) == 2 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_an_interrupted_launch_waits_for_its_runs_and_says_how_to_resume(capsys, monkeypatch):

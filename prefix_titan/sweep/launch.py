@@ -264,6 +264,8 @@ def unwritable(folder: pathlib.Path) -> str | None:
     there = folder
     while not there.exists() and there != there.parent:
         there = there.parent
+    if not there.is_dir():
+        return f"{there} is a file, not a folder"
     if os.access(there, os.W_OK | os.X_OK):
         return None
     made = "" if there == folder else f" (it does not exist yet, and {there} holds it)"
@@ -744,11 +746,20 @@ class Children:
         return proc
 
     def __enter__(self) -> Children:
-        self.before = signal.signal(signal.SIGTERM, self._terminate)
+        self.before = signal.getsignal(signal.SIGTERM)
+        try:
+            signal.signal(signal.SIGTERM, self._terminate)
+        except _Terminated:  # (come before the handler's setting returned: nothing started)
+            signal.signal(signal.SIGTERM, self.before)
+            _ended([], "terminated: no run started", 143)
         return self
 
     def __exit__(self, kind, value, trace) -> None:
-        signal.signal(signal.SIGTERM, self.before)
+        try:
+            signal.signal(signal.SIGTERM, self.before)
+        except _Terminated:  # (come as the block ended, before the handler was put back)
+            signal.signal(signal.SIGTERM, self.before)
+            kind = _Terminated
         if kind is not None and issubclass(kind, KeyboardInterrupt):
             self._interrupted()
         if kind is not None and issubclass(kind, _Terminated):

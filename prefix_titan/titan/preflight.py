@@ -194,15 +194,15 @@ def check_runs(
             return f"all {len(names)} runs"
         return ", ".join(names)
 
-    def said(problem: str, names: list[str]) -> str:
+    def line(problem: str, names: list[str]) -> str:
         own = folders.get(problem, [])
-        if len(own) == 1:  # one run: its own words, its folder in them (commands to paste)
+        if len(own) == len(names) == 1:  # one run: its own words, its folder in them
             return f"{names[0]}: {own[0][1]}"
         where = [f for f, _ in own if f and "its run folder" in problem]
         shown = ", ".join(where[:3]) + (f", ... ({len(where)} folders)" if len(where) > 3 else "")
         return f"{who(names)}" + (f" (its run folder: {shown})" if where else "") + f": {problem}"
 
-    return [said(problem, names) for problem, names in problems.items()]
+    return [line(problem, names) for problem, names in problems.items()]
 
 
 def _folder(args) -> str | None:

@@ -635,10 +635,12 @@ def main() -> None:
             p.error(
                 f"{where or f'--hf-assets-path {a.hf_assets_path}'} with --vocab {a.vocab}: {e}"
             )
-    if a.device is None:
-        import torch
+    import torch
 
+    if a.device is None:
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: this torch sees no CUDA device (a CPU build, or no GPU); use cpu")
     from prefix_titan.objectives.triton_rows import interpreting
 
     triton_here = a.device == "cuda" or interpreting()

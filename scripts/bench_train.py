@@ -63,7 +63,7 @@ def run(a, fused: bool, batch: int, tmp: str) -> dict:
     if out.returncode != 0 or len(steps) < a.steps:
         oom = "out of memory" in log.lower()
         return {"ok": False, "why": "out of memory" if oom else log.strip().splitlines()[-1][:200]}
-    tps = [t for s, (_, t) in steps.items() if s > 2] or [t for _, t in steps.values()]
+    tps = [t for s, (_, t) in steps.items() if s > 2]
     peak = max(m for m, _ in steps.values())
     fits = a.budget_gib is None or peak <= a.budget_gib
     return {
@@ -82,7 +82,13 @@ def main() -> None:
     p.add_argument("--flavor", default="tiny_128k")
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=6,
+        help="steps per run, at least 3: the throughput is the median over the steps after the "
+        "first two (warm-up and compilation)",
+    )
     p.add_argument(
         "--budget-gib",
         type=float,
@@ -92,6 +98,10 @@ def main() -> None:
     p.add_argument("--nproc", type=int, default=1)
     p.add_argument("overrides", nargs="*", help="after --: more torchtitan settings")
     a = p.parse_args()
+    if a.steps < 3:
+        p.error(f"--steps must be >= 3 (the first two are warm-up, not measured); got {a.steps}")
+    if any(b < 1 for b in a.batches):
+        p.error(f"--batches must be whole numbers >= 1; got {a.batches}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for fused in (False, True):
@@ -129,7 +139,9 @@ def main() -> None:
         )
     for loss in ("unfused", "fused"):
         fit = [r["batch"] for r in rows if r["loss"] == loss and r["ok"]]
-        print(f"\nlargest local batch that fits, {loss}: {max(fit) if fit else 'none'}", end="")
+        tried = sorted(r["batch"] for r in rows if r["loss"] == loss)
+        which = f"{max(fit)} (of {', '.join(map(str, tried))} tried)" if fit else "none tried"
+        print(f"\nlargest local batch that fits, {loss}: {which}", end="")
     print()
 
 

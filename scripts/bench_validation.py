@@ -55,6 +55,9 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
+    for flag, value in (("--batch", a.batch), ("--seq-len", a.seq_len), ("--repeats", a.repeats)):
+        if value < 1:
+            p.error(f"{flag} must be a whole number >= 1; got {value}")
     torch.manual_seed(0)
     args = dataclasses.replace(FLAVORS[a.flavor], max_seq_len=a.seq_len)
     tok = Tokenizer.from_file(os.path.join(a.hf_assets_path, "tokenizer.json"))

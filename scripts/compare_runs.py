@@ -103,7 +103,7 @@ def compare(reference: dict[int, float], run: dict[int, float]) -> dict:
 
 def describe(name: str, c: dict) -> str:
     lo, hi, n = c["steps"]
-    said = f"{name}: {n} steps in common ({lo}-{hi})"
+    said = f"{name}: {n} step{'' if n == 1 else 's'} in common ({lo}-{hi})"
     if c["missing"]:
         said += f", the reference's steps {_spans(c['missing'])} not logged"
     if c["first_difference"] is None:

@@ -39,7 +39,12 @@ def main() -> None:
     p.add_argument(
         "--vocab", type=int, default=None, help="model vocab size (default: the tokenizer's)"
     )
-    p.add_argument("--token", default=" personality")
+    p.add_argument(
+        "--token",
+        default=" personality",
+        help="the gold token's text (default: ' personality', a Llama-3 token; give one of "
+        "another vocabulary's)",
+    )
     a = p.parse_args()
     if a.vocab_file:
         if not os.path.isfile(a.vocab_file):
@@ -73,8 +78,9 @@ def main() -> None:
     texts = tiktoken_texts(a.vocab_file, vocab) if a.vocab_file else token_texts(tok, vocab)
     if a.token not in texts:
         p.error(
-            f"--token {a.token!r} is not a token of the vocabulary: give the text of one of its "
-            "ASCII, non-special tokens (e.g. ' personality' of Llama 3)"
+            f"--token {a.token!r}{' (the default, a Llama-3 token)' if a.token == ' personality' else ''}"
+            " is not a token of the vocabulary: give the text of one of its ASCII, non-special "
+            "tokens (e.g. ' personality' of Llama 3)"
         )
     gold = texts.index(a.token)
     # The gold's row depends only on its prefix set and on V: build the tables over a vocabulary

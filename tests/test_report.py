@@ -1222,3 +1222,35 @@ def test_several_effects_follow_one_flag_as_several_gold_masses_do(tmp_path, mon
     )
     rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| char composite |")]
     assert rows and rows[0].split(" | ")[4] == "0.03"  # the second effect, read
+
+
+def test_tasks_evaluated_but_not_analysed_are_named_and_cute_can_be_planned(tmp_path):
+    """CUTE's results (and a task the report has no metric for) were left out of the report
+    without a word, and no plan could name CUTE: a note names what is not analysed, and a plan
+    naming a CUTE task compares it (its exact match, per arm)."""
+    for seed in (1, 2, 3):
+        for name, objective, gain in (
+            ("label_smoothing", {"name": "label_smoothing"}, 0.0),
+            ("prefix_tau0.5", {"name": "prefix"}, 0.1),
+        ):
+            folder = make_run(tmp_path, name, objective, 0.0, seed=seed)
+            path = folder / "hf" / "step-2000" / "eval_results.json"
+            data = json.loads(path.read_text())
+            data["results"]["cute_spell"] = {"exact_match,none": 0.2 + gain + 0.01 * seed}
+            data["results"]["cute_orth"] = {"exact_match,none": 0.1}
+            data["results"]["my_task"] = {"acc,none": 0.5}
+            path.write_text(json.dumps(data))
+    text = report(str(tmp_path))
+    note = "evaluated but not analysed: cute_orth, cute_spell, my_task: the plan names no metric"
+    assert note in text
+    assert "(cute_orth, cute_spell are metrics a plan's family may name as exploratory" in text
+    assert "; my_task: no metric of the report reads it" in text
+    plan = (ROOT / "prefix_titan" / "sweep" / "analysis_plan.toml").read_text()
+    plan = plan.replace('"emb letters, in",', '"cute_spell", "emb letters, in",', 1)
+    (tmp_path / "plan.toml").write_text(plan)
+    text = report(str(tmp_path), plan=str(tmp_path / "plan.toml"))  # (an exploratory one)
+    assert "evaluated but not analysed: cute_orth, my_task:" in text
+    written = tmp_path / "report_exploratory" / "report.json"
+    cute = json.loads(written.read_text())["per_arm"]["cute_spell"]
+    assert cute["label_smoothing"]["mean"] == pytest.approx(0.22)
+    assert cute["prefix_tau0.5"]["mean"] == pytest.approx(0.32)

@@ -76,7 +76,8 @@ def expand(tasks: list[str]) -> list[str]:
     """Task names with our groups spelled out: char_probes (ours: the six probes and their blank
     twins), char_probes_blank (the twins alone: their files are found beside the probes' only
     when named one by one), secondary (ARC-Challenge, SciQ), pilot (the pilot's evaluation: the mission's tasks,
-    the secondary ones, the probes and the embedding probe), cute (optional, from the hub)."""
+    the secondary ones, the probes and the embedding probe), cute (optional; from the hub or
+    --data-dir)."""
     from .probes import BLANK_TASKS, PROBE_TASKS
 
     groups = {
@@ -276,9 +277,9 @@ def check_tasks(tasks: list[str], known: list[str]) -> None:
         + (f" (did you mean {', '.join(near)}?)" if near else "")
         + f". Ours: char_probes ({', '.join(PROBE_TASKS)} and their _blank twins), "
         f"embedding_probe (linear probes of the token vectors), winogrande_debiased, "
-        f"secondary ({' '.join(SECONDARY_TASKS)}; from the hub), pilot (all of these and the "
-        f"defaults; from the hub), cute (cute_spell, ...; from the hub). The defaults (from the "
-        f"hub, or --data-dir): {' '.join(DEFAULT_TASKS)}. Offline: char_probes, "
+        f"secondary ({' '.join(SECONDARY_TASKS)}; from the hub, or --data-dir), pilot (all of "
+        f"these and the defaults), cute (cute_spell, ...; from the hub, or --data-dir). The "
+        f"defaults (from the hub, or --data-dir): {' '.join(DEFAULT_TASKS)}. Offline: char_probes, "
         "char_probes_blank, embedding_probe. "
         f"Every lm-eval task: python -m lm_eval ls tasks"
     )

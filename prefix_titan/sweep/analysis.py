@@ -873,6 +873,8 @@ def analyse(
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
     wanted |= {READ[n] for n in wanted if n in READ}  # (blank_twins)
+    if unread_tasks := _unanalysed(runs, wanted):
+        result.notes.append(unread_tasks)
     left_out: dict[str, list[str]] = {}
     absent: dict[str, list[str]] = {}
     for name in sorted(wanted):
@@ -943,6 +945,40 @@ def analyse(
             "no claim until its cause is found."
         )
     return result
+
+
+def _unanalysed(runs: list[dict], wanted: set[str]) -> str | None:
+    """A note naming the tasks the runs were evaluated on that the analysis reads no metric of:
+    CUTE's, say, which no plan names unless one's own does (their results were left out without
+    a word), or a task the report has no metric for; None where there are none. A task counts as
+    read where a metric analysed is named after it or reads it (a mean of the default tasks, the
+    probes' composites)."""
+    from ..evaluation.harness import BLANK_TASKS, DEFAULT_TASKS, EMBEDDING_PROBE
+    from ..evaluation.probes import PROBE_TASKS
+
+    evaluated = {t for r in runs for e in r["steps"].values() for t in e["results"]}
+    read = {t for t in evaluated if any(n == t or n.startswith(f"{t} ") for n in wanted)}
+    read |= {*DEFAULT_TASKS, *PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}  # (composites, means)
+    left = sorted(evaluated - read)
+    if not left:
+        return None
+    named = [t for t in left if t in METRICS]
+    return (
+        f"evaluated but not analysed: {', '.join(left)}: the plan names no metric of "
+        f"{'it' if len(left) == 1 else 'them'}"
+        + (
+            f" ({', '.join(named)} {'is a metric' if len(named) == 1 else 'are metrics'} a "
+            "plan's family may name as exploratory: `report --metrics` lists them)"
+            if named
+            else ""
+        )
+        + (
+            f"; {', '.join(t for t in left if t not in METRICS)}: no metric of the report reads "
+            f"{'it' if len(left) - len(named) == 1 else 'them'}"
+            if len(named) < len(left)
+            else ""
+        )
+    )
 
 
 def arm_variances(result: Analysis, name: str) -> dict[str, float]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..evaluation.harness import (
+    CUTE_TASKS,
     DEFAULT_TASKS,
     EMBEDDING_PROBE,
     SECONDARY_TASKS,
@@ -282,6 +283,8 @@ def _catalogue() -> dict[str, Metric]:
         "char composite of the calibrated probes (each item calibrated by its blank twin): what "
         "reading the word decides, whatever the prior over the choices",
     )
+    for task in CUTE_TASKS:  # (no mean: a plan names the ones it evaluates)
+        add(task, False, "eval", _task(task), f"{task} exact match (CUTE, greedy answer)")
     add(
         "emb letters, in",
         False,

@@ -19,10 +19,10 @@ off its relatives' identity (vectors holding only which form a token is beat the
 folds over tokens; docs/probes.md has the numbers). The groups, in a seeded order, are cut into
 k folds of about equal token count. Each score has a 95% bootstrap interval over the groups
 (Poisson weights per group). Three controls show what the probe finds where there is nothing to
-find: the same vectors with the labels shuffled over tokens, freshly initialised weights (a
-seeded Gaussian matrix of the same shape, three draws averaged: after standardisation its scale
-does not matter, so they serve both the input and the output rows), and the trained probe's own predictions dealt at
-random among the tokens of one ending, inflectional and derivational, and one length class
+find: the same vectors with the labels shuffled over tokens, freshly initialised weights (seeded
+Gaussian matrices of the same shape, three draws averaged: after standardisation their scale does
+not matter, so they serve both the input and the output rows), and the trained probe's own
+predictions dealt at random among the tokens of one ending, inflectional and derivational, and one length class
 (version 4; clustered vectors make a probe say "contains" more often, which a macro-F1 rewards
 without any information, and vectors that cluster by grammatical form, "-ing" words apart from
 "-ed" words, "-tion" nouns apart from "-ness" ones, tell letters of the ending that a model
@@ -441,8 +441,9 @@ def fresh_init(shape: tuple, labels: Labels, folds: int, seed: int, fit: dict, r
     """The fresh-init control: {task: (mean score, lowest low, highest high)} over FRESH_DRAWS
     Gaussian matrices of `shape`, each probed as the trained one is. Their torch seeds are drawn
     from `seed` (not `seed` itself: torchtitan initialises a run's embedding with torch's normal
-    draws from the run's seed, so a run of seed 0 started from the probe's own matrix), and the
-    interval spans every draw's, so that it holds the spread between draws too."""
+    draws from the run's seed, so a run of seed 0 initialised on a CPU started from the probe's
+    own matrix), and the interval spans every draw's, so that it holds the spread between draws
+    too."""
     draws = []
     for k in range(FRESH_DRAWS):
         torch_seed = int(np.random.default_rng([seed, 2, k]).integers(1 << 62))

@@ -213,8 +213,8 @@ def _folder(args) -> str | None:
 def _shared(problem: str, args) -> str:
     """A run's refusal with its own folder (job.dump_folder, as its arguments give it) named
     "its run folder": runs refused alike then share one line, their names before it (a later
-    launch that forgot an earlier one's override listed one paragraph per run), and the folders
-    after it; a run refused alone is said in its own words, its folder in them."""
+    launch that forgot an earlier one's override listed one paragraph per run), their folders
+    beside their names; a run refused alone is said in its own words, its folder in them."""
     import re
 
     folder = _folder(args)

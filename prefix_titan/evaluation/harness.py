@@ -450,7 +450,7 @@ def check_data_dir(data_dir: str, tasks: list[str]) -> None:
     such line named, and how many there are): one without a field its task reads, or whose
     answer names no choice (lm-eval would fail on it after loading the model, or score it as
     wrong)."""
-    tasks = [t for t in tasks if t not in PROBE_TASKS + BLANK_TASKS and t != EMBEDDING_PROBE]
+    tasks = [t for t in tasks if t not in MADE_HERE]
     if missing := [t for t in tasks if not os.path.exists(os.path.join(data_dir, f"{t}.jsonl"))]:
         raise ValueError(
             f"--data-dir {data_dir!r} has no {', '.join(t + '.jsonl' for t in missing)}: each "
@@ -572,8 +572,6 @@ def evaluate(
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings, tasks)
         results_path = os.path.join(model_dir, EVAL_RESULTS)
         earlier = _earlier(results_path)
-        if data_dir is not None:
-            check_data_dir(data_dir, tasks)
         sources = data_sources(tasks, data_dir)
         done = [] if replace else _kept(results_path, earlier, tasks, settings, sources)
         held = earlier.get("results") or {}
@@ -769,11 +767,15 @@ first 16 hex digits of the file's sha256"""
 def data_sources(tasks: list[str], data_dir: str | None) -> dict[str, str | None]:
     """Where each lm-eval task among `tasks` reads its documents in this evaluation, as its
     recorded version says it (`read_from`): DATA_MARK and its --data-dir file's sha256, or None
-    for the hub. The character probes (built here) and the embedding probe have none."""
+    for the hub. The character probes (built here) and the embedding probe have none. The
+    --data-dir files are checked first (check_data_dir): every evaluation that reads them asks
+    here."""
+    if data_dir is not None:
+        check_data_dir(data_dir, tasks)
     return {
         t: None if data_dir is None else f"{DATA_MARK}{sha256(data_file(data_dir, t))[:16]}"
         for t in tasks
-        if t not in PROBE_TASKS + BLANK_TASKS and t != EMBEDDING_PROBE
+        if t not in MADE_HERE
     }
 
 
@@ -1778,9 +1780,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         tasks,
     )
     curve, read = {}, {}  # (read: each step's results, read once)
-    if kwargs.get("data_dir") is not None:  # before any export
-        check_data_dir(kwargs["data_dir"], tasks)
-    sources = data_sources(tasks, kwargs.get("data_dir"))
+    sources = data_sources(tasks, kwargs.get("data_dir"))  # (its files checked: before any export)
     unexported = [
         s
         for s in steps

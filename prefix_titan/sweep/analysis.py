@@ -953,12 +953,11 @@ def _unanalysed(runs: list[dict], wanted: set[str]) -> str | None:
     a word), or a task the report has no metric for; None where there are none. A task counts as
     read where a metric analysed is named after it or reads it (a mean of the default tasks, the
     probes' composites)."""
-    from ..evaluation.harness import BLANK_TASKS, DEFAULT_TASKS, EMBEDDING_PROBE
-    from ..evaluation.probes import PROBE_TASKS
+    from ..evaluation.harness import DEFAULT_TASKS, MADE_HERE
 
     evaluated = {t for r in runs for e in r["steps"].values() for t in e["results"]}
     read = {t for t in evaluated if any(n == t or n.startswith(f"{t} ") for n in wanted)}
-    read |= {*DEFAULT_TASKS, *PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE}  # (composites, means)
+    read |= {*DEFAULT_TASKS, *MADE_HERE}  # (read by the composites and means)
     left = sorted(evaluated - read)
     if not left:
         return None

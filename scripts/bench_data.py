@@ -69,6 +69,13 @@ def generate(folder: str, docs: int, files: int, seed: int = 0) -> int:
     return size
 
 
+def human_size(n_bytes: int) -> str:
+    """A size in the unit that shows it: a small corpus is not "0 MiB"."""
+    if n_bytes < 2**20:
+        return f"{n_bytes / 2**10:.1f} KiB"
+    return f"{n_bytes / 2**20:.1f} MiB" if n_bytes < 10 * 2**20 else f"{n_bytes / 2**20:.0f} MiB"
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and of its finished children (prepare's workers)."""
     usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
@@ -114,14 +121,14 @@ def main() -> None:
     tok_dir = a.tokenizer or train_embedded_tokenizer(os.path.join(work, "tokenizer"))
     if a.source:
         src = a.source
-        size = sum(f.stat().st_size for f in pathlib.Path(src).rglob("*") if f.is_file())
-        what = f"{src} ({size / 2**20:.0f} MiB on disk)"
+        n_bytes = sum(f.stat().st_size for f in pathlib.Path(src).rglob("*") if f.is_file())
+        what = f"{src} ({human_size(n_bytes)} on disk)"
     else:
         src = os.path.join(work, "corpus")
         os.makedirs(src)
-        size = generate(src, a.docs, a.files)
+        n_bytes = generate(src, a.docs, a.files)
         what = (
-            f"generated: {a.docs:,} docs in {a.files} parquet files, {size / 2**20:.0f} MiB of text"
+            f"generated: {a.docs:,} docs in {a.files} parquet files, {human_size(n_bytes)} of text"
         )
 
     cores = os.cpu_count()

@@ -415,7 +415,7 @@ def test_missing_evaluations_are_listed(tmp_path):
     step = {"results": {"piqa": {}}, "versions": {"piqa": "1.0 ascii data sha256:0123abcd"}}
     assert eval_tasks([{"steps": {1200: step}}]) == "piqa --data-dir DIR"
     smoke = {"job": {"description": "prefix_titan smoke sweep arm (see [objective])"}}
-    assert eval_tasks([{"steps": {}, "config": smoke}]) == "char_probes --limit 50"
+    assert eval_tasks([{"steps": {}, "config": smoke}]) == "char_probes embedding_probe --limit 50"
     assert eval_tasks([{"steps": {}, "config": {}}]) == "pilot"
     per_arm = table(text, "## Per arm")  # the columns no arm has a value of: named, not drawn
     assert per_arm["ce"][0].startswith("3.") and len(per_arm["ce"]) == 1  # val CE alone

@@ -42,6 +42,7 @@ from ..evaluation.probes import PROBE_TASKS
 from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
 from . import inference
 from .metrics import (
+    CHAR_PROBES,
     EFFECTS,
     METRICS,
     beyond_widest,
@@ -875,6 +876,8 @@ def analyse(
     wanted |= {READ[n] for n in wanted if n in READ}  # (blank_twins)
     if unread_tasks := _unanalysed(runs, wanted):
         result.notes.append(unread_tasks)
+    if probes_alone := _composite_without_embedding(runs, steps, wanted):
+        result.notes.append(probes_alone)
     left_out: dict[str, list[str]] = {}
     absent: dict[str, list[str]] = {}
     for name in sorted(wanted):
@@ -945,6 +948,26 @@ def analyse(
             "no claim until its cause is found."
         )
     return result
+
+
+def _composite_without_embedding(
+    runs: list[dict], steps: list[int], wanted: set[str]
+) -> str | None:
+    """A note where the char composites analysed were built of the character probes alone: no
+    run was evaluated on the embedding probe at `steps`, the composites' last part where it was
+    (`--tasks pilot` evaluates it), so their values are not those of a sweep evaluated with it;
+    None where they have it (a sweep of runs some with it, some without, is refused before) or
+    are not analysed."""
+    named = sorted(n for n in wanted if n.startswith("char composite"))
+    at = [r["steps"][s]["results"] for r in runs for s in steps if s in r["steps"]]
+    if not named or not at or any(EMBEDDING_PROBE in results for results in at):
+        return None
+    return (
+        f"{' and '.join(named)}: of the {len(CHAR_PROBES)} character probes alone, without the "
+        "embedding probe, their last part where a run was evaluated on it (`--tasks pilot` "
+        "evaluates it; `eval --tasks embedding_probe` adds it): not comparable with a sweep's "
+        "composite that has it"
+    )
 
 
 def _unanalysed(runs: list[dict], wanted: set[str]) -> str | None:

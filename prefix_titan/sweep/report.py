@@ -569,14 +569,19 @@ def eval_tasks(runs: list[dict]) -> str:
     """The --tasks that evaluate a run as the sweep's evaluated runs were: `pilot` where they
     have its every task, else their tasks (the probes and their twins as `char_probes`); with
     the --limit (and --limit-seed, --probe-items) they were evaluated with, where they share
-    one. None evaluated: `pilot`, or for a smoke sweep `char_probes --limit 50` (docs/cpu.md)."""
+    one. None evaluated: `pilot`, or for a smoke sweep `char_probes embedding_probe --limit 50`
+    (docs/cpu.md)."""
     from ..evaluation.harness import DATA_MARK, LIMIT_SEED, expand
     from ..evaluation.probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 
     had = {t for r in runs for step in r["steps"].values() for t in step.get("results") or {}}
     if not had:
         described = {r["config"].get("job", {}).get("description") for r in runs}
-        return "char_probes --limit 50" if described == {SMOKE_DESCRIPTION} else "pilot"
+        return (
+            "char_probes embedding_probe --limit 50"
+            if described == {SMOKE_DESCRIPTION}
+            else "pilot"
+        )
     probes = {*PROBE_TASKS, *BLANK_TASKS}
     tasks = (
         "pilot"

@@ -203,8 +203,9 @@ def _expected_accuracy(task: Task, logits: np.ndarray, sd: float) -> float:
 
 
 def _softplus(m: np.ndarray) -> np.ndarray:
-    """log(1 + e^m), bit for bit as np.logaddexp(0, m) computes it, in numpy's vector exp and
-    log1p (logaddexp's are scalar)."""
+    """log(1 + e^m), np.logaddexp(0, m) to its last bits (the same formula; which bits depend on
+    the numpy release's exp and log1p), in numpy's vector exp and log1p (logaddexp's were
+    scalar)."""
     return np.log1p(np.exp(-np.abs(m))) + np.maximum(m, 0)
 
 

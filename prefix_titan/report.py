@@ -24,7 +24,8 @@ A run missing (never started, its folder lost; a run that began counts, finished
 --seeds names the seeds every arm has, and the report is still the plan's analysis (of the
 complete pairs). Leaving out an arm, or a seed every arm has, makes it an exploratory
 re-analysis, and the answer says so. An exploratory re-analysis (these, or --plan) is written to
-RUNS_DIR/report_exploratory unless --out says where: the plan's report stays as it was.
+RUNS_DIR/report_exploratory unless --out says where: the plan's report stays as it was, and
+another re-analysis than the one report_exploratory holds is refused there (--out DIR for it).
 """
 
 from __future__ import annotations

@@ -122,9 +122,17 @@ def test_an_analysis_chosen_after_the_results_says_so_in_its_answer(sweep, tmp_p
     answer = report(str(sweep), checkpoints=1).splitlines()[2]
     assert answer.startswith("**Answer.** (An exploratory re-analysis, not the pre-registered")
     assert "last 1 checkpoints, where the plan says 3" in answer and "Yes, on" in answer
+    assert report(str(sweep), checkpoints=1).splitlines()[2] == answer  # (the same: rewritten)
     plan = tmp_path / "plan.toml"
     plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
-    answer = report(str(sweep), plan=str(plan)).splitlines()[2]
+    # another re-analysis does not replace the first one in the default folder: refused
+    first = (sweep / "report_exploratory" / "report.md").read_text()
+    with pytest.raises(ValueError, match="report_exploratory holds another exploratory") as e:
+        report(str(sweep), plan=str(plan))
+    assert "each run averaged over its last 1 checkpoints" in str(e.value)
+    assert "--out DIR" in str(e.value) and "report_exploratory_2 say" in str(e.value)
+    assert (sweep / "report_exploratory" / "report.md").read_text() == first
+    answer = report(str(sweep), str(sweep / "alpha0.1"), plan=str(plan)).splitlines()[2]
     assert "a plan other than the package's (it differs in alpha)" in answer
     assert not report(str(sweep), checkpoints=3).splitlines()[2].startswith("**Answer.** (An")
 
@@ -171,6 +179,7 @@ def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     registered.write_text(text + "# a comment changes no setting\n")
     assert "**Answer.** (An exploratory" not in report(str(new))
     registered.write_text(text.replace("alpha = 0.1", "alpha = 0.2"))
+    shutil.rmtree(new / "report_exploratory")  # (the package plan's: kept there, else refused)
     answer = report(str(new)).splitlines()[2]
     assert answer.startswith("**Answer.** (An exploratory re-analysis, not the pre-registered")
     assert f"{registered} was edited after the sweep registered it (its settings no longer" in (
@@ -181,6 +190,7 @@ def test_the_plan_a_sweep_registered_before_its_runs_is_its_pre_registered_plan(
     # a plan without its header and digest (put there by hand after the runs) cannot be checked:
     # its analysis is not taken for the registered one
     registered.write_text("\n".join(text.splitlines()[2:]))
+    shutil.rmtree(new / "report_exploratory")  # (alpha 0.2's)
     answer = report(str(new)).splitlines()[2]
     assert answer.startswith("**Answer.** (An exploratory re-analysis, not the pre-registered")
     assert f"{registered} carries no registration header and digest" in answer
@@ -342,7 +352,7 @@ def test_a_missing_run_is_reported_on_the_complete_seeds_a_chosen_subset_is_expl
     )
     assert "arms left out (prefix_tau1.0)" in text
     # and so does leaving out a seed every reported arm has
-    text = report(str(sweep), seeds=[1, 3], arms=list(ARMS))
+    text = report(str(sweep), str(sweep / "seeds13"), seeds=[1, 3], arms=list(ARMS))
     assert "seeds at which every reported arm has a run left out (2)" in text
     assert "Seed 2 left out because" not in text
 

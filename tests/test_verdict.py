@@ -890,6 +890,8 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
         "Claimed on char composite, but not shown to be character knowledge: prefix_tau0.5 ("
     )
     assert "not once each probe item is calibrated by its blank twin (the same item" in a.answer
+    unread = "In every run each probe answered exactly as its blank twin (the word blanked): the "
+    assert f". {unread}character probes measured the models' prior over the choices" in a.answer
     for run in runs:
         for step in run["steps"].values():
             for twin in CHAR_BLANKS:
@@ -898,6 +900,15 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     a = analyse(sim.group(runs), PLAN)
     (claim,) = [c for c in a.claims if c.metric == "char composite"]
     assert not claim.prior_only and a.answer.startswith("Yes, on char composite")
+    assert "In every run each probe" not in a.answer and "Reading the word" not in a.answer
+    # every arm's probes not shown to read the word (intervals over seeds around 0): said too;
+    # one arm that reads it (its interval above 0) leaves the answer as it is
+    from prefix_titan.sweep.analysis import _words_unread
+
+    a.tables["char acc - blank"] = {arm: {1: -0.01, 2: 0.0, 3: 0.012} for arm in a.arms}
+    assert _words_unread(a).startswith(" Reading the word is not shown to add to any arm's")
+    a.tables["char acc - blank"][arm] = {1: 0.05, 2: 0.06, 3: 0.055}
+    assert _words_unread(a) == ""
     assert "blank twins" not in a.answer
     assert any("is not checked against the probes' blank twins" in n for n in a.notes)
 
@@ -1439,6 +1450,17 @@ def test_a_refusal_of_evaluations_unalike_names_the_odd_ones_not_every_run(small
     assert "27 of the 28 evaluated runs: steps 1200, 2400, 3600" in said
     assert f"{small}/ce/seed1: steps 1200, 2400" in said
     assert f"{small}/ce/seed2:" not in said and "not evaluated at all" not in said
+    # a run stopped before its last checkpoint (its log ends at 2400 of 3600): said unfinished
+    run = small / "ce" / "seed1"
+    config = json.loads((run / "run_config.json").read_text())
+    (run / "run_config.json").write_text(json.dumps({**config, "training": {"steps": 3600}}))
+    log = (run / "prefix_metrics.jsonl").read_text().splitlines()
+    kept = [line for line in log if json.loads(line).get("step", 0) <= 2400]
+    assert 0 < len(kept) < len(log)
+    (run / "prefix_metrics.jsonl").write_text("\n".join(kept) + "\n")
+    with pytest.raises(ValueError, match="evaluated at different steps") as e:
+        report(str(small))
+    assert f"{run} (unfinished: step 2400 of 3600): steps 1200, 2400" in str(e.value)
     shutil.rmtree(small / "ce" / "seed2" / "hf")  # a run not evaluated: named, not left out
     with pytest.raises(ValueError, match="evaluated at different steps") as e:
         report(str(small))
@@ -2213,6 +2235,7 @@ def test_validation_metrics_at_other_steps_share_one_note_with_the_training_fix(
     left = [n for n in a.notes if "left out: the runs have it at different steps" in n]
     assert len(left) == 1, a.notes
     assert "; train every run with the same training.steps and validation.freq (" in left[0]
+    assert f" in 1 run(s) ({run['folder']}); " in left[0]  # the odd one named (it was not)
     validation = [  # those the analysis reads: the plan's, the targets' and the A/A checks'
         m.name for m in METRICS.values() if m.source == "validation" and m.name in a.tables
     ]

@@ -681,8 +681,9 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
         return []
     used = {r["folder"]: tuple(evaluated_steps(r)[-last:]) for r in evaluated}
     if len(set(used.values())) > 1:
+        said = {r["folder"]: r["folder"] + _unfinished(r) for r in evaluated}
         lines = _odd_ones(
-            {f: f"steps {', '.join(map(str, s))}" for f, s in used.items()}, "evaluated runs"
+            {said[f]: f"steps {', '.join(map(str, s))}" for f, s in used.items()}, "evaluated runs"
         )
         if none := [r["folder"] for r in runs if r not in evaluated]:
             lines.append(f"  not evaluated at all: {', '.join(none)}")
@@ -743,6 +744,16 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
     return steps
 
 
+def _unfinished(run: dict) -> str:
+    """The words " (unfinished: step N of M)" for a run whose metrics log stops before its
+    configured training.steps, else none."""
+    planned = ((run.get("config") or {}).get("training") or {}).get("steps")
+    last = run.get("last_step") or 0
+    if isinstance(planned, int) and last < planned:
+        return f" (unfinished: step {last} of {planned})"
+    return ""
+
+
 def _odd_ones(values: dict[str, str], what: str) -> list[str]:
     """Lines for a refusal of values that should agree ({where: value}): the value most of them
     share, counted, then each one with another value, so that the few that differ are not lost
@@ -791,7 +802,10 @@ def _table(
                 continue
             out[arm][seed] = v
     if len(used) > 1:
-        where = "; ".join(f"{', '.join(map(str, s))} in {len(f)} run(s)" for s, f in used.items())
+        where = "; ".join(  # the runs named where few (the odd ones out, as a rule)
+            f"{', '.join(map(str, s))} in {len(f)} run(s)" + (f" ({', '.join(f)})" * (len(f) <= 3))
+            for s, f in used.items()
+        )
         kept = sorted(seeds - set(short.values()))
         fix = (
             f"{', '.join(short)} {'is' if len(short) == 1 else 'are'} unfinished: finish "
@@ -927,7 +941,7 @@ def analyse(
     result.notes += blank_twins(result) + unread_words(result)
     _aa_checks(result, equivalent, seeds)
     if not result.answer and answer:
-        result.answer = _answer(result, contrast)
+        result.answer = _answer(result, contrast) + _words_unread(result)
     failed = [c for c in result.comparisons if c.aa_check and c.claimed]
     if failed:  # first: it says the sweep's claims cannot be read yet
         result.notes.insert(
@@ -1163,10 +1177,9 @@ def blank_twins(result: Analysis) -> list[str]:
     return notes
 
 
-def unread_words(result: Analysis) -> list[str]:
-    """Notes on the arms whose probes the word does not move: `char acc - blank` 0 on every seed
-    (each probe answered as its blank twin) or its 95% interval over seeds around 0. Their
-    character probes measure the model's prior over the choices, whatever the comparisons say."""
+def _unread(result: Analysis) -> tuple[list[str], list[str]]:
+    """(the arms whose `char acc - blank` is 0 on every seed, those whose 95% interval over
+    seeds covers 0): the arms whose probes the word does not move, or is not shown to."""
     from .stats import t_interval
 
     table = result.tables.get("char acc - blank") or {}
@@ -1180,6 +1193,14 @@ def unread_words(result: Analysis) -> list[str]:
             zero.append(arm)
         elif iv.low is not None and not iv.excludes_zero:  # (equal values: no interval)
             around.append(arm)
+    return zero, around
+
+
+def unread_words(result: Analysis) -> list[str]:
+    """Notes on the arms whose probes the word does not move: `char acc - blank` 0 on every seed
+    (each probe answered as its blank twin) or its 95% interval over seeds around 0. Their
+    character probes measure the model's prior over the choices, whatever the comparisons say."""
+    zero, around = _unread(result)
     notes = []
     if zero:
         notes.append(
@@ -1620,6 +1641,32 @@ def by_construction(result: Analysis, name: str, arm: str) -> float | None:
     if not a or not b:
         return None
     return float(np.mean(list(a.values())) - np.mean(list(b.values())))
+
+
+def _words_unread(result: Analysis) -> str:
+    """Words for the answer where its primary is a character metric and no arm compared on it,
+    nor the baseline, is shown to read the word in its probes (`_unread`): whatever the answer
+    says of a difference, the probes measured the models' prior over the choices (a smoke
+    sweep's, as a rule), which the notes alone said."""
+    family = result.plan.families[0]
+    arms = {c.arm for c in result.primary_comparisons(family.name)}
+    if family.primary not in READ or not arms:
+        return ""
+    arms.add(result.plan.baseline)
+    zero, around = _unread(result)
+    if not arms <= {*zero, *around}:
+        return ""
+    if arms <= set(zero):
+        return (
+            " In every run each probe answered exactly as its blank twin (the word blanked): the "
+            "character probes measured the models' prior over the choices, not what they read "
+            "in the word (see the notes)."
+        )
+    return (
+        " Reading the word is not shown to add to any arm's probe answers (char acc - blank's "
+        "interval over seeds covers 0): the character probes may measure no more than the "
+        "models' prior over the choices (see the notes)."
+    )
 
 
 def _answer(result: Analysis, contrast: list[str]) -> str:

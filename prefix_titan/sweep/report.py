@@ -6,6 +6,7 @@ The command is `python -m prefix_titan.report` (prefix_titan/report.py)."""
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -814,7 +815,10 @@ def report(
             f"its familywise alpha holds for one analysis chosen before the results, not for "
             f"one chosen after them.) {a.answer}"
         )
+    chosen = out is not None
     out = report_folder(runs_dir, out, exploratory=bool(deviations))
+    if deviations and not chosen:
+        _refuse_another_analysis(out, asdict(a.plan), deviations, left_out)
     if written is not None:
         written.append(out)
     if os.path.exists(out) and not os.path.isdir(out):
@@ -1222,6 +1226,31 @@ def _save(fig, out: str, name: str) -> str:
 
     plt.close(fig)
     return path
+
+
+def _refuse_another_analysis(
+    out: str, plan: dict, deviations: list[str], left_out: list[dict]
+) -> None:
+    """Refuse to write an exploratory re-analysis over the default folder's report of another
+    one (another plan, or other runs left out): a second re-analysis replaced the first without
+    a word. The same analysis is written again (its runs' numbers may have changed)."""
+    path = os.path.join(out, "report.json")
+    if not os.path.isfile(path):
+        return
+    earlier = load_report_json(path)
+    folders = sorted(r["folder"] for r in left_out)
+    same = (
+        earlier.get("plan") == json.loads(json.dumps(plan))
+        and earlier.get("deviations") == deviations
+        and sorted(r.get("folder") for r in earlier.get("left_out") or []) == folders
+    )
+    if not same:
+        said = "; ".join(earlier.get("deviations") or []) or "its deviations unrecorded"
+        raise ValueError(
+            f"{out} holds another exploratory re-analysis ({said}), which this one would "
+            f"replace: write this one elsewhere with --out DIR (a folder of its own, "
+            f"{out}_2 say), or remove {out} to replace it"
+        )
 
 
 def load_report_json(path: str) -> dict:

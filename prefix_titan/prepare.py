@@ -136,6 +136,13 @@ def main(argv: list[str] | None = None) -> None:
             )
     except ValueError as e:
         p.refuse(str(e))
+    except OSError as e:  # a full disk, a file size limit, an I/O error: not a traceback
+        p.exit(
+            1,
+            f"[prepare] {a.out}: stopped: {e}. The batches written before it are kept: mend "
+            "its cause (free space on the disk of --out, a file's permissions) and the same "
+            "command resumes after the last one\n",
+        )
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         p.exit(

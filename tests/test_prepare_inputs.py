@@ -26,6 +26,21 @@ def tokens(out):
     return [ShardedTokens(out, split)[:].tolist() for split in ("train", "validation")]
 
 
+def test_shards_read_with_a_raw_tokenizer_are_refused_saying_which_they_take(
+    tmp_path, embedded_tokenizer_dir
+):
+    """`tokenizers.Tokenizer` has no bos_id/eos_id: it was checked as a tokenizer whose BOS is
+    None (a refusal that blamed the shards); said as what ShardedTokens takes."""
+    from tokenizers import Tokenizer
+
+    write_parquet(tmp_path / "x.parquet", {"text": TEXTS})
+    prepare(str(tmp_path), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    raw = Tokenizer.from_file(os.path.join(embedded_tokenizer_dir, "tokenizer.json"))
+    with pytest.raises(ValueError, match="takes torchtitan's HuggingFaceTokenizer .* got a Tok"):
+        ShardedTokens(str(tmp_path / "out"), "train", raw)
+    assert len(ShardedTokens(str(tmp_path / "out"), "train", None)) > 0
+
+
 def test_a_parquet_file_without_ids_is_read_like_one_with_them(tmp_path, embedded_tokenizer_dir):
     """`id` is optional in parquet as in JSON Lines: the split goes by the text alone."""
     os.makedirs(tmp_path / "a")
@@ -98,6 +113,42 @@ def test_a_refused_rerun_names_what_differs_with_both_values(tmp_path, embedded_
         r"\(.*001.jsonl\); budget_tokens 1000000000 there, 5000 asked\)",
     ):
         prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), **{**KW, "tokens": 5000})
+
+
+def test_files_gone_from_another_source_are_named_where_they_were_read(
+    tmp_path, embedded_tokenizer_dir
+):
+    """A rerun with another --source lists the files the recorded prepare read there, not now,
+    at the paths it read them from (they were shown under the new folder, where they never
+    were)."""
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / name)
+    write_parquet(tmp_path / "a" / "000.parquet", {"text": TEXTS})
+    write_parquet(tmp_path / "b" / "001.parquet", {"text": TEXTS})
+    prepare(str(tmp_path / "a"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    with pytest.raises(ValueError, match="files differ") as e:
+        prepare(str(tmp_path / "b"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    said = str(e.value)
+    assert f"1 there before, not now ({tmp_path / 'a' / '000.parquet'})" in said, said
+    assert f"1 not there before ({tmp_path / 'b' / '001.parquet'})" in said, said
+
+
+def test_an_out_holding_other_files_is_refused(tmp_path, embedded_tokenizer_dir):
+    """A new prepare into a folder holding files it does not write (the source folder, a
+    project's, given by mistake) is refused naming them, before a shard is written; shards a
+    prepare stopped before its first record left are written over, as before."""
+    write_parquet(tmp_path / "x.parquet", {"text": TEXTS})
+    out = tmp_path / "out"
+    os.makedirs(out)
+    (out / "notes.txt").write_text("mine")
+    (out / "train_00000.bin").write_bytes(b"left by a prepare killed early")
+    with pytest.raises(ValueError, match="holds files a prepare does not write") as e:
+        prepare(str(tmp_path), embedded_tokenizer_dir, str(out), **KW)
+    assert str(out / "notes.txt") in str(e.value) and "train_00000" not in str(e.value)
+    assert sorted(os.listdir(out)) == ["notes.txt", "train_00000.bin"]
+    (out / "notes.txt").unlink()
+    prepare(str(tmp_path), embedded_tokenizer_dir, str(out), **KW)
+    assert (out / "manifest.json").exists()
 
 
 def test_an_out_below_a_file_is_refused_naming_it(tmp_path, embedded_tokenizer_dir):

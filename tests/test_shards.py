@@ -299,6 +299,45 @@ def test_a_terminated_prepare_says_so_and_lets_go_of_its_folder(tmp_path, monkey
     assert not (out / ".writer.lock").exists()
 
 
+def test_a_prepare_stopped_by_a_full_disk_says_so_and_resumes(
+    tmp_path, embedded_tokenizer_dir, monkeypatch, capsys
+):
+    """A write that fails (no space left, a file size limit) ends a prepare with one line naming
+    its folder, the error and that the same command resumes (a traceback that named neither);
+    resumed, it writes the bytes of a prepare never stopped."""
+    import errno
+
+    import prefix_titan.data.prepare as prep
+    import prefix_titan.prepare as command
+
+    make_corpus(tmp_path / "src", n_files=2, docs_per_file=100)
+    args = ["--source", str(tmp_path / "src"), "--tokenizer", embedded_tokenizer_dir]
+    args += ["--tokens", "1e9", "--val-tokens", "1e9", "--val-every", "10"]
+    args += ["--shard-tokens", "3000", "--batch-docs", "8", "--no-progress"]
+    command.main([*args, "--out", str(tmp_path / "clean")])
+    write, calls = prep._Writer.write, []
+
+    def full_disk(self, ids):
+        calls.append(1)
+        if len(calls) == 120:
+            raise OSError(errno.ENOSPC, "No space left on device", self._path(len(self.shards)))
+        return write(self, ids)
+
+    monkeypatch.setattr(prep._Writer, "write", full_disk)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        command.main([*args, "--out", str(out)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert f"[prepare] {out}: stopped: [Errno {errno.ENOSPC}] No space left on device: " in err
+    assert "the same command resumes after the last one" in err and "Traceback" not in err
+    monkeypatch.setattr(prep._Writer, "write", write)
+    command.main([*args, "--out", str(out)])
+    assert "resuming an unfinished prepare at file" in capsys.readouterr().err
+    for name in os.listdir(tmp_path / "clean"):
+        assert (tmp_path / "clean" / name).read_bytes() == (out / name).read_bytes(), name
+
+
 def test_a_resume_after_a_file_it_read_changed_is_refused(
     tmp_path, embedded_tokenizer_dir, monkeypatch, capsys
 ):
@@ -351,7 +390,7 @@ def test_a_resume_after_a_file_it_read_changed_is_refused(
     }
 
 
-def test_a_local_json_lines_corpus_of_ones_own(tmp_path, embedded_tokenizer_dir):
+def test_a_local_json_lines_corpus_of_ones_own(tmp_path, embedded_tokenizer_dir, monkeypatch):
     """A folder of JSON Lines: `id` optional, blank lines skipped; a null text, a line that is
     no object and a file given as --source are refused, naming the file and line."""
     from prefix_titan.data.prepare import iter_rows
@@ -371,6 +410,12 @@ def test_a_local_json_lines_corpus_of_ones_own(tmp_path, embedded_tokenizer_dir)
     with pytest.raises(ValueError, match=f"--source '{path}' is a file: give the folder"):
         prepare(str(path), embedded_tokenizer_dir, str(tmp_path / "out"), 100, 10)
     assert not (tmp_path / "out").exists()
+    # a file whose relative path is shaped owner/name is not taken for a hub dataset (the
+    # command probed the hub, and warned it was unreachable, before refusing it as a file)
+    from prefix_titan.data.prepare import hub_source
+
+    monkeypatch.chdir(tmp_path)
+    assert not hub_source("corpus/a.jsonl") and hub_source("HuggingFaceFW/fineweb-edu")
 
 
 def test_a_resumed_hub_prepare_reads_the_commit_it_began_on(tmp_path):
@@ -1406,3 +1451,46 @@ def test_shards_prepared_before_special_text_was_encoded_as_text_are_read_with_a
         with caplog.at_level("WARNING"):
             token_stream("fineweb_edu_ascii_tokens", path, "train", tokenizer, 0, 1)
         assert ("was prepared before documents' text that spells" in caplog.text) is said
+
+
+PLANTED_SIGTERM = """
+import multiprocessing.context, os, signal, sys, time
+start = multiprocessing.context.SpawnProcess.start
+def start_then_signalled(self):  # a SIGTERM as the pool starts a worker (before it records it)
+    start(self)
+    if not getattr(start_then_signalled, "sent", False):
+        start_then_signalled.sent = True
+        time.sleep(float(os.environ.get("WORKER_UP_S", "4")))  # (the worker waits for work)
+        os.kill(os.getpid(), signal.SIGTERM)
+multiprocessing.context.SpawnProcess.start = start_then_signalled
+from prefix_titan.prepare import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow  # (a few seconds: two spawned workers)
+def test_a_sigterm_as_a_worker_starts_ends_the_prepare(tmp_path, embedded_tokenizer_dir):
+    """A SIGTERM whose handler raised between a worker's start and the pool's record of it left
+    that worker unknown to the pool's shutdown, and the prepare waited for it at exit for ever
+    (after its "terminated" line): the pool's calls hold the signal until they return. The
+    same command resumes."""
+    make_corpus(tmp_path / "src", n_files=2, docs_per_file=200)
+    args = ["--source", str(tmp_path / "src"), "--tokenizer", embedded_tokenizer_dir]
+    args += ["--out", str(tmp_path / "out"), "--tokens", "1e9", "--val-tokens", "1e9"]
+    args += ["--batch-docs", "8", "--no-progress", "--workers", "2"]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PLANTED_SIGTERM, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the prepare did not end after its SIGTERM") from None
+    assert done.returncode == 143, done.stderr
+    assert f"[prepare] {tmp_path / 'out'}: terminated (SIGTERM)" in done.stderr
+    resumed = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.prepare", *args], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "out" / "manifest.json").exists()

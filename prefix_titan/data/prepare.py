@@ -15,7 +15,7 @@ import time
 import zlib
 
 from ..runs.folder import read_json, write_json
-from ..runs.lock import RunLock
+from ..runs.lock import LOCK, RunLock
 from .corpus import ascii_only, has_text
 from .fineweb import DATA_KINDS, GZIP, check_one_config
 from .shards import (
@@ -160,10 +160,10 @@ SOURCES = (
 
 
 def hub_source(source: str) -> bool:
-    """Whether --source names a hub dataset: shaped owner/name (HUB_NAME), and not a folder
-    that is there (nor one of FOLDER_PREFIXES, there or not: source_files refuses a name that is
-    neither a folder there nor a hub dataset's)."""
-    if source == "embedded" or source.startswith(FOLDER_PREFIXES) or os.path.isdir(source):
+    """Whether --source names a hub dataset: shaped owner/name (HUB_NAME), and not a folder or
+    file that is there (nor one of FOLDER_PREFIXES, there or not: source_files refuses a name
+    that is neither a folder there nor a hub dataset's, and a file)."""
+    if source == "embedded" or source.startswith(FOLDER_PREFIXES) or os.path.exists(source):
         return False
     return HUB_NAME.fullmatch(source) is not None
 
@@ -279,7 +279,7 @@ def _differences(recorded: dict, asked: dict) -> str:
     holds otherwise, with both values; for the files, which were read there and not now, and
     the other way round. A local folder's source and files are compared as folders and paths
     (_as_asked), not as the strings given."""
-    recorded = _as_asked(recorded, asked)
+    original, recorded = recorded, _as_asked(recorded, asked)
     shown = []
     for k in asked:
         there, here = recorded.get(k), asked[k]
@@ -287,8 +287,14 @@ def _differences(recorded: dict, asked: dict) -> str:
             continue
         if isinstance(here, list):
             there = there if isinstance(there, list) else []
+            # (the files gone shown where they were read, not rebased onto the asked folder)
+            was = original.get(k) if isinstance(original.get(k), list) else there
+            rebased = was is not there and len(was) == len(there)
+            where = (
+                dict(zip(there, was)) if rebased and all(isinstance(f, str) for f in there) else {}
+            )
             new = [f for f in here if f not in there]
-            gone = [f for f in there if f not in here]
+            gone = [where.get(f, f) for f in there if f not in here]
             parts = [f"{len(new)} not there before ({_few(new)})"] if new else []
             parts += [f"{len(gone)} there before, not now ({_few(gone)})"] if gone else []
             shown.append(f"{k} differ: " + ("; ".join(parts) or "in another order"))
@@ -362,6 +368,17 @@ def _changed_files(out: str, files: list[str], recorded: list, now: list, at: tu
             f"replaced, its rows before are not what it holds now: remove {out} and prepare again",
             file=sys.stderr,
         )
+
+
+def _not_written_here(out: str) -> list[str]:
+    """The entries of `out` a prepare never writes: not its shards, record, manifest, lock or the
+    temporary files of its atomic writes (a prepare stopped before its first record may have
+    left shards, which a new one writes over)."""
+    ours = re.compile(r"(train|validation)_\d{5,}\.bin|\..+\.tmp")
+    names = {MANIFEST, PROGRESS, LOCK}
+    return sorted(
+        os.path.join(out, n) for n in os.listdir(out) if n not in names and not ours.fullmatch(n)
+    )
 
 
 @contextlib.contextmanager
@@ -497,13 +514,46 @@ def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
     return process_rows(rows, _tokenizer(tokenizer_dir), val_every)
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM held while the pool's own code runs, then handed to their handlers as
+    it returns: an exception a handler raises inside it (Ctrl-C's, the prepare command's SIGTERM)
+    can land between a worker's start and its registration in the pool (workers start as batches
+    are submitted), and that worker, which the pool's shutdown does not know, is waited for at
+    exit for ever. A signal arriving while the pool's code raises is dropped: the prepare is
+    ending already. Outside the main thread (no handlers run there): nothing held."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        s: signal.signal(s, lambda signum, frame: held.append((signum, frame))) for s in kinds
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for signum, frame in held[:1]:  # (the first: its handler ends the prepare)
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, frame)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)
+
+
 class _Workers:
     """Batches processed in order: in this process (workers = 0) or by a pool of worker processes
     (spawned, each encoding on one thread), with at most 2 x workers batches in flight. At the end
     (the token target reached with batches in flight, or an error) the batches not yet started are
     dropped and those being encoded are let finish: a worker is never killed (one killed as it
     writes a result holds the lock of the pipe the results go back on, and the pool's own
-    shutdown then waits on that lock: multiprocessing.Pool.terminate() hangs so, at random)."""
+    shutdown then waits on that lock: multiprocessing.Pool.terminate() hangs so, at random).
+    The pool's calls run with SIGINT and SIGTERM held (`_signals_held`)."""
 
     def __init__(self, workers: int, tokenizer, tokenizer_dir: str, val_every: int):
         self.workers, self.tokenizer, self.val_every = workers, tokenizer, val_every
@@ -524,7 +574,8 @@ class _Workers:
 
     def __exit__(self, *exc):
         if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+            with _signals_held():
+                self.pool.shutdown(wait=True, cancel_futures=True)
 
     def map_in_order(self, batches):
         """(processed rows, next file, next row) for each (raw rows, next file, next row)."""
@@ -537,13 +588,18 @@ class _Workers:
         pending = collections.deque()
         for rows, f, row in batches:
             args = (rows, self.tokenizer_dir, self.val_every)
-            pending.append((self.pool.submit(_process_in_worker, *args), f, row))
+            with _signals_held():
+                pending.append((self.pool.submit(_process_in_worker, *args), f, row))
             if len(pending) > 2 * self.workers:
                 result, f0, r0 = pending.popleft()
-                yield result.result(), f0, r0
+                with _signals_held():
+                    done = result.result()
+                yield done, f0, r0
         while pending:
             result, f0, r0 = pending.popleft()
-            yield result.result(), f0, r0
+            with _signals_held():
+                done = result.result()
+            yield done, f0, r0
 
 
 def prepare(
@@ -637,6 +693,12 @@ def prepare(
             "revision_asked": asked,
         }
         stats = _file_stats(files) if revision == "local" else None
+        if not os.path.exists(state_path) and (foreign := _not_written_here(out)):
+            raise ValueError(
+                f"--out {out!r} holds files a prepare does not write ({_few(foreign)}): shards "
+                "go into a folder of their own (a new one, or an unfinished prepare's, which it "
+                "resumes); give another --out, or move those files out"
+            )
         if os.path.exists(state_path):
             state = read_json(state_path, "the record of an unfinished prepare", expect=dict)
             if not isinstance(state.get("settings"), dict):
@@ -786,7 +848,8 @@ def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:
             )
         elif got < want:
             why = (
-                f"every {manifest['val_every']}th document is held out for validation (--val-every)"
+                f"1 document in {manifest['val_every']} is held out for validation, chosen by "
+                "its text's crc32 (--val-every)"
                 if split == "validation"
                 else "the other documents are training"
             )

@@ -133,6 +133,29 @@ def test_files_gone_from_another_source_are_named_where_they_were_read(
     assert f"1 not there before ({tmp_path / 'b' / '001.parquet'})" in said, said
 
 
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("z.parquet", b"not parquet at all"),
+        ("z.jsonl.gz", b"\x1f\x8b but not gzip after its magic"),
+        ("z.jsonl", b"[1, 2, 3]\n"),
+    ],
+)
+def test_a_bad_file_sorted_last_is_refused_before_anything_is_written(
+    tmp_path, embedded_tokenizer_dir, name, data
+):
+    """Each local file's head is read before the first document (a parquet file's footer, a
+    JSON Lines file's first line): a bad file sorted after the others was found only when
+    reached, after they had been tokenized (hours, at FineWeb's size)."""
+    src = tmp_path / "src"
+    os.makedirs(src)
+    write_parquet(src / "a.parquet", {"text": TEXTS})
+    (src / name).write_bytes(data)
+    with pytest.raises(ValueError, match=f"{src / name} (is not|cannot be|line 1 is not)"):
+        prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    assert not (tmp_path / "out").exists()  # (nothing written: the folder it made removed)
+
+
 def test_an_out_holding_other_files_is_refused(tmp_path, embedded_tokenizer_dir):
     """A new prepare into a folder holding files it does not write (the source folder, a
     project's, given by mistake) is refused naming them, before a shard is written; shards a

@@ -67,24 +67,9 @@ def iter_rows(path: str, start: int):
             yield i, f"embedded-{i}", text
     elif path.endswith(".parquet"):
         import pyarrow
-        import pyarrow.parquet as pq
 
         with _open(path) as f:
-            try:
-                data = pq.ParquetFile(f)
-            except pyarrow.ArrowException as e:  # not parquet, or cut short
-                raise ValueError(
-                    f"{path} is not a readable parquet file ({type(e).__name__}: {e}): repair "
-                    "the file or leave it out of --source" + FRESH_OUT
-                ) from None
-            names = data.schema_arrow.names
-            if "text" not in names:
-                raise ValueError(
-                    f"{path} has no `text` column (its columns: {', '.join(names) or 'none'}): "
-                    "a parquet file of --source holds its documents in `text` (and optionally "
-                    "an `id`); repair the file or leave it out of --source" + FRESH_OUT
-                )
-            columns = ["text", "id"] if "id" in names else ["text"]
+            data, columns = _parquet(f, path)
             row, batches = 0, data.iter_batches(batch_size=4096, columns=columns)
             while True:
                 try:
@@ -105,6 +90,29 @@ def iter_rows(path: str, start: int):
                 row += n
     else:  # JSON lines, gzip-compressed where the name ends in .gz
         yield from _json_rows(path, start)
+
+
+def _parquet(f, path: str):
+    """(pyarrow.parquet.ParquetFile, the columns to read) of the open file `f`, from its footer
+    alone; a file that is not parquet, or has no `text` column, refused naming it."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.ParquetFile(f)
+    except pyarrow.ArrowException as e:  # not parquet, or cut short
+        raise ValueError(
+            f"{path} is not a readable parquet file ({type(e).__name__}: {e}): repair "
+            "the file or leave it out of --source" + FRESH_OUT
+        ) from None
+    names = data.schema_arrow.names
+    if "text" not in names:
+        raise ValueError(
+            f"{path} has no `text` column (its columns: {', '.join(names) or 'none'}): "
+            "a parquet file of --source holds its documents in `text` (and optionally "
+            "an `id`); repair the file or leave it out of --source" + FRESH_OUT
+        )
+    return data, ["text", "id"] if "id" in names else ["text"]
 
 
 def _json_rows(path: str, start: int):
@@ -136,6 +144,23 @@ def _json_rows(path: str, start: int):
                         "line; repair the file or leave it out of --source" + FRESH_OUT
                     ) from None
                 yield i, doc_id, _text(text, path, f"line {i + 1}")
+
+
+def _check_heads(paths: list[str]) -> None:
+    """Refuse, before a document is written, a local file of --source that is not what its name
+    says (iter_rows' refusals): a parquet file's footer (its columns), a JSON Lines file's first
+    document (through its decompression where gzip); found only when reached, a bad file after
+    hours of the files sorted before it. Damage further in is still found where it is."""
+    for path in paths:
+        if path.endswith(".parquet"):
+            with _open(path) as f:
+                _parquet(f, path)
+            continue
+        rows = _json_rows(path, 0)
+        try:
+            next(rows, None)
+        finally:
+            rows.close()
 
 
 def _text(text, path: str, where: str) -> str:
@@ -739,6 +764,7 @@ def prepare(
                 _changed_files(out, files, state["local_files"], stats, at)
         if stats is not None:  # (a record begun before they were recorded: from now on)
             state["local_files"] = stats
+            _check_heads(files[state["file"] :])
         writers = {
             s: _Writer(out, s, dtype, shard_tokens, state["splits"].get(s, {})) for s in SPLITS
         }

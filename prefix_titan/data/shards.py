@@ -160,14 +160,16 @@ class ShardedTokens:
                 "again"
             )
         if tokenizer is not None:
-            if not all(hasattr(tokenizer, key) for key in ("bos_id", "eos_id")):
+            digest = tokenizer_hash(tokenizer)
+            marks = all(hasattr(tokenizer, key) for key in ("bos_id", "eos_id"))
+            if not marks and digest == manifest.get("tokenizer_sha256"):  # (else: another one)
                 raise ValueError(
                     f"ShardedTokens(tokenizer=...) takes torchtitan's HuggingFaceTokenizer (its "
                     f"bos_id and eos_id are checked against the manifest's), or None to check "
                     f"nothing; got a {type(tokenizer).__name__}, which has no bos_id/eos_id"
                 )
             ids = {key: getattr(tokenizer, key, None) for key in ("bos_id", "eos_id")}
-            if why := tokenizer_mismatch(directory, manifest, tokenizer_hash(tokenizer), **ids):
+            if why := tokenizer_mismatch(directory, manifest, digest, **ids):
                 raise ValueError(why)
         dtype = np.dtype(manifest["dtype"])
         self.arrays, starts = [], [0]

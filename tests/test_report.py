@@ -268,6 +268,22 @@ def test_the_power_section_gives_each_primary_its_resolution(sweep):
     power = text.split("## Power")[1].split("##")[0]
     assert "- char composite: ±" in power and "the other 3 arms' pooled run-level sd" in power
     assert "- val CE: ±" in power
+    # report.json holds the same: the lines, each metric's detectable difference, and every
+    # run's value (a consumer had to parse report.md for them)
+    data = json.loads((sweep / "report" / "report.json").read_text())
+    assert [line for line in data["power"]["lines"] if line in power] == data["power"]["lines"]
+    for name, row in data["power"]["metrics"].items():
+        assert f"- {name}: ±{row['detectable']:.4f} ({row['role']}, at alpha/" in power
+        assert f"at alpha/{row['alpha_divisor']};" in power
+    assert {"char composite", "val CE"} <= set(data["power"]["metrics"])
+    for name, by_arm in data["per_run"].items():
+        for arm, by_seed in by_arm.items():
+            interval = data["per_arm"][name][arm]  # (None: no value)
+            assert (interval is None) is (not by_seed)
+            if by_seed:
+                mean = interval["mean"]
+                assert math.isclose(sum(by_seed.values()) / len(by_seed), mean, rel_tol=1e-12)
+    assert set(data["per_run"]["val CE"]["ce"]) == {"1", "2", "3"}
 
 
 def test_a_compared_metric_without_variance_is_said_in_the_power_section(sweep, monkeypatch):

@@ -394,6 +394,26 @@ def power_lines(a: Analysis) -> list[str]:
     return lines
 
 
+def power_json(a: Analysis) -> dict:
+    """report.json's power: the Power section's lines, and for each metric a line gives a
+    difference of, {detectable (the difference detected with 80% power, as estimated from the
+    sweep; None where none can be), alpha_divisor (the plan's test at alpha over it), role}."""
+    contrast = sum(
+        1 for arm in a.arms if a.kinds[arm] in a.plan.contrast and arm != a.plan.baseline
+    )
+    out: dict = {"lines": power_lines(a), "metrics": {}}
+    if not contrast or a.plan.baseline not in a.arms:
+        return out
+    measured = {c.metric for c in a.comparisons if not c.final}
+    against = {c.metric for c in a.comparisons if not c.final and not c.aa_check}
+    for name in dict.fromkeys([f.primary for f in a.plan.families] + DEFAULT_TASKS):
+        if name in a.fits and name in against:
+            k, role = first_share(a.plan, name, contrast, measured)
+            d = detectable_here(a, name, k)
+            out["metrics"][name] = {"detectable": d, "alpha_divisor": k, "role": role}
+    return out
+
+
 def no_power_line(a: Analysis) -> str:
     """Why the Power section has nothing to show."""
     baseline = a.plan.baseline
@@ -672,6 +692,13 @@ def report_json(
             for c in a.claims
         ],
         "trends": a.trends,
+        "power": power_json(a),
+        "per_run": {  # {metric: {arm: {seed: the run's average over the plan's checkpoints}}}
+            name: {
+                arm: {str(s): v for s, v in a.tables[name].get(arm, {}).items()} for arm in a.arms
+            }
+            for name in names
+        },
         "notes": a.notes,
         "invariant_violations": invariants,
         "unfinished_runs": unfinished or [],

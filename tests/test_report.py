@@ -79,6 +79,7 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
     for png in ("differences_vs_tau.png", "validation_ce.png"):
         assert (sweep / "report" / png).stat().st_size > 5000
         assert f"![{png}]({png})" in text
+    assert "Not plotted: the evaluation curves (no family's evaluated primary at two or " in text
     text = report(str(sweep))  # --no-figures: an earlier report's figures would mislead
     assert "No figures drawn (--no-figures)." in text and ".png" not in text
     assert not list((sweep / "report").glob("*.png"))
@@ -1280,3 +1281,36 @@ def test_tasks_evaluated_but_not_analysed_are_named_and_cute_can_be_planned(tmp_
     cute = json.loads(written.read_text())["per_arm"]["cute_spell"]
     assert cute["label_smoothing"]["mean"] == pytest.approx(0.22)
     assert cute["prefix_tau0.5"]["mean"] == pytest.approx(0.32)
+
+
+@pytest.mark.slow  # (figures drawn)
+def test_the_evaluated_primaries_learning_curves_are_drawn(tmp_path):
+    """`eval --all-checkpoints` evaluates every checkpoint: the report draws each family's
+    evaluated primary against the step, one line per arm (the mean over its seeds), whose last
+    point is the final step's mean in report.json; a sweep evaluated at one step has none, said."""
+    from prefix_titan.evaluation.harness import DEFAULT_TASKS
+    from prefix_titan.evaluation.probes import BLANK_TASKS, PROBE_TASKS
+    from prefix_titan.sweep import simulate as sim
+    from prefix_titan.sweep.configs import arm_specs
+
+    arms = tuple(
+        s for s in arm_specs() if s.arm_name() in ("ce", "label_smoothing", "prefix_tau0.5")
+    )
+    tasks = (*DEFAULT_TASKS, *PROBE_TASKS, *BLANK_TASKS)
+    runs = sim.simulate(sim.Sweep(arms=arms, items=20, seeds=(1, 2), tasks=tasks), seed=0)
+    sim.write(runs, str(tmp_path / "sweep"))
+    text = report_module.report(str(tmp_path / "sweep"))
+    assert "![eval_curves.png](eval_curves.png)" in text
+    assert (tmp_path / "sweep" / "report" / "eval_curves.png").stat().st_size > 5000
+    from prefix_titan.sweep.report import _eval_curves
+    from prefix_titan.sweep.runs import find_runs, group_arms, load_run
+
+    loaded = group_arms([load_run(r["folder"]) for r in find_runs(str(tmp_path / "sweep"))])
+    data = json.loads((tmp_path / "sweep" / "report" / "report.json").read_text())
+    from prefix_titan.sweep.analysis import analyse, load_plan
+
+    (name, lines), *_ = _eval_curves(analyse(loaded, load_plan()), loaded)
+    assert name == "char composite" and len(lines) == 3
+    for arm, points in lines:
+        assert [s for s, _ in points] == [1200, 2400, 3600]
+        assert math.isclose(points[-1][1], data["per_arm_final"][name][arm]["mean"], rel_tol=1e-12)

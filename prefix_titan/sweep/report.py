@@ -33,7 +33,7 @@ from .analysis import (
     unread_axis,
 )
 from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
-from .metrics import beyond_widest, metric, validation_steps
+from .metrics import beyond_widest, evaluated_steps, metric, validation_steps
 from .runs import (
     complete_seeds,
     find_runs,
@@ -1051,8 +1051,36 @@ def _figures_in(out: str) -> list[str]:
     return sorted(
         n
         for n in os.listdir(out)
-        if n == "validation_ce.png" or (n.startswith("differences_vs_") and n.endswith(".png"))
+        if n in ("validation_ce.png", EVAL_CURVES)
+        or (n.startswith("differences_vs_") and n.endswith(".png"))
     )
+
+
+EVAL_CURVES = "eval_curves.png"
+"""The learning curves of the families' evaluated primaries (eval --all-checkpoints)"""
+
+
+def _eval_curves(a: Analysis, arms: dict) -> list[tuple[str, list]]:
+    """[(metric, [(arm, [(step, mean over its seeds)])])] of each family's primary read from
+    evaluations, at the steps every run of the arm was evaluated at and has it (two at least)."""
+    out = []
+    for name in dict.fromkeys(f.primary for f in a.plan.families):
+        m = metric(name)
+        if m.source != "eval":
+            continue
+        lines = []
+        for arm_name, arm in arms.items():
+            runs = list(arm.values())
+            points = []
+            for s in sorted(set.intersection(*(set(evaluated_steps(r)) for r in runs))):
+                values = [m.read(r["steps"][s]) for r in runs]
+                if all(v is not None and math.isfinite(v) for v in values):
+                    points.append((s, sum(values) / len(values)))
+            if len(points) >= 2:
+                lines.append((arm_name, points))
+        if lines:
+            out.append((name, lines))
+    return out
 
 
 def differences_figure(axis: str) -> str:
@@ -1137,8 +1165,9 @@ def side_by_side(values: list[float], kinds: int, log: bool):
 
 def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -> list[str]:
     """The paired differences from the baseline along the plan's axis (default tau) for each
-    family's primary metric, with the analysis' own intervals (the verdict's numbers), and the validation CE curves, one
-    style per arm. A panel or figure with nothing to draw is left out (its stale file removed),
+    family's primary metric, with the analysis' own intervals (the verdict's numbers), the
+    validation CE curves and the evaluated primaries' learning curves (EVAL_CURVES), one style
+    per arm. A panel or figure with nothing to draw is left out (its stale file removed),
     and why is appended to `skipped`."""
     import matplotlib
 
@@ -1232,6 +1261,25 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
         _remove_stale(out, "validation_ce.png")
         skipped.append(
             "the validation CE curves (no arm has validation rows at steps common to its runs)"
+        )
+    if learning := _eval_curves(a, arms):
+        fig, axes = plt.subplots(1, len(learning), figsize=(5 * len(learning), 4.2), squeeze=False)
+        for ax, (name, lines) in zip(axes[0], learning):
+            for arm_name, points in lines:
+                steps, means = zip(*points)
+                ax.plot(steps, means, label=arm_name, linewidth=1.2, **styles[arm_name])
+            lower = metric(name).lower_is_better
+            ax.set_xlabel("evaluated step")
+            ax.set_title(
+                f"{name}, mean over seeds ({'lower' if lower else 'higher'} is better)", fontsize=8
+            )
+        _legend(axes[0][0], fontsize=6, ncol=2)
+        files.append(_save(fig, out, EVAL_CURVES))
+    else:
+        _remove_stale(out, EVAL_CURVES)
+        skipped.append(
+            "the evaluation curves (no family's evaluated primary at two or more steps common "
+            "to an arm's runs: `eval --all-checkpoints` evaluates every checkpoint)"
         )
     return files
 

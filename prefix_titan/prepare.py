@@ -31,7 +31,7 @@ import sys
 import time
 
 from .data.hub import exit_if_unreachable, offline_unless_reachable
-from .data.prepare import DEFAULT_SHARD_TOKENS, hub_source, prepare
+from .data.prepare import DEFAULT_SHARD_TOKENS, PROGRESS, hub_source, prepare
 from .data.shards import MANIFEST
 from .runs.cli import Parser, path_arg
 
@@ -59,6 +59,19 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum, frame):
     raise Terminated()
+
+
+def _kept(out: str) -> str:
+    """What an interrupted prepare leaves: the batches its record counts, or none recorded."""
+    if os.path.exists(os.path.join(out, PROGRESS)):
+        return "The batches written are kept"
+    return "Nothing was recorded yet"
+
+
+def _goes_on(out: str) -> str:
+    if os.path.exists(os.path.join(out, PROGRESS)):
+        return "resumes after the last one"
+    return "starts it again"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,16 +152,16 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:  # a full disk, a file size limit, an I/O error: not a traceback
         p.exit(
             1,
-            f"[prepare] {a.out}: stopped: {e}. The batches written before it are kept: mend "
-            "its cause (free space on the disk of --out, a file's permissions) and the same "
-            "command resumes after the last one\n",
+            f"[prepare] {a.out}: stopped: {e}. {_kept(a.out)}; mend its cause (free space on "
+            "the disk of --out, a file's permissions) and the same command "
+            f"{_goes_on(a.out)}\n",
         )
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         p.exit(
             143 if isinstance(e, Terminated) else 130,
-            f"[prepare] {a.out}: {how}: the batches written are kept; the same command resumes "
-            "after the last one\n",
+            f"[prepare] {a.out}: {how}: {_kept(a.out).lower()}; the same command "
+            f"{_goes_on(a.out)}\n",
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

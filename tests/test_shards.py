@@ -282,21 +282,28 @@ def test_a_terminated_prepare_says_so_and_lets_go_of_its_folder(tmp_path, monkey
 
     def terminated_while_writing(source, tokenizer, out, *args, **kwargs):
         with RunLock(out):
+            if recorded:
+                (out_path / "progress.json").write_text("{}")
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # (the handler raises before this ends)
 
     monkeypatch.setattr(command, "prepare", terminated_while_writing)
-    out = tmp_path / "out"
+    out = out_path = tmp_path / "out"
     out.mkdir()
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as e:
-        command.main(
-            ["--source", "embedded", "--tokenizer", "t", "--out", str(out), "--tokens", "9"]
+    args = ["--source", "embedded", "--tokenizer", "t", "--out", str(out), "--tokens", "9"]
+    for recorded in (False, True):
+        with pytest.raises(SystemExit) as e:
+            command.main(args)
+        assert e.value.code == 143 and signal.getsignal(signal.SIGTERM) == before
+        err = capsys.readouterr().err
+        said = (
+            "the batches written are kept; the same command resumes after the last one"
+            if recorded
+            else "nothing was recorded yet; the same command starts it again"
         )
-    assert e.value.code == 143 and signal.getsignal(signal.SIGTERM) == before
-    err = capsys.readouterr().err
-    assert f"[prepare] {out}: terminated (SIGTERM): the batches written are kept; the same " in err
-    assert not (out / ".writer.lock").exists()
+        assert f"[prepare] {out}: terminated (SIGTERM): {said}" in err, err
+        assert not (out / ".writer.lock").exists()
 
 
 def test_a_prepare_stopped_by_a_full_disk_says_so_and_resumes(

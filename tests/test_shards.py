@@ -500,8 +500,9 @@ def test_resume_with_other_settings_and_finished_out_are_refused(
         )
     holder = holding_lock(tmp_path / "busy", command="prepare --out busy")
     try:  # another prepare writes there: refused before it reads a document
-        with pytest.raises(ValueError, match=r"is being written by .*prepare --out busy"):
+        with pytest.raises(ValueError, match=r"is being written by .*prepare --out busy") as e:
             prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "busy"), **kw)
+        assert "or prepare into another --out." in str(e.value)  # (not a training's words)
         assert os.listdir(tmp_path / "busy") == [".writer.lock"]
     finally:
         holder.kill()

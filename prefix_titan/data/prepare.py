@@ -411,7 +411,7 @@ def _writing(out: str):
     """The writer's lock of `out`, which it creates: a prepare refused before it recorded
     anything there (its first data file unreadable, say) leaves no empty --out behind (the lock
     removes the folders it made where they are empty)."""
-    lock = RunLock(out)
+    lock = RunLock(out, elsewhere="prepare into another --out")
     try:
         lock.acquire()
     except OSError as e:  # a file where a folder above it should be, no permission, ...

@@ -23,6 +23,7 @@ no document is lost or duplicated. The manifest is written last: its presence ma
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import resource
@@ -150,11 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         p.refuse(str(e))
     except OSError as e:  # a full disk, a file size limit, an I/O error: not a traceback
+        space = e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
         p.exit(
             1,
-            f"[prepare] {a.out}: stopped: {e}. {_kept(a.out)}; mend its cause (free space on "
-            "the disk of --out, a file's permissions) and the same command "
-            f"{_goes_on(a.out)}\n",
+            f"[prepare] {a.out}: stopped: {e}. {_kept(a.out)}; mend its cause"
+            + (" (free space on the disk of --out, or a larger file size limit)" if space else "")
+            + f" and the same command {_goes_on(a.out)}\n",
         )
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"

@@ -25,7 +25,8 @@ A run missing (never started, its folder lost; a run that began counts, finished
 complete pairs). Leaving out an arm, or a seed every arm has, makes it an exploratory
 re-analysis, and the answer says so. An exploratory re-analysis (these, or --plan) is written to
 RUNS_DIR/report_exploratory unless --out says where: the plan's report stays as it was, and
-another re-analysis than the one report_exploratory holds is refused there (--out DIR for it).
+another re-analysis (another plan's settings, --checkpoints, --arms or --seeds) than the one
+report_exploratory holds is refused there (--out DIR for it).
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ def test_shards_read_with_a_raw_tokenizer_are_refused_saying_which_they_take(
     with pytest.raises(ValueError, match="takes torchtitan's HuggingFaceTokenizer .* got a Tok"):
         ShardedTokens(str(tmp_path / "out"), "train", raw)
     assert len(ShardedTokens(str(tmp_path / "out"), "train", None)) > 0
+    from tokenizers import models
+
+    with pytest.raises(ValueError, match="different tokenizer"):  # another one: said so
+        ShardedTokens(str(tmp_path / "out"), "train", Tokenizer(models.BPE()))
 
 
 def test_a_parquet_file_without_ids_is_read_like_one_with_them(tmp_path, embedded_tokenizer_dir):
@@ -165,10 +169,13 @@ def test_an_out_holding_other_files_is_refused(tmp_path, embedded_tokenizer_dir)
     os.makedirs(out)
     (out / "notes.txt").write_text("mine")
     (out / "train_00000.bin").write_bytes(b"left by a prepare killed early")
+    (out / ".DS_Store").write_bytes(b"")  # (hidden files and a fresh disk's lost+found pass)
+    (out / "lost+found").mkdir()
     with pytest.raises(ValueError, match="holds files a prepare does not write") as e:
         prepare(str(tmp_path), embedded_tokenizer_dir, str(out), **KW)
     assert str(out / "notes.txt") in str(e.value) and "train_00000" not in str(e.value)
-    assert sorted(os.listdir(out)) == ["notes.txt", "train_00000.bin"]
+    assert "DS_Store" not in str(e.value) and "lost+found" not in str(e.value)
+    assert sorted(os.listdir(out)) == [".DS_Store", "lost+found", "notes.txt", "train_00000.bin"]
     (out / "notes.txt").unlink()
     prepare(str(tmp_path), embedded_tokenizer_dir, str(out), **KW)
     assert (out / "manifest.json").exists()

@@ -130,11 +130,18 @@ def test_an_analysis_chosen_after_the_results_says_so_in_its_answer(sweep, tmp_p
     first = (sweep / "report_exploratory" / "report.md").read_text()
     with pytest.raises(ValueError, match="report_exploratory holds another exploratory") as e:
         report(str(sweep), plan=str(plan))
-    assert "each run averaged over its last 1 checkpoints" in str(e.value)
+    assert "(another plan's settings; --checkpoints 1 there, 3 here)" in str(e.value)
     assert "--out DIR" in str(e.value) and "report_exploratory_2 say" in str(e.value)
     assert (sweep / "report_exploratory" / "report.md").read_text() == first
     answer = report(str(sweep), str(sweep / "alpha0.1"), plan=str(plan)).splitlines()[2]
     assert "a plan other than the package's (it differs in alpha)" in answer
+    # the same analysis asked otherwise (its folder or plan file spelled another way) is the same
+    shutil.rmtree(sweep / "report_exploratory")
+    report(str(sweep), plan=str(plan))
+    spelled = f"{sweep}/../{sweep.name}"
+    assert report(spelled, plan=str(tmp_path / "." / "plan.toml")).splitlines()[2] == answer
+    with pytest.raises(ValueError, match=r"\(--arms None there, \['ce', 'prefix_tau0.5'\] here\)"):
+        report(str(sweep), plan=str(plan), arms=["prefix_tau0.5", "ce"])
     assert not report(str(sweep), checkpoints=3).splitlines()[2].startswith("**Answer.** (An")
 
 
@@ -252,7 +259,8 @@ def test_an_unmeasured_primary_is_no_claim_not_no_difference(tmp_path):
     assert answer.startswith(
         "**Answer.** No difference found: no arm compared was shown to differ"
     ), answer
-    assert answer.endswith("not measured on every seed: prefix_tau1.0."), answer
+    assert "not measured on every seed: prefix_tau1.0. Reading the word is not shown" in answer
+    # (every arm's probes score about their blank twins here: said at the answer's end)
 
 
 def test_one_seed_says_so_and_claims_nothing(tmp_path):
@@ -661,7 +669,7 @@ def test_sampled_evaluations_and_fewer_checkpoints_are_said(sweep):
     sampled = json.load(open(sweep / "report" / "report.json"))["sampled_tasks"]
     # the embedding probe reads every word-like token whatever the --limit
     assert sampled["char_spell"] == "20 (--limit-seed 1234)" and "embedding_probe" not in sampled
-    assert "the plan averages" not in report(str(sweep), checkpoints=1)
+    assert "the plan averages" not in report(str(sweep), str(sweep / "k1"), checkpoints=1)
     assert "smoke sweep's description" not in text
     for record in sweep.glob("*/seed*/run_config.json"):  # runs of the smoke sweep's configs
         config = json.loads(record.read_text())
@@ -964,13 +972,13 @@ def test_the_optional_settings_at_their_defaults_keep_a_registered_plans_digest(
     defaults are not hashed."""
     import hashlib
 
-    from prefix_titan.sweep.analysis import PLAN_DEFAULTS, _digest, load_plan
+    from prefix_titan.sweep.analysis import PLAN_DEFAULTS, load_plan, plan_digest
 
     plan = dataclasses.replace(load_plan(), variance="pooled")  # (the package's sets variance)
     assert {k: getattr(plan, k) for k in PLAN_DEFAULTS} == PLAN_DEFAULTS
     old = {k: v for k, v in dataclasses.asdict(plan).items() if k not in ("source", *PLAN_DEFAULTS)}
-    assert _digest(plan) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
-    assert _digest(dataclasses.replace(plan, axis="epsilon")) != _digest(plan)
+    assert plan_digest(plan) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    assert plan_digest(dataclasses.replace(plan, axis="epsilon")) != plan_digest(plan)
 
 
 @pytest.mark.slow

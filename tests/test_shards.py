@@ -326,7 +326,8 @@ def test_a_prepare_stopped_by_a_full_disk_says_so_and_resumes(
 
     def full_disk(self, ids):
         calls.append(1)
-        if len(calls) == 120:
+        if len(calls) == 120:  # half the document written, as a disk filling up leaves it
+            write(self, ids[: len(ids) // 2])
             raise OSError(errno.ENOSPC, "No space left on device", self._path(len(self.shards)))
         return write(self, ids)
 
@@ -338,6 +339,7 @@ def test_a_prepare_stopped_by_a_full_disk_says_so_and_resumes(
     err = capsys.readouterr().err
     assert f"[prepare] {out}: stopped: [Errno {errno.ENOSPC}] No space left on device: " in err
     assert "the same command resumes after the last one" in err and "Traceback" not in err
+    assert "(free space on the disk of --out, or a larger file size limit)" in err
     monkeypatch.setattr(prep._Writer, "write", write)
     command.main([*args, "--out", str(out)])
     assert "resuming an unfinished prepare at file" in capsys.readouterr().err
@@ -1502,3 +1504,26 @@ def test_a_sigterm_as_a_worker_starts_ends_the_prepare(tmp_path, embedded_tokeni
     )
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_signals_are_held_for_python_handlers_only_and_delivered_after():
+    """The worker pool's submissions hold SIGINT/SIGTERM (prepare._signals_held): a Python
+    handler's signal is delivered as the block returns, once; an ignored SIGINT (a prepare run in
+    the background of a script) stays ignored inside, as the workers started there inherit it."""
+    from prefix_titan.data.prepare import _signals_held
+
+    got = []
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _signals_held():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert got == []  # (held)
+        assert got == [signal.SIGTERM]  # the first, handed on as the block returned
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, ignored)

@@ -885,13 +885,13 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     assert twin in "\n".join(a.notes)
     assert f"{claim.arm}'s claimed difference from label_smoothing" in "\n".join(a.notes)
     (note,) = [n for n in a.notes if n.startswith("char acc - blank is 0 on every seed for ")]
-    assert all(arm in note for arm in a.arms) and "measure the models' prior" in note
+    assert all(arm in note for arm in a.arms) and "show no reading of the word" in note
     assert a.answer.startswith(
         "Claimed on char composite, but not shown to be character knowledge: prefix_tau0.5 ("
     )
     assert "not once each probe item is calibrated by its blank twin (the same item" in a.answer
-    unread = "In every run each probe answered exactly as its blank twin (the word blanked): the "
-    assert f". {unread}character probes measured the models' prior over the choices" in a.answer
+    unread = "In every run the character probes scored as their blank twins (the word blanked; "
+    assert f". {unread}chance by construction): char acc - blank is 0, so they show" in a.answer
     for run in runs:
         for step in run["steps"].values():
             for twin in CHAR_BLANKS:
@@ -900,7 +900,7 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     a = analyse(sim.group(runs), PLAN)
     (claim,) = [c for c in a.claims if c.metric == "char composite"]
     assert not claim.prior_only and a.answer.startswith("Yes, on char composite")
-    assert "In every run each probe" not in a.answer and "Reading the word" not in a.answer
+    assert "In every run the character" not in a.answer and "Reading the word" not in a.answer
     # every arm's probes not shown to read the word (intervals over seeds around 0): said too;
     # one arm that reads it (its interval above 0) leaves the answer as it is
     from prefix_titan.sweep.analysis import _words_unread
@@ -908,6 +908,13 @@ def test_a_claim_the_models_make_alike_without_the_word_says_so_in_the_answer(se
     a.tables["char acc - blank"] = {arm: {1: -0.01, 2: 0.0, 3: 0.012} for arm in a.arms}
     assert _words_unread(a).startswith(" Reading the word is not shown to add to any arm's")
     a.tables["char acc - blank"][arm] = {1: 0.05, 2: 0.06, 3: 0.055}
+    assert _words_unread(a) == ""
+    # a prefix-shaped primary is not what char acc - blank reads: nothing said of it
+    a.tables["char acc - blank"][arm] = {1: 0.0, 2: 0.0, 3: 0.0}
+    import dataclasses
+
+    family = dataclasses.replace(a.plan.families[0], primary="char_prefix")
+    a.plan = dataclasses.replace(a.plan, families=(family, *a.plan.families[1:]))
     assert _words_unread(a) == ""
     assert "blank twins" not in a.answer
     assert any("is not checked against the probes' blank twins" in n for n in a.notes)
@@ -1097,6 +1104,13 @@ def test_a_composite_without_the_embedding_probe_is_said_so():
         notes = "\n".join(analyse(sim.group(sim.simulate(sweep, seed=0)), PLAN).notes)
         assert (probes_alone in notes) is not with_probe, notes
         assert ("`eval --tasks embedding_probe` adds it" in notes) is not with_probe
+    # evaluated on it at some steps only, in every run (no run with it throughout): the share said
+    runs = sim.simulate(sim.Sweep(items=20, seeds=(1, 2), tasks=TASKS), seed=0)
+    for run in runs:
+        del run["steps"][min(run["steps"])]["results"][EMBEDDING_PROBE]
+    notes = "\n".join(analyse(sim.group(runs), PLAN).notes)
+    n = len(runs)
+    assert f"of the 4 character probes alone at {n} of the {3 * n} evaluations analysed" in notes
 
 
 # -- the plan --------------------------------------------------------------------------------------

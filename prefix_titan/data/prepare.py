@@ -15,7 +15,7 @@ import time
 import zlib
 
 from ..runs.folder import read_json, write_json
-from ..runs.lock import LOCK, RunLock
+from ..runs.lock import RunLock
 from .corpus import ascii_only, has_text
 from .fineweb import DATA_KINDS, GZIP, check_one_config
 from .shards import (
@@ -398,9 +398,10 @@ def _changed_files(out: str, files: list[str], recorded: list, now: list, at: tu
 def _not_written_here(out: str) -> list[str]:
     """The entries of `out` a prepare never writes: not its shards, record, manifest, lock or the
     temporary files of its atomic writes (a prepare stopped before its first record may have
-    left shards, which a new one writes over)."""
-    ours = re.compile(r"(train|validation)_\d{5,}\.bin|\..+\.tmp")
-    names = {MANIFEST, PROGRESS, LOCK}
+    left shards, which a new one writes over), nor hidden ones (.DS_Store, an NFS .nfs file) or
+    a fresh filesystem's lost+found."""
+    ours = re.compile(r"(train|validation)_\d{5,}\.bin|\..*")
+    names = {MANIFEST, PROGRESS, "lost+found"}
     return sorted(
         os.path.join(out, n) for n in os.listdir(out) if n not in names and not ours.fullmatch(n)
     )
@@ -541,12 +542,14 @@ def _process_in_worker(rows: list, tokenizer_dir: str, val_every: int) -> list:
 
 @contextlib.contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM held while the pool's own code runs, then handed to their handlers as
-    it returns: an exception a handler raises inside it (Ctrl-C's, the prepare command's SIGTERM)
-    can land between a worker's start and its registration in the pool (workers start as batches
-    are submitted), and that worker, which the pool's shutdown does not know, is waited for at
-    exit for ever. A signal arriving while the pool's code raises is dropped: the prepare is
-    ending already. Outside the main thread (no handlers run there): nothing held."""
+    """SIGINT and SIGTERM held while the pool starts or stops workers, the first that arrived
+    handed to its handler as the block returns: an exception a Python handler raises inside
+    (Ctrl-C's, the prepare command's SIGTERM) can land between a worker's start and its
+    registration in the pool (workers start as batches are submitted), and that worker, which
+    the pool's shutdown does not know, is waited for at exit for ever. Only Python handlers are
+    held (one ignored stays ignored, in the workers too; a default one ends the process, raising
+    nothing). A signal arriving while the block raises is dropped: the prepare is ending
+    already. Outside the main thread (no handlers run there): nothing held."""
     import signal
     import threading
 
@@ -554,7 +557,7 @@ def _signals_held():
         yield
         return
     held: list = []
-    kinds = (signal.SIGINT, signal.SIGTERM)
+    kinds = [s for s in (signal.SIGINT, signal.SIGTERM) if callable(signal.getsignal(s))]
     previous = {
         s: signal.signal(s, lambda signum, frame: held.append((signum, frame))) for s in kinds
     }
@@ -564,11 +567,7 @@ def _signals_held():
         for s, handler in previous.items():
             signal.signal(s, handler)
     for signum, frame in held[:1]:  # (the first: its handler ends the prepare)
-        handler = previous[signum]
-        if callable(handler):
-            handler(signum, frame)
-        elif handler == signal.SIG_DFL:
-            signal.raise_signal(signum)
+        previous[signum](signum, frame)
 
 
 class _Workers:
@@ -578,7 +577,7 @@ class _Workers:
     dropped and those being encoded are let finish: a worker is never killed (one killed as it
     writes a result holds the lock of the pipe the results go back on, and the pool's own
     shutdown then waits on that lock: multiprocessing.Pool.terminate() hangs so, at random).
-    The pool's calls run with SIGINT and SIGTERM held (`_signals_held`)."""
+    The pool's submissions and shutdown run with SIGINT and SIGTERM held (`_signals_held`)."""
 
     def __init__(self, workers: int, tokenizer, tokenizer_dir: str, val_every: int):
         self.workers, self.tokenizer, self.val_every = workers, tokenizer, val_every
@@ -617,14 +616,10 @@ class _Workers:
                 pending.append((self.pool.submit(_process_in_worker, *args), f, row))
             if len(pending) > 2 * self.workers:
                 result, f0, r0 = pending.popleft()
-                with _signals_held():
-                    done = result.result()
-                yield done, f0, r0
+                yield result.result(), f0, r0  # (waiting on a result starts no worker)
         while pending:
             result, f0, r0 = pending.popleft()
-            with _signals_held():
-                done = result.result()
-            yield done, f0, r0
+            yield result.result(), f0, r0
 
 
 def prepare(

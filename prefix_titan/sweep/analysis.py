@@ -308,7 +308,8 @@ REGISTERED_HEADER = "# The analysis plan registered by "
 """The registered plan's second line: the digest of its settings as registered"""
 
 
-def _digest(plan: Plan) -> str:
+def plan_digest(plan: Plan) -> str:
+    """The sha256 of a plan's settings: those set away from their defaults, its file not."""
     settings = {
         k: v
         for k, v in asdict(plan).items()
@@ -330,7 +331,7 @@ def registered_plan_doubt(path: str) -> str | None:
             "carries no registration header and digest on its first two lines (`sweep launch "
             "--plan` writes them): it cannot be shown to be the plan registered before the runs"
         )
-    if _digest(load_plan(path)) != digest[len(DIGEST) :].strip():
+    if plan_digest(load_plan(path)) != digest[len(DIGEST) :].strip():
         return (
             "was edited after the sweep registered it (its settings no longer match the digest "
             "on its second line), so it is not the plan registered before the runs"
@@ -413,7 +414,7 @@ def register_plan(
         f"{REGISTERED_HEADER}`{by}`{when} from "
         f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
         f"it; another plan (report --plan) is an exploratory re-analysis.\n"
-        f"{DIGEST}{_digest(given)}\n"
+        f"{DIGEST}{plan_digest(given)}\n"
     )
     # Written whole beside it, then linked into place only if no launch registered one in the
     # meantime (two launches at once: one plan wins, the other is compared with it).
@@ -744,14 +745,22 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
     return steps
 
 
-def _unfinished(run: dict) -> str:
-    """The words " (unfinished: step N of M)" for a run whose metrics log stops before its
-    configured training.steps, else none."""
+def unfinished(run: dict) -> tuple[int | None, int] | None:
+    """(its last recorded step, None where it recorded none; its configured training.steps) for
+    a run whose metrics log stops before those steps (still running, or stopped), else None."""
     planned = ((run.get("config") or {}).get("training") or {}).get("steps")
-    last = run.get("last_step") or 0
-    if isinstance(planned, int) and last < planned:
-        return f" (unfinished: step {last} of {planned})"
-    return ""
+    last = run.get("last_step")
+    if isinstance(planned, int) and planned > 0 and (last is None or last < planned):
+        return last, planned
+    return None
+
+
+def _unfinished(run: dict) -> str:
+    """The words " (unfinished: step N of M)" for an unfinished run, else none."""
+    if (short := unfinished(run)) is None:
+        return ""
+    last, planned = short
+    return f" (unfinished: {'no step recorded' if last is None else f'step {last}'} of {planned})"
 
 
 def _odd_ones(values: dict[str, str], what: str) -> list[str]:
@@ -789,9 +798,8 @@ def _table(
         out[arm] = {}
         for seed, run in by_seed.items():
             seeds.add(seed)
-            planned = ((run.get("config") or {}).get("training") or {}).get("steps")
-            if isinstance(planned, int) and (run.get("last_step") or 0) < planned:
-                short[f"{arm} seed {seed}"] = seed  # (unfinished: still running, or stopped)
+            if unfinished(run) is not None:  # (still running, or stopped)
+                short[f"{arm} seed {seed}"] = seed
             v, read_at = run_value(run, m, last)
             if v is None:
                 missing.append(f"{arm} seed {seed} ({run['folder']})")
@@ -967,20 +975,27 @@ def analyse(
 def _composite_without_embedding(
     runs: list[dict], steps: list[int], wanted: set[str]
 ) -> str | None:
-    """A note where the char composites analysed were built of the character probes alone: no
-    run was evaluated on the embedding probe at `steps`, the composites' last part where it was
-    (`--tasks pilot` evaluates it), so their values are not those of a sweep evaluated with it;
-    None where they have it (a sweep of runs some with it, some without, is refused before) or
-    are not analysed."""
+    """A note where the char composites analysed were built of the character probes alone at
+    some or all of the evaluations analysed (runs x `steps`): the embedding probe, the
+    composites' last part where it was evaluated (`--tasks pilot` evaluates it), missing there,
+    so their values are not those of a sweep evaluated with it; None where every evaluation has
+    it, or the composites are not analysed. (Runs of which some have it at every step and
+    others not are refused before, by _check_evaluations.)"""
     named = sorted(n for n in wanted if n.startswith("char composite"))
     at = [r["steps"][s]["results"] for r in runs for s in steps if s in r["steps"]]
-    if not named or not at or any(EMBEDDING_PROBE in results for results in at):
+    lacking = sum(EMBEDDING_PROBE not in results for results in at)
+    if not named or not lacking:
         return None
+    where = (
+        "alone, without the embedding probe, their last part where a run was evaluated on it"
+        if lacking == len(at)
+        else f"alone at {lacking} of the {len(at)} evaluations analysed (runs x steps), "
+        "without the embedding probe, their last part at the others"
+    )
     return (
-        f"{' and '.join(named)}: of the {len(CHAR_PROBES)} character probes alone, without the "
-        "embedding probe, their last part where a run was evaluated on it (`--tasks pilot` "
-        "evaluates it; `eval --tasks embedding_probe` adds it): not comparable with a sweep's "
-        "composite that has it"
+        f"{' and '.join(named)}: of the {len(CHAR_PROBES)} character probes {where} "
+        "(`--tasks pilot` evaluates it; `eval --tasks embedding_probe` adds it): not comparable "
+        "with a sweep's composite that has it"
     )
 
 
@@ -1204,9 +1219,9 @@ def unread_words(result: Analysis) -> list[str]:
     notes = []
     if zero:
         notes.append(
-            f"char acc - blank is 0 on every seed for {', '.join(zero)}: each probe answered "
-            "exactly as its blank twin (the same items, the word blanked), so their character "
-            "probes measure the models' prior over the choices, not what they read in the word"
+            f"char acc - blank is 0 on every seed for {', '.join(zero)}: their character probes "
+            "scored as their blank twins (the same items, the word blanked; chance by "
+            "construction), so they show no reading of the word"
         )
     if around:
         notes.append(
@@ -1644,28 +1659,28 @@ def by_construction(result: Analysis, name: str, arm: str) -> float | None:
 
 
 def _words_unread(result: Analysis) -> str:
-    """Words for the answer where its primary is a character metric and no arm compared on it,
-    nor the baseline, is shown to read the word in its probes (`_unread`): whatever the answer
-    says of a difference, the probes measured the models' prior over the choices (a smoke
-    sweep's, as a rule), which the notes alone said."""
+    """Words for the answer where its primary is read from the character probes that are not
+    prefix-shaped (char acc - blank's) and no arm compared on it, nor the baseline, is shown to
+    read the word in them (`_unread`): whatever the answer says of a difference, the probes
+    scored as without the word (a smoke sweep's, as a rule), which the notes alone said."""
     family = result.plan.families[0]
     arms = {c.arm for c in result.primary_comparisons(family.name)}
-    if family.primary not in READ or not arms:
-        return ""
+    if family.primary not in ("char composite", "char acc", *CHAR_PROBES) or not arms:
+        return ""  # (char acc - blank reads these probes: not the prefix-shaped ones)
     arms.add(result.plan.baseline)
     zero, around = _unread(result)
     if not arms <= {*zero, *around}:
         return ""
     if arms <= set(zero):
         return (
-            " In every run each probe answered exactly as its blank twin (the word blanked): the "
-            "character probes measured the models' prior over the choices, not what they read "
-            "in the word (see the notes)."
+            " In every run the character probes scored as their blank twins (the word blanked; "
+            "chance by construction): char acc - blank is 0, so they show no reading of the word "
+            "in any arm (see the notes)."
         )
     return (
-        " Reading the word is not shown to add to any arm's probe answers (char acc - blank's "
-        "interval over seeds covers 0): the character probes may measure no more than the "
-        "models' prior over the choices (see the notes)."
+        " Reading the word is not shown to add to any arm's character probes (char acc - "
+        "blank's interval over seeds covers 0 for each): they may show no reading of the word "
+        "(see the notes)."
     )
 
 

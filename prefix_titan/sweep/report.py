@@ -6,7 +6,6 @@ The command is `python -m prefix_titan.report` (prefix_titan/report.py)."""
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import re
@@ -27,9 +26,11 @@ from .analysis import (
     load_plan,
     plan_arm_problems,
     plan_differences,
+    plan_digest,
     plan_text,
     registered_plan,
     registered_plan_doubt,
+    unfinished,
     unread_axis,
 )
 from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
@@ -331,22 +332,33 @@ def trend_lines(a: Analysis) -> list[str]:
     return lines
 
 
-def power_lines(a: Analysis) -> list[str]:
-    """One line per primary (and default task) with the difference detected with 80% power."""
+def _powered(a: Analysis) -> list[tuple[str, int | None, str | None]]:
+    """(metric, k, role) for each metric the Power section speaks of, in its order: the
+    families' primaries and the default tasks the analysis fit; k and role first_share's where
+    an arm of the contrast was compared with the baseline on it, else None. [] where nothing
+    is compared."""
     contrast = sum(
         1 for arm in a.arms if a.kinds[arm] in a.plan.contrast and arm != a.plan.baseline
     )
     if not contrast or a.plan.baseline not in a.arms:
         return []
-    lines = []
-    names = list(dict.fromkeys([f.primary for f in a.plan.families] + DEFAULT_TASKS))
     measured = {c.metric for c in a.comparisons if not c.final}
     against = {c.metric for c in a.comparisons if not c.final and not c.aa_check}
-    for name in names:
-        if name in a.fits and name not in against:  # no arm compared with the baseline on it
+    out = []
+    for name in dict.fromkeys([f.primary for f in a.plan.families] + DEFAULT_TASKS):
+        if name in a.fits:
+            share = first_share(a.plan, name, contrast, measured) if name in against else None
+            out.append((name, *(share or (None, None))))
+    return out
+
+
+def power_lines(a: Analysis) -> list[str]:
+    """One line per primary (and default task) with the difference detected with 80% power."""
+    lines = []
+    for name, k, role in _powered(a):
+        if k is None:  # no arm compared with the baseline on it
             lines.append(f"- {name}: not compared, so no power to state (see the notes)")
-        elif name in a.fits:
-            k, role = first_share(a.plan, name, contrast, measured)
+        else:
             d = detectable_here(a, name, k)
             v = apart_here(a, name)
             if d is None and v is not None and v.var > 0 and not v.sigma2 > 0:
@@ -398,20 +410,14 @@ def power_json(a: Analysis) -> dict:
     """report.json's power: the Power section's lines, and for each metric a line gives a
     difference of, {detectable (the difference detected with 80% power, as estimated from the
     sweep; None where none can be), alpha_divisor (the plan's test at alpha over it), role}."""
-    contrast = sum(
-        1 for arm in a.arms if a.kinds[arm] in a.plan.contrast and arm != a.plan.baseline
-    )
-    out: dict = {"lines": power_lines(a), "metrics": {}}
-    if not contrast or a.plan.baseline not in a.arms:
-        return out
-    measured = {c.metric for c in a.comparisons if not c.final}
-    against = {c.metric for c in a.comparisons if not c.final and not c.aa_check}
-    for name in dict.fromkeys([f.primary for f in a.plan.families] + DEFAULT_TASKS):
-        if name in a.fits and name in against:
-            k, role = first_share(a.plan, name, contrast, measured)
-            d = detectable_here(a, name, k)
-            out["metrics"][name] = {"detectable": d, "alpha_divisor": k, "role": role}
-    return out
+    return {
+        "lines": power_lines(a),
+        "metrics": {
+            name: {"detectable": detectable_here(a, name, k), "alpha_divisor": k, "role": role}
+            for name, k, role in _powered(a)
+            if k is not None
+        },
+    }
 
 
 def no_power_line(a: Analysis) -> str:
@@ -462,9 +468,10 @@ def unfinished_runs(runs: list[dict]) -> list[dict]:
     """The runs whose last recorded step is below their configured training.steps."""
     out = []
     for r in runs:
-        last, steps = last_steps(r)
-        if isinstance(steps, int) and steps > 0 and (last is None or last < steps):
-            out.append({"arm": r["name"], "seed": r["seed"], "last_step": last, "steps": steps})
+        if (short := unfinished(r)) is not None:
+            out.append(
+                {"arm": r["name"], "seed": r["seed"], "last_step": short[0], "steps": short[1]}
+            )
     return out
 
 
@@ -693,7 +700,7 @@ def report_json(
         ],
         "trends": a.trends,
         "power": power_json(a),
-        "per_run": {  # {metric: {arm: {seed: the run's average over the plan's checkpoints}}}
+        "per_run": {  # {metric: {arm: {seed: the run's value, as per_arm averages it}}}
             name: {
                 arm: {str(s): v for s, v in a.tables[name].get(arm, {}).items()} for arm in a.arms
             }
@@ -816,6 +823,10 @@ def report(
                 f"and those of ./sweep_arms.toml)"
             )
     runs, left_out = select_runs(found, seeds, arms)
+    asked = {
+        "arms": None if arms is None else sorted(arms),
+        "seeds": None if seeds is None else sorted(seeds),
+    }
     if not runs:
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
     subset_notes, subset_deviations = subset_lines(runs, left_out)
@@ -844,8 +855,13 @@ def report(
         )
     chosen = out is not None
     out = report_folder(runs_dir, out, exploratory=bool(deviations))
+    selection = {  # what this analysis is, however its folders are spelled and its runs grow
+        "plan_sha256": plan_digest(plan_),
+        "checkpoints": plan_.checkpoints if checkpoints is None else checkpoints,
+        **asked,
+    }
     if deviations and not chosen:
-        _refuse_another_analysis(out, asdict(a.plan), deviations, left_out)
+        _refuse_another_analysis(out, selection)
     if written is not None:
         written.append(out)
     if os.path.exists(out) and not os.path.isdir(out):
@@ -1029,6 +1045,7 @@ def report(
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]
     data["deviations"] = deviations
+    data["selection"] = selection
     data["exploratory"] = bool(deviations)  # (its claims are leads, not findings)
     data["registered_plan"] = registered
     # each atomic; the old report.md goes first, so that a crash between the two leaves no
@@ -1070,7 +1087,9 @@ def _eval_curves(a: Analysis, arms: dict) -> list[tuple[str, list]]:
             continue
         lines = []
         for arm_name, arm in arms.items():
-            runs = list(arm.values())
+            runs = [arm[s] for s in a.seeds if s in arm]  # (the seeds analysed)
+            if not runs:
+                continue
             points = []
             for s in sorted(set.intersection(*(set(evaluated_steps(r)) for r in runs))):
                 values = [m.read(r["steps"][s]) for r in runs]
@@ -1277,10 +1296,11 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
         files.append(_save(fig, out, EVAL_CURVES))
     else:
         _remove_stale(out, EVAL_CURVES)
-        skipped.append(
-            "the evaluation curves (no family's evaluated primary at two or more steps common "
-            "to an arm's runs: `eval --all-checkpoints` evaluates every checkpoint)"
-        )
+        if any(metric(f.primary).source == "eval" for f in a.plan.families):
+            skipped.append(
+                "the evaluation curves (no family's evaluated primary at two or more steps "
+                "common to an arm's runs: `eval --all-checkpoints` evaluates every checkpoint)"
+            )
     return files
 
 
@@ -1303,29 +1323,33 @@ def _save(fig, out: str, name: str) -> str:
     return path
 
 
-def _refuse_another_analysis(
-    out: str, plan: dict, deviations: list[str], left_out: list[dict]
-) -> None:
+def _refuse_another_analysis(out: str, selection: dict) -> None:
     """Refuse to write an exploratory re-analysis over the default folder's report of another
-    one (another plan, or other runs left out): a second re-analysis replaced the first without
-    a word. The same analysis is written again (its runs' numbers may have changed)."""
+    one: a second re-analysis replaced the first without a word. Another is one of another
+    plan's settings, --checkpoints, --arms or --seeds (report.json's `selection`); the same
+    command is written again (its runs may have grown, its folders be spelled otherwise)."""
     path = os.path.join(out, "report.json")
     if not os.path.isfile(path):
         return
-    earlier = load_report_json(path)
-    folders = sorted(r["folder"] for r in left_out)
-    same = (
-        earlier.get("plan") == json.loads(json.dumps(plan))
-        and earlier.get("deviations") == deviations
-        and sorted(r.get("folder") for r in earlier.get("left_out") or []) == folders
-    )
-    if not same:
-        said = "; ".join(earlier.get("deviations") or []) or "its deviations unrecorded"
-        raise ValueError(
-            f"{out} holds another exploratory re-analysis ({said}), which this one would "
-            f"replace: write this one elsewhere with --out DIR (a folder of its own, "
-            f"{out}_2 say), or remove {out} to replace it"
+    earlier = load_report_json(path).get("selection")
+    if earlier == selection:
+        return
+    if not isinstance(earlier, dict):
+        differ = "written before a report recorded what it analysed"
+    else:
+        names = {"plan_sha256": "the plan's settings", "checkpoints": "--checkpoints"}
+        differ = "; ".join(
+            f"{names.get(k, f'--{k}')} {earlier.get(k)!r} there, {v!r} here"
+            if k != "plan_sha256"
+            else "another plan's settings"
+            for k, v in selection.items()
+            if earlier.get(k) != v
         )
+    raise ValueError(
+        f"{out} holds another exploratory re-analysis ({differ}), which this one would "
+        f"replace: write this one elsewhere with --out DIR (a folder of its own, {out}_2 say), "
+        f"or remove {out} to replace it"
+    )
 
 
 def load_report_json(path: str) -> dict:

@@ -1213,8 +1213,8 @@ def _unread(result: Analysis) -> tuple[list[str], list[str]]:
 
 def unread_words(result: Analysis) -> list[str]:
     """Notes on the arms whose probes the word does not move: `char acc - blank` 0 on every seed
-    (each probe answered as its blank twin) or its 95% interval over seeds around 0. Their
-    character probes measure the model's prior over the choices, whatever the comparisons say."""
+    (the probes scored as their blank twins) or its 95% interval over seeds around 0. Their
+    character probes show no reading of the word, whatever the comparisons say."""
     zero, around = _unread(result)
     notes = []
     if zero:

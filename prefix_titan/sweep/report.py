@@ -439,13 +439,6 @@ def no_power_line(a: Analysis) -> str:
     )
 
 
-def last_steps(run: dict) -> tuple[int | None, int | None]:
-    """(the last step the run recorded, as runs.load_run found it; the configured
-    training.steps), None where unknown."""
-    steps = ((run.get("config") or {}).get("training") or {}).get("steps")
-    return run.get("last_step"), steps
-
-
 def _validation_steps(runs: list[dict], last: int) -> str:
     """The validation steps the runs' averages use: one list when they agree."""
     used = {tuple(validation_steps(r, last)) for r in runs} - {()}  # (a run without: a note)

@@ -62,17 +62,12 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def _kept(out: str) -> str:
-    """What an interrupted prepare leaves: the batches its record counts, or none recorded."""
+def _left(out: str) -> tuple[str, str]:
+    """(what an interrupted prepare leaves, what the same command then does): the batches its
+    record counts and a resume, or none recorded and a new start."""
     if os.path.exists(os.path.join(out, PROGRESS)):
-        return "The batches written are kept"
-    return "Nothing was recorded yet"
-
-
-def _goes_on(out: str) -> str:
-    if os.path.exists(os.path.join(out, PROGRESS)):
-        return "resumes after the last one"
-    return "starts it again"
+        return "the batches written are kept", "resumes after the last one"
+    return "nothing was recorded yet", "starts it again"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,18 +147,19 @@ def main(argv: list[str] | None = None) -> None:
         p.refuse(str(e))
     except OSError as e:  # a full disk, a file size limit, an I/O error: not a traceback
         space = e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        kept, then = _left(a.out)
         p.exit(
             1,
-            f"[prepare] {a.out}: stopped: {e}. {_kept(a.out)}; mend its cause"
+            f"[prepare] {a.out}: stopped: {e}. {kept.capitalize()}; mend its cause"
             + (" (free space on the disk of --out, or a larger file size limit)" if space else "")
-            + f" and the same command {_goes_on(a.out)}\n",
+            + f" and the same command {then}\n",
         )
     except KeyboardInterrupt as e:
         how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        kept, then = _left(a.out)
         p.exit(
             143 if isinstance(e, Terminated) else 130,
-            f"[prepare] {a.out}: {how}: {_kept(a.out).lower()}; the same command "
-            f"{_goes_on(a.out)}\n",
+            f"[prepare] {a.out}: {how}: {kept}; the same command {then}\n",
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -313,13 +313,10 @@ def _differences(recorded: dict, asked: dict) -> str:
         if isinstance(here, list):
             there = there if isinstance(there, list) else []
             # (the files gone shown where they were read, not rebased onto the asked folder)
-            was = original.get(k) if isinstance(original.get(k), list) else there
-            rebased = was is not there and len(was) == len(there)
-            where = (
-                dict(zip(there, was)) if rebased and all(isinstance(f, str) for f in there) else {}
-            )
+            was = original.get(k)
+            was = was if isinstance(was, list) and len(was) == len(there) else there
             new = [f for f in here if f not in there]
-            gone = [where.get(f, f) for f in there if f not in here]
+            gone = [read for f, read in zip(there, was) if f not in here]
             parts = [f"{len(new)} not there before ({_few(new)})"] if new else []
             parts += [f"{len(gone)} there before, not now ({_few(gone)})"] if gone else []
             shown.append(f"{k} differ: " + ("; ".join(parts) or "in another order"))

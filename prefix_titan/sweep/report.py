@@ -1330,11 +1330,10 @@ def _refuse_another_analysis(out: str, selection: dict) -> None:
     if not isinstance(earlier, dict):
         differ = "written before a report recorded what it analysed"
     else:
-        names = {"plan_sha256": "the plan's settings", "checkpoints": "--checkpoints"}
         differ = "; ".join(
-            f"{names.get(k, f'--{k}')} {earlier.get(k)!r} there, {v!r} here"
-            if k != "plan_sha256"
-            else "another plan's settings"
+            "another plan's settings"
+            if k == "plan_sha256"
+            else f"--{k} {earlier.get(k)!r} there, {v!r} here"
             for k, v in selection.items()
             if earlier.get(k) != v
         )

@@ -630,6 +630,9 @@ class Comparison:
     standing (blank_twins): a change of the model's prior over the choices, not of knowledge"""
     final: bool = False
     """at the final evaluated step alone (a sensitivity check: never claimed)"""
+    seedwise: bool = False
+    """baseline_apart, 3 or more seeds: the arm's residual variance above the others' (at
+    inference.OWN_VARIANCE_LEVEL), so compared by its per-seed differences from the baseline"""
 
 
 @dataclass
@@ -1033,40 +1036,40 @@ def _unanalysed(runs: list[dict], wanted: set[str]) -> str | None:
 
 
 def arm_variances(result: Analysis, name: str) -> dict[str, float]:
-    """{arm: its residual variance / the other arms'} in the two-way fit of metric `name`, an F
-    statistic with (S - 1, (A - 2)(S - 1)) degrees of freedom when the arms' variances are equal.
-    An arm's residuals are sqrt(1 - 1/A) times its own direction of the arm space, S - 1 squares
-    of it; the rest of the residual sum of squares lies in the other A - 2 directions,
-    independent of them (A arms, S seeds; no ratio with fewer than three arms)."""
+    """{arm: its residual variance / the other arms'} in the two-way fit of metric `name`
+    (inference.variance_ratios: an F statistic with (S - 1, (A - 2)(S - 1)) degrees of freedom
+    when the arms' variances are equal; no ratio with fewer than three arms)."""
     table = result.tables.get(name) or {}
     complete = _complete(table, result.seeds)
     f = result.fits.get(name)
     n = len(complete)
     if f is None or n != len(f.means) or n < 3 or not f.sigma2 or f.df <= 0:
         return {}
-    resid = inference.residuals(np.array([[table[a][s] for s in result.seeds] for a in complete]))
-    total = float((resid**2).sum())
-    out = {}
-    for a, r in zip(complete, resid):
-        own = float((r**2).sum()) * n / (n - 1)
-        rest = total - own
-        out[a] = float(own * (n - 2) / rest) if rest > 0 else math.inf
-    return out
+    y = np.array([[table[a][s] for s in result.seeds] for a in complete])
+    return {a: float(r) for a, r in zip(complete, inference.variance_ratios(y))}
 
 
 def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[str]:
     """A note for the baseline and each arm claimed on `name` whose residual variance there is
-    above the other arms' at `level` of equal variances (arm_variances' F quantile): the pooled
+    above the other arms' at `level` of equal variances (arm_variances' F quantile), and for
+    each arm compared by its per-seed differences for it (Comparison.seedwise): the pooled
     test assumes them equal, and with the baseline's sd 1.5-2x the others' its false-claim rate
     under the null is 9-16% (simulated), not alpha (the plan's variance = baseline_apart holds
-    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps). A trend's arms
-    are not screened: its test (per seed) assumes nothing of their variances. A screen: with 3
-    seeds it finds only large differences."""
+    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps; baseline_apart
+    compares such an arm by its per-seed differences). A trend's arms are not screened: its
+    test (per seed) assumes nothing of their variances. A screen: with 3 seeds it finds only
+    large differences."""
     from scipy.stats import f as f_dist
 
-    claimed = {c.arm for c in result.comparisons if c.metric == name and c.claimed}
+    mine = [c for c in result.comparisons if c.metric == name and not c.final]
+    claimed = {c.arm for c in mine if c.claimed}
+    switched = {c.arm for c in mine if c.seedwise}
     everyone = arm_variances(result, name)
-    ratios = {a: r for a, r in everyone.items() if a == result.plan.baseline or a in claimed}
+    ratios = {
+        a: r
+        for a, r in everyone.items()
+        if a == result.plan.baseline or a in claimed or a in switched
+    }
     if not ratios:
         return []
     n, df = len(everyone), result.fits[name].df
@@ -1074,6 +1077,12 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
     apart = result.plan.variance == "baseline_apart"
 
     def consequence(arm: str) -> str:
+        if arm in switched:
+            return (
+                f"the plan's variance = baseline_apart compares it with {result.plan.baseline} "
+                f"by its per-seed differences ({len(result.seeds) - 1} degrees of freedom), which "
+                "assume nothing of the variances"
+            )
         if arm != result.plan.baseline:
             return "its comparison assumes equal variances and may claim more often than alpha"
         if apart:
@@ -1097,7 +1106,7 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
         f"level of equal variances, {crit:.1f}x): {consequence(arm)}; more seeds show whether it "
         "is real"
         for arm, r in ratios.items()
-        if r > crit
+        if r > crit or arm in switched
     ]
 
 
@@ -1269,9 +1278,11 @@ def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Co
     apart = None
     if variance == "baseline_apart" and any(a in complete and a != baseline for a in arms):
         apart = inference.apart_used(f.y, complete.index(baseline))
+    noisier = apart.noisier if apart is not None else frozenset()
     for arm in arms:
         if arm in complete:
             t = _arm_test(f, complete.index(arm), complete.index(baseline), variance, apart)
+            fields["seedwise"] = complete.index(arm) in noisier
             rows.append(
                 Comparison(
                     arm=arm,

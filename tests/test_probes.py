@@ -667,6 +667,26 @@ def test_a_shortcut_that_works_is_caught():
         for w in ["seven", "sleep", "sheet", "steel", "spent"] * 8 + ["north", "nails"] * 20
     ]
     caught(contains, "lookup: word first letter (not prefix-shaped probes)", "char_contains")
+    # yes words with the letter as a token alone ("dis" + "k"): matching it with the question's
+    # quoted letter answers (task version 4.0 of char_contains: 0.577 on the embedded BPE)
+    split = lambda s: [s[:-1], s[-1]]  # noqa: E731  (the last letter a token alone)
+    copies = [
+        {
+            "word": w,
+            "letter": w[-1] if g else "z",
+            "choices": [" no", " yes"],
+            "gold": g,
+            "tokens": 2,
+        }
+        for w, g in zip(["disk", "milk", "desk", "park", "bark", "fork"] * 4, [1, 0] * 12)
+    ]
+    copied = "copy: queried letter is a token of the word (yes/no, count)"
+    caught(copies, copied, "char_contains", pieces=split, least=1.0)
+    counts = [
+        {"word": w, "letter": "k", "choices": [" 0", " 1", " 2"], "gold": w.count("k"), "tokens": 2}
+        for w in ["disk", "milk", "bark", "fork", "seal", "pool"] * 4
+    ]
+    caught(counts, copied, "char_count", pieces=split, least=0.44)  # 0.333 by chance
     # yes words whose letter is in their lead (task version 3.0 of char_contains: 0.80 on
     # Llama-3), and counts the lead tells
     led = [{**i, "lead": i["word"][:3], "ending": "", "known": i["word"][:3]} for i in contains]
@@ -893,8 +913,10 @@ def test_the_build_time_check_rarely_flags_a_probe_without_a_leak_and_catches_on
     the built probes with their golds redrawn at random: under this null at most 2 of 246 probes
     of 150 or 600 items (20 draws of six each) or at the full size are flagged (a binomial noise
     of 0.035 and 0.018 at a chance of 0.25, against bounds of 0.18 and 0.09); with the
-    alphabetically first choice made gold in half the items more (a planted 0.375 at 0.25, 0.25
-    at 0.5, against bounds of 0.18 and 0.20) every probe of 150 items is flagged."""
+    alphabetically first choice made gold in 70% of the items more (a planted 0.525 at 0.25, 0.35
+    at 0.5, against bounds of 0.18 and 0.20; planted in half of them, 0.25 at 0.5 was 1.3
+    binomial sd above the yes/no bound, and another draw of the items missed it) every probe of
+    150 items is flagged."""
     from prefix_titan.evaluation.shortcuts import check_probes, noise_margin
 
     seed = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))
@@ -914,7 +936,7 @@ def test_the_build_time_check_rarely_flags_a_probe_without_a_leak_and_catches_on
             flagged.update(t for t, c in got.items() if c["off"])
     assert sum(flagged.values()) <= 2, (flagged, checked)  # of 246 probes checked
     planted = {
-        t: _redrawn([probes[t][int(i)] for i in rng.permutation(len(probes[t]))[:150]], rng, 0.5)
+        t: _redrawn([probes[t][int(i)] for i in rng.permutation(len(probes[t]))[:150]], rng, 0.7)
         for t in PROBE_TASKS
     }
     got = check_probes(planted, pieces, ref, PROBE_TASKS)

@@ -25,8 +25,10 @@ Three kinds:
   vocabulary prefix (" straw" of " strawberry", what the prefix relation between tokens gives; on
   the last letter with the listed words it completes) and of its inflection ending ("-ing": what
   the grammar gives); required at chance on the probes past the lead (PAST_THE_LEAD) only;
-- copies of tokens: the answer letter is a token of the word alone (" a" + "pple"), or the
-  queried prefix ends where one of the word's tokens does (comparing tokens answers it).
+- copies of tokens: the answer letter is a token of the word alone (" a" + "pple"), the queried
+  letter is (the question's quoted letter is that same token: matching them answers whether the
+  word holds it), or the queried prefix ends where one of the word's tokens does (comparing
+  tokens answers it).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ SHORTCUTS = (
     "reader: letters of the inflection ending",
     "reader: letters of every token's leading prefix and the ending (past-the-lead probes)",
     "copy: answer letter is a token of the word",
+    "copy: queried letter is a token of the word (yes/no, count)",
     "copy: prefix ends at a token boundary",
 )
 FOLDS = 5
@@ -107,6 +110,7 @@ RESIDUALS = {
         "lookup: known and unknown places among the last six (past-the-lead probes)",
     ): 0.13,
     ("char_count", "lookup: letters past the known ones (token leads, ending)"): 0.10,
+    ("char_count", "lookup: lead length, with the asked text's"): 0.08,
     (
         "char_count",
         "lookup: letter pairs' expectation at the unknown letters (yes/no, count)",
@@ -562,6 +566,22 @@ def shortcut_accuracies(
         )
     else:
         out["copy: answer letter is a token of the word"] = None
+    copied = "copy: queried letter is a token of the word (yes/no, count)"
+    if (yes_no or counting) and task != "char_prefix" and all(len(q or "") == 1 for q in queried):
+        # the question's quoted letter is the token the word's later tokens would match: yes
+        # where one is that letter alone, else no; a count above the least the choices offer
+        held = [[q in parts[1:]] for q, parts in zip(queried, tokens)]
+        out[copied] = (
+            sum(
+                (g == it["gold"])
+                if yes_no
+                else _pick([0.0] + [float(g)] * (len(it["choices"]) - 1), it["gold"])
+                for (g,), it in zip(held, items)
+            )
+            / n
+        )
+    else:
+        out[copied] = None
     if task == "char_prefix":
         bounds = [{"".join(parts[:j]) for j in range(1, len(parts) + 1)} for parts in tokens]
         guesses = [int(it["letter"] in b) for it, b in zip(items, bounds)]

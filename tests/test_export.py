@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 import transformers
-from helpers import ROOT, train
+from helpers import ROOT, holding_lock, train
 
 from prefix_titan.evaluation.export import load_torchtitan_state, write_hf_folder
 
@@ -312,6 +312,7 @@ def test_a_tokenizer_the_run_did_not_train_with_is_refused(run_dir, tmp_path):
 def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_path):
     from prefix_titan.evaluation.export import export
     from prefix_titan.runs.folder import EXPORT_RECORD, read_json
+    from prefix_titan.runs.lock import FolderBusy
 
     step = str(run_dir / "run" / "checkpoint" / "step-2")
     out = str(tmp_path / "hf")
@@ -320,6 +321,20 @@ def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_pat
     assert record["step"] == 2 and record["verified"] is True
     export(config_args(run_dir), out, step, overwrite=True)  # an earlier export: replaced
     assert sorted(os.listdir(tmp_path)) == ["hf"]  # nothing left aside
+    # an evaluation of the earlier export holds its folder's lock (harness.writer_folder): the
+    # export is refused, not left to put new weights under the evaluation's results
+    holder = holding_lock(out, command="eval --model hf")
+    try:
+        with pytest.raises(FolderBusy, match=f"is being written by pid {holder.pid}"):
+            export(config_args(run_dir), out, step, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(os.listdir(tmp_path)) == ["hf"] and os.path.isfile(
+        os.path.join(out, EXPORT_RECORD)
+    )
+    export(config_args(run_dir), out, step, overwrite=True)  # the evaluation gone: replaced
+    assert not os.path.exists(os.path.join(out, ".writer.lock"))
     before = sorted(os.listdir(run_dir / "run"))
     with pytest.raises(ValueError, match=r"is the run folder .* that the export reads from"):
         export(config_args(run_dir), str(run_dir / "run"), step, overwrite=True)

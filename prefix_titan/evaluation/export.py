@@ -453,7 +453,11 @@ def write_hf_folder(
     inside = run_dir is not None and os.path.realpath(out).startswith(
         os.path.join(os.path.realpath(run_dir), "")
     )
-    with RunLock(run_dir) if inside else contextlib.nullcontext():  # a writer in the run folder
+    # the writer's lock an evaluation of the folder holds (harness.writer_folder): the run
+    # folder's for an export inside it, else that of the earlier export replaced here, so that
+    # an evaluation reading it is not left to file its results with the new weights
+    replaced = not inside and os.path.isfile(os.path.join(out, "config.json"))
+    with RunLock(run_dir if inside else out) if inside or replaced else contextlib.nullcontext():
         parent = os.path.dirname(os.path.abspath(out))
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)

@@ -856,6 +856,12 @@ def _run_queue(jobs, groups, stop_on_failure, root, recheck, children: Children)
             taken_by = recheck(name) if refused and recheck is not None else None
             if taken_by:
                 print(f"[sweep] {name}: {taken_by} (its start here was refused: {why})", flush=True)
+                with open_log(str(log)) as f:  # the refused start wrote into the writer's log
+                    f.write(
+                        f"[sweep] the lines from byte {start} of this log to here hold a start of "
+                        f"this run by another launch (pid {os.getpid()}), refused for the writer "
+                        "that holds it: not this run's output\n".encode()
+                    )
             else:
                 failed.append(f"{name} (exit {proc.returncode}, log {log})")
                 print(

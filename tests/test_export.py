@@ -3,6 +3,9 @@
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -316,7 +319,19 @@ def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_pat
 
     step = str(run_dir / "run" / "checkpoint" / "step-2")
     out = str(tmp_path / "hf")
+    # what exports killed before their rename left beside --out: removed where their process
+    # is gone; a live export's, and another host's, left
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    left = [f".export-{host}-{dead.pid}-ab", f".export-{host}-{os.getpid()}-cd", ".export-h2-1-ef"]
+    for name in left:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"partial")
     export(config_args(run_dir), out, step)
+    assert sorted(os.listdir(tmp_path)) == sorted(["hf", *left[1:]])
+    for name in left[1:]:
+        shutil.rmtree(tmp_path / name)
     record = read_json(os.path.join(out, EXPORT_RECORD), expect=dict)
     assert record["step"] == 2 and record["verified"] is True
     export(config_args(run_dir), out, step, overwrite=True)  # an earlier export: replaced

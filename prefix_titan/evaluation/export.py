@@ -17,6 +17,7 @@ import contextlib
 import glob
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import warnings
@@ -36,7 +37,7 @@ from ..runs.folder import (
     step_number,
     write_json,
 )
-from ..runs.lock import RunLock
+from ..runs.lock import RunLock, process_gone
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -460,7 +461,8 @@ def write_hf_folder(
     with RunLock(run_dir if inside else out) if inside or replaced else contextlib.nullcontext():
         parent = os.path.dirname(os.path.abspath(out))
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+        _remove_left_exports(parent)
+        tmp = tempfile.mkdtemp(prefix=f"{_temporary_prefix()}{os.getpid()}-", dir=parent)
         try:
             n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
             _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
@@ -486,6 +488,26 @@ def write_hf_folder(
             raise
     _log(f"done: {out}")
     return out
+
+
+def _temporary_prefix() -> str:
+    """The start of the folder names an export writes into before it renames one into place:
+    `.export-HOST-PID-...`, so that one left by a killed export is known for its own."""
+    return f".export-{socket.gethostname()}-"
+
+
+def _remove_left_exports(parent: str) -> None:
+    """Remove the temporary folders in `parent` that exports of this host killed before their
+    rename left (a model's weights each: gigabytes at 500M), said on stderr; those of a live
+    export, or of another host, are left."""
+    prefix = _temporary_prefix()
+    for name in sorted(os.listdir(parent)):
+        pid = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
+        path = os.path.join(parent, name)
+        if pid.isdigit() and os.path.isdir(path) and not os.path.islink(path):
+            if process_gone(socket.gethostname(), int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                _log(f"removed {path}, left by an export that was killed (pid {pid})")
 
 
 def check_out(out: str, overwrite: bool, *reads_from: str | None) -> None:

@@ -70,6 +70,11 @@ def _gone(holder: dict) -> bool:
     return holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
 
 
+def process_gone(host: str, pid: int) -> bool:
+    """Whether process `pid` of `host` is known to be gone: only a process of this host is."""
+    return _gone({"host": host, "pid": pid})
+
+
 def _holder(path: str) -> dict | None:
     """The lock's record, or None if the file went away; a damaged record reads as {}."""
     try:

@@ -4,6 +4,7 @@ compute-matched invariants. Its decision rule's error rates: test_verdict.py."""
 import dataclasses
 import json
 import math
+import os
 import shutil
 import zlib
 
@@ -1322,3 +1323,46 @@ def test_the_evaluated_primaries_learning_curves_are_drawn(tmp_path):
     for arm, points in lines:
         assert [s for s, _ in points] == [1200, 2400, 3600]
         assert math.isclose(points[-1][1], data["per_arm_final"][name][arm]["mean"], rel_tol=1e-12)
+
+
+def test_a_registered_plan_removed_or_replaced_after_the_launch_is_seen(
+    sweep, tmp_path_factory, monkeypatch
+):
+    """Each start of a launched run records the plan the launch registered (its sha256, from
+    LAUNCH_PLAN_ENV): where the plan file is then removed, the report does not apply the
+    package's plan as the registered one but says the analysis is exploratory; a plan with the
+    launched settings is registered again (and the report is pre-registered again); a registered
+    file replaced by another plan, its header and digest its own, is seen too."""
+    from prefix_titan.runs.folder import LAUNCH_PLAN_ENV, RUN_CONFIG, STARTS
+    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_digest, register_plan
+    from prefix_titan.titan.metrics import start_record
+
+    plans = tmp_path_factory.mktemp("plans")
+    plan = plans / "plan.toml"
+    plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
+    digest = plan_digest(load_plan(str(plan)))
+    checkpoint = type("C", (), {"load_step": -1})()
+    monkeypatch.setenv(LAUNCH_PLAN_ENV, digest)
+    (start,) = start_record(str(tmp_path_factory.mktemp("fresh")), checkpoint, [])
+    assert start["plan_sha256"] == digest
+    for record in sweep.glob(f"*/*/{RUN_CONFIG}"):  # the runs as that launch started them
+        data = json.loads(record.read_text())
+        data[STARTS] = [{"at": "t", "plan_sha256": digest}]
+        record.write_text(json.dumps(data))
+    text = report(str(sweep))  # the registered plan removed
+    assert text.startswith("# Sweep report") and "(An exploratory re-analysis" in text
+    assert f"that is no longer in {sweep} (analysis_plan.toml removed)" in text
+    assert register_plan(str(sweep), None) is None  # other settings: not registered now
+    path = register_plan(str(sweep), str(plan), " on a test day")
+    assert "again, with the settings the sweep's runs were launched under" in open(path).read()
+    assert "(An exploratory re-analysis" not in report(str(sweep))
+    other = plans / "other.toml"
+    other.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.2"))
+    elsewhere = register_plan(str(tmp_path_factory.mktemp("new") / "sweep"), str(other))
+    os.chmod(path, 0o644)
+    shutil.copyfile(elsewhere, path)  # a registered file of its own, put in its place
+    replaced = report(str(sweep), out=str(plans / "report"))
+    assert "(An exploratory re-analysis" in replaced
+    assert (
+        "has other settings (sha256 " in replaced and "it was replaced after the runs" in replaced
+    )

@@ -3,6 +3,7 @@ its queue; the dry runs run in this process (the command itself is run by the la
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -798,6 +799,46 @@ def test_a_real_launch_still_needs_the_gpus():
     assert rc == 2 and "no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)" in err, err
     rc, err = launch_here("--scale", "pilot", "--arms", "ce", "--gpus", "2")
     assert rc == 2 and "--gpus 2 plans a --dry-run only" in err, err
+
+
+def test_the_runs_record_the_plan_their_launch_registered_and_it_is_registered_again(
+    tmp_path, monkeypatch, capsys
+):
+    """The runs a launch starts get the registered plan's sha256 (LAUNCH_PLAN_ENV, which each
+    start records); with the plan file removed after they began, a launch with other settings
+    is refused, naming the digest, and one with the launched settings registers it again."""
+    from prefix_titan.runs.folder import LAUNCH_PLAN_ENV, RUN_CONFIG, STARTS
+    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_digest
+
+    seen = []
+    monkeypatch.setattr(
+        launch, "preflight", lambda root, runs, device=None, sweep=None, world=None, dry=False: []
+    )
+    monkeypatch.setattr(
+        launch, "run_queue", lambda *a, **k: seen.append(os.environ.get(LAUNCH_PLAN_ENV)) or []
+    )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setenv(LAUNCH_PLAN_ENV, "left from an earlier shell")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(open(PLAN).read().replace("alpha = 0.05", "alpha = 0.1"))
+    digest = plan_digest(load_plan(str(plan)))
+    sweep = tmp_path / "sweep"
+    args = ["--root", str(project()), "--scale", "smoke", "--arms", "ce", "--seeds", "1"]
+    args += ["--sweep-dir", str(sweep)]
+    assert launch.main([*args, "--plan", str(plan)]) == 0 and seen == [digest]
+    (sweep / "ce" / "seed1").mkdir(parents=True)  # the run that launch started began
+    record = {STARTS: [{"at": "t", "plan_sha256": digest}]}
+    (sweep / "ce" / "seed1" / RUN_CONFIG).write_text(json.dumps(record))
+    os.remove(sweep / "analysis_plan.toml")
+    with pytest.raises(SystemExit) as e:
+        launch.main([*args, "--plan", PLAN])
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and f"a registered plan (sha256 {digest[:12]}…) that is no " in err
+    assert launch.main([*args, "--plan", str(plan)]) == 0 and seen == [digest, digest]
+    assert (
+        "runs were launched under (its file was removed)"
+        in (sweep / "analysis_plan.toml").read_text()
+    )
 
 
 def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch, capsys):

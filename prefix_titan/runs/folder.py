@@ -31,6 +31,10 @@ STARTS = "starts"
 where, the checkpoint it found, the software it ran, a family's source file and its sha256),
 kept from the record it replaces: which steps a resume trained under which versions. Not a
 setting: neither resumes nor sweeps compare it"""
+LAUNCH_PLAN_ENV = "PREFIX_TITAN_PLAN_SHA256"
+"""The environment variable the sweep launcher sets for the runs it starts: the sha256 of the
+analysis plan it registered in the sweep folder (analysis.plan_digest), which each start records
+(STARTS: `plan_sha256`), so that a report finds a registered plan gone or replaced"""
 RESOLVED = "resolved"
 """In RUN_CONFIG beside the job config: what the run's device made of the execution settings
 whose defaults depend on it (objectives/plan.py resolved_execution: the row kernel, the fused

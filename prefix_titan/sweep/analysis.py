@@ -39,7 +39,7 @@ import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
 from ..evaluation.probes import PROBE_TASKS
-from ..runs.folder import METRICS_LOG, RUN_CONFIG, read_toml, write_atomically
+from ..runs.folder import METRICS_LOG, RUN_CONFIG, STARTS, read_toml, write_atomically
 from . import inference
 from .metrics import (
     CHAR_PROBES,
@@ -397,7 +397,8 @@ def register_plan(
     runs: the plan its report applies, and compares any other plan with. The same plan again
     (a resumed or multi-node launch) is fine; another is refused. A sweep folder whose runs
     began before any plan was registered gets none (None): registering one after the runs
-    began would not be pre-registration."""
+    began would not be pre-registration; but a plan with the settings a launch started them
+    under (their records, launched_plans) is registered again where its file was removed."""
     given = load_plan(plan)
     path = os.path.join(sweep_dir, REGISTERED)
     if os.path.exists(path):
@@ -405,14 +406,20 @@ def register_plan(
         if conflict:
             raise ValueError(conflict)
         return path
-    if runs_began(sweep_dir):
+    again = runs_began(sweep_dir)
+    if again and plan_digest(given) not in launched_plans(sweep_dir):
         return None
     with open(given.source) as f:
         text = f.read()
     os.makedirs(sweep_dir, exist_ok=True)
+    when_ = (  # the file removed after the runs began: only the settings they recorded
+        "again, with the settings the sweep's runs were launched under (its file was removed)"
+        if again
+        else "before the sweep's runs began"
+    )
     header = (
         f"{REGISTERED_HEADER}`{by}`{when} from "
-        f"{os.path.abspath(given.source)}, before the sweep's runs began: the report applies "
+        f"{os.path.abspath(given.source)}, {when_}: the report applies "
         f"it; another plan (report --plan) is an exploratory re-analysis.\n"
         f"{DIGEST}{plan_digest(given)}\n"
     )
@@ -430,6 +437,51 @@ def register_plan(
     finally:
         os.remove(draft)
     return path
+
+
+def launched_plans(sweep_dir: str) -> set[str]:
+    """The sha256 of the plans (plan_digest) under which a sweep launch started the runs under
+    `sweep_dir` (their records' starts, LAUNCH_PLAN_ENV); empty where none was started so."""
+    found = set()
+    for folder, _, files in os.walk(sweep_dir) if os.path.isdir(sweep_dir) else ():
+        if RUN_CONFIG not in files:
+            continue
+        try:
+            with open(os.path.join(folder, RUN_CONFIG)) as f:
+                starts = json.load(f).get(STARTS)
+        except (OSError, ValueError, AttributeError):  # (a damaged record: the report names it)
+            continue
+        for start in starts if isinstance(starts, list) else ():
+            if isinstance(start, dict) and isinstance(start.get("plan_sha256"), str):
+                found.add(start["plan_sha256"])
+    return found
+
+
+def launch_deviation(sweep_dir: str, registered: str | None, applied: Plan) -> str | None:
+    """Where a sweep launch started runs under `sweep_dir` under a registered plan that is not
+    the one there now: the file removed (a report would apply the package's plan as if it were
+    registered) or replaced by other settings; None where it agrees, where the plan `applied`
+    has the settings the runs were launched under, or where no launch recorded one."""
+    launched = launched_plans(sweep_dir)
+    if not launched or plan_digest(applied) in launched:
+        return None
+    named = ", ".join(d[:12] for d in sorted(launched))
+    if registered is None:
+        return (
+            f"the sweep's runs were started by a sweep launch under a registered plan (sha256 "
+            f"{named}…) that is no longer in {sweep_dir} ({REGISTERED} removed): the plan "
+            "applied is not known to be the registered one"
+        )
+    try:
+        now = plan_digest(load_plan(registered))
+    except ValueError:  # (left to the plan's own refusal)
+        return None
+    if now in launched:
+        return None
+    return (
+        f"{registered} has other settings (sha256 {now[:12]}…) than the plan the runs were "
+        f"launched under (sha256 {named}…): it was replaced after the runs began"
+    )
 
 
 def runs_began(sweep_dir: str) -> bool:

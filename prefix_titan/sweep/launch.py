@@ -82,7 +82,7 @@ import time
 
 from ..runs.checkpoints import sealed
 from ..runs.cli import Parser, path_arg
-from ..runs.folder import PLACEMENT, RUN_CONFIG, open_log, read_json, validated
+from ..runs.folder import LAUNCH_PLAN_ENV, PLACEMENT, RUN_CONFIG, open_log, read_json, validated
 from ..runs.lock import describe, writer
 from .configs import (
     ARMS_FILE,
@@ -987,8 +987,10 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     from .analysis import (
         REGISTERED,
         compared_arms,
+        launched_plans,
         load_plan,
         plan_arm_problems,
+        plan_digest,
         registered_plan,
         registered_plan_doubt,
         registration_conflict,
@@ -1006,6 +1008,16 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     if conflict:
         p.error(conflict)
     began = registered is None and runs_began(sweep)
+    if began and (launched := launched_plans(sweep)):
+        if plan_digest(plan) not in launched:
+            p.error(
+                f"{sweep} holds runs a launch started under a registered plan (sha256 "
+                f"{', '.join(d[:12] for d in sorted(launched))}…) that is no longer there "
+                f"({REGISTERED} removed), and {a.plan or 'the package plan'} has other settings: "
+                "launch with --plan FILE holding the settings they were launched under, which "
+                "registers it again (its report is an exploratory re-analysis until then)"
+            )
+        began = False  # (registered again: register_plan)
     if began and a.plan:
         p.error(
             f"{sweep} holds runs begun before any analysis plan was registered: --plan {a.plan} "
@@ -1068,13 +1080,18 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
 
 def _register_plan(p: argparse.ArgumentParser, a) -> None:
     """Register the analysis plan in the sweep folder before the first run (analysis.py)."""
-    from .analysis import register_plan
+    from .analysis import load_plan, plan_digest, register_plan
 
     sweep = a.sweep_folder
     try:
         path = register_plan(str(sweep), a.plan, time.strftime(" on %Y-%m-%d %H:%M:%S %Z"))
     except ValueError as e:
         p.refuse(str(e))
+    # the runs started here record the registered plan's digest (each start, LAUNCH_PLAN_ENV):
+    # a report finds it gone or replaced
+    os.environ.pop(LAUNCH_PLAN_ENV, None)
+    if path is not None:
+        os.environ[LAUNCH_PLAN_ENV] = plan_digest(load_plan(path))
     if path is None:
         print(
             f"[sweep] no analysis plan registered: {sweep} holds runs begun before one was; its "

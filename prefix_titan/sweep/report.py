@@ -23,6 +23,7 @@ from .analysis import (
     by_construction,
     detectable_here,
     first_share,
+    launch_deviation,
     load_plan,
     plan_arm_problems,
     plan_differences,
@@ -840,6 +841,8 @@ def report(
     a = analyse(arms, plan_, checkpoints)
     objectives = {arm: next(iter(s.values()))["objective"] for arm, s in arms.items()}
     deviations = plan_deviations(plan_, checkpoints, registered) + subset_deviations
+    if launched := launch_deviation(runs_dir, registered, plan_):
+        deviations.append(launched)
     if deviations:
         a.answer = (
             f"(An exploratory re-analysis, not the pre-registered test: {'; '.join(deviations)}; "

@@ -28,6 +28,7 @@ from ..objectives.mechanism import SIZE, mechanism_metrics
 from ..runs.checkpoints import complete_steps
 from ..runs.folder import (
     DATA_FILES,
+    LAUNCH_PLAN_ENV,
     METRICS_LOG,
     PLACEMENT,
     RESOLVED,
@@ -143,8 +144,9 @@ def start_record(
     where it has no record, or one without them), then this start's time (UTC), host, newest
     complete checkpoint of `saved` (saved_steps: what a resume loads unless
     checkpoint.load_step names another, also kept), the versions of Python, torch,
-    torchtitan and this package it runs, and, for a family named by import path, `family`
-    (families.family_source: its source file and that file's sha256)."""
+    torchtitan and this package it runs, for a family named by import path, `family`
+    (families.family_source: its source file and that file's sha256), and for a start by a
+    sweep launch, the sha256 of the plan it registered (LAUNCH_PLAN_ENV)."""
     import datetime
     import platform
     import socket
@@ -166,6 +168,8 @@ def start_record(
     }
     if family is not None:
         this["family_source"] = family
+    if plan := os.environ.get(LAUNCH_PLAN_ENV):  # started by a sweep launch, under this plan
+        this["plan_sha256"] = plan
     return [*(earlier if isinstance(earlier, list) else []), this]
 
 

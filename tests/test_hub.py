@@ -211,10 +211,13 @@ def streamed_job(*extra):
 
 
 @pytest.mark.parametrize("offline", [None, "1", "false"])
-def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(monkeypatch, offline):
+def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(
+    monkeypatch, offline, embedded_tokenizer_dir
+):
     """A streamed FineWeb-Edu without training.dataset_path lists the hub's files on every rank:
     offline, that was each rank's traceback after the client's retries; the checks before the
-    run (and a sweep's dry run) ask the hub once and name the local ways instead."""
+    run (and a sweep's dry run) ask the hub once and name the local ways instead. (The tokenizer
+    is the tests' own: the config's ./assets one is there only once a run has trained it.)"""
     from prefix_titan.titan import checks
 
     for v in PROXY_VARIABLES:
@@ -226,7 +229,7 @@ def test_a_run_streaming_from_an_unreachable_hub_is_refused_before_it_starts(mon
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     checks._hub_not_reached.cache_clear()
     with pytest.raises(checks.PathProblems) as e:
-        checks.check_paths(streamed_job())
+        checks.check_paths(streamed_job("--model.hf_assets_path", embedded_tokenizer_dir))
     problems = e.value.problems
     assert [p.split(" ")[0] for p in problems] == [
         "training.dataset_path",

@@ -657,6 +657,15 @@ def test_baseline_apart_compares_an_arm_noisier_than_the_others_by_its_per_seed_
     assert not any(c.seedwise for arm, c in mine.items() if arm != "prefix_tau2.0")
     said = [n for n in a.notes if n.startswith("hellaswag: the residual variance of prefix_tau2.0")]
     assert said and "compares it with label_smoothing by its per-seed differences (4 " in said[0]
+    # the baseline is left out of the screen: far noisier, it would hide the noisy arm
+    loud = y.copy()
+    loud[b] = 0.5 + 2.0 * rng.normal(size=5)
+    assert noisy in inference.apart(loud, b).noisier
+    bound = inference.variance_bound(len(specs), 5, 0.99)
+    assert inference.variance_ratios(loud)[noisy] < bound  # (the baseline in: hidden)
+    # arms that differ by constants: residuals at rounding error switch nothing
+    flat = 0.1 * np.arange(len(specs))[:, None] + np.array([[0.3, 0.1, 0.7, 0.2, 0.9]])
+    assert inference.noisier(flat, b) == frozenset()
     switched = 0
     for _ in range(400):  # equal variances: the 99% bound switches a given arm in 1% of tables
         y = rng.normal(size=(14, 3)) + 3 * rng.normal(size=(1, 3))

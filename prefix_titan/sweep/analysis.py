@@ -1107,10 +1107,11 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
     each arm compared by its per-seed differences for it (Comparison.seedwise): the pooled
     test assumes them equal, and with the baseline's sd 1.5-2x the others' its false-claim rate
     under the null is 9-16% (simulated), not alpha (the plan's variance = baseline_apart holds
-    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps; baseline_apart
-    compares an arm above `level` by its per-seed differences). A trend's arms are not screened: its
-    test (per seed) assumes nothing of their variances. A screen: with 3 seeds it finds only
-    large differences."""
+    it); a compared arm 3x as noisy makes its own false claims (10% of sweeps under the pooled
+    rule; baseline_apart compares such an arm by its per-seed differences where its variance is
+    above the other compared arms', inference.noisier, and the note gives that ratio). A trend's
+    arms are not screened: its test (per seed) assumes nothing of their variances. A screen:
+    with 3 seeds it finds only large differences."""
     from scipy.stats import f as f_dist
 
     mine = [c for c in result.comparisons if c.metric == name and not c.final]
@@ -1148,17 +1149,26 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
             "up to 2x the others' sd, at a cost in power)"
         )
 
-    def ratio(r: float) -> str:
+    def ratio(r: float, others: str = "other arms'") -> str:
         if math.isinf(r):  # the other arms move alike on every seed
-            return "above 0 where the other arms' is 0"
-        return f"{r:.1f}x the other arms'"
+            return f"above 0 where the {others} is 0"
+        return f"{r:.1f}x the {others}"
 
+    bounds = {a: (r, crit, "other arms'", level) for a, r in ratios.items() if r > crit}
+    if switched:  # the switch's own ratio: over the other compared arms (inference.noisier)
+        table = result.tables[name]
+        complete = _complete(table, result.seeds)
+        y = np.array([[table[a][s] for s in result.seeds] for a in complete])
+        own, arms = inference.compared_ratios(y, complete.index(result.plan.baseline))
+        bound = inference.variance_bound(arms, len(result.seeds), inference.OWN_VARIANCE_LEVEL)
+        for a in switched:
+            r = own[complete.index(a)]
+            bounds[a] = (r, bound, "other compared arms'", inference.OWN_VARIANCE_LEVEL)
     return [
-        f"{name}: the residual variance of {arm} is {ratio(r)} (above the {level:.0%} "
-        f"level of equal variances, {crit:.1f}x): {consequence(arm)}; more seeds show whether it "
+        f"{name}: the residual variance of {arm} is {ratio(r, others)} (above the {lv:.0%} "
+        f"level of equal variances, {c:.1f}x): {consequence(arm)}; more seeds show whether it "
         "is real"
-        for arm, r in ratios.items()
-        if r > crit or arm in switched
+        for arm, (r, c, others, lv) in bounds.items()
     ]
 
 

@@ -1366,3 +1366,9 @@ def test_a_registered_plan_removed_or_replaced_after_the_launch_is_seen(
     assert (
         "has other settings (sha256 " in replaced and "it was replaced after the runs" in replaced
     )
+    (record, *_) = sweep.glob(f"*/*/{RUN_CONFIG}")  # a later start under the replacement
+    data = json.loads(record.read_text())
+    data[STARTS].append({"at": "t2", "plan_sha256": plan_digest(load_plan(elsewhere))})
+    record.write_text(json.dumps(data))
+    again = report(str(sweep), out=str(plans / "report2"))
+    assert "it was replaced after the runs" in again

@@ -808,14 +808,16 @@ def test_the_runs_record_the_plan_their_launch_registered_and_it_is_registered_a
     start records); with the plan file removed after they began, a launch with other settings
     is refused, naming the digest, and one with the launched settings registers it again."""
     from prefix_titan.runs.folder import LAUNCH_PLAN_ENV, RUN_CONFIG, STARTS
-    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_digest
+    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_digest, register_plan
 
     seen = []
     monkeypatch.setattr(
         launch, "preflight", lambda root, runs, device=None, sweep=None, world=None, dry=False: []
     )
     monkeypatch.setattr(
-        launch, "run_queue", lambda *a, **k: seen.append(os.environ.get(LAUNCH_PLAN_ENV)) or []
+        launch,
+        "run_queue",
+        lambda *a, **k: seen.append(launch.run_env(k["plan_sha256"]).get(LAUNCH_PLAN_ENV)) or [],
     )
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv(LAUNCH_PLAN_ENV, "left from an earlier shell")
@@ -835,10 +837,15 @@ def test_the_runs_record_the_plan_their_launch_registered_and_it_is_registered_a
     err = " ".join(capsys.readouterr().err.split())
     assert e.value.code == 2 and f"a registered plan (sha256 {digest[:12]}…) that is no " in err
     assert launch.main([*args, "--plan", str(plan)]) == 0 and seen == [digest, digest]
-    assert (
-        "runs were launched under (its file was removed)"
-        in (sweep / "analysis_plan.toml").read_text()
-    )
+    registered = sweep / "analysis_plan.toml"
+    assert "runs were launched under (its file was removed)" in registered.read_text()
+    registered.chmod(0o644)  # replaced by another plan's registered copy, header and digest its own
+    other = register_plan(str(tmp_path / "other"), PLAN)
+    shutil.copyfile(other, registered)
+    with pytest.raises(SystemExit) as e:
+        launch.main(args)
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2 and "it was replaced after the runs began: put back" in err
 
 
 def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch, capsys):
@@ -846,7 +853,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
 
     started = []
 
-    def run_queue(jobs, groups, stop_on_failure, root, recheck=None):
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None):
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 
@@ -1311,7 +1318,7 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
     }
     holders, seen = [], {}
 
-    def run_queue(jobs, groups, stop_on_failure, root, recheck=None):
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None):
         assert [name for name, _, _ in jobs] == ["ce seed 1", "label_smoothing seed 1"]
         finish(folders["label_smoothing"], load_config(ROOT, "smoke", "label_smoothing"))
         folders["ce"].mkdir(parents=True)
@@ -1609,7 +1616,7 @@ def test_one_run_at_a_time_over_the_node_checks_each_run_before_and_after(
     args += ["--gpus-per-run", "node", "--nproc-per-node", "1"]
     holders, started = [], []
 
-    def run(children, cmd, cwd=None):
+    def run(children, cmd, cwd=None, env=None):
         started.append(cmd[cmd.index("--job.config_file") + 1])
         finish(sweep / "label_smoothing" / "seed1", load_config(ROOT, "smoke", "label_smoothing"))
         for arm in ("ce", "prefix_tau0.5"):

@@ -460,13 +460,14 @@ def launched_plans(sweep_dir: str) -> set[str]:
 def launch_deviation(sweep_dir: str, registered: str | None, applied: Plan) -> str | None:
     """Where a sweep launch started runs under `sweep_dir` under a registered plan that is not
     the one there now: the file removed (a report would apply the package's plan as if it were
-    registered) or replaced by other settings; None where it agrees, where the plan `applied`
-    has the settings the runs were launched under, or where no launch recorded one."""
+    registered) or replaced by other settings, one run or start at least launched under another
+    plan than the file there now; None where every start agrees with it (the file removed: with
+    the plan `applied`), or where no launch recorded one."""
     launched = launched_plans(sweep_dir)
-    if not launched or plan_digest(applied) in launched:
-        return None
     named = ", ".join(d[:12] for d in sorted(launched))
     if registered is None:
+        if launched <= {plan_digest(applied)}:
+            return None
         return (
             f"the sweep's runs were started by a sweep launch under a registered plan (sha256 "
             f"{named}…) that is no longer in {sweep_dir} ({REGISTERED} removed): the plan "
@@ -476,7 +477,7 @@ def launch_deviation(sweep_dir: str, registered: str | None, applied: Plan) -> s
         now = plan_digest(load_plan(registered))
     except ValueError:  # (left to the plan's own refusal)
         return None
-    if now in launched:
+    if launched <= {now}:  # (a run started under another plan: it was replaced meanwhile)
         return None
     return (
         f"{registered} has other settings (sha256 {now[:12]}…) than the plan the runs were "

@@ -800,6 +800,7 @@ def run_queue(
     stop_on_failure=False,
     root=".",
     recheck=None,
+    plan_sha256: str | None = None,
 ):
     """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
     slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
@@ -807,12 +808,26 @@ def run_queue(
     meanwhile, another process writes it), or None; asked just before it starts (a job it names
     a reason for is said so and skipped), and after a job whose own log says it was refused for
     another writer of its folder (then said so, not failed; any other end is a failure). The runs
-    end with the launch (Children)."""
+    end with the launch (Children). `plan_sha256`: the registered plan's, each run's
+    LAUNCH_PLAN_ENV (run_env)."""
     with Children() as children:
-        return _run_queue(jobs, groups, stop_on_failure, root, recheck, children)
+        return _run_queue(jobs, groups, stop_on_failure, root, recheck, children, plan_sha256)
 
 
-def _run_queue(jobs, groups, stop_on_failure, root, recheck, children: Children) -> list[str]:
+def run_env(plan_sha256: str | None) -> dict[str, str]:
+    """The environment a launch starts a run with: its own, with LAUNCH_PLAN_ENV the plan it
+    registered (each start of the run records it), or unset where it registered none (not one
+    left in the shell by another launch)."""
+    env = dict(os.environ)
+    env.pop(LAUNCH_PLAN_ENV, None)
+    if plan_sha256 is not None:
+        env[LAUNCH_PLAN_ENV] = plan_sha256
+    return env
+
+
+def _run_queue(
+    jobs, groups, stop_on_failure, root, recheck, children: Children, plan_sha256=None
+) -> list[str]:
     pending, running, failed = list(jobs), {}, []
     free = list(range(len(groups)))
     while pending or running:
@@ -823,7 +838,7 @@ def _run_queue(jobs, groups, stop_on_failure, root, recheck, children: Children)
                 continue
             slot = free.pop(0)
             log.parent.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ)
+            env = run_env(plan_sha256)
             if groups[slot]:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[slot])
             elif len(groups) > 1 and "OMP_NUM_THREADS" not in env:  # CPU runs side by side
@@ -987,6 +1002,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     from .analysis import (
         REGISTERED,
         compared_arms,
+        launch_deviation,
         launched_plans,
         load_plan,
         plan_arm_problems,
@@ -1007,6 +1023,11 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         p.refuse(str(e))
     if conflict:
         p.error(conflict)
+    if registered is not None and (replaced := launch_deviation(sweep, registered, plan)):
+        p.error(
+            f"{replaced}: put back the plan the runs were launched under, or launch into a new "
+            "sweep folder (--sweep-dir)"
+        )
     began = registered is None and runs_began(sweep)
     if began and (launched := launched_plans(sweep)):
         if plan_digest(plan) not in launched:
@@ -1087,11 +1108,9 @@ def _register_plan(p: argparse.ArgumentParser, a) -> None:
         path = register_plan(str(sweep), a.plan, time.strftime(" on %Y-%m-%d %H:%M:%S %Z"))
     except ValueError as e:
         p.refuse(str(e))
-    # the runs started here record the registered plan's digest (each start, LAUNCH_PLAN_ENV):
-    # a report finds it gone or replaced
-    os.environ.pop(LAUNCH_PLAN_ENV, None)
-    if path is not None:
-        os.environ[LAUNCH_PLAN_ENV] = plan_digest(load_plan(path))
+    # the runs started here record the registered plan's digest (each start, run_env): a report
+    # finds it gone or replaced
+    a.plan_sha256 = plan_digest(load_plan(path)) if path is not None else None
     if path is None:
         print(
             f"[sweep] no analysis plan registered: {sweep} holds runs begun before one was; its "
@@ -1350,7 +1369,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             with Children() as children:
-                code = children.start(cmd, cwd=a.root).wait()
+                code = children.start(
+                    cmd, cwd=a.root, env=run_env(getattr(a, "plan_sha256", None))
+                ).wait()
             if code:  # (its output went to the terminal: a failure, whatever holds the run now)
                 now = (taken(a, arm, seed, extra) or "").split("; skipped")[0]
                 now = "finished" if now == SKIPPED else now
@@ -1431,6 +1452,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 a.stop_on_failure,
                 a.root,
                 recheck=lambda name: check(*named[name]),
+                plan_sha256=getattr(a, "plan_sha256", None),
             )
         )
     if a.dry_run:

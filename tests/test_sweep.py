@@ -1287,8 +1287,8 @@ def test_a_run_another_process_writes_is_left_to_it_and_one_finished_meanwhile_s
     assert "[sweep] c: FAILED" not in out, out
     assert f"[sweep] c: {launch.SKIPPED} (its start here was refused: c is being written" in out
     log = (tmp_path / "c" / "launch.log").read_text().splitlines()  # the writer's own log too
-    assert log[0] == busy and log[1].startswith("[sweep] the lines from byte 0 of this log to ")
-    assert log[1].endswith("refused for the writer that holds it: not this run's output")
+    assert log[0] == busy and log[1].startswith("[sweep] a start of this run by another launch")
+    assert "its lines, from byte 0 of this log to here among the writer's own, are not" in log[1]
     assert asked == ["a", "b", "c", "c"]  # before each start, and after c failed
     failed = run_queue([job("d", 3)], [[]], recheck=lambda name: None)
     assert failed == [f"d (exit 3, log {tmp_path / 'd' / 'launch.log'})"]

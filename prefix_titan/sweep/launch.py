@@ -873,9 +873,10 @@ def _run_queue(
                 print(f"[sweep] {name}: {taken_by} (its start here was refused: {why})", flush=True)
                 with open_log(str(log)) as f:  # the refused start wrote into the writer's log
                     f.write(
-                        f"[sweep] the lines from byte {start} of this log to here hold a start of "
-                        f"this run by another launch (pid {os.getpid()}), refused for the writer "
-                        "that holds it: not this run's output\n".encode()
+                        f"[sweep] a start of this run by another launch (pid {os.getpid()}) was "
+                        f"refused for the writer that holds it: its lines, from byte {start} of "
+                        "this log to here among the writer's own, are not this run's output (its "
+                        "refusal and torchrun's traceback)\n".encode()
                     )
             else:
                 failed.append(f"{name} (exit {proc.returncode}, log {log})")

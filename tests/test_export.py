@@ -312,25 +312,54 @@ def test_a_tokenizer_the_run_did_not_train_with_is_refused(run_dir, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+HOLD_EXPORTING = (
+    "import fcntl, sys, time\n"
+    "f = open(sys.argv[1])\n"
+    "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
 def test_overwrite_replaces_an_earlier_export_and_never_the_run(run_dir, tmp_path):
-    from prefix_titan.evaluation.export import export
+    from prefix_titan.evaluation.export import EXPORTING, export
     from prefix_titan.runs.folder import EXPORT_RECORD, read_json
     from prefix_titan.runs.lock import FolderBusy
 
     step = str(run_dir / "run" / "checkpoint" / "step-2")
     out = str(tmp_path / "hf")
     # what exports killed before their rename left beside --out: removed where their process
-    # is gone; a live export's, and another host's, left
+    # is gone and their EXPORTING file free; a live export's (its pid, or its file held: another
+    # pid namespace), another host's (a host name with a dash), and one without the file (an
+    # earlier export moved aside), left
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     host = socket.gethostname()
-    left = [f".export-{host}-{dead.pid}-ab", f".export-{host}-{os.getpid()}-cd", ".export-h2-1-ef"]
-    for name in left:
+    gone, live, held, other, old = (
+        f".export@{host}@{dead.pid}@ab",
+        f".export@{host}@{os.getpid()}@cd",
+        f".export@{host}@{dead.pid}@ef",
+        f".export@{host}-2@{dead.pid}@gh",
+        f".export@{host}@{dead.pid}@ij.old",
+    )
+    for name in (gone, live, held, other, old):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"partial")
-    export(config_args(run_dir), out, step)
-    assert sorted(os.listdir(tmp_path)) == sorted(["hf", *left[1:]])
-    for name in left[1:]:
+        if name != old:
+            (tmp_path / name / EXPORTING).touch()
+    holder = subprocess.Popen(  # the file held by a process the pid does not name
+        [sys.executable, "-c", HOLD_EXPORTING, str(tmp_path / held / EXPORTING)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        export(config_args(run_dir), out, step)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(os.listdir(tmp_path)) == sorted(["hf", live, held, other, old])
+    for name in (live, held, other, old):
         shutil.rmtree(tmp_path / name)
     record = read_json(os.path.join(out, EXPORT_RECORD), expect=dict)
     assert record["step"] == 2 and record["verified"] is True

@@ -14,6 +14,7 @@ such as RUN/hf/step-N).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import os
 import shutil
@@ -36,6 +37,7 @@ from ..runs.folder import (
     read_json,
     step_number,
     write_json,
+    writer_folder,
 )
 from ..runs.lock import RunLock, process_gone
 
@@ -454,15 +456,20 @@ def write_hf_folder(
     inside = run_dir is not None and os.path.realpath(out).startswith(
         os.path.join(os.path.realpath(run_dir), "")
     )
-    # the writer's lock an evaluation of the folder holds (harness.writer_folder): the run
-    # folder's for an export inside it, else that of the earlier export replaced here, so that
-    # an evaluation reading it is not left to file its results with the new weights
-    replaced = not inside and os.path.isfile(os.path.join(out, "config.json"))
-    with RunLock(run_dir if inside else out) if inside or replaced else contextlib.nullcontext():
+    # the run folder's writer's lock for an export into it, and the lock an evaluation of the
+    # earlier export replaced here holds (writer_folder: its own folder's, or its run's), so
+    # that an evaluation reading it is not left to file its results with the new weights
+    folders = [run_dir] if inside else []
+    if os.path.isfile(os.path.join(out, "config.json")):
+        folders.append(writer_folder(out))
+    with contextlib.ExitStack() as locks:
+        for folder in dict.fromkeys(os.path.realpath(f) for f in folders):
+            locks.enter_context(RunLock(folder))
         parent = os.path.dirname(os.path.abspath(out))
         os.makedirs(parent, exist_ok=True)
         _remove_left_exports(parent)
-        tmp = tempfile.mkdtemp(prefix=f"{_temporary_prefix()}{os.getpid()}-", dir=parent)
+        tmp = tempfile.mkdtemp(prefix=f"{_temporary_prefix()}{os.getpid()}@", dir=parent)
+        exporting = _exporting(tmp)  # held until the folder has its name: not left over
         try:
             n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
             _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
@@ -478,6 +485,7 @@ def write_hf_folder(
             write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
             if source is not None:
                 write_json(os.path.join(tmp, EXPORT_RECORD), source)
+            os.unlink(os.path.join(tmp, EXPORTING))  # (its flock held on by the open file)
             _public_modes(tmp)
             fsync_tree(tmp)  # the weights on disk before the folder takes its name
             check_out(out, overwrite, *reads_from)  # again: the folder may have changed meanwhile
@@ -486,28 +494,60 @@ def write_hf_folder(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            exporting.close()
     _log(f"done: {out}")
     return out
 
 
+EXPORTING = ".exporting"
+"""In an export's temporary folder while it writes: a file the export holds an exclusive flock
+on, which a later export finds free only once that export is gone"""
+
+
 def _temporary_prefix() -> str:
     """The start of the folder names an export writes into before it renames one into place:
-    `.export-HOST-PID-...`, so that one left by a killed export is known for its own."""
-    return f".export-{socket.gethostname()}-"
+    `.export@HOST@PID@...` (no host name holds an @), so that one left by a killed export is
+    known for its own."""
+    return f".export@{socket.gethostname()}@"
+
+
+def _exporting(folder: str):
+    """EXPORTING in `folder`, created and flocked (exclusive); the open file, closed to let go."""
+    f = open(os.path.join(folder, EXPORTING), "w")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without flock: a later export cannot take it either, and
+        pass  # leaves the folder
+    return f
 
 
 def _remove_left_exports(parent: str) -> None:
     """Remove the temporary folders in `parent` that exports of this host killed before their
-    rename left (a model's weights each: gigabytes at 500M), said on stderr; those of a live
-    export, or of another host, are left."""
+    rename left (a model's weights each: gigabytes at 500M), said on stderr: those whose
+    process is gone and whose EXPORTING file no process holds. A live export's (in another pid
+    namespace too), another host's, one without that file (an earlier export's copy moved aside,
+    `.old`) are left."""
     prefix = _temporary_prefix()
     for name in sorted(os.listdir(parent)):
-        pid = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
+        pid = name[len(prefix) :].split("@", 1)[0] if name.startswith(prefix) else ""
         path = os.path.join(parent, name)
-        if pid.isdigit() and os.path.isdir(path) and not os.path.islink(path):
-            if process_gone(socket.gethostname(), int(pid)):
-                shutil.rmtree(path, ignore_errors=True)
-                _log(f"removed {path}, left by an export that was killed (pid {pid})")
+        if not (pid.isdigit() and os.path.isdir(path) and not os.path.islink(path)):
+            continue
+        if not process_gone(socket.gethostname(), int(pid)):
+            continue
+        try:
+            fd = os.open(os.path.join(path, EXPORTING), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # no such file: not an export's folder as it writes
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: an export writes it
+            continue
+        finally:
+            os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        _log(f"removed {path}, left by an export that was killed (pid {pid})")
 
 
 def check_out(out: str, overwrite: bool, *reads_from: str | None) -> None:

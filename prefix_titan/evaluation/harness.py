@@ -26,11 +26,13 @@ from ..runs.folder import (
     EVALS,
     EXPORTS,
     RUN_CONFIG,
+    inside_run,
     read_export_record,
     read_json,
     read_log,
     write_atomically,
     write_json,
+    writer_folder,
 )
 from ..runs.lock import FolderBusy, RunLock, describe, writer
 from .probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
@@ -662,20 +664,6 @@ def evaluate(
             and (value := calibrated_accuracy(items[task], items[f"{task}_blank"])) is not None
         }
         return results
-
-
-def writer_folder(model_dir: str) -> str:
-    """Whose writer's lock an evaluation of `model_dir` holds: the run folder's where the model
-    was exported into its run (RUN/hf/step-N: a training, an `--all-checkpoints` evaluation or
-    another evaluation of the run writes there too), else the model folder's own."""
-    source = read_export_record(model_dir)
-    run_dir = source and source["run_dir"]
-    return run_dir if run_dir and _inside(model_dir, run_dir) else model_dir
-
-
-def _inside(model_dir: str, run_dir: str) -> bool:
-    """Whether the model folder lies inside the run folder (RUN/hf/step-N)."""
-    return os.path.abspath(model_dir).startswith(os.path.join(os.path.abspath(run_dir), ""))
 
 
 def evaluation_settings(
@@ -1388,7 +1376,7 @@ def filed_dir(model_dir: str) -> str | None:
     if source is None or source["run_dir"] is None:  # no record, or exported from no run
         return None
     run_dir, step = source["run_dir"], source.get("step")
-    if not os.path.isdir(run_dir) or _inside(model_dir, run_dir):
+    if not os.path.isdir(run_dir) or inside_run(model_dir, run_dir):
         return None
     return os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
 

@@ -275,6 +275,21 @@ def read_export_record(model_dir: str) -> dict | None:
     return source
 
 
+def writer_folder(model_dir: str) -> str:
+    """Whose writer's lock an evaluation of `model_dir` holds (and an export replacing it takes):
+    the run folder's where the model was exported into its run (RUN/hf/step-N: a training, an
+    `--all-checkpoints` evaluation or another evaluation of the run writes there too), else the
+    model folder's own."""
+    source = read_export_record(model_dir)
+    run_dir = source and source["run_dir"]
+    return run_dir if run_dir and inside_run(model_dir, run_dir) else model_dir
+
+
+def inside_run(model_dir: str, run_dir: str) -> bool:
+    """Whether the model folder lies inside the run folder (RUN/hf/step-N)."""
+    return os.path.abspath(model_dir).startswith(os.path.join(os.path.abspath(run_dir), ""))
+
+
 def _step_entries(folder: str) -> list[str]:
     """The entries of `folder` named `step-N`, oldest first, whatever they are (folders, links).
     Other names that start so (a copy `step-4-backup`) are not steps: left alone (a run

@@ -914,9 +914,9 @@ def test_the_build_time_check_rarely_flags_a_probe_without_a_leak_and_catches_on
     of 150 or 600 items (20 draws of six each) or at the full size are flagged (a binomial noise
     of 0.035 and 0.018 at a chance of 0.25, against bounds of 0.18 and 0.09); with the
     alphabetically first choice made gold in 70% of the items more (a planted 0.525 at 0.25, 0.35
-    at 0.5, against bounds of 0.18 and 0.20; planted in half of them, 0.25 at 0.5 was 1.3
-    binomial sd above the yes/no bound, and another draw of the items missed it) every probe of
-    150 items is flagged."""
+    at 0.5, against bounds of 0.18 and 0.20) every probe of 150 items is flagged. The check is
+    weak at 150 items: planted in half of them, a gain of 0.25 on a yes/no probe was 1.3 binomial
+    sd above its bound, and another draw of the items missed it."""
     from prefix_titan.evaluation.shortcuts import check_probes, noise_margin
 
     seed = int(os.environ.get("PREFIX_TITAN_TEST_SEED", "1234"))

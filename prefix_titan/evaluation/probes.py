@@ -597,10 +597,11 @@ def _last_letter_probe(words, tokens, n: int, shots: int, rng, known: dict, form
 
 
 def letter_token(word: str, ends: tuple[int, ...], letter: str) -> bool:
-    """Whether one of the word's tokens is `letter` alone ("dis" + "k" of " disk"): the question
-    quotes the letter, which the tokenizers read as that same token ('letter "k"'), so a model
-    that matches the two tokens finds the letter in the word without reading any letter."""
-    return any(word[s:e] == letter for s, e in zip((0, *ends[:-1]), ends))
+    """Whether one of the word's tokens after the first is `letter` alone ("dis" + "k" of
+    " disk"): the question quotes the letter, which the tokenizers read as that same token
+    ('letter "k"'), so a model that matches the two tokens finds the letter in the word without
+    reading any letter (the first token holds the space, " k": another token)."""
+    return any(word[s:e] == letter for s, e in zip(ends[:-1], ends[1:]))
 
 
 def _copies_letter(word: str, ends: tuple[int, ...], position: int) -> bool:

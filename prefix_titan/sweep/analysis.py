@@ -14,7 +14,7 @@ Holm over the exploratory comparisons beside Holm over the primaries, reached 8%
 truly differed). The variance rule's p-values assume the compared arm as noisy as the others,
 unless its residual variance is above theirs at the 99% level (inference.noisier: then its
 per-seed differences): one arm with 2x (3x) their sd and no effect, among arms that truly
-differ, is claimed in 7.2% (7.1%) of 5-seed sweeps (docs/evaluation.md, "A compared arm
+differ, is claimed in 7.5% (7.1%) of 5-seed sweeps (docs/evaluation.md, "A compared arm
 noisier than the rest"). A claim where the adjusted p is at most alpha.
 Everything else is reported, not claimed: every comparison's raw and adjusted p, the trend along
 the plan's axis (tau unless it names another) of each kind of the contrast, the CE-equivalent
@@ -684,8 +684,9 @@ class Comparison:
     final: bool = False
     """at the final evaluated step alone (a sensitivity check: never claimed)"""
     seedwise: bool = False
-    """baseline_apart, 3 or more seeds: the arm's residual variance above the others' (at
-    inference.OWN_VARIANCE_LEVEL), so compared by its per-seed differences from the baseline"""
+    """baseline_apart, 3 or more seeds: the arm's residual variance above the other compared
+    arms' (inference.noisier, at OWN_VARIANCE_LEVEL), so compared by its per-seed differences
+    from the baseline"""
 
 
 @dataclass

@@ -323,8 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.scale == "smoke" and a.probe_items == ITEMS_PER_TASK:
         print(
             f"Note: these rows assume evaluations of {ITEMS_PER_TASK:,} probe items and whole "
-            "tasks; a smoke sweep is evaluated with `eval --tasks char_probes embedding_probe --limit 50` "
-            "(docs/cpu.md), about 50 items a probe: --probe-items 50 plans that."
+            "tasks; a smoke sweep is evaluated with `eval --tasks char_probes embedding_probe "
+            "--limit 50` (docs/cpu.md), about 50 items a probe: --probe-items 50 plans that."
         )
     if outside:
         print(

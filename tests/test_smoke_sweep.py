@@ -57,7 +57,7 @@ def first_plain_ce(run):
 
 def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path):
     from prefix_titan.evaluation.harness import evaluate_run, task_index
-    from prefix_titan.sweep.analysis import PLAN
+    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_digest
     from prefix_titan.sweep.report import report
 
     embedded_tokenizer_at(tmp_path / "tokenizer")
@@ -81,6 +81,11 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
         assert ce1[("ce", seed)] == ce1[("prefix_tau0.5", seed)]
     assert ce1[("ce", 1)] != ce1[("ce", 2)]
     assert 'baseline = "ce"\n' in (sweep / "analysis_plan.toml").read_text()
+    # each run's start records the plan its launch registered (a report finds it removed)
+    registered = plan_digest(load_plan(str(sweep / "analysis_plan.toml")))
+    for run in runs.values():
+        (start,) = json.loads((run / "run_config.json").read_text())["starts"]
+        assert start["plan_sha256"] == registered, start
     again = launch(tmp_path, sweep, plan)  # finished runs are skipped
     assert again.returncode == 0 and again.stdout.count("finished already, skipped") == 4
 

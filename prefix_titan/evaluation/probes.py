@@ -33,9 +33,9 @@ Every answer-only shortcut is made useless by construction, not by hope:
 - char_contains: the queried letters of yes and no items have the same distribution (each letter
   queried as often with a yes as with a no); the yes word holds the letter only past its known
   letters, and never as a token alone (the question's quoted letter is that token: matching the
-  two would answer it); the no word has the yes word's first letter and the nearest token count (then number
-  of unknown letters, then length), and no word starts with the queried letter (a reader of
-  first letters only is at chance);
+  two would answer it); the no word has the yes word's first letter, a length within three
+  letters of its and the nearest token count (then number of unknown letters, then length), and
+  no word starts with the queried letter (a reader of first letters only is at chance);
 - char_count: each letter queried equally often at 0, 1 and 2 occurrences past the known letters
   by three words of one first letter that the known letters hold it alike (0 or 1 times),
   matched lengths and token counts; the choices are the counts the known letters leave possible
@@ -678,8 +678,8 @@ def _count_items(
     first letter). No word holding the letter is one with it as a token alone (`letter_token`:
     matching that token with the question's would rule out the least count; 47 of 783 items of
     task version 4.0, embedded BPE). A word is asked about at most `reuse` times, each time with
-    another letter. Words holding a letter twice past their known letters are few: a small word list gives fewer
-    than n items (the cap on a first letter then applies to the items it gives)."""
+    another letter. Words holding a letter twice past their known letters are few: a small word
+    list gives fewer than n items (the cap on a first letter then applies to the items it gives)."""
     top = len(COUNTS) - 1
     by: dict = collections.defaultdict(lambda: collections.defaultdict(list))
     for w in pool:
@@ -812,8 +812,8 @@ def _contains_items(
     version 4.0, embedded BPE) and one with the same first letter, within three letters of its
     length, the nearest by `like` (_nearest) that does not hold it (no; without the three
     letters, leaving out those yes words drew longer yes than no words, by 0.32-0.38 letters on
-    average on the embedded BPE; within them 0.18-0.23); neither starts with the letter, so the word's first
-    letter says nothing of the answer (and none is the first letter of over MAX_LETTER_SHARE of
+    average on the embedded BPE; within them 0.18-0.23); neither starts with the letter, so the
+    word's first letter says nothing of the answer (and none is the first letter of over MAX_LETTER_SHARE of
     the items), nor do the letters of its lead and ending (a reader of those answered 80% of
     task version 3.0 on Llama-3). Letters in a seeded round robin."""
     yes = {

@@ -570,13 +570,13 @@ def shortcut_accuracies(
     if (yes_no or counting) and task != "char_prefix" and all(len(q or "") == 1 for q in queried):
         # the question's quoted letter is the token the word's later tokens would match: yes
         # where one is that letter alone, else no; a count above the least the choices offer
-        held = [[q in parts[1:]] for q, parts in zip(queried, tokens)]
+        held = [q in parts[1:] for q, parts in zip(queried, tokens)]
         out[copied] = (
             sum(
                 (g == it["gold"])
                 if yes_no
                 else _pick([0.0] + [float(g)] * (len(it["choices"]) - 1), it["gold"])
-                for (g,), it in zip(held, items)
+                for g, it in zip(held, items)
             )
             / n
         )

@@ -439,31 +439,41 @@ def register_plan(
     return path
 
 
-def launched_plans(sweep_dir: str) -> set[str]:
-    """The sha256 of the plans (plan_digest) under which a sweep launch started the runs under
-    `sweep_dir` (their records' starts, LAUNCH_PLAN_ENV); empty where none was started so."""
+def started_under(records) -> set[str]:
+    """The sha256 of the plans (plan_digest) under which a sweep launch started the runs whose
+    records (RUN_CONFIG's contents) are given: their starts' LAUNCH_PLAN_ENV."""
     found = set()
-    for folder, _, files in os.walk(sweep_dir) if os.path.isdir(sweep_dir) else ():
-        if RUN_CONFIG not in files:
-            continue
-        try:
-            with open(os.path.join(folder, RUN_CONFIG)) as f:
-                starts = json.load(f).get(STARTS)
-        except (OSError, ValueError, AttributeError):  # (a damaged record: the report names it)
-            continue
+    for record in records:
+        starts = record.get(STARTS) if isinstance(record, dict) else None
         for start in starts if isinstance(starts, list) else ():
             if isinstance(start, dict) and isinstance(start.get("plan_sha256"), str):
                 found.add(start["plan_sha256"])
     return found
 
 
-def launch_deviation(sweep_dir: str, registered: str | None, applied: Plan) -> str | None:
-    """Where a sweep launch started runs under `sweep_dir` under a registered plan that is not
-    the one there now: the file removed (a report would apply the package's plan as if it were
-    registered) or replaced by other settings, one run or start at least launched under another
-    plan than the file there now; None where every start agrees with it (the file removed: with
-    the plan `applied`), or where no launch recorded one."""
-    launched = launched_plans(sweep_dir)
+def launched_plans(sweep_dir: str) -> set[str]:
+    """started_under the records of the runs under `sweep_dir`; empty where none was started
+    so (a damaged record is left out: the report names it)."""
+    records = []
+    for folder, _, files in os.walk(sweep_dir) if os.path.isdir(sweep_dir) else ():
+        if RUN_CONFIG in files:
+            try:
+                with open(os.path.join(folder, RUN_CONFIG)) as f:
+                    records.append(json.load(f))
+            except (OSError, ValueError):
+                continue
+    return started_under(records)
+
+
+def launch_deviation(
+    launched: set[str], sweep_dir: str, registered: str | None, applied: Plan
+) -> str | None:
+    """Where a sweep launch started runs under `sweep_dir` under a registered plan (`launched`:
+    started_under their records) that is not the one there now: the file removed (a report
+    would apply the package's plan as if it were registered) or replaced by other settings, one
+    run or start at least launched under another plan than the file there now; None where every
+    start agrees with it (the file removed: with the plan `applied`), or where no launch
+    recorded one."""
     named = ", ".join(d[:12] for d in sorted(launched))
     if registered is None:
         if launched <= {plan_digest(applied)}:
@@ -1099,8 +1109,7 @@ def arm_variances(result: Analysis, name: str) -> dict[str, float]:
     n = len(complete)
     if f is None or n != len(f.means) or n < 3 or not f.sigma2 or f.df <= 0:
         return {}
-    y = np.array([[table[a][s] for s in result.seeds] for a in complete])
-    return {a: float(r) for a, r in zip(complete, inference.variance_ratios(y))}
+    return {a: float(r) for a, r in zip(complete, inference.variance_ratios(f.y))}
 
 
 def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[str]:
@@ -1158,11 +1167,9 @@ def unequal_variances(result: Analysis, name: str, level: float = 0.99) -> list[
 
     bounds = {a: (r, crit, "other arms'", level) for a, r in ratios.items() if r > crit}
     if switched:  # the switch's own ratio: over the other compared arms (inference.noisier)
-        table = result.tables[name]
-        complete = _complete(table, result.seeds)
-        y = np.array([[table[a][s] for s in result.seeds] for a in complete])
+        complete, y = _complete(result.tables[name], result.seeds), result.fits[name].y
         own, arms = inference.compared_ratios(y, complete.index(result.plan.baseline))
-        bound = inference.variance_bound(arms, len(result.seeds), inference.OWN_VARIANCE_LEVEL)
+        bound = inference.variance_bound(arms, y.shape[1], inference.OWN_VARIANCE_LEVEL)
         for a in switched:
             r = own[complete.index(a)]
             bounds[a] = (r, bound, "other compared arms'", inference.OWN_VARIANCE_LEVEL)

@@ -1024,13 +1024,15 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         p.refuse(str(e))
     if conflict:
         p.error(conflict)
-    if registered is not None and (replaced := launch_deviation(sweep, registered, plan)):
+    launched = launched_plans(sweep)
+    replaced = registered is not None and launch_deviation(launched, sweep, registered, plan)
+    if replaced:
         p.error(
             f"{replaced}: put back the plan the runs were launched under, or launch into a new "
             "sweep folder (--sweep-dir)"
         )
     began = registered is None and runs_began(sweep)
-    if began and (launched := launched_plans(sweep)):
+    if began and launched:
         if plan_digest(plan) not in launched:
             p.error(
                 f"{sweep} holds runs a launch started under a registered plan (sha256 "
@@ -1100,8 +1102,10 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     return a.plan or registered, said
 
 
-def _register_plan(p: argparse.ArgumentParser, a) -> None:
-    """Register the analysis plan in the sweep folder before the first run (analysis.py)."""
+def _register_plan(p: argparse.ArgumentParser, a) -> str | None:
+    """Register the analysis plan in the sweep folder before the first run (analysis.py); the
+    registered plan's sha256, which the runs started here record (each start, run_env: a report
+    finds the plan gone or replaced), or None where none is registered."""
     from .analysis import load_plan, plan_digest, register_plan
 
     sweep = a.sweep_folder
@@ -1109,17 +1113,15 @@ def _register_plan(p: argparse.ArgumentParser, a) -> None:
         path = register_plan(str(sweep), a.plan, time.strftime(" on %Y-%m-%d %H:%M:%S %Z"))
     except ValueError as e:
         p.refuse(str(e))
-    # the runs started here record the registered plan's digest (each start, run_env): a report
-    # finds it gone or replaced
-    a.plan_sha256 = plan_digest(load_plan(path)) if path is not None else None
     if path is None:
         print(
             f"[sweep] no analysis plan registered: {sweep} holds runs begun before one was; its "
             "report applies the package's plan",
             file=sys.stderr,
         )
-    else:
-        print(f"[sweep] analysis plan: {path}", file=sys.stderr)
+        return None
+    print(f"[sweep] analysis plan: {path}", file=sys.stderr)
+    return plan_digest(load_plan(path))
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.sweep launch") -> int:
@@ -1357,8 +1359,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed, dry_runs = [], []
         if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
             return refused
-        if not a.dry_run:
-            _register_plan(p, a)
+        plan_sha256 = None if a.dry_run else _register_plan(p, a)
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra, cpu)
             if why := check(arm, seed):  # just before it starts: another launch's?
@@ -1370,9 +1371,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
             with Children() as children:
-                code = children.start(
-                    cmd, cwd=a.root, env=run_env(getattr(a, "plan_sha256", None))
-                ).wait()
+                code = children.start(cmd, cwd=a.root, env=run_env(plan_sha256)).wait()
             if code:  # (its output went to the terminal: a failure, whatever holds the run now)
                 now = (taken(a, arm, seed, extra) or "").split("; skipped")[0]
                 now = "finished" if now == SKIPPED else now
@@ -1406,8 +1405,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         _check_batch(p, a, k if gpus else 1, extra)
         if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
             return refused
-        if not a.dry_run:
-            _register_plan(p, a)
+        plan_sha256 = None if a.dry_run else _register_plan(p, a)
         if gpus and a.cpu_runs > 1:
             p.error(
                 f"--cpu-runs {a.cpu_runs} places runs on the CPU, but {len(gpus)} GPUs are "
@@ -1453,7 +1451,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 a.stop_on_failure,
                 a.root,
                 recheck=lambda name: check(*named[name]),
-                plan_sha256=getattr(a, "plan_sha256", None),
+                plan_sha256=plan_sha256,
             )
         )
     if a.dry_run:

@@ -31,6 +31,7 @@ from .analysis import (
     plan_text,
     registered_plan,
     registered_plan_doubt,
+    started_under,
     unfinished,
     unread_axis,
 )
@@ -841,7 +842,8 @@ def report(
     a = analyse(arms, plan_, checkpoints)
     objectives = {arm: next(iter(s.values()))["objective"] for arm, s in arms.items()}
     deviations = plan_deviations(plan_, checkpoints, registered) + subset_deviations
-    if launched := launch_deviation(runs_dir, registered, plan_):
+    started = started_under(r["config"] for r in found)  # (the records read already)
+    if launched := launch_deviation(started, runs_dir, registered, plan_):
         deviations.append(launched)
     if deviations:
         a.answer = (

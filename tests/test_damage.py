@@ -136,7 +136,7 @@ def recorded(tmp_path):
 
 def test_the_sums_file_records_its_step(recorded):
     text = (recorded / "step-4" / SUMS.format(rank=0)).read_text()
-    assert text.splitlines()[0] == "# prefix_titan checkpoint step 4 rank 0"
+    assert text.splitlines()[0] == "# prefix_titan checkpoint step 4 rank 0 files 2"
     check = subprocess.run(
         "sha256sum --strict -c sha256sums-rank0.txt",
         shell=True,
@@ -165,6 +165,20 @@ def test_a_sums_file_that_does_not_parse_is_damage_not_absence(recorded):
     sums.write_text("garbage only\n")  # no header either
     with pytest.raises(DamagedCheckpoint, match="does not start with its `# prefix_titan"):
         verify_step(str(recorded / "step-4"))
+
+
+def test_a_sums_file_cut_at_a_line_end_is_damage_not_unrecorded_files(recorded):
+    sums = recorded / "step-4" / SUMS.format(rank=0)
+    whole = sums.read_text()
+    sums.write_text("".join(whole.splitlines(keepends=True)[:2]))  # header and one sum of two
+    with pytest.raises(DamagedCheckpoint, match="holds 1 checksums, but was written with 2: it"):
+        verify_step(str(recorded / "step-4"))
+    # a file written before the header counted its sums: its length is not checked
+    header, *rest = whole.splitlines(keepends=True)
+    sums.write_text(header.replace(" files 2", "") + rest[0])
+    assert check_step(str(recorded / "step-4")) == ([], [rest[1].split()[1]])
+    sums.write_text(header.replace(" files 2", "") + "".join(rest))
+    assert check_step(str(recorded / "step-4")) == ([], [])
 
 
 class _Planted:

@@ -5,9 +5,10 @@ Each rank records the SHA-256 of the files it wrote into `step-N/sha256sums-rank
 (`sha256sum` format, so `cat sha256sums-*.txt | sha256sum -c` checks a step by hand): rank R its
 `__R_*.distcp` files, rank 0 also `.metadata` and any other file of the step. A step is recorded
 once it is complete (torchtitan's rule: `.metadata`, or the index of a last save in HF format).
-Each checksum file starts with the line `# prefix_titan checkpoint step N rank R`: a comment,
-which `sha256sum -c` skips, so the by-hand check still works while the file binds its sums to
-step N (a step folder holding another step's files and sums fails verification). A checksum file
+Each checksum file starts with the line `# prefix_titan checkpoint step N rank R files K`: a
+comment, which `sha256sum -c` skips, so the by-hand check still works while the file binds its sums
+to step N (a step folder holding another step's files and sums fails verification) and counts
+them (a file cut short at a line's end is damage, not files left unrecorded). A checksum file
 with a line that is neither a comment nor `<sha256>  <name>` is damage, not absence.
 
 A step without checksums (saved just before the run was killed) is refused as unverified until it
@@ -99,19 +100,21 @@ def sha256(path: str, block: int = 1 << 23) -> str:
     return h.hexdigest()
 
 
-def sums_header(step: int | None, rank: int) -> str:
+def sums_header(step: int | None, rank: int, files: int) -> str:
     """The first line of a checksum file (a comment to `sha256sum -c`)."""
-    return f"# prefix_titan checkpoint step {'?' if step is None else step} rank {rank}\n"
+    number = "?" if step is None else step
+    return f"# prefix_titan checkpoint step {number} rank {rank} files {files}\n"
 
 
-_HEADER = re.compile(r"# prefix_titan checkpoint step (\d+|\?) rank (\d+)$")
+# `files K` is absent from the files written before it was added: their length is not checked
+_HEADER = re.compile(r"# prefix_titan checkpoint step (\d+|\?) rank (\d+)(?: files (\d+))?$")
 _SUM_LINE = re.compile(r"([0-9a-f]{64})  (\S.*)$")
 
 
 def record_step(step_dir: str, rank: int) -> None:
     """Write this rank's checksum file for a finished step (atomically), bound to its step."""
     lines = [f"{sha256(os.path.join(step_dir, n))}  {n}\n" for n in files_of_rank(step_dir, rank)]
-    header = sums_header(step_number(step_dir), rank)
+    header = sums_header(step_number(step_dir), rank, len(lines))
     write_atomically(os.path.join(step_dir, SUMS.format(rank=rank)), header + "".join(lines))
 
 
@@ -139,7 +142,7 @@ def read_sums(step_dir: str) -> tuple[dict[str, str], list[str]]:
                 f"check the step with `sha256sum -c {name}` in it, delete {name} and seal the step)"
             )
         else:
-            recorded_step, recorded_rank = header.groups()
+            recorded_step, recorded_rank, files = header.groups()
             if step is not None and recorded_step != str(step):
                 problems.append(
                     f"{name} records the checksums of step {recorded_step}, but the folder is "
@@ -147,6 +150,7 @@ def read_sums(step_dir: str) -> tuple[dict[str, str], list[str]]:
                 )
             if recorded_rank != rank:
                 problems.append(f"{name} records the checksums of rank {recorded_rank}")
+        held = 0
         for number, line in enumerate(lines[1:] if header else lines, 2 if header else 1):
             if line.startswith("#"):
                 continue
@@ -155,6 +159,12 @@ def read_sums(step_dir: str) -> tuple[dict[str, str], list[str]]:
                 problems.append(f"{name} line {number} is not `<sha256>  <file>`: {line[:60]!r}")
             else:
                 sums[m.group(2)] = m.group(1)
+                held += 1
+        if header and files is not None and held != int(files):
+            problems.append(
+                f"{name} holds {held} checksums, but was written with {files}: it was cut short "
+                "or edited"
+            )
     return sums, problems
 
 

@@ -1188,9 +1188,8 @@ def seed_interaction(result: Analysis, name: str, level: float = 0.99) -> list[s
     acts as noise with fewer degrees of freedom than the pooled test counts (docs/evaluation.md:
     the pooled rule's false claims under the null above alpha, baseline_apart's not). A screen:
     with 3 seeds it names only strong interactions."""
-    table = result.tables.get(name) or {}
-    complete = _complete(table, result.seeds)
-    found = inference.interaction(np.array([[table[a][s] for s in result.seeds] for a in complete]))
+    f = result.fits.get(name)
+    found = inference.interaction(f.y) if f is not None and f.y is not None else None
     if not found or found[1] > 1 - level:
         return []
     share, p = found

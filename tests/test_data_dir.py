@@ -13,6 +13,7 @@ from prefix_titan.evaluation.harness import (
     data_sources,
     read_from,
 )
+from prefix_titan.runs.checkpoints import sha256
 
 TASKS = {**FIXTURES, **SECONDARY_FIXTURES, **CUTE_FIXTURES}
 
@@ -25,7 +26,9 @@ def test_the_fixtures_of_every_task_pass_and_each_field_is_named(tmp_path):
     assert set(FIELDS) == set(TASKS)
     for task, rows in TASKS.items():
         write(tmp_path, task, rows)
-    check_data_dir(str(tmp_path), [*TASKS, "char_spell", "embedding_probe"])  # (built here)
+    digests = check_data_dir(str(tmp_path), [*TASKS, "char_spell", "embedding_probe"])
+    # (the probes are built here: no file); each file hashed as it is checked
+    assert digests == {t: sha256(str(tmp_path / f"{t}.jsonl")) for t in TASKS}
 
 
 def test_every_missing_file_is_named_at_once(tmp_path):

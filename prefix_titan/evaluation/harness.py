@@ -10,6 +10,7 @@ eval_items/, and, for a model exported from a run, a copy into the run folder (R
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
@@ -446,12 +447,12 @@ def _document_problem(task: str, doc) -> str | None:
     return None
 
 
-def check_data_dir(data_dir: str, tasks: list[str]) -> None:
+def check_data_dir(data_dir: str, tasks: list[str]) -> dict[str, str]:
     """Refuse, before anything is evaluated, a --data-dir that lacks a file of `tasks` (each one
     named) or a file of a task of FIELDS with a document lm-eval could not score (the first
     such line named, and how many there are): one without a field its task reads, or whose
     answer names no choice (lm-eval would fail on it after loading the model, or score it as
-    wrong)."""
+    wrong). Returns {task: its file's sha256}, hashed as it is checked (one read)."""
     tasks = [t for t in tasks if t not in MADE_HERE]
     if missing := [t for t in tasks if not os.path.exists(os.path.join(data_dir, f"{t}.jsonl"))]:
         raise ValueError(
@@ -459,11 +460,16 @@ def check_data_dir(data_dir: str, tasks: list[str]) -> None:
             "task reads DIR/<task>.jsonl, one document a line in the task's own schema (the "
             "fields each reads: docs/evaluation.md)"
         )
-    for task in (t for t in tasks if t in FIELDS):
+    digests = {}
+    for task in tasks:
         path = data_file(data_dir, task)
-        bad, first, n = 0, None, 0
+        if task not in FIELDS:
+            digests[task] = sha256(path)
+            continue
+        bad, first, n, h = 0, None, 0, hashlib.sha256()
         with open(path, "rb") as f:
             for i, raw in enumerate(f, 1):
+                h.update(raw)
                 if not raw.strip():
                     continue
                 n += 1
@@ -482,6 +488,8 @@ def check_data_dir(data_dir: str, tasks: list[str]) -> None:
                 f"--data-dir file {path} {said}" + (f" ({first})" if first else "") + f": {task} "
                 f"reads {', '.join(FIELDS[task])} from each line's JSON object; {ANSWERS[task]}"
             )
+        digests[task] = h.hexdigest()
+    return digests
 
 
 def task_specs(tasks: list[str], files: dict[str, str], task_manager) -> list:
@@ -758,10 +766,9 @@ def data_sources(tasks: list[str], data_dir: str | None) -> dict[str, str | None
     for the hub. The character probes (built here) and the embedding probe have none. The
     --data-dir files are checked first (check_data_dir): every evaluation that reads them asks
     here."""
-    if data_dir is not None:
-        check_data_dir(data_dir, tasks)
+    digests = {} if data_dir is None else check_data_dir(data_dir, tasks)
     return {
-        t: None if data_dir is None else f"{DATA_MARK}{sha256(data_file(data_dir, t))[:16]}"
+        t: None if data_dir is None else f"{DATA_MARK}{digests[t][:16]}"
         for t in tasks
         if t not in MADE_HERE
     }
@@ -1316,7 +1323,6 @@ ITEM_DIGESTS = "item_sha256"
 
 def write_items(folder: str, items: dict[str, list[dict]]) -> dict[str, str]:
     """EVAL_ITEMS/<task>.jsonl under `folder`; {task: the sha256 of what was written}."""
-    import hashlib
 
     out = os.path.join(folder, EVAL_ITEMS)
     os.makedirs(out, exist_ok=True)
@@ -1592,7 +1598,6 @@ def _lm_eval_index(root: Path) -> dict:
     under `root` (a listing, no file read), so an edited, added or removed file, or another
     lm-eval, reads a file of its own. A file that cannot be read back is built again and
     rewritten."""
-    import hashlib
     import pickle
 
     from lm_eval.tasks.manager import TaskIndex

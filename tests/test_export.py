@@ -140,15 +140,23 @@ def test_rope_scaling_is_exported(run_dir, tmp_path):
     config = json.load(open(os.path.join(out, "config.json")))
     key = "rope_parameters" if "rope_parameters" in config else "rope_scaling"  # transformers 5 / 4
     assert config[key]["rope_type"] == "llama3"
+    # the keys transformers 4 reads, beside version 5's rope_parameters (without them version
+    # 4.57 loads theta 10,000 and no scaling: logits off by 3.3 at 1,024 positions here)
+    assert config["rope_theta"] == args.rope_theta
+    assert config["rope_scaling"] == {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     tokens = torch.randint(0, args.vocab_size, (1, SEQ), generator=torch.Generator().manual_seed(2))
     expected = torchtitan_logits(state, args, tokens)
     assert (hf_logits(out, tokens) - expected).abs().max().item() < 1e-4
-    # Negative control: without the scaling entry the same weights give different logits.
-    config[key] = (
-        {"rope_type": "default", "rope_theta": args.rope_theta}
-        if key == "rope_parameters"
-        else None
-    )
+    # Negative control: without the scaling entries the same weights give different logits.
+    config["rope_scaling"] = None
+    if key == "rope_parameters":
+        config[key] = {"rope_type": "default", "rope_theta": args.rope_theta}
     json.dump(config, open(os.path.join(out, "config.json"), "w"))
     off = (hf_logits(out, tokens) - expected).abs().max().item()
     assert off > 1e-2, off

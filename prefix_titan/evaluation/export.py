@@ -344,6 +344,33 @@ def _check_flavor(checkpoint: str, state: dict[str, torch.Tensor], flavor: str) 
     )
 
 
+def rope_scaling(model_args) -> dict | None:
+    """The Llama-3.1 RoPE scaling torchtitan applies, as transformers names it (None: none)."""
+    scaling = model_args.rope_scaling_args
+    if scaling.scaling_factor == 1.0:
+        return None
+    return {
+        "rope_type": "llama3",
+        "factor": scaling.scaling_factor,
+        "low_freq_factor": scaling.low_freq_factor,
+        "high_freq_factor": scaling.high_freq_factor,
+        "original_max_position_embeddings": scaling.original_max_position_embeddings,
+    }
+
+
+def save_hf_config(config, model_args, folder: str) -> None:
+    """config.json in `folder`, read alike by every transformers the package allows: version 5
+    writes RoPE as `rope_parameters` alone, which transformers 4 does not read (it would take
+    its default theta, 10,000, and no scaling: other logits, and no error), so the keys version
+    4 reads, `rope_theta` and `rope_scaling`, are written beside it."""
+    config.save_pretrained(folder)
+    path = os.path.join(folder, "config.json")
+    written = read_json(path, "the exported config", expect=dict)
+    written.setdefault("rope_theta", model_args.rope_theta)
+    written.setdefault("rope_scaling", rope_scaling(model_args))
+    write_json(path, written)
+
+
 def hf_config(
     model_args, state: dict[str, torch.Tensor], tokenizer, max_positions: int, dtype: torch.dtype
 ):
@@ -352,16 +379,6 @@ def hf_config(
     from transformers import LlamaConfig
 
     a = model_args
-    scaling = a.rope_scaling_args
-    rope_scaling = None
-    if scaling.scaling_factor != 1.0:  # torchtitan applies Llama-3.1 scaling: HF must too
-        rope_scaling = {
-            "rope_type": "llama3",
-            "factor": scaling.scaling_factor,
-            "low_freq_factor": scaling.low_freq_factor,
-            "high_freq_factor": scaling.high_freq_factor,
-            "original_max_position_embeddings": scaling.original_max_position_embeddings,
-        }
     return LlamaConfig(
         vocab_size=a.vocab_size,
         hidden_size=a.dim,
@@ -372,7 +389,7 @@ def hf_config(
         head_dim=a.dim // a.n_heads,
         rms_norm_eps=a.norm_eps,
         rope_theta=a.rope_theta,
-        rope_scaling=rope_scaling,
+        rope_scaling=rope_scaling(a),
         max_position_embeddings=max_positions,
         tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_id,
@@ -474,9 +491,8 @@ def write_hf_folder(
             n_bytes = sum(v.numel() * v.element_size() for v in hf_state.values())
             _log(f"writing model.safetensors ({n_bytes / 2**20:,.0f} MiB)")
             save_file(hf_state, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-            hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype]).save_pretrained(
-                tmp
-            )
+            config = hf_config(model_args, state, tokenizer, max_positions, DTYPES[dtype])
+            save_hf_config(config, model_args, tmp)
             write_json(
                 os.path.join(tmp, "generation_config.json"),
                 {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id},

@@ -138,7 +138,8 @@ answer), one file per task"""
 def exported(module_tmp):
     """A tiny model trained a few steps through torchtitan's main, exported to HF format."""
     tmp = module_tmp
-    train(tmp, "--checkpoint.enable", "--checkpoint.interval", "2")  # steps 2 and 4
+    # steps 2 and 4; a context of 128 (the export states it): cute_spell generates up to 64 tokens
+    train(tmp, "--checkpoint.enable", "--checkpoint.interval", "2", "--training.seq_len", "128")
     from prefix_titan.evaluation.export import export
 
     config = [
@@ -148,6 +149,8 @@ def exported(module_tmp):
         str(tmp / "run"),
         "--model.hf_assets_path",
         str(tmp / "tokenizer"),
+        "--training.seq_len",
+        "128",  # as it trained
     ]
     export(config, str(tmp / "hf"), checkpoint=str(tmp / "run" / "checkpoint" / "step-4"))
     data = tmp / "data"
@@ -643,6 +646,8 @@ def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
         str(exported / "run"),
         "--model.hf_assets_path",
         str(exported / "tokenizer"),
+        "--training.seq_len",
+        "128",
     ]
     subprocess.run(
         [sys.executable, "-m", "prefix_titan.export", *config, "--out", str(hf)],
@@ -669,7 +674,8 @@ def test_the_readme_flow_export_eval_report_connects(exported, tmp_path):
         "--replace",
     )
     filed = exported / "run" / "evals" / "step-4" / "eval_results.json"
-    assert set(json.loads(filed.read_text())["results"]) == set(PROBE_TASKS) | set(BLANK_TASKS)
+    # (beside the tasks other tests filed for step 4 with the same settings, which are kept)
+    assert set(PROBE_TASKS) | set(BLANK_TASKS) <= set(json.loads(filed.read_text())["results"])
     out = subprocess.run(
         [sys.executable, "-m", "prefix_titan.report", str(exported)],
         cwd=ROOT,

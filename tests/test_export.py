@@ -47,6 +47,8 @@ def config_args(run_dir):
         str(run_dir / "run"),
         "--model.hf_assets_path",
         str(run_dir / "tokenizer"),
+        "--training.seq_len",
+        "64",  # as it trained (helpers.train)
     ]
 
 
@@ -313,9 +315,18 @@ def test_a_tokenizer_the_run_did_not_train_with_is_refused(run_dir, tmp_path):
     a, b = (next(t for t, i in vocab.items() if i == n) for n in (300, 301))
     vocab[a], vocab[b] = 301, 300
     (other / "tokenizer.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"is not the one the run .* trained with"):
+    with pytest.raises(  # named with every other difference, before the checkpoint is read
+        ValueError,
+        match=r"whose tokenizer.json holds another tokenizer \(--model.hf_assets_path .*tokenizer"
+        r"\); and training.seq_len 64, the config gives 256, the context length the export would "
+        r"state \(--training.seq_len 64\): export with the run's own config: --config "
+        r".*embedded_default.toml --job.dump_folder .* --model.hf_assets_path .*tokenizer "
+        r"--training.seq_len 64$",
+    ):
         export(
-            [*config_args(run_dir), "--model.hf_assets_path", str(other)], str(tmp_path / "b"), step
+            [*config_args(run_dir)[:-2], "--model.hf_assets_path", str(other)],
+            str(tmp_path / "b"),
+            step,
         )
     assert not (tmp_path / "b").exists()
 

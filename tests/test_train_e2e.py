@@ -358,6 +358,8 @@ def test_a_run_is_never_relabelled_nor_resumed_from_a_damaged_checkpoint(tmp_pat
         str(tmp_path / "run"),
         "--model.hf_assets_path",
         str(tmp_path / "tokenizer"),
+        "--training.seq_len",
+        "64",
     ]
     with pytest.raises(ValueError, match="step-4 is damaged and will not be exported"):
         export(config, str(tmp_path / "hf"))

@@ -106,16 +106,22 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def check_model_settings(
-    run: str, checkpoint_folder: str, checkpoint: str | None, flavor: str, given: str
+    run: str,
+    checkpoint_folder: str,
+    checkpoint: str | None,
+    flavor: str,
+    given: str,
+    seq_len: int | None = None,
 ) -> None:
-    """Refuse, before anything is read, model settings (`flavor`, the tokenizer folder `given`)
-    that are not those the run folder `run` recorded (RUN_CONFIG) where the export is of that
-    run's own checkpoint (`checkpoint` None, its newest, or one in its checkpoint folder or its
-    run folder; another is check_run's to place): another flavor, or another tokenizer folder
-    that holds no tokenizer.json (another one that does is compared by content, in check_run).
-    Every difference is named at once, with the config file the run trained with (the record's
-    job.config_file), so one change exports it (a config of another scale otherwise fails on the
-    tokenizer first, then on the flavor)."""
+    """Refuse, before the checkpoint is read, model settings (`flavor`, the tokenizer folder
+    `given`, the context `seq_len` the export states as its length) that are not those the run
+    folder `run` recorded (RUN_CONFIG) where the export is of that run's own checkpoint
+    (`checkpoint` None, its newest, or one in its checkpoint folder or its run folder; another is
+    check_run's to place): another flavor, another tokenizer (a folder without tokenizer.json,
+    or one holding another tokenizer), another training.seq_len. Every difference is named at
+    once, with the config file the run trained with (the record's job.config_file) and the
+    flags that set the run's values, so one command exports it (a config of another scale
+    otherwise fails on the tokenizer first, then on the flavor)."""
     recorded = os.path.join(run, RUN_CONFIG)
     if not os.path.isfile(recorded):
         return
@@ -127,14 +133,16 @@ def check_model_settings(
         return
     record = read_json(recorded, "the run's record", expect=dict)
     model = record.get("model") or {}
-    differ = []
+    differ, flags = [], []
     trained = model.get("flavor")
     if trained not in (None, flavor):
         differ.append(
             f"model.flavor {trained!r}, the config gives {flavor!r} (--model.flavor {trained})"
         )
+        flags.append(f"--model.flavor {trained}")
     assets = model.get("hf_assets_path")
-    if assets not in (None, given) and not os.path.isfile(os.path.join(given, "tokenizer.json")):
+    has_tokenizer = os.path.isfile(os.path.join(given, "tokenizer.json"))
+    if assets not in (None, given) and not has_tokenizer:
         there = os.path.isfile(os.path.join(str(assets), "tokenizer.json"))
         differ.append(
             f"model.hf_assets_path {assets!r}, the config gives {given!r}, which holds no "
@@ -146,6 +154,20 @@ def check_model_settings(
                 "tokenizer the run trained with, --model.hf_assets_path DIR)"
             )
         )
+        flags += [f"--model.hf_assets_path {assets}"] if there else []
+    elif assets not in (None, given) and _other_tokenizer(record, run, given):
+        differ.append(
+            f"model.hf_assets_path {assets!r}, the config gives {given!r}, whose tokenizer.json "
+            f"holds another tokenizer (--model.hf_assets_path {assets})"
+        )
+        flags.append(f"--model.hf_assets_path {assets}")
+    trained_len = (record.get("training") or {}).get("seq_len")
+    if seq_len is not None and trained_len not in (None, seq_len):
+        differ.append(
+            f"training.seq_len {trained_len}, the config gives {seq_len}, the context length "
+            f"the export would state (--training.seq_len {trained_len})"
+        )
+        flags.append(f"--training.seq_len {trained_len}")
     if not differ:
         return
     config_file = (record.get("job") or {}).get("config_file")
@@ -154,7 +176,20 @@ def check_model_settings(
         if config_file
         else "the run's own settings"
     )
+    if flags and config_file:
+        fix += " " + " ".join(flags)
     raise ValueError(f"the run {run} trained {'; and '.join(differ)}: export with {fix}")
+
+
+def _other_tokenizer(record: dict, run: str, given: str) -> bool:
+    """Whether the tokenizer folder `given` holds another tokenizer than the one the run
+    recorded (False where the run's is not here to compare: check_run says so)."""
+    path = os.path.join(given, "tokenizer.json")
+    want = (record.get(DATA_FILES) or {}).get("tokenizer.json")
+    if want and sha256(path) == want:
+        return False
+    trained_with = os.path.join(recorded_tokenizer(record, run), "tokenizer.json")
+    return os.path.isfile(trained_with) and not _same_tokenizer(trained_with, path)
 
 
 def _same_tokenizer(a: str, b: str) -> bool:
@@ -688,7 +723,9 @@ def export_run(
     model_args = flavor_args(flavor)
     check_out(out, overwrite, run_dir, checkpoint_folder, checkpoint)
     if run_dir is not None:
-        check_model_settings(run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path)
+        check_model_settings(
+            run_dir, checkpoint_folder, checkpoint, flavor, hf_assets_path, seq_len
+        )
     check_tokenizer(hf_assets_path)
     checkpoint = checkpoint or latest_step(checkpoint_folder)
     refuse_missing_step(checkpoint, checkpoint_folder)

@@ -1275,3 +1275,35 @@ def test_each_start_of_a_run_is_recorded_with_its_software_and_compared_by_nothi
     check_job_config(parse(default, "--job.dump_folder", str(folder)))  # the same run resumed
     (folder / RUN_CONFIG).write_text("{")  # damaged: its starts are not read (the checks say it)
     assert len(start(folder, checkpoint)) == 1
+
+
+def test_a_resume_reads_its_tokenizer_however_its_folder_is_named(
+    tmp_path, embedded_tokenizer_dir, monkeypatch
+):
+    """A folder setting whose files the run hashed (DATA_FILES) may name the same files otherwise
+    (`dir/`, an absolute path, a copy elsewhere): the same sha256 resume, with a note where the
+    folder moved; a folder holding other files is refused, naming the setting and its files."""
+    import json
+
+    from prefix_titan.runs.folder import DATA_FILES, RUN_CONFIG
+    from prefix_titan.titan.checks import data_files
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    tokenizer = shutil.copytree(embedded_tokenizer_dir, tmp_path / "tok")
+    monkeypatch.chdir(tmp_path)
+    args = ("--job.dump_folder", str(folder), "--lr_scheduler.total_steps", "400")
+    config = parse(default, *args, "--model.hf_assets_path", "./tok")
+    _record_run(folder, config)
+    record = json.loads((folder / RUN_CONFIG).read_text())
+    record[DATA_FILES] = data_files(config)
+    (folder / RUN_CONFIG).write_text(json.dumps(record))
+    assert set(record[DATA_FILES]) >= {"tokenizer.json", "tokenizer_config.json"}
+    for spelled in ("tok/", str(tokenizer), str(shutil.copytree(tokenizer, tmp_path / "copy"))):
+        check_resume(parse(default, *args, "--model.hf_assets_path", spelled))
+    changed = shutil.copytree(tokenizer, tmp_path / "changed")
+    (changed / "tokenizer_config.json").write_text('{"model_max_length": 7}')
+    with pytest.raises(ValueError) as e:
+        check_resume(parse(default, *args, "--model.hf_assets_path", str(changed)))
+    assert f"model.hf_assets_path: './tok' -> {str(changed)!r}" in str(e.value)
+    assert "data_files.tokenizer_config.json" in str(e.value)

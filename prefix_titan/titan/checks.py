@@ -775,6 +775,40 @@ def data_files(job_config) -> dict[str, str]:
     return out
 
 
+FOLDERS_HASHED = {
+    "model.hf_assets_path": TOKENIZER_FILES,
+    "training.dataset_path": ("training shards",),
+    "validation.dataset_path": ("validation shards",),
+}
+"""The folder settings whose files data_files hashes (a setting: the keys of its files)"""
+
+
+def same_files(recorded: dict, current: dict, had: dict) -> None:
+    """Take a folder setting of FOLDERS_HASHED that names the folder otherwise (`./data/x`,
+    `data/x/`, an absolute path, a copy moved elsewhere) as the recorded one where every file
+    of it the run recorded (`had`, its DATA_FILES) has the same sha256 now: a resume reads the
+    same tokenizer or shards, and its record takes the new path. Said in a note."""
+    from torchtitan.tools.logging import logger
+
+    for setting, keys in FOLDERS_HASHED.items():
+        section, name = setting.split(".")
+        old, new = (recorded.get(section) or {}).get(name), (current.get(section) or {}).get(name)
+        if old == new or not isinstance(old, str) or not isinstance(new, str):
+            continue
+        recorded_keys = [k for k in keys if k in had]
+        now = current.get(DATA_FILES) or {}
+        same = os.path.normpath(old) == os.path.normpath(new) or (
+            recorded_keys and all(now.get(k) == had[k] for k in recorded_keys)
+        )
+        if same:
+            recorded[section][name] = new
+            if os.path.normpath(old) != os.path.normpath(new):
+                logger.info(
+                    f"{setting} {new!r} holds the files the run recorded from {old!r} (the same "
+                    f"sha256: {', '.join(recorded_keys)}): resumed on it"
+                )
+
+
 SWEEP_WAYS = (
     "where the difference is an override after --, drop or change it; else launch a new sweep "
     "into another --sweep-dir (a sweep launch sets each run's job.dump_folder itself)"
@@ -987,6 +1021,7 @@ def check_resume(
         for key in CORPUS_FILES:  # (recorded before the corpus was: unchecked)
             if key not in had:
                 current[DATA_FILES].pop(key, None)
+        same_files(recorded, current, had)
     for r in (recorded, current):
         (r.get("job") or {}).pop("dump_folder", None)
     # A setting added to the package after the run was recorded, left at its default, is no

@@ -849,7 +849,7 @@ def test_the_runs_record_the_plan_their_launch_registered_and_it_is_registered_a
 
 
 def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch, capsys):
-    from prefix_titan.sweep.analysis import PLAN
+    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_digest
 
     started = []
 
@@ -885,7 +885,11 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
         assert f"{registered}: the sweep registered another analysis plan before its runs" in err
         assert f"(it differs from {PLAN} in alpha)" in err and "resume without --plan" in err
     assert launch.main([*args, "--dry-run"]) == 0
-    assert f"the analysis plan the sweep registered: {registered}\n" in capsys.readouterr().err
+    digest = plan_digest(load_plan(str(registered)))
+    assert (  # what a run started by hand from the dry run's commands needs, as a launch gives it
+        f"the analysis plan the sweep registered: {registered}; runs started by hand from the "
+        f"commands above record it with PREFIX_TITAN_PLAN_SHA256={digest} in their environment\n"
+    ) in capsys.readouterr().err
     registered.chmod(0o644)  # a setting edited after registration: said, the runs go on
     registered.write_text(registered.read_text().replace("alpha = 0.1", "alpha = 0.2"))
     assert launch.main([*args, "--dry-run"]) == 0
@@ -894,7 +898,26 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     )
     fresh = [*args[:-1], str(tmp_path / "fresh"), "--plan", str(plan), "--dry-run"]
     assert launch.main(fresh) == 0
-    assert f"registers the analysis plan {plan} in {tmp_path / 'fresh'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"registers the analysis plan {plan} in {tmp_path / 'fresh'}" in err
+    # the runs started by hand from a dry run's commands: the plan registered first, no run
+    register = (
+        f"python -m prefix_titan.sweep launch --scale smoke --root {project()} --sweep-dir "
+        f"{tmp_path / 'fresh'} --plan {plan} --register-plan"
+    )
+    assert (
+        "register it first (a run begun before leaves the sweep without one for good): "
+        f"{register}; runs started by hand" in err
+    )
+    by_hand = [*args[:-1], str(tmp_path / "by_hand"), "--plan", str(plan), "--register-plan"]
+    assert launch.main(by_hand) == 0 and started == [True, True]
+    assert f"PREFIX_TITAN_PLAN_SHA256={plan_digest(load_plan(str(plan)))} in their" in (
+        capsys.readouterr().err
+    )
+    assert "\nalpha = 0.1 " in (tmp_path / "by_hand" / "analysis_plan.toml").read_text()
+    with pytest.raises(SystemExit) as e:
+        launch.main([*by_hand, "--dry-run"])
+    assert e.value.code == 2 and "--dry-run writes nothing" in capsys.readouterr().err
     for old, new, says in [
         ('baseline = "label_smoothing"', 'baseline = "cee"', "the plan's baseline 'cee' is no arm"),
         (

@@ -997,7 +997,8 @@ def _refused(a, runs, extra, world: int, device: str | None = None) -> int:
 
 def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None, str]:
     """(the plan this launch registers, or the one its sweep registered already, None: the
-    package's; what a launch does with it, in a line), checked: a plan that differs from the
+    package's; what a launch does with it, in a line, with what runs started by hand from a
+    --dry-run's commands need), checked: a plan that differs from the
     registered one, or whose baseline or contrast names no arm of the project, is refused
     before anything is registered (a registered plan cannot change)."""
     from .analysis import (
@@ -1085,10 +1086,17 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
             ),
             file=sys.stderr,
         )
+    by_hand = (  # what a launch gives each run it starts (run_env)
+        f"; runs started by hand from the commands above record it with {LAUNCH_PLAN_ENV}="
+        f"{plan_digest(plan)} in their environment"
+        if a.dry_run
+        else ""
+    )
     if registered:
         said = f"the analysis plan the sweep registered: {registered}"
         if changed := registered_plan_doubt(registered):
             said += f" (which {changed}: the report labels its analysis exploratory)"
+        said += by_hand
     elif began:
         said = (
             f"no analysis plan is registered: the runs in {sweep} began before one was; the "
@@ -1098,8 +1106,25 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         shown = f"the analysis plan {a.plan}" if a.plan else "the package's analysis plan"
         said = (
             f"a launch registers {shown} in {os.path.join(sweep, REGISTERED)} before its first run"
+            + (
+                "; to start the commands above by hand, register it first (a run begun "
+                "before leaves the sweep without one for good): "
+                + shlex.join(_registering_command(a))
+                + by_hand
+                if a.dry_run
+                else ""
+            )
         )
     return a.plan or registered, said
+
+
+def _registering_command(a) -> list[str]:
+    """The command that registers the plan of launch arguments `a` and starts nothing."""
+    cmd = ["python", "-m", "prefix_titan.sweep", "launch", "--scale", a.scale]
+    if str(a.root) != ".":
+        cmd += ["--root", str(a.root)]
+    cmd += ["--sweep-dir", str(a.sweep_dir)]
+    return cmd + (["--plan", str(a.plan)] if a.plan else []) + ["--register-plan"]
 
 
 def _register_plan(p: argparse.ArgumentParser, a) -> str | None:
@@ -1166,6 +1191,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         help="put the runs in DIR/<arm>/seed<S> (default: the scale's)",
     )
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument(
+        "--register-plan",
+        action="store_true",
+        help="register the analysis plan in the sweep folder, as a launch does before its first "
+        "run, and start nothing (for a --dry-run's commands started by hand)",
+    )
     p.add_argument(
         "--gpus",
         type=int,
@@ -1237,7 +1268,17 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         )
     if why := unwritable(a.sweep_folder):
         p.error(f"--sweep-dir {a.sweep_folder}: {why}; give a folder this user can write")
+    if a.register_plan and a.dry_run:
+        p.error("--register-plan writes the plan into the sweep folder; --dry-run writes nothing")
     a.plan, plan_line = _check_plan(p, a, specs)
+    if a.register_plan:
+        if digest := _register_plan(p, a):
+            print(
+                f"[sweep] start runs by hand with {LAUNCH_PLAN_ENV}={digest} in their "
+                "environment, as a launch does: each records the plan it began under",
+                file=sys.stderr,
+            )
+        return 0
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:
         p.error(

@@ -724,3 +724,38 @@ def test_the_dtype_follows_the_device_unless_named(monkeypatch, tmp_path, cuda, 
     assert [args["dtype"] for args in resolved] == [want, "bfloat16", "float32"]
     assert all(args["softmax_dtype"] == "float32" for args in resolved)
     assert resolved[0]["device"] == ("cuda" if cuda else "cpu")
+
+
+def test_another_export_of_a_step_is_not_filed_beside_the_first(exported, tmp_path):
+    """Two exports of one step that score differently (weights in fp32 and in bf16): the
+    second's results are not filed with the run beside the first's (the report would read a
+    mix under one step), but refused, naming both; with --replace they replace them whole."""
+    from prefix_titan.evaluation.export import export
+    from prefix_titan.evaluation.harness import evaluate
+
+    run = shutil.copytree(exported / "run", tmp_path / "run")
+    shutil.rmtree(run / "evals", ignore_errors=True)  # (other tests' evaluations)
+    config = [
+        *("--job.config_file", f"{ROOT}/train_configs/embedded_default.toml"),
+        *("--job.dump_folder", str(run), "--model.hf_assets_path", str(exported / "tokenizer")),
+        *("--training.seq_len", "128"),
+    ]
+    step = str(run / "checkpoint" / "step-4")
+    fp32 = export(config, str(tmp_path / "fp32"), checkpoint=step)
+    bf16 = export(config, str(tmp_path / "bf16"), checkpoint=step, dtype="bf16")
+    evaluate(fp32, tasks=["embedding_probe"])
+    filed = run / "evals" / "step-4" / "eval_results.json"
+    assert json.loads(filed.read_text())["export"] == {"dtype": "float32", "context": 128}
+    with pytest.raises(ValueError) as e:
+        evaluate(bf16, tasks=["embedding_probe"])
+    assert str(e.value).startswith(
+        f"{filed} holds the results of another export of this step ({fp32}: weights float32, "
+        f"context 128), and {bf16} is another (weights bfloat16, context 128): the report reads "
+        "one evaluation per step"
+    )
+    assert "pass --replace" in str(e.value)
+    assert not os.path.exists(os.path.join(bf16, "eval_results.json"))  # refused before
+    evaluate(bf16, tasks=["embedding_probe"], replace=True)
+    record = json.loads(filed.read_text())
+    assert record["export"] == {"dtype": "bfloat16", "context": 128}
+    assert record["exported_to"] == os.path.abspath(bf16)

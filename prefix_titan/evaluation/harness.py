@@ -580,6 +580,8 @@ def evaluate(
         if not replace:  # before anything is evaluated: its results and their copy with the run
             folders = [model_dir, *([filed] if filed else [])]
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings, tasks)
+            if filed and (why := other_export(os.path.join(filed, EVAL_RESULTS), model_dir)):
+                raise ValueError(why + OTHER_EXPORT_HINT)
         results_path = os.path.join(model_dir, EVAL_RESULTS)
         earlier = _earlier(results_path)
         sources = data_sources(tasks, data_dir)
@@ -641,6 +643,7 @@ def evaluate(
             out.setdefault("versions", {})[EMBEDDING_PROBE] = PROBE_VERSION
         results = {
             "model": os.path.abspath(model_dir),  # (found from any working directory)
+            "export": export_identity(model_dir),
             "tasks": tasks,
             **settings,
             "results": out["results"],
@@ -712,6 +715,40 @@ REPLACE_HINT = (
     "; evaluating again with these settings would lose it: evaluate with its settings (its "
     "other tasks are kept), or pass --replace to replace it whole"
 )
+
+
+def export_identity(model_dir: str) -> dict | None:
+    """What a model folder's scores depend on beyond the checkpoint it was exported from: its
+    weights' dtype and the context its config.json states (lm-eval truncates to it); None where
+    its config.json cannot be read."""
+    try:
+        config = read_json(os.path.join(model_dir, "config.json"), "the model's config", dict)
+    except (OSError, ValueError):
+        return None
+    dtype = config.get("dtype", config.get("torch_dtype"))
+    return {"dtype": dtype, "context": config.get("max_position_embeddings")}
+
+
+OTHER_EXPORT_HINT = (
+    ": the report reads one evaluation per step. Evaluate that export again, or pass --replace to "
+    "file this one's results instead (the other's removed whole)"
+)
+
+
+def other_export(path: str, model_dir: str) -> str | None:
+    """Why filing an evaluation of the export `model_dir` in the run's results file `path` would
+    mix it with another export of the step (other weights' dtype or context: export_identity),
+    None where it would not (no results there, the same export, or results filed before they
+    named their export)."""
+    earlier = _earlier(path)
+    before, here = earlier.get("export"), export_identity(model_dir)
+    if not earlier or before is None or before == here:
+        return None
+    return (
+        f"{path} holds the results of another export of this step ({earlier.get('exported_to')}: "
+        f"weights {before.get('dtype')}, context {before.get('context')}), and {model_dir} "
+        f"is another (weights {(here or {}).get('dtype')}, context {(here or {}).get('context')})"
+    )
 
 
 def refuse_replacing(paths: list[str], settings: dict, tasks: list[str]) -> None:
@@ -811,17 +848,19 @@ def _json(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def write_evaluation(folder: str, results: dict, items: dict, replace: bool = False) -> dict:
+def write_evaluation(
+    folder: str, results: dict, items: dict, replace: bool = False, other: str | None = None
+) -> dict:
     """The results and per-item files of an evaluation written into `folder`, beside the tasks
     of an evaluation there with the same settings that this one did not evaluate again (those
-    results kept, so that evaluating other tasks later loses nothing); one with other settings
-    is replaced whole with `replace` (its other tasks' items removed), else refused. What was
-    written is returned."""
+    results kept, so that evaluating other tasks later loses nothing); one with other settings,
+    or of another model (`other`: why), is replaced whole with `replace` (its other tasks' items
+    removed), else refused. What was written is returned."""
     path = os.path.join(folder, EVAL_RESULTS)
     earlier = _earlier(path)
     settings = {k: results.get(k) for k in SETTINGS}
     tasks = results.get("tasks") or list(results["results"])  # (the tasks asked for)
-    conflict = _other_settings(path, earlier, settings, tasks) if earlier else None
+    conflict = other or (_other_settings(path, earlier, settings, tasks) if earlier else None)
     if conflict and not replace:
         raise ValueError(conflict + REPLACE_HINT)
     kept = [t for t in earlier.get("results") or {} if t not in results["results"]]
@@ -1405,7 +1444,10 @@ def file_with_run(
     try:
         with RunLock(run_dir):
             os.makedirs(out, exist_ok=True)
-            write_evaluation(out, {**results, "exported_to": model}, items or {}, replace)
+            if (other := other_export(path, model_dir)) and not replace:
+                raise ValueError(other + OTHER_EXPORT_HINT)
+            results = {**results, "exported_to": model, "export": export_identity(model_dir)}
+            write_evaluation(out, results, items or {}, replace, other)
     except FolderBusy as e:
         raise ValueError(
             f"{e}\nThe results are in {os.path.join(model_dir, EVAL_RESULTS)}; run the same "

@@ -474,9 +474,9 @@ def _resume_advice(config) -> str:
 
 
 def _report_checkpoint(config, before: str | None) -> None:
-    """Say where the run's distributed checkpoint went (torchtitan only logs the folder), or that
-    the run had reached its last step already (it started from checkpoint.load_step, or else
-    from `before`: its newest checkpoint at the start)."""
+    """Say where the run's checkpoint went, and in which format (torchtitan only logs the folder),
+    or that the run had reached its last step already (it started from checkpoint.load_step, or
+    else from `before`: its newest checkpoint at the start)."""
     if os.environ.get("RANK", "0") != "0" or not config.checkpoint.enable:
         return
     from .runs.folder import checkpoint_steps, step_number
@@ -492,7 +492,11 @@ def _report_checkpoint(config, before: str | None) -> None:
             flush=True,
         )
     elif steps:
-        print(f"DCP checkpoint written to {steps[-1]}", flush=True)
+        from .runs.checkpoints import HF_INDEX
+
+        hf = os.path.isfile(os.path.join(steps[-1], HF_INDEX))  # (checkpoint.last_save_in_hf)
+        kind = "Hugging Face (safetensors)" if hf else "DCP"
+        print(f"{kind} checkpoint written to {steps[-1]}", flush=True)
     else:
         print(f"no checkpoint was written under {folder}", flush=True)
 

@@ -1003,6 +1003,11 @@ def test_the_last_line_says_whether_the_run_trained(tmp_path, capsys):
     )
     _report_checkpoint(config(), str(tmp_path / "checkpoint" / "step-30"))
     assert capsys.readouterr().out == f"DCP checkpoint written to {newest}\n"
+    (tmp_path / "checkpoint" / "step-40" / "model.safetensors.index.json").write_text("{}")
+    _report_checkpoint(config(), str(tmp_path / "checkpoint" / "step-30"))  # last_save_in_hf
+    assert capsys.readouterr().out == (
+        f"Hugging Face (safetensors) checkpoint written to {newest}\n"
+    )
 
 
 def test_the_version_is_that_of_the_copy_that_imports(tmp_path):

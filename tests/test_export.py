@@ -211,6 +211,9 @@ def test_a_missing_checkpoint_lists_the_steps_nearby(run_dir, tmp_path):
         match=r"--checkpoint .*step-7 does not exist; step folders nearby: .*step-2, .*step-3",
     ):
         export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(missing))
+    record = run_dir / "run" / "run_config.json"  # there, but a file
+    with pytest.raises(ValueError, match=r"--checkpoint .*run_config.json is a file, not a check"):
+        export(config_args(run_dir), str(tmp_path / "out"), checkpoint=str(record))
 
 
 def test_a_checkpoint_of_another_flavor_names_the_flavor(run_dir, tmp_path):

@@ -996,6 +996,13 @@ def test_a_run_is_not_evaluated_over_an_evaluation_on_other_items(tmp_path, monk
     (tmp_path / "sweep" / "ce" / "seed1" / "run_config.json").write_text("{}")
     with pytest.raises(ValueError, match=r"'.*sweep' is a sweep folder, not a run's \(ce/seed1\)"):
         evaluate_run(str(tmp_path / "sweep"), task_manager=manager)
+    # an exported model given for a run: --model named
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    with pytest.raises(
+        ValueError, match=r"'.*hf' is an exported model, not a run folder: .*--model"
+    ):
+        evaluate_run(str(tmp_path / "hf"), task_manager=manager)
 
 
 def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(

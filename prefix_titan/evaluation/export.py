@@ -460,7 +460,7 @@ def write_tokenizer(hf_assets_path: str, out: str, tokenizer, max_positions: int
     if os.path.exists(config_path):
         config = read_json(config_path, "the tokenizer's config", expect=dict)
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
-    config.setdefault("model_max_length", max_positions)
+    config["model_max_length"] = max_positions  # the context trained (a source's own is its)
     config.setdefault("clean_up_tokenization_spaces", False)
     for key, token in (("bos_token", tokenizer.bos_token), ("eos_token", tokenizer.eos_token)):
         if token is not None:

@@ -1750,6 +1750,13 @@ def evaluate_run(
     if os.path.exists(recorded):
         rc = read_json(recorded, "the run's record", expect=dict)
         folder = os.path.join(run_dir, rc["checkpoint"]["folder"])
+        if config is not None:
+            print(
+                f"note: --config {config} is not read: the run's own record ({recorded}) says "
+                "how it trained",
+                file=sys.stderr,
+                flush=True,
+            )
     elif config is not None:
         rc, folder = None, os.path.join(run_dir, "checkpoint")
     else:
@@ -1763,6 +1770,11 @@ def evaluate_run(
                 f"{run_dir!r} is a sweep folder, not a run's ({shown}): evaluate each run, "
                 f"e.g. for run in {run_dir}/*/seed*; do python -m prefix_titan.eval "
                 "--all-checkpoints $run --tasks ...; done"
+            )
+        if os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise ValueError(
+                f"{run_dir!r} is an exported model, not a run folder: evaluate it with --model "
+                f"{run_dir} (--all-checkpoints takes a run folder, which holds {RUN_CONFIG})"
             )
         raise ValueError(f"{run_dir!r} has no {RUN_CONFIG}: pass --config (the run's TOML)")
     given = kwargs.get("probes") or ProbeOptions()

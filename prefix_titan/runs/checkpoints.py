@@ -346,6 +346,8 @@ def refuse_missing_step(
     naming the step folders beside it (else those of the checkpoint folder `folder`)."""
     if os.path.isdir(step_dir):
         return
+    if os.path.exists(step_dir):
+        raise ValueError(f"{setting} {step_dir} is a file, not a checkpoint step's folder")
     near = checkpoint_steps(os.path.dirname(os.path.normpath(step_dir)))
     if not near and folder is not None:
         near = checkpoint_steps(folder)

@@ -343,6 +343,33 @@ def test_unknown_family_names_are_refused(name, message):
         resolve_family(name)
 
 
+@pytest.mark.parametrize(
+    "body,raised,line",
+    [
+        ("x = 1\ndef f(texts, spec:\n    pass\n", "SyntaxError", 2),
+        ("x = 1\nraise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here", 2),
+        ("import math\n\nmath.sqrt(-1)\n", "ValueError: math domain error", 3),
+    ],
+)
+def test_a_family_module_that_fails_to_import_is_refused_in_one_line(
+    tmp_path, monkeypatch, body, raised, line
+):
+    """Any exception while importing a family's module (not only ImportError) is refused as a
+    ValueError naming the module, the exception and where it was raised (file:line)."""
+    (tmp_path / "broken_lab_xyz.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "broken_lab_xyz", raising=False)
+    with pytest.raises(ValueError) as e:
+        resolve_family("broken_lab_xyz:f")
+    message = str(e.value)
+    assert message.startswith(
+        f"objective.name 'broken_lab_xyz:f': importing 'broken_lab_xyz' raised {raised}"
+    ), message
+    assert message.endswith(f"(at {tmp_path / 'broken_lab_xyz.py'}:{line})"), message
+    assert "\n" not in message
+    sys.modules.pop("broken_lab_xyz", None)
+
+
 def test_a_misspelt_family_of_ones_own_is_told_the_nearest_function(monkeypatch):
     """A function name the module lacks: the nearest of its functions (not its classes) is
     suggested; a dot where the colon goes: the colon form, where that module holds it."""

@@ -365,3 +365,31 @@ def test_an_arm_whose_runs_trained_towards_different_tables_is_named():
         "code, or this package's, changed between its runs): seed 1, seed 2: sha256 "
         f"{'b' * 12}...; seed 3: sha256 {'c' * 12}..."
     )
+
+
+def test_every_bad_setting_is_refused_at_once_each_in_its_own_words():
+    """Two settings out of range: one refusal naming both, each message as it reads alone; a
+    setting the family does not read is refused only once the values are in range."""
+    alone = {}
+    for field, value in (("tau", 0.0), ("epsilon", -0.1), ("kernel", "cuda")):
+        with pytest.raises(ValueError) as e:
+            ObjectiveSpec("label_smoothing", **{field: value}).validate()
+        alone[field] = str(e.value)
+    with pytest.raises(ValueError) as e:
+        ObjectiveSpec("label_smoothing", tau=0.0, epsilon=-0.1, kernel="cuda").validate()
+    assert str(e.value) == "; ".join([alone["tau"], alone["epsilon"], alone["kernel"]])
+    assert "does not read" not in str(e.value)
+    with pytest.raises(ValueError, match=r"^objective.name = 'label_smoothing' does not read"):
+        ObjectiveSpec("label_smoothing", tau=0.2).validate()
+
+
+@pytest.mark.parametrize(
+    "name,prefix_words", [("prefix", True), ("my_lab.targets:f", False), ("ce", False)]
+)
+def test_the_tau_refusal_speaks_of_prefix_targets_only_for_prefix(name, prefix_words):
+    with pytest.raises(ValueError) as e:
+        ObjectiveSpec(name, tau=0.0).validate()
+    message = str(e.value)
+    assert message.startswith("objective.tau must be a finite number >= 0.001 ("), message
+    assert message.endswith("; got 0.0"), message
+    assert ("every prefix target is the gold alone" in message) is prefix_words, message

@@ -232,3 +232,30 @@ def test_a_text_that_is_not_one_token_is_shown_as_its_tokens(embedded_tokenizer_
     out = _targets_cli("--hf-assets-path", embedded_tokenizer_dir, "--token-id", sid)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"gold {sid} {special!r} (special, or not ASCII"), out.stdout
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_a_family_module_that_raises_on_import(embedded_tokenizer_dir, tmp_path):
+    """A family named by import path whose module raises as it is imported: a one-line refusal,
+    status 2, naming the module, the exception and its file:line (not a traceback)."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    (tmp_path / "broken_cli_lab.py").write_text("raise RuntimeError('no GPU here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run(
+        [sys.executable, "-m", "prefix_titan.targets", "--hf-assets-path"]
+        + [embedded_tokenizer_dir, "--token", "ing", "--objective", "broken_cli_lab:f"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert "importing 'broken_cli_lab' raised RuntimeError: no GPU here (at " in out.stderr
+    assert "broken_cli_lab.py:1)" in out.stderr, out.stderr

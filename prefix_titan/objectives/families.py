@@ -23,6 +23,7 @@ import difflib
 import importlib
 import inspect
 import os
+import traceback
 from collections.abc import Callable
 
 import numpy as np
@@ -126,6 +127,17 @@ def _colon_form(name: str) -> str | None:
     return f"{module_name}:{attr}" if callable(getattr(module, attr, None)) else None
 
 
+def _raised_at(error: BaseException) -> str:
+    """file:line where `error` was raised: a SyntaxError's own, else the innermost frame outside
+    the import machinery."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{error.filename}:{error.lineno}"
+    frames = [
+        f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen")
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "an unknown place"
+
+
 def resolve_family(name: str) -> TargetFamily:
     """The family `objective.name` names: a FAMILIES key, or "package.module:function"."""
     if name in FAMILIES:
@@ -149,6 +161,11 @@ def resolve_family(name: str) -> TargetFamily:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ValueError(f"objective.name {name!r}: cannot import {module_name!r} ({e})") from e
+    except Exception as e:  # the module's own code failed: refused as one line, not a traceback
+        raise ValueError(
+            f"objective.name {name!r}: importing {module_name!r} raised {type(e).__name__}: "
+            f"{e} (at {_raised_at(e)})"
+        ) from e
     family = getattr(module, attr, None)
     if not callable(family):
         functions = [

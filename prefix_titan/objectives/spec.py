@@ -284,7 +284,26 @@ class ObjectiveSpec:
         return cls(**record)
 
     def validate(self) -> ObjectiveSpec:
-        """Check every option's type and range (not the family's import: families.resolve_family)."""
+        """Check every option's type and range (not the family's import: families.resolve_family).
+        Every problem found is refused at once, one message each, joined by "; "."""
+        problems = []
+        for check in (
+            self._check_name,
+            self._check_target_values,
+            self._check_execution,
+            self._check_options,
+        ):
+            try:
+                check()
+            except ValueError as e:
+                problems.append(str(e))
+        if not problems:
+            self._check_read()  # (on values each in range: one refusal per setting)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self._as_floats()
+
+    def _check_name(self) -> None:
         if self.name is None:
             raise ValueError(
                 "objective.name is not set: every run names its objective in its TOML's "
@@ -296,49 +315,76 @@ class ObjectiveSpec:
                 f"objective.name must be {', '.join(self.built_in())} or an import path "
                 f'"package.module:function"; got {self.name!r}'
             )
+
+    def _check_target_values(self) -> None:
+        """The shared target settings and position_gamma, each problem at once (joined)."""
+        problems = []
         if self.support not in SUPPORTS:
-            raise ValueError(
+            problems.append(
                 f"objective.support must be one of {', '.join(SUPPORTS)}; got {self.support!r}"
             )
         if not _is_number(self.tau) or not math.isfinite(self.tau) or self.tau < TAU_MIN:
-            raise ValueError(
-                f"objective.tau must be a finite number >= {TAU_MIN:g} (below it every prefix "
-                f"target is the gold alone, plain CE, and the scores len/tau overflow); got "
+            why = (
+                "below it every prefix target is the gold alone, plain CE, and the scores "
+                "len/tau overflow"
+                if self.name == "prefix"
+                else "the least temperature objective.tau takes, whichever family reads it"
+            )
+            problems.append(
+                f"objective.tau must be a finite number >= {TAU_MIN:g} ({why}); got "
                 f"{_got(self.tau)}"
             )
         if not isinstance(self.normalize, bool):
-            raise ValueError(
+            problems.append(
                 f"objective.normalize must be true or false; got {_got(self.normalize)}"
             )
+        eps = self.epsilon
+        if not _is_number(eps) or not (0.0 <= eps < 1.0):
+            problems.append(f"objective.epsilon must be a number in [0, 1); got {_got(eps)}")
+        gamma = self.position_gamma
+        if gamma is not None and (not _is_number(gamma) or not (0.0 < gamma <= 1.0)):
+            problems.append(
+                f"objective.position_gamma must be a number in (0, 1] (unset: no position "
+                f"weighting); got {_got(gamma)}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _check_execution(self) -> None:
+        """fused_loss, fused_chunk_tokens, kernel and row_block_mib, each problem at once."""
+        problems = []
         if not isinstance(self.fused_loss, bool):
-            raise ValueError(
+            problems.append(
                 f"objective.fused_loss must be true or false; got {_got(self.fused_loss)}"
             )
-        if _check_count("fused_chunk_tokens", self.fused_chunk_tokens):
-            if not self.fused_loss:
-                raise ValueError(
+        try:
+            if _check_count("fused_chunk_tokens", self.fused_chunk_tokens) and not self.fused_loss:
+                problems.append(
                     "objective.fused_chunk_tokens sets the fused head's chunk size, and "
                     "objective.fused_loss is false: set objective.fused_loss = true, or leave "
                     "objective.fused_chunk_tokens unset"
                 )
-        kernel = RowKernel.parse(self.kernel)
-        if _check_count("row_block_mib", self.row_block_mib):
-            if kernel is RowKernel.TRITON:
-                raise ValueError(
+        except ValueError as e:
+            problems.append(str(e))
+        try:
+            kernel = RowKernel.parse(self.kernel)
+        except ValueError as e:
+            problems.append(str(e))
+            kernel = None
+        try:
+            if _check_count("row_block_mib", self.row_block_mib) and kernel is RowKernel.TRITON:
+                problems.append(
                     "objective.row_block_mib sets the PyTorch row passes' block, and "
                     f"objective.kernel is {kernel.value!r} (one kernel per row, no block): "
                     "leave objective.row_block_mib unset, or set objective.kernel = "
                     f"{RowKernel.PYTORCH.value!r}"
                 )
-        eps = self.epsilon
-        if not _is_number(eps) or not (0.0 <= eps < 1.0):
-            raise ValueError(f"objective.epsilon must be a number in [0, 1); got {_got(eps)}")
-        gamma = self.position_gamma
-        if gamma is not None and (not _is_number(gamma) or not (0.0 < gamma <= 1.0)):
-            raise ValueError(
-                f"objective.position_gamma must be a number in (0, 1] (unset: no position "
-                f"weighting); got {_got(gamma)}"
-            )
+        except ValueError as e:
+            problems.append(str(e))
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _check_options(self) -> None:
         if self.options is not None:
             parse_family_options(self.options)
             if self.name in self.built_in():
@@ -349,8 +395,6 @@ class ObjectiveSpec:
                     f"objective.name = {self.name!r} reads none ({its}): leave "
                     "objective.options unset"
                 )
-        self._check_read()
-        return self._as_floats()
 
     def __post_init__(self) -> None:
         self._as_floats()

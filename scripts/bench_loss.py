@@ -408,10 +408,13 @@ def print_traffic_goals(rows: list[dict], dtype: str) -> None:
     if not held:
         return
     if dtype != "bfloat16":
-        print(f"\nBytes per logit: the goals are for bf16 logits; these are {dtype}")
+        print(
+            f"\nBytes per logit: the goals are for bf16 logits; these are {dtype} (no verdict: "
+            "the B/logit column above gives the counts)"
+        )
         return
-    print("\nBytes per logit of the row work, against its path's goal\n")
-    print("| objective | mode | B/logit | goal | met |")
+    print("\nBytes per logit of the row work, against its path's goal (stated for bf16 logits)\n")
+    print("| objective | mode | B/logit | goal (bf16) | met |")
     print("|---|---|---:|---:|---|")
     for g in held:
         r = g["row"]

@@ -130,6 +130,19 @@ def test_traffic_goals_hold_each_path_to_its_bytes_per_logit():
     }
 
 
+def test_bytes_goals_are_judged_for_bf16_logits_only(capsys):
+    """bf16 rows: a table whose goal column says it is for bf16; other dtypes: no verdict."""
+    bench = load_script("bench_loss")
+    rows = [{**_row("fused_ce", "eager", 1, 1, 64), "bytes_per_logit": 32.0}]
+    bench.print_traffic_goals(rows, "bfloat16")
+    out = capsys.readouterr().out
+    assert "against its path's goal (stated for bf16 logits)" in out
+    assert "| goal (bf16) | met |" in out and "| 32.0 | <= 20 | no |" in out, out
+    bench.print_traffic_goals(rows, "float32")
+    out = capsys.readouterr().out
+    assert "these are float32 (no verdict" in out and "| no |" not in out, out
+
+
 def test_row_blocks_are_tried_on_the_eager_pytorch_cases_and_the_fastest_named():
     bench = load_script("bench_loss")
     a = argparse.Namespace(

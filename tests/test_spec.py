@@ -393,3 +393,13 @@ def test_the_tau_refusal_speaks_of_prefix_targets_only_for_prefix(name, prefix_w
     assert message.startswith("objective.tau must be a finite number >= 0.001 ("), message
     assert message.endswith("; got 0.0"), message
     assert ("every prefix target is the gold alone" in message) is prefix_words, message
+
+
+def test_the_name_help_lists_the_built_in_families():
+    """The `--objective.name` help is ObjectiveSpec.name's docstring, written by hand: it lists
+    the built-in families (objectives.FAMILIES), in their order."""
+    from prefix_titan.objectives import FAMILIES
+
+    source = (ROOT / "prefix_titan" / "objectives" / "spec.py").read_text()
+    listed = re.search(r'"""Target family: (.*?) \| an import path', source).group(1)
+    assert listed.split(" | ") == list(FAMILIES), listed

@@ -155,7 +155,7 @@ def unknown_names(path: str, data: dict) -> str | None:
         elif isinstance(values, dict) and (settings := _settings_of(section)):
             for key in values:
                 if key not in settings:
-                    hint = _did_you_mean(key, settings)
+                    hint = _did_you_mean(key, settings) or _its_settings(section, settings)
                     one = f": [{section}] has no setting {key!r}.{hint}"
                     found.append((one, f"no setting {key!r} in [{section}].{hint}"))
     if not found:
@@ -195,7 +195,10 @@ def explain_config_error(args: list[str], error: BaseException) -> str | None:
                 f"{path} has no section {', '.join(f'[{n}]' for n in names)}.{''.join(hints)} "
                 + LISTED
             )
-        hints = [_did_you_mean(name, _settings_of(section)) for name in names]
+        settings = _settings_of(section)
+        hints = [_did_you_mean(name, settings) for name in names]
+        if not any(hints) and settings:
+            hints = [_its_settings(section, settings)]
         return f"{path}: [{section}] has no setting {m.group(2)[1:-1]}.{''.join(hints)} {LISTED}"
     from .titan.checks import explain_titan_assertion
 
@@ -238,6 +241,11 @@ def _settings_of(section: str) -> list[str]:
         if f.name == section and dataclasses.is_dataclass(f.type):
             return [g.name for g in dataclasses.fields(f.type)]
     return []
+
+
+def _its_settings(section: str, settings: list[str]) -> str:
+    """` [objective] sets: name, tau, ...` where a section's settings fit on a line, else ''."""
+    return f" [{section}] sets: {', '.join(settings)}." if len(settings) <= 16 else ""
 
 
 def _did_you_mean(name: str, settings: list[str]) -> str:

@@ -821,7 +821,18 @@ def test_an_unknown_toml_key_names_the_file_the_section_and_our_help(tmp_path, c
             "[objectve]\n",
             "has no section [objectve]. Did you mean 'objective' (for 'objectve')?",
         ),
-        ("[training]\n", "[training]\nzzz = 3\n", "[training] has no setting 'zzz'. List"),
+        (  # nothing close: the section's settings
+            "[objective]\n",
+            "[objective]\ntemperature = 0.5\n",
+            "[objective] has no setting 'temperature'. [objective] sets: name, tau, normalize, "
+            "support, epsilon, options, fused_loss, fused_chunk_tokens, kernel, row_block_mib, "
+            "position_gamma. List",
+        ),
+        (
+            "[training]\n",
+            "[training]\nzzz = 3\n",
+            "[training] has no setting 'zzz'. [training] sets",
+        ),
     ],
 )
 def test_a_misspelt_toml_name_gets_the_close_ones(tmp_path, capsys, old, new, message):

@@ -18,6 +18,8 @@ each, and the batches are written in reading order.
 Interruption: after every batch the shards are flushed and `progress.json` is replaced atomically;
 a re-run truncates the shards to the recorded lengths and continues from the recorded document, so
 no document is lost or duplicated. The manifest is written last: its presence marks a finished run.
+A training split left empty, or a validation split where --val-tokens is not 0, is refused
+instead (exit 2, naming the split and what to change), and the shards and record are removed.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]
+    workers = "1 worker" if a.workers == 1 else f"{a.workers} workers"
     print(
         f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; "
         + ("the last document reaches it" if t["tokens"] >= a.tokens else "the source ran out")
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         + ("s; " if len(t["shards"]) != 1 else "; ")
         + f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
         f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed"
-        + ("" if finished else f"; {busy:.1f} cores busy on average ({a.workers} workers)")
+        + ("" if finished else f"; {busy:.1f} cores busy on average ({workers})")
     )
 
 

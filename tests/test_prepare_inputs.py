@@ -357,3 +357,103 @@ def test_a_parquet_file_damaged_past_its_footer_is_named(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=rf"{path} cannot be read past row \d+ \("):
         list(iter_rows(str(path), 0))
+
+
+def test_a_source_with_no_ascii_text_is_refused_and_leaves_no_out(
+    tmp_path, embedded_tokenizer_dir, capsys
+):
+    """Every document empty once its non-ASCII characters are removed: no manifest of 0 shards
+    (training then asked for a local batch size of at most 0), but a refusal naming the split,
+    the counts and what to change, exit 2 from the command, and no --out left behind."""
+    from prefix_titan.prepare import main
+
+    write_parquet(tmp_path / "x.parquet", {"text": ["\u65e5\u672c\u8a9e"] * 10})
+    out = tmp_path / "new" / "out"
+    with pytest.raises(ValueError) as e:
+        prepare(str(tmp_path), embedded_tokenizer_dir, str(out), **KW)
+    said = str(e.value)
+    assert "the training split holds 0 tokens of the --tokens 1,000,000,000 asked" in said, said
+    assert "of the 10 documents read from --source, 10 were empty" in said
+    assert "a --source whose documents hold ASCII text" in said
+    assert " and the validation split holds 0 tokens of the --val-tokens 1,000,000,000" in said
+    assert not (tmp_path / "new").exists()
+    args = ["--source", str(tmp_path), "--tokenizer", embedded_tokenizer_dir, "--tokens", "1e6"]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(out), "--val-tokens", "0", "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "the training split holds 0 tokens" in err and "Nothing was kept" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_empty_validation_split_is_refused_and_the_same_out_takes_new_settings(
+    tmp_path, embedded_tokenizer_dir
+):
+    """Validation asked for but no document fell to it (1 in 1,000 of 60 documents): refused
+    naming the split and what to change, no manifest; a rerun into the same --out with a
+    smaller --val-every is not refused as 'other settings' and finishes."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    os.makedirs(src)
+    write_parquet(src / "x.parquet", {"text": TEXTS})
+    kw = {**KW, "val_tokens": 100}
+    with pytest.raises(ValueError) as e:
+        prepare(str(src), embedded_tokenizer_dir, str(out), **{**kw, "val_every": 1000})
+    said = str(e.value)
+    assert said.startswith(
+        f"--out {str(out)!r}: the validation split holds 0 tokens of the --val-tokens 100 asked "
+        "(of the 60 documents read from --source, 0 were empty once their non-ASCII characters "
+        "were removed, 0 went to validation"
+    ), said
+    assert "for validation, the source ran out before any document fell to it" in said
+    assert "a smaller --val-every, or --val-tokens 0" in said and "training split" not in said
+    assert not out.exists()
+    with pytest.raises(
+        ValueError, match=r"reading stopped at the training budget \(--tokens 1\) before any doc"
+    ):
+        prepare(str(src), embedded_tokenizer_dir, str(out), **{**kw, "tokens": 1})
+    assert not out.exists()
+    done = prepare(str(src), embedded_tokenizer_dir, str(out), **kw)
+    assert done["splits"]["validation"]["tokens"] > 0 and done["splits"]["train"]["tokens"] > 0
+    # no validation asked for: an empty validation split is what was asked
+    none = prepare(
+        str(src), embedded_tokenizer_dir, str(tmp_path / "o2"), **{**KW, "val_tokens": 0}
+    )
+    assert none["splits"]["validation"]["tokens"] == 0 < none["splits"]["train"]["tokens"]
+
+
+def test_the_output_of_another_prepare_inside_the_source_is_left_out(
+    tmp_path, embedded_tokenizer_dir, capsys
+):
+    """An earlier prepare's --out inside --source (finished: its manifest.json; unfinished: its
+    progress.json) is no data: it was read as JSON Lines and refused. Left out with a note; a
+    manifest.json that is no prepare's is a data file like any other."""
+    src = tmp_path / "src"
+    os.makedirs(src / "docs")
+    write_parquet(src / "000.parquet", {"text": TEXTS})
+    (src / "docs" / "manifest.json").write_text('{"text": "a document of the source"}\n')
+    first = prepare(str(src), embedded_tokenizer_dir, str(src / "shards"), **KW)
+    assert first["files"] == [str(src / "000.parquet"), str(src / "docs" / "manifest.json")]
+    assert first["documents_read"] == 61
+    os.makedirs(src / "half" / "deeper")  # an unfinished prepare's record, and a file below it
+    (src / "half" / "progress.json").write_text(json.dumps({"settings": {}, "file": 0}))
+    (src / "half" / "deeper" / "x.jsonl").write_text('{"text": "not this"}\n')
+    capsys.readouterr()
+    again = prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
+    assert again["files"] == first["files"] and again["splits"] == first["splits"]
+    err = capsys.readouterr().err
+    assert (
+        f"note: --source {src}: {src / 'shards'} holds a prepare's output (manifest.json or "
+        f"progress.json); its 1 data file is left out of the source ({src / 'shards'}/manifest.json)"
+    ) in err, err
+    assert f"{src / 'half'} holds a prepare's output" in err and "its 2 data files are" in err
+
+
+def test_an_out_that_is_the_source_folder_is_refused_saying_so(tmp_path, embedded_tokenizer_dir):
+    """It was refused as a source that holds no data files (its files all under --out)."""
+    write_parquet(tmp_path / "a.parquet", {"text": TEXTS})
+    (tmp_path / "b.jsonl").write_text('{"text": "fine"}\n')
+    for out in (str(tmp_path), str(tmp_path) + "/."):
+        with pytest.raises(ValueError) as e:
+            prepare(str(tmp_path), embedded_tokenizer_dir, out, **KW)
+        assert str(e.value).startswith(f"--out {out!r} is the --source folder itself"), e.value
+    assert sorted(os.listdir(tmp_path)) == ["a.parquet", "b.jsonl"]

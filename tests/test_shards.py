@@ -267,7 +267,7 @@ def test_killed_prepare_resumes_without_loss_or_duplication(
     resumed = subprocess.run(
         cmd + ["--out", str(tmp_path / "killed")], check=True, env=env, capture_output=True
     )
-    assert "resuming an unfinished prepare at file" in resumed.stderr.decode()
+    assert "resuming an unfinished prepare after the first" in resumed.stderr.decode()
     for name in os.listdir(tmp_path / "clean"):
         assert (tmp_path / "clean" / name).read_bytes() == (
             tmp_path / "killed" / name
@@ -342,7 +342,7 @@ def test_a_prepare_stopped_by_a_full_disk_says_so_and_resumes(
     assert "(free space on the disk of --out, or a larger file size limit)" in err
     monkeypatch.setattr(prep._Writer, "write", write)
     command.main([*args, "--out", str(out)])
-    assert "resuming an unfinished prepare at file" in capsys.readouterr().err
+    assert "resuming an unfinished prepare after the first" in capsys.readouterr().err
     for name in os.listdir(tmp_path / "clean"):
         assert (tmp_path / "clean" / name).read_bytes() == (out / name).read_bytes(), name
 

@@ -201,7 +201,9 @@ def source_files(
     and its files are listed and read at that commit: what the manifest records is what was
     read, and a commit upstream during a long prepare changes nothing. A local folder's files
     under `out` (the prepare's own --out inside it: its manifest.json and progress.json) are no
-    data: listed, they would change the files between a prepare and its rerun."""
+    data: listed, they would change the files between a prepare and its rerun; nor are those of
+    another prepare's output below it (_without_prepared). An `out` that is the folder itself is
+    refused."""
     from .fineweb import list_data_files
 
     if source == "embedded":
@@ -222,10 +224,17 @@ def source_files(
     if os.path.isdir(source):
         if revision is not None:
             raise ValueError(f"--revision is for a hub dataset; --source {source!r} is a folder")
+        if out is not None and os.path.realpath(out) == os.path.realpath(source):
+            raise ValueError(
+                f"--out {out!r} is the --source folder itself: the shards go into a folder of "
+                "their own; give an --out outside --source (or a new folder inside it, which is "
+                "not read as data)"
+            )
         files, sha = list_data_files(source), "local"
         if out is not None:
             own = os.path.realpath(out)
             files = [f for f in files if not os.path.realpath(f).startswith(own + os.sep)]
+        files = _without_prepared(source, files)
         check_one_config(source, files, "--source")
     else:
         from huggingface_hub import HfApi
@@ -235,6 +244,58 @@ def source_files(
     if not files:
         raise ValueError(f"--source {source!r} holds no {DATA_KINDS} files (the data files read)")
     return files, sha
+
+
+def _prepared_here(folder: str) -> bool:
+    """Whether `folder` holds a prepare's output: its manifest (a JSON object of this format) or
+    the record of an unfinished one (a JSON object with its settings)."""
+    for name, is_ours in (
+        (MANIFEST, lambda d: d.get("format") == FORMAT),
+        (PROGRESS, lambda d: isinstance(d.get("settings"), dict)),
+    ):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and is_ours(data):
+            return True
+    return False
+
+
+def _without_prepared(source: str, files: list[str]) -> list[str]:
+    """`files` of the local folder `source` less those in the folders below it that hold a
+    prepare's output (another --out inside it: its manifest.json and progress.json are no data,
+    and read as JSON Lines they would be refused), said in a note."""
+    root = os.path.abspath(source)
+    verdicts: dict[str, bool] = {}
+    kept, left = [], {}
+    for f in files:
+        folder = os.path.dirname(os.path.abspath(f))
+        outs = []
+        while folder != root and folder.startswith(root + os.sep):
+            if folder not in verdicts:
+                verdicts[folder] = _prepared_here(folder)
+            if verdicts[folder]:
+                outs.append(folder)
+            folder = os.path.dirname(folder)
+        if outs:
+            left.setdefault(outs[-1], []).append(f)
+        else:
+            kept.append(f)
+    for folder, names in left.items():
+        n = len(names)
+        print(
+            f"note: --source {source}: {folder} holds a prepare's output ({MANIFEST} or "
+            f"{PROGRESS}); its {n} data file{'s are' if n != 1 else ' is'} left out of the "
+            f"source ({_few(names)})",
+            file=sys.stderr,
+            flush=True,
+        )
+    return kept
 
 
 SPLIT_RULE = "crc32(text) % val_every"
@@ -744,9 +805,15 @@ def prepare(
                 )
             state["settings"] = settings  # (a local folder's paths as now recorded: absolute)
             done = (state.get("splits") or {}).get("train") or {}
+            f, row = state.get("file", 0), state.get("row", 0)
+            where = (
+                f"after the first {row:,} rows of {files[f]}"
+                if isinstance(f, int) and 0 <= f < len(files)
+                else f"after the last of its {len(files)} files"
+            )
             print(
-                f"[prepare] {out}: resuming an unfinished prepare at file {state.get('file', 0) + 1} of "
-                f"{len(files)}, row {state.get('row', 0):,} ({done.get('tokens', 0):,} training "
+                f"[prepare] {out}: resuming an unfinished prepare {where} ({PROGRESS}: file {f} "
+                f"of files 0 to {len(files) - 1}, row {row}; {done.get('tokens', 0):,} training "
                 "tokens written)",
                 file=sys.stderr,
                 flush=True,
@@ -842,6 +909,16 @@ def prepare(
             stopped_at={"file": state["file"], "row": state["row"]},
         )
         manifest["sha256"] = manifest_sha256(manifest)
+        if empty := empty_splits(manifest, tokens, val_tokens):
+            for w in writers.values():  # (no manifest: none of it can be trained on)
+                for i in range(len(w.shards)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(w._path(i))
+            os.remove(state_path)
+            raise ValueError(
+                f"--out {out!r}: {empty}. Nothing was kept in {out}: the same --out takes the "
+                "changed settings"
+            )
         warn_short_splits(manifest, tokens, val_tokens, out)
         write_json(os.path.join(out, MANIFEST), manifest, sort_keys=True)
         os.remove(state_path)
@@ -877,6 +954,43 @@ def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:
                 f"({why}); use a larger --source or ask for fewer tokens"
             )
     return lines
+
+
+def empty_splits(manifest: dict, tokens: int, val_tokens: int) -> str | None:
+    """What a split that holds no token where tokens were asked (training always; validation
+    where --val-tokens is not 0) says: those splits with the budgets asked, what was read, and
+    what to change (a training split left empty cannot be trained on, nor a validation split
+    validated); None where neither is."""
+    every = manifest["val_every"]
+    train, val = manifest["splits"]["train"], manifest["splits"]["validation"]
+    empty, advice = [], []
+    if train["tokens"] == 0:
+        empty.append(f"the training split holds 0 tokens of the --tokens {tokens:,} asked")
+        advice.append(
+            "give a --source whose documents hold ASCII text (more of them), or a larger "
+            "--val-every"
+        )
+    if val_tokens > 0 and val["tokens"] == 0:
+        empty.append(
+            f"the validation split holds 0 tokens of the --val-tokens {val_tokens:,} asked"
+        )
+        advice.append(
+            f"for validation, reading stopped at the training budget (--tokens {tokens:,}) "
+            "before any document fell to it: ask for more --tokens or a smaller --val-every"
+            if train["tokens"] >= tokens
+            else "for validation, the source ran out before any document fell to it: give a "
+            "larger --source or a smaller --val-every"
+        )
+        advice[-1] += ", or --val-tokens 0 for no validation split (a run that does not validate)"
+    if not empty:
+        return None
+    return (
+        f"{' and '.join(empty)} (of the {manifest['documents_read']:,} documents read from "
+        f"--source, {manifest['documents_empty_dropped']:,} were empty once their non-ASCII "
+        f"characters were removed, {val['documents']:,} went to validation and "
+        f"{manifest['documents_validation_over_budget']:,} more were held out past its budget: "
+        f"1 in {every} by its text's crc32, --val-every {every}): " + "; ".join(advice)
+    )
 
 
 def warn_short_splits(manifest: dict, tokens: int, val_tokens: int, out: str) -> None:

@@ -759,3 +759,11 @@ def test_another_export_of_a_step_is_not_filed_beside_the_first(exported, tmp_pa
     record = json.loads(filed.read_text())
     assert record["export"] == {"dtype": "bfloat16", "context": 128}
     assert record["exported_to"] == os.path.abspath(bf16)
+    # the export `eval --all-checkpoints` makes in the run (RUN/hf/step-N), which the report
+    # reads too: another export of the step is refused, --replace or not
+    in_run = run / "hf" / "step-4"
+    in_run.mkdir(parents=True)
+    other = {"model": str(in_run), "export": {"dtype": "float32", "context": 128}, "results": {}}
+    (in_run / "eval_results.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match=r"hf/step-4/eval_results.json holds the results of an"):
+        evaluate(bf16, tasks=["embedding_probe"], replace=True)

@@ -582,6 +582,11 @@ def evaluate(
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings, tasks)
             if filed and (why := other_export(os.path.join(filed, EVAL_RESULTS), model_dir)):
                 raise ValueError(why + OTHER_EXPORT_HINT)
+        if filed and (why := other_export(in_run_export(filed), model_dir)):
+            raise ValueError(  # (--replace replaces the copy filed, not that export's own)
+                f"{why}: the report reads one evaluation per step. Evaluate that export again, "
+                "or move it out of the run folder"
+            )
         results_path = os.path.join(model_dir, EVAL_RESULTS)
         earlier = _earlier(results_path)
         sources = data_sources(tasks, data_dir)
@@ -731,8 +736,16 @@ def export_identity(model_dir: str) -> dict | None:
 
 OTHER_EXPORT_HINT = (
     ": the report reads one evaluation per step. Evaluate that export again, or pass --replace to "
-    "file this one's results instead (the other's removed whole)"
+    "file this one's results instead (the others filed there removed whole)"
 )
+
+
+def in_run_export(filed: str) -> str:
+    """The results file of the export `eval --all-checkpoints` makes inside the run
+    (RUN/hf/step-N) for the step whose results are filed in `filed` (RUN/evals/step-N), which
+    the report reads too."""
+    run = os.path.dirname(os.path.dirname(filed))
+    return os.path.join(run, EXPORTS, os.path.basename(filed), EVAL_RESULTS)
 
 
 def other_export(path: str, model_dir: str) -> str | None:
@@ -745,7 +758,8 @@ def other_export(path: str, model_dir: str) -> str | None:
     if not earlier or before is None or before == here:
         return None
     return (
-        f"{path} holds the results of another export of this step ({earlier.get('exported_to')}: "
+        f"{path} holds the results of another export of this step "
+        f"({earlier.get('exported_to') or earlier.get('model')}: "
         f"weights {before.get('dtype')}, context {before.get('context')}), and {model_dir} "
         f"is another (weights {(here or {}).get('dtype')}, context {(here or {}).get('context')})"
     )

@@ -343,6 +343,18 @@ def test_the_report_names_runs_that_read_other_files_not_runs_recorded_before_th
         problem.startswith(f"`{DATA_FILES}.tokenizer.json` differs from ")
         and "ce seed 2" in problem
     )
+    # the folder holding the files the runs hashed is told apart by them, not by its name
+    here, moved = ({"model": {"hf_assets_path": p}} for p in ("./tok", "/fast/copy/tok"))
+    assert (
+        runs.invariant_violations([run("ce", 1, {**a, **here}), run("ce", 2, {**a, **moved})]) == []
+    )
+    (problem,) = runs.invariant_violations(
+        [run("ce", 1, {**a, **here}), run("ce", 2, {**b, **moved})]
+    )
+    assert problem.startswith(f"`{DATA_FILES}.tokenizer.json` differs from ")
+    # a run that recorded no files: its folder's name is all there is to compare
+    (problem,) = runs.invariant_violations([run("ce", 1, here), run("ce", 2, moved)])
+    assert problem.startswith("`model.hf_assets_path` differs from ")
 
 
 def test_an_arm_whose_runs_trained_towards_different_tables_is_named():

@@ -21,6 +21,13 @@ DATA_FILES = "data_files"
 """In RUN_CONFIG beside the job config: the sha256 of what the run read under its settings' names
 (the tokenizer's files, each token-shard folder's manifest): a resume or a sweep that reads other
 files under the same paths is told apart"""
+FOLDERS_HASHED = {
+    "model.hf_assets_path": ("tokenizer.json", "tokenizer_config.json"),
+    "training.dataset_path": ("training shards",),
+    "validation.dataset_path": ("validation shards",),
+}
+"""The folder settings whose files DATA_FILES hashes: {setting: the keys of its files there}. A
+run that recorded them is told apart by those hashes, not by how the folder is named"""
 TARGET_TABLE = "target_table"
 """In RUN_CONFIG beside the job config: the sha256 of the target table the run trained towards
 (TargetTable.sha256; built from its objective settings, its tokenizer and its family's code): a

@@ -24,6 +24,7 @@ from ..runs.folder import (
     DATA_FILES,
     EVAL_CURVE,
     EVAL_RESULTS,
+    FOLDERS_HASHED,
     METRICS_LOG,
     PLACEMENT,
     RESOLVED,
@@ -366,10 +367,17 @@ def matched_settings(config: dict) -> dict:
     the execution settings of [objective] (ObjectiveSpec.execution_fields) counted as outside and
     compared as the run's device resolved them."""
     shared = tuple(f"objective.{name}" for name in ObjectiveSpec.execution_fields())
+    hashed = config.get(DATA_FILES) if isinstance(config.get(DATA_FILES), dict) else {}
+    # a folder whose files the run hashed is compared by those hashes, not by its name (a sweep
+    # resumed on a copy of its shards, or a path spelled otherwise: titan.checks.same_files)
+    named = {s for s, keys in FOLDERS_HASHED.items() if any(k in hashed for k in keys)}
     return {
         k: v
         for k, v in flatten(_as_resolved(config)).items()
-        if (not k.startswith(ARM_KEYS) or k in shared) and k != SEED_KEY and not k.startswith(FREE)
+        if (not k.startswith(ARM_KEYS) or k in shared)
+        and k != SEED_KEY
+        and not k.startswith(FREE)
+        and k not in named
     }
 
 

@@ -31,6 +31,7 @@ from ..runs.folder import (
     DATA_FILES,
     EVALS,
     EXPORTS,
+    FOLDERS_HASHED,
     METRICS_LOG,
     PLACED_BY_LAUNCH,
     PLACEMENT,
@@ -741,7 +742,7 @@ def check_job_config(
     check_resume(job_config, device_type=device_type, sweep=sweep, world=world)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+TOKENIZER_FILES = FOLDERS_HASHED["model.hf_assets_path"]
 CORPUS_FILES = ("training corpus", "validation corpus")
 """data_files' keys for the embedded corpus: a record written before they were resumes unchecked
 on them"""
@@ -769,18 +770,11 @@ def data_files(job_config) -> dict[str, str]:
     for split, path in (("training", t.dataset_path), ("validation", v.dataset_path)):
         if path and os.path.isfile(os.path.join(path, MANIFEST)):
             try:
-                out[f"{split} shards"] = manifest_sha256(load_manifest(path))
+                (key,) = FOLDERS_HASHED[f"{split}.dataset_path"]
+                out[key] = manifest_sha256(load_manifest(path))
             except ValueError:  # damaged: check_paths refuses it, naming it
                 continue
     return out
-
-
-FOLDERS_HASHED = {
-    "model.hf_assets_path": TOKENIZER_FILES,
-    "training.dataset_path": ("training shards",),
-    "validation.dataset_path": ("validation shards",),
-}
-"""The folder settings whose files data_files hashes (a setting: the keys of its files)"""
 
 
 def same_files(recorded: dict, current: dict, had: dict) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import glob
 import os
+import shlex
 import shutil
 import socket
 import sys
@@ -141,26 +142,28 @@ def check_model_settings(
         )
         flags.append(f"--model.flavor {trained}")
     assets = model.get("hf_assets_path")
-    has_tokenizer = os.path.isfile(os.path.join(given, "tokenizer.json"))
-    if assets not in (None, given) and not has_tokenizer:
-        there = os.path.isfile(os.path.join(str(assets), "tokenizer.json"))
-        differ.append(
-            f"model.hf_assets_path {assets!r}, the config gives {given!r}, which holds no "
-            "tokenizer.json "
-            + (
-                f"(--model.hf_assets_path {assets})"
-                if there
-                else f"(nor does the run's, read from {os.getcwd()}: give the folder of the "
-                "tokenizer the run trained with, --model.hf_assets_path DIR)"
+    if assets not in (None, given):
+        found = recorded_tokenizer(record, run)  # (a relative one: from here, or above the run)
+        there = os.path.isfile(os.path.join(found, "tokenizer.json"))
+        flag = f"--model.hf_assets_path {shlex.quote(found)}"
+        if not os.path.isfile(os.path.join(given, "tokenizer.json")):
+            differ.append(
+                f"model.hf_assets_path {assets!r}, the config gives {given!r}, which holds no "
+                "tokenizer.json "
+                + (
+                    f"({flag})"
+                    if there
+                    else f"(nor does the run's, read from {os.getcwd()}: give the folder of the "
+                    "tokenizer the run trained with, --model.hf_assets_path DIR)"
+                )
             )
-        )
-        flags += [f"--model.hf_assets_path {assets}"] if there else []
-    elif assets not in (None, given) and _other_tokenizer(record, run, given):
-        differ.append(
-            f"model.hf_assets_path {assets!r}, the config gives {given!r}, whose tokenizer.json "
-            f"holds another tokenizer (--model.hf_assets_path {assets})"
-        )
-        flags.append(f"--model.hf_assets_path {assets}")
+            flags += [flag] if there else []
+        elif there and _other_tokenizer(record, found, given):
+            differ.append(
+                f"model.hf_assets_path {assets!r}, the config gives {given!r}, whose "
+                f"tokenizer.json holds another tokenizer ({flag})"
+            )
+            flags.append(flag)
     trained_len = (record.get("training") or {}).get("seq_len")
     if seq_len is not None and trained_len not in (None, seq_len):
         differ.append(
@@ -181,15 +184,14 @@ def check_model_settings(
     raise ValueError(f"the run {run} trained {'; and '.join(differ)}: export with {fix}")
 
 
-def _other_tokenizer(record: dict, run: str, given: str) -> bool:
-    """Whether the tokenizer folder `given` holds another tokenizer than the one the run
-    recorded (False where the run's is not here to compare: check_run says so)."""
+def _other_tokenizer(record: dict, trained_with: str, given: str) -> bool:
+    """Whether the tokenizer folder `given` holds another tokenizer than the run's, whose folder
+    `trained_with` holds one (the very file it recorded, by its sha256, is the same)."""
     path = os.path.join(given, "tokenizer.json")
     want = (record.get(DATA_FILES) or {}).get("tokenizer.json")
     if want and sha256(path) == want:
         return False
-    trained_with = os.path.join(recorded_tokenizer(record, run), "tokenizer.json")
-    return os.path.isfile(trained_with) and not _same_tokenizer(trained_with, path)
+    return not _same_tokenizer(os.path.join(trained_with, "tokenizer.json"), path)
 
 
 def _same_tokenizer(a: str, b: str) -> bool:

@@ -349,6 +349,8 @@ def test_unknown_family_names_are_refused(name, message):
         ("x = 1\ndef f(texts, spec:\n    pass\n", "SyntaxError", 2),
         ("x = 1\nraise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here", 2),
         ("import math\n\nmath.sqrt(-1)\n", "ValueError: math domain error", 3),
+        # raised inside a library the module called: the module's own line, the message on one
+        ("import json\n\njson.loads('{\\n')\n", "JSONDecodeError: Expecting property name", 3),
     ],
 )
 def test_a_family_module_that_fails_to_import_is_refused_in_one_line(

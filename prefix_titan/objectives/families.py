@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import os
 import traceback
@@ -127,15 +128,22 @@ def _colon_form(name: str) -> str | None:
     return f"{module_name}:{attr}" if callable(getattr(module, attr, None)) else None
 
 
-def _raised_at(error: BaseException) -> str:
-    """file:line where `error` was raised: a SyntaxError's own, else the innermost frame outside
-    the import machinery."""
+def _raised_at(error: BaseException, module_name: str) -> str:
+    """file:line where `error` was raised as `module_name` was imported: a SyntaxError's own,
+    else the innermost line of that module's file (where a library it called raised), else the
+    innermost frame outside the import machinery."""
     if isinstance(error, SyntaxError) and error.filename:
         return f"{error.filename}:{error.lineno}"
     frames = [
         f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen")
     ]
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "an unknown place"
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except Exception:  # (a parent package that fails too: the innermost frame)
+        spec = None
+    own = [f for f in frames if spec is not None and f.filename == spec.origin]
+    at = (own or frames)[-1:]
+    return f"{at[0].filename}:{at[0].lineno}" if at else "an unknown place"
 
 
 def resolve_family(name: str) -> TargetFamily:
@@ -164,7 +172,7 @@ def resolve_family(name: str) -> TargetFamily:
     except Exception as e:  # the module's own code failed: refused as one line, not a traceback
         raise ValueError(
             f"objective.name {name!r}: importing {module_name!r} raised {type(e).__name__}: "
-            f"{e} (at {_raised_at(e)})"
+            f"{' '.join(str(e).split())} (at {_raised_at(e, module_name)})"
         ) from e
     family = getattr(module, attr, None)
     if not callable(family):

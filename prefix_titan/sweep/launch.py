@@ -1109,7 +1109,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
             + (
                 "; to start the commands above by hand, register it first (a run begun "
                 "before leaves the sweep without one for good): "
-                + shlex.join(_registering_command(a))
+                + shlex.join(_registering_command(p.prog, a))
                 + by_hand
                 if a.dry_run
                 else ""
@@ -1118,9 +1118,10 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
     return a.plan or registered, said
 
 
-def _registering_command(a) -> list[str]:
-    """The command that registers the plan of launch arguments `a` and starts nothing."""
-    cmd = ["python", "-m", "prefix_titan.sweep", "launch", "--scale", a.scale]
+def _registering_command(prog: str, a) -> list[str]:
+    """The command (`prog`: the launch's own) that registers the plan of launch arguments `a`
+    and starts nothing."""
+    cmd = [*shlex.split(prog), "--scale", a.scale]
     if str(a.root) != ".":
         cmd += ["--root", str(a.root)]
     cmd += ["--sweep-dir", str(a.sweep_dir)]
@@ -1272,12 +1273,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         p.error("--register-plan writes the plan into the sweep folder; --dry-run writes nothing")
     a.plan, plan_line = _check_plan(p, a, specs)
     if a.register_plan:
-        if digest := _register_plan(p, a):
-            print(
-                f"[sweep] start runs by hand with {LAUNCH_PLAN_ENV}={digest} in their "
-                "environment, as a launch does: each records the plan it began under",
-                file=sys.stderr,
-            )
+        if not (digest := _register_plan(p, a)):
+            return 2  # (the runs began before any plan: said)
+        print(
+            f"[sweep] start runs by hand with {LAUNCH_PLAN_ENV}={digest} in their "
+            "environment, as a launch does: each records the plan it began under",
+            file=sys.stderr,
+        )
         return 0
     missing = [arm for arm in a.arms if not config_path(a.root, a.scale, arm).exists()]
     if missing:

@@ -443,9 +443,16 @@ def test_the_output_of_another_prepare_inside_the_source_is_left_out(
     err = capsys.readouterr().err
     assert (
         f"note: --source {src}: {src / 'shards'} holds a prepare's output (manifest.json or "
-        f"progress.json); its 1 data file is left out of the source ({src / 'shards'}/manifest.json)"
+        "progress.json); its 1 data file is left out of the source "
+        f"({src / 'shards'}/manifest.json)"
     ) in err, err
     assert f"{src / 'half'} holds a prepare's output" in err and "its 2 data files are" in err
+    with pytest.raises(ValueError) as e:  # a prepare's output given as the source itself
+        prepare(str(src / "shards"), embedded_tokenizer_dir, str(tmp_path / "o2"), **KW)
+    assert str(e.value).startswith(
+        f"--source {str(src / 'shards')!r} holds a prepare's output (manifest.json or "
+        "progress.json), not documents: train on it with training.dataset_path"
+    ), e.value
 
 
 def test_an_out_that_is_the_source_folder_is_refused_saying_so(tmp_path, embedded_tokenizer_dir):

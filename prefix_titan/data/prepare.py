@@ -224,6 +224,12 @@ def source_files(
     if os.path.isdir(source):
         if revision is not None:
             raise ValueError(f"--revision is for a hub dataset; --source {source!r} is a folder")
+        if _prepared_here(source):
+            raise ValueError(
+                f"--source {source!r} holds a prepare's output ({MANIFEST} or {PROGRESS}), not "
+                "documents: train on it with training.dataset_path (validation.dataset_path); "
+                "--source takes the folder of the .parquet/.jsonl documents"
+            )
         if out is not None and os.path.realpath(out) == os.path.realpath(source):
             raise ValueError(
                 f"--out {out!r} is the --source folder itself: the shards go into a folder of "

@@ -1297,8 +1297,8 @@ def test_a_resume_reads_its_tokenizer_however_its_folder_is_named(
     tmp_path, embedded_tokenizer_dir, monkeypatch
 ):
     """A folder setting whose files the run hashed (DATA_FILES) may name the same files otherwise
-    (`dir/`, an absolute path, a copy elsewhere): the same sha256 resume, with a note where the
-    folder moved; a folder holding other files is refused, naming the setting and its files."""
+    (`dir/`, an absolute path, a copy elsewhere): the same sha256 resume; a folder holding other
+    files is refused, naming the setting and its files."""
     import json
 
     from prefix_titan.runs.folder import DATA_FILES, RUN_CONFIG

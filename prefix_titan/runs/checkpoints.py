@@ -137,7 +137,8 @@ def read_sums(step_dir: str) -> tuple[dict[str, str], list[str]]:
         header = _HEADER.match(lines[0]) if lines else None
         if header is None:
             problems.append(
-                f"{name} does not start with its `# prefix_titan checkpoint step N rank R` line: "
+                f"{name} does not start with its `# prefix_titan checkpoint step N rank R "
+                "files K` line: "
                 f"it is damaged, or was written before checksum files named their step (then "
                 f"check the step with `sha256sum -c {name}` in it, delete {name} and seal the step)"
             )

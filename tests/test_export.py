@@ -472,6 +472,12 @@ def test_an_export_given_the_runs_own_tokenizer_file_does_not_look_for_it_again(
     other = tmp_path / "other"
     other.mkdir()
     Tokenizer(WordLevel({"b": 0, "a": 1}, unk_token="a")).save(str(other / "tokenizer.json"))
-    with pytest.raises(ValueError, match="is not the one the run"):
+    with pytest.raises(ValueError, match="is not the one the run") as e:
         check_run(str(run), str(run / "checkpoint"), step, str(other))
+    assert str(e.value).endswith(f"export with --model.hf_assets_path {tok}")  # where it is found
     assert "read from" in capsys.readouterr().err  # the run's own looked for, to compare
+    # the run's own file changed in place: the tokenizer it trained with is not there to export
+    Tokenizer(WordLevel({"b": 0, "a": 1}, unk_token="a")).save(str(tok / "tokenizer.json"))
+    monkeypatch.chdir(project)  # (where the run was started: its record's path found)
+    with pytest.raises(ValueError, match=r"tokenizer.json is not the file the run .* recorded"):
+        check_run(str(run), str(run / "checkpoint"), step, str(tok))

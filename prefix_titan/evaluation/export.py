@@ -247,12 +247,19 @@ def check_run(
             f"note: the tokenizer the run recorded ({model.get('hf_assets_path')}) is not here, "
             f"so {hf_assets_path} cannot be checked against it"
         )
+    elif (
+        want and os.path.isfile(given) and os.path.realpath(trained_with) == os.path.realpath(given)
+    ):  # the run's own file, changed since it was recorded: nothing here to compare it with
+        raise ValueError(
+            f"{given} is not the file the run {run_dir} recorded when it trained (its sha256 "
+            f"then {want[:16]}..., now {sha256(given)[:16]}...): it was changed since, and the "
+            "tokenizer the weights were trained with is not here to export; put it back there"
+        )
     elif os.path.isfile(given) and not _same_tokenizer(trained_with, given):
         raise ValueError(
             f"the tokenizer at {hf_assets_path} is not the one the run {run_dir} trained with "
             f"({model['hf_assets_path']}): their tokenizer.json files hold different tokenizers; "
-            f"export with "
-            f"--model.hf_assets_path {model['hf_assets_path']}"
+            f"export with --model.hf_assets_path {shlex.quote(os.path.dirname(trained_with))}"
         )
     return run_dir
 

@@ -255,7 +255,9 @@ def check_run(
             f"then {want[:16]}..., now {sha256(given)[:16]}...): it was changed since, and the "
             "tokenizer the weights were trained with is not here to export; put it back there"
         )
-    elif os.path.isfile(given) and not _same_tokenizer(trained_with, given):
+    elif os.path.isfile(given) and _other_tokenizer(
+        record, os.path.dirname(trained_with), hf_assets_path
+    ):
         raise ValueError(
             f"the tokenizer at {hf_assets_path} is not the one the run {run_dir} trained with "
             f"({model['hf_assets_path']}): their tokenizer.json files hold different tokenizers; "

@@ -790,9 +790,9 @@ def test_probes_are_deterministic_and_the_seed_overridable(probes, tok):
 def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
     from prefix_titan.data.prepare import prepare
 
-    def shards(name, tokens):
+    def shards(name, tokens, val_tokens=10**4):
         out = str(tmp_path / name)
-        prepare("embedded", embedded_tokenizer_dir, out, tokens, 10**4, progress=False)
+        prepare("embedded", embedded_tokenizer_dir, out, tokens, val_tokens, progress=False)
         return out
 
     full = shards("full", 10**7)
@@ -800,7 +800,7 @@ def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
     assert counts["function"] > 100 and len(counts) > 4000
     built = build_probes(tok, n=400, word_counts=counts, source="shards")
     assert all(len(built[t]) == 400 for t in PROBE_TASKS)
-    small = shards("small", 3000)
+    small = shards("small", 3000, val_tokens=0)  # (3 documents: none falls to validation)
     with pytest.raises(ValueError, match="shard folder 'x' has .* words .* give a larger source"):
         build_probes(
             tok, n=400, word_counts=shard_word_counts(small, tok), source="shard folder 'x'"

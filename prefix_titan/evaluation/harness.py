@@ -577,12 +577,15 @@ def evaluate(
             )
         settings = evaluation_settings(limit, limit_seed, probes, tasks)
         filed = filed_dir(model_dir)  # (RUN/evals/step-N)
+        identity = export_identity(model_dir)  # (read once: the checks, then the results)
         if not replace:  # before anything is evaluated: its results and their copy with the run
             folders = [model_dir, *([filed] if filed else [])]
             refuse_replacing([os.path.join(f, EVAL_RESULTS) for f in folders], settings, tasks)
-            if filed and (why := other_export(os.path.join(filed, EVAL_RESULTS), model_dir)):
+            if filed and (
+                why := other_export(os.path.join(filed, EVAL_RESULTS), model_dir, identity)
+            ):
                 raise ValueError(why + OTHER_EXPORT_HINT)
-        if filed and (why := other_export(in_run_export(filed), model_dir)):
+        if filed and (why := other_export(in_run_export(filed), model_dir, identity)):
             raise ValueError(  # (--replace replaces the copy filed, not that export's own)
                 f"{why}: the report reads one evaluation per step. Evaluate that export again, "
                 "or move it out of the run folder"
@@ -648,7 +651,7 @@ def evaluate(
             out.setdefault("versions", {})[EMBEDDING_PROBE] = PROBE_VERSION
         results = {
             "model": os.path.abspath(model_dir),  # (found from any working directory)
-            "export": export_identity(model_dir),
+            "export": identity,
             "tasks": tasks,
             **settings,
             "results": out["results"],
@@ -748,13 +751,13 @@ def in_run_export(filed: str) -> str:
     return os.path.join(run, EXPORTS, os.path.basename(filed), EVAL_RESULTS)
 
 
-def other_export(path: str, model_dir: str) -> str | None:
-    """Why filing an evaluation of the export `model_dir` in the run's results file `path` would
-    mix it with another export of the step (other weights' dtype or context: export_identity),
-    None where it would not (no results there, the same export, or results filed before they
-    named their export)."""
+def other_export(path: str, model_dir: str, here: dict | None) -> str | None:
+    """Why filing an evaluation of the export `model_dir` (`here`: its export_identity) in the
+    run's results file `path` would mix it with another export of the step (other weights' dtype
+    or context), None where it would not (no results there, the same export, or results filed
+    before they named their export)."""
     earlier = _earlier(path)
-    before, here = earlier.get("export"), export_identity(model_dir)
+    before = earlier.get("export")
     if not earlier or before is None or before == here:
         return None
     return (
@@ -1458,9 +1461,10 @@ def file_with_run(
     try:
         with RunLock(run_dir):
             os.makedirs(out, exist_ok=True)
-            if (other := other_export(path, model_dir)) and not replace:
+            # (`results` name their export: evaluate's export_identity of the model)
+            if (other := other_export(path, model_dir, results.get("export"))) and not replace:
                 raise ValueError(other + OTHER_EXPORT_HINT)
-            results = {**results, "exported_to": model, "export": export_identity(model_dir)}
+            results = {**results, "exported_to": model}
             write_evaluation(out, results, items or {}, replace, other)
     except FolderBusy as e:
         raise ValueError(

@@ -542,6 +542,13 @@ class _Writer:
             self._file.close()
             self._file = None
 
+    def remove(self) -> None:
+        """Delete the shards of this split (closed first)."""
+        self.close()
+        for i in range(len(self.shards)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path(i))
+
     def state(self) -> dict:
         return {"shards": list(self.shards), "tokens": self.tokens, "docs": self.docs}
 
@@ -917,9 +924,7 @@ def prepare(
         manifest["sha256"] = manifest_sha256(manifest)
         if empty := empty_splits(manifest, tokens, val_tokens):
             for w in writers.values():  # (no manifest: none of it can be trained on)
-                for i in range(len(w.shards)):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(w._path(i))
+                w.remove()
             os.remove(state_path)
             raise ValueError(
                 f"--out {out!r}: {empty}. Nothing was kept in {out}: the same --out takes the "

@@ -329,9 +329,13 @@ def test_flat_results_name_every_score(seed):
             flat[f"input_{t}_predictions_permuted_within_id_rank,none"],
             flat[f"input_{t}_fresh_init,none"],
         )
-        controls = f"{permuted:.4f} / {by_rank:.4f} / {fresh:.4f}"
+        # the length's permuted control scores what the probe does (each token given a
+        # prediction made for another of its length): not shown as a chance level
+        assert t != "length" or permuted == flat[f"input_{t},none"]
+        controls = f"{'-' if t == 'length' else f'{permuted:.4f}'} / {by_rank:.4f} / {fresh:.4f}"
         want = f"input_{t} {flat[f'input_{t},none']:.4f} ({controls})"
         assert want in line, (want, line)
+    assert "but the length's (-: each token given a prediction made for another" in line
 
 
 def test_the_fresh_init_spans_its_draws_none_of_them_the_probes_seed(seed, monkeypatch):

@@ -33,6 +33,7 @@ from prefix_titan.evaluation.probes import (
     leading_prefix,
     shard_word_counts,
     tail_group,
+    whole_units,
     word_class,
     word_tokens,
 )
@@ -799,7 +800,7 @@ def test_words_from_a_shard_folder(tmp_path, tok, embedded_tokenizer_dir):
     counts = shard_word_counts(full, tok)
     assert counts["function"] > 100 and len(counts) > 4000
     built = build_probes(tok, n=400, word_counts=counts, source="shards")
-    assert all(len(built[t]) == 400 for t in PROBE_TASKS)
+    assert all(len(built[t]) == whole_units(t, 400) for t in PROBE_TASKS)  # (count: 399)
     small = shards("small", 3000, val_tokens=0)  # (3 documents: none falls to validation)
     with pytest.raises(ValueError, match="shard folder 'x' has .* words .* give a larger source"):
         build_probes(
@@ -1105,8 +1106,37 @@ def test_a_limit_of_30_builds_char_last_letter_in_whole_units_of_four_as_documen
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "docs", "evaluation.md"), encoding="utf-8") as f:
         doc = " ".join(f.read().split())
-    assert "`char_last_letter` takes whole units of four" in doc
+    assert "`char_last_letter` in units of four last letters" in doc
     assert f"({got['char_last_letter']} at `--limit 30`" in doc
+
+
+def test_an_odd_limit_builds_whole_units_and_every_fixed_answer_scores_chance(tok, tmp_path):
+    """At `--limit 31` the probes whose design balances items in units (a yes/no pair, a count
+    triple, four last letters) are built in whole units: char_contains and char_prefix 30 items,
+    15 of each answer, so that every answer given without the word scores its chance exactly (a
+    pair cut in two left 16 "yes" and 15 "no": "yes" always scored 0.516). No shortfall is named
+    for the unit left out."""
+    from prefix_titan.evaluation.probes import UNIT_ITEMS, probe_shortfalls
+
+    for seed in (1, 2):
+        built = build_probes(tok, n=31, seed=seed)
+        assert {len(built[t]) for t in ("char_contains", "char_prefix")} == {30}, seed
+        for task, unit in UNIT_ITEMS.items():
+            items = built[task]
+            assert len(items) % unit == 0 and len(built[f"{task}_blank"]) == len(items), task
+            chance = 1 / len(items[0]["choices"])
+            rules = _answer_only(items)
+            assert all(abs(v - chance) < 1e-12 for v in rules.values()), (task, seed, rules)
+    paths = {}
+    for task, docs in built.items():
+        paths[task] = str(tmp_path / f"{task}.jsonl")
+        with open(paths[task], "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(d) + "\n" for d in docs))
+    assert probe_shortfalls(paths, 2000, limit=31) == []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "docs", "evaluation.md"), encoding="utf-8") as f:
+        doc = " ".join(f.read().split())
+    assert "`char_contains` and `char_prefix` in yes/no pairs (30 at `--limit 31`)" in doc
 
 
 def _contents(folder) -> dict:

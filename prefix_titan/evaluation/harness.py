@@ -1569,13 +1569,18 @@ def table(results: dict) -> str:
         # "<vectors>_<task>,none" are the trained vectors' scores (the controls' carry a tag)
         trained = [k[: -len(",none")] for k in probe if k.endswith(",none")]
         trained = [k for k in trained if k.partition("_")[2] in TASKS]
+
+        def permuted(k: str) -> str:
+            return fmt(probe.get(k + "_predictions_permuted,none"))
+
         rows.append(
             f"{EMBEDDING_PROBE} (trained vectors; in brackets its controls: the probe's "
             "predictions permuted within ending and length class, the chance level each score is "
-            "read against; within id rank, what the tokens' frequency tells; and a fresh init; "
-            "the constant guesses in the results): "
+            "read against, but the length's (-: each token given a prediction made for another "
+            "of its length, that control scores what the probe does); within id rank, what the "
+            "tokens' frequency tells; and a fresh init; the constant guesses in the results): "
             + ", ".join(
-                f"{k} {probe[k + ',none']:.4f} ({fmt(probe.get(k + '_predictions_permuted,none'))}"
+                f"{k} {probe[k + ',none']:.4f} ({'-' if k.endswith('_length') else permuted(k)}"
                 f" / {fmt(probe.get(k + '_predictions_permuted_within_id_rank,none'))}"
                 f" / {fmt(probe.get(k + '_fresh_init,none'))})"
                 for k in trained

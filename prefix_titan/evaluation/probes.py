@@ -107,6 +107,11 @@ MIN_ITEMS = 30
 """The fewest items a probe is built with: the builders balance their items in groups and units
 that fewer cannot fill (with the embedded BPE char_spell gives one item short of any number under
 30)"""
+UNIT_ITEMS = {"char_last_letter": 4, "char_count": 3, "char_contains": 2, "char_prefix": 2}
+"""The items a probe's design balances together (a unit: four last letters of one tail, a count
+triple, a yes/no pair): a probe is built in whole units, so that any fixed answer scores its chance
+exactly over them (31 items asked for give char_contains 30; a unit cut in two left 16 yes and 15
+no, and "yes" always scored 0.516)"""
 MIN_LETTERS = 20
 MIN_COUNT = 2
 """A word is listed once it occurs this often in the source (fewer: typos and fragments)"""
@@ -1057,7 +1062,7 @@ def build_probes(
     }
     out: dict[str, list[dict]] = {}
     for task, (shot_items, items) in built.items():
-        probed = items[:n]
+        probed = items[: whole_units(task, n)]
         least = fewest_items(task, n)
         if len(probed) < least and not partial:
             also = f" ({task} takes from {least:,})" if least < n else ""
@@ -1081,8 +1086,15 @@ def build_probes(
     return out
 
 
+def whole_units(task: str, n: int) -> int:
+    """The most items of `task` that n allows in whole units (UNIT_ITEMS): n rounded down to a
+    multiple of the task's unit."""
+    return n - n % UNIT_ITEMS.get(task, 1)
+
+
 def fewest_items(task: str, n: int) -> int:
-    """The fewest items build_probes accepts for `task` when n are asked for: n, but a fifth of n
+    """The fewest items build_probes accepts for `task` when n are asked for: n in whole units
+    (whole_units: 30 of char_contains at n = 31), but a fifth of n
     for char_count (its items come in matched triples of words holding a letter 2, 1 and 0 times
     past their known letters: the embedded word list has enough for about 480 of 2,000 with
     Llama-3's vocabulary, whose token leads give away four letters in five) and two fifths for
@@ -1091,7 +1103,7 @@ def fewest_items(task: str, n: int) -> int:
     Llama-3's)."""
     if task == "char_count":
         return -(-n // 5)
-    return -(-2 * n // 5) if task == "char_last_letter" else n
+    return -(-2 * n // 5) if task == "char_last_letter" else whole_units(task, n)
 
 
 @functools.lru_cache(maxsize=4)
@@ -1164,9 +1176,7 @@ def probe_shortfalls(paths: dict[str, str], n: int, limit: int | None = None) ->
         with open(path, encoding="utf-8") as f:
             got = sum(1 for line in f if line.strip())
         asked = n if limit is None else min(n, limit)
-        if task == "char_last_letter":  # (whole units of four: _last_letter_probe)
-            asked -= asked % 4
-        if got < asked:
+        if got < whole_units(task, asked):  # (a unit it cannot fill is not asked of it)
             why = SHORTFALLS.get(task, "the word list has no more words for it")
             out.append(
                 f"{task}: {got:,} items of the {asked:,} asked for: {why}; a larger word source "

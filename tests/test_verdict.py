@@ -860,6 +860,20 @@ def test_a_zero_variance_difference_is_not_significant():
         inference.fit(np.array([[1.0, np.nan], [1.0, 2.0]]))
 
 
+def test_baseline_apart_reads_a_variance_at_rounding_error_as_none():
+    """Arms that differ by constants (one run's values copied into every arm but the baseline)
+    leave the others' variance at rounding error (2e-31, not 0): it counts as none, as the pooled
+    fit's does, so the power section says the sweep cannot estimate power instead of a
+    detectable difference from a variance ratio of 1e30."""
+    base = np.array([0.3137, 0.2911, 0.3402])
+    y = np.stack([np.array([0.31, 0.35, 0.29])] + [base + 0.0137 * k for k in range(13)])
+    assert (inference.residuals(np.delete(y, 0, axis=0)) ** 2).sum() > 0  # rounding
+    a = inference.apart(y, 0)
+    assert a.sigma2 == 0.0 and a.baseline2 > 0
+    same = inference.apart(np.stack([y[0]] + [base] * 13), 0)
+    assert same.sigma2 == 0.0  # (exactly, without rounding)
+
+
 def test_the_detectable_effect_has_the_power_it_claims(seed):
     """At inference.detectable's effect, the two-way test at the Bonferroni level rejects 80% of
     the time in a direct simulation of the model (this is what the power command prints)."""
@@ -1454,6 +1468,20 @@ def test_a_metric_missing_at_some_checkpoints_is_averaged_where_it_is_or_left_ou
     said = " left out: the runs have it at different steps"
     assert any(said in n and "hellaswag" in n.split(said)[0].split(", ") for n in a.notes)
     assert not any(a.tables["hellaswag"].values())
+
+
+def test_a_primary_left_out_for_one_runs_steps_is_said_so_in_the_answer():
+    """A probe missing at one step of one run (its results there lost) takes the char composite
+    out of the comparison for every run: the answer says that, not that the metric is not
+    measured on every seed (it is, at other steps)."""
+    runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2), tasks=TASKS), seed=1)
+    del runs[3]["steps"][2400]["results"]["char_spell"]
+    a = analyse(sim.group(runs), PLAN)
+    assert "char composite" in a.unaligned
+    assert a.answer.startswith(
+        "No claim: char composite is left out, the runs having it at different steps"
+    ), a.answer
+    assert "not measured on every seed" not in a.answer
 
 
 # -- integrity -------------------------------------------------------------------------------------

@@ -1776,6 +1776,11 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             f"a kind is an arm's name without its {plan.axis} part), so nothing was compared "
             "(see the notes)."
         )
+    if not compared and family.primary in result.unaligned:
+        return (
+            f"No claim: {family.primary} is left out, the runs having it at different steps, so "
+            "nothing was compared (the notes name the runs and what to do)."
+        )
     if not compared:
         return (
             f"No claim: {family.primary} is not measured on every seed of {plan.baseline} and "

@@ -193,6 +193,8 @@ def apart(y: np.ndarray, baseline: int) -> Apart:
     seed_effect = others.mean(0) - others.mean()
     b = y[baseline]
     baseline2 = float(((b - b.mean() - seed_effect) ** 2).sum() / (s - 1))
+    tiny = (1e-10 * float(np.abs(y).max())) ** 2  # rounding error only: no variance (as fit's)
+    sigma2, baseline2 = (v if v >= tiny else 0.0 for v in (sigma2, baseline2))
     d0 = APART_PRIOR_DF
     u1 = sigma2 * ((a - 2) / (a - 1) + d0 / (d0 + s - 1) * a / (a - 1))
     u2 = (s - 1) / (d0 + s - 1) * baseline2

@@ -325,8 +325,7 @@ class ObjectiveSpec:
             )
         if not _is_number(self.tau) or not math.isfinite(self.tau) or self.tau < TAU_MIN:
             why = (
-                "below it every prefix target is the gold alone, plain CE, and the scores "
-                "len/tau overflow"
+                "below it every prefix target is the gold alone: plain CE"
                 if self.name == "prefix"
                 else "the least temperature objective.tau takes, whichever family reads it"
             )

@@ -41,7 +41,9 @@ unfused eager <= 1.0x eager CE time at <= 0.4x its memory; the fused head, eager
 <= 1.05x compiled CE time at <= 0.25x its memory; and each row's ratio to the floor (stretch:
 <= 1.2x). With several --chunk-tokens (or --row-block-mib), the fastest chunk size (and block)
 within the memory goal, per row kernel: the value for `objective.fused_chunk_tokens` (and
-`objective.row_block_mib`) on this device.
+`objective.row_block_mib`) on this device. A choice whose fastest-slowest spread (its rows' in
+total) overlaps another option's says so on its line: the timings do not tell the two apart. A row
+faster than the floor says so too: only noisy timings give that.
 
     python scripts/bench_loss.py --rows eager.json compiled.json [--json both.json]
 
@@ -61,6 +63,7 @@ import math
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -358,11 +361,22 @@ def goal_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def chunk_choice(rows: list[dict]) -> dict[str, tuple[int, int | None] | None]:
-    """Per row kernel measured at several chunk sizes or row blocks: the (chunk tokens, row
+def _spread(members: list[dict]) -> tuple[float, float, float]:
+    """(median, fastest, slowest) ms of rows timed together, each summed over the rows (a row
+    without a spread counts at its median)."""
+    return (
+        sum(r["ms"] for r in members),
+        sum(r.get("ms_min", r["ms"]) for r in members),
+        sum(r.get("ms_max", r["ms"]) for r in members),
+    )
+
+
+def chunk_totals(rows: list[dict]) -> dict[str, dict[tuple[int, int | None], tuple]]:
+    """Per row kernel measured at several chunk sizes or row blocks: each (chunk tokens, row
     block MiB) pair whose fused rows (every objective, both modes: a compiled row counts at its
-    chunk size whatever the block, it has none) meet the memory goal and take the least time in
-    total; None if no pair meets it. The block is None where the kernel's rows have none."""
+    chunk size whatever the block, it has none) meet the memory goal, with the (median, fastest,
+    slowest) ms of those rows in total (`_spread`); empty where no pair meets it. The block is
+    None where the kernel's rows have none."""
     ref = _row_of(rows, "torchtitan_ce", "compiled")
     bound = None if ref is None else FUSED_MEMORY_BOUND * ref["peak_bytes"]
     by_kernel: dict[str, list[dict]] = {}
@@ -370,7 +384,7 @@ def chunk_choice(rows: list[dict]) -> dict[str, tuple[int, int | None] | None]:
         fused, kernel, _ = _split(r["case"])
         if fused and r["chunk_tokens"] is not None:
             by_kernel.setdefault(kernel, []).append(r)
-    choice = {}
+    totals = {}
     for kernel, rs in by_kernel.items():
         pairs = {(r["chunk_tokens"], r.get("row_block_mib")) for r in rs}
         # where eager rows have blocks, their pairs carry the unblocked (compiled) rows too
@@ -385,22 +399,76 @@ def chunk_choice(rows: list[dict]) -> dict[str, tuple[int, int | None] | None]:
                 if r["chunk_tokens"] == chunk and r.get("row_block_mib") in (block, None)
             ]
             if bound is None or all(r["peak_bytes"] <= bound for r in members):
-                fits[chunk, block] = sum(r["ms"] for r in members)
-        choice[kernel] = min(fits, key=fits.get) if fits else None
-    return choice
+                fits[chunk, block] = _spread(members)
+        totals[kernel] = fits
+    return totals
+
+
+def chunk_choice(rows: list[dict]) -> dict[str, tuple[int, int | None] | None]:
+    """Per row kernel measured at several chunk sizes or row blocks: the (chunk tokens, row
+    block MiB) pair of `chunk_totals` that takes the least time in total (the medians'); None if
+    no pair meets the memory goal."""
+    return {
+        kernel: min(fits, key=lambda p: fits[p][0]) if fits else None
+        for kernel, fits in chunk_totals(rows).items()
+    }
+
+
+def block_totals(rows: list[dict]) -> dict[int, tuple[float, float, float]]:
+    """The unfused eager PyTorch rows per row block (MiB): the (median, fastest, slowest) ms of
+    the block's rows (every objective) in total (`_spread`)."""
+    members: dict[int, list[dict]] = {}
+    for r in rows:
+        fused, kernel, _ = _split(r["case"])
+        block = r.get("row_block_mib")
+        if block is not None and not fused and kernel == "pytorch" and r["mode"] == "eager":
+            members.setdefault(block, []).append(r)
+    return {block: _spread(rs) for block, rs in members.items()}
 
 
 def block_choice(rows: list[dict]) -> int | None:
     """The unfused eager PyTorch rows measured at several row blocks: the block (MiB) whose rows
     (every objective) take the least time in total; None if fewer than two blocks were measured
     (the fused head's block is chosen with its chunk size: `chunk_choice`)."""
-    times: dict[int, float] = {}
+    totals = block_totals(rows)
+    return min(totals, key=lambda b: totals[b][0]) if len(totals) > 1 else None
+
+
+def overlapping(totals: dict, chosen) -> list:
+    """The options of `totals` (option: (median, fastest, slowest)) other than `chosen` whose
+    fastest-slowest spread overlaps the chosen one's: not told apart from it by these timings;
+    fastest median first."""
+    _, lo, hi = totals[chosen]
+    return sorted(
+        (o for o, (_, o_lo, o_hi) in totals.items() if o != chosen and o_lo <= hi and lo <= o_hi),
+        key=lambda o: totals[o][0],
+    )
+
+
+def below_floor(rows: list[dict]) -> list[tuple[dict, float]]:
+    """(row, its time over the floor's) of each row faster than its mode's floor (head_matmuls,
+    which every other row's head runs too): not possible but through noisy timings."""
+    out = []
     for r in rows:
-        fused, kernel, _ = _split(r["case"])
-        block = r.get("row_block_mib")
-        if block is not None and not fused and kernel == "pytorch" and r["mode"] == "eager":
-            times[block] = times.get(block, 0.0) + r["ms"]
-    return min(times, key=times.get) if len(times) > 1 else None
+        f = _row_of(rows, "head_matmuls", r["mode"])
+        if f is not None and r["case"] != "head_matmuls" and r["ms"] < f["ms"]:
+            out.append((r, r["ms"] / f["ms"]))
+    return out
+
+
+def _not_told_apart(totals: dict, chosen, name, repeats: int | None) -> str:
+    """The rest of a choice's line ("; but ...") for a chosen option whose spread overlaps others'
+    (`overlapping`); "" where none does."""
+    rivals = overlapping(totals, chosen)
+    if not rivals:
+        return ""
+    _, lo, hi = totals[chosen]
+    others = " and ".join(f"{name(o)} ({totals[o][1]:.1f}-{totals[o][2]:.1f} ms)" for o in rivals)
+    at = f"--repeats {repeats}" if repeats else "these repeats"
+    return (
+        f"; but its spread ({lo:.1f}-{hi:.1f} ms in total) overlaps that of {others}: not told "
+        f"apart at {at}; measure again with more repeats on a quiet machine"
+    )
 
 
 def print_traffic_goals(rows: list[dict], dtype: str) -> None:
@@ -423,8 +491,14 @@ def print_traffic_goals(rows: list[dict], dtype: str) -> None:
 
 
 def print_goals(
-    rows: list[dict], measured: str = "in this run", on: str = "on this device"
+    rows: list[dict],
+    measured: str = "in this run",
+    on: str = "on this device",
+    repeats: int | None = None,
 ) -> None:
+    """The goals table, rows below their floor, then the chunk and block choices, each said to be
+    not told apart from the options whose time spreads overlap its own (`repeats`: the repeats
+    the rows were timed over, None where not known)."""
     held = goal_rows(rows)
     if held:
         print(
@@ -439,11 +513,17 @@ def print_goals(
                 f"| {_label(g['row'])} | {g['row']['mode']} | {g['goal']} | {g['time']:.2f}x | "
                 f"{g['memory']:.2f}x | {floor} | {'yes' if g['met'] else 'no'} |"
             )
+    for r, ratio in below_floor(rows):
+        print(
+            f"\n{_label(r)} ({r['mode']}) takes {ratio:.2f}x the time of head_matmuls, below its "
+            "floor: the timings are noisy; measure again with more repeats on a quiet machine"
+        )
     held_to = (
         "within the memory goal"
         if _row_of(rows, "torchtitan_ce", "compiled")
         else "(memory not held to the goal: no compiled torchtitan_ce row)"
     )
+    totals = chunk_totals(rows)
     for kernel, pair in sorted(chunk_choice(rows).items()):
         if pair is None:
             print(
@@ -452,24 +532,31 @@ def print_goals(
             continue
         chunk, block = pair
         if block is None:
-            print(
+            line = (
                 f"\nFused head, {kernel} row passes: {chunk} tokens per chunk is the fastest "
                 f"measured chunk size {held_to} {on} "
                 f"(objective.fused_chunk_tokens = {chunk})"
             )
         else:
-            print(
+            line = (
                 f"\nFused head, {kernel} row passes: {chunk} tokens per chunk in {block} MiB row "
                 f"blocks is the fastest measured pair {held_to} {on} "
                 f"(objective.fused_chunk_tokens = {chunk}; eager: objective.row_block_mib = "
                 f"{block})"
             )
+        print(line + _not_told_apart(totals[kernel], pair, _pair_name, repeats))
     block = block_choice(rows)
     if block is not None:
         print(
             f"\nUnfused eager PyTorch row passes: {block} MiB blocks are the fastest measured {on} "
             f"(objective.row_block_mib = {block})"
+            + _not_told_apart(block_totals(rows), block, lambda b: f"{b} MiB blocks", repeats)
         )
+
+
+def _pair_name(pair: tuple[int, int | None]) -> str:
+    chunk, block = pair
+    return f"{chunk} tokens per chunk" + ("" if block is None else f" in {block} MiB row blocks")
 
 
 def run_mode(mode: str, measure: str, a) -> None:
@@ -619,7 +706,8 @@ def main() -> None:
             rows, setup, dtype = read_rows(a.rows, a.dtype)
         except ValueError as e:
             p.refuse(str(e))
-        print_report(rows, setup, dtype, saved=True)
+        repeats = re.search(r"median of (\d+)", setup)  # the setup line records the repeats
+        print_report(rows, setup, dtype, saved=True, repeats=repeats and int(repeats.group(1)))
         if a.json:
             pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
         return
@@ -737,15 +825,18 @@ def main() -> None:
         f"prefix tables: {source}; median of {a.repeats}"
     )
     rows = [{**r, "dtype": a.dtype, "setup": setup} for r in rows]
-    print_report(rows, setup, a.dtype)
+    print_report(rows, setup, a.dtype, repeats=a.repeats)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(rows, indent=2))
 
 
-def print_report(rows: list[dict], setup: str, dtype: str, saved: bool = False) -> None:
+def print_report(
+    rows: list[dict], setup: str, dtype: str, saved: bool = False, repeats: int | None = None
+) -> None:
     """The table of `rows` (each mode's rows held to its torchtitan_ce row, where measured), then
     the goals, the chunk and block choices and the bytes per logit against their goals; `saved`:
-    rows read back from files (--rows), not measured by this run."""
+    rows read back from files (--rows), not measured by this run; `repeats`: the repeats each row
+    was timed over (None: not known)."""
     print(
         f"\n{setup} (spread: fastest-slowest, least-most); reserved: the allocator's reserved "
         "memory above the case's start (CUDA); B/logit: bytes the row work moves per logit\n"
@@ -773,9 +864,9 @@ def print_report(rows: list[dict], setup: str, dtype: str, saved: bool = False) 
                 f"{_bytes(r)} |"
             )
     if saved:
-        print_goals(rows, "in these rows", "on the device that measured them")
+        print_goals(rows, "in these rows", "on the device that measured them", repeats)
     else:
-        print_goals(rows)
+        print_goals(rows, repeats=repeats)
     print_traffic_goals(rows, dtype)
 
 

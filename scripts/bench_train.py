@@ -5,9 +5,10 @@
                                   [--budget-gib G] [--nproc 1] [-- torchtitan overrides ...]
 
 Each (loss, local batch) is a fresh run of torchtitan's main through prefix_titan's launcher.
-Reported: median tokens/s per rank over the steps after the first two (compilation, warm-up) and
-the peak memory torchtitan logs (GPU: the allocator's reserved peak; CPU: the process's peak
-resident set). Batches double until a run fails (GPU: out of memory) or its peak exceeds
+Reported: median tokens/s per rank over the steps after the first two (compilation, warm-up), its
+spread over those timed steps (slowest-fastest) and how many there were (fewer than 3: a note says
+so), and the peak memory torchtitan logs (GPU: the allocator's reserved peak; CPU: the process's
+peak resident set). Batches double until a run fails (GPU: out of memory) or its peak exceeds
 --budget-gib; the table marks the largest batch that fit. On the 500M flavor with a GPU, e.g.:
 
     python scripts/bench_train.py --config train_configs/prefix_tau0.5.toml --flavor 500M \
@@ -70,8 +71,33 @@ def run(a, fused: bool, batch: int, tmp: str) -> dict:
         "ok": fits,
         "why": "" if fits else f"peak {peak:.2f} GiB > budget",
         "tps": statistics.median(tps),
+        "tps_min": min(tps),
+        "tps_max": max(tps),
+        "timed": len(tps),
         "peak_gib": peak,
     }
+
+
+FEW_STEPS = 3
+"""Fewer timed steps than this: the table says its medians are from that few."""
+
+
+def _spread(r: dict) -> str:
+    return f"{r['tps_min']:,.0f}-{r['tps_max']:,.0f}"
+
+
+def few_steps_note(rows: list[dict]) -> str:
+    """A note where the rows' tokens/s are medians of fewer than FEW_STEPS timed steps ("" where
+    none are): so few steps are not told apart from load noise."""
+    timed = sorted({r["timed"] for r in rows if "timed" in r and r["timed"] < FEW_STEPS})
+    if not timed:
+        return ""
+    n = " or ".join(map(str, timed))
+    return (
+        f"note: tokens/s from {n} timed step(s) per run (--steps minus the two warm-up steps): "
+        f"too few to tell load noise apart; time at least {FEW_STEPS} (--steps "
+        f"{FEW_STEPS + 2} or more)\n"
+    )
 
 
 def main() -> None:
@@ -115,7 +141,8 @@ def main() -> None:
                 print(
                     f"  {r['loss']:8s} batch {batch:4d}: "
                     + (
-                        f"{r['tps']:>10,.0f} tok/s  {r['peak_gib']:6.2f} GiB  {r['why']}"
+                        f"{r['tps']:>10,.0f} tok/s ({_spread(r)} over {r['timed']} timed steps)"
+                        f"  {r['peak_gib']:6.2f} GiB  {r['why']}"
                         if "tps" in r
                         else r["why"]
                     ),
@@ -129,14 +156,20 @@ def main() -> None:
         + (f", budget {a.budget_gib} GiB" if a.budget_gib else "")
         + "\n"
     )
-    print("| loss | local batch | tokens/s per rank | peak GiB | fits |")
-    print("|---|---:|---:|---:|---|")
+    print(
+        "| loss | local batch | tokens/s per rank | spread tokens/s (slowest-fastest step) "
+        "| timed steps | peak GiB | fits |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        tps = f"{r['tps']:,.0f}" if "tps" in r else "-"
+        tps = f"{r['tps']:,.0f} | {_spread(r)} | {r['timed']}" if "tps" in r else "- | - | -"
         peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "-"
         print(
             f"| {r['loss']} | {r['batch']} | {tps} | {peak} | {'yes' if r['ok'] else 'no: ' + r['why']} |"
         )
+    note = few_steps_note(rows)
+    if note:
+        print("\n" + note, end="")
     for loss in ("unfused", "fused"):
         fit = [r["batch"] for r in rows if r["loss"] == loss and r["ok"]]
         tried = sorted(r["batch"] for r in rows if r["loss"] == loss)

@@ -195,6 +195,73 @@ def test_row_blocks_are_tried_on_the_eager_pytorch_cases_and_the_fastest_named()
     assert bench.block_choice([r for r in rows if r["row_block_mib"] != 256]) is None
 
 
+def test_a_choice_whose_spread_overlaps_another_options_says_it_is_not_told_apart(capsys):
+    """The chosen chunk size (or block) is still named, with its consumers' setting, and said to
+    be not told apart from each option whose time spread (in total) overlaps its own; a row faster
+    than its floor is flagged as noisy timings. Neither where the spreads are apart."""
+    bench = load_script("bench_loss")
+
+    def row(case, ms, lo, hi, chunk=None, block=None):
+        return {
+            **_row(case, "eager", ms, 1, chunk),
+            "row_block_mib": block,
+            "ms_min": lo,
+            "ms_max": hi,
+        }
+
+    overlapping = [
+        row("head_matmuls", 10.0, 9.5, 10.5),
+        row("fused_ce", 22.9, 22.2, 89.2, 64),  # the trial's spreads: 64 first by its median
+        row("fused_ce", 144.9, 11.8, 154.0, 128),
+        row("fused_ce", 300.0, 290.0, 310.0, 256),  # apart from 64's
+        row("ce", 30.0, 29.0, 31.0, block=32),
+        row("ce", 33.0, 30.5, 35.0, block=64),  # overlaps 32's
+        row("label_smoothing", 8.0, 7.9, 8.1),  # below the floor's 10 ms
+    ]
+    assert bench.chunk_choice(overlapping) == {"pytorch": (64, None)}
+    assert bench.overlapping(bench.chunk_totals(overlapping)["pytorch"], (64, None)) == [
+        (128, None)
+    ]
+    bench.print_goals(overlapping, repeats=3)
+    out = capsys.readouterr().out
+    chunk_line = next(line for line in out.splitlines() if "row passes: 64 tokens" in line)
+    assert "(objective.fused_chunk_tokens = 64); but its spread (22.2-89.2 ms in total) " in (
+        chunk_line
+    )
+    assert (
+        "overlaps that of 128 tokens per chunk (11.8-154.0 ms): not told apart at --repeats 3; "
+        in chunk_line
+    )
+    assert "256 tokens" not in chunk_line, chunk_line
+    block_line = next(line for line in out.splitlines() if "MiB blocks are the fastest" in line)
+    assert block_line.startswith("Unfused eager PyTorch row passes: 32 MiB blocks are"), block_line
+    assert (
+        "(objective.row_block_mib = 32); but its spread (29.0-31.0 ms in total) overlaps that of "
+        "64 MiB blocks (30.5-35.0 ms): not told apart at --repeats 3" in block_line
+    ), block_line
+    assert (
+        "label_smoothing (eager) takes 0.80x the time of head_matmuls, below its floor: "
+        "the timings are noisy" in out
+    ), out
+    assert out.count("below its floor") == 1, out
+
+    apart = [
+        row("head_matmuls", 10.0, 9.5, 10.5),
+        row("fused_ce", 22.9, 22.2, 23.5, 64),
+        row("fused_ce", 144.9, 140.0, 154.0, 128),
+        row("ce", 30.0, 29.0, 31.0, block=32),
+        row("ce", 33.0, 32.0, 35.0, block=64),
+    ]
+    bench.print_goals(apart)
+    out = capsys.readouterr().out
+    assert "(objective.fused_chunk_tokens = 64)\n" in out, out
+    assert "(objective.row_block_mib = 32)\n" in out, out
+    assert "not told apart" not in out and "below its floor" not in out, out
+    # without the repeats known (rows read back without a recorded setup) the line says so
+    bench.print_goals(overlapping[:3])
+    assert "not told apart at these repeats; " in capsys.readouterr().out
+
+
 def test_a_measurement_keeps_time_and_memory_from_the_runs_that_measured_them():
     merge = load_script("bench_loss").merge_measure
     timed = {"case": "ce", "ms": 5.0, "peak_bytes": 7, "peak_min": 6, "peak_max": 8}
@@ -317,6 +384,22 @@ def test_saved_rows_of_two_calls_are_judged_as_one_table(tmp_path):
     twice = _rows_run(eager, "--rows", compiled)
     assert twice.returncode == 0 and "rows from " + eager + ", " + compiled in twice.stdout
     assert len(json.loads((tmp_path / "both.json").read_text())) == 6
+
+
+def test_saved_rows_say_the_repeats_their_setup_records_when_a_choice_is_not_told_apart(
+    tmp_path,
+):
+    rows = [
+        {**_row("fused_ce", "eager", 20.0, 1, 2048), "ms_min": 18.0, "ms_max": 30.0},
+        {**_row("fused_ce", "eager", 25.0, 1, 4096), "ms_min": 24.0, "ms_max": 26.0},
+    ]
+    saved = _saved(tmp_path / "rows.json", rows, setup="loss alone, N=64; median of 3")
+    out = _rows_run(saved)
+    assert out.returncode == 0, out.stderr
+    assert "(objective.fused_chunk_tokens = 2048); but its spread (18.0-30.0 ms in total) " in (
+        out.stdout
+    )
+    assert "4096 tokens per chunk (24.0-26.0 ms): not told apart at --repeats 3;" in out.stdout
 
 
 @pytest.mark.slow

@@ -33,10 +33,18 @@ from .sweep.analysis import (
     load_plan,
     plan_arm_problems,
     registered_plan,
+    unfinished,
 )
 from .sweep.configs import SCALES, arms
 from .sweep.inference import APART_MIN_SEEDS, seedwise
-from .sweep.metrics import EFFECTS, METRICS, beyond_widest, detectable_text, metric
+from .sweep.metrics import (
+    EFFECTS,
+    METRICS,
+    beyond_widest,
+    detectable_text,
+    evaluated_steps,
+    metric,
+)
 from .sweep.power import FEW_DF, SD_LIMIT, plan_rows
 from .sweep.report import plural
 
@@ -83,26 +91,97 @@ class Measured(NamedTuple):
     probe_items: list[int]
     """the items per character probe its evaluations built (eval --limit and --probe-items
     build fewer than the default ITEMS_PER_TASK)"""
+    unheld: tuple[str, ...] = ()
+    """the metrics it holds no values of in two arms or more (the published default kept)"""
+    left_out: tuple[str, ...] = ()
+    """why each seed not measured was left out, one line a seed"""
+
+
+def _incomplete(runs: list[dict], seeds: list[int]) -> list[str]:
+    """A line for each seed of `runs` not in `seeds` (those every arm has): the arms without a
+    run of it."""
+    names = list(dict.fromkeys(r["name"] for r in runs))
+    lines = []
+    for seed in sorted({r["seed"] for r in runs} - set(seeds)):
+        have = [n for n in names if any(r["name"] == n and r["seed"] == seed for r in runs)]
+        lacking = [n for n in names if n not in have]
+        why = (
+            f"{', '.join(lacking)} {'has' if len(lacking) == 1 else 'have'} no run of it"
+            if len(lacking) <= len(have)
+            else f"only {', '.join(have)} {'has' if len(have) == 1 else 'have'} a run of it"
+        )
+        lines.append(f"seed {seed} left out: {why} ({plural(len(have), 'run')} not read)")
+    return lines
+
+
+def _cut_short(runs: list[dict], seeds: list[int]) -> tuple[list[int], list[str]]:
+    """(the seeds kept, a line for each left out) where the runs' last evaluated steps differ:
+    the seeds of one last step, the one most seeds reach (the later of a tie), are kept, and a
+    seed with a run evaluated last at another step (unfinished, or evaluated before it finished)
+    is left out whole, as the report's refusal of such runs advises."""
+    last = {id(r): steps[-1] for r in runs if (steps := evaluated_steps(r))}
+    if len(set(last.values())) < 2:
+        return seeds, []
+
+    def reaching(step: int) -> list[int]:
+        return [
+            s for s in seeds if all(last.get(id(r), step) == step for r in runs if r["seed"] == s)
+        ]
+
+    final = max(set(last.values()), key=lambda step: (len(reaching(step)), step))
+    kept = reaching(final)
+    lines = []
+    for seed in [s for s in seeds if s not in kept]:
+        odd = [r for r in runs if r["seed"] == seed and last.get(id(r), final) != final]
+        lines.append(
+            f"seed {seed} left out: "
+            + ", ".join(
+                f"{r['name']} last evaluated at step {last[id(r)]}"
+                + (" (unfinished)" if unfinished(r) else "")
+                for r in odd
+            )
+            + f", where the seeds measured end at step {final} "
+            f"({plural(sum(r['seed'] == seed for r in runs), 'run')} not read; finish and "
+            "evaluate them to keep them)"
+        )
+    return kept, lines
 
 
 def measured_sds(runs_dir: str, plan, names: list[str], checkpoints: int | None = None) -> Measured:
     """The pooled residual sd of each metric in a finished sweep (the report's own fit, each run
     averaged over its last `checkpoints` evaluated checkpoints: None, the plan's), over the
-    seeds every arm has (a run missing elsewhere leaves its seed out)."""
+    seeds every arm has, evaluated to the same last step (a seed with a run missing, or cut
+    short, is left out, said in `left_out`). Refuses a sweep that leaves fewer than 2 such seeds:
+    one seed measures no run-to-run variance."""
     from .sweep.runs import complete_seeds, find_runs, group_arms
 
     runs = find_runs(runs_dir)
     seeds = complete_seeds(runs)
-    if not seeds:
-        raise ValueError(f"--from {runs_dir}: no seed has a run of every arm")
+    left_out = _incomplete(runs, seeds)
+    seeds, short = _cut_short([r for r in runs if r["seed"] in seeds], seeds)
+    left_out += short
+    if len(seeds) < 2:
+        found = sorted({r["seed"] for r in runs})
+        raise ValueError(
+            f"--from {runs_dir}: "
+            + (f"only seed {seeds[0]} can be measured" if seeds else "no seed can be measured")
+            + f" (the runs' seeds: {', '.join(map(str, found)) or 'none'}"
+            + "".join(f"; {line}" for line in left_out)
+            + "): a run's sd is measured over the seeds at which every arm has a run, evaluated "
+            "to the same last step, and one seed measures no run-to-run variance (the arm x "
+            "seed fit has no residual degree of freedom). Run and evaluate a second seed of "
+            "every arm, or plan without --from (the published default sds)."
+        )
     a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan, checkpoints)
-    out, zero, dfs = {}, [], {}
+    out, zero, dfs, unheld = {}, [], {}, []
     for name in names:  # the metrics of the plan's families (others keep their defaults)
         f = a.fits.get(name)
         if f is not None and f.df > 0 and f.sigma2 > 0:
             out[name], dfs[name] = math.sqrt(f.sigma2), f.df
         elif f is not None and f.df > 0:
             zero.append(name)
+        else:
+            unheld.append(name)
     flavors = sorted({f for r in runs if (f := (r["config"].get("model") or {}).get("flavor"))})
     where = f"{plural(len(a.arms), 'arm')} x {plural(len(a.seeds), 'seed')} under {runs_dir}"
     limits = sorted(
@@ -124,7 +203,9 @@ def measured_sds(runs_dir: str, plan, names: list[str], checkpoints: int | None 
             if isinstance(n, int)
         }
     )
-    return Measured(out, where, flavors, limits, a.arms, zero, dfs, probe_items)
+    return Measured(
+        out, where, flavors, limits, a.arms, zero, dfs, probe_items, tuple(unheld), tuple(left_out)
+    )
 
 
 def scale_flavor(scale: str) -> str:
@@ -250,11 +331,12 @@ def main(argv: list[str] | None = None) -> None:
                     else f"--effect '{name}={effect:g}': {name} ({m.unit}) differs by "
                     f"{m.widest:g} at most"
                 )
-        measured, where, flavors, limits, measured_arms, zero, dfs, probe_items = (
+        sweep_measured = (
             measured_sds(a.runs_dir, plan, names, a.checkpoints)
             if a.runs_dir
             else Measured({}, None, [], [], [], [], {}, [])
         )
+        measured, where, flavors, limits, measured_arms, zero, dfs, probe_items = sweep_measured[:8]
     except ValueError as e:
         p.refuse(str(e))
     try:
@@ -347,6 +429,14 @@ def main(argv: list[str] | None = None) -> None:
             f"{a.scale} scale trains {planned}: their training noise is not this scale's, so the "
             f"measured rows hold for the {a.scale} sweep only as far as that noise carries over "
             f"(measure on a few {a.scale} runs to be sure)."
+        )
+    for line in sweep_measured.left_out:
+        print(f"Note: {line}.")
+    if sweep_measured.unheld:
+        print(
+            f"Note: the runs under {a.runs_dir} hold no values of "
+            f"{', '.join(sweep_measured.unheld)} in two arms or more (not evaluated): those rows "
+            "keep the published default (or none); evaluate the runs on them to measure it."
         )
     if zero:
         print(

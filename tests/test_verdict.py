@@ -1801,13 +1801,14 @@ def test_the_plots_give_every_arm_its_own_style():
 def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
     from prefix_titan.power import measured_sds
 
-    shutil.rmtree(small / "ce" / "seed2")  # a run that never started
-    sds, where, _, limits, measured, _, dfs, probe_items = measured_sds(
-        str(small), PLAN, ["val CE"]
-    )
-    assert where == f"14 arms x 1 seed under {small}" and sds == {} == dfs  # one seed: no variance
-    assert limits == ["30 (--limit-seed 1234)"] and len(measured) == 14  # a --limit sample
-    assert probe_items == []  # (results that do not record how their probes were built)
+    aside = shutil.move(small / "ce" / "seed2", small.parent / "ce_seed2")
+    with pytest.raises(ValueError, match="only seed 1 can be measured"):  # one seed: no variance
+        measured_sds(str(small), PLAN, ["val CE"])
+    shutil.move(aside, small / "ce" / "seed2")
+    m = measured_sds(str(small), PLAN, ["val CE"])
+    assert m.where == f"14 arms x 2 seeds under {small}" and m.left_out == ()
+    assert m.limits == ["30 (--limit-seed 1234)"] and len(m.arms) == 14  # a --limit sample
+    assert m.probe_items == []  # (results that do not record how their probes were built)
     # probes built with fewer items than a sweep's (eval --limit 50 builds 50 a probe)
     for path in small.glob("*/seed*/hf/step-*/eval_results.json"):
         data = json.loads(path.read_text())
@@ -1815,9 +1816,9 @@ def test_the_measured_variance_reads_the_seeds_every_arm_has(small):
         path.write_text(json.dumps(data))
     assert measured_sds(str(small), PLAN, ["val CE"]).probe_items == [50]
     shutil.rmtree(small / "ce")
-    sds, where, *_, dfs, _ = measured_sds(str(small), PLAN, ["val CE"])
-    assert where == f"13 arms x 2 seeds under {small}" and sds["val CE"] > 0
-    assert dfs == {"val CE": 12}  # (13 - 1) x (2 - 1): the residual degrees of freedom
+    m = measured_sds(str(small), PLAN, ["val CE"])
+    assert m.where == f"13 arms x 2 seeds under {small}" and m.sds["val CE"] > 0
+    assert m.dfs == {"val CE": 12}  # (13 - 1) x (2 - 1): the residual degrees of freedom
 
 
 def test_the_power_command_plans_the_probes_items(capsys):

@@ -258,9 +258,10 @@ def complete_seeds(runs: list[dict]) -> list[int]:
     return sorted(s for s, have in by_seed.items() if have == names)
 
 
-def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
+def group_arms(runs: list[dict], baseline: str | None = None) -> dict[str, dict[int, dict]]:
     """{arm: {seed: run}} in report order. Refuses two runs of one (arm, seed) and arms whose seed
-    lists differ (the paired comparisons need every arm at every seed)."""
+    lists differ (the paired comparisons need every arm at every seed), its ways out keeping the
+    plan's `baseline` (None: the package plan's)."""
     arms: dict[str, dict[int, dict]] = {}
     for r in runs:
         seeds = arms.setdefault(r["name"], {})
@@ -270,29 +271,48 @@ def group_arms(runs: list[dict]) -> dict[str, dict[int, dict]]:
                 f"and {r['folder']}; report one of them (move the other out of the folder)"
             )
         seeds[r["seed"]] = r
-    problem = unpaired({name: list(seeds) for name, seeds in arms.items()})
+    problem = unpaired({name: list(seeds) for name, seeds in arms.items()}, baseline)
     if problem:
         raise ValueError(problem)
     return arms
 
 
-def unpaired(seeds_by_arm: dict[str, list]) -> str | None:
+PACKAGE_PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
+"""The package's analysis plan (analysis.load_plan reads it whole)"""
+
+
+def package_baseline() -> str:
+    """The baseline arm the package's analysis plan compares every arm with."""
+    import tomllib
+
+    with open(PACKAGE_PLAN, "rb") as f:
+        return tomllib.load(f)["baseline"]
+
+
+def unpaired(seeds_by_arm: dict[str, list], baseline: str | None = None) -> str | None:
     """Why arms with these seeds cannot be paired (their seed lists differ), with the ways out, or
-    None."""
+    None. The ways out keep what a report can compare: 2 seeds or more (one measures no training
+    noise), and the plan's `baseline` (None: the package plan's) among the arms."""
     lists = {name: sorted(seeds) for name, seeds in seeds_by_arm.items()}
     if len({tuple(v) for v in lists.values()}) > 1:
         complete = sorted(set.intersection(*map(set, lists.values())))
         subset = (
             f", or report the seeds every arm has (--seeds {' '.join(map(str, complete))})"
-            if complete
+            if len(complete) > 1
             else ""
         )
         every = set().union(*lists.values())
         whole = [name for name, v in lists.items() if set(v) == every]
-        if 1 < len(whole) < len(lists):
+        baseline = package_baseline() if baseline is None else baseline
+        if 1 < len(whole) < len(lists) and (baseline in whole or baseline not in lists):
             subset += (
                 f", or leave out the arms that miss runs (--arms {' '.join(whole)}: an "
                 "exploratory report, as any choice of arms after the runs)"
+            )
+        elif 1 < len(whole) < len(lists):
+            subset += (
+                f"; leaving out the arms that miss runs is no way out: they include the plan's "
+                f"baseline, {baseline}, which every comparison is with"
             )
         return (
             "the arms were not run with the same seeds, so they cannot be paired:\n  "

@@ -172,7 +172,9 @@ def measured_sds(runs_dir: str, plan, names: list[str], checkpoints: int | None 
             "seed fit has no residual degree of freedom). Run and evaluate a second seed of "
             "every arm, or plan without --from (the published default sds)."
         )
-    a = analyse(group_arms([r for r in runs if r["seed"] in seeds]), plan, checkpoints)
+    a = analyse(
+        group_arms([r for r in runs if r["seed"] in seeds], plan.baseline), plan, checkpoints
+    )
     out, zero, dfs, unheld = {}, [], {}, []
     for name in names:  # the metrics of the plan's families (others keep their defaults)
         f = a.fits.get(name)

@@ -142,18 +142,23 @@ def test_the_ways_out_of_unpaired_arms_keep_the_baseline_and_two_seeds():
     list without the plan's baseline (it gave "No claim: the sweep has no label_smoothing arm"),
     no --seeds of one seed (it gave "No claim can be made: with one seed")."""
     base_short = {"ce": [1, 2, 3], "label_smoothing": [1, 2], "prefix_tau0.5": [1, 2, 3]}
-    said = unpaired(base_short)
+    said = unpaired(base_short, baseline="label_smoothing")
     assert "report the seeds every arm has (--seeds 1 2)" in said and "--arms" not in said
     assert "they include the plan's baseline, label_smoothing, which every comparison" in said
     # a plan whose baseline is another arm: that one kept
     said = unpaired(base_short, baseline="ce")
     assert "leave out the arms that miss runs (--arms ce prefix_tau0.5: an exploratory" in said
     one = {"ce": [1, 2, 3], "label_smoothing": [1, 2, 3], "prefix_tau0.5": [1]}
-    said = unpaired(one)
+    said = unpaired(one, baseline="label_smoothing")
     assert "--seeds" not in said
     assert "(--arms ce label_smoothing: an exploratory report" in said
     with pytest.raises(ValueError, match="not run with the same seeds") as e:
         group_arms(
-            [{"name": n, "seed": s, "folder": f"{n}/{s}"} for n, v in base_short.items() for s in v]
+            [
+                {"name": n, "seed": s, "folder": f"{n}/{s}"}
+                for n, v in base_short.items()
+                for s in v
+            ],
+            "label_smoothing",
         )
     assert "--arms" not in str(e.value)

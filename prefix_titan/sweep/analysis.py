@@ -941,7 +941,7 @@ def analyse(
     but for a failed A/A check's sentence), and with it the detectable differences it states:
     for simulations that count the claims alone; the comparisons, claims and notes are the
     same."""
-    problem = unpaired(runs_by_arm) or unplaced(runs_by_arm)
+    problem = unpaired(runs_by_arm, plan.baseline) or unplaced(runs_by_arm)
     if problem:
         raise ValueError(problem)
     last = plan.checkpoints if last is None else last

@@ -836,9 +836,9 @@ def report(
             f"`{runs_dir}` is one run's folder (it holds {RUN_CONFIG}): a report compares the "
             f"arms of a sweep, so give the folder that holds the arm folders{where}"
         )
-    group_arms(runs)  # (its refusals, before the items are read)
+    group_arms(runs, plan_.baseline)  # (its refusals, before the items are read)
     runs = [load_run(r["folder"]) for r in runs]
-    arms = group_arms(runs)
+    arms = group_arms(runs, plan_.baseline)
     a = analyse(arms, plan_, checkpoints)
     objectives = {arm: next(iter(s.values()))["objective"] for arm, s in arms.items()}
     deviations = plan_deviations(plan_, checkpoints, registered) + subset_deviations

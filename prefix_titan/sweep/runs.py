@@ -261,7 +261,7 @@ def complete_seeds(runs: list[dict]) -> list[int]:
 def group_arms(runs: list[dict], baseline: str | None = None) -> dict[str, dict[int, dict]]:
     """{arm: {seed: run}} in report order. Refuses two runs of one (arm, seed) and arms whose seed
     lists differ (the paired comparisons need every arm at every seed), its ways out keeping the
-    plan's `baseline` (None: the package plan's)."""
+    plan's `baseline` (None: no plan known, no arm kept)."""
     arms: dict[str, dict[int, dict]] = {}
     for r in runs:
         seeds = arms.setdefault(r["name"], {})
@@ -277,22 +277,10 @@ def group_arms(runs: list[dict], baseline: str | None = None) -> dict[str, dict[
     return arms
 
 
-PACKAGE_PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
-"""The package's analysis plan (analysis.load_plan reads it whole)"""
-
-
-def package_baseline() -> str:
-    """The baseline arm the package's analysis plan compares every arm with."""
-    import tomllib
-
-    with open(PACKAGE_PLAN, "rb") as f:
-        return tomllib.load(f)["baseline"]
-
-
 def unpaired(seeds_by_arm: dict[str, list], baseline: str | None = None) -> str | None:
     """Why arms with these seeds cannot be paired (their seed lists differ), with the ways out, or
     None. The ways out keep what a report can compare: 2 seeds or more (one measures no training
-    noise), and the plan's `baseline` (None: the package plan's) among the arms."""
+    noise), and the plan's `baseline` (None: no plan known) among the arms."""
     lists = {name: sorted(seeds) for name, seeds in seeds_by_arm.items()}
     if len({tuple(v) for v in lists.values()}) > 1:
         complete = sorted(set.intersection(*map(set, lists.values())))
@@ -303,7 +291,6 @@ def unpaired(seeds_by_arm: dict[str, list], baseline: str | None = None) -> str 
         )
         every = set().union(*lists.values())
         whole = [name for name, v in lists.items() if set(v) == every]
-        baseline = package_baseline() if baseline is None else baseline
         if 1 < len(whole) < len(lists) and (baseline in whole or baseline not in lists):
             subset += (
                 f", or leave out the arms that miss runs (--arms {' '.join(whole)}: an "

@@ -921,7 +921,15 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
     assert arm_kind({"name": "label_smoothing", "epsilon": 0.2}, "epsilon") == "label_smoothing"
     assert axis_value({"name": "label_smoothing"}, "epsilon") == 0.1  # read, at its default
     assert axis_value({"name": "ce"}, "epsilon") is None  # ce does not read it
-    assert axis_value({"name": "prefix", "tau": 0.2}, "options.p") is None  # built-in: no options
+    with pytest.raises(ValueError, match="prefix is a built-in family, which takes no options"):
+        axis_value({"name": "prefix", "tau": 0.2}, "options.p")  # (UndeclaredAxis)
+    # a contrast of built-in families only along options.KEY: refused as a typo (it was a note)
+    built_in = {"label_smoothing": {"name": "label_smoothing"}, "p": {"name": "prefix"}}
+    plan = load_plan(_axis_plan(tmp_path, "options.p", contrast=("prefix_tau0.5",)))
+    assert plan_arm_problems(plan, built_in) == [
+        "its axis options.p: prefix is a built-in family, which takes no options (options.KEY "
+        "is a setting of a family of one's own)"
+    ]
     # a word is no axis
     for seed in (1, 2):
         make_run(tmp_path, "ls", {"name": "label_smoothing"}, 0.0, seed=seed)

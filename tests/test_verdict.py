@@ -147,6 +147,19 @@ def _one_family_plan(tmp_path, primary, exploratory, baseline="label_smoothing",
     return load_plan(str(path))
 
 
+def test_a_claim_on_a_lower_is_better_primary_reads_better_not_above(tmp_path, seed):
+    """A validation CE 0.3 nats lower is "better than" the baseline in the answer (it read
+    "above"); the simulator's calibration counts the top-1 and Brier it moves with the CE as
+    moved, not as claims on metrics the effect leaves alone."""
+    arm = "prefix_tau0.5"
+    sweep = sim.Sweep(tasks=TASKS, effects=((arm, "val CE", -0.3),), items=200)
+    a = analyse(sim.group(sim.simulate(sweep, seed=seed)), _one_family_plan(tmp_path, "val CE", []))
+    assert a.answer.startswith(f"Yes, on val CE: {arm} (-0."), a.answer
+    assert "better than label_smoothing, at familywise alpha" in a.answer
+    assert " above " not in a.answer
+    assert {"val top1", "val Brier"} <= sim.moved_metrics("val CE")
+
+
 def test_a_misspelt_metric_in_a_plan_is_told_the_nearest_and_every_name_quoted(tmp_path):
     """The metrics a plan may name are listed each quoted (`char acc, blank` holds a comma), after
     the nearest one; metric() says the same of a name it does not know."""

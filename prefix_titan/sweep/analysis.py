@@ -547,15 +547,19 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
     (a built-in family that reads the setting; a family of one's own whose `reads` names it,
     or whose name shows it where the family does not import here, or, for options.KEY, that
     declares KEY, at its default where the arm leaves it unset); None where the arm is not on
-    the axis. A value that is not a number is refused, naming it."""
+    the axis. A value that is not a number is refused, naming it; options.KEY of a family that
+    declares no KEY (a built-in family declares none) raises UndeclaredAxis."""
     from ..objectives import ObjectiveSpec, families
 
     spec = ObjectiveSpec.from_record(objective)
     built_in = ":" not in spec.name
     given = True
     if axis.startswith("options."):
-        if built_in:
-            return None
+        if built_in:  # (off the axis where a family of the contrast declares KEY: axis_values)
+            raise UndeclaredAxis(
+                f"the plan's axis {axis}: {spec.name} is a built-in family, which takes no "
+                "options (options.KEY is a setting of a family of one's own)"
+            )
         key = axis[len("options.") :]
         value = spec.family_options().get(key)
         if value is None:
@@ -1831,7 +1835,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         if not known:
             answer = (
                 f"Claimed on {family.primary}, but not shown to be character knowledge: "
-                f"{shifted} above {plan.baseline} at familywise alpha {plan.alpha} "
+                f"{shifted} better than {plan.baseline} at familywise alpha {plan.alpha} "
                 f"({len(prior)} of the {len(compared)} arms compared{level}), and not once each "
                 "probe item is calibrated by its blank twin (the same item, the word blanked): "
                 "the gain cannot be told from a change of the models' prior over the choices "
@@ -1839,7 +1843,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             )
         else:
             answer = (
-                f"Yes, on {family.primary}: {listed(known)} above {plan.baseline}, at "
+                f"Yes, on {family.primary}: {listed(known)} better than {plan.baseline}, at "
                 f"familywise alpha {plan.alpha} ({len(known)} of the {len(compared)} arms "
                 f"compared{level}). Shown {where} and on these items, not beyond."
             )

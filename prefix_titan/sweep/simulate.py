@@ -446,8 +446,8 @@ def _step_rows(items: dict) -> dict[str, list[dict]]:
 def moved_metrics(what: str) -> set[str]:
     """The report's metrics that an effect on `what` (a task, a GROUPS name or "val CE") moves:
     the tasks themselves, their bits per byte and the composites built from them."""
-    if what == "val CE":
-        return {"val CE", "val CE excess"}
+    if what == "val CE":  # (the simulated validation rows move top-1 and Brier with the CE)
+        return {"val CE", "val CE excess", "val top1", "val Brier"}
     if what == PRIOR:  # the accuracies, not what calibration leaves of them
         return set(GROUPS["char"]) | {"char composite", "char acc", "char acc - blank"}
     tasks = set(GROUPS.get(what, [what]))

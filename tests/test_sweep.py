@@ -977,6 +977,28 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
     assert f"--plan {tmp_path / 'none.toml'}: no such file" in capsys.readouterr().err
 
 
+def test_a_plan_a_launch_registers_states_its_variance_rule(tmp_path):
+    """A plan file without `variance` reads as "pooled" (plans written before the setting): a
+    launch that would register one asks for the rule, naming both and the false-claim rate
+    pooling has where the baseline is noisier, rather than registering the laxer rule unsaid."""
+    from prefix_titan.sweep.analysis import PLAN
+
+    text = open(PLAN).read()
+    assert '\nvariance = "baseline_apart"\n' in text
+    unset = tmp_path / "unset.toml"
+    unset.write_text(text.replace('\nvariance = "baseline_apart"\n', "\n"))
+    stated = tmp_path / "stated.toml"
+    stated.write_text(text.replace('variance = "baseline_apart"', 'variance = "pooled"'))
+    args = ["--scale", "pilot", "--arms", "label_smoothing", "prefix_tau0.5", "--seeds", "1"]
+    for plan, sweep in ((unset, "a"), (stated, "b")):
+        where = ["--sweep-dir", str(tmp_path / sweep), "--plan", str(plan)]
+        rc, _, err = dry_run(*args, *where, gpus="4")
+        said = 'it sets no `variance` (it would read as "pooled": one residual variance' in err
+        assert (rc == 2, said) == ((True, True) if plan is unset else (False, False)), err
+        if plan is unset:
+            assert 'set variance = "baseline_apart" or "pooled"' in err
+
+
 def test_a_finished_sweep_resumed_starts_no_checking_process(monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("a process was started"))
     assert launch.preflight(ROOT, []) == []

@@ -1014,6 +1014,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         registration_conflict,
         runs_began,
         unread_axis,
+        unstated_variance,
     )
 
     sweep = str(a.sweep_folder)
@@ -1051,6 +1052,8 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         )
     if registered is None and not began:
         problems = plan_arm_problems(plan, {name: vars(s) for name, s in specs.items()})
+        if a.plan and (unstated := unstated_variance(a.plan)):
+            problems.insert(0, unstated)
         if problems:
             p.error(
                 f"the analysis plan {a.plan or 'of the package'}: {'; '.join(problems)}. A "

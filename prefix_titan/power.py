@@ -45,7 +45,7 @@ from .sweep.metrics import (
     evaluated_steps,
     metric,
 )
-from .sweep.power import FEW_DF, SD_LIMIT, plan_rows
+from .sweep.power import FEW_DF, SD_LIMIT, defaults, plan_rows
 from .sweep.report import plural
 
 UNTESTED = "not tested by the plan"
@@ -145,6 +145,10 @@ def _cut_short(runs: list[dict], seeds: list[int]) -> tuple[list[int], list[str]
             "evaluate them to keep them)"
         )
     return kept, lines
+
+
+TINY_SD = 10
+"""A measured sd below 1/TINY_SD of the published default is noted: runs answering alike"""
 
 
 def measured_sds(runs_dir: str, plan, names: list[str], checkpoints: int | None = None) -> Measured:
@@ -439,6 +443,20 @@ def main(argv: list[str] | None = None) -> None:
             f"Note: the runs under {a.runs_dir} hold no values of "
             f"{', '.join(sweep_measured.unheld)} in two arms or more (not evaluated): those rows "
             "keep the published default (or none); evaluate the runs on them to measure it."
+        )
+    published = defaults(a.probe_items)
+    tiny = [
+        f"{n} {sd:.2g} against {published[n].sd:.2g}"
+        for n, sd in measured.items()
+        if n in published and sd < published[n].sd / TINY_SD
+    ]
+    if tiny:
+        print(
+            f"Note: the runs under {a.runs_dir} measured a run sd below 1/{TINY_SD} of the "
+            f"published default for {', '.join(tiny)} (the default: one model's binomial error on "
+            "the items): runs that answer their items alike (short runs, few items) measure "
+            "almost no noise, and a plan from that sd counts on none; plan from runs of the scale "
+            "planned for, or without --from."
         )
     if zero:
         print(

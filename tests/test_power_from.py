@@ -162,3 +162,21 @@ def test_the_ways_out_of_unpaired_arms_keep_the_baseline_and_two_seeds():
             "label_smoothing",
         )
     assert "--arms" not in str(e.value)
+
+
+def test_a_measured_sd_far_below_the_published_default_is_noted(sweep, capsys, in_project):
+    """Runs that answer their items alike (a 12-step smoke sweep's, 50 items a probe) measured
+    the char composite's sd at 3e-6 against a published 0.012, and `power --from` planned 2 seeds
+    from it, unsaid: an sd below a tenth of the default is named in a note."""
+    from prefix_titan import power
+
+    measured = power.measured_sds(str(sweep), PLAN, NAMES)
+    said = "measured a run sd below 1/10 of the published default for char composite"
+    power.main(["--from", str(sweep)])
+    assert said not in capsys.readouterr().out  # (30-item probes: a measured sd above it)
+    tiny = measured._replace(sds={**measured.sds, "char composite": 3.2e-6})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(power, "measured_sds", lambda *a, **k: tiny)
+        power.main(["--from", str(sweep)])
+    out = capsys.readouterr().out
+    assert f"{said} 3.2e-06 against 0.012 (the default: one model's binomial" in out

@@ -1180,6 +1180,9 @@ def test_a_sweep_not_yet_evaluated_is_told_how_to_evaluate(tmp_path):
         "probes and their blank twins): nothing compared"
     ) in notes
     assert not any(n.startswith("validation CE:") and "evaluated metric" in n for n in notes)
+    # the downstream primary's offline way is --data-dir (the probes make no bits per byte)
+    (said,) = [n for n in notes if n.startswith("downstream: downstream bits/byte is not avail")]
+    assert "offline, `--data-dir DIR` with the tasks' files" in said and "char_probes" not in said
 
 
 def test_the_kinds_side_by_side_stay_at_their_own_values_however_close_they_lie():

@@ -120,6 +120,11 @@ PLAN_DEFAULTS = {"axis": "tau", "axis_scale": "log", "variance": "pooled"}
 they existed)"""
 
 
+CHARACTER_METRICS = ("char", "emb ", "prefix-shaped")
+"""The metrics read from the character and embedding probes (by their names' start), which an
+evaluation makes offline; the downstream tasks' need the hub or --data-dir"""
+
+
 def unstated_variance(path: str) -> str | None:
     """Where the plan file at `path` leaves `variance` unset, why a launch registering it asks
     for it (such a plan reads as "pooled", PLAN_DEFAULTS, for plans written before the setting
@@ -1411,7 +1416,13 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     + (
                         " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
                         "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, "
-                        "`--tasks char_probes`, the probes and their blank twins)"
+                        + (
+                            "`--tasks embedding_probe`)"
+                            if name.startswith("emb ")
+                            else "`--tasks char_probes`, the probes and their blank twins)"
+                            if name.startswith(CHARACTER_METRICS)
+                            else "`--data-dir DIR` with the tasks' files, docs/evaluation.md)"
+                        )
                         if name in METRICS and metric(name).source == "eval"
                         else " (a validation metric: the runs' metrics logs hold no validation row "
                         "after step 1: trained with validation.enable = false, or before the "

@@ -1383,3 +1383,23 @@ def test_a_registered_plan_removed_or_replaced_after_the_launch_is_seen(
     record.write_text(json.dumps(data))
     again = report(str(sweep), out=str(plans / "report2"))
     assert "it was replaced after the runs" in again
+
+
+def test_a_plan_that_differs_in_its_families_says_which_and_how(tmp_path):
+    """A re-analysis plan that only reorders one family's exploratory metrics is a deviation
+    (the graph's shares follow the order), named with its family and setting, not "families"
+    alone."""
+    from prefix_titan.sweep.analysis import PLAN, load_plan, plan_differences
+
+    text = open(PLAN).read()
+    assert '"val ECE", "val top1"' not in text and '"val top1", "val ECE"' in text
+    moved = tmp_path / "moved.toml"
+    moved.write_text(text.replace('"val top1", "val ECE"', '"val ECE", "val top1"'))
+    family = next(f.name for f in load_plan(str(moved)).families if "val ECE" in f.exploratory)
+    assert plan_differences(load_plan(), load_plan(str(moved))) == [
+        f"families ({family}: exploratory, its order)"
+    ]
+    other = tmp_path / "other.toml"
+    other.write_text(text.replace('primary = "val CE"', 'primary = "val CE excess"', 1))
+    (said,) = plan_differences(load_plan(), load_plan(str(other)))
+    assert said.startswith("families (") and ": primary" in said

@@ -359,9 +359,35 @@ def registered_plan_doubt(path: str) -> str | None:
 
 
 def plan_differences(a: Plan, b: Plan) -> list[str]:
-    """The settings in which two plans differ (their files aside)."""
+    """The settings in which two plans differ (their files aside), `families` with which family
+    and which of its settings ("families (character knowledge: exploratory, its order)")."""
     x, y = asdict(a), asdict(b)
-    return [k for k in x if k != "source" and x[k] != y[k]]
+    return [
+        k if k != "families" else f"families ({_family_differences(x[k], y[k])})"
+        for k in x
+        if k != "source" and x[k] != y[k]
+    ]
+
+
+def _family_differences(x: list[dict], y: list[dict]) -> str:
+    """How two plans' families differ, in words: those one of them lacks, each shared family's
+    settings that differ (a list holding the same metrics in another order: "its order"), and
+    the families' order."""
+    a, b = {f["name"]: f for f in x}, {f["name"]: f for f in y}
+    out = [f"{n}: only in one plan" for n in [*a, *b] if (n in a) != (n in b)]
+    for name in [n for n in a if n in b]:
+        keys = [k for k in a[name] if a[name][k] != b[name].get(k)]
+        said = [
+            f"{k}, its order"
+            if isinstance(a[name][k], list | tuple) and sorted(a[name][k]) == sorted(b[name][k])
+            else k
+            for k in keys
+        ]
+        if said:
+            out.append(f"{name}: {', '.join(said)}")
+    if not out:
+        out.append("their order")
+    return "; ".join(out)
 
 
 def registration_conflict(sweep_dir: str, plan: str | None) -> str | None:

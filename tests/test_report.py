@@ -893,6 +893,44 @@ def test_an_axis_at_zero_needs_a_linear_scale(tmp_path, axis_family):
     assert all(t["values"] == [0.0, 1.0, 2.0] for t in a.trends) and a.trends  # in report.json
 
 
+def test_a_trend_along_position_gamma_fits_ln_of_one_minus_it(tmp_path):
+    """`axis_scale = "log_one_minus"`: the trend along position_gamma 0.9, 0.99, 0.999 is
+    fitted on ln(1 - gamma), where they lie evenly (on ln gamma, 0.9 lies 10x farther from the
+    others and drives the line); a value of 1 is off that scale, said."""
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.report import trend_lines
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    gammas = (0.9, 0.99, 0.999)
+    for seed in (1, 2):
+        make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        for g in gammas:  # validation CE lower by 0.1 per unit of -ln(1 - gamma), and noise
+            objective = {"name": "prefix", "tau": 0.5, "position_gamma": g}
+            make_run(tmp_path, f"g{g}", objective, -0.1 * math.log(1 - g), seed=seed)
+    plan = _axis_plan(tmp_path, "position_gamma", "log_one_minus", contrast=("prefix_tau0.5",))
+    a = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan))
+    table = a.tables["val CE"]
+    arms = [f"prefix_tau0.5_gamma{g}" for g in gammas]
+    base = np.mean(list(table["label_smoothing"].values()))
+    diffs = [np.mean(list(table[arm].values())) - base for arm in arms]
+    (t,) = [t for t in a.trends if t["metric"] == "val CE"]
+    assert t["arms"] == arms and t["values"] == list(gammas)
+    assert t["axis_scale"] == "log_one_minus"
+    fitted = np.polyfit([math.log(1 - g) for g in gammas], diffs, 1)[0]
+    assert t["estimate"] == pytest.approx(fitted) and t["estimate"] == pytest.approx(0.1, abs=0.02)
+    assert "slope per ln(1 - position_gamma) [95% CI]" in "\n".join(trend_lines(a))
+    plan_ln = _axis_plan(tmp_path, "position_gamma", contrast=("prefix_tau0.5",))
+    on_ln = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan_ln))
+    (t,) = [t for t in on_ln.trends if t["metric"] == "val CE"]
+    assert t["estimate"] == pytest.approx(np.polyfit([math.log(g) for g in gammas], diffs, 1)[0])
+    make_run(tmp_path, "g1", {"name": "prefix", "tau": 0.5, "position_gamma": 1.0}, 0.0, seed=1)
+    make_run(tmp_path, "g1", {"name": "prefix", "tau": 0.5, "position_gamma": 1.0}, 0.0, seed=2)
+    a = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan))
+    assert not a.trends and any(
+        "prefix_tau0.5_gamma1.0 (1) at or above 1 on its log_one_minus scale" in n for n in a.notes
+    ), a.notes
+
+
 def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_family):
     from prefix_titan.sweep.analysis import (
         analyse,
@@ -909,7 +947,9 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
         ValueError, match=r"axis must be tau, epsilon, position_gamma or options\.KEY"
     ):
         load_plan(_axis_plan(tmp_path, "taux"))
-    with pytest.raises(ValueError, match=r"axis_scale must be log or linear; got 'sqrt'"):
+    with pytest.raises(
+        ValueError, match=r"axis_scale must be log, linear or log_one_minus; got 'sqrt'"
+    ):
         load_plan(_axis_plan(tmp_path, "tau", "sqrt"))
     # other settings of the objective as the axis
     gamma = {"name": "prefix", "tau": 0.5, "position_gamma": 0.9}

@@ -102,7 +102,9 @@ class Plan:
     or `options.KEY`, a number of a family's own): an arm's kind is its name without that part,
     and the report fits a trend along it for each kind of the contrast"""
     axis_scale: str = "log"
-    """The axis' scale for the trend and the figure: `log` (every value > 0) or `linear`"""
+    """The axis' scale for the trend and the figure: `log` (every value > 0), `linear`, or
+    `log_one_minus`, ln(1 - value), for a setting below 1 whose values approach it
+    (position_gamma 0.9, 0.99, 0.999: evenly spaced there, where ln gamma puts 0.9 apart)"""
     variance: str = "pooled"
     """The error of arm - baseline: `pooled` (one residual variance over every arm: the most power,
     and a false-claim rate above alpha when the baseline is noisier than the others) or
@@ -113,7 +115,7 @@ class Plan:
     the rest; at 3 seeds a primary's detectable effect about twice the pooled rule's)"""
 
 
-AXIS_SCALES = ("log", "linear")
+AXIS_SCALES = ("log", "linear", "log_one_minus")
 VARIANCES = ("pooled", "baseline_apart")
 PLAN_DEFAULTS = {"axis": "tau", "axis_scale": "log", "variance": "pooled"}
 """The plan's optional settings and their defaults (a plan at them has the digest it had before
@@ -159,7 +161,25 @@ def _check_axis(path: str, axis, scale) -> None:
     ):
         raise ValueError(f"{path}: axis must be {allowed}; got {axis!r}")
     if scale not in AXIS_SCALES:
-        raise ValueError(f"{path}: axis_scale must be {' or '.join(AXIS_SCALES)}; got {scale!r}")
+        raise ValueError(
+            f"{path}: axis_scale must be {', '.join(AXIS_SCALES[:-1])} or {AXIS_SCALES[-1]}; "
+            f"got {scale!r}"
+        )
+
+
+def axis_x(value: float, scale: str) -> float:
+    """Where `value` lies on the plan's axis scale (the trend's x): ln value, value, or
+    ln(1 - value)."""
+    if scale == "log":
+        return math.log(value)
+    return math.log(1.0 - value) if scale == "log_one_minus" else value
+
+
+def axis_unit(axis: str, scale: str) -> str:
+    """The trend's x in words: "ln tau", "tau" or "ln(1 - position_gamma)"."""
+    if scale == "log":
+        return f"ln {axis}"
+    return f"ln(1 - {axis})" if scale == "log_one_minus" else axis
 
 
 def load_plan(path: str | None = None) -> Plan:
@@ -684,6 +704,13 @@ def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str
         if off:
             problems.append(
                 f'{", ".join(off)} at or below 0 on its log scale (axis_scale = "linear" fits them)'
+            )
+    if plan.axis_scale == "log_one_minus":
+        off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v >= 1]
+        if off:
+            problems.append(
+                f"{', '.join(off)} at or above 1 on its log_one_minus scale, ln(1 - value) "
+                '(axis_scale = "linear" fits them)'
             )
     if problems:
         along = dict.fromkeys(along)
@@ -1538,8 +1565,7 @@ def _trends(result: Analysis, family: Family, name: str, f, complete: list[str])
         x = [result.along[a] for a in arms]
         if len(set(x)) < 3:
             continue
-        if result.plan.axis_scale == "log":
-            x = [math.log(v) for v in x]
+        x = [axis_x(v, result.plan.axis_scale) for v in x]
         index = [complete.index(a) for a in arms]
         # The test of record takes the slope at each seed (valid whatever the arms' variances
         # and any seed x arm interaction); the pooled one, beside it, assumes equal variances

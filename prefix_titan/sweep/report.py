@@ -20,6 +20,7 @@ from .analysis import (
     Analysis,
     analyse,
     apart_here,
+    axis_unit,
     by_construction,
     detectable_here,
     first_share,
@@ -269,7 +270,7 @@ def units_line(a: Analysis) -> str:
         f"{name}: {metric(name).unit}" for name in dict.fromkeys(f.primary for f in a.plan.families)
     )
     axis = "τ" if a.plan.axis == "tau" else a.plan.axis
-    per = f"unit of ln {axis}" if a.plan.axis_scale == "log" else f"unit of {axis}"
+    per = f"unit of {axis_unit(axis, a.plan.axis_scale)}"
     slopes = f" Trend slopes: per {per}." if a.trends else ""  # (no trend fitted: no slopes)
     # a per-seed test's interval is exact; the pooled and baseline_apart ones assume or estimate
     # the variances, and cover less than 95% with a noisier baseline
@@ -298,7 +299,7 @@ def trend_lines(a: Analysis) -> list[str]:
             f"No trend along {axis}: no kind of the contrast ({', '.join(a.plan.contrast)}) has "
             f"arms at three values of {axis} or more."
         ]
-    per = f"ln {axis}" if a.plan.axis_scale == "log" else axis
+    per = axis_unit(axis, a.plan.axis_scale)
     lines = [
         f"| family | metric | kind | slope per {per} [95% CI] | p | Holm p |",
         "|---|---|---|---:|---:|---:|",
@@ -1194,10 +1195,16 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
     skipped = [] if skipped is None else skipped
     files = []
     panels = [(f, _contrast_points(a, f)) for f in a.plan.families]
-    log = a.plan.axis_scale == "log"
+    # drawn on a log scale of the value (log), of 1 - value (log_one_minus, the axis reversed so
+    # that the values grow to the right) or on a linear one
+    log, one_minus = a.plan.axis_scale != "linear", a.plan.axis_scale == "log_one_minus"
+
+    def drawn(value: float) -> float:
+        return 1.0 - value if one_minus else value
+
     values = sorted({v for v in a.along.values() if v is not None})
     figure = differences_figure(a.plan.axis)
-    nudged = side_by_side(values, len(a.plan.contrast), log)
+    nudged = side_by_side(sorted(drawn(v) for v in values), len(a.plan.contrast), log)
 
     empty = [f.name for f, points in panels if not points]
     panels = [(f, points) for f, points in panels if points]
@@ -1208,7 +1215,7 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
                 cs = dict(points).get(kind)
                 if not cs:
                     continue
-                x = [nudged(a.along[c.arm], i) for c in cs]
+                x = [nudged(drawn(a.along[c.arm]), i) for c in cs]
                 y = [c.estimate for c in cs]
                 lo = [c.estimate - c.low if c.low is not None else 0 for c in cs]
                 hi = [c.high - c.estimate if c.high is not None else 0 for c in cs]
@@ -1225,7 +1232,7 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
                 claimed = [c for c in cs if c.claimed]
                 if claimed:
                     ax.scatter(
-                        [nudged(a.along[c.arm], i) for c in claimed],
+                        [nudged(drawn(a.along[c.arm]), i) for c in claimed],
                         [c.estimate for c in claimed],
                         s=120,
                         facecolors="none",
@@ -1237,8 +1244,11 @@ def plots(a: Analysis, arms: dict, out: str, skipped: list[str] | None = None) -
             if log:
                 ax.set_xscale("log")
                 ax.minorticks_off()
-            ax.set_xticks(values, [f"{v:g}" for v in values], fontsize=7)
-            ax.set_xlabel("τ" if a.plan.axis == "tau" else a.plan.axis)
+            if one_minus:
+                ax.invert_xaxis()
+            ax.set_xticks([drawn(v) for v in values], [f"{v:g}" for v in values], fontsize=7)
+            shown = "τ" if a.plan.axis == "tau" else a.plan.axis
+            ax.set_xlabel(f"{shown} (drawn on ln(1 − {shown}))" if one_minus else shown)
             lower = metric(f.primary).lower_is_better
             ax.set_title(
                 f"{f.primary} − {a.plan.baseline} ({'lower' if lower else 'higher'} is better)",

@@ -116,23 +116,45 @@ def _incomplete(runs: list[dict], seeds: list[int]) -> list[str]:
 
 def _cut_short(runs: list[dict], seeds: list[int]) -> tuple[list[int], list[str]]:
     """(the seeds kept, a line for each left out) where the runs' last evaluated steps differ:
-    the seeds of one last step, the one most seeds reach (the later of a tie), are kept, and a
-    seed with a run evaluated last at another step (unfinished, or evaluated before it finished)
-    is left out whole, as the report's refusal of such runs advises."""
+    the seeds of one last step, the one most seeds reach (then the most runs evaluated there,
+    then the later step), are kept, and a seed with a run evaluated last at another step
+    (unfinished, or evaluated before it finished), or with no run evaluated where others are, is
+    left out whole, as the report's refusal of such runs advises."""
     last = {id(r): steps[-1] for r in runs if (steps := evaluated_steps(r))}
-    if len(set(last.values())) < 2:
+    by_seed = {s: [r for r in runs if r["seed"] == s] for s in seeds}
+    never = [s for s in seeds if not any(id(r) in last for r in by_seed[s])]
+    if not last or (len(set(last.values())) < 2 and not never):
         return seeds, []
 
     def reaching(step: int) -> list[int]:
         return [
-            s for s in seeds if all(last.get(id(r), step) == step for r in runs if r["seed"] == s)
+            s
+            for s in seeds
+            if s not in never and all(last.get(id(r), step) == step for r in by_seed[s])
         ]
 
-    final = max(set(last.values()), key=lambda step: (len(reaching(step)), step))
+    def evaluated_at(step: int) -> int:
+        return sum(last.get(id(r)) == step for s in reaching(step) for r in by_seed[s])
+
+    final = max(
+        set(last.values()), key=lambda step: (len(reaching(step)), evaluated_at(step), step)
+    )
     kept = reaching(final)
+    where = (
+        f"where the seeds measured end at step {final}"
+        if kept
+        else "and no seed has every run evaluated last at one step"
+    )
     lines = []
     for seed in [s for s in seeds if s not in kept]:
-        odd = [r for r in runs if r["seed"] == seed and last.get(id(r), final) != final]
+        runs_of = plural(len(by_seed[seed]), "run")
+        if seed in never:
+            lines.append(
+                f"seed {seed} left out: no run of it evaluated, {where} ({runs_of} not read; "
+                "evaluate them to keep them)"
+            )
+            continue
+        odd = [r for r in by_seed[seed] if last.get(id(r), final) != final]
         lines.append(
             f"seed {seed} left out: "
             + ", ".join(
@@ -140,9 +162,7 @@ def _cut_short(runs: list[dict], seeds: list[int]) -> tuple[list[int], list[str]
                 + (" (unfinished)" if unfinished(r) else "")
                 for r in odd
             )
-            + f", where the seeds measured end at step {final} "
-            f"({plural(sum(r['seed'] == seed for r in runs), 'run')} not read; finish and "
-            "evaluate them to keep them)"
+            + f", {where} ({runs_of} not read; finish and evaluate them to keep them)"
         )
     return kept, lines
 
@@ -438,12 +458,27 @@ def main(argv: list[str] | None = None) -> None:
         )
     for line in sweep_measured.left_out:
         print(f"Note: {line}.")
-    if sweep_measured.unheld:
-        print(
-            f"Note: the runs under {a.runs_dir} hold no values of "
-            f"{', '.join(sweep_measured.unheld)} in two arms or more (not evaluated): those rows "
-            "keep the published default (or none); evaluate the runs on them to measure it."
-        )
+    validated = [n for n in sweep_measured.unheld if metric(n).source == "validation"]
+    for held, (why, how) in (
+        (
+            [n for n in sweep_measured.unheld if n not in validated],
+            ("not evaluated", "evaluate the runs on them"),
+        ),
+        (
+            validated,
+            (
+                "their metrics logs hold no validation row after step 1: trained with "
+                "validation.enable = false",
+                "train runs that validate",
+            ),
+        ),
+    ):
+        if held:
+            print(
+                f"Note: the runs under {a.runs_dir} hold no values of {', '.join(held)} in two "
+                f"arms or more ({why}): those rows keep the published default (or none); {how} "
+                "to measure it."
+            )
     published = defaults(a.probe_items)
     tiny = [
         f"{n} {sd:.2g} against {published[n].sd:.2g}"

@@ -180,3 +180,30 @@ def test_a_measured_sd_far_below_the_published_default_is_noted(sweep, capsys, i
         power.main(["--from", str(sweep)])
     out = capsys.readouterr().out
     assert f"{said} 3.2e-06 against 0.012 (the default: one model's binomial" in out
+
+
+def test_a_seed_never_evaluated_is_left_out_not_taken_for_any_step(sweep, capsys, in_project):
+    """A seed none of whose runs was evaluated, beside seeds evaluated to one last step, is
+    left out, named (its runs passed for any step: the char composite, held by the other seeds
+    in every arm, was said to be held by none)."""
+    from prefix_titan import power
+
+    for arm in ("ce", "label_smoothing", "prefix_tau0.5"):
+        shutil.rmtree(sweep / arm / "seed2" / "hf")
+    m = power.measured_sds(str(sweep), PLAN, NAMES)
+    assert m.where == f"3 arms x 2 seeds under {sweep}"
+    assert m.left_out == (
+        "seed 2 left out: no run of it evaluated, where the seeds measured end at step 3600 (3 "
+        "runs not read; evaluate them to keep them)",
+    )
+    assert "char composite" in m.sds and not m.unheld
+    assert m.sds["char composite"] == pytest.approx(_sd(sweep, (1, 3), "char composite"))
+    # a validation metric the runs do not hold: the note says why and how, not "evaluate"
+    power.main(["--from", str(sweep)])
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(power, "measured_sds", lambda *a, **k: m._replace(unheld=("val CE",)))
+        power.main(["--from", str(sweep)])
+    out = capsys.readouterr().out
+    assert "hold no values of val CE in two arms or more (their metrics logs hold no valid" in out
+    assert "train runs that validate to measure it." in out and "evaluate the runs on" not in out

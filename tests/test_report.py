@@ -1223,6 +1223,16 @@ def test_a_sweep_not_yet_evaluated_is_told_how_to_evaluate(tmp_path):
     # the downstream primary's offline way is --data-dir (the probes make no bits per byte)
     (said,) = [n for n in notes if n.startswith("downstream: downstream bits/byte is not avail")]
     assert "offline, `--data-dir DIR` with the tasks' files" in said and "char_probes" not in said
+    # a CUTE primary: the group that evaluates it (pilot does not hold CUTE)
+    from prefix_titan.sweep.analysis import PLAN
+
+    cute = tmp_path / "cute.toml"
+    cute.write_text(
+        open(PLAN).read().replace('primary = "char composite"', 'primary = "cute_spell"')
+    )
+    notes = analyse(group_arms(find_runs(str(tmp_path))), load_plan(str(cute))).notes
+    (said,) = [n for n in notes if n.startswith("character knowledge: cute_spell is not avail")]
+    assert "--all-checkpoints RUN_DIR --tasks cute` evaluates" in said
 
 
 def test_the_kinds_side_by_side_stay_at_their_own_values_however_close_they_lie():
@@ -1443,3 +1453,14 @@ def test_a_plan_that_differs_in_its_families_says_which_and_how(tmp_path):
     other.write_text(text.replace('primary = "val CE"', 'primary = "val CE excess"', 1))
     (said,) = plan_differences(load_plan(), load_plan(str(other)))
     assert said.startswith("families (") and ": primary" in said
+    # a family renamed, the families reordered: each said, with the plan a family is only in
+    import dataclasses
+
+    plan = load_plan()
+    first, *rest = plan.families
+    swapped = dataclasses.replace(plan, families=(*rest, first))
+    assert plan_differences(plan, swapped) == ["families (the order of the families)"]
+    renamed = dataclasses.replace(plan, families=(dataclasses.replace(first, name="x"), *rest))
+    assert plan_differences(plan, renamed, ("the registered plan", "this plan")) == [
+        f"families ({first.name}: only in the registered plan; x: only in this plan)"
+    ]

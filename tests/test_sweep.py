@@ -997,6 +997,19 @@ def test_a_plan_a_launch_registers_states_its_variance_rule(tmp_path):
         assert (rc == 2, said) == ((True, True) if plan is unset else (False, False)), err
         if plan is unset:
             assert 'set variance = "baseline_apart" or "pooled"' in err
+    # runs launched under such a plan (registered before launches asked), its file removed: the
+    # same plan registers again, as the refusal of another one tells
+    from prefix_titan.runs.folder import RUN_CONFIG, STARTS
+    from prefix_titan.sweep.analysis import load_plan, plan_digest
+
+    began = tmp_path / "began" / "label_smoothing" / "seed1"
+    began.mkdir(parents=True)
+    digest = plan_digest(load_plan(str(unset)))
+    (began / RUN_CONFIG).write_text(json.dumps({STARTS: [{"at": "t", "plan_sha256": digest}]}))
+    rc, _, err = dry_run(
+        *args, "--sweep-dir", str(tmp_path / "began"), "--plan", str(unset), gpus="4"
+    )
+    assert "it sets no `variance`" not in err and rc == 0, err
 
 
 def test_a_finished_sweep_resumed_starts_no_checking_process(monkeypatch):

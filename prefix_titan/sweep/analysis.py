@@ -378,23 +378,28 @@ def registered_plan_doubt(path: str) -> str | None:
     return None
 
 
-def plan_differences(a: Plan, b: Plan) -> list[str]:
+def plan_differences(
+    a: Plan, b: Plan, names: tuple[str, str] = ("the first", "the other")
+) -> list[str]:
     """The settings in which two plans differ (their files aside), `families` with which family
-    and which of its settings ("families (character knowledge: exploratory, its order)")."""
+    and which of its settings ("families (character knowledge: exploratory, its order)"); `names`
+    the plans', in words ("the registered plan", "this one")."""
     x, y = asdict(a), asdict(b)
     return [
-        k if k != "families" else f"families ({_family_differences(x[k], y[k])})"
+        k if k != "families" else f"families ({_family_differences(x[k], y[k], names)})"
         for k in x
         if k != "source" and x[k] != y[k]
     ]
 
 
-def _family_differences(x: list[dict], y: list[dict]) -> str:
-    """How two plans' families differ, in words: those one of them lacks, each shared family's
-    settings that differ (a list holding the same metrics in another order: "its order"), and
-    the families' order."""
+def _family_differences(x: list[dict], y: list[dict], names: tuple[str, str]) -> str:
+    """How two plans' families differ, in words: those one of them lacks (named by `names`),
+    each shared family's settings that differ (a list holding the same metrics in another order:
+    "its order"), and the order of the families they share (the answer reads the first)."""
     a, b = {f["name"]: f for f in x}, {f["name"]: f for f in y}
-    out = [f"{n}: only in one plan" for n in [*a, *b] if (n in a) != (n in b)]
+    out = [
+        f"{n}: only in {names[0] if n in a else names[1]}" for n in [*a, *b] if (n in a) != (n in b)
+    ]
     for name in [n for n in a if n in b]:
         keys = [k for k in a[name] if a[name][k] != b[name].get(k)]
         said = [
@@ -405,8 +410,8 @@ def _family_differences(x: list[dict], y: list[dict]) -> str:
         ]
         if said:
             out.append(f"{name}: {', '.join(said)}")
-    if not out:
-        out.append("their order")
+    if [n for n in a if n in b] != [n for n in b if n in a]:
+        out.append("the order of the families")
     return "; ".join(out)
 
 
@@ -415,7 +420,7 @@ def registration_conflict(sweep_dir: str, plan: str | None) -> str | None:
     path = registered_plan(sweep_dir)
     if path is None or plan is None:
         return None
-    differ = plan_differences(load_plan(path), load_plan(plan))
+    differ = plan_differences(load_plan(path), load_plan(plan), ("the registered plan", plan))
     if not differ:
         return None
     return (
@@ -686,18 +691,19 @@ def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str
     problem (a plan may compare arms without a trend): `unread_axis` says it."""
     kinds = {a: arm_kind(o, plan.axis) for a, o in objectives.items()}
     along: dict[str, float | None] = {}
-    problems, undeclared = [], []
+    problems, undeclared, declared = [], [], False
     for a, o in objectives.items():
         along[a] = None
         if kinds[a] not in plan.contrast:
             continue
         try:
             along[a] = axis_value(o, plan.axis)
+            declared = True  # (its family reads or declares the setting, whatever its value)
         except UndeclaredAxis as e:
             undeclared.append(str(e).removeprefix(f"the plan's axis {plan.axis}: "))
         except ValueError as e:
             problems.append(str(e).removeprefix(f"the plan's axis {plan.axis}: "))
-    if undeclared and not any(v is not None for v in along.values()):
+    if undeclared and not declared:
         problems += list(dict.fromkeys(undeclared))  # no family declares it: a typo, say
     if plan.axis_scale == "log":
         off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v <= 0]
@@ -1468,7 +1474,8 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     else f"{name} is not available for every run of {baseline} and another arm"
                     + (
                         " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
-                        "RUN_DIR --tasks pilot` evaluates a run's checkpoints; offline, "
+                        f"RUN_DIR --tasks {'cute' if name.startswith('cute_') else 'pilot'}` "
+                        "evaluates a run's checkpoints; offline, "
                         + (
                             "`--tasks embedding_probe`)"
                             if name.startswith("emb ")

@@ -1034,6 +1034,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
             "sweep folder (--sweep-dir)"
         )
     began = registered is None and runs_began(sweep)
+    again = began and bool(launched)  # (the plan its runs were launched under, registered again)
     if began and launched:
         if plan_digest(plan) not in launched:
             p.error(
@@ -1052,7 +1053,7 @@ def _check_plan(p: argparse.ArgumentParser, a, specs: dict) -> tuple[str | None,
         )
     if registered is None and not began:
         problems = plan_arm_problems(plan, {name: vars(s) for name, s in specs.items()})
-        if a.plan and (unstated := unstated_variance(a.plan)):
+        if a.plan and not again and (unstated := unstated_variance(a.plan)):
             problems.insert(0, unstated)
         if problems:
             p.error(

@@ -723,7 +723,8 @@ def plan_deviations(plan_, checkpoints: int | None, registered: str | None = Non
     """How an analysis departs from the pre-registered plan (the one the sweep registered at
     launch, else the package's analysis_plan.toml): another plan, or another number of
     checkpoints averaged, or a registered plan edited after its registration."""
-    differ = plan_differences(load_plan(registered), plan_)
+    names = ("the registered plan" if registered else "the package's plan", "this plan")
+    differ = plan_differences(load_plan(registered), plan_, names)
     out = []
     if registered and (changed := registered_plan_doubt(registered)):
         out.append(f"{registered} {changed}")

@@ -30,7 +30,7 @@ from .evaluation.embedding_probe import (
 from .evaluation.harness import EMBEDDING_PROBE, refuse_tokenizer, writer_folder
 from .runs.cli import Parser, path_arg
 from .runs.folder import EVALS, RUN_CONFIG, step_number, write_json
-from .runs.lock import RunLock
+from .runs.lock import AFTER_IT, RunLock
 
 RESULT = "embedding_probe.json"
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             f"({RUN_CONFIG})"
         )
     try:
-        with RunLock(writer_folder(a.folder) if exported else a.folder):
+        with RunLock(writer_folder(a.folder) if exported else a.folder, elsewhere=AFTER_IT):
             if exported:
                 refuse_tokenizer(a.folder, [EMBEDDING_PROBE])  # (its own vocab_size)
                 matrices, tokenizer_dir, out = hf_matrices(a.folder), a.folder, a.folder

@@ -154,6 +154,25 @@ def test_an_unfinished_newest_step_is_not_the_one_verified(recorded, caplog):
     assert f"resumes from {recorded / 'step-4'}" in caplog.text
 
 
+def test_export_notes_an_unfinished_newest_step_it_passes_over(recorded, capsys):
+    """A run killed while saving leaves a step without .metadata after its newest finished one:
+    export and eval --all-checkpoints read the finished steps and say which they passed over
+    (they exported step-4 in silence)."""
+    from prefix_titan.evaluation.export import latest_step
+    from prefix_titan.runs.checkpoints import passed_over
+
+    assert passed_over(str(recorded)) is None and latest_step(str(recorded)).endswith("step-4")
+    assert capsys.readouterr().err == ""
+    unfinished = recorded / "step-6"
+    unfinished.mkdir()
+    (unfinished / "__0_0.distcp").write_bytes(b"")
+    assert latest_step(str(recorded)) == str(recorded / "step-4")
+    assert capsys.readouterr().err == (
+        f"note: {unfinished} unfinished (no .metadata: a save cut short, or one under way), not "
+        f"read; the newest finished step is {recorded / 'step-4'}\n"
+    )
+
+
 def test_a_finished_step_that_lost_its_metadata_is_damaged_not_unfinished(recorded):
     """Without .metadata torchtitan passes over a step; where its checksums name that file the
     save finished, so the step is refused as damaged (naming the intact earlier step), not

@@ -315,8 +315,13 @@ def test_an_evaluation_holds_the_lock_of_the_folder_it_writes_into(tmp_path):
     for model, held in ((inside, run), (outside, outside)):
         holder = holding_lock(held, command="eval --tasks piqa")
         try:
-            with pytest.raises(FolderBusy, match=r"is being written by .*eval --tasks piqa"):
+            with pytest.raises(FolderBusy, match=r"is being written by .*eval --tasks piqa") as e:
                 evaluate(str(model), tasks=["hellaswag"])
+            # (an evaluation has no other folder to write in: not "another job.dump_folder")
+            assert str(e.value).endswith(
+                "wait for it to finish, or run the same command again after it (an evaluation "
+                "keeps what is evaluated already)."
+            )
         finally:
             holder.kill()
             holder.wait()

@@ -27,7 +27,13 @@ import warnings
 import torch
 
 from ..model.flavors import FLAVORS, flavor_args
-from ..runs.checkpoints import complete_steps, refuse_missing_step, sha256, verify_step
+from ..runs.checkpoints import (
+    complete_steps,
+    passed_over,
+    refuse_missing_step,
+    sha256,
+    verify_step,
+)
 from ..runs.folder import (
     DATA_FILES,
     EXPORT_RECORD,
@@ -315,6 +321,8 @@ def latest_step(folder: str) -> str:
                 "(--job.dump_folder RUN_DIR, the folder the run trained into)"
             )
         raise ValueError(f"no finished step-N checkpoint folders in {folder!r}")
+    if note := passed_over(folder):  # (a run killed while saving: its newest step is cut)
+        print(note, file=sys.stderr, flush=True)
     return steps[-1]
 
 

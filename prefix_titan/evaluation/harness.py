@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..runs.checkpoints import complete_steps, sha256, unreadable_weights
+from ..runs.checkpoints import complete_steps, passed_over, sha256, unreadable_weights
 from ..runs.folder import (
     EVAL_CURVE,
     EVAL_ITEMS,
@@ -35,7 +35,7 @@ from ..runs.folder import (
     write_json,
     writer_folder,
 )
-from ..runs.lock import FolderBusy, RunLock, describe, writer
+from ..runs.lock import AFTER_IT, FolderBusy, RunLock, describe, writer
 from .probes import BLANK_TASKS, ITEMS_PER_TASK, PROBE_TASKS
 from .probes import MIN_ITEMS as PROBE_MIN_ITEMS
 from .probes import SEED as PROBE_SEED
@@ -553,7 +553,7 @@ def evaluate(
         raise ValueError(problem)
     tasks = expand(tasks)
     refuse_tokenizer(model_dir, tasks)  # before the lock, the probes' files, any task
-    with RunLock(writer_folder(model_dir)):
+    with RunLock(writer_folder(model_dir), elsewhere=AFTER_IT):
         if limit is not None and limit < 1:
             raise ValueError(f"--limit must be >= 1 (documents per task); got {limit}")
         probes = probes_at_limit(probes_of_export(model_dir, probes, tasks), limit)
@@ -1459,7 +1459,7 @@ def file_with_run(
     run_dir, model = read_export_record(model_dir)["run_dir"], os.path.abspath(model_dir)
     path = os.path.join(out, EVAL_RESULTS)
     try:
-        with RunLock(run_dir):
+        with RunLock(run_dir, elsewhere=AFTER_IT):
             os.makedirs(out, exist_ok=True)
             # (`results` name their export: evaluate's export_identity of the model)
             if (other := other_export(path, model_dir, results.get("export"))) and not replace:
@@ -1810,6 +1810,8 @@ def evaluate_run(
     every = complete_steps(folder)
     if not every:
         raise ValueError(f"no finished step-N checkpoints in {folder!r}")
+    if note := passed_over(folder):  # (a run killed while saving: its newest step is cut)
+        print(note, file=sys.stderr, flush=True)
     steps = every[-last:] if last else every
     if len(steps) < len(every):
         print(
@@ -1827,7 +1829,7 @@ def evaluate_run(
             tasks,
         )
     try:
-        with RunLock(run_dir):
+        with RunLock(run_dir, elsewhere=AFTER_IT):
             return _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every)
     except FolderBusy as e:
         raise ValueError(str(e)) from None

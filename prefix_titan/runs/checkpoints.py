@@ -67,6 +67,28 @@ def complete_steps(folder: str) -> list[str]:
     return [d for d in checkpoint_steps(folder) if is_complete(d)]
 
 
+def unfinished_steps(folder: str) -> list[str]:
+    """The `step-N` folders under `folder` after its newest finished one, none of them finished
+    (a save cut short, or one under way): what reading the newest step passes over."""
+    steps = complete_steps(folder)
+    newest = step_number(steps[-1]) if steps else 0
+    return [d for d in checkpoint_steps(folder) if (step_number(d) or 0) > newest]
+
+
+def passed_over(folder: str) -> str | None:
+    """A note naming the unfinished steps after the newest finished one in `folder`, which a
+    command reading the newest passes over, or None."""
+    cut = unfinished_steps(folder)
+    if not cut:
+        return None
+    steps = complete_steps(folder)
+    return (
+        f"note: {', '.join(cut)} unfinished (no {DCP_METADATA}: a save cut short, or one under "
+        "way), not read; "
+        + (f"the newest finished step is {steps[-1]}" if steps else "no step is finished")
+    )
+
+
 def _is_sums(name: str) -> bool:
     """A rank's checksum file, or one being written (write_atomically's `.NAME.XXXX.tmp`: another
     rank may be writing its own while this one lists the step)."""

@@ -251,6 +251,8 @@ def describe(holder: dict) -> str:
 
 
 ELSEWHERE = "write elsewhere (a training: another job.dump_folder; an export: another --out)"
+AFTER_IT = "run the same command again after it (an evaluation keeps what is evaluated already)"
+"""An evaluation's way out (it has no other folder to write in)"""
 """What a refused second writer is told to do besides waiting"""
 
 

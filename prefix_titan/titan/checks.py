@@ -23,6 +23,7 @@ from ..runs.checkpoints import (
     damage_message,
     read_sums,
     sha256,
+    unfinished_steps,
     unrecorded,
     unverified_message,
     verify_step,
@@ -1190,9 +1191,7 @@ def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
     if not (ckpt.enable and os.path.isdir(folder)):
         return
     if ckpt.load_step == -1:
-        steps = complete_steps(folder)
-        newest = step_number(steps[-1]) if steps else 0
-        cut = [d for d in checkpoint_steps(folder) if (step_number(d) or 0) > newest]
+        steps, cut = complete_steps(folder), unfinished_steps(folder)
         for step_dir in cut:  # finished once (its checksums name its metadata): damage
             if DCP_METADATA in read_sums(step_dir)[0]:
                 missing = (

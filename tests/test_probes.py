@@ -1110,6 +1110,24 @@ def test_a_limit_of_30_builds_char_last_letter_in_whole_units_of_four_as_documen
     assert f"({got['char_last_letter']} at `--limit 30`" in doc
 
 
+def test_probes_written_again_remove_what_a_killed_writer_left(tmp_path, embedded_tokenizer_dir):
+    """An evaluation killed while writing the probes left `.char_count_blank.jsonl.XXXX.tmp`
+    beside them, which the next kept for good: removed when the probes are written again."""
+    from prefix_titan.evaluation.probes import write_probes
+
+    out = tmp_path / "char_probes"
+    out.mkdir()
+    left = out / ".char_count_blank.jsonl.4xuuxnfx.tmp"
+    left.write_text('{"half": ')
+    other = out / "notes.tmp"  # (not a probe's: kept)
+    other.write_text("x")
+    paths = write_probes(embedded_tokenizer_dir, str(out), 30)
+    assert not left.exists() and other.exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["notes.tmp", *(os.path.basename(p) for p in paths.values())]
+    )
+
+
 def test_an_odd_limit_builds_whole_units_and_every_fixed_answer_scores_chance(tok, tmp_path):
     """At `--limit 31` the probes whose design balances items in units (a yes/no pair, a count
     triple, four last letters) are built in whole units: char_contains and char_prefix 30 items,

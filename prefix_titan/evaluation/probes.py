@@ -1154,13 +1154,18 @@ def write_probes(
 ) -> dict[str, str]:
     """Generate the probe documents (and their blank twins) for a tokenizer folder, the words
     from a shard folder or word list file (`words_from`) or the embedded corpus; returns {task:
-    jsonl path}."""
+    jsonl path}. A file a killed writer left half-written (write_atomically's `.NAME.XXXX.tmp`)
+    is removed: the caller holds the folder's writer lock (evaluate), so no writer is alive."""
+    import glob
+
     from ..runs.folder import write_atomically
 
     built = probe_build(tokenizer_dir, n, seed, words_from, shots)[1]
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for task, docs in built.items():
+        for left in glob.glob(os.path.join(glob.escape(out_dir), f".{task}.jsonl.*.tmp")):
+            os.remove(left)
         paths[task] = os.path.join(out_dir, f"{task}.jsonl")
         write_atomically(paths[task], "".join(json.dumps(d) + "\n" for d in docs))
     return paths

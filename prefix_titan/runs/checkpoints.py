@@ -67,10 +67,11 @@ def complete_steps(folder: str) -> list[str]:
     return [d for d in checkpoint_steps(folder) if is_complete(d)]
 
 
-def unfinished_steps(folder: str) -> list[str]:
-    """The `step-N` folders under `folder` after its newest finished one, none of them finished
-    (a save cut short, or one under way): what reading the newest step passes over."""
-    steps = complete_steps(folder)
+def unfinished_steps(folder: str, finished: list[str] | None = None) -> list[str]:
+    """The `step-N` folders under `folder` after its newest finished one (`finished`: its
+    complete_steps, where the caller has them), none of them finished (a save cut short, or one
+    under way): what reading the newest step passes over."""
+    steps = complete_steps(folder) if finished is None else finished
     newest = step_number(steps[-1]) if steps else 0
     return [d for d in checkpoint_steps(folder) if (step_number(d) or 0) > newest]
 
@@ -78,10 +79,10 @@ def unfinished_steps(folder: str) -> list[str]:
 def passed_over(folder: str) -> str | None:
     """A note naming the unfinished steps after the newest finished one in `folder`, which a
     command reading the newest passes over, or None."""
-    cut = unfinished_steps(folder)
+    steps = complete_steps(folder)
+    cut = unfinished_steps(folder, steps)
     if not cut:
         return None
-    steps = complete_steps(folder)
     return (
         f"note: {', '.join(cut)} unfinished (no {DCP_METADATA}: a save cut short, or one under "
         "way), not read; "

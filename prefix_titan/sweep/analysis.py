@@ -127,6 +127,33 @@ CHARACTER_METRICS = ("char", "emb ", "prefix-shaped")
 evaluation makes offline; the downstream tasks' need the hub or --data-dir"""
 
 
+def _how_measured(name: str) -> str:
+    """How the runs come to hold metric `name`, in brackets (the command that evaluates it, the
+    offline way; or the validation a run must do), for a note on a primary the runs lack."""
+    source = metric(name).source if name in METRICS else None
+    if source == "eval":
+        group = "cute" if name.startswith("cute_") else "pilot"
+        offline = (
+            "`--tasks embedding_probe`"
+            if name.startswith("emb ")
+            else "`--tasks char_probes`, the probes and their blank twins"
+            if name.startswith(CHARACTER_METRICS)
+            else "`--data-dir DIR` with the tasks' files, docs/evaluation.md"
+        )
+        return (
+            " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints RUN_DIR "
+            f"--tasks {group}` evaluates a run's checkpoints; offline, {offline})"
+        )
+    if source == "validation":
+        return (
+            " (a validation metric: the runs' metrics logs hold no validation row after step 1: "
+            "trained with validation.enable = false, or before the last step was always "
+            "validated, where a run shorter than validation.freq validated only its first step; "
+            "train them again)"
+        )
+    return ""
+
+
 def unstated_variance(path: str) -> str | None:
     """Where the plan file at `path` leaves `variance` unset, why a launch registering it asks
     for it (such a plan reads as "pooled", PLAN_DEFAULTS, for plans written before the setting
@@ -1471,26 +1498,8 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     else f"{name} is left out, the runs having it at different steps (the note "
                     "on it says why and what to do)"
                     if name in result.unaligned
-                    else f"{name} is not available for every run of {baseline} and another arm"
-                    + (
-                        " (an evaluated metric: `python -m prefix_titan.eval --all-checkpoints "
-                        f"RUN_DIR --tasks {'cute' if name.startswith('cute_') else 'pilot'}` "
-                        "evaluates a run's checkpoints; offline, "
-                        + (
-                            "`--tasks embedding_probe`)"
-                            if name.startswith("emb ")
-                            else "`--tasks char_probes`, the probes and their blank twins)"
-                            if name.startswith(CHARACTER_METRICS)
-                            else "`--data-dir DIR` with the tasks' files, docs/evaluation.md)"
-                        )
-                        if name in METRICS and metric(name).source == "eval"
-                        else " (a validation metric: the runs' metrics logs hold no validation row "
-                        "after step 1: trained with validation.enable = false, or before the "
-                        "last step was always validated, where a run shorter than "
-                        "validation.freq validated only its first step; train them again)"
-                        if name in METRICS and metric(name).source == "validation"
-                        else ""
-                    )
+                    else f"{name} is not available for every run of {baseline} and another "
+                    f"arm{_how_measured(name)}"
                 )
                 result.notes.append(f"{family.name}: {why}: nothing compared")
             continue

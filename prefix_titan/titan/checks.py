@@ -1191,7 +1191,8 @@ def check_checkpoint_to_load(job_config, rank: int = 0, world: int = 1) -> None:
     if not (ckpt.enable and os.path.isdir(folder)):
         return
     if ckpt.load_step == -1:
-        steps, cut = complete_steps(folder), unfinished_steps(folder)
+        steps = complete_steps(folder)
+        cut = unfinished_steps(folder, steps)
         for step_dir in cut:  # finished once (its checksums name its metadata): damage
             if DCP_METADATA in read_sums(step_dir)[0]:
                 missing = (

@@ -2,6 +2,7 @@
 refused training that says so once."""
 
 import fcntl
+import importlib.util
 import json
 import os
 import pathlib
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import pytest
 from helpers import ROOT, embedded_tokenizer_at, holding_lock, project, train
@@ -1060,6 +1062,24 @@ def test_the_lock_names_its_holders_command_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/repo/prefix_titan/eval.py", "--model", "m"])
     name = os.path.basename(sys.executable)
     assert RunLock(str(tmp_path)).command == f"{name} /repo/prefix_titan/eval.py --model m"
+
+
+def test_the_lock_names_a_module_run_with_dash_m_by_its_module(tmp_path, monkeypatch):
+    """`python -m prefix_titan.export ...` has the module's file as argv[0]: the lock names the
+    module, as typed (not `python /site-packages/prefix_titan/export.py`)."""
+    main = types.ModuleType("__main__")
+    main.__file__ = "/repo/prefix_titan/export.py"
+    main.__spec__ = importlib.util.spec_from_loader("prefix_titan.export", loader=None)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(sys, "argv", ["/repo/prefix_titan/export.py", "--run", "r"])
+    name = os.path.basename(sys.executable)
+    assert RunLock(str(tmp_path)).command == f"{name} -m prefix_titan.export --run r"
+    main.__spec__ = importlib.util.spec_from_loader("prefix_titan.sweep.__main__", loader=None)
+    main.__file__ = "/repo/prefix_titan/sweep/__main__.py"
+    monkeypatch.setattr(sys, "argv", ["/repo/prefix_titan/sweep/__main__.py", "launch"])
+    assert RunLock(str(tmp_path)).command == f"{name} -m prefix_titan.sweep launch"
+    monkeypatch.setattr(sys, "argv", ["/elsewhere/script.py", "x"])  # a script, not the module
+    assert RunLock(str(tmp_path)).command == f"{name} /elsewhere/script.py x"
 
 
 def test_a_torchrun_rank_names_its_torchrun_in_the_lock(tmp_path, monkeypatch):

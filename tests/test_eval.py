@@ -234,7 +234,13 @@ def test_character_probes_end_to_end(exported):
     checked = [x for x in printed.stdout.splitlines() if "checked for shortcuts" in x]
     flagged = [x for x in printed.stdout.splitlines() if "is answered without reading" in x]
     assert len(checked) + len(flagged) >= 1 and len(checked) <= 1, printed.stdout[-3000:]
-    assert not checked or "at 40 items a probe goes unseen" in checked[0]
+    # the items each probe holds, as built (whole units: 39 of char_count's triples at 40)
+    held = sorted(
+        sum(1 for _ in open(exported / "hf" / "char_probes" / f"{t}.jsonl")) for t in PROBE_TASKS
+    )
+    at = f"{held[0]}" if held[0] == held[-1] else f"{held[0]}-{held[-1]}"
+    assert held[-1] == 40 and held[0] < 40, held
+    assert not checked or f"at {at} items a probe goes unseen" in checked[0], (at, checked)
     for task, m in results.items():
         assert 0.0 <= m["acc,none"] <= 1.0 and 0.0 < m["bits_per_byte,none"] < 100, task
         assert 0.0 <= m["acc_norm,none"] <= 1.0, task

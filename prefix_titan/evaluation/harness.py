@@ -194,10 +194,12 @@ def probe_checks(model_dir: str, probes: ProbeOptions, tasks: list[str]) -> dict
             )
     if check["probes"] and not any(c["off"] for c in check["probes"].values()):
         widest = max(c["bound"] for c in check["probes"].values())
+        held = sorted({c["items"] for c in check["probes"].values()})
+        at = f"{held[0]:,}" if len(held) == 1 else f"{held[0]:,}-{held[-1]:,}"
         print(
             f"character probes: checked for shortcuts (answers found without reading the word): "
             f"none found beyond chance +- its bound, which is wide at few items: a shortcut of up to "
-            f"+-{widest:.3f} at {probes.items:,} items a probe goes unseen (more items narrow "
+            f"+-{widest:.3f} at {at} items a probe goes unseen (more items narrow "
             f"it); the table: {path}",
             flush=True,
         )

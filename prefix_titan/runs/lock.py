@@ -306,6 +306,21 @@ def _exclusive(fd: int) -> bool:
     return False
 
 
+def command_line() -> list[str]:
+    """This process's command as typed: `python -m NAME ...` for a module run with -m (its argv[0]
+    is the module's file), `python FILE ...` for a script; an argv[0] already naming python
+    (prefix_titan.train names itself "python -m prefix_titan.train") is kept."""
+    if sys.argv[0].startswith("python"):
+        return list(sys.argv)
+    python = os.path.basename(sys.executable)
+    main = sys.modules.get("__main__")
+    spec, file = getattr(main, "__spec__", None), getattr(main, "__file__", None)
+    if spec is not None and file and os.path.abspath(file) == os.path.abspath(sys.argv[0]):
+        name = spec.name.removesuffix(".__main__")
+        return [python, "-m", name, *sys.argv[1:]]
+    return [python, *sys.argv]
+
+
 class RunLock:
     """The writer's lock of `folder` (created if missing); a context manager. `command` says what
     holds it (shown to a refused second writer); `elsewhere`, where that writer is told to write
@@ -316,15 +331,7 @@ class RunLock:
         self.elsewhere = elsewhere or ELSEWHERE
         """where a refused writer is told to write instead (the sweep launcher names its own)"""
         self.path = os.path.join(folder, LOCK)
-        argv = (
-            sys.argv
-            if sys.argv[0].startswith("python")
-            else [
-                os.path.basename(sys.executable),
-                *sys.argv,
-            ]
-        )  # (prefix_titan.train names itself "python -m prefix_titan.train")
-        self.command = command or " ".join(argv)
+        self.command = command or " ".join(command_line())
         self.held = False
         self.created: list[str] = []
         self.fd: int | None = None

@@ -160,13 +160,14 @@ def write_sweep(
 ) -> None:
     """The runs written as a new folder `out`, built beside it and renamed into place (a crash
     leaves no half-written sweep), the analysis plan `plan` (None: the package's) registered in
-    it first; a folder that is there is refused, unless it is empty, or is an earlier simulated
-    sweep (it holds SIMULATED) and `overwrite` is given."""
+    it first and named in each run's start (its sha256, as a launch's runs record it); a folder
+    that is there is refused, unless it is empty, or is an earlier simulated sweep (it holds
+    SIMULATED) and `overwrite` is given."""
     import shutil
     import tempfile
 
     from .runs.folder import write_json
-    from .sweep.analysis import register_plan
+    from .sweep.analysis import load_plan, plan_digest, register_plan
 
     out = os.path.abspath(out)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -186,7 +187,8 @@ def write_sweep(
     draft = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=parent)
     try:
         register_plan(draft, plan, by="python -m prefix_titan.simulate --out")
-        sim.write(runs, draft, named=out)
+        # each run records the plan it was started under, as a launch's runs do
+        sim.write(runs, draft, named=out, plan_sha256=plan_digest(load_plan(plan)))
         write_json(os.path.join(draft, SIMULATED), settings)
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)

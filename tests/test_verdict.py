@@ -2212,8 +2212,9 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys,
     """--out registers the analysis plan (--plan, else the package's) before the runs, so that
     the report applies it as the sweep's own (not an exploratory re-analysis); --calibrate says
     which variance rule its rates are of."""
+    from prefix_titan.runs.folder import RUN_CONFIG, STARTS
     from prefix_titan.simulate import calibrate, main
-    from prefix_titan.sweep.analysis import PLAN, REGISTERED, registered_plan_doubt
+    from prefix_titan.sweep.analysis import PLAN, REGISTERED, plan_digest, registered_plan_doubt
 
     out, plan = tmp_path / "sim", tmp_path / "pooled.toml"
     plan.write_text(open(PLAN).read().replace('\nvariance = "baseline_apart"\n', "\n", 1))
@@ -2226,6 +2227,17 @@ def test_a_simulated_sweep_registers_its_plan_as_a_launch_does(tmp_path, capsys,
     text = report(str(out))
     assert "residual variance pooled over arms), 95% interval" in text
     assert "exploratory re-analysis" not in text.split("\n")[2]
+    # each run records the plan it was started under, as a launch's runs do: the plan file
+    # removed, the report does not apply the package's plan as the registered one
+    digest = plan_digest(load_plan(str(plan)))
+    records = [json.loads(p.read_text()) for p in out.glob(f"*/seed*/{RUN_CONFIG}")]
+    assert len(records) == 28 and all(r[STARTS][0]["plan_sha256"] == digest for r in records)
+    kept = (out / REGISTERED).read_text()
+    os.chmod(out / REGISTERED, 0o644)
+    (out / REGISTERED).unlink()
+    gone = report(str(out), out=str(tmp_path / "gone"))
+    assert "(An exploratory re-analysis" in gone and "(analysis_plan.toml removed)" in gone
+    (out / REGISTERED).write_text(kept)
     main(["--out", str(out), "--items", "20", "--seeds", "1", "2", "--overwrite"])
     assert f"from {PLAN}" in (out / REGISTERED).read_text()
     small = sim.Sweep(seeds=(1, 2), items=20, tasks=("char_spell",))

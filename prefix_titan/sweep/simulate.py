@@ -42,7 +42,14 @@ from ..evaluation.harness import (
 )
 from ..evaluation.probes import BLANK_TASKS, CHOICES, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
 from ..objectives.spec import ObjectiveSpec
-from ..runs.folder import EVAL_RESULTS, METRICS_LOG, RUN_CONFIG, write_atomically, write_json
+from ..runs.folder import (
+    EVAL_RESULTS,
+    METRICS_LOG,
+    RUN_CONFIG,
+    STARTS,
+    write_atomically,
+    write_json,
+)
 from .configs import arm_specs, file_name
 from .runs import group_arms, run_order
 
@@ -376,12 +383,16 @@ def _record(spec: ObjectiveSpec, seed: int, steps: dict, validation: dict) -> di
 group = group_arms  # {arm: {seed: run}} in the sweep's order, every arm at the same seeds
 
 
-def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
+def write(
+    runs: list[dict], root: str, named: str | None = None, plan_sha256: str | None = None
+) -> list[str]:
     """The runs as run folders under root, <arm>/seed<S> with <arm> written as `sweep launch`
     writes it (configs.file_name: an import path's `:` as `-`), each with run_config.json, the
     metrics log with the validation rows, and hf/step-N/eval_results.json with its per-item outcomes), as
     training and `eval` write them; their configs name them under `named` (default: root), where
-    a folder built elsewhere is to be moved. Returns the folders."""
+    a folder built elsewhere is to be moved; `plan_sha256`: the plan each run was started under,
+    recorded in its one start as a sweep launch's runs record it (None: none, as by hand).
+    Returns the folders."""
     folders = []
     for r in runs:
         arm = file_name(r["name"])
@@ -389,6 +400,8 @@ def write(runs: list[dict], root: str, named: str | None = None) -> list[str]:
         os.makedirs(folder, exist_ok=True)
         final = os.path.join(named or root, arm, f"seed{r['seed']}")
         config = {**r["config"], "job": {**r["config"]["job"], "dump_folder": final}}
+        if plan_sha256 is not None:
+            config[STARTS] = [{"at": "simulated", "plan_sha256": plan_sha256}]
         write_json(os.path.join(folder, RUN_CONFIG), config)
         rows = [json.dumps({"step": step, **row}) + "\n" for step, row in r["validation"].items()]
         write_atomically(os.path.join(folder, METRICS_LOG), "".join(rows))

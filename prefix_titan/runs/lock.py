@@ -498,8 +498,9 @@ class RunLock:
             else f" (another host: once that process is known to be gone, remove {self.path})"
         )
         return FolderBusy(
-            f"{self.folder} is being written by {describe(holder)}{where}. Two writers would mix "
-            f"their checkpoints, records, results and logs: wait for it to finish, or "
+            f"{self.folder} is being written by {describe(holder)}{where}. A second writer would "
+            f"mix its files with that one's (checkpoints, records, results, logs, shards): wait "
+            f"for it to finish, or "
             f"{self.elsewhere}.",
             holder,
         )

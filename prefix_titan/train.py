@@ -111,7 +111,7 @@ def check_config_file(args: list[str]) -> str | None:
         data = read_toml(path, "the job config")
     except ValueError as e:
         return str(e)
-    return toml_problem(path, data)
+    return toml_problem(path, data) or own_setting_flags(args, data)
 
 
 def toml_problem(path: str, data: dict) -> str | None:
@@ -155,7 +155,11 @@ def unknown_names(path: str, data: dict) -> str | None:
         elif isinstance(values, dict) and (settings := _settings_of(section)):
             for key in values:
                 if key not in settings:
-                    hint = _did_you_mean(key, settings) or _its_settings(section, settings)
+                    hint = (
+                        (section == "objective" and _own_setting(key, values[key], values))
+                        or _did_you_mean(key, settings)
+                        or _its_settings(section, settings)
+                    )
                     one = f": [{section}] has no setting {key!r}.{hint}"
                     found.append((one, f"no setting {key!r} in [{section}].{hint}"))
     if not found:
@@ -164,6 +168,69 @@ def unknown_names(path: str, data: dict) -> str | None:
         return f"{path}{found[0][0]} {LISTED}"
     items = "\n  ".join(many for _, many in found)
     return f"{path} has {len(found)} unknown names:\n  {items}\n{LISTED}"
+
+
+def own_setting_flags(args: list[str], data: dict) -> str | None:
+    """Where `args` give a setting of the objective's family of its own as a flag of its own
+    (`--objective.min_len 2`, which the parser refuses as an unknown option): where it goes
+    (objective.options); None otherwise (the parser says what it says)."""
+    objective = dict(data.get("objective") or {})
+    for flag in ("name", "options"):
+        given = flag_values(args, (f"--objective.{flag}",))
+        if given and given[-1] is not None:
+            objective[flag] = given[-1]
+    settings = None
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if not flag.startswith("--objective."):
+            continue
+        key = flag[len("--objective.") :].replace("-", "_")
+        settings = settings if settings is not None else _settings_of("objective")
+        if key in settings:
+            continue
+        if not eq:
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else None
+        hint = _own_setting(key, value, objective, flag="--objective.options")
+        if hint:
+            return f"{flag}: [objective] has no setting {key!r}.{hint}"
+    return None
+
+
+def _own_setting(key: str, value, objective: dict, flag: str | None = None) -> str:
+    """` my_lab.twins:space_twins declares min_len: set it in options = "min_len=2"` where
+    `objective` (an [objective] section) names a family by import path that declares a setting
+    `key`, given `value` (a TOML's value, or a flag's word as typed; None where unknown); the
+    options it gives are kept. '' where it does not declare it, or does not import here.
+    `flag`: the flag that sets the options, else the TOML's key."""
+    name = objective.get("name")
+    if not isinstance(name, str) or ":" not in name:
+        return ""
+    from .objectives.families import declared_settings, resolve_family
+    from .objectives.spec import family_option_words, format_option_value
+
+    try:
+        declared = declared_settings(resolve_family(name))
+    except Exception:  # (a family that does not import: its own refusal comes later)
+        return ""
+    if not declared or key not in declared:
+        return ""
+    try:
+        options = {
+            k: f"'{w}'" if quoted else w
+            for k, (w, quoted) in family_option_words(objective.get("options") or "").items()
+        }
+    except ValueError:  # (unset, or malformed: refused on its own later)
+        options = {}
+    if value is None:
+        word = "VALUE"
+    elif flag is not None or not isinstance(value, bool | int | float | str):
+        word = str(value)  # (as typed)
+    else:
+        word = format_option_value(value)
+    options[key] = word
+    text = ",".join(f"{k}={w}" for k, w in options.items())
+    where = f"{flag} {text}" if flag else f'options = "{text}"'
+    return f" {name} declares {key}, a setting of its own: set it in {where}."
 
 
 LISTED = "List every setting with `python -m prefix_titan.train --help`."

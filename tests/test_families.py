@@ -595,10 +595,10 @@ def test_a_familys_own_settings_are_its_declared_keyword_arguments(monkeypatch):
     with pytest.raises(ValueError) as e:
         options("fam", "m=2")
     assert "sets m, which 'opt_lab:fam' does not declare" in str(e.value)
-    assert "n=1, x=0.5, strict=False, word='a', any_=None" in str(e.value)
+    assert "n=1, x=0.5, strict=false, word=a, any_=None" in str(e.value)
     for text, message in (
         ("n=2.5", "n = 2.5 is of type float, and 'opt_lab:fam' declares n=1 (of type int)"),
-        ("strict=1", "strict = 1 is of type int, and 'opt_lab:fam' declares strict=False"),
+        ("strict=1", "strict = 1 is of type int, and 'opt_lab:fam' declares strict=false"),
         ("x=abc", "x = 'abc' is of type str"),
     ):
         with pytest.raises(ValueError, match=re.escape(message)):
@@ -619,7 +619,7 @@ def test_a_capitalised_true_or_false_for_a_bool_setting_is_told_the_lower_case_w
     with pytest.raises(ValueError) as e:
         family_options(ObjectiveSpec("case_lab:fam", options=f"word=b, skip_space = {word}"))
     assert str(e.value).endswith(
-        f"skip_space = {word!r} is of type str, and 'case_lab:fam' declares skip_space=True "
+        f"skip_space = {word!r} is of type str, and 'case_lab:fam' declares skip_space=true "
         f"(of type bool): write skip_space={word.lower()} (true / false, lower case)"
     )
     options = family_options(ObjectiveSpec("case_lab:fam", options=f"word={word}"))

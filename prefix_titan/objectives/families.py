@@ -30,7 +30,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .spec import ObjectiveSpec, format_family_options
+from .spec import (
+    ObjectiveSpec,
+    family_option_words,
+    format_family_options,
+    format_option_value,
+)
 from .table import TableError, TargetTable, check_table
 
 TargetFamily = Callable[[list, ObjectiveSpec], TargetTable]
@@ -128,6 +133,20 @@ def _colon_form(name: str) -> str | None:
     return f"{module_name}:{attr}" if callable(getattr(module, attr, None)) else None
 
 
+def _where_imported(error: ImportError, module_name: str) -> str:
+    """Where a family's module is looked for, where `error` says that it (or a package holding
+    it) is not found: '' where the module was found and a module it imports was not."""
+    missing = getattr(error, "name", None)
+    if not isinstance(error, ModuleNotFoundError) or not missing:
+        return ""
+    if module_name != missing and not module_name.startswith(missing + "."):
+        return ""
+    return (
+        f": a family's module is imported from the working directory ({os.getcwd()}) or a "
+        'folder on PYTHONPATH, or installed (docs/objectives.md, "Add a target family")'
+    )
+
+
 def _raised_at(error: BaseException, module_name: str) -> str:
     """file:line where `error` was raised as `module_name` was imported: a SyntaxError's own,
     else the innermost line of that module's file (where a library it called raised), else the
@@ -168,7 +187,10 @@ def resolve_family(name: str) -> TargetFamily:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"objective.name {name!r}: cannot import {module_name!r} ({e})") from e
+        where = _where_imported(e, module_name)
+        raise ValueError(
+            f"objective.name {name!r}: cannot import {module_name!r} ({e}){where}"
+        ) from e
     except Exception as e:  # the module's own code failed: refused as one line, not a traceback
         raise ValueError(
             f"objective.name {name!r}: importing {module_name!r} raised {type(e).__name__}: "
@@ -263,8 +285,19 @@ def family_for(spec: ObjectiveSpec) -> TargetFamily:
 def family_options(spec: ObjectiveSpec) -> dict:
     """The keyword arguments `spec`'s family is called with: objective.options, each a keyword
     argument with a default that the family's signature declares, of its default's type (an int
-    for a float default is made a float); anything else is refused, naming what it declares."""
+    for a float default is made a float; for a str default, the value as written is the string:
+    `mode=1` is "1"); anything else is refused, naming what it declares."""
     return _checked_options(spec)[0]
+
+
+def declared_shown(declared: dict) -> str:
+    """A family's settings with their defaults as objective.options writes them (`n=1,
+    strict=false, word=a`; a default options cannot write, as Python writes it); "none" for none."""
+    shown = [
+        f"{k}={format_option_value(v) if isinstance(v, bool | int | float | str) else repr(v)}"
+        for k, v in declared.items()
+    ]
+    return ", ".join(shown) or "none"
 
 
 def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
@@ -275,17 +308,19 @@ def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
     declared = declared_settings(resolve_family(spec.name))
     if declared is None:
         return options, {}
-    shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
+    words = family_option_words(spec.options)
     out = {}
     for key, value in options.items():
         if key not in declared:
             raise ValueError(
                 f"objective.options sets {key}, which {spec.name!r} does not declare (its "
-                f"settings, keyword arguments with their defaults: {shown})"
+                f"settings, keyword arguments with their defaults: {declared_shown(declared)})"
             )
         default = declared[key]
         if isinstance(default, float) and type(value) is int:
             value = float(value)
+        if type(default) is str:  # a word, as written, whatever it reads as
+            value = words[key][0]
         kinds = (type(default),) if default is not None else (bool, int, float, str)
         if type(value) not in kinds:
             hint = (  # options read only the lower-case words as true and false, as TOML does
@@ -296,9 +331,9 @@ def _checked_options(spec: ObjectiveSpec) -> tuple[dict, dict]:
                 else ""
             )
             raise ValueError(
-                f"objective.options: {key} = {value!r} is of type {type(value).__name__}, and "
-                f"{spec.name!r} declares {key}={default!r} (of type {type(default).__name__})"
-                f"{hint}"
+                f"objective.options: {key} = {format_option_value(value, quote=True)} is of type "
+                f"{type(value).__name__}, and {spec.name!r} declares "
+                f"{declared_shown({key: default})} (of type {type(default).__name__}){hint}"
             )
         out[key] = value
     return out, declared

@@ -82,26 +82,43 @@ def _default_label(f: dataclasses.Field, value) -> str | None:
 
 _OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPTION_WORD = re.compile(r"[A-Za-z0-9_.+-]+")
+_QUOTED = re.compile(r"'([A-Za-z0-9_.+-]+)'|\"([A-Za-z0-9_.+-]+)\"")
 OPTIONS_FORM = (
     '"key=value,key=value": a key of letters, digits and _, a value a number, true, false or a '
-    "word of letters, digits and _.+-"
+    "word of letters, digits and _.+- (in quotes, 'word' or \"word\", a word is a string even "
+    "where it reads as a number or true / false)"
 )
 
 
-def parse_family_options(text) -> dict:
-    """objective.options ("key=value,key=value") -> {key: value}, each value an int, a float, a
-    bool (true / false) or a word; a malformed one is refused, naming the form."""
+def family_option_words(text) -> dict:
+    """objective.options ("key=value,key=value") -> {key: (the value as written, without its
+    quotes; whether it was quoted)}; a malformed one is refused, naming the form."""
     if not isinstance(text, str):
         raise ValueError(f"objective.options must be {OPTIONS_FORM}; got {text!r}")
     out: dict = {}
     for item in text.split(","):
         key, sep, word = (part.strip() for part in item.partition("="))
-        if not sep or not _OPTION_KEY.fullmatch(key) or not _OPTION_WORD.fullmatch(word):
+        quoted = _QUOTED.fullmatch(word)
+        if (
+            not sep
+            or not _OPTION_KEY.fullmatch(key)
+            or not (quoted or _OPTION_WORD.fullmatch(word))
+        ):
             raise ValueError(f"objective.options must be {OPTIONS_FORM}; got {text!r} ({item!r})")
         if key in out:
             raise ValueError(f"objective.options sets {key} twice: {text!r}")
-        out[key] = _option_value(word)
+        out[key] = (quoted.group(1) or quoted.group(2), True) if quoted else (word, False)
     return out
+
+
+def parse_family_options(text) -> dict:
+    """objective.options ("key=value,key=value") -> {key: value}, each value an int, a float, a
+    bool (true / false) or a word, a quoted one ('1', "true") a word as it is; a malformed one is
+    refused, naming the form."""
+    return {
+        key: word if quoted else _option_value(word)
+        for key, (word, quoted) in family_option_words(text).items()
+    }
 
 
 def _option_value(word: str):
@@ -116,11 +133,22 @@ def _option_value(word: str):
     return word
 
 
+def format_option_value(value, quote: bool = False) -> str:
+    """One value as objective.options writes it: true / false, a number, a word; a word that
+    would read back as another type (`'1'`, `'true'`) in quotes, and any word where `quote`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str) and (quote or _option_value(value) != value):
+        return f"'{value}'"
+    return str(value)
+
+
 def format_family_options(options: dict) -> str | None:
     """{key: value} -> objective.options ("key=value,..."; None when empty): parse_family_options
     reads it back to the same values."""
-    words = {bool: lambda v: "true" if v else "false", float: repr}
-    return ",".join(f"{k}={words.get(type(v), str)(v)}" for k, v in options.items()) or None
+    return ",".join(f"{k}={format_option_value(v)}" for k, v in options.items()) or None
 
 
 def _options_label(text) -> str | None:

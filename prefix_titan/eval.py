@@ -49,6 +49,7 @@ from .evaluation.harness import (
     evaluate_run,
     hub_tasks,
     not_exported,
+    refuse_data_dir,
     refuse_unknown,
     table,
 )
@@ -284,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     try:
         refuse_unknown(a.tasks)  # a misspelt name: said at once, not after the hub is asked
+        if a.data_dir is not None:  # (a missing one: refused even where no task reads it)
+            refuse_data_dir(a.data_dir)
         run_dir, steps, writes = _targets(a)
         if run_dir is not None:
             from .evaluation.harness import evaluation_settings, expand, probes_for_run

@@ -323,6 +323,24 @@ def test_a_limit_is_a_seeded_sample_evaluated_quietly(exported, tmp_path):
     assert "it/s]" not in out.stderr and "%|" not in out.stderr, out.stderr[-2000:]
 
 
+def test_a_task_scored_on_one_item_and_a_limit_past_its_items(exported, tmp_path):
+    """--limit 1: lm-eval records the standard error as 'N/A', shown as n/a (the table ended
+    eval with exit 2 after writing the results, and every later evaluation of the task too).
+    --limit 1000 on piqa's 6 items reads them all: an evaluation without a limit keeps it (it
+    was refused as made with other settings)."""
+    hf = unevaluated_copy(exported, tmp_path)
+    (hf / "export_source.json").unlink()  # not filed with the run: this test's own copy
+    base = ["--model", str(hf), "--data-dir", str(exported / "data"), "--dtype", "float32"]
+    base += ["--tasks", "piqa"]
+    one = run_eval(*base, "--limit", "1")
+    assert "| piqa | " in one.stdout and " | n/a | " in one.stdout, one.stdout
+    again = run_eval(*base, "--limit", "1")  # kept, its table printed again
+    assert "piqa evaluated already" in again.stderr and " | n/a | " in again.stdout
+    run_eval(*base, "--limit", "1000", "--replace")
+    whole = run_eval(*base)
+    assert "piqa evaluated already" in whole.stderr, whole.stderr[-2000:]
+
+
 def test_the_secondary_tasks_and_bits_per_byte_from_the_items(exported, tmp_path):
     """`--tasks secondary` (ARC-Challenge, SciQ) offline; every item records its gold answer's
     log-likelihood and bytes, whose ratio the report gives as bits per byte."""

@@ -25,6 +25,7 @@ from ..runs.folder import (
     EVAL_ITEMS,
     EVAL_RESULTS,
     EVALS,
+    EXPORT_RECORD,
     EXPORTS,
     RUN_CONFIG,
     inside_run,
@@ -449,6 +450,16 @@ def _document_problem(task: str, doc) -> str | None:
     return None
 
 
+def refuse_data_dir(data_dir: str) -> None:
+    """Refuse a --data-dir that is not a folder (missing, or a file), whatever the tasks: one
+    evaluating only the tasks made here reads nothing from it, and was left to name it unread."""
+    what = "the folder of the tasks' documents, one DIR/<task>.jsonl a task"
+    if os.path.isfile(data_dir):
+        raise ValueError(f"--data-dir {data_dir}: a file, not a folder (--data-dir takes {what})")
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"--data-dir {data_dir}: no such folder (--data-dir takes {what})")
+
+
 def check_data_dir(data_dir: str, tasks: list[str]) -> dict[str, str]:
     """Refuse, before anything is evaluated, a --data-dir that lacks a file of `tasks` (each one
     named) or a file of a task of FIELDS with a document lm-eval could not score (the first
@@ -822,6 +833,8 @@ def data_sources(tasks: list[str], data_dir: str | None) -> dict[str, str | None
     for the hub. The character probes (built here) and the embedding probe have none. The
     --data-dir files are checked first (check_data_dir): every evaluation that reads them asks
     here."""
+    if data_dir is not None:
+        refuse_data_dir(data_dir)
     digests = {} if data_dir is None else check_data_dir(data_dir, tasks)
     return {
         t: None if data_dir is None else f"{DATA_MARK}{digests[t][:16]}"
@@ -847,20 +860,44 @@ def _earlier(path: str) -> dict:
 def _other_settings(path: str, earlier: dict, settings: dict, tasks) -> str | None:
     """Why an evaluation of `tasks` made with `settings` differs from the one `earlier` holds
     (None: the same items); the probes' settings count only where both evaluated a probe, the
-    --limit sample's only where both evaluated a sampled task."""
+    --limit sample's only where both evaluated a sampled task and one of the tasks `earlier`
+    holds is not read whole by both (_read_whole_by_both)."""
     both_sampled = _sampled(tasks) and _sampled(earlier.get("results") or {})
+    same_sample = not both_sampled or _read_whole_by_both(earlier, settings)
     differ = [
         k
         for k in settings
         if _json(earlier.get(k)) != _json(settings[k])
         and not (k == "probes" and (settings[k] is None or not _probed(earlier)))
-        and not (k in LIMIT_SETTINGS and not both_sampled)
+        and not (k in LIMIT_SETTINGS and same_sample)
     ]
     if not differ:
         return None
     said = "; ".join(f"{k} {earlier.get(k)!r}, here {settings[k]!r}" for k in differ)
     tasks = ", ".join(earlier.get("results") or {}) or "no task"
     return f"{path} holds an evaluation of {tasks} made with other settings ({said})"
+
+
+def reads_every_item(results: dict, task: str) -> bool:
+    """Whether the evaluation `results` (its settings, and lm-eval's n-samples where it recorded
+    them) read every item of `task`, a task a --limit samples: no limit, or a limit at or above
+    the task's item count. The rule the run folder's check reads its evaluations by too
+    (sweep.runs.items_read, which eval.contradicted compares)."""
+    limit = results.get("limit")
+    counted = ((results.get("n_samples") or {}).get(task) or {}).get("original")
+    return limit is None or (isinstance(counted, int) and counted <= limit)
+
+
+def _read_whole_by_both(earlier: dict, settings: dict) -> bool:
+    """Whether every task a --limit samples that the evaluation `earlier` holds was read whole
+    by it and would be with `settings` too (reads_every_item, its item count as `earlier`
+    recorded it): --limit 1000 on a task of 24 items and no limit read the same items."""
+    counts = earlier.get("n_samples")
+    return all(
+        reads_every_item(earlier, t) and reads_every_item({**settings, "n_samples": counts}, t)
+        for t in earlier.get("results") or {}
+        if t not in MADE_HERE
+    )
 
 
 def _json(value):
@@ -917,6 +954,14 @@ def write_evaluation(
 def not_exported(model_dir: str) -> str:
     """Why `model_dir` cannot be evaluated, with the command that exports it where it is a run
     folder."""
+    if os.path.isfile(model_dir):
+        up = os.path.dirname(model_dir) or "."
+        held = os.path.isfile(os.path.join(up, "config.json"))
+        return (
+            f"--model {model_dir!r} is a file, not a folder: --model takes an exported model "
+            "folder, the one holding config.json and the weights"
+            + (f" (its folder, --model {up}, is one)" if held else "")
+        )
     if not os.path.isdir(model_dir):
         return f"--model {model_dir!r} does not exist"
     record = os.path.join(model_dir, RUN_CONFIG)
@@ -1445,16 +1490,37 @@ def filed_dir(model_dir: str) -> str | None:
     return os.path.join(run_dir, EVALS, f"step-{step}" if step is not None else "exported")
 
 
+def _run_gone(model_dir: str) -> str | None:
+    """Why an evaluation of `model_dir` is not filed with the run its export record names, where
+    that run folder is not there (moved or removed); None otherwise."""
+    source = read_export_record(model_dir)
+    run_dir = source and source["run_dir"]
+    if not run_dir or os.path.isdir(run_dir):
+        return None
+    return (
+        f"note: the results were not filed with the run this model was exported from: its "
+        f"export record ({os.path.join(model_dir, EXPORT_RECORD)}) names the run folder "
+        f"{run_dir}, which no longer exists, so that run's report will not find them (they are "
+        f"in {os.path.join(model_dir, EVAL_RESULTS)} alone). To file them, move the run folder "
+        f"back to {run_dir} and run this eval again (the tasks evaluated are kept), or evaluate "
+        "the run where it lies now with --all-checkpoints RUN_DIR"
+    )
+
+
 def file_with_run(
     model_dir: str, results: dict, items: dict | None = None, replace: bool = False
 ) -> str | None:
     """Also write the results into the run folder the model was exported from
-    (RUN/evals/step-N/), where the report finds them; None if the model records no run or
-    already lies inside it. `results` are the model folder's (with the tasks an earlier
+    (RUN/evals/step-N/), where the report finds them; None if the model records no run,
+    already lies inside it, or records a run folder that is gone (said: _run_gone). Results
+    filed there before from another export folder of the step now name this one, said.
+    `results` are the model folder's (with the tasks an earlier
     evaluation there left); their items come with them: `items` (this evaluation's), the rest
     read from the model folder, so that the run's copy holds the items its results name."""
     out = filed_dir(model_dir)
     if out is None:
+        if note := _run_gone(model_dir):
+            print(note, file=sys.stderr, flush=True)
         return None
     named = [t for t in results.get("results") or {} if t not in (items or {})]
     items = {**_items_of(model_dir, results, named), **(items or {})}
@@ -1466,14 +1532,27 @@ def file_with_run(
             # (`results` name their export: evaluate's export_identity of the model)
             if (other := other_export(path, model_dir, results.get("export"))) and not replace:
                 raise ValueError(other + OTHER_EXPORT_HINT)
+            before = _earlier(path)
             results = {**results, "exported_to": model}
-            write_evaluation(out, results, items or {}, replace, other)
+            written = write_evaluation(out, results, items or {}, replace, other)
     except FolderBusy as e:
         raise ValueError(
             f"{e}\nThe results are in {os.path.join(model_dir, EVAL_RESULTS)}; run the same "
             "eval again once that writer has finished to file them with the run."
         ) from None
     print(f"results filed with the run: {path}", file=sys.stderr, flush=True)
+    earlier_model = before.get("exported_to") or before.get("model")
+    if earlier_model and os.path.abspath(earlier_model) != model:
+        ours = results.get("results") or {}
+        theirs = [t for t in written.get("results") or {} if t not in ours]
+        print(
+            f"note: {path} held results filed from another export of this step, "
+            f"{earlier_model}; the results filed there now name {model} as their model"
+            + (f", {', '.join(theirs)} too (evaluated from the other)" if theirs else "")
+            + ": the report reads one model's evaluation per step",
+            file=sys.stderr,
+            flush=True,
+        )
     return path
 
 
@@ -1523,13 +1602,24 @@ def chance_level(rows: list[dict]) -> float | None:
     return sum(1 / n for n in counts) / len(counts) if counts else None
 
 
+def _cell(value) -> str:
+    """A number of the results table: to 4 places; - where there is none; n/a where lm-eval
+    recorded a text instead (its standard error of a task scored on one item: 'N/A')."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.4f}"
+    return "n/a"
+
+
 def table(results: dict) -> str:
     """The results as a Markdown table: each accuracy with its standard error over the items
     (lm-eval's acc_stderr: a 30-item probe's is about 0.08), beside each task's chance level
     (`results["chance"]`, where the evaluation recorded it). Where a task is scored by exact
     match (CUTE's generation tasks, which have no accuracy), an exact_match column with its own
     standard error follows acc_norm, so that its score is shown rather than a row of dashes;
-    without one the table is as it was."""
+    without one the table is as it was. A value lm-eval gives as text (the standard error of a
+    task scored on one item, 'N/A') is shown as n/a."""
     exact = any(
         "exact_match,none" in m for t, m in results["results"].items() if t != EMBEDDING_PROBE
     )
@@ -1539,7 +1629,7 @@ def table(results: dict) -> str:
         + "chance | bits/byte |",
         "|---|---:|---:|---:|" + ("---:|---:|" if exact else "") + "---:|---:|",
     ]
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    fmt = _cell
     chance = results.get("chance") or {}
     bpb = results.get("bits_per_byte") or {}
     probe = None
@@ -1815,6 +1905,14 @@ def evaluate_run(
     if note := passed_over(folder):  # (a run killed while saving: its newest step is cut)
         print(note, file=sys.stderr, flush=True)
     steps = every[-last:] if last else every
+    if last and last > len(every):
+        print(
+            f"note: --last {last}, and the run has {len(every)} finished checkpoint"
+            f"{'s' if len(every) > 1 else ''} ({', '.join(os.path.basename(s) for s in every)}): "
+            f"{'all' if len(every) > 1 else 'it'} evaluated",
+            file=sys.stderr,
+            flush=True,
+        )
     if len(steps) < len(every):
         print(
             f"the last {len(steps)} of the run's {len(every)} checkpoints: "
@@ -1841,9 +1939,11 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
     """Each step exported (unless it is already) and evaluated on the tasks its results do not
     hold yet with these settings (all of them with `replace`): a run evaluated again, after a
     crash or with one more task, does the work left. The learning curve holds every step of
-    `every` (all the run's) whose export holds results of these tasks with these settings,
-    evaluated now or before (a step evaluated before with other settings, another --limit
-    sample say, is left out of it, said: the curve compares like with like)."""
+    `every` (all the run's) whose export holds results, with every task they hold, evaluated
+    now or before: these tasks where evaluated with these settings (a step evaluated before with
+    other settings, another --limit sample say, is left out of it, said: the curve compares like
+    with like), and the others the export's results hold beside them (evaluating one task more
+    keeps the rest in the curve)."""
     from .export import export, export_run, recorded_tokenizer
 
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))
@@ -1906,14 +2006,24 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         path = os.path.join(run_dir, EXPORTS, step, EVAL_RESULTS)
         earlier = read[ckpt] if ckpt in read else _earlier(path)
         held = earlier.get("results") or {}
+        # the tasks of earlier evaluations beside these (an export's results share one set of
+        # settings), but those the report would not compare (scored before the ASCII filter, or
+        # a version of a task of ours other than this package's)
+        others = [
+            t
+            for t in held
+            if t not in tasks and not _unfiltered(earlier, t) and not _outdated(earlier, t)
+        ]
         if ckpt in steps:  # (evaluated now, or kept as evaluated with these settings)
-            curve[int(step[5:])] = {t: held[t] for t in tasks if t in held}
+            curve[int(step[5:])] = {t: held[t] for t in [*tasks, *others] if t in held}
         elif kept := _kept(path, earlier, tasks, settings, sources):
-            curve[int(step[5:])] = {t: held[t] for t in kept}
+            curve[int(step[5:])] = {t: held[t] for t in [*kept, *others]}
             if left := [t for t in tasks if t in held and t not in kept]:
                 unlike.append(f"{step[5:]} ({', '.join(left)})")  # (those tasks only)
         elif any(t in held for t in tasks):
             unlike.append(step[5:])
+        elif others:  # (evaluated before on other tasks alone)
+            curve[int(step[5:])] = {t: held[t] for t in others}
     if unlike:
         print(
             f"note: step {', '.join(unlike)} evaluated before with other settings (or at another "

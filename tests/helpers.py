@@ -420,3 +420,14 @@ def holding_lock(folder, command="train ce", seconds=600):
     line = holder.stdout.readline()
     assert line == "held\n", (line, holder.stderr.read() if holder.poll() is not None else "")
     return holder
+
+
+def fake_export(folder) -> None:
+    """A model folder that eval takes for an export until it loads the model: config.json and a
+    readable model.safetensors of one tensor (for the tests that fake lm-eval's evaluation)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))

@@ -16,7 +16,7 @@ import time
 import types
 
 import pytest
-from helpers import ROOT, embedded_tokenizer_at, holding_lock, project, train
+from helpers import ROOT, embedded_tokenizer_at, fake_export, holding_lock, project, train
 
 from prefix_titan.runs.lock import LOCK, FolderBusy, RunLock, describe, writer
 
@@ -310,7 +310,7 @@ def test_an_evaluation_holds_the_lock_of_the_folder_it_writes_into(tmp_path):
     inside, outside = run / "hf" / "step-4", tmp_path / "hf" / "model"
     for model in (inside, outside):
         model.mkdir(parents=True)
-        (model / "config.json").write_text("{}")
+        fake_export(model)
         (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 4}))
     assert writer_folder(str(inside)) == str(run)
     assert writer_folder(str(outside)) == str(outside)

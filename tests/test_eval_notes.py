@@ -215,3 +215,38 @@ def test_a_step_filed_from_a_second_export_names_the_first(tmp_path, capsys):
     assert read_json(filed, expect=dict)["exported_to"] == str(second)
     _evaluated(second, "hellaswag", 0.25)  # from the same export again: nothing to say
     assert "another export" not in capsys.readouterr().err
+
+
+def test_a_model_folder_without_weights_is_refused_in_one_line(tmp_path):
+    """A copy of an export that left its weights out ended eval in the loader's traceback
+    ("Error no file named model.safetensors"): refused before anything is built, naming it; a
+    folder holding PyTorch *.bin weights is not refused for want of *.safetensors."""
+    from helpers import fake_export
+
+    from prefix_titan.runs.checkpoints import unreadable_weights
+
+    model = tmp_path / "copy"
+    fake_export(model)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="holds no weights") as e:
+        harness.evaluate(str(model), ["piqa"])
+    assert str(model) in str(e.value) and "export the checkpoint again" in str(e.value)
+    assert not os.path.exists(model / "eval_results.json")
+    (model / "pytorch_model.bin").write_bytes(b"")
+    assert unreadable_weights(str(model)) is None
+
+
+def test_a_model_folder_without_a_tokenizer_is_refused_naming_it(tmp_path):
+    """No tokenizer file at all ended lm-eval in transformers' "Couldn't instantiate the backend
+    tokenizer", naming neither the folder nor the file: refused before anything is written; a
+    folder holding a tokenizer saved without tokenizer.json is left to lm-eval."""
+    from helpers import fake_export
+
+    model = tmp_path / "copy"
+    fake_export(model)
+    with pytest.raises(ValueError, match="holds no tokenizer") as e:
+        harness.evaluate(str(model), ["piqa"])
+    assert str(model) in str(e.value) and "export the checkpoint again" in str(e.value)
+    assert not os.path.exists(model / "eval_results.json")
+    (model / "tokenizer.model").write_bytes(b"")
+    harness.refuse_tokenizer(str(model), ["piqa"])  # not refused: lm-eval reads it

@@ -12,7 +12,7 @@ import types
 from dataclasses import asdict
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, fake_export
 
 from prefix_titan.evaluation import harness
 from prefix_titan.evaluation.harness import LIMIT_SEED, sample_docs
@@ -65,7 +65,7 @@ def test_the_limit_reaches_lm_eval_as_a_sample_and_is_recorded(tmp_path, monkeyp
 
     manager = FakeTaskManager()
     monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
-    (tmp_path / "config.json").write_text("{}")
+    fake_export(tmp_path)
     out = harness.evaluate(str(tmp_path), ["hellaswag", "piqa"], limit=5, task_manager=manager)
     (call,) = calls
     chosen = sample_docs(100, 5, LIMIT_SEED, "hellaswag")
@@ -179,7 +179,7 @@ def test_a_misspelt_task_is_refused_before_the_hub_is_asked(tmp_path, monkeypatc
 
     monkeypatch.setattr(command, "offline_unless_reachable", lambda: pytest.fail("hub asked"))
     monkeypatch.setattr(harness, "task_index", lambda: pytest.fail("index built"))
-    (tmp_path / "config.json").write_text("{}")
+    fake_export(tmp_path)
     with pytest.raises(SystemExit) as e:
         command.main(["--model", str(tmp_path), "--tasks", "char_probe", "--progress"])
     assert e.value.code == 2
@@ -998,7 +998,7 @@ def test_a_run_is_not_evaluated_over_an_evaluation_on_other_items(tmp_path, monk
         evaluate_run(str(tmp_path / "sweep"), task_manager=manager)
     # an exported model given for a run: --model named
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text("{}")
+    fake_export(tmp_path / "hf")
     with pytest.raises(
         ValueError, match=r"'.*hf' is an exported model, not a run folder: .*--model"
     ):
@@ -1027,14 +1027,14 @@ def test_all_checkpoints_last_evaluates_the_runs_last_checkpoints_only(
     }
     (run / "run_config.json").write_text(json.dumps(record))
     (run / EXPORTS / "step-20").mkdir(parents=True)  # evaluated before
-    (run / EXPORTS / "step-20" / "config.json").write_text("{}")
+    fake_export(run / EXPORTS / "step-20")
     versions = {"versions": {"piqa": f"1.0 {harness.ASCII_MARK}"}}
     unfiltered = {"arc_easy": {"acc,none": 0.3}}  # (scored before the ASCII filter: left out)
     (run / EXPORTS / "step-20" / EVAL_RESULTS).write_text(
         json.dumps({"results": {"piqa": {"acc,none": 0.2}, **unfiltered}, **versions})
     )
     (run / EXPORTS / "step-40").mkdir(parents=True)  # evaluated before, on a --limit sample
-    (run / EXPORTS / "step-40" / "config.json").write_text("{}")
+    fake_export(run / EXPORTS / "step-40")
     sampled = {"limit": 5, "limit_seed": LIMIT_SEED, "limit_sampling": harness.LIMIT_SAMPLING}
     (run / EXPORTS / "step-40" / EVAL_RESULTS).write_text(
         json.dumps({**sampled, "results": {"piqa": {"acc,none": 0.9}}, **versions})
@@ -1096,7 +1096,7 @@ def test_the_hubs_datasets_are_read_before_any_checkpoint_is_exported(tmp_path, 
         harness._evaluate_steps(str(tmp_path), None, rc, "checkpoint", steps, kwargs)
     assert asked == [["piqa"]] and exported == []
     (tmp_path / "hf" / "step-2").mkdir(parents=True)
-    (tmp_path / "hf" / "step-2" / "config.json").write_text("{}")
+    fake_export(tmp_path / "hf" / "step-2")
     monkeypatch.setattr(harness, "evaluate", lambda out, **k: pytest.skip("reached evaluate"))
     piqa = {"goal": "To open a file,", "sol1": "call open.", "sol2": "call close.", "label": 0}
     (tmp_path / "piqa.jsonl").write_text(json.dumps(piqa) + "\n")
@@ -1138,7 +1138,7 @@ def test_an_evaluation_of_an_export_whose_run_is_being_written_says_so_before_it
     run, model = tmp_path / "run", tmp_path / "hf" / "m"
     run.mkdir()
     model.mkdir(parents=True)
-    (model / "config.json").write_text("{}")
+    fake_export(model)
     (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
     said = []
 
@@ -1200,7 +1200,7 @@ def test_an_evaluation_run_again_after_its_filing_was_refused_files_it_without_e
     run, model = tmp_path / "run", tmp_path / "hf" / "m"
     run.mkdir()
     model.mkdir(parents=True)
-    (model / "config.json").write_text("{}")
+    fake_export(model)
     (model / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(run), "step": 3}))
     asked = _fake_harness(monkeypatch)
     manager = types.SimpleNamespace(all_tasks=["piqa", "arc_easy"], task_index={})
@@ -1236,7 +1236,7 @@ def test_the_limit_decides_nothing_for_tasks_it_does_not_sample(tmp_path, monkey
 
     model = tmp_path / "m"
     model.mkdir()
-    (model / "config.json").write_text("{}")
+    fake_export(model)
     Tokenizer(WordLevel({"a": 0}, unk_token="a")).save(str(model / "tokenizer.json"))
     asked = _fake_harness(monkeypatch)
     manager = types.SimpleNamespace(all_tasks=["char_spell", "piqa"], task_index={})
@@ -1272,7 +1272,7 @@ def test_a_limit_below_the_probes_fewest_items_says_how_many_they_are_built_with
 
     model = tmp_path / "m"
     model.mkdir()
-    (model / "config.json").write_text("{}")
+    fake_export(model)
     Tokenizer(WordLevel({"a": 0}, unk_token="a")).save(str(model / "tokenizer.json"))
     monkeypatch.setattr(
         harness, "_harness", lambda *a, **k: {"results": {"char_spell": {}}, "samples": {}}

@@ -1127,15 +1127,22 @@ SLOW_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.model", "spiece.m
 
 def refuse_tokenizer(model_dir: str, tasks: list[str]) -> None:
     """Refuse, before anything is evaluated or written, a model folder whose tokenizer this
-    evaluation of `tasks` (groups spelled out) cannot use: no tokenizer.json where a probe is
-    among them (the probes read that file), or a tokenizer.json holding token ids at or past
-    config.json's vocab_size (the model has no embedding row for them: lm-eval and the probes
-    would index past it). A vocabulary larger than the tokenizer is padding, and fine."""
+    evaluation of `tasks` (groups spelled out) cannot use: no tokenizer files at all, no
+    tokenizer.json where a probe is among them (the probes read that file), or a tokenizer.json
+    holding token ids at or past config.json's vocab_size (the model has no embedding row for
+    them: lm-eval and the probes would index past it). A vocabulary larger than the tokenizer is padding, and fine."""
     path = os.path.join(model_dir, TOKENIZER_JSON)
     probes = [t for t in tasks if t in (*PROBE_TASKS, *BLANK_TASKS, EMBEDDING_PROBE)]
     if not os.path.isfile(path):
         if probes:
             raise ValueError(_no_tokenizer_json(model_dir, probes))
+        if not any(os.path.isfile(os.path.join(model_dir, f)) for f in SLOW_TOKENIZER_FILES):
+            raise ValueError(
+                f"{model_dir!r} holds no tokenizer (no {TOKENIZER_JSON}, nor any of "
+                f"{', '.join(SLOW_TOKENIZER_FILES)}): a copy of an export that left it out; "
+                "export the checkpoint again (python -m prefix_titan.export ... --out DIR), or "
+                "save the model's tokenizer into it"
+            )
         return
     config_path = os.path.join(model_dir, "config.json")
     vocab_size = read_json(config_path, "the model's config", expect=dict).get("vocab_size")

@@ -414,14 +414,21 @@ def refuse_unfinished_step(step_dir: str, what: str = "check") -> None:
 
 
 def unreadable_weights(model_dir: str) -> str | None:
-    """Why the weights of an exported model folder cannot be read (a file cut short or damaged,
-    whose header does not describe it), or None: said before any model is built, not as the
-    loader's traceback."""
+    """Why the weights of an exported model folder cannot be read (none there: no *.safetensors
+    nor PyTorch *.bin; a file cut short or damaged, whose header does not describe it), or None:
+    said before any model is built, not as the loader's traceback."""
     import glob
 
     from safetensors import safe_open  # (imported here: the commands without weights skip it)
 
-    for path in sorted(glob.glob(os.path.join(model_dir, "*.safetensors"))):
+    files = sorted(glob.glob(os.path.join(glob.escape(model_dir), "*.safetensors")))
+    if not files and not glob.glob(os.path.join(glob.escape(model_dir), "*.bin")):
+        return (
+            f"{model_dir} holds no weights (no model.safetensors, nor any *.safetensors or *.bin "
+            "file): a copy of an export that left them out, or not an exported model folder; "
+            "export the checkpoint again (python -m prefix_titan.export ... --out DIR)"
+        )
+    for path in files:
         try:
             with safe_open(path, framework="pt"):
                 pass

@@ -70,6 +70,20 @@ def _gold_mass(text: str) -> tuple[str, float]:
     return arm, mass
 
 
+def _implied_ce(text: str) -> tuple[str, float]:
+    arm, _, value = text.rpartition("=")
+    try:
+        nats = float(value)
+    except ValueError:
+        nats = math.nan
+    if not arm or not 0.0 <= nats < math.inf:
+        raise argparse.ArgumentTypeError(
+            f"--implied-ce {text!r}: give ARM=NATS, NATS >= 0, e.g. "
+            "my_lab.targets:suffix_targets=0.2"
+        )
+    return arm, nats
+
+
 def calibrate(
     sweep: sim.Sweep, effect: tuple, plan, sweeps: int, seed: int, workers: int = 1
 ) -> str:
@@ -269,7 +283,21 @@ def main(argv: list[str] | None = None) -> None:
         help="the mean gold mass of the target of an arm of one's own (the report's 'target "
         "gold mass' of one of its runs; `python -m prefix_titan.targets` shows a token's): the "
         "simulator needs it for each such arm it simulates (several after one --gold-mass, or "
-        "the flag repeated)",
+        "the flag repeated). Its implied CE is then -log of that mean, below the runs' own "
+        "(the mean over tokens of -log of each one's mass) wherever the tokens' masses differ: "
+        "--implied-ce gives the runs' own",
+    )
+    p.add_argument(
+        "--implied-ce",
+        type=_implied_ce,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ARM=NATS",
+        help="an arm's implied plain CE (the report's 'implied plain CE' of its runs: the mean "
+        "over the validation tokens of -log of each one's gold mass), written as the simulated "
+        "runs' implied CE and, with --construction-cost, added to their validation CE (default: "
+        "-log of the arm's --gold-mass or known mass)",
     )
     p.add_argument(
         "--workers",
@@ -309,9 +337,10 @@ def main(argv: list[str] | None = None) -> None:
         problems = plan_arm_problems(plan, {n: vars(s) for n, s in specs.items()})
         if problems:  # as `sweep launch` refuses it
             p.error(f"the analysis plan {a.plan or plan.source}: {'; '.join(problems)}")
-        stray = [n for n, _ in a.gold_mass if n not in specs]
-        if stray:
-            p.error(f"--gold-mass {', '.join(stray)}: no such arm; the arms: {', '.join(specs)}")
+        for flag, given in (("--gold-mass", a.gold_mass), ("--implied-ce", a.implied_ce)):
+            stray = [n for n, _ in given if n not in specs]
+            if stray:
+                p.error(f"{flag} {', '.join(stray)}: no such arm; the arms: {', '.join(specs)}")
         if a.arms:  # (the plan checked against every arm, as a launch of some checks it)
             specs = pick_arms(specs, a.arms, a.root)
             if plan.baseline not in specs:
@@ -328,7 +357,17 @@ def main(argv: list[str] | None = None) -> None:
                 "runs), or leave it out of the simulated sweep with --arms (the arms to "
                 "simulate); taking 1.0 would make such an arm plain CE"
             )
-        base = sim.Sweep(arms=tuple(specs.values()), gold_mass=tuple(a.gold_mass))
+        unsimulated = [n for n, _ in a.implied_ce if n not in specs]
+        if unsimulated:
+            p.error(
+                f"--implied-ce {', '.join(unsimulated)}: not among the simulated --arms "
+                f"({', '.join(specs)})"
+            )
+        base = sim.Sweep(
+            arms=tuple(specs.values()),
+            gold_mass=tuple(a.gold_mass),
+            implied_ce=tuple(a.implied_ce),
+        )
         if a.out:
             sweep = replace(
                 base,

@@ -39,12 +39,20 @@ import numpy as np
 
 from ..evaluation.harness import EMBEDDING_PROBE
 from ..evaluation.probes import PROBE_TASKS
-from ..runs.folder import METRICS_LOG, RUN_CONFIG, STARTS, read_toml, write_atomically
+from ..runs.folder import (
+    METRICS_LOG,
+    RUN_CONFIG,
+    STARTS,
+    TARGET_TABLE,
+    read_toml,
+    write_atomically,
+)
 from . import inference
 from .metrics import (
     CHAR_PROBES,
     EFFECTS,
     METRICS,
+    OWN_TABLE,
     beyond_widest,
     detectable_text,
     evaluated_steps,
@@ -66,6 +74,12 @@ GRAPH_EPSILON = 1e-6
 """The share a claimed exploratory comparison passes straight to the other arms' primaries (the
 rest goes to its arm's other exploratory metrics): Bretz et al.'s epsilon edge, without which the
 last of an arm's exploratory metrics would hold its share with nowhere to pass it"""
+SIMULATED = "synthetic sweep (prefix_titan.simulate)"
+"""The job description of a simulated sweep's runs (sweep.simulate): a metric none of them holds
+is one the simulator does not simulate"""
+BY_CONSTRUCTION = ("val CE",)
+"""The metrics whose arm - baseline has a part the targets imply (`implied CE`, the plain CE a
+perfect target-matcher has, in the same nats per token): shown beside it (by_construction)"""
 AA_METRIC = {"val CE": "val CE excess"}
 """The metric an A/A check compares in place of a family's primary: validation CE less the part
 the target costs by construction"""
@@ -282,6 +296,17 @@ def load_plan(path: str | None = None) -> Plan:
                     f"not a measure a claim can be made on; name {probe!r}"
                     + (f" or {less!r} (the probe less what its control finds)" if less else "")
                 )
+        if f.primary in OWN_TABLE and plan.baseline == "ce" and not _registered_copy(path):
+            raise ValueError(
+                f"{path}: family {f.name!r} names {f.primary!r} its primary against the baseline "
+                "'ce': each run measures it on its own target table, and ce's has no entries but "
+                "the gold (its value is 0 by construction), so no arm trained towards another "
+                "table could be compared with it (the report compares it only between arms "
+                "trained towards the same table). Name it as exploratory (shown per arm, not "
+                "tested, against ce), or make the baseline an arm trained towards the same table "
+                "as the contrast's (a family's arm, against arms of it that differ in their token "
+                "weighting alone)"
+            )
     return plan
 
 
@@ -835,6 +860,14 @@ class Analysis:
     token weighting (checked against ce: the A/A checks)"""
     unaligned: list[str] = field(default_factory=list)
     """the metrics left out because the runs have them at different steps (a note says why)"""
+    target_tables: dict[str, str | None] = field(default_factory=dict)
+    """{arm: the sha256 of the target table its runs trained towards (their record's
+    target_table), None where not recorded or not the same for every seed}"""
+    table_apart: dict[str, list[str]] = field(default_factory=dict)
+    """{metric of OWN_TABLE: the arms of the contrast not compared on it, trained towards
+    another table than the baseline's (or one not recorded)}"""
+    simulated: bool = False
+    """every run is the simulator's (SIMULATED)"""
 
     @property
     def claims(self) -> list[Comparison]:
@@ -1062,6 +1095,10 @@ def analyse(
     kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
     along, axis_problems = axis_values(plan, {a: r["objective"] for a, r in first.items()})
     result = Analysis(plan, arms, seeds, steps, kinds, along, scope=_scope(first))
+    result.target_tables = _target_tables(runs_by_arm)
+    result.simulated = all(
+        ((r.get("config") or {}).get("job") or {}).get("description") == SIMULATED for r in runs
+    )
     if axis_problems:
         result.notes.append(
             f"no trend along the plan's axis {plan.axis}: {'; '.join(axis_problems)}"
@@ -1480,6 +1517,43 @@ def _versus(f, complete, arms, baseline, variance="pooled", **fields) -> list[Co
     return rows
 
 
+def _target_tables(runs_by_arm: dict[str, dict]) -> dict[str, str | None]:
+    """{arm: the sha256 of the target table every run of it recorded (TARGET_TABLE), or None}"""
+    out = {}
+    for arm, by_seed in runs_by_arm.items():
+        shas = {(r.get("config") or {}).get(TARGET_TABLE) for r in by_seed.values()}
+        out[arm] = shas.pop() if len(shas) == 1 else None
+    return out
+
+
+def same_table(result: Analysis, arm: str, baseline: str) -> bool:
+    """Whether every run of `arm` and of `baseline` recorded one and the same target table: a
+    metric of OWN_TABLE measured on both is then measured on the same entries."""
+    table = result.target_tables.get(arm)
+    return table is not None and table == result.target_tables.get(baseline)
+
+
+OWN_TABLE_WHY = (
+    "{name} is measured by each run on its own target table (the model's probability on that "
+    "table's other entries: 0 by construction where it has none, as ce's and label smoothing's), "
+    "so against {baseline} it is compared only for an arm trained towards the same table (the "
+    "runs' recorded target_table; a family's arms that differ in their token weighting alone, "
+    "say); {arms} trained towards another table than {baseline}'s (or the runs do not record "
+    "theirs): a difference there would be one of the tables, not of the models"
+)
+"""Why a metric of OWN_TABLE is not compared for some arms (a note; the answer where primary)"""
+
+
+def _unheld(result: Analysis, name: str) -> str:
+    """Where no run of the sweep holds metric `name`, the words that say so (and that the
+    simulator does not simulate it, where every run is simulated); else empty."""
+    if name in result.unaligned or any(result.tables.get(name, {}).values()):
+        return ""
+    if result.simulated:
+        return "no run of the sweep holds it (the simulator does not simulate it)"
+    return f"no run of the sweep holds it{_how_measured(name)}"
+
+
 def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
     plan, baseline = result.plan, result.plan.baseline
     primaries: list[Comparison] = []
@@ -1503,11 +1577,28 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                 )
                 result.notes.append(f"{family.name}: {why}: nothing compared")
             continue
+        arms = contrast
+        if name in OWN_TABLE:
+            arms = [a for a in contrast if same_table(result, a, baseline)]
+            apart = [a for a in contrast if a not in arms and a in complete]
+            if apart:
+                result.table_apart[name] = apart
+                why = OWN_TABLE_WHY.format(name=name, baseline=baseline, arms=", ".join(apart))
+                result.notes.append(
+                    f"{family.name}: {why}: "
+                    + (
+                        "nothing compared, nothing claimed"
+                        if primary and not any(a in complete for a in arms)
+                        else "not compared, shown per arm (descriptive)"
+                    )
+                )
         fields = {"family": family.name, "metric": name, "primary": primary}
-        rows = _versus(f, complete, contrast, baseline, plan.variance, **fields)
+        rows = _versus(f, complete, arms, baseline, plan.variance, **fields)
         result.comparisons.extend(rows)
         if not primary:
             gated.extend(rows)
+            continue
+        if not rows and name in result.table_apart:
             continue
         primaries = rows
         if rows and len(seeds) > 1 and all(c.p is None for c in rows):
@@ -1523,18 +1614,23 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                 "amount on every seed (no variance of the comparison: the runs answered alike, or "
                 "too few items moved): no interval, not tested, and not counted as no difference"
             )
-        _trends(result, family, name, f, complete)
+        if name not in result.table_apart:  # (a trend across tables is one of the tables)
+            _trends(result, family, name, f, complete)
         f1, complete1 = _fit_for(result, name, seeds, final=True)
         if f1 is not None and baseline in complete1:
             result.comparisons.extend(
-                _versus(f1, complete1, contrast, baseline, plan.variance, final=True, **fields)
+                _versus(f1, complete1, arms, baseline, plan.variance, final=True, **fields)
             )
-    if primaries and absent:
+    held = [n for n in absent if not _unheld(result, n)]
+    if primaries and held:
         result.notes.append(
-            f"{family.name}: exploratory {', '.join(absent)} not available for every run of "
+            f"{family.name}: exploratory {', '.join(held)} not available for every run of "
             f"{baseline} and another arm: not compared (the family's procedure runs over the "
             "metrics that are, and so do the power lines)"
         )
+    for name in absent:
+        if primaries and (unheld := _unheld(result, name)):
+            result.notes.append(f"{family.name}: exploratory {name} not compared: {unheld}")
     rows = primaries + gated
     for c, adj in zip(rows, inference.graph_adjusted([c.p for c in rows], *_graph(rows))):
         c.p_adjusted = adj
@@ -1645,7 +1741,8 @@ def _aa_checks(result: Analysis, equivalent: list[str], seeds: list) -> None:
         if f is None or "ce" not in complete:
             continue
         fields = {"family": family.name, "metric": name, "primary": True, "aa_check": True}
-        rows += _versus(f, complete, equivalent, "ce", result.plan.variance, **fields)
+        arms = [a for a in equivalent if name not in OWN_TABLE or same_table(result, a, "ce")]
+        rows += _versus(f, complete, arms, "ce", result.plan.variance, **fields)
     for c, adj in zip(rows, inference.holm([c.p for c in rows])):
         c.p_adjusted = adj
         if adj is not None and adj <= result.plan.alpha:  # a failed A/A check is a warning
@@ -1827,7 +1924,7 @@ def _costs(result: Analysis, arms: list[str]) -> str:
 def by_construction(result: Analysis, name: str, arm: str) -> float | None:
     """The part of arm - baseline on a validation CE metric that the targets imply (the plain CE
     a perfect target-matcher has), from the runs' final rows; None elsewhere."""
-    if name != "val CE":
+    if name not in BY_CONSTRUCTION:
         return None
     implied = result.final.get("implied CE") or {}
     a, b = implied.get(arm), implied.get(result.plan.baseline)
@@ -1878,6 +1975,13 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             f"No claim: {family.primary} is left out, the runs having it at different steps, so "
             "nothing was compared (the notes name the runs and what to do)."
         )
+    if not compared and family.primary in result.table_apart:
+        why = OWN_TABLE_WHY.format(
+            name=family.primary,
+            baseline=plan.baseline,
+            arms=", ".join(result.table_apart[family.primary]),
+        )
+        return f"No claim: {why}. So nothing was compared (see the notes)."
     if not compared:
         return (
             f"No claim: {family.primary} is not measured on every seed of {plan.baseline} and "
@@ -1899,6 +2003,13 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     )
     better = [c for c in claims if c.direction == "better"]
     worse = [c for c in claims if c.direction == "worse"]
+    apart = result.table_apart.get(family.primary, [])
+    not_tested += (
+        f" Not compared, trained towards another target table than {plan.baseline}'s (on which "
+        f"each run measures {family.primary}): {', '.join(apart)}."
+        if apart and (better or worse)
+        else ""
+    )
 
     def listed(cs):
         return "; ".join(f"{c.arm} ({_estimated(c)}, adj. p = {c.p_adjusted:.3g})" for c in cs)
@@ -1983,16 +2094,21 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         if d
         else ""
     )
-    unmeasured = [a for a in contrast if a not in compared]
+    unmeasured = [a for a in contrast if a not in compared and a not in apart]
     left = (
         f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
         if unmeasured
+        else ""
+    ) + (
+        f"; not compared, trained towards another target table than {plan.baseline}'s (on which "
+        f"each run measures {family.primary}): {', '.join(apart)}"
+        if apart
         else ""
     )
     kinds = [k for k in plan.contrast if any(result.kinds.get(a) == k for a in compared)]
     if untested:
         which = f"tested ({len(compared) - len(untested)} of the {len(compared)} compared)"
-    elif unmeasured:
+    elif unmeasured or apart:
         which = "compared"
     elif result.kinds.get(plan.baseline) in kinds:  # arms along another axis than the kind's
         which = f"compared ({', '.join(a for a in result.arms if a in compared)})"

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from ..evaluation.harness import DEFAULT_TASKS, EMBEDDING_PROBE
 from ..runs.folder import RUN_CONFIG, read_json, write_atomically, write_json
 from .analysis import (
+    BY_CONSTRUCTION,
     CE_EQUIVALENT,
     SUMMARY,
     Analysis,
@@ -37,7 +38,7 @@ from .analysis import (
     unread_axis,
 )
 from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
-from .metrics import beyond_widest, evaluated_steps, metric, validation_steps
+from .metrics import OWN_TABLE, beyond_widest, evaluated_steps, metric, validation_steps
 from .runs import (
     complete_seeds,
     find_runs,
@@ -94,7 +95,11 @@ def per_arm(a: Analysis, names: list[str]) -> dict[str, dict[str, dict | None]]:
 
 
 def _summary_names(a: Analysis) -> list[str]:
+    """The per-arm table's metrics: the plan's primaries, an exploratory metric each run measures
+    on its own table (OWN_TABLE: not compared across tables, shown here), then SUMMARY's."""
     names = [f.primary for f in a.plan.families]
+    names += [n for f in a.plan.families for n in f.exploratory if n in OWN_TABLE]
+    names = list(dict.fromkeys(names))
     return names + [n for n in SUMMARY if n in a.tables and n not in names]
 
 
@@ -132,7 +137,7 @@ def primary_table(a: Analysis, family) -> str:
     if not rows:
         return "Nothing compared (see the notes)."
     final = {c.arm: c for c in a.comparisons if c.family == family.name and c.final and c.primary}
-    implied = metric(family.primary).source == "validation" and a.final.get("implied CE")
+    implied = family.primary in BY_CONSTRUCTION and a.final.get("implied CE")
     level = "nominal 95%" if apart_here(a, family.primary) is not None else "95%"
     head = (
         f"| arm | {family.primary} − {a.plan.baseline} [{level} CI, unadjusted] | p | adj. p "
@@ -952,8 +957,8 @@ def report(
             "an exploratory claim only for an arm claimed on the primary, the family's "
             "familywise rate at most alpha); 'final step alone' is the same comparison without "
             "checkpoint averaging (Holm over the arms; a sensitivity check, never claimed); "
-            "'targets imply' is the part of a CE difference the two targets cost by "
-            "construction. report.json has every interval and p.",
+            "'targets imply' (beside val CE alone) is the part of its difference the two "
+            "targets cost by construction. report.json has every interval and p.",
             "",
             "### Claims",
             "",

@@ -50,6 +50,7 @@ from ..runs.folder import (
     write_atomically,
     write_json,
 )
+from .analysis import SIMULATED
 from .configs import arm_specs, file_name
 from .runs import group_arms, run_order
 
@@ -172,6 +173,11 @@ class Sweep:
     ce_level: float = 3.6
     gold_mass: tuple[tuple[str, float], ...] = ()
     """(arm, mean gold mass of its target) for arms GOLD_MASS does not know"""
+    implied_ce: tuple[tuple[str, float], ...] = ()
+    """(arm, its target's implied plain CE in nats: the mean over the validation tokens of -log
+    of each token's gold mass, the report's "implied CE") where given; an arm not given one has
+    -log of its mean gold mass, which is below that mean wherever the tokens' masses differ
+    (Jensen's inequality: 0.1456 for a mean mass of 0.8645 whose tokens imply 0.1513)"""
 
 
 def _effects(sweep: Sweep) -> dict[tuple[str, str], float]:
@@ -236,6 +242,29 @@ def logit_shift(task: Task, easiness: np.ndarray, sd: float, points: float) -> f
     return (lo + hi) / 2
 
 
+def implied_ces(sweep: Sweep, masses: dict[str, float]) -> dict[str, float]:
+    """{arm: its target's implied plain CE}: the one Sweep.implied_ce gives, else -log of its
+    gold mass in `masses`. One given is refused where it names no arm of the sweep, or is below
+    -log of the arm's mean gold mass (the mean of -log over tokens is never below it)."""
+    names = {s.arm_name() for s in sweep.arms}
+    given = dict(sweep.implied_ce)
+    out = {arm: -math.log(mass) for arm, mass in masses.items()}
+    for arm, nats in given.items():
+        if arm not in names:
+            raise ValueError(
+                f"implied CE of {arm!r}: no such arm; the arms: {', '.join(sorted(names))}"
+            )
+        floor = out.get(arm)
+        if floor is not None and nats < floor - 1e-9:
+            raise ValueError(
+                f"implied CE of {arm!r}: {nats:g} nats is below -log of its mean gold mass "
+                f"({masses[arm]:g}: {floor:.4f}), which the mean over the tokens of -log of "
+                "each one's gold mass never is: give both from the same runs' report"
+            )
+        out[arm] = nats
+    return out
+
+
 def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
     """One synthetic sweep as run records (runs.load_run's form, folders named "sim/...";
     each step's `items` holds arrays: correct, gold_loglik, gold_bytes per item)."""
@@ -250,6 +279,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
             "Sweep(gold_mass=((arm, mass), ...)); taking 1.0 would make such an arm plain CE, "
             "compared with ce as an A/A check"
         )
+    implied = implied_ces(sweep, masses)
     # Every task's items in one vector; `starts` splits it back.
     tasks = list(sweep.tasks)
     sizes = np.array([sweep.items or TASKS[t].items for t in tasks])
@@ -337,7 +367,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                     "bits_per_byte": {t: float(bpb[i]) for i, t in enumerate(tasks)},
                 }
             mass = masses[arm]
-            cost = -math.log(mass) if sweep.construction_cost else 0.0
+            cost = implied[arm] if sweep.construction_cost else 0.0
             base = seed_val + rng.normal(0, noise.val_run) + cost + effects.get((arm, "val CE"), 0)
             validation = {}
             for i, step in enumerate(val_steps):
@@ -354,7 +384,7 @@ def simulate(sweep: Sweep = Sweep(), seed: int = 0) -> list[dict]:
                     "validation_brier": 0.8 + 0.02 * (ce - sweep.ce_level) + rng.normal(0, 0.002),
                     "validation_prefix_mass": 0.05 + rng.normal(0, 0.002),
                     "validation_target_gold_mass": mass,
-                    "validation_implied_ce": -math.log(mass),
+                    "validation_implied_ce": implied[arm],
                 }
             runs.append(_record(spec, s, steps, validation))
     return sorted(runs, key=lambda r: (run_order(r), r["seed"]))  # as runs.find_runs orders them
@@ -365,7 +395,7 @@ def _record(spec: ObjectiveSpec, seed: int, steps: dict, validation: dict) -> di
     config = {
         "objective": spec.objective(),
         "debug": {"seed": seed},
-        "job": {"dump_folder": folder, "description": "synthetic sweep (prefix_titan.simulate)"},
+        "job": {"dump_folder": folder, "description": SIMULATED},
     }
     return {
         "folder": folder,

@@ -994,7 +994,7 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
     (problem,) = plan_arm_problems(load_plan(_axis_plan(tmp_path, "options.q")), objectives)
     assert problem == (
         "its axis options.q: axis_lab.targets:f declares no setting q (its settings: p=1.0, "
-        "mode='a')"
+        "mode=a)"
     )
     # two families of one's own, one declaring p: the other's arms lie off the axis (as a
     # family that does not read tau), not a refusal of the plan that contrasts both
@@ -1144,7 +1144,7 @@ def test_a_typo_in_the_axis_key_is_named_beside_the_missing_kind(tmp_path, axis_
     assert problem.startswith(f"the plan's contrast names '{axis_family}', the kind of no arm")
     assert problem.endswith(
         f"; the plan's axis options.q: {axis_family} declares no setting q (its settings: "
-        "p=1.0, mode='a')"
+        "p=1.0, mode=a)"
     )
 
 

@@ -687,7 +687,7 @@ def axis_value(objective: dict, axis: str = "tau") -> float | None:
         if value is None:
             declared = families.declared_settings(families.resolve_family(spec.name))
             if declared is not None and key not in declared:
-                shown = ", ".join(f"{k}={v!r}" for k, v in declared.items()) or "none"
+                shown = families.declared_shown(declared)
                 raise UndeclaredAxis(
                     f"the plan's axis {axis}: {spec.name} declares no setting {key} (its "
                     f"settings: {shown})"

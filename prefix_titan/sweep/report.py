@@ -986,7 +986,8 @@ def report(
         "## What the targets imply",
         "",
         "The target's mass on the gold token and the plain CE a model matching the target exactly "
-        f"would have (−log of that mass), over the validation tokens, beside the measured "
+        f"would have (the mean over the validation tokens of −log of each one's gold mass), "
+        f"beside the measured "
         f"validation CE (all three at the final step, mean over seeds; the per-arm table's val CE "
         f"averages the last validations): the part of a CE difference that is there by construction. Arms whose "
         f"target keeps ≥ {CE_EQUIVALENT} on the gold, weighted as ce is, are in effect CE, and "

@@ -7,7 +7,8 @@ Documents are read in a fixed order (data files sorted by name, rows in file ord
 non-ASCII character is removed, documents left empty are dropped, and each document goes whole to
 validation when crc32(its filtered text) % val_every == 0 (a page crawled twice under two ids
 falls in one split; while the validation budget lasts; later ones are
-dropped, so validation documents are never trained on) or else to training, until the training
+dropped, so validation documents are never trained on; with --val-tokens 0 none is held out) or
+else to training, until the training
 budget is reached: documents stay whole, so the training split ends with the document that
 reaches the budget (over it by less than one document), and the splits depend neither on
 --batch-docs nor on --workers. This process reads the files and writes the shards. By default
@@ -101,17 +102,21 @@ def main(argv: list[str] | None = None) -> None:
         "--val-tokens",
         type=_token_count("--val-tokens"),
         default=50e6,
-        help="validation budget: validation documents are taken while it is not yet reached",
+        help="validation budget: validation documents are taken while it is not yet reached "
+        "(0: no validation split, every document is training)",
     )
     p.add_argument("--val-every", type=int, default=100, help="1 in N documents is validation")
-    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS)
+    p.add_argument(
+        "--shard-tokens", type=_token_count("--shard-tokens"), default=DEFAULT_SHARD_TOKENS
+    )
     p.add_argument("--batch-docs", type=int, default=1024, help="documents per commit")
     p.add_argument(
         "--workers",
         type=int,
         default=0,
         help="processes that filter and encode, one thread each (0: all in this process, the "
-        "encoding on every core); the output is the same. For many-core machines: measure",
+        "encoding on every core; at most the machine's cores); the output is the same. For many-core "
+        "machines: measure",
     )
     p.add_argument(
         "--revision",
@@ -131,7 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     finished = os.path.exists(os.path.join(a.out, MANIFEST))  # (before: nothing to do)
     previous = signal.signal(signal.SIGTERM, _terminate)  # unwinds as Ctrl-C does
     try:
-        with exit_if_unreachable(p, f"list and read the files of {a.source}", offline):
+        what = f"list and read the files of {a.source}"
+        if hub_source(a.source):  # (a relative folder's path is shaped like a hub dataset's name)
+            what += f" (read as a hub dataset's name: no local folder {a.source} is here)"
+        with exit_if_unreachable(p, what, offline):
             m = prepare(
                 a.source,
                 a.tokenizer,
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                 int(a.tokens),
                 int(a.val_tokens),
                 a.val_every,
-                a.shard_tokens,
+                int(a.shard_tokens),
                 a.batch_docs,
                 progress=not a.no_progress,
                 workers=a.workers,
@@ -169,13 +177,16 @@ def main(argv: list[str] | None = None) -> None:
     busy = sum(u.ru_utime + u.ru_stime for u in usage) / max(time.perf_counter() - start, 1e-9)
     t, v = m["splits"]["train"], m["splits"]["validation"]
     workers = "1 worker" if a.workers == 1 else f"{a.workers} workers"
+    over = m.get("documents_validation_over_budget", 0)
     print(
         f"{a.out}: train {t['tokens']:,} tokens (budget {int(a.tokens):,}; "
         + ("the last document reaches it" if t["tokens"] >= a.tokens else "the source ran out")
         + f") / {t['documents']:,} docs in {len(t['shards'])} shard"
         + ("s; " if len(t["shards"]) != 1 else "; ")
         + f"validation {v['tokens']:,} tokens / {v['documents']:,} docs; "
-        f"{m['documents_empty_dropped']:,} empty docs dropped, {m['characters_removed']:,} chars removed"
+        f"{m['documents_empty_dropped']:,} empty docs dropped, "
+        + (f"{over:,} docs held out past the validation budget dropped, " if over else "")
+        + f"{m['characters_removed']:,} chars removed"
         + ("" if finished else f"; {busy:.1f} cores busy on average ({workers})")
     )
 

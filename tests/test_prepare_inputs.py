@@ -113,8 +113,8 @@ def test_a_refused_rerun_names_what_differs_with_both_values(tmp_path, embedded_
     (src / "001.jsonl").unlink()
     with pytest.raises(
         ValueError,
-        match=r"unfinished run with other settings \(files differ: 1 there before, not now "
-        r"\(.*001.jsonl\); budget_tokens 1000000000 there, 5000 asked\)",
+        match=r"unfinished run with other settings \(files of --source differ: 1 there before, "
+        r"not now \(.*001.jsonl\); --tokens 1000000000 there, 5000 asked\)",
     ):
         prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "out"), **{**KW, "tokens": 5000})
 
@@ -130,7 +130,7 @@ def test_files_gone_from_another_source_are_named_where_they_were_read(
     write_parquet(tmp_path / "a" / "000.parquet", {"text": TEXTS})
     write_parquet(tmp_path / "b" / "001.parquet", {"text": TEXTS})
     prepare(str(tmp_path / "a"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
-    with pytest.raises(ValueError, match="files differ") as e:
+    with pytest.raises(ValueError, match="files of --source differ") as e:
         prepare(str(tmp_path / "b"), embedded_tokenizer_dir, str(tmp_path / "out"), **KW)
     said = str(e.value)
     assert f"1 there before, not now ({tmp_path / 'a' / '000.parquet'})" in said, said
@@ -280,7 +280,7 @@ def test_a_local_source_is_the_same_folder_however_spelled(
     os.makedirs("copy")
     write_parquet(tmp_path / "copy" / "x.parquet", {"text": TEXTS})
     with pytest.raises(
-        ValueError, match=r"other settings \(source './src' there, '/.*/copy' asked\)"
+        ValueError, match=r"other settings \(--source './src' there, '/.*/copy' asked\)"
     ):
         prepare("copy", embedded_tokenizer_dir, "out", **KW)  # (its files: the same names)
     # unfinished, recorded relative: resumed from its folder under another spelling

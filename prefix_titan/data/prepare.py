@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import sys
 import time
 import zlib
@@ -237,6 +238,7 @@ def source_files(
                 "not read as data)"
             )
         files, sha = list_data_files(source), "local"
+        _note_other_cases(source)
         if out is not None:
             own = os.path.realpath(out)
             files = [f for f in files if not os.path.realpath(f).startswith(own + os.sep)]
@@ -250,6 +252,29 @@ def source_files(
     if not files:
         raise ValueError(f"--source {source!r} holds no {DATA_KINDS} files (the data files read)")
     return files, sha
+
+
+def _note_other_cases(source: str) -> None:
+    """Say which files of the local folder `source` are not read though their names end as a
+    data file's would in other letter cases (B.JSONL, a.Parquet): the names read are lower-case."""
+    import pathlib
+
+    from .fineweb import data_format
+
+    names = sorted(
+        str(p)
+        for p in pathlib.Path(source).rglob("*")
+        if not data_format(p) and data_format(str(p).lower()) and p.is_file()
+    )
+    if names:
+        print(
+            f"note: --source {source}: {len(names)} file{'s are' if len(names) != 1 else ' is'} "
+            f"not read, whose names end as a data file's in another letter case ({_few(names)}): "
+            "the data files "
+            f"read end in {DATA_KINDS}, in lower case; rename them to be read",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _prepared_here(folder: str) -> bool:
@@ -308,6 +333,9 @@ SPLIT_RULE = "crc32(text) % val_every"
 """How a document is assigned to validation (recorded: a prepare resumed under another rule is
 refused). By its filtered text, not its id: FineWeb is deduplicated within each crawl, not across
 them, so one page crawled twice has two ids, and by id could fall on both sides."""
+NO_SPLIT = "none (--val-tokens 0): every document is training"
+"""The split recorded where --val-tokens is 0: no document is held out (SPLIT_RULE's would be
+read by no validation, and trained on by nothing)"""
 
 
 def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None:
@@ -366,6 +394,28 @@ def _as_asked(recorded: dict, asked: dict) -> dict:
     return {**recorded, "source": here if _same_folder(source, here) else source, "files": rebased}
 
 
+FLAGS = {
+    "source": "--source",
+    "revision": "--revision",
+    "budget_tokens": "--tokens",
+    "budget_val_tokens": "--val-tokens",
+    "val_every": "--val-every",
+    "shard_tokens": "--shard-tokens",
+}
+"""The option that gives each setting a manifest records as given (the others follow from one:
+FOLLOWS)"""
+FOLLOWS = {
+    "tokenizer_sha256": "--tokenizer",
+    "vocab_size": "--tokenizer",
+    "dtype": "--tokenizer",
+    "bos_id": "--tokenizer",
+    "eos_id": "--tokenizer",
+    "split": "--val-tokens",
+    "files": "--source",
+}
+"""The option a setting a manifest records follows from (its tokenizer's hash, ...)"""
+
+
 def _differences(recorded: dict, asked: dict) -> str:
     """Each setting of `asked` that `recorded` (a manifest, or an unfinished prepare's settings)
     holds otherwise, with both values; for the files, which were read there and not now, and
@@ -386,28 +436,51 @@ def _differences(recorded: dict, asked: dict) -> str:
             gone = [read for f, read in zip(there, was) if f not in here]
             parts = [f"{len(new)} not there before ({_few(new)})"] if new else []
             parts += [f"{len(gone)} there before, not now ({_few(gone)})"] if gone else []
-            shown.append(f"{k} differ: " + ("; ".join(parts) or "in another order"))
+            shown.append(
+                f"{k} of {FOLLOWS.get(k, '--source')} differ: "
+                + ("; ".join(parts) or "in another order")
+            )
+        elif k in FLAGS:
+            shown.append(f"{FLAGS[k]} {there!r} there, {here!r} asked")
+        elif k in FOLLOWS:
+            shown.append(f"{k} of {FOLLOWS[k]} {there!r} there, {here!r} asked")
         else:
             shown.append(f"{k} {there!r} there, {here!r} asked")
     return "; ".join(shown)
 
 
-def _finished(out: str, settings: dict) -> dict:
+def _finished(out: str, settings: dict, stats: list | None = None) -> dict:
     """The manifest of the finished shards in `out` where they were made with `settings` (those
-    it names: nothing to do), else refused naming each that differs."""
+    it names: nothing to do), else refused naming each that differs; and, for a local folder
+    (`stats`: its files' _file_stats now), refused where a file it read changed since
+    (_changed_since_finished)."""
     done = load_manifest(out)
     older = "special_text" not in done  # (finished before the setting existed: what they hold)
     compared = dict(settings)
     if older:
         compared.pop("special_text", None)
+    # (--val-tokens 0 finished when it still held 1 document in --val-every out: what they hold)
+    held_out = compared.get("split") == NO_SPLIT and done.get("split") == SPLIT_RULE
+    if held_out:
+        compared["split"] = SPLIT_RULE
     if shown := _differences(done, compared):
         raise ValueError(
             f"{out!r} already holds finished shards ({MANIFEST}) made with other settings "
             f"({shown}); choose another --out"
         )
+    if stats is not None:
+        _changed_since_finished(out, done, stats)
     print(f"{out}: finished with these settings already: nothing to do", file=sys.stderr)
     if older:
         print(f"warning: {older_encoding(out)}", file=sys.stderr)
+    if held_out:
+        n = done.get("documents_validation_over_budget", 0)
+        print(
+            f"note: {out} was prepared with --val-tokens 0 when that still held 1 document in "
+            f"--val-every out of training ({n:,} dropped, trained on by none); a prepare into a "
+            "fresh --out trains on every document",
+            file=sys.stderr,
+        )
     return done
 
 
@@ -424,6 +497,40 @@ def _file_stats(files: list[str]) -> list[list[int]]:
     return [[(s := os.stat(f)).st_size, s.st_mtime_ns] for f in files]
 
 
+def _changed_since_finished(out: str, done: dict, now: list) -> None:
+    """Refuse the finished shards of a local folder in `out` (their manifest `done`) where a file
+    they read (wholly, or its first rows: those before its `stopped_at`) differs from what it was
+    when they were made (size, modification time, as recorded in its `local_files`): its shards
+    do not hold what it holds now. A manifest written before they were recorded: said that they
+    cannot be checked."""
+    files, recorded = done["files"], done.get("local_files")
+    if not isinstance(recorded, list) or len(recorded) != len(files):
+        print(
+            f"note: {os.path.join(out, MANIFEST)} records no sizes of its --source files (it was "
+            "written before they were recorded): whether they changed since cannot be checked",
+            file=sys.stderr,
+        )
+        return
+    stop = done.get("stopped_at") or {}
+    f, row = stop.get("file", len(files)), stop.get("row", 0)
+    read = (f + 1 if row else f) if isinstance(f, int) and isinstance(row, int) else len(files)
+    changed = [_change(name, r, n) for name, r, n in zip(files[:read], recorded, now) if r != n]
+    if changed:
+        raise ValueError(
+            f"{out!r} holds finished shards ({MANIFEST}) of files which changed since: "
+            f"{'; '.join(changed)}. Its shards do not hold what those files hold now: restore them "
+            "with their modification times (cp -p, touch -d), or choose another --out (or remove "
+            "this one) and prepare again"
+        )
+
+
+def _change(name: str, then: list, now: list) -> str:
+    """How a source file changed: its size then and now, or its modification time."""
+    if isinstance(then, list) and then and then[0] != now[0]:
+        return f"{name} (size {then[0]:,} then, {now[0]:,} now)"
+    return f"{name} (modified since)"
+
+
 def _changed_files(out: str, files: list[str], recorded: list, now: list, at: tuple) -> None:
     """Refuse a resume of `out` where a file it read whole (before the file and row `at` it
     goes on from) differs from what it began reading (size, modification time): continued, its
@@ -437,11 +544,7 @@ def _changed_files(out: str, files: list[str], recorded: list, now: list, at: tu
             f"local_files are not one [size, time] per file): it is damaged; remove {out} and "
             "prepare again"
         )
-    changed = [
-        f"{f} (size {r[0]:,} then, {n[0]:,} now)" if r[0] != n[0] else f"{f} (modified since)"
-        for f, r, n in zip(files[: at[0]], recorded, now)
-        if r != n
-    ]
+    changed = [_change(f, r, n) for f, r, n in zip(files[: at[0]], recorded, now) if r != n]
     if changed:
         raise ValueError(
             f"{out!r} holds an unfinished prepare that read files which changed since: "
@@ -594,6 +697,9 @@ def _start_worker(parent: int) -> None:
     import threading
 
     os.environ["RAYON_NUM_THREADS"] = "1"
+    # Ctrl-C reaches the whole process group: the prepare handles it (ending the pool, one line
+    # said), not each worker with a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while os.getppid() == parent:
@@ -621,7 +727,6 @@ def _signals_held():
     held (one ignored stays ignored, in the workers too; a default one ends the process, raising
     nothing). A signal arriving while the block raises is dropped: the prepare is ending
     already. Outside the main thread (no handlers run there): nothing held."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -693,6 +798,58 @@ class _Workers:
             yield result.result(), f0, r0
 
 
+def _load_tokenizer(tokenizer_dir: str):
+    """torchtitan's tokenizer of the folder `tokenizer_dir` (text_tokenizer), refused naming
+    --tokenizer and the file at fault where its tokenizer.json or tokenizer_config.json cannot be
+    read, or where the config names a bos_token or eos_token that is no token of tokenizer.json's
+    vocabulary (torchtitan would add it, growing the vocabulary past the model's)."""
+    from tokenizers import Tokenizer
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    path = os.path.join(tokenizer_dir, "tokenizer.json")
+    config_path = os.path.join(tokenizer_dir, "tokenizer_config.json")
+    fix = "repair or replace it, or give the folder of another tokenizer"
+    config = None
+    if os.path.exists(config_path):
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as e:  # (ValueError: not JSON, or not UTF-8)
+            raise ValueError(
+                f"--tokenizer {tokenizer_dir!r}: {config_path} cannot be read as JSON "
+                f"({type(e).__name__}: {e}); {fix}"
+            ) from None
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"--tokenizer {tokenizer_dir!r}: {config_path} holds a JSON "
+                f"{type(config).__name__}, not an object (with its bos_token and eos_token); {fix}"
+            )
+    try:
+        raw = Tokenizer.from_file(path)
+    except Exception as e:  # the tokenizers library raises a plain Exception
+        raise ValueError(
+            f"--tokenizer {tokenizer_dir!r}: {path} cannot be read as a tokenizer "
+            f"({type(e).__name__}: {e}); {fix}"
+        ) from None
+    for key in ("bos_token", "eos_token"):
+        token = (config or {}).get(key)
+        token = token.get("content") if isinstance(token, dict) else token
+        if isinstance(token, str) and raw.token_to_id(token) is None:
+            raise ValueError(
+                f"--tokenizer {tokenizer_dir!r}: {config_path} names {key} {token!r}, which is "
+                f"no token of {path}'s vocabulary (its {raw.get_vocab_size():,} tokens; torchtitan "
+                "would add it as a new one, growing the vocabulary past them): name tokens of its "
+                "vocabulary (the special tokens it was trained with)"
+            )
+    try:
+        return text_tokenizer(HuggingFaceTokenizer(tokenizer_dir))
+    except Exception as e:  # (a config value torchtitan cannot parse, say)
+        raise ValueError(
+            f"--tokenizer {tokenizer_dir!r}: its tokenizer.json and tokenizer_config.json cannot "
+            f"be read as one tokenizer ({type(e).__name__}: {e}); {fix}"
+        ) from None
+
+
 def prepare(
     source: str,
     tokenizer_dir: str,
@@ -706,8 +863,6 @@ def prepare(
     workers: int = 0,
     revision: str | None = None,
 ) -> dict:
-    from torchtitan.components.tokenizer import HuggingFaceTokenizer
-
     for name, value, low in (
         ("--tokens", tokens, 1),
         ("--val-tokens", val_tokens, 0),
@@ -718,6 +873,12 @@ def prepare(
     ):
         if value < low:
             raise ValueError(f"{name} must be >= {low}; got {value}")
+    if workers > (cores := os.cpu_count() or 1):
+        raise ValueError(
+            f"--workers must be at most {cores}, the cores of this machine (each worker is a "
+            f"process that loads the tokenizer and encodes on one core; 0: all in this process, "
+            f"the encoding on every core); got {workers}"
+        )
     if not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
         if not os.path.exists(tokenizer_dir):
             what = "no such folder"
@@ -735,7 +896,7 @@ def prepare(
         raise ValueError(
             f"--out {out!r} is a file: give a folder (new, or an unfinished prepare's)"
         )
-    tokenizer = text_tokenizer(HuggingFaceTokenizer(tokenizer_dir))
+    tokenizer = _load_tokenizer(tokenizer_dir)
     if tokenizer.bos_id is None and tokenizer.eos_id is None:
         raise ValueError(f"--tokenizer {no_boundaries(tokenizer_dir)}")
     vocab = tokenizer.get_vocab_size()
@@ -744,7 +905,7 @@ def prepare(
     if source != "embedded" and os.path.isdir(source):  # recorded absolute and normalized: the
         source = os.path.abspath(source)  # same folder however given, and from any folder
     settings = {
-        "split": SPLIT_RULE,
+        "split": SPLIT_RULE if val_tokens else NO_SPLIT,
         "source": source,
         "tokenizer_sha256": tokenizer_hash(tokenizer),
         "vocab_size": vocab,
@@ -767,9 +928,10 @@ def prepare(
     first = {k: settings.pop(k) for k in ("split", "source")}
     settings = {**first, "revision": revision, "files": files, **settings}  # (the manifest's order)
     # one prepare writes into --out at a time: two with other settings would mix their shards
+    stats = _file_stats(files) if revision == "local" else None
     with _writing(out):
         if os.path.exists(os.path.join(out, MANIFEST)):
-            return _finished(out, settings)
+            return _finished(out, settings, stats)
         state_path = os.path.join(out, PROGRESS)
         state = {
             "settings": settings,
@@ -783,7 +945,6 @@ def prepare(
             "docs_val_over_budget": 0,
             "revision_asked": asked,
         }
-        stats = _file_stats(files) if revision == "local" else None
         if not os.path.exists(state_path) and (foreign := _not_written_here(out)):
             raise ValueError(
                 f"--out {out!r} holds files a prepare does not write ({_few(foreign)}): shards "
@@ -809,6 +970,13 @@ def prepare(
                     f"{out!r} holds an unfinished prepare that split its documents by id, before "
                     "they were split by their text: it cannot be continued under the new rule; "
                     "remove it or choose another --out, and prepare again"
+                )
+            if state["settings"].get("split") == SPLIT_RULE and settings["split"] == NO_SPLIT:
+                raise ValueError(
+                    f"{out!r} holds an unfinished prepare with --val-tokens 0 begun when that "
+                    "still held 1 document in --val-every out of training: continued, its "
+                    "training split would hold those of its first part dropped and the later "
+                    "ones trained on; remove it or choose another --out, and prepare again"
                 )
             if _as_asked(state["settings"], settings) != settings:
                 raise ValueError(
@@ -856,7 +1024,7 @@ def prepare(
                 state["chars_removed"] += n_read - n_clean
                 if kind == "empty":
                     state["docs_empty"] += 1
-                elif kind == "validation":
+                elif kind == "validation" and val_tokens:  # (0: no split, every one trains)
                     if writers["validation"].tokens < val_tokens:
                         writers["validation"].write(ids)
                     else:
@@ -921,6 +1089,8 @@ def prepare(
             characters_removed=state["chars_removed"],
             stopped_at={"file": state["file"], "row": state["row"]},
         )
+        if stats is not None:  # (what a rerun compares: _changed_since_finished)
+            manifest["local_files"] = stats
         manifest["sha256"] = manifest_sha256(manifest)
         if empty := empty_splits(manifest, tokens, val_tokens):
             for w in writers.values():  # (no manifest: none of it can be trained on)
@@ -953,12 +1123,16 @@ def short_splits(manifest: dict, tokens: int, val_tokens: int) -> list[str]:
                 "more --tokens, fewer --val-tokens or a smaller --val-every"
             )
         elif got < want:
-            why = (
-                f"1 document in {manifest['val_every']} is held out for validation, chosen by "
-                "its text's crc32 (--val-every)"
-                if split == "validation"
-                else "the other documents are training"
-            )
+            every, over = manifest["val_every"], manifest["documents_validation_over_budget"]
+            if split == "validation":
+                why = f"1 document in {every} is held out for validation, chosen by its text's "
+                why += "crc32 (--val-every)"
+            elif not val_tokens:
+                why = "every document is training: --val-tokens 0"
+            else:
+                why = f"1 document in {every} is held out for validation (--val-every)"
+                if over:
+                    why += f", {over:,} of them past its budget and dropped, trained on by none"
             lines.append(
                 f"warning: the {split} split holds {got:,} tokens, fewer than the {want:,} asked "
                 f"({option}): the source ran out after {manifest['documents_read']:,} documents "
@@ -978,8 +1152,8 @@ def empty_splits(manifest: dict, tokens: int, val_tokens: int) -> str | None:
     if train["tokens"] == 0:
         empty.append(f"the training split holds 0 tokens of the --tokens {tokens:,} asked")
         advice.append(
-            "give a --source whose documents hold ASCII text (more of them), or a larger "
-            "--val-every"
+            "give a --source whose documents hold ASCII text (more of them)"
+            + (", or a larger --val-every" if val_tokens else "")
         )
     if val_tokens > 0 and val["tokens"] == 0:
         empty.append(
@@ -995,12 +1169,17 @@ def empty_splits(manifest: dict, tokens: int, val_tokens: int) -> str | None:
         advice[-1] += ", or --val-tokens 0 for no validation split (a run that does not validate)"
     if not empty:
         return None
+    held = (
+        f"{val['documents']:,} went to validation and "
+        f"{manifest['documents_validation_over_budget']:,} more were held out past its budget: "
+        f"1 in {every} by its text's crc32, --val-every {every}"
+        if val_tokens
+        else "none was held out for validation: --val-tokens 0"
+    )
     return (
         f"{' and '.join(empty)} (of the {manifest['documents_read']:,} documents read from "
         f"--source, {manifest['documents_empty_dropped']:,} were empty once their non-ASCII "
-        f"characters were removed, {val['documents']:,} went to validation and "
-        f"{manifest['documents_validation_over_budget']:,} more were held out past its budget: "
-        f"1 in {every} by its text's crc32, --val-every {every}): " + "; ".join(advice)
+        f"characters were removed, {held}): " + "; ".join(advice)
     )
 
 

@@ -97,7 +97,13 @@ def load_fineweb_edu_ascii(path: str, split: str):
     files = files[-1:] if split == "validation" else files[:-1]
     formats = {data_format(f) for f in files}
     if len(formats) != 1:
-        raise ValueError(f"FineWeb-Edu files at {path!r} mix formats {sorted(formats)}: use one")
+        setting = "validation.dataset_path" if split == "validation" else "training.dataset_path"
+        raise ValueError(
+            f"{setting} {path!r}: its FineWeb-Edu files mix formats {sorted(formats)}, and the "
+            "streamed dataset reads one: give a folder of one format, or prepare this one into "
+            f"shards (python -m prefix_titan.prepare --source {path} ..., which reads a mixed "
+            "folder) and train on them (training.dataset fineweb_edu_ascii_tokens)"
+        )
     ds = load_dataset(formats.pop(), data_files=files, split="train", streaming=True)
     return ds.map(_ascii_text).filter(lambda s: has_text(s["text"]))
 

@@ -296,3 +296,18 @@ def test_a_hub_name_that_is_no_local_folder_says_so(tmp_path, embedded_tokenizer
         "files of work/nonexistent (read as a hub dataset's name: no local folder "
         "work/nonexistent is here)" in out.stderr
     ), out.stderr[-2000:]
+
+
+def test_one_source_prepared_twice_its_files_touched_between_has_one_digest(
+    tmp_path, embedded_tokenizer_dir
+):
+    """The manifest's digest names the data (a run records it, a sweep compares its arms'): the
+    source files' times, which a rerun checks, are left out of it."""
+    src = tmp_path / "src"
+    os.makedirs(src)
+    write_jsonl(src / "a.jsonl", TEXTS)
+    first = prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "one"), **KW)
+    os.utime(src / "a.jsonl", ns=(1, 10**18))  # the same bytes, another time
+    second = prepare(str(src), embedded_tokenizer_dir, str(tmp_path / "two"), **KW)
+    assert first["local_files"] != second["local_files"]
+    assert first["sha256"] == second["sha256"] == manifest_sha256(second)

@@ -993,8 +993,7 @@ def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_fam
     # a setting the family does not declare, and an axis no arm of the contrast reads
     (problem,) = plan_arm_problems(load_plan(_axis_plan(tmp_path, "options.q")), objectives)
     assert problem == (
-        "its axis options.q: axis_lab.targets:f declares no setting q (its settings: p=1.0, "
-        "mode=a)"
+        "its axis options.q: axis_lab.targets:f declares no setting q (its settings: p=1.0, mode=a)"
     )
     # two families of one's own, one declaring p: the other's arms lie off the axis (as a
     # family that does not read tau), not a refusal of the plan that contrasts both

@@ -48,8 +48,11 @@ def file_crc32(path: str, block: int = 1 << 24) -> int:
 
 
 def manifest_sha256(manifest: dict) -> str:
-    """SHA-256 of a manifest's canonical JSON (sorted keys, compact), its `sha256` field left out."""
-    content = {k: v for k, v in manifest.items() if k != "sha256"}
+    """SHA-256 of a manifest's canonical JSON (sorted keys, compact), its `sha256` field left out,
+    and its `local_files` (the source files' sizes and times, which a rerun checks): the digest
+    names the data, so that one source prepared twice alike, its files copied or touched between,
+    has one digest (a run records it, and a sweep compares its arms' digests)."""
+    content = {k: v for k, v in manifest.items() if k not in ("sha256", "local_files")}
     return hashlib.sha256(
         json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()

@@ -423,11 +423,13 @@ def holding_lock(folder, command="train ce", seconds=600):
 
 
 def fake_export(folder) -> None:
-    """A model folder that eval takes for an export until it loads the model: config.json and a
-    readable model.safetensors of one tensor (for the tests that fake lm-eval's evaluation)."""
+    """A model folder that eval takes for an export until it loads the model: config.json, a
+    readable model.safetensors of one tensor and a tokenizer.json placeholder (for the tests that
+    fake lm-eval's evaluation)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
     save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))

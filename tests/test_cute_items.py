@@ -153,7 +153,7 @@ def test_a_cute_file_without_a_field_the_template_reads_is_refused_with_its_line
 
 
 def test_the_command_refuses_a_bad_cute_file_before_loading_the_model(tmp_path, capsys):
-    model = tiny_hf_model(tmp_path / "model", vocab_size=48, tokens=None)
+    model = tiny_hf_model(tmp_path / "model", vocab_size=48, tokens=48)
     before = sorted(os.listdir(model))
     data = tmp_path / "data"
     write(data, TASK, [{"prompt": 'Spell out the word "cat".', "answer": None}] * 2)

@@ -244,6 +244,7 @@ def test_a_model_folder_without_a_tokenizer_is_refused_naming_it(tmp_path):
 
     model = tmp_path / "copy"
     fake_export(model)
+    (model / "tokenizer.json").unlink()
     with pytest.raises(ValueError, match="holds no tokenizer") as e:
         harness.evaluate(str(model), ["piqa"])
     assert str(model) in str(e.value) and "export the checkpoint again" in str(e.value)

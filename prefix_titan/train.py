@@ -8,6 +8,7 @@ Runs torchtitan's own `train` main unchanged. On a machine with a GPU this is ex
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 
@@ -229,7 +230,7 @@ def _own_setting(key: str, value, objective: dict, flag: str | None = None) -> s
         word = format_option_value(value)
     options[key] = word
     text = ",".join(f"{k}={w}" for k, w in options.items())
-    where = f"{flag} {text}" if flag else f'options = "{text}"'
+    where = f"{flag} {shlex.quote(text)}" if flag else f'options = "{text}"'
     return f" {name} declares {key}, a setting of its own: set it in {where}."
 
 

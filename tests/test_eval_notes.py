@@ -9,7 +9,7 @@ import os
 import pytest
 
 from prefix_titan.evaluation import harness
-from prefix_titan.runs.folder import EXPORT_RECORD, read_json
+from prefix_titan.runs.folder import EXPORT_RECORD, RUN_CONFIG, read_json
 
 
 def test_a_standard_error_lm_eval_gives_as_text_is_shown_as_na():
@@ -59,6 +59,14 @@ def test_results_not_filed_with_a_run_folder_that_is_gone_say_so(tmp_path, capsy
     loose.mkdir()
     (loose / EXPORT_RECORD).write_text(json.dumps({"run_dir": None, "checkpoint": "x"}))
     assert _evaluated(loose, "piqa", 0.5) is None
+    assert "not filed" not in capsys.readouterr().err
+    # a run moved with its exports (RUN/hf/step-N): its report finds the results where they are
+    moved = tmp_path / "moved"
+    (moved / "hf" / "step-3").mkdir(parents=True)
+    (moved / RUN_CONFIG).write_text("{}")
+    inside = moved / "hf" / "step-3"
+    (inside / EXPORT_RECORD).write_text(json.dumps({"run_dir": str(tmp_path / "old"), "step": 3}))
+    assert _evaluated(inside, "piqa", 0.5) is None
     assert "not filed" not in capsys.readouterr().err
 
 

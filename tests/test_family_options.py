@@ -3,6 +3,7 @@ they are shown, and where its module is looked for."""
 
 import os
 import re
+import shlex
 import sys
 import tomllib
 
@@ -64,6 +65,11 @@ def test_an_own_setting_as_a_flag_is_told_to_go_in_options(twin_lab):
     # the options and the name given as flags are the ones kept; `=` and `-` spellings
     args = ["--objective.options", "mode=b", "--objective.min-len=3"]
     assert own_setting_flags(args, data).endswith("set it in --objective.options mode=b,min_len=3.")
+    # a quoted word, suggested as a flag, is quoted for the shell: pasted, it arrives as written
+    args = ["--objective.options", "mode='1'", "--objective.min_len", "2"]
+    said = own_setting_flags(args, data)
+    suggested = said[said.index("--objective.options") : -1]
+    assert shlex.split(suggested) == ["--objective.options", "mode='1',min_len=2"], said
     args = ["--objective.name", "prefix", "--objective.min_len", "2"]
     assert own_setting_flags(args, data) is None  # (the parser refuses it, as before)
     assert own_setting_flags(["--objective.tau", "0.3"], data) is None

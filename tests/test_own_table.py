@@ -75,7 +75,10 @@ def test_a_plan_with_support_mass_its_primary_against_ce_is_refused(tmp_path):
     assert load_plan(_registered(path)).families[0].primary == "val support mass"
     # as exploratory against ce, or as primary against another baseline: accepted
     load_plan(str(_plan(tmp_path, "val CE", ["val support mass"])))
-    load_plan(str(_plan(tmp_path, "val support mass", baseline="label_smoothing", contrast=["ce"])))
+    load_plan(str(_plan(tmp_path, "val support mass", baseline="prefix_tau0.5", contrast=["ce"])))
+    # label smoothing's table holds the gold alone too (its uniform part is no entry): refused
+    with pytest.raises(ValueError, match="against the baseline 'label_smoothing'"):
+        load_plan(str(_plan(tmp_path, "val support mass", baseline="label_smoothing")))
 
 
 def test_support_mass_against_another_table_is_not_claimed(seed, tmp_path):

@@ -5,6 +5,7 @@ Ctrl-C to the prepare."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,9 +61,11 @@ def test_a_finished_prepare_whose_source_file_changed_is_refused_naming_it(
     assert "b.jsonl" not in said and "cp -p" in said
     # the same bytes, another modification time: changed too; restored with its time: finished
     (src / "a.jsonl").write_text(before[0])
-    with pytest.raises(ValueError, match=r"a.jsonl \(modified since\)"):
+    with pytest.raises(ValueError, match=r"a.jsonl \(modified since: its time then @") as e:
         prepare(str(src), embedded_tokenizer_dir, out, **KW)
-    os.utime(src / "a.jsonl", ns=(before[1].st_atime_ns, before[1].st_mtime_ns))
+    (stamp,) = re.findall(r"the same bytes: touch -d (@\d+\.\d{9})\)", str(e.value))
+    subprocess.run(["touch", "-d", stamp, str(src / "a.jsonl")], check=True)  # as it says
+    assert os.stat(src / "a.jsonl").st_mtime_ns == before[1].st_mtime_ns
     assert prepare(str(src), embedded_tokenizer_dir, out, **KW) == done
     # a manifest written before the files' sizes were recorded: read, and said unchecked
     rewrite_manifest(out, lambda m: m.pop("local_files"))

@@ -380,7 +380,7 @@ def test_a_resume_after_a_file_it_read_changed_is_refused(
     with pytest.raises(ValueError, match=rf"read files which changed since: {first} \(size"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
     first.write_bytes(held)  # the same size, written again: modified since
-    with pytest.raises(ValueError, match=rf"{first} \(modified since\)"):
+    with pytest.raises(ValueError, match=rf"{first} \(modified since"):
         prepare(str(tmp_path / "src"), embedded_tokenizer_dir, str(tmp_path / "out"), **kw)
     os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # restored
     record = (tmp_path / "out" / "progress.json").read_text()

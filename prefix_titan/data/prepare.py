@@ -525,9 +525,14 @@ def _changed_since_finished(out: str, done: dict, now: list) -> None:
 
 
 def _change(name: str, then: list, now: list) -> str:
-    """How a source file changed: its size then and now, or its modification time."""
+    """How a source file changed: its size then and now, or its modification time (then, with
+    the `touch` that restores it where its bytes are the same)."""
     if isinstance(then, list) and then and then[0] != now[0]:
         return f"{name} (size {then[0]:,} then, {now[0]:,} now)"
+    if isinstance(then, list) and len(then) == 2 and isinstance(then[1], int):
+        seconds, ns = divmod(then[1], 10**9)
+        stamp = f"@{seconds}.{ns:09d}"
+        return f"{name} (modified since: its time then {stamp}; the same bytes: touch -d {stamp})"
     return f"{name} (modified since)"
 
 

@@ -881,8 +881,8 @@ def _other_settings(path: str, earlier: dict, settings: dict, tasks) -> str | No
 def reads_every_item(results: dict, task: str) -> bool:
     """Whether the evaluation `results` (its settings, and lm-eval's n-samples where it recorded
     them) read every item of `task`, a task a --limit samples: no limit, or a limit at or above
-    the task's item count. The rule the run folder's check reads its evaluations by too
-    (sweep.runs.items_read, which eval.contradicted compares)."""
+    the task's item count. sweep.runs.items_read, which eval.contradicted compares, reads a
+    run folder's evaluations by it too."""
     limit = results.get("limit")
     counted = ((results.get("n_samples") or {}).get(task) or {}).get("original")
     return limit is None or (isinstance(counted, int) and counted <= limit)
@@ -1499,11 +1499,18 @@ def filed_dir(model_dir: str) -> str | None:
 
 def _run_gone(model_dir: str) -> str | None:
     """Why an evaluation of `model_dir` is not filed with the run its export record names, where
-    that run folder is not there (moved or removed); None otherwise."""
+    that run folder is not there (moved or removed); None otherwise, and where the model lies in
+    a run folder (RUN/hf/step-N of a run moved with its exports: the run's report finds its
+    results there)."""
     source = read_export_record(model_dir)
     run_dir = source and source["run_dir"]
     if not run_dir or os.path.isdir(run_dir):
         return None
+    up = os.path.dirname(os.path.abspath(model_dir))
+    while up != os.path.dirname(up):
+        if os.path.isfile(os.path.join(up, RUN_CONFIG)):
+            return None
+        up = os.path.dirname(up)
     return (
         f"note: the results were not filed with the run this model was exported from: its "
         f"export record ({os.path.join(model_dir, EXPORT_RECORD)}) names the run folder "

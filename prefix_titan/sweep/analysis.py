@@ -296,18 +296,23 @@ def load_plan(path: str | None = None) -> Plan:
                     f"not a measure a claim can be made on; name {probe!r}"
                     + (f" or {less!r} (the probe less what its control finds)" if less else "")
                 )
-        if f.primary in OWN_TABLE and plan.baseline == "ce" and not _registered_copy(path):
+        if f.primary in OWN_TABLE and plan.baseline in GOLD_ONLY and not _registered_copy(path):
             raise ValueError(
                 f"{path}: family {f.name!r} names {f.primary!r} its primary against the baseline "
-                "'ce': each run measures it on its own target table, and ce's has no entries but "
-                "the gold (its value is 0 by construction), so no arm trained towards another "
-                "table could be compared with it (the report compares it only between arms "
-                "trained towards the same table). Name it as exploratory (shown per arm, not "
-                "tested, against ce), or make the baseline an arm trained towards the same table "
-                "as the contrast's (a family's arm, against arms of it that differ in their token "
-                "weighting alone)"
+                f"{plan.baseline!r}: each run measures it on its own target table, and "
+                f"{plan.baseline}'s has no entries but the gold (its value is 0 by "
+                "construction), so no arm trained towards another table could be compared with "
+                "it (the report compares it only between arms trained towards the same table). "
+                "Name it as exploratory (shown per arm, not tested), or make the baseline an arm "
+                "trained towards the same table as the contrast's (a family's arm, against arms "
+                "of it that differ in their token weighting alone)"
             )
     return plan
+
+
+GOLD_ONLY = ("ce", "label_smoothing")
+"""The baselines whose target tables hold no sparse entry but the gold (label smoothing's
+uniform part is no table entry): a metric of OWN_TABLE is 0 on them by construction"""
 
 
 def _registered_copy(path: str) -> bool:
@@ -1537,8 +1542,10 @@ OWN_TABLE_WHY = (
     "{name} is measured by each run on its own target table (the model's probability on that "
     "table's other entries: 0 by construction where it has none, as ce's and label smoothing's), "
     "so against {baseline} it is compared only for an arm trained towards the same table (the "
-    "runs' recorded target_table; a family's arms that differ in their token weighting alone, "
-    "say); {arms} trained towards another table than {baseline}'s (or the runs do not record "
+    "runs' recorded target_table, which holds the entries' weights: a family's arms that differ "
+    "in their token weighting alone, say, and not its arms at other tau, though their entries "
+    "are the same: val prefix mass compares the prefix arms on one fixed set); {arms} trained "
+    "towards another table than {baseline}'s (or the runs do not record "
     "theirs): a difference there would be one of the tables, not of the models"
 )
 """Why a metric of OWN_TABLE is not compared for some arms (a note; the answer where primary)"""

@@ -15,6 +15,7 @@ from ..evaluation.harness import (
     bits_per_byte,
     calibrated_accuracy,
     read_items,
+    reads_every_item,
 )
 from ..evaluation.probes import BLANK_TASKS, PROBE_TASKS
 from ..objectives.plan import recorded_execution
@@ -598,8 +599,7 @@ def items_read(results: dict, task: str | None = None) -> str | None:
         return None  # built with the limit and read whole (harness.probes_at_limit)
     if task == EMBEDDING_PROBE:
         return None  # every token vector, whatever the limit (harness.MADE_HERE)
-    counted = ((results.get("n_samples") or {}).get(task) or {}).get("original")
-    if isinstance(counted, int) and counted <= limit:
+    if task is not None and reads_every_item(results, task):
         return None
     seed = results.get("limit_seed")
     if seed is None:

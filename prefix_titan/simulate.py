@@ -56,32 +56,27 @@ def _effect(text: str) -> tuple[str, str, float]:
         ) from None
 
 
-def _gold_mass(text: str) -> tuple[str, float]:
+def _arm_number(text: str, flag: str, unit: str, allowed, said: str, e_g: str) -> tuple[str, float]:
+    """ARM=NUMBER of `flag`, the number `allowed` (said as `said`), else refused naming it."""
     arm, _, value = text.rpartition("=")
     try:
-        mass = float(value)
+        x = float(value)
     except ValueError:
-        mass = math.nan
-    if not arm or not 0.0 < mass <= 1.0:
+        x = math.nan
+    if not arm or not allowed(x):
         raise argparse.ArgumentTypeError(
-            f"--gold-mass {text!r}: give ARM=MASS, MASS in (0, 1], e.g. "
-            "my_lab.targets:suffix_targets=0.8"
+            f"{flag} {text!r}: give ARM={unit}, {unit} {said}, e.g. my_lab.targets:suffix_targets"
+            f"={e_g}"
         )
-    return arm, mass
+    return arm, x
+
+
+def _gold_mass(text: str) -> tuple[str, float]:
+    return _arm_number(text, "--gold-mass", "MASS", lambda m: 0.0 < m <= 1.0, "in (0, 1]", "0.8")
 
 
 def _implied_ce(text: str) -> tuple[str, float]:
-    arm, _, value = text.rpartition("=")
-    try:
-        nats = float(value)
-    except ValueError:
-        nats = math.nan
-    if not arm or not 0.0 <= nats < math.inf:
-        raise argparse.ArgumentTypeError(
-            f"--implied-ce {text!r}: give ARM=NATS, NATS >= 0, e.g. "
-            "my_lab.targets:suffix_targets=0.2"
-        )
-    return arm, nats
+    return _arm_number(text, "--implied-ce", "NATS", lambda n: 0.0 <= n < math.inf, ">= 0", "0.2")
 
 
 def calibrate(
@@ -357,16 +352,17 @@ def main(argv: list[str] | None = None) -> None:
                 "runs), or leave it out of the simulated sweep with --arms (the arms to "
                 "simulate); taking 1.0 would make such an arm plain CE"
             )
-        unsimulated = [n for n, _ in a.implied_ce if n not in specs]
-        if unsimulated:
-            p.error(
-                f"--implied-ce {', '.join(unsimulated)}: not among the simulated --arms "
-                f"({', '.join(specs)})"
-            )
+        for flag, given in (("--gold-mass", a.gold_mass), ("--implied-ce", a.implied_ce)):
+            if unsimulated := [n for n, _ in given if n not in specs]:
+                print(
+                    f"note: {flag} {', '.join(unsimulated)}: not among the simulated --arms "
+                    f"({', '.join(specs)}), not used",
+                    file=sys.stderr,
+                )
         base = sim.Sweep(
             arms=tuple(specs.values()),
             gold_mass=tuple(a.gold_mass),
-            implied_ce=tuple(a.implied_ce),
+            implied_ce=tuple((n, x) for n, x in a.implied_ce if n in specs),
         )
         if a.out:
             sweep = replace(

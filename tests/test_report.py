@@ -1173,6 +1173,8 @@ def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, ca
         ([], f"the simulator knows no target gold mass for {', '.join(own)}: give --gold-mass"),
         ([*masses, "--gold-mass", "nope=0.5"], "--gold-mass nope: no such arm; the arms: ce,"),
         (["--gold-mass", f"{own[0]}=1.5"], "give ARM=MASS, MASS in (0, 1]"),
+        ([*masses, "--implied-ce", f"{own[0]}=-1"], "give ARM=NATS, NATS >= 0"),
+        ([*masses, "--implied-ce", "nope=0.2"], "--implied-ce nope: no such arm; the arms: ce,"),
         (
             [*masses, "--plan", _axis_plan(tmp_path, "tau", contrast=("nope",))],
             "the plan's contrast names 'nope', the kind of no arm of the project (a kind",
@@ -1187,6 +1189,20 @@ def test_a_simulated_sweep_holds_the_projects_own_arms(tmp_path, axis_family, ca
     )
     several = ["--gold-mass", *(f"{arm}=0.8" for arm in own)]  # (one flag, several arms)
     main([*args, *several, "--effect", f"{own[2]}:char=0.3"])
+    # a mass or implied CE of an arm --arms leaves out: not used, and said so (both alike)
+    picked = [
+        "--arms",
+        "label_smoothing",
+        own[0],
+        "--implied-ce",
+        f"{own[1]}=0.3",
+        "--out",
+        str(tmp_path / "b"),
+    ]
+    main([*args[2:], *several, *picked])
+    err = capsys.readouterr().err
+    for flag in ("--gold-mass", "--implied-ce"):
+        assert f"note: {flag} {own[1]}" in err and "not among the simulated --arms" in err, err
     a = analyse(group_arms(find_runs(str(out))), load_plan(str(out / "analysis_plan.toml")))
     assert {arm: a.along[arm] for arm in own} == {own[0]: 1.0, own[1]: 0.5, own[2]: 2.0}
     assert len(a.arms) == 17 and {t["kind"] for t in a.trends} == {axis_family}

@@ -259,3 +259,20 @@ def test_a_model_folder_without_a_tokenizer_is_refused_naming_it(tmp_path):
     assert not os.path.exists(model / "eval_results.json")
     (model / "tokenizer.model").write_bytes(b"")
     harness.refuse_tokenizer(str(model), ["piqa"])  # not refused: lm-eval reads it
+
+
+def test_a_data_dir_task_outside_the_checked_ones_is_said_unchecked(tmp_path, capsys):
+    """A --data-dir task whose fields eval does not know (lambada_openai) was read in silence, and
+    its table showed a chance level of 1.0 (one continuation scored alone): said unchecked, and
+    no chance level."""
+    (tmp_path / "lambada_openai.jsonl").write_text('{"text": "a b c"}\n')
+    (tmp_path / "piqa.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}\n')
+    digests = harness.check_data_dir(str(tmp_path), ["lambada_openai", "piqa"])
+    assert set(digests) == {"lambada_openai", "piqa"}
+    err = capsys.readouterr().err
+    assert "note: --data-dir: lambada_openai is read as lm-eval's own schema, unchecked" in err
+    assert "piqa" not in err.split("(")[0] and "and CUTE's tasks alone" in err
+    harness.check_data_dir(str(tmp_path), ["piqa"])
+    assert "unchecked" not in capsys.readouterr().err
+    assert harness.chance_level([{"logliks": [-1.0]}, {"logliks": [-2.0]}]) is None
+    assert harness.chance_level([{"logliks": [-1.0, -2.0]}, {"logliks": [-1, -2, -3, -4]}]) == 0.375

@@ -474,6 +474,15 @@ def check_data_dir(data_dir: str, tasks: list[str]) -> dict[str, str]:
             "fields each reads: docs/evaluation.md)"
         )
     digests = {}
+    if unchecked := [t for t in tasks if t not in FIELDS]:
+        print(
+            f"note: --data-dir: {', '.join(unchecked)} {'is' if len(unchecked) == 1 else 'are'} "
+            f"read as lm-eval's own schema, unchecked here (the fields are checked for "
+            f"{', '.join(t for t in FIELDS if t not in CUTE_TASKS)} and CUTE's tasks alone): a "
+            "line lm-eval cannot score fails after the model is loaded",
+            file=sys.stderr,
+            flush=True,
+        )
     for task in tasks:
         path = data_file(data_dir, task)
         if task not in FIELDS:
@@ -1611,8 +1620,9 @@ def calibrated_accuracy(rows: list[dict], blank_rows: list[dict]) -> float | Non
 
 def chance_level(rows: list[dict]) -> float | None:
     """The accuracy of a uniform guess among each item's choices, over a task's item outcomes
-    (None for a task without choices: generation)."""
-    counts = [len(r["logliks"]) for r in rows if r.get("logliks")]
+    (None for a task without choices: generation, or one continuation scored alone, as
+    lambada's)."""
+    counts = [len(r["logliks"]) for r in rows if len(r.get("logliks") or ()) >= 2]
     return sum(1 / n for n in counts) / len(counts) if counts else None
 
 

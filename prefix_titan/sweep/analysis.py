@@ -1232,22 +1232,20 @@ def _unanalysed(runs: list[dict], wanted: set[str]) -> str | None:
     if not left:
         return None
     named = [t for t in left if t in METRICS]
-    return (
-        f"evaluated but not analysed: {', '.join(left)}: the plan names no metric of "
-        f"{'it' if len(left) == 1 else 'them'}"
-        + (
-            f" ({', '.join(named)} {'is a metric' if len(named) == 1 else 'are metrics'} a "
-            "plan's family may name as exploratory: `report --metrics` lists them)"
-            if named
-            else ""
+    other = [t for t in left if t not in METRICS]
+    parts = []
+    if named:  # (a metric of the report the plan does not name)
+        one = len(named) == 1
+        parts.append(
+            f"{', '.join(named)}: the plan names {'it' if one else 'them'} nowhere "
+            f"({'it is a metric' if one else 'they are metrics'} a plan's family may name as "
+            "exploratory: `report --metrics` lists them)"
         )
-        + (
-            f"; {', '.join(t for t in left if t not in METRICS)}: no metric of the report reads "
-            f"{'it' if len(left) - len(named) == 1 else 'them'}"
-            if len(named) < len(left)
-            else ""
+    if other:
+        parts.append(
+            f"{', '.join(other)}: no metric of the report reads {'it' if len(other) == 1 else 'them'}"
         )
-    )
+    return "evaluated but not analysed: " + "; ".join(parts)
 
 
 def arm_variances(result: Analysis, name: str) -> dict[str, float]:

@@ -31,6 +31,13 @@ def rank_file_ids(path: str) -> int:
         return 1 + max((int(line.split()[1]) for line in f if line.strip()), default=-1)
 
 
+def _example(texts: list) -> str:
+    """A token of the vocabulary to name in a refusal: a space and four letters or more, where
+    there is one."""
+    words = [t for t in texts if t and t[:1] == " " and t[1:].isalpha() and len(t) > 4]
+    return words[len(words) // 2] if words else next(t for t in texts if t)
+
+
 def main() -> None:
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -80,7 +87,7 @@ def main() -> None:
         p.error(
             f"--token {a.token!r}{' (the default, a Llama-3 token)' if a.token == ' personality' else ''}"
             " is not a token of the vocabulary: give the text of one of its ASCII, non-special "
-            "tokens (e.g. ' personality' of Llama 3)"
+            f"tokens (e.g. {_example(texts)!r})"
         )
     gold = texts.index(a.token)
     # The gold's row depends only on its prefix set and on V: build the tables over a vocabulary

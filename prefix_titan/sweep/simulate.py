@@ -128,7 +128,10 @@ GOLD_MASS = {
         for t, m in zip((0.05, 0.1, 0.2, 0.5, 1.0, 2.0), (0.95, 0.9, 0.79, 0.6, 0.45, 0.38))
     },
 }
-"""Illustrative mean gold mass of each arm's target (not measured)"""
+"""Illustrative mean gold mass of each arm's target (not measured: Llama-3's vocabulary, over its
+tokens with text, gives prefix_tau1.0 0.80, prefix_tau2.0 0.61, prefix_norm_tau0.05 0.987,
+prefix_norm_tau1.0 0.35, prefix_norm_tau2.0 0.29; a sweep's own, the report's "target gold mass",
+goes in with --gold-mass)"""
 
 
 def known_masses(specs, given: dict[str, float]) -> dict[str, float]:

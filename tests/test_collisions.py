@@ -442,7 +442,9 @@ def test_torchtitans_numbers_are_checked_before_any_work(setting, value, allowed
     assert str(e.value).startswith(f"{setting} must be a finite number {allowed}; got")
 
 
-def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewritten(tmp_path):
+def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewritten(
+    tmp_path, monkeypatch
+):
     from prefix_titan.titan.checks import check_batch_on_ranks, check_ranks
 
     job = _job("--checkpoint.enable", folder=tmp_path)
@@ -461,12 +463,25 @@ def test_a_checkpoint_saved_on_other_ranks_is_refused_before_the_record_is_rewri
         f"{tmp_path} holds checkpoints saved on 2 ranks in all (dp_shard 2), and this run starts "
         "on 1: torchtitan resumes the data loader's place only on the ranks that saved it. "
         "Resume on 2 ranks (torchrun's --nnodes x --nproc_per_node, as the run was started), or "
-        "start a run on these ranks in a fresh job.dump_folder"
+        "start a run on these ranks in a fresh job.dump_folder (a run started with "
+        "checkpoint.exclude_from_loading = ['dataloader'] resumes on any ranks, its data loader "
+        "starting over at each resume)"
     )
     excluded = _job(
         "--checkpoint.enable", "--checkpoint.exclude_from_loading", "dataloader", folder=tmp_path
     )
-    check_ranks(excluded, placed, 1)  # the data loader not loaded: the weights reshard
+    from torchtitan.tools.logging import logger
+
+    warned = []
+    monkeypatch.setattr(logger, "warning", warned.append)
+    check_ranks(excluded, placed, 1)  # the data loader not loaded: the weights reshard, said
+    assert warned == [
+        "resuming step 10, saved on 2 ranks, on 1: the data loader is not loaded "
+        "(checkpoint.exclude_from_loading), so it starts over and the run reads its first "
+        "batches again"
+    ]
+    check_ranks(excluded, placed, 2)
+    assert len(warned) == 1
     check_ranks(job, {"placement": "older record"}, 1)  # no ranks recorded: not checked
     # a global batch the ranks cannot take in whole local batches: said with those that fit
     batch = _job("--training.global_batch_size", "16", "--training.local_batch_size", "16")

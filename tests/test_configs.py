@@ -150,6 +150,10 @@ def test_sweep_reaches_20b_tokens():
             "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2",
         ),
         (
+            ["--checkpoint.last_save_in_hf"],
+            "set checkpoint.last_save_model_only = true with it",
+        ),
+        (
             ["--objective.name", "focal"],
             "objective.name must be one of ce, label_smoothing, prefix",
         ),
@@ -475,6 +479,7 @@ def test_a_checkpoint_past_training_steps_is_refused_not_resumed_to_nothing(tmp_
         check_job_config(parse(default, *args, "--training.steps", "40"))
     assert "holds a checkpoint at step 300, past training.steps (40)" in str(e.value)
     assert "--checkpoint.load_step" in str(e.value)
+    assert "Give --training.steps from 300 to 400 (lr_scheduler.total_steps)" in str(e.value)
     for fine in (("--training.steps", "300"), ("--training.steps", "400")):
         check_resume(parse(default, *args, *fine))  # the end, or further on: resumed as asked
     (folder / "checkpoint" / "step-20").mkdir()
@@ -1323,3 +1328,39 @@ def test_a_resume_reads_its_tokenizer_however_its_folder_is_named(
         check_resume(parse(default, *args, "--model.hf_assets_path", str(changed)))
     assert f"model.hf_assets_path: './tok' -> {str(changed)!r}" in str(e.value)
     assert "data_files.tokenizer_config.json" in str(e.value)
+
+
+def test_a_checkpoint_past_training_steps_names_the_steps_it_may_resume_with():
+    """The refusal said "Raise --training.steps above N to train on", which the schedule's check
+    then refused where the schedule had ended: it names what a resume may give."""
+    from prefix_titan.titan.checks import _steps_to_give
+
+    assert _steps_to_give(300, 400) == (
+        "Give --training.steps from 300 to 400 (lr_scheduler.total_steps)"
+    )
+    assert _steps_to_give(10, 10).startswith("Give --training.steps 10: the run trained to the end")
+    assert "Give --training.steps the run's own" in _steps_to_give(10, None)
+
+
+def test_a_run_whose_last_step_was_saved_in_hf_format_is_not_handed_to_the_dcp_loader(tmp_path):
+    """checkpoint.last_save_in_hf saves the last step as the model alone: the same command again
+    ended in torchtitan's FileNotFoundError (.metadata), as it reads the step as DCP. Refused
+    before: nothing to train at its end, else resumed from the newest DCP step."""
+    from prefix_titan.runs.checkpoints import DCP_METADATA, HF_INDEX
+
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    folder = tmp_path / "run"
+    args = ("--job.dump_folder", str(folder), "--lr_scheduler.total_steps", "20")
+    args += ("--checkpoint.last_save_in_hf", "--checkpoint.last_save_model_only")
+    _record_run(folder, parse(default, *args, "--training.steps", "10"))
+    for step, marker in ((6, DCP_METADATA), (10, HF_INDEX)):
+        (folder / "checkpoint" / f"step-{step}").mkdir(parents=True)
+        (folder / "checkpoint" / f"step-{step}" / marker).write_bytes(b"{}")
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, *args, "--training.steps", "10"))
+    said = str(e.value)
+    assert "holds step-10 saved in Hugging Face format (checkpoint.last_save_in_hf)" in said
+    assert "The run trained to step 10: nothing to train" in said, said
+    with pytest.raises(ValueError, match="resume from step-6 with --checkpoint.load_step 6"):
+        check_job_config(parse(default, *args, "--training.steps", "12"))
+    check_resume(parse(default, *args, "--training.steps", "10", "--checkpoint.load_step", "6"))

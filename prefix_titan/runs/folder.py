@@ -387,6 +387,8 @@ RESUME_MAY_CHANGE = (
     "checkpoint.interval",
     "checkpoint.keep_latest_k",
     "checkpoint.load_step",
+    "checkpoint.last_save_in_hf",
+    "checkpoint.last_save_model_only",
     "validation.freq",
     "validation.enable",
     "job.description",
@@ -395,10 +397,10 @@ RESUME_MAY_CHANGE = (
     "profiling.",
     "comm.",
 )
-"""Settings a resumed run may change: how long it runs, what it logs and saves, how often it
-validates. Every other setting (the objective above all, model, data, batch, optimizer,
-schedule, seed, what validation reads) must equal the record of the run whose checkpoint it
-resumes; and training.steps may change only with the learning-rate schedule's length
+"""Settings a resumed run may change: how long it runs, what it logs and saves (how the last
+step is saved included), how often it validates. Every other setting (the objective above all,
+model, data, batch, optimizer, schedule, seed, what validation reads) must equal the record of
+the run whose checkpoint it resumes; and training.steps may change only with the learning-rate schedule's length
 (lr_scheduler.total_steps, else training.steps) kept, for the schedule is drawn over it."""
 
 

@@ -740,6 +740,12 @@ def check_job_config(
             "checkpoint.keep_latest_k must be 0 (keep every step) or >= 2 (torchtitan keeps the "
             "step being saved besides the newest finished one); got 1"
         )
+    if ckpt.enable and ckpt.last_save_in_hf and not ckpt.last_save_model_only:
+        raise ValueError(
+            "checkpoint.last_save_in_hf = true saves the last step as Hugging Face safetensors, "
+            "which hold the model alone: set checkpoint.last_save_model_only = true with it "
+            "(torchtitan refuses the save at the end of training otherwise)"
+        )
     check_resume(job_config, device_type=device_type, sweep=sweep, world=world)
 
 
@@ -894,11 +900,18 @@ def check_ranks(job_config, placed: dict | None, world: int) -> None:
     ranks = (placed or {}).get("ranks")
     if not ckpt.enable or not isinstance(ranks, int) or ranks == world:
         return
-    if "dataloader" in [str(x).lower() for x in ckpt.exclude_from_loading]:
-        return
     steps = complete_steps(os.path.join(job_config.job.dump_folder, ckpt.folder))
     loaded = ckpt.load_step if ckpt.load_step != -1 else (step_number(steps[-1]) if steps else None)
     if not loaded:  # nothing, or step-0
+        return
+    if "dataloader" in [str(x).lower() for x in ckpt.exclude_from_loading]:
+        from torchtitan.tools.logging import logger
+
+        logger.warning(
+            f"resuming step {loaded}, saved on {ranks} ranks, on {world}: the data loader is not "
+            "loaded (checkpoint.exclude_from_loading), so it starts over and the run reads its "
+            "first batches again"
+        )
         return
     degrees = ", ".join(
         f"{k} {v}" for k, v in placed.items() if k != "ranks" and v not in (1, None)
@@ -909,7 +922,8 @@ def check_ranks(job_config, placed: dict | None, world: int) -> None:
         + f", and this run starts on {world}: torchtitan resumes the data loader's place only on "
         f"the ranks that saved it. Resume on {ranks} ranks (torchrun's --nnodes x "
         "--nproc_per_node, as the run was started), or start a run on these ranks in a fresh "
-        "job.dump_folder"
+        "job.dump_folder (a run started with checkpoint.exclude_from_loading = ['dataloader'] "
+        "resumes on any ranks, its data loader starting over at each resume)"
     )
 
 
@@ -958,15 +972,16 @@ def check_resume(
     if ckpt.enable and ckpt.load_step == -1:
         done = complete_steps(os.path.join(folder, ckpt.folder))
         newest = step_number(done[-1]) if done else None
+        if done and not os.path.isfile(os.path.join(done[-1], DCP_METADATA)):
+            raise ValueError(_hf_last_step(folder, done, job_config.training.steps, sweep))
         if newest is not None and newest > job_config.training.steps:
             ways = (
-                f"Raise --training.steps above {newest} to train on, give another "
-                "job.dump_folder for a new run, or pick an earlier step with "
-                "--checkpoint.load_step"
+                f"{_steps_to_give(newest, job_config.lr_scheduler.total_steps)}, another "
+                "job.dump_folder for a new run, or an earlier step with --checkpoint.load_step"
                 if not sweep
                 else f"The run trained to step {newest}: drop the --training.steps override "
-                "after -- (or raise it above that step to train on), or launch a new sweep "
-                "into another --sweep-dir (a sweep launch sets job.dump_folder itself)"
+                "after --, or launch a new sweep into another --sweep-dir (a sweep launch sets "
+                "job.dump_folder itself)"
             )
             raise ValueError(
                 f"{folder} holds a checkpoint at step {newest}, past training.steps "
@@ -1067,6 +1082,45 @@ def check_resume(
         last = f"A resumed run may change only: {may}. To start a fresh run, give it another "
         last += "job.dump_folder."
     raise ValueError(f"{folder} holds {held}:\n  " + "\n  ".join(conflicts) + f"\n{last}")
+
+
+def _hf_last_step(folder: str, done: list[str], steps: int, sweep: bool) -> str:
+    """Why a run whose newest finished step was saved in Hugging Face format (checkpoint.
+    last_save_in_hf: the model alone, no optimizer, data loader or step) cannot be resumed from it
+    (torchtitan's loader would read it as DCP, and fail), and what to do."""
+    newest, last = step_number(done[-1]), os.path.basename(done[-1])
+    earlier = [s for s in done if os.path.isfile(os.path.join(s, DCP_METADATA))]
+    said = (
+        f"{folder} holds {last} saved in Hugging Face format (checkpoint.last_save_in_hf): the "
+        "model alone, which a run cannot resume (no optimizer, data loader or step)"
+    )
+    if newest >= steps:
+        return (
+            f"{said}. The run trained to step {newest}: nothing to train (export and eval "
+            f"--all-checkpoints read {last})"
+            + ("" if sweep else "; give another job.dump_folder for a new run")
+        )
+    if earlier:
+        back = os.path.basename(earlier[-1])
+        return f"{said}: resume from {back} with --checkpoint.load_step {step_number(back)}"
+    return f"{said}, and it holds no other finished step: give another job.dump_folder"
+
+
+def _steps_to_give(newest: int, length: int | None) -> str:
+    """The training.steps a run checkpointed at step `newest` may resume with, its learning-rate
+    schedule drawn over `length` steps (lr_scheduler.total_steps; None: over training.steps,
+    which a resume then keeps)."""
+    if length is None:
+        return (
+            "Give --training.steps the run's own (its learning-rate schedule is drawn over it, "
+            "so a resume keeps it; lr_scheduler.total_steps set at the start lets it change)"
+        )
+    if length > newest:
+        return f"Give --training.steps from {newest} to {length} (lr_scheduler.total_steps)"
+    return (
+        f"Give --training.steps {newest}: the run trained to the end of its learning-rate "
+        f"schedule (lr_scheduler.total_steps {length})"
+    )
 
 
 def arm_tables(job_config) -> list[tuple[str, str]]:

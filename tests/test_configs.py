@@ -1364,3 +1364,15 @@ def test_a_run_whose_last_step_was_saved_in_hf_format_is_not_handed_to_the_dcp_l
     with pytest.raises(ValueError, match="resume from step-6 with --checkpoint.load_step 6"):
         check_job_config(parse(default, *args, "--training.steps", "12"))
     check_resume(parse(default, *args, "--training.steps", "10", "--checkpoint.load_step", "6"))
+    # a sweep launch's finished run is skipped, not loaded: not refused (its relaunch goes on)
+    check_resume(parse(default, *args, "--training.steps", "10"), finished=True, sweep=True)
+    with pytest.raises(ValueError) as e:  # more steps asked of a sweep's runs: its ways out
+        check_job_config(parse(default, *args, "--training.steps", "12"), sweep=True)
+    assert "drop the --training.steps override after --" in str(e.value)
+    assert "load_step" not in str(e.value) and "job.dump_folder for" not in str(e.value)
+    # a seed checkpoint saved in HF format: made again as DCP
+    shutil.rmtree(folder / "checkpoint")
+    (folder / "checkpoint" / "step-0").mkdir(parents=True)
+    (folder / "checkpoint" / "step-0" / HF_INDEX).write_bytes(b"{}")
+    with pytest.raises(ValueError, match="create the seed checkpoint again without"):
+        check_job_config(parse(default, *args, "--training.steps", "10"))

@@ -361,9 +361,12 @@ MEASURED = (
     "validation.enable",
     "checkpoint.interval",
     "checkpoint.keep_latest_k",
+    "checkpoint.last_save_in_hf",
+    "checkpoint.last_save_model_only",
 )
 """What a resumed run may change that decides what the runs of a sweep train or which steps are
-measured (validated, kept as checkpoints to evaluate)"""
+measured (validated, kept as checkpoints to evaluate, and how the last is saved: a model-only
+save is cast to checkpoint.export_dtype)"""
 FREE = tuple(k for k in RESUME_MAY_CHANGE if k not in MEASURED)
 """Settings the runs of a sweep may differ in: those a resumed run may change but MEASURED (how
 often it logs, its communication timeouts, profiling, ...)"""

@@ -972,7 +972,8 @@ def check_resume(
     if ckpt.enable and ckpt.load_step == -1:
         done = complete_steps(os.path.join(folder, ckpt.folder))
         newest = step_number(done[-1]) if done else None
-        if done and not os.path.isfile(os.path.join(done[-1], DCP_METADATA)):
+        hf_last = done and not os.path.isfile(os.path.join(done[-1], DCP_METADATA))
+        if hf_last and not finished:  # (a launch's finished run is skipped: nothing loads it)
             raise ValueError(_hf_last_step(folder, done, job_config.training.steps, sweep))
         if newest is not None and newest > job_config.training.steps:
             ways = (
@@ -1092,18 +1093,28 @@ def _hf_last_step(folder: str, done: list[str], steps: int, sweep: bool) -> str:
     earlier = [s for s in done if os.path.isfile(os.path.join(s, DCP_METADATA))]
     said = (
         f"{folder} holds {last} saved in Hugging Face format (checkpoint.last_save_in_hf): the "
-        "model alone, which a run cannot resume (no optimizer, data loader or step)"
+        "model alone, which torchtitan's loader reads as a DCP step and fails on"
+    )
+    if newest == 0:  # a seed checkpoint (create_seed_checkpoint saves it as the last step)
+        return (
+            f"{said}: create the seed checkpoint again without --checkpoint.last_save_in_hf "
+            "(a DCP step-0)"
+        )
+    elsewhere = (
+        "drop the --training.steps override after --, or launch a new sweep into another "
+        "--sweep-dir (a sweep launch sets each run's job.dump_folder itself)"
+        if sweep
+        else "give another job.dump_folder for a new run"
     )
     if newest >= steps:
         return (
             f"{said}. The run trained to step {newest}: nothing to train (export and eval "
-            f"--all-checkpoints read {last})"
-            + ("" if sweep else "; give another job.dump_folder for a new run")
+            f"--all-checkpoints read {last}); {elsewhere}"
         )
-    if earlier:
+    if earlier and not sweep:
         back = os.path.basename(earlier[-1])
         return f"{said}: resume from {back} with --checkpoint.load_step {step_number(back)}"
-    return f"{said}, and it holds no other finished step: give another job.dump_folder"
+    return f"{said}, and cannot train on from it: {elsewhere}"
 
 
 def _steps_to_give(newest: int, length: int | None) -> str:

@@ -464,3 +464,22 @@ def test_an_out_that_is_the_source_folder_is_refused_saying_so(tmp_path, embedde
             prepare(str(tmp_path), embedded_tokenizer_dir, out, **KW)
         assert str(e.value).startswith(f"--out {out!r} is the --source folder itself"), e.value
     assert sorted(os.listdir(tmp_path)) == ["a.parquet", "b.jsonl"]
+
+
+def test_the_streamed_dataset_names_files_not_read_for_their_letter_case(tmp_path, monkeypatch):
+    """A local training.dataset_path's B.JSONL is not read (the names read are lower-case), as
+    prepare's --source: the streamed dataset says so too, naming the file, and lists the rest."""
+    from prefix_titan.titan import datasets
+
+    for name in ("a.jsonl", "b.jsonl", "C.JSONL", "d.Parquet", "notes.txt"):
+        (tmp_path / name).write_text(json.dumps({"text": TEXTS[0]}) + "\n")
+    said = []
+    monkeypatch.setattr(datasets.logger, "warning", said.append)
+    files = datasets.fineweb_files(str(tmp_path))
+    assert files == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    assert len(said) == 1 and said[0].startswith(f"note: dataset_path {tmp_path}: 2 files are")
+    assert "(" + f"{tmp_path / 'C.JSONL'}, {tmp_path / 'd.Parquet'})" in said[0]
+    os.remove(tmp_path / "C.JSONL")
+    os.remove(tmp_path / "d.Parquet")
+    said.clear()
+    assert len(datasets.fineweb_files(str(tmp_path))) == 2 and said == []

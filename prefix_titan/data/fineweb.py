@@ -33,12 +33,35 @@ def list_data_files(path: str, revision: str | None = None) -> list[str]:
     """Sorted data files: a local folder of parquet/JSONL (or .jsonl.gz, .json.gz) files, or the hub repository's sample
     (at `revision`, a commit, whose files are then read at that commit; None: the newest)."""
     if os.path.isdir(path):
-        return sorted(str(p) for p in pathlib.Path(path).rglob("*") if data_format(p))
+        return walk_folder(path)[0]
     from huggingface_hub import HfApi
 
     names = HfApi().list_repo_files(path, repo_type="dataset", revision=revision)
     repo = f"{path}@{revision}" if revision else path
     return [f"hf://datasets/{repo}/{n}" for n in sorted(fnmatch.filter(names, FINEWEB_EDU_FILES))]
+
+
+def walk_folder(path: str) -> tuple[list[str], list[str]]:
+    """One walk of a local folder: (its data files, sorted; the files not read whose names end
+    as a data file's would in another letter case, sorted: B.JSONL, a.Parquet)."""
+    read, other = [], []
+    for p in pathlib.Path(path).rglob("*"):
+        if data_format(p):
+            read.append(str(p))
+        elif data_format(str(p).lower()) and p.is_file():
+            other.append(str(p))
+    return sorted(read), sorted(other)
+
+
+def other_case_note(setting: str, folder: str, names: list[str]) -> str:
+    """The note on the files of `folder` (given as `setting`) that walk_folder found not read for
+    their names' letter case."""
+    few = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (
+        f"note: {setting} {folder}: {len(names)} file{'s are' if len(names) != 1 else ' is'} "
+        f"not read, whose names end as a data file's in another letter case ({few}): the data "
+        f"files read end in {DATA_KINDS}, in lower case; rename them to be read"
+    )
 
 
 SAMPLE_NAME = r"[0-9]+BT"

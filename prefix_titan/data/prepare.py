@@ -205,7 +205,7 @@ def source_files(
     data: listed, they would change the files between a prepare and its rerun; nor are those of
     another prepare's output below it (_without_prepared). An `out` that is the folder itself is
     refused."""
-    from .fineweb import list_data_files
+    from .fineweb import list_data_files, other_case_note, walk_folder
 
     if source == "embedded":
         import platform
@@ -237,8 +237,10 @@ def source_files(
                 "their own; give an --out outside --source (or a new folder inside it, which is "
                 "not read as data)"
             )
-        files, sha = list_data_files(source), "local"
-        _note_other_cases(source)
+        files, others = walk_folder(source)
+        sha = "local"
+        if others:
+            print(other_case_note("--source", source, others), file=sys.stderr, flush=True)
         if out is not None:
             own = os.path.realpath(out)
             files = [f for f in files if not os.path.realpath(f).startswith(own + os.sep)]
@@ -252,29 +254,6 @@ def source_files(
     if not files:
         raise ValueError(f"--source {source!r} holds no {DATA_KINDS} files (the data files read)")
     return files, sha
-
-
-def _note_other_cases(source: str) -> None:
-    """Say which files of the local folder `source` are not read though their names end as a
-    data file's would in other letter cases (B.JSONL, a.Parquet): the names read are lower-case."""
-    import pathlib
-
-    from .fineweb import data_format
-
-    names = sorted(
-        str(p)
-        for p in pathlib.Path(source).rglob("*")
-        if not data_format(p) and data_format(str(p).lower()) and p.is_file()
-    )
-    if names:
-        print(
-            f"note: --source {source}: {len(names)} file{'s are' if len(names) != 1 else ' is'} "
-            f"not read, whose names end as a data file's in another letter case ({_few(names)}): "
-            "the data files "
-            f"read end in {DATA_KINDS}, in lower case; rename them to be read",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def _prepared_here(folder: str) -> bool:

@@ -46,6 +46,8 @@ from ..data.fineweb import (
     check_one_config,
     data_format,
     list_data_files,
+    other_case_note,
+    walk_folder,
 )
 from ..data.hub import explain
 from ..data.shards import ShardedTokens
@@ -75,14 +77,18 @@ def offline_ways(setting: str = "training.dataset_path") -> list[str]:
 
 def fineweb_files(path: str) -> list[str]:
     """The data files of a streamed FineWeb-Edu: at least 2 (the last is validation)."""
-    try:
-        files = list_data_files(path)
-    except Exception as e:
-        if (message := explain(e, f"list the files of {path}", offline_ways())) is None:
-            raise
-        raise ValueError(str(message)) from None
-    if os.path.isdir(path):  # a local copy of the hub's repository: one of its configs
-        check_one_config(path, files, "dataset_path")
+    if os.path.isdir(path):
+        files, others = walk_folder(path)
+        if others:
+            logger.warning(other_case_note("dataset_path", path, others))
+        check_one_config(path, files, "dataset_path")  # a local copy of the hub's repository
+    else:
+        try:
+            files = list_data_files(path)
+        except Exception as e:
+            if (message := explain(e, f"list the files of {path}", offline_ways())) is None:
+                raise
+            raise ValueError(str(message)) from None
     if len(files) < 2:
         raise ValueError(
             f"training.dataset_path {path!r} holds {len(files)} data files ({DATA_KINDS}): "

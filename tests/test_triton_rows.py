@@ -402,3 +402,20 @@ def test_triton_on_gpu_at_llama3_vocabulary(fused, seed):
         results.append([t.detach().float() for t in (objective, ce, hh.grad, ww.grad)])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("support", ["prefix", "vocab"])
+def test_a_masked_logit_of_minus_inf_without_target_mass_adds_nothing(support, seed):
+    """A logit of -inf (a masked id) where the target has no mass: the Triton objective is finite
+    and equal to the PyTorch passes' (it was NaN: 0 * -inf)."""
+    texts = ["a", "ab", "abc", "b", "bc", "c", None, None]
+    table = build_target_table(texts, ObjectiveSpec("prefix", tau=0.5, support=support))
+    golds = [0, 1, 2, 3, 4, 5, 7] if support == "prefix" else [7]  # vocab: the one-hot row
+    labels = torch.tensor(golds * 3, device=DEVICE)
+    logits = (torch.randn(len(labels), len(texts)) * 2).to(DEVICE)
+    logits[:, 6] = float("-inf")
+    got = run_logits(triton_fn(table, None, TRITON), logits, labels)
+    want = run_logits(triton_fn(table, None, PYTORCH), logits, labels)
+    assert all(torch.isfinite(part).all() for part in got)
+    assert_parts_close(got, want, TOL[torch.float32], seed, "masked: ")

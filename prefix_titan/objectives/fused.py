@@ -22,6 +22,7 @@ from .kernel import (
     PyTorchRows,
     RowKernel,
     check_labels,
+    check_rows,
     check_width,
     chunk_rows,
     compiled_chunk_statistics,
@@ -242,7 +243,20 @@ def fused_target_loss(
     and width; a run's LossPlan always names it); `table` and `row_weight` as for
     `kernel.target_loss`; `step` from `build_chunk_step` (None: the eager PyTorch passes);
     `check` as for `kernel.target_loss`."""
+    check_rows(h, labels, row_weight, "h")
+    if head_weight.dim() != 2 or head_weight.shape[1] != h.shape[1]:
+        raise ValueError(
+            f"head_weight must be [V, d] with d = {h.shape[1]}, h's width; got shape "
+            f"{tuple(head_weight.shape)}"
+        )
     check_width(head_weight.shape[0], table, "the head has {} rows")
+    if chunk_tokens is not None and (
+        isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1
+    ):
+        raise ValueError(
+            f"chunk_tokens must be a whole number of tokens >= 1, or None (the device's "
+            f"default); got {chunk_tokens!r}"
+        )
     if check:
         check_labels(labels, head_weight.shape[0])
     if chunk_tokens is None:

@@ -163,11 +163,22 @@ def _forward_rows(logits, y, keep, table: TableTensors, row_weight):
     z = logits.float()
     lse = torch.logsumexp(z, dim=-1)
     gathered = z.gather(1, table.idx[y])
-    objective = lse - table.background[y] * z.sum(-1) - (table.weight[y] * gathered).sum(-1)
+    objective = lse - _mass_times(table.background[y], z.sum(-1)) - _sparse_term(table, y, gathered)
     if row_weight is not None:
         objective = objective * row_weight
     ce = lse - gathered[:, 0]
     return torch.where(keep, objective, 0.0).sum(), torch.where(keep, ce, 0.0).sum(), lse
+
+
+def _mass_times(mass, z):
+    """mass * z, 0 where the mass is 0: a logit of -inf (a masked id) with no target on it adds
+    nothing to -sum p log softmax, as 0 * log 0 = 0 (0 * -inf would be NaN)."""
+    return torch.where(mass == 0, 0.0, mass * z)
+
+
+def _sparse_term(table: TableTensors, y, gathered):
+    """sum_k w_k * z[idx_k] per row, fp32 gathered logits [rows, K] (_mass_times)."""
+    return _mass_times(table.weight[y], gathered).sum(-1)
 
 
 def _dense_gradient(z, lse, background, scale):
@@ -232,9 +243,10 @@ def _eager_statistics(logits, y, keep, table: TableTensors, row_weight, buf, gra
     e.exp_()  # pass 3: read 4, write 4: 8 B
     s = e.sum(-1, keepdim=True)  # pass 4: read 4 B
     lse = m.squeeze(1) + s.squeeze(1).log()
-    objective = lse - (table.weight[y] * gathered).sum(-1)
+    objective = lse - _sparse_term(table, y, gathered)
     if table.has_background:  # pass 5 (a uniform part only): read 2 B
-        objective = objective - table.background[y] * logits.sum(-1, dtype=torch.float32)
+        row_sum = logits.sum(-1, dtype=torch.float32)
+        objective = objective - _mass_times(table.background[y], row_sum)
     if row_weight is not None:
         objective = objective * row_weight
     ce = lse - gathered[:, 0]
@@ -287,6 +299,41 @@ def check_width(width: int, table: TableTensors | TargetTable, what: str) -> Non
     widths would be neither scored nor refused. `what` names the width: "logits have {} classes"."""
     if width != table.idx.shape[0]:
         raise ValueError(f"{what.format(width)} but the target table has {table.idx.shape[0]}")
+
+
+LABEL_DTYPES = (torch.int64, torch.int32)
+"""The dtypes labels may have (token ids; a smaller integer type would wrap large ids)"""
+
+
+def check_rows(x: torch.Tensor, labels: torch.Tensor, row_weight, what: str) -> None:
+    """Refuse inputs the row passes would misread (no host sync): `x` ([N, V] logits or [N, d]
+    hidden states, as `what` names them) must be floating point and 2-D, `labels` [N] integer
+    token ids, `row_weight` None or [N] floating point. Labels of another length were cut or
+    broadcast: a shift mistake (labels [B, T + 1] for logits [B, T, V]) trained on misaligned
+    targets."""
+    flatten = f"(flatten a batch: {what}.reshape(-1, {what}.shape[-1]), labels.reshape(-1))"
+    if x.dim() != 2:
+        raise ValueError(
+            f"{what} must be 2-D, one row per token; got shape {tuple(x.shape)} {flatten}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"{what} must be floating point; got {x.dtype}")
+    if labels.dtype not in LABEL_DTYPES:
+        raise ValueError(
+            f"labels must be token ids of dtype torch.int64 or torch.int32; got {labels.dtype}"
+        )
+    if labels.shape != x.shape[:1]:
+        raise ValueError(
+            f"labels must be [N], one per row of {what} ({x.shape[0]} rows); got shape "
+            f"{tuple(labels.shape)} {flatten}"
+        )
+    if row_weight is not None and (
+        row_weight.shape != x.shape[:1] or not row_weight.is_floating_point()
+    ):
+        raise ValueError(
+            f"row_weight must be None or [N] floating point, one weight per row of {what} "
+            f"({x.shape[0]} rows); got shape {tuple(row_weight.shape)} {row_weight.dtype}"
+        )
 
 
 def _blocks(n: int, rows: int):
@@ -418,6 +465,7 @@ def target_loss(
     `TargetTable.tensors`, `row_weight` [N] or None (every row weighs 1). `check`: refuse labels
     outside [0, V) other than IGNORE_INDEX (one host sync); with False the caller refuses them
     (rows with such a label are not scored)."""
+    check_rows(logits, labels, row_weight, "logits")
     check_width(logits.shape[-1], table, "logits have {} classes")
     if check:
         check_labels(labels, logits.shape[-1])

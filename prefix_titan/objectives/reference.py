@@ -24,7 +24,8 @@ def reference_loss(
     keep = y != IGNORE_INDEX
     z, y = z[keep], y[keep]
     log_p = torch.log_softmax(z, dim=-1)
-    per_row = -(table.dense(y).to(dtype) * log_p).sum(-1)
+    p = table.dense(y).to(dtype)
+    per_row = -torch.where(p == 0, 0.0, p * log_p).sum(-1)  # 0 * log 0 = 0 (a logit of -inf)
     if rw is not None:
         per_row = per_row * rw[keep].to(dtype)
     return per_row.sum(), -log_p.gather(1, y[:, None]).sum()

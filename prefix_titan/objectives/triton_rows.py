@@ -75,7 +75,9 @@ def _forward_rows(
     w = tl.load(weight_ptr + y * K + ks, mask=kmask, other=0.0)
     gathered = tl.load(z_row + ids, mask=kmask, other=0.0).to(tl.float32)
     b = tl.load(background_ptr + y)
-    objective = lse - b * tl.sum(total, 0) - tl.sum(w * gathered, 0)
+    # A target mass of 0 on a logit of -inf (a masked id) adds 0, not 0 * -inf = NaN
+    uniform = tl.where(b == 0.0, 0.0, b * tl.sum(total, 0))
+    objective = lse - uniform - tl.sum(tl.where(w == 0.0, 0.0, w * gathered), 0)
     if HAS_ROW_WEIGHT:
         objective = objective * tl.load(row_weight_ptr + row)
     ce = lse - tl.load(z_row + y).to(tl.float32)

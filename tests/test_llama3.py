@@ -113,6 +113,16 @@ def test_the_script_writes_it(tmp_path):
     assert (tmp_path / "l3" / "tokenizer.json").stat().st_size > 5_000_000
 
 
+def test_token_texts_are_the_tokens_bytes(llama3_texts):
+    """Each id's text (token_texts: decoded after another token) is its tiktoken bytes, where
+    they are ASCII, for every id: the texts of the tables runs recorded."""
+    from prefix_titan.data.tokenizers import llama3_tokenizer_files
+    from prefix_titan.objectives import tiktoken_texts
+
+    assert llama3_texts == tiktoken_texts(llama3_tokenizer_files()[0], V)
+    assert llama3_texts[-256:] == [None] * 256  # the special tokens
+
+
 def test_prefix_table_has_86_entries_per_row(llama3_tables):
     for _, table in llama3_tables.values():
         assert table.vocab_size == V

@@ -259,3 +259,39 @@ def test_the_cli_refuses_a_family_module_that_raises_on_import(embedded_tokenize
     assert "Traceback" not in out.stderr, out.stderr
     assert "importing 'broken_cli_lab' raised RuntimeError: no GPU here (at " in out.stderr
     assert "broken_cli_lab.py:1)" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("spec", [ObjectiveSpec("ce"), ObjectiveSpec("prefix")], ids=str)
+def test_empty_texts_are_refused(spec):
+    with pytest.raises(ValueError, match="build_target_table: texts is empty; it holds one entry"):
+        build_target_table([], spec)
+
+
+def test_a_plan_takes_only_its_own_specs_table():
+    """A plan of one objective over a table built for another is refused, naming the settings
+    that differ; its execution settings may differ, and a table made by hand records no spec."""
+    from prefix_titan.objectives import TargetTable, build_plan
+
+    spec = ObjectiveSpec("prefix", tau=2.0)
+    table = build_target_table(HAND, spec)
+    with pytest.raises(ValueError) as e:
+        build_plan(ObjectiveSpec("ce"), table)
+    assert str(e.value).startswith(
+        "build_plan: the target table was built for objective.name = 'prefix', objective.tau = "
+        "2.0, and the plan's spec has objective.name = 'ce', objective.tau = 0.5: a plan trains "
+        "towards its table"
+    )
+    with pytest.raises(ValueError, match="objective.normalize = True, and the plan's spec has "):
+        build_plan(
+            ObjectiveSpec("prefix", tau=2.0),
+            build_target_table(HAND, ObjectiveSpec("prefix", tau=2.0, normalize=True)),
+        )
+    execution = ObjectiveSpec("prefix", tau=2.0, fused_loss=True, position_gamma=0.9)
+    assert build_plan(execution, table, dim=8).spec is execution
+    assert build_plan(spec, table.to("cpu")).table.built_by == spec
+    # The spec it records is a copy, and no part of the digest.
+    spec.tau = 1.0
+    assert table.built_by.tau == 2.0
+    by_hand = TargetTable(table.idx, table.weight, table.background)
+    assert by_hand.built_by is None and by_hand.sha256 == table.sha256
+    assert build_plan(ObjectiveSpec("ce"), by_hand).spec.name == "ce"

@@ -260,7 +260,7 @@ def test_auto_kernel_is_triton_on_cuda_and_pytorch_elsewhere(tables, monkeypatch
     assert ObjectiveSpec("prefix").kernel == "auto"
     for device_type, kernel in (("cuda", TRITON), ("cpu", PYTORCH), ("mps", PYTORCH)):
         for fused in (False, True):
-            spec = ObjectiveSpec("prefix", fused_loss=fused)
+            spec = ObjectiveSpec("prefix", tau=0.05, fused_loss=fused)
             plan = build_plan(spec, table, device_type=device_type, dim=32)
             assert plan.kernel is kernel, (device_type, fused)
             if fused:
@@ -268,12 +268,14 @@ def test_auto_kernel_is_triton_on_cuda_and_pytorch_elsewhere(tables, monkeypatch
                 assert passes == ("TritonRows" if kernel is TRITON else "PyTorchRows")
             if kernel is TRITON:
                 assert "Triton kernels, objective.kernel = 'auto' on CUDA" in plan.describe()
-    blocked = ObjectiveSpec("prefix", row_block_mib=8)
+    blocked = ObjectiveSpec("prefix", tau=0.05, row_block_mib=8)
     assert build_plan(blocked, table, device_type="cpu").row_block_bytes == 8 * 2**20
     with pytest.raises(ValueError, match="objective.kernel = 'auto' runs Triton kernels on cuda"):
         build_plan(blocked, table, device_type="cuda")
     monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm torch: 'cuda', not NVIDIA
-    assert build_plan(ObjectiveSpec("prefix"), table, device_type="cuda").kernel is PYTORCH
+    assert (
+        build_plan(ObjectiveSpec("prefix", tau=0.05), table, device_type="cuda").kernel is PYTORCH
+    )
     monkeypatch.undo()
     explicit = dataclasses.replace(blocked, kernel="pytorch")
     assert build_plan(explicit, table, device_type="cuda").kernel is PYTORCH

@@ -19,6 +19,7 @@ whose own settings are keyword arguments with defaults, set by `objective.option
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -397,8 +398,15 @@ class FamilyError(RuntimeError):
 
 
 def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
-    """The checked target table of `spec`'s family over the vocabulary `texts`."""
+    """The checked target table of `spec`'s family over the vocabulary `texts` (one entry per
+    token id: its text, or None), which records `spec` (`TargetTable.built_by`: a loss plan of
+    another objective refuses it)."""
     spec.validate()
+    if len(texts) == 0:
+        raise ValueError(
+            "build_target_table: texts is empty; it holds one entry per token id of the model's "
+            "vocabulary, the token's text or None (token_texts(tokenizer, vocab_size) gives them)"
+        )
     family, options = family_for(spec), family_options(spec)
     try:  # its own copy of the texts: the caller's list (the run's vocabulary) stays as it was
         table = family(list(texts), spec, **options)
@@ -407,9 +415,11 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
             raise
         raise FamilyError(f"target family {spec.name!r} raised {type(e).__name__}: {e}") from e
     try:
-        return check_table(table, len(texts), spec.name, texts)
+        table = check_table(table, len(texts), spec.name, texts)
     except TableError as e:
         if not options:
             raise
         given = format_family_options(options)
         raise TableError(f"{e} (its settings here: objective.options = {given!r})") from None
+    # A copy of both: the family's table (it may keep it) and the caller's spec stay as they were.
+    return dataclasses.replace(table, built_by=dataclasses.replace(spec))

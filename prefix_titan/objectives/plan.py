@@ -217,12 +217,34 @@ def build_plan(
 ) -> LossPlan:
     """The plan of `spec` over `table` on a device type ("cpu", "cuda") for a model of width
     `dim` (needed for the fused head's default chunk size); `mechanism` (mechanism_tables of the
-    vocabulary) enables the validation metrics."""
+    vocabulary) enables the validation metrics. `table` must be `spec`'s: one that
+    build_target_table built for other target settings is refused (a table made otherwise
+    records no spec, and is taken as it is)."""
     spec.validate()
+    check_table_spec(spec, table)
     kernel = RowKernel.resolve(spec.kernel, device_type)
     check_row_block(spec, compile, kernel, device_type)
     chunk, source = resolve_chunk(spec, device_type, dim)
     return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism)
+
+
+def check_table_spec(spec: ObjectiveSpec, table: TargetTable) -> None:
+    """Refuse a table that build_target_table built for other target settings than `spec`'s:
+    the plan would train towards one objective while naming another."""
+    built = getattr(table, "built_by", None)
+    if not isinstance(built, ObjectiveSpec) or built.target_key() == spec.target_key():
+        return
+    ours, theirs = dict(spec.target_key()), dict(built.target_key())
+    differ = [k for k in ours if ours[k] != theirs.get(k)]
+
+    def shown(settings: dict) -> str:
+        return ", ".join(f"objective.{k} = {settings.get(k)!r}" for k in differ)
+
+    raise ValueError(
+        f"build_plan: the target table was built for {shown(theirs)}, and the plan's spec has "
+        f"{shown(ours)}: a plan trains towards its table, so it would train one objective and "
+        "name another; build the table with build_target_table(texts, spec) of the plan's spec"
+    )
 
 
 def resolve_chunk(spec: ObjectiveSpec, device_type: str, dim: int | None) -> tuple[int | None, str]:
@@ -273,6 +295,7 @@ __all__ = [
     "LossPlan",
     "build_plan",
     "check_row_block",
+    "check_table_spec",
     "recorded_execution",
     "resolve_chunk",
     "resolved_execution",

@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+if TYPE_CHECKING:
+    from .spec import ObjectiveSpec
 
 MAX_ENTRIES = 1024
 """Most sparse entries per row (K) a family may return: the kernels gather K logits per token."""
@@ -61,6 +64,9 @@ class TargetTable:
     idx: torch.Tensor
     weight: torch.Tensor
     background: torch.Tensor
+    built_by: ObjectiveSpec | None = field(default=None, repr=False, compare=False)
+    """The ObjectiveSpec whose family built the table (build_target_table), which a loss plan
+    must be of (build_plan); None where unknown. Not part of the digest."""
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -88,7 +94,9 @@ class TargetTable:
         return h.hexdigest()
 
     def to(self, device: torch.device | str) -> TargetTable:
-        return TargetTable(self.idx.to(device), self.weight.to(device), self.background.to(device))
+        return TargetTable(
+            self.idx.to(device), self.weight.to(device), self.background.to(device), self.built_by
+        )
 
     def tensors(self, device: torch.device | str) -> TableTensors:
         """The table on `device`, as the loss kernels read it; made once per device."""
@@ -237,6 +245,12 @@ def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:
 
     `tokenizer` is a `tokenizers.Tokenizer` (torchtitan's HuggingFaceTokenizer keeps one in
     `.tokenizer`). Ids past the tokenizer's size (model vocabulary padding) are None.
+
+    A token's text is its text after another token (`anchor_id`): decode([anchor, id]) less the
+    anchor's own text. Decoded alone, a SentencePiece-style token loses its word boundary
+    (`▁person` would read 'person', as `person` does); after the anchor it reads ' person'. A
+    byte-level BPE's texts are its tokens' bytes either way. Two ids with one text are refused:
+    their prefix targets would be ambiguous.
     """
     tok = getattr(tokenizer, "tokenizer", tokenizer)
     n = tok.get_vocab_size(with_added_tokens=True)
@@ -248,11 +262,57 @@ def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:
         )
     special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
     decoded = tok.decode_batch([[i] for i in range(n)], skip_special_tokens=False)
+    anchor = anchor_id(decoded, special)
+    if anchor is not None:
+        head = decoded[anchor]
+        pairs = tok.decode_batch([[anchor, i] for i in range(n)], skip_special_tokens=False)
+        for i, pair in enumerate(pairs):
+            if i not in special and not pair.startswith(head):
+                raise ValueError(
+                    f"the tokenizer decodes token id {anchor} ({head!r}) followed by id {i} as "
+                    f"{pair!r}, which does not start with {head!r}: its decoder does not "
+                    "decode a token after another as it decodes it alone, so token_texts cannot "
+                    f"read its tokens' texts ({MADE_OTHERWISE})"
+                )
+        decoded = [pair[len(head) :] for pair in pairs]
     texts: list[str | None] = [None] * size
     for i, text in enumerate(decoded):
         if i not in special and text and text.isascii():
             texts[i] = text
+    check_distinct(texts, tok)
     return texts
+
+
+MADE_OTHERWISE = (
+    "build_target_table takes texts made otherwise: one str or None per token id, no text twice"
+)
+
+
+def anchor_id(decoded: list[str], special: set[int]) -> int | None:
+    """The id that token_texts decodes every token after: the first that is no special token and
+    decodes alone to ASCII letters and digits; None where none does."""
+    for i, text in enumerate(decoded):
+        if i not in special and text.isascii() and text.isalnum():
+            return i
+    return None
+
+
+def check_distinct(texts: list[str | None], tok) -> None:
+    """Refuse two ids of one text: a prefix target could not tell them apart."""
+    seen: dict[str, int] = {}
+    for i, text in enumerate(texts):
+        if text is None:
+            continue
+        if text in seen:
+            j = seen[text]
+            raise ValueError(
+                f"token ids {j} ({tok.id_to_token(j)!r}) and {i} ({tok.id_to_token(i)!r}) both "
+                f"decode to {text!r}, so their prefix targets would be ambiguous: the "
+                "tokenizer's decoder drops what tells them apart (an end-of-word suffix such as "
+                "'</w>', or spaces it cleans up around punctuation), or it has an added token "
+                f"that is not special spelled as a token of its vocabulary ({MADE_OTHERWISE})"
+            )
+        seen[text] = i
 
 
 def tiktoken_texts(path: str, vocab_size: int) -> list[str | None]:

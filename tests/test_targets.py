@@ -267,6 +267,18 @@ def test_empty_texts_are_refused(spec):
         build_target_table([], spec)
 
 
+@pytest.mark.parametrize(
+    "spec", [ObjectiveSpec("ce"), ObjectiveSpec("prefix", tau=0.5, support="vocab")], ids=str
+)
+@pytest.mark.parametrize("odd", ["\u00e9", "caf\u00e9", "", b"ab", 3])
+def test_a_text_that_is_not_ascii_is_refused(spec, odd):
+    """A direct caller's non-ASCII (or empty, or not a str) text was taken as a text, so a gold
+    \u00e9 under support vocab got a smoothed row, where docs/objectives.md says one-hot (token_texts
+    gives such a token None)."""
+    with pytest.raises(ValueError, match=r"build_target_table: texts\[1\] = .*non-empty ASCII str"):
+        build_target_table(["a", odd, "ab", None], spec)
+
+
 def test_a_plan_takes_only_its_own_specs_table():
     """A plan of one objective over a table built for another is refused, naming the settings
     that differ; its execution settings may differ, and a table made by hand records no spec."""

@@ -397,6 +397,10 @@ class FamilyError(RuntimeError):
     family and its exception, which is chained (`__cause__`, with its traceback)."""
 
 
+def _ascii_text(text) -> bool:
+    return isinstance(text, str) and text != "" and text.isascii()
+
+
 def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTable:
     """The checked target table of `spec`'s family over the vocabulary `texts` (one entry per
     token id: its text, or None), which records `spec` (`TargetTable.built_by`: a loss plan of
@@ -406,6 +410,14 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
         raise ValueError(
             "build_target_table: texts is empty; it holds one entry per token id of the model's "
             "vocabulary, the token's text or None (token_texts(tokenizer, vocab_size) gives them)"
+        )
+    odd = [(i, t) for i, t in enumerate(texts) if t is not None and not _ascii_text(t)]
+    if odd:
+        shown = ", ".join(f"texts[{i}] = {t!r}" for i, t in odd[:3])
+        raise ValueError(
+            f"build_target_table: {shown}{' and more' if len(odd) > 3 else ''}: a token's text "
+            "is a non-empty ASCII str, or None where the token has none (special tokens, "
+            "non-ASCII tokens, padding: token_texts(tokenizer, vocab_size) gives them so)"
         )
     family, options = family_for(spec), family_options(spec)
     try:  # its own copy of the texts: the caller's list (the run's vocabulary) stays as it was

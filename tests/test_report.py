@@ -88,15 +88,25 @@ def test_per_arm_means_and_t_intervals_over_seeds(sweep):
 
 @pytest.mark.slow
 def test_a_value_that_rounds_to_zero_is_shown_without_a_sign():
-    """A flat trend's slope of -1e-9 read "-0.0000": a rounded zero has no sign, in the report's
-    tables and in the answer's notes; other values keep theirs."""
+    """A flat trend's slope of -1e-9 read "-0.0000" in the answer's notes: a rounded zero has no
+    sign there, nor among the report's unsigned values; other values keep theirs."""
     from prefix_titan.sweep.analysis import _fmt
     from prefix_titan.sweep.report import _num
 
-    for fmt in (_fmt, lambda v: _num(v, True)):
-        assert [fmt(v) for v in (-1e-9, -0.0, 0.0, 4e-5)] == ["0.0000"] * 4
-        assert [fmt(v) for v in (-6e-5, 0.0123, -1.5)] == ["-0.0001", "+0.0123", "-1.5000"]
+    assert [_fmt(v) for v in (-1e-9, -0.0, 0.0, 4e-5)] == ["0.0000"] * 4
+    assert [_fmt(v) for v in (-6e-5, 0.0123, -1.5)] == ["-0.0001", "+0.0123", "-1.5000"]
     assert _num(-1e-9) == "0.0000" and _num(-0.25) == "-0.2500" and _num(None, True) == "-"
+
+
+def test_a_signed_difference_that_rounds_to_zero_keeps_its_sign():
+    """An estimate beside its signed bounds read "0.0000 [-0.0100, +0.0100]": a table's signed
+    value that rounds to zero is written with its sign, as its bounds are (a zero is +)."""
+    from prefix_titan.sweep.report import _ci, _num
+
+    shown = [_num(v, True) for v in (-1e-9, -0.0, 0.0, 4e-5, -6e-5, 0.0123, -1.5)]
+    assert shown == ["-0.0000", "+0.0000", "+0.0000", "+0.0000", "-0.0001", "+0.0123", "-1.5000"]
+    c = dataclasses.make_dataclass("C", ["estimate", "low", "high"])(-2e-5, -0.01, 0.01)
+    assert _ci(c) == "-0.0000 [-0.0100, +0.0100]"
 
 
 def test_the_step_1_validation_is_not_averaged_in(sweep):

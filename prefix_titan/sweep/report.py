@@ -38,7 +38,14 @@ from .analysis import (
     unread_axis,
 )
 from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
-from .metrics import OWN_TABLE, beyond_widest, evaluated_steps, metric, validation_steps
+from .metrics import (
+    OWN_TABLE,
+    beyond_widest,
+    evaluated_steps,
+    is_control,
+    metric,
+    validation_steps,
+)
 from .runs import (
     complete_seeds,
     find_runs,
@@ -58,10 +65,15 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def _num(v: float | None, signed: bool = False) -> str:
+    """`v` to 4 decimals; `signed`: with its sign, a value that rounds to zero too (+0.0000,
+    -0.0000: an estimate reads as its signed bounds do; a zero is +); else a rounded zero has
+    none."""
     if v is None:
         return "-"
-    shown = f"{v:+.4f}" if signed else f"{v:.4f}"
-    return shown.lstrip("+-") if float(shown) == 0 else shown  # (no sign on a rounded zero)
+    if signed:
+        return f"{v + 0.0:+.4f}"  # (+ 0.0: -0.0 is 0.0)
+    shown = f"{v:.4f}"
+    return shown.lstrip("-") if float(shown) == 0 else shown
 
 
 def _interval(values) -> dict | None:
@@ -447,16 +459,22 @@ def no_power_line(a: Analysis) -> str:
     )
 
 
+def validation_steps_used(runs: list[dict], last: int) -> list[int] | None:
+    """The validation steps the runs' validation metrics average, where the runs that have any
+    agree on them ([] where none has any; None where they differ, which a note says)."""
+    used = {tuple(validation_steps(r, last)) for r in runs} - {()}  # (a run without: a note)
+    return list(next(iter(used))) if len(used) == 1 else [] if not used else None
+
+
 def _validation_steps(runs: list[dict], last: int) -> str:
     """The validation steps the runs' averages use: one list when they agree."""
-    used = {tuple(validation_steps(r, last)) for r in runs} - {()}  # (a run without: a note)
-    if not used:
+    steps = validation_steps_used(runs, last)
+    if steps is None:
+        return "steps that differ between runs (see the notes)"
+    if not steps:
         return "none"
-    if len(used) == 1:
-        steps = next(iter(used))
-        fewer = f" (the runs have {len(steps)} after step 1)" if len(steps) < last else ""
-        return "steps " + ", ".join(map(str, steps)) + fewer
-    return "steps that differ between runs (see the notes)"
+    fewer = f" (the runs have {len(steps)} after step 1)" if len(steps) < last else ""
+    return "steps " + ", ".join(map(str, steps)) + fewer
 
 
 def report_folder(runs_dir: str, out: str | None = None, exploratory: bool = False) -> str:
@@ -657,6 +675,44 @@ def unevaluated_line(runs: list[dict], missing: list[dict]) -> str:
     )
 
 
+SCHEMA = 1
+"""report.json's `schema`: the version of its layout (docs/evaluation.md, "report.json"), raised
+where a key is renamed or removed or changes its meaning"""
+
+DESCRIPTIVE = frozenset({"target gold mass", "implied CE", "val support mass"})
+"""The metrics that describe an arm's target (its gold mass, the CE a model matching it would
+have) or how a run matches its own target table (OWN_TABLE): no better or worse between arms"""
+
+
+def better(name: str) -> str | None:
+    """Which way the metric `name` is better, "higher" or "lower"; None for a metric that
+    describes the target (DESCRIPTIVE) and a control (metrics.is_control: a probe with its word
+    blanked, read beside its probe)."""
+    if name in DESCRIPTIVE or is_control(name):
+        return None
+    return "lower" if metric(name).lower_is_better else "higher"
+
+
+def metrics_json(names) -> dict[str, dict]:
+    """report.json's `metrics`: for each metric of `names` its unit, which way it is better
+    (`better`: "higher", "lower" or None), its `kind` ("outcome", "descriptive" or "control"),
+    its source ("eval" or "validation") and description."""
+    out = {}
+    for name in sorted(set(names)):
+        m = metric(name)
+        kind = (
+            "descriptive" if name in DESCRIPTIVE else "control" if is_control(name) else "outcome"
+        )
+        out[name] = {
+            "unit": m.unit,
+            "better": better(name),
+            "kind": kind,
+            "source": m.source,
+            "description": m.description,
+        }
+    return out
+
+
 def report_json(
     a: Analysis,
     runs_dir: str,
@@ -664,15 +720,27 @@ def report_json(
     unfinished: list[dict] | None = None,
     sampled: dict[str, str] | None = None,
     leaks: list[str] | None = None,
+    warnings: list[str] | None = None,
+    validation: list[int] | None = None,
 ) -> dict:
     names = sorted(a.tables)
+    described = [
+        *names,
+        *a.final,
+        *(c.metric for c in a.comparisons),
+        *(t["metric"] for t in a.trends),
+    ]
     return {
+        "schema": SCHEMA,
         "runs_dir": runs_dir,
         "answer": a.answer,
+        "warnings": warnings or [],
+        "metrics": metrics_json(described),
         "plan": asdict(a.plan),
         "arms": a.arms,
         "seeds": a.seeds,
         "steps": a.steps,
+        "validation_steps": validation,
         "sampled_tasks": sampled or {},
         "probe_leaks": leaks or [],
         "per_arm": per_arm(a, names),
@@ -886,15 +954,18 @@ def report(
     shown, unmeasured = measured_names(a, _summary_names(a))
     problems = invariant_violations(runs)
     unevaluated = [r for r in runs if not r["steps"]]
+    warnings = [  # (under the answer, and beside it in report.json)
+        *([unmatched_line(problems)] if problems else []),
+        *([unfinished_line(unfinished)] if unfinished else []),
+        *([unevaluated_line(runs, unevaluated)] if unevaluated else []),
+    ]
     lines = [
         f"# Sweep report: {plural(len(a.arms), 'arm')} × {plural(len(seeds), 'seed')} "
         f"({', '.join(map(str, seeds))}) under `{runs_dir}`",
         "",
         f"**Answer.** {a.answer}",
         "",
-        *([unmatched_line(problems), ""] if problems else []),
-        *([unfinished_line(unfinished), ""] if unfinished else []),
-        *([unevaluated_line(runs, unevaluated), ""] if unevaluated else []),
+        *(line for warning in warnings for line in (warning, "")),
         units_line(a),
         "",
         "## Analysis plan",
@@ -1036,6 +1107,7 @@ def report(
     if a.notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in a.notes]]
     skipped: list[str] = []
+    unfinish(out)  # (before any figure changes: no old report.md beside new figures)
     if figures:
         files = plots(a, arms, out, skipped)
         lines += ["", *[f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in files]]
@@ -1046,7 +1118,16 @@ def report(
     if skipped:
         lines += ["", *[f"Not plotted: {s}." for s in skipped]]
     text = "\n".join(lines) + "\n"
-    data = report_json(a, runs_dir, problems, unfinished, sampled, leaks)
+    data = report_json(
+        a,
+        runs_dir,
+        problems,
+        unfinished,
+        sampled,
+        leaks,
+        warnings,
+        validation_steps_used(runs, last),
+    )
     data["left_out"] = [
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]
@@ -1054,14 +1135,31 @@ def report(
     data["selection"] = selection
     data["exploratory"] = bool(deviations)  # (its claims are leads, not findings)
     data["registered_plan"] = registered
-    # each atomic; the old report.md goes first, so that a crash between the two leaves no
-    # report.md of another report beside the new report.json
-    md = os.path.join(out, "report.md")
-    if os.path.isfile(md) and not os.path.islink(md):  # (a link is refused by the write below)
-        os.remove(md)
+    # each atomic, report.md last: the folder holds a finished report once it is there
     write_json(os.path.join(out, "report.json"), data)
-    write_atomically(md, text)
+    write_atomically(os.path.join(out, FINISHED), text)
     return text
+
+
+FINISHED = "report.md"
+"""The file a report writes last, once its figures and report.json are written: a report folder
+without it holds no finished report (an interrupted one, or one being written)"""
+
+
+def unfinish(out: str) -> None:
+    """Remove an earlier report's report.md and report.json from `out` before this one writes
+    anything there, so that no interruption leaves them beside this report's figures; a link in
+    their place is refused first, as their writes would refuse it."""
+    paths = [os.path.join(out, name) for name in (FINISHED, "report.json")]
+    for path in paths:
+        if os.path.islink(path):
+            raise ValueError(
+                f"{path} is a symbolic link (to {os.readlink(path)}): the report is not written "
+                "through links; remove the link (or move the file it points to into its place)"
+            )
+    for path in paths:  # report.md first: the mark of a finished report goes before its data
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 STYLES = ("-", "--", "-.", ":")

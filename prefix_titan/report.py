@@ -37,7 +37,7 @@ import sys
 
 from .runs.cli import Parser, path_arg
 from .sweep.metrics import METRICS, is_control
-from .sweep.report import report
+from .sweep.report import better, report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,11 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.metrics:
         for m in METRICS.values():
-            better = "lower" if m.lower_is_better else "higher"
+            way = better(m.name)  # None: a control, or a metric that describes the target
             said = (
                 "a control: read it beside its probe"
                 if is_control(m.name)
-                else f"{better} is better"
+                else "describes the target or how a run matches it: neither way is better"
+                if way is None
+                else f"{way} is better"
             )
             print(f"{m.name}: {m.description} ({said})")
         return

@@ -928,7 +928,13 @@ def test_a_trend_along_position_gamma_fits_ln_of_one_minus_it(tmp_path):
     assert t["axis_scale"] == "log_one_minus"
     fitted = np.polyfit([math.log(1 - g) for g in gammas], diffs, 1)[0]
     assert t["estimate"] == pytest.approx(fitted) and t["estimate"] == pytest.approx(0.1, abs=0.02)
-    assert "slope per ln(1 - position_gamma) [95% CI]" in "\n".join(trend_lines(a))
+    lines = "\n".join(trend_lines(a))
+    assert "slope per ln(1 - position_gamma) [95% CI]" in lines
+    # the slope's sign read against the figure, whose x runs the other way
+    assert "a positive slope means the difference falls as position_gamma rises" in lines
+    from prefix_titan.sweep.report import units_line
+
+    assert "val CE: nats per token of plain CE, every position weighing 1" in units_line(a)
     plan_ln = _axis_plan(tmp_path, "position_gamma", contrast=("prefix_tau0.5",))
     on_ln = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan_ln))
     (t,) = [t for t in on_ln.trends if t["metric"] == "val CE"]

@@ -284,7 +284,13 @@ def units_line(a: Analysis) -> str:
     from .metrics import metric
 
     said = "; ".join(
-        f"{name}: {metric(name).unit}" for name in dict.fromkeys(f.primary for f in a.plan.families)
+        f"{name}: {metric(name).unit}"
+        + (
+            " of plain CE, every position weighing 1 whatever the objective"
+            if name == "val CE"
+            else ""
+        )
+        for name in dict.fromkeys(f.primary for f in a.plan.families)
     )
     axis = "τ" if a.plan.axis == "tau" else a.plan.axis
     per = f"unit of {axis_unit(axis, a.plan.axis_scale)}"
@@ -332,6 +338,12 @@ def trend_lines(a: Analysis) -> list[str]:
             f"| {shown(t['p'])} | {shown(t['p_adjusted'])} |"
         )
     seeds = len(a.seeds)
+    if a.plan.axis_scale == "log_one_minus":
+        lines += [
+            "",
+            f"ln(1 - {axis}) falls as {axis} rises toward 1: a positive slope means the difference "
+            f"falls as {axis} rises (the figure puts larger {axis} to the right).",
+        ]
     if seeds < 2:
         return [*lines, "", "Trends are reported, not claimed; with one seed none is tested."]
     lines += [

@@ -9,12 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
-
-if TYPE_CHECKING:
-    from .spec import ObjectiveSpec
 
 MAX_ENTRIES = 1024
 """Most sparse entries per row (K) a family may return: the kernels gather K logits per token."""
@@ -64,7 +61,7 @@ class TargetTable:
     idx: torch.Tensor
     weight: torch.Tensor
     background: torch.Tensor
-    built_by: ObjectiveSpec | None = field(default=None, repr=False, compare=False)
+    built_by: Any = field(default=None, repr=False, compare=False)
     """The ObjectiveSpec whose family built the table (build_target_table), which a loss plan
     must be of (build_plan); None where unknown. Not part of the digest."""
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)

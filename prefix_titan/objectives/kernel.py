@@ -40,28 +40,62 @@ CHUNK_BYTES = {"cpu": 4 * 2**20}
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 
 
+def _discounted(k: torch.Tensor, gamma: float) -> torch.Tensor:
+    """(1 - gamma^k)/(1 - gamma) of float64 positions k (gamma = 1: k)."""
+    return k if gamma == 1.0 else -torch.expm1(k * math.log(gamma)) / (1.0 - gamma)
+
+
+def _check_gamma(gamma: float) -> None:
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"position_gamma must be in (0, 1]; got {gamma!r}")
+
+
 def position_weights(seq_len: int, gamma: float | None, device=None) -> torch.Tensor | None:
     """[seq_len] weights w_k = (1 - gamma^k)/(1 - gamma) for k = 1..seq_len (gamma = 1: k),
     divided by their mean so that they average 1; None when gamma is None (no weighting).
     Computed in float64 on `device` (no host-to-device copy per batch)."""
     if gamma is None:
         return None
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"position_gamma must be in (0, 1]; got {gamma!r}")
-    k = torch.arange(1, seq_len + 1, dtype=torch.float64, device=device)
-    w = k if gamma == 1.0 else -torch.expm1(k * math.log(gamma)) / (1.0 - gamma)
+    _check_gamma(gamma)
+    w = _discounted(torch.arange(1, seq_len + 1, dtype=torch.float64, device=device), gamma)
     return (w / w.mean()).float()
 
 
-def row_weights(labels: torch.Tensor, gamma: float | None) -> torch.Tensor | None:
-    """Per-row weights [N] for labels [..., L] flattened to N rows: each sequence's positions
-    weighted by `position_weights(L, gamma)`."""
+def document_positions(labels: torch.Tensor, bos: int, eos: int | None = None) -> torch.Tensor:
+    """[..., L] int64 k of each target within its document (1 for its first target), for
+    labels [..., L] cut from a stream of BOS + document + EOS: a target equal to `bos` at t (the
+    one before a document) makes t + 1 its document's first target; with `eos`, so does an
+    ignored target at t right after an `eos` target (data.document_mask ignores the target BOS
+    after each EOS), t + 1. The targets before the window's first such start continue a document
+    begun before the window and count from the window's start. Vectorised (one cummax), no host
+    sync."""
+    pos = torch.arange(labels.shape[-1], device=labels.device)
+    before = labels.roll(1, dims=-1)  # the target before each (at 0: none)
+    starts = (before == bos) & (pos >= 1)
+    if eos is not None and eos != bos:
+        starts |= (labels.roll(2, dims=-1) == eos) & (before == IGNORE_INDEX) & (pos >= 2)
+    first = torch.where(starts, pos, 0).cummax(dim=-1).values
+    return pos - first + 1
+
+
+def row_weights(
+    labels: torch.Tensor, gamma: float | None, *, bos: int | None = None, eos: int | None = None
+) -> torch.Tensor | None:
+    """Per-row weights [N] for labels [..., L] flattened to N rows; None when gamma is None.
+    Without `bos`, each sequence's positions weighted by `position_weights(L, gamma)` (k counted
+    from the window's start); with it, k counted within each document (`document_positions`),
+    then each sequence's weights divided by their mean over its L positions (they average 1 as
+    the window's do)."""
     if gamma is None:
         return None
     if labels.dim() < 2:
         raise ValueError("position weighting needs labels of shape [batch, seq_len]")
-    w = position_weights(labels.shape[-1], gamma, labels.device)
-    return w.expand(labels.shape).reshape(-1)
+    if bos is None:
+        w = position_weights(labels.shape[-1], gamma, labels.device)
+        return w.expand(labels.shape).reshape(-1)
+    _check_gamma(gamma)
+    w = _discounted(document_positions(labels, bos, eos).to(torch.float64), gamma)
+    return (w / w.mean(dim=-1, keepdim=True)).float().reshape(-1)
 
 
 AUTO_KERNEL = "auto"

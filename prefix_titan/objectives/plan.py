@@ -42,6 +42,10 @@ class LossPlan:
     """Where chunk_tokens came from (the setting, or the device's default)"""
     mechanism: MechanismTables | None = None
     """The vocabulary's tables for the validation metrics (mechanism.py); None: plain CE only"""
+    bos_id: int | None = None
+    """The tokenizer's BOS id (objective.position_start = 'document': where documents start)"""
+    eos_id: int | None = None
+    """The tokenizer's EOS id (document starts where data.document_mask ignored the BOS)"""
 
     @property
     def fused(self) -> bool:
@@ -102,8 +106,12 @@ class LossPlan:
         )
 
     def row_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
-        """Per-row weights of labels [batch, seq] (position weighting), or None."""
-        return row_weights(labels, self.spec.position_gamma)
+        """Per-row weights of labels [batch, seq] (position weighting), or None: k counted from
+        each window's start, or with objective.position_start = 'document' from each
+        document's (kernel.document_positions)."""
+        if self.spec.position_start != "document":
+            return row_weights(labels, self.spec.position_gamma)
+        return row_weights(labels, self.spec.position_gamma, bos=self.bos_id, eos=self.eos_id)
 
     @cached_property
     def _target_loss(self):
@@ -174,7 +182,12 @@ class LossPlan:
         if gamma is not None:
             how += (
                 f", each target weighted by its position (objective.position_gamma = {gamma}: "
-                "later targets weigh more, mean 1 over the sequence)"
+                "later targets weigh more, mean 1 over the window; positions counted from "
+                + (
+                    "each document's first target, objective.position_start = 'document')"
+                    if self.spec.position_start == "document"
+                    else "the window's first target, across documents)"
+                )
             )
         if self.fused:
             return (
@@ -214,18 +227,29 @@ def build_plan(
     compile: bool = False,
     backend: str = "inductor",
     mechanism: MechanismTables | None = None,
+    bos_id: int | None = None,
+    eos_id: int | None = None,
 ) -> LossPlan:
     """The plan of `spec` over `table` on a device type ("cpu", "cuda") for a model of width
     `dim` (needed for the fused head's default chunk size); `mechanism` (mechanism_tables of the
-    vocabulary) enables the validation metrics. `table` must be `spec`'s: one that
-    build_target_table built for other target settings is refused (a table made otherwise
-    records no spec, and is taken as it is)."""
+    vocabulary) enables the validation metrics; `bos_id` and `eos_id`, the tokenizer's (None
+    where it has none), mark where documents start for objective.position_start = 'document',
+    which is refused without a BOS. `table` must be `spec`'s: one that build_target_table built
+    for other target settings is refused (a table made otherwise records no spec, and is taken
+    as it is)."""
     spec.validate()
     check_table_spec(spec, table)
+    if spec.position_start == "document" and bos_id is None:
+        raise ValueError(
+            "objective.position_start = 'document' counts each target's position from its "
+            "document's first target, the one after the target BOS, and the tokenizer has no "
+            "BOS token (build_plan's bos_id is None): leave objective.position_start unset "
+            "(positions counted from the window's start), or use a tokenizer with a BOS"
+        )
     kernel = RowKernel.resolve(spec.kernel, device_type)
     check_row_block(spec, compile, kernel, device_type)
     chunk, source = resolve_chunk(spec, device_type, dim)
-    return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism)
+    return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism, bos_id, eos_id)
 
 
 def check_table_spec(spec: ObjectiveSpec, table: TargetTable) -> None:

@@ -15,10 +15,14 @@ def reference_loss(
     table: TargetTable,
     position_gamma: float | None = None,
     dtype=torch.float32,
+    *,
+    bos: int | None = None,
+    eos: int | None = None,
 ):
     """(objective sum, CE sum): -sum p * log_softmax(z) with p the dense target, each row weighted
-    by its position weight (labels [..., L]) when position_gamma is set; CE is unweighted."""
-    rw = row_weights(labels, position_gamma)
+    by its position weight (labels [..., L]) when position_gamma is set, positions counted within
+    each document where `bos` is given (kernel.row_weights); CE is unweighted."""
+    rw = row_weights(labels, position_gamma, bos=bos, eos=eos)
     z = logits.reshape(-1, logits.shape[-1]).to(dtype)
     y = labels.reshape(-1)
     keep = y != IGNORE_INDEX
@@ -37,6 +41,10 @@ def reference_fused_loss(
     labels: torch.Tensor,
     table: TargetTable,
     position_gamma: float | None = None,
+    *,
+    bos: int | None = None,
+    eos: int | None = None,
 ):
     """The full [N, V] logits h W^T, then the dense-target loss."""
-    return reference_loss(h.reshape(-1, h.shape[-1]) @ weight.t(), labels, table, position_gamma)
+    logits = h.reshape(-1, h.shape[-1]) @ weight.t()
+    return reference_loss(logits, labels, table, position_gamma, bos=bos, eos=eos)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from .kernel import RowKernel
 
 SUPPORTS = ("prefix", "vocab")
+POSITION_STARTS = ("window", "document")
+"""objective.position_start's values: where position_gamma's k counts from (unset: window)"""
 TAU_SWEEP = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 TAU_MIN = 1e-3
 """The least objective.tau (prefix targets are one-hot on the gold well above it)"""
@@ -237,9 +239,21 @@ class ObjectiveSpec:
     position_gamma: float | None = option(
         None, WEIGHTING, label=lambda v: None if v is None else f"gamma{v}", order=50
     )
-    """Discounted position weighting: the target at position k of its sequence weighs
-    (1 - gamma^k)/(1 - gamma) (gamma = 1: k), rescaled to average 1 over the sequence;
-    0 < gamma <= 1, unset = every position weighs 1"""
+    """Discounted position weighting: the target at position k weighs (1 - gamma^k)/(1 - gamma)
+    (gamma = 1: k), rescaled to average 1 over the training window; k counts as position_start
+    says. 0 < gamma <= 1, unset = every position weighs 1"""
+
+    position_start: str | None = option(
+        None,
+        WEIGHTING,
+        label=lambda v: "doc" if v == "document" else None,
+        order=51,
+        choices=POSITION_STARTS[::-1],  # (the first one away from unset: document)
+    )
+    """position_gamma: where k = 1 is. `window` (or unset, the same: recorded unset) the
+    window's first target, across the documents packed into it; `document` each document's
+    first target (the one after the target BOS; needs position_gamma and a tokenizer with a BOS),
+    the targets before the window's first document start counted from the window's start"""
 
     # -- what the fields are part of ---------------------------------------------------------
 
@@ -271,10 +285,10 @@ class ObjectiveSpec:
     def arm_name(self, leave_out: str | None = None) -> str:
         """The arm's name: the family, then a part for each objective setting that shows (its
         label; in `order`), joined by `_`: `ce`, `label_smoothing`, `prefix_tau0.5`,
-        `prefix_norm_tau2.0_vocab`, `prefix_tau0.5_gamma0.9`. Used by the sweep's configs and
-        folders and by the report, which groups runs by it. `leave_out` names a setting (`tau`,
-        or `options.KEY`: one of a family's own) whose part is left out: the arm's kind along
-        that axis (`prefix_tau0.5_vocab` -> `prefix_vocab`)."""
+        `prefix_norm_tau2.0_vocab`, `prefix_tau0.5_gamma0.9`, `ce_gamma0.9_doc`. Used by the
+        sweep's configs and folders and by the report, which groups runs by it. `leave_out`
+        names a setting (`tau`, or `options.KEY`: one of a family's own) whose part is left out:
+        the arm's kind along that axis (`prefix_tau0.5_vocab` -> `prefix_vocab`)."""
         if self.name is None:
             raise ValueError("objective.name is not set: an arm needs an objective")
         built_in = ":" not in self.name
@@ -374,6 +388,19 @@ class ObjectiveSpec:
                 f"objective.position_gamma must be a number in (0, 1] (unset: no position "
                 f"weighting); got {_got(gamma)}"
             )
+        start = self.position_start
+        if start is not None and start not in POSITION_STARTS:
+            problems.append(
+                f"objective.position_start must be one of {', '.join(POSITION_STARTS)} (unset: "
+                f"window); got {_got(start) if not isinstance(start, str) else repr(start)}"
+            )
+        elif start == "document" and gamma is None:
+            problems.append(
+                "objective.position_start = 'document' says where objective.position_gamma "
+                "counts each target's position from, and objective.position_gamma is unset (no "
+                "position weighting): set objective.position_gamma, or leave "
+                "objective.position_start unset"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -428,7 +455,10 @@ class ObjectiveSpec:
 
     def _as_floats(self) -> ObjectiveSpec:
         """One value, one spelling: a TOML's `tau = 1` (an integer) names the arm, and is recorded,
-        as `tau = 1.0` does (prefix_tau1.0, not a second arm prefix_tau1)."""
+        as `tau = 1.0` does (prefix_tau1.0, not a second arm prefix_tau1); `position_start =
+        "window"`, the default, as unset (one arm, and a run resumed with either)."""
+        if self.position_start == "window":
+            self.position_start = None
         for name in ("tau", "epsilon", "position_gamma"):
             value = getattr(self, name)
             if _is_number(value) and isinstance(value, int):

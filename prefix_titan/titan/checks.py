@@ -681,12 +681,24 @@ def check_job_config(
             "objective.position_gamma weights each target by its position in the sequence, but "
             "context parallel shards the sequence: set parallelism.context_parallel_degree = 1"
         )
-    if spec.position_gamma is not None and job_config.data.document_mask:
+    by_document = spec.position_start == "document"
+    if spec.position_gamma is not None and job_config.data.document_mask and not by_document:
         raise ValueError(
-            "objective.position_gamma weights each target by its position in the packed "
-            "training sequence, across document boundaries, but data.document_mask = true makes "
-            "each document an example of its own (its first target would weigh as a late one): "
-            "unset one of them (position weighting within each document is not implemented)"
+            "objective.position_gamma counts each target's position from the start of its "
+            "packed training window, across document boundaries (objective.position_start "
+            "unset: 'window'), but data.document_mask = true makes each document an example of "
+            "its own: a document's targets would weigh by where it happens to lie in the window "
+            "(its first target as a late one wherever it starts after the window's start), not "
+            "by their place in it. Set objective.position_start = 'document' (positions counted "
+            "from each document's first target), or unset one of them"
+        )
+    facts = _readable_facts(job_config.model.hf_assets_path) if by_document else None
+    if facts is not None and facts["bos_id"] is None:
+        raise ValueError(
+            "objective.position_start = 'document' finds each document's start after its BOS "
+            f"token, and the tokenizer at model.hf_assets_path {job_config.model.hf_assets_path!r}"
+            " has none: leave objective.position_start unset (positions counted from the "
+            "window's start), or use a tokenizer with a BOS token"
         )
     if p.tensor_parallel_degree > 1 and not p.disable_loss_parallel:
         raise ValueError(

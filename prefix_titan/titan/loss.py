@@ -33,6 +33,7 @@ class LossPlans:
         self._tables: dict[tuple, TargetTable] = {}
         self._mechanism: dict[tuple, MechanismTables] = {}
         self._plans: dict[tuple, LossPlan] = {}
+        self._ids: dict[str, tuple[int | None, int | None]] = {}
 
     def texts_for(self, job_config) -> list[str | None]:
         """The token texts of the job's tokenizer in its model's vocabulary (read once)."""
@@ -43,6 +44,17 @@ class LossPlans:
         if key not in self._texts:
             self._texts[key] = token_texts(build_hf_tokenizer(job_config), vocab_size)
         return self._texts[key]
+
+    def document_ids_for(self, job_config) -> tuple[int | None, int | None]:
+        """(BOS id, EOS id) of the job's tokenizer, None where it has none: what the loader
+        puts around each document (read once)."""
+        from torchtitan.components.tokenizer import build_hf_tokenizer
+
+        key = job_config.model.hf_assets_path
+        if key not in self._ids:
+            tokenizer = build_hf_tokenizer(job_config)
+            self._ids[key] = (tokenizer.bos_id, tokenizer.eos_id)
+        return self._ids[key]
 
     def mechanism_for(self, job_config) -> MechanismTables:
         """The vocabulary's tables for the validation metrics (objectives/mechanism.py)."""
@@ -84,6 +96,9 @@ class LossPlans:
             device_type,
         )
         if key not in self._plans:
+            bos, eos = (None, None)
+            if spec.position_start == "document":
+                bos, eos = self.document_ids_for(job_config)
             plan = build_plan(
                 spec,
                 self.table_for(job_config),
@@ -92,6 +107,8 @@ class LossPlans:
                 compile=compiles_loss(job_config),
                 backend=job_config.compile.backend,
                 mechanism=self.mechanism_for(job_config),
+                bos_id=bos,
+                eos_id=eos,
             )
             self._plans[key] = plan
             logger.info(plan.describe())

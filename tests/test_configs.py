@@ -831,7 +831,7 @@ def test_an_unknown_toml_key_names_the_file_the_section_and_our_help(tmp_path, c
             "[objective]\ntemperature = 0.5\n",
             "[objective] has no setting 'temperature'. [objective] sets: name, tau, normalize, "
             "support, epsilon, options, fused_loss, fused_chunk_tokens, kernel, row_block_mib, "
-            "position_gamma. List",
+            "position_gamma, position_start. List",
         ),
         (
             "[training]\n",

@@ -38,7 +38,10 @@ def test_the_roles_of_the_fields():
         "epsilon",
         "options",
     ]
-    assert [f.name for f in ObjectiveSpec.fields_of(WEIGHTING)] == ["position_gamma"]
+    assert [f.name for f in ObjectiveSpec.fields_of(WEIGHTING)] == [
+        "position_gamma",
+        "position_start",
+    ]
     assert ObjectiveSpec.execution_fields() == (
         "fused_loss",
         "fused_chunk_tokens",

@@ -1446,6 +1446,11 @@ def test_the_simulator_knows_a_position_weighted_arm_by_its_target():
     eps = ObjectiveSpec("label_smoothing", epsilon=0.05)
     assert sim.known_masses([eps], {}) == {eps.arm_name(): pytest.approx(0.95)}
     assert sim.GOLD_MASS["label_smoothing"] == 1 - ObjectiveSpec("label_smoothing").epsilon
+    # every weighting setting leaves the target alone: counted per document too
+    doc = ObjectiveSpec("prefix", tau=0.5, position_gamma=0.9, position_start="document")
+    assert sim.known_masses([doc], {}) == {
+        "prefix_tau0.5_gamma0.9_doc": sim.GOLD_MASS["prefix_tau0.5"]
+    }
 
 
 def test_runs_that_validated_only_their_first_step_are_told_how_to_validate(seed):

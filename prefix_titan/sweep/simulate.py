@@ -41,7 +41,7 @@ from ..evaluation.harness import (
     write_items,
 )
 from ..evaluation.probes import BLANK_TASKS, CHOICES, ITEMS_PER_TASK, PREFIX_SHAPED, PROBE_TASKS
-from ..objectives.spec import ObjectiveSpec
+from ..objectives.spec import WEIGHTING, ObjectiveSpec
 from ..runs.folder import (
     EVAL_RESULTS,
     METRICS_LOG,
@@ -145,7 +145,8 @@ def known_masses(specs, given: dict[str, float]) -> dict[str, float]:
     out = {}
     for spec in specs:
         name = spec.arm_name()
-        plain = dataclasses.replace(spec, position_gamma=None).arm_name()
+        unweighted = {f.name: f.default for f in ObjectiveSpec.fields_of(WEIGHTING)}
+        plain = dataclasses.replace(spec, **unweighted).arm_name()
         mass = given.get(name, GOLD_MASS.get(name, given.get(plain, GOLD_MASS.get(plain))))
         if mass is None and spec.name == "label_smoothing" and spec.epsilon is not None:
             mass = 1.0 - spec.epsilon

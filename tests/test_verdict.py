@@ -1565,6 +1565,12 @@ def test_runs_evaluated_at_other_steps_are_refused_naming_them(small):
     )
     with pytest.raises(ValueError, match="evaluated at different steps") as e:
         report(str(small))
+    assert "or pass --checkpoints 2 (to report or power --from): the last 2 steps agree" in str(
+        e.value
+    )
+    shutil.rmtree(small / "ce" / "seed2" / "hf" / "step-2400")
+    with pytest.raises(ValueError, match="evaluated at different steps") as e:
+        report(str(small))
     assert "or pass --checkpoints 1 (to report or power --from): the final steps agree" in str(
         e.value
     )
@@ -1723,8 +1729,8 @@ def test_a_nan_metric_is_named(small):
     text = report(str(small))
     notes = text.split("## Notes")[1]
     assert (
-        f"char composite is not finite for prefix_tau1.0 seed 2 ({small}/prefix_tau1.0/seed2)"
-        in notes
+        f"char composite is not finite for prefix_tau1.0 seed 2 ({small}/prefix_tau1.0/seed2: "
+        "diverged?): prefix_tau1.0 is not compared on it" in notes
     )
     data = json.loads((small / "report" / "report.json").read_text())
     assert "prefix_tau1.0" not in {
@@ -2396,28 +2402,29 @@ def test_a_weighted_arm_with_a_ce_like_target_is_not_an_a_a_check():
     assert "ce_gamma0.99" in {c.arm for c in a.comparisons if not c.aa_check}
 
 
-def test_validation_metrics_at_other_steps_share_one_note_with_the_training_fix():
-    """Validation rows come from training: runs validated at other steps are named once, with
-    every metric they take out, and the fix is in training's settings, not in evaluation."""
+def test_runs_validated_at_other_steps_are_refused_naming_them_with_the_training_fix():
+    """Validation rows come from training: a run validated at other steps is refused, named with
+    its last validation step beside what the others share (its rows took every validation metric
+    out for every run, with a note only), and the fix is in training's settings."""
     runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2), tasks=TASKS), seed=1)
     run = runs[0]
     run["val"] = {s + 1: v for s, v in run["val"].items()}
     run["validation"] = {s + 1: v for s, v in run["validation"].items()}
-    a = analyse(sim.group(runs), PLAN)
-    left = [n for n in a.notes if "left out: the runs have it at different steps" in n]
-    assert len(left) == 1, a.notes
-    assert "; train every run with the same training.steps and validation.freq (" in left[0]
-    assert f" in 1 run(s) ({run['folder']}); " in left[0]  # the odd one named (it was not)
-    validation = [  # those the analysis reads: the plan's, the targets' and the A/A checks'
-        m.name for m in METRICS.values() if m.source == "validation" and m.name in a.tables
-    ]
-    assert len(validation) > 1
-    assert [name for name in validation if name in left[0].split(" left out")[0]] == validation
+    with pytest.raises(ValueError, match="the runs were validated at different steps") as e:
+        analyse(sim.group(runs), PLAN)
+    said = str(e.value)
+    assert "27 of the 28 validated runs: steps 3000, 3300, 3600 (last validation step 3600)" in said
+    assert f"{run['folder']}: steps 3001, 3301, 3601 (last validation step 3601)" in said
+    assert (
+        "To compare them, train every run with the same training.steps and validation.freq ("
+        in (said)
+    )
+    assert "--checkpoints" not in said
 
 
 def test_validation_rows_missing_from_unfinished_runs_name_them_and_the_seeds_that_finished():
-    """Runs stopped before their last validation (a seed cut short) have fewer rows: the note
-    names those runs and the seeds to report (it said to train every run with the same
+    """Runs stopped before their last validation (a seed cut short) have fewer rows: the refusal
+    names those runs, unfinished, and the seeds to report (not to train every run with the same
     settings, which they were)."""
     runs = sim.simulate(sim.Sweep(items=40, seeds=(1, 2, 3), tasks=TASKS), seed=1)
     for run in runs:
@@ -2427,24 +2434,19 @@ def test_validation_rows_missing_from_unfinished_runs_name_them_and_the_seeds_th
             run["last_step"] = last // 2
             run["val"] = {s: v for s, v in run["val"].items() if s <= last // 2}
             run["validation"] = {s: v for s, v in run["validation"].items() if s <= last // 2}
-    a = analyse(sim.group(runs), PLAN)
-    left = [n for n in a.notes if "left out: the runs have it at different steps" in n]
-    assert len(left) == 1, a.notes
+    with pytest.raises(ValueError, match="the runs were validated at different steps") as e:
+        analyse(sim.group(runs), PLAN)
+    said = str(e.value)
+    ce = next(r for r in runs if r["name"] == "ce" and r["seed"] == 2)
     assert (
-        "; ce seed 2, label_smoothing seed 2 are unfinished: finish them (the same `sweep "
-        "launch` resumes a run), or report the seeds whose runs finished (--seeds 1 3)"
-    ) in left[0]
-    assert "train every run with the same" not in left[0]
-    # a family whose primary is one of them says it was left out, not "train them again"
-    import dataclasses
-
-    from prefix_titan.sweep.analysis import Family
-
-    plan = dataclasses.replace(PLAN, families=(Family("model quality", "val CE", ()),))
-    a = analyse(sim.group(runs), plan)
-    (said,) = [n for n in a.notes if n.startswith("model quality: ")]
-    assert "val CE is left out, the runs having it at different steps" in said, said
-    assert "train them again" not in said
+        f"{ce['folder']} (unfinished: step 1800 of 3600): steps 1200, 1500, 1800 (last "
+        "validation step 1800)"
+    ) in said, said
+    assert (
+        "To compare them, finish the unfinished runs (the same `sweep launch` resumes a run), or "
+        "report the seeds whose runs finished (--seeds 1 3)."
+    ) in said, said
+    assert "train every run with the same" not in said
 
 
 def test_an_arm_outside_the_plans_contrast_is_named_not_silently_left_out(seed, tmp_path):

@@ -21,8 +21,9 @@ the plan's axis (tau unless it names another) of each kind of the contrast, the 
 arms against ce (A/A checks), what the targets imply for plain CE. With one seed nothing is tested and nothing claimed.
 
 Each run's metrics are averaged over its last `checkpoints` evaluated steps (the final step is
-shown too); runs evaluated at other steps, with another --limit or another task version, are
-refused, naming them.
+shown too); runs evaluated at other steps, with another --limit or another task version, or
+validated at other steps, are refused, naming them. A value that is not finite (a run that
+diverged) leaves its arm out of that metric's comparisons, named in the notes and the answer.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .metrics import (
     known_metrics,
     metric,
     run_value,
+    validation_steps,
 )
 from .runs import unpaired, unplaced
 
@@ -873,6 +875,9 @@ class Analysis:
     another table than the baseline's (or one not recorded)}"""
     simulated: bool = False
     """every run is the simulator's (SIMULATED)"""
+    not_finite: dict[str, dict[str, list]] = field(default_factory=dict)
+    """{metric: {arm: the seeds whose value is not finite (a run that diverged, as a rule)}}: the
+    arm is not compared on it, and the notes and the answer say so"""
 
     @property
     def claims(self) -> list[Comparison]:
@@ -902,10 +907,11 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
         )
         if none := [r["folder"] for r in runs if r not in evaluated]:
             lines.append(f"  not evaluated at all: {', '.join(none)}")
-        finals = {s[-1] for s in used.values()}
+        agree = _common_last(list(used.values()))
         way = (
-            "or pass --checkpoints 1 (to report or power --from): the final steps agree"
-            if len(finals) == 1
+            f"or pass --checkpoints {agree} (to report or power --from): the "
+            + ("final steps agree" if agree == 1 else f"last {agree} steps agree")
+            if agree
             else "or leave the seeds of the runs whose last evaluated step differs out "
             "(--seeds; unfinished, or evaluated before they finished: finish and evaluate them "
             "to keep them)"
@@ -959,6 +965,75 @@ def _check_evaluations(runs: list[dict], last: int) -> list[int]:
     return steps
 
 
+def _common_last(steps: list[tuple]) -> int:
+    """The largest k (0 where none) for which the last k of every run's `steps` are the same."""
+    k = 0
+    while k < min(map(len, steps)) and len({s[-(k + 1) :] for s in steps}) == 1:
+        k += 1
+    return k
+
+
+def _check_validations(runs: list[dict], last: int) -> None:
+    """Refuses runs whose validation rows averaged (each one's last `last` after step 1) are at
+    other steps than the others' (naming them, with each one's last validation step), as
+    _check_evaluations refuses evaluations: one run's shorter log took every validation metric
+    out of the comparison for every run. Runs with no validation row after step 1 are not
+    refused (their arm is not compared on the validation metrics: a note says why)."""
+    validated = [r for r in runs if validation_steps(r, last)]
+    used = {r["folder"]: tuple(validation_steps(r, last)) for r in validated}
+    if len(set(used.values())) < 2:
+        return
+    lines = _odd_ones(
+        {
+            r["folder"] + _unfinished(r): f"steps {', '.join(map(str, used[r['folder']]))} "
+            f"(last validation step {max(r['validation'])})"
+            for r in validated
+        },
+        "validated runs",
+    )
+    short = [r for r in validated if unfinished(r) is not None]
+    common = collections.Counter(used.values()).most_common(1)[0][0]
+    odd = {r["seed"] for r in validated if used[r["folder"]] != common}
+    kept = sorted({r["seed"] for r in runs} - odd, key=_seed_order)
+    agree = _common_last(list(used.values()))
+    seeds = sorted({r["seed"] for r in runs} - {r["seed"] for r in short}, key=_seed_order)
+    if short:
+        way = "finish the unfinished runs (the same `sweep launch` resumes a run)" + (
+            f", or report the seeds whose runs finished (--seeds {' '.join(map(str, seeds))})"
+            if len(seeds) > 1
+            else ""
+        )
+    else:
+        way = (
+            "train every run with the same training.steps and validation.freq (with the same "
+            "settings, a run without a row that the others have was stopped between saving that "
+            "step and validating it: docs/runs.md, Resuming), or leave out the seeds of the runs "
+            "whose rows differ"
+            + (
+                f" (--seeds {' '.join(map(str, kept))}: an exploratory report, a seed left out "
+                "after the results)"
+                if len(kept) > 1
+                else " (--seeds)"
+            )
+        )
+    if agree:
+        way += (
+            f", or pass --checkpoints {agree} (to report or power --from): the "
+            + ("final rows agree" if agree == 1 else f"last {agree} rows agree")
+            + " (it averages the evaluated checkpoints alike)"
+        )
+    raise ValueError(
+        "the runs were validated at different steps, so their validation metrics (val CE and "
+        f"the others of {METRICS_LOG}) cannot be compared (the analysis averages each run's last "
+        f"{last} validation rows after step 1):\n" + "\n".join(lines) + f"\nTo compare them, {way}."
+    )
+
+
+def _seed_order(v):
+    """Seeds as numbers, names as text."""
+    return (not isinstance(v, int), v if isinstance(v, int) else 0, str(v))
+
+
 def unfinished(run: dict) -> tuple[int | None, int] | None:
     """(its last recorded step, None where it recorded none; its configured training.steps) for
     a run whose metrics log stops before those steps (still running, or stopped), else None."""
@@ -999,12 +1074,14 @@ def _table(
     steps: list[int] | None = None,
     left_out: dict[str, list[str]] | None = None,
     absent: dict[str, list[str]] | None = None,
+    bad: dict[str, list] | None = None,
 ) -> dict[str, dict]:
     """{arm: {seed: value}} of metric `m`; a metric read at different steps in different runs
     (evaluated with other task sets at some checkpoints) is left out, its name filed in
     `left_out` under the reason (metrics left out for the same reason share one note), and one
     read at fewer of the evaluated `steps` than the others is noted, and so are the runs that lack
-    a metric the others have (in `absent` under the reason, where given)."""
+    a metric the others have (in `absent` under the reason, where given); a value that is not
+    finite is left out, noted, and its seed filed in `bad` under its arm (where given)."""
     out: dict[str, dict] = {}
     used: dict[tuple, list[str]] = {}
     missing, short, seeds = [], {}, set()
@@ -1020,7 +1097,12 @@ def _table(
                 continue
             used.setdefault(read_at, []).append(run["folder"])
             if not math.isfinite(v):
-                notes.append(f"{m.name} is not finite for {arm} seed {seed} ({run['folder']})")
+                notes.append(
+                    f"{m.name} is not finite for {arm} seed {seed} ({run['folder']}: diverged?): "
+                    f"{arm} is not compared on it, and its mean is over its other seeds"
+                )
+                if bad is not None:
+                    bad.setdefault(arm, []).append(seed)
                 continue
             out[arm][seed] = v
     if len(used) > 1:
@@ -1096,6 +1178,7 @@ def analyse(
     seeds = sorted(next(iter(runs_by_arm.values())))
     runs = [r for by_seed in runs_by_arm.values() for r in by_seed.values()]
     steps = _check_evaluations(runs, last)
+    _check_validations(runs, last)
     first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
     kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
     along, axis_problems = axis_values(plan, {a: r["objective"] for a, r in first.items()})
@@ -1122,7 +1205,12 @@ def analyse(
     absent: dict[str, list[str]] = {}
     for name in sorted(wanted):
         m = metric(name)
-        result.tables[name] = _table(runs_by_arm, m, last, result.notes, steps, left_out, absent)
+        bad: dict[str, list] = {}
+        result.tables[name] = _table(
+            runs_by_arm, m, last, result.notes, steps, left_out, absent, bad
+        )
+        if bad and name not in {n for names in left_out.values() for n in names}:
+            result.not_finite[name] = bad
         result.final[name] = _table(runs_by_arm, m, 1, [])
     result.notes += [f"{', '.join(names)} left out: {why}" for why, names in left_out.items()]
     result.unaligned = [n for names in left_out.values() for n in names]
@@ -1559,6 +1647,17 @@ def _unheld(result: Analysis, name: str) -> str:
     return f"no run of the sweep holds it{_how_measured(name)}"
 
 
+def _diverged(result: Analysis, name: str, arm: str) -> str | None:
+    """Words for an arm left out of the comparisons on metric `name` for a value that is not
+    finite ("seed 2's is not finite (diverged?)"), else None."""
+    seeds = result.not_finite.get(name, {}).get(arm)
+    if not seeds:
+        return None
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}'s is not finite (diverged?)"
+    return f"seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}'s are not finite (diverged?)"
+
+
 def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
     plan, baseline = result.plan, result.plan.baseline
     primaries: list[Comparison] = []
@@ -1571,9 +1670,12 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
             if not primary:
                 absent.append(name)
             else:
+                gone = _diverged(result, name, baseline)
                 why = (
                     f"the sweep has no arm of the contrast's kinds ({', '.join(plan.contrast)})"
                     if not contrast
+                    else f"{name} of {baseline}, the baseline: {gone}"
+                    if gone
                     else f"{name} is left out, the runs having it at different steps (the note "
                     "on it says why and what to do)"
                     if name in result.unaligned
@@ -1600,6 +1702,22 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
         fields = {"family": family.name, "metric": name, "primary": primary}
         rows = _versus(f, complete, arms, baseline, plan.variance, **fields)
         result.comparisons.extend(rows)
+        if gone := {a: w for a in arms if a not in complete and (w := _diverged(result, name, a))}:
+            one = len(gone) == 1
+            owners = "its arm's" if one else "their arms'"
+            share = (
+                f"; the family's alpha is split over the {len(rows)} "
+                f"{'arm' if len(rows) == 1 else 'arms'} compared, and the trend along "
+                f"{plan.axis} is fitted without {'it' if one else 'them'}"
+                if primary
+                else f" ({owners} share of alpha on it goes to {owners} other metrics, as for a "
+                "comparison not made)"
+            )
+            result.notes.append(
+                f"{family.name}: not compared on {name}: "
+                + "; ".join(f"{a} ({w})" for a, w in gone.items())
+                + share
+            )
         if not primary:
             gated.extend(rows)
             continue
@@ -1888,7 +2006,12 @@ def _costs(result: Analysis, arms: list[str]) -> str:
         for family in plan.families[1:]:
             c = next((c for c in result.primary_comparisons(family.name) if c.arm == arm), None)
             if c is None:
-                said.append(f"{family.primary} not compared")
+                gone = _diverged(result, family.primary, arm)
+                base = _diverged(result, family.primary, plan.baseline)
+                said.append(
+                    f"{family.primary} not compared"
+                    + (f": {gone}" if gone else f": {plan.baseline}'s {base}" if base else "")
+                )
                 continue
             ci = _estimated(c) if c.low is not None else ""
             if c.claimed:
@@ -2009,6 +2132,15 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     better = [c for c in claims if c.direction == "better"]
     worse = [c for c in claims if c.direction == "worse"]
     apart = result.table_apart.get(family.primary, [])
+    gone = {
+        a: w for a in contrast if a not in compared and (w := _diverged(result, family.primary, a))
+    }
+    diverged = "; ".join(f"{a}, {w}" for a, w in gone.items())
+    not_tested += (
+        f" Not compared on {family.primary}, a value not finite: {diverged}."
+        if gone and (better or worse)
+        else ""
+    )
     not_tested += (
         f" Not compared, trained towards another target table than {plan.baseline}'s (on which "
         f"each run measures {family.primary}): {', '.join(apart)}."
@@ -2099,21 +2231,25 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
         if d
         else ""
     )
-    unmeasured = [a for a in contrast if a not in compared and a not in apart]
+    unmeasured = [a for a in contrast if a not in compared and a not in apart and a not in gone]
     left = (
-        f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
-        if unmeasured
-        else ""
-    ) + (
-        f"; not compared, trained towards another target table than {plan.baseline}'s (on which "
-        f"each run measures {family.primary}): {', '.join(apart)}"
-        if apart
-        else ""
+        (
+            f"; not compared, {family.primary} not measured on every seed: {', '.join(unmeasured)}"
+            if unmeasured
+            else ""
+        )
+        + (f"; not compared, a value not finite: {diverged}" if gone else "")
+        + (
+            f"; not compared, trained towards another target table than {plan.baseline}'s (on which "
+            f"each run measures {family.primary}): {', '.join(apart)}"
+            if apart
+            else ""
+        )
     )
     kinds = [k for k in plan.contrast if any(result.kinds.get(a) == k for a in compared)]
     if untested:
         which = f"tested ({len(compared) - len(untested)} of the {len(compared)} compared)"
-    elif unmeasured or apart:
+    elif unmeasured or apart or gone:
         which = "compared"
     elif result.kinds.get(plan.baseline) in kinds:  # arms along another axis than the kind's
         which = f"compared ({', '.join(a for a in result.arms if a in compared)})"

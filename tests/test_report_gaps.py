@@ -52,6 +52,13 @@ def test_a_diverged_runs_arm_is_named_where_it_is_not_compared():
     # the per-arm mean is over the seeds left, which the table's "(n=K)" counts
     assert sorted(a.tables["val CE"][ARM]) == [1, 3]
     assert any(f"val CE is not finite for {ARM} seed 2" in n for n in a.notes)
+    from prefix_titan.sweep.report import primary_table, targets_table
+
+    family = next(f for f in PLAN.families if f.name == "validation CE")
+    table = primary_table(a, family)
+    assert f"| {ARM} | not compared: seed 2's is not finite (diverged?) | - | - |" in table, table
+    (row,) = [r for r in targets_table(a).splitlines() if r.startswith(f"| {ARM} |")]
+    assert "(n=2)" in row, row
 
 
 def test_a_diverged_baseline_is_named_as_the_reason_nothing_is_compared():

@@ -1647,7 +1647,7 @@ def _unheld(result: Analysis, name: str) -> str:
     return f"no run of the sweep holds it{_how_measured(name)}"
 
 
-def _diverged(result: Analysis, name: str, arm: str) -> str | None:
+def diverged(result: Analysis, name: str, arm: str) -> str | None:
     """Words for an arm left out of the comparisons on metric `name` for a value that is not
     finite ("seed 2's is not finite (diverged?)"), else None."""
     seeds = result.not_finite.get(name, {}).get(arm)
@@ -1670,7 +1670,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
             if not primary:
                 absent.append(name)
             else:
-                gone = _diverged(result, name, baseline)
+                gone = diverged(result, name, baseline)
                 why = (
                     f"the sweep has no arm of the contrast's kinds ({', '.join(plan.contrast)})"
                     if not contrast
@@ -1702,7 +1702,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
         fields = {"family": family.name, "metric": name, "primary": primary}
         rows = _versus(f, complete, arms, baseline, plan.variance, **fields)
         result.comparisons.extend(rows)
-        if gone := {a: w for a in arms if a not in complete and (w := _diverged(result, name, a))}:
+        if gone := {a: w for a in arms if a not in complete and (w := diverged(result, name, a))}:
             one = len(gone) == 1
             owners = "its arm's" if one else "their arms'"
             share = (
@@ -2006,8 +2006,8 @@ def _costs(result: Analysis, arms: list[str]) -> str:
         for family in plan.families[1:]:
             c = next((c for c in result.primary_comparisons(family.name) if c.arm == arm), None)
             if c is None:
-                gone = _diverged(result, family.primary, arm)
-                base = _diverged(result, family.primary, plan.baseline)
+                gone = diverged(result, family.primary, arm)
+                base = diverged(result, family.primary, plan.baseline)
                 said.append(
                     f"{family.primary} not compared"
                     + (f": {gone}" if gone else f": {plan.baseline}'s {base}" if base else "")
@@ -2133,7 +2133,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     worse = [c for c in claims if c.direction == "worse"]
     apart = result.table_apart.get(family.primary, [])
     gone = {
-        a: w for a in contrast if a not in compared and (w := _diverged(result, family.primary, a))
+        a: w for a in contrast if a not in compared and (w := diverged(result, family.primary, a))
     }
     diverged = "; ".join(f"{a}, {w}" for a, w in gone.items())
     not_tested += (

@@ -24,6 +24,7 @@ from .analysis import (
     axis_unit,
     by_construction,
     detectable_here,
+    diverged,
     first_share,
     launch_deviation,
     load_plan,
@@ -176,6 +177,12 @@ def primary_table(a: Analysis, family) -> str:
         if implied:
             line += f" {_num(_mean_of(a, 'implied CE', c.arm) - _mean_of(a, 'implied CE', c.baseline), True)} |"
         lines.append(line)
+    shown = {c.arm for c in rows} | {a.plan.baseline}
+    for arm in a.arms:  # an arm of the contrast left out for a value that is not finite
+        if arm not in shown and (why := diverged(a, family.primary, arm)):
+            lines.append(
+                f"| {arm} | not compared: {why} | - | - | | - |" + (" - |" if implied else "")
+            )
     if marked:
         lines += ["", UNCLAIMED_APART.format(alpha=a.plan.alpha)]
     return "\n".join(lines)
@@ -252,7 +259,8 @@ def targets_table(a: Analysis) -> str:
         cells = []
         for name in ("target gold mass", "implied CE", "val CE"):
             values = list(a.final.get(name, {}).get(arm, {}).values())
-            cells.append(_num(sum(values) / len(values)) if values else "-")
+            fewer = f" (n={len(values)})" if 0 < len(values) < len(a.seeds) else ""
+            cells.append(_num(sum(values) / len(values)) + fewer if values else "-")
         lines.append(
             f"| {arm} | "
             + " | ".join(cells)

@@ -942,9 +942,44 @@ def test_a_trend_along_position_gamma_fits_ln_of_one_minus_it(tmp_path):
     make_run(tmp_path, "g1", {"name": "prefix", "tau": 0.5, "position_gamma": 1.0}, 0.0, seed=1)
     make_run(tmp_path, "g1", {"name": "prefix", "tau": 0.5, "position_gamma": 1.0}, 0.0, seed=2)
     a = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan))
-    assert not a.trends and any(
-        "prefix_tau0.5_gamma1.0 (1) at or above 1 on its log_one_minus scale" in n for n in a.notes
+    # gamma = 1 (weights k) is compared, on no point of the line: the trend keeps the others
+    (t,) = [t for t in a.trends if t["metric"] == "val CE"]
+    assert t["arms"] == arms and a.along["prefix_tau0.5_gamma1.0"] is None
+    assert "prefix_tau0.5_gamma1.0" in {c.arm for c in a.primary_comparisons("validation CE")}
+    assert any(
+        n.startswith("prefix_tau0.5_gamma1.0 at position_gamma = 1 (ln(1 - 1) is no number")
+        for n in a.notes
     ), a.notes
+    from prefix_titan.sweep.analysis import plan_arm_problems
+
+    objectives = {
+        arm: runs[1]["objective"] for arm, runs in group_arms(find_runs(str(tmp_path))).items()
+    }
+    assert plan_arm_problems(load_plan(plan), objectives) == []  # a launch takes it
+
+
+def test_a_kind_at_fewer_than_three_values_of_the_axis_is_named(tmp_path):
+    """A kind of the contrast whose arms lie at fewer than 3 values of the axis has no trend,
+    said in a note (it was left out of the trend section without a word), beside the kinds
+    that have one."""
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    for seed in (1, 2):
+        make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
+        make_run(tmp_path, "ce", {"name": "ce"}, 0.0, seed=seed)
+        make_run(tmp_path, "ceg", {"name": "ce", "position_gamma": 0.9}, 0.01, seed=seed)
+        for g in (0.9, 0.99, 0.999):
+            objective = {"name": "prefix", "tau": 0.5, "position_gamma": g}
+            make_run(tmp_path, f"g{g}", objective, -0.1 * math.log(1 - g), seed=seed)
+    plan = _axis_plan(tmp_path, "position_gamma", "log_one_minus", ("prefix_tau0.5", "ce"))
+    a = analyse(group_arms(find_runs(str(tmp_path))), load_plan(plan))
+    assert {t["kind"] for t in a.trends} == {"prefix_tau0.5"}
+    assert (
+        "no trend along position_gamma for kind ce: its arms lie at 0.9, and a trend needs arms "
+        "at 3 values or more"
+    ) in a.notes, a.notes
+    assert not any("for kind prefix_tau0.5" in n for n in a.notes)
 
 
 def test_the_axis_setting_is_checked_and_names_what_it_may_be(tmp_path, axis_family):

@@ -745,7 +745,8 @@ def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str
     no family of the contrast declares it (a typo of the key, say; where one does, the others'
     arms lie off the axis, as a family that does not read tau has no trend along it), a value
     at or below
-    0 on a log scale. `sweep launch` refuses a plan with any (before it is registered); the
+    0 on a log scale, above 1 on a log_one_minus one (an arm at 1 lies on no point of it:
+    at_the_limit). `sweep launch` refuses a plan with any (before it is registered); the
     report fits no trend and says why. A contrast none of whose arms reads the axis is no
     problem (a plan may compare arms without a trend): `unread_axis` says it."""
     kinds = {a: arm_kind(o, plan.axis) for a, o in objectives.items()}
@@ -771,7 +772,9 @@ def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str
                 f'{", ".join(off)} at or below 0 on its log scale (axis_scale = "linear" fits them)'
             )
     if plan.axis_scale == "log_one_minus":
-        off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v >= 1]
+        for a in at_the_limit(plan, along):  # compared, on no point of the line (limit_note)
+            along[a] = None
+        off = [f"{a} ({v:g})" for a, v in along.items() if v is not None and v > 1]
         if off:
             problems.append(
                 f"{', '.join(off)} at or above 1 on its log_one_minus scale, ln(1 - value) "
@@ -780,6 +783,32 @@ def axis_values(plan: Plan, objectives: dict[str, dict]) -> tuple[dict, list[str
     if problems:
         along = dict.fromkeys(along)
     return along, problems
+
+
+def at_the_limit(plan: Plan, along: dict) -> list[str]:
+    """The arms at 1 on a log_one_minus axis ({arm: its value along it}): ln(1 - 1) is no
+    number, so such an arm (position_gamma = 1, weights k) is compared with the baseline but lies
+    on no point of the trend, as an arm without the setting lies at none."""
+    if plan.axis_scale != "log_one_minus":
+        return []
+    return [a for a, v in along.items() if v == 1]
+
+
+def _on_axis(objective: dict, plan: Plan):
+    """The objective's value along the plan's axis, None where it has none (or no number)."""
+    try:
+        return axis_value(objective, plan.axis)
+    except ValueError:  # (UndeclaredAxis included)
+        return None
+
+
+def limit_note(plan: Plan, arms: list[str]) -> str:
+    """The note on the arms of at_the_limit."""
+    return (
+        f"{', '.join(arms)} at {plan.axis} = 1 (ln(1 - 1) is no number on the log_one_minus "
+        f"scale): compared with {plan.baseline}, on no point of the trend along {plan.axis} "
+        '(axis_scale = "linear" puts it on the line)'
+    )
 
 
 def compared_arms(plan: Plan, objectives: dict[str, dict]) -> list[str]:
@@ -1183,6 +1212,22 @@ def analyse(
     kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
     along, axis_problems = axis_values(plan, {a: r["objective"] for a, r in first.items()})
     result = Analysis(plan, arms, seeds, steps, kinds, along, scope=_scope(first))
+    at_one = {
+        a: 1 if along[a] is None and _on_axis(first[a]["objective"], plan) == 1 else None
+        for a in first
+    }
+    limit = [a for a in at_the_limit(plan, at_one) if kinds[a] in plan.contrast]
+    if limit and not axis_problems:
+        result.notes.append(limit_note(plan, limit))
+    if not axis_problems and any(v is not None for v in along.values()):
+        for kind in plan.contrast:  # (a trend needs arms at 3 values of the axis)
+            values = sorted({v for a, v in along.items() if kinds[a] == kind and v is not None})
+            if len(values) < 3 and any(kinds[a] == kind for a in arms):
+                at = f"at {', '.join(f'{v:g}' for v in values)}" if values else "on no point of it"
+                result.notes.append(
+                    f"no trend along {plan.axis} for kind {kind}: its arms lie {at}, and a trend "
+                    "needs arms at 3 values or more"
+                )
     result.target_tables = _target_tables(runs_by_arm)
     result.simulated = all(
         ((r.get("config") or {}).get("job") or {}).get("description") == SIMULATED for r in runs
@@ -2135,9 +2180,9 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
     gone = {
         a: w for a in contrast if a not in compared and (w := diverged(result, family.primary, a))
     }
-    diverged = "; ".join(f"{a}, {w}" for a, w in gone.items())
+    not_finite = "; ".join(f"{a}, {w}" for a, w in gone.items())
     not_tested += (
-        f" Not compared on {family.primary}, a value not finite: {diverged}."
+        f" Not compared on {family.primary}, a value not finite: {not_finite}."
         if gone and (better or worse)
         else ""
     )
@@ -2238,7 +2283,7 @@ def _answer(result: Analysis, contrast: list[str]) -> str:
             if unmeasured
             else ""
         )
-        + (f"; not compared, a value not finite: {diverged}" if gone else "")
+        + (f"; not compared, a value not finite: {not_finite}" if gone else "")
         + (
             f"; not compared, trained towards another target table than {plan.baseline}'s (on which "
             f"each run measures {family.primary}): {', '.join(apart)}"

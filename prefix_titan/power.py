@@ -30,6 +30,7 @@ from .sweep.analysis import (
     analyse,
     compared_arms,
     first_share,
+    fit_of,
     load_plan,
     plan_arm_problems,
     registered_plan,
@@ -197,11 +198,14 @@ def measured_sds(runs_dir: str, plan, names: list[str], checkpoints: int | None 
             "every arm, or plan without --from (the published default sds)."
         )
     a = analyse(
-        group_arms([r for r in runs if r["seed"] in seeds], plan.baseline), plan, checkpoints
+        group_arms([r for r in runs if r["seed"] in seeds], plan.baseline),
+        plan,
+        checkpoints,
+        read=tuple(names),
     )
     out, zero, dfs, unheld = {}, [], {}, []
-    for name in names:  # the metrics of the plan's families (others keep their defaults)
-        f = a.fits.get(name)
+    for name in names:  # the plan's primaries and the default tasks (others keep their defaults)
+        f = fit_of(a, name)
         if f is not None and f.df > 0 and f.sigma2 > 0:
             out[name], dfs[name] = math.sqrt(f.sigma2), f.df
         elif f is not None and f.df > 0:

@@ -207,3 +207,28 @@ def test_a_seed_never_evaluated_is_left_out_not_taken_for_any_step(sweep, capsys
     out = capsys.readouterr().out
     assert "hold no values of val CE in two arms or more (their metrics logs hold no valid" in out
     assert "train runs that validate to measure it." in out and "evaluate the runs on" not in out
+
+
+def test_the_evaluated_tasks_outside_the_plan_are_measured_not_said_unevaluated(
+    three_seeds, capsys, in_project
+):
+    """The default tasks the runs were evaluated on, which the plan does not compare, have their
+    sd measured from the runs as the plan's metrics do (they were said "not evaluated" and kept
+    their published defaults: the fit was the comparisons' alone)."""
+    import numpy as np
+
+    from prefix_titan.power import main, measured_sds
+    from prefix_titan.sweep.analysis import fit_of
+
+    m = measured_sds(str(three_seeds), PLAN, [*NAMES, "downstream acc", *DEFAULT_TASKS])
+    runs = group_arms(find_runs(str(three_seeds)))
+    a = analyse(runs, PLAN, read=("hellaswag",))
+    table = a.tables["hellaswag"]
+    y = np.array([[table[arm][s] for s in (1, 2, 3)] for arm in table])
+    resid = y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+    want = math.sqrt((resid**2).sum() / ((y.shape[0] - 1) * (y.shape[1] - 1)))
+    assert m.sds["hellaswag"] == pytest.approx(want) and fit_of(a, "hellaswag").df == 4
+    assert "downstream acc" in m.sds and "hellaswag" not in m.unheld
+    main(["--from", str(three_seeds)])
+    out = capsys.readouterr().out
+    assert not [line for line in out.splitlines() if " hold no values of " in line], out

@@ -1192,13 +1192,18 @@ def _direction(estimate: float, lower_is_better: bool) -> str:
 
 
 def analyse(
-    runs_by_arm: dict[str, dict], plan: Plan, last: int | None = None, answer: bool = True
+    runs_by_arm: dict[str, dict],
+    plan: Plan,
+    last: int | None = None,
+    answer: bool = True,
+    read: tuple[str, ...] = (),
 ) -> Analysis:
     """The plan applied to {arm: {seed: run}} (runs.group_arms), every arm at the same seeds (a
     ValueError says which arm misses which). answer=False leaves the answer in words out (empty
     but for a failed A/A check's sentence), and with it the detectable differences it states:
     for simulations that count the claims alone; the comparisons, claims and notes are the
-    same."""
+    same. `read`: metrics to read besides the plan's (their tables, and `fit_of` their fits:
+    power --from measures their sd)."""
     problem = unpaired(runs_by_arm, plan.baseline) or unplaced(runs_by_arm)
     if problem:
         raise ValueError(problem)
@@ -1239,7 +1244,7 @@ def analyse(
     unread = unread_axis(plan, {a: r["objective"] for a, r in first.items()})
     if unread:
         result.notes.append(unread)
-    wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)}
+    wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)} | set(read)
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
     wanted |= {READ[n] for n in wanted if n in READ}  # (blank_twins)
     if unread_tasks := _unanalysed(runs, wanted):
@@ -1600,6 +1605,16 @@ def _read_comparison(result: Analysis, name: str, c: Comparison):
     y = np.array([[table[a][s] for s in result.seeds] for a in complete])
     i, b = complete.index(c.arm), complete.index(c.baseline)
     return _arm_test(inference.fit(y), i, b, result.plan.variance)
+
+
+def fit_of(result: Analysis, name: str) -> inference.Fit | None:
+    """The arm x seed fit of metric `name` (one the plan compares, or one `analyse` was asked to
+    read), None where fewer than 2 arms hold it at every seed."""
+    if name in result.fits:
+        return result.fits[name]
+    if name not in result.tables:
+        return None
+    return _fit_for(result, name, result.seeds)[0]
 
 
 def _fit_for(result: Analysis, name: str, seeds: list, final: bool = False):

@@ -208,3 +208,23 @@ def test_int32_labels_are_token_ids_as_int64_are(ce_table, seed):
 def test_fused_target_loss_refuses_inputs_it_would_misread(ce_table, h, w, labels, kw, message):
     with pytest.raises(ValueError, match=message):
         fused_target_loss(h, w, labels, ce_table, **kw)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_validation_objective_of_a_masked_logit_is_the_training_ones(case, seed):
+    """The validation metrics' objective (LossPlan.validation_sums) takes a target mass of 0 on a
+    logit of -inf as the training loss does (it gave NaN where training gave a number)."""
+    from prefix_titan.objectives import build_plan
+    from prefix_titan.objectives.mechanism import LAYOUT, mechanism_tables
+
+    spec, golds = CASES[case]
+    table = build_target_table(TEXTS, spec)
+    plan = build_plan(spec, table, mechanism=mechanism_tables(TEXTS))
+    labels = torch.tensor(golds * 3 + [IGNORE_INDEX])
+    logits = masked_logits(len(labels), seed_offset=1)
+    sums = plan.validation_sums(logits[None], labels[None])
+    objective = plan.logits_loss(logits, labels)[0]
+    assert torch.isfinite(sums[LAYOUT["objective"]]).all(), sums
+    torch.testing.assert_close(
+        sums[LAYOUT["objective"]].sum().float(), objective.float(), atol=2e-5, rtol=2e-5
+    )

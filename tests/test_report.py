@@ -283,6 +283,24 @@ def test_one_seed_says_so_and_claims_nothing(tmp_path):
     assert json.loads((tmp_path / "report" / "report.json").read_text())["claims"] == []
 
 
+def test_a_detectable_difference_beyond_a_metrics_widest_is_flagged_impossible(sweep, monkeypatch):
+    """report.json's power says `possible: false` where the difference needed is beyond the
+    widest the metric allows (an accuracy's 1), as the line says "none (±... needed)"."""
+    from prefix_titan.sweep import report as report_module
+    from prefix_titan.sweep.analysis import analyse, load_plan
+    from prefix_titan.sweep.runs import find_runs, group_arms
+
+    a = analyse(group_arms(find_runs(str(sweep))), load_plan())
+    monkeypatch.setattr(report_module, "detectable_here", lambda a, name, k: 1.5)
+    power = report_module.power_json(a)
+    accuracies = [n for n in power["metrics"] if n in ("downstream acc", "hellaswag", "piqa")]
+    assert accuracies, power["metrics"]
+    for name in accuracies:
+        assert power["metrics"][name]["possible"] is False
+        assert any(line.startswith(f"- {name}: none (±1.5000 needed") for line in power["lines"])
+    assert power["metrics"]["val CE"]["possible"] is True  # (no widest)
+
+
 def test_the_power_section_gives_each_primary_its_resolution(sweep):
     text = report(str(sweep))
     power = text.split("## Power")[1].split("##")[0]
@@ -295,7 +313,9 @@ def test_the_power_section_gives_each_primary_its_resolution(sweep):
     for name, row in data["power"]["metrics"].items():
         assert f"- {name}: ±{row['detectable']:.4f} ({row['role']}, at alpha/" in power
         assert f"at alpha/{row['alpha_divisor']};" in power
+        assert row["possible"] is True  # (a difference beyond a metric's widest: False)
     assert {"char composite", "val CE"} <= set(data["power"]["metrics"])
+    assert "over how the test's own estimate of that error varies" in power
     for name, by_arm in data["per_run"].items():
         for arm, by_seed in by_arm.items():
             interval = data["per_arm"][name][arm]  # (None: no value)
@@ -1117,7 +1137,8 @@ def test_the_power_section_follows_the_plans_variance_rule(sweep, tmp_path):
         f"sweep's own estimates: the other 3 arms' pooled run-level sd {math.sqrt(v.sigma2):.4f} "
         f"on {v.df} degrees of freedom and the baseline's own residual sd "
         f"{math.sqrt(v.baseline2):.4f} on {v.seeds - 1} degrees of freedom; the test's "
-        f"{v.test_df:.1f} degrees of freedom)"
+        f"{v.test_df:.1f} degrees of freedom; with 80% power over how the test's own estimate of "
+        "that error varies, more than a t test at these estimates says)"
     ), apart_line
     assert f"To plan a next sweep use `python -m prefix_titan.power --from {sweep}`, not " in (
         apart_text

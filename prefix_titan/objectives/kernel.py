@@ -197,22 +197,22 @@ def _forward_rows(logits, y, keep, table: TableTensors, row_weight):
     z = logits.float()
     lse = torch.logsumexp(z, dim=-1)
     gathered = z.gather(1, table.idx[y])
-    objective = lse - _mass_times(table.background[y], z.sum(-1)) - _sparse_term(table, y, gathered)
+    objective = lse - mass_times(table.background[y], z.sum(-1)) - sparse_term(table, y, gathered)
     if row_weight is not None:
         objective = objective * row_weight
     ce = lse - gathered[:, 0]
     return torch.where(keep, objective, 0.0).sum(), torch.where(keep, ce, 0.0).sum(), lse
 
 
-def _mass_times(mass, z):
+def mass_times(mass, z):
     """mass * z, 0 where the mass is 0: a logit of -inf (a masked id) with no target on it adds
     nothing to -sum p log softmax, as 0 * log 0 = 0 (0 * -inf would be NaN)."""
     return torch.where(mass == 0, 0.0, mass * z)
 
 
-def _sparse_term(table: TableTensors, y, gathered):
-    """sum_k w_k * z[idx_k] per row, fp32 gathered logits [rows, K] (_mass_times)."""
-    return _mass_times(table.weight[y], gathered).sum(-1)
+def sparse_term(table: TableTensors, y, gathered):
+    """sum_k w_k * z[idx_k] per row, fp32 gathered logits [rows, K] (mass_times)."""
+    return mass_times(table.weight[y], gathered).sum(-1)
 
 
 def _dense_gradient(z, lse, background, scale):
@@ -277,10 +277,10 @@ def _eager_statistics(logits, y, keep, table: TableTensors, row_weight, buf, gra
     e.exp_()  # pass 3: read 4, write 4: 8 B
     s = e.sum(-1, keepdim=True)  # pass 4: read 4 B
     lse = m.squeeze(1) + s.squeeze(1).log()
-    objective = lse - _sparse_term(table, y, gathered)
+    objective = lse - sparse_term(table, y, gathered)
     if table.has_background:  # pass 5 (a uniform part only): read 2 B
         row_sum = logits.sum(-1, dtype=torch.float32)
-        objective = objective - _mass_times(table.background[y], row_sum)
+        objective = objective - mass_times(table.background[y], row_sum)
     if row_weight is not None:
         objective = objective * row_weight
     ce = lse - gathered[:, 0]

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from .kernel import check_labels, chunk_rows, scored_rows
+from .kernel import check_labels, chunk_rows, mass_times, scored_rows, sparse_term
 from .table import TableTensors
 
 LENGTHS = ("1", "2-3", "4-6", "7+", "no text")
@@ -117,7 +117,8 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
     del e
     lse = m + torch.log(s1)
     z_gold = zf.gather(1, y[:, None])[:, 0]
-    ce = lse - z_gold
+    # an ignored row (its label set to id 0) may be inf there (a masked logit): 0, not 0 * inf
+    ce = torch.where(keep, lse - z_gold, 0.0)
     p_gold = torch.exp(-ce)
     k = keep.double()
     out[LAYOUT["tokens"]] += k.sum()
@@ -132,11 +133,13 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
     pre = torch.exp(zf.gather(1, mt.prefixes[y]) - lse[:, None]) * mt.is_prefix[y]
     out[LAYOUT["prefix_mass"]] += (pre.sum(-1).double() * k).sum()
     if table is not None:
-        objective = lse - (table.weight[y] * zf.gather(1, table.idx[y])).sum(-1)
+        # (a target mass of 0 on a logit of -inf adds 0, as in the training loss: mass_times)
+        objective = lse - sparse_term(table, y, zf.gather(1, table.idx[y]))
         if background:  # the uniform part's row sum: one more read, only where there is one
-            objective = objective - table.background[y] * zf.sum(-1)
+            objective = objective - mass_times(table.background[y], zf.sum(-1))
         if row_weight is not None:
             objective = objective * row_weight
+        objective = torch.where(keep, objective, 0.0)  # (as ce above)
         out[LAYOUT["objective"]] += (objective.double() * k).sum()
         # the model's probability on the target's other sparse entries (the family's own
         # support: a prefix family's strict prefixes, a suffix family's suffixes, ...)

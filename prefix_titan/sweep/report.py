@@ -430,6 +430,11 @@ def power_lines(a: Analysis) -> list[str]:
                     f"{math.sqrt(v.baseline2):.4f} on {plural(v.seeds - 1, 'degree')} of "
                     f"freedom; the test's {v.test_df:.1f} degrees of freedom"
                 )
+                # (a t test at this sweep's estimate as the true error says less: 63% power)
+                error += (
+                    "; with 80% power over how the test's own estimate of that error varies, "
+                    "more than a t test at these estimates says"
+                )
                 widest = beyond_widest(name, d)
                 shown = (
                     f"±{d:.4f}"
@@ -449,15 +454,21 @@ def power_lines(a: Analysis) -> list[str]:
 def power_json(a: Analysis) -> dict:
     """report.json's power: the Power section's lines, and for each metric a line gives a
     difference of, {detectable (the difference detected with 80% power, as estimated from the
-    sweep; None where none can be), alpha_divisor (the plan's test at alpha over it), role}."""
-    return {
-        "lines": power_lines(a),
-        "metrics": {
-            name: {"detectable": detectable_here(a, name, k), "alpha_divisor": k, "role": role}
-            for name, k, role in _powered(a)
-            if k is not None
-        },
-    }
+    sweep; None where none can be), possible (False where that difference is beyond the widest
+    the metric's values allow: no difference of the metric can be detected), alpha_divisor (the
+    plan's test at alpha over it), role}."""
+    metrics = {}
+    for name, k, role in _powered(a):
+        if k is None:
+            continue
+        d = detectable_here(a, name, k)
+        metrics[name] = {
+            "detectable": d,
+            "possible": None if d is None else beyond_widest(name, d) is None,
+            "alpha_divisor": k,
+            "role": role,
+        }
+    return {"lines": power_lines(a), "metrics": metrics}
 
 
 def no_power_line(a: Analysis) -> str:

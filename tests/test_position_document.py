@@ -36,8 +36,47 @@ def reference_k(row, bos=BOS, eos=EOS):
     for t in range(len(row)):
         after_bos = t >= 1 and row[t - 1] == bos
         after_masked = t >= 2 and row[t - 1] == X and row[t - 2] == eos and eos is not None
-        out.append(1 if t == 0 or after_bos or after_masked else out[-1] + 1)
+        masked_first = t == 1 and row[0] == X and eos is not None  # the window's input 0 an EOS
+        out.append(1 if t == 0 or after_bos or after_masked or masked_first else out[-1] + 1)
     return out
+
+
+def stream_windows(seed: int, L: int = 12):
+    """Every window of L targets cut from a stream of BOS + document + EOS (documents of 0 to 9
+    tokens), as (inputs, labels, labels with the document mask), and each target's k from the
+    stream itself: 1 at the target whose input is its document's BOS, counting up; a target whose
+    document's BOS lies before the window counts from the window's start."""
+    g = torch.Generator().manual_seed(seed)
+    stream, doc_of, bos_at = [], [], {}
+    for d in range(40):
+        n = int(torch.randint(0, 10, (1,), generator=g))
+        bos_at[d] = len(stream)
+        body = torch.randint(2, 50, (n,), generator=g).tolist()
+        stream += [BOS, *body, EOS]
+        doc_of += [d] * (n + 2)
+    for s in range(len(stream) - L - 1):
+        inputs, labels = stream[s : s + L], stream[s + 1 : s + L + 1]
+        masked = [X if i == EOS else y for i, y in zip(inputs, labels)]  # the BOS target ignored
+        k = [
+            t - (bos_at[doc_of[s + t]] - s) + 1 if bos_at[doc_of[s + t]] >= s else t + 1
+            for t in range(L)
+        ]
+        yield inputs, labels, masked, k
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_document_positions_against_the_stream(seed):
+    """k from the stream the windows are cut from (not a restatement of the rule), with and
+    without the document mask, at every offset: a window whose first input is an EOS (its BOS
+    target ignored under the mask) starts a document at its second target."""
+    windows = list(stream_windows(seed))
+    labels = torch.tensor([w[1] for w in windows])
+    masked = torch.tensor([w[2] for w in windows])
+    want = torch.tensor([w[3] for w in windows])
+    assert torch.equal(document_positions(labels, BOS, EOS), want)
+    assert torch.equal(document_positions(masked, BOS, EOS), want)
+    eos_first = [i for i, w in enumerate(windows) if w[0][0] == EOS]
+    assert eos_first and all(want[i, 1] == 1 for i in eos_first)
 
 
 def reference_weights(row, gamma, **ids):
@@ -213,6 +252,11 @@ def test_the_run_checks(monkeypatch):
     with pytest.raises(ValueError, match="objective.position_start = 'document' finds each"):
         check_job_config(parse(default, *doc))
     check_job_config(parse(default, *gamma))
+    # one id for BOS and EOS: under the mask no document start can be told
+    facts.update(bos_id=EOS)
+    with pytest.raises(ValueError, match=r"has one id \(1\) for BOS and EOS, so no start"):
+        check_job_config(parse(default, *doc, *masked), device_type="cuda")
+    check_job_config(parse(default, *doc))  # (without the mask a BOS target marks each start)
 
 
 def test_the_loss_plans_read_the_tokenizer_ids(embedded_tokenizer_dir, monkeypatch):

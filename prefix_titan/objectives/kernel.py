@@ -66,14 +66,16 @@ def document_positions(labels: torch.Tensor, bos: int, eos: int | None = None) -
     labels [..., L] cut from a stream of BOS + document + EOS: a target equal to `bos` at t (the
     one before a document) makes t + 1 its document's first target; with `eos`, so does an
     ignored target at t right after an `eos` target (data.document_mask ignores the target BOS
-    after each EOS), t + 1. The targets before the window's first such start continue a document
-    begun before the window and count from the window's start. Vectorised (one cummax), no host
-    sync."""
+    after each EOS), t + 1, and an ignored target at 0 (the window's first input an EOS, whose
+    target BOS the mask ignored: only the mask ignores targets here) makes 1 the start. The
+    targets before the window's first such start continue a document begun before the window
+    and count from the window's start. Vectorised (one cummax), no host sync."""
     pos = torch.arange(labels.shape[-1], device=labels.device)
     before = labels.roll(1, dims=-1)  # the target before each (at 0: none)
     starts = (before == bos) & (pos >= 1)
     if eos is not None and eos != bos:
         starts |= (labels.roll(2, dims=-1) == eos) & (before == IGNORE_INDEX) & (pos >= 2)
+        starts |= (before == IGNORE_INDEX) & (pos == 1)
     first = torch.where(starts, pos, 0).cummax(dim=-1).values
     return pos - first + 1
 

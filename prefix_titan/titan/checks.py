@@ -700,6 +700,14 @@ def check_job_config(
             " has none: leave objective.position_start unset (positions counted from the "
             "window's start), or use a tokenizer with a BOS token"
         )
+    if facts is not None and job_config.data.document_mask and facts["bos_id"] == facts["eos_id"]:
+        raise ValueError(
+            "objective.position_start = 'document' with data.document_mask = true finds a "
+            "document's start after the EOS whose BOS target the mask ignores, and the "
+            f"tokenizer at model.hf_assets_path {job_config.model.hf_assets_path!r} has one id "
+            f"({facts['bos_id']}) for BOS and EOS, so no start can be told: leave "
+            "data.document_mask false, or use a tokenizer whose BOS and EOS differ"
+        )
     if p.tensor_parallel_degree > 1 and not p.disable_loss_parallel:
         raise ValueError(
             "prefix_titan's loss needs whole-vocabulary logits, but tensor parallel with loss "

@@ -586,7 +586,7 @@ def test_counts_of_one_read_in_the_singular(tmp_path):
         make_run(tmp_path, "label_smoothing", {"name": "label_smoothing"}, 0.0, seed=seed)
         make_run(tmp_path, "prefix_tau0.5", {"name": "prefix", "tau": 0.5}, 0.0, seed=seed)
     text = report(str(tmp_path))
-    assert "pooled over 2 arms, 1 degree of freedom)" in text
+    assert "pooled over 2 arms, 1 degree of freedom; with 80% power over" in text
     assert "1 degrees" not in text and "1 arms" not in text
     one = tmp_path / "one"
     make_run(one, "ce", {"name": "ce"}, 0.0)

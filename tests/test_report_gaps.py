@@ -103,6 +103,23 @@ def test_a_shorter_validation_log_is_refused_naming_the_run():
     )
 
 
+def test_a_shorter_validation_log_is_no_refusal_where_the_plan_compares_no_validation_metric():
+    """A plan of the downstream family alone compares no validation metric: a run's shorter
+    validation log leaves those metrics out of the per-arm table with a note, and the plan's
+    comparisons run (it refused the whole analysis)."""
+    import dataclasses
+
+    plan = dataclasses.replace(
+        PLAN, families=tuple(f for f in PLAN.families if f.name == "downstream")
+    )
+    runs = _runs(seeds=(1, 2, 3))
+    short = _run(runs, ARM, 2)
+    short["validation"] = {s: v for s, v in short["validation"].items() if s <= 3000}
+    a = analyse(sim.group(runs), plan)
+    assert a.primary_comparisons("downstream") and a.tables["val CE"] == {arm: {} for arm in a.arms}
+    assert any("val CE" in n and "at different steps" in n for n in a.notes), a.notes
+
+
 def test_a_validation_log_short_of_one_early_row_is_offered_the_checkpoints_that_agree():
     runs = _runs(seeds=(1, 2))
     gap = _run(runs, "ce", 1)

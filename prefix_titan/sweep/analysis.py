@@ -1006,7 +1006,8 @@ def _check_validations(runs: list[dict], last: int) -> None:
     """Refuses runs whose validation rows averaged (each one's last `last` after step 1) are at
     other steps than the others' (naming them, with each one's last validation step), as
     _check_evaluations refuses evaluations: one run's shorter log took every validation metric
-    out of the comparison for every run. Runs with no validation row after step 1 are not
+    out of the comparison for every run. Called where the plan compares a validation metric (else
+    they are left out of the per-arm table with a note). Runs with no validation row after step 1 are not
     refused (their arm is not compared on the validation metrics: a note says why)."""
     validated = [r for r in runs if validation_steps(r, last)]
     used = {r["folder"]: tuple(validation_steps(r, last)) for r in validated}
@@ -1212,7 +1213,9 @@ def analyse(
     seeds = sorted(next(iter(runs_by_arm.values())))
     runs = [r for by_seed in runs_by_arm.values() for r in by_seed.values()]
     steps = _check_evaluations(runs, last)
-    _check_validations(runs, last)
+    compared = {n for f in plan.families for n in (f.primary, *f.exploratory)}
+    if any(metric(n).source == "validation" for n in compared):  # (else left out, a note)
+        _check_validations(runs, last)
     first = {a: next(iter(s.values())) for a, s in runs_by_arm.items()}
     kinds = {a: arm_kind(r["objective"], plan.axis) for a, r in first.items()}
     along, axis_problems = axis_values(plan, {a: r["objective"] for a, r in first.items()})

@@ -179,7 +179,9 @@ def primary_table(a: Analysis, family) -> str:
         lines.append(line)
     shown = {c.arm for c in rows} | {a.plan.baseline}
     for arm in a.arms:  # an arm of the contrast left out for a value that is not finite
-        if arm not in shown and (why := diverged(a, family.primary, arm)):
+        if a.kinds[arm] not in a.plan.contrast or arm in shown:
+            continue
+        if why := diverged(a, family.primary, arm):
             lines.append(
                 f"| {arm} | not compared: {why} | - | - | | - |" + (" - |" if implied else "")
             )

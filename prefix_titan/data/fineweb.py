@@ -53,14 +53,20 @@ def walk_folder(path: str) -> tuple[list[str], list[str]]:
     return sorted(read), sorted(other)
 
 
+def few(names: list) -> str:
+    """The first three of `names`, and how many more."""
+    return ", ".join(map(str, names[:3])) + (
+        f" and {len(names) - 3} more" if len(names) > 3 else ""
+    )
+
+
 def other_case_note(setting: str, folder: str, names: list[str]) -> str:
     """The note on the files of `folder` (given as `setting`) that walk_folder found not read for
     their names' letter case."""
-    few = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return (
         f"note: {setting} {folder}: {len(names)} file{'s are' if len(names) != 1 else ' is'} "
-        f"not read, whose names end as a data file's in another letter case ({few}): the data "
-        f"files read end in {DATA_KINDS}, in lower case; rename them to be read"
+        f"not read, whose names end as a data file's in another letter case ({few(names)}): the "
+        f"data files read end in {DATA_KINDS}, in lower case; rename them to be read"
     )
 
 

@@ -18,7 +18,7 @@ import zlib
 from ..runs.folder import read_json, write_json
 from ..runs.lock import RunLock
 from .corpus import ascii_only, has_text
-from .fineweb import DATA_KINDS, GZIP, check_one_config
+from .fineweb import DATA_KINDS, GZIP, check_one_config, few
 from .shards import (
     FORMAT,
     MANIFEST,
@@ -301,7 +301,7 @@ def _without_prepared(source: str, files: list[str]) -> list[str]:
         print(
             f"note: --source {source}: {folder} holds a prepare's output ({MANIFEST} or "
             f"{PROGRESS}); its {n} data file{'s are' if n != 1 else ' is'} left out of the "
-            f"source ({_few(names)})",
+            f"source ({few(names)})",
             file=sys.stderr,
             flush=True,
         )
@@ -334,12 +334,6 @@ def _unfinished_revision(out: str, source: str, asked: str | None) -> str | None
         return None
     began = state.get("revision_asked") or "main"  # (no --revision: main)
     return revision if asked is None or asked in (revision, began) else None
-
-
-def _few(names: list) -> str:
-    return ", ".join(map(str, names[:3])) + (
-        f" and {len(names) - 3} more" if len(names) > 3 else ""
-    )
 
 
 def _same_folder(recorded: str, asked: str) -> bool:
@@ -413,8 +407,8 @@ def _differences(recorded: dict, asked: dict) -> str:
             was = was if isinstance(was, list) and len(was) == len(there) else there
             new = [f for f in here if f not in there]
             gone = [read for f, read in zip(there, was) if f not in here]
-            parts = [f"{len(new)} not there before ({_few(new)})"] if new else []
-            parts += [f"{len(gone)} there before, not now ({_few(gone)})"] if gone else []
+            parts = [f"{len(new)} not there before ({few(new)})"] if new else []
+            parts += [f"{len(gone)} there before, not now ({few(gone)})"] if gone else []
             shown.append(
                 f"{k} of {FOLLOWS.get(k, '--source')} differ: "
                 + ("; ".join(parts) or "in another order")
@@ -931,7 +925,7 @@ def prepare(
         }
         if not os.path.exists(state_path) and (foreign := _not_written_here(out)):
             raise ValueError(
-                f"--out {out!r} holds files a prepare does not write ({_few(foreign)}): shards "
+                f"--out {out!r} holds files a prepare does not write ({few(foreign)}): shards "
                 "go into a folder of their own (a new one, or an unfinished prepare's, which it "
                 "resumes); give another --out, or move those files out"
             )

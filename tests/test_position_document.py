@@ -288,29 +288,15 @@ def test_resuming_with_another_position_start_is_refused(tmp_path):
     default = ROOT / "train_configs" / "embedded_default.toml"
     folder = tmp_path / "run"
     gamma = ("--objective.position_gamma", "0.9")
-    _record_run(folder, parse(default, "--job.dump_folder", str(folder), *gamma))
+
+    def job(*start):
+        return parse(default, "--job.dump_folder", str(folder), *gamma, *start)
+
+    _record_run(folder, job())
     with pytest.raises(ValueError) as e:
-        check_job_config(
-            parse(
-                default,
-                "--job.dump_folder",
-                str(folder),
-                *gamma,
-                "--objective.position_start",
-                "document",
-            )
-        )
+        check_job_config(job("--objective.position_start", "document"))
     message = str(e.value)
     assert "holds a checkpoint (step-300) of a run with other settings" in message
     assert message.splitlines()[1].strip() == "objective.position_start: unset -> 'document'"
     # "window" is the run's own setting, written unset
-    check_job_config(
-        parse(
-            default,
-            "--job.dump_folder",
-            str(folder),
-            *gamma,
-            "--objective.position_start",
-            "window",
-        )
-    )
+    check_job_config(job("--objective.position_start", "window"))

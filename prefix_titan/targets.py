@@ -100,6 +100,11 @@ def _main(argv: list[str] | None = None) -> None:
         p.refuse(str(e))
     if a.token == "":
         p.error("--token is empty: give a token's text (e.g. ' which'), or an id with --token-id")
+    if a.token is not None and "\u2581" in a.token:  # a SentencePiece piece, as its vocab spells it
+        p.error(
+            f"--token {a.token!r} is spelled as a SentencePiece vocabulary spells a word start "
+            f"(\u2581 for a space); give the token's text: --token {a.token.replace(chr(0x2581), ' ')!r}"
+        )
     if a.token is not None and not a.token.isascii():
         p.error(
             f"--token {a.token!r} holds non-ASCII characters: the data has every one removed, so "

@@ -411,7 +411,7 @@ def main() -> None:
 
     from .objectives.families import FamilyError
     from .objectives.kernel import LabelError
-    from .objectives.table import TableError
+    from .objectives.table import TableError, TokenTextError
     from .titan.checks import check_parallel_degrees
     from .titan.refusal import clean_up
 
@@ -441,6 +441,15 @@ def main() -> None:
                 f"error: objective.name {config.objective.name!r}: its target table could not be "
                 f"built ({e}). `python -m prefix_titan.sweep launch --dry-run` checks the tables "
                 "of a sweep's arms before any run",
+                file=sys.stderr,
+                flush=True,
+            )
+            clean_up(config)
+        raise SystemExit(2) from None
+    except TokenTextError as e:  # a tokenizer whose token texts cannot be read: said, no trace
+        if os.environ.get("RANK", "0") == "0":
+            print(
+                f"error: model.hf_assets_path {config.model.hf_assets_path!r}: {e}",
                 file=sys.stderr,
                 flush=True,
             )

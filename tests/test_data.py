@@ -258,6 +258,8 @@ def test_inspect_cli(embedded_tokenizer_dir, capsys, tmp_path):
     assert code == 2 and "is not one ASCII vocabulary token" in out.err
     code, out = run("--token", " caf\u00e9")
     assert code == 2 and "--token ' caf\u00e9' holds non-ASCII characters: the data" in out.err
+    code, out = run("--token", "\u2581the")  # a SentencePiece piece as its vocabulary spells it
+    assert code == 2 and "give the token's text: --token ' the'" in out.err
     code, out = run("--token", "")
     assert code == 2 and "--token is empty: give a token's text" in out.err
     code, out = run("--token", longest, "--vocab-size", "2000")  # (it named model.vocab_size)

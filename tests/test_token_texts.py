@@ -89,3 +89,65 @@ def test_a_decoder_that_rewrites_the_anchor_is_refused():
     )
     with pytest.raises(ValueError, match=r"decodes token id 1 \('a'\) followed by id 2 as 'X'"):
         token_texts(tok)
+
+
+def test_a_byte_fallback_tokenizers_byte_tokens_have_no_text():
+    """A Llama-2-style BPE with byte fallback: its byte tokens <0x0A>, <0x61>, ... stand in for
+    characters the vocabulary lacks; an ASCII one decodes as the vocabulary's own token of that
+    character does, so taking it as a text refused the tokenizer (training, even ce, and the
+    probes). They have no text, as partial UTF-8 bytes."""
+    import json
+
+    from prefix_titan.objectives.table import TokenTextError, byte_fallback_ids
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence([*steps, decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(
+        vocab_size=150, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
+    tok.train_from_iterator([CORPUS], trainer)
+    saved = json.loads(tok.to_str())  # the byte tokens are entries of the vocabulary, as Llama-2's
+    vocab = saved["model"]["vocab"]
+    vocab.update({f"<0x{b:02X}>": len(vocab) + b for b in range(256)})
+    tok = Tokenizer.from_str(json.dumps(saved))
+    byte_ids = byte_fallback_ids(tok)
+    assert len(byte_ids) == 256 and tok.token_to_id("<0x61>") in byte_ids
+    texts = token_texts(tok)
+    assert all(texts[i] is None for i in byte_ids)
+    vocab = tok.get_vocab()
+    assert texts[vocab["a"]] == "a" and texts[vocab["▁person"]] == " person"
+    assert tok.decode([tok.token_to_id("<0x61>")]) == "a"  # what made two ids of one text
+    # the same vocabulary without byte fallback keeps its tokens named <0x..> as any others
+    assert byte_fallback_ids(metaspace_bpe()) == set()
+    assert issubclass(TokenTextError, ValueError)
+
+
+@pytest.mark.slow
+def test_a_run_with_a_tokenizer_of_unreadable_texts_is_refused_naming_its_path(tmp_path):
+    """A run whose tokenizer gives two ids one text ends with one line naming
+    model.hf_assets_path, status 2, its folders removed (it was a traceback naming no setting)."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    from tokenizers import AddedToken
+
+    folder = tmp_path / "tokenizer"
+    os.makedirs(folder)
+    tok = word_level(["[UNK]", "<s>", "</s>", "a", "x", "b", "x</w>"], decoders.BPEDecoder())
+    tok.add_special_tokens([AddedToken("<s>", special=True), AddedToken("</s>", special=True)])
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    command = [sys.executable, "-m", "prefix_titan.train", "--job.config_file"]
+    command += [str(ROOT / "train_configs" / "embedded_default.toml"), "--training.steps", "2"]
+    command += ["--job.dump_folder", str(tmp_path / "run"), "--model.hf_assets_path", str(folder)]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"error: model.hf_assets_path '{folder}': token ids 4 ('x') and 6 ('x</w>')" in (
+        out.stderr
+    )
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ with idx[y, 0] == y always. Target families (families.py) build one; the loss ke
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -119,6 +120,12 @@ class TargetTable:
         """The full [N, V] target for 1-D labels (reference and inspection only: never in training)."""
         target = self.background[labels].unsqueeze(1).expand(-1, self.vocab_size).clone()
         return target.scatter_add_(1, self.idx[labels], self.weight[labels])
+
+
+class TokenTextError(ValueError):
+    """A tokenizer whose tokens' texts token_texts cannot read (two ids of one text, a decoder
+    that rewrites the token before): `prefix_titan.train` ends the run with its message, naming
+    model.hf_assets_path, status 2."""
 
 
 class TableError(ValueError):
@@ -258,6 +265,7 @@ def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:
             f"vocabulary must hold every token id (choose a flavor whose vocab_size >= {n})"
         )
     special = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    special |= byte_fallback_ids(tok)  # (no text of their own: as partial UTF-8 bytes)
     decoded = tok.decode_batch([[i] for i in range(n)], skip_special_tokens=False)
     anchor = anchor_id(decoded, special)
     if anchor is not None:
@@ -265,7 +273,7 @@ def token_texts(tokenizer, vocab_size: int | None = None) -> list[str | None]:
         pairs = tok.decode_batch([[anchor, i] for i in range(n)], skip_special_tokens=False)
         for i, pair in enumerate(pairs):
             if i not in special and not pair.startswith(head):
-                raise ValueError(
+                raise TokenTextError(
                     f"the tokenizer decodes token id {anchor} ({head!r}) followed by id {i} as "
                     f"{pair!r}, which does not start with {head!r}: its decoder does not "
                     "decode a token after another as it decodes it alone, so token_texts cannot "
@@ -285,6 +293,27 @@ MADE_OTHERWISE = (
 )
 
 
+BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+"""How a SentencePiece-style BPE with byte fallback (Llama-2, Mistral) names its byte tokens"""
+
+
+def byte_fallback_ids(tok) -> set[int]:
+    """The ids of a byte-fallback BPE's byte tokens (`<0x0A>`, ...: the model's `byte_fallback`
+    on), which stand in for characters its vocabulary lacks: no text of their own (an ASCII one
+    would repeat the text of the vocabulary's own token for that character), as partial UTF-8
+    bytes have none. Empty for any other tokenizer."""
+    import json
+
+    model = json.loads(tok.to_str()).get("model") or {}
+    if not model.get("byte_fallback"):
+        return set()
+    return {
+        i
+        for token, i in tok.get_vocab(with_added_tokens=False).items()
+        if BYTE_TOKEN.fullmatch(token)
+    }
+
+
 def anchor_id(decoded: list[str], special: set[int]) -> int | None:
     """The id that token_texts decodes every token after: the first that is no special token and
     decodes alone to ASCII letters and digits; None where none does."""
@@ -302,7 +331,7 @@ def check_distinct(texts: list[str | None], tok) -> None:
             continue
         if text in seen:
             j = seen[text]
-            raise ValueError(
+            raise TokenTextError(
                 f"token ids {j} ({tok.id_to_token(j)!r}) and {i} ({tok.id_to_token(i)!r}) both "
                 f"decode to {text!r}, so their prefix targets would be ambiguous: the "
                 "tokenizer's decoder drops what tells them apart (an end-of-word suffix such as "

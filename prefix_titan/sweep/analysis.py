@@ -63,7 +63,7 @@ from .metrics import (
     run_value,
     validation_steps,
 )
-from .runs import unpaired, unplaced
+from .runs import seed_order, unpaired, unplaced
 
 PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis_plan.toml")
 CE_EQUIVALENT = 0.99
@@ -1024,9 +1024,9 @@ def _check_validations(runs: list[dict], last: int) -> None:
     short = [r for r in validated if unfinished(r) is not None]
     common = collections.Counter(used.values()).most_common(1)[0][0]
     odd = {r["seed"] for r in validated if used[r["folder"]] != common}
-    kept = sorted({r["seed"] for r in runs} - odd, key=_seed_order)
+    kept = sorted({r["seed"] for r in runs} - odd, key=seed_order)
     agree = _common_last(list(used.values()))
-    seeds = sorted({r["seed"] for r in runs} - {r["seed"] for r in short}, key=_seed_order)
+    seeds = sorted({r["seed"] for r in runs} - {r["seed"] for r in short}, key=seed_order)
     if short:
         way = "finish the unfinished runs (the same `sweep launch` resumes a run)" + (
             f", or report the seeds whose runs finished (--seeds {' '.join(map(str, seeds))})"
@@ -1057,11 +1057,6 @@ def _check_validations(runs: list[dict], last: int) -> None:
         f"the others of {METRICS_LOG}) cannot be compared (the analysis averages each run's last "
         f"{last} validation rows after step 1):\n" + "\n".join(lines) + f"\nTo compare them, {way}."
     )
-
-
-def _seed_order(v):
-    """Seeds as numbers, names as text."""
-    return (not isinstance(v, int), v if isinstance(v, int) else 0, str(v))
 
 
 def unfinished(run: dict) -> tuple[int | None, int] | None:

@@ -221,6 +221,11 @@ def find_runs(runs_dir: str, items: bool = True) -> list[dict]:
     return sorted(runs, key=lambda r: (run_order(r), r["seed"]))
 
 
+def seed_order(v):
+    """A sort key of seeds (and of arm names beside them): numbers as numbers, names as text."""
+    return (not isinstance(v, int), v if isinstance(v, int) else 0, str(v))
+
+
 def select_runs(
     runs: list[dict], seeds: list[int] | None = None, arms: list[str] | None = None
 ) -> tuple[list[dict], list[dict]]:
@@ -233,14 +238,10 @@ def select_runs(
         found = list(dict.fromkeys(r[key] for r in runs))
         unknown = [w for w in wanted or [] if w not in found]
         if unknown:
-
-            def order(v):  # seeds as numbers, names as text
-                return (not isinstance(v, int), v if isinstance(v, int) else 0, str(v))
-
             raise ValueError(
                 f"{flag} {' '.join(map(str, unknown))}: no run has "
                 f"{'that' if len(unknown) == 1 else 'these'}; the runs have "
-                f"{', '.join(map(str, sorted(found, key=order)))}"
+                f"{', '.join(map(str, sorted(found, key=seed_order)))}"
             )
     kept = [
         r

@@ -1132,6 +1132,24 @@ def _registering_command(prog: str, a) -> list[str]:
     return cmd + (["--plan", str(a.plan)] if a.plan else []) + ["--register-plan"]
 
 
+def _begin(p: argparse.ArgumentParser, a, runs: list[tuple[str, int]]) -> str | None:
+    """Before the first run: register the plan (_register_plan) and record the launch's `runs`
+    ((arm, seed) each) in the sweep folder (launches.record_launch: a report finds those without
+    a folder); the registered plan's sha256, or None."""
+    from .launches import record_launch
+
+    plan_sha256 = _register_plan(p, a)
+    folders = [
+        (arm, seed, os.path.relpath(run_folder(load_config(a.root, a.scale, arm), seed, "."), "."))
+        for arm, seed in runs
+    ]
+    try:
+        record_launch(str(a.sweep_folder), folders, plan_sha256)
+    except OSError as e:
+        p.refuse(f"--sweep-dir {a.sweep_folder}: the launch's record cannot be written ({e})")
+    return plan_sha256
+
+
 def _register_plan(p: argparse.ArgumentParser, a) -> str | None:
     """Register the analysis plan in the sweep folder before the first run (analysis.py); the
     registered plan's sha256, which the runs started here record (each start, run_env: a report
@@ -1406,7 +1424,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         failed, dry_runs = [], []
         if not a.dry_run and (refused := _refused(a, runs, extra, a.nnodes * a.nproc_per_node)):
             return refused
-        plan_sha256 = None if a.dry_run else _register_plan(p, a)
+        plan_sha256 = None if a.dry_run else _begin(p, a, runs)
         for arm, seed in runs:
             cmd = node_command(a, a.scale, arm, seed, extra, cpu)
             if why := check(arm, seed):  # just before it starts: another launch's?
@@ -1452,7 +1470,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
         _check_batch(p, a, k if gpus else 1, extra)
         if not a.dry_run and (refused := _refused(a, runs, extra, max(k if gpus else 0, 1))):
             return refused
-        plan_sha256 = None if a.dry_run else _register_plan(p, a)
+        plan_sha256 = None if a.dry_run else _begin(p, a, runs)
         if gpus and a.cpu_runs > 1:
             p.error(
                 f"--cpu-runs {a.cpu_runs} places runs on the CPU, but {len(gpus)} GPUs are "

@@ -38,7 +38,9 @@ from .analysis import (
     unfinished,
     unread_axis,
 )
+from .configs import file_name
 from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
+from .launches import LAUNCHES, without_folder
 from .metrics import (
     OWN_TABLE,
     beyond_widest,
@@ -882,6 +884,86 @@ def subset_lines(runs: list[dict], left_out: list[dict]) -> tuple[list[str], lis
     return notes, deviations
 
 
+def _runs_named(absent: list[dict]) -> str:
+    """`arm (seeds S, T)` per arm of launched runs without a folder, in launch order."""
+    seeds: dict[str, list] = {}
+    for r in absent:
+        seeds.setdefault(r["arm"], []).append(r["seed"])
+    return "; ".join(
+        f"{arm} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})"
+        for arm, v in seeds.items()
+    )
+
+
+def launched_problem(
+    runs_dir: str,
+    absent: list[dict],
+    runs: list[dict],
+    seeds: list[int] | None = None,
+    arms: list[str] | None = None,
+    baseline: str | None = None,
+) -> str | None:
+    """Why the report of `runs` is refused for runs launched into `runs_dir` that have no folder
+    (`absent`: launches.without_folder) among those asked (`seeds`, `arms`; None: every one):
+    an arm launched without any run here, or a seed launched without a run of any arm. Left
+    unsaid, the report would compare other arms or seeds than the sweep set out to (a run
+    missing at a seed other arms have is group_arms' refusal). The ways out keep the plan's
+    `baseline` among the arms. None where no such run is asked."""
+    asked = None if arms is None else {file_name(x) for x in arms}
+    wanted = [
+        r
+        for r in absent
+        if (seeds is None or r["seed"] in seeds) and (asked is None or file_name(r["arm"]) in asked)
+    ]
+    names = {file_name(r["name"]) for r in runs}
+    gone_arms = [r for r in wanted if file_name(r["arm"]) not in names]
+    there = sorted({r["seed"] for r in runs})
+    gone_seeds = [r for r in wanted if r["seed"] not in there and r not in gone_arms]
+    if not gone_arms and not gone_seeds:
+        return None
+    ways = []
+    if gone_arms:
+        kept = list(dict.fromkeys(r["name"] for r in runs))
+        if baseline is not None and file_name(baseline) in {file_name(r["arm"]) for r in gone_arms}:
+            ways.append(
+                f"leaving out the arms without runs is no way out: they include the plan's "
+                f"baseline, {baseline}, which every comparison is with"
+            )
+        elif len(kept) > 1:
+            ways.append(
+                f"or leave out the arms without runs (--arms {' '.join(kept)}: an exploratory "
+                "report, as any choice of arms after the runs)"
+            )
+    if gone_seeds and len(there) > 1:
+        ways.append(
+            f"or report the seeds every launched arm has (--seeds {' '.join(map(str, there))}): "
+            "the plan pairs the complete seeds, and the report names the runs left out"
+        )
+    gone = gone_arms + gone_seeds
+    return (
+        f"{plural(len(gone), 'run')} launched into {runs_dir} (its launch records, {LAUNCHES}/) "
+        f"{'has' if len(gone) == 1 else 'have'} no run folder there: "
+        + (f"arms with no run: {_runs_named(gone_arms)}" if gone_arms else "")
+        + ("; " if gone_arms and gone_seeds else "")
+        + (f"seeds with no run of any arm: {_runs_named(gone_seeds)}" if gone_seeds else "")
+        + ". They never began (a launch cut short or still running, a run that failed before it "
+        "started) or their folders were removed; a report without them would compare other "
+        "arms or seeds than the sweep launched, unsaid. Finish them (`python -m "
+        "prefix_titan.sweep launch` with the same arms and seeds starts the runs not there)"
+        + "".join(f", {w}" if w.startswith("or ") else f"; {w}" for w in ways)
+        + "."
+    )
+
+
+def launched_note(absent: list[dict]) -> str:
+    """The note naming the runs launched into the sweep folder that have no run folder."""
+    return (
+        f"Launched into this sweep (its launch records, {LAUNCHES}/) and without a run folder "
+        f"({plural(len(absent), 'run')}: never begun, or removed), so not in this report: "
+        f"{_runs_named(absent)}."
+    )
+
+
 def plan_source(given: str | None, registered: str | None) -> str:
     """Where the report's plan comes from, in one line."""
     if given:
@@ -933,6 +1015,17 @@ def report(
     if not runs:
         raise ValueError(f"--seeds and --arms leave no run of {runs_dir!r} to report")
     subset_notes, subset_deviations = subset_lines(runs, left_out)
+    absent = without_folder(runs_dir)
+    if problem := launched_problem(runs_dir, absent, runs, seeds, arms, plan_.baseline):
+        raise ValueError(problem)
+    if absent:
+        subset_notes.append(launched_note(absent))
+    if arms is not None:  # a launched arm left out by --arms though no run of it is here
+        found_arms = {file_name(r["name"]) for r in found} | {file_name(x) for x in arms}
+        if gone := list(
+            dict.fromkeys(r["arm"] for r in absent if file_name(r["arm"]) not in found_arms)
+        ):
+            subset_deviations.append(f"launched arms left out ({', '.join(gone)})")
     if os.path.isfile(os.path.join(runs_dir, RUN_CONFIG)):
         run = os.path.abspath(runs_dir)
         where = (  # a sweep's run folder is SWEEP/ARM/seedS (sweep/configs.py run_folder)
@@ -1164,6 +1257,7 @@ def report(
     data["left_out"] = [
         {"arm": r["name"], "seed": r["seed"], "folder": r["folder"]} for r in left_out
     ]
+    data["launched_without_folder"] = absent
     data["deviations"] = deviations
     data["selection"] = selection
     data["exploratory"] = bool(deviations)  # (its claims are leads, not findings)

@@ -15,6 +15,7 @@ from prefix_titan.objectives.mechanism import (
     mechanism_metrics,
     mechanism_sums,
     mechanism_tables,
+    position_buckets,
 )
 from prefix_titan.objectives.reference import reference_loss
 
@@ -85,6 +86,18 @@ def reference(logits, labels, texts, table, gamma):
         sel = torch.tensor([lo <= k <= hi for k in sizes])
         if sel.any():
             out[f"ce_set_{name}"] = float(ce[sel].mean())
+    # the target's position k in its window: 1 for the first
+    k = torch.arange(1, labels.shape[-1] + 1).expand(labels.shape).reshape(-1)[keep]
+    for name, lo, hi in (
+        ("1-16", 1, 16),
+        ("17-64", 17, 64),
+        ("65-256", 65, 256),
+        ("257-1024", 257, 1024),
+        ("1025+", 1025, 10**9),
+    ):
+        sel = (k >= lo) & (k <= hi)
+        if sel.any():
+            out[f"ce_pos_{name}"] = float(ce[sel].mean())
     return out
 
 
@@ -93,14 +106,21 @@ def test_every_metric_matches_the_dense_reference(odd_texts, mt, spec, seed):
     table = build_target_table(odd_texts, spec)
     gamma = spec.position_gamma
     # Gold ids drawn so that every length and prefix-set bucket is filled.
-    logits, labels = fresh_logits(table.vocab_size, batch=6, seq=40, scale=3.0)
+    # (a window of 70: three position buckets)
+    logits, labels = fresh_logits(table.vocab_size, batch=4, seq=70, scale=3.0)
     labels[0, :8] = torch.tensor([4098, 0, 1, 2, 3, 4, 5, 6])  # padding (no text) among them
     rw = row_weights(labels, gamma)
     stats = mechanism_sums(
-        logits.reshape(-1, table.vocab_size), labels.reshape(-1), mt, table.tensors("cpu"), rw
+        logits.reshape(-1, table.vocab_size),
+        labels.reshape(-1),
+        mt,
+        table.tensors("cpu"),
+        rw,
+        positions=position_buckets(labels),
     )
     got = mechanism_metrics(stats)
     want = reference(logits, labels, odd_texts, table, gamma)
+    assert {"ce_pos_1-16", "ce_pos_17-64", "ce_pos_65-256"} <= set(want)
     assert set(want) <= set(got), set(want) - set(got)
     for key, value in want.items():
         tol = 2e-3 if key == "ece" else 1e-5  # the ECE's bins are cut from a histogram
@@ -167,9 +187,15 @@ def test_the_fused_head_records_the_same_metrics_in_validation_only(odd_texts, m
     with torch.no_grad(), head.ending_in_loss(labels):
         objective, ce = head(h)
     logits = h @ w.t()
-    want = mechanism_sums(
-        logits, labels.reshape(-1), mt, table.tensors("cpu"), row_weights(labels, 0.9)
+    want = mechanism_sums(  # (chunks of 32 rows cut across the windows of 50: positions follow)
+        logits,
+        labels.reshape(-1),
+        mt,
+        table.tensors("cpu"),
+        row_weights(labels, 0.9),
+        positions=position_buckets(labels),
     )
+    assert float(want[LAYOUT["position_tokens"]][1]) > 0
     torch.testing.assert_close(meter.sums, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ce.double(), want[LAYOUT["ce"]][0], rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(
@@ -197,5 +223,11 @@ def test_validation_loss_feeds_the_meter_from_the_same_pass(odd_texts, mt):
     metrics = meter.take()
     assert metrics["ce"] == pytest.approx(
         float(ref_ce) / (labels != IGNORE_INDEX).sum().item(), rel=1e-5
+    )
+    # by position in the window of 20: targets 1-16 and 17-20, from the same pass
+    assert {k for k in metrics if k.startswith("ce_pos_")} == {"ce_pos_1-16", "ce_pos_17-64"}
+    late = reference_loss(logits[:, 16:], labels[:, 16:], table)[1]
+    assert metrics["ce_pos_17-64"] == pytest.approx(
+        float(late) / (labels[:, 16:] != IGNORE_INDEX).sum().item(), rel=1e-5
     )
     assert meter.take() == {}  # taken: the next validation starts afresh

@@ -158,6 +158,7 @@ def test_two_ranks_match_one_rank(tmp_path):
         rows[name] = next(r for r in map(json.loads, log_rows) if "validation_top1" in r)
     assert len(rows["one"]) >= 14 and set(rows["one"]) == set(rows["two"])
     assert 0 < rows["one"]["validation_support_mass"] < 1  # the prefix arm's own support
+    assert {"validation_ce_pos_1-16", "validation_ce_pos_17-64"} <= set(rows["one"])
     for key, value in rows["one"].items():
         assert rows["two"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     # resumed on 1 rank: refused before its record is written again (torchtitan failed after)

@@ -4,7 +4,9 @@ calibrated it is. Plain PyTorch.
 
 Per validation token (label != -100), from its logits z and gold y:
 - plain CE, split by the gold token's length in characters (1, 2-3, 4-6, 7+, and tokens without
-  ASCII text) and by the size of its prefix set |S(y)|, gold included (1, 2-3, 4+);
+  ASCII text), by the size of its prefix set |S(y)|, gold included (1, 2-3, 4+), and by the
+  target's position k in its window (1-16, 17-64, 65-256, 257-1024, 1025+: where position
+  weighting moves the cost);
 - prefix mass: the model's probability on the gold's strict prefixes, sum over S(y) \\ {y} of p(t);
 - top-1 accuracy, the Brier score sum_v (p_v - [v = y])^2, and the expected calibration error of
   the top-1 confidence over ECE_BINS equal-mass bins;
@@ -30,6 +32,9 @@ from .table import TableTensors
 
 LENGTHS = ("1", "2-3", "4-6", "7+", "no text")
 PREFIX_SETS = ("1", "2-3", "4+")
+POSITIONS = ("1-16", "17-64", "65-256", "257-1024", "1025+")
+"""The buckets of a target's position k in its window (1: the first target)"""
+_POSITION_EDGES = (16, 64, 256, 1024)
 ECE_BINS = 15
 HISTOGRAM = 4096
 CPU_BLOCK_BYTES = 32 * 2**20
@@ -55,6 +60,8 @@ def _layout() -> dict[str, slice]:
         "length_ce": len(LENGTHS),
         "set_tokens": len(PREFIX_SETS),
         "set_ce": len(PREFIX_SETS),
+        "position_tokens": len(POSITIONS),
+        "position_ce": len(POSITIONS),
         "conf_tokens": HISTOGRAM,
         "conf_sum": HISTOGRAM,
         "conf_correct": HISTOGRAM,
@@ -108,7 +115,15 @@ def mechanism_tables(texts: list[str | None]) -> MechanismTables:
     return MechanismTables(length, size, prefixes, is_prefix)
 
 
-def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, out):
+def position_buckets(labels: torch.Tensor) -> torch.Tensor:
+    """[N] int64, the POSITIONS bucket of each target of labels [..., L] flattened to N rows: its
+    position k in its window (k - 1 its index along the last dimension)."""
+    k = torch.arange(1, labels.shape[-1] + 1, device=labels.device)
+    edges = torch.tensor(_POSITION_EDGES, device=labels.device)
+    return torch.bucketize(k, edges).expand(labels.shape).reshape(-1)
+
+
+def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, positions, out):
     zf = z.float()
     m = zf.amax(dim=-1)  # (a max with indices costs several times more on a CPU)
     e = (zf - m[:, None]).exp_()
@@ -149,10 +164,13 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
         gold_mass = table.target_at_idx[y, 0].double()  # column 0 holds the gold id
         out[LAYOUT["target_gold_mass"]] += (gold_mass * k).sum()
         out[LAYOUT["implied_ce"]] += (-torch.log(gold_mass.clamp_min(1e-300)) * k).sum()
-    for name, bucket, n in (
+    buckets = [
         ("length", mt.length_bucket[y], len(LENGTHS)),
         ("set", mt.set_bucket[y], len(PREFIX_SETS)),
-    ):
+    ]
+    if positions is not None:
+        buckets.append(("position", positions, len(POSITIONS)))
+    for name, bucket, n in buckets:
         out[LAYOUT[f"{name}_tokens"]] += torch.bincount(bucket, weights=k, minlength=n)
         out[LAYOUT[f"{name}_ce"]] += torch.bincount(bucket, weights=ce.double() * k, minlength=n)
     conf = 1.0 / s1  # the top-1 probability: exp(m - lse)
@@ -164,17 +182,19 @@ def _block_sums(z, y, keep, mt: MechanismTables, table, row_weight, background, 
 
 @torch.no_grad()
 def chunk_sums(
-    z, y, keep, mt: MechanismTables, table=None, row_weight=None, background=True
+    z, y, keep, mt: MechanismTables, table=None, row_weight=None, background=True, positions=None
 ) -> torch.Tensor:
     """The LAYOUT vector of logits [N, V] for gold ids y [N] where `keep` (cache-sized row
     blocks); `table` adds the objective's loss (times `row_weight`, [N], where given), whose
-    uniform part is left out when `background` is false (a table without one)."""
+    uniform part is left out when `background` is false (a table without one); `positions`
+    ([N], position_buckets) adds the CE by position (left at 0 where None)."""
     out = torch.zeros(SIZE, dtype=torch.float64, device=z.device)
     rows = chunk_rows(z, CPU_BLOCK_BYTES if z.device.type == "cpu" else None)
     for i in range(0, z.shape[0], rows):
         r = slice(i, i + rows)
         rw = None if row_weight is None else row_weight[r]
-        _block_sums(z[r], y[r], keep[r], mt, table, rw, background, out)
+        pos = None if positions is None else positions[r]
+        _block_sums(z[r], y[r], keep[r], mt, table, rw, background, pos, out)
     return out
 
 
@@ -185,22 +205,34 @@ def mechanism_sums(
     table: TableTensors | None = None,
     row_weight: torch.Tensor | None = None,
     background: bool = True,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The LAYOUT vector of logits [N, V] for labels [N] (-100: ignored; anything else outside
-    [0, V) is refused)."""
+    [0, V) is refused); `positions` as for chunk_sums."""
     check_labels(labels, logits.shape[-1])
     keep, y = scored_rows(labels, logits.shape[-1])
-    return chunk_sums(logits, y, keep, mt, table, row_weight, background)
+    return chunk_sums(logits, y, keep, mt, table, row_weight, background, positions)
 
 
-def observing_step(sink: torch.Tensor, mt: MechanismTables, background: bool = True):
+def observing_step(
+    sink: torch.Tensor,
+    mt: MechanismTables,
+    background: bool = True,
+    positions: torch.Tensor | None = None,
+):
     """A fused-head chunk step for passes without gradients (validation) that adds each chunk's
-    LAYOUT vector to `sink` and returns its (objective sum, CE sum) from the same pass."""
+    LAYOUT vector to `sink` and returns its (objective sum, CE sum) from the same pass.
+    `positions` ([N] of the whole pass, position_buckets): each chunk's own rows, the chunks
+    taken in order (as the fused head's loop takes them)."""
+    done = [0]  # the rows of the pass taken by earlier chunks
 
     def step(z, y, keep, table, row_weight, want_grad):
         if want_grad:
             raise RuntimeError("the observing chunk step computes no gradient: validation only")
-        stats = chunk_sums(z, y, keep, mt, table, row_weight, background)
+        r = slice(done[0], done[0] + z.shape[0])
+        done[0] = r.stop
+        pos = None if positions is None else positions[r]
+        stats = chunk_sums(z, y, keep, mt, table, row_weight, background, pos)
         sink.add_(stats)
         return stats[LAYOUT["objective"]][0].float(), stats[LAYOUT["ce"]][0].float(), None
 
@@ -223,7 +255,8 @@ def ece(counts: torch.Tensor, conf: torch.Tensor, correct: torch.Tensor, bins: i
 
 
 def mechanism_metrics(stats: torch.Tensor, objective: bool = True) -> dict[str, float]:
-    """Means of a LAYOUT vector: {"ce", "ce_len_<bucket>", "ce_set_<bucket>", "prefix_mass",
+    """Means of a LAYOUT vector: {"ce", "ce_len_<bucket>", "ce_set_<bucket>", "ce_pos_<bucket>",
+    "prefix_mass",
     "top1", "brier", "ece", and "objective", "target_gold_mass", "implied_ce", "support_mass"
     where a table was given}."""
     s = stats.double().cpu()
@@ -239,8 +272,8 @@ def mechanism_metrics(stats: torch.Tensor, objective: bool = True) -> dict[str, 
         out.update(
             {k: mean(k) for k in ("objective", "target_gold_mass", "implied_ce", "support_mass")}
         )
-    for name, labels in (("len", LENGTHS), ("set", PREFIX_SETS)):
-        key = "length" if name == "len" else "set"
+    for name, labels in (("len", LENGTHS), ("set", PREFIX_SETS), ("pos", POSITIONS)):
+        key = {"len": "length", "set": "set", "pos": "position"}[name]
         tokens, ce = s[LAYOUT[f"{key}_tokens"]], s[LAYOUT[f"{key}_ce"]]
         for label, t, c in zip(labels, tokens.tolist(), ce.tolist()):
             if t > 0:

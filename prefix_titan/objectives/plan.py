@@ -17,7 +17,7 @@ import torch
 
 from .fused import build_chunk_step, default_chunk_tokens, fused_target_loss, prepare_device
 from .kernel import AUTO_KERNEL, RowKernel, check_labels, check_width, row_weights, target_loss
-from .mechanism import MechanismTables, mechanism_sums, observing_step
+from .mechanism import MechanismTables, mechanism_sums, observing_step, position_buckets
 from .spec import ObjectiveSpec
 from .table import TableTensors, TargetTable, indexed
 
@@ -93,8 +93,8 @@ class LossPlan:
 
     def validation_sums(self, logits, labels) -> torch.Tensor:
         """The validation metrics' sums (mechanism.LAYOUT) of logits [..., V] for labels [...]:
-        plain CE and its breakdowns, prefix mass, top-1, Brier, calibration, and the objective
-        (weighted as in training)."""
+        plain CE and its breakdowns (by position where labels are [batch, seq]), prefix mass,
+        top-1, Brier, calibration, and the objective (weighted as in training)."""
         V = self.vocab_size
         return mechanism_sums(  # refuses bad labels
             logits.reshape(-1, V),
@@ -103,6 +103,7 @@ class LossPlan:
             self.tensors(logits.device),
             self.row_weights(labels),
             self.has_background,
+            position_buckets(labels) if labels.dim() >= 2 else None,
         )
 
     def row_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
@@ -155,7 +156,8 @@ class LossPlan:
             check_labels(labels, head_weight.shape[0])
         step = self.chunk_step
         if sink is not None:
-            step = observing_step(sink, self.mechanism_on(h.device), self.has_background)
+            positions = position_buckets(labels) if labels.dim() >= 2 else None
+            step = observing_step(sink, self.mechanism_on(h.device), self.has_background, positions)
         return fused_target_loss(
             h.reshape(-1, h.shape[-1]),
             head_weight,

@@ -54,6 +54,7 @@ from .metrics import (
     EFFECTS,
     METRICS,
     OWN_TABLE,
+    POSITION_METRICS,
     beyond_widest,
     detectable_text,
     evaluated_steps,
@@ -1244,6 +1245,8 @@ def analyse(
         result.notes.append(unread)
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)} | set(read)
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
+    if any(r["objective"].get("position_gamma") is not None for r in first.values()):
+        wanted |= set(POSITION_METRICS)  # where position weighting moves the cost
     wanted |= {READ[n] for n in wanted if n in READ}  # (blank_twins)
     if unread_tasks := _unanalysed(runs, wanted):
         result.notes.append(unread_tasks)

@@ -22,6 +22,7 @@ from ..evaluation.harness import (
     primary_metric,
 )
 from ..evaluation.probes import CHOICES, PREFIX_SHAPED, PROBE_TASKS
+from ..objectives.mechanism import POSITIONS
 
 EFFECTS = {
     "char composite": 0.05,
@@ -166,6 +167,16 @@ def _validation(key: str):
     return read
 
 
+def position_metric(bucket: str) -> str:
+    """The metric of validation plain CE at a bucket of positions (mechanism.POSITIONS)."""
+    return f"val CE at k {bucket}"
+
+
+POSITION_METRICS = tuple(position_metric(b) for b in POSITIONS)
+"""Validation plain CE by the target's position in its window: shown per arm in a sweep with an
+arm that weights positions (objective.position_gamma)"""
+
+
 def _catalogue() -> dict[str, Metric]:
     out: dict[str, Metric] = {}
 
@@ -200,6 +211,15 @@ def _catalogue() -> dict[str, Metric]:
         ("validation_implied_ce", "implied CE", True, "plain CE a perfect target-matcher has"),
     ):
         add(name, lower, "validation", _validation(key), what)
+    for bucket in POSITIONS:
+        add(
+            position_metric(bucket),
+            True,
+            "validation",
+            _validation(f"validation_ce_pos_{bucket}"),
+            f"validation plain CE of the targets at positions {bucket} of their window (1: the "
+            "first target)",
+        )
     for task in [*DEFAULT_TASKS, *SECONDARY_TASKS]:
         add(task, False, "eval", _task(task), f"{task} accuracy (acc_norm where it has it)")
         add(f"{task} bits/byte", True, "eval", _bpb(task), f"{task}: bits per byte of the gold")

@@ -43,6 +43,7 @@ from .inference import APART_MIN_SEEDS, CLAIM_MIN_SEEDS, seedwise
 from .launches import LAUNCHES, without_folder
 from .metrics import (
     OWN_TABLE,
+    POSITION_METRICS,
     beyond_widest,
     evaluated_steps,
     is_control,
@@ -229,6 +230,25 @@ def exploratory_table(a: Analysis, family) -> str:
         ]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def position_lines(a: Analysis) -> list[str]:
+    """Validation plain CE by the target's position in its window, per arm, where an arm weights
+    positions (analysis reads POSITION_METRICS then): whether a late-weighted arm's CE gained
+    late at its early targets' cost. Descriptive, never tested. [] where none is measured."""
+    names = [n for n in POSITION_METRICS if n in a.tables]
+    shown, _ = measured_names(a, names)
+    if not shown:
+        return []
+    return [
+        "Validation plain CE by the target's position k in its window (1: the first target; "
+        "the mean of each run's validated rows as above, every target weighing 1), shown since "
+        "an arm weights positions (objective.position_gamma); descriptive, not tested "
+        "(a plan may name these metrics as exploratory ones):",
+        "",
+        summary_table(a, shown),
+        "",
+    ]
 
 
 def claim_lines(a: Analysis) -> list[str]:

@@ -59,6 +59,15 @@ def test_a_diverged_runs_arm_is_named_where_it_is_not_compared():
     assert f"| {ARM} | not compared: seed 2's is not finite (diverged?) | - | - |" in table, table
     (row,) = [r for r in targets_table(a).splitlines() if r.startswith(f"| {ARM} |")]
     assert "(n=2)" in row, row
+    # the Power section's share is the family's split over the arms compared, as the test's
+    # (it counted every arm of the contrast: alpha/12 where the family tested at alpha/11)
+    from prefix_titan.sweep.report import power_json, power_lines
+
+    power = power_json(a)["metrics"]
+    assert power["val CE"]["alpha_divisor"] == len(rows) == len(compared) - 1
+    assert power["char composite"]["alpha_divisor"] == len(compared)
+    (line,) = [p for p in power_lines(a) if p.startswith("- val CE:")]
+    assert f"at alpha/{len(rows)};" in line, line
 
 
 def test_a_diverged_baseline_is_named_as_the_reason_nothing_is_compared():

@@ -561,7 +561,9 @@ def _resume_advice(config) -> str:
 def _report_checkpoint(config, before: str | None) -> None:
     """Say where the run's checkpoint went, and in which format (torchtitan only logs the folder),
     or that the run had reached its last step already (it started from checkpoint.load_step, or
-    else from `before`: its newest checkpoint at the start)."""
+    else from `before`: its newest checkpoint at the start). The step named is the newest this
+    start saved (past its start, up to training.steps), not a later one saved before it (a run
+    resumed from an earlier step): those are named beside it."""
     if os.environ.get("RANK", "0") != "0" or not config.checkpoint.enable:
         return
     from .runs.folder import checkpoint_steps, step_number
@@ -576,12 +578,26 @@ def _report_checkpoint(config, before: str | None) -> None:
             f"already; its checkpoint is {steps[-1]}",
             flush=True,
         )
-    elif steps:
+    elif ours := [s for s in steps if start < (step_number(s) or 0) <= config.training.steps]:
         from .runs.checkpoints import HF_INDEX
 
-        hf = os.path.isfile(os.path.join(steps[-1], HF_INDEX))  # (checkpoint.last_save_in_hf)
+        written = ours[-1]
+        hf = os.path.isfile(os.path.join(written, HF_INDEX))  # (checkpoint.last_save_in_hf)
         kind = "Hugging Face (safetensors)" if hf else "DCP"
-        print(f"{kind} checkpoint written to {steps[-1]}", flush=True)
+        later = [os.path.basename(s) for s in steps if step_number(s) > step_number(written)]
+        print(
+            f"{kind} checkpoint written to {written}"
+            + (
+                f" ({folder} also holds {', '.join(later)}, saved before this run started "
+                f"from step {start}: a resume without --checkpoint.load_step loads the newest, "
+                f"{later[-1]})"
+                if later
+                else ""
+            ),
+            flush=True,
+        )
+    elif steps:
+        print(f"no checkpoint was written by this run; the newest in {folder} is {steps[-1]}")
     else:
         print(f"no checkpoint was written under {folder}", flush=True)
 

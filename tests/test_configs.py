@@ -1024,6 +1024,16 @@ def test_the_last_line_says_whether_the_run_trained(tmp_path, capsys):
     assert capsys.readouterr().out == (
         f"Hugging Face (safetensors) checkpoint written to {newest}\n"
     )
+    # resumed from step 30 to train to 35: its own step-35 named, not the step-40 saved before
+    (tmp_path / "checkpoint" / "step-35").mkdir()
+    shorter = config("--checkpoint.load_step", "30", "--training.steps", "35")
+    _report_checkpoint(shorter, newest)
+    ckpt = tmp_path / "checkpoint"
+    assert capsys.readouterr().out == (
+        f"DCP checkpoint written to {ckpt / 'step-35'} ({ckpt} also holds step-40, saved before "
+        "this run started from step 30: a resume without --checkpoint.load_step loads the "
+        "newest, step-40)\n"
+    )
 
 
 def test_the_version_is_that_of_the_copy_that_imports(tmp_path):

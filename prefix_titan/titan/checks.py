@@ -1033,7 +1033,7 @@ def check_resume(
 
         logger.warning(
             f"{folder}: the run was recorded in {was}; it has moved (or is named from another "
-            "folder), and its record is updated"
+            "folder): its record is updated to this folder once the resume passes its checks"
         )
     recorded.pop(PLACEMENT, None)  # not a setting: what the run was placed on (said by torchtitan)
     recorded.pop(TARGET_TABLE, None)  # (compared once the table is built: check_table_unchanged)

@@ -785,6 +785,18 @@ def test_a_bad_table_from_a_setting_names_the_setting(monkeypatch):
         build_target_table(["a", "b"], ObjectiveSpec("mass_lab:shared", options="mass=1.5"))
     assert str(e.value).startswith("target family 'mass_lab:shared' returned a table where some")
     assert str(e.value).endswith("(its settings here: objective.options = 'mass=1.5')")
+    # a shared setting given (the family says not which it reads): named too
+    with pytest.raises(ValueError) as e:
+        build_target_table(
+            ["a", "b"], ObjectiveSpec("mass_lab:shared", epsilon=0.3, options="mass=1.5")
+        )
+    said = "(its settings here: objective.epsilon = 0.3, objective.options = 'mass=1.5')"
+    assert str(e.value).endswith(said)
+    shared.reads = ("epsilon",)  # one it reads: named at its value, the default too
+    with pytest.raises(ValueError) as e:
+        build_target_table(["a", "b"], ObjectiveSpec("mass_lab:shared", options="mass=1.5"))
+    said = "(its settings here: objective.epsilon = 0.1, objective.options = 'mass=1.5')"
+    assert str(e.value).endswith(said)
 
 
 @pytest.mark.slow

@@ -429,9 +429,18 @@ def build_target_table(texts: list[str | None], spec: ObjectiveSpec) -> TargetTa
     try:
         table = check_table(table, len(texts), spec.name, texts)
     except TableError as e:
-        if not options:
+        # the shared settings it says it reads; where it does not say, those not at default
+        reads = family_reads(spec, family)
+        defaults = {f.name: f.default for f in dataclasses.fields(spec)}
+        given = [
+            f"objective.{k} = {getattr(spec, k)!r}"
+            for k in (spec.shared() if reads is None else reads)
+            if reads is not None or getattr(spec, k) != defaults[k]
+        ]
+        if options:
+            given.append(f"objective.options = {format_family_options(options)!r}")
+        if not given:
             raise
-        given = format_family_options(options)
-        raise TableError(f"{e} (its settings here: objective.options = {given!r})") from None
+        raise TableError(f"{e} (its settings here: {', '.join(given)})") from None
     # A copy of both: the family's table (it may keep it) and the caller's spec stay as they were.
     return dataclasses.replace(table, built_by=dataclasses.replace(spec))

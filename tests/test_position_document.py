@@ -275,9 +275,14 @@ def test_the_loss_plans_read_the_tokenizer_ids(embedded_tokenizer_dir, monkeypat
         "--objective.position_start",
         "document",
     )
+    import torchtitan.components.tokenizer as tokenizers
+
+    built, real = [], tokenizers.build_hf_tokenizer
+    monkeypatch.setattr(tokenizers, "build_hf_tokenizer", lambda job: built.append(1) or real(job))
     plans = LossPlans()
     plan = plans.for_job(config)
     assert (plan.bos_id, plan.eos_id) == (tokenizer.bos_id, tokenizer.eos_id)
+    assert len(built) == 1  # the texts and the ids from one tokenizer
     monkeypatch.setattr(LossPlans, "document_ids_for", lambda self, job: (None, tokenizer.eos_id))
     config.objective.position_gamma = 0.5  # another plan
     with pytest.raises(ValueError, match="the tokenizer has no BOS token"):

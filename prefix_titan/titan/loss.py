@@ -33,28 +33,30 @@ class LossPlans:
         self._tables: dict[tuple, TargetTable] = {}
         self._mechanism: dict[tuple, MechanismTables] = {}
         self._plans: dict[tuple, LossPlan] = {}
-        self._ids: dict[str, tuple[int | None, int | None]] = {}
+        self._tokenizers: dict[str, object] = {}
+
+    def _tokenizer_for(self, job_config):
+        """The job's tokenizer (model.hf_assets_path), built once."""
+        from torchtitan.components.tokenizer import build_hf_tokenizer
+
+        key = job_config.model.hf_assets_path
+        if key not in self._tokenizers:
+            self._tokenizers[key] = build_hf_tokenizer(job_config)
+        return self._tokenizers[key]
 
     def texts_for(self, job_config) -> list[str | None]:
         """The token texts of the job's tokenizer in its model's vocabulary (read once)."""
-        from torchtitan.components.tokenizer import build_hf_tokenizer
-
         vocab_size = flavor_args(job_config.model.flavor).vocab_size
         key = (job_config.model.hf_assets_path, vocab_size)
         if key not in self._texts:
-            self._texts[key] = token_texts(build_hf_tokenizer(job_config), vocab_size)
+            self._texts[key] = token_texts(self._tokenizer_for(job_config), vocab_size)
         return self._texts[key]
 
     def document_ids_for(self, job_config) -> tuple[int | None, int | None]:
         """(BOS id, EOS id) of the job's tokenizer, None where it has none: what the loader
-        puts around each document (read once)."""
-        from torchtitan.components.tokenizer import build_hf_tokenizer
-
-        key = job_config.model.hf_assets_path
-        if key not in self._ids:
-            tokenizer = build_hf_tokenizer(job_config)
-            self._ids[key] = (tokenizer.bos_id, tokenizer.eos_id)
-        return self._ids[key]
+        puts around each document."""
+        tokenizer = self._tokenizer_for(job_config)
+        return tokenizer.bos_id, tokenizer.eos_id
 
     def mechanism_for(self, job_config) -> MechanismTables:
         """The vocabulary's tables for the validation metrics (objectives/mechanism.py)."""

@@ -7,6 +7,7 @@ Runs torchtitan's own `train` main unchanged. On a machine with a GPU this is ex
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import signal
@@ -477,6 +478,23 @@ def main() -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
             clean_up(config)
         raise SystemExit(2) from None
+    except (OSError, RuntimeError) as e:  # a full disk (a save cut short): said, with the resume
+        full = disk_full(config.job.dump_folder, e)
+        if full is None:
+            raise
+        _record_interrupted(recorder)
+        if os.environ.get("RANK", "0") == "0":
+            if getattr(e, "errno", None) not in FULL_ERRNOS:  # (a guess from the space left)
+                import traceback
+
+                traceback.print_exception(e)
+            print(
+                f"error: {full} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}): "
+                f"free space there; {_resume_advice(config)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise SystemExit(1) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     _report_checkpoint(config, before)
@@ -499,6 +517,29 @@ def _recorder(config):
 
     folder = os.path.abspath(os.path.join(config.job.dump_folder, config.checkpoint.folder))
     return ChecksumRecorder(folder, int(os.environ.get("RANK", "0")))
+
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""The errors of a write to a file system with no space (or quota) left"""
+LOW_SPACE = 64 * 2**20
+"""Bytes free below which a failed write is taken for a full file system (a save that ran out of
+space leaves its partial files there: nearly nothing free)"""
+
+
+def disk_full(folder: str, error: BaseException) -> str | None:
+    """What ended a run whose write failed with `error`, where the file system holding `folder`
+    is full: the error says so (ENOSPC, EDQUOT), or a write failed otherwise (torch's writers
+    raise a RuntimeError of their own) with under LOW_SPACE bytes left there. None otherwise."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if getattr(error, "errno", None) in FULL_ERRNOS or (free is not None and free < LOW_SPACE):
+        left = "" if free is None else f", {free / 2**20:.1f} MiB free"
+        return f"the file system holding {folder} is full{left}"
+    return None
 
 
 def _record_interrupted(recorder) -> None:

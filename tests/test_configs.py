@@ -1386,3 +1386,66 @@ def test_a_run_whose_last_step_was_saved_in_hf_format_is_not_handed_to_the_dcp_l
     (folder / "checkpoint" / "step-0" / HF_INDEX).write_bytes(b"{}")
     with pytest.raises(ValueError, match="create the seed checkpoint again without"):
         check_job_config(parse(default, *args, "--training.steps", "10"))
+
+
+@pytest.mark.parametrize("name", ["run_config.json", "prefix_metrics.jsonl"])
+def test_a_linked_record_or_log_is_refused_before_anything_is_written(tmp_path, name):
+    """A run folder whose record or metrics log is a symbolic link (to another run's, say): refused
+    by the start's checks, naming the link, not by the writer after torchtitan built the trainer
+    (a traceback, a new record left behind)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / name).write_text("{}\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / name).symlink_to(other / name)
+    default = ROOT / "train_configs" / "embedded_default.toml"
+    with pytest.raises(ValueError) as e:
+        check_job_config(parse(default, "--job.dump_folder", str(folder)))
+    assert f"{folder / name} is a symbolic link (to {other / name})" in str(e.value)
+    assert sorted(os.listdir(folder)) == [name] and (other / name).read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("how", ["errno", "low space"])
+def test_a_full_disk_is_one_line_naming_what_resumes(tmp_path, monkeypatch, capsys, how):
+    """A save that runs out of space ended the run in torch's traceback, naming neither the disk
+    nor the resume: one line says the file system is full and what resumes the run (where the
+    error does not say ENOSPC, torch's own RuntimeError, the guess from the space left comes
+    after the traceback), exit 1; any other failure is raised as it was."""
+    import errno
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import torchtitan.train
+
+    from prefix_titan.train import main
+
+    usage = namedtuple("usage", "total used free")
+    free = 1 * 2**20 if how == "low space" else 50 * 2**30
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda folder: usage(0, 0, free))
+    error = (
+        OSError(errno.ENOSPC, "No space left on device")
+        if how == "errno"
+        else RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    )
+
+    def full(trainer_cls):
+        raise error
+
+    monkeypatch.setattr(torchtitan.train, "main", full)
+    _train_in_process(monkeypatch, str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"error: the file system holding {tmp_path} is full, ")
+    assert line.endswith(
+        "free space there; no checkpoint of this run was saved; the same command starts it again"
+    )
+    assert ("Traceback" in err) == (how == "low space")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda folder: usage(0, 0, 50 * 2**30))
+    with pytest.raises(type(error)):  # plenty of space, no ENOSPC: not said to be the disk's
+        if how == "errno":
+            error.errno = errno.EIO
+        main()

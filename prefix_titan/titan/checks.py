@@ -310,6 +310,14 @@ def check_titan_shapes(job_config) -> None:
     problem = checkpoint_folder_problem(job_config.job.dump_folder, job_config.checkpoint.folder)
     if problem:
         raise ValueError(problem)
+    for name in (RUN_CONFIG, METRICS_LOG):  # (refused here: before anything is written)
+        path = os.path.join(job_config.job.dump_folder, name)
+        if os.path.islink(path):
+            raise ValueError(
+                f"{path} is a symbolic link (to {os.readlink(path)}): a run's record and metrics "
+                "log are its own files, written in place, and the package does not write through "
+                "links (a linked file may be another run's); copy the file in, or remove the link"
+            )
 
 
 COMPILE_COMPONENTS = ("model", "loss")

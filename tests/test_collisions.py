@@ -1071,6 +1071,32 @@ def test_the_launchers_checks_say_when_they_take_over_a_killed_runs_lock(tmp_pat
     assert "taking it over" in err
 
 
+@pytest.mark.slow
+def test_a_run_taken_by_a_writer_during_the_launchers_checks_is_left_to_it(tmp_path, capsys):
+    """A run whose writer takes its lock after the launch looked (a run it left, starting: its
+    torchrun takes seconds to reach the lock) and before the checks: left to that writer with a
+    warning, as a run found written is, not a refusal of every run (outside a launch: refused)."""
+    from prefix_titan.sweep.configs import load_config
+    from prefix_titan.sweep.launch import preflight, run_folder, train_args
+
+    config = load_config(ROOT, "smoke", "ce")
+    sweep = tmp_path / "sweep"
+    args = train_args("smoke", "ce", config, 7, 1, [], str(sweep))
+    held = ROOT / run_folder(config, 7, str(sweep))
+    holder = holding_lock(held)
+    try:
+        checks = {"folder": str(sweep), "extra": []}
+        assert preflight(ROOT, [("ce seed 7", args)], sweep=checks) == []
+        err = capsys.readouterr().err
+        assert f"[sweep] warning: ce seed 7: {held} is being written by pid {holder.pid}" in err
+        assert err.rstrip().endswith("; left to it")
+        (problem,) = preflight(ROOT, [("ce seed 7", args)])
+        assert problem.startswith(f"ce seed 7: {held} is being written by pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_lock_names_its_holders_command_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["python -m prefix_titan.train", "--job.config_file", "x"])
     assert RunLock(str(tmp_path)).command == "python -m prefix_titan.train --job.config_file x"

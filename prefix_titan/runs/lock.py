@@ -33,11 +33,18 @@ LOCK = ".writer.lock"
 
 
 class FolderBusy(ValueError):
-    """Another live process writes into the folder (`holder`: its lock record, where read)."""
+    """Another live process writes into the folder (`holder`: its lock record, where read; {}
+    where its lock names none yet), or the folder's lock cannot be taken at all (a link, a
+    file of another user: `holder` None)."""
 
     def __init__(self, message: str, holder: dict | None = None):
         super().__init__(message)
         self.holder = holder
+
+
+def live_writer(e: FolderBusy) -> bool:
+    """Whether `e` refused a folder for a live writer (not for a lock that cannot be taken)."""
+    return e.holder is not None
 
 
 def _alive(pid: int) -> bool:
@@ -490,7 +497,8 @@ class RunLock:
             return FolderBusy(
                 f"{self.folder} is locked by {self.path}, which does not name its holder (it may "
                 "be starting): wait for it, or, if no training, export or evaluation writes into "
-                f"this folder, remove {self.path}"
+                f"this folder, remove {self.path}",
+                {},
             )
         where = (
             ""

@@ -102,7 +102,7 @@ def check_runs(
     from ..objectives.spec import WEIGHTING
     from ..objectives.table import TableError
     from ..runs.folder import DATA_FILES, RESOLVED, RUN_CONFIG, run_record
-    from ..runs.lock import LOCK, FolderBusy, RunLock
+    from ..runs.lock import LOCK, FolderBusy, RunLock, live_writer
     from .checks import (
         arm_tables,
         check_arm_table,
@@ -139,7 +139,19 @@ def check_runs(
                         lock.acquire().release()
                     elif left := lock.look():
                         print(f"warning: {left}; a launch takes it over", file=sys.stderr)
-            except (ValueError, FolderBusy, SystemExit) as e:
+            except FolderBusy as e:
+                if sweep is not None and live_writer(e):
+                    # taken by a writer since the launch looked (a run it left, just starting):
+                    # left to it, as the launch leaves a run it finds written (not refused)
+                    print(
+                        f"warning: {name}: {str(e).split('. A second')[0]}; left to it",
+                        file=sys.stderr,
+                    )
+                    continue
+                problems.setdefault(shared := _shared(str(e), args), []).append(name)
+                folders.setdefault(shared, []).append((_folder(args), str(e)))
+                continue
+            except (ValueError, SystemExit) as e:
                 for problem in getattr(e, "problems", None) or [str(e)]:
                     problems.setdefault(shared := _shared(problem, args), []).append(name)
                     folders.setdefault(shared, []).append((_folder(args), problem))

@@ -144,9 +144,10 @@ CHARACTER_METRICS = ("char", "emb ", "prefix-shaped")
 evaluation makes offline; the downstream tasks' need the hub or --data-dir"""
 
 
-def _how_measured(name: str) -> str:
+def _how_measured(name: str, held: bool = False) -> str:
     """How the runs come to hold metric `name`, in brackets (the command that evaluates it, the
-    offline way; or the validation a run must do), for a note on a primary the runs lack."""
+    offline way; or the validation a run must do), for a note on a primary the runs lack;
+    `held`: some runs hold it (a note on it names those that do not)."""
     source = metric(name).source if name in METRICS else None
     if source == "eval":
         group = "cute" if name.startswith("cute_") else "pilot"
@@ -162,13 +163,78 @@ def _how_measured(name: str) -> str:
             f"--tasks {group}` evaluates a run's checkpoints; offline, {offline})"
         )
     if source == "validation":
+        if held:
+            return (
+                " (a validation metric: the note on it names the runs whose metrics logs hold no "
+                "validation row after step 1, why, and how they get one)"
+            )
         return (
             " (a validation metric: the runs' metrics logs hold no validation row after step 1: "
-            "trained with validation.enable = false, or before the last step was always "
-            "validated, where a run shorter than validation.freq validated only its first step; "
-            "train them again)"
+            "the logs cut short, older copies put back or the logs missing, or the runs trained "
+            "with validation.enable = false, or before the last step was always validated, where "
+            f"a run shorter than validation.freq validated only its first step; "
+            f"{validate_again(False)}; runs trained with validation off are trained again with it "
+            "on)"
         )
     return ""
+
+
+def validate_again(one: bool) -> str:
+    """How a run (`one`) or runs get the validation rows their metrics logs lack (a note's fix)."""
+    return (
+        f"run {'its' if one else 'their'} training command again (or the same `sweep launch`): a "
+        "stopped run resumes, and one whose final checkpoint is saved loads it, trains nothing and "
+        "validates its final step where its log holds no row of it (docs/experiment.md); restore "
+        f"{'the log' if one else 'a log'} from a copy to get the earlier rows back"
+    )
+
+
+def log_gap(run: dict) -> str:
+    """Why a run's metrics log gives no validation metric after step 1, in words: the log
+    missing, or holding no such row (and why, where the run says: a torn last line not read, the
+    log ending before a step the run recorded, validation off)."""
+    if run.get("log") == "missing":
+        return f"its metrics log ({METRICS_LOG}) is missing"
+    why = []
+    if run.get("log") == "torn":
+        why.append("it ends in a torn line, not read: an append cut short")
+    ends, last = run.get("log_last"), run.get("last_step")
+    if "log_last" in run and last is not None and (ends is None or ends < last):
+        why.append(
+            f"it {'holds no row' if ends is None else f'ends at step {ends}'}, though the run "
+            f"recorded step {last} in a checkpoint or evaluation: cut short, or an older copy put "
+            "back"
+        )
+    if validation_off(run):
+        why.append("trained with validation.enable = false")
+    return f"its metrics log ({METRICS_LOG}) has no validation row after step 1" + (
+        f" ({'; '.join(why)})" if why else ""
+    )
+
+
+def validation_off(run: dict) -> bool:
+    """Whether the run's record says it trained with validation.enable = false."""
+    return ((run.get("config") or {}).get("validation") or {}).get("enable") is False
+
+
+def torn_logs(runs_by_arm: dict[str, dict]) -> str | None:
+    """A note naming the runs whose metrics log ends in a torn line (an append cut short: read_log
+    reads the rows before it), else None."""
+    torn = [
+        f"{arm} seed {seed} ({run['folder']})"
+        for arm, by_seed in runs_by_arm.items()
+        for seed, run in by_seed.items()
+        if run.get("log") == "torn"
+    ]
+    if not torn:
+        return None
+    one = len(torn) == 1
+    return (
+        f"the metrics log ({METRICS_LOG}) of {', '.join(torn)} ends in a torn line (an append cut "
+        f"short: a crash, or a run writing it now), not read: {'its' if one else 'their'} "
+        f"numbers are those of the rows before it; a run started again cuts that line off, and "
+        "one whose final checkpoint is saved validates its final step where the row is missing"
+    )
 
 
 def unstated_variance(path: str) -> str | None:
@@ -1016,8 +1082,14 @@ def _check_validations(runs: list[dict], last: int) -> None:
         return
     lines = _odd_ones(
         {
-            r["folder"] + _unfinished(r): f"steps {', '.join(map(str, used[r['folder']]))} "
-            f"(last validation step {max(r['validation'])})"
+            r["folder"]
+            + _unfinished(r)
+            + (
+                f" ({METRICS_LOG} ends in a torn line, not read)" if r.get("log") == "torn" else ""
+            ): (
+                f"steps {', '.join(map(str, used[r['folder']]))} "
+                f"(last validation step {max(r['validation'])})"
+            )
             for r in validated
         },
         "validated runs",
@@ -1119,7 +1191,7 @@ def _table(
                 short[f"{arm} seed {seed}"] = seed
             v, read_at = run_value(run, m, last)
             if v is None:
-                missing.append(f"{arm} seed {seed} ({run['folder']})")
+                missing.append((f"{arm} seed {seed} ({run['folder']})", run))
                 continue
             used.setdefault(read_at, []).append(run["folder"])
             if not math.isfinite(v):
@@ -1159,14 +1231,23 @@ def _table(
             )
         return {arm: {} for arm in out}
     if used and missing:
-        where = (
-            f"its metrics log ({METRICS_LOG}) has no validation row after step 1"
-            if m.source == "validation"
-            else "its evaluations do not have it"
-        )
+        by_where: dict[str, list[str]] = {}
+        for name, run in missing:
+            where = log_gap(run) if m.source == "validation" else "its evaluations do not have it"
+            by_where.setdefault(where, []).append(name)
+        fix = ""
+        if m.source == "validation":
+            on = [r for _, r in missing if not validation_off(r)]
+            fix = (f"; {validate_again(len(missing) == 1)}" if on else "") + (
+                "; a run trained with validation off is trained again with it on"
+                if len(on) < len(missing)
+                else ""
+            )
         why = (
-            f"no value for {', '.join(missing)}: {where}; "
-            f"{'that arm is' if len(missing) == 1 else 'those arms are'} not compared on it"
+            "no value for "
+            + "; for ".join(f"{', '.join(names)}: {where}" for where, names in by_where.items())
+            + f"; {'that arm is' if len(missing) == 1 else 'those arms are'} not compared on it"
+            + fix
         )
         if absent is None:
             notes.append(f"{m.name}: {why}")
@@ -1243,6 +1324,8 @@ def analyse(
     unread = unread_axis(plan, {a: r["objective"] for a, r in first.items()})
     if unread:
         result.notes.append(unread)
+    if torn := torn_logs(runs_by_arm):
+        result.notes.append(torn)
     wanted = {n for f in plan.families for n in (f.primary, *f.exploratory)} | set(read)
     wanted |= {"val CE", "target gold mass", "implied CE", *AA_METRIC.values(), *SUMMARY}
     if any(r["objective"].get("position_gamma") is not None for r in first.values()):
@@ -1741,7 +1824,7 @@ def _decide_family(result: Analysis, family: Family, contrast, seeds) -> None:
                     "on it says why and what to do)"
                     if name in result.unaligned
                     else f"{name} is not available for every run of {baseline} and another "
-                    f"arm{_how_measured(name)}"
+                    f"arm{_how_measured(name, any(result.tables.get(name, {}).values()))}"
                 )
                 result.notes.append(f"{family.name}: {why}: nothing compared")
             continue

@@ -88,14 +88,18 @@ def load_run(folder: str, items: bool = True) -> dict:
     (plain CE and the validation metrics); by evaluated step, the evaluation results, the
     per-item outcomes (with the bits per byte they give), and the --limit and task version each
     result was made with; and the last step it recorded (`last_step`: its latest complete
-    checkpoint, metrics log row, validation or evaluation; None if none). `items=False` leaves
-    the per-item files unread (what an evaluation checks before it writes needs none)."""
+    checkpoint, metrics log row, validation or evaluation; None if none); the state of its
+    metrics log (`log`: "missing", "torn" where it ends in a line cut short that is not read, else
+    None) and the last step it logs (`log_last`). `items=False` leaves the per-item files unread
+    (what an evaluation checks before it writes needs none)."""
     config = read_json(os.path.join(folder, RUN_CONFIG), "the run record", expect=dict)
     if not isinstance(config.get("objective"), dict):
         raise ValueError(f"{os.path.join(folder, RUN_CONFIG)} is not a run record (no objective)")
-    rows = []
-    if os.path.exists(os.path.join(folder, METRICS_LOG)):
-        rows = read_log(os.path.join(folder, METRICS_LOG))
+    rows, log = [], os.path.join(folder, METRICS_LOG)
+    log_state = "missing" if not os.path.exists(log) else None
+    if log_state is None:
+        rows = read_log(log)
+        log_state = "torn" if _ends_torn(log) else None
     val, validation = {}, {}
     for r in rows:
         if "validation_plain_ce" in r:
@@ -193,7 +197,21 @@ def load_run(folder: str, items: bool = True) -> dict:
         "validation": dict(sorted(validation.items())),
         "steps": dict(sorted(steps.items())),
         "last_step": max(seen, default=None),
+        "log": log_state,
+        "log_last": max((r["step"] for r in rows if isinstance(r.get("step"), int)), default=None),
     }
+
+
+def _ends_torn(path: str) -> bool:
+    """Whether the log at `path` ends in a line without its newline (an append cut short, or one
+    being written): read_log reads no row of it."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(f.seek(0, os.SEEK_END) - 4096, 0))
+            tail = f.read()
+    except OSError:
+        return False
+    return bool(tail.rsplit(b"\n", 1)[-1].strip())
 
 
 def run_order(r: dict):

@@ -35,6 +35,7 @@ from .sweep.analysis import (
     plan_arm_problems,
     registered_plan,
     unfinished,
+    validate_again,
 )
 from .sweep.configs import SCALES, arms
 from .sweep.inference import APART_MIN_SEEDS, seedwise
@@ -471,9 +472,11 @@ def main(argv: list[str] | None = None) -> None:
         (
             validated,
             (
-                "their metrics logs hold no validation row after step 1: trained with "
-                "validation.enable = false",
-                "train runs that validate",
+                "their metrics logs hold no validation row after step 1: the logs cut short, "
+                "older copies put back or the logs missing (the report names each run and why), "
+                "or trained with validation.enable = false",
+                f"{validate_again(False)} (runs trained with validation off: train them again "
+                "with it on)",
             ),
         ),
     ):

@@ -206,7 +206,8 @@ def test_a_seed_never_evaluated_is_left_out_not_taken_for_any_step(sweep, capsys
         power.main(["--from", str(sweep)])
     out = capsys.readouterr().out
     assert "hold no values of val CE in two arms or more (their metrics logs hold no valid" in out
-    assert "train runs that validate to measure it." in out and "evaluate the runs on" not in out
+    assert "run their training command again (or the same `sweep launch`)" in out
+    assert "with it on) to measure it." in out and "evaluate the runs on" not in out
 
 
 def test_the_evaluated_tasks_outside_the_plan_are_measured_not_said_unevaluated(

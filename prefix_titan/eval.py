@@ -12,7 +12,9 @@ and CUTE (`--tasks cute`, or cute_spell, ...), read from the hub's leukas/cute. 
 DIR/eval_results.json and a short table is printed. --data-dir reads each task's documents from
 DIR/<task>.jsonl instead of the hub (an offline copy in the task's own schema). --all-checkpoints
 exports every step-N of the run to RUN_DIR/hf/step-N and evaluates it, writing
-RUN_DIR/eval_curve.json. The report reads one evaluation per task and step of a run: an evaluation
+RUN_DIR/eval_curve.json; an export there already is reused once its files match the sha256 its
+export_source.json recorded (a damaged one is refused: delete it, and it is exported again).
+The report reads one evaluation per task and step of a run: an evaluation
 filed with a run (into RUN_DIR/evals/step-N from an export, or RUN_DIR/hf/step-N) on another
 --limit sample, or with character probes built otherwise, than one the run folder holds already for
 the same task and step is refused before it evaluates, and any other difference is said as soon as

@@ -4,11 +4,12 @@
 The folder holds `model.safetensors` (HF key names via torchtitan's Llama3StateDictAdapter),
 a `config.json` that matches the flavor exactly (RoPE theta and scaling included: a mismatch is
 silent and grows with sequence length), the tokenizer files, generation_config.json and the
-record of the run, checkpoint and step it came from (EXPORT_RECORD). It is written to a temporary
-folder and renamed into place, so no half-written folder is left. --overwrite replaces only an
-earlier export (a folder holding EXPORT_RECORD), and no --out may be, hold or lie inside the run
-folder or checkpoint the export reads (except a new folder of the run outside its checkpoints,
-such as RUN/hf/step-N).
+record of the run, checkpoint and step it came from (EXPORT_RECORD), with the sha256 of each
+file written beside it, which an evaluation reusing the export checks (check_export). It is
+written to a temporary folder and renamed into place, so no half-written folder is left.
+--overwrite replaces only an earlier export (a folder holding EXPORT_RECORD), and no --out may be,
+hold or lie inside the run folder or checkpoint the export reads (except a new folder of the run
+outside its checkpoints, such as RUN/hf/step-N).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..runs.checkpoints import (
 from ..runs.folder import (
     DATA_FILES,
     EXPORT_RECORD,
+    EXPORTS,
     RUN_CONFIG,
     checkpoint_folder_problem,
     fsync_folder,
@@ -553,8 +555,10 @@ def write_hf_folder(
             )
             _log("writing tokenizer files")
             write_tokenizer(hf_assets_path, tmp, tokenizer, max_positions)
-            if source is not None:
-                write_json(os.path.join(tmp, EXPORT_RECORD), source)
+            if source is not None:  # (with the sha256 of each file written, checked on reuse)
+                sums = {n: sha256(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
+                sums.pop(EXPORTING, None)
+                write_json(os.path.join(tmp, EXPORT_RECORD), {**source, FILE_SUMS: sums})
             os.unlink(os.path.join(tmp, EXPORTING))  # (its flock held on by the open file)
             _public_modes(tmp)
             fsync_tree(tmp)  # the weights on disk before the folder takes its name
@@ -568,6 +572,91 @@ def write_hf_folder(
             exporting.close()
     _log(f"done: {out}")
     return out
+
+
+FILE_SUMS = "sha256"
+"""In EXPORT_RECORD: {file name: sha256} of every file the export wrote beside it, which an
+evaluation reusing the export checks first (check_export)"""
+
+MODEL_FILES = frozenset(
+    {
+        *("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"),
+        *("special_tokens_map.json", "added_tokens.json", "tokenizer.model", "vocab.json"),
+        *("merges.txt", "chat_template.jinja", "chat_template.json"),
+    }
+)
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json")
+"""The files of a model folder that transformers reads (weights, configs, tokenizer): one an
+export did not write is refused by check_export; an evaluation's own files beside them are not"""
+
+
+def check_export(model_dir: str) -> None:
+    """Refuse an exported model folder whose files are not those its export wrote: one whose
+    sha256 is not the one EXPORT_RECORD recorded (bit rot, a hand edit), one missing, or a model
+    file (MODEL_FILES, MODEL_SUFFIXES) it did not write; a one-line error naming the files and
+    the way out. A folder without the record is not checked; one whose record predates the
+    checksums (no FILE_SUMS) is said to be unchecked."""
+    from ..runs.folder import read_export_record
+
+    source = read_export_record(model_dir)
+    if source is None:
+        return
+    path = os.path.join(model_dir, EXPORT_RECORD)
+    sums = source.get(FILE_SUMS)
+    if sums is None:
+        _log(
+            f"note: {path} records no checksums (the export predates them), so the files of "
+            f"{model_dir} cannot be checked; export it again to have them checked"
+        )
+        return
+    if not (
+        isinstance(sums, dict)
+        and sums
+        and all(
+            isinstance(n, str) and n == os.path.basename(n) and isinstance(d, str) and len(d) == 64
+            for n, d in sums.items()
+        )
+    ):
+        raise ValueError(
+            f"{path} holds no valid {FILE_SUMS!r} (file name: sha256): the export's record is "
+            f"damaged; {_export_again(model_dir, source)}"
+        )
+    problems = []
+    for name, digest in sorted(sums.items()):
+        file = os.path.join(model_dir, name)
+        if not os.path.isfile(file):
+            problems.append(f"{file} is missing")
+        elif sha256(file) != digest:
+            problems.append(f"{file} is not the file exported (its sha256 differs from the record)")
+    here = sorted(n for n in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, n)))
+    problems += [
+        f"{os.path.join(model_dir, n)} was not written by the export"
+        for n in here
+        if n not in sums and (n in MODEL_FILES or n.endswith(MODEL_SUFFIXES))
+    ]
+    if problems:
+        raise ValueError(
+            f"the export {model_dir} is damaged or was changed since it was written, and is not "
+            f"evaluated: {'; '.join(problems)} ({path}); {_export_again(model_dir, source)}"
+        )
+
+
+def _export_again(model_dir: str, source: dict) -> str:
+    """The way out for a damaged export: delete it and evaluate the run again, which exports the
+    step again from its checkpoint (verified then), for a run's own RUN/hf/step-N; else export
+    the checkpoint again over it."""
+    run_dir, checkpoint = source.get("run_dir"), source.get("checkpoint")
+    ckpt = f" {checkpoint}" if isinstance(checkpoint, str) else ""
+    exports = os.path.join(os.path.abspath(run_dir), EXPORTS) if isinstance(run_dir, str) else ""
+    if os.path.dirname(os.path.abspath(model_dir)) == exports:
+        return (
+            f"delete {model_dir} and evaluate again (eval --all-checkpoints {run_dir} exports "
+            f"the step again from its checkpoint{ckpt}, verified first)"
+        )
+    return (
+        f"export the checkpoint{ckpt} again over it (python -m prefix_titan.export ... "
+        f"--checkpoint{ckpt or ' DIR'} --out {model_dir} --overwrite), or delete it"
+    )
 
 
 EXPORTING = ".exporting"

@@ -554,6 +554,7 @@ def evaluate(
     probes: ProbeOptions = ProbeOptions(),
     limit_seed: int = LIMIT_SEED,
     replace: bool = False,
+    export_checked: bool = False,
 ) -> dict:
     """Evaluate an exported model folder; `task_manager` (lm-eval's, with our task folder) may be
     passed to reuse its index of every task, which takes seconds to build; `probes` says how the
@@ -568,7 +569,9 @@ def evaluate(
     evaluated, unless `replace`: then it is replaced whole, its other tasks' items removed. It
     holds the writer's lock of the folder it writes into (`writer_folder`) from first to last: a
     second evaluation of the model is refused before it evaluates, not left to overwrite the
-    first's results."""
+    first's results. Before a task reads the model, its files are checked against the sha256
+    its export recorded (export.check_export: a damaged or changed export is refused), unless
+    `export_checked` (they were just now)."""
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         raise ValueError(not_exported(model_dir))
     if problem := unreadable_weights(model_dir):
@@ -635,6 +638,10 @@ def evaluate(
             )
         probe_embeddings = EMBEDDING_PROBE in tasks and EMBEDDING_PROBE not in done
         harness_tasks = [t for t in tasks if t != EMBEDDING_PROBE and t not in done]
+        if (harness_tasks or probe_embeddings) and not export_checked:
+            from .export import check_export
+
+            check_export(model_dir)
         if harness_tasks:  # (the embedding probe alone needs no lm-eval)
             task_manager = task_manager or task_index(harness_tasks)
             check_tasks(harness_tasks, task_manager.all_tasks)
@@ -1968,7 +1975,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
     other settings, another --limit sample say, is left out of it, said: the curve compares like
     with like), and the others the export's results hold beside them (evaluating one task more
     keeps the rest in the curve)."""
-    from .export import export, export_run, recorded_tokenizer
+    from .export import check_export, export, export_run, recorded_tokenizer
 
     tasks = expand(kwargs.get("tasks", DEFAULT_TASKS))
     settings = evaluation_settings(
@@ -1984,6 +1991,18 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         for s in steps
         if not os.path.exists(os.path.join(run_dir, EXPORTS, os.path.basename(s), "config.json"))
     ]
+    # each export made before and evaluated now checked against the sha256 its export recorded,
+    # before any step is exported or evaluated: a damaged one is refused (check_export says to
+    # delete it, and the next evaluation exports the step again from its verified checkpoint)
+    for ckpt in steps:
+        if ckpt in unexported:
+            continue
+        path = os.path.join(run_dir, EXPORTS, os.path.basename(ckpt), EVAL_RESULTS)
+        done = (
+            [] if kwargs.get("replace") else _kept(path, _earlier(path), tasks, settings, sources)
+        )
+        if any(t not in done for t in tasks):
+            check_export(os.path.dirname(path))
     if unexported and (hub := hub_tasks(tasks, kwargs.get("data_dir"))):
         # the hub's datasets read (or found in the cache) before a checkpoint is exported: one
         # that cannot be had ends the evaluation before minutes of exports, not after them
@@ -2015,7 +2034,7 @@ def _evaluate_steps(run_dir, config, rc, folder, steps, kwargs, every=None) -> d
         done = [] if kwargs.get("replace") else _kept(path, read[ckpt], tasks, settings, sources)
         todo = [t for t in tasks if t not in done]
         if todo:
-            results = evaluate(out, **{**kwargs, "tasks": todo})
+            results = evaluate(out, **{**kwargs, "tasks": todo, "export_checked": True})
             print(f"step {step[5:]}:\n{table(results)}", flush=True)
             read[ckpt] = _earlier(path)  # (as this evaluation left it)
         if done:

@@ -27,6 +27,7 @@ from .evaluation.embedding_probe import (
     run_matrices,
     table,
 )
+from .evaluation.export import check_export
 from .evaluation.harness import EMBEDDING_PROBE, refuse_tokenizer, writer_folder
 from .runs.cli import Parser, path_arg
 from .runs.folder import EVALS, RUN_CONFIG, step_number, write_json
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         with RunLock(writer_folder(a.folder) if exported else a.folder, elsewhere=AFTER_IT):
             if exported:
                 refuse_tokenizer(a.folder, [EMBEDDING_PROBE])  # (its own vocab_size)
+                check_export(a.folder)  # (an export's files as written: their sha256)
                 matrices, tokenizer_dir, out = hf_matrices(a.folder), a.folder, a.folder
             else:
                 matrices, step, tokenizer_dir = run_matrices(a.folder, a.checkpoint)

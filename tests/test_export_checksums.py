@@ -89,6 +89,11 @@ def test_a_damaged_reused_export_is_refused_and_an_intact_one_used(trained, tmp_
     # eval --model of the same folder (a run's own RUN/hf/step-N): refused alike
     code, err = run_main(capsys, "--model", out, "--tasks", "embedding_probe")
     assert code == 2 and f"{weights} is not the file exported" in err, err
+    from prefix_titan.embedding_probe import main as probe  # the probe's own command too
+
+    with pytest.raises(SystemExit) as e:
+        probe([out])
+    assert e.value.code == 2 and f"{weights} is not the file exported" in capsys.readouterr().err
     # a model file the export did not write, and one missing: refused, naming them
     open(weights, "wb").write(intact)
     extra = os.path.join(out, "model-00002-of-00002.safetensors")

@@ -853,7 +853,9 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
 
     started = []
 
-    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None):
+    def run_queue(
+        jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None, started=None
+    ):
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 
@@ -1376,7 +1378,9 @@ def test_a_launch_checks_each_run_again_just_before_it_starts_it(tmp_path, monke
     }
     holders, seen = [], {}
 
-    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None):
+    def run_queue(
+        jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None, started=None
+    ):
         assert [name for name, _, _ in jobs] == ["ce seed 1", "label_smoothing seed 1"]
         finish(folders["label_smoothing"], load_config(ROOT, "smoke", "label_smoothing"))
         folders["ce"].mkdir(parents=True)

@@ -801,6 +801,7 @@ def run_queue(
     root=".",
     recheck=None,
     plan_sha256: str | None = None,
+    started=None,
 ):
     """Run (name, log file, command) jobs in `root` on the slots (GPU groups), each as soon as a
     slot is free, with CUDA_VISIBLE_DEVICES set to its group; returns the failed and
@@ -809,9 +810,11 @@ def run_queue(
     a reason for is said so and skipped), and after a job whose own log says it was refused for
     another writer of its folder (then said so, not failed; any other end is a failure). The runs
     end with the launch (Children). `plan_sha256`: the registered plan's, each run's
-    LAUNCH_PLAN_ENV (run_env)."""
+    LAUNCH_PLAN_ENV (run_env). `started(name)`: called just before a job starts."""
     with Children() as children:
-        return _run_queue(jobs, groups, stop_on_failure, root, recheck, children, plan_sha256)
+        return _run_queue(
+            jobs, groups, stop_on_failure, root, recheck, children, plan_sha256, started
+        )
 
 
 def run_env(plan_sha256: str | None) -> dict[str, str]:
@@ -826,7 +829,7 @@ def run_env(plan_sha256: str | None) -> dict[str, str]:
 
 
 def _run_queue(
-    jobs, groups, stop_on_failure, root, recheck, children: Children, plan_sha256=None
+    jobs, groups, stop_on_failure, root, recheck, children: Children, plan_sha256=None, started=None
 ) -> list[str]:
     pending, running, failed = list(jobs), {}, []
     free = list(range(len(groups)))
@@ -849,6 +852,8 @@ def _run_queue(
                 free.append(slot)
                 failed.append(f"{name} (not started: {e})")
                 continue
+            if started is not None:
+                started(name)
             with f:
                 start = f.seek(0, os.SEEK_END)  # a rerun appends: its reason is read from here
                 proc = children.start(cmd, cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -1134,8 +1139,9 @@ def _registering_command(prog: str, a) -> list[str]:
 
 def _begin(p: argparse.ArgumentParser, a, runs: list[tuple[str, int]]) -> str | None:
     """Before the first run: register the plan (_register_plan) and record the launch's `runs`
-    ((arm, seed) each) in the sweep folder (launches.record_launch: a report finds those without
-    a folder); the registered plan's sha256, or None."""
+    ((arm, seed) each) in the sweep folder (launches.record_launch, its path `a.launch_record`:
+    a report finds those without a folder; _started notes each as it starts); the registered
+    plan's sha256, or None."""
     from .launches import record_launch
 
     plan_sha256 = _register_plan(p, a)
@@ -1144,10 +1150,19 @@ def _begin(p: argparse.ArgumentParser, a, runs: list[tuple[str, int]]) -> str | 
         for arm, seed in runs
     ]
     try:
-        record_launch(str(a.sweep_folder), folders, plan_sha256)
+        a.launch_record = record_launch(str(a.sweep_folder), folders, plan_sha256)
     except OSError as e:
         p.refuse(f"--sweep-dir {a.sweep_folder}: the launch's record cannot be written ({e})")
     return plan_sha256
+
+
+def _started(a, arm: str, seed: int) -> None:
+    """Note in the launch's record that run (arm, seed) starts now (launches.record_start): its
+    folder removed later, the report knows it began."""
+    from .launches import record_start
+
+    folder = os.path.relpath(run_folder(load_config(a.root, a.scale, arm), seed, "."), ".")
+    record_start(a.launch_record, arm, seed, folder)
 
 
 def _register_plan(p: argparse.ArgumentParser, a) -> str | None:
@@ -1435,6 +1450,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 dry_runs.append(arm)
                 continue
             print(f"[sweep] {arm} seed {seed}: {shlex.join(cmd)}", flush=True)
+            _started(a, arm, seed)
             with Children() as children:
                 code = children.start(cmd, cwd=a.root, env=run_env(plan_sha256)).wait()
             if code:  # (its output went to the terminal: a failure, whatever holds the run now)
@@ -1517,6 +1533,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m prefix_titan.swee
                 a.root,
                 recheck=lambda name: check(*named[name]),
                 plan_sha256=plan_sha256,
+                started=lambda name: _started(a, *named[name]),
             )
         )
     if a.dry_run:

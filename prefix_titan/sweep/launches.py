@@ -7,14 +7,32 @@ which runs are there, not which were meant to be."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import socket
 
-from ..runs.folder import RUN_CONFIG, read_json, write_json
+from ..runs.folder import RUN_CONFIG, append_line, read_json, read_log, write_json
 
 LAUNCHES = "launches"
-"""In a sweep folder: one JSON file per launch (record_launch), never rewritten"""
+"""In a sweep folder: one JSON file per launch (record_launch), never rewritten, and beside it
+the runs that launch started, one line each as it starts them (STARTED)"""
+STARTED = ".started.jsonl"
+"""Beside a launch's record (its name with this ending in place of `.json`): {arm, seed, folder,
+at} of each run the launch started, appended as it starts it"""
+
+
+def started_path(record: str) -> str:
+    """The file of the runs started by the launch whose record is `record`."""
+    return record.removesuffix(".json") + STARTED
+
+
+def record_start(record: str, arm: str, seed: int, folder: str) -> None:
+    """Note that the launch whose record is `record` starts run (arm, seed, folder relative to
+    the sweep folder) now: a run whose folder is removed later is known to have begun."""
+    at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    line = {"arm": arm, "seed": seed, "folder": folder, "at": at}
+    append_line(started_path(record), json.dumps(line) + "\n")
 
 
 def record_launch(
@@ -44,10 +62,10 @@ def record_launch(
 
 
 def launched_runs(sweep_dir: str) -> list[dict]:
-    """Every run the launch records in `sweep_dir` name, each once ({arm, seed, folder}, the
-    folder relative to `sweep_dir`), oldest launch first; [] where none is recorded (a sweep
-    launched before launches were recorded, or runs started by hand). A record that cannot be
-    read is refused, naming it."""
+    """Every run the launch records in `sweep_dir` name, each once ({arm, seed, folder, began},
+    the folder relative to `sweep_dir`; began: a launch started it, record_start), oldest launch
+    first; [] where none is recorded (a sweep launched before launches were recorded, or runs
+    started by hand). A record that cannot be read is refused, naming it."""
     folder = os.path.join(sweep_dir, LAUNCHES)
     if not os.path.isdir(folder):
         return []
@@ -70,7 +88,12 @@ def launched_runs(sweep_dir: str) -> list[dict]:
             )
         for r in runs:
             seen.setdefault((r["arm"], r["seed"], r["folder"]), {k: r[k] for k in fields})
-    return list(seen.values())
+        began = started_path(path)
+        for r in read_log(began) if os.path.isfile(began) else []:
+            key = (r.get("arm"), r.get("seed"), r.get("folder"))
+            if key in seen:
+                seen[key]["began"] = True
+    return [{**r, "began": r.get("began", False)} for r in seen.values()]
 
 
 def without_folder(sweep_dir: str) -> list[dict]:

@@ -950,6 +950,7 @@ def launched_problem(
     gone_arms = [r for r in wanted if file_name(r["arm"]) not in names]
     there = sorted({r["seed"] for r in runs})
     gone_seeds = [r for r in wanted if r["seed"] not in there and r not in gone_arms]
+    complete = complete_seeds(runs)  # (the seeds every arm has: the plan's pairs)
     if not gone_arms and not gone_seeds:
         return None
     ways = []
@@ -965,10 +966,15 @@ def launched_problem(
                 f"or leave out the arms without runs (--arms {' '.join(kept)}: an exploratory "
                 "report, as any choice of arms after the runs)"
             )
-    if gone_seeds and len(there) > 1:
+    if gone_seeds and len(complete) > 1:
+        began = any(r["began"] for r in gone_seeds)
         ways.append(
-            f"or report the seeds every launched arm has (--seeds {' '.join(map(str, there))}): "
-            "the plan pairs the complete seeds, and the report names the runs left out"
+            f"or report the seeds every arm has (--seeds {' '.join(map(str, complete))}): "
+            + (
+                "exploratory, as a run of those left out began (its folder removed)"
+                if began
+                else "the plan pairs the complete seeds, and the report names the runs left out"
+            )
         )
     gone = gone_arms + gone_seeds
     return (
@@ -977,8 +983,13 @@ def launched_problem(
         + (f"arms with no run: {_runs_named(gone_arms)}" if gone_arms else "")
         + ("; " if gone_arms and gone_seeds else "")
         + (f"seeds with no run of any arm: {_runs_named(gone_seeds)}" if gone_seeds else "")
-        + ". They never began (a launch cut short or still running, a run that failed before it "
-        "started) or their folders were removed; a report without them would compare other "
+        + (
+            ". They never began (a launch cut short or still running, a run that failed before it "
+            "started) or their folders were removed"
+            if not any(r["began"] for r in gone)
+            else f". {_began_said(gone)}"
+        )
+        + "; a report without them would compare other "
         "arms or seeds than the sweep launched, unsaid. Finish them (`python -m "
         "prefix_titan.sweep launch` with the same arms and seeds starts the runs not there)"
         + "".join(f", {w}" if w.startswith("or ") else f"; {w}" for w in ways)
@@ -986,13 +997,39 @@ def launched_problem(
     )
 
 
+def _began_said(gone: list[dict]) -> str:
+    """Which of the launched runs without a folder a launch started (their folders removed since,
+    or never written: a run that failed at its start), and that the others never began."""
+    began = [r for r in gone if r["began"]]
+    rest = [r for r in gone if not r["began"]]
+    return (
+        f"A launch started {_runs_named(began)} (its folder removed since, or never written by a "
+        "run that failed at its start)"
+        + (
+            f"; the others never began or their folders were removed ({_runs_named(rest)})"
+            if rest
+            else ""
+        )
+    )
+
+
 def launched_note(absent: list[dict]) -> str:
     """The note naming the runs launched into the sweep folder that have no run folder."""
+    began = any(r["began"] for r in absent)
     return (
         f"Launched into this sweep (its launch records, {LAUNCHES}/) and without a run folder "
-        f"({plural(len(absent), 'run')}: never begun, or removed), so not in this report: "
-        f"{_runs_named(absent)}."
+        f"({plural(len(absent), 'run')}), so not in this report: {_runs_named(absent)}."
+        + (f" {_began_said(absent)}." if began else " They never began, or were removed.")
     )
+
+
+def began_left_out(absent: list[dict], seeds: list[int] | None) -> list[int]:
+    """The seeds `--seeds` leaves out at which a launch started a run whose folder is gone: a
+    run that began counts as there (its result may be why it is gone), so leaving its seed out
+    is a choice (exploratory), as for a run whose folder is there."""
+    if seeds is None:
+        return []
+    return sorted({r["seed"] for r in absent if r["began"] and r["seed"] not in seeds})
 
 
 def plan_source(given: str | None, registered: str | None) -> str:
@@ -1029,7 +1066,12 @@ def report(
     plan_ = load_plan(plan or registered)
     # the runs without their per-item files first (a few MB each): a sweep refused for its
     # runs' seeds or arms is refused before they are read, and runs left out are never read
-    found = find_runs(runs_dir, items=False)
+    try:
+        found = find_runs(runs_dir, items=False)
+    except ValueError as e:  # no run at all: the launches' runs named where they are recorded
+        if os.path.isdir(runs_dir) and (absent := without_folder(runs_dir)):
+            raise ValueError(f"{e}. {launched_note(absent)}") from None
+        raise
     if plan and found:  # names no arm of the project nor of the sweep: refused, as by a launch
         known = {**_project_arms(), **{r["name"]: r["objective"] for r in found}}
         problems = plan_arm_problems(plan_, known, axis=False, where="the project nor the sweep")
@@ -1051,6 +1093,11 @@ def report(
         raise ValueError(problem)
     if absent:
         subset_notes.append(launched_note(absent))
+    if began := began_left_out(absent, seeds):
+        subset_deviations.append(
+            f"seeds left out at which a launched run began and its folder is gone "
+            f"({', '.join(map(str, began))})"
+        )
     if arms is not None:  # a launched arm left out by --arms though no run of it is here
         found_arms = {file_name(r["name"]) for r in found} | {file_name(x) for x in arms}
         if gone := list(

@@ -49,6 +49,10 @@ def test_the_position_table_shows_where_a_weighted_arm_pays(tmp_path):
     assert "val CE at k 1-16" in block.splitlines()[0]
     assert "val CE at k 257-1024" not in block  # logged by no run: left out
     assert "| 4.5000 [-, -] |" in rows["ce_gamma0.9"] and "| 4.1500 [" in rows["ce"]
+    # paired by seed with the same objective unweighted (ce): 4.5 - 4.1, 4.5 - 4.2
+    pairs = text.split("Each weighted arm less the same objective unweighted, seed by seed")[1]
+    (row,) = [line for line in pairs.split("\n\n")[1].splitlines() if line.startswith("| ce_")]
+    assert row.startswith("| ce_gamma0.9 − ce | +0.3500 [") and row.count("|") == 5, row
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["per_arm"]["val CE at k 1-16"]["ce_gamma0.9"]["mean"] == pytest.approx(4.5)
     assert data["per_arm"]["val CE at k 17-64"]["ce"]["mean"] == pytest.approx(3.015)

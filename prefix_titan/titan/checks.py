@@ -653,7 +653,9 @@ def check_job_config(
             raise ValueError(
                 f"model.flavor {job_config.model.flavor!r} attends with FlexAttention, which torch "
                 "cannot train on a CPU (it has no backward there): train it on a GPU, or here a "
-                f"flavor without it ({', '.join(plain)}; data.document_mask needs flex)"
+                f"flavor without it ({', '.join(plain)}); data.document_mask needs a block_causal "
+                "flavor, and the package's attend with FlexAttention: document-masked training "
+                "needs a GPU"
             )
     p = job_config.parallelism
     if spec.fused_loss:
@@ -739,10 +741,15 @@ def check_job_config(
             )
     if job_config.data.document_mask:
         if flavor.attn_mask_type != "block_causal":
-            block = [n for n, a in FLAVORS.items() if a.attn_mask_type == "block_causal"]
+            block = [  # (those with FlexAttention: the package's, torchtitan's debug and 8B ones)
+                n
+                for n, a in FLAVORS.items()
+                if a.attn_mask_type == "block_causal" and a.attn_type == "flex"
+            ]
             raise ValueError(
-                f"data.document_mask = true needs a block_causal flavor ({', '.join(block)}); "
-                f"model.flavor {job_config.model.flavor!r} attends across documents"
+                f"data.document_mask = true needs a block_causal flavor ({', '.join(block)}: "
+                f"FlexAttention, trained on a GPU); model.flavor {job_config.model.flavor!r} "
+                "attends across documents"
             )
         if job_config.training.dataset not in TOKEN_DATASETS:
             raise ValueError(

@@ -38,7 +38,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from dataclasses import asdict
 
 from .data.hub import exit_if_unreachable, offline_unless_reachable
@@ -152,7 +154,37 @@ def quiet() -> None:
     tqdm.std.tqdm.__init__ = silenced
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the evaluation is (as Ctrl-C raises KeyboardInterrupt)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> None:
+    """The command (_main); Ctrl-C or SIGTERM ends it in one line saying what is kept and what
+    resumes it (exit 130 / 143), not lm-eval's traceback or a silent end."""
+    main_thread = threading.current_thread() is threading.main_thread()  # (else no handler)
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(
+            f"{stopped}: the evaluation stopped; the results written before are kept, and the "
+            "same command evaluates what is left (tasks evaluated already with its settings are "
+            "kept, not evaluated again)",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(143 if isinstance(e, Terminated) else 130) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> None:
     p = Parser(
         prog="python -m prefix_titan.eval",
         description=__doc__,

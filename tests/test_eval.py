@@ -791,3 +791,32 @@ def test_another_export_of_a_step_is_not_filed_beside_the_first(exported, tmp_pa
     (in_run / "eval_results.json").write_text(json.dumps(other))
     with pytest.raises(ValueError, match=r"hf/step-4/eval_results.json holds the results of an"):
         evaluate(bf16, tasks=["embedding_probe"], replace=True)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_an_evaluation_stopped_says_what_is_kept_and_what_resumes_it(monkeypatch, capsys, how):
+    """SIGTERM ended an evaluation without a word (status -15), Ctrl-C in lm-eval's traceback:
+    one line each, exit 143 / 130, the process's own SIGTERM handler back in place after."""
+    import signal
+    import time
+
+    import prefix_titan.eval as eval_module
+
+    def stopped(argv):
+        if how == "SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # (the handler raises here)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_module, "_main", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        eval_module.main(["--model", "m"])
+    assert e.value.code == (143 if how == "SIGTERM" else 130)
+    said = "terminated" if how == "SIGTERM" else "interrupted"
+    assert capsys.readouterr().err == (
+        f"{said}: the evaluation stopped; the results written before are kept, and the same "
+        "command evaluates what is left (tasks evaluated already with its settings are kept, not "
+        "evaluated again)\n"
+    )
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -853,9 +853,7 @@ def test_a_launch_registers_its_plan_before_the_first_run(tmp_path, monkeypatch,
 
     started = []
 
-    def run_queue(
-        jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None, started=None
-    ):
+    def run_queue(jobs, groups, stop_on_failure, root, recheck=None, plan_sha256=None, **kw):
         started.append((tmp_path / "sweep" / "analysis_plan.toml").is_file())
         return []
 

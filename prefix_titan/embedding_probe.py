@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         with RunLock(writer_folder(a.folder) if exported else a.folder, elsewhere=AFTER_IT):
             if exported:
                 refuse_tokenizer(a.folder, [EMBEDDING_PROBE])  # (its own vocab_size)
-                check_export(a.folder)  # (an export's files as written: their sha256)
                 matrices, tokenizer_dir, out = hf_matrices(a.folder), a.folder, a.folder
+                check_export(a.folder)  # (its files as written: sha256; a cut file said first)
             else:
                 matrices, step, tokenizer_dir = run_matrices(a.folder, a.checkpoint)
                 out = os.path.join(a.folder, EVALS, f"step-{step_number(step)}")

@@ -488,8 +488,9 @@ def main() -> None:
                 import traceback
 
                 traceback.print_exception(e)
+            said = (str(e).strip().splitlines() or [""])[0][:200]
             print(
-                f"error: {full} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}): "
+                f"error: {full} ({type(e).__name__}: {said}): "
                 f"free space there; {_resume_advice(config)}",
                 file=sys.stderr,
                 flush=True,

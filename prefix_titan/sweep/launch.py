@@ -1162,7 +1162,15 @@ def _started(a, arm: str, seed: int) -> None:
     from .launches import record_start
 
     folder = os.path.relpath(run_folder(load_config(a.root, a.scale, arm), seed, "."), ".")
-    record_start(a.launch_record, arm, seed, folder)
+    try:
+        record_start(a.launch_record, arm, seed, folder)
+    except (OSError, ValueError) as e:  # (the run starts all the same: its folder records it)
+        print(
+            f"[sweep] warning: {arm} seed {seed}: its start could not be noted beside "
+            f"{a.launch_record} ({e}); a report that finds its folder gone cannot tell it began",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _register_plan(p: argparse.ArgumentParser, a) -> str | None:

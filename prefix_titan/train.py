@@ -407,6 +407,7 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=TYRO_FORM_WARNING, category=UserWarning)
+    from torch.distributed.checkpoint.api import CheckpointException  # (a save's: BaseException)
     from torchtitan.train import Trainer
     from torchtitan.train import main as torchtitan_main
 
@@ -478,17 +479,17 @@ def main() -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
             clean_up(config)
         raise SystemExit(2) from None
-    except (OSError, RuntimeError) as e:  # a full disk (a save cut short): said, with the resume
+    except (OSError, RuntimeError, CheckpointException) as e:  # a full disk: said, with the resume
         full = disk_full(config.job.dump_folder, e)
         if full is None:
             raise
         _record_interrupted(recorder)
         if os.environ.get("RANK", "0") == "0":
-            if getattr(e, "errno", None) not in FULL_ERRNOS:  # (a guess from the space left)
+            if not any(getattr(x, "errno", None) in FULL_ERRNOS for x in _causes(e)):  # (a guess)
                 import traceback
 
                 traceback.print_exception(e)
-            said = (str(e).strip().splitlines() or [""])[0][:200]
+            said = (str(_causes(e)[-1]).strip().splitlines() or [""])[0][:200]
             print(
                 f"error: {full} ({type(e).__name__}: {said}): "
                 f"free space there; {_resume_advice(config)}",
@@ -527,19 +528,54 @@ LOW_SPACE = 64 * 2**20
 space leaves its partial files there: nearly nothing free)"""
 
 
+TORCH_WRITE_FAILED = ("inline_container", "PytorchStreamWriter", "file write failed")
+"""Parts of the messages of torch's own writers' RuntimeError when a write fails (no errno)"""
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error`, or where it is a distributed checkpoint's save failure (CheckpointException,
+    which wraps each rank's error), the errors it wraps."""
+    failures = getattr(error, "failures", None)
+    if isinstance(failures, dict) and failures:
+        return [f[0] if isinstance(f, tuple) else f for f in failures.values()]
+    return [error]
+
+
 def disk_full(folder: str, error: BaseException) -> str | None:
-    """What ended a run whose write failed with `error`, where the file system holding `folder`
-    is full: the error says so (ENOSPC, EDQUOT), or a write failed otherwise (torch's writers
-    raise a RuntimeError of their own) with under LOW_SPACE bytes left there. None otherwise."""
+    """What ended a run whose write failed with `error` (or, a checkpoint save's failure, the
+    errors it wraps) where a file system is full: an error says so (ENOSPC, EDQUOT: the file
+    system of the file it names, else of `folder`), or a save's write failed otherwise (torch's
+    writers raise a RuntimeError of their own, TORCH_WRITE_FAILED) with under LOW_SPACE bytes
+    left in `folder`'s. None otherwise: any other failure is not the disk's."""
     import shutil
 
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
-        free = None
-    if getattr(error, "errno", None) in FULL_ERRNOS or (free is not None and free < LOW_SPACE):
-        left = "" if free is None else f", {free / 2**20:.1f} MiB free"
-        return f"the file system holding {folder} is full{left}"
+    def free(path: str) -> int | None:
+        try:
+            return shutil.disk_usage(path).free
+        except OSError:
+            return None
+
+    def said(path: str, left: int | None) -> str:
+        room = "" if left is None else f", {left / 2**20:.1f} MiB free"
+        return f"the file system holding {path} is full{room}"
+
+    causes = _causes(error)
+    for cause in causes:
+        if getattr(cause, "errno", None) in FULL_ERRNOS:
+            named = getattr(cause, "filename", None)
+            path = os.path.dirname(named) if isinstance(named, str) and named else folder
+            return said(path if os.path.isdir(path) else folder, free(path))
+    saving = (
+        len(causes) > 1
+        or causes[0] is not error
+        or any(
+            isinstance(c, RuntimeError) and any(m in str(c) for m in TORCH_WRITE_FAILED)
+            for c in causes
+        )
+    )
+    left = free(folder)
+    if saving and left is not None and left < LOW_SPACE:
+        return said(folder, left)
     return None
 
 
@@ -639,7 +675,10 @@ def _report_checkpoint(config, before: str | None) -> None:
             flush=True,
         )
     elif steps:
-        print(f"no checkpoint was written by this run; the newest in {folder} is {steps[-1]}")
+        print(
+            f"no checkpoint was written by this run; the newest in {folder} is {steps[-1]}",
+            flush=True,
+        )
     else:
         print(f"no checkpoint was written under {folder}", flush=True)
 

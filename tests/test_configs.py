@@ -1406,7 +1406,7 @@ def test_a_linked_record_or_log_is_refused_before_anything_is_written(tmp_path, 
     assert sorted(os.listdir(folder)) == [name] and (other / name).read_text() == "{}\n"
 
 
-@pytest.mark.parametrize("how", ["errno", "low space"])
+@pytest.mark.parametrize("how", ["errno", "low space", "checkpoint save"])
 def test_a_full_disk_is_one_line_naming_what_resumes(tmp_path, monkeypatch, capsys, how):
     """A save that runs out of space ended the run in torch's traceback, naming neither the disk
     nor the resume: one line says the file system is full and what resumes the run (where the
@@ -1417,15 +1417,19 @@ def test_a_full_disk_is_one_line_naming_what_resumes(tmp_path, monkeypatch, caps
     from collections import namedtuple
 
     import torchtitan.train
+    from torch.distributed.checkpoint.api import CheckpointException
 
     from prefix_titan.train import main
 
     usage = namedtuple("usage", "total used free")
     free = 1 * 2**20 if how == "low space" else 50 * 2**30
     monkeypatch.setattr(shutil_module, "disk_usage", lambda folder: usage(0, 0, free))
+    inner = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "__0_0.distcp"))
     error = (
         OSError(errno.ENOSPC, "No space left on device")
         if how == "errno"
+        else CheckpointException("save", {0: (inner, None)})  # (what dcp.save raises: wrapped)
+        if how == "checkpoint save"
         else RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
     )
 
@@ -1448,4 +1452,5 @@ def test_a_full_disk_is_one_line_naming_what_resumes(tmp_path, monkeypatch, caps
     with pytest.raises(type(error)):  # plenty of space, no ENOSPC: not said to be the disk's
         if how == "errno":
             error.errno = errno.EIO
+        inner.errno = errno.EIO
         main()

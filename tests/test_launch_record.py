@@ -219,3 +219,13 @@ def test_a_sweep_folder_without_runs_names_the_runs_launched(tmp_path):
     assert "so not in this report: ce (seed 1); label_smoothing (seed 1); prefix_tau0.5" in str(
         e.value
     )
+
+
+def test_a_damaged_run_record_is_refused_without_the_launch_note(tmp_path):
+    _launched(tmp_path, ["ce"], (0, 1))
+    (tmp_path / "ce" / "seed0").mkdir(parents=True)
+    (tmp_path / "ce" / "seed0" / "run_config.json").write_text('{"x": 1}')
+    with pytest.raises(ValueError) as e:
+        report(str(tmp_path))
+    assert "is not a run record (no objective)" in str(e.value)
+    assert "Launched into this sweep" not in str(e.value)

@@ -231,3 +231,18 @@ def test_validation_loss_feeds_the_meter_from_the_same_pass(odd_texts, mt):
         float(late) / (labels[:, 16:] != IGNORE_INDEX).sum().item(), rel=1e-5
     )
     assert meter.take() == {}  # taken: the next validation starts afresh
+
+
+def test_no_positions_where_the_labels_are_not_whole_windows(odd_texts, mt):
+    """Under context parallelism a rank's labels are chunks of the window: their index is not
+    their position, so no CE by position is measured (it was, under the wrong buckets)."""
+    spec = SPECS[0]
+    table = build_target_table(odd_texts, spec)
+    logits, labels = fresh_logits(table.vocab_size, batch=2, seq=20)
+    whole = build_plan(spec, table, mechanism=mt).validation_sums(logits, labels)
+    sharded = build_plan(spec, table, mechanism=mt, window_positions=False)
+    stats = sharded.validation_sums(logits, labels)
+    assert float(whole[LAYOUT["position_tokens"]].sum()) == int((labels != IGNORE_INDEX).sum())
+    assert float(stats[LAYOUT["position_tokens"]].sum()) == 0
+    assert not any(k.startswith("ce_pos_") for k in mechanism_metrics(stats))
+    torch.testing.assert_close(stats[LAYOUT["ce"]], whole[LAYOUT["ce"]])

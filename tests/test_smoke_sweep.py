@@ -86,6 +86,12 @@ def test_train_export_evaluate_report_for_two_arms_and_two_paired_seeds(tmp_path
     for run in runs.values():
         (start,) = json.loads((run / "run_config.json").read_text())["starts"]
         assert start["plan_sha256"] == registered, start
+    # the launch recorded its runs, each noted as it started, each with its folder
+    from prefix_titan.sweep.launches import launched_runs, without_folder
+
+    recorded = launched_runs(str(sweep))
+    assert {(r["arm"], r["seed"]) for r in recorded} == set(runs)
+    assert all(r["began"] for r in recorded) and without_folder(str(sweep)) == []
     again = launch(tmp_path, sweep, plan)  # finished runs are skipped
     assert again.returncode == 0 and again.stdout.count("finished already, skipped") == 4
 

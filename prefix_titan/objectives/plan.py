@@ -46,6 +46,10 @@ class LossPlan:
     """The tokenizer's BOS id (objective.position_start = 'document': where documents start)"""
     eos_id: int | None = None
     """The tokenizer's EOS id (document starts where data.document_mask ignored the BOS)"""
+    window_positions: bool = True
+    """Whether a validation batch's labels hold whole windows, so that a target's index is its
+    position (validation CE by position); False under context parallelism, which hands each
+    rank chunks of the window"""
 
     @property
     def fused(self) -> bool:
@@ -103,8 +107,15 @@ class LossPlan:
             self.tensors(logits.device),
             self.row_weights(labels),
             self.has_background,
-            position_buckets(labels) if labels.dim() >= 2 else None,
+            self._positions(labels),
         )
+
+    def _positions(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The position buckets of labels [batch, seq] (mechanism.position_buckets), or None
+        where their index is not their position (other shapes, context parallelism)."""
+        if labels.dim() < 2 or not self.window_positions:
+            return None
+        return position_buckets(labels)
 
     def row_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Per-row weights of labels [batch, seq] (position weighting), or None: k counted from
@@ -156,7 +167,7 @@ class LossPlan:
             check_labels(labels, head_weight.shape[0])
         step = self.chunk_step
         if sink is not None:
-            positions = position_buckets(labels) if labels.dim() >= 2 else None
+            positions = self._positions(labels)
             step = observing_step(sink, self.mechanism_on(h.device), self.has_background, positions)
         return fused_target_loss(
             h.reshape(-1, h.shape[-1]),
@@ -231,6 +242,7 @@ def build_plan(
     mechanism: MechanismTables | None = None,
     bos_id: int | None = None,
     eos_id: int | None = None,
+    window_positions: bool = True,
 ) -> LossPlan:
     """The plan of `spec` over `table` on a device type ("cpu", "cuda") for a model of width
     `dim` (needed for the fused head's default chunk size); `mechanism` (mechanism_tables of the
@@ -251,7 +263,19 @@ def build_plan(
     kernel = RowKernel.resolve(spec.kernel, device_type)
     check_row_block(spec, compile, kernel, device_type)
     chunk, source = resolve_chunk(spec, device_type, dim)
-    return LossPlan(spec, table, kernel, compile, backend, chunk, source, mechanism, bos_id, eos_id)
+    return LossPlan(
+        spec,
+        table,
+        kernel,
+        compile,
+        backend,
+        chunk,
+        source,
+        mechanism,
+        bos_id,
+        eos_id,
+        window_positions,
+    )
 
 
 def check_table_spec(spec: ObjectiveSpec, table: TargetTable) -> None:

@@ -1127,7 +1127,7 @@ def report(
     try:
         found = find_runs(runs_dir, items=False)
     except ValueError as e:  # no run at all: the launches' runs named where they are recorded
-        if os.path.isdir(runs_dir) and (absent := without_folder(runs_dir)):
+        if str(e).startswith("no runs (") and (absent := without_folder(runs_dir)):
             raise ValueError(f"{e}. {launched_note(absent)}") from None
         raise
     if plan and found:  # names no arm of the project nor of the sweep: refused, as by a launch

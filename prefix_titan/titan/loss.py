@@ -96,6 +96,7 @@ class LossPlans:
             compiles_loss(job_config),
             job_config.compile.backend,
             device_type,
+            job_config.parallelism.context_parallel_degree,
         )
         if key not in self._plans:
             bos, eos = (None, None)
@@ -111,6 +112,7 @@ class LossPlans:
                 mechanism=self.mechanism_for(job_config),
                 bos_id=bos,
                 eos_id=eos,
+                window_positions=job_config.parallelism.context_parallel_degree <= 1,
             )
             self._plans[key] = plan
             logger.info(plan.describe())

@@ -61,7 +61,7 @@ from .evaluation.probes import ITEMS_PER_TASK, MAX_SHOTS, read_word_list
 from .evaluation.probes import SEED as PROBE_SEED
 from .evaluation.probes import SHOTS as PROBE_SHOTS
 from .export import SPELLED_OUT
-from .runs.cli import Parser, path_arg
+from .runs.cli import Parser, Terminated, path_arg, terminate
 from .runs.folder import EVAL_RESULTS, EVALS, EXPORTS, RUN_CONFIG, read_export_record, step_number
 
 
@@ -154,19 +154,11 @@ def quiet() -> None:
     tqdm.std.tqdm.__init__ = silenced
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the evaluation is (as Ctrl-C raises KeyboardInterrupt)."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> None:
     """The command (_main); Ctrl-C or SIGTERM ends it in one line saying what is kept and what
     resumes it (exit 130 / 143), not lm-eval's traceback or a silent end."""
     main_thread = threading.current_thread() is threading.main_thread()  # (else no handler)
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, terminate) if main_thread else None
     try:
         return _main(argv)
     except KeyboardInterrupt as e:

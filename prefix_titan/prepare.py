@@ -37,7 +37,7 @@ import time
 from .data.hub import exit_if_unreachable, offline_unless_reachable
 from .data.prepare import DEFAULT_SHARD_TOKENS, PROGRESS, hub_source, prepare
 from .data.shards import MANIFEST
-from .runs.cli import Parser, path_arg
+from .runs.cli import Parser, Terminated, path_arg, terminate
 
 
 def _token_count(flag: str):
@@ -55,14 +55,6 @@ def _token_count(flag: str):
         return value
 
     return parse
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the prepare is (as Ctrl-C raises KeyboardInterrupt)."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
 
 
 def _left(out: str) -> tuple[str, str]:
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     if hub_source(a.source) and (line := offline_unless_reachable()):
         print(f"warning: {line}", file=sys.stderr, flush=True)
     finished = os.path.exists(os.path.join(a.out, MANIFEST))  # (before: nothing to do)
-    previous = signal.signal(signal.SIGTERM, _terminate)  # unwinds as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, terminate)  # unwinds as Ctrl-C does
     try:
         what = f"list and read the files of {a.source}"
         if hub_source(a.source):  # (a relative folder's path is shaped like a hub dataset's name)

@@ -13,7 +13,7 @@ import shlex
 import signal
 import sys
 
-from .runs.cli import CONFIG_FLAGS, flag_values
+from .runs.cli import CONFIG_FLAGS, Terminated, flag_values, terminate
 
 
 def local_command(*args: str, nproc: int = 1) -> list[str]:
@@ -429,7 +429,7 @@ def main() -> None:
     recorder = _recorder(config)
     # a preemption's SIGTERM (a scheduler's, or torchrun's forwarding of it) unwinds the loop as
     # Ctrl-C does, so that the run says which checkpoint resumes it (else the signal kills it mute)
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         torchtitan_main(Trainer)
     except Terminated:
@@ -500,14 +500,6 @@ def main() -> None:
     finally:
         signal.signal(signal.SIGTERM, previous)
     _report_checkpoint(config, before)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the training loop is (as Ctrl-C raises KeyboardInterrupt)."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
 
 
 def _recorder(config):

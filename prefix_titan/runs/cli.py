@@ -36,3 +36,13 @@ class Parser(argparse.ArgumentParser):
         """A refused input (a folder, a file, what they hold): the message alone, which names
         what to change; the options' list would not help."""
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a command is (as Ctrl-C raises KeyboardInterrupt): a command that
+    installs `terminate` as its SIGTERM handler unwinds as at Ctrl-C, and says which it was."""
+
+
+def terminate(signum, frame):
+    """The SIGTERM handler that raises Terminated."""
+    raise Terminated

@@ -1145,10 +1145,7 @@ def _begin(p: argparse.ArgumentParser, a, runs: list[tuple[str, int]]) -> str | 
     from .launches import record_launch
 
     plan_sha256 = _register_plan(p, a)
-    folders = [
-        (arm, seed, os.path.relpath(run_folder(load_config(a.root, a.scale, arm), seed, "."), "."))
-        for arm, seed in runs
-    ]
+    folders = [(arm, seed, _in_sweep(a, arm, seed)) for arm, seed in runs]
     try:
         a.launch_record = record_launch(str(a.sweep_folder), folders, plan_sha256)
     except OSError as e:
@@ -1156,14 +1153,19 @@ def _begin(p: argparse.ArgumentParser, a, runs: list[tuple[str, int]]) -> str | 
     return plan_sha256
 
 
+def _in_sweep(a, arm: str, seed: int) -> str:
+    """The run folder of (arm, seed) relative to the sweep folder (run_folder's `<arm>/seed<S>`),
+    as the launch records name it."""
+    return os.path.relpath(run_folder(load_config(a.root, a.scale, arm), seed, "."), ".")
+
+
 def _started(a, arm: str, seed: int) -> None:
     """Note in the launch's record that run (arm, seed) starts now (launches.record_start): its
     folder removed later, the report knows it began."""
     from .launches import record_start
 
-    folder = os.path.relpath(run_folder(load_config(a.root, a.scale, arm), seed, "."), ".")
     try:
-        record_start(a.launch_record, arm, seed, folder)
+        record_start(a.launch_record, arm, seed, _in_sweep(a, arm, seed))
     except (OSError, ValueError) as e:  # (the run starts all the same: its folder records it)
         print(
             f"[sweep] warning: {arm} seed {seed}: its start could not be noted beside "
